@@ -1,0 +1,105 @@
+"""The ``mlwarden`` command.
+
+Each command group lives in its own module under ``mlwarden.cli`` and exposes
+``register(app)``. ``main()`` turns user errors into one line on stderr and exit
+status 2 (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from mlwarden import __version__
+from mlwarden.core.console import settings
+
+app = typer.Typer(
+    name="mlwarden",
+    help="Find and fix the security weaknesses of machine-learning systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: Command modules, in the order they appear in --help.
+COMMAND_MODULES = (
+    "demo",
+    "scan",
+    "registry",
+    "data",
+    "evasion",
+    "privacy",
+    "backdoor",
+    "serve",
+    "threats",
+    "audit",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mlwarden {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Find and fix the security weaknesses of machine-learning systems."""
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"mlwarden.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"mlwarden.cli.{name}":
+                continue  # command group not built yet
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script and ``python -m mlwarden``."""
+    from mlwarden.core.errors import UserError
+
+    args = sys.argv[1:] if argv is None else argv
+    if "--debug" in args:
+        settings.debug = True
+    try:
+        rv = app(args=args, prog_name="mlwarden", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("mlwarden: aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx is not None else "mlwarden"
+        print(f"{cmd}: error: {exc.format_message()} (see '{cmd} --help')", file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as exc:
+        print(f"mlwarden: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except UserError as exc:
+        if settings.debug:
+            raise
+        print(f"mlwarden: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("mlwarden: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if settings.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"mlwarden: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
+        sys.exit(3)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,1 @@
+"""Core contracts: Target, Dataset, Finding/Report, ATLAS catalogue, executor."""

@@ -1,0 +1,450 @@
+"""Targets: what an attack or an audit sees of a model.
+
+Every adapter implements the :class:`Target` protocol:
+
+* ``access`` — ``"white"`` (gradients through :meth:`Target.torch_forward`),
+  ``"score"`` (scores per class) or ``"label"`` (only the predicted class);
+* ``predict(x)`` — a batch of inputs (numpy or torch) to a float32 array of shape
+  ``(N, C)`` of scores, or an int64 array ``(N,)`` of labels for label access;
+* ``queries`` — how many inputs have been sent so far; ``max_queries`` makes the
+  target refuse to go over a budget (:class:`QueryBudgetExceeded`);
+* ``output`` — what the scores are: ``"logits"``, ``"probabilities"`` or ``"labels"``.
+
+Adapters: :class:`TorchTarget` (``nn.Module``), :class:`TorchScriptTarget`,
+:class:`ExportedProgramTarget` (``torch.export`` ``.pt2``), :class:`SklearnTarget`,
+:class:`OnnxTarget`, :class:`HttpTarget` and :class:`CallableTarget`.
+
+Adapters that read a file do not scan it: load model files through
+:func:`mlwarden.supplychain.load_target`, which scans first.
+
+Example::
+
+    target = TorchTarget(model)            # white-box, logits
+    scores = target.predict(x)             # (N, C) float32
+    target.queries                         # N
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from mlwarden.core.errors import InputFileError, UserError
+
+Access = Literal["white", "score", "label"]
+Output = Literal["logits", "probabilities", "labels"]
+ACCESS_LEVELS: tuple[str, ...] = ("white", "score", "label")
+
+
+class QueryBudgetExceeded(RuntimeError):
+    """Raised when a target's ``max_queries`` would be exceeded."""
+
+
+class TargetError(UserError):
+    """A model that failed to answer (bad shape, server error, wrong output)."""
+
+
+@runtime_checkable
+class Target(Protocol):
+    access: Access
+    output: Output
+    name: str
+    queries: int
+    max_queries: int | None
+
+    def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray: ...
+
+    def predict_labels(self, x: np.ndarray | torch.Tensor) -> np.ndarray: ...
+
+
+class BaseTarget:
+    """Shared batching, query counting and budget checks; subclasses implement ``_predict``."""
+
+    access: Access = "score"
+    output: Output = "probabilities"
+
+    def __init__(
+        self,
+        *,
+        access: Access | None = None,
+        output: Output | None = None,
+        batch_size: int = 256,
+        max_queries: int | None = None,
+        name: str = "model",
+        num_classes: int | None = None,
+        input_shape: Sequence[int] | None = None,
+    ) -> None:
+        if access is not None:
+            if access not in ACCESS_LEVELS:
+                raise UserError(f"access must be one of {', '.join(ACCESS_LEVELS)}; got {access!r}")
+            self.access = access
+        if output is not None:
+            self.output = output
+        if self.access == "label":
+            self.output = "labels"
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1; got {batch_size}")
+        self.batch_size = batch_size
+        self.max_queries = max_queries
+        self.queries = 0
+        self.name = name
+        self.num_classes = num_classes
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+
+    # -- public API ---------------------------------------------------------------
+    def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Scores ``(N, C)`` float32, or labels ``(N,)`` int64 for label access."""
+        arr = _as_numpy(x)
+        if arr.ndim == 0:
+            raise TargetError("predict() needs a batch of inputs, got a scalar")
+        n = len(arr)
+        if self.max_queries is not None and self.queries + n > self.max_queries:
+            raise QueryBudgetExceeded(
+                f"{self.name}: {n} more queries would exceed the budget of {self.max_queries} "
+                f"({self.queries} used)"
+            )
+        self.queries += n
+        if n == 0:
+            return np.zeros((0,) if self.access == "label" else (0, self.num_classes or 0), np.float32)
+        outs = [self._predict(arr[i : i + self.batch_size]) for i in range(0, n, self.batch_size)]
+        out = np.concatenate(outs, axis=0)
+        if self.access == "label":
+            if out.ndim == 2:
+                out = out.argmax(axis=1)
+            return out.astype(np.int64)
+        out = out.astype(np.float32, copy=False)
+        if out.ndim == 1:
+            raise TargetError(f"{self.name} returned labels but was declared with {self.access} access")
+        if self.num_classes is None:
+            self.num_classes = out.shape[1]
+        return out
+
+    def predict_labels(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        out = self.predict(x)
+        return out if out.ndim == 1 else out.argmax(axis=1).astype(np.int64)
+
+    def reset_queries(self) -> None:
+        self.queries = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "adapter": type(self).__name__,
+            "access": self.access,
+            "output": self.output,
+            "num_classes": self.num_classes,
+        }
+
+    # -- to implement ---------------------------------------------------------------
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchTarget(BaseTarget):
+    """A ``torch.nn.Module`` returning logits (or probabilities, with ``output=``).
+
+    With ``access="white"`` (the default) attacks use :meth:`torch_forward`, which is
+    differentiable and does not leave torch.
+    """
+
+    access: Access = "white"
+    output: Output = "logits"
+
+    def __init__(self, module: torch.nn.Module, *, device: str | torch.device = "cpu", **kw: Any) -> None:
+        kw.setdefault("name", type(module).__name__)
+        super().__init__(**kw)
+        self.device = torch.device(device)
+        self.module = module.to(self.device).eval()
+
+    def torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable forward pass (counts queries like :meth:`predict`)."""
+        if self.access != "white":
+            raise TargetError(f"{self.name} has {self.access} access; gradients are not available")
+        self.queries += len(x)
+        return self.module(x.to(self.device))
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        if not isinstance(out, torch.Tensor):
+            raise TargetError(f"{self.name} returned {type(out).__name__}; expected a tensor of scores")
+        return out.detach().cpu().float().numpy()
+
+
+class TorchScriptTarget(TorchTarget):
+    """A TorchScript archive (``torch.jit.save``). Scan it first; see module docs."""
+
+    def __init__(self, path: str | Path, **kw: Any) -> None:
+        path = Path(path)
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # torch raises RuntimeError, ValueError, zip errors...
+            raise InputFileError(path, f"not a loadable TorchScript archive ({_first_line(exc)})") from None
+        kw.setdefault("name", path.name)
+        super().__init__(module, **kw)
+        self.path = path
+
+
+class ExportedProgramTarget(TorchTarget):
+    """A ``torch.export`` program saved as ``.pt2``. Scan it first; see module docs."""
+
+    def __init__(self, path: str | Path, **kw: Any) -> None:
+        path = Path(path)
+        try:
+            program = torch.export.load(str(path))
+            module = program.module()
+        except Exception as exc:
+            raise InputFileError(path, f"not a loadable torch.export program ({_first_line(exc)})") from None
+        kw.setdefault("name", path.name)
+        super().__init__(module, **kw)  # type: ignore[arg-type]
+        self.path = path
+
+
+class SklearnTarget(BaseTarget):
+    """A fitted scikit-learn estimator: ``predict_proba`` if it has one, else labels.
+
+    Inputs of any shape are flattened to ``(N, features)``.
+    """
+
+    output: Output = "probabilities"
+
+    def __init__(self, estimator: Any, **kw: Any) -> None:
+        has_proba = hasattr(estimator, "predict_proba")
+        if not has_proba:
+            kw["access"] = "label"
+        elif kw.get("access") == "white":
+            raise UserError("a scikit-learn estimator has no gradients; use access 'score' or 'label'")
+        kw.setdefault("name", type(estimator).__name__)
+        classes = getattr(estimator, "classes_", None)
+        if classes is not None:
+            kw.setdefault("num_classes", len(classes))
+        super().__init__(**kw)
+        self.estimator = estimator
+        self._has_proba = has_proba
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        flat = x.reshape(len(x), -1)
+        try:
+            if self.access == "label" or not self._has_proba:
+                return np.asarray(self.estimator.predict(flat)).astype(np.int64)
+            return np.asarray(self.estimator.predict_proba(flat), dtype=np.float32)
+        except ValueError as exc:
+            raise TargetError(f"{self.name} rejected inputs of shape {x.shape}: {_first_line(exc)}") from None
+
+
+class OnnxTarget(BaseTarget):
+    """An ONNX model run by onnxruntime on the CPU. Scan it first; see module docs.
+
+    The first output is taken as the scores; a model that outputs labels first and
+    probabilities second (skl2onnx classifiers) is handled: a 1-D integer output is
+    skipped when a later output holds scores.
+    """
+
+    output: Output = "logits"
+
+    def __init__(self, path: str | Path, **kw: Any) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        try:
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise InputFileError(path, f"not a loadable ONNX model ({_first_line(exc)})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise InputFileError(path, f"has {len(inputs)} inputs; only single-input models are supported")
+        self.input_name = inputs[0].name
+        shape = inputs[0].shape
+        self._input_dims = [d if isinstance(d, int) else None for d in shape[1:]]
+        kw.setdefault("name", path.name)
+        if all(d is not None for d in self._input_dims):
+            kw.setdefault("input_shape", self._input_dims)
+        super().__init__(**kw)
+        self.path = path
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        if self._input_dims and all(d is not None for d in self._input_dims):
+            want = int(np.prod(self._input_dims))  # type: ignore[arg-type]
+            if int(np.prod(x.shape[1:])) != want:
+                raise TargetError(f"{self.name} expects inputs of shape {self._input_dims}, got {list(x.shape[1:])}")
+            x = x.reshape(len(x), *self._input_dims)  # type: ignore[arg-type]
+        try:
+            outs = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        except Exception as exc:
+            raise TargetError(f"{self.name} failed on inputs of shape {list(x.shape)}: {_first_line(exc)}") from None
+        for out in outs:
+            if isinstance(out, list) and out and isinstance(out[0], dict):  # ZipMap
+                keys = sorted(out[0])
+                return np.asarray([[row[k] for k in keys] for row in out], dtype=np.float32)
+            arr = np.asarray(out)
+            if arr.ndim == 2:
+                return arr.astype(np.float32)
+        arr = np.asarray(outs[0])
+        if arr.ndim == 1:
+            return arr.astype(np.int64)
+        return arr.reshape(len(x), -1).astype(np.float32)
+
+
+class CallableTarget(BaseTarget):
+    """A plain Python callable mapping a numpy batch to scores ``(N, C)`` or labels ``(N,)``."""
+
+    def __init__(self, fn: Callable[[np.ndarray], Any], **kw: Any) -> None:
+        kw.setdefault("name", getattr(fn, "__name__", "callable"))
+        super().__init__(**kw)
+        if self.access == "white":
+            raise UserError("a plain callable has no gradients; use access 'score' or 'label'")
+        self.fn = fn
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.fn(x))
+        if out.shape[0] != len(x):
+            raise TargetError(f"{self.name} returned {out.shape[0]} rows for {len(x)} inputs")
+        return out
+
+
+class HttpTarget(BaseTarget):
+    """A model behind an HTTP endpoint that takes and returns JSON.
+
+    The request body is ``{input_field: [inputs as nested lists]}`` merged into
+    ``extra_body``; the scores (or labels) are read from ``output_field`` of the
+    response. Both fields accept dotted paths (``"data.inputs"``). Send an API key
+    with ``headers={"Authorization": "Bearer ..."}``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        input_field: str = "inputs",
+        output_field: str = "predictions",
+        headers: dict[str, str] | None = None,
+        extra_body: dict[str, Any] | None = None,
+        timeout: float = 30.0,
+        retries: int = 2,
+        **kw: Any,
+    ) -> None:
+        import httpx
+
+        if not url.startswith(("http://", "https://")):
+            raise UserError(f"not an http(s) URL: {url!r}")
+        kw.setdefault("name", url)
+        kw.setdefault("batch_size", 64)
+        super().__init__(**kw)
+        if self.access == "white":
+            raise UserError("an HTTP endpoint has no gradients; use access 'score' or 'label'")
+        self.url = url
+        self.input_field = input_field
+        self.output_field = output_field
+        self.extra_body = extra_body or {}
+        self.retries = retries
+        self.client = httpx.Client(timeout=timeout, headers=headers or {})
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        import httpx
+
+        body: dict[str, Any] = dict(self.extra_body)
+        _set_path(body, self.input_field, x.tolist())
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self.client.post(self.url, json=body)
+            except httpx.HTTPError as exc:
+                last = exc
+                continue
+            if resp.status_code == 429 or resp.status_code >= 500:
+                last = TargetError(f"{self.url} answered HTTP {resp.status_code}")
+                if attempt < self.retries:
+                    import time
+
+                    time.sleep(min(float(resp.headers.get("Retry-After", "0.5") or 0.5), 5.0))
+                continue
+            if resp.status_code >= 400:
+                raise TargetError(f"{self.url} answered HTTP {resp.status_code}: {resp.text[:200]}")
+            try:
+                payload = resp.json()
+                out = np.asarray(_get_path(payload, self.output_field))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TargetError(f"{self.url}: response has no usable {self.output_field!r} ({exc})") from None
+            if out.dtype.kind not in "biuf" or len(out) != len(x):
+                raise TargetError(f"{self.url}: {self.output_field!r} is not {len(x)} rows of numbers")
+            return out
+        raise TargetError(f"{self.url} did not answer: {last}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _set_path(body: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = body
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+    cur[keys[-1]] = value
+
+
+def _get_path(payload: Any, dotted: str) -> Any:
+    cur = payload
+    for k in dotted.split("."):
+        cur = cur[int(k)] if isinstance(cur, list) else cur[k]
+    return cur
+
+
+def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().float().numpy()
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TargetError(f"inputs must be numbers; got dtype {arr.dtype}")
+    return arr.astype(np.float32, copy=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def as_target(model: Any, **kw: Any) -> BaseTarget:
+    """Wrap an in-memory model: a Target passes through, a module, estimator or callable is adapted."""
+    if isinstance(model, BaseTarget):
+        return model
+    if isinstance(model, torch.nn.Module):
+        return TorchTarget(model, **kw)
+    if hasattr(model, "predict") and hasattr(model, "fit"):
+        return SklearnTarget(model, **kw)
+    if callable(model):
+        return CallableTarget(model, **kw)
+    raise UserError(f"cannot use a {type(model).__name__} as a model; expected a torch module, a scikit-learn estimator or a callable")
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, stable for large logits."""
+    z = scores.astype(np.float64) - scores.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def probabilities(target: Target, x: np.ndarray) -> np.ndarray:
+    """Scores as probabilities whatever the target's output kind (labels become one-hot)."""
+    out = target.predict(x)
+    if out.ndim == 1:
+        n = getattr(target, "num_classes", None) or int(out.max()) + 1
+        onehot = np.zeros((len(out), n), np.float64)
+        onehot[np.arange(len(out)), out] = 1.0
+        return onehot
+    if target.output == "probabilities":
+        return out.astype(np.float64)
+    return softmax(out)
+
+
+def is_close_to_probabilities(scores: np.ndarray, tol: float = 1e-3) -> bool:
+    """True when every row is non-negative and sums to 1 (a model emitting probabilities)."""
+    return bool(scores.size) and bool(np.all(scores >= -tol)) and bool(
+        np.allclose(scores.sum(axis=1), 1.0, atol=tol)
+    ) and not math.isnan(float(scores.sum()))
