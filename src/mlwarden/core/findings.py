@@ -110,6 +110,16 @@ class Finding(BaseModel):
             raise ValueError(f"rule id {value!r} is not of the form MLW-<AREA>-<NNN>")
         return value
 
+    @field_validator("atlas", "mitigations")
+    @classmethod
+    def _catalogued(cls, value: list[str]) -> list[str]:
+        from mlwarden.core.atlas import unknown_ids
+
+        bad = unknown_ids(value)
+        if bad:
+            raise ValueError(f"ATLAS ids not in mlwarden's catalogue (core/atlas.yaml): {', '.join(bad)}")
+        return value
+
 
 class CheckRecord(BaseModel):
     """One check that ran (a JUnit test case; a SARIF run's tool component)."""
