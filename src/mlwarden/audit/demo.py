@@ -94,7 +94,9 @@ def run_demo(out_dir: Path, seed: int = 0, quick: bool = True) -> Report:
             step_report = module.run(ctx)
         except Exception as exc:  # a failing step is reported, not fatal
             seconds = time.perf_counter() - t0
-            report.checks.append(CheckRecord(name=name, status="error", seconds=seconds, message=str(exc)))
+            report.checks.append(
+                CheckRecord(name=name, status="error", seconds=seconds, message=str(exc))
+            )
             report.add(
                 Finding(
                     rule="MLW-AUD-001",

@@ -16,15 +16,28 @@ from mlwarden.core.console import err, settings
 from mlwarden.core.errors import UserError
 from mlwarden.core.findings import Report, Severity
 
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.", dir_okay=False)]
-HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.", dir_okay=False)]
-SarifOpt = Annotated[Path | None, typer.Option("--sarif", help="Write a SARIF 2.1.0 log here.", dir_okay=False)]
-JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.", dir_okay=False)]
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="Write the JSON report here.", dir_okay=False)
+]
+HtmlOpt = Annotated[
+    Path | None, typer.Option("--html", help="Write the HTML report here.", dir_okay=False)
+]
+SarifOpt = Annotated[
+    Path | None, typer.Option("--sarif", help="Write a SARIF 2.1.0 log here.", dir_okay=False)
+]
+JunitOpt = Annotated[
+    Path | None, typer.Option("--junit", help="Write JUnit XML here.", dir_okay=False)
+]
 FailOnOpt = Annotated[
     str | None,
-    typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists (critical|high|medium|low|info)."),
+    typer.Option(
+        "--fail-on",
+        help="Exit 1 when a finding at or above this severity exists (critical|high|medium|low|info).",
+    ),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same report.")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Random seed; the same seed gives the same report.")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or status output.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
 

@@ -14,7 +14,9 @@ from mlwarden.core.console import err, settings
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        out: Annotated[Path, typer.Option("--out", help="Folder for the report and demo artefacts.")] = Path("demo-out"),
+        out: Annotated[
+            Path, typer.Option("--out", help="Folder for the report and demo artefacts.")
+        ] = Path("demo-out"),
         seed: SeedOpt = 0,
         fail_on: FailOnOpt = None,
         quiet: QuietOpt = False,
@@ -25,7 +27,9 @@ def register(app: typer.Typer) -> None:
 
         setup(quiet=quiet, debug=debug, seed=seed)
         report = run_demo(out, seed=seed)
-        code = finish(report, json_path=out / "report.json", html_path=out / "report.html", fail_on=fail_on)
+        code = finish(
+            report, json_path=out / "report.json", html_path=out / "report.html", fail_on=fail_on
+        )
         if not settings.quiet:
             err.print(f"report: {(out / 'report.html').resolve()}")
         raise typer.Exit(code)

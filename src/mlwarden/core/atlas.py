@@ -47,7 +47,11 @@ def catalogue() -> dict[str, AtlasEntry]:
     text = resources.files("mlwarden.core").joinpath("atlas.yaml").read_text(encoding="utf-8")
     raw = yaml.safe_load(text)
     entries: dict[str, AtlasEntry] = {}
-    for section, kind in (("tactics", "tactic"), ("techniques", "technique"), ("mitigations", "mitigation")):
+    for section, kind in (
+        ("tactics", "tactic"),
+        ("techniques", "technique"),
+        ("mitigations", "mitigation"),
+    ):
         for ident, body in raw[section].items():
             entries[ident] = AtlasEntry(
                 id=ident,

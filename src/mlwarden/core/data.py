@@ -111,7 +111,9 @@ def load_dataset(spec: str | Path, *, label: str | None = None) -> Dataset:
         return load_npz(path)
     if path.suffix.lower() in {".csv", ".tsv", ".txt"} or _looks_like_text(path):
         return load_csv(path, label=label)
-    raise InputFileError(path, "not a dataset: expected an .npz with arrays x and y, a CSV, or an image folder")
+    raise InputFileError(
+        path, "not a dataset: expected an .npz with arrays x and y, a CSV, or an image folder"
+    )
 
 
 def _looks_like_text(path: Path) -> bool:
@@ -134,12 +136,15 @@ def load_npz(path: str | Path) -> Dataset:
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise InputFileError(path, f"not a readable .npz archive ({exc})") from None
     if total > MAX_ARRAY_BYTES:
-        raise InputFileError(path, f"arrays expand to {total} bytes, over the {MAX_ARRAY_BYTES}-byte limit")
+        raise InputFileError(
+            path, f"arrays expand to {total} bytes, over the {MAX_ARRAY_BYTES}-byte limit"
+        )
     missing = [k for k in ("x", "y") if k not in names]
     if missing:
         have = ", ".join(sorted(names)) or "none"
         raise InputFileError(
-            path, f"has no array {' or '.join(repr(m) for m in missing)}; expected arrays 'x' (inputs) and 'y' (labels), found: {have}"
+            path,
+            f"has no array {' or '.join(repr(m) for m in missing)}; expected arrays 'x' (inputs) and 'y' (labels), found: {have}",
         )
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -148,7 +153,9 @@ def load_npz(path: str | Path) -> Dataset:
             meta = {k: np.asarray(npz[k]) for k in npz.files if k not in ("x", "y")}
     except ValueError as exc:
         if "pickle" in str(exc).lower():
-            raise InputFileError(path, "holds object arrays, which would need unpickling; refusing to load them") from None
+            raise InputFileError(
+                path, "holds object arrays, which would need unpickling; refusing to load them"
+            ) from None
         raise InputFileError(path, f"could not read arrays ({exc})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InputFileError(path, f"truncated or corrupt array data ({exc})") from None
@@ -159,7 +166,9 @@ def _from_arrays(path: Path, x: np.ndarray, y: np.ndarray, meta: dict[str, np.nd
     if x.dtype.kind not in "biuf":
         raise InputFileError(path, f"array 'x' has dtype {x.dtype}; expected numbers")
     if x.ndim < 2:
-        raise InputFileError(path, f"array 'x' has shape {x.shape}; expected (samples, features...)")
+        raise InputFileError(
+            path, f"array 'x' has shape {x.shape}; expected (samples, features...)"
+        )
     y = _labels(path, y)
     if len(x) != len(y):
         raise InputFileError(path, f"'x' has {len(x)} samples but 'y' has {len(y)}")
@@ -176,7 +185,9 @@ def _from_arrays(path: Path, x: np.ndarray, y: np.ndarray, meta: dict[str, np.nd
     class_names: list[str] = []
     if "class_names" in meta and meta["class_names"].dtype.kind in "US":
         class_names = [str(c) for c in meta["class_names"]]
-    return Dataset(x=x, y=y, name=path.name, modality=modality, bounds=bounds, class_names=class_names)
+    return Dataset(
+        x=x, y=y, name=path.name, modality=modality, bounds=bounds, class_names=class_names
+    )
 
 
 def _labels(path: Path, y: np.ndarray) -> np.ndarray:
@@ -187,7 +198,9 @@ def _labels(path: Path, y: np.ndarray) -> np.ndarray:
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise InputFileError(path, "labels 'y' must be whole numbers (class indices)")
     elif y.dtype.kind not in "biu":
-        raise InputFileError(path, f"labels 'y' have dtype {y.dtype}; expected integer class indices")
+        raise InputFileError(
+            path, f"labels 'y' have dtype {y.dtype}; expected integer class indices"
+        )
     y = y.astype(np.int64)
     if y.size and y.min() < 0:
         raise InputFileError(path, "labels 'y' must be non-negative class indices")
@@ -216,7 +229,8 @@ def load_csv(path: str | Path, *, label: str | None = None) -> Dataset:
     header = [h.strip() for h in rows[0]]
     if label_col not in header:
         raise InputFileError(
-            path, f"has no label column {label_col!r}; columns are: {', '.join(header)} (choose one with --label)"
+            path,
+            f"has no label column {label_col!r}; columns are: {', '.join(header)} (choose one with --label)",
         )
     li = header.index(label_col)
     features = [h for i, h in enumerate(header) if i != li]
@@ -226,7 +240,9 @@ def load_csv(path: str | Path, *, label: str | None = None) -> Dataset:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):
-            raise InputFileError(path, f"line {lineno} has {len(row)} fields; the header has {len(header)}")
+            raise InputFileError(
+                path, f"line {lineno} has {len(row)} fields; the header has {len(header)}"
+            )
         values = []
         for i, cell in enumerate(row):
             if i == li:
@@ -288,10 +304,13 @@ def load_image_folder(path: str | Path) -> Dataset:
                 with Image.open(file) as img:
                     img.load()
                     if mode is None:
-                        mode = "L" if img.mode in ("1", "L", "I", "I;16", "P") and img.mode != "P" else "RGB"
+                        mode = "L" if img.mode in ("1", "L", "I", "I;16") else "RGB"
                         size = img.size
-                    if img.size != size:
-                        raise InputFileError(file, f"is {img.size[0]}x{img.size[1]}; other images are {size[0]}x{size[1]}")  # type: ignore[index]
+                    if size is not None and img.size != size:
+                        raise InputFileError(
+                            file,
+                            f"is {img.size[0]}x{img.size[1]}; other images are {size[0]}x{size[1]}",
+                        )
                     arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
                 raise InputFileError(file, f"not a readable image ({exc})") from None

@@ -120,7 +120,11 @@ class RayExecutor(Executor):
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:
-            kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
+            kwargs: dict[str, Any] = {
+                "ignore_reinit_error": True,
+                "log_to_driver": False,
+                "include_dashboard": False,
+            }
             if address:
                 kwargs["address"] = address
             else:
@@ -177,7 +181,9 @@ def get_executor(spec: str | None = "local") -> Executor:
         try:
             workers = int(arg) if arg else None
         except ValueError:
-            raise UserError(f"process executor wants a worker count, e.g. process=4; got {arg!r}") from None
+            raise UserError(
+                f"process executor wants a worker count, e.g. process=4; got {arg!r}"
+            ) from None
         return ProcessExecutor(workers)
     if kind == "ray":
         return RayExecutor(arg or None)

@@ -117,7 +117,9 @@ class Finding(BaseModel):
 
         bad = unknown_ids(value)
         if bad:
-            raise ValueError(f"ATLAS ids not in mlwarden's catalogue (core/atlas.yaml): {', '.join(bad)}")
+            raise ValueError(
+                f"ATLAS ids not in mlwarden's catalogue (core/atlas.yaml): {', '.join(bad)}"
+            )
         return value
 
 
@@ -188,7 +190,9 @@ class Report(BaseModel):
         finally:
             seconds = time.perf_counter() - start
             self.timings[name] = round(seconds, 4)
-            self.checks.append(CheckRecord(name=name, status=status, seconds=seconds, message=message))
+            self.checks.append(
+                CheckRecord(name=name, status=status, seconds=seconds, message=message)
+            )
 
     def merge(self, other: Report, prefix: str | None = None) -> None:
         """Fold another report's findings, metrics, timings and checks into this one."""

@@ -20,7 +20,9 @@ from torch import nn
 class SmallCNN(nn.Module):
     """Two 3x3 conv layers, max-pool, and a two-layer head; logits out."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 8, width: int = 32) -> None:
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, image_size: int = 8, width: int = 32
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),
@@ -44,7 +46,9 @@ class SmallCNN(nn.Module):
 class MLP(nn.Module):
     """A fully connected network for tabular or flattened inputs; logits out."""
 
-    def __init__(self, in_features: int, num_classes: int, hidden: tuple[int, ...] = (128, 64)) -> None:
+    def __init__(
+        self, in_features: int, num_classes: int, hidden: tuple[int, ...] = (128, 64)
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         prev = in_features

@@ -110,7 +110,9 @@ class BaseTarget:
             )
         self.queries += n
         if n == 0:
-            return np.zeros((0,) if self.access == "label" else (0, self.num_classes or 0), np.float32)
+            return np.zeros(
+                (0,) if self.access == "label" else (0, self.num_classes or 0), np.float32
+            )
         outs = [self._predict(arr[i : i + self.batch_size]) for i in range(0, n, self.batch_size)]
         out = np.concatenate(outs, axis=0)
         if self.access == "label":
@@ -119,7 +121,9 @@ class BaseTarget:
             return out.astype(np.int64)
         out = out.astype(np.float32, copy=False)
         if out.ndim == 1:
-            raise TargetError(f"{self.name} returned labels but was declared with {self.access} access")
+            raise TargetError(
+                f"{self.name} returned labels but was declared with {self.access} access"
+            )
         if self.num_classes is None:
             self.num_classes = out.shape[1]
         return out
@@ -155,7 +159,9 @@ class TorchTarget(BaseTarget):
     access: Access = "white"
     output: Output = "logits"
 
-    def __init__(self, module: torch.nn.Module, *, device: str | torch.device = "cpu", **kw: Any) -> None:
+    def __init__(
+        self, module: torch.nn.Module, *, device: str | torch.device = "cpu", **kw: Any
+    ) -> None:
         kw.setdefault("name", type(module).__name__)
         super().__init__(**kw)
         self.device = torch.device(device)
@@ -172,7 +178,9 @@ class TorchTarget(BaseTarget):
         with torch.no_grad():
             out = self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         if not isinstance(out, torch.Tensor):
-            raise TargetError(f"{self.name} returned {type(out).__name__}; expected a tensor of scores")
+            raise TargetError(
+                f"{self.name} returned {type(out).__name__}; expected a tensor of scores"
+            )
         return out.detach().cpu().float().numpy()
 
 
@@ -184,7 +192,9 @@ class TorchScriptTarget(TorchTarget):
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # torch raises RuntimeError, ValueError, zip errors...
-            raise InputFileError(path, f"not a loadable TorchScript archive ({_first_line(exc)})") from None
+            raise InputFileError(
+                path, f"not a loadable TorchScript archive ({_first_line(exc)})"
+            ) from None
         kw.setdefault("name", path.name)
         super().__init__(module, **kw)
         self.path = path
@@ -199,7 +209,9 @@ class ExportedProgramTarget(TorchTarget):
             program = torch.export.load(str(path))
             module = program.module()
         except Exception as exc:
-            raise InputFileError(path, f"not a loadable torch.export program ({_first_line(exc)})") from None
+            raise InputFileError(
+                path, f"not a loadable torch.export program ({_first_line(exc)})"
+            ) from None
         kw.setdefault("name", path.name)
         super().__init__(module, **kw)  # type: ignore[arg-type]
         self.path = path
@@ -218,7 +230,9 @@ class SklearnTarget(BaseTarget):
         if not has_proba:
             kw["access"] = "label"
         elif kw.get("access") == "white":
-            raise UserError("a scikit-learn estimator has no gradients; use access 'score' or 'label'")
+            raise UserError(
+                "a scikit-learn estimator has no gradients; use access 'score' or 'label'"
+            )
         kw.setdefault("name", type(estimator).__name__)
         classes = getattr(estimator, "classes_", None)
         if classes is not None:
@@ -234,7 +248,9 @@ class SklearnTarget(BaseTarget):
                 return np.asarray(self.estimator.predict(flat)).astype(np.int64)
             return np.asarray(self.estimator.predict_proba(flat), dtype=np.float32)
         except ValueError as exc:
-            raise TargetError(f"{self.name} rejected inputs of shape {x.shape}: {_first_line(exc)}") from None
+            raise TargetError(
+                f"{self.name} rejected inputs of shape {x.shape}: {_first_line(exc)}"
+            ) from None
 
 
 class OnnxTarget(BaseTarget):
@@ -254,12 +270,16 @@ class OnnxTarget(BaseTarget):
         try:
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:
             raise InputFileError(path, f"not a loadable ONNX model ({_first_line(exc)})") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise InputFileError(path, f"has {len(inputs)} inputs; only single-input models are supported")
+            raise InputFileError(
+                path, f"has {len(inputs)} inputs; only single-input models are supported"
+            )
         self.input_name = inputs[0].name
         shape = inputs[0].shape
         self._input_dims = [d if isinstance(d, int) else None for d in shape[1:]]
@@ -273,12 +293,18 @@ class OnnxTarget(BaseTarget):
         if self._input_dims and all(d is not None for d in self._input_dims):
             want = int(np.prod(self._input_dims))  # type: ignore[arg-type]
             if int(np.prod(x.shape[1:])) != want:
-                raise TargetError(f"{self.name} expects inputs of shape {self._input_dims}, got {list(x.shape[1:])}")
+                raise TargetError(
+                    f"{self.name} expects inputs of shape {self._input_dims}, got {list(x.shape[1:])}"
+                )
             x = x.reshape(len(x), *self._input_dims)  # type: ignore[arg-type]
         try:
-            outs = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+            outs = self.session.run(
+                None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+            )
         except Exception as exc:
-            raise TargetError(f"{self.name} failed on inputs of shape {list(x.shape)}: {_first_line(exc)}") from None
+            raise TargetError(
+                f"{self.name} failed on inputs of shape {list(x.shape)}: {_first_line(exc)}"
+            ) from None
         for out in outs:
             if isinstance(out, list) and out and isinstance(out[0], dict):  # ZipMap
                 keys = sorted(out[0])
@@ -371,9 +397,13 @@ class HttpTarget(BaseTarget):
                 payload = resp.json()
                 out = np.asarray(_get_path(payload, self.output_field))
             except (ValueError, KeyError, TypeError) as exc:
-                raise TargetError(f"{self.url}: response has no usable {self.output_field!r} ({exc})") from None
+                raise TargetError(
+                    f"{self.url}: response has no usable {self.output_field!r} ({exc})"
+                ) from None
             if out.dtype.kind not in "biuf" or len(out) != len(x):
-                raise TargetError(f"{self.url}: {self.output_field!r} is not {len(x)} rows of numbers")
+                raise TargetError(
+                    f"{self.url}: {self.output_field!r} is not {len(x)} rows of numbers"
+                )
             return out
         raise TargetError(f"{self.url} did not answer: {last}")
 
@@ -420,7 +450,9 @@ def as_target(model: Any, **kw: Any) -> BaseTarget:
         return SklearnTarget(model, **kw)
     if callable(model):
         return CallableTarget(model, **kw)
-    raise UserError(f"cannot use a {type(model).__name__} as a model; expected a torch module, a scikit-learn estimator or a callable")
+    raise UserError(
+        f"cannot use a {type(model).__name__} as a model; expected a torch module, a scikit-learn estimator or a callable"
+    )
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -445,6 +477,9 @@ def probabilities(target: Target, x: np.ndarray) -> np.ndarray:
 
 def is_close_to_probabilities(scores: np.ndarray, tol: float = 1e-3) -> bool:
     """True when every row is non-negative and sums to 1 (a model emitting probabilities)."""
-    return bool(scores.size) and bool(np.all(scores >= -tol)) and bool(
-        np.allclose(scores.sum(axis=1), 1.0, atol=tol)
-    ) and not math.isnan(float(scores.sum()))
+    return (
+        bool(scores.size)
+        and bool(np.all(scores >= -tol))
+        and bool(np.allclose(scores.sum(axis=1), 1.0, atol=tol))
+        and not math.isnan(float(scores.sum()))
+    )

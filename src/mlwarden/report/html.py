@@ -13,4 +13,6 @@ def write_html(report: Report, path: str | Path) -> None:
         f"<li>{html.escape(f.severity.value)} {html.escape(f.rule)}: {html.escape(f.title)}</li>"
         for f in report.findings
     )
-    Path(path).write_text(f"<!doctype html><html><body><ul>{rows}</ul></body></html>", encoding="utf-8")
+    Path(path).write_text(
+        f"<!doctype html><html><body><ul>{rows}</ul></body></html>", encoding="utf-8"
+    )
