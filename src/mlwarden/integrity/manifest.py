@@ -1,0 +1,247 @@
+"""Manifests: a folder (or one file) as relative path -> SHA-256 digest and size.
+
+A manifest names files with POSIX relative paths. Every name is checked before it
+is used to touch the file system, so a hostile manifest (from a bundle, a tampered
+database or a signed statement by an untrusted party) cannot reach outside the
+folder it describes: absolute paths, ``..`` components, backslashes, drive letters,
+empty components and NUL bytes are rejected, and when a folder is checked or
+restored no path component may be a symbolic link.
+
+Example::
+
+    manifest = build_manifest(Path("model_dir"))
+    diff = compare_folder(manifest, Path("deployed_dir"))
+    diff.modified, diff.missing, diff.extra
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlwarden.core.errors import InputFileError, UserError
+from mlwarden.integrity.hashing import hash_files
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+#: Longest relative path accepted in a manifest (characters).
+MAX_PATH_CHARS = 4096
+
+
+class UnsafeManifestError(UserError):
+    """A manifest names a path that could escape the folder it describes."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a manifest: its SHA-256 (hex) and size in bytes."""
+
+    digest: str
+    size: int
+
+
+def check_relpath(name: object) -> str:
+    """Return ``name`` if it is a safe relative POSIX path, else raise UnsafeManifestError."""
+    if not isinstance(name, str) or not name:
+        raise UnsafeManifestError(f"manifest path {name!r} is not a non-empty string")
+    if len(name) > MAX_PATH_CHARS:
+        raise UnsafeManifestError(f"manifest path is longer than {MAX_PATH_CHARS} characters")
+    if "\x00" in name:
+        raise UnsafeManifestError(f"manifest path {name!r} contains a NUL byte")
+    if "\\" in name:
+        raise UnsafeManifestError(f"manifest path {name!r} contains a backslash")
+    if name.startswith("/") or _DRIVE.match(name):
+        raise UnsafeManifestError(f"manifest path {name!r} is absolute; expected a relative path")
+    parts = name.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise UnsafeManifestError(
+                f"manifest path {name!r} has an empty, '.' or '..' component (path traversal)"
+            )
+    return name
+
+
+def check_digest(value: object) -> str:
+    """Return ``value`` if it is a lowercase hex SHA-256, else raise UnsafeManifestError."""
+    if not isinstance(value, str) or not _HEX64.match(value):
+        raise UnsafeManifestError(f"{value!r} is not a SHA-256 hex digest")
+    return value
+
+
+@dataclass
+class Manifest:
+    """Relative path -> :class:`FileEntry`, in sorted path order."""
+
+    files: dict[str, FileEntry] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, entry in self.files.items():
+            check_relpath(name)
+            check_digest(entry.digest)
+            if not isinstance(entry.size, int) or entry.size < 0:
+                raise UnsafeManifestError(f"manifest size of {name!r} is not a byte count")
+        self.files = dict(sorted(self.files.items()))
+        names = set(self.files)
+        for name in names:  # "a" and "a/b" cannot both be files
+            parent = name
+            while "/" in parent:
+                parent = parent.rsplit("/", 1)[0]
+                if parent in names:
+                    raise UnsafeManifestError(f"manifest lists {parent!r} as a file and a folder")
+
+    @property
+    def total_size(self) -> int:
+        return sum(e.size for e in self.files.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: {"sha256": e.digest, "size": e.size} for name, e in self.files.items()}
+
+    @classmethod
+    def from_json(cls, data: object) -> Manifest:
+        """Parse (and validate) the output of :meth:`to_json`."""
+        if not isinstance(data, dict):
+            raise UnsafeManifestError("manifest is not a JSON object of path -> {sha256, size}")
+        files: dict[str, FileEntry] = {}
+        for name, entry in data.items():
+            if not isinstance(entry, dict) or set(entry) != {"sha256", "size"}:
+                raise UnsafeManifestError(f"manifest entry {name!r} is not {{sha256, size}}")
+            size = entry["size"]
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise UnsafeManifestError(f"manifest size of {name!r} is not an integer")
+            files[check_relpath(name)] = FileEntry(check_digest(entry["sha256"]), size)
+        return cls(files)
+
+    def canonical(self) -> bytes:
+        """Canonical JSON bytes (sorted keys, no spaces): what :meth:`digest` hashes."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+
+    def digest(self) -> str:
+        """SHA-256 of :meth:`canonical`: one id for the whole content of a version."""
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+
+def list_files(root: Path) -> list[str]:
+    """Relative POSIX paths of the regular files under ``root`` (or ``[name]`` for a file).
+
+    Symbolic links are refused (``InputFileError``): a link can point outside the
+    folder, so its target is not part of what was registered.
+    """
+    if root.is_symlink():
+        raise InputFileError(root, "is a symbolic link; register the file it points to instead")
+    if root.is_file():
+        return [root.name]
+    if not root.is_dir():
+        raise InputFileError(root, "does not exist or is not a file or folder")
+    names: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        base = Path(dirpath)
+        for d in list(dirnames):
+            if (base / d).is_symlink():
+                raise InputFileError(base / d, "is a symbolic link; links are not registered")
+        for fname in filenames:
+            p = base / fname
+            mode = p.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise InputFileError(p, "is a symbolic link; links are not registered")
+            if not stat.S_ISREG(mode):
+                raise InputFileError(p, "is not a regular file (device, socket or pipe)")
+            names.append(check_relpath(p.relative_to(root).as_posix()))
+    if not names:
+        raise InputFileError(root, "is an empty folder; nothing to register")
+    return sorted(names)
+
+
+def file_paths(root: Path, names: list[str]) -> list[Path]:
+    """Paths on disk for ``names`` (``root`` itself when it is a single file)."""
+    if root.is_file():
+        return [root]
+    return [root.joinpath(*n.split("/")) for n in names]
+
+
+def build_manifest(root: Path, workers: int | None = None) -> Manifest:
+    """Hash every file under ``root`` (a file or a folder) in parallel into a manifest."""
+    names = list_files(root)
+    results = hash_files(file_paths(root, names), workers=workers)
+    return Manifest({n: FileEntry(d, s) for n, (d, s) in zip(names, results, strict=True)})
+
+
+def symlink_component(root: Path, name: str) -> str | None:
+    """The first component of ``root/name`` that is a symbolic link, if any."""
+    current = root
+    for part in name.split("/"):
+        current = current / part
+        if current.is_symlink():
+            return current.relative_to(root).as_posix()
+    return None
+
+
+@dataclass
+class FolderDiff:
+    """How a folder on disk differs from a manifest (relative paths)."""
+
+    modified: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    symlinks: list[str] = field(default_factory=list)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.modified or self.missing or self.extra or self.symlinks)
+
+
+def compare_folder(manifest: Manifest, root: Path, workers: int | None = None) -> FolderDiff:
+    """Re-hash ``root`` and name every modified, missing, extra and symlinked file.
+
+    ``root`` may be a single file when the manifest has exactly one entry. Symbolic
+    links are never followed: a link where the manifest expects a file (or a linked
+    folder on the way to it) is reported in ``symlinks``, not hashed.
+    """
+    diff = FolderDiff()
+    if root.is_symlink():
+        diff.symlinks.append(".")
+        return diff
+    single = root.is_file()
+    if single:
+        if len(manifest.files) != 1:
+            raise InputFileError(root, f"is one file; the manifest lists {len(manifest.files)}")
+        (name,) = manifest.files
+        present = {name: root}
+    else:
+        if not root.is_dir():
+            raise InputFileError(root, "does not exist or is not a folder")
+        present = {}
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            base = Path(dirpath)
+            for entry in [*dirnames, *filenames]:
+                p = base / entry
+                rel = p.relative_to(root).as_posix()
+                if p.is_symlink():
+                    diff.symlinks.append(rel)
+                elif entry in filenames:
+                    present[rel] = p
+    to_hash = [n for n in manifest.files if n in present]
+    results = hash_files([present[n] for n in to_hash], workers=workers)
+    for name, (digest, size) in zip(to_hash, results, strict=True):
+        want = manifest.files[name]
+        if digest != want.digest or size != want.size:
+            diff.modified.append(name)
+            diff.details[name] = {
+                "expected_sha256": want.digest,
+                "actual_sha256": digest,
+                "expected_size": want.size,
+                "actual_size": size,
+            }
+    linked = set(diff.symlinks)
+    for name in manifest.files:
+        if name not in present and not any(name == s or name.startswith(s + "/") for s in linked):
+            diff.missing.append(name)
+    diff.extra = sorted(set(present) - set(manifest.files))
+    diff.symlinks.sort()
+    return diff

@@ -1,0 +1,466 @@
+"""Verify a registered version: signature, signed statement, stored bytes, deployed folder.
+
+``verify_report`` re-hashes every file of a version (from the object store and, when
+given, from a deployed folder), checks the DSSE signature against trusted Ed25519
+public keys and compares the signed in-toto statement with the registry's record.
+Every problem is a Finding (rules MLW-INT-001..011); a clean version has none.
+
+ATLAS: AML.T0010.002/.003 (supply-chain compromise of data / models), AML.T0018
+(Manipulate AI Model), AML.T0058 / AML.T0019 (Publish Poisoned Models / Datasets).
+Mitigations: AML.M0013 Code Signing, AML.M0014 Verify AI Artifacts, AML.M0023 AI Bill
+of Materials, AML.M0025 Maintain AI Dataset Provenance.
+
+Example::
+
+    report = verify_report("digits@production", trust=[Path("release.key.pub")])
+    model = load_verified("digits@production", trust=[Path("release.key.pub")])
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from mlwarden.core.errors import UserError
+from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.integrity.dsse import (
+    EnvelopeError,
+    SignatureError,
+    parse_envelope,
+    statement_manifest,
+    unverified_statement,
+    verify_envelope,
+)
+from mlwarden.integrity.hashing import hash_files
+from mlwarden.integrity.keys import key_id, load_public_key
+from mlwarden.integrity.manifest import Manifest, UnsafeManifestError, compare_folder
+from mlwarden.integrity.registry import Registry, VersionRecord
+
+CHECK = "integrity.verify"
+
+
+class IntegrityError(UserError):
+    """A version failed verification, so it was not loaded."""
+
+
+def _atlas(kind: str) -> list[str]:
+    if kind == "dataset":
+        return ["AML.T0010.002", "AML.T0019"]
+    if kind == "model":
+        return ["AML.T0010.003", "AML.T0018", "AML.T0058"]
+    return ["AML.T0010"]
+
+
+def _provenance_mitigations(kind: str) -> list[str]:
+    return ["AML.M0023", "AML.M0025"] if kind == "dataset" else ["AML.M0023"]
+
+
+def _names(files: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(files[:limit])
+    return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+class _Findings:
+    """Builds this module's findings for one version."""
+
+    def __init__(self, rec: VersionRecord, report: Report) -> None:
+        self.rec = rec
+        self.report = report
+
+    def add(
+        self,
+        rule: str,
+        title: str,
+        severity: Severity,
+        mitigations: list[str],
+        description: str,
+        recommendation: str,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        self.report.add(
+            Finding(
+                rule=rule,
+                title=title,
+                severity=severity,
+                atlas=_atlas(self.rec.kind),
+                mitigations=mitigations,
+                description=description,
+                recommendation=recommendation,
+                evidence={"ref": self.rec.ref, **(evidence or {})},
+                artifact=self.rec.ref,
+                check=CHECK,
+                owasp=["ML06"],
+            )
+        )
+
+    def files(self, modified: list[str], missing: list[str], extra: list[str], where: str) -> None:
+        ref = self.rec.ref
+        if modified:
+            self.add(
+                "MLW-INT-001",
+                f"{ref}: {len(modified)} file(s) modified in {where}: {_names(modified)}",
+                Severity.CRITICAL,
+                ["AML.M0014"],
+                f"These files no longer hash to the SHA-256 recorded for {ref}: "
+                + ", ".join(modified),
+                f"Do not use this copy. Restore it with 'mlwarden registry rollback' or "
+                f"'--restore', and find out who changed {where}.",
+                {"files": modified, "where": where},
+            )
+        if missing:
+            self.add(
+                "MLW-INT-002",
+                f"{ref}: {len(missing)} file(s) missing from {where}: {_names(missing)}",
+                Severity.HIGH,
+                ["AML.M0014"],
+                f"These files of {ref} are missing: " + ", ".join(missing),
+                "Restore the exact version (registry rollback --restore DIR) before use.",
+                {"files": missing, "where": where},
+            )
+        if extra:
+            self.add(
+                "MLW-INT-003",
+                f"{ref}: {len(extra)} unexpected file(s) in {where}: {_names(extra)}",
+                Severity.HIGH,
+                ["AML.M0014"],
+                f"These files are not part of {ref} (a planted file can be loaded by a "
+                "framework that picks up everything in a folder): " + ", ".join(extra),
+                "Remove the extra files or register them as a new version.",
+                {"files": extra, "where": where},
+            )
+
+
+def _load_trust(trust: Sequence[Path | Ed25519PublicKey]) -> list[Ed25519PublicKey]:
+    keys = []
+    for t in trust:
+        keys.append(t if isinstance(t, Ed25519PublicKey) else load_public_key(Path(t)))
+    return keys
+
+
+def _check_signature(
+    rec: VersionRecord, keys: list[Ed25519PublicKey], out: _Findings
+) -> tuple[Manifest | None, dict[str, Any]]:
+    """Signature findings; the manifest to trust for content checks (None: unusable)."""
+    info: dict[str, Any] = {"signed": rec.envelope is not None, "verified": False}
+    ref = rec.ref
+    if rec.envelope is None:
+        out.add(
+            "MLW-INT-004",
+            f"{ref} is not signed" + (" but a trusted signature is required" if keys else ""),
+            Severity.HIGH if keys else Severity.MEDIUM,
+            ["AML.M0013", "AML.M0014"],
+            "Nothing proves who published this version or that its record was not rewritten: "
+            "anyone with write access to the registry can change an unsigned entry.",
+            "Register it again with --sign KEYFILE (mlwarden keys generate KEYFILE) and "
+            "verify with --trust KEYFILE.pub.",
+        )
+        return rec.manifest, info
+    try:
+        if keys:
+            statement, signer = verify_envelope(rec.envelope, keys)
+            info.update(verified=True, signer=signer)
+        else:
+            statement = unverified_statement(rec.envelope)
+            _, pairs = parse_envelope(rec.envelope)
+            info["keyids"] = [k for k, _ in pairs]
+            out.add(
+                "MLW-INT-005",
+                f"{ref} is signed, but no trusted key was given to check the signature",
+                Severity.MEDIUM,
+                ["AML.M0013"],
+                "Without --trust the signature proves nothing: anyone can sign with their own key.",
+                "Pass --trust PUBKEY with the publisher's public key (KEYFILE.pub).",
+                {"keyids": info["keyids"]},
+            )
+    except SignatureError as exc:
+        trusted = {key_id(k) for k in keys}
+        info["keyids"] = exc.keyids
+        if trusted.isdisjoint(exc.keyids):
+            out.add(
+                "MLW-INT-005",
+                f"{ref} is signed by a key that is not trusted",
+                Severity.HIGH,
+                ["AML.M0013", "AML.M0014"],
+                f"Signer key id(s) {', '.join(k[:16] for k in exc.keyids)} are not among the "
+                f"{len(keys)} trusted key(s). Anyone can sign; only a trusted signer vouches "
+                "for the content.",
+                "Find out who published this version; trust its key only if you trust them.",
+                {"keyids": exc.keyids, "trusted": sorted(trusted)},
+            )
+        else:
+            out.add(
+                "MLW-INT-006",
+                f"{ref}: the signature does not verify (forged or altered envelope)",
+                Severity.CRITICAL,
+                ["AML.M0013", "AML.M0014"],
+                "The envelope names a trusted key, but its signature over the DSSE PAE of the "
+                "payload is invalid: the signed statement was changed after signing.",
+                "Do not use this version; restore the registry from a trusted copy.",
+                {"keyids": exc.keyids},
+            )
+        return None, info
+    except EnvelopeError as exc:
+        out.add(
+            "MLW-INT-006",
+            f"{ref}: the signature envelope is malformed",
+            Severity.CRITICAL,
+            ["AML.M0013", "AML.M0014"],
+            f"The DSSE envelope or its in-toto statement cannot be parsed: {exc}",
+            "Do not use this version; re-register and sign it.",
+        )
+        return None, info
+    except UnsafeManifestError as exc:
+        out.add(
+            "MLW-INT-007",
+            f"{ref}: the signed manifest names an unsafe path",
+            Severity.CRITICAL,
+            ["AML.M0014"],
+            f"{exc}. Restoring or checking such a manifest could write or read outside "
+            "the model folder.",
+            "Do not restore or load this version.",
+        )
+        return None, info
+    signed = statement_manifest(statement)
+    record = statement["predicate"].get("mlwarden", {})
+    problems = []
+    if signed.to_json() != rec.manifest.to_json():
+        problems.append("file list or digests")
+    if record != rec.record:
+        changed = sorted(
+            k for k in set(record) | set(rec.record) if record.get(k) != rec.record.get(k)
+        )
+        problems.append("record fields " + ", ".join(changed))
+    if record.get("name") != rec.name or record.get("version") != rec.version:
+        problems.append(f"signed for {record.get('name')}@{record.get('version')}")
+    if problems:
+        out.add(
+            "MLW-INT-008",
+            f"{ref}: the registry entry disagrees with its signed statement",
+            Severity.CRITICAL,
+            ["AML.M0013", "AML.M0014"],
+            "The stored entry was changed after it was signed (" + "; ".join(problems) + ").",
+            "Trust only the signed statement: restore the registry database from a trusted copy.",
+            {"differences": problems},
+        )
+    return signed, info
+
+
+def _check_record(rec: VersionRecord, out: _Findings) -> None:
+    if (
+        rec.manifest.digest() != rec.manifest_digest
+        or rec.record.get("manifest_digest") != rec.manifest_digest
+    ):
+        out.add(
+            "MLW-INT-008",
+            f"{rec.ref}: the stored manifest does not match its recorded digest",
+            Severity.CRITICAL,
+            ["AML.M0014"],
+            "The registry database was edited outside mlwarden.",
+            "Restore the registry database from a trusted copy.",
+        )
+    forced = rec.record.get("forced")
+    if forced:
+        out.add(
+            "MLW-INT-009",
+            f"{rec.ref} was registered although the model-file scanner refused it",
+            Severity.HIGH,
+            ["AML.M0014"],
+            f"Files refused by the scanner: {rec.record.get('scan', {}).get('refused')}. "
+            f"Reason given: {forced.get('reason')!r}.",
+            "Load it only in a sandbox; replace pickle-based files with safetensors or ONNX.",
+            {"forced": forced, "scan": rec.record.get("scan")},
+        )
+
+
+def _check_lineage(reg: Registry, rec: VersionRecord, out: _Findings) -> None:
+    for parent in rec.parents:
+        pref = f"{parent['name']}@{parent['version']}"
+        try:
+            current = reg.get(parent["name"], int(parent["version"]))
+        except UserError:
+            current = None
+        if current is None or current.manifest_digest != parent["manifest_digest"]:
+            out.add(
+                "MLW-INT-010",
+                f"{rec.ref}: lineage parent {pref} is "
+                + (
+                    "not in this registry"
+                    if current is None
+                    else "not the content it was built from"
+                ),
+                Severity.LOW if current is None else Severity.HIGH,
+                ["AML.M0023", "AML.M0025"],
+                f"{rec.ref} records that it came from {pref} with manifest digest "
+                f"{parent['manifest_digest'][:16]}; the registry "
+                + ("has no such version." if current is None else "now holds other content."),
+                "Find out what happened to the parent version before trusting this one.",
+                {"parent": parent},
+            )
+
+
+def _check_provenance(rec: VersionRecord, out: _Findings) -> None:
+    prov = rec.record.get("provenance") or {}
+    if not prov.get("source") and not prov.get("publisher"):
+        out.add(
+            "MLW-INT-011",
+            f"{rec.ref} has no recorded source or publisher",
+            Severity.LOW,
+            _provenance_mitigations(rec.kind),
+            "Nothing records where this artefact came from, so a compromised source cannot "
+            "be traced back to the versions it affected.",
+            "Register versions with --source (and --publisher, --licence).",
+        )
+
+
+def verify_report(
+    ref: str,
+    registry: Path | None = None,
+    trust: Sequence[Path | Ed25519PublicKey] = (),
+    path: Path | None = None,
+    seed: int = 0,
+) -> Report:
+    """Verify ``NAME[@VERSION|@ALIAS]``: signature, record, stored bytes (and ``path``).
+
+    ``trust`` lists trusted Ed25519 public keys (PEM files or key objects);
+    ``path`` is an optional deployed copy (file or folder) re-hashed against the
+    signed manifest, naming every modified, missing, extra or symlinked file.
+    """
+    report = Report.new(command=f"registry verify {ref}", seed=seed)
+    keys = _load_trust(trust)
+    with Registry.open(registry, create=False) as reg:
+        rec = reg.resolve(ref)
+        report.target = {"ref": rec.ref, "kind": rec.kind, "registry": str(reg.root)}
+        report.config = {"trusted_keys": [key_id(k) for k in keys], "path": str(path or "")}
+        out = _Findings(rec, report)
+        start = time.perf_counter()
+        with report.timed("integrity.signature"):
+            _check_record(rec, out)
+            manifest, sig = _check_signature(rec, keys, out)
+        content = manifest or rec.manifest
+        with report.timed("integrity.store"):
+            entries = list(content.files.items())
+            present = [(n, e) for n, e in entries if reg.store.path(e.digest).is_file()]
+            hashes = hash_files([reg.store.path(e.digest) for _, e in present])
+            corrupt = [n for (n, e), (d, _) in zip(present, hashes, strict=True) if d != e.digest]
+            absent = [n for n, e in entries if not reg.store.path(e.digest).is_file()]
+            out.files(corrupt, absent, [], "the registry store")
+        folder: dict[str, Any] = {}
+        if path is not None:
+            with report.timed("integrity.folder"):
+                diff = compare_folder(content, path)
+                out.files(diff.modified, diff.missing, diff.extra, str(path))
+                if diff.symlinks:
+                    out.add(
+                        "MLW-INT-007",
+                        f"{rec.ref}: symbolic links in {path}: {_names(diff.symlinks)}",
+                        Severity.CRITICAL,
+                        ["AML.M0014"],
+                        "A link can point at a file outside the verified folder, so what is "
+                        "loaded is not what was verified.",
+                        "Replace the links with the registered files (registry rollback --restore).",
+                        {"files": diff.symlinks},
+                    )
+                folder = {
+                    "modified": diff.modified,
+                    "missing": diff.missing,
+                    "extra": diff.extra,
+                    "symlinks": diff.symlinks,
+                    "details": diff.details,
+                }
+        _check_lineage(reg, rec, out)
+        _check_provenance(rec, out)
+        seconds = time.perf_counter() - start
+        report.metrics.update(
+            {
+                "files": len(content.files),
+                "bytes": content.total_size,
+                "seconds": round(seconds, 4),
+                "signed": sig["signed"],
+                "signature_verified": sig["verified"],
+            }
+        )
+        report.artifacts["integrity"] = {
+            "ref": rec.ref,
+            "kind": rec.kind,
+            "manifest_digest": rec.manifest_digest,
+            "signature": sig,
+            "store": {"modified": corrupt, "missing": absent},
+            "folder": folder,
+            "record": rec.record,
+        }
+    return report
+
+
+def load_verified(
+    ref: str,
+    registry: Path | None = None,
+    trust: Sequence[Path | Ed25519PublicKey] = (),
+    file: str | None = None,
+    require_signature: bool = True,
+) -> Any:
+    """Verify ``ref`` and only then load it through the model-file scanner's safe loader.
+
+    The production way to load a registered model: the signature must verify with
+    a ``trust`` key (unless ``require_signature=False``) and every byte must match
+    the signed manifest; any high or critical finding raises :class:`IntegrityError`.
+    A model loads with ``mlwarden.supplychain.load_target`` (a Target), a dataset
+    with ``mlwarden.core.data.load_dataset``, anything else with
+    ``mlwarden.supplychain.safe_load``. ``file`` picks one file of a multi-file version.
+    """
+    if require_signature and not trust:
+        raise IntegrityError(
+            f"load_verified({ref!r}) needs trust=[public key]; pass require_signature=False "
+            "only for artefacts you accept unsigned"
+        )
+    report = verify_report(ref, registry=registry, trust=trust)
+    blocking = report.at_or_above(Severity.HIGH)
+    if require_signature and not report.metrics.get("signature_verified"):
+        blocking = blocking or [
+            f for f in report.findings if f.rule in ("MLW-INT-004", "MLW-INT-005")
+        ]
+    if blocking:
+        raise IntegrityError(
+            f"{ref} failed verification, not loaded: " + "; ".join(f.title for f in blocking[:5])
+        )
+    with Registry.open(registry, create=False) as reg:
+        rec = reg.resolve(ref)
+        names = list(rec.manifest.files)
+        if file is None:
+            if len(names) != 1:
+                raise UserError(
+                    f"{rec.ref} has {len(names)} files; pass file= one of: {', '.join(names[:10])}"
+                )
+            file = names[0]
+        if file not in rec.manifest.files:
+            raise UserError(f"{rec.ref} has no file {file!r}")
+        tmp = Path(tempfile.mkdtemp(prefix="mlwarden-verified-"))
+        try:
+            for name, entry in rec.manifest.files.items():
+                dest = tmp.joinpath(*name.split("/"))
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(reg.store.path(entry.digest), dest)
+                except OSError:
+                    reg.store.export_to(entry.digest, dest)
+            diff = compare_folder(rec.manifest, tmp)
+            if not diff.clean:
+                raise IntegrityError(f"{rec.ref} changed while it was being loaded")
+            target = tmp.joinpath(*file.split("/"))
+            if rec.kind == "dataset":
+                from mlwarden.core.data import load_dataset
+
+                return load_dataset(str(target))
+            supplychain = importlib.import_module("mlwarden.supplychain")
+            if rec.kind == "model":
+                return supplychain.load_target(str(target))
+            return supplychain.safe_load(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
