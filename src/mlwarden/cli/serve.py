@@ -1,0 +1,199 @@
+"""``mlwarden serve`` (the guarded gateway) and ``mlwarden gateway`` (keys, config audit)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlwarden.cli.common import (
+    DebugOpt,
+    FailOnOpt,
+    HtmlOpt,
+    JsonOpt,
+    JunitOpt,
+    QuietOpt,
+    SarifOpt,
+    SeedOpt,
+    finish,
+    setup,
+)
+from mlwarden.core.errors import UserError
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="Gateway config (YAML).", dir_okay=False)
+]
+
+
+def _floats(text: str, what: str, count: int | None = None) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values or (count is not None and len(values) != count):
+        n = f"{count} " if count else ""
+        raise UserError(f"{what}: expected {n}comma-separated numbers, got {text!r}")
+    return values
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        model: Annotated[
+            str,
+            typer.Argument(
+                help="Model file, URL or module:factory (scanned first), or a registry reference."
+            ),
+        ],
+        config: Annotated[
+            Path | None,
+            typer.Option("--config", "-c", help="Gateway config (YAML).", dir_okay=False),
+        ] = None,
+        host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8000,
+        input_shape: Annotated[
+            str | None, typer.Option("--input-shape", help="Shape of one input, e.g. 1,8,8.")
+        ] = None,
+        input_range: Annotated[
+            str | None, typer.Option("--input-range", help="Allowed value range, e.g. 0,1.")
+        ] = None,
+        registry: Annotated[
+            Path | None, typer.Option("--registry", help="Registry to load MODEL from (verified).")
+        ] = None,
+        trust: Annotated[
+            list[Path] | None, typer.Option("--trust", help="Trusted public key (repeatable).")
+        ] = None,
+        seed: SeedOpt = 0,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Serve MODEL behind an authenticated, rate-limited, monitored gateway."""
+        from mlwarden.serve.config import GatewayConfig, load_config
+        from mlwarden.serve.server import load_model, run_gateway
+
+        setup(quiet=quiet, debug=debug, seed=seed)
+        cfg = load_config(config) if config is not None else GatewayConfig()
+        if input_shape is not None:
+            dims = _floats(input_shape, "--input-shape")
+            if any(d < 1 or d != int(d) for d in dims):
+                raise UserError(
+                    f"--input-shape: expected positive whole numbers, got {input_shape!r}"
+                )
+            cfg.input.shape = [int(d) for d in dims]
+        if input_range is not None:
+            lo, hi = _floats(input_range, "--input-range", 2)
+            if not lo < hi:
+                raise UserError(
+                    f"--input-range: expected low,high with low < high, got {input_range!r}"
+                )
+            cfg.input.range = (lo, hi)
+        if not cfg.keys and cfg.anonymous is None:
+            raise UserError(
+                "no API keys: create one with 'mlwarden gateway add-key NAME --config gateway.yaml' "
+                "and pass --config"
+            )
+        target, version = load_model(model, registry=registry, trust=list(trust or []))
+        base = config.resolve().parent if config is not None else Path.cwd()
+        run_gateway(target, cfg, host=host, port=port, base_dir=base, model_version=version)
+
+    gateway = typer.Typer(
+        help="Manage the serving gateway: API keys and config audit.", no_args_is_help=True
+    )
+    app.add_typer(gateway, name="gateway")
+
+    @gateway.command("add-key")
+    def add_key(
+        name: Annotated[
+            str, typer.Argument(help="A name for the key (shown in logs and metrics).")
+        ],
+        config: ConfigOpt,
+        role: Annotated[
+            str,
+            typer.Option(
+                "--role", help="labels | scores | admin | metrics, or a role in the config."
+            ),
+        ] = "labels",
+        rate: Annotated[float | None, typer.Option("--rate", help="Queries per second.")] = None,
+        burst: Annotated[int | None, typer.Option("--burst", help="Bucket size, queries.")] = None,
+        budget: Annotated[int | None, typer.Option("--budget", help="Queries per window.")] = None,
+        window: Annotated[
+            float | None, typer.Option("--window", help="Budget window, seconds.")
+        ] = None,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Create an API key, store only its hash in the config (mode 0600), print it once."""
+        from mlwarden.serve.auth import hash_key, new_key
+        from mlwarden.serve.config import GatewayConfig, KeyEntry, Limits, load_config, save_config
+
+        setup(quiet=quiet, debug=debug)
+        if not name or not all(c.isalnum() or c in "-_." for c in name) or len(name) > 64:
+            raise UserError(f"key name {name!r}: use 1-64 letters, digits, '-', '_' or '.'")
+        cfg = (
+            load_config(config)
+            if config.exists()
+            else GatewayConfig(limits=Limits(rate=10.0, burst=20, budget=10000, window_s=86400.0))
+        )
+        if name in cfg.keys:
+            raise UserError(f"{config}: a key named {name!r} exists; pick another name")
+        roles = cfg.all_roles()
+        if role not in roles:
+            raise UserError(
+                f"--role {role!r}: unknown role; expected one of {', '.join(sorted(roles))}"
+            )
+        for opt, value in (
+            ("--rate", rate),
+            ("--burst", burst),
+            ("--budget", budget),
+            ("--window", window),
+        ):
+            if value is not None and value <= 0:
+                raise UserError(f"{opt} must be > 0; got {value}")
+        key = new_key()
+        cfg.keys[name] = KeyEntry(
+            hash=hash_key(key),
+            role=role,
+            rate=rate,
+            burst=burst,
+            budget=budget,
+            window_s=window,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        save_config(cfg, config)
+        typer.echo(key)
+        if not quiet:
+            typer.echo(
+                f"key {name!r} (role {role}) added to {config}; only its hash is stored, "
+                "so copy the key now: it is not shown again",
+                err=True,
+            )
+
+    @gateway.command("check")
+    def check(
+        config: Annotated[Path, typer.Argument(help="Gateway config (YAML).", dir_okay=False)],
+        json_path: JsonOpt = None,
+        html_path: HtmlOpt = None,
+        sarif_path: SarifOpt = None,
+        junit_path: JunitOpt = None,
+        fail_on: FailOnOpt = None,
+        seed: SeedOpt = 0,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Audit a gateway config: missing auth, limits, detection, validation, logging."""
+        from mlwarden.serve import gateway_config_report
+
+        setup(quiet=quiet, debug=debug, seed=seed)
+        report = gateway_config_report(config, seed=seed)
+        raise typer.Exit(
+            finish(
+                report,
+                json_path=json_path,
+                html_path=html_path,
+                sarif_path=sarif_path,
+                junit_path=junit_path,
+                fail_on=fail_on,
+            )
+        )

@@ -1,0 +1,301 @@
+"""The guarded inference gateway: a FastAPI app in front of one model.
+
+Routes:
+
+* ``POST /v1/predict`` — ``{"inputs": [...]}`` -> ``{"predictions": [...],
+  "model_version": ...}``. Order of checks: API key (401 missing/invalid, 403 role
+  or blocked key), body size and input schema (422), rate and budget (429 with
+  ``Retry-After``), input restoration, the model (an exception is a 422), stateful
+  attack detection (alert; log, throttle or block), output hardening for the key's
+  role, then the audit record is committed and only then the answer sent.
+* ``GET /metrics`` — Prometheus text; needs a key whose role has ``metrics``.
+* ``GET /healthz`` — liveness and the model version; no key, not audited.
+
+ATLAS: guards AML.T0040 (AI Model Inference API Access) and AML.T0024 (Exfiltration
+via AI Inference API) with mitigations AML.M0019 (access control), AML.M0004 (query
+limits), AML.M0010 (input restoration), AML.M0002 (output obfuscation), AML.M0015
+(adversarial input detection) and AML.M0024 (telemetry logging).
+
+Example::
+
+    app = create_app(TorchTarget(model, access="score"), load_config(Path("gateway.yaml")))
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from mlwarden.core.target import Target, probabilities
+from mlwarden.defenses.output import harden_output
+from mlwarden.serve.auth import KeyStore, bearer_token
+from mlwarden.serve.config import GatewayConfig, Role
+from mlwarden.serve.limits import KeyLimiter
+from mlwarden.serve.log import AuditLog, AuditLogError, AuditRecord
+from mlwarden.serve.metrics import Metrics
+from mlwarden.serve.monitor import Monitor
+from mlwarden.serve.validate import RequestError, parse_inputs, read_body
+
+ANONYMOUS = "anonymous"
+
+
+@dataclass
+class _Caller:
+    name: str
+    role: Role
+
+
+class Gateway:
+    """State shared by the routes: keys, limiters, monitor, audit log, metrics, model."""
+
+    def __init__(
+        self,
+        target: Target,
+        config: GatewayConfig,
+        *,
+        base_dir: Path | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        self.target = target
+        self.config = config
+        self.model_version = config.model_version or model_version or target.name
+        self.roles = config.all_roles()
+        self.keys = KeyStore({n: k.hash for n, k in config.keys.items()})
+        self.limiters: dict[str, KeyLimiter] = {}
+        for name, key in config.keys.items():
+            self.limiters[name] = self._limiter(key.rate, key.burst, key.budget, key.window_s)
+        if config.anonymous is not None:
+            a = config.anonymous
+            self.limiters[ANONYMOUS] = self._limiter(a.rate, a.burst, a.budget, a.window_s)
+        self.blocked: set[str] = set()
+        self.monitor = Monitor(config.detection)
+        self.metrics = Metrics()
+        self.chain = None
+        if config.restoration:
+            from mlwarden.defenses.transforms import build_chain
+
+            bounds = config.input.range or (0.0, 1.0)
+            self.chain = build_chain(config.restoration, bounds=bounds)
+        self.audit: AuditLog | None = None
+        if config.audit.enabled:
+            path = Path(config.audit.path)
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            self.audit = AuditLog(path, synchronous=config.audit.synchronous)
+
+    def _limiter(
+        self, rate: float | None, burst: int | None, budget: int | None, window_s: float | None
+    ) -> KeyLimiter:
+        d = self.config.limits
+        return KeyLimiter(
+            rate=rate if rate is not None else d.rate,
+            burst=burst if burst is not None else d.burst,
+            budget=budget if budget is not None else d.budget,
+            window_s=window_s if window_s is not None else d.window_s,
+        )
+
+    def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
+
+    # -- steps ----------------------------------------------------------------------
+    def authenticate(self, header: str | None) -> _Caller:
+        token = bearer_token(header)
+        if token is None:
+            if self.config.anonymous is not None:
+                return _Caller(ANONYMOUS, self.roles[self.config.anonymous.role])
+            raise RequestError(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        name = self.keys.identify(token)
+        if name is None:
+            raise RequestError(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
+        return _Caller(name, self.roles[self.config.keys[name].role])
+
+    def infer(self, caller: _Caller, x: np.ndarray) -> tuple[list[Any], list[str]]:
+        """Restoration, model, detection and output hardening (runs in a worker thread)."""
+        xin = x
+        if self.chain is not None:
+            with torch.no_grad():
+                xin = self.chain(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+        try:
+            probs = probabilities(self.target, xin)
+        except Exception as exc:  # a model that fails on an input is the input's problem
+            raise RequestError(
+                422, f"the model could not process this input ({type(exc).__name__})"
+            ) from None
+        if probs.ndim != 2 or len(probs) != len(x) or not np.isfinite(probs).all():
+            raise RequestError(422, "the model returned no usable scores for this input")
+        kinds = (
+            self.monitor.inspect(caller.name, x, probs.argmax(axis=1))
+            if self.monitor.enabled
+            else []
+        )
+        policy = caller.role.output
+        out = harden_output(probs, policy.mode, k=policy.k, decimals=policy.decimals)
+        if policy.mode == "round":
+            out = np.round(out.astype(np.float64), policy.decimals)
+        return out.tolist(), kinds
+
+    async def predict(self, request: Request) -> Response:
+        start = time.perf_counter()
+        rec = AuditRecord(
+            request_id=uuid.uuid4().hex, key=None, path="/v1/predict", status=200, decision="allow"
+        )
+        payload: dict[str, Any] = {}
+        headers: dict[str, str] = {}
+        try:
+            caller = self.authenticate(request.headers.get("authorization"))
+            rec.key = caller.name
+            if not caller.role.predict:
+                raise RequestError(
+                    403, f"key {caller.name!r} may not call predict (role without predict)"
+                )
+            if caller.name in self.blocked:
+                raise RequestError(
+                    403, "this key is blocked after an attack was detected; contact the operator"
+                )
+            schema = self.config.input
+            body = await read_body(
+                request.headers.get("content-length"), request.stream(), schema.max_body_bytes
+            )
+            rec.input_digest = hashlib.sha256(body).hexdigest()
+            x = parse_inputs(body, schema)
+            rec.n_inputs = len(x)
+            wait, reason = self.limiters[caller.name].take(len(x))
+            if wait > 0:
+                rec.decision = "budget_exceeded" if reason == "budget" else "rate_limited"
+                what = "query budget exhausted" if reason == "budget" else "rate limit exceeded"
+                raise RequestError(
+                    429,
+                    f"{what}; retry after {wait:.2f} s",
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+            predictions, kinds = await run_in_threadpool(self.infer, caller, x)
+            if kinds:
+                rec.alerts = ",".join(kinds)
+                for kind in kinds:
+                    self.metrics.alert(caller.name, kind)
+                action = self.config.detection.action
+                if action == "block":
+                    self.blocked.add(caller.name)
+                    rec.decision = "blocked"
+                    raise RequestError(
+                        403, f"query stream flagged as an attack ({', '.join(kinds)}); key blocked"
+                    )
+                if action == "throttle":
+                    self.limiters[caller.name].throttle(self.config.detection.throttle_factor)
+                    rec.decision = "allow_throttled"
+            self.metrics.add_queries(caller.name, len(x))
+            payload = {"predictions": predictions, "model_version": self.model_version}
+        except RequestError as exc:
+            rec.status = exc.status
+            if rec.decision == "allow":
+                rec.decision = _DECISIONS.get(exc.status, "rejected")
+            rec.detail = exc.message
+            payload = {"detail": exc.message}
+            headers = exc.headers
+        headers["X-Request-Id"] = rec.request_id
+        return await self._finish(
+            rec, start, JSONResponse(payload, status_code=rec.status, headers=headers)
+        )
+
+    async def metrics_text(self, request: Request) -> Response:
+        start = time.perf_counter()
+        rec = AuditRecord(
+            request_id=uuid.uuid4().hex, key=None, path="/metrics", status=200, decision="allow"
+        )
+        try:
+            caller = self.authenticate(request.headers.get("authorization"))
+            rec.key = caller.name
+            if not caller.role.metrics:
+                raise RequestError(403, f"key {caller.name!r} may not read metrics")
+            resp: Response = PlainTextResponse(
+                self.metrics.render(), media_type="text/plain; version=0.0.4"
+            )
+        except RequestError as exc:
+            rec.status = exc.status
+            rec.decision = _DECISIONS.get(exc.status, "rejected")
+            rec.detail = exc.message
+            resp = JSONResponse(
+                {"detail": exc.message}, status_code=exc.status, headers=exc.headers
+            )
+        resp.headers["X-Request-Id"] = rec.request_id
+        return await self._finish(rec, start, resp)
+
+    async def _finish(self, rec: AuditRecord, start: float, resp: Response) -> Response:
+        elapsed = time.perf_counter() - start
+        rec.latency_ms = elapsed * 1000.0
+        if self.audit is not None:
+            try:
+                await self.audit.record(rec)
+            except AuditLogError:
+                # Fail closed: an answer that cannot be audited is not given.
+                resp = JSONResponse(
+                    {"detail": "audit log unavailable"},
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
+        self.metrics.observe(rec.path, resp.status_code, time.perf_counter() - start)
+        return resp
+
+
+_DECISIONS = {401: "unauthenticated", 403: "forbidden", 422: "invalid_input", 429: "rate_limited"}
+
+
+def create_app(
+    target: Target,
+    config: GatewayConfig,
+    *,
+    base_dir: Path | None = None,
+    model_version: str | None = None,
+) -> FastAPI:
+    """Build the gateway app for an already loaded ``target``.
+
+    Args:
+        target: the model (load files with :func:`mlwarden.supplychain.load_target` or
+            registry names with :func:`mlwarden.integrity.load_verified`; never directly).
+        config: the gateway configuration.
+        base_dir: directory that a relative audit-log path is taken from (the config's).
+        model_version: reported in every answer unless the config sets one.
+    """
+    gateway = Gateway(target, config, base_dir=base_dir, model_version=model_version)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        gateway.close()
+
+    app = FastAPI(
+        title="mlwarden gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.gateway = gateway
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> Response:
+        return await gateway.predict(request)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        return await gateway.metrics_text(request)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "model_version": gateway.model_version}
+
+    return app

@@ -1,0 +1,262 @@
+"""The gateway's configuration file (``gateway.yaml``): schema, loading, saving.
+
+One YAML file says who may call the model (hashed API keys and their roles), how
+much (token-bucket rate and query budget per key), what an input must look like,
+which input restoration and output hardening apply, how queries are monitored and
+where the audit log goes. ``mlwarden gateway add-key`` creates and edits it;
+:func:`mlwarden.serve.gateway_config_report` audits it.
+
+Units: ``rate`` in queries (single inputs) per second, ``burst`` in queries,
+``budget`` in queries per ``window_s`` seconds, ``max_body_bytes`` in bytes.
+
+Example::
+
+    input: {shape: [1, 8, 8], range: [0.0, 1.0], max_batch: 64}
+    limits: {rate: 20, burst: 40, budget: 10000, window_s: 86400}
+    keys:
+      alice: {hash: "sha256:9f2c...", role: scores}
+    detection: {action: block}
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mlwarden.core.errors import InputFileError
+from mlwarden.defenses.output import MODES
+
+Action = Literal["log", "throttle", "block"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OutputPolicy(_Strict):
+    """Output hardening for one role (see :func:`mlwarden.defenses.output.harden_output`)."""
+
+    mode: str = "label-only"
+    k: int = Field(default=1, ge=1)
+    decimals: int = Field(default=2, ge=0, le=8)
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in MODES:
+            raise ValueError(f"unknown output mode {value!r}; expected one of {', '.join(MODES)}")
+        return value
+
+
+class Role(_Strict):
+    """What a key with this role may do."""
+
+    predict: bool = True
+    metrics: bool = False
+    output: OutputPolicy = Field(default_factory=OutputPolicy)
+
+
+def default_roles() -> dict[str, Role]:
+    """Built-in roles: least privilege first. A config's ``roles`` overrides them by name."""
+    return {
+        "labels": Role(output=OutputPolicy(mode="label-only")),
+        "scores": Role(output=OutputPolicy(mode="round", decimals=2)),
+        "admin": Role(metrics=True, output=OutputPolicy(mode="none")),
+        "metrics": Role(predict=False, metrics=True),
+    }
+
+
+class Limits(_Strict):
+    """Query limits. ``None`` means unlimited (and the config audit reports it)."""
+
+    rate: float | None = Field(default=None, gt=0, description="queries per second")
+    burst: int | None = Field(default=None, ge=1, description="bucket size, queries")
+    budget: int | None = Field(default=None, ge=1, description="queries per window")
+    window_s: float = Field(default=86400.0, gt=0, description="budget window, seconds")
+
+
+class KeyEntry(_Strict):
+    """One API key: only its hash is stored."""
+
+    hash: str
+    role: str = "labels"
+    rate: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+    budget: int | None = Field(default=None, ge=1)
+    window_s: float | None = Field(default=None, gt=0)
+    created: str = ""
+
+    @field_validator("hash")
+    @classmethod
+    def _hashed(cls, value: str) -> str:
+        algo, _, digest = value.partition(":")
+        if (
+            algo != "sha256"
+            or len(digest) != 64
+            or any(c not in "0123456789abcdef" for c in digest)
+        ):
+            raise ValueError(
+                "must be 'sha256:<64 hex digits>' (a key's hash, never the key itself); "
+                "create keys with 'mlwarden gateway add-key'"
+            )
+        return value
+
+
+class Anonymous(_Strict):
+    """Callers without a key. Absent (the default): they get 401."""
+
+    role: str = "labels"
+    rate: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+    budget: int | None = Field(default=None, ge=1)
+    window_s: float | None = Field(default=None, gt=0)
+
+
+class InputSchema(_Strict):
+    """What one input must look like; requests that differ get 422."""
+
+    shape: list[int] | None = None
+    range: tuple[float, float] | None = None
+    dtype: Literal["float32", "float64", "int"] = "float32"
+    max_batch: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(default=1 << 20, ge=64)
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(d < 1 for d in value)):
+            raise ValueError(f"every dimension must be >= 1; got {value}")
+        return value
+
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"must be [low, high] with low < high; got {list(value)}")
+        return value
+
+
+class Blacklight(_Strict):
+    """Near-duplicate query detection (Li et al. 2022, arXiv:2006.14042); see monitor.py."""
+
+    enabled: bool = True
+    quantization: float = Field(default=0.1, gt=0, description="bin width, input units")
+    window: int = Field(default=20, ge=1, description="values per hashed window")
+    top: int = Field(default=50, ge=1, description="hashes kept per query")
+    threshold: int = Field(default=20, ge=1, description="matching hashes that flag a query")
+    history: int = Field(default=10000, ge=1, description="queries remembered per key")
+
+
+class Prada(_Strict):
+    """Extraction detection (Juuti et al. 2019, arXiv:1805.02628); see monitor.py."""
+
+    enabled: bool = True
+    delta: float = Field(default=0.85, gt=0, lt=1, description="Shapiro-Wilk W alarm level")
+    min_queries: int = Field(default=30, ge=3, description="distances before testing")
+    history: int = Field(default=5000, ge=3, description="distances kept per key")
+
+
+class Detection(_Strict):
+    blacklight: Blacklight = Field(default_factory=Blacklight)
+    prada: Prada = Field(default_factory=Prada)
+    action: Action = "log"
+    throttle_factor: float = Field(default=0.1, gt=0, le=1, description="rate multiplier")
+
+
+class Audit(_Strict):
+    enabled: bool = True
+    path: str = "gateway-audit.db"
+    synchronous: Literal["normal", "full"] = "normal"
+
+
+class GatewayConfig(_Strict):
+    """The whole gateway configuration."""
+
+    model_version: str | None = None
+    input: InputSchema = Field(default_factory=InputSchema)
+    restoration: list[dict[str, Any]] = Field(default_factory=list)
+    roles: dict[str, Role] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    keys: dict[str, KeyEntry] = Field(default_factory=dict)
+    anonymous: Anonymous | None = None
+    detection: Detection = Field(default_factory=Detection)
+    audit: Audit = Field(default_factory=Audit)
+
+    def all_roles(self) -> dict[str, Role]:
+        roles = default_roles()
+        roles.update(self.roles)
+        return roles
+
+    def check_roles(self) -> None:
+        """Every key (and anonymous) names a role that exists."""
+        roles = self.all_roles()
+        named = [(f"key {n!r}", k.role) for n, k in self.keys.items()]
+        if self.anonymous is not None:
+            named.append(("anonymous", self.anonymous.role))
+        for who, role in named:
+            if role not in roles:
+                raise ValueError(
+                    f"{who} has unknown role {role!r}; roles: {', '.join(sorted(roles))}"
+                )
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a gateway config; :class:`InputFileError` says what is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputFileError(
+            path, "no such file; create it with 'mlwarden gateway add-key'"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(path, f"cannot be read ({exc})") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path | str = "<config>") -> GatewayConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputFileError(
+            Path(path), f"is not valid YAML ({str(exc).splitlines()[0]})"
+        ) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputFileError(Path(path), "must be a YAML mapping (input:, limits:, keys:, ...)")
+    try:
+        config = GatewayConfig.model_validate(raw)
+        config.check_roles()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise InputFileError(Path(path), f"{where}: {err['msg']}") from None
+    except ValueError as exc:
+        raise InputFileError(Path(path), str(exc)) from None
+    return config
+
+
+def save_config(config: GatewayConfig, path: Path) -> None:
+    """Write atomically with mode 0600 (the file holds key hashes and limits)."""
+    path = Path(path)
+    data = config.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+    text = yaml.safe_dump(data, sort_keys=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    os.chmod(path, 0o600)

@@ -1,0 +1,260 @@
+"""Audit a gateway config: what an attacker with API access could get away with.
+
+:func:`gateway_config_report` reads ``gateway.yaml`` (the same file ``mlwarden serve``
+uses) and reports MLW-GW-* findings mapped to ATLAS AML.T0040 (AI Model Inference
+API Access), AML.T0024 (Exfiltration via AI Inference API) and AML.T0043.001
+(Black-Box Optimization), with the mitigations AML.M0019, AML.M0004, AML.M0002,
+AML.M0015, AML.M0010 and AML.M0024. A config that cannot be parsed is an error
+(:class:`~mlwarden.core.errors.InputFileError`), never a clean report.
+
+Rules:
+
+========== ======================================================= ================
+rule       finding                                                 severity
+========== ======================================================= ================
+MLW-GW-001 anonymous callers may query the model                   high
+MLW-GW-002 callers without a rate limit                            high/medium
+MLW-GW-003 callers without a query budget                          medium
+MLW-GW-004 full-precision scores to anonymous / low-privilege keys high/medium
+MLW-GW-005 no stateful attack detection                            medium
+MLW-GW-006 detection only logs (no throttle or block)              low
+MLW-GW-007 no declared input schema (shape / value range)          medium
+MLW-GW-008 no input restoration                                    low
+MLW-GW-009 audit logging disabled                                  medium
+MLW-GW-010 config file writable (high) or readable (low) by others high/low
+========== ======================================================= ================
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.serve.config import GatewayConfig, load_config
+
+CHECK = "gateway-config"
+
+
+def _callers(cfg: GatewayConfig) -> list[tuple[str, str, float | None, int | None]]:
+    """(name, role, effective rate, effective budget) of every caller that may predict."""
+    roles = cfg.all_roles()
+    d = cfg.limits
+    out = []
+    for name, k in cfg.keys.items():
+        if roles[k.role].predict:
+            rate = k.rate if k.rate is not None else d.rate
+            out.append((name, k.role, rate, k.budget if k.budget is not None else d.budget))
+    a = cfg.anonymous
+    if a is not None and roles[a.role].predict:
+        rate = a.rate if a.rate is not None else d.rate
+        out.append(("(anonymous)", a.role, rate, a.budget if a.budget is not None else d.budget))
+    return out
+
+
+def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> list[Finding]:
+    """The findings for a parsed config (``path`` adds the file-permission check)."""
+    art = str(path) if path is not None else "gateway config"
+    roles = cfg.all_roles()
+    callers = _callers(cfg)
+    found: list[Finding] = []
+
+    def add(
+        rule: str,
+        title: str,
+        sev: Severity,
+        atlas: list[str],
+        mit: list[str],
+        desc: str,
+        rec: str,
+        **ev: object,
+    ) -> None:
+        found.append(
+            Finding(
+                rule=rule,
+                title=title,
+                severity=sev,
+                atlas=atlas,
+                mitigations=mit,
+                description=desc,
+                recommendation=rec,
+                evidence=dict(ev),
+                artifact=art,
+                check=CHECK,
+                owasp=["ML05"],
+            )
+        )
+
+    anon = cfg.anonymous
+    if anon is not None and roles[anon.role].predict:
+        add(
+            "MLW-GW-001",
+            "Anonymous callers may query the model",
+            Severity.HIGH,
+            ["AML.T0040"],
+            ["AML.M0019"],
+            "Requests without an API key are answered, so nobody can be held to a limit or blocked: "
+            "a blocked attacker simply comes back without a key.",
+            "Remove 'anonymous:' from the config and give every client its own key "
+            "('mlwarden gateway add-key NAME --config gateway.yaml').",
+            role=anon.role,
+        )
+
+    no_rate = [n for n, _, rate, _ in callers if rate is None]
+    if no_rate:
+        sev = Severity.HIGH if "(anonymous)" in no_rate else Severity.MEDIUM
+        add(
+            "MLW-GW-002",
+            f"{len(no_rate)} caller(s) have no rate limit",
+            sev,
+            ["AML.T0040", "AML.T0024"],
+            ["AML.M0004"],
+            "Without a token-bucket rate a caller can send queries as fast as the server answers: "
+            "query-based evasion and extraction attacks need thousands of queries.",
+            "Set 'limits: {rate: ..., burst: ...}' (queries per second) or per-key 'rate'.",
+            callers=no_rate,
+        )
+
+    no_budget = [n for n, _, _, budget in callers if budget is None]
+    if no_budget:
+        add(
+            "MLW-GW-003",
+            f"{len(no_budget)} caller(s) have no query budget",
+            Severity.MEDIUM,
+            ["AML.T0024.002"],
+            ["AML.M0004"],
+            "A rate limit alone still allows an unbounded number of queries over days; model "
+            "extraction attacks are budgeted in total queries.",
+            "Set 'limits: {budget: ..., window_s: ...}' (queries per window) or per-key 'budget'.",
+            callers=no_budget,
+        )
+
+    full = [(n, r) for n, r, _, _ in callers if roles[r].output.mode == "none"]
+    if full:
+        anon_full = any(n == "(anonymous)" for n, _ in full)
+        low = [n for n, r in full if r != "admin"]
+        if anon_full or low:
+            add(
+                "MLW-GW-004",
+                "Full-precision probabilities returned to "
+                + ("anonymous callers" if anon_full else "non-admin keys"),
+                Severity.HIGH if anon_full else Severity.MEDIUM,
+                ["AML.T0024.002", "AML.T0043.001"],
+                ["AML.M0002"],
+                "Every digit of every score helps score-based evasion (Square, NES) and model "
+                "extraction (Tramer et al. 2016, arXiv:1609.02943).",
+                "Give these callers a role with output mode 'label-only', 'top-k' or 'round' "
+                "(e.g. the built-in 'labels' or 'scores' roles).",
+                callers=[n for n, _ in full],
+            )
+
+    det = cfg.detection
+    if not det.blacklight.enabled and not det.prada.enabled:
+        add(
+            "MLW-GW-005",
+            "No stateful attack detection",
+            Severity.MEDIUM,
+            ["AML.T0043.001", "AML.T0024.002"],
+            ["AML.M0015"],
+            "Query-based attacks send long streams of near-duplicate or synthetic inputs that no "
+            "single-request check sees.",
+            "Enable 'detection: {blacklight: {enabled: true}, prada: {enabled: true}}'.",
+        )
+    elif det.action == "log":
+        add(
+            "MLW-GW-006",
+            "Attack detection only logs",
+            Severity.LOW,
+            ["AML.T0043.001"],
+            ["AML.M0015"],
+            "A flagged key keeps its full rate, so an attack completes while alerts pile up.",
+            "Set 'detection: {action: throttle}' or 'block'.",
+        )
+
+    schema = cfg.input
+    missing = [n for n, v in (("shape", schema.shape), ("range", schema.range)) if v is None]
+    if missing:
+        add(
+            "MLW-GW-007",
+            f"No declared input {' or '.join(missing)}",
+            Severity.MEDIUM,
+            ["AML.T0043"],
+            ["AML.M0015"],
+            "Inputs of any shape or value range reach the model; out-of-range values are an easy "
+            "way to push a model off its training distribution.",
+            "Set 'input: {shape: [...], range: [low, high]}' or pass --input-shape/--input-range.",
+            missing=missing,
+        )
+
+    if not cfg.restoration:
+        add(
+            "MLW-GW-008",
+            "No input restoration",
+            Severity.LOW,
+            ["AML.T0015"],
+            ["AML.M0010"],
+            "Inputs reach the model unchanged. Restoration transforms raise the cost of small "
+            "perturbations but are broken by adaptive attacks; measure them with 'mlwarden evasion'.",
+            "Add e.g. 'restoration: [{type: bit_depth, bits: 4}]' and evaluate it adaptively.",
+        )
+
+    if not cfg.audit.enabled:
+        add(
+            "MLW-GW-009",
+            "Audit logging is disabled",
+            Severity.MEDIUM,
+            ["AML.T0040"],
+            ["AML.M0024"],
+            "Without a per-request log there is no way to investigate who queried what.",
+            "Set 'audit: {enabled: true}'.",
+        )
+
+    if path is not None and path.exists():
+        mode = path.stat().st_mode
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            add(
+                "MLW-GW-010",
+                "Gateway config is writable by other users",
+                Severity.HIGH,
+                ["AML.T0040"],
+                ["AML.M0019"],
+                "Anyone who can write the file can add their own key or lift every limit.",
+                f"chmod 600 {path}",
+                mode=oct(mode & 0o777),
+            )
+        elif mode & (stat.S_IRGRP | stat.S_IROTH):
+            add(
+                "MLW-GW-010",
+                "Gateway config is readable by other users",
+                Severity.LOW,
+                ["AML.T0040"],
+                ["AML.M0019"],
+                "The file holds key hashes and limits; keep it private.",
+                f"chmod 600 {path}",
+                mode=oct(mode & 0o777),
+            )
+    return found
+
+
+def gateway_config_report(config: Path, seed: int = 0) -> Report:
+    """Audit a gateway config file; a Report with MLW-GW-* findings.
+
+    Example::
+
+        report = gateway_config_report(Path("gateway.yaml"))
+        [f.rule for f in report.findings]     # e.g. ['MLW-GW-002', 'MLW-GW-006']
+    """
+    report = Report.new("gateway check", seed=seed)
+    config = Path(config)
+    with report.timed(CHECK):
+        cfg = load_config(config)
+        report.add(*gateway_config_findings(cfg, config))
+    report.config = {"config": str(config)}
+    report.metrics.update(
+        {
+            "keys": len(cfg.keys),
+            "anonymous": cfg.anonymous is not None,
+            "detection_action": cfg.detection.action,
+        }
+    )
+    return report

@@ -1,0 +1,87 @@
+"""Per-key query limits: a token bucket for the rate and a fixed-window budget.
+
+Both count *queries* (single inputs; a batch of 8 costs 8) because that is what an
+attacker spends (ATLAS AML.M0004, Restrict Number of AI Model Queries). When a
+request would go over either, :meth:`KeyLimiter.take` returns how many seconds to
+wait, which the gateway sends back as ``Retry-After`` with HTTP 429.
+
+Example::
+
+    limiter = KeyLimiter(rate=10, burst=20, budget=1000, window_s=3600)
+    limiter.take(5)          # (0.0, ""): allowed
+    limiter.take(100)        # (2.5, "rate"): wait 2.5 s (or "budget": the window is spent)
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+
+class KeyLimiter:
+    """Token bucket (``rate`` queries/s, ``burst`` capacity) plus a query budget.
+
+    ``None`` for rate or budget disables that limit. A throttle factor (set by the
+    attack monitor) scales the refill rate down. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate: float | None,
+        burst: int | None,
+        budget: int | None,
+        window_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst if burst is not None else max(1.0, math.ceil(rate or 1.0)))
+        self.budget = budget
+        self.window_s = window_s
+        self.factor = 1.0
+        self._clock = clock
+        now = clock()
+        self._tokens = self.burst
+        self._stamp = now
+        self._window_start = now
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def throttle(self, factor: float) -> None:
+        """Scale the refill rate by ``factor`` (0 < factor <= 1) from now on."""
+        with self._lock:
+            self.factor = min(self.factor, factor)
+
+    def take(self, n: int) -> tuple[float, str]:
+        """Spend ``n`` queries.
+
+        Returns ``(0.0, "")`` when allowed, else ``(seconds to wait, "rate" or "budget")``
+        and nothing is spent.
+        """
+        with self._lock:
+            now = self._clock()
+            if self.budget is not None:
+                if now - self._window_start >= self.window_s:
+                    elapsed = now - self._window_start
+                    self._window_start += self.window_s * math.floor(elapsed / self.window_s)
+                    self._used = 0
+                if self._used + n > self.budget:
+                    return max(self._window_start + self.window_s - now, 0.001), "budget"
+            if self.rate is not None:
+                rate = self.rate * self.factor
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * rate)
+                self._stamp = now
+                if n > self.burst:
+                    # Can never fit: say when a full bucket would be back, the caller must split.
+                    return max((self.burst - self._tokens) / rate, 1.0), "rate"
+                if self._tokens < n:
+                    return (n - self._tokens) / rate, "rate"
+                self._tokens -= n
+            self._used += n
+            return 0.0, ""
+
+    def remaining_budget(self) -> int | None:
+        with self._lock:
+            return None if self.budget is None else self.budget - self._used

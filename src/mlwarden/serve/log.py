@@ -1,0 +1,185 @@
+"""The gateway's audit log: one SQLite row per request, durable before the response.
+
+ATLAS mitigation AML.M0024 (AI Telemetry Logging). Every answered request has a row
+with the time, the caller's key *name* (never the key), the request id, the SHA-256
+digest of the request body, the number of inputs, the decision, the HTTP status,
+any detector alerts and the latency.
+
+Durability: a request handler hands its record to :meth:`AuditLog.record` and does
+not answer until the writer thread has committed it. The writer takes every record
+waiting in its queue, inserts them in one transaction and commits once (group
+commit), so concurrent requests share a commit instead of queueing for one each.
+The database is in WAL mode; with ``synchronous=NORMAL`` a committed row survives a
+crash of the server process (kill -9), with ``synchronous=FULL`` also a power loss
+(at the cost of an fsync per group).
+
+Example::
+
+    log = AuditLog(Path("audit.db"))
+    await log.record(AuditRecord(key="alice", status=200, decision="allow", ...))
+    log.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import astuple, dataclass, field, fields
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    key TEXT,
+    path TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    decision TEXT NOT NULL,
+    input_digest TEXT,
+    n_inputs INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    alerts TEXT NOT NULL,
+    detail TEXT NOT NULL
+)
+"""
+
+
+@dataclass
+class AuditRecord:
+    """One request as the audit log stores it (times in seconds, latency in ms)."""
+
+    request_id: str
+    key: str | None
+    path: str
+    status: int
+    decision: str
+    input_digest: str | None = None
+    n_inputs: int = 0
+    latency_ms: float = 0.0
+    alerts: str = ""
+    detail: str = ""
+    ts: float = field(default_factory=time.time)
+
+
+_COLUMNS = [f.name for f in fields(AuditRecord)]
+_INSERT = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+class AuditLogError(RuntimeError):
+    """The audit log could not store a record (the request must then fail)."""
+
+
+class AuditLog:
+    """SQLite audit log written by one background thread with group commits.
+
+    Args:
+        path: the database file (created with its table if missing).
+        synchronous: ``"normal"`` (survives a process crash) or ``"full"`` (also power loss).
+        max_batch: most records per transaction.
+    """
+
+    def __init__(self, path: Path, synchronous: str = "normal", max_batch: int = 1024) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        if self.synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'normal' or 'full'; got {synchronous!r}")
+        self.max_batch = max_batch
+        self.commits = 0
+        self.written = 0
+        self._queue: queue.SimpleQueue[tuple[AuditRecord, Future[None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mlwarden-audit", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise AuditLogError(f"cannot open audit log {self.path}: {self._error}")
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute(_SCHEMA)
+        return db
+
+    def _run(self) -> None:
+        try:
+            db = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            batch: list[tuple[AuditRecord, Future[None]]] = []
+            if item is None:
+                stop = True
+            else:
+                batch.append(item)
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    continue
+                batch.append(nxt)
+            if batch:
+                self._write(db, batch)
+        db.close()
+
+    def _write(self, db: sqlite3.Connection, batch: list[tuple[AuditRecord, Future[None]]]) -> None:
+        try:
+            db.execute("BEGIN")
+            db.executemany(_INSERT, [astuple(rec) for rec, _ in batch])
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for _, fut in batch:
+                fut.set_exception(AuditLogError(f"audit log write failed: {exc}"))
+            return
+        self.commits += 1
+        self.written += len(batch)
+        for _, fut in batch:
+            fut.set_result(None)
+
+    def submit(self, record: AuditRecord) -> Future[None]:
+        """Queue a record; the future completes once it is committed."""
+        fut: Future[None] = Future()
+        if not self._thread.is_alive():
+            fut.set_exception(AuditLogError("audit log is closed"))
+            return fut
+        self._queue.put((record, fut))
+        return fut
+
+    async def record(self, record: AuditRecord) -> None:
+        """Store a record; returns once it is committed (raises :class:`AuditLogError`)."""
+        await asyncio.wrap_future(self.submit(record))
+
+    def close(self) -> None:
+        """Commit what is queued and stop the writer thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def read_records(path: Path) -> list[dict[str, object]]:
+    """All rows of an audit log, oldest first (for tests, reports and `audit` checks)."""
+    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM requests ORDER BY id")]
+    finally:
+        db.close()

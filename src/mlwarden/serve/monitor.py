@@ -1,0 +1,174 @@
+"""Stateful attack detection: watch each key's stream of queries, not single inputs.
+
+Two detectors, both per key:
+
+* :class:`Blacklight` — Li, Shan, Wenger, Zhang, Zheng & Zhao, "Blacklight: Scalable
+  Defense for Neural Networks against Query-Based Black-Box Attacks" (USENIX Security
+  2022, arXiv:2006.14042). Query-based attacks (Square, HopSkipJump, NES, boundary
+  attacks) send long runs of near-identical inputs. Each query is quantised (bins of
+  ``quantization`` input units), flattened, cut into sliding windows of ``window``
+  values (stride 1), every window hashed with SHA-256, and the ``top`` largest
+  distinct hashes kept as the query's fingerprint. A query whose fingerprint shares
+  at least ``threshold`` hashes with one earlier query of the same key is flagged.
+  The paper's settings for 32x32 CIFAR images are bins of 50/255, windows of 20,
+  the top 50 hashes and a threshold of 25; our defaults (bins of 0.1, windows of 20,
+  top 50, threshold 20) are calibrated for small inputs such as 8x8 digits, where an
+  input has only 45 windows (see ``benchmarks/gateway_load.py``).
+* :class:`Prada` — Juuti, Szyller, Marchal & Asokan, "PRADA: Protecting against DNN
+  Model Stealing Attacks" (EuroS&P 2019, arXiv:1805.02628). For each query the L2
+  distance to the closest earlier query of the same predicted class is recorded;
+  queries farther than the class threshold grow that class's reference set and
+  raise the threshold to ``max(T, mean - std)`` of the set's distances. Natural
+  queries give roughly normally distributed distances; synthetic extraction queries
+  (small steps around seeds) do not. Once ``min_queries`` distances exist, a
+  Shapiro-Wilk statistic ``W < delta`` flags the key.
+
+Example::
+
+    monitor = Monitor(config.detection)
+    kinds = monitor.inspect("alice", x_batch, labels)   # e.g. ["blacklight"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter, deque
+
+import numpy as np
+from scipy import stats
+
+from mlwarden.serve.config import Blacklight as BlacklightConfig
+from mlwarden.serve.config import Detection
+from mlwarden.serve.config import Prada as PradaConfig
+
+
+def fingerprint(x: np.ndarray, quantization: float, window: int, top: int) -> frozenset[bytes]:
+    """Blacklight's probabilistic fingerprint of one input: its top-``top`` window hashes.
+
+    Values are binned as ``floor(x / quantization)`` (input units), flattened in C
+    order, and every run of ``window`` consecutive bins (stride 1) is hashed.
+    """
+    flat = np.floor(np.asarray(x, dtype=np.float64).ravel() / quantization).astype(np.int32)
+    w = min(window, flat.size)
+    data = flat.tobytes()
+    step = flat.itemsize
+    hashes = {
+        hashlib.sha256(data[i * step : (i + w) * step]).digest() for i in range(flat.size - w + 1)
+    }
+    return frozenset(sorted(hashes, reverse=True)[:top])
+
+
+class Blacklight:
+    """One key's Blacklight history: fingerprints of its last ``history`` queries."""
+
+    def __init__(self, config: BlacklightConfig) -> None:
+        self.config = config
+        self._table: dict[bytes, set[int]] = {}
+        self._order: deque[tuple[int, frozenset[bytes]]] = deque()
+        self._next = 0
+
+    def observe(self, x: np.ndarray) -> int:
+        """Add one query; return the most hashes it shares with any earlier query."""
+        c = self.config
+        fp = fingerprint(x, c.quantization, c.window, c.top)
+        counts: Counter[int] = Counter()
+        for h in fp:
+            ids = self._table.get(h)
+            if ids:
+                counts.update(ids)
+        best = max(counts.values(), default=0)
+        qid = self._next
+        self._next += 1
+        for h in fp:
+            self._table.setdefault(h, set()).add(qid)
+        self._order.append((qid, fp))
+        if len(self._order) > c.history:
+            old, old_fp = self._order.popleft()
+            for h in old_fp:
+                ids = self._table.get(h)
+                if ids is not None:
+                    ids.discard(old)
+                    if not ids:
+                        del self._table[h]
+        return best
+
+    def flags(self, x: np.ndarray) -> bool:
+        return self.observe(x) >= self.config.threshold
+
+
+class Prada:
+    """One key's PRADA state: per-class reference sets, thresholds and distances."""
+
+    def __init__(self, config: PradaConfig) -> None:
+        self.config = config
+        self._sets: dict[int, list[np.ndarray]] = {}
+        self._set_dists: dict[int, list[float]] = {}
+        self._thresholds: dict[int, float] = {}
+        self._dists: deque[float] = deque(maxlen=config.history)
+        self.last_w: float | None = None
+
+    def observe(self, x: np.ndarray, label: int) -> float | None:
+        """Add one query with its predicted class; return the Shapiro-Wilk W, if tested."""
+        v = np.asarray(x, dtype=np.float64).ravel()
+        ref = self._sets.get(label)
+        if not ref:
+            self._sets[label] = [v]
+            self._set_dists[label] = []
+            self._thresholds[label] = 0.0
+        else:
+            d = float(np.sqrt(((np.stack(ref) - v) ** 2).sum(axis=1)).min())
+            self._dists.append(d)
+            if d > self._thresholds[label] and len(ref) < self.config.history:
+                ref.append(v)
+                ds = self._set_dists[label]
+                ds.append(d)
+                self._thresholds[label] = max(
+                    self._thresholds[label], float(np.mean(ds) - np.std(ds))
+                )
+        if len(self._dists) < self.config.min_queries:
+            return None
+        dists = np.fromiter(self._dists, dtype=np.float64)
+        if np.ptp(dists) == 0:
+            self.last_w = 0.0  # all distances equal: as far from normal as it gets
+        else:
+            self.last_w = float(stats.shapiro(dists).statistic)
+        return self.last_w
+
+    def flags(self, x: np.ndarray, label: int) -> bool:
+        w = self.observe(x, label)
+        return w is not None and w < self.config.delta
+
+
+class Monitor:
+    """Per-key detectors; :meth:`inspect` returns the kinds of alert a request raised."""
+
+    def __init__(self, config: Detection) -> None:
+        self.config = config
+        self._blacklight: dict[str, Blacklight] = {}
+        self._prada: dict[str, Prada] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.blacklight.enabled or self.config.prada.enabled
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def inspect(self, key: str, x: np.ndarray, labels: np.ndarray) -> list[str]:
+        """Feed a batch of queries ``x`` (N, ...) with their predicted ``labels`` (N,)."""
+        kinds: list[str] = []
+        bl_cfg, pr_cfg = self.config.blacklight, self.config.prada
+        with self._lock(key):
+            if bl_cfg.enabled:
+                bl = self._blacklight.setdefault(key, Blacklight(bl_cfg))
+                if any([bl.flags(xi) for xi in x]):
+                    kinds.append("blacklight")
+            if pr_cfg.enabled:
+                pr = self._prada.setdefault(key, Prada(pr_cfg))
+                if any([pr.flags(xi, int(li)) for xi, li in zip(x, labels, strict=True)]):
+                    kinds.append("prada")
+        return kinds

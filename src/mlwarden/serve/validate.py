@@ -1,0 +1,121 @@
+"""Request validation: body size, JSON, and each input against the declared schema.
+
+Checks, in order, each failing with :class:`RequestError` (HTTP 422 and a message
+that says what was wrong and what was expected):
+
+1. body size — ``Content-Length`` above ``max_body_bytes`` is refused before a byte
+   is read, and the body is read in chunks that stop at the limit (so a missing or
+   false ``Content-Length`` does not help);
+2. JSON — an object with a list ``"inputs"``; ``NaN``, ``Infinity`` and numbers that
+   overflow a float are refused while parsing;
+3. batch size — 1 to ``max_batch`` inputs;
+4. dtype — numbers only (no strings, booleans or nulls), whole numbers for ``int``;
+5. shape — every input of the declared shape (or that many values, flattened);
+6. value range — every value within ``[low, high]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from mlwarden.serve.config import InputSchema
+
+
+class RequestError(Exception):
+    """A request the gateway refuses; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _invalid(message: str) -> RequestError:
+    return RequestError(422, message)
+
+
+async def read_body(
+    content_length: str | None, chunks: AsyncIterator[bytes], max_bytes: int
+) -> bytes:
+    """Read a request body of at most ``max_bytes`` bytes, refusing larger ones early."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise _invalid(f"Content-Length {content_length!r} is not a number") from None
+        if declared > max_bytes:
+            raise _invalid(f"request body of {declared} bytes is over the limit of {max_bytes}")
+    buf = bytearray()
+    async for chunk in chunks:
+        buf += chunk
+        if len(buf) > max_bytes:
+            raise _invalid(f"request body is over the limit of {max_bytes} bytes")
+    return bytes(buf)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed; inputs must be finite numbers")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a float; inputs must be finite numbers")
+    return value
+
+
+def parse_inputs(body: bytes, schema: InputSchema) -> np.ndarray:
+    """The validated batch as a float32 array ``(N, *shape)``."""
+    try:
+        payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except ValueError as exc:
+        raise _invalid(f"body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise _invalid('body must be a JSON object {"inputs": [input, ...]}')
+    inputs = payload["inputs"]
+    if not isinstance(inputs, list) or not inputs:
+        raise _invalid('"inputs" must be a non-empty list of inputs')
+    if len(inputs) > schema.max_batch:
+        raise _invalid(f"batch of {len(inputs)} inputs is over the limit of {schema.max_batch}")
+    try:
+        arr = np.asarray(inputs)
+    except (ValueError, TypeError):
+        raise _invalid("inputs are ragged: every input must have the same shape") from None
+    if arr.dtype.kind not in "iuf":
+        what = {"b": "booleans", "U": "strings", "O": "mixed or null values"}.get(
+            arr.dtype.kind, arr.dtype.name
+        )
+        raise _invalid(f"inputs must be numbers; got {what}")
+    if schema.dtype == "int" and arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+        raise _invalid("inputs must be whole numbers (declared dtype int)")
+    values = arr.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise _invalid("inputs contain NaN or infinity")
+    if arr.ndim < 2:
+        raise _invalid(f"inputs must be a batch: a list of inputs, got shape {list(arr.shape)}")
+    if schema.shape is not None:
+        want = tuple(schema.shape)
+        got = arr.shape[1:]
+        if got != want:
+            if got == (math.prod(want),):
+                values = values.reshape((len(values), *want))
+            else:
+                raise _invalid(
+                    f"each input must have shape {list(want)} (or {math.prod(want)} values); "
+                    f"got {list(got)}"
+                )
+    if schema.range is not None:
+        lo, hi = schema.range
+        vmin, vmax = float(values.min()), float(values.max())
+        if vmin < lo or vmax > hi:
+            raise _invalid(
+                f"input values must lie in [{lo}, {hi}]; got values from {vmin} to {vmax}"
+            )
+    dtype = np.float64 if schema.dtype == "float64" else np.float32
+    return values.astype(dtype)

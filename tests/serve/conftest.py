@@ -1,0 +1,123 @@
+"""Fixtures for the gateway tests: a small digits model and a real uvicorn server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import uvicorn
+from sklearn.linear_model import LogisticRegression
+
+from mlwarden.core.data import load_dataset
+from mlwarden.core.target import SklearnTarget, Target
+from mlwarden.serve.app import create_app
+from mlwarden.serve.auth import hash_key, new_key
+from mlwarden.serve.config import GatewayConfig
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Digits (N, 1, 8, 8) in [0, 1], split 75/25 with a fixed seed."""
+    ds = load_dataset("digits")
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(ds.x))
+    cut = int(0.75 * len(idx))
+    tr, te = idx[:cut], idx[cut:]
+    return ds.x[tr], ds.y[tr], ds.x[te], ds.y[te]
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits: tuple[np.ndarray, ...]) -> LogisticRegression:
+    xtr, ytr, _, _ = digits
+    return LogisticRegression(max_iter=300).fit(xtr.reshape(len(xtr), -1), ytr)
+
+
+class LiveServer:
+    """A real uvicorn server in a thread on 127.0.0.1 and a free port."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.01)
+
+    @property
+    def gateway(self) -> Any:
+        return self.app.state.gateway
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture
+def keys() -> dict[str, str]:
+    """Fresh keys for the built-in roles (name == role)."""
+    return {role: new_key() for role in ("labels", "scores", "admin", "metrics")}
+
+
+def make_config(tmp_path: Path, keys: dict[str, str], **overrides: Any) -> GatewayConfig:
+    raw: dict[str, Any] = {
+        "input": {
+            "shape": [1, 8, 8],
+            "range": [0.0, 1.0],
+            "max_batch": 16,
+            "max_body_bytes": 65536,
+        },
+        "limits": {"rate": 1000.0, "burst": 1000, "budget": 100000},
+        "keys": {name: {"hash": hash_key(k), "role": name} for name, k in keys.items()},
+        "audit": {"path": str(tmp_path / "audit.db")},
+    }
+    for section, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(section), dict):
+            raw[section] = {**raw[section], **value}
+        else:
+            raw[section] = value
+    return GatewayConfig.model_validate(raw)
+
+
+@pytest.fixture
+def gw_config(tmp_path: Path, keys: dict[str, str]) -> Callable[..., GatewayConfig]:
+    """``gw_config(section=value, ...)``: the test config with sections overridden."""
+
+    def build(**overrides: Any) -> GatewayConfig:
+        return make_config(tmp_path, keys, **overrides)
+
+    return build
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[[Target, GatewayConfig], LiveServer]]:
+    started: list[LiveServer] = []
+
+    def start(target: Target, config: GatewayConfig) -> LiveServer:
+        server = LiveServer(create_app(target, config, base_dir=tmp_path, model_version="test-1"))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def sklearn_target(digits_model: LogisticRegression) -> SklearnTarget:
+    return SklearnTarget(digits_model, access="score")
