@@ -36,10 +36,28 @@ class JobFailure:
 
 
 class Executor(AbstractContextManager["Executor"]):
-    """Map a function over items; results come back in item order."""
+    """Map a function over items; results come back in item order.
+
+    :meth:`as_completed` yields ``(index, result)`` as each job finishes, so a caller
+    can show one progress display across jobs and keep (cache) each result at once.
+    """
 
     name = "local"
     workers = 1
+
+    def as_completed(
+        self, fn: Callable[[T], R], items: Iterable[T], *, errors: str = "raise"
+    ) -> Iterator[tuple[int, Any]]:
+        """Yield ``(index, result)`` in completion order; a raising job yields a
+        :class:`JobFailure` when ``errors="return"``."""
+        for i, item in enumerate(items):
+            try:
+                result: Any = fn(item)
+            except Exception as exc:
+                if errors == "raise":
+                    raise
+                result = JobFailure(i, str(exc), type(exc).__name__)
+            yield i, result
 
     def map(
         self,
@@ -49,14 +67,10 @@ class Executor(AbstractContextManager["Executor"]):
         errors: str = "raise",
         on_done: Callable[[int], None] | None = None,
     ) -> list[Any]:
-        out: list[Any] = []
-        for i, item in enumerate(items):
-            try:
-                out.append(fn(item))
-            except Exception as exc:
-                if errors == "raise":
-                    raise
-                out.append(JobFailure(i, str(exc), type(exc).__name__))
+        items = list(items)
+        out: list[Any] = [None] * len(items)
+        for i, result in self.as_completed(fn, items, errors=errors):
+            out[i] = result
             if on_done:
                 on_done(i)
         return out
@@ -87,21 +101,17 @@ class ProcessExecutor(Executor):
             initializer=_worker_init,
         )
 
-    def map(self, fn, items, *, errors="raise", on_done=None):  # type: ignore[no-untyped-def]
-        items = list(items)
+    def as_completed(self, fn, items, *, errors="raise"):  # type: ignore[no-untyped-def]
         futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
-        results: list[Any] = [None] * len(items)
         for fut in as_completed(futures):
             i = futures[fut]
             try:
-                results[i] = fut.result()
+                result = fut.result()
             except Exception as exc:
                 if errors == "raise":
                     raise
-                results[i] = JobFailure(i, str(exc), type(exc).__name__)
-            if on_done:
-                on_done(i)
-        return results
+                result = JobFailure(i, str(exc), type(exc).__name__)
+            yield i, result
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -132,27 +142,24 @@ class RayExecutor(Executor):
             ray.init(**kwargs)
         self.workers = int(ray.cluster_resources().get("CPU", 1))
 
-    def map(self, fn, items, *, errors="raise", on_done=None):  # type: ignore[no-untyped-def]
+    def as_completed(self, fn, items, *, errors="raise"):  # type: ignore[no-untyped-def]
         ray = self._ray
         remote = ray.remote(num_cpus=1)(_call)
         refs = [remote.remote(fn, item) for item in items]
         index = {ref: i for i, ref in enumerate(refs)}
-        results: list[Any] = [None] * len(refs)
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
                 i = index[ref]
                 try:
-                    results[i] = ray.get(ref)
+                    result = ray.get(ref)
                 except Exception as exc:
                     if errors == "raise":
                         raise
-                    cause = getattr(exc, "cause", exc)
-                    results[i] = JobFailure(i, str(cause), type(cause).__name__)
-                if on_done:
-                    on_done(i)
-        return results
+                    cause = getattr(exc, "cause", None) or exc
+                    result = JobFailure(i, str(cause), type(cause).__name__)
+                yield i, result
 
     def close(self) -> None:
         if self._owns and self._ray.is_initialized():
@@ -171,25 +178,34 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def parse_spec(spec: str | None) -> tuple[str, str | None]:
+    """Check an executor spec without starting anything: ``(kind, argument)``.
+
+    ``local``, ``process``, ``process=N``, ``ray``, ``ray=ADDRESS`` or ``ray://host:port``.
+    """
+    spec = (spec or "local").strip()
+    if spec.startswith("ray://"):
+        return "ray", spec
+    kind, _, arg = spec.partition("=")
+    if kind == "local" and not arg:
+        return "local", None
+    if kind == "process":
+        if arg and not (arg.isdigit() and int(arg) > 0):
+            raise UserError(f"process executor wants a worker count, e.g. process=4; got {arg!r}")
+        return "process", arg or None
+    if kind == "ray":
+        return "ray", arg or None
+    raise UserError(f"unknown executor {spec!r}; expected local, process[=N] or ray[=ADDRESS]")
+
+
 def get_executor(spec: str | None = "local") -> Executor:
     """``local``, ``process``, ``process=N``, ``ray``, ``ray=ADDRESS`` or ``ray://host:port``."""
-    spec = (spec or "local").strip()
-    kind, _, arg = spec.partition("=")
-    if kind == "local":
-        return LocalExecutor()
+    kind, arg = parse_spec(spec)
     if kind == "process":
-        try:
-            workers = int(arg) if arg else None
-        except ValueError:
-            raise UserError(
-                f"process executor wants a worker count, e.g. process=4; got {arg!r}"
-            ) from None
-        return ProcessExecutor(workers)
+        return ProcessExecutor(int(arg) if arg else None)
     if kind == "ray":
-        return RayExecutor(arg or None)
-    if spec.startswith("ray://"):
-        return RayExecutor(spec)
-    raise UserError(f"unknown executor {spec!r}; expected local, process[=N] or ray[=ADDRESS]")
+        return RayExecutor(arg)
+    return LocalExecutor()
 
 
 def chunks(items: list[T], n: int) -> Iterator[list[T]]:
