@@ -1,0 +1,47 @@
+"""Privacy step of ``mlwarden demo``: a small membership-inference audit of the demo model.
+
+The loss-threshold attack (Yeom et al., arXiv:1709.01604) and LiRA (Carlini et al.,
+arXiv:2112.03570, offline-capable, global variance) with 4 shadow models, each a
+``sklearn.base.clone`` of the demo's scikit-learn classifier refitted on a random
+half of train ∪ test. Kept under ~20 s on one core.
+"""
+
+from __future__ import annotations
+
+from mlwarden.core.demo_context import DemoContext
+from mlwarden.core.findings import Report
+from mlwarden.core.target import SklearnTarget
+from mlwarden.privacy.audit import (
+    audit_membership,
+    exposed_records,
+    membership_findings,
+    metrics_dict,
+)
+from mlwarden.privacy.metrics import roc_png
+from mlwarden.privacy.shadows import SklearnRecipe
+
+DEMO_SHADOWS = 4
+
+
+def run(ctx: DemoContext) -> Report:
+    report = Report.new(command="privacy", seed=ctx.seed)
+    target = SklearnTarget(ctx.sklearn_model, name=ctx.sklearn_path.name)
+    report.target = target.describe()
+    with report.timed("privacy.loss"):
+        loss = audit_membership(target, ctx.train, ctx.test, attack="loss", seed=ctx.seed)
+    with report.timed("privacy.lira"):
+        lira = audit_membership(
+            target,
+            ctx.train,
+            ctx.test,
+            attack="lira",
+            recipe=SklearnRecipe(ctx.sklearn_model),
+            shadows=DEMO_SHADOWS,
+            seed=ctx.seed,
+        )
+    report.metrics.update(metrics_dict(lira))
+    report.metrics["loss"] = metrics_dict(loss)
+    report.images["privacy_roc"] = roc_png({"loss": loss.metrics, "LiRA (4 shadows)": lira.metrics})
+    report.artifacts["exposed_records"] = exposed_records(lira, top=10)
+    report.add(*membership_findings(lira, artifact=str(ctx.sklearn_path)))
+    return report

@@ -1,0 +1,383 @@
+"""The privacy package's public entry points: :func:`privacy_report` and :func:`extract_report`.
+
+Both accept file specs (what the CLI passes: a MODEL spec loaded through
+:func:`mlwarden.supplychain.load_target`, which scans model files before loading them,
+and dataset specs for :func:`mlwarden.core.data.load_dataset`) or in-memory objects
+(a Target, estimator or module; a :class:`Dataset`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mlwarden.core.data import Dataset, load_dataset
+from mlwarden.core.errors import UserError
+from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.core.target import BaseTarget, as_target
+from mlwarden.privacy.audit import (
+    accuracy_of,
+    audit_membership,
+    exposed_records,
+    membership_findings,
+    metrics_dict,
+    recipe_for,
+)
+from mlwarden.privacy.extraction import ExtractionCurve, LinearSoftmax, equation_solving, knockoff
+from mlwarden.privacy.metrics import roc_png
+
+
+def load_model(model: Any, access: str | None = None) -> BaseTarget:
+    """A MODEL spec string through the scanning loader, or an in-memory model as a Target."""
+    if not isinstance(model, str):
+        return as_target(model) if access is None else as_target(model, access=access)
+    try:
+        from mlwarden.supplychain import load_target  # type: ignore[attr-defined]
+    except ImportError:
+        raise UserError(
+            "loading a model file needs mlwarden.supplychain.load_target, which this build lacks"
+        ) from None
+    return load_target(model, access=access)
+
+
+def _dataset(spec: Any, what: str) -> Dataset:
+    if isinstance(spec, Dataset):
+        return spec
+    ds = load_dataset(spec)
+    if len(ds) < 2:
+        raise UserError(f"{what} {spec}: needs at least 2 records; got {len(ds)}")
+    return ds
+
+
+def _check_shapes(target: BaseTarget, *sets: Dataset) -> None:
+    shapes = {tuple(s.x.shape[1:]) for s in sets}
+    if len(shapes) > 1:
+        raise UserError(f"the data sets disagree on the input shape: {sorted(shapes)}")
+    want = getattr(target, "input_shape", None)
+    have = next(iter(shapes))
+    if want and int(np.prod(want)) != int(np.prod(have)):
+        raise UserError(
+            f"{target.name} expects inputs of shape {list(want)}; the data has {list(have)}"
+        )
+
+
+def privacy_report(
+    model: Any,
+    train: Any,
+    holdout: Any,
+    attack: str = "lira",
+    shadows: int = 16,
+    trainer: str | None = None,
+    *,
+    executor: str = "local",
+    views: int = 1,
+    online: bool = True,
+    global_variance: bool | None = None,
+    defend: bool = False,
+    dp_epsilon: float = 8.0,
+    seed: int = 0,
+) -> Report:
+    """Membership-inference audit of ``model``: can an attacker tell TRAIN records from HOLDOUT?
+
+    Metrics: ``auc``, ``tpr_at_fpr`` ({"0.01", "0.001"}), their resolvability,
+    ``balanced_accuracy``, ``pooled`` (over shadow models as targets), train/holdout
+    accuracy. Findings MLW-PRV-001..005; the log-log ROC goes to ``images``.
+
+    Example::
+
+        report = privacy_report("model.joblib", "train.npz", "holdout.npz", attack="lira")
+        report.metrics["tpr_at_fpr"]["0.001"]
+    """
+    report = Report.new(command="privacy", seed=seed)
+    target = load_model(model)
+    train_ds, holdout_ds = _dataset(train, "--train"), _dataset(holdout, "--holdout")
+    _check_shapes(target, train_ds, holdout_ds)
+    recipe = recipe_for(target, trainer)
+    report.target = target.describe()
+    report.data = {"train": train_ds.describe(), "holdout": holdout_ds.describe()}
+    report.config = {
+        "attack": attack,
+        "shadows": shadows,
+        "trainer": trainer,
+        "executor": executor,
+        "views": views,
+        "online": online,
+        "recipe": recipe.describe() if recipe else None,
+    }
+    with report.timed("privacy.membership"):
+        result = audit_membership(
+            target,
+            train_ds,
+            holdout_ds,
+            attack=attack,
+            recipe=recipe,
+            shadows=shadows,
+            executor=executor,
+            views=views,
+            online=online,
+            global_variance=global_variance,
+            seed=seed,
+        )
+    report.metrics.update(metrics_dict(result))
+    q = target.queries
+    report.metrics["train_accuracy"] = accuracy_of(target, train_ds)
+    report.metrics["holdout_accuracy"] = accuracy_of(target, holdout_ds)
+    target.queries = q
+    curves = {f"{attack} (target)": result.metrics}
+    if result.pooled is not None:
+        curves[f"{attack} (pooled over {result.config.get('pooled_targets')} models)"] = (
+            result.pooled
+        )
+    report.images["privacy_roc"] = roc_png(curves)
+    report.artifacts["exposed_records"] = exposed_records(result, top=20)
+    artifact = model if isinstance(model, str) else target.name
+    report.add(*membership_findings(result, artifact=artifact))
+    if defend:
+        from mlwarden.privacy.defend import compare_defences
+
+        with report.timed("privacy.defend"):
+            rows, findings = compare_defences(
+                target,
+                train_ds,
+                holdout_ds,
+                recipe=recipe,
+                attack=attack,
+                shadows=min(shadows, 8),
+                executor=executor,
+                dp_epsilon=dp_epsilon,
+                seed=seed,
+            )
+        report.metrics["defences"] = rows
+        report.add(*findings)
+    return report
+
+
+def extract_report(
+    model: Any,
+    pool: Any,
+    budgets: Sequence[int] = (100, 1000, 5000),
+    *,
+    strategies: Sequence[str] = ("pool",),
+    labels_only: bool = False,
+    test: Any = None,
+    defend: bool = False,
+    seed: int = 0,
+) -> Report:
+    """Model-extraction audit: how close does a copy get within each query budget?
+
+    Equation solving (exact for linear/logistic models) is tried first when scores
+    are returned; then a knockoff surrogate is trained per strategy and budget.
+    ``metrics.fidelity`` maps each budget to the agreement with the victim on held-out
+    data (``test``, or 30% of ``pool`` kept aside), for the first strategy.
+
+    Example::
+
+        report = extract_report("model.onnx", "pool.npz", budgets=(100, 1000))
+        report.metrics["fidelity"]["1000"]
+    """
+    report = Report.new(command="extract", seed=seed)
+    target = load_model(model, access="label" if labels_only else None)
+    pool_ds = _dataset(pool, "--pool")
+    if test is None:
+        attacker, evalset = pool_ds.split(test_size=0.3, seed=seed)
+    else:
+        attacker, evalset = pool_ds, _dataset(test, "--test")
+    _check_shapes(target, attacker, evalset)
+    bounds = (
+        float(min(attacker.bounds[0], evalset.bounds[0])),
+        float(max(attacker.bounds[1], evalset.bounds[1])),
+    )
+    budgets = sorted({int(b) for b in budgets})
+    report.target = target.describe()
+    report.data = {"pool": attacker.describe(), "eval": evalset.describe()}
+    report.config = {"budgets": budgets, "strategies": list(strategies), "labels_only": labels_only}
+    artifact = model if isinstance(model, str) else target.name
+    q0 = target.queries
+    report.metrics["victim_accuracy"] = accuracy_of(target, evalset)
+    target.queries = q0
+    if target.access != "label":
+        with report.timed("extract.equation_solving"):
+            eq = _try_equation_solving(target, attacker, evalset, bounds, seed)
+        report.metrics["equation_solving"] = eq
+        if eq["fidelity"] >= 0.99 and eq["fidelity_uniform"] >= 0.99:
+            report.add(
+                Finding(
+                    rule="MLW-EXT-001",
+                    title=f"Model stolen exactly by equation solving with {eq['queries']} queries",
+                    severity=Severity.CRITICAL,
+                    atlas=["AML.T0024.002", "AML.T0005"],
+                    mitigations=["AML.M0004", "AML.M0002"],
+                    description=(
+                        "The model behaves as a linear softmax (logistic) model and returns scores, so "
+                        f"{eq['queries']} queries (inputs + 1) gave a linear system whose solution agrees "
+                        f"with it on {eq['fidelity']:.1%} of held-out inputs and {eq['fidelity_uniform']:.1%} "
+                        "of random inputs (Tramèr et al., 2016)."
+                    ),
+                    recommendation="Return labels only (or coarse, rounded scores) and cap queries per caller well below the number of input features + 1.",
+                    evidence=eq,
+                    artifact=artifact,
+                    check="extract.equation_solving",
+                )
+            )
+    curves: list[ExtractionCurve] = []
+    with report.timed("extract.knockoff"):
+        for strategy in strategies:
+            curves.append(
+                knockoff(
+                    target,
+                    attacker.x,
+                    budgets,
+                    eval_x=evalset.x,
+                    eval_y=evalset.y,
+                    bounds=bounds,
+                    strategy=strategy,
+                    seed=seed,
+                )
+            )
+    first = curves[0]
+    report.metrics["fidelity"] = {str(p.budget): p.fidelity for p in first.points}
+    report.metrics["fidelity_uniform"] = {str(p.budget): p.fidelity_uniform for p in first.points}
+    report.metrics["accuracy"] = {str(p.budget): p.accuracy for p in first.points}
+    report.metrics["curves"] = {
+        c.strategy: {"soft": c.soft, "points": [p.as_dict() for p in c.points]} for c in curves
+    }
+    report.images["extraction_curve"] = _curve_png(curves, report.metrics["victim_accuracy"])
+    report.add(_knockoff_finding(curves, report.metrics["victim_accuracy"], artifact))
+    if defend:
+        with report.timed("extract.defend"):
+            report.metrics["defences"] = _extraction_defences(
+                target, attacker, evalset, bounds, budgets, seed
+            )
+    return report
+
+
+def _try_equation_solving(
+    target: BaseTarget, attacker: Dataset, evalset: Dataset, bounds: tuple[float, float], seed: int
+) -> dict[str, Any]:
+    from mlwarden.privacy.extraction import _victim_labels
+
+    try:
+        stolen, n = equation_solving(
+            target,
+            attacker.input_shape,
+            bounds,
+            center=attacker.x.reshape(len(attacker), -1).mean(0),
+            seed=seed,
+        )
+    except UserError as exc:
+        return {"queries": 0, "fidelity": 0.0, "fidelity_uniform": 0.0, "error": str(exc)}
+    rng = np.random.default_rng(seed + 1)
+    uniform = rng.uniform(bounds[0], bounds[1], (1000,) + attacker.input_shape).astype(np.float32)
+    return {
+        "queries": n,
+        "fidelity": _agree(stolen, evalset.x, _victim_labels(target, evalset.x)),
+        "fidelity_uniform": _agree(stolen, uniform, _victim_labels(target, uniform)),
+    }
+
+
+def _agree(model: LinearSoftmax, x: np.ndarray, ref: np.ndarray) -> float:
+    return float((model.predict(x) == ref).mean())
+
+
+def _knockoff_finding(curves: list[ExtractionCurve], victim_acc: float, artifact: str) -> Finding:
+    best = None
+    for c in curves:
+        for p in c.points:
+            if p.fidelity >= 0.9 and (best is None or p.budget < best[1].budget):
+                best = (c, p)
+    if best is not None:
+        c, p = best
+        sev = Severity.HIGH if p.budget <= 1000 else Severity.MEDIUM
+        title = f"A copy agreeing with the model on {p.fidelity:.1%} of inputs was trained from {p.budget} queries ({c.strategy}, {'scores' if c.soft else 'labels'})"
+    else:
+        top = max((p for c in curves for p in c.points), key=lambda p: p.fidelity)
+        sev = Severity.LOW if top.fidelity >= 0.7 else Severity.INFO
+        title = f"Knockoff extraction reached {top.fidelity:.1%} agreement at {top.budget} queries"
+    return Finding(
+        rule="MLW-EXT-002",
+        title=title,
+        severity=sev,
+        atlas=["AML.T0024.002", "AML.T0005"],
+        mitigations=["AML.M0004", "AML.M0002"],
+        description=(
+            "A surrogate network was trained on the model's answers to natural, random or actively chosen queries "
+            f"(Knockoff Nets / Copycat CNN). The victim's own accuracy is {victim_acc:.1%}; the stolen copy can be used "
+            "offline to craft evasion attacks (AML.T0005) or to replace the paid service."
+        ),
+        recommendation="Limit queries per caller and per time window (AML.M0004), return labels or rounded top-k scores (AML.M0002), and monitor for query patterns typical of extraction.",
+        evidence={
+            "curves": {cv.strategy: [pt.as_dict() for pt in cv.points] for cv in curves},
+            "victim_accuracy": victim_acc,
+        },
+        artifact=artifact,
+        check="extract.knockoff",
+    )
+
+
+def _extraction_defences(
+    target: BaseTarget,
+    attacker: Dataset,
+    evalset: Dataset,
+    bounds: tuple[float, float],
+    budgets: list[int],
+    seed: int,
+) -> list[dict[str, Any]]:
+    from mlwarden.privacy.defend import HARDENING, hardened_target
+
+    rows = []
+    for label, mode, kw in (("none", "none", {}), *HARDENING):
+        tgt = target if mode == "none" else hardened_target(target, mode, **kw)
+        curve = knockoff(
+            tgt,
+            attacker.x,
+            budgets,
+            eval_x=evalset.x,
+            eval_y=evalset.y,
+            bounds=bounds,
+            strategy="pool",
+            seed=seed,
+        )
+        rows.append(
+            {
+                "defence": f"output {label}",
+                "accuracy": accuracy_of(tgt, evalset),
+                "fidelity": {str(p.budget): p.fidelity for p in curve.points},
+            }
+        )
+    return rows
+
+
+def _curve_png(curves: list[ExtractionCurve], victim_acc: float) -> str:
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.6), dpi=100)
+    for c in curves:
+        b = [p.budget for p in c.points]
+        ax.plot(b, [p.fidelity for p in c.points], "o-", label=f"{c.strategy}: fidelity (test)")
+        ax.plot(
+            b,
+            [p.fidelity_uniform for p in c.points],
+            "s--",
+            label=f"{c.strategy}: fidelity (uniform)",
+        )
+        if not np.isnan(c.points[0].accuracy):
+            ax.plot(b, [p.accuracy for p in c.points], "^:", label=f"{c.strategy}: accuracy")
+    ax.axhline(victim_acc, color="k", lw=0.8, ls="--", label="victim accuracy")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("victim queries")
+    ax.set_ylabel("agreement / accuracy")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
