@@ -28,11 +28,24 @@ SarifOpt = Annotated[
 JunitOpt = Annotated[
     Path | None, typer.Option("--junit", help="Write JUnit XML here.", dir_okay=False)
 ]
+
+
+def _check_fail_on(value: str | None) -> str | None:
+    """Reject a bad ``--fail-on`` while parsing, before any long work starts."""
+    if value is not None:
+        try:
+            Severity.parse(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 FailOnOpt = Annotated[
     str | None,
     typer.Option(
         "--fail-on",
         help="Exit 1 when a finding at or above this severity exists (critical|high|medium|low|info).",
+        callback=_check_fail_on,
     ),
 ]
 SeedOpt = Annotated[

@@ -7,8 +7,20 @@ from typing import Annotated
 
 import typer
 
-from mlwarden.cli.common import DebugOpt, FailOnOpt, QuietOpt, SeedOpt, finish, setup
+from mlwarden.cli.common import (
+    DebugOpt,
+    FailOnOpt,
+    HtmlOpt,
+    JsonOpt,
+    JunitOpt,
+    QuietOpt,
+    SarifOpt,
+    SeedOpt,
+    finish,
+    setup,
+)
 from mlwarden.core.console import err, settings
+from mlwarden.core.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
@@ -17,6 +29,10 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path, typer.Option("--out", help="Folder for the report and demo artefacts.")
         ] = Path("demo-out"),
+        json_path: JsonOpt = None,
+        html_path: HtmlOpt = None,
+        sarif_path: SarifOpt = None,
+        junit_path: JunitOpt = None,
         seed: SeedOpt = 0,
         fail_on: FailOnOpt = None,
         quiet: QuietOpt = False,
@@ -26,10 +42,18 @@ def register(app: typer.Typer) -> None:
         from mlwarden.audit.demo import run_demo
 
         setup(quiet=quiet, debug=debug, seed=seed)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: is a file; expected a folder for the report")
         report = run_demo(out, seed=seed)
+        html_path = html_path or out / "report.html"
         code = finish(
-            report, json_path=out / "report.json", html_path=out / "report.html", fail_on=fail_on
+            report,
+            json_path=json_path or out / "report.json",
+            html_path=html_path,
+            sarif_path=sarif_path,
+            junit_path=junit_path,
+            fail_on=fail_on,
         )
         if not settings.quiet:
-            err.print(f"report: {(out / 'report.html').resolve()}")
+            err.print(f"report: {html_path.resolve()}")
         raise typer.Exit(code)

@@ -78,18 +78,14 @@ def main(argv: list[str] | None = None) -> None:
         settings.debug = True
     try:
         rv = app(args=args, prog_name="mlwarden", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         print("mlwarden: aborted", file=sys.stderr)
         sys.exit(130)
-    except click.UsageError as exc:
-        cmd = exc.ctx.command_path if exc.ctx is not None else "mlwarden"
-        print(f"{cmd}: error: {exc.format_message()} (see '{cmd} --help')", file=sys.stderr)
-        sys.exit(2)
-    except click.ClickException as exc:
-        print(f"mlwarden: error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(2)
+    except (click.ClickException, typer.TyperException) as exc:
+        # typer >= 0.26 vendors click, so its usage errors are not click's classes.
+        _usage_error(exc)
     except UserError as exc:
         if settings.debug:
             raise
@@ -108,3 +104,18 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(3)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _usage_error(exc: Exception) -> None:
+    """One line on stderr and exit 2 for a usage error (unknown option, bad value)."""
+    format_message = getattr(exc, "format_message", None)
+    message = " ".join(str(format_message() if format_message else exc).split())
+    if not message:  # "no_args_is_help": the help text was already printed
+        sys.exit(2)
+    ctx = getattr(exc, "ctx", None)
+    cmd = getattr(ctx, "command_path", None) or "mlwarden"
+    if getattr(exc, "exit_code", 2) == 2 or ctx is not None:
+        print(f"{cmd}: error: {message} (see '{cmd} --help')", file=sys.stderr)
+    else:
+        print(f"mlwarden: error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -1,18 +1,130 @@
-"""HTML rendering (placeholder until the report renderer lands)."""
+"""HTML rendering: one self-contained file that reads offline.
+
+The page is rendered from ``templates/report.html.j2`` with autoescaping on. Styles
+are inline, plots are inline ``data:`` images and a Content-Security-Policy forbids
+loading anything else, so the file shows the same with or without a network and
+cannot phone home. It shows a summary with severity counts, every finding with its
+MITRE ATLAS techniques and mitigations (id and name, from the catalogue), evidence
+and recommendation, the report's images, metrics, checks, timings and environment.
+
+Example::
+
+    write_html(report, "report.html")
+"""
 
 from __future__ import annotations
 
-import html
+import json
 from pathlib import Path
+from typing import Any
 
-from mlwarden.core.findings import Report
+import jinja2
+
+from mlwarden.core import atlas
+from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.report.json_report import plain
+from mlwarden.report.plots import is_data_uri
+
+SEVERITY_COLOURS = {
+    "critical": "#7b1fa2",
+    "high": "#c62828",
+    "medium": "#ef6c00",
+    "low": "#1565c0",
+    "info": "#546e7a",
+}
+
+
+def render_html(report: Report) -> str:
+    """The report as one HTML document (a string)."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("mlwarden.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    template = env.get_template("report.html.j2")
+    findings = sorted(report.findings, key=lambda f: (-f.severity.rank, f.rule))
+    images = [(name, uri) for name, uri in report.images.items() if is_data_uri(uri)]
+    skipped_images = [name for name, uri in report.images.items() if not is_data_uri(uri)]
+    checks = report.checks
+    worst = report.worst()
+    return template.render(
+        report=report,
+        counts=report.severity_counts(),
+        worst=worst.value if worst is not None else None,
+        colours=SEVERITY_COLOURS,
+        findings=[_finding_view(f) for f in findings],
+        images=images,
+        skipped_images=skipped_images,
+        metrics=_flatten(plain(report.metrics)),
+        timings=sorted(report.timings.items(), key=lambda kv: -(kv[1] or 0.0)),
+        checks=checks,
+        check_errors=sum(1 for c in checks if c.status == "error"),
+        description=[
+            ("Target", _flatten(plain(report.target))),
+            ("Data", _flatten(plain(report.data))),
+            ("Configuration", _flatten(plain(report.config))),
+        ],
+        environment=_flatten(plain(report.tool)),
+        seeds=report.seeds,
+        severities=[s.value for s in sorted(Severity, reverse=True)],
+    )
 
 
 def write_html(report: Report, path: str | Path) -> None:
-    rows = "".join(
-        f"<li>{html.escape(f.severity.value)} {html.escape(f.rule)}: {html.escape(f.title)}</li>"
-        for f in report.findings
-    )
-    Path(path).write_text(
-        f"<!doctype html><html><body><ul>{rows}</ul></body></html>", encoding="utf-8"
-    )
+    """Write the HTML report atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render_html(report), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _finding_view(f: Finding) -> dict[str, Any]:
+    return {
+        "f": f,
+        "techniques": [_atlas_view(i) for i in f.atlas],
+        "mitigations": [_atlas_view(i) for i in f.mitigations],
+        "evidence": [_value_view(k, v) for k, v in plain(f.evidence).items()],
+    }
+
+
+def _atlas_view(ident: str) -> dict[str, str]:
+    if not atlas.is_known(ident):
+        return {"id": ident, "name": "(not in mlwarden's ATLAS catalogue)", "description": ""}
+    entry = atlas.get(ident)
+    return {"id": ident, "name": entry.full_name, "description": entry.description}
+
+
+def _value_view(key: str, value: Any) -> dict[str, Any]:
+    if is_data_uri(value):
+        return {"key": key, "kind": "image", "value": value}
+    if isinstance(value, dict | list):
+        return {"key": key, "kind": "json", "value": json.dumps(value, indent=2)}
+    return {"key": key, "kind": "text", "value": _format_scalar(value)}
+
+
+def _format_scalar(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts as ``(dotted.key, text)`` rows; lists stay whole (as JSON)."""
+    rows: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict) and value:
+                rows.extend(_flatten(value, name))
+            elif isinstance(value, list | dict):
+                rows.append((name, json.dumps(value)))
+            else:
+                rows.append((name, _format_scalar(value)))
+    return rows
