@@ -1,0 +1,479 @@
+"""What every evasion attack shares: model access, projections, constraints, bookkeeping.
+
+An attack stores its parameters in ``__init__`` and does its work in
+:meth:`Attack.generate`, which
+
+1. converts ``x``/``y`` (numpy or torch) to float32/int64 tensors and checks them;
+2. wraps the model (``torch.nn.Module`` or :class:`~mlwarden.core.target.Target`) in a
+   :class:`ModelAccess` that counts queries through the Target and enforces budgets;
+3. runs the attack's search (:meth:`Attack._run`) on torch tensors only;
+4. projects the result once more onto the eps-ball, the value bounds and the tabular
+   :class:`Constraints`, so the output is always valid whatever the search did;
+5. returns the adversarial batch as the same type (and dtype family) as ``x``.
+
+After a call, :attr:`Attack.last` holds per-sample ``success`` (bool), ``queries``
+(model evaluations spent per sample) and ``norms`` (perturbation size) tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mlwarden.core.errors import UserError
+from mlwarden.core.target import BaseTarget, QueryBudgetExceeded, TorchTarget, as_target
+
+Norm = Literal["linf", "l2"]
+NORMS: tuple[str, ...] = ("linf", "l2")
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Constraints:
+    """Per-feature constraints for tabular data (finance, hiring): what an attacker may change.
+
+    * ``immutable`` — bool mask over the features of one input (shape ``x.shape[1:]``)
+      of features that must keep their original value (age, a protected attribute...).
+    * ``integer`` — bool mask of features that only take whole numbers (counts, years).
+      They are rounded towards the nearest integer that stays inside the eps-ball.
+    * ``lower`` / ``upper`` — per-feature value ranges (shape ``x.shape[1:]``), applied on
+      top of the attack's global ``bounds``.
+    """
+
+    immutable: Any = None
+    integer: Any = None
+    lower: Any = None
+    upper: Any = None
+
+    def tensors(self, shape: tuple[int, ...]) -> dict[str, torch.Tensor | None]:
+        out: dict[str, torch.Tensor | None] = {}
+        for name in ("immutable", "integer", "lower", "upper"):
+            value = getattr(self, name)
+            if value is None:
+                out[name] = None
+                continue
+            t = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
+            t = t.bool() if name in ("immutable", "integer") else t.float()
+            if tuple(t.shape) != shape:
+                raise UserError(
+                    f"constraint {name!r} has shape {tuple(t.shape)}; expected one value per "
+                    f"feature, shape {shape}"
+                )
+            out[name] = t
+        return out
+
+
+@dataclass
+class AttackStats:
+    """Per-sample outcome of the last :meth:`Attack.generate` call."""
+
+    success: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    queries: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    norms: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    budget_exhausted: bool = False
+
+
+class ModelAccess:
+    """The attack's view of a model: torch in, torch out, queries counted on the Target.
+
+    ``logits(x)`` is differentiable (white-box only); ``scores(x)`` and ``labels(x)``
+    run without gradients and work for every access level that allows them. A model
+    output in probabilities is passed through as-is; the losses below accept both.
+    """
+
+    def __init__(self, model: Any, access: str | None = None) -> None:
+        if isinstance(model, torch.nn.Module):
+            model = TorchTarget(model)
+        self.target: BaseTarget = as_target(model)
+        self.access = access or self.target.access
+        if self.access == "white" and self.target.access != "white":
+            raise UserError(
+                f"{self.target.name} offers {self.target.access} access; a white-box attack "
+                "needs gradients (use Square or HopSkipJump, or a surrogate with Transfer)"
+            )
+        self.eot_samples = int(getattr(self.target, "eot_samples", 1) or 1)
+        self.randomized = bool(getattr(self.target, "randomized", False))
+
+    @property
+    def white(self) -> bool:
+        return self.access == "white"
+
+    @property
+    def queries(self) -> int:
+        return int(self.target.queries)
+
+    def _budget(self, n: int) -> None:
+        t = self.target
+        if t.max_queries is not None and t.queries + n > t.max_queries:
+            raise QueryBudgetExceeded(
+                f"{t.name}: {n} more queries would exceed the budget of {t.max_queries}"
+            )
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable scores ``(N, C)`` (white-box access)."""
+        self._budget(len(x))
+        return self.target.torch_forward(x)  # type: ignore[attr-defined, no-any-return]
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores ``(N, C)`` without gradients (score or white access)."""
+        if self.access == "label":
+            raise UserError(f"{self.target.name} gives labels only; this attack needs scores")
+        t = self.target
+        if isinstance(t, TorchTarget) and t.access == "white":
+            self._budget(len(x))
+            t.queries += len(x)
+            with torch.no_grad():
+                return t.module(x.to(t.device)).float().cpu()  # type: ignore[no-any-return]
+        return torch.from_numpy(np.ascontiguousarray(t.predict(x.detach().cpu())))
+
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted classes ``(N,)`` (any access)."""
+        if self.access == "label" or self.target.access == "label":
+            return torch.from_numpy(self.target.predict_labels(x.detach().cpu()))
+        return self.scores(x).argmax(1)
+
+    def loss_grad(
+        self, x: torch.Tensor, loss_fn: LossFn, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample loss, its input gradient and the logits; EOT-averaged for randomised targets.
+
+        EOT: Athalye et al. 2018, "Synthesizing Robust Adversarial Examples",
+        arXiv:1707.07397 — the gradient is the mean over ``eot_samples`` draws.
+        """
+        reps = self.eot_samples if self.randomized else 1
+        grad = torch.zeros_like(x)
+        loss_sum = torch.zeros(len(x))
+        logits_out: torch.Tensor | None = None
+        for _ in range(reps):
+            xr = x.detach().requires_grad_(True)
+            logits = self.logits(xr)
+            loss = loss_fn(logits, y)
+            (g,) = torch.autograd.grad(loss.sum(), xr)
+            grad += g
+            loss_sum += loss.detach().cpu()
+            logits_out = logits.detach()
+        assert logits_out is not None
+        return loss_sum / reps, grad / reps, logits_out
+
+
+# -- losses -----------------------------------------------------------------------------
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> torch.Tensor:
+    """Per-sample cross-entropy; negated for targeted attacks so that higher is better."""
+    loss = F.cross_entropy(logits, y, reduction="none")
+    return -loss if targeted else loss
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> torch.Tensor:
+    """Attack margin: > 0 means the attack has not succeeded yet (lower is better).
+
+    Untargeted: ``z_y - max_{j != y} z_j``. Targeted (``y`` = target):
+    ``max_{j != t} z_j - z_t``.
+    """
+    true = logits.gather(1, y[:, None])[:, 0]
+    other = logits.clone()
+    other.scatter_(1, y[:, None], -math.inf)
+    best_other = other.max(1).values
+    return best_other - true if targeted else true - best_other
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of Logits Ratio, untargeted (Croce & Hein 2020, arXiv:2003.01690, eq. 5).
+
+    ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``; shift and scale invariant.
+    """
+    srt = logits.sort(dim=1, descending=True).values
+    true = logits.gather(1, y[:, None])[:, 0]
+    top_is_y = (logits.argmax(1) == y).float()
+    best_other = srt[:, 0] * (1 - top_is_y) + srt[:, 1] * top_is_y
+    return -(true - best_other) / (srt[:, 0] - srt[:, 2] + 1e-12)
+
+
+def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR (Croce & Hein 2020, arXiv:2003.01690, eq. 6).
+
+    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``.
+    """
+    srt = logits.sort(dim=1, descending=True).values
+    true = logits.gather(1, y[:, None])[:, 0]
+    tgt = logits.gather(1, target[:, None])[:, 0]
+    return -(true - tgt) / (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3]) + 1e-12)
+
+
+# -- geometry ---------------------------------------------------------------------------
+
+
+def flat_norm(d: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample norm of a batch of perturbations (``linf`` or ``l2``)."""
+    flat = d.reshape(len(d), -1)
+    if norm == "linf":
+        return flat.abs().amax(1) if flat.shape[1] else torch.zeros(len(d))
+    return flat.norm(p=2, dim=1)
+
+
+def project_ball(delta: torch.Tensor, eps: float | torch.Tensor, norm: str) -> torch.Tensor:
+    """Project perturbations onto the ``norm`` ball of radius ``eps`` (scalar or per-sample)."""
+    if norm == "linf":
+        e = eps if not isinstance(eps, torch.Tensor) else eps.view(-1, *[1] * (delta.ndim - 1))
+        return torch.maximum(torch.minimum(delta, e + 0 * delta), -e + 0 * delta)
+    n = flat_norm(delta, "l2").clamp_min(1e-12)
+    e = eps if isinstance(eps, torch.Tensor) else torch.full_like(n, float(eps))
+    factor = torch.minimum(torch.ones_like(n), e / n)
+    return delta * factor.view(-1, *[1] * (delta.ndim - 1))
+
+
+def normalize_grad(g: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest-ascent direction for the norm: sign for Linf, unit vector for L2."""
+    if norm == "linf":
+        return g.sign()
+    n = flat_norm(g, "l2").clamp_min(1e-12)
+    return g / n.view(-1, *[1] * (g.ndim - 1))
+
+
+def random_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
+    """A uniformly random perturbation in the Linf ball, or a random direction scaled to
+    a uniform radius in the L2 ball."""
+    if norm == "linf":
+        return (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
+    d = torch.randn(x.shape, generator=gen)
+    d = normalize_grad(d, "l2")
+    r = torch.rand(len(x), generator=gen).view(-1, *[1] * (x.ndim - 1))
+    return d * r * eps
+
+
+# -- the attack base --------------------------------------------------------------------
+
+
+class Attack:
+    """Base class. Subclasses set ``name`` and ``access`` and implement :meth:`_run`.
+
+    Shared parameters: ``norm`` (``"linf"`` or ``"l2"``), ``eps`` (radius in input
+    units; ``None`` for minimal-perturbation attacks without a cap), ``bounds`` (valid
+    input range), ``targeted``, ``constraints`` (tabular :class:`Constraints`) and
+    ``seed``.
+    """
+
+    name: str = "attack"
+    #: the least model access the attack needs: "white", "score" or "label"
+    access: str = "white"
+    #: ATLAS sub-technique this attack performs.
+    atlas: str = "AML.T0043.000"
+
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float | None = 0.3,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        targeted: bool = False,
+        constraints: Constraints | None = None,
+        early_stop: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.norm = norm
+        self.eps = eps
+        self.bounds = bounds
+        self.targeted = targeted
+        self.constraints = constraints
+        self.early_stop = early_stop
+        self.seed = seed
+        self.last = AttackStats()
+
+    # -- public -------------------------------------------------------------------------
+    def generate(self, model: Any, x: Any, y: Any = None, target: Any = None) -> Any:
+        """Adversarial versions of ``x`` (same type as ``x``).
+
+        ``y``: true labels (default: the model's own predictions). ``target``: the
+        classes to reach when ``targeted=True`` (default: a random class other than ``y``,
+        drawn with the attack's seed).
+        """
+        self._check_params()
+        xt, kind = to_tensor(x)
+        access = ModelAccess(model)
+        rank = {"label": 0, "score": 1, "white": 2}
+        if rank[access.target.access] < rank[self.access]:
+            raise UserError(
+                f"{self.name} needs {self.access} access, but {access.target.name} offers "
+                f"{access.target.access} access"
+            )
+        self._check_input(xt)
+        self._cons = self.constraints.tensors(tuple(xt.shape[1:])) if self.constraints else {}
+        gen = torch.Generator().manual_seed(self.seed)
+        if y is None:
+            yt = access.labels(xt)
+        else:
+            yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).long()
+            if yt.shape != (len(xt),):
+                raise UserError(
+                    f"y must hold one label per input: shape ({len(xt)},), got {tuple(yt.shape)}"
+                )
+        tt: torch.Tensor | None = None
+        if self.targeted:
+            tt = self._targets(access, xt, yt, target, gen)
+        start = access.queries
+        stats = AttackStats(
+            success=torch.zeros(len(xt), dtype=torch.bool),
+            queries=torch.zeros(len(xt), dtype=torch.long),
+        )
+        self.last = stats
+        try:
+            x_adv = self._run(access, xt, yt, tt, gen)
+        except QueryBudgetExceeded:
+            stats.budget_exhausted = True
+            x_adv = getattr(self, "_best", xt).clone()
+        x_adv = self.project(x_adv, xt)
+        self._best = xt
+        stats.norms = flat_norm(x_adv - xt, self.norm)
+        if stats.queries.sum() == 0:
+            stats.queries += (access.queries - start) // max(1, len(xt))
+        return from_tensor(x_adv, kind, x)
+
+    @property
+    def has_integers(self) -> bool:
+        return getattr(self, "_cons", {}).get("integer") is not None
+
+    def succeeded(
+        self, access: ModelAccess, x_adv: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Whether each input is misclassified (untargeted) or classified as its target."""
+        pred = access.labels(x_adv)
+        return pred == t if (self.targeted and t is not None) else pred != y
+
+    def project(
+        self, x_adv: torch.Tensor, x: torch.Tensor, round_integers: bool = True
+    ) -> torch.Tensor:
+        """Onto the eps-ball around ``x``, the bounds, and the tabular constraints.
+
+        ``round_integers=False`` keeps integer features continuous, for the iterate of a
+        gradient attack whose steps are smaller than one unit; the point it evaluates is
+        always the rounded one.
+        """
+        lo, hi = self.bounds
+        delta = x_adv - x
+        if self.eps is not None:
+            delta = project_ball(delta, self.eps, self.norm)
+        out = (x + delta).clamp(lo, hi)
+        cons = getattr(self, "_cons", {})
+        if not cons:
+            return out
+        if cons.get("lower") is not None:
+            out = torch.maximum(out, torch.minimum(cons["lower"], x))  # type: ignore[arg-type]
+        if cons.get("upper") is not None:
+            out = torch.minimum(out, torch.maximum(cons["upper"], x))  # type: ignore[arg-type]
+        imm = cons.get("immutable")
+        if imm is not None:
+            out = torch.where(imm, x, out)
+        integer = cons.get("integer")
+        if integer is not None and round_integers:
+            d = out - x
+            rounded = torch.round(d)
+            if self.eps is not None and self.norm == "linf":
+                rounded = torch.where(rounded.abs() > self.eps, torch.trunc(d), rounded)
+            cand = torch.where(integer, x + rounded, out)
+            if self.eps is not None and self.norm == "l2":
+                over = flat_norm(cand - x, "l2") > self.eps + 1e-6
+                trunc = torch.where(integer, x + torch.trunc(d), out)
+                cand = torch.where(over.view(-1, *[1] * (x.ndim - 1)), trunc, cand)
+            lo_i = (
+                torch.full_like(x, lo)
+                if cons.get("lower") is None
+                else torch.maximum(cons["lower"], torch.tensor(lo))
+            )  # type: ignore[arg-type]
+            hi_i = (
+                torch.full_like(x, hi)
+                if cons.get("upper") is None
+                else torch.minimum(cons["upper"], torch.tensor(hi))
+            )  # type: ignore[arg-type]
+            lo_i = torch.minimum(torch.ceil(lo_i), x)
+            hi_i = torch.maximum(torch.floor(hi_i), x)
+            cand = torch.where(integer, torch.minimum(torch.maximum(cand, lo_i), hi_i), cand)
+            out = cand
+        return out
+
+    # -- for subclasses -------------------------------------------------------------------
+    def _run(
+        self,
+        access: ModelAccess,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _check_params(self) -> None:
+        if self.norm not in NORMS:
+            raise UserError(f"{self.name}: norm must be 'linf' or 'l2'; got {self.norm!r}")
+        if self.eps is not None and not (self.eps >= 0 and math.isfinite(self.eps)):
+            raise UserError(f"{self.name}: eps must be a finite number >= 0; got {self.eps}")
+        lo, hi = self.bounds
+        if not hi > lo:
+            raise UserError(
+                f"{self.name}: bounds must be (low, high) with high > low; got {self.bounds}"
+            )
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        lo, hi = self.bounds
+        if x.ndim < 2:
+            raise UserError(f"{self.name}: x must be a batch (N, ...); got shape {tuple(x.shape)}")
+        if len(x) and (float(x.min()) < lo - 1e-5 or float(x.max()) > hi + 1e-5):
+            raise UserError(
+                f"{self.name}: inputs range over [{float(x.min()):.4g}, {float(x.max()):.4g}], "
+                f"outside bounds [{lo}, {hi}]; pass bounds=(low, high) that match your data"
+            )
+
+    def _targets(
+        self,
+        access: ModelAccess,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: Any,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        if target is not None:
+            tt = torch.as_tensor(
+                np.asarray(target) if not isinstance(target, torch.Tensor) else target
+            ).long()
+            if tt.ndim == 0:
+                tt = tt.expand(len(x)).clone()
+            if tt.shape != y.shape:
+                raise UserError(
+                    f"target must hold one class per input; got shape {tuple(tt.shape)}"
+                )
+            return tt
+        n_classes = access.target.num_classes
+        if n_classes is None:
+            n_classes = (
+                int(y.max()) + 1 if access.access == "label" else int(access.scores(x[:1]).shape[1])
+            )
+        if n_classes < 2:
+            raise UserError("a targeted attack needs at least two classes")
+        shift = torch.randint(1, n_classes, (len(y),), generator=gen)
+        return (y + shift) % n_classes
+
+
+def to_tensor(x: Any) -> tuple[torch.Tensor, str]:
+    """Inputs as a float32 CPU tensor, plus a tag to convert the result back."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu(), "torch"
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise UserError(f"inputs must be numbers; got an array of dtype {arr.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)), "numpy"
+
+
+def from_tensor(t: torch.Tensor, kind: str, like: Any) -> Any:
+    if kind == "torch":
+        return t.to(
+            dtype=like.dtype if like.is_floating_point() else torch.float32, device=like.device
+        )
+    arr = t.numpy()
+    like_arr = np.asarray(like)
+    return arr.astype(like_arr.dtype if like_arr.dtype.kind == "f" else np.float32)
