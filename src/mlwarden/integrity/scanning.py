@@ -57,14 +57,14 @@ def supplychain_scanner(paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     for f in files:
         path = str(_get(f, "path"))
-        verdict = str(_get(f, "verdict", "error"))
-        verdict = getattr(verdict, "value", verdict)
+        raw = _get(f, "verdict", "error")
+        verdict = str(getattr(raw, "value", raw))
         findings = _get(f, "findings") or []
         detail = "; ".join(
             str(_get(x, "message") or _get(x, "title") or _get(x, "rule") or x)
             for x in findings[:3]
         )
-        out[path] = (str(verdict).lower(), detail)
+        out[path] = (verdict.lower(), detail)
     return out
 
 
