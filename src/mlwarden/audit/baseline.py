@@ -69,8 +69,8 @@ class Regression:
             ),
             evidence={
                 "metric": self.metric,
-                "baseline": self.baseline,
-                "current": self.current,
+                "baseline_value": self.baseline,
+                "current_value": self.current,
                 "direction": self.rule.direction,
                 "tolerance": self.rule.tolerance,
             },

@@ -142,6 +142,7 @@ def _kwargs(spec: Any, r: _Resolver, where: str) -> dict[str, Any]:
             "ref": spec.ref,
             "registry": r.path(registry, f"{where}.registry") if registry else None,
             "trust": [r.path(t, f"{where}.trust") for t in trust],
+            "path": r.path(spec.path, f"{where}.path") if spec.path else None,
         }
     if isinstance(spec, DataCheck):
         return {

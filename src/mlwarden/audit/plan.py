@@ -68,9 +68,13 @@ class ScanCheck(_Check):
 
 class RegistryVerifyCheck(_Check):
     check: Literal["registry-verify"]
-    ref: str = Field(description="Registry reference, name:version.")
+    ref: str = Field(description="Registry reference: NAME, NAME@VERSION or NAME@ALIAS.")
     registry: str | None = Field(default=None, description="Defaults to artifacts.registry.")
     trust: list[str] | None = Field(default=None, description="Defaults to artifacts.trust.")
+    path: str | None = Field(
+        default=None,
+        description="A deployed copy (file or folder) to re-hash against the manifest.",
+    )
 
 
 class DataCheck(_Check):

@@ -68,7 +68,7 @@ def plan_dict(
         "scan": {"check": "scan", "paths": list(models)},
         "registry-verify": {
             "check": "registry-verify",
-            "ref": a.registry_ref or f"{PLACEHOLDER}:1",
+            "ref": a.registry_ref or f"{PLACEHOLDER}@1",
             **({} if a.registry else {"registry": f"{PLACEHOLDER}/registry"}),
         },
         "data": {"check": "data", "data": train},

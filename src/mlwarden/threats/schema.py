@@ -173,7 +173,7 @@ class Artifacts(_Strict):
     train: str | None = Field(default=None, description="Name of the training-set dataset.")
     holdout: str | None = Field(default=None, description="Name of a held-out dataset.")
     registry: str | None = Field(default=None, description="Registry folder.")
-    registry_ref: str | None = Field(default=None, description="Registry reference name:version.")
+    registry_ref: str | None = Field(default=None, description="Registry reference NAME@VERSION.")
     gateway: str | None = Field(default=None, description="Gateway config file.")
 
 

@@ -1,0 +1,97 @@
+"""``mlwarden threats`` on the command line: example, JSON findings, plan, init, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from mlwarden.audit.jobs import build_jobs
+from mlwarden.audit.plan import load_plan
+
+
+def mlwarden(*args: str, cwd: Path, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlwarden", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=120,
+    )
+
+
+def test_example_json_and_plan(tmp_path: Path) -> None:
+    ex = mlwarden("threats", "--example", cwd=tmp_path)
+    assert ex.returncode == 0
+    (tmp_path / "system.yaml").write_text(ex.stdout)
+    res = mlwarden(
+        "threats", "system.yaml", "--json", "t.json", "--plan", "audit/plan.yaml", cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    assert "AML.T0024.000" in res.stdout  # membership inference, with its ATLAS id
+    report = json.loads((tmp_path / "t.json").read_text())
+    rules = {f["rule"]: f for f in report["findings"]}
+    assert "AML.T0010.003" in rules["MLW-THR-001"]["atlas"]
+    assert "AML.TA0004" in rules["MLW-THR-001"]["atlas"]  # tactic from the catalogue
+    plan = yaml.safe_load((tmp_path / "audit" / "plan.yaml").read_text())
+    kinds = [c["check"] for c in plan["checks"]]
+    assert kinds[0] == "threats"
+    assert {"scan", "data", "evasion", "privacy", "extract", "backdoor"} <= set(kinds)
+    assert plan["checks"][0]["system"] == "../system.yaml"
+
+
+def test_plan_from_a_system_with_artifacts_runs_as_written(tmp_path: Path) -> None:
+    ex = mlwarden("threats", "--example", cwd=tmp_path).stdout
+    raw = yaml.safe_load(ex)
+    raw["artifacts"] = {"datasets": {"train": "d.npz"}}
+    (tmp_path / "d.npz").write_bytes(b"")
+    (tmp_path / "system.yaml").write_text(yaml.safe_dump(raw))
+    res = mlwarden("threats", "system.yaml", "--plan", "plan.yaml", "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    plan = load_plan(tmp_path / "plan.yaml")
+    assert plan.artifacts.datasets["train"] == "d.npz"
+    assert plan.artifacts.models["model"].startswith("CHANGE-ME")
+
+
+def test_generated_plan_loads_and_resolves_when_files_exist(tmp_path: Path) -> None:
+    (tmp_path / "system.yaml").write_text(mlwarden("threats", "--example", cwd=tmp_path).stdout)
+    mlwarden("threats", "system.yaml", "--plan", "plan.yaml", "-q", cwd=tmp_path)
+    plan = load_plan(tmp_path / "plan.yaml")
+    threats_only = plan.model_copy(update={"checks": plan.checks[:1]})
+    (job,) = build_jobs(threats_only)
+    assert job.kwargs["system"] == (tmp_path / "system.yaml").resolve()
+
+
+def test_fail_on_high_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "system.yaml").write_text(mlwarden("threats", "--example", cwd=tmp_path).stdout)
+    res = mlwarden("threats", "system.yaml", "--fail-on", "high", "-q", cwd=tmp_path)
+    assert res.returncode == 1
+
+
+def test_malformed_system_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "system.yaml").write_text("name: x\nmodality: hologram\n")
+    res = mlwarden("threats", "system.yaml", cwd=tmp_path)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "field" in lines[0] and "Traceback" not in res.stderr
+
+
+def test_init_asks_and_writes_a_valid_system(tmp_path: Path) -> None:
+    answers = [
+        "my-api", "a test system", "tabular",  # name, description, modality
+        "in-house", "black-box", "", "yes", "n", "onnx",  # model
+        "own,user-provided", "yes", "personal", "no",  # data
+        "team", "team", "",  # access
+        "public-api", "labels", "yes", "yes", "yes", "y",  # deployment
+    ]  # fmt: skip
+    res = mlwarden("threats", "--init", "sys.yaml", cwd=tmp_path, input="\n".join(answers) + "\n")
+    assert res.returncode == 0, res.stderr + res.stdout
+    raw = yaml.safe_load((tmp_path / "sys.yaml").read_text())
+    assert raw["data"]["sources"] == ["own", "user-provided"]
+    assert raw["deployment"]["retraining_on_user_feedback"] is True
+    assert raw["deployment"]["outputs"] == "labels"
+    assert "MLW-THR-005" in res.stdout  # retraining on feedback
