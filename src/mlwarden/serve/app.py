@@ -127,7 +127,7 @@ class Gateway:
             raise RequestError(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
         return _Caller(name, self.roles[self.config.keys[name].role])
 
-    def infer(self, caller: _Caller, x: np.ndarray) -> tuple[list[Any], list[str]]:
+    def infer(self, caller: _Caller, x: np.ndarray) -> tuple[list[Any], dict[str, list[int]]]:
         """Restoration, model, detection and output hardening (runs in a worker thread)."""
         xin = x
         if self.chain is not None:
@@ -141,16 +141,16 @@ class Gateway:
             ) from None
         if probs.ndim != 2 or len(probs) != len(x) or not np.isfinite(probs).all():
             raise RequestError(422, "the model returned no usable scores for this input")
-        kinds = (
+        flagged = (
             self.monitor.inspect(caller.name, x, probs.argmax(axis=1))
             if self.monitor.enabled
-            else []
+            else {}
         )
         policy = caller.role.output
         out = harden_output(probs, policy.mode, k=policy.k, decimals=policy.decimals)
         if policy.mode == "round":
             out = np.round(out.astype(np.float64), policy.decimals)
-        return out.tolist(), kinds
+        return out.tolist(), flagged
 
     async def predict(self, request: Request) -> Response:
         start = time.perf_counter()
@@ -186,9 +186,11 @@ class Gateway:
                     f"{what}; retry after {wait:.2f} s",
                     {"Retry-After": str(max(1, math.ceil(wait)))},
                 )
-            predictions, kinds = await run_in_threadpool(self.infer, caller, x)
-            if kinds:
-                rec.alerts = ",".join(kinds)
+            predictions, flagged = await run_in_threadpool(self.infer, caller, x)
+            if flagged:
+                kinds = sorted(flagged)
+                # "kind@first:count": the first flagged input of the batch and how many were.
+                rec.alerts = ",".join(f"{k}@{flagged[k][0]}:{len(flagged[k])}" for k in kinds)
                 for kind in kinds:
                     self.metrics.alert(caller.name, kind)
                 action = self.config.detection.action
@@ -210,6 +212,10 @@ class Gateway:
             rec.detail = exc.message
             payload = {"detail": exc.message}
             headers = exc.headers
+        except Exception as exc:  # a gateway bug: still audited, and no traceback to the caller
+            rec.status, rec.decision = 500, "error"
+            rec.detail = f"internal error: {type(exc).__name__}"
+            payload = {"detail": "internal error"}
         headers["X-Request-Id"] = rec.request_id
         return await self._finish(
             rec, start, JSONResponse(payload, status_code=rec.status, headers=headers)

@@ -26,7 +26,7 @@ Two detectors, both per key:
 Example::
 
     monitor = Monitor(config.detection)
-    kinds = monitor.inspect("alice", x_batch, labels)   # e.g. ["blacklight"]
+    flagged = monitor.inspect("alice", x_batch, labels)   # e.g. {"blacklight": [3, 4]}
 """
 
 from __future__ import annotations
@@ -158,17 +158,26 @@ class Monitor:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def inspect(self, key: str, x: np.ndarray, labels: np.ndarray) -> list[str]:
-        """Feed a batch of queries ``x`` (N, ...) with their predicted ``labels`` (N,)."""
-        kinds: list[str] = []
+    def inspect(self, key: str, x: np.ndarray, labels: np.ndarray) -> dict[str, list[int]]:
+        """Feed a batch of queries ``x`` (N, ...) with their predicted ``labels`` (N,).
+
+        Returns detector kind -> indices of the flagged inputs (kinds with none left out).
+        """
+        found: dict[str, list[int]] = {}
         bl_cfg, pr_cfg = self.config.blacklight, self.config.prada
         with self._lock(key):
             if bl_cfg.enabled:
                 bl = self._blacklight.setdefault(key, Blacklight(bl_cfg))
-                if any([bl.flags(xi) for xi in x]):
-                    kinds.append("blacklight")
+                hits = [i for i, xi in enumerate(x) if bl.flags(xi)]
+                if hits:
+                    found["blacklight"] = hits
             if pr_cfg.enabled:
                 pr = self._prada.setdefault(key, Prada(pr_cfg))
-                if any([pr.flags(xi, int(li)) for xi, li in zip(x, labels, strict=True)]):
-                    kinds.append("prada")
-        return kinds
+                hits = [
+                    i
+                    for i, (xi, li) in enumerate(zip(x, labels, strict=True))
+                    if pr.flags(xi, int(li))
+                ]
+                if hits:
+                    found["prada"] = hits
+        return found
