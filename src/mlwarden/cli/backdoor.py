@@ -1,0 +1,71 @@
+"""``mlwarden backdoor``: look for a backdoor in a model (Neural Cleanse, STRIP)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mlwarden.cli.common import (
+    DebugOpt,
+    FailOnOpt,
+    HtmlOpt,
+    JsonOpt,
+    JunitOpt,
+    QuietOpt,
+    SarifOpt,
+    SeedOpt,
+    finish,
+    parse_fail_on,
+    setup,
+)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("backdoor")
+    def backdoor(
+        model: Annotated[
+            str, typer.Argument(help="Model file (scanned first), URL or module:factory.")
+        ],
+        dataset: Annotated[
+            str,
+            typer.Argument(help="Clean inputs: .npz (x, y), CSV, image folder or a bundled set."),
+        ],
+        epochs: Annotated[
+            int,
+            typer.Option(
+                "--epochs", help="Neural Cleanse epochs (early stop may end sooner).", min=1
+            ),
+        ] = 100,
+        label: Annotated[
+            str | None, typer.Option("--label", help="Label column of a CSV (default 'label').")
+        ] = None,
+        json_path: JsonOpt = None,
+        html_path: HtmlOpt = None,
+        sarif_path: SarifOpt = None,
+        junit_path: JunitOpt = None,
+        fail_on: FailOnOpt = None,
+        seed: SeedOpt = 0,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Reverse-engineer backdoor triggers (Neural Cleanse) and screen DATA with STRIP.
+
+        The JSON report has metrics.anomaly_index (class -> MAD anomaly index) and
+        metrics.suspected_target (a class, or null); the HTML report shows the triggers.
+        """
+        from mlwarden.poisoning import backdoor_report
+
+        parse_fail_on(fail_on)
+        setup(quiet=quiet, debug=debug, seed=seed)
+        report = backdoor_report(model, dataset, seed=seed, epochs=epochs, label=label)
+        raise typer.Exit(
+            finish(
+                report,
+                json_path=json_path,
+                html_path=html_path,
+                sarif_path=sarif_path,
+                junit_path=junit_path,
+                fail_on=fail_on,
+            )
+        )

@@ -1,0 +1,92 @@
+"""``mlwarden data``: audit a training set (labels, duplicates, outliers, sensitive data, poisoning)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mlwarden.cli.common import (
+    DebugOpt,
+    FailOnOpt,
+    HtmlOpt,
+    JsonOpt,
+    JunitOpt,
+    QuietOpt,
+    SarifOpt,
+    SeedOpt,
+    finish,
+    parse_fail_on,
+    setup,
+)
+from mlwarden.core.errors import UserError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("data")
+    def data(
+        dataset: Annotated[
+            str,
+            typer.Argument(
+                help="Training data: .npz (x, y), CSV, text file, image folder, or digits | breast-cancer | mnist5k."
+            ),
+        ],
+        model: Annotated[
+            str | None,
+            typer.Option(
+                "--model",
+                help="A model trained on DATA (scanned first): enables poisoning detectors.",
+            ),
+        ] = None,
+        trainer: Annotated[
+            str | None,
+            typer.Option(
+                "--trainer",
+                help="Your training recipe as module:function, train(x, y) -> model: trains, detects, drops flagged samples and retrains.",
+            ),
+        ] = None,
+        label: Annotated[
+            str | None, typer.Option("--label", help="Label column of a CSV (default 'label').")
+        ] = None,
+        nc_epochs: Annotated[
+            int, typer.Option("--nc-epochs", help="Neural Cleanse epochs (0 skips it).", min=0)
+        ] = 100,
+        json_path: JsonOpt = None,
+        html_path: HtmlOpt = None,
+        sarif_path: SarifOpt = None,
+        junit_path: JunitOpt = None,
+        fail_on: FailOnOpt = None,
+        seed: SeedOpt = 0,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Audit training data: label issues, duplicates, outliers, personal data and secrets,
+        and backdoor poisoning when a model or trainer is given.
+
+        The JSON report lists suspicious samples at artifacts.suspicious as
+        {"index", "score", "reasons"}, most suspicious first.
+        """
+        from mlwarden.poisoning import data_report
+
+        parse_fail_on(fail_on)
+        if model is not None and trainer is not None:
+            raise UserError("give --model or --trainer, not both")
+        setup(quiet=quiet, debug=debug, seed=seed)
+        report = data_report(
+            dataset,
+            model=model,
+            trainer=trainer,
+            label=label,
+            seed=seed,
+            neural_cleanse_epochs=nc_epochs,
+        )
+        raise typer.Exit(
+            finish(
+                report,
+                json_path=json_path,
+                html_path=html_path,
+                sarif_path=sarif_path,
+                junit_path=junit_path,
+                fail_on=fail_on,
+            )
+        )

@@ -1,0 +1,618 @@
+"""The dataset audit (``mlwarden data``) and the model backdoor scan (``mlwarden backdoor``).
+
+:func:`data_report` checks a training set for label issues, duplicates, outliers and
+sensitive data and, given a model or a training recipe, for backdoor poisoning
+(activation clustering, spectral signatures, Neural Cleanse trigger occlusion); with a
+recipe it also drops the flagged samples, retrains and reports the defence
+effectiveness rate. :func:`backdoor_report` reverse-engineers triggers with Neural
+Cleanse and runs STRIP on the given data.
+
+The ranked list of suspicious samples is ``report.artifacts["suspicious"]``: a list of
+``{"index": int, "score": float, "reasons": [str, ...]}``, most suspicious first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlwarden.core.data import Dataset, load_dataset
+from mlwarden.core.errors import InputFileError, UserError
+from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.poisoning import detect_data as dd
+from mlwarden.poisoning import detect_model as dm
+from mlwarden.poisoning.activations import penultimate
+from mlwarden.poisoning.pii import MAX_BYTES, PERSONAL_KINDS, SECRET_KINDS, PiiScan, scan_file
+
+POISON_ATLAS = ["AML.T0020", "AML.T0019", "AML.T0043.004"]
+DATA_MITIGATIONS = ["AML.M0007", "AML.M0025"]
+TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".text", ".jsonl", ".json", ".log", ".md"}
+#: Most suspicious samples listed in the report.
+MAX_SUSPICIOUS = 1000
+#: Samples Neural Cleanse optimises on (a random subset of the data).
+NC_SAMPLES = 1000
+
+_KIND_NAMES = {
+    "card_number": "payment card numbers",
+    "email": "e-mail addresses",
+    "phone": "phone numbers",
+    "us_ssn": "US social security numbers",
+    "uk_nino": "UK National Insurance numbers",
+    "iban": "IBAN bank account numbers",
+    "aws_access_key": "AWS access key ids",
+    "github_token": "GitHub tokens",
+    "slack_token": "Slack tokens",
+    "private_key": "private keys",
+    "password": "passwords",
+    "generic_secret": "API keys or secrets",
+}
+
+
+def _load_model(spec: Any) -> Any:
+    if not isinstance(spec, str | Path):
+        return spec
+    from mlwarden.supplychain import load_target
+
+    return load_target(str(spec))
+
+
+def _torch_module(model: Any) -> Any:
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        return model
+    module = getattr(model, "module", None)
+    return module if isinstance(module, torch.nn.Module) else None
+
+
+def _name(data: Any) -> str:
+    return data.name if isinstance(data, Dataset) else str(data)
+
+
+def data_report(
+    data: str | Path | Dataset,
+    model: Any = None,
+    trainer: Any = None,
+    *,
+    label: str | None = None,
+    seed: int = 0,
+    neural_cleanse_epochs: int = 100,
+    holdout: float = 0.2,
+) -> Report:
+    """Audit a training set; see the module docstring.
+
+    ``data``: a dataset spec for :func:`~mlwarden.core.data.load_dataset` (or a
+    :class:`Dataset`); CSV and text files are also scanned for sensitive data.
+    ``model``: a MODEL spec (loaded through the supply-chain scanner) or an in-memory
+    model. ``trainer``: ``"module:function"``, a callable ``train(x, y)`` or a
+    scikit-learn estimator; the model is trained on the data (minus a ``holdout``
+    fraction used to measure accuracy before and after removing flagged samples).
+    ``neural_cleanse_epochs``: 0 skips Neural Cleanse.
+    """
+    if model is not None and trainer is not None:
+        raise UserError("give either a model or a trainer, not both")
+    report = Report.new(command="data", seed=seed)
+    report.config = {
+        "data": _name(data),
+        "model": None
+        if model is None
+        else str(model)
+        if isinstance(model, str | Path)
+        else type(model).__name__,
+        "trainer": None
+        if trainer is None
+        else str(trainer)
+        if isinstance(trainer, str)
+        else type(trainer).__name__,
+        "label": label,
+    }
+    pii: PiiScan | None = None
+    if isinstance(data, str | Path) and Path(data).is_file():
+        path = Path(data)
+        if path.suffix.lower() in TEXT_SUFFIXES or _is_text(path):
+            with report.timed("sensitive-data"):
+                pii = scan_file(path)
+            _pii_findings(report, pii)
+    try:
+        ds = data if isinstance(data, Dataset) else load_dataset(data, label=label)
+    except InputFileError as exc:
+        if pii is None:
+            raise
+        report.data = {"name": _name(data), "format": pii.format, "records": pii.records}
+        report.add(
+            Finding(
+                rule="MLW-DAT-010",
+                title="Only the sensitive-data scan ran: the file is not a numeric dataset",
+                severity=Severity.INFO,
+                description=f"Label, duplicate, outlier and poisoning checks need numeric features and a label column: {exc.problem}",
+                recommendation="Give a numeric CSV with a label column (--label), an .npz with x and y, or an image folder to run the other checks.",
+                artifact=_name(data),
+                check="data",
+            )
+        )
+        report.artifacts["suspicious"] = []
+        return report
+    report.data = ds.describe()
+    detections: list[dd.Detection] = []
+    with report.timed("label-issues"):
+        try:
+            detections.append(dd.label_issues(ds.x, ds.y, seed=seed))
+        except UserError as exc:
+            report.metrics["label_issues.skipped"] = str(exc)
+    with report.timed("duplicates"):
+        detections.append(dd.duplicates(ds.x, ds.y))
+    with report.timed("outliers"):
+        detections.append(dd.outliers(ds.x, seed=seed))
+    poison_dets: list[dd.Detection] = []
+    trained = None
+    if trainer is not None:
+        from mlwarden.poisoning.mitigate import resolve_trainer
+
+        fit = resolve_trainer(trainer)
+        train_ds, test_ds = ds.split(test_size=holdout, seed=seed)
+        with report.timed("train"):
+            trained = fit(train_ds.x, train_ds.y)
+        poison_dets, nc = _poison_detectors(report, trained, train_ds, seed, neural_cleanse_epochs)
+        _mitigation(report, fit, trained, train_ds, test_ds, poison_dets, nc)
+        # detections index the training part; map back to the full dataset
+        full_index = _split_index(ds, holdout, seed)
+        poison_dets = [_remap(d, full_index, len(ds)) for d in poison_dets]
+    elif model is not None:
+        with report.timed("load-model"):
+            trained = _load_model(model)
+        poison_dets, _ = _poison_detectors(report, trained, ds, seed, neural_cleanse_epochs)
+    detections.extend(poison_dets)
+    _hygiene_findings(report, detections, _name(data))
+    suspicious = dd.rank(detections)
+    report.metrics["suspicious"] = len(suspicious)
+    report.artifacts["suspicious"] = suspicious[:MAX_SUSPICIOUS]
+    return report
+
+
+def _is_text(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if head.startswith(b"PK") or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _split_index(ds: Dataset, holdout: float, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(ds))
+    stratify = ds.y if np.min(np.bincount(ds.y)) >= 2 else None
+    tr, _ = train_test_split(idx, test_size=holdout, random_state=seed, stratify=stratify)
+    return np.sort(tr)
+
+
+def _remap(det: dd.Detection, index: np.ndarray, n: int) -> dd.Detection:
+    scores = np.zeros(n)
+    flagged = np.zeros(n, dtype=bool)
+    scores[index] = det.scores
+    flagged[index] = det.flagged
+    reasons = {int(index[i]): r for i, r in det.reasons.items()}
+    return dd.Detection(det.name, scores, flagged, reasons, det.details)
+
+
+def _poison_detectors(
+    report: Report, model: Any, ds: Dataset, seed: int, nc_epochs: int
+) -> tuple[list[dd.Detection], dm.NeuralCleanseResult | None]:
+    """AC, spectral signatures and (torch models) Neural Cleanse trigger occlusion."""
+    out: list[dd.Detection] = []
+    with report.timed("activations"):
+        acts = penultimate(model, ds.x)
+    with report.timed("activation-clustering"):
+        ac = dd.activation_clustering(acts, ds.y, seed=seed)
+    with report.timed("spectral-signatures"):
+        spec = dd.spectral_signatures(acts, ds.y, eps=0.05)
+    report.metrics["activation_clustering.classes"] = ac.details
+    nc = None
+    occl = None
+    module = _torch_module(model)
+    if module is not None and ds.modality == "image" and nc_epochs > 0:
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(ds), size=min(NC_SAMPLES, len(ds)), replace=False)
+        with report.timed("neural-cleanse"):
+            nc = dm.neural_cleanse(
+                module,
+                ds.x[pick],
+                num_classes=ds.num_classes,
+                bounds=ds.bounds,
+                epochs=nc_epochs,
+                seed=seed,
+            )
+        _nc_metrics(report, nc)
+        with report.timed("trigger-occlusion"):
+            occl = dm.trigger_occlusion(module, ds.x, ds.y, nc)
+    suspect_classes = {int(c) for c, s in ac.details.items() if s.get("flagged")}
+    if nc is not None and nc.suspected_target is not None:
+        suspect_classes.add(nc.suspected_target)
+    # spectral signatures always remove 1.5 eps of every class; keep its flags only in
+    # classes another detector suspects, so clean classes are not listed wholesale
+    keep = np.isin(ds.y, sorted(suspect_classes))
+    spec.flagged &= keep
+    spec.reasons = {i: r for i, r in spec.reasons.items() if keep[i]}
+    out += [ac, spec] + ([occl] if occl is not None else [])
+    for det in out:
+        report.metrics[f"{det.name}.flagged"] = int(det.flagged.sum())
+    confirmed = occl.flagged.copy() if occl is not None else np.zeros(len(ds), dtype=bool)
+    if nc is not None and nc.suspected_target is not None:
+        # activation clusters in the class Neural Cleanse names agree with it
+        confirmed |= ac.flagged & (ds.y == nc.suspected_target)
+    unconfirmed = ac.flagged & ~confirmed
+    if confirmed.any():
+        classes = sorted({int(c) for c in np.unique(ds.y[confirmed])})
+        report.add(
+            Finding(
+                rule="MLW-DAT-001",
+                title=f"Training data looks backdoored: {int(confirmed.sum())} samples in class(es) {', '.join(map(str, classes))}",
+                severity=Severity.HIGH,
+                atlas=POISON_ATLAS,
+                mitigations=DATA_MITIGATIONS,
+                description=(
+                    "Neural Cleanse (Wang et al. 2019) found a small trigger that turns inputs "
+                    "into this class, and these samples of the class stop being recognised "
+                    "once the trigger region is blanked out (or fall in a separate "
+                    "activation cluster of that class, Chen et al. 2018)."
+                ),
+                recommendation=(
+                    "Inspect the samples listed in 'suspicious', trace where they came "
+                    "from, remove the poisoned ones and retrain; keep provenance records "
+                    "for every data source."
+                ),
+                evidence={
+                    "flagged": int(confirmed.sum()),
+                    "classes": classes,
+                    "suspected_target": None if nc is None else nc.suspected_target,
+                    "by_detector": {d.name: int(d.flagged.sum()) for d in out},
+                },
+                artifact=ds.name,
+                check="poisoning",
+                owasp=["ML02"],
+            )
+        )
+    if unconfirmed.any():
+        classes = sorted({int(c) for c in np.unique(ds.y[unconfirmed])})
+        report.add(
+            Finding(
+                rule="MLW-DAT-011",
+                title=f"Activation clustering splits class(es) {', '.join(map(str, classes))} ({int(unconfirmed.sum())} samples in small clusters)",
+                severity=Severity.LOW,
+                atlas=POISON_ATLAS,
+                mitigations=DATA_MITIGATIONS,
+                description=(
+                    "A small, separate cluster of penultimate-layer activations inside a class "
+                    "is what poisoned samples look like (Chen et al. 2018), but natural "
+                    "sub-styles of a class look the same; no reversed trigger confirms it."
+                ),
+                recommendation=(
+                    "Look at a few of the clustered samples listed in 'suspicious'; run "
+                    "'mlwarden backdoor MODEL DATA' to check the model for a trigger."
+                ),
+                evidence={"flagged": int(unconfirmed.sum()), "classes": classes},
+                artifact=ds.name,
+                check="activation-clustering",
+                owasp=["ML02"],
+            )
+        )
+    return out, nc
+
+
+def _nc_metrics(report: Report, nc: dm.NeuralCleanseResult) -> None:
+    report.metrics["anomaly_index"] = {
+        str(c): round(float(v), 3) for c, v in enumerate(nc.anomaly_index)
+    }
+    report.metrics["suspected_target"] = nc.suspected_target
+    report.metrics["neural_cleanse.l1"] = {str(c): round(float(v), 3) for c, v in enumerate(nc.l1)}
+    report.metrics["neural_cleanse.epochs"] = nc.epochs
+    report.images["neural_cleanse_triggers"] = dm.trigger_image(nc)
+
+
+def _mitigation(
+    report: Report,
+    fit: Any,
+    model: Any,
+    train: Dataset,
+    test: Dataset,
+    dets: list[dd.Detection],
+    nc: dm.NeuralCleanseResult | None,
+) -> None:
+    from mlwarden.poisoning.mitigate import retrain_without
+
+    flagged = np.zeros(len(train), dtype=bool)
+    for d in dets:
+        if d.name != "spectral-signatures":
+            flagged |= d.flagged
+    if not flagged.any():
+        return
+    asr = None
+    if nc is not None and nc.suspected_target is not None:
+        target = nc.suspected_target
+        others = test.x[test.y != target]
+
+        def asr(m: Any) -> float:
+            from mlwarden.poisoning.simulate import _predictor
+
+            return float(np.mean(_predictor(m)(nc.apply(target, others)) == target))
+
+    with report.timed("retrain"):
+        result = retrain_without(fit, train, flagged, test, model_before=model, asr=asr)
+    report.metrics["mitigation"] = result.metrics()
+    der = result.der
+    report.add(
+        Finding(
+            rule="MLW-DAT-009",
+            title=(
+                f"Removing {result.removed} flagged samples: clean accuracy "
+                f"{result.acc_before:.3f} -> {result.acc_after:.3f}"
+                + (
+                    f", reversed-trigger ASR {result.asr_before:.3f} -> {result.asr_after:.3f} (DER {der:.2f})"
+                    if der is not None
+                    else ""
+                )
+            ),
+            severity=Severity.INFO,
+            atlas=["AML.T0020"],
+            mitigations=["AML.M0007"],
+            description=(
+                "The model was retrained with your recipe without the flagged samples and "
+                "measured on a held-out split. ASR uses the trigger Neural Cleanse "
+                "reconstructed; DER is BackdoorBench's defence effectiveness rate "
+                "(0.5 = no change, 1 = attack removed at no accuracy cost)."
+            ),
+            recommendation="Keep the samples out of training if accuracy held and ASR fell.",
+            evidence=result.metrics(),
+            check="poisoning",
+        )
+    )
+
+
+def _hygiene_findings(report: Report, dets: list[dd.Detection], artifact: str) -> None:
+    by = {d.name: d for d in dets}
+    li = by.get("label-issues")
+    if li is not None:
+        report.metrics["label_issues.flagged"] = int(li.flagged.sum())
+        report.metrics["label_issues.noise_estimate"] = li.details.get("noise_estimate")
+        if li.flagged.any():
+            frac = li.flagged.mean()
+            report.add(
+                Finding(
+                    rule="MLW-DAT-002",
+                    title=f"{int(li.flagged.sum())} samples ({frac:.1%}) look mislabelled",
+                    severity=Severity.MEDIUM if frac >= 0.01 else Severity.LOW,
+                    atlas=["AML.T0059", "AML.T0020"],
+                    mitigations=["AML.M0007"],
+                    description="Confident learning (Northcutt et al. 2021) on cross-validated predictions finds samples whose label disagrees with what the rest of the data says; label flipping poisons look like this.",
+                    recommendation="Review the flagged labels (listed in 'suspicious' with reason 'label issue') and fix or drop them.",
+                    evidence={
+                        "flagged": int(li.flagged.sum()),
+                        "thresholds": li.details.get("thresholds"),
+                    },
+                    artifact=artifact,
+                    check="label-issues",
+                    owasp=["ML02"],
+                )
+            )
+    dup = by.get("duplicates")
+    if dup is not None:
+        report.metrics["duplicates"] = dup.details
+        if dup.flagged.any():
+            conflicts = dup.details.get("label_conflicts", 0)
+            report.add(
+                Finding(
+                    rule="MLW-DAT-003",
+                    title=f"{dup.details['exact']} exact and {dup.details['near']} near duplicates ({conflicts} with conflicting labels)",
+                    severity=Severity.MEDIUM if conflicts else Severity.LOW,
+                    atlas=["AML.T0059"],
+                    mitigations=DATA_MITIGATIONS,
+                    description="Duplicated samples overweight part of the data and leak between train and test splits; copies with different labels are label noise or poisoning.",
+                    recommendation="Deduplicate before splitting; resolve conflicting labels.",
+                    evidence=dup.details,
+                    artifact=artifact,
+                    check="duplicates",
+                )
+            )
+    out = by.get("outliers")
+    if out is not None:
+        report.metrics["outliers.flagged"] = int(out.flagged.sum())
+        if out.flagged.any():
+            report.add(
+                Finding(
+                    rule="MLW-DAT-004",
+                    title=f"{int(out.flagged.sum())} outlying samples",
+                    severity=Severity.LOW,
+                    atlas=["AML.T0059"],
+                    mitigations=["AML.M0007"],
+                    description="Isolation forest and k-nearest-neighbour distance agree that these samples lie far from the rest of the data (corrupted records or injected data).",
+                    recommendation="Check the outliers listed in 'suspicious'; drop corrupt ones.",
+                    evidence={"flagged": int(out.flagged.sum())},
+                    artifact=artifact,
+                    check="outliers",
+                )
+            )
+
+
+def _pii_findings(report: Report, scan: PiiScan) -> None:
+    report.metrics["sensitive_data"] = {k: scan.total(k) for k in sorted(scan.counts)}
+    report.artifacts["sensitive_data"] = {
+        "format": scan.format,
+        "records": scan.records,
+        "counts": scan.counts,
+        "examples": scan.examples,
+        "partial": scan.partial,
+    }
+    personal = {k: v for k, v in scan.counts.items() if k in PERSONAL_KINDS}
+    secrets = {k: v for k, v in scan.counts.items() if k in SECRET_KINDS}
+    for rule, found, what, sev, mits in (
+        ("MLW-DAT-005", personal, "personal data", Severity.HIGH, ["AML.M0007", "AML.M0012"]),
+        ("MLW-DAT-006", secrets, "secrets", Severity.CRITICAL, ["AML.M0007", "AML.M0012"]),
+    ):
+        if not found:
+            continue
+        total = sum(sum(v.values()) for v in found.values())
+        kinds = ", ".join(f"{_KIND_NAMES[k]} ({sum(v.values())})" for k, v in sorted(found.items()))
+        fields = sorted({f for v in found.values() for f in v})
+        report.add(
+            Finding(
+                rule=rule,
+                title=f"Training data holds {what}: {kinds}",
+                severity=sev,
+                atlas=["AML.T0024.000", "AML.T0024.001"],
+                mitigations=mits,
+                description=(
+                    f"{total} matches in field(s) {', '.join(fields)}. A model can leak what it "
+                    "was trained on through membership inference or model inversion."
+                ),
+                recommendation=(
+                    "Remove or anonymise these fields before training (drop the column, "
+                    "tokenise or hash identifiers); revoke and rotate any exposed secret."
+                    if what == "secrets"
+                    else "Remove or anonymise these fields before training (drop, mask, "
+                    "tokenise or generalise them)."
+                ),
+                evidence={
+                    "counts": found,
+                    "examples": {k: scan.examples.get(k, []) for k in found},
+                },
+                artifact=scan.path,
+                check="sensitive-data",
+            )
+        )
+    if scan.partial:
+        report.add(
+            Finding(
+                rule="MLW-DAT-010",
+                title="Sensitive-data scan covered only the start of a very large file",
+                severity=Severity.LOW,
+                description=f"The scan read the first {MAX_BYTES // 2**20} MiB ({scan.records} records); the rest was not checked.",
+                recommendation="Split the file and scan each part.",
+                artifact=scan.path,
+                check="sensitive-data",
+            )
+        )
+
+
+def backdoor_report(
+    model: Any,
+    data: str | Path | Dataset,
+    *,
+    seed: int = 0,
+    epochs: int = 100,
+    strip_samples: int = 50,
+    frr: float = 0.01,
+    label: str | None = None,
+) -> Report:
+    """Scan a model for a backdoor with Neural Cleanse and STRIP.
+
+    ``model``: MODEL spec or in-memory model (Neural Cleanse needs a torch model;
+    others get STRIP only). ``data``: clean inputs the model should handle (labels
+    are not used by Neural Cleanse). Metrics: ``anomaly_index`` (class -> index),
+    ``suspected_target`` (class or None); the reversed triggers are in
+    ``report.images["neural_cleanse_triggers"]``.
+    """
+    report = Report.new(command="backdoor", seed=seed)
+    ds = data if isinstance(data, Dataset) else load_dataset(data, label=label)
+    report.data = ds.describe()
+    with report.timed("load-model"):
+        target = _load_model(model)
+    report.config = {
+        "model": str(model) if isinstance(model, str | Path) else type(model).__name__,
+        "data": _name(data),
+        "epochs": epochs,
+    }
+    rng = np.random.default_rng(seed)
+    module = _torch_module(target)
+    nc = None
+    report.metrics["anomaly_index"] = {}
+    report.metrics["suspected_target"] = None
+    if module is not None:
+        pick = rng.choice(len(ds), size=min(NC_SAMPLES, len(ds)), replace=False)
+        with report.timed("neural-cleanse"):
+            nc = dm.neural_cleanse(
+                module,
+                ds.x[pick],
+                num_classes=ds.num_classes,
+                bounds=ds.bounds,
+                epochs=epochs,
+                seed=seed,
+            )
+        _nc_metrics(report, nc)
+        report.metrics["neural_cleanse.success"] = {
+            str(c): round(float(v), 3) for c, v in enumerate(nc.success)
+        }
+        if nc.suspected_target is not None:
+            t = nc.suspected_target
+            report.add(
+                Finding(
+                    rule="MLW-DAT-007",
+                    title=f"Model likely has a backdoor targeting class {t} (anomaly index {nc.anomaly_index[t]:.1f})",
+                    severity=Severity.HIGH,
+                    atlas=["AML.T0018.000", "AML.T0043.004", "AML.T0020"],
+                    mitigations=["AML.M0008", "AML.M0007", "AML.M0025"],
+                    description=(
+                        f"Neural Cleanse (Wang et al. 2019) found a trigger of L1 size "
+                        f"{nc.l1[t]:.1f} that turns {nc.success[t]:.0%} of inputs into class {t}; "
+                        f"the median class needs {np.median(nc.l1):.1f}. A MAD anomaly index above 2 "
+                        "marks a backdoor target. The reversed triggers are shown in the report."
+                    ),
+                    recommendation=(
+                        "Do not deploy this model. Audit its training data with "
+                        "'mlwarden data DATA --model MODEL', remove the poisoned samples and "
+                        "retrain, or obtain the model from a trusted, signed source."
+                    ),
+                    evidence={
+                        "suspected_target": t,
+                        "anomaly_index": round(float(nc.anomaly_index[t]), 3),
+                        "l1": round(float(nc.l1[t]), 3),
+                        "median_l1": round(float(np.median(nc.l1)), 3),
+                    },
+                    artifact=str(model) if isinstance(model, str | Path) else None,
+                    check="neural-cleanse",
+                    owasp=["ML10"],
+                )
+            )
+    else:
+        report.metrics["neural_cleanse.skipped"] = (
+            "the model gives no gradients (not a torch model)"
+        )
+    # STRIP: half the data calibrates the clean entropy, the rest is screened
+    perm = rng.permutation(len(ds))
+    half = len(ds) // 2
+    clean, screen = ds.x[perm[:half]], ds.x[perm[half:]][:1000]
+    with report.timed("strip"):
+        h, flagged, thr = dm.strip(target, screen, clean, n=strip_samples, frr=frr, seed=seed)
+    report.metrics["strip.threshold"] = round(thr, 4)
+    report.metrics["strip.flagged_fraction"] = round(float(flagged.mean()), 4)
+    if nc is not None and nc.suspected_target is not None:
+        t = nc.suspected_target
+        stamped = nc.apply(t, screen[:200])
+        hs = dm.strip_entropy(target, stamped, clean, n=strip_samples, seed=seed + 2)
+        report.metrics["strip.detects_reversed_trigger"] = round(float(np.mean(hs < thr)), 4)
+    excess = float(flagged.mean()) - 2 * frr
+    if excess > 0 and flagged.sum() >= 5:
+        report.add(
+            Finding(
+                rule="MLW-DAT-008",
+                title=f"STRIP flags {flagged.mean():.1%} of the data as trojaned (expected about {frr:.0%})",
+                severity=Severity.MEDIUM,
+                atlas=["AML.T0043.004"],
+                mitigations=["AML.M0007", "AML.M0015"],
+                description="Superimposed on other inputs, these inputs keep their prediction far more than clean inputs do (low entropy), as inputs carrying a trigger do (STRIP, Gao et al. 2019).",
+                recommendation="Inspect the low-entropy inputs; if they share a pattern, treat the model and data as backdoored.",
+                evidence={
+                    "threshold": round(thr, 4),
+                    "flagged": int(flagged.sum()),
+                    "screened": len(screen),
+                },
+                check="strip",
+                owasp=["ML10"],
+            )
+        )
+    return report

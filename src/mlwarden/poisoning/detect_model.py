@@ -1,0 +1,361 @@
+"""Find a backdoor in a trained model.
+
+* :func:`neural_cleanse` — Wang et al. 2019, "Neural Cleanse: Identifying and
+  Mitigating Backdoor Attacks in Neural Networks" (IEEE S&P 2019). For every class
+  ``t`` it searches the smallest trigger (a mask ``m`` in [0, 1] and a pattern ``p``)
+  such that ``(1 - m) * x + m * p`` is classified ``t``; a class whose trigger is far
+  smaller than the others' (MAD anomaly index > 2 on the small side) is the likely
+  backdoor target. The search uses the published settings: Adam (lr 0.1, betas
+  0.5/0.9), initial cost 1e-3, cost multiplied by 1.5 after ``patience`` epochs above
+  a 99% attack success rate and divided by 1.5**1.5 after ``patience`` epochs below,
+  early stop after ``5 * patience`` epochs without a 1% improvement. All classes are
+  optimised together in one batched computation.
+* :func:`trigger_occlusion` — mlwarden's training-data filter built on the reversed
+  trigger: samples of the suspected target class whose prediction changes once the
+  trigger region is blanked out carry the trigger.
+* :func:`strip` — Gao et al. 2019, "STRIP: A Defence Against Trojan Attacks on Deep
+  Neural Networks", arXiv:1902.06531. Each input is superimposed on ``n`` clean
+  inputs; a trojaned input keeps its (target) prediction, so the mean Shannon entropy
+  of the predictions is low. The threshold is the ``frr`` quantile of a normal fitted
+  to clean inputs' entropies (false rejection rate ``frr``).
+
+Example::
+
+    nc = neural_cleanse(model, clean_x, num_classes=10, bounds=(0, 1))
+    nc.suspected_target, nc.anomaly_index
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlwarden.core.errors import UserError
+from mlwarden.poisoning.detect_data import Detection
+
+
+@dataclass
+class NeuralCleanseResult:
+    """Reversed triggers and the anomaly analysis over them."""
+
+    masks: np.ndarray  #: (K, 1, H, W) or (K, F) in [0, 1]
+    patterns: np.ndarray  #: (K, C, H, W) or (K, F) in input scale
+    l1: np.ndarray  #: (K,) L1 norm of each class's mask
+    success: np.ndarray  #: (K,) attack success rate of each reversed trigger on the clean data
+    anomaly_index: np.ndarray  #: (K,) MAD anomaly index, signed: positive = smaller than median
+    suspected_target: int | None
+    flagged: list[int] = field(default_factory=list)
+    epochs: int = 0
+
+    def trigger_for(self, cls: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.masks[cls], self.patterns[cls]
+
+    def apply(self, cls: int, x: np.ndarray) -> np.ndarray:
+        """Stamp class ``cls``'s reversed trigger on a batch."""
+        m, p = self.trigger_for(cls)
+        return ((1.0 - m) * x + m * p).astype(np.float32)
+
+
+def _as_module(model: Any) -> nn.Module:
+    if isinstance(model, nn.Module):
+        return model
+    module = getattr(model, "module", None)
+    if isinstance(module, nn.Module):
+        return module
+    raise UserError(
+        f"Neural Cleanse needs gradients: give a torch module or TorchScript file, not a "
+        f"{type(model).__name__}"
+    )
+
+
+def anomaly_index(l1: np.ndarray) -> np.ndarray:
+    """MAD anomaly index of the mask norms, positive for norms below the median.
+
+    ``(median - l1) / (1.4826 * MAD)``; Neural Cleanse flags a class above 2.
+    """
+    med = float(np.median(l1))
+    mad = 1.4826 * float(np.median(np.abs(l1 - med)))
+    return (med - l1) / max(mad, 1e-12)
+
+
+def neural_cleanse(
+    model: Any,
+    x: np.ndarray,
+    *,
+    num_classes: int | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    epochs: int = 100,
+    steps_per_epoch: int = 4,
+    batch_size: int = 64,
+    init_cost: float = 1e-3,
+    lr: float = 0.1,
+    success_threshold: float = 0.99,
+    patience: int = 5,
+    cost_multiplier: float = 1.5,
+    threshold: float = 2.0,
+    seed: int = 0,
+) -> NeuralCleanseResult:
+    """Reverse-engineer one trigger per class and find the outlier (Wang et al. 2019).
+
+    ``x``: clean inputs ``(N, C, H, W)`` (or ``(N, F)``) in ``bounds``; ``epochs`` of
+    ``steps_per_epoch`` mini-batches of ``batch_size``. The paper runs until early
+    stopping; ``epochs`` caps it. Returns masks, patterns, L1 norms, the anomaly index
+    per class and the suspected target class (``None`` when no class exceeds
+    ``threshold``).
+    """
+    module = _as_module(model).eval()
+    for prm in module.parameters():
+        prm.requires_grad_(False)
+    xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    if len(xt) < 2:
+        raise UserError("Neural Cleanse needs clean inputs; got fewer than 2")
+    with torch.no_grad():
+        k = int(num_classes or module(xt[:2]).shape[1])
+    image = xt.ndim == 4
+    mask_shape = (k, 1, *xt.shape[2:]) if image else (k, *xt.shape[1:])
+    pattern_shape = (k, *xt.shape[1:])
+    gen = torch.Generator().manual_seed(seed)
+    mask_t = torch.zeros(mask_shape).requires_grad_(True)
+    pattern_t = (torch.rand(pattern_shape, generator=gen) * 2 - 1).requires_grad_(True)
+    opt = torch.optim.Adam([mask_t, pattern_t], lr=lr, betas=(0.5, 0.9))
+    lo, hi = bounds
+    targets = torch.arange(k)
+    cost = torch.full((k,), init_cost)
+    up = torch.zeros(k, dtype=torch.long)
+    down = torch.zeros(k, dtype=torch.long)
+    best_l1 = torch.full((k,), float("inf"))
+    best_mask = torch.zeros(mask_shape)
+    best_pattern = torch.zeros(pattern_shape)
+    early_best = torch.full((k,), float("inf"))
+    early_count = torch.zeros(k, dtype=torch.long)
+    done = torch.zeros(k, dtype=torch.bool)
+    best_success = torch.zeros(k)
+    epochs_run = 0
+    for epoch in range(1, epochs + 1):
+        epochs_run = epoch
+        hits = torch.zeros(k)
+        seen = 0
+        for _ in range(steps_per_epoch):
+            idx = torch.randint(0, len(xt), (batch_size,), generator=gen)
+            xb = xt[idx]
+            mask = torch.tanh(mask_t) / 2 + 0.5
+            pattern = (torch.tanh(pattern_t) / 2 + 0.5) * (hi - lo) + lo
+            stamped = (1 - mask[:, None]) * xb[None] + (mask * pattern)[:, None]
+            logits = module(stamped.reshape(k * batch_size, *xb.shape[1:]))
+            ce = nn.functional.cross_entropy(
+                logits, targets.repeat_interleave(batch_size), reduction="none"
+            ).reshape(k, batch_size)
+            l1 = mask.reshape(k, -1).sum(dim=1)
+            loss = (ce.mean(dim=1) + cost * l1)[~done].sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                hits += (logits.argmax(1).reshape(k, batch_size) == targets[:, None]).float().sum(1)
+                seen += batch_size
+        with torch.no_grad():
+            success = hits / seen
+            mask = torch.tanh(mask_t) / 2 + 0.5
+            pattern = (torch.tanh(pattern_t) / 2 + 0.5) * (hi - lo) + lo
+            l1 = mask.reshape(k, -1).sum(dim=1)
+            better = (success >= success_threshold) & (l1 < best_l1) & ~done
+            best_l1 = torch.where(better, l1, best_l1)
+            best_success = torch.where(better, success, best_success)
+            best_mask[better] = mask[better]
+            best_pattern[better] = pattern[better]
+            # early stop: no 1% improvement of the best norm for 5 * patience epochs
+            found = torch.isfinite(best_l1)
+            stalled = found & (best_l1 >= 0.99 * early_best)
+            early_count = torch.where(stalled, early_count + 1, torch.zeros_like(early_count))
+            early_best = torch.minimum(early_best, best_l1)
+            done |= early_count >= 5 * patience
+            ok = success >= success_threshold
+            up = torch.where(ok, up + 1, torch.zeros_like(up))
+            down = torch.where(ok, torch.zeros_like(down), down + 1)
+            raise_cost = up >= patience
+            lower_cost = down >= patience
+            cost = torch.where(raise_cost, cost * cost_multiplier, cost)
+            cost = torch.where(lower_cost, cost / cost_multiplier**1.5, cost)
+            up[raise_cost] = 0
+            down[lower_cost] = 0
+        if bool(done.all()):
+            break
+    with torch.no_grad():
+        # classes never reaching the success threshold keep their last trigger
+        missing = ~torch.isfinite(best_l1)
+        mask = torch.tanh(mask_t) / 2 + 0.5
+        pattern = (torch.tanh(pattern_t) / 2 + 0.5) * (hi - lo) + lo
+        best_mask[missing] = mask[missing]
+        best_pattern[missing] = pattern[missing]
+        best_l1 = torch.where(missing, mask.reshape(k, -1).sum(1), best_l1)
+    l1_np = best_l1.numpy().astype(np.float64)
+    ai = anomaly_index(l1_np)
+    flagged = [int(c) for c in np.flatnonzero(ai > threshold)]
+    suspect = int(np.argmax(ai)) if flagged else None
+    return NeuralCleanseResult(
+        masks=best_mask.numpy(),
+        patterns=best_pattern.numpy(),
+        l1=l1_np,
+        success=best_success.numpy(),
+        anomaly_index=ai,
+        suspected_target=suspect,
+        flagged=flagged,
+        epochs=epochs_run,
+    )
+
+
+def trigger_occlusion(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    result: NeuralCleanseResult,
+    *,
+    fill: np.ndarray | None = None,
+    target: int | None = None,
+) -> Detection:
+    """Flag samples of the suspected target class that need the reversed trigger.
+
+    mlwarden's data filter built on Neural Cleanse: the reversed trigger's mask region
+    of every sample labelled with the target class is replaced by ``fill`` (default:
+    the per-feature median of ``x``, i.e. the usual background). A poisoned sample
+    loses its trigger and the model stops predicting the target; a genuine member of
+    the class keeps its prediction. Score: the drop in the target-class probability.
+    """
+    from mlwarden.core.target import as_target, probabilities
+
+    cls = result.suspected_target if target is None else target
+    n = len(y)
+    scores = np.zeros(n)
+    flagged = np.zeros(n, dtype=bool)
+    if cls is None:
+        return Detection("trigger-occlusion", scores, flagged)
+    mask = result.masks[cls]
+    background = np.median(x, axis=0) if fill is None else fill
+    idx = np.flatnonzero(y == cls)
+    if len(idx) == 0:
+        return Detection("trigger-occlusion", scores, flagged)
+    tgt = as_target(model) if not hasattr(model, "predict_labels") else model
+    occluded = ((1.0 - mask) * x[idx] + mask * background).astype(np.float32)
+    before = probabilities(tgt, x[idx].astype(np.float32))
+    after = probabilities(tgt, occluded)
+    scores[idx] = before[:, cls] - after[:, cls]
+    moved = after.argmax(axis=1) != cls
+    flagged[idx[moved]] = True
+    reasons = {
+        int(i): (
+            f"trigger occlusion: labelled {cls} (the suspected backdoor target) but "
+            f"predicted {int(after[j].argmax())} once the reversed trigger region is blanked"
+        )
+        for j, i in enumerate(idx)
+        if moved[j]
+    }
+    return Detection("trigger-occlusion", scores, flagged, reasons, {"target": int(cls)})
+
+
+def strip_entropy(
+    model: Any,
+    x: np.ndarray,
+    clean: np.ndarray,
+    *,
+    n: int = 100,
+    alpha: float = 0.5,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> np.ndarray:
+    """Mean prediction entropy (bits) of each input superimposed on ``n`` clean inputs.
+
+    The superimposition is ``alpha * x + (1 - alpha) * clean_j`` (Gao et al. 2019,
+    arXiv:1902.06531 blend images linearly). Works with any model that returns scores.
+    """
+    from mlwarden.core.target import as_target, probabilities
+
+    if len(clean) == 0:
+        raise UserError("STRIP needs clean inputs to superimpose")
+    target = as_target(model) if not hasattr(model, "predict_labels") else model
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(x))
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        j = rng.integers(0, len(clean), size=(len(xb), n))
+        mix = alpha * xb[:, None] + (1 - alpha) * clean[j]
+        probs = probabilities(target, mix.reshape(len(xb) * n, *xb.shape[1:]).astype(np.float32))
+        probs = probs.reshape(len(xb), n, -1)
+        ent = -(probs * np.log2(np.clip(probs, 1e-12, 1.0))).sum(axis=2)
+        out[i : i + len(xb)] = ent.mean(axis=1)
+    return out
+
+
+def strip_threshold(clean_entropy: np.ndarray, frr: float = 0.01) -> float:
+    """The ``frr`` quantile of a normal fitted to clean inputs' entropies."""
+    from scipy.stats import norm
+
+    if not 0.0 < frr < 0.5:
+        raise UserError(f"false rejection rate must be in (0, 0.5); got {frr}")
+    mu, sd = float(np.mean(clean_entropy)), float(np.std(clean_entropy))
+    return float(norm.ppf(frr, loc=mu, scale=max(sd, 1e-12)))
+
+
+def strip(
+    model: Any,
+    x: np.ndarray,
+    clean: np.ndarray,
+    *,
+    n: int = 100,
+    frr: float = 0.01,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """STRIP (Gao et al. 2019, arXiv:1902.06531): (entropies, flagged mask, threshold).
+
+    ``clean`` (held-out clean inputs) supplies both the images to superimpose and the
+    entropy distribution the threshold is fitted to.
+    """
+    rng = np.random.default_rng(seed)
+    half = len(clean) // 2
+    perm = rng.permutation(len(clean))
+    overlay, calib = clean[perm[:half]], clean[perm[half:]]
+    if half < 2:
+        raise UserError("STRIP needs at least 4 clean inputs")
+    h_clean = strip_entropy(model, calib, overlay, n=n, seed=seed)
+    thr = strip_threshold(h_clean, frr)
+    h = strip_entropy(model, x, overlay, n=n, seed=seed + 1)
+    return h, h < thr, thr
+
+
+def trigger_image(result: NeuralCleanseResult, classes: list[int] | None = None) -> str:
+    """The reversed triggers (``mask * pattern``) of ``classes`` as a PNG data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = list(range(len(result.l1))) if classes is None else classes
+    cols = min(len(classes), 10)
+    rows = (len(classes) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, c in zip(axes.flat, classes, strict=False):
+        m, p = result.trigger_for(c)
+        img = m * p
+        if img.ndim == 3:
+            img = img.transpose(1, 2, 0)
+            img = img[..., 0] if img.shape[2] == 1 else img
+        else:
+            side = int(np.ceil(np.sqrt(img.size)))
+            img = np.pad(img.reshape(-1), (0, side * side - img.size)).reshape(side, side)
+        lo, hi = float(np.min(img)), float(np.max(img))
+        ax.imshow((img - lo) / (hi - lo) if hi > lo else img, cmap="gray", vmin=0, vmax=1)
+        tag = " *" if c == result.suspected_target else ""
+        ax.set_title(f"{c}{tag}\nL1 {result.l1[c]:.1f}", fontsize=8)
+    fig.suptitle("Neural Cleanse reversed triggers (* = suspected target)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,0 +1,139 @@
+"""Remove flagged samples, retrain with the user's recipe, and measure what it bought.
+
+The defence effectiveness rate (DER) is BackdoorBench's (Wu et al. 2022, "BackdoorBench:
+A Comprehensive Benchmark of Backdoor Learning", arXiv:2206.12654)::
+
+    DER = (max(0, ASR_before - ASR_after) - max(0, ACC_before - ACC_after) + 1) / 2
+
+in [0, 1]; 0.5 means no change, 1 means the attack was fully removed at no accuracy cost.
+
+A recipe is a scikit-learn estimator (cloned and refitted), a callable
+``train(x, y) -> model`` or the string ``"package.module:function"`` naming one.
+
+Example::
+
+    result = retrain_without("mytrain:train", poisoned.dataset, flagged, test,
+                             asr=lambda m: attack_success_rate(m, poisoned, test))
+    result.der
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlwarden.core.data import Dataset
+from mlwarden.core.errors import UserError
+
+Trainer = Callable[[np.ndarray, np.ndarray], Any]
+
+
+def defence_effectiveness_rate(
+    acc_before: float, acc_after: float, asr_before: float, asr_after: float
+) -> float:
+    """BackdoorBench's DER, in [0, 1] (all four arguments are fractions)."""
+    return (max(0.0, asr_before - asr_after) - max(0.0, acc_before - acc_after) + 1.0) / 2.0
+
+
+def resolve_trainer(recipe: Any) -> Trainer:
+    """A ``train(x, y) -> model`` function from an estimator, a callable or ``module:function``."""
+    if isinstance(recipe, str):
+        module_name, sep, attr = recipe.partition(":")
+        if not sep or not module_name or not attr:
+            raise UserError(
+                f"--trainer must look like package.module:function (a train(x, y) -> model "
+                f"function); got {recipe!r}"
+            )
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UserError(f"--trainer {recipe}: cannot import {module_name!r} ({exc})") from None
+        fn = getattr(module, attr, None)
+        if not callable(fn):
+            raise UserError(f"--trainer {recipe}: {module_name} has no function {attr!r}")
+        return fn  # type: ignore[no-any-return]
+    if hasattr(recipe, "fit") and hasattr(recipe, "get_params"):
+        from sklearn.base import clone
+
+        def fit_clone(x: np.ndarray, y: np.ndarray) -> Any:
+            return clone(recipe).fit(x.reshape(len(x), -1), y)
+
+        return fit_clone
+    if callable(recipe):
+        return recipe  # type: ignore[no-any-return]
+    raise UserError(
+        f"cannot train with a {type(recipe).__name__}; expected a scikit-learn estimator, "
+        "a train(x, y) function or 'module:function'"
+    )
+
+
+@dataclass
+class MitigationResult:
+    """Clean accuracy and ASR before and after dropping the flagged samples."""
+
+    removed: int
+    acc_before: float
+    acc_after: float
+    asr_before: float | None
+    asr_after: float | None
+    model: Any
+
+    @property
+    def der(self) -> float | None:
+        if self.asr_before is None or self.asr_after is None:
+            return None
+        return defence_effectiveness_rate(
+            self.acc_before, self.acc_after, self.asr_before, self.asr_after
+        )
+
+    def metrics(self) -> dict[str, float | int | None]:
+        der = self.der
+        return {
+            "removed": self.removed,
+            "clean_accuracy_before": round(self.acc_before, 4),
+            "clean_accuracy_after": round(self.acc_after, 4),
+            "asr_before": None if self.asr_before is None else round(self.asr_before, 4),
+            "asr_after": None if self.asr_after is None else round(self.asr_after, 4),
+            "der": None if der is None else round(der, 4),
+        }
+
+
+def retrain_without(
+    recipe: Any,
+    train: Dataset,
+    flagged: np.ndarray,
+    test: Dataset,
+    *,
+    model_before: Any = None,
+    asr: Callable[[Any], float] | None = None,
+) -> MitigationResult:
+    """Train on ``train`` minus ``flagged`` (bool mask or indices) and compare on ``test``.
+
+    ``model_before`` is the model trained on all of ``train`` (trained here when
+    omitted); ``asr(model)`` measures the attack success rate when the trigger is known.
+    """
+    from mlwarden.poisoning.simulate import clean_accuracy
+
+    fit = resolve_trainer(recipe)
+    keep = np.ones(len(train), dtype=bool)
+    flagged = np.asarray(flagged)
+    if flagged.dtype == bool:
+        keep &= ~flagged
+    else:
+        keep[flagged.astype(int)] = False
+    if keep.sum() < 2 or len(np.unique(train.y[keep])) < 2:
+        raise UserError("removing the flagged samples leaves too little data to retrain on")
+    before = model_before if model_before is not None else fit(train.x, train.y)
+    after = fit(train.x[keep], train.y[keep])
+    return MitigationResult(
+        removed=int((~keep).sum()),
+        acc_before=clean_accuracy(before, test),
+        acc_after=clean_accuracy(after, test),
+        asr_before=asr(before) if asr is not None else None,
+        asr_after=asr(after) if asr is not None else None,
+        model=after,
+    )
