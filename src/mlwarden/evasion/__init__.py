@@ -27,12 +27,14 @@ from mlwarden.evasion.attacks import (
     Transfer,
     fit_surrogate,
 )
+from mlwarden.evasion.report import evasion_report
 from mlwarden.evasion.suite import Budget, EvaluationResult, evaluate
 
 __all__ = [
     "Budget",
     "EvaluationResult",
     "evaluate",
+    "evasion_report",
     "APGD",
     "FGSM",
     "PGD",

@@ -1,0 +1,143 @@
+"""``mlwarden evasion``: how easily can inputs be perturbed to flip the model's decisions?"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from mlwarden.cli.common import (
+    DebugOpt,
+    FailOnOpt,
+    HtmlOpt,
+    JsonOpt,
+    JunitOpt,
+    QuietOpt,
+    SarifOpt,
+    SeedOpt,
+    finish,
+    setup,
+)
+from mlwarden.core.errors import UserError
+
+
+def parse_defence(text: str) -> list[dict[str, Any]]:
+    """``"jpeg:quality=75,median:size=3"`` -> transform chain spec for ``build_chain``."""
+    spec: list[dict[str, Any]] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        kind, _, params = part.partition(":")
+        entry: dict[str, Any] = {"type": kind.strip()}
+        for item in params.split(";") if params else []:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise UserError(
+                    f"--defend: {item!r} is not key=value; expected e.g. jpeg:quality=75,median:size=3"
+                )
+            try:
+                entry[key.strip()] = (
+                    int(value) if value.strip().lstrip("-").isdigit() else float(value)
+                )
+            except ValueError:
+                raise UserError(f"--defend: {key}={value!r} is not a number") from None
+        spec.append(entry)
+    if not spec:
+        raise UserError("--defend: give at least one transform, e.g. jpeg:quality=75")
+    from mlwarden.defenses.transforms import build_chain
+
+    build_chain(spec)  # validates names and parameters now, with a clear message
+    return spec
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evasion")
+    def evasion(
+        inputs: Annotated[
+            list[str],
+            typer.Argument(
+                help="MODEL... DATA: one or more models (TorchScript, .pt2, ONNX, scikit-learn "
+                "file — scanned first —, http(s) URL, module:factory), then the data (.npz with "
+                "x and y, CSV, image folder, or digits | breast-cancer | mnist5k).",
+                metavar="MODEL... DATA",
+            ),
+        ],
+        norm: Annotated[str, typer.Option("--norm", help="Perturbation norm: linf | l2.")] = "linf",
+        eps: Annotated[
+            float, typer.Option("--eps", help="Perturbation budget, in input units.")
+        ] = 0.3,
+        access: Annotated[
+            str | None,
+            typer.Option(
+                "--access",
+                help="What the attacker gets: white (gradients) | score | label. Default: all the model allows.",
+            ),
+        ] = None,
+        limit: Annotated[
+            int,
+            typer.Option("--limit", help="Evaluate a seeded random subset of this many inputs."),
+        ] = 500,
+        budget: Annotated[
+            str,
+            typer.Option(
+                "--budget", help="standard (AutoAttack settings) | quick (smoke test, not a claim)."
+            ),
+        ] = "standard",
+        defend: Annotated[
+            str | None,
+            typer.Option(
+                "--defend",
+                help="Put an input-restoration chain in front of the model and attack it "
+                "adaptively (BPDA/EOT), e.g. jpeg:quality=75,median:size=3.",
+            ),
+        ] = None,
+        json_path: JsonOpt = None,
+        html_path: HtmlOpt = None,
+        sarif_path: SarifOpt = None,
+        junit_path: JunitOpt = None,
+        fail_on: FailOnOpt = None,
+        seed: SeedOpt = 0,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Attack the models within an eps-ball and report the accuracy that survives."""
+        from mlwarden.evasion import evasion_report
+
+        setup(quiet=quiet, debug=debug, seed=seed)
+        if len(inputs) < 2:
+            raise UserError(
+                "give at least one MODEL and then DATA, e.g. mlwarden evasion model.pt digits"
+            )
+        if norm not in ("linf", "l2"):
+            raise UserError(f"--norm must be linf or l2; got {norm!r}")
+        if not eps > 0:
+            raise UserError(f"--eps must be a positive number; got {eps}")
+        if access is not None and access not in ("white", "score", "label"):
+            raise UserError(f"--access must be white, score or label; got {access!r}")
+        if limit < 1:
+            raise UserError(f"--limit must be at least 1; got {limit}")
+        if budget not in ("standard", "quick"):
+            raise UserError(f"--budget must be standard or quick; got {budget!r}")
+        transforms = parse_defence(defend) if defend else None
+        report = evasion_report(
+            inputs[:-1],
+            inputs[-1],
+            norm=norm,
+            eps=eps,
+            access=access,
+            seed=seed,
+            limit=limit,
+            budget=budget,
+            transforms=transforms,
+        )
+        raise typer.Exit(
+            finish(
+                report,
+                json_path=json_path,
+                html_path=html_path,
+                sarif_path=sarif_path,
+                junit_path=junit_path,
+                fail_on=fail_on,
+            )
+        )

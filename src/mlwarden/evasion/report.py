@@ -1,0 +1,326 @@
+"""Turn robustness evaluations into a Report: metrics, findings (MLW-EVA-*), pictures.
+
+:func:`evasion_report` is what ``mlwarden evasion`` and ``mlwarden audit`` call.
+:func:`findings_for` maps one :class:`~mlwarden.evasion.suite.EvaluationResult` to
+findings that cite ATLAS AML.T0015 (Evade AI Model) and the AML.T0043 sub-technique the
+attacks used, with mitigations AML.M0003 (Model Hardening), AML.M0010 (Input
+Restoration) and AML.M0015 (Adversarial Input Detection).
+
+Rules:
+
+* MLW-EVA-001 — robust accuracy at eps (severity from how much accuracy is lost)
+* MLW-EVA-002 — vanishing or NaN gradients (gradient masking)
+* MLW-EVA-003 — a black-box attack beat the white-box attacks (gradient masking)
+* MLW-EVA-004 — randomised outputs
+* MLW-EVA-005 — the model outputs probabilities, not logits
+* MLW-EVA-006 — the attack had not converged (doubling iterations broke more inputs)
+* MLW-EVA-007 — a very large eps did not break every input (gradient masking)
+* MLW-EVA-008 — a defended model was evaluated with adaptive (BPDA/EOT) attacks
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mlwarden.core.data import Dataset, load_dataset
+from mlwarden.core.errors import UserError
+from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.evasion.suite import Budget, EvaluationResult, evaluate
+
+MITIGATIONS = ["AML.M0003", "AML.M0010", "AML.M0015"]
+SUBTECHNIQUE = {"white": "AML.T0043.000", "score": "AML.T0043.001", "label": "AML.T0043.001"}
+ACCESS_TECHNIQUE = {"white": "AML.T0044", "score": "AML.T0040", "label": "AML.T0040"}
+
+
+def evasion_report(
+    models: Sequence[Any],
+    data: str | Dataset,
+    norm: str = "linf",
+    eps: float = 0.3,
+    access: str | None = None,
+    seed: int = 0,
+    *,
+    limit: int | None = 500,
+    budget: str = "standard",
+    transforms: list[dict[str, Any]] | None = None,
+    names: Sequence[str] | None = None,
+) -> Report:
+    """Evaluate each model's robustness on ``data`` and report it.
+
+    ``models``: MODEL specs (TorchScript, ``.pt2``, ONNX, scikit-learn file — scanned
+    first —, http(s) URL or ``module:factory``) or in-memory models/Targets.
+    ``data``: a dataset spec (``.npz`` with ``x``/``y``, CSV, image folder, bundled name)
+    or a :class:`Dataset`. ``limit``: evaluate a seeded random subset of at most this
+    many inputs (``None``: all). ``budget``: ``"standard"`` (AutoAttack settings) or
+    ``"quick"``. ``transforms``: an input-restoration chain spec to put in front of every
+    model (attacked adaptively with BPDA/EOT).
+
+    The top-level ``metrics.clean_accuracy`` / ``metrics.robust_accuracy`` are the first
+    model's; every model's figures are under ``metrics.models``.
+    """
+    if not models:
+        raise UserError("give at least one MODEL to evaluate")
+    if budget not in ("standard", "quick"):
+        raise UserError(f"budget must be 'standard' or 'quick'; got {budget!r}")
+    report = Report.new(command="evasion", seed=seed)
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    sub = _subset(ds, limit, seed)
+    report.data = ds.describe() | {"evaluated": len(sub)}
+    plan = Budget.standard() if budget == "standard" else Budget.quick()
+    report.config = {
+        "norm": norm,
+        "eps": eps,
+        "access": access,
+        "budget": plan.name,
+        "limit": limit,
+        "transforms": transforms,
+    }
+    results: dict[str, EvaluationResult] = {}
+    for i, spec in enumerate(models):
+        label = names[i] if names and i < len(names) else _name(spec, i)
+        target = _load(spec, access)
+        if transforms:
+            from mlwarden.defenses.defended import DefendedTarget
+
+            target = DefendedTarget(target, transforms, bounds=ds.bounds)
+        with report.timed(f"evaluate.{label}"):
+            res = evaluate(
+                target,
+                sub.x,
+                sub.y,
+                norm=norm,
+                eps=eps,
+                bounds=ds.bounds,
+                access=access,
+                budget=plan,
+                seed=seed,
+            )
+        results[label] = res
+        report.add(*findings_for(res, label))
+        if i == 0:
+            report.target = target.describe() if hasattr(target, "describe") else {"name": label}
+    add_results(report, results, sub)
+    return report
+
+
+def add_results(report: Report, results: dict[str, EvaluationResult], data: Dataset) -> None:
+    """Metrics and pictures of one or more evaluations, into ``report``."""
+    from mlwarden.evasion.gallery import gallery, scatter
+    from mlwarden.report.plots import histogram_plot, line_plot
+
+    first = next(iter(results.values()))
+    report.metrics["clean_accuracy"] = first.clean_accuracy
+    report.metrics["robust_accuracy"] = first.robust_accuracy
+    report.metrics["norm"] = first.norm
+    report.metrics["eps"] = first.eps
+    report.metrics["models"] = {name: _metrics(res) for name, res in results.items()}
+    series = {
+        name: ([e for e, _ in r.curve], [a for _, a in r.curve])
+        for name, r in results.items()
+        if r.curve
+    }
+    if series:
+        report.images["evasion.robust_accuracy_curve"] = line_plot(
+            series,
+            title="Robust accuracy against perturbation size",
+            xlabel=f"eps ({first.norm}, input units)",
+            ylabel="robust accuracy",
+            ylim=(0, 1.02),
+        )
+    sizes = {n: r.min_perturbation.get("values", []) for n, r in results.items()}
+    if any(len(v) > 1 for v in sizes.values()):
+        report.images["evasion.min_perturbation"] = histogram_plot(
+            {n: v for n, v in sizes.items() if len(v) > 1},
+            title="Smallest adversarial perturbation per input (DeepFool)",
+            xlabel=f"{first.norm} norm (input units)",
+        )
+    if len(results) > 1:
+        report.images["evasion.accuracy_vs_robustness"] = scatter(
+            {n: (r.clean_accuracy, r.robust_accuracy) for n, r in results.items()},
+            title=f"Clean vs robust accuracy ({first.norm}, eps={first.eps:g})",
+        )
+    if data.modality == "image" and data.x.ndim == 4:
+        for name, res in results.items():
+            broken = np.nonzero(res.clean_correct & ~res.robust)[0]
+            if len(broken):
+                rows = broken[:8]
+                report.images[f"evasion.gallery.{name}"] = gallery(
+                    data.x[rows],
+                    res.x_adv[rows],
+                    data.y[rows],
+                    res.adv_pred[rows],
+                    class_names=data.class_names,
+                    bounds=data.bounds,
+                    title=f"{name}: adversarial examples at {res.norm} eps={res.eps:g}",
+                )
+
+
+def _metrics(res: EvaluationResult) -> dict[str, Any]:
+    out = res.to_dict()
+    out["min_perturbation"] = {k: v for k, v in res.min_perturbation.items() if k != "values"}
+    return out
+
+
+def findings_for(res: EvaluationResult, name: str) -> list[Finding]:
+    """The findings one evaluation supports."""
+    sub = SUBTECHNIQUE[res.access]
+    atlas = ["AML.T0015", sub, ACCESS_TECHNIQUE[res.access]]
+    out: list[Finding] = []
+    clean, robust = res.clean_accuracy, res.robust_accuracy
+    ratio = robust / clean if clean > 0 else 0.0
+    if ratio < 0.5:
+        sev = Severity.HIGH
+    elif ratio < 0.8:
+        sev = Severity.MEDIUM
+    elif ratio < 0.95:
+        sev = Severity.LOW
+    else:
+        sev = Severity.INFO
+    stages = ", ".join(f"{s.name} broke {s.broken}" for s in res.stages)
+    out.append(
+        Finding(
+            rule="MLW-EVA-001",
+            title=f"{name}: accuracy falls from {clean:.1%} to {robust:.1%} under {res.norm} "
+            f"perturbations of size {res.eps:g}",
+            severity=sev,
+            atlas=atlas,
+            mitigations=MITIGATIONS,
+            description=(
+                f"An attacker with {res.access}-box access changed the decision on "
+                f"{clean - robust:.1%} of {res.n} inputs by perturbations within {res.norm} "
+                f"eps={res.eps:g} ({res.budget} budget: {stages})."
+            ),
+            recommendation=(
+                "Harden the model with adversarial training (mlwarden.defenses."
+                "adversarial_training) at the eps you need, then re-run this evaluation; "
+                "input restoration and detection alone are usually bypassed by adaptive attacks."
+            ),
+            evidence={
+                "clean_accuracy": clean,
+                "robust_accuracy": robust,
+                "norm": res.norm,
+                "eps": res.eps,
+                "curve": [{"eps": e, "robust_accuracy": r} for e, r in res.curve],
+                "stages": [s.__dict__ for s in res.stages],
+            },
+            artifact=name,
+            check="evasion.evaluate",
+            owasp=["ML01"],
+        )
+    )
+    rules = {
+        "vanishing_gradients": (
+            "MLW-EVA-002",
+            Severity.HIGH,
+            "gradients vanish (gradient masking)",
+            "Robust accuracy from gradient attacks is not trustworthy. Evaluate "
+            "with BPDA through non-differentiable parts (DefendedTarget) and trust "
+            "the black-box figures.",
+        ),
+        "black_box_beats_white_box": (
+            "MLW-EVA-003",
+            Severity.HIGH,
+            "a black-box attack beat every gradient attack (gradient masking)",
+            "Gradients mislead the attacks: the true robustness is lower than "
+            "gradient attacks show. Remove the obfuscation or attack it adaptively.",
+        ),
+        "randomized_outputs": (
+            "MLW-EVA-004",
+            Severity.MEDIUM,
+            "outputs are randomised",
+            "Evaluate with EOT (DefendedTarget averages gradients over draws) and "
+            "report robustness over repeated predictions.",
+        ),
+        "probability_outputs": (
+            "MLW-EVA-005",
+            Severity.LOW,
+            "the model returns probabilities, not logits",
+            "Expose logits to the evaluation; saturated probabilities hide "
+            "cross-entropy gradients (mlwarden also uses scale-free DLR/margin losses).",
+        ),
+        "non_convergence": (
+            "MLW-EVA-006",
+            Severity.MEDIUM,
+            "the attack had not converged",
+            "Robust accuracy was corrected with the longer run; evaluate with more "
+            "iterations before trusting the figure.",
+        ),
+        "large_eps_success": (
+            "MLW-EVA-007",
+            Severity.HIGH,
+            "attacks fail even at a very large eps (gradient masking)",
+            "An unbounded attack must always succeed; find what blocks the gradient "
+            "(non-differentiable or saturating layers) and attack it adaptively.",
+        ),
+    }
+    for check in res.checks:
+        if not check.flagged or check.name not in rules:
+            continue
+        rule, sev, what, rec = rules[check.name]
+        out.append(
+            Finding(
+                rule=rule,
+                title=f"{name}: {what}",
+                severity=sev,
+                atlas=atlas,
+                mitigations=MITIGATIONS,
+                description=check.detail,
+                recommendation=rec,
+                evidence=check.evidence,
+                artifact=name,
+                check=f"evasion.{check.name}",
+                owasp=["ML01"],
+            )
+        )
+    if res.defended is not None:
+        out.append(
+            Finding(
+                rule="MLW-EVA-008",
+                title=f"{name}: input-restoration defence evaluated with adaptive attacks",
+                severity=Severity.INFO,
+                atlas=atlas,
+                mitigations=["AML.M0010"],
+                description=(
+                    "The preprocessing defence was attacked through BPDA (non-differentiable "
+                    f"steps: {res.defended['bpda']}) and EOT ({res.defended['eot_samples']} "
+                    f"draws per gradient); robust accuracy {robust:.1%}."
+                ),
+                recommendation="Report this adaptive figure, not the accuracy against non-adaptive attacks.",
+                evidence=res.defended,
+                artifact=name,
+                check="evasion.defence",
+            )
+        )
+    return out
+
+
+def _subset(ds: Dataset, limit: int | None, seed: int) -> Dataset:
+    if limit is None or len(ds) <= limit:
+        return ds
+    if limit < 1:
+        raise UserError(f"limit must be >= 1; got {limit}")
+    rng = np.random.default_rng(seed)
+    return ds.subset(np.sort(rng.choice(len(ds), size=limit, replace=False)))
+
+
+def _name(spec: Any, i: int) -> str:
+    if isinstance(spec, str):
+        return spec.rstrip("/").split("/")[-1] or f"model{i + 1}"
+    return getattr(spec, "name", None) or type(spec).__name__
+
+
+def _load(spec: Any, access: str | None) -> Any:
+    if not isinstance(spec, str):
+        from mlwarden.core.target import as_target
+
+        return as_target(spec)
+    try:
+        from mlwarden.supplychain import load_target
+    except ImportError:
+        raise UserError(
+            "loading MODEL files needs mlwarden.supplychain.load_target, which this install lacks"
+        ) from None
+    return load_target(spec, access=access) if access else load_target(spec)
