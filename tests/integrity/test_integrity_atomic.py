@@ -52,7 +52,10 @@ def test_kill_9_during_adds_leaves_a_verifiable_registry(tmp_path: Path, keys) -
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        time.sleep(rng.uniform(0.4, 1.4))
+        assert child.stdout is not None
+        first = child.stdout.readline()  # the child has committed at least one version
+        assert first.strip().isdigit(), child.stderr.read().decode()[-2000:] if child.stderr else ""
+        time.sleep(rng.uniform(0.0, 0.3))  # then kill it somewhere inside a later add
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
             killed_mid_run += 1
@@ -65,8 +68,7 @@ def test_kill_9_during_adds_leaves_a_verifiable_registry(tmp_path: Path, keys) -
     assert killed_mid_run == 8
     with Registry.open(root) as reg:
         versions = reg.versions("model")
-    assert len(versions) >= 3, "the children never committed; the test exercised nothing"
-    print(f"{len(versions)} versions committed across {killed_mid_run} kills")
+    assert len(versions) >= 8
     for rec in versions:
         report = verify_report(rec.ref, registry=root, trust=[keys[1]])
         assert report.findings == [], [f.title for f in report.findings]

@@ -1,9 +1,10 @@
 """Run the model-file scanner (``mlwarden.supplychain``) before anything is registered.
 
 The registry must never accept a model file that would run code when loaded, so
-``add`` scans every file first and refuses any verdict other than ``safe`` unless the
-user forces it with a recorded reason. Fail closed: when the scanner is missing or
-cannot parse a file, the file is not reported safe.
+``add`` scans every file first and refuses any verdict other than ``safe`` (or
+``unrecognised``, below) unless the user forces it with a recorded reason. Fail
+closed: when the scanner is missing, crashes or cannot parse a model file, the file
+is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: Verdict for a file whose first bytes match no model, archive, pickle or text format
+#: the scanner knows (images, audio, random bytes): nothing a model loader would
+#: execute. The scanner itself reports such files as errors; the registry records
+#: them as ``unrecognised`` and accepts them. Truncated or malformed model files stay
+#: errors and are refused.
+UNRECOGNISED = "unrecognised"
+ACCEPTED = frozenset({"safe", UNRECOGNISED})
 
 #: A scanner takes file paths and returns ``{path: (verdict, detail)}``.
 Scanner = Callable[[Sequence[Path]], dict[str, tuple[str, str]]]
@@ -27,7 +36,7 @@ class ScanOutcome:
 
     @property
     def refused(self) -> dict[str, str]:
-        return {p: v for p, v in self.verdicts.items() if v != "safe"}
+        return {p: v for p, v in self.verdicts.items() if v not in ACCEPTED}
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -42,10 +51,21 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
+def _unrecognised(path: Path, sniff: Callable[[bytes, int | None], str]) -> bool:
+    """True when the scanner's own format sniffing finds no model or pickle format at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+        return sniff(head, path.stat().st_size) == "unknown"
+    except OSError:
+        return False
+
+
 def supplychain_scanner(paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
     """Adapter over ``mlwarden.supplychain.scan_paths`` (the scanner's public function)."""
     try:
-        scan_paths = importlib.import_module("mlwarden.supplychain").scan_paths
+        supplychain = importlib.import_module("mlwarden.supplychain")
+        scan_paths = supplychain.scan_paths
     except (ImportError, AttributeError) as exc:
         raise RuntimeError(f"the model-file scanner is not available ({exc})") from None
     result = scan_paths([str(p) for p in paths])
@@ -54,17 +74,21 @@ def supplychain_scanner(paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
         files = result
     if files is None:
         raise RuntimeError("the model-file scanner returned no per-file results")
+    sniff = getattr(supplychain, "sniff", None)
     out: dict[str, tuple[str, str]] = {}
     for f in files:
         path = str(_get(f, "path"))
         raw = _get(f, "verdict", "error")
-        verdict = str(getattr(raw, "value", raw))
+        verdict = str(getattr(raw, "value", raw)).lower()
+        if verdict == "error" and sniff is not None and _unrecognised(Path(path), sniff):
+            out[path] = (UNRECOGNISED, "not a model or pickle-based format")
+            continue
         findings = _get(f, "findings") or []
         detail = "; ".join(
             str(_get(x, "message") or _get(x, "title") or _get(x, "rule") or x)
             for x in findings[:3]
         )
-        out[path] = (verdict.lower(), detail)
+        out[path] = (verdict, detail)
     return out
 
 
