@@ -1,0 +1,133 @@
+"""``mlwarden scan PATH...``: find code hidden in model files without loading them.
+
+Exit status: 0 every file safe; 1 any file unsafe or suspicious; 2 a usage error or
+a file that could not be scanned (and none unsafe).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlwarden.cli.common import (
+    DebugOpt,
+    FailOnOpt,
+    HtmlOpt,
+    JsonOpt,
+    JunitOpt,
+    QuietOpt,
+    SarifOpt,
+    SeedOpt,
+    finish,
+    setup,
+)
+from mlwarden.core.errors import UserError
+
+FORMATS = ("text", "json", "sarif")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("scan")
+    def scan(
+        paths: Annotated[
+            list[Path],
+            typer.Argument(help="Model files, directories (recursive) or archives to scan."),
+        ],
+        fmt: Annotated[
+            str, typer.Option("--format", "-f", help="Output on stdout: text, json or sarif.")
+        ] = "text",
+        allow: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--allow",
+                help="Also allow this imported name (module.name or module.*); repeatable.",
+            ),
+        ] = None,
+        policy_file: Annotated[
+            Path | None,
+            typer.Option("--policy", help="Policy file (YAML/JSON) with 'allow'/'deny' lists."),
+        ] = None,
+        json_path: JsonOpt = None,
+        html_path: HtmlOpt = None,
+        sarif_path: SarifOpt = None,
+        junit_path: JunitOpt = None,
+        fail_on: FailOnOpt = None,
+        seed: SeedOpt = 0,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Scan model files (pickle, PyTorch, joblib, NumPy, Keras, ONNX, safetensors)."""
+        from mlwarden.core.findings import Report
+        from mlwarden.supplychain import Policy, scan_paths, to_report
+
+        if fmt not in FORMATS:
+            raise UserError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        setup(quiet=quiet or fmt != "text", debug=debug)
+        policy = (
+            Policy.from_file(policy_file, extra_allow=allow or [])
+            if policy_file is not None
+            else Policy(allow=list(allow or []))
+        )
+        result = scan_paths(paths, policy)
+        report = to_report(result, Report.new(command="scan", seed=seed))
+        if fmt == "json":
+            sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        elif fmt == "sarif":
+            sys.stdout.write(_sarif_text(report))
+        else:
+            _print_text(result)
+        code = finish(
+            report,
+            json_path=json_path,
+            html_path=html_path,
+            sarif_path=sarif_path,
+            junit_path=junit_path,
+            fail_on=fail_on,
+            summary=False,
+        )
+        raise typer.Exit(max(result.exit_code(), code) if code != 2 else 2)
+
+
+def _print_text(result: object) -> None:
+    from rich.console import Console
+
+    from mlwarden.core.console import settings
+    from mlwarden.supplychain.results import ScanResult
+
+    assert isinstance(result, ScanResult)
+    out = Console(highlight=False, soft_wrap=True)
+    colour = {"safe": "green", "suspicious": "yellow", "unsafe": "red", "error": "magenta"}
+    for f in result.files:
+        v = f.verdict.value
+        out.print(f"[{colour[v]}]{v.upper():<10}[/] {f.path}  [dim]({f.format})[/]")
+        for i in f.findings:
+            where = []
+            if i.member:
+                where.append(f"member {i.member}")
+            if i.offset is not None:
+                where.append(f"offset {i.offset}")
+            extra = f"  [dim]{', '.join(where)}[/]" if where else ""
+            times = f" (x{i.count})" if i.count > 1 else ""
+            out.print(f"    {i.severity.value:<8} {i.rule}  {i.message}{times}{extra}")
+    if not settings.quiet:
+        counts = ", ".join(f"{n} {k}" for k, n in result.verdicts().items() if n)
+        out.print(f"[bold]scanned {len(result.files)} file(s)[/]: {counts or 'nothing'}")
+
+
+def _sarif_text(report: object) -> str:
+    from mlwarden.core.findings import Report
+    from mlwarden.report import write_reports
+
+    assert isinstance(report, Report)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "scan.sarif"
+        try:
+            write_reports(report, sarif_path=path)
+        except ModuleNotFoundError:
+            raise UserError("SARIF output is not available in this build") from None
+        return path.read_text(encoding="utf-8")

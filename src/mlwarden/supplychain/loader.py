@@ -1,0 +1,236 @@
+"""The one way mlwarden loads a model file: scan first, refuse unless safe, then load.
+
+:func:`safe_load` scans the file; anything but a ``safe`` verdict raises
+:class:`~mlwarden.core.errors.UnsafeArtifactError` and nothing is unpickled. A safe
+file is then loaded by an unpickler that enforces the same allow-list again (a
+second line of defence should the scanner and the unpickler ever disagree):
+
+* raw pickle -> :class:`RestrictedUnpickler`;
+* joblib (plain or compressed) -> joblib's own ``NumpyUnpickler`` with the same
+  ``find_class`` restriction (joblib routes nested object arrays through it too);
+* PyTorch zip / legacy -> ``torch.load(weights_only=True)``, PyTorch's own
+  restricted unpickler;
+* ``.npy``/``.npz`` -> ``numpy.load(allow_pickle=False)``; object arrays through
+  :class:`RestrictedUnpickler`; safetensors -> ``safetensors.numpy.load_file``.
+
+:func:`load_target` resolves a model spec (TorchScript, ``.pt2``, ONNX,
+scikit-learn pickle/joblib, http(s) URL, or ``module:factory``) to a Target.
+
+Example::
+
+    clf = safe_load("model.joblib")            # UnsafeArtifactError if not safe
+    target = load_target("model.onnx", access="score")
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from mlwarden.core.errors import InputFileError, UnsafeArtifactError, UserError
+from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy
+from mlwarden.supplychain.results import FileResult
+from mlwarden.supplychain.scanner import scan_file
+from mlwarden.supplychain.stream import Decompressed
+
+_FACTORY = re.compile(r"^([A-Za-z_][\w.]*|[^:]+\.py):([A-Za-z_]\w*)$")
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that imports only names the policy marks safe."""
+
+    def __init__(self, file: IO[bytes], policy: Policy | None = None, **kw: Any) -> None:
+        super().__init__(file, **kw)
+        self.policy = policy or DEFAULT_POLICY
+
+    def find_class(self, module: str, name: str) -> Any:
+        c = self.policy.classify(module, name)
+        if c.verdict.value != "safe":
+            raise UnsafeArtifactError(f"refused to import {c.full} while loading ({c.reason})")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeArtifactError("refused a persistent id (the file is not a plain pickle)")
+
+
+def check_safe(path: str | Path, policy: Policy | None = None) -> FileResult:
+    """Scan ``path`` and raise UnsafeArtifactError unless its verdict is safe."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "no such file")
+    result = scan_file(path, policy)
+    if result.verdict.value != "safe":
+        worst = sorted(result.findings, key=lambda i: -i.severity.rank)
+        why = worst[0].message if worst else (result.error or "not safe")
+        raise UnsafeArtifactError(
+            f"{path}: refused to load: scan verdict {result.verdict.value} ({why}); "
+            f"run 'mlwarden scan {path}' for details"
+        )
+    return result
+
+
+def safe_load(path: str | Path, policy: Policy | None = None) -> Any:
+    """Scan, refuse unless safe, then load with a restricted loader. See module docs."""
+    path = Path(path)
+    result = check_safe(path, policy)
+    fmt = result.format
+    try:
+        if fmt.startswith("joblib"):
+            return _load_joblib(path, policy)
+        if fmt in ("pytorch-zip", "pytorch-legacy", "pytorch-legacy-tar"):
+            import torch
+
+            return torch.load(path, weights_only=True, map_location="cpu")
+        if fmt.startswith("pickle"):
+            with _open_maybe_compressed(path, fmt) as f:
+                return RestrictedUnpickler(f, policy).load()
+        if fmt in ("npy", "npz"):
+            import numpy as np
+
+            return np.load(path, allow_pickle=False)
+        if fmt == "npy-object":
+            return _load_object_npy(path, policy)
+        if fmt == "safetensors":
+            from safetensors.numpy import load_file
+
+            return load_file(str(path))
+        if fmt == "onnx":
+            import onnx
+
+            return onnx.load(str(path), load_external_data=False)
+    except (UnsafeArtifactError, InputFileError):
+        raise
+    except Exception as exc:
+        raise InputFileError(path, f"passed the scan but failed to load as {fmt} ({exc})") from None
+    raise InputFileError(
+        path,
+        f"format {fmt!r} cannot be loaded as an object; use load_target() for TorchScript, "
+        ".pt2 and ONNX models",
+    )
+
+
+def _open_maybe_compressed(path: Path, fmt: str) -> IO[bytes]:
+    kind = fmt.partition("+")[2]
+    f = path.open("rb")
+    if not kind:
+        return f
+    return io.BufferedReader(Decompressed(f, kind, 1 << 40))  # type: ignore[arg-type]
+
+
+def _load_joblib(path: Path, policy: Policy | None) -> Any:
+    from joblib.numpy_pickle import NumpyUnpickler
+    from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
+
+    pol = policy or DEFAULT_POLICY
+
+    class _Restricted(NumpyUnpickler):  # type: ignore[misc]
+        def find_class(self, module: str, name: str) -> Any:
+            c = pol.classify(module, name)
+            if c.verdict.value != "safe":
+                raise UnsafeArtifactError(f"refused to import {c.full} while loading ({c.reason})")
+            return super().find_class(module, name)
+
+        def persistent_load(self, pid: Any) -> Any:
+            raise UnsafeArtifactError("refused a persistent id in a joblib file")
+
+    with open(path, "rb") as f, _validate_fileobject_and_memmap(f, str(path), None) as (fobj, _):
+        if isinstance(fobj, str):
+            raise InputFileError(path, "joblib file from joblib < 0.10 is not supported")
+        return _Restricted(str(path), fobj, True).load()
+
+
+def _load_object_npy(path: Path, policy: Policy | None) -> Any:
+    import numpy.lib.format as npf
+
+    with open(path, "rb") as f:
+        version = npf.read_magic(f)
+        if version == (1, 0):
+            npf.read_array_header_1_0(f)
+        else:
+            npf.read_array_header_2_0(f)
+        return RestrictedUnpickler(f, policy).load()
+
+
+def load_target(spec: str, access: str | None = None, **kw: Any) -> Any:
+    """Resolve a MODEL spec to a :class:`~mlwarden.core.target.BaseTarget`.
+
+    ``spec`` is a TorchScript archive, a ``torch.export`` ``.pt2`` program, an ONNX
+    file, a scikit-learn pickle/joblib file (each scanned first and refused unless
+    safe), an ``http(s)://`` URL, or ``module:factory`` / ``path/to/file.py:factory``
+    naming a function that returns a torch module, estimator, callable or Target.
+    ``access`` is ``white``, ``score`` or ``label``; other keywords go to the adapter.
+    """
+    from mlwarden.core import target as tg
+
+    if access is not None:
+        kw["access"] = access
+    if spec.startswith(("http://", "https://")):
+        return tg.HttpTarget(spec, **kw)
+    path = Path(spec)
+    if path.is_file():
+        result = check_safe(path)
+        fmt = result.format
+        if fmt == "torchscript":
+            return tg.TorchScriptTarget(path, **kw)
+        if fmt == "torch-export":
+            return tg.ExportedProgramTarget(path, **kw)
+        if fmt == "onnx":
+            return tg.OnnxTarget(path, **kw)
+        if fmt.startswith(("joblib", "pickle")):
+            obj = safe_load(path)
+            kw.setdefault("name", path.name)
+            return tg.as_target(obj, **kw)
+        if fmt.startswith("pytorch"):
+            raise InputFileError(
+                path,
+                "is a PyTorch checkpoint (weights only, no architecture); give the model "
+                "as TorchScript, a torch.export .pt2 file, ONNX, or 'module:factory' that "
+                "builds the module and loads these weights",
+            )
+        raise InputFileError(path, f"format {fmt!r} is not a model this tool can run")
+    m = _FACTORY.match(spec)
+    if m:
+        return _from_factory(m.group(1), m.group(2), kw)
+    raise UserError(
+        f"model {spec!r} not found; expected a model file (TorchScript, .pt2, ONNX, "
+        "scikit-learn pickle/joblib), an http(s) URL, or 'module:factory'"
+    )
+
+
+def _from_factory(module_name: str, attr: str, kw: dict[str, Any]) -> Any:
+    from mlwarden.core import target as tg
+
+    try:
+        if module_name.endswith(".py"):
+            import importlib.util
+
+            file = Path(module_name)
+            if not file.is_file():
+                raise UserError(f"{module_name}: no such file for 'file.py:factory'")
+            spec = importlib.util.spec_from_file_location(file.stem, file)
+            if spec is None or spec.loader is None:
+                raise UserError(f"{module_name}: cannot import this file")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules.setdefault(file.stem, module)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"cannot import module {module_name!r} ({exc})") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise UserError(f"{module_name} has no callable {attr!r}")
+    obj = factory()
+    kw.setdefault("name", f"{module_name}:{attr}")
+    if isinstance(obj, tg.BaseTarget):
+        if "access" in kw and kw["access"] != obj.access:
+            raise UserError(
+                f"{module_name}:{attr} returned a target with {obj.access} access; "
+                f"asked for {kw['access']}"
+            )
+        return obj
+    return tg.as_target(obj, **kw)

@@ -1,0 +1,988 @@
+"""A symbolic pickle machine: follows every opcode of protocols 0-5 without running any.
+
+It keeps a symbolic stack and memo, so an import is resolved even when its module and
+name strings come from the memo or were pushed long before ``STACK_GLOBAL``; every
+call site (``REDUCE``, ``INST``, ``OBJ``, ``NEWOBJ``, ``NEWOBJ_EX``, ``BUILD``) is
+checked against the :class:`~mlwarden.supplychain.policy.Policy`. It also reports
+opcode-level anomalies that real picklers never write (FRAME lengths that disagree
+with the data, PROTO mid-stream, unknown opcodes, truncation, memo or stack
+blow-ups, calls on values that are not imported names, BUILD on an imported module
+or class).
+
+The stream is read through :class:`~mlwarden.supplychain.stream.Source`: large
+``BINBYTES``/``BINUNICODE`` payloads are skipped by seeking, strings longer than
+:data:`MAX_STR` are not kept, and containers keep at most :data:`MAX_ITEMS` items,
+so memory stays constant on a multi-GB pickle.
+
+Joblib's inline arrays are followed too: after ``BUILD`` of a
+``joblib.numpy_pickle.NumpyArrayWrapper`` the raw array bytes (or, for object
+arrays, a nested pickle that is scanned in turn) sit in the middle of the stream.
+
+Format reference: ``Lib/pickletools.py`` and PEP 3154 (protocol 4), PEP 574 (5).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from mlwarden.core.findings import Severity
+from mlwarden.supplychain.policy import Verdict
+from mlwarden.supplychain.results import Sink
+from mlwarden.supplychain.stream import Source, Truncated
+
+MAX_STR = 4096  #: longest string or bytes value kept (characters / bytes)
+MAX_ITEMS = 64  #: items kept per container
+MAX_STACK = 1_000_000  #: stack + mark depth before it is a blow-up
+MAX_MEMO_GAP = 1_000_000  #: memo index this far beyond the entries stored is a blow-up
+MAX_LONG_BYTES = 1 << 16  #: binary integer length (bytes) before it is a blow-up
+MAX_NESTED = 8  #: nested pickles (joblib object arrays) within one stream
+HIGHEST_PROTOCOL = 5
+
+
+class PickleError(Exception):
+    """The stream is not a pickle the unpickler would accept (message says why)."""
+
+
+class _Mark:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MARK"
+
+
+MARK = _Mark()
+
+
+class Unknown:
+    """A value the machine does not track (large payload, buffer, skipped data)."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"<{self.what}>"
+
+
+class Global:
+    """An imported name (``GLOBAL``/``STACK_GLOBAL``/``INST``)."""
+
+    __slots__ = ("module", "name", "offset", "full", "verdict")
+
+    def __init__(self, module: str, name: str, offset: int, full: str, verdict: Verdict) -> None:
+        self.module = module
+        self.name = name
+        self.offset = offset
+        self.full = full
+        self.verdict = verdict
+
+    def __repr__(self) -> str:
+        return self.full
+
+
+class Call:
+    """The result of calling something: ``func(*args)`` plus any ``BUILD`` state."""
+
+    __slots__ = ("func", "args", "offset", "state")
+
+    def __init__(self, func: Any, args: Any, offset: int) -> None:
+        self.func = func
+        self.args = args
+        self.offset = offset
+        self.state: Any = None
+
+    def __repr__(self) -> str:
+        return f"{self.func!r}{self.args!r}"
+
+
+class Seq:
+    """A tuple, list, set or dict; keeps the first :data:`MAX_ITEMS` items."""
+
+    __slots__ = ("kind", "items", "n")
+
+    def __init__(self, kind: str, items: list[Any] | None = None) -> None:
+        self.kind = kind
+        items = items or []
+        self.n = len(items)
+        self.items = items[:MAX_ITEMS]
+
+    def extend(self, values: list[Any]) -> None:
+        room = MAX_ITEMS - len(self.items)
+        if room > 0:
+            self.items.extend(values[:room])
+        self.n += len(values)
+
+    def get(self, key: str) -> Any:
+        """Value for ``key`` in a dict (items stored as key, value, key, value...)."""
+        for i in range(0, len(self.items) - 1, 2):
+            if self.items[i] == key:
+                return self.items[i + 1]
+        return None
+
+    def __repr__(self) -> str:
+        if self.kind == "tuple":
+            inner = ", ".join(_short(v) for v in self.items)
+            return f"({inner}{', ...' if self.n > len(self.items) else ''})"
+        return f"<{self.kind} of {self.n}>"
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class Persistent:
+    """A persistent id (``PERSID``/``BINPERSID``): PyTorch's storages, for instance."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: Any) -> None:
+        self.pid = pid
+
+    def __repr__(self) -> str:
+        return f"persistent{self.pid!r}"
+
+
+_OPNAMES = {
+    0x28: "MARK",
+    0x2E: "STOP",
+    0x30: "POP",
+    0x31: "POP_MARK",
+    0x32: "DUP",
+    0x46: "FLOAT",
+    0x49: "INT",
+    0x4A: "BININT",
+    0x4B: "BININT1",
+    0x4C: "LONG",
+    0x4D: "BININT2",
+    0x4E: "NONE",
+    0x50: "PERSID",
+    0x51: "BINPERSID",
+    0x52: "REDUCE",
+    0x53: "STRING",
+    0x54: "BINSTRING",
+    0x55: "SHORT_BINSTRING",
+    0x56: "UNICODE",
+    0x58: "BINUNICODE",
+    0x61: "APPEND",
+    0x62: "BUILD",
+    0x63: "GLOBAL",
+    0x64: "DICT",
+    0x7D: "EMPTY_DICT",
+    0x65: "APPENDS",
+    0x67: "GET",
+    0x68: "BINGET",
+    0x69: "INST",
+    0x6A: "LONG_BINGET",
+    0x6C: "LIST",
+    0x5D: "EMPTY_LIST",
+    0x6F: "OBJ",
+    0x70: "PUT",
+    0x71: "BINPUT",
+    0x72: "LONG_BINPUT",
+    0x73: "SETITEM",
+    0x74: "TUPLE",
+    0x29: "EMPTY_TUPLE",
+    0x75: "SETITEMS",
+    0x47: "BINFLOAT",
+    0x80: "PROTO",
+    0x81: "NEWOBJ",
+    0x82: "EXT1",
+    0x83: "EXT2",
+    0x84: "EXT4",
+    0x85: "TUPLE1",
+    0x86: "TUPLE2",
+    0x87: "TUPLE3",
+    0x88: "NEWTRUE",
+    0x89: "NEWFALSE",
+    0x8A: "LONG1",
+    0x8B: "LONG4",
+    0x42: "BINBYTES",
+    0x43: "SHORT_BINBYTES",
+    0x8C: "SHORT_BINUNICODE",
+    0x8D: "BINUNICODE8",
+    0x8E: "BINBYTES8",
+    0x8F: "EMPTY_SET",
+    0x90: "ADDITEMS",
+    0x91: "FROZENSET",
+    0x92: "NEWOBJ_EX",
+    0x93: "STACK_GLOBAL",
+    0x94: "MEMOIZE",
+    0x95: "FRAME",
+    0x96: "BYTEARRAY8",
+    0x97: "NEXT_BUFFER",
+    0x98: "READONLY_BUFFER",
+}
+OPCODES = frozenset(_OPNAMES)
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_DTYPE_STR = re.compile(r"[<>|=]?[a-zA-Z][0-9]{0,3}")
+
+
+class PickleMachine:
+    """Runs one pickle (up to STOP) symbolically, reporting into a :class:`Sink`.
+
+    ``on_persistent`` receives each persistent id (PyTorch storage keys).
+    """
+
+    def __init__(
+        self,
+        src: Source,
+        sink: Sink,
+        *,
+        on_persistent: Callable[[Any], None] | None = None,
+        depth: int = 0,
+    ) -> None:
+        self.src = src
+        self.sink = sink
+        self.on_persistent = on_persistent
+        self.depth = depth
+        self.stack: list[Any] = []
+        self.marks: list[list[Any]] = []
+        self.memo: dict[int, Any] = {}
+        self.memo_count = 0
+        self.proto = 0
+        self.frame_end: int | None = None
+        self.ops = 0
+        self.start = src.pos
+
+    # -- reporting ---------------------------------------------------------------------
+    def anomaly(self, message: str, offset: int, severity: Severity = Severity.HIGH) -> None:
+        self.sink.add("MLW-SCN-003", severity, message, offset=offset)
+
+    def fatal(self, message: str, offset: int) -> PickleError:
+        return PickleError(f"{message} (offset {offset})")
+
+    # -- stack helpers -----------------------------------------------------------------
+    def pop(self, off: int, op: str) -> Any:
+        if not self.stack:
+            raise self.fatal(f"{op} on an empty stack", off)
+        return self.stack.pop()
+
+    def pop_mark(self, off: int, op: str) -> list[Any]:
+        if not self.marks:
+            raise self.fatal(f"{op} without a MARK", off)
+        items = self.stack
+        self.stack = self.marks.pop()
+        return items
+
+    def push(self, v: Any) -> None:
+        self.stack.append(v)
+        if len(self.stack) > MAX_STACK:
+            raise self.fatal(f"stack deeper than {MAX_STACK} items (blow-up)", self.src.pos)
+
+    # -- checks ------------------------------------------------------------------------
+    def import_name(self, module: Any, name: Any, off: int, op: str) -> Any:
+        if not isinstance(module, str) or not isinstance(name, str):
+            self.anomaly(
+                f"{op} imports a name that is not a known string "
+                f"(module={_short(module)}, name={_short(name)}); it cannot be checked",
+                off,
+            )
+            return Unknown("import")
+        if not (_IDENT.fullmatch(module) and _IDENT.fullmatch(name)):
+            self.anomaly(
+                f"{op} names {module!r} {name!r}, which is not an importable name "
+                "(loading fails here)",
+                off,
+                Severity.MEDIUM,
+            )
+            return Unknown("bad import")
+        c = self.sink.policy.classify(module, name, torchscript=self.sink.torchscript)
+        if c.verdict is Verdict.UNSAFE:
+            self.sink.add(
+                "MLW-SCN-001",
+                Severity.CRITICAL,
+                f"imports {c.full}: {c.reason}",
+                global_=c.full,
+                offset=off,
+            )
+        elif c.verdict is Verdict.SUSPICIOUS:
+            self.sink.add(
+                "MLW-SCN-002",
+                Severity.HIGH,
+                f"imports {c.full}: {c.reason}",
+                global_=c.full,
+                offset=off,
+            )
+        return Global(module, name, off, c.full, c.verdict)
+
+    def call(self, func: Any, args: Any, off: int, op: str) -> Call:
+        if isinstance(func, Global):
+            if func.verdict is Verdict.UNSAFE:
+                self.sink.add(
+                    "MLW-SCN-001",
+                    Severity.CRITICAL,
+                    f"calls {func.full}{_short(args)} when loaded",
+                    global_=func.full,
+                    offset=off,
+                )
+        elif not isinstance(func, Unknown):
+            self.anomaly(
+                f"{op} calls a value that is not an imported name ({_short(func)}); "
+                "real pickles only call imported classes and functions",
+                off,
+            )
+        return Call(func, args, off)
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> Any:
+        """Run to STOP; returns the symbolic top of stack. Raises PickleError / Truncated."""
+        src = self.src
+        first = True
+        while True:
+            off = src.pos
+            if self.frame_end is not None and off >= self.frame_end:
+                if off > self.frame_end:
+                    self.anomaly(
+                        "an opcode crosses the end of its FRAME (declared frame length "
+                        "disagrees with the data)",
+                        off,
+                    )
+                self.frame_end = None
+            code = src.byte()
+            if code < 0:
+                if first and off == self.start:
+                    raise PickleError("empty stream: no pickle opcodes")
+                raise Truncated(f"pickle ends at offset {off} without a STOP opcode")
+            self.ops += 1
+            if code == 0x2E:  # STOP
+                if self.frame_end is not None and src.pos != self.frame_end:
+                    self.anomaly("STOP inside a FRAME that declares more data", off)
+                if self.marks:
+                    self.anomaly("STOP with an unclosed MARK", off, Severity.LOW)
+                return self.pop(off, "STOP") if self.stack else None
+            handler = _DISPATCH.get(code)
+            if handler is None:
+                self.anomaly(f"unknown opcode 0x{code:02x}; no unpickler accepts it", off)
+                raise self.fatal(f"unknown opcode 0x{code:02x}", off)
+            if code == 0x80:
+                if not first:
+                    self.anomaly("PROTO opcode in the middle of a pickle", off)
+            elif first and self.depth == 0 and code not in _PLAUSIBLE_FIRST:
+                raise self.fatal(f"does not start like a pickle (opcode {_OPNAMES[code]})", off)
+            first = False
+            handler(self, off)
+            if self.frame_end is not None and src.pos > self.frame_end:
+                self.anomaly(
+                    f"{_OPNAMES[code]} crosses the end of its FRAME (declared frame length "
+                    "disagrees with the data)",
+                    off,
+                )
+                self.frame_end = None
+
+    # -- opcode handlers (bound through _DISPATCH) ---------------------------------------
+    def op_mark(self, off: int) -> None:
+        self.marks.append(self.stack)
+        self.stack = []
+        if len(self.marks) > MAX_STACK:
+            raise self.fatal("MARK nesting blow-up", off)
+
+    def op_pop(self, off: int) -> None:
+        if self.stack:
+            self.stack.pop()
+        else:
+            self.pop_mark(off, "POP")
+
+    def op_pop_mark(self, off: int) -> None:
+        self.pop_mark(off, "POP_MARK")
+
+    def op_dup(self, off: int) -> None:
+        if not self.stack:
+            raise self.fatal("DUP on an empty stack", off)
+        self.push(self.stack[-1])
+
+    def op_float(self, off: int) -> None:
+        line = self.src.readline()
+        try:
+            self.push(float(line))
+        except ValueError:
+            raise self.fatal("FLOAT with a malformed number", off) from None
+
+    def op_int(self, off: int) -> None:
+        line = self.src.readline()
+        if line == b"00":
+            self.push(False)
+        elif line == b"01":
+            self.push(True)
+        else:
+            self.push(self._parse_int(line, off, "INT"))
+
+    def _parse_int(self, line: bytes, off: int, op: str) -> int:
+        if len(line) > 4300:
+            self.anomaly(f"{op} with a {len(line)}-digit number (parse blow-up)", off)
+            return 0
+        try:
+            return int(line.rstrip(b"L") or b"0", 10)
+        except ValueError:
+            raise self.fatal(f"{op} with a malformed number", off) from None
+
+    def op_binint(self, off: int) -> None:
+        self.push(struct.unpack("<i", self.src.read(4))[0])
+
+    def op_binint1(self, off: int) -> None:
+        self.push(self.src.read(1)[0])
+
+    def op_binint2(self, off: int) -> None:
+        self.push(struct.unpack("<H", self.src.read(2))[0])
+
+    def op_long(self, off: int) -> None:
+        self.push(self._parse_int(self.src.readline(), off, "LONG"))
+
+    def op_long1(self, off: int) -> None:
+        n = self.src.read(1)[0]
+        self.push(int.from_bytes(self.src.read(n), "little", signed=True) if n else 0)
+
+    def op_long4(self, off: int) -> None:
+        (n,) = struct.unpack("<i", self.src.read(4))
+        if n < 0:
+            raise self.fatal("LONG4 with a negative length", off)
+        if n > MAX_LONG_BYTES:
+            self.anomaly(f"LONG4 with a {n}-byte integer (blow-up)", off)
+            self.src.skip(n)
+            self.push(Unknown("huge int"))
+            return
+        self.push(int.from_bytes(self.src.read(n), "little", signed=True) if n else 0)
+
+    def op_none(self, off: int) -> None:
+        self.push(None)
+
+    def op_true(self, off: int) -> None:
+        self.push(True)
+
+    def op_false(self, off: int) -> None:
+        self.push(False)
+
+    def op_binfloat(self, off: int) -> None:
+        self.push(struct.unpack(">d", self.src.read(8))[0])
+
+    def _payload(self, n: int, off: int, kind: str) -> Any:
+        if n < 0:
+            raise self.fatal(f"{kind} with a negative length", off)
+        rem = self.src.remaining()
+        if rem is not None and n > rem:
+            self.anomaly(f"{kind} declares {n} bytes but only {rem} remain (length blow-up)", off)
+            raise Truncated(f"{kind} at offset {off} declares {n} bytes, only {rem} remain")
+        if n > MAX_STR:
+            self.src.skip(n)
+            return Unknown(f"{kind} of {n} bytes")
+        data = self.src.read(n)
+        if kind == "str":
+            try:
+                return data.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                raise self.fatal("string that is not valid UTF-8", off) from None
+        return data
+
+    def op_string(self, off: int) -> None:
+        line = self.src.readline()
+        if len(line) >= 2 and line[:1] == line[-1:] and line[:1] in (b"'", b'"'):
+            try:
+                self.push(codecs.escape_decode(line[1:-1])[0].decode("latin-1"))  # type: ignore[attr-defined]
+            except ValueError:
+                raise self.fatal("STRING with a malformed escape", off) from None
+        else:
+            raise self.fatal("STRING argument is not quoted", off)
+
+    def op_binstring(self, off: int) -> None:
+        (n,) = struct.unpack("<i", self.src.read(4))
+        v = self._payload(n, off, "bytes")
+        self.push(v.decode("latin-1") if isinstance(v, bytes) else v)
+
+    def op_short_binstring(self, off: int) -> None:
+        v = self._payload(self.src.read(1)[0], off, "bytes")
+        self.push(v.decode("latin-1") if isinstance(v, bytes) else v)
+
+    def op_unicode(self, off: int) -> None:
+        line = self.src.readline()
+        try:
+            self.push(line.decode("raw-unicode-escape"))
+        except UnicodeDecodeError:
+            raise self.fatal("UNICODE with a malformed escape", off) from None
+
+    def op_binunicode(self, off: int) -> None:
+        (n,) = struct.unpack("<I", self.src.read(4))
+        self.push(self._payload(n, off, "str"))
+
+    def op_short_binunicode(self, off: int) -> None:
+        self.push(self._payload(self.src.read(1)[0], off, "str"))
+
+    def op_binunicode8(self, off: int) -> None:
+        (n,) = struct.unpack("<Q", self.src.read(8))
+        self.push(self._payload(n, off, "str"))
+
+    def op_binbytes(self, off: int) -> None:
+        (n,) = struct.unpack("<I", self.src.read(4))
+        self.push(self._payload(n, off, "bytes"))
+
+    def op_short_binbytes(self, off: int) -> None:
+        self.push(self._payload(self.src.read(1)[0], off, "bytes"))
+
+    def op_binbytes8(self, off: int) -> None:
+        (n,) = struct.unpack("<Q", self.src.read(8))
+        self.push(self._payload(n, off, "bytes"))
+
+    def op_bytearray8(self, off: int) -> None:
+        (n,) = struct.unpack("<Q", self.src.read(8))
+        v = self._payload(n, off, "bytes")
+        self.push(bytearray(v) if isinstance(v, bytes) else v)
+
+    def op_next_buffer(self, off: int) -> None:
+        self.push(Unknown("out-of-band buffer"))
+
+    def op_readonly_buffer(self, off: int) -> None:
+        if not self.stack:
+            raise self.fatal("READONLY_BUFFER on an empty stack", off)
+
+    def op_empty_tuple(self, off: int) -> None:
+        self.push(Seq("tuple"))
+
+    def op_tuple(self, off: int) -> None:
+        self.push(Seq("tuple", self.pop_mark(off, "TUPLE")))
+
+    def op_tuple1(self, off: int) -> None:
+        self.push(Seq("tuple", [self.pop(off, "TUPLE1")]))
+
+    def op_tuple2(self, off: int) -> None:
+        b = self.pop(off, "TUPLE2")
+        a = self.pop(off, "TUPLE2")
+        self.push(Seq("tuple", [a, b]))
+
+    def op_tuple3(self, off: int) -> None:
+        c = self.pop(off, "TUPLE3")
+        b = self.pop(off, "TUPLE3")
+        a = self.pop(off, "TUPLE3")
+        self.push(Seq("tuple", [a, b, c]))
+
+    def op_empty_list(self, off: int) -> None:
+        self.push(Seq("list"))
+
+    def op_list(self, off: int) -> None:
+        self.push(Seq("list", self.pop_mark(off, "LIST")))
+
+    def op_empty_dict(self, off: int) -> None:
+        self.push(Seq("dict"))
+
+    def op_dict(self, off: int) -> None:
+        items = self.pop_mark(off, "DICT")
+        if len(items) % 2:
+            raise self.fatal("DICT with an odd number of items", off)
+        self.push(Seq("dict", items))
+
+    def op_empty_set(self, off: int) -> None:
+        self.push(Seq("set"))
+
+    def op_frozenset(self, off: int) -> None:
+        self.push(Seq("frozenset", self.pop_mark(off, "FROZENSET")))
+
+    def _target(self, off: int, op: str) -> Any:
+        if not self.stack:
+            raise self.fatal(f"{op} without a container on the stack", off)
+        return self.stack[-1]
+
+    def _add_items(self, target: Any, items: list[Any], off: int, op: str) -> None:
+        if isinstance(target, Seq):
+            target.extend(items)
+        elif isinstance(target, Global):
+            self.sink.add(
+                "MLW-SCN-001",
+                Severity.CRITICAL,
+                f"{op} mutates the imported object {target.full}",
+                global_=target.full,
+                offset=off,
+            )
+        elif (
+            isinstance(target, Call)
+            and isinstance(target.func, Global)
+            and target.func.verdict is not Verdict.SAFE
+        ):
+            # list/dict subclasses: APPENDS calls .append/.extend, SETITEMS calls __setitem__
+            self.sink.add(
+                "MLW-SCN-001" if target.func.verdict is Verdict.UNSAFE else "MLW-SCN-002",
+                Severity.CRITICAL if target.func.verdict is Verdict.UNSAFE else Severity.HIGH,
+                f"{op} calls methods of an instance of {target.func.full}",
+                global_=target.func.full,
+                offset=off,
+            )
+
+    def op_append(self, off: int) -> None:
+        v = self.pop(off, "APPEND")
+        self._add_items(self._target(off, "APPEND"), [v], off, "APPEND")
+
+    def op_appends(self, off: int) -> None:
+        items = self.pop_mark(off, "APPENDS")
+        self._add_items(self._target(off, "APPENDS"), items, off, "APPENDS")
+
+    def op_setitem(self, off: int) -> None:
+        v = self.pop(off, "SETITEM")
+        k = self.pop(off, "SETITEM")
+        self._add_items(self._target(off, "SETITEM"), [k, v], off, "SETITEM")
+
+    def op_setitems(self, off: int) -> None:
+        items = self.pop_mark(off, "SETITEMS")
+        if len(items) % 2:
+            raise self.fatal("SETITEMS with an odd number of items", off)
+        self._add_items(self._target(off, "SETITEMS"), items, off, "SETITEMS")
+
+    def op_additems(self, off: int) -> None:
+        items = self.pop_mark(off, "ADDITEMS")
+        self._add_items(self._target(off, "ADDITEMS"), items, off, "ADDITEMS")
+
+    # memo
+    def _put(self, idx: int, off: int) -> None:
+        if not self.stack:
+            raise self.fatal("memo PUT on an empty stack", off)
+        if idx > self.memo_count + MAX_MEMO_GAP:
+            self.anomaly(
+                f"memo index {idx} far beyond the {self.memo_count} entries stored "
+                "(memory blow-up in the unpickler)",
+                off,
+            )
+        self.memo[idx] = self.stack[-1]
+        self.memo_count = max(self.memo_count, idx + 1)
+
+    def op_put(self, off: int) -> None:
+        line = self.src.readline()
+        try:
+            idx = int(line)
+        except ValueError:
+            raise self.fatal("PUT with a malformed index", off) from None
+        self._put(idx, off)
+
+    def op_binput(self, off: int) -> None:
+        self._put(self.src.read(1)[0], off)
+
+    def op_long_binput(self, off: int) -> None:
+        self._put(struct.unpack("<I", self.src.read(4))[0], off)
+
+    def op_memoize(self, off: int) -> None:
+        self._put(len(self.memo), off)
+
+    def _get(self, idx: int, off: int) -> None:
+        if idx not in self.memo:
+            self.anomaly(f"memo GET of index {idx} that was never stored", off)
+            raise self.fatal(f"memo GET of missing index {idx}", off)
+        self.push(self.memo[idx])
+
+    def op_get(self, off: int) -> None:
+        line = self.src.readline()
+        try:
+            idx = int(line)
+        except ValueError:
+            raise self.fatal("GET with a malformed index", off) from None
+        self._get(idx, off)
+
+    def op_binget(self, off: int) -> None:
+        self._get(self.src.read(1)[0], off)
+
+    def op_long_binget(self, off: int) -> None:
+        self._get(struct.unpack("<I", self.src.read(4))[0], off)
+
+    # imports and calls
+    def _line(self, off: int, op: str) -> str:
+        raw = self.src.readline(limit=MAX_STR)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fatal(f"{op} with a name that is not UTF-8", off) from None
+
+    def op_global(self, off: int) -> None:
+        module = self._line(off, "GLOBAL")
+        name = self._line(off, "GLOBAL")
+        self.push(self.import_name(module, name, off, "GLOBAL"))
+
+    def op_stack_global(self, off: int) -> None:
+        name = self.pop(off, "STACK_GLOBAL")
+        module = self.pop(off, "STACK_GLOBAL")
+        self.push(self.import_name(module, name, off, "STACK_GLOBAL"))
+
+    def op_inst(self, off: int) -> None:
+        module = self._line(off, "INST")
+        name = self._line(off, "INST")
+        cls = self.import_name(module, name, off, "INST")
+        args = self.pop_mark(off, "INST")
+        self.push(self.call(cls, Seq("tuple", args), off, "INST"))
+
+    def op_obj(self, off: int) -> None:
+        items = self.pop_mark(off, "OBJ")
+        if not items:
+            raise self.fatal("OBJ without a class", off)
+        self.push(self.call(items[0], Seq("tuple", items[1:]), off, "OBJ"))
+
+    def op_reduce(self, off: int) -> None:
+        args = self.pop(off, "REDUCE")
+        func = self.pop(off, "REDUCE")
+        self.push(self.call(func, args, off, "REDUCE"))
+
+    def op_newobj(self, off: int) -> None:
+        args = self.pop(off, "NEWOBJ")
+        cls = self.pop(off, "NEWOBJ")
+        self.push(self.call(cls, args, off, "NEWOBJ"))
+
+    def op_newobj_ex(self, off: int) -> None:
+        kwargs = self.pop(off, "NEWOBJ_EX")
+        args = self.pop(off, "NEWOBJ_EX")
+        cls = self.pop(off, "NEWOBJ_EX")
+        self.push(self.call(cls, Seq("tuple", [args, kwargs]), off, "NEWOBJ_EX"))
+
+    def op_build(self, off: int) -> None:
+        state = self.pop(off, "BUILD")
+        obj = self._target(off, "BUILD")
+        if isinstance(obj, Global):
+            self.sink.add(
+                "MLW-SCN-001",
+                Severity.CRITICAL,
+                f"BUILD sets attributes on the imported object {obj.full} "
+                "(patches a module or class)",
+                global_=obj.full,
+                offset=off,
+            )
+            return
+        if isinstance(obj, Call):
+            obj.state = state
+            f = obj.func
+            if isinstance(f, Global) and f.full == "joblib.numpy_pickle.NumpyArrayWrapper":
+                self.stack.pop()
+                self.push(self._joblib_array(state, off))
+        elif not isinstance(obj, Unknown | Persistent | Seq):
+            self.anomaly(f"BUILD on a value that is not an object ({_short(obj)})", off)
+
+    def _joblib_array(self, state: Any, off: int) -> Any:
+        """Skip (or scan) the array bytes joblib writes right after the wrapper."""
+        if not isinstance(state, Seq) or state.kind != "dict":
+            raise self.fatal("joblib array wrapper without its state", off)
+        shape = state.get("shape")
+        dtype = state.get("dtype")
+        if not isinstance(shape, Seq) or not all(
+            isinstance(d, int) and d >= 0 for d in shape.items
+        ):
+            raise self.fatal("joblib array wrapper with an unreadable shape", off)
+        self.sink.joblib_arrays += 1
+        if self.frame_end is not None:
+            # joblib commits the frame before writing array bytes to the raw file
+            if self.src.pos != self.frame_end:
+                self.anomaly("joblib array data starts inside a FRAME", off)
+            self.frame_end = None
+        itemsize, hasobject = _dtype_info(dtype)
+        if itemsize is None:
+            raise self.fatal("joblib array wrapper with an unreadable dtype", off)
+        if hasobject:
+            if self.depth >= MAX_NESTED:
+                raise self.fatal("joblib object arrays nested too deeply", off)
+            inner = PickleMachine(
+                self.src, self.sink, on_persistent=self.on_persistent, depth=self.depth + 1
+            )
+            inner.run()
+            return Unknown("joblib object array")
+        count = 1
+        for d in shape.items:
+            count *= d
+        if "numpy_array_alignment_bytes" in state.items[0::2]:
+            pad = self.src.read(1)[0]
+            if pad > 16:
+                self.anomaly(f"joblib array padding of {pad} bytes (at most 16 expected)", off)
+            self.src.skip(pad)
+        self.src.skip(count * itemsize)
+        return Unknown("joblib array")
+
+    def op_persid(self, off: int) -> None:
+        pid = self._line(off, "PERSID")
+        self.push(self._persistent(pid))
+
+    def op_binpersid(self, off: int) -> None:
+        self.push(self._persistent(self.pop(off, "BINPERSID")))
+
+    def _persistent(self, pid: Any) -> Persistent:
+        if self.on_persistent is not None:
+            self.on_persistent(pid)
+        return Persistent(pid)
+
+    def _ext(self, code: int, off: int) -> None:
+        self.anomaly(
+            f"extension-registry code {code} imports a name through copyreg that cannot "
+            "be checked statically",
+            off,
+        )
+        self.push(Unknown("extension"))
+
+    def op_ext1(self, off: int) -> None:
+        self._ext(self.src.read(1)[0], off)
+
+    def op_ext2(self, off: int) -> None:
+        self._ext(struct.unpack("<H", self.src.read(2))[0], off)
+
+    def op_ext4(self, off: int) -> None:
+        self._ext(struct.unpack("<i", self.src.read(4))[0], off)
+
+    # framing
+    def op_proto(self, off: int) -> None:
+        v = self.src.read(1)[0]
+        if v > HIGHEST_PROTOCOL:
+            raise self.fatal(f"unsupported pickle protocol {v}", off)
+        self.proto = v
+
+    def op_frame(self, off: int) -> None:
+        (n,) = struct.unpack("<Q", self.src.read(8))
+        if self.frame_end is not None and self.src.pos - 9 < self.frame_end:
+            self.anomaly("a FRAME starts before the previous frame ends", off)
+        rem = self.src.remaining()
+        if rem is not None and n > rem:
+            self.anomaly(f"FRAME declares {n} bytes but only {rem} remain", off)
+        self.frame_end = self.src.pos + n
+
+
+_PLAUSIBLE_FIRST = frozenset(
+    b"\x80(}])NIJKLMFSTUVXcGBClPi\x8c\x8d\x8e\x8f\x95\x88\x89\x8a\x8b\x94\x96\x97dt"
+)
+
+_DISPATCH: dict[int, Callable[[PickleMachine, int], None]] = {
+    0x28: PickleMachine.op_mark,
+    0x30: PickleMachine.op_pop,
+    0x31: PickleMachine.op_pop_mark,
+    0x32: PickleMachine.op_dup,
+    0x46: PickleMachine.op_float,
+    0x49: PickleMachine.op_int,
+    0x4A: PickleMachine.op_binint,
+    0x4B: PickleMachine.op_binint1,
+    0x4C: PickleMachine.op_long,
+    0x4D: PickleMachine.op_binint2,
+    0x4E: PickleMachine.op_none,
+    0x50: PickleMachine.op_persid,
+    0x51: PickleMachine.op_binpersid,
+    0x52: PickleMachine.op_reduce,
+    0x53: PickleMachine.op_string,
+    0x54: PickleMachine.op_binstring,
+    0x55: PickleMachine.op_short_binstring,
+    0x56: PickleMachine.op_unicode,
+    0x58: PickleMachine.op_binunicode,
+    0x61: PickleMachine.op_append,
+    0x62: PickleMachine.op_build,
+    0x63: PickleMachine.op_global,
+    0x64: PickleMachine.op_dict,
+    0x7D: PickleMachine.op_empty_dict,
+    0x65: PickleMachine.op_appends,
+    0x67: PickleMachine.op_get,
+    0x68: PickleMachine.op_binget,
+    0x69: PickleMachine.op_inst,
+    0x6A: PickleMachine.op_long_binget,
+    0x6C: PickleMachine.op_list,
+    0x5D: PickleMachine.op_empty_list,
+    0x6F: PickleMachine.op_obj,
+    0x70: PickleMachine.op_put,
+    0x71: PickleMachine.op_binput,
+    0x72: PickleMachine.op_long_binput,
+    0x73: PickleMachine.op_setitem,
+    0x74: PickleMachine.op_tuple,
+    0x29: PickleMachine.op_empty_tuple,
+    0x75: PickleMachine.op_setitems,
+    0x47: PickleMachine.op_binfloat,
+    0x80: PickleMachine.op_proto,
+    0x81: PickleMachine.op_newobj,
+    0x82: PickleMachine.op_ext1,
+    0x83: PickleMachine.op_ext2,
+    0x84: PickleMachine.op_ext4,
+    0x85: PickleMachine.op_tuple1,
+    0x86: PickleMachine.op_tuple2,
+    0x87: PickleMachine.op_tuple3,
+    0x88: PickleMachine.op_true,
+    0x89: PickleMachine.op_false,
+    0x8A: PickleMachine.op_long1,
+    0x8B: PickleMachine.op_long4,
+    0x42: PickleMachine.op_binbytes,
+    0x43: PickleMachine.op_short_binbytes,
+    0x8C: PickleMachine.op_short_binunicode,
+    0x8D: PickleMachine.op_binunicode8,
+    0x8E: PickleMachine.op_binbytes8,
+    0x8F: PickleMachine.op_empty_set,
+    0x90: PickleMachine.op_additems,
+    0x91: PickleMachine.op_frozenset,
+    0x92: PickleMachine.op_newobj_ex,
+    0x93: PickleMachine.op_stack_global,
+    0x94: PickleMachine.op_memoize,
+    0x95: PickleMachine.op_frame,
+    0x96: PickleMachine.op_bytearray8,
+    0x97: PickleMachine.op_next_buffer,
+    0x98: PickleMachine.op_readonly_buffer,
+}
+
+
+def _dtype_info(dtype: Any) -> tuple[int | None, bool]:
+    """(itemsize in bytes, holds Python objects) of a symbolic ``numpy.dtype`` call."""
+    if not isinstance(dtype, Call) or not isinstance(dtype.func, Global):
+        return None, False
+    if dtype.func.full != "numpy.dtype" or not isinstance(dtype.args, Seq):
+        return None, False
+    typestr = dtype.args.items[0] if dtype.args.items else None
+    if not isinstance(typestr, str) or not _DTYPE_STR.fullmatch(typestr):
+        return None, False
+    state = dtype.state
+    elsize, flags = -1, 0
+    if isinstance(state, Seq) and len(state.items) >= 8:
+        if isinstance(state.items[5], int):
+            elsize = state.items[5]
+        if isinstance(state.items[7], int):
+            flags = state.items[7]
+    hasobject = typestr.lstrip("<>|=").startswith("O") or bool(flags & 1)
+    if elsize > 0:
+        return elsize, hasobject
+    import numpy as np
+
+    try:
+        return np.dtype(typestr).itemsize, hasobject
+    except TypeError:
+        return None, hasobject
+
+
+def scan_pickle_stream(
+    src: Source,
+    sink: Sink,
+    *,
+    on_persistent: Callable[[Any], None] | None = None,
+    max_pickles: int = 64,
+    count: int | None = None,
+) -> int:
+    """Scan consecutive pickles from ``src``; returns how many were parsed.
+
+    The first pickle must parse (else PickleError/Truncated propagates). With
+    ``count`` set, exactly that many are required (legacy PyTorch's five). Otherwise
+    any later data that looks like a pickle is scanned too (a loader reading several
+    pickles from one stream runs them all); data that does not parse as one is left
+    alone, since no unpickler would run it.
+    """
+    parsed = 0
+    while True:
+        if count is not None and parsed >= count:
+            return parsed
+        if parsed and count is None:
+            if src.at_eof() or parsed >= max_pickles:
+                return parsed
+            head = src.peek(2)
+            if not (head[:1] == b"\x80" and len(head) == 2 and 2 <= head[1] <= 5):
+                sink.add(
+                    "MLW-SCN-011",
+                    Severity.INFO,
+                    f"{src.remaining() if src.size is not None else 'some'} bytes of non-pickle "
+                    "data after the last pickle",
+                    offset=src.pos,
+                )
+                return parsed
+            try:
+                PickleMachine(src, sink, on_persistent=on_persistent).run()
+            except (PickleError, Truncated) as exc:
+                sink.add(
+                    "MLW-SCN-011",
+                    Severity.LOW,
+                    f"trailing data after pickle {parsed} looks like a pickle but does not "
+                    f"parse ({exc})",
+                    offset=src.pos,
+                )
+                return parsed + 1
+            parsed += 1
+            continue
+        PickleMachine(src, sink, on_persistent=on_persistent).run()
+        parsed += 1

@@ -1,0 +1,207 @@
+"""Scan results: one :class:`FileResult` per file, with its verdict and findings.
+
+The JSON form (:meth:`ScanResult.to_dict`) is an interface other tools rely on::
+
+    {"schema_version": "1.0",
+     "files": [{"path": ..., "format": ..., "verdict": "safe"|"suspicious"|"unsafe"|"error",
+                "findings": [{"rule": ..., "severity": ..., "message": ...,
+                              "global": ..., "offset": ..., "member": ...}]}]}
+
+Exit status (:meth:`ScanResult.exit_code`): 0 when every file is safe; 1 when any file
+is unsafe, or suspicious with none unscannable; 2 when a file could not be scanned and
+none is unsafe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlwarden.core.findings import Severity
+from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy, Verdict
+
+SCAN_SCHEMA_VERSION = "1.0"
+
+#: Rule ids, titles and what to do about each.
+RULES: dict[str, tuple[str, str]] = {
+    "MLW-SCN-001": (
+        "Model file imports a code-running, file, network or loader callable",
+        "Do not load this file. Obtain the model from a trusted source, or ask its author "
+        "for a safetensors/ONNX export that cannot run code.",
+    ),
+    "MLW-SCN-002": (
+        "Model file imports a name outside the allow-list",
+        "Check the name. If it is a class your code legitimately needs, allow it with "
+        "'--allow module.name' or a policy file; otherwise do not load the file.",
+    ),
+    "MLW-SCN-003": (
+        "Pickle stream has opcode-level anomalies no real library writes",
+        "Treat the file as hostile: such streams are crafted to confuse scanners.",
+    ),
+    "MLW-SCN-004": (
+        "File could not be scanned",
+        "A file the scanner cannot parse is never reported safe. Re-download it, or "
+        "convert the model to safetensors.",
+    ),
+    "MLW-SCN-005": (
+        "Keras model contains Python code (Lambda layer or marshalled function)",
+        "Do not load it with safe_mode off. Rebuild the layer in code and load only weights.",
+    ),
+    "MLW-SCN-006": (
+        "Keras model references modules outside Keras or custom objects",
+        "Load it only if you trust and have reviewed the named modules.",
+    ),
+    "MLW-SCN-007": (
+        "ONNX model reads external data from outside its folder",
+        "Do not load it: the runtime would read that file (e.g. secrets) into the model.",
+    ),
+    "MLW-SCN-008": (
+        "ONNX model uses custom operator domains",
+        "Custom operators need a native library; load it only with libraries you trust.",
+    ),
+    "MLW-SCN-009": (
+        "safetensors header is malformed",
+        "Re-export the file: offsets, dtypes or lengths disagree with the data.",
+    ),
+    "MLW-SCN-010": (
+        "Archive exceeds the scan limits (possible decompression bomb or deep nesting)",
+        "Unpack and inspect the archive by hand in a sandbox.",
+    ),
+    "MLW-SCN-011": (
+        "Container has irregularities that loaders tolerate",
+        "Usually harmless, but regenerate the file: it was not written by a standard tool.",
+    ),
+}
+
+
+@dataclass
+class Issue:
+    """One thing the scanner found in a file."""
+
+    rule: str
+    severity: Severity
+    message: str
+    global_: str | None = None
+    offset: int | None = None
+    member: str | None = None
+    count: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity.value,
+            "message": self.message,
+            "global": self.global_,
+            "offset": self.offset,
+            "member": self.member,
+        }
+
+
+@dataclass
+class FileResult:
+    """The scan of one file (or one archive member when a directory holds many)."""
+
+    path: str
+    format: str = "unknown"
+    findings: list[Issue] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    bytes_read: int = 0
+
+    @property
+    def verdict(self) -> Verdict:
+        worst = max((i.severity for i in self.findings), default=None)
+        if worst is not None and worst >= Severity.CRITICAL:
+            return Verdict.UNSAFE
+        if worst is not None and worst >= Severity.HIGH and self.error is None:
+            return Verdict.SUSPICIOUS
+        if self.error is not None:
+            return Verdict.ERROR
+        return Verdict.SAFE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "verdict": self.verdict.value,
+            "findings": [i.to_dict() for i in self.findings],
+        }
+
+
+@dataclass
+class ScanResult:
+    """The scan of every file named."""
+
+    files: list[FileResult] = field(default_factory=list)
+    policy: Policy = field(default_factory=lambda: DEFAULT_POLICY)
+
+    def verdicts(self) -> dict[str, int]:
+        counts = {v.value: 0 for v in Verdict}
+        for f in self.files:
+            counts[f.verdict.value] += 1
+        return counts
+
+    @property
+    def safe(self) -> bool:
+        return bool(self.files) and all(f.verdict is Verdict.SAFE for f in self.files)
+
+    def exit_code(self) -> int:
+        verdicts = {f.verdict for f in self.files}
+        if Verdict.UNSAFE in verdicts:
+            return 1
+        if Verdict.ERROR in verdicts:
+            return 2
+        if Verdict.SUSPICIOUS in verdicts:
+            return 1
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCAN_SCHEMA_VERSION,
+            "files": [f.to_dict() for f in self.files],
+        }
+
+
+class Sink:
+    """Where the parsers put what they find in one file: deduplicated issues."""
+
+    def __init__(self, result: FileResult, policy: Policy) -> None:
+        self.result = result
+        self.policy = policy
+        self.member: str | None = None
+        self.torchscript = False
+        self.joblib_arrays = 0
+        self._seen: dict[tuple[str, str | None, str | None, str], Issue] = {}
+
+    def checkpoint(self) -> int:
+        """A mark to :meth:`rollback` to (provisional parses of possibly-text data)."""
+        return len(self.result.findings)
+
+    def rollback(self, mark: int, keep_rules: tuple[str, ...] = ()) -> None:
+        """Drop issues added since ``mark``, except those whose rule is in ``keep_rules``."""
+        findings = self.result.findings
+        findings[mark:] = [i for i in findings[mark:] if i.rule in keep_rules]
+        self._seen = {
+            (i.rule, i.global_, i.member, i.message if i.global_ is None else ""): i
+            for i in findings
+        }
+
+    def add(
+        self,
+        rule: str,
+        severity: Severity,
+        message: str,
+        *,
+        global_: str | None = None,
+        offset: int | None = None,
+    ) -> None:
+        key = (rule, global_, self.member, message if global_ is None else "")
+        seen = self._seen.get(key)
+        if seen is not None:
+            seen.count += 1
+            if message.startswith("calls ") and not seen.message.startswith("calls "):
+                seen.message, seen.offset = message, offset  # the call says more
+            return
+        issue = Issue(rule, severity, message, global_, offset, self.member)
+        self._seen[key] = issue
+        self.result.findings.append(issue)

@@ -1,0 +1,603 @@
+"""Scan model files without loading them: identify the format by content, dispatch.
+
+Formats (identified by magic bytes and structure, never by file name): raw pickle
+(protocols 0-5, several per stream), PyTorch zip checkpoints and TorchScript
+archives (every member that is a pickle, whatever its name), ``torch.export``
+``.pt2`` archives, legacy PyTorch (stacked pickles; tar), NumPy ``.npy``/``.npz``,
+joblib (plain or zlib/gzip/bz2/xz/lzma compressed, with inline arrays), Keras HDF5
+and ``.keras``, ONNX, safetensors, and archives nested in one another, under
+:class:`Limits` that stop decompression bombs.
+
+Example::
+
+    result = scan_file("model.pt")
+    result.verdict            # Verdict.SAFE / SUSPICIOUS / UNSAFE / ERROR
+    [i.to_dict() for i in result.findings]
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import struct
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from mlwarden.core.findings import Severity
+from mlwarden.supplychain.pickle_vm import (
+    _PLAUSIBLE_FIRST,
+    Global,
+    PickleError,
+    PickleMachine,
+    Seq,
+    scan_pickle_stream,
+)
+from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy
+from mlwarden.supplychain.results import FileResult, ScanResult, Sink
+from mlwarden.supplychain.stream import Decompressed, Source, TooLarge, Truncated
+from mlwarden.supplychain.ziparchive import ZipFormatError, open_member, read_entries
+
+TORCH_LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850192e")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+NPY_MAGIC = b"\x93NUMPY"
+
+#: bytes per element of the legacy storage classes (for legacy tar checkpoints)
+STORAGE_ELEM = {
+    "Double": 8,
+    "Float": 4,
+    "Half": 2,
+    "BFloat16": 2,
+    "Long": 8,
+    "Int": 4,
+    "Short": 2,
+    "Char": 1,
+    "Byte": 1,
+    "Bool": 1,
+    "ComplexFloat": 8,
+    "ComplexDouble": 16,
+}
+
+
+@dataclass
+class Limits:
+    """Bounds that keep a hostile archive from exhausting time, memory or disk."""
+
+    max_depth: int = 4  #: archives nested in archives
+    max_total_bytes: int = 64 << 30  #: decompressed bytes read per top-level file
+    max_ratio: float = 200.0  #: uncompressed/compressed above which a big member is a bomb
+    ratio_floor: int = 256 << 20  #: ratio check applies to members bigger than this
+    max_spool: int = 4 << 30  #: bytes copied to a temporary file to reopen a nested archive
+    max_json: int = 64 << 20  #: largest JSON/ONNX member parsed in memory
+
+
+class ScanLimit(Exception):
+    """A limit of :class:`Limits` was hit."""
+
+
+class _Ctx:
+    def __init__(self, sink: Sink, limits: Limits, path: Path) -> None:
+        self.sink = sink
+        self.limits = limits
+        self.path = path
+        self.budget = limits.max_total_bytes
+        self.formats: list[str] = []
+
+
+# --- entry points -----------------------------------------------------------------------
+
+
+def scan_file(
+    path: str | Path, policy: Policy | None = None, limits: Limits | None = None
+) -> FileResult:
+    """Scan one file. Never raises for a bad file: problems become its verdict."""
+    path = Path(path)
+    result = FileResult(path=str(path))
+    sink = Sink(result, policy or DEFAULT_POLICY)
+    ctx = _Ctx(sink, limits or Limits(), path)
+    start = time.perf_counter()
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            result.format = _scan_stream(f, size, ctx, depth=0, top=True)
+    except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit) as exc:
+        _error(result, sink, _describe(exc))
+    except OSError as exc:
+        _error(result, sink, f"cannot read the file ({exc.strerror or exc})")
+    except Exception as exc:  # fail closed: anything unexpected is an error, never safe
+        _error(result, sink, f"{type(exc).__name__}: {exc}")
+    if result.format == "unknown" and ctx.formats:
+        result.format = ctx.formats[0]
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def scan_paths(
+    paths: Iterable[str | Path],
+    policy: Policy | None = None,
+    *,
+    allow: Iterable[str] = (),
+    limits: Limits | None = None,
+) -> ScanResult:
+    """Scan files and directories (recursively, in name order)."""
+    allow = list(allow)
+    if allow:
+        base = policy or DEFAULT_POLICY
+        policy = Policy(allow=[*base.allow, *allow], deny=list(base.deny))
+    pol = policy or DEFAULT_POLICY
+    out = ScanResult(policy=pol)
+    for p in expand_paths(paths):
+        if not p.exists():
+            res = FileResult(path=str(p))
+            _error(res, Sink(res, pol), "no such file or directory")
+            out.files.append(res)
+            continue
+        out.files.append(scan_file(p, pol, limits))
+    return out
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for root, dirs, names in os.walk(p, followlinks=False):
+                dirs.sort()
+                files.extend(Path(root) / n for n in sorted(names))
+        else:
+            files.append(p)
+    return files
+
+
+def _error(result: FileResult, sink: Sink, message: str) -> None:
+    result.error = message
+    sink.member = None
+    sink.add("MLW-SCN-004", Severity.HIGH, f"could not be scanned: {message}")
+
+
+def _describe(exc: Exception) -> str:
+    kind = {
+        Truncated: "truncated or corrupt",
+        PickleError: "malformed pickle",
+        ZipFormatError: "malformed zip archive",
+        TooLarge: "scan limit",
+        ScanLimit: "scan limit",
+    }.get(type(exc), type(exc).__name__)
+    return f"{kind}: {exc}"
+
+
+# --- format identification ----------------------------------------------------------------
+
+
+def sniff(head: bytes, size: int | None) -> str:
+    """The format of a stream from its first bytes (at least 512 when available)."""
+    if not head:
+        return "empty"
+    if head.startswith(TORCH_LEGACY_MAGIC):
+        return "torch-legacy"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
+        return "zip"
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(HDF5_MAGIC):
+        return "hdf5"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"BZh") and head[3:4].isdigit():
+        return "bz2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if (
+        head[:1] == b"\x5d"
+        and head[1:5] in (b"\x00\x00\x80\x00", b"\x00\x00\x01\x00")
+        or (head[:3] == b"\x5d\x00\x00" and len(head) >= 13)
+    ):
+        return "lzma"
+    if head[:1] == b"\x78" and len(head) > 1 and (head[0] * 256 + head[1]) % 31 == 0:
+        return "zlib"
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "tar"
+    if _is_safetensors(head, size):
+        return "safetensors"
+    if head[:1] == b"\x80" and len(head) > 1 and 0 < head[1] <= 5:
+        return "pickle"
+    if _is_onnx(head):
+        return "onnx"
+    if head[0] in _PLAUSIBLE_FIRST:
+        return "pickle?"
+    if _is_text(head):
+        return "text"
+    return "unknown"
+
+
+def _is_safetensors(head: bytes, size: int | None) -> bool:
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return head[8:9] == b"{" and n >= 2 and (size is None or n + 8 <= size)
+
+
+def _is_onnx(head: bytes) -> bool:
+    # ModelProto starts with ir_version (field 1, varint), then a string or message field
+    if len(head) < 4 or head[0] != 0x08 or not 1 <= head[1] <= 20:
+        return False
+    tag = head[2]
+    return tag in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2)
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        # the 512-byte window may cut a multi-byte character
+        try:
+            head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return all(b >= 0x20 or b in (9, 10, 13) for b in head)
+
+
+# --- dispatch -------------------------------------------------------------------------
+
+
+def _scan_stream(
+    f: IO[bytes], size: int | None, ctx: _Ctx, depth: int, top: bool = False, name: str = ""
+) -> str:
+    """Scan one stream (a file or an archive member); returns its format name."""
+    if depth > ctx.limits.max_depth:
+        ctx.sink.add(
+            "MLW-SCN-010",
+            Severity.HIGH,
+            f"archives nested deeper than {ctx.limits.max_depth} levels; not scanned further",
+        )
+        return "nested"
+    src = Source(f, size)
+    head = src.peek(512)
+    kind = sniff(head, size)
+    if kind == "empty":
+        if top:
+            raise ScanLimit("empty file: nothing to scan") from None
+        return "empty"
+    if kind == "pickle":
+        return _scan_raw_pickle(src, ctx)
+    if kind == "pickle?":
+        return _probe_pickle(src, ctx, text=_is_text(head), top=top)
+    if kind == "torch-legacy":
+        scan_pickle_stream(src, ctx.sink, count=5)
+        return "pytorch-legacy"
+    if kind == "npy":
+        return _scan_npy(src, ctx)
+    if kind in ("gzip", "bz2", "xz", "lzma", "zlib"):
+        return _scan_compressed(src, kind, ctx, depth, name)
+    if kind == "zip":
+        with _seekable(src, size, ctx) as (g, gsize):
+            return _scan_zip(g, gsize, ctx, depth)
+    if kind == "tar":
+        return _scan_tar(src, ctx, depth)
+    if kind == "safetensors":
+        from mlwarden.supplychain.safetensors_scan import scan_safetensors
+
+        scan_safetensors(src, ctx.sink)
+        return "safetensors"
+    if kind == "hdf5":
+        from mlwarden.supplychain.keras_scan import scan_h5
+
+        with _seekable(src, size, ctx) as (g, _):
+            return scan_h5(g, ctx.sink)
+    if kind == "onnx":
+        from mlwarden.supplychain.onnx_scan import scan_onnx
+
+        data = _read_bounded(src, ctx.limits.max_json, "ONNX model")
+        base = ctx.path.parent if top else None
+        scan_onnx(data, ctx.sink, base)
+        return "onnx"
+    if kind == "text":
+        if head.lstrip()[:1] in (b"{", b"["):
+            return _scan_json(src, ctx, name)
+        return "text"
+    if top:
+        raise ScanLimit("unrecognised file format (not a model format this scanner knows)")
+    return "data"
+
+
+def _scan_raw_pickle(src: Source, ctx: _Ctx) -> str:
+    saw_joblib = _JoblibWatch(ctx.sink)
+    scan_pickle_stream(src, ctx.sink)
+    return "joblib" if saw_joblib.seen() else "pickle"
+
+
+def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool) -> str:
+    """Data whose first byte is a protocol 0/1 opcode: a pickle if it parses as one.
+
+    Protocol 0 pickles are printable text, so text that fails to parse is text. Its
+    imports of real names are kept even then: the unpickler runs everything before
+    the point where it fails.
+    """
+    mark = ctx.sink.checkpoint()
+    try:
+        return _scan_raw_pickle(src, ctx)
+    except (PickleError, Truncated):
+        if text or not top:
+            ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
+            return "text" if text else "data"
+        raise
+
+
+class _JoblibWatch:
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.before = sink.joblib_arrays
+
+    def seen(self) -> bool:
+        return self.sink.joblib_arrays > self.before
+
+
+def _read_bounded(src: Source, limit: int, what: str) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        chunk = src.peek(1 << 20)
+        if not chunk:
+            return b"".join(parts)
+        src.skip(len(chunk))
+        total += len(chunk)
+        if total > limit:
+            raise ScanLimit(f"{what} larger than {limit} bytes")
+        parts.append(chunk)
+
+
+# --- pickles inside other formats ---------------------------------------------------------
+
+
+def _scan_npy(src: Source, ctx: _Ctx) -> str:
+    """``.npy``: header dict; object arrays are a pickle after it (np.load(allow_pickle))."""
+    src.read(6)
+    major = src.read(2)[0]
+    if major == 1:
+        (hlen,) = struct.unpack("<H", src.read(2))
+    elif major in (2, 3):
+        (hlen,) = struct.unpack("<I", src.read(4))
+    else:
+        raise PickleError(f"unknown .npy format version {major}")
+    if hlen > 1 << 20:
+        raise PickleError(f".npy header of {hlen} bytes")
+    try:
+        header = ast.literal_eval(src.read(hlen).decode("latin-1").strip())
+        descr, shape = header["descr"], header["shape"]
+    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
+        raise PickleError(".npy header is not a valid dict literal") from None
+    if _descr_has_object(descr):
+        ctx.sink.add(
+            "MLW-SCN-011",
+            Severity.INFO,
+            ".npy object array: its data is a pickle (loads only with allow_pickle=True)",
+        )
+        scan_pickle_stream(src, ctx.sink)
+        return "npy-object"
+    import numpy as np
+
+    try:
+        itemsize = np.dtype(descr).itemsize
+        count = 1
+        for d in shape:
+            count *= int(d)
+    except (TypeError, ValueError):
+        raise PickleError(".npy header has an invalid dtype or shape") from None
+    src.skip(count * itemsize)
+    return "npy"
+
+
+def _descr_has_object(descr: Any) -> bool:
+    if isinstance(descr, str):
+        return "O" in descr.lstrip("<>|=")[:1]
+    if isinstance(descr, list | tuple):
+        return any(_descr_has_object(x) for x in descr)
+    return False
+
+
+def _scan_compressed(src: Source, kind: str, ctx: _Ctx, depth: int, name: str) -> str:
+    stream = Decompressed(_SourceFile(src), kind, ctx.budget)  # type: ignore[arg-type]
+    buffered = io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
+    inner = _scan_stream(buffered, None, ctx, depth + 1, name=name)  # type: ignore[arg-type]
+    ctx.budget -= stream.produced
+    return f"{inner}+{kind}" if inner not in ("joblib",) else f"joblib+{kind}"
+
+
+class _SourceFile:
+    """A Source viewed as a plain readable file (for decompressors)."""
+
+    def __init__(self, src: Source) -> None:
+        self.src = src
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = 1 << 20
+        got = self.src.peek(n)
+        self.src.skip(len(got))
+        return got
+
+
+class _seekable:
+    """A seekable view of a stream: the file itself, or a spooled temporary copy."""
+
+    def __init__(self, src: Source, size: int | None, ctx: _Ctx) -> None:
+        self.src, self.size, self.ctx = src, size, ctx
+        self.tmp: IO[bytes] | None = None
+
+    def __enter__(self) -> tuple[IO[bytes], int]:
+        f = self.src.f
+        if self.size is not None and self.src.seekable and self.src.pos == 0:
+            return f, self.size
+        tmp = tempfile.TemporaryFile()
+        self.tmp = tmp
+        total = 0
+        while True:
+            chunk = self.src.peek(1 << 20)
+            if not chunk:
+                break
+            self.src.skip(len(chunk))
+            total += len(chunk)
+            if total > self.ctx.limits.max_spool:
+                raise ScanLimit(f"nested archive larger than {self.ctx.limits.max_spool} bytes")
+            tmp.write(chunk)
+        tmp.seek(0)
+        return tmp, total
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tmp is not None:
+            self.tmp.close()
+
+
+# --- zip: PyTorch, TorchScript, .pt2, npz, .keras ---------------------------------------------
+
+
+def _zip_kind(names: list[str]) -> str:
+    base = {n.rsplit("/", 1)[-1] for n in names}
+    if any("/code/" in n or n.startswith("code/") for n in names) and "constants.pkl" in base:
+        return "torchscript"
+    if "archive_format" in base or any(n.endswith("models/model.json") for n in names):
+        return "torch-export"
+    if "data.pkl" in base:
+        return "pytorch-zip"
+    if "config.json" in base and ("metadata.json" in base or "model.weights.h5" in base):
+        return "keras"
+    if names and all(n.endswith(".npy") for n in names if not n.endswith("/")):
+        return "npz"
+    return "zip"
+
+
+def _scan_zip(f: IO[bytes], size: int, ctx: _Ctx, depth: int) -> str:
+    sink = ctx.sink
+    entries, notes = read_entries(f, size)
+    outer_member = sink.member
+    for note in notes:
+        bomb = "overlapping" in note
+        sink.add(
+            "MLW-SCN-010" if bomb else "MLW-SCN-011", Severity.HIGH if bomb else Severity.LOW, note
+        )
+    kind = _zip_kind([e.name for e in entries])
+    was_ts = sink.torchscript
+    if kind == "torchscript":
+        sink.torchscript = True
+    storages: set[str] = set()
+
+    def note_pid(pid: Any) -> None:
+        if isinstance(pid, Seq) and len(pid.items) >= 3 and isinstance(pid.items[2], str):
+            storages.add(pid.items[2])
+        elif isinstance(pid, str):
+            storages.add(pid)
+
+    odd_flags = [e.name for e in entries if e.flags & ~0x0808]
+    if odd_flags:
+        sink.add(
+            "MLW-SCN-011",
+            Severity.LOW,
+            f"flag bits that loaders ignore (e.g. encryption) are set on {len(odd_flags)} "
+            f"member(s), first {odd_flags[0]!r}",
+        )
+    files = [e for e in entries if not e.is_dir]
+    pickles_first = sorted(files, key=lambda e: 0 if e.name.endswith(".pkl") else 1)
+    for e in pickles_first:
+        label = e.name if outer_member is None else f"{outer_member}!{e.name}"
+        sink.member = label
+        parent, _, leaf = e.name.rpartition("/")
+        if leaf in storages and parent.rsplit("/", 1)[-1] in ("data", "constants"):
+            continue  # a tensor's raw bytes, referenced by a pickle: never parsed
+        if e.method in (8, 12) and e.usize > ctx.limits.ratio_floor:
+            ratio = e.usize / max(e.csize, 1)
+            if ratio > ctx.limits.max_ratio:
+                sink.add(
+                    "MLW-SCN-010",
+                    Severity.HIGH,
+                    f"member expands {ratio:.0f}x to {e.usize} bytes (decompression bomb); "
+                    "not scanned",
+                )
+                continue
+        stream, msize = open_member(f, e, ctx.budget)
+        if e.name.endswith(".pkl"):
+            scan_pickle_stream(Source(stream, msize), sink, on_persistent=note_pid)
+            continue
+        if msize is not None and msize == 0:
+            continue
+        fmt = _scan_stream(stream, msize, ctx, depth + 1, name=e.name)
+        if fmt not in ("data", "text", "empty", "json"):
+            ctx.formats.append(fmt)
+    sink.member = outer_member
+    sink.torchscript = was_ts
+    return kind
+
+
+def _scan_json(src: Source, ctx: _Ctx, name: str) -> str:
+    import json
+
+    data = _read_bounded(src, ctx.limits.max_json, "JSON document")
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return "text"
+    from mlwarden.supplychain.keras_scan import check_keras_config, looks_like_keras
+
+    if looks_like_keras(doc):
+        check_keras_config(doc, ctx.sink)
+        return "keras-config"
+    return "json"
+
+
+# --- tar: legacy PyTorch and plain archives ---------------------------------------------
+
+
+def _scan_tar(src: Source, ctx: _Ctx, depth: int) -> str:
+    outer = ctx.sink.member
+    kind = "tar"
+    try:
+        with tarfile.open(fileobj=_SourceFile(src), mode="r|") as tf:  # type: ignore[call-overload]
+            for m in tf:
+                if not m.isfile():
+                    if m.issym() or m.islnk():
+                        ctx.sink.add(
+                            "MLW-SCN-011",
+                            Severity.LOW,
+                            f"tar member {m.name!r} is a link to {m.linkname!r}",
+                        )
+                    continue
+                ctx.sink.member = m.name if outer is None else f"{outer}!{m.name}"
+                stream = tf.extractfile(m)
+                if stream is None:
+                    continue
+                if m.name == "storages":
+                    kind = "pytorch-legacy-tar"
+                    _scan_legacy_storages(Source(stream, None), ctx)  # type: ignore[arg-type]
+                elif m.name in ("pickle", "sys_info", "tensors"):
+                    kind = "pytorch-legacy-tar"
+                    scan_pickle_stream(Source(stream, None), ctx.sink)  # type: ignore[arg-type]
+                else:
+                    _scan_stream(stream, m.size, ctx, depth + 1, name=m.name)  # type: ignore[arg-type]
+    except tarfile.TarError as exc:
+        raise Truncated(f"tar archive unreadable ({exc})") from None
+    ctx.sink.member = outer
+    return kind
+
+
+def _scan_legacy_storages(src: Source, ctx: _Ctx) -> None:
+    """Legacy tar ``storages``: a count, then per storage a pickle and its raw data."""
+    machine = PickleMachine(src, ctx.sink)
+    count = machine.run()
+    if not isinstance(count, int) or count < 0:
+        raise PickleError("legacy 'storages' member does not start with a storage count")
+    for _ in range(count):
+        args = PickleMachine(src, ctx.sink).run()
+        elem = None
+        if isinstance(args, Seq) and len(args.items) >= 3 and isinstance(args.items[2], Global):
+            stype = args.items[2].name
+            elem = STORAGE_ELEM.get(stype.removesuffix("Storage"))
+        if elem is None:
+            raise PickleError("legacy storage record without a known storage type")
+        (n,) = struct.unpack("<q", src.read(8))
+        if n < 0:
+            raise PickleError("legacy storage with a negative size")
+        src.skip(n * elem)
