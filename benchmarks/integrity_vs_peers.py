@@ -5,8 +5,12 @@ Peers on the same input, in one process: coreutils ``sha256sum`` and sigstore's
 SHA-256). Workloads:
 
 1. one large file (default 2 GiB of random bytes, a single-file model);
-2. a many-file model folder (default 1,000 files of 1 MiB);
-3. a dataset of 10,000 small files (1-4 KiB): ``registry add`` and ``verify`` latency.
+2. a many-file model folder (default 1,000 safetensors shards of 1 MiB);
+3. a dataset of 10,000 small files (one ``.npy`` uint8 image per sample, 1-4 KiB):
+   ``registry add`` (scan + hash + store + sign) and ``verify`` latency.
+
+The large inputs are real safetensors files (random F32 weights), so the registry's
+model-file scanner (``mlwarden.supplychain``) runs on them as it would in use.
 
 Every figure is the median over ``--repeats`` runs, with the page cache warm (each
 input is read once first), so the figures measure hashing and bookkeeping, not the
@@ -26,6 +30,7 @@ import os
 import platform
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,11 +39,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlwarden.integrity.dsse import statement_manifest, verify_envelope
-from mlwarden.integrity.hashing import hash_file, hash_files
+from mlwarden.integrity.hashing import hash_files
 from mlwarden.integrity.keys import generate_keypair, load_public_key
 from mlwarden.integrity.manifest import build_manifest, compare_folder
 from mlwarden.integrity.registry import Registry
@@ -67,14 +73,25 @@ def median_time(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def write_random(path: Path, size: int) -> None:
+def write_random(path: Path, size: int, prefix: bytes = b"") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
+        f.write(prefix)
         left = size
         while left:
             n = min(left, 16 * MIB)
             f.write(os.urandom(n))
             left -= n
+
+
+def write_safetensors(path: Path, size: int) -> None:
+    """A real safetensors file: one F32 tensor of ``size`` bytes of random weights."""
+    count = size // 4
+    header = json.dumps(
+        {"weight": {"dtype": "F32", "shape": [count], "data_offsets": [0, 4 * count]}}
+    ).encode()
+    header += b" " * (-len(header) % 8)
+    write_random(path, 4 * count, prefix=struct.pack("<Q", len(header)) + header)
 
 
 def sha256sum(paths: Sequence[Path]) -> None:
@@ -222,9 +239,9 @@ def main() -> None:
         }
     }
     try:
-        big = work / "single" / "model.bin"
-        if not big.exists() or big.stat().st_size != int(args.size_gib * 1024**3):
-            write_random(big, int(args.size_gib * 1024**3))
+        big = work / "single" / "model.safetensors"
+        if not big.exists():
+            write_safetensors(big, int(args.size_gib * 1024**3))
         results["single_file"] = workload(
             "single_file", big, work, ms, key, pub, args.repeats, scanner
         )
@@ -233,9 +250,8 @@ def main() -> None:
         folder = work / "many"
         if not folder.exists():
             for i in range(args.files):
-                write_random(
-                    folder / f"shard{i // 100:02d}" / f"w{i:05d}.bin", args.file_kib * 1024
-                )
+                name = f"shard{i // 100:02d}/w{i:05d}.safetensors"
+                write_safetensors(folder / name, args.file_kib * 1024)
         results["many_files"] = workload(
             "many_files", folder, work, ms, key, pub, args.repeats, scanner
         )
@@ -245,9 +261,10 @@ def main() -> None:
         if not data.exists():
             rng = __import__("random").Random(0)
             for i in range(args.small):
-                p = data / f"class{i % 10}" / f"img{i:05d}.bin"
+                p = data / f"class{i % 10}" / f"img{i:05d}.npy"
                 p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(os.urandom(rng.randint(1024, 4096)))
+                rows = rng.randint(32, 128)  # 1-4 KiB uint8 images, one .npy per sample
+                np.save(p, np.frombuffer(os.urandom(rows * 32), np.uint8).reshape(rows, 32))
         results["small_files"] = workload(
             "small_files", data, work, ms, key, pub, args.repeats, scanner
         )

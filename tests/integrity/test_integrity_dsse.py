@@ -7,10 +7,14 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlwarden.integrity.dsse import (
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    EnvelopeError,
     SignatureError,
     make_statement,
     pae,
@@ -85,3 +89,32 @@ def test_signed_statement_with_traversal_path_is_rejected() -> None:
     env = sign_statement(statement, key)  # validly signed, still hostile
     with pytest.raises(UnsafeManifestError):
         verify_envelope(env, [key.public_key()])
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"_type": st.just(STATEMENT_TYPE), "predicateType": st.just(PREDICATE_TYPE)},
+        optional={"subject": _json, "predicate": _json},
+    )
+)
+def test_malformed_statements_raise_only_documented_errors(statement) -> None:
+    with pytest.raises((EnvelopeError, UnsafeManifestError)):
+        statement_manifest(statement)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_json)
+def test_malformed_envelopes_raise_only_envelope_errors(envelope) -> None:
+    key = Ed25519PrivateKey.generate()
+    with pytest.raises((EnvelopeError, SignatureError)):
+        verify_envelope(envelope, [key.public_key()])

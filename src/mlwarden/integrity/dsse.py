@@ -103,6 +103,8 @@ def statement_manifest(statement: dict[str, Any]) -> Manifest:
         subjects = statement["subject"]
         if not isinstance(resources, list) or not isinstance(subjects, list):
             raise EnvelopeError("subject and resources must be lists")
+        if not resources:
+            raise EnvelopeError("statement lists no files")
         files: dict[str, FileEntry] = {}
         for r in resources:
             if r.get("algorithm") != "sha256":

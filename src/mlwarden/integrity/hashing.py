@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,19 +30,24 @@ def default_workers() -> int:
     return max(1, min(16, os.cpu_count() or 1))
 
 
+_local = threading.local()
+
+
+def _buffer(size: int) -> bytearray:
+    """This thread's reusable read buffer (no allocation per file)."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or len(buf) != size:
+        buf = _local.buf = bytearray(size)
+    return buf
+
+
 def hash_file(path: Path, chunk: int = CHUNK) -> tuple[str, int]:
     """SHA-256 (hex) and size in bytes of one file, streamed in ``chunk``-byte reads."""
     h = hashlib.sha256()
     size = 0
+    buf = _buffer(chunk)
+    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
-        first = f.read(chunk)
-        if len(first) < chunk:  # small file: one read, no buffer to manage
-            h.update(first)
-            return h.hexdigest(), len(first)
-        h.update(first)
-        size = len(first)
-        buf = bytearray(chunk)
-        view = memoryview(buf)
         while True:
             n = f.readinto(buf)
             if not n:
