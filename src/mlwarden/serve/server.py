@@ -1,9 +1,9 @@
 """Run the gateway under uvicorn and load its model only through the safe loaders.
 
-:func:`load_model` resolves the ``MODEL`` argument of ``mlwarden serve``: a file,
-URL or ``module:factory`` goes through :func:`mlwarden.supplychain.load_target`
-(scanned first, refused unless safe); anything else is a registry reference and goes
-through :func:`mlwarden.integrity.load_verified` (signature and digest checked); ``--registry`` forces the latter.
+:func:`load_model` resolves the ``MODEL`` argument of ``mlwarden serve``: a registry
+reference (``NAME@VERSION``) goes through :func:`mlwarden.integrity.load_verified`
+(signature and digests checked), a file, URL or ``module:factory`` through
+:func:`mlwarden.supplychain.load_target` (scanned first, refused unless safe).
 :func:`run_gateway` binds the socket, prints the URL once the app has started and
 serves until interrupted.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 
 from mlwarden.core.errors import UserError
-from mlwarden.core.target import BaseTarget, Target, as_target
+from mlwarden.core.target import BaseTarget, Target
 from mlwarden.serve.app import create_app
 from mlwarden.serve.config import GatewayConfig
 
@@ -38,37 +38,28 @@ def load_model(
 ) -> tuple[Target, str]:
     """The model named by ``spec`` and a version string for answers.
 
-    Files, URLs and ``module:factory`` specs load through the scanner's
-    ``load_target``; other names are registry references loaded with
-    ``integrity.load_verified``. Nothing is ever unpickled here.
+    A registry reference (``NAME@VERSION`` or ``NAME@ALIAS``, or any spec when
+    ``registry`` is given) loads with ``integrity.load_verified``, which checks the
+    signature against ``trust`` and every byte against the signed manifest. Anything
+    else (a model file, an ``http(s)://`` URL, ``module:factory``) loads with the
+    scanner's ``supplychain.load_target``, which refuses unsafe files. Nothing is ever
+    unpickled here.
     """
     path = Path(spec)
-    if registry is None and (path.exists() or "://" in spec or _is_factory(spec)):
-        try:
-            from mlwarden.supplychain import load_target  # type: ignore[attr-defined]
-        except ImportError:
+    if registry is not None or ("@" in spec and not path.exists() and "://" not in spec):
+        from mlwarden.integrity import load_verified
+
+        loaded: Any = load_verified(spec, registry=registry, trust=list(trust or []))
+        if not isinstance(loaded, BaseTarget):
             raise UserError(
-                "loading a model file needs mlwarden.supplychain.load_target, which this build lacks"
-            ) from None
-        target = load_target(spec, access="score")
-        version = _file_version(path) if path.is_file() else spec
-        return target, version
-    try:
-        from mlwarden.integrity import load_verified  # type: ignore[attr-defined]
-    except ImportError:
-        raise UserError(
-            f"{spec!r} is not a file, and registry references need mlwarden.integrity.load_verified, "
-            "which this build lacks"
-        ) from None
-    loaded: Any = load_verified(spec, registry=registry, trust=tuple(trust or ()))
-    target = loaded if isinstance(loaded, BaseTarget) else as_target(loaded)
-    return target, spec
+                f"{spec} is not a model in the registry (it loaded as {type(loaded).__name__})"
+            )
+        return loaded, spec
+    from mlwarden.supplychain import load_target
 
-
-def _is_factory(spec: str) -> bool:
-    """``package.module:factory`` (dotted identifiers, a colon, an identifier)."""
-    module, sep, attr = spec.partition(":")
-    return bool(sep) and attr.isidentifier() and all(p.isidentifier() for p in module.split("."))
+    target = load_target(spec, access="score")
+    version = _file_version(path) if path.is_file() else spec
+    return target, version
 
 
 class _Server(uvicorn.Server):

@@ -1,0 +1,106 @@
+"""The audit log loses no answered request when the server is killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from mlwarden.serve.auth import hash_key, new_key
+from mlwarden.serve.log import read_records
+
+_SERVER = """
+import sys
+import time
+from pathlib import Path
+import numpy as np
+from mlwarden.core.target import CallableTarget
+from mlwarden.serve.config import load_config
+from mlwarden.serve.log import AuditLog
+from mlwarden.serve.server import run_gateway
+
+# A slow disk: each group commit takes 20 ms more, so records wait in the queue and a
+# gateway that answered before committing would lose them on kill -9.
+_write = AuditLog._write
+def _slow_write(self, db, batch):
+    time.sleep(0.02)
+    _write(self, db, batch)
+AuditLog._write = _slow_write
+
+w = np.random.default_rng(0).normal(size=(64, 10))
+target = CallableTarget(lambda x: x.reshape(len(x), -1) @ w, access="score", output="logits")
+cfg_path = Path(sys.argv[1])
+run_gateway(target, load_config(cfg_path), host="127.0.0.1", port=0, base_dir=cfg_path.parent)
+"""
+
+
+def _start(tmp_path: Path, key: str) -> tuple[subprocess.Popen[str], str]:
+    (tmp_path / "gw.yaml").write_text(
+        "input: {shape: [1, 8, 8], range: [0, 1]}\n"
+        "limits: {rate: 100000, burst: 100000}\n"
+        f"keys: {{bench: {{hash: '{hash_key(key)}', role: scores}}}}\n"
+        "audit: {path: audit.db}\n"
+    )
+    (tmp_path / "server.py").write_text(_SERVER)
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "server.py"), str(tmp_path / "gw.yaml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "ready at " in line:
+            return proc, line.split("ready at ")[1].split()[0]
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("gateway subprocess did not start")
+
+
+def test_every_answered_request_survives_kill_9(tmp_path: Path) -> None:
+    key = new_key()
+    proc, url = _start(tmp_path, key)
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    x = np.random.default_rng(1).uniform(0, 1, (2, 1, 8, 8)).tolist()
+
+    def client() -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=5) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post(f"{url}/v1/predict", json={"inputs": x})
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    with lock:
+                        answered.append(r.headers["X-Request-Id"])
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    while len(answered) < 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # while the clients are still sending
+    proc.wait(timeout=10)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    assert len(answered) >= 200
+    stored = {r["request_id"] for r in read_records(tmp_path / "audit.db")}
+    missing = set(answered) - stored
+    assert not missing, f"{len(missing)} of {len(answered)} answered requests not in the audit log"
+    assert key not in output
