@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -102,18 +103,21 @@ class BaseTarget:
         arr = _as_numpy(x)
         if arr.ndim == 0:
             raise TargetError("predict() needs a batch of inputs, got a scalar")
+        self._check_input_shape(arr)
         n = len(arr)
-        if self.max_queries is not None and self.queries + n > self.max_queries:
-            raise QueryBudgetExceeded(
-                f"{self.name}: {n} more queries would exceed the budget of {self.max_queries} "
-                f"({self.queries} used)"
-            )
-        self.queries += n
+        self._spend(n)
         if n == 0:
-            return np.zeros(
-                (0,) if self.access == "label" else (0, self.num_classes or 0), np.float32
-            )
-        outs = [self._predict(arr[i : i + self.batch_size]) for i in range(0, n, self.batch_size)]
+            if self.access == "label":
+                return np.zeros((0,), np.int64)
+            return np.zeros((0, self.num_classes or 0), np.float32)
+        outs = []
+        for i in range(0, n, self.batch_size):
+            batch = arr[i : i + self.batch_size]
+            out_b = np.asarray(self._predict(batch))
+            if out_b.ndim == 0 or len(out_b) != len(batch):
+                rows = "a scalar" if out_b.ndim == 0 else f"{len(out_b)} rows"
+                raise TargetError(f"{self.name} returned {rows} for a batch of {len(batch)} inputs")
+            outs.append(out_b)
         out = np.concatenate(outs, axis=0)
         if self.access == "label":
             if out.ndim == 2:
@@ -129,8 +133,29 @@ class BaseTarget:
         return out
 
     def predict_labels(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Predicted class indices ``(N,)`` int64 (costs the same queries as :meth:`predict`)."""
         out = self.predict(x)
-        return out if out.ndim == 1 else out.argmax(axis=1).astype(np.int64)
+        return out.astype(np.int64) if out.ndim == 1 else out.argmax(axis=1).astype(np.int64)
+
+    def _spend(self, n: int) -> None:
+        """Count ``n`` queries, refusing to go over ``max_queries``."""
+        if self.max_queries is not None and self.queries + n > self.max_queries:
+            raise QueryBudgetExceeded(
+                f"{self.name}: {n} more queries would exceed the budget of {self.max_queries} "
+                f"({self.queries} used)"
+            )
+        self.queries += n
+
+    def _check_input_shape(self, arr: np.ndarray) -> None:
+        """A clear error (before any query is spent) when inputs do not fit a known shape."""
+        if self.input_shape is None or arr.ndim < 1:
+            return
+        want = int(np.prod(self.input_shape))
+        if arr.ndim < 2 or int(np.prod(arr.shape[1:])) != want:
+            raise TargetError(
+                f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}); "
+                f"got {tuple(arr.shape)}"
+            )
 
     def reset_queries(self) -> None:
         self.queries = 0
@@ -165,18 +190,38 @@ class TorchTarget(BaseTarget):
         kw.setdefault("name", type(module).__name__)
         super().__init__(**kw)
         self.device = torch.device(device)
-        self.module = module.to(self.device).eval()
+        self.module = module.to(self.device)
+        # torch.export modules refuse .eval(); they were traced in eval mode already.
+        with contextlib.suppress(NotImplementedError):
+            self.module.eval()
 
     def torch_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable forward pass (counts queries like :meth:`predict`)."""
+        """Differentiable forward pass (counts queries and honours ``max_queries`` like
+        :meth:`predict`)."""
         if self.access != "white":
             raise TargetError(f"{self.name} has {self.access} access; gradients are not available")
-        self.queries += len(x)
-        return self.module(x.to(self.device))
+        self._spend(len(x))
+        return self.module(x.to(self.device, self._dtype()))
+
+    def _dtype(self) -> torch.dtype:
+        for p in self.module.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def _forward_numpy(self, x: np.ndarray) -> Any:
+        """The module on a numpy batch, with shape errors turned into a :class:`TargetError`."""
+        batch = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self._dtype())
+        try:
+            with torch.no_grad():
+                return self.module(batch)
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+            raise TargetError(
+                f"{self.name} failed on inputs of shape {tuple(x.shape)}: {_first_line(exc)}"
+            ) from None
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out = self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        out = self._forward_numpy(x)
         if not isinstance(out, torch.Tensor):
             raise TargetError(
                 f"{self.name} returned {type(out).__name__}; expected a tensor of scores"
@@ -213,8 +258,79 @@ class ExportedProgramTarget(TorchTarget):
                 path, f"not a loadable torch.export program ({_first_line(exc)})"
             ) from None
         kw.setdefault("name", path.name)
+        example = _exported_input_shape(program)
+        if (
+            example is not None
+            and "input_shape" not in kw
+            and all(isinstance(d, int) for d in example[1:])
+        ):
+            kw["input_shape"] = example[1:]
         super().__init__(module, **kw)  # type: ignore[arg-type]
         self.path = path
+        #: The batch size the program was exported with, when it is not dynamic.
+        self.static_batch = (
+            example[0] if example is not None and isinstance(example[0], int) else None
+        )
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        if self.static_batch is None:
+            return super()._predict(x)
+        return _in_static_batches(super()._predict, x, self.static_batch)
+
+    def torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.static_batch is None or len(x) == self.static_batch:
+            return super().torch_forward(x)
+        if self.access != "white":
+            raise TargetError(f"{self.name} has {self.access} access; gradients are not available")
+        self._spend(len(x))  # padding rows are not queries
+        dtype = self._dtype()
+        parts = [
+            self.module(chunk.to(self.device, dtype))
+            for chunk in _padded_chunks_torch(x, self.static_batch)
+        ]
+        return torch.cat(parts)[: len(x)]
+
+
+def _exported_input_shape(program: Any) -> tuple[Any, ...] | None:
+    """Shape of the program's single user input (ints, or symbols for dynamic dims)."""
+    try:
+        names = list(program.graph_signature.user_inputs)
+        if len(names) != 1:
+            return None
+        for node in program.graph.nodes:
+            if node.op == "placeholder" and node.name == names[0]:
+                val = node.meta.get("val")
+                if val is None:
+                    return None
+                return tuple(int(d) if isinstance(d, int) else d for d in val.shape)
+    except (AttributeError, TypeError):
+        return None
+    return None
+
+
+def _in_static_batches(
+    fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int
+) -> np.ndarray:
+    """Run ``fn`` on chunks of exactly ``size`` rows (the last padded by repeating its
+    final row) and drop the padding's outputs: models exported with a fixed batch."""
+    outs = []
+    for i in range(0, len(x), size):
+        chunk = x[i : i + size]
+        real = len(chunk)
+        if real < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - real, axis=0)])
+        outs.append(np.asarray(fn(chunk))[:real])
+    return np.concatenate(outs, axis=0)
+
+
+def _padded_chunks_torch(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    chunks = []
+    for i in range(0, len(x), size):
+        chunk = x[i : i + size]
+        if len(chunk) < size:
+            chunk = torch.cat([chunk, chunk[-1:].expand(size - len(chunk), *chunk.shape[1:])])
+        chunks.append(chunk)
+    return chunks
 
 
 class SklearnTarget(BaseTarget):
@@ -240,17 +356,27 @@ class SklearnTarget(BaseTarget):
         super().__init__(**kw)
         self.estimator = estimator
         self._has_proba = has_proba
+        self._classes = None if classes is None else np.asarray(classes)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         flat = x.reshape(len(x), -1)
         try:
             if self.access == "label" or not self._has_proba:
-                return np.asarray(self.estimator.predict(flat)).astype(np.int64)
+                return self._label_indices(np.asarray(self.estimator.predict(flat)))
             return np.asarray(self.estimator.predict_proba(flat), dtype=np.float32)
-        except ValueError as exc:
+        except (ValueError, TypeError, IndexError) as exc:
             raise TargetError(
                 f"{self.name} rejected inputs of shape {x.shape}: {_first_line(exc)}"
             ) from None
+
+    def _label_indices(self, labels: np.ndarray) -> np.ndarray:
+        """Class labels as indices into ``classes_``, matching ``predict_proba``'s columns."""
+        classes = self._classes
+        if classes is None or np.array_equal(classes, np.arange(len(classes))):
+            return labels.astype(np.int64)
+        order = np.argsort(classes)
+        pos = np.searchsorted(classes, labels, sorter=order)
+        return order[np.clip(pos, 0, len(classes) - 1)].astype(np.int64)
 
 
 class OnnxTarget(BaseTarget):
@@ -282,6 +408,8 @@ class OnnxTarget(BaseTarget):
             )
         self.input_name = inputs[0].name
         shape = inputs[0].shape
+        #: The batch size the graph was exported with, when it is not dynamic.
+        self.static_batch = shape[0] if shape and isinstance(shape[0], int) else None
         self._input_dims = [d if isinstance(d, int) else None for d in shape[1:]]
         kw.setdefault("name", path.name)
         if all(d is not None for d in self._input_dims):
@@ -290,6 +418,8 @@ class OnnxTarget(BaseTarget):
         self.path = path
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
+        if self.static_batch is not None and len(x) != self.static_batch:
+            return _in_static_batches(self._predict, x, self.static_batch)
         if self._input_dims and all(d is not None for d in self._input_dims):
             want = int(np.prod(self._input_dims))  # type: ignore[arg-type]
             if int(np.prod(x.shape[1:])) != want:
@@ -329,9 +459,14 @@ class CallableTarget(BaseTarget):
         self.fn = fn
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.fn(x))
-        if out.shape[0] != len(x):
-            raise TargetError(f"{self.name} returned {out.shape[0]} rows for {len(x)} inputs")
+        try:
+            out = np.asarray(self.fn(x))
+        except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+            raise TargetError(
+                f"{self.name} failed on inputs of shape {tuple(x.shape)}: {_first_line(exc)}"
+            ) from None
+        if out.dtype.kind not in "biuf":
+            raise TargetError(f"{self.name} returned {out.dtype} values; expected numbers")
         return out
 
 
@@ -389,7 +524,7 @@ class HttpTarget(BaseTarget):
                 if attempt < self.retries:
                     import time
 
-                    time.sleep(min(float(resp.headers.get("Retry-After", "0.5") or 0.5), 5.0))
+                    time.sleep(_retry_after(resp.headers.get("Retry-After")))
                 continue
             if resp.status_code >= 400:
                 raise TargetError(f"{self.url} answered HTTP {resp.status_code}: {resp.text[:200]}")
@@ -409,6 +544,15 @@ class HttpTarget(BaseTarget):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait from a ``Retry-After`` header (seconds form), capped at 5 s."""
+    try:
+        seconds = float(value) if value else 0.5
+    except ValueError:  # the HTTP-date form: wait a little rather than parse dates
+        seconds = 1.0
+    return min(max(seconds, 0.0), 5.0)
 
 
 def _set_path(body: dict[str, Any], dotted: str, value: Any) -> None:
