@@ -105,7 +105,7 @@ def _print_text(result: object) -> None:
     for f in result.files:
         v = f.verdict.value
         out.print(f"[{colour[v]}]{v.upper():<10}[/] {f.path}  [dim]({f.format})[/]")
-        for i in f.findings:
+        for i in sorted(f.findings, key=lambda i: -i.severity.rank):
             where = []
             if i.member:
                 where.append(f"member {i.member}")

@@ -16,7 +16,7 @@ from mlwarden.supplychain.loader import RestrictedUnpickler, check_safe, load_ta
 from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy, Verdict
 from mlwarden.supplychain.report import scan_report, to_report
 from mlwarden.supplychain.results import FileResult, Issue, ScanResult
-from mlwarden.supplychain.scanner import Limits, scan_file, scan_paths, sniff
+from mlwarden.supplychain.scanner import Limits, scan_bytes, scan_file, scan_paths, sniff
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -30,6 +30,7 @@ __all__ = [
     "check_safe",
     "load_target",
     "safe_load",
+    "scan_bytes",
     "scan_file",
     "scan_paths",
     "scan_report",

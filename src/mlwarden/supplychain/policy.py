@@ -261,6 +261,8 @@ SAFE_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         # testing helpers (run subprocesses) or externals
         r"sklearn\.(?!datasets\b|utils\._testing\b|externals\b|tests?\b|_build_utils\b|"
         r"utils\._show_versions\b|experimental\b)" + _MOD + r"[A-Za-z0-9_]+\." + _CLASS,
+        # Cython helpers sklearn's trees and distance metrics pickle through: obj.__new__(obj)
+        r"sklearn\.(?:neighbors|metrics)\." + _MOD + r"newObj",
         r"scipy\.sparse\." + _MOD + r"(?:csr|csc|coo|lil|dok|bsr|dia)_(?:matrix|array)",
         r"numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType",
         r"torch\.[A-Za-z0-9]*Storage",
@@ -353,6 +355,7 @@ UNSAFE_MODULES: dict[str, str] = {
             "numpy.distutils",
             "numpy.testing",
             "numpy.ctypeslib",
+            "sklearn.utils._testing",
         ],
         "runs or compiles Python code, imports modules or reaches attributes",
     ),
@@ -475,6 +478,19 @@ UNSAFE_NAMES: dict[str, str] = {
         "reaches arbitrary attributes or builds new types (attribute chains)",
     ),
     "builtins.open": "reads or writes files",
+    **dict.fromkeys(
+        [
+            "numpy.save",
+            "numpy.savez",
+            "numpy.savez_compressed",
+            "numpy.savetxt",
+            "torch.save",
+            "pandas.read_csv",
+            "pandas.read_json",
+            "pandas.read_html",
+        ],
+        "reads or writes files",
+    ),
 }
 
 

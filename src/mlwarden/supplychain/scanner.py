@@ -87,6 +87,8 @@ class _Ctx:
         self.path = path
         self.budget = limits.max_total_bytes
         self.formats: list[str] = []
+        self.base: Path | None = path.parent  #: folder for ONNX external data
+        self.top_kind = "unknown"  #: what the top-level stream was identified as
 
 
 # --- entry points -----------------------------------------------------------------------
@@ -111,8 +113,29 @@ def scan_file(
         _error(result, sink, f"cannot read the file ({exc.strerror or exc})")
     except Exception as exc:  # fail closed: anything unexpected is an error, never safe
         _error(result, sink, f"{type(exc).__name__}: {exc}")
-    if result.format == "unknown" and ctx.formats:
-        result.format = ctx.formats[0]
+    if result.format == "unknown":
+        result.format = ctx.formats[0] if ctx.formats else ctx.top_kind
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def scan_bytes(
+    data: bytes, name: str = "<bytes>", policy: Policy | None = None, limits: Limits | None = None
+) -> FileResult:
+    """Scan an in-memory file (same rules as :func:`scan_file`)."""
+    result = FileResult(path=name)
+    sink = Sink(result, policy or DEFAULT_POLICY)
+    ctx = _Ctx(sink, limits or Limits(), Path(name))
+    ctx.base = None
+    start = time.perf_counter()
+    try:
+        result.format = _scan_stream(io.BytesIO(data), len(data), ctx, depth=0, top=True)
+    except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit) as exc:
+        _error(result, sink, _describe(exc))
+    except Exception as exc:  # fail closed
+        _error(result, sink, f"{type(exc).__name__}: {exc}")
+    if result.format == "unknown":
+        result.format = ctx.formats[0] if ctx.formats else ctx.top_kind
     result.seconds = time.perf_counter() - start
     return result
 
@@ -259,6 +282,8 @@ def _scan_stream(
     src = Source(f, size)
     head = src.peek(512)
     kind = sniff(head, size)
+    if top:
+        ctx.top_kind = {"pickle?": "pickle", "torch-legacy": "pytorch-legacy"}.get(kind, kind)
     if kind == "empty":
         if top:
             raise ScanLimit("empty file: nothing to scan") from None
@@ -293,8 +318,7 @@ def _scan_stream(
         from mlwarden.supplychain.onnx_scan import scan_onnx
 
         data = _read_bounded(src, ctx.limits.max_json, "ONNX model")
-        base = ctx.path.parent if top else None
-        scan_onnx(data, ctx.sink, base)
+        scan_onnx(data, ctx.sink, ctx.base if top else None)
         return "onnx"
     if kind == "text":
         if head.lstrip()[:1] in (b"{", b"["):

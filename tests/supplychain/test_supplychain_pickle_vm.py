@@ -1,0 +1,127 @@
+"""The symbolic pickle machine: imports through the memo, calls, anomalies."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+
+from corpus import call2, call4, g, su, u
+
+from mlwarden.supplychain import scan_bytes
+
+
+def globals_of(data: bytes) -> set[str | None]:
+    return {i.global_ for i in scan_bytes(data).findings if i.global_}
+
+
+def messages(data: bytes) -> str:
+    return " | ".join(i.message for i in scan_bytes(data).findings)
+
+
+def test_stack_global_resolves_strings_stored_in_the_memo() -> None:
+    data = b"\x80\x04" + su("os") + b"\x94" + su("system") + b"\x94" + b"00h\x00h\x01\x93)R."
+    assert globals_of(data) == {"os.system"}
+
+
+def test_stack_global_with_unknown_operands_is_suspicious() -> None:
+    data = b"\x80\x04" + su("os") + b"K\x01\x93."
+    r = scan_bytes(data)
+    assert r.verdict.value == "suspicious"
+    assert "cannot be checked" in messages(data)
+
+
+def test_every_protocol_of_the_real_pickler_parses_safe() -> None:
+    obj = {"a": [1, 2.5, "x", b"y", None, True], "b": (1, 2), "c": {3}, "d": frozenset({4})}
+    for proto in range(6):
+        r = scan_bytes(pickle.dumps(obj, protocol=proto))
+        assert r.verdict.value == "safe", (proto, r.findings, r.error)
+
+
+def test_call_message_shows_the_arguments() -> None:
+    assert "os.system('id')" in messages(call2("os", "system", "id"))
+
+
+def test_unknown_global_is_suspicious_not_safe() -> None:
+    r = scan_bytes(call2("mypkg.models", "Net"))
+    assert r.verdict.value == "suspicious"
+    assert r.findings[0].rule == "MLW-SCN-002"
+
+
+def test_proto_in_the_middle_is_an_anomaly() -> None:
+    r = scan_bytes(b"\x80\x02N0\x80\x02N.")
+    assert r.verdict.value == "suspicious"
+    assert "PROTO opcode in the middle" in r.findings[0].message
+
+
+def test_frame_length_that_disagrees_with_data_is_an_anomaly() -> None:
+    body = su("x") + b"."
+    data = b"\x80\x04\x95" + struct.pack("<Q", 1) + body
+    assert "FRAME" in messages(data)
+    assert scan_bytes(data).verdict.value != "safe"
+
+
+def test_real_framed_pickle_has_no_frame_anomaly() -> None:
+    data = pickle.dumps(list(range(100_000)), protocol=4)
+    assert scan_bytes(data).verdict.value == "safe"
+
+
+def test_truncated_stream_is_an_error() -> None:
+    r = scan_bytes(pickle.dumps({"a": 1}, protocol=2)[:-3])
+    assert r.verdict.value == "error"
+    assert [i.rule for i in r.findings] == ["MLW-SCN-004"]
+
+
+def test_unknown_opcode_is_never_safe() -> None:
+    assert scan_bytes(b"\x80\x02N\xff.").verdict.value != "safe"
+
+
+def test_payload_before_an_unknown_opcode_is_still_unsafe() -> None:
+    assert scan_bytes(call2("os", "system", "id")[:-1] + b"\xfe").verdict.value == "unsafe"
+
+
+def test_second_pickle_in_a_stream_is_scanned() -> None:
+    data = pickle.dumps([1, 2], protocol=2) + call4("subprocess", "run", "id")
+    assert globals_of(data) == {"subprocess.run"}
+
+
+def test_huge_memo_index_is_a_blow_up() -> None:
+    data = b"\x80\x02Nr\xff\xff\xff\x7f."
+    assert "memo index" in messages(data)
+    assert scan_bytes(data).verdict.value == "suspicious"
+
+
+def test_get_of_missing_memo_index_fails_closed() -> None:
+    assert scan_bytes(b"\x80\x02h\x05.").verdict.value != "safe"
+
+
+def test_length_larger_than_the_stream_is_never_safe() -> None:
+    data = b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + b"."
+    assert scan_bytes(data).verdict.value != "safe"
+
+
+def test_build_on_an_imported_class_is_unsafe() -> None:
+    data = b"\x80\x02" + g("collections", "OrderedDict") + b"}" + u("x") + b"K\x01sb."
+    r = scan_bytes(data)
+    assert r.verdict.value == "unsafe"
+    assert "BUILD" in r.findings[0].message
+
+
+def test_reduce_on_a_non_imported_value_is_an_anomaly() -> None:
+    data = b"\x80\x02" + g("collections", "OrderedDict") + b")R)R."
+    assert "not an imported name" in messages(data)
+
+
+def test_large_payloads_are_skipped_not_kept() -> None:
+    blob = b"\x00" * (1 << 20)
+    data = pickle.dumps({"w": blob}, protocol=4)
+    r = scan_bytes(data)
+    assert r.verdict.value == "safe"
+
+
+def test_python2_module_names_are_normalised() -> None:
+    assert globals_of(g("__builtin__", "eval") + b"(S'1'\ntR.") == {"builtins.eval"}
+
+
+def test_dotted_name_walking_a_dunder_is_unsafe() -> None:
+    data = b"\x80\x04" + su("collections") + su("OrderedDict.__init__.__globals__") + b"\x93."
+    assert scan_bytes(data).verdict.value == "unsafe"
