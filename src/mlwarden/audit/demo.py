@@ -29,6 +29,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("evasion", "mlwarden.evasion.demo"),
     ("privacy", "mlwarden.privacy.demo"),
     ("threats", "mlwarden.threats.demo"),
+    # Last: write DIR/system.yaml and DIR/plan.yaml and run `mlwarden audit` on them.
+    ("audit", "mlwarden.audit.demo_plan"),
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from mlwarden.core.findings import Report
 
 #: check kind -> the public function that runs it.
 FUNCTIONS: dict[str, str] = {
-    "scan": "mlwarden.supplychain:scan_report",
+    "scan": "mlwarden.audit.jobs:scan_job",
     "registry-verify": "mlwarden.integrity:verify_report",
     "data": "mlwarden.poisoning:data_report",
     "evasion": "mlwarden.evasion:evasion_report",
@@ -203,6 +204,18 @@ def resolve_function(function: str) -> Any:
     if fn is None or not callable(fn):
         raise RuntimeError(f"{module_name} has no public function {attr}")
     return fn
+
+
+def scan_job(
+    paths: list[str], allow: Sequence[str] = (), policy: Path | None = None, seed: int = 0
+) -> Report:
+    """``supplychain.scan_report`` with the plan's policy file loaded into a Policy."""
+    scan_report = resolve_function("mlwarden.supplychain:scan_report")
+    loaded = None
+    if policy is not None:
+        loaded = resolve_function("mlwarden.supplychain:Policy").from_file(policy)
+    report: Report = scan_report(paths, allow=allow, policy=loaded, seed=seed)
+    return report
 
 
 def run_job(job: Job) -> dict[str, Any]:

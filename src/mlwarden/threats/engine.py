@@ -127,6 +127,6 @@ def threats_report(
     report.target = {"name": system.name, "description": system.description, "source": source}
     report.config = {"system": system.model_dump(mode="json")}
     report.add(*(t.to_finding() for t in threats))
-    report.metrics["threats.count"] = len(threats)
-    report.metrics["threats.checks"] = sorted({c for t in threats for c in t.rule.checks})
+    report.metrics["count"] = len(threats)
+    report.metrics["checks"] = sorted({c for t in threats for c in t.rule.checks})
     return report
