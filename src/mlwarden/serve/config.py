@@ -159,6 +159,7 @@ class Prada(_Strict):
     delta: float = Field(default=0.85, gt=0, lt=1, description="Shapiro-Wilk W alarm level")
     min_queries: int = Field(default=30, ge=3, description="distances before testing")
     history: int = Field(default=5000, ge=3, description="distances kept per key")
+    test_every: int = Field(default=10, ge=1, description="queries between normality tests")
 
 
 class Detection(_Strict):

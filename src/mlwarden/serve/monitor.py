@@ -21,7 +21,10 @@ Two detectors, both per key:
   raise the threshold to ``max(T, mean - std)`` of the set's distances. Natural
   queries give roughly normally distributed distances; synthetic extraction queries
   (small steps around seeds) do not. Once ``min_queries`` distances exist, a
-  Shapiro-Wilk statistic ``W < delta`` flags the key.
+  Shapiro-Wilk statistic ``W < delta`` flags the key. The paper tests after every
+  query; we test after every ``test_every`` queries (default 10) because one test
+  costs about 0.5 ms. ``delta`` 0.85 is calibrated on digits (benign streams of 100
+  held-out digits had W >= 0.91); the paper tuned it per dataset.
 
 Example::
 
@@ -60,37 +63,45 @@ def fingerprint(x: np.ndarray, quantization: float, window: int, top: int) -> fr
 
 
 class Blacklight:
-    """One key's Blacklight history: fingerprints of its last ``history`` queries."""
+    """One key's Blacklight history: fingerprints of its last ``history`` queries.
 
-    def __init__(self, config: BlacklightConfig) -> None:
+    Each hash keeps the ids of at most ``bucket`` recent queries that produced it, so a
+    stream of identical queries costs O(top * bucket) per query, not O(history): a
+    match with any recent query is enough to flag.
+    """
+
+    def __init__(self, config: BlacklightConfig, bucket: int = 32) -> None:
         self.config = config
-        self._table: dict[bytes, set[int]] = {}
+        self.bucket = bucket
+        self._table: dict[bytes, deque[int]] = {}
         self._order: deque[tuple[int, frozenset[bytes]]] = deque()
         self._next = 0
 
     def observe(self, x: np.ndarray) -> int:
-        """Add one query; return the most hashes it shares with any earlier query."""
+        """Add one query; return the most hashes it shares with any remembered query."""
         c = self.config
         fp = fingerprint(x, c.quantization, c.window, c.top)
+        oldest = self._order[0][0] if self._order else 0
         counts: Counter[int] = Counter()
         for h in fp:
             ids = self._table.get(h)
             if ids:
-                counts.update(ids)
+                counts.update(i for i in ids if i >= oldest)
         best = max(counts.values(), default=0)
         qid = self._next
         self._next += 1
         for h in fp:
-            self._table.setdefault(h, set()).add(qid)
+            ids = self._table.get(h)
+            if ids is None:
+                ids = self._table[h] = deque(maxlen=self.bucket)
+            ids.append(qid)
         self._order.append((qid, fp))
         if len(self._order) > c.history:
             old, old_fp = self._order.popleft()
             for h in old_fp:
                 ids = self._table.get(h)
-                if ids is not None:
-                    ids.discard(old)
-                    if not ids:
-                        del self._table[h]
+                if ids is not None and ids and ids[-1] <= old:
+                    del self._table[h]  # every id left in it is evicted
         return best
 
     def flags(self, x: np.ndarray) -> bool:
@@ -106,28 +117,36 @@ class Prada:
         self._set_dists: dict[int, list[float]] = {}
         self._thresholds: dict[int, float] = {}
         self._dists: deque[float] = deque(maxlen=config.history)
+        self._pending = 0
         self.last_w: float | None = None
 
-    def observe(self, x: np.ndarray, label: int) -> float | None:
-        """Add one query with its predicted class; return the Shapiro-Wilk W, if tested."""
+    def observe(self, x: np.ndarray, label: int) -> None:
+        """Add one query with its predicted class (updates the distance record)."""
         v = np.asarray(x, dtype=np.float64).ravel()
+        self._pending += 1
         ref = self._sets.get(label)
         if not ref:
             self._sets[label] = [v]
             self._set_dists[label] = []
             self._thresholds[label] = 0.0
-        else:
-            d = float(np.sqrt(((np.stack(ref) - v) ** 2).sum(axis=1)).min())
-            self._dists.append(d)
-            if d > self._thresholds[label] and len(ref) < self.config.history:
-                ref.append(v)
-                ds = self._set_dists[label]
-                ds.append(d)
-                self._thresholds[label] = max(
-                    self._thresholds[label], float(np.mean(ds) - np.std(ds))
-                )
-        if len(self._dists) < self.config.min_queries:
+            return
+        d = float(np.sqrt(((np.stack(ref) - v) ** 2).sum(axis=1)).min())
+        self._dists.append(d)
+        if d > self._thresholds[label] and len(ref) < self.config.history:
+            ref.append(v)
+            ds = self._set_dists[label]
+            ds.append(d)
+            self._thresholds[label] = max(self._thresholds[label], float(np.mean(ds) - np.std(ds)))
+
+    def test(self) -> float | None:
+        """Shapiro-Wilk W of the distances, or ``None`` when too few or tested recently.
+
+        The test runs once ``test_every`` new queries have arrived (it costs about half a
+        millisecond), so a flag comes at most ``test_every - 1`` queries late.
+        """
+        if len(self._dists) < self.config.min_queries or self._pending < self.config.test_every:
             return None
+        self._pending = 0
         dists = np.fromiter(self._dists, dtype=np.float64)
         if np.ptp(dists) == 0:
             self.last_w = 0.0  # all distances equal: as far from normal as it gets
@@ -136,7 +155,8 @@ class Prada:
         return self.last_w
 
     def flags(self, x: np.ndarray, label: int) -> bool:
-        w = self.observe(x, label)
+        self.observe(x, label)
+        w = self.test()
         return w is not None and w < self.config.delta
 
 
