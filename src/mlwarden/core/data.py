@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -105,8 +106,11 @@ def load_dataset(spec: str | Path, *, label: str | None = None) -> Dataset:
         raise InputFileError(path, f"no such file or folder (bundled sets are: {names})")
     if path.is_dir():
         return load_image_folder(path)
-    with path.open("rb") as fh:
-        magic = fh.read(4)
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
     if magic.startswith(b"PK"):
         return load_npz(path)
     if path.suffix.lower() in {".csv", ".tsv", ".txt"} or _looks_like_text(path):
@@ -127,39 +131,94 @@ def _looks_like_text(path: Path) -> bool:
 
 
 def load_npz(path: str | Path) -> Dataset:
-    """Load ``x`` and ``y`` from an ``.npz`` without ever unpickling object arrays."""
+    """Load ``x`` and ``y`` from an ``.npz`` without ever unpickling object arrays.
+
+    Each array's header is read first: object arrays are refused before numpy sees
+    them, and an array whose header claims more data than its member holds (a
+    truncated file, or a memory bomb) is refused before anything is allocated.
+    """
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            total = sum(info.file_size for info in zf.infolist())
-            names = {Path(info.filename).stem for info in zf.infolist()}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise InputFileError(path, f"not a readable .npz archive ({exc})") from None
-    if total > MAX_ARRAY_BYTES:
-        raise InputFileError(
-            path, f"arrays expand to {total} bytes, over the {MAX_ARRAY_BYTES}-byte limit"
-        )
-    missing = [k for k in ("x", "y") if k not in names]
-    if missing:
-        have = ", ".join(sorted(names)) or "none"
-        raise InputFileError(
-            path,
-            f"has no array {' or '.join(repr(m) for m in missing)}; expected arrays 'x' (inputs) and 'y' (labels), found: {have}",
-        )
+            infos = {
+                info.filename[: -len(".npy")]: info
+                for info in zf.infolist()
+                if info.filename.endswith(".npy")
+            }
+            total = sum(info.file_size for info in infos.values())
+            if total > MAX_ARRAY_BYTES:
+                raise InputFileError(
+                    path, f"arrays expand to {total} bytes, over the {MAX_ARRAY_BYTES}-byte limit"
+                )
+            missing = [k for k in ("x", "y") if k not in infos]
+            if missing:
+                have = ", ".join(sorted(infos)) or "none"
+                raise InputFileError(
+                    path,
+                    f"has no array {' or '.join(repr(m) for m in missing)}; expected arrays 'x' (inputs) and 'y' (labels), found: {have}",
+                )
+            wanted = [k for k in ("x", "y", "bounds", "class_names") if k in infos]
+            for key in wanted:
+                _check_npy_header(path, zf, infos[key], key)
+    except InputFileError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error) as exc:
+        raise InputFileError(path, f"not a readable .npz archive ({_one_line(exc)})") from None
     try:
         with np.load(path, allow_pickle=False) as npz:
-            x = np.asarray(npz["x"])
-            y = np.asarray(npz["y"])
-            meta = {k: np.asarray(npz[k]) for k in npz.files if k not in ("x", "y")}
+            arrays: dict[str, np.ndarray] = {k: np.asarray(npz[k]) for k in wanted}
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise InputFileError(
                 path, "holds object arrays, which would need unpickling; refusing to load them"
             ) from None
-        raise InputFileError(path, f"could not read arrays ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputFileError(path, f"truncated or corrupt array data ({exc})") from None
-    return _from_arrays(path, x, y, meta)
+        raise InputFileError(path, f"could not read arrays ({_one_line(exc)})") from None
+    except (
+        OSError,
+        EOFError,
+        KeyError,
+        MemoryError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+    ) as exc:
+        raise InputFileError(path, f"truncated or corrupt array data ({_one_line(exc)})") from None
+    x, y = arrays.pop("x"), arrays.pop("y")
+    return _from_arrays(path, x, y, arrays)
+
+
+def _check_npy_header(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> None:
+    """Refuse object arrays and arrays whose header claims more bytes than are stored."""
+    try:
+        with zf.open(info) as fh:
+            major, _minor = np.lib.format.read_magic(fh)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _fortran, dtype = read_header(fh)
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise InputFileError(
+            path, f"array {key!r} has a malformed header ({_one_line(exc)})"
+        ) from None
+    if dtype.hasobject:
+        raise InputFileError(
+            path,
+            f"array {key!r} holds Python objects, which would need unpickling; refusing to load it",
+        )
+    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if claimed > info.file_size:
+        raise InputFileError(
+            path,
+            f"array {key!r} claims shape {tuple(shape)} ({claimed} bytes) but holds only "
+            f"{info.file_size} bytes; the file is truncated or corrupt",
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
 
 
 def _from_arrays(path: Path, x: np.ndarray, y: np.ndarray, meta: dict[str, np.ndarray]) -> Dataset:
@@ -172,12 +231,19 @@ def _from_arrays(path: Path, x: np.ndarray, y: np.ndarray, meta: dict[str, np.nd
     y = _labels(path, y)
     if len(x) != len(y):
         raise InputFileError(path, f"'x' has {len(x)} samples but 'y' has {len(y)}")
+    if len(x) == 0:
+        raise InputFileError(path, "holds no samples ('x' and 'y' are empty)")
+    if x.size == 0:
+        raise InputFileError(path, f"array 'x' has shape {x.shape}: samples with no features")
     x = x.astype(np.float32, copy=False)
     if not np.all(np.isfinite(x)):
         raise InputFileError(path, "array 'x' holds NaN or infinite values")
     modality: Modality = "image" if x.ndim >= 3 else "tabular"
-    if "bounds" in meta and meta["bounds"].shape == (2,):
-        bounds = (float(meta["bounds"][0]), float(meta["bounds"][1]))
+    if "bounds" in meta and meta["bounds"].shape == (2,) and meta["bounds"].dtype.kind in "biuf":
+        lo, hi = float(meta["bounds"][0]), float(meta["bounds"][1])
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise InputFileError(path, f"array 'bounds' is [{lo}, {hi}]; expected finite lo < hi")
+        bounds = (lo, hi)
     elif x.size and x.min() >= 0.0 and x.max() <= 1.0:
         bounds = (0.0, 1.0)
     else:
@@ -212,7 +278,7 @@ def load_csv(path: str | Path, *, label: str | None = None) -> Dataset:
     path = Path(path)
     label_col = label or "label"
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             sample = fh.read(8192)
             fh.seek(0)
             try:
@@ -234,6 +300,8 @@ def load_csv(path: str | Path, *, label: str | None = None) -> Dataset:
         )
     li = header.index(label_col)
     features = [h for i, h in enumerate(header) if i != li]
+    if not features:
+        raise InputFileError(path, f"has only the label column {label_col!r}; no feature columns")
     xs: list[list[float]] = []
     labels: list[str] = []
     for lineno, row in enumerate(rows[1:], start=2):
@@ -267,7 +335,7 @@ def load_csv(path: str | Path, *, label: str | None = None) -> Dataset:
             class_names: list[str] = []
         else:
             raise ValueError
-    except ValueError:
+    except (ValueError, OverflowError):
         class_names = sorted(set(labels))
         lookup = {c: i for i, c in enumerate(class_names)}
         y = np.asarray([lookup[v] for v in labels], dtype=np.int64)
@@ -312,7 +380,14 @@ def load_image_folder(path: str | Path) -> Dataset:
                             f"is {img.size[0]}x{img.size[1]}; other images are {size[0]}x{size[1]}",
                         )
                     arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            except (
+                UnidentifiedImageError,
+                Image.DecompressionBombError,
+                OSError,
+                SyntaxError,
+                ValueError,
+                EOFError,
+            ) as exc:
                 raise InputFileError(file, f"not a readable image ({exc})") from None
             arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
             labels.append(ci)
