@@ -58,8 +58,11 @@ def test_audit_writes_junit_and_sarif_with_error_and_threat_results(
     )  # fmt: skip
     assert res.returncode == 1, res.stderr  # the example system has critical threats
     root = ET.parse(folder / "out" / "a.xml").getroot()
-    cases = {c.get("name") for c in root.iter("testcase")}
-    assert cases, "JUnit has test cases"
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    assert set(cases) == {"threats", "fit", "bad"}  # one test case per plan check
+    assert cases["bad"].find("error") is not None
+    assert cases["fit"].find("failure") is None and cases["fit"].find("error") is None
+    assert cases["threats"].find("failure") is not None
     sarif = json.loads((folder / "out" / "a.sarif").read_text())
     rule_ids = {r["ruleId"] for run in sarif["runs"] for r in run["results"]}
     assert {"MLW-AUD-001", "MLW-THR-010"} <= rule_ids

@@ -135,3 +135,13 @@ def test_condition_combinators_follow_boolean_logic(f: dict) -> None:
     assert matches({"any": [is_x, has_p]}, f) == (matches(is_x, f) or matches(has_p, f))
     assert matches({"a": ["x", "y"]}, f) == (f["a"] in ("x", "y"))
     assert matches({"b": {"nonempty": True}}, f) == bool(f["b"])
+
+
+def test_docs_list_every_builtin_threat_with_its_techniques() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[2] / "docs" / "threats.md").read_text()
+    for rule in builtin_rules().rules:
+        row = next((line for line in docs.splitlines() if line.startswith(f"| {rule.id} |")), "")
+        assert row, f"{rule.id} missing from docs/threats.md"
+        assert all(t in row for t in rule.techniques)

@@ -131,9 +131,11 @@ def _merge(report: Report, outcome: JobOutcome) -> None:
     assert outcome.report is not None
     sub = Report.model_validate(outcome.report)
     for f in sub.findings:
+        # Findings belong to the job's JUnit test case / SARIF run; keep the step name.
         f.evidence.setdefault("audit_job", job.name)
-        if f.check is None:
-            f.check = job.name
+        if f.check and f.check != job.name:
+            f.evidence.setdefault("step", f.check)
+        f.check = job.name
     sub.checks = []
     sub.timings = {}
     report.merge(sub, prefix=job.name)
