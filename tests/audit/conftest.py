@@ -66,3 +66,28 @@ def dataset_file(tmp_path: Path) -> Path:
     path.parent.mkdir(parents=True)
     np.savez(path, x=digits.data[:300].astype("float32") / 16, y=digits.target[:300])
     return path
+
+
+NESTED = '''
+from mlwarden.core import console
+from mlwarden.core.findings import Report
+
+
+def with_progress(seed=0):
+    """A check that shows its own progress bar, as the real checks do."""
+    total = sum(console.track(range(5), "inner"))
+    report = Report.new("custom", seed)
+    report.metrics["total"] = total
+    report.metrics["inner_bar_shown"] = console.progress_enabled()
+    return report
+'''
+
+
+@pytest.fixture
+def nested_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    name = f"mlw_test_nested_{uuid.uuid4().hex[:8]}"
+    mod_dir = tmp_path / "nested"
+    mod_dir.mkdir()
+    (mod_dir / f"{name}.py").write_text(NESTED, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(mod_dir))
+    return name

@@ -147,3 +147,18 @@ def test_local_and_process_executors_give_identical_reports(
     process = run_plan(plan, executor="process=2")
     assert _comparable(local) == _comparable(process)
     assert any(f.rule == "MLW-TST-001" for f in local.findings)
+
+
+def test_the_audit_bar_is_the_only_progress_display(
+    nested_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlwarden.core import console
+
+    # As on a terminal: progress bars on unless quiet.
+    monkeypatch.setattr(console, "progress_enabled", lambda: not console.settings.quiet)
+    checks = [{"check": "custom", "function": f"{nested_module}:with_progress"}] * 2
+    report = run_plan(load_plan(write_plan(tmp_path, checks, cache=False)))
+    assert report.metrics["audit.jobs_failed"] == 0
+    assert report.metrics["custom.total"] == 10
+    assert report.metrics["custom.inner_bar_shown"] is False
+    assert console.settings.quiet is False  # restored after the jobs

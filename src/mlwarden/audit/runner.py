@@ -21,7 +21,7 @@ from typing import Any
 from mlwarden.audit.cache import JobCache, job_key
 from mlwarden.audit.jobs import Job, build_jobs, run_job
 from mlwarden.audit.plan import Plan
-from mlwarden.core.console import info, progress_bar
+from mlwarden.core.console import info, progress_bar, settings
 from mlwarden.core.executor import JobFailure, get_executor
 from mlwarden.core.findings import CheckRecord, Finding, Report, Severity
 
@@ -69,7 +69,8 @@ def run_plan(
             state = "cached" if outcome.cached else ("error" if outcome.failure else "ok")
             if bar is not None:
                 bar.advance(bar.task_ids[0])
-            info(f"audit: [{done}/{len(jobs)}] {outcome.job.name}: {state}")
+            took = "" if outcome.cached or outcome.failure else f" ({outcome.seconds:.1f} s)"
+            info(f"audit: [{done}/{len(jobs)}] {outcome.job.name}: {state}{took}")
 
         done = 0
         for job in jobs:
@@ -103,8 +104,15 @@ def run_plan(
 
 
 def _timed_job(job: Job) -> tuple[dict[str, Any], float]:
+    # The audit owns the one progress display: a check's own bars and status lines
+    # would nest inside it (in-process) or draw over it (worker processes).
+    quiet = settings.quiet
+    settings.quiet = True
     t0 = time.perf_counter()
-    result = run_job(job)
+    try:
+        result = run_job(job)
+    finally:
+        settings.quiet = quiet
     return result, time.perf_counter() - t0
 
 
