@@ -288,9 +288,8 @@ class PickleMachine:
         if not (_IDENT.fullmatch(module) and _IDENT.fullmatch(name)):
             self.anomaly(
                 f"{op} names {module!r} {name!r}, which is not an importable name "
-                "(loading fails here)",
+                "(no real pickler writes it)",
                 off,
-                Severity.MEDIUM,
             )
             return Unknown("bad import")
         c = self.sink.policy.classify(module, name, torchscript=self.sink.torchscript)
@@ -332,7 +331,17 @@ class PickleMachine:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> Any:
-        """Run to STOP; returns the symbolic top of stack. Raises PickleError / Truncated."""
+        """Run to STOP; returns the symbolic top of stack. Raises PickleError / Truncated.
+
+        The exception carries ``ops``: how many opcodes ran before the failure.
+        """
+        try:
+            return self._run()
+        except (PickleError, Truncated) as exc:
+            exc.ops = self.ops  # type: ignore[attr-defined]
+            raise
+
+    def _run(self) -> Any:
         src = self.src
         first = True
         while True:

@@ -44,6 +44,7 @@ from mlwarden.supplychain.stream import Decompressed, Source, TooLarge, Truncate
 from mlwarden.supplychain.ziparchive import ZipFormatError, open_member, read_entries
 
 TORCH_LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850192e")
+TEXT_OPS = 2  #: opcodes a text file may parse as before it counts as a damaged pickle
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -256,11 +257,9 @@ def _is_onnx(head: bytes) -> bool:
 def _is_text(head: bytes) -> bool:
     try:
         head.decode("utf-8")
-    except UnicodeDecodeError:
-        # the 512-byte window may cut a multi-byte character
-        try:
-            head[:-3].decode("utf-8")
-        except UnicodeDecodeError:
+    except UnicodeDecodeError as exc:
+        # the 512-byte window may cut a multi-byte character at its very end
+        if len(head) < 512 or exc.start < len(head) - 3:
             return False
     return all(b >= 0x20 or b in (9, 10, 13) for b in head)
 
@@ -291,7 +290,8 @@ def _scan_stream(
     if kind == "pickle":
         return _scan_raw_pickle(src, ctx)
     if kind == "pickle?":
-        return _probe_pickle(src, ctx, text=_is_text(head), top=top)
+        # a few bytes that start with an opcode are a cut-off pickle, not prose
+        return _probe_pickle(src, ctx, text=len(head) >= 16 and _is_text(head), top=top)
     if kind == "torch-legacy":
         scan_pickle_stream(src, ctx.sink, count=5)
         return "pytorch-legacy"
@@ -338,15 +338,18 @@ def _scan_raw_pickle(src: Source, ctx: _Ctx) -> str:
 def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool) -> str:
     """Data whose first byte is a protocol 0/1 opcode: a pickle if it parses as one.
 
-    Protocol 0 pickles are printable text, so text that fails to parse is text. Its
-    imports of real names are kept even then: the unpickler runs everything before
-    the point where it fails.
+    Protocol 0 pickles are printable text, so text that hits an opcode no pickle
+    could hold is text (its imports of real names are kept even then: the
+    unpickler runs everything before the point where it fails). Text that runs
+    more than ``TEXT_OPS`` opcodes before failing is a damaged pickle: an error,
+    never safe. (Within two opcodes no call can have happened: a call needs an
+    import, its arguments and REDUCE.)
     """
     mark = ctx.sink.checkpoint()
     try:
         return _scan_raw_pickle(src, ctx)
-    except (PickleError, Truncated):
-        if text or not top:
+    except (PickleError, Truncated) as exc:
+        if (text and getattr(exc, "ops", 0) <= TEXT_OPS) or not top:
             ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
             return "text" if text else "data"
         raise
