@@ -338,7 +338,7 @@ class PickleMachine:
         try:
             return self._run()
         except (PickleError, Truncated) as exc:
-            exc.ops = self.ops  # type: ignore[attr-defined]
+            exc.ops = self.ops  # type: ignore[union-attr]
             raise
 
     def _run(self) -> Any:
