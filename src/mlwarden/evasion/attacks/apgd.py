@@ -46,7 +46,7 @@ def checkpoints(steps: int) -> list[int]:
     p = [0.0, 0.22]
     while p[-1] < 1.0:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    ws = sorted({math.ceil(q * steps) for q in p[1:] if q <= 1.0})
+    ws = sorted({math.ceil(round(q * steps, 6)) for q in p[1:] if q <= 1.0})
     return [w for w in ws if 0 < w <= steps]
 
 

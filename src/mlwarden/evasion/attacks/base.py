@@ -147,6 +147,12 @@ class ModelAccess:
         arXiv:1707.07397 — the gradient is the mean over ``eot_samples`` draws.
         """
         reps = self.eot_samples if self.randomized else 1
+        if reps == 1:
+            xr = x.detach().requires_grad_(True)
+            logits = self.logits(xr)
+            loss = loss_fn(logits, y)
+            (g,) = torch.autograd.grad(loss.sum(), xr)
+            return loss.detach(), g, logits.detach()
         grad = torch.zeros_like(x)
         loss_sum = torch.zeros(len(x))
         logits_out: torch.Tensor | None = None
@@ -221,8 +227,10 @@ def flat_norm(d: torch.Tensor, norm: str) -> torch.Tensor:
 def project_ball(delta: torch.Tensor, eps: float | torch.Tensor, norm: str) -> torch.Tensor:
     """Project perturbations onto the ``norm`` ball of radius ``eps`` (scalar or per-sample)."""
     if norm == "linf":
-        e = eps if not isinstance(eps, torch.Tensor) else eps.view(-1, *[1] * (delta.ndim - 1))
-        return torch.maximum(torch.minimum(delta, e + 0 * delta), -e + 0 * delta)
+        if not isinstance(eps, torch.Tensor):
+            return delta.clamp(-float(eps), float(eps))
+        e = eps.view(-1, *[1] * (delta.ndim - 1))
+        return torch.maximum(torch.minimum(delta, e), -e)
     n = flat_norm(delta, "l2").clamp_min(1e-12)
     e = eps if isinstance(eps, torch.Tensor) else torch.full_like(n, float(eps))
     factor = torch.minimum(torch.ones_like(n), e / n)

@@ -60,7 +60,7 @@ class Transfer(Attack):
             norm=self.norm,
             eps=float(self.eps or 0.0),
             steps=40,
-            step_size=float(self.eps or 0.0) / 4,
+            step_size=max(float(self.eps or 0.0) / 4, 1e-12),
             bounds=self.bounds,
             targeted=self.targeted,
             constraints=self.constraints,
