@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,25 +12,19 @@ from mlwarden.integrity.registry import Registry
 from mlwarden.integrity.scanning import Scanner
 
 
-def real_scanner_available() -> bool:
-    try:
-        return hasattr(importlib.import_module("mlwarden.supplychain"), "scan_paths")
-    except ImportError:
-        return False
-
-
-def _pass_all(paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
+def pass_all(paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
     return {str(p): ("safe", "") for p in paths}
 
 
 @pytest.fixture
-def scanner() -> Scanner | None:
-    """The real model-file scanner when it is installed (None selects it).
+def scanner() -> Scanner:
+    """A scanner that passes every file, for tests of everything but scanning.
 
-    The scanner is not what these tests check; until ``mlwarden.supplychain`` ships
-    ``scan_paths`` they register plain, non-model bytes with a pass-all scanner.
+    These tests register short byte strings that are not model files; the real
+    model-file scanner's verdicts on them are not what they check. The scanner
+    integration has its own tests (test_integrity_scanning.py) with real model files.
     """
-    return None if real_scanner_available() else _pass_all
+    return pass_all
 
 
 @pytest.fixture
@@ -45,7 +38,7 @@ def other_keys(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Registry:
+def reg(tmp_path: Path) -> Iterator[Registry]:
     r = Registry.open(tmp_path / "reg")
     yield r
     r.close()

@@ -22,8 +22,7 @@ def run(*args: str) -> int:
 def env(tmp_path, monkeypatch, scanner):
     """A registry given by $MLWARDEN_REGISTRY and a signing key made by the CLI."""
     monkeypatch.setenv("MLWARDEN_REGISTRY", str(tmp_path / "reg"))
-    if scanner is not None:  # no real scanner installed yet: see conftest
-        monkeypatch.setattr("mlwarden.integrity.scanning.supplychain_scanner", scanner)
+    monkeypatch.setattr("mlwarden.integrity.scanning.supplychain_scanner", scanner)
     assert run("keys", "generate", str(tmp_path / "k.key"), "-q") == 0
     model = tmp_path / "model"
     model.mkdir()

@@ -121,7 +121,7 @@ def test_deployed_folder_differences_are_named(reg, make_folder, scanner, keys):
 
 
 def test_rollback_moves_alias_and_restores_exact_bytes(reg, make_folder, scanner, tmp_path):
-    v1 = {"w.bin": os.urandom(5000), "sub/c.json": b'{"a": 1}'}
+    v1 = {"w.bin": b"\xff\xd8\xff\xe0" + os.urandom(5000), "sub/c.json": b'{"a": 1}'}
     add(reg, make_folder(v1), scanner)
     add(reg, make_folder({"w.bin": b"bad", "sub/c.json": b"{}"}), scanner)
     reg.set_alias("m", 2, "production")
