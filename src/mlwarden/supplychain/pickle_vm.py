@@ -41,6 +41,7 @@ MAX_MEMO_GAP = 1_000_000  #: memo index this far beyond the entries stored is a 
 MAX_LONG_BYTES = 1 << 16  #: binary integer length (bytes) before it is a blow-up
 MAX_NESTED = 8  #: nested pickles (joblib object arrays) within one stream
 HIGHEST_PROTOCOL = 5
+NO_FRAME = 1 << 62  #: frame_end when no FRAME is open
 
 
 class PickleError(Exception):
@@ -247,7 +248,7 @@ class PickleMachine:
         self.memo: dict[int, Any] = {}
         self.memo_count = 0
         self.proto = 0
-        self.frame_end: int | None = None
+        self.frame_end = NO_FRAME
         self.ops = 0
         self.start = src.pos
 
@@ -270,11 +271,6 @@ class PickleMachine:
         items = self.stack
         self.stack = self.marks.pop()
         return items
-
-    def push(self, v: Any) -> None:
-        self.stack.append(v)
-        if len(self.stack) > MAX_STACK:
-            raise self.fatal(f"stack deeper than {MAX_STACK} items (blow-up)", self.src.pos)
 
     # -- checks ------------------------------------------------------------------------
     def import_name(self, module: Any, name: Any, off: int, op: str) -> Any:
@@ -343,47 +339,50 @@ class PickleMachine:
 
     def _run(self) -> Any:
         src = self.src
-        first = True
+        off = src.pos
+        code = src.byte()
+        if code < 0:
+            raise PickleError("empty stream: no pickle opcodes")
+        if code != 0x80 and self.depth == 0 and code not in _PLAUSIBLE_FIRST:
+            name = _OPNAMES.get(code, f"0x{code:02x}")
+            raise self.fatal(f"does not start like a pickle (opcode {name})", off)
+        table = _TABLE
         while True:
-            off = src.pos
-            if self.frame_end is not None and off >= self.frame_end:
+            self.ops += 1
+            if code == 0x2E:  # STOP
+                if self.frame_end != NO_FRAME and src.pos != self.frame_end:
+                    self.anomaly("STOP inside a FRAME that declares more data", off)
+                if self.marks:
+                    self.anomaly("STOP with an unclosed MARK", off, Severity.LOW)
+                return self.pop(off, "STOP") if self.stack else None
+            handler = table[code]
+            if handler is None:
+                self.anomaly(f"unknown opcode 0x{code:02x}; no unpickler accepts it", off)
+                raise self.fatal(f"unknown opcode 0x{code:02x}", off)
+            if code == 0x80 and self.ops > 1:
+                self.anomaly("PROTO opcode in the middle of a pickle", off)
+            handler(self, off)
+            if not self.ops & 0xFFF and len(self.stack) + len(self.marks) > MAX_STACK:
+                raise self.fatal(f"stack deeper than {MAX_STACK} items (blow-up)", off)
+            # next opcode (inlined buffer read: this loop runs once per opcode)
+            buf, i = src.buf, src.i
+            if i < len(buf):
+                code = buf[i]
+                src.i = i + 1
+                off = src.base + i
+            else:
+                off = src.pos
+                code = src.byte()
+                if code < 0:
+                    raise Truncated(f"pickle ends at offset {off} without a STOP opcode")
+            if off >= self.frame_end:
                 if off > self.frame_end:
                     self.anomaly(
                         "an opcode crosses the end of its FRAME (declared frame length "
                         "disagrees with the data)",
                         off,
                     )
-                self.frame_end = None
-            code = src.byte()
-            if code < 0:
-                if first and off == self.start:
-                    raise PickleError("empty stream: no pickle opcodes")
-                raise Truncated(f"pickle ends at offset {off} without a STOP opcode")
-            self.ops += 1
-            if code == 0x2E:  # STOP
-                if self.frame_end is not None and src.pos != self.frame_end:
-                    self.anomaly("STOP inside a FRAME that declares more data", off)
-                if self.marks:
-                    self.anomaly("STOP with an unclosed MARK", off, Severity.LOW)
-                return self.pop(off, "STOP") if self.stack else None
-            handler = _DISPATCH.get(code)
-            if handler is None:
-                self.anomaly(f"unknown opcode 0x{code:02x}; no unpickler accepts it", off)
-                raise self.fatal(f"unknown opcode 0x{code:02x}", off)
-            if code == 0x80:
-                if not first:
-                    self.anomaly("PROTO opcode in the middle of a pickle", off)
-            elif first and self.depth == 0 and code not in _PLAUSIBLE_FIRST:
-                raise self.fatal(f"does not start like a pickle (opcode {_OPNAMES[code]})", off)
-            first = False
-            handler(self, off)
-            if self.frame_end is not None and src.pos > self.frame_end:
-                self.anomaly(
-                    f"{_OPNAMES[code]} crosses the end of its FRAME (declared frame length "
-                    "disagrees with the data)",
-                    off,
-                )
-                self.frame_end = None
+                self.frame_end = NO_FRAME
 
     # -- opcode handlers (bound through _DISPATCH) ---------------------------------------
     def op_mark(self, off: int) -> None:
@@ -404,23 +403,23 @@ class PickleMachine:
     def op_dup(self, off: int) -> None:
         if not self.stack:
             raise self.fatal("DUP on an empty stack", off)
-        self.push(self.stack[-1])
+        self.stack.append(self.stack[-1])
 
     def op_float(self, off: int) -> None:
         line = self.src.readline()
         try:
-            self.push(float(line))
+            self.stack.append(float(line))
         except ValueError:
             raise self.fatal("FLOAT with a malformed number", off) from None
 
     def op_int(self, off: int) -> None:
         line = self.src.readline()
         if line == b"00":
-            self.push(False)
+            self.stack.append(False)
         elif line == b"01":
-            self.push(True)
+            self.stack.append(True)
         else:
-            self.push(self._parse_int(line, off, "INT"))
+            self.stack.append(self._parse_int(line, off, "INT"))
 
     def _parse_int(self, line: bytes, off: int, op: str) -> int:
         if len(line) > 4300:
@@ -432,20 +431,20 @@ class PickleMachine:
             raise self.fatal(f"{op} with a malformed number", off) from None
 
     def op_binint(self, off: int) -> None:
-        self.push(struct.unpack("<i", self.src.read(4))[0])
+        self.stack.append(struct.unpack("<i", self.src.read(4))[0])
 
     def op_binint1(self, off: int) -> None:
-        self.push(self.src.read(1)[0])
+        self.stack.append(self.src.read(1)[0])
 
     def op_binint2(self, off: int) -> None:
-        self.push(struct.unpack("<H", self.src.read(2))[0])
+        self.stack.append(struct.unpack("<H", self.src.read(2))[0])
 
     def op_long(self, off: int) -> None:
-        self.push(self._parse_int(self.src.readline(), off, "LONG"))
+        self.stack.append(self._parse_int(self.src.readline(), off, "LONG"))
 
     def op_long1(self, off: int) -> None:
         n = self.src.read(1)[0]
-        self.push(int.from_bytes(self.src.read(n), "little", signed=True) if n else 0)
+        self.stack.append(int.from_bytes(self.src.read(n), "little", signed=True) if n else 0)
 
     def op_long4(self, off: int) -> None:
         (n,) = struct.unpack("<i", self.src.read(4))
@@ -454,21 +453,21 @@ class PickleMachine:
         if n > MAX_LONG_BYTES:
             self.anomaly(f"LONG4 with a {n}-byte integer (blow-up)", off)
             self.src.skip(n)
-            self.push(Unknown("huge int"))
+            self.stack.append(Unknown("huge int"))
             return
-        self.push(int.from_bytes(self.src.read(n), "little", signed=True) if n else 0)
+        self.stack.append(int.from_bytes(self.src.read(n), "little", signed=True) if n else 0)
 
     def op_none(self, off: int) -> None:
-        self.push(None)
+        self.stack.append(None)
 
     def op_true(self, off: int) -> None:
-        self.push(True)
+        self.stack.append(True)
 
     def op_false(self, off: int) -> None:
-        self.push(False)
+        self.stack.append(False)
 
     def op_binfloat(self, off: int) -> None:
-        self.push(struct.unpack(">d", self.src.read(8))[0])
+        self.stack.append(struct.unpack(">d", self.src.read(8))[0])
 
     def _payload(self, n: int, off: int, kind: str) -> Any:
         if n < 0:
@@ -492,7 +491,7 @@ class PickleMachine:
         line = self.src.readline()
         if len(line) >= 2 and line[:1] == line[-1:] and line[:1] in (b"'", b'"'):
             try:
-                self.push(codecs.escape_decode(line[1:-1])[0].decode("latin-1"))  # type: ignore[attr-defined]
+                self.stack.append(codecs.escape_decode(line[1:-1])[0].decode("latin-1"))  # type: ignore[attr-defined]
             except ValueError:
                 raise self.fatal("STRING with a malformed escape", off) from None
         else:
@@ -501,93 +500,100 @@ class PickleMachine:
     def op_binstring(self, off: int) -> None:
         (n,) = struct.unpack("<i", self.src.read(4))
         v = self._payload(n, off, "bytes")
-        self.push(v.decode("latin-1") if isinstance(v, bytes) else v)
+        self.stack.append(v.decode("latin-1") if isinstance(v, bytes) else v)
 
     def op_short_binstring(self, off: int) -> None:
         v = self._payload(self.src.read(1)[0], off, "bytes")
-        self.push(v.decode("latin-1") if isinstance(v, bytes) else v)
+        self.stack.append(v.decode("latin-1") if isinstance(v, bytes) else v)
 
     def op_unicode(self, off: int) -> None:
         line = self.src.readline()
         try:
-            self.push(line.decode("raw-unicode-escape"))
+            self.stack.append(line.decode("raw-unicode-escape"))
         except UnicodeDecodeError:
             raise self.fatal("UNICODE with a malformed escape", off) from None
 
     def op_binunicode(self, off: int) -> None:
         (n,) = struct.unpack("<I", self.src.read(4))
-        self.push(self._payload(n, off, "str"))
+        self.stack.append(self._payload(n, off, "str"))
 
     def op_short_binunicode(self, off: int) -> None:
-        self.push(self._payload(self.src.read(1)[0], off, "str"))
+        self.stack.append(self._payload(self.src.read(1)[0], off, "str"))
 
     def op_binunicode8(self, off: int) -> None:
         (n,) = struct.unpack("<Q", self.src.read(8))
-        self.push(self._payload(n, off, "str"))
+        self.stack.append(self._payload(n, off, "str"))
 
     def op_binbytes(self, off: int) -> None:
         (n,) = struct.unpack("<I", self.src.read(4))
-        self.push(self._payload(n, off, "bytes"))
+        self.stack.append(self._payload(n, off, "bytes"))
 
     def op_short_binbytes(self, off: int) -> None:
-        self.push(self._payload(self.src.read(1)[0], off, "bytes"))
+        self.stack.append(self._payload(self.src.read(1)[0], off, "bytes"))
 
     def op_binbytes8(self, off: int) -> None:
         (n,) = struct.unpack("<Q", self.src.read(8))
-        self.push(self._payload(n, off, "bytes"))
+        self.stack.append(self._payload(n, off, "bytes"))
 
     def op_bytearray8(self, off: int) -> None:
         (n,) = struct.unpack("<Q", self.src.read(8))
         v = self._payload(n, off, "bytes")
-        self.push(bytearray(v) if isinstance(v, bytes) else v)
+        self.stack.append(bytearray(v) if isinstance(v, bytes) else v)
 
     def op_next_buffer(self, off: int) -> None:
-        self.push(Unknown("out-of-band buffer"))
+        self.stack.append(Unknown("out-of-band buffer"))
 
     def op_readonly_buffer(self, off: int) -> None:
         if not self.stack:
             raise self.fatal("READONLY_BUFFER on an empty stack", off)
 
     def op_empty_tuple(self, off: int) -> None:
-        self.push(Seq("tuple"))
+        self.stack.append(Seq("tuple"))
 
     def op_tuple(self, off: int) -> None:
-        self.push(Seq("tuple", self.pop_mark(off, "TUPLE")))
+        value = Seq(
+            "tuple", self.pop_mark(off, "TUPLE")
+        )  # pop_mark swaps self.stack: evaluate first
+        self.stack.append(value)
 
     def op_tuple1(self, off: int) -> None:
-        self.push(Seq("tuple", [self.pop(off, "TUPLE1")]))
+        self.stack.append(Seq("tuple", [self.pop(off, "TUPLE1")]))
 
     def op_tuple2(self, off: int) -> None:
         b = self.pop(off, "TUPLE2")
         a = self.pop(off, "TUPLE2")
-        self.push(Seq("tuple", [a, b]))
+        self.stack.append(Seq("tuple", [a, b]))
 
     def op_tuple3(self, off: int) -> None:
         c = self.pop(off, "TUPLE3")
         b = self.pop(off, "TUPLE3")
         a = self.pop(off, "TUPLE3")
-        self.push(Seq("tuple", [a, b, c]))
+        self.stack.append(Seq("tuple", [a, b, c]))
 
     def op_empty_list(self, off: int) -> None:
-        self.push(Seq("list"))
+        self.stack.append(Seq("list"))
 
     def op_list(self, off: int) -> None:
-        self.push(Seq("list", self.pop_mark(off, "LIST")))
+        value = Seq("list", self.pop_mark(off, "LIST"))  # pop_mark swaps self.stack: evaluate first
+        self.stack.append(value)
 
     def op_empty_dict(self, off: int) -> None:
-        self.push(Seq("dict"))
+        self.stack.append(Seq("dict"))
 
     def op_dict(self, off: int) -> None:
         items = self.pop_mark(off, "DICT")
         if len(items) % 2:
             raise self.fatal("DICT with an odd number of items", off)
-        self.push(Seq("dict", items))
+        self.stack.append(Seq("dict", items))
 
     def op_empty_set(self, off: int) -> None:
-        self.push(Seq("set"))
+        self.stack.append(Seq("set"))
 
     def op_frozenset(self, off: int) -> None:
-        self.push(Seq("frozenset", self.pop_mark(off, "FROZENSET")))
+        value = Seq(
+            "frozenset", self.pop_mark(off, "FROZENSET")
+        )  # pop_mark swaps self.stack: evaluate first
+        self.stack.append(value)
 
     def _target(self, off: int, op: str) -> Any:
         if not self.stack:
@@ -653,7 +659,8 @@ class PickleMachine:
                 off,
             )
         self.memo[idx] = self.stack[-1]
-        self.memo_count = max(self.memo_count, idx + 1)
+        if idx >= self.memo_count:
+            self.memo_count = idx + 1
 
     def op_put(self, off: int) -> None:
         line = self.src.readline()
@@ -676,7 +683,7 @@ class PickleMachine:
         if idx not in self.memo:
             self.anomaly(f"memo GET of index {idx} that was never stored", off)
             raise self.fatal(f"memo GET of missing index {idx}", off)
-        self.push(self.memo[idx])
+        self.stack.append(self.memo[idx])
 
     def op_get(self, off: int) -> None:
         line = self.src.readline()
@@ -703,41 +710,41 @@ class PickleMachine:
     def op_global(self, off: int) -> None:
         module = self._line(off, "GLOBAL")
         name = self._line(off, "GLOBAL")
-        self.push(self.import_name(module, name, off, "GLOBAL"))
+        self.stack.append(self.import_name(module, name, off, "GLOBAL"))
 
     def op_stack_global(self, off: int) -> None:
         name = self.pop(off, "STACK_GLOBAL")
         module = self.pop(off, "STACK_GLOBAL")
-        self.push(self.import_name(module, name, off, "STACK_GLOBAL"))
+        self.stack.append(self.import_name(module, name, off, "STACK_GLOBAL"))
 
     def op_inst(self, off: int) -> None:
         module = self._line(off, "INST")
         name = self._line(off, "INST")
         cls = self.import_name(module, name, off, "INST")
         args = self.pop_mark(off, "INST")
-        self.push(self.call(cls, Seq("tuple", args), off, "INST"))
+        self.stack.append(self.call(cls, Seq("tuple", args), off, "INST"))
 
     def op_obj(self, off: int) -> None:
         items = self.pop_mark(off, "OBJ")
         if not items:
             raise self.fatal("OBJ without a class", off)
-        self.push(self.call(items[0], Seq("tuple", items[1:]), off, "OBJ"))
+        self.stack.append(self.call(items[0], Seq("tuple", items[1:]), off, "OBJ"))
 
     def op_reduce(self, off: int) -> None:
         args = self.pop(off, "REDUCE")
         func = self.pop(off, "REDUCE")
-        self.push(self.call(func, args, off, "REDUCE"))
+        self.stack.append(self.call(func, args, off, "REDUCE"))
 
     def op_newobj(self, off: int) -> None:
         args = self.pop(off, "NEWOBJ")
         cls = self.pop(off, "NEWOBJ")
-        self.push(self.call(cls, args, off, "NEWOBJ"))
+        self.stack.append(self.call(cls, args, off, "NEWOBJ"))
 
     def op_newobj_ex(self, off: int) -> None:
         kwargs = self.pop(off, "NEWOBJ_EX")
         args = self.pop(off, "NEWOBJ_EX")
         cls = self.pop(off, "NEWOBJ_EX")
-        self.push(self.call(cls, Seq("tuple", [args, kwargs]), off, "NEWOBJ_EX"))
+        self.stack.append(self.call(cls, Seq("tuple", [args, kwargs]), off, "NEWOBJ_EX"))
 
     def op_build(self, off: int) -> None:
         state = self.pop(off, "BUILD")
@@ -757,7 +764,7 @@ class PickleMachine:
             f = obj.func
             if isinstance(f, Global) and f.full == "joblib.numpy_pickle.NumpyArrayWrapper":
                 self.stack.pop()
-                self.push(self._joblib_array(state, off))
+                self.stack.append(self._joblib_array(state, off))
         elif not isinstance(obj, Unknown | Persistent | Seq):
             self.anomaly(f"BUILD on a value that is not an object ({_short(obj)})", off)
 
@@ -772,11 +779,11 @@ class PickleMachine:
         ):
             raise self.fatal("joblib array wrapper with an unreadable shape", off)
         self.sink.joblib_arrays += 1
-        if self.frame_end is not None:
+        if self.frame_end != NO_FRAME:
             # joblib commits the frame before writing array bytes to the raw file
             if self.src.pos != self.frame_end:
                 self.anomaly("joblib array data starts inside a FRAME", off)
-            self.frame_end = None
+            self.frame_end = NO_FRAME
         itemsize, hasobject = _dtype_info(dtype)
         if itemsize is None:
             raise self.fatal("joblib array wrapper with an unreadable dtype", off)
@@ -801,10 +808,10 @@ class PickleMachine:
 
     def op_persid(self, off: int) -> None:
         pid = self._line(off, "PERSID")
-        self.push(self._persistent(pid))
+        self.stack.append(self._persistent(pid))
 
     def op_binpersid(self, off: int) -> None:
-        self.push(self._persistent(self.pop(off, "BINPERSID")))
+        self.stack.append(self._persistent(self.pop(off, "BINPERSID")))
 
     def _persistent(self, pid: Any) -> Persistent:
         if self.on_persistent is not None:
@@ -817,7 +824,7 @@ class PickleMachine:
             "be checked statically",
             off,
         )
-        self.push(Unknown("extension"))
+        self.stack.append(Unknown("extension"))
 
     def op_ext1(self, off: int) -> None:
         self._ext(self.src.read(1)[0], off)
@@ -837,7 +844,7 @@ class PickleMachine:
 
     def op_frame(self, off: int) -> None:
         (n,) = struct.unpack("<Q", self.src.read(8))
-        if self.frame_end is not None and self.src.pos - 9 < self.frame_end:
+        if self.frame_end != NO_FRAME and self.src.pos - 9 < self.frame_end:
             self.anomaly("a FRAME starts before the previous frame ends", off)
         rem = self.src.remaining()
         if rem is not None and n > rem:
@@ -918,6 +925,9 @@ _DISPATCH: dict[int, Callable[[PickleMachine, int], None]] = {
     0x97: PickleMachine.op_next_buffer,
     0x98: PickleMachine.op_readonly_buffer,
 }
+
+
+_TABLE: list[Callable[[PickleMachine, int], None] | None] = [_DISPATCH.get(c) for c in range(256)]
 
 
 def _dtype_info(dtype: Any) -> tuple[int | None, bool]:

@@ -65,6 +65,11 @@ class Source:
         return True
 
     def read(self, n: int) -> bytes:
+        i = self.i
+        j = i + n
+        if n >= 0 and j <= len(self.buf):
+            self.i = j
+            return self.buf[i:j]
         if n < 0:
             raise Truncated(f"negative length {n}")
         if not self._fill(n):

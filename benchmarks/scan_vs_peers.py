@@ -1,0 +1,224 @@
+"""Model-file scanners head to head: picklescan, modelscan, fickling and mlwarden.
+
+Part 1 (corpora): the malicious corpus (canary payloads) and the benign corpus
+(files written by PyTorch, scikit-learn, joblib, NumPy, safetensors and the ONNX
+exporter) from ``tests/supplychain/corpus.py`` are scanned by every tool in this
+process. A file counts as *flagged* when the tool does not call it clean (an issue,
+an error, or a crash: a gate built on the tool would not pass it). Printed: detection
+rate, false-flag rate, crashes and the median wall time over ``--repeats`` runs.
+
+Part 2 (big files, ``--big``): a 1 GiB raw pickle (a dict of float32 arrays, one
+of 512 MiB) and a 2 GiB PyTorch zip checkpoint are generated in a temporary folder
+and deleted afterwards. Each tool scans each file in a fresh subprocess that reports
+its wall time and peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), along
+with the RSS after imports and before the scan.
+
+Run::
+
+    timeout 1800 .venv/bin/python benchmarks/scan_vs_peers.py --repeats 3 --big
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "supplychain"))
+
+
+def ours(path: Path) -> bool:
+    from mlwarden.supplychain import scan_file
+
+    return scan_file(path).verdict.value != "safe"
+
+
+def picklescan(path: Path) -> bool:
+    from picklescan.scanner import scan_file_path
+
+    r = scan_file_path(str(path))
+    return bool(r.issues_count or r.infected_files or r.scan_err)
+
+
+def modelscan(path: Path) -> bool:
+    from modelscan.modelscan import ModelScan
+
+    r = ModelScan().scan(path)
+    return bool(r.get("issues") or r.get("errors"))
+
+
+def fickling(path: Path) -> bool:
+    import fickling as fk
+
+    r = fk.scan_file(str(path), graceful=True)
+    return not bool(r)
+
+
+TOOLS: dict[str, Callable[[Path], bool]] = {
+    "mlwarden": ours,
+    "picklescan": picklescan,
+    "modelscan": modelscan,
+    "fickling": fickling,
+}
+
+
+def run_tool(fn: Callable[[Path], bool], paths: list[Path]) -> tuple[list[bool], int]:
+    flags, crashes = [], 0
+    sink = io.StringIO()
+    for p in paths:
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                flags.append(bool(fn(p)))
+        except Exception:
+            crashes += 1
+            flags.append(True)
+    return flags, crashes
+
+
+def corpora(repeats: int, workdir: Path) -> dict[str, dict[str, float]]:
+    import torch
+    from corpus import build_benign, build_malicious
+
+    torch.set_num_threads(1)
+    canary = workdir / "CANARY"
+    mal = build_malicious(workdir / "malicious", canary)
+    ben = build_benign(workdir / "benign")
+    mal_paths = [c.path for c in mal]
+    print(f"corpora: {len(mal_paths)} malicious, {len(ben)} benign files")
+    rows: dict[str, dict[str, float]] = {}
+    for name, fn in TOOLS.items():
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            mflags, mcrash = run_tool(fn, mal_paths)
+            bflags, bcrash = run_tool(fn, ben)
+            times.append(time.perf_counter() - t0)
+        missed = [c for c, f in zip(mal, mflags, strict=True) if not f]
+        false = [p for p, f in zip(ben, bflags, strict=True) if f]
+        rows[name] = {
+            "detection": sum(mflags) / len(mflags),
+            "false_flags": sum(bflags) / len(bflags),
+            "missed": len(missed),
+            "false": len(false),
+            "crashes": mcrash + bcrash,
+            "seconds": statistics.median(times),
+        }
+        cats = sorted({c.category for c in missed})
+        print(
+            f"  {name:<10} missed {len(missed):>3} ({', '.join(cats) or '-'}); "
+            f"false flags {len(false):>2} ({', '.join(sorted(p.name for p in false))[:160] or '-'})"
+        )
+    assert not canary.exists(), "a payload ran during the benchmark"
+    base = rows["mlwarden"]["seconds"]
+    print(
+        f"\n{'tool':<11}{'detection':>10}{'false flags':>13}{'crashes':>9}{'time s':>9}{'x ours':>8}"
+    )
+    for name, r in rows.items():
+        print(
+            f"{name:<11}{r['detection']:>9.1%}{r['false_flags']:>12.1%}{r['crashes']:>9.0f}"
+            f"{r['seconds']:>9.2f}{r['seconds'] / base:>8.2f}"
+        )
+    return rows
+
+
+CHILD = r"""
+import json, resource, sys, time, io, contextlib, logging
+sys.path.insert(0, {bench!r})
+logging.disable(logging.CRITICAL)
+import scan_vs_peers as b
+from pathlib import Path
+fn = b.TOOLS[{tool!r}]
+if {tool!r} == "mlwarden":
+    import mlwarden.supplychain
+elif {tool!r} == "picklescan":
+    import picklescan.scanner
+elif {tool!r} == "modelscan":
+    import modelscan.modelscan
+else:
+    import fickling
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        flagged = fn(Path({path!r}))
+        err = None
+    except Exception as exc:
+        flagged, err = True, type(exc).__name__
+secs = time.perf_counter() - t0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"seconds": secs, "rss_mb": rss, "rss_import_mb": rss0, "flagged": flagged, "error": err}}))
+"""
+
+
+def big_files(workdir: Path) -> dict[str, dict[str, dict[str, float]]]:
+    import pickle
+
+    import numpy as np
+    import torch
+
+    raw = workdir / "big_raw.pkl"
+    arrays = {"embedding": np.empty(128 << 20, np.float32)}  # 512 MiB
+    arrays.update({f"layer{i}.weight": np.empty(16 << 20, np.float32) for i in range(8)})
+    with raw.open("wb") as f:
+        pickle.dump(arrays, f, protocol=4)
+    del arrays
+    ckpt = workdir / "big_checkpoint.pt"
+    state = {f"block{i}.weight": torch.empty(64 << 20, dtype=torch.float32) for i in range(8)}
+    torch.save({"model": state, "epoch": 1}, ckpt)
+    del state
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for path in (raw, ckpt):
+        size = path.stat().st_size / 2**30
+        print(f"\n{path.name}: {size:.2f} GiB")
+        print(f"{'tool':<11}{'time s':>9}{'peak RSS MB':>13}{'RSS after import':>18}{'flagged':>9}")
+        out[path.name] = {}
+        for tool in TOOLS:
+            code = CHILD.format(bench=str(Path(__file__).parent), tool=tool, path=str(path))
+            proc = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=900
+            )
+            try:
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+            except (IndexError, ValueError):
+                print(f"{tool:<11} failed: {proc.stderr.strip()[-200:]}")
+                continue
+            out[path.name][tool] = r
+            note = f" ({r['error']})" if r["error"] else ""
+            print(
+                f"{tool:<11}{r['seconds']:>9.2f}{r['rss_mb']:>13.0f}{r['rss_import_mb']:>18.0f}"
+                f"{r['flagged']!s:>9}{note}"
+            )
+        path.unlink()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--big", action="store_true", help="also run the 1 GiB / 2 GiB files")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args()
+    logging.disable(logging.CRITICAL)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="mlw-scan-bench-") as tmp:
+        results["corpora"] = corpora(args.repeats, Path(tmp))
+        if args.big:
+            results["big"] = big_files(Path(tmp))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
