@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -91,3 +94,32 @@ def nested_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (mod_dir / f"{name}.py").write_text(NESTED, encoding="utf-8")
     monkeypatch.syspath_prepend(str(mod_dir))
     return name
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Result]:
+    from mlwarden.cli.main import main
+
+    def run(*args: str, cwd: Path, input: str | None = None) -> Result:
+        monkeypatch.chdir(cwd)
+        if input is not None:
+            monkeypatch.setattr("sys.stdin", io.StringIO(input))
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        out = capsys.readouterr()
+        code = exit_info.value.code
+        return Result(
+            code if isinstance(code, int) else (0 if code is None else 1), out.out, out.err
+        )
+
+    return run

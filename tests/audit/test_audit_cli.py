@@ -14,7 +14,7 @@ import yaml
 EXAMPLE = Path(__file__).parents[2] / "src" / "mlwarden" / "threats" / "example.yaml"
 
 
-def mlwarden(*args: str, cwd: Path, pythonpath: str = "") -> subprocess.CompletedProcess:
+def subprocess_mlwarden(*args: str, cwd: Path, pythonpath: str = "") -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=pythonpath)
     return subprocess.run(
         [sys.executable, "-m", "mlwarden", *args],
@@ -47,14 +47,13 @@ def setup_plan(folder: Path, job_module: str, data: Path, threshold: float) -> P
 
 
 def test_audit_writes_junit_and_sarif_with_error_and_threat_results(
-    job_module: str, dataset_file: Path
+    cli, job_module: str, dataset_file: Path
 ) -> None:
     folder = dataset_file.parents[1]
     setup_plan(folder, job_module, dataset_file, threshold=0.0)
-    mods = str(folder.parent / "mods")  # where the job_module fixture wrote the module
-    res = mlwarden(
+    res = cli(
         "audit", "plan.yaml", "--junit", "out/a.xml", "--sarif", "out/a.sarif", "--json",
-        "out/a.json", "--fail-on", "critical", cwd=folder, pythonpath=mods,
+        "out/a.json", "--fail-on", "critical", cwd=folder,
     )  # fmt: skip
     assert res.returncode == 1, res.stderr  # the example system has critical threats
     root = ET.parse(folder / "out" / "a.xml").getroot()
@@ -71,14 +70,13 @@ def test_audit_writes_junit_and_sarif_with_error_and_threat_results(
 
 
 def test_baseline_passes_when_nothing_regressed_and_fails_on_worse_metric(
-    job_module: str, dataset_file: Path
+    cli, job_module: str, dataset_file: Path
 ) -> None:
     folder = dataset_file.parents[1]
-    mods = str(folder.parent / "mods")
     setup_plan(folder, job_module, dataset_file, threshold=0.0)
-    first = mlwarden("audit", "plan.yaml", "--json", "base.json", "-q", cwd=folder, pythonpath=mods)
+    first = cli("audit", "plan.yaml", "--json", "base.json", "-q", cwd=folder)
     assert first.returncode == 0, first.stderr
-    same = mlwarden(
+    same = cli(
         "audit",
         "plan.yaml",
         "--baseline",
@@ -86,37 +84,35 @@ def test_baseline_passes_when_nothing_regressed_and_fails_on_worse_metric(
         "--fail-on",
         "info",
         cwd=folder,
-        pythonpath=mods,
     )
     assert same.returncode == 0, same.stderr
     assert "no regressions" in same.stderr
     base = json.loads((folder / "base.json").read_text())
     base["metrics"]["fit.robust_accuracy"] += 0.5  # the baseline was much better
     (folder / "better.json").write_text(json.dumps(base))
-    worse = mlwarden(
+    worse = cli(
         "audit", "plan.yaml", "--baseline", "better.json", "--json", "now.json", cwd=folder,
-        pythonpath=mods,
+
     )  # fmt: skip
     assert worse.returncode == 1
     now = json.loads((folder / "now.json").read_text())
     assert any(f["rule"] == "MLW-AUD-002" for f in now["findings"])
 
 
-def test_new_finding_against_baseline_fails(job_module: str, dataset_file: Path) -> None:
+def test_new_finding_against_baseline_fails(cli, job_module: str, dataset_file: Path) -> None:
     folder = dataset_file.parents[1]
-    mods = str(folder.parent / "mods")
     setup_plan(folder, job_module, dataset_file, threshold=0.0)
-    mlwarden("audit", "plan.yaml", "--json", "base.json", "-q", cwd=folder, pythonpath=mods)
+    cli("audit", "plan.yaml", "--json", "base.json", "-q", cwd=folder)
     setup_plan(folder, job_module, dataset_file, threshold=1.01)  # now fit_score reports a finding
-    res = mlwarden("audit", "plan.yaml", "--baseline", "base.json", cwd=folder, pythonpath=mods)
+    res = cli("audit", "plan.yaml", "--baseline", "base.json", cwd=folder)
     assert res.returncode == 1
     assert "1 regression" in res.stderr
 
 
-def test_bad_executor_and_bad_plan_are_one_line_errors(tmp_path: Path) -> None:
+def test_bad_executor_and_bad_plan_are_one_line_errors(cli, tmp_path: Path) -> None:
     (tmp_path / "plan.yaml").write_text("checks: [{check: threats, system: nope.yaml}]\n")
-    res = mlwarden("audit", "plan.yaml", "--executor", "gpu", cwd=tmp_path)
+    res = cli("audit", "plan.yaml", "--executor", "gpu", cwd=tmp_path)
     assert res.returncode == 2 and "unknown executor" in res.stderr
-    res = mlwarden("audit", "plan.yaml", cwd=tmp_path)
+    res = subprocess_mlwarden("audit", "plan.yaml", cwd=tmp_path)  # the real entry point
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "checks.0.system: file not found" in res.stderr

@@ -13,22 +13,21 @@ from mlwarden.audit.jobs import build_jobs
 from mlwarden.audit.plan import load_plan
 
 
-def mlwarden(*args: str, cwd: Path, input: str | None = None) -> subprocess.CompletedProcess:
+def subprocess_mlwarden(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mlwarden", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        input=input,
         timeout=120,
     )
 
 
-def test_example_json_and_plan(tmp_path: Path) -> None:
-    ex = mlwarden("threats", "--example", cwd=tmp_path)
+def test_example_json_and_plan(cli, tmp_path: Path) -> None:
+    ex = cli("threats", "--example", cwd=tmp_path)
     assert ex.returncode == 0
     (tmp_path / "system.yaml").write_text(ex.stdout)
-    res = mlwarden(
+    res = cli(
         "threats", "system.yaml", "--json", "t.json", "--plan", "audit/plan.yaml", cwd=tmp_path
     )
     assert res.returncode == 0, res.stderr
@@ -44,43 +43,43 @@ def test_example_json_and_plan(tmp_path: Path) -> None:
     assert plan["checks"][0]["system"] == "../system.yaml"
 
 
-def test_plan_from_a_system_with_artifacts_runs_as_written(tmp_path: Path) -> None:
-    ex = mlwarden("threats", "--example", cwd=tmp_path).stdout
+def test_plan_from_a_system_with_artifacts_runs_as_written(cli, tmp_path: Path) -> None:
+    ex = cli("threats", "--example", cwd=tmp_path).stdout
     raw = yaml.safe_load(ex)
     raw["artifacts"] = {"datasets": {"train": "d.npz"}}
     (tmp_path / "d.npz").write_bytes(b"")
     (tmp_path / "system.yaml").write_text(yaml.safe_dump(raw))
-    res = mlwarden("threats", "system.yaml", "--plan", "plan.yaml", "-q", cwd=tmp_path)
+    res = cli("threats", "system.yaml", "--plan", "plan.yaml", "-q", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     plan = load_plan(tmp_path / "plan.yaml")
     assert plan.artifacts.datasets["train"] == "d.npz"
     assert plan.artifacts.models["model"].startswith("CHANGE-ME")
 
 
-def test_generated_plan_loads_and_resolves_when_files_exist(tmp_path: Path) -> None:
-    (tmp_path / "system.yaml").write_text(mlwarden("threats", "--example", cwd=tmp_path).stdout)
-    mlwarden("threats", "system.yaml", "--plan", "plan.yaml", "-q", cwd=tmp_path)
+def test_generated_plan_loads_and_resolves_when_files_exist(cli, tmp_path: Path) -> None:
+    (tmp_path / "system.yaml").write_text(cli("threats", "--example", cwd=tmp_path).stdout)
+    cli("threats", "system.yaml", "--plan", "plan.yaml", "-q", cwd=tmp_path)
     plan = load_plan(tmp_path / "plan.yaml")
     threats_only = plan.model_copy(update={"checks": plan.checks[:1]})
     (job,) = build_jobs(threats_only)
     assert job.kwargs["system"] == (tmp_path / "system.yaml").resolve()
 
 
-def test_fail_on_high_exits_1(tmp_path: Path) -> None:
-    (tmp_path / "system.yaml").write_text(mlwarden("threats", "--example", cwd=tmp_path).stdout)
-    res = mlwarden("threats", "system.yaml", "--fail-on", "high", "-q", cwd=tmp_path)
+def test_fail_on_high_exits_1(cli, tmp_path: Path) -> None:
+    (tmp_path / "system.yaml").write_text(cli("threats", "--example", cwd=tmp_path).stdout)
+    res = cli("threats", "system.yaml", "--fail-on", "high", "-q", cwd=tmp_path)
     assert res.returncode == 1
 
 
 def test_malformed_system_is_one_line_exit_2(tmp_path: Path) -> None:
     (tmp_path / "system.yaml").write_text("name: x\nmodality: hologram\n")
-    res = mlwarden("threats", "system.yaml", cwd=tmp_path)
+    res = subprocess_mlwarden("threats", "system.yaml", cwd=tmp_path)  # the real entry point
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "field" in lines[0] and "Traceback" not in res.stderr
 
 
-def test_init_asks_and_writes_a_valid_system(tmp_path: Path) -> None:
+def test_init_asks_and_writes_a_valid_system(cli, tmp_path: Path) -> None:
     answers = [
         "my-api", "a test system", "tabular",  # name, description, modality
         "in-house", "black-box", "", "yes", "n", "onnx",  # model
@@ -88,7 +87,7 @@ def test_init_asks_and_writes_a_valid_system(tmp_path: Path) -> None:
         "team", "team", "",  # access
         "public-api", "labels", "yes", "yes", "yes", "y",  # deployment
     ]  # fmt: skip
-    res = mlwarden("threats", "--init", "sys.yaml", cwd=tmp_path, input="\n".join(answers) + "\n")
+    res = cli("threats", "--init", "sys.yaml", cwd=tmp_path, input="\n".join(answers) + "\n")
     assert res.returncode == 0, res.stderr + res.stdout
     raw = yaml.safe_load((tmp_path / "sys.yaml").read_text())
     assert raw["data"]["sources"] == ["own", "user-provided"]
