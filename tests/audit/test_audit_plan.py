@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlwarden.audit.jobs import build_jobs
-from mlwarden.audit.plan import load_plan
+from mlwarden.audit.plan import load_plan, parse_plan
 from mlwarden.core.errors import InputFileError, UserError
 
 
@@ -103,3 +105,34 @@ def test_gateway_check_without_config_is_explained(tmp_path: Path) -> None:
     plan = write(tmp_path, {"checks": [{"check": "gateway-config"}]})
     with pytest.raises(UserError, match="no artifacts.gateway"):
         build_jobs(load_plan(plan))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+plan_keys = st.sampled_from(
+    ["version", "name", "seed", "artifacts", "checks", "baseline", "cache", "x"]
+)
+check_dicts = st.fixed_dictionaries(
+    {"check": st.sampled_from(["scan", "evasion", "privacy", "custom", "nope"])},
+    optional={k: json_values for k in ("models", "data", "eps", "function", "name", "options")},
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(
+        json_values,
+        st.dictionaries(plan_keys, json_values, max_size=5),
+        st.builds(lambda cs: {"checks": cs}, st.lists(check_dicts, max_size=3)),
+    )
+)
+def test_any_yaml_value_loads_as_a_plan_or_gives_a_one_line_error(raw: object) -> None:
+    try:
+        parse_plan(raw, "plan.yaml", Path("."))
+    except InputFileError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("plan.yaml: ")

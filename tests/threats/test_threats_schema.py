@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlwarden.core.errors import InputFileError
-from mlwarden.threats import load_system
+from mlwarden.threats import load_system, parse_system
 
 
 def example_raw() -> dict:
@@ -79,3 +81,35 @@ def test_malformed_files_get_one_line_errors(tmp_path: Path, text: str, message:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="no such file"):
         load_system(tmp_path / "nope.yaml")
+
+
+def _mutate(data: st.DataObject) -> dict:
+    """The example with one field (at any depth) replaced by a random value."""
+    raw = example_raw()
+    node = raw
+    while True:
+        key = data.draw(st.sampled_from(sorted(node)))
+        if isinstance(node[key], dict) and data.draw(st.booleans()):
+            node = node[key]
+            continue
+        node[key] = data.draw(values)
+        return raw
+
+
+leaf = st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+values = st.recursive(
+    leaf,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(values, st.builds(_mutate, st.data())))
+def test_any_yaml_value_is_a_system_or_a_one_line_error(raw: object) -> None:
+    try:
+        parse_system(raw, "system.yaml")
+    except InputFileError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("system.yaml: ")
