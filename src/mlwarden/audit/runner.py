@@ -52,6 +52,7 @@ def run_plan(
     use_cache = plan.cache if use_cache is None else use_cache
     cache = JobCache(cache_dir or default_cache_dir(plan)) if use_cache else None
     report = Report.new(command="audit", seed=plan.seed)
+    report.target = {"name": plan.name or Path(source).stem or "audit", "plan": source}
     report.config = {
         "plan": source,
         "name": plan.name,
