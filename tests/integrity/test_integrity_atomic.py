@@ -28,7 +28,7 @@ CHILD = textwrap.dedent(
     while True:
         src = work / f"{tag}-{i}"
         (src / "sub").mkdir(parents=True)
-        (src / "weights.bin").write_bytes(os.urandom(1_500_000))
+        (src / "weights.bin").write_bytes(os.urandom(400_000))
         for j in range(20):
             (src / "sub" / f"shard{j}.bin").write_bytes(os.urandom(2_000))
         rec = reg.add(src, name="model", sign_key=key, scanner=scanner, source="kill-test")
@@ -46,7 +46,7 @@ def test_kill_9_during_adds_leaves_a_verifiable_registry(tmp_path: Path, keys) -
     script.write_text(CHILD)
     rng = random.Random(7)
     killed_mid_run = 0
-    for round_ in range(8):
+    for round_ in range(5):
         child = subprocess.Popen(
             [sys.executable, str(script), str(root), str(work), str(keys[0]), str(round_)],
             stdout=subprocess.PIPE,
@@ -65,10 +65,10 @@ def test_kill_9_during_adds_leaves_a_verifiable_registry(tmp_path: Path, keys) -
             assert reg.fsck() == []
             versions = [r.version for r in reg.versions("model")] if reg.names() else []
             assert versions == list(range(1, len(versions) + 1))
-    assert killed_mid_run == 8
+    assert killed_mid_run == 5
     with Registry.open(root) as reg:
         versions = reg.versions("model")
-    assert len(versions) >= 8
+    assert len(versions) >= 5
     for rec in versions:
         report = verify_report(rec.ref, registry=root, trust=[keys[1]])
         assert report.findings == [], [f.title for f in report.findings]

@@ -100,7 +100,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.fixed_dictionaries(
         {"_type": st.just(STATEMENT_TYPE), "predicateType": st.just(PREDICATE_TYPE)},
@@ -112,7 +112,7 @@ def test_malformed_statements_raise_only_documented_errors(statement) -> None:
         statement_manifest(statement)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_json)
 def test_malformed_envelopes_raise_only_envelope_errors(envelope) -> None:
     key = Ed25519PrivateKey.generate()

@@ -152,9 +152,10 @@ def import_bundle(
                     f = tar.extractfile(member)
                     if f is None:
                         raise InputFileError(bundle, f"object {digest[:12]} cannot be read")
-                    reg.store.put_stream(f, digest, label=f"{bundle}:{member.name}")
+                    reg.store.put_stream(f, digest, label=f"{bundle}:{member.name}", sync_dir=False)
             except tarfile.TarError as exc:
                 raise InputFileError(bundle, f"is corrupt ({exc})") from None
+        reg.store.sync_dirs(seen)
         missing = [d for d in wanted if not reg.store.has(d)]
         if missing:
             raise InputFileError(bundle, f"lacks {len(missing)} object(s) its manifest lists")

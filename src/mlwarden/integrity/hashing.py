@@ -33,7 +33,7 @@ def default_workers() -> int:
 _local = threading.local()
 
 
-def _buffer(size: int) -> bytearray:
+def thread_buffer(size: int) -> bytearray:
     """This thread's reusable read buffer (no allocation per file)."""
     buf = getattr(_local, "buf", None)
     if buf is None or len(buf) != size:
@@ -45,7 +45,7 @@ def hash_file(path: Path, chunk: int = CHUNK) -> tuple[str, int]:
     """SHA-256 (hex) and size in bytes of one file, streamed in ``chunk``-byte reads."""
     h = hashlib.sha256()
     size = 0
-    buf = _buffer(chunk)
+    buf = thread_buffer(chunk)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         while True:

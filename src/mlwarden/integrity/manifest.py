@@ -164,9 +164,14 @@ def file_paths(root: Path, names: list[str]) -> list[Path]:
     return [root.joinpath(*n.split("/")) for n in names]
 
 
-def build_manifest(root: Path, workers: int | None = None) -> Manifest:
-    """Hash every file under ``root`` (a file or a folder) in parallel into a manifest."""
-    names = list_files(root)
+def build_manifest(
+    root: Path, workers: int | None = None, names: list[str] | None = None
+) -> Manifest:
+    """Hash every file under ``root`` (a file or a folder) in parallel into a manifest.
+
+    ``names`` (from :func:`list_files`) skips walking the folder a second time.
+    """
+    names = list_files(root) if names is None else names
     results = hash_files(file_paths(root, names), workers=workers)
     return Manifest({n: FileEntry(d, s) for n, (d, s) in zip(names, results, strict=True)})
 

@@ -53,7 +53,7 @@ from mlwarden.integrity.manifest import (
     symlink_component,
 )
 from mlwarden.integrity.scanning import Scanner, scan_files
-from mlwarden.integrity.store import ObjectStore, fsync_dir
+from mlwarden.integrity.store import ObjectStore
 
 KINDS = ("model", "dataset", "other")
 DB_NAME = "registry.db"
@@ -427,7 +427,7 @@ class Registry:
 
         names = list_files(path)
         disk = file_paths(path, names)
-        manifest = build_manifest(path, workers=workers)
+        manifest = build_manifest(path, workers=workers, names=names)
         outcome = scan_files(disk, scanner=scanner)
         refused = outcome.refused
         if refused and not force:
@@ -445,9 +445,7 @@ class Registry:
         rel_of = {str(p): n for p, n in zip(disk, names, strict=True)}
         self.store.put_many(
             [(p, manifest.files[n].digest) for p, n in zip(disk, names, strict=True)],
-            workers=workers,
         )
-        fsync_dir(self.store.objects)
 
         scan = {
             "verdicts": {

@@ -103,11 +103,14 @@ def scan_files(paths: Sequence[Path], scanner: Scanner | None = None) -> ScanOut
             outcome.verdicts[str(p)] = "error"
             outcome.details[str(p)] = f"scanner failed: {type(exc).__name__}: {exc}"
         return outcome
-    by_resolved = {str(Path(k).resolve()): v for k, v in results.items()}
+    by_resolved: dict[str, tuple[str, str]] | None = None
     for p in paths:
-        verdict, detail = results.get(str(p)) or by_resolved.get(
-            str(p.resolve()), ("error", "the scanner did not report on this file")
-        )
+        found = results.get(str(p))
+        if found is None:  # the scanner may name files by another spelling of the path
+            if by_resolved is None:
+                by_resolved = {str(Path(k).resolve()): v for k, v in results.items()}
+            found = by_resolved.get(str(p.resolve()))
+        verdict, detail = found or ("error", "the scanner did not report on this file")
         outcome.verdicts[str(p)] = verdict
         if detail:
             outcome.details[str(p)] = detail
