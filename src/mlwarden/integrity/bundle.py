@@ -132,7 +132,7 @@ def import_bundle(
                 manifest = Manifest.from_json(doc.get("manifest"))
             except UnsafeManifestError as exc:
                 raise InputFileError(bundle, f"manifest rejected: {exc}") from None
-            wanted = {e.digest for e in manifest.files.values()}
+            wanted = {e.digest: e.size for e in manifest.files.values()}
             seen: set[str] = set()
             try:
                 for member in members:
@@ -147,6 +147,12 @@ def import_bundle(
                     if digest in seen or digest not in wanted:
                         raise InputFileError(
                             bundle, f"object {digest[:12]} is duplicated or unlisted"
+                        )
+                    if member.size != wanted[digest]:
+                        raise InputFileError(
+                            bundle,
+                            f"object {digest[:12]} is {member.size} bytes; the manifest says "
+                            f"{wanted[digest]}",
                         )
                     seen.add(digest)
                     f = tar.extractfile(member)
