@@ -10,8 +10,8 @@ rate, false-flag rate, crashes and the median wall time over ``--repeats`` runs.
 Part 2 (big files, ``--big``): a 1 GiB raw pickle (a dict of float32 arrays, one
 of 512 MiB) and a 2 GiB PyTorch zip checkpoint are generated in a temporary folder
 and deleted afterwards. Each tool scans each file in a fresh subprocess that reports
-its wall time and peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), along
-with the RSS after imports and before the scan.
+its wall time and peak RSS (``VmHWM`` from ``/proc/self/status``), along with the
+peak RSS after imports and before the scan.
 
 Run::
 
@@ -133,7 +133,7 @@ def corpora(repeats: int, workdir: Path) -> dict[str, dict[str, float]]:
 
 
 CHILD = r"""
-import json, resource, sys, time, io, contextlib, logging
+import json, sys, time, io, contextlib, logging
 sys.path.insert(0, {bench!r})
 logging.disable(logging.CRITICAL)
 import scan_vs_peers as b
@@ -147,7 +147,13 @@ elif {tool!r} == "modelscan":
     import modelscan.modelscan
 else:
     import fickling
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def hwm():
+    # VmHWM: this process's own peak resident set (ru_maxrss would include the
+    # parent's pages at fork time)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+rss0 = hwm()
 t0 = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
     try:
@@ -156,7 +162,7 @@ with contextlib.redirect_stdout(io.StringIO()):
     except Exception as exc:
         flagged, err = True, type(exc).__name__
 secs = time.perf_counter() - t0
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = hwm()
 print(json.dumps({{"seconds": secs, "rss_mb": rss, "rss_import_mb": rss0, "flagged": flagged, "error": err}}))
 """
 

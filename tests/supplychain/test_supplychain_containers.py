@@ -183,3 +183,17 @@ def test_text_that_merely_starts_like_protocol0_is_text(tmp_path: Path) -> None:
     path.write_text("import torch\nloaded the weights today\n")
     r = scan_file(path)
     assert (r.format, r.verdict.value) == ("text", "safe")
+
+
+def test_zip64_archives_are_read() -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z, z.open("archive/data.pkl", "w", force_zip64=True) as m:
+        m.write(call2("os", "system", "id"))
+    r = scan_bytes(out.getvalue())
+    assert r.verdict.value == "unsafe"
+
+
+def test_bytes_before_the_archive_are_tolerated() -> None:
+    data = b"#!/bin/sh\nexit 0\n" + _torch_zip(call2("os", "system", "id"))
+    r = scan_bytes(data)
+    assert r.verdict.value == "unsafe"

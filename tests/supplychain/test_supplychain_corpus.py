@@ -72,6 +72,15 @@ def test_directory_scan_covers_every_file(malicious: list[Case]) -> None:
     assert result.exit_code() == 1
 
 
+def test_process_executor_gives_the_same_verdicts(
+    malicious: list[Case], benign: list[Path]
+) -> None:
+    paths = [malicious[0].path, benign[0], malicious[-1].path]
+    local = scan_paths(paths)
+    pooled = scan_paths(paths, executor="process=2")
+    assert [(f.path, f.verdict) for f in pooled.files] == [(f.path, f.verdict) for f in local.files]
+
+
 def test_safe_load_refuses_every_malicious_file(malicious: list[Case], canary: Path) -> None:
     for case in malicious:
         with pytest.raises(UnsafeArtifactError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlwarden.core.errors import InputFileError
 from mlwarden.supplychain import Policy, Verdict
@@ -84,3 +86,13 @@ def test_bad_policy_file_is_a_user_error(tmp_path: Path) -> None:
 def test_bad_allow_entry_is_a_user_error() -> None:
     with pytest.raises(InputFileError, match="bad entry"):
         Policy(allow=["os system"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_classify_never_raises(module: str, name: str) -> None:
+    assert Policy().classify(module, name).verdict in (
+        Verdict.SAFE,
+        Verdict.SUSPICIOUS,
+        Verdict.UNSAFE,
+    )

@@ -52,6 +52,12 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--policy", help="Policy file (YAML/JSON) with 'allow'/'deny' lists."),
         ] = None,
+        executor: Annotated[
+            str,
+            typer.Option(
+                "--executor", help="Where to scan many files: local, process[=N] or ray[=ADDR]."
+            ),
+        ] = "local",
         json_path: JsonOpt = None,
         html_path: HtmlOpt = None,
         sarif_path: SarifOpt = None,
@@ -73,7 +79,7 @@ def register(app: typer.Typer) -> None:
             if policy_file is not None
             else Policy(allow=list(allow or []))
         )
-        result = scan_paths(paths, policy)
+        result = scan_paths(paths, policy, executor=executor)
         report = to_report(result, Report.new(command="scan", seed=seed))
         if fmt == "json":
             sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")

@@ -198,9 +198,10 @@ class Sink:
         key = (rule, global_, self.member, message if global_ is None else "")
         seen = self._seen.get(key)
         if seen is not None:
-            seen.count += 1
             if message.startswith("calls ") and not seen.message.startswith("calls "):
                 seen.message, seen.offset = message, offset  # the call says more
+            else:
+                seen.count += 1
             return
         issue = Issue(rule, severity, message, global_, offset, self.member)
         self._seen[key] = issue

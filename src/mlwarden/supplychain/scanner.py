@@ -41,7 +41,12 @@ from mlwarden.supplychain.pickle_vm import (
 from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy
 from mlwarden.supplychain.results import FileResult, ScanResult, Sink
 from mlwarden.supplychain.stream import Decompressed, Source, TooLarge, Truncated
-from mlwarden.supplychain.ziparchive import ZipFormatError, open_member, read_entries
+from mlwarden.supplychain.ziparchive import (
+    ZipFormatError,
+    has_central_directory,
+    open_member,
+    read_entries,
+)
 
 TORCH_LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850192e")
 TEXT_OPS = 2  #: opcodes a text file may parse as before it counts as a damaged pickle
@@ -107,7 +112,7 @@ def scan_file(
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            result.format = _scan_stream(f, size, ctx, depth=0, top=True)
+            result.format = _scan_top(f, size, ctx)
     except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit) as exc:
         _error(result, sink, _describe(exc))
     except OSError as exc:
@@ -130,7 +135,7 @@ def scan_bytes(
     ctx.base = None
     start = time.perf_counter()
     try:
-        result.format = _scan_stream(io.BytesIO(data), len(data), ctx, depth=0, top=True)
+        result.format = _scan_top(io.BytesIO(data), len(data), ctx)
     except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit) as exc:
         _error(result, sink, _describe(exc))
     except Exception as exc:  # fail closed
@@ -141,28 +146,72 @@ def scan_bytes(
     return result
 
 
+def _scan_top(f: IO[bytes], size: int, ctx: _Ctx) -> str:
+    """Scan a whole file; a file that also ends in a zip archive is scanned as both.
+
+    Loaders find a zip by its end record, so ``torch.load`` reads a shell script,
+    pickle or image with a checkpoint appended (a polyglot) as that checkpoint.
+    """
+    failure: Exception | None = None
+    fmt = "unknown"
+    try:
+        fmt = _scan_stream(f, size, ctx, depth=0, top=True)
+    except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit) as exc:
+        failure = exc
+    if ctx.top_kind != "zip" and size > 22 and has_central_directory(f, size):
+        ctx.sink.add(
+            "MLW-SCN-011",
+            Severity.LOW,
+            f"the file is also a zip archive (a {ctx.top_kind}/zip polyglot); both were scanned",
+        )
+        zip_fmt = _scan_zip(f, size, ctx, depth=0)
+        return zip_fmt if failure is not None or fmt in ("text", "unknown") else fmt
+    if failure is not None:
+        raise failure
+    return fmt
+
+
 def scan_paths(
     paths: Iterable[str | Path],
     policy: Policy | None = None,
     *,
     allow: Iterable[str] = (),
     limits: Limits | None = None,
+    executor: str | None = None,
 ) -> ScanResult:
-    """Scan files and directories (recursively, in name order)."""
+    """Scan files and directories (recursively, in name order).
+
+    ``executor`` (``local``, ``process[=N]``, ``ray[=ADDR]``) spreads the files over
+    :func:`mlwarden.core.executor.get_executor` workers; results keep file order.
+    """
     allow = list(allow)
     if allow:
         base = policy or DEFAULT_POLICY
         policy = Policy(allow=[*base.allow, *allow], deny=list(base.deny))
     pol = policy or DEFAULT_POLICY
     out = ScanResult(policy=pol)
-    for p in expand_paths(paths):
-        if not p.exists():
-            res = FileResult(path=str(p))
-            _error(res, Sink(res, pol), "no such file or directory")
-            out.files.append(res)
-            continue
-        out.files.append(scan_file(p, pol, limits))
+    files = expand_paths(paths)
+    jobs = [(p, pol, limits) for p in files]
+    if executor in (None, "local") or len(files) < 2:
+        from mlwarden.core.console import track
+
+        out.files = [_scan_job(j) for j in track(jobs, "scanning", total=len(jobs))]
+        return out
+    from mlwarden.core.executor import get_executor
+
+    with get_executor(executor) as ex:
+        out.files = ex.map(_scan_job, jobs)
     return out
+
+
+def _scan_job(job: tuple[Path, Policy, Limits | None]) -> FileResult:
+    """One file of :func:`scan_paths` (module level, so process/Ray workers can run it)."""
+    path, pol, limits = job
+    if not path.exists():
+        res = FileResult(path=str(path))
+        _error(res, Sink(res, pol), "no such file or directory")
+        return res
+    return scan_file(path, pol, limits)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:

@@ -17,6 +17,7 @@ import zlib
 from typing import IO, Any
 
 CHUNK = 1 << 20
+FIRST_CHUNK = 64 << 10
 
 
 class Truncated(Exception):
@@ -33,7 +34,8 @@ class Source:
     def __init__(self, f: IO[bytes], size: int | None = None, chunk: int = CHUNK) -> None:
         self.f = f
         self.size = size  #: total length when known (real files, stored members)
-        self.chunk = chunk
+        self.chunk = min(chunk, FIRST_CHUNK)  # small first read: most sniffs stop there
+        self.full_chunk = chunk
         self.buf = b""
         self.i = 0
         self.base = 0  #: stream offset of ``buf[0]``
@@ -56,6 +58,7 @@ class Source:
         self.i = 0
         while have < need:
             data = self.f.read(max(self.chunk, need - have))
+            self.chunk = self.full_chunk
             if not data:
                 self.buf = b"".join(parts)
                 return False

@@ -71,6 +71,14 @@ def read_entries(f: IO[bytes], size: int) -> tuple[list[ZipEntry], list[str]]:
     return entries, notes
 
 
+def has_central_directory(f: IO[bytes], size: int) -> bool:
+    """True when the file ends with a readable zip central directory (a zip, or a polyglot)."""
+    try:
+        return bool(_central_directory(f, size, []))
+    except (ZipFormatError, struct.error, OSError, ValueError):
+        return False
+
+
 def _central_directory(f: IO[bytes], size: int, notes: list[str]) -> list[ZipEntry]:
     tail_len = min(size, 65535 + 22)
     f.seek(size - tail_len)
