@@ -94,3 +94,9 @@ def test_catalogue_is_consistent() -> None:
         assert all(cat[t].kind == "tactic" for t in entry.tactics), ident
         if entry.kind == "technique" and ident.count(".") == 2:
             assert ident.rsplit(".", 1)[0] in cat, f"{ident} has no parent technique"
+
+
+def test_catalogue_descriptions_are_whole_sentences() -> None:
+    """An unquoted comma in atlas.yaml once cut descriptions short ("The adversary disrupts")."""
+    for ident, entry in atlas.catalogue().items():
+        assert entry.description.endswith("."), f"{ident}: {entry.description!r}"

@@ -43,6 +43,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"out": out, "proc": proc}
 
 
+pytestmark = pytest.mark.slow
+
+
 def test_demo_report_json_validates_against_the_schema(demo_run: dict[str, Any]) -> None:
     data = json.loads((demo_run["out"] / "report.json").read_text(encoding="utf-8"))
 
@@ -67,6 +70,8 @@ def test_demo_junit_has_a_case_per_check(demo_run: dict[str, Any]) -> None:
     names = [case.get("name") for case in root.iter("testcase")]
     for check in data["checks"]:
         assert check["name"] in names
+    # --fail-on info: every finding is exactly one failure
+    assert len(list(root.iter("failure"))) == len(data["findings"])
 
 
 def test_demo_fail_on_info_exits_1_exactly_when_there_are_findings(
@@ -84,3 +89,14 @@ def test_demo_writes_nothing_to_stderr_when_quiet(demo_run: dict[str, Any]) -> N
     proc: subprocess.CompletedProcess[str] = demo_run["proc"]
 
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.browser
+def test_demo_html_report_opens_cleanly_in_chromium(demo_run: dict[str, Any], browser: Any) -> None:
+    page = browser.open(demo_run["out"] / "report.html")
+    data = json.loads((demo_run["out"] / "report.json").read_text(encoding="utf-8"))
+
+    assert page["errors"] == []
+    assert page["findings"] == len(data["findings"])
+    assert all(img["complete"] and img["width"] > 0 for img in page["images"])
+    assert len(page["images"]) >= len(data["images"])

@@ -65,6 +65,32 @@ def test_failure_text_names_atlas_techniques(make_report: Callable[..., Report])
     assert "Recommendation: Fix it (MLW-EVA-001)." in text
 
 
+def test_records_sharing_a_name_are_one_case_and_failures_are_not_repeated() -> None:
+    report = Report.new("demo")
+    with report.timed("threats"):
+        pass
+    with report.timed("threats"):
+        pass
+    report.add(Finding(rule="MLW-THR-001", title="t", severity=Severity.HIGH, check="threats"))
+
+    root = ET.fromstring(junit_xml(report))
+    assert [c.get("name") for c in root.iter("testcase")] == ["threats"]
+    assert len(list(root.iter("failure"))) == 1
+
+
+def test_a_finding_from_a_sub_check_goes_to_its_parent_case() -> None:
+    report = Report.new("demo")
+    with report.timed("evasion"):
+        pass
+    report.add(
+        Finding(rule="MLW-EVA-001", title="t", severity=Severity.HIGH, check="evasion.evaluate")
+    )
+
+    cases = _cases(junit_xml(report))
+    assert list(cases) == ["evasion"]
+    assert cases["evasion"].find("failure") is not None
+
+
 @settings(max_examples=60, deadline=None)
 @given(title=st.text(min_size=1, max_size=50), check=st.text(max_size=20))
 def test_any_text_gives_well_formed_xml(title: str, check: str) -> None:

@@ -53,6 +53,12 @@ def catalogue() -> dict[str, AtlasEntry]:
         ("mitigations", "mitigation"),
     ):
         for ident, body in raw[section].items():
+            unexpected = set(body) - {"name", "description", "tactics"}
+            if unexpected:  # an unquoted comma in a flow mapping splits the text into keys
+                raise ValueError(
+                    f"atlas.yaml: {ident} has unexpected fields {sorted(unexpected)}; "
+                    "quote descriptions that contain commas"
+                )
             entries[ident] = AtlasEntry(
                 id=ident,
                 kind=kind,

@@ -100,9 +100,15 @@ def _atlas_view(ident: str) -> dict[str, str]:
 def _value_view(key: str, value: Any) -> dict[str, Any]:
     if is_data_uri(value):
         return {"key": key, "kind": "image", "value": value}
+    if isinstance(value, list) and len(value) <= 20 and all(_is_scalar(v) for v in value):
+        return {"key": key, "kind": "text", "value": ", ".join(_format_scalar(v) for v in value)}
     if isinstance(value, dict | list):
         return {"key": key, "kind": "json", "value": json.dumps(value, indent=2)}
     return {"key": key, "kind": "text", "value": _format_scalar(value)}
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
 
 
 def _format_scalar(value: Any) -> str:

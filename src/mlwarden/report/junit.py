@@ -1,9 +1,10 @@
 """JUnit XML rendering, for CI systems that show test results (Jenkins, GitLab, ...).
 
-One ``<testsuite>`` per report, one ``<testcase>`` per check in ``report.checks``,
-and one ``<failure>`` for each finding at or above the ``fail_on`` severity, attached
-to the test case of the check that produced it (or to a ``findings`` test case when
-the finding names no check that ran). A check that crashed is an ``<error>``; one
+One ``<testsuite>`` per report, one ``<testcase>`` per check in ``report.checks``
+(records sharing a name are one case), and one ``<failure>`` for each finding at or
+above the ``fail_on`` severity, attached to the test case of the check that produced
+it (``evasion.evaluate`` goes to ``evasion`` when only that ran), or to a ``findings``
+test case when the finding names no check that ran. A check that crashed is an ``<error>``; one
 that was skipped is ``<skipped>``. Findings below the threshold are listed in the
 test case's ``<system-out>`` so nothing is hidden.
 
@@ -31,20 +32,16 @@ FINDINGS_CASE = "findings"
 def junit_xml(report: Report, fail_on: Severity = Severity.HIGH) -> str:
     """The report as a JUnit XML document (a string)."""
     suite_name = f"mlwarden.{report.command or 'report'}"
-    checks = list(report.checks)
-    names = {c.name for c in checks}
-    orphaned = {id(f) for f in report.findings if f.check not in names}
-    if orphaned or not checks:
+    checks = _merge_same_name(report.checks)
+    names = [c.name for c in checks]
+    owner = {id(f): _case_for(f.check, names) for f in report.findings}
+    if (FINDINGS_CASE in owner.values() and FINDINGS_CASE not in names) or not checks:
         checks.append(CheckRecord(name=FINDINGS_CASE, seconds=0.0))
 
     cases: list[ET.Element] = []
     failures = errors = skipped = 0
     for check in checks:
-        mine = [
-            f
-            for f in report.findings
-            if f.check == check.name or (check.name == FINDINGS_CASE and id(f) in orphaned)
-        ]
+        mine = [f for f in report.findings if owner[id(f)] == check.name]
         case = ET.Element(
             "testcase",
             {
@@ -113,6 +110,32 @@ def write_junit(report: Report, path: str | Path, fail_on: Severity = Severity.H
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(junit_xml(report, fail_on=fail_on), encoding="utf-8")
     tmp.replace(path)
+
+
+def _merge_same_name(checks: list[CheckRecord]) -> list[CheckRecord]:
+    """One record per check name (a step and its sub-steps may record the same name)."""
+    rank = {"ok": 0, "skipped": 1, "error": 2}
+    merged: dict[str, CheckRecord] = {}
+    for c in checks:
+        if c.name not in merged:
+            merged[c.name] = c.model_copy()
+            continue
+        m = merged[c.name]
+        m.seconds = (m.seconds or 0.0) + (c.seconds or 0.0)
+        if rank.get(c.status, 2) > rank.get(m.status, 2):
+            m.status = c.status
+        if c.message and c.message not in m.message:
+            m.message = f"{m.message}; {c.message}" if m.message else c.message
+    return list(merged.values())
+
+
+def _case_for(check: str | None, names: list[str]) -> str:
+    """The test case a finding belongs to: its check, or the check it is a part of
+    (``evasion.evaluate`` belongs to ``evasion``), else the ``findings`` case."""
+    if check in names:
+        return check
+    parents = [n for n in names if check and check.startswith(n + ".")]
+    return max(parents, key=len) if parents else FINDINGS_CASE
 
 
 def _details(f: Finding) -> str:
