@@ -100,3 +100,18 @@ def test_demo_html_report_opens_cleanly_in_chromium(demo_run: dict[str, Any], br
     assert page["findings"] == len(data["findings"])
     assert all(img["complete"] and img["width"] > 0 for img in page["images"])
     assert len(page["images"]) >= len(data["images"])
+
+
+def test_every_report_the_demo_wrote_validates(demo_run: dict[str, Any]) -> None:
+    """The demo runs other commands too (the audit writes its own report and job cache)."""
+    checked = 0
+    for path in sorted(demo_run["out"].rglob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        embedded = [doc] if "schema_version" in doc else []
+        if isinstance(doc.get("report"), dict):
+            embedded.append(doc["report"])
+        for report in embedded:
+            assert validation_errors(report) == [], path
+            checked += 1
+
+    assert checked >= 1
