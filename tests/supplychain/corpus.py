@@ -281,6 +281,16 @@ def build_malicious(root: Path, canary: Path) -> list[Case]:
         b"\x80\x02" + g("os", "system") + b"r\xff\xff\xff\x7f" + b"(" + u(sh) + b"tR.",
         "opcode-trick",
     )
+    legacy = io.BytesIO()
+    import torch
+
+    torch.save(Reducer(os.system, (sh,)), legacy, _use_new_zipfile_serialization=False)
+    nested = (
+        b"\x80\x02" + g("torch.storage", "_load_from_bytes") + arg(legacy.getvalue()) + b"\x85R."
+    )
+    add("tensor_bytes_nested_evil.pkl", nested, "nested-loader")
+    unscanned = b"\x80\x02" + g("torch.storage", "_load_from_bytes") + b"(K\x01tR."
+    add("tensor_bytes_unscanned.pkl", unscanned, "nested-loader")
     for proto in range(6):
         add(
             f"reducer_p{proto}.pkl",
@@ -580,6 +590,8 @@ def build_benign(root: Path) -> list[Path]:
     }
     torch.save(dtypes, p("dtypes.pt"))
     torch.save([torch.randn(2, 2), torch.arange(4)], p("tensor_list.pt"))
+    with p("tensors_plain_pickle.pkl").open("wb") as f:
+        pickle.dump({"w": torch.randn(3, 3), "b": torch.zeros(3)}, f, protocol=4)
     torch.jit.script(cnn).save(str(p("cnn_script.pt")))
     torch.jit.trace(mlp, torch.randn(1, 16)).save(str(p("mlp_traced.pt")))
     with warnings.catch_warnings():

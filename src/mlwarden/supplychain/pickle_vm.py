@@ -43,6 +43,13 @@ MAX_NESTED = 8  #: nested pickles (joblib object arrays) within one stream
 HIGHEST_PROTOCOL = 5
 NO_FRAME = 1 << 62  #: frame_end when no FRAME is open
 
+#: Loaders a pickle may call on embedded bytes that the scanner follows: the bytes are
+#: scanned as a file of their own, and the call is allowed only on bytes so scanned.
+#: (``pickle.dumps`` of a tensor stores its storage via ``torch.storage._load_from_bytes``,
+#: a legacy ``torch.save`` stream; at load time :mod:`mlwarden.supplychain.loader`
+#: swaps in ``torch.load(weights_only=True)``.)
+NESTED_LOADERS = frozenset({"torch.storage._load_from_bytes"})
+
 
 class PickleError(Exception):
     """The stream is not a pickle the unpickler would accept (message says why)."""
@@ -135,6 +142,18 @@ class Seq:
 def _short(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+class Scanned:
+    """A bytes payload that was scanned as a nested file."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"<scanned {self.size} bytes>"
 
 
 class Persistent:
@@ -289,6 +308,8 @@ class PickleMachine:
             )
             return Unknown("bad import")
         c = self.sink.policy.classify(module, name, torchscript=self.sink.torchscript)
+        if c.full in NESTED_LOADERS and self.sink.on_nested is not None:
+            return Global(module, name, off, c.full, Verdict.SAFE)  # checked at the call
         if c.verdict is Verdict.UNSAFE:
             self.sink.add(
                 "MLW-SCN-001",
@@ -308,6 +329,22 @@ class PickleMachine:
         return Global(module, name, off, c.full, c.verdict)
 
     def call(self, func: Any, args: Any, off: int, op: str) -> Call:
+        if isinstance(func, Global) and func.full in NESTED_LOADERS:
+            scanned = (
+                isinstance(args, Seq)
+                and args.n == 1
+                and isinstance(args.items[0], Scanned)
+                and self.sink.on_nested is not None
+            )
+            if not scanned:
+                self.sink.add(
+                    "MLW-SCN-001",
+                    Severity.CRITICAL,
+                    f"calls the nested loader {func.full}{_short(args)} on data that could "
+                    "not be scanned",
+                    global_=func.full,
+                    offset=off,
+                )
         if isinstance(func, Global):
             if func.verdict is Verdict.UNSAFE:
                 self.sink.add(
@@ -476,6 +513,15 @@ class PickleMachine:
         if rem is not None and n > rem:
             self.anomaly(f"{kind} declares {n} bytes but only {rem} remain (length blow-up)", off)
             raise Truncated(f"{kind} at offset {off} declares {n} bytes, only {rem} remain")
+        top = self.stack[-1] if self.stack else None
+        if (
+            kind == "bytes"
+            and isinstance(top, Global)
+            and top.full in NESTED_LOADERS
+            and self.sink.on_nested is not None
+        ):
+            self.sink.on_nested(self.src, n, off)
+            return Scanned(n)
         if n > MAX_STR:
             self.src.skip(n)
             return Unknown(f"{kind} of {n} bytes")

@@ -171,6 +171,8 @@ class Sink:
         self.member: str | None = None
         self.torchscript = False
         self.joblib_arrays = 0
+        #: scans ``n`` bytes of a pickle's bytes payload as a nested file (set by the scanner)
+        self.on_nested: Any = None
         self._seen: dict[tuple[str, str | None, str | None, str], Issue] = {}
 
     def checkpoint(self) -> int:

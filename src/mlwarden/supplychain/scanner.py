@@ -95,6 +95,32 @@ class _Ctx:
         self.formats: list[str] = []
         self.base: Path | None = path.parent  #: folder for ONNX external data
         self.top_kind = "unknown"  #: what the top-level stream was identified as
+        self.nested_depth = 0
+        sink.on_nested = self.scan_nested_bytes
+
+    def scan_nested_bytes(self, src: Source, n: int, offset: int) -> None:
+        """Scan ``n`` bytes of ``src`` (a pickle's bytes payload) as a file of their own."""
+        if self.nested_depth >= self.limits.max_depth:
+            raise ScanLimit(f"nested loaders deeper than {self.limits.max_depth} levels")
+        outer = self.sink.member
+        self.sink.member = f"{outer + '!' if outer else ''}bytes@{offset}"
+        self.nested_depth += 1
+        try:
+            if n <= 64 << 20:
+                data = src.read(n)
+                _scan_stream(io.BytesIO(data), n, self, self.nested_depth, name="nested")
+            else:
+                with tempfile.TemporaryFile() as tmp:
+                    left = n
+                    while left:
+                        chunk = src.read(min(left, 1 << 20))
+                        tmp.write(chunk)
+                        left -= len(chunk)
+                    tmp.seek(0)
+                    _scan_stream(tmp, n, self, self.nested_depth, name="nested")
+        finally:
+            self.nested_depth -= 1
+            self.sink.member = outer
 
 
 # --- entry points -----------------------------------------------------------------------
