@@ -122,3 +122,12 @@ def test_adding_a_folder_with_a_symlink_is_refused(make_folder, tmp_path: Path) 
     (root / "link").symlink_to(tmp_path)
     with pytest.raises(InputFileError, match="symbolic link"):
         list_files(root)
+
+
+def test_fifo_in_deployed_folder_is_never_read(make_folder) -> None:
+    root = make_folder({"w.bin": b"w"})
+    manifest = build_manifest(root)
+    (root / "w.bin").unlink()
+    os.mkfifo(root / "w.bin")  # reading it would block forever
+    diff = compare_folder(manifest, root)
+    assert diff.modified == ["w.bin"] and not diff.missing and not diff.extra

@@ -41,7 +41,7 @@ def thread_buffer(size: int) -> bytearray:
     return buf
 
 
-def hash_file(path: Path, chunk: int = CHUNK) -> tuple[str, int]:
+def hash_file(path: str | Path, chunk: int = CHUNK) -> tuple[str, int]:
     """SHA-256 (hex) and size in bytes of one file, streamed in ``chunk``-byte reads."""
     h = hashlib.sha256()
     size = 0
@@ -57,7 +57,7 @@ def hash_file(path: Path, chunk: int = CHUNK) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def hash_files(paths: Sequence[Path], workers: int | None = None) -> list[tuple[str, int]]:
+def hash_files(paths: Sequence[str | Path], workers: int | None = None) -> list[tuple[str, int]]:
     """Hash several files in parallel threads; results in the order of ``paths``."""
     if not paths:
         return []

@@ -346,11 +346,16 @@ def verify_report(
             manifest, sig = _check_signature(rec, keys, out)
         content = manifest or rec.manifest
         with report.timed("integrity.store"):
-            entries = list(content.files.items())
-            present = [(n, e) for n, e in entries if reg.store.path(e.digest).is_file()]
-            hashes = hash_files([reg.store.path(e.digest) for _, e in present])
-            corrupt = [n for (n, e), (d, _) in zip(present, hashes, strict=True) if d != e.digest]
-            absent = [n for n, e in entries if not reg.store.path(e.digest).is_file()]
+            located = [(n, e, reg.store.path_str(e.digest)) for n, e in content.files.items()]
+            present = [(n, e, p) for n, e, p in located if os.path.isfile(p)]
+            hashes = hash_files([p for _, _, p in present])
+            corrupt = [
+                n
+                for (n, e, _), (d, s) in zip(present, hashes, strict=True)
+                if d != e.digest or s != e.size
+            ]
+            found = {n for n, _, _ in present}
+            absent = [n for n, _, _ in located if n not in found]
             out.files(corrupt, absent, [], "the registry store")
         folder: dict[str, Any] = {}
         if path is not None:
