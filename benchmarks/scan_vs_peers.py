@@ -187,7 +187,7 @@ def big_files(workdir: Path) -> dict[str, dict[str, dict[str, float]]]:
     for path in (raw, ckpt):
         size = path.stat().st_size / 2**30
         print(f"\n{path.name}: {size:.2f} GiB")
-        print(f"{"tool":<11}{"time s":>9}{"peak RSS MB":>13}{'RSS after import':>18}{'flagged':>9}")
+        print(f"{'tool':<11}{'time s':>9}{'peak RSS MB':>13}{'RSS after import':>18}{'flagged':>9}")
         out[path.name] = {}
         for tool in TOOLS:
             code = CHILD.format(bench=str(Path(__file__).parent), tool=tool, path=str(path))

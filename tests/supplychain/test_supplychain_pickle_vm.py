@@ -125,3 +125,24 @@ def test_python2_module_names_are_normalised() -> None:
 def test_dotted_name_walking_a_dunder_is_unsafe() -> None:
     data = b"\x80\x04" + su("collections") + su("OrderedDict.__init__.__globals__") + b"\x93."
     assert scan_bytes(data).verdict.value == "unsafe"
+
+
+def test_memo_stays_bounded_and_evicted_imports_fail_closed(monkeypatch) -> None:
+    from mlwarden.supplychain import pickle_vm
+
+    monkeypatch.setattr(pickle_vm, "MEMO_KEEP", 4)
+    monkeypatch.setattr(pickle_vm, "MEMO_HARD", 4)
+    fill = b"".join(b"K\x01\x940" for _ in range(10))  # ten memoized ints
+    data = b"\x80\x04" + fill + su("os") + b"\x94" + su("system") + b"\x94" + b"00h\x0ah\x0b\x93)R."
+    r = scan_bytes(data)
+    assert r.verdict.value != "safe"
+    assert "cannot be checked" in messages(data)
+
+
+def test_many_memo_entries_of_a_real_pickle_stay_safe(monkeypatch) -> None:
+    from mlwarden.supplychain import pickle_vm
+
+    monkeypatch.setattr(pickle_vm, "MEMO_KEEP", 100)
+    monkeypatch.setattr(pickle_vm, "MEMO_HARD", 200)
+    data = pickle.dumps({f"k{i}": [i, str(i)] for i in range(2000)}, protocol=4)
+    assert scan_bytes(data).verdict.value == "safe"

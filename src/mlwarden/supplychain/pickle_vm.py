@@ -39,6 +39,8 @@ MAX_ITEMS = 64  #: items kept per container
 MAX_STACK = 1_000_000  #: stack + mark depth before it is a blow-up
 MAX_MEMO_GAP = 1_000_000  #: memo index this far beyond the entries stored is a blow-up
 MAX_LONG_BYTES = 1 << 16  #: binary integer length (bytes) before it is a blow-up
+MEMO_KEEP = 1_000_000  #: memo entries kept whatever their value
+MEMO_HARD = 4_000_000  #: beyond MEMO_KEEP, only imports, calls and short strings, up to this
 MAX_NESTED = 8  #: nested pickles (joblib object arrays) within one stream
 HIGHEST_PROTOCOL = 5
 NO_FRAME = 1 << 62  #: frame_end when no FRAME is open
@@ -75,6 +77,9 @@ class Unknown:
 
     def __repr__(self) -> str:
         return f"<{self.what}>"
+
+
+EVICTED = Unknown("memo value not kept")
 
 
 class Global:
@@ -266,6 +271,7 @@ class PickleMachine:
         self.marks: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
         self.memo_count = 0
+        self.evicted = False
         self.proto = 0
         self.frame_end = NO_FRAME
         self.ops = 0
@@ -354,6 +360,12 @@ class PickleMachine:
                     global_=func.full,
                     offset=off,
                 )
+        elif func is EVICTED:
+            self.anomaly(
+                f"{op} calls a memo value the scanner did not keep (more than {MEMO_KEEP} "
+                "memo entries); it cannot be checked",
+                off,
+            )
         elif not isinstance(func, Unknown):
             self.anomaly(
                 f"{op} calls a value that is not an imported name ({_short(func)}); "
@@ -704,7 +716,18 @@ class PickleMachine:
                 "(memory blow-up in the unpickler)",
                 off,
             )
-        self.memo[idx] = self.stack[-1]
+        v = self.stack[-1]
+        n = len(self.memo)
+        if n < MEMO_KEEP or (
+            n < MEMO_HARD
+            and (isinstance(v, Global | Call) or (isinstance(v, str) and len(v) <= 256))
+        ):
+            self.memo[idx] = v
+        else:
+            # bounded memory on huge pickles: drop values the analysis does not need;
+            # a later GET of one yields Unknown, which fails closed where it matters
+            self.evicted = True
+            self.memo.pop(idx, None)
         if idx >= self.memo_count:
             self.memo_count = idx + 1
 
@@ -723,9 +746,12 @@ class PickleMachine:
         self._put(struct.unpack("<I", self.src.read(4))[0], off)
 
     def op_memoize(self, off: int) -> None:
-        self._put(len(self.memo), off)
+        self._put(self.memo_count if self.evicted else len(self.memo), off)
 
     def _get(self, idx: int, off: int) -> None:
+        if idx not in self.memo and self.evicted and 0 <= idx < self.memo_count:
+            self.stack.append(EVICTED)
+            return
         if idx not in self.memo:
             self.anomaly(f"memo GET of index {idx} that was never stored", off)
             raise self.fatal(f"memo GET of missing index {idx}", off)

@@ -627,6 +627,10 @@ def _scan_zip(f: IO[bytes], size: int, ctx: _Ctx, depth: int) -> str:
         if msize is not None and msize == 0:
             continue
         fmt = _scan_stream(stream, msize, ctx, depth + 1, name=e.name)
+        if isinstance(stream, Decompressed):
+            ctx.budget -= stream.produced
+            if ctx.budget <= 0:
+                raise ScanLimit("archive expands beyond the decompressed-bytes budget")
         if fmt not in ("data", "text", "empty", "json"):
             ctx.formats.append(fmt)
     sink.member = outer_member
