@@ -10,9 +10,10 @@ Workloads (``--workload``):
   one TorchScript CNN, seeds differing, so N real plan checks.
 
 Every job goes through the same path as ``mlwarden audit``: plan -> jobs -> executor ->
-merged report (the cache is off). Wall time is the median over ``--repeats`` runs and
-includes starting the process pool (spawned workers import torch); Ray is started once
-before timing (its start time is printed separately), as a cluster would already be up.
+merged report (the cache is off). Wall time is the median over ``--repeats`` runs,
+interleaved across executors; it includes starting the process pool (spawned workers
+import torch). Ray is started once before timing (its start time is printed
+separately), as a cluster would already be up.
 
 Run (2 cores)::
 
@@ -106,22 +107,20 @@ def evasion_plan(folder: Path, jobs: int) -> Path:
     return path
 
 
-def time_plan(plan_path: Path, executor: str, repeats: int) -> tuple[float, list[float], object]:
+def run_once(plan_path: Path, executor: str) -> tuple[float, object]:
+    """One timed audit of the plan on ``executor``; exits if any job failed."""
     from mlwarden.audit.plan import load_plan
     from mlwarden.audit.runner import run_plan
 
-    times = []
-    report = None
-    for _ in range(repeats):
-        plan = load_plan(plan_path)
-        t0 = time.perf_counter()
-        report = run_plan(plan, executor=executor, use_cache=False)
-        times.append(time.perf_counter() - t0)
-        failed = report.metrics["audit.jobs_failed"]
-        if failed:
-            errors = [f.description for f in report.findings if f.rule == "MLW-AUD-001"]
-            raise SystemExit(f"{executor}: {failed} jobs failed: {errors[:2]}")
-    return statistics.median(times), times, report
+    plan = load_plan(plan_path)
+    t0 = time.perf_counter()
+    report = run_plan(plan, executor=executor, use_cache=False)
+    seconds = time.perf_counter() - t0
+    failed = report.metrics["audit.jobs_failed"]
+    if failed:
+        errors = [f.description for f in report.findings if f.rule == "MLW-AUD-001"]
+        raise SystemExit(f"{executor}: {failed} jobs failed: {errors[:2]}")
+    return seconds, report
 
 
 def main() -> None:
@@ -151,32 +150,36 @@ def main() -> None:
             plan = shadow_plan(folder, args.jobs, args.epochs)
         else:
             plan = evasion_plan(folder, args.jobs)
-        results: dict[str, tuple[float, list[float]]] = {}
-        metrics: dict[str, dict] = {}
-        for name, spec in (("local", "local"), ("process", f"process={args.workers}")):
-            med, times, rep = time_plan(plan, spec, args.repeats)
-            results[name] = (med, times)
-            metrics[name] = report_dict(rep)["metrics"]  # type: ignore[arg-type]
+        executors = {"local": "local", "process": f"process={args.workers}"}
         if not args.no_ray:
             import ray
 
             t0 = time.perf_counter()
             ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
             print(f"ray start: {time.perf_counter() - t0:.1f} s (not in the timings below)")
-            try:
-                med, times, rep = time_plan(plan, "ray", args.repeats)
-            finally:
+            executors["ray"] = "ray"
+        times: dict[str, list[float]] = {name: [] for name in executors}
+        metrics: dict[str, dict] = {}
+        try:
+            # Interleaved (local, process, ray, local, ...) so that load from other
+            # programs drifting over time does not favour one executor.
+            for _ in range(args.repeats):
+                for name, spec in executors.items():
+                    seconds, rep = run_once(plan, spec)
+                    times[name].append(seconds)
+                    metrics[name] = report_dict(rep)["metrics"]  # type: ignore[arg-type]
+        finally:
+            if not args.no_ray:
                 ray.shutdown()
-            results["ray"] = (med, times)
-            metrics["ray"] = report_dict(rep)["metrics"]  # type: ignore[arg-type]
+        results = {name: (statistics.median(t), t) for name, t in times.items()}
     base = results["local"][0]
     print(
         f"workload={args.workload} jobs={args.jobs} workers={args.workers} "
         f"repeats={args.repeats} epochs={args.epochs}"
     )
     print(f"{'executor':<10}{'median s':>10}{'speed-up':>10}  runs (s)")
-    for name, (med, times) in results.items():
-        runs = ", ".join(f"{t:.1f}" for t in times)
+    for name, (med, runs_s) in results.items():
+        runs = ", ".join(f"{t:.1f}" for t in runs_s)
         print(f"{name:<10}{med:>10.1f}{base / med:>9.2f}x  {runs}")
     same = all(
         {k: v for k, v in m.items() if not k.startswith("audit.")}

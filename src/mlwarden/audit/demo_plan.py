@@ -46,7 +46,7 @@ checks:
     data: holdout
     norm: linf
     eps: 0.1
-    options: {{budget: quick, limit: 64}}
+    options: {{budget: quick, limit: 32}}
   - check: extract            # how well a copy trained on answers agrees (MLW-THR-012)
     model: logreg
     pool: holdout
