@@ -33,5 +33,5 @@ def tabular():
     y = ((x[:, 0] + x[:, 1] + 0.1 * x[:, 2] - x[:, 3]) > 0.9).astype(np.int64)
     torch.manual_seed(0)
     model = MLP(6, 2, hidden=(32,))
-    fit(model, x, y, epochs=30, seed=0)
+    fit(model, x, y, epochs=10, lr=1e-2, seed=0)
     return model, x[:24], y[:24]

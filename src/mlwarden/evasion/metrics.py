@@ -86,7 +86,9 @@ def clever(
                 lipschitz = float(arr.max())
             else:
                 try:
-                    _, loc, _ = weibull_max.fit(arr, optimizer=_fmin)
+                    _, loc, _ = weibull_max.fit(
+                        arr, 1.0, loc=float(arr.max()), scale=float(np.ptp(arr)), optimizer=_fmin
+                    )
                     lipschitz = float(loc) if np.isfinite(loc) and loc > 0 else float(arr.max())
                 except (ValueError, RuntimeError):
                     lipschitz = float(arr.max())
@@ -99,7 +101,7 @@ def clever(
 def _fmin(func: Any, x0: Any, args: tuple[Any, ...] = (), disp: int = 0) -> Any:
     from scipy.optimize import fmin
 
-    return fmin(func, x0, args=args, disp=disp, maxiter=2000)
+    return fmin(func, x0, args=args, disp=disp, maxiter=300)
 
 
 def _sample_ball(

@@ -448,7 +448,7 @@ def _verify(
         return torch.zeros(0, dtype=torch.bool)
     inside = flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6
     lo, hi = bounds
-    flat = x_adv.reshape(len(x_adv), -1)
+    flat = x_adv.flatten(1)
     inside &= (flat >= lo - 1e-6).all(1) & (flat <= hi + 1e-6).all(1)
     moved = flat_norm(x_adv - x, "linf") > 0
     ok = inside & moved

@@ -218,7 +218,7 @@ def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tenso
 
 def flat_norm(d: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-sample norm of a batch of perturbations (``linf`` or ``l2``)."""
-    flat = d.reshape(len(d), -1)
+    flat = d.flatten(1)
     if norm == "linf":
         return flat.abs().amax(1) if flat.shape[1] else torch.zeros(len(d))
     return flat.norm(p=2, dim=1)
