@@ -91,6 +91,32 @@ def data_report(
     fraction used to measure accuracy before and after removing flagged samples).
     ``neural_cleanse_epochs``: 0 skips Neural Cleanse.
     """
+    from threadpoolctl import threadpool_limits
+
+    # per-class matrices are small: threaded BLAS only adds contention
+    with threadpool_limits(1):
+        return _data_report(
+            data,
+            model,
+            trainer,
+            label=label,
+            seed=seed,
+            neural_cleanse_epochs=neural_cleanse_epochs,
+            holdout=holdout,
+        )
+
+
+def _data_report(
+    data: str | Path | Dataset,
+    model: Any = None,
+    trainer: Any = None,
+    *,
+    label: str | None = None,
+    seed: int = 0,
+    neural_cleanse_epochs: int = 100,
+    holdout: float = 0.2,
+) -> Report:
+    """:func:`data_report` without the thread limit."""
     if model is not None and trainer is not None:
         raise UserError("give either a model or a trainer, not both")
     report = Report.new(command="data", seed=seed)
@@ -517,6 +543,31 @@ def backdoor_report(
     ``suspected_target`` (class or None); the reversed triggers are in
     ``report.images["neural_cleanse_triggers"]``.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _backdoor_report(
+            model,
+            data,
+            seed=seed,
+            epochs=epochs,
+            strip_samples=strip_samples,
+            frr=frr,
+            label=label,
+        )
+
+
+def _backdoor_report(
+    model: Any,
+    data: str | Path | Dataset,
+    *,
+    seed: int = 0,
+    epochs: int = 100,
+    strip_samples: int = 50,
+    frr: float = 0.01,
+    label: str | None = None,
+) -> Report:
+    """:func:`backdoor_report` without the thread limit."""
     report = Report.new(command="backdoor", seed=seed)
     ds = data if isinstance(data, Dataset) else load_dataset(data, label=label)
     report.data = ds.describe()
