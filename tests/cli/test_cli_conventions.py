@@ -147,3 +147,34 @@ def test_every_command_takes_the_shared_options(name: str, command: click.Comman
     if "--fail-on" in opts or "--json" in opts:
         missing = [o for o in REPORT_OPTIONS if o not in opts]
         assert not missing, f"mlwarden {name} writes reports but lacks {', '.join(missing)}"
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("tty", "quiet", "shown"), [(True, False, True), (False, False, False), (True, True, False)]
+)
+def test_progress_bars_only_on_a_terminal_and_never_when_quiet(
+    tty: bool, quiet: bool, shown: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlwarden.core import console
+
+    monkeypatch.setattr(sys, "stderr", _Stream(tty))
+    monkeypatch.setattr(console.settings, "quiet", quiet)
+
+    assert console.progress_enabled() is shown
+    with console.progress_bar("work", total=3) as bar:
+        assert (bar is not None) is shown
+    assert list(console.track(range(3), "work")) == [0, 1, 2]

@@ -39,11 +39,11 @@ def register(app: typer.Typer) -> None:
         debug: DebugOpt = False,
     ) -> None:
         """Train a small classifier on bundled digits, run every check on it, write a report."""
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: is a file; expected a folder for the report")
         from mlwarden.audit.demo import run_demo
 
         setup(quiet=quiet, debug=debug, seed=seed)
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out}: is a file; expected a folder for the report")
         report = run_demo(out, seed=seed)
         html_path = html_path or out / "report.html"
         code = finish(
