@@ -162,3 +162,17 @@ def test_the_audit_bar_is_the_only_progress_display(
     assert report.metrics["custom.total"] == 10
     assert report.metrics["custom.inner_bar_shown"] is False
     assert console.settings.quiet is False  # restored after the jobs
+
+
+def test_threats_in_an_audit_are_advisory_unless_asked(tmp_path: Path) -> None:
+    (tmp_path / "system.yaml").write_text(EXAMPLE.read_text())
+    checks = [
+        {"check": "threats", "system": "system.yaml"},
+        {"check": "threats", "name": "rated", "system": "system.yaml", "advisory": False},
+    ]
+    report = run_plan(load_plan(write_plan(tmp_path, checks, cache=False)))
+    advisory = [f for f in report.findings if f.check == "threats"]
+    rated = [f for f in report.findings if f.check == "rated"]
+    assert advisory and {f.severity.value for f in advisory} == {"info"}
+    assert [f.evidence["rated_severity"] for f in advisory] == [f.severity.value for f in rated]
+    assert "critical" in {f.severity.value for f in rated}

@@ -185,7 +185,7 @@ def _kwargs(spec: Any, r: _Resolver, where: str) -> dict[str, Any]:
             raise UserError(f"plan field {where}.config: no config given and no artifacts.gateway")
         return {"config": r.path(config, f"{where}.config")}
     if isinstance(spec, ThreatsCheck):
-        return {"system": r.path(spec.system, f"{where}.system")}
+        return {"system": r.path(spec.system, f"{where}.system"), "advisory": spec.advisory}
     if isinstance(spec, CustomCheck):
         for inp in spec.inputs:
             r.path(inp, f"{where}.inputs")

@@ -124,6 +124,11 @@ class GatewayConfigCheck(_Check):
 class ThreatsCheck(_Check):
     check: Literal["threats"]
     system: str = Field(description="A SYSTEM.yaml threat-model description.")
+    advisory: bool = Field(
+        default=True,
+        description="Report threats at info severity (rating kept in evidence), so that "
+        "--fail-on acts on what the measuring checks find.",
+    )
 
 
 class CustomCheck(_Check):

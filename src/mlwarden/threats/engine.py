@@ -48,17 +48,20 @@ class Threat:
     def id(self) -> str:
         return self.rule.id
 
-    def to_finding(self) -> Finding:
+    def to_finding(self, advisory: bool = False) -> Finding:
+        """The threat as a finding; ``advisory`` keeps the rating in evidence at info level."""
         r = self.rule
         names = ", ".join(f"{t} {atlas.get(t).full_name}" for t in r.techniques)
         description = (
             f"ATLAS: {names}. Likelihood {self.likelihood}: {'; '.join(self.likelihood_reasons)}. "
             f"Impact {self.impact}: {'; '.join(self.impact_reasons)}."
         )
+        if advisory:
+            description = f"Rated {self.severity.value} as a threat. {description}"
         return Finding(
             rule=r.id,
             title=r.title,
-            severity=self.severity,
+            severity=Severity.INFO if advisory else self.severity,
             atlas=[*r.techniques, *self.tactics],
             mitigations=list(r.mitigations),
             description=description,
@@ -71,6 +74,7 @@ class Threat:
                 "impact": self.impact,
                 "impact_reasons": list(self.impact_reasons),
                 "checks": list(r.checks),
+                "rated_severity": self.severity.value,
             },
             check="threats",
             owasp=list(r.owasp),
@@ -109,11 +113,18 @@ def assess(system: SystemDescription, rules: RuleSet | None = None) -> list[Thre
 
 
 def threats_report(
-    system: SystemDescription | Path | str, rules: RuleSet | None = None, seed: int = 0
+    system: SystemDescription | Path | str,
+    rules: RuleSet | None = None,
+    seed: int = 0,
+    advisory: bool = False,
 ) -> Report:
     """The threat model of ``system`` as a Report: one finding per applicable threat.
 
-    ``seed`` is accepted for the common check signature; the assessment is deterministic.
+    ``advisory=True`` (what an audit plan's ``threats`` check uses by default) reports
+    each threat at info severity with its rating in ``evidence.rated_severity``: a
+    threat is a possibility, and the audit's measuring checks decide what fails a
+    build. ``seed`` is accepted for the common check signature; the assessment is
+    deterministic.
     """
     if not isinstance(system, SystemDescription):
         path = Path(system)
@@ -126,7 +137,7 @@ def threats_report(
         threats = assess(system, rules)
     report.target = {"name": system.name, "description": system.description, "source": source}
     report.config = {"system": system.model_dump(mode="json")}
-    report.add(*(t.to_finding() for t in threats))
+    report.add(*(t.to_finding(advisory) for t in threats))
     report.metrics["count"] = len(threats)
     report.metrics["checks"] = sorted({c for t in threats for c in t.rule.checks})
     return report
