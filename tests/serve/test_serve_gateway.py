@@ -222,3 +222,29 @@ def test_every_request_is_audited_without_the_key(tmp_path, live, keys, digits) 
     assert all(r["latency_ms"] > 0 for r in rows)
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("audit.db*"))
     assert not any(k.encode() in raw for k in keys.values())
+
+
+def test_a_body_that_trickles_in_too_slowly_is_408(gw_config, keys, serve, sklearn_target) -> None:
+    import time
+
+    live = serve(sklearn_target, gw_config(input={"read_timeout_s": 0.3}))
+
+    def slow():
+        yield b'{"inputs": '
+        time.sleep(1.0)
+        yield b"[]}"
+
+    r = httpx.post(f"{live.url}/v1/predict", content=slow(), headers=_auth(keys["labels"]))
+    assert r.status_code == 408
+
+
+def test_an_unwritable_audit_log_is_a_user_error_at_start(
+    tmp_path, gw_config, sklearn_target
+) -> None:
+    from mlwarden.core.errors import UserError
+    from mlwarden.serve.app import create_app
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="audit log"):
+        create_app(sklearn_target, gw_config(audit={"path": str(blocker / "audit.db")}))

@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -39,6 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from mlwarden.core.errors import UserError
 from mlwarden.core.target import Target, probabilities
 from mlwarden.defenses.output import harden_output
 from mlwarden.serve.auth import KeyStore, bearer_token
@@ -94,7 +96,10 @@ class Gateway:
             path = Path(config.audit.path)
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
-            self.audit = AuditLog(path, synchronous=config.audit.synchronous)
+            try:
+                self.audit = AuditLog(path, synchronous=config.audit.synchronous)
+            except AuditLogError as exc:
+                raise UserError(f"{exc}; set 'audit: {{path: ...}}' to a writable file") from None
 
     def _limiter(
         self, rate: float | None, burst: int | None, budget: int | None, window_s: float | None
@@ -171,9 +176,19 @@ class Gateway:
                     403, "this key is blocked after an attack was detected; contact the operator"
                 )
             schema = self.config.input
-            body = await read_body(
-                request.headers.get("content-length"), request.stream(), schema.max_body_bytes
-            )
+            try:
+                body = await asyncio.wait_for(
+                    read_body(
+                        request.headers.get("content-length"),
+                        request.stream(),
+                        schema.max_body_bytes,
+                    ),
+                    timeout=schema.read_timeout_s,
+                )
+            except TimeoutError:
+                raise RequestError(
+                    408, f"request body not received within {schema.read_timeout_s} s"
+                ) from None
             rec.input_digest = hashlib.sha256(body).hexdigest()
             x = parse_inputs(body, schema)
             rec.n_inputs = len(x)
@@ -261,7 +276,13 @@ class Gateway:
         return resp
 
 
-_DECISIONS = {401: "unauthenticated", 403: "forbidden", 422: "invalid_input", 429: "rate_limited"}
+_DECISIONS = {
+    401: "unauthenticated",
+    403: "forbidden",
+    408: "timeout",
+    422: "invalid_input",
+    429: "rate_limited",
+}
 
 
 def create_app(

@@ -125,6 +125,7 @@ class InputSchema(_Strict):
     dtype: Literal["float32", "float64", "int"] = "float32"
     max_batch: int = Field(default=64, ge=1)
     max_body_bytes: int = Field(default=1 << 20, ge=64)
+    read_timeout_s: float = Field(default=10.0, gt=0, description="to receive the body, s")
 
     @field_validator("shape")
     @classmethod
