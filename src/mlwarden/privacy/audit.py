@@ -206,7 +206,12 @@ def audit_membership(
 
 
 def membership_severity(m: RocMetrics) -> Severity:
-    """Severity from TPR at low FPR; an unresolvable 0.1% FPR point is not trusted alone."""
+    """Severity from TPR at low FPR; an unresolvable 0.1% FPR point is not trusted alone.
+
+    CRITICAL: TPR >= 10% at 0.1% FPR; HIGH: >= 2% at 0.1% or >= 10% at 1%; MEDIUM:
+    >= 0.5% at 0.1% or >= 3% at 1%; LOW: >= 2% at 1%, or only average-case leakage
+    (AUC >= 0.6); INFO otherwise.
+    """
     t1 = m.tpr_at_fpr.get(0.01, 0.0)
     t01 = m.tpr_at_fpr.get(0.001, 0.0) if m.resolvable.get(0.001, False) else 0.0
     if t01 >= 0.10:
@@ -216,6 +221,8 @@ def membership_severity(m: RocMetrics) -> Severity:
     if t01 >= 0.005 or t1 >= 0.03:
         return Severity.MEDIUM
     if t1 >= 0.02 and m.resolvable.get(0.01, False):
+        return Severity.LOW
+    if m.auc >= 0.6:  # average-case leakage without confident individual hits
         return Severity.LOW
     return Severity.INFO
 

@@ -257,18 +257,19 @@ def defence_findings(rows: list[dict[str, Any]]) -> list[Finding]:
             )
         )
     helpful = [r for r in rows[1:] if r["mitigated"]]
+    if Severity(base["severity"]) <= Severity.LOW:
+        title = "The undefended model shows no membership leakage at low FPR; defences compared for their cost"
+    elif helpful:
+        title = "Defences that mitigate membership inference here: " + ", ".join(
+            f"{r['defence']} (accuracy {r['accuracy']:.1%} vs {base['accuracy']:.1%})"
+            for r in helpful
+        )
+    else:
+        title = "No defence tried brought membership leakage to low severity"
     findings.append(
         Finding(
             rule="MLW-PRV-005",
-            title=(
-                "Defences that mitigate membership inference here: "
-                + ", ".join(
-                    f"{r['defence']} (accuracy {r['accuracy']:.1%} vs {base['accuracy']:.1%})"
-                    for r in helpful
-                )
-                if helpful
-                else "No defence tried brought membership leakage to low severity"
-            ),
+            title=title,
             severity=Severity.INFO,
             atlas=["AML.T0024.000"],
             mitigations=["AML.M0002", "AML.M0012"],

@@ -34,7 +34,7 @@ def load_model(model: Any, access: str | None = None) -> BaseTarget:
     if not isinstance(model, str):
         return as_target(model) if access is None else as_target(model, access=access)
     try:
-        from mlwarden.supplychain import load_target  # type: ignore[attr-defined]
+        from mlwarden.supplychain import load_target
     except ImportError:
         raise UserError(
             "loading a model file needs mlwarden.supplychain.load_target, which this build lacks"
