@@ -332,3 +332,58 @@ def test_random_bytes_only_ever_raise_user_errors(
         return
     assert len(ds) > 0 and np.all(np.isfinite(ds.x))
     assert ds.y.dtype == np.int64 and ds.y.min() >= 0
+
+
+def _image_bytes(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (12, 12, 3), np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+_VALID_IMAGES = {fmt: _image_bytes(fmt) for fmt in ("PNG", "GIF", "BMP", "TIFF", "JPEG")}
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    fmt=st.sampled_from(sorted(_VALID_IMAGES)),
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
+    cut=st.one_of(st.none(), st.integers(0, 10**6)),
+)
+def test_corrupted_images_only_ever_raise_input_file_errors(
+    tmp_path: Path, fmt: str, flips: list[tuple[int, int]], cut: int | None
+) -> None:
+    data = bytearray(_VALID_IMAGES[fmt])
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    if cut is not None:
+        data = data[: cut % len(data)]
+    (tmp_path / "a").mkdir(exist_ok=True)
+    (tmp_path / "a" / "x.img.png").write_bytes(bytes(data))
+
+    try:
+        ds = load_image_folder(tmp_path)
+    except InputFileError as exc:
+        assert "x.img.png" in str(exc)
+        return
+    assert ds.x.shape[0] == 1 and np.all(np.isfinite(ds.x))
+
+
+def test_image_claiming_a_huge_size_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A PNG whose header claims 20000x20000 pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    png = bytearray(_image_bytes("PNG"))
+    ihdr = 8 + 8  # signature, then chunk length + type
+    png[ihdr : ihdr + 8] = struct.pack(">II", 20000, 20000)
+    crc = zlib.crc32(bytes(png[12 : ihdr + 13]))
+    png[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "bomb.png").write_bytes(bytes(png))
+
+    with pytest.raises(InputFileError, match="bomb.png: is too large"):
+        load_image_folder(tmp_path)

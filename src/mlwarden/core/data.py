@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
@@ -369,25 +370,25 @@ def load_image_folder(path: str | Path) -> Dataset:
             if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
                 continue
             try:
-                with Image.open(file) as img:
-                    img.load()
-                    if mode is None:
-                        mode = "L" if img.mode in ("1", "L", "I", "I;16") else "RGB"
-                        size = img.size
-                    if size is not None and img.size != size:
-                        raise InputFileError(
-                            file,
-                            f"is {img.size[0]}x{img.size[1]}; other images are {size[0]}x{size[1]}",
-                        )
-                    arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
-            except (
-                UnidentifiedImageError,
-                Image.DecompressionBombError,
-                OSError,
-                SyntaxError,
-                ValueError,
-                EOFError,
-            ) as exc:
+                with warnings.catch_warnings():
+                    # Pillow warns (on stderr) about odd metadata it skips: the pixels
+                    # decide. An image over Pillow's pixel limit is refused outright.
+                    warnings.simplefilter("ignore")
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(file) as img:
+                        img.load()
+                        if mode is None:
+                            mode = "L" if img.mode in ("1", "L", "I", "I;16") else "RGB"
+                            size = img.size
+                        if size is not None and img.size != size:
+                            raise InputFileError(
+                                file,
+                                f"is {img.size[0]}x{img.size[1]}; other images are {size[0]}x{size[1]}",
+                            )
+                        arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise InputFileError(file, f"is too large to load safely ({exc})") from None
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise InputFileError(file, f"not a readable image ({exc})") from None
             arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
             labels.append(ci)
