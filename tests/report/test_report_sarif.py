@@ -89,6 +89,18 @@ def test_file_artifacts_get_locations_and_names_do_not(
     assert "locations" not in by_rule["MLW-EVA-005"]  # artifact "digits_cnn" is a model name
 
 
+def test_findings_without_a_file_point_at_the_model_examined(check_sarif: Check) -> None:
+    report = Report.new("evasion")
+    report.target = {"name": "cnn", "path": "models/cnn.pt"}
+    report.add(Finding(rule="MLW-EVA-001", title="t", severity=Severity.HIGH, artifact="cnn"))
+    report.add(Finding(rule="MLW-EVA-002", title="t", severity=Severity.LOW, artifact="data.npz"))
+
+    results = sarif_log(report)["runs"][0]["results"]
+    uris = [r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results]
+    assert uris == ["models/cnn.pt", "data.npz"]
+    assert check_sarif(sarif_log(report)) == []
+
+
 @pytest.mark.parametrize(
     ("artifact", "has_location"),
     [

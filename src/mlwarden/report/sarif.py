@@ -2,8 +2,10 @@
 
 One run whose ``tool.driver`` lists a rule for every rule id that has findings;
 one result per finding with ``ruleId``, a ``level`` mapped from the severity, a
-``security-severity`` score (GitHub's convention), a file location when the
-finding's ``artifact`` is a file path, and the MITRE ATLAS ids as result
+``security-severity`` score (GitHub's convention), a file location (the finding's
+``artifact`` when it is a file path, else the model or data file the report
+examined: code-scanning services refuse results without one), ``partialFingerprints``
+so repeated runs do not duplicate alerts, and the MITRE ATLAS ids as result
 properties, tags and references into an ``ATLAS`` taxonomy carried by the run.
 
 Spec: "Static Analysis Results Interchange Format (SARIF) Version 2.1.0", OASIS
@@ -55,7 +57,8 @@ def sarif_log(report: Report) -> dict[str, Any]:
     cited = sorted({i for f in report.findings for i in (*f.atlas, *f.mitigations)})
     cited = [i for i in cited if atlas.is_known(i)]
     taxon_index = {ident: n for n, ident in enumerate(cited)}
-    results = [_result(f, rule_index[f.rule], taxon_index) for f in report.findings]
+    fallback = _fallback_uri(report)
+    results = [_result(f, rule_index[f.rule], taxon_index, fallback) for f in report.findings]
     failed_checks = [c for c in report.checks if c.status == "error"]
     invocation: dict[str, Any] = {
         "executionSuccessful": not failed_checks,
@@ -143,7 +146,9 @@ def _rules(findings: list[Finding]) -> tuple[list[dict[str, Any]], dict[str, int
     return rules, index
 
 
-def _result(f: Finding, rule_index: int, taxon_index: dict[str, int]) -> dict[str, Any]:
+def _result(
+    f: Finding, rule_index: int, taxon_index: dict[str, int], fallback: str | None
+) -> dict[str, Any]:
     text = f.title if not f.description else f"{f.title}. {f.description}"
     if f.recommendation:
         text = f"{text} Recommendation: {f.recommendation}"
@@ -175,10 +180,23 @@ def _result(f: Finding, rule_index: int, taxon_index: dict[str, int]) -> dict[st
     ]
     if taxa:
         result["taxa"] = taxa
-    uri = _artifact_uri(f.artifact)
+    uri = _artifact_uri(f.artifact) or fallback
     if uri is not None:
         result["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": uri}}}]
     return result
+
+
+def _fallback_uri(report: Report) -> str | None:
+    """Where a finding with no file of its own points: the model, else the data examined.
+
+    Code-scanning services (GitHub's among them) refuse results without a location,
+    and a finding about a model's behaviour belongs to the model file.
+    """
+    for section in (report.target, report.data):
+        value = section.get("path")
+        if isinstance(value, str) and (uri := _artifact_uri(value)) is not None:
+            return uri
+    return None
 
 
 def _taxonomy(ids: list[str]) -> dict[str, Any]:
