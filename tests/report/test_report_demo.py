@@ -8,9 +8,11 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import xmlschema
 
 from mlwarden.report.json_report import validation_errors
 
@@ -72,6 +74,8 @@ def test_demo_junit_has_a_case_per_check(demo_run: dict[str, Any]) -> None:
         assert check["name"] in names
     # --fail-on info: every finding is exactly one failure
     assert len(list(root.iter("failure"))) == len(data["findings"])
+    xsd = Path(__file__).parent / "data" / "junit-10.xsd"
+    xmlschema.XMLSchema(str(xsd)).validate(str(demo_run["out"] / "junit.xml"))
 
 
 def test_demo_fail_on_info_exits_1_exactly_when_there_are_findings(

@@ -4,12 +4,39 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+import xmlschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.report.junit import junit_xml
+
+#: Jenkins xUnit plugin's JUnit schema (MIT), the one CI servers validate against.
+JUNIT_XSD = Path(__file__).parent / "data" / "junit-10.xsd"
+
+
+@pytest.fixture(scope="module")
+def junit_schema() -> xmlschema.XMLSchema:
+    return xmlschema.XMLSchema(str(JUNIT_XSD))
+
+
+@pytest.mark.parametrize("fail_on", [Severity.INFO, Severity.HIGH, Severity.CRITICAL])
+def test_output_validates_against_the_jenkins_junit_schema(
+    make_report: Callable[..., Report], junit_schema: xmlschema.XMLSchema, fail_on: Severity
+) -> None:
+    junit_schema.validate(junit_xml(make_report(), fail_on=fail_on))
+    junit_schema.validate(junit_xml(Report.new("scan"), fail_on=fail_on))
+
+
+def test_the_junit_schema_rejects_a_testcase_without_a_name(
+    junit_schema: xmlschema.XMLSchema,
+) -> None:
+    bad = '<testsuites><testsuite name="s" tests="1" failures="0" errors="0"><testcase/></testsuite></testsuites>'
+
+    assert not junit_schema.is_valid(bad)
 
 
 def _cases(xml: str) -> dict[str, ET.Element]:
