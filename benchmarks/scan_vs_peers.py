@@ -5,7 +5,9 @@ Part 1 (corpora): the malicious corpus (canary payloads) and the benign corpus
 exporter) from ``tests/supplychain/corpus.py`` are scanned by every tool in this
 process. A file counts as *flagged* when the tool does not call it clean (an issue,
 an error, or a crash: a gate built on the tool would not pass it). Printed: detection
-rate, false-flag rate, crashes and the median wall time over ``--repeats`` runs.
+rate, false-flag rate, crashes and the median wall time over ``--repeats`` runs
+(after one warm-up run). Each tool runs in a fresh subprocess that imports only that
+tool, as its command line would.
 
 Part 2 (big files, ``--big``): a 1 GiB raw pickle (a dict of float32 arrays, one
 of 512 MiB) and a 2 GiB PyTorch zip checkpoint are generated in a temporary folder
@@ -30,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,13 +98,18 @@ def corpora(repeats: int, workdir: Path) -> dict[str, dict[str, float]]:
     mal_paths = [c.path for c in mal]
     print(f"corpora: {len(mal_paths)} malicious, {len(ben)} benign files")
     rows: dict[str, dict[str, float]] = {}
-    for name, fn in TOOLS.items():
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            mflags, mcrash = run_tool(fn, mal_paths)
-            bflags, bcrash = run_tool(fn, ben)
-            times.append(time.perf_counter() - t0)
+    listing = workdir / "files.json"
+    listing.write_text(
+        json.dumps({"mal": [str(p) for p in mal_paths], "ben": [str(p) for p in ben]})
+    )
+    for name in TOOLS:
+        # each tool in a fresh process that imports only that tool, like its CLI would
+        code = CORPUS_CHILD.format(
+            bench=str(Path(__file__).parent), tool=name, listing=str(listing), repeats=repeats
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        mflags, bflags = r["mflags"], r["bflags"]
         missed = [c for c, f in zip(mal, mflags, strict=True) if not f]
         false = [p for p, f in zip(ben, bflags, strict=True) if f]
         rows[name] = {
@@ -111,8 +117,8 @@ def corpora(repeats: int, workdir: Path) -> dict[str, dict[str, float]]:
             "false_flags": sum(bflags) / len(bflags),
             "missed": len(missed),
             "false": len(false),
-            "crashes": mcrash + bcrash,
-            "seconds": statistics.median(times),
+            "crashes": r["crashes"],
+            "seconds": statistics.median(r["times"]),
         }
         cats = sorted({c.category for c in missed})
         print(
@@ -131,6 +137,27 @@ def corpora(repeats: int, workdir: Path) -> dict[str, dict[str, float]]:
         )
     return rows
 
+
+CORPUS_CHILD = r"""
+import json, sys, time, logging
+sys.path.insert(0, {bench!r})
+logging.disable(logging.CRITICAL)
+import scan_vs_peers as b
+from pathlib import Path
+files = json.loads(Path({listing!r}).read_text())
+mal = [Path(p) for p in files["mal"]]
+ben = [Path(p) for p in files["ben"]]
+fn = b.TOOLS[{tool!r}]
+mflags, mcrash = b.run_tool(fn, mal)  # warm-up run gives the verdicts
+bflags, bcrash = b.run_tool(fn, ben)
+times = []
+for _ in range({repeats}):
+    t0 = time.perf_counter()
+    b.run_tool(fn, mal)
+    b.run_tool(fn, ben)
+    times.append(time.perf_counter() - t0)
+print(json.dumps({{"mflags": mflags, "bflags": bflags, "crashes": mcrash + bcrash, "times": times}}))
+"""
 
 CHILD = r"""
 import json, sys, time, io, contextlib, logging

@@ -120,9 +120,12 @@ class Seq:
 
     def __init__(self, kind: str, items: list[Any] | None = None) -> None:
         self.kind = kind
-        items = items or []
-        self.n = len(items)
-        self.items = items[:MAX_ITEMS]
+        if items is None:
+            self.n = 0
+            self.items: list[Any] = []
+        else:
+            self.n = len(items)
+            self.items = items if self.n <= MAX_ITEMS else items[:MAX_ITEMS]
 
     def extend(self, values: list[Any]) -> None:
         room = MAX_ITEMS - len(self.items)
@@ -396,6 +399,7 @@ class PickleMachine:
             name = _OPNAMES.get(code, f"0x{code:02x}")
             raise self.fatal(f"does not start like a pickle (opcode {name})", off)
         table = _TABLE
+        memo = self.memo
         while True:
             self.ops += 1
             if code == 0x2E:  # STOP
@@ -410,7 +414,30 @@ class PickleMachine:
                 raise self.fatal(f"unknown opcode 0x{code:02x}", off)
             if code == 0x80 and self.ops > 1:
                 self.anomaly("PROTO opcode in the middle of a pickle", off)
-            handler(self, off)
+            # fast paths for the most frequent opcodes; the handlers cover every other case
+            stack = self.stack
+            if code == 0x94 and stack and not self.evicted and len(memo) < MEMO_KEEP:
+                idx = len(memo)
+                memo[idx] = stack[-1]
+                if idx >= self.memo_count:
+                    self.memo_count = idx + 1
+            elif code in _FAST_BYTE_OPS and src.i < len(src.buf):
+                b = src.buf[src.i]
+                if code == 0x4B:
+                    src.i += 1
+                    stack.append(b)
+                elif code == 0x68 and b in memo:
+                    src.i += 1
+                    stack.append(memo[b])
+                elif code == 0x71 and stack and not self.evicted and len(memo) < MEMO_KEEP:
+                    src.i += 1
+                    memo[b] = stack[-1]
+                    if b >= self.memo_count:
+                        self.memo_count = b + 1
+                else:
+                    handler(self, off)
+            else:
+                handler(self, off)
             if not self.ops & 0xFFF and len(self.stack) + len(self.marks) > MAX_STACK:
                 raise self.fatal(f"stack deeper than {MAX_STACK} items (blow-up)", off)
             # next opcode (inlined buffer read: this loop runs once per opcode)
@@ -999,6 +1026,7 @@ _DISPATCH: dict[int, Callable[[PickleMachine, int], None]] = {
 }
 
 
+_FAST_BYTE_OPS = frozenset({0x4B, 0x68, 0x71})  #: BININT1, BINGET, BINPUT
 _TABLE: list[Callable[[PickleMachine, int], None] | None] = [_DISPATCH.get(c) for c in range(256)]
 
 

@@ -500,6 +500,9 @@ class Policy:
 
     allow: list[str] = field(default_factory=list)
     deny: list[str] = field(default_factory=list)
+    _cache: dict[tuple[str, str, bool], Classification] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for entry in [*self.allow, *self.deny]:
@@ -537,6 +540,15 @@ class Policy:
 
     def classify(self, module: str, name: str, *, torchscript: bool = False) -> Classification:
         """Classify one imported name (``module``, ``name`` as the pickle spells them)."""
+        key = (module, name, torchscript)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._classify(module, name, torchscript)
+            if len(self._cache) < 100_000:
+                self._cache[key] = hit
+        return hit
+
+    def _classify(self, module: str, name: str, torchscript: bool) -> Classification:
         module, name = normalise(module, name)
         full = f"{module}.{name}"
         if _listed(full, self.deny):

@@ -42,6 +42,7 @@ from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy
 from mlwarden.supplychain.results import FileResult, ScanResult, Sink
 from mlwarden.supplychain.stream import Decompressed, Source, TooLarge, Truncated
 from mlwarden.supplychain.ziparchive import (
+    EOCD,
     ZipFormatError,
     has_central_directory,
     open_member,
@@ -49,6 +50,7 @@ from mlwarden.supplychain.ziparchive import (
 )
 
 TORCH_LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850192e")
+_PRINTABLE = bytes([9, 10, 13, *range(0x20, 0x100)])
 TEXT_OPS = 2  #: opcodes a text file may parse as before it counts as a damaged pickle
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
@@ -96,6 +98,7 @@ class _Ctx:
         self.base: Path | None = path.parent  #: folder for ONNX external data
         self.top_kind = "unknown"  #: what the top-level stream was identified as
         self.nested_depth = 0
+        self.whole: bytes | None = None  #: the top-level file, when one read held all of it
         sink.on_nested = self.scan_nested_bytes
 
     def scan_nested_bytes(self, src: Source, n: int, offset: int) -> None:
@@ -184,7 +187,8 @@ def _scan_top(f: IO[bytes], size: int, ctx: _Ctx) -> str:
         fmt = _scan_stream(f, size, ctx, depth=0, top=True)
     except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit) as exc:
         failure = exc
-    if ctx.top_kind != "zip" and size > 22 and has_central_directory(f, size):
+    small = ctx.whole is not None and EOCD not in ctx.whole  # whole file already read
+    if ctx.top_kind != "zip" and size > 22 and not small and has_central_directory(f, size):
         ctx.sink.add(
             "MLW-SCN-011",
             Severity.LOW,
@@ -336,7 +340,7 @@ def _is_text(head: bytes) -> bool:
         # the 512-byte window may cut a multi-byte character at its very end
         if len(head) < 512 or exc.start < len(head) - 3:
             return False
-    return all(b >= 0x20 or b in (9, 10, 13) for b in head)
+    return not head.translate(None, _PRINTABLE)
 
 
 # --- dispatch -------------------------------------------------------------------------
@@ -358,6 +362,8 @@ def _scan_stream(
     kind = sniff(head, size)
     if top:
         ctx.top_kind = {"pickle?": "pickle", "torch-legacy": "pytorch-legacy"}.get(kind, kind)
+        if size is not None and len(src.buf) >= size:
+            ctx.whole = src.buf
     if kind == "empty":
         if top:
             raise ScanLimit("empty file: nothing to scan") from None

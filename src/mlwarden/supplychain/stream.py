@@ -46,7 +46,7 @@ class Source:
         return self.base + self.i
 
     def remaining(self) -> int | None:
-        return None if self.size is None else self.size - self.pos
+        return None if self.size is None else self.size - self.base - self.i
 
     def _fill(self, need: int) -> bool:
         """Make at least ``need`` bytes available from ``i``; False at end of stream."""

@@ -73,6 +73,10 @@ def read_entries(f: IO[bytes], size: int) -> tuple[list[ZipEntry], list[str]]:
 
 def has_central_directory(f: IO[bytes], size: int) -> bool:
     """True when the file ends with a readable zip central directory (a zip, or a polyglot)."""
+    tail_len = min(size, 65535 + 22)
+    f.seek(size - tail_len)
+    if EOCD not in f.read(tail_len):
+        return False
     try:
         return bool(_central_directory(f, size, []))
     except (ZipFormatError, struct.error, OSError, ValueError):
