@@ -150,3 +150,16 @@ def test_corrupt_npz_is_refused(tmp_path, capsys):
     bad.write_bytes(b"PK\x03\x04 truncated")
     code, _, err = run(capsys, "data", str(bad))
     assert code == 2 and "bad.npz" in err
+
+
+def test_a_model_without_activations_is_reported_not_passed(capsys):
+    from sklearn.linear_model import LogisticRegression
+
+    from mlwarden.core.data import load_dataset
+    from mlwarden.poisoning import data_report
+
+    ds = load_dataset("digits").subset(np.arange(300))
+    clf = LogisticRegression(max_iter=200).fit(ds.x.reshape(300, -1), ds.y)
+    report = data_report(ds, model=clf)
+    skipped = [f for f in report.findings if f.rule == "MLW-DAT-010"]
+    assert skipped and "penultimate" in skipped[0].description

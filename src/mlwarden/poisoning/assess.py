@@ -232,8 +232,27 @@ def _poison_detectors(
 ) -> tuple[list[dd.Detection], dm.NeuralCleanseResult | None]:
     """AC, spectral signatures and (torch models) Neural Cleanse trigger occlusion."""
     out: list[dd.Detection] = []
-    with report.timed("activations"):
-        acts = penultimate(model, ds.x)
+    try:
+        with report.timed("activations"):
+            acts = penultimate(model, ds.x)
+    except UserError as exc:
+        # fail closed: say the poisoning checks did not run rather than nothing
+        report.add(
+            Finding(
+                rule="MLW-DAT-010",
+                title="Poisoning detectors could not run on this model",
+                severity=Severity.LOW,
+                atlas=["AML.T0020"],
+                mitigations=DATA_MITIGATIONS,
+                description=str(exc),
+                recommendation=(
+                    "Give a torch model (TorchScript, module:factory) or a scikit-learn "
+                    "MLPClassifier trained on this data, or a --trainer that returns one."
+                ),
+                check="poisoning",
+            )
+        )
+        return [], None
     with report.timed("activation-clustering"):
         ac = dd.activation_clustering(acts, ds.y, seed=seed)
     with report.timed("spectral-signatures"):

@@ -117,7 +117,7 @@ def activation_clustering(
             warnings.simplefilter("ignore")
             if reduce == "ica":
                 r = FastICA(
-                    k, random_state=seed, max_iter=1000, whiten="unit-variance"
+                    k, random_state=seed, max_iter=200, whiten="unit-variance"
                 ).fit_transform(a)
             else:
                 r = PCA(k, random_state=seed).fit_transform(a)
