@@ -11,6 +11,11 @@ medians over rounds. At the end the gateway is killed with SIGKILL and every ans
 request id is looked up in its audit log (lost records must be 0); 5xx must be 0.
 Targets: p50 overhead <= 2 ms, throughput >= 80% of bare.
 
+Part 1b (attribution). The bare app and the gateway (whole, without detectors,
+without audit log, without both) are driven in-process through ASGI and the CPU time
+per request is measured: scheduler-independent, so it shows the gateway's own cost
+even on a loaded machine.
+
 Part 2 (detection). A fresh gateway (action ``log``, so attacks run to the end).
 Square (Linf, eps 0.1, score access through the ``scores`` role) and HopSkipJump
 (L2, label access through the ``labels`` role) from ``mlwarden.evasion`` attack
@@ -44,6 +49,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+from fastapi import Request  # module level: endpoint annotations resolve against module globals
+from fastapi.responses import JSONResponse
 
 SEED = 0
 
@@ -52,8 +59,7 @@ SEED = 0
 def bare_server(model_path: str) -> None:
     """A minimal FastAPI endpoint serving the same model, for comparison."""
     import uvicorn
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
 
     from mlwarden.core.target import probabilities
@@ -274,10 +280,78 @@ def load_benchmark(
         "cpu_overhead_ms": med["gateway"]["cpu_ms"] - med["bare"]["cpu_ms"],
         "throughput_ratio": med["gateway"]["rps"] / med["bare"]["rps"],
         "responses_5xx": sum(s >= 500 for s in statuses),
+        "responses_not_200": sum(s != 200 for s in statuses),
         "gateway_answered": len(answered),
         "audit_lost": len(set(answered) - stored),
         "rounds": res,
     }
+
+
+# -- part 1b: in-process attribution ----------------------------------------------------
+def attribution(model: Path, xs: np.ndarray, n: int, rounds: int) -> dict[str, float]:
+    """CPU ms per request through each app in-process (ASGI, no sockets, no scheduler noise).
+
+    The gateway is measured whole and with its detectors and/or audit log switched off,
+    so the difference to the bare app is split between its parts.
+    """
+    import asyncio
+    import time as _time
+
+    import torch
+    from fastapi import FastAPI
+    from starlette.concurrency import run_in_threadpool
+
+    from mlwarden.core.target import probabilities
+    from mlwarden.serve.app import create_app
+    from mlwarden.serve.auth import hash_key
+    from mlwarden.serve.config import GatewayConfig
+    from mlwarden.supplychain import load_target
+
+    torch.set_num_threads(1)
+    target = load_target(str(model), access="score")
+    bodies = [json.dumps({"inputs": [x.tolist()]}).encode() for x in xs]
+
+    def gateway(detect: bool, audit: bool, tmp: Path) -> Any:
+        cfg = GatewayConfig.model_validate({
+            "input": {"shape": [1, 8, 8], "range": [0, 1]},
+            "limits": {"rate": 1e9, "burst": 10**9},
+            "keys": {"a": {"hash": hash_key("k"), "role": "scores"}},
+            "audit": {"enabled": audit, "path": str(tmp / "audit.db")},
+            "detection": {"blacklight": {"enabled": detect}, "prada": {"enabled": detect}},
+        })  # fmt: skip
+        return create_app(target, cfg)
+
+    bare = FastAPI()
+
+    @bare.post("/v1/predict")
+    async def predict(request: Request) -> JSONResponse:
+        x = np.asarray(json.loads(await request.body())["inputs"], dtype=np.float32)
+        probs = await run_in_threadpool(probabilities, target, x)
+        return JSONResponse({"predictions": probs.tolist()})
+
+    async def drive(app: Any, count: int) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+            for i in range(count):
+                r = await c.post("/v1/predict", content=bodies[i % len(bodies)],
+                                 headers={"Authorization": "Bearer k"})  # fmt: skip
+                assert r.status_code == 200, r.text
+
+    with tempfile.TemporaryDirectory() as d:
+        apps = {"bare": bare}
+        for name, det, aud in (("gateway", True, True), ("no detection", False, True),
+                               ("no audit", True, False), ("neither", False, False)):  # fmt: skip
+            sub = Path(d) / name.replace(" ", "_")
+            sub.mkdir()
+            apps[name] = gateway(det, aud, sub)
+        cpu: dict[str, list[float]] = {k: [] for k in apps}
+        for _ in range(rounds):
+            for name, app in apps.items():
+                asyncio.run(drive(app, 30))
+                t0 = _time.process_time()
+                asyncio.run(drive(app, n))
+                cpu[name].append((_time.process_time() - t0) * 1000.0 / n)
+    return {k: statistics.median(v) for k, v in cpu.items()}
 
 
 # -- part 2 -----------------------------------------------------------------------------
@@ -397,6 +471,8 @@ def main() -> None:
         load = load_benchmark(
             tmp, model, x, args.rounds, args.threads, args.duration, args.latency_requests
         )
+        print("attribution: in-process CPU per request")
+        attr = attribution(model, x, args.latency_requests, args.rounds)
         print(
             f"detection: {args.attacks} inputs x (Square, HopSkipJump), {args.attack_budget} queries each; {args.replay_keys} replay keys"
         )
@@ -415,8 +491,11 @@ def main() -> None:
         f"p50 overhead {load['p50_overhead_ms']:.2f} ms (target <= 2)   throughput ratio {load['throughput_ratio']:.2f} (target >= 0.80)"
     )
     print(
-        f"5xx responses {load['responses_5xx']}   answered by gateway {load['gateway_answered']}   lost audit records after kill -9: {load['audit_lost']}"
+        f"non-200 responses {load['responses_not_200']}   5xx responses {load['responses_5xx']}   answered by gateway {load['gateway_answered']}   lost audit records after kill -9: {load['audit_lost']}"
     )
+    print("\n== in-process CPU ms per request (client included; ASGI, no sockets)")
+    for name, ms in attr.items():
+        print(f"{name:14s}{ms:7.3f}   (+{ms - attr['bare']:.3f} vs bare)")
     print("\n== detection (queries until the key is first flagged; target <= 50)")
     for name, a in det["attacks"].items():
         print(
@@ -426,7 +505,9 @@ def main() -> None:
         f"replayed held-out queries: {det['replay_queries']}, flagged {det['replay_flagged']} -> false-alarm rate {det['false_alarm_rate']:.4f} (target <= 0.01)"
     )
     if args.out:
-        args.out.write_text(json.dumps({"load": load, "detection": det}, indent=2))
+        args.out.write_text(
+            json.dumps({"load": load, "attribution": attr, "detection": det}, indent=2)
+        )
 
 
 if __name__ == "__main__":
