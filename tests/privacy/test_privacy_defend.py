@@ -24,3 +24,17 @@ def test_defences_are_compared_side_by_side_and_hardening_is_re_attacked(noisy_c
     assert 0 < dp["epsilon"] <= 8.0 + 1e-6 and dp["delta"] < 1 / len(train)
     assert set(rows[3]["attacks"]) == {"label-only"}  # no scores left to attack
     assert any(f.rule == "MLW-PRV-005" for f in findings)
+
+
+def test_the_adaptive_attacker_hardens_its_shadows_like_the_target() -> None:
+    import numpy as np
+
+    from mlwarden.privacy.defend import harden_shadows
+    from mlwarden.privacy.shadows import ShadowSet
+
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    shadows = ShadowSet(logp=np.log(probs)[None, None], keep=np.ones((1, 2), bool), recipe="r")
+    top1 = harden_shadows(shadows, "top-k", k=1)
+    assert top1 is not None
+    np.testing.assert_allclose(np.exp(top1.logp[0, 0]), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+    assert harden_shadows(shadows, "label-only") is None

@@ -4,7 +4,8 @@ For each defence the model is attacked again the way an adaptive attacker would:
 
 * **output hardening** (top-1 scores, scores rounded to 2 decimals, labels only;
   :func:`mlwarden.defenses.output.harden_output`, ATLAS AML.M0002) is re-attacked
-  with the score attack *and* the label-only attack (Choquette-Choo et al., 2021,
+  with the score attack (its shadow models' outputs hardened the same way) *and*
+  the label-only attack (Choquette-Choo et al., 2021,
   arXiv:2007.14321), since hiding scores does not hide the label;
 * **DP-SGD** (:func:`mlwarden.defenses.dp.train_dp`) retrains the model's architecture
   (a torch target's module with fresh weights, or an MLP for other targets) and the
@@ -35,9 +36,14 @@ from mlwarden.core.target import (
     TorchTarget,
     probabilities,
 )
-from mlwarden.privacy.audit import accuracy_of, audit_membership, membership_severity
+from mlwarden.privacy.audit import (
+    NEEDS_SHADOWS,
+    accuracy_of,
+    audit_membership,
+    membership_severity,
+)
 from mlwarden.privacy.extraction import knockoff
-from mlwarden.privacy.shadows import Recipe, SklearnRecipe
+from mlwarden.privacy.shadows import Recipe, ShadowSet, SklearnRecipe, train_shadows
 
 HARDENING: tuple[tuple[str, str, dict[str, int]], ...] = (
     ("top-1", "top-k", {"k": 1}),
@@ -104,6 +110,20 @@ def hardened_target(target: Target, mode: str, **kw: Any) -> BaseTarget:
     )
 
 
+def harden_shadows(shadows: ShadowSet, mode: str, **kw: Any) -> ShadowSet | None:
+    """Shadow outputs passed through the same hardening as the target (None for label-only)."""
+    from mlwarden.defenses.output import harden_output
+
+    if mode == "label-only":
+        return None
+    probs = np.exp(shadows.logp.astype(np.float64))
+    flat = harden_output(probs.reshape(-1, probs.shape[-1]), mode, **kw).astype(np.float64)
+    logp = np.log(np.clip(flat, 1e-30, 1.0)).reshape(probs.shape)
+    return ShadowSet(
+        logp=logp.astype(np.float32), keep=shadows.keep, recipe=f"{shadows.recipe}+{mode}"
+    )
+
+
 def regularised(estimator: Any) -> Any | None:
     """A clone with 10x stronger regularisation, or None when the estimator has no knob we know."""
     from sklearn.base import clone
@@ -139,11 +159,16 @@ def compare_defences(
     )
 
     def measure(
-        name: str, tgt: Target, rec: Recipe | None, extra: dict[str, Any] | None = None
+        name: str,
+        tgt: Target,
+        rec: Recipe | None,
+        extra: dict[str, Any] | None = None,
+        shadow_set: ShadowSet | None = None,
     ) -> dict[str, Any]:
         attacks = []
         if tgt.access != "label":
-            a = score_attack if (rec is not None or score_attack in ("loss",)) else "loss"
+            has_shadows = rec is not None or shadow_set is not None
+            a = score_attack if (has_shadows or score_attack == "loss") else "loss"
             attacks.append(
                 audit_membership(
                     tgt,
@@ -155,6 +180,7 @@ def compare_defences(
                     executor=executor,
                     seed=seed,
                     pool=False,
+                    shadow_set=shadow_set,
                 )
             )
         attacks.append(audit_membership(tgt, train, holdout, attack="label-only", seed=seed))
@@ -186,9 +212,28 @@ def compare_defences(
         row.update(extra or {})
         return row
 
-    rows = [measure("none", target, recipe)]
+    base_shadows = None
+    if recipe is not None and score_attack in NEEDS_SHADOWS:
+        x = np.concatenate([train.x, holdout.x])
+        y = np.concatenate([train.y, holdout.y])
+        base_shadows = train_shadows(
+            recipe,
+            x,
+            y,
+            n_models=shadows,
+            executor=executor,
+            seed=seed,
+            num_classes=max(train.num_classes, holdout.num_classes, int(y.max()) + 1),
+        )
+    rows = [measure("none", target, recipe, shadow_set=base_shadows)]
     for label, mode, kw in HARDENING:
-        rows.append(measure(f"output {label}", hardened_target(target, mode, **kw), None))
+        # Adaptive attacker: the same shadows, their outputs hardened the same way.
+        hardened = None if base_shadows is None else harden_shadows(base_shadows, mode, **kw)
+        rows.append(
+            measure(
+                f"output {label}", hardened_target(target, mode, **kw), None, shadow_set=hardened
+            )
+        )
     template: nn.Module | None = None
     if isinstance(target, TorchTarget):
         template = target.module
