@@ -123,25 +123,30 @@ class DevTools:
     def __init__(self, binary: str, profile: Path) -> None:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
-
-        def wire_fds() -> None:  # runs in the child: fds 3 and 4 are the protocol pipe
-            # Move both ends above 4 first so neither dup2 clobbers the other.
-            high_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)
-            high_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
-            os.dup2(high_r, 3)
-            os.dup2(high_w, 4)
-
+        # The child's ends go above fd 4 so "3<&r 4>&w" cannot clobber one
+        # with the other; the shell then execs Chromium with them on fds 3 and 4.
+        r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD_CLOEXEC, 10)
+        w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD_CLOEXEC, 10)
+        os.close(to_child_r)
+        os.close(from_child_w)
         self._log = (profile / "chromium.log").open("wb")
         self.proc = subprocess.Popen(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            [
+                shutil.which("bash") or "/bin/bash",
+                "-c",
+                f'exec "$0" "$@" 3<&{r} 4>&{w} {r}<&- {w}>&-',
+                binary,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
-            preexec_fn=wire_fds,
-            close_fds=False,  # close_fds would close 3 and 4 after wire_fds ran
+            pass_fds=(r, w),
         )
-        os.close(to_child_r)
-        os.close(from_child_w)
+        os.close(r)
+        os.close(w)
         self._buf = b""
         self._next_id = 0
         self.events: list[dict[str, Any]] = []
