@@ -176,3 +176,14 @@ def test_threats_in_an_audit_are_advisory_unless_asked(tmp_path: Path) -> None:
     assert advisory and {f.severity.value for f in advisory} == {"info"}
     assert [f.evidence["rated_severity"] for f in advisory] == [f.severity.value for f in rated]
     assert "critical" in {f.severity.value for f in rated}
+
+
+def test_debug_reraises_a_failed_job_for_its_traceback(
+    job_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlwarden.core.console import settings
+
+    monkeypatch.setattr(settings, "debug", True)
+    plan = write_plan(tmp_path, [{"check": "custom", "function": f"{job_module}:broken"}])
+    with pytest.raises(ValueError, match="broken on purpose"):
+        run_plan(load_plan(plan), use_cache=False)

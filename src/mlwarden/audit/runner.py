@@ -96,6 +96,12 @@ def run_plan(
                     done += 1
                     advance(outcome, done)
     report.timings["audit.wall"] = round(time.perf_counter() - start, 4)
+    failed = [o.job for o in outcomes.values() if o.failure is not None]
+    if failed and settings.debug:
+        # --debug: run the first failed job again in this process and let it raise,
+        # so the command shows its traceback (a worker's traceback does not travel).
+        info(f"audit: --debug: rerunning {failed[0].name} in-process for its traceback")
+        run_job(failed[0])
     for job in jobs:  # merge in plan order, whatever order the jobs finished in
         _merge(report, outcomes[job.name])
     report.metrics["audit.jobs"] = len(jobs)
@@ -129,8 +135,8 @@ def _merge(report: Report, outcome: JobOutcome) -> None:
                 severity=Severity.HIGH,
                 description=outcome.failure.error,
                 recommendation=(
-                    "Fix the plan entry or the artefact it names, or rerun with --debug "
-                    "--executor local for the traceback. Until it runs, this check has not passed."
+                    "Fix the plan entry or the artefact it names; rerun with --debug for the "
+                    "traceback. Until it runs, this check has not passed."
                 ),
                 evidence={"audit_job": job.name, "function": job.function, "error": message},
                 check=job.name,
