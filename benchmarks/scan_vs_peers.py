@@ -11,7 +11,8 @@ tool, as its command line would.
 
 Part 2 (big files, ``--big``): a 1 GiB raw pickle (a dict of float32 arrays, one
 of 512 MiB) and a 2 GiB PyTorch zip checkpoint are generated in a temporary folder
-and deleted afterwards. Each tool scans each file in a fresh subprocess that reports
+and deleted afterwards (warm page cache). Each tool scans each file in a fresh
+subprocess (median time of 3 runs, 1 for fickling; highest peak RSS) that reports
 its wall time and peak RSS (``VmHWM`` from ``/proc/self/status``), along with the
 peak RSS after imports and before the scan.
 
@@ -102,14 +103,22 @@ def corpora(repeats: int, workdir: Path) -> dict[str, dict[str, float]]:
     listing.write_text(
         json.dumps({"mal": [str(p) for p in mal_paths], "ben": [str(p) for p in ben]})
     )
+    runs: dict[str, list[dict]] = {name: [] for name in TOOLS}
+    for _ in range(repeats):
+        # each tool in a fresh process that imports only that tool, like its CLI would;
+        # tools interleaved, so load drift on a shared machine hits all of them alike
+        for name in TOOLS:
+            code = CORPUS_CHILD.format(
+                bench=str(Path(__file__).parent), tool=name, listing=str(listing)
+            )
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    n_mal = len(mal_paths)
+    suffixes = sorted({p.suffix or "(none)" for p in [*mal_paths, *ben]})
+    by_suffix: dict[str, dict[str, float]] = {}
     for name in TOOLS:
-        # each tool in a fresh process that imports only that tool, like its CLI would
-        code = CORPUS_CHILD.format(
-            bench=str(Path(__file__).parent), tool=name, listing=str(listing), repeats=repeats
-        )
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        mflags, bflags = r["mflags"], r["bflags"]
+        flags = runs[name][0]["flags"]
+        mflags, bflags = flags[:n_mal], flags[n_mal:]
         missed = [c for c, f in zip(mal, mflags, strict=True) if not f]
         false = [p for p, f in zip(ben, bflags, strict=True) if f]
         rows[name] = {
@@ -117,20 +126,38 @@ def corpora(repeats: int, workdir: Path) -> dict[str, dict[str, float]]:
             "false_flags": sum(bflags) / len(bflags),
             "missed": len(missed),
             "false": len(false),
-            "crashes": r["crashes"],
-            "seconds": statistics.median(r["times"]),
+            "crashes": runs[name][0]["crashes"],
+            "seconds": statistics.median(r["total"] for r in runs[name]),
+        }
+        medians = [
+            statistics.median(col) for col in zip(*(r["per_file"] for r in runs[name]), strict=True)
+        ]
+        by_suffix[name] = {
+            sfx: sum(
+                t
+                for p, t in zip([*mal_paths, *ben], medians, strict=True)
+                if (p.suffix or "(none)") == sfx
+            )
+            for sfx in suffixes
         }
         cats = sorted({c.category for c in missed})
         print(
             f"  {name:<10} missed {len(missed):>3} ({', '.join(cats) or '-'}); "
             f"false flags {len(false):>2} ({', '.join(sorted(p.name for p in false))[:160] or '-'})"
         )
+    print("\nmedian ms per file type (sum over the files of that type)")
+    print(f"{'type':<14}{'files':>6}" + "".join(f"{n:>12}" for n in TOOLS))
+    for sfx in suffixes:
+        count = sum(1 for p in [*mal_paths, *ben] if (p.suffix or "(none)") == sfx)
+        print(f"{sfx:<14}{count:>6}" + "".join(f"{by_suffix[n][sfx] * 1000:>12.1f}" for n in TOOLS))
+    rows["by_suffix_ms"] = {n: {k: v * 1000 for k, v in d.items()} for n, d in by_suffix.items()}  # type: ignore[assignment]
     assert not canary.exists(), "a payload ran during the benchmark"
     base = rows["mlwarden"]["seconds"]
     print(
         f"\n{'tool':<11}{'detection':>10}{'false flags':>13}{'crashes':>9}{'time s':>9}{'x ours':>8}"
     )
-    for name, r in rows.items():
+    for name in TOOLS:
+        r = rows[name]
         print(
             f"{name:<11}{r['detection']:>9.1%}{r['false_flags']:>12.1%}{r['crashes']:>9.0f}"
             f"{r['seconds']:>9.2f}{r['seconds'] / base:>8.2f}"
@@ -139,6 +166,26 @@ def corpora(repeats: int, workdir: Path) -> dict[str, dict[str, float]]:
 
 
 CORPUS_CHILD = r"""
+import json, sys, time, logging
+sys.path.insert(0, {bench!r})
+logging.disable(logging.CRITICAL)
+import scan_vs_peers as b
+from pathlib import Path
+files = json.loads(Path({listing!r}).read_text())
+paths = [Path(p) for p in files["mal"] + files["ben"]]
+fn = b.TOOLS[{tool!r}]
+flags, crashes = b.run_tool(fn, paths)  # warm-up run; its verdicts are the result
+per_file = []
+t0 = time.perf_counter()
+for p in paths:
+    t = time.perf_counter()
+    b.run_tool(fn, [p])
+    per_file.append(time.perf_counter() - t)
+total = time.perf_counter() - t0
+print(json.dumps({{"flags": flags, "crashes": crashes, "total": total, "per_file": per_file}}))
+"""
+
+CHILD = r"""
 import json, sys, time, logging
 sys.path.insert(0, {bench!r})
 logging.disable(logging.CRITICAL)
@@ -218,14 +265,22 @@ def big_files(workdir: Path) -> dict[str, dict[str, dict[str, float]]]:
         out[path.name] = {}
         for tool in TOOLS:
             code = CHILD.format(bench=str(Path(__file__).parent), tool=tool, path=str(path))
-            proc = subprocess.run(
-                [sys.executable, "-c", code], capture_output=True, text=True, timeout=900
-            )
-            try:
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-            except (IndexError, ValueError):
-                print(f"{tool:<11} failed: {proc.stderr.strip()[-200:]}")
+            reps = []
+            for _ in range(1 if tool == "fickling" else 3):  # fickling takes minutes here
+                proc = subprocess.run(
+                    [sys.executable, "-c", code], capture_output=True, text=True, timeout=900
+                )
+                try:
+                    reps.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                except (IndexError, ValueError):
+                    print(f"{tool:<11} failed: {proc.stderr.strip()[-200:]}")
+                    break
+            if not reps:
                 continue
+            r = dict(reps[0])
+            r["seconds"] = statistics.median(x["seconds"] for x in reps)
+            r["rss_mb"] = max(x["rss_mb"] for x in reps)
+            r["runs"] = len(reps)
             out[path.name][tool] = r
             note = f" ({r['error']})" if r["error"] else ""
             print(

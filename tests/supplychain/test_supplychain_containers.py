@@ -197,3 +197,39 @@ def test_bytes_before_the_archive_are_tolerated() -> None:
     data = b"#!/bin/sh\nexit 0\n" + _torch_zip(call2("os", "system", "id"))
     r = scan_bytes(data)
     assert r.verdict.value == "unsafe"
+
+
+def _legacy_tar(storage_records: list[bytes]) -> bytes:
+    import pickle
+    import tarfile
+
+    members = {
+        "sys_info": pickle.dumps({"little_endian": True}, protocol=2),
+        "pickle": pickle.dumps({"w": 1}, protocol=2),
+        "storages": pickle.dumps(len(storage_records), protocol=2) + b"".join(storage_records),
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _storage(key: str, module: str = "torch", name: str = "FloatStorage") -> bytes:
+    from corpus import g, u
+
+    record = b"\x80\x02(" + u(key) + u("cpu") + g(module, name) + b"t."
+    return record + struct.pack("<q", 2) + b"\x00" * 8
+
+
+def test_legacy_tar_storages_are_walked_past_their_raw_data() -> None:
+    r = scan_bytes(_legacy_tar([_storage("0"), _storage("1")]))
+    assert (r.format, r.verdict.value) == ("pytorch-legacy-tar", "safe")
+
+
+def test_legacy_tar_payload_after_raw_storage_data_is_found() -> None:
+    r = scan_bytes(_legacy_tar([_storage("0"), _storage("1", "os", "system")]))
+    assert r.verdict.value == "unsafe"
+    assert r.findings[0].member == "storages"
