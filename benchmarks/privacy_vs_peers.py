@@ -11,10 +11,11 @@ over the targets so that TPR at 0.1% FPR rests on >= 1,000 non-members.
 
 Extraction (digits): the victim MLP is trained on one half; the attacker's pool is
 70% of the other half, fidelity is measured on the remaining 30% and on uniform
-inputs. Every method gets the same query inputs (the pool in random order, then mixup
-of pool pairs up to the budget) and the same surrogate (torch MLP 64-256-128-10):
-ART CopycatCNN (labels), ART KnockoffNets (random, probabilities) and ours
-(score-based pool strategy and adaptive selection).
+inputs. ART's attacks get the pool in random order, then mixup of pool pairs up to
+the budget (ART caps ``nb_stolen`` at the size of what it is given); ours build their
+queries the same way (``pool``) or choose them actively (``adaptive``). Every method
+trains the same surrogate (torch MLP 64-256-128-10, Adam, same number of steps):
+ART CopycatCNN (labels), ART KnockoffNets (random, probabilities) and ours (scores).
 
 Run:  .venv/bin/python benchmarks/privacy_vs_peers.py [--targets 8] [--shadows 16]
 """

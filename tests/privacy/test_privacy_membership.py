@@ -153,3 +153,16 @@ def test_logit_confidence_is_log_odds_of_the_true_class(logits: list[float], lab
     if 1e-6 < p < 1 - 1e-6:  # where float64 still resolves 1 - p
         assert phi == pytest.approx(np.log(p / (1 - p)), rel=1e-6, abs=1e-6)
     assert np.isfinite(phi)
+
+
+def test_lira_queries_shifted_views_of_image_records(digits_halves) -> None:  # type: ignore[no-untyped-def]
+    train, holdout = digits_halves
+    train, holdout = train.subset(slice(0, 150)), holdout.subset(slice(0, 150))
+    model = LogisticRegression(C=100.0, max_iter=300).fit(train.x.reshape(150, -1), train.y)
+    target = SklearnTarget(model)
+    recipe = SklearnRecipe(LogisticRegression(C=100.0, max_iter=300))
+    result = audit_membership(
+        target, train, holdout, attack="lira", recipe=recipe, shadows=2, views=3, pool=False
+    )
+    assert result.queries == 3 * 300 and result.config["views"] == 3
+    assert np.isfinite(result.scores).all()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from mlwarden.core.data import Dataset
@@ -234,38 +235,8 @@ def compare_defences(
                 f"output {label}", hardened_target(target, mode, **kw), None, shadow_set=hardened
             )
         )
-    template: nn.Module | None = None
-    if isinstance(target, TorchTarget):
-        template = target.module
-    elif train.x.ndim >= 2:
-        from mlwarden.core.models import MLP
-
-        template = MLP(int(np.prod(train.x.shape[1:])), max(train.num_classes, holdout.num_classes))
-    if template is not None:
-        from mlwarden.defenses.dp import train_dp
-
-        dp = train_dp(
-            fresh_copy(template, seed),
-            train.x,
-            train.y,
-            target_epsilon=dp_epsilon,
-            epochs=30,
-            lr=3e-3,
-            seed=seed,
-        )
-        dp_recipe = DPRecipe(template, dp_epsilon)
-        rows.append(
-            measure(
-                f"DP-SGD eps={dp_epsilon:g}",
-                TorchTarget(dp.model, access="score", name="dp-model"),
-                dp_recipe,
-                {
-                    "epsilon": dp.epsilon,
-                    "delta": dp.delta,
-                    "replaces_model": not isinstance(target, TorchTarget),
-                },
-            )
-        )
+    if train.x.ndim >= 2:
+        rows.append(dp_row(target, train, holdout, dp_epsilon, seed, measure))
     if isinstance(target, SklearnTarget):
         reg = regularised(target.estimator)
         if reg is not None:
@@ -275,6 +246,56 @@ def compare_defences(
     for row in rows:
         row["mitigated"] = bool(Severity(row["severity"]) <= Severity.LOW < base_sev)
     return rows, defence_findings(rows)
+
+
+def dp_row(
+    target: Target,
+    train: Dataset,
+    holdout: Dataset,
+    dp_epsilon: float,
+    seed: int,
+    measure: Any,
+) -> dict[str, Any]:
+    """Retrain with DP-SGD and measure: the target's own architecture when it is a plain
+    torch module Opacus can train, else an MLP standing in for it (said in the row)."""
+    from mlwarden.core.models import MLP
+    from mlwarden.defenses.dp import train_dp
+
+    stand_in = MLP(int(np.prod(train.x.shape[1:])), max(train.num_classes, holdout.num_classes))
+    candidates: list[tuple[nn.Module, bool]] = []
+    module = getattr(target, "module", None)
+    if isinstance(target, TorchTarget) and not isinstance(module, torch.jit.ScriptModule):
+        candidates.append((target.module, False))
+    candidates.append((stand_in, True))
+    note = ""
+    for template, replaces in candidates:
+        try:
+            dp = train_dp(
+                fresh_copy(template, seed),
+                train.x,
+                train.y,
+                target_epsilon=dp_epsilon,
+                epochs=30,
+                lr=3e-3,
+                seed=seed,
+            )
+        except Exception as exc:  # Opacus refuses some architectures; fall back to the MLP
+            note = f"{type(template).__name__} could not be trained with Opacus ({exc})"
+            continue
+        extra: dict[str, Any] = {
+            "epsilon": dp.epsilon,
+            "delta": dp.delta,
+            "replaces_model": replaces,
+        }
+        if note:
+            extra["note"] = note
+        return measure(  # type: ignore[no-any-return]
+            f"DP-SGD eps={dp_epsilon:g}",
+            TorchTarget(dp.model, access="score", name="dp-model"),
+            DPRecipe(template, dp_epsilon),
+            extra,
+        )
+    raise RuntimeError(note)
 
 
 def defence_findings(rows: list[dict[str, Any]]) -> list[Finding]:
