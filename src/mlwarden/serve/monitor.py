@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter, deque
 
@@ -92,9 +93,8 @@ class Blacklight:
         fp = fingerprint(x, c.quantization, c.window, c.top)
         oldest = self._order[0][0] if self._order else 0
         table = self._table
-        hits = [i for h in fp if h in table for i in table[h]]
-        counts = Counter(hits)
-        best = max((n for i, n in counts.items() if i >= oldest), default=0)
+        hits = [i for h in fp if h in table for i in table[h] if i >= oldest]
+        best = max(Counter(hits).values()) if hits else 0
         qid = self._next
         self._next += 1
         for h in fp:
@@ -122,7 +122,7 @@ class Prada:
         self.config = config
         self._sets: dict[int, np.ndarray] = {}  # growing reference set per class, rows
         self._sizes: dict[int, int] = {}
-        self._set_dists: dict[int, list[float]] = {}
+        self._moments: dict[int, list[float]] = {}
         self._thresholds: dict[int, float] = {}
         self._dists: deque[float] = deque(maxlen=config.history)
         self._pending = 0
@@ -138,21 +138,26 @@ class Prada:
             ref[0] = v
             self._sets[label] = ref
             self._sizes[label] = 1
-            self._set_dists[label] = []
+            self._moments[label] = [0, 0.0, 0.0]
             self._thresholds[label] = 0.0
             return
         n = self._sizes[label]
         diff = ref[:n] - v
-        d = float(np.sqrt(np.einsum("ij,ij->i", diff, diff).min()))
+        d = math.sqrt(float(np.einsum("ij,ij->i", diff, diff).min()))
         self._dists.append(d)
         if d > self._thresholds[label] and n < self.config.history:
             if n == len(ref):
                 ref = self._sets[label] = np.concatenate([ref, np.empty_like(ref)])
             ref[n] = v
             self._sizes[label] = n + 1
-            ds = self._set_dists[label]
-            ds.append(d)
-            self._thresholds[label] = max(self._thresholds[label], float(np.mean(ds) - np.std(ds)))
+            # running count, sum and sum of squares of the set's distances: mean - std in O(1)
+            m = self._moments[label]
+            m[0] += 1
+            m[1] += d
+            m[2] += d * d
+            mean = m[1] / m[0]
+            std = math.sqrt(max(m[2] / m[0] - mean * mean, 0.0))
+            self._thresholds[label] = max(self._thresholds[label], mean - std)
 
     def test(self) -> float | None:
         """Shapiro-Wilk W of the distances, or ``None`` when too few or tested recently.
