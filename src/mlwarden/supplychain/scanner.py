@@ -84,6 +84,9 @@ class Limits:
     max_json: int = 64 << 20  #: largest JSON/ONNX member parsed in memory
 
 
+DEFAULT_LIMITS = Limits()
+
+
 class ScanLimit(Exception):
     """A limit of :class:`Limits` was hit."""
 
@@ -95,7 +98,7 @@ class _Ctx:
         self.path = path
         self.budget = limits.max_total_bytes
         self.formats: list[str] = []
-        self.base: Path | None = path.parent  #: folder for ONNX external data
+        self.in_memory = False  #: scanning bytes: no folder for ONNX external data
         self.top_kind = "unknown"  #: what the top-level stream was identified as
         self.nested_depth = 0
         self.whole: bytes | None = None  #: the top-level file, when one read held all of it
@@ -136,7 +139,7 @@ def scan_file(
     path = Path(path)
     result = FileResult(path=str(path))
     sink = Sink(result, policy or DEFAULT_POLICY)
-    ctx = _Ctx(sink, limits or Limits(), path)
+    ctx = _Ctx(sink, limits or DEFAULT_LIMITS, path)
     start = time.perf_counter()
     try:
         size = path.stat().st_size
@@ -161,7 +164,7 @@ def scan_bytes(
     result = FileResult(path=name)
     sink = Sink(result, policy or DEFAULT_POLICY)
     ctx = _Ctx(sink, limits or Limits(), Path(name))
-    ctx.base = None
+    ctx.in_memory = True
     start = time.perf_counter()
     try:
         result.format = _scan_top(io.BytesIO(data), len(data), ctx)
@@ -399,7 +402,7 @@ def _scan_stream(
         from mlwarden.supplychain.onnx_scan import scan_onnx
 
         data = _read_bounded(src, ctx.limits.max_json, "ONNX model")
-        scan_onnx(data, ctx.sink, ctx.base if top else None)
+        scan_onnx(data, ctx.sink, ctx.path.parent if top and not ctx.in_memory else None)
         return "onnx"
     if kind == "text":
         if head.lstrip()[:1] in (b"{", b"["):
