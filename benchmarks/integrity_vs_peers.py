@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import struct
@@ -226,6 +227,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--only",
+        default="single,many,small",
+        help="Comma-separated workloads to run: single, many, small.",
+    )
     args = parser.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mlw-integrity-bench-"))
@@ -247,35 +253,39 @@ def main() -> None:
         }
     }
     try:
+        only = set(args.only.split(","))
         big = work / "single" / "model.safetensors"
-        if not big.exists():
-            write_safetensors(big, int(args.size_gib * 1024**3))
-        results["single_file"] = workload(
-            "single_file", big, work, ms, key, pub, args.repeats, scanner
-        )
-        shutil.rmtree(work / "single", ignore_errors=True)
+        if "single" in only:
+            if not big.exists():
+                write_safetensors(big, int(args.size_gib * 1024**3))
+            results["single_file"] = workload(
+                "single_file", big, work, ms, key, pub, args.repeats, scanner
+            )
+            shutil.rmtree(work / "single", ignore_errors=True)
 
         folder = work / "many"
-        if not folder.exists():
-            for i in range(args.files):
-                name = f"shard{i // 100:02d}/w{i:05d}.safetensors"
-                write_safetensors(folder / name, args.file_kib * 1024)
-        results["many_files"] = workload(
-            "many_files", folder, work, ms, key, pub, args.repeats, scanner
-        )
-        shutil.rmtree(folder, ignore_errors=True)
+        if "many" in only:
+            if not folder.exists():
+                for i in range(args.files):
+                    name = f"shard{i // 100:02d}/w{i:05d}.safetensors"
+                    write_safetensors(folder / name, args.file_kib * 1024)
+            results["many_files"] = workload(
+                "many_files", folder, work, ms, key, pub, args.repeats, scanner
+            )
+            shutil.rmtree(folder, ignore_errors=True)
 
         data = work / "dataset"
-        if not data.exists():
-            rng = __import__("random").Random(0)
-            for i in range(args.small):
-                p = data / f"class{i % 10}" / f"img{i:05d}.npy"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                rows = rng.randint(32, 128)  # 1-4 KiB uint8 images, one .npy per sample
-                np.save(p, np.frombuffer(os.urandom(rows * 32), np.uint8).reshape(rows, 32))
-        results["small_files"] = workload(
-            "small_files", data, work, ms, key, pub, args.repeats, scanner
-        )
+        if "small" in only:
+            if not data.exists():
+                rng = random.Random(0)
+                for i in range(args.small):
+                    p = data / f"class{i % 10}" / f"img{i:05d}.npy"
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    rows = rng.randint(32, 128)  # 1-4 KiB uint8 images, one .npy per sample
+                    np.save(p, np.frombuffer(os.urandom(rows * 32), np.uint8).reshape(rows, 32))
+            results["small_files"] = workload(
+                "small_files", data, work, ms, key, pub, args.repeats, scanner
+            )
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
