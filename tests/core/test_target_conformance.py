@@ -245,7 +245,12 @@ CASES = [
     Case("onnx-static-batch", "score", lambda f, u, **kw: OnnxTarget(f["onnx_static"], **kw), True),
     Case("sklearn-proba", "score", _sk_proba),
     Case("sklearn-label", "label", _sk_label),
-    Case("http", "score", lambda f, u, **kw: HttpTarget(f"{u}/predict", **kw), True),
+    Case(
+        "http",
+        "score",
+        lambda f, u, **kw: HttpTarget(f"{u}/predict", output="logits", **kw),
+        True,
+    ),
     Case(
         "http-mapped",
         "score",
@@ -255,6 +260,7 @@ CASES = [
             output_field="result.scores",
             headers={"Authorization": f"Bearer {API_KEY}"},
             extra_body={"model": "v1"},
+            output="logits",
             **kw,
         ),
         True,
@@ -495,3 +501,42 @@ def test_callable_returning_the_wrong_number_of_rows_is_an_error() -> None:
 
     with pytest.raises(TargetError, match="rows"):
         target.predict(np.zeros((2, FEATURES), np.float32))
+
+
+def test_probabilities_helper_gives_distributions(
+    make: Callable[..., BaseTarget], x: np.ndarray
+) -> None:
+    from mlwarden.core.target import probabilities
+
+    target = make()
+    probs = probabilities(target, x)
+
+    assert probs.shape[0] == N and probs.shape[1] >= 2
+    assert np.all(probs >= 0) and np.allclose(probs.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(probs.argmax(axis=1), target.predict_labels(x))
+
+
+def test_as_target_wraps_in_memory_models() -> None:
+    from mlwarden.core.target import as_target
+
+    torch_target = as_target(_model())
+    assert isinstance(torch_target, TorchTarget) and torch_target.access == "white"
+    assert isinstance(as_target(_fitted("proba")), SklearnTarget)
+    assert isinstance(as_target(_numpy_forward(_model())), CallableTarget)
+    assert as_target(torch_target) is torch_target
+    with pytest.raises(UserError, match="cannot use a int"):
+        as_target(3)
+
+
+def test_probabilities_does_not_trust_a_wrong_declaration() -> None:
+    """A callable declared (by default) as returning probabilities that returns logits."""
+    from mlwarden.core.target import probabilities, softmax
+
+    xs = np.random.default_rng(2).random((4, FEATURES)).astype(np.float32)
+    logits = _numpy_forward(_model())(xs)
+    target = CallableTarget(_numpy_forward(_model()))
+
+    assert target.output == "probabilities"
+    np.testing.assert_allclose(probabilities(target, xs), softmax(logits), rtol=1e-5)
+    counts = CallableTarget(lambda x: np.tile([2.0, 1.0, 1.0], (len(x), 1)))
+    np.testing.assert_allclose(probabilities(counts, xs), np.tile([0.5, 0.25, 0.25], (4, 1)))

@@ -607,15 +607,24 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 
 
 def probabilities(target: Target, x: np.ndarray) -> np.ndarray:
-    """Scores as probabilities whatever the target's output kind (labels become one-hot)."""
+    """Scores as probabilities whatever the target's output kind (labels become one-hot).
+
+    Scores declared as probabilities that are not (an endpoint or callable that really
+    returns logits: the default declaration of those adapters) are not passed on as
+    if they were: non-negative rows are normalised to sum to 1, other rows softmaxed.
+    """
     out = target.predict(x)
     if out.ndim == 1:
-        n = getattr(target, "num_classes", None) or int(out.max()) + 1
+        n = max(getattr(target, "num_classes", None) or 0, int(out.max(initial=-1)) + 1)
         onehot = np.zeros((len(out), n), np.float64)
         onehot[np.arange(len(out)), out] = 1.0
         return onehot
     if target.output == "probabilities":
-        return out.astype(np.float64)
+        if not len(out) or is_close_to_probabilities(out):
+            return out.astype(np.float64)
+        sums = out.sum(axis=1, keepdims=True, dtype=np.float64)
+        if np.all(out >= 0) and np.all(sums > 0):
+            return out.astype(np.float64) / sums
     return softmax(out)
 
 
