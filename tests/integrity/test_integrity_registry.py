@@ -221,3 +221,20 @@ def test_fsck_finds_corrupt_object(reg, make_folder, scanner):
     os.chmod(obj, 0o644)
     obj.write_bytes(b"b")
     assert any("corrupt" in p for p in reg.fsck())
+
+
+def test_garbage_or_foreign_database_is_a_clean_error(tmp_path):
+    from mlwarden.core.errors import InputFileError
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "registry.db").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(InputFileError, match="SQLite"):
+        verify_report("m", registry=tmp_path / "g")
+    import sqlite3
+
+    (tmp_path / "f").mkdir()
+    sqlite3.connect(tmp_path / "f" / "registry.db").execute(
+        "CREATE TABLE t (x)"
+    ).connection.commit()
+    with pytest.raises(InputFileError, match="not an mlwarden registry"):
+        verify_report("m", registry=tmp_path / "f")

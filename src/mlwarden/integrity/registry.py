@@ -223,22 +223,31 @@ class Registry:
             root.mkdir(parents=True, exist_ok=True)
         try:
             conn = sqlite3.connect(db, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA foreign_keys=ON")
             reg = cls(root, conn)
-            with reg.transaction():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+            if create:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                with reg.transaction():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
+            else:  # opening to read (verify, load_verified) writes nothing
+                conn.execute("PRAGMA synchronous=FULL")
+                tables = {
+                    r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
+                if not {"versions", "aliases", "lineage", "events"} <= tables:
+                    raise InputFileError(db, "is not an mlwarden registry (tables missing)")
         except sqlite3.DatabaseError as exc:
             raise InputFileError(db, f"is not a usable SQLite registry ({exc})") from None
-        reg.store.ensure()
+        if create:
+            reg.store.ensure()
         return reg
 
     def close(self) -> None:
