@@ -120,3 +120,31 @@ def test_bad_budgets_are_refused(text: str) -> None:
 
 def test_budgets_are_sorted_and_deduplicated() -> None:
     assert parse_budgets("5000, 100,1000,100") == [100, 1000, 5000]
+
+
+def test_labels_beyond_the_models_classes_are_a_user_error(files, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((20, 1, 8, 8), np.float32), y=np.full(20, 42))
+    code = cli(
+        "privacy",
+        str(files / "model.joblib"),
+        "--train",
+        str(bad),
+        "--holdout",
+        str(files / "holdout.npz"),
+        "--attack",
+        "loss",
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "labels up to 42" in err, err
+
+
+def test_a_tiny_pool_is_refused_with_advice(files, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    tiny = tmp_path / "tiny.npz"
+    np.savez(tiny, x=np.zeros((4, 1, 8, 8), np.float32), y=np.arange(4))
+    code = cli("extract", str(files / "model.joblib"), "--pool", str(tiny), "--budget", "10")
+    assert code == 2 and "at least 10" in capsys.readouterr().err

@@ -129,6 +129,11 @@ def audit_membership(
             config,
         )
     t_logp = target_log_probs(target, augment_views(x, views))
+    if int(y.max()) >= t_logp.shape[-1]:
+        raise UserError(
+            f"the data has labels up to {int(y.max())} but {target.name} scores only "
+            f"{t_logp.shape[-1]} classes; expected labels 0..{t_logp.shape[-1] - 1}"
+        )
     if attack == "loss":
         scores = mia.loss_attack(t_logp, y)
         return MembershipResult(
@@ -354,6 +359,16 @@ def metrics_dict(result: MembershipResult) -> dict[str, Any]:
     if result.pooled is not None:
         out["pooled"] = result.pooled.as_dict()
     return out
+
+
+def split_off(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Stratified split when the classes allow it, else a plain random one."""
+    try:
+        return ds.split(test_size=fraction, seed=seed)
+    except ValueError:
+        idx = np.random.default_rng(seed).permutation(len(ds))
+        cut = max(1, int(round(len(ds) * fraction)))
+        return ds.subset(np.sort(idx[cut:])), ds.subset(np.sort(idx[:cut]))
 
 
 def accuracy_of(target: BaseTarget | Target, ds: Dataset) -> float:

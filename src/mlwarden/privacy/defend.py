@@ -42,6 +42,7 @@ from mlwarden.privacy.audit import (
     accuracy_of,
     audit_membership,
     membership_severity,
+    split_off,
 )
 from mlwarden.privacy.extraction import knockoff
 from mlwarden.privacy.shadows import Recipe, ShadowSet, SklearnRecipe, train_shadows
@@ -153,7 +154,7 @@ def compare_defences(
 ) -> tuple[list[dict[str, Any]], list[Finding]]:
     """Rows (one per defence, first the undefended model) and the findings they support."""
     score_attack = attack if (recipe is not None or attack in ("loss", "label-only")) else "loss"
-    pool, evalset = holdout.split(test_size=0.3, seed=seed)
+    pool, evalset = split_off(holdout, 0.3, seed)
     bounds = (
         float(min(train.bounds[0], holdout.bounds[0])),
         float(max(train.bounds[1], holdout.bounds[1])),

@@ -24,6 +24,7 @@ from mlwarden.privacy.audit import (
     membership_findings,
     metrics_dict,
     recipe_for,
+    split_off,
 )
 from mlwarden.privacy.extraction import ExtractionCurve, LinearSoftmax, equation_solving, knockoff
 from mlwarden.privacy.metrics import roc_png
@@ -181,7 +182,12 @@ def extract_report(
     target = load_model(model, access="label" if labels_only else None)
     pool_ds = _dataset(pool, "--pool")
     if test is None:
-        attacker, evalset = pool_ds.split(test_size=0.3, seed=seed)
+        if len(pool_ds) < 10:
+            raise UserError(
+                f"--pool has {len(pool_ds)} records; give at least 10 (30% are kept aside to "
+                "measure fidelity) or a separate --test set"
+            )
+        attacker, evalset = split_off(pool_ds, 0.3, seed)
     else:
         attacker, evalset = pool_ds, _dataset(test, "--test")
     _check_shapes(target, attacker, evalset)
