@@ -75,15 +75,28 @@ class AuditLogError(RuntimeError):
 
 
 class AuditLog:
-    """SQLite audit log written by one background thread with group commits.
+    """SQLite audit log with group commits, in the event loop or in a writer thread.
+
+    With ``synchronous="normal"`` a commit is a WAL append without fsync (tens of
+    microseconds), so by default it runs *inline* on the event loop: records that
+    arrive in the same loop iteration are committed together by one callback, with no
+    thread hand-off on the request path. With ``"full"`` every commit fsyncs, so a
+    writer thread does it and the loop only waits.
 
     Args:
         path: the database file (created with its table if missing).
         synchronous: ``"normal"`` (survives a process crash) or ``"full"`` (also power loss).
-        max_batch: most records per transaction.
+        max_batch: most records per transaction (writer-thread mode).
+        inline: commit on the event loop; default: when ``synchronous`` is normal.
     """
 
-    def __init__(self, path: Path, synchronous: str = "normal", max_batch: int = 1024) -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str = "normal",
+        max_batch: int = 1024,
+        inline: bool | None = None,
+    ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         if self.synchronous not in ("NORMAL", "FULL"):
@@ -91,20 +104,31 @@ class AuditLog:
         self.max_batch = max_batch
         self.commits = 0
         self.written = 0
+        self.inline = self.synchronous == "NORMAL" if inline is None else inline
+        self._pending: list[tuple[AuditRecord, asyncio.Future[None]]] = []
+        self._flush_scheduled = False
+        self._db: sqlite3.Connection | None = None
+        if self.inline:
+            try:
+                self._db = self._connect(check_same_thread=False)
+            except (sqlite3.Error, OSError) as exc:
+                raise AuditLogError(f"cannot open audit log {self.path}: {exc}") from None
         self._queue: queue.SimpleQueue[tuple[AuditRecord, Future[None]] | None] = (
             queue.SimpleQueue()
         )
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="mlwarden-audit", daemon=True)
+        if self.inline:
+            return
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
             raise AuditLogError(f"cannot open audit log {self.path}: {self._error}")
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=check_same_thread)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute(_SCHEMA)
@@ -139,7 +163,12 @@ class AuditLog:
                 self._write(db, batch)
         db.close()
 
-    def _write(self, db: sqlite3.Connection, batch: list[tuple[AuditRecord, Future[None]]]) -> None:
+    def _write(
+        self,
+        db: sqlite3.Connection,
+        batch: list[tuple[AuditRecord, Future[None]]]
+        | list[tuple[AuditRecord, asyncio.Future[None]]],
+    ) -> None:
         try:
             db.execute("BEGIN")
             db.executemany(_INSERT, [astuple(rec) for rec, _ in batch])
@@ -148,12 +177,14 @@ class AuditLog:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             for _, fut in batch:
-                fut.set_exception(AuditLogError(f"audit log write failed: {exc}"))
+                if not fut.done():
+                    fut.set_exception(AuditLogError(f"audit log write failed: {exc}"))
             return
         self.commits += 1
         self.written += len(batch)
         for _, fut in batch:
-            fut.set_result(None)
+            if not fut.done():  # a request cancelled by its client is still logged
+                fut.set_result(None)
 
     def submit(self, record: AuditRecord) -> Future[None]:
         """Queue a record; the future completes once it is committed."""
@@ -166,10 +197,38 @@ class AuditLog:
 
     async def record(self, record: AuditRecord) -> None:
         """Store a record; returns once it is committed (raises :class:`AuditLogError`)."""
-        await asyncio.wrap_future(self.submit(record))
+        if not self.inline:
+            await asyncio.wrap_future(self.submit(record))
+            return
+        if self._db is None:
+            raise AuditLogError("audit log is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._pending.append((record, fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        await fut
+
+    def _flush(self) -> None:
+        """Commit every record queued in this loop iteration in one transaction."""
+        batch, self._pending = self._pending, []
+        self._flush_scheduled = False
+        if self._db is None:
+            for _, fut in batch:
+                fut.set_exception(AuditLogError("audit log is closed"))
+            return
+        self._write(self._db, batch)
 
     def close(self) -> None:
-        """Commit what is queued and stop the writer thread."""
+        """Commit what is queued and stop the writer thread (or close the connection)."""
+        if self.inline:
+            if self._db is not None:
+                if self._pending:
+                    self._flush()
+                self._db.close()
+                self._db = None
+            return
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
