@@ -32,7 +32,7 @@ CHILD = textwrap.dedent(
         for j in range(20):
             (src / "sub" / f"shard{j}.bin").write_bytes(os.urandom(2_000))
         rec = reg.add(src, name="model", sign_key=key, scanner=scanner, source="kill-test")
-        reg.set_alias("model", rec.version, "production")
+        reg.set_alias("model", rec.version, "production", sign_key=key)
         print(rec.version, flush=True)
         i += 1
     """

@@ -238,3 +238,23 @@ def test_garbage_or_foreign_database_is_a_clean_error(tmp_path):
     ).connection.commit()
     with pytest.raises(InputFileError, match="not an mlwarden registry"):
         verify_report("m", registry=tmp_path / "f")
+
+
+def test_signed_alias_verifies_and_a_repointed_alias_is_critical(reg, make_folder, scanner, keys):
+    add(reg, make_folder({"w": b"old"}), scanner, sign_key=keys[0])
+    add(reg, make_folder({"w": b"new"}), scanner, sign_key=keys[0])
+    reg.set_alias("m", 2, "production", sign_key=keys[0])
+    assert verify_report("m@production", registry=reg.root, trust=[keys[1]]).findings == []
+    reg.conn.execute("UPDATE aliases SET version=1 WHERE alias='production'")
+    report = verify_report("m@production", registry=reg.root, trust=[keys[1]])
+    assert rules(report) == ["MLW-INT-012"]
+    assert report.findings[0].severity == Severity.CRITICAL
+
+
+def test_unsigned_alias_move_is_high_when_signatures_are_required(reg, make_folder, scanner, keys):
+    add(reg, make_folder({"w": b"w"}), scanner, sign_key=keys[0])
+    reg.set_alias("m", 1, "production")
+    report = verify_report("m@production", registry=reg.root, trust=[keys[1]])
+    assert rules(report) == ["MLW-INT-012"]
+    assert report.findings[0].severity == Severity.HIGH
+    assert verify_report("m@1", registry=reg.root, trust=[keys[1]]).findings == []

@@ -253,6 +253,9 @@ def register(app: typer.Typer) -> None:
     def alias(
         ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
         alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="e.g. production")],
+        sign: Annotated[
+            Path | None, typer.Option("--sign", help="Sign the move with this private key.")
+        ] = None,
         registry_dir: RegistryOpt = None,
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
@@ -263,7 +266,7 @@ def register(app: typer.Typer) -> None:
         setup(quiet=quiet, debug=debug)
         name, version = _version_ref(ref, "alias")
         with Registry.open(registry_dir, create=False) as reg:
-            before = reg.set_alias(name, version, alias_name)
+            before = reg.set_alias(name, version, alias_name, sign_key=sign)
         was = f" (was @{before})" if before is not None else ""
         info(f"{name}@{alias_name} -> {name}@{version}{was}")
 
@@ -276,6 +279,9 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--restore", help="Also write that version's exact bytes here."),
         ] = None,
+        sign: Annotated[
+            Path | None, typer.Option("--sign", help="Sign the move with this private key.")
+        ] = None,
         registry_dir: RegistryOpt = None,
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
@@ -285,7 +291,7 @@ def register(app: typer.Typer) -> None:
 
         setup(quiet=quiet, debug=debug)
         with Registry.open(registry_dir, create=False) as reg:
-            before, rec = reg.rollback(name, alias_name, to, restore=restore)
+            before, rec = reg.rollback(name, alias_name, to, restore=restore, sign_key=sign)
         info(f"{name}@{alias_name} -> {rec.ref} (was @{before})")
         if restore is not None:
             info(f"restored {len(rec.manifest.files)} files of {rec.ref} into {restore} (verified)")

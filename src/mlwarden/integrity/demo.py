@@ -47,7 +47,7 @@ def run(ctx: DemoContext) -> Report:
             code_rev=code_revision(),
             sign_key=priv,
         )
-        reg.set_alias(model.name, model.version, "production")
+        reg.set_alias(model.name, model.version, "production", sign_key=priv)
     for ref in (data.ref, "digits-cnn@production"):
         part = verify_report(ref, registry=root, trust=[pub], seed=ctx.seed)
         report.merge(part, prefix=ref.replace("@", "_"))

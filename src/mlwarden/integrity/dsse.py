@@ -39,6 +39,8 @@ from mlwarden.integrity.manifest import FileEntry, Manifest
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+#: Predicate of a signed alias move (``production`` -> version 3): mlwarden's own.
+ALIAS_PREDICATE_TYPE = "https://mlwarden.dev/registry/alias/v1"
 #: Largest envelope parsed (bytes): ~10,000-file manifests fit with room to spare.
 MAX_ENVELOPE_BYTES = 256 * 1024 * 1024
 
@@ -160,7 +162,7 @@ def parse_envelope(envelope: object) -> tuple[bytes, list[tuple[str, bytes]]]:
 
 
 def verify_envelope(
-    envelope: object, trusted: list[Ed25519PublicKey]
+    envelope: object, trusted: list[Ed25519PublicKey], predicate_type: str = PREDICATE_TYPE
 ) -> tuple[dict[str, Any], str]:
     """Check a signature over PAE with the trusted keys; return the statement and signer's key id.
 
@@ -177,22 +179,48 @@ def verify_envelope(
                 key.verify(sig, message)
             except InvalidSignature:
                 continue
-            return _load_statement(payload), key_id(key)
+            return _load_statement(payload, predicate_type), key_id(key)
     raise SignatureError("no signature verifies with a trusted key", named)
 
 
-def unverified_statement(envelope: object) -> dict[str, Any]:
+def unverified_statement(envelope: object, predicate_type: str = PREDICATE_TYPE) -> dict[str, Any]:
     """The statement inside an envelope, WITHOUT checking any signature (for display/diff)."""
     payload, _ = parse_envelope(envelope)
-    return _load_statement(payload)
+    return _load_statement(payload, predicate_type)
 
 
-def _load_statement(payload: bytes) -> dict[str, Any]:
+def _load_statement(payload: bytes, predicate_type: str = PREDICATE_TYPE) -> dict[str, Any]:
     try:
         statement = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EnvelopeError(f"signed payload is not JSON ({exc})") from None
     if not isinstance(statement, dict):
         raise EnvelopeError("signed payload is not a JSON object")
-    statement_manifest(statement)  # raises UnsafeManifestError on a hostile path
+    if predicate_type == PREDICATE_TYPE:
+        statement_manifest(statement)  # raises UnsafeManifestError on a hostile path
+    elif (
+        statement.get("_type") != STATEMENT_TYPE
+        or statement.get("predicateType") != predicate_type
+        or not isinstance(statement.get("predicate"), dict)
+    ):
+        raise EnvelopeError(f"signed statement is not a {predicate_type} statement")
     return statement
+
+
+def make_alias_statement(
+    name: str, alias: str, version: int, manifest_digest: str, who: str, when: str
+) -> dict[str, Any]:
+    """A statement that ``name@alias`` points at ``name@version`` (whose manifest digest is given)."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": f"{name}@{version}", "digest": {"sha256": manifest_digest}}],
+        "predicateType": ALIAS_PREDICATE_TYPE,
+        "predicate": {
+            "name": name,
+            "alias": alias,
+            "version": version,
+            "manifest_digest": manifest_digest,
+            "who": who,
+            "when": when,
+        },
+    }

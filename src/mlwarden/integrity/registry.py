@@ -38,6 +38,7 @@ from typing import Any
 
 from mlwarden.core.errors import InputFileError, UnsafeArtifactError, UserError
 from mlwarden.integrity.dsse import (
+    make_alias_statement,
     make_statement,
     sign_statement,
     statement_manifest,
@@ -92,6 +93,7 @@ CREATE TABLE IF NOT EXISTS aliases (
     version INTEGER NOT NULL,
     updated TEXT NOT NULL,
     who TEXT NOT NULL,
+    envelope TEXT,
     PRIMARY KEY (name, alias),
     FOREIGN KEY (name, version) REFERENCES versions (name, version)
 );
@@ -530,26 +532,59 @@ class Registry:
             )
         return self.get(name, version)
 
-    def set_alias(self, name: str, version: int, alias: str, action: str = "alias") -> int | None:
-        """Point ``alias`` at ``name@version``; returns the version it pointed at before."""
+    def set_alias(
+        self,
+        name: str,
+        version: int,
+        alias: str,
+        action: str = "alias",
+        sign_key: Path | None = None,
+    ) -> int | None:
+        """Point ``alias`` at ``name@version``; returns the version it pointed at before.
+
+        With ``sign_key`` the move is signed (a DSSE statement naming the alias, the
+        version and its manifest digest), so verifying ``NAME@ALIAS`` can tell a
+        signed move from a database row someone rewrote.
+        """
         check_alias(alias)
-        self.get(name, version)
+        rec = self.get(name, version)
+        key = load_private_key(sign_key) if sign_key is not None else None
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)
             ).fetchone()
             before = int(row[0]) if row else None
+            when, by = now(), who()
+            envelope = None
+            if key is not None:
+                statement = make_alias_statement(
+                    name, alias, version, rec.manifest_digest, by, when
+                )
+                envelope = json.dumps(sign_statement(statement, key), sort_keys=True)
             conn.execute(
-                "INSERT INTO aliases (name, alias, version, updated, who) VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO aliases (name, alias, version, updated, who, envelope)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (name, alias) DO UPDATE SET version=excluded.version,"
-                " updated=excluded.updated, who=excluded.who",
-                (name, alias, version, now(), who()),
+                " updated=excluded.updated, who=excluded.who, envelope=excluded.envelope",
+                (name, alias, version, when, by, envelope),
             )
-            self._event(action, name, version, alias, {"previous": before})
+            self._event(action, name, version, alias, {"previous": before, "signed": bool(key)})
         return before
 
+    def alias_envelope(self, name: str, alias: str) -> tuple[int, str | None] | None:
+        """(version, signed envelope or None) of ``name@alias``; None if there is no alias."""
+        row = self.conn.execute(
+            "SELECT version, envelope FROM aliases WHERE name=? AND alias=?", (name, alias)
+        ).fetchone()
+        return (int(row[0]), row[1]) if row else None
+
     def rollback(
-        self, name: str, alias: str, to: int, restore: Path | None = None
+        self,
+        name: str,
+        alias: str,
+        to: int,
+        restore: Path | None = None,
+        sign_key: Path | None = None,
     ) -> tuple[int | None, VersionRecord]:
         """Point ``alias`` back at version ``to``; optionally restore its exact bytes to a folder."""
         rec = self.get(name, to)
@@ -558,7 +593,7 @@ class Registry:
             raise UserError(f"{name} has no alias {alias!r} to roll back; use 'registry alias'")
         if restore is not None:
             self.restore(rec, restore)
-        before = self.set_alias(name, to, alias, action="rollback")
+        before = self.set_alias(name, to, alias, action="rollback", sign_key=sign_key)
         return before, rec
 
     def restore(self, rec: VersionRecord, dest: Path) -> Path:

@@ -3,7 +3,8 @@
 ``verify_report`` re-hashes every file of a version (from the object store and, when
 given, from a deployed folder), checks the DSSE signature against trusted Ed25519
 public keys and compares the signed in-toto statement with the registry's record.
-Every problem is a Finding (rules MLW-INT-001..011); a clean version has none.
+When the ref names an alias, the signed alias move is checked too. Every problem
+is a Finding (rules MLW-INT-001..012); a clean version has none.
 
 ATLAS: AML.T0010.002/.003 (supply-chain compromise of data / models), AML.T0018
 (Manipulate AI Model), AML.T0058 / AML.T0019 (Publish Poisoned Models / Datasets).
@@ -32,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from mlwarden.core.errors import UserError
 from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.integrity.dsse import (
+    ALIAS_PREDICATE_TYPE,
     EnvelopeError,
     SignatureError,
     parse_envelope,
@@ -42,7 +44,7 @@ from mlwarden.integrity.dsse import (
 from mlwarden.integrity.hashing import hash_files
 from mlwarden.integrity.keys import key_id, load_public_key
 from mlwarden.integrity.manifest import Manifest, UnsafeManifestError, compare_folder
-from mlwarden.integrity.registry import Registry, VersionRecord
+from mlwarden.integrity.registry import Registry, VersionRecord, parse_ref
 
 CHECK = "integrity.verify"
 
@@ -253,6 +255,81 @@ def _check_signature(
     return signed, info
 
 
+def _check_alias(
+    reg: Registry,
+    rec: VersionRecord,
+    alias: str,
+    keys: list[Ed25519PublicKey],
+    out: _Findings,
+) -> dict[str, Any]:
+    """Was ``NAME@alias`` moved to this version by a trusted, signed move?"""
+    ref = f"{rec.name}@{alias}"
+    found = reg.alias_envelope(rec.name, alias)
+    envelope = found[1] if found else None
+    info: dict[str, Any] = {"alias": alias, "signed": envelope is not None, "verified": False}
+    mitigations = ["AML.M0013", "AML.M0014"]
+    if envelope is None:
+        out.add(
+            "MLW-INT-012",
+            f"{ref} was moved to version {rec.version} without a signature",
+            Severity.HIGH if keys else Severity.LOW,
+            mitigations,
+            "Anyone with write access to the registry can point this alias at another "
+            "(older, vulnerable or poisoned) signed version without being noticed.",
+            f"Move aliases with a key: mlwarden registry alias {rec.ref} {alias} --sign KEYFILE.",
+        )
+        return info
+    if not keys:
+        return info  # MLW-INT-005 already says nothing was checked against a trusted key
+    try:
+        statement, signer = verify_envelope(envelope, keys, ALIAS_PREDICATE_TYPE)
+    except SignatureError as exc:
+        untrusted = {key_id(k) for k in keys}.isdisjoint(exc.keyids)
+        out.add(
+            "MLW-INT-012",
+            f"{ref}: the alias move is "
+            + (
+                "signed by an untrusted key"
+                if untrusted
+                else "signed, but the signature is invalid"
+            ),
+            Severity.HIGH if untrusted else Severity.CRITICAL,
+            mitigations,
+            "Only a trusted signer may decide which version an alias serves.",
+            "Find out who moved the alias; move it again with a trusted key.",
+            {"keyids": exc.keyids},
+        )
+        return info
+    except EnvelopeError as exc:
+        out.add(
+            "MLW-INT-012",
+            f"{ref}: the alias signature is malformed",
+            Severity.CRITICAL,
+            mitigations,
+            str(exc),
+            "Move the alias again with a trusted key.",
+        )
+        return info
+    p = statement["predicate"]
+    claimed = (p.get("name"), p.get("alias"), p.get("version"), p.get("manifest_digest"))
+    actual = (rec.name, alias, rec.version, rec.manifest_digest)
+    if claimed != actual:
+        out.add(
+            "MLW-INT-012",
+            f"{ref} points at version {rec.version}, but its signed move says version "
+            f"{p.get('version')}",
+            Severity.CRITICAL,
+            mitigations,
+            "The alias row was rewritten after the move was signed (or the signature was "
+            "copied from another alias).",
+            "Do not serve this alias; restore the registry database from a trusted copy.",
+            {"signed": dict(p)},
+        )
+        return info
+    info.update(verified=True, signer=signer, signed_at=p.get("when"), signed_by=p.get("who"))
+    return info
+
+
 def _check_record(rec: VersionRecord, out: _Findings) -> None:
     if (
         rec.manifest.digest() != rec.manifest_digest
@@ -382,6 +459,10 @@ def verify_report(
                 }
         _check_lineage(reg, rec, out)
         _check_provenance(rec, out)
+        _, tag = parse_ref(ref)
+        alias_info = None
+        if tag is not None and not tag.isdigit() and tag != "latest":
+            alias_info = _check_alias(reg, rec, tag, keys, out)
         seconds = time.perf_counter() - start
         report.metrics.update(
             {
@@ -397,6 +478,7 @@ def verify_report(
             "kind": rec.kind,
             "manifest_digest": rec.manifest_digest,
             "signature": sig,
+            "alias": alias_info,
             "store": {"modified": corrupt, "missing": absent},
             "folder": folder,
             "record": rec.record,
