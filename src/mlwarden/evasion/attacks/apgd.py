@@ -228,7 +228,6 @@ class APGD(Attack):
                 reduce = cond1 | cond2
                 step[reduce] /= 2.0
                 x_adv[reduce] = x_best[reduce]
-                x_prev[reduce] = x_best[reduce]
                 grad[reduce] = grad_best[reduce]
                 reduced_last_ck = reduce
                 loss_best_last_ck = loss_best.clone()

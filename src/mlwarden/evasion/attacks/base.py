@@ -18,6 +18,7 @@ After a call, :attr:`Attack.last` holds per-sample ``success`` (bool), ``queries
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -89,7 +90,7 @@ class ModelAccess:
 
     def __init__(self, model: Any, access: str | None = None) -> None:
         if isinstance(model, torch.nn.Module):
-            model = TorchTarget(model)
+            model = _torch_target(model)
         self.target: BaseTarget = as_target(model)
         self.access = access or self.target.access
         if self.access == "white" and self.target.access != "white":
@@ -166,6 +167,18 @@ class ModelAccess:
             logits_out = logits.detach()
         assert logits_out is not None
         return loss_sum / reps, grad / reps, logits_out
+
+
+_WRAPPED: weakref.WeakKeyDictionary[torch.nn.Module, TorchTarget] = weakref.WeakKeyDictionary()
+
+
+def _torch_target(module: torch.nn.Module) -> TorchTarget:
+    """One white-box Target per module, reused across calls (wrapping walks the module tree)."""
+    target = _WRAPPED.get(module)
+    if target is None or target.module is not module or module.training:
+        target = TorchTarget(module)
+        _WRAPPED[module] = target
+    return target
 
 
 # -- losses -----------------------------------------------------------------------------
