@@ -133,3 +133,13 @@ def test_diff_and_export_import(env, capsys):
     )
     with Registry.open(tmp / "o") as other:
         assert other.names() == ["m"]
+
+
+def test_alias_signing_decides_the_verify_exit_code(env):
+    tmp, model = env
+    key, pub = str(tmp / "k.key"), str(tmp / "k.key.pub")
+    assert run("registry", "add", str(model), "--name", "m", "--sign", key, "--source", "t") == 0
+    assert run("registry", "alias", "m@1", "production", "-q") == 0
+    assert run("registry", "verify", "m@production", "--trust", pub, "-q") == 1
+    assert run("registry", "alias", "m@1", "production", "--sign", key, "-q") == 0
+    assert run("registry", "verify", "m@production", "--trust", pub, "-q") == 0
