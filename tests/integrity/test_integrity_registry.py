@@ -258,3 +258,10 @@ def test_unsigned_alias_move_is_high_when_signatures_are_required(reg, make_fold
     assert rules(report) == ["MLW-INT-012"]
     assert report.findings[0].severity == Severity.HIGH
     assert verify_report("m@1", registry=reg.root, trust=[keys[1]]).findings == []
+
+
+def test_registry_inside_the_registered_folder_is_left_out(make_folder, scanner):
+    folder = make_folder({"w.bin": b"w"})
+    with Registry.open(folder / ".mlwarden") as inner:
+        rec = inner.add(folder, name="m", scanner=scanner)
+    assert list(rec.manifest.files) == ["w.bin"]

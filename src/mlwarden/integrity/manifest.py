@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,12 +126,23 @@ class Manifest:
         return hashlib.sha256(self.canonical()).hexdigest()
 
 
-def scan_tree(root: Path) -> tuple[dict[str, str], list[str], list[str]]:
+def scan_tree(
+    root: Path, skip_dirs: Sequence[Path] = ()
+) -> tuple[dict[str, str], list[str], list[str]]:
     """Walk ``root`` without following links: (files rel -> path, symlinks, special files).
 
     Relative paths are POSIX. Uses ``os.scandir`` so the file type usually comes from
     the directory listing itself (no extra ``stat`` per file on 10,000-file datasets).
+    Folders in ``skip_dirs`` (e.g. the registry itself, when it lives inside the
+    folder being registered) are left out.
     """
+    skip = set()
+    for d in skip_dirs:
+        try:
+            st = d.stat()
+            skip.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
     files: dict[str, str] = {}
     links: list[str] = []
     special: list[str] = []
@@ -143,6 +155,10 @@ def scan_tree(root: Path) -> tuple[dict[str, str], list[str], list[str]]:
                 if entry.is_symlink():
                     links.append(rel)
                 elif entry.is_dir(follow_symlinks=False):
+                    if skip:
+                        st = entry.stat(follow_symlinks=False)
+                        if (st.st_dev, st.st_ino) in skip:
+                            continue
                     stack.append((entry.path, rel + "/"))
                 elif entry.is_file(follow_symlinks=False):
                     files[rel] = entry.path
@@ -151,7 +167,7 @@ def scan_tree(root: Path) -> tuple[dict[str, str], list[str], list[str]]:
     return files, sorted(links), sorted(special)
 
 
-def list_files(root: Path) -> list[str]:
+def list_files(root: Path, skip_dirs: Sequence[Path] = ()) -> list[str]:
     """Relative POSIX paths of the regular files under ``root`` (or ``[name]`` for a file).
 
     Symbolic links are refused (``InputFileError``): a link can point outside the
@@ -163,7 +179,7 @@ def list_files(root: Path) -> list[str]:
         return [root.name]
     if not root.is_dir():
         raise InputFileError(root, "does not exist or is not a file or folder")
-    files, links, special = scan_tree(root)
+    files, links, special = scan_tree(root, skip_dirs)
     if links:
         raise InputFileError(root / links[0], "is a symbolic link; links are not registered")
     if special:

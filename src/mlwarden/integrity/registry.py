@@ -436,7 +436,7 @@ class Registry:
                 }
             )
 
-        names = list_files(path)
+        names = list_files(path, skip_dirs=[self.root])  # never the registry itself
         disk = file_paths(path, names)
         manifest = build_manifest(path, workers=workers, names=names)
         outcome = scan_files(disk, scanner=scanner)
