@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mlwarden.core.data import save_npz
+from mlwarden.report.json_report import validation_errors
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -68,6 +69,7 @@ def test_data_with_a_model_lists_suspicious_samples(tmp_path, capsys, backdoored
     )
     assert code == 0, err
     report = json.loads(out.read_text())
+    assert validation_errors(report) == []
     suspicious = report["artifacts"]["suspicious"]
     assert suspicious, "expected some suspicious samples"
     for item in suspicious:
@@ -92,6 +94,7 @@ def test_backdoor_names_the_target_in_json(tmp_path, capsys, backdoored):
     )  # fmt: skip
     assert code == 1, err
     report = json.loads(out.read_text())
+    assert validation_errors(report) == []
     assert set(report["metrics"]["anomaly_index"]) == {str(c) for c in range(10)}
     assert report["metrics"]["suspected_target"] == backdoored.poisoned.target
     assert "MLW-DAT-007" in {f["rule"] for f in report["findings"]}

@@ -145,3 +145,24 @@ def test_oversized_file_is_marked_partial(tmp_path):
     scan = scan_file(path, max_bytes=1400)
     assert scan.partial
     assert 0 < scan.total("email") < 200
+
+
+@given(st.text(max_size=300))
+def test_any_text_scans_without_error_and_masks_every_hit(text):
+    from mlwarden.poisoning.pii import PERSONAL_KINDS, SECRET_KINDS
+
+    for kind, value in find(text):
+        assert kind in PERSONAL_KINDS | SECRET_KINDS
+        if len(value) >= 8:
+            assert value not in mask(kind, value)
+
+
+def test_text_file_with_a_private_key_is_counted_per_line(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text(
+        "deploy notes\n-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE...\n-----END EC PRIVATE KEY-----\n",
+        encoding="utf-8",
+    )
+    scan = scan_file(path)
+    assert scan.format == "text" and scan.records == 4
+    assert scan.counts == {"private_key": {"text": 1}}
