@@ -233,3 +233,16 @@ def test_legacy_tar_payload_after_raw_storage_data_is_found() -> None:
     r = scan_bytes(_legacy_tar([_storage("0"), _storage("1", "os", "system")]))
     assert r.verdict.value == "unsafe"
     assert r.findings[0].member == "storages"
+
+
+def test_crc_mismatch_on_a_benign_checkpoint_is_noted_not_flagged(tmp_path: Path) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(3)}, buf)
+    data = bytearray(buf.getvalue())
+    i = data.find(b"PK\x01\x02")  # the first central entry is data.pkl
+    data[i + 16 : i + 20] = b"\x00\x00\x00\x00"
+    r = scan_bytes(bytes(data))
+    assert r.verdict.value == "safe"
+    assert any("CRC-32" in f.message and f.severity.value == "low" for f in r.findings)
