@@ -415,9 +415,9 @@ def _scan_stream(
 
 
 def _scan_raw_pickle(src: Source, ctx: _Ctx) -> str:
-    saw_joblib = _JoblibWatch(ctx.sink)
+    before = ctx.sink.joblib_arrays
     scan_pickle_stream(src, ctx.sink)
-    return "joblib" if saw_joblib.seen() else "pickle"
+    return "joblib" if ctx.sink.joblib_arrays > before else "pickle"
 
 
 def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool) -> str:
@@ -438,15 +438,6 @@ def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool) -> str:
             ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
             return "text" if text else "data"
         raise
-
-
-class _JoblibWatch:
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-        self.before = sink.joblib_arrays
-
-    def seen(self) -> bool:
-        return self.sink.joblib_arrays > self.before
 
 
 def _read_bounded(src: Source, limit: int, what: str) -> bytes:
