@@ -246,3 +246,20 @@ def test_crc_mismatch_on_a_benign_checkpoint_is_noted_not_flagged(tmp_path: Path
     r = scan_bytes(bytes(data))
     assert r.verdict.value == "safe"
     assert any("CRC-32" in f.message and f.severity.value == "low" for f in r.findings)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_keras_zip_with_weights_h5_is_safe(tmp_path: Path, compression: int) -> None:
+    import h5py
+
+    weights = tmp_path / "w.h5"
+    with h5py.File(weights, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=np.ones((3, 2), np.float32))
+    cfg = {"module": "keras", "class_name": "Sequential", "config": {"name": "s", "layers": []}}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression) as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.4.1"}))
+        z.writestr("config.json", json.dumps(cfg))
+        z.write(weights, "model.weights.h5")
+    r = scan_bytes(out.getvalue())
+    assert (r.format, r.verdict.value) == ("keras", "safe"), r.findings
