@@ -166,3 +166,38 @@ def test_a_model_without_activations_is_reported_not_passed(capsys):
     report = data_report(ds, model=clf)
     skipped = [f for f in report.findings if f.rule == "MLW-DAT-010"]
     assert skipped and "penultimate" in skipped[0].description
+
+
+@pytest.mark.slow
+def test_trainer_run_removes_the_backdoor_and_reports_der(tmp_path, capsys, monkeypatch):
+    from mlwarden.core.data import load_dataset
+    from mlwarden.poisoning.simulate import badnets
+
+    (tmp_path / "poison_torch_trainer.py").write_text(
+        "import torch\n"
+        "from mlwarden.core.models import SmallCNN, fit\n"
+        "def train(x, y):\n"
+        "    torch.manual_seed(0)\n"
+        "    return fit(SmallCNN(1, 10, 8), x, y, epochs=10, seed=0)\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    p = badnets(load_dataset("digits"), 0.05, target=3, seed=1)
+    data = tmp_path / "poisoned.npz"
+    save_npz(p.dataset, data)
+    out = tmp_path / "r.json"
+    code, _, err = run(
+        capsys, "data", str(data), "--trainer", "poison_torch_trainer:train", "--nc-epochs", "30",
+        "--json", str(out), "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert report["metrics"]["suspected_target"] == 3
+    assert "MLW-DAT-001" in {f["rule"] for f in report["findings"]}
+    mit = report["metrics"]["mitigation"]
+    assert mit["asr_after"] < mit["asr_before"]
+    assert mit["clean_accuracy_after"] >= mit["clean_accuracy_before"] - 0.02
+    assert mit["der"] > 0.6
+    truth = set(p.poison_index.tolist())
+    flagged = {s["index"] for s in report["artifacts"]["suspicious"]}
+    assert len(truth & flagged) >= 0.6 * len(truth)

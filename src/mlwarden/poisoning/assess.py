@@ -380,6 +380,12 @@ def _mitigation(
     asr = None
     if nc is not None and nc.suspected_target is not None:
         target = nc.suspected_target
+        # held-out samples that carry the trigger have poisoned labels: leave them out
+        # of the clean accuracy, or removing the backdoor would look like a loss
+        module = _torch_module(model)
+        carriers = dm.trigger_occlusion(module, test.x, test.y, nc).flagged
+        report.metrics["mitigation.holdout_trigger_carriers"] = int(carriers.sum())
+        test = test.subset(np.flatnonzero(~carriers))
         others = test.x[test.y != target]
 
         def asr(m: Any) -> float:
