@@ -281,10 +281,47 @@ def _describe(exc: Exception) -> str:
 # --- format identification ----------------------------------------------------------------
 
 
+#: Signatures of common data files (images, audio, documents, columnar tables). They hold
+#: no code for any model loader; a file that carries one is still run through the pickle
+#: machine when its first byte is an opcode, since a pickle may wear an image's header.
+MEDIA_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, "png"),
+    (b"\xff\xd8\xff", 0, "jpeg"),
+    (b"GIF87a", 0, "gif"),
+    (b"GIF89a", 0, "gif"),
+    (b"II*\x00", 0, "tiff"),
+    (b"MM\x00*", 0, "tiff"),
+    (b"WEBP", 8, "webp"),
+    (b"WAVE", 8, "wav"),
+    (b"%PDF-", 0, "pdf"),
+    (b"PAR1", 0, "parquet"),
+    (b"ARROW1", 0, "arrow"),
+    (b"fLaC", 0, "flac"),
+    (b"OggS", 0, "ogg"),
+)
+
+
+def _media_kind(head: bytes) -> str | None:
+    for magic, at, name in MEDIA_SIGNATURES:
+        if head[at : at + len(magic)] == magic:
+            if at == 8 and head[:4] != b"RIFF":
+                continue
+            return name
+    if head[:2] == b"BM" and len(head) >= 14:
+        # BMP: the declared file size and pixel offset are little-endian and sane
+        declared, offset = struct.unpack("<I", head[2:6])[0], struct.unpack("<I", head[10:14])[0]
+        if 14 <= offset < declared:
+            return "bmp"
+    return None
+
+
 def sniff(head: bytes, size: int | None) -> str:
     """The format of a stream from its first bytes (at least 512 when available)."""
     if not head:
         return "empty"
+    media = _media_kind(head)
+    if media is not None:
+        return "media:" + media
     if head.startswith(TORCH_LEGACY_MAGIC):
         return "torch-legacy"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
@@ -374,6 +411,8 @@ def _scan_stream(
         return "empty"
     if kind == "pickle":
         return _scan_raw_pickle(src, ctx)
+    if kind.startswith("media:"):
+        return _scan_media(src, ctx, kind.partition(":")[2])
     if kind == "pickle?":
         # a few bytes that start with an opcode are a cut-off pickle, not prose
         return _probe_pickle(src, ctx, text=len(head) >= 16 and _is_text(head), top=top)
@@ -438,6 +477,32 @@ def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool) -> str:
             ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
             return "text" if text else "data"
         raise
+
+
+def _scan_media(src: Source, ctx: _Ctx, name: str) -> str:
+    """An image, audio, document or table file, by its signature.
+
+    When the signature's first byte is also a pickle opcode (GIF's ``G``, BMP's ``B``,
+    PNG's ``0x89``...), the bytes are run through the pickle machine: an unpickler
+    given this file executes exactly those opcodes until it fails. Any import seen
+    on the way is kept as a finding; without one, nothing could have run, and the
+    file is the data its signature says.
+    """
+    head = src.peek(1)
+    if head and (head[0] in _PLAUSIBLE_FIRST or head[0] == 0x80):
+        mark = ctx.sink.checkpoint()
+        try:
+            fmt = _scan_raw_pickle(src, ctx)
+        except (PickleError, Truncated):
+            ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
+        else:
+            ctx.sink.add(
+                "MLW-SCN-011",
+                Severity.HIGH,
+                f"a complete pickle wearing a {name} signature (an image/pickle polyglot)",
+            )
+            return fmt
+    return name
 
 
 def _read_bounded(src: Source, limit: int, what: str) -> bytes:
