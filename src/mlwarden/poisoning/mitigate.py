@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +27,7 @@ import numpy as np
 
 from mlwarden.core.data import Dataset
 from mlwarden.core.errors import UserError
-
-Trainer = Callable[[np.ndarray, np.ndarray], Any]
+from mlwarden.core.trainer import resolve_trainer
 
 
 def defence_effectiveness_rate(
@@ -37,38 +35,6 @@ def defence_effectiveness_rate(
 ) -> float:
     """BackdoorBench's DER, in [0, 1] (all four arguments are fractions)."""
     return (max(0.0, asr_before - asr_after) - max(0.0, acc_before - acc_after) + 1.0) / 2.0
-
-
-def resolve_trainer(recipe: Any) -> Trainer:
-    """A ``train(x, y) -> model`` function from an estimator, a callable or ``module:function``."""
-    if isinstance(recipe, str):
-        module_name, sep, attr = recipe.partition(":")
-        if not sep or not module_name or not attr:
-            raise UserError(
-                f"--trainer must look like package.module:function (a train(x, y) -> model "
-                f"function); got {recipe!r}"
-            )
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise UserError(f"--trainer {recipe}: cannot import {module_name!r} ({exc})") from None
-        fn = getattr(module, attr, None)
-        if not callable(fn):
-            raise UserError(f"--trainer {recipe}: {module_name} has no function {attr!r}")
-        return fn  # type: ignore[no-any-return]
-    if hasattr(recipe, "fit") and hasattr(recipe, "get_params"):
-        from sklearn.base import clone
-
-        def fit_clone(x: np.ndarray, y: np.ndarray) -> Any:
-            return clone(recipe).fit(x.reshape(len(x), -1), y)
-
-        return fit_clone
-    if callable(recipe):
-        return recipe  # type: ignore[no-any-return]
-    raise UserError(
-        f"cannot train with a {type(recipe).__name__}; expected a scikit-learn estimator, "
-        "a train(x, y) function or 'module:function'"
-    )
 
 
 @dataclass

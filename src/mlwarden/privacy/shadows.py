@@ -26,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from mlwarden.core.errors import UserError
+from mlwarden.core.trainer import resolve_trainer
 
 
 class Recipe:
@@ -103,23 +103,6 @@ class CallableRecipe(Recipe):
 
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
         return self.fn(x, y, seed)
-
-
-def resolve_trainer(spec: str) -> Callable[[np.ndarray, np.ndarray], Any]:
-    """Import ``module:function``; a clear error when it is malformed or missing."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise UserError(
-            f"--trainer must look like package.module:function (a train(x, y) -> model function); got {spec!r}"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"--trainer {spec}: cannot import {module_name!r} ({exc})") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise UserError(f"--trainer {spec}: {module_name} has no function {attr!r}")
-    return fn  # type: ignore[no-any-return]
 
 
 def model_log_probs(model: Any, x: np.ndarray, num_classes: int) -> np.ndarray:
