@@ -45,7 +45,7 @@ def test_data_on_a_text_csv_reports_personal_data_and_secrets(tmp_path, capsys):
     assert counts["card_number"] == {"comment": 1}
     assert counts["aws_access_key"] == {"comment": 1}
     assert "4111 1111 1111 1111" not in out.read_text()
-    assert report["artifacts"]["suspicious"] == []
+    assert report["suspicious"] == []
 
 
 def test_data_with_a_model_lists_suspicious_samples(tmp_path, capsys, backdoored):
@@ -70,7 +70,7 @@ def test_data_with_a_model_lists_suspicious_samples(tmp_path, capsys, backdoored
     assert code == 0, err
     report = json.loads(out.read_text())
     assert validation_errors(report) == []
-    suspicious = report["artifacts"]["suspicious"]
+    suspicious = report["suspicious"]
     assert suspicious, "expected some suspicious samples"
     for item in suspicious:
         assert set(item) == {"index", "score", "reasons"}
@@ -199,5 +199,5 @@ def test_trainer_run_removes_the_backdoor_and_reports_der(tmp_path, capsys, monk
     assert mit["clean_accuracy_after"] >= mit["clean_accuracy_before"] - 0.02
     assert mit["der"] > 0.6
     truth = set(p.poison_index.tolist())
-    flagged = {s["index"] for s in report["artifacts"]["suspicious"]}
+    flagged = {s["index"] for s in report["suspicious"]}
     assert len(truth & flagged) >= 0.6 * len(truth)

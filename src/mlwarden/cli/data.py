@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         """Audit training data: label issues, duplicates, outliers, personal data and secrets,
         and backdoor poisoning when a model or trainer is given.
 
-        The JSON report lists suspicious samples at artifacts.suspicious as
+        The JSON report lists suspicious samples at the top-level key "suspicious" as
         {"index", "score", "reasons"}, most suspicious first.
         """
         from mlwarden.poisoning import data_report

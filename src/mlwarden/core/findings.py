@@ -150,6 +150,13 @@ class Report(BaseModel):
     artifacts: dict[str, Any] = Field(
         default_factory=dict, description="Extra structured output (e.g. scan files)."
     )
+    suspicious: list[dict[str, Any]] | None = Field(
+        default=None,
+        description=(
+            "Ranked suspicious training samples (mlwarden data): "
+            '{"index": int, "score": float, "reasons": [str, ...]}, most suspicious first.'
+        ),
+    )
     images: dict[str, str] = Field(
         default_factory=dict,
         description="Named images as data: URIs (PNG, base64) shown in the HTML report.",
@@ -203,6 +210,8 @@ class Report(BaseModel):
         for key, value in other.timings.items():
             self.timings[f"{prefix}.{key}" if prefix else key] = value
         self.images.update(other.images)
+        if other.suspicious is not None and self.suspicious is None:
+            self.suspicious = other.suspicious
         for key, value in other.artifacts.items():
             self.artifacts[f"{prefix}.{key}" if prefix else key] = value
         self.seeds.update(other.seeds)

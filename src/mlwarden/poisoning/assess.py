@@ -7,7 +7,7 @@ recipe it also drops the flagged samples, retrains and reports the defence
 effectiveness rate. :func:`backdoor_report` reverse-engineers triggers with Neural
 Cleanse and runs STRIP on the given data.
 
-The ranked list of suspicious samples is ``report.artifacts["suspicious"]``: a list of
+The ranked list of suspicious samples is ``report.suspicious`` (top-level ``suspicious`` in JSON): a list of
 ``{"index": int, "score": float, "reasons": [str, ...]}``, most suspicious first.
 """
 
@@ -158,7 +158,7 @@ def _data_report(
                 check="data",
             )
         )
-        report.artifacts["suspicious"] = []
+        report.suspicious = []
         return report
     report.data = ds.describe()
     detections: list[dd.Detection] = []
@@ -193,7 +193,7 @@ def _data_report(
     _hygiene_findings(report, detections, _name(data))
     suspicious = dd.rank(detections)
     report.metrics["suspicious"] = len(suspicious)
-    report.artifacts["suspicious"] = suspicious[:MAX_SUSPICIOUS]
+    report.suspicious = suspicious[:MAX_SUSPICIOUS]
     return report
 
 

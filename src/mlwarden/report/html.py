@@ -58,6 +58,15 @@ def render_html(report: Report) -> str:
         images=images,
         skipped_images=skipped_images,
         metrics=_flatten(plain(report.metrics)),
+        suspicious=[
+            {
+                "index": s.get("index"),
+                "score": float(s.get("score") or 0.0),
+                "reasons": list(s.get("reasons") or []),
+            }
+            for s in (report.suspicious or [])[:50]
+        ],
+        suspicious_total=len(report.suspicious or []),
         timings=sorted(report.timings.items(), key=lambda kv: -(kv[1] or 0.0)),
         checks=checks,
         check_errors=sum(1 for c in checks if c.status == "error"),
