@@ -12,6 +12,7 @@ from mlwarden.core.errors import UserError
 from mlwarden.core.target import TorchTarget
 from mlwarden.evasion import (
     APGD,
+    FAB,
     FGSM,
     PGD,
     CarliniWagnerL2,
@@ -45,6 +46,11 @@ FACTORIES = {
         eps=eps * 4, steps=40, binary_search_steps=2, initial_const=1.0, learning_rate=0.2, **kw
     ),
     "deepfool-linf": lambda eps, **kw: DeepFool(norm="linf", eps=eps, steps=10, **kw),
+    "fab-linf": lambda eps, **kw: FAB(norm="linf", eps=eps, steps=10, **kw),
+    "fab-l2": lambda eps, **kw: FAB(norm="l2", eps=eps * 4, steps=10, **kw),
+    "fab-t-linf": lambda eps, **kw: FAB(
+        norm="linf", eps=eps, steps=10, targeted=True, n_target_classes=3, **kw
+    ),
     "square-linf": lambda eps, **kw: Square(norm="linf", eps=eps, n_queries=25, **kw),
     "square-l2": lambda eps, **kw: Square(norm="l2", eps=eps * 4, n_queries=25, **kw),
     "hsj-l2": lambda eps, **kw: HopSkipJump(
@@ -91,7 +97,8 @@ def test_attack_stays_in_eps_ball_and_bounds(
 
 
 @pytest.mark.parametrize(
-    "name", ["pgd-linf", "apgd-ce", "fgsm-linf", "square-linf", "deepfool-linf", "cw-l2"]
+    "name",
+    ["pgd-linf", "apgd-ce", "fgsm-linf", "square-linf", "deepfool-linf", "cw-l2", "fab-linf"],
 )
 def test_targeted_successes_reach_their_target(name: str, digits) -> None:
     model, x, y, _ = digits
@@ -104,7 +111,7 @@ def test_targeted_successes_reach_their_target(name: str, digits) -> None:
         pred = model(out).argmax(1)
     ok = attack.last.success
     assert torch.equal(ok, pred == target)
-    if name in ("pgd-linf", "apgd-ce", "cw-l2", "deepfool-linf"):
+    if name in ("pgd-linf", "apgd-ce", "cw-l2", "deepfool-linf", "fab-linf"):
         assert float(ok.float().mean()) >= 0.5
 
 

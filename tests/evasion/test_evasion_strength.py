@@ -127,7 +127,7 @@ def test_evaluate_reports_consistent_figures(digits) -> None:
     model, x, y, _ = digits
     res = evaluate(model, x[:30], y[:30], norm="linf", eps=0.1, budget=Budget.quick())
     assert 0.0 <= res.robust_accuracy <= res.clean_accuracy <= 1.0
-    assert [s.name for s in res.stages] == ["apgd-ce", "apgd-t", "deepfool", "square"]
+    assert [s.name for s in res.stages] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     broken = res.clean_correct & ~res.robust
     with torch.no_grad():
         pred = model(torch.as_tensor(res.x_adv[broken])).argmax(1).numpy()
@@ -157,6 +157,37 @@ def test_evaluate_flags_gradient_masking(digits) -> None:
     flagged = {c.name for c in res.flagged()}
     assert "vanishing_gradients" in flagged
     assert flagged & {"black_box_beats_white_box", "large_eps_success"}
+
+
+def _large_eps(target, x, y):
+    from mlwarden.evasion.attacks.base import ModelAccess
+    from mlwarden.evasion.suite import large_eps_check
+
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    clean = torch.ones(len(xt), dtype=torch.bool)
+    return large_eps_check(
+        ModelAccess(target), xt, yt, clean, "linf", (0.0, 1.0), None, Budget.quick(), 0
+    )
+
+
+def test_large_eps_check_does_not_flag_a_random_transform_the_attack_defeats(digits) -> None:
+    from mlwarden.defenses.defended import DefendedTarget
+
+    model, x, y, _ = digits
+    defended = DefendedTarget(model, [{"type": "random_resize_pad", "seed": 0}])
+    check = _large_eps(defended, x[:16], y[:16])
+    assert not check.flagged, check.detail
+    assert check.evidence["predictions"] >= 9 and check.evidence["success_rate"] == 1.0
+
+
+def test_large_eps_check_still_flags_a_masked_model_behind_a_random_transform(digits) -> None:
+    from mlwarden.defenses.defended import DefendedTarget
+
+    model, x, y, _ = digits
+    masked = DefendedTarget(Obfuscated(model), [{"type": "random_resize_pad", "seed": 0}])
+    check = _large_eps(masked, x[:16], y[:16])
+    assert check.flagged and check.evidence["success_rate"] < 1.0
+    assert _large_eps(Obfuscated(model), x[:16], y[:16]).flagged
 
 
 def test_evaluate_flags_randomised_and_probability_outputs(digits) -> None:

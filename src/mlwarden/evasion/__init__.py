@@ -1,9 +1,9 @@
 """Evasion: how easily an attacker flips a model's decisions, and how sure that answer is.
 
 Attacks (one module each under :mod:`mlwarden.evasion.attacks`): :class:`FGSM`,
-:class:`PGD`, :class:`APGD`, :class:`CarliniWagnerL2`, :class:`DeepFool` (white-box),
-:class:`Square` (scores only), :class:`HopSkipJump` (labels only), :class:`Transfer`
-(from a surrogate). :func:`evaluate` runs the AutoAttack-style ensemble with sanity
+:class:`PGD`, :class:`APGD`, :class:`CarliniWagnerL2`, :class:`DeepFool`, :class:`FAB`
+(white-box), :class:`Square` (scores only), :class:`HopSkipJump` (labels only),
+:class:`Transfer` (from a surrogate). :func:`evaluate` runs the AutoAttack-style ensemble with sanity
 checks; :func:`evasion_report` turns it into a :class:`~mlwarden.core.findings.Report`.
 
 Example::
@@ -16,6 +16,7 @@ Example::
 
 from mlwarden.evasion.attacks import (
     APGD,
+    FAB,
     FGSM,
     PGD,
     Attack,
@@ -42,6 +43,7 @@ __all__ = [
     "CarliniWagnerL2",
     "Constraints",
     "DeepFool",
+    "FAB",
     "HopSkipJump",
     "Square",
     "Transfer",

@@ -4,6 +4,7 @@ from mlwarden.evasion.attacks.apgd import APGD
 from mlwarden.evasion.attacks.base import Attack, AttackStats, Constraints, ModelAccess
 from mlwarden.evasion.attacks.cw import CarliniWagnerL2
 from mlwarden.evasion.attacks.deepfool import DeepFool
+from mlwarden.evasion.attacks.fab import FAB
 from mlwarden.evasion.attacks.fgsm import FGSM
 from mlwarden.evasion.attacks.hopskipjump import HopSkipJump
 from mlwarden.evasion.attacks.pgd import PGD
@@ -19,6 +20,7 @@ __all__ = [
     "CarliniWagnerL2",
     "Constraints",
     "DeepFool",
+    "FAB",
     "HopSkipJump",
     "ModelAccess",
     "Square",

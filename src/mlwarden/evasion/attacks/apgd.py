@@ -234,6 +234,10 @@ class APGD(Attack):
                 increases.zero_()
                 last_ck = it
         left = ~done[idx]
+        if access.randomized and not self.early_stop:
+            # EOT: one random prediction proves little; answer with the point of highest
+            # expected loss (the loss is averaged over eot_samples draws)
+            left = torch.ones_like(left)
         best[idx[left]] = self._eval_point(x_best[left], x[left])
 
     def _eval_point(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
