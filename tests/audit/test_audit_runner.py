@@ -187,3 +187,17 @@ def test_debug_reraises_a_failed_job_for_its_traceback(
     plan = write_plan(tmp_path, [{"check": "custom", "function": f"{job_module}:broken"}])
     with pytest.raises(ValueError, match="broken on purpose"):
         run_plan(load_plan(plan), use_cache=False)
+
+
+def test_jobs_on_http_or_module_factory_models_are_never_cached(tmp_path: Path) -> None:
+    plan = write_plan(
+        tmp_path,
+        [
+            {"check": "backdoor", "model": "https://models.example/m", "data": "digits"},
+            {"check": "backdoor", "model": "mypkg.models:build", "data": "digits"},
+            {"check": "backdoor", "model": "m.pt", "data": "digits"},
+        ],
+    )
+    (tmp_path / "m.pt").write_bytes(b"x")
+    jobs = audit_jobs.build_jobs(load_plan(plan))
+    assert [j.cacheable for j in jobs] == [False, False, True]

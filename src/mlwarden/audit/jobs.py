@@ -59,6 +59,9 @@ class Job:
     function: str
     kwargs: dict[str, Any]
     inputs: tuple[str, ...] = field(default_factory=tuple)
+    #: False when an input cannot be hashed (an http(s) model, a module:factory model
+    #: whose code may change): such a job always runs.
+    cacheable: bool = True
 
 
 class _Resolver:
@@ -68,6 +71,7 @@ class _Resolver:
         self.plan = plan
         self.base = plan.base_dir
         self.inputs: list[str] = []
+        self.unhashable: list[str] = []
 
     def path(self, value: str, where: str) -> Path:
         p = Path(value).expanduser()
@@ -81,13 +85,17 @@ class _Resolver:
     def spec(self, value: str, where: str) -> str:
         """A model or dataset spec: a file (made absolute), URL, module:factory or bundled name."""
         if "://" in value:
+            self.unhashable.append(value)
             return value
         candidate = (self.base / Path(value).expanduser()).resolve()
         if candidate.exists():
             self.inputs.append(str(candidate))
             return str(candidate)
-        if _MODULE_FACTORY.match(value) or ("/" not in value and "." not in value):
-            return value  # module:factory or a bundled dataset name such as "digits"
+        if _MODULE_FACTORY.match(value):
+            self.unhashable.append(value)
+            return value
+        if "/" not in value and "." not in value:
+            return value  # a bundled dataset name such as "digits": fixed content
         raise UserError(f"plan field {where}: file not found: {candidate}")
 
     def model(self, ref: str, where: str) -> str:
@@ -121,7 +129,8 @@ def build_jobs(plan: Plan) -> list[Job]:
         kwargs.update(spec.options)
         kwargs["seed"] = plan.seed
         function = spec.function if isinstance(spec, CustomCheck) else FUNCTIONS[spec.check]
-        jobs.append(Job(name, spec.check, function, kwargs, tuple(dict.fromkeys(r.inputs))))
+        inputs = tuple(dict.fromkeys(r.inputs))
+        jobs.append(Job(name, spec.check, function, kwargs, inputs, cacheable=not r.unhashable))
     return jobs
 
 

@@ -61,7 +61,7 @@ def run_plan(
         "jobs": [{"name": j.name, "check": j.kind, "function": j.function} for j in jobs],
     }
     outcomes = {j.name: JobOutcome(j) for j in jobs}
-    keys = {j.name: job_key(j) for j in jobs} if cache else {}
+    keys = {j.name: job_key(j) for j in jobs if j.cacheable} if cache else {}
     todo: list[Job] = []
     start = time.perf_counter()
     with progress_bar("audit", total=len(jobs)) as bar:
@@ -75,7 +75,7 @@ def run_plan(
 
         done = 0
         for job in jobs:
-            hit = cache.get(keys[job.name]) if cache else None
+            hit = cache.get(keys[job.name]) if cache and job.name in keys else None
             if hit is not None:
                 outcomes[job.name].report = hit
                 outcomes[job.name].cached = True
@@ -91,7 +91,7 @@ def run_plan(
                         outcome.failure = result
                     else:
                         outcome.report, outcome.seconds = result
-                        if cache:
+                        if cache and outcome.job.name in keys:
                             cache.put(keys[outcome.job.name], outcome.job, outcome.report)
                     done += 1
                     advance(outcome, done)
