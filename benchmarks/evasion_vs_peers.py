@@ -15,10 +15,12 @@ trained model: PGD-5 (step eps/3) adversarial training, 20 epochs, 2 clean warm-
 (c) Square: median queries to success over the points both succeed on, ours against
     ART's SquareAttack at the same budget (ART run one input at a time, its model calls
     counted).
+(d) FAB: minimal Linf / L2 perturbation sizes of our FAB against torchattacks' FAB
+    (a port of the authors' code) and our DeepFool, same points, same settings.
 
 Run::
 
-    timeout 2400 .venv/bin/python benchmarks/evasion_vs_peers.py [--quick] [--speed-only]
+    timeout 2400 .venv/bin/python benchmarks/evasion_vs_peers.py [--quick] [--speed-only | --strength-only | --fab-only]
 """
 
 from __future__ import annotations
@@ -282,10 +284,66 @@ def square_queries(
     }
 
 
+def fab_minimal(
+    model: torch.jit.ScriptModule, x: torch.Tensor, y: torch.Tensor, label: str
+) -> None:
+    """(d) FAB minimal perturbations: ours against torchattacks' FAB and our DeepFool.
+
+    Same points (the correctly classified ones), untargeted, 100 iterations, 1 restart,
+    alpha_max 0.1, eta 1.05, beta 0.9. Prints the median size, the share of points where
+    ours is no larger (within 0.1%) than the other, and wall time.
+    """
+    import torchattacks
+
+    from mlwarden.evasion import FAB, DeepFool
+
+    with torch.no_grad():
+        keep = model(x).argmax(1) == y
+    x, y = x[keep], y[keep]
+    for norm, ta_norm in (("linf", "Linf"), ("l2", "L2")):
+        t0 = time.perf_counter()
+        ours = FAB(norm=norm, eps=None, steps=100)
+        ours.generate(model, x, y)
+        t_ours = time.perf_counter() - t0
+        n_ours = ours.last.norms
+        t0 = time.perf_counter()
+        ta = torchattacks.FAB(
+            model, norm=ta_norm, eps=1e3, steps=100, n_restarts=1, n_classes=10, seed=0
+        )
+        adv = ta(x, y)
+        t_ta = time.perf_counter() - t0
+        with torch.no_grad():
+            ta_ok = model(adv).argmax(1) != y
+        d = (adv - x).flatten(1)
+        n_ta = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+        t0 = time.perf_counter()
+        df = DeepFool(norm=norm, eps=None)
+        df.generate(model, x, y)
+        t_df = time.perf_counter() - t0
+        print(f"\n(d) minimal {norm} perturbations, {label} model, {len(x)} points, 100 iterations")
+        for name, other, ok, secs in (
+            ("torchattacks FAB", n_ta, ta_ok, t_ta),
+            ("mlwarden DeepFool", df.last.norms, df.last.success, t_df),
+        ):
+            both = ok & ours.last.success
+            share = float((n_ours[both] <= other[both] * 1.001 + 1e-7).float().mean())
+            print(
+                f"  {name:20s} success {float(ok.float().mean()):.2f}  median "
+                f"{float(other[ok].median()):.4f}  {secs:6.1f} s;  mlwarden FAB no larger on "
+                f"{share:.0%} of common points"
+            )
+        print(
+            f"  {'mlwarden FAB':20s} success {float(ours.last.success.float().mean()):.2f}  "
+            f"median {float(n_ours[ours.last.success].median()):.4f}  {t_ours:6.1f} s"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller models and samples")
     parser.add_argument("--speed-only", action="store_true", help="only part (a)")
+    parser.add_argument("--strength-only", action="store_true", help="only part (b)")
+    parser.add_argument("--fab-only", action="store_true", help="only part (d)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     from mlwarden.evasion import Budget, evaluate
@@ -294,16 +352,26 @@ def main() -> None:
     x = torch.as_tensor(test.x[:256])
     y = torch.as_tensor(test.y[:256])
 
-    print(f"\n(a) PGD-40 wall time, batch of {len(x)}, {tuple(x.shape[1:])}, median of repeats (s)")
-    speed = bench_speed(std, x, y, repeats=3 if args.quick else 7)
-    for suffix, label in (("", "wall"), (" [cpu]", "process CPU")):
-        print(f"  -- {label} time")
-        fl = speed["floor (40 fwd+bwd)" + suffix]
-        names = [k for k in speed if not k.endswith(" [cpu]")]
-        peers = min(speed[k + suffix] for k in names if k.startswith(("torchattacks", "ART")))
-        for k in names:
-            v = speed[k + suffix]
-            print(f"  {k:32s} {v:7.3f} s   {v / fl:5.2f}x floor   {v / peers:5.2f}x fastest peer")
+    if args.fab_only:
+        fab_minimal(std, x[:100], y[:100], "standard")
+        fab_minimal(rob, x[:100], y[:100], "adv-trained")
+        return
+    if not args.strength_only:
+        print(
+            f"\n(a) PGD-40 wall time, batch of {len(x)}, {tuple(x.shape[1:])}, "
+            "median of repeats (s)"
+        )
+        speed = bench_speed(std, x, y, repeats=3 if args.quick else 7)
+        for suffix, label in (("", "wall"), (" [cpu]", "process CPU")):
+            print(f"  -- {label} time")
+            fl = speed["floor (40 fwd+bwd)" + suffix]
+            names = [k for k in speed if not k.endswith(" [cpu]")]
+            peers = min(speed[k + suffix] for k in names if k.startswith(("torchattacks", "ART")))
+            for k in names:
+                v = speed[k + suffix]
+                print(
+                    f"  {k:32s} {v:7.3f} s   {v / fl:5.2f}x floor   {v / peers:5.2f}x fastest peer"
+                )
     if args.speed_only:
         return
 
@@ -337,6 +405,8 @@ def main() -> None:
             f"  time: peers {t_peer:.0f} s, evaluate() {t_ours:.0f} s (incl. sanity checks, curve, CLEVER)"
         )
 
+    if args.strength_only:
+        return
     budget = 300 if args.quick else 1000
     m = 30 if args.quick else 60
     with torch.no_grad():
@@ -346,6 +416,8 @@ def main() -> None:
     )
     for k, v in square_queries(std, x[correct], y[correct], budget).items():
         print(f"  {k:44s} {v}")
+    fab_minimal(std, x[:100], y[:100], "standard")
+    fab_minimal(rob, x[:100], y[:100], "adv-trained")
 
 
 if __name__ == "__main__":
