@@ -190,6 +190,18 @@ def test_large_eps_check_still_flags_a_masked_model_behind_a_random_transform(di
     assert _large_eps(Obfuscated(model), x[:16], y[:16]).flagged
 
 
+def test_evaluate_on_a_random_transform_flags_randomness_but_not_large_eps(digits) -> None:
+    from mlwarden.defenses.defended import DefendedTarget
+
+    model, x, y, _ = digits
+    defended = DefendedTarget(model, [{"type": "random_resize_pad", "seed": 0}])
+    res = evaluate(defended, x[:16], y[:16], eps=0.1, budget=Budget.quick())
+    checks = {c.name: c for c in res.checks}
+    assert checks["randomized_outputs"].flagged
+    assert not checks["large_eps_success"].flagged
+    assert checks["large_eps_success"].evidence["predictions"] >= 9
+
+
 def test_evaluate_flags_randomised_and_probability_outputs(digits) -> None:
     model, x, y, _ = digits
 
