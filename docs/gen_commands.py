@@ -45,8 +45,9 @@ For worked examples see the [user guide](guide.md); for rule ids see
 | `--debug` | show the Python traceback of an error instead of one line |
 
 `serve`, `keys generate`, `gateway add-key` and the registry's management
-sub-commands (`add`, `log`, `alias`, `rollback`, `diff`, `export`, `import`, `fsck`)
-write no report and take only `--quiet` and `--debug`.
+sub-commands (`add`, `log`, `alias`, `rollback`, `diff`, `export`, `fsck`) write no
+report and take only `--quiet` and `--debug` (besides their own options); `registry
+verify`, `registry import` and `gateway check` report like the others.
 
 ## Exit codes
 
