@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from mlwarden.core.console import info
+from mlwarden.core.console import info, settings
 from mlwarden.core.data import bundled, save_npz
 from mlwarden.core.demo_context import DemoContext
 from mlwarden.core.findings import CheckRecord, Finding, Report, Severity
@@ -84,17 +84,14 @@ def run_demo(out_dir: Path, seed: int = 0, quick: bool = True) -> Report:
     report.data = ctx.dataset.describe()
     report.metrics["demo.clean_accuracy"] = report.target["clean_accuracy"]
     for name, module_name in STEPS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
+        module = importlib.import_module(module_name)
         info(f"demo: running {name}")
         t0 = time.perf_counter()
         try:
             step_report = module.run(ctx)
         except Exception as exc:  # a failing step is reported, not fatal
+            if settings.debug:
+                raise
             seconds = time.perf_counter() - t0
             report.checks.append(
                 CheckRecord(name=name, status="error", seconds=seconds, message=str(exc))
@@ -112,7 +109,8 @@ def run_demo(out_dir: Path, seed: int = 0, quick: bool = True) -> Report:
             continue
         seconds = time.perf_counter() - t0
         report.merge(step_report, prefix=name)
-        report.checks.append(CheckRecord(name=name, seconds=seconds))
+        if not any(c.name == name for c in step_report.checks):
+            report.checks.append(CheckRecord(name=name, seconds=seconds))
         report.timings[name] = round(seconds, 3)
     np.random.seed(seed)
     return report
