@@ -222,7 +222,7 @@ def _find_member_end(f: IO[bytes], data: int, size: int, method: int) -> int:
         while True:
             chunk = f.read(1 << 20)
             if not chunk:
-                return fed
+                raise ZipFormatError("a compressed member ends before its data does (truncated)")
             fed += len(chunk)
             d.decompress(chunk, 1 << 16)
             while d.unconsumed_tail and not d.eof:
@@ -235,6 +235,8 @@ def _find_member_end(f: IO[bytes], data: int, size: int, method: int) -> int:
         i = buf.find(sig)
         if i >= 0:
             return i
+    if len(buf) == size - data:
+        raise ZipFormatError("a member runs to the end of the file with no end marker (truncated)")
     return len(buf)
 
 
