@@ -521,6 +521,8 @@ class Policy:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InputFileError(path, f"cannot read the policy file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise InputFileError(path, "the policy file is not UTF-8 text (YAML or JSON)") from None
         try:
             import yaml
 
@@ -528,13 +530,18 @@ class Policy:
             if data is None:
                 data = json.loads(text) if text.strip() else {}
         except (ValueError, yaml.YAMLError) as exc:
-            raise InputFileError(path, f"not valid YAML/JSON ({exc})") from None
+            reason = " ".join(str(exc).split())
+            raise InputFileError(path, f"not valid YAML/JSON ({reason})") from None
         if not isinstance(data, dict) or set(data) - {"allow", "deny"}:
             raise InputFileError(
                 path, "expected a mapping with the keys 'allow' and/or 'deny' (lists of names)"
             )
         allow, deny = data.get("allow") or [], data.get("deny") or []
-        if not all(isinstance(x, str) for x in [*allow, *deny]):
+        if (
+            not isinstance(allow, list)
+            or not isinstance(deny, list)
+            or not all(isinstance(x, str) for x in [*allow, *deny])
+        ):
             raise InputFileError(path, "'allow' and 'deny' must be lists of dotted names")
         return cls(allow=[*allow, *extra_allow], deny=list(deny))
 
