@@ -224,6 +224,9 @@ def scan_paths(
         policy = Policy(allow=[*base.allow, *allow], deny=list(base.deny))
     pol = policy or DEFAULT_POLICY
     out = ScanResult(policy=pol)
+    from mlwarden.core.executor import get_executor, parse_spec
+
+    parse_spec(executor)  # a bad spec is an error even when one file needs no workers
     files = expand_paths(paths)
     jobs = [(p, pol, limits) for p in files]
     if executor in (None, "local") or len(files) < 2:
@@ -231,8 +234,6 @@ def scan_paths(
 
         out.files = [_scan_job(j) for j in track(jobs, "scanning", total=len(jobs))]
         return out
-    from mlwarden.core.executor import get_executor
-
     with get_executor(executor) as ex:
         out.files = ex.map(_scan_job, jobs)
     return out
