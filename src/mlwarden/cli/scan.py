@@ -80,6 +80,9 @@ def register(app: typer.Typer) -> None:
             else Policy(allow=list(allow or []))
         )
         result = scan_paths(paths, policy, executor=executor)
+        if not result.files:
+            shown = ", ".join(str(p) for p in paths)
+            raise UserError(f"nothing to scan: no files under {shown}")
         report = to_report(result, Report.new(command="scan", seed=seed))
         if fmt == "json":
             sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
