@@ -211,12 +211,13 @@ def load_target(spec: str, access: str | None = None, **kw: Any) -> Any:
 
 
 def _from_factory(module_name: str, attr: str, kw: dict[str, Any]) -> Any:
+    import importlib
+    import importlib.util
+
     from mlwarden.core import target as tg
 
     try:
         if module_name.endswith(".py"):
-            import importlib.util
-
             file = Path(module_name)
             if not file.is_file():
                 raise UserError(f"{module_name}: no such file for 'file.py:factory'")
@@ -233,7 +234,11 @@ def _from_factory(module_name: str, attr: str, kw: dict[str, Any]) -> Any:
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise UserError(f"{module_name} has no callable {attr!r}")
-    obj = factory()
+    try:
+        obj = factory()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"{module_name}:{attr}() failed: {type(exc).__name__}: {first}") from exc
     kw.setdefault("name", f"{module_name}:{attr}")
     if isinstance(obj, tg.BaseTarget):
         if "access" in kw and kw["access"] != obj.access:
