@@ -164,6 +164,14 @@ class EvaluationResult:
         return out
 
 
+def _reason(exc: BaseException) -> str:
+    """One line saying why a model refused a batch (TorchScript puts it on the last line)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+
+
 def evaluate(
     model: Any,
     x: Any,
@@ -220,7 +228,25 @@ def evaluate(
         "seed": seed,
     }
 
-    pred = acc.labels(xt)
+    classes = acc.target.num_classes
+    try:
+        if acc.access == "label" or acc.target.access == "label":
+            pred = acc.labels(xt)
+        else:
+            clean_scores = acc.scores(xt)
+            classes, pred = clean_scores.shape[1], clean_scores.argmax(1)
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise UserError(
+            f"{acc.target.name} cannot take inputs of shape {tuple(xt.shape[1:])}: "
+            f"{_reason(exc)}; give data shaped the way the model was trained"
+        ) from exc
+    if classes and (int(yt.min()) < 0 or int(yt.max()) >= classes):
+        raise UserError(
+            f"labels run from {int(yt.min())} to {int(yt.max())} but {acc.target.name} "
+            f"has {classes} classes (0..{classes - 1}); is this the model's data?"
+        )
     clean = pred == yt
     robust = clean.clone()
     x_adv = xt.clone()
