@@ -580,7 +580,9 @@ def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if text and "TorchScript interpreter" in text[0]:
+        return text[-1][:300]  # the interpreter puts the reason on the last line
     return text[0][:300] if text else type(exc).__name__
 
 
