@@ -8,6 +8,7 @@ and dataset specs for :func:`mlwarden.core.data.load_dataset`) or in-memory obje
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,6 +92,11 @@ def privacy_report(
         report = privacy_report("model.joblib", "train.npz", "holdout.npz", attack="lira")
         report.metrics["tpr_at_fpr"]["0.001"]
     """
+    from mlwarden.core.executor import parse_spec
+
+    parse_spec(executor)  # a bad spec is an error even for attacks that train nothing
+    if defend and not (math.isfinite(dp_epsilon) and dp_epsilon > 0):
+        raise UserError(f"--dp-epsilon must be a positive number; got {dp_epsilon}")
     report = Report.new(command="privacy", seed=seed)
     target = load_model(model)
     train_ds, holdout_ds = _dataset(train, "--train"), _dataset(holdout, "--holdout")

@@ -88,7 +88,11 @@ class TrainerRecipe(Recipe):
         fn = resolve_trainer(self.spec)
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
-        return fn(x, y)
+        try:
+            return fn(x, y)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise UserError(f"--trainer {self.spec} failed: {type(exc).__name__}: {first}") from exc
 
 
 @dataclass
