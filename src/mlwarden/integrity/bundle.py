@@ -66,7 +66,19 @@ def export_bundle(reg: Registry, rec: VersionRecord, bundle: Path) -> Path:
     }
     data = json.dumps(doc, sort_keys=True).encode()
     mode = "w:gz" if bundle.name.endswith((".tgz", ".tar.gz")) else "w"
+    if bundle.is_dir():
+        raise InputFileError(bundle, "is a folder; expected a bundle file to write (.tar, .tgz)")
     tmp = bundle.with_name(bundle.name + ".partial")
+    try:
+        _write_bundle(reg, rec, data, tmp, mode)
+        tmp.replace(bundle)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputFileError(bundle, f"cannot be written ({exc.strerror or exc})") from None
+    return bundle
+
+
+def _write_bundle(reg: Registry, rec: VersionRecord, data: bytes, tmp: Path, mode: str) -> None:
     with tarfile.open(tmp, mode) as tar:  # type: ignore[call-overload]
         info = tarfile.TarInfo(RECORD)
         info.size = len(data)
@@ -82,8 +94,6 @@ def export_bundle(reg: Registry, rec: VersionRecord, bundle: Path) -> Path:
             info.mode = 0o444
             with open(reg.store.path(entry.digest), "rb") as f:
                 tar.addfile(info, f)
-    tmp.replace(bundle)
-    return bundle
 
 
 def _read_record(tar: tarfile.TarFile, member: tarfile.TarInfo, bundle: Path) -> dict[str, Any]:
@@ -120,7 +130,12 @@ def import_bundle(
         try:
             tar = tarfile.open(bundle, "r:*")  # noqa: SIM115 (closed by the with below)
         except (tarfile.TarError, OSError) as exc:
-            raise InputFileError(bundle, f"is not a readable tar bundle ({exc})") from None
+            reason = (
+                "not a tar, tar.gz, tar.bz2 or tar.xz file"
+                if isinstance(exc, tarfile.ReadError)
+                else exc
+            )
+            raise InputFileError(bundle, f"is not a readable tar bundle ({reason})") from None
         with tar:
             members = iter(tar)
             try:
