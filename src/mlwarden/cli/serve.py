@@ -74,6 +74,8 @@ def register(app: typer.Typer) -> None:
         from mlwarden.serve.server import load_model, run_gateway
 
         setup(quiet=quiet, debug=debug, seed=seed)
+        if not 0 <= port <= 65535:
+            raise UserError(f"--port must be 0-65535 (0 picks a free one); got {port}")
         cfg = load_config(config) if config is not None else GatewayConfig()
         if input_shape is not None:
             dims = _floats(input_shape, "--input-shape")
@@ -149,8 +151,8 @@ def register(app: typer.Typer) -> None:
             ("--budget", budget),
             ("--window", window),
         ):
-            if value is not None and value <= 0:
-                raise UserError(f"{opt} must be > 0; got {value}")
+            if value is not None and not (0 < value < float("inf")):
+                raise UserError(f"{opt} must be a finite number > 0; got {value}")
         key = new_key()
         cfg.keys[name] = KeyEntry(
             hash=hash_key(key),
