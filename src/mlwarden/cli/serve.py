@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
             ("--window", window),
         ):
             if value is not None and not (0 < value < float("inf")):
-                raise UserError(f"{opt} must be a finite number > 0; got {value}")
+                raise UserError(f"{opt} must be > 0 and finite; got {value}")
         key = new_key()
         cfg.keys[name] = KeyEntry(
             hash=hash_key(key),
