@@ -235,7 +235,11 @@ class TorchScriptTarget(TorchTarget):
     def __init__(self, path: str | Path, **kw: Any) -> None:
         path = Path(path)
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            if _utf8_path(path):
+                module = torch.jit.load(str(path), map_location="cpu")
+            else:  # torch's C++ loader takes only UTF-8 names: hand it the bytes
+                with open(path, "rb") as fh:
+                    module = torch.jit.load(fh, map_location="cpu")
         except Exception as exc:  # torch raises RuntimeError, ValueError, zip errors...
             raise InputFileError(
                 path, f"not a loadable TorchScript archive ({_first_line(exc)})"
@@ -397,7 +401,9 @@ class OnnxTarget(BaseTarget):
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
             self.session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+                str(path) if _utf8_path(path) else path.read_bytes(),
+                sess_options=opts,
+                providers=["CPUExecutionProvider"],
             )
         except Exception as exc:
             raise InputFileError(path, f"not a loadable ONNX model ({_first_line(exc)})") from None
@@ -577,6 +583,15 @@ def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         raise TargetError(f"inputs must be numbers; got dtype {arr.dtype}")
     return arr.astype(np.float32, copy=False)
+
+
+def _utf8_path(path: Path) -> bool:
+    """Whether ``path`` is valid UTF-8 (C++ loaders cannot open other byte names)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _first_line(exc: BaseException) -> str:
