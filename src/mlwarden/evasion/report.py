@@ -308,7 +308,8 @@ def _subset(ds: Dataset, limit: int | None, seed: int) -> Dataset:
 
 def _name(spec: Any, i: int) -> str:
     if isinstance(spec, str):
-        return spec.rstrip("/").split("/")[-1] or f"model{i + 1}"
+        printable = spec.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return printable.rstrip("/").split("/")[-1] or f"model{i + 1}"
     return getattr(spec, "name", None) or type(spec).__name__
 
 
