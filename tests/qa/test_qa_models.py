@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -112,3 +113,32 @@ def test_serve_refuses_a_port_out_of_range(tmp_path: Path, capsys, port: str) ->
     model = torchscript(tmp_path / "m.pt")
     code, err = run_cli(capsys, "serve", str(model), "--port", port)
     assert_one_line_error(code, err, "--port")
+
+
+def _non_utf8(tmp_path: Path, suffix: str) -> Path:
+    return tmp_path / os.fsdecode(b"model-\xff" + suffix.encode())
+
+
+def test_torchscript_with_a_non_utf8_file_name_is_evaluated(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    model = torchscript(tmp_path / "m.pt").rename(_non_utf8(tmp_path, ".pt"))
+    data = digits_npz(tmp_path / "d.npz", n=6)
+    out = tmp_path / "r.json"
+    code, err = run_cli(
+        capsys, "evasion", str(model), str(data), "--budget", "quick", "--limit", "4", "-q",
+        "--json", str(out),
+    )  # fmt: skip
+    assert code in (0, 1), err
+    assert out.exists()
+
+
+def test_onnx_with_a_non_utf8_file_name_loads(tmp_path: Path) -> None:
+    import torch
+
+    from mlwarden.core.target import OnnxTarget
+
+    path = _non_utf8(tmp_path, ".onnx")
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(tmp_path / "m.onnx"), dynamo=False)
+    path.write_bytes((tmp_path / "m.onnx").read_bytes())
+    scores = OnnxTarget(path).predict(np.zeros((1, 1, 8, 8), np.float32))
+    assert scores.shape == (1, 10)
