@@ -69,6 +69,8 @@ def parse_inputs(body: bytes, schema: InputSchema) -> np.ndarray:
         payload = json.loads(body, parse_constant=_no_constant)
     except ValueError as exc:
         raise _invalid(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _invalid("body nests arrays too deeply to be an input batch") from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise _invalid('body must be a JSON object {"inputs": [input, ...]}')
     inputs = payload["inputs"]
