@@ -16,17 +16,39 @@ from mlwarden.core.console import err, settings
 from mlwarden.core.errors import UserError
 from mlwarden.core.findings import Report, Severity
 
+
+def _check_output(value: Path | None) -> Path | None:
+    """Refuse, before any work, a report path that cannot be created (a parent is a file)."""
+    if value is not None:
+        for parent in value.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise typer.BadParameter(f"{parent} is a file, so {value} cannot be created")
+                break
+    return value
+
+
 JsonOpt = Annotated[
-    Path | None, typer.Option("--json", help="Write the JSON report here.", dir_okay=False)
+    Path | None,
+    typer.Option(
+        "--json", help="Write the JSON report here.", dir_okay=False, callback=_check_output
+    ),
 ]
 HtmlOpt = Annotated[
-    Path | None, typer.Option("--html", help="Write the HTML report here.", dir_okay=False)
+    Path | None,
+    typer.Option(
+        "--html", help="Write the HTML report here.", dir_okay=False, callback=_check_output
+    ),
 ]
 SarifOpt = Annotated[
-    Path | None, typer.Option("--sarif", help="Write a SARIF 2.1.0 log here.", dir_okay=False)
+    Path | None,
+    typer.Option(
+        "--sarif", help="Write a SARIF 2.1.0 log here.", dir_okay=False, callback=_check_output
+    ),
 ]
 JunitOpt = Annotated[
-    Path | None, typer.Option("--junit", help="Write JUnit XML here.", dir_okay=False)
+    Path | None,
+    typer.Option("--junit", help="Write JUnit XML here.", dir_okay=False, callback=_check_output),
 ]
 
 
@@ -97,14 +119,18 @@ def finish(
     from mlwarden.report import write_reports
 
     threshold = parse_fail_on(fail_on)
-    written = write_reports(
-        report,
-        json_path=json_path,
-        html_path=html_path,
-        sarif_path=sarif_path,
-        junit_path=junit_path,
-        fail_on=threshold,
-    )
+    try:
+        written = write_reports(
+            report,
+            json_path=json_path,
+            html_path=html_path,
+            sarif_path=sarif_path,
+            junit_path=junit_path,
+            fail_on=threshold,
+        )
+    except OSError as exc:
+        where = exc.filename or "a report file"
+        raise UserError(f"cannot write {where} ({exc.strerror or exc})") from None
     if summary and not settings.quiet:
         print_summary(report)
         for path in written:
