@@ -52,9 +52,13 @@ def generate_keypair(path: Path) -> tuple[Path, Path]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        why = "a parent folder is a file" if isinstance(exc, FileExistsError) else exc.strerror
+        raise InputFileError(path, f"cannot be created ({why or exc})") from None
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
         f.flush()
