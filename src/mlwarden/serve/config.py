@@ -249,8 +249,12 @@ def save_config(config: GatewayConfig, path: Path) -> None:
     path = Path(path)
     data = config.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
     text = yaml.safe_dump(data, sort_keys=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        why = "a parent folder is a file" if isinstance(exc, FileExistsError) else exc.strerror
+        raise InputFileError(path, f"cannot be written ({why or exc})") from None
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
