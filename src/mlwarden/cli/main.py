@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import NoReturn
 
 import click
 import typer
@@ -94,16 +95,27 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("mlwarden: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:
+        # A path the system refused (not a folder, no permission, disk full): the user's to fix.
+        if settings.debug or not exc.filename:
+            _internal_error(exc)
+        print(f"mlwarden: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:
-        if settings.debug:
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(
-            f"mlwarden: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        sys.exit(3)
+        _internal_error(exc)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    """Re-raise under --debug; else one line on stderr and exit 3."""
+    if settings.debug:
+        raise exc
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(
+        f"mlwarden: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+        file=sys.stderr,
+    )
+    sys.exit(3)
 
 
 def _usage_error(exc: Exception) -> None:
