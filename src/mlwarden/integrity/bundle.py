@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -73,7 +74,8 @@ def export_bundle(reg: Registry, rec: VersionRecord, bundle: Path) -> Path:
         _write_bundle(reg, rec, data, tmp, mode)
         tmp.replace(bundle)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise InputFileError(bundle, f"cannot be written ({exc.strerror or exc})") from None
     return bundle
 
