@@ -30,7 +30,9 @@ def test_top_k_keeps_at_most_k_classes_and_sums_to_one(p: np.ndarray, k: int) ->
     assert out.shape == p.shape and out.dtype == np.float32
     assert ((out > 0).sum(axis=1) <= k).all()
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
-    assert (out.argmax(axis=1) == p.argmax(axis=1)).all()
+    # the top class is kept (under a tie, any of the tied classes; float32 may break it)
+    rows = np.arange(len(p))
+    assert np.allclose(p[rows, out.argmax(axis=1)], p.max(axis=1), rtol=0, atol=1e-6)
 
 
 @given(_prob_batch(), st.integers(0, 6))
