@@ -75,7 +75,7 @@ def test_baseline_passes_when_nothing_regressed_and_fails_on_worse_metric(
     folder = dataset_file.parents[1]
     setup_plan(folder, job_module, dataset_file, threshold=0.0)
     first = cli("audit", "plan.yaml", "--json", "base.json", "-q", cwd=folder)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 2, first.stderr  # the plan's broken job: incomplete, fail closed
     same = cli(
         "audit",
         "plan.yaml",
@@ -85,7 +85,7 @@ def test_baseline_passes_when_nothing_regressed_and_fails_on_worse_metric(
         "info",
         cwd=folder,
     )
-    assert same.returncode == 0, same.stderr
+    assert same.returncode == 2, same.stderr  # no regression, but still incomplete
     assert "no regressions" in same.stderr
     base = json.loads((folder / "base.json").read_text())
     base["metrics"]["fit.robust_accuracy"] += 0.5  # the baseline was much better
@@ -116,3 +116,13 @@ def test_bad_executor_and_bad_plan_are_one_line_errors(cli, tmp_path: Path) -> N
     res = subprocess_mlwarden("audit", "plan.yaml", cwd=tmp_path)  # the real entry point
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "checks.0.system: file not found" in res.stderr
+
+
+def test_audit_with_a_check_that_could_not_run_exits_2_without_fail_on(
+    cli, job_module: str, dataset_file: Path
+) -> None:
+    folder = dataset_file.parents[1]
+    setup_plan(folder, job_module, dataset_file, threshold=0.0)
+    res = cli("audit", "plan.yaml", cwd=folder)
+    assert res.returncode == 2, res.stderr
+    assert "could not run: bad" in res.stderr

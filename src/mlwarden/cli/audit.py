@@ -19,6 +19,7 @@ from mlwarden.cli.common import (
     parse_fail_on,
     setup,
 )
+from mlwarden.core.findings import Report
 
 
 def register(app: typer.Typer) -> None:
@@ -65,7 +66,12 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        """Run the checks of an audit plan on local cores or Ray; one HTML/JSON/SARIF/JUnit report."""
+        """Run the checks of an audit plan on local cores or Ray; one HTML/JSON/SARIF/JUnit report.
+
+        Exit status: 1 when a finding reaches --fail-on (or, with --baseline, on a
+        regression); otherwise 2 when a check could not run (an MLW-AUD-001 finding: an
+        audit with a hole in it is never reported clean); else 0.
+        """
         from mlwarden.audit.baseline import apply_baseline, load_baseline
         from mlwarden.audit.plan import load_plan
         from mlwarden.audit.runner import run_plan
@@ -95,7 +101,7 @@ def register(app: typer.Typer) -> None:
                 junit_path=junit_path,
                 fail_on=fail_on,
             )
-            raise typer.Exit(code)
+            raise typer.Exit(code or _incomplete(report))
         failing = apply_baseline(report, previous, plan.baseline.metrics, threshold)
         report.config["baseline"] = str(baseline)
         finish(
@@ -111,4 +117,18 @@ def register(app: typer.Typer) -> None:
                 err.print(f"[bold]baseline[/bold]: {len(failing)} regression(s) since {baseline}")
             else:
                 err.print(f"[bold]baseline[/bold]: no regressions since {baseline}")
-        raise typer.Exit(1 if failing else 0)
+        raise typer.Exit(1 if failing else _incomplete(report))
+
+
+def _incomplete(report: Report) -> int:
+    """2 when any check of the audit could not run (fail closed), else 0."""
+    from mlwarden.core.console import err, settings
+
+    broken = [c.name for c in report.checks if c.status == "error"]
+    broken += [f.check or f.title for f in report.findings if f.rule == "MLW-AUD-001"]
+    if not broken:
+        return 0
+    if not settings.quiet:
+        names = ", ".join(sorted(set(broken)))
+        err.print(f"[bold]audit[/bold]: incomplete, these checks could not run: {names}")
+    return 2
