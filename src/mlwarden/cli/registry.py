@@ -63,7 +63,8 @@ def _params(items: list[str] | None) -> dict[str, Any]:
 
 def _print_folder(report: Any) -> None:
     folder = report.artifacts.get("integrity", {})
-    for where, part in (("store", folder.get("store", {})), ("folder", folder.get("folder", {}))):
+    # "store": the registry's own copy; "deployed": the copy given with --path (file or folder)
+    for where, part in (("store", folder.get("store", {})), ("deployed", folder.get("folder", {}))):
         for label in ("modified", "missing", "extra", "symlinks"):
             for name in (part or {}).get(label, []):
                 err.print(f"  {label:9s} {name}  ({where})")
