@@ -19,6 +19,7 @@ from mlwarden.cli.common import (
     parse_fail_on,
     setup,
 )
+from mlwarden.core.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
@@ -53,19 +54,29 @@ def register(app: typer.Typer) -> None:
 
         The JSON report has metrics.anomaly_index (class -> MAD anomaly index) and
         metrics.suspected_target (a class, or null); the HTML report shows the triggers.
+
+        Fails closed: when Neural Cleanse cannot run (the model gives no gradients, e.g.
+        a scikit-learn or ONNX model) the reports are still written, with a MEDIUM
+        finding MLW-DAT-012 saying so, and the command exits 2. A model that cannot take
+        DATA's inputs, or has fewer classes than DATA's labels, is an error (exit 2).
         """
         from mlwarden.poisoning import backdoor_report
 
         parse_fail_on(fail_on)
         setup(quiet=quiet, debug=debug, seed=seed)
         report = backdoor_report(model, dataset, seed=seed, epochs=epochs, label=label)
-        raise typer.Exit(
-            finish(
-                report,
-                json_path=json_path,
-                html_path=html_path,
-                sarif_path=sarif_path,
-                junit_path=junit_path,
-                fail_on=fail_on,
-            )
+        code = finish(
+            report,
+            json_path=json_path,
+            html_path=html_path,
+            sarif_path=sarif_path,
+            junit_path=junit_path,
+            fail_on=fail_on,
         )
+        skipped = report.metrics.get("neural_cleanse.skipped")
+        if skipped:
+            raise UserError(
+                f"{model}: the backdoor check (Neural Cleanse) could not run: {skipped}; "
+                "the model was not checked for a backdoor"
+            )
+        raise typer.Exit(code)

@@ -65,6 +65,11 @@ def register(app: typer.Typer) -> None:
 
         The JSON report lists suspicious samples at the top-level key "suspicious" as
         {"index", "score", "reasons"}, most suspicious first.
+
+        Fails closed (exit 2, one line): a CSV that is empty, header-only, ragged or
+        non-numeric (unless the sensitive-data scan found something to report), fewer
+        than 20 samples, --label with a non-CSV input, a --model that cannot take DATA's
+        inputs or has fewer classes than its labels, and a --trainer that raises.
         """
         from mlwarden.poisoning import data_report
 

@@ -33,6 +33,9 @@ TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".text", ".jsonl", ".json", ".log", ".m
 MAX_SUSPICIOUS = 1000
 #: Samples Neural Cleanse optimises on (a random subset of the data).
 NC_SAMPLES = 1000
+#: Fewest samples an audit accepts: below this no statistic means anything.
+MIN_SAMPLES = 20
+TABLE_SUFFIXES = {".csv", ".tsv"}
 
 _KIND_NAMES = {
     "card_number": "payment card numbers",
@@ -69,6 +72,101 @@ def _torch_module(model: Any) -> Any:
 
 def _name(data: Any) -> str:
     return data.name if isinstance(data, Dataset) else str(data)
+
+
+def _check_label_option(data: Any, label: str | None) -> None:
+    """``--label`` names a CSV column: refuse it for any other kind of input."""
+    if label is None:
+        return
+    if isinstance(data, str | Path) and Path(data).is_file():
+        path = Path(data)
+        if path.suffix.lower() in TABLE_SUFFIXES | {".txt"} or _is_text(path):
+            return
+    raise UserError(
+        f"--label {label!r} names a CSV column, but {_name(data)} is not a CSV file; "
+        "leave --label out (an .npz holds its labels in y)"
+    )
+
+
+def _check_size(ds: Dataset) -> None:
+    if len(ds) < MIN_SAMPLES:
+        raise UserError(
+            f"{ds.name}: {len(ds)} sample(s) is too little data to audit; "
+            f"give at least {MIN_SAMPLES} labelled samples"
+        )
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text[:300]
+
+
+def _error_text(exc: BaseException) -> str:
+    text = _last_line(exc)
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+def _expected_input(module: Any) -> str | None:
+    """What the first weighted layer of a torch module takes, in words (best effort)."""
+    try:
+        for sub in module.modules():
+            weight = getattr(sub, "weight", None)
+            shape = tuple(getattr(weight, "shape", ()))
+            if len(shape) == 2:
+                return f"{shape[1]} input features"
+            if len(shape) in (3, 4, 5):
+                return f"{shape[1]} input channels"
+    except Exception:  # noqa: BLE001 - a description only; the forward pass decides
+        return None
+    return None
+
+
+def _check_model_fits(model: Any, ds: Dataset, name: str) -> int | None:
+    """One forward pass on two samples of ``ds``: fail early, in one line, when the
+    model cannot take the data's inputs or has no class for some label.
+
+    Returns the model's number of classes (``None`` when its output is not scores).
+    """
+    probe = ds.x[:2]
+    shape = "x".join(str(d) for d in ds.x.shape[1:])
+    module = _torch_module(model)
+    try:
+        if module is not None:
+            import torch
+
+            with torch.no_grad():
+                out: Any = module(torch.as_tensor(probe, dtype=torch.float32))
+            out = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else None
+        else:
+            from mlwarden.core.target import as_target
+
+            out = np.asarray(as_target(model).predict(probe))
+    except UserError as exc:
+        raise UserError(f"model {name} cannot run on {ds.name}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's model is reported
+        wants = _expected_input(module) if module is not None else None
+        raise UserError(
+            f"model {name} does not accept {ds.name}: its samples have shape {shape}"
+            + (
+                f" ({int(np.prod(ds.x.shape[1:]))} values) but the model takes {wants}"
+                if wants
+                else ""
+            )
+            + f" ({_error_text(exc)})"
+        ) from None
+    if module is None or out is None or out.ndim != 2 or len(out) != len(probe):
+        # scikit-learn and remote models map their own class labels
+        return None
+    classes = int(out.shape[1])
+    top = int(ds.y.max()) if len(ds.y) else -1
+    if top >= classes:
+        raise UserError(
+            f"model {name} has {classes} output classes but {ds.name} has label {top}; "
+            f"labels must be class indices 0..{classes - 1} of this model"
+        )
+    return classes
 
 
 def data_report(
@@ -134,6 +232,7 @@ def _data_report(
         else type(trainer).__name__,
         "label": label,
     }
+    _check_label_option(data, label)
     pii: PiiScan | None = None
     if isinstance(data, str | Path) and Path(data).is_file():
         path = Path(data)
@@ -144,7 +243,12 @@ def _data_report(
     try:
         ds = data if isinstance(data, Dataset) else load_dataset(data, label=label)
     except InputFileError as exc:
-        if pii is None:
+        table = Path(str(data)).suffix.lower() in TABLE_SUFFIXES or (
+            pii is not None and pii.format == "csv"
+        )
+        # fail closed: a table that is not data is an error unless the sensitive-data
+        # scan read records and found something to report
+        if pii is None or pii.records == 0 or (table and not report.findings):
             raise
         report.data = {"name": _name(data), "format": pii.format, "records": pii.records}
         report.add(
@@ -160,6 +264,7 @@ def _data_report(
         )
         report.suspicious = []
         return report
+    _check_size(ds)
     report.data = ds.describe()
     detections: list[dd.Detection] = []
     with report.timed("label-issues"):
@@ -167,6 +272,19 @@ def _data_report(
             detections.append(dd.label_issues(ds.x, ds.y, seed=seed))
         except UserError as exc:
             report.metrics["label_issues.skipped"] = str(exc)
+            report.add(
+                Finding(
+                    rule="MLW-DAT-010",
+                    title="Label-issue check could not run",
+                    severity=Severity.LOW,
+                    atlas=["AML.T0059"],
+                    mitigations=["AML.M0007"],
+                    description=f"Confident learning was skipped: {exc}. Mislabelled or label-flipped samples were not looked for.",
+                    recommendation="Give at least two samples of each of at least two classes, or check the labels another way.",
+                    artifact=_name(data),
+                    check="label-issues",
+                )
+            )
     with report.timed("duplicates"):
         detections.append(dd.duplicates(ds.x, ds.y))
     with report.timed("outliers"):
@@ -179,7 +297,19 @@ def _data_report(
         fit = resolve_trainer(trainer)
         train_ds, test_ds = ds.split(test_size=holdout, seed=seed)
         with report.timed("train"):
-            trained = fit(train_ds.x, train_ds.y)
+            try:
+                trained = fit(train_ds.x, train_ds.y)
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the user's recipe failed: say so in one line
+                raise UserError(
+                    f"trainer {report.config['trainer']} failed: {_error_text(exc)}"
+                ) from None
+        if trained is None:
+            raise UserError(
+                f"trainer {report.config['trainer']} returned None; it must return the trained model"
+            )
+        _check_model_fits(trained, train_ds, f"from trainer {report.config['trainer']}")
         poison_dets, nc = _poison_detectors(report, trained, train_ds, seed, neural_cleanse_epochs)
         _mitigation(report, fit, trained, train_ds, test_ds, poison_dets, nc)
         # detections index the training part; map back to the full dataset
@@ -188,6 +318,7 @@ def _data_report(
     elif model is not None:
         with report.timed("load-model"):
             trained = _load_model(model)
+        _check_model_fits(trained, ds, str(report.config["model"]))
         poison_dets, _ = _poison_detectors(report, trained, ds, seed, neural_cleanse_epochs)
     detections.extend(poison_dets)
     _hygiene_findings(report, detections, _name(data))
@@ -594,15 +725,15 @@ def _backdoor_report(
 ) -> Report:
     """:func:`backdoor_report` without the thread limit."""
     report = Report.new(command="backdoor", seed=seed)
+    _check_label_option(data, label)
     ds = data if isinstance(data, Dataset) else load_dataset(data, label=label)
+    _check_size(ds)
     report.data = ds.describe()
     with report.timed("load-model"):
         target = _load_model(model)
-    report.config = {
-        "model": str(model) if isinstance(model, str | Path) else type(model).__name__,
-        "data": _name(data),
-        "epochs": epochs,
-    }
+    model_name = str(model) if isinstance(model, str | Path) else type(model).__name__
+    report.config = {"model": model_name, "data": _name(data), "epochs": epochs}
+    classes = _check_model_fits(target, ds, model_name)
     rng = np.random.default_rng(seed)
     module = _torch_module(target)
     nc = None
@@ -614,7 +745,7 @@ def _backdoor_report(
             nc = dm.neural_cleanse(
                 module,
                 ds.x[pick],
-                num_classes=ds.num_classes,
+                num_classes=classes or ds.num_classes,
                 bounds=ds.bounds,
                 epochs=epochs,
                 seed=seed,
@@ -655,8 +786,29 @@ def _backdoor_report(
                 )
             )
     else:
-        report.metrics["neural_cleanse.skipped"] = (
-            "the model gives no gradients (not a torch model)"
+        why = "the model gives no gradients (not a torch model)"
+        report.metrics["neural_cleanse.skipped"] = why
+        report.add(
+            Finding(
+                rule="MLW-DAT-012",
+                title="Backdoor trigger search (Neural Cleanse) could not run on this model",
+                severity=Severity.MEDIUM,
+                atlas=["AML.T0018.000", "AML.T0020"],
+                mitigations=["AML.M0007", "AML.M0025"],
+                description=(
+                    f"Neural Cleanse was skipped: {why}. Only STRIP screened the data, and "
+                    "STRIP sees a backdoor only in inputs that already carry the trigger, so "
+                    "the model was not checked for a backdoor."
+                ),
+                recommendation=(
+                    "Scan the torch version of the model (TorchScript, .pt2 or "
+                    "module:factory), or audit its training data with 'mlwarden data DATA "
+                    "--trainer module:function'."
+                ),
+                artifact=model_name if isinstance(model, str | Path) else None,
+                check="neural-cleanse",
+                owasp=["ML10"],
+            )
         )
     # STRIP: half the data calibrates the clean entropy, the rest is screened
     perm = rng.permutation(len(ds))

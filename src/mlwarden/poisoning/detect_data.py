@@ -209,7 +209,10 @@ def out_of_sample_probabilities(
     xf = _flat(x)
     counts = np.bincount(y)
     present = counts[counts > 0]
-    folds = int(min(folds, present.min())) if len(present) else 0
+    if len(present) < 2:
+        only = ", ".join(str(c) for c in np.flatnonzero(counts)) or "none"
+        raise UserError(f"confident learning needs at least 2 classes; the labels hold only {only}")
+    folds = int(min(folds, present.min()))
     if folds < 2:
         raise UserError("confident learning needs at least 2 samples of every class")
     est = (
@@ -374,8 +377,9 @@ def outliers(
     n = len(xf)
     if n < k + 2:
         return Detection("outliers", np.zeros(n), np.zeros(n, dtype=bool))
-    if xf.shape[1] > max_dims:
-        xf = PCA(max_dims, random_state=seed).fit_transform(xf)
+    dims = min(max_dims, n)
+    if xf.shape[1] > dims:
+        xf = PCA(dims, random_state=seed).fit_transform(xf)
     dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(xf).kneighbors(xf)
     d = dist[:, 1:].mean(axis=1)
     med = float(np.median(d))
