@@ -148,3 +148,13 @@ def test_data_with_a_model_that_cannot_take_the_data_is_an_error(
     model = script(tmp_path, "m.pt", module)
     line = one_line_error(*run(capsys, "data", str(data_npz), "--model", str(model), "-q"))
     assert words in line
+
+
+def test_data_with_a_model_without_a_hidden_layer_is_not_passed_quietly(tmp_path, capsys, data_npz):
+    model = script(tmp_path, "linear.pt", Net(1, 8, 10))
+    out = tmp_path / "r.json"
+    code, err = run(capsys, "data", str(data_npz), "--model", str(model), "--json", str(out), "-q")
+    assert code == 0, err
+    findings = json.loads(out.read_text())["findings"]
+    skipped = [f for f in findings if f["check"] == "poisoning" and "could not run" in f["title"]]
+    assert skipped and skipped[0]["severity"] == "medium"

@@ -372,7 +372,7 @@ def _poison_detectors(
             Finding(
                 rule="MLW-DAT-010",
                 title="Poisoning detectors could not run on this model",
-                severity=Severity.LOW,
+                severity=Severity.MEDIUM,
                 atlas=["AML.T0020"],
                 mitigations=DATA_MITIGATIONS,
                 description=str(exc),
