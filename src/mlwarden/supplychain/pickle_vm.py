@@ -44,6 +44,7 @@ MEMO_HARD = 1_000_000  #: beyond MEMO_KEEP, only imports, calls and short string
 MAX_NESTED = 8  #: nested pickles (joblib object arrays) within one stream
 HIGHEST_PROTOCOL = 5
 NO_FRAME = 1 << 62  #: frame_end when no FRAME is open
+CHECK_EVERY = 4096  #: bytes between stack-depth checks (a byte pushes at most one item)
 
 #: Loaders a pickle may call on embedded bytes that the scanner follows: the bytes are
 #: scanned as a file of their own, and the call is allowed only on bytes so scanned.
@@ -51,6 +52,7 @@ NO_FRAME = 1 << 62  #: frame_end when no FRAME is open
 #: a legacy ``torch.save`` stream; at load time :mod:`mlwarden.supplychain.loader`
 #: swaps in ``torch.load(weights_only=True)``.)
 NESTED_LOADERS = frozenset({"torch.storage._load_from_bytes"})
+JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 
 
 class PickleError(Exception):
@@ -390,6 +392,13 @@ class PickleMachine:
             raise
 
     def _run(self) -> Any:
+        # The hottest opcodes run inline, with the read position, buffer and stack held in
+        # locals. Every other opcode, and an inlined one whose preconditions do not hold
+        # (bytes not yet buffered, memo full, a call of a name that is not allowed...),
+        # goes through its handler: the locals are written back before the call and read
+        # again after it. ``i`` is the buffer index just past the current opcode, so the
+        # opcode's stream offset is ``base + i - 1``. One comparison per opcode, ``i >
+        # check``, covers both the FRAME end and the periodic stack-depth check.
         src = self.src
         off = src.pos
         code = src.byte()
@@ -400,6 +409,213 @@ class PickleMachine:
             raise self.fatal(f"does not start like a pickle (opcode {name})", off)
         table = _TABLE
         memo = self.memo
+        marks = self.marks
+        stack = self.stack
+        buf, i, base = src.buf, src.i, src.base
+        blen = len(buf)
+        evicted = self.evicted
+        check = min(self.frame_end - base, i + CHECK_EVERY)
+        ops = self.ops
+        new_seq = Seq
+        new_call = Call
+        safe = Verdict.SAFE
+        nested = NESTED_LOADERS
+        unpack_from = struct.unpack_from
+        try:
+            while True:
+                ops += 1
+                if code == 0x68 and i < blen and buf[i] in memo:  # BINGET
+                    stack.append(memo[buf[i]])
+                    i += 1
+                elif code == 0x4B and i < blen:  # BININT1
+                    stack.append(buf[i])
+                    i += 1
+                elif (
+                    code == 0x71 and i < blen and stack and not evicted and len(memo) < MEMO_KEEP
+                ):  # BINPUT
+                    b = buf[i]
+                    i += 1
+                    memo[b] = stack[-1]
+                    if b >= self.memo_count:
+                        self.memo_count = b + 1
+                elif code == 0x94 and stack and not evicted and len(memo) < MEMO_KEEP:  # MEMOIZE
+                    b = len(memo)
+                    memo[b] = stack[-1]
+                    if b >= self.memo_count:
+                        self.memo_count = b + 1
+                elif code == 0x8C and i < blen and (j := i + 1 + buf[i]) <= blen:
+                    # SHORT_BINUNICODE
+                    try:
+                        stack.append(buf[i + 1 : j].decode("utf-8", "surrogatepass"))
+                    except UnicodeDecodeError:
+                        raise self.fatal("string that is not valid UTF-8", base + i - 1) from None
+                    i = j
+                elif code == 0x28:  # MARK
+                    marks.append(stack)
+                    stack = []
+                    if len(marks) > MAX_STACK:
+                        raise self.fatal("MARK nesting blow-up", base + i - 1)
+                elif (
+                    code == 0x58  # BINUNICODE, short and fully buffered
+                    and i + 4 <= blen
+                    and buf[i + 2] == 0
+                    and buf[i + 3] == 0
+                    and (j := i + 4 + (buf[i] | buf[i + 1] << 8)) <= blen
+                    and j - i - 4 <= MAX_STR
+                ):
+                    try:
+                        stack.append(buf[i + 4 : j].decode("utf-8", "surrogatepass"))
+                    except UnicodeDecodeError:
+                        raise self.fatal("string that is not valid UTF-8", base + i - 1) from None
+                    i = j
+                elif (
+                    (code == 0x52 or code == 0x81)  # REDUCE, NEWOBJ: a call of an allowed name
+                    and len(stack) >= 2
+                    and (func := stack[-2]).__class__ is Global
+                    and func.verdict is safe
+                    and func.full not in nested
+                ):
+                    args = stack.pop()
+                    stack[-1] = new_call(func, args, base + i - 1)
+                elif code == 0x74 and marks:  # TUPLE
+                    value = new_seq("tuple", stack)
+                    stack = marks.pop()
+                    stack.append(value)
+                elif code == 0x87 and len(stack) >= 3:  # TUPLE3
+                    value = new_seq("tuple", stack[-3:])
+                    del stack[-3:]
+                    stack.append(value)
+                elif code == 0x4E:  # NONE
+                    stack.append(None)
+                elif code == 0x85 and stack:  # TUPLE1
+                    stack[-1] = new_seq("tuple", [stack[-1]])
+                elif (
+                    code == 0x62  # BUILD on an ordinary object
+                    and len(stack) >= 2
+                    and (obj := stack[-2]).__class__ is Call
+                    and obj.func.__class__ is Global
+                    and obj.func.full != JOBLIB_WRAPPER
+                ):
+                    obj.state = stack.pop()
+                elif code == 0x86 and len(stack) >= 2:  # TUPLE2
+                    value = new_seq("tuple", stack[-2:])
+                    del stack[-2:]
+                    stack.append(value)
+                elif code == 0x7D:  # EMPTY_DICT
+                    stack.append(new_seq("dict"))
+                elif code == 0x29:  # EMPTY_TUPLE
+                    stack.append(new_seq("tuple"))
+                elif code == 0x89:  # NEWFALSE
+                    stack.append(False)
+                elif code == 0x88:  # NEWTRUE
+                    stack.append(True)
+                elif (
+                    code == 0x75  # SETITEMS into a dict
+                    and marks
+                    and not len(stack) & 1
+                    and marks[-1]
+                    and marks[-1][-1].__class__ is Seq
+                ):
+                    items = stack
+                    stack = marks.pop()
+                    stack[-1].extend(items)
+                elif (
+                    code == 0x72  # LONG_BINPUT
+                    and i + 4 <= blen
+                    and stack
+                    and not evicted
+                    and len(memo) < MEMO_KEEP
+                    and (b := unpack_from("<I", buf, i)[0]) <= self.memo_count + MAX_MEMO_GAP
+                ):
+                    i += 4
+                    memo[b] = stack[-1]
+                    if b >= self.memo_count:
+                        self.memo_count = b + 1
+                elif code == 0x4D and i + 2 <= blen:  # BININT2
+                    stack.append(buf[i] | buf[i + 1] << 8)
+                    i += 2
+                elif code == 0x4A and i + 4 <= blen:  # BININT
+                    stack.append(unpack_from("<i", buf, i)[0])
+                    i += 4
+                elif code == 0x5D:  # EMPTY_LIST
+                    stack.append(new_seq("list"))
+                elif code == 0x2E:  # STOP
+                    src.i = i
+                    self.stack = stack
+                    off = base + i - 1
+                    if self.frame_end != NO_FRAME and base + i != self.frame_end:
+                        self.anomaly("STOP inside a FRAME that declares more data", off)
+                    if marks:
+                        self.anomaly("STOP with an unclosed MARK", off, Severity.LOW)
+                    return stack.pop() if stack else None
+                else:
+                    off = base + i - 1
+                    handler = table[code]
+                    if handler is None:
+                        self.anomaly(f"unknown opcode 0x{code:02x}; no unpickler accepts it", off)
+                        raise self.fatal(f"unknown opcode 0x{code:02x}", off)
+                    if code == 0x80 and off != self.start:
+                        self.anomaly("PROTO opcode in the middle of a pickle", off)
+                    src.i = i
+                    self.stack = stack
+                    self.ops = ops
+                    handler(self, off)
+                    stack = self.stack
+                    buf, i, base = src.buf, src.i, src.base
+                    blen = len(buf)
+                    evicted = self.evicted
+                    check = min(self.frame_end - base, i + CHECK_EVERY)
+                # the next opcode
+                if i < blen:
+                    code = buf[i]
+                    i += 1
+                else:
+                    src.i = i
+                    off = src.pos
+                    code = src.byte()
+                    buf, i, base = src.buf, src.i, src.base
+                    blen = len(buf)
+                    if code < 0:
+                        raise Truncated(f"pickle ends at offset {off} without a STOP opcode")
+                    check = min(self.frame_end - base, i - 1 + CHECK_EVERY)
+                if i > check:
+                    off = base + i - 1
+                    frame_end = self.frame_end
+                    if off >= frame_end:
+                        if off > frame_end:
+                            self.anomaly(
+                                "an opcode crosses the end of its FRAME (declared frame length "
+                                "disagrees with the data)",
+                                off,
+                            )
+                        self.frame_end = NO_FRAME
+                    if len(stack) + len(marks) > MAX_STACK:
+                        raise self.fatal(f"stack deeper than {MAX_STACK} items (blow-up)", off)
+                    check = min(self.frame_end - base, i + CHECK_EVERY)
+        finally:
+            self.ops = ops
+
+    def run_reference(self) -> Any:
+        """:meth:`run` through the opcode handlers alone, one call per opcode.
+
+        The plain form of the loop that :meth:`_run` inlines for speed; tests check the
+        two agree on every finding, result and error.
+        """
+        try:
+            return self._run_reference()
+        except (PickleError, Truncated) as exc:
+            exc.ops = self.ops  # type: ignore[union-attr]
+            raise
+
+    def _run_reference(self) -> Any:
+        src = self.src
+        off = src.pos
+        code = src.byte()
+        if code < 0:
+            raise PickleError("empty stream: no pickle opcodes")
+        if code != 0x80 and self.depth == 0 and code not in _PLAUSIBLE_FIRST:
+            name = _OPNAMES.get(code, f"0x{code:02x}")
+            raise self.fatal(f"does not start like a pickle (opcode {name})", off)
         while True:
             self.ops += 1
             if code == 0x2E:  # STOP
@@ -408,49 +624,19 @@ class PickleMachine:
                 if self.marks:
                     self.anomaly("STOP with an unclosed MARK", off, Severity.LOW)
                 return self.pop(off, "STOP") if self.stack else None
-            handler = table[code]
+            handler = _TABLE[code]
             if handler is None:
                 self.anomaly(f"unknown opcode 0x{code:02x}; no unpickler accepts it", off)
                 raise self.fatal(f"unknown opcode 0x{code:02x}", off)
-            if code == 0x80 and self.ops > 1:
+            if code == 0x80 and off != self.start:
                 self.anomaly("PROTO opcode in the middle of a pickle", off)
-            # fast paths for the most frequent opcodes; the handlers cover every other case
-            stack = self.stack
-            if code == 0x94 and stack and not self.evicted and len(memo) < MEMO_KEEP:
-                idx = len(memo)
-                memo[idx] = stack[-1]
-                if idx >= self.memo_count:
-                    self.memo_count = idx + 1
-            elif code in _FAST_BYTE_OPS and src.i < len(src.buf):
-                b = src.buf[src.i]
-                if code == 0x4B:
-                    src.i += 1
-                    stack.append(b)
-                elif code == 0x68 and b in memo:
-                    src.i += 1
-                    stack.append(memo[b])
-                elif code == 0x71 and stack and not self.evicted and len(memo) < MEMO_KEEP:
-                    src.i += 1
-                    memo[b] = stack[-1]
-                    if b >= self.memo_count:
-                        self.memo_count = b + 1
-                else:
-                    handler(self, off)
-            else:
-                handler(self, off)
-            if not self.ops & 0xFFF and len(self.stack) + len(self.marks) > MAX_STACK:
+            handler(self, off)
+            if len(self.stack) + len(self.marks) > MAX_STACK:
                 raise self.fatal(f"stack deeper than {MAX_STACK} items (blow-up)", off)
-            # next opcode (inlined buffer read: this loop runs once per opcode)
-            buf, i = src.buf, src.i
-            if i < len(buf):
-                code = buf[i]
-                src.i = i + 1
-                off = src.base + i
-            else:
-                off = src.pos
-                code = src.byte()
-                if code < 0:
-                    raise Truncated(f"pickle ends at offset {off} without a STOP opcode")
+            off = src.pos
+            code = src.byte()
+            if code < 0:
+                raise Truncated(f"pickle ends at offset {off} without a STOP opcode")
             if off >= self.frame_end:
                 if off > self.frame_end:
                     self.anomaly(
@@ -861,7 +1047,7 @@ class PickleMachine:
         if isinstance(obj, Call):
             obj.state = state
             f = obj.func
-            if isinstance(f, Global) and f.full == "joblib.numpy_pickle.NumpyArrayWrapper":
+            if isinstance(f, Global) and f.full == JOBLIB_WRAPPER:
                 self.stack.pop()
                 self.stack.append(self._joblib_array(state, off))
         elif not isinstance(obj, Unknown | Persistent | Seq):
@@ -1026,7 +1212,6 @@ _DISPATCH: dict[int, Callable[[PickleMachine, int], None]] = {
 }
 
 
-_FAST_BYTE_OPS = frozenset({0x4B, 0x68, 0x71})  #: BININT1, BINGET, BINPUT
 _TABLE: list[Callable[[PickleMachine, int], None] | None] = [_DISPATCH.get(c) for c in range(256)]
 
 
