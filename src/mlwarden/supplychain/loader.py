@@ -69,9 +69,9 @@ def _load_tensor_bytes(data: bytes) -> Any:
 def check_safe(path: str | Path, policy: Policy | None = None) -> FileResult:
     """Scan ``path`` and raise UnsafeArtifactError unless its verdict is safe."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputFileError(path, "no such file")
-    result = scan_file(path, policy)
+    result = scan_file(path, policy)  # a pipe, device or folder comes back as an error
     if result.verdict.value != "safe":
         worst = sorted(result.findings, key=lambda i: -i.severity.rank)
         why = worst[0].message if worst else (result.error or "not safe")

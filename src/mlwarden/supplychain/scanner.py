@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import io
 import os
+import stat
 import struct
 import tarfile
 import tempfile
@@ -92,6 +93,10 @@ class ScanLimit(Exception):
     """A limit of :class:`Limits` was hit."""
 
 
+class _NotAFile(Exception):
+    """The path is a pipe, device, socket or directory, not a file to scan."""
+
+
 class _Ctx:
     def __init__(self, sink: Sink, limits: Limits, path: Path) -> None:
         self.sink = sink
@@ -137,17 +142,24 @@ def scan_file(
     path: str | Path, policy: Policy | None = None, limits: Limits | None = None
 ) -> FileResult:
     """Scan one file. Never raises for a bad file: problems become its verdict."""
-    path = Path(path)
+    if not isinstance(path, Path):
+        path = Path(path)
     result = FileResult(path=str(path))
     sink = Sink(result, policy or DEFAULT_POLICY)
     ctx = _Ctx(sink, limits or DEFAULT_LIMITS, path)
     start = time.perf_counter()
     try:
-        size = path.stat().st_size
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            # opening a FIFO blocks and a device never ends: neither is a model file
+            raise _NotAFile(f"not a regular file ({_file_kind(info.st_mode)}); not scanned")
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             result.format = _scan_top(f, size, ctx)
     except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit) as exc:
         _error(result, sink, _describe(exc))
+    except _NotAFile as exc:
+        _error(result, sink, str(exc))
     except OSError as exc:
         _error(result, sink, f"cannot read the file ({exc.strerror or exc})")
     except Exception as exc:  # fail closed: anything unexpected is an error, never safe
@@ -156,6 +168,18 @@ def scan_file(
         result.format = ctx.formats[0] if ctx.formats else ctx.top_kind
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
 
 
 def scan_bytes(
@@ -302,7 +326,13 @@ MEDIA_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
 )
 
 
+#: first bytes of the signatures above (``RIFF`` for those at offset 8, ``BM`` for BMP)
+_MEDIA_FIRST = frozenset([m[0] for m, at, _ in MEDIA_SIGNATURES if at == 0] + [*b"RB"])
+
+
 def _media_kind(head: bytes) -> str | None:
+    if head[0] not in _MEDIA_FIRST:
+        return None
     for magic, at, name in MEDIA_SIGNATURES:
         if head[at : at + len(magic)] == magic:
             if at == 8 and head[:4] != b"RIFF":
