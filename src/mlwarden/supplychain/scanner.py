@@ -54,6 +54,7 @@ from mlwarden.supplychain.ziparchive import (
 TORCH_LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850192e")
 _PRINTABLE = bytes([9, 10, 13, *range(0x20, 0x100)])
 TEXT_OPS = 2  #: opcodes a text file may parse as before it counts as a damaged pickle
+SMALL_FILE = 64 << 10  #: files up to this size are read in one call and scanned in memory
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -149,13 +150,23 @@ def scan_file(
     ctx = _Ctx(sink, limits or DEFAULT_LIMITS, path)
     start = time.perf_counter()
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            # opening a FIFO blocks and a device never ends: neither is a model file
-            raise _NotAFile(f"not a regular file ({_file_kind(info.st_mode)}); not scanned")
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            result.format = _scan_top(f, size, ctx)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
+        fd = _open_regular(path)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                # a FIFO or socket holds no file and a device never ends: not model files
+                raise _NotAFile(f"not a regular file ({_file_kind(info.st_mode)}); not scanned")
+            size = info.st_size
+            if size <= SMALL_FILE:
+                # one read, then parsing in memory: no further system calls
+                data = _read_exactly(fd, size)
+                result.format = _scan_top(io.BytesIO(data), len(data), ctx)
+            else:
+                with open(fd, "rb", closefd=False) as f:
+                    result.format = _scan_top(f, size, ctx)
+        finally:
+            os.close(fd)
     except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit) as exc:
         _error(result, sink, _describe(exc))
     except _NotAFile as exc:
@@ -168,6 +179,40 @@ def scan_file(
         result.format = ctx.formats[0] if ctx.formats else ctx.top_kind
     result.seconds = time.perf_counter() - start
     return result
+
+
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_regular(path: Path) -> int:
+    """A descriptor of ``path``; a socket (which cannot be opened) is named as such."""
+    try:
+        return os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC)
+    except OSError:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise _NotAFile(f"not a regular file ({_file_kind(mode)}); not scanned") from None
+        raise
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes from ``fd`` (fewer only if the file shrank meanwhile)."""
+    data = os.read(fd, size)
+    if len(data) < size:
+        parts = [data]
+        got = len(data)
+        while got < size:
+            more = os.read(fd, size - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        data = b"".join(parts)
+    return data
 
 
 def _file_kind(mode: int) -> str:
