@@ -71,11 +71,30 @@ def read_entries(f: IO[bytes], size: int) -> tuple[list[ZipEntry], list[str]]:
     return entries, notes
 
 
-def has_central_directory(f: IO[bytes], size: int) -> bool:
-    """True when the file ends with a readable zip central directory (a zip, or a polyglot)."""
+def _tail(f: IO[bytes], size: int) -> tuple[bytes, int]:
+    """The end of the file holding its last end-of-central-directory record, and where
+    that record starts in it (-1: none in the last 64 KiB + 22 bytes, the most an
+    archive comment allows).
+
+    Archives rarely carry a comment, so the last KiB is read first; the full window is
+    read only when the record is not found there with the 20 bytes before it (where a
+    ZIP64 locator sits).
+    """
+    short = min(size, 1024)
+    f.seek(size - short)
+    tail = f.read(short)
+    pos = tail.rfind(EOCD)
+    if pos >= 20 or short == size:
+        return tail, pos
     tail_len = min(size, 65535 + 22)
     f.seek(size - tail_len)
-    if EOCD not in f.read(tail_len):
+    tail = f.read(tail_len)
+    return tail, tail.rfind(EOCD)
+
+
+def has_central_directory(f: IO[bytes], size: int) -> bool:
+    """True when the file ends with a readable zip central directory (a zip, or a polyglot)."""
+    if _tail(f, size)[1] < 0:
         return False
     try:
         return bool(_central_directory(f, size, []))
@@ -84,13 +103,10 @@ def has_central_directory(f: IO[bytes], size: int) -> bool:
 
 
 def _central_directory(f: IO[bytes], size: int, notes: list[str]) -> list[ZipEntry]:
-    tail_len = min(size, 65535 + 22)
-    f.seek(size - tail_len)
-    tail = f.read(tail_len)
-    pos = tail.rfind(EOCD)
+    tail, pos = _tail(f, size)
     if pos < 0 or len(tail) - pos < 22:
         raise ZipFormatError("no end-of-central-directory record")
-    eocd_at = size - tail_len + pos
+    eocd_at = size - len(tail) + pos
     (_, _, _, n_entries, cd_size, cd_offset, _) = struct.unpack(
         "<HHHHIIH", tail[pos + 4 : pos + 22]
     )
