@@ -24,6 +24,7 @@ Format reference: ``Lib/pickletools.py`` and PEP 3154 (protocol 4), PEP 574 (5).
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 import struct
 from collections.abc import Callable
@@ -251,6 +252,20 @@ _OPNAMES = {
 OPCODES = frozenset(_OPNAMES)
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _importable(module: str, name: str) -> bool:
+    """Both are dotted Python identifiers (what a real pickler writes)."""
+    if len(module) + len(name) > 256:  # only short names are cached: bounded memory
+        return bool(_IDENT.fullmatch(module) and _IDENT.fullmatch(name))
+    return _importable_cached(module, name)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _importable_cached(module: str, name: str) -> bool:
+    return bool(_IDENT.fullmatch(module) and _IDENT.fullmatch(name))
+
+
 _DTYPE_STR = re.compile(r"[<>|=]?[a-zA-Z][0-9]{0,3}")
 
 
@@ -311,7 +326,7 @@ class PickleMachine:
                 off,
             )
             return Unknown("import")
-        if not (_IDENT.fullmatch(module) and _IDENT.fullmatch(name)):
+        if not _importable(module, name):
             self.anomaly(
                 f"{op} names {module!r} {name!r}, which is not an importable name "
                 "(no real pickler writes it)",
