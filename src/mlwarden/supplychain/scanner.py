@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import io
 import os
+import re
 import stat
 import struct
 import tarfile
@@ -34,6 +35,7 @@ from typing import IO, Any
 from mlwarden.core.findings import Severity
 from mlwarden.supplychain.pickle_vm import (
     _PLAUSIBLE_FIRST,
+    MAX_STR,
     Global,
     PickleError,
     PickleMachine,
@@ -549,10 +551,31 @@ def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool) -> str:
     try:
         return _scan_raw_pickle(src, ctx)
     except (PickleError, Truncated) as exc:
+        if _stopped_at_limit(exc):
+            raise _limit_error(exc) from None
         if (text and getattr(exc, "ops", 0) <= TEXT_OPS) or not top:
             ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
             return "text" if text else "data"
         raise
+
+
+#: Failures where the pickle machine stopped at one of its own limits (a line too long to
+#: hold, a stack or MARK blow-up), not at bytes an unpickler rejects: ``pickle.load`` would
+#: read on, so the rest of the stream is unanalysed and the data can never pass as text.
+_LIMIT_FAILURE = re.compile(r"blow-up|nested too deeply|line longer than (\d+) bytes")
+
+
+def _stopped_at_limit(exc: Exception) -> bool:
+    m = _LIMIT_FAILURE.search(str(exc))
+    if m is None:
+        return False
+    # module and attribute names are read up to MAX_STR: no importable name is longer, so
+    # an unpickler fails on such a line too
+    return m.group(1) is None or int(m.group(1)) > MAX_STR
+
+
+def _limit_error(exc: Exception) -> ScanLimit:
+    return ScanLimit(f"{exc}; an unpickler would read on, so the rest was not analysed")
 
 
 def _scan_media(src: Source, ctx: _Ctx, name: str) -> str:
@@ -569,7 +592,9 @@ def _scan_media(src: Source, ctx: _Ctx, name: str) -> str:
         mark = ctx.sink.checkpoint()
         try:
             fmt = _scan_raw_pickle(src, ctx)
-        except (PickleError, Truncated):
+        except (PickleError, Truncated) as exc:
+            if _stopped_at_limit(exc):
+                raise _limit_error(exc) from None
             ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
         else:
             ctx.sink.add(
