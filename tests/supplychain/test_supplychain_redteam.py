@@ -9,13 +9,16 @@ Big inputs are sparse or built lazily, so the whole file runs in seconds.
 from __future__ import annotations
 
 import gzip
+import os
+import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mlwarden.cli.main import main
 from mlwarden.core.errors import UserError
-from mlwarden.supplychain import safe_load, scan_file
+from mlwarden.supplychain import safe_load, scan_file, scan_paths
 
 
 def _payload(canary: Path) -> bytes:
@@ -85,3 +88,77 @@ def test_long_text_lines_that_no_unpickler_reads_stay_text(tmp_path: Path) -> No
     path = tmp_path / "notes.txt"
     path.write_text("c" + "x" * 10_000 + "\nmore text\n")
     assert scan_file(path).format == "text"
+
+
+# --- folders: what cannot be walked is reported, never dropped --------------------------------
+
+
+def _good_pickle(path: Path) -> Path:
+    path.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=2))
+    return path
+
+
+@pytest.fixture()
+def locked_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder that cannot be listed (chmod 000; under root, listing it is made to fail)."""
+    locked = tmp_path / "tree" / "locked"
+    locked.mkdir(parents=True)
+    _good_pickle(locked / "hidden.pkl")
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root reads anything: refuse the listing the way the OS would
+        real = os.scandir
+
+        def scandir(path: object = ".") -> object:
+            if os.fspath(path) == str(locked):  # type: ignore[arg-type]
+                raise PermissionError(13, "Permission denied", str(locked))
+            return real(path)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    yield locked
+    locked.chmod(0o755)
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_not_a_clean_folder(
+    locked_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = locked_folder.parent
+    _good_pickle(tree / "good.pkl")
+    result = scan_paths([tree])
+    by_path = {f.path: f for f in result.files}
+    assert by_path[str(tree / "good.pkl")].verdict.value == "safe"
+    locked = by_path[str(locked_folder)]
+    assert locked.verdict.value == "error" and "cannot list the folder" in (locked.error or "")
+    assert result.exit_code() == 2
+
+
+def test_symbolic_links_in_a_folder(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _good_pickle(outside / "model.pkl")
+    _good_pickle(tree / "good.pkl")
+    (tree / "loop1").symlink_to("loop2")
+    (tree / "loop2").symlink_to("loop1")
+    (tree / "dangling").symlink_to("nowhere")
+    (tree / "sub" / "up").symlink_to("..")  # a loop back into the tree: nothing new
+    (tree / "out_file").symlink_to(outside / "model.pkl")  # the loader reads it: scanned
+    (tree / "out_dir").symlink_to(outside)  # not followed: reported
+    result = scan_paths([tree])
+    got = {Path(f.path).name: (f.verdict.value, f.error or "") for f in result.files}
+    assert set(got) == {"good.pkl", "loop1", "loop2", "dangling", "out_file", "out_dir"}
+    assert got["good.pkl"][0] == got["out_file"][0] == "safe"
+    assert "loop" in got["loop1"][1] and "loop" in got["loop2"][1]
+    assert "dangling" in got["dangling"][1] and "nowhere" in got["dangling"][1]
+    assert got["out_dir"][0] == "error" and "not followed" in got["out_dir"][1]
+    assert result.exit_code() == 2
+
+
+def test_special_files_in_a_folder_are_refused_without_waiting(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    os.mkfifo(tree / "pipe")
+    (tree / "zero").symlink_to("/dev/zero")
+    result = scan_paths([tree])
+    assert [f.verdict.value for f in result.files] == ["error", "error"]
+    assert all("not a regular file" in (f.error or "") for f in result.files)

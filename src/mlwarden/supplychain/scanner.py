@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import ast
+import errno
 import io
 import os
 import re
@@ -313,24 +314,77 @@ def scan_paths(
 def _scan_job(job: tuple[Path, Policy, Limits | None]) -> FileResult:
     """One file of :func:`scan_paths` (module level, so process/Ray workers can run it)."""
     path, pol, limits = job
-    if not path.exists():
+    problem = _unscannable(path)
+    if problem is not None:
         res = FileResult(path=str(path))
-        _error(res, Sink(res, pol), "no such file or directory")
+        _error(res, Sink(res, pol), problem)
         return res
     return scan_file(path, pol, limits)
 
 
+def _unscannable(path: Path) -> str | None:
+    """Why ``path`` (a name or folder :func:`expand_paths` listed) has no file to scan."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if os.path.islink(path):
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop (the link never reaches a file); not scanned"
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return f"dangling symbolic link (its target {target!r} does not exist); not scanned"
+        if exc.errno == errno.ENOENT:
+            return "no such file or directory"
+        return f"cannot read the file ({exc.strerror or exc})"
+    if not stat.S_ISDIR(info.st_mode):
+        return None
+    if os.path.islink(path):
+        return (
+            f"symbolic link to a folder outside the scanned folder ({os.path.realpath(path)!r}); "
+            "not followed, so its files were not scanned (scan that folder directly)"
+        )
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as exc:
+        return f"cannot list the folder ({exc.strerror or exc}); its files were not scanned"
+    return "a folder that could not be listed while scanning; its files were not scanned"
+
+
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named and the files under folders named (recursively, in name order).
+
+    What cannot be walked stays in the list so that its scan reports why, instead of
+    vanishing from a folder's verdict: a folder that cannot be listed, and a link to a
+    folder outside the one scanned (links are not followed; a link to a folder inside
+    it adds nothing, and a link loop ends there).
+    """
     files: list[Path] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            for root, dirs, names in os.walk(p, followlinks=False):
-                dirs.sort()
-                files.extend(Path(root) / n for n in sorted(names))
-        else:
+        if not p.is_dir():
             files.append(p)
+            continue
+        top = os.path.realpath(p)
+
+        def unlistable(exc: OSError, fallback: Path = p) -> None:
+            files.append(Path(exc.filename) if exc.filename else fallback)
+
+        for root, dirs, names in os.walk(p, onerror=unlistable, followlinks=False):
+            dirs.sort()
+            listed = list(names)
+            for d in dirs:
+                full = os.path.join(root, d)
+                if os.path.islink(full) and not _inside(os.path.realpath(full), top):
+                    listed.append(d)
+            files.extend(Path(root) / n for n in sorted(listed))
     return files
+
+
+def _inside(real: str, top: str) -> bool:
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
 def _error(result: FileResult, sink: Sink, message: str) -> None:
