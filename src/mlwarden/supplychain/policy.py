@@ -161,6 +161,57 @@ _NUMPY_SCALARS = [
     "ubyte",
 ]
 
+#: NumPy ufuncs: element-wise arithmetic, nothing else. scikit-learn pickles name them
+#: (``FunctionTransformer(np.log1p)``); never ``numpy._core._ufunc_reconstruct``, which
+#: imports any module and takes any attribute of it.
+_NUMPY_UFUNCS = _words(
+    """abs absolute acos acosh add arccos arccosh arcsin arcsinh arctan arctan2 arctanh asin
+    asinh atan atan2 atanh bitwise_and bitwise_count bitwise_invert bitwise_left_shift
+    bitwise_not bitwise_or bitwise_right_shift bitwise_xor cbrt ceil conj conjugate copysign
+    cos cosh deg2rad degrees divide divmod equal exp exp2 expm1 fabs float_power floor
+    floor_divide fmax fmin fmod frexp gcd greater greater_equal heaviside hypot invert
+    isfinite isinf isnan isnat lcm ldexp left_shift less less_equal log log10 log1p log2
+    logaddexp logaddexp2 logical_and logical_not logical_or logical_xor matmul maximum
+    minimum mod modf multiply negative nextafter not_equal positive pow power rad2deg radians
+    reciprocal remainder right_shift rint sign signbit sin sinh spacing sqrt square subtract
+    tan tanh true_divide trunc"""
+)
+
+#: pathlib's path classes. Unpickling one parses strings into a path (``PosixPath.__reduce__``
+#: is ``(cls, parts)``) and touches no file; every method that does (``read_text``,
+#: ``write_bytes``, ``unlink``, ...) is a dotted name and stays on the deny-list through the
+#: ``pathlib`` module entry. Python 3.13 moved the classes to ``pathlib._local``.
+_PATHLIB = [
+    f"{mod}.{cls}"
+    for mod in ("pathlib", "pathlib._local")
+    for cls in ("PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath")
+]
+
+#: scikit-learn's metric functions, by name (a ``make_scorer(f1_score)`` scorer pickles
+#: one): arithmetic on the arrays they are given. Listed, not matched by a pattern: the
+#: same modules also hold imported helpers such as ``functools.partial``.
+_SKLEARN_METRICS = {
+    "_classification": _words(
+        """accuracy_score balanced_accuracy_score brier_score_loss class_likelihood_ratios
+        classification_report cohen_kappa_score confusion_matrix d2_brier_score d2_log_loss_score
+        f1_score fbeta_score hamming_loss hinge_loss jaccard_score log_loss matthews_corrcoef
+        multilabel_confusion_matrix precision_recall_fscore_support precision_score recall_score
+        zero_one_loss"""
+    ),
+    "_regression": _words(
+        """d2_absolute_error_score d2_pinball_score d2_tweedie_score explained_variance_score
+        max_error mean_absolute_error mean_absolute_percentage_error mean_gamma_deviance
+        mean_pinball_loss mean_poisson_deviance mean_squared_error mean_squared_log_error
+        mean_tweedie_deviance median_absolute_error r2_score root_mean_squared_error
+        root_mean_squared_log_error"""
+    ),
+    "_ranking": _words(
+        """auc average_precision_score coverage_error dcg_score det_curve
+        label_ranking_average_precision_score label_ranking_loss ndcg_score
+        precision_recall_curve roc_auc_score roc_curve top_k_accuracy_score"""
+    ),
+}
+
 SAFE_GLOBALS: frozenset[str] = frozenset(
     [
         # containers and plain values
@@ -246,9 +297,114 @@ SAFE_GLOBALS: frozenset[str] = frozenset(
         "torch.jit._pickle.restore_type_tag",
         # joblib's inline array placeholder (its bytes follow in the stream)
         "joblib.numpy_pickle.NumpyArrayWrapper",
+        # NumPy array subclasses (masked arrays: scikit-learn's cv_results_ in every
+        # GridSearchCV/RandomizedSearchCV; matrices, record arrays): their constructors
+        # and __setstate__ only build arrays (np.matrix parses strings with literal_eval)
+        "numpy.ma.MaskedArray",
+        "numpy.ma.core.MaskedConstant",
+        "numpy.ma.core.mvoid",
+        "numpy.matrix",
+        "numpy.matrixlib.defmatrix.matrix",
+        "numpy.recarray",
+        "numpy.record",
+        "numpy.rec.recarray",
+        "numpy.rec.record",
+        "numpy.core.records.recarray",
+        "numpy.core.records.record",
+        "numpy._core.records.recarray",
+        "numpy._core.records.record",
+        # plain attribute containers and RNG state in training checkpoints
+        # (``torch.save({"args": parser.parse_args(), ...})``, ``random.Random``): they
+        # set attributes or a C-level generator state, nothing else
+        "argparse.Namespace",
+        "types.SimpleNamespace",
+        "random.Random",
+        # scikit-learn's ColumnTransformer selector: a lower-case class that only stores
+        # its pattern and dtypes (the class pattern below needs a capital)
+        "sklearn.compose._column_transformer.make_column_selector",
+        # pandas (DataFrame/Series pickles, pandas.to_pickle): containers, indexes,
+        # extension arrays and dtypes, and the reconstruction helpers pandas' own
+        # __reduce__ methods name. They build arrays; pandas.io (read_*) and
+        # pandas.core.computation (eval/query) are never reachable from them. One residue:
+        # a time-zone *name* given to a datetime dtype is looked up in the system tz
+        # database (zoneinfo/pytz/dateutil), which reads that TZif file and fails on
+        # anything else; nothing is executed, written, or sent anywhere.
+        "pandas.DataFrame",
+        "pandas.Series",
+        "pandas.Index",
+        "pandas.RangeIndex",
+        "pandas.MultiIndex",
+        "pandas.CategoricalIndex",
+        "pandas.DatetimeIndex",
+        "pandas.TimedeltaIndex",
+        "pandas.PeriodIndex",
+        "pandas.IntervalIndex",
+        "pandas.Categorical",
+        "pandas.CategoricalDtype",
+        "pandas.DatetimeTZDtype",
+        "pandas.PeriodDtype",
+        "pandas.IntervalDtype",
+        "pandas.SparseDtype",
+        "pandas.StringDtype",
+        "pandas.BooleanDtype",
+        "pandas.Int8Dtype",
+        "pandas.Int16Dtype",
+        "pandas.Int32Dtype",
+        "pandas.Int64Dtype",
+        "pandas.UInt8Dtype",
+        "pandas.UInt16Dtype",
+        "pandas.UInt32Dtype",
+        "pandas.UInt64Dtype",
+        "pandas.Float32Dtype",
+        "pandas.Float64Dtype",
+        "pandas.NA",
+        "pandas.NaT",
+        "pandas.Timestamp",
+        "pandas.Timedelta",
+        "pandas.Period",
+        "pandas.Interval",
+        "pandas._libs.missing.NA",
+        "pandas._libs.internals._unpickle_block",
+        "pandas._libs.internals.BlockPlacement",
+        "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked",
+        "pandas._libs.interval.__pyx_unpickle_IntervalMixin",
+        "pandas._libs.interval.Interval",
+        "pandas._libs.sparse.IntIndex",
+        "pandas._libs.sparse.BlockIndex",
+        "pandas._libs.tslibs.timestamps._unpickle_timestamp",
+        "pandas._libs.tslibs.timedeltas._timedelta_unpickle",
+        "pandas._libs.tslibs.nattype._nat_unpickle",
+        "pandas._libs.tslibs.nattype.__nat_unpickle",
+        "pandas._libs.tslibs.period.Period",
+        "pandas.core.indexes.base._new_Index",
+        "pandas.core.indexes.period._new_PeriodIndex",
+        "pandas.core.indexes.datetimes._new_DatetimeIndex",
+        "pandas.core.indexes.timedeltas._new_TimedeltaIndex",
+        "pandas.core.indexes.interval._new_IntervalIndex",
+        # XGBoost and LightGBM scikit-learn wrappers and their boosters. The wrappers'
+        # constructors only store parameters (scikit-learn convention); a Booster is rebuilt
+        # by __setstate__ from the model bytes in the pickle, parsed by the library's C++
+        # model reader. Residue: the Booster constructor also accepts a model *path*
+        # (XGBoost: local files only, "Only local file is supported"; LightGBM: local
+        # files), which it parses as a model and rejects otherwise: nothing runs.
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBModel",
+        "xgboost.sklearn.XGBClassifier",
+        "xgboost.sklearn.XGBRegressor",
+        "xgboost.sklearn.XGBRanker",
+        "xgboost.sklearn.XGBRFClassifier",
+        "xgboost.sklearn.XGBRFRegressor",
+        "lightgbm.basic.Booster",
+        "lightgbm.sklearn.LGBMModel",
+        "lightgbm.sklearn.LGBMClassifier",
+        "lightgbm.sklearn.LGBMRegressor",
+        "lightgbm.sklearn.LGBMRanker",
     ]
     + [f"torch.{n}" for n in _TORCH_DTYPES]
     + [f"numpy.{n}" for n in _NUMPY_SCALARS]
+    + [f"numpy.{n}" for n in _NUMPY_UFUNCS]
+    + _PATHLIB
+    + [f"sklearn.metrics.{mod}.{n}" for mod, names in _SKLEARN_METRICS.items() for n in names]
 )
 
 #: Patterns for families of classes (a class-like final name, no dotted attribute walk).
@@ -258,15 +414,31 @@ SAFE_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
     re.compile(p)
     for p in (
         # scikit-learn estimators and their helper classes; never datasets (network),
-        # testing helpers (run subprocesses) or externals
-        r"sklearn\.(?!datasets\b|utils\._testing\b|externals\b|tests?\b|_build_utils\b|"
-        r"utils\._show_versions\b|experimental\b)" + _MOD + r"[A-Za-z0-9_]+\." + _CLASS,
+        # testing helpers (run subprocesses), externals, or the modules whose capitalised
+        # names are imports from elsewhere: callback (multiprocessing.connection.Client and
+        # Listener: sockets; threading.Thread), conftest and estimator checks (pytest,
+        # unittest), _available_if (types.MethodType), discovery and _repr_html (pathlib, io)
+        r"sklearn\.(?!(?:[A-Za-z0-9_]+\.)*(?:tests?|conftest)\b)"
+        r"(?!datasets\b|utils\._testing\b|externals\b|_build_utils\b|"
+        r"utils\._show_versions\b|experimental\b|callback\b|tree\._export\b|"
+        r"utils\.(?:estimator_checks|_test_common|discovery|_available_if|_repr_html)\b)"
+        + _MOD
+        + r"[A-Za-z0-9_]+\."
+        + _CLASS,
         # Cython helpers sklearn's trees and distance metrics pickle through: obj.__new__(obj)
         r"sklearn\.(?:neighbors|metrics)\." + _MOD + r"newObj",
         r"scipy\.sparse\." + _MOD + r"(?:csr|csc|coo|lil|dok|bsr|dia)_(?:matrix|array)",
         r"numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType",
         r"torch\.[A-Za-z0-9]*Storage",
         r"torch\.nn\.modules\.[a-z_]+\.[A-Z][A-Za-z0-9_]*",
+        # pandas classes under the module paths older pandas versions pickled them with
+        # (pandas.core.frame.DataFrame, pandas.core.arrays.categorical.Categorical, ...),
+        # the public pandas.arrays aliases and the date offsets (MonthEnd, Day, ...); never
+        # pandas.io, pandas.core.computation or other modules
+        r"pandas\.core\.(?:frame|series|indexes\.[a-z_]+|arrays\.[a-z_]+(?:\.[a-z_]+)?|"
+        r"dtypes\.dtypes|internals\.(?:managers|blocks)|sparse\.[a-z_]+)\.[A-Z][A-Za-z0-9]*",
+        r"pandas\.arrays\.[A-Z][A-Za-z0-9]*",
+        r"pandas\.(?:_libs\.tslibs\.offsets|tseries\.offsets)\.[A-Z][A-Za-z0-9]*",
     )
 )
 
@@ -344,7 +516,9 @@ UNSAFE_MODULES: dict[str, str] = {
             "builtins.__import__",
             "marshal",
             "operator",
+            "_operator",
             "functools.reduce",
+            "_functools.reduce",
             "logging.config",
             "torch.utils.cpp_extension",
             "torch._inductor",
@@ -441,6 +615,20 @@ UNSAFE_MODULES: dict[str, str] = {
             "tensorflow.io",
         ],
         "loads another file or pickle (a nested loader runs whatever that holds)",
+    ),
+    # scipy.stats distributions (rv_continuous/rv_discrete subclasses, their frozen
+    # forms): rv_generic.__setstate__ exec()s ``_parse_arg_template``, a string taken from
+    # the pickled state. Real RandomizedSearchCV pickles hold them; loading one runs code
+    # from the file, so it is flagged however benign the template looks.
+    **dict.fromkeys(
+        [
+            "scipy.stats._distn_infrastructure",
+            "scipy.stats._continuous_distns",
+            "scipy.stats._discrete_distns",
+            "scipy.stats._levy_stable",
+            "scipy.stats.distributions",
+        ],
+        "its __setstate__ exec()s a code template stored in the pickle",
     ),
 }
 
