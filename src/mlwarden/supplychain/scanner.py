@@ -488,7 +488,94 @@ def sniff(head: bytes, size: int | None) -> str:
         return "pickle?"
     if _is_text(head):
         return "text"
+    data = _data_kind(head)
+    if data is not None:
+        return "media:" + data
     return "unknown"
+
+
+#: XGBoost's UBJSON model (``save_model("m.ubj")``, and its default for other names): an
+#: object whose first key is ``learner``, its length written as UBJSON int64, int8 or uint8.
+XGBOOST_UBJ = (b"{L\x00\x00\x00\x00\x00\x00\x00\x07learner", b"{i\x07learner", b"{U\x07learner")
+
+
+def _data_kind(head: bytes) -> str | None:
+    """Binary data formats of ML libraries that carry no code for any loader.
+
+    Consulted only for bytes no other rule claims. Neither first byte (``{``, ``\\n``) is
+    a pickle opcode, so no unpickler runs a single instruction of these files.
+    """
+    if head.startswith(XGBOOST_UBJ):
+        return "xgboost-ubj"
+    if _is_sentencepiece(head):
+        return "sentencepiece"
+    return None
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int] | None:
+    value = shift = 0
+    while pos < len(buf) and shift < 64:
+        b = buf[pos]
+        value |= (b & 0x7F) << shift
+        pos += 1
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+    return None
+
+
+def _is_sentencepiece(head: bytes) -> bool:
+    """A SentencePiece ``ModelProto`` (``tokenizer.model``, ``spiece.model``), by structure.
+
+    The file opens with its vocabulary: repeated field 1 messages, each a piece (field 1,
+    UTF-8 text), an optional score (field 2, float) and an optional type (field 3, 1-6).
+    At least two whole pieces must parse, or the whole file; other fields of ModelProto
+    (trainer/normalizer specs, 2-5) may follow the pieces.
+    """
+    pos = pieces = 0
+    while pos < len(head):
+        tag = head[pos]
+        if tag != 0x0A:
+            return pieces >= 1 and tag in (0x12, 0x1A, 0x22, 0x2A)
+        got = _varint(head, pos + 1)
+        if got is None:
+            break
+        length, start = got
+        end = start + length
+        if end > len(head):
+            break  # cut by the window
+        if not _is_piece(head[start:end]):
+            return False
+        pieces += 1
+        pos = end
+    return pieces >= 2 or (pieces >= 1 and pos == len(head))
+
+
+def _is_piece(msg: bytes) -> bool:
+    if msg[:1] != b"\x0a":
+        return False
+    pos = 0
+    while pos < len(msg):
+        tag = msg[pos]
+        if tag == 0x0A:  # piece
+            got = _varint(msg, pos + 1)
+            if got is None or got[0] == 0 or got[1] + got[0] > len(msg):
+                return False
+            try:
+                msg[got[1] : got[1] + got[0]].decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+            pos = got[1] + got[0]
+        elif tag == 0x15:  # score: fixed 32-bit float
+            pos += 5
+        elif tag == 0x18:  # type: NORMAL, UNKNOWN, CONTROL, USER_DEFINED, BYTE, UNUSED
+            got = _varint(msg, pos + 1)
+            if got is None or not 1 <= got[0] <= 6:
+                return False
+            pos = got[1]
+        else:
+            return False
+    return pos == len(msg)
 
 
 def _is_safetensors(head: bytes, size: int | None) -> bool:
