@@ -9,10 +9,13 @@ Big inputs are sparse or built lazily, so the whole file runs in seconds.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -162,3 +165,66 @@ def test_special_files_in_a_folder_are_refused_without_waiting(tmp_path: Path) -
     result = scan_paths([tree])
     assert [f.verdict.value for f in result.files] == ["error", "error"]
     assert all("not a regular file" in (f.error or "") for f in result.files)
+
+
+# --- hostile names: the output stays one line per item, valid JSON, valid SARIF ----------------
+
+
+@pytest.fixture()
+def odd_names(tmp_path: Path) -> Path:
+    tree = tmp_path / "names"
+    tree.mkdir()
+    evil = pickle.dumps(eval, protocol=2)  # imports builtins.eval (never loaded here)
+    for raw in (
+        b"with space.pkl",
+        b"new\nline.pkl",
+        b"bad\xff\xfebytes.pkl",
+        b"esc\x1b[31mred.pkl",
+        b"x[b][i].pkl",
+        b"rtl\xe2\x80\xaegnp.pkl",
+    ):
+        (tree / os.fsdecode(raw)).write_bytes(evil)
+    with zipfile.ZipFile(tree / "z.zip", "w") as z:
+        z.writestr("a[/]\x1b[2J\nSAFE forged line.pkl", evil)
+    return tree
+
+
+def test_text_output_escapes_names_from_the_files(
+    odd_names: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run([str(odd_names)], capsys)
+    assert code == 1 and err == ""
+    lines = out.splitlines()
+    verdicts = [line for line in lines if not line.startswith(" ")]
+    assert len(verdicts) == 7 + 1  # one line per file, then the summary
+    assert all(line.startswith("UNSAFE") for line in verdicts[:-1])
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "new\\nline.pkl" in out and "bad\\xff\\xfebytes.pkl" in out and "x[b][i].pkl" in out
+    assert any("a[/]\\x1b[2J\\nSAFE forged line.pkl" in line for line in lines)
+
+
+def test_json_and_sarif_stay_valid_with_names_that_are_not_utf8(
+    odd_names: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.report.conftest import sarif_errors
+
+    code, out, _ = run([str(odd_names), "--format", "json"], capsys)
+    assert code == 1
+    out.encode("utf-8")  # no lone surrogates
+    doc = json.loads(out)
+    assert set(doc) == {"schema_version", "files"} and len(doc["files"]) == 7
+    paths = {Path(f["path"]).name for f in doc["files"]}
+    assert "bad\\xff\\xfebytes.pkl" in paths and "new\nline.pkl" in paths
+    json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    code, out, _ = run([str(odd_names), "--format", "sarif"], capsys)
+    assert code == 1
+    assert sarif_errors(json.loads(out)) == []
+    reports = {k: tmp_path / f"r.{k}" for k in ("json", "html", "sarif", "junit")}
+    code, _, err = run(
+        [str(odd_names), "-q", *(a for k, p in reports.items() for a in (f"--{k}", str(p)))],
+        capsys,
+    )
+    assert code == 1 and "error" not in err
+    assert sarif_errors(json.loads(reports["sarif"].read_text(encoding="utf-8"))) == []
+    json.loads(reports["json"].read_text(encoding="utf-8"))
+    ElementTree.parse(reports["junit"])

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         if settings.debug:
             raise
-        print(f"mlwarden: error: {exc}", file=sys.stderr)
+        print(f"mlwarden: error: {_one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("mlwarden: interrupted", file=sys.stderr)
@@ -99,11 +99,19 @@ def main(argv: list[str] | None = None) -> None:
         # A path the system refused (not a folder, no permission, disk full): the user's to fix.
         if settings.debug or not exc.filename:
             _internal_error(exc)
-        print(f"mlwarden: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        where = _one_line(str(exc.filename))
+        print(f"mlwarden: error: {where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:
         _internal_error(exc)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    """A message as one line: control characters (a newline in a file name) escaped."""
+    return "".join(
+        repr(c)[1:-1] if c.isspace() and c != " " or not c.isprintable() else c for c in text
+    )
 
 
 def _internal_error(exc: Exception) -> NoReturn:

@@ -7,6 +7,7 @@ a file that could not be scanned (and none unsafe).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -113,19 +114,37 @@ def _print_text(result: object) -> None:
     colour = {"safe": "green", "suspicious": "yellow", "unsafe": "red", "error": "magenta"}
     for f in result.files:
         v = f.verdict.value
-        out.print(f"[{colour[v]}]{v.upper():<10}[/] {f.path}  [dim]({f.format})[/]")
+        out.print(f"[{colour[v]}]{v.upper():<10}[/] {_shown(f.path)}  [dim]({_shown(f.format)})[/]")
         for i in sorted(f.findings, key=lambda i: -i.severity.rank):
             where = []
             if i.member:
-                where.append(f"member {i.member}")
+                where.append(f"member {_shown(i.member)}")
             if i.offset is not None:
                 where.append(f"offset {i.offset}")
             extra = f"  [dim]{', '.join(where)}[/]" if where else ""
             times = f" (x{i.count})" if i.count > 1 else ""
-            out.print(f"    {i.severity.value:<8} {i.rule}  {i.message}{times}{extra}")
+            out.print(f"    {i.severity.value:<8} {i.rule}  {_shown(i.message)}{times}{extra}")
     if not settings.quiet:
         counts = ", ".join(f"{n} {k}" for k, n in result.verdicts().items() if n)
         out.print(f"[bold]scanned {len(result.files)} file(s)[/]: {counts or 'nothing'}")
+
+
+#: control characters (newlines, escape sequences) and bidirectional overrides
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown(text: str) -> str:
+    """A file name, member name or message as one line of plain text on a terminal.
+
+    Names come from the files scanned: a newline would forge a line of output, an escape
+    sequence would drive the terminal, ``[...]`` would be read as console markup.
+    """
+    from rich.markup import escape
+
+    from mlwarden.supplychain.results import printable
+
+    text = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], printable(text))
+    return escape(text)
 
 
 def _sarif_text(report: object) -> str:

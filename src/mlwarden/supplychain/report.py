@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlwarden.core.findings import Finding, Report
 from mlwarden.supplychain.policy import Policy
-from mlwarden.supplychain.results import RULES, ScanResult
+from mlwarden.supplychain.results import RULES, ScanResult, printable
 from mlwarden.supplychain.scanner import scan_paths
 
 ATLAS = ["AML.T0010.003", "AML.T0011.000"]
@@ -24,26 +24,28 @@ def to_report(result: ScanResult, report: Report | None = None) -> Report:
     """Add the scan's findings, metrics and JSON document to ``report`` (or a new one)."""
     report = report or Report.new(command="scan")
     for f in result.files:
+        path = printable(f.path)  # every renderer writes UTF-8
         for issue in f.findings:
             title, recommendation = RULES[issue.rule]
+            shown = issue.to_dict()
             report.add(
                 Finding(
                     rule=issue.rule,
-                    title=f"{title}: {Path(f.path).name}",
+                    title=f"{title}: {Path(path).name}",
                     severity=issue.severity,
                     atlas=ATLAS,
                     mitigations=MITIGATIONS,
-                    description=issue.message,
+                    description=shown["message"],
                     recommendation=recommendation,
                     evidence={
                         "format": f.format,
                         "verdict": f.verdict.value,
-                        "global": issue.global_,
+                        "global": shown["global"],
                         "offset": issue.offset,
-                        "member": issue.member,
+                        "member": shown["member"],
                         "occurrences": issue.count,
                     },
-                    artifact=f.path,
+                    artifact=path,
                     check="scan",
                     owasp=["ML06"],
                 )

@@ -71,7 +71,25 @@ RULES: dict[str, tuple[str, str]] = {
         "Container has irregularities that loaders tolerate",
         "Usually harmless, but regenerate the file: it was not written by a standard tool.",
     ),
+    "MLW-SCN-012": (
+        "Hugging Face config names custom code (auto_map) run with trust_remote_code",
+        "Load it without trust_remote_code, or read the named Python modules first and pin "
+        "the revision you reviewed.",
+    ),
 }
+
+
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: bytes of a file name that are not UTF-8 (which Python
+    keeps as lone surrogates) become ``\\xNN``, so JSON, SARIF, HTML and XML stay valid."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that is not an undecodable byte
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass
@@ -90,10 +108,10 @@ class Issue:
         return {
             "rule": self.rule,
             "severity": self.severity.value,
-            "message": self.message,
-            "global": self.global_,
+            "message": printable(self.message),
+            "global": None if self.global_ is None else printable(self.global_),
             "offset": self.offset,
-            "member": self.member,
+            "member": None if self.member is None else printable(self.member),
         }
 
 
@@ -121,7 +139,7 @@ class FileResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "path": self.path,
+            "path": printable(self.path),
             "format": self.format,
             "verdict": self.verdict.value,
             "findings": [i.to_dict() for i in self.findings],
