@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from corpus import Case, call2, su
+from corpus import Case, call2, su, u
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +93,11 @@ REAL = [
     )
 ]
 REAL.append(call2("os", "system", "echo hi"))
+# a call whose arguments are numbers of every encoding (they appear in the finding)
+REAL.append(
+    b"\x80\x02cos\nsystem\n(G\x3f\xf8\x00\x00\x00\x00\x00\x00K\x07M\x01\x02J\xff\xff\xff\xff"
+    b"\x8a\x02\x00\x80\x88\x89Ntq\x00R."
+)
 REAL.append(b"\x80\x04" + su("os") + b"\x94" + su("system") + b"\x94" + b"00h\x00h\x01\x93)R.")
 
 
@@ -146,3 +151,49 @@ def test_random_bytes_agree(body: bytes) -> None:
     for data in (body, b"\x80\x04" + body, b"\x80\x02" + body):
         fast, plain = both(lambda d=data: scan_bytes(d))  # type: ignore[misc]
         assert fast == plain
+
+
+def test_memo_eviction_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    # small memo bounds, so the eviction regime is reached by small pickles
+    monkeypatch.setattr(vm, "MEMO_KEEP", 50)
+    monkeypatch.setattr(vm, "MEMO_HARD", 120)
+    big = {f"key{i}": [i, float(i), "v" * (i % 300)] for i in range(200)}
+    late_import = (
+        b"\x80\x04"
+        + b"".join(su(f"s{i}") + b"\x94" + b"0" for i in range(130))
+        + su("os")
+        + b"\x94"
+        + su("system")
+        + b"\x94"
+        + b"0"
+        + b"r"
+        + struct.pack("<I", 130)
+        + b"r"
+        + struct.pack("<I", 131)
+        + b"j"
+        + struct.pack("<I", 130)
+        + b"j"
+        + struct.pack("<I", 131)
+        + b"\x93)R."
+    )
+    # after eviction MEMOIZE numbers entries by the count stored, not the entries kept
+    numbered = (
+        b"\x80\x04"
+        + b"".join(u("x" * 300) + b"\x94" for i in range(60))  # no handler opcode between
+        + su("os")
+        + b"\x94"
+        + su("system")
+        + b"\x94"
+        + b"h\x3ch\x3d"  # BINGET 60, BINGET 61
+        + b"\x93)R."
+    )
+    assert "calls os.system" in " ".join(i.message for i in scan_bytes(numbered).findings)
+    for data in (
+        numbered,
+        *(pickle.dumps(big, protocol=p) for p in range(6)),
+        pickle.dumps([Point(i) for i in range(150)], protocol=2),
+        late_import,
+    ):
+        fast, plain = both(lambda d=data: scan_bytes(d))  # type: ignore[misc]
+        assert fast == plain
+    assert scan_bytes(late_import).verdict.value != "safe"

@@ -453,9 +453,22 @@ class PickleMachine:
                     memo[b] = stack[-1]
                     if b >= self.memo_count:
                         self.memo_count = b + 1
-                elif code == 0x94 and stack and not evicted and len(memo) < MEMO_KEEP:  # MEMOIZE
-                    b = len(memo)
-                    memo[b] = stack[-1]
+                elif code == 0x94 and stack:  # MEMOIZE (the memo bounds of ``_put`` inlined)
+                    n = len(memo)
+                    b = self.memo_count if evicted else n
+                    v = stack[-1]
+                    if n < MEMO_KEEP or (
+                        n < MEMO_HARD
+                        and (
+                            v.__class__ is Global
+                            or v.__class__ is Call
+                            or (v.__class__ is str and len(v) <= 256)
+                        )
+                    ):
+                        memo[b] = v
+                    else:
+                        evicted = self.evicted = True
+                        memo.pop(b, None)
                     if b >= self.memo_count:
                         self.memo_count = b + 1
                 elif code == 0x8C and i < blen and (j := i + 1 + buf[i]) <= blen:
@@ -554,6 +567,18 @@ class PickleMachine:
                     i += 4
                 elif code == 0x5D:  # EMPTY_LIST
                     stack.append(new_seq("list"))
+                elif (
+                    code == 0x65  # APPENDS to a list
+                    and marks
+                    and marks[-1]
+                    and marks[-1][-1].__class__ is Seq
+                ):
+                    items = stack
+                    stack = marks.pop()
+                    stack[-1].extend(items)
+                elif code == 0x47 and i + 8 <= blen:  # BINFLOAT
+                    stack.append(unpack_from(">d", buf, i)[0])
+                    i += 8
                 elif code == 0x2E:  # STOP
                     src.i = i
                     self.stack = stack
