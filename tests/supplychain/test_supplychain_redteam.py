@@ -12,6 +12,8 @@ import gzip
 import json
 import os
 import pickle
+import stat
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +230,63 @@ def test_json_and_sarif_stay_valid_with_names_that_are_not_utf8(
     assert sarif_errors(json.loads(reports["sarif"].read_text(encoding="utf-8"))) == []
     json.loads(reports["json"].read_text(encoding="utf-8"))
     ElementTree.parse(reports["junit"])
+
+
+# --- options: policy files and report paths ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda p: os.mkfifo(p), "not a regular file"),  # read_text() waited for a writer
+        (lambda p: p.symlink_to("/dev/zero"), "not a regular file"),  # read until memory ran out
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: p.write_bytes(b"allow: []\n" + b"#" * (2 << 20)), "bytes, more than"),
+        (lambda p: p.write_text("allow: " + "[" * 5000 + "]" * 5000), "nested too deeply"),
+    ],
+    ids=["fifo", "device", "folder", "huge", "deep"],
+)
+def test_a_policy_file_that_is_no_policy_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object, needle: str
+) -> None:
+    model = _good_pickle(tmp_path / "m.pkl")
+    policy = tmp_path / "policy.yaml"
+    make(policy)  # type: ignore[operator]
+    code, out, err = run([str(model), "--policy", str(policy)], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err
+
+
+def test_a_yaml_billion_laughs_policy_is_refused_quickly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ['a: &a ["x.y", "x.y", "x.y", "x.y", "x.y", "x.y", "x.y", "x.y", "x.y"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    lines.append("allow: *i")
+    policy = tmp_path / "bomb.yaml"
+    policy.write_text("\n".join(lines) + "\n")
+    model = _good_pickle(tmp_path / "m.pkl")
+    code, _, err = run([str(model), "--policy", str(policy)], capsys)
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_reports_go_into_pipes_and_through_links_without_replacing_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _good_pickle(tmp_path / "m.pkl")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    real = tmp_path / "real.sarif"
+    real.write_text("{}")
+    link = tmp_path / "link.sarif"
+    link.symlink_to(real.name)
+    code, _, err = run([str(model), "-q", "--json", str(pipe), "--sarif", str(link)], capsys)
+    reader.join(10)
+    assert code == 0, err
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)  # a rename over it made it a plain file
+    assert json.loads(got[0])["command"] == "scan"
+    assert link.is_symlink() and json.loads(real.read_text())["version"] == "2.1.0"

@@ -7,11 +7,13 @@ a file that could not be scanned (and none unsafe).
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -28,6 +30,9 @@ from mlwarden.cli.common import (
     setup,
 )
 from mlwarden.core.errors import UserError
+
+if TYPE_CHECKING:
+    from mlwarden.supplychain import Policy
 
 FORMATS = ("text", "json", "sarif")
 
@@ -76,7 +81,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
         setup(quiet=quiet or fmt != "text", debug=debug)
         policy = (
-            Policy.from_file(policy_file, extra_allow=allow or [])
+            _read_policy(policy_file, allow or [])
             if policy_file is not None
             else Policy(allow=list(allow or []))
         )
@@ -101,6 +106,31 @@ def register(app: typer.Typer) -> None:
             summary=False,
         )
         raise typer.Exit(max(result.exit_code(), code) if code != 2 else 2)
+
+
+#: a policy lists names; a bigger file is a mistake (or a parser bomb), refused unread
+MAX_POLICY_BYTES = 1 << 20
+
+
+def _read_policy(path: Path, allow: list[str]) -> Policy:
+    """``Policy.from_file``, after refusing what is not a small regular file."""
+    from mlwarden.supplychain import Policy
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        info = None  # from_file says why it cannot be read
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{path}: the policy file is not a regular file (a folder, pipe or device)")
+    if info is not None and info.st_size > MAX_POLICY_BYTES:
+        raise UserError(
+            f"{path}: the policy file holds {info.st_size} bytes, more than the "
+            f"{MAX_POLICY_BYTES} a list of allowed and denied names needs"
+        )
+    try:
+        return Policy.from_file(path, extra_allow=allow)
+    except RecursionError:
+        raise UserError(f"{path}: the policy file is nested too deeply to be read") from None
 
 
 def _print_text(result: object) -> None:

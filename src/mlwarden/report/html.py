@@ -83,11 +83,9 @@ def render_html(report: Report) -> str:
 
 def write_html(report: Report, path: str | Path) -> None:
     """Write the HTML report atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_html(report), encoding="utf-8")
-    tmp.replace(path)
+    from mlwarden.report.output import write_text
+
+    write_text(path, render_html(report))
 
 
 def _finding_view(f: Finding) -> dict[str, Any]:

@@ -57,11 +57,9 @@ def to_json(report: Report) -> str:
 
 def write_json(report: Report, path: str | Path) -> None:
     """Write the report atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_json(report), encoding="utf-8")
-    tmp.replace(path)
+    from mlwarden.report.output import write_text
+
+    write_text(path, to_json(report))
 
 
 def build_schema() -> dict[str, Any]:

@@ -105,11 +105,9 @@ def junit_xml(report: Report, fail_on: Severity = Severity.HIGH) -> str:
 
 def write_junit(report: Report, path: str | Path, fail_on: Severity = Severity.HIGH) -> None:
     """Write the JUnit XML atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(junit_xml(report, fail_on=fail_on), encoding="utf-8")
-    tmp.replace(path)
+    from mlwarden.report.output import write_text
+
+    write_text(path, junit_xml(report, fail_on=fail_on))
 
 
 def _merge_same_name(checks: list[CheckRecord]) -> list[CheckRecord]:

@@ -108,11 +108,9 @@ def to_sarif(report: Report) -> str:
 
 def write_sarif(report: Report, path: str | Path) -> None:
     """Write the SARIF log atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_sarif(report), encoding="utf-8")
-    tmp.replace(path)
+    from mlwarden.report.output import write_text
+
+    write_text(path, to_sarif(report))
 
 
 @cache
