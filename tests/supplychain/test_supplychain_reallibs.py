@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import datetime
 import decimal
 import fractions
+import io
 import json
 import os
 import pathlib
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlwarden.supplychain import scan_file
+from mlwarden.supplychain import scan_file, scan_paths
 from mlwarden.supplychain.policy import DEFAULT_POLICY
 
 
@@ -649,3 +651,224 @@ def test_pickle_calling_a_path_method_is_unsafe(tmp_path: Path) -> None:
     path = tmp_path / "p.pkl"
     path.write_bytes(_proto4(body + b"0"))
     assert verdict(path) == "unsafe"
+
+
+# --- skops ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def skops_files(
+    xy: tuple[np.ndarray, np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    sio = pytest.importorskip("skops.io")
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    x, y = xy
+    root = tmp_path_factory.mktemp("skops")
+    objs = {
+        "logreg": LogisticRegression().fit(x, y),
+        "forest": RandomForestClassifier(n_estimators=2, random_state=0).fit(x, y),
+        "pipe": make_pipeline(
+            FunctionTransformer(np.log1p), StandardScaler(), LogisticRegression()
+        ).fit(x, y),
+        "onehot": OneHotEncoder().fit(np.array([["a"], ["b"]], dtype=object)),
+        "rng": {"state": np.random.RandomState(0), "gen": np.random.default_rng(0)},
+    }
+    out = {}
+    for name, obj in objs.items():
+        out[name] = root / f"{name}.skops"
+        sio.dump(obj, out[name])
+    return out
+
+
+def test_skops_files_of_plain_estimators_are_safe(skops_files: dict[str, Path]) -> None:
+    assert_safe(list(skops_files.values()))
+    assert scan_file(skops_files["forest"]).format == "skops"
+
+
+def _edit_skops(src: Path, dst: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "schema.json":
+                doc = json.loads(data)
+                edit(doc)
+                data = json.dumps(doc).encode()
+            zout.writestr(item, data)
+    return dst
+
+
+def _param(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    return doc["content"]["content"][name]
+
+
+@pytest.mark.parametrize(
+    ("node", "expect"),
+    [
+        ({"__class__": "eval", "__module__": "builtins", "__loader__": "FunctionNode"}, "unsafe"),
+        ({"__class__": "system", "__module__": "os", "__loader__": "TypeNode"}, "unsafe"),
+        (
+            {
+                "__class__": "attrgetter",
+                "__module__": "operator",
+                "__loader__": "OperatorFuncNode",
+                "attrs": {
+                    "__class__": "tuple",
+                    "__module__": "builtins",
+                    "__loader__": "TupleNode",
+                    "content": [],
+                },
+            },
+            "unsafe",
+        ),
+        (
+            {"__class__": "Popen", "__module__": "subprocess", "__loader__": "ObjectNode"},
+            "unsafe",
+        ),
+        (
+            {"__class__": "Helper", "__module__": "mypkg.evil", "__loader__": "ObjectNode"},
+            "suspicious",
+        ),
+        (
+            {"__class__": "partial", "__module__": "functools", "__loader__": "PartialNode"},
+            "suspicious",
+        ),
+        ({"__class__": "dict", "__module__": "builtins", "__loader__": "NoSuchNode"}, "safe"),
+    ],
+)
+def test_skops_schema_naming_code_is_flagged(
+    skops_files: dict[str, Path], tmp_path: Path, node: dict[str, Any], expect: str
+) -> None:
+    def edit(doc: dict[str, Any]) -> None:
+        doc["content"]["content"]["C"] = node
+
+    path = _edit_skops(skops_files["logreg"], tmp_path / "evil.skops", edit)
+    assert verdict(path) == expect
+
+
+def test_skops_method_and_bit_generator_names_are_checked(
+    skops_files: dict[str, Path], tmp_path: Path
+) -> None:
+    def method(doc: dict[str, Any]) -> None:
+        doc["content"]["content"]["C"] = {
+            "__class__": "LogisticRegression",
+            "__module__": "sklearn.linear_model._logistic",
+            "__loader__": "MethodNode",
+            "content": {"func": "__reduce_ex__", "obj": copy.deepcopy(doc)},
+        }
+
+    assert verdict(_edit_skops(skops_files["logreg"], tmp_path / "m.skops", method)) == "unsafe"
+
+    def bitgen(doc: dict[str, Any]) -> None:
+        def walk(n: Any) -> None:
+            if isinstance(n, dict):
+                if n.get("__loader__") == "RandomGeneratorNode":
+                    inner = n["content"]["bit_generator"]["content"]["bit_generator"]
+                    inner["content"] = json.dumps("seed")  # numpy.random.seed() on load
+                for v in n.values():
+                    walk(v)
+
+        walk(doc)
+
+    path = _edit_skops(skops_files["rng"], tmp_path / "g.skops", bitgen)
+    assert verdict(path) == "suspicious"
+    assert any("numpy.random.seed" in m for m in messages(path))
+
+
+# --- a Hugging Face model folder ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 saved by transformers, with a tokenizer trained by `tokenizers`."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    torch = pytest.importorskip("torch")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    root = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=96, n_positions=32)
+    model = transformers.GPT2LMHeadModel(cfg)
+    model.generation_config = transformers.GenerationConfig(max_new_tokens=8, do_sample=True)
+    model.save_pretrained(root)
+    corpus = ["model files are data", "the quick brown fox", "hello world"] * 10
+    tok = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=96, special_tokens=["<unk>", "<|endoftext|>"])
+    )
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", unk_token="<unk>"
+    )
+    fast.save_pretrained(root)
+    try:
+        import sentencepiece as spm
+    except ImportError:
+        pass
+    else:
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(corpus * 3),
+            model_writer=buf,
+            vocab_size=30,
+            model_type="unigram",
+            minloglevel=2,
+            hard_vocab_limit=False,
+        )
+        (root / "spiece.model").write_bytes(buf.getvalue())
+    (root / "README.md").write_text(
+        "---\nlicense: mit\nlibrary_name: transformers\n---\n# tiny-gpt2\n\nFor tests.\n"
+    )
+    (root / ".gitattributes").write_text(
+        "*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.model filter=lfs diff=lfs -text\n"
+    )
+    return root
+
+
+def test_hugging_face_folder_scans_safe(hf_folder: Path) -> None:
+    names = {p.name for p in hf_folder.iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= names
+    result = scan_paths([hf_folder])
+    assert result.exit_code() == 0, [(f.path, f.verdict.value, f.error) for f in result.files]
+    formats = {Path(f.path).name: f.format for f in result.files}
+    assert formats["model.safetensors"] == "safetensors"
+    if "spiece.model" in formats:
+        assert formats["spiece.model"] == "sentencepiece"
+
+
+def test_hugging_face_auto_map_is_flagged(hf_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "remote-code"
+    shutil.copytree(hf_folder, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["auto_map"] = {
+        "AutoConfig": "configuration_evil.EvilConfig",
+        "AutoModelForCausalLM": "someone/other-repo--modeling_evil.EvilForCausalLM",
+    }
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "modeling_evil.py").write_text(
+        "import os\n\nfrom transformers import PreTrainedModel\n\nos.system('true')\n"
+    )
+    tok = json.loads((folder / "tokenizer_config.json").read_text())
+    tok["auto_map"] = {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok))
+    result = scan_paths([folder])
+    by_name = {Path(f.path).name: f for f in result.files}
+    assert by_name["config.json"].verdict.value == "suspicious"
+    assert by_name["tokenizer_config.json"].verdict.value == "suspicious"
+    texts = [i.message for i in by_name["config.json"].findings]
+    assert any("other-repo" in t and "modeling_evil.EvilForCausalLM" in t for t in texts)
+    assert {i.rule for i in by_name["config.json"].findings} == {"MLW-SCN-012"}
+    assert result.exit_code() == 1
+
+
+def test_unknown_binary_in_a_model_folder_is_still_an_error(tmp_path: Path) -> None:
+    """Fail closed: a binary no rule recognises is never called safe."""
+    (tmp_path / "weights.bin2").write_bytes(bytes(range(256)) * 4)
+    assert verdict(tmp_path / "weights.bin2") == "error"

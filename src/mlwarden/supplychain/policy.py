@@ -270,6 +270,12 @@ SAFE_GLOBALS: frozenset[str] = frozenset(
         "numpy.random._pcg64.PCG64DXSM",
         "numpy.random._philox.Philox",
         "numpy.random._sfc64.SFC64",
+        # the public names skops resolves a Generator's bit generator by
+        "numpy.random.MT19937",
+        "numpy.random.PCG64",
+        "numpy.random.PCG64DXSM",
+        "numpy.random.Philox",
+        "numpy.random.SFC64",
         # PyTorch tensors, storages, parameters
         "torch._utils._rebuild_tensor",
         "torch._utils._rebuild_tensor_v2",

@@ -894,7 +894,12 @@ def _zip_kind(names: list[str]) -> str:
         return "pytorch-zip"
     if "config.json" in base and ("metadata.json" in base or "model.weights.h5" in base):
         return "keras"
-    if names and all(n.endswith(".npy") for n in names if not n.endswith("/")):
+    files = [n for n in names if not n.endswith("/")]
+    if "schema.json" in files and all(
+        n == "schema.json" or n.endswith((".npy", ".npz", ".bin")) for n in files
+    ):
+        return "skops"
+    if files and all(n.endswith(".npy") for n in files):
         return "npz"
     return "zip"
 
@@ -981,11 +986,18 @@ def _scan_json(src: Source, ctx: _Ctx, name: str) -> str:
         doc = json.loads(data)
     except (ValueError, RecursionError):
         return "text"
+    from mlwarden.supplychain.hf_scan import check_hf_config, looks_like_hf_config
     from mlwarden.supplychain.keras_scan import check_keras_config, looks_like_keras
+    from mlwarden.supplychain.skops_scan import check_skops_schema, looks_like_skops
 
+    if looks_like_skops(doc):
+        check_skops_schema(doc, ctx.sink, ctx.sink.policy)
+        return "skops-schema"
     if looks_like_keras(doc):
         check_keras_config(doc, ctx.sink)
         return "keras-config"
+    if looks_like_hf_config(doc):
+        check_hf_config(doc, ctx.sink)
     return "json"
 
 
