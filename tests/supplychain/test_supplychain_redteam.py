@@ -13,8 +13,11 @@ import json
 import os
 import pickle
 import stat
+import struct
 import threading
+import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from xml.etree import ElementTree
@@ -290,3 +293,104 @@ def test_reports_go_into_pipes_and_through_links_without_replacing_them(
     assert stat.S_ISFIFO(pipe.lstat().st_mode)  # a rename over it made it a plain file
     assert json.loads(got[0])["command"] == "scan"
     assert link.is_symlink() and json.loads(real.read_text())["version"] == "2.1.0"
+
+
+# --- zip archives ------------------------------------------------------------------------
+
+
+def _local(name: str, csize: int, usize: int, method: int = 0, crc: int = 0) -> bytes:
+    raw = name.encode()
+    fields = (20, 0, method, 0, 0, crc, csize, usize, len(raw), 0)
+    return b"PK\x03\x04" + struct.pack("<HHHHHIIIHH", *fields) + raw
+
+
+def _central(
+    name: str, csize: int, usize: int, offset: int, method: int = 0, crc: int = 0
+) -> bytes:
+    raw = name.encode()
+    fields = (20, 20, 0, method, 0, 0, crc, csize, usize, len(raw), 0, 0, 0, 0, 0, offset)
+    return b"PK\x01\x02" + struct.pack("<HHHHHHIIIHHHHHII", *fields) + raw
+
+
+def _zip(body: bytes, central: list[bytes]) -> bytes:
+    """An archive from its members' bytes and central records (ZIP64 end records past 65535)."""
+    cd = b"".join(central)
+    n = len(central)
+    end = b""
+    if n > 0xFFFF:
+        at = len(body) + len(cd)
+        end = b"PK\x06\x06" + struct.pack("<QHHIIQQQQ", 44, 45, 45, 0, 0, n, n, len(cd), len(body))
+        end += b"PK\x06\x07" + struct.pack("<IQI", 0, at, 1)
+        n = 0xFFFF
+    tail = struct.pack("<HHHHIIH", 0, 0, n, n, len(cd), len(body), 0)
+    return body + cd + end + b"PK\x05\x06" + tail
+
+
+def test_fifield_overlapping_members_are_one_bomb_finding(tmp_path: Path) -> None:
+    # each member's deflate stream quotes the next member's local header in a stored
+    # block, so every member holds all the ones after it (a non-recursive zip bomb)
+    kernel = zlib.compressobj(9, zlib.DEFLATED, -15)
+    tail = kernel.compress(b"\x00" * (1 << 20)) + kernel.flush()
+    names = [f"{i:03d}.bin" for i in range(50)]
+    sizes = [(len(tail), 1 << 20)]
+    headers = [_local(names[-1], *sizes[0], method=8)]
+    for name in reversed(names[:-1]):  # member i's data: a block quoting header i+1, then its data
+        csize, usize = sizes[0]
+        sizes.insert(0, (csize + 5 + len(headers[0]), usize + len(headers[0])))
+        headers.insert(0, _local(name, *sizes[0], method=8))
+    body, offsets = b"", []
+    for i, header in enumerate(headers):
+        offsets.append(len(body))
+        body += header
+        if i + 1 < len(headers):  # the block header; its content is the next local header
+            nxt = len(headers[i + 1])
+            body += b"\x00" + struct.pack("<HH", nxt, nxt ^ 0xFFFF)
+    body += tail
+    cds = [
+        _central(n, c, u, o, method=8) for n, (c, u), o in zip(names, sizes, offsets, strict=True)
+    ]
+    path = tmp_path / "bomb.zip"
+    path.write_bytes(_zip(body, cds))
+    res = scan_file(path)
+    bombs = [i for i in res.findings if i.rule == "MLW-SCN-010"]
+    assert len(bombs) == 1 and "49 member(s) overlap" in bombs[0].message
+    assert res.verdict.value != "safe"
+
+
+def test_many_entries_sharing_one_member_are_one_finding(tmp_path: Path) -> None:
+    payload = pickle.dumps({"w": 1}, protocol=2)
+    crc = zlib.crc32(payload)
+    body = _local("data.pkl", len(payload), len(payload), crc=crc) + payload
+    cds = [_central(f"m{i}.pkl", len(payload), len(payload), 0, crc=crc) for i in range(1000)]
+    path = tmp_path / "shared.zip"
+    path.write_bytes(_zip(body, cds))
+    res = scan_file(path)
+    assert len(res.findings) <= 3, [i.message for i in res.findings]
+    assert any("999 member(s) overlap" in i.message for i in res.findings)
+    assert res.verdict.value != "safe"
+
+
+def test_a_hundred_thousand_tiny_members(tmp_path: Path) -> None:
+    payload = pickle.dumps(1, protocol=2)
+    crc = zlib.crc32(payload)
+    body, cds = bytearray(), []
+    for i in range(100_000):
+        cds.append(_central(f"m{i}.pkl", len(payload), len(payload), len(body), crc=crc))
+        body += _local(f"m{i}.pkl", len(payload), len(payload), crc=crc) + payload
+    path = tmp_path / "many.zip"
+    path.write_bytes(_zip(bytes(body), cds))
+    start = time.perf_counter()
+    res = scan_file(path)
+    assert res.verdict.value == "safe", res.findings[:3]
+    assert time.perf_counter() - start < 30
+
+
+def test_member_names_that_climb_out_are_reported(tmp_path: Path, canary: Path) -> None:
+    path = tmp_path / "slip.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("../../home/user/.bashrc", "touch " + str(canary))
+        z.writestr("/etc/cron.d/x", "* * * * * root touch " + str(canary))
+        z.writestr("ok.txt", "fine")
+    res = scan_file(path)
+    slips = [i for i in res.findings if "zip slip" in i.message]
+    assert len(slips) == 1 and "(and 1 more)" in slips[0].message

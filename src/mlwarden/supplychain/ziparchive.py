@@ -58,17 +58,51 @@ def read_entries(f: IO[bytes], size: int) -> tuple[list[ZipEntry], list[str]]:
     except ZipFormatError as exc:
         notes.append(f"central directory unreadable ({exc}); members found by local headers")
         entries = _walk_local_headers(f, size)
+    confused: list[str] = []
     for e in entries:
-        _locate(f, size, e, notes)
-    seen: dict[int, str] = {}
-    for e in entries:
-        if e.csize and e.data_offset in seen:
-            notes.append(
-                f"members {seen[e.data_offset]!r} and {e.name!r} share the same data "
-                "(overlapping entries, a zip-bomb technique)"
-            )
-        seen.setdefault(e.data_offset, e.name)
+        _locate(f, size, e, confused)
+    if confused:
+        more = f" (and {len(confused) - 1} more)" if len(confused) > 1 else ""
+        notes.append(f"{confused[0]}{more}")
+    overlap = _overlapping(entries)
+    if overlap:
+        notes.append(overlap)
+    slip = [e.name for e in entries if _escapes(e.name)]
+    if slip:
+        more = f" (and {len(slip) - 1} more)" if len(slip) > 1 else ""
+        notes.append(
+            f"member name {slip[0]!r}{more} is absolute or climbs out with '..': "
+            "extracting the archive would write outside its folder (zip slip)"
+        )
     return entries, notes
+
+
+def _escapes(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    drive = len(parts[0]) == 2 and parts[0][1] == ":"  # a drive letter
+    return name.startswith(("/", "\\")) or drive or ".." in parts
+
+
+def _overlapping(entries: list[ZipEntry]) -> str | None:
+    """One note when members' byte ranges overlap: several entries pointing at the same
+    data, or one member's data holding the next one's header (David Fifield's
+    non-recursive zip bomb). No archiver writes either; Python's zipfile refuses them."""
+    count = 0
+    first = ""
+    end, owner = -1, ""
+    for e in sorted(entries, key=lambda e: (e.header_offset, e.data_offset)):
+        if e.header_offset < end:
+            count += 1
+            first = first or f"{owner!r} and {e.name!r}"
+        stop = e.data_offset + e.csize
+        if stop > end:
+            end, owner = stop, e.name
+    if not count:
+        return None
+    return (
+        f"{count} member(s) overlap another member's bytes, first {first} "
+        "(overlapping entries, a zip-bomb technique)"
+    )
 
 
 def _tail(f: IO[bytes], size: int) -> tuple[bytes, int]:
