@@ -7,7 +7,9 @@ model is loaded with ``safe_mode`` off, and a config can name classes and functi
 any module (Keras 3 ``"module"``/``"registered_name"`` keys; older Keras 3 releases
 imported any module named there). A registered custom object (``"mypkg>Scale"`` as a
 class name, registered name, function name or loss/metric name) is resolved from user
-code. Keras' own non-modeling API (``keras.utils.get_file``,
+code. A ``TorchModuleWrapper`` carries a pickled torch module (base64 ``torch.save``
+bytes, loaded with ``torch.load(weights_only=False)``): it is scanned as a file of its
+own. Keras' own non-modeling API (``keras.utils.get_file``,
 ``keras.config.enable_unsafe_deserialization``, ``keras.models.load_model``, ...) named
 in a config downloads or loads files or turns safe mode off; Keras refuses these since
 3.11, older releases do not. HDF5 (``.h5``) files keep the config in the root attributes
@@ -17,6 +19,8 @@ in a config downloads or loads files or turns safe mode off; Keras refuses these
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 from typing import IO, Any
@@ -119,6 +123,8 @@ def check_keras_config(doc: Any, sink: Sink, *, training: bool = False) -> None:
         name = cfg.get("name", where)
         if cls == "Lambda":
             _lambda(cfg, str(name), sink)
+        elif cls == "TorchModuleWrapper":
+            _torch_module(cfg, str(name), sink)
         elif cls == "__lambda__":
             sink.add(
                 "MLW-SCN-005",
@@ -170,6 +176,39 @@ def _lambda(cfg: dict[str, Any], name: str, sink: Sink) -> None:
             f"Lambda layer {name!r} calls Python function {fn!r:.80} "
             f"from module {module!r} when the model runs",
         )
+
+
+def _torch_module(cfg: dict[str, Any], name: str, sink: Sink) -> None:
+    """A TorchModuleWrapper keeps its module as ``torch.save`` bytes, base64 in the config,
+    that Keras gives to ``torch.load(weights_only=False)``: scanned as a file of its own."""
+    raw = cfg.get("module")
+    if not isinstance(raw, str):
+        return  # not a serialized module (Keras rebuilds nothing from the config)
+    try:
+        data = base64.b64decode(raw.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        sink.add(
+            "MLW-SCN-004",
+            Severity.HIGH,
+            f"TorchModuleWrapper {name!r}: its pickled module is not valid base64",
+        )
+        return
+    if sink.on_nested is None:
+        sink.add(
+            "MLW-SCN-001",
+            Severity.CRITICAL,
+            f"TorchModuleWrapper {name!r} holds a pickled torch module (torch.load with "
+            "weights_only=False) that could not be scanned",
+        )
+        return
+    from mlwarden.supplychain.stream import Source
+
+    outer = sink.member
+    sink.member = f"{outer + '!' if outer else ''}{name}"
+    try:
+        sink.on_nested(Source(io.BytesIO(data), len(data)), len(data), 0)
+    finally:
+        sink.member = outer
 
 
 def _keras_path(module: str) -> str | None:

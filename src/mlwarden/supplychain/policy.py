@@ -400,6 +400,11 @@ SAFE_GLOBALS: frozenset[str] = frozenset(
         "xgboost.sklearn.XGBRanker",
         "xgboost.sklearn.XGBRFClassifier",
         "xgboost.sklearn.XGBRFRegressor",
+        # training callbacks a wrapper keeps in its ``callbacks`` parameter: they store
+        # their settings (and the monitor a print function) until training runs
+        "xgboost.callback.EarlyStopping",
+        "xgboost.callback.EvaluationMonitor",
+        "xgboost.collective.communicator_print",
         "lightgbm.basic.Booster",
         "lightgbm.sklearn.LGBMModel",
         "lightgbm.sklearn.LGBMClassifier",
