@@ -14,6 +14,7 @@ import os
 import pickle
 import stat
 import struct
+import tarfile
 import threading
 import time
 import zipfile
@@ -26,7 +27,7 @@ import pytest
 
 from mlwarden.cli.main import main
 from mlwarden.core.errors import UserError
-from mlwarden.supplychain import safe_load, scan_file, scan_paths
+from mlwarden.supplychain import Limits, safe_load, scan_file, scan_paths
 
 
 def _payload(canary: Path) -> bytes:
@@ -394,3 +395,50 @@ def test_member_names_that_climb_out_are_reported(tmp_path: Path, canary: Path) 
     res = scan_file(path)
     slips = [i for i in res.findings if "zip slip" in i.message]
     assert len(slips) == 1 and "(and 1 more)" in slips[0].message
+
+
+def test_overlapping_nested_archives_stop_at_the_archive_budget(tmp_path: Path) -> None:
+    # one deflated member that inflates to a zip-looking 32 MiB, listed 200 times: each
+    # entry was inflated and spooled to disk (a 32 KB file cost minutes at full scale)
+    raw = b"PK\x03\x04" + b"\x00" * (32 << 20)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = packer.compress(raw) + packer.flush()
+    crc = zlib.crc32(raw)
+    body = _local("a.zip", len(data), len(raw), method=8, crc=crc) + data
+    cds = [_central("a.zip", len(data), len(raw), 0, method=8, crc=crc) for _ in range(200)]
+    path = tmp_path / "spool.zip"
+    path.write_bytes(_zip(body, cds))
+    start = time.perf_counter()
+    res = scan_file(path, limits=Limits(archive_floor=128 << 20))
+    assert time.perf_counter() - start < 20
+    assert res.verdict.value == "error" and "limit" in (res.error or "")
+
+
+def test_a_compressed_npz_of_a_big_zero_array_is_neither_inflated_nor_a_bomb(
+    tmp_path: Path,
+) -> None:
+    np = pytest.importorskip("numpy")
+    path = tmp_path / "sparse.npz"
+    np.savez_compressed(path, w=np.zeros((300, 1 << 18), dtype=np.float32), b=np.ones(3))
+    res = scan_file(path, limits=Limits(ratio_floor=1 << 20))
+    assert res.verdict.value == "safe", res.findings
+    assert res.seconds < 5
+
+
+def test_a_tar_declaring_a_huge_member_is_seeked_past(tmp_path: Path) -> None:
+    info = tarfile.TarInfo("model.pkl")
+    info.size = 5 << 30
+    path = tmp_path / "huge.tar"
+    with path.open("wb") as f:
+        f.write(info.tobuf(format=tarfile.GNU_FORMAT))
+        f.write(pickle.dumps({"w": 1}, protocol=2))
+        f.truncate(512 + (5 << 30) + 1024)  # sparse: the 5 GB are never written
+    start = time.perf_counter()
+    res = scan_file(path)
+    assert time.perf_counter() - start < 10  # read through, it took 15-25 s
+    assert res.format == "tar" and res.verdict.value != "unsafe"
+    cut = tmp_path / "cut.tar"  # the member's data is missing: an error, not a clean tar
+    with cut.open("wb") as f:
+        f.write(info.tobuf(format=tarfile.GNU_FORMAT))
+        f.write(pickle.dumps({"w": 1}, protocol=2))
+    assert scan_file(cut).verdict.value == "error"
