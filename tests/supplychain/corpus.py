@@ -302,7 +302,44 @@ def build_malicious(root: Path, canary: Path) -> list[Case]:
     # Keras and ONNX
     _keras(add, root)
     _onnx(add, root)
+    # GGUF chat template that escapes Jinja into Python (CVE-2024-34359's shape)
+    if _has_gguf():
+        ssti = (
+            "{% for x in ().__class__.__base__.__subclasses__() %}{% if 'warning' in "
+            "x.__name__ %}{{ x()._module.__builtins__['__import__']('os').popen("
+            + repr(sh)
+            + ").read() }}{% endif %}{% endfor %}"
+        )
+        add("chat_template.gguf", _gguf_file(root / "tmp.gguf", ssti), "template")
     return cases
+
+
+def _has_gguf() -> bool:
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _gguf_file(path: Path, template: str | None) -> bytes:
+    """A small llama-style GGUF written by the ``gguf`` library (llama.cpp's writer)."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(64)
+    w.add_tokenizer_model("llama")
+    w.add_token_list([f"t{i}" for i in range(64)])
+    if template is not None:
+        w.add_chat_template(template)
+    w.add_tensor("token_embd.weight", np.ones((8, 64), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    data = path.read_bytes()
+    path.unlink()
+    return data
 
 
 def _add_dill_cloudpickle(add: Any, c: str) -> None:
@@ -647,4 +684,7 @@ def build_benign(root: Path) -> list[Path]:
         {"a": np.ones((3, 3), np.float32), "b": np.arange(4, dtype=np.int64)},
         str(p("arrays.safetensors")),
     )
+    if _has_gguf():
+        template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        p("llama.gguf").write_bytes(_gguf_file(root / "tmp.gguf", template))
     return paths

@@ -60,8 +60,8 @@ RULES: dict[str, tuple[str, str]] = {
         "Custom operators need a native library; load it only with libraries you trust.",
     ),
     "MLW-SCN-009": (
-        "safetensors header is malformed",
-        "Re-export the file: offsets, dtypes or lengths disagree with the data.",
+        "Tensor file header is malformed (safetensors, GGUF)",
+        "Re-export the file: offsets, dtypes, counts or lengths disagree with the data.",
     ),
     "MLW-SCN-010": (
         "Archive exceeds the scan limits (possible decompression bomb or deep nesting)",
@@ -70,6 +70,11 @@ RULES: dict[str, tuple[str, str]] = {
     "MLW-SCN-011": (
         "Container has irregularities that loaders tolerate",
         "Usually harmless, but regenerate the file: it was not written by a standard tool.",
+    ),
+    "MLW-SCN-013": (
+        "Chat template reaches Python internals (Jinja2 template injection)",
+        "Do not use the template: remove it, or render chat prompts only in Jinja's "
+        "sandbox (transformers does; some GGUF loaders did not, CVE-2024-34359).",
     ),
     "MLW-SCN-012": (
         "Hugging Face config names custom code (auto_map) run with trust_remote_code",

@@ -460,6 +460,8 @@ def sniff(head: bytes, size: int | None) -> str:
         return "media:" + media
     if head.startswith(TORCH_LEGACY_MAGIC):
         return "torch-legacy"
+    if head[:4] == b"GGUF" and len(head) >= 8:
+        return "gguf"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
         return "zip"
     if head.startswith(NPY_MAGIC):
@@ -651,6 +653,8 @@ def _scan_stream(
             return _scan_zip(g, gsize, ctx, depth)
     if kind == "tar":
         return _scan_tar(src, ctx, depth)
+    if kind == "gguf":
+        return _scan_gguf(src, size, ctx)
     if kind == "safetensors":
         from mlwarden.supplychain.safetensors_scan import scan_safetensors
 
@@ -749,6 +753,29 @@ def _scan_media(src: Source, ctx: _Ctx, name: str) -> str:
             )
             return fmt
     return name
+
+
+def _scan_gguf(src: Source, size: int | None, ctx: _Ctx) -> str:
+    """A GGUF file; first run through the pickle machine, since ``G`` is an opcode too
+    (an unpickler given this file would execute it): a complete pickle wearing GGUF's
+    magic is a polyglot, and any import met on the way is kept, as for media files."""
+    from mlwarden.supplychain.gguf_scan import scan_gguf
+
+    with _seekable(src, size, ctx) as (g, gsize):
+        mark = ctx.sink.checkpoint()
+        g.seek(0)
+        try:
+            _scan_raw_pickle(Source(g, gsize), ctx)
+        except (PickleError, Truncated):
+            ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
+        else:
+            ctx.sink.add(
+                "MLW-SCN-011",
+                Severity.HIGH,
+                "a complete pickle wearing a GGUF signature (a GGUF/pickle polyglot)",
+            )
+        g.seek(0)
+        return scan_gguf(Source(g, gsize), ctx.sink)
 
 
 def _read_bounded(src: Source, limit: int, what: str) -> bytes:
