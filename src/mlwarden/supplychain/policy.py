@@ -750,7 +750,9 @@ class Policy:
         hit = self._cache.get(key)
         if hit is None:
             hit = self._classify(module, name, torchscript)
-            if len(self._cache) < 100_000:
+            # bounded: at most 100,000 entries of short names (a hostile pickle's
+            # thousands of distinct 4 KB names must not grow memory without limit)
+            if len(self._cache) < 100_000 and len(module) + len(name) <= 256:
                 self._cache[key] = hit
         return hit
 
