@@ -442,3 +442,86 @@ def test_a_tar_declaring_a_huge_member_is_seeked_past(tmp_path: Path) -> None:
         f.write(info.tobuf(format=tarfile.GNU_FORMAT))
         f.write(pickle.dumps({"w": 1}, protocol=2))
     assert scan_file(cut).verdict.value == "error"
+
+
+# --- every hostile input: safe_load refuses in one line; process workers agree ------------------
+
+
+def _hostile(root: Path, canary: Path) -> list[Path]:
+    """A mixed folder of inputs that must never load or pass."""
+    root.mkdir()
+    files: dict[str, bytes] = {
+        "empty.pkl": b"",
+        "stop.pkl": b".",
+        "long_line.pkl": b"V" + b"a" * (1 << 17) + b"\n0" + _payload(canary),
+        "truncated.pkl": pickle.dumps({"w": list(range(50))}, protocol=2)[:-9],
+        "long4.pkl": b"\x80\x02\x8a\xff" + b"\x00" * 16,
+        "giant_shape.npy": _npy("<f8", (10**12, 10**12)),
+        "neg_shape.npy": _npy("<f8", (-1, 5)),
+        "st_negative.safetensors": _safetensors(
+            {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}
+        ),
+        "st_bool.safetensors": _safetensors(
+            {"dtype": "F32", "shape": [2], "data_offsets": [False, True]}
+        ),
+        "st_overflow.safetensors": _safetensors(
+            {"dtype": "F32", "shape": [2], "data_offsets": [0, 2**64 + 8]}
+        ),
+        "onnx_cut.onnx": b"\x08\x07\x12\x07pytorch\x1a\xff\xff",
+        "h5_cut.h5": b"\x89HDF\r\n\x1a\n" + b"\x00" * 600,
+        "gz20.gz": _gzip_n(pickle.dumps({"w": 1}, protocol=2), 20),
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return sorted(root.iterdir())
+
+
+def _npy(descr: str, shape: tuple[int, ...]) -> bytes:
+    header = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x00" * 64
+
+
+def _safetensors(tensor: dict[str, object]) -> bytes:
+    header = json.dumps({"t": tensor}).encode()
+    return struct.pack("<Q", len(header)) + header + b"\x00" * 8
+
+
+def _gzip_n(data: bytes, levels: int) -> bytes:
+    for _ in range(levels):
+        data = gzip.compress(data)
+    return data
+
+
+def test_safe_load_refuses_every_hostile_input_in_one_line(tmp_path: Path, canary: Path) -> None:
+    from mlwarden.supplychain import load_target
+
+    for path in _hostile(tmp_path / "hostile", canary):
+        res = scan_file(path)
+        # one byte '.' is text to the scanner (no unpickler gets past an empty STOP)
+        assert res.verdict.value != "safe" or path.name == "stop.pkl", (path.name, res.format)
+        _refused(path)
+        with pytest.raises(UserError):
+            load_target(str(path))
+    assert not canary.exists()
+
+
+def test_hostile_messages_name_the_problem(tmp_path: Path, canary: Path) -> None:
+    got = {p.name: scan_file(p) for p in _hostile(tmp_path / "hostile", canary)}
+    assert "truncated or corrupt: not a valid ONNX" in (got["onnx_cut.onnx"].error or "")
+    assert "truncated or corrupt: HDF5 file unreadable" in (got["h5_cut.h5"].error or "")
+    assert any("[False, True]" in i.message for i in got["st_bool.safetensors"].findings)
+    assert any("nested deeper" in i.message for i in got["gz20.gz"].findings)
+
+
+def test_process_workers_give_the_same_results_as_local(
+    tmp_path: Path, canary: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "hostile"
+    _hostile(root, canary)
+    _good_pickle(root / "good.pkl")
+    (root / "evil.pkl").write_bytes(_payload(canary))
+    code_local, local, _ = run([str(root), "--format", "json"], capsys)
+    code_proc, proc, _ = run([str(root), "--format", "json", "--executor", "process=2"], capsys)
+    assert code_local == code_proc == 1
+    assert json.loads(local) == json.loads(proc)

@@ -28,6 +28,7 @@ from typing import IO, Any
 from mlwarden.core.findings import Severity
 from mlwarden.supplychain.policy import DEFAULT_POLICY, Verdict
 from mlwarden.supplychain.results import Sink
+from mlwarden.supplychain.stream import Truncated
 
 #: Module prefixes spelling Keras itself (Keras 2 in TensorFlow, tf_keras, Keras 3).
 KERAS_MODULES = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras", "keras_core")
@@ -264,7 +265,7 @@ def scan_h5(f: IO[bytes], sink: Sink) -> str:
     try:
         h5 = h5py.File(f, "r")
     except (OSError, ValueError) as exc:
-        raise ValueError(f"HDF5 file unreadable ({exc})") from None
+        raise Truncated(f"HDF5 file unreadable ({exc})") from None
     with h5:
         found = False
         for attr in ("model_config", "training_config"):

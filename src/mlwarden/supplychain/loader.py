@@ -37,6 +37,7 @@ from mlwarden.supplychain.results import FileResult
 from mlwarden.supplychain.scanner import scan_file
 from mlwarden.supplychain.stream import Decompressed
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _FACTORY = re.compile(r"^([A-Za-z_][\w.]*|[^:]+\.py):([A-Za-z_]\w*)$")
 
 
@@ -75,6 +76,7 @@ def check_safe(path: str | Path, policy: Policy | None = None) -> FileResult:
     if result.verdict.value != "safe":
         worst = sorted(result.findings, key=lambda i: -i.severity.rank)
         why = worst[0].message if worst else (result.error or "not safe")
+        why = _CONTROL.sub(lambda m: repr(m.group())[1:-1], why)  # names from the file: one line
         raise UnsafeArtifactError(
             f"{path}: refused to load: scan verdict {result.verdict.value} ({why}); "
             f"run 'mlwarden scan {path}' for details"
@@ -180,7 +182,9 @@ def load_target(spec: str, access: str | None = None, **kw: Any) -> Any:
     if spec.startswith(("http://", "https://")):
         return tg.HttpTarget(spec, **kw)
     path = Path(spec)
-    if path.is_file():
+    if path.is_dir():
+        raise InputFileError(path, "is a folder; give the model file itself")
+    if path.exists():  # a pipe or device too: the scan refuses it with its reason
         result = check_safe(path)
         fmt = result.format
         if fmt == "torchscript":

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlwarden.core.findings import Severity
 from mlwarden.supplychain.results import Sink
+from mlwarden.supplychain.stream import Truncated
 
 STANDARD_DOMAINS = frozenset(
     {
@@ -41,7 +42,7 @@ def scan_onnx(data: bytes, sink: Sink, base: Path | None) -> None:
     try:
         model.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"not a valid ONNX protobuf ({exc})") from None
+        raise Truncated(f"not a valid ONNX protobuf ({exc})") from None
     local_domains = {f.domain for f in model.functions}
     for tensor, where in _tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:

@@ -94,12 +94,12 @@ def _check_tensor(name: str, info: Any) -> str | None:
     dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     if dtype not in DTYPE_BYTES:
         return f"tensor {name!r} has unknown dtype {dtype!r}"
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(_count(d) for d in shape):
         return f"tensor {name!r} has an invalid shape {shape!r}"
     if (
         not isinstance(offs, list)
         or len(offs) != 2
-        or not all(isinstance(o, int) and o >= 0 for o in offs)
+        or not all(_count(o) for o in offs)
         or offs[0] > offs[1]
     ):
         return f"tensor {name!r} has invalid data_offsets {offs!r}"
@@ -113,3 +113,8 @@ def _check_tensor(name: str, info: Any) -> str | None:
             f"needs {want:g}"
         )
     return None
+
+
+def _count(value: Any) -> bool:
+    """A non-negative JSON integer that fits the format's u64 (``true`` is no number)."""
+    return type(value) is int and 0 <= value < 1 << 64
