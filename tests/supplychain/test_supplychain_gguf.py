@@ -149,3 +149,34 @@ def test_gguf_pickle_polyglot_is_caught() -> None:
     result = scan_bytes(data)
     assert result.verdict.value == "unsafe"
     assert any(i.global_ == "os.system" for i in result.findings)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ messages[('_' * 2) ~ 'class' ~ ('_' * 2)] }}",
+        "{{ messages[['_', '_cla', 'ss_', '_']|join] }}",
+        "{{ (messages|first)[('%c' * 2)|format(95, 95) ~ 'class' ~ '__'] }}",
+    ],
+)
+def test_computed_names_are_flagged(tmp_path: Path, template: str) -> None:
+    result = scan_file(write(tmp_path / "m.gguf", template))
+    assert result.verdict.value != "safe", template
+
+
+def test_common_real_templates_stay_safe(tmp_path: Path) -> None:
+    chatml = (
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+        "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+        "{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    mistral = (
+        "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
+        "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate') }}"
+        "{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + "
+        "' [/INST]' }}{% else %}{{ message['content'] + eos_token}}{% endif %}{% endfor %}"
+    )
+    indexed = "{% for i in range(messages|length) %}{{ messages[i]['content'] }}{{ messages[i - 1].role }}{% endfor %}"
+    for template in (chatml, mistral, indexed):
+        result = scan_file(write(tmp_path / "m.gguf", template))
+        assert result.verdict.value == "safe", (template, [i.message for i in result.findings])

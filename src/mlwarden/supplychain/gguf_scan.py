@@ -317,8 +317,18 @@ def check_chat_template(text: str, where: str, sink: Sink) -> None:
             ):
                 note(f"uses the Jinja global {node.name!r}", Severity.HIGH)
         for const in tree.find_all(nodes.Const):
-            if isinstance(const.value, str) and "__" in const.value:
-                note(f"builds the name {const.value[:40]!r} (a __dunder__ name)", Severity.HIGH)
+            value = const.value
+            if isinstance(value, str) and ("__" in value or (value and not value.strip("_"))):
+                note(f"builds names from {value[:40]!r} (a __dunder__ name)", Severity.HIGH)
+        for item in tree.find_all(nodes.Getitem):
+            # a key computed from strings ('_'*2 ~ 'class' ~ '_'*2, |join, |format...)
+            # reads an attribute no constant names; numbers (messages[i - 1]) are fine
+            if any(
+                isinstance(n, nodes.Concat | nodes.Filter)
+                or (isinstance(n, nodes.Const) and isinstance(n.value, str))
+                for n in (item.arg, *item.arg.find_all((nodes.Concat, nodes.Filter, nodes.Const)))
+            ) and not isinstance(item.arg, nodes.Const):
+                note("reads an item whose name is computed from strings", Severity.HIGH)
     if not found:
         return
     worst = max(found.values(), key=lambda s: s.rank)
