@@ -525,3 +525,18 @@ def test_process_workers_give_the_same_results_as_local(
     code_proc, proc, _ = run([str(root), "--format", "json", "--executor", "process=2"], capsys)
     assert code_local == code_proc == 1
     assert json.loads(local) == json.loads(proc)
+
+
+def test_a_name_too_long_is_one_error_entry_and_the_rest_is_scanned(tmp_path: Path) -> None:
+    good = _good_pickle(tmp_path / "good.pkl")
+    result = scan_paths([tmp_path / ("a" * 300), good])  # ENAMETOOLONG ended the whole scan
+    assert [f.verdict.value for f in result.files] == ["error", "safe"]
+    assert "too long" in (result.files[0].error or "")
+
+
+def test_a_gguf_pickle_polyglot_at_a_limit_is_an_error(tmp_path: Path, canary: Path) -> None:
+    # 'G' is BINFLOAT: an unpickler reads 'GUF' and the version as a float, then goes on
+    data = b"GGUF\x03\x00\x00\x00\x00" + b"(" * 1_000_001 + b"1" * 1_000_001 + _payload(canary)
+    path = tmp_path / "model.gguf"
+    path.write_bytes(data)
+    assert scan_file(path).verdict.value == "error"

@@ -368,7 +368,11 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for raw in paths:
         p = Path(raw)
-        if not p.is_dir():
+        try:
+            is_dir = p.is_dir()
+        except OSError:  # a name too long, say: its scan reports the reason
+            is_dir = False
+        if not is_dir:
             files.append(p)
             continue
         top = os.path.realpath(p)
@@ -766,7 +770,9 @@ def _scan_gguf(src: Source, size: int | None, ctx: _Ctx) -> str:
         g.seek(0)
         try:
             _scan_raw_pickle(Source(g, gsize), ctx)
-        except (PickleError, Truncated):
+        except (PickleError, Truncated) as exc:
+            if _stopped_at_limit(exc):
+                raise _limit_error(exc) from None
             ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
         else:
             ctx.sink.add(
