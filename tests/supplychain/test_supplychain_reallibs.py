@@ -141,6 +141,38 @@ def test_keras_lambda_layer_saved_by_keras_is_unsafe(keras_mod: Any, tmp_path: P
         assert any("MLW-SCN-005" in m for m in messages(path))
 
 
+def test_keras_lambda_of_a_keras_function_is_safe(keras_mod: Any, tmp_path: Path) -> None:
+    """Lambda(keras.ops.relu) is saved as a reference to Keras' own function, not as code."""
+    keras = keras_mod
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Lambda(keras.ops.relu),
+            keras.layers.Lambda(keras.activations.gelu),
+            keras.layers.Dense(1),
+        ]
+    )
+    paths = [tmp_path / "fn.keras", tmp_path / "fn.h5"]
+    for path in paths:
+        model.save(path)
+    assert_safe(paths)
+
+    def edit(doc: dict[str, Any]) -> None:
+        for layer in doc["config"]["layers"]:
+            if layer["class_name"] == "Lambda":
+                layer["config"]["function"]["config"] = "exit"  # builtins.exit(tensor)
+
+    evil = _edit_keras_zip(paths[0], tmp_path / "evil.keras", edit)
+    assert verdict(evil) == "unsafe"
+
+    def foreign(doc: dict[str, Any]) -> None:
+        for layer in doc["config"]["layers"]:
+            if layer["class_name"] == "Lambda":
+                layer["config"]["function"]["module"] = "mypkg.ops"
+
+    assert verdict(_edit_keras_zip(paths[0], tmp_path / "f.keras", foreign)) != "safe"
+
+
 CUSTOM_LAYERS = """
 import keras
 

@@ -159,6 +159,11 @@ def _custom(key: str, sink: Sink) -> None:
 def _lambda(cfg: dict[str, Any], name: str, sink: Sink) -> None:
     fn = cfg.get("function")
     ftype = cfg.get("function_type")
+    if _keras_builtin_function(fn):
+        # Keras 3 ``Lambda(keras.ops.relu)``: Keras resolves the plain name among its own
+        # activations, losses, ... (or objects the user registers); the walk still checks
+        # the reference (non-modeling API, unsafe builtins such as exec or exit)
+        return
     if (
         ftype == "lambda"
         or isinstance(fn, list)
@@ -177,6 +182,19 @@ def _lambda(cfg: dict[str, Any], name: str, sink: Sink) -> None:
             f"Lambda layer {name!r} calls Python function {fn!r:.80} "
             f"from module {module!r} when the model runs",
         )
+
+
+def _keras_builtin_function(fn: Any) -> bool:
+    """A Keras 3 function reference to Keras' own namespace or a plain built-in name."""
+    if not (isinstance(fn, dict) and fn.get("class_name") == "function"):
+        return False
+    module, target = fn.get("module"), fn.get("config")
+    return (
+        isinstance(module, str)
+        and isinstance(target, str)
+        and ">" not in target
+        and (module == "builtins" or _keras_path(module) is not None)
+    )
 
 
 def _torch_module(cfg: dict[str, Any], name: str, sink: Sink) -> None:
