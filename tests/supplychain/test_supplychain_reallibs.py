@@ -322,10 +322,6 @@ def test_keras_modeling_references_stay_safe(keras_files: dict[str, Path], tmp_p
     assert verdict(path) == "safe"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HDF5 after a 512-byte user block is sniffed as text (lead-owned _scan_stream)",
-)
 def test_keras_h5_behind_a_user_block_is_scanned(tmp_path: Path) -> None:
     """h5py (and so Keras) opens an HDF5 file whose superblock sits at offset 512."""
     h5py = pytest.importorskip("h5py")

@@ -278,9 +278,37 @@ def _scan_top(f: IO[bytes], size: int, ctx: _Ctx) -> str:
         )
         zip_fmt = _scan_zip(f, size, ctx, depth=0)
         return zip_fmt if failure is not None or fmt in ("text", "unknown") else fmt
+    if ctx.top_kind != "hdf5" and size >= 520:
+        behind = _hdf5_offset(f, size)
+        if behind is not None:
+            # the HDF5 library looks for its superblock at 0, 512, 1024, 2048...: h5py and
+            # Keras open the file whatever its first bytes (a "user block") hold
+            leading = "text or data" if fmt in ("text", "unknown", "data") else ctx.top_kind
+            ctx.sink.add(
+                "MLW-SCN-011",
+                Severity.LOW if leading == "text or data" else Severity.HIGH,
+                f"an HDF5 file starts at byte {behind}, behind {leading} (a user block); "
+                "both were scanned",
+            )
+            from mlwarden.supplychain.keras_scan import scan_h5
+
+            f.seek(0)
+            h5_fmt = scan_h5(f, ctx.sink)
+            return h5_fmt if failure is not None or fmt in ("text", "unknown", "data") else fmt
     if failure is not None:
         raise failure
     return fmt
+
+
+def _hdf5_offset(f: IO[bytes], size: int) -> int | None:
+    """Where an HDF5 superblock sits after a user block (512, 1024, 2048... bytes), if any."""
+    at = 512
+    while at + 8 <= size:
+        f.seek(at)
+        if f.read(8) == HDF5_MAGIC:
+            return at
+        at *= 2
+    return None
 
 
 def scan_paths(
@@ -645,8 +673,9 @@ def _scan_stream(
     if kind.startswith("media:"):
         return _scan_media(src, ctx, kind.partition(":")[2])
     if kind == "pickle?":
-        # a few bytes that start with an opcode are a cut-off pickle, not prose
-        return _probe_pickle(src, ctx, text=len(head) >= 16 and _is_text(head), top=top)
+        # a few bytes that start with an opcode are a cut-off pickle unless they are text
+        # that no unpickler accepts (``torch\n`` in a requirements file)
+        return _probe_pickle(src, ctx, text=_is_text(head), short=len(head) < 16, top=top)
     if kind == "torch-legacy":
         scan_pickle_stream(src, ctx.sink, count=5)
         return "pytorch-legacy"
@@ -692,7 +721,7 @@ def _scan_raw_pickle(src: Source, ctx: _Ctx) -> str:
     return "joblib" if ctx.sink.joblib_arrays > before else "pickle"
 
 
-def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool) -> str:
+def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool, short: bool = False) -> str:
     """Data whose first byte is a protocol 0/1 opcode: a pickle if it parses as one.
 
     Protocol 0 pickles are printable text, so text that hits an opcode no pickle
@@ -700,7 +729,9 @@ def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool) -> str:
     unpickler runs everything before the point where it fails). Text that runs
     more than ``TEXT_OPS`` opcodes before failing is a damaged pickle: an error,
     never safe. (Within two opcodes no call can have happened: a call needs an
-    import, its arguments and REDUCE.)
+    import, its arguments and REDUCE.) Text under 16 bytes counts as text only when
+    the unpickler would reject it outright; one that merely ends early is a cut-off
+    pickle (an error).
     """
     mark = ctx.sink.checkpoint()
     try:
@@ -708,7 +739,8 @@ def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool) -> str:
     except (PickleError, Truncated) as exc:
         if _stopped_at_limit(exc):
             raise _limit_error(exc) from None
-        if (text and getattr(exc, "ops", 0) <= TEXT_OPS) or not top:
+        rejected = not short or isinstance(exc, PickleError)
+        if (text and rejected and getattr(exc, "ops", 0) <= TEXT_OPS) or not top:
             ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
             return "text" if text else "data"
         raise
