@@ -540,3 +540,53 @@ def test_a_gguf_pickle_polyglot_at_a_limit_is_an_error(tmp_path: Path, canary: P
     path = tmp_path / "model.gguf"
     path.write_bytes(data)
     assert scan_file(path).verdict.value == "error"
+
+
+# --- small and special inputs through the command ---------------------------------------------
+
+
+def test_pipes_and_devices_on_the_command_line_do_not_block(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # nobody ever writes: opening it for reading used to wait forever
+    code, out, err = run([str(pipe), "/dev/zero", "/dev/urandom", "--format", "json"], capsys)
+    assert code == 2 and err == ""
+    doc = json.loads(out)
+    assert [f["verdict"] for f in doc["files"]] == ["error"] * 3
+    assert all("not a regular file" in f["findings"][0]["message"] for f in doc["files"])
+
+
+def test_every_one_byte_file_and_an_empty_one(tmp_path: Path) -> None:
+    tree = tmp_path / "bytes"
+    tree.mkdir()
+    for b in range(256):
+        (tree / f"{b:03d}").write_bytes(bytes([b]))
+    (tree / "empty").write_bytes(b"")
+    result = scan_paths([tree])
+    assert len(result.files) == 257
+    for f in result.files:
+        # one byte runs no code: printable ones are text, the rest cannot be parsed
+        assert f.verdict.value in ("safe", "error"), (f.path, f.format)
+        assert f.verdict.value == "error" or f.format == "text", (f.path, f.format)
+    assert result.files[-1].verdict.value == "error"  # the empty file is never safe
+
+
+def test_an_empty_folder_in_json_mode_prints_no_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # no JSON rather than '"files": []', which a consumer ignoring the exit status would
+    # read as a clean scan: stdout stays empty, one line on stderr, exit 2
+    (tmp_path / "models").mkdir()
+    code, out, err = run([str(tmp_path / "models"), "--format", "json"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "nothing to scan" in err
+
+
+def test_a_5_gb_sparse_file_of_zeros_is_refused_without_reading_it(tmp_path: Path) -> None:
+    path = tmp_path / "zeros.bin"
+    with path.open("wb") as f:
+        f.truncate(5 << 30)
+    start = time.perf_counter()
+    res = scan_file(path)
+    assert time.perf_counter() - start < 5
+    assert res.verdict.value == "error" and "unrecognised" in (res.error or "")
