@@ -590,3 +590,20 @@ def test_a_5_gb_sparse_file_of_zeros_is_refused_without_reading_it(tmp_path: Pat
     res = scan_file(path)
     assert time.perf_counter() - start < 5
     assert res.verdict.value == "error" and "unrecognised" in (res.error or "")
+
+
+def test_sarif_is_valid_for_every_kind_of_verdict(
+    tmp_path: Path, canary: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.report.conftest import sarif_errors
+
+    root = tmp_path / "hostile"
+    _hostile(root, canary)
+    _good_pickle(root / "good.pkl")
+    (root / "evil.pkl").write_bytes(_payload(canary))
+    code, out, _ = run([str(root), "--format", "sarif"], capsys)
+    assert code == 1
+    log = json.loads(out)
+    assert sarif_errors(log) == []
+    rules = {r["ruleId"] for r in log["runs"][0]["results"]}
+    assert {"MLW-SCN-001", "MLW-SCN-004", "MLW-SCN-009"} <= rules
