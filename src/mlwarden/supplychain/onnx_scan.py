@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ def scan_onnx(data: bytes, sink: Sink, base: Path | None) -> None:
                 f"{where}: external data location {loc!r} is outside the model folder",
                 global_=loc,
             )
+        elif base is not None and len(sink.result.external_data) < 100_000:
+            target = base / os.path.normpath(loc.replace("\\", "/"))
+            with contextlib.suppress(OSError, RuntimeError):  # unresolvable: not credited
+                sink.result.external_data.append(str(target.resolve()))
     for node, where in _nodes(model.graph, "graph"):
         if node.domain not in STANDARD_DOMAINS and node.domain not in local_domains:
             sink.add(

@@ -130,6 +130,8 @@ class FileResult:
     error: str | None = None
     seconds: float = 0.0
     bytes_read: int = 0
+    #: files this model reads its weights from (ONNX external data, resolved paths)
+    external_data: list[str] = field(default_factory=list)
 
     @property
     def verdict(self) -> Verdict:
