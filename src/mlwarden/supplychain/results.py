@@ -56,7 +56,7 @@ RULES: dict[str, tuple[str, str]] = {
         "Do not load it: the runtime would read that file (e.g. secrets) into the model.",
     ),
     "MLW-SCN-008": (
-        "ONNX model uses custom operator domains",
+        "Model uses custom operators (ONNX domains, TFLite or TensorFlow op libraries)",
         "Custom operators need a native library; load it only with libraries you trust.",
     ),
     "MLW-SCN-009": (
@@ -75,6 +75,11 @@ RULES: dict[str, tuple[str, str]] = {
         "Chat template reaches Python internals (Jinja2 template injection)",
         "Do not use the template: remove it, or render chat prompts only in Jinja's "
         "sandbox (transformers does; some GGUF loaders did not, CVE-2024-34359).",
+    ),
+    "MLW-SCN-014": (
+        "TensorFlow graph runs operations that read or write files, use the network or run Python",
+        "Do not load or serve it: TensorFlow runs these ops when the model is called. Rebuild "
+        "the model from code you control, or export it without them.",
     ),
     "MLW-SCN-012": (
         "Hugging Face config names custom code (auto_map) run with trust_remote_code",

@@ -48,6 +48,7 @@ from mlwarden.supplychain.pickle_vm import (
 from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy
 from mlwarden.supplychain.results import FileResult, ScanResult, Sink
 from mlwarden.supplychain.stream import Decompressed, Source, TooLarge, Truncated
+from mlwarden.supplychain.tf_scan import scan_tf, shard_kind, tf_kind
 from mlwarden.supplychain.ziparchive import (
     EOCD,
     ZipFormatError,
@@ -339,34 +340,10 @@ def scan_paths(
         from mlwarden.core.console import track
 
         out.files = [_scan_job(j) for j in track(jobs, "scanning", total=len(jobs))]
-    else:
-        with get_executor(executor) as ex:
-            out.files = ex.map(_scan_job, jobs)
-    _credit_external_data(out.files)
+        return out
+    with get_executor(executor) as ex:
+        out.files = ex.map(_scan_job, jobs)
     return out
-
-
-def _credit_external_data(files: list[FileResult]) -> None:
-    """Raw tensor files that a scanned ONNX model names as its external data are data.
-
-    ONNX models over 2 GB keep their weights in such files: bytes with no format of
-    their own, which the runtime reads as raw tensors. Scanned alone they are
-    unrecognised (an error); named by a model scanned in the same run, they are its
-    weights. Only files that yielded nothing but the could-not-scan finding are
-    credited: anything an unpickler would import is still reported.
-    """
-    named = {p for f in files for p in f.external_data}
-    if not named:
-        return
-    for k, f in enumerate(files):
-        if f.error is None or any(i.rule != "MLW-SCN-004" for i in f.findings):
-            continue
-        try:
-            real = str(Path(f.path).resolve())
-        except (OSError, RuntimeError):
-            continue
-        if real in named:
-            files[k] = FileResult(path=f.path, format="onnx-external-data", seconds=f.seconds)
 
 
 def _scan_job(job: tuple[Path, Policy, Limits | None]) -> FileResult:
@@ -546,6 +523,9 @@ def sniff(head: bytes, size: int | None) -> str:
         return "safetensors"
     if head[:1] == b"\x80" and len(head) > 1 and 0 < head[1] <= 5:
         return "pickle"
+    tf = tf_kind(head, size)  # before ONNX: a SavedModel starts like one
+    if tf is not None:
+        return tf
     if _is_onnx(head):
         return "onnx"
     if head[0] in _PLAUSIBLE_FIRST:
@@ -684,6 +664,8 @@ def _scan_stream(
     src = Source(f, size)
     head = src.peek(512)
     kind = sniff(head, size)
+    if top and kind in ("unknown", "pickle?", "pickle") and not ctx.in_memory:
+        kind = shard_kind(ctx.path, size) or kind  # raw tensors its bundle index describes
     if top:
         ctx.top_kind = {"pickle?": "pickle", "torch-legacy": "pytorch-legacy"}.get(kind, kind)
         if size is not None and len(src.buf) >= size:
@@ -724,6 +706,8 @@ def _scan_stream(
 
         with _seekable(src, size, ctx) as (g, _):
             return scan_h5(g, ctx.sink)
+    if kind.startswith("tf-"):
+        return scan_tf(kind, src, ctx.sink, max(ctx.limits.max_json, 1 << 30))
     if kind == "onnx":
         from mlwarden.supplychain.onnx_scan import scan_onnx
 

@@ -1,0 +1,808 @@
+"""TensorFlow files: SavedModel, frozen GraphDef, TFLite, and the data files beside them.
+
+Parsed with a small protobuf wire-format reader and a flatbuffer reader of our own:
+TensorFlow is never imported. Every declared length, offset and count is checked against
+the bytes present; anything that does not parse is an error (never safe).
+
+* ``saved_model.pb`` (``tensorflow.SavedModel``) and frozen ``GraphDef`` files: every
+  node of the graph and of every function in its library is checked for operations that
+  read or write files, open databases or sockets, or run Python (``PyFunc``,
+  ``EagerPyFunc``: the code is not in the file, but the graph calls whatever Python
+  function the loading process has registered under the token). Operations from custom
+  op libraries (``Addons>GeLU``: a ``>`` in the name) need a native library.
+  Asset files named outside the model folder (``../``, absolute paths) are read at load.
+  Checkpoint ops (``SaveV2``, ``RestoreV2``, ``MergeV2Checkpoints``) belong to the saver
+  functions TensorFlow writes into every SavedModel; elsewhere they are reported.
+* ``keras_metadata.pb`` (Keras 2 SavedModel): the JSON config of every layer, checked
+  like any Keras config (``Lambda`` layers carry marshalled Python).
+* ``.tflite`` flatbuffers (``TFL3``): custom operators need native code; ``Flex`` ops run
+  the TensorFlow kernel of the same name and are checked like graph ops.
+* ``fingerprint.pb``, ``variables/variables.index`` (a LevelDB-format table holding the
+  tensor-bundle index) and ``variables.data-NNNNN-of-NNNNN`` (raw tensor bytes, identified
+  only when the index beside it describes exactly its bytes) are data: no code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlwarden.core.findings import Severity
+from mlwarden.supplychain.results import Sink
+from mlwarden.supplychain.stream import Source, Truncated
+
+RULE = "MLW-SCN-014"
+MAX_PROTO = 1 << 31  #: protobuf's own limit on a serialized message
+TFLITE_ID = b"TFL3"
+SSTABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
+
+_W = Severity.CRITICAL
+_R = Severity.HIGH
+#: TensorFlow ops that reach outside the graph, by what they do.
+DANGEROUS_OPS: dict[str, tuple[Severity, str]] = {
+    # run Python registered in the loading process
+    "PyFunc": (_W, "runs a Python function"),
+    "PyFuncStateless": (_W, "runs a Python function"),
+    "EagerPyFunc": (_W, "runs a Python function"),
+    # write or delete files
+    "WriteFile": (_W, "writes a file"),
+    "Save": (_W, "writes a checkpoint file"),
+    "SaveSlices": (_W, "writes a checkpoint file"),
+    "SaveV2": (_W, "writes checkpoint files"),
+    "MergeV2Checkpoints": (_W, "writes checkpoint files and deletes folders"),
+    "DatasetToTFRecord": (_W, "writes a TFRecord file"),
+    "ExperimentalDatasetToTFRecord": (_W, "writes a TFRecord file"),
+    "SaveDataset": (_W, "writes a dataset to files"),
+    "SaveDatasetV2": (_W, "writes a dataset to files"),
+    "DistributedSave": (_W, "writes a dataset to files"),
+    "SnapshotDataset": (_W, "writes dataset snapshots to files"),
+    "SnapshotDatasetV2": (_W, "writes dataset snapshots to files"),
+    "CacheDataset": (_W, "writes cache files"),
+    "CacheDatasetV2": (_W, "writes cache files"),
+    "CreateSummaryFileWriter": (_W, "writes event files"),
+    "CreateSummaryDbWriter": (_W, "writes a database file"),
+    "DebugIdentity": (_W, "dumps tensors to files or URLs"),
+    "DebugIdentityV2": (_W, "dumps tensors to files"),
+    "DebugIdentityV3": (_W, "dumps tensors to files or URLs"),
+    "DebugNanCount": (_W, "dumps tensors to files or URLs"),
+    "DebugNumericSummary": (_W, "dumps tensors to files or URLs"),
+    "FileSystemSetConfiguration": (_W, "changes file-system settings"),
+    # network
+    "DataServiceDataset": (_W, "connects to a tf.data service"),
+    "DataServiceDatasetV2": (_W, "connects to a tf.data service"),
+    "DataServiceDatasetV3": (_W, "connects to a tf.data service"),
+    "DataServiceDatasetV4": (_W, "connects to a tf.data service"),
+    "RegisterDataset": (_W, "connects to a tf.data service"),
+    "RegisterDatasetV2": (_W, "connects to a tf.data service"),
+    # graphs the scanner does not see: a serialized GraphDef in a tensor, remote devices
+    "DatasetFromGraph": (_R, "builds a dataset from a serialized graph held in a tensor"),
+    "RemoteCall": (_R, "calls a function on another (possibly remote) device"),
+    # read files, list folders, open databases
+    "ReadFile": (_R, "reads a file"),
+    "MatchingFiles": (_R, "lists files"),
+    "ImmutableConst": (_R, "maps a file into memory"),
+    "Restore": (_R, "reads a checkpoint file"),
+    "RestoreSlice": (_R, "reads a checkpoint file"),
+    "RestoreV2": (_R, "reads checkpoint files"),
+    "LoadAndRemapMatrix": (_R, "reads a checkpoint file"),
+    "GenerateVocabRemapping": (_R, "reads vocabulary files"),
+    "TFRecordDataset": (_R, "reads files"),
+    "TFRecordDatasetV2": (_R, "reads files"),
+    "TextLineDataset": (_R, "reads files"),
+    "FixedLengthRecordDataset": (_R, "reads files"),
+    "FixedLengthRecordDatasetV2": (_R, "reads files"),
+    "CSVDataset": (_R, "reads files"),
+    "CSVDatasetV2": (_R, "reads files"),
+    "ExperimentalCSVDataset": (_R, "reads files"),
+    "LMDBDataset": (_R, "reads a database file"),
+    "ExperimentalLMDBDataset": (_R, "reads a database file"),
+    "SqlDataset": (_R, "opens a database file"),
+    "ExperimentalSqlDataset": (_R, "opens a database file"),
+    "LoadDataset": (_R, "reads a saved dataset"),
+    "ExperimentalLoadDataset": (_R, "reads a saved dataset"),
+    "TFRecordReader": (_R, "reads files"),
+    "TFRecordReaderV2": (_R, "reads files"),
+    "TextLineReader": (_R, "reads files"),
+    "TextLineReaderV2": (_R, "reads files"),
+    "FixedLengthRecordReader": (_R, "reads files"),
+    "FixedLengthRecordReaderV2": (_R, "reads files"),
+    "WholeFileReader": (_R, "reads files"),
+    "WholeFileReaderV2": (_R, "reads files"),
+    "LMDBReader": (_R, "reads a database file"),
+    "InitializeTableFromTextFile": (Severity.MEDIUM, "reads a text file into a lookup table"),
+    "InitializeTableFromTextFileV2": (Severity.MEDIUM, "reads a text file into a lookup table"),
+}
+#: checkpoint ops expected in the saver functions TensorFlow adds to every SavedModel
+_SAVER_OPS = frozenset(
+    {"Save", "SaveSlices", "SaveV2", "MergeV2Checkpoints", "Restore", "RestoreSlice", "RestoreV2"}
+)
+_SAVER_FUNCTION = re.compile(r"__inference__traced_(?:save|restore)_\d+")
+#: the TF1 ``tf.train.Saver`` scope of a graph's checkpoint nodes (``save/SaveV2``)
+_SAVER_SCOPE = re.compile(r"save(?:_\d+)?/[^/]+")
+#: ops harmless unless an attribute names a file (attribute, what it means)
+_FILE_ATTRS = {
+    "PrintV2": ("output_stream", "appends to a file"),
+    "DecodeProtoV2": ("descriptor_source", "reads a descriptor file"),
+    "EncodeProto": ("descriptor_source", "reads a descriptor file"),
+}
+_OP_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_>.]*")
+_NODE_NAME = re.compile(rb"[A-Za-z0-9._][A-Za-z0-9_./>\-]*")
+
+
+#: bytes that are not the protobuf (or flatbuffer) they claim to be: "truncated or corrupt"
+ProtoError = Truncated
+
+
+# --- protobuf wire format -----------------------------------------------------------------
+
+VARINT, I64, LEN, I32 = 0, 1, 2, 5
+
+
+def varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``pos`` (at most 10 bytes, before ``end``) and the position after it."""
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ProtoError("varint runs past the end of its message")
+        b = buf[pos]
+        value |= (b & 0x7F) << shift
+        pos += 1
+        if not b & 0x80:
+            return value & 0xFFFFFFFFFFFFFFFF, pos
+        shift += 7
+
+
+def fields(buf: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, Any]]:
+    """``(field, wire type, value)`` of one message: an int for varints and fixed
+    numbers, ``(start, end)`` offsets into ``buf`` for length-delimited fields."""
+    end = len(buf) if end is None else end
+    if not 0 <= start <= end <= len(buf):
+        raise ProtoError("message extends past the data")
+    pos = start
+    while pos < end:
+        key, pos = varint(buf, pos, end)
+        num, wt = key >> 3, key & 7
+        if not 1 <= num < 1 << 29:
+            raise ProtoError(f"invalid field number {num}")
+        if wt == VARINT:
+            value, pos = varint(buf, pos, end)
+            yield num, wt, value
+        elif wt == LEN:
+            n, pos = varint(buf, pos, end)
+            if n > end - pos:
+                raise ProtoError(f"field {num} declares {n} bytes, {end - pos} remain")
+            yield num, wt, (pos, pos + n)
+            pos += n
+        elif wt in (I64, I32):
+            width = 8 if wt == I64 else 4
+            if width > end - pos:
+                raise ProtoError(f"field {num} runs past the end of its message")
+            yield num, wt, int.from_bytes(buf[pos : pos + width], "little")
+            pos += width
+        else:  # groups (3, 4) are not used by any TensorFlow message; 6 and 7 do not exist
+            raise ProtoError(f"field {num} has wire type {wt}")
+
+
+def validate(buf: bytes, start: int, end: int) -> None:
+    """Check that ``buf[start:end]`` is a well-formed message (its own fields only)."""
+    for _ in fields(buf, start, end):
+        pass
+
+
+def _typed(buf: bytes, span: tuple[int, int], schema: dict[int, int]) -> Iterator[tuple[int, Any]]:
+    """Fields of a message with known wire types: a known field with another wire type is
+    an error (TensorFlow would not see what we see)."""
+    for num, wt, value in fields(buf, span[0], span[1]):
+        want = schema.get(num)
+        if want is not None and want != wt:
+            raise ProtoError(f"field {num} has wire type {wt}, expected {want}")
+        yield num, value
+
+
+def _text(buf: bytes, span: tuple[int, int]) -> str:
+    return bytes(buf[span[0] : span[1]]).decode("utf-8", "backslashreplace")
+
+
+# --- identification ---------------------------------------------------------------------------
+
+
+def tf_kind(head: bytes, size: int | None) -> str | None:
+    """A TensorFlow file format from its first bytes (a window of up to 512), or None.
+
+    SavedModel and ONNX both start with field 1 (varint) then field 2 (bytes): a
+    SavedModel has schema version 1 and its field 2 is a MetaGraphDef whose MetaInfoDef
+    comes first; an ONNX producer name is text.
+    """
+    whole = size is not None and len(head) >= size
+    try:
+        if head[4:8] == TFLITE_ID and len(head) >= 8:
+            return "tf-lite"
+        if head[:3] == b"\x08\x01\x12" and _savedmodel_head(head):
+            return "tf-savedmodel"
+        if head[:1] == b"\x0a" and _graphdef_head(head):
+            return "tf-graphdef"
+        if head[:1] == b"\x0a" and _keras_metadata_head(head):
+            return "tf-keras-metadata"
+        if head[:2] == b"\x00\x00" and _bundle_index_head(head):
+            return "tf-bundle-index"
+        if whole and head[:1] == b"\x08" and _fingerprint(head):
+            return "tf-fingerprint"
+    except ProtoError:
+        return None
+    return None
+
+
+def _first(buf: bytes, start: int, end: int) -> tuple[int, int, Any]:
+    """The first field of a message that may be cut by the window: its value clipped."""
+    key, pos = varint(buf, start, end)
+    num, wt = key >> 3, key & 7
+    if wt == LEN:
+        n, pos = varint(buf, pos, end)
+        return num, wt, (pos, min(pos + n, end), n)
+    if wt == VARINT:
+        value, pos = varint(buf, pos, end)
+        return num, wt, value
+    return num, wt, None
+
+
+def _savedmodel_head(head: bytes) -> bool:
+    # SavedModel.meta_graphs[0] -> MetaGraphDef.meta_info_def (1) -> MetaInfoDef field:
+    # meta_graph_version (1, text) or stripped_op_list (2) whose first OpDef has a name
+    num, wt, span = _first(head, 2, len(head))
+    if (num, wt) != (2, LEN):
+        return False
+    num, wt, span = _first(head, span[0], span[1])
+    if (num, wt) != (1, LEN):
+        return False
+    num, wt, span = _first(head, span[0], span[1])
+    if wt != LEN or num not in (1, 2, 4, 5):
+        return False
+    if num == 2:  # OpList.op[0].name
+        num, wt, span = _first(head, span[0], span[1])
+        if (num, wt) != (1, LEN):
+            return False
+        num, wt, span = _first(head, span[0], span[1])
+        return (num, wt) == (1, LEN) and _OP_NAME.fullmatch(head[span[0] : span[1]]) is not None
+    return True
+
+
+def _graphdef_head(head: bytes) -> bool:
+    # GraphDef.node[0]: name (1) then op (2), both identifiers
+    num, wt, span = _first(head, 0, len(head))
+    if (num, wt) != (1, LEN) or span[2] < 4:
+        return False
+    num, wt, name = _first(head, span[0], span[1])
+    if (num, wt) != (1, LEN) or name[1] != name[0] + name[2] or name[1] >= span[1]:
+        return False
+    if _NODE_NAME.fullmatch(head[name[0] : name[1]]) is None:
+        return False
+    num, wt, op = _first(head, name[1], span[1])
+    if (num, wt) != (2, LEN) or op[1] != op[0] + op[2]:
+        return False
+    return _OP_NAME.fullmatch(head[op[0] : op[1]]) is not None
+
+
+def _keras_metadata_head(head: bytes) -> bool:
+    # SavedMetadata.nodes[0]: node_id (2), node_path (3), identifier (4) "_tf_keras_..."
+    num, wt, span = _first(head, 0, len(head))
+    if (num, wt) != (1, LEN):
+        return False
+    pos, end = span[0], span[1]
+    while pos < end:
+        num, wt, value = _first(head, pos, end)
+        if num == 2 and wt == VARINT:
+            _, pos = varint(head, varint(head, pos, end)[1], end)
+        elif num == 3 and wt == LEN:
+            pos = value[0] + value[2]
+        elif num == 4 and wt == LEN:
+            return head[value[0] : value[1]].startswith(b"_tf_keras_")
+        else:
+            return False
+    return False
+
+
+def _bundle_index_head(head: bytes) -> bool:
+    # first entry of the first data block: shared 0, key "" and a BundleHeaderProto value
+    shared, pos = varint(head, 0, len(head))
+    unshared, pos = varint(head, pos, len(head))
+    vlen, pos = varint(head, pos, len(head))
+    if shared or unshared or not 0 < vlen <= len(head) - pos:
+        return False
+    schema = {1: VARINT, 2: VARINT, 3: LEN}
+    got = dict(_typed(head, (pos, pos + vlen), schema))
+    return 1 in got and 3 in got
+
+
+def _fingerprint(data: bytes) -> bool:
+    schema = {1: VARINT, 2: VARINT, 3: VARINT, 4: VARINT, 5: VARINT, 6: LEN, 7: LEN}
+    seen = set()
+    for num, _ in _typed(data, (0, len(data)), schema):
+        if num not in schema:
+            return False
+        seen.add(num)
+    return 1 in seen and 6 in seen
+
+
+def shard_kind(path: Path, size: int | None) -> str | None:
+    """``tf-bundle-data`` when ``path`` is a tensor-bundle data shard that the index file
+    beside it describes byte for byte (raw tensor bytes have no signature of their own)."""
+    m = re.fullmatch(r"(.+)\.data-(\d{5})-of-(\d{5})", path.name)
+    if m is None or size is None:
+        return None
+    index = path.with_name(m.group(1) + ".index")
+    try:
+        with open(index, "rb") as f:
+            data = f.read(64 << 20)
+        entries = bundle_entries(data)
+    except (OSError, ProtoError):
+        return None
+    shard = int(m.group(2))
+    if entries.get("num_shards") != int(m.group(3)):
+        return None
+    spans = sorted(e for e in entries["spans"] if e[0] == shard)
+    pos = 0
+    for _, off, n in spans:
+        if off != pos:
+            return None
+        pos += n
+    return "tf-bundle-data" if pos == size else None
+
+
+# --- dispatch --------------------------------------------------------------------------------
+
+
+def scan_tf(kind: str, src: Source, sink: Sink, limit: int) -> str:
+    """Scan a stream :func:`tf_kind` or :func:`shard_kind` identified; its format name."""
+    data = _read_all(src, min(limit, MAX_PROTO), kind)
+    _pickle_first(data, sink, kind)
+    if kind == "tf-bundle-data":
+        return kind
+    if kind == "tf-savedmodel":
+        scan_savedmodel(data, sink)
+    elif kind == "tf-graphdef":
+        scan_graphdef(data, sink, "graph")
+    elif kind == "tf-keras-metadata":
+        scan_keras_metadata(data, sink)
+    elif kind == "tf-bundle-index":
+        bundle_entries(data)
+    elif kind == "tf-fingerprint":
+        if not _fingerprint(data):
+            raise ProtoError("not a SavedModel fingerprint")
+    elif kind == "tf-lite":
+        scan_tflite(data, sink)
+    else:
+        raise ProtoError(f"unknown TensorFlow format {kind}")
+    return kind
+
+
+def _read_all(src: Source, limit: int, what: str) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        chunk = src.peek(1 << 20)
+        if not chunk:
+            return b"".join(parts)
+        src.skip(len(chunk))
+        total += len(chunk)
+        if total > limit:
+            from mlwarden.supplychain.scanner import ScanLimit
+
+            raise ScanLimit(f"{what} larger than {limit} bytes")
+        parts.append(chunk)
+
+
+def _pickle_first(data: bytes, sink: Sink, kind: str) -> None:
+    """Run the bytes through the pickle machine when an unpickler would start on them
+    (as for image signatures): imports met are kept; a complete pickle is a polyglot."""
+    from mlwarden.supplychain.pickle_vm import _PLAUSIBLE_FIRST, PickleError, scan_pickle_stream
+
+    if not data or not (data[0] in _PLAUSIBLE_FIRST or data[0] == 0x80):
+        return
+    mark = sink.checkpoint()
+    try:
+        scan_pickle_stream(Source(io.BytesIO(data), len(data)), sink)
+    except (PickleError, Truncated):
+        sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
+    else:
+        sink.add(
+            "MLW-SCN-011",
+            Severity.HIGH,
+            f"a complete pickle that is also a TensorFlow file ({kind}): a polyglot",
+        )
+
+
+# --- SavedModel and GraphDef --------------------------------------------------------------------
+
+
+def scan_savedmodel(data: bytes, sink: Sink) -> None:
+    metas = 0
+    for num, value in _typed(data, (0, len(data)), {1: VARINT, 2: LEN}):
+        if num == 1:
+            if value != 1:
+                raise ProtoError(f"SavedModel schema version {value} (TensorFlow writes 1)")
+        elif num == 2:
+            metas += 1
+            _meta_graph(data, value, sink, metas)
+        else:
+            raise ProtoError(f"SavedModel has an unknown field {num}")
+    if not metas:
+        raise ProtoError("SavedModel without a MetaGraphDef")
+
+
+def _meta_graph(data: bytes, span: tuple[int, int], sink: Sink, index: int) -> None:
+    schema = {n: LEN for n in range(1, 8)}
+    for num, value in _typed(data, span, schema):
+        if num == 1:
+            for n, v in _typed(data, value, {1: LEN, 2: LEN, 4: LEN, 5: LEN, 6: LEN}):
+                if n == 2:  # stripped_op_list: declarations of the ops used (checked below)
+                    validate(data, *v)
+        elif num == 2:
+            scan_graphdef(data, sink, f"meta graph {index}", value)
+        elif num == 6:
+            for n, v in _typed(data, value, {1: LEN, 2: LEN}):
+                if n == 2:
+                    _asset(_text(data, v), sink)
+        elif num == 7:
+            _object_graph(data, value, sink)
+
+
+def _asset(name: str, sink: Sink) -> None:
+    norm = os.path.normpath(name.replace("\\", "/"))
+    if os.path.isabs(norm) or norm == ".." or norm.startswith("../") or ":" in name[:3]:
+        sink.add(
+            RULE,
+            Severity.HIGH,
+            f"asset file {name!r} is outside the model's assets folder (read when loaded)",
+            global_=name,
+        )
+
+
+def _object_graph(data: bytes, span: tuple[int, int], sink: Sink) -> None:
+    # SavedObjectGraph.nodes[].user_object (4).metadata (3): Keras 2 configs (older TF)
+    for num, wt, value in fields(data, *span):
+        if num != 1 or wt != LEN:
+            continue
+        for n, w, v in fields(data, *value):
+            if n != 4 or w != LEN:
+                continue
+            for n2, w2, v2 in fields(data, *v):
+                if n2 == 3 and w2 == LEN and v2[1] > v2[0]:
+                    _keras_json(data[v2[0] : v2[1]], sink)
+
+
+def scan_graphdef(data: bytes, sink: Sink, where: str, span: tuple[int, int] | None = None) -> None:
+    """Check the nodes of a GraphDef and of the functions in its library."""
+    start, end = span if span is not None else (0, len(data))
+    nodes = versions = 0
+    for num, value in _typed(data, (start, end), {1: LEN, 2: LEN, 3: VARINT, 4: LEN, 5: LEN}):
+        versions += num == 4
+        if num == 1:
+            nodes += 1
+            _node(data, value, sink, where, None)
+        elif num == 2:
+            for n, v in _typed(data, value, {1: LEN, 2: LEN, 3: LEN}):
+                if n == 1:
+                    _function(data, v, sink)
+    if span is None and not (nodes and versions):
+        # TensorFlow writes ``versions`` after the nodes: without it the file was cut
+        raise ProtoError("GraphDef without nodes or without versions (truncated?)")
+
+
+def _function(data: bytes, span: tuple[int, int], sink: Sink) -> None:
+    name = "?"
+    nodes = []
+    for num, value in _typed(data, span, {1: LEN, 3: LEN, 4: LEN, 5: LEN, 6: LEN}):
+        if num == 1:
+            for n, v in _typed(data, value, {1: LEN}):
+                if n == 1:
+                    name = _text(data, v)
+        elif num == 3:
+            nodes.append(value)
+    for value in nodes:
+        _node(data, value, sink, f"function {name}", name)
+
+
+def _node(data: bytes, span: tuple[int, int], sink: Sink, where: str, function: str | None) -> None:
+    name, ops, attrs = "?", [], {}
+    for num, value in _typed(data, span, {1: LEN, 2: LEN, 3: LEN, 4: LEN, 5: LEN}):
+        if num == 1:
+            name = _text(data, value)
+        elif num == 2:
+            ops.append(_text(data, value))
+        elif num == 5:
+            key, val = "", None
+            for n, v in _typed(data, value, {1: LEN, 2: LEN}):
+                if n == 1:
+                    key = _text(data, v)
+                else:
+                    val = v
+            if val is not None:
+                attrs[key] = val
+    for op in ops:
+        _check_op(op, name, where, function, attrs, data, sink)
+
+
+def _check_op(
+    op: str,
+    node: str,
+    where: str,
+    function: str | None,
+    attrs: dict[str, tuple[int, int]],
+    data: bytes,
+    sink: Sink,
+) -> None:
+    danger = DANGEROUS_OPS.get(op)
+    if danger is not None:
+        if op in _SAVER_OPS and (
+            _SAVER_FUNCTION.fullmatch(function or "")
+            or (function is None and _SAVER_SCOPE.fullmatch(node))
+        ):
+            return  # the checkpoint saver TensorFlow writes into every SavedModel
+        severity, what = danger
+        detail = ""
+        if op == "ImmutableConst" and "memory_region_name" in attrs:
+            detail = f" {_attr_string(data, attrs['memory_region_name'])!r}"
+        sink.add(
+            RULE,
+            severity,
+            f"{where}: node {node!r} runs {op}, which {what}{detail}",
+            global_=op,
+        )
+        return
+    if op in _FILE_ATTRS:
+        attr, what = _FILE_ATTRS[op]
+        value = _attr_string(data, attrs[attr]) if attr in attrs else ""
+        if value and value not in ("stderr", "stdout", "local://") and not value.startswith("log("):
+            sink.add(
+                RULE,
+                Severity.CRITICAL if op == "PrintV2" else Severity.HIGH,
+                f"{where}: node {node!r} runs {op}, which {what} ({attr}={value!r})",
+                global_=op,
+            )
+        return
+    if ">" in op:
+        sink.add(
+            "MLW-SCN-008",
+            Severity.HIGH,
+            f"{where}: node {node!r} uses custom operator {op} (needs a native op library)",
+            global_=op,
+        )
+
+
+def _attr_string(data: bytes, span: tuple[int, int]) -> str:
+    for n, w, v in fields(data, *span):
+        if n == 2 and w == LEN:  # AttrValue.s
+            return _text(data, v)
+    return ""
+
+
+# --- Keras 2 SavedModel metadata ---------------------------------------------------------------
+
+
+def scan_keras_metadata(data: bytes, sink: Sink) -> None:
+    schema = {2: VARINT, 3: LEN, 4: LEN, 5: LEN, 6: LEN}
+    nodes = 0
+    for num, value in _typed(data, (0, len(data)), {1: LEN}):
+        if num != 1:
+            raise ProtoError(f"Keras metadata has an unknown field {num}")
+        nodes += 1
+        for n, v in _typed(data, value, schema):
+            if n == 5 and v[1] > v[0]:
+                _keras_json(data[v[0] : v[1]], sink)
+    if not nodes:
+        raise ProtoError("Keras metadata without nodes")
+
+
+def _keras_json(raw: bytes, sink: Sink) -> None:
+    from mlwarden.supplychain.keras_scan import check_keras_config
+
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        sink.add("MLW-SCN-006", Severity.HIGH, "Keras SavedModel metadata is not valid JSON")
+        return
+    # layer metadata: {"class_name", "name", "config": {...}, "build_input_shape", ...}
+    check_keras_config(doc, sink)
+
+
+# --- tensor bundle index (LevelDB table) ---------------------------------------------------------
+
+
+def bundle_entries(data: bytes) -> dict[str, Any]:
+    """Parse a tensor-bundle index: the header and the (shard, offset, size) of tensors."""
+    if len(data) < 48 or data[-8:] != SSTABLE_MAGIC:
+        raise ProtoError("not a LevelDB table (no table magic at the end)")
+    footer = len(data) - 48
+    _, pos = _handle(data, footer, len(data) - 8)  # metaindex block
+    index_off, index_size = _handle(data, pos, len(data) - 8)[0]
+    out: dict[str, Any] = {"spans": []}
+    first = True
+    for _, value in _block(data, index_off, index_size, footer):
+        (off, size), _ = _handle(value, 0, len(value))
+        for key, entry in _block(data, off, size, footer):
+            if first:
+                if key:
+                    raise ProtoError("tensor-bundle index does not start with its header")
+                head = dict(_typed(entry, (0, len(entry)), {1: VARINT, 2: VARINT, 3: LEN}))
+                out["num_shards"] = head.get(1, 0)
+                first = False
+                continue
+            schema = {1: VARINT, 2: LEN, 3: VARINT, 4: VARINT, 5: VARINT, 6: I32, 7: LEN}
+            e = dict(_typed(entry, (0, len(entry)), schema))
+            out["spans"].append((e.get(3, 0), e.get(4, 0), e.get(5, 0)))
+    if first:
+        raise ProtoError("tensor-bundle index without a header")
+    return out
+
+
+def _handle(data: bytes, pos: int, end: int) -> tuple[tuple[int, int], int]:
+    off, pos = varint(data, pos, end)
+    size, pos = varint(data, pos, end)
+    return (off, size), pos
+
+
+def _block(data: bytes, off: int, size: int, end: int) -> Iterator[tuple[bytes, bytes]]:
+    """Entries of a table block (uncompressed; prefix-compressed keys)."""
+    if off + size + 5 > end:
+        raise ProtoError("table block extends past the data")
+    if data[off + size] != 0:
+        raise ProtoError("compressed table block (TensorFlow writes them uncompressed)")
+    if size < 4:
+        raise ProtoError("table block too small")
+    (restarts,) = struct.unpack_from("<I", data, off + size - 4)
+    limit = off + size - 4 - 4 * restarts
+    if restarts < 1 or limit < off:
+        raise ProtoError("table block restart array is invalid")
+    pos, key = off, b""
+    while pos < limit:
+        shared, pos = varint(data, pos, limit)
+        unshared, pos = varint(data, pos, limit)
+        vlen, pos = varint(data, pos, limit)
+        if shared > len(key) or unshared + vlen > limit - pos:
+            raise ProtoError("table entry extends past its block")
+        key = key[:shared] + data[pos : pos + unshared]
+        pos += unshared
+        yield key, data[pos : pos + vlen]
+        pos += vlen
+
+
+# --- TFLite flatbuffers ---------------------------------------------------------------------------
+
+
+class _Flat:
+    """Bounds-checked reads of a flatbuffer."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def u32(self, pos: int) -> int:
+        if not 0 <= pos <= len(self.data) - 4:
+            raise ProtoError("flatbuffer offset outside the file")
+        return int(struct.unpack_from("<I", self.data, pos)[0])
+
+    def table(self, pos: int) -> tuple[int, int, int]:
+        """(table position, vtable position, vtable size)."""
+        (soff,) = (
+            struct.unpack_from("<i", self.data, pos) if 0 <= pos <= len(self.data) - 4 else (None,)
+        )
+        if soff is None:
+            raise ProtoError("flatbuffer table outside the file")
+        vt = pos - soff
+        if not 0 <= vt <= len(self.data) - 4:
+            raise ProtoError("flatbuffer vtable outside the file")
+        vsize, tsize = struct.unpack_from("<HH", self.data, vt)
+        if vsize < 4 or vsize % 2 or vt + vsize > len(self.data) or pos + tsize > len(self.data):
+            raise ProtoError("flatbuffer vtable is invalid")
+        return pos, vt, vsize
+
+    def field(self, table: tuple[int, int, int], i: int) -> int | None:
+        pos, vt, vsize = table
+        if 4 + 2 * i + 2 > vsize:
+            return None
+        (off,) = struct.unpack_from("<H", self.data, vt + 4 + 2 * i)
+        return pos + off if off else None
+
+    def ref(self, at: int) -> int:
+        target = at + self.u32(at)
+        if target >= len(self.data):
+            raise ProtoError("flatbuffer reference outside the file")
+        return target
+
+    def vector(self, at: int) -> tuple[int, int]:
+        start = self.ref(at)
+        n = self.u32(start)
+        return start + 4, n
+
+    def string(self, at: int) -> bytes:
+        start, n = self.vector(at)
+        if n > len(self.data) - start:
+            raise ProtoError("flatbuffer string longer than the file")
+        return self.data[start : start + n]
+
+
+TFLITE_CUSTOM = 32  #: BuiltinOperator.CUSTOM
+
+
+def scan_tflite(data: bytes, sink: Sink) -> None:
+    fb = _Flat(data)
+    model = fb.table(fb.ref(0))
+    _tflite_buffers(fb, model)
+    at = fb.field(model, 1)  # operator_codes
+    if at is None:
+        raise ProtoError("TFLite model without operator codes")
+    start, n = fb.vector(at)
+    if n > (len(data) - start) // 4:
+        raise ProtoError("TFLite operator-code count larger than the file")
+    for i in range(n):
+        code = fb.table(fb.ref(start + 4 * i))
+        builtin = None
+        at = fb.field(code, 3)
+        if at is not None:
+            builtin = fb.u32(at)
+        at = fb.field(code, 0)
+        if builtin is None and at is not None:
+            builtin = data[at] if at < len(data) else None
+        custom = fb.field(code, 1)
+        if custom is None:
+            continue
+        name = fb.string(custom).decode("utf-8", "backslashreplace")
+        if name.startswith("Flex"):
+            op = name[4:]
+            _check_op(op, name, "tflite (Flex op, a TensorFlow kernel)", None, {}, data, sink)
+            continue
+        if name or builtin == TFLITE_CUSTOM:
+            sink.add(
+                "MLW-SCN-008",
+                Severity.HIGH,
+                f"tflite: custom operator {name!r} (needs a native op library)",
+                global_=name,
+            )
+
+
+def _tflite_buffers(fb: _Flat, model: tuple[int, int, int]) -> None:
+    """Every buffer (the weights) lies inside the file: a cut file is an error."""
+    at = fb.field(model, 4)
+    if at is None:
+        return
+    start, n = fb.vector(at)
+    if n > (len(fb.data) - start) // 4:
+        raise ProtoError("TFLite buffer count larger than the file")
+    for i in range(n):
+        buf = fb.table(fb.ref(start + 4 * i))
+        at = fb.field(buf, 0)
+        if at is not None:
+            vstart, size = fb.vector(at)
+            if size > len(fb.data) - vstart:
+                raise ProtoError(f"TFLite buffer {i} extends past the end of the file")
+        at = fb.field(buf, 1)  # offset and size of data stored after the flatbuffer
+        if at is not None and at + 8 <= len(fb.data):
+            (off,) = struct.unpack_from("<Q", fb.data, at)
+            sat = fb.field(buf, 2)
+            size = 0
+            if sat is not None and sat + 8 <= len(fb.data):
+                (size,) = struct.unpack_from("<Q", fb.data, sat)
+            if off > 1 and off + size > len(fb.data):
+                raise ProtoError(f"TFLite buffer {i} extends past the end of the file")
+
+
+def scan_tf_bytes(data: bytes, sink: Sink, kind: str) -> str:
+    """Convenience for tests: scan in-memory bytes of a known kind."""
+    src = Source(io.BytesIO(data), len(data))
+    return scan_tf(kind, src, sink, MAX_PROTO)
+
+
+__all__ = [
+    "DANGEROUS_OPS",
+    "ProtoError",
+    "fields",
+    "scan_tf",
+    "shard_kind",
+    "tf_kind",
+    "varint",
+]

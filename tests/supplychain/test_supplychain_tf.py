@@ -1,0 +1,310 @@
+"""TensorFlow files: SavedModel, Keras 2 SavedModel metadata, frozen GraphDef, TFLite.
+
+The fixtures under ``fixtures/tf`` were written by TensorFlow 2.21 (and tf-keras 2.21)
+with ``fixtures/tf/make_tf_fixtures.py``; TensorFlow is not a dependency, so they are
+committed. The malicious shapes would read or write ``/tmp/mlwarden_tf_canary``; they are
+only scanned, never loaded.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from mlwarden.supplychain.results import FileResult
+from mlwarden.supplychain.scanner import scan_bytes, scan_file, scan_paths, sniff
+from mlwarden.supplychain.tf_scan import DANGEROUS_OPS, ProtoError, fields, tf_kind
+
+TF = Path(__file__).parent / "fixtures" / "tf"
+CANARY = Path("/tmp/mlwarden_tf_canary")
+
+BENIGN_DIRS = ["benign_module", "keras_dense", "tf1_graph"]
+#: file -> (format, verdict, rules)
+EXPECTED: dict[str, tuple[str, str, set[str]]] = {
+    "benign.tflite": ("tf-lite", "safe", set()),
+    "frozen_benign.pb": ("tf-graphdef", "safe", set()),
+    "custom_op.tflite": ("tf-lite", "suspicious", {"MLW-SCN-008"}),
+    "frozen_readwrite.pb": ("tf-graphdef", "unsafe", {"MLW-SCN-014"}),
+    "readwrite_module/saved_model.pb": ("tf-savedmodel", "unsafe", {"MLW-SCN-014"}),
+    "pyfunc_module/saved_model.pb": ("tf-savedmodel", "unsafe", {"MLW-SCN-014"}),
+    "print_to_file_module/saved_model.pb": ("tf-savedmodel", "unsafe", {"MLW-SCN-014"}),
+    "keras_lambda/keras_metadata.pb": ("tf-keras-metadata", "unsafe", {"MLW-SCN-005"}),
+    "keras_lambda/saved_model.pb": ("tf-savedmodel", "safe", set()),
+    "keras_dense/keras_metadata.pb": ("tf-keras-metadata", "safe", set()),
+    "benign_module/fingerprint.pb": ("tf-fingerprint", "safe", set()),
+    "benign_module/variables/variables.index": ("tf-bundle-index", "safe", set()),
+    "benign_module/variables/variables.data-00000-of-00001": ("tf-bundle-data", "safe", set()),
+}
+
+
+def _rules(r: FileResult) -> set[str]:
+    return {i.rule for i in r.findings}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_canary():
+    CANARY.unlink(missing_ok=True)
+    yield
+    assert not CANARY.exists(), "a TensorFlow op ran: the canary file was written"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fixture_verdicts(name: str) -> None:
+    fmt, verdict, rules = EXPECTED[name]
+    r = scan_file(TF / name)
+    assert (r.format, r.verdict.value) == (fmt, verdict), [i.to_dict() for i in r.findings]
+    assert _rules(r) == rules
+
+
+def test_findings_name_the_ops() -> None:
+    msgs = {
+        name: " ".join(i.message for i in scan_file(TF / name).findings)
+        for name in ("readwrite_module/saved_model.pb", "pyfunc_module/saved_model.pb")
+    }
+    assert "WriteFile" in msgs["readwrite_module/saved_model.pb"]
+    assert "ReadFile" in msgs["readwrite_module/saved_model.pb"]
+    assert "EagerPyFunc" in msgs["pyfunc_module/saved_model.pb"]
+    severities = {
+        i.global_: i.severity.value
+        for i in scan_file(TF / "readwrite_module/saved_model.pb").findings
+    }
+    assert severities == {"WriteFile": "critical", "ReadFile": "high"}
+    custom = scan_file(TF / "custom_op.tflite").findings
+    assert [i.global_ for i in custom] == ["BesselI1e"]
+
+
+@pytest.mark.parametrize("folder", BENIGN_DIRS)
+def test_benign_savedmodel_folders_are_safe(folder: str) -> None:
+    """Every file of a SavedModel folder is identified (no 'unrecognised format')."""
+    res = scan_paths([TF / folder])
+    assert res.files and res.exit_code() == 0, [
+        (f.path, f.format, f.error) for f in res.files if f.verdict.value != "safe"
+    ]
+    assert all(f.format.startswith("tf-") for f in res.files)
+
+
+def test_malicious_folders_are_flagged() -> None:
+    for folder in ("readwrite_module", "pyfunc_module", "keras_lambda", "print_to_file_module"):
+        assert scan_paths([TF / folder]).exit_code() == 1, folder
+
+
+def test_savedmodel_in_a_zip_is_scanned(tmp_path: Path) -> None:
+    import zipfile
+
+    z = tmp_path / "model.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in sorted((TF / "readwrite_module").rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(TF).as_posix())
+    r = scan_file(z)
+    assert r.verdict.value == "unsafe" and "MLW-SCN-014" in _rules(r)
+
+
+# --- identification --------------------------------------------------------------------------
+
+
+def test_onnx_files_still_go_to_the_onnx_scanner() -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    for ir in (1, 3, 8, 10):
+        model = helper.make_model(graph, producer_name="pytorch")
+        model.ir_version = ir
+        data = model.SerializeToString()
+        assert tf_kind(data[:512], len(data)) is None
+        assert sniff(data[:512], len(data)) == "onnx"
+        assert scan_bytes(data).format == "onnx"
+    # a custom domain is still reported by the ONNX scanner
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Evil", ["x"], ["y"], domain="evil.ops")], "g", [], [])
+    )
+    assert "MLW-SCN-008" in _rules(scan_bytes(model.SerializeToString()))
+    assert onnx is not None
+
+
+def test_savedmodel_is_not_onnx() -> None:
+    data = (TF / "benign_module/saved_model.pb").read_bytes()
+    assert data[:3] == b"\x08\x01\x12"  # what ONNX with ir_version 1 looks like too
+    assert sniff(data[:512], len(data)) == "tf-savedmodel"
+
+
+def test_data_shard_needs_its_index(tmp_path: Path) -> None:
+    src = TF / "benign_module"
+    shutil.copytree(src, tmp_path / "m")
+    shard = tmp_path / "m/variables/variables.data-00000-of-00001"
+    assert scan_file(shard).format == "tf-bundle-data"
+    with shard.open("ab") as f:
+        f.write(b"\0")  # one byte the index does not describe
+    assert scan_file(shard).verdict.value == "error"
+    (tmp_path / "m/variables/variables.index").unlink()
+    assert scan_file(shard).verdict.value == "error"
+
+
+def test_pickle_named_like_a_shard_is_still_a_pickle(tmp_path: Path) -> None:
+    """Naming a pickle after a shard (with an index that covers it) hides nothing."""
+    import pickle
+
+    payload = pickle.dumps(shutil.rmtree, protocol=2)
+    var = tmp_path / "variables"
+    var.mkdir()
+    shard = var / "variables.data-00000-of-00001"
+    index = (TF / "benign_module/variables/variables.index").read_bytes()
+    (var / "variables.index").write_bytes(index)
+    size = (TF / "benign_module/variables/variables.data-00000-of-00001").stat().st_size
+    assert len(payload) < size
+    shard.write_bytes(payload.ljust(size, b"\0"))
+    r = scan_file(shard)
+    assert r.verdict.value == "unsafe" and "MLW-SCN-001" in _rules(r)
+
+
+# --- the protobuf reader and hostile variants --------------------------------------------------
+
+
+def test_reader_refuses_lying_lengths() -> None:
+    with pytest.raises(ProtoError):
+        list(fields(b"\x12\x7f" + b"x" * 10))  # declares 127 bytes, 10 remain
+    with pytest.raises(ProtoError):
+        list(fields(b"\x08" + b"\xff" * 11))  # varint longer than 10 bytes
+    with pytest.raises(ProtoError):
+        list(fields(b"\x0b"))  # wire type 3 (group)
+    with pytest.raises(ProtoError):
+        list(fields(b"\x09\x01\x02"))  # fixed64 cut short
+    assert list(fields(b"\x08\x96\x01\x12\x02hi")) == [(1, 0, 150), (2, 2, (5, 7))]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _ld(num: int, payload: bytes) -> bytes:
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _graph(*nodes: tuple[str, str, dict[str, bytes]]) -> bytes:
+    out = b""
+    for name, op, attrs in nodes:
+        body = _ld(1, name.encode()) + _ld(2, op.encode())
+        for k, v in attrs.items():
+            body += _ld(5, _ld(1, k.encode()) + _ld(2, _ld(2, v)))
+        out += _ld(1, body)
+    return out + _ld(4, b"\x08\x01")  # versions {producer: 1}
+
+
+def test_hand_built_graphs() -> None:
+    assert scan_bytes(_graph(("x", "Placeholder", {}))).verdict.value == "safe"
+    evil = scan_bytes(_graph(("x", "Placeholder", {}), ("w", "WriteFile", {})))
+    assert evil.format == "tf-graphdef" and evil.verdict.value == "unsafe"
+    # checkpoint writes outside TensorFlow's saver are reported; the TF1 saver is not
+    assert scan_bytes(_graph(("dump", "SaveV2", {}))).verdict.value == "unsafe"
+    assert scan_bytes(_graph(("save/SaveV2", "SaveV2", {}))).verdict.value == "safe"
+    stream = scan_bytes(_graph(("p", "PrintV2", {"output_stream": b"file:///etc/cron.d/x"})))
+    assert stream.verdict.value == "unsafe"
+    assert scan_bytes(_graph(("p", "PrintV2", {"output_stream": b"stderr"}))).verdict.value == (
+        "safe"
+    )
+    mapped = scan_bytes(_graph(("c", "ImmutableConst", {"memory_region_name": b"/etc/shadow"})))
+    assert mapped.verdict.value == "suspicious" and "/etc/shadow" in mapped.findings[0].message
+    custom = scan_bytes(_graph(("g", "Addons>GeLU", {})))
+    assert _rules(custom) == {"MLW-SCN-008"}
+    # the op named twice: TensorFlow keeps the last, both are checked
+    body = _ld(1, b"n") + _ld(2, b"Identity") + _ld(2, b"WriteFile")
+    assert scan_bytes(_ld(1, body) + _ld(4, b"\x08\x01")).verdict.value == "unsafe"
+    # a known field with another wire type: TensorFlow would skip it, we refuse
+    body = _ld(1, b"n") + _ld(2, b"Identity") + b"\x28\x01"  # attr as a varint
+    assert scan_bytes(_ld(1, body) + _ld(4, b"\x08\x01")).verdict.value == "error"
+
+
+def test_every_listed_op_is_reported() -> None:
+    for op, (severity, _) in DANGEROUS_OPS.items():
+        r = scan_bytes(_graph(("n", op, {})))
+        assert r.findings and r.findings[0].severity is severity, op
+
+
+def test_asset_outside_the_model_folder() -> None:
+    data = bytearray((TF / "benign_module/saved_model.pb").read_bytes())
+    # add an AssetFileDef {filename: "../../etc/passwd"} to the MetaGraphDef
+    asset = _ld(6, _ld(2, b"../../etc/passwd"))
+    tag, pos = data[2], 3
+    length = 0
+    shift = 0
+    while True:
+        b = data[pos]
+        length |= (b & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not b & 0x80:
+            break
+    meta = bytes(data[pos : pos + length]) + asset
+    forged = b"\x08\x01" + bytes([tag]) + _varint(len(meta)) + meta
+    r = scan_bytes(forged)
+    assert r.verdict.value == "suspicious" and "etc/passwd" in r.findings[0].message
+
+
+TRUNCATABLE = [
+    "benign.tflite",
+    "custom_op.tflite",
+    "frozen_benign.pb",
+    "frozen_readwrite.pb",
+    "benign_module/saved_model.pb",
+    "readwrite_module/saved_model.pb",
+    "benign_module/variables/variables.index",
+]  # (fingerprint.pb: cut after a field it is a valid, older fingerprint, and data either way)
+
+
+@pytest.mark.parametrize("name", TRUNCATABLE)
+def test_truncated_files_are_never_safe(name: str) -> None:
+    data = (TF / name).read_bytes()
+    step = max(1, len(data) // 300)
+    for cut in range(4, len(data), step):
+        r = scan_bytes(data[:cut])
+        assert r.verdict.value != "safe", (cut, r.format)
+
+
+def test_keras_metadata_cut_inside_a_node_is_never_safe() -> None:
+    data = (TF / "keras_lambda/keras_metadata.pb").read_bytes()
+    for cut in range(4, len(data), 7):
+        r = scan_bytes(data[:cut])
+        # a cut between two nodes is a valid, shorter file: the Lambda node comes first
+        assert r.verdict.value != "safe", cut
+
+
+@pytest.mark.parametrize("name", [*EXPECTED, "tf1_graph/saved_model.pb"])
+def test_mutations_never_crash(name: str) -> None:
+    """Random byte changes: the scan ends in a verdict, and an error is a parse error."""
+    data = (TF / name).read_bytes()
+    rng = random.Random(name)
+    for _ in range(60):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        r = scan_bytes(bytes(b))
+        if r.error is not None:
+            assert r.error.startswith(("truncated or corrupt", "scan limit", "malformed")), r.error
+
+
+def test_tflite_lying_offsets() -> None:
+    data = bytearray((TF / "custom_op.tflite").read_bytes())
+    for forged in (
+        struct.pack("<I", len(data) + 10) + data[4:],  # root table outside the file
+        struct.pack("<I", 0xFFFFFFF0) + data[4:],
+        bytes(data[:8]) + b"\xff" * (len(data) - 8),
+    ):
+        r = scan_bytes(bytes(forged))
+        assert r.verdict.value == "error", r.format
