@@ -340,10 +340,34 @@ def scan_paths(
         from mlwarden.core.console import track
 
         out.files = [_scan_job(j) for j in track(jobs, "scanning", total=len(jobs))]
-        return out
-    with get_executor(executor) as ex:
-        out.files = ex.map(_scan_job, jobs)
+    else:
+        with get_executor(executor) as ex:
+            out.files = ex.map(_scan_job, jobs)
+    _credit_external_data(out.files)
     return out
+
+
+def _credit_external_data(files: list[FileResult]) -> None:
+    """Raw tensor files that a scanned ONNX model names as its external data are data.
+
+    ONNX models over 2 GB keep their weights in such files: bytes with no format of
+    their own, which the runtime reads as raw tensors. Scanned alone they are
+    unrecognised (an error); named by a model scanned in the same run, they are its
+    weights. Only files that yielded nothing but the could-not-scan finding are
+    credited: anything an unpickler would import is still reported.
+    """
+    named = {p for f in files for p in f.external_data}
+    if not named:
+        return
+    for k, f in enumerate(files):
+        if f.error is None or any(i.rule != "MLW-SCN-004" for i in f.findings):
+            continue
+        try:
+            real = str(Path(f.path).resolve())
+        except (OSError, RuntimeError):
+            continue
+        if real in named:
+            files[k] = FileResult(path=f.path, format="onnx-external-data", seconds=f.seconds)
 
 
 def _scan_job(job: tuple[Path, Policy, Limits | None]) -> FileResult:
