@@ -180,3 +180,30 @@ def test_common_real_templates_stay_safe(tmp_path: Path) -> None:
     for template in (chatml, mistral, indexed):
         result = scan_file(write(tmp_path / "m.gguf", template))
         assert result.verdict.value == "safe", (template, [i.message for i in result.findings])
+
+
+def test_tokenizer_config_chat_templates(tmp_path: Path) -> None:
+    import json
+
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(json.dumps({"bos_token": "<s>", "chat_template": LLAMA3_TEMPLATE}))
+    assert scan_file(config).verdict.value == "safe"
+    config.write_text(json.dumps({"chat_template": [{"name": "default", "template": SSTI}]}))
+    result = scan_file(config)
+    assert result.verdict.value == "unsafe"
+    assert "chat_template.default" in result.findings[0].message
+
+
+def test_jinja_template_files_and_ordinary_text(tmp_path: Path) -> None:
+    jinja = tmp_path / "chat_template.jinja"
+    jinja.write_text(NAMESPACE_TEMPLATE)
+    assert scan_file(jinja).verdict.value == "safe"
+    jinja.write_text(SSTI)
+    assert scan_file(jinja).verdict.value == "unsafe"
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# Model\n\n```python\nclass Net:\n    def __init__(self):\n        pass\n```\n"
+        "Use {{ like this }} and {% broken\n"
+    )
+    result = scan_file(readme)
+    assert (result.verdict.value, result.findings) == ("safe", [])

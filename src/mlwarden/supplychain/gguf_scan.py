@@ -274,10 +274,12 @@ def _tensor_bytes(name: str, n_dims: int, dims: list[int], ttype: int, bad: Any)
     return numel // block * block_bytes
 
 
-def check_chat_template(text: str, where: str, sink: Sink) -> None:
+def check_chat_template(text: str, where: str, sink: Sink, *, known: bool = True) -> None:
     """Report Jinja2 constructs in a chat template that reach Python internals.
 
-    The template is parsed with Jinja's parser and never rendered.
+    The template is parsed with Jinja's parser and never rendered. ``known``: the text
+    is declared a template (a GGUF key, a ``chat_template`` entry); otherwise (a text
+    file that merely holds Jinja markers) text that does not parse is not reported.
     """
     from jinja2 import Environment, nodes
     from jinja2.exceptions import TemplateSyntaxError
@@ -292,6 +294,8 @@ def check_chat_template(text: str, where: str, sink: Sink) -> None:
     try:
         tree = Environment().parse(text)
     except TemplateSyntaxError as exc:
+        if not known:
+            return
         sink.add(
             "MLW-SCN-013",
             Severity.LOW,

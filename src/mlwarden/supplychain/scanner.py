@@ -61,6 +61,7 @@ TORCH_LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850192e")
 _PRINTABLE = bytes([9, 10, 13, *range(0x20, 0x100)])
 TEXT_OPS = 2  #: opcodes a text file may parse as before it counts as a damaged pickle
 SMALL_FILE = 64 << 10  #: files up to this size are read in one call and scanned in memory
+MAX_TEMPLATE_TEXT = 1 << 20  #: longest text checked as a Jinja template (bytes)
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -741,7 +742,7 @@ def _scan_stream(
     if kind == "text":
         if head.lstrip()[:1] in (b"{", b"["):
             return _scan_json(src, ctx, name)
-        return "text"
+        return _scan_text(src, ctx)
     if top:
         raise ScanLimit("unrecognised file format (not a model format this scanner knows)")
     return "data"
@@ -1087,6 +1088,22 @@ def _scan_zip(f: IO[bytes], size: int, ctx: _Ctx, depth: int) -> str:
     return kind
 
 
+def _scan_text(src: Source, ctx: _Ctx) -> str:
+    return _text_template(src.peek(MAX_TEMPLATE_TEXT + 1), ctx)
+
+
+def _text_template(data: bytes, ctx: _Ctx) -> str:
+    """Plain text; one holding Jinja markers (``chat_template.jinja`` beside a Hugging Face
+    model) is checked as a chat template when it parses as one."""
+    if len(data) > MAX_TEMPLATE_TEXT or (b"{%" not in data and b"{{" not in data):
+        return "text"
+    from mlwarden.supplychain.gguf_scan import check_chat_template
+
+    text = data.decode("utf-8", "replace")
+    check_chat_template(text, "Jinja template", ctx.sink, known=False)
+    return "text"
+
+
 def _scan_json(src: Source, ctx: _Ctx, name: str) -> str:
     import json
 
@@ -1094,7 +1111,7 @@ def _scan_json(src: Source, ctx: _Ctx, name: str) -> str:
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError):
-        return "text"
+        return _text_template(data, ctx)  # not JSON: text starting with a brace
     from mlwarden.supplychain.hf_scan import check_hf_config, looks_like_hf_config
     from mlwarden.supplychain.keras_scan import check_keras_config, looks_like_keras
     from mlwarden.supplychain.skops_scan import check_skops_schema, looks_like_skops
@@ -1107,7 +1124,25 @@ def _scan_json(src: Source, ctx: _Ctx, name: str) -> str:
         return "keras-config"
     if looks_like_hf_config(doc):
         check_hf_config(doc, ctx.sink)
+    if isinstance(doc, dict) and "chat_template" in doc:
+        _check_json_templates(doc["chat_template"], ctx.sink)
     return "json"
+
+
+def _check_json_templates(value: Any, sink: Sink) -> None:
+    """``chat_template`` of a ``tokenizer_config.json``: a string, or a list of
+    ``{"name", "template"}`` (transformers renders them sandboxed; other tools copy them
+    into GGUF files, whose loaders may not)."""
+    from mlwarden.supplychain.gguf_scan import check_chat_template
+
+    entries = [("chat_template", value)] if isinstance(value, str) else []
+    if isinstance(value, list):
+        for item in value[:64]:
+            if isinstance(item, dict) and isinstance(item.get("template"), str):
+                entries.append((f"chat_template.{item.get('name')}", item["template"]))
+    for where, text in entries:
+        if len(text) <= MAX_TEMPLATE_TEXT:
+            check_chat_template(text, where, sink)
 
 
 # --- tar: legacy PyTorch and plain archives ---------------------------------------------
