@@ -146,3 +146,48 @@ def test_many_memo_entries_of_a_real_pickle_stay_safe(monkeypatch) -> None:
     monkeypatch.setattr(pickle_vm, "MEMO_HARD", 200)
     data = pickle.dumps({f"k{i}": [i, str(i)] for i in range(2000)}, protocol=4)
     assert scan_bytes(data).verdict.value == "safe"
+
+
+def _getattr_pickle(*calls: tuple[str, str, str], extra: bytes = b"") -> bytes:
+    """Protocol 2: getattr imported once (memo 0), then getattr(module.cls, attr)() calls."""
+    body = b"\x80\x02" + g("builtins", "getattr") + b"q\x00"
+    for module, cls, attr in calls:
+        body += b"h\x00" + g(module, cls) + u(attr) + b"\x86R)R0"
+    return body + extra + b"N."
+
+
+def test_getattr_of_an_allowed_method_resolves_to_that_name() -> None:
+    import zoneinfo
+
+    for proto in (2, 4, 5):
+        assert (
+            scan_bytes(pickle.dumps(zoneinfo.ZoneInfo("UTC"), protocol=proto)).verdict.value
+            == "safe"
+        )
+    assert (
+        scan_bytes(_getattr_pickle(("zoneinfo", "ZoneInfo", "_unpickle"))).verdict.value == "safe"
+    )
+
+
+def test_getattr_that_does_not_resolve_to_an_allowed_name_is_unsafe() -> None:
+    for calls in (
+        [("zoneinfo", "ZoneInfo", "__init__")],  # dunder
+        [("collections", "OrderedDict", "fromkeys")],  # not listed
+        [("os", "path", "join")],  # module not allowed
+        [("zoneinfo", "ZoneInfo", "_unpickle"), ("zoneinfo", "ZoneInfo", "clear_cache")],
+    ):
+        r = scan_bytes(_getattr_pickle(*calls))
+        assert r.verdict.value == "unsafe", calls
+        assert "builtins.getattr" in {i.global_ for i in r.findings}
+
+
+def test_getattr_imported_but_never_called_or_handed_on_is_unsafe() -> None:
+    assert scan_bytes(_getattr_pickle()).verdict.value == "unsafe"
+    handed = _getattr_pickle(
+        ("zoneinfo", "ZoneInfo", "_unpickle"),
+        extra=g("collections", "OrderedDict") + b"h\x00\x85R0",
+    )
+    assert scan_bytes(handed).verdict.value == "unsafe"
+    truncated = _getattr_pickle(("zoneinfo", "ZoneInfo", "_unpickle"))[:-2]
+    assert scan_bytes(b"\x80\x02" + g("builtins", "getattr") + b"q\x00").verdict.value == "unsafe"
+    assert scan_bytes(truncated).verdict.value == "error"

@@ -54,6 +54,7 @@ CHECK_EVERY = 4096  #: bytes between stack-depth checks (a byte pushes at most o
 #: swaps in ``torch.load(weights_only=True)``.)
 NESTED_LOADERS = frozenset({"torch.storage._load_from_bytes"})
 JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+GETATTR = "builtins.getattr"
 
 
 class PickleError(Exception):
@@ -99,6 +100,20 @@ class Global:
 
     def __repr__(self) -> str:
         return self.full
+
+
+class _Getattr(Global):
+    """An import of ``builtins.getattr``, reported when the pickle ends unless every call
+    of it only read an allowed name (``getattr(ZoneInfo, '_unpickle')``, the way Python
+    pickles a class's methods)."""
+
+    __slots__ = ("reason", "safe_calls", "reported")
+
+    def __init__(self, module: str, name: str, offset: int, full: str, reason: str) -> None:
+        super().__init__(module, name, offset, full, Verdict.UNSAFE)
+        self.reason = reason
+        self.safe_calls = 0
+        self.reported = False
 
 
 class Call:
@@ -296,6 +311,7 @@ class PickleMachine:
         self.frame_end = NO_FRAME
         self.ops = 0
         self.start = src.pos
+        self.getattrs: list[_Getattr] = []
 
     # -- reporting ---------------------------------------------------------------------
     def anomaly(self, message: str, offset: int, severity: Severity = Severity.HIGH) -> None:
@@ -336,6 +352,10 @@ class PickleMachine:
         c = self.sink.policy.classify(module, name, torchscript=self.sink.torchscript)
         if c.full in NESTED_LOADERS and self.sink.on_nested is not None:
             return Global(module, name, off, c.full, Verdict.SAFE)  # checked at the call
+        if c.full == GETATTR and c.verdict is Verdict.UNSAFE:
+            g = _Getattr(module, name, off, c.full, c.reason)
+            self.getattrs.append(g)  # reported by _settle_getattrs unless all calls resolve
+            return g
         if c.verdict is Verdict.UNSAFE:
             self.sink.add(
                 "MLW-SCN-001",
@@ -354,7 +374,17 @@ class PickleMachine:
             )
         return Global(module, name, off, c.full, c.verdict)
 
-    def call(self, func: Any, args: Any, off: int, op: str) -> Call:
+    def call(self, func: Any, args: Any, off: int, op: str) -> Call | Global:
+        if func.__class__ is _Getattr:
+            attr = self._resolve_getattr(args, off) if op == "REDUCE" else None
+            if attr is not None:
+                func.safe_calls += 1
+                return attr
+            self._report_getattr(func)
+        if isinstance(args, Seq):
+            for item in args.items:
+                if item.__class__ is _Getattr:
+                    self._report_getattr(item)  # handed to another callable: fail closed
         if isinstance(func, Global) and func.full in NESTED_LOADERS:
             scanned = (
                 isinstance(args, Seq)
@@ -394,6 +424,43 @@ class PickleMachine:
             )
         return Call(func, args, off)
 
+    def _resolve_getattr(self, args: Any, off: int) -> Global | None:
+        """``getattr(<allowed class or module>, 'name')`` as the import of the dotted name,
+        when that name is itself on the allow-list; None otherwise."""
+        if not (isinstance(args, Seq) and args.kind == "tuple" and args.n == 2):
+            return None
+        obj, attr = args.items
+        if obj.__class__ is not Global or obj.verdict is not Verdict.SAFE:
+            return None
+        if not isinstance(attr, str) or obj.full in NESTED_LOADERS:
+            return None
+        name = f"{obj.name}.{attr}"
+        if not _importable(obj.module, name):
+            return None
+        c = self.sink.policy.classify(obj.module, name, torchscript=self.sink.torchscript)
+        if c.verdict is not Verdict.SAFE or c.full in NESTED_LOADERS:
+            return None
+        return Global(obj.module, name, off, c.full, Verdict.SAFE)
+
+    def _report_getattr(self, g: _Getattr) -> None:
+        if not g.reported:
+            g.reported = True
+            self.sink.add(
+                "MLW-SCN-001",
+                Severity.CRITICAL,
+                f"imports {g.full}: {g.reason}",
+                global_=g.full,
+                offset=g.offset,
+            )
+
+    def _settle_getattrs(self) -> None:
+        """At the end of the pickle: an imported getattr never called, or called in a way
+        that did not resolve to an allowed name, is reported (fail closed)."""
+        for g in self.getattrs:
+            if not g.safe_calls:
+                self._report_getattr(g)
+        self.getattrs = []
+
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> Any:
         """Run to STOP; returns the symbolic top of stack. Raises PickleError / Truncated.
@@ -405,6 +472,9 @@ class PickleMachine:
         except (PickleError, Truncated) as exc:
             exc.ops = self.ops  # type: ignore[union-attr]
             raise
+        finally:
+            if self.getattrs:
+                self._settle_getattrs()
 
     def _run(self) -> Any:
         # The hottest opcodes run inline, with the read position, buffer and stack held in
@@ -429,6 +499,7 @@ class PickleMachine:
         buf, i, base = src.buf, src.i, src.base
         blen = len(buf)
         evicted = self.evicted
+        deferred = bool(self.getattrs)  # calls then go through call(), which tracks them
         check = min(self.frame_end - base, i + CHECK_EVERY)
         ops = self.ops
         new_seq = Seq
@@ -498,6 +569,7 @@ class PickleMachine:
                     i = j
                 elif (
                     (code == 0x52 or code == 0x81)  # REDUCE, NEWOBJ: a call of an allowed name
+                    and not deferred
                     and len(stack) >= 2
                     and (func := stack[-2]).__class__ is Global
                     and func.verdict is safe
@@ -604,6 +676,7 @@ class PickleMachine:
                     buf, i, base = src.buf, src.i, src.base
                     blen = len(buf)
                     evicted = self.evicted
+                    deferred = bool(self.getattrs)
                     check = min(self.frame_end - base, i + CHECK_EVERY)
                 # the next opcode
                 if i < blen:
@@ -646,6 +719,9 @@ class PickleMachine:
         except (PickleError, Truncated) as exc:
             exc.ops = self.ops  # type: ignore[union-attr]
             raise
+        finally:
+            if self.getattrs:
+                self._settle_getattrs()
 
     def _run_reference(self) -> Any:
         src = self.src

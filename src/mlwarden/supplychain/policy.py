@@ -323,6 +323,11 @@ SAFE_GLOBALS: frozenset[str] = frozenset(
         # (``torch.save({"args": parser.parse_args(), ...})``, ``random.Random``): they
         # set attributes or a C-level generator state, nothing else
         "argparse.Namespace",
+        # named time zones (pandas 3 datetimes): ZoneInfo pickles as
+        # getattr(ZoneInfo, "_unpickle")(key, flags); the key names a file in the system tz
+        # database (ZoneInfo rejects absolute and climbing keys), read as TZif data only
+        "zoneinfo.ZoneInfo",
+        "zoneinfo.ZoneInfo._unpickle",
         "types.SimpleNamespace",
         "random.Random",
         # scikit-learn's ColumnTransformer selector: a lower-case class that only stores
