@@ -231,6 +231,22 @@ def test_hand_built_graphs() -> None:
     assert scan_bytes(_ld(1, body) + _ld(4, b"\x08\x01")).verdict.value == "error"
 
 
+def test_ops_tensorflow_does_not_define() -> None:
+    """An op outside TensorFlow's registry needs a custom op library (native code); a
+    node whose op names a function of the graph's library calls that function."""
+    r = scan_bytes(_graph(("n", "MyCustomKernel", {})))
+    assert _rules(r) == {"MLW-SCN-008"} and "MyCustomKernel" in r.findings[0].message
+    fdef = _ld(1, _ld(1, b"my_fn")) + _ld(3, _ld(1, b"inner") + _ld(2, b"Identity"))
+    call = _ld(1, _ld(1, b"c") + _ld(2, b"my_fn"))
+    graph = call + _ld(2, _ld(1, fdef)) + _ld(4, b"\x08\x01")
+    assert scan_bytes(graph).verdict.value == "safe"
+    # the function's own nodes are checked
+    fdef = _ld(1, _ld(1, b"my_fn")) + _ld(3, _ld(1, b"w") + _ld(2, b"WriteFile"))
+    graph = call + _ld(2, _ld(1, fdef)) + _ld(4, b"\x08\x01")
+    r = scan_bytes(graph)
+    assert r.verdict.value == "unsafe" and "function my_fn" in r.findings[0].message
+
+
 def test_every_listed_op_is_reported() -> None:
     for op, (severity, _) in DANGEROUS_OPS.items():
         r = scan_bytes(_graph(("n", op, {})))

@@ -36,6 +36,7 @@ from typing import Any
 from mlwarden.core.findings import Severity
 from mlwarden.supplychain.results import Sink
 from mlwarden.supplychain.stream import Source, Truncated
+from mlwarden.supplychain.tf_ops import TF_OPS, TF_VERSION
 
 RULE = "MLW-SCN-014"
 MAX_PROTO = 1 << 31  #: protobuf's own limit on a serialized message
@@ -73,6 +74,8 @@ DANGEROUS_OPS: dict[str, tuple[Severity, str]] = {
     "DebugNanCount": (_W, "dumps tensors to files or URLs"),
     "DebugNumericSummary": (_W, "dumps tensors to files or URLs"),
     "FileSystemSetConfiguration": (_W, "changes file-system settings"),
+    "DumpTensor": (_W, "writes a tensor to a file"),
+    "CalibrationStatisticsSaver": (_W, "writes a statistics file"),
     # network
     "DataServiceDataset": (_W, "connects to a tf.data service"),
     "DataServiceDatasetV2": (_W, "connects to a tf.data service"),
@@ -80,12 +83,22 @@ DANGEROUS_OPS: dict[str, tuple[Severity, str]] = {
     "DataServiceDatasetV4": (_W, "connects to a tf.data service"),
     "RegisterDataset": (_W, "connects to a tf.data service"),
     "RegisterDatasetV2": (_W, "connects to a tf.data service"),
+    "RpcClient": (_W, "connects to an RPC server"),
+    "RpcCall": (_W, "calls an RPC server"),
+    "RpcServer": (_W, "opens an RPC server"),
+    "RpcServerStart": (_W, "starts an RPC server"),
     # graphs the scanner does not see: a serialized GraphDef in a tensor, remote devices
     "DatasetFromGraph": (_R, "builds a dataset from a serialized graph held in a tensor"),
     "RemoteCall": (_R, "calls a function on another (possibly remote) device"),
     # read files, list folders, open databases
     "ReadFile": (_R, "reads a file"),
     "MatchingFiles": (_R, "lists files"),
+    "MatchingFilesDataset": (_R, "lists files"),
+    "ExperimentalMatchingFilesDataset": (_R, "lists files"),
+    "SnapshotDatasetReader": (_R, "reads dataset snapshot files"),
+    "SnapshotChunkDataset": (_R, "reads dataset snapshot files"),
+    "SnapshotNestedDatasetReader": (_R, "reads dataset snapshot files"),
+    "ListSnapshotChunksDataset": (_R, "lists dataset snapshot files"),
     "ImmutableConst": (_R, "maps a file into memory"),
     "Restore": (_R, "reads a checkpoint file"),
     "RestoreSlice": (_R, "reads a checkpoint file"),
@@ -105,7 +118,6 @@ DANGEROUS_OPS: dict[str, tuple[Severity, str]] = {
     "SqlDataset": (_R, "opens a database file"),
     "ExperimentalSqlDataset": (_R, "opens a database file"),
     "LoadDataset": (_R, "reads a saved dataset"),
-    "ExperimentalLoadDataset": (_R, "reads a saved dataset"),
     "TFRecordReader": (_R, "reads files"),
     "TFRecordReaderV2": (_R, "reads files"),
     "TextLineReader": (_R, "reads files"),
@@ -479,22 +491,30 @@ def _object_graph(data: bytes, span: tuple[int, int], sink: Sink) -> None:
 def scan_graphdef(data: bytes, sink: Sink, where: str, span: tuple[int, int] | None = None) -> None:
     """Check the nodes of a GraphDef and of the functions in its library."""
     start, end = span if span is not None else (0, len(data))
-    nodes = versions = 0
+    nodes: list[tuple[int, int]] = []
+    functions: list[tuple[str, list[tuple[int, int]]]] = []
+    versions = 0
     for num, value in _typed(data, (start, end), {1: LEN, 2: LEN, 3: VARINT, 4: LEN, 5: LEN}):
         versions += num == 4
         if num == 1:
-            nodes += 1
-            _node(data, value, sink, where, None)
+            nodes.append(value)
         elif num == 2:
             for n, v in _typed(data, value, {1: LEN, 2: LEN, 3: LEN}):
                 if n == 1:
-                    _function(data, v, sink)
+                    functions.append(_function(data, v))
     if span is None and not (nodes and versions):
         # TensorFlow writes ``versions`` after the nodes: without it the file was cut
         raise ProtoError("GraphDef without nodes or without versions (truncated?)")
+    graph = _Graph(data, sink, {name for name, _ in functions})
+    for value in nodes:
+        graph.node(value, where, None)
+    for name, body in functions:
+        for value in body:
+            graph.node(value, f"function {name}", name)
 
 
-def _function(data: bytes, span: tuple[int, int], sink: Sink) -> None:
+def _function(data: bytes, span: tuple[int, int]) -> tuple[str, list[tuple[int, int]]]:
+    """A FunctionDef's name (its signature's) and the spans of its nodes."""
     name = "?"
     nodes = []
     for num, value in _typed(data, span, {1: LEN, 3: LEN, 4: LEN, 5: LEN, 6: LEN}):
@@ -504,28 +524,37 @@ def _function(data: bytes, span: tuple[int, int], sink: Sink) -> None:
                     name = _text(data, v)
         elif num == 3:
             nodes.append(value)
-    for value in nodes:
-        _node(data, value, sink, f"function {name}", name)
+    return name, nodes
 
 
-def _node(data: bytes, span: tuple[int, int], sink: Sink, where: str, function: str | None) -> None:
-    name, ops, attrs = "?", [], {}
-    for num, value in _typed(data, span, {1: LEN, 2: LEN, 3: LEN, 4: LEN, 5: LEN}):
-        if num == 1:
-            name = _text(data, value)
-        elif num == 2:
-            ops.append(_text(data, value))
-        elif num == 5:
-            key, val = "", None
-            for n, v in _typed(data, value, {1: LEN, 2: LEN}):
-                if n == 1:
-                    key = _text(data, v)
-                else:
-                    val = v
-            if val is not None:
-                attrs[key] = val
-    for op in ops:
-        _check_op(op, name, where, function, attrs, data, sink)
+class _Graph:
+    """The ops of one GraphDef: ``functions`` are the names its library defines (a node
+    whose op is one of them calls that function)."""
+
+    def __init__(self, data: bytes, sink: Sink, functions: set[str]) -> None:
+        self.data, self.sink, self.functions = data, sink, functions
+
+    def node(self, span: tuple[int, int], where: str, function: str | None) -> None:
+        data = self.data
+        name, ops, attrs = "?", [], {}
+        for num, value in _typed(data, span, {1: LEN, 2: LEN, 3: LEN, 4: LEN, 5: LEN}):
+            if num == 1:
+                name = _text(data, value)
+            elif num == 2:
+                ops.append(_text(data, value))
+            elif num == 5:
+                key, val = "", None
+                for n, v in _typed(data, value, {1: LEN, 2: LEN}):
+                    if n == 1:
+                        key = _text(data, v)
+                    else:
+                        val = v
+                if val is not None:
+                    attrs[key] = val
+        for op in ops:
+            if op in self.functions and op not in TF_OPS:
+                continue  # a call of a function of the library (checked on its own)
+            _check_op(op, name, where, function, attrs, data, self.sink)
 
 
 def _check_op(
@@ -566,11 +595,13 @@ def _check_op(
                 global_=op,
             )
         return
-    if ">" in op:
+    if op not in TF_OPS:
         sink.add(
             "MLW-SCN-008",
             Severity.HIGH,
-            f"{where}: node {node!r} uses custom operator {op} (needs a native op library)",
+            f"{where}: node {node!r} uses op {op!r}, which TensorFlow {TF_VERSION} does not "
+            "define: a custom op library (native code) must be loaded to run it, or the "
+            "model needs a newer TensorFlow",
             global_=op,
         )
 
