@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 from pathlib import Path
 
 import joblib
@@ -123,3 +124,18 @@ def test_load_target_url() -> None:
 def test_load_target_unknown_spec_is_a_user_error() -> None:
     with pytest.raises(UserError, match="not found"):
         load_target("no/such/model.pt")
+
+
+def test_restricted_unpickler_resolves_getattr_like_the_scanner(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    series = pd.Series(pd.date_range("2020", periods=3, tz="Europe/Paris"))
+    path = tmp_path / "tz.pkl"
+    path.write_bytes(pickle.dumps(series, protocol=2))
+    assert str(safe_load(path).dt.tz) == "Europe/Paris"
+    # the second line of defence on its own: getattr of a name the policy does not allow
+    evil = b"\x80\x02cbuiltins\ngetattr\nczoneinfo\nZoneInfo\nX\x09\x00\x00\x00from_file\x86R."
+    with pytest.raises(UnsafeArtifactError, match="getattr of zoneinfo.ZoneInfo.from_file"):
+        RestrictedUnpickler(io.BytesIO(evil)).load()
+    on_value = b"\x80\x02cbuiltins\ngetattr\nX\x02\x00\x00\x00osX\x06\x00\x00\x00system\x86R."
+    with pytest.raises(UnsafeArtifactError, match="not an allowed import"):
+        RestrictedUnpickler(io.BytesIO(on_value)).load()

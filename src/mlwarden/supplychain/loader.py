@@ -47,14 +47,32 @@ class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: IO[bytes], policy: Policy | None = None, **kw: Any) -> None:
         super().__init__(file, **kw)
         self.policy = policy or DEFAULT_POLICY
+        self._imported: dict[int, tuple[Any, str, str]] = {}  # id -> (object, module, name)
 
     def find_class(self, module: str, name: str) -> Any:
         c = self.policy.classify(module, name)
         if c.full == "torch.storage._load_from_bytes":
             return _load_tensor_bytes
+        if c.full == "builtins.getattr":
+            return self._getattr  # only names the policy allows, as the scanner resolves them
         if c.verdict.value != "safe":
             raise UnsafeArtifactError(f"refused to import {c.full} while loading ({c.reason})")
-        return super().find_class(module, name)
+        obj = super().find_class(module, name)
+        self._imported[id(obj)] = (obj, module, name)
+        return obj
+
+    def _getattr(self, obj: Any, attr: Any) -> Any:
+        """``getattr`` restricted to ``<imported allowed name>.<attr>`` that is allowed too."""
+        known = self._imported.get(id(obj))
+        if known is None or known[0] is not obj or not isinstance(attr, str):
+            raise UnsafeArtifactError("refused getattr on a value that is not an allowed import")
+        _, module, name = known
+        c = self.policy.classify(module, f"{name}.{attr}")
+        if c.verdict.value != "safe":
+            raise UnsafeArtifactError(f"refused getattr of {c.full} while loading ({c.reason})")
+        value = getattr(obj, attr)
+        self._imported[id(value)] = (value, module, f"{name}.{attr}")
+        return value
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafeArtifactError("refused a persistent id (the file is not a plain pickle)")
