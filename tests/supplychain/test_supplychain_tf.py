@@ -35,6 +35,10 @@ EXPECTED: dict[str, tuple[str, str, set[str]]] = {
     "keras_lambda/keras_metadata.pb": ("tf-keras-metadata", "unsafe", {"MLW-SCN-005"}),
     "keras_lambda/saved_model.pb": ("tf-savedmodel", "safe", set()),
     "keras_dense/keras_metadata.pb": ("tf-keras-metadata", "safe", set()),
+    "benign_module_text/saved_model.pbtxt": ("tf-savedmodel-text", "safe", set()),
+    "readwrite_module_text/saved_model.pbtxt": ("tf-savedmodel-text", "unsafe", {"MLW-SCN-014"}),
+    "frozen_benign.pbtxt": ("tf-graphdef-text", "safe", set()),
+    "frozen_readwrite.pbtxt": ("tf-graphdef-text", "unsafe", {"MLW-SCN-014"}),
     "benign_module/fingerprint.pb": ("tf-fingerprint", "safe", set()),
     "benign_module/variables/variables.index": ("tf-bundle-index", "safe", set()),
     "benign_module/variables/variables.data-00000-of-00001": ("tf-bundle-data", "safe", set()),
@@ -273,6 +277,31 @@ def test_asset_outside_the_model_folder() -> None:
     assert r.verdict.value == "suspicious" and "etc/passwd" in r.findings[0].message
 
 
+def test_text_format_tricks() -> None:
+    """String escapes, joined literals, comments and ``<>`` braces hide no op."""
+    base = b'node { name: "x" op: "Placeholder" }\n'
+    end = b"versions { producer: 1 }\n"
+    assert scan_bytes(base + end).verdict.value == "safe"
+    for op in (
+        b'"WriteFile"',
+        b"'WriteFile'",
+        b'"Write" "File"',
+        b'"Write"\n# a comment\n"File"',
+        b'"\\x57riteFile"',
+        b'"\\127riteFile"',
+    ):
+        graph = base + b"node < name: 'w' op: " + op + b" >\n" + end
+        r = scan_bytes(graph)
+        assert r.format == "tf-graphdef-text" and r.verdict.value == "unsafe", (op, r.error)
+    attr = b'attr { key: "output_stream" value { s: "file:///x" } }'
+    r = scan_bytes(base + b'node { name: "p" op: "PrintV2" ' + attr + b" }\n" + end)
+    assert r.verdict.value == "unsafe"
+    # a cut file, an unterminated string and a lone brace are errors
+    for bad in (base, base + b'node { name: "w" op: "Write', base + b"node { " + end):
+        assert scan_bytes(bad).verdict.value == "error", bad
+    assert scan_bytes(b"node was here\n").format == "text"
+
+
 TRUNCATABLE = [
     "benign.tflite",
     "custom_op.tflite",
@@ -281,6 +310,8 @@ TRUNCATABLE = [
     "benign_module/saved_model.pb",
     "readwrite_module/saved_model.pb",
     "benign_module/variables/variables.index",
+    "frozen_readwrite.pbtxt",
+    "readwrite_module_text/saved_model.pbtxt",
 ]  # (fingerprint.pb: cut after a field it is a valid, older fingerprint, and data either way)
 
 
@@ -288,7 +319,8 @@ TRUNCATABLE = [
 def test_truncated_files_are_never_safe(name: str) -> None:
     data = (TF / name).read_bytes()
     step = max(1, len(data) // 300)
-    for cut in range(4, len(data), step):
+    # a text file cut before the words that identify it is text
+    for cut in range(64 if name.endswith(".pbtxt") else 4, len(data), step):
         r = scan_bytes(data[:cut])
         assert r.verdict.value != "safe", (cut, r.format)
 

@@ -24,6 +24,7 @@ the bytes present; anything that does not parse is an error (never safe).
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import os
@@ -143,6 +144,8 @@ _FILE_ATTRS = {
     "DecodeProtoV2": ("descriptor_source", "reads a descriptor file"),
     "EncodeProto": ("descriptor_source", "reads a descriptor file"),
 }
+#: string attributes the checks read
+_STRING_ATTRS = frozenset({"memory_region_name", *(a for a, _ in _FILE_ATTRS.values())})
 _OP_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_>.]*")
 _NODE_NAME = re.compile(rb"[A-Za-z0-9._][A-Za-z0-9_./>\-]*")
 
@@ -245,6 +248,10 @@ def tf_kind(head: bytes, size: int | None) -> str | None:
             return "tf-bundle-index"
         if whole and head[:1] == b"\x08" and _fingerprint(head):
             return "tf-fingerprint"
+        if _TEXT_SAVEDMODEL.match(head):
+            return "tf-savedmodel-text"
+        if _TEXT_GRAPHDEF.match(head):
+            return "tf-graphdef-text"
     except ProtoError:
         return None
     return None
@@ -379,6 +386,10 @@ def scan_tf(kind: str, src: Source, sink: Sink, limit: int) -> str:
         scan_savedmodel(data, sink)
     elif kind == "tf-graphdef":
         scan_graphdef(data, sink, "graph")
+    elif kind == "tf-savedmodel-text":
+        scan_savedmodel_text(data, sink)
+    elif kind == "tf-graphdef-text":
+        scan_graphdef_text(data, sink)
     elif kind == "tf-keras-metadata":
         scan_keras_metadata(data, sink)
     elif kind == "tf-bundle-index":
@@ -549,12 +560,12 @@ class _Graph:
                         key = _text(data, v)
                     else:
                         val = v
-                if val is not None:
-                    attrs[key] = val
+                if val is not None and key in _STRING_ATTRS:
+                    attrs[key] = _attr_string(data, val)
         for op in ops:
             if op in self.functions and op not in TF_OPS:
                 continue  # a call of a function of the library (checked on its own)
-            _check_op(op, name, where, function, attrs, data, self.sink)
+            _check_op(op, name, where, function, attrs, self.sink)
 
 
 def _check_op(
@@ -562,8 +573,7 @@ def _check_op(
     node: str,
     where: str,
     function: str | None,
-    attrs: dict[str, tuple[int, int]],
-    data: bytes,
+    attrs: dict[str, str],
     sink: Sink,
 ) -> None:
     danger = DANGEROUS_OPS.get(op)
@@ -576,7 +586,7 @@ def _check_op(
         severity, what = danger
         detail = ""
         if op == "ImmutableConst" and "memory_region_name" in attrs:
-            detail = f" {_attr_string(data, attrs['memory_region_name'])!r}"
+            detail = f" {attrs['memory_region_name']!r}"
         sink.add(
             RULE,
             severity,
@@ -586,7 +596,7 @@ def _check_op(
         return
     if op in _FILE_ATTRS:
         attr, what = _FILE_ATTRS[op]
-        value = _attr_string(data, attrs[attr]) if attr in attrs else ""
+        value = attrs.get(attr, "")
         if value and value not in ("stderr", "stdout", "local://") and not value.startswith("log("):
             sink.add(
                 RULE,
@@ -611,6 +621,174 @@ def _attr_string(data: bytes, span: tuple[int, int]) -> str:
         if n == 2 and w == LEN:  # AttrValue.s
             return _text(data, v)
     return ""
+
+
+# --- text-format protobufs (saved_model.pbtxt, GraphDef .pbtxt) ---------------------------------
+
+#: TensorFlow reads ``saved_model.pbtxt`` when there is no ``saved_model.pb``
+_TEXT_SAVEDMODEL = re.compile(
+    rb"(?:\s|#[^\n]*\n)*(?:saved_model_schema_version|meta_graphs)\s*[:{<]"
+)
+_TEXT_GRAPHDEF = re.compile(rb"(?:\s|#[^\n]*\n)*node\s*:?\s*[{<]\s*(?:#[^\n]*\n\s*)*name\s*:")
+_TEXT_TOKEN = re.compile(
+    rb"""\s+|\#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[[A-Za-z0-9_./]+\]"""
+    rb"""|[A-Za-z_][A-Za-z0-9_]*|[-+]?(?:[0-9.][0-9A-Za-z_.+\-]*|inf|nan)|[{}<>:;,\[\]]"""
+)
+_ESCAPE = re.compile(rb"\\(x[0-9A-Fa-f]{2}|[0-7]{1,3}|.?)", re.S)
+_GOOD_ESCAPES = frozenset(bytes([c]) for c in b"abfnrtv\\'\"01234567x")
+_TEXT_DEPTH = 64  #: message nesting the text parser follows (TensorFlow's own limit is 100)
+
+TextMessage = list[tuple[str, Any]]
+
+
+def parse_text_proto(data: bytes) -> TextMessage:
+    """A protobuf in text format as ``[(field, value), ...]``: a value is a string (string
+    literals unescaped and joined, other scalars as written) or a nested message."""
+    tokens: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        m = _TEXT_TOKEN.match(data, pos)
+        if m is None:
+            raise ProtoError(f"text protobuf: unexpected byte at offset {pos}")
+        tok = m.group()
+        if not tok[:1].isspace() and tok[:1] != b"#":
+            tokens.append(tok)
+        pos = m.end()
+    msg, i = _text_message(tokens, 0, None, 0)
+    if i != len(tokens):
+        raise ProtoError("text protobuf: unbalanced braces")
+    return msg
+
+
+def _text_message(
+    tokens: list[bytes], i: int, closer: bytes | None, depth: int
+) -> tuple[TextMessage, int]:
+    if depth > _TEXT_DEPTH:
+        raise ProtoError(f"text protobuf nested deeper than {_TEXT_DEPTH} levels")
+    out: TextMessage = []
+    while True:
+        if i >= len(tokens):
+            if closer is None:
+                return out, i
+            raise ProtoError("text protobuf: a message is not closed (truncated?)")
+        tok = tokens[i]
+        if tok == closer:
+            return out, i + 1
+        if not (tok[:1].isalpha() or tok[:1] in (b"_", b"[")):
+            raise ProtoError(f"text protobuf: expected a field name, got {tok[:40]!r}")
+        name = tok.decode("ascii")
+        i += 1
+        colon = i < len(tokens) and tokens[i] == b":"
+        i += colon
+        if i >= len(tokens):
+            raise ProtoError("text protobuf: a field has no value (truncated?)")
+        if colon and tokens[i] == b"[":
+            i += 1
+            while i < len(tokens) and tokens[i] != b"]":
+                value, i = _text_value(tokens, i, depth)
+                out.append((name, value))
+                if i < len(tokens) and tokens[i] == b",":
+                    i += 1
+            if i >= len(tokens):
+                raise ProtoError("text protobuf: a list is not closed (truncated?)")
+            i += 1
+        elif colon or tokens[i] in (b"{", b"<"):
+            value, i = _text_value(tokens, i, depth)
+            out.append((name, value))
+        else:
+            raise ProtoError(f"text protobuf: field {name!r} has no value")
+        if i < len(tokens) and tokens[i] in (b";", b","):
+            i += 1
+
+
+def _text_value(tokens: list[bytes], i: int, depth: int) -> tuple[Any, int]:
+    tok = tokens[i]
+    if tok in (b"{", b"<"):
+        return _text_message(tokens, i + 1, b"}" if tok == b"{" else b">", depth + 1)
+    if tok[:1] in (b'"', b"'"):
+        parts = []
+        while i < len(tokens) and tokens[i][:1] in (b'"', b"'"):  # adjacent literals join
+            parts.append(_unescape(tokens[i][1:-1]))
+            i += 1
+        return b"".join(parts).decode("utf-8", "backslashreplace"), i
+    if tok in (b"}", b">", b"]", b":", b"[", b",", b";"):
+        raise ProtoError(f"text protobuf: unexpected {tok!r}")
+    return tok.decode("ascii"), i + 1
+
+
+def _unescape(raw: bytes) -> bytes:
+    """C escapes as the protobuf text parser reads them (octal, hex, \\n...)."""
+    if b"\\" not in raw:
+        return raw
+    if any(m.group(1)[:1] not in _GOOD_ESCAPES for m in _ESCAPE.finditer(raw)):
+        raise ProtoError("text protobuf: invalid escape in a string")
+    try:
+        return codecs.escape_decode(raw)[0]  # type: ignore[attr-defined,no-any-return]
+    except ValueError:
+        raise ProtoError("text protobuf: invalid escape in a string") from None
+
+
+def _fields_named(msg: TextMessage, name: str) -> list[Any]:
+    return [v for k, v in msg if k == name]
+
+
+def _text_str(msg: TextMessage, name: str) -> str:
+    values = [v for v in _fields_named(msg, name) if isinstance(v, str)]
+    return values[-1] if values else ""
+
+
+def scan_savedmodel_text(data: bytes, sink: Sink) -> None:
+    doc = parse_text_proto(data)
+    metas = [m for m in _fields_named(doc, "meta_graphs") if isinstance(m, list)]
+    if not metas:
+        raise ProtoError("text SavedModel without meta_graphs")
+    for k, meta in enumerate(metas, 1):
+        for graph in _fields_named(meta, "graph_def"):
+            if isinstance(graph, list):
+                _text_graph(graph, sink, f"meta graph {k}")
+        for asset in _fields_named(meta, "asset_file_def"):
+            if isinstance(asset, list) and _text_str(asset, "filename"):
+                _asset(_text_str(asset, "filename"), sink)
+
+
+def scan_graphdef_text(data: bytes, sink: Sink) -> None:
+    doc = parse_text_proto(data)
+    if not any(isinstance(n, list) for n in _fields_named(doc, "node")):
+        raise ProtoError("text GraphDef without nodes")
+    if not _fields_named(doc, "versions"):  # written after the nodes: else the file was cut
+        raise ProtoError("text GraphDef without versions (truncated?)")
+    _text_graph(doc, sink, "graph")
+
+
+def _text_graph(graph: TextMessage, sink: Sink, where: str) -> None:
+    functions: list[tuple[str, list[Any]]] = []
+    for lib in _fields_named(graph, "library"):
+        for fn in _fields_named(lib, "function") if isinstance(lib, list) else []:
+            if not isinstance(fn, list):
+                continue
+            sig = [s for s in _fields_named(fn, "signature") if isinstance(s, list)]
+            name = _text_str(sig[-1], "name") if sig else "?"
+            functions.append((name, _fields_named(fn, "node_def")))
+    names = {n for n, _ in functions}
+
+    def node(msg: Any, at: str, function: str | None) -> None:
+        if not isinstance(msg, list):
+            return
+        attrs: dict[str, str] = {}
+        for attr in _fields_named(msg, "attr"):
+            if isinstance(attr, list) and _text_str(attr, "key") in _STRING_ATTRS:
+                for value in _fields_named(attr, "value"):
+                    if isinstance(value, list):
+                        attrs[_text_str(attr, "key")] = _text_str(value, "s")
+        for op in _fields_named(msg, "op"):
+            if isinstance(op, str) and not (op in names and op not in TF_OPS):
+                _check_op(op, _text_str(msg, "name") or "?", at, function, attrs, sink)
+
+    for n in _fields_named(graph, "node"):
+        node(n, where, None)
+    for name, body in functions:
+        for n in body:
+            node(n, f"function {name}", name)
 
 
 # --- Keras 2 SavedModel metadata ---------------------------------------------------------------
@@ -785,7 +963,7 @@ def scan_tflite(data: bytes, sink: Sink) -> None:
         name = fb.string(custom).decode("utf-8", "backslashreplace")
         if name.startswith("Flex"):
             op = name[4:]
-            _check_op(op, name, "tflite (Flex op, a TensorFlow kernel)", None, {}, data, sink)
+            _check_op(op, name, "tflite (Flex op, a TensorFlow kernel)", None, {}, sink)
             continue
         if name or builtin == TFLITE_CUSTOM:
             sink.add(
