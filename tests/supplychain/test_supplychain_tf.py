@@ -356,3 +356,20 @@ def test_tflite_lying_offsets() -> None:
     ):
         r = scan_bytes(bytes(forged))
         assert r.verdict.value == "error", r.format
+
+
+def test_big_tflite_is_read_where_its_offsets_point(tmp_path: Path) -> None:
+    """Over 64 MiB a TFLite file on disk is not loaded whole (LLM models reach GBs)."""
+    big = tmp_path / "big.tflite"
+    with big.open("wb") as f:
+        f.write((TF / "custom_op.tflite").read_bytes())
+        f.truncate(65 << 20)  # trailing bytes (like appended metadata) that loaders ignore
+    r = scan_file(big)
+    assert (r.format, r.verdict.value) == ("tf-lite", "suspicious")
+    assert [i.global_ for i in r.findings] == ["BesselI1e"]
+    data = bytearray((TF / "custom_op.tflite").read_bytes())
+    data[0:4] = struct.pack("<I", (65 << 20) + 4)  # root table past the end
+    big.write_bytes(bytes(data))
+    with big.open("r+b") as f:
+        f.truncate(65 << 20)
+    assert scan_file(big).verdict.value == "error"

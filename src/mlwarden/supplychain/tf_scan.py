@@ -377,11 +377,29 @@ def shard_kind(path: Path, size: int | None) -> str | None:
 
 
 def scan_tf(kind: str, src: Source, sink: Sink, limit: int) -> str:
-    """Scan a stream :func:`tf_kind` or :func:`shard_kind` identified; its format name."""
-    data = _read_all(src, min(limit, MAX_PROTO), kind)
-    _pickle_first(data, sink, kind)
-    if kind == "tf-bundle-data":
+    """Scan a stream :func:`tf_kind` or :func:`shard_kind` identified; its format name.
+
+    Data shards are only run through the pickle machine (as far as an unpickler would
+    read), and a big TFLite file on disk is read where its offsets point: neither is
+    loaded whole (both reach many gigabytes).
+    """
+    random_access = src.seekable and src.pos == 0 and src.size is not None
+    if kind == "tf-bundle-data" or (
+        kind == "tf-lite" and random_access and (src.size or 0) > 64 << 20
+    ):
+        if not random_access:
+            if kind == "tf-bundle-data":
+                _pickle_first(src, sink, kind)
+                return kind
+            raise ProtoError("TFLite file larger than 64 MiB in a stream")
+        f, size = src.f, int(src.size or 0)
+        f.seek(0)
+        _pickle_first(Source(f, size), sink, kind)
+        if kind == "tf-lite":
+            scan_tflite(_FileView(f, size), sink)
         return kind
+    data = _read_all(src, min(limit, MAX_PROTO), kind)
+    _pickle_first(Source(io.BytesIO(data), len(data)), sink, kind)
     if kind == "tf-savedmodel":
         scan_savedmodel(data, sink)
     elif kind == "tf-graphdef":
@@ -420,16 +438,17 @@ def _read_all(src: Source, limit: int, what: str) -> bytes:
         parts.append(chunk)
 
 
-def _pickle_first(data: bytes, sink: Sink, kind: str) -> None:
+def _pickle_first(src: Source, sink: Sink, kind: str) -> None:
     """Run the bytes through the pickle machine when an unpickler would start on them
     (as for image signatures): imports met are kept; a complete pickle is a polyglot."""
     from mlwarden.supplychain.pickle_vm import _PLAUSIBLE_FIRST, PickleError, scan_pickle_stream
 
-    if not data or not (data[0] in _PLAUSIBLE_FIRST or data[0] == 0x80):
+    first = src.peek(1)
+    if not first or not (first[0] in _PLAUSIBLE_FIRST or first[0] == 0x80):
         return
     mark = sink.checkpoint()
     try:
-        scan_pickle_stream(Source(io.BytesIO(data), len(data)), sink)
+        scan_pickle_stream(src, sink)
     except (PickleError, Truncated):
         sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
     else:
@@ -884,29 +903,59 @@ def _block(data: bytes, off: int, size: int, end: int) -> Iterator[tuple[bytes, 
 # --- TFLite flatbuffers ---------------------------------------------------------------------------
 
 
-class _Flat:
-    """Bounds-checked reads of a flatbuffer."""
+class _FileView:
+    """Bytes of a seekable file read where they are asked for (a big TFLite model)."""
 
-    def __init__(self, data: bytes) -> None:
+    BLOCK = 1 << 16
+
+    def __init__(self, f: Any, size: int) -> None:
+        self.f, self.size = f, size
+        self.blocks: dict[int, bytes] = {}  #: recently read 64 KiB blocks
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, k: slice) -> bytes:
+        start, stop = k.start or 0, min(k.stop, self.size)
+        if stop <= start:
+            return b""
+        first, last = start // self.BLOCK, (stop - 1) // self.BLOCK
+        if first == last:  # the tables and vectors the scan walks are small
+            block = self.blocks.get(first)
+            if block is None:
+                if len(self.blocks) >= 64:
+                    self.blocks.pop(next(iter(self.blocks)))
+                self.f.seek(first * self.BLOCK)
+                block = self.blocks[first] = bytes(self.f.read(self.BLOCK))
+            at = start - first * self.BLOCK
+            return block[at : at + stop - start]
+        self.f.seek(start)
+        return bytes(self.f.read(stop - start))
+
+
+class _Flat:
+    """Bounds-checked reads of a flatbuffer (bytes, or a :class:`_FileView`)."""
+
+    def __init__(self, data: Any) -> None:
         self.data = data
+        self.size = len(data)
+
+    def get(self, pos: int, n: int) -> bytes:
+        if not 0 <= pos <= self.size - n:
+            raise ProtoError("flatbuffer offset outside the file")
+        got = self.data[pos : pos + n]
+        if len(got) != n:
+            raise ProtoError("the file changed while it was read")
+        return bytes(got)
 
     def u32(self, pos: int) -> int:
-        if not 0 <= pos <= len(self.data) - 4:
-            raise ProtoError("flatbuffer offset outside the file")
-        return int(struct.unpack_from("<I", self.data, pos)[0])
+        return int.from_bytes(self.get(pos, 4), "little")
 
     def table(self, pos: int) -> tuple[int, int, int]:
         """(table position, vtable position, vtable size)."""
-        (soff,) = (
-            struct.unpack_from("<i", self.data, pos) if 0 <= pos <= len(self.data) - 4 else (None,)
-        )
-        if soff is None:
-            raise ProtoError("flatbuffer table outside the file")
-        vt = pos - soff
-        if not 0 <= vt <= len(self.data) - 4:
-            raise ProtoError("flatbuffer vtable outside the file")
-        vsize, tsize = struct.unpack_from("<HH", self.data, vt)
-        if vsize < 4 or vsize % 2 or vt + vsize > len(self.data) or pos + tsize > len(self.data):
+        vt = pos - int.from_bytes(self.get(pos, 4), "little", signed=True)
+        vsize, tsize = struct.unpack("<HH", self.get(vt, 4))
+        if vsize < 4 or vsize % 2 or vt + vsize > self.size or pos + tsize > self.size:
             raise ProtoError("flatbuffer vtable is invalid")
         return pos, vt, vsize
 
@@ -914,12 +963,12 @@ class _Flat:
         pos, vt, vsize = table
         if 4 + 2 * i + 2 > vsize:
             return None
-        (off,) = struct.unpack_from("<H", self.data, vt + 4 + 2 * i)
+        off = int.from_bytes(self.get(vt + 4 + 2 * i, 2), "little")
         return pos + off if off else None
 
     def ref(self, at: int) -> int:
         target = at + self.u32(at)
-        if target >= len(self.data):
+        if target >= self.size:
             raise ProtoError("flatbuffer reference outside the file")
         return target
 
@@ -930,15 +979,17 @@ class _Flat:
 
     def string(self, at: int) -> bytes:
         start, n = self.vector(at)
-        if n > len(self.data) - start:
+        if n > self.size - start:
             raise ProtoError("flatbuffer string longer than the file")
-        return self.data[start : start + n]
+        return self.get(start, n)
 
 
+MAX_TFLITE_ENTRIES = 1 << 20  #: buffers or operator codes walked (models hold thousands)
 TFLITE_CUSTOM = 32  #: BuiltinOperator.CUSTOM
 
 
-def scan_tflite(data: bytes, sink: Sink) -> None:
+def scan_tflite(data: Any, sink: Sink) -> None:
+    """Operator codes of a TFLite model (``data``: bytes or a :class:`_FileView`)."""
     fb = _Flat(data)
     model = fb.table(fb.ref(0))
     _tflite_buffers(fb, model)
@@ -946,8 +997,10 @@ def scan_tflite(data: bytes, sink: Sink) -> None:
     if at is None:
         raise ProtoError("TFLite model without operator codes")
     start, n = fb.vector(at)
-    if n > (len(data) - start) // 4:
+    if n > (fb.size - start) // 4:
         raise ProtoError("TFLite operator-code count larger than the file")
+    if n > MAX_TFLITE_ENTRIES:
+        raise ProtoError(f"TFLite model with {n} operator codes (more than {MAX_TFLITE_ENTRIES})")
     for i in range(n):
         code = fb.table(fb.ref(start + 4 * i))
         builtin = None
@@ -956,7 +1009,7 @@ def scan_tflite(data: bytes, sink: Sink) -> None:
             builtin = fb.u32(at)
         at = fb.field(code, 0)
         if builtin is None and at is not None:
-            builtin = data[at] if at < len(data) else None
+            builtin = fb.get(at, 1)[0]
         custom = fb.field(code, 1)
         if custom is None:
             continue
@@ -980,23 +1033,23 @@ def _tflite_buffers(fb: _Flat, model: tuple[int, int, int]) -> None:
     if at is None:
         return
     start, n = fb.vector(at)
-    if n > (len(fb.data) - start) // 4:
+    if n > (fb.size - start) // 4:
         raise ProtoError("TFLite buffer count larger than the file")
+    if n > MAX_TFLITE_ENTRIES:
+        raise ProtoError(f"TFLite model with {n} buffers (more than {MAX_TFLITE_ENTRIES})")
     for i in range(n):
         buf = fb.table(fb.ref(start + 4 * i))
         at = fb.field(buf, 0)
         if at is not None:
             vstart, size = fb.vector(at)
-            if size > len(fb.data) - vstart:
+            if size > fb.size - vstart:
                 raise ProtoError(f"TFLite buffer {i} extends past the end of the file")
         at = fb.field(buf, 1)  # offset and size of data stored after the flatbuffer
-        if at is not None and at + 8 <= len(fb.data):
-            (off,) = struct.unpack_from("<Q", fb.data, at)
+        if at is not None:
+            off = int.from_bytes(fb.get(at, 8), "little")
             sat = fb.field(buf, 2)
-            size = 0
-            if sat is not None and sat + 8 <= len(fb.data):
-                (size,) = struct.unpack_from("<Q", fb.data, sat)
-            if off > 1 and off + size > len(fb.data):
+            size = int.from_bytes(fb.get(sat, 8), "little") if sat is not None else 0
+            if off > 1 and off + size > fb.size:
                 raise ProtoError(f"TFLite buffer {i} extends past the end of the file")
 
 
