@@ -373,3 +373,16 @@ def test_big_tflite_is_read_where_its_offsets_point(tmp_path: Path) -> None:
     with big.open("r+b") as f:
         f.truncate(65 << 20)
     assert scan_file(big).verdict.value == "error"
+
+
+def test_node_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph of millions of tiny nodes stops at a limit (an error, never safe)."""
+    from mlwarden.supplychain import tf_scan
+
+    monkeypatch.setattr(tf_scan, "MAX_NODES", 100)
+    graph = _graph(*[(f"n{i}", "Identity", {}) for i in range(101)])
+    r = scan_bytes(graph)
+    assert r.verdict.value == "error" and "101 nodes" in (r.error or "")
+    assert scan_bytes(_graph(*[(f"n{i}", "Identity", {}) for i in range(100)])).verdict.value == (
+        "safe"
+    )

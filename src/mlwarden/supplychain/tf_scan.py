@@ -41,6 +41,7 @@ from mlwarden.supplychain.tf_ops import TF_OPS, TF_VERSION
 
 RULE = "MLW-SCN-014"
 MAX_PROTO = 1 << 31  #: protobuf's own limit on a serialized message
+MAX_NODES = 10_000_000  #: nodes checked per graph (a few seconds per million)
 TFLITE_ID = b"TFL3"
 SSTABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
 
@@ -535,6 +536,11 @@ def scan_graphdef(data: bytes, sink: Sink, where: str, span: tuple[int, int] | N
     if span is None and not (nodes and versions):
         # TensorFlow writes ``versions`` after the nodes: without it the file was cut
         raise ProtoError("GraphDef without nodes or without versions (truncated?)")
+    total = len(nodes) + sum(len(body) for _, body in functions)
+    if total > MAX_NODES:
+        from mlwarden.supplychain.scanner import ScanLimit
+
+        raise ScanLimit(f"graph with {total} nodes (more than {MAX_NODES}); not checked")
     graph = _Graph(data, sink, {name for name, _ in functions})
     for value in nodes:
         graph.node(value, where, None)
@@ -563,28 +569,49 @@ class _Graph:
 
     def __init__(self, data: bytes, sink: Sink, functions: set[str]) -> None:
         self.data, self.sink, self.functions = data, sink, functions
+        #: ops whose check depends on nothing but their name, and found harmless
+        self.harmless: set[bytes] = set()
 
     def node(self, span: tuple[int, int], where: str, function: str | None) -> None:
         data = self.data
-        name, ops, attrs = "?", [], {}
-        for num, value in _typed(data, span, {1: LEN, 2: LEN, 3: LEN, 4: LEN, 5: LEN}):
+        name: tuple[int, int] | None = None
+        ops: list[bytes] = []
+        attr_spans: list[tuple[int, int]] = []
+        for num, wt, value in fields(data, *span):
+            if num <= 5 and wt != LEN:
+                raise ProtoError(f"NodeDef field {num} has wire type {wt}, expected {LEN}")
             if num == 1:
-                name = _text(data, value)
+                name = value
             elif num == 2:
-                ops.append(_text(data, value))
+                ops.append(data[value[0] : value[1]])
             elif num == 5:
-                key, val = "", None
-                for n, v in _typed(data, value, {1: LEN, 2: LEN}):
-                    if n == 1:
-                        key = _text(data, v)
-                    else:
-                        val = v
-                if val is not None and key in _STRING_ATTRS:
-                    attrs[key] = _attr_string(data, val)
-        for op in ops:
+                attr_spans.append(value)
+        for raw in ops:
+            if raw in self.harmless:
+                continue
+            op = raw.decode("utf-8", "backslashreplace")
             if op in self.functions and op not in TF_OPS:
                 continue  # a call of a function of the library (checked on its own)
-            _check_op(op, name, where, function, attrs, self.sink)
+            if op in TF_OPS and op not in DANGEROUS_OPS and op not in _FILE_ATTRS:
+                self.harmless.add(raw)
+                continue
+            attrs = self._attrs(attr_spans) if op in _FILE_ATTRS or op in DANGEROUS_OPS else {}
+            label = _text(data, name) if name is not None else "?"
+            _check_op(op, label, where, function, attrs, self.sink)
+
+    def _attrs(self, spans: list[tuple[int, int]]) -> dict[str, str]:
+        data = self.data
+        attrs: dict[str, str] = {}
+        for span in spans:
+            key, val = "", None
+            for n, v in _typed(data, span, {1: LEN, 2: LEN}):
+                if n == 1:
+                    key = _text(data, v)
+                else:
+                    val = v
+            if val is not None and key in _STRING_ATTRS:
+                attrs[key] = _attr_string(data, val)
+        return attrs
 
 
 def _check_op(
