@@ -22,7 +22,7 @@ from mlwarden.supplychain.tf_scan import DANGEROUS_OPS, ProtoError, fields, tf_k
 TF = Path(__file__).parent / "fixtures" / "tf"
 CANARY = Path("/tmp/mlwarden_tf_canary")
 
-BENIGN_DIRS = ["benign_module", "keras_dense", "tf1_graph"]
+BENIGN_DIRS = ["benign_module", "keras_dense", "tf1_graph", "benign_module_text"]
 #: file -> (format, verdict, rules)
 EXPECTED: dict[str, tuple[str, str, set[str]]] = {
     "benign.tflite": ("tf-lite", "safe", set()),
@@ -39,6 +39,10 @@ EXPECTED: dict[str, tuple[str, str, set[str]]] = {
     "readwrite_module_text/saved_model.pbtxt": ("tf-savedmodel-text", "unsafe", {"MLW-SCN-014"}),
     "frozen_benign.pbtxt": ("tf-graphdef-text", "safe", set()),
     "frozen_readwrite.pbtxt": ("tf-graphdef-text", "unsafe", {"MLW-SCN-014"}),
+    "tf1_ckpt/model.ckpt.meta": ("tf-metagraph", "safe", set()),
+    "tf1_ckpt/read_file.meta": ("tf-metagraph", "suspicious", {"MLW-SCN-014"}),
+    "tf1_ckpt/model.ckpt.index": ("tf-bundle-index", "safe", set()),
+    "tf1_ckpt/model.ckpt.data-00000-of-00001": ("tf-bundle-data", "safe", set()),
     "benign_module/fingerprint.pb": ("tf-fingerprint", "safe", set()),
     "benign_module/variables/variables.index": ("tf-bundle-index", "safe", set()),
     "benign_module/variables/variables.data-00000-of-00001": ("tf-bundle-data", "safe", set()),
@@ -312,6 +316,7 @@ TRUNCATABLE = [
     "benign_module/variables/variables.index",
     "frozen_readwrite.pbtxt",
     "readwrite_module_text/saved_model.pbtxt",
+    "tf1_ckpt/read_file.meta",
 ]  # (fingerprint.pb: cut after a field it is a valid, older fingerprint, and data either way)
 
 
@@ -386,3 +391,22 @@ def test_node_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     assert scan_bytes(_graph(*[(f"n{i}", "Identity", {}) for i in range(100)])).verdict.value == (
         "safe"
     )
+
+
+def test_keras_config_in_the_object_graph() -> None:
+    """Keras 2 in TensorFlow <= 2.4 kept layer configs in the SavedModel's object graph
+    (SavedUserObject.metadata) instead of keras_metadata.pb."""
+    data = (TF / "keras_lambda/keras_metadata.pb").read_bytes()
+    configs = [
+        data[v[0] : v[1]]
+        for _, w, span in fields(data)
+        if w == 2
+        for n, _, v in fields(data, *span)
+        if n == 5
+    ]
+    lam = next(c for c in configs if b'"Lambda"' in c)
+    user_object = _ld(1, b"_tf_keras_layer") + _ld(3, lam)
+    object_graph = _ld(1, _ld(4, user_object))
+    meta = _ld(1, _ld(1, b"")) + _ld(2, _graph(("x", "Placeholder", {}))) + _ld(7, object_graph)
+    r = scan_bytes(b"\x08\x01" + _ld(2, meta))
+    assert r.format == "tf-savedmodel" and "MLW-SCN-005" in _rules(r), r.error

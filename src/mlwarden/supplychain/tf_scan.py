@@ -245,6 +245,8 @@ def tf_kind(head: bytes, size: int | None) -> str | None:
             return "tf-graphdef"
         if head[:1] == b"\x0a" and _keras_metadata_head(head):
             return "tf-keras-metadata"
+        if head[:1] == b"\x0a" and _metagraph_head(head):
+            return "tf-metagraph"
         if head[:2] == b"\x00\x00" and _bundle_index_head(head):
             return "tf-bundle-index"
         if whole and head[:1] == b"\x08" and _fingerprint(head):
@@ -283,13 +285,30 @@ def _savedmodel_head(head: bytes) -> bool:
     num, wt, span = _first(head, span[0], span[1])
     if wt != LEN or num not in (1, 2, 4, 5):
         return False
-    if num == 2:  # OpList.op[0].name
-        num, wt, span = _first(head, span[0], span[1])
-        if (num, wt) != (1, LEN):
+    return num != 2 or _oplist_head(head, span)
+
+
+def _oplist_head(head: bytes, span: tuple[int, int, int]) -> bool:
+    """OpList.op[0].name is an op name."""
+    num, wt, span = _first(head, span[0], span[1])
+    if (num, wt) != (1, LEN):
+        return False
+    num, wt, span = _first(head, span[0], span[1])
+    return (num, wt) == (1, LEN) and _OP_NAME.fullmatch(head[span[0] : span[1]]) is not None
+
+
+def _metagraph_head(head: bytes) -> bool:
+    # a MetaGraphDef on its own (``model.ckpt.meta``): meta_info_def (1) whose
+    # meta_graph_version (1, optional) is followed by stripped_op_list (2)
+    num, wt, span = _first(head, 0, len(head))
+    if (num, wt) != (1, LEN):
+        return False
+    num, wt, inner = _first(head, span[0], span[1])
+    if (num, wt) == (1, LEN):
+        if inner[0] + inner[2] >= span[1]:
             return False
-        num, wt, span = _first(head, span[0], span[1])
-        return (num, wt) == (1, LEN) and _OP_NAME.fullmatch(head[span[0] : span[1]]) is not None
-    return True
+        num, wt, inner = _first(head, inner[0] + inner[2], span[1])
+    return (num, wt) == (2, LEN) and _oplist_head(head, inner)
 
 
 def _graphdef_head(head: bytes) -> bool:
@@ -405,6 +424,9 @@ def scan_tf(kind: str, src: Source, sink: Sink, limit: int) -> str:
         scan_savedmodel(data, sink)
     elif kind == "tf-graphdef":
         scan_graphdef(data, sink, "graph")
+    elif kind == "tf-metagraph":
+        if not _meta_graph(data, (0, len(data)), sink, 1):
+            raise ProtoError("MetaGraphDef without a graph (truncated?)")
     elif kind == "tf-savedmodel-text":
         scan_savedmodel_text(data, sink)
     elif kind == "tf-graphdef-text":
@@ -478,14 +500,17 @@ def scan_savedmodel(data: bytes, sink: Sink) -> None:
         raise ProtoError("SavedModel without a MetaGraphDef")
 
 
-def _meta_graph(data: bytes, span: tuple[int, int], sink: Sink, index: int) -> None:
+def _meta_graph(data: bytes, span: tuple[int, int], sink: Sink, index: int) -> bool:
+    """Check a MetaGraphDef; whether it holds a graph."""
     schema = {n: LEN for n in range(1, 8)}
+    graphs = 0
     for num, value in _typed(data, span, schema):
         if num == 1:
             for n, v in _typed(data, value, {1: LEN, 2: LEN, 4: LEN, 5: LEN, 6: LEN}):
                 if n == 2:  # stripped_op_list: declarations of the ops used (checked below)
                     validate(data, *v)
         elif num == 2:
+            graphs += 1
             scan_graphdef(data, sink, f"meta graph {index}", value)
         elif num == 6:
             for n, v in _typed(data, value, {1: LEN, 2: LEN}):
@@ -493,6 +518,7 @@ def _meta_graph(data: bytes, span: tuple[int, int], sink: Sink, index: int) -> N
                     _asset(_text(data, v), sink)
         elif num == 7:
             _object_graph(data, value, sink)
+    return graphs > 0
 
 
 def _asset(name: str, sink: Sink) -> None:
