@@ -410,3 +410,40 @@ def test_keras_config_in_the_object_graph() -> None:
     meta = _ld(1, _ld(1, b"")) + _ld(2, _graph(("x", "Placeholder", {}))) + _ld(7, object_graph)
     r = scan_bytes(b"\x08\x01" + _ld(2, meta))
     assert r.format == "tf-savedmodel" and "MLW-SCN-005" in _rules(r), r.error
+
+
+def test_a_pipe_in_place_of_the_index_does_not_hang(tmp_path: Path) -> None:
+    import os
+
+    shutil.copytree(TF / "benign_module/variables", tmp_path / "v")
+    (tmp_path / "v/variables.index").unlink()
+    os.mkfifo(tmp_path / "v/variables.index")
+    r = scan_file(tmp_path / "v/variables.data-00000-of-00001")
+    assert r.verdict.value == "error"
+
+
+def _table(index_entries: int) -> bytes:
+    """A LevelDB table as TensorFlow writes a tensor-bundle index: one data block holding
+    the header; the index block names that block ``index_entries`` times."""
+
+    def block(entries: list[tuple[bytes, bytes]]) -> bytes:
+        body = b"".join(_varint(0) + _varint(len(k)) + _varint(len(v)) + k + v for k, v in entries)
+        return body + struct.pack("<II", 0, 1) + b"\0" * 5  # restarts, type, crc
+
+    header = b"\x08\x01\x1a\x02\x08\x01"  # num_shards 1, version {producer 1}
+    data = block([(b"", header)])
+    handle = _varint(0) + _varint(len(data) - 5)
+    meta_off = len(data)
+    meta = block([])
+    index_off = meta_off + len(meta)
+    index = block([(b"k%d" % i, handle) for i in range(index_entries)])
+    footer = _varint(meta_off) + _varint(len(meta) - 5) + _varint(index_off)
+    footer += _varint(len(index) - 5)
+    return data + meta + index + footer.ljust(40, b"\0") + struct.pack("<Q", 0xDB4775248B80FB57)
+
+
+def test_bundle_index_blocks_are_read_once() -> None:
+    good = scan_bytes(_table(1))
+    assert (good.format, good.verdict.value) == ("tf-bundle-index", "safe"), good.error
+    # a data block named again and again (quadratic work on a crafted index)
+    assert scan_bytes(_table(3)).verdict.value == "error"

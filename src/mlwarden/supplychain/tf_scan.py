@@ -1,25 +1,34 @@
-"""TensorFlow files: SavedModel, frozen GraphDef, TFLite, and the data files beside them.
+"""TensorFlow files: SavedModel, GraphDef, TFLite, checkpoints and the data beside them.
 
-Parsed with a small protobuf wire-format reader and a flatbuffer reader of our own:
-TensorFlow is never imported. Every declared length, offset and count is checked against
-the bytes present; anything that does not parse is an error (never safe).
+Parsed with a small protobuf wire-format reader, a text-format reader and a flatbuffer
+reader of our own: TensorFlow is never imported. Every declared length, offset and count
+is checked against the bytes present; anything that does not parse is an error (never
+safe). Formats are identified by structure, never by file name (a SavedModel and an ONNX
+model both open with field 1 as a varint and field 2 as bytes: the SavedModel's field 2
+is a MetaGraphDef, an ONNX producer name is text).
 
-* ``saved_model.pb`` (``tensorflow.SavedModel``) and frozen ``GraphDef`` files: every
-  node of the graph and of every function in its library is checked for operations that
-  read or write files, open databases or sockets, or run Python (``PyFunc``,
-  ``EagerPyFunc``: the code is not in the file, but the graph calls whatever Python
-  function the loading process has registered under the token). Operations from custom
-  op libraries (``Addons>GeLU``: a ``>`` in the name) need a native library.
-  Asset files named outside the model folder (``../``, absolute paths) are read at load.
-  Checkpoint ops (``SaveV2``, ``RestoreV2``, ``MergeV2Checkpoints``) belong to the saver
-  functions TensorFlow writes into every SavedModel; elsewhere they are reported.
-* ``keras_metadata.pb`` (Keras 2 SavedModel): the JSON config of every layer, checked
-  like any Keras config (``Lambda`` layers carry marshalled Python).
-* ``.tflite`` flatbuffers (``TFL3``): custom operators need native code; ``Flex`` ops run
-  the TensorFlow kernel of the same name and are checked like graph ops.
-* ``fingerprint.pb``, ``variables/variables.index`` (a LevelDB-format table holding the
-  tensor-bundle index) and ``variables.data-NNNNN-of-NNNNN`` (raw tensor bytes, identified
-  only when the index beside it describes exactly its bytes) are data: no code.
+* ``saved_model.pb`` / ``saved_model.pbtxt`` (``tensorflow.SavedModel``), frozen
+  ``GraphDef`` files (binary or text) and TF1 checkpoint graphs (``model.ckpt.meta``, a
+  ``MetaGraphDef``): every node of the graph and of every function in its library is
+  checked (rule MLW-SCN-014) for operations that read or write files, open databases or
+  sockets, or run Python (``PyFunc``, ``EagerPyFunc``: the code is not in the file, but
+  the graph calls whatever Python function the loading process registered under the
+  token). An op TensorFlow does not define (:data:`tf_ops.TF_OPS`; ``Addons>GeLU``) needs
+  a custom op library, native code (MLW-SCN-008). Asset files named outside the model
+  folder (``../``, absolute paths) are read at load. Checkpoint ops (``SaveV2``,
+  ``RestoreV2``, ``MergeV2Checkpoints``) belong to the saver TensorFlow writes into every
+  model (``__inference__traced_save_N`` functions, TF1 ``save/`` nodes); elsewhere they
+  are reported.
+* ``keras_metadata.pb`` (Keras 2 SavedModel; older TensorFlow kept the same JSON in the
+  object graph): every layer config is checked like any Keras config (``Lambda`` layers
+  carry marshalled Python).
+* ``.tflite`` flatbuffers (``TFL3``): custom operators need native code (MLW-SCN-008);
+  ``Flex`` ops run the TensorFlow kernel of the same name and are checked like graph ops;
+  every buffer must lie inside the file. Files over 64 MiB are read where offsets point.
+* ``fingerprint.pb``, ``*.index`` (a LevelDB-format table holding a tensor-bundle index)
+  and ``*.data-NNNNN-of-NNNNN`` (raw tensor bytes, identified only when the index beside
+  them describes exactly their bytes; only run through the pickle machine, never loaded
+  whole) are data: no code.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import io
 import json
 import os
 import re
+import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -376,10 +386,17 @@ def shard_kind(path: Path, size: int | None) -> str | None:
         return None
     index = path.with_name(m.group(1) + ".index")
     try:
-        with open(index, "rb") as f:
-            data = f.read(64 << 20)
+        # non-blocking: a named pipe in the index's place must not hang the scan
+        fd = os.open(index, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            with open(fd, "rb", closefd=False) as f:
+                data = f.read(64 << 20)
+        finally:
+            os.close(fd)
         entries = bundle_entries(data)
-    except (OSError, ProtoError):
+    except (OSError, ValueError, ProtoError):
         return None
     shard = int(m.group(2))
     if entries.get("num_shards") != int(m.group(3)):
@@ -904,8 +921,13 @@ def bundle_entries(data: bytes) -> dict[str, Any]:
     index_off, index_size = _handle(data, pos, len(data) - 8)[0]
     out: dict[str, Any] = {"spans": []}
     first = True
+    block_end = 0
     for _, value in _block(data, index_off, index_size, footer):
         (off, size), _ = _handle(value, 0, len(value))
+        if off < block_end or off + size > index_off:
+            # each data block once, in order, before the index: no block read twice
+            raise ProtoError("table data blocks overlap or are out of order")
+        block_end = off + size + 5
         for key, entry in _block(data, off, size, footer):
             if first:
                 if key:
@@ -1106,16 +1128,11 @@ def _tflite_buffers(fb: _Flat, model: tuple[int, int, int]) -> None:
                 raise ProtoError(f"TFLite buffer {i} extends past the end of the file")
 
 
-def scan_tf_bytes(data: bytes, sink: Sink, kind: str) -> str:
-    """Convenience for tests: scan in-memory bytes of a known kind."""
-    src = Source(io.BytesIO(data), len(data))
-    return scan_tf(kind, src, sink, MAX_PROTO)
-
-
 __all__ = [
     "DANGEROUS_OPS",
     "ProtoError",
     "fields",
+    "parse_text_proto",
     "scan_tf",
     "shard_kind",
     "tf_kind",
