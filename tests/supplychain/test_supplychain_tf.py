@@ -447,3 +447,14 @@ def test_bundle_index_blocks_are_read_once() -> None:
     assert (good.format, good.verdict.value) == ("tf-bundle-index", "safe"), good.error
     # a data block named again and again (quadratic work on a crafted index)
     assert scan_bytes(_table(3)).verdict.value == "error"
+
+
+def test_text_token_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlwarden.supplychain import tf_scan
+
+    monkeypatch.setattr(tf_scan, "MAX_TEXT_TOKENS", 1000)
+    graph = b'node { name: "x" op: "Placeholder" }\n' * 200 + b"versions { producer: 1 }\n"
+    r = scan_bytes(graph)
+    assert r.verdict.value == "error" and "tokens" in (r.error or "")
+    deep = b"node { name: 'x' op: 'Identity' attr " + b"{ a " * 100 + b"}" * 100 + b" }"
+    assert scan_bytes(deep).verdict.value == "error"  # nested deeper than the parser follows

@@ -725,6 +725,7 @@ _TEXT_TOKEN = re.compile(
 )
 _ESCAPE = re.compile(rb"\\(x[0-9A-Fa-f]{2}|[0-7]{1,3}|.?)", re.S)
 _GOOD_ESCAPES = frozenset(bytes([c]) for c in b"abfnrtv\\'\"01234567x")
+MAX_TEXT_TOKENS = 5_000_000  #: about 200 MB of memory while parsing
 _TEXT_DEPTH = 64  #: message nesting the text parser follows (TensorFlow's own limit is 100)
 
 TextMessage = list[tuple[str, Any]]
@@ -742,6 +743,10 @@ def parse_text_proto(data: bytes) -> TextMessage:
         tok = m.group()
         if not tok[:1].isspace() and tok[:1] != b"#":
             tokens.append(tok)
+            if len(tokens) > MAX_TEXT_TOKENS:
+                from mlwarden.supplychain.scanner import ScanLimit
+
+                raise ScanLimit(f"text protobuf with more than {MAX_TEXT_TOKENS} tokens")
         pos = m.end()
     msg, i = _text_message(tokens, 0, None, 0)
     if i != len(tokens):
