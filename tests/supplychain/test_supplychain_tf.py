@@ -227,6 +227,14 @@ def test_hand_built_graphs() -> None:
     assert scan_bytes(_graph(("p", "PrintV2", {"output_stream": b"stderr"}))).verdict.value == (
         "safe"
     )
+    for op, attr, value, verdict in (
+        ("PrintV2", "output_stream", b"log(warning)", "safe"),
+        ("DecodeProtoV2", "descriptor_source", b"local://", "safe"),
+        ("DecodeProtoV2", "descriptor_source", b"bytes://\n\x05x.proto", "safe"),
+        ("DecodeProtoV2", "descriptor_source", b"/tmp/evil.desc", "suspicious"),
+    ):
+        got = scan_bytes(_graph(("d", op, {attr: value}))).verdict.value
+        assert got == verdict, (op, value)
     mapped = scan_bytes(_graph(("c", "ImmutableConst", {"memory_region_name": b"/etc/shadow"})))
     assert mapped.verdict.value == "suspicious" and "/etc/shadow" in mapped.findings[0].message
     custom = scan_bytes(_graph(("g", "Addons>GeLU", {})))

@@ -155,6 +155,11 @@ _FILE_ATTRS = {
     "DecodeProtoV2": ("descriptor_source", "reads a descriptor file"),
     "EncodeProto": ("descriptor_source", "reads a descriptor file"),
 }
+#: values of those attributes that name no file: PrintV2's standard streams and log levels,
+#: a proto descriptor from the binary's own pool or given inline
+_HARMLESS_ATTR = re.compile(
+    r"stderr|stdout|log\((?:info|warning|error)\)|local://|bytes://.*", re.S
+)
 #: string attributes the checks read
 _STRING_ATTRS = frozenset({"memory_region_name", *(a for a, _ in _FILE_ATTRS.values())})
 _OP_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_>.]*")
@@ -686,7 +691,7 @@ def _check_op(
     if op in _FILE_ATTRS:
         attr, what = _FILE_ATTRS[op]
         value = attrs.get(attr, "")
-        if value and value not in ("stderr", "stdout", "local://") and not value.startswith("log("):
+        if value and not _HARMLESS_ATTR.fullmatch(value):
             sink.add(
                 RULE,
                 Severity.CRITICAL if op == "PrintV2" else Severity.HIGH,
