@@ -466,3 +466,15 @@ def test_text_token_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.verdict.value == "error" and "tokens" in (r.error or "")
     deep = b"node { name: 'x' op: 'Identity' attr " + b"{ a " * 100 + b"}" * 100 + b" }"
     assert scan_bytes(deep).verdict.value == "error"  # nested deeper than the parser follows
+
+
+def test_tflite_custom_ops_that_ship_with_tflite() -> None:
+    """TFLite_Detection_PostProcess (SSD detectors), Mfcc... are in TFLite's own resolver."""
+    data = bytearray((TF / "custom_op.tflite").read_bytes())
+    at = data.rindex(b"BesselI1e")  # the operator code (an earlier one is a tensor name)
+    assert data[at - 4 : at] == struct.pack("<I", 9)
+    for name, verdict in ((b"Mfcc", "safe"), (b"Evil", "suspicious")):
+        forged = bytearray(data)
+        forged[at - 4 : at + len(name) + 1] = struct.pack("<I", len(name)) + name + b"\0"
+        r = scan_bytes(bytes(forged))
+        assert (r.format, r.verdict.value) == ("tf-lite", verdict), name

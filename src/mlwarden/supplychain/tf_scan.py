@@ -1071,6 +1071,11 @@ class _Flat:
 
 MAX_TFLITE_ENTRIES = 1 << 20  #: buffers or operator codes walked (models hold thousands)
 TFLITE_CUSTOM = 32  #: BuiltinOperator.CUSTOM
+#: custom operators TFLite's own BuiltinOpResolver registers (tensorflow/lite/core/kernels/
+#: register.cc): no library beyond TFLite is loaded for them
+TFLITE_SHIPPED_CUSTOM = frozenset(
+    {"TFLite_Detection_PostProcess", "Mfcc", "AudioSpectrogram", "NumericVerify"}
+)
 
 
 def scan_tflite(data: Any, sink: Sink) -> None:
@@ -1102,6 +1107,8 @@ def scan_tflite(data: Any, sink: Sink) -> None:
         if name.startswith("Flex"):
             op = name[4:]
             _check_op(op, name, "tflite (Flex op, a TensorFlow kernel)", None, {}, sink)
+            continue
+        if name in TFLITE_SHIPPED_CUSTOM:
             continue
         if name or builtin == TFLITE_CUSTOM:
             sink.add(
