@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        """Scan model files (pickle, PyTorch, joblib, NumPy, Keras, ONNX, safetensors)."""
+        """Scan model files (pickle, PyTorch, joblib, NumPy, Keras, ONNX, safetensors, GGUF, TF)."""
         from mlwarden.core.findings import Report
         from mlwarden.supplychain import Policy, scan_paths, to_report
 

@@ -5,10 +5,13 @@ Formats (identified by magic bytes and structure, never by file name): raw pickl
 archives (every member that is a pickle, whatever its name), ``torch.export``
 ``.pt2`` archives, legacy PyTorch (stacked pickles; tar), NumPy ``.npy``/``.npz``,
 joblib (plain or zlib/gzip/bz2/xz/lzma compressed, with inline arrays), Keras HDF5
-and ``.keras``, ONNX, safetensors, skops ``.skops``, and archives nested in one another,
-under :class:`Limits` that stop decompression bombs. JSON documents are checked for
-Keras configs, skops schemas and Hugging Face ``auto_map`` custom code; images, audio,
-tables, XGBoost UBJSON and SentencePiece models are data.
+and ``.keras``, ONNX (with its external-data files), safetensors, GGUF (headers and chat
+templates), TensorFlow SavedModels, GraphDefs and TFLite files, skops ``.skops``, and
+archives nested in one another, under :class:`Limits` that stop decompression bombs. JSON
+documents are checked for Keras configs, skops schemas, Hugging Face ``auto_map`` custom
+code and chat templates, text files for Jinja template injection; images, audio, tables,
+XGBoost UBJSON and SentencePiece models are data. An HDF5 file behind a user block and a
+zip appended to another file (polyglots) are found too.
 
 Example::
 
