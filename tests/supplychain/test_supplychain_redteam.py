@@ -27,7 +27,10 @@ import pytest
 
 from mlwarden.cli.main import main
 from mlwarden.core.errors import UserError
+from mlwarden.core.findings import Severity
 from mlwarden.supplychain import Limits, safe_load, scan_file, scan_paths
+from mlwarden.supplychain.policy import DEFAULT_POLICY
+from mlwarden.supplychain.results import MAX_LISTED, FileResult, Sink
 
 
 def _payload(canary: Path) -> bytes:
@@ -607,3 +610,45 @@ def test_sarif_is_valid_for_every_kind_of_verdict(
     assert sarif_errors(log) == []
     rules = {r["ruleId"] for r in log["runs"][0]["results"]}
     assert {"MLW-SCN-001", "MLW-SCN-004", "MLW-SCN-009"} <= rules
+
+
+# --- many findings: bounded output -----------------------------------------------------------
+
+
+def test_a_pickle_importing_100k_names_gives_a_bounded_report(
+    tmp_path: Path, canary: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # each distinct import was its own finding: 200k names, 3.7 MB, made a 500 MB SARIF log,
+    # 4 GB of memory and 48 s (the report built each file's verdict once per finding)
+    ops = [b"\x80\x02"]
+    ops += [b"cmypkg\nName%d\n0" % i for i in range(100_000)]
+    path = tmp_path / "names.pkl"
+    path.write_bytes(b"".join(ops) + _payload(canary))
+    start = time.perf_counter()
+    code, out, _ = run([str(path), "--format", "sarif"], capsys)
+    assert time.perf_counter() - start < 30
+    assert code == 1 and len(out) < 5_000_000
+    res = scan_file(path)
+    assert res.verdict.value == "unsafe"  # os.system after the flood is still listed
+    suspicious = [i for i in res.findings if i.rule == "MLW-SCN-002"]
+    assert len(suspicious) == MAX_LISTED + 1
+    assert suspicious[-1].count == 100_000 - MAX_LISTED
+    assert f"{100_000 - MAX_LISTED} more finding(s)" in suspicious[-1].message
+
+
+def test_the_sum_up_survives_a_rollback() -> None:
+    res = FileResult(path="x")
+    sink = Sink(res, DEFAULT_POLICY)
+    for i in range(MAX_LISTED + 5):
+        sink.add("MLW-SCN-002", Severity.HIGH, f"imports a.b{i}", global_=f"a.b{i}")
+    mark = sink.checkpoint()
+    sink.add("MLW-SCN-003", Severity.HIGH, "odd opcode")
+    sink.add("MLW-SCN-002", Severity.CRITICAL, "imports a.z", global_="a.z")
+    sink.rollback(mark, keep_rules=("MLW-SCN-002",))
+    assert [i.rule for i in res.findings].count("MLW-SCN-003") == 0
+    [more] = [i for i in res.findings if "more finding" in i.message]
+    assert more.count == 6 and more.severity is Severity.CRITICAL
+    sink.rollback(0)
+    assert res.findings == []
+    sink.add("MLW-SCN-002", Severity.HIGH, "imports a.b0", global_="a.b0")
+    assert len(res.findings) == 1 and res.findings[0].count == 1

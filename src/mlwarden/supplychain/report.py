@@ -25,6 +25,7 @@ def to_report(result: ScanResult, report: Report | None = None) -> Report:
     report = report or Report.new(command="scan")
     for f in result.files:
         path = printable(f.path)  # every renderer writes UTF-8
+        verdict = f.verdict.value  # once per file: it is the worst of all its findings
         for issue in f.findings:
             title, recommendation = RULES[issue.rule]
             shown = issue.to_dict()
@@ -39,7 +40,7 @@ def to_report(result: ScanResult, report: Report | None = None) -> Report:
                     recommendation=recommendation,
                     evidence={
                         "format": f.format,
-                        "verdict": f.verdict.value,
+                        "verdict": verdict,
                         "global": shown["global"],
                         "offset": issue.offset,
                         "member": shown["member"],
