@@ -652,3 +652,26 @@ def test_the_sum_up_survives_a_rollback() -> None:
     assert res.findings == []
     sink.add("MLW-SCN-002", Severity.HIGH, "imports a.b0", global_="a.b0")
     assert len(res.findings) == 1 and res.findings[0].count == 1
+
+
+# --- numbers the unpickler reads in base 0 -----------------------------------------------------
+
+
+@pytest.mark.parametrize("number", [b"I0x10", b"I0o17", b"I0b101", b"I 0x1f", b"L0x10L", b"L-0b11"])
+def test_an_int_in_base_0_is_not_text(tmp_path: Path, canary: Path, number: bytes) -> None:
+    # CPython's unpickler reads INT and LONG with strtol/int(s, 0): 'I0x10' is 16. The
+    # scanner's base-10 parse failed on the first opcode, so the file passed as text (safe)
+    # while pickle.loads() ran os.system
+    path = tmp_path / "hex.pkl"
+    path.write_bytes(number + b"\n0" + _payload(canary))
+    assert scan_file(path).verdict.value == "error"
+    gif = tmp_path / "hex.gif"
+    gif.write_bytes(b"GIF89a\x00\x00\x00" + number + b"\n0" + _payload(canary))
+    assert scan_file(gif).verdict.value == "error"
+
+
+def test_text_that_starts_like_an_int_stays_text(tmp_path: Path) -> None:
+    for i, text in enumerate(["Introduction\nThis is text.\n", "Lorem ipsum\n", "I12\nfoo\n"]):
+        path = tmp_path / f"t{i}.txt"
+        path.write_text(text)
+        assert scan_file(path).format == "text", text

@@ -773,7 +773,7 @@ def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool, short: bool 
     try:
         return _scan_raw_pickle(src, ctx)
     except (PickleError, Truncated) as exc:
-        if _stopped_at_limit(exc):
+        if _stopped_at_limit(exc) or _unpickler_reads_number(src, exc):
             raise _limit_error(exc) from None
         rejected = not short or isinstance(exc, PickleError)
         if (text and rejected and getattr(exc, "ops", 0) <= TEXT_OPS) or not top:
@@ -801,6 +801,31 @@ def _limit_error(exc: Exception) -> ScanLimit:
     return ScanLimit(f"{exc}; an unpickler would read on, so the rest was not analysed")
 
 
+_NUMBER_FAILURE = re.compile(r"\b(INT|LONG) with a malformed number \(offset (\d+)\)")
+#: what C's strtol(s, &end, 0) reads, which CPython's INT takes before int(s, 0)
+_STRTOL = re.compile(rb"\s*[+-]?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+
+
+def _unpickler_reads_number(src: Source, exc: Exception) -> bool:
+    """The machine rejected an INT/LONG line that CPython's unpickler reads (it parses them
+    in base 0: ``I0x10`` is 16), so an unpickler would go on past the point of failure."""
+    m = _NUMBER_FAILURE.search(str(exc))
+    if m is None:
+        return False
+    at = int(m.group(2)) + 1 - src.base
+    if not 0 <= at < len(src.buf):
+        return True  # the line is no longer at hand: cannot tell, so never text
+    end = src.buf.find(b"\n", at)
+    line = src.buf[at : end if end >= 0 else len(src.buf)]
+    if m.group(1) == "LONG" and line.endswith(b"L"):
+        line = line[:-1]
+    try:
+        int(line, 0)
+        return True
+    except ValueError:
+        return m.group(1) == "INT" and _STRTOL.fullmatch(line) is not None
+
+
 def _scan_media(src: Source, ctx: _Ctx, name: str) -> str:
     """An image, audio, document or table file, by its signature.
 
@@ -816,7 +841,7 @@ def _scan_media(src: Source, ctx: _Ctx, name: str) -> str:
         try:
             fmt = _scan_raw_pickle(src, ctx)
         except (PickleError, Truncated) as exc:
-            if _stopped_at_limit(exc):
+            if _stopped_at_limit(exc) or _unpickler_reads_number(src, exc):
                 raise _limit_error(exc) from None
             ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
         else:
@@ -838,10 +863,11 @@ def _scan_gguf(src: Source, size: int | None, ctx: _Ctx) -> str:
     with _seekable(src, size, ctx) as (g, gsize):
         mark = ctx.sink.checkpoint()
         g.seek(0)
+        probe = Source(g, gsize)
         try:
-            _scan_raw_pickle(Source(g, gsize), ctx)
+            _scan_raw_pickle(probe, ctx)
         except (PickleError, Truncated) as exc:
-            if _stopped_at_limit(exc):
+            if _stopped_at_limit(exc) or _unpickler_reads_number(probe, exc):
                 raise _limit_error(exc) from None
             ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
         else:
