@@ -461,6 +461,7 @@ def _hostile(root: Path, canary: Path) -> list[Path]:
         "long4.pkl": b"\x80\x02\x8a\xff" + b"\x00" * 16,
         "giant_shape.npy": _npy("<f8", (10**12, 10**12)),
         "neg_shape.npy": _npy("<f8", (-1, 5)),
+        "bad_dtype.npy": _npy("<zz", (2,)),
         "st_negative.safetensors": _safetensors(
             {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}
         ),
@@ -515,6 +516,8 @@ def test_hostile_messages_name_the_problem(tmp_path: Path, canary: Path) -> None
     assert "truncated or corrupt: HDF5 file unreadable" in (got["h5_cut.h5"].error or "")
     assert any("[False, True]" in i.message for i in got["st_bool.safetensors"].findings)
     assert any("nested deeper" in i.message for i in got["gz20.gz"].findings)
+    for name in ("giant_shape.npy", "neg_shape.npy", "bad_dtype.npy"):  # not "malformed pickle"
+        assert (got[name].error or "").startswith("truncated or corrupt"), got[name].error
 
 
 def test_process_workers_give_the_same_results_as_local(

@@ -906,14 +906,14 @@ def _scan_npy(src: Source, ctx: _Ctx) -> str:
     elif major in (2, 3):
         (hlen,) = struct.unpack("<I", src.read(4))
     else:
-        raise PickleError(f"unknown .npy format version {major}")
+        raise Truncated(f"unknown .npy format version {major}")
     if hlen > 1 << 20:
-        raise PickleError(f".npy header of {hlen} bytes")
+        raise Truncated(f".npy header of {hlen} bytes")
     try:
         header = ast.literal_eval(src.read(hlen).decode("latin-1").strip())
         descr, shape = header["descr"], header["shape"]
     except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
-        raise PickleError(".npy header is not a valid dict literal") from None
+        raise Truncated(".npy header is not a valid dict literal") from None
     if _descr_has_object(descr):
         ctx.sink.add(
             "MLW-SCN-011",
@@ -930,7 +930,7 @@ def _scan_npy(src: Source, ctx: _Ctx) -> str:
         for d in shape:
             count *= int(d)
     except (TypeError, ValueError):
-        raise PickleError(".npy header has an invalid dtype or shape") from None
+        raise Truncated(".npy header has an invalid dtype or shape") from None
     if src.seekable:  # checks the file holds the array; in a compressed member, reading
         src.skip(count * itemsize)  # it would decompress data no loader unpickles
     return "npy"
