@@ -198,6 +198,7 @@ class Decompressed(io.RawIOBase):
         self.limit = limit
         self.produced = 0
         self.pending = b""
+        self.tail = b""  #: compressed input zlib has not consumed yet (output was capped)
         self.d: Any = self._new()
         self.done = False
 
@@ -222,7 +223,12 @@ class Decompressed(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         want = len(b)
         while not self.pending and not self.done:
-            raw = self.f.read(CHUNK)
+            if self.tail:
+                raw, self.tail = self.tail, b""
+            elif self.kind in ("bz2", "xz", "lzma") and not self.d.needs_input:
+                raw = b""  # it still holds input: more would only pile up inside it
+            else:
+                raw = self.f.read(CHUNK)
             try:
                 if self.kind in ("bz2", "xz", "lzma"):
                     out = self.d.decompress(raw, max_length=CHUNK) if raw or not self.d.eof else b""
@@ -234,8 +240,7 @@ class Decompressed(io.RawIOBase):
                     out = self.d.decompress(raw, CHUNK)
                     while self.d.unconsumed_tail and len(out) < CHUNK:
                         out += self.d.decompress(self.d.unconsumed_tail, CHUNK - len(out))
-                    if self.d.unconsumed_tail:
-                        self.f = _Prepend(self.d.unconsumed_tail, self.f)
+                    self.tail = self.d.unconsumed_tail
                     if self.d.eof:
                         self.done = True
                     elif not raw and not out:
@@ -252,17 +257,3 @@ class Decompressed(io.RawIOBase):
         if self.produced > self.limit:
             raise TooLarge(f"decompressed data exceeds the limit of {self.limit} bytes")
         return n
-
-
-class _Prepend:
-    """A file whose next reads return ``head`` first (zlib's unconsumed input)."""
-
-    def __init__(self, head: bytes, f: Any) -> None:
-        self.head = head
-        self.f = f
-
-    def read(self, n: int = -1) -> bytes:
-        if self.head:
-            out, self.head = self.head, b""
-            return out
-        return bytes(self.f.read(n))
