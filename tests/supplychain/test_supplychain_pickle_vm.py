@@ -191,3 +191,36 @@ def test_getattr_imported_but_never_called_or_handed_on_is_unsafe() -> None:
     truncated = _getattr_pickle(("zoneinfo", "ZoneInfo", "_unpickle"))[:-2]
     assert scan_bytes(b"\x80\x02" + g("builtins", "getattr") + b"q\x00").verdict.value == "unsafe"
     assert scan_bytes(truncated).verdict.value == "error"
+
+
+def test_int_and_long_lines_are_read_as_cpython_reads_them() -> None:
+    from mlwarden.supplychain.pickle_vm import _c_int, _c_long
+
+    lines = [b"0x10", b"010", b"08", b"", b"  12", b"12 ", b"-0x1F", b"1_000", b"+5", b"0x"]
+    lines += [b"9" * 30, b" ", b"abc", b"0b101", b"0o17", b"1e3", b"-0", b"0X7f", b"\t3"]
+    for op, parse in ((b"I", _c_int), (b"L", _c_long)):
+        for line in lines + [x + b"L" for x in lines]:
+            try:
+                want = pickle.loads(op + line + b"\n.")
+            except Exception:
+                want = None
+            if want is not None and not isinstance(want, bool):
+                assert parse(line) == want, (op, line)
+            elif want is None:
+                assert parse(line) is None, (op, line)
+
+
+def test_hex_int_does_not_hide_a_later_import_as_text() -> None:
+    data = b"I0x10\n0cos\nsystem\n(S'true'\ntR."
+    assert scan_bytes(data).verdict.value == "unsafe"
+
+
+def test_protocol_0_pickle_after_the_first_is_scanned() -> None:
+    first = pickle.dumps({"a": 1}, protocol=2)
+    r = scan_bytes(first + b"cos\nsystem\n(S'true'\ntR.")
+    assert r.verdict.value == "unsafe"
+    assert any(i.global_ == "os.system" for i in r.findings)
+    # text after a pickle stays a note; an import in broken trailing data is kept
+    assert scan_bytes(first + b"hello world\n").verdict.value == "safe"
+    cut = scan_bytes(first + b"cos\nsystem\n(S'tr")
+    assert cut.verdict.value == "unsafe"

@@ -803,10 +803,10 @@ class PickleMachine:
         if len(line) > 4300:
             self.anomaly(f"{op} with a {len(line)}-digit number (parse blow-up)", off)
             return 0
-        try:
-            return int(line.rstrip(b"L") or b"0", 10)
-        except ValueError:
-            raise self.fatal(f"{op} with a malformed number", off) from None
+        value = _c_int(line) if op == "INT" else _c_long(line)
+        if value is None:
+            raise self.fatal(f"{op} with a malformed number", off)
+        return value
 
     def op_binint(self, off: int) -> None:
         self.stack.append(struct.unpack("<i", self.src.read(4))[0])
@@ -1331,6 +1331,36 @@ _DISPATCH: dict[int, Callable[[PickleMachine, int], None]] = {
 _TABLE: list[Callable[[PickleMachine, int], None] | None] = [_DISPATCH.get(c) for c in range(256)]
 
 
+#: what C's strtol(s, 0) reads: blanks, a sign, then hex (0x..), octal (0..) or decimal
+_STRTOL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))")
+
+
+def _c_int(line: bytes) -> int | None:
+    """An INT line as CPython's unpickler reads it (``load_int``): ``strtol(s, 0)`` when it
+    takes the whole line (so ``0x10`` is 16 and ``010`` is 8), else
+    ``PyLong_FromString(s, 0)``, which is Python's ``int(s, 0)``; None when both reject it."""
+    m = _STRTOL.match(line)
+    if m is not None and m.end() == len(line):
+        sign, hexa, octal, dec = m.groups()
+        v = int(hexa, 16) if hexa is not None else int(octal, 8) if octal is not None else int(dec)
+        v = -v if sign == b"-" else v
+        if -(1 << 63) <= v < 1 << 63:  # beyond a C long strtol overflows: the fallback reads it
+            return v
+    return _py_int(line)
+
+
+def _c_long(line: bytes) -> int | None:
+    """A LONG line as ``load_long`` reads it: one trailing ``L`` dropped, then ``int(s, 0)``."""
+    return _py_int(line[:-1] if line.endswith(b"L") else line)
+
+
+def _py_int(text: bytes) -> int | None:
+    try:
+        return int(text.decode("ascii"), 0)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def _dtype_info(dtype: Any) -> tuple[int | None, bool]:
     """(itemsize in bytes, holds Python objects) of a symbolic ``numpy.dtype`` call."""
     if not isinstance(dtype, Call) or not isinstance(dtype.func, Global):
@@ -1358,6 +1388,19 @@ def _dtype_info(dtype: Any) -> tuple[int | None, bool]:
         return None, hasobject
 
 
+def _trailing_pickle(src: Source, sink: Sink) -> bool:
+    """Data after a pickle that starts with a protocol 0/1 opcode: scanned as a pickle
+    (True) if it parses as one; otherwise only the imports met on the way are kept,
+    since an unpickler runs everything before the point where it fails."""
+    mark = sink.checkpoint()
+    try:
+        PickleMachine(src, sink).run()
+    except (PickleError, Truncated):
+        sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
+        return False
+    return True
+
+
 def scan_pickle_stream(
     src: Source,
     sink: Sink,
@@ -1383,12 +1426,16 @@ def scan_pickle_stream(
                 return parsed
             head = src.peek(2)
             if not (head[:1] == b"\x80" and len(head) == 2 and 2 <= head[1] <= 5):
+                at, left = src.pos, src.remaining()
+                if head[:1] and head[0] in _PLAUSIBLE_FIRST and _trailing_pickle(src, sink):
+                    parsed += 1  # a protocol 0/1 pickle: a second load() runs it too
+                    continue
                 sink.add(
                     "MLW-SCN-011",
                     Severity.INFO,
-                    f"{src.remaining() if src.size is not None else 'some'} bytes of non-pickle "
+                    f"{left if left is not None else 'some'} bytes of non-pickle "
                     "data after the last pickle",
-                    offset=src.pos,
+                    offset=at,
                 )
                 return parsed
             try:
