@@ -66,3 +66,85 @@ def test_unnamed_unknown_files_stay_errors(tmp_path: Path) -> None:
 def test_pickle_is_not_affected(tmp_path: Path) -> None:
     (tmp_path / "a.pkl").write_bytes(pickle.dumps({"a": 1}))
     assert scan_paths([tmp_path]).files[0].verdict.value == "safe"
+
+
+# --- models over the in-memory limit: the protobuf is walked in a memory map ----------------
+
+
+def _custom_and_traversal(folder: Path) -> Path:
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    w.data_location = TensorProto.EXTERNAL
+    del w.external_data[:]
+    entry = w.external_data.add()
+    entry.key, entry.value = "location", "../../etc/passwd"
+    w.ClearField("raw_data")
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "body",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Backdoor", ["x", "w"], ["z"], domain="com.evil", name="bd"),
+            helper.make_node("If", ["c"], ["y"], then_branch=body, else_branch=body),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [w],
+    )
+    path = folder / "evil.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    return path
+
+
+def _same(path: Path) -> None:
+    from mlwarden.supplychain import scan_file
+    from mlwarden.supplychain.scanner import Limits
+
+    whole = scan_file(path)
+    walked = scan_file(path, limits=Limits(max_json=64))  # forces the memory-mapped walk
+    strip = [(i.rule, i.severity, i.message, i.global_) for i in whole.findings]
+    assert strip == [(i.rule, i.severity, i.message, i.global_) for i in walked.findings]
+    assert (whole.verdict, whole.format) == (walked.verdict, walked.format)
+    assert whole.external_data == walked.external_data
+
+
+def test_walked_and_parsed_models_agree(tmp_path: Path) -> None:
+    _same(_custom_and_traversal(tmp_path))
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    _same(_model(ext))
+    big = tmp_path / "plain.onnx"
+    w = numpy_helper.from_array(np.random.rand(32, 32).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        [w],
+    )
+    big.write_bytes(helper.make_model(graph).SerializeToString())
+    _same(big)
+
+
+def test_a_model_over_64_mib_is_scanned_not_refused(tmp_path: Path) -> None:
+    from mlwarden.supplychain import scan_file
+
+    w = numpy_helper.from_array(np.zeros((5000, 3500), np.float32), "w")  # 70 MB inline
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3500])],
+        [w],
+    )
+    path = tmp_path / "big.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    assert path.stat().st_size > 64 << 20
+    result = scan_file(path)
+    assert (result.format, result.verdict.value) == ("onnx", "safe")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])  # cut inside the weights
+    assert scan_file(path).verdict.value == "error"

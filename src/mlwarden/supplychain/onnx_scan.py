@@ -126,3 +126,157 @@ def _nodes(graph: Any, where: str) -> list[tuple[Any, str]]:
             out.append((n, w))
             todo.extend(_subgraphs(n, w))
     return out
+
+
+# --- large models: the protobuf wire format, walked in place ----------------------------------
+
+MAX_GRAPH_DEPTH = 64  #: subgraphs (If/Loop/Scan bodies) nested in one another
+MAX_WALK = 10_000_000  #: messages visited in one model
+
+
+def scan_onnx_wire(buf: Any, sink: Sink, base: Path | None) -> None:
+    """:func:`scan_onnx` for models too big to parse in memory (up to protobuf's 2 GiB).
+
+    ``buf`` is any indexable byte buffer (a memory map of the file): only the message
+    headers are read, tensor payloads (``raw_data``) are skipped by their lengths, so
+    memory does not grow with the weights. The checks are the same: external data
+    locations, and operator domains that are neither standard nor model-local functions.
+    """
+    from mlwarden.supplychain.tf_scan import LEN, fields
+
+    walk = _Walk(buf, sink, base, fields, LEN)
+    functions: list[tuple[int, int]] = []
+    graphs: list[tuple[tuple[int, int], str, int]] = []
+    for num, wt, value in fields(buf, 0, len(buf)):
+        if wt != LEN:
+            continue
+        if num == 7:  # graph
+            graphs.append((value, "graph", 0))
+        elif num == 25:  # functions
+            functions.append(value)
+        elif num == 20:  # training_info: initialization (1) and algorithm (2) graphs
+            for n2, w2, v2 in fields(buf, *value):
+                if w2 == LEN and n2 in (1, 2):
+                    graphs.append((v2, "training graph", 0))
+    local: set[str] = set()
+    for span in functions:
+        name, domain = "", ""
+        for num, wt, value in fields(buf, *span):
+            if wt == LEN and num == 1:
+                name = walk.text(value)
+            elif wt == LEN and num == 10:
+                domain = walk.text(value)
+        local.add(domain)
+        for num, wt, value in fields(buf, *span):
+            if wt == LEN and num == 7:  # node
+                walk.node(value, f"function {name}", 0, graphs)
+    walk.local = local
+    while graphs:
+        span, where, depth = graphs.pop()
+        walk.graph(span, where, depth, graphs)
+    walk.report_nodes()
+
+
+class _Walk:
+    def __init__(self, buf: Any, sink: Sink, base: Path | None, fields: Any, len_type: int):
+        self.buf, self.sink, self.base, self.fields, self.LEN = buf, sink, base, fields, len_type
+        self.local: set[str] = set()
+        self.nodes: list[tuple[str, str, str, str]] = []  #: (where, name, domain, op_type)
+        self.visited = 0
+
+    def text(self, span: tuple[int, int]) -> str:
+        return bytes(self.buf[span[0] : min(span[1], span[0] + 4096)]).decode("utf-8", "replace")
+
+    def _count(self) -> None:
+        self.visited += 1
+        if self.visited > MAX_WALK:
+            raise Truncated(f"ONNX model has more than {MAX_WALK} messages")
+
+    def graph(self, span: tuple[int, int], where: str, depth: int, todo: list[Any]) -> None:
+        if depth > MAX_GRAPH_DEPTH:
+            raise Truncated(f"ONNX subgraphs nested deeper than {MAX_GRAPH_DEPTH}")
+        self._count()
+        for num, wt, value in self.fields(self.buf, *span):
+            if wt != self.LEN:
+                continue
+            if num == 1:  # node
+                self.node(value, where, depth, todo)
+            elif num == 5:  # initializer
+                self.tensor(value, f"{where} initializer")
+            elif num == 15:  # sparse_initializer: values (1) is a tensor
+                for n2, w2, v2 in self.fields(self.buf, *value):
+                    if w2 == self.LEN and n2 == 1:
+                        self.tensor(v2, f"{where} sparse initializer")
+
+    def node(self, span: tuple[int, int], where: str, depth: int, todo: list[Any]) -> None:
+        self._count()
+        name = domain = op_type = ""
+        for num, wt, value in self.fields(self.buf, *span):
+            if wt != self.LEN:
+                continue
+            if num == 3:
+                name = self.text(value)
+            elif num == 4:
+                op_type = self.text(value)
+            elif num == 7:
+                domain = self.text(value)
+            elif num == 5:  # attribute
+                for n2, w2, v2 in self.fields(self.buf, *value):
+                    if w2 != self.LEN:
+                        continue
+                    if n2 in (5, 10):  # t, tensors
+                        self.tensor(v2, f"{where} node {name!r} attribute")
+                    elif n2 in (6, 11):  # g, graphs
+                        todo.append((v2, f"{where}/{name or op_type}", depth + 1))
+        self.nodes.append((where, name, domain, op_type))
+
+    def tensor(self, span: tuple[int, int], where: str) -> None:
+        self._count()
+        external = False
+        tname = ""
+        entries: list[tuple[int, int]] = []
+        for num, wt, value in self.fields(self.buf, *span):
+            if num == 14 and wt == 0:
+                external = value == 1
+            elif num == 13 and wt == self.LEN:
+                entries.append(value)
+            elif num == 8 and wt == self.LEN:
+                tname = self.text(value)
+        if not external:
+            return
+        location = None
+        for entry in entries:
+            key = value_ = None
+            for num, wt, value in self.fields(self.buf, *entry):
+                if wt == self.LEN and num == 1:
+                    key = self.text(value)
+                elif wt == self.LEN and num == 2:
+                    value_ = self.text(value)
+            if key == "location":
+                location = value_
+        where = f"{where} {tname!r}"
+        if location is None:
+            self.sink.add(
+                "MLW-SCN-007", Severity.HIGH, f"{where}: external data without a location"
+            )
+        elif _escapes(location, self.base):
+            self.sink.add(
+                "MLW-SCN-007",
+                Severity.CRITICAL,
+                f"{where}: external data location {location!r} is outside the model folder",
+                global_=location,
+            )
+        elif self.base is not None and len(self.sink.result.external_data) < 100_000:
+            target = self.base / os.path.normpath(location.replace("\\", "/"))
+            with contextlib.suppress(OSError, RuntimeError):
+                self.sink.result.external_data.append(str(target.resolve()))
+
+    def report_nodes(self) -> None:
+        for where, name, domain, op_type in self.nodes:
+            if domain not in STANDARD_DOMAINS and domain not in self.local:
+                self.sink.add(
+                    "MLW-SCN-008",
+                    Severity.HIGH,
+                    f"{where}: node {name or op_type!r} uses custom operator {domain}.{op_type}",
+                    global_=f"{domain}.{op_type}",
+                )

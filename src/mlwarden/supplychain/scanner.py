@@ -739,8 +739,12 @@ def _scan_stream(
     if kind == "onnx":
         from mlwarden.supplychain.onnx_scan import scan_onnx
 
+        base = ctx.path.parent if top and not ctx.in_memory else None
+        if size is not None and size > ctx.limits.max_json:
+            _scan_big_onnx(src, size, ctx, base)
+            return "onnx"
         data = _read_bounded(src, ctx.limits.max_json, "ONNX model")
-        scan_onnx(data, ctx.sink, ctx.path.parent if top and not ctx.in_memory else None)
+        scan_onnx(data, ctx.sink, base)
         return "onnx"
     if kind == "text":
         if head.lstrip()[:1] in (b"{", b"["):
@@ -878,6 +882,26 @@ def _scan_gguf(src: Source, size: int | None, ctx: _Ctx) -> str:
             )
         g.seek(0)
         return scan_gguf(Source(g, gsize), ctx.sink)
+
+
+def _scan_big_onnx(src: Source, size: int, ctx: _Ctx, base: Path | None) -> None:
+    """An ONNX model over ``max_json``: its protobuf walked in a memory map, payloads
+    skipped (protobuf caps a model at 2 GiB; weights beyond live in external data)."""
+    import mmap
+
+    from mlwarden.supplychain.onnx_scan import scan_onnx_wire
+
+    if size >= 2 << 30:
+        raise ScanLimit("ONNX model of 2 GiB or more (protobuf cannot hold it)")
+    with _seekable(src, size, ctx) as (g, gsize):
+        try:
+            fileno = g.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            g.seek(0)
+            scan_onnx_wire(g.read(gsize), ctx.sink, base)  # a stored archive member
+            return
+        with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mm:
+            scan_onnx_wire(mm, ctx.sink, base)
 
 
 def _read_bounded(src: Source, limit: int, what: str) -> bytes:
