@@ -398,6 +398,7 @@ def test_member_names_that_climb_out_are_reported(tmp_path: Path, canary: Path) 
     res = scan_file(path)
     slips = [i for i in res.findings if "zip slip" in i.message]
     assert len(slips) == 1 and "(and 1 more)" in slips[0].message
+    assert slips[0].severity.value == "high" and res.verdict.value == "suspicious"
 
 
 def test_overlapping_nested_archives_stop_at_the_archive_budget(tmp_path: Path) -> None:

@@ -1071,8 +1071,10 @@ def _scan_zip(f: IO[bytes], size: int, ctx: _Ctx, depth: int) -> str:
     outer_member = sink.member
     for note in notes:
         bomb = "overlapping" in note
+        # a member that extracts outside its folder (zip slip) overwrites files: high
+        high = bomb or "(zip slip)" in note
         sink.add(
-            "MLW-SCN-010" if bomb else "MLW-SCN-011", Severity.HIGH if bomb else Severity.LOW, note
+            "MLW-SCN-010" if bomb else "MLW-SCN-011", Severity.HIGH if high else Severity.LOW, note
         )
     kind = _zip_kind([e.name for e in entries])
     was_ts = sink.torchscript
