@@ -478,3 +478,23 @@ def test_tflite_custom_ops_that_ship_with_tflite() -> None:
         forged[at - 4 : at + len(name) + 1] = struct.pack("<I", len(name)) + name + b"\0"
         r = scan_bytes(bytes(forged))
         assert (r.format, r.verdict.value) == ("tf-lite", verdict), name
+
+
+def test_pickle_in_a_shard_that_stops_the_machine_at_a_limit_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the pickle machine gives up at its own limit an unpickler reads on: never data."""
+    from mlwarden.supplychain import pickle_vm
+
+    monkeypatch.setattr(pickle_vm, "MAX_STACK", 50)
+    var = tmp_path / "variables"
+    var.mkdir()
+    index = (TF / "benign_module/variables/variables.index").read_bytes()
+    (var / "variables.index").write_bytes(index)
+    size = (TF / "benign_module/variables/variables.data-00000-of-00001").stat().st_size
+    payload = b"(" * 100 + b"cos\nsystem\n"
+    assert len(payload) < size
+    shard = var / "variables.data-00000-of-00001"
+    shard.write_bytes(payload.ljust(size, b"\0"))
+    assert scan_file(shard).verdict.value in ("error", "unsafe")
+    assert scan_file(shard).verdict.value != "safe"

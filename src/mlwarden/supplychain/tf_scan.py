@@ -491,10 +491,14 @@ def _pickle_first(src: Source, sink: Sink, kind: str) -> None:
     first = src.peek(1)
     if not first or not (first[0] in _PLAUSIBLE_FIRST or first[0] == 0x80):
         return
+    from mlwarden.supplychain.scanner import _limit_error, _stopped_at_limit
+
     mark = sink.checkpoint()
     try:
         scan_pickle_stream(src, sink)
-    except (PickleError, Truncated):
+    except (PickleError, Truncated) as exc:
+        if _stopped_at_limit(exc):  # the machine gave up where an unpickler reads on
+            raise _limit_error(exc) from None
         sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
     else:
         sink.add(
