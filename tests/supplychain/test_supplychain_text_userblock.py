@@ -74,3 +74,12 @@ def test_pickle_in_front_of_hdf5_is_a_polyglot(tmp_path: Path) -> None:
     rules = {i.rule for i in result.findings}
     assert {"MLW-SCN-001", "MLW-SCN-005", "MLW-SCN-011"} <= rules
     assert any(i.rule == "MLW-SCN-011" and i.severity.value == "high" for i in result.findings)
+
+
+def test_keras_config_nested_too_deeply_is_reported_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "deep.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = "[" * 100_000 + "]" * 100_000
+    result = scan_file(path)
+    assert result.verdict.value == "suspicious"
+    assert "nested too deeply" in result.findings[0].message

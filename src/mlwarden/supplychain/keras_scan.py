@@ -295,8 +295,12 @@ def scan_h5(f: IO[bytes], sink: Sink) -> str:
                 raw = raw.decode("utf-8", "replace")
             try:
                 doc = json.loads(str(raw))
-            except ValueError:
-                sink.add("MLW-SCN-006", Severity.HIGH, f"{attr} attribute is not valid JSON")
+            except (ValueError, RecursionError):
+                sink.add(
+                    "MLW-SCN-006",
+                    Severity.HIGH,
+                    f"{attr} attribute is not valid JSON (or nested too deeply to read)",
+                )
                 continue
             check_keras_config(doc, sink, training=attr == "training_config")
     return "keras-h5" if found else "hdf5"
