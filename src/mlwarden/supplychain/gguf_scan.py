@@ -112,6 +112,9 @@ ESCAPE_ATTRS = frozenset(
         "format_map",
     }
 )
+#: the Jinja node types the template check looks at (filled on first use: jinja2 is imported
+#: only when a template is checked)
+_CHECKED: tuple[type, ...] = ()
 _ESCAPED_UNDERSCORE = re.compile(r"\\x5[fF]|\\u005[fF]|\\U0000005[fF]|\\137|&#95;|&#x5[fF];")
 
 
@@ -284,6 +287,10 @@ def check_chat_template(text: str, where: str, sink: Sink, *, known: bool = True
     from jinja2 import Environment, nodes
     from jinja2.exceptions import TemplateSyntaxError
 
+    global _CHECKED
+    if not _CHECKED:
+        _CHECKED = (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Name, nodes.Const)
+
     found: dict[str, Severity] = {}
 
     def note(what: str, severity: Severity) -> None:
@@ -305,34 +312,35 @@ def check_chat_template(text: str, where: str, sink: Sink, *, known: bool = True
         if "__" in text:
             note("names a __dunder__ attribute", Severity.CRITICAL)
     else:
-        for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Name)):
+        node: Any
+        for node in tree.find_all(_CHECKED):  # one walk over the tree
             if isinstance(node, nodes.Getattr):
                 if node.attr.startswith("_") or node.attr in ESCAPE_ATTRS:
                     note(f"reads attribute {node.attr!r}", Severity.CRITICAL)
             elif isinstance(node, nodes.Getitem):
-                key = node.arg.value if isinstance(node.arg, nodes.Const) else None
-                if isinstance(key, str) and (key.startswith("_") or key in ESCAPE_ATTRS):
-                    note(f"reads item {key!r}", Severity.CRITICAL)
+                arg = node.arg
+                if isinstance(arg, nodes.Const):
+                    key = arg.value
+                    if isinstance(key, str) and (key.startswith("_") or key in ESCAPE_ATTRS):
+                        note(f"reads item {key!r}", Severity.CRITICAL)
+                elif isinstance(arg, nodes.Concat | nodes.Filter) or any(
+                    isinstance(n, nodes.Concat | nodes.Filter)
+                    or (isinstance(n, nodes.Const) and isinstance(n.value, str))
+                    for n in arg.find_all((nodes.Concat, nodes.Filter, nodes.Const))
+                ):
+                    # a key computed from strings ('_'*2 ~ 'class' ~ '_'*2, |join,
+                    # |format...) reads an attribute no constant names; numbers are fine
+                    note("reads an item whose name is computed from strings", Severity.HIGH)
             elif isinstance(node, nodes.Filter):
                 if node.name == "attr":
                     note("uses the 'attr' filter (reads any attribute by name)", Severity.HIGH)
-            elif (
-                isinstance(node, nodes.Name) and node.name in ESCAPE_GLOBALS and node.ctx == "load"
-            ):
-                note(f"uses the Jinja global {node.name!r}", Severity.HIGH)
-        for const in tree.find_all(nodes.Const):
-            value = const.value
-            if isinstance(value, str) and ("__" in value or (value and not value.strip("_"))):
-                note(f"builds names from {value[:40]!r} (a __dunder__ name)", Severity.HIGH)
-        for item in tree.find_all(nodes.Getitem):
-            # a key computed from strings ('_'*2 ~ 'class' ~ '_'*2, |join, |format...)
-            # reads an attribute no constant names; numbers (messages[i - 1]) are fine
-            if any(
-                isinstance(n, nodes.Concat | nodes.Filter)
-                or (isinstance(n, nodes.Const) and isinstance(n.value, str))
-                for n in (item.arg, *item.arg.find_all((nodes.Concat, nodes.Filter, nodes.Const)))
-            ) and not isinstance(item.arg, nodes.Const):
-                note("reads an item whose name is computed from strings", Severity.HIGH)
+            elif isinstance(node, nodes.Name):
+                if node.name in ESCAPE_GLOBALS and node.ctx == "load":
+                    note(f"uses the Jinja global {node.name!r}", Severity.HIGH)
+            elif isinstance(node.value, str) and (
+                "__" in node.value or (node.value and not node.value.strip("_"))
+            ):  # a Const
+                note(f"builds names from {node.value[:40]!r} (a __dunder__ name)", Severity.HIGH)
     if not found:
         return
     worst = max(found.values(), key=lambda s: s.rank)
