@@ -63,3 +63,13 @@ def test_parse_spec(spec: str, parsed: tuple) -> None:
 def test_bad_specs_are_user_errors(spec: str) -> None:
     with pytest.raises(UserError):
         parse_spec(spec)
+
+
+def test_process_worker_count_is_capped() -> None:
+    from mlwarden.core.executor import ProcessExecutor, max_workers
+
+    ex = ProcessExecutor(1000)
+    try:
+        assert ex.workers == max_workers() < 1000
+    finally:
+        ex.close()

@@ -94,7 +94,9 @@ class ProcessExecutor(Executor):
     def __init__(self, workers: int | None = None) -> None:
         import multiprocessing as mp
 
-        self.workers = workers or os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+        # more processes than a few per core only add start-up time and memory
+        self.workers = min(workers or cpus, max_workers())
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=mp.get_context("spawn"),
@@ -176,6 +178,11 @@ def _worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def max_workers() -> int:
+    """The most worker processes ``process=N`` starts: four per core (at least 8)."""
+    return max(8, 4 * (os.cpu_count() or 1))
 
 
 def parse_spec(spec: str | None) -> tuple[str, str | None]:
