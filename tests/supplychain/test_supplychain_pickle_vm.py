@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 
-from corpus import call2, call4, g, su, u
+from corpus import Reducer, call2, call4, g, su, u
 
 from mlwarden.supplychain import scan_bytes
 
@@ -224,3 +225,61 @@ def test_protocol_0_pickle_after_the_first_is_scanned() -> None:
     assert scan_bytes(first + b"hello world\n").verdict.value == "safe"
     cut = scan_bytes(first + b"cos\nsystem\n(S'tr")
     assert cut.verdict.value == "unsafe"
+
+
+def _legacy_evil(pad: int) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(
+        {"x": Reducer(os.system, ("true",)), "pad": torch.zeros(pad)},
+        buf,
+        _use_new_zipfile_serialization=False,
+    )
+    return buf.getvalue()
+
+
+def test_tensor_bytes_in_protocol_0_to_2_are_scanned() -> None:
+    import torch
+
+    for proto in (0, 1, 2):
+        for size in (2, 5000):  # kept as a string / read by the payload hook
+            data = pickle.dumps({"w": torch.ones(size)}, protocol=proto)
+            assert scan_bytes(data).verdict.value == "safe", (proto, size)
+    for pad in (2, 5000):
+        text = _legacy_evil(pad).decode("latin-1")
+        for proto in (0, 1, 2):
+            r = scan_bytes(_encode_call(text, proto))
+            assert r.verdict.value == "unsafe", (pad, proto)
+            assert any(
+                "posix.system" in (i.global_ or "") or "os.system" in (i.global_ or "")
+                for i in r.findings
+            )
+
+
+def _encode_call(text: str, proto: int) -> bytes:
+    """loader(_codecs.encode(text, 'latin1')) as protocol 2 (TUPLE2) or 0/1 (MARK..TUPLE)."""
+    raw = text.encode()
+    string = b"X" + struct.pack("<I", len(raw)) + raw
+    latin = b"X\x06\x00\x00\x00latin1"
+    head = b"\x80\x02" + g("torch.storage", "_load_from_bytes") + g("_codecs", "encode")
+    if proto == 2:
+        return head + string + latin + b"\x86R\x85R."
+    return (
+        b"\x80\x02"
+        + g("torch.storage", "_load_from_bytes")
+        + b"("
+        + g("_codecs", "encode")
+        + b"("
+        + string
+        + latin
+        + b"tRtR."
+    )
+
+
+def test_encoded_text_that_is_not_latin1_bytes_is_not_scanned() -> None:
+    r = scan_bytes(_encode_call("\u20ac" * 5000, 2))
+    assert r.verdict.value == "unsafe"
+    assert "could not be scanned" in " ".join(i.message for i in r.findings)

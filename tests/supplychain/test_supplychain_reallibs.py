@@ -963,7 +963,6 @@ def test_pandas_zoneinfo_timezone_is_safe(tmp_path: Path) -> None:
     assert verdict(path) == "safe"
 
 
-@pytest.mark.xfail(strict=True, reason="protocol 2 wraps the bytes in _codecs.encode(str)")
 def test_tensor_pickled_with_protocol_2_is_safe(tmp_path: Path) -> None:
     """pickle.dumps(tensor, protocol=2): _load_from_bytes gets _codecs.encode(text, 'latin1')."""
     torch = pytest.importorskip("torch")

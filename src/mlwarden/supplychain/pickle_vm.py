@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import io
 import re
 import struct
 from collections.abc import Callable
@@ -54,6 +55,8 @@ CHECK_EVERY = 4096  #: bytes between stack-depth checks (a byte pushes at most o
 #: swaps in ``torch.load(weights_only=True)``.)
 NESTED_LOADERS = frozenset({"torch.storage._load_from_bytes"})
 JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+CODECS_ENCODE = "_codecs.encode"  #: how protocols 0-2 pickle bytes: encode(text, 'latin1')
+MAX_NESTED_TEXT = 64 << 20  #: longest such text scanned as nested bytes (held in memory)
 GETATTR = "builtins.getattr"
 
 
@@ -389,8 +392,8 @@ class PickleMachine:
             scanned = (
                 isinstance(args, Seq)
                 and args.n == 1
-                and isinstance(args.items[0], Scanned)
                 and self.sink.on_nested is not None
+                and self._nested_scanned(args.items[0], off)
             )
             if not scanned:
                 self.sink.add(
@@ -423,6 +426,51 @@ class PickleMachine:
                 off,
             )
         return Call(func, args, off)
+
+    def _before_nested_encode(self) -> bool:
+        """The two values below the one being read (across MARKs) are ``_codecs.encode``
+        and a nested loader: ``loader(encode(<this text>, 'latin1'))``, as protocol 2
+        (TUPLE2) and protocols 0-1 (MARK ... TUPLE) write it."""
+        found: list[Any] = []
+        for seq in (self.stack, *self.marks[-2:][::-1]):
+            for value in reversed(seq[-2:]):
+                found.append(value)
+                if len(found) == 2:
+                    encode, loader = found
+                    return (
+                        isinstance(encode, Global)
+                        and encode.full == CODECS_ENCODE
+                        and isinstance(loader, Global)
+                        and loader.full in NESTED_LOADERS
+                    )
+        return False
+
+    def _nested_scanned(self, arg: Any, off: int) -> bool:
+        """The argument of a nested loader is bytes that were scanned: a bytes payload, or
+        ``_codecs.encode(text, 'latin1')`` (how protocols 0-2 pickle bytes) whose text was
+        scanned as it was read or, if short, is scanned now."""
+        if isinstance(arg, Scanned):
+            return True
+        if not (
+            isinstance(arg, Call)
+            and isinstance(arg.func, Global)
+            and arg.func.full == CODECS_ENCODE
+            and isinstance(arg.args, Seq)
+            and arg.args.n == 2
+            and arg.args.items[1] in ("latin1", "latin-1", "iso-8859-1")
+        ):
+            return False
+        text = arg.args.items[0]
+        if isinstance(text, Scanned):
+            return True
+        if not isinstance(text, str) or self.sink.on_nested is None:
+            return False
+        try:
+            raw = text.encode("latin-1")
+        except UnicodeEncodeError:
+            return False
+        self.sink.on_nested(Source(io.BytesIO(raw), len(raw)), len(raw), off)
+        return True
 
     def _resolve_getattr(self, args: Any, off: int) -> Global | None:
         """``getattr(<allowed class or module>, 'name')`` as the import of the dotted name,
@@ -863,6 +911,19 @@ class PickleMachine:
         ):
             self.sink.on_nested(self.src, n, off)
             return Scanned(n)
+        if (
+            kind == "str"
+            and MAX_STR < n <= MAX_NESTED_TEXT
+            and self.sink.on_nested is not None
+            and self._before_nested_encode()
+        ):
+            # protocol 0-2 pickles bytes as _codecs.encode(text, 'latin1'): the text of
+            # the bytes a nested loader is about to get, scanned as their own file
+            raw = _latin1(self.src.read(n))
+            if raw is None:
+                return Unknown("text that is not latin-1 bytes")
+            self.sink.on_nested(Source(io.BytesIO(raw), len(raw)), len(raw), off)
+            return Scanned(len(raw))
         if n > MAX_STR:
             self.src.skip(n)
             return Unknown(f"{kind} of {n} bytes")
@@ -1333,6 +1394,14 @@ _TABLE: list[Callable[[PickleMachine, int], None] | None] = [_DISPATCH.get(c) fo
 
 #: what C's strtol(s, 0) reads: blanks, a sign, then hex (0x..), octal (0..) or decimal
 _STRTOL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))")
+
+
+def _latin1(data: bytes) -> bytes | None:
+    """UTF-8 text of latin-1 characters (as protocols 0-2 store bytes) back to the bytes."""
+    try:
+        return data.decode("utf-8", "surrogatepass").encode("latin-1")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return None
 
 
 def _c_int(line: bytes) -> int | None:
