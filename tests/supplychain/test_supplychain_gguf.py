@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlwarden.supplychain import scan_bytes, scan_file
+from mlwarden.supplychain.policy import DEFAULT_POLICY
 
 gguf = pytest.importorskip("gguf")
 quantize = pytest.importorskip("gguf.quants").quantize
@@ -207,3 +210,67 @@ def test_jinja_template_files_and_ordinary_text(tmp_path: Path) -> None:
     )
     result = scan_file(readme)
     assert (result.verdict.value, result.findings) == ("safe", [])
+
+
+# --- the pre-filter that spares the Jinja parser ------------------------------------------------
+
+FRAGMENTS = [
+    "{{ m['content'] }}",
+    "{{ messages[loop.index0 - 1].role }}",
+    "{{ messages[1:] }}",
+    "{% for m in messages %}",
+    "{% endfor %}",
+    "{{ x.y }}",
+    "{{ x._y }}",
+    "{{ x . __class__ }}",
+    "{{ x['_k'] }}",
+    '{{ x["__globals__"] }}',
+    "{{ x[a ~ b] }}",
+    "{{ x[y|join] }}",
+    "{{ x[y[0] ~ 'a'] }}",
+    "{{ x|attr('a') }}",
+    "{{ cycler }}",
+    "{{ joiner() }}",
+    "{{ lipsum }}",
+    "{{ self }}",
+    "{{ x.mro() }}",
+    "{{ x['f_globals'] }}",
+    "{{ '_' * 2 }}",
+    "{{ '\\x5f' }}",
+    "{{ '\\N{LOW LINE}' }}",
+    "{{ x[('a' * 2)] }}",
+    "{{ x[[1, 2]|first] }}",
+    "{{ ns.value }}",
+    "{% set ns = namespace(a=1) %}",
+    "{{ '<|im_start|>' + m['role'] + '\\n' }}",
+    "{{ x[m['k']] }}",
+    "{{ x[ 'a' ] }}",
+    "plain text ",
+]
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=6))
+def test_prefilter_never_hides_what_the_parser_would_report(parts: list[str]) -> None:
+    from mlwarden.supplychain import gguf_scan
+    from mlwarden.supplychain.results import FileResult, Sink
+
+    text = "".join(parts)
+    result = FileResult(path="t")
+    original = gguf_scan.could_escape
+    gguf_scan.could_escape = lambda _text: True  # type: ignore[assignment]
+    try:
+        gguf_scan.check_chat_template(text, "t", Sink(result, DEFAULT_POLICY), known=False)
+    finally:
+        gguf_scan.could_escape = original  # type: ignore[assignment]
+    if result.findings:
+        assert gguf_scan.could_escape(text), text
+
+
+def test_prefilter_skips_plain_templates() -> None:
+    from mlwarden.supplychain.gguf_scan import could_escape
+
+    for text in (LLAMA3_TEMPLATE, NAMESPACE_TEMPLATE.replace("self", "")):
+        if "\\" not in text:
+            assert not could_escape(text), text
+    assert could_escape(SSTI) and could_escape(ATTR_FILTER) and could_escape(CYCLER)

@@ -115,7 +115,9 @@ ESCAPE_ATTRS = frozenset(
 #: the Jinja node types the template check looks at (filled on first use: jinja2 is imported
 #: only when a template is checked)
 _CHECKED: tuple[type, ...] = ()
-_ESCAPED_UNDERSCORE = re.compile(r"\\x5[fF]|\\u005[fF]|\\U0000005[fF]|\\137|&#95;|&#x5[fF];")
+_ESCAPED_UNDERSCORE = re.compile(
+    r"\\x5f|\\u005f|\\U0000005f|\\137|\\N\{LOW LINE\}|&#95;|&#x5f;", re.IGNORECASE
+)
 
 
 def is_gguf(head: bytes) -> bool:
@@ -277,13 +279,40 @@ def _tensor_bytes(name: str, n_dims: int, dims: list[int], ttype: int, bad: Any)
     return numel // block * block_bytes
 
 
+#: text without any of these cannot hold a construct the template check reports (each
+#: check needs one: a dunder, an attribute or string starting with '_', a listed name or
+#: attribute, an escaped underscore); ``could_escape`` adds computed subscripts
+_RISKY = re.compile(
+    r"__|\.\s*_|['\"]_|attr|cycler|joiner|lipsum|self|mro|gi_|cr_frame|ag_frame|f_globals|"
+    r"f_builtins|f_locals|f_back|tb_frame|co_code|func_|format_map|\\[xuUN0-7]|&#"
+)
+#: subscripts that are one string literal, or names, numbers and arithmetic (messages[0],
+#: message['content'], messages[loop.index0 - 1], messages[1:])
+_PLAIN_SUBSCRIPT = re.compile(r"""\[\s*(?:'[^'\\\[\]]*'|"[^"\\\[\]]*"|[\w.:+\-*/%\s]*)\s*\]""")
+
+
+def could_escape(text: str) -> bool:
+    """False only when no construct :func:`check_chat_template` reports can be in ``text``
+    (so the Jinja parser need not run): no risky token, and every subscript a plain one
+    (a property test checks this against the parser-based check)."""
+    if _RISKY.search(text):
+        return True
+    # a subscript that is not plain (an inner subscript, a list, an expression) may
+    # compute a name when strings, '~' or filters are about
+    rest = _PLAIN_SUBSCRIPT.sub("", text)
+    return "[" in rest and any(c in text for c in "~|'\"")
+
+
 def check_chat_template(text: str, where: str, sink: Sink, *, known: bool = True) -> None:
     """Report Jinja2 constructs in a chat template that reach Python internals.
 
-    The template is parsed with Jinja's parser and never rendered. ``known``: the text
-    is declared a template (a GGUF key, a ``chat_template`` entry); otherwise (a text
-    file that merely holds Jinja markers) text that does not parse is not reported.
+    The template is parsed with Jinja's parser and never rendered; text in which
+    :func:`could_escape` finds nothing is not parsed at all. ``known``: the text is
+    declared a template (a GGUF key, a ``chat_template`` entry); otherwise (a text file
+    that merely holds Jinja markers) text that does not parse is not reported.
     """
+    if not could_escape(text):
+        return
     from jinja2 import Environment, nodes
     from jinja2.exceptions import TemplateSyntaxError
 
