@@ -148,3 +148,15 @@ def test_a_model_over_64_mib_is_scanned_not_refused(tmp_path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 1000])  # cut inside the weights
     assert scan_file(path).verdict.value == "error"
+
+
+def test_weights_that_start_like_a_pickle_are_still_credited(tmp_path: Path) -> None:
+    # raw float bytes whose first byte is MARK and which then hit an unknown opcode: parsed
+    # as a pickle they fail with an anomaly, never an import
+    _model(tmp_path)
+    data = tmp_path / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[:4] = b"(\xff\x00\x00"
+    data.write_bytes(bytes(raw))
+    out = scan_paths([tmp_path])
+    assert {Path(f.path).name: f.verdict.value for f in out.files}["model.onnx.data"] == "safe"

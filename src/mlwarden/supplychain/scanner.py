@@ -307,10 +307,18 @@ def _scan_top(f: IO[bytes], size: int, ctx: _Ctx) -> str:
 
 def _hdf5_offset(f: IO[bytes], size: int) -> int | None:
     """Where an HDF5 superblock sits after a user block (512, 1024, 2048... bytes), if any."""
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        fd = -1  # in memory
     at = 512
     while at + 8 <= size:
-        f.seek(at)
-        if f.read(8) == HDF5_MAGIC:
+        if fd >= 0:
+            found = os.pread(fd, 8, at)  # no buffer refill, no seek
+        else:
+            f.seek(at)
+            found = f.read(8)
+        if found == HDF5_MAGIC:
             return at
         at *= 2
     return None
@@ -351,20 +359,25 @@ def scan_paths(
     return out
 
 
+#: findings raw weights may produce when parsed as a pickle: opcode anomalies, the parse
+#: failure, container notes (never an import or a call)
+_DATA_NOISE = frozenset({"MLW-SCN-003", "MLW-SCN-004", "MLW-SCN-011"})
+
+
 def _credit_external_data(files: list[FileResult]) -> None:
     """Raw tensor files that a scanned ONNX model names as its external data are data.
 
     ONNX models over 2 GB keep their weights in such files: bytes with no format of
     their own, which the runtime reads as raw tensors. Scanned alone they are
-    unrecognised (an error); named by a model scanned in the same run, they are its
-    weights. Only files that yielded nothing but the could-not-scan finding are
-    credited: anything an unpickler would import is still reported.
+    unrecognised (an error, or a failed pickle parse when the first weight byte happens
+    to be an opcode); named by a model scanned in the same run, they are its weights.
+    Files with an import or call finding (what an unpickler would run) are not credited.
     """
     named = {p for f in files for p in f.external_data}
     if not named:
         return
     for k, f in enumerate(files):
-        if f.error is None or any(i.rule != "MLW-SCN-004" for i in f.findings):
+        if f.error is None or any(i.rule not in _DATA_NOISE for i in f.findings):
             continue
         try:
             real = str(Path(f.path).resolve())
