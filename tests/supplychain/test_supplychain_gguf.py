@@ -50,11 +50,11 @@ def write(path: Path, template: str | None = None, *, quant: bool = False) -> Pa
     w.add_token_scores([0.5] * 300)
     if template is not None:
         w.add_chat_template(template)
-    w.add_tensor("token_embd.weight", np.random.rand(16, 32).astype(np.float32))
-    w.add_tensor("output.weight", np.random.rand(32, 16).astype(np.float16))
+    w.add_tensor("token_embd.weight", np.random.default_rng(0).random((16, 32)).astype(np.float32))
+    w.add_tensor("output.weight", np.random.default_rng(0).random((32, 16)).astype(np.float16))
     if quant:
         for qtype in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0):
-            weights = np.random.rand(4, 64).astype(np.float32)
+            weights = np.random.default_rng(0).random((4, 64)).astype(np.float32)
             w.add_tensor(f"blk.{qtype.name}.weight", quantize(weights, qtype), raw_dtype=qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()

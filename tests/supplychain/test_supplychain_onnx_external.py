@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
 def _model(folder: Path, location: str = "model.onnx.data") -> Path:
-    w = numpy_helper.from_array(np.random.rand(64, 64).astype(np.float32), "w")
+    w = numpy_helper.from_array(np.random.default_rng(0).random((64, 64)).astype(np.float32), "w")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])],
         "g",
@@ -117,7 +117,7 @@ def test_walked_and_parsed_models_agree(tmp_path: Path) -> None:
     ext.mkdir()
     _same(_model(ext))
     big = tmp_path / "plain.onnx"
-    w = numpy_helper.from_array(np.random.rand(32, 32).astype(np.float32), "w")
+    w = numpy_helper.from_array(np.random.default_rng(0).random((32, 32)).astype(np.float32), "w")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])],
         "g",
