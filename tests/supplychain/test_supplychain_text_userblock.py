@@ -83,3 +83,17 @@ def test_keras_config_nested_too_deeply_is_reported_not_a_crash(tmp_path: Path) 
     result = scan_file(path)
     assert result.verdict.value == "suspicious"
     assert "nested too deeply" in result.findings[0].message
+
+
+def test_hdf5_member_of_a_zip_on_a_probe_offset_is_not_a_false_alarm(tmp_path: Path) -> None:
+    import zipfile
+
+    weights = tmp_path / "w.h5"
+    with h5py.File(weights, "w") as f:
+        f.create_dataset("kernel", data=np.ones((4, 4)))
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.write(weights, "m" * (1024 - 30))  # member data starts at byte 1024
+    assert path.read_bytes()[1024:1032] == b"\x89HDF\r\n\x1a\n"
+    result = scan_file(path)
+    assert result.verdict.value == "safe", [i.message for i in result.findings]

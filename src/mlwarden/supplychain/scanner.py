@@ -289,9 +289,12 @@ def _scan_top(f: IO[bytes], size: int, ctx: _Ctx) -> str:
             # the HDF5 library looks for its superblock at 0, 512, 1024, 2048...: h5py and
             # Keras open the file whatever its first bytes (a "user block") hold
             leading = "text or data" if fmt in ("text", "unknown", "data") else ctx.top_kind
+            # high when an unpickler would run the part in front; a zip (a .keras file
+            # holds HDF5 weights, which may land on such an offset) or data is low
+            runs = ctx.top_kind in ("pickle", "pytorch-legacy") and fmt not in ("text", "data")
             ctx.sink.add(
                 "MLW-SCN-011",
-                Severity.LOW if leading == "text or data" else Severity.HIGH,
+                Severity.HIGH if runs else Severity.LOW,
                 f"an HDF5 file starts at byte {behind}, behind {leading} (a user block); "
                 "both were scanned",
             )
