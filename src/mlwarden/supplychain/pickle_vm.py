@@ -515,14 +515,28 @@ class PickleMachine:
 
         The exception carries ``ops``: how many opcodes ran before the failure.
         """
+        return self._drive(self._run)
+
+    def _drive(self, loop: Callable[[], Any]) -> Any:
         try:
-            return self._run()
+            return loop()
         except (PickleError, Truncated) as exc:
             exc.ops = self.ops  # type: ignore[union-attr]
             raise
         finally:
             if self.getattrs:
                 self._settle_getattrs()
+
+    def _first_opcode(self) -> tuple[int, int]:
+        """The first opcode and its offset; a stream that cannot start a pickle is refused."""
+        off = self.src.pos
+        code = self.src.byte()
+        if code < 0:
+            raise PickleError("empty stream: no pickle opcodes")
+        if code != 0x80 and self.depth == 0 and code not in _PLAUSIBLE_FIRST:
+            name = _OPNAMES.get(code, f"0x{code:02x}")
+            raise self.fatal(f"does not start like a pickle (opcode {name})", off)
+        return code, off
 
     def _run(self) -> Any:
         # The hottest opcodes run inline, with the read position, buffer and stack held in
@@ -533,13 +547,7 @@ class PickleMachine:
         # opcode's stream offset is ``base + i - 1``. One comparison per opcode, ``i >
         # check``, covers both the FRAME end and the periodic stack-depth check.
         src = self.src
-        off = src.pos
-        code = src.byte()
-        if code < 0:
-            raise PickleError("empty stream: no pickle opcodes")
-        if code != 0x80 and self.depth == 0 and code not in _PLAUSIBLE_FIRST:
-            name = _OPNAMES.get(code, f"0x{code:02x}")
-            raise self.fatal(f"does not start like a pickle (opcode {name})", off)
+        code, off = self._first_opcode()
         table = _TABLE
         memo = self.memo
         marks = self.marks
@@ -762,24 +770,11 @@ class PickleMachine:
         The plain form of the loop that :meth:`_run` inlines for speed; tests check the
         two agree on every finding, result and error.
         """
-        try:
-            return self._run_reference()
-        except (PickleError, Truncated) as exc:
-            exc.ops = self.ops  # type: ignore[union-attr]
-            raise
-        finally:
-            if self.getattrs:
-                self._settle_getattrs()
+        return self._drive(self._run_reference)
 
     def _run_reference(self) -> Any:
         src = self.src
-        off = src.pos
-        code = src.byte()
-        if code < 0:
-            raise PickleError("empty stream: no pickle opcodes")
-        if code != 0x80 and self.depth == 0 and code not in _PLAUSIBLE_FIRST:
-            name = _OPNAMES.get(code, f"0x{code:02x}")
-            raise self.fatal(f"does not start like a pickle (opcode {name})", off)
+        code, off = self._first_opcode()
         while True:
             self.ops += 1
             if code == 0x2E:  # STOP
