@@ -46,6 +46,8 @@ from mlwarden.supplychain.pickle_vm import (
     PickleError,
     PickleMachine,
     Seq,
+    _c_int,
+    _c_long,
     scan_pickle_stream,
 )
 from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy
@@ -822,8 +824,6 @@ def _limit_error(exc: Exception) -> ScanLimit:
 
 
 _NUMBER_FAILURE = re.compile(r"\b(INT|LONG) with a malformed number \(offset (\d+)\)")
-#: what C's strtol(s, &end, 0) reads, which CPython's INT takes before int(s, 0)
-_STRTOL = re.compile(rb"\s*[+-]?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 
 
 def _unpickler_reads_number(src: Source, exc: Exception) -> bool:
@@ -837,13 +837,8 @@ def _unpickler_reads_number(src: Source, exc: Exception) -> bool:
         return True  # the line is no longer at hand: cannot tell, so never text
     end = src.buf.find(b"\n", at)
     line = src.buf[at : end if end >= 0 else len(src.buf)]
-    if m.group(1) == "LONG" and line.endswith(b"L"):
-        line = line[:-1]
-    try:
-        int(line, 0)
-        return True
-    except ValueError:
-        return m.group(1) == "INT" and _STRTOL.fullmatch(line) is not None
+    parse = _c_int if m.group(1) == "INT" else _c_long  # the unpickler's own rules
+    return parse(line) is not None
 
 
 def _scan_media(src: Source, ctx: _Ctx, name: str) -> str:
@@ -855,23 +850,33 @@ def _scan_media(src: Source, ctx: _Ctx, name: str) -> str:
     on the way is kept as a finding; without one, nothing could have run, and the
     file is the data its signature says.
     """
+    fmt = polyglot_pickle(
+        src, ctx.sink, f"a complete pickle wearing a {name} signature (an image/pickle polyglot)"
+    )
+    return fmt if fmt is not None else name
+
+
+def polyglot_pickle(src: Source, sink: Sink, message: str) -> str | None:
+    """Run a file of another format through the pickle machine when an unpickler would
+    start on its first byte: imports met on the way are kept (an unpickler runs everything
+    before the point where it fails); a complete pickle is reported with ``message`` (a
+    polyglot) and its format returned; None when it is no pickle. Where the machine
+    stopped at one of its own limits an unpickler reads on: an error, never data.
+    """
     head = src.peek(1)
-    if head and (head[0] in _PLAUSIBLE_FIRST or head[0] == 0x80):
-        mark = ctx.sink.checkpoint()
-        try:
-            fmt = _scan_raw_pickle(src, ctx)
-        except (PickleError, Truncated) as exc:
-            if _stopped_at_limit(exc) or _unpickler_reads_number(src, exc):
-                raise _limit_error(exc) from None
-            ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
-        else:
-            ctx.sink.add(
-                "MLW-SCN-011",
-                Severity.HIGH,
-                f"a complete pickle wearing a {name} signature (an image/pickle polyglot)",
-            )
-            return fmt
-    return name
+    if not head or not (head[0] in _PLAUSIBLE_FIRST or head[0] == 0x80):
+        return None
+    mark = sink.checkpoint()
+    before = sink.joblib_arrays
+    try:
+        scan_pickle_stream(src, sink)
+    except (PickleError, Truncated) as exc:
+        if _stopped_at_limit(exc) or _unpickler_reads_number(src, exc):
+            raise _limit_error(exc) from None
+        sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
+        return None
+    sink.add("MLW-SCN-011", Severity.HIGH, message)
+    return "joblib" if sink.joblib_arrays > before else "pickle"
 
 
 def _scan_gguf(src: Source, size: int | None, ctx: _Ctx) -> str:
@@ -881,21 +886,12 @@ def _scan_gguf(src: Source, size: int | None, ctx: _Ctx) -> str:
     from mlwarden.supplychain.gguf_scan import scan_gguf
 
     with _seekable(src, size, ctx) as (g, gsize):
-        mark = ctx.sink.checkpoint()
         g.seek(0)
-        probe = Source(g, gsize)
-        try:
-            _scan_raw_pickle(probe, ctx)
-        except (PickleError, Truncated) as exc:
-            if _stopped_at_limit(exc) or _unpickler_reads_number(probe, exc):
-                raise _limit_error(exc) from None
-            ctx.sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
-        else:
-            ctx.sink.add(
-                "MLW-SCN-011",
-                Severity.HIGH,
-                "a complete pickle wearing a GGUF signature (a GGUF/pickle polyglot)",
-            )
+        polyglot_pickle(
+            Source(g, gsize),
+            ctx.sink,
+            "a complete pickle wearing a GGUF signature (a GGUF/pickle polyglot)",
+        )
         g.seek(0)
         return scan_gguf(Source(g, gsize), ctx.sink)
 

@@ -440,7 +440,9 @@ def scan_tf(kind: str, src: Source, sink: Sink, limit: int) -> str:
         if kind == "tf-lite":
             scan_tflite(_FileView(f, size), sink)
         return kind
-    data = _read_all(src, min(limit, MAX_PROTO), kind)
+    from mlwarden.supplychain.scanner import _read_bounded
+
+    data = _read_bounded(src, min(limit, MAX_PROTO), kind)
     _pickle_first(Source(io.BytesIO(data), len(data)), sink, kind)
     if kind == "tf-savedmodel":
         scan_savedmodel(data, sink)
@@ -467,45 +469,14 @@ def scan_tf(kind: str, src: Source, sink: Sink, limit: int) -> str:
     return kind
 
 
-def _read_all(src: Source, limit: int, what: str) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        chunk = src.peek(1 << 20)
-        if not chunk:
-            return b"".join(parts)
-        src.skip(len(chunk))
-        total += len(chunk)
-        if total > limit:
-            from mlwarden.supplychain.scanner import ScanLimit
-
-            raise ScanLimit(f"{what} larger than {limit} bytes")
-        parts.append(chunk)
-
-
 def _pickle_first(src: Source, sink: Sink, kind: str) -> None:
     """Run the bytes through the pickle machine when an unpickler would start on them
     (as for image signatures): imports met are kept; a complete pickle is a polyglot."""
-    from mlwarden.supplychain.pickle_vm import _PLAUSIBLE_FIRST, PickleError, scan_pickle_stream
+    from mlwarden.supplychain.scanner import polyglot_pickle
 
-    first = src.peek(1)
-    if not first or not (first[0] in _PLAUSIBLE_FIRST or first[0] == 0x80):
-        return
-    from mlwarden.supplychain.scanner import _limit_error, _stopped_at_limit
-
-    mark = sink.checkpoint()
-    try:
-        scan_pickle_stream(src, sink)
-    except (PickleError, Truncated) as exc:
-        if _stopped_at_limit(exc):  # the machine gave up where an unpickler reads on
-            raise _limit_error(exc) from None
-        sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
-    else:
-        sink.add(
-            "MLW-SCN-011",
-            Severity.HIGH,
-            f"a complete pickle that is also a TensorFlow file ({kind}): a polyglot",
-        )
+    polyglot_pickle(
+        src, sink, f"a complete pickle that is also a TensorFlow file ({kind}): a polyglot"
+    )
 
 
 # --- SavedModel and GraphDef --------------------------------------------------------------------
