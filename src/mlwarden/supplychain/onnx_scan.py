@@ -18,6 +18,7 @@ from typing import Any
 from mlwarden.core.findings import Severity
 from mlwarden.supplychain.results import Sink
 from mlwarden.supplychain.stream import Truncated
+from mlwarden.supplychain.tf_scan import LEN, fields  # the protobuf wire reader
 
 STANDARD_DOMAINS = frozenset(
     {
@@ -49,29 +50,40 @@ def scan_onnx(data: bytes, sink: Sink, base: Path | None) -> None:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         loc = next((e.value for e in tensor.external_data if e.key == "location"), None)
-        if loc is None:
-            sink.add("MLW-SCN-007", Severity.HIGH, f"{where}: external data without a location")
-            continue
-        if _escapes(loc, base):
-            sink.add(
-                "MLW-SCN-007",
-                Severity.CRITICAL,
-                f"{where}: external data location {loc!r} is outside the model folder",
-                global_=loc,
-            )
-        elif base is not None and len(sink.result.external_data) < 100_000:
-            target = base / os.path.normpath(loc.replace("\\", "/"))
-            with contextlib.suppress(OSError, RuntimeError):  # unresolvable: not credited
-                sink.result.external_data.append(str(target.resolve()))
+        _external_data(where, loc, sink, base)
     for node, where in _nodes(model.graph, "graph"):
-        if node.domain not in STANDARD_DOMAINS and node.domain not in local_domains:
-            sink.add(
-                "MLW-SCN-008",
-                Severity.HIGH,
-                f"{where}: node {node.name or node.op_type!r} uses custom operator "
-                f"{node.domain}.{node.op_type}",
-                global_=f"{node.domain}.{node.op_type}",
-            )
+        _operator(where, node.name, node.domain, node.op_type, local_domains, sink)
+
+
+def _external_data(where: str, location: str | None, sink: Sink, base: Path | None) -> None:
+    """Report an external-data location outside the model folder (or none); record one
+    inside it, resolved, so that scan_paths credits that file as the model's weights."""
+    if location is None:
+        sink.add("MLW-SCN-007", Severity.HIGH, f"{where}: external data without a location")
+    elif _escapes(location, base):
+        sink.add(
+            "MLW-SCN-007",
+            Severity.CRITICAL,
+            f"{where}: external data location {location!r} is outside the model folder",
+            global_=location,
+        )
+    elif base is not None and len(sink.result.external_data) < 100_000:
+        target = base / os.path.normpath(location.replace("\\", "/"))
+        with contextlib.suppress(OSError, RuntimeError):  # unresolvable: not credited
+            sink.result.external_data.append(str(target.resolve()))
+
+
+def _operator(
+    where: str, name: str, domain: str, op_type: str, local: set[str], sink: Sink
+) -> None:
+    """Report a node whose operator domain is neither standard nor a model-local function."""
+    if domain not in STANDARD_DOMAINS and domain not in local:
+        sink.add(
+            "MLW-SCN-008",
+            Severity.HIGH,
+            f"{where}: node {name or op_type!r} uses custom operator {domain}.{op_type}",
+            global_=f"{domain}.{op_type}",
+        )
 
 
 def _escapes(location: str, base: Path | None) -> bool:
@@ -142,9 +154,7 @@ def scan_onnx_wire(buf: Any, sink: Sink, base: Path | None) -> None:
     memory does not grow with the weights. The checks are the same: external data
     locations, and operator domains that are neither standard nor model-local functions.
     """
-    from mlwarden.supplychain.tf_scan import LEN, fields
-
-    walk = _Walk(buf, sink, base, fields, LEN)
+    walk = _Walk(buf, sink, base)
     functions: list[tuple[int, int]] = []
     graphs: list[tuple[tuple[int, int], str, int]] = []
     for num, wt, value in fields(buf, 0, len(buf)):
@@ -178,8 +188,8 @@ def scan_onnx_wire(buf: Any, sink: Sink, base: Path | None) -> None:
 
 
 class _Walk:
-    def __init__(self, buf: Any, sink: Sink, base: Path | None, fields: Any, len_type: int):
-        self.buf, self.sink, self.base, self.fields, self.LEN = buf, sink, base, fields, len_type
+    def __init__(self, buf: Any, sink: Sink, base: Path | None) -> None:
+        self.buf, self.sink, self.base = buf, sink, base
         self.local: set[str] = set()
         self.nodes: list[tuple[str, str, str, str]] = []  #: (where, name, domain, op_type)
         self.visited = 0
@@ -196,23 +206,23 @@ class _Walk:
         if depth > MAX_GRAPH_DEPTH:
             raise Truncated(f"ONNX subgraphs nested deeper than {MAX_GRAPH_DEPTH}")
         self._count()
-        for num, wt, value in self.fields(self.buf, *span):
-            if wt != self.LEN:
+        for num, wt, value in fields(self.buf, *span):
+            if wt != LEN:
                 continue
             if num == 1:  # node
                 self.node(value, where, depth, todo)
             elif num == 5:  # initializer
                 self.tensor(value, f"{where} initializer")
             elif num == 15:  # sparse_initializer: values (1) is a tensor
-                for n2, w2, v2 in self.fields(self.buf, *value):
-                    if w2 == self.LEN and n2 == 1:
+                for n2, w2, v2 in fields(self.buf, *value):
+                    if w2 == LEN and n2 == 1:
                         self.tensor(v2, f"{where} sparse initializer")
 
     def node(self, span: tuple[int, int], where: str, depth: int, todo: list[Any]) -> None:
         self._count()
         name = domain = op_type = ""
-        for num, wt, value in self.fields(self.buf, *span):
-            if wt != self.LEN:
+        for num, wt, value in fields(self.buf, *span):
+            if wt != LEN:
                 continue
             if num == 3:
                 name = self.text(value)
@@ -221,8 +231,8 @@ class _Walk:
             elif num == 7:
                 domain = self.text(value)
             elif num == 5:  # attribute
-                for n2, w2, v2 in self.fields(self.buf, *value):
-                    if w2 != self.LEN:
+                for n2, w2, v2 in fields(self.buf, *value):
+                    if w2 != LEN:
                         continue
                     if n2 in (5, 10):  # t, tensors
                         self.tensor(v2, f"{where} node {name!r} attribute")
@@ -235,48 +245,27 @@ class _Walk:
         external = False
         tname = ""
         entries: list[tuple[int, int]] = []
-        for num, wt, value in self.fields(self.buf, *span):
+        for num, wt, value in fields(self.buf, *span):
             if num == 14 and wt == 0:
                 external = value == 1
-            elif num == 13 and wt == self.LEN:
+            elif num == 13 and wt == LEN:
                 entries.append(value)
-            elif num == 8 and wt == self.LEN:
+            elif num == 8 and wt == LEN:
                 tname = self.text(value)
         if not external:
             return
         location = None
         for entry in entries:
             key = value_ = None
-            for num, wt, value in self.fields(self.buf, *entry):
-                if wt == self.LEN and num == 1:
+            for num, wt, value in fields(self.buf, *entry):
+                if wt == LEN and num == 1:
                     key = self.text(value)
-                elif wt == self.LEN and num == 2:
+                elif wt == LEN and num == 2:
                     value_ = self.text(value)
             if key == "location":
                 location = value_
-        where = f"{where} {tname!r}"
-        if location is None:
-            self.sink.add(
-                "MLW-SCN-007", Severity.HIGH, f"{where}: external data without a location"
-            )
-        elif _escapes(location, self.base):
-            self.sink.add(
-                "MLW-SCN-007",
-                Severity.CRITICAL,
-                f"{where}: external data location {location!r} is outside the model folder",
-                global_=location,
-            )
-        elif self.base is not None and len(self.sink.result.external_data) < 100_000:
-            target = self.base / os.path.normpath(location.replace("\\", "/"))
-            with contextlib.suppress(OSError, RuntimeError):
-                self.sink.result.external_data.append(str(target.resolve()))
+        _external_data(f"{where} {tname!r}", location, self.sink, self.base)
 
     def report_nodes(self) -> None:
         for where, name, domain, op_type in self.nodes:
-            if domain not in STANDARD_DOMAINS and domain not in self.local:
-                self.sink.add(
-                    "MLW-SCN-008",
-                    Severity.HIGH,
-                    f"{where}: node {name or op_type!r} uses custom operator {domain}.{op_type}",
-                    global_=f"{domain}.{op_type}",
-                )
+            _operator(where, name, domain, op_type, self.local, self.sink)
