@@ -1061,11 +1061,7 @@ def scan_tflite(data: Any, sink: Sink) -> None:
     at = fb.field(model, 1)  # operator_codes
     if at is None:
         raise ProtoError("TFLite model without operator codes")
-    start, n = fb.vector(at)
-    if n > (fb.size - start) // 4:
-        raise ProtoError("TFLite operator-code count larger than the file")
-    if n > MAX_TFLITE_ENTRIES:
-        raise ProtoError(f"TFLite model with {n} operator codes (more than {MAX_TFLITE_ENTRIES})")
+    start, n = _table_vector(fb, at, "operator-code", "operator codes")
     for i in range(n):
         code = fb.table(fb.ref(start + 4 * i))
         builtin = None
@@ -1094,16 +1090,22 @@ def scan_tflite(data: Any, sink: Sink) -> None:
             )
 
 
+def _table_vector(fb: _Flat, at: int, one: str, many: str) -> tuple[int, int]:
+    """A vector of table offsets: its start and length, bounded by the file and the limit."""
+    start, n = fb.vector(at)
+    if n > (fb.size - start) // 4:
+        raise ProtoError(f"TFLite {one} count larger than the file")
+    if n > MAX_TFLITE_ENTRIES:
+        raise ProtoError(f"TFLite model with {n} {many} (more than {MAX_TFLITE_ENTRIES})")
+    return start, n
+
+
 def _tflite_buffers(fb: _Flat, model: tuple[int, int, int]) -> None:
     """Every buffer (the weights) lies inside the file: a cut file is an error."""
     at = fb.field(model, 4)
     if at is None:
         return
-    start, n = fb.vector(at)
-    if n > (fb.size - start) // 4:
-        raise ProtoError("TFLite buffer count larger than the file")
-    if n > MAX_TFLITE_ENTRIES:
-        raise ProtoError(f"TFLite model with {n} buffers (more than {MAX_TFLITE_ENTRIES})")
+    start, n = _table_vector(fb, at, "buffer", "buffers")
     for i in range(n):
         buf = fb.table(fb.ref(start + 4 * i))
         at = fb.field(buf, 0)
