@@ -14,16 +14,22 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
-def _model(folder: Path, location: str = "model.onnx.data") -> Path:
-    w = numpy_helper.from_array(np.random.default_rng(0).random((64, 64)).astype(np.float32), "w")
+def _matmul(weights: np.ndarray) -> onnx.ModelProto:
+    """y = x @ w, with ``weights`` as the initializer ``w``."""
+    w = numpy_helper.from_array(weights.astype(np.float32), "w")
+    rows, cols = weights.shape
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])],
         [w],
     )
-    model = helper.make_model(graph)
+    return helper.make_model(graph)
+
+
+def _model(folder: Path, location: str = "model.onnx.data") -> Path:
+    model = _matmul(np.random.default_rng(0).random((64, 64)))
     path = folder / "model.onnx"
     onnx.save_model(
         model, str(path), save_as_external_data=True, location=location, size_threshold=0
@@ -116,32 +122,16 @@ def test_walked_and_parsed_models_agree(tmp_path: Path) -> None:
     ext = tmp_path / "ext"
     ext.mkdir()
     _same(_model(ext))
-    big = tmp_path / "plain.onnx"
-    w = numpy_helper.from_array(np.random.default_rng(0).random((32, 32)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
-        [w],
-    )
-    big.write_bytes(helper.make_model(graph).SerializeToString())
-    _same(big)
+    plain = tmp_path / "plain.onnx"
+    plain.write_bytes(_matmul(np.random.default_rng(0).random((32, 32))).SerializeToString())
+    _same(plain)
 
 
 def test_a_model_over_64_mib_is_scanned_not_refused(tmp_path: Path) -> None:
     from mlwarden.supplychain import scan_file
 
-    w = numpy_helper.from_array(np.zeros((5000, 3500), np.float32), "w")  # 70 MB inline
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5000])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3500])],
-        [w],
-    )
     path = tmp_path / "big.onnx"
-    path.write_bytes(helper.make_model(graph).SerializeToString())
+    path.write_bytes(_matmul(np.zeros((5000, 3500))).SerializeToString())  # 70 MB inline
     assert path.stat().st_size > 64 << 20
     result = scan_file(path)
     assert (result.format, result.verdict.value) == ("onnx", "safe")
