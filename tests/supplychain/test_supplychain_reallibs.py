@@ -245,16 +245,23 @@ def test_keras_custom_activation_and_loss_are_suspicious(
             assert any(f"mlwcustom>{needle}" in m for m in messages(path)), path.name
 
 
-def _edit_keras_zip(src: Path, dst: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+def _edit_zip_json(
+    src: Path, dst: Path, member: str, edit: Callable[[dict[str, Any]], None]
+) -> Path:
+    """Copy the zip ``src`` to ``dst`` with its JSON ``member`` changed by ``edit``."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for item in zin.infolist():
             data = zin.read(item)
-            if item.filename == "config.json":
+            if item.filename == member:
                 doc = json.loads(data)
                 edit(doc)
                 data = json.dumps(doc).encode()
             zout.writestr(item, data)
     return dst
+
+
+def _edit_keras_zip(src: Path, dst: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    return _edit_zip_json(src, dst, "config.json", edit)
 
 
 def _layers(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -724,15 +731,7 @@ def test_skops_files_of_plain_estimators_are_safe(skops_files: dict[str, Path]) 
 
 
 def _edit_skops(src: Path, dst: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item)
-            if item.filename == "schema.json":
-                doc = json.loads(data)
-                edit(doc)
-                data = json.dumps(doc).encode()
-            zout.writestr(item, data)
-    return dst
+    return _edit_zip_json(src, dst, "schema.json", edit)
 
 
 def _param(doc: dict[str, Any], name: str) -> dict[str, Any]:

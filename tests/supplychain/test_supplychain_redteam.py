@@ -521,13 +521,19 @@ def test_hostile_messages_name_the_problem(tmp_path: Path, canary: Path) -> None
         assert (got[name].error or "").startswith("truncated or corrupt"), got[name].error
 
 
-def test_process_workers_give_the_same_results_as_local(
-    tmp_path: Path, canary: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _mixed_tree(tmp_path: Path, canary: Path) -> Path:
+    """The hostile inputs plus a good and an evil pickle, in one folder."""
     root = tmp_path / "hostile"
     _hostile(root, canary)
     _good_pickle(root / "good.pkl")
     (root / "evil.pkl").write_bytes(_payload(canary))
+    return root
+
+
+def test_process_workers_give_the_same_results_as_local(
+    tmp_path: Path, canary: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _mixed_tree(tmp_path, canary)
     code_local, local, _ = run([str(root), "--format", "json"], capsys)
     code_proc, proc, _ = run([str(root), "--format", "json", "--executor", "process=2"], capsys)
     assert code_local == code_proc == 1
@@ -604,10 +610,7 @@ def test_sarif_is_valid_for_every_kind_of_verdict(
 ) -> None:
     from tests.report.conftest import sarif_errors
 
-    root = tmp_path / "hostile"
-    _hostile(root, canary)
-    _good_pickle(root / "good.pkl")
-    (root / "evil.pkl").write_bytes(_payload(canary))
+    root = _mixed_tree(tmp_path, canary)
     code, out, _ = run([str(root), "--format", "sarif"], capsys)
     assert code == 1
     log = json.loads(out)
