@@ -112,9 +112,6 @@ ESCAPE_ATTRS = frozenset(
         "format_map",
     }
 )
-#: the Jinja node types the template check looks at (filled on first use: jinja2 is imported
-#: only when a template is checked)
-_CHECKED: tuple[type, ...] = ()
 _ESCAPED_UNDERSCORE = re.compile(
     r"\\x5f|\\u005f|\\U0000005f|\\137|\\N\{LOW LINE\}|&#95;|&#x5f;", re.IGNORECASE
 )
@@ -316,10 +313,6 @@ def check_chat_template(text: str, where: str, sink: Sink, *, known: bool = True
     from jinja2 import Environment, nodes
     from jinja2.exceptions import TemplateSyntaxError
 
-    global _CHECKED
-    if not _CHECKED:
-        _CHECKED = (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Name, nodes.Const)
-
     found: dict[str, Severity] = {}
 
     def note(what: str, severity: Severity) -> None:
@@ -342,7 +335,8 @@ def check_chat_template(text: str, where: str, sink: Sink, *, known: bool = True
             note("names a __dunder__ attribute", Severity.CRITICAL)
     else:
         node: Any
-        for node in tree.find_all(_CHECKED):  # one walk over the tree
+        checked = (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Name, nodes.Const)
+        for node in tree.find_all(checked):  # one walk over the tree
             if isinstance(node, nodes.Getattr):
                 if node.attr.startswith("_") or node.attr in ESCAPE_ATTRS:
                     note(f"reads attribute {node.attr!r}", Severity.CRITICAL)
