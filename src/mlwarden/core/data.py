@@ -93,14 +93,25 @@ class Dataset:
         }
 
 
-def load_dataset(spec: str | Path, *, label: str | None = None) -> Dataset:
+def load_dataset(
+    spec: str | Path, *, label: str | None = None, text_column: str | None = None
+) -> Dataset:
     """Load a bundled set by name or a dataset file/folder by path.
 
     ``label`` names the label column of a CSV (default: a column called ``label``).
+    Text data (JSONL, a CSV/TSV with a ``text_column`` — default ``text`` —, a folder of
+    ``.txt`` files, the bundled ``tweets``) goes to the text row of
+    :mod:`mlwarden.core.modality`.
     """
+    from mlwarden.core.modality import detect_data
+
     text = str(spec)
     if text in BUNDLED:
         return bundled(text)
+    if Path(text).exists() or text in ("tweets",):
+        modality = detect_data(text, text_column=text_column)
+        if modality.name == "text":
+            return modality.load(text, text_column=text_column, label=label)  # type: ignore[no-any-return]
     path = Path(text)
     if not path.exists():
         names = ", ".join(BUNDLED)
