@@ -19,6 +19,7 @@ from mlwarden.core.target import SklearnTarget, Target
 from mlwarden.serve.app import create_app
 from mlwarden.serve.auth import hash_key, new_key
 from mlwarden.serve.config import GatewayConfig
+from mlwarden.serve.server import server_config
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +47,7 @@ class LiveServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        )
+        self.server = uvicorn.Server(server_config(app))
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
         )

@@ -119,7 +119,7 @@ def test_invalid_inputs_are_422_with_a_message(live, keys, body: str, message: s
 def test_a_declared_body_over_the_limit_is_refused_before_reading(live, keys) -> None:
     big = b"[" + b"0," * 40000 + b"0]"
     r = httpx.post(f"{live.url}/v1/predict", content=big, headers=_auth(keys["labels"]))
-    assert r.status_code == 422 and "over the limit of 65536" in r.json()["detail"]
+    assert r.status_code == 413 and "over the limit of 65536" in r.json()["detail"]
 
 
 def test_a_streamed_body_over_the_limit_is_cut_off(live, keys) -> None:
@@ -128,7 +128,7 @@ def test_a_streamed_body_over_the_limit_is_cut_off(live, keys) -> None:
             yield b" " * 1024  # 200 KiB with no Content-Length (chunked encoding)
 
     r = httpx.post(f"{live.url}/v1/predict", content=chunks(), headers=_auth(keys["labels"]))
-    assert r.status_code == 422 and "over the limit" in r.json()["detail"]
+    assert r.status_code == 413 and "over the limit" in r.json()["detail"]
 
 
 def test_a_model_that_raises_gives_422_not_500(gw_config, keys, serve, digits) -> None:

@@ -3,11 +3,16 @@
 Routes:
 
 * ``POST /v1/predict`` — ``{"inputs": [...]}`` -> ``{"predictions": [...],
-  "model_version": ...}``. Order of checks: API key (401 missing/invalid, 403 role
-  or blocked key), body size and input schema (422), rate and budget (429 with
-  ``Retry-After``), input restoration, the model (an exception is a 422), stateful
-  attack detection (alert; log, throttle or block), output hardening for the key's
-  role, then the audit record is committed and only then the answer sent.
+  "model_version": ...}``. Order of checks, cheapest first: on the request head
+  alone, one ``Authorization`` header (400), the API key (401 missing/invalid; audit
+  rows of these are sampled), role or blocked key (403), room for one more query in
+  the key's bucket and budget (429 with ``Retry-After``), the declared body size
+  (413) — a request refused there is answered with ``Connection: close`` and its body
+  is never read; then the body (413 while streaming, 408 too slow), the input schema
+  (422), rate and budget for the whole batch (429), input restoration, the model (an
+  exception is a 422), stateful attack detection (alert; log, throttle or block),
+  output hardening for the key's role, then the audit record is committed and only
+  then the answer sent.
 * ``GET /metrics`` — Prometheus text; needs a key whose role has ``metrics``.
 * ``GET /healthz`` — liveness and the model version; no key, not audited.
 
@@ -45,11 +50,12 @@ from mlwarden.core.target import Target, probabilities
 from mlwarden.defenses.output import harden_output
 from mlwarden.serve.auth import KeyStore, bearer_token
 from mlwarden.serve.config import GatewayConfig, Role
+from mlwarden.serve.conn import ConnectionGuard
 from mlwarden.serve.limits import KeyLimiter
-from mlwarden.serve.log import AuditLog, AuditLogError, AuditRecord
+from mlwarden.serve.log import AuditLog, AuditLogError, AuditRecord, Sampler
 from mlwarden.serve.metrics import Metrics
 from mlwarden.serve.monitor import Monitor
-from mlwarden.serve.validate import RequestError, parse_inputs, read_body
+from mlwarden.serve.validate import INPUT_PARSERS, RequestError, check_length, read_body
 
 ANONYMOUS = "anonymous"
 
@@ -83,6 +89,15 @@ class Gateway:
             a = config.anonymous
             self.limiters[ANONYMOUS] = self._limiter(a.rate, a.burst, a.budget, a.window_s)
         self.blocked: set[str] = set()
+        parser = INPUT_PARSERS.get(config.input.modality)
+        if parser is None:
+            raise UserError(
+                f"input.modality {config.input.modality!r} is not known; expected one of "
+                f"{', '.join(sorted(INPUT_PARSERS))}"
+            )
+        self.parse = parser
+        self.guard: ConnectionGuard | None = None  # set by serve.server.server_config
+        self.unauthenticated = Sampler(rate=1.0, burst=20)
         self.monitor = Monitor(config.detection)
         self.metrics = Metrics()
         self.chain = None
@@ -157,6 +172,44 @@ class Gateway:
             out = np.round(out.astype(np.float64), policy.decimals)
         return out.tolist(), flagged
 
+    def admit(self, request: Request, rec: AuditRecord) -> _Caller:
+        """Checks on the request head only, before a byte of the body is read.
+
+        Duplicate ``Authorization`` headers (400), the key (401), its role and block
+        (403), whether its bucket and budget have room for one more query (429) and
+        the declared body size (413): a caller refused here costs no body read.
+        """
+        auth = request.headers.getlist("authorization")
+        if len(auth) > 1:
+            raise RequestError(400, "send exactly one Authorization header")
+        caller = self.authenticate(auth[0] if auth else None)
+        rec.key = caller.name
+        if not caller.role.predict:
+            raise RequestError(
+                403, f"key {caller.name!r} may not call predict (role without predict)"
+            )
+        if caller.name in self.blocked:
+            raise RequestError(
+                403, "this key is blocked after an attack was detected; contact the operator"
+            )
+        _raise_if_limited(self.limiters[caller.name].check(), rec)
+        check_length(request.headers.get("content-length"), self.config.input.max_body_bytes)
+        return caller
+
+    async def read(self, request: Request) -> bytes:
+        schema = self.config.input
+        try:
+            return await asyncio.wait_for(
+                read_body(
+                    request.headers.get("content-length"), request.stream(), schema.max_body_bytes
+                ),
+                timeout=schema.read_timeout_s,
+            )
+        except TimeoutError:
+            raise RequestError(
+                408, f"request body not received within {schema.read_timeout_s} s"
+            ) from None
+
     async def predict(self, request: Request) -> Response:
         start = time.perf_counter()
         rec = AuditRecord(
@@ -164,60 +217,18 @@ class Gateway:
         )
         payload: dict[str, Any] = {}
         headers: dict[str, str] = {}
+        body_read = False
         try:
-            caller = self.authenticate(request.headers.get("authorization"))
-            rec.key = caller.name
-            if not caller.role.predict:
-                raise RequestError(
-                    403, f"key {caller.name!r} may not call predict (role without predict)"
-                )
-            if caller.name in self.blocked:
-                raise RequestError(
-                    403, "this key is blocked after an attack was detected; contact the operator"
-                )
-            schema = self.config.input
-            try:
-                body = await asyncio.wait_for(
-                    read_body(
-                        request.headers.get("content-length"),
-                        request.stream(),
-                        schema.max_body_bytes,
-                    ),
-                    timeout=schema.read_timeout_s,
-                )
-            except TimeoutError:
-                raise RequestError(
-                    408, f"request body not received within {schema.read_timeout_s} s"
-                ) from None
+            caller = self.admit(request, rec)
+            body = await self.read(request)
+            body_read = True
             rec.input_digest = hashlib.sha256(body).hexdigest()
-            x = parse_inputs(body, schema)
+            x = self.parse(body, self.config.input)
             rec.n_inputs = len(x)
-            wait, reason = self.limiters[caller.name].take(len(x))
-            if wait > 0:
-                rec.decision = "budget_exceeded" if reason == "budget" else "rate_limited"
-                what = "query budget exhausted" if reason == "budget" else "rate limit exceeded"
-                raise RequestError(
-                    429,
-                    f"{what}; retry after {wait:.2f} s",
-                    {"Retry-After": str(max(1, math.ceil(wait)))},
-                )
+            _raise_if_limited(self.limiters[caller.name].take(len(x)), rec)
             predictions, flagged = await run_in_threadpool(self.infer, caller, x)
             if flagged:
-                kinds = sorted(flagged)
-                # "kind@first:count": the first flagged input of the batch and how many were.
-                rec.alerts = ",".join(f"{k}@{flagged[k][0]}:{len(flagged[k])}" for k in kinds)
-                for kind in kinds:
-                    self.metrics.alert(caller.name, kind)
-                action = self.config.detection.action
-                if action == "block":
-                    self.blocked.add(caller.name)
-                    rec.decision = "blocked"
-                    raise RequestError(
-                        403, f"query stream flagged as an attack ({', '.join(kinds)}); key blocked"
-                    )
-                if action == "throttle":
-                    self.limiters[caller.name].throttle(self.config.detection.throttle_factor)
-                    rec.decision = "allow_throttled"
+                self._act(caller, flagged, rec)
             self.metrics.add_queries(caller.name, len(x))
             payload = {"predictions": predictions, "model_version": self.model_version}
         except RequestError as exc:
@@ -227,6 +238,10 @@ class Gateway:
             rec.detail = exc.message
             payload = {"detail": exc.message}
             headers = exc.headers
+            if not body_read:
+                # The unread body would still have to be received and parsed to keep the
+                # connection: close it instead, so a refused caller costs nothing more.
+                headers["Connection"] = "close"
         except Exception as exc:  # a gateway bug: still audited, and no traceback to the caller
             rec.status, rec.decision = 500, "error"
             rec.detail = f"internal error: {type(exc).__name__}"
@@ -236,18 +251,40 @@ class Gateway:
             rec, start, JSONResponse(payload, status_code=rec.status, headers=headers)
         )
 
+    def _act(self, caller: _Caller, flagged: dict[str, list[int]], rec: AuditRecord) -> None:
+        """Record the alerts of a request and apply the configured action."""
+        kinds = sorted(flagged)
+        # "kind@first:count": the first flagged input of the batch and how many were.
+        rec.alerts = ",".join(f"{k}@{flagged[k][0]}:{len(flagged[k])}" for k in kinds)
+        for kind in kinds:
+            self.metrics.alert(caller.name, kind)
+        action = self.config.detection.action
+        if action == "block":
+            self.blocked.add(caller.name)
+            rec.decision = "blocked"
+            raise RequestError(
+                403, f"query stream flagged as an attack ({', '.join(kinds)}); key blocked"
+            )
+        if action == "throttle":
+            self.limiters[caller.name].throttle(self.config.detection.throttle_factor)
+            rec.decision = "allow_throttled"
+
     async def metrics_text(self, request: Request) -> Response:
         start = time.perf_counter()
         rec = AuditRecord(
             request_id=uuid.uuid4().hex, key=None, path="/metrics", status=200, decision="allow"
         )
         try:
-            caller = self.authenticate(request.headers.get("authorization"))
+            auth = request.headers.getlist("authorization")
+            if len(auth) > 1:
+                raise RequestError(400, "send exactly one Authorization header")
+            caller = self.authenticate(auth[0] if auth else None)
             rec.key = caller.name
             if not caller.role.metrics:
                 raise RequestError(403, f"key {caller.name!r} may not read metrics")
+            extra = self.guard.metrics_lines() if self.guard is not None else []
             resp: Response = PlainTextResponse(
-                self.metrics.render(), media_type="text/plain; version=0.0.4"
+                self.metrics.render(extra), media_type="text/plain; version=0.0.4"
             )
         except RequestError as exc:
             rec.status = exc.status
@@ -262,7 +299,15 @@ class Gateway:
     async def _finish(self, rec: AuditRecord, start: float, resp: Response) -> Response:
         elapsed = time.perf_counter() - start
         rec.latency_ms = elapsed * 1000.0
-        if self.audit is not None:
+        logged = True
+        if rec.status == 401:
+            # A flood without a key must not grow the log by a row per request: rows are
+            # sampled, each saying how many were skipped; /metrics counts them all.
+            skipped = self.unauthenticated.admit()
+            logged = skipped is not None
+            if skipped:
+                rec.detail += f" ({skipped} earlier unauthenticated requests not logged)"
+        if self.audit is not None and logged:
             try:
                 await self.audit.record(rec)
             except AuditLogError:
@@ -276,10 +321,24 @@ class Gateway:
         return resp
 
 
+def _raise_if_limited(verdict: tuple[float, str], rec: AuditRecord) -> None:
+    """429 with ``Retry-After`` when a limiter says wait (``verdict`` from take/check)."""
+    wait, reason = verdict
+    if wait <= 0:
+        return
+    rec.decision = "budget_exceeded" if reason == "budget" else "rate_limited"
+    what = "query budget exhausted" if reason == "budget" else "rate limit exceeded"
+    raise RequestError(
+        429, f"{what}; retry after {wait:.2f} s", {"Retry-After": str(max(1, math.ceil(wait)))}
+    )
+
+
 _DECISIONS = {
+    400: "bad_request",
     401: "unauthenticated",
     403: "forbidden",
     408: "timeout",
+    413: "too_large",
     422: "invalid_input",
     429: "rate_limited",
 }
@@ -309,7 +368,13 @@ def create_app(
         gateway.close()
 
     app = FastAPI(
-        title="mlwarden gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="mlwarden gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # A trailing-slash redirect would build its Location from the Host header.
+        redirect_slashes=False,
     )
     app.state.gateway = gateway
 

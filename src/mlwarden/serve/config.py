@@ -120,6 +120,7 @@ class Anonymous(_Strict):
 class InputSchema(_Strict):
     """What one input must look like; requests that differ get 422."""
 
+    modality: str = Field(default="tensor", description="request parser (validate.py)")
     shape: list[int] | None = None
     range: tuple[float, float] | None = None
     dtype: Literal["float32", "float64", "int"] = "float32"
@@ -176,6 +177,19 @@ class Audit(_Strict):
     synchronous: Literal["normal", "full"] = "normal"
 
 
+class Server(_Strict):
+    """Connection hygiene (see :mod:`mlwarden.serve.conn`); times in seconds."""
+
+    header_timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="to send a complete request head, s"
+    )
+    keep_alive_s: float = Field(default=5.0, gt=0, le=300, description="idle keep-alive, s")
+    max_connections: int = Field(default=4096, ge=1, description="open connections in all")
+    max_connections_per_client: int = Field(
+        default=256, ge=1, description="open connections per client address"
+    )
+
+
 class GatewayConfig(_Strict):
     """The whole gateway configuration."""
 
@@ -188,6 +202,7 @@ class GatewayConfig(_Strict):
     anonymous: Anonymous | None = None
     detection: Detection = Field(default_factory=Detection)
     audit: Audit = Field(default_factory=Audit)
+    server: Server = Field(default_factory=Server)
 
     def all_roles(self) -> dict[str, Role]:
         roles = default_roles()

@@ -54,6 +54,25 @@ class KeyLimiter:
         with self._lock:
             self.factor = min(self.factor, factor)
 
+    def check(self) -> tuple[float, str]:
+        """Whether one more query could pass now, spending nothing (checked on headers).
+
+        Returns ``(0.0, "")`` or ``(seconds to wait, "rate" or "budget")``, so a caller
+        that is out of tokens or budget is refused before its body is read.
+        """
+        with self._lock:
+            now = self._clock()
+            if self.budget is not None:
+                fresh = now - self._window_start >= self.window_s
+                if not fresh and self._used >= self.budget:
+                    return max(self._window_start + self.window_s - now, 0.001), "budget"
+            if self.rate is not None:
+                rate = self.rate * self.factor
+                tokens = min(self.burst, self._tokens + (now - self._stamp) * rate)
+                if tokens < 1.0:
+                    return (1.0 - tokens) / rate, "rate"
+            return 0.0, ""
+
     def take(self, n: int) -> tuple[float, str]:
         """Spend ``n`` queries.
 

@@ -23,10 +23,12 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
@@ -68,6 +70,21 @@ class AuditRecord:
 
 _COLUMNS = [f.name for f in fields(AuditRecord)]
 _INSERT = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+def _private(path: Path) -> None:
+    """Create ``path`` with mode 0600, or take group/other access away from it.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the database file's mode, so the
+    request history (key names, input digests) is readable by the owner only.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 class AuditLogError(RuntimeError):
@@ -128,6 +145,7 @@ class AuditLog:
 
     def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=check_same_thread)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -232,6 +250,41 @@ class AuditLog:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+
+
+class Sampler:
+    """Token bucket for audit rows of unauthenticated requests (``rate`` rows/s, ``burst``).
+
+    An unauthenticated flood would otherwise write one row per request. Each admitted
+    row carries how many were skipped since the previous one (:meth:`admit` returns it;
+    ``None``: skip this row); every request is still counted in ``/metrics``.
+
+    Example::
+
+        sampler = Sampler(rate=1.0, burst=20)
+        skipped = sampler.admit()   # 0 for the first 20, then None until a token refills
+    """
+
+    def __init__(
+        self, rate: float = 1.0, burst: int = 20, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._clock = clock
+        self._tokens = self.burst
+        self._stamp = clock()
+        self.skipped = 0
+
+    def admit(self) -> int | None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens < 1.0:
+            self.skipped += 1
+            return None
+        self._tokens -= 1.0
+        skipped, self.skipped = self.skipped, 0
+        return skipped
 
 
 def read_records(path: Path) -> list[dict[str, object]]:

@@ -51,8 +51,8 @@ class Metrics:
         with self._lock:
             self.alerts[(key, kind)] += 1
 
-    def render(self) -> str:
-        """The metrics as Prometheus text."""
+    def render(self, extra: list[str] | None = None) -> str:
+        """The metrics as Prometheus text (``extra``: more lines, e.g. connection counters)."""
         with self._lock:
             out = [
                 "# HELP mlwarden_requests_total Requests answered, by path and HTTP status.",
@@ -87,4 +87,5 @@ class Metrics:
             out.append(f'mlwarden_request_duration_seconds_bucket{{le="+Inf"}} {self._count}')
             out.append(f"mlwarden_request_duration_seconds_sum {self._sum:.6f}")
             out.append(f"mlwarden_request_duration_seconds_count {self._count}")
+        out += extra or []
         return "\n".join(out) + "\n"

@@ -23,6 +23,12 @@ from mlwarden.core.errors import UserError
 from mlwarden.core.target import BaseTarget, Target
 from mlwarden.serve.app import create_app
 from mlwarden.serve.config import GatewayConfig
+from mlwarden.serve.conn import (
+    ConnectionGuard,
+    quiet_connection_logs,
+    raise_fd_limit,
+    uvicorn_options,
+)
 
 
 def _file_version(path: Path) -> str:
@@ -75,6 +81,32 @@ class _Server(uvicorn.Server):
             self._announce()
 
 
+def server_config(app: Any, **kwargs: Any) -> uvicorn.Config:
+    """The uvicorn config that serves a gateway ``app`` with its connection guard.
+
+    Installs the guarded h11 protocol (header deadline, connection caps,
+    TCP_NODELAY; see :mod:`mlwarden.serve.conn`), raises the open-file limit, caps
+    ``max_connections`` below it and rate-limits per-connection log lines. Extra
+    ``kwargs`` go to ``uvicorn.Config`` (e.g. ``host``, ``port``).
+    """
+    gateway = app.state.gateway
+    srv = gateway.config.server
+    fds = raise_fd_limit()
+    # Leave room for the audit log, the model's files and the listening socket.
+    cap = max(1, min(srv.max_connections, fds - 64))
+    guard = ConnectionGuard(
+        header_timeout_s=srv.header_timeout_s,
+        max_connections=cap,
+        max_per_client=min(srv.max_connections_per_client, cap),
+    )
+    gateway.guard = guard
+    quiet_connection_logs()
+    options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on"}
+    options.update(uvicorn_options(guard, srv.keep_alive_s))
+    options.update(kwargs)
+    return uvicorn.Config(app, **options)
+
+
 def run_gateway(
     target: Target,
     config: GatewayConfig,
@@ -87,7 +119,8 @@ def run_gateway(
     """Serve ``target`` behind the gateway on ``host:port`` (port 0 picks a free one)."""
     app = create_app(target, config, base_dir=base_dir, model_version=model_version)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP: asyncio enables TCP_NODELAY only on sockets created with it.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -102,7 +135,5 @@ def run_gateway(
         print(f"mlwarden gateway ready at {url} (POST {url}/v1/predict)", flush=True)
         sys.stdout.flush()
 
-    server = _Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"), announce
-    )
+    server = _Server(server_config(app), announce)
     server.run(sockets=[sock])

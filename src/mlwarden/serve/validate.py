@@ -1,24 +1,29 @@
 """Request validation: body size, JSON, and each input against the declared schema.
 
-Checks, in order, each failing with :class:`RequestError` (HTTP 422 and a message
-that says what was wrong and what was expected):
+Checks, in order, each failing with :class:`RequestError` (HTTP 413 for a body over
+the size limit, 422 for the rest, and a message that says what was wrong and what was
+expected):
 
 1. body size — ``Content-Length`` above ``max_body_bytes`` is refused before a byte
-   is read, and the body is read in chunks that stop at the limit (so a missing or
-   false ``Content-Length`` does not help);
+   is read (413), and the body is read in chunks that stop at the limit (so a missing
+   or false ``Content-Length`` does not help);
 2. JSON — an object with a list ``"inputs"``; ``NaN`` and ``Infinity`` are refused
    while parsing, numbers that overflow a float (``1e999``) right after;
 3. batch size — 1 to ``max_batch`` inputs;
 4. dtype — numbers only (no strings, booleans or nulls), whole numbers for ``int``;
 5. shape — every input of the declared shape (or that many values, flattened);
 6. value range — every value within ``[low, high]``.
+
+The parser is chosen by the schema's ``modality`` from :data:`INPUT_PARSERS`
+(``"tensor"``: :func:`parse_inputs`); a modality adds its own with
+:func:`register_parser` (body bytes and schema in, validated batch out).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -40,22 +45,29 @@ def _invalid(message: str) -> RequestError:
     return RequestError(422, message)
 
 
+def check_length(content_length: str | None, max_bytes: int) -> None:
+    """Refuse a declared ``Content-Length`` over ``max_bytes`` (413) or not a number (400)."""
+    if content_length is None:
+        return
+    if not content_length.isascii() or not content_length.strip().isdigit():
+        raise RequestError(400, f"Content-Length {content_length!r} is not a number")
+    declared = int(content_length)
+    if declared > max_bytes:
+        raise RequestError(
+            413, f"request body of {declared} bytes is over the limit of {max_bytes}"
+        )
+
+
 async def read_body(
     content_length: str | None, chunks: AsyncIterator[bytes], max_bytes: int
 ) -> bytes:
-    """Read a request body of at most ``max_bytes`` bytes, refusing larger ones early."""
-    if content_length is not None:
-        try:
-            declared = int(content_length)
-        except ValueError:
-            raise _invalid(f"Content-Length {content_length!r} is not a number") from None
-        if declared > max_bytes:
-            raise _invalid(f"request body of {declared} bytes is over the limit of {max_bytes}")
+    """Read a request body of at most ``max_bytes`` bytes, refusing larger ones early (413)."""
+    check_length(content_length, max_bytes)
     buf = bytearray()
     async for chunk in chunks:
         buf += chunk
         if len(buf) > max_bytes:
-            raise _invalid(f"request body is over the limit of {max_bytes} bytes")
+            raise RequestError(413, f"request body is over the limit of {max_bytes} bytes")
     return bytes(buf)
 
 
@@ -114,3 +126,18 @@ def parse_inputs(body: bytes, schema: InputSchema) -> np.ndarray:
             )
     dtype = np.float64 if schema.dtype == "float64" else np.float32
     return values.astype(dtype)
+
+
+Parser = Callable[[bytes, InputSchema], np.ndarray]
+
+INPUT_PARSERS: dict[str, Parser] = {"tensor": parse_inputs}
+
+
+def register_parser(modality: str, parser: Parser) -> None:
+    """Validate request bodies of ``modality`` with ``parser`` (raise :class:`RequestError`).
+
+    Example::
+
+        register_parser("text", parse_text_inputs)   # input: {modality: text} selects it
+    """
+    INPUT_PARSERS[modality] = parser

@@ -1,0 +1,292 @@
+"""Connection hygiene for the gateway: header deadline, connection caps, TCP_NODELAY.
+
+uvicorn alone lets any client hold a connection open forever before it finishes a
+request's headers (its keep-alive timeout only starts after a response), accepts
+connections until the process runs out of file descriptors and then logs a traceback
+for every failed ``accept()``. :func:`guarded_protocol` builds a uvicorn HTTP
+protocol class (h11) that adds, per server:
+
+* a **header deadline**: a connection that has not sent a complete request head
+  within ``header_timeout_s`` seconds of connecting (or of the first byte of its next
+  request on a kept-alive connection) is closed;
+* a **total cap** (``max_connections``) and a **per-client cap**
+  (``max_connections_per_client``, by peer IP address). A new connection over a cap
+  evicts the connection of that scope that has waited longest *without a request in
+  progress* (idle or still sending headers); only when every connection of the scope
+  is busy with a request is the new one refused. Eviction rather than refusal means
+  that a client holding thousands of idle connections cannot lock out the next
+  client, even one behind the same address;
+* ``TCP_NODELAY`` on every accepted socket (asyncio sets it only on sockets created
+  with ``IPPROTO_TCP``; without it Nagle's algorithm and delayed ACKs add ~40 ms to
+  every answer after the first on a kept-alive connection) and ``SO_KEEPALIVE`` so
+  that the kernel notices peers that vanished;
+* counters instead of log lines: :class:`ConnectionGuard` counts opened, evicted,
+  refused and timed-out connections (``/metrics`` exports them), and
+  :func:`quiet_connection_logs` limits asyncio's and uvicorn's per-connection
+  warnings to one line per message and minute, without tracebacks.
+
+Example::
+
+    guard = ConnectionGuard(header_timeout_s=5, max_connections=4096, max_per_client=256)
+    config = uvicorn.Config(app, http=guarded_protocol(guard), timeout_keep_alive=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections import Counter, OrderedDict
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+REASONS = ("header_timeout", "evicted", "refused")
+
+
+class ConnectionGuard:
+    """Shared bookkeeping of one server's connections (event-loop thread only).
+
+    Args:
+        header_timeout_s: seconds a connection may take to send a request head.
+        max_connections: most connections open at once.
+        max_per_client: most connections open at once from one peer address.
+    """
+
+    def __init__(
+        self, *, header_timeout_s: float, max_connections: int, max_per_client: int
+    ) -> None:
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.open = 0
+        self.opened = 0
+        self.dropped: Counter[str] = Counter(dict.fromkeys(REASONS, 0))
+        self._per_client: Counter[str] = Counter()
+        # Connections without a request in progress, oldest first: eviction candidates.
+        self._waiting: OrderedDict[GuardedProtocol, None] = OrderedDict()
+        self._waiting_by_client: dict[str, OrderedDict[GuardedProtocol, None]] = {}
+
+    def admit(self, conn: GuardedProtocol) -> bool:
+        """Register a new connection; evict idle ones over a cap; ``False``: refuse it."""
+        client = conn.peer
+        if self._per_client[client] >= self.max_per_client and not self._evict(
+            self._waiting_by_client.get(client)
+        ):
+            self.dropped["refused"] += 1
+            return False
+        if self.open >= self.max_connections and not self._evict(self._waiting):
+            self.dropped["refused"] += 1
+            return False
+        self.open += 1
+        self.opened += 1
+        self._per_client[client] += 1
+        self.waiting(conn)
+        return True
+
+    def _evict(self, queue: OrderedDict[GuardedProtocol, None] | None) -> bool:
+        if not queue:
+            return False
+        victim = next(iter(queue))
+        self.dropped["evicted"] += 1
+        victim.drop()
+        return True
+
+    def waiting(self, conn: GuardedProtocol) -> None:
+        """``conn`` has no request in progress (new, or its last answer was sent)."""
+        self._waiting[conn] = None
+        self._waiting.move_to_end(conn)
+        queue = self._waiting_by_client.setdefault(conn.peer, OrderedDict())
+        queue[conn] = None
+        queue.move_to_end(conn)
+
+    def busy(self, conn: GuardedProtocol) -> None:
+        """``conn`` sent a complete request head; it is no longer an eviction candidate."""
+        self._waiting.pop(conn, None)
+        queue = self._waiting_by_client.get(conn.peer)
+        if queue is not None:
+            queue.pop(conn, None)
+
+    def release(self, conn: GuardedProtocol) -> None:
+        """``conn`` is closed (it must have been admitted)."""
+        self.busy(conn)
+        queue = self._waiting_by_client.get(conn.peer)
+        if queue is not None and not queue:
+            del self._waiting_by_client[conn.peer]
+        self.open -= 1
+        self._per_client[conn.peer] -= 1
+        if self._per_client[conn.peer] <= 0:
+            del self._per_client[conn.peer]
+
+    def metrics_lines(self) -> list[str]:
+        """Prometheus text for the connection counters."""
+        out = [
+            "# HELP mlwarden_connections_open Client connections open now.",
+            "# TYPE mlwarden_connections_open gauge",
+            f"mlwarden_connections_open {self.open}",
+            "# HELP mlwarden_connections_total Client connections accepted.",
+            "# TYPE mlwarden_connections_total counter",
+            f"mlwarden_connections_total {self.opened}",
+            "# HELP mlwarden_connections_dropped_total Connections closed by the gateway, "
+            "by reason.",
+            "# TYPE mlwarden_connections_dropped_total counter",
+        ]
+        out += [
+            f'mlwarden_connections_dropped_total{{reason="{r}"}} {self.dropped[r]}' for r in REASONS
+        ]
+        return out
+
+
+class GuardedProtocol(H11Protocol):
+    """uvicorn's h11 protocol with the guard's deadline and caps (see module docstring)."""
+
+    guard: ConnectionGuard
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.peer = self.client[0] if self.client else "?"
+        self._deadline: asyncio.TimerHandle | None = None
+        self._admitted = False
+        self._in_request = False
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            except OSError:  # the peer may already be gone
+                pass
+        if not self.guard.admit(self):
+            transport.abort()
+            return
+        self._admitted = True
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.guard.header_timeout_s, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self._in_request and not self.transport.is_closing():
+            self.guard.dropped["header_timeout"] += 1
+            self.transport.abort()
+
+    def drop(self) -> None:
+        """Close this connection now (evicted); it has no request in progress."""
+        self.guard.busy(self)  # never picked twice
+        self._disarm()
+        self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return
+        if not self._in_request:
+            self._arm()  # the deadline runs from the first byte of a kept-alive request
+        super().data_received(data)
+
+    def on_response_complete(self) -> None:
+        self._in_request = False
+        super().on_response_complete()
+        if self._in_request:  # a pipelined request started right away
+            return
+        if not self.transport.is_closing():
+            self.guard.waiting(self)
+
+    def handle_events(self) -> None:
+        before = self.cycle
+        super().handle_events()
+        if self.cycle is not before and self.cycle is not None and self._admitted:
+            self._in_request = True
+            self._disarm()
+            self.guard.busy(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._admitted:
+            self._admitted = False
+            self.guard.release(self)
+        super().connection_lost(exc)
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[GuardedProtocol]:
+    """A protocol class bound to ``guard``, for ``uvicorn.Config(http=...)``."""
+    return type("GuardedH11Protocol", (GuardedProtocol,), {"guard": guard})
+
+
+class _OncePerMinute(logging.Filter):
+    """Pass each distinct message at most once per ``period`` seconds, without traceback."""
+
+    def __init__(self, period: float = 60.0) -> None:
+        super().__init__()
+        self.period = period
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL:
+            return True
+        msg = str(record.msg)[:200]
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(msg, -self.period) < self.period:
+                self._suppressed[msg] += 1
+                return False
+            self._last[msg] = now
+            skipped = self._suppressed.pop(msg, 0)
+            if len(self._last) > 1000:  # bound the memory of distinct messages
+                self._last.clear()
+        record.exc_info = None
+        record.exc_text = None
+        if skipped:
+            record.msg = f"{record.msg} ({skipped} more like this not logged)"
+        return True
+
+
+_FILTER = _OncePerMinute()
+
+
+def quiet_connection_logs() -> None:
+    """Rate-limit asyncio's and uvicorn's per-connection warnings (idempotent).
+
+    Under a connection flood asyncio logs ``socket.accept() out of system resource``
+    with a traceback on every retry and uvicorn logs every malformed request; both are
+    limited to one line per distinct message and minute.
+    """
+    for name in ("asyncio", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-file limit to the hard limit; return the soft limit now."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 1 << 16
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return int(soft)
+
+
+def uvicorn_options(guard: ConnectionGuard, keep_alive_s: float) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.Config`` that install ``guard``."""
+    return {
+        "http": guarded_protocol(guard),
+        "timeout_keep_alive": keep_alive_s,
+        "h11_max_incomplete_event_size": 16 * 1024,
+    }

@@ -1,0 +1,271 @@
+"""Connection hygiene and cheap-checks-first, against a real uvicorn server on loopback.
+
+Each test is an attacker's probe from the issue: idle or half-open connection floods,
+slow headers, requests refused on their head alone, redirects, file modes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import stat
+import statistics
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from mlwarden.serve.conn import _OncePerMinute
+from mlwarden.serve.log import read_records
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _addr(live) -> tuple[str, int]:
+    host, port = live.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _raw(live, data: bytes = b"", *, source: str = "127.0.0.1") -> socket.socket:
+    s = socket.create_connection(_addr(live), timeout=5, source_address=(source, 0))
+    if data:
+        s.sendall(data)
+    return s
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """True when the server closes ``sock`` (EOF or reset) within ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def _answer(sock: socket.socket, seconds: float = 2.0) -> bytes:
+    sock.settimeout(seconds)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        pass
+    return data
+
+
+HEAD = b"POST /v1/predict HTTP/1.1\r\nHost: gw\r\n"
+
+
+def test_an_unfinished_request_head_is_dropped_after_the_header_timeout(
+    gw_config, serve, sklearn_target
+) -> None:
+    live = serve(sklearn_target, gw_config(server={"header_timeout_s": 0.5}))
+    silent, partial = _raw(live), _raw(live, HEAD)
+    t0 = time.monotonic()
+    assert _closed_within(silent, 3) and _closed_within(partial, 3)
+    assert time.monotonic() - t0 < 3
+    assert live.gateway.guard.dropped["header_timeout"] == 2
+
+
+def test_a_slow_head_on_a_kept_alive_connection_is_dropped_too(
+    gw_config, serve, sklearn_target
+) -> None:
+    live = serve(sklearn_target, gw_config(server={"header_timeout_s": 0.5, "keep_alive_s": 30}))
+    sock = _raw(live, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert _answer(sock).startswith(b"HTTP/1.1 200")
+    sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # then nothing more
+    assert _closed_within(sock, 3)
+
+
+def test_healthz_and_predict_answer_while_a_thousand_idle_connections_are_held(
+    gw_config, keys, serve, sklearn_target, digits
+) -> None:
+    cfg = gw_config(server={"max_connections": 600, "max_connections_per_client": 200})
+    live = serve(sklearn_target, cfg)
+    held: list[socket.socket] = []
+    try:
+        for i in range(1200):  # half silent, half with a request head never finished
+            held.append(_raw(live, HEAD if i % 2 else b"", source=f"127.0.0.{2 + i % 3}"))
+        t0 = time.monotonic()
+        r = httpx.get(f"{live.url}/healthz", timeout=5)
+        assert r.status_code == 200 and time.monotonic() - t0 < 1.0
+        p = httpx.post(
+            f"{live.url}/v1/predict",
+            json={"inputs": digits[2][:1].tolist()},
+            headers=_auth(keys["labels"]),
+            timeout=5,
+        )
+        assert p.status_code == 200
+        guard = live.gateway.guard
+        assert guard.open <= 600 + 1 and guard.dropped["evicted"] >= 600
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_one_address_cannot_fill_the_server_other_addresses_still_connect(
+    gw_config, serve, sklearn_target
+) -> None:
+    cfg = gw_config(server={"max_connections": 1000, "max_connections_per_client": 50})
+    live = serve(sklearn_target, cfg)
+    held = [_raw(live, HEAD, source="127.0.0.9") for _ in range(300)]
+    try:
+        time.sleep(0.2)
+        assert live.gateway.guard.open <= 50 + 1 + 1  # its cap, and at most one in flight
+        s = _raw(live, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n", source="127.0.0.10")
+        assert _answer(s).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_kept_alive_requests_are_not_delayed_by_nagle(live_default, keys, digits) -> None:
+    body = {"inputs": digits[2][:1].tolist()}
+    times = []
+    with httpx.Client(headers=_auth(keys["labels"]), timeout=5) as c:
+        for _ in range(25):
+            t0 = time.perf_counter()
+            assert c.post(f"{live_default.url}/v1/predict", json=body).status_code == 200
+            times.append(time.perf_counter() - t0)
+    # With Nagle + delayed ACK every request after the first took ~40 ms.
+    assert statistics.median(times[1:]) < 0.025
+
+
+@pytest.fixture
+def live_default(gw_config, serve, sklearn_target):
+    return serve(sklearn_target, gw_config())
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (HEAD + b"Content-Length: 60000\r\n\r\n", 401),
+        (HEAD + b"Authorization: Bearer mlw_wrong\r\nContent-Length: 60000\r\n\r\n", 401),
+        (HEAD + b"Authorization: Bearer {labels}\r\nContent-Length: 9999999\r\n\r\n", 413),
+        (
+            HEAD + b"Authorization: Bearer {labels}\r\nAuthorization: Bearer {labels}\r\n"
+            b"Content-Length: 60000\r\n\r\n",
+            400,
+        ),
+    ],
+)
+def test_refusals_on_the_head_come_before_the_body_is_sent(
+    live_default, keys, head: bytes, status: int
+) -> None:
+    sock = _raw(live_default, head.replace(b"{labels}", keys["labels"].encode()))
+    answer = _answer(sock)  # the body is never sent: the answer must not wait for it
+    assert answer.startswith(f"HTTP/1.1 {status}".encode())
+    assert b"connection: close" in answer.lower()
+    assert _closed_within(sock, 2)
+
+
+def test_a_rate_limited_key_is_refused_before_its_body_is_read(
+    gw_config, keys, serve, sklearn_target, digits
+) -> None:
+    live = serve(sklearn_target, gw_config(limits={"rate": 0.01, "burst": 1, "budget": 1000}))
+    ok = httpx.post(
+        f"{live.url}/v1/predict",
+        json={"inputs": digits[2][:1].tolist()},
+        headers=_auth(keys["labels"]),
+    )
+    assert ok.status_code == 200
+    head = f"Authorization: Bearer {keys['labels']}\r\nContent-Length: 60000\r\n\r\n"
+    answer = _answer(_raw(live, HEAD + head.encode()))
+    assert answer.startswith(b"HTTP/1.1 429") and b"retry-after" in answer.lower()
+
+
+def test_unauthenticated_requests_are_counted_but_sampled_in_the_audit_log(
+    tmp_path, live_default, keys
+) -> None:
+    with httpx.Client(timeout=5) as c:
+        for _ in range(60):
+            assert (
+                c.post(f"{live_default.url}/v1/predict", json={"inputs": [[0]]}).status_code == 401
+            )
+    text = httpx.get(f"{live_default.url}/metrics", headers=_auth(keys["admin"])).text
+    assert 'mlwarden_requests_total{path="/v1/predict",status="401"} 60' in text
+    rows = [r for r in read_records(tmp_path / "audit.db") if r["status"] == 401]
+    assert 20 <= len(rows) <= 23  # the burst, and a refill or two while the test ran
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_host_header(live_default, keys) -> None:
+    r = httpx.post(
+        f"{live_default.url}/v1/predict/",
+        json={"inputs": [[0]]},
+        headers={**_auth(keys["labels"]), "Host": "evil.example"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 404 and "location" not in r.headers
+
+
+def test_the_audit_database_is_private_to_its_owner(tmp_path, live_default, keys, digits) -> None:
+    httpx.post(
+        f"{live_default.url}/v1/predict",
+        json={"inputs": digits[2][:1].tolist()},
+        headers=_auth(keys["labels"]),
+    )
+    files = list(tmp_path.glob("audit.db*"))
+    assert len(files) >= 2  # the database and its write-ahead log
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
+
+
+def test_an_existing_world_readable_audit_database_is_made_private(
+    tmp_path, gw_config, sklearn_target
+) -> None:
+    from mlwarden.serve.app import create_app
+
+    db = tmp_path / "audit.db"
+    db.write_bytes(b"")
+    db.chmod(0o644)
+    create_app(sklearn_target, gw_config()).state.gateway.close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_a_symlinked_audit_database_is_refused(tmp_path, gw_config, sklearn_target) -> None:
+    from mlwarden.core.errors import UserError
+    from mlwarden.serve.app import create_app
+
+    (tmp_path / "elsewhere.db").write_bytes(b"")
+    (tmp_path / "audit.db").symlink_to(tmp_path / "elsewhere.db")
+    with pytest.raises(UserError, match="audit log"):
+        create_app(sklearn_target, gw_config())
+
+
+def test_connection_warnings_are_logged_once_per_minute_without_traceback() -> None:
+    filt = _OncePerMinute()
+    logger = logging.getLogger("mlwarden-test-flood")
+    logger.propagate = False
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger.addHandler(Keep())
+    logger.addFilter(filt)
+    try:
+        raise OSError(24, "Too many open files")
+    except OSError:
+        for _ in range(1000):
+            logger.error("socket.accept() out of system resource", exc_info=True)
+    assert len(seen) == 1 and seen[0].exc_info is None
+
+
+def test_metrics_export_connection_counters(gw_config, keys, serve, sklearn_target) -> None:
+    live = serve(sklearn_target, gw_config(server={"header_timeout_s": 0.3}))
+    assert _closed_within(_raw(live, HEAD), 3)
+    text = httpx.get(f"{live.url}/metrics", headers=_auth(keys["admin"])).text
+    assert 'mlwarden_connections_dropped_total{reason="header_timeout"} 1' in text
+    assert "mlwarden_connections_open " in text
+    np.testing.assert_equal(live.gateway.guard.dropped["refused"], 0)
