@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "demo",
     "scan",
     "registry",
+    "signing",
     "data",
     "evasion",
     "privacy",

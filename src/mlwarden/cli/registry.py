@@ -75,23 +75,34 @@ def register(app: typer.Typer) -> None:
         help="Signed, versioned registry of models and datasets (verify, roll back, diff).",
         no_args_is_help=True,
     )
-    keys = typer.Typer(help="Ed25519 signing keys for the registry.", no_args_is_help=True)
+    keys = typer.Typer(
+        help="Signing keys (Ed25519, ECDSA P-256/P-384/P-521).", no_args_is_help=True
+    )
     app.add_typer(registry, name="registry")
     app.add_typer(keys, name="keys")
 
     @keys.command("generate")
     def keys_generate(
         keyfile: Annotated[Path, typer.Argument(help="Private key file to create (mode 0600).")],
+        key_type: Annotated[
+            str,
+            typer.Option(
+                "--type",
+                help="ed25519 (registry default) | ecdsa-p256 | ecdsa-p384 | ecdsa-p521 "
+                "(EC for OpenSSF model-signing, which rejects Ed25519).",
+            ),
+        ] = "ed25519",
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        """Write a new Ed25519 private key to KEYFILE and its public key to KEYFILE.pub."""
-        from mlwarden.integrity.keys import generate_keypair, key_id, load_public_key
+        """Write a new private key to KEYFILE and its public key to KEYFILE.pub; print its id."""
+        from mlwarden.integrity.keys import generate_keypair, key_hint, key_id, load_verifying_key
 
         setup(quiet=quiet, debug=debug)
-        priv, pub = generate_keypair(keyfile)
+        priv, pub = generate_keypair(keyfile, key_type)
         info(f"private key: {priv} (keep it secret)\npublic key:  {pub}")
-        print(key_id(load_public_key(pub)))
+        public = load_verifying_key(pub)
+        print(key_id(public) if key_type == "ed25519" else key_hint(public))  # type: ignore[arg-type]
 
     @registry.command("add")
     def add(

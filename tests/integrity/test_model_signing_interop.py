@@ -1,0 +1,260 @@
+"""Interop with OpenSSF model-signing 1.x (the reference tool), both directions.
+
+Signatures are made by the real ``model_signing`` library (and once by its CLI) and
+verified by ``mlwarden verify``, and the reverse; tampering is named file by file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import model_signing
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mlwarden.core.findings import Report
+from mlwarden.integrity.keys import generate_keypair, load_signing_key
+from mlwarden.integrity.signature_check import sign_model, verify_signature_report
+from mlwarden.integrity.sigstore_bundle import make_bundle
+
+EC_TYPES = ["ecdsa-p256", "ecdsa-p384", "ecdsa-p521"]
+
+
+def rules(report: Report) -> dict[str, list[str]]:
+    return {f.rule: f.evidence.get("files", []) for f in report.findings}
+
+
+@pytest.fixture
+def model(make_folder: Callable[..., Path]) -> Path:
+    return make_folder(
+        {
+            "config.json": b'{"layers": 2}',
+            "weights/part-0.bin": bytes(range(256)) * 40,  # 10,240 bytes: 3 shards of 4096
+            "weights/part-1.bin": b"\x01" * 5000,
+            "tokenizer/vocab.txt": b"a\nb\nc\n",
+        }
+    )
+
+
+def ms_sign_key(model: Path, key: Path, sig: Path, shard: int | None = None, ignore=()) -> None:
+    """Sign with model_signing's key method (its Python API)."""
+    hashing = model_signing.hashing.Config().set_ignored_paths(paths=[*ignore, sig.name])
+    if shard:
+        hashing.use_shard_serialization(shard_size=shard)
+    cfg = model_signing.signing.Config().use_elliptic_key_signer(private_key=key)
+    cfg.set_hashing_config(hashing).sign(model, sig)
+
+
+def ms_verify_key(model: Path, pub: Path, sig: Path) -> None:
+    cfg = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=pub)
+    cfg.verify(model, sig)
+
+
+@pytest.mark.parametrize("key_type", EC_TYPES)
+def test_model_signing_signature_verifies_and_one_byte_tamper_is_named(
+    model: Path, tmp_path: Path, key_type: str
+) -> None:
+    priv, pub = generate_keypair(tmp_path / "k" / "key", key_type)
+    sig = model / "model.sig"
+    ms_sign_key(model, priv, sig)
+    assert verify_signature_report(model, sig, trust=[pub]).findings == []
+    data = bytearray((model / "weights/part-0.bin").read_bytes())
+    data[5000] ^= 1
+    (model / "weights/part-0.bin").write_bytes(bytes(data))
+    assert rules(verify_signature_report(model, sig, trust=[pub])) == {
+        "MLW-SIG-001": ["weights/part-0.bin"]
+    }
+
+
+def test_missing_extra_and_symlinked_files_are_each_named(model: Path, tmp_path: Path) -> None:
+    priv, pub = generate_keypair(tmp_path / "k" / "key", "ecdsa-p256")
+    sig = tmp_path / "model.sig"
+    ms_sign_key(model, priv, sig)
+    (model / "tokenizer/vocab.txt").unlink()
+    (model / "weights/evil.py").write_bytes(b"import os\n")
+    (model / "config.json").unlink()
+    (model / "config.json").symlink_to(tmp_path / "model.sig")
+    assert rules(verify_signature_report(model, sig, trust=[pub])) == {
+        "MLW-SIG-002": ["tokenizer/vocab.txt"],
+        "MLW-SIG-003": ["weights/evil.py"],
+        "MLW-SIG-004": ["config.json"],
+    }
+
+
+def test_sharded_signature_names_the_file_of_a_changed_shard(model: Path, tmp_path: Path) -> None:
+    priv, pub = generate_keypair(tmp_path / "k" / "key", "ecdsa-p384")
+    sig = tmp_path / "model.sig"
+    ms_sign_key(model, priv, sig, shard=4096)
+    assert verify_signature_report(model, sig, trust=[pub]).findings == []
+    with open(model / "weights/part-0.bin", "r+b") as f:  # a byte in the last shard
+        f.seek(9000)
+        f.write(b"\xff")
+    report = verify_signature_report(model, sig, trust=[pub])
+    (finding,) = report.findings
+    assert finding.rule == "MLW-SIG-001"
+    assert finding.evidence["files"] == ["weights/part-0.bin"]
+    assert finding.evidence["details"]["weights/part-0.bin"] == ["weights/part-0.bin:8192:10240"]
+
+
+def test_signature_ignore_paths_are_honoured(model: Path, tmp_path: Path) -> None:
+    priv, pub = generate_keypair(tmp_path / "k" / "key", "ecdsa-p256")
+    sig = tmp_path / "model.sig"
+    ms_sign_key(model, priv, sig, ignore=["tokenizer"])
+    (model / "tokenizer/vocab.txt").write_bytes(b"changed")
+    (model / "tokenizer/new.txt").write_bytes(b"new")
+    (model / ".git").mkdir()
+    (model / ".git/HEAD").write_bytes(b"ref")
+    assert verify_signature_report(model, sig, trust=[pub]).findings == []
+    (model / "notes.txt").write_bytes(b"x")
+    assert rules(verify_signature_report(model, sig, trust=[pub])) == {"MLW-SIG-003": ["notes.txt"]}
+
+
+@pytest.mark.parametrize("key_type", EC_TYPES)
+@pytest.mark.parametrize("shard", [None, 4096])
+def test_mlwarden_signature_verifies_with_model_signing(
+    model: Path, tmp_path: Path, key_type: str, shard: int | None
+) -> None:
+    priv, pub = generate_keypair(tmp_path / "k" / "key", key_type)
+    sig = model / "model.sig"
+    sign_model(model, priv, sig, method="shards" if shard else "files", shard_size=shard or 10**9)
+    ms_verify_key(model, pub, sig)
+    (model / "weights/part-1.bin").write_bytes(b"\x01" * 4999 + b"\x02")
+    with pytest.raises(ValueError, match="part-1.bin"):
+        ms_verify_key(model, pub, sig)
+
+
+def test_single_file_model_both_directions(tmp_path: Path) -> None:
+    priv, pub = generate_keypair(tmp_path / "k" / "key", "ecdsa-p256")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\x00" * 3000)
+    ms_sign_key(weights, priv, tmp_path / "a.sig")
+    assert verify_signature_report(weights, tmp_path / "a.sig", trust=[pub]).findings == []
+    sign_model(weights, priv, tmp_path / "b.sig")
+    ms_verify_key(weights, pub, tmp_path / "b.sig")
+    weights.write_bytes(b"\x00" * 2999 + b"\x01")
+    assert rules(verify_signature_report(weights, tmp_path / "a.sig", trust=[pub])) == {
+        "MLW-SIG-001": ["."]
+    }
+
+
+def test_model_signing_key_method_rejects_ed25519_and_mlwarden_accepts_it(
+    model: Path, tmp_path: Path
+) -> None:
+    priv, pub = generate_keypair(tmp_path / "k" / "key")  # ed25519, the default
+    with pytest.raises(AttributeError, match="curve"):
+        ms_sign_key(model, priv, tmp_path / "ms.sig")
+    sign_model(model, priv, tmp_path / "ours.sig")
+    with pytest.raises((AttributeError, ValueError)):
+        ms_verify_key(model, pub, tmp_path / "ours.sig")
+    assert verify_signature_report(model, tmp_path / "ours.sig", trust=[pub]).findings == []
+
+
+def test_other_key_and_altered_payload_are_not_valid(model: Path, tmp_path: Path) -> None:
+    priv, pub = generate_keypair(tmp_path / "k" / "key", "ecdsa-p256")
+    _, stranger = generate_keypair(tmp_path / "k" / "other", "ecdsa-p256")
+    sig = tmp_path / "model.sig"
+    ms_sign_key(model, priv, sig)
+    assert set(rules(verify_signature_report(model, sig, trust=[stranger]))) == {"MLW-SIG-005"}
+    bundle = json.loads(sig.read_text())
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    statement["predicate"]["resources"] = statement["predicate"]["resources"][1:]
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    sig.write_text(json.dumps(bundle))
+    report = verify_signature_report(model, sig, trust=[pub])
+    assert set(rules(report)) == {"MLW-SIG-005"}
+    assert "diff" not in report.artifacts.get("signature", {})
+
+
+@pytest.mark.parametrize("name", ["../outside.bin", "/etc/hostname", "a/../../x", "a\\..\\x"])
+def test_signed_path_escaping_the_folder_is_refused_unread(
+    model: Path, tmp_path: Path, name: str
+) -> None:
+    """A trusted but hostile signer cannot make verify read outside the folder."""
+    priv, pub = generate_keypair(tmp_path / "k" / "key", "ecdsa-p256")
+    key = load_signing_key(priv)
+    digest = "00" * 32
+    import hashlib
+
+    root = hashlib.sha256(bytes.fromhex(digest)).hexdigest()
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "m", "digest": {"sha256": root}}],
+        "predicateType": "https://model_signing/signature/v1.0",
+        "predicate": {
+            "serialization": {"method": "files", "hash_type": "sha256", "allow_symlinks": False},
+            "resources": [{"name": name, "algorithm": "sha256", "digest": digest}],
+        },
+    }
+    sig = tmp_path / "evil.sig"
+    sig.write_text(json.dumps(make_bundle(statement, key)))
+    report = verify_signature_report(model, sig, trust=[pub])
+    assert set(rules(report)) == {"MLW-SIG-006"}
+    assert "diff" not in report.artifacts.get("signature", {})
+
+
+def test_registry_envelope_is_accepted(model: Path, tmp_path: Path, reg, keys, scanner) -> None:
+    priv, pub = keys
+    rec = reg.add(model, name="m", sign_key=priv, scanner=scanner)
+    env = tmp_path / "m.dsse.json"
+    env.write_text(rec.envelope or "")
+    assert verify_signature_report(model, env, trust=[pub]).findings == []
+    (model / "config.json").write_bytes(b"{}")
+    assert rules(verify_signature_report(model, env, trust=[pub])) == {
+        "MLW-SIG-001": ["config.json"]
+    }
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlwarden", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_sign_then_reference_cli_verify_then_ours(model: Path, tmp_path: Path) -> None:
+    assert _cli("keys", "generate", str(tmp_path / "k"), "--type", "ecdsa-p256").returncode == 0
+    sig = model / "model.sig"
+    assert (
+        _cli("sign", str(model), "--key", str(tmp_path / "k"), "--signature", str(sig)).returncode
+        == 0
+    )
+    ref = subprocess.run(
+        [sys.executable, "-m", "model_signing", "verify", "key", str(model),
+         "--signature", str(sig), "--public_key", str(tmp_path / "k.pub")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ref.returncode == 0, ref.stderr
+    ok = _cli("verify", str(model), "--signature", str(sig), "--trust", str(tmp_path / "k.pub"))
+    assert ok.returncode == 0, ok.stderr
+    (model / "config.json").write_bytes(b'{"layers": 3}')
+    bad = _cli("verify", str(model), "--signature", str(sig), "--trust", str(tmp_path / "k.pub"))
+    assert bad.returncode == 1
+    assert "modified  config.json" in bad.stderr
+    no_trust = _cli("verify", str(model), "--signature", str(sig))
+    assert no_trust.returncode == 2
+    assert "--trust" in no_trust.stderr
+
+
+def test_openssl_written_ed25519_key_is_accepted(model: Path, tmp_path: Path) -> None:
+    """Keys from other tools (PKCS#8 PEM) load as well as our own."""
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "ed.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (tmp_path / "ed.pub").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    sign_model(model, tmp_path / "ed.pem", tmp_path / "s.sig")
+    report = verify_signature_report(model, tmp_path / "s.sig", trust=[tmp_path / "ed.pub"])
+    assert report.findings == []
