@@ -258,3 +258,58 @@ def test_openssl_written_ed25519_key_is_accepted(model: Path, tmp_path: Path) ->
     sign_model(model, tmp_path / "ed.pem", tmp_path / "s.sig")
     report = verify_signature_report(model, tmp_path / "s.sig", trust=[tmp_path / "ed.pub"])
     assert report.findings == []
+
+
+KEYLESS = Path(__file__).parent / "data" / "model_signing_v1.1.0_sigstore"
+KEYLESS_ID = {"identity": "stefanb@us.ibm.com", "issuer": "https://sigstore.verify.ibm.com/oauth2"}
+
+
+@pytest.fixture
+def keyless_model(tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(
+        shutil.copytree(
+            KEYLESS, tmp_path / "v1.1.0-sigstore", ignore=shutil.ignore_patterns("*.md")
+        )
+    )
+
+
+def test_keyless_signature_verifies_offline_with_identity(keyless_model: Path) -> None:
+    """A real model-signing keyless bundle (Fulcio + Rekor), checked with no network."""
+    report = verify_signature_report(keyless_model, keyless_model / "model.sig", **KEYLESS_ID)
+    assert report.findings == []
+    assert report.artifacts["signature"]["signer"]["method"] == "keyless"
+    (keyless_model / "signme-2").write_bytes(b"signme-3")
+    report = verify_signature_report(keyless_model, keyless_model / "model.sig", **KEYLESS_ID)
+    assert rules(report) == {"MLW-SIG-001": ["signme-2"]}
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"identity": "attacker@example.com", "issuer": KEYLESS_ID["issuer"]},
+        {"identity": KEYLESS_ID["identity"], "issuer": "https://accounts.google.com"},
+    ],
+)
+def test_keyless_signature_from_another_identity_is_not_valid(
+    keyless_model: Path, policy: dict[str, str]
+) -> None:
+    report = verify_signature_report(keyless_model, keyless_model / "model.sig", **policy)
+    assert set(rules(report)) == {"MLW-SIG-005"}
+
+
+def test_keyless_signature_with_altered_payload_is_not_valid(keyless_model: Path) -> None:
+    sig = keyless_model / "model.sig"
+    bundle = json.loads(sig.read_text())
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    statement["predicate"]["serialization"]["ignore_paths"].append("signme-2")
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    sig.write_text(json.dumps(bundle))
+    assert set(rules(verify_signature_report(keyless_model, sig, **KEYLESS_ID))) == {"MLW-SIG-005"}
+
+
+def test_keyless_signature_without_identity_policy_exits_2(keyless_model: Path) -> None:
+    got = _cli("verify", str(keyless_model), "--signature", str(keyless_model / "model.sig"))
+    assert got.returncode == 2
+    assert "--identity" in got.stderr and "--issuer" in got.stderr

@@ -97,10 +97,26 @@ def register(app: typer.Typer) -> None:
         ] = None,
         identity: Annotated[
             str | None,
-            typer.Option("--identity", help="Required signer (certificate SAN or common name)."),
+            typer.Option(
+                "--identity",
+                help="Required signer: certificate SAN / common name, keyless identity.",
+            ),
         ] = None,
         issuer: Annotated[
-            str | None, typer.Option("--issuer", help="Required certificate issuer (CA name).")
+            str | None,
+            typer.Option(
+                "--issuer",
+                help="Required issuer: CA name, or the OIDC issuer of a keyless signature.",
+            ),
+        ] = None,
+        trusted_root: Annotated[
+            Path | None,
+            typer.Option(
+                "--trusted-root",
+                help="Sigstore trusted_root.json for keyless signatures "
+                "(default: the one inside the sigstore package, offline).",
+                dir_okay=False,
+            ),
         ] = None,
         json_path: JsonOpt = None,
         html_path: HtmlOpt = None,
@@ -115,10 +131,6 @@ def register(app: typer.Typer) -> None:
         from mlwarden.integrity.signature_check import verify_signature_report
 
         setup(quiet=quiet, debug=debug)
-        if (identity or issuer) and not trust_chain:
-            raise UserError(
-                "--identity and --issuer apply to certificates; give --trust-chain CA.pem"
-            )
         report = verify_signature_report(
             model_path,
             signature,
@@ -126,6 +138,7 @@ def register(app: typer.Typer) -> None:
             trust_chain=trust_chain or [],
             identity=identity,
             issuer=issuer,
+            trusted_root=trusted_root,
             seed=seed,
         )
         if not settings.quiet:

@@ -2,8 +2,9 @@
 
 ``verify_signature_report`` needs no registry: it reads a signature file (a Sigstore
 bundle written by ``model_signing sign key|certificate`` or ``mlwarden sign``, or
-the registry's bare DSSE envelope), authenticates it (trusted public keys, or an
-X.509 chain against a supplied CA with identity checks), then re-hashes the folder
+the registry's bare DSSE envelope), authenticates it (trusted public keys, an
+X.509 chain against a supplied CA with identity checks, or a Sigstore keyless
+bundle checked offline with an identity policy), then re-hashes the folder
 with the signature's own serialization settings and names every modified, missing,
 extra and symlinked file (rules MLW-SIG-001..008). ``sign_model`` writes a v0.3
 bundle that ``model_signing verify key`` accepts (with an EC key).
@@ -65,6 +66,7 @@ class Trust:
     anchors: list[Any] = field(default_factory=list)
     identity: str | None = None
     issuer: str | None = None
+    trusted_root: Path | None = None
 
 
 def _finding(
@@ -100,11 +102,16 @@ def _authenticate(bundle: SigstoreBundle, trust: Trust) -> dict[str, Any]:
     """Check the signature; return who signed. Raises BundleError (bad) or UserError (cannot check)."""
     method = bundle.method
     if method == "keyless":
-        raise UserError(
-            "this signature is a Sigstore keyless one (Fulcio certificate + Rekor entry); "
-            "mlwarden verify does not check keyless signatures offline yet - use "
-            "'model_signing verify sigstore' (or --trust-chain for a private CA without a log)"
+        from mlwarden.integrity.sigstore_keyless import verify_keyless
+
+        payload, who = verify_keyless(
+            json.dumps(bundle.raw).encode(),
+            identity=trust.identity,
+            issuer=trust.issuer,
+            trusted_root=trust.trusted_root,
         )
+        bundle.payload = payload  # the bytes the verifier checked
+        return who
     if method == "certificate":
         from mlwarden.integrity.x509_chain import ChainError, verify_chain
 
@@ -123,6 +130,11 @@ def _authenticate(bundle: SigstoreBundle, trust: Trust) -> dict[str, Any]:
                 "the signature does not verify with the signing certificate's key (altered payload)"
             )
         return {"method": method, "key_type": key_type(key), **who}
+    if trust.identity or trust.issuer:
+        raise UserError(
+            "this signature was made with a bare key, which names no identity or issuer; "
+            "drop --identity/--issuer and trust the key with --trust KEY.pub"
+        )
     if not trust.keys:
         raise UserError(
             "this signature was made with a key; give its public key with --trust KEY.pub"
@@ -156,6 +168,7 @@ def verify_signature_report(
     trust_chain: Sequence[Path] = (),
     identity: str | None = None,
     issuer: str | None = None,
+    trusted_root: Path | None = None,
     workers: int | None = None,
     seed: int = 0,
 ) -> Report:
@@ -170,7 +183,13 @@ def verify_signature_report(
     report.target = {"path": str(model_path), "signature": str(signature)}
     if not model_path.exists() and not model_path.is_symlink():
         raise InputFileError(model_path, "does not exist; expected the model file or folder")
-    t = Trust([load_verifying_key(p) for p in trust], load_anchors(trust_chain), identity, issuer)
+    t = Trust(
+        [load_verifying_key(p) for p in trust],
+        load_anchors(trust_chain),
+        identity,
+        issuer,
+        trusted_root,
+    )
     art = str(model_path)
     with report.timed(CHECK):
         try:
