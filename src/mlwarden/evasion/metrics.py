@@ -77,7 +77,7 @@ def clever(
                 pts = _sample_ball(xi, radius, norm, batch_size, gen).clamp(lo, hi)
                 pts.requires_grad_(True)
                 out = access.logits(pts)
-                g = torch.autograd.grad((out[:, int(y[i])] - out[:, j]).sum(), pts)[0]
+                g = access.input_grad(out[:, int(y[i])] - out[:, j], pts)
                 flat = g.reshape(len(g), -1)
                 dual = flat.abs().sum(1) if norm == "linf" else flat.norm(dim=1)
                 maxima.append(float(dual.max()))

@@ -16,6 +16,12 @@ Rules:
 * MLW-EVA-006 — the attack had not converged (doubling iterations broke more inputs)
 * MLW-EVA-007 — a very large eps did not break every input (gradient masking)
 * MLW-EVA-008 — a defended model was evaluated with adaptive (BPDA/EOT) attacks
+* MLW-EVA-009 — the query budget ran out before every input was attacked: robust
+  accuracy is an upper bound
+* MLW-EVA-010 — some forward passes had no gradient path (zero gradients used)
+
+Every accuracy carries its exact 95% interval (Clopper-Pearson). A ``quick`` budget is
+a smoke test: its findings say so in the title and never rate above medium.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 from mlwarden.core.data import Dataset, load_dataset
 from mlwarden.core.errors import UserError
 from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.core.intervals import fmt_ci
 from mlwarden.evasion.suite import Budget, EvaluationResult, evaluate
 
 MITIGATIONS = ["AML.M0003", "AML.M0010", "AML.M0015"]
@@ -114,6 +121,11 @@ def add_results(report: Report, results: dict[str, EvaluationResult], data: Data
     first = next(iter(results.values()))
     report.metrics["clean_accuracy"] = first.clean_accuracy
     report.metrics["robust_accuracy"] = first.robust_accuracy
+    report.metrics["clean_accuracy_ci"] = list(first.clean_accuracy_ci)
+    report.metrics["robust_accuracy_ci"] = list(first.robust_accuracy_ci)
+    report.metrics["robust_accuracy_is_upper_bound"] = first.robust_accuracy_is_upper_bound
+    report.metrics["budget_exhausted"] = first.budget_exhausted
+    report.metrics["verification_draws"] = first.verification_draws
     report.metrics["norm"] = first.norm
     report.metrics["eps"] = first.eps
     report.metrics["models"] = {name: _metrics(res) for name, res in results.items()}
@@ -166,9 +178,21 @@ def _metrics(res: EvaluationResult) -> dict[str, Any]:
 
 def findings_for(res: EvaluationResult, name: str) -> list[Finding]:
     """The findings one evaluation supports."""
+    out = [_robust_accuracy_finding(res, name)]
+    out.extend(_check_findings(res, name))
+    if res.budget != "standard":
+        # a reduced budget can show that attacks work, never how robust a model is
+        for f in out:
+            f.title = f"[smoke test, {res.budget} budget] {f.title}"
+            f.severity = min(f.severity, Severity.MEDIUM)
+            f.evidence = {**f.evidence, "budget": res.budget, "smoke_test": True}
+    return out
+
+
+def _robust_accuracy_finding(res: EvaluationResult, name: str) -> Finding:
+    """MLW-EVA-001: the ensemble's robust accuracy with its interval (or its bounds)."""
     sub = SUBTECHNIQUE[res.access]
     atlas = ["AML.T0015", sub, ACCESS_TECHNIQUE[res.access]]
-    out: list[Finding] = []
     clean, robust = res.clean_accuracy, res.robust_accuracy
     ratio = robust / clean if clean > 0 else 0.0
     if ratio < 0.5:
@@ -179,38 +203,67 @@ def findings_for(res: EvaluationResult, name: str) -> list[Finding]:
         sev = Severity.LOW
     else:
         sev = Severity.INFO
-    stages = ", ".join(f"{s.name} broke {s.broken}" for s in res.stages)
-    out.append(
-        Finding(
-            rule="MLW-EVA-001",
-            title=f"{name}: accuracy falls from {clean:.1%} to {robust:.1%} under {res.norm} "
-            f"perturbations of size {res.eps:g}",
-            severity=sev,
-            atlas=atlas,
-            mitigations=MITIGATIONS,
-            description=(
-                f"An attacker with {res.access}-box access changed the decision on "
-                f"{clean - robust:.1%} of {res.n} inputs by perturbations within {res.norm} "
-                f"eps={res.eps:g} ({res.budget} budget: {stages})."
-            ),
-            recommendation=(
-                "Harden the model with adversarial training (mlwarden.defenses."
-                "adversarial_training) at the eps you need, then re-run this evaluation; "
-                "input restoration and detection alone are usually bypassed by adaptive attacks."
-            ),
-            evidence={
-                "clean_accuracy": clean,
-                "robust_accuracy": robust,
-                "norm": res.norm,
-                "eps": res.eps,
-                "curve": [{"eps": e, "robust_accuracy": r} for e, r in res.curve],
-                "stages": [s.__dict__ for s in res.stages],
-            },
-            artifact=name,
-            check="evasion.evaluate",
-            owasp=["ML01"],
-        )
+    stages = ", ".join(
+        f"{s.name} {'skipped (' + s.skipped + ')' if s.skipped else f'broke {s.broken}'}"
+        for s in res.stages
     )
+    lo, hi = res.robust_accuracy_ci
+    bound = "at most " if res.robust_accuracy_is_upper_bound else ""
+    draws = res.verification_draws
+    vote = (
+        f" Each verdict is the majority of {draws} predictions (randomised model)."
+        if draws > 1
+        else ""
+    )
+    upper = (
+        f" The query budget stopped the attacks before {res.budget_exhausted} inputs were "
+        f"fully attacked, so {robust:.1%} is an upper bound; at least "
+        f"{res.verified_robust_lower_bound:.1%} withstood every attack to the end."
+        if res.robust_accuracy_is_upper_bound
+        else ""
+    )
+    return Finding(
+        rule="MLW-EVA-001",
+        title=f"{name}: accuracy falls from {clean:.1%} to {bound}{robust:.1%} "
+        f"({fmt_ci(lo, hi)}) under {res.norm} perturbations of size {res.eps:g}",
+        severity=sev,
+        atlas=atlas,
+        mitigations=MITIGATIONS,
+        description=(
+            f"An attacker with {res.access}-box access changed the decision on "
+            f"{clean - robust:.1%} of {res.n} inputs by perturbations within {res.norm} "
+            f"eps={res.eps:g} ({res.budget} budget: {stages}). Robust accuracy "
+            f"{robust:.1%}, {fmt_ci(lo, hi)} over the {res.n} inputs evaluated.{upper}{vote}"
+        ),
+        recommendation=(
+            "Harden the model with adversarial training (mlwarden.defenses."
+            "adversarial_training) at the eps you need, then re-run this evaluation; "
+            "input restoration and detection alone are usually bypassed by adaptive attacks."
+        ),
+        evidence={
+            "clean_accuracy": clean,
+            "clean_accuracy_ci": list(res.clean_accuracy_ci),
+            "robust_accuracy": robust,
+            "robust_accuracy_ci": [lo, hi],
+            "robust_accuracy_is_upper_bound": res.robust_accuracy_is_upper_bound,
+            "budget_exhausted": res.budget_exhausted,
+            "verification_draws": draws,
+            "norm": res.norm,
+            "eps": res.eps,
+            "curve": [{"eps": e, "robust_accuracy": r} for e, r in res.curve],
+            "stages": [s.__dict__ for s in res.stages],
+        },
+        artifact=name,
+        check="evasion.evaluate",
+        owasp=["ML01"],
+    )
+
+
+def _check_findings(res: EvaluationResult, name: str) -> list[Finding]:
+    """One finding per flagged sanity check, plus MLW-EVA-008 for a defended model."""
+    atlas = ["AML.T0015", SUBTECHNIQUE[res.access], ACCESS_TECHNIQUE[res.access]]
+    robust = res.robust_accuracy
+    out: list[Finding] = []
     rules = {
         "vanishing_gradients": (
             "MLW-EVA-002",
@@ -254,6 +307,22 @@ def findings_for(res: EvaluationResult, name: str) -> list[Finding]:
             "attacks fail even at a very large eps (gradient masking)",
             "An unbounded attack must always succeed; find what blocks the gradient "
             "(non-differentiable or saturating layers) and attack it adaptively.",
+        ),
+        "budget_exhausted": (
+            "MLW-EVA-009",
+            Severity.MEDIUM,
+            "the query budget ran out: robust accuracy is only an upper bound",
+            "Raise the target's query budget (max_queries) or evaluate fewer inputs "
+            "(--limit) so every attack runs to the end; until then do not quote the "
+            "robust accuracy as a measurement.",
+        ),
+        "gradient_free_outputs": (
+            "MLW-EVA-010",
+            Severity.MEDIUM,
+            "some forward passes returned outputs without a gradient path",
+            "Gradient attacks saw zero gradients on those calls: expose a differentiable "
+            "forward pass (or wrap the random or non-differentiable step in a "
+            "DefendedTarget for BPDA/EOT) and trust the black-box figures meanwhile.",
         ),
     }
     for check in res.checks:

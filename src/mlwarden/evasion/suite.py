@@ -42,15 +42,21 @@ import numpy as np
 import torch
 
 from mlwarden.core.errors import UserError
+from mlwarden.core.intervals import proportion_ci
 from mlwarden.core.target import QueryBudgetExceeded, is_close_to_probabilities
 from mlwarden.evasion.attacks.apgd import APGD
 from mlwarden.evasion.attacks.base import (
+    DEFAULT_EOT,
     Attack,
     Constraints,
     ModelAccess,
     ce_loss,
     flat_norm,
+    mark_randomized,
     to_tensor,
+    verify_draws,
+    vote_counts,
+    vote_labels,
 )
 from mlwarden.evasion.attacks.deepfool import DeepFool
 from mlwarden.evasion.attacks.fab import FAB
@@ -114,6 +120,8 @@ class Stage:
     robust_accuracy_after: float
     seconds: float
     queries: int
+    #: why the stage did not run on its points ("" when it did)
+    skipped: str = ""
 
 
 @dataclass
@@ -145,9 +153,22 @@ class EvaluationResult:
     clever: dict[str, Any] = field(default_factory=dict)
     defended: dict[str, Any] | None = None
     seconds: float = 0.0
+    #: predictions per verdict on a randomised target (plurality vote), else 1
+    verification_draws: int = 1
+    #: inputs counted robust only because the query budget stopped the attacks on them
+    budget_exhausted: int = 0
+    robust_accuracy_is_upper_bound: bool = False
+    #: robust accuracy counting only inputs every stage attacked to the end
+    verified_robust_lower_bound: float = 0.0
+    #: exact (Clopper-Pearson) 95% intervals; the robust one spans the verified floor
+    #: to the upper bound when inputs were left unresolved
+    clean_accuracy_ci: tuple[float, float] = (0.0, 1.0)
+    robust_accuracy_ci: tuple[float, float] = (0.0, 1.0)
+    gradient_calls: dict[str, int] = field(default_factory=dict)
     #: per input: correct on clean data / robust after every stage / the adversarial input
     clean_correct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     robust: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    unresolved: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     x_adv: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
     adv_pred: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
@@ -158,7 +179,7 @@ class EvaluationResult:
         out = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("clean_correct", "robust", "x_adv", "adv_pred")
+            if k not in ("clean_correct", "robust", "unresolved", "x_adv", "adv_pred")
         }
         out["curve"] = [{"eps": e, "robust_accuracy": r} for e, r in self.curve]
         return out
@@ -170,6 +191,76 @@ def _reason(exc: BaseException) -> str:
     if not lines:
         return type(exc).__name__
     return lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+
+
+#: Calls on the same inputs that decide whether a target is randomised.
+PROBE_CALLS = 4
+
+
+@dataclass
+class _Run:
+    """The state one :func:`evaluate` call shares between its stages."""
+
+    acc: ModelAccess
+    xt: torch.Tensor
+    yt: torch.Tensor
+    norm: str
+    eps: float
+    bounds: tuple[float, float]
+    draws: int
+    robust: torch.Tensor
+    x_adv: torch.Tensor
+    adv_pred: torch.Tensor
+    #: still counted robust, but an attack stopped on the query budget before it was done
+    unresolved: torch.Tensor
+    spent: bool = False
+    grad_calls: int = 0
+    gradless_calls: int = 0
+
+    def note(self, attack: Attack) -> None:
+        self.grad_calls += attack.last.grad_calls
+        self.gradless_calls += attack.last.gradless_calls
+        self.spent |= attack.last.budget_exhausted
+
+    def attack(self, attack: Attack, idx: torch.Tensor) -> int:
+        """Run ``attack`` on the inputs ``idx``, keep the verified successes; how many."""
+        if self.spent:  # the budget is gone: these points were never attacked by this stage
+            self.unresolved[idx] = True
+            return 0
+        x, y = self.xt[idx], self.yt[idx]
+        out = torch.as_tensor(attack.generate(self.acc.target, x, y))
+        self.note(attack)
+        ok = self.verify(x, out, y, attack)
+        self.unresolved[idx[~ok & attack.last.exhausted]] = True
+        return self.keep(idx, out, ok)
+
+    def verify(
+        self, x: torch.Tensor, out: torch.Tensor, y: torch.Tensor, attack: Attack | None = None
+    ) -> torch.Tensor:
+        """:func:`_verify` with this run's draws; when the budget runs out during the
+        re-check, a deterministic target's success as the attack itself observed it on
+        the model is kept, a randomised target's is not (one draw proves nothing)."""
+        try:
+            return _verify(self.acc, x, out, y, self.norm, self.eps, self.bounds, self.draws)
+        except QueryBudgetExceeded:
+            self.spent = True
+            seen = attack.last.success.clone() if attack is not None else torch.zeros(len(x))
+            if self.draws > 1 or len(seen) != len(x):
+                seen = torch.zeros(len(x), dtype=torch.bool)
+            return _inside(x, out, self.norm, self.eps, self.bounds) & seen.bool()
+
+    def keep(self, idx: torch.Tensor, out: torch.Tensor, ok: torch.Tensor) -> int:
+        rows = idx[ok]
+        self.x_adv[rows] = out[ok]
+        if len(rows):
+            try:
+                self.adv_pred[rows] = vote_labels(self.acc, out[ok], self.draws)
+            except QueryBudgetExceeded:
+                self.spent = True
+                self.adv_pred[rows] = -1  # broken, but the budget left no query to name the class
+        self.robust[rows] = False
+        self.unresolved[rows] = False
+        return int(ok.sum())
 
 
 def evaluate(
@@ -193,9 +284,95 @@ def evaluate(
     when it lies outside). ``access`` lowers the access used (``"score"`` or ``"label"``
     to measure what an API user could do). ``budget``: :meth:`Budget.standard` (default,
     AutoAttack settings) or :meth:`Budget.quick`.
+
+    A target that answers the same input differently is treated as randomised: attacks
+    use EOT and every prediction (clean and adversarial) is the plurality vote of
+    ``verification_draws`` draws. When the target's ``max_queries`` stops an attack,
+    the points it had not broken are counted in ``budget_exhausted`` and the robust
+    accuracy is only an upper bound.
     """
     start = time.perf_counter()
     budget = budget or Budget.standard()
+    xt, yt, bounds = _check_args(x, y, norm, eps, bounds)
+    acc = ModelAccess(model)
+    level = _access_level(acc, access)
+    common: dict[str, Any] = {
+        "norm": norm,
+        "eps": eps,
+        "bounds": bounds,
+        "constraints": constraints,
+        "seed": seed,
+    }
+    randomness = _probe_randomness(acc, xt, level)
+    draws = verify_draws(acc)
+    common["early_stop"] = draws == 1
+    pred = _clean_predictions(acc, xt, yt, draws)
+    clean = pred == yt
+    n = len(xt)
+    run = _Run(
+        acc, xt, yt, norm, float(eps), bounds, draws, clean.clone(), xt.clone(), pred.clone(),
+        torch.zeros(n, dtype=torch.bool),
+    )  # fmt: skip
+    result = EvaluationResult(
+        clean_accuracy=float(clean.float().mean()),
+        robust_accuracy=float(clean.float().mean()),
+        norm=norm,
+        eps=float(eps),
+        n=n,
+        access=level,
+        budget=budget.name,
+        verification_draws=draws,
+    )
+    defended = getattr(acc.target, "transform", None)
+    if defended is not None:
+        result.defended = {
+            "chain": defended.describe(),
+            "bpda": not defended.differentiable,
+            "eot_samples": int(getattr(acc.target, "eot_samples", 1)),
+        }
+
+    def run_stage(name: str, attack: Attack) -> Attack:
+        idx = run.robust.nonzero()[:, 0]
+        t0, q0 = time.perf_counter(), acc.queries
+        skipped = run.spent
+        broken = run.attack(attack, idx) if len(idx) and eps > 0 else 0
+        result.stages.append(
+            Stage(
+                name=name,
+                atlas=attack.atlas,
+                attacked=0 if skipped else int(len(idx)),
+                broken=broken,
+                robust_accuracy_after=float(run.robust.float().mean()),
+                seconds=round(time.perf_counter() - t0, 3),
+                queries=acc.queries - q0,
+                skipped="query budget spent" if skipped and len(idx) else "",
+            )
+        )
+        return attack
+
+    if level == "white":
+        black_wins = _white_box_stages(run, run_stage, result, budget, common, clean)
+    elif level == "score":
+        sq = run_stage("square", Square(n_queries=budget.square_queries, **common))
+        _queries_summary(result, sq, "square")
+        black_wins = 0
+    else:
+        _label_stage(run, result, budget, common, clean)
+        black_wins = 0
+
+    if checks:
+        result.checks.append(randomness)
+        result.checks.extend(
+            _sanity_checks(run, clean, level, constraints, budget, seed, black_wins)
+        )
+    _finish(run, result, clean, level, constraints, budget, seed)
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+def _check_args(
+    x: Any, y: Any, norm: str, eps: float, bounds: tuple[float, float] | None
+) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
     xt, _ = to_tensor(x)
     yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).long()
     if len(xt) == 0:
@@ -210,7 +387,10 @@ def evaluate(
         raise UserError(f"eps must be a finite number >= 0; got {eps}")
     if bounds is None:
         bounds = (min(0.0, float(xt.min())), max(1.0, float(xt.max())))
-    acc = ModelAccess(model)
+    return xt, yt, bounds
+
+
+def _access_level(acc: ModelAccess, access: str | None) -> str:
     level = access or acc.target.access
     rank = {"label": 0, "score": 1, "white": 2}
     if level not in rank:
@@ -220,21 +400,52 @@ def evaluate(
             f"{acc.target.name} offers {acc.target.access} access; cannot evaluate with {level}"
         )
     acc.access = level
-    common: dict[str, Any] = {
-        "norm": norm,
-        "eps": eps,
-        "bounds": bounds,
-        "constraints": constraints,
-        "seed": seed,
-    }
+    return level
 
-    classes = acc.target.num_classes
+
+def _probe_randomness(acc: ModelAccess, xt: torch.Tensor, level: str) -> Check:
+    """Ask the same inputs :data:`PROBE_CALLS` times: differing answers make the target
+    randomised for the rest of the evaluation (EOT attacks, majority-vote verification).
+
+    Several calls, not two: a model that is random on a fifth of its calls answers two
+    calls alike 68% of the time, four calls alike 41% of the time."""
+    probe = xt[: min(16, len(xt))]
+    ask = (lambda: acc.labels(probe).float()) if level == "label" else (lambda: acc.scores(probe))
     try:
-        if acc.access == "label" or acc.target.access == "label":
-            pred = acc.labels(xt)
-        else:
-            clean_scores = acc.scores(xt)
-            classes, pred = clean_scores.shape[1], clean_scores.argmax(1)
+        answers = [ask() for _ in range(PROBE_CALLS)]
+    except UserError:
+        raise
+    except QueryBudgetExceeded:
+        return Check("randomized_outputs", False, "not probed: the query budget is spent")
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise UserError(
+            f"{acc.target.name} cannot take inputs of shape {tuple(xt.shape[1:])}: "
+            f"{_reason(exc)}; give data shaped the way the model was trained"
+        ) from exc
+    a = answers[0]
+    diff = max(float((a - b).abs().max()) if a.shape == b.shape else math.inf for b in answers[1:])
+    random = diff > 1e-5
+    if random and not acc.randomized:
+        mark_randomized(acc.target)
+        acc.randomized, acc.eot_samples = True, max(acc.eot_samples, DEFAULT_EOT)
+    draws = verify_draws(acc)
+    return Check(
+        "randomized_outputs",
+        random,
+        f"the same inputs gave {'labels' if level == 'label' else 'scores'} differing by up to "
+        f"{diff:.3g}: attacks used EOT ({acc.eot_samples} draws per gradient) and every "
+        f"prediction counted is the majority of {draws} draws"
+        if random
+        else "repeated queries give identical answers",
+        {"max_score_difference": diff, "verification_draws": draws, "eot_samples": acc.eot_samples},
+    )
+
+
+def _clean_predictions(
+    acc: ModelAccess, xt: torch.Tensor, yt: torch.Tensor, draws: int
+) -> torch.Tensor:
+    try:
+        pred = vote_labels(acc, xt, draws)
     except UserError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
@@ -242,212 +453,213 @@ def evaluate(
             f"{acc.target.name} cannot take inputs of shape {tuple(xt.shape[1:])}: "
             f"{_reason(exc)}; give data shaped the way the model was trained"
         ) from exc
+    classes = acc.target.num_classes
     if classes and (int(yt.min()) < 0 or int(yt.max()) >= classes):
         raise UserError(
             f"labels run from {int(yt.min())} to {int(yt.max())} but {acc.target.name} "
             f"has {classes} classes (0..{classes - 1}); is this the model's data?"
         )
-    clean = pred == yt
-    robust = clean.clone()
-    x_adv = xt.clone()
-    adv_pred = pred.clone()
-    n = len(xt)
-    result = EvaluationResult(
-        clean_accuracy=float(clean.float().mean()),
-        robust_accuracy=float(clean.float().mean()),
-        norm=norm,
-        eps=float(eps),
-        n=n,
-        access=level,
-        budget=budget.name,
-    )
-    defended = getattr(acc.target, "transform", None)
-    if defended is not None:
-        result.defended = {
-            "chain": defended.describe(),
-            "bpda": not defended.differentiable,
-            "eot_samples": int(getattr(acc.target, "eot_samples", 1)),
-        }
+    return pred
 
-    def run_stage(name: str, attack: Attack, extra: dict[str, Any] | None = None) -> Attack:
-        idx = robust.nonzero()[:, 0]
-        t0 = time.perf_counter()
-        q0 = acc.queries
-        broken = 0
-        if len(idx) and eps > 0:
-            try:
-                out = attack.generate(acc.target, xt[idx], yt[idx])
-            except QueryBudgetExceeded:
-                out = xt[idx]
-            out = torch.as_tensor(out)
-            verified = _verify(acc, xt[idx], out, yt[idx], norm, eps, bounds)
-            rows = idx[verified]
-            x_adv[rows] = out[verified]
-            adv_pred[rows] = acc.labels(out[verified]) if len(rows) else adv_pred[rows]
-            robust[rows] = False
-            broken = int(verified.sum())
-        result.stages.append(
-            Stage(
-                name=name,
-                atlas=attack.atlas,
-                attacked=int(len(idx)),
-                broken=broken,
-                robust_accuracy_after=float(robust.float().mean()),
-                seconds=round(time.perf_counter() - t0, 3),
-                queries=acc.queries - q0,
-            )
-        )
-        return attack
 
-    if level == "white":
-        run_stage("apgd-ce", APGD(steps=budget.apgd_steps, loss="ce", **common))
-        run_stage(
-            "apgd-t",
-            APGD(
-                steps=budget.apgd_steps,
-                loss="dlr",
-                targeted=True,
-                n_target_classes=budget.target_classes,
-                **common,
-            ),
-        )
-        run_stage(
-            "fab-t",
-            FAB(
-                steps=budget.fab_steps,
-                targeted=True,
-                n_target_classes=budget.target_classes,
-                **common,
-            ),
-        )
-        # the distribution of minimal perturbations (not a stage: no eps involved)
-        df_idx = clean.nonzero()[:, 0]
-        if len(df_idx):
-            df = DeepFool(
-                norm=norm,
-                eps=None,
-                steps=budget.deepfool_steps,
-                bounds=bounds,
-                constraints=constraints,
-                seed=seed,
-            )
-            df.generate(acc.target, xt[df_idx], yt[df_idx])
-            min_norms = np.full(n, np.nan)
-            ok = df.last.success
-            min_norms[df_idx[ok].numpy()] = df.last.norms[ok].numpy()
-            result.min_perturbation = {"attack": "deepfool", **distribution(min_norms)}
-            result.min_perturbation["values"] = [
-                round(float(v), 5) for v in min_norms[np.isfinite(min_norms)]
-            ]
-        white_robust = robust.clone()
-        sq = run_stage("square", Square(n_queries=budget.square_queries, **common))
-        _queries_summary(result, sq, "square")
-        black_wins = int((white_robust & ~robust).sum())
-    elif level == "score":
-        sq = run_stage("square", Square(n_queries=budget.square_queries, **common))
-        _queries_summary(result, sq, "square")
-        black_wins = 0
-    else:
-        idx = clean.nonzero()[:, 0]
-        hsj = HopSkipJump(
-            norm=norm,
+def _white_box_stages(  # type: ignore[no-untyped-def]
+    run: _Run, run_stage, result: EvaluationResult, budget: Budget, common, clean
+) -> int:
+    """AutoAttack's four stages plus DeepFool's minimal perturbations; Square's extra wins."""
+    run_stage("apgd-ce", APGD(steps=budget.apgd_steps, loss="ce", **common))
+    targeted: dict[str, Any] = {"targeted": True, "n_target_classes": budget.target_classes}
+    run_stage("apgd-t", APGD(steps=budget.apgd_steps, loss="dlr", **targeted, **common))
+    run_stage("fab-t", FAB(steps=budget.fab_steps, **targeted, **common))
+    # the distribution of minimal perturbations (not a stage: no eps involved)
+    df_idx = clean.nonzero()[:, 0]
+    if len(df_idx) and not run.spent:
+        df = DeepFool(
+            norm=run.norm,
             eps=None,
-            max_queries=budget.hsj_queries,
-            bounds=bounds,
-            constraints=constraints,
-            seed=seed,
+            steps=budget.deepfool_steps,
+            bounds=run.bounds,
+            constraints=common["constraints"],
+            seed=common["seed"],
         )
-        t0 = time.perf_counter()
-        q0 = acc.queries
-        broken = 0
-        if len(idx):
-            out = torch.as_tensor(hsj.generate(acc.target, xt[idx], yt[idx]))
-            norms = np.full(n, np.nan)
-            found = hsj.last.success
-            norms[idx[found].numpy()] = hsj.last.norms[found].numpy()
-            result.min_perturbation = {"attack": "hopskipjump", **distribution(norms)}
-            cand = Attack(norm=norm, eps=eps, bounds=bounds, constraints=constraints)
-            cand._cons = constraints.tensors(tuple(xt.shape[1:])) if constraints else {}
-            proj = cand.project(out, xt[idx])
-            ver = _verify(acc, xt[idx], proj, yt[idx], norm, eps, bounds) & found
-            x_adv[idx[ver]] = proj[ver]
-            if bool(ver.any()):
-                adv_pred[idx[ver]] = acc.labels(proj[ver])
-            robust[idx[ver]] = False
-            broken = int(ver.sum())
-            _queries_summary(result, hsj, "hopskipjump")
-            # label-only curve from the minimal distances
+        df.generate(run.acc.target, run.xt[df_idx], run.yt[df_idx])
+        run.note(df)
+        min_norms = np.full(len(run.xt), np.nan)
+        ok = df.last.success & ~df.last.exhausted
+        min_norms[df_idx[ok].numpy()] = df.last.norms[ok].numpy()
+        result.min_perturbation = {"attack": "deepfool", **distribution(min_norms)}
+        result.min_perturbation["values"] = [
+            round(float(v), 5) for v in min_norms[np.isfinite(min_norms)]
+        ]
+    white_robust = run.robust.clone()
+    sq = run_stage("square", Square(n_queries=budget.square_queries, **common))
+    _queries_summary(result, sq, "square")
+    return int((white_robust & ~run.robust).sum())
+
+
+def _label_stage(  # type: ignore[no-untyped-def]
+    run: _Run, result: EvaluationResult, budget: Budget, common, clean
+) -> None:
+    """HopSkipJump's minimal perturbations, projected onto the eps-ball and verified."""
+    xt, yt, acc, n = run.xt, run.yt, run.acc, len(run.xt)
+    idx = clean.nonzero()[:, 0]
+    hsj = HopSkipJump(
+        norm=run.norm,
+        eps=None,
+        max_queries=budget.hsj_queries,
+        bounds=run.bounds,
+        constraints=common["constraints"],
+        seed=common["seed"],
+    )
+    t0, q0 = time.perf_counter(), acc.queries
+    broken = 0
+    if len(idx):
+        out = torch.as_tensor(hsj.generate(acc.target, xt[idx], yt[idx]))
+        run.note(hsj)
+        norms = np.full(n, np.nan)
+        found = hsj.last.success
+        norms[idx[found].numpy()] = hsj.last.norms[found].numpy()
+        result.min_perturbation = {"attack": "hopskipjump", **distribution(norms)}
+        cons = common["constraints"]
+        cand = Attack(norm=run.norm, eps=run.eps, bounds=run.bounds, constraints=cons)
+        cand._cons = cons.tensors(tuple(xt.shape[1:])) if cons else {}
+        proj = cand.project(out, xt[idx])
+        ver = run.verify(xt[idx], proj, yt[idx], hsj) & found
+        run.unresolved[idx[~ver & hsj.last.exhausted]] = True
+        broken = run.keep(idx, proj, ver)
+        _queries_summary(result, hsj, "hopskipjump")
+        # label-only curve from the minimal distances (none when the budget cut the search)
+        if not run.spent:
             finite = np.where(np.isfinite(norms), norms, np.inf)
             result.curve = [
-                (round(eps * m, 6), float(((finite > eps * m) & clean.numpy()).mean()))
+                (round(run.eps * m, 6), float(((finite > run.eps * m) & clean.numpy()).mean()))
                 for m in budget.curve_points
             ]
-        result.stages.append(
-            Stage(
-                "hopskipjump",
-                hsj.atlas,
-                int(len(idx)),
-                broken,
-                float(robust.float().mean()),
-                round(time.perf_counter() - t0, 3),
-                acc.queries - q0,
-            )
+    result.stages.append(
+        Stage(
+            "hopskipjump",
+            hsj.atlas,
+            int(len(idx)),
+            broken,
+            float(run.robust.float().mean()),
+            round(time.perf_counter() - t0, 3),
+            acc.queries - q0,
         )
-        black_wins = 0
+    )
 
-    if checks:
-        result.checks.extend(
-            _sanity_checks(
-                acc,
-                xt,
-                yt,
-                clean,
-                robust,
-                x_adv,
-                adv_pred,
-                level,
-                norm,
-                eps,
-                bounds,
-                constraints,
-                budget,
-                seed,
-                black_wins,
+
+def _finish(  # type: ignore[no-untyped-def]
+    run: _Run, result: EvaluationResult, clean, level, constraints, budget: Budget, seed: int
+) -> None:
+    """Curve, CLEVER, the budget and gradient bookkeeping, intervals, per-input arrays."""
+    acc, xt, yt, norm, eps, bounds = run.acc, run.xt, run.yt, run.norm, run.eps, run.bounds
+    try:
+        if not run.spent and level == "white" and not result.curve:
+            result.curve = _curve(acc, xt, yt, clean, norm, eps, bounds, constraints, budget, seed)
+        if not run.spent and level != "label" and not result.curve:
+            result.curve = _curve_square(
+                acc, xt, yt, clean, norm, eps, bounds, constraints, budget, seed
             )
-        )
-    if level == "white" and not result.curve:
-        result.curve = _curve(acc, xt, yt, clean, norm, eps, bounds, constraints, budget, seed)
-    if level != "label" and not result.curve:
-        result.curve = _curve_square(
-            acc, xt, yt, clean, norm, eps, bounds, constraints, budget, seed
-        )
+    except QueryBudgetExceeded:
+        run.spent, result.curve = True, []
+    run.unresolved &= run.robust
+    robust = run.robust
+    n = len(xt)
     # the main eps point of the curve is the ensemble's figure
     result.robust_accuracy = float(robust.float().mean())
     result.curve = [
         (e, min(r, result.robust_accuracy) if abs(e - eps) < 1e-12 else r) for e, r in result.curve
     ]
     result.curve = _monotone(result.curve)
-    if level == "white" and budget.clever_points > 0:
+    if not run.spent and level == "white" and budget.clever_points > 0:
         pts = clean.nonzero()[:, 0][: budget.clever_points]
         if len(pts):
-            scores = clever(
-                acc,
-                xt[pts],
-                yt[pts],
-                norm=norm,
-                radius=max(eps, 1e-6) * 2 if eps > 0 else 1.0,
-                n_batches=budget.clever_batches,
-                batch_size=budget.clever_batch_size,
-                bounds=bounds,
-                seed=seed,
-            )
-            result.clever = {"points": int(len(pts)), **distribution(scores)}
+            try:
+                scores = clever(
+                    acc,
+                    xt[pts],
+                    yt[pts],
+                    norm=norm,
+                    radius=max(eps, 1e-6) * 2 if eps > 0 else 1.0,
+                    n_batches=budget.clever_batches,
+                    batch_size=budget.clever_batch_size,
+                    bounds=bounds,
+                    seed=seed,
+                )
+                result.clever = {"points": int(len(pts)), **distribution(scores)}
+            except QueryBudgetExceeded:
+                run.spent = True
+    unresolved = int(run.unresolved.sum())
+    result.budget_exhausted = unresolved
+    result.robust_accuracy_is_upper_bound = unresolved > 0
+    result.verified_robust_lower_bound = float((robust & ~run.unresolved).float().mean())
+    k_clean, k_robust = int(clean.sum()), int(robust.sum())
+    result.clean_accuracy_ci = proportion_ci(k_clean, n)
+    # with unresolved points the interval spans the verified floor to the upper bound
+    lo, _ = proportion_ci(k_robust - unresolved, n)
+    _, hi = proportion_ci(k_robust, n)
+    result.robust_accuracy_ci = (lo, hi)
+    result.gradient_calls = {
+        "total": run.grad_calls + acc.grad_calls,
+        "without_gradient": run.gradless_calls + acc.gradless_calls,
+    }
+    result.checks.extend(_budget_checks(run, result))
     result.clean_correct = clean.numpy()
     result.robust = robust.numpy()
-    result.x_adv = x_adv.numpy()
-    result.adv_pred = adv_pred.numpy()
-    result.seconds = round(time.perf_counter() - start, 3)
-    return result
+    result.unresolved = run.unresolved.numpy()
+    result.x_adv = run.x_adv.numpy()
+    result.adv_pred = run.adv_pred.numpy()
+
+
+def _budget_checks(run: _Run, result: EvaluationResult) -> list[Check]:
+    """The query budget and gradient-free calls, as checks the report turns into findings."""
+    out = []
+    k = result.budget_exhausted
+    limit = run.acc.target.max_queries
+    out.append(
+        Check(
+            "budget_exhausted",
+            k > 0,
+            f"the query budget ({limit} queries) ran out before {k} of {result.n} inputs were "
+            f"fully attacked: robust accuracy {result.robust_accuracy:.1%} is an upper bound; "
+            f"verified robust at least {result.verified_robust_lower_bound:.1%}"
+            if k
+            else "no attack was stopped by a query budget",
+            {
+                "inputs_not_fully_attacked": k,
+                "max_queries": limit,
+                "queries_used": run.acc.queries,
+                "robust_accuracy_upper_bound": result.robust_accuracy,
+                "robust_accuracy_lower_bound": result.verified_robust_lower_bound,
+            },
+        )
+    )
+    g, total = run.gradless_calls + run.acc.gradless_calls, run.grad_calls + run.acc.grad_calls
+    out.append(
+        Check(
+            "gradient_free_outputs",
+            g > 0,
+            f"{g} of {total} gradient calls returned outputs without a gradient path to the "
+            "input (counted as zero gradients): the model's forward pass is partly "
+            "non-differentiable or randomised, so gradient attacks are weakened there"
+            if g
+            else "every gradient call had a gradient path",
+            {"gradient_calls": total, "without_gradient": g},
+        )
+    )
+    return out
+
+
+def _inside(
+    x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float, bounds: tuple[float, float]
+) -> torch.Tensor:
+    """Moved, inside the eps-ball (with float slack) and inside the bounds."""
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    inside = flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6
+    lo, hi = bounds
+    flat = x_adv.flatten(1)
+    inside &= (flat >= lo - 1e-6).all(1) & (flat <= hi + 1e-6).all(1)
+    return inside & (flat_norm(x_adv - x, "linf") > 0)
 
 
 def _verify(
@@ -462,23 +674,23 @@ def _verify(
 ) -> torch.Tensor:
     """Re-check claimed successes: inside the ball and bounds, and misclassified.
 
-    ``draws > 1`` (randomised targets): misclassified in more than half of ``draws``
-    predictions."""
-    if len(x) == 0:
-        return torch.zeros(0, dtype=torch.bool)
-    inside = flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6
-    lo, hi = bounds
-    flat = x_adv.flatten(1)
-    inside &= (flat >= lo - 1e-6).all(1) & (flat <= hi + 1e-6).all(1)
-    moved = flat_norm(x_adv - x, "linf") > 0
-    ok = inside & moved
+    ``draws > 1`` (randomised targets): the true class must lose the vote of ``draws``
+    predictions — another class predicted strictly more often than it (a tie is not a
+    success: one lucky draw proves nothing)."""
+    ok = _inside(x, x_adv, norm, eps, bounds)
     if not bool(ok.any()):
         return ok
     rows = ok.nonzero()[:, 0]
-    wrong = torch.zeros(len(rows))
-    for _ in range(draws):
-        wrong += (acc.labels(x_adv[rows]) != y[rows]).float()
-    ok[rows] = wrong > draws / 2
+    if draws <= 1:
+        ok[rows] = acc.labels(x_adv[rows]) != y[rows]
+        return ok
+    counts = vote_counts(acc, x_adv[rows], draws)
+    yr = y[rows]
+    if int(yr.max()) >= counts.shape[1]:
+        counts = torch.cat([counts, torch.zeros(len(rows), int(yr.max()) + 1 - counts.shape[1])], 1)
+    true = counts.gather(1, yr[:, None])[:, 0]
+    other = counts.scatter(1, yr[:, None], -1.0)
+    ok[rows] = other.max(1).values > true
     return ok
 
 
@@ -509,7 +721,9 @@ def _curve(acc, xt, yt, clean, norm, eps, bounds, constraints, budget, seed):  #
                     seed=seed,
                 )
                 adv = torch.as_tensor(a.generate(acc.target, xt[idx], yt[idx]))
-                robust[idx[_verify(acc, xt[idx], adv, yt[idx], norm, e, bounds)]] = False
+                robust[
+                    idx[_verify(acc, xt[idx], adv, yt[idx], norm, e, bounds, verify_draws(acc))]
+                ] = False
         out.append((round(e, 6), float(robust.sum()) / n))
     return out
 
@@ -528,7 +742,9 @@ def _curve_square(acc, xt, yt, clean, norm, eps, bounds, constraints, budget, se
                 norm=norm, eps=e, n_queries=q, bounds=bounds, constraints=constraints, seed=seed
             )
             adv = torch.as_tensor(a.generate(acc.target, xt[idx], yt[idx]))
-            robust[idx[_verify(acc, xt[idx], adv, yt[idx], norm, e, bounds)]] = False
+            robust[idx[_verify(acc, xt[idx], adv, yt[idx], norm, e, bounds, verify_draws(acc))]] = (
+                False
+            )
         out.append((round(e, 6), float(robust.sum()) / n))
     return out
 
@@ -544,117 +760,108 @@ def _monotone(curve: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _sanity_checks(  # type: ignore[no-untyped-def]
-    acc,
-    xt,
-    yt,
-    clean,
-    robust,
-    x_adv,
-    adv_pred,
-    level,
-    norm,
-    eps,
-    bounds,
-    constraints,
-    budget,
-    seed,
-    black_wins,
+    run: _Run, clean, level, constraints, budget: Budget, seed: int, black_wins: int
 ) -> list[Check]:
+    """The checks on the evaluation itself; those a spent query budget prevents are
+    reported as not run (the ``budget_exhausted`` check says why)."""
     checks: list[Check] = []
-    n = len(xt)
-    probe = xt[: min(16, n)]
-    # randomised outputs
-    if level != "label":
-        a, b = acc.scores(probe), acc.scores(probe)
-        diff = float((a - b).abs().max())
-        checks.append(
-            Check(
-                "randomized_outputs",
-                diff > 1e-5,
-                f"the same inputs gave scores differing by up to {diff:.3g}"
-                if diff > 1e-5
-                else "repeated queries give identical scores",
-                {"max_score_difference": diff},
-            )
-        )
-        probs = is_close_to_probabilities(a.numpy()) or acc.target.output == "probabilities"
-        checks.append(
-            Check(
-                "probability_outputs",
-                bool(probs),
-                "the model outputs probabilities, not logits: saturated softmax hides gradients "
-                "from cross-entropy attacks (the DLR and margin losses used here are not affected)"
-                if probs
-                else "the model outputs logits",
-                {"output": acc.target.output},
-            )
-        )
-    if level == "white":
-        idx = clean.nonzero()[:, 0][:64]
-        if len(idx):
-            _, grad, _ = acc.loss_grad(xt[idx], lambda z, t: ce_loss(z, t), yt[idx])
-            gn = flat_norm(grad, "l2")
-            zero = float((gn < 1e-10).float().mean())
-            nan = bool(torch.isnan(gn).any())
-            checks.append(
-                Check(
-                    "vanishing_gradients",
-                    zero > 0.1 or nan,
-                    f"{zero:.0%} of correctly classified inputs have a zero loss gradient"
-                    + (" (NaN gradients seen)" if nan else ""),
-                    {
-                        "zero_gradient_fraction": zero,
-                        "median_gradient_norm": float(gn.median()),
-                        "nan": nan,
-                    },
-                )
-            )
-        flag = black_wins >= max(2, math.ceil(0.005 * n))
-        checks.append(
-            Check(
-                "black_box_beats_white_box",
-                flag,
-                f"Square (black-box) broke {black_wins} inputs that every gradient attack missed"
-                if black_wins
-                else "no input was broken by the black-box attack alone",
-                {"inputs_broken_only_by_black_box": black_wins},
-            )
-        )
-        # non-convergence: double APGD's iterations on the still-robust inputs
-        idx = robust.nonzero()[:, 0][: budget.convergence_points]
-        newly = 0
-        if len(idx) and eps > 0:
-            a = APGD(
-                norm=norm,
-                eps=eps,
-                steps=2 * budget.apgd_steps,
-                loss="ce",
-                bounds=bounds,
-                constraints=constraints,
-                seed=seed + 1,
-            )
-            adv = torch.as_tensor(a.generate(acc.target, xt[idx], yt[idx]))
-            ok = _verify(acc, xt[idx], adv, yt[idx], norm, eps, bounds)
-            newly = int(ok.sum())
-            rows = idx[ok]
-            x_adv[rows] = adv[ok]
-            if len(rows):
-                adv_pred[rows] = acc.labels(adv[ok])
-            robust[rows] = False
-        checks.append(
-            Check(
-                "non_convergence",
-                newly > 0,
-                f"doubling APGD's iterations ({2 * budget.apgd_steps}) broke {newly} more of "
-                f"{len(idx)} inputs the ensemble left robust"
-                if newly
-                else f"doubling APGD's iterations broke none of {len(idx)} robust inputs",
-                {"checked": int(len(idx)), "newly_broken": newly, "steps": 2 * budget.apgd_steps},
-            )
-        )
-        # large eps must break everything
-        checks.append(large_eps_check(acc, xt, yt, clean, norm, bounds, constraints, budget, seed))
+    large = lambda: large_eps_check(  # noqa: E731
+        run.acc, run.xt, run.yt, clean, run.norm, run.bounds, constraints, budget, seed
+    )
+    for fn in (
+        lambda: _probability_check(run) if level != "label" else None,
+        lambda: _gradient_check(run, clean) if level == "white" else None,
+        lambda: _black_box_check(run, black_wins, level),
+        lambda: _convergence_check(run, constraints, budget, seed, level),
+        lambda: large() if level == "white" else None,
+    ):
+        if run.spent:
+            continue
+        try:
+            check = fn()
+        except QueryBudgetExceeded:
+            run.spent = True
+            continue
+        if check is not None:
+            checks.append(check)
     return checks
+
+
+def _probability_check(run: _Run) -> Check:
+    a = run.acc.scores(run.xt[: min(16, len(run.xt))])
+    probs = is_close_to_probabilities(a.numpy()) or run.acc.target.output == "probabilities"
+    return Check(
+        "probability_outputs",
+        bool(probs),
+        "the model outputs probabilities, not logits: saturated softmax hides gradients "
+        "from cross-entropy attacks (the DLR and margin losses used here are not affected)"
+        if probs
+        else "the model outputs logits",
+        {"output": run.acc.target.output},
+    )
+
+
+def _gradient_check(run: _Run, clean: torch.Tensor) -> Check | None:
+    idx = clean.nonzero()[:, 0][:64]
+    if not len(idx):
+        return None
+    _, grad, _ = run.acc.loss_grad(run.xt[idx], lambda z, t: ce_loss(z, t), run.yt[idx])
+    gn = flat_norm(grad, "l2")
+    zero = float((gn < 1e-10).float().mean())
+    nan = bool(torch.isnan(gn).any())
+    return Check(
+        "vanishing_gradients",
+        zero > 0.1 or nan,
+        f"{zero:.0%} of correctly classified inputs have a zero loss gradient"
+        + (" (NaN gradients seen)" if nan else ""),
+        {"zero_gradient_fraction": zero, "median_gradient_norm": float(gn.median()), "nan": nan},
+    )
+
+
+def _black_box_check(run: _Run, black_wins: int, level: str) -> Check | None:
+    if level != "white":
+        return None
+    flag = black_wins >= max(2, math.ceil(0.005 * len(run.xt)))
+    return Check(
+        "black_box_beats_white_box",
+        flag,
+        f"Square (black-box) broke {black_wins} inputs that every gradient attack missed"
+        if black_wins
+        else "no input was broken by the black-box attack alone",
+        {"inputs_broken_only_by_black_box": black_wins},
+    )
+
+
+def _convergence_check(  # type: ignore[no-untyped-def]
+    run: _Run, constraints, budget: Budget, seed: int, level: str
+) -> Check | None:
+    """Double APGD's iterations on the still-robust inputs; new successes count."""
+    if level != "white":
+        return None
+    idx = run.robust.nonzero()[:, 0][: budget.convergence_points]
+    newly = 0
+    if len(idx) and run.eps > 0:
+        a = APGD(
+            norm=run.norm,
+            eps=run.eps,
+            steps=2 * budget.apgd_steps,
+            loss="ce",
+            bounds=run.bounds,
+            constraints=constraints,
+            early_stop=run.draws == 1,
+            seed=seed + 1,
+        )
+        newly = run.attack(a, idx)
+    steps = 2 * budget.apgd_steps
+    return Check(
+        "non_convergence",
+        newly > 0,
+        f"doubling APGD's iterations ({steps}) broke {newly} more of "
+        f"{len(idx)} inputs the ensemble left robust"
+        if newly
+        else f"doubling APGD's iterations broke none of {len(idx)} robust inputs",
+        {"checked": int(len(idx)), "newly_broken": newly, "steps": steps},
+    )
 
 
 def large_eps_check(
@@ -680,7 +887,7 @@ def large_eps_check(
     lo, hi = bounds
     big = (hi - lo) / 2 if norm == "linf" else (hi - lo) / 2 * math.sqrt(xt[0].numel())
     idx = clean.nonzero()[:, 0][: budget.large_eps_points]
-    draws = max(acc.eot_samples, 9) if acc.randomized else 1
+    draws = verify_draws(acc)
     a = APGD(
         norm=norm,
         eps=big,

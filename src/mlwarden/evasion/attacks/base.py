@@ -17,6 +17,7 @@ After a call, :attr:`Attack.last` holds per-sample ``success`` (bool), ``queries
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Callable
@@ -78,6 +79,12 @@ class AttackStats:
     queries: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     norms: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     budget_exhausted: bool = False
+    #: per sample: the query budget stopped the attack before it succeeded or finished,
+    #: so a failure on this sample proves nothing about its robustness
+    exhausted: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    #: gradient calls, and those answered without a gradient path (zero gradient)
+    grad_calls: int = 0
+    gradless_calls: int = 0
 
 
 class ModelAccess:
@@ -100,6 +107,13 @@ class ModelAccess:
             )
         self.eot_samples = int(getattr(self.target, "eot_samples", 1) or 1)
         self.randomized = bool(getattr(self.target, "randomized", False))
+        found = _FOUND_RANDOM.get(self.target)
+        if found is not None and not self.randomized:
+            self.randomized, self.eot_samples = True, max(self.eot_samples, found)
+        #: gradient calls whose output had no autograd path to the input (answered with a
+        #: zero gradient), out of all gradient calls
+        self.gradless_calls = 0
+        self.grad_calls = 0
 
     @property
     def white(self) -> bool:
@@ -139,21 +153,33 @@ class ModelAccess:
             return torch.from_numpy(self.target.predict_labels(x.detach().cpu()))
         return self.scores(x).argmax(1)
 
+    def input_grad(
+        self, out: torch.Tensor, x: torch.Tensor, retain_graph: bool = False
+    ) -> torch.Tensor:
+        """``d out.sum() / d x``; a zero gradient (counted in :attr:`gradless_calls`) when
+        the model answered this call without an autograd path to ``x`` (a randomised
+        model that sometimes replaces its output, a detached lookup): such a call tells
+        the attack nothing, it is not an error."""
+        self.grad_calls += 1
+        if not out.requires_grad:
+            self.gradless_calls += 1
+            return torch.zeros_like(x)
+        (g,) = torch.autograd.grad(out.sum(), x, retain_graph=retain_graph, allow_unused=True)
+        if g is None:
+            self.gradless_calls += 1
+            return torch.zeros_like(x)
+        return g
+
     def loss_grad(
         self, x: torch.Tensor, loss_fn: LossFn, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-sample loss, its input gradient and the logits; EOT-averaged for randomised targets.
 
         EOT: Athalye et al. 2018, "Synthesizing Robust Adversarial Examples",
-        arXiv:1707.07397 — the gradient is the mean over ``eot_samples`` draws.
+        arXiv:1707.07397 — the gradient is the mean over ``eot_samples`` draws. A draw
+        without a gradient path counts as a zero gradient (see :meth:`input_grad`).
         """
         reps = self.eot_samples if self.randomized else 1
-        if reps == 1:
-            xr = x.detach().requires_grad_(True)
-            logits = self.logits(xr)
-            loss = loss_fn(logits, y)
-            (g,) = torch.autograd.grad(loss.sum(), xr)
-            return loss.detach(), g, logits.detach()
         grad = torch.zeros_like(x)
         loss_sum = torch.zeros(len(x))
         logits_out: torch.Tensor | None = None
@@ -161,12 +187,61 @@ class ModelAccess:
             xr = x.detach().requires_grad_(True)
             logits = self.logits(xr)
             loss = loss_fn(logits, y)
-            (g,) = torch.autograd.grad(loss.sum(), xr)
-            grad += g
+            grad += self.input_grad(loss, xr)
             loss_sum += loss.detach().cpu()
             logits_out = logits.detach()
         assert logits_out is not None
         return loss_sum / reps, grad / reps, logits_out
+
+
+#: Targets that :func:`mark_randomized` found to answer the same input differently,
+#: with the EOT draws to use; read by every :class:`ModelAccess` built on them.
+_FOUND_RANDOM: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+#: Predictions a success on a randomised target is judged by (at least; more when the
+#: target asks for more EOT draws), as :func:`vote_labels` counts them.
+VERIFY_DRAWS = 9
+#: EOT draws for a target found randomised that does not say how many it needs
+#: (DefendedTarget's default).
+DEFAULT_EOT = 10
+
+
+def mark_randomized(target: Any, eot_samples: int = DEFAULT_EOT) -> None:
+    """Record that ``target`` was seen to be randomised, so attacks on it use EOT."""
+    # a target that is not weak-referenceable keeps only its own attributes
+    with contextlib.suppress(TypeError):
+        _FOUND_RANDOM[target] = int(eot_samples)
+
+
+def verify_draws(access: ModelAccess) -> int:
+    """How many predictions judge one success: 1, or ``max(eot_samples, 9)`` when randomised.
+
+    One rule for every stage, check and target (DefendedTarget included): on a randomised
+    model one lucky draw proves nothing, the majority vote is what a user of the model
+    sees on average.
+    """
+    return max(access.eot_samples, VERIFY_DRAWS) if access.randomized else 1
+
+
+def vote_counts(access: ModelAccess, x: torch.Tensor, draws: int) -> torch.Tensor:
+    """How often each class was predicted for each input over ``draws`` predictions,
+    ``(N, C)`` (one prediction when ``draws == 1``)."""
+    n_cls = access.target.num_classes or 0
+    counts = torch.zeros(len(x), max(n_cls, 1))
+    for _ in range(max(draws, 1) if len(x) else 0):
+        lab = access.labels(x)
+        if int(lab.max()) >= counts.shape[1]:
+            pad = torch.zeros(len(x), int(lab.max()) + 1 - counts.shape[1])
+            counts = torch.cat([counts, pad], 1)
+        counts[torch.arange(len(x)), lab] += 1
+    return counts
+
+
+def vote_labels(access: ModelAccess, x: torch.Tensor, draws: int) -> torch.Tensor:
+    """The plurality label of ``draws`` predictions per input (``draws == 1``: the prediction)."""
+    if draws <= 1:
+        return access.labels(x)
+    return vote_counts(access, x, draws).argmax(1)
 
 
 _WRAPPED: weakref.WeakKeyDictionary[torch.nn.Module, TorchTarget] = weakref.WeakKeyDictionary()
@@ -349,6 +424,10 @@ class Attack:
         except QueryBudgetExceeded:
             stats.budget_exhausted = True
             x_adv = getattr(self, "_best", xt).clone()
+            stats.exhausted = ~stats.success
+        else:
+            stats.exhausted = torch.zeros(len(xt), dtype=torch.bool)
+        stats.grad_calls, stats.gradless_calls = access.grad_calls, access.gradless_calls
         x_adv = self.project(x_adv, xt)
         self._best = xt
         stats.norms = flat_norm(x_adv - xt, self.norm)

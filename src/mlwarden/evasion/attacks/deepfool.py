@@ -90,7 +90,7 @@ class DeepFool(Attack):
                 break
             ci = cand[idx]
             z_y = logits.gather(1, yi[:, None])[:, 0]
-            (g_y,) = torch.autograd.grad(z_y.sum(), xi, retain_graph=True)
+            g_y = access.input_grad(z_y, xi, retain_graph=True)
             best_dist = torch.full((len(idx),), float("inf"))
             best_r = torch.zeros_like(xi)
             for j in range(ci.shape[1]):
@@ -99,7 +99,7 @@ class DeepFool(Attack):
                 if not bool(valid.any()):
                     continue
                 z_k = logits.gather(1, cj[:, None])[:, 0]
-                (g_k,) = torch.autograd.grad(z_k.sum(), xi, retain_graph=True)
+                g_k = access.input_grad(z_k, xi, retain_graph=True)
                 w = (g_k - g_y).detach()
                 f = (z_k - z_y).detach().abs()
                 flat = w.reshape(len(w), -1)

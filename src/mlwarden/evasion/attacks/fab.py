@@ -293,7 +293,7 @@ class FAB(Attack):
                 z = access.logits(xr)
             zy = z.gather(1, y[:, None])[:, 0]
             for j in range(n_cls):
-                (g,) = torch.autograd.grad((z[:, j] - zy).sum(), xr, retain_graph=j < n_cls - 1)
+                g = access.input_grad(z[:, j] - zy, xr, retain_graph=j < n_cls - 1)
                 g_all[:, j] += g / reps
                 f_all[:, j] += (z[:, j] - zy).detach() / reps
         dual = 1.0 if self.norm == "linf" else 2.0

@@ -129,20 +129,17 @@ class Square(Attack):
         shape = x.shape
         x4 = _as_4d(x)
         goal = target if (self.targeted and target is not None) else y
-        best4 = x4.clone()
-        self._best = x.clone()
-        queries = self.last.queries
+        self._best4 = x4.clone()
+        # shares storage with _best4: every improvement is kept the moment it is found,
+        # so a query budget that stops the search mid-restart loses nothing
+        self._best = self._best4.view(shape)
         done = self.last.success
         for _ in range(self.restarts):
             idx = (~done).nonzero()[:, 0]
             if len(idx) == 0:
                 break
-            adv, m, used = self._search(access, x4[idx], goal[idx], gen)
-            best4[idx] = adv
-            queries[idx] += used
-            done[idx] = m < 0
-            self._best = best4.reshape(shape)
-        return best4.reshape(shape)
+            self._search(access, x4[idx], goal[idx], gen, idx)
+        return self._best4.reshape(shape)
 
     def _loss(
         self, access: ModelAccess, x4: torch.Tensor, goal: torch.Tensor, shape: torch.Size
@@ -151,19 +148,28 @@ class Square(Attack):
         return margin(scores, goal, self.targeted)
 
     def _search(
-        self, access: ModelAccess, x: torch.Tensor, goal: torch.Tensor, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self,
+        access: ModelAccess,
+        x: torch.Tensor,
+        goal: torch.Tensor,
+        gen: torch.Generator,
+        rows: torch.Tensor,
+    ) -> None:
+        """One restart on the inputs ``rows``; improvements go to ``_best4``, successes to
+        ``last.success`` and spent queries to ``last.queries`` as they happen."""
         n, c, h, w = x.shape
         orig_shape = self._orig_shape
         eps = float(self.eps or 0.0)
         proj = lambda a, b: self._proj4(a, b)  # noqa: E731
+        queries, done = self.last.queries, self.last.success
         if self.norm == "linf":
             stripes = (torch.randint(0, 2, (n, c, 1, w), generator=gen).float() * 2 - 1) * eps
             x_best = proj(x + stripes, x)
         else:
             x_best = proj(x + self._l2_init(x, gen), x)
         loss = self._loss(access, x_best, goal, orig_shape)
-        used = torch.ones(n, dtype=torch.long)
+        queries[rows] += 1
+        self._keep(rows, x_best, loss)
         n_feat = c * h * w
         for it in range(self.n_queries - 1):
             act = (loss > 0).nonzero()[:, 0]
@@ -176,12 +182,18 @@ class Square(Attack):
             else:
                 cand = self._l2_step(xa, xb, p, n_feat, eps, gen)
             new_loss = self._loss(access, cand, goal[act], orig_shape)
-            used[act] += 1
+            queries[rows[act]] += 1
             better = new_loss < loss[act]
-            rows = act[better]
-            x_best[rows] = cand[better]
-            loss[rows] = new_loss[better]
-        return x_best, loss, used
+            up = act[better]
+            x_best[up] = cand[better]
+            loss[up] = new_loss[better]
+            self._keep(rows[up], cand[better], new_loss[better])
+        done[rows] |= loss < 0
+
+    def _keep(self, rows: torch.Tensor, points: torch.Tensor, loss: torch.Tensor) -> None:
+        """Save improved points; a negative margin is a success, recorded at once."""
+        self._best4[rows] = points
+        self.last.success[rows] |= loss < 0
 
     def _window(
         self, p: float, n_feat: int, c: int, h: int, w: int, minimum: int = 1
