@@ -7,7 +7,12 @@ SHA-256). Workloads:
 1. one large file (default 2 GiB of random bytes, a single-file model);
 2. a many-file model folder (default 1,000 safetensors shards of 1 MiB);
 3. a dataset of 10,000 small files (one ``.npy`` uint8 image per sample, 1-4 KiB):
-   ``registry add`` (scan + hash + store + sign) and ``verify`` latency.
+   ``registry add`` (scan + hash + store + sign) and ``verify`` latency;
+4. ``interop``: signatures made by each tool verified by the other, for each key type
+   (ECDSA P-256 / P-384 / P-521, Ed25519), files and shards serialization, a
+   one-byte tamper each way; then ``mlwarden sign`` / ``mlwarden verify`` (the
+   Sigstore-bundle path, no registry) against model-signing's sign / verify on one
+   large file (``--interop-mib``) and on 2,000 small files (``--interop-small``).
 
 The large inputs are real safetensors files (random F32 weights), so the registry's
 model-file scanner (``mlwarden.supplychain``) runs on them as it would in use.
@@ -21,6 +26,7 @@ fsync + sign + commit) runs once per workload. Throughput in MiB/s (2^20 bytes p
 Run::
 
     timeout 1800 .venv/bin/python benchmarks/integrity_vs_peers.py --repeats 3
+    timeout 900 .venv/bin/python benchmarks/integrity_vs_peers.py --only interop --repeats 3
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from mlwarden.integrity.hashing import hash_files
 from mlwarden.integrity.keys import generate_keypair, load_private_key, load_public_key
 from mlwarden.integrity.manifest import build_manifest, compare_folder
 from mlwarden.integrity.registry import Registry
+from mlwarden.integrity.signature_check import sign_model, verify_signature_report
 from mlwarden.integrity.verify import verify_report
 
 MIB = 1024 * 1024
@@ -218,6 +225,131 @@ def workload(
     return out
 
 
+def _ms_sign(priv: Path, model: Path, sig: Path, shard: int | None) -> None:
+    from model_signing import hashing, signing
+
+    cfg = hashing.Config().set_ignored_paths(paths=[sig.name])
+    if shard:
+        cfg.use_shard_serialization(shard_size=shard)
+    signing.Config().use_elliptic_key_signer(private_key=priv).set_hashing_config(cfg).sign(
+        model, sig
+    )
+
+
+def _ms_verify(pub: Path, model: Path, sig: Path) -> str:
+    from model_signing import verifying
+
+    try:
+        verifying.Config().use_elliptic_key_verifier(public_key=pub).verify(model, sig)
+    except Exception as exc:  # the reference reports every failure as an exception
+        return f"refused ({type(exc).__name__})"
+    return "ok"
+
+
+def _ours_verify(pub: Path, model: Path, sig: Path) -> str:
+    report = verify_signature_report(model, sig, trust=[pub])
+    return (
+        "ok"
+        if not report.findings
+        else "refused (" + ",".join(f.rule for f in report.findings) + ")"
+    )
+
+
+def _tamper(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def interop_matrix(work: Path) -> list[dict[str, Any]]:
+    """Each direction x key type x serialization: clean verify, then after a one-byte tamper."""
+    rows = []
+    for key_type in ("ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519"):
+        priv, pub = generate_keypair(work / "interop-keys" / key_type, key_type)
+        for shard in (None, 4096):
+            for direction in ("model_signing -> mlwarden", "mlwarden -> model_signing"):
+                model = work / "interop-model"
+                shutil.rmtree(model, ignore_errors=True)
+                for i in range(20):
+                    write_random(model / f"part{i // 10}" / f"w{i:02d}.bin", 10_000)
+                sig = model / "model.sig"
+                row: dict[str, Any] = {
+                    "keys": key_type,
+                    "serialization": "shards" if shard else "files",
+                    "direction": direction,
+                }
+                try:
+                    if direction.startswith("model_signing"):
+                        _ms_sign(priv, model, sig, shard)
+                        check = _ours_verify
+                    else:
+                        sign_model(
+                            model,
+                            priv,
+                            sig,
+                            method="shards" if shard else "files",
+                            shard_size=shard or 10**9,
+                        )
+                        check = _ms_verify
+                except Exception as exc:
+                    row.update(clean=f"cannot sign ({type(exc).__name__})", tampered="-")
+                    rows.append(row)
+                    continue
+                row["clean"] = check(pub, model, sig)
+                _tamper(model / "part1" / "w13.bin")
+                row["tampered"] = check(pub, model, sig)
+                rows.append(row)
+    for r in rows:
+        print(
+            f"  {r['keys']:11s} {r['serialization']:6s} {r['direction']:26s} "
+            f"clean={r['clean']:24s} tampered={r['tampered']}",
+            flush=True,
+        )
+    return rows
+
+
+def interop_speed(label: str, model: Path, work: Path, repeats: int) -> dict[str, Any]:
+    """mlwarden sign / verify (Sigstore bundle) against model_signing sign / verify, P-256."""
+    files = all_files(model)
+    total = sum(p.stat().st_size for p in files)
+    print(f"\n== interop {label}: {len(files)} files, {total / MIB:.0f} MiB ==", flush=True)
+    sha256sum(files)  # warm the page cache
+    priv, pub = generate_keypair(work / "speed-keys" / label, "ecdsa-p256")
+    ours_sig, ms_sig = work / f"{label}-ours.sig", work / f"{label}-ms.sig"
+    sign_model(model, priv, ours_sig)
+    _ms_sign(priv, model, ms_sig, None)
+    jobs: dict[str, Callable[[], Any]] = {
+        "ours_sign": lambda: sign_model(model, priv, ours_sig),
+        "ms_sign": lambda: _ms_sign(priv, model, ms_sig, None),
+        "ours_verify": lambda: _ours_verify(pub, model, ms_sig),
+        "ms_verify": lambda: _ms_verify(pub, model, ours_sig),
+    }
+    out: dict[str, Any] = {"files": len(files), "bytes": total}
+    for name, seconds in interleaved(jobs, repeats).items():
+        out[f"{name}_s"] = round(seconds, 3)
+    out["sign_speedup_vs_model_signing"] = round(out["ms_sign_s"] / out["ours_sign_s"], 2)
+    out["verify_speedup_vs_model_signing"] = round(out["ms_verify_s"] / out["ours_verify_s"], 2)
+    for k, v in out.items():
+        print(f"  {k:36s} {v}", flush=True)
+    return out
+
+
+def run_interop(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    print("\n== interop matrix ==", flush=True)
+    out: dict[str, Any] = {"matrix": interop_matrix(work)}
+    big = work / "interop-single" / "model.safetensors"
+    write_safetensors(big, args.interop_mib * MIB)
+    out["single_file"] = interop_speed("single_file", big, work, args.repeats)
+    shutil.rmtree(big.parent, ignore_errors=True)
+    small = work / "interop-small"
+    rng = random.Random(0)
+    for i in range(args.interop_small):
+        write_random(small / f"class{i % 10}" / f"f{i:05d}.bin", rng.randint(1024, 4096))
+    out["small_files"] = interop_speed("small_files", small, work, args.repeats)
+    shutil.rmtree(small, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gib", type=float, default=2.0)
@@ -230,8 +362,10 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="single,many,small",
-        help="Comma-separated workloads to run: single, many, small.",
+        help="Comma-separated workloads to run: single, many, small, interop.",
     )
+    parser.add_argument("--interop-mib", type=int, default=1024)
+    parser.add_argument("--interop-small", type=int, default=2000)
     args = parser.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mlw-integrity-bench-"))
@@ -286,6 +420,8 @@ def main() -> None:
             results["small_files"] = workload(
                 "small_files", data, work, ms, key, pub, args.repeats, scanner
             )
+        if "interop" in only:
+            results["interop"] = run_interop(work, args)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -313,3 +313,60 @@ def test_keyless_signature_without_identity_policy_exits_2(keyless_model: Path) 
     got = _cli("verify", str(keyless_model), "--signature", str(keyless_model / "model.sig"))
     assert got.returncode == 2
     assert "--identity" in got.stderr and "--issuer" in got.stderr
+
+
+def test_link_out_of_the_folder_is_high_and_never_trusted_even_when_links_are_allowed(
+    model: Path, tmp_path: Path
+) -> None:
+    """A signer that allows links signed one pointing outside; verify still refuses it."""
+    priv, pub = generate_keypair(tmp_path / "k" / "key", "ecdsa-p256")
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"host file")
+    (model / "weights/linked.bin").symlink_to(outside)
+    sig = tmp_path / "model.sig"
+    hashing = model_signing.hashing.Config().set_allow_symlinks(True)
+    cfg = model_signing.signing.Config().use_elliptic_key_signer(private_key=priv)
+    cfg.set_hashing_config(hashing).sign(model, sig)
+    report = verify_signature_report(model, sig, trust=[pub])
+    (finding,) = report.findings
+    assert (finding.rule, finding.severity.value) == ("MLW-SIG-004", "high")
+    assert finding.evidence["files"] == ["weights/linked.bin"]
+
+
+def test_inside_link_allowed_by_the_signature_is_hashed_and_a_medium_note(
+    model: Path, tmp_path: Path
+) -> None:
+    priv, pub = generate_keypair(tmp_path / "k" / "key", "ecdsa-p256")
+    (model / "alias.json").symlink_to("config.json")
+    sig = tmp_path / "model.sig"
+    hashing = model_signing.hashing.Config().set_allow_symlinks(True)
+    cfg = model_signing.signing.Config().use_elliptic_key_signer(private_key=priv)
+    cfg.set_hashing_config(hashing).sign(model, sig)
+    report = verify_signature_report(model, sig, trust=[pub])
+    assert [(f.rule, f.severity.value) for f in report.findings] == [("MLW-SIG-004", "medium")]
+    (model / "config.json").write_bytes(b'{"layers": 9}')
+    got = rules(verify_signature_report(model, sig, trust=[pub]))
+    assert got["MLW-SIG-001"] == ["alias.json", "config.json"]
+
+
+def test_fifo_planted_in_the_folder_is_named_and_never_opened(model: Path, tmp_path: Path) -> None:
+    """Opening a FIFO would block forever; verify lists it without reading it."""
+    import os
+
+    priv, pub = generate_keypair(tmp_path / "k" / "key", "ecdsa-p256")
+    sig = tmp_path / "model.sig"
+    ms_sign_key(model, priv, sig)
+    os.mkfifo(model / "weights/pipe.bin")
+    assert rules(verify_signature_report(model, sig, trust=[pub])) == {
+        "MLW-SIG-003": ["weights/pipe.bin"]
+    }
+
+
+def test_truncated_or_foreign_signature_file_is_one_critical_finding(
+    model: Path, tmp_path: Path
+) -> None:
+    _, pub = generate_keypair(tmp_path / "k" / "key", "ecdsa-p256")
+    for content in (b"", b"{", b'{"mediaType": "application/x-other"}', b"\x89PNG\r\n"):
+        sig = tmp_path / "bad.sig"
+        sig.write_bytes(content)
+        assert set(rules(verify_signature_report(model, sig, trust=[pub]))) == {"MLW-SIG-005"}

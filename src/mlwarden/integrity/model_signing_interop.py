@@ -263,6 +263,8 @@ class Serialized:
     symlinks: list[str] = field(default_factory=list)
     special: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
+    #: Links whose target is outside the folder (never read, even when links are allowed).
+    outside_links: list[str] = field(default_factory=list)
 
 
 def _units(
@@ -310,7 +312,9 @@ def serialize(
             real_root = root.resolve()
             for rel in out.symlinks:
                 target = (root / rel).resolve()
-                if target.is_file() and target.is_relative_to(real_root):
+                if not target.is_relative_to(real_root):
+                    out.outside_links.append(rel)
+                elif target.is_file():
                     files[rel] = str(target)
     if ser.method == "shards":
         out.empty = sorted(r for r, p in files.items() if os.stat(p).st_size == 0)

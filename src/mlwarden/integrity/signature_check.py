@@ -333,7 +333,9 @@ def _check_files(
             "MLW-SIG-004",
             diff.symlinks,
             "symlinked",
-            Severity.HIGH if not signed.serialization.allow_symlinks else Severity.MEDIUM,
+            Severity.MEDIUM
+            if signed.serialization.allow_symlinks and not actual.outside_links
+            else Severity.HIGH,
             "are symbolic links (a link can point anywhere, so what it points to is not what was signed)",
             "Replace the links with the files they point to, or remove them.",
         ),

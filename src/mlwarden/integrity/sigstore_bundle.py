@@ -189,17 +189,17 @@ def make_bundle(statement: dict[str, Any], key: SigningKey) -> dict[str, Any]:
 
 
 def write_bundle(path: Path, statement: dict[str, Any], key: SigningKey) -> Path:
-    """Sign ``statement`` and write the bundle to ``path`` atomically (temp file + rename)."""
+    """Sign ``statement`` and write the bundle to ``path`` (temp file + rename: never half-written)."""
     data = json.dumps(make_bundle(statement, key), indent=2).encode() + b"\n"
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputFileError(path, "cannot be written: its folder does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)
     try:
+        # No fsync: a signature lost in a crash is made again, and a torn one fails closed;
+        # waiting for the disk would double the time to sign a small model.
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
