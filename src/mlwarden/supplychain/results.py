@@ -81,6 +81,36 @@ RULES: dict[str, tuple[str, str]] = {
         "Do not load or serve it: TensorFlow runs these ops when the model is called. Rebuild "
         "the model from code you control, or export it without them.",
     ),
+    "MLW-SCN-020": (
+        "Executable program or script where a model file should be (ELF, PE, Mach-O, #!, llamafile)",
+        "Do not run it. Keep programs out of model folders and archives; get the weights alone "
+        "(a llamafile's GGUF can be extracted and scanned on its own).",
+    ),
+    "MLW-SCN-021": (
+        "Config instantiates callables by name (Hydra _target_ in a NeMo checkpoint or YAML)",
+        "Do not restore the model: Hydra imports and calls every _target_. Get the checkpoint "
+        "from a trusted source, or review every _target_ and rebuild the config yourself.",
+    ),
+    "MLW-SCN-022": (
+        "XML document reaches outside itself (external entity, external DTD, XInclude, entities)",
+        "Do not parse it with a resolving parser (XXE); remove the DOCTYPE and entities, and "
+        "parse model XML with entity resolution off (defusedxml).",
+    ),
+    "MLW-SCN-023": (
+        "R serialisation carries code (promises, closures, byte code, package namespaces)",
+        "Do not readRDS/load it from an untrusted source (CVE-2024-27322); re-save only the "
+        "data you need (coefficients, tables) or use a data format such as Parquet.",
+    ),
+    "MLW-SCN-024": (
+        "Torch7 file carries Lua code (functions as byte code) or classes outside Torch",
+        "Do not torch.load it in Lua Torch; convert the weights with a tool that reads tensors "
+        "only, from a trusted copy.",
+    ),
+    "MLW-SCN-025": (
+        "TorchServe archive runs code from the archive (handler, model file, requirements)",
+        "Read the handler and model files before registering the archive, pin the reviewed "
+        "archive by hash, and keep install_py_dep_per_model off.",
+    ),
     "MLW-SCN-012": (
         "Hugging Face config names custom code (auto_map) run with trust_remote_code",
         "Load it without trust_remote_code, or read the named Python modules first and pin "

