@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import settings
 
 # CI runs the same examples every time (a red build must be reproducible); locally,
@@ -11,3 +12,9 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+def _registry_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Registry verifiers remember heads in a per-test folder, never in ~/.config."""
+    monkeypatch.setenv("MLWARDEN_STATE_DIR", str(tmp_path_factory.mktemp("registry-state")))

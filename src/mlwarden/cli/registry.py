@@ -132,6 +132,7 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[
             str | None, typer.Option("--reason", help="Why --force (recorded, signed).")
         ] = None,
+        trust: TrustOpt = None,
         registry_dir: RegistryOpt = None,
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
@@ -155,6 +156,7 @@ def register(app: typer.Typer) -> None:
                 sign_key=sign,
                 force=force,
                 reason=reason,
+                trust=trust or [],
             )
         signed = f", signed by {rec.signer[:16]}" if rec.signer else ", unsigned"
         info(
@@ -268,17 +270,18 @@ def register(app: typer.Typer) -> None:
         sign: Annotated[
             Path | None, typer.Option("--sign", help="Sign the move with this private key.")
         ] = None,
+        trust: TrustOpt = None,
         registry_dir: RegistryOpt = None,
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        """Point ALIAS at NAME@VERSION."""
+        """Point ALIAS at NAME@VERSION (a signed move needs a version whose signature holds)."""
         from mlwarden.integrity.registry import Registry
 
         setup(quiet=quiet, debug=debug)
         name, version = _version_ref(ref, "alias")
         with Registry.open(registry_dir, create=False) as reg:
-            before = reg.set_alias(name, version, alias_name, sign_key=sign)
+            before = reg.set_alias(name, version, alias_name, sign_key=sign, trust=trust or [])
         was = f" (was @{before})" if before is not None else ""
         info(f"{name}@{alias_name} -> {name}@{version}{was}")
 
@@ -294,19 +297,31 @@ def register(app: typer.Typer) -> None:
         sign: Annotated[
             Path | None, typer.Option("--sign", help="Sign the move with this private key.")
         ] = None,
+        trust: TrustOpt = None,
         registry_dir: RegistryOpt = None,
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        """Point ALIAS back at an earlier version; optionally restore its files."""
+        """Point ALIAS back at an earlier version; optionally restore its files.
+
+        With --trust or --sign the version's signature must verify and --restore
+        writes exactly the files and digests of its signed statement.
+        """
         from mlwarden.integrity.registry import Registry
 
         setup(quiet=quiet, debug=debug)
         with Registry.open(registry_dir, create=False) as reg:
-            before, rec = reg.rollback(name, alias_name, to, restore=restore, sign_key=sign)
+            before, rec = reg.rollback(
+                name, alias_name, to, restore=restore, sign_key=sign, trust=trust or []
+            )
         info(f"{name}@{alias_name} -> {rec.ref} (was @{before})")
         if restore is not None:
-            info(f"restored {len(rec.manifest.files)} files of {rec.ref} into {restore} (verified)")
+            how = (
+                "signature verified, every byte re-hashed"
+                if (trust or sign)
+                else "bytes re-hashed; signature NOT checked: pass --trust"
+            )
+            info(f"restored {len(rec.manifest.files)} files of {rec.ref} into {restore} ({how})")
 
     @registry.command("diff")
     def diff(
@@ -405,16 +420,29 @@ def register(app: typer.Typer) -> None:
 
     @registry.command("fsck")
     def fsck(
+        trust: TrustOpt = None,
         registry_dir: RegistryOpt = None,
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        """Check the whole registry: SQLite integrity, records, and every object's digest."""
+        """Check the whole registry: SQLite, records, objects, and the signed head.
+
+        Reports deleted signed versions, replayed alias moves, a head put back, and
+        (from this user's remembered state) a database rolled back; with --trust the
+        head's and statements' signatures must verify.
+        """
+        from mlwarden.integrity.freshness import RememberedState
         from mlwarden.integrity.registry import Registry
 
         setup(quiet=quiet, debug=debug)
         with Registry.open(registry_dir, create=False) as reg:
-            problems = reg.fsck()
+            memory = RememberedState(reg.root)
+            try:
+                remembered = memory.load()
+            except ValueError as exc:
+                remembered = None
+                print(f"remembered registry state unreadable: {exc}")
+            problems = reg.fsck(trust=trust or [], remembered=remembered)
         for p in problems:
             print(p)
         info(f"{len(problems)} problem(s)")

@@ -23,7 +23,9 @@ def run(ctx: DemoContext) -> Report:
     report = Report.new(command="registry demo", seed=ctx.seed)
     root = ctx.out_dir / "registry"
     keydir = ctx.out_dir / "registry-keys"
-    for folder in (root, keydir):  # the demo's own outputs from an earlier run
+    # the demo re-creates its registry on every run, so it keeps its own verifier memory
+    state = ctx.out_dir / "registry-state"
+    for folder in (root, keydir, state):  # the demo's own outputs from an earlier run
         shutil.rmtree(folder, ignore_errors=True)
     priv, pub = generate_keypair(keydir / "demo.key")
     with report.timed("integrity.register"), Registry.open(root) as reg:
@@ -49,7 +51,7 @@ def run(ctx: DemoContext) -> Report:
         )
         reg.set_alias(model.name, model.version, "production", sign_key=priv)
     for ref in (data.ref, "digits-cnn@production"):
-        part = verify_report(ref, registry=root, trust=[pub], seed=ctx.seed)
+        part = verify_report(ref, registry=root, trust=[pub], seed=ctx.seed, state_dir=state)
         report.merge(part, prefix=ref.replace("@", "_"))
     report.metrics["registry"] = str(root)
     report.metrics["public_key"] = str(pub)

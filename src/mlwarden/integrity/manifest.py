@@ -218,6 +218,13 @@ def symlink_component(root: Path, name: str) -> str | None:
     return None
 
 
+def _link_count(path: str) -> int:
+    try:
+        return os.lstat(path).st_nlink
+    except OSError:
+        return 1
+
+
 @dataclass
 class FolderDiff:
     """How a folder on disk differs from a manifest (relative paths)."""
@@ -226,11 +233,12 @@ class FolderDiff:
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     symlinks: list[str] = field(default_factory=list)
+    hardlinks: list[str] = field(default_factory=list)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
-        return not (self.modified or self.missing or self.extra or self.symlinks)
+        return not (self.modified or self.missing or self.extra or self.symlinks or self.hardlinks)
 
 
 def compare_folder(manifest: Manifest, root: Path, workers: int | None = None) -> FolderDiff:
@@ -258,6 +266,8 @@ def compare_folder(manifest: Manifest, root: Path, workers: int | None = None) -
         diff.symlinks.extend(links)
     to_hash = [n for n in manifest.files if n in present]
     results = hash_files([present[n] for n in to_hash], workers=workers)
+    # a second name for the file (a hard link from outside) lets its owner change it later
+    diff.hardlinks = sorted(n for n in to_hash if _link_count(present[n]) > 1)
     for name, (digest, size) in zip(to_hash, results, strict=True):
         want = manifest.files[name]
         if digest != want.digest or size != want.size:

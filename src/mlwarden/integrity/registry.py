@@ -29,6 +29,7 @@ import re
 import socket
 import sqlite3
 import subprocess
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,23 +37,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from mlwarden.core.errors import InputFileError, UnsafeArtifactError, UserError
 from mlwarden.integrity.dsse import (
+    ALIAS_PREDICATE_TYPE,
+    PREDICATE_TYPE,
+    EnvelopeError,
+    SignatureError,
     make_alias_statement,
     make_statement,
     sign_statement,
     statement_manifest,
     unverified_statement,
+    verify_envelope,
 )
-from mlwarden.integrity.keys import load_private_key
+from mlwarden.integrity.freshness import HEAD_PREDICATE_TYPE, Head, statement_serial
+from mlwarden.integrity.keys import load_private_key, load_public_key
 from mlwarden.integrity.manifest import (
     Manifest,
     build_manifest,
-    compare_folder,
     file_paths,
     list_files,
-    symlink_component,
 )
+from mlwarden.integrity.safeio import open_dir, sub_dir
 from mlwarden.integrity.scanning import Scanner, scan_files
 from mlwarden.integrity.store import ObjectStore
 
@@ -156,6 +164,38 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return name, (tag or None)
 
 
+def signed_content(
+    rec: VersionRecord, keys: Sequence[Ed25519PublicKey]
+) -> tuple[Manifest, dict[str, Any]]:
+    """The manifest and record of ``rec``'s signed statement, verified with ``keys``.
+
+    The only source of truth for what a signed version contains: raises
+    :class:`UserError` when ``rec`` is unsigned, not signed by one of ``keys``, its
+    envelope is malformed, or the statement was signed for another name or version.
+    """
+    if rec.envelope is None:
+        raise UserError(f"{rec.ref} is not signed, so nothing vouches for its content")
+    try:
+        statement, _ = verify_envelope(rec.envelope, list(keys))
+    except SignatureError as exc:
+        raise UserError(
+            f"{rec.ref} is not signed by a trusted key (signed by "
+            + ", ".join(k[:16] for k in exc.keyids)
+            + "); pass --trust with the publisher's public key"
+        ) from None
+    except EnvelopeError as exc:
+        raise UserError(f"{rec.ref}: its signature envelope is malformed ({exc})") from None
+    record = statement["predicate"].get("mlwarden")
+    if not isinstance(record, dict):
+        raise UserError(f"{rec.ref}: its signed statement has no registry record")
+    if record.get("name") != rec.name or record.get("version") != rec.version:
+        raise UserError(
+            f"{rec.ref}: its signature was made for {record.get('name')}@"
+            f"{record.get('version')} (a copied signature)"
+        )
+    return statement_manifest(statement), record
+
+
 def code_revision(where: Path | None = None) -> str | None:
     """The git commit of ``where`` (default: the working directory), ``+dirty`` if modified."""
     cwd = str(where or Path.cwd())
@@ -239,6 +279,10 @@ class Registry:
                         "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),),
                     )
+                    conn.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('registry_id', ?)",
+                        (uuid.uuid4().hex,),
+                    )
             else:  # opening to read (verify, load_verified) writes nothing
                 conn.execute("PRAGMA synchronous=FULL")
                 tables = {
@@ -272,7 +316,24 @@ class Registry:
             raise
         self.conn.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every read inside sees the same database state."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self.conn
+        finally:
+            self.conn.execute("COMMIT")
+
     # -- reading -----------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def registry_id(self) -> str:
+        """This registry's random id (signed into its head); empty for very old registries."""
+        return self.meta("registry_id") or ""
 
     def _row_to_record(self, row: sqlite3.Row | tuple[Any, ...]) -> VersionRecord:
         (name, version, kind, manifest, mdigest, record, envelope, signer, created, who_) = row
@@ -402,6 +463,7 @@ class Registry:
         reason: str | None = None,
         scanner: Scanner | None = None,
         workers: int | None = None,
+        trust: Sequence[Path | Ed25519PublicKey] = (),
     ) -> VersionRecord:
         """Register the file or folder ``path`` as the next version of ``name``.
 
@@ -409,6 +471,8 @@ class Registry:
         pass as safe is refused with :class:`UnsafeArtifactError` unless ``force`` is
         set with a ``reason``, which is recorded (and signed). ``parents`` are
         ``NAME@VERSION`` refs this version was derived from (e.g. its training data).
+        With ``sign_key`` the registry head is signed too (:mod:`.freshness`); the
+        current head must verify with that key or one of ``trust``.
         """
         check_name(name)
         if kind not in KINDS:
@@ -493,9 +557,14 @@ class Registry:
             }
             envelope = signer = None
             if key is not None:
+                head = self._head_for_signing(key, trust)
+                head.serial += 1
+                record.update(registry=head.registry_id, serial=head.serial)
                 env = sign_statement(make_statement(manifest, record), key)
                 envelope = json.dumps(env, sort_keys=True)
                 signer = env["signatures"][0]["keyid"]
+                head.add_version(name, version)
+                self._write_head(head, key)
             conn.execute(
                 "INSERT INTO versions (name, version, kind, manifest, manifest_digest, file_count,"
                 " total_size, record, envelope, signer, created, who)"
@@ -539,17 +608,21 @@ class Registry:
         alias: str,
         action: str = "alias",
         sign_key: Path | None = None,
+        trust: Sequence[Path | Ed25519PublicKey] = (),
     ) -> int | None:
         """Point ``alias`` at ``name@version``; returns the version it pointed at before.
 
         With ``sign_key`` the move is signed (a DSSE statement naming the alias, the
-        version and its manifest digest), so verifying ``NAME@ALIAS`` can tell a
-        signed move from a database row someone rewrote.
+        version, its manifest digest and the head serial) and the registry head is
+        re-signed, so verifying ``NAME@ALIAS`` can tell a current signed move from a
+        rewritten or replayed row. A signed version must verify with the signing
+        key or one of ``trust`` first: a move is never signed onto a version whose
+        signature does not hold (the digest signed is the one its statement signs).
         """
         check_alias(alias)
-        rec = self.get(name, version)
         key = load_private_key(sign_key) if sign_key is not None else None
         with self.transaction() as conn:
+            rec = self.get(name, version)
             row = conn.execute(
                 "SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)
             ).fetchone()
@@ -557,10 +630,14 @@ class Registry:
             when, by = now(), who()
             envelope = None
             if key is not None:
-                statement = make_alias_statement(
-                    name, alias, version, rec.manifest_digest, by, when
-                )
+                digest = self._digest_to_sign(rec, self._keys(key, trust))
+                head = self._head_for_signing(key, trust)
+                head.serial += 1
+                statement = make_alias_statement(name, alias, version, digest, by, when)
+                statement["predicate"].update(registry=head.registry_id, serial=head.serial)
                 envelope = json.dumps(sign_statement(statement, key), sort_keys=True)
+                head.move_alias(name, alias, version, digest, head.serial)
+                self._write_head(head, key)
             conn.execute(
                 "INSERT INTO aliases (name, alias, version, updated, who, envelope)"
                 " VALUES (?, ?, ?, ?, ?, ?)"
@@ -570,6 +647,119 @@ class Registry:
             )
             self._event(action, name, version, alias, {"previous": before, "signed": bool(key)})
         return before
+
+    def _digest_to_sign(self, rec: VersionRecord, keys: list[Ed25519PublicKey]) -> str:
+        if rec.envelope is None:
+            if rec.manifest.digest() != rec.manifest_digest:
+                raise UserError(f"{rec.ref}: its stored manifest does not match its digest")
+            return rec.manifest_digest
+        manifest, _ = signed_content(rec, keys)
+        return manifest.digest()
+
+    # -- the signed head (freshness) -------------------------------------------------
+
+    @staticmethod
+    def _keys(
+        key: Ed25519PrivateKey | None, trust: Sequence[Path | Ed25519PublicKey]
+    ) -> list[Ed25519PublicKey]:
+        keys = [key.public_key()] if key is not None else []
+        return keys + [t if isinstance(t, Ed25519PublicKey) else load_public_key(t) for t in trust]
+
+    def read_head(self, keys: Sequence[Ed25519PublicKey]) -> tuple[Head | None, str | None]:
+        """(head, signer key id): verified with ``keys``, or unverified when none are given.
+
+        None when the registry has no head. Raises :class:`SignatureError` or
+        :class:`EnvelopeError` for a head that does not verify or parse.
+        """
+        envelope = self.meta("head")
+        if envelope is None:
+            return None, None
+        if keys:
+            statement, signer = verify_envelope(envelope, list(keys), HEAD_PREDICATE_TYPE)
+        else:
+            statement, signer = unverified_statement(envelope, HEAD_PREDICATE_TYPE), None
+        return Head.from_statement(statement), signer
+
+    def _head_for_signing(
+        self, key: Ed25519PrivateKey, trust: Sequence[Path | Ed25519PublicKey]
+    ) -> Head:
+        """The current head, verified with the signer's own key or ``trust`` (never blessed blind)."""
+        try:
+            head, _ = self.read_head(self._keys(key, trust))
+        except SignatureError as exc:
+            raise UserError(
+                "the registry head is not signed by this key or a --trust key (signed by "
+                + (", ".join(k[:16] for k in exc.keyids) or "nobody")
+                + "); pass --trust with the public key of whoever signed last, or run "
+                "'mlwarden registry fsck' if that key is unknown to you"
+            ) from None
+        except EnvelopeError as exc:
+            raise UserError(
+                f"the registry head is unreadable ({exc}); run 'mlwarden registry fsck'"
+            ) from None
+        if head is None:
+            return self._bootstrap_head()
+        if head.registry_id != self.registry_id():
+            raise UserError(
+                f"the registry head belongs to registry {head.registry_id[:12]}, not to this "
+                f"one ({self.registry_id()[:12]}): it was copied in; run 'mlwarden registry fsck'"
+            )
+        return head
+
+    def _bootstrap_head(self) -> Head:
+        """A first head for a registry signed before heads existed (or never signed)."""
+        head = Head(self.registry_id())
+        rows = self.conn.execute(
+            "SELECT name, version, envelope FROM versions WHERE envelope IS NOT NULL"
+        ).fetchall()
+        for name, version, envelope in rows:
+            if self.local_serial(envelope) is not None:
+                raise UserError(
+                    f"{name}@{version} was signed under a registry head, but the head is "
+                    "missing (deleted?); run 'mlwarden registry fsck' before signing again"
+                )
+            head.add_version(name, int(version))
+        for name, alias, version, envelope in self.conn.execute(
+            "SELECT name, alias, version, envelope FROM aliases WHERE envelope IS NOT NULL"
+        ).fetchall():
+            if self.local_serial(envelope, ALIAS_PREDICATE_TYPE) is not None:
+                raise UserError(
+                    f"{name}@{alias} was moved under a registry head, but the head is missing"
+                    " (deleted?); run 'mlwarden registry fsck' before signing again"
+                )
+            digest = unverified_statement(envelope, ALIAS_PREDICATE_TYPE)["predicate"].get(
+                "manifest_digest"
+            )
+            head.move_alias(name, alias, int(version), str(digest), 0)
+        return head
+
+    def _write_head(self, head: Head, key: Ed25519PrivateKey) -> None:
+        envelope = json.dumps(sign_statement(head.statement(who(), now()), key), sort_keys=True)
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('head', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+            (envelope,),
+        )
+
+    def local_serial(
+        self,
+        envelope: str,
+        predicate_type: str = PREDICATE_TYPE,
+        keys: Sequence[Ed25519PublicKey] = (),
+    ) -> int | None:
+        """The head serial a statement of THIS registry was signed under (None: older or foreign).
+
+        With ``keys`` only a statement whose signature verifies counts.
+        """
+        try:
+            if keys:
+                statement, _ = verify_envelope(envelope, list(keys), predicate_type)
+            else:
+                statement = unverified_statement(envelope, predicate_type)
+        except (EnvelopeError, SignatureError, UserError):
+            return None
+        registry, serial = statement_serial(statement)
+        return serial if registry == self.registry_id() else None
 
     def alias_envelope(self, name: str, alias: str) -> tuple[int, str | None] | None:
         """(version, signed envelope or None) of ``name@alias``; None if there is no alias."""
@@ -585,37 +775,87 @@ class Registry:
         to: int,
         restore: Path | None = None,
         sign_key: Path | None = None,
+        trust: Sequence[Path | Ed25519PublicKey] = (),
     ) -> tuple[int | None, VersionRecord]:
-        """Point ``alias`` back at version ``to``; optionally restore its exact bytes to a folder."""
+        """Point ``alias`` back at version ``to``; optionally restore its exact bytes to a folder.
+
+        With ``trust`` or ``sign_key`` (whose public key is then trusted) the version
+        must be signed by a trusted key, and the restore writes the files and digests
+        of its SIGNED statement, never the database's copy of the manifest. Without
+        keys an unsigned version is restored from the database manifest (nothing
+        better exists), and a signed one only if its statement agrees with it.
+        """
         rec = self.get(name, to)
         current = self.aliases(name).get(alias)
         if current is None:
             raise UserError(f"{name} has no alias {alias!r} to roll back; use 'registry alias'")
+        key = load_private_key(sign_key) if sign_key is not None else None
+        keys = self._keys(key, trust)
         if restore is not None:
-            self.restore(rec, restore)
-        before = self.set_alias(name, to, alias, action="rollback", sign_key=sign_key)
+            if keys:
+                manifest, _ = signed_content(rec, keys)
+            else:
+                manifest = rec.manifest
+                if rec.envelope is not None:
+                    try:
+                        st_manifest = statement_manifest(unverified_statement(rec.envelope))
+                    except EnvelopeError as exc:
+                        raise UserError(
+                            f"{rec.ref}: signature envelope is malformed ({exc})"
+                        ) from None
+                    if st_manifest.to_json() != manifest.to_json():
+                        raise UserError(
+                            f"{rec.ref}: the database manifest disagrees with its signed "
+                            "statement (tampered?); not restored"
+                        )
+            self.restore(manifest, restore, rec.ref)
+        before = self.set_alias(name, to, alias, action="rollback", sign_key=sign_key, trust=trust)
         return before, rec
 
-    def restore(self, rec: VersionRecord, dest: Path) -> Path:
-        """Write the exact bytes of ``rec`` into the new or empty folder ``dest``; re-verified."""
+    def restore(self, manifest: Manifest, dest: Path, ref: str = "version") -> Path:
+        """Write the files of ``manifest`` from the store into the new or empty folder ``dest``.
+
+        Link-safe (:mod:`.safeio`): ``dest`` is opened once and every folder and file
+        below it is created through descriptors with ``O_EXCL | O_NOFOLLOW``, so
+        swapping ``dest`` or a sub-folder for a link afterwards redirects nothing.
+        Each object is read once, hashed while it is written, and a file whose bytes
+        do not hash to the manifest's digest is removed and refused.
+        """
         if dest.is_symlink():
             raise InputFileError(dest, "is a symbolic link; restore into a real folder")
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise InputFileError(dest, "exists and is not an empty folder")
-        dest.mkdir(parents=True, exist_ok=True)
-        for name, entry in rec.manifest.files.items():
-            status = self.store.check(entry.digest)
-            if status != "ok":
-                raise UserError(f"cannot restore {rec.ref}: object for {name} is {status}")
-            target = dest.joinpath(*name.split("/"))
-            if symlink_component(dest, name) is not None:
-                raise UserError(f"refusing to restore {name}: a folder on its path is a link")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.store.export_to(entry.digest, target)
-        diff = compare_folder(rec.manifest, dest)
-        if not diff.clean:
-            raise UserError(f"restored copy of {rec.ref} does not match its manifest: {diff}")
+        top = open_dir(dest, create=True)
+        folders: dict[str, int] = {"": top}
+        try:
+            if os.listdir(top):
+                raise InputFileError(dest, "exists and is not an empty folder")
+            for name, entry in manifest.files.items():
+                parent, _, base = name.rpartition("/")
+                fd = self._restore_folder(folders, parent, dest)
+                try:
+                    self.store.copy_out(entry.digest, fd, base, label=str(dest / name))
+                except InputFileError as exc:
+                    raise UserError(f"cannot restore {ref}: {name}: {exc.problem}") from None
+            for fd in folders.values():
+                os.fsync(fd)
+        finally:
+            for fd in folders.values():
+                os.close(fd)
         return dest
+
+    @staticmethod
+    def _restore_folder(folders: dict[str, int], rel: str, dest: Path) -> int:
+        """Descriptor of ``dest/rel``, each component made and opened without following links."""
+        if rel in folders:
+            return folders[rel]
+        parent, _, base = rel.rpartition("/")
+        fd = sub_dir(
+            Registry._restore_folder(folders, parent, dest),
+            base,
+            create=True,
+            label=str(dest / rel),
+        )
+        folders[rel] = fd
+        return fd
 
     def import_version(
         self, rec_json: dict[str, Any], manifest: Manifest, envelope: str | None
@@ -683,12 +923,20 @@ class Registry:
 
     # -- consistency -------------------------------------------------------------
 
-    def fsck(self) -> list[str]:
+    def fsck(
+        self,
+        trust: Sequence[Path | Ed25519PublicKey] = (),
+        remembered: dict[str, Any] | None = None,
+    ) -> list[str]:
         """Problems with the registry as a whole (empty when every version is intact).
 
-        Checks SQLite's own integrity, that each version's stored record and
-        envelope agree with its manifest, and that every object hashes to its name.
-        Signatures are checked against trusted keys by :func:`.verify.verify_report`.
+        Checks SQLite's own integrity, that each version's columns, lineage rows and
+        envelope agree with its record and manifest, that every object is a regular,
+        singly-linked file hashing to its name, and the signed head
+        (:meth:`stale`): deleted signed versions, replayed alias moves, a head put
+        back. With ``trust`` the head's and statements' signatures must verify;
+        ``remembered`` (:class:`.freshness.RememberedState`) catches a whole
+        database rolled back to an older signed state.
         """
         problems: list[str] = []
         ok = self.conn.execute("PRAGMA integrity_check").fetchone()[0]
@@ -696,26 +944,7 @@ class Registry:
             problems.append(f"sqlite integrity_check: {ok}")
         digests: dict[str, str] = {}
         for name in self.names():
-            expected = 1
-            for rec in self.versions(name):
-                if rec.manifest.digest() != rec.manifest_digest:
-                    problems.append(f"{rec.ref}: manifest digest mismatch")
-                if rec.record.get("manifest_digest") != rec.manifest_digest:
-                    problems.append(f"{rec.ref}: record disagrees with manifest")
-                if rec.envelope is not None:
-                    try:
-                        st = unverified_statement(rec.envelope)
-                        if statement_manifest(st).to_json() != rec.manifest.to_json():
-                            problems.append(f"{rec.ref}: signed statement disagrees with manifest")
-                    except (ValueError, UserError) as exc:
-                        problems.append(f"{rec.ref}: envelope unreadable ({exc})")
-                if rec.version != expected and "import" not in {
-                    e["action"] for e in self.events(name) if e["version"] == rec.version
-                }:
-                    problems.append(f"{rec.ref}: version numbers are not contiguous")
-                expected = rec.version + 1
-                for fname, entry in rec.manifest.files.items():
-                    digests.setdefault(entry.digest, f"{rec.ref}:{fname}")
+            problems += self._fsck_name(name, digests)
         for digest, where in digests.items():
             status = self.store.check(digest)
             if status != "ok":
@@ -725,4 +954,205 @@ class Registry:
             " ON a.name=v.name AND a.version=v.version WHERE v.name IS NULL"
         ):
             problems.append(f"{name}@{alias} points at missing version {version}")
+        keys = self._keys(None, trust)
+        problems += [message for _, _, message in self.stale(keys, None, remembered)]
         return problems
+
+    def _fsck_name(self, name: str, digests: dict[str, str]) -> list[str]:
+        problems = []
+        imported = {e["version"] for e in self.events(name) if e["action"] == "import"}
+        expected = 1
+        for rec in self.versions(name):
+            problems += [f"{rec.ref}: {p}" for p in record_problems(rec)]
+            lineage = sorted(
+                (str(n), int(v), str(d))
+                for n, v, d in self.conn.execute(
+                    "SELECT parent_name, parent_version, parent_digest FROM lineage"
+                    " WHERE name=? AND version=?",
+                    (rec.name, rec.version),
+                )
+            )
+            recorded = sorted(
+                (str(p.get("name")), int(p.get("version", 0)), str(p.get("manifest_digest")))
+                for p in rec.parents
+            )
+            if lineage != recorded:
+                problems.append(f"{rec.ref}: lineage rows disagree with its record")
+            if rec.version != expected and rec.version not in imported:
+                problems.append(f"{rec.ref}: version numbers are not contiguous")
+            expected = rec.version + 1
+            for fname, entry in rec.manifest.files.items():
+                digests.setdefault(entry.digest, f"{rec.ref}:{fname}")
+        return problems
+
+    def stale(
+        self,
+        keys: Sequence[Ed25519PublicKey],
+        names: Sequence[str] | None = None,
+        remembered: dict[str, Any] | None = None,
+    ) -> list[tuple[str, str, str]]:
+        """Freshness problems as (kind, name or '', message), checked against the signed head.
+
+        ``kind`` is one of ``head`` (missing, unreadable, untrusted or foreign head),
+        ``head-old`` (a statement in the database is newer than the head: the head
+        was put back), ``rolled-back`` / ``replaced`` (the head is older than, or
+        another registry than, what this verifier saw before), ``deleted`` (a
+        signed version the head lists is gone) and ``alias`` (an alias is not at
+        its last signed move). ``names`` limits the per-name checks.
+        """
+        try:
+            head, _ = self.read_head(keys)
+        except SignatureError as exc:
+            signers = ", ".join(k[:16] for k in exc.keyids)
+            return [("head", "", f"the registry head is not signed by a trusted key ({signers})")]
+        except (EnvelopeError, UserError) as exc:
+            return [("head", "", f"the registry head is unreadable ({exc})")]
+        serials = self._serials(keys, names)
+        if head is None:
+            if serials or remembered:
+                newest = max(serials.values(), default=(remembered or {}).get("serial", 0))
+                return [
+                    (
+                        "head",
+                        "",
+                        "the signed registry head is missing, but statements signed under a "
+                        f"head exist (serial {newest}): it was deleted",
+                    )
+                ]
+            return []
+        out = self._stale_head(head, serials, remembered)
+        for name in names if names is not None else sorted(head.names):
+            out += self._stale_name(head, name, keys)
+        return out
+
+    def _serials(
+        self, keys: Sequence[Ed25519PublicKey], names: Sequence[str] | None
+    ) -> dict[str, int]:
+        """``ref -> serial`` of this registry's statements signed under a head."""
+        where = "" if names is None else f" WHERE name IN ({','.join('?' * len(names))})"
+        args = tuple(names or ())
+        out: dict[str, int] = {}
+        for name, version, env in self.conn.execute(
+            f"SELECT name, version, envelope FROM versions{where}", args
+        ).fetchall():
+            serial = self.local_serial(env, PREDICATE_TYPE, keys) if env else None
+            if serial is not None:
+                out[f"{name}@{version}"] = serial
+        for name, alias, env in self.conn.execute(
+            f"SELECT name, alias, envelope FROM aliases{where}", args
+        ).fetchall():
+            serial = self.local_serial(env, ALIAS_PREDICATE_TYPE, keys) if env else None
+            if serial is not None:
+                out[f"{name}@{alias} (alias move)"] = serial
+        return out
+
+    def _stale_head(
+        self, head: Head, serials: dict[str, int], remembered: dict[str, Any] | None
+    ) -> list[tuple[str, str, str]]:
+        out = []
+        if head.registry_id != self.registry_id():
+            out.append(
+                (
+                    "head",
+                    "",
+                    f"the registry head belongs to registry {head.registry_id[:12]}, not "
+                    f"this one ({self.registry_id()[:12]}): copied in from elsewhere",
+                )
+            )
+        newer = sorted((s, ref) for ref, s in serials.items() if s > head.serial)
+        if newer:
+            s, ref = newer[-1]
+            out.append(
+                (
+                    "head-old",
+                    "",
+                    f"the signed registry head (serial {head.serial}) is older than {ref} "
+                    f"(serial {s}): an old head was put back",
+                )
+            )
+        if remembered is not None:
+            if remembered["registry_id"] != head.registry_id:
+                out.append(
+                    (
+                        "replaced",
+                        "",
+                        f"this folder held registry {remembered['registry_id'][:12]} when it "
+                        f"was last verified; now it holds {head.registry_id[:12]}",
+                    )
+                )
+            elif remembered["serial"] > head.serial:
+                out.append(
+                    (
+                        "rolled-back",
+                        "",
+                        f"the registry was rolled back: its signed head has serial "
+                        f"{head.serial}, but serial {remembered['serial']} was verified before",
+                    )
+                )
+        return out
+
+    def _stale_name(
+        self, head: Head, name: str, keys: Sequence[Ed25519PublicKey]
+    ) -> list[tuple[str, str, str]]:
+        entry = head.names.get(name)
+        if entry is None:
+            return []
+        out = []
+        present = {
+            int(v)
+            for (v,) in self.conn.execute(
+                "SELECT version FROM versions WHERE name=? AND envelope IS NOT NULL", (name,)
+            )
+        }
+        missing = [v for v in entry["signed"] if v not in present]
+        if missing:
+            refs = ", ".join(f"{name}@{v}" for v in missing)
+            newest = " (including the newest)" if entry["latest"] in missing else ""
+            out.append(
+                (
+                    "deleted",
+                    name,
+                    f"signed version(s) {refs} listed by the signed registry head are missing "
+                    f"or lost their signature{newest}: deleted, so an older version is served",
+                )
+            )
+        for alias, want in sorted(entry["aliases"].items()):
+            found = self.alias_envelope(name, alias)
+            got = None
+            if found is not None and found[1] is not None:
+                serial = self.local_serial(found[1], ALIAS_PREDICATE_TYPE, keys)
+                got = (found[0], serial)
+            if got != (want["version"], want["serial"]):
+                now_at = "missing" if found is None else f"at version {found[0]}"
+                out.append(
+                    (
+                        "alias",
+                        f"{name}@{alias}",
+                        f"{name}@{alias} is {now_at}, but its last signed move (registry head)"
+                        f" put it at version {want['version']} (serial {want['serial']}): "
+                        "a replayed, reverted or unsigned alias move",
+                    )
+                )
+        return out
+
+
+def record_problems(rec: VersionRecord) -> list[str]:
+    """How ``rec``'s columns, record and (unverified) signed statement disagree."""
+    problems = []
+    if rec.manifest.digest() != rec.manifest_digest:
+        problems.append("manifest digest mismatch")
+    columns: dict[str, Any] = {"kind": rec.kind, "manifest_digest": rec.manifest_digest}
+    columns.update(file_count=len(rec.manifest.files), total_size=rec.manifest.total_size)
+    changed = [k for k, v in columns.items() if rec.record.get(k) != v]
+    if changed:
+        problems.append("record disagrees with its columns: " + ", ".join(changed))
+    if rec.envelope is not None:
+        try:
+            st = unverified_statement(rec.envelope)
+            if statement_manifest(st).to_json() != rec.manifest.to_json():
+                problems.append("signed statement disagrees with manifest")
+            if st["predicate"].get("mlwarden") != rec.record:
+                problems.append("signed statement disagrees with the record")
+        except (ValueError, UserError) as exc:
+            problems.append(f"envelope unreadable ({exc})")
+    return problems

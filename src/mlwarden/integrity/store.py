@@ -16,24 +16,43 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import functools
 import hashlib
 import os
-import shutil
-import tempfile
+import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
 from mlwarden.core.errors import InputFileError
-from mlwarden.integrity.hashing import CHUNK, default_workers, hash_file, thread_buffer
+from mlwarden.integrity.hashing import CHUNK, default_workers, thread_buffer
 from mlwarden.integrity.manifest import check_digest
+from mlwarden.integrity.safeio import (
+    NOFOLLOW,
+    copy_hashing,
+    create_file,
+    create_temp,
+    open_dir,
+    open_regular,
+    sub_dir,
+    why,
+)
+
+_DIR_READ = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 class ObjectStore:
-    """Files by SHA-256 under ``root/objects``."""
+    """Files by SHA-256 under ``root/objects``.
+
+    Every path below ``root`` is reached through folder descriptors without
+    following links (:mod:`.safeio`): someone who can write the registry folder and
+    replaces ``tmp/``, ``objects/`` or ``objects/ab`` with a link cannot make us
+    write elsewhere, and a linked or hard-linked object is reported, never trusted.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -42,8 +61,8 @@ class ObjectStore:
         self._objects_str = str(self.objects)
 
     def ensure(self) -> None:
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        for folder in (self.objects, self.tmp):
+            os.close(open_dir(folder, create=True))
 
     def path(self, digest: str) -> Path:
         check_digest(digest)
@@ -55,7 +74,52 @@ class ObjectStore:
         return os.path.join(self._objects_str, digest[:2], digest[2:])
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        """Is ``digest`` stored as a regular file (a link or folder in its place is not)?"""
+        try:
+            return stat.S_ISREG(os.lstat(self.path_str(digest)).st_mode)
+        except OSError:
+            return False
+
+    def open_object(self, digest: str) -> tuple[int, os.stat_result]:
+        """Open object ``digest`` for reading: (descriptor, stat of that descriptor).
+
+        Neither ``objects/``, its ``ab/`` folder nor the object may be a link
+        (``OSError`` with ``ELOOP``); a missing object raises ``FileNotFoundError``.
+        """
+        check_digest(digest)
+        objects = os.open(self.objects, _DIR_READ)
+        try:
+            sub = os.open(digest[:2], _DIR_READ, dir_fd=objects)
+            try:
+                return open_regular(digest[2:], parent=sub)
+            finally:
+                os.close(sub)
+        finally:
+            os.close(objects)
+
+    def inspect(self, digest: str) -> tuple[str, int]:
+        """(status, size): status ``ok``, ``missing``, ``corrupt``, ``a symbolic link``,
+        ``hard-linked`` (another name can change its bytes) or ``not a regular file``.
+        """
+        try:
+            fd, st = self.open_object(digest)
+        except FileNotFoundError:
+            return "missing", 0
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "a symbolic link", 0
+            return ("missing" if exc.errno == errno.ENOTDIR else "not a regular file"), 0
+        try:
+            if st.st_nlink > 1:
+                return "hard-linked", st.st_size
+            actual, size = copy_hashing(fd, None)
+        finally:
+            os.close(fd)
+        return ("ok" if actual == digest else "corrupt"), size
+
+    def check(self, digest: str) -> str:
+        """The status of :meth:`inspect` alone."""
+        return self.inspect(digest)[0]
 
     def put(self, source: Path, digest: str, sync_dir: bool = True) -> bool:
         """Copy ``source`` in as object ``digest``; False when it was already stored."""
@@ -76,44 +140,69 @@ class ObjectStore:
         if self.has(digest):
             return False
         self.ensure()
-        tmp = self._stage(src, digest, label, fsync=True)
-        self._install(tmp, digest)
+        tmp = self.stage(src, digest, label, fsync=True)
+        self.install(tmp, digest)
         if sync_dir:
             fsync_dir(self.path(digest).parent)
         return True
 
-    def _stage(self, src: IO[bytes], digest: str, label: str, fsync: bool) -> Path:
-        """Copy ``src`` to a temporary file, re-hashing it; the file is removed on any error."""
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="obj-")
-        tmp = Path(tmp_name)
+    def stage(self, src: IO[bytes], digest: str, label: str, fsync: bool) -> str:
+        """Copy ``src`` to a new file in ``tmp/``, re-hashing it; its name (removed on error)."""
+        tmp_dir = open_dir(self.tmp)
         try:
-            h = hashlib.sha256()
-            buf = thread_buffer(CHUNK)
-            view = memoryview(buf)
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    n = src.readinto(buf)  # type: ignore[attr-defined]
-                    if not n:
-                        break
-                    h.update(view[:n])
-                    out.write(view[:n])
-                out.flush()
-                if fsync:
-                    os.fsync(out.fileno())
-            if h.hexdigest() != digest:
-                raise InputFileError(
-                    label, "changed while it was being added (its SHA-256 no longer matches)"
-                )
-            os.chmod(tmp, 0o444)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return tmp
+            fd, name = create_temp(tmp_dir, "obj-")
+            try:
+                h = hashlib.sha256()
+                buf = thread_buffer(CHUNK)
+                view = memoryview(buf)
+                with os.fdopen(fd, "wb") as out:
+                    while True:
+                        n = src.readinto(buf)  # type: ignore[attr-defined]
+                        if not n:
+                            break
+                        h.update(view[:n])
+                        out.write(view[:n])
+                    out.flush()
+                    os.fchmod(out.fileno(), 0o444)
+                    if fsync:
+                        os.fsync(out.fileno())
+                if h.hexdigest() != digest:
+                    raise InputFileError(
+                        label, "changed while it was being added (its SHA-256 no longer matches)"
+                    )
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=tmp_dir)
+                raise
+        finally:
+            os.close(tmp_dir)
+        return name
 
-    def _install(self, tmp: Path, digest: str) -> None:
-        dest = self.path(digest)
-        dest.parent.mkdir(exist_ok=True)
-        os.replace(tmp, dest)
+    def install(self, tmp: str, digest: str) -> None:
+        """Rename the staged file ``tmp`` (in ``tmp/``) to its object name (no links followed)."""
+        tmp_dir = open_dir(self.tmp)
+        try:
+            objects = open_dir(self.objects)
+            try:
+                sub = sub_dir(objects, digest[:2], create=True, label=str(self.path(digest).parent))
+                try:
+                    os.replace(tmp, digest[2:], src_dir_fd=tmp_dir, dst_dir_fd=sub)
+                finally:
+                    os.close(sub)
+            finally:
+                os.close(objects)
+        finally:
+            os.close(tmp_dir)
+
+    def discard(self, staged: Iterable[str]) -> None:
+        """Remove staged files that will not be installed."""
+        tmp_dir = open_dir(self.tmp)
+        try:
+            for name in staged:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=tmp_dir)
+        finally:
+            os.close(tmp_dir)
 
     def put_many(self, items: Iterable[tuple[Path, str]], workers: int | None = None) -> int:
         """Store several files: copy all in parallel, one durability barrier, then rename.
@@ -133,24 +222,23 @@ class ObjectStore:
             return 0
         self.ensure()
 
-        def stage(digest: str) -> Path:
+        def stage(digest: str) -> str:
             with open(unique[digest], "rb") as src:
-                return self._stage(src, digest, str(unique[digest]), fsync=False)
+                return self.stage(src, digest, str(unique[digest]), fsync=False)
 
-        staged: dict[str, Path] = {}
+        staged: dict[str, str] = {}
         try:
             with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
                 futures = {d: pool.submit(stage, d) for d in unique}
                 for d, fut in futures.items():
                     staged[d] = fut.result()
             sync_filesystem(self.tmp)
-            for d, tmp in staged.items():
-                self._install(tmp, d)
-            staged.clear()
+            for d in list(staged):
+                self.install(staged.pop(d), d)
             sync_filesystem(self.objects)
         finally:
-            for tmp in staged.values():
-                tmp.unlink(missing_ok=True)
+            if staged:
+                self.discard(staged.values())
         return len(unique)
 
     def sync_dirs(self, digests: Iterable[str]) -> None:
@@ -159,26 +247,36 @@ class ObjectStore:
             fsync_dir(folder)
         fsync_dir(self.objects)
 
-    def check(self, digest: str) -> str:
-        """``"ok"``, ``"missing"`` or ``"corrupt"`` (content no longer hashes to its name)."""
-        p = self.path(digest)
-        if p.is_symlink() or not p.is_file():
-            return "missing"
-        actual, _ = hash_file(p)
-        return "ok" if actual == digest else "corrupt"
+    def copy_out(self, digest: str, parent: int, name: str, label: str) -> None:
+        """Write object ``digest`` as the NEW file ``name`` in the open folder ``parent``.
 
-    def export_to(self, digest: str, dest: Path) -> None:
-        """Write object ``digest`` to ``dest`` atomically (temp file + fsync + rename)."""
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".mlw-")
+        The object is read once, hashed while it is copied, and the copy is fsync'ed;
+        if the bytes read do not hash to ``digest`` (changed in the store, or a
+        link), the copy is removed and :class:`InputFileError` raised. ``name`` must
+        not exist (``O_EXCL``, never follows a link planted there).
+        """
         try:
-            with os.fdopen(fd, "wb") as out, open(self.path(digest), "rb") as src:
-                shutil.copyfileobj(src, out, CHUNK)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp_name, dest)
+            src, st = self.open_object(digest)
+        except OSError as exc:
+            raise InputFileError(self.path(digest), why(exc)) from None
+        try:
+            out = create_file(parent, name, 0o644, label=label)
+            try:
+                actual, _ = copy_hashing(src, out)
+                os.fsync(out)
+            finally:
+                os.close(out)
         finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
+            os.close(src)
+        if actual != digest or st.st_nlink > 1:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=parent)
+            what = (
+                "is hard-linked (another name can change its bytes)"
+                if actual == digest
+                else "was modified in the store (its SHA-256 no longer matches its name)"
+            )
+            raise InputFileError(self.path(digest), f"{what}; refusing to use its bytes")
 
 
 def sync_filesystem(path: Path) -> None:

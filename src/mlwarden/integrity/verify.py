@@ -20,11 +20,12 @@ Example::
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,17 @@ from mlwarden.integrity.dsse import (
     unverified_statement,
     verify_envelope,
 )
-from mlwarden.integrity.hashing import hash_files
+from mlwarden.integrity.freshness import RememberedState
+from mlwarden.integrity.hashing import default_workers
 from mlwarden.integrity.keys import key_id, load_public_key
 from mlwarden.integrity.manifest import Manifest, UnsafeManifestError, compare_folder
-from mlwarden.integrity.registry import Registry, VersionRecord, parse_ref
+from mlwarden.integrity.registry import (
+    KINDS,
+    Registry,
+    VersionRecord,
+    parse_ref,
+    record_problems,
+)
 
 CHECK = "integrity.verify"
 
@@ -139,6 +147,20 @@ class _Findings:
                 {"files": extra, "where": where},
             )
 
+    def links(self, linked: list[str], where: str) -> None:
+        self.add(
+            "MLW-INT-014",
+            f"{self.rec.ref}: {len(linked)} linked file(s) in {where}: {_names(linked)}",
+            Severity.HIGH if all("hard-linked" in n for n in linked) else Severity.CRITICAL,
+            ["AML.M0014"],
+            "A symbolic link can point anywhere, and a hard link is a second name through "
+            "which someone else can change the bytes after they were checked: what is "
+            "loaded may not be what was verified. Linked: " + ", ".join(linked),
+            "Replace the links with real copies (registry rollback --restore DIR writes "
+            "fresh files) and find out who made them.",
+            {"files": linked, "where": where},
+        )
+
 
 def _load_trust(trust: Sequence[Path | Ed25519PublicKey]) -> list[Ed25519PublicKey]:
     keys = []
@@ -232,6 +254,7 @@ def _check_signature(
         return None, info
     signed = statement_manifest(statement)
     record = statement["predicate"].get("mlwarden", {})
+    info["record"] = record
     problems = []
     if signed.to_json() != rec.manifest.to_json():
         problems.append("file list or digests")
@@ -242,6 +265,8 @@ def _check_signature(
         problems.append("record fields " + ", ".join(changed))
     if record.get("name") != rec.name or record.get("version") != rec.version:
         problems.append(f"signed for {record.get('name')}@{record.get('version')}")
+    if record.get("kind") != rec.kind:
+        problems.append(f"kind {rec.kind!r} (signed: {record.get('kind')!r})")
     if problems:
         out.add(
             "MLW-INT-008",
@@ -331,17 +356,18 @@ def _check_alias(
 
 
 def _check_record(rec: VersionRecord, out: _Findings) -> None:
-    if (
-        rec.manifest.digest() != rec.manifest_digest
-        or rec.record.get("manifest_digest") != rec.manifest_digest
-    ):
+    problems = record_problems(rec)
+    if problems:
         out.add(
             "MLW-INT-008",
-            f"{rec.ref}: the stored manifest does not match its recorded digest",
+            f"{rec.ref}: the stored entry disagrees with itself ({'; '.join(problems)})",
             Severity.CRITICAL,
             ["AML.M0014"],
-            "The registry database was edited outside mlwarden.",
+            "The registry database was edited outside mlwarden: "
+            + "; ".join(problems)
+            + ". Only the signed statement decides what this version is.",
             "Restore the registry database from a trusted copy.",
+            {"differences": problems},
         )
     forced = rec.record.get("forced")
     if forced:
@@ -357,8 +383,10 @@ def _check_record(rec: VersionRecord, out: _Findings) -> None:
         )
 
 
-def _check_lineage(reg: Registry, rec: VersionRecord, out: _Findings) -> None:
-    for parent in rec.parents:
+def _check_lineage(
+    reg: Registry, rec: VersionRecord, record: dict[str, Any], out: _Findings
+) -> None:
+    for parent in list((record.get("lineage") or {}).get("parents") or []):
         pref = f"{parent['name']}@{parent['version']}"
         try:
             current = reg.get(parent["name"], int(parent["version"]))
@@ -383,8 +411,8 @@ def _check_lineage(reg: Registry, rec: VersionRecord, out: _Findings) -> None:
             )
 
 
-def _check_provenance(rec: VersionRecord, out: _Findings) -> None:
-    prov = rec.record.get("provenance") or {}
+def _check_provenance(rec: VersionRecord, record: dict[str, Any], out: _Findings) -> None:
+    prov = record.get("provenance") or {}
     if not prov.get("source") and not prov.get("publisher"):
         out.add(
             "MLW-INT-011",
@@ -397,92 +425,238 @@ def _check_provenance(rec: VersionRecord, out: _Findings) -> None:
         )
 
 
+def _check_store(reg: Registry, content: Manifest, out: _Findings) -> dict[str, list[str]]:
+    """Re-hash every stored object (no links followed); name modified, missing, linked files."""
+    entries = list(content.files.items())
+
+    def inspect(item: tuple[str, Any]) -> tuple[str, int]:
+        return reg.store.inspect(item[1].digest)
+
+    if len(entries) > 1:
+        with ThreadPoolExecutor(max_workers=min(default_workers(), len(entries))) as pool:
+            results = list(pool.map(inspect, entries))
+    else:
+        results = [inspect(e) for e in entries]
+    found: dict[str, list[str]] = {"modified": [], "missing": [], "linked": []}
+    for (name, entry), (status, size) in zip(entries, results, strict=True):
+        if status == "ok" and size != entry.size:
+            status = "corrupt"
+        if status != "ok":
+            label = {"corrupt": "modified", "missing": "missing"}.get(status, "linked")
+            found[label].append(name if label != "linked" else f"{name} ({status})")
+    out.files(found["modified"], found["missing"], [], "the registry store")
+    if found["linked"]:
+        out.links(found["linked"], "the registry store")
+    return found
+
+
+def _check_folder(content: Manifest, path: Path, out: _Findings) -> dict[str, Any]:
+    diff = compare_folder(content, path)
+    out.files(diff.modified, diff.missing, diff.extra, str(path))
+    linked = [f"{n} (a symbolic link)" for n in diff.symlinks]
+    linked += [f"{n} (hard-linked)" for n in diff.hardlinks]
+    if linked:
+        out.links(linked, str(path))
+    return {
+        "modified": diff.modified,
+        "missing": diff.missing,
+        "extra": diff.extra,
+        "symlinks": diff.symlinks,
+        "hardlinks": diff.hardlinks,
+        "details": diff.details,
+    }
+
+
+_STALE_SEVERITY = {
+    "head": Severity.HIGH,
+    "head-old": Severity.CRITICAL,
+    "rolled-back": Severity.CRITICAL,
+    "replaced": Severity.HIGH,
+    "deleted": Severity.HIGH,
+    "alias": Severity.HIGH,
+}
+
+
+def _check_freshness(
+    reg: Registry,
+    rec: VersionRecord,
+    tag: str | None,
+    keys: list[Ed25519PublicKey],
+    out: _Findings,
+    memory: RememberedState | None,
+    alias_failed: bool = False,
+) -> dict[str, Any]:
+    """Is this the current signed state (nothing replayed, deleted or rolled back)?
+
+    ``alias_failed``: MLW-INT-012 already refused the requested alias's move, so it
+    is not reported twice.
+    """
+    info: dict[str, Any] = {"checked": True}
+    remembered = None
+    if memory is not None:
+        try:
+            remembered = memory.load()
+        except ValueError as exc:
+            out.add(
+                "MLW-INT-013",
+                f"{rec.ref}: the remembered registry state is unreadable",
+                Severity.HIGH,
+                ["AML.M0014"],
+                f"{exc}: a rollback of the whole registry cannot be ruled out.",
+                f"Inspect or remove {memory.path}; the next verification re-creates it.",
+            )
+    problems = reg.stale(keys, [rec.name], remembered)
+    head, _ = reg.read_head(keys) if not any(k == "head" for k, _, _ in problems) else (None, None)
+    foreign = rec.record.get("serial") is not None and rec.record.get("registry") != (
+        reg.registry_id()
+    )
+    if foreign:  # imported: its freshness was the exporting registry's to keep
+        info["signed_in_registry"] = rec.record.get("registry")
+    if head is None and not problems and not foreign:
+        out.add(
+            "MLW-INT-013",
+            f"{rec.ref}: the registry has no signed head, so replays and downgrades go unnoticed",
+            Severity.MEDIUM,
+            ["AML.M0013", "AML.M0014"],
+            "Registries signed before mlwarden kept a signed head (serial, versions, alias "
+            "states) cannot tell a replayed alias move or a deleted newest version apart.",
+            "Sign any operation (e.g. move an alias with --sign) to create the head.",
+        )
+    for kind, where, message in problems:
+        severity = _STALE_SEVERITY[kind]
+        alias_hit = tag is not None and where == f"{rec.name}@{tag}"
+        if alias_hit and alias_failed:
+            continue
+        downgrade = kind == "deleted" and tag in (None, "latest")
+        if alias_hit or downgrade:
+            severity = Severity.CRITICAL
+        out.add(
+            "MLW-INT-013",
+            f"{rec.ref}: {message}",
+            severity,
+            ["AML.M0013", "AML.M0014"],
+            f"{message}. Every remaining signature still verifies; only the signed registry "
+            "head (serial, signed versions, alias states) shows the state is not current.",
+            "Do not load or serve from this registry until you know who changed it; restore "
+            "the database from a trusted copy (compare 'registry log' with your records)."
+            + (
+                f" If you re-created the registry yourself, remove {memory.path}."
+                if memory is not None and kind in ("replaced", "rolled-back")
+                else ""
+            ),
+            {"problem": kind},
+        )
+    info["problems"] = [k for k, _, _ in problems]
+    if head is not None:
+        info["head_serial"] = head.serial
+        bad = {"head-old", "rolled-back", "replaced", "head"} & set(info["problems"])
+        if memory is not None and not bad and (remembered or {}).get("serial", -1) < head.serial:
+            try:
+                memory.save(head.registry_id, head.serial)
+            except (OSError, UserError) as exc:
+                info["remembered"] = f"not saved ({exc})"
+    return info
+
+
+@dataclass
+class Verified:
+    """What a verification decided: the version, and the content to trust for it."""
+
+    rec: VersionRecord
+    manifest: Manifest  # the signed manifest when the signature verified, else the database's
+    record: dict[str, Any]  # the signed record when the signature verified, else the database's
+    signature: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        kind = self.record.get("kind")
+        return kind if kind in KINDS else self.rec.kind
+
+
+def _verify(
+    reg: Registry,
+    ref: str,
+    keys: list[Ed25519PublicKey],
+    report: Report,
+    path: Path | None,
+    check_store: bool,
+    memory: RememberedState | None,
+) -> Verified:
+    """All checks of one version, from ONE read of the database (caller holds a snapshot)."""
+    rec = reg.resolve(ref)
+    report.target = {"ref": rec.ref, "kind": rec.kind, "registry": str(reg.root)}
+    report.config = {"trusted_keys": [key_id(k) for k in keys], "path": str(path or "")}
+    out = _Findings(rec, report)
+    with report.timed("integrity.signature"):
+        _check_record(rec, out)
+        manifest, sig = _check_signature(rec, keys, out)
+    content = manifest or rec.manifest
+    record = sig.pop("record", None) if sig["verified"] else None
+    record = record if isinstance(record, dict) else rec.record
+    store: dict[str, list[str]] = {}
+    if check_store:
+        with report.timed("integrity.store"):
+            store = _check_store(reg, content, out)
+    folder: dict[str, Any] = {}
+    if path is not None:
+        with report.timed("integrity.folder"):
+            folder = _check_folder(content, path, out)
+    _check_lineage(reg, rec, record, out)
+    _check_provenance(rec, record, out)
+    _, tag = parse_ref(ref)
+    alias_info = None
+    if tag is not None and not tag.isdigit() and tag != "latest":
+        alias_info = _check_alias(reg, rec, tag, keys, out)
+    fresh = {"checked": False}
+    if sig["verified"]:
+        failed = alias_info is not None and not alias_info["verified"]
+        fresh = _check_freshness(reg, rec, tag, keys, out, memory, failed)
+    report.artifacts["integrity"] = {
+        "ref": rec.ref,
+        "kind": rec.kind,
+        "manifest_digest": rec.manifest_digest,
+        "signature": sig,
+        "alias": alias_info,
+        "freshness": fresh,
+        "store": store,
+        "folder": folder,
+        "record": record,
+    }
+    return Verified(rec, content, record, sig)
+
+
 def verify_report(
     ref: str,
     registry: Path | None = None,
     trust: Sequence[Path | Ed25519PublicKey] = (),
     path: Path | None = None,
     seed: int = 0,
+    state_dir: Path | None = None,
 ) -> Report:
-    """Verify ``NAME[@VERSION|@ALIAS]``: signature, record, stored bytes (and ``path``).
+    """Verify ``NAME[@VERSION|@ALIAS]``: signature, record, freshness, stored bytes (and ``path``).
 
     ``trust`` lists trusted Ed25519 public keys (PEM files or key objects);
     ``path`` is an optional deployed copy (file or folder) re-hashed against the
-    signed manifest, naming every modified, missing, extra or symlinked file.
+    signed manifest, naming every modified, missing, extra or linked file. All
+    database reads come from one snapshot. With a verified signature the signed
+    registry head is checked (:mod:`.freshness`) and the highest head serial seen is
+    remembered in ``state_dir`` (default :func:`.freshness.state_dir`).
     """
     report = Report.new(command=f"registry verify {ref}", seed=seed)
     keys = _load_trust(trust)
-    with Registry.open(registry, create=False) as reg:
-        rec = reg.resolve(ref)
-        report.target = {"ref": rec.ref, "kind": rec.kind, "registry": str(reg.root)}
-        report.config = {"trusted_keys": [key_id(k) for k in keys], "path": str(path or "")}
-        out = _Findings(rec, report)
-        start = time.perf_counter()
-        with report.timed("integrity.signature"):
-            _check_record(rec, out)
-            manifest, sig = _check_signature(rec, keys, out)
-        content = manifest or rec.manifest
-        with report.timed("integrity.store"):
-            located = [(n, e, reg.store.path_str(e.digest)) for n, e in content.files.items()]
-            present = [(n, e, p) for n, e, p in located if os.path.isfile(p)]
-            hashes = hash_files([p for _, _, p in present])
-            corrupt = [
-                n
-                for (n, e, _), (d, s) in zip(present, hashes, strict=True)
-                if d != e.digest or s != e.size
-            ]
-            found = {n for n, _, _ in present}
-            absent = [n for n, _, _ in located if n not in found]
-            out.files(corrupt, absent, [], "the registry store")
-        folder: dict[str, Any] = {}
-        if path is not None:
-            with report.timed("integrity.folder"):
-                diff = compare_folder(content, path)
-                out.files(diff.modified, diff.missing, diff.extra, str(path))
-                if diff.symlinks:
-                    out.add(
-                        "MLW-INT-007",
-                        f"{rec.ref}: symbolic links in {path}: {_names(diff.symlinks)}",
-                        Severity.CRITICAL,
-                        ["AML.M0014"],
-                        "A link can point at a file outside the verified folder, so what is "
-                        "loaded is not what was verified.",
-                        "Replace the links with the registered files (registry rollback --restore).",
-                        {"files": diff.symlinks},
-                    )
-                folder = {
-                    "modified": diff.modified,
-                    "missing": diff.missing,
-                    "extra": diff.extra,
-                    "symlinks": diff.symlinks,
-                    "details": diff.details,
-                }
-        _check_lineage(reg, rec, out)
-        _check_provenance(rec, out)
-        _, tag = parse_ref(ref)
-        alias_info = None
-        if tag is not None and not tag.isdigit() and tag != "latest":
-            alias_info = _check_alias(reg, rec, tag, keys, out)
-        seconds = time.perf_counter() - start
-        report.metrics.update(
-            {
-                "files": len(content.files),
-                "bytes": content.total_size,
-                "seconds": round(seconds, 4),
-                "signed": sig["signed"],
-                "signature_verified": sig["verified"],
-            }
-        )
-        report.artifacts["integrity"] = {
-            "ref": rec.ref,
-            "kind": rec.kind,
-            "manifest_digest": rec.manifest_digest,
-            "signature": sig,
-            "alias": alias_info,
-            "store": {"modified": corrupt, "missing": absent},
-            "folder": folder,
-            "record": rec.record,
+    start = time.perf_counter()
+    with Registry.open(registry, create=False) as reg, reg.snapshot():
+        memory = RememberedState(reg.root, state_dir)
+        v = _verify(reg, ref, keys, report, path, check_store=True, memory=memory)
+    report.metrics.update(
+        {
+            "files": len(v.manifest.files),
+            "bytes": v.manifest.total_size,
+            "seconds": round(time.perf_counter() - start, 4),
+            "signed": v.signature["signed"],
+            "signature_verified": v.signature["verified"],
         }
+    )
     return report
 
 
@@ -492,14 +666,18 @@ def load_verified(
     trust: Sequence[Path | Ed25519PublicKey] = (),
     file: str | None = None,
     require_signature: bool = True,
+    state_dir: Path | None = None,
 ) -> Any:
-    """Verify ``ref`` and only then load it through the model-file scanner's safe loader.
+    """Verify ``ref`` and load exactly the verified bytes through the scanner's safe loader.
 
     The production way to load a registered model: the signature must verify with
-    a ``trust`` key (unless ``require_signature=False``) and every byte must match
-    the signed manifest; any high or critical finding raises :class:`IntegrityError`.
-    A model loads with ``mlwarden.supplychain.load_target`` (a Target), a dataset
-    with ``mlwarden.core.data.load_dataset``, anything else with
+    a ``trust`` key (unless ``require_signature=False``) and any high or critical
+    finding raises :class:`IntegrityError`. The database is read once; the signed
+    statement alone decides the files, digests and kind; each object is read once
+    (no links followed) into a private folder while it is hashed, and only a copy
+    whose bytes match the signed digest is loaded. A model loads with
+    ``mlwarden.supplychain.load_target`` (a Target), a dataset with
+    ``mlwarden.core.data.load_dataset``, anything else with
     ``mlwarden.supplychain.safe_load``. ``file`` picks one file of a multi-file version.
     """
     if require_signature and not trust:
@@ -507,47 +685,54 @@ def load_verified(
             f"load_verified({ref!r}) needs trust=[public key]; pass require_signature=False "
             "only for artefacts you accept unsigned"
         )
-    report = verify_report(ref, registry=registry, trust=trust)
-    blocking = report.at_or_above(Severity.HIGH)
-    if require_signature and not report.metrics.get("signature_verified"):
-        blocking = blocking or [
-            f for f in report.findings if f.rule in ("MLW-INT-004", "MLW-INT-005")
-        ]
-    if blocking:
-        raise IntegrityError(
-            f"{ref} failed verification, not loaded: " + "; ".join(f.title for f in blocking[:5])
-        )
+    keys = _load_trust(trust)
+    report = Report.new(command=f"load_verified {ref}")
     with Registry.open(registry, create=False) as reg:
-        rec = reg.resolve(ref)
-        names = list(rec.manifest.files)
-        if file is None:
-            if len(names) != 1:
-                raise UserError(
-                    f"{rec.ref} has {len(names)} files; pass file= one of: {', '.join(names[:10])}"
-                )
-            file = names[0]
-        if file not in rec.manifest.files:
-            raise UserError(f"{rec.ref} has no file {file!r}")
+        with reg.snapshot():
+            memory = RememberedState(reg.root, state_dir)
+            v = _verify(reg, ref, keys, report, None, check_store=False, memory=memory)
+        blocking = report.at_or_above(Severity.HIGH)
+        if require_signature and not v.signature["verified"]:
+            blocking = blocking or [
+                f for f in report.findings if f.rule in ("MLW-INT-004", "MLW-INT-005")
+            ]
+        if blocking:
+            raise IntegrityError(
+                f"{ref} failed verification, not loaded: "
+                + "; ".join(f.title for f in blocking[:5])
+            )
+        file = _pick_file(v, file)
         tmp = Path(tempfile.mkdtemp(prefix="mlwarden-verified-"))
         try:
-            for name, entry in rec.manifest.files.items():
-                dest = tmp.joinpath(*name.split("/"))
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(reg.store.path(entry.digest), dest)
-                except OSError:
-                    reg.store.export_to(entry.digest, dest)
-            diff = compare_folder(rec.manifest, tmp)
-            if not diff.clean:
-                raise IntegrityError(f"{rec.ref} changed while it was being loaded")
-            target = tmp.joinpath(*file.split("/"))
-            if rec.kind == "dataset":
-                from mlwarden.core.data import load_dataset
-
-                return load_dataset(str(target))
-            supplychain = importlib.import_module("mlwarden.supplychain")
-            if rec.kind == "model":
-                return supplychain.load_target(str(target))
-            return supplychain.safe_load(target)
+            try:
+                reg.restore(v.manifest, tmp, v.rec.ref)
+            except UserError as exc:
+                raise IntegrityError(f"{ref} failed verification, not loaded: {exc}") from None
+            return _load(v.kind, tmp.joinpath(*file.split("/")))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pick_file(v: Verified, file: str | None) -> str:
+    names = list(v.manifest.files)
+    if file is None:
+        if len(names) != 1:
+            raise UserError(
+                f"{v.rec.ref} has {len(names)} files; pass file= one of: {', '.join(names[:10])}"
+            )
+        return names[0]
+    if file not in v.manifest.files:
+        raise UserError(f"{v.rec.ref} has no file {file!r}")
+    return file
+
+
+def _load(kind: str, target: Path) -> Any:
+    """Load a verified private copy with the loader its SIGNED kind names."""
+    if kind == "dataset":
+        from mlwarden.core.data import load_dataset
+
+        return load_dataset(str(target))
+    supplychain = importlib.import_module("mlwarden.supplychain")
+    if kind == "model":
+        return supplychain.load_target(str(target))
+    return supplychain.safe_load(target)
