@@ -54,6 +54,10 @@ def evasion_report(
     budget: str = "standard",
     transforms: list[dict[str, Any]] | None = None,
     names: Sequence[str] | None = None,
+    snr_db: float | None = None,
+    sample_rate: int | None = None,
+    clip_seconds: float | None = None,
+    save_adversarial: str | None = None,
 ) -> Report:
     """Evaluate each model's robustness on ``data`` and report it.
 
@@ -65,6 +69,11 @@ def evasion_report(
     ``"quick"``. ``transforms``: an input-restoration chain spec to put in front of every
     model (attacked adaptively with BPDA/EOT).
 
+    Audio: ``snr_db`` replaces ``eps`` by a minimum signal-to-perturbation ratio per clip
+    (dB, L2 energy); ``sample_rate`` (Hz) and ``clip_seconds`` shape the clips on load;
+    ``save_adversarial`` writes the first model's successful clips as float WAVs there,
+    at the inputs' relative paths, and replays each file to the model.
+
     The top-level ``metrics.clean_accuracy`` / ``metrics.robust_accuracy`` are the first
     model's; every model's figures are under ``metrics.models``.
     """
@@ -73,13 +82,22 @@ def evasion_report(
     if budget not in ("standard", "quick"):
         raise UserError(f"budget must be 'standard' or 'quick'; got {budget!r}")
     report = Report.new(command="evasion", seed=seed)
-    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    ds = (
+        data
+        if isinstance(data, Dataset)
+        else load_dataset(data, sample_rate=sample_rate, clip_seconds=clip_seconds)
+    )
+    if snr_db is not None and ds.modality != "audio":
+        raise UserError("--snr-db is a budget for audio clips; use --eps for this data")
+    if save_adversarial is not None and ds.modality != "audio":
+        raise UserError("--save-adversarial writes audio clips; this data is not audio")
     sub = _subset(ds, limit, seed)
     report.data = ds.describe() | {"evaluated": len(sub)}
     plan = Budget.standard() if budget == "standard" else Budget.quick()
     report.config = {
-        "norm": norm,
-        "eps": eps,
+        "norm": "l2" if snr_db is not None else norm,
+        "eps": eps if snr_db is None else None,
+        "snr_db": snr_db,
         "access": access,
         "budget": plan.name,
         "limit": limit,
@@ -104,8 +122,19 @@ def evasion_report(
                 access=access,
                 budget=plan,
                 seed=seed,
+                snr_db=snr_db,
             )
         results[label] = res
+        if i == 0 and save_adversarial is not None:
+            from mlwarden.evasion.audio.save import save_adversarial as save
+
+            rows = save(target, sub, res, save_adversarial)
+            report.metrics["saved_adversarial"] = {
+                "folder": str(save_adversarial),
+                "files": rows,
+                "replay_fooled": sum(r["replay_fooled"] for r in rows),
+                "min_snr_db": min((r["snr_db"] for r in rows), default=None),
+            }
         report.add(*findings_for(res, label))
         if i == 0:
             report.target = target.describe() if hasattr(target, "describe") else {"name": label}
@@ -222,17 +251,22 @@ def _robust_accuracy_finding(res: EvaluationResult, name: str) -> Finding:
         if res.robust_accuracy_is_upper_bound
         else ""
     )
+    size = (
+        f"{res.norm} perturbations of size {res.eps:g}"
+        if res.snr_db is None
+        else f"perturbations at least {res.snr_db:g} dB below each clip (SNR)"
+    )
     return Finding(
         rule="MLW-EVA-001",
         title=f"{name}: accuracy falls from {clean:.1%} to {bound}{robust:.1%} "
-        f"({fmt_ci(lo, hi)}) under {res.norm} perturbations of size {res.eps:g}",
+        f"({fmt_ci(lo, hi)}) under {size}",
         severity=sev,
         atlas=atlas,
         mitigations=MITIGATIONS,
         description=(
             f"An attacker with {res.access}-box access changed the decision on "
-            f"{clean - robust:.1%} of {res.n} inputs by perturbations within {res.norm} "
-            f"eps={res.eps:g} ({res.budget} budget: {stages}). Robust accuracy "
+            f"{clean - robust:.1%} of {res.n} inputs by {size} "
+            f"({res.budget} budget: {stages}). Robust accuracy "
             f"{robust:.1%}, {fmt_ci(lo, hi)} over the {res.n} inputs evaluated.{upper}{vote}"
         ),
         recommendation=(
@@ -250,6 +284,7 @@ def _robust_accuracy_finding(res: EvaluationResult, name: str) -> Finding:
             "verification_draws": draws,
             "norm": res.norm,
             "eps": res.eps,
+            "snr_db": res.snr_db,
             "curve": [{"eps": e, "robust_accuracy": r} for e, r in res.curve],
             "stages": [s.__dict__ for s in res.stages],
         },
