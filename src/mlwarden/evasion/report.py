@@ -106,10 +106,13 @@ def evasion_report(
     results: dict[str, EvaluationResult] = {}
     for i, spec in enumerate(models):
         label = names[i] if names and i < len(names) else _name(spec, i)
-        target = _load(spec, access)
+        bare = target = _load(spec, access)
         if transforms:
+            from mlwarden.defenses.audio import with_sample_rate
             from mlwarden.defenses.defended import DefendedTarget
 
+            if ds.sample_rate is not None:
+                transforms = with_sample_rate(transforms, ds.sample_rate)
             target = DefendedTarget(target, transforms, bounds=ds.bounds)
         with report.timed(f"evaluate.{label}"):
             res = evaluate(
@@ -125,6 +128,8 @@ def evasion_report(
                 snr_db=snr_db,
             )
         results[label] = res
+        if transforms and snr_db is not None and res.defended is not None:
+            _non_adaptive(res, bare, transforms, sub, snr_db, plan, seed)
         if i == 0 and save_adversarial is not None:
             from mlwarden.evasion.audio.save import save_adversarial as save
 
@@ -151,6 +156,8 @@ def add_results(report: Report, results: dict[str, EvaluationResult], data: Data
     report.metrics["clean_accuracy"] = first.clean_accuracy
     report.metrics["robust_accuracy"] = first.robust_accuracy
     report.metrics["clean_accuracy_ci"] = list(first.clean_accuracy_ci)
+    if first.defended is not None:
+        report.metrics["defence"] = first.defended
     report.metrics["robust_accuracy_ci"] = list(first.robust_accuracy_ci)
     report.metrics["robust_accuracy_is_upper_bound"] = first.robust_accuracy_is_upper_bound
     report.metrics["budget_exhausted"] = first.budget_exhausted
@@ -391,6 +398,7 @@ def _check_findings(res: EvaluationResult, name: str) -> list[Finding]:
                     "The preprocessing defence was attacked through BPDA (non-differentiable "
                     f"steps: {res.defended['bpda']}) and EOT ({res.defended['eot_samples']} "
                     f"draws per gradient); robust accuracy {robust:.1%}."
+                    + _side_by_side(res.defended)
                 ),
                 recommendation="Report this adaptive figure, not the accuracy against non-adaptive attacks.",
                 evidence=res.defended,
@@ -399,6 +407,41 @@ def _check_findings(res: EvaluationResult, name: str) -> list[Finding]:
             )
         )
     return out
+
+
+def _non_adaptive(
+    res: EvaluationResult, bare: Any, chain: list[dict[str, Any]], data: Dataset,
+    snr_db: float, plan: Budget, seed: int,
+) -> None:  # fmt: skip
+    """Add the non-adaptive figure (clips crafted on the bare model, replayed through
+    the defence) beside the adaptive one; the rating uses the adaptive figure only."""
+    if getattr(bare, "access", None) != "white" or data.sample_rate is None:
+        return
+    from mlwarden.evasion.audio.defences import compare_defence
+
+    row = compare_defence(
+        bare, chain, data.x, data.y, snr_db=snr_db, sample_rate=data.sample_rate,
+        steps=plan.apgd_steps, bounds=data.bounds, seed=seed,
+    )  # fmt: skip
+    adaptive = min(row.adaptive_robust_accuracy, res.robust_accuracy)
+    kept = adaptive / row.clean_accuracy if row.clean_accuracy > 0 else 0.0
+    assert res.defended is not None
+    res.defended.update(
+        non_adaptive_robust_accuracy=row.non_adaptive_robust_accuracy,
+        adaptive_robust_accuracy=adaptive,
+        rating="holds" if kept >= 0.8 else "partial" if kept >= 0.5 else "broken",
+        rated_on="adaptive",
+    )
+
+
+def _side_by_side(defended: dict[str, Any]) -> str:
+    if "non_adaptive_robust_accuracy" not in defended:
+        return ""
+    na, a = defended["non_adaptive_robust_accuracy"], defended["adaptive_robust_accuracy"]
+    return (
+        f" Non-adaptive (clips crafted on the bare model): {na:.1%}; adaptive: {a:.1%}. "
+        f"Rated on the adaptive figure: {defended['rating']}."
+    )
 
 
 def _subset(ds: Dataset, limit: int | None, seed: int) -> Dataset:
