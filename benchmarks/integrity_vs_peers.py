@@ -156,10 +156,16 @@ def ours_verify_deployed(envelope: str, pub: Path, model: Path) -> None:
 
 
 def interleaved(jobs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median seconds per job, the jobs run round-robin so load drifts hit all alike."""
+    """Median seconds per job, run round-robin so load drifts hit all alike.
+
+    The order rotates each repeat, so no tool always runs first (after a peer's
+    garbage) or last.
+    """
     times: dict[str, list[float]] = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, fn in jobs.items():
+    names = list(jobs)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn = jobs[name]
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

@@ -370,3 +370,18 @@ def test_truncated_or_foreign_signature_file_is_one_critical_finding(
         sig = tmp_path / "bad.sig"
         sig.write_bytes(content)
         assert set(rules(verify_signature_report(model, sig, trust=[pub]))) == {"MLW-SIG-005"}
+
+
+def test_registry_export_tar_is_accepted_as_a_signature(
+    model: Path, tmp_path: Path, reg, keys, scanner
+) -> None:
+    from mlwarden.integrity.bundle import export_bundle
+
+    priv, pub = keys
+    rec = reg.add(model, name="m", sign_key=priv, scanner=scanner)
+    tar = export_bundle(reg, rec, tmp_path / "m-1.tar.gz")
+    assert verify_signature_report(model, tar, trust=[pub]).findings == []
+    (model / "weights/part-1.bin").unlink()
+    assert rules(verify_signature_report(model, tar, trust=[pub])) == {
+        "MLW-SIG-002": ["weights/part-1.bin"]
+    }

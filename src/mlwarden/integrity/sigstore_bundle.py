@@ -29,6 +29,7 @@ import base64
 import binascii
 import json
 import os
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,14 +161,46 @@ def parse_bundle(data: bytes) -> SigstoreBundle:
 
 
 def read_bundle(path: Path) -> SigstoreBundle:
-    """Read and parse a signature file; InputFileError when it cannot be read, BundleError when malformed."""
+    """Read and parse a signature file; InputFileError when it cannot be read, BundleError when malformed.
+
+    Besides Sigstore bundles and DSSE envelopes, a ``registry export`` tar is read:
+    its first member's envelope is the signature.
+    """
     try:
-        if path.stat().st_size > MAX_BUNDLE_BYTES:
+        if not path.is_file():
+            raise InputFileError(path, "does not exist or is not a file; expected a signature")
+        if path.stat().st_size > MAX_BUNDLE_BYTES and not tarfile.is_tarfile(path):
             raise InputFileError(path, f"is larger than {MAX_BUNDLE_BYTES} bytes; not a signature")
+        if tarfile.is_tarfile(path):
+            return _from_export(path)
         data = path.read_bytes()
     except OSError as exc:
         raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
     return parse_bundle(data)
+
+
+def _from_export(path: Path) -> SigstoreBundle:
+    """The DSSE envelope inside a ``registry export`` tar (first member, record.json)."""
+    from mlwarden.integrity.bundle import MAX_RECORD, RECORD
+
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            first = tar.next()
+            if (
+                first is None
+                or first.name != RECORD
+                or not first.isreg()
+                or first.size > MAX_RECORD
+            ):
+                raise BundleError(f"is a tar file but not a registry export (no {RECORD} first)")
+            f = tar.extractfile(first)
+            doc = json.loads(f.read()) if f is not None else None
+    except (tarfile.TarError, ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"registry export cannot be read ({exc})") from None
+    envelope = doc.get("envelope") if isinstance(doc, dict) else None
+    if envelope is None:
+        raise BundleError("the registry export is unsigned")
+    return parse_bundle(json.dumps(envelope).encode())
 
 
 def make_bundle(statement: dict[str, Any], key: SigningKey) -> dict[str, Any]:
