@@ -65,7 +65,7 @@ def _print_folder(report: Any) -> None:
     folder = report.artifacts.get("integrity", {})
     # "store": the registry's own copy; "deployed": the copy given with --path (file or folder)
     for where, part in (("store", folder.get("store", {})), ("deployed", folder.get("folder", {}))):
-        for label in ("modified", "missing", "extra", "symlinks", "hardlinks", "linked"):
+        for label in ("modified", "missing", "extra", "symlinks"):
             for name in (part or {}).get(label, []):
                 err.print(f"  {label:9s} {name}  ({where})")
 
@@ -439,13 +439,36 @@ def register(app: typer.Typer) -> None:
             memory = RememberedState(reg.root)
             try:
                 remembered = memory.load()
-            except ValueError as exc:  # losing the memory must not pass as a first visit
+            except ValueError as exc:
                 remembered = None
-                unreadable = [f"remembered registry state unreadable: {exc}"]
-            else:
-                unreadable = []
-            problems = unreadable + reg.fsck(trust=trust or [], remembered=remembered)
+                print(f"remembered registry state unreadable: {exc}")
+            problems = reg.fsck(trust=trust or [], remembered=remembered)
         for p in problems:
             print(p)
         info(f"{len(problems)} problem(s)")
         raise typer.Exit(1 if problems else 0)
+
+    @registry.command("gc")
+    def gc(
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Only list what would be removed.")
+        ] = False,
+        wait: Annotated[
+            float, typer.Option("--wait", help="Seconds to wait for running adds to finish.")
+        ] = 30.0,
+        registry_dir: RegistryOpt = None,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Remove staging left by interrupted adds and objects no version references."""
+        from mlwarden.integrity.gc import collect, referenced_digests
+        from mlwarden.integrity.registry import Registry
+
+        setup(quiet=quiet, debug=debug)
+        with Registry.open(registry_dir, create=False) as reg:
+            garbage = collect(reg.store.root, lambda: referenced_digests(reg), dry_run, wait)
+        for line in garbage.problems():
+            print(line)
+        verb = "would remove" if dry_run else "removed"
+        n = len(garbage.staging) + len(garbage.orphaned) + len(garbage.unreferenced)
+        info(f"{verb} {n} item(s), {garbage.bytes} bytes")

@@ -271,9 +271,6 @@ class Chain(Transform):
         self.differentiable = all(t.differentiable for t in self.transforms)
         self.randomized = any(t.randomized for t in self.transforms)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward(x)  # each step checks the batch shape it needs (image or audio)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for t in self.transforms:
             x = t(x)
@@ -294,25 +291,6 @@ REGISTRY: dict[str, Callable[..., Transform]] = {
     "median": MedianFilter,
     "random_resize_pad": RandomResizePad,
 }
-
-
-def _audio_step(kind: str) -> Callable[..., Transform]:
-    """Audio steps live in :mod:`mlwarden.defenses.audio` (which builds on this module)."""
-
-    def build(**params: Any) -> Transform:
-        from mlwarden.defenses.audio import STEPS
-
-        return STEPS[kind](**params)
-
-    return build
-
-
-REGISTRY.update(
-    {
-        k: _audio_step(k)
-        for k in ("resample", "lowpass", "quantize", "mp3", "opus", "noise", "random_chain")
-    }
-)
 
 
 def build_chain(spec: Sequence[dict[str, Any]], bounds: Bounds = (0.0, 1.0)) -> Chain:

@@ -53,7 +53,6 @@ from mlwarden.evasion.attacks.base import (
     ce_loss,
     flat_norm,
     mark_randomized,
-    snr_radius,
     to_tensor,
     verify_draws,
     vote_counts,
@@ -153,8 +152,6 @@ class EvaluationResult:
     queries_per_success: dict[str, Any] = field(default_factory=dict)
     clever: dict[str, Any] = field(default_factory=dict)
     defended: dict[str, Any] | None = None
-    #: audio: the SNR budget in dB; ``eps`` is then the relative L2 radius 10^(-snr_db/20)
-    snr_db: float | None = None
     seconds: float = 0.0
     #: predictions per verdict on a randomised target (plurality vote), else 1
     verification_draws: int = 1
@@ -279,7 +276,6 @@ def evaluate(
     constraints: Constraints | None = None,
     checks: bool = True,
     seed: int = 0,
-    snr_db: float | None = None,
 ) -> EvaluationResult:
     """Robust accuracy of ``model`` on ``(x, y)`` within the ``norm`` ball of radius ``eps``.
 
@@ -287,10 +283,7 @@ def evaluate(
     BPDA/EOT). ``bounds``: the valid input range (default ``(0, 1)``, widened to the data
     when it lies outside). ``access`` lowers the access used (``"score"`` or ``"label"``
     to measure what an API user could do). ``budget``: :meth:`Budget.standard` (default,
-    AutoAttack settings) or :meth:`Budget.quick`. ``snr_db`` (audio) replaces ``eps``:
-    each clip keeps a signal-to-perturbation ratio of at least ``snr_db`` dB (an L2
-    ball of radius ``||x|| / 10^(snr_db/20)`` per clip); ``eps`` in the result is then
-    that relative radius ``10^(-snr_db/20)``.
+    AutoAttack settings) or :meth:`Budget.quick`.
 
     A target that answers the same input differently is treated as randomised: attacks
     use EOT and every prediction (clean and adversarial) is the plurality vote of
@@ -301,15 +294,11 @@ def evaluate(
     start = time.perf_counter()
     budget = budget or Budget.standard()
     xt, yt, bounds = _check_args(x, y, norm, eps, bounds)
-    if snr_db is not None:
-        if not math.isfinite(snr_db):
-            raise UserError(f"snr_db must be a finite number of dB; got {snr_db}")
-        # inside the suite the SNR ball is the pseudo-norm "snr": L2, radius eps * ||x||
-        norm, eps = "snr", 10.0 ** (-snr_db / 20.0)
     acc = ModelAccess(model)
     level = _access_level(acc, access)
     common: dict[str, Any] = {
-        **_ball(norm, eps),
+        "norm": norm,
+        "eps": eps,
         "bounds": bounds,
         "constraints": constraints,
         "seed": seed,
@@ -327,9 +316,8 @@ def evaluate(
     result = EvaluationResult(
         clean_accuracy=float(clean.float().mean()),
         robust_accuracy=float(clean.float().mean()),
-        norm="l2" if norm == "snr" else norm,
+        norm=norm,
         eps=float(eps),
-        snr_db=snr_db,
         n=n,
         access=level,
         budget=budget.name,
@@ -481,15 +469,12 @@ def _white_box_stages(  # type: ignore[no-untyped-def]
     run_stage("apgd-ce", APGD(steps=budget.apgd_steps, loss="ce", **common))
     targeted: dict[str, Any] = {"targeted": True, "n_target_classes": budget.target_classes}
     run_stage("apgd-t", APGD(steps=budget.apgd_steps, loss="dlr", **targeted, **common))
-    # under an SNR ball FAB searches the minimal perturbation; _verify keeps what lies
-    # inside each clip's ball
-    fab_kw = common | {"eps": None, "snr_db": None} if run.norm == "snr" else common
-    run_stage("fab-t", FAB(steps=budget.fab_steps, **targeted, **fab_kw))
+    run_stage("fab-t", FAB(steps=budget.fab_steps, **targeted, **common))
     # the distribution of minimal perturbations (not a stage: no eps involved)
     df_idx = clean.nonzero()[:, 0]
     if len(df_idx) and not run.spent:
         df = DeepFool(
-            norm=_plain(run.norm),
+            norm=run.norm,
             eps=None,
             steps=budget.deepfool_steps,
             bounds=run.bounds,
@@ -500,8 +485,7 @@ def _white_box_stages(  # type: ignore[no-untyped-def]
         run.note(df)
         min_norms = np.full(len(run.xt), np.nan)
         ok = df.last.success & ~df.last.exhausted
-        sizes = _relative(df.last.norms, run.xt[df_idx], run.norm)
-        min_norms[df_idx[ok].numpy()] = sizes[ok].numpy()
+        min_norms[df_idx[ok].numpy()] = df.last.norms[ok].numpy()
         result.min_perturbation = {"attack": "deepfool", **distribution(min_norms)}
         result.min_perturbation["values"] = [
             round(float(v), 5) for v in min_norms[np.isfinite(min_norms)]
@@ -519,7 +503,7 @@ def _label_stage(  # type: ignore[no-untyped-def]
     xt, yt, acc, n = run.xt, run.yt, run.acc, len(run.xt)
     idx = clean.nonzero()[:, 0]
     hsj = HopSkipJump(
-        norm=_plain(run.norm),
+        norm=run.norm,
         eps=None,
         max_queries=budget.hsj_queries,
         bounds=run.bounds,
@@ -533,10 +517,10 @@ def _label_stage(  # type: ignore[no-untyped-def]
         run.note(hsj)
         norms = np.full(n, np.nan)
         found = hsj.last.success
-        norms[idx[found].numpy()] = _relative(hsj.last.norms, xt[idx], run.norm)[found].numpy()
+        norms[idx[found].numpy()] = hsj.last.norms[found].numpy()
         result.min_perturbation = {"attack": "hopskipjump", **distribution(norms)}
         cons = common["constraints"]
-        cand = Attack(**_ball(run.norm, run.eps), bounds=run.bounds, constraints=cons)
+        cand = Attack(norm=run.norm, eps=run.eps, bounds=run.bounds, constraints=cons)
         cand._cons = cons.tensors(tuple(xt.shape[1:])) if cons else {}
         proj = cand.project(out, xt[idx])
         ver = run.verify(xt[idx], proj, yt[idx], hsj) & found
@@ -594,8 +578,8 @@ def _finish(  # type: ignore[no-untyped-def]
                     acc,
                     xt[pts],
                     yt[pts],
-                    norm=_plain(norm),
-                    radius=_clever_radius(xt[pts], norm, eps),
+                    norm=norm,
+                    radius=max(eps, 1e-6) * 2 if eps > 0 else 1.0,
                     n_batches=budget.clever_batches,
                     batch_size=budget.clever_batch_size,
                     bounds=bounds,
@@ -671,10 +655,7 @@ def _inside(
     """Moved, inside the eps-ball (with float slack) and inside the bounds."""
     if len(x) == 0:
         return torch.zeros(0, dtype=torch.bool)
-    if norm == "snr":
-        inside = flat_norm(x_adv - x, "l2") <= flat_norm(x, "l2") * eps * (1 + 1e-5) + 1e-7
-    else:
-        inside = flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6
+    inside = flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6
     lo, hi = bounds
     flat = x_adv.flatten(1)
     inside &= (flat >= lo - 1e-6).all(1) & (flat <= hi + 1e-6).all(1)
@@ -713,30 +694,6 @@ def _verify(
     return ok
 
 
-def _ball(norm: str, eps: float) -> dict[str, Any]:
-    """Attack keywords for the suite's norm; ``"snr"`` is an L2 ball of relative radius
-    ``eps`` per clip, i.e. an SNR of ``-20 log10(eps)`` dB."""
-    if norm == "snr":
-        return {"norm": "l2", "eps": eps, "snr_db": -20.0 * math.log10(max(eps, 1e-12))}
-    return {"norm": norm, "eps": eps}
-
-
-def _plain(norm: str) -> str:
-    """The attack norm behind the suite's norm (the SNR ball is an L2 ball)."""
-    return "l2" if norm == "snr" else norm
-
-
-def _relative(norms: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
-    """Perturbation sizes in the suite's units (relative to each clip's norm for SNR)."""
-    return norms / flat_norm(x, "l2").clamp_min(1e-12) if norm == "snr" else norms
-
-
-def _clever_radius(x: torch.Tensor, norm: str, eps: float) -> float:
-    if norm == "snr":
-        return max(float(snr_radius(x, -20 * math.log10(max(eps, 1e-12))).median()) * 2, 1e-6)
-    return max(eps, 1e-6) * 2 if eps > 0 else 1.0
-
-
 def _queries_summary(result: EvaluationResult, attack: Attack, name: str) -> None:
     q = attack.last.queries[attack.last.success].numpy()
     result.queries_per_success = {"attack": name, **distribution(q)}
@@ -755,7 +712,8 @@ def _curve(acc, xt, yt, clean, norm, eps, bounds, constraints, budget, seed):  #
                 if len(idx) == 0:
                     break
                 a = APGD(
-                    **_ball(norm, e),
+                    norm=norm,
+                    eps=e,
                     steps=budget.curve_steps,
                     loss=loss,
                     bounds=bounds,
@@ -781,11 +739,7 @@ def _curve_square(acc, xt, yt, clean, norm, eps, bounds, constraints, budget, se
         idx = robust.nonzero()[:, 0]
         if e > 0 and len(idx):
             a = Square(
-                **_ball(norm, e),
-                n_queries=q,
-                bounds=bounds,
-                constraints=constraints,
-                seed=seed,
+                norm=norm, eps=e, n_queries=q, bounds=bounds, constraints=constraints, seed=seed
             )
             adv = torch.as_tensor(a.generate(acc.target, xt[idx], yt[idx]))
             robust[idx[_verify(acc, xt[idx], adv, yt[idx], norm, e, bounds, verify_draws(acc))]] = (
@@ -888,7 +842,8 @@ def _convergence_check(  # type: ignore[no-untyped-def]
     newly = 0
     if len(idx) and run.eps > 0:
         a = APGD(
-            **_ball(run.norm, run.eps),
+            norm=run.norm,
+            eps=run.eps,
             steps=2 * budget.apgd_steps,
             loss="ce",
             bounds=run.bounds,
@@ -930,7 +885,6 @@ def large_eps_check(
     defence that the attack really defeats could be flagged by chance.
     """
     lo, hi = bounds
-    norm = _plain(norm)  # an absolute ball: silent clips must break too
     big = (hi - lo) / 2 if norm == "linf" else (hi - lo) / 2 * math.sqrt(xt[0].numel())
     idx = clean.nonzero()[:, 0][: budget.large_eps_points]
     draws = verify_draws(acc)

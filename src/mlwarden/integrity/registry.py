@@ -53,6 +53,7 @@ from mlwarden.integrity.dsse import (
     verify_envelope,
 )
 from mlwarden.integrity.freshness import HEAD_PREDICATE_TYPE, Head, statement_serial
+from mlwarden.integrity.gc import fsck_problems, holds_add_lease, referenced_digests
 from mlwarden.integrity.keys import load_private_key, load_public_key
 from mlwarden.integrity.manifest import (
     Manifest,
@@ -446,6 +447,7 @@ class Registry:
             (now(), who(), action, name, version, alias, json.dumps(detail or {}, sort_keys=True)),
         )
 
+    @holds_add_lease
     def add(
         self,
         path: Path,
@@ -956,6 +958,7 @@ class Registry:
             problems.append(f"{name}@{alias} points at missing version {version}")
         keys = self._keys(None, trust)
         problems += [message for _, _, message in self.stale(keys, None, remembered)]
+        problems += fsck_problems(self.store.root, referenced_digests(self))
         return problems
 
     def _fsck_name(self, name: str, digests: dict[str, str]) -> list[str]:
@@ -1143,13 +1146,7 @@ def record_problems(rec: VersionRecord) -> list[str]:
         problems.append("manifest digest mismatch")
     columns: dict[str, Any] = {"kind": rec.kind, "manifest_digest": rec.manifest_digest}
     columns.update(file_count=len(rec.manifest.files), total_size=rec.manifest.total_size)
-    columns.update(created=rec.created, who=rec.who)
-    required = ("kind", "manifest_digest")  # the rest only where the record has them
-    changed = [
-        k
-        for k, v in columns.items()
-        if (k in required or k in rec.record) and rec.record.get(k) != v
-    ]
+    changed = [k for k, v in columns.items() if rec.record.get(k) != v]
     if changed:
         problems.append("record disagrees with its columns: " + ", ".join(changed))
     if rec.envelope is not None:
