@@ -172,10 +172,14 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
     assert scan_file(path).verdict.value == "error"
 
 
-def test_unrecognised_binary_is_an_error_not_safe(tmp_path: Path) -> None:
+def test_unrecognised_binary_is_unknown_never_safe(tmp_path: Path) -> None:
+    from mlwarden.supplychain import scan_paths
+
     path = tmp_path / "blob.bin"
     path.write_bytes(bytes(range(256)) * 4)
-    assert scan_file(path).verdict.value == "error"
+    assert scan_file(path).verdict.value == "unknown"
+    assert scan_paths([path]).exit_code() == 2
+    assert scan_paths([path], allow_unknown=True).exit_code() == 0
 
 
 def test_text_that_merely_starts_like_protocol0_is_text(tmp_path: Path) -> None:

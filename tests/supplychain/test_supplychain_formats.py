@@ -459,3 +459,36 @@ def test_torch7_foreign_class_is_suspicious() -> None:
 
 def test_truncated_torch7_is_an_error() -> None:
     assert scan_bytes(_t7_linear()[:-20]).verdict is Verdict.ERROR
+
+
+# --- unknown formats and the policy choice ---------------------------------------------
+
+
+def test_unknown_file_exits_2_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlwarden.cli.main import main
+
+    (tmp_path / "blob.dat").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    for extra, code in (([], 2), (["--allow-unknown"], 0)):
+        with pytest.raises(SystemExit) as exc:
+            main(["scan", str(tmp_path), "--format", "json", *extra])
+        assert exc.value.code == code
+        doc = json.loads(capsys.readouterr().out)
+        verdicts = {Path(f["path"]).name: f["verdict"] for f in doc["files"]}
+        assert verdicts == {"blob.dat": "unknown", "config.json": "safe"}
+
+
+def test_openvino_weights_are_credited_to_their_ir(tmp_path: Path) -> None:
+    from mlwarden.supplychain import scan_paths
+
+    ir = b'<?xml version="1.0"?>\n<net name="m" version="11"><layers/></net>\n'
+    (tmp_path / "openvino_model.xml").write_bytes(ir)
+    (tmp_path / "openvino_model.bin").write_bytes(np.arange(64, dtype=np.float32).tobytes())
+    (tmp_path / "stray.bin").write_bytes(np.arange(64, dtype=np.float32).tobytes())
+    out = scan_paths([tmp_path])
+    by_name = {Path(f.path).name: f for f in out.files}
+    assert by_name["openvino_model.bin"].format == "openvino-weights"
+    assert by_name["openvino_model.bin"].verdict is Verdict.SAFE
+    assert by_name["stray.bin"].verdict is not Verdict.SAFE

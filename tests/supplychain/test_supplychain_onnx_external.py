@@ -47,10 +47,10 @@ def test_folder_with_external_data_scans_safe(tmp_path: Path) -> None:
     assert out.exit_code() == 0
 
 
-def test_external_data_alone_is_still_an_error(tmp_path: Path) -> None:
+def test_external_data_alone_is_still_unknown(tmp_path: Path) -> None:
     _model(tmp_path)
     out = scan_paths([tmp_path / "model.onnx.data"])
-    assert out.files[0].verdict.value == "error"
+    assert out.files[0].verdict.value == "unknown"
 
 
 def test_a_pickle_named_as_external_data_is_still_reported(tmp_path: Path) -> None:
@@ -61,11 +61,11 @@ def test_a_pickle_named_as_external_data_is_still_reported(tmp_path: Path) -> No
     assert verdicts["model.onnx.data"] == "unsafe"
 
 
-def test_unnamed_unknown_files_stay_errors(tmp_path: Path) -> None:
+def test_unnamed_unknown_files_stay_unknown(tmp_path: Path) -> None:
     _model(tmp_path)
     (tmp_path / "other.bin").write_bytes(b"\x00\x01\x02" * 100)
     out = scan_paths([tmp_path])
-    assert {Path(f.path).name: f.verdict.value for f in out.files}["other.bin"] == "error"
+    assert {Path(f.path).name: f.verdict.value for f in out.files}["other.bin"] == "unknown"
     assert out.exit_code() == 2
 
 

@@ -901,10 +901,10 @@ def test_hugging_face_auto_map_is_flagged(hf_folder: Path, tmp_path: Path) -> No
     assert result.exit_code() == 1
 
 
-def test_unknown_binary_in_a_model_folder_is_still_an_error(tmp_path: Path) -> None:
+def test_unknown_binary_in_a_model_folder_is_unknown(tmp_path: Path) -> None:
     """Fail closed: a binary no rule recognises is never called safe."""
     (tmp_path / "weights.bin2").write_bytes(bytes(range(256)) * 4)
-    assert verdict(tmp_path / "weights.bin2") == "error"
+    assert verdict(tmp_path / "weights.bin2") == "unknown"
 
 
 class _Payload:

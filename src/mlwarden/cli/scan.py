@@ -1,7 +1,8 @@
 """``mlwarden scan PATH...``: find code hidden in model files without loading them.
 
-Exit status: 0 every file safe; 1 any file unsafe or suspicious; 2 a usage error or
-a file that could not be scanned (and none unsafe).
+Exit status: 0 every file safe; 1 any file unsafe or suspicious; 2 a usage error, a
+file that could not be scanned or a file of unknown format (and none unsafe; unknown
+files pass with ``--allow-unknown``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--policy", help="Policy file (YAML/JSON) with 'allow'/'deny' lists."),
         ] = None,
+        allow_unknown: Annotated[
+            bool,
+            typer.Option(
+                "--allow-unknown",
+                help="Files of no format mlwarden knows (verdict unknown) do not fail the "
+                "scan; they are still listed.",
+            ),
+        ] = False,
         executor: Annotated[
             str,
             typer.Option(
@@ -85,7 +94,7 @@ def register(app: typer.Typer) -> None:
             if policy_file is not None
             else Policy(allow=list(allow or []))
         )
-        result = scan_paths(paths, policy, executor=executor)
+        result = scan_paths(paths, policy, executor=executor, allow_unknown=allow_unknown)
         if not result.files:
             shown = ", ".join(str(p) for p in paths)
             raise UserError(f"nothing to scan: no files under {shown}")
@@ -141,7 +150,13 @@ def _print_text(result: object) -> None:
 
     assert isinstance(result, ScanResult)
     out = Console(highlight=False, soft_wrap=True)
-    colour = {"safe": "green", "suspicious": "yellow", "unsafe": "red", "error": "magenta"}
+    colour = {
+        "safe": "green",
+        "suspicious": "yellow",
+        "unsafe": "red",
+        "error": "magenta",
+        "unknown": "cyan",
+    }
     for f in result.files:
         v = f.verdict.value
         out.print(f"[{colour[v]}]{v.upper():<10}[/] {_shown(f.path)}  [dim]({_shown(f.format)})[/]")

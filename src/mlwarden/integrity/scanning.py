@@ -17,7 +17,7 @@ from typing import Any
 
 #: Verdict for a file whose first bytes match no model, archive, pickle or text format
 #: the scanner knows (images, audio, random bytes): nothing a model loader would
-#: execute. The scanner itself reports such files as errors; the registry records
+#: execute. The scanner itself reports such files as ``unknown``; the registry records
 #: them as ``unrecognised`` and accepts them. Truncated or malformed model files stay
 #: errors and are refused.
 UNRECOGNISED = "unrecognised"
@@ -80,7 +80,9 @@ def supplychain_scanner(paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
         path = str(_get(f, "path"))
         raw = _get(f, "verdict", "error")
         verdict = str(getattr(raw, "value", raw)).lower()
-        if verdict == "error" and sniff is not None and _unrecognised(Path(path), sniff):
+        # the scanner's own "unknown" verdict; older scanners called these errors
+        unknown = verdict == "error" and sniff is not None and _unrecognised(Path(path), sniff)
+        if verdict == "unknown" or unknown:
             out[path] = (UNRECOGNISED, "not a model or pickle-based format")
             continue
         findings = _get(f, "findings") or []

@@ -39,12 +39,14 @@ from mlwarden.core.errors import InputFileError
 
 
 class Verdict(enum.StrEnum):
-    """Verdict on one imported name, or on a whole file (``error``: could not be scanned)."""
+    """Verdict on one imported name, or on a whole file (``error``: could not be scanned;
+    ``unknown``: a format mlwarden does not know, so nothing was checked)."""
 
     SAFE = "safe"
     SUSPICIOUS = "suspicious"
     UNSAFE = "unsafe"
     ERROR = "error"
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)

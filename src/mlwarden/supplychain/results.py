@@ -3,13 +3,14 @@
 The JSON form (:meth:`ScanResult.to_dict`) is an interface other tools rely on::
 
     {"schema_version": "1.0",
-     "files": [{"path": ..., "format": ..., "verdict": "safe"|"suspicious"|"unsafe"|"error",
+     "files": [{"path": ..., "format": ..., "verdict": "safe"|"suspicious"|"unsafe"|"error"|"unknown",
                 "findings": [{"rule": ..., "severity": ..., "message": ...,
                               "global": ..., "offset": ..., "member": ...}]}]}
 
 Exit status (:meth:`ScanResult.exit_code`): 0 when every file is safe; 1 when any file
-is unsafe, or suspicious with none unscannable; 2 when a file could not be scanned and
-none is unsafe.
+is unsafe, or suspicious with none unscannable; 2 when a file could not be scanned, or
+is of a format mlwarden does not know (verdict ``unknown``, unless ``allow_unknown``),
+and none is unsafe.
 """
 
 from __future__ import annotations
@@ -111,6 +112,12 @@ RULES: dict[str, tuple[str, str]] = {
         "Read the handler and model files before registering the archive, pin the reviewed "
         "archive by hash, and keep install_py_dep_per_model off.",
     ),
+    "MLW-SCN-026": (
+        "File format not recognised: nothing in it was checked",
+        "Find out what the file is. If it belongs with the model (raw weights another file "
+        "names, say), scan it together with that file; otherwise remove it, or pass "
+        "--allow-unknown to let files of unknown formats pass.",
+    ),
     "MLW-SCN-012": (
         "Hugging Face config names custom code (auto_map) run with trust_remote_code",
         "Load it without trust_remote_code, or read the named Python modules first and pin "
@@ -167,6 +174,8 @@ class FileResult:
     bytes_read: int = 0
     #: files this model reads its weights from (ONNX external data, resolved paths)
     external_data: list[str] = field(default_factory=list)
+    #: no format mlwarden knows: nothing was checked (never safe, distinct from an error)
+    unknown: bool = False
 
     @property
     def verdict(self) -> Verdict:
@@ -177,6 +186,8 @@ class FileResult:
             return Verdict.SUSPICIOUS
         if self.error is not None:
             return Verdict.ERROR
+        if self.unknown:
+            return Verdict.UNKNOWN
         return Verdict.SAFE
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,6 +205,8 @@ class ScanResult:
 
     files: list[FileResult] = field(default_factory=list)
     policy: Policy = field(default_factory=lambda: DEFAULT_POLICY)
+    #: files of unknown formats do not fail the scan (they stay listed as ``unknown``)
+    allow_unknown: bool = False
 
     def verdicts(self) -> dict[str, int]:
         counts = {v.value: 0 for v in Verdict}
@@ -213,6 +226,8 @@ class ScanResult:
             return 2
         if Verdict.SUSPICIOUS in verdicts:
             return 1
+        if Verdict.UNKNOWN in verdicts and not self.allow_unknown:
+            return 2
         return 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ zip appended to another file (polyglots) are found too.
 Example::
 
     result = scan_file("model.pt")
-    result.verdict            # Verdict.SAFE / SUSPICIOUS / UNSAFE / ERROR
+    result.verdict            # Verdict.SAFE / SUSPICIOUS / UNSAFE / ERROR / UNKNOWN
     [i.to_dict() for i in result.findings]
 """
 
@@ -114,6 +114,11 @@ class ScanLimit(Exception):
     """A limit of :class:`Limits` was hit."""
 
 
+class UnknownFormat(ScanLimit):
+    """No rule recognises the file: verdict ``unknown`` (a ScanLimit, so that a zip or
+    HDF5 file found behind the unknown bytes is still scanned)."""
+
+
 class _NotAFile(Exception):
     """The path is a pipe, device, socket or directory, not a file to scan."""
 
@@ -187,6 +192,8 @@ def scan_file(
                     result.format = _scan_top(f, size, ctx)
         finally:
             os.close(fd)
+    except UnknownFormat as exc:
+        _unknown(result, sink, str(exc))
     except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit, NotScannable) as exc:
         _error(result, sink, _describe(exc))
     except _NotAFile as exc:
@@ -258,6 +265,8 @@ def scan_bytes(
     start = time.perf_counter()
     try:
         result.format = _scan_top(io.BytesIO(data), len(data), ctx)
+    except UnknownFormat as exc:
+        _unknown(result, sink, str(exc))
     except (Truncated, PickleError, ZipFormatError, TooLarge, ScanLimit, NotScannable) as exc:
         _error(result, sink, _describe(exc))
     except Exception as exc:  # fail closed
@@ -340,8 +349,12 @@ def scan_paths(
     allow: Iterable[str] = (),
     limits: Limits | None = None,
     executor: str | None = None,
+    allow_unknown: bool = False,
 ) -> ScanResult:
     """Scan files and directories (recursively, in name order).
+
+    ``allow_unknown``: files of no known format (verdict ``unknown``) do not fail the
+    scan's exit status; they stay listed.
 
     ``executor`` (``local``, ``process[=N]``, ``ray[=ADDR]``) spreads the files over
     :func:`mlwarden.core.executor.get_executor` workers; results keep file order.
@@ -351,7 +364,7 @@ def scan_paths(
         base = policy or DEFAULT_POLICY
         policy = Policy(allow=[*base.allow, *allow], deny=list(base.deny))
     pol = policy or DEFAULT_POLICY
-    out = ScanResult(policy=pol)
+    out = ScanResult(policy=pol, allow_unknown=allow_unknown)
     from mlwarden.core.executor import get_executor, parse_spec
 
     parse_spec(executor)  # a bad spec is an error even when one file needs no workers
@@ -370,7 +383,7 @@ def scan_paths(
 
 #: findings raw weights may produce when parsed as a pickle: opcode anomalies, the parse
 #: failure, container notes (never an import or a call)
-_DATA_NOISE = frozenset({"MLW-SCN-003", "MLW-SCN-004", "MLW-SCN-011"})
+_DATA_NOISE = frozenset({"MLW-SCN-003", "MLW-SCN-004", "MLW-SCN-011", "MLW-SCN-026"})
 
 
 def _credit_external_data(files: list[FileResult]) -> None:
@@ -382,18 +395,24 @@ def _credit_external_data(files: list[FileResult]) -> None:
     to be an opcode); named by a model scanned in the same run, they are its weights.
     Files with an import or call finding (what an unpickler would run) are not credited.
     """
-    named = {p for f in files for p in f.external_data}
+    named = {
+        p: "openvino-weights" if f.format == "openvino-ir" else "onnx-external-data"
+        for f in files
+        for p in f.external_data
+    }
     if not named:
         return
     for k, f in enumerate(files):
-        if f.error is None or any(i.rule not in _DATA_NOISE for i in f.findings):
+        if (f.error is None and not f.unknown) or any(
+            i.rule not in _DATA_NOISE for i in f.findings
+        ):
             continue
         try:
             real = str(Path(f.path).resolve())
         except (OSError, RuntimeError):
             continue
         if real in named:
-            files[k] = FileResult(path=f.path, format="onnx-external-data", seconds=f.seconds)
+            files[k] = FileResult(path=f.path, format=named[real], seconds=f.seconds)
 
 
 def _scan_job(job: tuple[Path, Policy, Limits | None]) -> FileResult:
@@ -480,6 +499,12 @@ def _error(result: FileResult, sink: Sink, message: str) -> None:
     result.error = message
     sink.member = None
     sink.add("MLW-SCN-004", Severity.HIGH, f"could not be scanned: {message}")
+
+
+def _unknown(result: FileResult, sink: Sink, message: str) -> None:
+    result.unknown = True
+    sink.member = None
+    sink.add("MLW-SCN-026", Severity.MEDIUM, f"{message}; nothing in it was checked")
 
 
 def _describe(exc: Exception) -> str:
@@ -784,7 +809,7 @@ def _scan_stream(
             return _scan_json(src, ctx, name)
         return _scan_text(src, ctx)
     if top:
-        raise ScanLimit("unrecognised file format (not a model format this scanner knows)")
+        raise UnknownFormat("unrecognised file format (not a model format this scanner knows)")
     return "data"
 
 
@@ -795,6 +820,7 @@ class _FormatScan:
         self.ctx, self.depth = ctx, depth
         self.sink = ctx.sink
         self.limits = ctx.limits
+        self.path = ctx.path if depth == 0 and not ctx.in_memory else None
 
     def nested(self, f: IO[bytes], size: int | None, name: str) -> str:
         outer = self.sink.member

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 from mlwarden.supplychain.results import Sink
@@ -37,6 +38,11 @@ class Scan(Protocol):
 
     @property
     def limits(self) -> Any: ...
+
+    @property
+    def path(self) -> Path | None:
+        """The file on disk, when this stream is a whole file (not a member, not bytes)."""
+        ...
 
     def nested(self, f: IO[bytes], size: int | None, name: str) -> str:
         """Scan ``f`` (an archive member called ``name``) as a file of its own."""

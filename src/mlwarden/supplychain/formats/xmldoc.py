@@ -5,7 +5,8 @@ PMML evaluators did), entity declarations (billion-laughs expansion) and XInclud
 
 Parsed with expat, incrementally, with handlers that record and never resolve: no
 entity is expanded (parsing stops at the first entity declaration), no DTD is fetched.
-The root element names the format: ``PMML`` -> ``pmml``, OpenVINO's ``net`` -> ``openvino-ir``.
+The root element names the format: ``PMML`` -> ``pmml``, OpenVINO's ``net`` -> ``openvino-ir``
+(whose ``.bin`` of the same name, raw tensors, is credited as its weights in a folder scan).
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def scan_xml(src: Source, scan: Scan) -> str:
     if walk.root == "PMML":
         return "pmml"
     if walk.root == "net" and "version" in walk.attrs:
+        if scan.path is not None:  # its weights: the .bin of the same name, raw tensors
+            scan.sink.result.external_data.append(str(scan.path.with_suffix(".bin").resolve()))
         return "openvino-ir"
     return "xml"
 
