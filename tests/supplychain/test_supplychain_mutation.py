@@ -74,7 +74,13 @@ def test_random_bytes_never_crash(data: bytes) -> None:
     st.binary(max_size=2048),
 )
 def test_random_bodies_behind_real_magic_never_crash(magic: bytes, body: bytes) -> None:
-    assert scan_bytes(magic + body).verdict.value in ("safe", "suspicious", "unsafe", "error", "unknown")
+    assert scan_bytes(magic + body).verdict.value in (
+        "safe",
+        "suspicious",
+        "unsafe",
+        "error",
+        "unknown",
+    )
 
 
 BINARY = [p for p in PICKLES if p.startswith(b"\x80")] + CONTAINERS
@@ -125,7 +131,13 @@ def test_mutated_containers_never_crash(sample: bytes, data: st.DataObject) -> N
     buf = bytearray(sample)
     for _ in range(data.draw(st.integers(1, 8))):
         buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
-    assert scan_bytes(bytes(buf)).verdict.value in ("safe", "suspicious", "unsafe", "error", "unknown")
+    assert scan_bytes(bytes(buf)).verdict.value in (
+        "safe",
+        "suspicious",
+        "unsafe",
+        "error",
+        "unknown",
+    )
 
 
 def test_canary_never_fired() -> None:
