@@ -87,15 +87,19 @@ def test_a_slow_head_on_a_kept_alive_connection_is_dropped_too(
     assert _closed_within(sock, 3)
 
 
-def test_healthz_and_predict_answer_while_a_thousand_idle_connections_are_held(
+def test_healthz_and_predict_answer_while_many_idle_connections_are_held(
     gw_config, keys, serve, sklearn_target, digits
 ) -> None:
-    cfg = gw_config(server={"max_connections": 600, "max_connections_per_client": 200})
+    cfg = gw_config(server={"max_connections": 300, "max_connections_per_client": 100})
     live = serve(sklearn_target, cfg)
     held: list[socket.socket] = []
     try:
-        for i in range(1200):  # half silent, half with a request head never finished
+        for i in range(900):  # half silent, half with a request head never finished
             held.append(_raw(live, HEAD if i % 2 else b"", source=f"127.0.0.{2 + i % 3}"))
+        guard = live.gateway.guard
+        deadline = time.monotonic() + 20
+        while guard.opened + guard.dropped["refused"] < 900 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the accept backlog is drained: the flood is now only held
         t0 = time.monotonic()
         r = httpx.get(f"{live.url}/healthz", timeout=5)
         assert r.status_code == 200 and time.monotonic() - t0 < 1.0
@@ -106,8 +110,7 @@ def test_healthz_and_predict_answer_while_a_thousand_idle_connections_are_held(
             timeout=5,
         )
         assert p.status_code == 200
-        guard = live.gateway.guard
-        assert guard.open <= 600 + 1 and guard.dropped["evicted"] >= 600
+        assert guard.open <= 300 + 1 and guard.dropped["evicted"] >= 600
     finally:
         for s in held:
             s.close()

@@ -141,7 +141,8 @@ def _rules(tmp_path: Path, text: str, mode: int = 0o600) -> set[str]:
 def test_an_open_gateway_gets_every_finding(tmp_path: Path) -> None:
     rules = _rules(
         tmp_path,
-        "anonymous: {role: admin}\ndetection: {blacklight: {enabled: false}, prada: {enabled: false}}\n"
+        "anonymous: {role: admin}\ndetection: {blacklight: {enabled: false}, prada: {enabled: false}, "
+        "similarity: {enabled: false}}\n"
         "audit: {enabled: false}\n",
         0o666,
     )

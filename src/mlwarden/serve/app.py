@@ -98,7 +98,8 @@ class Gateway:
         self.parse = parser
         self.guard: ConnectionGuard | None = None  # set by serve.server.server_config
         self.unauthenticated = Sampler(rate=1.0, burst=20)
-        self.monitor = Monitor(config.detection)
+        lo, hi = config.input.range or (0.0, 1.0)
+        self.monitor = Monitor(config.detection, config.input.shape, scale=hi - lo)
         self.metrics = Metrics()
         self.chain = None
         if config.restoration:

@@ -150,7 +150,8 @@ class Blacklight(_Strict):
     quantization: float = Field(default=0.1, gt=0, description="bin width, input units")
     window: int = Field(default=20, ge=1, description="values per hashed window")
     top: int = Field(default=50, ge=1, description="hashes kept per query")
-    threshold: int = Field(default=20, ge=1, description="matching hashes that flag a query")
+    threshold: int = Field(default=20, ge=1, description="matching hashes that make a match")
+    chain: int = Field(default=3, ge=1, description="matches in 64 queries that flag a query")
     history: int = Field(default=10000, ge=1, description="queries remembered per key")
 
 
@@ -164,8 +165,21 @@ class Prada(_Strict):
     test_every: int = Field(default=10, ge=1, description="queries between normality tests")
 
 
+class Similarity(_Strict):
+    """Near-neighbour count on reduced inputs, robust to per-query noise; see monitor.py."""
+
+    enabled: bool = True
+    radius: float = Field(
+        default=0.1, gt=0, description="RMS distance per value, fraction of the input range"
+    )
+    min_neighbours: int = Field(default=20, ge=1, description="neighbours that flag a query")
+    history: int = Field(default=10000, ge=1, description="queries remembered per key")
+    max_dims: int = Field(default=128, ge=1, description="values kept per reduced query")
+
+
 class Detection(_Strict):
     blacklight: Blacklight = Field(default_factory=Blacklight)
+    similarity: Similarity = Field(default_factory=Similarity)
     prada: Prada = Field(default_factory=Prada)
     action: Action = "log"
     throttle_factor: float = Field(default=0.1, gt=0, le=1, description="rate multiplier")

@@ -149,7 +149,7 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
             )
 
     det = cfg.detection
-    if not det.blacklight.enabled and not det.prada.enabled:
+    if not (det.blacklight.enabled or det.similarity.enabled or det.prada.enabled):
         add(
             "MLW-GW-005",
             "No stateful attack detection",
@@ -158,7 +158,8 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
             ["AML.M0015"],
             "Query-based attacks send long streams of near-duplicate or synthetic inputs that no "
             "single-request check sees.",
-            "Enable 'detection: {blacklight: {enabled: true}, prada: {enabled: true}}'.",
+            "Enable 'detection: {similarity: {enabled: true}, blacklight: {enabled: true}, "
+            "prada: {enabled: true}}'.",
         )
     elif det.action == "log":
         add(

@@ -1,7 +1,10 @@
 """Stateful attack detection: watch each key's stream of queries, not single inputs.
 
-Two detectors, both per key:
+Three detectors, all per key, after one filter:
 
+* **exact repeats are dropped first**: an input identical to one of the key's recent
+  inputs (a retry; a client drawing from a fixed set) reaches no detector, so it is
+  never counted as probing and ``block`` never fires on a retry (see :class:`Monitor`);
 * :class:`Blacklight` — Li, Shan, Wenger, Zhang, Zheng & Zhao, "Blacklight: Scalable
   Defense for Neural Networks against Query-Based Black-Box Attacks" (USENIX Security
   2022, arXiv:2006.14042). Query-based attacks (Square, HopSkipJump, NES, boundary
@@ -9,12 +12,19 @@ Two detectors, both per key:
   ``quantization`` input units), flattened, cut into sliding windows of ``window``
   values (stride 1), every window hashed (the paper uses SHA-256; see
   :func:`fingerprint`), and the ``top`` largest distinct hashes kept as the query's
-  fingerprint. A query whose fingerprint shares
-  at least ``threshold`` hashes with one earlier query of the same key is flagged.
-  The paper's settings for 32x32 CIFAR images are bins of 50/255, windows of 20,
-  the top 50 hashes and a threshold of 25; our defaults (bins of 0.1, windows of 20,
-  top 50, threshold 20) are calibrated for small inputs such as 8x8 digits, where an
-  input has only 45 windows (see ``benchmarks/gateway_load.py``).
+  fingerprint. A query whose fingerprint shares at least ``threshold`` hashes with an
+  earlier query of the same key *matches* it; a matching query is flagged when at
+  least ``chain`` of the key's last 64 queries matched, because one match is what a
+  benign client re-sending a slightly different copy of an input produces. The
+  paper's settings for 32x32 CIFAR images are bins of 50/255, windows of 20, the top
+  50 hashes and a threshold of 25; our defaults (bins of 0.1, windows of 20, top 50,
+  threshold 20) are calibrated for small inputs such as 8x8 digits, where an input
+  has only 45 windows. Fresh noise on every query breaks the hashes (Feng et al.,
+  CCS 2023, arXiv:2303.06280), hence:
+* :class:`Similarity` — the count of the key's remembered queries within a small
+  distance of the new one, on a reduced representation (:func:`reduce`); it holds
+  against per-query Gaussian noise, spreading queries over time and mixing in benign
+  queries (it counts queries, not seconds, and benign queries do not dilute a count);
 * :class:`Prada` — Juuti, Szyller, Marchal & Asokan, "PRADA: Protecting against DNN
   Model Stealing Attacks" (EuroS&P 2019, arXiv:1805.02628). For each query the L2
   distance to the closest earlier query of the same predicted class is recorded;
@@ -27,17 +37,23 @@ Two detectors, both per key:
   costs about 0.5 ms. ``delta`` 0.85 is calibrated on digits (benign streams of 100
   held-out digits had W >= 0.91); the paper tuned it per dataset.
 
+Memory per active key is bounded by the histories, not by traffic: at the defaults
+about 4-6 MB for inputs of up to 128 values and at most ~15 MB for any input size
+(:meth:`Monitor.nbytes`; figures in ``docs/benchmarks/gateway.md``). Detection and
+false-alarm rates: ``benchmarks/gateway_load.py``.
+
 Example::
 
-    monitor = Monitor(config.detection)
-    flagged = monitor.inspect("alice", x_batch, labels)   # e.g. {"blacklight": [3, 4]}
+    monitor = Monitor(config.detection, shape=[1, 8, 8])
+    flagged = monitor.inspect("alice", x_batch, labels)   # e.g. {"similarity": [3, 4]}
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
-from collections import Counter, deque
+from collections import deque
 
 import numpy as np
 from scipy import stats
@@ -45,6 +61,7 @@ from scipy import stats
 from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
+from mlwarden.serve.config import Similarity as SimilarityConfig
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 
@@ -72,51 +89,190 @@ def fingerprint(x: np.ndarray, quantization: float, window: int, top: int) -> fr
 
 
 class Blacklight:
-    """One key's Blacklight history: fingerprints of its last ``history`` queries.
+    """One key's Blacklight history: the fingerprints of its last ``history`` queries.
 
-    Each hash keeps the ids of at most ``bucket`` recent queries that produced it, so a
-    stream of identical queries costs O(top * bucket) per query, not O(history): in a
-    stream of near-duplicates the queries sharing a hash are the recent ones, and a
-    match with any one of them is enough to flag.
+    Memory is two flat arrays instead of Python objects per hash: every remembered hash
+    with the id of the last query that produced it, sorted (12 bytes a hash, at most
+    ``history * top`` of them: 6 MB at the defaults), plus a small dict of the hashes
+    of the last ``_MERGE`` queries that is merged into them in one sort. Lookups are
+    binary searches. A match with the most recent earlier query carrying a hash is
+    what counts: in a stream of near-duplicates that is the previous query.
     """
 
-    def __init__(self, config: BlacklightConfig, bucket: int = 8) -> None:
+    _MERGE = 256
+    _WINDOW = 64  # queries over which matches are counted
+
+    def __init__(self, config: BlacklightConfig) -> None:
         self.config = config
-        self.bucket = bucket
-        self._table: dict[int, deque[int]] = {}
-        self._order: deque[tuple[int, frozenset[int]]] = deque()
+        self._hashes = np.empty(0, dtype=np.uint64)
+        self._ids = np.empty(0, dtype=np.int64)
+        self._recent: dict[int, int] = {}
+        self._recent_queries = 0
         self._next = 0
+        self._matches: deque[bool] = deque(maxlen=self._WINDOW)
+        self.recent_matches = 0
 
     def observe(self, x: np.ndarray) -> int:
         """Add one query; return the most hashes it shares with any remembered query."""
         c = self.config
         fp = fingerprint(x, c.quantization, c.window, c.top)
-        oldest = self._order[0][0] if self._order else 0
-        table = self._table
-        hits = [i for h in fp if h in table for i in table[h] if i >= oldest]
-        best = max(Counter(hits).values()) if hits else 0
+        oldest = self._next - c.history
+        hits: list[int] = []
+        if len(self._hashes):
+            arr = np.fromiter(fp, dtype=np.uint64, count=len(fp))
+            pos = np.searchsorted(self._hashes, arr)
+            pos[pos == len(self._hashes)] = 0
+            found = (self._hashes[pos] == arr) & (self._ids[pos] >= oldest)
+            older = dict(zip(arr[found].tolist(), self._ids[pos[found]].tolist(), strict=True))
+        else:
+            older = {}
+        for h in fp:
+            qid = self._recent.get(h, older.get(h))
+            if qid is not None and qid >= oldest:
+                hits.append(qid)
+        best = 0
+        if hits:
+            # Only the newest query of each hash is kept, so the hashes shared with one
+            # earlier near-duplicate spread over its successors: count them all.
+            best = len(hits)
         qid = self._next
         self._next += 1
+        # One match is what a benign client re-sending a slightly different copy of an
+        # input produces; an attack's queries match, query after query.
+        self._matches.append(best >= c.threshold)
+        self.recent_matches = sum(self._matches) if best >= c.threshold else 0
+
         for h in fp:
-            ids = self._table.get(h)
-            if ids is None:
-                ids = self._table[h] = deque(maxlen=self.bucket)
-            ids.append(qid)
-        self._order.append((qid, fp))
-        if len(self._order) > c.history:
-            old, old_fp = self._order.popleft()
-            for h in old_fp:
-                ids = self._table.get(h)
-                if ids is not None and ids and ids[-1] <= old:
-                    del self._table[h]  # every id left in it is evicted
+            self._recent[h] = qid
+        self._recent_queries += 1
+        if self._recent_queries >= self._MERGE:
+            self._merge()
         return best
 
+    def _merge(self) -> None:
+        """Fold the recent hashes into the sorted arrays, dropping forgotten queries."""
+        keep = self._ids >= self._next - self.config.history
+        new_h = np.fromiter(self._recent.keys(), dtype=np.uint64, count=len(self._recent))
+        new_i = np.fromiter(self._recent.values(), dtype=np.int64, count=len(self._recent))
+        first = np.argsort(new_h)
+        hashes = np.concatenate([self._hashes[keep], new_h[first]])
+        ids = np.concatenate([self._ids[keep], new_i[first]])
+        # Two sorted runs, the newer second: a stable sort merges them in linear time and
+        # leaves the newest id last among equal hashes.
+        order = np.argsort(hashes, kind="stable")
+        hashes, ids = hashes[order], ids[order]
+        last = np.ones(len(hashes), dtype=bool)
+        last[:-1] = hashes[1:] != hashes[:-1]
+        self._hashes, self._ids = hashes[last], ids[last]
+        self._recent = {}
+        self._recent_queries = 0
+
     def flags(self, x: np.ndarray) -> bool:
-        return self.observe(x) >= self.config.threshold
+        """Whether ``x`` matches and is at least the ``chain``-th match of the last 64 queries."""
+        self.observe(x)
+        return self.recent_matches >= self.config.chain
+
+    def nbytes(self) -> int:
+        """Approximate memory held, bytes."""
+        return self._hashes.nbytes + self._ids.nbytes + len(self._recent) * 100
+
+    def dump(self) -> dict[str, np.ndarray]:
+        self._merge()
+        return {"hashes": self._hashes, "ids": self._ids, "next": np.array([self._next])}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        self._hashes = state["hashes"].astype(np.uint64)
+        self._ids = state["ids"].astype(np.int64)
+        self._next = int(state["next"][0])
+
+
+class Similarity:
+    """One key's near-neighbour count on a reduced representation, robust to noise.
+
+    Blacklight's hashes of quantised windows break when an attacker adds fresh noise to
+    every query (Feng et al., "Stateful Defenses for Machine Learning Models Are Not Yet
+    Secure Against Black-box Attacks", CCS 2023, arXiv:2303.06280, show this for
+    Blacklight and PIHA). This detector keeps the key's last ``history`` queries as
+    reduced vectors (:func:`reduce`) and counts how many lie within ``radius`` of a new
+    query, as root-mean-square distance per value in units of the input range. A
+    random search around one input (with or without per-query Gaussian noise up to
+    sigma ~0.06 of the range) puts nearly every query within the radius of the others,
+    so the count grows by one per query and reaches ``min_neighbours`` after about
+    that many queries; distinct natural inputs rarely have more than a handful of
+    neighbours that close (12 at most among all 1,797 digits at the default radius).
+    Exact repeats never reach it: :class:`Monitor` drops them first.
+
+    Memory: ``history * (dims + 1) * 4`` bytes (2.6 MB at 10,000 queries of 64 values).
+    """
+
+    def __init__(self, config: SimilarityConfig, dims: int) -> None:
+        self.config = config
+        self._ring = np.zeros((config.history, dims), dtype=np.float32)
+        self._norms = np.zeros(config.history, dtype=np.float32)
+        self._filled = 0
+        self._next = 0
+
+    def observe(self, v: np.ndarray) -> int:
+        """Add one reduced query; return how many remembered queries lie within the radius."""
+        n = self._filled
+        count = 0
+        if n:
+            norm = float(v @ v)
+            d2 = self._norms[:n] + norm - 2.0 * (self._ring[:n] @ v)
+            count = int(np.count_nonzero(d2 < (self.config.radius**2) * len(v)))
+        slot = self._next % self.config.history
+        self._ring[slot] = v
+        self._norms[slot] = v @ v
+        self._next += 1
+        self._filled = min(self._filled + 1, self.config.history)
+        return count
+
+    def flags(self, v: np.ndarray) -> bool:
+        return self.observe(v) >= self.config.min_neighbours
+
+    def nbytes(self) -> int:
+        return self._ring.nbytes + self._norms.nbytes
+
+    def dump(self) -> dict[str, np.ndarray]:
+        return {"ring": self._ring, "meta": np.array([self._filled, self._next])}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        ring = state["ring"]
+        if ring.shape != self._ring.shape:
+            return  # the config changed: start afresh rather than compare unlike vectors
+        self._ring[:] = ring
+        self._norms[:] = np.einsum("ij,ij->i", ring, ring)
+        self._filled, self._next = (int(v) for v in state["meta"])
+
+
+def reduce(x: np.ndarray, max_dims: int, scale: float) -> np.ndarray:
+    """A query as at most ``max_dims`` float32 values in units of the input range.
+
+    Inputs with more values are averaged over consecutive blocks of the C-order
+    flattening (rows of an image: a low-pass filter that also divides white noise by
+    the square root of the block length); ``scale`` is the width of the input range.
+
+    Example::
+
+        reduce(np.ones((3, 32, 32)), 128, 1.0).shape   # (128,): blocks of 24 values
+    """
+    flat = np.asarray(x, dtype=np.float32).ravel() / np.float32(scale)
+    if flat.size <= max_dims:
+        return flat
+    block = math.ceil(flat.size / max_dims)
+    pad = (-flat.size) % block
+    if pad:
+        flat = np.concatenate([flat, np.repeat(flat[-1:], pad)])
+    return flat.reshape(-1, block).mean(axis=1)
 
 
 class Prada:
-    """One key's PRADA state: per-class reference sets, thresholds and distances."""
+    """One key's PRADA state: per-class reference sets, thresholds and distances.
+
+    Queries arrive reduced (:func:`reduce`); the reference sets of all classes together
+    hold at most ``history`` vectors (``history * dims * 4`` bytes: 1.3 MB at the
+    defaults for 64 values).
+    """
 
     def __init__(self, config: PradaConfig) -> None:
         self.config = config
@@ -125,19 +281,23 @@ class Prada:
         self._moments: dict[int, list[float]] = {}
         self._thresholds: dict[int, float] = {}
         self._dists: deque[float] = deque(maxlen=config.history)
+        self._total = 0
         self._pending = 0
         self.last_w: float | None = None
 
     def observe(self, x: np.ndarray, label: int) -> None:
         """Add one query with its predicted class (updates the distance record)."""
-        v = np.asarray(x, dtype=np.float64).ravel()
+        v = np.asarray(x, dtype=np.float32).ravel()
         self._pending += 1
         ref = self._sets.get(label)
         if ref is None:
-            ref = np.empty((16, v.size))
+            if self._total >= self.config.history:
+                return
+            ref = np.empty((16, v.size), dtype=np.float32)
             ref[0] = v
             self._sets[label] = ref
             self._sizes[label] = 1
+            self._total += 1
             self._moments[label] = [0, 0.0, 0.0]
             self._thresholds[label] = 0.0
             return
@@ -145,11 +305,13 @@ class Prada:
         diff = ref[:n] - v
         d = math.sqrt(float(np.einsum("ij,ij->i", diff, diff).min()))
         self._dists.append(d)
-        if d > self._thresholds[label] and n < self.config.history:
+        if d > self._thresholds[label] and self._total < self.config.history:
             if n == len(ref):
-                ref = self._sets[label] = np.concatenate([ref, np.empty_like(ref)])
+                grow = min(len(ref), self.config.history)
+                ref = self._sets[label] = np.concatenate([ref, np.empty((grow, v.size), ref.dtype)])
             ref[n] = v
             self._sizes[label] = n + 1
+            self._total += 1
             # running count, sum and sum of squares of the set's distances: mean - std in O(1)
             m = self._moments[label]
             m[0] += 1
@@ -180,24 +342,79 @@ class Prada:
         w = self.test()
         return w is not None and w < self.config.delta
 
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self._sets.values()) + len(self._dists) * 40
+
+
+def _digest(x: np.ndarray) -> int:
+    return int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=8).digest(), "little")
+
+
+class _Recent:
+    """The digests of a key's last ``size`` distinct inputs (exact-repeat filter)."""
+
+    def __init__(self, size: int) -> None:
+        self._set: set[int] = set()
+        self._order: deque[int] = deque()
+        self.size = size
+
+    def seen(self, digest: int) -> bool:
+        """Whether ``digest`` is remembered; remember it if not."""
+        if digest in self._set:
+            return True
+        self._set.add(digest)
+        self._order.append(digest)
+        if len(self._order) > self.size:
+            self._set.discard(self._order.popleft())
+        return False
+
+
+class _KeyState:
+    def __init__(self, config: Detection, dims: int) -> None:
+        self.recent = _Recent(max(config.similarity.history, config.blacklight.history))
+        self.blacklight = Blacklight(config.blacklight) if config.blacklight.enabled else None
+        self.similarity = Similarity(config.similarity, dims) if config.similarity.enabled else None
+        self.prada = Prada(config.prada) if config.prada.enabled else None
+        self.lock = threading.Lock()
+
+    def nbytes(self) -> int:
+        parts = (self.blacklight, self.similarity, self.prada)
+        return len(self.recent._order) * 120 + sum(p.nbytes() for p in parts if p is not None)
+
 
 class Monitor:
-    """Per-key detectors; :meth:`inspect` returns the kinds of alert a request raised."""
+    """Per-key detectors; :meth:`inspect` returns the kinds of alert a request raised.
 
-    def __init__(self, config: Detection) -> None:
+    An input identical to one the key sent recently (a retry, or a benign client
+    drawing from a fixed set) is not fed to any detector: repeating a query teaches an
+    attacker nothing, so it is not probing, and ``block`` never fires on a retry.
+
+    Args:
+        config: the detection section of the gateway config.
+        shape: the shape of one input, when declared (sizes the reduced vectors).
+        scale: the width of the declared input range (distances are in its units).
+    """
+
+    def __init__(
+        self, config: Detection, shape: list[int] | None = None, scale: float = 1.0
+    ) -> None:
         self.config = config
-        self._blacklight: dict[str, Blacklight] = {}
-        self._prada: dict[str, Prada] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        self.scale = scale
+        self.dims = min(math.prod(shape), config.similarity.max_dims) if shape else None
+        self._keys: dict[str, _KeyState] = {}
         self._guard = threading.Lock()
 
     @property
     def enabled(self) -> bool:
-        return self.config.blacklight.enabled or self.config.prada.enabled
+        c = self.config
+        return c.blacklight.enabled or c.prada.enabled or c.similarity.enabled
 
-    def _lock(self, key: str) -> threading.Lock:
+    def _state(self, key: str, dims: int) -> _KeyState:
         with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+            state = self._keys.get(key)
+            if state is None:
+                state = self._keys[key] = _KeyState(self.config, dims)
+            return state
 
     def inspect(self, key: str, x: np.ndarray, labels: np.ndarray) -> dict[str, list[int]]:
         """Feed a batch of queries ``x`` (N, ...) with their predicted ``labels`` (N,).
@@ -205,20 +422,24 @@ class Monitor:
         Returns detector kind -> indices of the flagged inputs (kinds with none left out).
         """
         found: dict[str, list[int]] = {}
-        bl_cfg, pr_cfg = self.config.blacklight, self.config.prada
-        with self._lock(key):
-            if bl_cfg.enabled:
-                bl = self._blacklight.setdefault(key, Blacklight(bl_cfg))
-                hits = [i for i, xi in enumerate(x) if bl.flags(xi)]
-                if hits:
-                    found["blacklight"] = hits
-            if pr_cfg.enabled:
-                pr = self._prada.setdefault(key, Prada(pr_cfg))
-                hits = [
-                    i
-                    for i, (xi, li) in enumerate(zip(x, labels, strict=True))
-                    if pr.flags(xi, int(li))
-                ]
-                if hits:
-                    found["prada"] = hits
+        max_dims = self.config.similarity.max_dims
+        dims = self.dims or min(int(np.prod(x.shape[1:])), max_dims)
+        state = self._state(key, dims)
+        with state.lock:
+            for i, (xi, li) in enumerate(zip(x, labels, strict=True)):
+                xi = np.ascontiguousarray(xi, dtype=np.float32)
+                if state.recent.seen(_digest(xi)):
+                    continue
+                v = reduce(xi, max_dims, self.scale)
+                if state.blacklight is not None and state.blacklight.flags(xi):
+                    found.setdefault("blacklight", []).append(i)
+                if state.similarity is not None and state.similarity.flags(v):
+                    found.setdefault("similarity", []).append(i)
+                if state.prada is not None and state.prada.flags(v, int(li)):
+                    found.setdefault("prada", []).append(i)
         return found
+
+    def nbytes(self, key: str) -> int:
+        """Approximate memory held for ``key``, bytes."""
+        state = self._keys.get(key)
+        return 0 if state is None else state.nbytes()
