@@ -100,9 +100,12 @@ def test_healthz_and_predict_answer_while_many_idle_connections_are_held(
         deadline = time.monotonic() + 20
         while guard.opened + guard.dropped["refused"] < 900 and time.monotonic() < deadline:
             time.sleep(0.05)  # the accept backlog is drained: the flood is now only held
-        t0 = time.monotonic()
-        r = httpx.get(f"{live.url}/healthz", timeout=5)
-        assert r.status_code == 200 and time.monotonic() - t0 < 1.0
+        waits = []
+        for _ in range(3):  # the median: one call may lose the CPU on a loaded machine
+            t0 = time.monotonic()
+            assert httpx.get(f"{live.url}/healthz", timeout=5).status_code == 200
+            waits.append(time.monotonic() - t0)
+        assert statistics.median(waits) < 1.0, waits
         p = httpx.post(
             f"{live.url}/v1/predict",
             json={"inputs": digits[2][:1].tolist()},
