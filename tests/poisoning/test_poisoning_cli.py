@@ -45,7 +45,14 @@ def test_data_on_a_text_csv_reports_personal_data_and_secrets(tmp_path, capsys):
     assert counts["card_number"] == {"comment": 1}
     assert counts["aws_access_key"] == {"comment": 1}
     assert "4111 1111 1111 1111" not in out.read_text()
-    assert report["suspicious"] == []
+    # every row with sensitive data is listed, naming the type and the column; the row
+    # with a secret ranks first
+    rows = {e["index"]: e["reasons"] for e in report["suspicious"]}
+    assert set(rows) == {0, 1, 2}
+    assert report["suspicious"][0]["index"] == 1
+    assert "AWS access key id in column 'comment'" in rows[1]
+    assert "payment card number in column 'comment'" in rows[0]
+    assert rows[2] == ["e-mail address in column 'email'"]
 
 
 def test_data_with_a_model_lists_suspicious_samples(tmp_path, capsys, backdoored):

@@ -48,6 +48,20 @@ def register(app: typer.Typer) -> None:
         label: Annotated[
             str | None, typer.Option("--label", help="Label column of a CSV (default 'label').")
         ] = None,
+        pii_config: Annotated[
+            str | None,
+            typer.Option(
+                "--pii-config",
+                help="YAML/JSON file for the sensitive-data scan: disable (types), phone_regions, patterns (your own: kind, category, regex, context).",
+            ),
+        ] = None,
+        pii_disable: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--pii-disable",
+                help="Switch a sensitive-data type off (repeatable), e.g. person_name or ip_address.",
+            ),
+        ] = None,
         nc_epochs: Annotated[
             int, typer.Option("--nc-epochs", help="Neural Cleanse epochs (0 skips it).", min=0)
         ] = 100,
@@ -64,7 +78,9 @@ def register(app: typer.Typer) -> None:
         and backdoor poisoning when a model or trainer is given.
 
         The JSON report lists suspicious samples at the top-level key "suspicious" as
-        {"index", "score", "reasons"}, most suspicious first.
+        {"index", "score", "reasons"}, most suspicious first; rows holding personal data
+        or secrets are listed there with the type and the column (values are masked in
+        every output).
 
         Fails closed (exit 2, one line): a CSV that is empty, header-only, ragged or
         non-numeric (unless the sensitive-data scan found something to report), fewer
@@ -72,8 +88,10 @@ def register(app: typer.Typer) -> None:
         inputs or has fewer classes than its labels, and a --trainer that raises.
         """
         from mlwarden.poisoning import data_report
+        from mlwarden.poisoning.pii import load_config
 
         parse_fail_on(fail_on)
+        config = load_config(pii_config, pii_disable) if pii_config or pii_disable else None
         if model is not None and trainer is not None:
             raise UserError("give --model or --trainer, not both")
         setup(quiet=quiet, debug=debug, seed=seed)
@@ -84,6 +102,7 @@ def register(app: typer.Typer) -> None:
             label=label,
             seed=seed,
             neural_cleanse_epochs=nc_epochs,
+            pii_config=config,
         )
         raise typer.Exit(
             finish(

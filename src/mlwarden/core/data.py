@@ -288,7 +288,39 @@ def _labels(path: Path, y: np.ndarray) -> np.ndarray:
 def load_csv(path: str | Path, *, label: str | None = None) -> Dataset:
     """Load a CSV with a header row; ``label`` names the label column (default ``label``)."""
     path = Path(path)
-    label_col = label or "label"
+    header, rows, li = _read_csv(path, label or "label")
+    return _csv_dataset(path, header, rows, li, [i for i in range(len(header)) if i != li])
+
+
+def load_csv_numeric(path: str | Path, *, label: str | None = None) -> tuple[Dataset, list[str]]:
+    """Like :func:`load_csv`, but text columns (fewer than half of their values are
+    numbers) are left out; returns the dataset and the names of the columns left out.
+    A stray non-number in a numeric column is still an error, as is a file with no
+    numeric column."""
+    path = Path(path)
+    header, rows, li = _read_csv(path, label or "label")
+
+    def mostly_numeric(i: int) -> bool:
+        ok = 0
+        for _, row in rows:
+            try:
+                float(row[i])
+                ok += 1
+            except ValueError:
+                pass
+        return 2 * ok >= len(rows)
+
+    keep = [i for i in range(len(header)) if i != li and mostly_numeric(i)]
+    dropped = [header[i] for i in range(len(header)) if i != li and i not in keep]
+    if not keep:
+        raise InputFileError(
+            path, f"has no numeric feature column (text columns: {', '.join(dropped)})"
+        )
+    return _csv_dataset(path, header, rows, li, keep), dropped
+
+
+def _read_csv(path: Path, label_col: str) -> tuple[list[str], list[tuple[int, list[str]]], int]:
+    """Header, non-blank ``(line number, row)`` pairs and the label column's index."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             sample = fh.read(8192)
@@ -311,11 +343,9 @@ def load_csv(path: str | Path, *, label: str | None = None) -> Dataset:
             f"has no label column {label_col!r}; columns are: {', '.join(header)} (choose one with --label)",
         )
     li = header.index(label_col)
-    features = [h for i, h in enumerate(header) if i != li]
-    if not features:
+    if len(header) < 2:
         raise InputFileError(path, f"has only the label column {label_col!r}; no feature columns")
-    xs: list[list[float]] = []
-    labels: list[str] = []
+    body = []
     for lineno, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
@@ -323,15 +353,24 @@ def load_csv(path: str | Path, *, label: str | None = None) -> Dataset:
             raise InputFileError(
                 path, f"line {lineno} has {len(row)} fields; the header has {len(header)}"
             )
+        body.append((lineno, row))
+    return header, body, li
+
+
+def _csv_dataset(
+    path: Path, header: list[str], rows: list[tuple[int, list[str]]], li: int, keep: list[int]
+) -> Dataset:
+    features = [header[i] for i in keep]
+    xs: list[list[float]] = []
+    labels: list[str] = []
+    for lineno, row in rows:
         values = []
-        for i, cell in enumerate(row):
-            if i == li:
-                continue
+        for i in keep:
             try:
-                values.append(float(cell))
+                values.append(float(row[i]))
             except ValueError:
                 raise InputFileError(
-                    path, f"line {lineno}, column {header[i]!r}: {cell!r} is not a number"
+                    path, f"line {lineno}, column {header[i]!r}: {row[i]!r} is not a number"
                 ) from None
         xs.append(values)
         labels.append(row[li].strip())

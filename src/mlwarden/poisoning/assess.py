@@ -24,7 +24,7 @@ from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.poisoning import detect_data as dd
 from mlwarden.poisoning import detect_model as dm
 from mlwarden.poisoning.activations import penultimate
-from mlwarden.poisoning.pii import MAX_BYTES, PERSONAL_KINDS, SECRET_KINDS, PiiScan, scan_file
+from mlwarden.poisoning.pii import LABELS, SECRET_KINDS, PiiConfig, PiiScan, scan_file
 
 POISON_ATLAS = ["AML.T0020", "AML.T0019", "AML.T0043.004"]
 DATA_MITIGATIONS = ["AML.M0007", "AML.M0025"]
@@ -37,20 +37,8 @@ NC_SAMPLES = 1000
 MIN_SAMPLES = 20
 TABLE_SUFFIXES = {".csv", ".tsv"}
 
-_KIND_NAMES = {
-    "card_number": "payment card numbers",
-    "email": "e-mail addresses",
-    "phone": "phone numbers",
-    "us_ssn": "US social security numbers",
-    "uk_nino": "UK National Insurance numbers",
-    "iban": "IBAN bank account numbers",
-    "aws_access_key": "AWS access key ids",
-    "github_token": "GitHub tokens",
-    "slack_token": "Slack tokens",
-    "private_key": "private keys",
-    "password": "passwords",
-    "generic_secret": "API keys or secrets",
-}
+#: Rows listed per sensitive-data finding (evidence and SARIF locations).
+PII_ROWS_LISTED = 50
 
 
 def _load_model(spec: Any) -> Any:
@@ -178,11 +166,16 @@ def data_report(
     seed: int = 0,
     neural_cleanse_epochs: int = 100,
     holdout: float = 0.2,
+    pii_config: PiiConfig | None = None,
 ) -> Report:
     """Audit a training set; see the module docstring.
 
     ``data``: a dataset spec for :func:`~mlwarden.core.data.load_dataset` (or a
-    :class:`Dataset`); CSV and text files are also scanned for sensitive data.
+    :class:`Dataset`); CSV, JSONL and text files and folders of ``.txt`` files are also
+    scanned for sensitive data (``pii_config``: types switched off, phone regions, the
+    user's own patterns; see :func:`mlwarden.poisoning.pii.load_config`). A CSV whose
+    text columns hold the personal data still gets the other checks on its numeric
+    columns.
     ``model``: a MODEL spec (loaded through the supply-chain scanner) or an in-memory
     model. ``trainer``: ``"module:function"``, a callable ``train(x, y)`` or a
     scikit-learn estimator; the model is trained on the data (minus a ``holdout``
@@ -201,6 +194,7 @@ def data_report(
             seed=seed,
             neural_cleanse_epochs=neural_cleanse_epochs,
             holdout=holdout,
+            pii_config=pii_config,
         )
 
 
@@ -213,6 +207,7 @@ def _data_report(
     seed: int = 0,
     neural_cleanse_epochs: int = 100,
     holdout: float = 0.2,
+    pii_config: PiiConfig | None = None,
 ) -> Report:
     """:func:`data_report` without the thread limit."""
     if model is not None and trainer is not None:
@@ -233,15 +228,9 @@ def _data_report(
         "label": label,
     }
     _check_label_option(data, label)
-    pii: PiiScan | None = None
-    if isinstance(data, str | Path) and Path(data).is_file():
-        path = Path(data)
-        if path.suffix.lower() in TEXT_SUFFIXES or _is_text(path):
-            with report.timed("sensitive-data"):
-                pii = scan_file(path)
-            _pii_findings(report, pii)
+    pii = _sensitive_data(report, data, pii_config)
     try:
-        ds = data if isinstance(data, Dataset) else load_dataset(data, label=label)
+        ds = _load_for_audit(report, data, label, pii)
     except InputFileError as exc:
         table = Path(str(data)).suffix.lower() in TABLE_SUFFIXES or (
             pii is not None and pii.format == "csv"
@@ -262,7 +251,7 @@ def _data_report(
                 check="data",
             )
         )
-        report.suspicious = []
+        report.suspicious = _merge_pii_rows([], pii)[:MAX_SUSPICIOUS]
         return report
     _check_size(ds)
     report.data = ds.describe()
@@ -322,10 +311,57 @@ def _data_report(
         poison_dets, _ = _poison_detectors(report, trained, ds, seed, neural_cleanse_epochs)
     detections.extend(poison_dets)
     _hygiene_findings(report, detections, _name(data))
-    suspicious = dd.rank(detections)
+    suspicious = _merge_pii_rows(dd.rank(detections), pii)
     report.metrics["suspicious"] = len(suspicious)
     report.suspicious = suspicious[:MAX_SUSPICIOUS]
     return report
+
+
+def _sensitive_data(report: Report, data: Any, config: PiiConfig | None) -> PiiScan | None:
+    """The sensitive-data scan of a text file (CSV, JSONL, text) or a folder of .txt files."""
+    if not isinstance(data, str | Path):
+        return None
+    path = Path(data)
+    textual = path.is_file() and (path.suffix.lower() in TEXT_SUFFIXES or _is_text(path))
+    folder = path.is_dir() and any(path.rglob("*.txt"))
+    if not (textual or folder):
+        return None
+    with report.timed("sensitive-data"):
+        pii = scan_file(path, config=config)
+    _pii_findings(report, pii)
+    return pii
+
+
+def _load_for_audit(report: Report, data: Any, label: str | None, pii: PiiScan | None) -> Dataset:
+    """The dataset; a CSV whose text columns are not numbers is audited on its numeric
+    columns (the text columns went through the sensitive-data scan), with a note."""
+    if isinstance(data, Dataset):
+        return data
+    try:
+        return load_dataset(data, label=label)
+    except InputFileError:
+        if pii is None or pii.format != "csv":
+            raise
+        from mlwarden.core.data import load_csv_numeric
+
+        ds, dropped = load_csv_numeric(data, label=label)
+        if len(ds) < MIN_SAMPLES:
+            raise InputFileError(
+                data, f"has {len(ds)} rows, too few for the checks on its numeric columns"
+            ) from None
+    report.add(
+        Finding(
+            rule="MLW-DAT-010",
+            title=f"{len(dropped)} non-numeric column(s) left out of the label, duplicate and outlier checks",
+            severity=Severity.INFO,
+            description=f"Columns {', '.join(dropped)} hold text; they were scanned for sensitive data only. The other checks ran on the {len(ds.feature_names)} numeric column(s).",
+            recommendation="Encode text columns as numbers (or drop them) if they should count in the duplicate and outlier checks.",
+            evidence={"text_columns": dropped},
+            artifact=_name(data),
+            check="data",
+        )
+    )
+    return ds
 
 
 def _is_text(path: Path) -> bool:
@@ -622,63 +658,105 @@ def _hygiene_findings(report: Report, dets: list[dd.Detection], artifact: str) -
 
 
 def _pii_findings(report: Report, scan: PiiScan) -> None:
+    """One finding per sensitive-data type, each naming its rows and columns; the rows
+    join ``report.suspicious`` (merged by :func:`_merge_pii_rows`)."""
     report.metrics["sensitive_data"] = {k: scan.total(k) for k in sorted(scan.counts)}
+    report.metrics["sensitive_data.rows"] = scan.rows_with_hits
     report.artifacts["sensitive_data"] = {
         "format": scan.format,
         "records": scan.records,
         "counts": scan.counts,
         "examples": scan.examples,
+        "rows_with_hits": scan.rows_with_hits,
         "partial": scan.partial,
     }
-    personal = {k: v for k, v in scan.counts.items() if k in PERSONAL_KINDS}
-    secrets = {k: v for k, v in scan.counts.items() if k in SECRET_KINDS}
-    for rule, found, what, sev, mits in (
-        ("MLW-DAT-005", personal, "personal data", Severity.HIGH, ["AML.M0007", "AML.M0012"]),
-        ("MLW-DAT-006", secrets, "secrets", Severity.CRITICAL, ["AML.M0007", "AML.M0012"]),
-    ):
-        if not found:
-            continue
-        total = sum(sum(v.values()) for v in found.values())
-        kinds = ", ".join(f"{_KIND_NAMES[k]} ({sum(v.values())})" for k, v in sorted(found.items()))
-        fields = sorted({f for v in found.values() for f in v})
-        report.add(
-            Finding(
-                rule=rule,
-                title=f"Training data holds {what}: {kinds}",
-                severity=sev,
-                atlas=["AML.T0024.000", "AML.T0024.001"],
-                mitigations=mits,
-                description=(
-                    f"{total} matches in field(s) {', '.join(fields)}. A model can leak what it "
-                    "was trained on through membership inference or model inversion."
-                ),
-                recommendation=(
-                    "Remove or anonymise these fields before training (drop the column, "
-                    "tokenise or hash identifiers); revoke and rotate any exposed secret."
-                    if what == "secrets"
-                    else "Remove or anonymise these fields before training (drop, mask, "
-                    "tokenise or generalise them)."
-                ),
-                evidence={
-                    "counts": found,
-                    "examples": {k: scan.examples.get(k, []) for k in found},
-                },
-                artifact=scan.path,
-                check="sensitive-data",
-            )
-        )
+    for kind in sorted(scan.counts, key=lambda k: (k not in SECRET_KINDS, k)):
+        report.add(_pii_finding(scan, kind))
     if scan.partial:
         report.add(
             Finding(
                 rule="MLW-DAT-010",
                 title="Sensitive-data scan covered only the start of a very large file",
                 severity=Severity.LOW,
-                description=f"The scan read the first {MAX_BYTES // 2**20} MiB ({scan.records} records); the rest was not checked.",
-                recommendation="Split the file and scan each part.",
+                description=f"The scan stopped at its byte limit after {scan.records} records; the rest was not checked.",
+                recommendation="Scan the whole file (no byte limit), or split it and scan each part.",
                 artifact=scan.path,
                 check="sensitive-data",
             )
         )
+
+
+def _pii_finding(scan: PiiScan, kind: str) -> Finding:
+    secret = kind in SECRET_KINDS
+    per_column = scan.counts[kind]
+    total = sum(per_column.values())
+    rows = scan.rows_of([kind])
+    n_rows = len(rows)  # records kept one by one: all of them below MAX_ROWS
+    label = LABELS.get(kind, kind.replace("_", " "))
+    columns = ", ".join(f"{c} ({n})" for c, n in sorted(per_column.items(), key=lambda kv: -kv[1]))
+    where = "record" if scan.format in ("text", "folder") else "row"
+    locations = []
+    for i in rows[:PII_ROWS_LISTED]:
+        file, line = scan.lines[i]
+        cols = sorted({c for k, c in scan.rows[i] if k == kind})
+        locations.append({"uri": file, "line": line, "row": i, "columns": cols})
+    return Finding(
+        rule="MLW-DAT-006" if secret else "MLW-DAT-005",
+        title=(
+            f"Training data holds {'secrets' if secret else 'personal data'}: {label} in "
+            f"{n_rows} {where}{'' if n_rows == 1 else 's'} ({', '.join(sorted(per_column))})"
+        ),
+        severity=Severity.CRITICAL
+        if secret
+        else Severity.MEDIUM
+        if kind == "ip_address"
+        else Severity.HIGH,
+        atlas=["AML.T0024.000", "AML.T0024.001"],
+        mitigations=["AML.M0007", "AML.M0012"],
+        description=(
+            f"{label} found in column(s) {columns}. A model can leak what it was trained on "
+            f"through membership inference or model inversion. The {where}s are listed in "
+            "'suspicious' (0-based, header excluded) and in this finding's evidence."
+        ),
+        recommendation=(
+            "Remove these values before training, then revoke and rotate every exposed secret."
+            if secret
+            else "Remove or anonymise these values before training (drop the column, mask, "
+            "tokenise or generalise them)."
+        ),
+        evidence={
+            "type": kind,
+            "count": total,
+            "columns": per_column,
+            "rows": rows[:PII_ROWS_LISTED],
+            "rows_total": len(rows),
+            "examples": scan.examples.get(kind, []),
+            "locations": locations,
+        },
+        artifact=scan.path,
+        check="sensitive-data",
+    )
+
+
+def _merge_pii_rows(suspicious: list[dict[str, Any]], scan: PiiScan | None) -> list[dict[str, Any]]:
+    """Add the records with sensitive data to the ranked list: an existing entry gains the
+    reasons, a new one scores its heaviest type (secrets 1.0, identifiers 0.9, ...)."""
+    if scan is None or not scan.rows:
+        return suspicious
+    by_index = {int(e["index"]): e for e in suspicious}
+    for i, hits in scan.rows.items():
+        reasons = [f"{LABELS.get(k, k)} in column {c!r}" for k, c in hits]
+        entry = by_index.get(i)
+        if entry is None:
+            by_index[i] = {
+                "index": i,
+                "score": round(scan.weights.get(i, 0.7) + 0.05 * (len(hits) - 1), 4),
+                "reasons": reasons,
+            }
+        else:
+            entry["reasons"] = [*entry["reasons"], *reasons]
+            entry["score"] = round(float(entry["score"]) + scan.weights.get(i, 0.7), 4)
+    return sorted(by_index.values(), key=lambda e: (-e["score"], e["index"]))
 
 
 def backdoor_report(

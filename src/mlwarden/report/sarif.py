@@ -197,9 +197,39 @@ def _result(
     if taxa:
         result["taxa"] = taxa
     uri = _artifact_uri(f.artifact) or fallback
-    if uri is not None:
+    rows = _row_locations(f)
+    if rows:
+        result["locations"] = rows[:1]
+        if len(rows) > 1:
+            result["relatedLocations"] = [{**loc, "id": i} for i, loc in enumerate(rows[1:], 1)]
+    elif uri is not None:
         result["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": uri}}}]
     return result
+
+
+def _row_locations(f: Finding) -> list[dict[str, Any]]:
+    """SARIF locations of the records a finding names (``evidence["locations"]``: a list
+    of ``{"uri", "line", "row", "columns"}``, as the sensitive-data check writes)."""
+    out = []
+    for loc in f.evidence.get("locations") or []:
+        if not isinstance(loc, dict) or not isinstance(loc.get("line"), int) or loc["line"] < 1:
+            continue
+        uri = _artifact_uri(str(loc.get("uri") or f.artifact or ""))
+        if uri is None:
+            continue
+        where = f"row {loc.get('row')}"
+        if loc.get("columns"):
+            where += f", column(s) {', '.join(map(str, loc['columns']))}"
+        out.append(
+            {
+                "physicalLocation": {
+                    "artifactLocation": {"uri": uri},
+                    "region": {"startLine": loc["line"]},
+                },
+                "message": {"text": where},
+            }
+        )
+    return out
 
 
 def _fallback_uri(report: Report) -> str | None:
