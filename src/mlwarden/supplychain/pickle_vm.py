@@ -55,6 +55,12 @@ CHECK_EVERY = 4096  #: bytes between stack-depth checks (a byte pushes at most o
 #: swaps in ``torch.load(weights_only=True)``.)
 NESTED_LOADERS = frozenset({"torch.storage._load_from_bytes"})
 JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+#: allowed callables that make an instance of the class they are given: joblib reads
+#: array bytes after BUILD of any NumpyArrayWrapper instance, however it was made
+INSTANCE_MAKERS = frozenset(
+    {"copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__"}
+)
+_BUILD_HANDLED = INSTANCE_MAKERS | {JOBLIB_WRAPPER}  #: BUILD targets the slow path checks
 CODECS_ENCODE = "_codecs.encode"  #: how protocols 0-2 pickle bytes: encode(text, 'latin1')
 MAX_NESTED_TEXT = 64 << 20  #: longest such text scanned as nested bytes (held in memory)
 GETATTR = "builtins.getattr"
@@ -155,8 +161,9 @@ class Seq:
         self.n += len(values)
 
     def get(self, key: str) -> Any:
-        """Value for ``key`` in a dict (items stored as key, value, key, value...)."""
-        for i in range(0, len(self.items) - 1, 2):
+        """Value for ``key`` in a dict (items stored as key, value, key, value...); the last
+        one wins, as when the unpickler fills a real dict."""
+        for i in range(len(self.items) - 2 - len(self.items) % 2, -1, -2):
             if self.items[i] == key:
                 return self.items[i + 1]
         return None
@@ -650,7 +657,7 @@ class PickleMachine:
                     and len(stack) >= 2
                     and (obj := stack[-2]).__class__ is Call
                     and obj.func.__class__ is Global
-                    and obj.func.full != JOBLIB_WRAPPER
+                    and obj.func.full not in _BUILD_HANDLED
                 ):
                     obj.state = stack.pop()
                 elif code == 0x86 and len(stack) >= 2:  # TUPLE2
@@ -827,11 +834,10 @@ class PickleMachine:
         self.stack.append(self.stack[-1])
 
     def op_float(self, off: int) -> None:
-        line = self.src.readline()
-        try:
-            self.stack.append(float(line))
-        except ValueError:
-            raise self.fatal("FLOAT with a malformed number", off) from None
+        value = _c_float(self.src.readline())
+        if value is None:
+            raise self.fatal("FLOAT with a malformed number", off)
+        self.stack.append(value)
 
     def op_int(self, off: int) -> None:
         line = self.src.readline()
@@ -1117,11 +1123,9 @@ class PickleMachine:
             self.memo_count = idx + 1
 
     def op_put(self, off: int) -> None:
-        line = self.src.readline()
-        try:
-            idx = int(line)
-        except ValueError:
-            raise self.fatal("PUT with a malformed index", off) from None
+        idx = _memo_index(self.src.readline())
+        if idx is None:
+            raise self.fatal("PUT with a malformed index", off)
         self._put(idx, off)
 
     def op_binput(self, off: int) -> None:
@@ -1143,11 +1147,9 @@ class PickleMachine:
         self.stack.append(self.memo[idx])
 
     def op_get(self, off: int) -> None:
-        line = self.src.readline()
-        try:
-            idx = int(line)
-        except ValueError:
-            raise self.fatal("GET with a malformed index", off) from None
+        idx = _memo_index(self.src.readline())
+        if idx is None:
+            raise self.fatal("GET with a malformed index", off)
         self._get(idx, off)
 
     def op_binget(self, off: int) -> None:
@@ -1219,16 +1221,31 @@ class PickleMachine:
         if isinstance(obj, Call):
             obj.state = state
             f = obj.func
-            if isinstance(f, Global) and f.full == JOBLIB_WRAPPER:
+            if isinstance(f, Global) and self._makes_joblib_wrapper(obj, off):
                 self.stack.pop()
                 self.stack.append(self._joblib_array(state, off))
         elif not isinstance(obj, Unknown | Persistent | Seq):
             self.anomaly(f"BUILD on a value that is not an object ({_short(obj)})", off)
 
+    def _makes_joblib_wrapper(self, call: Call, off: int) -> bool:
+        """Whether ``call`` made a joblib ``NumpyArrayWrapper`` (joblib then reads the array
+        bytes that follow its BUILD): called directly, or through a copyreg helper."""
+        full = call.func.full
+        if full == JOBLIB_WRAPPER:
+            return True
+        if full not in INSTANCE_MAKERS:
+            return False
+        cls = call.args.items[0] if isinstance(call.args, Seq) and call.args.items else None
+        if not isinstance(cls, Global):
+            raise self.fatal(f"{full} of a class that cannot be told (a joblib array?)", off)
+        return cls.full == JOBLIB_WRAPPER
+
     def _joblib_array(self, state: Any, off: int) -> Any:
         """Skip (or scan) the array bytes joblib writes right after the wrapper."""
         if not isinstance(state, Seq) or state.kind != "dict":
             raise self.fatal("joblib array wrapper without its state", off)
+        if state.n > len(state.items):  # a key past those kept could override any of them
+            raise self.fatal("joblib array wrapper state too large to follow", off)
         shape = state.get("shape")
         dtype = state.get("dtype")
         if not isinstance(shape, Seq) or not all(
@@ -1255,7 +1272,7 @@ class PickleMachine:
         count = 1
         for d in shape.items:
             count *= d
-        if "numpy_array_alignment_bytes" in state.items[0::2]:
+        if _joblib_reads_padding(state):
             pad = self.src.read(1)[0]
             if pad > 16:
                 self.anomaly(f"joblib array padding of {pad} bytes (at most 16 expected)", off)
@@ -1399,23 +1416,65 @@ def _latin1(data: bytes) -> bytes | None:
         return None
 
 
+def _c_str(line: bytes) -> bytes:
+    """The line as C code sees it: CPython's unpickler hands INT, LONG, FLOAT, PUT and GET
+    lines to C parsers (``strtol``, ``PyLong_FromString``, ``PyOS_string_to_double``)
+    that stop at the first NUL byte, so ``I1\\x00junk`` is the number 1."""
+    k = line.find(b"\0")
+    return line if k < 0 else line[:k]
+
+
 def _c_int(line: bytes) -> int | None:
-    """An INT line as CPython's unpickler reads it (``load_int``): ``strtol(s, 0)`` when it
-    takes the whole line (so ``0x10`` is 16 and ``010`` is 8), else
-    ``PyLong_FromString(s, 0)``, which is Python's ``int(s, 0)``; None when both reject it."""
+    """An INT line as CPython's unpickler reads it (``load_int``): ``strtol(s, 0)`` when its
+    end pointer lands on the newline or a NUL (so ``0x10`` is 16, ``010`` is 8 and
+    ``1\\x00junk`` is 1), else ``PyLong_FromString(s, 0)`` on the text before the first NUL,
+    which is Python's ``int(s, 0)`` (also what pickle's pure-Python unpickler, used by
+    joblib, reads); None when every reading rejects it."""
     m = _STRTOL.match(line)
-    if m is not None and m.end() == len(line):
+    if m is not None and (m.end() == len(line) or line[m.end()] == 0):
         sign, hexa, octal, dec = m.groups()
         v = int(hexa, 16) if hexa is not None else int(octal, 8) if octal is not None else int(dec)
         v = -v if sign == b"-" else v
         if -(1 << 63) <= v < 1 << 63:  # beyond a C long strtol overflows: the fallback reads it
             return v
-    return _py_int(line)
+    return _py_int(_c_str(line))
 
 
 def _c_long(line: bytes) -> int | None:
-    """A LONG line as ``load_long`` reads it: one trailing ``L`` dropped, then ``int(s, 0)``."""
-    return _py_int(line[:-1] if line.endswith(b"L") else line)
+    """A LONG line as ``load_long`` reads it: one trailing ``L`` dropped, then
+    ``PyLong_FromString(s, 0)`` on the text before the first NUL (``int(s, 0)``)."""
+    return _py_int(_c_str(line[:-1] if line.endswith(b"L") else line))
+
+
+#: what ``PyOS_string_to_double`` reads: no leading blanks, no underscores, no hex
+_C_FLOAT = re.compile(
+    rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)", re.I
+)
+
+
+def _c_float(line: bytes) -> float | None:
+    """A FLOAT line as either unpickler reads it; None when both reject it.
+
+    CPython's ``load_float`` accepts the number when the parser's end pointer lands on
+    the newline or a NUL (``1.5\\x00junk`` is 1.5) and fails on overflow; the pure-Python
+    unpickler (joblib's) calls ``float()``, which also takes blanks, underscores and
+    ``1e999`` (inf). A scanner must read on wherever either of them does.
+    """
+    m = _C_FLOAT.match(line)
+    if m is not None and (m.end() == len(line) or line[m.end()] == 0):
+        return float(m.group())
+    try:
+        return float(line)
+    except ValueError:
+        return None
+
+
+def _memo_index(line: bytes) -> int | None:
+    """A PUT/GET index: ``PyLong_FromString(s, 10)`` on the text before the first NUL."""
+    try:
+        return int(_c_str(line).decode("ascii"), 10)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _py_int(text: bytes) -> int | None:
@@ -1423,6 +1482,24 @@ def _py_int(text: bytes) -> int | None:
         return int(text.decode("ascii"), 0)
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def _joblib_reads_padding(state: Seq) -> bool:
+    """Whether joblib reads a padding byte before the array: only when the wrapper's
+    ``numpy_array_alignment_bytes`` is set and not None (joblib >= 1.2 writes None for
+    arrays dumped to unseekable files; older files lack the key). A value the machine
+    cannot see (an evicted memo entry...) cannot tell how many bytes joblib skips."""
+    if "numpy_array_alignment_bytes" not in state.items[0::2]:
+        return False
+    value = state.get("numpy_array_alignment_bytes")
+    if value is None:
+        return False
+    if isinstance(value, int):
+        return True
+    raise PickleError(
+        f"joblib array wrapper with an unreadable alignment ({_short(value)}): where joblib "
+        "reads the array cannot be told"
+    )
 
 
 def _dtype_info(dtype: Any) -> tuple[int | None, bool]:

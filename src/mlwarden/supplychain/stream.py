@@ -190,6 +190,12 @@ class Decompressed(io.RawIOBase):
 
     ``kind`` is ``zlib``, ``deflate`` (raw, as in zip), ``gzip``, ``bz2``, ``xz`` or
     ``lzma`` (the legacy .lzma container). Corrupt input raises :class:`Truncated`.
+
+    Like CPython's ``BZ2File``, ``LZMAFile`` and ``GzipFile``, it reads every stream of a
+    concatenation, not only the first: a new stream starts where one ends, and trailing
+    bytes that do not start one end the data (bz2 and lzma ignore them). ``streams``
+    counts the streams read, ``trailing`` is True when any byte followed the first one
+    (joblib's own zlib/gzip reader loops forever on such files).
     """
 
     def __init__(self, f: IO[bytes], kind: str, limit: int) -> None:
@@ -199,10 +205,12 @@ class Decompressed(io.RawIOBase):
         self.produced = 0
         self.pending = b""
         self.tail = b""  #: compressed input zlib has not consumed yet (output was capped)
-        self.d: Any = self._new()
+        self.d: Any = self._new(first=True)
         self.done = False
+        self.streams = 1
+        self.trailing = False
 
-    def _new(self) -> Any:
+    def _new(self, first: bool = False) -> Any:
         if self.kind == "zlib":
             return zlib.decompressobj()
         if self.kind == "deflate":
@@ -211,18 +219,61 @@ class Decompressed(io.RawIOBase):
             return zlib.decompressobj(16 + 15)
         if self.kind == "bz2":
             return bz2.BZ2Decompressor()
-        if self.kind == "xz":
-            return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        if self.kind == "lzma":
-            return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE)
+        if self.kind in ("xz", "lzma"):
+            if first:
+                fmt = lzma.FORMAT_XZ if self.kind == "xz" else lzma.FORMAT_ALONE
+            else:
+                fmt = lzma.FORMAT_AUTO  # LZMAFile: each later stream, xz or .lzma alike
+            return lzma.LZMADecompressor(format=fmt)
         raise ValueError(f"unknown compression {self.kind!r}")
 
     def readable(self) -> bool:
         return True
 
+    def _next_stream(self) -> None:
+        """At the end of a stream: start the next one if input follows, else finish."""
+        rest = self.tail or self.d.unused_data or self.f.read(CHUNK)
+        self.tail = b""
+        if not rest or self.kind == "deflate":  # a zip member's data ends with its stream
+            self.done = True
+            return
+        self.trailing = True
+        if self.kind == "gzip":
+            rest = rest.lstrip(b"\0")  # GzipFile skips zero padding between members
+            while not rest:
+                more = self.f.read(CHUNK)
+                if not more:
+                    self.done = True
+                    return
+                rest = more.lstrip(b"\0")
+        self.d = self._new()
+        try:
+            self.pending = self._feed(rest)
+        except (zlib.error, OSError, lzma.LZMAError, EOFError):
+            self.done = True  # not another stream: the readers stop (bz2/lzma) or fail here
+            return
+        self.streams += 1
+
+    def _feed(self, raw: bytes) -> bytes:
+        if self.kind in ("bz2", "xz", "lzma"):
+            out: bytes = self.d.decompress(raw, max_length=CHUNK) if raw or not self.d.eof else b""
+            if not raw and not out and not self.d.eof and self.d.needs_input:
+                raise Truncated(f"{self.kind} stream ends early")
+            return out
+        out = self.d.decompress(raw, CHUNK)
+        while self.d.unconsumed_tail and len(out) < CHUNK:
+            out += self.d.decompress(self.d.unconsumed_tail, CHUNK - len(out))
+        self.tail = self.d.unconsumed_tail
+        if not self.d.eof and not raw and not out:
+            raise Truncated(f"{self.kind} stream ends early")
+        return out
+
     def readinto(self, b: Any) -> int:
         want = len(b)
         while not self.pending and not self.done:
+            if self.d.eof:  # a stream's end comes only after all of its output
+                self._next_stream()
+                continue
             if self.tail:
                 raw, self.tail = self.tail, b""
             elif self.kind in ("bz2", "xz", "lzma") and not self.d.needs_input:
@@ -230,25 +281,10 @@ class Decompressed(io.RawIOBase):
             else:
                 raw = self.f.read(CHUNK)
             try:
-                if self.kind in ("bz2", "xz", "lzma"):
-                    out = self.d.decompress(raw, max_length=CHUNK) if raw or not self.d.eof else b""
-                    if not raw and not out and not self.d.eof and self.d.needs_input:
-                        raise Truncated(f"{self.kind} stream ends early")
-                    if self.d.eof:
-                        self.done = True
-                else:
-                    out = self.d.decompress(raw, CHUNK)
-                    while self.d.unconsumed_tail and len(out) < CHUNK:
-                        out += self.d.decompress(self.d.unconsumed_tail, CHUNK - len(out))
-                    self.tail = self.d.unconsumed_tail
-                    if self.d.eof:
-                        self.done = True
-                    elif not raw and not out:
-                        raise Truncated(f"{self.kind} stream ends early")
+                self.pending = self._feed(raw)
             except (zlib.error, OSError, lzma.LZMAError, EOFError) as exc:
                 raise Truncated(f"corrupt {self.kind} data ({exc})") from None
-            self.pending = out
-            if not raw and not out:
+            if not raw and not self.pending and not self.d.eof:
                 self.done = True
         n = min(want, len(self.pending))
         b[:n] = self.pending[:n]
