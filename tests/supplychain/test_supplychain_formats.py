@@ -492,3 +492,94 @@ def test_openvino_weights_are_credited_to_their_ir(tmp_path: Path) -> None:
     assert by_name["openvino_model.bin"].format == "openvino-weights"
     assert by_name["openvino_model.bin"].verdict is Verdict.SAFE
     assert by_name["stray.bin"].verdict is not Verdict.SAFE
+
+
+# --- benign hub formats: recognised by content, never unknown ---------------------------
+
+
+def _flax(state: dict) -> bytes:
+    """What ``flax.serialization.to_bytes`` writes (arrays as extension type 1)."""
+    msgpack = pytest.importorskip("msgpack")
+
+    def ext(x: object) -> object:
+        if isinstance(x, np.ndarray):
+            tpl = (x.shape, x.dtype.name, x.tobytes("C"))
+            return msgpack.ExtType(1, msgpack.packb(tpl, use_bin_type=True))
+        raise TypeError(type(x))
+
+    return msgpack.packb(state, default=ext, strict_types=True)
+
+
+def test_flax_msgpack_is_safe() -> None:
+    rng = np.random.default_rng(0)
+    state = {
+        "params": {
+            "Dense_0": {"kernel": rng.normal(size=(256, 512)).astype(np.float32)},
+            "Dense_1": {"bias": np.zeros(8, np.float32), "step": 3},
+        }
+    }
+    data = _flax(state)
+    assert len(data) > 1 << 19
+    res = scan_bytes(data)
+    assert res.verdict is Verdict.SAFE and res.format == "msgpack"
+    assert scan_bytes(data[:-5]).verdict is not Verdict.SAFE
+
+
+def test_a_pickle_wearing_a_msgpack_map_byte_is_still_a_pickle() -> None:
+    # 0x8c is SHORT_BINUNICODE in pickle and fixmap(12) in MessagePack
+    res = scan_bytes(b"\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")
+    assert res.verdict is Verdict.UNSAFE
+
+
+def test_mxnet_params_are_data() -> None:
+    arr = (
+        struct.pack("<IiI", 0xF993FAC9, 0, 1) + struct.pack("<q", 4) + struct.pack("<iii", 1, 0, 0)
+    )
+    body = struct.pack("<QQQ", 0x112, 0, 1) + arr + bytes(16)
+    body += struct.pack("<QQ", 1, 5) + b"arg:w"
+    assert scan_bytes(body).format == "mxnet-params"
+    assert scan_bytes(body).verdict is Verdict.SAFE
+
+
+def _lod_tensor(dtype: int, dims: tuple[int, ...], elem: int) -> bytes:
+    desc = bytes([0x08, dtype]) + b"".join(bytes([0x10, d]) for d in dims)
+    count = int(np.prod(dims))
+    return struct.pack("<IQIi", 0, 0, 0, len(desc)) + desc + bytes(count * elem)
+
+
+def test_paddle_pdiparams_are_walked_to_the_end() -> None:
+    data = _lod_tensor(5, (2, 3), 4) + _lod_tensor(3, (4,), 8)
+    res = scan_bytes(data)
+    assert res.verdict is Verdict.SAFE and res.format == "paddle-params"
+    assert scan_bytes(data + b"\x01").verdict is Verdict.ERROR
+    assert scan_bytes(data[:-1]).verdict is Verdict.ERROR
+
+
+def _pdmodel(op: bytes) -> bytes:
+    opdesc = b"\x1a" + bytes([len(op)]) + op
+    block = b"\x08\x00\x10" + b"\xff" * 9 + b"\x01" + b"\x22" + bytes([len(opdesc)]) + opdesc
+    return b"\x0a" + bytes([len(block)]) + block + b"\x22\x02\x08\x00"
+
+
+def test_paddle_program_py_func_is_flagged() -> None:
+    assert scan_bytes(_pdmodel(b"matmul_v2")).verdict is Verdict.SAFE
+    res = scan_bytes(_pdmodel(b"py_func"))
+    assert res.format == "paddle-program" and res.verdict is Verdict.SUSPICIOUS
+
+
+def test_tensorrt_engine_and_its_embedded_plugin_library() -> None:
+    plan = b"ftrt" + bytes(3000)
+    assert scan_bytes(plan).verdict is Verdict.SAFE
+    true = shutil.which("true")
+    assert true is not None
+    res = scan_bytes(plan + Path(true).read_bytes()[:4096] + bytes(100))
+    assert res.format == "tensorrt-engine" and "MLW-SCN-020" in _rules(res)
+    header = json.dumps({"imgsz": [640, 640]}).encode()
+    wrapped = len(header).to_bytes(4, "little") + header + plan
+    assert scan_bytes(wrapped).format == "tensorrt-engine"
+
+
+def test_executorch_and_coreml_blobs_are_data() -> None:
+    assert scan_bytes(b"\x1c\x00\x00\x00ET12" + bytes(200)).format == "executorch"
+    blob = struct.pack("<II", 1, 2) + bytes(56) + b"\xef\xbe\xad\xde" + bytes(100)
+    assert scan_bytes(blob).format == "coreml-weights"

@@ -8,7 +8,8 @@ joblib (plain or zlib/gzip/bz2/xz/lzma compressed, with inline arrays), Keras HD
 and ``.keras``, ONNX (with its external-data files), safetensors, GGUF (headers and chat
 templates), TensorFlow SavedModels, GraphDefs and TFLite files, skops ``.skops``, the
 formats of the :mod:`~mlwarden.supplychain.formats` table (7z, zstd, LZ4, RAR,
-executables, R, Torch7, XML, Hydra/NeMo configs, TorchServe manifests), and
+executables, R, Torch7, XML, Hydra/NeMo configs, TorchServe manifests, Flax MessagePack,
+MXNet, PaddlePaddle, ExecuTorch, TensorRT, Core ML weight blobs), and
 archives nested in one another, under :class:`Limits` that stop decompression bombs. JSON
 documents are checked for Keras configs, skops schemas, Hugging Face ``auto_map`` custom
 code and chat templates, text files for Jinja template injection; images, audio, tables,

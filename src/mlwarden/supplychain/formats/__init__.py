@@ -20,11 +20,14 @@ from mlwarden.supplychain.formats import (
     executable,
     framed,
     hydra,
+    msgpack,
+    programs,
     rar,
     rserial,
     sevenzip,
     torch7,
     torchserve,
+    weights,
     xmldoc,
 )
 from mlwarden.supplychain.formats.base import FormatScanner, NotScannable, Scan
@@ -40,6 +43,13 @@ ORDER: tuple[FormatScanner, ...] = (
     rserial.FORMAT,
     torch7.FORMAT,
     xmldoc.FORMAT,
+    msgpack.FORMAT,
+    weights.MXNET_FORMAT,
+    weights.PADDLE_FORMAT,
+    weights.EXECUTORCH_FORMAT,
+    weights.COREML_BLOB_FORMAT,
+    programs.TENSORRT_FORMAT,
+    programs.PDMODEL_FORMAT,
 )
 TABLE: dict[str, FormatScanner] = {f.name: f for f in ORDER}
 
