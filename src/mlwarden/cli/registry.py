@@ -133,14 +133,32 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--reason", help="Why --force (recorded, signed).")
         ] = None,
         trust: TrustOpt = None,
+        signature: Annotated[
+            Path | None,
+            typer.Option(
+                "--signature",
+                help="A publisher's model signature (Sigstore bundle) over PATH: verified with "
+                "--trust (ECDSA or Ed25519) before the add, recorded as provenance.",
+                dir_okay=False,
+            ),
+        ] = None,
         registry_dir: RegistryOpt = None,
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
     ) -> None:
         """Scan, hash and register PATH as the next version of NAME (signed with --sign)."""
+        from mlwarden.integrity.keys import key_type, load_verifying_key
         from mlwarden.integrity.registry import Registry, code_revision
+        from mlwarden.integrity.registry_signatures import (
+            store_third_party,
+            third_party_check,
+            write_version_signature,
+        )
 
         setup(quiet=quiet, debug=debug)
+        check = third_party_check(path, signature, trust or []) if signature else None
+        # the registry head is signed with Ed25519; EC keys only check --signature
+        head_trust = [t for t in trust or [] if key_type(load_verifying_key(t)) == "ed25519"]
         with Registry.open(registry_dir) as reg:
             rec = reg.add(
                 path,
@@ -156,8 +174,13 @@ def register(app: typer.Typer) -> None:
                 sign_key=sign,
                 force=force,
                 reason=reason,
-                trust=trust or [],
+                trust=head_trust,
+                signature=check,
             )
+            if signature is not None:
+                store_third_party(reg.store.root, rec.name, rec.version, signature)
+            elif sign is not None:  # the same signature in model-signing's format
+                write_version_signature(reg.store.root, rec, sign)
         signed = f", signed by {rec.signer[:16]}" if rec.signer else ", unsigned"
         info(
             f"registered {rec.ref} ({len(rec.manifest.files)} files, "
@@ -371,20 +394,42 @@ def register(app: typer.Typer) -> None:
     def export(
         ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
         bundle: Annotated[Path, typer.Argument(help="Bundle to write (.tar, .tar.gz, .tgz).")],
+        sign: Annotated[
+            Path | None,
+            typer.Option(
+                "--sign",
+                help="Also write BUNDLE.sig, a model-signing signature of the version "
+                "made with this key (ECDSA for model_signing; Ed25519 for mlwarden).",
+            ),
+        ] = None,
         registry_dir: RegistryOpt = None,
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        """Write a signed version (record, envelope, objects) to a tar bundle."""
+        """Write a signed version (record, envelope, objects) to a tar bundle (and BUNDLE.sig)."""
+        import shutil
+
         from mlwarden.integrity.bundle import export_bundle
         from mlwarden.integrity.registry import Registry
+        from mlwarden.integrity.registry_signatures import (
+            version_signature_path,
+            write_version_signature,
+        )
 
         setup(quiet=quiet, debug=debug)
         name, version = _version_ref(ref, "export")
+        sig = bundle.with_name(bundle.name + ".sig")
         with Registry.open(registry_dir, create=False) as reg:
             rec = reg.get(name, version)
             export_bundle(reg, rec, bundle)
-        info(f"exported {rec.ref} to {bundle}")
+            stored = version_signature_path(reg.store.root, name, version)
+            if sign is not None:
+                write_version_signature(reg.store.root, rec, sign, dest=sig)
+            elif stored.is_file() and not stored.is_symlink():
+                shutil.copyfile(stored, sig)
+            else:
+                sig = None  # type: ignore[assignment]
+        info(f"exported {rec.ref} to {bundle}" + (f" (signature {sig})" if sig else ""))
 
     @registry.command("import")
     def import_(

@@ -30,7 +30,7 @@ import socket
 import sqlite3
 import subprocess
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -466,6 +466,7 @@ class Registry:
         scanner: Scanner | None = None,
         workers: int | None = None,
         trust: Sequence[Path | Ed25519PublicKey] = (),
+        signature: Callable[[Manifest], dict[str, Any]] | None = None,
     ) -> VersionRecord:
         """Register the file or folder ``path`` as the next version of ``name``.
 
@@ -474,7 +475,9 @@ class Registry:
         set with a ``reason``, which is recorded (and signed). ``parents`` are
         ``NAME@VERSION`` refs this version was derived from (e.g. its training data).
         With ``sign_key`` the registry head is signed too (:mod:`.freshness`); the
-        current head must verify with that key or one of ``trust``.
+        current head must verify with that key or one of ``trust``. ``signature``
+        checks a publisher's signature against the manifest hashed here (the bytes
+        stored) and returns its provenance (:mod:`.registry_signatures`).
         """
         check_name(name)
         if kind not in KINDS:
@@ -505,6 +508,7 @@ class Registry:
         names = list_files(path, skip_dirs=[self.root])  # never the registry itself
         disk = file_paths(path, names)
         manifest = build_manifest(path, workers=workers, names=names)
+        signed_by = signature(manifest) if signature is not None else None
         outcome = scan_files(disk, scanner=scanner)
         refused = outcome.refused
         if refused and not force:
@@ -546,6 +550,8 @@ class Registry:
                     "publisher": publisher,
                     "licence": licence,
                     "notes": notes,
+                    # a publisher's signature, verified before the add (registry_signatures)
+                    **({"signature": signed_by} if signed_by else {}),
                 },
                 "lineage": {
                     "parents": lineage,

@@ -98,7 +98,7 @@ def _names(files: Sequence[str], limit: int = 5) -> str:
     return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
-def _authenticate(bundle: SigstoreBundle, trust: Trust) -> dict[str, Any]:
+def authenticate(bundle: SigstoreBundle, trust: Trust) -> dict[str, Any]:
     """Check the signature; return who signed. Raises BundleError (bad) or UserError (cannot check)."""
     method = bundle.method
     if method == "keyless":
@@ -152,7 +152,7 @@ def _authenticate(bundle: SigstoreBundle, trust: Trust) -> dict[str, Any]:
     raise BundleError("the signature does not verify with the trusted key(s) (forged or altered)")
 
 
-def _statement(bundle: SigstoreBundle) -> SignedModel:
+def signed_statement(bundle: SigstoreBundle) -> SignedModel:
     try:
         statement = json.loads(bundle.payload)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -194,8 +194,8 @@ def verify_signature_report(
     with report.timed(CHECK):
         try:
             bundle = read_bundle(signature)
-            who = _authenticate(bundle, t)
-            signed = _statement(bundle)
+            who = authenticate(bundle, t)
+            signed = signed_statement(bundle)
         except (BundleError, StatementError) as exc:
             report.add(
                 _finding(
