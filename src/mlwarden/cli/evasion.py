@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
             typer.Argument(
                 help="MODEL... DATA: one or more models (TorchScript, .pt2, ONNX, scikit-learn "
                 "file — scanned first —, http(s) URL, module:factory), then the data (.npz with "
-                "x and y, CSV, image folder, or digits | breast-cancer | mnist5k).",
+                "x and y, CSV, image folder, audio class folder or path,label CSV of audio "
+                "files, or digits | breast-cancer | mnist5k).",
                 metavar="MODEL... DATA",
             ),
         ],
@@ -67,6 +68,33 @@ def register(app: typer.Typer) -> None:
         eps: Annotated[
             float, typer.Option("--eps", help="Perturbation budget, in input units.")
         ] = 0.3,
+        snr_db: Annotated[
+            float | None,
+            typer.Option(
+                "--snr-db",
+                help="Audio: budget as the minimum signal-to-perturbation ratio per clip, in dB "
+                "(L2 energy; replaces --eps and --norm).",
+            ),
+        ] = None,
+        sample_rate: Annotated[
+            int | None,
+            typer.Option("--sample-rate", help="Audio: resample clips to this rate (Hz) on load."),
+        ] = None,
+        clip_seconds: Annotated[
+            float | None,
+            typer.Option(
+                "--clip-seconds",
+                help="Audio: pad or crop every clip to this length (default: the first file's).",
+            ),
+        ] = None,
+        save_adversarial: Annotated[
+            str | None,
+            typer.Option(
+                "--save-adversarial",
+                help="Audio: write each successful adversarial clip as a 32-bit float WAV "
+                "under this folder, at the input's relative path.",
+            ),
+        ] = None,
         access: Annotated[
             str | None,
             typer.Option(
@@ -113,6 +141,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--norm must be linf or l2; got {norm!r}")
         if not eps > 0:
             raise UserError(f"--eps must be a positive number; got {eps}")
+        if snr_db is not None and not -60 <= snr_db <= 120:
+            raise UserError(f"--snr-db must be between -60 and 120 dB; got {snr_db}")
         if access is not None and access not in ("white", "score", "label"):
             raise UserError(f"--access must be white, score or label; got {access!r}")
         if limit < 1:
@@ -130,6 +160,10 @@ def register(app: typer.Typer) -> None:
             limit=limit,
             budget=budget,
             transforms=transforms,
+            snr_db=snr_db,
+            sample_rate=sample_rate,
+            clip_seconds=clip_seconds,
+            save_adversarial=save_adversarial,
         )
         raise typer.Exit(
             finish(

@@ -29,7 +29,7 @@ import numpy as np
 
 from mlwarden.core.errors import InputFileError, UserError
 
-Modality = Literal["image", "tabular", "text"]
+Modality = Literal["image", "tabular", "text", "audio"]
 BUNDLED = ("digits", "breast-cancer", "mnist5k")
 #: Largest uncompressed array data we read from one file (bytes); guards against zip bombs.
 MAX_ARRAY_BYTES = 8 * 1024**3
@@ -49,6 +49,10 @@ class Dataset:
     feature_names: list[str] = field(default_factory=list)
     #: Per-feature bounds for tabular data, shape (2, F); None when ``bounds`` applies to all.
     feature_bounds: np.ndarray | None = None
+    #: Audio: samples per second (Hz) of every clip in ``x``.
+    sample_rate: int | None = None
+    #: Audio: each input's file, relative to the dataset root (for mirrored outputs).
+    sources: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -71,7 +75,8 @@ class Dataset:
         return tuple(self.x.shape[1:])
 
     def subset(self, index: np.ndarray | slice | list[int]) -> Dataset:
-        return replace(self, x=self.x[index], y=self.y[index])
+        sources = list(np.asarray(self.sources, dtype=object)[index]) if self.sources else []
+        return replace(self, x=self.x[index], y=self.y[index], sources=sources)
 
     def split(self, test_size: float = 0.25, seed: int = 0) -> tuple[Dataset, Dataset]:
         """A stratified random split into (train, test)."""
@@ -83,7 +88,7 @@ class Dataset:
         return self.subset(np.sort(tr)), self.subset(np.sort(te))
 
     def describe(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "name": self.name,
             "samples": len(self),
             "input_shape": list(self.input_shape),
@@ -91,10 +96,19 @@ class Dataset:
             "modality": self.modality,
             "bounds": list(self.bounds),
         }
+        if self.sample_rate is not None:
+            out["sample_rate"] = self.sample_rate
+            out["clip_seconds"] = round(self.x.shape[-1] / self.sample_rate, 4)
+        return out
 
 
 def load_dataset(
-    spec: str | Path, *, label: str | None = None, text_column: str | None = None
+    spec: str | Path,
+    *,
+    label: str | None = None,
+    text_column: str | None = None,
+    sample_rate: int | None = None,
+    clip_seconds: float | None = None,
 ) -> Dataset:
     """Load a bundled set by name or a dataset file/folder by path.
 
@@ -102,16 +116,21 @@ def load_dataset(
     Text data (JSONL, a CSV/TSV with a ``text_column`` — default ``text`` —, a folder of
     ``.txt`` files, the bundled ``tweets``) goes to the text row of
     :mod:`mlwarden.core.modality`.
+    Audio (a class folder of WAV/FLAC/Ogg/MP3 files, or a ``path,label`` CSV of them):
+    ``sample_rate`` resamples on load (Hz), ``clip_seconds`` pads/crops every clip.
     """
     from mlwarden.core.modality import detect_data
 
     text = str(spec)
+    modality = detect_data(text, text_column=text_column) if text not in BUNDLED else None
+    if modality is not None and modality.name == "audio":
+        return modality.load(text, sample_rate=sample_rate, clip_seconds=clip_seconds)  # type: ignore[no-any-return]
+    if sample_rate is not None or clip_seconds is not None:
+        raise UserError(f"{text}: --sample-rate and --clip-seconds apply to audio data only")
     if text in BUNDLED:
         return bundled(text)
-    if Path(text).exists() or text in ("tweets",):
-        modality = detect_data(text, text_column=text_column)
-        if modality.name == "text":
-            return modality.load(text, text_column=text_column, label=label)  # type: ignore[no-any-return]
+    if modality is not None and modality.name == "text":
+        return modality.load(text, text_column=text_column, label=label)  # type: ignore[no-any-return]
     path = Path(text)
     if not path.exists():
         names = ", ".join(BUNDLED)

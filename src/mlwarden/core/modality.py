@@ -154,6 +154,27 @@ register(
         claims_model=_text_model,
     )
 )
+
+
+def _audio_data(path: Path, opts: dict[str, Any]) -> bool:
+    from mlwarden.core.audio import is_audio_dataset
+
+    return is_audio_dataset(path)
+
+
+register(
+    ModalitySpec(
+        name="audio",
+        loader="mlwarden.core.audio:load_audio",
+        target_input="waveform",
+        budget="SNR ball: each clip keeps at least D dB of signal over perturbation "
+        "(L2 energy), i.e. an L2 radius of ||x|| / 10^(D/20) per clip",
+        budget_option="--snr-db",
+        example="original and adversarial audio players with waveform and spectrogram",
+        restoration=("resample", "lowpass", "quantize", "mp3", "opus", "noise", "random_chain"),
+        claims_data=_audio_data,
+    )
+)
 register(
     ModalitySpec(
         name="image",

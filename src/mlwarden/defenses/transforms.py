@@ -271,6 +271,9 @@ class Chain(Transform):
         self.differentiable = all(t.differentiable for t in self.transforms)
         self.randomized = any(t.randomized for t in self.transforms)
 
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)  # each step checks the batch shape it needs (image or audio)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for t in self.transforms:
             x = t(x)
@@ -293,6 +296,24 @@ REGISTRY: dict[str, Callable[..., Transform]] = {
 }
 
 
+def _audio_step(kind: str) -> Callable[..., Transform]:
+    """Audio steps live in :mod:`mlwarden.defenses.audio` (which builds on this module)."""
+
+    def build(**params: Any) -> Transform:
+        from mlwarden.defenses.audio import STEPS
+
+        return STEPS[kind](**params)
+
+    return build
+
+
+#: Audio steps (``mlwarden.defenses.audio``), by spec ``type``; REGISTRY holds the image ones.
+AUDIO_STEPS: dict[str, Callable[..., Transform]] = {
+    k: _audio_step(k)
+    for k in ("resample", "lowpass", "quantize", "mp3", "opus", "noise", "random_chain")
+}
+
+
 def build_chain(spec: Sequence[dict[str, Any]], bounds: Bounds = (0.0, 1.0)) -> Chain:
     """Build a :class:`Chain` from a list of ``{"type": name, **parameters}`` dicts.
 
@@ -311,15 +332,15 @@ def build_chain(spec: Sequence[dict[str, Any]], bounds: Bounds = (0.0, 1.0)) -> 
             )
         params = {k: v for k, v in entry.items() if k != "type"}
         kind = entry["type"]
-        if kind not in REGISTRY:
-            raise UserError(
-                f"unknown transform type {kind!r}; expected one of: {', '.join(sorted(REGISTRY))}"
-            )
+        factory = REGISTRY.get(kind) or AUDIO_STEPS.get(kind)
+        if factory is None:
+            names = ", ".join(sorted(REGISTRY)) + "; audio: " + ", ".join(AUDIO_STEPS)
+            raise UserError(f"unknown transform type {kind!r}; expected one of: {names}")
         params.setdefault("bounds", bounds)
         if "bounds" in params and not isinstance(params["bounds"], tuple):
             params["bounds"] = tuple(params["bounds"])
         try:
-            transforms.append(REGISTRY[kind](**params))
+            transforms.append(factory(**params))
         except TypeError as exc:
             raise UserError(f"transform {kind!r}: bad parameters {params}: {exc}") from None
     return Chain(transforms, bounds=bounds)

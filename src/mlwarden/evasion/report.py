@@ -54,6 +54,10 @@ def evasion_report(
     budget: str = "standard",
     transforms: list[dict[str, Any]] | None = None,
     names: Sequence[str] | None = None,
+    snr_db: float | None = None,
+    sample_rate: int | None = None,
+    clip_seconds: float | None = None,
+    save_adversarial: str | None = None,
 ) -> Report:
     """Evaluate each model's robustness on ``data`` and report it.
 
@@ -65,6 +69,11 @@ def evasion_report(
     ``"quick"``. ``transforms``: an input-restoration chain spec to put in front of every
     model (attacked adaptively with BPDA/EOT).
 
+    Audio: ``snr_db`` replaces ``eps`` by a minimum signal-to-perturbation ratio per clip
+    (dB, L2 energy); ``sample_rate`` (Hz) and ``clip_seconds`` shape the clips on load;
+    ``save_adversarial`` writes the first model's successful clips as float WAVs there,
+    at the inputs' relative paths, and replays each file to the model.
+
     The top-level ``metrics.clean_accuracy`` / ``metrics.robust_accuracy`` are the first
     model's; every model's figures are under ``metrics.models``.
     """
@@ -73,13 +82,22 @@ def evasion_report(
     if budget not in ("standard", "quick"):
         raise UserError(f"budget must be 'standard' or 'quick'; got {budget!r}")
     report = Report.new(command="evasion", seed=seed)
-    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    ds = (
+        data
+        if isinstance(data, Dataset)
+        else load_dataset(data, sample_rate=sample_rate, clip_seconds=clip_seconds)
+    )
+    if snr_db is not None and ds.modality != "audio":
+        raise UserError("--snr-db is a budget for audio clips; use --eps for this data")
+    if save_adversarial is not None and ds.modality != "audio":
+        raise UserError("--save-adversarial writes audio clips; this data is not audio")
     sub = _subset(ds, limit, seed)
     report.data = ds.describe() | {"evaluated": len(sub)}
     plan = Budget.standard() if budget == "standard" else Budget.quick()
     report.config = {
-        "norm": norm,
-        "eps": eps,
+        "norm": "l2" if snr_db is not None else norm,
+        "eps": eps if snr_db is None else None,
+        "snr_db": snr_db,
         "access": access,
         "budget": plan.name,
         "limit": limit,
@@ -88,10 +106,13 @@ def evasion_report(
     results: dict[str, EvaluationResult] = {}
     for i, spec in enumerate(models):
         label = names[i] if names and i < len(names) else _name(spec, i)
-        target = _load(spec, access)
+        bare = target = _load(spec, access)
         if transforms:
+            from mlwarden.defenses.audio import with_sample_rate
             from mlwarden.defenses.defended import DefendedTarget
 
+            if ds.sample_rate is not None:
+                transforms = with_sample_rate(transforms, ds.sample_rate)
             target = DefendedTarget(target, transforms, bounds=ds.bounds)
         with report.timed(f"evaluate.{label}"):
             res = evaluate(
@@ -104,8 +125,21 @@ def evasion_report(
                 access=access,
                 budget=plan,
                 seed=seed,
+                snr_db=snr_db,
             )
         results[label] = res
+        if transforms and snr_db is not None and res.defended is not None:
+            _non_adaptive(res, bare, transforms, sub, snr_db, plan, seed)
+        if i == 0 and save_adversarial is not None:
+            from mlwarden.evasion.audio.save import save_adversarial as save
+
+            rows = save(target, sub, res, save_adversarial)
+            report.metrics["saved_adversarial"] = {
+                "folder": str(save_adversarial),
+                "files": rows,
+                "replay_fooled": sum(r["replay_fooled"] for r in rows),
+                "min_snr_db": min((r["snr_db"] for r in rows), default=None),
+            }
         report.add(*findings_for(res, label))
         if i == 0:
             report.target = target.describe() if hasattr(target, "describe") else {"name": label}
@@ -122,6 +156,8 @@ def add_results(report: Report, results: dict[str, EvaluationResult], data: Data
     report.metrics["clean_accuracy"] = first.clean_accuracy
     report.metrics["robust_accuracy"] = first.robust_accuracy
     report.metrics["clean_accuracy_ci"] = list(first.clean_accuracy_ci)
+    if first.defended is not None:
+        report.metrics["defence"] = first.defended
     report.metrics["robust_accuracy_ci"] = list(first.robust_accuracy_ci)
     report.metrics["robust_accuracy_is_upper_bound"] = first.robust_accuracy_is_upper_bound
     report.metrics["budget_exhausted"] = first.budget_exhausted
@@ -222,17 +258,22 @@ def _robust_accuracy_finding(res: EvaluationResult, name: str) -> Finding:
         if res.robust_accuracy_is_upper_bound
         else ""
     )
+    size = (
+        f"{res.norm} perturbations of size {res.eps:g}"
+        if res.snr_db is None
+        else f"perturbations at least {res.snr_db:g} dB below each clip (SNR)"
+    )
     return Finding(
         rule="MLW-EVA-001",
         title=f"{name}: accuracy falls from {clean:.1%} to {bound}{robust:.1%} "
-        f"({fmt_ci(lo, hi)}) under {res.norm} perturbations of size {res.eps:g}",
+        f"({fmt_ci(lo, hi)}) under {size}",
         severity=sev,
         atlas=atlas,
         mitigations=MITIGATIONS,
         description=(
             f"An attacker with {res.access}-box access changed the decision on "
-            f"{clean - robust:.1%} of {res.n} inputs by perturbations within {res.norm} "
-            f"eps={res.eps:g} ({res.budget} budget: {stages}). Robust accuracy "
+            f"{clean - robust:.1%} of {res.n} inputs by {size} "
+            f"({res.budget} budget: {stages}). Robust accuracy "
             f"{robust:.1%}, {fmt_ci(lo, hi)} over the {res.n} inputs evaluated.{upper}{vote}"
         ),
         recommendation=(
@@ -250,6 +291,7 @@ def _robust_accuracy_finding(res: EvaluationResult, name: str) -> Finding:
             "verification_draws": draws,
             "norm": res.norm,
             "eps": res.eps,
+            "snr_db": res.snr_db,
             "curve": [{"eps": e, "robust_accuracy": r} for e, r in res.curve],
             "stages": [s.__dict__ for s in res.stages],
         },
@@ -356,6 +398,7 @@ def _check_findings(res: EvaluationResult, name: str) -> list[Finding]:
                     "The preprocessing defence was attacked through BPDA (non-differentiable "
                     f"steps: {res.defended['bpda']}) and EOT ({res.defended['eot_samples']} "
                     f"draws per gradient); robust accuracy {robust:.1%}."
+                    + _side_by_side(res.defended)
                 ),
                 recommendation="Report this adaptive figure, not the accuracy against non-adaptive attacks.",
                 evidence=res.defended,
@@ -364,6 +407,41 @@ def _check_findings(res: EvaluationResult, name: str) -> list[Finding]:
             )
         )
     return out
+
+
+def _non_adaptive(
+    res: EvaluationResult, bare: Any, chain: list[dict[str, Any]], data: Dataset,
+    snr_db: float, plan: Budget, seed: int,
+) -> None:  # fmt: skip
+    """Add the non-adaptive figure (clips crafted on the bare model, replayed through
+    the defence) beside the adaptive one; the rating uses the adaptive figure only."""
+    if getattr(bare, "access", None) != "white" or data.sample_rate is None:
+        return
+    from mlwarden.evasion.audio.defences import compare_defence
+
+    row = compare_defence(
+        bare, chain, data.x, data.y, snr_db=snr_db, sample_rate=data.sample_rate,
+        steps=plan.apgd_steps, bounds=data.bounds, seed=seed,
+    )  # fmt: skip
+    adaptive = min(row.adaptive_robust_accuracy, res.robust_accuracy)
+    kept = adaptive / row.clean_accuracy if row.clean_accuracy > 0 else 0.0
+    assert res.defended is not None
+    res.defended.update(
+        non_adaptive_robust_accuracy=row.non_adaptive_robust_accuracy,
+        adaptive_robust_accuracy=adaptive,
+        rating="holds" if kept >= 0.8 else "partial" if kept >= 0.5 else "broken",
+        rated_on="adaptive",
+    )
+
+
+def _side_by_side(defended: dict[str, Any]) -> str:
+    if "non_adaptive_robust_accuracy" not in defended:
+        return ""
+    na, a = defended["non_adaptive_robust_accuracy"], defended["adaptive_robust_accuracy"]
+    return (
+        f" Non-adaptive (clips crafted on the bare model): {na:.1%}; adaptive: {a:.1%}. "
+        f"Rated on the adaptive figure: {defended['rating']}."
+    )
 
 
 def _subset(ds: Dataset, limit: int | None, seed: int) -> Dataset:

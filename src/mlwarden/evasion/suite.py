@@ -53,6 +53,7 @@ from mlwarden.evasion.attacks.base import (
     ce_loss,
     flat_norm,
     mark_randomized,
+    snr_radius,
     to_tensor,
     verify_draws,
     vote_counts,
@@ -152,6 +153,8 @@ class EvaluationResult:
     queries_per_success: dict[str, Any] = field(default_factory=dict)
     clever: dict[str, Any] = field(default_factory=dict)
     defended: dict[str, Any] | None = None
+    #: audio: the SNR budget in dB; ``eps`` is then the relative L2 radius 10^(-snr_db/20)
+    snr_db: float | None = None
     seconds: float = 0.0
     #: predictions per verdict on a randomised target (plurality vote), else 1
     verification_draws: int = 1
@@ -276,6 +279,7 @@ def evaluate(
     constraints: Constraints | None = None,
     checks: bool = True,
     seed: int = 0,
+    snr_db: float | None = None,
 ) -> EvaluationResult:
     """Robust accuracy of ``model`` on ``(x, y)`` within the ``norm`` ball of radius ``eps``.
 
@@ -283,7 +287,10 @@ def evaluate(
     BPDA/EOT). ``bounds``: the valid input range (default ``(0, 1)``, widened to the data
     when it lies outside). ``access`` lowers the access used (``"score"`` or ``"label"``
     to measure what an API user could do). ``budget``: :meth:`Budget.standard` (default,
-    AutoAttack settings) or :meth:`Budget.quick`.
+    AutoAttack settings) or :meth:`Budget.quick`. ``snr_db`` (audio) replaces ``eps``:
+    each clip keeps a signal-to-perturbation ratio of at least ``snr_db`` dB (an L2
+    ball of radius ``||x|| / 10^(snr_db/20)`` per clip); ``eps`` in the result is then
+    that relative radius ``10^(-snr_db/20)``.
 
     A target that answers the same input differently is treated as randomised: attacks
     use EOT and every prediction (clean and adversarial) is the plurality vote of
@@ -294,11 +301,15 @@ def evaluate(
     start = time.perf_counter()
     budget = budget or Budget.standard()
     xt, yt, bounds = _check_args(x, y, norm, eps, bounds)
+    if snr_db is not None:
+        if not math.isfinite(snr_db):
+            raise UserError(f"snr_db must be a finite number of dB; got {snr_db}")
+        # inside the suite the SNR ball is the pseudo-norm "snr": L2, radius eps * ||x||
+        norm, eps = "snr", 10.0 ** (-snr_db / 20.0)
     acc = ModelAccess(model)
     level = _access_level(acc, access)
     common: dict[str, Any] = {
-        "norm": norm,
-        "eps": eps,
+        **_ball(norm, eps),
         "bounds": bounds,
         "constraints": constraints,
         "seed": seed,
@@ -316,8 +327,9 @@ def evaluate(
     result = EvaluationResult(
         clean_accuracy=float(clean.float().mean()),
         robust_accuracy=float(clean.float().mean()),
-        norm=norm,
+        norm="l2" if norm == "snr" else norm,
         eps=float(eps),
+        snr_db=snr_db,
         n=n,
         access=level,
         budget=budget.name,
@@ -469,12 +481,15 @@ def _white_box_stages(  # type: ignore[no-untyped-def]
     run_stage("apgd-ce", APGD(steps=budget.apgd_steps, loss="ce", **common))
     targeted: dict[str, Any] = {"targeted": True, "n_target_classes": budget.target_classes}
     run_stage("apgd-t", APGD(steps=budget.apgd_steps, loss="dlr", **targeted, **common))
-    run_stage("fab-t", FAB(steps=budget.fab_steps, **targeted, **common))
+    # under an SNR ball FAB searches the minimal perturbation; _verify keeps what lies
+    # inside each clip's ball
+    fab_kw = common | {"eps": None, "snr_db": None} if run.norm == "snr" else common
+    run_stage("fab-t", FAB(steps=budget.fab_steps, **targeted, **fab_kw))
     # the distribution of minimal perturbations (not a stage: no eps involved)
     df_idx = clean.nonzero()[:, 0]
     if len(df_idx) and not run.spent:
         df = DeepFool(
-            norm=run.norm,
+            norm=_plain(run.norm),
             eps=None,
             steps=budget.deepfool_steps,
             bounds=run.bounds,
@@ -485,7 +500,8 @@ def _white_box_stages(  # type: ignore[no-untyped-def]
         run.note(df)
         min_norms = np.full(len(run.xt), np.nan)
         ok = df.last.success & ~df.last.exhausted
-        min_norms[df_idx[ok].numpy()] = df.last.norms[ok].numpy()
+        sizes = _relative(df.last.norms, run.xt[df_idx], run.norm)
+        min_norms[df_idx[ok].numpy()] = sizes[ok].numpy()
         result.min_perturbation = {"attack": "deepfool", **distribution(min_norms)}
         result.min_perturbation["values"] = [
             round(float(v), 5) for v in min_norms[np.isfinite(min_norms)]
@@ -503,7 +519,7 @@ def _label_stage(  # type: ignore[no-untyped-def]
     xt, yt, acc, n = run.xt, run.yt, run.acc, len(run.xt)
     idx = clean.nonzero()[:, 0]
     hsj = HopSkipJump(
-        norm=run.norm,
+        norm=_plain(run.norm),
         eps=None,
         max_queries=budget.hsj_queries,
         bounds=run.bounds,
@@ -517,10 +533,10 @@ def _label_stage(  # type: ignore[no-untyped-def]
         run.note(hsj)
         norms = np.full(n, np.nan)
         found = hsj.last.success
-        norms[idx[found].numpy()] = hsj.last.norms[found].numpy()
+        norms[idx[found].numpy()] = _relative(hsj.last.norms, xt[idx], run.norm)[found].numpy()
         result.min_perturbation = {"attack": "hopskipjump", **distribution(norms)}
         cons = common["constraints"]
-        cand = Attack(norm=run.norm, eps=run.eps, bounds=run.bounds, constraints=cons)
+        cand = Attack(**_ball(run.norm, run.eps), bounds=run.bounds, constraints=cons)
         cand._cons = cons.tensors(tuple(xt.shape[1:])) if cons else {}
         proj = cand.project(out, xt[idx])
         ver = run.verify(xt[idx], proj, yt[idx], hsj) & found
@@ -578,8 +594,8 @@ def _finish(  # type: ignore[no-untyped-def]
                     acc,
                     xt[pts],
                     yt[pts],
-                    norm=norm,
-                    radius=max(eps, 1e-6) * 2 if eps > 0 else 1.0,
+                    norm=_plain(norm),
+                    radius=_clever_radius(xt[pts], norm, eps),
                     n_batches=budget.clever_batches,
                     batch_size=budget.clever_batch_size,
                     bounds=bounds,
@@ -655,7 +671,10 @@ def _inside(
     """Moved, inside the eps-ball (with float slack) and inside the bounds."""
     if len(x) == 0:
         return torch.zeros(0, dtype=torch.bool)
-    inside = flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6
+    if norm == "snr":
+        inside = flat_norm(x_adv - x, "l2") <= flat_norm(x, "l2") * eps * (1 + 1e-5) + 1e-7
+    else:
+        inside = flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6
     lo, hi = bounds
     flat = x_adv.flatten(1)
     inside &= (flat >= lo - 1e-6).all(1) & (flat <= hi + 1e-6).all(1)
@@ -694,6 +713,30 @@ def _verify(
     return ok
 
 
+def _ball(norm: str, eps: float) -> dict[str, Any]:
+    """Attack keywords for the suite's norm; ``"snr"`` is an L2 ball of relative radius
+    ``eps`` per clip, i.e. an SNR of ``-20 log10(eps)`` dB."""
+    if norm == "snr":
+        return {"norm": "l2", "eps": eps, "snr_db": -20.0 * math.log10(max(eps, 1e-12))}
+    return {"norm": norm, "eps": eps}
+
+
+def _plain(norm: str) -> str:
+    """The attack norm behind the suite's norm (the SNR ball is an L2 ball)."""
+    return "l2" if norm == "snr" else norm
+
+
+def _relative(norms: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """Perturbation sizes in the suite's units (relative to each clip's norm for SNR)."""
+    return norms / flat_norm(x, "l2").clamp_min(1e-12) if norm == "snr" else norms
+
+
+def _clever_radius(x: torch.Tensor, norm: str, eps: float) -> float:
+    if norm == "snr":
+        return max(float(snr_radius(x, -20 * math.log10(max(eps, 1e-12))).median()) * 2, 1e-6)
+    return max(eps, 1e-6) * 2 if eps > 0 else 1.0
+
+
 def _queries_summary(result: EvaluationResult, attack: Attack, name: str) -> None:
     q = attack.last.queries[attack.last.success].numpy()
     result.queries_per_success = {"attack": name, **distribution(q)}
@@ -712,8 +755,7 @@ def _curve(acc, xt, yt, clean, norm, eps, bounds, constraints, budget, seed):  #
                 if len(idx) == 0:
                     break
                 a = APGD(
-                    norm=norm,
-                    eps=e,
+                    **_ball(norm, e),
                     steps=budget.curve_steps,
                     loss=loss,
                     bounds=bounds,
@@ -739,7 +781,11 @@ def _curve_square(acc, xt, yt, clean, norm, eps, bounds, constraints, budget, se
         idx = robust.nonzero()[:, 0]
         if e > 0 and len(idx):
             a = Square(
-                norm=norm, eps=e, n_queries=q, bounds=bounds, constraints=constraints, seed=seed
+                **_ball(norm, e),
+                n_queries=q,
+                bounds=bounds,
+                constraints=constraints,
+                seed=seed,
             )
             adv = torch.as_tensor(a.generate(acc.target, xt[idx], yt[idx]))
             robust[idx[_verify(acc, xt[idx], adv, yt[idx], norm, e, bounds, verify_draws(acc))]] = (
@@ -842,8 +888,7 @@ def _convergence_check(  # type: ignore[no-untyped-def]
     newly = 0
     if len(idx) and run.eps > 0:
         a = APGD(
-            norm=run.norm,
-            eps=run.eps,
+            **_ball(run.norm, run.eps),
             steps=2 * budget.apgd_steps,
             loss="ce",
             bounds=run.bounds,
@@ -885,6 +930,7 @@ def large_eps_check(
     defence that the attack really defeats could be flagged by chance.
     """
     lo, hi = bounds
+    norm = _plain(norm)  # an absolute ball: silent clips must break too
     big = (hi - lo) / 2 if norm == "linf" else (hi - lo) / 2 * math.sqrt(xt[0].numel())
     idx = clean.nonzero()[:, 0][: budget.large_eps_points]
     draws = verify_draws(acc)

@@ -152,13 +152,15 @@ class APGD(Attack):
         x = x_all[idx]
         y = y_all[idx]
         tgt = None if t_all is None else (t_all if sub_target else t_all[idx])
-        eps = float(self.eps or 0.0)
+        eps = self.radius(x)
         n_iter = self.steps
 
         def loss_fn(z: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+            # DLR needs 3 classes (4 targeted) to be defined; with fewer, CE as AutoAttack does
+            dlr = self.loss == "dlr" and z.shape[1] >= (3 if tgt is None else 4)
             if tgt is None:
-                return ce_loss(z, lab) if self.loss == "ce" else dlr_loss(z, lab)
-            if self.loss == "ce":
+                return dlr_loss(z, lab) if dlr else ce_loss(z, lab)
+            if not dlr:
                 return ce_loss(z, tgt_cur, targeted=True)
             return dlr_targeted_loss(z, lab, tgt_cur)
 
@@ -172,7 +174,7 @@ class APGD(Attack):
         y_cur = y
         x_adv = self.project(x + random_in_ball(x, eps, self.norm, gen), x, round_integers=False)
         shape = [-1] + [1] * (x.ndim - 1)
-        step = torch.full((len(x),), 2.0 * eps)
+        step = 2.0 * eps
         loss, grad, logits = access.loss_grad(self._eval_point(x_adv, x), loss_fn, y)
         hit = hit_of(logits)
         self._record(idx[pos[hit]], self._eval_point(x_adv, x)[hit], best, done)

@@ -333,9 +333,23 @@ def normalize_grad(g: torch.Tensor, norm: str) -> torch.Tensor:
     return g / n.view(-1, *[1] * (g.ndim - 1))
 
 
-def random_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
+def snr_radius(x: torch.Tensor, snr_db: float) -> torch.Tensor:
+    """Per-sample L2 radius ``||x_i||_2 / 10^(snr_db / 20)`` of the SNR ball (shape ``(N,)``).
+
+    A perturbation inside it keeps the signal-to-perturbation ratio (L2 energy) of each
+    clip at ``snr_db`` dB or more; e.g. 20 dB allows a perturbation a tenth of the clip's
+    norm. Example: ``snr_radius(clips, 30.0)``.
+    """
+    return flat_norm(x, "l2") * 10.0 ** (-float(snr_db) / 20.0)
+
+
+def random_in_ball(
+    x: torch.Tensor, eps: float | torch.Tensor, norm: str, gen: torch.Generator
+) -> torch.Tensor:
     """A uniformly random perturbation in the Linf ball, or a random direction scaled to
-    a uniform radius in the L2 ball."""
+    a uniform radius in the L2 ball. ``eps`` is a scalar or one radius per sample."""
+    if isinstance(eps, torch.Tensor):
+        eps = eps.view(-1, *[1] * (x.ndim - 1))
     if norm == "linf":
         return (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
     d = torch.randn(x.shape, generator=gen)
@@ -353,7 +367,9 @@ class Attack:
     Shared parameters: ``norm`` (``"linf"`` or ``"l2"``), ``eps`` (radius in input
     units; ``None`` for minimal-perturbation attacks without a cap), ``bounds`` (valid
     input range), ``targeted``, ``constraints`` (tabular :class:`Constraints`) and
-    ``seed``.
+    ``seed``. ``snr_db`` (audio) replaces ``eps`` by a per-sample L2 radius, the SNR
+    ball of :func:`snr_radius`: every clip keeps at least ``snr_db`` dB of signal over
+    perturbation.
     """
 
     name: str = "attack"
@@ -372,9 +388,11 @@ class Attack:
         constraints: Constraints | None = None,
         early_stop: bool = True,
         seed: int = 0,
+        snr_db: float | None = None,
     ) -> None:
         self.norm = norm
         self.eps = eps
+        self.snr_db = snr_db
         self.bounds = bounds
         self.targeted = targeted
         self.constraints = constraints
@@ -457,7 +475,9 @@ class Attack:
         """
         lo, hi = self.bounds
         delta = x_adv - x
-        if self.eps is not None:
+        if self.snr_db is not None:
+            delta = project_ball(delta, self.radius(x), self.norm)
+        elif self.eps is not None:
             delta = project_ball(delta, self.eps, self.norm)
         out = (x + delta).clamp(lo, hi)
         cons = getattr(self, "_cons", {})
@@ -497,6 +517,13 @@ class Attack:
             out = cand
         return out
 
+    def radius(self, x: torch.Tensor) -> torch.Tensor:
+        """The budget of each input of ``x`` (clean inputs), shape ``(N,)``: ``eps``, or
+        the SNR ball's L2 radius when ``snr_db`` is set."""
+        if self.snr_db is not None:
+            return snr_radius(x, self.snr_db)
+        return torch.full((len(x),), float(self.eps or 0.0))
+
     # -- for subclasses -------------------------------------------------------------------
     def _run(
         self,
@@ -513,6 +540,11 @@ class Attack:
             raise UserError(f"{self.name}: norm must be 'linf' or 'l2'; got {self.norm!r}")
         if self.eps is not None and not (self.eps >= 0 and math.isfinite(self.eps)):
             raise UserError(f"{self.name}: eps must be a finite number >= 0; got {self.eps}")
+        if self.snr_db is not None:
+            if not math.isfinite(self.snr_db):
+                raise UserError(f"{self.name}: snr_db must be a finite number; got {self.snr_db}")
+            if self.norm != "l2":
+                raise UserError(f"{self.name}: an SNR budget is an L2 ball; use norm='l2'")
         lo, hi = self.bounds
         if not hi > lo:
             raise UserError(

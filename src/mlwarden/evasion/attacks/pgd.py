@@ -82,7 +82,6 @@ class PGD(Attack):
         gen: torch.Generator,
     ) -> torch.Tensor:
         goal = target if (self.targeted and target is not None) else y
-        eps = float(self.eps or 0.0)
         best = x.clone()
         self._best = best
         done = self.last.success
@@ -91,7 +90,8 @@ class PGD(Attack):
             if len(idx) == 0:
                 break
             xa, ga = x[idx], goal[idx]
-            adv = xa + random_in_ball(xa, eps, self.norm, gen) if self.random_start else xa.clone()
+            start = random_in_ball(xa, self.radius(xa), self.norm, gen)
+            adv = xa + start if self.random_start else xa.clone()
             adv = self.project(adv, xa, round_integers=False)
             for _step in range(self.steps + 1):
                 point = self.project(adv, xa) if self.has_integers else adv
@@ -113,6 +113,13 @@ class PGD(Attack):
                     if len(idx) == 0:
                         break
                 adv = self.project(
-                    adv + self.step_size * normalize_grad(grad, self.norm), xa, round_integers=False
+                    adv + self._step(xa) * normalize_grad(grad, self.norm), xa, round_integers=False
                 )
         return best
+
+    def _step(self, x: torch.Tensor) -> torch.Tensor | float:
+        """``step_size`` in input units; under an SNR budget each clip has its own radius,
+        so the step is Madry et al.'s rule ``2.5 * radius / steps`` per clip."""
+        if self.snr_db is None:
+            return self.step_size
+        return (self.radius(x) * 2.5 / self.steps).view(-1, *[1] * (x.ndim - 1))

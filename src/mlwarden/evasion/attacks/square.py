@@ -115,7 +115,7 @@ class Square(Attack):
             raise UserError(f"square: n_queries must be >= 1; got {self.n_queries}")
         if not 0 < self.p_init <= 1:
             raise UserError(f"square: p_init must be in (0, 1]; got {self.p_init}")
-        if self.eps is None:
+        if self.eps is None and self.snr_db is None:
             raise UserError("square: needs a finite eps")
 
     def _run(
@@ -159,14 +159,15 @@ class Square(Attack):
         ``last.success`` and spent queries to ``last.queries`` as they happen."""
         n, c, h, w = x.shape
         orig_shape = self._orig_shape
-        eps = float(self.eps or 0.0)
+        # one radius per input (the SNR ball gives each clip its own)
+        eps = self.radius(x.reshape(n, *orig_shape))
         proj = lambda a, b: self._proj4(a, b)  # noqa: E731
         queries, done = self.last.queries, self.last.success
         if self.norm == "linf":
-            stripes = (torch.randint(0, 2, (n, c, 1, w), generator=gen).float() * 2 - 1) * eps
-            x_best = proj(x + stripes, x)
+            stripes = torch.randint(0, 2, (n, c, 1, w), generator=gen).float() * 2 - 1
+            x_best = proj(x + stripes * eps.view(n, 1, 1, 1), x)
         else:
-            x_best = proj(x + self._l2_init(x, gen), x)
+            x_best = proj(x + self._l2_init(x, eps, gen), x)
         loss = self._loss(access, x_best, goal, orig_shape)
         queries[rows] += 1
         self._keep(rows, x_best, loss)
@@ -178,9 +179,9 @@ class Square(Attack):
             p = p_selection(self.p_init, it, self.n_queries)
             xa, xb = x[act], x_best[act]
             if self.norm == "linf":
-                cand = self._linf_step(xa, xb, p, n_feat, eps, gen)
+                cand = self._linf_step(xa, xb, p, n_feat, eps[act], gen)
             else:
-                cand = self._l2_step(xa, xb, p, n_feat, eps, gen)
+                cand = self._l2_step(xa, xb, p, n_feat, eps[act], gen)
             new_loss = self._loss(access, cand, goal[act], orig_shape)
             queries[rows[act]] += 1
             better = new_loss < loss[act]
@@ -220,10 +221,11 @@ class Square(Attack):
         xb: torch.Tensor,
         p: float,
         n_feat: int,
-        eps: float,
+        eps: torch.Tensor,
         gen: torch.Generator,
     ) -> torch.Tensor:
         n, c, h, w = x.shape
+        eps3 = eps.view(n, 1, 1)
         sh, sw = self._window(p, n_feat, c, h, w)
         pos = self._positions(n, h, w, sh, sw, gen)[:, None, :].expand(n, c, sh * sw)
         xf, bf = x.reshape(n, c, h * w), xb.reshape(n, c, h * w)
@@ -234,7 +236,7 @@ class Square(Attack):
         todo = torch.ones(n, dtype=torch.bool)
         for _ in range(10):  # resample windows that would not change (as in the paper's code)
             signs = torch.randint(0, 2, (n, c, 1), generator=gen).float() * 2 - 1
-            trial = (x_win + signs * eps).clamp(lo, hi)
+            trial = (x_win + signs * eps3).clamp(lo, hi)
             cand_win = torch.where(todo[:, None, None], trial, cand_win)
             todo = ((cand_win - b_win).abs() < 1e-7).reshape(n, -1).all(1)
             if not bool(todo.any()):
@@ -242,9 +244,8 @@ class Square(Attack):
         out = bf.clone().scatter_(2, pos, cand_win).reshape(n, c, h, w)
         return self._proj4(out, x)
 
-    def _l2_init(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _l2_init(self, x: torch.Tensor, eps: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n, c, h, w = x.shape
-        eps = float(self.eps or 0.0)
         delta = torch.zeros_like(x)
         s = max(h // 5, 1) if h > 1 else max(w // 5, 1)
         sh = s if h > 1 else 1
@@ -254,7 +255,7 @@ class Square(Attack):
                 sign = torch.randint(0, 2, (n, c, 1, 1), generator=gen).float() * 2 - 1
                 delta[:, :, top : top + sh, left : left + s] += pat * sign
         norms = delta.reshape(n, -1).norm(dim=1).clamp_min(1e-12).view(n, 1, 1, 1)
-        return delta / norms * eps
+        return delta / norms * eps.view(n, 1, 1, 1)
 
     def _l2_step(
         self,
@@ -262,10 +263,11 @@ class Square(Attack):
         xb: torch.Tensor,
         p: float,
         n_feat: int,
-        eps: float,
+        eps: torch.Tensor,
         gen: torch.Generator,
     ) -> torch.Tensor:
         n, c, h, w = x.shape
+        eps = eps.view(n, 1, 1)
         sh, sw = self._window(p, n_feat, c, h, w, minimum=3 if h > 1 else 1)
         if h > 1 and sh % 2 == 0 and sh < min(h, w):
             sh = sw = sh + 1

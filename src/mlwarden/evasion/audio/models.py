@@ -1,0 +1,100 @@
+"""Waveform models: a per-clip wrapper for stateful streaming models, and Silero VAD.
+
+Streaming models (voice-activity detectors, wake-word spotters) take one short frame at
+a time and carry a recurrent state between calls. :class:`StreamingClip` turns such a
+step module into a clip classifier: it runs the frames of each clip in order with a
+fresh state per clip, entirely in torch (gradients flow end to end), and aggregates the
+per-frame probability into two classes. :func:`silero_vad` builds it around the real
+pretrained Silero VAD (MIT licence, shipped inside the ``silero-vad`` wheel), loaded
+only after the scanner passed its TorchScript archive.
+
+Example::
+
+    model = silero_vad()                 # (B, samples) at 16 kHz -> (B, 2) log-probabilities
+    model(torch.zeros(1, 16000)).argmax(1)   # tensor([0]): no speech
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mlwarden.core.errors import UnsafeArtifactError, UserError
+
+
+class StreamingClip(nn.Module):
+    """Run a stateful frame model over whole clips: ``(B, T)`` or ``(B, C, T)`` -> ``(B, 2)``.
+
+    ``step(frames, state) -> (prob, state)`` takes ``(B, context + frame)`` samples and
+    returns the probability of the positive class ``(B, 1)``. Each frame is prefixed with
+    the last ``context`` samples of the previous one (zeros first), as the streaming
+    model expects; a clip shorter than a whole number of frames is zero-padded. The clip
+    score is the mean frame probability ``p``; the outputs are ``log(1 - p), log(p)``
+    (log-probabilities, so the argmax is ``p > 0.5`` and softmax gives ``1 - p, p``).
+    Multi-channel clips are averaged to mono first.
+    """
+
+    def __init__(
+        self,
+        step: nn.Module,
+        *,
+        frame: int,
+        context: int,
+        state_shape: tuple[int, ...],
+        batch_dim: int = 1,
+    ) -> None:
+        super().__init__()
+        self.step = step
+        self.frame = frame
+        self.context = context
+        self.state_shape = state_shape
+        self.batch_dim = batch_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            x = x.mean(1)
+        if x.ndim != 2:
+            raise ValueError(
+                f"expected (batch, samples) or (batch, channels, samples); got {tuple(x.shape)}"
+            )
+        b, t = x.shape
+        n = max(1, -(-t // self.frame))
+        x = nn.functional.pad(x, (0, n * self.frame - t))
+        shape = list(self.state_shape)
+        shape.insert(self.batch_dim, b)
+        state = x.new_zeros(shape)
+        ctx = x.new_zeros(b, self.context)
+        probs = []
+        for i in range(n):
+            chunk = x[:, i * self.frame : (i + 1) * self.frame]
+            out, state = self.step(torch.cat([ctx, chunk], 1), state)
+            probs.append(out.reshape(b))
+            ctx = chunk[:, -self.context :]
+        p = torch.stack(probs, 1).mean(1).clamp(1e-6, 1 - 1e-6)
+        return torch.stack([torch.log1p(-p), torch.log(p)], 1)
+
+
+def silero_vad() -> nn.Module:
+    """Silero VAD v5 (16 kHz) as a clip classifier: class 0 no speech, 1 speech.
+
+    The TorchScript archive inside the installed ``silero-vad`` package is scanned first
+    and refused unless safe. Inputs: ``(B, samples)`` at 16,000 Hz in [-1, 1].
+    """
+    from mlwarden.supplychain.loader import check_safe
+
+    try:
+        import silero_vad as pkg
+    except ImportError:
+        raise UserError(
+            "silero_vad needs the 'silero-vad' package (pip install silero-vad)"
+        ) from None
+    path = Path(pkg.__file__).parent / "data" / "silero_vad.jit"
+    result = check_safe(path)
+    if result.error or result.findings:
+        raise UnsafeArtifactError(f"{path}: the scanner did not pass it; not loading it")
+    scripted = torch.jit.load(str(path), map_location="cpu")
+    model = StreamingClip(scripted._model, frame=512, context=64, state_shape=(2, 128))
+    model.eval()
+    return model
