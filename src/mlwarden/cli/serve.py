@@ -172,6 +172,36 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
 
+    @gateway.command("unblock")
+    def unblock(
+        name: Annotated[str, typer.Argument(help="The key name to unblock.")],
+        config: ConfigOpt,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Lift the block of a key (blocks are stored in the audit database); restart serve."""
+        import sqlite3
+
+        from mlwarden.serve.config import load_config
+        from mlwarden.serve.log import delete_state
+
+        setup(quiet=quiet, debug=debug)
+        cfg = load_config(config)
+        if name not in cfg.keys and name != "anonymous":
+            raise UserError(f"{config}: no key named {name!r}")
+        db = Path(cfg.audit.path)
+        if not db.is_absolute():
+            db = config.resolve().parent / db
+        if not db.is_file():
+            raise UserError(f"{db}: no audit database, so no key is blocked")
+        try:
+            removed = delete_state(db, name, "blocked")
+        except sqlite3.Error as exc:
+            raise UserError(f"{db}: not a usable audit database ({exc})") from None
+        if not quiet:
+            what = "unblocked" if removed else "was not blocked"
+            typer.echo(f"key {name!r} {what}; a running gateway takes it up when restarted")
+
     @gateway.command("check")
     def check(
         config: Annotated[Path, typer.Argument(help="Gateway config (YAML).", dir_okay=False)],

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import sqlite3
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -52,7 +53,14 @@ from mlwarden.serve.auth import KeyStore, bearer_token
 from mlwarden.serve.config import GatewayConfig, Role
 from mlwarden.serve.conn import ConnectionGuard
 from mlwarden.serve.limits import KeyLimiter
-from mlwarden.serve.log import AuditLog, AuditLogError, AuditRecord, Sampler
+from mlwarden.serve.log import (
+    AuditLog,
+    AuditLogError,
+    AuditRecord,
+    Sampler,
+    read_state,
+    write_state,
+)
 from mlwarden.serve.metrics import Metrics
 from mlwarden.serve.monitor import Monitor
 from mlwarden.serve.validate import INPUT_PARSERS, RequestError, check_length, read_body
@@ -114,8 +122,24 @@ class Gateway:
                 path = base_dir / path
             try:
                 self.audit = AuditLog(path, synchronous=config.audit.synchronous)
-            except AuditLogError as exc:
+                self.restore(read_state(path))
+            except (AuditLogError, sqlite3.Error) as exc:
                 raise UserError(f"{exc}; set 'audit: {{path: ...}}' to a writable file") from None
+
+    def restore(self, state: dict[tuple[str, str], bytes]) -> None:
+        """Blocks, budgets and detector histories stored in the audit database.
+
+        They are written in the same transaction as the audit row of the request that
+        changed them (detector histories every ``_SAVE_EVERY`` distinct queries and at
+        shutdown), so a restart, even after kill -9, resets none of them.
+        """
+        for (key, kind), value in state.items():
+            if kind == "blocked":
+                self.blocked.add(key)
+            elif kind == "limits" and key in self.limiters:
+                self.limiters[key].restore(value)
+            elif kind == "detector":
+                self.monitor.load(key, value)
 
     def _limiter(
         self, rate: float | None, burst: int | None, budget: int | None, window_s: float | None
@@ -131,6 +155,8 @@ class Gateway:
     def close(self) -> None:
         if self.audit is not None:
             self.audit.close()
+            states = [(k, "detector", self.monitor.dump(k)) for k in self.limiters]
+            write_state(self.audit.path, [(k, kind, v) for k, kind, v in states if v is not None])
 
     # -- steps ----------------------------------------------------------------------
     def authenticate(self, header: str | None) -> _Caller:
@@ -226,8 +252,14 @@ class Gateway:
             rec.input_digest = hashlib.sha256(body).hexdigest()
             x = self.parse(body, self.config.input)
             rec.n_inputs = len(x)
-            _raise_if_limited(self.limiters[caller.name].take(len(x)), rec)
+            limiter = self.limiters[caller.name]
+            _raise_if_limited(limiter.take(len(x)), rec)
+            rec.state.append((caller.name, "limits", limiter.snapshot()))
             predictions, flagged = await run_in_threadpool(self.infer, caller, x)
+            if self.monitor.unsaved(caller.name) >= _SAVE_EVERY:
+                blob = await run_in_threadpool(self.monitor.dump, caller.name)
+                if blob is not None:
+                    rec.state.append((caller.name, "detector", blob))
             if flagged:
                 self._act(caller, flagged, rec)
             self.metrics.add_queries(caller.name, len(x))
@@ -263,12 +295,15 @@ class Gateway:
         if action == "block":
             self.blocked.add(caller.name)
             rec.decision = "blocked"
+            rec.state.append((caller.name, "blocked", f"{rec.request_id} {rec.alerts}".encode()))
             raise RequestError(
                 403, f"query stream flagged as an attack ({', '.join(kinds)}); key blocked"
             )
         if action == "throttle":
-            self.limiters[caller.name].throttle(self.config.detection.throttle_factor)
+            limiter = self.limiters[caller.name]
+            limiter.throttle(self.config.detection.throttle_factor)
             rec.decision = "allow_throttled"
+            rec.state.append((caller.name, "limits", limiter.snapshot()))
 
     async def metrics_text(self, request: Request) -> Response:
         start = time.perf_counter()
@@ -320,6 +355,11 @@ class Gateway:
                 )
         self.metrics.observe(rec.path, resp.status_code, time.perf_counter() - start)
         return resp
+
+
+# Detector histories are written with a request's audit row after this many new
+# distinct queries of its key (a kill -9 loses at most that many), and at shutdown.
+_SAVE_EVERY = 256
 
 
 def _raise_if_limited(verdict: tuple[float, str], rec: AuditRecord) -> None:

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -100,6 +101,33 @@ class KeyLimiter:
                 self._tokens -= n
             self._used += n
             return 0.0, ""
+
+    def snapshot(self) -> bytes:
+        """Budget use, its window and the throttle factor, to outlive a restart (JSON).
+
+        The window start is stored as wall-clock time; the token bucket is not stored (it
+        refills within ``burst / rate`` seconds anyway).
+        """
+        with self._lock:
+            start = time.time() - (self._clock() - self._window_start)
+            data = {"window_start": start, "used": self._used, "factor": self.factor}
+        return json.dumps(data).encode()
+
+    def restore(self, blob: bytes) -> None:
+        """Take budget use, window and throttle back from :meth:`snapshot` (bad data: ignored)."""
+        try:
+            data = json.loads(blob)
+            start, used, factor = (
+                float(data["window_start"]),
+                int(data["used"]),
+                float(data["factor"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return
+        with self._lock:
+            self._window_start = self._clock() - (time.time() - start)
+            self._used = max(used, 0)
+            self.factor = min(max(factor, 1e-6), 1.0)
 
     def remaining_budget(self) -> int | None:
         with self._lock:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 _SCHEMA = """
@@ -51,6 +51,19 @@ CREATE TABLE IF NOT EXISTS requests (
 """
 
 
+# What must survive a restart: blocks, query budgets, detector histories (one row each
+# per key and kind; see mlwarden.serve.app.Gateway.restore).
+_STATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value BLOB NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (key, kind)
+)
+"""
+
+
 @dataclass
 class AuditRecord:
     """One request as the audit log stores it (times in seconds, latency in ms)."""
@@ -66,9 +79,15 @@ class AuditRecord:
     alerts: str = ""
     detail: str = ""
     ts: float = field(default_factory=time.time)
+    # Gateway state written in the same transaction as the row: (key, kind, value).
+    state: list[tuple[str, str, bytes]] = field(default_factory=list, repr=False)
 
 
-_COLUMNS = [f.name for f in fields(AuditRecord)]
+_COLUMNS = [f.name for f in fields(AuditRecord) if f.name != "state"]
+_UPSERT = (
+    "INSERT INTO state (key, kind, value, ts) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(key, kind) DO UPDATE SET value = excluded.value, ts = excluded.ts"
+)
 _INSERT = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
@@ -150,6 +169,7 @@ class AuditLog:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute(_SCHEMA)
+        db.execute(_STATE_SCHEMA)
         return db
 
     def _run(self) -> None:
@@ -189,7 +209,10 @@ class AuditLog:
     ) -> None:
         try:
             db.execute("BEGIN")
-            db.executemany(_INSERT, [astuple(rec) for rec, _ in batch])
+            db.executemany(_INSERT, [tuple(getattr(rec, c) for c in _COLUMNS) for rec, _ in batch])
+            states = [(k, kind, v, rec.ts) for rec, _ in batch for k, kind, v in rec.state]
+            if states:
+                db.executemany(_UPSERT, states)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -285,6 +308,51 @@ class Sampler:
         self._tokens -= 1.0
         skipped, self.skipped = self.skipped, 0
         return skipped
+
+
+def read_state(path: Path) -> dict[tuple[str, str], bytes]:
+    """The gateway state stored beside an audit log: (key, kind) -> value."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        has = db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='state'")
+        if has.fetchone() is None:
+            return {}
+        return {
+            (k, kind): bytes(v) for k, kind, v in db.execute("SELECT key, kind, value FROM state")
+        }
+    finally:
+        db.close()
+
+
+def write_state(path: Path, states: list[tuple[str, str, bytes]]) -> None:
+    """Store state rows outside a request (at shutdown); errors are ignored."""
+    if not states:
+        return
+    try:
+        db = sqlite3.connect(Path(path), isolation_level=None)
+    except sqlite3.Error:
+        return
+    try:
+        db.execute(_STATE_SCHEMA)
+        now = time.time()
+        db.executemany(_UPSERT, [(k, kind, v, now) for k, kind, v in states])
+    except sqlite3.Error:
+        pass
+    finally:
+        db.close()
+
+
+def delete_state(path: Path, key: str, kind: str) -> bool:
+    """Remove one state row (e.g. a key's block); ``True`` when there was one."""
+    db = sqlite3.connect(Path(path), isolation_level=None)
+    try:
+        db.execute(_STATE_SCHEMA)
+        return db.execute("DELETE FROM state WHERE key = ? AND kind = ?", (key, kind)).rowcount > 0
+    finally:
+        db.close()
 
 
 def read_records(path: Path) -> list[dict[str, object]]:

@@ -50,10 +50,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import math
 import threading
 from collections import deque
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -376,6 +379,8 @@ class _KeyState:
         self.similarity = Similarity(config.similarity, dims) if config.similarity.enabled else None
         self.prada = Prada(config.prada) if config.prada.enabled else None
         self.lock = threading.Lock()
+        self.dims = dims
+        self.unsaved = 0
 
     def nbytes(self) -> int:
         parts = (self.blacklight, self.similarity, self.prada)
@@ -430,6 +435,7 @@ class Monitor:
                 xi = np.ascontiguousarray(xi, dtype=np.float32)
                 if state.recent.seen(_digest(xi)):
                     continue
+                state.unsaved += 1
                 v = reduce(xi, max_dims, self.scale)
                 if state.blacklight is not None and state.blacklight.flags(xi):
                     found.setdefault("blacklight", []).append(i)
@@ -438,6 +444,54 @@ class Monitor:
                 if state.prada is not None and state.prada.flags(v, int(li)):
                     found.setdefault("prada", []).append(i)
         return found
+
+    def dump(self, key: str) -> bytes | None:
+        """The key's detector histories as one ``.npz`` blob (``None``: nothing seen yet)."""
+        state = self._keys.get(key)
+        if state is None:
+            return None
+        arrays: dict[str, Any] = {
+            "recent": np.array(state.recent._order, dtype=np.uint64),
+            "dims": np.array([state.dims]),
+        }
+        with state.lock:
+            for name in ("blacklight", "similarity"):
+                det = getattr(state, name)
+                if det is not None:
+                    arrays.update({f"{name}.{k}": v for k, v in det.dump().items()})
+            state.unsaved = 0
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    def load(self, key: str, blob: bytes) -> None:
+        """Restore what :meth:`dump` wrote; a blob that does not fit the config is ignored.
+
+        PRADA's state is not stored: its reference sets start afresh after a restart.
+        """
+        try:
+            with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            dims = int(arrays["dims"][0])
+        except (ValueError, KeyError, OSError, EOFError):
+            return
+        state = self._state(key, dims)
+        with state.lock:
+            for digest in arrays["recent"].tolist():
+                state.recent.seen(int(digest))
+            for name in ("blacklight", "similarity"):
+                det = getattr(state, name)
+                part = {
+                    k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(name + ".")
+                }
+                if det is not None and part:
+                    with contextlib.suppress(KeyError, ValueError, IndexError):
+                        det.load(part)  # a history of another shape: start afresh
+
+    def unsaved(self, key: str) -> int:
+        """Distinct queries of ``key`` seen since its last :meth:`dump`."""
+        state = self._keys.get(key)
+        return 0 if state is None else state.unsaved
 
     def nbytes(self, key: str) -> int:
         """Approximate memory held for ``key``, bytes."""
