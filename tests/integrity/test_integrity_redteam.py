@@ -528,3 +528,60 @@ def test_edited_lineage_row_is_reported_by_fsck(reg, make_folder, scanner):
     reg.add(make_folder({"w": b"w"}), name="m", scanner=scanner, parents=["data@1"])
     reg.conn.execute("UPDATE lineage SET parent_digest='0' || substr(parent_digest, 2)")
     assert any("lineage" in p for p in reg.fsck())
+
+
+def test_unsigned_display_columns_that_disagree_with_the_record_are_reported(reg, signed, keys):
+    reg.conn.execute("UPDATE versions SET who='release-bot@ci' WHERE name='d'")
+    assert "MLW-INT-008" in rules(verify_report("d@1", registry=reg.root, trust=[keys[1]]))
+    assert any("who" in p for p in reg.fsck())
+
+
+def test_unreadable_remembered_state_fails_fsck_closed(reg, signed, keys, tmp_path, monkeypatch):
+    from mlwarden.integrity.freshness import RememberedState
+
+    assert verify_report("d@1", registry=reg.root, trust=[keys[1]]).findings == []
+    memory = RememberedState(reg.root)
+    assert memory.load() is not None
+    memory.path.write_text("{not json")
+    assert run("registry", "fsck", "--registry", str(reg.root), "-q") == 1
+    report = verify_report("d@1", registry=reg.root, trust=[keys[1]])
+    assert "MLW-INT-013" in rules(report)
+
+
+def test_key_file_swapped_for_a_link_after_writing_does_not_redirect_its_chmod(
+    tmp_path, monkeypatch
+):
+    import stat
+
+    from mlwarden.integrity.keys import generate_keypair
+
+    victim = tmp_path / "victim"
+    victim.write_text("x")
+    os.chmod(victim, 0o644)
+    key = tmp_path / "k" / "release.key"
+    real_fsync = os.fsync
+
+    def fsync_then_swap(fd):
+        real_fsync(fd)
+        if not key.is_symlink():  # right after the private key was written
+            key.rename(tmp_path / "k" / "moved.key")
+            key.symlink_to(victim)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_swap)
+    generate_keypair(key)
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644 and victim.read_text() == "x"
+    assert stat.S_IMODE((tmp_path / "k" / "moved.key").stat().st_mode) == 0o600
+
+
+def test_object_folder_swapped_for_a_link_is_a_finding_in_verify_and_fsck(
+    reg, signed, keys, tmp_path
+):
+    digest = next(iter(reg.resolve("d@1").manifest.files.values())).digest
+    folder = reg.store.path(digest).parent
+    copy = tmp_path / "attacker-folder"
+    folder.rename(copy)
+    folder.symlink_to(copy, target_is_directory=True)
+    assert rules(verify_report("d@1", registry=reg.root, trust=[keys[1]])) == ["MLW-INT-014"]
+    assert any("symbolic link" in p for p in reg.fsck())
+    with pytest.raises(IntegrityError):
+        load_verified("d@1", registry=reg.root, trust=[keys[1]])

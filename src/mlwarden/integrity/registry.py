@@ -37,16 +37,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from mlwarden.core.errors import InputFileError, UnsafeArtifactError, UserError
 from mlwarden.integrity.dsse import (
     ALIAS_PREDICATE_TYPE,
+    PAYLOAD_TYPE,
     PREDICATE_TYPE,
     EnvelopeError,
     SignatureError,
     make_alias_statement,
     make_statement,
+    pae,
+    parse_envelope,
     sign_statement,
     statement_manifest,
     unverified_statement,
@@ -163,6 +167,28 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     if sep and not tag:
         raise UserError(f"{ref!r}: nothing after '@'; expected NAME@VERSION or NAME@ALIAS")
     return name, (tag or None)
+
+
+def _signed_payload(envelope: str, keys: Sequence[Ed25519PublicKey]) -> dict[str, Any] | None:
+    """The JSON payload of ``envelope`` if a signature verifies with ``keys`` (any, if none)."""
+    try:
+        payload, pairs = parse_envelope(envelope)
+        if keys:
+            message = pae(PAYLOAD_TYPE, payload)
+            if not any(_verifies(k, sig, message) for k in keys for _, sig in pairs):
+                return None
+        statement = json.loads(payload)
+    except (EnvelopeError, ValueError):
+        return None
+    return statement if isinstance(statement, dict) else None
+
+
+def _verifies(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    try:
+        key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def signed_content(
@@ -757,14 +783,11 @@ class Registry:
     ) -> int | None:
         """The head serial a statement of THIS registry was signed under (None: older or foreign).
 
-        With ``keys`` only a statement whose signature verifies counts.
+        With ``keys`` only a statement whose signature verifies counts. Reads only the
+        serial: the statement's manifest is not parsed (verification does that once).
         """
-        try:
-            if keys:
-                statement, _ = verify_envelope(envelope, list(keys), predicate_type)
-            else:
-                statement = unverified_statement(envelope, predicate_type)
-        except (EnvelopeError, SignatureError, UserError):
+        statement = _signed_payload(envelope, keys)
+        if statement is None or statement.get("predicateType") != predicate_type:
             return None
         registry, serial = statement_serial(statement)
         return serial if registry == self.registry_id() else None
@@ -1145,8 +1168,8 @@ class Registry:
         return out
 
 
-def record_problems(rec: VersionRecord) -> list[str]:
-    """How ``rec``'s columns, record and (unverified) signed statement disagree."""
+def record_problems(rec: VersionRecord, envelope: bool = True) -> list[str]:
+    """How ``rec``'s columns, record and (with ``envelope``, unverified) statement disagree."""
     problems = []
     if rec.manifest.digest() != rec.manifest_digest:
         problems.append("manifest digest mismatch")
@@ -1155,7 +1178,7 @@ def record_problems(rec: VersionRecord) -> list[str]:
     changed = [k for k, v in columns.items() if rec.record.get(k) != v]
     if changed:
         problems.append("record disagrees with its columns: " + ", ".join(changed))
-    if rec.envelope is not None:
+    if envelope and rec.envelope is not None:
         try:
             st = unverified_statement(rec.envelope)
             if statement_manifest(st).to_json() != rec.manifest.to_json():

@@ -23,7 +23,7 @@ import functools
 import hashlib
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -101,21 +101,51 @@ class ObjectStore:
         """(status, size): status ``ok``, ``missing``, ``corrupt``, ``a symbolic link``,
         ``hard-linked`` (another name can change its bytes) or ``not a regular file``.
         """
+        return self.inspect_many([digest])[0]
+
+    def inspect_many(
+        self, digests: Sequence[str], workers: int | None = None
+    ) -> list[tuple[str, int]]:
+        """:meth:`inspect` for many objects, hashed in parallel threads.
+
+        ``objects/`` and each ``ab/`` folder are opened once (``O_NOFOLLOW``) and
+        every object is opened relative to its folder's descriptor.
+        """
+        for d in digests:
+            check_digest(d)
         try:
-            fd, st = self.open_object(digest)
-        except FileNotFoundError:
-            return "missing", 0
+            objects = os.open(self.objects, _DIR_READ)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return "a symbolic link", 0
-            return ("missing" if exc.errno == errno.ENOTDIR else "not a regular file"), 0
+            return [(self._link_or(exc, self.objects, "missing"), 0)] * len(digests)
+        subs: dict[str, int | str] = {}
         try:
-            if st.st_nlink > 1:
-                return "hard-linked", st.st_size
-            actual, size = copy_hashing(fd, None)
+            for d in digests:
+                if d[:2] not in subs:
+                    try:
+                        subs[d[:2]] = os.open(d[:2], _DIR_READ, dir_fd=objects)
+                    except OSError as exc:
+                        subs[d[:2]] = self._link_or(exc, self.objects / d[:2], "missing")
+
+            def one(digest: str) -> tuple[str, int]:
+                sub = subs[digest[:2]]
+                return (sub, 0) if isinstance(sub, str) else _inspect_at(sub, digest)
+
+            if len(digests) > 1:
+                size = min(workers or default_workers(), len(digests))
+                with ThreadPoolExecutor(max_workers=size) as pool:
+                    return list(pool.map(one, digests))
+            return [one(d) for d in digests]
         finally:
-            os.close(fd)
-        return ("ok" if actual == digest else "corrupt"), size
+            for fd in subs.values():
+                if isinstance(fd, int):
+                    os.close(fd)
+            os.close(objects)
+
+    @staticmethod
+    def _link_or(exc: OSError, path: Path, otherwise: str) -> str:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            return "a symbolic link"
+        return otherwise if exc.errno in (errno.ENOENT, errno.ENOTDIR) else "not a regular file"
 
     def check(self, digest: str) -> str:
         """The status of :meth:`inspect` alone."""
@@ -146,11 +176,16 @@ class ObjectStore:
             fsync_dir(self.path(digest).parent)
         return True
 
-    def stage(self, src: IO[bytes], digest: str, label: str, fsync: bool) -> str:
-        """Copy ``src`` to a new file in ``tmp/``, re-hashing it; its name (removed on error)."""
-        tmp_dir = open_dir(self.tmp)
+    def stage(
+        self, src: IO[bytes], digest: str, label: str, fsync: bool, tmp_dir: int | None = None
+    ) -> str:
+        """Copy ``src`` to a new file in ``tmp/``, re-hashing it; its name (removed on error).
+
+        ``tmp_dir``: an open descriptor of ``tmp/`` to reuse (many objects).
+        """
+        folder = open_dir(self.tmp) if tmp_dir is None else tmp_dir
         try:
-            fd, name = create_temp(tmp_dir, "obj-")
+            fd, name = create_temp(folder, "obj-")
             try:
                 h = hashlib.sha256()
                 buf = thread_buffer(CHUNK)
@@ -172,27 +207,22 @@ class ObjectStore:
                     )
             except BaseException:
                 with contextlib.suppress(OSError):
-                    os.unlink(name, dir_fd=tmp_dir)
+                    os.unlink(name, dir_fd=folder)
                 raise
         finally:
-            os.close(tmp_dir)
+            if tmp_dir is None:
+                os.close(folder)
         return name
 
-    def install(self, tmp: str, digest: str) -> None:
+    def install(self, tmp: str, digest: str, dirs: _Folders | None = None) -> None:
         """Rename the staged file ``tmp`` (in ``tmp/``) to its object name (no links followed)."""
-        tmp_dir = open_dir(self.tmp)
+        own = dirs is None
+        folders = _Folders(self) if dirs is None else dirs
         try:
-            objects = open_dir(self.objects)
-            try:
-                sub = sub_dir(objects, digest[:2], create=True, label=str(self.path(digest).parent))
-                try:
-                    os.replace(tmp, digest[2:], src_dir_fd=tmp_dir, dst_dir_fd=sub)
-                finally:
-                    os.close(sub)
-            finally:
-                os.close(objects)
+            os.replace(tmp, digest[2:], src_dir_fd=folders.tmp, dst_dir_fd=folders.sub(digest))
         finally:
-            os.close(tmp_dir)
+            if own:
+                folders.close()
 
     def discard(self, staged: Iterable[str]) -> None:
         """Remove staged files that will not be installed."""
@@ -221,24 +251,25 @@ class ObjectStore:
         if not unique:
             return 0
         self.ensure()
+        folders = _Folders(self)
 
         def stage(digest: str) -> str:
             with open(unique[digest], "rb") as src:
-                return self.stage(src, digest, str(unique[digest]), fsync=False)
+                return self.stage(src, digest, str(unique[digest]), False, folders.tmp)
 
         staged: dict[str, str] = {}
         try:
             with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-                futures = {d: pool.submit(stage, d) for d in unique}
-                for d, fut in futures.items():
-                    staged[d] = fut.result()
+                for d, name in zip(unique, pool.map(stage, unique), strict=True):
+                    staged[d] = name
             sync_filesystem(self.tmp)
             for d in list(staged):
-                self.install(staged.pop(d), d)
+                self.install(staged.pop(d), d, folders)
             sync_filesystem(self.objects)
         finally:
             if staged:
                 self.discard(staged.values())
+            folders.close()
         return len(unique)
 
     def sync_dirs(self, digests: Iterable[str]) -> None:
@@ -277,6 +308,48 @@ class ObjectStore:
                 else "was modified in the store (its SHA-256 no longer matches its name)"
             )
             raise InputFileError(self.path(digest), f"{what}; refusing to use its bytes")
+
+
+def _inspect_at(folder: int, digest: str) -> tuple[str, int]:
+    try:
+        fd, st = open_regular(digest[2:], parent=folder)
+    except FileNotFoundError:
+        return "missing", 0
+    except OSError as exc:
+        return ("a symbolic link" if exc.errno == errno.ELOOP else "not a regular file"), 0
+    try:
+        if st.st_nlink > 1:
+            return "hard-linked", st.st_size
+        actual, size = copy_hashing(fd, None)
+    finally:
+        os.close(fd)
+    return ("ok" if actual == digest else "corrupt"), size
+
+
+class _Folders:
+    """Descriptors of ``tmp/``, ``objects/`` and ``objects/ab/``, opened once (no links)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.tmp = open_dir(store.tmp)
+        try:
+            self.objects = open_dir(store.objects)
+        except BaseException:
+            os.close(self.tmp)
+            raise
+        self.subs: dict[str, int] = {}
+
+    def sub(self, digest: str) -> int:
+        fd = self.subs.get(digest[:2])
+        if fd is None:
+            label = str(self.store.path(digest).parent)
+            fd = self.subs[digest[:2]] = sub_dir(self.objects, digest[:2], True, label)
+        return fd
+
+    def close(self) -> None:
+        for fd in (self.tmp, self.objects, *self.subs.values()):
+            os.close(fd)
+        self.subs.clear()
 
 
 def sync_filesystem(path: Path) -> None:
