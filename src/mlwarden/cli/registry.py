@@ -65,7 +65,7 @@ def _print_folder(report: Any) -> None:
     folder = report.artifacts.get("integrity", {})
     # "store": the registry's own copy; "deployed": the copy given with --path (file or folder)
     for where, part in (("store", folder.get("store", {})), ("deployed", folder.get("folder", {}))):
-        for label in ("modified", "missing", "extra", "symlinks"):
+        for label in ("modified", "missing", "extra", "symlinks", "hardlinks", "linked"):
             for name in (part or {}).get(label, []):
                 err.print(f"  {label:9s} {name}  ({where})")
 
@@ -484,10 +484,12 @@ def register(app: typer.Typer) -> None:
             memory = RememberedState(reg.root)
             try:
                 remembered = memory.load()
-            except ValueError as exc:
+            except ValueError as exc:  # losing the memory must not pass as a first visit
                 remembered = None
-                print(f"remembered registry state unreadable: {exc}")
-            problems = reg.fsck(trust=trust or [], remembered=remembered)
+                unreadable = [f"remembered registry state unreadable: {exc}"]
+            else:
+                unreadable = []
+            problems = unreadable + reg.fsck(trust=trust or [], remembered=remembered)
         for p in problems:
             print(p)
         info(f"{len(problems)} problem(s)")

@@ -126,18 +126,28 @@ def generate_keypair(path: Path, key_type: str = "ed25519") -> tuple[Path, Path]
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, flags, 0o600)
+        # both files are created through one folder descriptor, and the mode is set on
+        # the open file: a folder or name swapped for a link afterwards redirects nothing
+        folder = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as exc:
         why = "a parent folder is a file" if isinstance(exc, FileExistsError) else exc.strerror
         raise InputFileError(path, f"cannot be created ({why or exc})") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(path, 0o600)
-    fd = os.open(pub_path, flags, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(public_pem(key.public_key()))
+    try:
+        for target, data, mode in (
+            (path, pem, 0o600),
+            (pub_path, public_pem(key.public_key()), 0o644),
+        ):
+            try:
+                fd = os.open(target.name, flags, mode, dir_fd=folder)
+            except OSError as exc:
+                raise InputFileError(target, f"cannot be created ({exc.strerror or exc})") from None
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), mode)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    finally:
+        os.close(folder)
     return path, pub_path
 
 

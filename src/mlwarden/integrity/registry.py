@@ -1175,7 +1175,13 @@ def record_problems(rec: VersionRecord, envelope: bool = True) -> list[str]:
         problems.append("manifest digest mismatch")
     columns: dict[str, Any] = {"kind": rec.kind, "manifest_digest": rec.manifest_digest}
     columns.update(file_count=len(rec.manifest.files), total_size=rec.manifest.total_size)
-    changed = [k for k, v in columns.items() if rec.record.get(k) != v]
+    columns.update(created=rec.created, who=rec.who)
+    required = ("kind", "manifest_digest")  # the rest only where the record has them
+    changed = [
+        k
+        for k, v in columns.items()
+        if (k in required or k in rec.record) and rec.record.get(k) != v
+    ]
     if changed:
         problems.append("record disagrees with its columns: " + ", ".join(changed))
     if envelope and rec.envelope is not None:
