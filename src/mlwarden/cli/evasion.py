@@ -58,9 +58,10 @@ def register(app: typer.Typer) -> None:
             list[str],
             typer.Argument(
                 help="MODEL... DATA: one or more models (TorchScript, .pt2, ONNX, scikit-learn "
-                "file — scanned first —, http(s) URL, module:factory), then the data (.npz with "
-                "x and y, CSV, image folder, audio class folder or path,label CSV of audio "
-                "files, or digits | breast-cancer | mnist5k).",
+                "file — scanned first —, Hugging Face folder, http(s) URL, module:factory), then "
+                "the data (.npz with x and y, CSV, image folder, audio class folder or path,label "
+                "CSV of audio files, digits | breast-cancer | mnist5k; text: CSV/TSV/JSONL with a "
+                "text column, a folder of .txt files per class, tweets).",
                 metavar="MODEL... DATA",
             ),
         ],
@@ -91,8 +92,10 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--save-adversarial",
-                help="Audio: write each successful adversarial clip as a 32-bit float WAV "
-                "under this folder, at the input's relative path.",
+                help="Write the successful adversarial inputs here: text -> JSONL "
+                "{index, text, adversarial, label, prediction}; images/tables -> .npz (x_adv, y, "
+                "prediction, index); audio -> a folder of 32-bit float WAVs at the inputs' "
+                "relative paths.",
             ),
         ] = None,
         access: Annotated[
@@ -120,6 +123,38 @@ def register(app: typer.Typer) -> None:
                 "adaptively (BPDA/EOT), e.g. jpeg:quality=75,median:size=3.",
             ),
         ] = None,
+        max_change: Annotated[
+            float,
+            typer.Option(
+                "--max-change",
+                help="Text: fraction r of the words an attack may change (at most "
+                "max(int(r*n),1) of n words, each a WordNet synonym or <= 2 character edits).",
+            ),
+        ] = 0.2,
+        text_column: Annotated[
+            str | None,
+            typer.Option("--text-column", help="Text data: the column holding the text [text]."),
+        ] = None,
+        label: Annotated[
+            str | None,
+            typer.Option("--label", help="The label column of a CSV/TSV/JSONL [label]."),
+        ] = None,
+        recipe: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--recipe",
+                help="Text attacks to run (repeatable): combined | pwws | deepwordbug | hotflip. "
+                "Default: hotflip and combined for white-box models, else combined.",
+            ),
+        ] = None,
+        normalise: Annotated[
+            bool,
+            typer.Option(
+                "--normalise",
+                help="Text: put input normalisation (NFKC, invisible characters, homoglyphs) "
+                "in front of the model; reports the non-adaptive and the adaptive figure.",
+            ),
+        ] = False,
         json_path: JsonOpt = None,
         html_path: HtmlOpt = None,
         sarif_path: SarifOpt = None,
@@ -129,7 +164,8 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        """Attack the models within an eps-ball and report the accuracy that survives."""
+        """Attack the models within an eps-ball (text: within a word budget) and report the
+        accuracy that survives."""
         from mlwarden.evasion import evasion_report
 
         setup(quiet=quiet, debug=debug, seed=seed)
@@ -147,6 +183,36 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--access must be white, score or label; got {access!r}")
         if limit < 1:
             raise UserError(f"--limit must be at least 1; got {limit}")
+        if not 0 < max_change <= 1:
+            raise UserError(f"--max-change must be in (0, 1]; got {max_change}")
+        from mlwarden.core.modality import detect_data
+
+        if detect_data(inputs[-1], text_column=text_column).name == "text":
+            from mlwarden.evasion.text.report import text_evasion_report
+
+            report = text_evasion_report(
+                inputs[:-1],
+                inputs[-1],
+                max_change=max_change,
+                limit=limit,
+                seed=seed,
+                recipes=recipe,
+                text_column=text_column,
+                label=label,
+                save_adversarial=save_adversarial,
+                normalise=normalise,
+                access=access,
+            )
+            raise typer.Exit(
+                finish(
+                    report,
+                    json_path=json_path,
+                    html_path=html_path,
+                    sarif_path=sarif_path,
+                    junit_path=junit_path,
+                    fail_on=fail_on,
+                )
+            )
         if budget not in ("standard", "quick"):
             raise UserError(f"--budget must be standard or quick; got {budget!r}")
         transforms = parse_defence(defend) if defend else None
@@ -164,6 +230,7 @@ def register(app: typer.Typer) -> None:
             sample_rate=sample_rate,
             clip_seconds=clip_seconds,
             save_adversarial=save_adversarial,
+            label=label,
         )
         raise typer.Exit(
             finish(

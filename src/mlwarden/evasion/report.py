@@ -27,6 +27,7 @@ a smoke test: its findings say so in the title and never rate above medium.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,8 @@ def evasion_report(
     snr_db: float | None = None,
     sample_rate: int | None = None,
     clip_seconds: float | None = None,
-    save_adversarial: str | None = None,
+    save_adversarial: str | Path | None = None,
+    label: str | None = None,
 ) -> Report:
     """Evaluate each model's robustness on ``data`` and report it.
 
@@ -85,12 +87,10 @@ def evasion_report(
     ds = (
         data
         if isinstance(data, Dataset)
-        else load_dataset(data, sample_rate=sample_rate, clip_seconds=clip_seconds)
+        else load_dataset(data, label=label, sample_rate=sample_rate, clip_seconds=clip_seconds)
     )
     if snr_db is not None and ds.modality != "audio":
         raise UserError("--snr-db is a budget for audio clips; use --eps for this data")
-    if save_adversarial is not None and ds.modality != "audio":
-        raise UserError("--save-adversarial writes audio clips; this data is not audio")
     sub = _subset(ds, limit, seed)
     report.data = ds.describe() | {"evaluated": len(sub)}
     plan = Budget.standard() if budget == "standard" else Budget.quick()
@@ -130,7 +130,7 @@ def evasion_report(
         results[label] = res
         if transforms and snr_db is not None and res.defended is not None:
             _non_adaptive(res, bare, transforms, sub, snr_db, plan, seed)
-        if i == 0 and save_adversarial is not None:
+        if i == 0 and save_adversarial is not None and ds.modality == "audio":
             from mlwarden.evasion.audio.save import save_adversarial as save
 
             rows = save(target, sub, res, save_adversarial)
@@ -144,7 +144,25 @@ def evasion_report(
         if i == 0:
             report.target = target.describe() if hasattr(target, "describe") else {"name": label}
     add_results(report, results, sub)
+    if save_adversarial is not None and ds.modality != "audio":
+        save_npz(save_adversarial, next(iter(results.values())), sub)
     return report
+
+
+def save_npz(path: str | Path, res: EvaluationResult, data: Dataset) -> None:
+    """The inputs an attack broke as ``.npz``: ``x_adv``, ``y``, ``prediction``, ``index``."""
+    rows = np.nonzero(res.clean_correct & ~res.robust)[0]
+    try:
+        with Path(path).open("wb") as fh:
+            np.savez(
+                fh,
+                x_adv=np.asarray(res.x_adv)[rows].astype(np.float32),
+                y=data.y[rows],
+                prediction=np.asarray(res.adv_pred)[rows].astype(np.int64),
+                index=rows.astype(np.int64),
+            )
+    except OSError as exc:
+        raise UserError(f"cannot write {path} ({exc.strerror or exc})") from None
 
 
 def add_results(report: Report, results: dict[str, EvaluationResult], data: Dataset) -> None:

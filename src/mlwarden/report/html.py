@@ -67,6 +67,7 @@ def render_html(report: Report) -> str:
             for s in (report.suspicious or [])[:50]
         ],
         suspicious_total=len(report.suspicious or []),
+        text_examples=_text_examples(report.artifacts.get("text_examples")),
         timings=sorted(report.timings.items(), key=lambda kv: -(kv[1] or 0.0)),
         checks=checks,
         check_errors=sum(1 for c in checks if c.status == "error"),
@@ -79,6 +80,26 @@ def render_html(report: Report) -> str:
         seeds=report.seeds,
         severities=[s.value for s in sorted(Severity, reverse=True)],
     )
+
+
+def _text_examples(rows: Any) -> list[dict[str, Any]]:
+    """Adversarial text examples as (word, changed) segments; the template escapes them."""
+    if not isinstance(rows, list):
+        return []
+    out = []
+    for row in rows[:50]:
+        if not isinstance(row, dict):
+            continue
+        out.append(
+            {
+                "index": row.get("index"),
+                "label": row.get("label"),
+                "prediction": row.get("prediction"),
+                "original": [(str(w), bool(c)) for w, c in row.get("original", [])],
+                "adversarial": [(str(w), bool(c)) for w, c in row.get("adversarial", [])],
+            }
+        )
+    return out
 
 
 def write_html(report: Report, path: str | Path) -> None:

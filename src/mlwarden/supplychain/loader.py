@@ -201,7 +201,11 @@ def load_target(spec: str, access: str | None = None, **kw: Any) -> Any:
         return tg.HttpTarget(spec, **kw)
     path = Path(spec)
     if path.is_dir():
-        raise InputFileError(path, "is a folder; give the model file itself")
+        if (path / "config.json").is_file():
+            return _hf_folder(path, kw)
+        raise InputFileError(
+            path, "is a folder; give the model file itself (or a Hugging Face folder)"
+        )
     if path.exists():  # a pipe or device too: the scan refuses it with its reason
         result = check_safe(path)
         fmt = result.format
@@ -211,10 +215,10 @@ def load_target(spec: str, access: str | None = None, **kw: Any) -> Any:
             return tg.ExportedProgramTarget(path, **kw)
         if fmt == "onnx":
             return tg.OnnxTarget(path, **kw)
-        if fmt.startswith(("joblib", "pickle")):
-            obj = safe_load(path)
+        if fmt.startswith(("joblib", "pickle")) or fmt == "skops":
+            obj = _load_skops(path) if fmt == "skops" else safe_load(path)
             kw.setdefault("name", path.name)
-            return tg.as_target(obj, **kw)
+            return _wrap(obj, kw)
         if fmt.startswith("pytorch"):
             raise InputFileError(
                 path,
@@ -230,6 +234,65 @@ def load_target(spec: str, access: str | None = None, **kw: Any) -> Any:
         f"model {spec!r} not found; expected a model file (TorchScript, .pt2, ONNX, "
         "scikit-learn pickle/joblib), an http(s) URL, or 'module:factory'"
     )
+
+
+def _wrap(obj: Any, kw: dict[str, Any]) -> Any:
+    """A loaded model as a Target of the modality it takes (text pipelines take strings)."""
+    from mlwarden.core import target as tg
+    from mlwarden.core.modality import detect_model
+
+    spec = detect_model(obj)
+    if spec is not None and spec.name == "text":
+        from mlwarden.core.text_target import as_text_target
+
+        return as_text_target(obj, **kw)
+    return tg.as_target(obj, **kw)
+
+
+def _load_skops(path: Path) -> Any:
+    """A ``.skops`` file the scanner passed, loaded trusting only the types our policy
+    marks safe (skops refuses anything else)."""
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:
+        raise InputFileError(
+            path, f"passed the scan but is not a readable skops file ({exc})"
+        ) from None
+    for full in untrusted:
+        module, _, name = full.rpartition(".")
+        c = DEFAULT_POLICY.classify(module, name)
+        if c.verdict.value != "safe":
+            raise UnsafeArtifactError(f"{path}: refused to load: skops type {full} ({c.reason})")
+    try:
+        return sio.load(path, trusted=untrusted)
+    except Exception as exc:
+        raise InputFileError(path, f"passed the scan but failed to load as skops ({exc})") from None
+
+
+def _hf_folder(path: Path, kw: dict[str, Any]) -> Any:
+    """A Hugging Face text classifier folder: every file scanned first and safe, weights as
+    safetensors, no custom code; then loaded offline (:class:`HFTextTarget`)."""
+    from mlwarden.supplychain.scanner import scan_paths
+
+    result = scan_paths([path])
+    bad = [f for f in result.files if f.verdict.value != "safe"]
+    if bad:
+        worst = bad[0]
+        why = worst.findings[0].message if worst.findings else (worst.error or "not safe")
+        why = _CONTROL.sub(lambda m: repr(m.group())[1:-1], why)
+        raise UnsafeArtifactError(
+            f"{path}: refused to load: {worst.path} scanned {worst.verdict.value} ({why}); "
+            f"run 'mlwarden scan {path}' for details"
+        )
+    if not any(path.glob("*.safetensors")):
+        raise InputFileError(
+            path, "has no .safetensors weights; only safetensors are loaded from a folder"
+        )
+    from mlwarden.core.text_target import HFTextTarget
+
+    return HFTextTarget(path, **kw)
 
 
 def _from_factory(module_name: str, attr: str, kw: dict[str, Any]) -> Any:
@@ -269,4 +332,4 @@ def _from_factory(module_name: str, attr: str, kw: dict[str, Any]) -> Any:
                 f"asked for {kw['access']}"
             )
         return obj
-    return tg.as_target(obj, **kw)
+    return _wrap(obj, kw)
