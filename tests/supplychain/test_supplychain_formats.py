@@ -583,3 +583,46 @@ def test_executorch_and_coreml_blobs_are_data() -> None:
     assert scan_bytes(b"\x1c\x00\x00\x00ET12" + bytes(200)).format == "executorch"
     blob = struct.pack("<II", 1, 2) + bytes(56) + b"\xef\xbe\xad\xde" + bytes(100)
     assert scan_bytes(blob).format == "coreml-weights"
+
+
+# --- ML-BOM -------------------------------------------------------------------------------
+
+
+def test_sbom_is_valid_cyclonedx_1_6_with_every_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import hashlib
+
+    import torch
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from mlwarden.cli.main import main
+
+    folder = tmp_path / "snap"
+    folder.mkdir()
+    torch.save({"w": torch.zeros(3)}, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    (folder / "evil.pkl").write_bytes(EVIL)
+    bom_path = tmp_path / "bom.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["scan", str(folder), "--sbom", str(bom_path), "--quiet"])
+    assert exc.value.code == 1
+    capsys.readouterr()
+    text = bom_path.read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    bom = json.loads(text)
+    assert bom["specVersion"] == "1.6"
+    comps = {Path(c["name"]).name: c for c in bom["components"]}
+    assert set(comps) == {"pytorch_model.bin", "config.json", "evil.pkl"}
+    assert comps["pytorch_model.bin"]["type"] == "machine-learning-model"
+    assert comps["config.json"]["type"] == "data"
+    sha = hashlib.sha256((folder / "evil.pkl").read_bytes()).hexdigest()
+    assert {"alg": "SHA-256", "content": sha} in comps["evil.pkl"]["hashes"]
+    props = {p["name"]: p["value"] for p in comps["evil.pkl"]["properties"]}
+    assert props["mlwarden:verdict"] == "unsafe" and props["mlwarden:format"] == "pickle"
+    vulns = [
+        v for v in bom["vulnerabilities"] if v["affects"][0]["ref"] == comps["evil.pkl"]["bom-ref"]
+    ]
+    assert vulns and vulns[0]["id"] == "MLW-SCN-001"
+    assert vulns[0]["ratings"][0]["severity"] == "critical"

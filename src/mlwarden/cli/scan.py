@@ -73,6 +73,14 @@ def register(app: typer.Typer) -> None:
                 "--executor", help="Where to scan many files: local, process[=N] or ray[=ADDR]."
             ),
         ] = "local",
+        sbom_path: Annotated[
+            Path | None,
+            typer.Option(
+                "--sbom",
+                help="Write an ML-BOM of the files scanned (CycloneDX 1.6 JSON: one component "
+                "per file with hashes, format and verdict; findings as vulnerabilities).",
+            ),
+        ] = None,
         json_path: JsonOpt = None,
         html_path: HtmlOpt = None,
         sarif_path: SarifOpt = None,
@@ -99,6 +107,8 @@ def register(app: typer.Typer) -> None:
             shown = ", ".join(str(p) for p in paths)
             raise UserError(f"nothing to scan: no files under {shown}")
         report = to_report(result, Report.new(command="scan", seed=seed))
+        if sbom_path is not None:
+            _write_sbom(result, sbom_path)
         if fmt == "json":
             sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         elif fmt == "sarif":
@@ -140,6 +150,17 @@ def _read_policy(path: Path, allow: list[str]) -> Policy:
         return Policy.from_file(path, extra_allow=allow)
     except RecursionError:
         raise UserError(f"{path}: the policy file is nested too deeply to be read") from None
+
+
+def _write_sbom(result: object, path: Path) -> None:
+    from mlwarden.supplychain.results import ScanResult
+    from mlwarden.supplychain.sbom import write_sbom
+
+    assert isinstance(result, ScanResult)
+    try:
+        write_sbom(result, path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the BOM ({exc.strerror or exc})") from None
 
 
 def _print_text(result: object) -> None:
