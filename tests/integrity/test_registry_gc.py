@@ -180,3 +180,32 @@ def test_cli_fsck_names_leftovers_and_gc_removes_them(tmp_path: Path, big_model:
     assert cli("gc").returncode == 0
     after = cli("fsck")
     assert after.returncode == 0, after.stdout
+
+
+def test_import_failing_after_its_objects_are_stored_leaves_none_behind(
+    tmp_path: Path,
+    make_folder,
+    keys,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from mlwarden.integrity.bundle import export_bundle, import_bundle
+
+    with Registry.open(tmp_path / "src-reg") as reg:
+        folder = make_folder({"a.bin": b"a" * 100, "b.bin": b"b" * 100})
+        rec = reg.add(
+            folder,
+            name="m",
+            sign_key=keys[0],
+            scanner=lambda ps: {str(p): ("safe", "") for p in ps},
+        )
+        tar = export_bundle(reg, rec, tmp_path / "m.tar")
+
+    def disk_full(*a, **k):  # type: ignore[no-untyped-def]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Registry, "import_version", disk_full)  # after the objects are in
+    dst = tmp_path / "dst-reg"
+    with pytest.raises(OSError, match="disk full"):
+        import_bundle(tar, registry=dst, trust=[keys[1]])
+    garbage, problems = _state(dst)
+    assert (garbage.staging, garbage.unreferenced, problems) == ([], [], [])

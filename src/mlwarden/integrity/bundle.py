@@ -26,6 +26,7 @@ import io
 import json
 import os
 import re
+import sys
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,6 +43,7 @@ from mlwarden.integrity.dsse import (
     unverified_statement,
     verify_envelope,
 )
+from mlwarden.integrity.gc import add_lease, referenced_digests
 from mlwarden.integrity.keys import load_public_key
 from mlwarden.integrity.manifest import Manifest, UnsafeManifestError
 from mlwarden.integrity.registry import Registry, VersionRecord
@@ -185,6 +187,9 @@ def import_bundle(
     if not bundle.is_file():
         raise InputFileError(bundle, "does not exist or is not a file")
     reg = Registry.open(registry)
+    # an import adds objects: it holds the add lease, so gc never takes them mid-import
+    lease = contextlib.ExitStack()
+    lease.enter_context(add_lease(reg.store.root, lambda: referenced_digests(reg)))
     try:
         try:
             tar = tarfile.open(bundle, "r:*")  # noqa: SIM115 (closed by the with below)
@@ -211,6 +216,7 @@ def import_bundle(
             _store_objects(reg, tar, members, wanted, bundle)
         rec, new = reg.import_version(doc["record"], manifest, env_text)
     finally:
+        lease.__exit__(*sys.exc_info())  # a failed import removes the objects it stored
         reg.close()
     report = verify_report(rec.ref, registry=reg.root, trust=keys, seed=seed)
     report.command = f"registry import {bundle}"
