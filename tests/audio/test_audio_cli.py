@@ -29,7 +29,12 @@ def test_cli_attack_at_30_db_writes_wavs_that_fool_the_model_on_replay(
     out, report = tmp_path / "adv", tmp_path / "r.json"
     args = [MODEL, str(vad_dir), "--sample-rate", "16000", "--clip-seconds", "0.5"]
     args += ["--snr-db", "30", "--budget", "quick", "--save-adversarial", str(out)]
-    assert _run(["evasion", *args, "--json", str(report), "--quiet"]) == 0
+    html = tmp_path / "r.html"
+    assert _run(["evasion", *args, "--json", str(report), "--html", str(html), "--quiet"]) == 0
+    page = html.read_text()
+    # the report embeds players (original + adversarial) and waveform/spectrogram figures
+    assert page.count('<audio controls preload="none" src="data:audio/wav;base64,') >= 2
+    assert "media-src data:" in page and "evasion.audio." in page
     saved = json.loads(report.read_text())["metrics"]["saved_adversarial"]["files"]
     assert len(saved) >= 3
     clean = load_dataset(vad_dir, sample_rate=16000, clip_seconds=0.5)

@@ -208,6 +208,13 @@ def add_results(report: Report, results: dict[str, EvaluationResult], data: Data
             {n: (r.clean_accuracy, r.robust_accuracy) for n, r in results.items()},
             title=f"Clean vs robust accuracy ({first.norm}, eps={first.eps:g})",
         )
+    if data.modality == "audio":
+        from mlwarden.evasion.audio.gallery import audio_examples
+
+        for name, res in results.items():
+            images, players = audio_examples(data, res, name)
+            report.images.update(images)
+            report.artifacts.setdefault("audio_examples", []).extend(players)
     if data.modality == "image" and data.x.ndim == 4:
         for name, res in results.items():
             broken = np.nonzero(res.clean_correct & ~res.robust)[0]

@@ -57,6 +57,7 @@ def render_html(report: Report) -> str:
         findings=[_finding_view(f) for f in findings],
         images=images,
         skipped_images=skipped_images,
+        audio=_audio_examples(report),
         metrics=_flatten(plain(report.metrics)),
         suspicious=[
             {
@@ -99,6 +100,18 @@ def _text_examples(rows: Any) -> list[dict[str, Any]]:
                 "adversarial": [(str(w), bool(c)) for w, c in row.get("adversarial", [])],
             }
         )
+    return out
+
+
+def _audio_examples(report: Report) -> list[dict[str, Any]]:
+    """Original and adversarial clips (inline WAV data: URIs only) for audio players."""
+    out = []
+    for ex in (report.artifacts or {}).get("audio_examples", [])[:12]:
+        if not isinstance(ex, dict):
+            continue
+        uris = [ex.get("original"), ex.get("adversarial")]
+        if all(isinstance(u, str) and u.startswith("data:audio/wav;base64,") for u in uris):
+            out.append(ex)
     return out
 
 
