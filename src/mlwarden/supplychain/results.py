@@ -118,6 +118,12 @@ RULES: dict[str, tuple[str, str]] = {
         "names, say), scan it together with that file; otherwise remove it, or pass "
         "--allow-unknown to let files of unknown formats pass.",
     ),
+    "MLW-SCN-027": (
+        "Secret or network indicator inside a model file (token, private key, credentials in "
+        "a URL, URL of an executable)",
+        "Revoke the credential now: anyone who downloaded the file has it. Remove it from the "
+        "file and its history; find out why a model carries a URL of an executable.",
+    ),
     "MLW-SCN-012": (
         "Hugging Face config names custom code (auto_map) run with trust_remote_code",
         "Load it without trust_remote_code, or read the named Python modules first and pin "

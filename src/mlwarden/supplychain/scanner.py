@@ -54,6 +54,8 @@ from mlwarden.supplychain.pickle_vm import (
 )
 from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy
 from mlwarden.supplychain.results import FileResult, ScanResult, Sink
+from mlwarden.supplychain.secrets import WINDOW as SECRETS_WINDOW
+from mlwarden.supplychain.secrets import check_secrets
 from mlwarden.supplychain.stream import Decompressed, Source, TooLarge, Truncated
 from mlwarden.supplychain.tf_scan import scan_tf, shard_kind, tf_kind
 from mlwarden.supplychain.torch_legacy import TORCH_MEMBERS, is_legacy_tar, scan_legacy_members
@@ -766,6 +768,7 @@ def _scan_stream(
         )
         return "nested"
     src = Source(f, size)
+    check_secrets(src.peek(SECRETS_WINDOW), ctx.sink, src.pos)
     head = src.peek(512)
     kind = sniff(head, size)
     if top and kind in ("unknown", "pickle?", "pickle") and not ctx.in_memory:
@@ -1291,6 +1294,7 @@ def _scan_zip(f: IO[bytes], size: int, ctx: _Ctx, depth: int) -> str:
         if is_pickle:
             checked = _Crc(stream)
             src = Source(checked, msize)  # type: ignore[arg-type]
+            check_secrets(src.peek(SECRETS_WINDOW), sink)
             scan_pickle_stream(src, sink, on_persistent=note_pid)
             if src.at_eof() and checked.count == e.usize and checked.crc != e.crc:
                 sink.add(
