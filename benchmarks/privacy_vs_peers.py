@@ -7,7 +7,12 @@ other 16 as shadow/reference models for LiRA and RMIA (the LiRA paper's protocol
 small scale). Half of the records (A) are the attacker's labelled knowledge for ART's
 trained attacks (MembershipInferenceBlackBox; ShadowModels trains 3 shadows on A,
 ART's default) and every attack is scored on the other half (E). Scores are pooled
-over the targets so that TPR at 0.1% FPR rests on >= 1,000 non-members.
+over the targets; the same records of E are scored by every target, so the pooled rows
+are not independent: every figure gets a 95% record-level bootstrap interval (resample
+records of E, keep all their rows), TPR at an FPR is a value only with at least 1/FPR
+distinct non-member records (else an upper bound, "<="), ties are broken at random,
+and ``xfit`` gives the TPR and the FPR really reached at a nominal 1% when each
+target's threshold is chosen on the other targets.
 
 Extraction (digits): the victim MLP is trained on one half; the attacker's pool is
 70% of the other half, fidelity is measured on the remaining 30% and on uniform
@@ -121,7 +126,8 @@ def run_mia(args: argparse.Namespace) -> dict:
             art_time[name] += secs
     rows = []
     for name, runs_ in {**ours, **art}.items():
-        m = pooled_metrics(runs_)
+        # every target scores the records of E: one record, several rows
+        m = pooled_metrics(runs_, records=[e_idx] * len(runs_), n_boot=1000, seed=args.seed)
         if name in ours:
             # Our per-target time: scoring plus training the shadow models it needs.
             shadow_cost = 0.0 if name.startswith("loss") else per_model * args.shadows
@@ -133,8 +139,15 @@ def run_mia(args: argparse.Namespace) -> dict:
                 "attack": name,
                 "tpr@0.1%": m.tpr_at_fpr[0.001],
                 "tpr@1%": m.tpr_at_fpr[0.01],
+                "tpr@0.1% text": m.tpr_text(0.001),
+                "tpr@1% text": m.tpr_text(0.01),
+                "ci": m.ci,
+                "resolvable@0.1%": m.resolvable[0.001],
+                "upper_bound@0.1%": m.upper_bound.get(0.001),
+                "crossfit@1%": m.crossfit.get(0.01),
                 "auc": m.auc,
                 "nonmembers": m.nonmembers,
+                "nonmember_records": m.nonmember_records,
                 "seconds_per_target": secs,
             }
         )
@@ -302,12 +315,15 @@ def main() -> None:
         print(
             f"victim test accuracy {mia_res['victim_test_accuracy']:.3f}; {mia_res['train_seconds_per_model']:.2f} s per model"
         )
-        print(
-            f"{'attack':44s} {'TPR@0.1%':>9s} {'TPR@1%':>8s} {'AUC':>6s} {'neg':>6s} {'s/target':>9s}"
-        )
+        print("TPR [95% record-level bootstrap CI]; neg = non-member rows / distinct records")
         for r in mia_res["rows"]:
+            auc_ci = r["ci"].get("auc", (float("nan"), float("nan")))
+            xf = r["crossfit@1%"] or {"tpr": float("nan"), "fpr": float("nan")}
             print(
-                f"{r['attack']:44s} {r['tpr@0.1%']:9.4f} {r['tpr@1%']:8.4f} {r['auc']:6.3f} {r['nonmembers']:6d} {r['seconds_per_target']:9.2f}"
+                f"{r['attack']:40s} TPR@0.1% {r['tpr@0.1% text']:44s} TPR@1% {r['tpr@1% text']:24s} "
+                f"AUC {r['auc']:.3f} [{auc_ci[0]:.3f}, {auc_ci[1]:.3f}]  neg {r['nonmembers']}/"
+                f"{r['nonmember_records']}  xfit@1%: TPR {xf['tpr']:.2%} at FPR {xf['fpr']:.2%}  "
+                f"{r['seconds_per_target']:.2f} s/target"
             )
         best_art = max(r["tpr@0.1%"] for r in mia_res["rows"] if r["attack"].startswith("ART"))
         for r in mia_res["rows"]:

@@ -73,6 +73,15 @@ def test_lira_flags_the_overfit_model(noisy_cancer, overfit_target) -> None:  # 
     assert findings[0].rule == "MLW-PRV-001" and findings[0].severity >= Severity.MEDIUM
     assert findings[0].atlas == ["AML.T0024.000"]
     assert any(f.rule == "MLW-PRV-002" for f in findings)
+    # pooled over the target and 4 shadows, the same 400 records are still 400 records
+    pooled = result.pooled
+    assert pooled is not None and pooled.nonmembers > len(train) + len(holdout)
+    assert pooled.nonmember_records <= len(train) + len(holdout)
+    assert not pooled.resolvable[0.001] and 0.001 in pooled.upper_bound
+    lo, hi = pooled.ci["tpr@0.01"]
+    assert lo <= pooled.tpr_at_fpr[0.01] <= hi
+    assert set(pooled.crossfit) == {0.01, 0.001}
+    assert "at most" in findings[0].title or "at most" in findings[0].description
 
 
 def test_a_model_that_never_saw_either_set_is_not_flagged(noisy_cancer) -> None:  # type: ignore[no-untyped-def]

@@ -29,7 +29,8 @@ def test_reversed_scores_give_auc_zero() -> None:
 def test_all_tied_scores_give_chance_and_no_free_tpr() -> None:
     m = roc_metrics(np.zeros(400), np.r_[np.ones(200), np.zeros(200)])
     assert m.auc == pytest.approx(0.5)
-    assert m.tpr_at_fpr[0.01] == 0.0  # ties move TPR and FPR together
+    # ties broken at random: TPR moves with FPR (chance), never ahead of it
+    assert m.tpr_at_fpr[0.01] == pytest.approx(0.01)
 
 
 def test_gaussian_shift_matches_the_analytic_roc() -> None:
@@ -37,7 +38,7 @@ def test_gaussian_shift_matches_the_analytic_roc() -> None:
     mu, n = 2.0, 200_000
     scores = np.r_[rng.normal(mu, 1, n), rng.normal(0, 1, n)]
     labels = np.r_[np.ones(n), np.zeros(n)]
-    m = roc_metrics(scores, labels)
+    m = roc_metrics(scores, labels, n_boot=0)  # point estimates only
     assert m.auc == pytest.approx(stats.norm.cdf(mu / np.sqrt(2)), abs=3e-3)
     for f in (0.01, 0.001):
         expected = stats.norm.sf(stats.norm.isf(f) - mu)
@@ -81,3 +82,48 @@ def test_roc_png_is_an_inline_png() -> None:
     )
     uri = roc_png({"attack": m})
     assert uri.startswith("data:image/png;base64,iVBOR")
+
+
+def test_a_tie_block_is_split_at_random_not_counted_whole_or_not_at_all() -> None:
+    # 10 members score 2; a block of 10 members and 90 non-members ties at 1; 910 below
+    scores = np.r_[np.full(10, 2.0), np.full(100, 1.0), np.zeros(910)]
+    labels = np.r_[np.ones(20), np.zeros(1000)].astype(bool)
+    m = roc_metrics(scores, labels, n_boot=0)
+    # FPR 1% cuts the block at 10 of its 90 non-members: 1/9 of its 10 members come along
+    assert m.tpr_at_fpr[0.01] == pytest.approx((10 + 10 / 9) / 20)
+    assert m.tpr_at_fpr[0.001] == pytest.approx((10 + 10 / 90) / 20)
+
+
+def test_pooled_rows_of_the_same_records_are_not_more_records() -> None:
+    from mlwarden.privacy.metrics import pooled_metrics
+
+    rng = np.random.default_rng(0)
+    n, runs, recs = 800, [], []
+    for _ in range(4):  # four target models scoring the same 800 records
+        member = rng.random(n) < 0.5
+        runs.append((rng.normal(member * 1.0, 1.0), member))
+        recs.append(np.arange(n))
+    rows = pooled_metrics(runs)
+    records = pooled_metrics(runs, records=recs)
+    assert rows.nonmember_records > 1000 and rows.resolvable[0.001]
+    assert records.nonmember_records <= n and not records.resolvable[0.001]
+    assert records.upper_bound[0.001] >= records.tpr_at_fpr[0.001]
+    assert "not resolvable" in records.tpr_text(0.001)
+    width = lambda m: m.ci["tpr@0.01"][1] - m.ci["tpr@0.01"][0]  # noqa: E731
+    assert width(records) > width(rows)  # resampling records sees the reuse
+    lo, hi = records.ci["auc"]
+    assert lo < records.auc < hi
+
+
+def test_crossfit_shows_a_threshold_that_does_not_transfer_between_models() -> None:
+    from mlwarden.privacy.metrics import crossfit
+
+    rng = np.random.default_rng(1)
+    runs = []
+    for shift in (0.0, 0.0, 3.0):  # the third model's scores sit on another scale
+        member = rng.random(2000) < 0.5
+        runs.append((rng.normal(member * 1.0, 1.0) + shift, member))
+    same = crossfit(runs[:2])
+    mixed = crossfit(runs)
+    assert same[0.01]["fpr"] < 0.03
+    assert mixed[0.01]["fpr"] > 0.2  # thresholds fitted on the others fail on model 3

@@ -196,7 +196,8 @@ def audit_membership(
                     shadow_set.keep[k],
                 )
             )
-        pooled = pooled_metrics(runs)
+        # every run scores the same population: record i is one record, not len(runs)
+        pooled = pooled_metrics(runs, records=[np.arange(len(y))] * len(runs), seed=seed)
         config["pooled_targets"] = len(runs)
     return MembershipResult(
         attack,
@@ -242,13 +243,22 @@ def membership_findings(
     if result.pooled is not None and membership_severity(result.pooled) > membership_severity(m):
         worst, basis = result.pooled, "models trained with the same recipe (pooled)"
     sev = membership_severity(worst)
-    t1, t01 = worst.tpr_at_fpr[0.01], worst.tpr_at_fpr[0.001]
+    t1 = worst.tpr_at_fpr[0.01]
+    t01 = worst.upper_bound.get(0.001, worst.tpr_at_fpr[0.001])
+    at01 = "at most " if not worst.resolvable[0.001] else ""
+    cross = worst.crossfit.get(0.01)
+    crossfit_text = (
+        f" With thresholds chosen on the other models the attack reaches TPR {cross['tpr']:.2%}"
+        f" at a real FPR of {cross['fpr']:.2%} (nominal 1%)."
+        if cross
+        else ""
+    )
     findings = [
         Finding(
             rule="MLW-PRV-001",
             title=(
                 f"Training-set membership leaks: {result.attack} attack finds {t1:.1%} of members "
-                f"at 1% false positives ({t01:.2%} at 0.1%)"
+                f"at 1% false positives ({at01}{t01:.2%} at 0.1%)"
                 if sev > Severity.INFO
                 else f"No measurable membership leakage with the {result.attack} attack "
                 f"(AUC {m.auc:.3f})"
@@ -259,8 +269,9 @@ def membership_findings(
             description=(
                 f"A {result.attack} membership-inference attack scored {m.members} training "
                 f"records against {m.nonmembers} held-out records. Judged on {basis}: AUC "
-                f"{worst.auc:.3f}, TPR {t1:.2%} at 1% FPR and {t01:.2%} at 0.1% FPR"
-                f"{'' if worst.resolvable[0.001] else ' (0.1% FPR not resolvable: fewer than 1,000 non-members)'}. "
+                f"{worst.auc:.3f}{_ci(worst, 'auc', '.3f')}, TPR {worst.tpr_text(0.01)} at 1% "
+                f"FPR and {worst.tpr_text(0.001)} at 0.1% FPR (95% intervals from resampling "
+                f"records; {worst.nonmember_records} distinct non-member records).{crossfit_text} "
                 "A TPR well above the FPR means an attacker can confidently name some "
                 "individuals as having been in the training data."
             ),
@@ -276,6 +287,10 @@ def membership_findings(
                 "auc": worst.auc,
                 "tpr_at_fpr": {f"{k:g}": v for k, v in worst.tpr_at_fpr.items()},
                 "resolvable": {f"{k:g}": v for k, v in worst.resolvable.items()},
+                "tpr_at_fpr_upper_bound": {f"{k:g}": v for k, v in worst.upper_bound.items()},
+                "ci": {k: list(v) for k, v in worst.ci.items()},
+                "nonmember_records": worst.nonmember_records,
+                "crossfit": {f"{k:g}": v for k, v in worst.crossfit.items()},
                 "basis": basis,
                 "config": result.config,
             },
@@ -314,11 +329,12 @@ def membership_findings(
                 severity=Severity.INFO,
                 atlas=["AML.T0024.000"],
                 description=(
-                    f"Only {m.nonmembers} non-members were scored; resolving a 0.1% FPR needs "
-                    "at least 1,000. "
+                    f"Only {m.nonmember_records} non-member records were scored; resolving a 0.1% "
+                    f"FPR needs at least 1,000, so TPR there is reported as at most "
+                    f"{m.upper_bound.get(0.001, m.tpr_at_fpr[0.001]):.2%}. "
                     + (
                         f"The pooled figure over {result.config.get('pooled_targets')} models is "
-                        f"{result.pooled.tpr_at_fpr[0.001]:.2%}."
+                        f"{result.pooled.tpr_text(0.001)}."
                         if result.pooled is not None and result.pooled.resolvable[0.001]
                         else "Use more holdout records or a shadow-based attack, whose scores are pooled."
                     )
@@ -330,6 +346,11 @@ def membership_findings(
             )
         )
     return findings
+
+
+def _ci(m: RocMetrics, key: str, spec: str) -> str:
+    lo_hi = m.ci.get(key)
+    return f" [{lo_hi[0]:{spec}}, {lo_hi[1]:{spec}}]" if lo_hi else ""
 
 
 def exposed_records(result: MembershipResult, top: int = 10) -> list[dict[str, Any]]:

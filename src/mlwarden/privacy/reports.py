@@ -213,26 +213,9 @@ def extract_report(
         with report.timed("extract.equation_solving"):
             eq = _try_equation_solving(target, attacker, evalset, bounds, seed)
         report.metrics["equation_solving"] = eq
-        if eq["fidelity"] >= 0.99 and eq["fidelity_uniform"] >= 0.99:
-            report.add(
-                Finding(
-                    rule="MLW-EXT-001",
-                    title=f"Model stolen exactly by equation solving with {eq['queries']} queries",
-                    severity=Severity.CRITICAL,
-                    atlas=["AML.T0024.002", "AML.T0005"],
-                    mitigations=["AML.M0004", "AML.M0002"],
-                    description=(
-                        "The model behaves as a linear softmax (logistic) model and returns scores, so "
-                        f"{eq['queries']} queries (inputs + 1) gave a linear system whose solution agrees "
-                        f"with it on {eq['fidelity']:.1%} of held-out inputs and {eq['fidelity_uniform']:.1%} "
-                        "of random inputs (Tramèr et al., 2016)."
-                    ),
-                    recommendation="Return labels only (or coarse, rounded scores) and cap queries per caller well below the number of input features + 1.",
-                    evidence=eq,
-                    artifact=artifact,
-                    check="extract.equation_solving",
-                )
-            )
+        finding = _equation_solving_finding(eq, artifact)
+        if finding is not None:
+            report.add(finding)
     curves: list[ExtractionCurve] = []
     with report.timed("extract.knockoff"):
         for strategy in strategies:
@@ -265,28 +248,78 @@ def extract_report(
     return report
 
 
+#: "Exact" extraction: the stolen model's probabilities match the victim's within this
+#: (absolute, per class) on every one of at least EXACT_PROBES probe inputs.
+EXACT_TOLERANCE = 1e-4
+EXACT_PROBES = 2000
+
+
 def _try_equation_solving(
     target: BaseTarget, attacker: Dataset, evalset: Dataset, bounds: tuple[float, float], seed: int
 ) -> dict[str, Any]:
-    from mlwarden.privacy.extraction import _victim_labels
+    """Solve, then measure the copy: label agreement on held-out and uniform inputs, and
+    the largest probability difference over a probe set of at least :data:`EXACT_PROBES`
+    inputs (uniform in the bounds, near the data, and the held-out set)."""
+    from mlwarden.privacy.extraction import _scores_as_log_probs, _victim_labels
 
+    center = attacker.x.reshape(len(attacker), -1).mean(0)
     try:
-        stolen, n = equation_solving(
-            target,
-            attacker.input_shape,
-            bounds,
-            center=attacker.x.reshape(len(attacker), -1).mean(0),
-            seed=seed,
-        )
+        stolen, n = equation_solving(target, attacker.input_shape, bounds, center=center, seed=seed)
     except UserError as exc:
         return {"queries": 0, "fidelity": 0.0, "fidelity_uniform": 0.0, "error": str(exc)}
     rng = np.random.default_rng(seed + 1)
-    uniform = rng.uniform(bounds[0], bounds[1], (1000,) + attacker.input_shape).astype(np.float32)
+    shape = attacker.input_shape
+    lo, hi = bounds
+    uniform = rng.uniform(lo, hi, (1000,) + shape).astype(np.float32)
+    span = 0.25 * (hi - lo)
+    near = np.clip(center + rng.uniform(-span, span, (1000, center.size)), lo, hi)
+    probes = np.concatenate([uniform, near.reshape((1000,) + shape).astype(np.float32), evalset.x])
+    victim_p = np.exp(_scores_as_log_probs(target, probes))
+    gap = float(np.abs(stolen.predict_proba(probes) - victim_p).max())
     return {
         "queries": n,
         "fidelity": _agree(stolen, evalset.x, _victim_labels(target, evalset.x)),
         "fidelity_uniform": _agree(stolen, uniform, _victim_labels(target, uniform)),
+        "probes": int(len(probes)),
+        "max_probability_difference": gap,
+        "exact": bool(gap <= EXACT_TOLERANCE and len(probes) >= EXACT_PROBES),
     }
+
+
+def _equation_solving_finding(eq: dict[str, Any], artifact: str) -> Finding | None:
+    """MLW-EXT-001: critical and "exactly" only when the copy reproduces the victim's
+    probabilities to numerical precision on the probe set; high when it only agrees on
+    >= 99% of labels; nothing below that."""
+    exact = bool(eq.get("exact"))
+    if not exact and not (eq["fidelity"] >= 0.99 and eq["fidelity_uniform"] >= 0.99):
+        return None
+    measured = (
+        f"It reproduces the model's probabilities within {EXACT_TOLERANCE:g} on all "
+        f"{eq['probes']} probe inputs (largest difference {eq['max_probability_difference']:.2g})"
+        if exact
+        else f"It agrees on {eq['fidelity']:.1%} of held-out and {eq['fidelity_uniform']:.1%} of "
+        f"random inputs' labels, but its probabilities differ by up to "
+        f"{eq['max_probability_difference']:.2g} on {eq.get('probes', 0)} probes: the model is "
+        "close to linear softmax, not exactly one"
+    )
+    return Finding(
+        rule="MLW-EXT-001",
+        title=f"Model stolen exactly by equation solving with {eq['queries']} queries"
+        if exact
+        else f"Model closely approximated by equation solving with {eq['queries']} queries",
+        severity=Severity.CRITICAL if exact else Severity.HIGH,
+        atlas=["AML.T0024.002", "AML.T0005"],
+        mitigations=["AML.M0004", "AML.M0002"],
+        description=(
+            "The model returns scores and behaves as a linear softmax (logistic) model, so "
+            f"{eq['queries']} queries (inputs + 1) gave a linear system whose solution is a "
+            f"copy (Tramèr et al., 2016, arXiv:1609.02943). {measured}."
+        ),
+        recommendation="Return labels only (or coarse, rounded scores) and cap queries per caller well below the number of input features + 1.",
+        evidence=eq,
+        artifact=artifact,
+        check="extract.equation_solving",
+    )
 
 
 def _agree(model: LinearSoftmax, x: np.ndarray, ref: np.ndarray) -> float:
