@@ -144,7 +144,12 @@ def state_dir() -> Path:
     env = os.environ.get("MLWARDEN_STATE_DIR")
     if env:
         return Path(env)
-    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    config = os.environ.get("XDG_CONFIG_HOME")
+    if not config:
+        try:
+            config = str(Path.home() / ".config")
+        except (RuntimeError, KeyError):  # no home folder (some containers): the working folder
+            config = ".mlwarden-state"
     return Path(config) / "mlwarden" / "registry-state"
 
 
