@@ -467,6 +467,40 @@ _STALE_SEVERITY = {
 }
 
 
+def _recall(memory: RememberedState | None, rec: VersionRecord, out: _Findings) -> Any:
+    """The remembered head of this registry (None: never seen, or no memory)."""
+    if memory is None:
+        return None
+    try:
+        return memory.load()
+    except ValueError as exc:  # losing the memory must not pass as a first visit
+        out.add(
+            "MLW-INT-013",
+            f"{rec.ref}: the remembered registry state is unreadable",
+            Severity.HIGH,
+            ["AML.M0014"],
+            f"{exc}: a rollback of the whole registry cannot be ruled out.",
+            f"Inspect or remove {memory.path}; the next verification re-creates it.",
+        )
+        return None
+
+
+def _stale_finding(
+    rec: VersionRecord, kind: str, message: str, severity: Severity, out: _Findings, hint: str
+) -> None:
+    out.add(
+        "MLW-INT-013",
+        f"{rec.ref}: {message}",
+        severity,
+        ["AML.M0013", "AML.M0014"],
+        f"{message}. Every remaining signature still verifies; only the signed registry "
+        "head (serial, signed versions, alias states) shows the state is not current.",
+        "Do not load or serve from this registry until you know who changed it; restore "
+        "the database from a trusted copy (compare 'registry log' with your records)." + hint,
+        {"problem": kind},
+    )
+
+
 def _check_freshness(
     reg: Registry,
     rec: VersionRecord,
@@ -479,24 +513,13 @@ def _check_freshness(
     """Is this the current signed state (nothing replayed, deleted or rolled back)?
 
     ``alias_failed``: MLW-INT-012 already refused the requested alias's move, so it
-    is not reported twice.
+    is not reported twice. A clean, newer head is remembered in ``memory``.
     """
-    info: dict[str, Any] = {"checked": True}
-    remembered = None
-    if memory is not None:
-        try:
-            remembered = memory.load()
-        except ValueError as exc:
-            out.add(
-                "MLW-INT-013",
-                f"{rec.ref}: the remembered registry state is unreadable",
-                Severity.HIGH,
-                ["AML.M0014"],
-                f"{exc}: a rollback of the whole registry cannot be ruled out.",
-                f"Inspect or remove {memory.path}; the next verification re-creates it.",
-            )
+    remembered = _recall(memory, rec, out)
     problems = reg.stale(keys, [rec.name], remembered)
-    head, _ = reg.read_head(keys) if not any(k == "head" for k, _, _ in problems) else (None, None)
+    kinds = {k for k, _, _ in problems}
+    head, _ = reg.read_head(keys) if "head" not in kinds else (None, None)
+    info: dict[str, Any] = {"checked": True, "problems": sorted(kinds)}
     foreign = rec.record.get("serial") is not None and rec.record.get("registry") != (
         reg.registry_id()
     )
@@ -513,34 +536,19 @@ def _check_freshness(
             "Sign any operation (e.g. move an alias with --sign) to create the head.",
         )
     for kind, where, message in problems:
-        severity = _STALE_SEVERITY[kind]
         alias_hit = tag is not None and where == f"{rec.name}@{tag}"
         if alias_hit and alias_failed:
             continue
         downgrade = kind == "deleted" and tag in (None, "latest")
-        if alias_hit or downgrade:
-            severity = Severity.CRITICAL
-        out.add(
-            "MLW-INT-013",
-            f"{rec.ref}: {message}",
-            severity,
-            ["AML.M0013", "AML.M0014"],
-            f"{message}. Every remaining signature still verifies; only the signed registry "
-            "head (serial, signed versions, alias states) shows the state is not current.",
-            "Do not load or serve from this registry until you know who changed it; restore "
-            "the database from a trusted copy (compare 'registry log' with your records)."
-            + (
-                f" If you re-created the registry yourself, remove {memory.path}."
-                if memory is not None and kind in ("replaced", "rolled-back")
-                else ""
-            ),
-            {"problem": kind},
-        )
-    info["problems"] = [k for k, _, _ in problems]
+        severity = Severity.CRITICAL if alias_hit or downgrade else _STALE_SEVERITY[kind]
+        hint = ""
+        if memory is not None and kind in ("replaced", "rolled-back"):
+            hint = f" If you re-created the registry yourself, remove {memory.path}."
+        _stale_finding(rec, kind, message, severity, out, hint)
     if head is not None:
         info["head_serial"] = head.serial
-        bad = {"head-old", "rolled-back", "replaced", "head"} & set(info["problems"])
-        if memory is not None and not bad and (remembered or {}).get("serial", -1) < head.serial:
+        clean = not kinds & {"head-old", "rolled-back", "replaced", "head"}
+        if memory is not None and clean and (remembered or {}).get("serial", -1) < head.serial:
             try:
                 memory.save(head.registry_id, head.serial)
             except (OSError, UserError) as exc:
