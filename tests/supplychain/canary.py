@@ -27,6 +27,7 @@ jobs = json.loads(sys.stdin.read())
 own_tmp = os.path.realpath(os.environ["TMPDIR"])
 resource.setrlimit(resource.RLIMIT_CPU, (600, 600))
 resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 20, 256 << 20))
+resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))  # a mutated size cannot take the host
 fired = [False]
 SPAWN = ("os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen", "os.fork")
 
@@ -66,7 +67,6 @@ for loader in {j[1] for j in jobs}:  # imports outside the timed loads
         pass
 signal.signal(signal.SIGALRM, alarm)
 sys.addaudithook(hook)
-results = []
 for path, loader, seconds in jobs:
     fired[0] = False
     outcome = "ok"
@@ -79,23 +79,34 @@ for path, loader, seconds in jobs:
         outcome = "error: " + type(exc).__name__
     finally:
         signal.alarm(0)
-    results.append({"fired": fired[0], "outcome": outcome})
-sys.stdout.write(json.dumps(results))
+    sys.stdout.write(json.dumps({"fired": fired[0], "outcome": outcome}) + "\n")
+    sys.stdout.flush()
 """
 
 
 def run_loaders(
     jobs: list[tuple[Path, str]], *, seconds: int = 10, timeout: float = 600
 ) -> list[dict[str, object]]:
-    """Load each ``(path, loader)`` in one fresh child process; per job ``{"fired": bool,
-    "outcome": "ok" | "timeout" | "error: <ExceptionName>"}``.
+    """Load each ``(path, loader)`` in a fresh child process; per job ``{"fired": bool,
+    "outcome": "ok" | "timeout" | "crash" | "error: <ExceptionName>"}``.
 
-    ``seconds`` bounds each load (a loader that never returns is a ``timeout``).
-    Example::
+    ``seconds`` bounds each load (a loader that never returns is a ``timeout``); a load
+    that kills the child (a crash in native code, the memory limit) is a ``crash`` and a
+    new child takes the remaining jobs. Example::
 
         [r] = run_loaders([(Path("evil.pkl"), "pickle")])
         r["fired"]  # True when the file ran its payload
     """
+    results: list[dict[str, object]] = []
+    while len(results) < len(jobs):
+        done = _child(jobs[len(results) :], seconds, timeout)
+        results += done
+        if len(results) < len(jobs):
+            results.append({"fired": False, "outcome": "crash"})
+    return results
+
+
+def _child(jobs: list[tuple[Path, str]], seconds: int, timeout: float) -> list[dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="mlw-loaders-") as own_tmp:
         env = {**os.environ, "TMPDIR": own_tmp, "PYTHONDONTWRITEBYTECODE": "1"}
         payload = json.dumps([(str(p), loader, seconds) for p, loader in jobs])
@@ -108,10 +119,10 @@ def run_loaders(
             timeout=timeout,
             cwd=own_tmp,
         )
-    if proc.returncode != 0:
+    done = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 and not done and proc.returncode > 0:
         raise RuntimeError(f"loader process failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    results: list[dict[str, object]] = json.loads(proc.stdout)
-    return results
+    return done
 
 
 def mkdir_payload(marker: Path) -> bytes:

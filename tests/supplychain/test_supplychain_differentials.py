@@ -102,6 +102,30 @@ def joblib_reconstructed_wrapper(marker: Path) -> bytes:
     return b"\x80\x02" + maker + _wrapper_state(len(array), b"") + array + payload + b"."
 
 
+def joblib_dtype_elsize(marker: Path) -> bytes:
+    """A wrapper whose ``<f8`` dtype state claims 4-byte elements: numpy ignores that (8
+    bytes each), so joblib skips 16 array bytes where a reader trusting the state skips 8
+    and meets a BINBYTES that would swallow the payload."""
+    payload = mkdir_payload(marker) + b"0"
+    dtype = (
+        b"cnumpy\ndtype\n"
+        + _u(b"f8")
+        + b"\x89\x88\x87R(K\x03"
+        + _u(b"<")
+        + b"NNNJ\x04\x00\x00\x00J\xff\xff\xff\xffK\x00tb"
+    )
+    state = _wrapper_state(2, b"").replace(b"cnumpy\ndtype\n" + _u(b"u1") + b"\x85R", dtype)
+    array = b"\x00" * 8 + b"B" + struct.pack("<I", 3 + len(payload)) + b"\x00" * 3
+    wrapper = b"cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81" + state
+    return b"\x80\x02" + wrapper + array + payload + b"."
+
+
+def lz4_two_frames(marker: Path) -> bytes:
+    """Case 4 for joblib's lz4 compressor: the payload in the second frame."""
+    frame = pytest.importorskip("lz4.frame")
+    return frame.compress(b"(S'harmless") + frame.compress(b"'\n1" + mkdir_payload(marker) + b".")
+
+
 def multistream(kind: str) -> Callable[[Path], bytes]:
     """Case 4: the pickle split over two concatenated compressed streams (joblib reads both)."""
     compress: dict[str, Callable[[bytes], bytes]] = {
@@ -167,6 +191,8 @@ CASES: dict[str, tuple[Callable[[Path], bytes], str, bool, tuple[str, ...]]] = {
     "ustar_polyglot_numpy": (ustar_polyglot, "numpy", True, ("unsafe",)),
     "joblib_alignment_none": (joblib_unaligned, "joblib", True, ("unsafe",)),
     "joblib_reconstructed_wrapper": (joblib_reconstructed_wrapper, "joblib", True, ("unsafe",)),
+    "joblib_dtype_state_elsize": (joblib_dtype_elsize, "joblib", True, ("unsafe",)),
+    "joblib_lz4_two_frames": (lz4_two_frames, "joblib", True, ("unsafe",)),
     "joblib_bz2_two_streams": (multistream("bz2"), "joblib", True, ("unsafe",)),
     "joblib_xz_two_streams": (multistream("xz"), "joblib", True, ("unsafe",)),
     "joblib_lzma_two_streams": (multistream("lzma"), "joblib", True, ("unsafe",)),

@@ -1503,30 +1503,66 @@ def _joblib_reads_padding(state: Seq) -> bool:
 
 
 def _dtype_info(dtype: Any) -> tuple[int | None, bool]:
-    """(itemsize in bytes, holds Python objects) of a symbolic ``numpy.dtype`` call."""
+    """(itemsize in bytes, holds Python objects) of a symbolic ``numpy.dtype`` call, as the
+    unpickler builds it (see :func:`_build_dtype`); None when it cannot be told."""
+    built = _build_dtype(dtype)
+    if built is None:
+        return None, True
+    return built.itemsize, built.hasobject
+
+
+def _build_dtype(dtype: Any) -> Any:
+    """The numpy dtype a symbolic ``numpy.dtype(typestr, align, copy)`` call and its BUILD
+    state make: numpy's own constructor (copy=True, never one of numpy's shared instances)
+    and ``__setstate__``, fed only literals and dtypes built the same way (building a
+    dtype never unpickles anything). numpy ignores a state's element size for types of
+    fixed size (``'<f8'`` with ``elsize=4`` is still 8 bytes); its flags set
+    ``hasobject``. None when the dtype cannot be told or numpy refuses it."""
     if not isinstance(dtype, Call) or not isinstance(dtype.func, Global):
-        return None, False
+        return None
     if dtype.func.full != "numpy.dtype" or not isinstance(dtype.args, Seq):
-        return None, False
+        return None
     typestr = dtype.args.items[0] if dtype.args.items else None
     if not isinstance(typestr, str) or not _DTYPE_STR.fullmatch(typestr):
-        return None, False
-    state = dtype.state
-    elsize, flags = -1, 0
-    if isinstance(state, Seq) and len(state.items) >= 8:
-        if isinstance(state.items[5], int):
-            elsize = state.items[5]
-        if isinstance(state.items[7], int):
-            flags = state.items[7]
-    hasobject = typestr.lstrip("<>|=").startswith("O") or bool(flags & 1)
-    if elsize > 0:
-        return elsize, hasobject
+        return None
     import numpy as np
 
     try:
-        return np.dtype(typestr).itemsize, hasobject
-    except TypeError:
-        return None, hasobject
+        built = np.dtype(typestr, False, True)
+        if dtype.state is not None:
+            state = _literal(dtype.state)
+            if state is _NOT_LITERAL:
+                return None
+            built.__setstate__(state)  # type: ignore[attr-defined]
+    except Exception:  # numpy refuses the type or the state: the load fails there
+        return None
+    return built
+
+
+_NOT_LITERAL = object()
+
+
+def _literal(value: Any) -> Any:
+    """A symbolic value as the plain Python value it stands for (tuples, dicts, nested
+    dtypes), or ``_NOT_LITERAL``."""
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        return value
+    if isinstance(value, Call):
+        built = _build_dtype(value)
+        return _NOT_LITERAL if built is None else built
+    if not isinstance(value, Seq) or value.n != len(value.items):
+        return _NOT_LITERAL
+    items = [_literal(v) for v in value.items]
+    if any(v is _NOT_LITERAL for v in items):
+        return _NOT_LITERAL
+    if value.kind == "tuple":
+        return tuple(items)
+    if value.kind == "dict":
+        try:
+            return dict(zip(items[0::2], items[1::2], strict=True))
+        except (TypeError, ValueError):
+            return _NOT_LITERAL
+    return _NOT_LITERAL
 
 
 def _trailing_pickle(src: Source, sink: Sink) -> bool:

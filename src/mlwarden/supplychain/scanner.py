@@ -786,7 +786,7 @@ def _scan_stream(
     if kind == "pickle":
         return _scan_raw_pickle(src, ctx)
     if kind.startswith("fmt:"):
-        return _scan_listed(formats.TABLE[kind[4:]], src, size, ctx, depth)
+        return _scan_listed(formats.TABLE[kind[4:]], src, size, ctx, depth, unpickled)
     if kind.startswith("media:"):
         return _scan_media(src, ctx, kind.partition(":")[2])
     if kind == "pickle?":
@@ -854,8 +854,9 @@ def _scan_stream(
 class _FormatScan:
     """What a format module of :mod:`mlwarden.supplychain.formats` may use of this scan."""
 
-    def __init__(self, ctx: _Ctx, depth: int) -> None:
+    def __init__(self, ctx: _Ctx, depth: int, unpickled: bool = False) -> None:
         self.ctx, self.depth = ctx, depth
+        self.unpickled = unpickled  #: a loader unpickles what nested() is handed
         self.sink = ctx.sink
         self.limits = ctx.limits
         self.path = ctx.path if depth == 0 and not ctx.in_memory else None
@@ -865,7 +866,9 @@ class _FormatScan:
         if name:
             self.sink.member = name if outer is None else f"{outer}!{name}"
         try:
-            return _scan_stream(f, size, self.ctx, self.depth + 1, name=name)
+            return _scan_stream(
+                f, size, self.ctx, self.depth + 1, name=name, unpickled=self.unpickled
+            )
         finally:
             self.sink.member = outer
 
@@ -878,14 +881,25 @@ class _FormatScan:
         return self.ctx.budget
 
 
+#: compressed frames ``joblib.load`` decompresses and unpickles (lz4; zstd alike)
+_UNPICKLED_FRAMES = frozenset({"lz4", "zstd"})
+
+
 def _scan_listed(
-    fmt: formats.FormatScanner, src: Source, size: int | None, ctx: _Ctx, depth: int
+    fmt: formats.FormatScanner,
+    src: Source,
+    size: int | None,
+    ctx: _Ctx,
+    depth: int,
+    unpickled: bool = False,
 ) -> str:
     """A format of the table; one whose first byte an unpickler would run is probed as a
-    pickle first (a polyglot), as GGUF and media files are."""
+    pickle first (a polyglot), as GGUF and media files are. The content of compressed
+    frames a loader unpickles is scanned as strictly as a top-level pickle."""
+    scan = _FormatScan(ctx, depth, unpickled and fmt.name in _UNPICKLED_FRAMES)
     first = src.peek(1)
     if not fmt.seekable and first[0] not in _PLAUSIBLE_FIRST:
-        return fmt.scan(src, _FormatScan(ctx, depth))
+        return fmt.scan(src, scan)
     with _seekable(src, size, ctx) as (g, gsize):
         g.seek(0)
         polyglot_pickle(
@@ -894,7 +908,7 @@ def _scan_listed(
             f"a complete pickle wearing a {fmt.name} signature (a {fmt.name}/pickle polyglot)",
         )
         g.seek(0)
-        return fmt.scan(Source(g, gsize), _FormatScan(ctx, depth))
+        return fmt.scan(Source(g, gsize), scan)
 
 
 def _scan_raw_pickle(src: Source, ctx: _Ctx) -> str:
