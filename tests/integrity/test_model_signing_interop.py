@@ -210,34 +210,27 @@ def test_registry_envelope_is_accepted(model: Path, tmp_path: Path, reg, keys, s
     }
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlwarden", *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def test_cli_sign_then_reference_cli_verify_then_ours(model: Path, tmp_path: Path) -> None:
-    assert _cli("keys", "generate", str(tmp_path / "k"), "--type", "ecdsa-p256").returncode == 0
-    sig = model / "model.sig"
-    assert (
-        _cli("sign", str(model), "--key", str(tmp_path / "k"), "--signature", str(sig)).returncode
-        == 0
-    )
+def test_cli_sign_then_reference_cli_verify_then_ours(
+    model: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    key, pub = str(tmp_path / "k"), str(tmp_path / "k.pub")
+    assert run_cli("keys", "generate", key, "--type", "ecdsa-p256")[0] == 0
+    sig = str(model / "model.sig")
+    assert run_cli("sign", str(model), "--key", key, "--signature", sig)[0] == 0
     ref = subprocess.run(
         [sys.executable, "-m", "model_signing", "verify", "key", str(model),
-         "--signature", str(sig), "--public_key", str(tmp_path / "k.pub")],
+         "--signature", sig, "--public_key", pub],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert ref.returncode == 0, ref.stderr
-    ok = _cli("verify", str(model), "--signature", str(sig), "--trust", str(tmp_path / "k.pub"))
-    assert ok.returncode == 0, ok.stderr
+    assert run_cli("verify", str(model), "--signature", sig, "--trust", pub)[0] == 0
     (model / "config.json").write_bytes(b'{"layers": 3}')
-    bad = _cli("verify", str(model), "--signature", str(sig), "--trust", str(tmp_path / "k.pub"))
-    assert bad.returncode == 1
-    assert "modified  config.json" in bad.stderr
-    no_trust = _cli("verify", str(model), "--signature", str(sig))
-    assert no_trust.returncode == 2
-    assert "--trust" in no_trust.stderr
+    rc, _, err = run_cli("verify", str(model), "--signature", sig, "--trust", pub)
+    assert rc == 1
+    assert "modified  config.json" in err
+    rc, _, err = run_cli("verify", str(model), "--signature", sig)
+    assert rc == 2
+    assert "--trust" in err
 
 
 def test_openssl_written_ed25519_key_is_accepted(model: Path, tmp_path: Path) -> None:
@@ -309,10 +302,14 @@ def test_keyless_signature_with_altered_payload_is_not_valid(keyless_model: Path
     assert set(rules(verify_signature_report(keyless_model, sig, **KEYLESS_ID))) == {"MLW-SIG-005"}
 
 
-def test_keyless_signature_without_identity_policy_exits_2(keyless_model: Path) -> None:
-    got = _cli("verify", str(keyless_model), "--signature", str(keyless_model / "model.sig"))
-    assert got.returncode == 2
-    assert "--identity" in got.stderr and "--issuer" in got.stderr
+def test_keyless_signature_without_identity_policy_exits_2(
+    keyless_model: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    rc, _, err = run_cli(
+        "verify", str(keyless_model), "--signature", str(keyless_model / "model.sig")
+    )
+    assert rc == 2
+    assert "--identity" in err and "--issuer" in err
 
 
 def test_link_out_of_the_folder_is_high_and_never_trusted_even_when_links_are_allowed(

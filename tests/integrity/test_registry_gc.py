@@ -161,25 +161,23 @@ def test_killed_at_random_times_every_state_recovers(tmp_path: Path, big_model: 
             assert not tmp.exists() or not any(tmp.iterdir())
 
 
-def test_cli_fsck_names_leftovers_and_gc_removes_them(tmp_path: Path, big_model: Path) -> None:
+def test_cli_fsck_names_leftovers_and_gc_removes_them(
+    tmp_path: Path, big_model: Path, run_cli
+) -> None:  # type: ignore[no-untyped-def]
     reg_dir = tmp_path / "reg"
     proc = _child(reg_dir, big_model, kill_at=5)
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "mlwarden", "registry", *args, "--registry", str(reg_dir)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-    fsck = cli("fsck")
-    assert fsck.returncode == 1
-    assert "leftover staging tmp/" in fsck.stdout and "unreferenced object" in fsck.stdout
-    dry = cli("gc", "--dry-run")
-    assert dry.returncode == 0 and "would remove" in dry.stderr
-    assert dry.stdout == fsck.stdout  # a dry run lists the same items and removes nothing
-    assert cli("gc").returncode == 0
-    after = cli("fsck")
-    assert after.returncode == 0, after.stdout
+    where = ("--registry", str(reg_dir))
+    rc, fsck_out, _ = run_cli("registry", "fsck", *where)
+    assert rc == 1
+    assert "leftover staging tmp/" in fsck_out and "unreferenced object" in fsck_out
+    rc, dry_out, dry_err = run_cli("registry", "gc", "--dry-run", *where)
+    assert rc == 0 and "would remove" in dry_err
+    assert dry_out == fsck_out  # a dry run lists the same items and removes nothing
+    assert run_cli("registry", "gc", *where)[0] == 0
+    rc, out, _ = run_cli("registry", "fsck", *where)
+    assert rc == 0, out
 
 
 def test_import_failing_after_its_objects_are_stored_leaves_none_behind(

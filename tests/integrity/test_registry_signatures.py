@@ -117,28 +117,20 @@ def test_cli_add_with_signature_then_export_with_ec_signature(
     model,
     ec,
     tmp_path,
-    keys,  # type: ignore[no-untyped-def]
+    run_cli,  # type: ignore[no-untyped-def]
 ) -> None:
     reg_dir = tmp_path / "reg"
     sig = tmp_path / "publisher.sig"
     ms_sign(model, ec[0], sig)
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mlwarden", "registry", *args, "--registry", str(reg_dir)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    # scanner verdict on these plain bytes is not under test: --force with a reason
-    added = cli("add", str(model), "--name", "m", "--signature", str(sig), "--trust", str(ec[1]),
-                "--force", "--reason", "test bytes")  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    where = ("--registry", str(reg_dir))
+    # the scanner's verdict on these plain bytes is not under test: --force with a reason
+    rc, _, err = run_cli("registry", "add", str(model), "--name", "m", "--signature", str(sig),
+                         "--trust", str(ec[1]), "--force", "--reason", "test bytes", *where)  # fmt: skip
+    assert rc == 0, err
     assert version_signature_path(reg_dir, "m", 1).read_bytes() == sig.read_bytes()
     out = tmp_path / "m-1.tar"
-    exported = cli("export", "m@1", str(out), "--sign", str(ec[0]))
-    assert exported.returncode == 0, exported.stderr
+    rc, _, err = run_cli("registry", "export", "m@1", str(out), "--sign", str(ec[0]), *where)
+    assert rc == 0, err
     with Registry.open(reg_dir) as reg:
         restored = reg.restore(reg.get("m", 1).manifest, tmp_path / "r")
     ref = subprocess.run(
