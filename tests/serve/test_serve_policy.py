@@ -152,7 +152,7 @@ def test_an_open_gateway_gets_every_finding(tmp_path: Path) -> None:
 def test_a_locked_down_gateway_gets_no_findings(tmp_path: Path) -> None:
     rules = _rules(
         tmp_path,
-        "input: {shape: [1, 8, 8], range: [0, 1]}\n"
+        "input: {shape: [1, 8, 8], range: [0, 1], max_batch: 10}\n"
         "restoration: [{type: bit_depth, bits: 4}]\n"
         "limits: {rate: 5, burst: 10, budget: 1000}\n"
         f"keys: {{a: {{hash: '{hash_key('k')}', role: labels}}}}\n"
@@ -188,3 +188,39 @@ def _write(tmp_path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(0o600)
     return path
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("limits: {rate: 10, burst: 20, budget: 1000}\n", "burst 20 < input.max_batch 64"),
+        ("limits: {rate: 10}\n", "burst 10 < input.max_batch 64"),
+        ("limits: {rate: 100, burst: 100, budget: 30}\n", "budget 30 < input.max_batch 64"),
+        (
+            "input: {shape: [3, 64, 64], max_body_bytes: 65536}\n"
+            "limits: {rate: 100, burst: 100, budget: 1000}\n",
+            "needs at least",
+        ),
+    ],
+)
+def test_settings_that_cannot_work_are_reported(tmp_path: Path, text: str, needle: str) -> None:
+    keys = f"keys: {{a: {{hash: '{hash_key('k')}'}}}}\n"
+    report = gateway_config_report(_write(tmp_path, text + keys))
+    [finding] = [f for f in report.findings if f.rule == "MLW-GW-011"]
+    assert any(needle in p for p in finding.evidence["problems"]), finding.evidence
+
+
+def test_a_workable_config_has_no_gw011(tmp_path: Path) -> None:
+    text = (
+        "input: {shape: [1, 8, 8], max_batch: 16}\n"
+        f"limits: {{rate: 10, burst: 16, budget: 1000}}\nkeys: {{a: {{hash: '{hash_key('k')}'}}}}\n"
+    )
+    assert "MLW-GW-011" not in {
+        f.rule for f in gateway_config_report(_write(tmp_path, text)).findings
+    }
+
+
+def test_detection_without_the_noise_robust_detector_is_reported(tmp_path: Path) -> None:
+    text = "detection: {similarity: {enabled: false}}\n"
+    rules = {f.rule for f in gateway_config_report(_write(tmp_path, text)).findings}
+    assert "MLW-GW-012" in rules and "MLW-GW-005" not in rules

@@ -136,7 +136,8 @@ def register(app: typer.Typer) -> None:
         cfg = (
             load_config(config)
             if config.exists()
-            else GatewayConfig(limits=Limits(rate=10.0, burst=20, budget=10000, window_s=86400.0))
+            # burst = the default input.max_batch: a smaller bucket refuses big batches forever
+            else GatewayConfig(limits=Limits(rate=10.0, burst=64, budget=10000, window_s=86400.0))
         )
         if name in cfg.keys:
             raise UserError(f"{config}: a key named {name!r} exists; pick another name")

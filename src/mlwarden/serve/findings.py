@@ -22,11 +22,14 @@ MLW-GW-007 no declared input schema (shape / value range)          medium
 MLW-GW-008 no input restoration                                    low
 MLW-GW-009 audit logging disabled                                  medium
 MLW-GW-010 config file writable (high) or readable (low) by others high/low
+MLW-GW-011 limits or body size under which valid batches never pass medium
+MLW-GW-012 only detectors that per-query noise defeats              medium
 ========== ======================================================= ================
 """
 
 from __future__ import annotations
 
+import math
 import stat
 from pathlib import Path
 
@@ -172,6 +175,33 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
             "Set 'detection: {action: throttle}' or 'block'.",
         )
 
+    if (det.blacklight.enabled or det.prada.enabled) and not det.similarity.enabled:
+        add(
+            "MLW-GW-012",
+            "Attack detection that per-query noise defeats",
+            Severity.MEDIUM,
+            ["AML.T0043.001"],
+            ["AML.M0015"],
+            "Blacklight's hashes change when an attacker adds fresh noise to every query (Feng "
+            "et al. 2023, arXiv:2303.06280) and PRADA watches extraction, not evasion: a noisy "
+            "random search runs undetected.",
+            "Enable 'detection: {similarity: {enabled: true}}'.",
+        )
+
+    problems = unworkable_limits(cfg)
+    if problems:
+        add(
+            "MLW-GW-011",
+            f"{len(problems)} setting(s) that cannot work",
+            Severity.MEDIUM,
+            ["AML.T0040"],
+            ["AML.M0004"],
+            "Requests the schema allows are refused every time: " + "; ".join(problems) + ".",
+            "Make every caller's burst and budget at least input.max_batch, and "
+            "input.max_body_bytes large enough for a full batch (or lower max_batch).",
+            problems=problems,
+        )
+
     schema = cfg.input
     missing = [n for n, v in (("shape", schema.shape), ("range", schema.range)) if v is None]
     if missing:
@@ -235,6 +265,44 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
                 mode=oct(mode & 0o777),
             )
     return found
+
+
+def unworkable_limits(cfg: GatewayConfig) -> list[str]:
+    """Settings under which requests the input schema accepts can never succeed.
+
+    A token bucket smaller than a batch (``burst`` < ``input.max_batch``; without a
+    burst the bucket holds ``ceil(rate)``) refuses every batch larger than it with 429,
+    forever; so does a budget smaller than a batch; and a body limit below the smallest
+    JSON a full batch of the declared shape can take (two bytes a value) refuses it
+    with 413. ``mlwarden gateway add-key``'s defaults (burst 20, max_batch 64) were one.
+    """
+    m = cfg.input.max_batch
+    d = cfg.limits
+    callers = [(f"key {n!r}", k.rate, k.burst, k.budget) for n, k in cfg.keys.items()]
+    if cfg.anonymous is not None:
+        a = cfg.anonymous
+        callers.append(("anonymous", a.rate, a.burst, a.budget))
+    out = []
+    for who, rate, burst, budget in callers:
+        rate = rate if rate is not None else d.rate
+        burst = burst if burst is not None else d.burst
+        budget = budget if budget is not None else d.budget
+        bucket = burst if burst is not None else max(1, math.ceil(rate or 1))
+        if rate is not None and bucket < m:
+            out.append(
+                f"{who}: burst {bucket} < input.max_batch {m}, "
+                f"so batches of {bucket + 1}-{m} inputs always get 429"
+            )
+        if budget is not None and budget < m:
+            out.append(f"{who}: budget {budget} < input.max_batch {m}")
+    if cfg.input.shape is not None:
+        smallest = m * math.prod(cfg.input.shape) * 2 + len('{"inputs": []}')
+        if smallest > cfg.input.max_body_bytes:
+            out.append(
+                f"a batch of {m} inputs of shape {cfg.input.shape} needs at least "
+                f"{smallest} bytes of JSON > input.max_body_bytes {cfg.input.max_body_bytes}"
+            )
+    return out
 
 
 def gateway_config_report(config: Path, seed: int = 0) -> Report:
