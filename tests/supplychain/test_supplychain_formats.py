@@ -675,3 +675,62 @@ def test_no_secret_is_flagged_in_the_benign_real_library_corpus(benign: list[Pat
     """False-flag rate of MLW-SCN-027 on files written by the real libraries: 0."""
     flagged = [p.name for p in benign if "MLW-SCN-027" in _rules(scan_file(p))]
     assert flagged == [], flagged
+
+
+# --- sources: Hugging Face cache and hf:// ----------------------------------------------
+
+
+def _hf_cache(cache: Path, files: dict[str, bytes], rev: str = "a" * 40) -> Path:
+    """The cache layout huggingface_hub writes: refs/main, blobs by hash, snapshot links."""
+    import hashlib
+
+    repo = cache / "models--acme--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(rev)
+    (repo / "blobs").mkdir()
+    snap = repo / "snapshots" / rev
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snap / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return snap
+
+
+def test_hf_source_resolves_through_the_offline_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("huggingface_hub")
+    from mlwarden.cli.main import main
+
+    cache = tmp_path / "hub"
+    _hf_cache(cache, {"config.json": b'{"model_type": "bert"}', "sub/model.pkl": EVIL})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    with pytest.raises(SystemExit) as exc:
+        main(["scan", "hf://acme/tiny@main", "--format", "json"])
+    assert exc.value.code == 1
+    doc = json.loads(capsys.readouterr().out)
+    verdicts = {Path(f["path"]).name: f["verdict"] for f in doc["files"]}
+    assert verdicts == {"config.json": "safe", "model.pkl": "unsafe"}
+    with pytest.raises(SystemExit) as exc:
+        main(["scan", "hf://acme/missing"])
+    assert exc.value.code == 2
+    assert "not in the local Hugging Face cache" in capsys.readouterr().err
+
+
+def test_a_snapshot_link_out_of_the_cache_is_refused(tmp_path: Path) -> None:
+    from mlwarden.core.errors import UserError
+    from mlwarden.supplychain.sources import check_snapshot_links
+
+    snap = _hf_cache(tmp_path / "hub", {"config.json": b"{}"})
+    secret = tmp_path / "id_rsa"
+    secret.write_text("not for the scanner")
+    (snap / "tokenizer.json").symlink_to(secret)
+    with pytest.raises(UserError, match="outside the repository"):
+        check_snapshot_links(snap)

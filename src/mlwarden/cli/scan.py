@@ -43,7 +43,10 @@ def register(app: typer.Typer) -> None:
     def scan(
         paths: Annotated[
             list[Path],
-            typer.Argument(help="Model files, directories (recursive) or archives to scan."),
+            typer.Argument(
+                help="Model files, directories (recursive), archives, or Hugging Face "
+                "repositories as hf://org/name[@revision] (through the local cache)."
+            ),
         ],
         fmt: Annotated[
             str, typer.Option("--format", "-f", help="Output on stdout: text, json or sarif.")
@@ -102,6 +105,12 @@ def register(app: typer.Typer) -> None:
             if policy_file is not None
             else Policy(allow=list(allow or []))
         )
+        from mlwarden.supplychain.sources import resolve_source
+
+        # typer made each argument a Path, which folds "hf://" into "hf:/"
+        paths = [
+            resolve_source("hf://" + str(p)[4:]) if str(p).startswith("hf:/") else p for p in paths
+        ]
         result = scan_paths(paths, policy, executor=executor, allow_unknown=allow_unknown)
         if not result.files:
             shown = ", ".join(str(p) for p in paths)
