@@ -296,3 +296,38 @@ def test_a_limit_stop_is_never_credited_as_onnx_external_data(
     verdicts = {Path(f.path).name: f.verdict.value for f in scan_paths([tmp_path]).files}
     assert verdicts["weights.bin"] != "safe"
     assert not os.path.exists(tmp_path / "m")
+
+
+_LINE_BYTES = [*(bytes([c]) for c in b"'\"\\xuUN079a{} nf8+-.e_L\t"), b"\x00", b"\xff", b"\xc3\xa9"]
+
+
+@pytest.mark.parametrize("op", [b"S", b"V", b"I", b"L", b"F", b"p", b"g", b"P", b"c"])
+def test_every_text_line_an_unpickler_reads_the_machine_reads(op: bytes) -> None:
+    """Lines of text opcodes (numbers, strings, memo indices, persistent ids, globals) that
+    CPython's C unpickler or the pure-Python one (joblib's) accepts never stop the machine:
+    an unpickler that reads on past where the scanner stopped runs what it never saw."""
+    import pickle
+    import random
+
+    from mlwarden.supplychain import scan_bytes
+
+    rng = random.Random(20)
+    for _ in range(400):
+        line = b"".join(rng.choice(_LINE_BYTES) for _ in range(rng.randint(0, 6)))
+        if op == b"p":
+            data = b"N" + op + line + b"\n."
+        elif op == b"g":
+            data = b"Np0\n0" + op + line + b"\n."
+        elif op == b"c":
+            data = op + b"collections\n" + line + b"OrderedDict\n."
+        else:
+            data = op + line + b"\n."
+        accepted = False
+        for load in (pickle.loads, pickle._loads):  # type: ignore[attr-defined]
+            try:
+                load(data)
+                accepted = True
+            except Exception:
+                pass
+        if accepted:
+            assert scan_bytes(data).error is None, (op, line)

@@ -1430,6 +1430,8 @@ def _c_int(line: bytes) -> int | None:
     ``1\\x00junk`` is 1), else ``PyLong_FromString(s, 0)`` on the text before the first NUL,
     which is Python's ``int(s, 0)`` (also what pickle's pure-Python unpickler, used by
     joblib, reads); None when every reading rejects it."""
+    if line[:1] == b"\0":
+        return 0  # strtol converts nothing and leaves its end pointer on the NUL: accepted
     m = _STRTOL.match(line)
     if m is not None and (m.end() == len(line) or line[m.end()] == 0):
         sign, hexa, octal, dec = m.groups()
