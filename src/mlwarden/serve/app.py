@@ -226,12 +226,10 @@ class Gateway:
     async def read(self, request: Request) -> bytes:
         schema = self.config.input
         try:
-            return await asyncio.wait_for(
-                read_body(
+            async with asyncio.timeout(schema.read_timeout_s):  # no extra task, unlike wait_for
+                return await read_body(
                     request.headers.get("content-length"), request.stream(), schema.max_body_bytes
-                ),
-                timeout=schema.read_timeout_s,
-            )
+                )
         except TimeoutError:
             raise RequestError(
                 408, f"request body not received within {schema.read_timeout_s} s"
@@ -254,7 +252,8 @@ class Gateway:
             rec.n_inputs = len(x)
             limiter = self.limiters[caller.name]
             _raise_if_limited(limiter.take(len(x)), rec)
-            rec.state.append((caller.name, "limits", limiter.snapshot()))
+            if limiter.budget is not None or limiter.factor < 1.0:
+                rec.state.append((caller.name, "limits", limiter.snapshot()))
             predictions, flagged = await run_in_threadpool(self.infer, caller, x)
             if self.monitor.unsaved(caller.name) >= _SAVE_EVERY:
                 blob = await run_in_threadpool(self.monitor.dump, caller.name)

@@ -70,6 +70,11 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio
 
 
 def fingerprint(x: np.ndarray, quantization: float, window: int, top: int) -> frozenset[int]:
+    """The fingerprint of :func:`_fingerprint` as a set of ints (for tests and tools)."""
+    return frozenset(_fingerprint(x, quantization, window, top).tolist())
+
+
+def _fingerprint(x: np.ndarray, quantization: float, window: int, top: int) -> np.ndarray:
     """Blacklight's probabilistic fingerprint of one input: its top-``top`` window hashes.
 
     Values are binned as ``floor(x / quantization)`` (input units), flattened in C
@@ -87,8 +92,7 @@ def fingerprint(x: np.ndarray, quantization: float, window: int, top: int) -> fr
         hashes = (windows * powers).sum(axis=1, dtype=np.uint64)
         hashes ^= hashes >> np.uint64(29)
         hashes *= _MULTIPLIER
-    uniq = np.unique(hashes)  # sorted ascending, distinct
-    return frozenset(uniq[-top:].tolist())
+    return np.unique(hashes)[-top:]  # sorted ascending, distinct: the largest ``top``
 
 
 class Blacklight:
@@ -116,37 +120,30 @@ class Blacklight:
         self.recent_matches = 0
 
     def observe(self, x: np.ndarray) -> int:
-        """Add one query; return the most hashes it shares with any remembered query."""
+        """Add one query; return how many of its hashes the key's remembered queries share.
+
+        Only the newest query of each hash is kept, so the hashes shared with one earlier
+        near-duplicate spread over its successors: all remembered hashes count.
+        """
         c = self.config
-        fp = fingerprint(x, c.quantization, c.window, c.top)
+        fp = _fingerprint(x, c.quantization, c.window, c.top)
         oldest = self._next - c.history
-        hits: list[int] = []
+        hashes = fp.tolist()
+        recent = self._recent
+        ids = np.array([recent.get(h, -1) for h in hashes], dtype=np.int64)
         if len(self._hashes):
-            arr = np.fromiter(fp, dtype=np.uint64, count=len(fp))
-            pos = np.searchsorted(self._hashes, arr)
+            pos = np.searchsorted(self._hashes, fp)
             pos[pos == len(self._hashes)] = 0
-            found = (self._hashes[pos] == arr) & (self._ids[pos] >= oldest)
-            older = dict(zip(arr[found].tolist(), self._ids[pos[found]].tolist(), strict=True))
-        else:
-            older = {}
-        for h in fp:
-            qid = self._recent.get(h, older.get(h))
-            if qid is not None and qid >= oldest:
-                hits.append(qid)
-        best = 0
-        if hits:
-            # Only the newest query of each hash is kept, so the hashes shared with one
-            # earlier near-duplicate spread over its successors: count them all.
-            best = len(hits)
+            older = np.where(self._hashes[pos] == fp, self._ids[pos], -1)
+            ids = np.where(ids >= 0, ids, older)
+        best = int(np.count_nonzero(ids >= max(oldest, 0)))
         qid = self._next
         self._next += 1
         # One match is what a benign client re-sending a slightly different copy of an
         # input produces; an attack's queries match, query after query.
         self._matches.append(best >= c.threshold)
         self.recent_matches = sum(self._matches) if best >= c.threshold else 0
-
-        for h in fp:
-            self._recent[h] = qid
+        recent.update(dict.fromkeys(hashes, qid))
         self._recent_queries += 1
         if self._recent_queries >= self._MERGE:
             self._merge()
