@@ -60,14 +60,15 @@ from mlwarden.integrity.freshness import HEAD_PREDICATE_TYPE, Head, statement_se
 from mlwarden.integrity.gc import fsck_problems, holds_add_lease, referenced_digests
 from mlwarden.integrity.keys import load_private_key, load_public_key
 from mlwarden.integrity.manifest import (
+    FileEntry,
     Manifest,
-    build_manifest,
     file_paths,
     list_files,
 )
 from mlwarden.integrity.safeio import open_dir, sub_dir
 from mlwarden.integrity.scanning import Scanner, scan_files
 from mlwarden.integrity.store import ObjectStore
+from mlwarden.integrity.store_ingest import discard, install_staged, stage_files
 
 KINDS = ("model", "dataset", "other")
 DB_NAME = "registry.db"
@@ -533,27 +534,32 @@ class Registry:
 
         names = list_files(path, skip_dirs=[self.root])  # never the registry itself
         disk = file_paths(path, names)
-        manifest = build_manifest(path, workers=workers, names=names)
-        signed_by = signature(manifest) if signature is not None else None
-        outcome = scan_files(disk, scanner=scanner)
-        refused = outcome.refused
-        if refused and not force:
-            lines = [
-                f"{p}: {v}" + (f" ({outcome.details[p]})" if p in outcome.details else "")
-                for p, v in list(refused.items())[:10]
-            ]
-            raise UnsafeArtifactError(
-                f"refused to register {name}: the model-file scanner did not pass "
-                f"{len(refused)} file(s): "
-                + "; ".join(lines)
-                + ". Fix or remove them, or pass --force --reason TEXT to record why you accept them."
-            )
-
-        rel_of = {str(p): n for p, n in zip(disk, names, strict=True)}
-        self.store.put_many(
-            [(p, manifest.files[n].digest) for p, n in zip(disk, names, strict=True)],
+        # one read per file: copied into the store's tmp/ and hashed together (store_ingest)
+        staged = stage_files(self.store, disk, workers)
+        manifest = Manifest(
+            {n: FileEntry(d, size) for n, (_, d, size) in zip(names, staged, strict=True)}
         )
+        try:
+            signed_by = signature(manifest) if signature is not None else None
+            outcome = scan_files(disk, scanner=scanner)
+            refused = outcome.refused
+            if refused and not force:
+                lines = [
+                    f"{p}: {v}" + (f" ({outcome.details[p]})" if p in outcome.details else "")
+                    for p, v in list(refused.items())[:10]
+                ]
+                raise UnsafeArtifactError(
+                    f"refused to register {name}: the model-file scanner did not pass "
+                    f"{len(refused)} file(s): "
+                    + "; ".join(lines)
+                    + ". Fix or remove them, or pass --force --reason TEXT to record why you accept them."
+                )
 
+            rel_of = {str(p): n for p, n in zip(disk, names, strict=True)}
+            install_staged(self.store, staged)
+        except BaseException:
+            discard(self.store, [staged_name for staged_name, _, _ in staged])
+            raise
         scan = {
             "verdicts": {
                 v: sum(1 for x in outcome.verdicts.values() if x == v)
