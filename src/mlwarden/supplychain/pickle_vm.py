@@ -1527,44 +1527,67 @@ def _build_dtype(dtype: Any) -> Any:
     typestr = dtype.args.items[0] if dtype.args.items else None
     if not isinstance(typestr, str) or not _DTYPE_STR.fullmatch(typestr):
         return None
+    state = None if dtype.state is None else _literal(dtype.state)
+    if state is _NOT_LITERAL:
+        return None
+    try:
+        return _numpy_dtype(typestr, state)  # equal dtypes are built once per process
+    except TypeError:  # a key that cannot be hashed (a list in the state...)
+        return _numpy_dtype.__wrapped__(typestr, state)
+
+
+@functools.lru_cache(maxsize=1024)
+def _numpy_dtype(typestr: str, state: Any) -> Any:
     import numpy as np
 
     try:
         built = np.dtype(typestr, False, True)
-        if dtype.state is not None:
-            state = _literal(dtype.state)
-            if state is _NOT_LITERAL:
-                return None
-            built.__setstate__(state)  # type: ignore[attr-defined]
+        if state is not None:
+            built.__setstate__(_thaw(state))  # type: ignore[attr-defined]
     except Exception:  # numpy refuses the type or the state: the load fails there
         return None
     return built
 
 
 _NOT_LITERAL = object()
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def _literal(value: Any) -> Any:
     """A symbolic value as the plain Python value it stands for (tuples, dicts, nested
     dtypes), or ``_NOT_LITERAL``."""
-    if value is None or isinstance(value, bool | int | float | str | bytes):
+    cls = value.__class__
+    if cls in _PLAIN:
         return value
-    if isinstance(value, Call):
+    if cls is Call:
         built = _build_dtype(value)
         return _NOT_LITERAL if built is None else built
-    if not isinstance(value, Seq) or value.n != len(value.items):
+    if cls is not Seq or value.n != len(value.items):
         return _NOT_LITERAL
-    items = [_literal(v) for v in value.items]
-    if any(v is _NOT_LITERAL for v in items):
-        return _NOT_LITERAL
+    items = []
+    for v in value.items:
+        if v.__class__ not in _PLAIN:
+            v = _literal(v)
+            if v is _NOT_LITERAL:
+                return _NOT_LITERAL
+        items.append(v)
     if value.kind == "tuple":
         return tuple(items)
-    if value.kind == "dict":
-        try:
-            return dict(zip(items[0::2], items[1::2], strict=True))
-        except (TypeError, ValueError):
-            return _NOT_LITERAL
+    if value.kind == "dict" and len(items) % 2 == 0:
+        return _Dict(zip(items[0::2], items[1::2], strict=True))
     return _NOT_LITERAL
+
+
+class _Dict(tuple):  # type: ignore[type-arg]
+    """A dict's (key, value) pairs, hashable so that equal dtype states share one build."""
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, _Dict):
+        return {k: _thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return tuple(_thaw(v) for v in value)
+    return value
 
 
 def _trailing_pickle(src: Source, sink: Sink) -> bool:
