@@ -18,8 +18,9 @@ protocol class (h11) that adds, per server:
   client, even one behind the same address;
 * ``TCP_NODELAY`` on every accepted socket (asyncio sets it only on sockets created
   with ``IPPROTO_TCP``; without it Nagle's algorithm and delayed ACKs add ~40 ms to
-  every answer after the first on a kept-alive connection) and ``SO_KEEPALIVE`` so
-  that the kernel notices peers that vanished;
+  every answer after the first on a kept-alive connection) and TCP keep-alive probes
+  (after 60 s idle, every 10 s, 3 tries) so that the kernel drops half-open
+  connections whose peer vanished;
 * counters instead of log lines: :class:`ConnectionGuard` counts opened, evicted,
   refused and timed-out connections (``/metrics`` exports them), and
   :func:`quiet_connection_logs` limits asyncio's and uvicorn's per-connection
@@ -44,6 +45,11 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 REASONS = ("header_timeout", "evicted", "refused")
+_KEEPALIVE = [
+    (getattr(socket, name), value)
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+]
 
 
 class ConnectionGuard:
@@ -155,6 +161,8 @@ class GuardedProtocol(H11Protocol):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                for opt, value in _KEEPALIVE:  # probe after 60 s idle, give up after 90 s
+                    sock.setsockopt(socket.IPPROTO_TCP, opt, value)
             except OSError:  # the peer may already be gone
                 pass
         if not self.guard.admit(self):
