@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import re
 import stat
 import struct
 import tarfile
@@ -36,23 +35,25 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from mlwarden.core.findings import Severity
 from mlwarden.supplychain import formats
 from mlwarden.supplychain.formats.base import NotScannable
+from mlwarden.supplychain.limits import DEFAULT_LIMITS, Limits, ScanLimit
+from mlwarden.supplychain.limits import read_bounded as _read_bounded
 from mlwarden.supplychain.pickle_vm import (
     _PLAUSIBLE_FIRST,
-    MAX_STR,
     PickleError,
     Seq,
-    _c_int,
-    _c_long,
     scan_pickle_stream,
 )
 from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy
+from mlwarden.supplychain.polyglot import limit_error as _limit_error
+from mlwarden.supplychain.polyglot import polyglot_pickle
+from mlwarden.supplychain.polyglot import stopped_at_limit as _stopped_at_limit
+from mlwarden.supplychain.polyglot import unpickler_reads_number as _unpickler_reads_number
 from mlwarden.supplychain.results import FileResult, ScanResult, Sink
 from mlwarden.supplychain.secrets import WINDOW as SECRETS_WINDOW
 from mlwarden.supplychain.secrets import check_secrets
@@ -74,29 +75,6 @@ SMALL_FILE = 64 << 10  #: files up to this size are read in one call and scanned
 MAX_TEMPLATE_TEXT = 1 << 20  #: longest text checked as a Jinja template (bytes)
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
-
-
-@dataclass
-class Limits:
-    """Bounds that keep a hostile archive from exhausting time, memory or disk."""
-
-    max_depth: int = 4  #: archives nested in archives
-    max_total_bytes: int = 64 << 30  #: decompressed bytes read per top-level file
-    max_ratio: float = 200.0  #: uncompressed/compressed above which a big member is a bomb
-    ratio_floor: int = 256 << 20  #: ratio check applies to members bigger than this
-    max_spool: int = 4 << 30  #: bytes copied to a temporary file to reopen a nested archive
-    max_json: int = 64 << 20  #: largest JSON/ONNX member parsed in memory
-    #: decompressed bytes per byte of a top-level zip, beyond ``archive_floor``: deflate
-    #: alone tops out near 1032:1, so more needs overlapping members or nesting (bombs)
-    archive_ratio: float = 1100.0
-    archive_floor: int = 1 << 30  #: decompressed bytes any zip may produce
-
-
-DEFAULT_LIMITS = Limits()
-
-
-class ScanLimit(Exception):
-    """A limit of :class:`Limits` was hit."""
 
 
 class UnknownFormat(ScanLimit):
@@ -942,43 +920,6 @@ def _probe_pickle(src: Source, ctx: _Ctx, *, text: bool, top: bool, short: bool 
         raise
 
 
-#: Failures where the pickle machine stopped at one of its own limits (a line too long to
-#: hold, a stack or MARK blow-up), not at bytes an unpickler rejects: ``pickle.load`` would
-#: read on, so the rest of the stream is unanalysed and the data can never pass as text.
-_LIMIT_FAILURE = re.compile(r"blow-up|nested too deeply|line longer than (\d+) bytes")
-
-
-def _stopped_at_limit(exc: Exception) -> bool:
-    m = _LIMIT_FAILURE.search(str(exc))
-    if m is None:
-        return False
-    # module and attribute names are read up to MAX_STR: no importable name is longer, so
-    # an unpickler fails on such a line too
-    return m.group(1) is None or int(m.group(1)) > MAX_STR
-
-
-def _limit_error(exc: Exception) -> ScanLimit:
-    return ScanLimit(f"{exc}; an unpickler would read on, so the rest was not analysed")
-
-
-_NUMBER_FAILURE = re.compile(r"\b(INT|LONG) with a malformed number \(offset (\d+)\)")
-
-
-def _unpickler_reads_number(src: Source, exc: Exception) -> bool:
-    """The machine rejected an INT/LONG line that CPython's unpickler reads (it parses them
-    in base 0: ``I0x10`` is 16), so an unpickler would go on past the point of failure."""
-    m = _NUMBER_FAILURE.search(str(exc))
-    if m is None:
-        return False
-    at = int(m.group(2)) + 1 - src.base
-    if not 0 <= at < len(src.buf):
-        return True  # the line is no longer at hand: cannot tell, so never text
-    end = src.buf.find(b"\n", at)
-    line = src.buf[at : end if end >= 0 else len(src.buf)]
-    parse = _c_int if m.group(1) == "INT" else _c_long  # the unpickler's own rules
-    return parse(line) is not None
-
-
 def _scan_media(src: Source, ctx: _Ctx, name: str) -> str:
     """An image, audio, document or table file, by its signature.
 
@@ -992,29 +933,6 @@ def _scan_media(src: Source, ctx: _Ctx, name: str) -> str:
         src, ctx.sink, f"a complete pickle wearing a {name} signature (an image/pickle polyglot)"
     )
     return fmt if fmt is not None else name
-
-
-def polyglot_pickle(src: Source, sink: Sink, message: str) -> str | None:
-    """Run a file of another format through the pickle machine when an unpickler would
-    start on its first byte: imports met on the way are kept (an unpickler runs everything
-    before the point where it fails); a complete pickle is reported with ``message`` (a
-    polyglot) and its format returned; None when it is no pickle. Where the machine
-    stopped at one of its own limits an unpickler reads on: an error, never data.
-    """
-    head = src.peek(1)
-    if not head or not (head[0] in _PLAUSIBLE_FIRST or head[0] == 0x80):
-        return None
-    mark = sink.checkpoint()
-    before = sink.joblib_arrays
-    try:
-        scan_pickle_stream(src, sink)
-    except (PickleError, Truncated) as exc:
-        if _stopped_at_limit(exc) or _unpickler_reads_number(src, exc):
-            raise _limit_error(exc) from None
-        sink.rollback(mark, keep_rules=("MLW-SCN-001", "MLW-SCN-002"))
-        return None
-    sink.add("MLW-SCN-011", Severity.HIGH, message)
-    return "joblib" if sink.joblib_arrays > before else "pickle"
 
 
 def _scan_gguf(src: Source, size: int | None, ctx: _Ctx) -> str:
@@ -1052,20 +970,6 @@ def _scan_big_onnx(src: Source, size: int, ctx: _Ctx, base: Path | None) -> None
             return
         with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mm:
             scan_onnx_wire(mm, ctx.sink, base)
-
-
-def _read_bounded(src: Source, limit: int, what: str) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        chunk = src.peek(1 << 20)
-        if not chunk:
-            return b"".join(parts)
-        src.skip(len(chunk))
-        total += len(chunk)
-        if total > limit:
-            raise ScanLimit(f"{what} larger than {limit} bytes")
-        parts.append(chunk)
 
 
 # --- pickles inside other formats ---------------------------------------------------------

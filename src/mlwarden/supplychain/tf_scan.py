@@ -13,7 +13,7 @@ is a MetaGraphDef, an ONNX producer name is text).
   checked (rule MLW-SCN-014) for operations that read or write files, open databases or
   sockets, or run Python (``PyFunc``, ``EagerPyFunc``: the code is not in the file, but
   the graph calls whatever Python function the loading process registered under the
-  token). An op TensorFlow does not define (:data:`tf_ops.TF_OPS`; ``Addons>GeLU``) needs
+  token). An op TensorFlow does not define (``data/tf_ops.json``; ``Addons>GeLU``) needs
   a custom op library, native code (MLW-SCN-008). Asset files named outside the model
   folder (``../``, absolute paths) are read at load. Checkpoint ops (``SaveV2``,
   ``RestoreV2``, ``MergeV2Checkpoints``) belong to the saver TensorFlow writes into every
@@ -34,6 +34,7 @@ is a MetaGraphDef, an ONNX producer name is text).
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import json
 import os
@@ -45,9 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from mlwarden.core.findings import Severity
+from mlwarden.supplychain.limits import ScanLimit, read_bounded
+from mlwarden.supplychain.polyglot import polyglot_pickle
 from mlwarden.supplychain.results import Sink
 from mlwarden.supplychain.stream import Source, Truncated
-from mlwarden.supplychain.tf_ops import TF_OPS, TF_VERSION
 
 RULE = "MLW-SCN-014"
 MAX_PROTO = 1 << 31  #: protobuf's own limit on a serialized message
@@ -173,6 +175,26 @@ ProtoError = Truncated
 # --- protobuf wire format -----------------------------------------------------------------
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
+
+
+@functools.cache
+def _op_list() -> tuple[str, frozenset[str]]:
+    """TensorFlow's own op names (package data, read on first use), and its version."""
+    doc = json.loads((Path(__file__).parent / "data" / "tf_ops.json").read_text("utf-8"))
+    return str(doc["tensorflow"]), frozenset(doc["ops"])
+
+
+def tf_ops() -> frozenset[str]:
+    """Every op TensorFlow registers (``data/tf_ops.json``, written by
+    ``tests/supplychain/fixtures/tf/make_tf_fixtures.py --ops``): an op outside it (and
+    not a function of the graph's library) comes from a custom op library or a newer
+    TensorFlow."""
+    return _op_list()[1]
+
+
+def tf_version() -> str:
+    """The TensorFlow release :func:`tf_ops` lists."""
+    return _op_list()[0]
 
 
 def varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
@@ -440,9 +462,7 @@ def scan_tf(kind: str, src: Source, sink: Sink, limit: int) -> str:
         if kind == "tf-lite":
             scan_tflite(_FileView(f, size), sink)
         return kind
-    from mlwarden.supplychain.scanner import _read_bounded
-
-    data = _read_bounded(src, min(limit, MAX_PROTO), kind)
+    data = read_bounded(src, min(limit, MAX_PROTO), kind)
     _pickle_first(Source(io.BytesIO(data), len(data)), sink, kind)
     if kind == "tf-savedmodel":
         scan_savedmodel(data, sink)
@@ -472,8 +492,6 @@ def scan_tf(kind: str, src: Source, sink: Sink, limit: int) -> str:
 def _pickle_first(src: Source, sink: Sink, kind: str) -> None:
     """Run the bytes through the pickle machine when an unpickler would start on them
     (as for image signatures): imports met are kept; a complete pickle is a polyglot."""
-    from mlwarden.supplychain.scanner import polyglot_pickle
-
     polyglot_pickle(
         src, sink, f"a complete pickle that is also a TensorFlow file ({kind}): a polyglot"
     )
@@ -561,8 +579,6 @@ def scan_graphdef(data: bytes, sink: Sink, where: str, span: tuple[int, int] | N
         raise ProtoError("GraphDef without nodes or without versions (truncated?)")
     total = len(nodes) + sum(len(body) for _, body in functions)
     if total > MAX_NODES:
-        from mlwarden.supplychain.scanner import ScanLimit
-
         raise ScanLimit(f"graph with {total} nodes (more than {MAX_NODES}); not checked")
     graph = _Graph(data, sink, {name for name, _ in functions})
     for value in nodes:
@@ -613,9 +629,9 @@ class _Graph:
             if raw in self.harmless:
                 continue
             op = raw.decode("utf-8", "backslashreplace")
-            if op in self.functions and op not in TF_OPS:
+            if op in self.functions and op not in tf_ops():
                 continue  # a call of a function of the library (checked on its own)
-            if op in TF_OPS and op not in DANGEROUS_OPS and op not in _FILE_ATTRS:
+            if op in tf_ops() and op not in DANGEROUS_OPS and op not in _FILE_ATTRS:
                 self.harmless.add(raw)
                 continue
             attrs = self._attrs(attr_spans) if op in _FILE_ATTRS or op in DANGEROUS_OPS else {}
@@ -674,11 +690,11 @@ def _check_op(
                 global_=op,
             )
         return
-    if op not in TF_OPS:
+    if op not in tf_ops():
         sink.add(
             "MLW-SCN-008",
             Severity.HIGH,
-            f"{where}: node {node!r} uses op {op!r}, which TensorFlow {TF_VERSION} does not "
+            f"{where}: node {node!r} uses op {op!r}, which TensorFlow {tf_version()} does not "
             "define: a custom op library (native code) must be loaded to run it, or the "
             "model needs a newer TensorFlow",
             global_=op,
@@ -724,8 +740,6 @@ def parse_text_proto(data: bytes) -> TextMessage:
         if not tok[:1].isspace() and tok[:1] != b"#":
             tokens.append(tok)
             if len(tokens) > MAX_TEXT_TOKENS:
-                from mlwarden.supplychain.scanner import ScanLimit
-
                 raise ScanLimit(f"text protobuf with more than {MAX_TEXT_TOKENS} tokens")
         pos = m.end()
     msg, i = _text_message(tokens, 0, None, 0)
@@ -855,7 +869,7 @@ def _text_graph(graph: TextMessage, sink: Sink, where: str) -> None:
                     if isinstance(value, list):
                         attrs[_text_str(attr, "key")] = _text_str(value, "s")
         for op in _fields_named(msg, "op"):
-            if isinstance(op, str) and not (op in names and op not in TF_OPS):
+            if isinstance(op, str) and not (op in names and op not in tf_ops()):
                 _check_op(op, _text_str(msg, "name") or "?", at, function, attrs, sink)
 
     for n in _fields_named(graph, "node"):
