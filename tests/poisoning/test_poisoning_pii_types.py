@@ -48,6 +48,19 @@ def kinds(text: str, column: str = "", config=None) -> list[str]:
         ("DOB: 12/03/1985", "date_of_birth"),
         ("she was born on March 3, 1985", "date_of_birth"),
         ("mastercard 5555 5555 5555 4444", "card_number"),
+        # shapes other generators write (Faker's en_US / en_GB providers among them)
+        ("reach me at 624-615-8683", "phone"),
+        ("reach me at +1-560-930-6202x786", "phone"),
+        ("reach me at (585)687-8310x1222", "phone"),
+        ("reach me at +44(0)115 4960914", "phone"),
+        ("reach me at (0191)4960899", "phone"),
+        ("reach me at 2758005628", "phone"),
+        ("send to 66907 Griffith Forks Apt. 500, Lake Amberfurt", "street_address"),
+        ("send to Studio 51\nAdams Coves, New Lisa", "street_address"),
+        ("Jack Williams left a review", "person_name"),
+        ("Marilyn McLean-Martin left a review", "person_name"),
+        ("Dear Oluwaseun Adeyemi, thanks", "person_name"),
+        ("card 180001775486590", "card_number"),
     ],
 )
 def test_each_type_is_found(text, kind):
@@ -71,6 +84,11 @@ def test_each_type_is_found(text, kind):
         "the password reset link expired",
         "amount 12.50 13.75 99.99",
         "timestamp 12:30:45",
+        "ean 4706049683483",  # EAN-13 with a Luhn-valid digit: 13-digit Visas are not issued
+        "tracking 1Z4689571703926899",
+        "order 7389836859 shipped",  # a bare run of digits with no phone words
+        "we sailed past Hong Kong to Puerto Rico",
+        "Will Power and May Day",
     ],
 )
 def test_hard_negatives_are_not_reported(text):

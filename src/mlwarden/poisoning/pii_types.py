@@ -107,7 +107,7 @@ def shannon_entropy(text: str) -> float:
 
 # (first prefix, last prefix, prefix length, allowed lengths): ISO/IEC 7812 issuer ranges
 _CARD_RANGES: tuple[tuple[int, int, int, tuple[int, ...]], ...] = (
-    (4, 4, 1, (13, 16, 19)),  # Visa
+    (4, 4, 1, (16, 19)),  # Visa (13-digit numbers are no longer issued; EAN-13 codes look alike)
     (51, 55, 2, (16,)),  # Mastercard
     (2221, 2720, 4, (16,)),  # Mastercard 2-series
     (34, 34, 2, (15,)),  # American Express
@@ -116,14 +116,16 @@ _CARD_RANGES: tuple[tuple[int, int, int, tuple[int, ...]], ...] = (
     (644, 649, 3, (16, 17, 18, 19)),
     (65, 65, 2, (16, 17, 18, 19)),
     (3528, 3589, 4, (16, 17, 18, 19)),  # JCB
+    (2131, 2131, 4, (15,)),  # JCB, legacy 15-digit ranges
+    (1800, 1800, 4, (15,)),
     (300, 305, 3, (14, 15, 16, 17, 18, 19)),  # Diners Club
     (36, 36, 2, (14, 15, 16, 17, 18, 19)),
     (38, 39, 2, (16, 17, 18, 19)),
     (62, 62, 2, (16, 17, 18, 19)),  # UnionPay
     (2200, 2204, 4, (16, 17, 18, 19)),  # Mir
-    (50, 50, 2, (12, 13, 14, 15, 16, 17, 18, 19)),  # Maestro
-    (56, 58, 2, (12, 13, 14, 15, 16, 17, 18, 19)),
-    (67, 67, 2, (12, 13, 14, 15, 16, 17, 18, 19)),
+    (50, 50, 2, (16, 17, 18, 19)),  # Maestro
+    (56, 58, 2, (16, 17, 18, 19)),
+    (67, 67, 2, (16, 17, 18, 19)),
 )
 
 
@@ -137,8 +139,18 @@ def card_issuer_valid(digits: str) -> bool:
     return False
 
 
-def _card(value: str, _ctx: str) -> bool:
-    return card_issuer_valid(re.sub(r"\D", "", value))
+_CARD_CUE = re.compile(
+    r"(?i)(?:card|\bcc\b|credit|debit|visa|master|amex|discover|jcb|maestro|payment|paid)"
+)
+
+
+def _card(value: str, ctx: str) -> bool:
+    """An issuer range with a Luhn digit; with card words before it ('card', 'visa',
+    'paid with') a Luhn digit suffices (test and legacy ranges)."""
+    digits = re.sub(r"\D", "", value)
+    if card_issuer_valid(digits):
+        return True
+    return bool(_CARD_CUE.search(ctx)) and len(set(digits)) > 1 and luhn_valid(digits)
 
 
 def _iban(value: str, _ctx: str) -> bool:
@@ -223,10 +235,23 @@ def _plausible_birth_date(value: str, _ctx: str) -> bool:
     return all(0 < n <= 31 for n in nums) if not re.search(r"[A-Za-z]", value) else True
 
 
+#: street suffixes: the USPS Publication 28 (appendix C1) names and abbreviations in
+#: common use, and British ones
 _STREET_SUFFIX = (
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl"
     r"|Terrace|Ter|Way|Parkway|Pkwy|Circle|Cir|Highway|Hwy|Square|Sq|Trail|Trl|Crescent"
-    r"|Close|Gardens|Grove|Row|Mews|Hill|Walk)"
+    r"|Close|Gardens?|Groves?|Row|Mews|Hills?|Walks?|Alley|Annex|Arcade|Bayou|Bend|Bluffs?"
+    r"|Bottom|Branch|Brooks?|Burgs?|Bypass|Camp|Canyon|Cape|Causeway|Centers?|Circles?"
+    r"|Cliffs?|Commons?|Corners?|Course|Courts?|Coves?|Creek|Crest|Crossing|Crossroad"
+    r"|Curve|Dale|Dam|Divide|Drives?|Estates?|Expressway|Extensions?|Falls?|Ferry"
+    r"|Fields?|Flats?|Fords?|Forest|Forges?|Forks?|Fort|Freeway|Gateway|Glens?|Greens?"
+    r"|Harbors?|Haven|Heights|Hollow|Inlet|Islands?|Isle|Junctions?|Keys?|Knolls?|Lakes?"
+    r"|Landing|Lights?|Loaf|Locks?|Lodge|Loop|Mall|Manors?|Meadows?|Mills?|Mission"
+    r"|Motorway|Mount|Mountains?|Neck|Orchard|Oval|Overpass|Parks?|Parkways?|Pass|Passage"
+    r"|Path|Pike|Pines?|Plains?|Plaza|Points?|Ports?|Prairie|Radial|Ramp|Ranch|Rapids?"
+    r"|Rest|Ridges?|River|Roads?|Route|Rue|Run|Shoals?|Shores?|Skyway|Springs?|Spurs?"
+    r"|Squares?|Station|Stream|Streets?|Summit|Trace|Track|Turnpike|Underpass|Unions?"
+    r"|Valleys?|Viaduct|Views?|Villages?|Ville|Vista|Walls?|Ways?|Wells?|Wharf|Yard)"
 )
 _UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}"
 
@@ -250,17 +275,29 @@ def phone_valid(value: str, ctx: str, regions: tuple[str, ...] = ("US", "GB")) -
         value.strip(),
     ):
         return False
-    digits = re.sub(r"\D", "", value)
-    if not 7 <= len(digits) <= 15 or ("." in value and " " in value):
+    body = re.sub(r"\s?(?:x|ext\.?|#)\s?\d{1,5}$", "", value.strip())
+    digits = re.sub(r"\D", "", body)
+    if not 7 <= len(digits) <= 15 or ("." in body and " " in body):
         return False
-    strong = (
-        value.lstrip().startswith(("+", "("))
-        or bool(re.match(r"0[1-9]\d{1,3}[ -]", value.strip()))
-        or bool(re.search(r"(?i)(?:phone|tel|mobile|cell|call|fax|whatsapp|sms)\W*$", ctx))
+    cue = bool(
+        re.search(
+            r"(?i)(?:phone|tel|mobile|cell|call|fax|whatsapp|sms|contact|reach me(?: at| on)?|text me(?: at| on)?)\W*$",
+            ctx,
+        )
     )
-    for region in (None,) if value.lstrip().startswith("+") else regions:
+    if body.isdigit() and not cue:
+        return False  # a bare run of digits is an id until something says it is a phone
+    strong = (
+        body.startswith(("+", "(", "00"))
+        or bool(re.match(r"0[1-9]\d{1,3}[ -]", body))
+        or bool(_NANP.fullmatch(body))
+        or cue
+    )
+    for region in (None,) if body.startswith("+") else regions:
         try:
-            number = phonenumbers.parse(value, region)
+            number = phonenumbers.parse(
+                body if not body.startswith("00") else "+" + body[2:], region
+            )
         except phonenumbers.NumberParseException:
             continue
         if phonenumbers.is_valid_number(number) or (
@@ -268,6 +305,11 @@ def phone_valid(value: str, ctx: str, regions: tuple[str, ...] = ("US", "GB")) -
         ):
             return True
     return False
+
+
+#: the North American layout (555-123-4567, (555) 123-4567, 1-555-123-4567): a phone
+#: number even where the area code is not assigned (test data, fiction)
+_NANP = re.compile(r"(?:\+?1[ .-]?)?\(?[2-9]\d{2}\)?[ .-]?\d{3}[.-]\d{4}")
 
 
 @lru_cache(maxsize=1)
@@ -291,22 +333,39 @@ def name_gazetteer() -> tuple[frozenset[str], frozenset[str]]:
     return first, read("dist.all.last", 30000)
 
 
-# words that are also first names or surnames but usually are not one in running text
-_NAME_STOP = _words(
+# English words that are also first names: as the first word they need a cue ("Dear")
+_COMMON_FIRST = _words(
     """Will May Mark Bill Grant Rich Sandy Frank Art Guy Rose Hope Faith Joy Grace June
     April August Don Jack Pat Penny Ray Rob Sue Summer Autumn Dawn Eve Holly Iris Ivy Lily
     Olive Ruby Pearl Jean Chase Chance Cliff Dean Drew Gene Herb Lance Miles Norm Page
     Price Reed Wade Ward Young King Long Love Major Lane Hall Park Green Brown White Black
-    Gray Little Street Road Avenue River Lake Station University College School Hospital
-    Bank Square Center Centre Hotel Church County City Valley Mountain Island Bay Beach
-    Tech Inc Ltd Corp Company Group Airport Bridge Court Drive Way Place North South East
-    West New Old Big Great Royal General Central National International Global United
-    First Second Third Last Best Good Happy Merry Christmas Monday Tuesday Wednesday
-    Thursday Friday Saturday Sunday January February March July September October
-    November December Dear Hello Thanks Thank Please Note Total Order Account Customer
-    Service Support Team Manager Director Doctor Madison Jordan Georgia Virginia Carolina
-    Dakota Washington Lincoln Jefferson Houston Austin Dallas Denver Phoenix Paris London
-    Sydney Victoria Regina Florence Chelsea Brooklyn Troy Sharon Orlando Memphis"""
+    Gray Little North South East West New Old Big Great Royal General Central National
+    International Global United First Second Third Last Best Good Happy Merry Christmas
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March July
+    September October November December Dear Hello Thanks Thank Please Note Total Order
+    Account Customer Service Support Team Manager Director Doctor Madison Jordan Georgia
+    Virginia Carolina Dakota Washington Lincoln Jefferson Houston Austin Dallas Denver
+    Phoenix Paris London Sydney Victoria Regina Florence Brooklyn Troy Orlando Memphis"""
+)
+# surnames that are everyday words
+_COMMON_SURNAME_WORDS = _words(
+    """Power Day Call Strong Smart Bright Fair Sharp Wise Free Bell Cash Case Hand Head Best
+    Good Story Law Rule Sale Page Bond Gay Hope Joy Best Rich Ready Moody Early Small Short
+    Mayday Christmas Easter Street House Field Stone Wood Hill Dale Brook"""
+)
+# words that end a place or an organisation, never a person's name
+_NOT_LAST = _words(
+    """Street Road Avenue River Lake Station University College School Hospital Bank
+    Square Center Centre Hotel Church County City Valley Mountain Island Bay Beach Tech
+    Inc Ltd Corp Company Group Airport Bridge Court Drive Way Place Park Day Service San
+    Santa Saint St El La Los Las Del Port Fort Mount Spain France Germany Italy China Japan
+    India Canada Mexico Brazil Kong Korea Africa America Zealand Lanka Salvador Rica Lucia
+    Marino Mayen Puerto Rico Islands Island Republic Kingdom States Emirates Arabia Guinea Verde Leone
+    Tome Barthelemy Kitts Miquelon Futuna Caicos Herzegovina North South East West New Old
+    United Great Royal General Central National International Global
+    Services Support Team Day Night Times Post News Street Club Museum Institute Airlines
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April
+    June July August September October November December Christmas Eve"""
 )
 _NAME_COLUMN = re.compile(
     r"(?i)(?:^|_|\b)(?:name|full.?name|first.?name|last.?name|surname|customer|patient|"
@@ -314,29 +373,47 @@ _NAME_COLUMN = re.compile(
 )
 
 
+#: one name word: Smith, Smith-Jones, O'Connor, D'Angelo
+_PART = r"(?:[A-Z][a-z]*['’]?[A-Z][a-z]+|[A-Z][a-z]+)"
+_WORD = rf"(?:{_PART}(?:-{_PART})?)"
+#: words that say a name follows: a salutation or title (any two capitalised words
+#: will do), or a weaker cue (one of the words must be a known name)
+_STRONG_CUE = re.compile(
+    r"(?i)(?:\bdear|\bmrs?\.?|\bms\.?|\bmiss|\bdr\.?|\bprof\.?|name(?: is)?:?|named|signed:?)\W*$"
+)
+_WEAK_CUE = re.compile(r"(?i)(?:\bby|\bfrom|patient|customer|contact|attn|\bcc|\bto|\bwith)\W*$")
+
+
+def _gazetteer_key(word: str) -> str:
+    return re.sub(r"['’-]", "", word).capitalize()
+
+
 def _person_name(value: str, ctx: str) -> bool:
-    """Two or three capitalised words: a census first name, then a surname; one of them
-    may be unknown when the column or the words before say a name follows."""
+    """Two or three capitalised words: a census first name, then a surname. After a
+    salutation or title ('Dear', 'Mr', 'name:') any two words not on the stop list are a
+    name; after a weaker cue ('by', 'from', a 'customer' column) one word must be known."""
     first_names, surnames = name_gazetteer()
-    parts = re.findall(r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?|[A-Z]\.", value)
-    words = [p for p in parts if not p.endswith(".")]
-    if len(words) < 2 or any(w in _NAME_STOP for w in (words[0], words[-1])):
+    words = re.findall(_WORD, value)
+    if len(words) < 2 or any(w in _NOT_LAST for w in words):
         return False
     first, last = words[0], words[-1]
-    told = bool(
-        re.search(
-            r"(?i)(?:name|named|dear|mr|mrs|ms|dr|prof|signed|by|from|patient|customer|contact|attn)\W*$",
-            ctx,
-        )
-    )
-    known_first, known_last = first in first_names, last.split("-")[0] in surnames
-    return (known_first and known_last) or (told and (known_first or known_last))
+    if _STRONG_CUE.search(ctx):
+        return True
+    known_first = _gazetteer_key(first) in first_names
+    known_last = _gazetteer_key(last.split("-")[0]) in surnames
+    if first in _COMMON_FIRST:
+        # "Jack Williams" is a name, "Will Power" and "May Day" are not
+        return known_last and last not in _COMMON_FIRST and last not in _COMMON_SURNAME_WORDS
+    if known_first and known_last:
+        return True
+    told = _WEAK_CUE.search(ctx) or _NAME_COLUMN.search(ctx.split(" ", 1)[0])
+    return bool(told) and (known_first or known_last)
 
 
 _TITLED = re.compile(
     r"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?)?"
 )
-_NAME_TOKEN = re.compile(r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?|[A-Z]\.")
+_NAME_TOKEN = re.compile(rf"{_WORD}|[A-Z]\.")
 
 
 def _name_windows(match: re.Match[str]) -> list[tuple[int, int]]:
@@ -353,7 +430,7 @@ def _name_windows(match: re.Match[str]) -> list[tuple[int, int]]:
 
 
 def _titled_name(value: str, _ctx: str) -> bool:
-    return value.split()[-1] not in _NAME_STOP
+    return value.split()[-1] not in _NOT_LAST
 
 
 def _ctx(*words: str) -> tuple[str, ...]:
@@ -537,7 +614,7 @@ TYPES: tuple[PiiType, ...] = (
         "card_number",
         PERSONAL,
         "payment card number",
-        re.compile(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d-])"),
+        re.compile(r"(?<![\w-])\d(?:[ -]?\d){11,18}(?![\w-])"),
         _card,
         weight=0.9,
     ),
@@ -593,7 +670,8 @@ TYPES: tuple[PiiType, ...] = (
         PERSONAL,
         "street address",
         re.compile(
-            rf"\b\d{{1,6}}[A-Za-z]?,?\s+(?:[NSEW]\.?\s+)?(?:[A-Z][a-zA-Z'.-]*\s+){{1,4}}{_STREET_SUFFIX}\b\.?"
+            rf"(?:\b(?:Flat|Studio|Apartment|Apt\.?|Unit|Suite)\s+\d{{1,5}}[A-Za-z]?,?\s+"
+            rf"|\b\d{{1,6}}[A-Za-z]?,?\s+)(?:[NSEW]\.?\s+)?(?:[A-Z][a-zA-Z'.-]*\s+){{1,3}}{_STREET_SUFFIX}\b\.?"
             rf"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Flat|#)\.?\s*[\w-]+)?"
             rf"(?:,\s*[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+){{0,2}}(?:,?\s*(?:[A-Z]{{2}}\s+\d{{5}}(?:-\d{{4}})?|{_UK_POSTCODE}))?)?"
             r"|\bP\.?\s?O\.?\s+Box\s+\d{1,6}\b"
@@ -621,7 +699,8 @@ TYPES: tuple[PiiType, ...] = (
         PERSONAL,
         "phone number",
         re.compile(
-            r"(?<![\w+/.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,6}){1,4}(?![\w/-])|(?<![\w+])\+\d{7,15}\b"
+            r"(?<![\w+/.-])(?:(?:\+|\b00)\d{1,3}[ .-]?)?(?:\(0\)\s?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,15}(?:[ .-]\d{2,8}){0,4}"
+            r"(?:\s?(?:x|ext\.?|#)\s?\d{1,5})?(?![\w/-])"
         ),
     ),
     PiiType("titled_name", PERSONAL, "person name", _TITLED, _titled_name),
@@ -629,9 +708,7 @@ TYPES: tuple[PiiType, ...] = (
         "person_name",
         PERSONAL,
         "person name",
-        re.compile(
-            r"\b[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+(?:[A-Z]\.|[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?)){1,6}\b"
-        ),
+        re.compile(rf"\b{_WORD}(?:\s+(?:[A-Z]\.|{_WORD})){{1,6}}\b"),
         _person_name,
         candidates=_name_windows,
     ),
