@@ -27,6 +27,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("registry", "mlwarden.integrity.demo"),
     ("data", "mlwarden.poisoning.demo"),
     ("evasion", "mlwarden.evasion.demo"),
+    ("audio", "mlwarden.evasion.audio.demo"),
     ("privacy", "mlwarden.privacy.demo"),
     ("threats", "mlwarden.threats.demo"),
     # Last: write DIR/system.yaml and DIR/plan.yaml and run `mlwarden audit` on them.

@@ -74,7 +74,8 @@ def _figure(clean: np.ndarray, adv: np.ndarray, rate: int, title: str) -> str:
     axes[0, 1].plot(t, adv, lw=0.5, color="#2ca02c")
     axes[0, 1].set(title="adversarial", xlabel="seconds")
     for ax, clip, what in ((axes[1, 0], clean, "original"), (axes[1, 1], adv, "adversarial")):
-        ax.specgram(clip, NFFT=512, Fs=rate, noverlap=384, cmap="magma", vmin=-140, vmax=-20)
+        with np.errstate(divide="ignore"):  # digital silence (padding) is -inf dB
+            ax.specgram(clip, NFFT=512, Fs=rate, noverlap=384, cmap="magma", vmin=-140, vmax=-20)
         ax.set(title=f"{what} spectrogram (dB)", xlabel="seconds", ylabel="Hz")
     return figure_to_data_uri(fig)
 
