@@ -27,10 +27,12 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mlwarden.core.errors import InputFileError, UserError
+from mlwarden.core.target import HttpTarget, TargetError
 
 AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3"}
 
@@ -356,3 +358,55 @@ def is_audio_dataset(path: Path) -> bool:
     first = head[1].split(",")
     cell = first[cols.index("path")].strip() if len(first) > cols.index("path") else ""
     return Path(cell).suffix.lower() in AUDIO_SUFFIXES
+
+
+def wav_bytes(clip: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> bytes:
+    """One clip ``(samples,)`` or ``(channels, samples)`` as WAV file bytes (``FLOAT``:
+    32-bit float, lossless; ``PCM_16``: what most speech services take)."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    data = np.asarray(clip, np.float32)
+    sf.write(
+        buf, data.T if data.ndim == 2 else data, int(sample_rate), format="WAV", subtype=subtype
+    )
+    return buf.getvalue()
+
+
+class WavHttpTarget(HttpTarget):
+    """A model behind an HTTP endpoint that takes one WAV file per request.
+
+    Each clip of a batch is POSTed as ``audio/wav`` at ``sample_rate`` Hz (32-bit float
+    by default, or ``subtype="PCM_16"``); the JSON response's ``output_field`` (default
+    ``predictions``) holds that clip's scores (or its label). Other keywords as
+    :class:`~mlwarden.core.target.HttpTarget` (headers, timeout, access, max_queries).
+
+    Example: ``WavHttpTarget("http://127.0.0.1:8000/vad", sample_rate=16000)``.
+    """
+
+    def __init__(self, url: str, *, sample_rate: int, subtype: str = "FLOAT", **kw: Any) -> None:
+        kw.setdefault("batch_size", 16)
+        super().__init__(url, **kw)
+        self.sample_rate = int(sample_rate)
+        self.subtype = subtype
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        rows = [self._one(clip) for clip in x]
+        return np.stack(rows) if rows[0].ndim else np.asarray(rows)
+
+    def _one(self, clip: np.ndarray) -> np.ndarray:
+        body = wav_bytes(clip, self.sample_rate, self.subtype)
+        resp = self.client.post(self.url, content=body, headers={"Content-Type": "audio/wav"})
+        if resp.status_code >= 400:
+            raise TargetError(f"{self.url} answered HTTP {resp.status_code}: {resp.text[:200]}")
+        try:
+            out = np.asarray(resp.json()[self.output_field])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TargetError(
+                f"{self.url}: response has no usable {self.output_field!r} ({exc})"
+            ) from None
+        if out.dtype.kind not in "biuf":
+            raise TargetError(f"{self.url}: {self.output_field!r} is not numbers")
+        return out.reshape(-1) if out.ndim else out
