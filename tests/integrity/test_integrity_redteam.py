@@ -585,3 +585,25 @@ def test_object_folder_swapped_for_a_link_is_a_finding_in_verify_and_fsck(
     assert any("symbolic link" in p for p in reg.fsck())
     with pytest.raises(IntegrityError):
         load_verified("d@1", registry=reg.root, trust=[keys[1]])
+
+
+def test_two_signers_publisher_and_release_manager(reg, make_folder, scanner, keys, other_keys):
+    """Versions signed by one key, alias moves by another: works with --trust for both."""
+    reg.add(make_folder({"w": b"1"}), name="m", scanner=scanner, sign_key=keys[0], source="t")
+    with pytest.raises(UserError, match="trust"):  # the head and m@1 are signed by keys[0]
+        reg.set_alias("m", 1, "production", sign_key=other_keys[0])
+    reg.set_alias("m", 1, "production", sign_key=other_keys[0], trust=[keys[1]])
+    both = [keys[1], other_keys[1]]
+    assert verify_report("m@production", registry=reg.root, trust=both).findings == []
+    only_publisher = verify_report("m@production", registry=reg.root, trust=[keys[1]])
+    assert "MLW-INT-013" in rules(only_publisher)  # the head is the release manager's
+
+
+def test_fsck_with_an_untrusted_key_names_the_head(reg, make_folder, scanner, keys, other_keys):
+    reg.add(make_folder({"w": b"1"}), name="m", scanner=scanner, sign_key=keys[0], source="t")
+    assert reg.fsck(trust=[keys[1]]) == []
+    assert any("not signed by a trusted key" in p for p in reg.fsck(trust=[other_keys[1]]))
+    assert (
+        run("registry", "fsck", "--registry", str(reg.root), "--trust", str(other_keys[1]), "-q")
+        == 1
+    )
