@@ -51,3 +51,41 @@ def test_a_link_is_never_followed_and_nothing_stays_staged(tmp_path: Path) -> No
     with pytest.raises(InputFileError, match="link"):
         stage_files(store, [tmp_path / "ok", tmp_path / "link"])
     assert list((tmp_path / "reg" / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 3 * CHUNK + 7])
+def test_kernel_copy_hashes_the_staged_bytes_block_by_block(
+    tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlwarden.integrity import store_ingest
+
+    monkeypatch.setattr(store_ingest, "KERNEL_STEP", CHUNK)  # several copy/hash rounds
+    data = os.urandom(size)
+    (tmp_path / "src").write_bytes(data)
+    src = os.open(tmp_path / "src", os.O_RDONLY)
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o600)
+    reader = os.open(tmp_path / "out", os.O_RDONLY)
+    try:
+        digest, n = store_ingest.kernel_copy_hashing(src, out, reader)
+    finally:
+        for fd in (src, out, reader):
+            os.close(fd)
+    assert (digest, n) == (hashlib.sha256(data).hexdigest(), size)
+    assert (tmp_path / "out").read_bytes() == data
+
+
+def test_large_file_takes_the_kernel_path_and_stores_exact_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlwarden.integrity import store_ingest
+
+    monkeypatch.setattr(store_ingest, "PIPELINE_MIN", 1024)
+    monkeypatch.setattr(store_ingest, "KERNEL_STEP", CHUNK)
+    data = os.urandom(2 * CHUNK + 99)
+    (tmp_path / "big").write_bytes(data)
+    store = ObjectStore(tmp_path / "reg")
+    staged = stage_files(store, [tmp_path / "big"])
+    install_staged(store, staged)
+    digest = hashlib.sha256(data).hexdigest()
+    assert staged[0][1:] == (digest, len(data))
+    assert store.check(digest) == "ok"
