@@ -607,3 +607,14 @@ def test_fsck_with_an_untrusted_key_names_the_head(reg, make_folder, scanner, ke
         run("registry", "fsck", "--registry", str(reg.root), "--trust", str(other_keys[1]), "-q")
         == 1
     )
+
+
+def test_registry_database_planted_as_a_link_is_refused(tmp_path, make_folder, scanner):
+    victim = tmp_path / "other-app.db"
+    sqlite3.connect(victim).execute("CREATE TABLE precious (x)").connection.commit()
+    before = victim.read_bytes()
+    (tmp_path / "reg").mkdir()
+    (tmp_path / "reg" / "registry.db").symlink_to(victim)
+    with pytest.raises(UserError, match="symbolic link"):
+        Registry.open(tmp_path / "reg")
+    assert victim.read_bytes() == before

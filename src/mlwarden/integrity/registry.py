@@ -291,6 +291,12 @@ class Registry:
                     "or pass --registry DIR / set MLWARDEN_REGISTRY"
                 )
             root.mkdir(parents=True, exist_ok=True)
+        for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+            # SQLite opens through links; a planted one would receive our writes
+            if (root / name).is_symlink():
+                raise InputFileError(
+                    root / name, "is a symbolic link; refusing to open the registry through it"
+                )
         try:
             conn = sqlite3.connect(db, timeout=30, isolation_level=None)
             conn.execute("PRAGMA busy_timeout=30000")
