@@ -72,3 +72,19 @@ def test_silero_vad_on_real_speech_falls_at_30_db(vad: torch.nn.Module, vad_dir:
         pred = vad(torch.from_numpy(adv)).argmax(1).numpy()
     assert np.all(snr_db(x, adv) >= 30 - 1e-3)
     assert (pred != y).mean() >= 0.5
+
+
+def test_one_universal_perturbation_fools_real_speech_at_every_clips_snr(
+    vad: torch.nn.Module, vad_dir: Path
+) -> None:
+    from mlwarden.evasion.audio.universal import universal_perturbation
+
+    ds = load_dataset(vad_dir, sample_rate=16000, clip_seconds=0.5)
+    speech = ds.subset(np.nonzero(ds.y == ds.class_names.index("speech"))[0])
+    res = universal_perturbation(vad, speech.x, speech.y, snr_db=20, steps=30)
+    assert res.delta.shape == speech.x.shape[1:]
+    adv = np.clip(speech.x + res.delta, -1, 1)
+    assert np.all(snr_db(speech.x, adv) >= 20 - 1e-3) and res.min_snr_db >= 20 - 1e-3
+    with torch.no_grad():
+        pred = vad(torch.from_numpy(adv)).argmax(1).numpy()
+    assert res.fooled.sum() >= 1 and np.all(pred[res.fooled] != speech.y[res.fooled])
