@@ -85,7 +85,7 @@ for path, loader, seconds in jobs:
 
 
 def run_loaders(
-    jobs: list[tuple[Path, str]], *, seconds: int = 10, timeout: float = 600
+    jobs: list[tuple[Path, str]], *, seconds: int = 10, batch: int = 200
 ) -> list[dict[str, object]]:
     """Load each ``(path, loader)`` in a fresh child process; per job ``{"fired": bool,
     "outcome": "ok" | "timeout" | "crash" | "error: <ExceptionName>"}``.
@@ -99,9 +99,10 @@ def run_loaders(
     """
     results: list[dict[str, object]] = []
     while len(results) < len(jobs):
-        done = _child(jobs[len(results) :], seconds, timeout)
+        chunk = jobs[len(results) : len(results) + batch]  # a bounded child per batch
+        done = _child(chunk, seconds, timeout=300 + len(chunk) * (seconds + 2))
         results += done
-        if len(results) < len(jobs):
+        if len(done) < len(chunk):
             results.append({"fired": False, "outcome": "crash"})
     return results
 

@@ -73,6 +73,7 @@ _PRINTABLE = bytes([9, 10, 13, *range(0x20, 0x100)])
 TEXT_OPS = 2  #: opcodes a text file may parse as before it counts as a damaged pickle
 SMALL_FILE = 64 << 10  #: files up to this size are read in one call and scanned in memory
 MAX_TEMPLATE_TEXT = 1 << 20  #: longest text checked as a Jinja template (bytes)
+DRAIN_CHUNKS = 8  #: MiB of a compressed file's content read past what the scan needed
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -1046,8 +1047,12 @@ def _scan_compressed(
         name=name,
         unpickled=unpickled,
     )
-    while not stream.trailing and buffered.read(1 << 20):
-        pass  # to the end of the first stream: do other bytes follow it?
+    # to the end of the first stream, if joblib's read-ahead reaches it: do other bytes
+    # follow it? (a longer stream is not drained: no loader reads that far, and a bomb of
+    # zeros after the pickle would cost the scan minutes)
+    for _ in range(DRAIN_CHUNKS):
+        if stream.trailing or not buffered.read(1 << 20):
+            break
     if unpickled and stream.trailing and kind in ("zlib", "gzip"):
         ctx.sink.add(
             "MLW-SCN-010",
