@@ -130,8 +130,9 @@ class Gateway:
         """Blocks, budgets and detector histories stored in the audit database.
 
         They are written in the same transaction as the audit row of the request that
-        changed them (detector histories every ``_SAVE_EVERY`` distinct queries and at
-        shutdown), so a restart, even after kill -9, resets none of them.
+        changed them (the similarity history and the repeat filter every ``_SAVE_EVERY``
+        distinct queries and at shutdown), so a restart, even after kill -9, resets
+        none of them (a kill -9 loses at most the last ``_SAVE_EVERY`` queries' history).
         """
         for (key, kind), value in state.items():
             if kind == "blocked":
@@ -358,7 +359,7 @@ class Gateway:
 
 # Detector histories are written with a request's audit row after this many new
 # distinct queries of its key (a kill -9 loses at most that many), and at shutdown.
-_SAVE_EVERY = 256
+_SAVE_EVERY = 1024
 
 
 def _raise_if_limited(verdict: tuple[float, str], rec: AuditRecord) -> None:

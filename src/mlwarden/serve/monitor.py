@@ -234,15 +234,19 @@ class Similarity:
         return self._ring.nbytes + self._norms.nbytes
 
     def dump(self) -> dict[str, np.ndarray]:
-        return {"ring": self._ring, "meta": np.array([self._filled, self._next])}
+        """The filled part of the history in float16 (a summary: 2 bytes a value)."""
+        ring = self._ring[: self._filled].astype(np.float16)
+        return {"ring": ring, "meta": np.array([self._filled, self._next])}
 
     def load(self, state: dict[str, np.ndarray]) -> None:
-        ring = state["ring"]
-        if ring.shape != self._ring.shape:
+        ring = state["ring"].astype(np.float32)
+        if ring.ndim != 2 or ring.shape[1] != self._ring.shape[1]:
             return  # the config changed: start afresh rather than compare unlike vectors
-        self._ring[:] = ring
-        self._norms[:] = np.einsum("ij,ij->i", ring, ring)
-        self._filled, self._next = (int(v) for v in state["meta"])
+        n = min(len(ring), len(self._ring))
+        self._ring[:n] = ring[:n]
+        self._norms[:n] = np.einsum("ij,ij->i", ring[:n], ring[:n])
+        filled, nxt = (int(v) for v in state["meta"])
+        self._filled, self._next = min(filled, n), nxt % len(self._ring)
 
 
 def reduce(x: np.ndarray, max_dims: int, scale: float) -> np.ndarray:
@@ -452,10 +456,9 @@ class Monitor:
             "dims": np.array([state.dims]),
         }
         with state.lock:
-            for name in ("blacklight", "similarity"):
-                det = getattr(state, name)
-                if det is not None:
-                    arrays.update({f"{name}.{k}": v for k, v in det.dump().items()})
+            # Blacklight's hashes (up to 8 MB) are not stored: its matches restart.
+            if state.similarity is not None:
+                arrays.update({f"similarity.{k}": v for k, v in state.similarity.dump().items()})
             state.unsaved = 0
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -464,7 +467,8 @@ class Monitor:
     def load(self, key: str, blob: bytes) -> None:
         """Restore what :meth:`dump` wrote; a blob that does not fit the config is ignored.
 
-        PRADA's state is not stored: its reference sets start afresh after a restart.
+        Stored: the exact-repeat filter and the similarity history (float16, a few MB).
+        Blacklight's hashes and PRADA's reference sets start afresh after a restart.
         """
         try:
             with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
@@ -476,14 +480,10 @@ class Monitor:
         with state.lock:
             for digest in arrays["recent"].tolist():
                 state.recent.seen(int(digest))
-            for name in ("blacklight", "similarity"):
-                det = getattr(state, name)
-                part = {
-                    k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(name + ".")
-                }
-                if det is not None and part:
-                    with contextlib.suppress(KeyError, ValueError, IndexError):
-                        det.load(part)  # a history of another shape: start afresh
+            part = {k[11:]: v for k, v in arrays.items() if k.startswith("similarity.")}
+            if state.similarity is not None and part:
+                with contextlib.suppress(KeyError, ValueError, IndexError):
+                    state.similarity.load(part)  # a history of another shape: start afresh
 
     def unsaved(self, key: str) -> int:
         """Distinct queries of ``key`` seen since its last :meth:`dump`."""
