@@ -734,3 +734,65 @@ def test_a_snapshot_link_out_of_the_cache_is_refused(tmp_path: Path) -> None:
     (snap / "tokenizer.json").symlink_to(secret)
     with pytest.raises(UserError, match="outside the repository"):
         check_snapshot_links(snap)
+
+
+# --- the console script's fast path -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--format", "json"],
+        ["-q"],
+        ["--allow", "mypkg.Net", "--allow-unknown"],
+        ["--format=json"],
+    ],
+)
+def test_fast_scan_path_prints_what_the_full_cli_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    from mlwarden.cli.entry import fast_scan
+    from mlwarden.cli.main import main
+
+    (tmp_path / "evil.pkl").write_bytes(EVIL)
+    (tmp_path / "odd\nname.pkl").write_bytes(pickle.dumps({"w": [1]}))
+    (tmp_path / "blob.dat").write_bytes(bytes(range(256)) * 2)
+    (tmp_path / "cut.pkl").write_bytes(EVIL[:20])
+    (tmp_path / "x").mkdir()
+    _7z(tmp_path / "x", {"m.pkl": EVIL})
+    args = ["scan", str(tmp_path), *extra]
+    code = fast_scan(args)
+    fast = capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert code == exc.value.code and code in (1, 2)
+    assert fast == capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["scan", "x.pkl", "--sarif", "o.sarif"], ["scan"], ["registry", "ls"], ["scan", "hf://a/b"]],
+)
+def test_fast_scan_path_leaves_everything_else_to_the_full_cli(args: list[str]) -> None:
+    from mlwarden.cli.entry import fast_scan
+
+    assert fast_scan(args) is None
+
+
+def test_console_script_starts_without_typer_or_pydantic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps({"w": 1}))
+    code = (
+        "import sys; sys.argv = ['mlwarden', 'scan', sys.argv[1]]\n"
+        "from mlwarden.cli.entry import fast_scan\n"
+        "rc = fast_scan(sys.argv[1:])\n"
+        "heavy = [m for m in ('typer', 'pydantic', 'rich', 'torch', 'numpy') if m in sys.modules]\n"
+        "print(rc, heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m.pkl")], capture_output=True, text=True
+    )
+    assert out.stdout.strip().endswith("0 []"), out.stdout + out.stderr

@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import enum
 import platform
 import re
 import sys
@@ -31,61 +30,10 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from mlwarden import __version__
+from mlwarden.core.severity import Severity
 
 SCHEMA_VERSION = "1.0"
 RULE_ID = re.compile(r"^MLW-[A-Z]{2,5}-\d{3}$")
-
-
-class Severity(enum.StrEnum):
-    """How bad a finding is. Ordered: ``Severity.HIGH > Severity.LOW``."""
-
-    INFO = "info"
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-    def __lt__(self, other: object) -> bool:  # type: ignore[override]
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank < other.rank
-
-    def __le__(self, other: object) -> bool:  # type: ignore[override]
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank <= other.rank
-
-    def __gt__(self, other: object) -> bool:  # type: ignore[override]
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank > other.rank
-
-    def __ge__(self, other: object) -> bool:  # type: ignore[override]
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank >= other.rank
-
-    @classmethod
-    def parse(cls, text: str) -> Severity:
-        """Parse a severity name, case-insensitively; a clear error otherwise."""
-        try:
-            return cls(text.strip().lower())
-        except ValueError:
-            names = ", ".join(s.value for s in cls)
-            raise ValueError(f"unknown severity {text!r}; expected one of: {names}") from None
-
-
-_RANK = {
-    Severity.INFO: 0,
-    Severity.LOW: 1,
-    Severity.MEDIUM: 2,
-    Severity.HIGH: 3,
-    Severity.CRITICAL: 4,
-}
 
 
 class Finding(BaseModel):

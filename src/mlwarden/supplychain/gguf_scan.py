@@ -25,7 +25,7 @@ import re
 import struct
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.results import Sink
 from mlwarden.supplychain.stream import Source, Truncated
 

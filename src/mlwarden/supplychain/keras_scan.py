@@ -25,7 +25,7 @@ import json
 import re
 from typing import IO, Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.policy import DEFAULT_POLICY, Verdict
 from mlwarden.supplychain.results import Sink
 from mlwarden.supplychain.stream import Truncated

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.results import Sink
 from mlwarden.supplychain.stream import Truncated
 from mlwarden.supplychain.tf_scan import LEN, fields  # the protobuf wire reader

@@ -31,7 +31,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.policy import Verdict
 from mlwarden.supplychain.results import Sink
 from mlwarden.supplychain.stream import Source, Truncated

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.limits import ScanLimit
 from mlwarden.supplychain.pickle_vm import (
     _PLAUSIBLE_FIRST,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.policy import DEFAULT_POLICY, Policy, Verdict
 
 SCAN_SCHEMA_VERSION = "1.0"

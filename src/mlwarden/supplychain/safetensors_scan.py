@@ -13,7 +13,7 @@ import json
 import struct
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.results import Sink
 from mlwarden.supplychain.stream import Source
 

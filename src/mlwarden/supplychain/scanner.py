@@ -30,6 +30,7 @@ import io
 import os
 import stat
 import struct
+import sys
 import tarfile
 import tempfile
 import time
@@ -38,7 +39,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain import formats
 from mlwarden.supplychain.formats.base import NotScannable
 from mlwarden.supplychain.limits import DEFAULT_LIMITS, Limits, ScanLimit
@@ -337,9 +338,12 @@ def scan_paths(
     files = expand_paths(paths)
     jobs = [(p, pol, limits) for p in files]
     if executor in (None, "local") or len(files) < 2:
-        from mlwarden.core.console import track
+        if sys.stderr.isatty():  # a progress bar (rich) only where one can show
+            from mlwarden.core.console import track
 
-        out.files = [_scan_job(j) for j in track(jobs, "scanning", total=len(jobs))]
+            out.files = [_scan_job(j) for j in track(jobs, "scanning", total=len(jobs))]
+        else:
+            out.files = [_scan_job(j) for j in jobs]
     else:
         with get_executor(executor) as ex:
             out.files = ex.map(_scan_job, jobs)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.results import Sink
 
 RULE = "MLW-SCN-027"

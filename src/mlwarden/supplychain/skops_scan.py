@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.policy import Policy, Verdict
 from mlwarden.supplychain.results import Sink
 

@@ -45,7 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.limits import ScanLimit, read_bounded
 from mlwarden.supplychain.polyglot import polyglot_pickle
 from mlwarden.supplychain.results import Sink

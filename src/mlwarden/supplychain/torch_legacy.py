@@ -24,7 +24,7 @@ import struct
 import tarfile
 from typing import IO
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.pickle_vm import (
     Global,
     PickleError,

@@ -10,7 +10,7 @@ does, and a program has no place among model files: high.
 
 from __future__ import annotations
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.formats.base import FormatScanner, Scan, u32le
 from mlwarden.supplychain.stream import Source
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.policy import Verdict
 from mlwarden.supplychain.results import Sink
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.formats.base import FormatScanner, Scan, u32le
 from mlwarden.supplychain.stream import Source
 

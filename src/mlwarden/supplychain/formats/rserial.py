@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.formats.base import FormatScanner, NotScannable, Scan
 from mlwarden.supplychain.stream import Source, Truncated
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from typing import IO, Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.formats.base import FormatScanner, NotScannable, Scan
 from mlwarden.supplychain.stream import Source, TooLarge, Truncated
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.results import Sink
 
 RULE = "MLW-SCN-025"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mlwarden.core.findings import Severity
+from mlwarden.core.severity import Severity
 from mlwarden.supplychain.formats.base import FormatScanner, Scan
 from mlwarden.supplychain.stream import Source
 
