@@ -112,36 +112,41 @@ def _check_wav_chunks(path: Path, size: int, limits: AudioLimits) -> None:
     """Read the RIFF chunk list ourselves: libsndfile quietly shortens a ``data`` chunk
     that claims more bytes than the file holds, so a truncated file (or one whose header
     claims 10 hours) would otherwise load as if it were whole."""
+    with path.open("rb") as fh:
+        _check_riff(fh, path, size, limits)
+
+
+def _check_riff(fh: Any, path: object, size: int, limits: AudioLimits) -> None:
+    """The RIFF/WAVE chunk walk of :func:`_check_wav_chunks` on an open binary file."""
     import struct
 
-    with path.open("rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
-            return  # not RIFF/WAVE: libsndfile decides what it is, and refuses junk
-        pos, fmt = 12, None
-        while pos + 8 <= size:
-            fh.seek(pos)
-            cid, clen = struct.unpack("<4sI", fh.read(8))
-            if cid == b"fmt " and clen >= 16:
-                fmt = struct.unpack("<HHIIHH", fh.read(16))
-            if cid == b"data":
-                if fmt is None or head[:4] == b"RF64" or clen in (0, 0xFFFFFFFF):
-                    return  # streamed or 64-bit sizes: libsndfile's count and our cap decide
-                _, channels, rate, _, align, _ = fmt
-                if rate and align and clen // align > limits.max_seconds * rate:
-                    raise InputFileError(
-                        path,
-                        f"is {clen / align / rate:.1f} s long by its header, over the "
-                        f"{limits.max_seconds:g} s limit for one clip",
-                    )
-                if pos + 8 + clen > size:
-                    raise InputFileError(
-                        path,
-                        f"is truncated: its data chunk claims {clen} bytes, the file holds "
-                        f"{max(size - pos - 8, 0)}",
-                    )
-                return
-            pos += 8 + clen + (clen & 1)
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return  # not RIFF/WAVE: libsndfile decides what it is, and refuses junk
+    pos, fmt = 12, None
+    while pos + 8 <= size:
+        fh.seek(pos)
+        cid, clen = struct.unpack("<4sI", fh.read(8))
+        if cid == b"fmt " and clen >= 16:
+            fmt = struct.unpack("<HHIIHH", fh.read(16))
+        if cid == b"data":
+            if fmt is None or head[:4] == b"RF64" or clen in (0, 0xFFFFFFFF):
+                return  # streamed or 64-bit sizes: libsndfile's count and our cap decide
+            _, channels, rate, _, align, _ = fmt
+            if rate and align and clen // align > limits.max_seconds * rate:
+                raise InputFileError(
+                    path,
+                    f"is {clen / align / rate:.1f} s long by its header, over the "
+                    f"{limits.max_seconds:g} s limit for one clip",
+                )
+            if pos + 8 + clen > size:
+                raise InputFileError(
+                    path,
+                    f"is truncated: its data chunk claims {clen} bytes, the file holds "
+                    f"{max(size - pos - 8, 0)}",
+                )
+            return
+        pos += 8 + clen + (clen & 1)
 
 
 def _check_header(path: Path, rate: int, channels: int, frames: int, lim: AudioLimits) -> None:
@@ -410,3 +415,48 @@ class WavHttpTarget(HttpTarget):
         if out.dtype.kind not in "biuf":
             raise TargetError(f"{self.url}: {self.output_field!r} is not numbers")
         return out.reshape(-1) if out.ndim else out
+
+
+def parse_wav_upload(
+    body: bytes,
+    *,
+    sample_rate: int | None,
+    samples: int | None,
+    limits: AudioLimits = DEFAULT_LIMITS,
+) -> np.ndarray:
+    """One uploaded audio file (WAV, FLAC, Ogg, MP3 bytes) as a batch of one clip,
+    ``(1, samples)`` for mono, ``(1, channels, samples)`` otherwise, float32 in [-1, 1].
+
+    The gateway's audio parser: the header is checked before decoding (rate must equal
+    ``sample_rate`` Hz when given; at most ``samples`` frames when given, else
+    ``limits.max_seconds``), decoding stops at the limit, a shorter clip is padded with
+    silence. Every problem is a :class:`UserError` with one line.
+    """
+    import io
+
+    import soundfile as sf
+
+    label = "upload"
+    if len(body) > limits.max_file_bytes:
+        raise UserError(f"{label}: {len(body)} bytes, over the {limits.max_file_bytes}-byte limit")
+    _check_riff(io.BytesIO(body), label, len(body), limits)
+    try:
+        with sf.SoundFile(io.BytesIO(body)) as fh:
+            rate, channels, frames = int(fh.samplerate), int(fh.channels), int(fh.frames)
+            _check_header(Path(label), rate, channels, frames, limits)
+            if sample_rate is not None and rate != sample_rate:
+                raise UserError(f"{label}: sampled at {rate} Hz; this model takes {sample_rate} Hz")
+            cap = min(int(limits.max_seconds * rate), samples or frames + 1)
+            if frames > cap:
+                raise UserError(f"{label}: {frames} frames; at most {cap} ({cap / rate:g} s)")
+            data = fh.read(frames=cap + 1, dtype="float32", always_2d=True)
+    except UserError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError, TypeError) as exc:
+        raise UserError(f"{label}: not a readable audio file ({_one_line(exc)})") from None
+    if len(data) > cap:
+        raise UserError(f"{label}: decodes to more frames than its header claims; refused")
+    if len(data) == 0 or not np.all(np.isfinite(data)):
+        raise UserError(f"{label}: no audio frames, or NaN/infinite samples")
+    clip = fit_length(np.clip(data.T, -1.0, 1.0), samples or len(data))
+    return (clip[0] if channels == 1 else clip)[None].astype(np.float32)

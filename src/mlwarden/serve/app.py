@@ -114,7 +114,12 @@ class Gateway:
             from mlwarden.defenses.transforms import build_chain
 
             bounds = config.input.range or (0.0, 1.0)
-            self.chain = build_chain(config.restoration, bounds=bounds)
+            spec = config.restoration
+            if config.input.sample_rate is not None:  # audio steps work at the upload rate
+                from mlwarden.defenses.audio import with_sample_rate
+
+                spec = with_sample_rate(spec, config.input.sample_rate)
+            self.chain = build_chain(spec, bounds=bounds)
         self.audit: AuditLog | None = None
         if config.audit.enabled:
             path = Path(config.audit.path)

@@ -121,6 +121,9 @@ class InputSchema(_Strict):
     """What one input must look like; requests that differ get 422."""
 
     modality: str = Field(default="tensor", description="request parser (validate.py)")
+    sample_rate: int | None = Field(
+        default=None, ge=1000, le=192000, description="audio: the rate (Hz) uploads must have"
+    )
     shape: list[int] | None = None
     range: tuple[float, float] | None = None
     dtype: Literal["float32", "float64", "int"] = "float32"

@@ -130,7 +130,25 @@ def parse_inputs(body: bytes, schema: InputSchema) -> np.ndarray:
 
 Parser = Callable[[bytes, InputSchema], np.ndarray]
 
-INPUT_PARSERS: dict[str, Parser] = {"tensor": parse_inputs}
+
+def parse_audio_upload(body: bytes, schema: InputSchema) -> np.ndarray:
+    """``modality: audio``: the body is one audio file (WAV/FLAC/Ogg/MP3 bytes), decoded
+    with bounds (:func:`mlwarden.core.audio.parse_wav_upload`): its rate must be
+    ``sample_rate``, it may hold at most ``shape[-1]`` frames (shorter clips are padded)."""
+    from mlwarden.core.audio import parse_wav_upload
+    from mlwarden.core.errors import UserError
+
+    samples = schema.shape[-1] if schema.shape else None
+    try:
+        clip = parse_wav_upload(body, sample_rate=schema.sample_rate, samples=samples)
+    except UserError as exc:
+        raise _invalid(str(exc)) from None
+    if schema.shape is not None and tuple(clip.shape[1:]) != tuple(schema.shape):
+        raise _invalid(f"the clip has shape {list(clip.shape[1:])}; expected {schema.shape}")
+    return clip
+
+
+INPUT_PARSERS: dict[str, Parser] = {"tensor": parse_inputs, "audio": parse_audio_upload}
 
 
 def register_parser(modality: str, parser: Parser) -> None:
