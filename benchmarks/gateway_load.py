@@ -1,32 +1,47 @@
-"""Gateway benchmark: overhead under bounded loopback load, and attack detection.
+"""Gateway benchmark: overhead under bounded loopback load, connection floods, detection.
 
 Part 1 (load). The same TorchScript SmallCNN (trained on digits) is served twice, each
 in its own uvicorn process: behind ``mlwarden serve`` (auth, validation, limits,
-Blacklight + PRADA monitoring, output hardening, audit commit before every answer,
-metrics) and behind a bare FastAPI endpoint (parse JSON, run the model in the
-thread pool, return scores). A Python client sends single-input requests: one thread
-sequentially for latency (p50/p99), then ``--threads`` threads for ``--duration``
-seconds for throughput. Rounds alternate the order of the two servers; figures are
-medians over rounds. At the end the gateway is killed with SIGKILL and every answered
-request id is looked up in its audit log (lost records must be 0); 5xx must be 0.
-Targets: p50 overhead <= 2 ms, throughput >= 80% of bare.
+Blacklight + similarity + PRADA monitoring, output hardening, audit commit before
+every answer, metrics) and behind a bare FastAPI endpoint served the ordinary way
+(``uvicorn.run(app, host, port)``: uvicorn binds the socket itself, so asyncio sets
+TCP_NODELAY; parse JSON, run the model in the thread pool, return scores). The same
+Python client sends single-input requests: sequential requests on one kept-alive
+connection (keep-alive latency), sequential requests each on a new connection
+(new-connection latency), then ``C`` threads for ``--duration`` seconds for
+throughput at concurrency C = 1, 8 and 32. Rounds alternate the order of the two
+servers; figures are medians over rounds. At the end the gateway is killed with
+SIGKILL and every answered request id is looked up in its audit log (lost records
+must be 0); 5xx must be 0. Targets: keep-alive p50 overhead <= 2 ms, throughput
+>= 0.8x of bare at concurrency 8.
 
-Part 1b (attribution). The bare app and the gateway (whole, without detectors,
+Part 1b (flood). A fresh gateway; a client process opens ``--flood`` connections from
+several loopback addresses (half silent, half with a request head never finished) and
+holds them; while they are held, /healthz is timed (target: within 1 s) and a keyed
+prediction is sent; the bytes the gateway wrote to stderr are counted.
+
+Part 1c (attribution). The bare app and the gateway (whole, without detectors,
 without audit log, without both) are driven in-process through ASGI and the CPU time
-per request is measured: scheduler-independent, so it shows the gateway's own cost
-even on a loaded machine.
+per request is measured: scheduler-independent.
 
-Part 2 (detection). A fresh gateway (action ``log``, so attacks run to the end).
-Square (Linf, eps 0.1, score access through the ``scores`` role) and HopSkipJump
-(L2, label access through the ``labels`` role) from ``mlwarden.evasion`` attack
-held-out digits through :class:`~mlwarden.core.target.HttpTarget`, one key per attack
-run; other keys replay every held-out digit once in random order. From the audit log:
-queries until each attack key is first flagged (target <= 50) and the fraction of
-replayed queries flagged (target <= 1%).
+Part 2 (detection). A fresh gateway (action ``log``, so attacks run to the end). The
+adaptive attack of the issue: random search (Linf 0.1 steps on 2x2 windows, a step is
+kept when the true class's rounded score drops) with fresh Gaussian noise on every
+query, 300 queries on each of 5 held-out digits, one key per run: with sigma 0.05,
+with four benign queries mixed in per attack query, and with sigma 0.1 (beyond the
+calibrated radius: an honest bound). Plus Square (Linf 0.1) and HopSkipJump (L2)
+from ``mlwarden.evasion`` through :class:`~mlwarden.core.target.HttpTarget`. Benign
+keys send 1,000 queries each: distinct digits, digits drawn with replacement, and
+digits drawn with replacement plus Gaussian noise sigma 0.02. From the audit log:
+queries until each attack key is first flagged (target <= 300 in 5/5 runs) and
+flagged benign queries per 1,000 (target <= 1).
 
-Run (about 2 minutes on 2 cores)::
+Part 3 (memory). Detector memory per key (``Monitor.nbytes``, and tracemalloc) after
+10,000 distinct queries at the default histories, for 8x8 and 3x32x32 inputs.
 
-    timeout 900 .venv/bin/python benchmarks/gateway_load.py --rounds 3 --duration 5
+Run (about 10 minutes on a loaded 2-core box)::
+
+    timeout 1500 nice -n 10 .venv/bin/python benchmarks/gateway_load.py --rounds 3 --duration 4
 """
 
 from __future__ import annotations
@@ -34,7 +49,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import socket
 import sqlite3
@@ -56,8 +70,8 @@ SEED = 0
 
 
 # -- the bare server (child process) ---------------------------------------------------
-def bare_server(model_path: str) -> None:
-    """A minimal FastAPI endpoint serving the same model, for comparison."""
+def bare_server(model_path: str, port: int) -> None:
+    """A minimal FastAPI endpoint serving the same model, served the ordinary way."""
     import uvicorn
     from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
@@ -75,23 +89,19 @@ def bare_server(model_path: str) -> None:
         probs = await run_in_threadpool(probabilities, target, x)
         return JSONResponse({"predictions": probs.tolist()})
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
 
-    class Server(uvicorn.Server):
-        async def startup(self, sockets=None):  # type: ignore[no-untyped-def]
-            await super().startup(sockets=sockets)
-            print(f"bare server ready at http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-
-    Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 # -- helpers ----------------------------------------------------------------------------
-def _spawn(cmd: list[str]) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
+_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _spawn(cmd: list[str], stderr: Any = subprocess.STDOUT) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=_ENV)
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -106,7 +116,26 @@ def _spawn(cmd: list[str]) -> tuple[subprocess.Popen[str], str]:
     raise RuntimeError(f"server did not start: {' '.join(cmd)}")
 
 
-def _train(tmp: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+def _spawn_bare(model: Path) -> tuple[subprocess.Popen[str], str]:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    cmd = [sys.executable, __file__, "--bare-server", str(model), "--bare-port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_ENV)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return proc, url  # type: ignore[return-value]
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("bare server did not start")
+
+
+def _train(tmp: Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
     import torch
 
     from mlwarden.core.data import load_dataset
@@ -119,12 +148,18 @@ def _train(tmp: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     tr, te = idx[: int(0.75 * len(idx))], idx[int(0.75 * len(idx)) :]
     model = fit(SmallCNN(), ds.x[tr], ds.y[tr], epochs=15, seed=SEED)
     print(f"model: SmallCNN on digits, held-out accuracy {accuracy(model, ds.x[te], ds.y[te]):.3f}")
-    path = tmp / "model.pt2" if False else tmp / "model.ts"
+    path = tmp / "model.ts"
     torch.jit.save(torch.jit.trace(model, torch.from_numpy(ds.x[:1])), str(path))
-    return path, ds.x[te], ds.y[te]
+    return path, ds.x[te], ds.y[te], ds.x.astype(np.float32)
 
 
-def _write_config(path: Path, keys: dict[str, str], action: str = "log") -> None:
+def _distinct_inputs(x: np.ndarray) -> np.ndarray:
+    """Every digit and its one-pixel shifts: distinct, natural-looking inputs."""
+    shifts = [x] + [np.roll(x, s, axis=a) for a in (2, 3) for s in (-1, 1)]
+    return np.concatenate(shifts).astype(np.float32)
+
+
+def _write_config(path: Path, keys: dict[str, tuple[str, str]], action: str = "log") -> None:
     from mlwarden.serve.auth import hash_key
 
     lines = [
@@ -136,19 +171,28 @@ def _write_config(path: Path, keys: dict[str, str], action: str = "log") -> None
     ]
     lines += [
         f"  {name}: {{hash: '{hash_key(k)}', role: {role}}}" for name, (k, role) in keys.items()
-    ]  # type: ignore[misc]
+    ]
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
 
 
 def _gateway(
-    tmp: Path, model: Path, keys: dict[str, tuple[str, str]], action: str = "log"
+    tmp: Path, model: Path, keys: dict[str, tuple[str, str]], stderr: Any = subprocess.STDOUT
 ) -> tuple[subprocess.Popen[str], str]:
     cfg = tmp / "gw.yaml"
-    _write_config(cfg, keys, action)  # type: ignore[arg-type]
-    return _spawn(
-        [sys.executable, "-m", "mlwarden", "serve", str(model), "--config", str(cfg), "--port", "0"]
-    )
+    _write_config(cfg, keys)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlwarden",
+        "serve",
+        str(model),
+        "--config",
+        str(cfg),
+        "--port",
+        "0",
+    ]
+    return _spawn(cmd, stderr)
 
 
 class Load:
@@ -158,24 +202,39 @@ class Load:
         self.latencies: list[float] = []
         self.statuses: list[int] = []
         self.ids: list[str] = []
+        self.transport_errors = 0
         self.lock = threading.Lock()
 
 
 def _client(
-    url: str, key: str | None, xs: np.ndarray, load: Load, stop: threading.Event, count: int | None
+    url: str,
+    key: str | None,
+    bodies: list[bytes],
+    load: Load,
+    stop: threading.Event,
+    count: int | None,
+    new_connection: bool = False,
 ) -> None:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    bodies = [json.dumps({"inputs": [x.tolist()]}).encode() for x in xs]
-    headers["Content-Type"] = "application/json"
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    if new_connection:
+        headers["Connection"] = "close"  # the server closes; the next request reconnects
     sent = 0
-    # TCP_NODELAY: httpx writes headers and body separately; without it Nagle plus the
-    # peer's delayed ACK adds ~40 ms to every request on loopback.
+    # TCP_NODELAY on the client: httpx writes headers and body separately; without it
+    # Nagle plus the server's delayed ACK adds ~40 ms to every request on loopback.
     transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
     with httpx.Client(headers=headers, timeout=30, transport=transport) as c:
         while not stop.is_set() and (count is None or sent < count):
             body = bodies[sent % len(bodies)]
             t0 = time.perf_counter()
-            r = c.post(f"{url}/v1/predict", content=body)
+            try:
+                r = c.post(f"{url}/v1/predict", content=body)
+            except httpx.TransportError:  # counted, not timed: the connection broke
+                sent += 1
+                with load.lock:
+                    load.transport_errors += 1
+                continue
             dt = time.perf_counter() - t0
             sent += 1
             with load.lock:
@@ -185,18 +244,22 @@ def _client(
                     load.ids.append(r.headers["X-Request-Id"])
 
 
-def _latency(url: str, key: str | None, xs: np.ndarray, n: int) -> Load:
+def _bodies(xs: np.ndarray) -> list[bytes]:
+    return [json.dumps({"inputs": [x.tolist()]}).encode() for x in xs]
+
+
+def _latency(url: str, key: str | None, bodies: list[bytes], n: int, new: bool = False) -> Load:
     load = Load()
-    _client(url, key, xs, load, threading.Event(), n)
+    _client(url, key, bodies, load, threading.Event(), n, new)
     return load
 
 
 def _throughput(
-    url: str, keys: list[str | None], xs: np.ndarray, seconds: float
+    url: str, keys: list[str | None], bodies: list[bytes], seconds: float
 ) -> tuple[float, Load]:
     load, stop = Load(), threading.Event()
     threads = [
-        threading.Thread(target=_client, args=(url, k, xs[i :: len(keys)], load, stop, None))
+        threading.Thread(target=_client, args=(url, k, bodies[i :: len(keys)], load, stop, None))
         for i, k in enumerate(keys)
     ]
     t0 = time.perf_counter()
@@ -220,30 +283,46 @@ def _pct(values: list[float], q: float) -> float:
 
 
 # -- part 1 -----------------------------------------------------------------------------
+CONCURRENCY = (1, 8, 32)
+
+
+def _one_server_round(
+    url: str, keys: list[str | None], bodies: list[bytes], seconds: float, n_latency: int
+) -> tuple[dict[str, float], list[Load]]:
+    ka = _latency(url, keys[0], bodies, n_latency)
+    new = _latency(url, keys[0], bodies[n_latency:], max(n_latency // 3, 20), new=True)
+    out = {
+        "keepalive_p50": _pct(ka.latencies, 50),
+        "keepalive_p99": _pct(ka.latencies, 99),
+        "newconn_p50": _pct(new.latencies, 50),
+        "newconn_p99": _pct(new.latencies, 99),
+    }
+    loads = [ka, new]
+    for c in CONCURRENCY:
+        rps, thr = _throughput(url, keys[:c], bodies, seconds)
+        out[f"rps_c{c}"] = rps
+        loads.append(thr)
+    return out, loads
+
+
 def load_benchmark(
-    tmp: Path,
-    model: Path,
-    xs: np.ndarray,
-    rounds: int,
-    threads: int,
-    seconds: float,
-    n_latency: int,
+    tmp: Path, model: Path, xs: np.ndarray, rounds: int, seconds: float, n_latency: int
 ) -> dict[str, Any]:
     from mlwarden.serve.auth import new_key
 
-    keys = {f"load{i}": (new_key(), "scores") for i in range(threads)}
+    keys = {f"load{i}": (new_key(), "scores") for i in range(max(CONCURRENCY))}
     gw_proc, gw_url = _gateway(tmp, model, keys)
-    bare_proc, bare_url = _spawn([sys.executable, __file__, "--bare-server", str(model)])
-    key_list = [k for k, _ in keys.values()]
-    res: dict[str, dict[str, list[float]]] = {
-        s: {"p50": [], "p99": [], "rps": [], "cpu_ms": []} for s in ("bare", "gateway")
-    }
+    bare_proc, bare_url = _spawn_bare(model)
+    key_list: list[str | None] = [k for k, _ in keys.values()]
+    bodies = _bodies(xs)
+    res: dict[str, dict[str, list[float]]] = {"bare": {}, "gateway": {}}
     pids = {"bare": bare_proc.pid, "gateway": gw_proc.pid}
     answered: list[str] = []
     statuses: list[int] = []
+    errors = {"bare": 0, "gateway": 0}
     try:
         for url, k in ((bare_url, None), (gw_url, key_list[0])):
-            _latency(url, k, xs, 50)  # warm-up
+            _latency(url, k, bodies, 50)  # warm-up
         for r in range(rounds):
             order = [("bare", bare_url), ("gateway", gw_url)]
             if r % 2:
@@ -251,18 +330,21 @@ def load_benchmark(
             for name, url in order:
                 is_gw = name == "gateway"
                 cpu0 = _cpu_seconds(pids[name])
-                lat = _latency(url, key_list[0] if is_gw else None, xs, n_latency)
-                rps, thr = _throughput(url, key_list if is_gw else [None] * threads, xs, seconds)
-                n_req = len(lat.latencies) + len(thr.latencies)
-                res[name]["cpu_ms"].append((_cpu_seconds(pids[name]) - cpu0) * 1000.0 / n_req)
-                res[name]["p50"].append(_pct(lat.latencies, 50))
-                res[name]["p99"].append(_pct(lat.latencies, 99))
-                res[name]["rps"].append(rps)
-                if is_gw:
-                    answered += lat.ids + thr.ids
-                statuses += lat.statuses + thr.statuses
+                got, loads = _one_server_round(
+                    url, key_list if is_gw else [None] * len(key_list), bodies, seconds, n_latency
+                )
+                n_req = sum(len(ld.latencies) for ld in loads)
+                got["cpu_ms"] = (_cpu_seconds(pids[name]) - cpu0) * 1000.0 / n_req
+                for m, v in got.items():
+                    res[name].setdefault(m, []).append(v)
+                for ld in loads:
+                    statuses += ld.statuses
+                    errors[name] += ld.transport_errors
+                    if is_gw:
+                        answered += ld.ids
                 print(
-                    f"  round {r + 1} {name:8s} p50 {res[name]['p50'][-1]:.2f} ms  p99 {res[name]['p99'][-1]:.2f} ms  {rps:.0f} req/s  server CPU {res[name]['cpu_ms'][-1]:.2f} ms/req"
+                    f"  round {r + 1} {name:8s} "
+                    + "  ".join(f"{m} {v:.2f}" for m, v in got.items())
                 )
     finally:
         os.kill(gw_proc.pid, signal.SIGKILL)  # no graceful flush: records must already be durable
@@ -273,18 +355,79 @@ def load_benchmark(
     stored = {row[0] for row in db.execute("SELECT request_id FROM requests")}
     db.close()
     med = {s: {m: statistics.median(v) for m, v in d.items()} for s, d in res.items()}
+    b, g = med["bare"], med["gateway"]
     return {
-        "bare": med["bare"],
-        "gateway": med["gateway"],
-        "p50_overhead_ms": med["gateway"]["p50"] - med["bare"]["p50"],
-        "cpu_overhead_ms": med["gateway"]["cpu_ms"] - med["bare"]["cpu_ms"],
-        "throughput_ratio": med["gateway"]["rps"] / med["bare"]["rps"],
+        "bare": b,
+        "gateway": g,
+        "keepalive_p50_overhead_ms": g["keepalive_p50"] - b["keepalive_p50"],
+        "newconn_p50_overhead_ms": g["newconn_p50"] - b["newconn_p50"],
+        "cpu_overhead_ms": g["cpu_ms"] - b["cpu_ms"],
+        "throughput_ratio": {f"c{c}": g[f"rps_c{c}"] / b[f"rps_c{c}"] for c in CONCURRENCY},
         "responses_5xx": sum(s >= 500 for s in statuses),
         "responses_not_200": sum(s != 200 for s in statuses),
+        "transport_errors": errors,
         "gateway_answered": len(answered),
         "audit_lost": len(set(answered) - stored),
         "rounds": res,
     }
+
+
+# -- part 1b: idle-connection flood ------------------------------------------------------
+def flood_benchmark(tmp: Path, model: Path, xs: np.ndarray, n: int) -> dict[str, Any]:
+    """Hold ``n`` idle and half-open connections; time /healthz and a prediction meanwhile."""
+    import resource
+
+    from mlwarden.serve.auth import new_key
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, n + 1024)), hard))
+    ftmp = tmp / "flood"
+    ftmp.mkdir()
+    keys = {"user": (new_key(), "scores"), "ops": (new_key(), "admin")}
+    err_path = ftmp / "stderr.txt"
+    with err_path.open("w") as err:
+        proc, url = _gateway(ftmp, model, keys, stderr=err)
+    host, port = url.removeprefix("http://").split(":")
+    head = b"POST /v1/predict HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n"
+    held: list[socket.socket] = []
+    out: dict[str, Any] = {"connections": n}
+    try:
+        t0 = time.monotonic()
+        for i in range(n):
+            s = socket.socket()
+            s.bind((f"127.0.0.{1 + i % 5}", 0))
+            s.connect((host, int(port)))
+            if i % 2:
+                s.sendall(head)
+            held.append(s)
+        out["open_seconds"] = time.monotonic() - t0
+        time.sleep(1.0)
+        waits = []
+        for _ in range(5):
+            t1 = time.perf_counter()
+            ok = httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+            waits.append((time.perf_counter() - t1) if ok else float("inf"))
+        out["healthz_ms"] = [w * 1000 for w in waits]
+        t1 = time.perf_counter()
+        r = httpx.post(f"{url}/v1/predict", content=_bodies(xs[:1])[0],
+                       headers={"Authorization": f"Bearer {keys['user'][0]}"}, timeout=10)  # fmt: skip
+        out["predict_status"], out["predict_ms"] = r.status_code, (time.perf_counter() - t1) * 1000
+        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {keys['ops'][0]}"})
+        out["connection_metrics"] = [
+            ln for ln in metrics.text.splitlines() if ln.startswith("mlwarden_connections")
+        ]
+        time.sleep(6.0)  # past the 5 s header deadline: the held connections are dropped
+        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {keys['ops'][0]}"})
+        out["connection_metrics_after_6s"] = [
+            ln for ln in metrics.text.splitlines() if ln.startswith("mlwarden_connections")
+        ]
+    finally:
+        for s in held:
+            s.close()
+        proc.terminate()
+        proc.wait()
+    out["stderr_bytes"] = err_path.stat().st_size
+    return out
 
 
 # -- part 1b: in-process attribution ----------------------------------------------------
@@ -317,7 +460,8 @@ def attribution(model: Path, xs: np.ndarray, n: int, rounds: int) -> dict[str, f
             "limits": {"rate": 1e9, "burst": 10**9},
             "keys": {"a": {"hash": hash_key("k"), "role": "scores"}},
             "audit": {"enabled": audit, "path": str(tmp / "audit.db")},
-            "detection": {"blacklight": {"enabled": detect}, "prada": {"enabled": detect}},
+            "detection": {"blacklight": {"enabled": detect}, "prada": {"enabled": detect},
+                          "similarity": {"enabled": detect}},
         })  # fmt: skip
         return create_app(target, cfg)
 
@@ -355,36 +499,115 @@ def attribution(model: Path, xs: np.ndarray, n: int, rounds: int) -> dict[str, f
 
 
 # -- part 2 -----------------------------------------------------------------------------
+class _Stream:
+    """One key's requests: request id -> (is attack query, attack query number)."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.client = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        self.sent: dict[str, tuple[bool, int]] = {}
+        self.attack_queries = 0
+
+    def ask(self, x: np.ndarray, attack: bool) -> np.ndarray:
+        r = self.client.post("/v1/predict", json={"inputs": [x.tolist()]})
+        r.raise_for_status()
+        if attack:
+            self.attack_queries += 1
+        self.sent[r.headers["X-Request-Id"]] = (attack, self.attack_queries)
+        return np.asarray(r.json()["predictions"][0])
+
+
+def noisy_random_search(
+    stream: _Stream,
+    x0: np.ndarray,
+    y0: int,
+    *,
+    queries: int,
+    sigma: float,
+    benign: np.ndarray | None,
+    seed: int,
+) -> bool:
+    """Random search on the rounded score of the true class, fresh N(0, sigma) per query.
+
+    Each step sets a random 2x2 window of the perturbation to +-0.1 (Linf 0.1) and keeps
+    it when the true class's score drops (Square's search, Andriushchenko et al. 2020,
+    arXiv:1912.00049, with the per-query noise of the adaptive attacks against stateful
+    defences). With ``benign``, four of those queries are sent before each attack query.
+    Returns whether any query was misclassified.
+    """
+    rng = np.random.default_rng(seed)
+    delta, best, fooled, b = np.zeros_like(x0), np.inf, False, 0
+    for _ in range(queries):
+        if benign is not None:
+            for _ in range(4):
+                stream.ask(benign[b % len(benign)], attack=False)
+                b += 1
+        cand = delta.copy()
+        r, c = rng.integers(0, 7, 2)
+        cand[..., r : r + 2, c : c + 2] = rng.choice([-0.1, 0.1])
+        q = np.clip(x0 + cand + rng.normal(0, sigma, x0.shape), 0, 1).astype(np.float32)
+        scores = stream.ask(q, attack=True)
+        fooled |= int(scores.argmax()) != y0
+        if scores[y0] < best:
+            best, delta = scores[y0], cand
+    return fooled
+
+
+def _flags(db_path: Path) -> dict[str, list[tuple[str, str]]]:
+    """key -> [(request id, alerts)] in order, from the audit log."""
+    db = sqlite3.connect(db_path)
+    rows = db.execute(
+        "SELECT key, request_id, alerts FROM requests WHERE path = '/v1/predict' ORDER BY id"
+    ).fetchall()
+    db.close()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for key, rid, alerts in rows:
+        out.setdefault(key, []).append((rid, alerts or ""))
+    return out
+
+
 def detection_benchmark(
     tmp: Path,
     model: Path,
     x: np.ndarray,
     y: np.ndarray,
+    pool: np.ndarray,
     n_attacks: int,
-    n_replay_keys: int,
     budget: int,
+    n_benign: int,
 ) -> dict[str, Any]:
     from mlwarden.core.errors import UserError
     from mlwarden.core.target import HttpTarget
     from mlwarden.evasion.attacks import HopSkipJump, Square
     from mlwarden.serve.auth import new_key
 
-    keys: dict[str, tuple[str, str]] = {}
-    for i in range(n_attacks):
-        keys[f"square{i}"] = (new_key(), "scores")
-        keys[f"hsj{i}"] = (new_key(), "labels")
-    for k in range(n_replay_keys):
-        keys[f"replay{k}"] = (new_key(), "scores")
+    variants = {"rs_noise05": (0.05, False), "rs_noise05_mixed": (0.05, True),
+                "rs_noise10": (0.10, False)}  # fmt: skip
+    names = [f"{v}_{i}" for v in variants for i in range(n_attacks)]
+    names += [f"{a}_{i}" for a in ("square", "hsj") for i in range(n_attacks)]
+    benign_kinds = ("benign_distinct", "benign_replacement", "benign_noise02")
+    keys = {n: (new_key(), "labels" if n.startswith("hsj") else "scores") for n in names}
+    keys.update({n: (new_key(), "scores") for n in benign_kinds})
     dtmp = tmp / "detect"
     dtmp.mkdir()
     proc, url = _gateway(dtmp, model, keys)
+    streams: dict[str, _Stream] = {}
     success: dict[str, bool] = {}
+    rng = np.random.default_rng(SEED)
     try:
+        mix_pool = pool[rng.permutation(len(pool))]
+        for v, (sigma, mixed) in variants.items():
+            for i in range(n_attacks):
+                st = streams[f"{v}_{i}"] = _Stream(url, keys[f"{v}_{i}"][0])
+                success[f"{v}_{i}"] = noisy_random_search(
+                    st, x[i], int(y[i]), queries=budget, sigma=sigma,
+                    benign=np.roll(mix_pool, -i * 4 * budget, axis=0) if mixed else None, seed=i)  # fmt: skip
         for i in range(n_attacks):
             xi, yi = x[i : i + 1], y[i : i + 1]
             for name, attack, access in (
-                (f"square{i}", Square(norm="linf", eps=0.1, n_queries=budget, seed=i), "score"),
-                (f"hsj{i}", HopSkipJump(norm="l2", max_queries=budget, seed=i), "label"),
+                (f"square_{i}", Square(norm="linf", eps=0.1, n_queries=budget, seed=i), "score"),
+                (f"hsj_{i}", HopSkipJump(norm="l2", max_queries=budget, seed=i), "label"),
             ):
                 target = HttpTarget(f"{url}/v1/predict", headers={"Authorization": f"Bearer {keys[name][0]}"},
                                     access=access, output="probabilities" if access == "score" else "labels")  # fmt: skip
@@ -395,119 +618,175 @@ def detection_benchmark(
                     print(f"  {name}: stopped ({exc})")
                     success[name] = False
                 target.close()
-        load = Load()
-        rng = np.random.default_rng(SEED)
-        threads = []
-        for k in range(n_replay_keys):
-            order = x[rng.permutation(len(x))]
-            threads.append(
-                threading.Thread(
-                    target=_client,
-                    args=(url, keys[f"replay{k}"][0], order, load, threading.Event(), len(order)),
-                )
-            )
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        benign_streams = {
+            "benign_distinct": pool[rng.permutation(len(pool))[:n_benign]],
+            "benign_replacement": pool[rng.integers(0, len(pool), n_benign)],
+            "benign_noise02": np.clip(pool[rng.integers(0, len(pool), n_benign)]
+                                      + rng.normal(0, 0.02, (n_benign, *pool.shape[1:])), 0, 1),
+        }  # fmt: skip
+        for name, xs in benign_streams.items():
+            st = streams[name] = _Stream(url, keys[name][0])
+            for q in xs:
+                st.ask(q.astype(np.float32), attack=True)
     finally:
         proc.terminate()
         proc.wait()
-    db = sqlite3.connect(dtmp / "audit.db")
-    rows = db.execute(
-        "SELECT key, n_inputs, alerts FROM requests WHERE path = '/v1/predict' ORDER BY id"
-    ).fetchall()
-    db.close()
-    first: dict[str, dict[str, int]] = {}
-    seen: dict[str, int] = {}
-    flagged_replay = replay_total = 0
-    for key, n, alerts in rows:
-        before = seen.get(key, 0)
-        seen[key] = before + n
-        marks = {
-            m.group(1): (int(m.group(2)), int(m.group(3)))
-            for m in re.finditer(r"(\w+)@(\d+):(\d+)", alerts or "")
-        }
-        if key.startswith("replay"):
-            replay_total += n
-            flagged_replay += max((c for _, c in marks.values()), default=0)
-        for kind, (idx, _) in marks.items():
-            first.setdefault(key, {}).setdefault(kind, before + idx + 1)
-    attacks = {}
-    for name in sorted(k for k in keys if not k.startswith("replay")):
-        f = first.get(name, {})
-        attacks[name] = {
-            "queries_sent": seen.get(name, 0),
-            "first_flag": min(f.values()) if f else None,
-            "first_blacklight": f.get("blacklight"),
-            "first_prada": f.get("prada"),
-            "attack_succeeded": success.get(name),
-        }
-    return {"attacks": attacks, "replay_queries": replay_total, "replay_flagged": flagged_replay,
-            "false_alarm_rate": flagged_replay / max(replay_total, 1)}  # fmt: skip
+    flags = _flags(dtmp / "audit.db")
+    attacks: dict[str, Any] = {}
+    for name in names:
+        rows = flags.get(name, [])
+        st = streams.get(name)
+        first, kinds = None, ""
+        for n_query, (rid, alerts) in enumerate(rows, 1):
+            if alerts:
+                # attack queries sent so far (mixed runs also send benign ones)
+                first = st.sent[rid][1] if st is not None else n_query
+                kinds = alerts
+                break
+        sent = st.attack_queries if st is not None else len(rows)
+        attacks[name] = {"queries_sent": sent, "first_flag": first, "alerts": kinds,
+                         "attack_succeeded": success.get(name)}  # fmt: skip
+    benign = {}
+    for name in benign_kinds:
+        rows = flags.get(name, [])
+        benign[name] = {"queries": len(rows), "flagged": sum(1 for _, a in rows if a)}
+    return {"attacks": attacks, "benign": benign}
+
+
+# -- part 3: memory ------------------------------------------------------------------------
+def memory_benchmark(pool: np.ndarray, n: int) -> dict[str, dict[str, float]]:
+    """Detector memory per key after ``n`` distinct queries at the default histories, MB."""
+    import tracemalloc
+
+    from mlwarden.serve.config import Detection
+    from mlwarden.serve.monitor import Monitor
+
+    rng = np.random.default_rng(SEED)
+    digits = _distinct_inputs(pool)
+    out = {}
+    for name, shape in (("digits 1x8x8", (1, 8, 8)), ("image 3x32x32", (3, 32, 32))):
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        mon = Monitor(Detection(), shape=list(shape))
+        t0 = time.process_time()
+        for start in range(0, n, 64):
+            if shape == (1, 8, 8):
+                xb = digits[np.arange(start, start + 64) % len(digits)]
+                xb = np.clip(xb + rng.normal(0, 0.01, xb.shape), 0, 1).astype(np.float32)
+            else:
+                xb = rng.uniform(0, 1, (64, *shape)).astype(np.float32)
+            mon.inspect("k", xb, rng.integers(0, 10, len(xb)))
+        cpu = (time.process_time() - t0) * 1000 / n
+        traced = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        out[name] = {"nbytes_mb": mon.nbytes("k") / 1e6, "traced_mb": traced / 1e6,
+                     "cpu_ms_per_query_traced": cpu}  # fmt: skip
+    return out
+
+
+def _report(load: dict[str, Any], flood: dict[str, Any], attr: dict[str, float],
+            det: dict[str, Any], mem: dict[str, Any]) -> None:  # fmt: skip
+    b, g = load["bare"], load["gateway"]
+    print("\n== load (medians over rounds; single-input requests on loopback)")
+    cols = ["keepalive_p50", "keepalive_p99", "newconn_p50", "newconn_p99",
+            *[f"rps_c{c}" for c in CONCURRENCY], "cpu_ms"]  # fmt: skip
+    print(f"{'':9s}" + "".join(f"{c:>15s}" for c in cols))
+    for name, d in (("bare", b), ("gateway", g)):
+        print(f"{name:9s}" + "".join(f"{d[c]:15.2f}" for c in cols))
+    ratios = "  ".join(f"{k} {v:.2f}x" for k, v in load["throughput_ratio"].items())
+    print(f"keep-alive p50 overhead {load['keepalive_p50_overhead_ms']:.2f} ms (target <= 2); "
+          f"new-connection p50 overhead {load['newconn_p50_overhead_ms']:.2f} ms")  # fmt: skip
+    print(f"throughput gateway/bare: {ratios} (target >= 0.80 at c8)")
+    print(f"server CPU overhead {load['cpu_overhead_ms']:.2f} ms per request")
+    print(f"5xx {load['responses_5xx']}  non-200 {load['responses_not_200']}  answered by gateway "
+          f"{load['gateway_answered']}  lost audit records after kill -9: {load['audit_lost']}")  # fmt: skip
+    print(f"\n== flood: {flood['connections']} idle/half-open connections held "
+          f"(opened in {flood['open_seconds']:.1f} s)")  # fmt: skip
+    print(f"/healthz ms while held: {[round(w, 1) for w in flood['healthz_ms']]} (target < 1000)")
+    print(f"keyed prediction: {flood['predict_status']} in {flood['predict_ms']:.1f} ms; "
+          f"gateway stderr {flood['stderr_bytes']} bytes")  # fmt: skip
+    for line in flood["connection_metrics"] + ["after 6 s:"] + flood["connection_metrics_after_6s"]:
+        print("  " + line)
+    print("\n== in-process CPU ms per request (client included; ASGI, no sockets)")
+    for name, ms in attr.items():
+        print(f"{name:14s}{ms:7.3f}   (+{ms - attr['bare']:.3f} vs bare)")
+    print("\n== detection (attack queries until the key is first flagged; target <= 300 in 5/5)")
+    for name, a in det["attacks"].items():
+        print(f"{name:20s} sent {a['queries_sent']:4d}  first flag {a['first_flag']}  "
+              f"[{a['alerts']}]  attack succeeded: {a['attack_succeeded']}")  # fmt: skip
+    for name, bn in det["benign"].items():
+        rate = 1000 * bn["flagged"] / max(bn["queries"], 1)
+        print(
+            f"{name:20s} {bn['queries']} queries, {bn['flagged']} flagged -> {rate:.2f} per 1,000"
+        )
+    print("\n== detector memory per key at the default histories")
+    for name, m in mem.items():
+        print(f"{name:14s} nbytes {m['nbytes_mb']:.2f} MB  tracemalloc {m['traced_mb']:.2f} MB")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bare-server", metavar="MODEL", help=argparse.SUPPRESS)
+    ap.add_argument("--bare-port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per throughput phase")
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per throughput phase")
     ap.add_argument("--latency-requests", type=int, default=300)
+    ap.add_argument("--flood", type=int, default=5000, help="idle connections held")
     ap.add_argument("--attacks", type=int, default=5, help="inputs attacked by each attack")
     ap.add_argument("--attack-budget", type=int, default=300, help="queries per attack run")
-    ap.add_argument("--replay-keys", type=int, default=4)
+    ap.add_argument("--benign", type=int, default=1000, help="queries per benign stream")
+    ap.add_argument("--memory-queries", type=int, default=10000)
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated parts to skip: load,flood,attribution,detection,memory",
+    )
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = ap.parse_args()
     if args.bare_server:
-        bare_server(args.bare_server)
+        bare_server(args.bare_server, args.bare_port)
         return
+    skip = set(args.skip.split(","))
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mlw-gw-bench-") as d:
         tmp = Path(d)
-        model, x, y = _train(tmp)
-        print(
-            f"load: {args.rounds} rounds, {args.latency_requests} sequential requests + {args.threads} threads x {args.duration:.0f} s each"
-        )
-        load = load_benchmark(
-            tmp, model, x, args.rounds, args.threads, args.duration, args.latency_requests
-        )
-        print("attribution: in-process CPU per request")
-        attr = attribution(model, x, args.latency_requests, args.rounds)
-        print(
-            f"detection: {args.attacks} inputs x (Square, HopSkipJump), {args.attack_budget} queries each; {args.replay_keys} replay keys"
-        )
-        det = detection_benchmark(
-            tmp, model, x, y, args.attacks, args.replay_keys, args.attack_budget
-        )
-    b, g = load["bare"], load["gateway"]
-    print("\n== load (medians over rounds; single-input requests on loopback)")
-    print(f"{'':10s}{'p50 ms':>9s}{'p99 ms':>9s}{'req/s':>9s}{'CPU ms/req':>12s}")
-    print(f"{'bare':10s}{b['p50']:9.2f}{b['p99']:9.2f}{b['rps']:9.0f}{b['cpu_ms']:12.2f}")
-    print(f"{'gateway':10s}{g['p50']:9.2f}{g['p99']:9.2f}{g['rps']:9.0f}{g['cpu_ms']:12.2f}")
-    print(
-        f"server CPU overhead {load['cpu_overhead_ms']:.2f} ms per request (scheduler-independent)"
-    )
-    print(
-        f"p50 overhead {load['p50_overhead_ms']:.2f} ms (target <= 2)   throughput ratio {load['throughput_ratio']:.2f} (target >= 0.80)"
-    )
-    print(
-        f"non-200 responses {load['responses_not_200']}   5xx responses {load['responses_5xx']}   answered by gateway {load['gateway_answered']}   lost audit records after kill -9: {load['audit_lost']}"
-    )
-    print("\n== in-process CPU ms per request (client included; ASGI, no sockets)")
-    for name, ms in attr.items():
-        print(f"{name:14s}{ms:7.3f}   (+{ms - attr['bare']:.3f} vs bare)")
-    print("\n== detection (queries until the key is first flagged; target <= 50)")
-    for name, a in det["attacks"].items():
-        print(
-            f"{name:9s} sent {a['queries_sent']:4d}  first flag {a['first_flag']}  (blacklight {a['first_blacklight']}, prada {a['first_prada']})  attack succeeded: {a['attack_succeeded']}"
-        )
-    print(
-        f"replayed held-out queries: {det['replay_queries']}, flagged {det['replay_flagged']} -> false-alarm rate {det['false_alarm_rate']:.4f} (target <= 0.01)"
-    )
-    if args.out:
-        args.out.write_text(
-            json.dumps({"load": load, "attribution": attr, "detection": det}, indent=2)
-        )
+        model, x, y, pool = _train(tmp)
+        xs = _distinct_inputs(pool)[np.random.default_rng(SEED).permutation(5 * len(pool))]
+
+        def done(part: str, value: Any) -> None:
+            results[part] = value
+            print(f"{part}: " + json.dumps(value, default=str), flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(results, indent=2, default=str))
+
+        if "load" not in skip:
+            print(
+                f"load: {args.rounds} rounds, concurrency {CONCURRENCY}, {args.duration:.0f} s each"
+            )
+            done(
+                "load",
+                load_benchmark(tmp, model, xs, args.rounds, args.duration, args.latency_requests),
+            )
+        if "flood" not in skip:
+            print(f"flood: {args.flood} idle connections")
+            done("flood", flood_benchmark(tmp, model, xs, args.flood))
+        if "attribution" not in skip:
+            print("attribution: in-process CPU per request")
+            done("attribution", attribution(model, xs, args.latency_requests, args.rounds))
+        if "detection" not in skip:
+            print(f"detection: {args.attacks} inputs per attack, {args.attack_budget} queries each")
+            done(
+                "detection",
+                detection_benchmark(
+                    tmp, model, x, y, pool, args.attacks, args.attack_budget, args.benign
+                ),
+            )
+        if "memory" not in skip:
+            print(f"memory: {args.memory_queries} distinct queries per key")
+            done("memory", memory_benchmark(pool, args.memory_queries))
+    if len(results) == 5:
+        _report(results["load"], results["flood"], results["attribution"],
+                results["detection"], results["memory"])  # fmt: skip
 
 
 if __name__ == "__main__":
