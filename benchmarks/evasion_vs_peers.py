@@ -29,7 +29,7 @@ warm-up (``--quick``: PGD-5, 2 epochs) — the ``ADV_*`` constants below, which
 Run::
 
     timeout 2400 .venv/bin/python benchmarks/evasion_vs_peers.py [--quick] [--points N]
-        [--speed-only | --strength-only [--ensembles-only] [--no-art-square] | --fab-only]
+        [--speed-only | --strength-only [--ensembles-only] [--no-art-square] [--model M] | --fab-only]
 """
 
 from __future__ import annotations
@@ -493,6 +493,12 @@ def main() -> None:
         "--ensembles-only", action="store_true", help="(b) without the single attacks"
     )
     parser.add_argument(
+        "--model",
+        choices=("both", "standard", "adv-trained"),
+        default="both",
+        help="(b) on which model",
+    )
+    parser.add_argument(
         "--no-art-square",
         action="store_true",
         help="(b) without ART's single Square (slow; ART's AutoAttack still runs it)",
@@ -530,6 +536,8 @@ def main() -> None:
     n = 40 if args.quick else args.points
     xs, ys = x[:n], y[:n]
     for label, model in (("standard", std), ("adv-trained", rob)):
+        if args.model not in ("both", label):
+            continue
         strength(
             model,
             xs,
