@@ -751,9 +751,12 @@ def _scan_stream(
         )
         return "nested"
     src = Source(f, size)
-    check_secrets(src.peek(SECRETS_WINDOW), ctx.sink, src.pos)
     head = src.peek(512)
     kind = sniff(head, size)
+    if kind in _SECRET_KINDS or kind.startswith("tf-"):
+        # what the first read already holds (up to 64 KiB): no extra reading; archives and
+        # compressed streams are searched member by member, media and arrays not at all
+        check_secrets(src.buf[src.i : src.i + SECRETS_WINDOW], ctx.sink, src.pos)
     if top and kind in ("unknown", "pickle?", "pickle") and not ctx.in_memory:
         kind = shard_kind(ctx.path, size) or kind  # raw tensors its bundle index describes
     if top:
@@ -892,6 +895,13 @@ def _scan_listed(
         )
         g.seek(0)
         return fmt.scan(Source(g, gsize), scan)
+
+
+#: formats whose first bytes hold strings a secret may sit in (pickle constants, headers,
+#: metadata, configs); searched for secrets (MLW-SCN-027)
+_SECRET_KINDS = frozenset(
+    {"text", "pickle", "pickle?", "torch-legacy", "safetensors", "gguf", "onnx", "fmt:xml"}
+)
 
 
 def _scan_raw_pickle(src: Source, ctx: _Ctx) -> str:
@@ -1221,7 +1231,8 @@ def _scan_zip(f: IO[bytes], size: int, ctx: _Ctx, depth: int) -> str:
         if is_pickle:
             checked = _Crc(stream)
             src = Source(checked, msize)  # type: ignore[arg-type]
-            check_secrets(src.peek(SECRETS_WINDOW), sink)
+            src.peek(1)
+            check_secrets(src.buf[src.i : src.i + SECRETS_WINDOW], sink)
             scan_pickle_stream(src, sink, on_persistent=note_pid)
             if src.at_eof() and checked.count == e.usize and checked.crc != e.crc:
                 sink.add(

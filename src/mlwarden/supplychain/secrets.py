@@ -1,6 +1,7 @@
 """Secrets and network indicators inside model files (MLW-SCN-027): API tokens, private
 keys, credentials written into URLs, and URLs of raw executables, found in the bytes the
-scanner reads (the first MiB of every file, archive member and decompressed stream:
+scanner reads (the first 64 KiB of every file, archive member and decompressed stream,
+the bytes its first read holds anyway:
 pickle string constants, safetensors/GGUF metadata, ONNX doc strings, configs).
 
 A token in a model file is a leak (whoever downloads the model can use it); a URL of a
@@ -22,7 +23,7 @@ from mlwarden.core.severity import Severity
 from mlwarden.supplychain.results import Sink
 
 RULE = "MLW-SCN-027"
-WINDOW = 1 << 20  #: bytes of each stream searched
+WINDOW = 64 << 10  #: bytes of each stream searched (what the scanner's first read holds)
 
 _PATTERNS: tuple[tuple[str, bytes], ...] = (
     ("private key", rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY-----"),
