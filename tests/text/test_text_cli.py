@@ -117,3 +117,20 @@ def test_save_adversarial_for_arrays_is_an_npz(tmp_path: Path) -> None:
         assert len(npz["x_adv"]) == len(npz["y"]) == len(npz["index"]) > 0
         assert np.all(npz["prediction"] != npz["y"])
         np.testing.assert_array_equal(model.predict(npz["x_adv"]), npz["prediction"])
+
+
+def test_data_audit_of_a_text_table_runs_the_sensitive_data_scan(tmp_path: Path) -> None:
+    from mlwarden.poisoning.assess import data_report
+
+    rows = [f"text number {i} about {'good' if i % 2 else 'bad'} things" for i in range(40)]
+    rows.append("mail jane.doe@example.com about it")
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": t, "label": i % 2}) + "\n" for i, t in enumerate(rows)),
+        encoding="utf-8",
+    )
+
+    report = data_report(str(path))
+
+    rules = {f.rule for f in report.findings}
+    assert "MLW-DAT-005" in rules and "MLW-DAT-010" in rules

@@ -28,6 +28,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("data", "mlwarden.poisoning.demo"),
     ("evasion", "mlwarden.evasion.demo"),
     ("audio", "mlwarden.evasion.audio.demo"),
+    ("text", "mlwarden.evasion.text.demo"),
     ("privacy", "mlwarden.privacy.demo"),
     ("threats", "mlwarden.threats.demo"),
     # Last: write DIR/system.yaml and DIR/plan.yaml and run `mlwarden audit` on them.

@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--save-adversarial",
                 help="Write the successful adversarial inputs here: text -> JSONL "
-                "{index, text, adversarial, label, prediction}; images/tables -> .npz (x_adv, y, "
+                "{index, text, adversarial, label, prediction, queries}; images/tables -> .npz (x_adv, y, "
                 "prediction, index); audio -> a folder of 32-bit float WAVs at the inputs' "
                 "relative paths.",
             ),

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 
-def tfidf_pipeline(texts: Sequence[str], y: np.ndarray, *, c: float = 4.0) -> Any:
+def tfidf_pipeline(texts: Sequence[str] | np.ndarray, y: np.ndarray, *, c: float = 4.0) -> Any:
     """A fitted TF-IDF (1-2 word grams, sublinear tf) + logistic-regression pipeline."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -38,7 +38,7 @@ def tfidf_pipeline(texts: Sequence[str], y: np.ndarray, *, c: float = 4.0) -> An
 
 
 def tiny_transformer(
-    texts: Sequence[str],
+    texts: Sequence[str] | np.ndarray,
     y: np.ndarray,
     out: str | Path,
     *,

@@ -338,7 +338,10 @@ def _load_for_audit(report: Report, data: Any, label: str | None, pii: PiiScan |
     if isinstance(data, Dataset):
         return data
     try:
-        return load_dataset(data, label=label)
+        ds = load_dataset(data, label=label)
+        if ds.modality == "text":  # the checks below need numeric features
+            raise InputFileError(data, "holds text, not numeric features")
+        return ds
     except InputFileError:
         if pii is None or pii.format != "csv":
             raise

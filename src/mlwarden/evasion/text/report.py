@@ -255,7 +255,8 @@ def _examples(res: TextAttackResult) -> list[dict[str, Any]]:
 def _saved_rows(res: TextAttackResult, sub: Dataset) -> list[dict[str, Any]]:
     return [
         {"index": int(k), "text": res.original[k], "adversarial": res.adversarial[k],
-         "label": int(res.labels[k]), "prediction": int(res.adv_pred[k])}
+         "label": int(res.labels[k]), "prediction": int(res.adv_pred[k]),
+         "queries": int(res.queries[k])}
         for k in np.nonzero(res.success)[0]
     ]  # fmt: skip
 
