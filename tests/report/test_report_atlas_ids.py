@@ -45,7 +45,9 @@ def test_every_atlas_id_in_yaml_data_files_is_in_the_catalogue() -> None:
     """Rules kept as data (YAML/JSON next to the code) cite ids too."""
     unknown: list[str] = []
     for path in sorted([*SOURCE.rglob("*.yaml"), *SOURCE.rglob("*.yml")]):
-        if path.name == "atlas.yaml":
+        # the catalogue itself, and MITRE's case-study facts, which cite every technique
+        # of ATLAS (mlwarden matches them against the ids its findings cite)
+        if path.name in ("atlas.yaml", "atlas_case_studies.yaml"):
             continue
         for ident in ATLAS_ID.findall(path.read_text(encoding="utf-8")):
             if not atlas.is_known(ident):

@@ -151,6 +151,15 @@ def print_summary(report: Report) -> None:
         table.add_column("severity")
         table.add_column("rule")
         table.add_column("finding")
-        for f in sorted(report.findings, key=lambda f: -f.severity.rank)[:25]:
+        ranked = sorted(report.findings, key=lambda f: -f.severity.rank)
+        for f in ranked[:25]:
             table.add_row(f.severity.value, f.rule, f.title)
         err.print(table)
+        seen: dict[str, dict] = {}
+        for f in ranked:
+            for c in f.case_studies:
+                seen.setdefault(c["id"], c)
+        if seen:
+            err.print("real-world attacks that used these techniques (MITRE ATLAS case studies):")
+            for c in list(seen.values())[:5]:
+                err.print(f"  {c['id']} {c['name']}  {c.get('url', '')}", markup=False)

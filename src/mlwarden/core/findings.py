@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from mlwarden import __version__
 from mlwarden.core.severity import Severity
@@ -50,6 +50,22 @@ class Finding(BaseModel):
     artifact: str | None = Field(default=None, description="File, model or dataset concerned.")
     check: str | None = Field(default=None, description="The check that produced it.")
     owasp: list[str] = Field(default_factory=list, description="OWASP ML Top 10 ids (ML01..).")
+    case_studies: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description=(
+            "Real-world attacks that used the same ATLAS techniques (MITRE ATLAS case "
+            'studies): {"id", "name", "url", "aiid"?: [AI Incident Database links]}. '
+            "Filled from 'atlas' when not given."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _with_case_studies(self) -> Finding:
+        if not self.case_studies and self.atlas:
+            from mlwarden.core.atlas import case_studies_for
+
+            self.case_studies = [c.as_dict() for c in case_studies_for(self.atlas)]
+        return self
 
     @field_validator("rule")
     @classmethod
