@@ -50,6 +50,14 @@ def npz_object(marker: Path) -> bytes:
     return out.getvalue()
 
 
+def npz_lzma_member(marker: Path) -> bytes:
+    """An object array in an LZMA-compressed npz member (zipfile, so numpy, reads it)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_LZMA) as z:
+        z.writestr("x.npy", npy_object(marker))
+    return out.getvalue()
+
+
 def ustar_polyglot(marker: Path) -> bytes:
     """Case 2: a valid ustar archive whose first member name is a whole pickle."""
     name = (mkdir_payload(marker) + b".").decode()
@@ -186,6 +194,7 @@ def joblib_zlib_trailing(marker: Path, kind: str = "zlib") -> bytes:
 CASES: dict[str, tuple[Callable[[Path], bytes], str, bool, tuple[str, ...]]] = {
     "npy_descr_object": (npy_object, "numpy", True, ("unsafe",)),
     "npz_descr_object": (npz_object, "numpy", True, ("unsafe",)),
+    "npz_lzma_member": (npz_lzma_member, "numpy", True, ("unsafe",)),
     "ustar_polyglot_pickle": (ustar_polyglot, "pickle", True, ("unsafe",)),
     "ustar_polyglot_joblib": (ustar_polyglot, "joblib", True, ("unsafe",)),
     "ustar_polyglot_numpy": (ustar_polyglot, "numpy", True, ("unsafe",)),

@@ -1191,7 +1191,8 @@ def _scan_zip(f: IO[bytes], size: int, ctx: _Ctx, depth: int) -> str:
         elif isinstance(pid, str):
             storages.add(pid)
 
-    odd_flags = [e.name for e in entries if e.flags & ~0x0808]
+    # bit 1 of an LZMA member says its stream ends with an end marker (zipfile writes it)
+    odd_flags = [e.name for e in entries if e.flags & ~(0x080A if e.method == 14 else 0x0808)]
     if odd_flags:
         sink.add(
             "MLW-SCN-011",

@@ -198,9 +198,10 @@ class Decompressed(io.RawIOBase):
     (joblib's own zlib/gzip reader loops forever on such files).
     """
 
-    def __init__(self, f: IO[bytes], kind: str, limit: int) -> None:
+    def __init__(self, f: IO[bytes], kind: str, limit: int, props: bytes = b"") -> None:
         self.f: Any = f
         self.kind = kind
+        self.props = props  #: LZMA properties of a zip member (method 14)
         self.limit = limit
         self.produced = 0
         self.pending = b""
@@ -219,6 +220,12 @@ class Decompressed(io.RawIOBase):
             return zlib.decompressobj(16 + 15)
         if self.kind == "bz2":
             return bz2.BZ2Decompressor()
+        if self.kind == "zip-lzma":
+            try:
+                spec = lzma._decode_filter_properties(lzma.FILTER_LZMA1, self.props)  # type: ignore[attr-defined]
+            except (lzma.LZMAError, ValueError) as exc:
+                raise Truncated(f"bad LZMA properties in a zip member ({exc})") from None
+            return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[spec])
         if self.kind in ("xz", "lzma"):
             if first:
                 fmt = lzma.FORMAT_XZ if self.kind == "xz" else lzma.FORMAT_ALONE
@@ -234,7 +241,7 @@ class Decompressed(io.RawIOBase):
         """At the end of a stream: start the next one if input follows, else finish."""
         rest = self.tail or self.d.unused_data or self.f.read(CHUNK)
         self.tail = b""
-        if not rest or self.kind == "deflate":  # a zip member's data ends with its stream
+        if not rest or self.kind in ("deflate", "zip-lzma"):  # a zip member ends with its stream
             self.done = True
             return
         self.trailing = True
@@ -255,7 +262,7 @@ class Decompressed(io.RawIOBase):
         self.streams += 1
 
     def _feed(self, raw: bytes) -> bytes:
-        if self.kind in ("bz2", "xz", "lzma"):
+        if self.kind in ("bz2", "xz", "lzma", "zip-lzma"):
             out: bytes = self.d.decompress(raw, max_length=CHUNK) if raw or not self.d.eof else b""
             if not raw and not out and not self.d.eof and self.d.needs_input:
                 raise Truncated(f"{self.kind} stream ends early")
@@ -276,7 +283,7 @@ class Decompressed(io.RawIOBase):
                 continue
             if self.tail:
                 raw, self.tail = self.tail, b""
-            elif self.kind in ("bz2", "xz", "lzma") and not self.d.needs_input:
+            elif self.kind in ("bz2", "xz", "lzma", "zip-lzma") and not self.d.needs_input:
                 raw = b""  # it still holds input: more would only pile up inside it
             else:
                 raw = self.f.read(CHUNK)

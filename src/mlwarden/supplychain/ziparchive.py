@@ -299,4 +299,11 @@ def open_member(f: IO[bytes], e: ZipEntry, limit: int) -> tuple[IO[bytes], int |
         return Decompressed(raw, "deflate", limit), None  # type: ignore[arg-type,return-value]
     if e.method == 12:
         return Decompressed(raw, "bz2", limit), None  # type: ignore[arg-type,return-value]
+    if e.method == 14:  # LZMA, as Python's zipfile (and so numpy.load's npz) reads it
+        head = raw.read(4)
+        if len(head) < 4:
+            raise ZipFormatError(f"member {e.name!r}: LZMA header cut short")
+        props = raw.read(int.from_bytes(head[2:4], "little"))
+        stream = Decompressed(raw, "zip-lzma", limit, props=props)  # type: ignore[arg-type]
+        return stream, None  # type: ignore[return-value]
     raise ZipFormatError(f"member {e.name!r} uses unsupported compression method {e.method}")
