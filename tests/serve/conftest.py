@@ -107,8 +107,11 @@ def gw_config(tmp_path: Path, keys: dict[str, str]) -> Callable[..., GatewayConf
 def serve(tmp_path: Path) -> Iterator[Callable[[Target, GatewayConfig], LiveServer]]:
     started: list[LiveServer] = []
 
-    def start(target: Target, config: GatewayConfig) -> LiveServer:
-        server = LiveServer(create_app(target, config, base_dir=tmp_path, model_version="test-1"))
+    def start(target: Target, config: GatewayConfig, config_path: Path | None = None) -> LiveServer:
+        app = create_app(
+            target, config, base_dir=tmp_path, model_version="test-1", config_path=config_path
+        )
+        server = LiveServer(app)
         started.append(server)
         return server
 

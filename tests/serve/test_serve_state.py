@@ -126,3 +126,28 @@ def test_detector_history_survives_a_restart(gw_config, keys, serve, sklearn_tar
     rows = [r for r in read_records(tmp_path / "audit.db") if r["key"] == "scores"]
     assert "similarity" in "".join(r["alerts"] for r in rows[15:])
     assert not any(r["alerts"] for r in rows[:15])
+
+
+def test_keys_added_or_removed_while_serving_take_effect(tmp_path, serve, sklearn_target, digits):
+    from mlwarden.serve.config import load_config, save_config
+
+    cfg = tmp_path / "gw.yaml"
+    old = new_key()
+    cfg.write_text(
+        "input: {shape: [1, 8, 8], range: [0, 1], max_batch: 16}\n"
+        "limits: {rate: 1000, burst: 1000}\n"
+        f"keys: {{old: {{hash: '{hash_key(old)}'}}}}\naudit: {{path: audit.db}}\n"
+    )
+    cfg.chmod(0o600)
+    live = serve(sklearn_target, load_config(cfg), cfg)
+    result = CliRunner().invoke(cli, ["gateway", "add-key", "fresh", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    fresh = result.output.split()[0]
+    time.sleep(1.1)  # the file is checked at most once a second
+    assert _post(live.url, fresh, digits[2][:1]).status_code == 200
+    edited = load_config(cfg)
+    del edited.keys["old"]  # revoked by the operator
+    save_config(edited, cfg)
+    time.sleep(1.1)
+    assert _post(live.url, old, digits[2][:1]).status_code == 401
+    assert _post(live.url, fresh, digits[2][1:2]).status_code == 200

@@ -98,7 +98,15 @@ def register(app: typer.Typer) -> None:
             )
         target, version = load_model(model, registry=registry, trust=list(trust or []))
         base = config.resolve().parent if config is not None else Path.cwd()
-        run_gateway(target, cfg, host=host, port=port, base_dir=base, model_version=version)
+        run_gateway(
+            target,
+            cfg,
+            host=host,
+            port=port,
+            base_dir=base,
+            model_version=version,
+            config_path=config.resolve() if config is not None else None,
+        )
 
     gateway = typer.Typer(
         help="Manage the serving gateway: API keys and config audit.", no_args_is_help=True

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import sqlite3
 import time
@@ -46,11 +47,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mlwarden.core.errors import UserError
+from mlwarden.core.errors import InputFileError, UserError
 from mlwarden.core.target import Target, probabilities
 from mlwarden.defenses.output import harden_output
 from mlwarden.serve.auth import KeyStore, bearer_token
-from mlwarden.serve.config import GatewayConfig, Role
+from mlwarden.serve.config import GatewayConfig, Role, load_config
 from mlwarden.serve.conn import ConnectionGuard
 from mlwarden.serve.limits import KeyLimiter
 from mlwarden.serve.log import (
@@ -84,9 +85,13 @@ class Gateway:
         *,
         base_dir: Path | None = None,
         model_version: str | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.target = target
         self.config = config
+        self.config_path = config_path
+        self._checked = time.monotonic()
+        self._mtime = _mtime(config_path)
         self.model_version = config.model_version or model_version or target.name
         self.roles = config.all_roles()
         self.keys = KeyStore({n: k.hash for n, k in config.keys.items()})
@@ -165,7 +170,38 @@ class Gateway:
             write_state(self.audit.path, [(k, kind, v) for k, kind, v in states if v is not None])
 
     # -- steps ----------------------------------------------------------------------
+    def reload_keys(self) -> None:
+        """Take up keys added, removed or re-roled in the config file (stat once a second).
+
+        Only ``keys`` and ``roles`` are re-read; a new key gets its limiter; changed
+        limits of existing keys, and every other section, need a restart. A file that no
+        longer parses is ignored (the keys in use stay) and reported once.
+        """
+        now = time.monotonic()
+        if self.config_path is None or now - self._checked < 1.0:
+            return
+        self._checked = now
+        try:
+            mtime = self.config_path.stat().st_mtime_ns
+        except OSError:
+            return
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        try:
+            fresh = load_config(self.config_path)
+        except InputFileError as exc:
+            logging.getLogger("mlwarden.serve").warning("config not reloaded: %s", exc)
+            return
+        self.config.keys, self.config.roles = fresh.keys, fresh.roles
+        self.roles = self.config.all_roles()
+        self.keys = KeyStore({n: k.hash for n, k in fresh.keys.items()})
+        for name, key in fresh.keys.items():
+            if name not in self.limiters:
+                self.limiters[name] = self._limiter(key.rate, key.burst, key.budget, key.window_s)
+
     def authenticate(self, header: str | None) -> _Caller:
+        self.reload_keys()
         token = bearer_token(header)
         if token is None:
             if self.config.anonymous is not None:
@@ -176,9 +212,10 @@ class Gateway:
                 {"WWW-Authenticate": "Bearer"},
             )
         name = self.keys.identify(token)
-        if name is None:
+        key = self.config.keys.get(name) if name is not None else None
+        if name is None or key is None or key.role not in self.roles:
             raise RequestError(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
-        return _Caller(name, self.roles[self.config.keys[name].role])
+        return _Caller(name, self.roles[key.role])
 
     def infer(self, caller: _Caller, x: np.ndarray) -> tuple[list[Any], dict[str, list[int]]]:
         """Restoration, model, detection and output hardening (runs in a worker thread)."""
@@ -390,12 +427,20 @@ _DECISIONS = {
 }
 
 
+def _mtime(path: Path | None) -> int | None:
+    try:
+        return None if path is None else path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def create_app(
     target: Target,
     config: GatewayConfig,
     *,
     base_dir: Path | None = None,
     model_version: str | None = None,
+    config_path: Path | None = None,
 ) -> FastAPI:
     """Build the gateway app for an already loaded ``target``.
 
@@ -405,8 +450,12 @@ def create_app(
         config: the gateway configuration.
         base_dir: directory that a relative audit-log path is taken from (the config's).
         model_version: reported in every answer unless the config sets one.
+        config_path: the file ``config`` came from; keys added to it (``gateway
+            add-key``) are taken up while serving, within a second.
     """
-    gateway = Gateway(target, config, base_dir=base_dir, model_version=model_version)
+    gateway = Gateway(
+        target, config, base_dir=base_dir, model_version=model_version, config_path=config_path
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

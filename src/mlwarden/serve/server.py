@@ -115,9 +115,15 @@ def run_gateway(
     port: int = 8000,
     base_dir: Path | None = None,
     model_version: str | None = None,
+    config_path: Path | None = None,
 ) -> None:
-    """Serve ``target`` behind the gateway on ``host:port`` (port 0 picks a free one)."""
-    app = create_app(target, config, base_dir=base_dir, model_version=model_version)
+    """Serve ``target`` behind the gateway on ``host:port`` (port 0 picks a free one).
+
+    With ``config_path``, keys added to that file while serving take effect.
+    """
+    app = create_app(
+        target, config, base_dir=base_dir, model_version=model_version, config_path=config_path
+    )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP: asyncio enables TCP_NODELAY only on sockets created with it.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
