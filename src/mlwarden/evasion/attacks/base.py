@@ -144,7 +144,10 @@ class ModelAccess:
             self._budget(len(x))
             t.queries += len(x)
             with torch.no_grad():
-                return t.module(x.to(t.device)).float().cpu()  # type: ignore[no-any-return]
+                out = t.module(x.to(t.device)).float().cpu()
+            if t.num_classes is None and out.ndim == 2:
+                t.num_classes = out.shape[1]  # as predict() learns it: label checks need it
+            return out  # type: ignore[no-any-return]
         return torch.from_numpy(np.ascontiguousarray(t.predict(x.detach().cpu())))
 
     def labels(self, x: torch.Tensor) -> torch.Tensor:
