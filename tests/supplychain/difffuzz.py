@@ -92,7 +92,14 @@ def build_seeds(root: Path) -> list[Seed]:
     ]
     seeds[2].loaders = ("pickle", "joblib", "numpy", "torch")
     arrays = {"a": np.arange(6, dtype=np.float32), "c": Canary(marker)}
-    for comp in (None, "zlib", "gzip", "bz2", "xz", "lzma"):
+    compressors: list[str | None] = [None, "zlib", "gzip", "bz2", "xz", "lzma"]
+    try:
+        import lz4.frame  # noqa: F401  (joblib's optional compressor)
+
+        compressors.append("lz4")
+    except ImportError:
+        pass
+    for comp in compressors:
         out = io.BytesIO()
         joblib.dump(arrays, out, compress=comp if comp else 0)
         seeds.append(
@@ -176,6 +183,8 @@ def emit(ops: list[Op]) -> bytes:
 
 
 def _int_value(name: str, raw: bytes) -> int | None:
+    if name == "LONG1":
+        return int.from_bytes(raw[2 : 2 + raw[1]], "little", signed=True)
     if name == "BININT1":
         return raw[1]
     if name == "BININT2":
@@ -205,6 +214,8 @@ def respell_numbers(ops: list[Op], rng: random.Random) -> list[Op]:
         v = _int_value(name, raw)
         if v is None or rng.random() < 0.3:
             out.append((name, raw))
+        elif name == "LONG1":
+            out.append(("LONG", b"L" + _spell(v, rng, True) + rng.choice([b"L", b""]) + b"\n"))
         elif name.startswith("BININT"):
             if v in (0, 1) and rng.random() < 0.5:
                 out.append((name, raw))  # "00"/"01" lines would read as booleans
@@ -313,7 +324,14 @@ def mutate_pickle(data: bytes, rng: random.Random) -> tuple[bytes, list[str]]:
 # --- containers ------------------------------------------------------------------------------
 
 
+def _lz4(data: bytes) -> bytes:
+    import lz4.frame
+
+    return bytes(lz4.frame.compress(data))
+
+
 _COMPRESS: dict[str, Callable[[bytes], bytes]] = {
+    "lz4": _lz4,
     "zlib": zlib.compress,
     "gzip": gzip.compress,
     "bz2": bz2.compress,
@@ -329,6 +347,10 @@ def _decompress(kind: str, data: bytes) -> bytes:
         return gzip.decompress(data)
     if kind == "bz2":
         return bz2.decompress(data)
+    if kind == "lz4":
+        import lz4.frame
+
+        return bytes(lz4.frame.decompress(data))
     return lzma.decompress(data)
 
 
@@ -469,10 +491,13 @@ def npz_mutate(data: bytes, rng: random.Random) -> tuple[bytes, list[str]]:
         rng.shuffle(out_members)
         how.append("order")
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
+    method = rng.choice(
+        [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA]
+    )
+    with zipfile.ZipFile(out, "w", compression=method) as z:
         for n, d in out_members:
             z.writestr(n, d)
-    return out.getvalue(), how
+    return out.getvalue(), [*how, f"method {method}"]
 
 
 def mutate(seed: Seed, rng: random.Random) -> tuple[bytes, list[str]]:
@@ -509,6 +534,11 @@ def _legacy_mutate(data: bytes, rng: random.Random) -> tuple[bytes, list[str]]:
         parts.append(data[pos : pos + n])
         pos += n
     parts[3], how = mutate_pickle(parts[3], rng)
+    if rng.random() < 0.4:  # torch compares the unpickled magic number, not its bytes
+        ops = ops_of(parts[0])
+        if ops is not None:
+            parts[0] = emit(respell_numbers(ops, rng))
+            how.append("magic respelled")
     return b"".join(parts) + data[pos:], how
 
 
