@@ -451,11 +451,13 @@ def _non_adaptive(
     adaptive = min(row.adaptive_robust_accuracy, res.robust_accuracy)
     kept = adaptive / row.clean_accuracy if row.clean_accuracy > 0 else 0.0
     assert res.defended is not None
+    rating = "holds" if kept >= 0.8 else "partial" if kept >= 0.5 else "broken"
     res.defended.update(
         non_adaptive_robust_accuracy=row.non_adaptive_robust_accuracy,
         adaptive_robust_accuracy=adaptive,
-        rating="holds" if kept >= 0.8 else "partial" if kept >= 0.5 else "broken",
+        rating=rating,
         rated_on="adaptive",
+        caveat=row.caveat if rating != "broken" else "",
     )
 
 
@@ -466,6 +468,7 @@ def _side_by_side(defended: dict[str, Any]) -> str:
     return (
         f" Non-adaptive (clips crafted on the bare model): {na:.1%}; adaptive: {a:.1%}. "
         f"Rated on the adaptive figure: {defended['rating']}."
+        + (f" Caveat: {defended['caveat']}." if defended.get("caveat") else "")
     )
 
 

@@ -12,7 +12,9 @@ For one restoration chain in front of a model, :func:`compare_defence` measures
 
 On a randomised defence every verdict is the plurality vote of ``max(eot, 9)``
 predictions. The defence is rated on the adaptive figure only: ``holds`` when it keeps
-at least 80% of its clean accuracy, ``partial`` from 50%, else ``broken``.
+at least 80% of its clean accuracy, ``partial`` from 50%, else ``broken``; a rating
+other than ``broken`` reached through straight-through BPDA carries a ``caveat``: it
+is an upper bound, not a certificate.
 
 Example::
 
@@ -50,6 +52,8 @@ class DefenceRow:
     verification_draws: int
     rating: str
     seconds: float
+    #: why a rating that is not "broken" may still be too kind (empty when none)
+    caveat: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,8 +91,15 @@ def compare_defence(
     def row(robust_na: float, robust_a: float) -> DefenceRow:
         kept = robust_a / clean_acc if clean_acc > 0 else 0.0
         rating = "holds" if kept >= 0.8 else "partial" if kept >= 0.5 else "broken"
+        caveat = (
+            "upper bound: the adaptive attack went through a non-differentiable step with "
+            "the straight-through (identity) BPDA estimate, the weakest adaptive attack; a "
+            "differentiable approximation of the step may break it"
+            if bpda and rating != "broken"
+            else ""
+        )
         return DefenceRow(name, clean_acc, robust_na, robust_a, bpda, defended.eot_samples,
-                          draws, rating, round(time.perf_counter() - t0, 3))  # fmt: skip
+                          draws, rating, round(time.perf_counter() - t0, 3), caveat)  # fmt: skip
 
     if len(idx) == 0:
         return row(0.0, 0.0)
