@@ -141,7 +141,8 @@ def judge(
     return {"clean_correct": n_ok, "valid_success": len(valid),
             "success_rate": len(valid) / n_ok if n_ok else 0.0,
             "queries_median": float(np.median(queries)) if queries else None,
-            "claimed_but_invalid": invalid}  # fmt: skip
+            "claimed_but_invalid": invalid,
+            "valid_queries": {str(k): q for k, q in zip(valid, queries, strict=True)}}  # fmt: skip
 
 
 def run_ours(
@@ -201,6 +202,8 @@ def main() -> None:
             | judge(target, rows, adv, args.max_change)
         )
         print(json.dumps(results[-1]), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=1))
         for recipe in args.recipes.split(","):
             try:
                 wall, adv = run_textattack(
@@ -216,6 +219,8 @@ def main() -> None:
                     | judge(target, rows, adv, args.max_change)
                 )
             print(json.dumps(results[-1]), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=1))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
 

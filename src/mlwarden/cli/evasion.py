@@ -144,7 +144,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--recipe",
                 help="Text attacks to run (repeatable): combined | pwws | deepwordbug | hotflip. "
-                "Default: hotflip and combined for white-box models, else combined.",
+                "Default: hotflip then combined for white-box models, else deepwordbug then "
+                "combined (a sample broken by the first costs only its queries).",
             ),
         ] = None,
         normalise: Annotated[

@@ -131,10 +131,10 @@ def _margins(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return true - other.max(axis=1)  # type: ignore[no-any-return]
 
 
-def _candidates(word: str, transforms: Sequence[str]) -> list[str]:
+def _candidates(word: str, transforms: Sequence[str], char_edits: int) -> list[str]:
     out: dict[str, None] = {}
     if "chars" in transforms:
-        out.update(dict.fromkeys(char_candidates(word)))
+        out.update(dict.fromkeys(char_candidates(word)[:char_edits]))
     if "synonyms" in transforms:
         out.update(dict.fromkeys(synonym_candidates(word)))
     return list(out)
@@ -149,10 +149,13 @@ def attack_texts(
     max_change: float = 0.2,
     max_queries: int = 2000,
     hotflip_top: int = 8,
+    char_edits: int = 3,
     threat: ThreatModel | None = None,
     knows: Callable[[str], str] | None = None,
 ) -> TextAttackResult:
-    """Attack every text; see the module docs. ``max_queries`` is per sample (texts sent).
+    """Attack every text; see the module docs. ``max_queries`` is per sample (texts sent);
+    ``char_edits``: how many character edits are tried per word, most effective first
+    (homoglyph, invisible character, swap, deletion, substitution, insertion).
 
     ``knows``: the defence's input normalisation, when the attacker knows it (an
     adaptive attack): candidates it maps back onto the original word are not tried.
@@ -218,6 +221,7 @@ def _search_step(
     scorer: _GradientScorer | None,
     top: int,
     knows: Callable[[str], str] | None = None,
+    char_edits: int = 3,
 ) -> None:
     """Each active sample tries every candidate for its next word; best one kept."""
     batch: list[str] = []
@@ -227,7 +231,9 @@ def _search_step(
             s.done = True
             continue
         i = s.order.pop(0)
-        cands = [c for c in _candidates(s.words[i], transforms) if tm.word_ok(s.words[i], c)]
+        cands = [
+            c for c in _candidates(s.words[i], transforms, char_edits) if tm.word_ok(s.words[i], c)
+        ]
         if knows is not None:
             washed = knows(s.words[i])
             cands = [c for c in cands if knows(c) != washed]

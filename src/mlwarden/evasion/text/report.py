@@ -39,7 +39,8 @@ def _recipes_for(target: Any, recipes: Sequence[str] | None) -> list[str]:
             raise UserError(f"unknown text attack {bad[0]!r}; choose from {', '.join(RECIPES)}")
         return list(recipes)
     white = getattr(target, "access", "") == "white" and hasattr(target, "embedding_forward")
-    return ["hotflip", "combined"] if white else ["combined"]
+    # cheapest first: a sample broken by the first recipe costs only its queries
+    return ["hotflip", "combined"] if white else ["deepwordbug", "combined"]
 
 
 def text_evasion_report(

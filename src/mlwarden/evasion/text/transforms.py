@@ -108,14 +108,16 @@ def char_candidates(word: str) -> list[str]:
         if c and c != core:
             out.setdefault(pre + c + post, None)
 
-    add(core[: mid - 1] + core[mid] + core[mid - 1] + core[mid + 1 :])  # swap
-    add(core[:mid] + core[mid + 1 :])  # delete
-    lower = core[mid].lower()
-    add(core[:mid] + _KEYBOARD.get(lower, "x") + core[mid + 1 :])  # substitute (keyboard)
-    add(core[:mid] + core[mid] + core[mid:])  # insert (doubled letter)
+    # most effective first (callers may keep only the first few): a homoglyph and an
+    # invisible character change the token for most tokenizers; then DeepWordBug's four
     for pos in sorted(range(len(core)), key=lambda p: abs(p - mid)):
         if core[pos] in HOMOGLYPHS:
             add(core[:pos] + HOMOGLYPHS[core[pos]] + core[pos + 1 :])
             break
     add(core[:mid] + INVISIBLE[0] + core[mid:])
+    add(core[: mid - 1] + core[mid] + core[mid - 1] + core[mid + 1 :])  # swap
+    add(core[:mid] + core[mid + 1 :])  # delete
+    lower = core[mid].lower()
+    add(core[:mid] + _KEYBOARD.get(lower, "x") + core[mid + 1 :])  # substitute (keyboard)
+    add(core[:mid] + core[mid] + core[mid:])  # insert (doubled letter)
     return list(out)
