@@ -400,3 +400,72 @@ def evaluate(model: Any, poisoned: Poisoned, test: Dataset) -> dict[str, float]:
         src = test.y == poisoned.info["source"]
         out["asr"] = float(np.mean(_predictor(model)(test.x[src]) == poisoned.target))
     return out
+
+
+@dataclass
+class AudioTrigger(Trigger):
+    """An additive audio trigger at a fixed SNR per clip: ``x + s_i * pattern`` with
+    ``s_i`` chosen so that ``||x_i|| / ||s_i * pattern|| = 10^(snr_db / 20)`` (a quiet
+    clip gets a quiet trigger; digital silence gets none). ``mask`` is unused (zeros)."""
+
+    snr_db: float = 20.0
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        flat = np.asarray(x, np.float64).reshape(len(x), -1)
+        p = np.broadcast_to(self.pattern, x.shape[1:]).reshape(-1).astype(np.float64)
+        scale = np.linalg.norm(flat, axis=1) / max(float(np.linalg.norm(p)), 1e-12)
+        scale *= 10.0 ** (-self.snr_db / 20.0)
+        return (flat + scale[:, None] * p).reshape(x.shape).astype(np.float32)
+
+
+def audio_trigger(
+    samples: int,
+    sample_rate: int,
+    *,
+    kind: str = "chirp",
+    seconds: float = 0.1,
+    position: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """A trigger waveform of ``samples`` samples: a Hann-windowed burst of ``seconds`` s
+    starting at ``position`` (fraction of the clip), silent elsewhere. ``kind``: ``tone``
+    (1 kHz), ``chirp`` (linear 500 Hz to min(4 kHz, 0.4 x rate)) or ``noise`` (white)."""
+    n = max(1, min(samples, int(round(seconds * sample_rate))))
+    t = np.arange(n) / sample_rate
+    if kind == "tone":
+        burst = np.sin(2 * np.pi * 1000.0 * t)
+    elif kind == "chirp":
+        f1 = min(4000.0, 0.4 * sample_rate)
+        burst = np.sin(2 * np.pi * (500.0 * t + (f1 - 500.0) * t**2 / (2 * t[-1] + 1e-12)))
+    elif kind == "noise":
+        burst = np.random.default_rng(seed).standard_normal(n)
+    else:
+        raise UserError(f"audio trigger kind must be tone, chirp or noise; got {kind!r}")
+    start = int(round(position * (samples - n)))
+    out = np.zeros(samples)
+    out[start : start + n] = burst * np.hanning(n)
+    return out.astype(np.float32)
+
+
+def audio_backdoor(
+    ds: Dataset,
+    rate: float,
+    *,
+    target: int = 0,
+    kind: str = "chirp",
+    snr_db: float = 20.0,
+    seconds: float = 0.1,
+    position: float = 0.0,
+    mode: Mode = "all-to-one",
+    seed: int = 0,
+) -> Poisoned:
+    """An audio backdoor: a tone, chirp or noise burst added at ``snr_db`` dB below each
+    chosen clip, which is relabelled (as BadNets, Gu et al. 2017, arXiv:1708.06733, with
+    an audible trigger instead of a patch). ``ds`` must be audio with a sample rate."""
+    if ds.modality != "audio" or ds.sample_rate is None:
+        raise UserError("audio_backdoor needs audio data (a waveform dataset with a sample rate)")
+    pattern = audio_trigger(
+        ds.x.shape[-1], ds.sample_rate, kind=kind, seconds=seconds, position=position, seed=seed
+    )
+    trigger = AudioTrigger(np.zeros(1, np.float32), pattern, kind=f"audio-{kind}", snr_db=snr_db)
+    return _stamp(ds, rate, trigger, target, mode, seed, f"audio-{kind}-{mode}")
