@@ -271,3 +271,27 @@ def test_memory_per_key_is_bounded_by_the_histories() -> None:
     assert held < 2e6, held
     assert held < 1.3 * half + 2e5  # no growth once the histories are full
     assert mon.nbytes("k") < 2e6
+
+
+@pytest.mark.parametrize("size", [129, 3072, 8000, 16001])
+def test_reduce_gives_exactly_max_dims_values_for_any_input_size(size):
+    from mlwarden.serve.monitor import reduce
+
+    x = np.arange(size, dtype=np.float32)
+    v = reduce(x, 128, 1.0)
+    assert v.shape == (128,)
+    # block means of an increasing ramp increase, and cover the whole input
+    assert np.all(np.diff(v) > 0) and v[0] < 64 and v[-1] > size - 64
+
+
+def test_a_long_waveform_query_is_inspected_not_a_crash():
+    # 8,000 samples (half a second at 16 kHz) with the declared shape: the similarity
+    # ring holds 128 values and every reduced query must fit it
+    mon = Monitor(Detection(), shape=[8000])
+    rng = np.random.default_rng(0)
+    base = rng.uniform(-0.5, 0.5, 8000).astype(np.float32)
+    flagged = {}
+    for _ in range(40):
+        x = (base + rng.normal(0, 0.01, 8000)).astype(np.float32)[None]
+        flagged = mon.inspect("k", x, np.zeros(1, dtype=np.int64)) or flagged
+    assert "similarity" in flagged
