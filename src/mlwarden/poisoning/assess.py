@@ -7,6 +7,10 @@ recipe it also drops the flagged samples, retrains and reports the defence
 effectiveness rate. :func:`backdoor_report` reverse-engineers triggers with Neural
 Cleanse and runs STRIP on the given data.
 
+Every poisoning detector is listed in ``metrics["poisoning.detectors"]`` (ran or not,
+why not, how many samples it flagged) and in ``report.checks``; one that applies to
+the input but could not run is finding MLW-DAT-013, never a silent all-clear.
+
 The ranked list of suspicious samples is ``report.suspicious`` (top-level ``suspicious`` in JSON): a list of
 ``{"index": int, "score": float, "reasons": [str, ...]}``, most suspicious first.
 """
@@ -422,30 +426,17 @@ def _poison_detectors(
                 check="poisoning",
             )
         )
+        for name in ("activation-clustering", "spectral-signatures", "neural-cleanse"):
+            _detector(report, name, why=f"no activations: {_last_line(exc)}", applies=False)
+        _detector(report, "trigger-occlusion", why="needs Neural Cleanse", applies=False)
+        _detector(report, "strip", why=STRIP_WHY, applies=False)
         return [], None
     with report.timed("activation-clustering"):
         ac = dd.activation_clustering(acts, ds.y, seed=seed)
     with report.timed("spectral-signatures"):
         spec = dd.spectral_signatures(acts, ds.y, eps=0.05)
     report.metrics["activation_clustering.classes"] = ac.details
-    nc = None
-    occl = None
-    module = _torch_module(model)
-    if module is not None and ds.modality == "image" and nc_epochs > 0:
-        rng = np.random.default_rng(seed)
-        pick = rng.choice(len(ds), size=min(NC_SAMPLES, len(ds)), replace=False)
-        with report.timed("neural-cleanse"):
-            nc = dm.neural_cleanse(
-                module,
-                ds.x[pick],
-                num_classes=ds.num_classes,
-                bounds=ds.bounds,
-                epochs=nc_epochs,
-                seed=seed,
-            )
-        _nc_metrics(report, nc)
-        with report.timed("trigger-occlusion"):
-            occl = dm.trigger_occlusion(module, ds.x, ds.y, nc)
+    nc, occl = _run_neural_cleanse(report, model, ds, seed, nc_epochs)
     suspect_classes = {int(c) for c, s in ac.details.items() if s.get("flagged")}
     if nc is not None and nc.suspected_target is not None:
         suspect_classes.add(nc.suspected_target)
@@ -457,6 +448,9 @@ def _poison_detectors(
     out += [ac, spec] + ([occl] if occl is not None else [])
     for det in out:
         report.metrics[f"{det.name}.flagged"] = int(det.flagged.sum())
+        _detector(report, det.name, flagged=int(det.flagged.sum()))
+    _detector(report, "strip", why=STRIP_WHY, applies=False)
+    _missed_detectors(report, ds.name)
     confirmed = occl.flagged.copy() if occl is not None else np.zeros(len(ds), dtype=bool)
     if nc is not None and nc.suspected_target is not None:
         # activation clusters in the class Neural Cleanse names agree with it
@@ -518,6 +512,113 @@ def _poison_detectors(
             )
         )
     return out, nc
+
+
+def _run_neural_cleanse(
+    report: Report, model: Any, ds: Dataset, seed: int, nc_epochs: int
+) -> tuple[dm.NeuralCleanseResult | None, dd.Detection | None]:
+    """Neural Cleanse and trigger occlusion over any input shape, or why they did not run."""
+    module = _torch_module(model)
+    why = ""
+    if nc_epochs <= 0:
+        why = "turned off (neural_cleanse_epochs=0)"
+    elif module is None:
+        why = (
+            f"the model ({type(model).__name__}) gives no gradients; the trigger search "
+            "needs a torch model"
+        )
+    if why:
+        # switched off by the user: listed, not a finding; no gradients: a finding
+        _detector(report, "neural-cleanse", why=why, applies=nc_epochs > 0)
+        _detector(report, "trigger-occlusion", why="needs Neural Cleanse's trigger", applies=False)
+        return None, None
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(ds), size=min(NC_SAMPLES, len(ds)), replace=False)
+    try:
+        with report.timed("neural-cleanse"):
+            nc = dm.neural_cleanse(
+                module,
+                ds.x[pick],
+                num_classes=ds.num_classes,
+                bounds=ds.bounds,
+                feature_bounds=ds.feature_bounds,
+                epochs=nc_epochs,
+                seed=seed,
+            )
+    except (UserError, RuntimeError, ValueError) as exc:
+        # fail closed: the search broke on this model; say so instead of a clean result
+        _detector(report, "neural-cleanse", why=_last_line(exc), record=False)
+        _detector(report, "trigger-occlusion", why="needs Neural Cleanse's trigger", applies=False)
+        return None, None
+    _nc_metrics(report, nc)
+    _detector(report, "neural-cleanse", flagged=len(nc.flagged))
+    with report.timed("trigger-occlusion"):
+        occl = dm.trigger_occlusion(module, ds.x, ds.y, nc)
+    return nc, occl
+
+
+#: Why ``mlwarden data`` lists STRIP without running it.
+STRIP_WHY = (
+    "not part of 'mlwarden data' (it screens inputs against held-out clean data): "
+    "run 'mlwarden backdoor MODEL CLEAN_DATA'"
+)
+
+
+def _detector(
+    report: Report,
+    name: str,
+    *,
+    flagged: int | None = None,
+    why: str = "",
+    applies: bool = True,
+    record: bool = True,
+) -> None:
+    """Record one poisoning detector in ``metrics["poisoning.detectors"]`` and the checks.
+
+    ``applies``: the detector fits this input and model, so its not running leaves a
+    gap the report must name (:func:`_missed_detectors`). ``record``: add a skipped
+    check (False when :meth:`Report.timed` already recorded the error).
+    """
+    from mlwarden.core.findings import CheckRecord
+
+    table = report.metrics.setdefault("poisoning.detectors", {})
+    if flagged is not None:
+        table[name] = {"ran": True, "flagged": flagged}
+        return
+    table[name] = {"ran": False, "why": why, "applies": applies}
+    if record:
+        report.checks.append(CheckRecord(name=name, status="skipped", message=why))
+
+
+def _missed_detectors(report: Report, artifact: str) -> None:
+    """MLW-DAT-013 when a detector that applies to this input did not run (fail closed)."""
+    table = report.metrics.get("poisoning.detectors", {})
+    missed = {n: d["why"] for n, d in table.items() if not d["ran"] and d.get("applies")}
+    if not missed:
+        return
+    ran = sorted(n for n, d in table.items() if d["ran"])
+    report.add(
+        Finding(
+            rule="MLW-DAT-013",
+            title=f"Poisoning detector(s) {', '.join(missed)} could not run; the audit is incomplete",
+            severity=Severity.MEDIUM,
+            atlas=["AML.T0020"],
+            mitigations=DATA_MITIGATIONS,
+            description=(
+                "; ".join(f"{n}: {w}" for n, w in missed.items())
+                + f". Only {', '.join(ran) or 'no detector'} screened the data, so a clean "
+                "result does not rule out a backdoor (large or feature-space triggers "
+                "escape the clustering detectors)."
+            ),
+            recommendation=(
+                "Give the torch version of the model (TorchScript, .pt2 or module:factory) "
+                "or a --trainer that returns one, so the trigger search can run."
+            ),
+            evidence={"not_run": missed, "ran": ran},
+            artifact=artifact,
+            check="poisoning",
+        )
+    )
 
 
 def _nc_metrics(report: Report, nc: dm.NeuralCleanseResult) -> None:

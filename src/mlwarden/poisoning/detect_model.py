@@ -90,6 +90,7 @@ def neural_cleanse(
     *,
     num_classes: int | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
+    feature_bounds: np.ndarray | None = None,
     epochs: int = 100,
     steps_per_epoch: int = 4,
     batch_size: int = 64,
@@ -103,7 +104,10 @@ def neural_cleanse(
 ) -> NeuralCleanseResult:
     """Reverse-engineer one trigger per class and find the outlier (Wang et al. 2019).
 
-    ``x``: clean inputs ``(N, C, H, W)`` (or ``(N, F)``) in ``bounds``; ``epochs`` of
+    ``x``: clean inputs of any shape: ``(N, C, H, W)`` images get one mask over pixels
+    shared by the channels, any other shape (``(N, F)`` features, ``(N, C, T)`` audio)
+    a mask over every input value; values lie in ``bounds``, or per feature in
+    ``feature_bounds`` (shape ``(2, *x.shape[1:])``, tabular data). ``epochs`` of
     ``steps_per_epoch`` mini-batches of ``batch_size``. The paper runs until early
     stopping; ``epochs`` caps it. Returns masks, patterns, L1 norms, the anomaly index
     per class and the suspected target class (``None`` when no class exceeds
@@ -124,7 +128,15 @@ def neural_cleanse(
     mask_t = torch.zeros(mask_shape).requires_grad_(True)
     pattern_t = (torch.rand(pattern_shape, generator=gen) * 2 - 1).requires_grad_(True)
     opt = torch.optim.Adam([mask_t, pattern_t], lr=lr, betas=(0.5, 0.9))
-    lo, hi = bounds
+    lo: float | torch.Tensor = bounds[0]
+    hi: float | torch.Tensor = bounds[1]
+    if feature_bounds is not None:
+        fb = torch.as_tensor(np.asarray(feature_bounds), dtype=torch.float32)
+        if fb.shape != (2, *xt.shape[1:]):
+            raise UserError(
+                f"feature bounds have shape {tuple(fb.shape)}; expected {(2, *xt.shape[1:])}"
+            )
+        lo, hi = fb[0], fb[1]
     targets = torch.arange(k)
     cost = torch.full((k,), init_cost)
     up = torch.zeros(k, dtype=torch.long)
