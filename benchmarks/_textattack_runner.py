@@ -46,7 +46,16 @@ def main() -> None:
         model = AutoModelForSequenceClassification.from_pretrained(
             model_path, local_files_only=True
         )
-        tok = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+        try:
+            tok = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+        except ValueError:  # saved by transformers 5 ("TokenizersBackend"): read tokenizer.json
+            from transformers import PreTrainedTokenizerFast
+
+            tok = PreTrainedTokenizerFast(
+                tokenizer_file=os.path.join(model_path, "tokenizer.json"),
+                unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                mask_token="[MASK]", model_max_length=model.config.max_position_embeddings,
+            )  # fmt: skip
         wrapper = textattack.models.wrappers.HuggingFaceModelWrapper(model, tok)
     else:
         import joblib
