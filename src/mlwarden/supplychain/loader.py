@@ -189,7 +189,8 @@ def load_target(spec: str, access: str | None = None, **kw: Any) -> Any:
 
     ``spec`` is a TorchScript archive, a ``torch.export`` ``.pt2`` program, an ONNX
     file, a scikit-learn pickle/joblib file (each scanned first and refused unless
-    safe), an ``http(s)://`` URL, or ``module:factory`` / ``path/to/file.py:factory``
+    safe), an ``http(s)://`` URL, a ``*.target.yaml`` file describing
+    a deployed API (:mod:`mlwarden.core.target_file`), or ``module:factory`` / ``path/to/file.py:factory``
     naming a function that returns a torch module, estimator, callable or Target.
     ``access`` is ``white``, ``score`` or ``label``; other keywords go to the adapter.
     """
@@ -199,6 +200,10 @@ def load_target(spec: str, access: str | None = None, **kw: Any) -> Any:
         kw["access"] = access
     if spec.startswith(("http://", "https://")):
         return tg.HttpTarget(spec, **kw)
+    from mlwarden.core.target_file import is_target_file, load_target_file
+
+    if is_target_file(spec):  # a deployed API described once; see core.target_file
+        return load_target_file(spec, **kw)
     path = Path(spec)
     if path.is_dir():
         if (path / "config.json").is_file():
