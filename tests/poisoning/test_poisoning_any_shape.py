@@ -114,3 +114,23 @@ def test_turned_off_search_is_listed_not_reported(poisoned_mlp) -> None:
     report = data_report(ds, model=model, neural_cleanse_epochs=0)
     assert report.metrics["poisoning.detectors"]["neural-cleanse"]["ran"] is False
     assert "MLW-DAT-013" not in {f.rule for f in report.findings}
+
+
+def test_trigger_search_runs_on_a_torchscript_model_without_activations(
+    poisoned_mlp, tmp_path
+) -> None:
+    """A scripted MLP keeps only forward(): no penultimate layer for the clustering
+    detectors (MLW-DAT-010), but the trigger search needs gradients only and still runs,
+    through the real TorchScript loader, and finds the poison."""
+    ds, truth, model = poisoned_mlp
+    path = tmp_path / "mlp.pt"
+    torch.jit.script(model.eval()).save(str(path))
+    report = data_report(ds, model=str(path), neural_cleanse_epochs=60)
+    table = report.metrics["poisoning.detectors"]
+    assert not table["activation-clustering"]["ran"]
+    assert table["neural-cleanse"]["ran"] and table["trigger-occlusion"]["ran"]
+    rules = {f.rule for f in report.findings}
+    assert {"MLW-DAT-010", "MLW-DAT-001"} <= rules
+    assert report.metrics["suspected_target"] == TARGET
+    hit = {row["index"] for row in report.suspicious if row["score"] > 0}
+    assert len(hit & set(np.flatnonzero(truth).tolist())) >= 0.8 * truth.sum()

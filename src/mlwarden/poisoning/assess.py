@@ -405,57 +405,34 @@ def _poison_detectors(
     report: Report, model: Any, ds: Dataset, seed: int, nc_epochs: int
 ) -> tuple[list[dd.Detection], dm.NeuralCleanseResult | None]:
     """AC, spectral signatures and (torch models) Neural Cleanse trigger occlusion."""
-    out: list[dd.Detection] = []
-    try:
-        with report.timed("activations"):
-            acts = penultimate(model, ds.x)
-    except UserError as exc:
-        # fail closed: say the poisoning checks did not run rather than nothing
-        report.add(
-            Finding(
-                rule="MLW-DAT-010",
-                title="Poisoning detectors could not run on this model",
-                severity=Severity.MEDIUM,
-                atlas=["AML.T0020"],
-                mitigations=DATA_MITIGATIONS,
-                description=str(exc),
-                recommendation=(
-                    "Give a torch model (TorchScript, module:factory) or a scikit-learn "
-                    "MLPClassifier trained on this data, or a --trainer that returns one."
-                ),
-                check="poisoning",
-            )
-        )
-        for name in ("activation-clustering", "spectral-signatures", "neural-cleanse"):
-            _detector(report, name, why=f"no activations: {_last_line(exc)}", applies=False)
-        _detector(report, "trigger-occlusion", why="needs Neural Cleanse", applies=False)
-        _detector(report, "strip", why=STRIP_WHY, applies=False)
-        return [], None
-    with report.timed("activation-clustering"):
-        ac = dd.activation_clustering(acts, ds.y, seed=seed)
-    with report.timed("spectral-signatures"):
-        spec = dd.spectral_signatures(acts, ds.y, eps=0.05)
-    report.metrics["activation_clustering.classes"] = ac.details
+    ac, spec = _clustering_detectors(report, model, ds, seed)
+    # the trigger search needs gradients, not activations: it runs without them
     nc, occl = _run_neural_cleanse(report, model, ds, seed, nc_epochs)
-    suspect_classes = {int(c) for c, s in ac.details.items() if s.get("flagged")}
+    _detector(report, "strip", why=STRIP_WHY, applies=False)
+    if ac is None and occl is None:
+        return [], None
+    suspect_classes = (
+        set() if ac is None else {int(c) for c, s in ac.details.items() if s.get("flagged")}
+    )
     if nc is not None and nc.suspected_target is not None:
         suspect_classes.add(nc.suspected_target)
-    # spectral signatures always remove 1.5 eps of every class; keep its flags only in
-    # classes another detector suspects, so clean classes are not listed wholesale
-    keep = np.isin(ds.y, sorted(suspect_classes))
-    spec.flagged &= keep
-    spec.reasons = {i: r for i, r in spec.reasons.items() if keep[i]}
-    out += [ac, spec] + ([occl] if occl is not None else [])
+    if spec is not None:
+        # spectral signatures always remove 1.5 eps of every class; keep its flags only
+        # in classes another detector suspects, so clean classes are not listed wholesale
+        keep = np.isin(ds.y, sorted(suspect_classes))
+        spec.flagged &= keep
+        spec.reasons = {i: r for i, r in spec.reasons.items() if keep[i]}
+    out = [d for d in (ac, spec, occl) if d is not None]
     for det in out:
         report.metrics[f"{det.name}.flagged"] = int(det.flagged.sum())
         _detector(report, det.name, flagged=int(det.flagged.sum()))
-    _detector(report, "strip", why=STRIP_WHY, applies=False)
     _missed_detectors(report, ds.name)
+    clustered = np.zeros(len(ds), dtype=bool) if ac is None else ac.flagged
     confirmed = occl.flagged.copy() if occl is not None else np.zeros(len(ds), dtype=bool)
     if nc is not None and nc.suspected_target is not None:
         # activation clusters in the class Neural Cleanse names agree with it
-        confirmed |= ac.flagged & (ds.y == nc.suspected_target)
-    unconfirmed = ac.flagged & ~confirmed
+        confirmed |= clustered & (ds.y == nc.suspected_target)
+    unconfirmed = clustered & ~confirmed
     if confirmed.any():
         classes = sorted({int(c) for c in np.unique(ds.y[confirmed])})
         report.add(
@@ -512,6 +489,44 @@ def _poison_detectors(
             )
         )
     return out, nc
+
+
+def _clustering_detectors(
+    report: Report, model: Any, ds: Dataset, seed: int
+) -> tuple[dd.Detection | None, dd.Detection | None]:
+    """Activation clustering and spectral signatures, or MLW-DAT-010 saying why not."""
+    try:
+        with report.timed("activations"):
+            acts = penultimate(model, ds.x)
+    except UserError as exc:
+        # fail closed: say the activation detectors did not run rather than nothing
+        report.add(
+            Finding(
+                rule="MLW-DAT-010",
+                title="Poisoning detectors could not run on this model",
+                severity=Severity.MEDIUM,
+                atlas=["AML.T0020"],
+                mitigations=DATA_MITIGATIONS,
+                description=(
+                    f"{exc} Activation clustering and spectral signatures did not run; "
+                    "see the report's poisoning.detectors metric for the others."
+                ),
+                recommendation=(
+                    "Give a torch model (TorchScript, module:factory) or a scikit-learn "
+                    "MLPClassifier trained on this data, or a --trainer that returns one."
+                ),
+                check="poisoning",
+            )
+        )
+        for name in ("activation-clustering", "spectral-signatures"):
+            _detector(report, name, why=f"no activations: {_last_line(exc)}", applies=False)
+        return None, None
+    with report.timed("activation-clustering"):
+        ac = dd.activation_clustering(acts, ds.y, seed=seed)
+    with report.timed("spectral-signatures"):
+        spec = dd.spectral_signatures(acts, ds.y, eps=0.05)
+    report.metrics["activation_clustering.classes"] = ac.details
+    return ac, spec
 
 
 def _run_neural_cleanse(
