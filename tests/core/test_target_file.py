@@ -28,7 +28,7 @@ from mlwarden.core.target import TargetError
 from mlwarden.core.target_file import get_path, load_target_file
 from mlwarden.supplychain import load_target
 
-TOKEN = "s3cr3t-token-5f1e9a7c"  # noqa: S105 - a test token, asserted never to leak
+TOKEN = "s3cr3t+token/5f1e=9a7c"  # noqa: S105 - a test token, asserted never to leak
 LIMIT = 32
 NAMES = [f"digit-{i}" for i in range(10)]
 
@@ -196,7 +196,7 @@ def test_errors_show_what_was_sent_and_received_with_the_token_masked(
     with pytest.raises(TargetError) as err:
         load_target(str(echo)).predict(x[:1])
     assert TOKEN not in str(err.value) and "Bearer ***" in str(err.value)
-    assert "k=***" in str(err.value)
+    assert "k=***" in str(err.value)  # httpx percent-encodes it in the URL; masked too
 
 
 @pytest.mark.parametrize(
@@ -208,6 +208,7 @@ def test_errors_show_what_was_sent_and_received_with_the_token_masked(
         ({"batch_size": 0}, "key 'batch_size'"),
         ({"respones": "a.b"}, "key 'respones'"),
         ({"response": "a..b"}, "key 'response': must be a dotted path"),
+        ({"labels": {"cat": 0, "dog": 0}}, "key 'labels': must map each name to a distinct"),
     ],
 )
 def test_a_bad_file_is_one_clear_line(tmp_path, keys, words) -> None:
@@ -221,6 +222,16 @@ def test_an_unset_env_var_is_named(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("DIGITS_API_TOKEN", raising=False)
     with pytest.raises(UserError, match=r"uses \$\{DIGITS_API_TOKEN\}, which is not set"):
         load_target(str(_write(tmp_path / "a.target.yaml", "http://127.0.0.1:9/x")))
+
+
+def test_retry_after_forms() -> None:
+    from email.utils import formatdate
+
+    from mlwarden.core.target_file import _wait_after
+
+    assert _wait_after("7") == 7.0 and _wait_after("3600") == 60.0 and _wait_after(None) == 1.0
+    assert 8.0 <= _wait_after(formatdate(time.time() + 10, usegmt=True)) <= 10.0
+    assert _wait_after("nan") == 1.0 and _wait_after("soon") == 1.0
 
 
 def test_get_path() -> None:
@@ -271,4 +282,20 @@ def test_extract_through_one_target_file(served, token, tmp_path, capsys) -> Non
     text = out.read_text()
     fidelity = json.loads(text)["metrics"]["fidelity"]
     assert fidelity["200"] >= 0.7  # a copy from 200 answers agrees with the API on most inputs
+    assert seen["max_batch"] <= LIMIT and TOKEN not in text + stdout + err
+
+
+def test_privacy_through_one_target_file(served, token, tmp_path, capsys) -> None:
+    url, seen, x_hold, y_hold = served
+    x, y = load_digits(return_X_y=True)
+    members, holdout = tmp_path / "train.npz", tmp_path / "holdout.npz"
+    save_npz(Dataset(x=(x[:150] / 16.0).astype(np.float32), y=y[:150], modality="tabular"), members)
+    save_npz(Dataset(x=x_hold[:150], y=y_hold[:150], modality="tabular"), holdout)
+    api = _write(tmp_path / "api.target.yaml", f"{url}/v1/classify")
+    out = tmp_path / "privacy.json"
+    argv = ["privacy", str(api), "--train", str(members), "--holdout", str(holdout)]
+    code, stdout, err = _cli(argv + ["--attack", "loss", "-q", "--json", str(out)], capsys)
+    assert code == 0, err
+    text = out.read_text()
+    assert 0.5 < json.loads(text)["metrics"]["auc"] <= 1.0  # members are fitted better
     assert seen["max_batch"] <= LIMIT and TOKEN not in text + stdout + err

@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -84,6 +85,13 @@ class TargetSpec(BaseModel):
                 'must contain the string "$inputs" (the batch) or "$input" (one item) '
                 f"exactly once; found {len(found)}"
             )
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _indices(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        if v is not None and (min(v.values(), default=0) < 0 or len(set(v.values())) != len(v)):
+            raise ValueError("must map each name to a distinct class index >= 0")
         return v
 
     @field_validator("response")
@@ -192,7 +200,7 @@ class TemplateHttpTarget(HttpTarget):
             kw.setdefault("output", spec.scores_are)
         target = cls(url, headers=headers, timeout=spec.timeout, **kw)
         target.spec = spec
-        target.secrets = sorted(set(secrets), key=len, reverse=True)
+        target.secrets = sorted(_variants(secrets), key=len, reverse=True)
         target.one_item = one
         target.min_interval = 1.0 / spec.rate if spec.rate else 0.0
         target._last_sent = 0.0
@@ -269,8 +277,6 @@ class TemplateHttpTarget(HttpTarget):
         """POST with the request rate kept and 429/5xx retried after ``Retry-After``."""
         import httpx
 
-        from mlwarden.core.target import _retry_after
-
         for attempt in range(self.retries + 1):
             wait = self._last_sent + self.min_interval - time.monotonic()
             if wait > 0:
@@ -283,7 +289,7 @@ class TemplateHttpTarget(HttpTarget):
                     raise TargetError(self.mask(f"{self.name}: no answer ({exc})")) from None
                 continue
             if (resp.status_code == 429 or resp.status_code >= 500) and attempt < self.retries:
-                time.sleep(_retry_after(resp.headers.get("Retry-After")))
+                time.sleep(_wait_after(resp.headers.get("Retry-After")))
                 continue
             if resp.status_code >= 400:
                 raise self._error(f"HTTP {resp.status_code}", body, resp)
@@ -296,8 +302,38 @@ class TemplateHttpTarget(HttpTarget):
         return TargetError(self.mask(f"{self.name}: {what}; sent {sent}; got {got}"))
 
 
+def _wait_after(value: str | None) -> float:
+    """Seconds a ``Retry-After`` header asks for (seconds or HTTP-date), up to 60 s.
+
+    Deployed APIs that rate-limit ask for whole seconds or minutes; waiting less only
+    earns another 429, so the server's figure is kept up to a minute.
+    """
+    from email.utils import parsedate_to_datetime
+
+    if not value:
+        return 1.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            seconds = 1.0
+    return min(max(seconds, 0.0), 60.0) if math.isfinite(seconds) else 1.0
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
+
+
+def _variants(secrets: list[str]) -> set[str]:
+    """Each secret as sent or echoed: raw, percent-encoded (URLs) and JSON-escaped."""
+    from urllib.parse import quote, quote_plus
+
+    out: set[str] = set()
+    for s in secrets:
+        out |= {s, quote(s, safe=""), quote_plus(s), json.dumps(s)[1:-1]}
+    return {v for v in out if v}
 
 
 def _fill(template: Any, batch: list[Any], one: bool) -> Any:
