@@ -26,7 +26,10 @@ def register(app: typer.Typer) -> None:
     @app.command("backdoor")
     def backdoor(
         model: Annotated[
-            str, typer.Argument(help="Model file (scanned first), URL or module:factory.")
+            str,
+            typer.Argument(
+                help="Model file (scanned first), URL, NAME.target.yaml (a deployed API) or module:factory."
+            ),
         ],
         dataset: Annotated[
             str,

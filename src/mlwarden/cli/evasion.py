@@ -58,7 +58,8 @@ def register(app: typer.Typer) -> None:
             list[str],
             typer.Argument(
                 help="MODEL... DATA: one or more models (TorchScript, .pt2, ONNX, scikit-learn "
-                "file — scanned first —, Hugging Face folder, http(s) URL, module:factory), then "
+                "file — scanned first —, Hugging Face folder, http(s) URL, NAME.target.yaml describing a "
+                "deployed API, module:factory), then "
                 "the data (.npz with x and y, CSV, image folder, audio class folder or path,label "
                 "CSV of audio files, digits | breast-cancer | mnist5k; text: CSV/TSV/JSONL with a "
                 "text column, a folder of .txt files per class, tweets).",

@@ -49,7 +49,10 @@ def register(app: typer.Typer) -> None:
     @app.command("privacy")
     def privacy(
         model: Annotated[
-            str, typer.Argument(help="Model file (scanned first), URL or module:factory.")
+            str,
+            typer.Argument(
+                help="Model file (scanned first), URL, NAME.target.yaml (a deployed API) or module:factory."
+            ),
         ],
         train: Annotated[
             Path, typer.Option("--train", help="The model's training records (.npz with x, y).")
@@ -136,7 +139,10 @@ def register(app: typer.Typer) -> None:
     @app.command("extract")
     def extract(
         model: Annotated[
-            str, typer.Argument(help="Model file (scanned first), URL or module:factory.")
+            str,
+            typer.Argument(
+                help="Model file (scanned first), URL, NAME.target.yaml (a deployed API) or module:factory."
+            ),
         ],
         pool: Annotated[
             Path, typer.Option("--pool", help="Natural inputs the attacker holds (.npz with x, y).")
