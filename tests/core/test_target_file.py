@@ -61,6 +61,11 @@ def _app(model: LogisticRegression, seen: dict[str, Any]) -> FastAPI:
         x = check(authorization, [(await request.json())["instance"]])
         return {"predictions": [{"label": NAMES[int(model.predict(x)[0])]}]}
 
+    @app.post("/v1/names")
+    async def names(request: Request, authorization: str = Header(default="")) -> Any:
+        x = check(authorization, (await request.json())["instances"])
+        return {"classes": [NAMES[int(k)] for k in model.predict(x)]}
+
     @app.post("/v1/busy")
     async def busy(request: Request, authorization: str = Header(default="")) -> Any:
         seen["busy"] = seen.get("busy", 0) + 1
@@ -299,3 +304,27 @@ def test_privacy_through_one_target_file(served, token, tmp_path, capsys) -> Non
     text = out.read_text()
     assert 0.5 < json.loads(text)["metrics"]["auc"] <= 1.0  # members are fitted better
     assert seen["max_batch"] <= LIMIT and TOKEN not in text + stdout + err
+
+
+def test_evasion_of_a_labels_only_api_is_label_only(served, token, tmp_path, capsys) -> None:
+    url, seen, x, y = served
+    names = {n: i for i, n in enumerate(NAMES)}
+    api = _write(
+        tmp_path / "n.target.yaml",
+        f"{url}/v1/names",
+        response="classes",
+        output="labels",
+        labels=names,
+    )
+    data = tmp_path / "test.npz"
+    save_npz(Dataset(x=x[:8], y=y[:8], name="digits", modality="tabular"), data)
+    out = tmp_path / "r.json"
+    argv = ["evasion", str(api), str(data), "--eps", "0.3", "--budget", "quick", "--json", str(out)]
+    code, stdout, err = _cli(argv, capsys)
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert report["metrics"]["clean_accuracy"] >= 0.8
+    assert report["metrics"]["robust_accuracy"] < report["metrics"]["clean_accuracy"]
+    dumped = json.dumps(report)
+    assert '"access": "label"' in dumped and "hopskipjump" in dumped  # label-only attacks
+    assert seen["max_batch"] <= LIMIT and TOKEN not in out.read_text() + stdout + err
