@@ -113,7 +113,10 @@ def test_healthz_and_predict_answer_while_many_idle_connections_are_held(
             timeout=5,
         )
         assert p.status_code == 200
-        assert guard.open <= 300 + 1 and guard.dropped["evicted"] >= 600
+        # over the cap, 600 of the 900 are gone: evicted, or (on a slow machine, where the
+        # flood outlasts the 5 s header deadline) dropped by the deadline first
+        gone = guard.dropped["evicted"] + guard.dropped["header_timeout"]
+        assert guard.open <= 300 + 1 and gone >= 600, dict(guard.dropped)
     finally:
         for s in held:
             s.close()
