@@ -89,6 +89,7 @@ def test_each_type_is_found(text, kind):
         "order 7389836859 shipped",  # a bare run of digits with no phone words
         "we sailed past Hong Kong to Puerto Rico",
         "Will Power and May Day",
+        "our PN 320008A wheel deflator",  # a part number, not a NINO
     ],
 )
 def test_hard_negatives_are_not_reported(text):
@@ -271,3 +272,21 @@ def test_no_value_is_shown_in_any_output_format_and_sarif_points_at_rows(tmp_pat
         if r["ruleId"] in ("MLW-DAT-005", "MLW-DAT-006")
     ]
     assert sorted(lines) == [2, 3, 3, 4, 5, 6]
+
+
+def test_text_data_already_loaded_is_scanned_one_record_per_text():
+    import numpy as np
+
+    from mlwarden.core.data import Dataset
+    from mlwarden.poisoning import data_report
+
+    texts = ["lovely day"] * 30 + ["mail me at jane.roe@example.org", "call 020 7946 0958"]
+    x = np.empty(len(texts), dtype=object)
+    x[:] = texts
+    ds = Dataset(
+        x=x, y=np.zeros(len(texts), dtype=np.int64), name="chat", modality="text", bounds=(0.0, 0.0)
+    )
+    report = data_report(ds)
+    rows = {e["index"]: e["reasons"] for e in report.suspicious or []}
+    assert rows == {30: ["e-mail address in column 'text'"], 31: ["phone number in column 'text'"]}
+    assert "jane.roe" not in report.model_dump_json()

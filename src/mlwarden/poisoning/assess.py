@@ -28,7 +28,7 @@ from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.poisoning import detect_data as dd
 from mlwarden.poisoning import detect_model as dm
 from mlwarden.poisoning.activations import penultimate
-from mlwarden.poisoning.pii import LABELS, SECRET_KINDS, PiiConfig, PiiScan, scan_file
+from mlwarden.poisoning.pii import LABELS, SECRET_KINDS, PiiConfig, PiiScan, scan_file, scan_records
 
 POISON_ATLAS = ["AML.T0020", "AML.T0019", "AML.T0043.004"]
 DATA_MITIGATIONS = ["AML.M0007", "AML.M0025"]
@@ -322,7 +322,25 @@ def _data_report(
 
 
 def _sensitive_data(report: Report, data: Any, config: PiiConfig | None) -> PiiScan | None:
-    """The sensitive-data scan of a text file (CSV, JSONL, text) or a folder of .txt files."""
+    """The sensitive-data scan of a text file (CSV, JSONL, text), a folder of .txt files,
+    or text data already loaded or bundled (``tweets``): one record per text."""
+    from mlwarden.core.modality import detect_data
+
+    if isinstance(data, Dataset) or (
+        isinstance(data, str) and not Path(data).exists() and detect_data(data).name == "text"
+    ):
+        ds = data if isinstance(data, Dataset) else load_dataset(data)
+        if ds.modality != "text":
+            return None
+        with report.timed("sensitive-data"):
+            pii = scan_records(
+                ((i, {"text": str(t)}, None) for i, t in enumerate(ds.x)),
+                path=ds.name,
+                format="text",
+                config=config,
+            )
+        _pii_findings(report, pii)
+        return pii
     if not isinstance(data, str | Path):
         return None
     path = Path(data)
@@ -340,6 +358,8 @@ def _load_for_audit(report: Report, data: Any, label: str | None, pii: PiiScan |
     """The dataset; a CSV whose text columns are not numbers is audited on its numeric
     columns (the text columns went through the sensitive-data scan), with a note."""
     if isinstance(data, Dataset):
+        if data.modality == "text":  # the checks below need numeric features
+            raise InputFileError(data.name, "holds text, not numeric features")
         return data
     try:
         ds = load_dataset(data, label=label)

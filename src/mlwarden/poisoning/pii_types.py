@@ -639,7 +639,10 @@ TYPES: tuple[PiiType, ...] = (
         PERSONAL,
         "UK National Insurance number",
         re.compile(
-            r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
+            # written whole (AB123456C) or in pairs (AB 12 34 56 C): "PN 320008A" is a
+            # part number
+            r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+            r"(?:\d{6}[A-D]|( ?)\d{2}\1\d{2}\1\d{2}\1[A-D])\b"
         ),
         weight=0.9,
     ),
