@@ -314,15 +314,8 @@ def scan_text(
     """Scan text already in memory: CSV (per column, header row first) or free text (per line)."""
     if as_csv is None:
         as_csv = path.lower().endswith((".csv", ".tsv"))
-    reader = (
-        _csv_records(io.StringIO(text, newline=""), path)
-        if as_csv
-        else _line_records(io.StringIO(text), path)
-    )
-    scan = scan_records(reader, path=path, format="csv" if as_csv else "text", config=config)
-    if as_csv:
-        scan.fields = list(getattr(reader, "fields", []))
-    return scan
+    stream = io.StringIO(text, newline="" if as_csv else "\n")
+    return _scan_stream(stream, path, "csv" if as_csv else "text", config, partial_ok=False)
 
 
 class _CsvReader:
@@ -360,10 +353,6 @@ class _CsvReader:
             ) from None
         finally:
             csv.field_size_limit(old)
-
-
-def _csv_records(fh: io.TextIOBase, path: str) -> _CsvReader:
-    return _CsvReader(fh, path)
 
 
 class _Prepend:
@@ -499,11 +488,11 @@ def scan_file(
 
 
 def _scan_stream(
-    text: io.TextIOWrapper, path: str, fmt: str, config: PiiConfig | None, *, partial_ok: bool
+    text: io.TextIOBase, path: str, fmt: str, config: PiiConfig | None, *, partial_ok: bool
 ) -> PiiScan:
     reader: Iterable[tuple[int, dict[str, str], tuple[str, int] | None]]
     if fmt == "csv":
-        reader = _csv_records(text, path)
+        reader = _CsvReader(text, path)
     elif fmt == "jsonl":
         reader = _jsonl_records(text, path)
     else:
