@@ -205,35 +205,26 @@ def register(app: typer.Typer) -> None:
                 normalise=normalise,
                 access=access,
             )
-            raise typer.Exit(
-                finish(
-                    report,
-                    json_path=json_path,
-                    html_path=html_path,
-                    sarif_path=sarif_path,
-                    junit_path=junit_path,
-                    fail_on=fail_on,
-                )
+        else:
+            if budget not in ("standard", "quick"):
+                raise UserError(f"--budget must be standard or quick; got {budget!r}")
+            transforms = parse_defence(defend) if defend else None
+            report = evasion_report(
+                inputs[:-1],
+                inputs[-1],
+                norm=norm,
+                eps=eps,
+                access=access,
+                seed=seed,
+                limit=limit,
+                budget=budget,
+                transforms=transforms,
+                snr_db=snr_db,
+                sample_rate=sample_rate,
+                clip_seconds=clip_seconds,
+                save_adversarial=save_adversarial,
+                label=label,
             )
-        if budget not in ("standard", "quick"):
-            raise UserError(f"--budget must be standard or quick; got {budget!r}")
-        transforms = parse_defence(defend) if defend else None
-        report = evasion_report(
-            inputs[:-1],
-            inputs[-1],
-            norm=norm,
-            eps=eps,
-            access=access,
-            seed=seed,
-            limit=limit,
-            budget=budget,
-            transforms=transforms,
-            snr_db=snr_db,
-            sample_rate=sample_rate,
-            clip_seconds=clip_seconds,
-            save_adversarial=save_adversarial,
-            label=label,
-        )
         raise typer.Exit(
             finish(
                 report,
