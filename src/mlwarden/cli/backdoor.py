@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from mlwarden.cli.api_options import with_api_options
 from mlwarden.cli.common import (
     DebugOpt,
     FailOnOpt,
@@ -24,6 +25,7 @@ from mlwarden.core.errors import UserError
 
 def register(app: typer.Typer) -> None:
     @app.command("backdoor")
+    @with_api_options
     def backdoor(
         model: Annotated[
             str,

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mlwarden.cli.api_options import with_api_options
 from mlwarden.cli.common import (
     DebugOpt,
     FailOnOpt,
@@ -53,6 +54,7 @@ def parse_defence(text: str) -> list[dict[str, Any]]:
 
 def register(app: typer.Typer) -> None:
     @app.command("evasion")
+    @with_api_options
     def evasion(
         inputs: Annotated[
             list[str],

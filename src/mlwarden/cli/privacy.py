@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mlwarden.cli.api_options import with_api_options
 from mlwarden.cli.common import (
     DebugOpt,
     FailOnOpt,
@@ -47,6 +48,7 @@ def parse_budgets(text: str) -> list[int]:
 
 def register(app: typer.Typer) -> None:
     @app.command("privacy")
+    @with_api_options
     def privacy(
         model: Annotated[
             str,
@@ -137,6 +139,7 @@ def register(app: typer.Typer) -> None:
         )
 
     @app.command("extract")
+    @with_api_options
     def extract(
         model: Annotated[
             str,

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mlwarden.core import api_flags
 from mlwarden.core.errors import InputFileError, UserError
 from mlwarden.core.target import HttpTarget, TargetError
 
@@ -164,15 +165,51 @@ def load_target_file(path: str | Path, access: str | None = None, **kw: Any) -> 
     Example: ``load_target_file("api.target.yaml").predict(x)``.
     """
     spec = read_target_file(path)
+    overrides = api_flags.current()
+    if overrides:  # --api-* flags win over the file's keys for this run
+        spec = _validated({**spec.model_dump(exclude_unset=True), **overrides}, Path(path).name)
+    return _from_spec(spec, Path(path).name, access, kw)
+
+
+def load_api_url(url: str, access: str | None = None, **kw: Any) -> TemplateHttpTarget:
+    """A :class:`TemplateHttpTarget` for an ``http(s)://`` MODEL described by ``--api-*`` flags.
+
+    Example (what the CLI does for ``--api-response outputs.probabilities``)::
+
+        with api_flags.active({"response": "outputs.probabilities"}):
+            load_api_url("https://api.example.com/v1/classify")
+    """
+    spec = _validated({"url": url, **api_flags.current()}, "the --api-* flags")
+    return _from_spec(spec, url, access, kw)
+
+
+def _validated(raw: dict[str, Any], origin: str) -> TargetSpec:
+    try:
+        return TargetSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(k) for k in err["loc"]) or "value"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        flag = "--api-" + where.split(".")[0].replace("_", "-").removesuffix("s")
+        raise UserError(f"{origin}: {flag} ({where}): {msg}") from None
+
+
+def _from_spec(
+    spec: TargetSpec, name: str, access: str | None, kw: dict[str, Any]
+) -> TemplateHttpTarget:
     declared = "label" if spec.output == "labels" else "score"
     if access is not None and access not in (declared, "label"):
         allowed = "label" if declared == "label" else "score or label"
         raise UserError(
-            f"{Path(path).name} declares output: {spec.output}; access {access!r} is not "
+            f"{name} declares output: {spec.output}; access {access!r} is not "
             f"available from this API (use {allowed})"
         )
     kw["access"] = access or declared
-    return TemplateHttpTarget.from_spec(spec, name=kw.pop("name", Path(path).name), **kw)
+    target = TemplateHttpTarget.from_spec(spec, name=kw.pop("name", name), **kw)
+    typed = api_flags.header_secrets(api_flags.current().get("headers", {}))
+    if typed:  # header values typed on the command line are secrets too
+        target.secrets = sorted(set(target.secrets) | _variants(typed), key=len, reverse=True)
+    return target
 
 
 class TemplateHttpTarget(HttpTarget):

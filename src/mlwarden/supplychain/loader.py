@@ -198,12 +198,21 @@ def load_target(spec: str, access: str | None = None, **kw: Any) -> Any:
 
     if access is not None:
         kw["access"] = access
+    from mlwarden.core import api_flags
+    from mlwarden.core.target_file import is_target_file, load_api_url, load_target_file
+
     if spec.startswith(("http://", "https://")):
+        if api_flags.current():  # --api-* flags describe this API's shape
+            return load_api_url(spec, **kw)
         return tg.HttpTarget(spec, **kw)
-    from mlwarden.core.target_file import is_target_file, load_target_file
 
     if is_target_file(spec):  # a deployed API described once; see core.target_file
         return load_target_file(spec, **kw)
+    if api_flags.current():
+        raise UserError(
+            f"the --api-* flags describe a deployed API; model {spec!r} is not an http(s) "
+            "URL or a NAME.target.yaml file"
+        )
     path = Path(spec)
     if path.is_dir():
         if (path / "config.json").is_file():
