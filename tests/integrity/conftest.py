@@ -28,13 +28,20 @@ def scanner() -> Scanner:
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> tuple[Path, Path]:
-    return generate_keypair(tmp_path / "keys" / "release.key")
+def key_type() -> str:
+    """The registry's signing key type; modules of attacker tests run with every type."""
+    return "ed25519"
 
 
 @pytest.fixture
-def other_keys(tmp_path: Path) -> tuple[Path, Path]:
-    return generate_keypair(tmp_path / "keys" / "stranger.key")
+def keys(tmp_path: Path, key_type: str) -> tuple[Path, Path]:
+    return generate_keypair(tmp_path / "keys" / "release.key", key_type)
+
+
+@pytest.fixture
+def other_keys(tmp_path: Path, key_type: str) -> tuple[Path, Path]:
+    """A stranger's key pair of the same type (a wrong key, not merely another algorithm)."""
+    return generate_keypair(tmp_path / "keys" / "stranger.key", key_type)
 
 
 @pytest.fixture

@@ -14,6 +14,12 @@ from mlwarden.integrity.bundle import RECORD, export_bundle, import_bundle
 from mlwarden.integrity.registry import Registry
 
 
+@pytest.fixture(params=["ed25519", "ecdsa-p256", "ecdsa-p521"])
+def key_type(request: pytest.FixtureRequest) -> str:
+    """Every attack below runs against a registry signed with Ed25519 and with ECDSA."""
+    return str(request.param)
+
+
 @pytest.fixture
 def bundle(reg, make_folder, scanner, keys, tmp_path) -> Path:
     rec = reg.add(

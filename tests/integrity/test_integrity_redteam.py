@@ -32,6 +32,12 @@ GOOD_Y = np.arange(6, dtype=np.int64)
 EVIL_Y = np.full(6, 7, dtype=np.int64)
 
 
+@pytest.fixture(params=["ed25519", "ecdsa-p256", "ecdsa-p521"])
+def key_type(request: pytest.FixtureRequest) -> str:
+    """Every attack below runs against a registry signed with Ed25519 and with ECDSA."""
+    return str(request.param)
+
+
 def rules(report) -> list[str]:
     return sorted(f.rule for f in report.findings)
 
@@ -290,11 +296,11 @@ def test_deleted_head_is_reported_and_signing_refuses_to_bless_the_state(
 def test_forged_head_is_not_blessed_by_the_next_signer(reg, make_folder, scanner, keys, other_keys):
     from mlwarden.integrity.dsse import sign_statement
     from mlwarden.integrity.freshness import Head
-    from mlwarden.integrity.keys import load_private_key
+    from mlwarden.integrity.keys import load_signing_key
 
     reg.add(make_folder({"w": b"1"}), name="m", scanner=scanner, sign_key=keys[0], source="t")
     fake = Head(reg.registry_id(), 99, {})
-    env = sign_statement(fake.statement("x", "y"), load_private_key(other_keys[0]))
+    env = sign_statement(fake.statement("x", "y"), load_signing_key(other_keys[0]))
     reg.conn.execute("UPDATE meta SET value=? WHERE key='head'", (json.dumps(env),))
     with pytest.raises(UserError, match="not signed by this key"):
         reg.add(make_folder({"w": b"2"}), name="m", scanner=scanner, sign_key=keys[0])

@@ -14,6 +14,12 @@ from mlwarden.integrity.registry import Registry
 from mlwarden.integrity.verify import IntegrityError, load_verified, verify_report
 
 
+@pytest.fixture(params=["ed25519", "ecdsa-p256", "ecdsa-p521"])
+def key_type(request: pytest.FixtureRequest) -> str:
+    """Every attack below runs against a registry signed with Ed25519 and with ECDSA."""
+    return str(request.param)
+
+
 def rules(report) -> list[str]:
     return sorted(f.rule for f in report.findings)
 

@@ -37,7 +37,7 @@ RegistryOpt = Annotated[
 ]
 TrustOpt = Annotated[
     list[Path] | None,
-    typer.Option("--trust", help="Trusted Ed25519 public key (KEYFILE.pub); repeatable."),
+    typer.Option("--trust", help="Trusted public key (KEYFILE.pub: Ed25519 or ECDSA); repeatable."),
 ]
 
 
@@ -102,7 +102,9 @@ def register(app: typer.Typer) -> None:
         priv, pub = generate_keypair(keyfile, key_type)
         info(f"private key: {priv} (keep it secret)\npublic key:  {pub}")
         public = load_verifying_key(pub)
-        print(key_id(public) if key_type == "ed25519" else key_hint(public))  # type: ignore[arg-type]
+        if key_type != "ed25519":  # the registry names signers by key id, model-signing by hint
+            info(f"registry key id: {key_id(public)}")
+        print(key_id(public) if key_type == "ed25519" else key_hint(public))
 
     @registry.command("add")
     def add(
@@ -124,7 +126,12 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--code-rev", help="Code revision (default: git HEAD).")
         ] = None,
         sign: Annotated[
-            Path | None, typer.Option("--sign", help="Sign with this Ed25519 private key.")
+            Path | None,
+            typer.Option(
+                "--sign",
+                help="Sign with this private key (Ed25519, or ECDSA P-256/384/521: then "
+                "model_signing can also verify the signature file written next to the version).",
+            ),
         ] = None,
         force: Annotated[
             bool, typer.Option("--force", help="Accept files the scanner refused.")
@@ -147,7 +154,6 @@ def register(app: typer.Typer) -> None:
         debug: DebugOpt = False,
     ) -> None:
         """Scan, hash and register PATH as the next version of NAME (signed with --sign)."""
-        from mlwarden.integrity.keys import key_type, load_verifying_key
         from mlwarden.integrity.registry import Registry, code_revision
         from mlwarden.integrity.registry_signatures import (
             store_third_party,
@@ -157,8 +163,6 @@ def register(app: typer.Typer) -> None:
 
         setup(quiet=quiet, debug=debug)
         check = third_party_check(path, signature, trust or []) if signature else None
-        # the registry head is signed with Ed25519; EC keys only check --signature
-        head_trust = [t for t in trust or [] if key_type(load_verifying_key(t)) == "ed25519"]
         with Registry.open(registry_dir) as reg:
             rec = reg.add(
                 path,
@@ -174,7 +178,7 @@ def register(app: typer.Typer) -> None:
                 sign_key=sign,
                 force=force,
                 reason=reason,
-                trust=head_trust,
+                trust=trust or [],
                 signature=check,
             )
             if signature is not None:

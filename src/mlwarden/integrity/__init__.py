@@ -1,7 +1,7 @@
 """Integrity and provenance: a signed, versioned registry of models and datasets.
 
-Content-addressed store (:mod:`.store`), manifests (:mod:`.manifest`), Ed25519 keys
-(:mod:`.keys`), DSSE-enveloped in-toto statements (:mod:`.dsse`), the SQLite registry
+Content-addressed store (:mod:`.store`), manifests (:mod:`.manifest`), Ed25519 and
+ECDSA keys (:mod:`.keys`), DSSE-enveloped in-toto statements (:mod:`.dsse`), the SQLite registry
 (:mod:`.registry`), verification and verified loading (:mod:`.verify`), version and
 tensor diffs (:mod:`.compare`, :mod:`.tensordiff`) and bundles (:mod:`.bundle`).
 

@@ -32,8 +32,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from mlwarden.core.errors import InputFileError, UserError
 from mlwarden.core.findings import Report
 from mlwarden.integrity.dsse import (
@@ -44,7 +42,7 @@ from mlwarden.integrity.dsse import (
     verify_envelope,
 )
 from mlwarden.integrity.gc import add_lease, referenced_digests
-from mlwarden.integrity.keys import load_public_key
+from mlwarden.integrity.keys import VerifyingKey, trusted_keys
 from mlwarden.integrity.manifest import Manifest, UnsafeManifestError
 from mlwarden.integrity.registry import Registry, VersionRecord
 from mlwarden.integrity.safeio import create_temp, open_dir, why
@@ -173,7 +171,7 @@ def _read_record(tar: tarfile.TarFile, member: tarfile.TarInfo, bundle: Path) ->
 def import_bundle(
     bundle: Path,
     registry: Path | None = None,
-    trust: Sequence[Path | Ed25519PublicKey] = (),
+    trust: Sequence[Path | VerifyingKey] = (),
     seed: int = 0,
 ) -> Report:
     """Import a bundle into ``registry`` and return the verification report of the version.
@@ -183,7 +181,7 @@ def import_bundle(
     the store. Objects are then staged in ``tmp/`` and moved into the store only
     when every one of them is present and hashes to its name.
     """
-    keys = [t if isinstance(t, Ed25519PublicKey) else load_public_key(Path(t)) for t in trust]
+    keys = trusted_keys(trust)
     if not bundle.is_file():
         raise InputFileError(bundle, "does not exist or is not a file")
     reg = Registry.open(registry)
@@ -226,7 +224,7 @@ def import_bundle(
 
 
 def _check_envelope(
-    bundle: Path, doc: dict[str, Any], manifest: Manifest, keys: list[Ed25519PublicKey]
+    bundle: Path, doc: dict[str, Any], manifest: Manifest, keys: list[VerifyingKey]
 ) -> str | None:
     """The envelope text, once its statement matches the record and manifest (and verifies)."""
     envelope = doc.get("envelope")

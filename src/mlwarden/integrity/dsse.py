@@ -1,4 +1,4 @@
-"""DSSE envelopes around in-toto Statement v1, signed with Ed25519.
+"""DSSE envelopes around in-toto Statement v1, signed with Ed25519 or ECDSA (P-256/384/521).
 
 The signature covers the DSSE pre-authentication encoding (PAE) of the payload, never
 the raw payload or the JSON envelope::
@@ -28,12 +28,10 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from mlwarden.integrity.keys import key_id
+from mlwarden.integrity.keys import SigningKey, VerifyingKey, key_id, sign_bytes, verify_bytes
 from mlwarden.integrity.manifest import FileEntry, Manifest
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -126,10 +124,10 @@ def statement_manifest(statement: dict[str, Any]) -> Manifest:
     return manifest
 
 
-def sign_statement(statement: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
-    """Sign ``statement`` into a DSSE envelope (signature over PAE)."""
+def sign_statement(statement: dict[str, Any], key: SigningKey) -> dict[str, Any]:
+    """Sign ``statement`` into a DSSE envelope (signature over PAE; ECDSA signatures are DER)."""
     body = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    sig = key.sign(pae(PAYLOAD_TYPE, body))
+    sig = sign_bytes(key, pae(PAYLOAD_TYPE, body))
     return {
         "payload": base64.b64encode(body).decode(),
         "payloadType": PAYLOAD_TYPE,
@@ -162,7 +160,7 @@ def parse_envelope(envelope: object) -> tuple[bytes, list[tuple[str, bytes]]]:
 
 
 def verify_envelope(
-    envelope: object, trusted: list[Ed25519PublicKey], predicate_type: str = PREDICATE_TYPE
+    envelope: object, trusted: Sequence[VerifyingKey], predicate_type: str = PREDICATE_TYPE
 ) -> tuple[dict[str, Any], str]:
     """Check a signature over PAE with the trusted keys; return the statement and signer's key id.
 
@@ -175,11 +173,8 @@ def verify_envelope(
     named = [k for k, _ in pairs]
     for key in trusted:
         for _, sig in pairs:
-            try:
-                key.verify(sig, message)
-            except InvalidSignature:
-                continue
-            return _load_statement(payload, predicate_type), key_id(key)
+            if verify_bytes(key, sig, message):
+                return _load_statement(payload, predicate_type), key_id(key)
     raise SignatureError("no signature verifies with a trusted key", named)
 
 

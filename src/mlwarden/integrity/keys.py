@@ -6,7 +6,8 @@ public key to ``path.pub`` (SubjectPublicKeyInfo PEM). Types: ``ed25519`` (defau
 the registry signs with it) and ``ecdsa-p256`` / ``ecdsa-p384`` / ``ecdsa-p521``
 (what OpenSSF model-signing's key method accepts; it rejects Ed25519).
 
-A registry key id is the SHA-256 (hex) of the raw 32-byte Ed25519 public key. The
+A registry key id is the SHA-256 (hex) of the raw 32-byte Ed25519 public key, or of
+the DER SubjectPublicKeyInfo of an EC key (the registry signs with either). The
 *hint* of any key is model-signing's: SHA-256 (hex) of its SubjectPublicKeyInfo PEM.
 
 Ed25519: "High-speed high-security signatures", Bernstein et al. 2011 (RFC 8032).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -54,9 +56,17 @@ SigningKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 VerifyingKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """SHA-256 (hex) of the raw 32-byte public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def key_id(public_key: VerifyingKey) -> str:
+    """The registry's key id: SHA-256 (hex) of the raw 32-byte Ed25519 key or an EC key's DER SPKI.
+
+    Ed25519 ids are unchanged from registries signed before EC keys were allowed.
+    """
+    if isinstance(public_key, Ed25519PublicKey):
+        raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    else:
+        raw = public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -232,3 +242,8 @@ def parse_verifying_key(data: bytes, where: object) -> VerifyingKey:
 def load_verifying_key(path: Path) -> VerifyingKey:
     """Load an Ed25519 or ECDSA P-256/P-384/P-521 public key (PEM SubjectPublicKeyInfo)."""
     return parse_verifying_key(_read_key_file(path), path)
+
+
+def trusted_keys(trust: Iterable[Path | str | VerifyingKey]) -> list[VerifyingKey]:
+    """Public keys from key files (PEM) or key objects, e.g. a command's ``--trust`` list."""
+    return [load_verifying_key(Path(t)) if isinstance(t, (Path, str)) else t for t in trust]

@@ -37,9 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from mlwarden.core.errors import InputFileError, UnsafeArtifactError, UserError
 from mlwarden.integrity.dsse import (
     ALIAS_PREDICATE_TYPE,
@@ -58,7 +55,13 @@ from mlwarden.integrity.dsse import (
 )
 from mlwarden.integrity.freshness import HEAD_PREDICATE_TYPE, Head, statement_serial
 from mlwarden.integrity.gc import fsck_problems, holds_add_lease, referenced_digests
-from mlwarden.integrity.keys import load_private_key, load_public_key
+from mlwarden.integrity.keys import (
+    SigningKey,
+    VerifyingKey,
+    load_signing_key,
+    trusted_keys,
+    verify_bytes,
+)
 from mlwarden.integrity.manifest import (
     FileEntry,
     Manifest,
@@ -170,13 +173,13 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return name, (tag or None)
 
 
-def _signed_payload(envelope: str, keys: Sequence[Ed25519PublicKey]) -> dict[str, Any] | None:
+def _signed_payload(envelope: str, keys: Sequence[VerifyingKey]) -> dict[str, Any] | None:
     """The JSON payload of ``envelope`` if a signature verifies with ``keys`` (any, if none)."""
     try:
         payload, pairs = parse_envelope(envelope)
         if keys:
             message = pae(PAYLOAD_TYPE, payload)
-            if not any(_verifies(k, sig, message) for k in keys for _, sig in pairs):
+            if not any(verify_bytes(k, sig, message) for k in keys for _, sig in pairs):
                 return None
         statement = json.loads(payload)
     except (EnvelopeError, ValueError):
@@ -184,16 +187,8 @@ def _signed_payload(envelope: str, keys: Sequence[Ed25519PublicKey]) -> dict[str
     return statement if isinstance(statement, dict) else None
 
 
-def _verifies(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
-    try:
-        key.verify(signature, message)
-    except InvalidSignature:
-        return False
-    return True
-
-
 def signed_content(
-    rec: VersionRecord, keys: Sequence[Ed25519PublicKey]
+    rec: VersionRecord, keys: Sequence[VerifyingKey]
 ) -> tuple[Manifest, dict[str, Any]]:
     """The manifest and record of ``rec``'s signed statement, verified with ``keys``.
 
@@ -498,7 +493,7 @@ class Registry:
         reason: str | None = None,
         scanner: Scanner | None = None,
         workers: int | None = None,
-        trust: Sequence[Path | Ed25519PublicKey] = (),
+        trust: Sequence[Path | VerifyingKey] = (),
         signature: Callable[[Manifest], dict[str, Any]] | None = None,
     ) -> VersionRecord:
         """Register the file or folder ``path`` as the next version of ``name``.
@@ -519,7 +514,7 @@ class Registry:
             raise UserError("--force needs --reason TEXT: why an unsafe file is accepted")
         if not path.exists() and not path.is_symlink():
             raise InputFileError(path, "does not exist")
-        key = load_private_key(sign_key) if sign_key is not None else None
+        key = load_signing_key(sign_key) if sign_key is not None else None
         existing = self.conn.execute(
             "SELECT kind FROM versions WHERE name=? LIMIT 1", (name,)
         ).fetchone()
@@ -583,6 +578,8 @@ class Registry:
                 "manifest_digest": manifest.digest(),
                 "file_count": len(manifest.files),
                 "total_size": manifest.total_size,
+                # a single file is signed as model-signing signs one: its resource is "."
+                "layout": "file" if path.is_file() else "folder",
                 "provenance": {
                     "source": source,
                     "publisher": publisher,
@@ -654,7 +651,7 @@ class Registry:
         alias: str,
         action: str = "alias",
         sign_key: Path | None = None,
-        trust: Sequence[Path | Ed25519PublicKey] = (),
+        trust: Sequence[Path | VerifyingKey] = (),
     ) -> int | None:
         """Point ``alias`` at ``name@version``; returns the version it pointed at before.
 
@@ -666,7 +663,7 @@ class Registry:
         signature does not hold (the digest signed is the one its statement signs).
         """
         check_alias(alias)
-        key = load_private_key(sign_key) if sign_key is not None else None
+        key = load_signing_key(sign_key) if sign_key is not None else None
         with self.transaction() as conn:
             rec = self.get(name, version)
             row = conn.execute(
@@ -694,7 +691,7 @@ class Registry:
             self._event(action, name, version, alias, {"previous": before, "signed": bool(key)})
         return before
 
-    def _digest_to_sign(self, rec: VersionRecord, keys: list[Ed25519PublicKey]) -> str:
+    def _digest_to_sign(self, rec: VersionRecord, keys: list[VerifyingKey]) -> str:
         if rec.envelope is None:
             if rec.manifest.digest() != rec.manifest_digest:
                 raise UserError(f"{rec.ref}: its stored manifest does not match its digest")
@@ -705,13 +702,11 @@ class Registry:
     # -- the signed head (freshness) -------------------------------------------------
 
     @staticmethod
-    def _keys(
-        key: Ed25519PrivateKey | None, trust: Sequence[Path | Ed25519PublicKey]
-    ) -> list[Ed25519PublicKey]:
+    def _keys(key: SigningKey | None, trust: Sequence[Path | VerifyingKey]) -> list[VerifyingKey]:
         keys = [key.public_key()] if key is not None else []
-        return keys + [t if isinstance(t, Ed25519PublicKey) else load_public_key(t) for t in trust]
+        return keys + trusted_keys(trust)
 
-    def read_head(self, keys: Sequence[Ed25519PublicKey]) -> tuple[Head | None, str | None]:
+    def read_head(self, keys: Sequence[VerifyingKey]) -> tuple[Head | None, str | None]:
         """(head, signer key id): verified with ``keys``, or unverified when none are given.
 
         None when the registry has no head. Raises :class:`SignatureError` or
@@ -726,9 +721,7 @@ class Registry:
             statement, signer = unverified_statement(envelope, HEAD_PREDICATE_TYPE), None
         return Head.from_statement(statement), signer
 
-    def _head_for_signing(
-        self, key: Ed25519PrivateKey, trust: Sequence[Path | Ed25519PublicKey]
-    ) -> Head:
+    def _head_for_signing(self, key: SigningKey, trust: Sequence[Path | VerifyingKey]) -> Head:
         """The current head, verified with the signer's own key or ``trust`` (never blessed blind)."""
         try:
             head, _ = self.read_head(self._keys(key, trust))
@@ -779,7 +772,7 @@ class Registry:
             head.move_alias(name, alias, int(version), str(digest), 0)
         return head
 
-    def _write_head(self, head: Head, key: Ed25519PrivateKey) -> None:
+    def _write_head(self, head: Head, key: SigningKey) -> None:
         envelope = json.dumps(sign_statement(head.statement(who(), now()), key), sort_keys=True)
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES ('head', ?)"
@@ -791,7 +784,7 @@ class Registry:
         self,
         envelope: str,
         predicate_type: str = PREDICATE_TYPE,
-        keys: Sequence[Ed25519PublicKey] = (),
+        keys: Sequence[VerifyingKey] = (),
     ) -> int | None:
         """The head serial a statement of THIS registry was signed under (None: older or foreign).
 
@@ -818,7 +811,7 @@ class Registry:
         to: int,
         restore: Path | None = None,
         sign_key: Path | None = None,
-        trust: Sequence[Path | Ed25519PublicKey] = (),
+        trust: Sequence[Path | VerifyingKey] = (),
     ) -> tuple[int | None, VersionRecord]:
         """Point ``alias`` back at version ``to``; optionally restore its exact bytes to a folder.
 
@@ -832,7 +825,7 @@ class Registry:
         current = self.aliases(name).get(alias)
         if current is None:
             raise UserError(f"{name} has no alias {alias!r} to roll back; use 'registry alias'")
-        key = load_private_key(sign_key) if sign_key is not None else None
+        key = load_signing_key(sign_key) if sign_key is not None else None
         keys = self._keys(key, trust)
         if restore is not None:
             if keys:
@@ -968,7 +961,7 @@ class Registry:
 
     def fsck(
         self,
-        trust: Sequence[Path | Ed25519PublicKey] = (),
+        trust: Sequence[Path | VerifyingKey] = (),
         remembered: dict[str, Any] | None = None,
     ) -> list[str]:
         """Problems with the registry as a whole (empty when every version is intact).
@@ -1031,7 +1024,7 @@ class Registry:
 
     def stale(
         self,
-        keys: Sequence[Ed25519PublicKey],
+        keys: Sequence[VerifyingKey],
         names: Sequence[str] | None = None,
         remembered: dict[str, Any] | None = None,
     ) -> list[tuple[str, str, str]]:
@@ -1069,9 +1062,7 @@ class Registry:
             out += self._stale_name(head, name, keys)
         return out
 
-    def _serials(
-        self, keys: Sequence[Ed25519PublicKey], names: Sequence[str] | None
-    ) -> dict[str, int]:
+    def _serials(self, keys: Sequence[VerifyingKey], names: Sequence[str] | None) -> dict[str, int]:
         """``ref -> serial`` of this registry's statements signed under a head."""
         where = "" if names is None else f" WHERE name IN ({','.join('?' * len(names))})"
         args = tuple(names or ())
@@ -1136,7 +1127,7 @@ class Registry:
         return out
 
     def _stale_name(
-        self, head: Head, name: str, keys: Sequence[Ed25519PublicKey]
+        self, head: Head, name: str, keys: Sequence[VerifyingKey]
     ) -> list[tuple[str, str, str]]:
         entry = head.names.get(name)
         if entry is None:

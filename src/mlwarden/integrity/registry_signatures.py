@@ -33,9 +33,18 @@ from mlwarden.integrity.sigstore_bundle import BundleError, read_bundle, write_b
 SIGNATURES = "signatures"
 
 
-def manifest_statement(manifest: Manifest, model_name: str) -> dict[str, Any]:
-    """model-signing v1.0 statement over a registry manifest (files, SHA-256, no re-hash)."""
+def manifest_statement(
+    manifest: Manifest, model_name: str, single_file: bool = False
+) -> dict[str, Any]:
+    """model-signing v1.0 statement over a registry manifest (files, SHA-256, no re-hash).
+
+    ``single_file``: the version was registered from one file, which model-signing
+    names ``"."`` (so ``model_signing verify key FILE`` accepts it); otherwise each
+    resource is the file's path in the folder.
+    """
     resources = {name: entry.digest for name, entry in manifest.files.items()}
+    if single_file and len(resources) == 1:
+        resources = {".": next(iter(resources.values()))}
     return make_statement(model_name, resources, Serialization(ignore_paths=("model.sig",)))
 
 
@@ -57,11 +66,14 @@ def write_version_signature(root: Path, rec: Any, key_path: Path, dest: Path | N
     """Sign ``rec`` (a :class:`~.registry.VersionRecord`) in model-signing's format.
 
     Written to ``dest`` or, by default, next to the version in the registry folder.
+    With an ECDSA key ``model_signing verify key`` accepts it over the registered
+    folder (or file) and over a restored copy; Ed25519 only ``mlwarden verify``.
     """
     key = load_signing_key(key_path)
     path = dest or version_signature_path(root, rec.name, rec.version)
     _folder(path)
-    return write_bundle(path, manifest_statement(rec.manifest, rec.name), key)
+    single = rec.record.get("layout") == "file"
+    return write_bundle(path, manifest_statement(rec.manifest, rec.name, single), key)
 
 
 def store_third_party(root: Path, name: str, version: int, signature: Path) -> Path:

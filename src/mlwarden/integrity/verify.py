@@ -1,7 +1,7 @@
 """Verify a registered version: signature, signed statement, stored bytes, deployed folder.
 
 ``verify_report`` re-hashes every file of a version (from the object store and, when
-given, from a deployed folder), checks the DSSE signature against trusted Ed25519
+given, from a deployed folder), checks the DSSE signature against trusted Ed25519 or ECDSA
 public keys and compares the signed in-toto statement with the registry's record.
 When the ref names an alias, the signed alias move is checked too. Every problem
 is a Finding (rules MLW-INT-001..012); a clean version has none.
@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from mlwarden.core.errors import UserError
 from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.integrity.dsse import (
@@ -42,7 +40,7 @@ from mlwarden.integrity.dsse import (
     verify_envelope,
 )
 from mlwarden.integrity.freshness import RememberedState
-from mlwarden.integrity.keys import key_id, load_public_key
+from mlwarden.integrity.keys import VerifyingKey, key_id, trusted_keys
 from mlwarden.integrity.manifest import Manifest, UnsafeManifestError, compare_folder
 from mlwarden.integrity.registry import (
     KINDS,
@@ -160,15 +158,12 @@ class _Findings:
         )
 
 
-def _load_trust(trust: Sequence[Path | Ed25519PublicKey]) -> list[Ed25519PublicKey]:
-    keys = []
-    for t in trust:
-        keys.append(t if isinstance(t, Ed25519PublicKey) else load_public_key(Path(t)))
-    return keys
+def _load_trust(trust: Sequence[Path | VerifyingKey]) -> list[VerifyingKey]:
+    return trusted_keys(trust)
 
 
 def _check_signature(
-    rec: VersionRecord, keys: list[Ed25519PublicKey], out: _Findings
+    rec: VersionRecord, keys: list[VerifyingKey], out: _Findings
 ) -> tuple[Manifest | None, dict[str, Any]]:
     """Signature findings; the manifest to trust for content checks (None: unusable)."""
     info: dict[str, Any] = {"signed": rec.envelope is not None, "verified": False}
@@ -282,7 +277,7 @@ def _check_alias(
     reg: Registry,
     rec: VersionRecord,
     alias: str,
-    keys: list[Ed25519PublicKey],
+    keys: list[VerifyingKey],
     out: _Findings,
 ) -> dict[str, Any]:
     """Was ``NAME@alias`` moved to this version by a trusted, signed move?"""
@@ -505,7 +500,7 @@ def _check_freshness(
     reg: Registry,
     rec: VersionRecord,
     tag: str | None,
-    keys: list[Ed25519PublicKey],
+    keys: list[VerifyingKey],
     out: _Findings,
     memory: RememberedState | None,
     alias_failed: bool = False,
@@ -574,7 +569,7 @@ class Verified:
 def _verify(
     reg: Registry,
     ref: str,
-    keys: list[Ed25519PublicKey],
+    keys: list[VerifyingKey],
     report: Report,
     path: Path | None,
     check_store: bool,
@@ -626,14 +621,14 @@ def _verify(
 def verify_report(
     ref: str,
     registry: Path | None = None,
-    trust: Sequence[Path | Ed25519PublicKey] = (),
+    trust: Sequence[Path | VerifyingKey] = (),
     path: Path | None = None,
     seed: int = 0,
     state_dir: Path | None = None,
 ) -> Report:
     """Verify ``NAME[@VERSION|@ALIAS]``: signature, record, freshness, stored bytes (and ``path``).
 
-    ``trust`` lists trusted Ed25519 public keys (PEM files or key objects);
+    ``trust`` lists trusted Ed25519 or ECDSA public keys (PEM files or key objects);
     ``path`` is an optional deployed copy (file or folder) re-hashed against the
     signed manifest, naming every modified, missing, extra or linked file. All
     database reads come from one snapshot. With a verified signature the signed
@@ -661,7 +656,7 @@ def verify_report(
 def load_verified(
     ref: str,
     registry: Path | None = None,
-    trust: Sequence[Path | Ed25519PublicKey] = (),
+    trust: Sequence[Path | VerifyingKey] = (),
     file: str | None = None,
     require_signature: bool = True,
     state_dir: Path | None = None,
