@@ -99,13 +99,23 @@ def sign_bytes(key: SigningKey, data: bytes) -> bytes:
     return key.sign(data, ec.ECDSA(_CURVES[key.curve.name][1]()))
 
 
-def verify_bytes(public_key: VerifyingKey, signature: bytes, data: bytes) -> bool:
-    """Whether ``signature`` over ``data`` verifies with ``public_key`` (never raises on a bad one)."""
+def verify_bytes(
+    public_key: VerifyingKey,
+    signature: bytes,
+    data: bytes,
+    ec_hash: type[hashes.HashAlgorithm] | None = None,
+) -> bool:
+    """Whether ``signature`` over ``data`` verifies with ``public_key`` (never raises on a bad one).
+
+    ``ec_hash`` overrides the curve's paired hash (model-signing 0.2 certificates
+    signed with SHA-256 whatever the curve).
+    """
     try:
         if isinstance(public_key, Ed25519PublicKey):
             public_key.verify(signature, data)
         else:
-            public_key.verify(signature, data, ec.ECDSA(_CURVES[public_key.curve.name][1]()))
+            algorithm = ec_hash or _CURVES[public_key.curve.name][1]
+            public_key.verify(signature, data, ec.ECDSA(algorithm()))
     except (InvalidSignature, ValueError, KeyError):
         return False
     return True

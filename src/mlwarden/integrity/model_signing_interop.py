@@ -8,6 +8,8 @@ sha256 | blake2b | blake3, ``shard_size``, ``allow_symlinks``, ``ignore_paths``)
 ``resources`` (``name``, ``algorithm``, ``digest``). Sharded resources are named
 ``path:start:end`` (bytes, end excluded) with algorithm ``<hash>-sharded-<size>``;
 empty files have no shard. A single-file model has one resource named ``.``.
+Statements of model-signing 0.2 (predicate ``https://model_signing/Digests/v0.1``, one
+subject per file) are read as model-signing 1.x reads them (:func:`parse_statement`).
 
 Every name is checked before it touches the file system (no absolute paths, ``..``,
 backslashes, NUL), and folders are walked without following links.
@@ -37,6 +39,10 @@ HASH_TYPES = ("sha256", "blake2b", "blake3")
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
 #: Smallest shard size accepted (bytes); smaller would make a payload of millions of shards.
 MIN_SHARD = 4096
+#: Predicate of model-signing 0.2 (before 1.0): one subject per file, nothing else.
+PREDICATE_TYPE_V01 = "https://model_signing/Digests/v0.1"
+#: The only hashing 0.2 statements are read with (as model-signing 1.x reads them).
+_V01_HASH = "file-sha256"
 
 
 class StatementError(ValueError):
@@ -82,6 +88,8 @@ class SignedModel:
     resources: dict[str, str]
     #: ``ignore_paths`` entries that could name something outside the folder (not honoured).
     unsafe_ignores: list[str] = field(default_factory=list)
+    #: ``v1.0``, or ``v0.2`` for model-signing's pre-1.0 statement (no name, no settings).
+    format: str = "v1.0"
 
 
 def _int(value: object, what: str) -> int:
@@ -149,6 +157,8 @@ def parse_statement(statement: object) -> SignedModel:
         raise StatementError("the signed payload is not a JSON object")
     if statement.get("_type") != STATEMENT_TYPE:
         raise StatementError(f"_type is {statement.get('_type')!r}; expected {STATEMENT_TYPE}")
+    if statement.get("predicateType") == PREDICATE_TYPE_V01:
+        return _parse_v01(statement.get("subject"))
     if statement.get("predicateType") != PREDICATE_TYPE:
         raise StatementError(
             f"predicateType is {statement.get('predicateType')!r}; expected {PREDICATE_TYPE}"
@@ -190,6 +200,48 @@ def parse_statement(statement: object) -> SignedModel:
     return SignedModel(
         _subject(statement, subjects, root.hexdigest()), root.hexdigest(), ser, out, unsafe
     )
+
+
+def _parse_v01(subjects: object) -> SignedModel:
+    """model-signing 0.2's statement, read as model-signing 1.x reads it.
+
+    Each subject is a file (``name``, ``digest.sha256``); there is no model name, no
+    root digest and no serialization record, so the files are hashed whole with
+    SHA-256, links refused, nothing ignored but the signature file and git's own.
+    A subject hashed another way (its ``actual_hash_algorithm`` annotation), a
+    duplicate name or a name that escapes the folder is refused.
+    """
+    if not isinstance(subjects, list) or not subjects:
+        raise StatementError("the pre-1.0 (v0.2) statement lists no file as a subject")
+    out: dict[str, str] = {}
+    for s in subjects:
+        digest = s.get("digest") if isinstance(s, dict) else None
+        if not isinstance(digest, dict) or not isinstance(s.get("name"), str):
+            raise StatementError("a pre-1.0 (v0.2) subject is not {name, digest}")
+        name, hexdigest = s["name"], digest.get("sha256")
+        notes = s.get("annotations")
+        how = (
+            notes.get("actual_hash_algorithm", _V01_HASH) if isinstance(notes, dict) else _V01_HASH
+        )
+        if how != _V01_HASH:
+            raise StatementError(
+                f"pre-1.0 (v0.2) subject {name!r} was hashed as {how!r}; neither mlwarden nor "
+                "model-signing 1.x can check that: ask the publisher to re-sign with model-signing 1.x"
+            )
+        if not isinstance(hexdigest, str) or len(hexdigest) != 64:
+            raise StatementError(f"pre-1.0 (v0.2) subject {name!r} has no SHA-256 digest")
+        try:
+            bytes.fromhex(hexdigest)
+        except ValueError:
+            raise StatementError(f"subject {name!r} has a digest that is not hex") from None
+        if name in out:
+            raise StatementError(f"subject {name!r} is listed twice")
+        out[name] = hexdigest.lower()
+    if set(out) != {"."}:
+        for name in out:
+            check_relpath(name)
+    root = hashlib.sha256(b"".join(bytes.fromhex(out[n]) for n in sorted(out))).hexdigest()
+    return SignedModel("", root, Serialization(), out, [], "v0.2")
 
 
 def _subject(statement: dict[str, Any], subjects: list[Any], root: str) -> str:

@@ -125,11 +125,14 @@ def authenticate(bundle: SigstoreBundle, trust: Trust) -> dict[str, Any]:
             )
         except ChainError as exc:
             raise BundleError(f"certificate: {exc}") from None
+        pre1 = False
         if not bundle.verify_with(key):
-            raise BundleError(
-                "the signature does not verify with the signing certificate's key (altered payload)"
-            )
-        return {"method": method, "key_type": key_type(key), **who}
+            pre1 = bundle.verify_pre1(key, sha256=True)
+            if not pre1:
+                raise BundleError(
+                    "the signature does not verify with the signing certificate's key (altered payload)"
+                )
+        return {"method": method, "key_type": key_type(key), **who, **_pre1(pre1)}
     if trust.identity or trust.issuer:
         raise UserError(
             "this signature was made with a bare key, which names no identity or issuer; "
@@ -147,9 +150,16 @@ def authenticate(bundle: SigstoreBundle, trust: Trust) -> dict[str, Any]:
                 f"signed by another key (public-key hint {bundle.key_hint[:16]}...) than the trusted ones"
             )
     for key in keys:
+        who = {"method": method, "key_type": key_type(key), "key_hint": key_hint(key)}
         if bundle.verify_with(key):
-            return {"method": method, "key_type": key_type(key), "key_hint": key_hint(key)}
+            return who
+        if bundle.verify_pre1(key, sha256=False):
+            return who | _pre1(True)
     raise BundleError("the signature does not verify with the trusted key(s) (forged or altered)")
+
+
+def _pre1(used: bool) -> dict[str, Any]:
+    return {"signature_encoding": "model-signing 0.2 (pre-1.0)"} if used else {}
 
 
 def signed_statement(bundle: SigstoreBundle) -> SignedModel:
@@ -222,7 +232,10 @@ def verify_signature_report(
                 )
             )
             return report
+        if signed.format != "v1.0" or "signature_encoding" in who:
+            report.add(_pre1_finding(signature, signed, who, art))
         report.artifacts["signature"] = {
+            "format": signed.format,
             "signer": who,
             "model_name": signed.name,
             "root_digest": signed.root_digest,
@@ -232,6 +245,27 @@ def verify_signature_report(
         _check_files(report, model_path, signature, signed, workers)
     report.metrics["signature.resources"] = len(signed.resources)
     return report
+
+
+def _pre1_finding(signature: Path, signed: SignedModel, who: dict[str, Any], art: str) -> Finding:
+    """Low: a valid signature in model-signing's pre-1.0 format (accepted, as 1.x accepts it)."""
+    what = []
+    if signed.format != "v1.0":
+        what.append(f"a {signed.format} statement (no model name, no hashing settings recorded)")
+    if "signature_encoding" in who:
+        what.append("signed over model-signing 0.2's non-standard DSSE encoding")
+    return _finding(
+        "MLW-SIG-009",
+        f"{signature}: a valid model-signing pre-1.0 signature ({'; '.join(what)})",
+        Severity.LOW,
+        f"{signature} was made by model-signing before 1.0: {'; '.join(what)}. It verifies, "
+        "as it does with model-signing 1.x, and every file was checked, but the format "
+        "records less than 1.0's (no ignore_paths, no serialization settings).",
+        "Ask the publisher to re-sign with model-signing 1.x (or sign it yourself with "
+        "'mlwarden sign' after this check passes).",
+        {"signature": str(signature), "format": signed.format, **who},
+        art,
+    )
 
 
 def _skip(model_path: Path, signature: Path) -> list[str]:

@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from mlwarden.core.errors import InputFileError
 from mlwarden.integrity.dsse import PAYLOAD_TYPE, pae
 from mlwarden.integrity.keys import SigningKey, VerifyingKey, key_hint, sign_bytes, verify_bytes
@@ -81,6 +84,31 @@ class SigstoreBundle:
         """Whether some signature verifies over PAE(payload) with ``public_key``."""
         message = pae(PAYLOAD_TYPE, self.payload)
         return any(verify_bytes(public_key, sig, message) for sig in self.signatures)
+
+    def verify_pre1(self, public_key: VerifyingKey, sha256: bool) -> bool:
+        """Whether a signature verifies as model-signing before 1.0 (0.2) made it.
+
+        That release signed :func:`pae_v02` instead of the DSSE PAE, and its
+        certificate signer used SHA-256 whatever the curve (``sha256=True``); its key
+        signer used the curve's hash. model-signing 1.x accepts both as a fallback,
+        and so does this. 0.2 never signed with Ed25519.
+        """
+        if isinstance(public_key, Ed25519PublicKey):
+            return False
+        message = pae_v02(PAYLOAD_TYPE, self.payload)
+        ec_hash = hashes.SHA256 if sha256 else None
+        return any(verify_bytes(public_key, sig, message, ec_hash) for sig in self.signatures)
+
+
+def pae_v02(payload_type: str, payload: bytes) -> bytes:
+    """The pre-authentication encoding model-signing 0.2 signed by mistake.
+
+    It formatted the payload *bytes* into a text string, so what was signed is
+    ``DSSEV1 <len type> <type> <len payload> b'<payload with Python escapes>'``
+    (capital V; the length is the raw payload's). Never used to sign; only to check
+    signatures made by that release, as model-signing 1.x does.
+    """
+    return f"DSSEV1 {len(payload_type)} {payload_type} {len(payload)} {payload!r}".encode()
 
 
 def _b64(value: object, what: str) -> bytes:
