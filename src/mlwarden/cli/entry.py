@@ -54,7 +54,7 @@ def _parse(args: list[str]) -> _Scan | None:
             out.quiet = True
         elif a == "--allow-unknown":
             out.allow_unknown = True
-        elif a.startswith("-") or a.startswith("hf:"):
+        elif a.startswith(("-", "hf:", "models:", "runs:")):
             return None
         else:
             out.paths.append(a)
@@ -105,10 +105,12 @@ def fast_scan(args: list[str]) -> int | None:
         return None
     from mlwarden.supplychain.policy import Policy
     from mlwarden.supplychain.scanner import scan_paths
+    from mlwarden.supplychain.sources import resolve_source
 
     try:
         policy = Policy(allow=job.allow)
-        result = scan_paths(job.paths, policy, allow_unknown=job.allow_unknown)
+        paths = [resolve_source(p) for p in job.paths]
+        result = scan_paths(paths, policy, allow_unknown=job.allow_unknown)
     except Exception:  # a bad name or path: the full CLI says it in one line
         return None
     if not result.files:

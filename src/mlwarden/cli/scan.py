@@ -44,8 +44,10 @@ def register(app: typer.Typer) -> None:
         paths: Annotated[
             list[Path],
             typer.Argument(
-                help="Model files, directories (recursive), archives, or Hugging Face "
-                "repositories as hf://org/name[@revision] (through the local cache)."
+                help="Model files, directories (recursive), archives, Hugging Face "
+                "repositories as hf://org/name[@revision] (through the local cache), or MLflow "
+                "models as models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH "
+                "(through --tracking-uri)."
             ),
         ],
         fmt: Annotated[
@@ -84,6 +86,14 @@ def register(app: typer.Typer) -> None:
                 "per file with hashes, format and verdict; findings as vulnerabilities).",
             ),
         ] = None,
+        tracking_uri: Annotated[
+            str | None,
+            typer.Option(
+                "--tracking-uri",
+                help="MLflow tracking/registry store that resolves models:/ and runs:/ URIs "
+                "(e.g. sqlite:///mlflow.db); default: MLFLOW_TRACKING_URI.",
+            ),
+        ] = None,
         json_path: JsonOpt = None,
         html_path: HtmlOpt = None,
         sarif_path: SarifOpt = None,
@@ -109,7 +119,11 @@ def register(app: typer.Typer) -> None:
 
         # typer made each argument a Path, which folds "hf://" into "hf:/"
         paths = [
-            resolve_source("hf://" + str(p)[4:]) if str(p).startswith("hf:/") else p for p in paths
+            resolve_source(
+                "hf://" + str(p)[4:] if str(p).startswith("hf:/") else str(p),
+                tracking_uri=tracking_uri,
+            )
+            for p in paths
         ]
         result = scan_paths(paths, policy, executor=executor, allow_unknown=allow_unknown)
         if not result.files:

@@ -124,6 +124,23 @@ RULES: dict[str, tuple[str, str]] = {
         "Revoke the credential now: anyone who downloaded the file has it. Remove it from the "
         "file and its history; find out why a model carries a URL of an executable.",
     ),
+    "MLW-SCN-028": (
+        "MLflow model runs code of its own when loaded (custom loader module, code paths, "
+        "cloudpickled PythonModel, model from code)",
+        "Read the named module, code folder or script before loading; prefer MLflow's own "
+        "flavours with a non-pickle format (skops, ONNX), and pin the reviewed version.",
+    ),
+    "MLW-SCN-029": (
+        "Core ML model needs code or models outside the file (custom layers, custom models, "
+        "linked models, opaque serialized models)",
+        "Use the model only with custom classes you wrote or reviewed; rebuild custom layers "
+        "from built-in ones, and ship linked models inside the app bundle.",
+    ),
+    "MLW-SCN-030": (
+        "Array store decodes its chunks with pickle (zarr array with the numcodecs pickle codec)",
+        "Do not open the array from an untrusted source; re-save it with a numeric dtype "
+        "and no pickle codec (Orbax and TensorStore never need one).",
+    ),
     "MLW-SCN-012": (
         "Hugging Face config names custom code (auto_map) run with trust_remote_code",
         "Load it without trust_remote_code, or read the named Python modules first and pin "

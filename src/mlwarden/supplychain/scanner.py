@@ -348,6 +348,7 @@ def scan_paths(
         with get_executor(executor) as ex:
             out.files = ex.map(_scan_job, jobs)
     _credit_external_data(out.files)
+    _credit_store_chunks(out.files)
     return out
 
 
@@ -381,6 +382,33 @@ def _credit_external_data(files: list[FileResult]) -> None:
             continue
         if real in named:
             files[k] = FileResult(path=f.path, format=named[real], seconds=f.seconds)
+
+
+def _credit_store_chunks(files: list[FileResult]) -> None:
+    """Verbatim array chunks of Orbax/TensorStore checkpoints (OCDBT data files, zarr
+    chunks) are data, like ONNX external data: credited by their place
+    (:func:`formats.ocdbt.store_chunk_kind`) only when their scan found nothing but what
+    raw weights produce (a chunk that parses as a pickle with imports keeps its verdict)."""
+    for k, f in enumerate(files):
+        if _raw_weights_failure(f) or _compressed_data_failure(f):
+            kind = formats.ocdbt.store_chunk_kind(Path(f.path))
+            if kind is not None:
+                files[k] = FileResult(path=f.path, format=kind, seconds=f.seconds)
+
+
+#: compressions TensorStore's codecs write chunks with (zarr: zstd, gzip, zlib, bz2, lz4)
+_CHUNK_COMPRESSIONS = frozenset({"zstd", "gzip", "zlib", "bz2", "xz", "lzma", "lz4"})
+
+
+def _compressed_data_failure(f: FileResult) -> bool:
+    """A compressed stream whose content failed as a pickle with noise findings only: a
+    compressed array chunk read as ``joblib.load`` would read it (never a limit stop)."""
+    if f.format not in _CHUNK_COMPRESSIONS or f.error is None or f.error.startswith("scan limit"):
+        return False
+    return all(
+        i.rule in _DATA_NOISE and (i.rule != "MLW-SCN-011" or i.severity < Severity.HIGH)
+        for i in f.findings
+    )
 
 
 def _raw_weights_failure(f: FileResult) -> bool:

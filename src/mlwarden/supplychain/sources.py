@@ -1,5 +1,7 @@
-"""Where ``mlwarden scan`` finds the files it scans: local paths, and Hugging Face
-repositories named ``hf://org/name[@revision]``.
+"""Where ``mlwarden scan`` finds the files it scans: local paths, Hugging Face
+repositories named ``hf://org/name[@revision]``, and MLflow models named
+``models:/name/version``, ``models:/name@alias``, ``models:/name/latest``,
+``models:/m-<id>`` or ``runs:/RUN_ID/path`` (:mod:`mlwarden.supplychain.mlflow_source`).
 
 ``hf://`` goes through ``huggingface_hub.snapshot_download``: with a network the
 snapshot is fetched into the local Hugging Face cache (``HF_HUB_CACHE``); with
@@ -13,6 +15,9 @@ Example::
 
     resolve_source("hf://openai-community/gpt2@main")   # Path of the cached snapshot
     resolve_source("model.pt")                          # Path("model.pt")
+
+A local folder inside a Hugging Face cache (a snapshot, a ``models--org--name`` folder
+or the cache itself) gets the same link check as ``hf://``.
 """
 
 from __future__ import annotations
@@ -22,16 +27,54 @@ import re
 from pathlib import Path
 
 from mlwarden.core.errors import UserError
+from mlwarden.supplychain.links import check_links
 
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 _REV = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,255}")
 
 
-def resolve_source(spec: str) -> Path:
-    """The local path to scan for ``spec`` (a path, or ``hf://org/name[@rev]``)."""
+#: the folder names huggingface_hub gives each repository in its cache
+_CACHE_REPO = re.compile(r"(models|datasets|spaces)--[^/\\]+")
+#: the schemes of MLflow model URIs
+MLFLOW_SCHEMES = ("models:/", "runs:/")
+
+
+def resolve_source(spec: str, *, tracking_uri: str | None = None) -> Path:
+    """The local path to scan for ``spec`` (a path, ``hf://org/name[@rev]``, or an MLflow
+    ``models:/`` or ``runs:/`` URI resolved through ``tracking_uri`` or
+    ``MLFLOW_TRACKING_URI``)."""
     if spec.startswith("hf://"):
         return _huggingface(spec)
-    return Path(spec)
+    if spec.startswith(MLFLOW_SCHEMES):
+        from mlwarden.supplychain.mlflow_source import resolve_mlflow
+
+        return resolve_mlflow(spec, tracking_uri)
+    path = Path(spec)
+    check_cache_links(path)
+    return path
+
+
+def check_cache_links(path: Path) -> None:
+    """Refuse a local path in a Hugging Face cache whose snapshot links leave their
+    repository folder (as :func:`check_snapshot_links` does for ``hf://``).
+
+    The path may be a snapshot or a file in one, a ``models--org--name`` folder, or a
+    cache holding such folders; a path outside any cache costs one look at its parts
+    and, for a folder, at the names of its direct children.
+    """
+    absolute = Path(os.path.abspath(path))
+    for parent in [absolute, *absolute.parents]:
+        if _CACHE_REPO.fullmatch(parent.name) and (parent / "snapshots").is_dir():
+            check_links(absolute, parent, "Hugging Face snapshot", "repository's cache folder")
+            return
+    try:
+        children = [e for e in os.scandir(absolute) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for entry in children:
+        repo = Path(entry.path)
+        if _CACHE_REPO.fullmatch(entry.name) and (repo / "snapshots").is_dir():
+            check_links(repo, repo, "Hugging Face snapshot", "repository's cache folder")
 
 
 def _huggingface(spec: str) -> Path:
@@ -66,13 +109,4 @@ def check_snapshot_links(snapshot: Path) -> None:
     (``models--org--name``; snapshots link into its ``blobs/``)."""
     snapshot = Path(os.path.realpath(snapshot))
     repo = snapshot.parent.parent if snapshot.parent.name == "snapshots" else snapshot
-    top = str(repo).rstrip(os.sep) + os.sep
-    for root, dirs, names in os.walk(snapshot):
-        for name in [*names, *dirs]:
-            full = os.path.join(root, name)
-            if os.path.islink(full) and not os.path.realpath(full).startswith(top):
-                raise UserError(
-                    f"{full}: a link in the Hugging Face snapshot leads outside the "
-                    f"repository's cache folder ({os.path.realpath(full)!r}); refused, "
-                    "nothing was scanned"
-                )
+    check_links(snapshot, repo, "Hugging Face snapshot", "repository's cache folder")

@@ -17,10 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from mlwarden.supplychain.formats import (
+    coreml,
     executable,
     framed,
     hydra,
+    mlmodel,
     msgpack,
+    ocdbt,
     programs,
     rar,
     rserial,
@@ -50,6 +53,8 @@ ORDER: tuple[FormatScanner, ...] = (
     weights.COREML_BLOB_FORMAT,
     programs.TENSORRT_FORMAT,
     programs.PDMODEL_FORMAT,
+    coreml.FORMAT,
+    ocdbt.FORMAT,
 )
 TABLE: dict[str, FormatScanner] = {f.name: f for f in ORDER}
 
@@ -63,14 +68,19 @@ def recognise(head: bytes, size: int | None) -> str | None:
 
 
 def check_text(data: bytes, sink: Sink) -> str | None:
-    """Checks of plain text by content (up to 1 MiB of it): Hydra/NeMo YAML configs."""
-    return hydra.check_yaml(data, sink)
+    """Checks of plain text by content (up to 1 MiB of it): Hydra/NeMo YAML configs and
+    MLflow ``MLmodel`` files."""
+    hydra_found = hydra.check_yaml(data, sink)
+    return mlmodel.check_mlmodel(data, sink) or hydra_found
 
 
 def check_json(doc: Any, sink: Sink) -> str | None:
-    """Checks of a parsed JSON document by content: TorchServe manifests."""
+    """Checks of a parsed JSON document by content: TorchServe manifests, zarr array
+    metadata (Orbax checkpoints without OCDBT)."""
     if torchserve.looks_like_manifest(doc):
         return torchserve.check_manifest(doc, sink)
+    if ocdbt.looks_like_zarr_array(doc):
+        return ocdbt.check_zarr_array(doc, sink)
     return None
 
 
