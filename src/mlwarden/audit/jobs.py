@@ -176,12 +176,14 @@ def _kwargs(spec: Any, r: _Resolver, where: str) -> dict[str, Any]:
             "attack": spec.attack,
             "shadows": spec.shadows,
             "trainer": spec.trainer,
+            "access": spec.access,
         }
     if isinstance(spec, ExtractCheck):
         return {
             "model": r.model(spec.model, f"{where}.model"),
             "pool": r.data(spec.pool, f"{where}.pool"),
             "budgets": tuple(spec.budgets),
+            "access": spec.access,
         }
     if isinstance(spec, BackdoorCheck):
         return {

@@ -98,9 +98,12 @@ class PrivacyCheck(_Check):
     model: str
     train: str
     holdout: str
-    attack: str = "lira"
+    attack: str = Field(
+        default="auto", description="auto picks lira for scores, label-only for labels only."
+    )
     shadows: int = Field(default=16, ge=1)
     trainer: str | None = None
+    access: Literal["white", "score", "label"] | None = None
 
 
 class ExtractCheck(_Check):
@@ -108,6 +111,7 @@ class ExtractCheck(_Check):
     model: str
     pool: str
     budgets: list[int] = Field(default_factory=lambda: [100, 1000, 5000], min_length=1)
+    access: Literal["white", "score", "label"] | None = None
 
 
 class BackdoorCheck(_Check):

@@ -22,7 +22,22 @@ from mlwarden.cli.common import (
 )
 from mlwarden.core.errors import UserError
 
-ATTACK_NAMES = ("lira", "rmia", "loss", "shadow", "label-only")
+ATTACK_NAMES = ("auto", "lira", "rmia", "loss", "shadow", "label-only")
+ACCESS_NAMES = ("white", "score", "label")
+
+
+def _access(value: str | None) -> str | None:
+    if value is not None and value not in ACCESS_NAMES:
+        raise UserError(f"--access must be white, score or label; got {value!r}")
+    return value
+
+
+def _access_option(who: str) -> object:
+    return typer.Option(
+        "--access",
+        help=f"What the {who} gets: score | label (lower than the model allows, never higher). "
+        "Default: all the model allows.",
+    )
 
 
 def parse_budgets(text: str) -> list[int]:
@@ -63,8 +78,14 @@ def register(app: typer.Typer) -> None:
             Path, typer.Option("--holdout", help="Records the model never saw (.npz with x, y).")
         ],
         attack: Annotated[
-            str, typer.Option("--attack", help="lira | rmia | loss | shadow | label-only.")
-        ] = "lira",
+            str,
+            typer.Option(
+                "--attack",
+                help="auto | lira | rmia | loss | shadow | label-only. auto: lira when the "
+                "model returns scores, label-only when it returns labels only.",
+            ),
+        ] = "auto",
+        access: Annotated[str | None, _access_option("attacker")] = None,
         shadows: Annotated[
             int, typer.Option("--shadows", help="Shadow/reference models to train.")
         ] = 16,
@@ -120,6 +141,7 @@ def register(app: typer.Typer) -> None:
             attack=attack,
             shadows=shadows,
             trainer=trainer,
+            access=_access(access),
             executor=executor,
             views=augment,
             online=not offline,
@@ -160,8 +182,10 @@ def register(app: typer.Typer) -> None:
             ),
         ] = "pool",
         labels_only: Annotated[
-            bool, typer.Option("--labels-only", help="The attacker sees labels only.")
+            bool,
+            typer.Option("--labels-only", help="The attacker sees labels only (= --access label)."),
         ] = False,
+        access: Annotated[str | None, _access_option("attacker")] = None,
         test: Annotated[
             Path | None,
             typer.Option("--test", help="Held-out data for fidelity (default: 30% of the pool)."),
@@ -194,6 +218,7 @@ def register(app: typer.Typer) -> None:
             budgets,
             strategies=strategies,
             labels_only=labels_only,
+            access=_access(access),
             test=str(test) if test is not None else None,
             defend=defend,
             seed=seed,

@@ -24,8 +24,10 @@ from mlwarden.core.data import Dataset
 from mlwarden.core.errors import UserError
 from mlwarden.core.findings import Finding, Severity
 from mlwarden.core.target import BaseTarget, SklearnTarget, Target, softmax
+from mlwarden.core.text_target import SklearnTextTarget
 from mlwarden.privacy import membership as mia
 from mlwarden.privacy.metrics import RocMetrics, pooled_metrics, roc_metrics
+from mlwarden.privacy.modalities import hooks_for
 from mlwarden.privacy.shadows import (
     Recipe,
     ShadowSet,
@@ -36,6 +38,13 @@ from mlwarden.privacy.shadows import (
 )
 
 NEEDS_SHADOWS = ("lira", "rmia", "shadow")
+#: What the label-only attack's noisy copies are, per modality (for the report).
+NOISE_TEXT = {
+    "tabular": "Gaussian noise, std noise_sigma x each feature's range",
+    "image": "Gaussian noise, std noise_sigma x the data's value range",
+    "audio": "Gaussian noise, std noise_sigma x each clip's RMS level",
+    "text": "a fraction noise_sigma of the words dropped or replaced by another word",
+}
 #: Attacked in turn as targets when pooling scores over shadow models.
 MAX_POOLED_TARGETS = 8
 
@@ -74,7 +83,7 @@ def recipe_for(target: Target, trainer: str | None) -> Recipe | None:
     """The user's recipe: ``--trainer`` if given, else a clone of a scikit-learn target."""
     if trainer:
         return TrainerRecipe(trainer)
-    if isinstance(target, SklearnTarget):
+    if isinstance(target, SklearnTarget | SklearnTextTarget):
         return SklearnRecipe(target.estimator)
     return None
 
@@ -102,7 +111,10 @@ def audit_membership(
     """Attack ``target`` and measure how well it tells ``train`` from ``holdout`` records."""
     if attack not in mia.ATTACKS:
         raise UserError(f"unknown attack {attack!r}; choose one of: {', '.join(mia.ATTACKS)}")
-    x = np.concatenate([train.x, holdout.x]).astype(np.float32)
+    x = np.concatenate([train.x, holdout.x])
+    hooks = hooks_for(train)
+    if hooks.numeric:
+        x = x.astype(np.float32)
     y = np.concatenate([train.y, holdout.y]).astype(np.int64)
     is_member = np.r_[np.ones(len(train), bool), np.zeros(len(holdout), bool)]
     num_classes = max(train.num_classes, holdout.num_classes, int(y.max()) + 1)
@@ -112,12 +124,14 @@ def audit_membership(
     start = time.perf_counter()
     q0 = target.queries
     if attack == "label-only":
-        lo = float(min(train.bounds[0], holdout.bounds[0]))
-        hi = float(max(train.bounds[1], holdout.bounds[1]))
         scores = mia.label_only_attack(
-            target, x, y, sigma=noise_sigma, n_noise=noise_samples, bounds=(lo, hi), seed=seed
+            target, x, y, sigma=noise_sigma, n_noise=noise_samples, hooks=hooks, seed=seed
         )
-        config |= {"noise_sigma": noise_sigma, "noise_samples": noise_samples}
+        config |= {
+            "noise_sigma": noise_sigma,
+            "noise_samples": noise_samples,
+            "noise": NOISE_TEXT.get(hooks.name, NOISE_TEXT["tabular"]),
+        }
         return MembershipResult(
             attack,
             scores,
@@ -148,10 +162,16 @@ def audit_membership(
         )
     if shadow_set is None:
         if recipe is None:
+            example = (
+                " (for texts, e.g. mlwarden.core.textmodels:tfidf_pipeline)"
+                if hooks.name == "text"
+                else ""
+            )
             raise UserError(
                 f"--attack {attack} trains shadow models the way the target was trained: "
-                "give --trainer module:function (a train(x, y) -> model function), use a "
-                "scikit-learn model (cloned automatically), or choose --attack loss or label-only"
+                f"give --trainer module:function (a train(x, y) -> model function{example}), "
+                "use a scikit-learn model (cloned automatically), or choose --attack loss or "
+                "label-only"
             )
         if shadows < 2:
             raise UserError(f"--shadows must be at least 2 for {attack}; got {shadows}")
@@ -233,19 +253,32 @@ def membership_severity(m: RocMetrics) -> Severity:
     return Severity.INFO
 
 
+ACCESS_WORDS = {"white": "white-box", "score": "score", "label": "label-only"}
+
+
 def membership_findings(
-    result: MembershipResult, artifact: str | None = None, top: int = 10
+    result: MembershipResult, artifact: str | None = None, top: int = 10, access: str = "score"
 ) -> list[Finding]:
-    """MLW-PRV-001 (leakage), MLW-PRV-002 (most exposed records), MLW-PRV-003 (resolution)."""
+    """MLW-PRV-001 (leakage), MLW-PRV-002 (most exposed records), MLW-PRV-003 (resolution).
+
+    The title and the body quote the same figures: those of the model they are judged on
+    (the target, or the pooled shadow models when those are worse), named in both;
+    ``access`` (what the attacker sees) is stated in the title, body and evidence.
+    """
     m = result.metrics
     worst = m
     basis = "the target model"
+    pooled = False
     if result.pooled is not None and membership_severity(result.pooled) > membership_severity(m):
         worst, basis = result.pooled, "models trained with the same recipe (pooled)"
+        pooled = True
     sev = membership_severity(worst)
-    t1 = worst.tpr_at_fpr[0.01]
-    t01 = worst.upper_bound.get(0.001, worst.tpr_at_fpr[0.001])
-    at01 = "at most " if not worst.resolvable[0.001] else ""
+    seen = ACCESS_WORDS.get(access, access)
+    on = (
+        f", pooled over {result.config.get('pooled_targets')} models trained like it"
+        if pooled
+        else ""
+    )
     cross = worst.crossfit.get(0.01)
     crossfit_text = (
         f" With thresholds chosen on the other models the attack reaches TPR {cross['tpr']:.2%}"
@@ -257,18 +290,20 @@ def membership_findings(
         Finding(
             rule="MLW-PRV-001",
             title=(
-                f"Training-set membership leaks: {result.attack} attack finds {t1:.1%} of members "
-                f"at 1% false positives ({at01}{t01:.2%} at 0.1%)"
+                f"Training-set membership leaks ({seen} access{on}): {result.attack} attack "
+                f"finds {_tpr_short(worst, 0.01)} of members at 1% false positives "
+                f"({_tpr_short(worst, 0.001)} at 0.1%)"
                 if sev > Severity.INFO
                 else f"No measurable membership leakage with the {result.attack} attack "
-                f"(AUC {m.auc:.3f})"
+                f"({seen} access, AUC {m.auc:.3f})"
             ),
             severity=sev,
             atlas=["AML.T0024.000"],
             mitigations=["AML.M0002", "AML.M0012"],
             description=(
-                f"A {result.attack} membership-inference attack scored {m.members} training "
-                f"records against {m.nonmembers} held-out records. Judged on {basis}: AUC "
+                f"A {result.attack} membership-inference attack with {seen} access scored "
+                f"{m.members} training records against {m.nonmembers} held-out records. Judged "
+                f"on {basis}: AUC "
                 f"{worst.auc:.3f}{_ci(worst, 'auc', '.3f')}, TPR {worst.tpr_text(0.01)} at 1% "
                 f"FPR and {worst.tpr_text(0.001)} at 0.1% FPR (95% intervals from resampling "
                 f"records; {worst.nonmember_records} distinct non-member records).{crossfit_text} "
@@ -284,6 +319,8 @@ def membership_findings(
             ),
             evidence={
                 "attack": result.attack,
+                "access": access,
+                "pooled": pooled,
                 "auc": worst.auc,
                 "tpr_at_fpr": {f"{k:g}": v for k, v in worst.tpr_at_fpr.items()},
                 "resolvable": {f"{k:g}": v for k, v in worst.resolvable.items()},
@@ -346,6 +383,14 @@ def membership_findings(
             )
         )
     return findings
+
+
+def _tpr_short(m: RocMetrics, fpr: float) -> str:
+    """The TPR at ``fpr`` as the body's :meth:`RocMetrics.tpr_text` starts it: the same
+    figure, to the same digits, and "at most" where it is only an upper bound."""
+    if not m.resolvable.get(fpr, True):
+        return f"at most {m.upper_bound.get(fpr, m.tpr_at_fpr[fpr]):.2%}"
+    return f"{m.tpr_at_fpr[fpr]:.2%}"
 
 
 def _ci(m: RocMetrics, key: str, spec: str) -> str:

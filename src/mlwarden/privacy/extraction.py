@@ -8,14 +8,19 @@
 * :func:`knockoff` — retraining a surrogate on the victim's answers, as in
   "Knockoff Nets: Stealing Functionality of Black-Box Models" (Orekondy et al., 2019,
   arXiv:1812.02766) and Copycat CNN (Correia-Silva et al., 2018, arXiv:1806.05476),
-  with three query-selection strategies: ``random`` (uniform inputs within the
-  bounds), ``pool`` (natural data the attacker holds, then mixup of pool pairs once
-  it is used up) and ``adaptive`` (active learning: the pool records the current
+  with three query-selection strategies: ``random`` (uniform inputs within each
+  feature's range measured on the data), ``pool`` (natural data the attacker holds, then
+  mixup of pool pairs, or spliced texts, once it is used up) and ``adaptive`` (active learning: the pool records the current
   surrogate is least certain about, picked round by round). The surrogate learns
   from soft scores (``score`` access) or from labels only.
 
 Fidelity is agreement of the surrogate's top-1 label with the victim's, measured on
-held-out natural data and on uniform random inputs; accuracy is against true labels.
+held-out natural data and on uniform random inputs (drawn within each feature's range
+measured on the data, so a tabular feature in [0, 1000] and one in [0, 1] are each
+covered; white noise at the pool's loudness for audio; random bags of pool words for
+text); accuracy is against true labels. Text and audio victims work like arrays: the
+modality's hooks (:mod:`mlwarden.privacy.modalities`) give the queries, the encoder
+and the substitute (TF-IDF + MLP for text, a 1-D conv net for audio).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from torch import nn
 
 from mlwarden.core.errors import UserError
 from mlwarden.core.target import QueryBudgetExceeded, Target, softmax
+from mlwarden.privacy.modalities import PrivacyHooks, Ranges, hooks_for
 
 STRATEGIES = ("random", "pool", "adaptive")
 
@@ -67,7 +73,7 @@ def _scores_as_log_probs(target: Target, x: np.ndarray) -> np.ndarray:
 def equation_solving(
     target: Target,
     input_shape: Sequence[int],
-    bounds: tuple[float, float],
+    bounds: tuple[Any, Any],
     *,
     extra: int = 0,
     center: np.ndarray | None = None,
@@ -75,7 +81,8 @@ def equation_solving(
 ) -> tuple[LinearSoftmax, int]:
     """Solve for a linear softmax model from ``d + 1 + extra`` score queries.
 
-    Queries are drawn uniformly within ``bounds`` (or within a small box around
+    Queries are drawn uniformly within ``bounds`` (two floats, or per-feature arrays of
+    the flattened input's length) (or within a small box around
     ``center`` when given, which keeps probabilities away from float underflow).
     Returns the stolen model and the number of queries spent.
     """
@@ -132,9 +139,9 @@ class ExtractionCurve:
 
 def default_surrogate(input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """A fully connected surrogate (the attacker does not know the architecture)."""
-    from mlwarden.core.models import MLP
+    from mlwarden.privacy.modalities import mlp_surrogate
 
-    return MLP(int(np.prod(input_shape)), num_classes, hidden=(256, 128))
+    return mlp_surrogate(input_shape, num_classes)
 
 
 def train_surrogate(
@@ -174,22 +181,35 @@ def _predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model(torch.as_tensor(x, dtype=torch.float32)).numpy()
 
 
-def _mixup(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    i, j = rng.integers(0, len(pool), n), rng.integers(0, len(pool), n)
-    lam = rng.uniform(0, 1, (n,) + (1,) * (pool.ndim - 1)).astype(np.float32)
-    return lam * pool[i] + (1 - lam) * pool[j]
+def _global_ranges(bounds: tuple[float, float], shape: Sequence[int]) -> Ranges:
+    d = int(np.prod(shape))
+    return np.full(d, float(bounds[0])), np.full(d, float(bounds[1]))
 
 
 def query_sequence(
-    pool: np.ndarray, n: int, strategy: str, bounds: tuple[float, float], rng: np.random.Generator
+    pool: np.ndarray,
+    n: int,
+    strategy: str,
+    bounds: tuple[float, float] | Ranges,
+    rng: np.random.Generator,
+    hooks: PrivacyHooks | None = None,
 ) -> np.ndarray:
-    """The first ``n`` queries of a non-adaptive strategy (prefixes are smaller budgets)."""
+    """The first ``n`` queries of a non-adaptive strategy (prefixes are smaller budgets).
+
+    ``random``: the modality's random inputs (uniform within ``bounds``, one global box,
+    or per-feature ranges, for numeric data); ``pool``: the pool in random order, then the
+    modality's ``extend`` (mixup, text splicing) once it is used up.
+    """
+    hooks = hooks or hooks_for(pool)
     if strategy == "random":
-        return rng.uniform(bounds[0], bounds[1], (n,) + pool.shape[1:]).astype(np.float32)
+        ranges = bounds
+        if bounds is not None and np.ndim(bounds[0]) == 0:
+            ranges = _global_ranges(bounds, pool.shape[1:])  # type: ignore[arg-type]
+        return hooks.random_inputs(pool, n, ranges, rng)  # type: ignore[arg-type]
     first = pool[rng.permutation(len(pool))[:n]]
     if n <= len(pool):
         return first
-    return np.concatenate([first, _mixup(pool, n - len(pool), rng)])
+    return np.concatenate([first, hooks.extend(pool, n - len(pool), rng)])
 
 
 def knockoff(
@@ -199,18 +219,32 @@ def knockoff(
     *,
     eval_x: np.ndarray,
     eval_y: np.ndarray | None = None,
-    bounds: tuple[float, float] = (0.0, 1.0),
+    bounds: tuple[float, float] | None = None,
+    ranges: Ranges = None,
     strategy: str = "pool",
     soft: bool | None = None,
     num_classes: int | None = None,
-    surrogate: Callable[[Sequence[int], int], nn.Module] = default_surrogate,
+    surrogate: Callable[[Sequence[int], int], nn.Module] | None = None,
+    modality: str | None = None,
     uniform_samples: int = 1000,
     seed: int = 0,
 ) -> ExtractionCurve:
     """Steal ``target`` at each budget; fidelity/accuracy of the surrogate per budget.
 
-    ``soft`` defaults to the target's access (scores unless it is label-only).
-    Evaluation queries (on ``eval_x`` and uniform inputs) are not charged to the attacker.
+    ``soft`` defaults to the target's access (scores unless it is label-only: then the
+    substitute learns from hard labels). The attacker never spends more than the largest
+    budget: the target itself refuses a query past it. Inputs of any modality (arrays,
+    texts, waveforms) go through :mod:`mlwarden.privacy.modalities`: random queries and
+    the uniform-fidelity inputs are drawn within ``ranges`` (default: each feature's range
+    measured on ``pool`` and ``eval_x``; ``bounds`` gives one global box instead), and
+    the substitute is the modality's (``modality``: a row name of
+    :mod:`mlwarden.core.modality`; default: text for strings, else tabular). Evaluation queries (on ``eval_x`` and the random
+    inputs) are not charged to the attacker.
+
+    Example::
+
+        curve = knockoff(target, pool_x, [100, 1000], eval_x=test_x, eval_y=test_y)
+        curve.points[-1].fidelity
     """
     if strategy not in STRATEGIES:
         raise UserError(
@@ -221,49 +255,66 @@ def knockoff(
         raise UserError(f"budgets must be positive query counts; got {list(budgets)}")
     if soft is None:
         soft = target.access != "label"
+    hooks = hooks_for(modality or pool)
+    if ranges is None and hooks.numeric:
+        ranges = (
+            _global_ranges(bounds, pool.shape[1:])
+            if bounds is not None
+            else hooks.ranges(pool, eval_x)
+        )
     rng = np.random.default_rng(seed)
-    shape = pool.shape[1:]
-    uniform = rng.uniform(bounds[0], bounds[1], (uniform_samples,) + shape).astype(np.float32)
+    uniform = hooks.random_inputs(pool, uniform_samples, ranges, rng)
     ref_eval = _victim_labels(target, eval_x)
     ref_uniform = _victim_labels(target, uniform)
     if num_classes is None:
         num_classes = int(
             getattr(target, "num_classes", None) or max(ref_eval.max(), ref_uniform.max()) + 1
         )
+    encode = hooks.encoder(pool)
+    feat_eval, feat_uniform = encode(eval_x), encode(uniform)
+    shape = feat_eval.shape[1:]
+    make = surrogate or hooks.surrogate
     curve = ExtractionCurve(strategy=strategy, soft=bool(soft))
-    q_x = np.zeros((0,) + shape, np.float32)
+    q_x = pool[:0]
     q_t: np.ndarray = np.zeros((0, num_classes) if soft else (0,), np.float32 if soft else np.int64)
-    spent = 0
     fixed = (
-        None if strategy == "adaptive" else query_sequence(pool, budgets[-1], strategy, bounds, rng)
+        None
+        if strategy == "adaptive"
+        else query_sequence(pool, budgets[-1], strategy, ranges, rng, hooks)
     )
     used = np.zeros(len(pool), bool)
     model: nn.Module | None = None
-    for b in budgets:
-        while len(q_x) < b:
-            if fixed is not None:
-                new = fixed[len(q_x) : b]
-            else:
-                new = _adaptive_batch(model, pool, used, min(b - len(q_x), max(b // 4, 50)), rng)
-            answers = _victim_answers(target, new, soft, num_classes)
-            spent += len(new)
-            q_x = np.concatenate([q_x, new])
-            q_t = np.concatenate([q_t, answers])
-            if fixed is None and len(q_x) < b:
-                model = _fit(surrogate, shape, num_classes, q_x, q_t, soft, seed)
-        model = _fit(surrogate, shape, num_classes, q_x, q_t, soft, seed)
-        pred_eval = _predict(model, eval_x).argmax(1)
-        pred_uniform = _predict(model, uniform).argmax(1)
-        acc = float((pred_eval == eval_y).mean()) if eval_y is not None else float("nan")
-        curve.points.append(
-            BudgetPoint(
-                budget=b,
-                fidelity=float((pred_eval == ref_eval).mean()),
-                fidelity_uniform=float((pred_uniform == ref_uniform).mean()),
-                accuracy=acc,
-                queries=spent,
+    cap, start = target.max_queries, target.queries
+    limit = start + budgets[-1]
+    target.max_queries = limit if cap is None else min(cap, limit)
+    try:
+        for b in budgets:
+            while len(q_x) < b:
+                if fixed is not None:
+                    new = fixed[len(q_x) : b]
+                else:
+                    n = min(b - len(q_x), max(b // 4, 50))
+                    new = _adaptive_batch(model, pool, encode, used, n, rng, hooks)
+                answers = _victim_answers(target, new, soft, num_classes)
+                q_x = np.concatenate([q_x, new])
+                q_t = np.concatenate([q_t, answers])
+                if fixed is None and len(q_x) < b:
+                    model = _fit(make, shape, num_classes, encode(q_x), q_t, soft, seed)
+            model = _fit(make, shape, num_classes, encode(q_x), q_t, soft, seed)
+            pred_eval = _predict(model, feat_eval).argmax(1)
+            pred_uniform = _predict(model, feat_uniform).argmax(1)
+            acc = float((pred_eval == eval_y).mean()) if eval_y is not None else float("nan")
+            curve.points.append(
+                BudgetPoint(
+                    budget=b,
+                    fidelity=float((pred_eval == ref_eval).mean()),
+                    fidelity_uniform=float((pred_uniform == ref_uniform).mean()),
+                    accuracy=acc,
+                    queries=target.queries - start,
+                )
             )
-        )
+    finally:
+        target.max_queries = cap
     return curve
 
 
@@ -300,20 +351,26 @@ def _victim_answers(target: Target, x: np.ndarray, soft: bool, num_classes: int)
 
 
 def _adaptive_batch(
-    model: nn.Module | None, pool: np.ndarray, used: np.ndarray, n: int, rng: np.random.Generator
+    model: nn.Module | None,
+    pool: np.ndarray,
+    encode: Callable[[np.ndarray], np.ndarray],
+    used: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    hooks: PrivacyHooks,
 ) -> np.ndarray:
     """Active learning: the unused pool records with the highest surrogate entropy."""
     free = np.nonzero(~used)[0]
     if len(free) == 0:
-        return _mixup(pool, n, rng)
+        return hooks.extend(pool, n, rng)
     if model is None:
         pick = rng.choice(free, size=min(n, len(free)), replace=False)
     else:
-        p = softmax(_predict(model, pool[free]))
+        p = softmax(_predict(model, encode(pool[free])))
         entropy = -(p * np.log(np.clip(p, 1e-12, 1))).sum(1)
         pick = free[np.argsort(-entropy, kind="stable")[:n]]
     used[pick] = True
     out = pool[pick]
     if len(out) < n:
-        out = np.concatenate([out, _mixup(pool, n - len(out), rng)])
+        out = np.concatenate([out, hooks.extend(pool, n - len(out), rng)])
     return out

@@ -33,6 +33,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from mlwarden.core.target import Target
+from mlwarden.privacy.modalities import PrivacyHooks
 
 ATTACKS = ("lira", "rmia", "loss", "shadow", "label-only")
 
@@ -184,21 +185,28 @@ def label_only_attack(
     sigma: float = 0.1,
     n_noise: int = 24,
     bounds: tuple[float, float] | None = None,
+    hooks: PrivacyHooks | None = None,
     seed: int = 0,
 ) -> np.ndarray:
     """Choquette-Choo et al.: fraction of noisy copies still labelled correctly (0 if wrong).
 
-    ``sigma`` is the Gaussian noise std as a fraction of the input range; the attack
-    spends ``N * (n_noise + 1)`` label queries. Members sit farther from the decision
-    boundary, so their labels survive more noise.
+    The noisy copies come from the modality's ``perturb`` hook
+    (:mod:`mlwarden.privacy.modalities`): Gaussian noise of std ``sigma`` times each
+    feature's range (``bounds`` when given, else measured on ``x``), ``sigma`` times each
+    clip's RMS for audio, or a fraction ``sigma`` of the words dropped or swapped for
+    text. The attack spends ``N * (n_noise + 1)`` label queries. Members sit farther from
+    the decision boundary, so their labels survive more noise.
     """
+    from mlwarden.privacy.modalities import hooks_for
+
+    hooks = hooks or hooks_for(x)
     rng = np.random.default_rng(seed)
-    lo, hi = bounds if bounds is not None else (float(x.min()), float(x.max()))
-    scale = sigma * max(hi - lo, 1e-12)
+    ranges = hooks.ranges(x)
+    if bounds is not None and ranges is not None:
+        ranges = (np.full_like(ranges[0], bounds[0]), np.full_like(ranges[1], bounds[1]))
     correct = target.predict_labels(x) == y
     robust = np.zeros(len(x))
     for _ in range(n_noise):
-        noisy = np.clip(x + rng.normal(0.0, scale, size=x.shape), lo, hi).astype(np.float32)
-        robust += target.predict_labels(noisy) == y
+        robust += target.predict_labels(hooks.perturb(x, sigma, ranges, rng)) == y
     # Break ties among fully robust records by nothing else than the count: label-only.
     return correct * (1.0 + robust) / (n_noise + 1.0)

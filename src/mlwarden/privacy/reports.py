@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mlwarden.core.console import info
 from mlwarden.core.data import Dataset, load_dataset
 from mlwarden.core.errors import UserError
 from mlwarden.core.findings import Finding, Report, Severity
@@ -29,6 +30,15 @@ from mlwarden.privacy.audit import (
 )
 from mlwarden.privacy.extraction import ExtractionCurve, LinearSoftmax, equation_solving, knockoff
 from mlwarden.privacy.metrics import roc_png
+from mlwarden.privacy.modalities import Ranges, hooks_for
+
+#: What the "uniform" fidelity's random inputs are, per modality (for the report).
+RANDOM_TEXT = {
+    "tabular": "uniform within each feature's range measured on the pool and evaluation data",
+    "image": "uniform within the pixel value range measured on the data",
+    "audio": "white noise at the loudness (RMS) of randomly drawn pool clips",
+    "text": "random bags of words from the pool's vocabulary, pool-like lengths",
+}
 
 
 def load_model(model: Any, access: str | None = None) -> BaseTarget:
@@ -65,14 +75,45 @@ def _check_shapes(target: BaseTarget, *sets: Dataset) -> None:
         )
 
 
+#: What each access level lets an attacker see, as the reports say it.
+ACCESS_TEXT = {
+    "white": "white-box access (weights and gradients)",
+    "score": "score access (a score for every class)",
+    "label": "label-only access (the predicted class only)",
+}
+
+
+ACCESS_SHORT = {"white": "white-box", "score": "score", "label": "label-only"}
+
+
+def choose_attack(requested: str, access: str) -> tuple[str, str | None]:
+    """The membership attack to run at this access level, and a note when it differs.
+
+    ``auto`` is LiRA (Carlini et al., arXiv:2112.03570) when the model returns scores and
+    the label-only attack (Choquette-Choo et al., arXiv:2007.14321) when it returns
+    labels only; a score-based attack asked of a label-only model becomes the label-only
+    attack, with a note saying so (the scores it needs do not exist).
+    """
+    if access == "label" and requested != "label-only":
+        note = (
+            None
+            if requested == "auto"
+            else f"--attack {requested} needs scores; the model returns labels only, so the "
+            "label-only attack ran instead"
+        )
+        return "label-only", note
+    return ("lira" if requested == "auto" else requested), None
+
+
 def privacy_report(
     model: Any,
     train: Any,
     holdout: Any,
-    attack: str = "lira",
+    attack: str = "auto",
     shadows: int = 16,
     trainer: str | None = None,
     *,
+    access: str | None = None,
     executor: str = "local",
     views: int = 1,
     online: bool = True,
@@ -82,6 +123,11 @@ def privacy_report(
     seed: int = 0,
 ) -> Report:
     """Membership-inference audit of ``model``: can an attacker tell TRAIN records from HOLDOUT?
+
+    ``access`` lowers what the attacker sees (``score`` or ``label``; a target file's
+    ``output: labels`` already means label); ``attack="auto"`` picks by access (see
+    :func:`choose_attack`). ``metrics.access`` and every finding state the access level.
+    Text and audio targets work as arrays do (:mod:`mlwarden.privacy.modalities`).
 
     Metrics: ``auc``, ``tpr_at_fpr`` ({"0.01", "0.001"}), their resolvability,
     ``balanced_accuracy``, ``pooled`` (over shadow models as targets), train/holdout
@@ -98,13 +144,19 @@ def privacy_report(
     if defend and not (math.isfinite(dp_epsilon) and dp_epsilon > 0):
         raise UserError(f"--dp-epsilon must be a positive number; got {dp_epsilon}")
     report = Report.new(command="privacy", seed=seed)
-    target = load_model(model)
+    target = load_model(model, access=access)
     train_ds, holdout_ds = _dataset(train, "--train"), _dataset(holdout, "--holdout")
     _check_shapes(target, train_ds, holdout_ds)
+    requested = attack
+    attack, note = choose_attack(attack, target.access)
+    if attack in ("lira", "rmia", "shadow") and shadows < 2:
+        raise UserError(f"--shadows must be at least 2 for --attack {attack}; got {shadows}")
     recipe = recipe_for(target, trainer)
     report.target = target.describe()
     report.data = {"train": train_ds.describe(), "holdout": holdout_ds.describe()}
     report.config = {
+        "access": target.access,
+        "attack_requested": requested,
         "attack": attack,
         "shadows": shadows,
         "trainer": trainer,
@@ -128,6 +180,10 @@ def privacy_report(
             seed=seed,
         )
     report.metrics.update(metrics_dict(result))
+    report.metrics["access"] = target.access
+    if note:
+        report.config["note"] = note
+        info(f"privacy: {note}")
     q = target.queries
     report.metrics["train_accuracy"] = accuracy_of(target, train_ds)
     report.metrics["holdout_accuracy"] = accuracy_of(target, holdout_ds)
@@ -140,7 +196,7 @@ def privacy_report(
     report.images["privacy_roc"] = roc_png(curves)
     report.artifacts["exposed_records"] = exposed_records(result, top=20)
     artifact = model if isinstance(model, str) else target.name
-    report.add(*membership_findings(result, artifact=artifact))
+    report.add(*membership_findings(result, artifact=artifact, access=target.access))
     if defend:
         from mlwarden.privacy.defend import compare_defences
 
@@ -168,6 +224,7 @@ def extract_report(
     *,
     strategies: Sequence[str] = ("pool",),
     labels_only: bool = False,
+    access: str | None = None,
     test: Any = None,
     defend: bool = False,
     seed: int = 0,
@@ -175,9 +232,18 @@ def extract_report(
     """Model-extraction audit: how close does a copy get within each query budget?
 
     Equation solving (exact for linear/logistic models) is tried first when scores
-    are returned; then a knockoff surrogate is trained per strategy and budget.
-    ``metrics.fidelity`` maps each budget to the agreement with the victim on held-out
-    data (``test``, or 30% of ``pool`` kept aside), for the first strategy.
+    are returned; then a knockoff surrogate is trained per strategy and budget, from
+    scores, or from labels only for a label-only target (``access="label"`` or
+    ``labels_only``; a target file's ``output: labels``); the target refuses any query
+    past the largest budget. Text and audio targets work as arrays do, with a text or
+    audio pool (:mod:`mlwarden.privacy.modalities`).
+
+    Metrics (the names the other commands use for the same things): ``access``,
+    ``clean_accuracy`` (the victim's accuracy on the evaluation data; ``victim_accuracy``
+    is kept as an alias), ``fidelity`` / ``fidelity_uniform`` / ``accuracy`` mapping each
+    budget to the first strategy's figures on held-out data (``test``, or 30% of
+    ``pool`` kept aside) and on random inputs drawn within each feature's measured range,
+    ``queries`` (victim queries the attacker spent per budget), ``curves``.
 
     Example::
 
@@ -185,7 +251,9 @@ def extract_report(
         report.metrics["fidelity"]["1000"]
     """
     report = Report.new(command="extract", seed=seed)
-    target = load_model(model, access="label" if labels_only else None)
+    if labels_only and access not in (None, "label"):
+        raise UserError(f"--labels-only contradicts --access {access}")
+    target = load_model(model, access="label" if labels_only else access)
     pool_ds = _dataset(pool, "--pool")
     if test is None:
         if len(pool_ds) < 10:
@@ -197,21 +265,32 @@ def extract_report(
     else:
         attacker, evalset = pool_ds, _dataset(test, "--test")
     _check_shapes(target, attacker, evalset)
-    bounds = (
-        float(min(attacker.bounds[0], evalset.bounds[0])),
-        float(max(attacker.bounds[1], evalset.bounds[1])),
-    )
+    hooks = hooks_for(attacker)
+    # Random queries and the uniform-fidelity inputs stay within each feature's range
+    # measured on the data (one global box would put most tabular draws off the data).
+    ranges = hooks.ranges(attacker.x, evalset.x)
     budgets = sorted({int(b) for b in budgets})
     report.target = target.describe()
     report.data = {"pool": attacker.describe(), "eval": evalset.describe()}
-    report.config = {"budgets": budgets, "strategies": list(strategies), "labels_only": labels_only}
+    report.config = {
+        "access": target.access,
+        "budgets": budgets,
+        "strategies": list(strategies),
+        "labels_only": target.access == "label",
+        "modality": hooks.name,
+        "random_inputs": RANDOM_TEXT.get(hooks.name, RANDOM_TEXT["tabular"]),
+    }
     artifact = model if isinstance(model, str) else target.name
     q0 = target.queries
-    report.metrics["victim_accuracy"] = accuracy_of(target, evalset)
+    clean = accuracy_of(target, evalset)
     target.queries = q0
-    if target.access != "label":
+    report.metrics["access"] = target.access
+    report.metrics["clean_accuracy"] = clean
+    report.metrics["victim_accuracy"] = clean  # the old name, kept for readers of it
+    if target.access != "label" and ranges is not None:
         with report.timed("extract.equation_solving"):
-            eq = _try_equation_solving(target, attacker, evalset, bounds, seed)
+            eq = _try_equation_solving(target, attacker, evalset, ranges, seed)
+        eq["access"] = target.access
         report.metrics["equation_solving"] = eq
         finding = _equation_solving_finding(eq, artifact)
         if finding is not None:
@@ -226,8 +305,9 @@ def extract_report(
                     budgets,
                     eval_x=evalset.x,
                     eval_y=evalset.y,
-                    bounds=bounds,
+                    ranges=ranges,
                     strategy=strategy,
+                    modality=hooks.name,
                     seed=seed,
                 )
             )
@@ -235,15 +315,16 @@ def extract_report(
     report.metrics["fidelity"] = {str(p.budget): p.fidelity for p in first.points}
     report.metrics["fidelity_uniform"] = {str(p.budget): p.fidelity_uniform for p in first.points}
     report.metrics["accuracy"] = {str(p.budget): p.accuracy for p in first.points}
+    report.metrics["queries"] = {str(p.budget): p.queries for p in first.points}
     report.metrics["curves"] = {
         c.strategy: {"soft": c.soft, "points": [p.as_dict() for p in c.points]} for c in curves
     }
-    report.images["extraction_curve"] = _curve_png(curves, report.metrics["victim_accuracy"])
-    report.add(_knockoff_finding(curves, report.metrics["victim_accuracy"], artifact))
+    report.images["extraction_curve"] = _curve_png(curves, clean)
+    report.add(_knockoff_finding(curves, clean, artifact, target.access))
     if defend:
         with report.timed("extract.defend"):
             report.metrics["defences"] = _extraction_defences(
-                target, attacker, evalset, bounds, budgets, seed
+                target, attacker, evalset, ranges, budgets, seed
             )
     return report
 
@@ -255,22 +336,23 @@ EXACT_PROBES = 2000
 
 
 def _try_equation_solving(
-    target: BaseTarget, attacker: Dataset, evalset: Dataset, bounds: tuple[float, float], seed: int
+    target: BaseTarget, attacker: Dataset, evalset: Dataset, ranges: Ranges, seed: int
 ) -> dict[str, Any]:
     """Solve, then measure the copy: label agreement on held-out and uniform inputs, and
     the largest probability difference over a probe set of at least :data:`EXACT_PROBES`
-    inputs (uniform in the bounds, near the data, and the held-out set)."""
+    inputs (uniform in each feature's range, near the data, and the held-out set)."""
     from mlwarden.privacy.extraction import _scores_as_log_probs, _victim_labels
 
+    assert ranges is not None
     center = attacker.x.reshape(len(attacker), -1).mean(0)
     try:
-        stolen, n = equation_solving(target, attacker.input_shape, bounds, center=center, seed=seed)
+        stolen, n = equation_solving(target, attacker.input_shape, ranges, center=center, seed=seed)
     except UserError as exc:
         return {"queries": 0, "fidelity": 0.0, "fidelity_uniform": 0.0, "error": str(exc)}
     rng = np.random.default_rng(seed + 1)
     shape = attacker.input_shape
-    lo, hi = bounds
-    uniform = rng.uniform(lo, hi, (1000,) + shape).astype(np.float32)
+    lo, hi = ranges
+    uniform = hooks_for(attacker).random_inputs(attacker.x, 1000, ranges, rng)
     span = 0.25 * (hi - lo)
     near = np.clip(center + rng.uniform(-span, span, (1000, center.size)), lo, hi)
     probes = np.concatenate([uniform, near.reshape((1000,) + shape).astype(np.float32), evalset.x])
@@ -326,7 +408,11 @@ def _agree(model: LinearSoftmax, x: np.ndarray, ref: np.ndarray) -> float:
     return float((model.predict(x) == ref).mean())
 
 
-def _knockoff_finding(curves: list[ExtractionCurve], victim_acc: float, artifact: str) -> Finding:
+def _knockoff_finding(
+    curves: list[ExtractionCurve], victim_acc: float, artifact: str, access: str = "score"
+) -> Finding:
+    """MLW-EXT-002: the cheapest copy agreeing on >= 90% of held-out inputs, else the best."""
+    seen = ACCESS_TEXT.get(access, access)
     best = None
     for c in curves:
         for p in c.points:
@@ -335,11 +421,17 @@ def _knockoff_finding(curves: list[ExtractionCurve], victim_acc: float, artifact
     if best is not None:
         c, p = best
         sev = Severity.HIGH if p.budget <= 1000 else Severity.MEDIUM
-        title = f"A copy agreeing with the model on {p.fidelity:.1%} of inputs was trained from {p.budget} queries ({c.strategy}, {'scores' if c.soft else 'labels'})"
+        title = (
+            f"A copy agreeing with the model on {p.fidelity:.1%} of held-out inputs was trained "
+            f"from {p.queries} queries ({c.strategy} queries, {ACCESS_SHORT[access]} access)"
+        )
     else:
         top = max((p for c in curves for p in c.points), key=lambda p: p.fidelity)
         sev = Severity.LOW if top.fidelity >= 0.7 else Severity.INFO
-        title = f"Knockoff extraction reached {top.fidelity:.1%} agreement at {top.budget} queries"
+        title = (
+            f"Knockoff extraction reached {top.fidelity:.1%} agreement at {top.queries} queries "
+            f"({ACCESS_SHORT[access]} access)"
+        )
     return Finding(
         rule="MLW-EXT-002",
         title=title,
@@ -348,11 +440,14 @@ def _knockoff_finding(curves: list[ExtractionCurve], victim_acc: float, artifact
         mitigations=["AML.M0004", "AML.M0002"],
         description=(
             "A surrogate network was trained on the model's answers to natural, random or actively chosen queries "
-            f"(Knockoff Nets / Copycat CNN). The victim's own accuracy is {victim_acc:.1%}; the stolen copy can be used "
+            f"(Knockoff Nets / Copycat CNN), by an attacker with {seen}: it learnt from "
+            f"{'the scores' if access != 'label' else 'the predicted labels alone'}. "
+            f"The victim's own accuracy is {victim_acc:.1%}; the stolen copy can be used "
             "offline to craft evasion attacks (AML.T0005) or to replace the paid service."
         ),
         recommendation="Limit queries per caller and per time window (AML.M0004), return labels or rounded top-k scores (AML.M0002), and monitor for query patterns typical of extraction.",
         evidence={
+            "access": access,
             "curves": {cv.strategy: [pt.as_dict() for pt in cv.points] for cv in curves},
             "victim_accuracy": victim_acc,
         },
@@ -365,7 +460,7 @@ def _extraction_defences(
     target: BaseTarget,
     attacker: Dataset,
     evalset: Dataset,
-    bounds: tuple[float, float],
+    ranges: Ranges,
     budgets: list[int],
     seed: int,
 ) -> list[dict[str, Any]]:
@@ -380,8 +475,9 @@ def _extraction_defences(
             budgets,
             eval_x=evalset.x,
             eval_y=evalset.y,
-            bounds=bounds,
+            ranges=ranges,
             strategy="pool",
+            modality=hooks_for(attacker).name,
             seed=seed,
         )
         rows.append(

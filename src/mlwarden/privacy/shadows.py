@@ -34,6 +34,7 @@ import numpy as np
 
 from mlwarden.core.errors import UserError
 from mlwarden.core.trainer import resolve_trainer
+from mlwarden.privacy.modalities import model_input
 
 
 class Recipe:
@@ -50,7 +51,8 @@ class Recipe:
 
 @dataclass
 class SklearnRecipe(Recipe):
-    """Refit a clone of an unfitted (or fitted) scikit-learn estimator on flattened inputs."""
+    """Refit a clone of an unfitted (or fitted) scikit-learn estimator on flattened inputs
+    (on the raw strings for a text pipeline)."""
 
     estimator: Any
 
@@ -64,7 +66,7 @@ class SklearnRecipe(Recipe):
         model = clone(self.estimator)
         if "random_state" in model.get_params():
             model.set_params(random_state=seed)
-        model.fit(x.reshape(len(x), -1), y)
+        model.fit(model_input(x), y)
         return model
 
 
@@ -124,7 +126,7 @@ def model_log_probs(model: Any, x: np.ndarray, num_classes: int) -> np.ndarray:
             out = model(torch.as_tensor(x, dtype=torch.float32))
         return torch.log_softmax(out.double(), dim=1).numpy()
     if hasattr(model, "predict_proba"):
-        proba = np.asarray(model.predict_proba(x.reshape(len(x), -1)), dtype=np.float64)
+        proba = np.asarray(model.predict_proba(model_input(x)), dtype=np.float64)
         classes = np.asarray(getattr(model, "classes_", np.arange(proba.shape[1]))).astype(int)
         full = np.full((len(x), num_classes), 1e-30)
         full[:, classes] = proba

@@ -18,13 +18,23 @@ import yaml
 
 from mlwarden.threats.engine import Threat
 from mlwarden.threats.rules import CHECKS
-from mlwarden.threats.schema import Modality, SystemDescription
+from mlwarden.threats.schema import Modality, Outputs, SystemDescription, Visibility
 
 PLACEHOLDER = "CHANGE-ME"
 
 #: L-inf budgets in input units: 8/255 for images in [0, 1] (Madry et al., arXiv
 #: 1706.06083; RobustBench), 0.1 for standardised tabular features.
 _EPS = {Modality.IMAGE: 0.0314, Modality.TABULAR: 0.1}
+
+
+def planned_access(system: SystemDescription) -> str:
+    """What the attacker sees, as the checks' ``access``: ``white`` for a white-box model;
+    for a black-box one, ``label`` when the API returns labels only, else ``score``
+    (top-k scores are planned as scores: the stronger attacker, so the figure fails
+    closed)."""
+    if system.model.visibility == Visibility.WHITE_BOX:
+        return "white"
+    return "label" if system.deployment.outputs == Outputs.LABELS else "score"
 
 
 def _rel(path: str, system_dir: Path, plan_dir: Path) -> str:
@@ -60,6 +70,10 @@ def plan_dict(
     if a.gateway:
         artifacts["gateway"] = _rel(a.gateway, sys_dir, plan_dir)
 
+    access = planned_access(system)
+    # Checks run at the attacker's access, never above it: no gradient attack on a
+    # black-box model, no score-based attack on a labels-only API.
+    limited = {} if access == "white" else {"access": access}
     covers: dict[str, list[str]] = {}
     for t in threats:
         for check in t.rule.checks:
@@ -78,16 +92,24 @@ def plan_dict(
             "data": holdout,
             "norm": "linf",
             "eps": _EPS.get(system.modality, 0.0314),
+            **limited,
         },
         "privacy": {
             "check": "privacy",
             "model": model,
             "train": train,
             "holdout": holdout,
-            "attack": "lira",
+            "attack": "label-only" if access == "label" else "lira",
             "shadows": 16,
+            **limited,
         },
-        "extract": {"check": "extract", "model": model, "pool": holdout, "budgets": [100, 1000]},
+        "extract": {
+            "check": "extract",
+            "model": model,
+            "pool": holdout,
+            "budgets": [100, 1000],
+            **limited,
+        },
         "backdoor": {"check": "backdoor", "model": model, "data": train},
         "gateway-config": {
             "check": "gateway-config",
@@ -113,6 +135,8 @@ def render_plan(plan: dict[str, Any], covers: dict[str, list[str]], system_name:
     head = {k: v for k, v in plan.items() if k != "checks"}
     lines = [
         f"# Audit plan for {system_name}, written by `mlwarden threats --plan`.",
+        "# Attacks run at the access the system description declares (model.visibility,",
+        "# deployment.outputs): 'access: label' = labels only, 'score' = scores, none = all.",
         "# Run it: mlwarden audit THIS_FILE --html audit.html --fail-on high",
         "# Paths are relative to this file's folder; replace every CHANGE-ME.",
         yaml.safe_dump(head, sort_keys=False).rstrip(),
