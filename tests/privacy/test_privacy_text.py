@@ -146,3 +146,15 @@ def test_label_only_text_model_gets_label_only_privacy_and_extraction() -> None:
     ext = extract_report(SklearnTextTarget(svm), rest, budgets=(80,), seed=0)
     assert ext.metrics["access"] == "label" and ext.metrics["queries"] == {"80": 80}
     assert not ext.metrics["curves"]["pool"]["soft"]
+
+
+def test_demo_audits_the_text_model_for_membership(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from mlwarden.privacy.demo import text_privacy
+
+    report = text_privacy(SimpleNamespace(out_dir=tmp_path, seed=0))  # type: ignore[arg-type]
+    assert report.metrics["attack"] == "lira" and report.metrics["access"] == "score"
+    assert report.data["train"]["modality"] == "text"
+    assert any(f.rule == "MLW-PRV-001" for f in report.findings)
+    assert (tmp_path / "artifacts" / "tweets_privacy_tfidf.joblib").is_file()

@@ -53,6 +53,20 @@ def _load_model(spec: Any) -> Any:
     return load_target(str(spec))
 
 
+def _no_gradients_reason(target: Any) -> str:
+    """Why Neural Cleanse cannot run on this target, in the user's terms."""
+    from mlwarden.core.target import HttpTarget
+
+    if isinstance(target, HttpTarget):
+        return (
+            f"{getattr(target, 'name', 'the model')} is a deployed API (a URL or target file) "
+            f"with {target.access} access: Neural Cleanse optimises a trigger through the "
+            "model's gradients, which only its weights give; run mlwarden backdoor on the "
+            "model file itself"
+        )
+    return "the model gives no gradients (not a torch model)"
+
+
 def _torch_module(model: Any) -> Any:
     import torch
 
@@ -1003,7 +1017,7 @@ def _backdoor_report(
                 )
             )
     else:
-        why = "the model gives no gradients (not a torch model)"
+        why = _no_gradients_reason(target)
         report.metrics["neural_cleanse.skipped"] = why
         report.add(
             Finding(
@@ -1013,9 +1027,16 @@ def _backdoor_report(
                 atlas=["AML.T0018.000", "AML.T0020"],
                 mitigations=["AML.M0007", "AML.M0025"],
                 description=(
-                    f"Neural Cleanse was skipped: {why}. Only STRIP screened the data, and "
-                    "STRIP sees a backdoor only in inputs that already carry the trigger, so "
-                    "the model was not checked for a backdoor."
+                    f"Neural Cleanse was skipped: {why}. "
+                    + (
+                        "STRIP was skipped too: it measures the entropy of the model's scores "
+                        "and this model returns labels only. Nothing checked the model for a "
+                        "backdoor."
+                        if getattr(target, "access", None) == "label"
+                        else "Only STRIP screened the data, and STRIP sees a backdoor only in "
+                        "inputs that already carry the trigger, so the model was not checked "
+                        "for a backdoor."
+                    )
                 ),
                 recommendation=(
                     "Scan the torch version of the model (TorchScript, .pt2 or "
@@ -1027,6 +1048,10 @@ def _backdoor_report(
                 owasp=["ML10"],
             )
         )
+    if getattr(target, "access", None) == "label":
+        # Every copy's entropy would be 0: a silent "nothing flagged", not a screen.
+        report.metrics["strip.skipped"] = "the model returns labels only; STRIP needs scores"
+        return report
     # STRIP: half the data calibrates the clean entropy, the rest is screened
     perm = rng.permutation(len(ds))
     half = len(ds) // 2
