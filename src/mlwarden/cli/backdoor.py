@@ -35,7 +35,9 @@ def register(app: typer.Typer) -> None:
         ],
         dataset: Annotated[
             str,
-            typer.Argument(help="Clean inputs: .npz (x, y), CSV, image folder or a bundled set."),
+            typer.Argument(
+                help="Clean inputs: .npz (x, y), CSV, image folder, text data (CSV/TSV/JSONL, .txt folder) or a bundled set."
+            ),
         ],
         epochs: Annotated[
             int,
@@ -44,7 +46,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = 100,
         label: Annotated[
-            str | None, typer.Option("--label", help="Label column of a CSV (default 'label').")
+            str | None,
+            typer.Option("--label", help="Label column of a CSV/TSV/JSONL (default 'label')."),
+        ] = None,
+        text_column: Annotated[
+            str | None,
+            typer.Option("--text-column", help="Text data: the column holding the text [text]."),
         ] = None,
         json_path: JsonOpt = None,
         html_path: HtmlOpt = None,
@@ -64,12 +71,20 @@ def register(app: typer.Typer) -> None:
         a scikit-learn or ONNX model) the reports are still written, with a MEDIUM
         finding MLW-DAT-012 saying so, and the command exits 2. A model that cannot take
         DATA's inputs, or has fewer classes than DATA's labels, is an error (exit 2).
+
+        A text model on text DATA gets a trigger search over the vocabulary instead
+        (gradient-guided for Hugging Face folders, query-ranked otherwise): each candidate
+        word is inserted into texts of other classes and its flip rate measured;
+        metrics.backdoor.trigger_search lists the strongest words, and a word that flips
+        nearly all texts, far above the rest, is finding MLW-DAT-022.
         """
         from mlwarden.poisoning import backdoor_report
 
         parse_fail_on(fail_on)
         setup(quiet=quiet, debug=debug, seed=seed)
-        report = backdoor_report(model, dataset, seed=seed, epochs=epochs, label=label)
+        report = backdoor_report(
+            model, dataset, seed=seed, epochs=epochs, label=label, text_column=text_column
+        )
         code = finish(
             report,
             json_path=json_path,

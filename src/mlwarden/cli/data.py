@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[
             str,
             typer.Argument(
-                help="Training data: .npz (x, y), CSV, text file, image folder, or digits | breast-cancer | mnist5k."
+                help="Training data: .npz (x, y), CSV, text data (CSV/TSV/JSONL, .txt folder), image folder, or digits | breast-cancer | mnist5k | tweets."
             ),
         ],
         model: Annotated[
@@ -46,7 +46,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         label: Annotated[
-            str | None, typer.Option("--label", help="Label column of a CSV (default 'label').")
+            str | None,
+            typer.Option("--label", help="Label column of a CSV/TSV/JSONL (default 'label')."),
+        ] = None,
+        text_column: Annotated[
+            str | None,
+            typer.Option("--text-column", help="Text data: the column holding the text [text]."),
         ] = None,
         pii_config: Annotated[
             str | None,
@@ -77,6 +82,11 @@ def register(app: typer.Typer) -> None:
         """Audit training data: label issues, duplicates, outliers, personal data and secrets,
         and backdoor poisoning when a model or trainer is given.
 
+        Text data (CSV/TSV/JSONL with a text column, a folder of .txt files per class,
+        or tweets) is checked for trigger words and phrases tied to one label
+        (BadNL-style backdoors), exact and near-duplicate texts (conflicting labels
+        called out) and label issues, besides personal data and secrets.
+
         The JSON report lists suspicious samples at the top-level key "suspicious" as
         {"index", "score", "reasons"}, most suspicious first; rows holding personal data
         or secrets are listed there with the type and the column (values are masked in
@@ -103,6 +113,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             neural_cleanse_epochs=nc_epochs,
             pii_config=config,
+            text_column=text_column,
         )
         raise typer.Exit(
             finish(

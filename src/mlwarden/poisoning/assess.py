@@ -185,6 +185,7 @@ def data_report(
     neural_cleanse_epochs: int = 100,
     holdout: float = 0.2,
     pii_config: PiiConfig | None = None,
+    text_column: str | None = None,
 ) -> Report:
     """Audit a training set; see the module docstring.
 
@@ -198,7 +199,8 @@ def data_report(
     model. ``trainer``: ``"module:function"``, a callable ``train(x, y)`` or a
     scikit-learn estimator; the model is trained on the data (minus a ``holdout``
     fraction used to measure accuracy before and after removing flagged samples).
-    ``neural_cleanse_epochs``: 0 skips Neural Cleanse.
+    ``neural_cleanse_epochs``: 0 skips Neural Cleanse. Text data (``text_column``,
+    default ``text``) gets the checks of :mod:`mlwarden.poisoning.text_assess`.
     """
     from threadpoolctl import threadpool_limits
 
@@ -213,6 +215,7 @@ def data_report(
             neural_cleanse_epochs=neural_cleanse_epochs,
             holdout=holdout,
             pii_config=pii_config,
+            text_column=text_column,
         )
 
 
@@ -226,6 +229,7 @@ def _data_report(
     neural_cleanse_epochs: int = 100,
     holdout: float = 0.2,
     pii_config: PiiConfig | None = None,
+    text_column: str | None = None,
 ) -> Report:
     """:func:`data_report` without the thread limit."""
     if model is not None and trainer is not None:
@@ -247,6 +251,12 @@ def _data_report(
     }
     _check_label_option(data, label)
     pii = _sensitive_data(report, data, pii_config)
+    from mlwarden.poisoning.text_assess import is_text_data
+
+    if is_text_data(data, text_column):
+        done = _text_report(report, data, pii, model, trainer, label, text_column, seed)
+        if done is not None:
+            return done
     try:
         ds = _load_for_audit(report, data, label, pii)
     except InputFileError as exc:
@@ -332,6 +342,74 @@ def _data_report(
     suspicious = _merge_pii_rows(dd.rank(detections), pii)
     report.metrics["suspicious"] = len(suspicious)
     report.suspicious = suspicious[:MAX_SUSPICIOUS]
+    return report
+
+
+def _text_report(
+    report: Report,
+    data: Any,
+    pii: PiiScan | None,
+    model: Any,
+    trainer: Any,
+    label: str | None,
+    text_column: str | None,
+    seed: int,
+) -> Report | None:
+    """The text checks (:mod:`mlwarden.poisoning.text_assess`) on a labelled text set;
+    ``None`` when the text holds no labelled set (at least :data:`MIN_SAMPLES` texts, two
+    classes of two) and a sensitive-data scan ran (its report then stands alone, as for any text file)."""
+    from mlwarden.poisoning.text_assess import text_data_checks
+
+    if model is not None or trainer is not None:
+        raise UserError(
+            "--model and --trainer are not used on text data yet; audit the data alone and "
+            "check the model with 'mlwarden backdoor MODEL DATA'"
+        )
+    try:
+        ds = (
+            data
+            if isinstance(data, Dataset)
+            else load_dataset(data, label=label, text_column=text_column)
+        )
+    except InputFileError:
+        if pii is None:
+            raise
+        return None
+    counts = np.bincount(ds.y)
+    labelled = int(np.sum(counts >= 2)) >= 2  # the label and trigger checks compare classes
+    if (len(ds) < MIN_SAMPLES or not labelled) and pii is not None:
+        return None
+    _check_size(ds)
+    report.data = ds.describe()
+    detections = text_data_checks(report, ds, seed=seed)
+    _hygiene_findings(report, detections, _name(data))
+    suspicious = _merge_pii_rows(dd.rank(detections), pii)
+    report.metrics["suspicious"] = len(suspicious)
+    report.suspicious = suspicious[:MAX_SUSPICIOUS]
+    return report
+
+
+def _text_backdoor(
+    report: Report, model: Any, data: Any, label: str | None, text_column: str | None, seed: int
+) -> Report:
+    """``backdoor`` on a text model: the trigger search of :mod:`mlwarden.poisoning.text_assess`."""
+    from mlwarden.core.text_target import as_text_target
+    from mlwarden.poisoning.text_assess import text_backdoor_checks
+
+    ds = (
+        data
+        if isinstance(data, Dataset)
+        else load_dataset(data, label=label, text_column=text_column)
+    )
+    _check_size(ds)
+    report.data = ds.describe()
+    model_name = str(model) if isinstance(model, str | Path) else type(model).__name__
+    report.config = {"model": model_name, "data": _name(data), "text_column": text_column}
+    with report.timed("load-model"):
+        target = _load_model(model)
+    if getattr(target, "modality", None) != "text":
+        target = as_text_target(target)
+    text_backdoor_checks(report, target, ds, seed=seed)
     return report
 
 
@@ -921,6 +999,7 @@ def backdoor_report(
     strip_samples: int = 50,
     frr: float = 0.01,
     label: str | None = None,
+    text_column: str | None = None,
 ) -> Report:
     """Scan a model for a backdoor with Neural Cleanse and STRIP.
 
@@ -928,7 +1007,9 @@ def backdoor_report(
     others get STRIP only). ``data``: clean inputs the model should handle (labels
     are not used by Neural Cleanse). Metrics: ``anomaly_index`` (class -> index),
     ``suspected_target`` (class or None); the reversed triggers are in
-    ``report.images["neural_cleanse_triggers"]``.
+    ``report.images["neural_cleanse_triggers"]``. Text models on text data
+    (``text_column``) get the vocabulary trigger search of
+    :mod:`mlwarden.poisoning.text_backdoor` instead (metrics ``backdoor.trigger_search``).
     """
     from threadpoolctl import threadpool_limits
 
@@ -941,6 +1022,7 @@ def backdoor_report(
             strip_samples=strip_samples,
             frr=frr,
             label=label,
+            text_column=text_column,
         )
 
 
@@ -953,10 +1035,15 @@ def _backdoor_report(
     strip_samples: int = 50,
     frr: float = 0.01,
     label: str | None = None,
+    text_column: str | None = None,
 ) -> Report:
     """:func:`backdoor_report` without the thread limit."""
     report = Report.new(command="backdoor", seed=seed)
     _check_label_option(data, label)
+    from mlwarden.poisoning.text_assess import is_text_data
+
+    if is_text_data(data, text_column):
+        return _text_backdoor(report, model, data, label, text_column, seed)
     ds = data if isinstance(data, Dataset) else load_dataset(data, label=label)
     _check_size(ds)
     report.data = ds.describe()
