@@ -119,7 +119,9 @@ def test_save_adversarial_for_arrays_is_an_npz(tmp_path: Path) -> None:
         np.testing.assert_array_equal(model.predict(npz["x_adv"]), npz["prediction"])
 
 
-def test_data_audit_of_a_text_table_runs_the_sensitive_data_scan(tmp_path: Path) -> None:
+def test_data_audit_of_a_text_table_runs_the_sensitive_data_scan_and_the_text_checks(
+    tmp_path: Path,
+) -> None:
     from mlwarden.poisoning.assess import data_report
 
     rows = [f"text number {i} about {'good' if i % 2 else 'bad'} things" for i in range(40)]
@@ -133,4 +135,11 @@ def test_data_audit_of_a_text_table_runs_the_sensitive_data_scan(tmp_path: Path)
     report = data_report(str(path))
 
     rules = {f.rule for f in report.findings}
-    assert "MLW-DAT-005" in rules and "MLW-DAT-010" in rules
+    assert "MLW-DAT-005" in rules
+    # a labelled text set gets the text checks, not 'only the sensitive-data scan ran'
+    assert "MLW-DAT-010" not in rules
+    assert report.metrics["poisoning.detectors"]["trigger-ngrams"]["ran"] is True
+    assert report.metrics["duplicates"]["exact"] == 0
+    # 'good' is pure for label 1, but the rest of its texts says nothing: not a trigger
+    assert report.metrics["text_audit.triggers"] == []
+    assert 40 in {e["index"] for e in report.suspicious or []}
