@@ -198,3 +198,19 @@ def tool_info() -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def change_text(before: float, after: float, *, prefix: str = "") -> str:
+    """How a rate moved, as a title says it, never "from 100.0% to 100.0%".
+
+    ``prefix`` qualifies the new figure (e.g. ``"at most "`` for an upper bound).
+
+    Example::
+
+        change_text(0.97, 0.12)      # 'falls from 97.0% to 12.0%'
+        change_text(1.0, 0.9996)     # 'is unchanged at 100.0%'
+    """
+    a, b = f"{before:.1%}", f"{after:.1%}"
+    if a == b:
+        return f"is unchanged at {a}" + (f" ({prefix.strip()})" if prefix.strip() else "")
+    return f"{'falls' if after < before else 'rises'} from {a} to {prefix}{b}"

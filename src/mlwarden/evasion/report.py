@@ -34,7 +34,7 @@ import numpy as np
 
 from mlwarden.core.data import Dataset, load_dataset
 from mlwarden.core.errors import UserError
-from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.core.findings import Finding, Report, Severity, change_text
 from mlwarden.core.intervals import fmt_ci
 from mlwarden.evasion.suite import Budget, EvaluationResult, evaluate
 
@@ -290,7 +290,7 @@ def _robust_accuracy_finding(res: EvaluationResult, name: str) -> Finding:
     )
     return Finding(
         rule="MLW-EVA-001",
-        title=f"{name}: accuracy falls from {clean:.1%} to {bound}{robust:.1%} "
+        title=f"{name}: accuracy {change_text(clean, robust, prefix=bound)} "
         f"({fmt_ci(lo, hi)}) under {size}",
         severity=sev,
         atlas=atlas,

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +145,22 @@ def _value_view(key: str, value: Any) -> dict[str, Any]:
     if isinstance(value, list) and len(value) <= 20 and all(_is_scalar(v) for v in value):
         return {"key": key, "kind": "text", "value": ", ".join(_format_scalar(v) for v in value)}
     if isinstance(value, dict | list):
-        return {"key": key, "kind": "json", "value": json.dumps(value, indent=2)}
+        return {"key": key, "kind": "json", "value": json.dumps(rounded(value), indent=2)}
     return {"key": key, "kind": "text", "value": _format_scalar(value)}
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """Floats inside lists and dicts to ``digits`` significant digits, for reading (the
+    JSON report keeps full precision); ``0.9629629629629629`` -> ``0.963``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def _is_scalar(value: Any) -> bool:
@@ -171,7 +186,7 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
             if isinstance(value, dict) and value:
                 rows.extend(_flatten(value, name))
             elif isinstance(value, list | dict):
-                rows.append((name, json.dumps(value)))
+                rows.append((name, json.dumps(rounded(value))))
             else:
                 rows.append((name, _format_scalar(value)))
     return rows

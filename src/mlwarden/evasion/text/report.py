@@ -24,7 +24,7 @@ import numpy as np
 
 from mlwarden.core.data import Dataset, load_dataset
 from mlwarden.core.errors import UserError
-from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.core.findings import Finding, Report, Severity, change_text
 from mlwarden.evasion.text.attack import RECIPES, TextAttackResult, attack_texts
 from mlwarden.evasion.text.threat import ThreatModel, words
 
@@ -207,7 +207,7 @@ def _finding(name: str, target: Any, res: TextAttackResult, tm: ThreatModel) -> 
     white = target.access == "white"
     return Finding(
         rule="MLW-EVA-020",
-        title=f"{name}: text accuracy falls from {clean:.1%} to {robust:.1%} when at most "
+        title=f"{name}: text accuracy {change_text(clean, robust)} when at most "
         f"{tm.max_change:.0%} of the words are swapped for synonyms or misspelt",
         severity=sev,
         atlas=[
