@@ -75,6 +75,7 @@ def test_data_report_runs_neural_cleanse_on_flat_features(poisoned_mlp) -> None:
     report = data_report(ds, model=model, neural_cleanse_epochs=60)
     table = report.metrics["poisoning.detectors"]
     assert set(table) == {
+        "feature-trigger",
         "activation-clustering",
         "spectral-signatures",
         "neural-cleanse",

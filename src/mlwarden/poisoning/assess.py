@@ -1,7 +1,9 @@
 """The dataset audit (``mlwarden data``) and the model backdoor scan (``mlwarden backdoor``).
 
 :func:`data_report` checks a training set for label issues, duplicates, outliers and
-sensitive data and, given a model or a training recipe, for backdoor poisoning
+sensitive data, for feature triggers planted in the data (no model needed,
+:mod:`~mlwarden.poisoning.feature_triggers`) and, given a model or a training recipe,
+for backdoor poisoning
 (activation clustering, spectral signatures, Neural Cleanse trigger occlusion); with a
 recipe it also drops the flagged samples, retrains and reports the defence
 effectiveness rate. :func:`backdoor_report` reverse-engineers triggers with Neural
@@ -306,6 +308,8 @@ def _data_report(
         detections.append(dd.duplicates(ds.x, ds.y))
     with report.timed("outliers"):
         detections.append(dd.outliers(ds.x, seed=seed))
+    trig = _feature_trigger(report, ds, seed)
+    detections.append(trig)
     poison_dets: list[dd.Detection] = []
     trained = None
     if trainer is not None:
@@ -328,9 +332,12 @@ def _data_report(
             )
         _check_model_fits(trained, train_ds, f"from trainer {report.config['trainer']}")
         poison_dets, nc = _poison_detectors(report, trained, train_ds, seed, neural_cleanse_epochs)
-        _mitigation(report, fit, trained, train_ds, test_ds, poison_dets, nc)
         # detections index the training part; map back to the full dataset
         full_index = _split_index(ds, holdout, seed)
+        in_train = dd.Detection(trig.name, trig.scores[full_index], trig.flagged[full_index])
+        _mitigation(
+            report, fit, trained, train_ds, test_ds, [*poison_dets, in_train], nc, trig.details
+        )
         poison_dets = [_remap(d, full_index, len(ds)) for d in poison_dets]
     elif model is not None:
         with report.timed("load-model"):
@@ -603,6 +610,49 @@ def _poison_detectors(
     return out, nc
 
 
+def _feature_trigger(report: Report, ds: Dataset, seed: int) -> dd.Detection:
+    """The data-only trigger detector (no model needed); MLW-DAT-014 per trigger found."""
+    from mlwarden.poisoning.feature_triggers import feature_triggers
+
+    with report.timed("feature-trigger"):
+        det = feature_triggers(ds.x, ds.y, seed=seed)
+    _detector(report, "feature-trigger", flagged=int(det.flagged.sum()))
+    report.metrics["feature_trigger.triggers"] = det.details["triggers"]
+    for trig in det.details["triggers"]:
+        values = ", ".join(f"feature {f} = {v:g}" for f, v in list(trig["values"].items())[:8])
+        report.add(
+            Finding(
+                rule="MLW-DAT-014",
+                title=(
+                    f"Feature trigger in the data: {trig['rows']} rows labelled "
+                    f"{trig['target']} share {values}"
+                ),
+                severity=Severity.HIGH,
+                atlas=POISON_ATLAS,
+                mitigations=DATA_MITIGATIONS,
+                description=(
+                    f"These feature values alone predict label {trig['target']} (binomial "
+                    f"p = {trig['p_value']:.1e}, Bonferroni-corrected), and nothing else in "
+                    f"the rows does: a classifier that never sees features "
+                    f"{', '.join(map(str, trig['features'] + trig['companion_features']))} "
+                    f"puts {trig['reclassified_away']:.0%} of them in other classes (vs "
+                    f"{trig['class_baseline']:.0%} of the class's other rows). That is what "
+                    "an all-to-one backdoor planted in the data looks like; found without a model."
+                ),
+                recommendation=(
+                    "Trace where the rows listed in 'suspicious' (reason 'feature trigger') "
+                    "came from, remove them and retrain; check whether a deployed model "
+                    f"answers {trig['target']} to inputs carrying these values."
+                ),
+                evidence=trig,
+                artifact=ds.name,
+                check="feature-trigger",
+                owasp=["ML02"],
+            )
+        )
+    return det
+
+
 def _clustering_detectors(
     report: Report, model: Any, ds: Dataset, seed: int
 ) -> tuple[dd.Detection | None, dd.Detection | None]:
@@ -766,6 +816,7 @@ def _mitigation(
     test: Dataset,
     dets: list[dd.Detection],
     nc: dm.NeuralCleanseResult | None,
+    found: dict[str, Any] | None = None,
 ) -> None:
     from mlwarden.poisoning.mitigate import retrain_without
 
@@ -776,7 +827,11 @@ def _mitigation(
     if not flagged.any():
         return
     asr = None
-    if nc is not None and nc.suspected_target is not None:
+    triggers = (found or {}).get("triggers") or []
+    if (nc is None or nc.suspected_target is None) and triggers:
+        asr = _feature_trigger_asr(triggers[0], test)
+        test = test.subset(np.flatnonzero(~_carries(triggers[0], test.x)))
+    elif nc is not None and nc.suspected_target is not None:
         target = nc.suspected_target
         # held-out samples that carry the trigger have poisoned labels: leave them out
         # of the clean accuracy, or removing the backdoor would look like a loss
@@ -813,7 +868,7 @@ def _mitigation(
             description=(
                 "The model was retrained with your recipe without the flagged samples and "
                 "measured on a held-out split. ASR uses the trigger Neural Cleanse "
-                "reconstructed; DER is BackdoorBench's defence effectiveness rate "
+                "reconstructed, or else the feature trigger found in the data; DER is BackdoorBench's defence effectiveness rate "
                 "(0.5 = no change, 1 = attack removed at no accuracy cost)."
             ),
             recommendation="Keep the samples out of training if accuracy held and ASR fell.",
@@ -821,6 +876,31 @@ def _mitigation(
             check="poisoning",
         )
     )
+
+
+def _carries(trig: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """Rows carrying at least half of a feature trigger's values."""
+    xf = x.reshape(len(x), -1)
+    hits = sum((xf[:, int(f)] == v).astype(int) for f, v in trig["values"].items())
+    return np.asarray(hits) >= 0.5 * len(trig["values"])
+
+
+def _feature_trigger_asr(trig: dict[str, Any], test: Dataset) -> Any:
+    """Attack success of a found feature trigger: stamp its values on held-out rows of
+    the other classes and count the target predictions."""
+    from mlwarden.poisoning.simulate import _predictor
+
+    target = int(trig["target"])
+    others = test.x[(test.y != target) & ~_carries(trig, test.x)]
+    stamped = others.reshape(len(others), -1).copy()
+    for f, v in trig["values"].items():
+        stamped[:, int(f)] = v
+    stamped = stamped.reshape(others.shape).astype(np.float32)
+
+    def asr(model: Any) -> float:
+        return float(np.mean(_predictor(model)(stamped) == target))
+
+    return asr
 
 
 def _hygiene_findings(report: Report, dets: list[dd.Detection], artifact: str) -> None:
