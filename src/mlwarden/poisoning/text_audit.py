@@ -386,26 +386,36 @@ def _trigger_detection(triggers: list[TriggerNgram], n: int, probs: np.ndarray) 
 
 
 # -- duplicates -----------------------------------------------------------------------
-_PRIME = np.uint64((1 << 61) - 1)
+#: The Mersenne prime 2^31 - 1: ``a * h + b`` with ``a, b, h < p`` stays inside uint64.
+PRIME = (1 << 31) - 1
 
 
-def _shingles(text: str, width: int = 5) -> np.ndarray:
-    """Distinct 32-bit hashes of the character ``width``-shingles of ``text``
-    (a polynomial hash of the code points: deterministic across runs)."""
+def shingles(text: str, width: int = 5) -> np.ndarray:
+    """Distinct hashes (below :data:`PRIME`) of the character ``width``-shingles of
+    ``text`` (a polynomial hash of the code points: deterministic across runs)."""
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     if len(codes) < width:
         codes = np.concatenate([codes, np.zeros(width - len(codes), np.uint64)])
     h = np.zeros(len(codes) - width + 1, dtype=np.uint64)
     for j in range(width):
         h = h * np.uint64(1_000_003) + codes[j : len(codes) - width + 1 + j]
-    return np.unique(h & np.uint64(0xFFFFFFFF))
+    return np.unique(h % np.uint64(PRIME))
+
+
+def hash_family(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` universal hashes ``h -> (a*h + b) mod p``: ``a`` in ``[1, p)``, ``b`` in
+    ``[0, p)`` (a multiplier below ``p`` only would keep the order of ``h``: every MinHash
+    would pick the same shingle)."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, PRIME, size=size, dtype=np.uint64)
+    return a, rng.integers(0, PRIME, size=size, dtype=np.uint64)
 
 
 def minhash(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """MinHash signature (Broder 1997) of one shingle set: ``min((a*h + b) mod p)`` per
-    permutation ``(a, b)``, ``p = 2^61 - 1``; ``(len(a),)`` uint64."""
-    with np.errstate(over="ignore"):
-        vals = (a[:, None] * shingles[None, :] + b[:, None]) % _PRIME
+    universal hash ``(a, b)`` from :func:`hash_family`, ``p = 2^31 - 1``; ``(len(a),)``
+    uint64."""
+    vals = (a[:, None] * shingles[None, :] + b[:, None]) % np.uint64(PRIME)
     return vals.min(axis=1)  # type: ignore[no-any-return]
 
 
@@ -413,12 +423,9 @@ def _near_pairs(
     norm: Sequence[str], rows: np.ndarray, near: float, perms: int, bands: int, seed: int
 ) -> list[tuple[int, int, float]]:
     """Pairs of ``rows`` whose shingle Jaccard similarity is at least ``near``."""
-    rng = np.random.default_rng(seed)
-    # a < 2^29 keeps a * h (h < 2^32) inside uint64
-    a = rng.integers(1, 1 << 29, size=perms, dtype=np.uint64)
-    b = rng.integers(0, 1 << 60, size=perms, dtype=np.uint64)
+    a, b = hash_family(perms, seed)
     sigs = (
-        np.stack([minhash(_shingles(norm[i]), a, b) for i in rows])
+        np.stack([minhash(shingles(norm[i]), a, b) for i in rows])
         if len(rows)
         else np.zeros((0, perms), np.uint64)
     )
@@ -436,7 +443,7 @@ def _near_pairs(
         est = float(np.mean(sigs[p] == sigs[q]))
         if est < near - 0.15:  # the estimate's error at 128 permutations is about 0.04
             continue
-        sp, sq = _shingles(norm[rows[p]]), _shingles(norm[rows[q]])
+        sp, sq = shingles(norm[rows[p]]), shingles(norm[rows[q]])
         jac = len(np.intersect1d(sp, sq, assume_unique=True)) / len(np.union1d(sp, sq))
         if jac >= near:
             out.append((int(rows[p]), int(rows[q]), jac))

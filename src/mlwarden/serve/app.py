@@ -36,6 +36,7 @@ import math
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,14 @@ class Gateway:
         self.monitor = Monitor(config.detection, config.input.shape, scale=hi - lo)
         self.metrics = Metrics()
         self.chain = None
-        if config.restoration:
+        # text: the normalisation chain restores, and the detectors see MinHash bits
+        self.text_chain: Callable[[np.ndarray], np.ndarray] | None = None
+        self.text = config.input.modality == "text"
+        if config.restoration and self.text:
+            from mlwarden.serve.text import text_restoration
+
+            self.text_chain = text_restoration(config.restoration, target)
+        elif config.restoration:
             from mlwarden.defenses.transforms import build_chain
 
             bounds = config.input.range or (0.0, 1.0)
@@ -220,7 +228,9 @@ class Gateway:
     def infer(self, caller: _Caller, x: np.ndarray) -> tuple[list[Any], dict[str, list[int]]]:
         """Restoration, model, detection and output hardening (runs in a worker thread)."""
         xin = x
-        if self.chain is not None:
+        if self.text_chain is not None:
+            xin = self.text_chain(x)
+        elif self.chain is not None:
             with torch.no_grad():
                 xin = self.chain(torch.from_numpy(np.ascontiguousarray(x))).numpy()
         try:
@@ -231,8 +241,14 @@ class Gateway:
             ) from None
         if probs.ndim != 2 or len(probs) != len(x) or not np.isfinite(probs).all():
             raise RequestError(422, "the model returned no usable scores for this input")
+        seen = x
+        if self.text and self.monitor.enabled:
+            from mlwarden.serve.text import text_features
+
+            sim = self.config.detection.similarity
+            seen = text_features(x, sim.max_dims, sim.radius)
         flagged = (
-            self.monitor.inspect(caller.name, x, probs.argmax(axis=1))
+            self.monitor.inspect(caller.name, seen, probs.argmax(axis=1))
             if self.monitor.enabled
             else {}
         )

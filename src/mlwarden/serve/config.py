@@ -128,6 +128,7 @@ class InputSchema(_Strict):
     range: tuple[float, float] | None = None
     dtype: Literal["float32", "float64", "int"] = "float32"
     max_batch: int = Field(default=64, ge=1)
+    max_chars: int = Field(default=5000, ge=1, description="text: characters per text")
     max_body_bytes: int = Field(default=1 << 20, ge=64)
     read_timeout_s: float = Field(default=10.0, gt=0, description="to receive the body, s")
 

@@ -148,7 +148,18 @@ def parse_audio_upload(body: bytes, schema: InputSchema) -> np.ndarray:
     return clip
 
 
-INPUT_PARSERS: dict[str, Parser] = {"tensor": parse_inputs, "audio": parse_audio_upload}
+def parse_text_batch(body: bytes, schema: InputSchema) -> np.ndarray:
+    """``modality: text``: ``{"inputs": ["text", ...]}`` (:mod:`mlwarden.serve.text`)."""
+    from mlwarden.serve.text import parse_text_inputs
+
+    return parse_text_inputs(body, schema)
+
+
+INPUT_PARSERS: dict[str, Parser] = {
+    "tensor": parse_inputs,
+    "audio": parse_audio_upload,
+    "text": parse_text_batch,
+}
 
 
 def register_parser(modality: str, parser: Parser) -> None:

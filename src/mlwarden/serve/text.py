@@ -1,0 +1,136 @@
+"""Text through the gateway (``input: {modality: text}``).
+
+* :func:`parse_text_inputs` — the request body must be UTF-8 JSON
+  ``{"inputs": ["text", ...]}``: 1 to ``max_batch`` texts, each a non-empty string of
+  at most ``max_chars`` characters holding valid Unicode (no unpaired surrogates from
+  ``\\ud800`` escapes, no noncharacters, no control characters other than tab and
+  newlines). Anything else is 422 with one line saying what was wrong.
+* :func:`text_restoration` — ``restoration: [{type: nfkc}, {type: strip_invisible},
+  {type: fold_homoglyphs}, {type: spelling}]``: the normalisation chain of
+  :mod:`mlwarden.defenses.text` in front of the model (``spelling`` corrects against
+  the model's own vocabulary).
+* :func:`text_features` — what the stream detectors see of a text: a 1-bit MinHash
+  (Li & König 2010, "b-Bit Minwise Hashing", arXiv:0910.3349) of its character
+  5-shingles, scaled so that the similarity detector's ``radius`` (RMS distance per
+  value) falls at a shingle Jaccard similarity of about ``near`` (0.6): the candidate
+  texts of a word-substitution or character-edit attack on one text are neighbours of
+  each other, distinct texts are not. Shingles are taken from the raw text, so
+  homoglyph and invisible-character variants of one text are near, not equal.
+
+Example::
+
+    x = parse_text_inputs(b'{"inputs": ["great film"]}', schema)   # object array of str
+    v = text_features(x, dims=128, radius=0.1)                     # (1, 128) float32
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from mlwarden.serve.config import InputSchema
+from mlwarden.serve.validate import RequestError
+
+#: Control characters a text may hold.
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+def _invalid(message: str) -> RequestError:
+    return RequestError(422, message)
+
+
+def _check_text(i: int, text: object, max_chars: int) -> str:
+    if not isinstance(text, str):
+        got = "null" if text is None else type(text).__name__
+        raise _invalid(f"input {i} is {got}; a text model takes strings")
+    if not text.strip():
+        raise _invalid(f"input {i} is empty; expected a non-empty text")
+    if len(text) > max_chars:
+        raise _invalid(f"input {i} has {len(text)} characters, over the limit of {max_chars}")
+    for pos, ch in enumerate(text):
+        code = ord(ch)
+        if 0xD800 <= code <= 0xDFFF:
+            raise _invalid(
+                f"input {i}, character {pos}: unpaired surrogate; expected valid Unicode"
+            )
+        if (code & 0xFFFE) == 0xFFFE or 0xFDD0 <= code <= 0xFDEF:
+            raise _invalid(f"input {i}, character {pos}: U+{code:04X} is a noncharacter")
+        if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc":
+            raise _invalid(
+                f"input {i}, character {pos}: control character U+{code:04X}; "
+                "only tab and newlines are allowed"
+            )
+    return text
+
+
+def parse_text_inputs(body: bytes, schema: InputSchema) -> np.ndarray:
+    """The validated texts of a request as a 1-D object array of ``str`` (see module)."""
+    try:
+        raw = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _invalid(f"body byte {exc.start} is not UTF-8; expected UTF-8 JSON") from None
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        raise _invalid(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _invalid("body nests too deeply to be a list of texts") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise _invalid('body must be a JSON object {"inputs": ["text", ...]}')
+    inputs = payload["inputs"]
+    if not isinstance(inputs, list) or not inputs:
+        raise _invalid('"inputs" must be a non-empty list of texts')
+    if len(inputs) > schema.max_batch:
+        raise _invalid(f"batch of {len(inputs)} texts is over the limit of {schema.max_batch}")
+    out = np.empty(len(inputs), dtype=object)
+    for i, text in enumerate(inputs):
+        out[i] = _check_text(i, text, schema.max_chars)
+    return out
+
+
+def text_restoration(
+    spec: Sequence[dict[str, Any]], target: Any
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The gateway's ``restoration`` list for text as one function on a batch of texts."""
+    from mlwarden.core.errors import UserError
+    from mlwarden.defenses.text import STEPS, model_vocabulary, normaliser
+
+    steps = []
+    for i, entry in enumerate(spec):
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if kind not in STEPS or len(entry) != 1:
+            raise UserError(
+                f"restoration step #{i + 1} for text must be {{type: NAME}} with NAME one of "
+                f"{', '.join(STEPS)}; got {entry!r}"
+            )
+        steps.append(str(kind))
+    vocab = model_vocabulary(target) if "spelling" in steps else None
+    if "spelling" in steps and not vocab:
+        raise UserError("restoration step 'spelling' needs a model that exposes its vocabulary")
+    run = normaliser(steps, vocab)
+
+    def restore(texts: np.ndarray) -> np.ndarray:
+        out = np.empty(len(texts), dtype=object)
+        out[:] = [run(str(t)) for t in texts]
+        return out
+
+    return restore
+
+
+def text_features(texts: np.ndarray, dims: int, radius: float, near: float = 0.6) -> np.ndarray:
+    """Each text as ``dims`` values in {0, s}: the lowest bit of its MinHash values over
+    character 5-shingles, ``s = radius / sqrt((1 - near) / 2)``; see the module docs."""
+    from mlwarden.poisoning.text_audit import hash_family, minhash, shingles
+
+    a, b = hash_family(dims, 20100913)  # fixed: features must agree across restarts
+    # two texts differ in a bit with probability (1 - J) / 2: RMS distance s * sqrt(that)
+    scale = np.float32(radius / np.sqrt((1.0 - near) / 2.0))
+    out = np.empty((len(texts), dims), dtype=np.float32)
+    for i, t in enumerate(texts):
+        sig = minhash(shingles(str(t)), a, b)
+        out[i] = (sig & np.uint64(1)).astype(np.float32) * scale
+    return out
