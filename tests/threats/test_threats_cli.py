@@ -94,3 +94,70 @@ def test_init_asks_and_writes_a_valid_system(cli, tmp_path: Path) -> None:
     assert raw["deployment"]["retraining_on_user_feedback"] is True
     assert raw["deployment"]["outputs"] == "labels"
     assert "MLW-THR-005" in res.stdout  # retraining on feedback
+
+
+_ANSWERS = [
+    "my-api", "a test system", "tabular",  # name, description, modality
+    "in-house", "black-box", "", "yes", "n", "onnx",  # model
+    "own,user-provided", "yes", "personal", "no",  # data
+    "team", "team", "",  # access
+    "public-api", "labels", "yes", "yes", "yes", "y",  # deployment
+]  # fmt: skip
+
+
+def test_init_asks_again_on_an_invalid_answer(cli, tmp_path: Path) -> None:
+    answers = list(_ANSWERS)
+    answers[9:10] = ["", "sideways", "own,user-provided"]  # empty, then not a choice
+    answers[2:3] = ["spreadsheet", "tabular"]  # not a modality
+    res = cli("threats", "--init", "sys.yaml", cwd=tmp_path, input="\n".join(answers) + "\n")
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "please answer again" in res.stdout and "not a choice: sideways" in res.stdout
+    raw = yaml.safe_load((tmp_path / "sys.yaml").read_text())
+    assert raw["data"]["sources"] == ["own", "user-provided"] and raw["modality"] == "tabular"
+
+
+def test_init_interrupted_keeps_the_answers_and_resumes(cli, tmp_path: Path) -> None:
+    first = cli("threats", "--init", "sys.yaml", cwd=tmp_path, input="\n".join(_ANSWERS[:11]))
+    assert first.returncode == 130, first.stderr
+    partial = tmp_path / "sys.yaml.partial"
+    assert "run --init again to resume" in first.stderr and partial.is_file()
+    kept = yaml.safe_load(partial.read_text())
+    assert kept["name"] == "my-api" and kept["data"]["sources"] == ["own", "user-provided"]
+    assert not (tmp_path / "sys.yaml").exists()
+    rest = "\n".join(_ANSWERS[11:]) + "\n"  # only what was not answered is asked
+    second = cli("threats", "--init", "sys.yaml", cwd=tmp_path, input=rest)
+    assert second.returncode == 0, second.stderr + second.stdout
+    assert "resuming from" in second.stderr and not partial.exists()
+    raw = yaml.safe_load((tmp_path / "sys.yaml").read_text())
+    assert raw["name"] == "my-api" and raw["deployment"]["outputs"] == "labels"
+
+
+def test_init_without_prompts_from_an_answers_file_and_flags(cli, tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(cli("threats", "--example", cwd=tmp_path).stdout)
+    res = cli(
+        "threats", "--init", "sys.yaml", "--answers", "a.yaml",
+        "--set", "deployment.outputs=labels", "--set", "data.sources=own,scraped", "-q",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    raw = yaml.safe_load((tmp_path / "sys.yaml").read_text())
+    assert raw["deployment"]["outputs"] == "labels" and raw["data"]["sources"] == ["own", "scraped"]
+    only_flags = cli("threats", "--init", "x.yaml", "--set", "name=x", cwd=tmp_path)
+    assert only_flags.returncode == 2 and "needs an answer for: modality" in only_flags.stderr
+    bad = cli(
+        "threats", "--init", "x.yaml", "--answers", "a.yaml", "--set", "colour=red", cwd=tmp_path
+    )
+    assert bad.returncode == 2 and "--set colour: not a field" in bad.stderr
+    wrong = cli(
+        "threats",
+        "--init",
+        "y.yaml",
+        "--answers",
+        "a.yaml",
+        "--set",
+        "modality=smell",
+        cwd=tmp_path,
+    )
+    assert (
+        wrong.returncode == 2 and "modality" in wrong.stderr and not (tmp_path / "y.yaml").exists()
+    )

@@ -32,8 +32,30 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         init: Annotated[
-            bool, typer.Option("--init", help="Ask the questions and write SYSTEM.yaml.")
+            bool,
+            typer.Option(
+                "--init",
+                help="Ask the questions and write SYSTEM.yaml (an interrupted session resumes "
+                "from SYSTEM.yaml.partial).",
+            ),
         ] = False,
+        answers_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--answers",
+                help="With --init: take the answers from this YAML file (SYSTEM.yaml format) "
+                "instead of asking.",
+                dir_okay=False,
+            ),
+        ] = None,
+        set_values: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                help="With --init: answer FIELD=VALUE without asking (e.g. "
+                "deployment.outputs=labels; lists comma-separated). Repeatable.",
+            ),
+        ] = None,
         example: Annotated[
             bool, typer.Option("--example", help="Print a filled-in example SYSTEM.yaml.")
         ] = False,
@@ -68,7 +90,6 @@ def register(app: typer.Typer) -> None:
         from mlwarden.core.console import err, settings
         from mlwarden.threats import assess, load_rules, load_system
         from mlwarden.threats.engine import threats_report
-        from mlwarden.threats.interactive import ask_system, system_yaml
         from mlwarden.threats.plan import write_plan
 
         setup(quiet=quiet, debug=debug)
@@ -76,15 +97,10 @@ def register(app: typer.Typer) -> None:
             text = resources.files("mlwarden.threats").joinpath("example.yaml").read_text("utf-8")
             typer.echo(text, nl=False)
             raise typer.Exit(0)
+        if (answers_file is not None or set_values) and not init:
+            raise UserError("--answers and --set go with --init")
         if init:
-            path = system or Path("system.yaml")
-            out = Console()
-            if path.exists() and not typer.confirm(f"{path} exists; overwrite it?", default=False):
-                raise typer.Exit(1)
-            described = ask_system(out)
-            path.write_text(system_yaml(described), encoding="utf-8")
-            err.print(f"wrote {path}")
-            system = path
+            system = _init(system or Path("system.yaml"), answers_file, list(set_values or []))
         if system is None:
             raise UserError("give a SYSTEM.yaml (or --init to write one, --example to see one)")
         described = load_system(system)
@@ -109,6 +125,52 @@ def register(app: typer.Typer) -> None:
                 fail_on=fail_on,
             )
         )
+
+
+def _init(path: Path, answers_file: Path | None, sets: list[str]) -> Path:
+    """``--init``: ask (resuming an interrupted session) or, with --answers/--set, don't."""
+    from rich.console import Console
+
+    from mlwarden.core.console import err
+    from mlwarden.threats.interactive import (
+        answers_from,
+        ask_system,
+        missing_answers,
+        nest,
+        partial_path,
+        read_partial,
+        system_yaml,
+        write_partial,
+    )
+    from mlwarden.threats.schema import parse_system
+
+    if answers_file is not None or sets:
+        given = answers_from(answers_file, sets)
+        missing = missing_answers(given)
+        if missing:
+            raise UserError(
+                f"--init without prompts needs an answer for: {', '.join(missing)} "
+                "(in the --answers file or as --set FIELD=VALUE)"
+            )
+        described = parse_system(nest(given), str(answers_file or "--set"))
+    else:
+        if path.exists() and not typer.confirm(f"{path} exists; overwrite it?", default=False):
+            raise typer.Exit(1)
+        answers = read_partial(path)
+        if answers:
+            err.print(f"resuming from {partial_path(path)}: {len(answers)} answers kept")
+        try:
+            described = ask_system(Console(), answers=answers)
+        except (KeyboardInterrupt, EOFError):
+            kept = write_partial(path, answers)
+            err.print(
+                f"\ninterrupted: kept {len(answers)} answers in {kept}; run --init again to resume"
+            )
+            raise typer.Exit(130) from None
+    path.write_text(system_yaml(described), encoding="utf-8")
+    partial_path(path).unlink(missing_ok=True)
+    err.print(f"wrote {path}")
+    return path
 
 
 def _print_threats(console: object, report: object) -> None:
