@@ -9,8 +9,10 @@ TCP_NODELAY; parse JSON, run the model in the thread pool, return scores). The s
 Python client sends single-input requests: sequential requests on one kept-alive
 connection (keep-alive latency), sequential requests each on a new connection
 (new-connection latency), then ``C`` threads for ``--duration`` seconds for
-throughput at concurrency C = 1, 8 and 32. Rounds alternate the order of the two
-servers; figures are medians over rounds. At the end the gateway is killed with
+throughput at concurrency C = 1, 8 and 32, the two servers back to back (a pair) in
+alternating order. The throughput ratio is the median of the per-pair ratios (the
+machine's load from other processes changes less within a pair than between rounds);
+latencies are medians over rounds. At the end the gateway is killed with
 SIGKILL and every answered request id is looked up in its audit log (lost records
 must be 0); 5xx must be 0. Targets: keep-alive p50 overhead <= 2 ms, throughput
 >= 0.8x of bare at concurrency 8.
@@ -286,28 +288,30 @@ def _pct(values: list[float], q: float) -> float:
 CONCURRENCY = (1, 8, 32)
 
 
-def _one_server_round(
-    url: str, keys: list[str | None], bodies: list[bytes], seconds: float, n_latency: int
+def _latency_round(
+    url: str, key: str | None, bodies: list[bytes], n_latency: int
 ) -> tuple[dict[str, float], list[Load]]:
-    ka = _latency(url, keys[0], bodies, n_latency)
-    new = _latency(url, keys[0], bodies[n_latency:], max(n_latency // 3, 20), new=True)
+    ka = _latency(url, key, bodies, n_latency)
+    new = _latency(url, key, bodies[n_latency:], max(n_latency // 3, 20), new=True)
     out = {
         "keepalive_p50": _pct(ka.latencies, 50),
         "keepalive_p99": _pct(ka.latencies, 99),
         "newconn_p50": _pct(new.latencies, 50),
         "newconn_p99": _pct(new.latencies, 99),
     }
-    loads = [ka, new]
-    for c in CONCURRENCY:
-        rps, thr = _throughput(url, keys[:c], bodies, seconds)
-        out[f"rps_c{c}"] = rps
-        loads.append(thr)
-    return out, loads
+    return out, [ka, new]
 
 
 def load_benchmark(
     tmp: Path, model: Path, xs: np.ndarray, rounds: int, seconds: float, n_latency: int
 ) -> dict[str, Any]:
+    """Latency per server, then throughput in *pairs*: bare and gateway back to back.
+
+    On a shared machine the load of other processes changes from second to second, so
+    each throughput figure is a pair of short runs, one per server, in alternating
+    order; the ratio is the median of the per-pair ratios (``rounds`` pairs per
+    concurrency), which cancels load that changes slower than a pair.
+    """
     from mlwarden.serve.auth import new_key
 
     keys = {f"load{i}": (new_key(), "scores") for i in range(max(CONCURRENCY))}
@@ -316,36 +320,50 @@ def load_benchmark(
     key_list: list[str | None] = [k for k, _ in keys.values()]
     bodies = _bodies(xs)
     res: dict[str, dict[str, list[float]]] = {"bare": {}, "gateway": {}}
+    pair_ratios: dict[str, list[float]] = {f"c{c}": [] for c in CONCURRENCY}
     pids = {"bare": bare_proc.pid, "gateway": gw_proc.pid}
+    urls = {"bare": bare_url, "gateway": gw_url}
     answered: list[str] = []
     statuses: list[int] = []
     errors = {"bare": 0, "gateway": 0}
+    cpu = {"bare": [0.0, 0], "gateway": [0.0, 0]}
+
+    def account(name: str, loads: list[Load]) -> None:
+        for ld in loads:
+            statuses.extend(ld.statuses)
+            errors[name] += ld.transport_errors
+            if name == "gateway":
+                answered.extend(ld.ids)
+
     try:
         for url, k in ((bare_url, None), (gw_url, key_list[0])):
             _latency(url, k, bodies, 50)  # warm-up
         for r in range(rounds):
-            order = [("bare", bare_url), ("gateway", gw_url)]
-            if r % 2:
-                order.reverse()
-            for name, url in order:
-                is_gw = name == "gateway"
-                cpu0 = _cpu_seconds(pids[name])
-                got, loads = _one_server_round(
-                    url, key_list if is_gw else [None] * len(key_list), bodies, seconds, n_latency
+            names = ["bare", "gateway"] if r % 2 == 0 else ["gateway", "bare"]
+            for name in names:
+                got, loads = _latency_round(
+                    urls[name], key_list[0] if name == "gateway" else None, bodies, n_latency
                 )
-                n_req = sum(len(ld.latencies) for ld in loads)
-                got["cpu_ms"] = (_cpu_seconds(pids[name]) - cpu0) * 1000.0 / n_req
+                account(name, loads)
                 for m, v in got.items():
                     res[name].setdefault(m, []).append(v)
-                for ld in loads:
-                    statuses += ld.statuses
-                    errors[name] += ld.transport_errors
-                    if is_gw:
-                        answered += ld.ids
                 print(
                     f"  round {r + 1} {name:8s} "
                     + "  ".join(f"{m} {v:.2f}" for m, v in got.items())
                 )
+            for c in CONCURRENCY:
+                rps: dict[str, float] = {}
+                for name in names:
+                    ks = key_list[:c] if name == "gateway" else [None] * c
+                    cpu0 = _cpu_seconds(pids[name])
+                    rps[name], thr = _throughput(urls[name], ks, bodies, seconds)
+                    cpu[name][0] += _cpu_seconds(pids[name]) - cpu0
+                    cpu[name][1] += len(thr.latencies)
+                    account(name, [thr])
+                    res[name].setdefault(f"rps_c{c}", []).append(rps[name])
+                pair_ratios[f"c{c}"].append(rps["gateway"] / rps["bare"])
+                print(f"  round {r + 1} c{c:<3d} bare {rps['bare']:.0f} rps  gateway "
+                      f"{rps['gateway']:.0f} rps  ratio {rps['gateway'] / rps['bare']:.2f}")  # fmt: skip
     finally:
         os.kill(gw_proc.pid, signal.SIGKILL)  # no graceful flush: records must already be durable
         gw_proc.wait()
@@ -355,6 +373,8 @@ def load_benchmark(
     stored = {row[0] for row in db.execute("SELECT request_id FROM requests")}
     db.close()
     med = {s: {m: statistics.median(v) for m, v in d.items()} for s, d in res.items()}
+    for name in med:  # server CPU per request over all throughput runs
+        med[name]["cpu_ms"] = cpu[name][0] * 1000.0 / max(cpu[name][1], 1)
     b, g = med["bare"], med["gateway"]
     return {
         "bare": b,
@@ -362,7 +382,8 @@ def load_benchmark(
         "keepalive_p50_overhead_ms": g["keepalive_p50"] - b["keepalive_p50"],
         "newconn_p50_overhead_ms": g["newconn_p50"] - b["newconn_p50"],
         "cpu_overhead_ms": g["cpu_ms"] - b["cpu_ms"],
-        "throughput_ratio": {f"c{c}": g[f"rps_c{c}"] / b[f"rps_c{c}"] for c in CONCURRENCY},
+        "throughput_ratio": {k: statistics.median(v) for k, v in pair_ratios.items()},
+        "throughput_pair_ratios": pair_ratios,
         "responses_5xx": sum(s >= 500 for s in statuses),
         "responses_not_200": sum(s != 200 for s in statuses),
         "transport_errors": errors,

@@ -10,7 +10,9 @@ import logging
 import socket
 import stat
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -278,3 +280,33 @@ def test_metrics_export_connection_counters(gw_config, keys, serve, sklearn_targ
     assert 'mlwarden_connections_dropped_total{reason="header_timeout"} 1' in text
     assert "mlwarden_connections_open " in text
     np.testing.assert_equal(live.gateway.guard.dropped["refused"], 0)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="option inheritance is Linux behaviour")
+def test_tcp_options_set_on_the_listener_reach_every_accepted_socket() -> None:
+    from mlwarden.serve.conn import ConnectionGuard, tune_listener
+
+    guard = ConnectionGuard(header_timeout_s=5, max_connections=10, max_per_client=10)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        tune_listener(listener, guard)
+        assert guard.inherited_options  # the protocol then skips its own setsockopt calls
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as _client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+    finally:
+        listener.close()
+
+
+def test_the_listen_backlog_holds_a_cap_of_connections_within_the_kernel_limit() -> None:
+    from mlwarden.serve.server import listen_backlog
+
+    somaxconn = Path("/proc/sys/net/core/somaxconn")
+    limit = int(somaxconn.read_text()) if somaxconn.exists() else 65535
+    assert listen_backlog(4096) == min(4096 + 1024, limit, 65535)
+    assert listen_backlog(10) == min(2048, limit)

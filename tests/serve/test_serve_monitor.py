@@ -161,6 +161,42 @@ def test_throttle_action_slows_the_flagged_key(
     assert live.gateway.limiters["labels"].factor == 1.0
 
 
+def test_a_throttled_client_is_told_it_was_throttled_for_suspected_probing(
+    gw_config, keys, serve, sklearn_target, digits
+) -> None:
+    cfg = gw_config(
+        limits={"rate": 1.0, "burst": 12},
+        detection={"action": "throttle", "throttle_factor": 0.01},
+    )
+    live = serve(sklearn_target, cfg)
+    answers = [
+        httpx.post(
+            f"{live.url}/v1/predict", json={"inputs": [q.tolist()]}, headers=_auth(keys["scores"])
+        )
+        for q in _attack_stream(digits[2][3], 30)
+    ]
+    assert live.gateway.limiters["scores"].factor == 0.01
+    refused = [r for r in answers if r.status_code == 429]
+    assert refused, [r.status_code for r in answers]
+    detail = refused[0].json()["detail"]
+    assert detail.startswith("throttled for suspected probing"), detail
+    assert "rate limit exceeded" not in detail
+    seconds = int(refused[0].headers["Retry-After"])
+    assert seconds >= 1 and detail.endswith(f"retry after {seconds} s")
+    # an unflagged key at its plain rate limit is told just that
+    other = [
+        httpx.post(
+            f"{live.url}/v1/predict",
+            json={"inputs": [digits[2][i].tolist()]},
+            headers=_auth(keys["labels"]),
+        )
+        for i in range(20)
+    ]
+    plain = [r for r in other if r.status_code == 429]
+    assert plain, [(r.status_code, r.text[:80]) for r in other]
+    assert plain[0].json()["detail"].startswith("rate limit exceeded")
+
+
 def _noisy_random_search(
     model, x0: np.ndarray, y0: int, n: int, sigma: float, seed: int
 ) -> list[np.ndarray]:

@@ -90,6 +90,50 @@ def test_throttle_slows_the_refill() -> None:
     assert lim.take(1)[0] == pytest.approx(1.0)
 
 
+def test_a_throttled_key_is_told_it_was_throttled_not_rate_limited() -> None:
+    clock = FakeClock()
+    lim = KeyLimiter(rate=10.0, burst=1, budget=None, window_s=60, clock=clock)
+    lim.take(1)
+    assert lim.take(1)[1] == "rate"  # before the monitor flags it: the plain rate limit
+    lim.throttle(0.1)
+    assert lim.take(1)[1] == "throttled"
+    assert lim.check()[1] == "throttled"
+    assert lim.effective_rate == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("wait", [1e-9, 0.0004, 0.004, 0.5, 1.0, 1.01, 59.2])
+@pytest.mark.parametrize("reason", ["rate", "budget", "throttled"])
+def test_retry_after_is_whole_seconds_rounded_up_never_zero(wait: float, reason: str) -> None:
+    from mlwarden.serve.app import _raise_if_limited
+    from mlwarden.serve.log import AuditRecord
+    from mlwarden.serve.validate import RequestError
+
+    rec = AuditRecord(request_id="r", key="k", path="/v1/predict", status=200, decision="allow")
+    with pytest.raises(RequestError) as err:
+        _raise_if_limited((wait, reason), rec)
+    seconds = max(1, math.ceil(wait))
+    assert err.value.status == 429
+    assert err.value.headers["Retry-After"] == str(seconds)
+    assert err.value.message.endswith(f"retry after {seconds} s")
+    assert "0.00" not in err.value.message
+
+
+def test_a_bucket_a_hair_short_of_a_token_still_says_one_second() -> None:
+    clock = FakeClock()
+    lim = KeyLimiter(rate=1000.0, burst=1, budget=None, window_s=60, clock=clock)
+    lim.take(1)
+    clock.now += 0.000999  # 1 microsecond of refill short of the next token
+    wait, _ = lim.take(1)
+    assert 0 < wait < 0.01
+    from mlwarden.serve.app import _raise_if_limited
+    from mlwarden.serve.log import AuditRecord
+    from mlwarden.serve.validate import RequestError
+
+    rec = AuditRecord(request_id="r", key="k", path="/v1/predict", status=200, decision="allow")
+    with pytest.raises(RequestError, match="retry after 1 s$"):
+        _raise_if_limited((wait, "rate"), rec)
+
+
 @given(
     rate=st.floats(0.1, 100), burst=st.integers(1, 50),
     steps=st.lists(st.tuples(st.floats(0, 5), st.integers(1, 10)), max_size=40),

@@ -9,7 +9,8 @@ Example::
 
     limiter = KeyLimiter(rate=10, burst=20, budget=1000, window_s=3600)
     limiter.take(5)          # (0.0, ""): allowed
-    limiter.take(100)        # (2.5, "rate"): wait 2.5 s (or "budget": the window is spent)
+    limiter.take(100)        # (2.5, "rate"): wait 2.5 s (or "budget": the window is spent;
+                             # "throttled": the monitor slowed this key down)
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class KeyLimiter:
                 rate = self.rate * self.factor
                 tokens = min(self.burst, self._tokens + (now - self._stamp) * rate)
                 if tokens < 1.0:
-                    return (1.0 - tokens) / rate, "rate"
+                    return (1.0 - tokens) / rate, self._rate_reason()
             return 0.0, ""
 
     def take(self, n: int) -> tuple[float, str]:
@@ -95,12 +96,21 @@ class KeyLimiter:
                 self._stamp = now
                 if n > self.burst:
                     # Can never fit: say when a full bucket would be back, the caller must split.
-                    return max((self.burst - self._tokens) / rate, 1.0), "rate"
+                    return max((self.burst - self._tokens) / rate, 1.0), self._rate_reason()
                 if self._tokens < n:
-                    return (n - self._tokens) / rate, "rate"
+                    return (n - self._tokens) / rate, self._rate_reason()
                 self._tokens -= n
             self._used += n
             return 0.0, ""
+
+    def _rate_reason(self) -> str:
+        # A key slowed down by the attack monitor is told so, not that it sent too fast.
+        return "throttled" if self.factor < 1.0 else "rate"
+
+    @property
+    def effective_rate(self) -> float | None:
+        """Queries per second the bucket refills at now (after any throttle)."""
+        return None if self.rate is None else self.rate * self.factor
 
     def snapshot(self) -> bytes:
         """Budget use, its window and the throttle factor, to outlive a restart (JSON).
