@@ -331,3 +331,57 @@ def test_a_long_waveform_query_is_inspected_not_a_crash():
         x = (base + rng.normal(0, 0.01, 8000)).astype(np.float32)[None]
         flagged = mon.inspect("k", x, np.zeros(1, dtype=np.int64)) or flagged
     assert "similarity" in flagged
+
+
+@pytest.mark.parametrize("n", [3, 5, 6, 7, 12, 30, 101, 1000, 5000])
+def test_shapiro_w_equals_scipy(n: int) -> None:
+    from scipy import stats
+
+    from mlwarden.serve.monitor import shapiro_w
+
+    rng = np.random.default_rng(n)
+    for x in (rng.normal(size=n), rng.exponential(size=n), rng.uniform(size=n)):
+        assert shapiro_w(x) == pytest.approx(stats.shapiro(x).statistic, abs=1e-5)
+    assert shapiro_w(np.ones(n)) == 0.0
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (40,)])
+def test_similarity_counts_equal_a_brute_force_count(shape) -> None:
+    """The sketch scan only skips queries whose distance is surely over the radius."""
+    from mlwarden.serve.config import Similarity as SimilarityConfig
+    from mlwarden.serve.monitor import Similarity, reduce
+
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(0, 1, (10, *shape))
+    cfg = SimilarityConfig(history=300)
+    sim, seen, counts = None, [], []
+    for i in range(700):  # near-duplicates of 10 centres at several noise levels
+        x = np.clip(centres[i % 10] + rng.normal(0, 0.02 * (i % 4), shape), 0, 1)
+        v = reduce(x, cfg.max_dims, 1.0)
+        sim = sim or Similarity(cfg, len(v))
+        got = sim.observe(v)
+        hist = np.array(seen[-cfg.history :]) if seen else np.zeros((0, len(v)))
+        want = int(np.count_nonzero(((hist - v) ** 2).sum(axis=1) < cfg.radius**2 * len(v)))
+        assert got == want, (i, got, want)
+        counts.append(got)
+        seen.append(v)
+    assert max(counts) > cfg.min_neighbours  # the stream does reach the flagging range
+
+
+def test_blacklight_fingerprint_is_the_windowed_polynomial_hash() -> None:
+    """The rolling form gives the same hashes as hashing every window directly."""
+    from mlwarden.serve.monitor import _MULTIPLIER, _fingerprint
+
+    rng = np.random.default_rng(2)
+    for shape, window in (((1, 8, 8), 20), ((3, 32, 32), 20), ((5,), 20), ((30,), 3)):
+        x = rng.uniform(-1, 1, shape)
+        flat = np.floor(x.ravel() / 0.1).astype(np.int64).view(np.uint64)
+        w = min(window, flat.size)
+        want = set()
+        for i in range(flat.size - w + 1):
+            h = 0
+            for j in range(w):
+                h = (h + int(flat[i + j]) * pow(int(_MULTIPLIER), w - j, 1 << 64)) % (1 << 64)
+            h ^= h >> 29
+            want.add(h * int(_MULTIPLIER) % (1 << 64))
+        assert _fingerprint(x, 0.1, window, 50).tolist() == sorted(want)[-50:]
