@@ -5,7 +5,9 @@ Builds, in a temporary folder, a benign snapshot holding one file of every forma
 14 added (real libraries where they install here: py7zr, zstandard, lz4, msgpack, torch,
 safetensors, Pillow; byte-exact to the published format otherwise: R serialize.c,
 torch7 File.lua, Paddle LoDTensor/ProgramDesc, MXNet NDArray list, TensorRT/ExecuTorch
-headers) and a malicious set (one file per code-carrying case; payloads are harmless
+headers; Core ML, Orbax and MLflow files as coremltools 9.0, orbax-checkpoint 0.12.8 and
+mlflow 3.18 wrote them for tests/supplychain/fixtures) and a malicious set (one file or
+model folder per code-carrying case; payloads are harmless
 strings, nothing is loaded). Each tool scans each file in its own process (verdict per
 file) and each folder whole (timed: CPU seconds of the child, median of ``--repeats``).
 
@@ -41,6 +43,27 @@ class _Evil:
 
 
 EVIL = pickle.dumps(_Evil())
+
+
+#: an MLmodel as mlflow 3.18 writes it for a scikit-learn model saved with skops
+MLMODEL = b"""artifact_path: file:///tmp/artifacts
+flavors:
+  python_function:
+    env:
+      conda: conda.yaml
+      virtualenv: python_env.yaml
+    loader_module: mlflow.sklearn
+    model_path: model.skops
+    predict_fn: predict
+    python_version: 3.11.7
+  sklearn:
+    code: null
+    pickled_model: model.skops
+    serialization_format: skops
+    sklearn_version: 1.9.1
+mlflow_version: 3.18.0
+model_id: m-29bc172802b049ab8e52091a848543ad
+"""
 
 
 def _tar(members: dict[str, bytes], mode: str = "w") -> bytes:
@@ -162,6 +185,14 @@ def build(root: Path) -> tuple[Path, Path]:
         (good / name).write_bytes(data)
     with py7zr.SevenZipFile(good / "weights.7z", "w") as z:
         z.writestr(_npy(), "w.npy")
+    # formats whose writers were run once (coremltools 9.0, orbax-checkpoint 0.12.8,
+    # mlflow 3.18): their fixtures of tests/supplychain
+    fix = Path(__file__).resolve().parents[1] / "tests" / "supplychain" / "fixtures"
+    shutil.copy(fix / "coreml" / "dense.mlmodel", good / "model.mlmodel")
+    shutil.copytree(fix / "coreml" / "program.mlpackage", good / "program.mlpackage")
+    shutil.copytree(fix / "orbax" / "chunked", good / "orbax_checkpoint")
+    (good / "mlflow_model").mkdir()
+    (good / "mlflow_model" / "MLmodel").write_bytes(MLMODEL)
     save_file({"w": w}, str(good / "model.safetensors"))
     torch.save({"w": torch.zeros(8)}, good / "pytorch_model.bin")
     Image.new("RGB", (8, 8)).save(good / "sample.png")
@@ -201,6 +232,12 @@ def build(root: Path) -> tuple[Path, Path]:
     }
     for name, data in files.items():
         (bad / name).write_bytes(data)
+    shutil.copy(fix / "coreml" / "custom_layer.mlmodel", bad / "coreml_custom_layer.mlmodel")
+    shutil.copy(fix / "coreml" / "loop_custom.mlmodel", bad / "coreml_layer_in_loop.mlmodel")
+    (bad / "mlflow_loader").mkdir()
+    (bad / "mlflow_loader" / "MLmodel").write_bytes(
+        MLMODEL.replace(b"loader_module: mlflow.sklearn", b"loader_module: evil_loader")
+    )
     with py7zr.SevenZipFile(bad / "pickle_in.7z", "w") as z:
         z.writestr(EVIL, "model.pkl")
     with py7zr.SevenZipFile(bad / "encrypted.7z", "w", password="x") as z:
@@ -238,23 +275,30 @@ def modelaudit_verdict(path: Path) -> str:
 
 
 def mlwarden_folder(folder: Path) -> dict[str, str]:
-    """Per-file verdicts of one scan of the whole folder (a snapshot is scanned whole:
-    OpenVINO's .bin is credited to its .xml)."""
+    """Per-file verdicts (by path in the folder) of one scan of the whole folder (a
+    snapshot is scanned whole: OpenVINO's .bin is credited to its .xml)."""
     out, _ = _run([str(BIN / "mlwarden"), "scan", str(folder), "--format", "json"])
     name = {"unsafe": "flagged", "suspicious": "flagged", "safe": "clean"}
-    return {Path(f["path"]).name: name.get(f["verdict"], "error") for f in json.loads(out)["files"]}
+    return {
+        Path(f["path"]).relative_to(folder).as_posix(): name.get(f["verdict"], "error")
+        for f in json.loads(out)["files"]
+    }
 
 
 def modelaudit_folder(folder: Path) -> dict[str, str]:
     """Per-file verdicts of one ModelAudit scan of the whole folder (issues by location)."""
     cmd = [str(BIN / "modelaudit"), "scan", str(folder), "--format", "json", "--no-cache"]
     doc = json.loads(_run(cmd)[0])
-    out = {p.name: "clean" for p in folder.iterdir()}
+    out = {p.relative_to(folder).as_posix(): "clean" for p in folder.rglob("*") if p.is_file()}
     for issue in doc.get("issues", []):
-        where = Path(str(issue.get("location", "")).split(":")[0].split(" (")[0]).name
+        where = Path(str(issue.get("location", "")).split(":")[0].split(" (")[0])
         sev = str(issue.get("severity")).lower()
-        if where in out and sev in ("critical", "warning", "high"):
-            out[where] = "flagged"
+        if sev not in ("critical", "warning", "high"):
+            continue
+        rel = where.relative_to(folder).as_posix() if where.is_relative_to(folder) else ""
+        for key in out:
+            if key == rel or (not rel and Path(key).name == where.name):
+                out[key] = "flagged"
     return out
 
 

@@ -1,4 +1,4 @@
-"""Model-file scanners head to head: picklescan, modelscan, fickling and mlwarden.
+"""Model-file scanners head to head: picklescan, modelscan, fickling, ModelAudit and mlwarden.
 
 Part 1 (corpora): the malicious corpus (canary payloads) and the benign corpus
 (files written by PyTorch, scikit-learn, joblib, NumPy, safetensors and the ONNX
@@ -18,6 +18,11 @@ and deleted afterwards (warm page cache). Each tool scans each file in a fresh
 subprocess (median time of 3 runs, 1 for fickling; highest peak RSS) that reports
 its wall time and peak RSS (``VmHWM`` from ``/proc/self/status``), along with the
 peak RSS after imports and before the scan.
+
+ModelAudit (promptfoo's ``modelaudit``, a dev extra) runs with
+``PROMPTFOO_DISABLE_TELEMETRY=1``; a file counts as flagged when it reports a critical,
+warning or high issue, or an error (its verdicts depend on the packages installed beside
+it: it uses optional libraries when they import).
 
 Run::
 
@@ -40,6 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# ModelAudit sends usage telemetry unless told not to; children inherit this
+os.environ.setdefault("PROMPTFOO_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(ROOT / "tests" / "supplychain"))
 
 
@@ -70,11 +77,20 @@ def fickling(path: Path) -> bool:
     return not bool(r)
 
 
+def modelaudit(path: Path) -> bool:
+    from modelaudit.core import scan_model_directory_or_file
+
+    r = scan_model_directory_or_file(str(path))
+    sev = {str(getattr(i.severity, "value", i.severity)).lower() for i in r.issues}
+    return bool(sev & {"critical", "warning", "high"}) or bool(r.has_errors)
+
+
 TOOLS: dict[str, Callable[[Path], bool]] = {
     "mlwarden": ours,
     "picklescan": picklescan,
     "modelscan": modelscan,
     "fickling": fickling,
+    "modelaudit": modelaudit,
 }
 
 
@@ -224,6 +240,8 @@ elif {tool!r} == "picklescan":
     import picklescan.scanner
 elif {tool!r} == "modelscan":
     import modelscan.modelscan
+elif {tool!r} == "modelaudit":
+    import modelaudit.core
 else:
     import fickling
 def hwm():

@@ -63,7 +63,7 @@ def test_coremltools_models_are_core_ml_and_clean(name: str) -> None:
 def test_an_mlpackage_folder_scans_clean() -> None:
     res = scan_paths([FIX / "program.mlpackage"])
     assert res.exit_code() == 0
-    assert {f.format for f in res.files} == {"coreml", "coreml-weights", "json"}
+    assert {f.format for f in res.files} == {"coreml", "coreml-weights", "coreml-manifest"}
 
 
 @pytest.mark.parametrize(
@@ -164,3 +164,18 @@ def test_onnx_and_tensorflow_files_keep_their_formats(tmp_path: Path) -> None:
     tf = Path(__file__).parent / "fixtures" / "tf"
     for pb in tf.rglob("*.pb"):
         assert scan_file(pb).format != "coreml", pb
+
+
+def test_a_package_item_pointing_outside_the_package_is_flagged(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    pkg = Path(shutil.copytree(FIX / "program.mlpackage", tmp_path / "m.mlpackage"))
+    manifest = pkg / "Manifest.json"
+    assert scan_file(manifest).format == "coreml-manifest"
+    doc = json.loads(manifest.read_text())
+    first = next(iter(doc["itemInfoEntries"].values()))
+    first["path"] = "../../../../home/user/.ssh/id_rsa"
+    manifest.write_text(json.dumps(doc))
+    res = scan_file(manifest)
+    assert res.verdict is Verdict.SUSPICIOUS and "outside the package" in res.findings[0].message

@@ -216,6 +216,87 @@ def test_java_class_is_not_mistaken_for_mach_o() -> None:
     assert "MLW-SCN-020" not in _rules(res)
 
 
+def _pe_image() -> bytes:
+    """A PE32+ header as the linker writes it: e_lfanew, machine AMD64, optional header
+    of 0xF0 bytes with magic 0x20B."""
+    pe = bytearray(1024)
+    pe[:2] = b"MZ"
+    pe[0x3C:0x40] = (0x80).to_bytes(4, "little")
+    pe[0x80:0x84] = b"PE\x00\x00"
+    pe[0x84:0x86] = (0x8664).to_bytes(2, "little")
+    pe[0x94:0x96] = (0xF0).to_bytes(2, "little")
+    pe[0x98:0x9A] = (0x20B).to_bytes(2, "little")
+    return bytes(pe)
+
+
+def _macho_image() -> bytes:
+    # 64-bit little-endian Mach-O: magic, CPU x86-64, subtype, MH_EXECUTE, 4 commands
+    return b"\xcf\xfa\xed\xfe" + struct.pack("<iiIIII", 0x01000007, 3, 2, 4, 600, 0) + bytes(512)
+
+
+def _weights_with(payload: bytes, at: int, total: int = 1 << 21) -> bytes:
+    """float32 weights (seeded noise) with ``payload`` written at byte ``at``."""
+    buf = bytearray(
+        np.random.default_rng(1).standard_normal(total // 4).astype(np.float32).tobytes()
+    )
+    buf[at : at + len(payload)] = payload
+    out = io.BytesIO()
+    np.save(out, np.frombuffer(bytes(buf), dtype=np.float32))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["elf", "pe", "macho"])
+def test_an_executable_hidden_inside_weights_is_found(tmp_path: Path, kind: str) -> None:
+    true = shutil.which("true")
+    assert true is not None
+    image = {
+        "elf": Path(true).read_bytes()[:8192],
+        "pe": _pe_image(),
+        "macho": _macho_image(),
+    }[kind]
+    # across the boundary of the 1 MiB search windows, as well as well inside one
+    for at in (4096, (1 << 20) - 20):
+        path = tmp_path / f"{kind}{at}.npy"
+        path.write_bytes(_weights_with(image, at))
+        res = scan_file(path)
+        assert res.verdict is Verdict.SUSPICIOUS, (kind, at, res.findings)
+        assert "embedded inside the file" in res.findings[0].message
+
+
+def test_an_executable_in_a_pickle_bytes_payload_is_found(tmp_path: Path) -> None:
+    true = shutil.which("true")
+    assert true is not None
+    path = tmp_path / "m.pkl"
+    path.write_bytes(pickle.dumps({"blob": b"header" + Path(true).read_bytes()}))
+    res = scan_file(path)
+    assert res.verdict is Verdict.SUSPICIOUS and "MLW-SCN-020" in _rules(res)
+
+
+def test_magic_bytes_alone_in_weights_are_not_flagged(tmp_path: Path) -> None:
+    """Magic numbers occur by chance in weights; only a whole consistent header counts."""
+    noise = bytearray(_weights_with(b"", 0))
+    for k, magic in enumerate([b"\x7fELF\x02\x01\x01", b"MZ", b"\xcf\xfa\xed\xfe", b"MZ\x90"]):
+        at = 5000 + 70_000 * k
+        noise[at : at + len(magic)] = magic
+    pe = bytearray(_pe_image())
+    pe[0x98:0x9A] = b"\x00\x00"  # no optional-header magic: not a PE
+    noise[400_000 : 400_000 + len(pe)] = pe
+    path = tmp_path / "w.npy"
+    path.write_bytes(bytes(noise))
+    assert scan_file(path).verdict is Verdict.SAFE
+
+
+def test_the_embedded_search_is_bounded(tmp_path: Path) -> None:
+    from mlwarden.supplychain.limits import Limits
+
+    true = shutil.which("true")
+    assert true is not None
+    path = tmp_path / "w.npy"
+    path.write_bytes(_weights_with(Path(true).read_bytes()[:4096], 3 << 20, total=4 << 20))
+    assert scan_file(path, limits=Limits(max_exec_search=1 << 20)).verdict is Verdict.SAFE
+    assert scan_file(path).verdict is Verdict.SUSPICIOUS
+
+
 # --- NeMo / Hydra -----------------------------------------------------------------------
 
 NEMO_CFG = b"""sample_rate: 16000
@@ -417,6 +498,73 @@ def test_r_nesting_bomb_is_an_error_not_a_crash() -> None:
     deep = (_i(19) + _i(1)) * 5000 + NIL
     res = scan_bytes(_rds(deep))
     assert res.verdict is Verdict.ERROR and "nested" in (res.error or "")
+
+
+def _ascii(xdr: bytes) -> bytes:
+    """The same stream in R's ASCII form (serialize.c OutInteger/OutString/OutReal),
+    re-encoded from the XDR builders above by walking their integers."""
+    from mlwarden.supplychain.formats.rserial import _Walk
+    from mlwarden.supplychain.stream import Source
+
+    out: list[bytes] = []
+
+    class Recorder(_Walk):
+        def i32(self) -> int:
+            n = super().i32()
+            out.append(b"NA\n" if n == -(1 << 31) else b"%d\n" % n)
+            return n
+
+        def values(self, t: int, n: int) -> None:
+            for _ in range(n):
+                if t == 14:
+                    (v,) = struct.unpack(">d", self.src.read(8))
+                    out.append(b"%.16g\n" % v)
+                else:
+                    self.i32()
+
+        def text(self, n: int) -> str:
+            data = self.src.read(n)
+            esc = b"".join(bytes([c]) if 32 < c <= 126 and c != 92 else b"\\%03o" % c for c in data)
+            out.append(esc + b"\n")
+            return data.decode()
+
+    walk = Recorder(Source(io.BytesIO(xdr[2:])), True)
+    version = walk.i32()
+    walk.i32(), walk.i32()
+    if version == 3:
+        walk.text(walk.i32())
+    walk.item(0)
+    return b"A\n" + b"".join(out)
+
+
+def test_r_ascii_form_is_parsed_like_xdr() -> None:
+    safe = _rds(_named_list(coefficients=COEF, label=_strs("two words\there")))
+    res = scan_bytes(gzip.compress(_ascii(safe)))
+    assert (res.verdict, res.format) == (Verdict.SAFE, "rds+gzip"), res.error
+    closure = _i(3 | (1 << 10)) + GLOBALENV + NIL + _call("system", _strs(CANARY))
+    res = scan_bytes(_ascii(_rds(_named_list(coefficients=COEF, predict=closure))))
+    assert res.verdict is Verdict.UNSAFE and "system" in res.findings[0].message
+    promise = _i(5 | (1 << 10)) + GLOBALENV + UNBOUND + _call("print", _strs("x"))
+    rda = b"RDA3\n" + _ascii(_rds(_i(2 | (1 << 10)) + _sym("model") + promise + NIL))
+    res = scan_bytes(rda)
+    assert res.verdict is Verdict.UNSAFE and res.format == "rdata"
+
+
+def test_r_ascii_strings_are_read_by_their_length_not_by_words() -> None:
+    """R's InString reads the declared number of characters: a name written with a raw
+    space (as a crafted file may) is one string, and the walk stays in step."""
+    closure = _i(3 | (1 << 10)) + GLOBALENV + NIL + _call("system", _strs(CANARY))
+    text = _ascii(_rds(closure, version=2))
+    assert b"echo\\040CANARY" in text
+    raw = text.replace(b"echo\\040CANARY", b"echo CANARY")
+    res = scan_bytes(raw)
+    assert res.verdict is Verdict.UNSAFE, res.error
+
+
+@pytest.mark.parametrize("cut", [10, 40, -5])
+def test_a_cut_r_ascii_file_is_an_error(cut: int) -> None:
+    text = _ascii(_rds(_named_list(coefficients=COEF)))
+    assert scan_bytes(text[:cut]).verdict is Verdict.ERROR
 
 
 # --- Torch7 (torch7 File.lua, binary mode) ----------------------------------------------
@@ -672,6 +820,22 @@ def test_url_of_an_executable_is_an_indicator() -> None:
     assert any("stage2.sh" in i.message for i in res.findings if i.rule == "MLW-SCN-027")
     ok = b'{"_name_or_path": "https://huggingface.co/bert-base-uncased/resolve/main/x.bin"}'
     assert "MLW-SCN-027" not in _rules(scan_bytes(ok))
+
+
+@pytest.mark.parametrize("kind", ["json", "yaml"])
+def test_a_secret_deep_in_a_big_config_is_found(kind: str) -> None:
+    """Past the first read's 64 KiB window: text and JSON are read whole anyway."""
+    if kind == "json":
+        doc = {"vocab": {f"tok{i}": i for i in range(20_000)}, "hub_token": HF_TOKEN}
+        data = json.dumps(doc).encode()
+    else:
+        data = b"".join(b"layer_%d: 0.5\n" % i for i in range(20_000))
+        data += b"upload: https://bob:s3cret@registry.example/models\n"
+    assert len(data) > 200_000
+    res = scan_bytes(data)
+    hits = [i for i in res.findings if i.rule == "MLW-SCN-027"]
+    assert len(hits) == 1 and hits[0].offset is not None and hits[0].offset > 64 << 10
+    assert HF_TOKEN not in hits[0].message and "s3cret" not in hits[0].message
 
 
 def test_no_secret_is_flagged_in_the_benign_real_library_corpus(benign: list[Path]) -> None:

@@ -27,6 +27,8 @@ class Limits:
     #: alone tops out near 1032:1, so more needs overlapping members or nesting (bombs)
     archive_ratio: float = 1100.0
     archive_floor: int = 1 << 30  #: decompressed bytes any zip may produce
+    #: bytes of each top-level file searched for embedded executables (from its start)
+    max_exec_search: int = 64 << 20
 
 
 DEFAULT_LIMITS = Limits()

@@ -56,8 +56,8 @@ from mlwarden.supplychain.polyglot import polyglot_pickle
 from mlwarden.supplychain.polyglot import stopped_at_limit as _stopped_at_limit
 from mlwarden.supplychain.polyglot import unpickler_reads_number as _unpickler_reads_number
 from mlwarden.supplychain.results import FileResult, ScanResult, Sink
+from mlwarden.supplychain.secrets import TEXT_WINDOW, check_secrets
 from mlwarden.supplychain.secrets import WINDOW as SECRETS_WINDOW
-from mlwarden.supplychain.secrets import check_secrets
 from mlwarden.supplychain.stream import Decompressed, Source, TooLarge, Truncated
 from mlwarden.supplychain.tf_scan import scan_tf, shard_kind, tf_kind
 from mlwarden.supplychain.torch_legacy import TORCH_MEMBERS, is_legacy_tar, scan_legacy_members
@@ -153,10 +153,16 @@ def scan_file(
             if size <= SMALL_FILE:
                 # one read, then parsing in memory: no further system calls
                 data = _read_exactly(fd, size)
-                result.format = _scan_top(io.BytesIO(data), len(data), ctx)
+                try:
+                    result.format = _scan_top(io.BytesIO(data), len(data), ctx)
+                finally:  # also for a file of no known format, or one that failed
+                    _embedded(lambda o, n: data[o : o + n], size, result, ctx)
             else:
-                with open(fd, "rb", closefd=False) as f:
-                    result.format = _scan_top(f, size, ctx)
+                try:
+                    with open(fd, "rb", closefd=False) as f:
+                        result.format = _scan_top(f, size, ctx)
+                finally:
+                    _embedded(lambda o, n: os.pread(fd, n, o), size, result, ctx)
         finally:
             os.close(fd)
     except UnknownFormat as exc:
@@ -173,6 +179,18 @@ def scan_file(
         result.format = ctx.formats[0] if ctx.formats else ctx.top_kind
     result.seconds = time.perf_counter() - start
     return result
+
+
+#: formats that are programs themselves, or search their own bytes for them
+_PROGRAM_FORMATS = frozenset({"elf", "pe", "macho", "script", "llamafile", "tensorrt-engine"})
+
+
+def _embedded(read: Any, size: int, result: FileResult, ctx: _Ctx) -> None:
+    """Executables embedded anywhere in the file's first bytes (a bounded search)."""
+    if result.format in _PROGRAM_FORMATS or any(i.rule == "MLW-SCN-020" for i in result.findings):
+        return
+    ctx.sink.member = None
+    formats.executable.find_embedded(read, size, ctx.limits.max_exec_search, ctx.sink)
 
 
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -1292,6 +1310,13 @@ def _scan_zip(f: IO[bytes], size: int, ctx: _Ctx, depth: int) -> str:
     return kind
 
 
+def _secrets_beyond_window(data: bytes, ctx: _Ctx) -> None:
+    """Secrets in a text or JSON document past the first read's window (which the
+    dispatcher searched), up to ``TEXT_WINDOW``: the bytes are in memory already."""
+    if len(data) > SECRETS_WINDOW:
+        check_secrets(data[SECRETS_WINDOW:], ctx.sink, SECRETS_WINDOW, TEXT_WINDOW)
+
+
 def _scan_text(src: Source, ctx: _Ctx) -> str:
     return _text_template(src.peek(MAX_TEMPLATE_TEXT + 1), ctx)
 
@@ -1300,6 +1325,7 @@ def _text_template(data: bytes, ctx: _Ctx) -> str:
     """Plain text; one holding Jinja markers (``chat_template.jinja`` beside a Hugging Face
     model) is checked as a chat template when it parses as one."""
     found = formats.check_text(data[:MAX_TEMPLATE_TEXT], ctx.sink) or "text"
+    _secrets_beyond_window(data[:MAX_TEMPLATE_TEXT], ctx)
     if len(data) > MAX_TEMPLATE_TEXT or (b"{%" not in data and b"{{" not in data):
         return found
     from mlwarden.supplychain.gguf_scan import check_chat_template
@@ -1317,6 +1343,7 @@ def _scan_json(src: Source, ctx: _Ctx, name: str) -> str:
         doc = json.loads(data)
     except (ValueError, RecursionError):
         return _text_template(data, ctx)  # not JSON: text starting with a brace
+    _secrets_beyond_window(data, ctx)
     from mlwarden.supplychain.hf_scan import check_hf_config, looks_like_hf_config
     from mlwarden.supplychain.keras_scan import check_keras_config, looks_like_keras
     from mlwarden.supplychain.skops_scan import check_skops_schema, looks_like_skops

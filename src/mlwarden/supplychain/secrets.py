@@ -2,7 +2,8 @@
 keys, credentials written into URLs, and URLs of raw executables, found in the bytes the
 scanner reads (the first 64 KiB of every file, archive member and decompressed stream,
 the bytes its first read holds anyway:
-pickle string constants, safetensors/GGUF metadata, ONNX doc strings, configs).
+pickle string constants, safetensors/GGUF metadata, ONNX doc strings, configs; and the
+whole of text and JSON files, up to 16 MiB, which the scanner reads whole anyway).
 
 A token in a model file is a leak (whoever downloads the model can use it); a URL of a
 ``.sh``/``.exe`` is what a payload downloads. Neither runs by itself: low, unless the
@@ -24,6 +25,7 @@ from mlwarden.supplychain.results import Sink
 
 RULE = "MLW-SCN-027"
 WINDOW = 64 << 10  #: bytes of each stream searched (what the scanner's first read holds)
+TEXT_WINDOW = 16 << 20  #: bytes of a text or JSON document searched (read whole anyway)
 
 _PATTERNS: tuple[tuple[str, bytes], ...] = (
     ("private key", rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY-----"),
@@ -75,9 +77,10 @@ def find_secrets(data: bytes) -> list[tuple[str, str, int]]:
     return found
 
 
-def check_secrets(data: bytes, sink: Sink, base: int = 0) -> None:
-    """Report what :func:`find_secrets` finds in ``data`` (a stream's first bytes)."""
-    for kind, shown, offset in find_secrets(data[:WINDOW])[:50]:
+def check_secrets(data: bytes, sink: Sink, base: int = 0, limit: int = WINDOW) -> None:
+    """Report what :func:`find_secrets` finds in the first ``limit`` bytes of ``data``
+    (``base``: the stream offset of ``data``)."""
+    for kind, shown, offset in find_secrets(data[:limit])[:50]:
         sink.add(
             RULE,
             Severity.LOW,

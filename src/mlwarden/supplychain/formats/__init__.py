@@ -76,11 +76,13 @@ def check_text(data: bytes, sink: Sink) -> str | None:
 
 def check_json(doc: Any, sink: Sink) -> str | None:
     """Checks of a parsed JSON document by content: TorchServe manifests, zarr array
-    metadata (Orbax checkpoints without OCDBT)."""
+    metadata (Orbax checkpoints without OCDBT), Core ML package manifests."""
     if torchserve.looks_like_manifest(doc):
         return torchserve.check_manifest(doc, sink)
     if ocdbt.looks_like_zarr_array(doc):
         return ocdbt.check_zarr_array(doc, sink)
+    if coreml.looks_like_package_manifest(doc):
+        return coreml.check_package_manifest(doc, sink)
     return None
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from mlwarden.core.severity import Severity
 from mlwarden.supplychain.formats.base import FormatScanner, Scan
+from mlwarden.supplychain.results import Sink
 from mlwarden.supplychain.stream import Source, Truncated
 
 RULE = "MLW-SCN-029"
@@ -292,3 +293,29 @@ def _linked(got: dict[int, Any], where: str, scan: Scan) -> None:
 
 
 FORMAT = FormatScanner("coreml", recognise, scan)
+
+
+def looks_like_package_manifest(doc: Any) -> bool:
+    """An ``.mlpackage``'s ``Manifest.json``: format version and item entries."""
+    return (
+        isinstance(doc, dict)
+        and "fileFormatVersion" in doc
+        and isinstance(doc.get("itemInfoEntries"), dict)
+    )
+
+
+def check_package_manifest(doc: dict[str, Any], sink: Sink) -> str:
+    """Report items whose path leaves the package's ``Data`` folder (absolute, ``..``):
+    Core ML would read that file as the model or its weights."""
+    for key, item in list(doc["itemInfoEntries"].items())[:1000]:
+        path = str(item.get("path", "")) if isinstance(item, dict) else ""
+        parts = path.replace("\\", "/").split("/")
+        if path.startswith(("/", "~")) or ".." in parts or (len(path) > 1 and path[1] == ":"):
+            sink.add(
+                RULE,
+                Severity.HIGH,
+                f"Core ML package item {str(key)[:40]!r} points at {path[:200]!r}, outside the "
+                "package: Core ML would read that file as part of the model",
+                global_=path[:200],
+            )
+    return "coreml-manifest"

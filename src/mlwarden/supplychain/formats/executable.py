@@ -6,12 +6,22 @@ header), Mach-O (macOS, thin and fat), ``#!`` scripts, and Actually Portable Exe
 (``MZqFpD``: a llamafile is one, with its GGUF weights in an appended zip, which the
 scanner also reads). No model loader runs these bytes, but anyone who runs the file
 does, and a program has no place among model files: high.
+
+Inside a file (:func:`find_embedded`, the first 64 MiB of every top-level file): an
+ELF, PE or Mach-O image whose header parses in full (class, byte order, version, file
+type, a known machine, header sizes; PE's ``PE\\0\\0`` at ``e_lfanew`` with a known
+machine and optional-header magic; Mach-O's CPU type, file type and load-command
+counts). Magic bytes alone occur by chance in weights; a whole header does not.
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
+
 from mlwarden.core.severity import Severity
 from mlwarden.supplychain.formats.base import FormatScanner, Scan, u32le
+from mlwarden.supplychain.results import Sink
 from mlwarden.supplychain.stream import Source
 
 RULE = "MLW-SCN-020"
@@ -70,3 +80,127 @@ def scan_executable(src: Source, scan: Scan) -> str:
 
 
 FORMAT = FormatScanner("executable", _recognise, scan_executable)
+
+
+#: machines of real ELF files: x86, x86-64, ARM, AArch64, RISC-V, MIPS, PowerPC, s390, SPARC
+_ELF_MACHINES = frozenset({2, 3, 8, 20, 21, 22, 40, 43, 62, 183, 243})
+_PE_MACHINES = frozenset({0x14C, 0x8664, 0xAA64, 0x1C0, 0x1C4, 0x200})
+_MACHO_CPUS = frozenset({7, 0x01000007, 12, 0x0100000C, 18, 0x01000012})
+#: searched for: ELF; a PE's "PE\\0\\0" (its MZ stub is looked for behind it: "MZ" alone is
+#: frequent in weights); 64-bit little-endian Mach-O (x86-64, arm64); fat (universal) Mach-O
+_MAGICS = (b"\x7fELF", b"PE\x00\x00", b"\xcf\xfa\xed\xfe", _FAT)
+WINDOW = 1 << 20
+OVERLAP = 4096  #: a header found near a window's end is read whole from the next
+
+
+def embedded_kind(buf: bytes, at: int) -> str | None:
+    """``elf``, ``pe`` or ``macho`` when a complete, consistent header starts at ``at``."""
+    h = buf[at : at + 4096]
+    if h.startswith(b"\x7fELF"):
+        return "elf" if _elf(h) else None
+    if h.startswith(b"MZ"):
+        return "pe" if _pe(h) else None
+    if h[:4] in _MACHO:
+        return "macho" if _macho(h) else None
+    if h.startswith(_FAT):
+        return "macho" if _fat(h) else None
+    return None
+
+
+def _fat(h: bytes) -> bool:
+    """A universal binary: 1-20 architectures, the first a known CPU at an aligned offset."""
+    if len(h) < 28:
+        return False
+    narch, cpu, _sub, offset = struct.unpack_from(">IiiI", h, 4)
+    return 1 <= narch <= 20 and cpu in _MACHO_CPUS and offset % 4096 == 0 and offset > 0
+
+
+def _pe_behind(buf: bytes, at: int) -> int:
+    """Offset of the MZ header whose ``e_lfanew`` points at the ``PE\\0\\0`` at ``at``."""
+    lo = max(0, at - 4096)
+    j = buf.rfind(b"MZ", lo, at)
+    while j >= 0:
+        if u32le(buf, j + 0x3C) == at - j and _pe(buf[j : j + 4096]):
+            return j
+        j = buf.rfind(b"MZ", lo, j)
+    return -1
+
+
+def _elf(h: bytes) -> bool:
+    if len(h) < 64 or h[4] not in (1, 2) or h[5] not in (1, 2) or h[6] != 1:
+        return False
+    if any(h[9:16]) or h[7] > 18:
+        return False
+    e = "<" if h[5] == 1 else ">"
+    etype, machine, version = struct.unpack_from(e + "HHI", h, 16)
+    ehsize, phentsize = struct.unpack_from(e + "HH", h, 40 if h[4] == 1 else 52)
+    want = (52, 32) if h[4] == 1 else (64, 56)
+    return (
+        etype in (1, 2, 3)
+        and machine in _ELF_MACHINES
+        and version == 1
+        and ehsize == want[0]
+        and phentsize in (0, want[1])
+    )
+
+
+def _pe(h: bytes) -> bool:
+    if len(h) < 0x40:
+        return False
+    at = u32le(h, 0x3C)
+    if not 0x40 <= at <= len(h) - 26 or h[at : at + 4] != b"PE\x00\x00":
+        return False
+    (machine,) = struct.unpack_from("<H", h, at + 4)
+    (optsize,) = struct.unpack_from("<H", h, at + 20)
+    (magic,) = struct.unpack_from("<H", h, at + 24)
+    return machine in _PE_MACHINES and optsize in (0xE0, 0xF0) and magic in (0x10B, 0x20B)
+
+
+def _macho(h: bytes) -> bool:
+    if len(h) < 28:
+        return False
+    e = ">" if h[:4] in (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf") else "<"
+    cpu, _sub, ftype, ncmds, sizeofcmds = struct.unpack_from(e + "iiIII", h, 4)
+    return cpu in _MACHO_CPUS and 1 <= ftype <= 12 and 1 <= ncmds <= 1024 and sizeofcmds < 1 << 24
+
+
+def find_embedded(read: Callable[[int, int], bytes], size: int, limit: int, sink: Sink) -> None:
+    """Report executable images inside the first ``limit`` bytes of a file (not at its
+    start, which :data:`FORMAT` covers), read in windows through ``read(offset, n)``.
+
+    Example::
+
+        find_embedded(lambda o, n: data[o : o + n], len(data), 64 << 20, sink)
+    """
+    found: list[tuple[int, str]] = []
+    end = min(size, limit)
+    pos = 0
+    while pos < end and len(found) < 16:
+        start = max(0, pos - OVERLAP)  # a PE's MZ stub may sit in the previous window
+        buf = read(start, min(pos - start + WINDOW + OVERLAP, size - start))
+        if len(buf) <= pos - start:
+            break
+        lo, hi = pos - start, pos - start + min(WINDOW, end - pos)
+        for magic in _MAGICS:
+            i = buf.find(magic, lo, hi)
+            while i >= 0 and len(found) < 16:
+                at, kind = (_pe_behind(buf, i), "pe") if magic == b"PE\x00\x00" else (i, None)
+                kind = kind if at >= 0 else None
+                if magic != b"PE\x00\x00":
+                    kind = embedded_kind(buf, i)
+                if kind is not None and start + at > 0:
+                    found.append((start + at, kind))
+                i = buf.find(magic, i + 1, hi)
+        pos += WINDOW
+    found = sorted(set(found))
+    if found:
+        where = ", ".join(f"{_WHAT[k].split(' (')[0]} at offset {o}" for o, k in found[:3])
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        sink.add(
+            RULE,
+            Severity.HIGH,
+            f"executable image(s) embedded inside the file: {where}{more} (a complete "
+            "header, not magic bytes alone): a payload that a loader or script can carve "
+            "out and run",
+            offset=found[0][0],
+        )

@@ -8,7 +8,11 @@ critical), closures and byte code (functions that run when called, e.g. by
 environments and namespace references (a namespace is loaded, running the package's
 ``.onLoad``), ALTREP objects of other packages. The walk follows R's ``serialize.c``
 (format versions 2 and 3, XDR and native binary): it reads lengths and skips payloads,
-never building the objects; pairlists are walked in a loop, nesting is capped.
+never building the objects; pairlists are walked in a loop, nesting is capped. The ASCII
+form (``saveRDS(ascii = TRUE)``, ``save(ascii = TRUE)``) is read as R's ``InWord`` and
+``InString`` read it: numbers as whitespace-separated words (``NA``, ``Inf``...), raw
+bytes as hex words, strings as exactly their declared number of characters after
+whitespace, with C escapes and ``\\ooo`` octal.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import struct
 from typing import Any
 
 from mlwarden.core.severity import Severity
-from mlwarden.supplychain.formats.base import FormatScanner, NotScannable, Scan
+from mlwarden.supplychain.formats.base import FormatScanner, Scan
 from mlwarden.supplychain.stream import Source, Truncated
 
 RULE = "MLW-SCN-023"
@@ -142,6 +146,10 @@ class _Walk:
     def text(self, n: int) -> str:
         return self.src.read(n).decode("utf-8", "replace") if n <= 4096 else self._skip(n)
 
+    def values(self, t: int, n: int) -> None:
+        """Skip the ``n`` elements of an atomic vector of type ``t``."""
+        self.src.skip(n * _WIDTH[t])
+
     def _skip(self, n: int) -> str:
         self.src.skip(n)
         return ""
@@ -227,7 +235,7 @@ class _Walk:
             n = self.i32()
             return None if n == -1 else self.text(n)
         if t in _WIDTH:
-            self.src.skip(self.length() * _WIDTH[t])
+            self.values(t, self.length())
         elif t == STR or t in (VEC, EXPR):
             for _ in range(self.length()):
                 self.item(depth + 1)
@@ -277,16 +285,94 @@ class _Walk:
             t = self.i32()
 
 
+_ESCAPES = {
+    ord("n"): 10,
+    ord("t"): 9,
+    ord("v"): 11,
+    ord("b"): 8,
+    ord("r"): 13,
+    ord("f"): 12,
+    ord("a"): 7,
+}
+_SPACE = frozenset(b" \t\n\v\f\r")
+MAX_WORD = 1 << 12
+
+
+class _AsciiWalk(_Walk):
+    """The walk over R's ASCII serialisation (serialize.c ``InWord``/``InString``)."""
+
+    def __init__(self, src: Source) -> None:
+        super().__init__(src, True)
+
+    def _skip_space(self) -> None:
+        while True:
+            b = self.src.byte()
+            if b < 0:
+                raise Truncated("R ASCII serialisation ends inside an item")
+            if b not in _SPACE:
+                self.src.i -= 1  # the byte was in the buffer: step back onto it
+                return
+
+    def word(self) -> bytes:
+        self._skip_space()
+        chunk = self.src.peek(MAX_WORD + 1)
+        end = next((k for k, b in enumerate(chunk) if b in _SPACE), len(chunk))
+        if end > MAX_WORD:
+            raise Truncated(f"R ASCII word longer than {MAX_WORD} bytes at offset {self.src.pos}")
+        return self.src.read(end)
+
+    def i32(self) -> int:
+        w = self.word()
+        if w == b"NA":
+            return -(1 << 31)
+        try:
+            n = int(w)
+        except ValueError:
+            where = self.src.pos
+            raise Truncated(f"R ASCII integer expected at offset {where}, got {w[:20]!r}") from None
+        if not -(1 << 31) <= n < 1 << 31:
+            raise Truncated(f"R ASCII integer {n} out of range")
+        return n
+
+    def values(self, t: int, n: int) -> None:
+        for _ in range(n * (2 if t == CPLX else 1)):
+            self.word()  # numbers, NA/NaN/Inf, or two hex digits of a raw byte
+
+    def text(self, n: int) -> str:
+        """Exactly ``n`` characters after whitespace, escapes decoded (InString)."""
+        self._skip_space()
+        out = bytearray()
+        for _ in range(n):
+            c = self.src.byte()
+            if c < 0:
+                raise Truncated("R ASCII string ends early")
+            if c == 0x5C:  # backslash
+                c = self.src.byte()
+                if c < 0:
+                    raise Truncated("R ASCII string ends inside an escape")
+                if 0x30 <= c <= 0x37:
+                    d, j = 0, 0
+                    while 0x30 <= c <= 0x37 and j < 3:
+                        d, j = d * 8 + c - 0x30, j + 1
+                        c = self.src.byte()
+                    if c >= 0:
+                        self.src.i -= 1
+                    c = d & 0xFF
+                else:
+                    c = _ESCAPES.get(c, c)
+            if len(out) < 4096:
+                out.append(c)
+        return out.decode("utf-8", "replace")
+
+
 def scan_r(src: Source, scan: Scan) -> str:
     """Walk an R serialisation and report the code it carries; returns ``rds``/``rdata``."""
     head = src.peek(16)
     rdata = head[:3] in (b"RDX", b"RDB", b"RDA")
     if rdata:
         src.read(5)
-    if src.peek(2) == b"A\n":
-        raise NotScannable("R serialisation in ASCII form: mlwarden reads only XDR and binary")
-    xdr = src.read(2) == b"X\n"
-    walk = _Walk(src, xdr)
+    form = src.read(2)
+    walk = _AsciiWalk(src) if form == b"A\n" else _Walk(src, form == b"X\n")
     version = walk.i32()
     walk.i32(), walk.i32()  # writer's and minimal reader's R versions
     if version == 3:
