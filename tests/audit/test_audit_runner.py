@@ -196,8 +196,11 @@ def test_jobs_on_http_or_module_factory_models_are_never_cached(tmp_path: Path) 
             {"check": "backdoor", "model": "https://models.example/m", "data": "digits"},
             {"check": "backdoor", "model": "mypkg.models:build", "data": "digits"},
             {"check": "backdoor", "model": "m.pt", "data": "digits"},
+            {"check": "extract", "model": "api.target.yaml", "pool": "digits"},
         ],
     )
     (tmp_path / "m.pt").write_bytes(b"x")
+    (tmp_path / "api.target.yaml").write_text("url: https://models.example/m\n")
     jobs = audit_jobs.build_jobs(load_plan(plan))
-    assert [j.cacheable for j in jobs] == [False, False, True]
+    # a target file describes a deployed API whose answers can change: never cached
+    assert [j.cacheable for j in jobs] == [False, False, True, False]

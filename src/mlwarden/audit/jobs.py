@@ -99,10 +99,15 @@ class _Resolver:
         raise UserError(f"plan field {where}: file not found: {candidate}")
 
     def model(self, ref: str, where: str) -> str:
+        from mlwarden.core.target_file import is_target_file
+
         models = self.plan.artifacts.models
-        if ref in models:
-            return self.spec(models[ref], f"artifacts.models.{ref}")
-        return self.spec(ref, where)
+        spec = self.spec(models[ref], f"artifacts.models.{ref}") if ref in models else None
+        spec = spec or self.spec(ref, where)
+        if is_target_file(spec):
+            # A deployed API: the file describes it, its answers may change at any time.
+            self.unhashable.append(spec)
+        return spec
 
     def data(self, ref: str, where: str) -> str:
         datasets = self.plan.artifacts.datasets
