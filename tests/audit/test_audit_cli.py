@@ -126,3 +126,17 @@ def test_audit_with_a_check_that_could_not_run_exits_2_without_fail_on(
     res = cli("audit", "plan.yaml", cwd=folder)
     assert res.returncode == 2, res.stderr
     assert "could not run: bad" in res.stderr
+
+
+def test_a_failed_check_shows_its_message_on_the_console(
+    cli, job_module: str, dataset_file: Path
+) -> None:
+    """Not only the exception type: the reason, on the terminal (issue 16)."""
+    folder = dataset_file.parents[1]
+    setup_plan(folder, job_module, dataset_file, threshold=0.0)
+    res = cli("audit", "plan.yaml", cwd=folder)
+    assert res.returncode == 2
+    shown = res.stdout + res.stderr
+    assert "bad" in shown and "this check is broken on purpose" in shown
+    progress = [ln for ln in res.stderr.splitlines() if "] bad:" in ln]
+    assert progress and "this check is broken on purpose" in progress[0]

@@ -68,6 +68,10 @@ def run_plan(
 
         def advance(outcome: JobOutcome, done: int) -> None:
             state = "cached" if outcome.cached else ("error" if outcome.failure else "ok")
+            if outcome.failure is not None:  # the reason, not only the exception type
+                from rich.markup import escape
+
+                state = f"error: {escape(failure_line(outcome.failure))}"
             if bar is not None:
                 bar.advance(bar.task_ids[0])
             took = "" if outcome.cached or outcome.failure else f" ({outcome.seconds:.1f} s)"
@@ -110,6 +114,13 @@ def run_plan(
     return report
 
 
+def failure_line(failure: JobFailure, width: int = 200) -> str:
+    """``Kind: first line of the message``, cut to ``width`` characters."""
+    lines = [ln.strip() for ln in str(failure.error).splitlines() if ln.strip()]
+    text = f"{failure.kind}: {lines[0]}" if lines else failure.kind
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _timed_job(job: Job) -> tuple[dict[str, Any], float]:
     # The audit owns the one progress display: a check's own bars and status lines
     # would nest inside it (in-process) or draw over it (worker processes).
@@ -131,7 +142,7 @@ def _merge(report: Report, outcome: JobOutcome) -> None:
         report.add(
             Finding(
                 rule="MLW-AUD-001",
-                title=f"audit check {job.name!r} could not run: {outcome.failure.kind}",
+                title=f"audit check {job.name!r} could not run: {failure_line(outcome.failure)}",
                 severity=Severity.HIGH,
                 description=outcome.failure.error,
                 recommendation=(

@@ -124,11 +124,16 @@ def _incomplete(report: Report) -> int:
     """2 when any check of the audit could not run (fail closed), else 0."""
     from mlwarden.core.console import err, settings
 
-    broken = [c.name for c in report.checks if c.status == "error"]
-    broken += [f.check or f.title for f in report.findings if f.rule == "MLW-AUD-001"]
+    broken = {c.name: c.message for c in report.checks if c.status == "error"}
+    for f in report.findings:
+        if f.rule == "MLW-AUD-001":
+            broken.setdefault(f.check or f.title, f.description)
     if not broken:
         return 0
     if not settings.quiet:
-        names = ", ".join(sorted(set(broken)))
+        names = ", ".join(sorted(broken))
         err.print(f"[bold]audit[/bold]: incomplete, these checks could not run: {names}")
+        for name in sorted(broken):
+            first = (broken[name] or "").strip().splitlines()
+            err.print(f"  {name}: {first[0][:300] if first else 'no message'}", markup=False)
     return 2
