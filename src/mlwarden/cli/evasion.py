@@ -52,6 +52,23 @@ def parse_defence(text: str) -> list[dict[str, Any]]:
     return spec
 
 
+def _constraints(
+    immutable: str | None, integer: str, ranges: str, one_hot: list[str] | None, given: bool
+) -> dict[str, Any] | None:
+    """The tabular constraint spec of :func:`mlwarden.evasion.tabular.build_space`;
+    ``None`` (the defaults) when no tabular flag was given, so other data is not refused."""
+    if not given:
+        return None
+    spec: dict[str, Any] = {"ranges": ranges, "integer": integer}
+    if integer == "none":
+        spec["integer"] = []
+    if immutable:
+        spec["immutable"] = immutable
+    if one_hot:
+        spec["one_hot"] = [group.split(",") for group in one_hot]
+    return spec
+
+
 def register(app: typer.Typer) -> None:
     @app.command("evasion")
     @with_api_options
@@ -72,6 +89,49 @@ def register(app: typer.Typer) -> None:
         eps: Annotated[
             float, typer.Option("--eps", help="Perturbation budget, in input units.")
         ] = 0.3,
+        eps_relative: Annotated[
+            float | None,
+            typer.Option(
+                "--eps-relative",
+                help="Tabular: let each feature move by this times its spread on the data "
+                "(see --spread), e.g. 0.1; replaces --eps (raw input units).",
+            ),
+        ] = None,
+        spread: Annotated[
+            str,
+            typer.Option("--spread", help="Tabular: the spread --eps-relative scales: std | iqr."),
+        ] = "std",
+        immutable: Annotated[
+            str | None,
+            typer.Option(
+                "--immutable",
+                help="Tabular: columns (names or indices, comma-separated) an attacker cannot change.",
+            ),
+        ] = None,
+        integer: Annotated[
+            str,
+            typer.Option(
+                "--integer",
+                help="Tabular: whole-number columns (comma-separated), or auto (those whose "
+                "values are all whole numbers in the data), or none.",
+            ),
+        ] = "auto",
+        feature_ranges: Annotated[
+            str,
+            typer.Option(
+                "--feature-ranges",
+                help="Tabular: data (each column stays within its range in the data) | global "
+                "(only the dataset's overall bounds).",
+            ),
+        ] = "data",
+        one_hot: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--one-hot",
+                help="Tabular: comma-separated columns that one-hot encode one category "
+                "(repeatable, one group each).",
+            ),
+        ] = None,
         snr_db: Annotated[
             float | None,
             typer.Option(
@@ -115,9 +175,12 @@ def register(app: typer.Typer) -> None:
         budget: Annotated[
             str,
             typer.Option(
-                "--budget", help="standard (AutoAttack settings) | quick (smoke test, not a claim)."
+                "--budget",
+                help="fast (default: APGD-CE + APGD-T + Square, minutes; a lower bound on "
+                "attack strength) | standard (the full AutoAttack ensemble with FAB-T, "
+                "CLEVER and longer checks) | quick (smoke test, not a claim).",
             ),
-        ] = "standard",
+        ] = "fast",
         defend: Annotated[
             str | None,
             typer.Option(
@@ -187,6 +250,16 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--access must be white, score or label; got {access!r}")
         if limit < 1:
             raise UserError(f"--limit must be at least 1; got {limit}")
+        if eps_relative is not None and not eps_relative > 0:
+            raise UserError(f"--eps-relative must be a positive number; got {eps_relative}")
+        if spread not in ("std", "iqr"):
+            raise UserError(f"--spread must be std or iqr; got {spread!r}")
+        if feature_ranges not in ("data", "global"):
+            raise UserError(f"--feature-ranges must be data or global; got {feature_ranges!r}")
+        tabular_flags_given = bool(
+            eps_relative is not None or immutable or one_hot or integer != "auto"
+            or feature_ranges != "data"
+        )  # fmt: skip
         if not 0 < max_change <= 1:
             raise UserError(f"--max-change must be in (0, 1]; got {max_change}")
         from mlwarden.core.modality import detect_data
@@ -208,8 +281,8 @@ def register(app: typer.Typer) -> None:
                 access=access,
             )
         else:
-            if budget not in ("standard", "quick"):
-                raise UserError(f"--budget must be standard or quick; got {budget!r}")
+            if budget not in ("fast", "standard", "quick"):
+                raise UserError(f"--budget must be fast, standard or quick; got {budget!r}")
             transforms = parse_defence(defend) if defend else None
             report = evasion_report(
                 inputs[:-1],
@@ -226,6 +299,11 @@ def register(app: typer.Typer) -> None:
                 clip_seconds=clip_seconds,
                 save_adversarial=save_adversarial,
                 label=label,
+                eps_relative=eps_relative,
+                spread=spread,
+                constraints=_constraints(
+                    immutable, integer, feature_ranges, one_hot, tabular_flags_given
+                ),
             )
         raise typer.Exit(
             finish(

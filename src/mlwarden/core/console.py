@@ -12,7 +12,14 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 T = TypeVar("T")
 
@@ -37,22 +44,65 @@ def info(message: str) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[Progress | None]:
-    """A rich progress bar on a terminal; ``None`` (no output) otherwise."""
+def progress_bar(
+    description: str, total: float | None, *, counts: bool = True
+) -> Iterator[Progress | None]:
+    """A rich progress bar with elapsed time and an estimate of the time left, on a
+    terminal only; ``None`` (no output) otherwise: never in ``--quiet`` mode, CI logs or
+    piped output. ``counts=False`` hides the ``done/total`` column (weighted work units).
+
+    Example::
+
+        with progress_bar("evasion", total=10) as bar:
+            ...
+            if bar is not None:
+                bar.advance(bar.task_ids[0])
+    """
     if not progress_enabled():
         yield None
         return
-    bar = Progress(
+    columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        *([MofNCompleteColumn()] if counts else []),
         TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    ]
+    bar = Progress(*columns, console=err, transient=True)
     with bar:
         bar.add_task(description, total=total)
         yield bar
+
+
+class Stages:
+    """Progress of a job made of weighted phases (one bar, time left from the weights).
+
+    ``weights`` maps each phase to its expected cost in any unit; :meth:`start` names
+    the running phase, :meth:`done` counts it. Silent when ``bar`` is ``None``.
+
+    Example::
+
+        with progress_bar("evasion", None, counts=False) as bar:
+            st = Stages(bar, {"apgd": 100.0, "square": 50.0}, prefix="model.pt")
+            st.start("apgd"); ...; st.done("apgd")
+    """
+
+    def __init__(self, bar: Progress | None, weights: dict[str, float], prefix: str = "") -> None:
+        self.bar, self.weights, self.prefix = bar, dict(weights), prefix
+        self.completed = 0.0
+        if bar is not None:
+            bar.update(bar.task_ids[0], total=max(sum(self.weights.values()), 1e-9), completed=0)
+
+    def start(self, phase: str) -> None:
+        if self.bar is not None:
+            label = f"{self.prefix}: {phase}" if self.prefix else phase
+            self.bar.update(self.bar.task_ids[0], description=label)
+
+    def done(self, phase: str) -> None:
+        self.completed += self.weights.pop(phase, 0.0)
+        if self.bar is not None:
+            self.bar.update(self.bar.task_ids[0], completed=self.completed)
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from mlwarden.core.console import Stages, progress_bar
 from mlwarden.core.data import Dataset, load_dataset
 from mlwarden.core.errors import UserError
 from mlwarden.core.findings import Finding, Report, Severity, change_text
@@ -60,6 +61,9 @@ def evasion_report(
     clip_seconds: float | None = None,
     save_adversarial: str | Path | None = None,
     label: str | None = None,
+    eps_relative: float | None = None,
+    spread: str = "std",
+    constraints: dict[str, Any] | None = None,
 ) -> Report:
     """Evaluate each model's robustness on ``data`` and report it.
 
@@ -67,9 +71,17 @@ def evasion_report(
     first —, http(s) URL or ``module:factory``) or in-memory models/Targets.
     ``data``: a dataset spec (``.npz`` with ``x``/``y``, CSV, image folder, bundled name)
     or a :class:`Dataset`. ``limit``: evaluate a seeded random subset of at most this
-    many inputs (``None``: all). ``budget``: ``"standard"`` (AutoAttack settings) or
-    ``"quick"``. ``transforms``: an input-restoration chain spec to put in front of every
-    model (attacked adaptively with BPDA/EOT).
+    many inputs (``None``: all). ``budget``: ``"standard"`` (AutoAttack settings),
+    ``"fast"`` (APGD-CE + APGD-T + Square: the command line's default, a lower bound on
+    attack strength) or ``"quick"`` (a smoke test). ``transforms``: an
+    input-restoration chain spec to put in front of every model (attacked adaptively
+    with BPDA/EOT).
+
+    Tabular data: ``eps_relative`` lets each feature move by that many times its spread
+    on the data (``spread``: ``"std"`` or ``"iqr"``) instead of ``eps`` in raw units;
+    ``constraints`` (``immutable``, ``integer`` — default ``"auto"`` —, ``ranges`` —
+    default ``"data"`` —, ``one_hot``) are enforced inside every attack and re-checked
+    on every success (see :mod:`mlwarden.evasion.tabular`).
 
     Audio: ``snr_db`` replaces ``eps`` by a minimum signal-to-perturbation ratio per clip
     (dB, L2 energy); ``sample_rate`` (Hz) and ``clip_seconds`` shape the clips on load;
@@ -81,8 +93,6 @@ def evasion_report(
     """
     if not models:
         raise UserError("give at least one MODEL to evaluate")
-    if budget not in ("standard", "quick"):
-        raise UserError(f"budget must be 'standard' or 'quick'; got {budget!r}")
     report = Report.new(command="evasion", seed=seed)
     ds = (
         data
@@ -92,8 +102,17 @@ def evasion_report(
     if snr_db is not None and ds.modality != "audio":
         raise UserError("--snr-db is a budget for audio clips; use --eps for this data")
     sub = _subset(ds, limit, seed)
+    space = None
+    if ds.modality == "tabular":
+        from mlwarden.evasion.tabular import build_space
+
+        space = build_space(
+            ds, sub.x, eps=eps, eps_relative=eps_relative, spread=spread, spec=constraints
+        )
+    elif eps_relative is not None or constraints:
+        raise UserError("--eps-relative and column constraints apply to tabular data only")
     report.data = ds.describe() | {"evaluated": len(sub)}
-    plan = Budget.standard() if budget == "standard" else Budget.quick()
+    plan = Budget.named(budget)
     report.config = {
         "norm": "l2" if snr_db is not None else norm,
         "eps": eps if snr_db is None else None,
@@ -102,11 +121,20 @@ def evasion_report(
         "budget": plan.name,
         "limit": limit,
         "transforms": transforms,
+        "eps_relative": eps_relative,
+        "tabular": space.describe if space is not None else None,
     }
     results: dict[str, EvaluationResult] = {}
     for i, spec in enumerate(models):
         label = names[i] if names and i < len(names) else _name(spec, i)
         bare = target = _load(spec, access)
+        target, onnx_check = _onnx_white_box(target, sub.x, access)
+        bare = target
+        family = _family(target)
+        if space is not None and eps_relative is not None:
+            from mlwarden.evasion.tabular import ScaledTarget
+
+            target = ScaledTarget(target, space.scale)
         if transforms:
             from mlwarden.defenses.audio import with_sample_rate
             from mlwarden.defenses.defended import DefendedTarget
@@ -114,19 +142,26 @@ def evasion_report(
             if ds.sample_rate is not None:
                 transforms = with_sample_rate(transforms, ds.sample_rate)
             target = DefendedTarget(target, transforms, bounds=ds.bounds)
-        with report.timed(f"evaluate.{label}"):
+        with report.timed(f"evaluate.{label}"), progress_bar(label, None, counts=False) as bar:
             res = evaluate(
                 target,
-                sub.x,
+                sub.x if space is None else space.x,
                 sub.y,
                 norm=norm,
-                eps=eps,
-                bounds=ds.bounds,
+                eps=eps if space is None else space.eps,
+                bounds=ds.bounds if space is None else space.bounds,
                 access=access,
                 budget=plan,
                 seed=seed,
                 snr_db=snr_db,
+                constraints=None if space is None else space.constraints,
+                progress=(lambda w, bar=bar, lab=label: Stages(bar, w, prefix=lab))
+                if bar is not None
+                else None,
             )
+        if space is not None:
+            res.x_adv = space.to_data(res.x_adv, sub.x)
+            res.tabular = space.describe
         results[label] = res
         if transforms and snr_db is not None and res.defended is not None:
             _non_adaptive(res, bare, transforms, sub, snr_db, plan, seed)
@@ -140,13 +175,79 @@ def evasion_report(
                 "replay_fooled": sum(r["replay_fooled"] for r in rows),
                 "min_snr_db": min((r["snr_db"] for r in rows), default=None),
             }
-        report.add(*findings_for(res, label))
+        found = findings_for(res, label, family=family)
+        if onnx_check is not None:
+            found.extend(onnx_findings(found[0], onnx_check, label))
+            res.onnx_white_box = onnx_check
+        report.add(*found)
         if i == 0:
             report.target = target.describe() if hasattr(target, "describe") else {"name": label}
     add_results(report, results, sub)
     if save_adversarial is not None and ds.modality != "audio":
         save_npz(save_adversarial, next(iter(results.values())), sub)
     return report
+
+
+def _onnx_white_box(target: Any, x: np.ndarray, access: str | None) -> tuple[Any, dict | None]:
+    """An ONNX target converted to torch for gradients when the conversion answers like
+    onnxruntime on ``x`` (see :mod:`mlwarden.core.onnx_torch`); else the onnxruntime
+    target at score access, with what was checked."""
+    from mlwarden.core.target import OnnxTarget
+
+    if not isinstance(target, OnnxTarget) or access in ("score", "label"):
+        return target, None
+    from mlwarden.core.onnx_torch import white_box_onnx
+
+    target.access = "score"  # onnxruntime gives no gradients, whatever was asked
+    white, info = white_box_onnx(target, x)
+    if white is None and access == "white":
+        raise UserError(
+            f"--access white: {target.name} did not convert to a differentiable graph "
+            f"({info['reason']}); use --access score for the black-box figure"
+        )
+    return (white if white is not None else target), info
+
+
+def onnx_findings(main: Finding, info: dict[str, Any], name: str) -> list[Finding]:
+    """Say how an ONNX model was attacked: through the verified torch conversion (noted on
+    MLW-EVA-001), or black-box only, MLW-EVA-011 (the figure is an upper bound)."""
+    main.evidence = {**main.evidence, "onnx_white_box": info}
+    if info["converted"]:
+        main.description += (
+            f" Gradients came from the ONNX graph converted to torch, checked against "
+            f"onnxruntime on {info['inputs']} inputs (largest probability difference "
+            f"{info['max_abs_diff']:.1g}, same class on {info['argmax_agreement']:.1%}); "
+            "every success was re-checked with onnxruntime."
+        )
+        return []
+    main.description += (
+        " Black-box only (the ONNX graph did not convert to torch): robust accuracy is an "
+        "upper bound."
+    )
+    return [
+        Finding(
+            rule="MLW-EVA-011",
+            title=f"{name}: ONNX model attacked black-box only; robust accuracy is an upper bound",
+            severity=Severity.LOW,
+            atlas=main.atlas,
+            mitigations=MITIGATIONS,
+            description=(
+                f"White-box attacks need the graph as torch operations; {info['reason']}. "
+                "Score-based attacks (Square) ran instead, which usually find fewer "
+                "adversarial inputs than gradient attacks, so the true robust accuracy may "
+                "be lower than reported."
+            ),
+            recommendation=(
+                "Evaluate the model in a differentiable form too (the training framework's "
+                "TorchScript or torch.export .pt2 file, or an ONNX export without the "
+                "unsupported op) and treat this figure as an upper bound until then."
+            ),
+            evidence=info,
+            artifact=name,
+            check="evasion.onnx_white_box",
+            owasp=["ML01"],
+        )
+    ]
 
 
 def save_npz(path: str | Path, res: EvaluationResult, data: Dataset) -> None:
@@ -192,7 +293,7 @@ def add_results(report: Report, results: dict[str, EvaluationResult], data: Data
         report.images["evasion.robust_accuracy_curve"] = line_plot(
             series,
             title="Robust accuracy against perturbation size",
-            xlabel=f"eps ({first.norm}, input units)",
+            xlabel=f"eps ({first.norm}, {_eps_unit(first)})",
             ylabel="robust accuracy",
             ylim=(0, 1.02),
         )
@@ -231,17 +332,42 @@ def add_results(report: Report, results: dict[str, EvaluationResult], data: Data
                 )
 
 
+def _eps_unit(res: EvaluationResult) -> str:
+    tab = res.tabular or {}
+    if tab.get("eps_relative") is not None:
+        return f"x each feature's {tab['spread']}"
+    return "input units"
+
+
 def _metrics(res: EvaluationResult) -> dict[str, Any]:
     out = res.to_dict()
     out["min_perturbation"] = {k: v for k, v in res.min_perturbation.items() if k != "values"}
     return out
 
 
-def findings_for(res: EvaluationResult, name: str) -> list[Finding]:
-    """The findings one evaluation supports."""
+def findings_for(res: EvaluationResult, name: str, family: str = "unknown") -> list[Finding]:
+    """The findings one evaluation supports; ``family`` (``tree``, ``linear``, ``neural``,
+    ``unknown``: :func:`mlwarden.evasion.tabular.model_family`) picks advice that fits."""
+    from mlwarden.evasion.tabular import robustness_advice
+
     out = [_robust_accuracy_finding(res, name)]
-    out.extend(_check_findings(res, name))
-    if res.budget != "standard":
+    out[0].recommendation = robustness_advice(family, res.tabular is not None)
+    # "expose logits" means nothing for a tree ensemble or a scikit-learn linear model
+    out.extend(
+        f
+        for f in _check_findings(res, name)
+        if not (f.rule == "MLW-EVA-005" and family in ("tree", "linear"))
+    )
+    if res.budget == "fast":
+        main = out[0]
+        main.description += (
+            " Fast budget (the default): APGD-CE and APGD-T on the 3 likeliest other "
+            "classes, then Square with 1,000 queries; FAB-T and CLEVER left out. This is "
+            "a lower bound on attack strength: robust accuracy can only fall with "
+            "--budget standard (the full AutoAttack ensemble)."
+        )
+        main.evidence = {**main.evidence, "budget": "fast", "attack_strength": "lower bound"}
+    elif res.budget != "standard":
         # a reduced budget can show that attacks work, never how robust a model is
         for f in out:
             f.title = f"[smoke test, {res.budget} budget] {f.title}"
@@ -283,11 +409,7 @@ def _robust_accuracy_finding(res: EvaluationResult, name: str) -> Finding:
         if res.robust_accuracy_is_upper_bound
         else ""
     )
-    size = (
-        f"{res.norm} perturbations of size {res.eps:g}"
-        if res.snr_db is None
-        else f"perturbations at least {res.snr_db:g} dB below each clip (SNR)"
-    )
+    size, kept = _size_text(res), _kept_text(res)
     return Finding(
         rule="MLW-EVA-001",
         title=f"{name}: accuracy {change_text(clean, robust, prefix=bound)} "
@@ -297,7 +419,7 @@ def _robust_accuracy_finding(res: EvaluationResult, name: str) -> Finding:
         mitigations=MITIGATIONS,
         description=(
             f"An attacker with {res.access}-box access changed the decision on "
-            f"{clean - robust:.1%} of {res.n} inputs by {size} "
+            f"{clean - robust:.1%} of {res.n} inputs by {size}{kept} "
             f"({res.budget} budget: {stages}). Robust accuracy "
             f"{robust:.1%}, {fmt_ci(lo, hi)} over the {res.n} inputs evaluated.{upper}{vote}"
         ),
@@ -324,6 +446,39 @@ def _robust_accuracy_finding(res: EvaluationResult, name: str) -> Finding:
         check="evasion.evaluate",
         owasp=["ML01"],
     )
+
+
+def _size_text(res: EvaluationResult) -> str:
+    """The budget in words: eps-ball, relative to each feature's spread, or SNR."""
+    if res.snr_db is not None:
+        return f"perturbations at least {res.snr_db:g} dB below each clip (SNR)"
+    tab = res.tabular or {}
+    if tab.get("eps_relative") is not None:
+        text = f"{res.norm} perturbations of {res.eps:g} x each feature's {tab['spread']}"
+    else:
+        text = f"{res.norm} perturbations of size {res.eps:g}"
+    return text
+
+
+def _kept_text(res: EvaluationResult) -> str:
+    """Tabular constraints in words, for the description."""
+    tab = res.tabular or {}
+    kept = [
+        f"{k} {', '.join(tab[k][:6])}{'...' if len(tab[k]) > 6 else ''}"
+        for k in ("immutable", "integer")
+        if tab.get(k)
+    ]
+    if tab.get("one_hot"):
+        kept.append(f"{len(tab['one_hot'])} one-hot group(s)")
+    if tab.get("ranges") == "data":
+        kept.append("each feature within its range in the data")
+    return f" ({'; '.join(kept)})" if kept else ""
+
+
+def _family(target: Any) -> str:
+    from mlwarden.evasion.tabular import model_family
+
+    return model_family(target)
 
 
 def _check_findings(res: EvaluationResult, name: str) -> list[Finding]:

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,6 +90,37 @@ class Budget:
     @classmethod
     def standard(cls) -> Budget:
         return cls()
+
+    @classmethod
+    def fast(cls) -> Budget:
+        """The command line's default: APGD-CE (100 steps) and APGD-T on the 3 most
+        likely other classes, then Square (1,000 queries) for gradient masking; FAB-T and
+        CLEVER are left out, DeepFool, the curve and the checks are shortened. Croce &
+        Hein (arXiv:2003.01690, table 2) found APGD-CE + APGD-T within a few tenths of
+        a percent of the full ensemble on most models; still, a lower bound on attack
+        strength: the robust accuracy it reports can only fall under ``standard``."""
+        return cls(
+            apgd_steps=100,
+            target_classes=3,
+            fab_steps=0,
+            deepfool_steps=20,
+            square_queries=1000,
+            hsj_queries=1000,
+            curve_steps=20,
+            curve_points=(0.5, 1.0, 2.0),
+            convergence_points=25,
+            large_eps_points=16,
+            clever_points=0,
+            name="fast",
+        )
+
+    @classmethod
+    def named(cls, name: str) -> Budget:
+        """``"fast"``, ``"standard"`` or ``"quick"``, with one line for anything else."""
+        makers = {"fast": cls.fast, "standard": cls.standard, "quick": cls.quick}
+        if name not in makers:
+            raise UserError(f"budget must be fast, standard or quick; got {name!r}")
+        return makers[name]()
 
     @classmethod
     def quick(cls) -> Budget:
@@ -168,6 +201,10 @@ class EvaluationResult:
     clean_accuracy_ci: tuple[float, float] = (0.0, 1.0)
     robust_accuracy_ci: tuple[float, float] = (0.0, 1.0)
     gradient_calls: dict[str, int] = field(default_factory=dict)
+    #: ONNX models: whether the graph converted to torch and answered like onnxruntime
+    onnx_white_box: dict[str, Any] | None = None
+    #: tabular data: the relative budget and the constraints (evasion.tabular.build_space)
+    tabular: dict[str, Any] | None = None
     #: per input: correct on clean data / robust after every stage / the adversarial input
     clean_correct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     robust: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
@@ -219,6 +256,21 @@ class _Run:
     spent: bool = False
     grad_calls: int = 0
     gradless_calls: int = 0
+    #: tabular constraints every claimed success is re-checked against
+    constraints: Constraints | None = None
+    #: the terminal's progress display (core.console.Stages), or None
+    progress: Any = None
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Show ``name`` as the running phase; count its weight when it ends."""
+        if self.progress is not None:
+            self.progress.start(name)
+        try:
+            yield
+        finally:
+            if self.progress is not None:
+                self.progress.done(name)
 
     def note(self, attack: Attack) -> None:
         self.grad_calls += attack.last.grad_calls
@@ -244,13 +296,17 @@ class _Run:
         re-check, a deterministic target's success as the attack itself observed it on
         the model is kept, a randomised target's is not (one draw proves nothing)."""
         try:
-            return _verify(self.acc, x, out, y, self.norm, self.eps, self.bounds, self.draws)
+            return _verify(
+                self.acc, x, out, y, self.norm, self.eps, self.bounds, self.draws,
+                constraints=self.constraints,
+            )  # fmt: skip
         except QueryBudgetExceeded:
             self.spent = True
             seen = attack.last.success.clone() if attack is not None else torch.zeros(len(x))
             if self.draws > 1 or len(seen) != len(x):
                 seen = torch.zeros(len(x), dtype=torch.bool)
-            return _inside(x, out, self.norm, self.eps, self.bounds) & seen.bool()
+            inside = _inside(x, out, self.norm, self.eps, self.bounds, self.constraints)
+            return inside & seen.bool()
 
     def keep(self, idx: torch.Tensor, out: torch.Tensor, ok: torch.Tensor) -> int:
         rows = idx[ok]
@@ -280,6 +336,7 @@ def evaluate(
     checks: bool = True,
     seed: int = 0,
     snr_db: float | None = None,
+    progress: Any = None,
 ) -> EvaluationResult:
     """Robust accuracy of ``model`` on ``(x, y)`` within the ``norm`` ball of radius ``eps``.
 
@@ -290,7 +347,9 @@ def evaluate(
     AutoAttack settings) or :meth:`Budget.quick`. ``snr_db`` (audio) replaces ``eps``:
     each clip keeps a signal-to-perturbation ratio of at least ``snr_db`` dB (an L2
     ball of radius ``||x|| / 10^(snr_db/20)`` per clip); ``eps`` in the result is then
-    that relative radius ``10^(-snr_db/20)``.
+    that relative radius ``10^(-snr_db/20)``. ``progress``: a factory
+    ``weights -> core.console.Stages`` showing the phases on a terminal (see
+    :func:`phase_weights`).
 
     A target that answers the same input differently is treated as randomised: attacks
     use EOT and every prediction (clean and adversarial) is the plurality vote of
@@ -322,7 +381,8 @@ def evaluate(
     n = len(xt)
     run = _Run(
         acc, xt, yt, norm, float(eps), bounds, draws, clean.clone(), xt.clone(), pred.clone(),
-        torch.zeros(n, dtype=torch.bool),
+        torch.zeros(n, dtype=torch.bool), constraints=constraints,
+        progress=progress(phase_weights(budget, level, n)) if progress else None,
     )  # fmt: skip
     result = EvaluationResult(
         clean_accuracy=float(clean.float().mean()),
@@ -347,7 +407,8 @@ def evaluate(
         idx = run.robust.nonzero()[:, 0]
         t0, q0 = time.perf_counter(), acc.queries
         skipped = run.spent
-        broken = run.attack(attack, idx) if len(idx) and eps > 0 else 0
+        with run.phase(name):
+            broken = run.attack(attack, idx) if len(idx) and eps > 0 else 0
         result.stages.append(
             Stage(
                 name=name,
@@ -374,12 +435,36 @@ def evaluate(
 
     if checks:
         result.checks.append(randomness)
-        result.checks.extend(
-            _sanity_checks(run, clean, level, constraints, budget, seed, black_wins)
-        )
-    _finish(run, result, clean, level, constraints, budget, seed)
+        with run.phase("sanity checks"):
+            result.checks.extend(
+                _sanity_checks(run, clean, level, constraints, budget, seed, black_wins)
+            )
+    with run.phase("curve"):
+        _finish(run, result, clean, level, constraints, budget, seed)
     result.seconds = round(time.perf_counter() - start, 3)
     return result
+
+
+def phase_weights(budget: Budget, level: str, n: int) -> dict[str, float]:
+    """Expected cost of each phase of :func:`evaluate`, in model calls per input (a
+    gradient step counts 3, a forward pass 1), for the time-left estimate only."""
+    if level == "label":
+        return {"hopskipjump": float(budget.hsj_queries)}
+    curve = len(budget.curve_points) * budget.curve_steps * (6 if level == "white" else 0.3)
+    checks = 2 * budget.apgd_steps * 3 * min(budget.convergence_points, n) / max(n, 1)
+    checks += budget.apgd_steps * 3 * min(budget.large_eps_points, n) / max(n, 1)
+    square = budget.square_queries / 4.0  # most inputs fall to earlier stages or early
+    if level == "score":
+        return {"square": square * 4, "sanity checks": 1.0, "curve": curve}
+    return {
+        "apgd-ce": 3.0 * budget.apgd_steps,
+        "apgd-t": 3.0 * budget.apgd_steps * budget.target_classes / 2,
+        "fab-t": 4.0 * budget.fab_steps * budget.target_classes / 2,
+        "deepfool": 3.0 * budget.deepfool_steps,
+        "square": square,
+        "sanity checks": checks,
+        "curve": curve,
+    }
 
 
 def _check_args(
@@ -484,9 +569,27 @@ def _white_box_stages(  # type: ignore[no-untyped-def]
     # under an SNR ball FAB searches the minimal perturbation; _verify keeps what lies
     # inside each clip's ball
     fab_kw = common | {"eps": None, "snr_db": None} if run.norm == "snr" else common
-    run_stage("fab-t", FAB(steps=budget.fab_steps, **targeted, **fab_kw))
+    if budget.fab_steps > 0:
+        run_stage("fab-t", FAB(steps=budget.fab_steps, **targeted, **fab_kw))
+    else:
+        result.stages.append(
+            Stage("fab-t", FAB.atlas, 0, 0, float(run.robust.float().mean()), 0.0, 0,
+                  skipped=f"not in the {budget.name} budget")
+        )  # fmt: skip
     # the distribution of minimal perturbations (not a stage: no eps involved)
     df_idx = clean.nonzero()[:, 0]
+    with run.phase("deepfool"):
+        _deepfool(run, result, budget, common, df_idx)
+    white_robust = run.robust.clone()
+    sq = run_stage("square", Square(n_queries=budget.square_queries, **common))
+    _queries_summary(result, sq, "square")
+    return int((white_robust & ~run.robust).sum())
+
+
+def _deepfool(  # type: ignore[no-untyped-def]
+    run: _Run, result: EvaluationResult, budget: Budget, common, df_idx: torch.Tensor
+) -> None:
+    """DeepFool's minimal perturbations on the correctly classified inputs."""
     if len(df_idx) and not run.spent:
         df = DeepFool(
             norm=_plain(run.norm),
@@ -506,10 +609,6 @@ def _white_box_stages(  # type: ignore[no-untyped-def]
         result.min_perturbation["values"] = [
             round(float(v), 5) for v in min_norms[np.isfinite(min_norms)]
         ]
-    white_robust = run.robust.clone()
-    sq = run_stage("square", Square(n_queries=budget.square_queries, **common))
-    _queries_summary(result, sq, "square")
-    return int((white_robust & ~run.robust).sum())
 
 
 def _label_stage(  # type: ignore[no-untyped-def]
@@ -529,7 +628,8 @@ def _label_stage(  # type: ignore[no-untyped-def]
     t0, q0 = time.perf_counter(), acc.queries
     broken = 0
     if len(idx):
-        out = torch.as_tensor(hsj.generate(acc.target, xt[idx], yt[idx]))
+        with run.phase("hopskipjump"):
+            out = torch.as_tensor(hsj.generate(acc.target, xt[idx], yt[idx]))
         run.note(hsj)
         norms = np.full(n, np.nan)
         found = hsj.last.success
@@ -666,9 +766,15 @@ def _budget_checks(run: _Run, result: EvaluationResult) -> list[Check]:
 
 
 def _inside(
-    x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float, bounds: tuple[float, float]
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    norm: str,
+    eps: float,
+    bounds: tuple[float, float],
+    constraints: Constraints | None = None,
 ) -> torch.Tensor:
-    """Moved, inside the eps-ball (with float slack) and inside the bounds."""
+    """Moved, inside the eps-ball (with float slack), inside the bounds, and keeping the
+    tabular constraints."""
     if len(x) == 0:
         return torch.zeros(0, dtype=torch.bool)
     if norm == "snr":
@@ -678,6 +784,8 @@ def _inside(
     lo, hi = bounds
     flat = x_adv.flatten(1)
     inside &= (flat >= lo - 1e-6).all(1) & (flat <= hi + 1e-6).all(1)
+    if constraints is not None:
+        inside &= constraints.satisfied(x, x_adv)
     return inside & (flat_norm(x_adv - x, "linf") > 0)
 
 
@@ -690,13 +798,15 @@ def _verify(
     eps: float,
     bounds: tuple[float, float],
     draws: int = 1,
+    *,
+    constraints: Constraints | None = None,
 ) -> torch.Tensor:
-    """Re-check claimed successes: inside the ball and bounds, and misclassified.
+    """Re-check claimed successes: inside the ball, bounds and constraints, and misclassified.
 
     ``draws > 1`` (randomised targets): the true class must lose the vote of ``draws``
     predictions — another class predicted strictly more often than it (a tie is not a
     success: one lucky draw proves nothing)."""
-    ok = _inside(x, x_adv, norm, eps, bounds)
+    ok = _inside(x, x_adv, norm, eps, bounds, constraints)
     if not bool(ok.any()):
         return ok
     rows = ok.nonzero()[:, 0]
@@ -764,7 +874,19 @@ def _curve(acc, xt, yt, clean, norm, eps, bounds, constraints, budget, seed):  #
                 )
                 adv = torch.as_tensor(a.generate(acc.target, xt[idx], yt[idx]))
                 robust[
-                    idx[_verify(acc, xt[idx], adv, yt[idx], norm, e, bounds, verify_draws(acc))]
+                    idx[
+                        _verify(
+                            acc,
+                            xt[idx],
+                            adv,
+                            yt[idx],
+                            norm,
+                            e,
+                            bounds,
+                            verify_draws(acc),
+                            constraints=constraints,
+                        )
+                    ]  # fmt: skip
                 ] = False
         out.append((round(e, 6), float(robust.sum()) / n))
     return out
@@ -788,9 +910,11 @@ def _curve_square(acc, xt, yt, clean, norm, eps, bounds, constraints, budget, se
                 seed=seed,
             )
             adv = torch.as_tensor(a.generate(acc.target, xt[idx], yt[idx]))
-            robust[idx[_verify(acc, xt[idx], adv, yt[idx], norm, e, bounds, verify_draws(acc))]] = (
-                False
-            )
+            ok = _verify(
+                acc, xt[idx], adv, yt[idx], norm, e, bounds, verify_draws(acc),
+                constraints=constraints,
+            )  # fmt: skip
+            robust[idx[ok]] = False
         out.append((round(e, 6), float(robust.sum()) / n))
     return out
 
@@ -947,7 +1071,9 @@ def large_eps_check(
     rate = 1.0
     if len(idx):
         adv = torch.as_tensor(a.generate(acc.target, xt[idx], yt[idx]))
-        ok = _verify(acc, xt[idx], adv, yt[idx], norm, big, bounds, draws=draws)
+        ok = _verify(
+            acc, xt[idx], adv, yt[idx], norm, big, bounds, draws=draws, constraints=constraints
+        )
         rate = float(ok.float().mean())
     flag = rate < 1.0 and constraints is None
     judged = f"the majority of {draws} predictions (EOT)" if draws > 1 else "one prediction"

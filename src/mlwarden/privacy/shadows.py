@@ -228,6 +228,9 @@ def train_shadows(
         ShadowJob(recipe, x, y, np.nonzero(keep[m])[0], views, c, seed * 1000 + m + 1)
         for m in range(len(keep))
     ]
-    with get_executor(executor) as ex:
-        outs = ex.map(train_shadow, jobs)
+    from mlwarden.core.console import progress_bar
+
+    with get_executor(executor) as ex, progress_bar("shadow models", len(jobs)) as bar:
+        tick = (lambda _i: bar.advance(bar.task_ids[0])) if bar is not None else None
+        outs = ex.map(train_shadow, jobs, on_done=tick)
     return ShadowSet(logp=np.stack(outs), keep=keep, recipe=recipe.describe())

@@ -46,16 +46,25 @@ class Constraints:
       They are rounded towards the nearest integer that stays inside the eps-ball.
     * ``lower`` / ``upper`` — per-feature value ranges (shape ``x.shape[1:]``), applied on
       top of the attack's global ``bounds``.
+    * ``one_hot`` — groups of feature indices (flat) that encode one category: exactly one
+      of them is 1, the others 0. A changed category must fit in the eps-ball.
+    * ``scale`` — per-feature factor from the attack's units to the data's own (when the
+      attack works on rescaled features, e.g. eps relative to each feature's spread):
+      integer features are whole numbers of ``x * scale``.
+
+    Example: ``Constraints(immutable=[True, False, False], integer=[False, True, False])``.
     """
 
     immutable: Any = None
     integer: Any = None
     lower: Any = None
     upper: Any = None
+    one_hot: list[list[int]] | None = None
+    scale: Any = None
 
-    def tensors(self, shape: tuple[int, ...]) -> dict[str, torch.Tensor | None]:
-        out: dict[str, torch.Tensor | None] = {}
-        for name in ("immutable", "integer", "lower", "upper"):
+    def tensors(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("immutable", "integer", "lower", "upper", "scale"):
             value = getattr(self, name)
             if value is None:
                 out[name] = None
@@ -68,7 +77,44 @@ class Constraints:
                     f"feature, shape {shape}"
                 )
             out[name] = t
+        n = int(np.prod(shape))
+        groups = [list(map(int, g)) for g in (self.one_hot or []) if len(g)]
+        for g in groups:
+            if min(g) < 0 or max(g) >= n or len(set(g)) != len(g):
+                raise UserError(
+                    f"one-hot group {g} must hold distinct feature indices in [0, {n - 1}]"
+                )
+        out["one_hot"] = groups or None
         return out
+
+    def satisfied(self, x: torch.Tensor, x_adv: torch.Tensor, tol: float = 1e-4) -> torch.Tensor:
+        """Per input of the batch: does ``x_adv`` keep every constraint relative to ``x``?
+
+        The re-check applied to each reported success (a projection bug or a float slip
+        must not become a claimed adversarial example).
+        """
+        cons = self.tensors(tuple(x.shape[1:]))
+        ok = torch.ones(len(x), dtype=torch.bool)
+        flat = lambda t: t.flatten(1)  # noqa: E731
+        if cons["immutable"] is not None:
+            moved = (x_adv - x).abs() > tol
+            ok &= ~flat(moved & cons["immutable"]).any(1)
+        if cons["integer"] is not None:
+            k = cons["scale"] if cons["scale"] is not None else torch.ones(x.shape[1:])
+            raw = x_adv * k
+            off = (raw - raw.round()).abs() > tol * torch.clamp(raw.abs(), min=1.0)
+            ok &= ~flat(off & cons["integer"]).any(1)
+        for name, cmp in (("lower", torch.lt), ("upper", torch.gt)):
+            edge = cons[name]
+            if edge is not None:
+                # a clean value already outside the range may stay where it is
+                bad = cmp(x_adv, edge - tol if name == "lower" else edge + tol)
+                ok &= ~flat(bad & (x_adv != x)).any(1)
+        k_all = cons["scale"] if cons["scale"] is not None else torch.ones(x.shape[1:])
+        for g in cons["one_hot"] or []:
+            v = flat(x_adv * k_all)[:, g]
+            ok &= ((v - v.round()).abs() <= tol).all(1) & ((v.round().sum(1) - 1).abs() < 0.5)
+        return ok
 
 
 @dataclass
@@ -140,11 +186,15 @@ class ModelAccess:
         if self.access == "label":
             raise UserError(f"{self.target.name} gives labels only; this attack needs scores")
         t = self.target
-        if isinstance(t, TorchTarget) and t.access == "white":
+        # a converted ONNX graph answers through onnxruntime, the model as deployed
+        if (
+            isinstance(t, TorchTarget)
+            and t.access == "white"
+            and not getattr(t, "answers_through_predict", False)
+        ):
             self._budget(len(x))
-            t.queries += len(x)
-            with torch.no_grad():
-                out = t.module(x.to(t.device)).float().cpu()
+            with torch.no_grad():  # torch_forward counts the queries and pads fixed batches
+                out = t.torch_forward(x).float().cpu()
             if t.num_classes is None and out.ndim == 2:
                 t.num_classes = out.shape[1]  # as predict() learns it: label checks need it
             return out  # type: ignore[no-any-return]
@@ -495,30 +545,56 @@ class Attack:
             out = torch.where(imm, x, out)
         integer = cons.get("integer")
         if integer is not None and round_integers:
-            d = out - x
-            rounded = torch.round(d)
-            if self.eps is not None and self.norm == "linf":
-                rounded = torch.where(rounded.abs() > self.eps, torch.trunc(d), rounded)
-            cand = torch.where(integer, x + rounded, out)
-            if self.eps is not None and self.norm == "l2":
-                over = flat_norm(cand - x, "l2") > self.eps + 1e-6
-                trunc = torch.where(integer, x + torch.trunc(d), out)
-                cand = torch.where(over.view(-1, *[1] * (x.ndim - 1)), trunc, cand)
-            lo_i = (
-                torch.full_like(x, lo)
-                if cons.get("lower") is None
-                else torch.maximum(cons["lower"], torch.tensor(lo))
-            )  # type: ignore[arg-type]
-            hi_i = (
-                torch.full_like(x, hi)
-                if cons.get("upper") is None
-                else torch.minimum(cons["upper"], torch.tensor(hi))
-            )  # type: ignore[arg-type]
-            lo_i = torch.minimum(torch.ceil(lo_i), x)
-            hi_i = torch.maximum(torch.floor(hi_i), x)
-            cand = torch.where(integer, torch.minimum(torch.maximum(cand, lo_i), hi_i), cand)
-            out = cand
+            out = self._round_integers(out, x, cons)
+        if cons.get("one_hot"):
+            out = self._one_hot(out, x, cons["one_hot"], cons.get("scale"))
         return out
+
+    def _round_integers(
+        self, out: torch.Tensor, x: torch.Tensor, cons: dict[str, Any]
+    ) -> torch.Tensor:
+        """Integer features to whole numbers (of ``x * scale``), staying in the ball and range."""
+        lo, hi = self.bounds
+        integer = cons["integer"]
+        k = cons["scale"] if cons.get("scale") is not None else torch.ones(x.shape[1:])
+        d = (out - x) * k  # the change in the data's own units
+        rounded = torch.round(d)
+        if self.eps is not None and self.norm == "linf":
+            rounded = torch.where(rounded.abs() > self.eps * k + 1e-6, torch.trunc(d), rounded)
+        cand = torch.where(integer, x + rounded / k, out)
+        if self.eps is not None and self.norm == "l2":
+            over = flat_norm(cand - x, "l2") > self.eps + 1e-6
+            trunc = torch.where(integer, x + torch.trunc(d) / k, out)
+            cand = torch.where(over.view(-1, *[1] * (x.ndim - 1)), trunc, cand)
+        lower, upper = cons.get("lower"), cons.get("upper")
+        lo_i = torch.full_like(x, lo) if lower is None else torch.maximum(lower, torch.tensor(lo))
+        hi_i = torch.full_like(x, hi) if upper is None else torch.minimum(upper, torch.tensor(hi))
+        lo_i = torch.minimum(torch.ceil(lo_i * k - 1e-6) / k, x)
+        hi_i = torch.maximum(torch.floor(hi_i * k + 1e-6) / k, x)
+        return torch.where(integer, torch.minimum(torch.maximum(cand, lo_i), hi_i), cand)
+
+    def _one_hot(
+        self, out: torch.Tensor, x: torch.Tensor, groups: list[list[int]], scale: Any = None
+    ) -> torch.Tensor:
+        """Each one-hot group to its largest entry set to 1; the clean category where the
+        change leaves the eps-ball (a category is all or nothing)."""
+        shape = out.shape
+        o, xf = out.flatten(1).clone(), x.flatten(1)
+        for g in groups:
+            idx = torch.tensor(g)
+            pick = torch.zeros(len(o), len(g))
+            pick[torch.arange(len(o)), o[:, idx].argmax(1)] = 1.0
+            on = 1.0 if scale is None else 1.0 / scale.reshape(-1)[idx]  # 1 in data units
+            o[:, idx] = pick * on
+        cand = o.reshape(shape)
+        if self.eps is not None and self.snr_db is None:
+            over = flat_norm(cand - x, self.norm) > self.eps * (1 + 1e-5) + 1e-6
+            if bool(over.any()):
+                fixed = cand.flatten(1).clone()
+                for g in groups:
+                    fixed[over.nonzero()[:, 0][:, None], torch.tensor(g)] = xf[over][:, g]
+                cand = fixed.reshape(shape)
+        return cand
 
     def radius(self, x: torch.Tensor) -> torch.Tensor:
         """The budget of each input of ``x`` (clean inputs), shape ``(N,)``: ``eps``, or
