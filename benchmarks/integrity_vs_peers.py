@@ -10,7 +10,8 @@ SHA-256). Workloads:
    ``registry add`` (scan + hash + store + sign) and ``verify`` latency;
 4. ``interop``: signatures made by each tool verified by the other, for each key type
    (ECDSA P-256 / P-384 / P-521, Ed25519), files and shards serialization, a
-   one-byte tamper each way; then ``mlwarden sign`` / ``mlwarden verify`` (the
+   one-byte tamper each way, and the signature ``registry add --sign KEY`` writes
+   next to the version verified by model-signing; then ``mlwarden sign`` / ``mlwarden verify`` (the
    Sigstore-bundle path, no registry) against model-signing's sign / verify on one
    large file (``--interop-mib``) and on 2,000 small files (``--interop-small``).
 
@@ -267,13 +268,32 @@ def _tamper(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+#: Who signs -> who verifies. "registry": ``registry add --sign KEY`` (the registry's own
+#: records signed with that key) and the model-signing bundle it writes next to the version.
+DIRECTIONS = (
+    "model_signing -> mlwarden",
+    "mlwarden -> model_signing",
+    "registry -> model_signing",
+)
+
+
+def _registry_sign(work: Path, model: Path, priv: Path) -> Path:
+    from mlwarden.integrity.registry_signatures import write_version_signature
+
+    root = work / "interop-registry"
+    shutil.rmtree(root, ignore_errors=True)
+    with Registry.open(root) as reg:
+        rec = reg.add(model, name="interop", scanner=pass_all, sign_key=priv)
+        return write_version_signature(reg.store.root, rec, priv)
+
+
 def interop_matrix(work: Path) -> list[dict[str, Any]]:
     """Each direction x key type x serialization: clean verify, then after a one-byte tamper."""
     rows = []
     for key_type in ("ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519"):
         priv, pub = generate_keypair(work / "interop-keys" / key_type, key_type)
         for shard in (None, 4096):
-            for direction in ("model_signing -> mlwarden", "mlwarden -> model_signing"):
+            for direction in DIRECTIONS:
                 model = work / "interop-model"
                 shutil.rmtree(model, ignore_errors=True)
                 for i in range(20):
@@ -288,6 +308,11 @@ def interop_matrix(work: Path) -> list[dict[str, Any]]:
                     if direction.startswith("model_signing"):
                         _ms_sign(priv, model, sig, shard)
                         check = _ours_verify
+                    elif direction.startswith("registry"):
+                        if shard:  # the registry signs its manifest: files, SHA-256
+                            continue
+                        sig = _registry_sign(work, model, priv)
+                        check = _ms_verify
                     else:
                         sign_model(
                             model,
