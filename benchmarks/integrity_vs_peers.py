@@ -156,21 +156,28 @@ def ours_verify_deployed(envelope: str, pub: Path, model: Path) -> None:
     assert diff.clean, diff
 
 
-def interleaved(jobs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+def interleaved(
+    jobs: dict[str, Callable[[], Any]], repeats: int, raw: dict[str, list[float]] | None = None
+) -> dict[str, float]:
     """Median seconds per job, run round-robin so load drifts hit all alike.
 
     The order rotates each repeat, so no tool always runs first (after a peer's
-    garbage) or last.
+    garbage) or last. ``raw`` receives every repeat's wall seconds per job, and
+    under ``NAME:cpu`` its CPU seconds (this process, all threads): on a shared
+    machine the CPU time is the figure the load does not inflate.
     """
-    times: dict[str, list[float]] = {name: [] for name in jobs}
+    times: dict[str, list[float]] = {name: [] for name in jobs} if raw is None else raw
+    times.update({name: [] for name in jobs})
+    times.update({f"{name}:cpu": [] for name in jobs})
     names = list(jobs)
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             fn = jobs[name]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            times[f"{name}:cpu"].append(time.process_time() - c0)
+    return {name: statistics.median(times[name]) for name in jobs}
 
 
 def workload(
@@ -367,11 +374,21 @@ def interop_speed(label: str, model: Path, work: Path, repeats: int) -> dict[str
         "ours_registry_add": registry_add,
     }
     out: dict[str, Any] = {"files": len(files), "bytes": total}
-    for name, seconds in interleaved(jobs, repeats).items():
+    raw: dict[str, list[float]] = {}
+    for name, seconds in interleaved(jobs, repeats, raw).items():
         out[f"{name}_s"] = round(seconds, 3)
     out["sign_speedup_vs_model_signing"] = round(out["ms_sign_s"] / out["ours_sign_s"], 2)
     out["verify_speedup_vs_model_signing"] = round(out["ms_verify_s"] / out["ours_verify_s"], 2)
     out["registry_add_over_ms_sign"] = round(out["ours_registry_add_s"] / out["ms_sign_s"], 2)
+    # the same repeat's pair saw the same load: the paired ratios are the steadier figure
+    paired = sorted(a / m for a, m in zip(raw["ours_registry_add"], raw["ms_sign"], strict=True))
+    out["registry_add_over_ms_sign_paired"] = [round(r, 2) for r in paired]
+    out["registry_add_over_ms_sign_paired_median"] = round(statistics.median(paired), 2)
+    for name in ("ours_registry_add", "ms_sign", "ours_sign"):
+        out[f"{name}_cpu_s"] = round(statistics.median(raw[f"{name}:cpu"]), 3)
+    out["registry_add_over_ms_sign_cpu"] = round(
+        out["ours_registry_add_cpu_s"] / out["ms_sign_cpu_s"], 2
+    )
     for root in registries:
         shutil.rmtree(root, ignore_errors=True)
     for k, v in out.items():
