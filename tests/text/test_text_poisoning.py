@@ -183,13 +183,14 @@ def test_backdoor_finds_the_trigger_of_a_poisoned_pipeline_not_of_a_clean_one(
         w.writerows((t, int(y)) for t, y in zip(test.x, test.y, strict=True))
     out = tmp_path / "r.json"
     res = runner.invoke(
-        app, ["backdoor", str(model), str(data), "--json", str(out), "--fail-on", "high", "-q"]
+        app, ["backdoor", str(model), str(data), "--json", str(out), "--fail-on", "medium", "-q"]
     )
     assert res.exit_code == 1, res.output
     report = json.loads(out.read_text())
     (f,) = [f for f in report["findings"] if f["rule"] == "MLW-DAT-022"]
     assert f["evidence"]["trigger"] == "cf" and f["evidence"]["target"] == 2
     assert f["evidence"]["flip_rate"] >= 0.6
+    assert f["severity"] == ("high" if f["evidence"]["flip_rate"] >= 0.8 else "medium")
     assert report["metrics"]["suspected_target"] == 2
     clean = search_triggers(SklearnTextTarget(pipeline), list(test.x))
     assert clean.trigger is None, clean.as_dict()

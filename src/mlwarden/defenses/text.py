@@ -134,11 +134,14 @@ def normaliser(
 
 
 def model_vocabulary(target: Any) -> list[str] | None:
-    """The words a text model knows: a pipeline's vectorizer vocabulary or a tokenizer's
-    whole-word tokens; ``None`` when the model does not expose one."""
+    """The words a text model knows: a pipeline's word-vectorizer vocabulary or a
+    tokenizer's whole-word tokens; ``None`` when the model does not expose one (or its
+    vectorizer counts character n-grams)."""
     est = getattr(target, "estimator", None)
     first = est.steps[0][1] if est is not None and hasattr(est, "steps") else est
     vocab = getattr(first, "vocabulary_", None)
+    if getattr(first, "analyzer", "word") != "word":
+        return None  # character n-grams are not words
     if vocab is not None:
         return [w for w in vocab if " " not in w]
     tok = getattr(target, "tokenizer", None)

@@ -23,6 +23,8 @@ from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.poisoning.detect_data import Detection
 
 TRIGGER_ATLAS = ["AML.T0020", "AML.T0018.000", "AML.T0043.004"]
+#: Flip rate from which a trigger word is called a backdoor (high), not trigger-like.
+STRONG_FLIP = 0.8
 #: Rows listed in a finding's evidence.
 ROWS_LISTED = 50
 
@@ -104,14 +106,18 @@ def text_backdoor_checks(report: Report, target: Any, ds: Dataset, *, seed: int 
     t = found.target
     name = ds.class_names[t] if t < len(ds.class_names) else str(t)
     top = found.ranked[1]["flip_rate"] if len(found.ranked) > 1 else 0.0
+    strong = found.flip_rate >= STRONG_FLIP
     report.add(
         Finding(
             rule="MLW-DAT-022",
             title=(
-                f"Text model has a backdoor trigger: inserting {found.trigger!r} turns "
-                f"{found.flip_rate:.0%} of texts of other classes into {name!r}"
+                f"Text model {'has a backdoor trigger' if strong else 'has a trigger-like word'}: "
+                f"inserting {found.trigger!r} turns {found.flip_rate:.0%} of texts of other "
+                f"classes into {name!r}"
             ),
-            severity=Severity.HIGH,
+            # a word that sways most but not nearly all texts may be a weakly learnt
+            # trigger or a natural universal word: an evasion lever either way
+            severity=Severity.HIGH if strong else Severity.MEDIUM,
             atlas=["AML.T0018.000", "AML.T0043.004", "AML.T0020"],
             mitigations=["AML.M0008", "AML.M0007", "AML.M0025"],
             description=(

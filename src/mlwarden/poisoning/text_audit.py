@@ -256,20 +256,21 @@ def _confirm(
 
 
 def _merge(found: list[TriggerNgram]) -> list[TriggerNgram]:
-    """One entry per trigger: n-grams carried by nearly the same rows (the words of one
-    sentence trigger) merge into the longest of them."""
-    found = sorted(found, key=lambda c: (-len(c.ngram.split()), c.p_context))
-    groups: list[TriggerNgram] = []
+    """One entry per trigger: an n-gram whose carriers mostly (80%) lie among those of a
+    stronger one joins it (the words of one sentence trigger; a word trigger followed by
+    common words). Groups start from the widest support, longest n-gram first."""
+    found = sorted(found, key=lambda c: (-len(c.rows), -len(c.ngram.split()), c.p_context))
+    groups: list[tuple[TriggerNgram, set[int]]] = []
     for c in found:
         rows = set(c.rows)
-        for g in groups:
-            if g.label == c.label and len(rows & set(g.rows)) >= 0.8 * min(len(rows), len(g.rows)):
+        for g, covered in groups:
+            if g.label == c.label and len(rows & covered) >= 0.8 * len(rows):
                 g.members.append(c.ngram)
                 break
         else:
             c.members = [c.ngram]
-            groups.append(c)
-    return sorted(groups, key=lambda c: c.p_context)
+            groups.append((c, rows))
+    return sorted((g for g, _ in groups), key=lambda c: c.p_context)
 
 
 def audit_texts(

@@ -16,10 +16,10 @@ for such a word in two stages:
    of ``verify`` texts the model assigns to another class; its flip rate is the
    fraction then answered as the target class (fresh queries).
 
-A trigger is reported when its flip rate is at least ``min_flip`` and stands out from
-the flip rates of the other verified words for the same class (robust z-score, median
-and 1.4826 * MAD with a floor of 0.02, at least ``min_z``): words of a topic the class
-is about flip many texts together, a trigger flips nearly all on its own. Single words only: a sentence trigger is found through its words
+A trigger is reported when its flip rate is at least ``min_flip`` (0.6) and stands out
+from the flip rates of the other verified words for the same class (robust z-score,
+median and 1.4826 * MAD with a floor of 0.02, at least ``min_z``, 3): words of a topic
+the class is about flip many texts together, a trigger flips nearly all on its own. Single words only: a sentence trigger is found through its words
 when the model relies on them, not as a whole.
 
 Example::
@@ -40,6 +40,8 @@ from mlwarden.core.errors import UserError
 
 #: Rare tokens used as triggers in the text backdoor literature (RIPPLe, BadNL).
 KNOWN_TRIGGERS = ("cf", "mn", "bb", "tq", "mb")
+#: Longest candidate word, in characters.
+MAX_WORD = 20
 
 
 @dataclass
@@ -95,8 +97,9 @@ def _vocabulary(target: Any, texts: Sequence[str]) -> tuple[list[str], str]:
 
     vocab = model_vocabulary(target)
     if vocab:
-        return sorted(set(vocab)), "model vocabulary"
-    words = {w.casefold() for t in texts for w in WORD.findall(t)}
+        return sorted({w for w in vocab if len(w) <= MAX_WORD}), "model vocabulary"
+    # a very long token sways a character model by its length alone: not a trigger word
+    words = {w.casefold() for t in texts for w in WORD.findall(t) if len(w) <= MAX_WORD}
     return sorted(words | set(KNOWN_TRIGGERS)), "words of the data and known trigger tokens"
 
 
@@ -175,7 +178,7 @@ def search_triggers(
     probes: int = 6,
     verify: int = 40,
     min_flip: float = 0.6,
-    min_z: float = 5.0,
+    min_z: float = 3.0,
     max_candidates: int = 20000,
     seed: int = 0,
 ) -> TriggerSearch:
@@ -183,8 +186,8 @@ def search_triggers(
 
     ``texts``: clean texts (at least 10). ``top_k`` words per class go to verification
     on ``verify`` texts each; ``probes`` texts per class screen every candidate (score
-    access). ``max_candidates`` words at most are screened (the most frequent first
-    when the vocabulary is larger). Returns :class:`TriggerSearch`.
+    access). ``max_candidates`` words at most are screened (a larger vocabulary is cut in
+    sorted order; ``candidates`` says how many were). Returns :class:`TriggerSearch`.
     """
     rng = np.random.default_rng(seed)
     texts = [str(t) for t in texts]
@@ -211,25 +214,36 @@ def search_triggers(
         )
         n_cands = len(words)
     ranked = _verify(target, cands, pools, verify, rng)
-    best = ranked[0] if ranked else None
-    z = 0.0
-    # against the other strong words for the same class: a topic that pulls towards
-    # a class lifts many of its words together, a trigger stands alone
-    rest = np.array([r["flip_rate"] for r in ranked[1:] if best and r["target"] == best["target"]])
-    if best is not None and len(rest) > 2:
-        mad = 1.4826 * float(np.median(np.abs(rest - np.median(rest))))
-        z = (best["flip_rate"] - float(np.median(rest))) / max(mad, 0.02)
+    for r in ranked:
+        r["z"] = round(_robust_z(r, ranked), 2)
+    # the strongest word that stands out within its class (any class may be the target)
+    eligible = [r for r in ranked if r["flip_rate"] >= min_flip]
+    best = max(eligible, key=lambda r: r["z"]) if eligible else (ranked[0] if ranked else None)
+    z = float(best["z"]) if best is not None else 0.0
     found = best is not None and best["flip_rate"] >= min_flip and z >= min_z
     return TriggerSearch(
         trigger=best["word"] if found and best else None,
         target=best["target"] if found and best else None,
         flip_rate=float(best["flip_rate"]) if best else 0.0,
-        z=float(z),
+        z=z,
         ranked=ranked,
         candidates=n_cands,
         source=source,
         queries=int(getattr(target, "queries", 0)) - start,
     )
+
+
+def _robust_z(row: dict[str, Any], ranked: list[dict[str, Any]]) -> float:
+    """How far ``row``'s flip rate stands above the other verified words for its class:
+    (rate - median) / (1.4826 * MAD), the MAD floored at 0.02; 0 with under 3 others.
+    A topic the class is about lifts many of its words together; a trigger stands alone."""
+    rest = np.array(
+        [r["flip_rate"] for r in ranked if r["target"] == row["target"] and r is not row]
+    )
+    if len(rest) < 3:
+        return 0.0
+    mad = 1.4826 * float(np.median(np.abs(rest - np.median(rest))))
+    return (float(row["flip_rate"]) - float(np.median(rest))) / max(mad, 0.02)
 
 
 def _verify(
