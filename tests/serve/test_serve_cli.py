@@ -167,3 +167,26 @@ def test_serve_cli_loads_a_torchscript_file_and_answers(tmp_path, capsys) -> Non
         proc.terminate()
         proc.wait(timeout=20)
     assert (tmp_path / "gateway-audit.db").exists()
+
+
+def test_add_key_loads_no_model_stack(tmp_path) -> None:
+    """`gateway add-key` must answer in well under a second: it may not import torch,
+    scipy, FastAPI or scikit-learn (they cost it seconds; hashing a key is microseconds)."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "gw.yaml"
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from mlwarden.cli.main import app\n"
+        f"r = CliRunner().invoke(app, ['gateway', 'add-key', 'ci', '--config', {str(cfg)!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in ('torch', 'scipy', 'fastapi', 'sklearn', 'uvicorn')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    assert "ci:" in cfg.read_text()
