@@ -385,3 +385,36 @@ def test_blacklight_fingerprint_is_the_windowed_polynomial_hash() -> None:
             h ^= h >> 29
             want.add(h * int(_MULTIPLIER) % (1 << 64))
         assert _fingerprint(x, 0.1, window, 50).tolist() == sorted(want)[-50:]
+
+
+def test_one_input_resent_with_fresh_noise_is_flagged_unless_its_key_has_an_allowance(
+    digits, digits_model
+) -> None:
+    """The decision for test-time-augmentation clients: fail closed by default (the
+    copies are the first queries of a noisy search around that input), and let the
+    operator grant that one key ``near_duplicates``; other keys keep full detection."""
+    rng = np.random.default_rng(5)
+    x0 = digits[2][7]
+    copies = np.clip(x0 + rng.normal(0, 0.02, (60, *x0.shape)), 0, 1).astype(np.float32)
+    mon = _monitor()
+    mon.allowances["tta"] = 1000
+    default = [bool(mon.inspect("plain", q[None], np.array([0]))) for q in copies]
+    allowed = [bool(mon.inspect("tta", q[None], np.array([0]))) for q in copies]
+    assert any(default[:40])  # flagged within 40 copies without an allowance
+    assert not any(allowed)
+    # the allowance is that key's only: a noisy search from another key is still flagged
+    x, y = digits[2][11], int(digits[3][11])
+    search = _noisy_random_search(digits_model, x, y, 100, 0.05, 1)
+    assert any(mon.inspect("other", q[None], np.array([y])) for q in search)
+
+
+def test_near_duplicates_allowance_is_read_from_the_key_config(
+    gw_config, keys, serve, sklearn_target
+) -> None:
+    from mlwarden.serve.auth import hash_key
+
+    cfg = gw_config()
+    cfg.keys["scores"] = cfg.keys["scores"].model_copy(update={"near_duplicates": 500})
+    assert cfg.keys["scores"].hash == hash_key(keys["scores"])
+    live = serve(sklearn_target, cfg)
+    assert live.gateway.monitor.allowances == {"scores": 500}

@@ -115,6 +115,7 @@ class Gateway:
         self.unauthenticated = Sampler(rate=1.0, burst=20)
         lo, hi = config.input.range or (0.0, 1.0)
         self.monitor = Monitor(config.detection, config.input.shape, scale=hi - lo)
+        self.monitor.allowances = _allowances(config)
         self.metrics = Metrics()
         self.chain = None
         # text: the normalisation chain restores, and the detectors see MinHash bits
@@ -205,6 +206,7 @@ class Gateway:
         self.config.keys, self.config.roles = fresh.keys, fresh.roles
         self.roles = self.config.all_roles()
         self.keys = KeyStore({n: k.hash for n, k in fresh.keys.items()})
+        self.monitor.allowances = _allowances(self.config)
         for name, key in fresh.keys.items():
             if name not in self.limiters:
                 self.limiters[name] = self._limiter(key.rate, key.burst, key.budget, key.window_s)
@@ -462,6 +464,15 @@ _DECISIONS = {
     422: "invalid_input",
     429: "rate_limited",
 }
+
+
+def _allowances(config: GatewayConfig) -> dict[str, int]:
+    """Per-key near-duplicate allowances (``keys.NAME.near_duplicates``)."""
+    return {
+        name: key.near_duplicates
+        for name, key in config.keys.items()
+        if key.near_duplicates is not None
+    }
 
 
 def _mtime(path: Path | None) -> int | None:

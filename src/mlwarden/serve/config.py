@@ -89,6 +89,11 @@ class KeyEntry(_Strict):
     burst: int | None = Field(default=None, ge=1)
     budget: int | None = Field(default=None, ge=1)
     window_s: float | None = Field(default=None, gt=0)
+    # An allowance for a client that resends one input with fresh noise (see
+    # mlwarden.serve.monitor.Monitor): its similarity threshold and Blacklight chain.
+    near_duplicates: int | None = Field(
+        default=None, ge=1, description="near-duplicate queries this key may send unflagged"
+    )
     created: str = ""
 
     @field_validator("hash")

@@ -469,6 +469,12 @@ def _digest(x: np.ndarray) -> int:
     return int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=8).digest(), "little")
 
 
+def _chained(blacklight: Blacklight, x: np.ndarray, chain: int) -> bool:
+    """:meth:`Blacklight.flags` with this key's chain length."""
+    blacklight.observe(x)
+    return blacklight.recent_matches >= chain
+
+
 class _Recent:
     """The digests of a key's last ``size`` distinct inputs (exact-repeat filter)."""
 
@@ -510,6 +516,16 @@ class Monitor:
     drawing from a fixed set) is not fed to any detector: repeating a query teaches an
     attacker nothing, so it is not probing, and ``block`` never fires on a retry.
 
+    A key whose client legitimately resends one input with fresh noise (test-time
+    augmentation, client-side smoothing) looks, query for query, like the start of a
+    noisy random search around that input, and is flagged after 5-50 such copies
+    (Blacklight's chain at small noise, similarity's ``min_neighbours`` at larger):
+    the gateway cannot tell them apart and fails closed. Its operator grants that key
+    an allowance instead (``keys.NAME.near_duplicates: N`` in the config, kept in
+    :attr:`allowances`): N replaces the similarity threshold and Blacklight's chain
+    for that key only (N above 64 switches Blacklight off for it, since matches are
+    counted over 64 queries; PRADA still runs). Every other key is unaffected.
+
     Args:
         config: the detection section of the gateway config.
         shape: the shape of one input, when declared (sizes the reduced vectors).
@@ -524,6 +540,8 @@ class Monitor:
         self.dims = min(math.prod(shape), config.similarity.max_dims) if shape else None
         self._keys: dict[str, _KeyState] = {}
         self._guard = threading.Lock()
+        #: key -> near-duplicate allowance (similarity threshold and Blacklight chain)
+        self.allowances: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:
@@ -543,6 +561,10 @@ class Monitor:
         Returns detector kind -> indices of the flagged inputs (kinds with none left out).
         """
         found: dict[str, list[int]] = {}
+        allowance = self.allowances.get(key)
+        c = self.config
+        need = allowance or c.similarity.min_neighbours
+        chain = allowance or c.blacklight.chain
         max_dims = self.config.similarity.max_dims
         dims = self.dims or min(int(np.prod(x.shape[1:])), max_dims)
         state = self._state(key, dims)
@@ -553,9 +575,9 @@ class Monitor:
                     continue
                 state.unsaved += 1
                 v = reduce(xi, max_dims, self.scale)
-                if state.blacklight is not None and state.blacklight.flags(xi):
+                if state.blacklight is not None and _chained(state.blacklight, xi, chain):
                     found.setdefault("blacklight", []).append(i)
-                if state.similarity is not None and state.similarity.flags(v):
+                if state.similarity is not None and state.similarity.observe(v) >= need:
                     found.setdefault("similarity", []).append(i)
                 if state.prada is not None and state.prada.flags(v, int(li)):
                     found.setdefault("prada", []).append(i)
