@@ -53,6 +53,11 @@ with mlflow.start_run(experiment_id=exp) as run:
     mlflow.log_artifact(str(root / "evil.pkl"), artifact_path="extra")
 client = mlflow.MlflowClient()
 client.set_registered_model_alias("clf", "champion", 1)
+# a version registered straight from a folder outside the store's artifact locations
+(root / "outside").mkdir()
+(root / "outside" / "notes.txt").write_text("not for the scanner")
+client.create_registered_model("stray")
+client.create_model_version("stray", (root / "outside").as_uri())
 print(run.info.run_id)
 """
 
@@ -148,6 +153,16 @@ def test_a_link_out_of_the_artifact_folder_is_refused(
         assert code == 2 and "'..'" in err
     finally:
         link.unlink()
+
+
+def test_a_version_registered_from_outside_the_store_is_refused(
+    store: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = store
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    code, doc, err = _scan(["models:/stray/1", "--tracking-uri", uri], capsys)
+    assert code == 2 and doc is None
+    assert "outside every experiment's artifact location" in err and "outside" in err
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ in place, never loaded and never copied; any other artifact store (``s3://``,
 ``mlflow-artifacts:``...) is downloaded by MLflow into a temporary folder, removed
 when the process ends. Every link under the artifact folder must resolve inside it
 (the model's own folder, or the run's artifact root), or the source is refused before
-anything is read. A store that does not exist is refused rather than created (MLflow
+anything is read; so are local artifacts outside every experiment's artifact location
+(a version registered from an arbitrary path). A store that does not exist is refused
+rather than created (MLflow
 would create an empty sqlite database or ``mlruns`` folder). MLflow is imported only
 here, lazily: without it, one line says how to install it.
 
@@ -69,7 +71,10 @@ def resolve_mlflow(spec: str, tracking_uri: str | None = None) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             artifact_uri, top_uri = _artifact_uri(spec, uri)
-            return _local(spec, artifact_uri, top_uri, uri)
+            path = _local(spec, artifact_uri, top_uri, uri)
+            if _is_local(artifact_uri):
+                _check_in_store(spec, path, uri)
+            return path
     except MlflowException as exc:
         reason = " ".join(str(exc.message).split())[:240]
         raise UserError(f"{spec}: the MLflow store at {uri} cannot resolve it ({reason})") from None
@@ -154,6 +159,26 @@ def _local(spec: str, artifact_uri: str, top_uri: str, tracking_uri: str) -> Pat
     got = Path(mlflow.artifacts.download_artifacts(artifact_uri, dst_path=dst))
     check_links(got, Path(dst), "MLflow artifacts", "download folder")
     return got
+
+
+def _check_in_store(spec: str, path: Path, tracking_uri: str) -> None:
+    """Refuse local artifacts outside every experiment's artifact location: a model
+    version registered from any path (``register_model("file:///home/u/.ssh", ...)``)
+    must not make the scan read it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    roots = []
+    for exp in client.search_experiments(max_results=10_000, view_type=3):  # ALL
+        if exp.artifact_location and _is_local(exp.artifact_location):
+            roots.append(os.path.realpath(_local_path(exp.artifact_location)))
+    real = os.path.realpath(path)
+    if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+        raise UserError(
+            f"{spec}: the store places its artifacts at {real}, outside every experiment's "
+            "artifact location; refused, nothing was scanned (scan that folder by path if "
+            "you trust it)"
+        )
 
 
 def _is_local(uri: str) -> bool:
