@@ -106,3 +106,64 @@ def test_cli_defence_report_puts_non_adaptive_beside_adaptive_and_rates_adaptive
     assert defence["adaptive_robust_accuracy"] < defence["non_adaptive_robust_accuracy"]
     assert defence["rating"] != "holds"
     assert np.isfinite(defence["adaptive_robust_accuracy"])
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _speechlike(seconds: float = 0.5) -> torch.Tensor:
+    """Harmonics of 150 Hz up to 7.5 kHz under a syllable envelope, two clips."""
+    t = torch.arange(int(seconds * RATE)) / RATE
+    tone = sum(torch.sin(2 * torch.pi * 150 * k * t) / k for k in range(1, 50))
+    env = torch.sin(torch.pi * t / seconds) ** 2
+    x = torch.stack([tone * env, torch.roll(tone, 37) * env.flip(0)])
+    return 0.4 * x / x.abs().max()
+
+
+def _band_power(x: torch.Tensor, bands: int = 16) -> torch.Tensor:
+    spec = torch.fft.rfft(x).abs().pow(2).sum(0)
+    return torch.stack([b.sum() for b in spec.chunk(bands)])
+
+
+@pytest.mark.parametrize("spec", ["mp3:kbps=32", "opus:kbps=16"])
+def test_codec_stand_in_has_the_codec_spectrum_and_fresh_noise(spec: str) -> None:
+    chain = _step(spec)
+    x = _speechlike()
+    real, fitted = _band_power(chain(x)), _band_power(chain.surrogate(x))  # type: ignore[operator, attr-defined]
+    # band by band, the stand-in's power is far closer to the codec's than the input's is
+    assert float((fitted - real).abs().max()) < 0.5 * float((_band_power(x) - real).abs().max())
+    assert not torch.equal(chain.surrogate(x), chain.surrogate(x))  # type: ignore[attr-defined]
+
+
+def test_codec_stand_in_passes_no_gradient_where_the_codec_keeps_nothing() -> None:
+    """MP3 at 32 kbit/s keeps nothing near 7.9 kHz: straight-through BPDA would send the
+    attack there, the fitted stand-in does not."""
+    chain = _step("mp3:kbps=32")
+    x = _speechlike().requires_grad_(True)
+    t = torch.arange(x.shape[1]) / RATE
+    probe = torch.sin(2 * torch.pi * 7900 * t)
+    (g,) = torch.autograd.grad((chain.surrogate(x) * probe).sum(), x)  # type: ignore[attr-defined]
+    assert torch.isfinite(g).all()
+    high = float((g * probe).sum(1).abs().max()) / float(probe.pow(2).sum())
+    assert high < 0.05  # straight-through would give 1.0
+
+
+def test_quantize_stand_in_adds_noise_within_one_level() -> None:
+    chain = _step("quantize:bits=8")
+    x = _speechlike().requires_grad_(True)
+    out = chain.surrogate(x)  # type: ignore[attr-defined]
+    assert float((out - x).abs().max()) <= 2.0**-8 + 1e-6
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(g, torch.ones_like(g))
+
+
+def test_surrogate_target_answers_with_the_real_chain(tiny_audio_model: torch.nn.Module) -> None:
+    from mlwarden.defenses.defended import DefendedTarget
+
+    x = _speechlike().numpy()
+    spec = [{"type": "mp3", "kbps": 32, "sample_rate": RATE}]
+    real = DefendedTarget(tiny_audio_model, spec, bounds=(-1, 1))
+    stand_in = DefendedTarget(tiny_audio_model, spec, bounds=(-1, 1), surrogate=True)
+    assert stand_in.randomized and not real.randomized
+    assert np.array_equal(stand_in.predict(x), real.predict(x))

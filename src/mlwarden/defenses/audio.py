@@ -18,6 +18,12 @@ Gradients Give a False Sense of Security", arXiv:1802.00420):
 * ``random_chain:k=2`` — ``k`` of the steps above (default settings) in random order,
   drawn per call; randomised and not differentiable (BPDA + EOT).
 
+Beside straight-through BPDA, every non-differentiable step has a differentiable,
+random stand-in (``surrogate``) for a stronger adaptive attack with EOT over its draws:
+quantisation as uniform additive noise one level wide; a codec as its own fitted
+time-frequency gains plus its own quantisation noise, re-fitted on the current clips
+at every call.
+
 Example::
 
     chain = build_chain([{"type": "mp3", "kbps": 32, "sample_rate": 16000}], bounds=(-1, 1))
@@ -130,6 +136,14 @@ class Quantize(AudioTransform):
         half = 2 ** (self.bits - 1)
         return (torch.round(x * half) / half).clamp(*self.bounds)
 
+    surrogate_randomized = True
+
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """The additive-noise model of quantisation: ``x`` plus uniform noise one level
+        wide (Widrow & Kollar 2008, "Quantization Noise"). Differentiable, random (EOT)."""
+        step = 2.0 ** (1 - self.bits)
+        return (x + (torch.rand_like(x) - 0.5) * step).clamp(*self.bounds)
+
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"bits": self.bits}
 
@@ -138,6 +152,8 @@ class _Codec(AudioTransform):
     """A lossy codec round trip, clip by clip, in numpy; not differentiable (BPDA)."""
 
     differentiable = False
+
+    surrogate_randomized = True
 
     def __init__(self, kbps: float, **kw: Any) -> None:
         super().__init__(**kw)
@@ -148,6 +164,33 @@ class _Codec(AudioTransform):
         flat = arr.reshape(-1, arr.shape[-1])
         out = np.stack([self._round_trip(row) for row in flat]).reshape(arr.shape)
         return torch.from_numpy(out).to(x).clamp(*self.bounds)
+
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """The codec as it treats these very clips, fitted afresh from its own round trip
+        at every call: a gain per time-frequency bin (what survives of each band in each
+        frame, in [0, 1]) plus complex Gaussian noise with the power the gain leaves
+        unexplained (the quantisation noise at this bit rate, bin by bin). STFT of about
+        32 ms, Hann window, 75% overlap. Differentiable through the gains; random (EOT).
+        A perturbation the attack finds through it must survive the codec's own noise.
+        """
+        n = x.shape[-1]
+        flat = x.reshape(-1, n)
+        n_fft = 2 ** max(6, round(math.log2(0.032 * self.sample_rate)))
+        win = torch.hann_window(n_fft, dtype=flat.dtype, device=flat.device)
+
+        def stft(z: torch.Tensor) -> torch.Tensor:
+            return torch.stft(z, n_fft, n_fft // 4, window=win, pad_mode="constant",
+                              return_complex=True)  # fmt: skip
+
+        with torch.no_grad():
+            spec, coded = stft(flat.detach()), stft(self.forward(flat.detach()))
+            power = spec.abs().pow(2)
+            floor = 1e-8 * power.amax(dim=(1, 2), keepdim=True) + 1e-20
+            gain = ((coded * spec.conj()).real / (power + floor)).clamp(0.0, 1.0)
+            left = (coded - gain * spec).abs() / math.sqrt(2)
+            noise = torch.complex(torch.randn_like(left), torch.randn_like(left)) * left
+        out = torch.istft(gain * stft(flat) + noise, n_fft, n_fft // 4, window=win, length=n)
+        return out.reshape(x.shape).clamp(*self.bounds)
 
     def _round_trip(self, clip: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -283,6 +326,12 @@ class RandomChain(AudioTransform):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in torch.randperm(len(self.pool), generator=self.generator)[: self.k].tolist():
             x = self.pool[i](x)
+        return x
+
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """A fresh draw of ``k`` steps, each through its own stand-in."""
+        for i in torch.randperm(len(self.pool), generator=self.generator)[: self.k].tolist():
+            x = self.pool[i].surrogate(x)
         return x
 
     def describe(self) -> dict[str, Any]:

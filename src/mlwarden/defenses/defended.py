@@ -10,6 +10,11 @@ Wagner 2018, "Obfuscated Gradients Give a False Sense of Security", arXiv:1802.0
 * EOT — when any transform is randomised, :attr:`eot_samples` tells attacks to average
   the gradient over that many draws (Athalye et al. 2018, "Synthesizing Robust
   Adversarial Examples", arXiv:1707.07397). Default 10 for randomised chains, else 1.
+* Surrogate — with ``surrogate=True`` gradient calls run each step's differentiable
+  stand-in (:meth:`~mlwarden.defenses.transforms.Transform.surrogate`; for a lossy
+  codec, its own band gains plus its own quantisation noise) and the attack uses EOT
+  over the stand-in's draws; ``predict`` still runs the real steps, so every success
+  is judged by the deployed defence.
 
 The attacks in :mod:`mlwarden.evasion` read ``randomized``/``eot_samples`` through
 ``ModelAccess.loss_grad``, so every white-box attack is adaptive against it.
@@ -35,15 +40,21 @@ from mlwarden.defenses.transforms import Chain, Transform, build_chain
 
 
 class BPDAPreprocess(nn.Module):
-    """``model(transform(x))`` whose backward pass skips non-differentiable transforms."""
+    """``model(transform(x))`` whose backward pass skips non-differentiable transforms;
+    with ``surrogate=True`` gradient calls see each step's differentiable stand-in
+    (:meth:`Transform.surrogate`) instead, forwards and backwards."""
 
-    def __init__(self, transform: Transform, model: nn.Module) -> None:
+    def __init__(self, transform: Transform, model: nn.Module, surrogate: bool = False) -> None:
         super().__init__()
         self.transform = transform
         self.model = model
+        self.surrogate = surrogate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.transform.differentiable or not torch.is_grad_enabled() or not x.requires_grad:
+        grad_call = torch.is_grad_enabled() and x.requires_grad
+        if self.surrogate and grad_call:
+            restored = self.transform.surrogate(x)
+        elif self.transform.differentiable or not grad_call:
             restored = self.transform(x)
         else:
             # straight-through: forward value transform(x), gradient of the identity
@@ -83,10 +94,14 @@ class DefendedTarget(TorchTarget):
         *,
         eot_samples: int | None = None,
         bounds: tuple[float, float] = (0.0, 1.0),
+        surrogate: bool = False,
         **kw: Any,
     ) -> None:
         self.transform = as_chain(transforms, bounds=bounds)
-        self.randomized = self.transform.randomized
+        self.surrogate = surrogate
+        self.randomized = self.transform.randomized or (
+            surrogate and self.transform.surrogate_randomized
+        )
         self.eot_samples = int(eot_samples or (10 if self.randomized else 1))
         if self.eot_samples < 1:
             raise UserError(f"eot_samples must be >= 1; got {eot_samples}")
@@ -108,7 +123,7 @@ class DefendedTarget(TorchTarget):
                 f"cannot defend a {type(model).__name__}; expected a torch module or a Target"
             )
         kw.setdefault("name", f"{type(module).__name__}+defence")
-        super().__init__(BPDAPreprocess(self.transform, module), **kw)
+        super().__init__(BPDAPreprocess(self.transform, module, surrogate), **kw)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         if self.inner is None:
@@ -121,6 +136,7 @@ class DefendedTarget(TorchTarget):
         info.update(
             defence=self.transform.describe(),
             bpda=not self.transform.differentiable,
+            surrogate=self.surrogate,
             eot_samples=self.eot_samples,
         )
         return info

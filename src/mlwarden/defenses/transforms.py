@@ -72,6 +72,18 @@ class Transform:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    #: whether :meth:`surrogate` draws at random (an adaptive attack then needs EOT)
+    surrogate_randomized: bool = False
+
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """A differentiable stand-in for this step, for adaptive attacks (BPDA with an
+        approximation, Athalye et al. 2018, arXiv:1802.00420, section 4.1). Default: the
+        step itself when differentiable, else its output with the identity's gradient
+        (straight-through). Steps with a better model of themselves override it."""
+        if self.differentiable:
+            return self(x)
+        return x + (self(x.detach()) - x).detach()
+
     def describe(self) -> dict[str, Any]:
         """The spec that rebuilds this transform with :func:`build_chain`."""
         return {"type": self.name}
@@ -270,6 +282,9 @@ class Chain(Transform):
         self.transforms = list(transforms)
         self.differentiable = all(t.differentiable for t in self.transforms)
         self.randomized = any(t.randomized for t in self.transforms)
+        self.surrogate_randomized = any(
+            t.randomized or t.surrogate_randomized for t in self.transforms
+        )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)  # each step checks the batch shape it needs (image or audio)
@@ -277,6 +292,12 @@ class Chain(Transform):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for t in self.transforms:
             x = t(x)
+        return x
+
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """Each step's stand-in in order (:meth:`Transform.surrogate`)."""
+        for t in self.transforms:
+            x = t.surrogate(x)
         return x
 
     def describe(self) -> dict[str, Any]:

@@ -613,6 +613,7 @@ def _non_adaptive(
         rating=rating,
         rated_on="adaptive",
         caveat=row.caveat if rating != "broken" else "",
+        adaptive_attacks=row.attacks,
     )
 
 
