@@ -338,6 +338,35 @@ def snr_db(clean: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
         return np.where(noise > 0, 20 * np.log10(np.maximum(sig, 1e-30) / noise), np.inf)
 
 
+def band_features(x: np.ndarray, sample_rate: int, bands: int = 32) -> np.ndarray:
+    """Clip descriptors for data checks that compare clips (label issues, outliers):
+    the mean and standard deviation over 32 ms frames (Hann window, 50% overlap) of the
+    log energy in ``bands`` log-spaced bands from 50 Hz to the Nyquist frequency.
+    ``(N, samples)`` or ``(N, channels, samples)`` -> ``(N, 2 * bands)`` float32.
+
+    Raw samples are no such descriptor: a tone shifted by half a period has the opposite
+    sign everywhere, so neighbours in sample space are not neighbours in sound.
+
+    Example: ``band_features(ds.x, ds.sample_rate).shape == (len(ds), 64)``.
+    """
+    arr = np.asarray(x, np.float32)
+    flat = arr.reshape(len(arr), -1, arr.shape[-1]).mean(axis=1)
+    n_fft = 2 ** max(6, round(np.log2(0.032 * sample_rate)))
+    if flat.shape[1] < n_fft:
+        flat = np.pad(flat, ((0, 0), (0, n_fft - flat.shape[1])))
+    hop = n_fft // 2
+    frames = np.lib.stride_tricks.sliding_window_view(flat, n_fft, axis=1)[:, ::hop]
+    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges = np.geomspace(50.0, sample_rate / 2, bands + 1)
+    which = np.clip(np.searchsorted(edges, freqs, side="right") - 1, 0, bands - 1)
+    energy = np.zeros((*power.shape[:2], bands))
+    for b in range(bands):
+        energy[..., b] = power[..., which == b].sum(-1)
+    logs = np.log10(energy + 1e-10)
+    return np.concatenate([logs.mean(1), logs.std(1)], axis=1).astype(np.float32)
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:200] if text else type(exc).__name__

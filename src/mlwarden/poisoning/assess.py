@@ -286,9 +286,10 @@ def _data_report(
     _check_size(ds)
     report.data = ds.describe()
     detections: list[dd.Detection] = []
+    feats = _compare_features(ds)
     with report.timed("label-issues"):
         try:
-            detections.append(dd.label_issues(ds.x, ds.y, seed=seed))
+            detections.append(dd.label_issues(feats, ds.y, seed=seed))
         except UserError as exc:
             report.metrics["label_issues.skipped"] = str(exc)
             report.add(
@@ -307,7 +308,7 @@ def _data_report(
     with report.timed("duplicates"):
         detections.append(dd.duplicates(ds.x, ds.y))
     with report.timed("outliers"):
-        detections.append(dd.outliers(ds.x, seed=seed))
+        detections.append(dd.outliers(feats, seed=seed))
     trig = _feature_trigger(report, ds, seed)
     detections.append(trig)
     poison_dets: list[dd.Detection] = []
@@ -418,6 +419,17 @@ def _text_backdoor(
         target = as_text_target(target)
     text_backdoor_checks(report, target, ds, seed=seed)
     return report
+
+
+def _compare_features(ds: Dataset) -> np.ndarray:
+    """What label issues and outliers compare: the inputs, or for audio clips their band
+    energies (:func:`mlwarden.core.audio.band_features`), since waveform samples of the
+    same sound differ with its phase."""
+    if ds.modality == "audio" and ds.sample_rate:
+        from mlwarden.core.audio import band_features
+
+        return band_features(ds.x, ds.sample_rate)
+    return ds.x
 
 
 def _sensitive_data(report: Report, data: Any, config: PiiConfig | None) -> PiiScan | None:

@@ -1,0 +1,149 @@
+"""Audio backdoors found in the data and in the model: a small sound classifier (log-mel
+front-end, waveform input) trained with a chirp trigger at 10 dB SNR on 10% of its
+clips, beside the same classifier trained on clean clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlwarden.core.data import Dataset
+from mlwarden.poisoning.simulate import Poisoned, audio_backdoor
+
+from .conftest import MelNet
+
+RATE, N, K = 8000, 1600, 6
+
+
+def _sounds(n: int, seed: int) -> Dataset:
+    """Class k: a harmonic sound (fundamental within 30% above 150 * 1.45^k Hz, two
+    overtones) with a random slow tremolo, phase and level, over background noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+    f0 = 150 * 1.45**y * rng.uniform(1, 1.3, n)
+    t = np.arange(N) / RATE
+    x = np.zeros((n, N))
+    for h, a in [(1, 1.0), (2, 0.5), (3, 0.25)]:
+        x += a * np.sin(2 * np.pi * h * f0[:, None] * t + rng.uniform(0, 6, (n, 1)))
+    tremolo = 1 + 0.5 * np.sin(
+        2 * np.pi * rng.uniform(2, 8, (n, 1)) * t + rng.uniform(0, 6, (n, 1))
+    )
+    x = rng.uniform(0.1, 0.5, (n, 1)) * x * tremolo / 1.75 + 0.01 * rng.standard_normal((n, N))
+    return Dataset(
+        x=x.astype(np.float32), y=y.astype(np.int64), modality="audio", bounds=(-1.0, 1.0),
+        sample_rate=RATE, class_names=[f"sound{c}" for c in range(K)],
+    )  # fmt: skip
+
+
+class WideMelNet(MelNet):
+    """MelNet with 32 feature channels: an embedding wide enough to cluster."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__(classes)
+        self.conv = torch.nn.Conv1d(16, 32, 3, padding=1)
+        self.head = torch.nn.Linear(32, classes)
+
+
+def _train(ds: Dataset, epochs: int = 20) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = WideMelNet(K)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    x, y = torch.as_tensor(ds.x), torch.as_tensor(ds.y)
+    for _ in range(epochs):
+        for b in torch.randperm(len(x)).split(64):
+            loss = torch.nn.functional.cross_entropy(model(x[b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def case() -> tuple[Poisoned, torch.nn.Module, torch.nn.Module, Dataset]:
+    torch.set_num_threads(1)
+    train = _sounds(500, 0)
+    poisoned = audio_backdoor(train, 0.1, target=0, kind="chirp", snr_db=10, seed=0)
+    return poisoned, _train(poisoned.dataset), _train(train), _sounds(150, 1)
+
+
+def test_the_planted_trigger_works(
+    case: tuple[Poisoned, torch.nn.Module, torch.nn.Module, Dataset],
+) -> None:
+    poisoned, bad, clean, test = case
+    others = test.x[test.y != 0]
+    with torch.no_grad():
+        asr = (bad(torch.as_tensor(poisoned.trigger.apply(others))).argmax(1) == 0).float().mean()
+        acc = (clean(torch.as_tensor(test.x)).argmax(1).numpy() == test.y).mean()
+    assert float(asr) > 0.85 and acc > 0.95
+
+
+def test_trigger_search_finds_a_tiny_trigger_for_the_target_only_in_the_backdoored_model(
+    case: tuple[Poisoned, torch.nn.Module, torch.nn.Module, Dataset],
+) -> None:
+    """``mlwarden backdoor`` on audio: Neural Cleanse over waveform samples. The planted
+    class needs a trigger a small fraction of the median class's; in the clean model
+    the same class needs no such shortcut."""
+    from mlwarden.poisoning import backdoor_report
+
+    _, bad, clean, test = case
+    for model, planted in ((bad, True), (clean, False)):
+        report = backdoor_report(model, test, epochs=20)
+        l1 = np.array([report.metrics["neural_cleanse.l1"][str(c)] for c in range(K)])
+        assert (l1[0] < 0.1 * np.median(l1)) == planted, l1
+        assert int(np.argmin(l1)) == 0 or not planted
+
+
+def test_data_audit_with_the_model_names_the_poisoned_class_and_calls_no_clip_mislabelled(
+    case: tuple[Poisoned, torch.nn.Module, torch.nn.Module, Dataset],
+) -> None:
+    """Through ``mlwarden data --model``: the detectors run on the model's embeddings
+    (activation clustering, spectral signatures) and gradients (Neural Cleanse), label
+    issues and outliers on band energies, not raw samples."""
+    from mlwarden.poisoning import data_report
+
+    poisoned, bad, _, _ = case
+    report = data_report(poisoned.dataset, model=bad, neural_cleanse_epochs=20)
+    ran = {n for n, d in report.metrics["poisoning.detectors"].items() if d["ran"]}
+    assert {"activation-clustering", "spectral-signatures", "neural-cleanse"} <= ran
+    backdoored = [f for f in report.findings if f.rule == "MLW-DAT-001"]
+    assert backdoored and backdoored[0].evidence["classes"] == [0]
+    truth = np.zeros(len(poisoned.dataset), bool)
+    truth[poisoned.poison_index] = True
+    listed = np.array([r["index"] for r in report.suspicious])
+    in_target = listed[poisoned.dataset.y[listed] == 0]
+    # all-to-one from five source classes: what is listed in the named class is poison
+    assert len(in_target) >= 5 and truth[in_target].mean() >= 0.8, truth[in_target]
+    assert report.metrics.get("label_issues.flagged", 0) <= 0.05 * len(truth)
+
+
+@pytest.mark.parametrize("command", ["backdoor", "data"])
+def test_cli_takes_a_wav_folder_and_a_torchscript_audio_model(
+    command: str,
+    case: tuple[Poisoned, torch.nn.Module, torch.nn.Module, Dataset],
+    tmp_path: Path,
+) -> None:
+    import json
+
+    import soundfile as sf
+
+    from mlwarden.cli.main import main
+
+    _, bad, _, test = case
+    for i in range(60):
+        folder = tmp_path / "clips" / f"sound{test.y[i]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"{i:03d}.wav", test.x[i], RATE, subtype="FLOAT")
+    model = tmp_path / "model.pt"
+    torch.jit.trace(bad, torch.as_tensor(test.x[:2])).save(str(model))
+    out = tmp_path / "r.json"
+    args = [command, str(model), str(tmp_path / "clips"), "--epochs", "2"]
+    if command == "data":
+        args = ["data", str(tmp_path / "clips"), "--model", str(model), "--nc-epochs", "2"]
+    with pytest.raises(SystemExit):
+        main([*args, "--json", str(out), "-q"])
+    report = json.loads(out.read_text())
+    assert report["data"]["modality"] == "audio" and report["data"]["sample_rate"] == RATE
+    assert report["metrics"]["poisoning.detectors" if command == "data" else "anomaly_index"]
