@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,30 @@ def test_a_streaming_model_starts_each_clip_from_a_fresh_state(vad: torch.nn.Mod
         stereo = vad(torch.stack([a, a], 1))  # (batch, channels, samples)
     assert torch.allclose(alone, after) and torch.allclose(alone, batched, atol=1e-5)
     assert torch.allclose(alone, stereo, atol=1e-5)
+
+
+def test_silero_gradients_are_finite_on_zero_padded_clips_and_decisions_keep(
+    vad: torch.nn.Module, voice: Path
+) -> None:
+    """Digital silence gave NaN gradients (Silero's STFT magnitude at exactly 0), which
+    raised a false vanishing-gradient finding; the -120 dBFS dither removes it."""
+    from mlwarden.core.audio import fit_length, read_audio, resample
+    from mlwarden.evasion.attacks.base import ModelAccess, ce_loss
+    from mlwarden.evasion.audio.models import StreamingClip
+
+    clips = []
+    for f in sorted(voice.glob("*.wav"))[:6]:
+        clip, rate = read_audio(f)
+        one = fit_length(resample(clip, rate, 16000), 16000)[0]
+        clips.append(np.pad(one, (0, 16000)))  # a second of digital silence after it
+    x = torch.as_tensor(np.stack(clips))
+    assert bool((x[:, -4000:] == 0).all())  # the padding is exact silence
+    undithered = StreamingClip(vad.step, frame=512, context=64, state_shape=(2, 128))
+    with torch.no_grad():
+        assert torch.equal(vad(x).argmax(1), undithered(x).argmax(1))
+        assert float((vad(x).exp() - undithered(x).exp()).abs().max()) < 1e-3
+    y = vad(x).argmax(1).detach()
+    _, grad, _ = ModelAccess(vad).loss_grad(x, ce_loss, y)
+    assert bool(torch.isfinite(grad).all()) and bool((grad.flatten(1).norm(dim=1) > 0).all())
+    _, raw, _ = ModelAccess(undithered).loss_grad(x, ce_loss, y)
+    assert bool(torch.isnan(raw).any())  # the defect the dither fixes is real

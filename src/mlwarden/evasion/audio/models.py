@@ -34,6 +34,13 @@ class StreamingClip(nn.Module):
     score is the mean frame probability ``p``; the outputs are ``log(1 - p), log(p)``
     (log-probabilities, so the argmax is ``p > 0.5`` and softmax gives ``1 - p, p``).
     Multi-channel clips are averaged to mono first.
+
+    ``dither`` (amplitude, default 0) adds a fixed pseudo-random signal of that peak
+    amplitude to every clip, the same on every call: a model whose front-end takes a
+    square root of spectral power (Silero's) has no gradient at exact digital silence
+    (NaN), which zero-padded clips are full of; dither far below the quietest sample a
+    16-bit file can hold (2^-15, about -90 dBFS) makes every frame differentiable
+    without changing what the model hears.
     """
 
     def __init__(
@@ -44,6 +51,7 @@ class StreamingClip(nn.Module):
         context: int,
         state_shape: tuple[int, ...],
         batch_dim: int = 1,
+        dither: float = 0.0,
     ) -> None:
         super().__init__()
         self.step = step
@@ -51,6 +59,14 @@ class StreamingClip(nn.Module):
         self.context = context
         self.state_shape = state_shape
         self.batch_dim = batch_dim
+        self.dither = float(dither)
+
+    def _dithered(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dither <= 0:
+            return x
+        gen = torch.Generator().manual_seed(0)  # the same pattern on every call
+        noise = (torch.rand(x.shape[-1], generator=gen) * 2 - 1) * self.dither
+        return x + noise.to(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:
@@ -61,7 +77,7 @@ class StreamingClip(nn.Module):
             )
         b, t = x.shape
         n = max(1, -(-t // self.frame))
-        x = nn.functional.pad(x, (0, n * self.frame - t))
+        x = self._dithered(nn.functional.pad(x, (0, n * self.frame - t)))
         shape = list(self.state_shape)
         shape.insert(self.batch_dim, b)
         state = x.new_zeros(shape)
@@ -95,6 +111,9 @@ def silero_vad() -> nn.Module:
     if result.error or result.findings:
         raise UnsafeArtifactError(f"{path}: the scanner did not pass it; not loading it")
     scripted = torch.jit.load(str(path), map_location="cpu")
-    model = StreamingClip(scripted._model, frame=512, context=64, state_shape=(2, 128))
+    # dither at 1e-6 (-120 dBFS): Silero's STFT magnitude gives NaN gradients on silence
+    model = StreamingClip(
+        scripted._model, frame=512, context=64, state_shape=(2, 128), dither=1e-6
+    )
     model.eval()
     return model
