@@ -427,6 +427,11 @@ class WavHttpTarget(HttpTarget):
         self.subtype = subtype
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim not in (2, 3):
+            raise TargetError(
+                f"{self.name}: expected clips (N, samples) or (N, channels, samples); "
+                f"got an array of shape {tuple(x.shape)}"
+            )
         rows = [self._one(clip) for clip in x]
         return np.stack(rows) if rows[0].ndim else np.asarray(rows)
 
