@@ -112,8 +112,6 @@ def silero_vad() -> nn.Module:
         raise UnsafeArtifactError(f"{path}: the scanner did not pass it; not loading it")
     scripted = torch.jit.load(str(path), map_location="cpu")
     # dither at 1e-6 (-120 dBFS): Silero's STFT magnitude gives NaN gradients on silence
-    model = StreamingClip(
-        scripted._model, frame=512, context=64, state_shape=(2, 128), dither=1e-6
-    )
+    model = StreamingClip(scripted._model, frame=512, context=64, state_shape=(2, 128), dither=1e-6)
     model.eval()
     return model
