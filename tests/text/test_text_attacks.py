@@ -140,3 +140,58 @@ def test_a_text_that_is_already_misclassified_is_not_counted(
     res = attack_texts(SklearnTextTarget(pipeline), texts, wrong)
 
     assert not res.success.any() and res.clean_accuracy == 0.0
+
+
+def test_wordnet_index_is_built_from_the_database_files_and_read_back(tmp_path: Path) -> None:
+    """A three-synset database in WordNet's file format: offsets, adjective markers,
+    exception lists and suffix rules give what NLTK's reader gives."""
+    import sqlite3
+
+    from mlwarden.evasion.text import wordnet as wn
+
+    src = tmp_path / "wn"
+    src.mkdir()
+    files = {
+        "index.noun": "  1 licence header\nfilm n 1 0 1 0 00000100\nmovie n 1 0 1 0 00000100\n"
+        "goose n 1 0 1 0 00000200\n",
+        "data.noun": "  1 licence header\n00000100 10 n 02 film 0 movie 0 000 | a motion picture\n"
+        "00000200 05 n 01 goose 0 000 | a bird\n",
+        "index.adj": "good a 1 0 1 0 00000300\n",
+        "data.adj": "00000300 00 a 02 good(a) 0 estimable(p) 0 000 | fine\n",
+        "noun.exc": "geese goose\n",
+    }
+    for name in (
+        "index.verb",
+        "data.verb",
+        "index.adv",
+        "data.adv",
+        "verb.exc",
+        "adj.exc",
+        "adv.exc",
+    ):
+        files.setdefault(name, "")
+    for name, text in files.items():
+        (src / name).write_bytes(text.replace("\n", "\r\n").encode())  # CRLF, as wn ships them
+    data = wn.build_index(src)
+    assert data["index"]["movie"] == {"n": [100]}
+    assert data["words"]["a"]["300"] == ["good", "estimable"]  # markers dropped
+    assert data["exceptions"]["n"]["geese"] == ["goose"]
+    path = tmp_path / "index.sqlite"
+    wn._write(data, path)
+    con = sqlite3.connect(path)
+    assert (
+        con.execute("SELECT value FROM meta WHERE key='source_sha256'").fetchone()[0]
+        == (data["source_sha256"])
+    )
+    assert con.execute("SELECT names FROM words WHERE pos='n' AND offset=100").fetchone()[0] == (
+        '["film", "movie"]'
+    )
+
+
+def test_wordnet_lookups_match_wordnet_relations() -> None:
+    from mlwarden.evasion.text.wordnet import lemmas, morphy, share_synset, synonyms
+
+    assert share_synset("movies", "films") and not share_synset("movie", "goose")
+    assert ("goose", "n") in lemmas("geese")  # exception list
+    assert morphy("running", "v") == ["run"]  # as nltk wordnet._morphy
+    assert "estimable" in synonyms("good") and "good" not in synonyms("good")
