@@ -70,6 +70,11 @@ def white_box_onnx(
     except ConversionError as exc:
         info["reason"] = str(exc)
         return None, info
+    except Exception as exc:  # a malformed graph must fall back, never crash the run
+        info["reason"] = (
+            f"the graph could not be read for conversion ({type(exc).__name__}: {exc})"[:300]
+        )
+        return None, info
     sample = np.asarray(x, np.float32)[:2000]
     reference = target._predict(sample)
     try:

@@ -131,10 +131,6 @@ def evasion_report(
         target, onnx_check = _onnx_white_box(target, sub.x, access)
         bare = target
         family = _family(target)
-        if space is not None and eps_relative is not None:
-            from mlwarden.evasion.tabular import ScaledTarget
-
-            target = ScaledTarget(target, space.scale)
         if transforms:
             from mlwarden.defenses.audio import with_sample_rate
             from mlwarden.defenses.defended import DefendedTarget
@@ -142,6 +138,11 @@ def evasion_report(
             if ds.sample_rate is not None:
                 transforms = with_sample_rate(transforms, ds.sample_rate)
             target = DefendedTarget(target, transforms, bounds=ds.bounds)
+        if space is not None and eps_relative is not None:
+            from mlwarden.evasion.tabular import ScaledTarget
+
+            # outermost: a defence restores inputs in the data's own units
+            target = ScaledTarget(target, space.scale)
         with report.timed(f"evaluate.{label}"), progress_bar(label, None, counts=False) as bar:
             res = evaluate(
                 target,
