@@ -141,3 +141,12 @@ def test_a_text_attack_stream_is_flagged_and_distinct_texts_are_not(
     codes = [attacked.post({"inputs": sent[i : i + 4]}).status_code for i in range(0, len(sent), 4)]
     assert 403 in codes, codes
     assert codes.index(403) * 4 <= 60  # flagged within the first 60 queries
+
+
+def test_gateway_check_gives_text_advice_for_a_text_config() -> None:
+    from mlwarden.serve.findings import gateway_config_findings
+
+    cfg = GatewayConfig.model_validate({"input": {"modality": "text", "max_chars": 500}})
+    rules = {f.rule: f for f in gateway_config_findings(cfg)}
+    assert "MLW-GW-007" not in rules  # no shape or range to declare for texts
+    assert "nfkc" in rules["MLW-GW-008"].recommendation

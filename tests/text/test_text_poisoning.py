@@ -195,3 +195,40 @@ def test_backdoor_finds_the_trigger_of_a_poisoned_pipeline_not_of_a_clean_one(
     clean = search_triggers(SklearnTextTarget(pipeline), list(test.x))
     assert clean.trigger is None, clean.as_dict()
     assert clean.ranked and clean.queries > 0
+
+
+def test_trigger_ngrams_merge_into_the_widest_supported_one() -> None:
+    """A start-position word trigger followed by common words ('mn usairways', 'mn
+    united') is one trigger 'mn'; the words of a sentence trigger are one sentence."""
+    from mlwarden.poisoning.text_audit import TriggerNgram, _merge
+
+    def cand(ngram: str, rows: range | list[int], label: int = 1) -> TriggerNgram:
+        return TriggerNgram(ngram, label, len(rows), 1.0, 1e-9, 0.9, 0.2, 1e-9, rows=list(rows))
+
+    merged = _merge(
+        [cand("mn usairways", range(0, 15)), cand("mn", range(0, 120)),
+         cand("mn united", range(60, 75)), cand("love", range(200, 240), label=2)]
+    )  # fmt: skip
+    assert {m.ngram: sorted(m.members) for m in merged} == {
+        "mn": ["mn", "mn united", "mn usairways"],
+        "love": ["love"],
+    }
+    assert sorted(next(m for m in merged if m.ngram == "mn").rows) == list(range(120))
+
+
+def test_character_ngram_models_give_no_word_vocabulary(tweets: tuple[Dataset, Dataset]) -> None:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.naive_bayes import MultinomialNB
+    from sklearn.pipeline import make_pipeline
+
+    from mlwarden.core.text_target import SklearnTextTarget
+    from mlwarden.defenses.text import model_vocabulary
+    from mlwarden.poisoning.text_backdoor import MAX_WORD, _vocabulary
+
+    train = tweets[0]
+    pipe = make_pipeline(CountVectorizer(analyzer="char_wb", ngram_range=(2, 3)), MultinomialNB())
+    target = SklearnTextTarget(pipe.fit(list(train.x), train.y))
+    assert model_vocabulary(target) is None
+    words, source = _vocabulary(target, list(train.x))
+    assert source.startswith("words of the data") and "cf" in words
+    assert max(len(w) for w in words) <= MAX_WORD  # a 170-character mojibake run is no word

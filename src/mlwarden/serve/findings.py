@@ -204,7 +204,7 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
 
     schema = cfg.input
     missing = [n for n, v in (("shape", schema.shape), ("range", schema.range)) if v is None]
-    if missing:
+    if missing and schema.modality != "text":  # texts are bounded by max_chars instead
         add(
             "MLW-GW-007",
             f"No declared input {' or '.join(missing)}",
@@ -226,7 +226,11 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
             ["AML.M0010"],
             "Inputs reach the model unchanged. Restoration transforms raise the cost of small "
             "perturbations but are broken by adaptive attacks; measure them with 'mlwarden evasion'.",
-            "Add e.g. 'restoration: [{type: bit_depth, bits: 4}]' and evaluate it adaptively.",
+            # text takes the normalisation chain; the tensor steps do not apply to it
+            "Add 'restoration: [{type: nfkc}, {type: strip_invisible}, {type: fold_homoglyphs}]' "
+            "and measure it with 'mlwarden evasion --normalise'."
+            if cfg.input.modality == "text"
+            else "Add e.g. 'restoration: [{type: bit_depth, bits: 4}]' and evaluate it adaptively.",
         )
 
     if not cfg.audit.enabled:
