@@ -66,6 +66,9 @@ def test_score_attack_asked_of_a_labels_only_model_says_what_ran_instead(digits_
     # the same model with scores keeps the score-based attack (a control)
     scored = privacy_report(SklearnTarget(model), train, holdout, attack="loss")
     assert scored.metrics["attack"] == "loss" and scored.metrics["access"] == "score"
+    # the label-only attack's figure assumes labels only, whatever the model gives
+    lo = privacy_report(SklearnTarget(model), train, holdout, attack="label-only")
+    assert lo.metrics["access"] == "label" and lo.config["target_access"] == "score"
 
 
 def test_extract_with_labels_only_stays_within_each_budget(files, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -163,7 +163,7 @@ def audit_membership(
     if shadow_set is None:
         if recipe is None:
             example = (
-                " (for texts, e.g. mlwarden.core.textmodels:tfidf_pipeline)"
+                "; for texts e.g. mlwarden.core.textmodels:tfidf_pipeline"
                 if hooks.name == "text"
                 else ""
             )

@@ -149,13 +149,17 @@ def privacy_report(
     _check_shapes(target, train_ds, holdout_ds)
     requested = attack
     attack, note = choose_attack(attack, target.access)
+    # What the figures assume: the label-only attack uses labels alone, the others the
+    # scores (none of them uses gradients, even where the model would give them).
+    assumed = "label" if attack == "label-only" else "score"
     if attack in ("lira", "rmia", "shadow") and shadows < 2:
         raise UserError(f"--shadows must be at least 2 for --attack {attack}; got {shadows}")
     recipe = recipe_for(target, trainer)
     report.target = target.describe()
     report.data = {"train": train_ds.describe(), "holdout": holdout_ds.describe()}
     report.config = {
-        "access": target.access,
+        "access": assumed,
+        "target_access": target.access,
         "attack_requested": requested,
         "attack": attack,
         "shadows": shadows,
@@ -180,7 +184,7 @@ def privacy_report(
             seed=seed,
         )
     report.metrics.update(metrics_dict(result))
-    report.metrics["access"] = target.access
+    report.metrics["access"] = assumed
     if note:
         report.config["note"] = note
         info(f"privacy: {note}")
@@ -196,7 +200,7 @@ def privacy_report(
     report.images["privacy_roc"] = roc_png(curves)
     report.artifacts["exposed_records"] = exposed_records(result, top=20)
     artifact = model if isinstance(model, str) else target.name
-    report.add(*membership_findings(result, artifact=artifact, access=target.access))
+    report.add(*membership_findings(result, artifact=artifact, access=assumed))
     if defend:
         from mlwarden.privacy.defend import compare_defences
 
@@ -272,8 +276,11 @@ def extract_report(
     budgets = sorted({int(b) for b in budgets})
     report.target = target.describe()
     report.data = {"pool": attacker.describe(), "eval": evalset.describe()}
+    # The copy learns from scores (or labels alone); gradients are never used.
+    assumed = "label" if target.access == "label" else "score"
     report.config = {
-        "access": target.access,
+        "access": assumed,
+        "target_access": target.access,
         "budgets": budgets,
         "strategies": list(strategies),
         "labels_only": target.access == "label",
@@ -284,13 +291,13 @@ def extract_report(
     q0 = target.queries
     clean = accuracy_of(target, evalset)
     target.queries = q0
-    report.metrics["access"] = target.access
+    report.metrics["access"] = assumed
     report.metrics["clean_accuracy"] = clean
     report.metrics["victim_accuracy"] = clean  # the old name, kept for readers of it
     if target.access != "label" and ranges is not None:
         with report.timed("extract.equation_solving"):
             eq = _try_equation_solving(target, attacker, evalset, ranges, seed)
-        eq["access"] = target.access
+        eq["access"] = assumed
         report.metrics["equation_solving"] = eq
         finding = _equation_solving_finding(eq, artifact)
         if finding is not None:
@@ -320,7 +327,7 @@ def extract_report(
         c.strategy: {"soft": c.soft, "points": [p.as_dict() for p in c.points]} for c in curves
     }
     report.images["extraction_curve"] = _curve_png(curves, clean)
-    report.add(_knockoff_finding(curves, clean, artifact, target.access))
+    report.add(_knockoff_finding(curves, clean, artifact, assumed))
     if defend:
         with report.timed("extract.defend"):
             report.metrics["defences"] = _extraction_defences(
