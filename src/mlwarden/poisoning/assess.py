@@ -539,9 +539,12 @@ def _poison_detectors(
     ac, spec = _clustering_detectors(report, model, ds, seed)
     # the trigger search needs gradients, not activations: it runs without them
     nc, occl = _run_neural_cleanse(report, model, ds, seed, nc_epochs)
-    _detector(report, "strip", why=STRIP_WHY, applies=False)
+    strip_det = _run_strip(report, model, ds, seed)
     if ac is None and occl is None:
-        return [], None
+        # fail closed: the detectors that could not run are a finding even when only
+        # STRIP (queries) screened the data
+        _missed_detectors(report, ds.name)
+        return ([] if strip_det is None else [strip_det]), None
     suspect_classes = (
         set() if ac is None else {int(c) for c, s in ac.details.items() if s.get("flagged")}
     )
@@ -553,7 +556,7 @@ def _poison_detectors(
         keep = np.isin(ds.y, sorted(suspect_classes))
         spec.flagged &= keep
         spec.reasons = {i: r for i, r in spec.reasons.items() if keep[i]}
-    out = [d for d in (ac, spec, occl) if d is not None]
+    out = [d for d in (ac, spec, occl, strip_det) if d is not None]
     for det in out:
         report.metrics[f"{det.name}.flagged"] = int(det.flagged.sum())
         _detector(report, det.name, flagged=int(det.flagged.sum()))
@@ -563,6 +566,8 @@ def _poison_detectors(
     if nc is not None and nc.suspected_target is not None:
         # activation clusters in the class Neural Cleanse names agree with it
         confirmed |= clustered & (ds.y == nc.suspected_target)
+        if strip_det is not None:
+            confirmed |= strip_det.flagged & (ds.y == nc.suspected_target)
     unconfirmed = clustered & ~confirmed
     if confirmed.any():
         classes = sorted({int(c) for c in np.unique(ds.y[confirmed])})
@@ -746,11 +751,53 @@ def _run_neural_cleanse(
     return nc, occl
 
 
-#: Why ``mlwarden data`` lists STRIP without running it.
-STRIP_WHY = (
-    "not part of 'mlwarden data' (it screens inputs against held-out clean data): "
-    "run 'mlwarden backdoor MODEL CLEAN_DATA'"
-)
+def _run_strip(report: Report, model: Any, ds: Dataset, seed: int) -> dd.Detection | None:
+    """STRIP over the training data by queries only (any model, gradients or not);
+    MLW-DAT-008 when one class holds far more low-entropy samples than its rate."""
+    from mlwarden.core.target import HttpTarget, as_target
+
+    target = as_target(model) if not hasattr(model, "predict_labels") else model
+    # a deployed API pays for every query: screen a sample of the data there
+    cap = 300 if isinstance(target, HttpTarget) else 5000
+    try:
+        with report.timed("strip"):
+            bounds = ds.bounds if ds.feature_bounds is None else tuple(ds.feature_bounds)
+            det = dm.strip_in_data(target, ds.x, ds.y, max_samples=cap, bounds=bounds, seed=seed)
+    except (UserError, RuntimeError, ValueError) as exc:
+        _detector(report, "strip", why=_last_line(exc), record=False)
+        return None
+    report.metrics["strip.data"] = det.details
+    _detector(report, "strip", flagged=int(det.flagged.sum()))
+    hot = [int(c) for c, v in det.details["classes"].items() if v["flagged"]]
+    if hot:
+        report.add(
+            Finding(
+                rule="MLW-DAT-008",
+                title=(
+                    f"STRIP: {int(det.flagged.sum())} training samples of class(es) "
+                    f"{', '.join(map(str, hot))} keep their prediction under superimposition"
+                ),
+                severity=Severity.MEDIUM,
+                atlas=["AML.T0043.004", "AML.T0020"],
+                mitigations=["AML.M0007", "AML.M0015"],
+                description=(
+                    "Superimposed on other samples of the data, these samples keep their "
+                    "prediction (low entropy), far more often in these classes than the "
+                    "threshold's false-rejection rate allows elsewhere; inputs carrying a "
+                    "backdoor trigger behave like this (STRIP, Gao et al. 2019). Works by "
+                    "queries, so it also screens models without gradients."
+                ),
+                recommendation=(
+                    "Inspect the samples listed in 'suspicious' (reason 'STRIP'); if they "
+                    "share a pattern, remove them and retrain."
+                ),
+                evidence=det.details,
+                artifact=ds.name,
+                check="strip",
+                owasp=["ML10"],
+            )
+        )
+    return det
 
 
 def _detector(

@@ -1,0 +1,56 @@
+"""STRIP inside ``mlwarden data`` (issue 18): by queries only, so models without gradients
+(scikit-learn trees, label-only APIs) are screened instead of 'cannot run'."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from mlwarden.core.data import load_dataset
+from mlwarden.core.target import as_target
+from mlwarden.poisoning.assess import data_report
+from mlwarden.poisoning.detect_model import strip_entropy, strip_in_data
+
+
+def test_strip_flags_badnets_poison_in_the_training_data(backdoored) -> None:
+    p = backdoored.poisoned
+    det = strip_in_data(backdoored.model, p.dataset.x, p.dataset.y)
+    hot = [c for c, v in det.details["classes"].items() if v["flagged"]]
+    assert hot == [str(p.target)], det.details
+    assert (det.flagged & p.is_poison).sum() >= 0.6 * p.is_poison.sum()
+    assert (det.flagged & p.is_poison).sum() >= 0.9 * det.flagged.sum()
+
+
+def test_strip_raises_no_alarm_on_clean_digits() -> None:
+    """Natural low-entropy samples gather in confident classes; no class stands out."""
+    from mlwarden.core.models import SmallCNN, fit
+
+    ds = load_dataset("digits")
+    model = fit(SmallCNN(1, 10, 8), ds.x, ds.y, epochs=8, seed=0)
+    det = strip_in_data(model, ds.x, ds.y)
+    assert not det.flagged.any(), det.details
+
+
+def test_label_only_strip_uses_the_vote_entropy() -> None:
+    """A labels-only answer has entropy 0 every time; the votes over the overlays do not."""
+    ds = load_dataset("digits")
+    x, y = ds.x.reshape(len(ds), -1), ds.y
+    clf = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y)
+    labels = as_target(clf, access="label")
+    h = strip_entropy(labels, x[:40], x[100:400], n=20)
+    assert np.all(h >= 0) and np.median(h) > 0.5, h
+
+
+def test_data_with_a_tree_model_runs_strip_and_says_what_did_not_run() -> None:
+    """Gradient boosting has neither gradients nor activations: STRIP screens the data by
+    queries; the trigger search and the clustering detectors are reported as not run."""
+    ds = load_dataset("digits")
+    flat = ds.subset(np.arange(len(ds)))
+    flat.x = ds.x.reshape(len(ds), -1)
+    clf = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(flat.x, flat.y)
+    report = data_report(flat, model=clf)
+    table = report.metrics["poisoning.detectors"]
+    assert table["strip"]["ran"]
+    assert not table["neural-cleanse"]["ran"]
+    assert "MLW-DAT-013" in {f.rule for f in report.findings}
+    assert report.metrics["strip.data"]["screened"] == len(flat)
