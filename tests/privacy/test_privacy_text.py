@@ -158,3 +158,16 @@ def test_demo_audits_the_text_model_for_membership(tmp_path) -> None:  # type: i
     assert report.data["train"]["modality"] == "text"
     assert any(f.rule == "MLW-PRV-001" for f in report.findings)
     assert (tmp_path / "artifacts" / "tweets_privacy_tfidf.joblib").is_file()
+
+
+def test_output_hardening_wraps_a_text_model_without_coercing_its_texts(
+    tweet_files, tweets3
+) -> None:  # type: ignore[no-untyped-def]
+    from mlwarden.privacy.defend import HARDENING, hardened_target
+
+    target = SklearnTextTarget(joblib.load(tweet_files / "pipe.joblib"))
+    texts = tweets3[1].x[:20]
+    plain = target.predict_labels(texts)
+    for _label, mode, kw in HARDENING:
+        hardened = hardened_target(target, mode, **kw)
+        assert (hardened.predict_labels(texts) == plain).all(), mode  # same decisions

@@ -30,6 +30,7 @@ from torch import nn
 from mlwarden.core.data import Dataset
 from mlwarden.core.findings import Finding, Severity
 from mlwarden.core.target import (
+    Access,
     BaseTarget,
     CallableTarget,
     SklearnTarget,
@@ -37,6 +38,7 @@ from mlwarden.core.target import (
     TorchTarget,
     probabilities,
 )
+from mlwarden.core.text_target import CallableTextTarget
 from mlwarden.privacy.audit import (
     NEEDS_SHADOWS,
     accuracy_of,
@@ -99,17 +101,19 @@ def hardened_target(target: Target, mode: str, **kw: Any) -> BaseTarget:
     """The target behind :func:`harden_output` (probabilities in, hardened scores or labels out)."""
     from mlwarden.defenses.output import harden_output
 
-    def answer(x: np.ndarray) -> np.ndarray:
+    def answer(x: Any) -> np.ndarray:  # a batch: an array, or a list of texts
         return harden_output(probabilities(target, x), mode, **kw)
 
-    access = "label" if mode == "label-only" else "score"
-    return CallableTarget(
-        answer,
-        access=access,
-        output="probabilities",
-        name=f"{target.name}+{mode}",
-        num_classes=getattr(target, "num_classes", None),
-    )
+    access: Access = "label" if mode == "label-only" else "score"
+    options: dict[str, Any] = {
+        "access": access,
+        "output": "probabilities",
+        "name": f"{target.name}+{mode}",
+        "num_classes": getattr(target, "num_classes", None),
+    }
+    if getattr(target, "modality", None) == "text":  # strings in: no numeric coercion
+        return CallableTextTarget(answer, **options)
+    return CallableTarget(answer, **options)
 
 
 def harden_shadows(shadows: ShadowSet, mode: str, **kw: Any) -> ShadowSet | None:
