@@ -232,3 +232,16 @@ def test_character_ngram_models_give_no_word_vocabulary(tweets: tuple[Dataset, D
     words, source = _vocabulary(target, list(train.x))
     assert source.startswith("words of the data") and "cf" in words
     assert max(len(w) for w in words) <= MAX_WORD  # a 170-character mojibake run is no word
+
+
+def test_trigger_search_on_a_clean_hugging_face_model_uses_gradients_and_finds_nothing(
+    bert_folder: Path, tweets: tuple[Dataset, Dataset]
+) -> None:
+    from mlwarden.poisoning.text_backdoor import search_triggers
+    from mlwarden.supplychain.loader import load_target
+
+    target = load_target(str(bert_folder))
+    found = search_triggers(target, list(tweets[1].x[:200]))
+    assert found.source.startswith("embedding gradients")
+    assert found.trigger is None, found.as_dict()
+    assert found.queries > 0 and len(found.ranked) >= 10

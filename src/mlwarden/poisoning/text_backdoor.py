@@ -18,7 +18,7 @@ for such a word in two stages:
 
 A trigger is reported when its flip rate is at least ``min_flip`` (0.6) and stands out
 from the flip rates of the other verified words for the same class (robust z-score,
-median and 1.4826 * MAD with a floor of 0.02, at least ``min_z``, 3): words of a topic
+median and 1.4826 * MAD with a floor of 0.02, at least ``min_z``, 5): words of a topic
 the class is about flip many texts together, a trigger flips nearly all on its own. Single words only: a sentence trigger is found through its words
 when the model relies on them, not as a whole.
 
@@ -178,7 +178,7 @@ def search_triggers(
     probes: int = 6,
     verify: int = 40,
     min_flip: float = 0.6,
-    min_z: float = 3.0,
+    min_z: float = 5.0,
     max_candidates: int = 20000,
     seed: int = 0,
 ) -> TriggerSearch:
