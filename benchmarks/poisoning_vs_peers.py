@@ -14,9 +14,16 @@ clean reference. ART's defences read the activations of the classifier's last la
 ... (penult.)"). ART's NeuralCleanse supports Keras classifiers only, so it cannot run
 on these PyTorch models (noted in the output).
 
+``--datasets flatdigits`` (digits as 64 flat features) and ``table`` (a 40-feature
+synthetic table) train an MLP instead and poison the last 3 features (a patch over
+features). Our rows also include the data-only feature-trigger detector, STRIP over the
+training data by queries, and the whole ``suspicious`` list of ``data_report``.
+
 Run (about 15 minutes on 2 cores)::
 
     timeout 2400 .venv/bin/python benchmarks/poisoning_vs_peers.py --repeats 3
+    timeout 1500 nice -n 10 .venv/bin/python benchmarks/poisoning_vs_peers.py \
+        --datasets table,flatdigits --rates 0.01,0.05,0.10,0.25 --repeats 1 --nc-epochs 30
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlwarden.core.data import load_dataset
-from mlwarden.core.models import SmallCNN, fit
+from mlwarden.core.data import Dataset, load_dataset
+from mlwarden.core.models import MLP, SmallCNN, fit
 from mlwarden.poisoning import detect_data as dd
 from mlwarden.poisoning import detect_model as dm
 from mlwarden.poisoning.activations import penultimate
@@ -48,13 +55,41 @@ TARGETS = (0, 3, 7, 5, 9)
 class _Embed(nn.Module):
     """The penultimate layer as a module, so ART's 'last layer' is the one we use."""
 
-    def __init__(self, model: SmallCNN) -> None:
+    def __init__(self, model: SmallCNN | MLP) -> None:
         super().__init__()
-        self.features = model.features
-        self.penultimate = model.penultimate
+        # the layers themselves, not the model: ART walks the module tree by name
+        self.layers = (
+            nn.Sequential(model.features, model.penultimate)
+            if isinstance(model, SmallCNN)
+            else model.body
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.penultimate(self.features(x))
+        return self.layers(x)
+
+
+def _load(name: str) -> Dataset:
+    """Image sets by name; ``flatdigits``: digits as 64 flat features (for an MLP);
+    ``table``: a 40-feature, 10-class synthetic table scaled to [0, 1]."""
+    if name == "flatdigits":
+        ds = load_dataset("digits")
+        return Dataset(x=ds.x.reshape(len(ds), -1), y=ds.y, name=name)
+    if name == "table":
+        from sklearn.datasets import make_classification
+
+        x, y = make_classification(
+            n_samples=3000,
+            n_features=40,
+            n_informative=24,
+            n_redundant=6,
+            n_classes=10,
+            n_clusters_per_class=1,
+            class_sep=2.0,
+            random_state=3,
+        )
+        x = (x - x.min(0)) / (x.max(0) - x.min(0))
+        return Dataset(x=x.astype(np.float32), y=y.astype(np.int64), name=name)
+    return load_dataset(name)
 
 
 def _art_classifier(model: nn.Module, shape: tuple[int, ...], k: int, softmax: bool = False):
@@ -82,14 +117,22 @@ def run_case(
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
     from art.defences.transformer.poisoning import STRIP
 
-    ds = load_dataset(name)
+    from mlwarden.poisoning.assess import data_report
+    from mlwarden.poisoning.feature_triggers import feature_triggers
+
+    ds = _load(name)
     train, test = ds.split(test_size=0.25, seed=seed)
     target = TARGETS[seed % len(TARGETS)]
     p = badnets(train, rate, target=target, seed=seed)
     side = ds.input_shape[-1]
     torch.manual_seed(seed)
-    model = SmallCNN(1, 10, side)
-    fit(model, p.dataset.x, p.dataset.y, epochs=15 if side == 8 else 6, seed=seed)
+    model: SmallCNN | MLP
+    if ds.x.ndim == 2:
+        model = MLP(ds.x.shape[1], 10, hidden=(128, 64))
+        fit(model, p.dataset.x, p.dataset.y, epochs=30, seed=seed)
+    else:
+        model = SmallCNN(1, 10, side)
+        fit(model, p.dataset.x, p.dataset.y, epochs=15 if side == 8 else 6, seed=seed)
     ev = evaluate(model, p, test)
     x, y, truth = p.dataset.x, p.dataset.y, p.is_poison
     results: dict[str, dict] = {}
@@ -127,6 +170,16 @@ def run_case(
 
     timed("ours NC+occlusion", nc_occlusion)
     nc = nc_holder["nc"]
+    timed("ours feature-trigger (data only)", lambda: feature_triggers(x, y, seed=seed).flagged)
+    timed("ours STRIP (data, queries)", lambda: dm.strip_in_data(model, x, y, seed=seed).flagged)
+
+    def whole_audit() -> np.ndarray:
+        report = data_report(p.dataset, model=model, neural_cleanse_epochs=nc_epochs, seed=seed)
+        flags = np.zeros(len(truth), dtype=bool)
+        flags[[e["index"] for e in report.suspicious]] = True
+        return flags
+
+    timed("ours data --model: whole suspicious list", whole_audit)
 
     y1h = np.eye(10)[y]
     shape = tuple(x.shape[1:])
@@ -165,6 +218,7 @@ def run_case(
         "clean_acc": round(ev["clean_accuracy"], 4),
         "asr": round(ev["asr"], 4),
         "poison": int(truth.sum()),
+        "share_of_target": round(float(truth[y == target].mean()), 3),
         "nc_epochs": nc.epochs,
     }
     return results, info
@@ -195,8 +249,11 @@ def main() -> None:
                 for k, v in res.items():
                     per[k].append(v)
                 print(f"# {name} rate={rate} seed={rep}: {info}", flush=True)
+            trigger = "a 3-feature patch" if name in ("flatdigits", "table") else "3x3 patch"
+            share = float(np.median([i["share_of_target"] for i in infos]))
             print(
-                f"\n### {name}, BadNets all-to-one, {rate:.0%} poison ({args.repeats} repeats, medians)\n"
+                f"\n### {name}, BadNets all-to-one ({trigger}), {rate:.0%} of the data poisoned "
+                f"({share:.0%} of the target class; {args.repeats} repeats, medians)\n"
             )
             print("| detector | TPR | FPR | F1 | seconds |")
             print("|---|---|---|---|---|")
