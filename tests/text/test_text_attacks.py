@@ -63,7 +63,7 @@ def _sample(data: Dataset, n: int) -> tuple[list[str], np.ndarray]:
     return list(data.x[:n]), data.y[:n]
 
 
-@pytest.mark.parametrize("recipe", ["combined", "pwws", "deepwordbug"])
+@pytest.mark.parametrize("recipe", ["combined", "pwws", "deepwordbug", "textfooler"])
 def test_attack_breaks_a_tfidf_pipeline_and_every_success_is_valid(
     pipeline: Any, tweets: tuple[Dataset, Dataset], recipe: str
 ) -> None:

@@ -209,7 +209,8 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option(
                 "--recipe",
-                help="Text attacks to run (repeatable): combined | pwws | deepwordbug | hotflip. "
+                help="Text attacks to run (repeatable): combined | pwws | deepwordbug | hotflip | "
+                "textfooler (GloVe neighbours; the text-embeddings extra). "
                 "Default: hotflip then combined for white-box models, else deepwordbug then "
                 "combined (a sample broken by the first costs only its queries).",
             ),

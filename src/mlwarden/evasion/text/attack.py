@@ -21,7 +21,10 @@ Recipes (:data:`RECIPES`):
 * ``hotflip`` — white-box: word importance and the candidates' first-order loss change
   from the gradient w.r.t. the input embeddings (Ebrahimi et al. arXiv:1712.06751); only
   the ``hotflip_top`` best-scored candidates are queried;
-* ``combined`` — synonyms and character edits together (the default).
+* ``combined`` — synonyms and character edits together (the default);
+* ``textfooler`` — GloVe neighbours (N=50, cosine >= 0.5; Jin et al. arXiv:1907.11932),
+  of which the threat model admits only synonyms and inflections; needs the
+  ``text-embeddings`` extra (:mod:`~mlwarden.evasion.text.embeddings`).
 
 A success counts only after :meth:`ThreatModel.check` passes and a fresh query (counted)
 misclassifies the text.
@@ -44,13 +47,18 @@ import numpy as np
 from mlwarden.core.errors import UserError
 from mlwarden.core.target import probabilities
 from mlwarden.evasion.text.threat import ThreatModel, words
-from mlwarden.evasion.text.transforms import char_candidates, synonym_candidates
+from mlwarden.evasion.text.transforms import (
+    char_candidates,
+    embedding_candidates,
+    synonym_candidates,
+)
 
 RECIPES: dict[str, dict[str, Any]] = {
     "pwws": {"transforms": ("synonyms",), "importance": "delete"},
     "deepwordbug": {"transforms": ("chars",), "importance": "delete"},
     "hotflip": {"transforms": ("synonyms", "chars"), "importance": "gradient"},
     "combined": {"transforms": ("synonyms", "chars"), "importance": "delete"},
+    "textfooler": {"transforms": ("embedding",), "importance": "delete"},
 }
 #: Modalities and access levels these attacks support (the modality table reads these).
 modalities = ("text",)
@@ -135,6 +143,8 @@ def _candidates(word: str, transforms: Sequence[str], char_edits: int) -> list[s
     out: dict[str, None] = {}
     if "chars" in transforms:
         out.update(dict.fromkeys(char_candidates(word)[:char_edits]))
+    if "embedding" in transforms:  # the threat model keeps only synonyms and inflections
+        out.update(dict.fromkeys(embedding_candidates(word)))
     if "synonyms" in transforms:
         out.update(dict.fromkeys(synonym_candidates(word)))
     return list(out)

@@ -95,6 +95,18 @@ def synonym_candidates(word: str, limit: int | None = None) -> list[str]:
     return list(out)
 
 
+def embedding_candidates(word: str) -> list[str]:
+    """GloVe neighbours of ``word`` (TextFooler's candidates), nearest first, shaped like it
+    (case, punctuation); the threat model still vets each before it is queried."""
+    pre, core, post = _split(word)
+    if not core.isalpha() or not core.isascii():
+        return []
+    from mlwarden.evasion.text.embeddings import neighbours
+
+    out = (pre + _case_like(n, core) + post for n in neighbours(core.lower()))
+    return list(dict.fromkeys(c for c in out if c != word))
+
+
 def char_candidates(word: str) -> list[str]:
     """One-edit variants of ``word``: swap, delete, insert, substitute (DeepWordBug),
     a homoglyph and an invisible character, at the middle of the word's letters."""
