@@ -238,3 +238,43 @@ def register(app: typer.Typer) -> None:
                 fail_on=fail_on,
             )
         )
+
+    @gateway.command("calibrate")
+    def calibrate_cmd(
+        config: Annotated[Path, typer.Argument(help="Gateway config (YAML).", dir_okay=False)],
+        data: Annotated[
+            str, typer.Argument(help="Benign inputs: a dataset file or folder, or a bundled set.")
+        ],
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                "--out", help="Write the calibrated config here (default CONFIG.calibrated.yaml)."
+            ),
+        ] = None,
+        sigma: Annotated[
+            float, typer.Option("--sigma", help="Attack noise per query, fraction of the range.")
+        ] = 0.05,
+        budget: Annotated[
+            int, typer.Option("--budget", help="Queries by which a search must be flagged.")
+        ] = 300,
+        target: Annotated[
+            float, typer.Option("--target", help="Benign false alarms allowed per 1,000 queries.")
+        ] = 1.0,
+        benign: Annotated[
+            int, typer.Option("--benign", help="Benign queries per simulated stream.")
+        ] = 1000,
+        json_path: JsonOpt = None,
+        fail_on: FailOnOpt = None,
+        seed: SeedOpt = 0,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
+    ) -> None:
+        """Choose detector settings from benign DATA: false alarms <= 1/1,000, search caught."""
+        from mlwarden.serve.calibrate import run_calibrate
+
+        setup(quiet=quiet, debug=debug, seed=seed)
+        report = run_calibrate(
+            config, data, out=out, sigma=sigma, budget=budget, target=target, benign=benign,
+            seed=seed, quiet=quiet,
+        )  # fmt: skip
+        raise typer.Exit(finish(report, json_path=json_path, fail_on=fail_on))

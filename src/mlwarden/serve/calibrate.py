@@ -1,0 +1,408 @@
+"""Calibrate the gateway's stream detectors on the operator's own benign data.
+
+The defaults of ``detection:`` were calibrated on 8x8 digits; on other data they give
+hundreds of false alarms per 1,000 benign queries (``docs/benchmarks/gateway.md``).
+:func:`calibrate` simulates, with the real :class:`~mlwarden.serve.monitor.Monitor`:
+
+* **benign streams** of one key each: distinct inputs, inputs drawn with replacement,
+  and drawn with replacement plus N(0, ``benign_noise``) (fractions of the range);
+* **noisy random-search streams**: Square's search (Andriushchenko et al. 2020,
+  arXiv:1912.00049) with fresh N(0, ``sigma``) noise on every query (Feng et al., CCS
+  2023, arXiv:2303.06280). No model is at hand, so each step (a random block set to
+  +-0.1 of the range) is kept with probability 1/2: the perturbation keeps moving,
+  which is harder to flag than a search that has stalled.
+
+It then picks, per detector, the setting that keeps benign false alarms at or under
+``target`` per 1,000 queries on every benign stream: the largest similarity radius
+that also flags every search within ``budget`` queries, the Blacklight quantisation
+and threshold that flag the search earliest, the highest PRADA ``delta``. The chosen
+config is verified as a whole; when no setting meets both figures the result says
+so and the config is left as it was (fail closed).
+
+Example::
+
+    result = calibrate(GatewayConfig(), x, seed=0)
+    result.meets, result.false_alarms, result.first_flags
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.serve.config import Detection, GatewayConfig
+from mlwarden.serve.monitor import Monitor
+
+RADII = (0.1, 0.07, 0.05, 0.035, 0.025, 0.02, 0.015, 0.01, 0.007, 0.005)
+QUANTIZATIONS = (0.1, 0.05, 0.025)
+THRESHOLDS = (20, 30, 40)
+DELTAS = (0.85, 0.8, 0.75, 0.7, 0.6)
+
+
+@dataclass
+class Calibration:
+    """What :func:`calibrate` chose and measured (false alarms per 1,000 queries)."""
+
+    detection: Detection
+    meets: bool
+    false_alarms: dict[str, float]
+    first_flags: list[int | None]
+    budget: int
+    target: float
+    sigma: float
+    notes: list[str] = field(default_factory=list)
+    tried: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready figures."""
+        d = self.detection
+        return {
+            "meets": self.meets,
+            "false_alarms_per_1000": self.false_alarms,
+            "search_first_flag": self.first_flags,
+            "budget": self.budget,
+            "target_per_1000": self.target,
+            "sigma": self.sigma,
+            "similarity_radius": d.similarity.radius,
+            "blacklight": {
+                "quantization": d.blacklight.quantization,
+                "threshold": d.blacklight.threshold,
+            },  # fmt: skip
+            "prada_delta": d.prada.delta,
+            "notes": self.notes,
+            "tried": self.tried,
+        }
+
+
+def _block(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """A block to perturb: 4x4 across channels (images), else ~1% of the last axis."""
+    if len(shape) >= 2 and shape[-1] > 4 and shape[-2] > 4:
+        r, c = int(rng.integers(0, shape[-2] - 4)), int(rng.integers(0, shape[-1] - 4))
+        return (*([slice(None)] * (len(shape) - 2)), slice(r, r + 4), slice(c, c + 4))
+    n = shape[-1]
+    w = max(1, n // 100)
+    s = int(rng.integers(0, n - w + 1))
+    return (*([slice(None)] * (len(shape) - 1)), slice(s, s + w))
+
+
+def search_stream(
+    x0: np.ndarray, bounds: tuple[float, float], sigma: float, queries: int, seed: int
+) -> np.ndarray:
+    """The queries of a model-free noisy random search around ``x0`` (see module doc).
+
+    ``sigma`` is a fraction of the range. Example: ``search_stream(x, (0, 1), 0.05, 300, 0)``.
+    """
+    lo, hi = bounds
+    span = hi - lo
+    rng = np.random.default_rng(seed)
+    delta = np.zeros_like(x0, dtype=np.float32)
+    out = np.empty((queries, *x0.shape), dtype=np.float32)
+    for i in range(queries):
+        cand = delta.copy()
+        cand[_block(rng, x0.shape)] = rng.choice([-0.1, 0.1]) * span
+        out[i] = np.clip(x0 + cand + rng.normal(0, sigma * span, x0.shape), lo, hi)
+        if rng.random() < 0.5:
+            delta = cand
+    return out
+
+
+def benign_streams(
+    x: np.ndarray, bounds: tuple[float, float], n: int, noise: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Distinct inputs, drawn with replacement, and with replacement plus noise."""
+    lo, hi = bounds
+    rng = np.random.default_rng(seed)
+    noisy = x[rng.integers(0, len(x), n)] + rng.normal(0, noise * (hi - lo), (n, *x.shape[1:]))
+    return {
+        "distinct": x[rng.permutation(len(x))[:n]],
+        "replacement": x[rng.integers(0, len(x), n)],
+        "noise": np.clip(noisy, lo, hi).astype(np.float32),
+    }
+
+
+def _labels(xs: np.ndarray) -> np.ndarray:
+    """Stand-in predicted classes for PRADA: two halves by mean value (no model at hand)."""
+    means = xs.reshape(len(xs), -1).mean(axis=1)
+    return (means > np.median(means)).astype(np.int64)
+
+
+def _false_alarms(det: Detection, shape: list[int], span: float,
+                  streams: dict[str, np.ndarray]) -> dict[str, float]:  # fmt: skip
+    """Flagged queries per 1,000 on each benign stream (one key per stream)."""
+    mon = Monitor(det, shape=shape, scale=span)
+    out = {}
+    for name, xs in streams.items():
+        labels = _labels(xs)
+        hits = sum(
+            bool(mon.inspect(name, xs[i : i + 1], labels[i : i + 1])) for i in range(len(xs))
+        )
+        out[name] = round(1000 * hits / max(len(xs), 1), 1)
+    return out
+
+
+def _first_flags(det: Detection, shape: list[int], span: float,
+                 searches: list[np.ndarray]) -> list[int | None]:  # fmt: skip
+    """The query at which each search's key is first flagged (``None``: never)."""
+    mon = Monitor(det, shape=shape, scale=span)
+    out: list[int | None] = []
+    for k, qs in enumerate(searches):
+        labels = _labels(qs)
+        first = None
+        for i in range(len(qs)):
+            if mon.inspect(f"search-{k}", qs[i : i + 1], labels[i : i + 1]):
+                first = i + 1
+                break
+        out.append(first)
+    return out
+
+
+def _only(base: Detection, which: str, **changes: Any) -> Detection:
+    """``base`` with only detector ``which`` enabled, its fields changed."""
+    data = base.model_dump()
+    for name in ("blacklight", "similarity", "prada"):
+        data[name]["enabled"] = name == which
+    data[which].update(changes)
+    return Detection.model_validate(data)
+
+
+def _worst(fa: dict[str, float]) -> float:
+    return max(fa.values(), default=0.0)
+
+
+def _pick_similarity(base: Detection, run: _Runner, tried: dict[str, Any]) -> float | None:
+    """The largest radius within the false-alarm target (``None``: none is)."""
+    for radius in RADII:
+        fa = run.false_alarms(_only(base, "similarity", radius=radius))
+        tried[f"similarity radius {radius}"] = {"false_alarms": fa}
+        if _worst(fa) <= run.target:
+            # smaller radii flag later still: the largest quiet one is the best one
+            tried[f"similarity radius {radius}"]["first_flags"] = run.first_flags(
+                _only(base, "similarity", radius=radius)
+            )
+            return radius
+    return None
+
+
+def _pick_blacklight(
+    base: Detection, run: _Runner, tried: dict[str, Any]
+) -> tuple[float, int] | None:
+    """The quiet (quantisation, threshold) that flags the search earliest."""
+    best: tuple[float, tuple[float, int]] | None = None
+    for q in QUANTIZATIONS:
+        for t in THRESHOLDS:
+            det = _only(base, "blacklight", quantization=q, threshold=min(t, base.blacklight.top))
+            fa = run.false_alarms(det)
+            row: dict[str, Any] = {"false_alarms": fa}
+            tried[f"blacklight q {q} threshold {t}"] = row
+            if _worst(fa) > run.target:
+                continue
+            flags = run.first_flags(det)
+            row["first_flags"] = flags
+            late = max(math.inf if f is None else f for f in flags)
+            if best is None or late < best[0]:
+                best = (late, (q, min(t, base.blacklight.top)))
+    return None if best is None else best[1]
+
+
+def _pick_prada(base: Detection, run: _Runner, tried: dict[str, Any]) -> float | None:
+    for delta in DELTAS:
+        fa = run.false_alarms(_only(base, "prada", delta=delta))
+        tried[f"prada delta {delta}"] = {"false_alarms": fa}
+        if _worst(fa) <= run.target:
+            return delta
+    return None
+
+
+@dataclass
+class _Runner:
+    shape: list[int]
+    span: float
+    streams: dict[str, np.ndarray]
+    searches: list[np.ndarray]
+    target: float
+
+    def false_alarms(self, det: Detection) -> dict[str, float]:
+        return _false_alarms(det, self.shape, self.span, self.streams)
+
+    def first_flags(self, det: Detection) -> list[int | None]:
+        return _first_flags(det, self.shape, self.span, self.searches)
+
+
+def calibrate(
+    config: GatewayConfig,
+    x: np.ndarray,
+    *,
+    sigma: float = 0.05,
+    budget: int = 300,
+    target: float = 1.0,
+    benign: int = 1000,
+    searches: int = 3,
+    benign_noise: float = 0.01,
+    seed: int = 0,
+) -> Calibration:
+    """Choose detector settings for ``config`` from benign inputs ``x`` (N, *shape).
+
+    ``sigma`` and ``benign_noise`` are fractions of the input range (``input.range``,
+    else the data's min..max); ``target`` is benign false alarms per 1,000 queries;
+    ``budget`` the query by which every noisy search must be flagged. Deterministic
+    for a given ``seed``. Detectors the config switched off stay off.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    lo, hi = config.input.range or (float(x.min()), float(x.max()))
+    if not hi > lo:
+        hi = lo + 1.0
+    shape = list(x.shape[1:])
+    rng = np.random.default_rng(seed)
+    seeds = rng.permutation(len(x))[:searches]
+    run = _Runner(
+        shape,
+        hi - lo,
+        benign_streams(x, (lo, hi), benign, benign_noise, seed + 1),
+        [search_stream(x[i], (lo, hi), sigma, budget, seed + 2 + k) for k, i in enumerate(seeds)],
+        target,
+    )
+    base = config.detection
+    tried: dict[str, Any] = {}
+    notes: list[str] = []
+    data = base.model_dump()
+    if base.similarity.enabled:
+        radius = _pick_similarity(base, run, tried)
+        if radius is None:
+            notes.append(f"no similarity radius down to {RADII[-1]} keeps benign false alarms "
+                         f"<= {target:g}/1000")  # fmt: skip
+        else:
+            data["similarity"]["radius"] = radius
+            late = tried[f"similarity radius {radius}"]["first_flags"]
+            if any(f is None for f in late):
+                notes.append(f"similarity: the largest quiet radius ({radius}) misses the "
+                             f"sigma-{sigma:g} search within {budget} queries: its noise is as "
+                             "large as the distance between benign inputs")  # fmt: skip
+    if base.blacklight.enabled:
+        bl = _pick_blacklight(base, run, tried)
+        if bl is None:
+            notes.append(f"no Blacklight quantisation in {QUANTIZATIONS} and threshold in "
+                         f"{THRESHOLDS} keeps benign false alarms <= {target:g}/1000")  # fmt: skip
+        else:
+            data["blacklight"]["quantization"], data["blacklight"]["threshold"] = bl
+    if base.prada.enabled:
+        delta = _pick_prada(base, run, tried)
+        if delta is None:
+            notes.append(f"no PRADA delta in {DELTAS} keeps benign false alarms <= {target:g}/1000")
+        else:
+            data["prada"]["delta"] = delta
+    chosen = Detection.model_validate(data)
+    fa = run.false_alarms(chosen)
+    flags = run.first_flags(chosen)
+    meets = _worst(fa) <= target and all(f is not None and f <= budget for f in flags)
+    if not meets and not notes:
+        notes.append("the settings chosen per detector miss a figure when combined")
+    return Calibration(chosen, meets, fa, flags, budget, target, sigma, notes, tried)
+
+
+def _load_inputs(config: GatewayConfig, data: str) -> np.ndarray:
+    """The benign inputs of ``data`` as the gateway's modality parses them."""
+    from mlwarden.core.data import load_dataset
+    from mlwarden.core.errors import UserError
+
+    modality = config.input.modality
+    if modality == "text":
+        raise UserError("gateway calibrate: text inputs go through MinHash features; "
+                        "calibrating them is not supported yet")  # fmt: skip
+    rate = config.input.sample_rate if modality == "audio" else None
+    ds = load_dataset(data, sample_rate=rate)
+    x = np.asarray(ds.x, dtype=np.float32)
+    shape = config.input.shape
+    if shape is not None and list(x.shape[1:]) != list(shape):
+        if math.prod(x.shape[1:]) != math.prod(shape):
+            raise UserError(f"{data}: inputs of shape {list(x.shape[1:])}, but the config's "
+                            f"input.shape is {shape}")  # fmt: skip
+        x = x.reshape(len(x), *shape)
+    if len(x) < 50:
+        raise UserError(f"{data}: {len(x)} inputs; calibration needs at least 50 benign inputs")
+    if not np.isfinite(x).all():
+        raise UserError(f"{data}: inputs contain NaN or infinite values")
+    return x
+
+
+def run_calibrate(config_path: Path, data: str, *, out: Path | None = None, sigma: float = 0.05,
+                  budget: int = 300, target: float = 1.0, benign: int = 1000, seed: int = 0,
+                  quiet: bool = False) -> Report:  # fmt: skip
+    """``mlwarden gateway calibrate``: calibrate, write the config when both figures are met.
+
+    The config writer does not keep YAML comments, so the result goes to a new file
+    (``out``, default ``CONFIG.calibrated.yaml``); the original is never touched. When no
+    setting meets both figures nothing is written and MLW-GW-013 reports it.
+    """
+    from mlwarden.core.errors import UserError
+    from mlwarden.serve.config import load_config, save_config
+
+    for name, value, ok in (("--sigma", sigma, 0 < sigma < 1), ("--budget", budget, budget >= 1),
+                            ("--target", target, target >= 0), ("--benign", benign, benign >= 10)):  # fmt: skip
+        if not ok:
+            raise UserError(f"{name}: out of range ({value})")
+    cfg = load_config(config_path)
+    x = _load_inputs(cfg, data)
+    report = Report.new("gateway calibrate", seed=seed)
+    with report.timed("gateway-calibrate"):
+        result = calibrate(cfg, x, sigma=sigma, budget=budget, target=target, benign=benign,
+                           seed=seed)  # fmt: skip
+    report.config = {"config": str(config_path), "data": data}
+    report.metrics["calibration"] = result.summary()
+    dest = out or config_path.with_name(f"{config_path.stem}.calibrated.yaml")
+    if result.meets:
+        cfg.detection = result.detection
+        save_config(cfg, dest)
+        report.artifacts["calibrated_config"] = str(dest)
+    else:
+        report.add(_no_setting(result, str(config_path)))
+    if not quiet:
+        _print(result, dest)
+    return report
+
+
+def _no_setting(result: Calibration, artifact: str) -> Finding:
+    return Finding(
+        rule="MLW-GW-013",
+        title="No detector setting separates benign traffic from a noisy search",
+        severity=Severity.MEDIUM,
+        atlas=["AML.T0043.001"],
+        mitigations=["AML.M0015"],
+        description=(
+            f"On this data no setting tried keeps benign false alarms <= {result.target:g} per "
+            f"1,000 queries and flags a sigma-{result.sigma:g} noisy random search within "
+            f"{result.budget} queries: " + "; ".join(result.notes) + ". The config was left "
+            "as it was (its detectors fail closed: they flag more, not less)."
+        ),
+        recommendation=(
+            "Rely on query budgets and output hardening for this input, or accept a later "
+            "detection ('--budget') or more false alarms ('--target') and calibrate again."
+        ),
+        evidence=result.summary(),
+        artifact=artifact,
+        check="gateway-calibrate",
+    )
+
+
+def _print(result: Calibration, dest: Path) -> None:
+    import typer
+
+    fa = ", ".join(f"{k} {v:g}" for k, v in result.false_alarms.items())
+    flags = ", ".join(str(f) if f is not None else "never" for f in result.first_flags)
+    d = result.detection
+    what = "calibrated" if result.meets else "best tried"
+    typer.echo(f"{what}: similarity radius {d.similarity.radius:g}; Blacklight quantization "
+               f"{d.blacklight.quantization:g}, threshold {d.blacklight.threshold}; PRADA delta "
+               f"{d.prada.delta:g}")  # fmt: skip
+    typer.echo(f"benign false alarms per 1,000 ({fa}); target <= {result.target:g}")
+    typer.echo(f"noisy search (sigma {result.sigma:g}) first flagged at query {flags}; "
+               f"budget {result.budget}")  # fmt: skip
+    if result.meets:
+        typer.echo(f"wrote {dest} (comments of the original config are not kept; the original "
+                   "is unchanged)")  # fmt: skip
+    else:
+        typer.echo("no setting meets both; nothing written, the config keeps its settings")
