@@ -297,6 +297,50 @@ def test_the_embedded_search_is_bounded(tmp_path: Path) -> None:
     assert scan_file(path).verdict is Verdict.SUSPICIOUS
 
 
+def test_the_one_pass_magic_search_finds_what_find_finds() -> None:
+    """The translated single pass gives every magic's positions exactly as repeated
+    ``bytes.find`` does: overlapping and adjacent magics, magics cut by the window bounds,
+    look-alikes (a first byte followed by later-position bytes), and a flood of them."""
+    from mlwarden.supplychain.formats.executable import _MAGICS, _each, _hits
+
+    rng = np.random.default_rng(7)
+    lookalikes = [b"PE\x00\xfe", b"\x7f\xfa\x00\x00", b"\xca\xed\x4c\x46", b"P\x00\x00\x00"]
+    for trial in range(60):
+        buf = bytearray(rng.integers(0, 256, int(rng.integers(0, 20_000)), dtype=np.uint8))
+        for _ in range(int(rng.integers(0, 40))):
+            piece = [*_MAGICS, *lookalikes, b"\x7fELF\x7fELF", b"PE\x00PE\x00\x00"][
+                int(rng.integers(0, 10))
+            ]
+            at = int(rng.integers(0, len(buf) + 1))
+            buf[at : at + len(piece)] = piece
+        data = bytes(buf)
+        lo = int(rng.integers(0, len(data) + 1))
+        hi = int(rng.integers(lo, len(data) + 8))  # past the end as well
+        hits = _hits(data, lo, hi)
+        assert hits is not None, trial
+        for magic in _MAGICS:
+            assert hits[magic] == list(_each(data, magic, lo, hi)), (trial, magic)
+    flood = b"P\x00\x00\x00" * 1000 + b"\x7fELF"
+    assert _hits(flood, 0, len(flood)) is None
+    assert list(_each(flood, b"\x7fELF", 0, len(flood))) == [4000]
+
+
+def test_an_executable_behind_a_flood_of_look_alikes_is_found(tmp_path: Path) -> None:
+    """An int tensor of 80s is ``P\\0\\0\\0`` over and over: the window falls back to
+    the search magic by magic and still finds the ELF image after it."""
+    true = shutil.which("true")
+    assert true is not None
+    ints = np.full(300_000, 80, dtype="<i4").tobytes()
+    image = Path(true).read_bytes()[:8192]
+    out = io.BytesIO()
+    np.save(out, np.frombuffer(ints + image + bytes(8), dtype=np.uint8))
+    path = tmp_path / "ints.npy"
+    path.write_bytes(out.getvalue())
+    res = scan_file(path)
+    assert res.verdict is Verdict.SUSPICIOUS, res.findings
+    assert "embedded inside the file" in res.findings[0].message
+
+
 # --- NeMo / Hydra -----------------------------------------------------------------------
 
 NEMO_CFG = b"""sample_rate: 16000

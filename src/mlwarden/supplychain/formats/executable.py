@@ -17,7 +17,7 @@ counts). Magic bytes alone occur by chance in weights; a whole header does not.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from mlwarden.core.severity import Severity
 from mlwarden.supplychain.formats.base import FormatScanner, Scan, u32le
@@ -92,6 +92,21 @@ _MAGICS = (b"\x7fELF", b"PE\x00\x00", b"\xcf\xfa\xed\xfe", _FAT)
 WINDOW = 1 << 20
 OVERLAP = 4096  #: a header found near a window's end is read whole from the next
 
+#: one pass finds every magic: ``bytes.translate`` maps a magic's first byte to 1, a byte
+#: of a later position to 2 and any other byte to 0, so each magic becomes ``_SHAPE``
+#: (no first byte occurs later in a magic, so the classes do not clash); the candidates
+#: are then compared with the magics byte for byte. ``rfind`` pivots on the (rare) first
+#: class. About twice as fast as four ``bytes.find`` passes (the search was a quarter of
+#: the scan time on small model files); the same positions, so the same findings.
+_SHAPE = b"\x01\x02\x02\x02"
+_CLASSES = bytes(
+    1 if any(b == m[0] for m in _MAGICS) else 2 if any(b in m[1:] for m in _MAGICS) else 0
+    for b in range(256)
+)
+#: look-alike candidates of one window beyond which it is searched magic by magic instead
+#: (runs of ``P\0\0\0`` in an int tensor, say): the cost stays bounded
+_MAX_CANDIDATES = 256
+
 
 def embedded_kind(buf: bytes, at: int) -> str | None:
     """``elf``, ``pe`` or ``macho`` when a complete, consistent header starts at ``at``."""
@@ -164,6 +179,36 @@ def _macho(h: bytes) -> bool:
     return cpu in _MACHO_CPUS and 1 <= ftype <= 12 and 1 <= ncmds <= 1024 and sizeofcmds < 1 << 24
 
 
+def _hits(buf: bytes, lo: int, hi: int) -> dict[bytes, list[int]] | None:
+    """Start offsets in ``buf`` of every magic lying wholly in ``[lo, hi)``, ascending per
+    magic (what ``buf.find(magic, lo, hi)`` repeated from each hit + 1 gives), from one
+    translated pass; None past :data:`_MAX_CANDIDATES` look-alikes (then use :func:`_each`).
+    """
+    shape = buf.translate(_CLASSES)
+    hits: dict[bytes, list[int]] = {m: [] for m in _MAGICS}
+    n = 0
+    j = shape.rfind(_SHAPE, lo, hi)
+    while j >= 0:
+        n += 1
+        if n > _MAX_CANDIDATES:
+            return None
+        got = hits.get(buf[j : j + 4])
+        if got is not None:
+            got.append(j)
+        j = shape.rfind(_SHAPE, lo, j + 3)  # the next one starts before j (overlaps too)
+    for got in hits.values():
+        got.reverse()
+    return hits
+
+
+def _each(buf: bytes, magic: bytes, lo: int, hi: int) -> Iterator[int]:
+    """Every start of ``magic`` lying wholly in ``[lo, hi)``, ascending."""
+    i = buf.find(magic, lo, hi)
+    while i >= 0:
+        yield i
+        i = buf.find(magic, i + 1, hi)
+
+
 def find_embedded(read: Callable[[int, int], bytes], size: int, limit: int, sink: Sink) -> None:
     """Report executable images inside the first ``limit`` bytes of a file (not at its
     start, which :data:`FORMAT` covers), read in windows through ``read(offset, n)``.
@@ -181,16 +226,17 @@ def find_embedded(read: Callable[[int, int], bytes], size: int, limit: int, sink
         if len(buf) <= pos - start:
             break
         lo, hi = pos - start, pos - start + min(WINDOW, end - pos)
+        hits = _hits(buf, lo, hi)
         for magic in _MAGICS:
-            i = buf.find(magic, lo, hi)
-            while i >= 0 and len(found) < 16:
+            for i in hits[magic] if hits is not None else _each(buf, magic, lo, hi):
+                if len(found) >= 16:
+                    break
                 at, kind = (_pe_behind(buf, i), "pe") if magic == b"PE\x00\x00" else (i, None)
                 kind = kind if at >= 0 else None
                 if magic != b"PE\x00\x00":
                     kind = embedded_kind(buf, i)
                 if kind is not None and start + at > 0:
                     found.append((start + at, kind))
-                i = buf.find(magic, i + 1, hi)
         pos += WINDOW
     found = sorted(set(found))
     if found:
