@@ -333,6 +333,48 @@ def test_a_long_waveform_query_is_inspected_not_a_crash():
     assert "similarity" in flagged
 
 
+def _utterance(rng: np.random.Generator, n: int = 8000) -> np.ndarray:
+    """Noise bursts ("syllables") of random lengths and loudness, pauses between them."""
+    clip, t = np.zeros(n, dtype=np.float32), int(rng.integers(0, 800))
+    while t < n:
+        length = int(rng.integers(400, 1600))
+        env = np.hanning(length) * rng.uniform(0.1, 0.6)
+        seg = (rng.normal(0, 1, length) * env)[: n - t]
+        clip[t : t + len(seg)] = seg
+        t += length + int(rng.integers(200, 1500))
+    return clip
+
+
+def test_audio_summary_keeps_distinct_utterances_apart_and_catches_a_noisy_search():
+    from mlwarden.serve.monitor import reduce, reduce_audio
+
+    rng = np.random.default_rng(1)
+    clips = np.stack([_utterance(rng) for _ in range(80)])[:, None]
+    means = np.stack([reduce(c, 128, 2.0) for c in clips])
+    env = np.stack([reduce_audio(c, 128, 2.0) for c in clips])
+    rms = lambda v: np.sqrt(((v[:, None] - v[None]) ** 2).mean(-1))[np.triu_indices(len(v), 1)]  # noqa: E731
+    # block means put every pair of utterances within 0.02 of the range; the envelope
+    # puts them far apart (median distance), so distinct speech is no longer "near"
+    assert np.median(rms(means)) < 0.02
+    assert np.median(rms(env)) > 0.15
+    labels = np.zeros(1, dtype=np.int64)
+    tensor = Monitor(Detection(), shape=[1, 8000], scale=2.0)
+    audio = Monitor(Detection(), shape=[1, 8000], scale=2.0, modality="audio")
+    hits = {"tensor": 0, "audio": 0}
+    for c in clips:
+        hits["tensor"] += bool(tensor.inspect("k", c[None], labels).get("similarity"))
+        hits["audio"] += bool(audio.inspect("k", c[None], labels).get("similarity"))
+    assert hits["tensor"] > 40 and hits["audio"] == 0
+    # one utterance resent with fresh noise (sigma 0.05 of the range): flagged on audio
+    first = None
+    for i in range(60):
+        q = np.clip(clips[0] + rng.normal(0, 0.1, clips[0].shape), -1, 1).astype(np.float32)
+        if audio.inspect("atk", q[None], labels).get("similarity"):
+            first = i + 1
+            break
+    assert first is not None and first <= 25
+
+
 @pytest.mark.parametrize("n", [3, 5, 6, 7, 12, 30, 101, 1000, 5000])
 def test_shapiro_w_equals_scipy(n: int) -> None:
     from scipy import stats

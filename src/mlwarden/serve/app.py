@@ -114,7 +114,9 @@ class Gateway:
         self.guard: ConnectionGuard | None = None  # set by serve.server.server_config
         self.unauthenticated = Sampler(rate=1.0, burst=20)
         lo, hi = config.input.range or (0.0, 1.0)
-        self.monitor = Monitor(config.detection, config.input.shape, scale=hi - lo)
+        self.monitor = Monitor(
+            config.detection, config.input.shape, scale=hi - lo, modality=config.input.modality
+        )
         self.monitor.allowances = _allowances(config)
         self.metrics = Metrics()
         self.chain = None

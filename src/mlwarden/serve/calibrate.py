@@ -131,10 +131,10 @@ def _labels(xs: np.ndarray) -> np.ndarray:
     return (means > np.median(means)).astype(np.int64)
 
 
-def _false_alarms(det: Detection, shape: list[int], span: float,
+def _false_alarms(det: Detection, shape: list[int], span: float, modality: str,
                   streams: dict[str, np.ndarray]) -> dict[str, float]:  # fmt: skip
     """Flagged queries per 1,000 on each benign stream (one key per stream)."""
-    mon = Monitor(det, shape=shape, scale=span)
+    mon = Monitor(det, shape=shape, scale=span, modality=modality)
     out = {}
     for name, xs in streams.items():
         labels = _labels(xs)
@@ -145,10 +145,10 @@ def _false_alarms(det: Detection, shape: list[int], span: float,
     return out
 
 
-def _first_flags(det: Detection, shape: list[int], span: float,
+def _first_flags(det: Detection, shape: list[int], span: float, modality: str,
                  searches: list[np.ndarray]) -> list[int | None]:  # fmt: skip
     """The query at which each search's key is first flagged (``None``: never)."""
-    mon = Monitor(det, shape=shape, scale=span)
+    mon = Monitor(det, shape=shape, scale=span, modality=modality)
     out: list[int | None] = []
     for k, qs in enumerate(searches):
         labels = _labels(qs)
@@ -225,12 +225,13 @@ class _Runner:
     streams: dict[str, np.ndarray]
     searches: list[np.ndarray]
     target: float
+    modality: str
 
     def false_alarms(self, det: Detection) -> dict[str, float]:
-        return _false_alarms(det, self.shape, self.span, self.streams)
+        return _false_alarms(det, self.shape, self.span, self.modality, self.streams)
 
     def first_flags(self, det: Detection) -> list[int | None]:
-        return _first_flags(det, self.shape, self.span, self.searches)
+        return _first_flags(det, self.shape, self.span, self.modality, self.searches)
 
 
 def calibrate(
@@ -265,6 +266,7 @@ def calibrate(
         benign_streams(x, (lo, hi), benign, benign_noise, seed + 1),
         [search_stream(x[i], (lo, hi), sigma, budget, seed + 2 + k) for k, i in enumerate(seeds)],
         target,
+        config.input.modality,
     )
     base = config.detection
     tried: dict[str, Any] = {}
