@@ -72,7 +72,10 @@ from mlwarden.supplychain.ziparchive import (
 TORCH_LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850192e")
 _PRINTABLE = bytes([9, 10, 13, *range(0x20, 0x100)])
 TEXT_OPS = 2  #: opcodes a text file may parse as before it counts as a damaged pickle
-SMALL_FILE = 64 << 10  #: files up to this size are read in one call and scanned in memory
+#: files up to this size are read in one call and scanned in memory: the same bytes then
+#: feed format detection, the parsers and the embedded-executable search (one 1 MiB
+#: window), with no buffered re-reads or ``pread`` of the file
+SMALL_FILE = 1 << 20
 MAX_TEMPLATE_TEXT = 1 << 20  #: longest text checked as a Jinja template (bytes)
 DRAIN_CHUNKS = 8  #: MiB of a compressed file's content read past what the scan needed
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
