@@ -30,6 +30,10 @@ Data and models (all local, nothing downloaded at run time):
   range [-1, 1], logistic regression on loud vs quiet windows (median RMS split). The
   audio part is skipped when the prompts are not in the cache.
 
+Since issue 19b each input kind is also calibrated with ``gateway calibrate`` on one
+half of the pool and evaluated on the other half (``calibrated`` in the output); audio
+runs with ``input.modality: audio`` (the log-energy envelope summary).
+
 Run (a few minutes on the loaded 2-core box)::
 
     timeout 1200 nice -n 10 .venv/bin/python benchmarks/gateway_detection_modalities.py
@@ -140,17 +144,16 @@ def flagged(mon: Monitor, key: str, model: Any, xs: np.ndarray) -> dict[str, int
     return out
 
 
-def run(name: str, x: np.ndarray, y: np.ndarray, bounds: tuple[float, float],
-        n_benign: int, budget: int, n_attacks: int) -> dict[str, Any]:  # fmt: skip
-    rng = np.random.default_rng(SEED)
-    idx = rng.permutation(len(x))
-    train, pool = idx[: len(x) // 2], idx[len(x) // 2 :]
-    model = LogisticRegression(max_iter=500).fit(x[train].reshape(len(train), -1), y[train])
+def evaluate(det: Detection, modality: str, model: Any, x: np.ndarray, y: np.ndarray,
+             pool: np.ndarray, bounds: tuple[float, float], n_benign: int, budget: int,
+             n_attacks: int) -> dict[str, Any]:  # fmt: skip
+    """Attack first flags (sigma 0.01/0.05/0.10) and benign false alarms for ``det``."""
+    rng = np.random.default_rng(SEED + 1)
     lo, hi = bounds
     span = hi - lo
     shape = list(x.shape[1:])
-    mon = Monitor(Detection(), shape=shape, scale=span)
-    out: dict[str, Any] = {"inputs": shape, "pool": len(pool)}
+    mon = Monitor(det, shape=shape, scale=span, modality=modality)
+    out: dict[str, Any] = {}
     for sigma in (0.01, 0.05, 0.10):
         out[f"attack_sigma{sigma:.2f}"] = [
             attack(
@@ -167,29 +170,51 @@ def run(name: str, x: np.ndarray, y: np.ndarray, bounds: tuple[float, float],
             for i in range(n_attacks)
         ]
     px = x[pool]
+    noisy = px[rng.integers(0, len(px), n_benign)] + rng.normal(0, 0.02 * span, (n_benign, *shape))
     streams = {
         "distinct": px[rng.permutation(len(px))[:n_benign]],
         "replacement": px[rng.integers(0, len(px), n_benign)],
-        "noise02": np.clip(
-            px[rng.integers(0, len(px), n_benign)] + rng.normal(0, 0.02 * span, (n_benign, *shape)),
-            lo,
-            hi,
-        ),  # fmt: skip
+        "noise02": np.clip(noisy, lo, hi),
     }
     for kind, xs in streams.items():
         out[f"benign_{kind}"] = {"queries": len(xs),
                                  **flagged(mon, f"benign-{kind}", model, xs.astype(np.float32))}  # fmt: skip
-    # the similarity radius is calibrated on 8x8 digits (0.1 RMS of the range): what
-    # other radii would give here, on the first attack input and the distinct stream
-    for radius in (0.05, 0.03, 0.02, 0.01):
-        det = Detection.model_validate({"similarity": {"radius": radius}})
-        m2 = Monitor(det, shape=shape, scale=span)
-        out[f"radius{radius}"] = {
-            "attack_sigma0.05": attack(
-                m2, "atk", model, x[pool[0]], int(y[pool[0]]), bounds, 0.05, budget, seed=0
-            ),  # fmt: skip
-            "benign_distinct": flagged(m2, "benign", model, streams["distinct"].astype(np.float32)),
-        }
+    return out
+
+
+def calibrated(x: np.ndarray, y: np.ndarray, pool: np.ndarray, bounds: tuple[float, float],
+               modality: str, model: Any, n_benign: int, budget: int,
+               n_attacks: int) -> dict[str, Any]:  # fmt: skip
+    """``gateway calibrate`` on one half of the pool, evaluated on the other half."""
+    from mlwarden.serve.calibrate import calibrate
+    from mlwarden.serve.config import GatewayConfig
+
+    half = len(pool) // 2
+    cfg = GatewayConfig.model_validate(
+        {"input": {"modality": modality, "shape": list(x.shape[1:]), "range": list(bounds)}}
+    )
+    result = calibrate(cfg, x[pool[:half]], benign=n_benign, seed=SEED)
+    summary = result.summary()
+    summary.pop("tried")
+    held = evaluate(result.detection, modality, model, x, y, pool[half:], bounds, n_benign,
+                    budget, n_attacks)  # fmt: skip
+    return {"calibration": summary, "held_out": held}
+
+
+def run(name: str, x: np.ndarray, y: np.ndarray, bounds: tuple[float, float],
+        n_benign: int, budget: int, n_attacks: int, modality: str = "tensor") -> dict[str, Any]:  # fmt: skip
+    rng = np.random.default_rng(SEED)
+    idx = rng.permutation(len(x))
+    train, pool = idx[: len(x) // 2], idx[len(x) // 2 :]
+    model = LogisticRegression(max_iter=500).fit(x[train].reshape(len(train), -1), y[train])
+    lo, hi = bounds
+    span = hi - lo
+    shape = list(x.shape[1:])
+    out: dict[str, Any] = {"inputs": shape, "pool": len(pool)}
+    out.update(evaluate(Detection(), modality, model, x, y, pool, bounds, n_benign, budget,
+                        n_attacks))  # fmt: skip
+    mon = Monitor(Detection(), shape=shape, scale=span, modality=modality)
+    px = x[pool]
     copies = np.clip(px[0] + rng.normal(0, 0.02 * span, (60, *shape)), lo, hi).astype(np.float32)
     mon.allowances["tta-allowed"] = 1000
     for key in ("tta", "tta-allowed"):
@@ -197,6 +222,7 @@ def run(name: str, x: np.ndarray, y: np.ndarray, bounds: tuple[float, float],
         flags = [bool(mon.inspect(key, copies[i : i + 1], labels[i : i + 1])) for i in range(60)]
         out[f"resend_noise02_{key}"] = {"flagged": sum(flags),
                                         "first": flags.index(True) + 1 if any(flags) else None}  # fmt: skip
+    out["calibrated"] = calibrated(x, y, pool, bounds, modality, model, n_benign, budget, n_attacks)
     print(f"{name}: {json.dumps(out)}", flush=True)
     return out
 
@@ -207,14 +233,19 @@ def main() -> None:
     ap.add_argument("--attack-budget", type=int, default=300)
     ap.add_argument("--attacks", type=int, default=5)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--only", help="run one input kind (image, tabular, audio)")
     args = ap.parse_args()
     results = {}
-    for name, loader in (("image 3x32x32", images), ("tabular 30", tabular), ("audio 8000", audio)):
+    loaders = (("image 3x32x32", images, "tensor"), ("tabular 30", tabular, "tensor"),
+               ("audio 8000", audio, "audio"))  # fmt: skip
+    for name, loader, modality in loaders:
+        if args.only and args.only not in name:
+            continue
         data = loader()
         if data is None:
             print(f"{name}: skipped (no data in the cache)")
             continue
-        results[name] = run(name, *data, args.benign, args.attack_budget, args.attacks)
+        results[name] = run(name, *data, args.benign, args.attack_budget, args.attacks, modality)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     print("\n| input | noisy search flagged at query (sigma 0.01 / 0.05 / 0.10) | benign "
@@ -229,6 +260,16 @@ def main() -> None:
         )
         tta = f"{r['resend_noise02_tta']['first']} / {r['resend_noise02_tta-allowed']['first']}"
         print(f"| {name} | {att} | {ben} | {tta} |")
+    print("\ncalibrated (gateway calibrate on half the pool; held-out half):")
+    for name, r in results.items():
+        c, h = r["calibrated"]["calibration"], r["calibrated"]["held_out"]
+        att = " / ".join(str(h[f"attack_sigma{s:.2f}"]) for s in (0.01, 0.05, 0.10))
+        ben = " / ".join(
+            f"{1000 * h[f'benign_{k}']['any'] / h[f'benign_{k}']['queries']:.1f}"
+            for k in ("distinct", "replacement", "noise02")
+        )
+        print(f"| {name} | meets {c['meets']} radius {c['similarity_radius']} bl "
+              f"{c['blacklight']} delta {c['prada_delta']} | {att} | {ben} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,12 +9,15 @@ hundreds of false alarms per 1,000 benign queries (``docs/benchmarks/gateway.md`
 * **noisy random-search streams**: Square's search (Andriushchenko et al. 2020,
   arXiv:1912.00049) with fresh N(0, ``sigma``) noise on every query (Feng et al., CCS
   2023, arXiv:2303.06280). No model is at hand, so each step (a random block set to
-  +-0.1 of the range) is kept with probability 1/2: the perturbation keeps moving,
-  which is harder to flag than a search that has stalled.
+  +-0.1 of the range) is kept with probability 1/4: against logistic regressions on
+  3x32x32 images and tabular rows the real search kept 3-26% of its steps (sigma
+  0.05 and 0.01; ``benchmarks/gateway_detection_modalities.py``), and a search that
+  keeps more moves away from its earlier queries faster, which is harder to flag.
 
 It then picks, per detector, the setting that keeps benign false alarms at or under
-``target`` per 1,000 queries on every benign stream: the largest similarity radius
-that also flags every search within ``budget`` queries, the Blacklight quantisation
+``target`` per 1,000 queries on every benign stream: the similarity radius and
+neighbour count that flag every search earliest within ``budget`` queries (else the
+largest quiet radius), the Blacklight quantisation
 and threshold that flag the search earliest, the highest PRADA ``delta``. The chosen
 config is verified as a whole; when no setting meets both figures the result says
 so and the config is left as it was (fail closed).
@@ -38,7 +41,8 @@ from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.serve.config import Detection, GatewayConfig
 from mlwarden.serve.monitor import Monitor
 
-RADII = (0.1, 0.07, 0.05, 0.035, 0.025, 0.02, 0.015, 0.01, 0.007, 0.005)
+RADII = (0.1, 0.07, 0.05, 0.035, 0.025, 0.02, 0.017, 0.015, 0.0125, 0.01, 0.007, 0.005)
+NEIGHBOURS = (20, 40, 80)
 QUANTIZATIONS = (0.1, 0.05, 0.025)
 THRESHOLDS = (20, 30, 40)
 DELTAS = (0.85, 0.8, 0.75, 0.7, 0.6)
@@ -69,6 +73,7 @@ class Calibration:
             "target_per_1000": self.target,
             "sigma": self.sigma,
             "similarity_radius": d.similarity.radius,
+            "similarity_min_neighbours": d.similarity.min_neighbours,
             "blacklight": {
                 "quantization": d.blacklight.quantization,
                 "threshold": d.blacklight.threshold,
@@ -91,11 +96,17 @@ def _block(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[slice, ...
 
 
 def search_stream(
-    x0: np.ndarray, bounds: tuple[float, float], sigma: float, queries: int, seed: int
+    x0: np.ndarray,
+    bounds: tuple[float, float],
+    sigma: float,
+    queries: int,
+    seed: int,
+    accept: float = 0.25,
 ) -> np.ndarray:
     """The queries of a model-free noisy random search around ``x0`` (see module doc).
 
-    ``sigma`` is a fraction of the range. Example: ``search_stream(x, (0, 1), 0.05, 300, 0)``.
+    ``sigma`` is a fraction of the range; ``accept`` the probability that a step is kept.
+    Example: ``search_stream(x, (0, 1), 0.05, 300, 0)``.
     """
     lo, hi = bounds
     span = hi - lo
@@ -106,7 +117,7 @@ def search_stream(
         cand = delta.copy()
         cand[_block(rng, x0.shape)] = rng.choice([-0.1, 0.1]) * span
         out[i] = np.clip(x0 + cand + rng.normal(0, sigma * span, x0.shape), lo, hi)
-        if rng.random() < 0.5:
+        if rng.random() < accept:
             delta = cand
     return out
 
@@ -174,18 +185,35 @@ def _worst(fa: dict[str, float]) -> float:
     return max(fa.values(), default=0.0)
 
 
-def _pick_similarity(base: Detection, run: _Runner, tried: dict[str, Any]) -> float | None:
-    """The largest radius within the false-alarm target (``None``: none is)."""
+def _pick_similarity(
+    base: Detection, run: _Runner, tried: dict[str, Any]
+) -> tuple[float, int, list[int | None]] | None:
+    """The quiet (radius, min_neighbours) that flags every search earliest.
+
+    A larger radius or a smaller neighbour count flags sooner and alarms more; the
+    largest quiet radius is returned (with its flags) when none flags every search.
+    """
+    best: tuple[float, tuple[float, int, list[int | None]]] | None = None
+    fallback = None
     for radius in RADII:
-        fa = run.false_alarms(_only(base, "similarity", radius=radius))
-        tried[f"similarity radius {radius}"] = {"false_alarms": fa}
-        if _worst(fa) <= run.target:
-            # smaller radii flag later still: the largest quiet one is the best one
-            tried[f"similarity radius {radius}"]["first_flags"] = run.first_flags(
-                _only(base, "similarity", radius=radius)
-            )
-            return radius
-    return None
+        for need in NEIGHBOURS:
+            det = _only(base, "similarity", radius=radius, min_neighbours=need)
+            fa = run.false_alarms(det)
+            row: dict[str, Any] = {"false_alarms": fa}
+            tried[f"similarity radius {radius} neighbours {need}"] = row
+            if _worst(fa) > run.target:
+                continue
+            flags = row["first_flags"] = run.first_flags(det)
+            fallback = fallback or (radius, need, flags)
+            late = max(math.inf if f is None else f for f in flags)
+            if late <= run.budget and (best is None or late < best[0]):
+                best = (late, (radius, need, flags))
+            break  # more neighbours at this radius: quiet too, but later
+        else:
+            continue
+        if need == NEIGHBOURS[0]:
+            break  # quiet at the fewest neighbours: smaller radii only flag later
+    return best[1] if best is not None else fallback
 
 
 def _pick_blacklight(
@@ -226,6 +254,7 @@ class _Runner:
     searches: list[np.ndarray]
     target: float
     modality: str
+    budget: int
 
     def false_alarms(self, det: Detection) -> dict[str, float]:
         return _false_alarms(det, self.shape, self.span, self.modality, self.streams)
@@ -267,20 +296,21 @@ def calibrate(
         [search_stream(x[i], (lo, hi), sigma, budget, seed + 2 + k) for k, i in enumerate(seeds)],
         target,
         config.input.modality,
+        budget,
     )
     base = config.detection
     tried: dict[str, Any] = {}
     notes: list[str] = []
     data = base.model_dump()
     if base.similarity.enabled:
-        radius = _pick_similarity(base, run, tried)
-        if radius is None:
+        sim = _pick_similarity(base, run, tried)
+        if sim is None:
             notes.append(f"no similarity radius down to {RADII[-1]} keeps benign false alarms "
                          f"<= {target:g}/1000")  # fmt: skip
         else:
+            radius, data["similarity"]["min_neighbours"], late = sim
             data["similarity"]["radius"] = radius
-            late = tried[f"similarity radius {radius}"]["first_flags"]
-            if any(f is None for f in late):
+            if any(f is None or f > budget for f in late):
                 notes.append(f"similarity: the largest quiet radius ({radius}) misses the "
                              f"sigma-{sigma:g} search within {budget} queries: its noise is as "
                              "large as the distance between benign inputs")  # fmt: skip
@@ -397,7 +427,8 @@ def _print(result: Calibration, dest: Path) -> None:
     flags = ", ".join(str(f) if f is not None else "never" for f in result.first_flags)
     d = result.detection
     what = "calibrated" if result.meets else "best tried"
-    typer.echo(f"{what}: similarity radius {d.similarity.radius:g}; Blacklight quantization "
+    typer.echo(f"{what}: similarity radius {d.similarity.radius:g} "
+               f"({d.similarity.min_neighbours} neighbours); Blacklight quantization "
                f"{d.blacklight.quantization:g}, threshold {d.blacklight.threshold}; PRADA delta "
                f"{d.prada.delta:g}")  # fmt: skip
     typer.echo(f"benign false alarms per 1,000 ({fa}); target <= {result.target:g}")
