@@ -228,6 +228,7 @@ def knockoff(
     modality: str | None = None,
     uniform_samples: int = 1000,
     seed: int = 0,
+    on_budget: Callable[[int], None] | None = None,
 ) -> ExtractionCurve:
     """Steal ``target`` at each budget; fidelity/accuracy of the surrogate per budget.
 
@@ -239,7 +240,8 @@ def knockoff(
     measured on ``pool`` and ``eval_x``; ``bounds`` gives one global box instead), and
     the substitute is the modality's (``modality``: a row name of
     :mod:`mlwarden.core.modality`; default: text for strings, else tabular). Evaluation queries (on ``eval_x`` and the random
-    inputs) are not charged to the attacker.
+    inputs) are not charged to the attacker. ``on_budget(b)`` is called when budget
+    ``b``'s point is measured (progress).
 
     Example::
 
@@ -313,6 +315,8 @@ def knockoff(
                     queries=target.queries - start,
                 )
             )
+            if on_budget is not None:
+                on_budget(b)
     finally:
         target.max_queries = cap
     return curve

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwarden.core.console import info
+from mlwarden.core.console import Stages, info, progress_bar
 from mlwarden.core.data import Dataset, load_dataset
 from mlwarden.core.errors import UserError
 from mlwarden.core.findings import Finding, Report, Severity
@@ -303,8 +303,18 @@ def extract_report(
         if finding is not None:
             report.add(finding)
     curves: list[ExtractionCurve] = []
-    with report.timed("extract.knockoff"):
+    # progress: each (strategy, budget) point costs about its queries plus a fit on them
+    weights = {f"{s} @ {b} queries": float(b) for s in strategies for b in budgets}
+    with report.timed("extract.knockoff"), progress_bar("extract", None, counts=False) as bar:
+        stages = Stages(bar, weights, prefix=artifact)
         for strategy in strategies:
+            stages.start(f"{strategy} @ {budgets[0]} queries")
+
+            def step(b: int, strategy: str = strategy) -> None:
+                stages.done(f"{strategy} @ {b} queries")
+                later = [k for k in stages.weights if k.startswith(f"{strategy} @ ")]
+                stages.start(later[0] if later else strategy)
+
             curves.append(
                 knockoff(
                     target,
@@ -316,6 +326,7 @@ def extract_report(
                     strategy=strategy,
                     modality=hooks.name,
                     seed=seed,
+                    on_budget=step,
                 )
             )
     first = curves[0]
