@@ -497,6 +497,19 @@ def test_pandas_pickles_are_safe(tmp_path: Path) -> None:
     assert_safe(paths)
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["pyarrow.parquet\nread_table", "pyarrow.fs\nLocalFileSystem", "pyarrow\nread_serialized"],
+)
+def test_pyarrow_names_beyond_array_rebuilding_are_not_safe(tmp_path: Path, name: str) -> None:
+    """The allow-list admits pyarrow's array-rebuilding helpers only (pandas' pyarrow-backed
+    columns); file readers and file systems from the same package stay flagged."""
+    pytest.importorskip("pyarrow")
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"\x80\x02c" + name.encode() + b"\nX\x07\x00\x00\x00/etc/pw\x85R.")
+    assert scan_file(bad).verdict.value != "safe"
+
+
 def test_scipy_sparse_pickles_are_safe(tmp_path: Path) -> None:
     sp = pytest.importorskip("scipy.sparse")
     objs = {

@@ -264,6 +264,9 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--benign", help="Benign queries per simulated stream.")
         ] = 1000,
         json_path: JsonOpt = None,
+        html_path: HtmlOpt = None,
+        sarif_path: SarifOpt = None,
+        junit_path: JunitOpt = None,
         fail_on: FailOnOpt = None,
         seed: SeedOpt = 0,
         quiet: QuietOpt = False,
@@ -277,4 +280,8 @@ def register(app: typer.Typer) -> None:
             config, data, out=out, sigma=sigma, budget=budget, target=target, benign=benign,
             seed=seed, quiet=quiet,
         )  # fmt: skip
-        raise typer.Exit(finish(report, json_path=json_path, fail_on=fail_on))
+        code = finish(
+            report, json_path=json_path, html_path=html_path, sarif_path=sarif_path,
+            junit_path=junit_path, fail_on=fail_on,
+        )  # fmt: skip
+        raise typer.Exit(code)

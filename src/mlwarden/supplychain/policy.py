@@ -394,6 +394,16 @@ SAFE_GLOBALS: frozenset[str] = frozenset(
         "pandas.core.indexes.datetimes._new_DatetimeIndex",
         "pandas.core.indexes.timedeltas._new_TimedeltaIndex",
         "pandas.core.indexes.interval._new_IntervalIndex",
+        # pyarrow-backed pandas columns (pandas 3's default string dtype when pyarrow is
+        # installed pickles through pyarrow's own __reduce__): an alias such as "string"
+        # to a DataType, bytes wrapped as a Buffer, and an Array rebuilt from a type,
+        # lengths and those buffers. No I/O, import or call of anything named by the data.
+        # Residue: _restore_array does not validate the buffers against the lengths, so a
+        # crafted pickle can make an array whose reads go past its buffer (a crash or a
+        # read of the loading process's memory when the column is used), not run code.
+        "pyarrow.lib.type_for_alias",
+        "pyarrow.lib.py_buffer",
+        "pyarrow.lib._restore_array",
         # XGBoost and LightGBM scikit-learn wrappers and their boosters. The wrappers'
         # constructors only store parameters (scikit-learn convention); a Booster is rebuilt
         # by __setstate__ from the model bytes in the pickle, parsed by the library's C++
