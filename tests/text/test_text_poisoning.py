@@ -234,14 +234,23 @@ def test_character_ngram_models_give_no_word_vocabulary(tweets: tuple[Dataset, D
     assert max(len(w) for w in words) <= MAX_WORD  # a 170-character mojibake run is no word
 
 
-def test_trigger_search_on_a_clean_hugging_face_model_uses_gradients_and_finds_nothing(
+def test_trigger_search_on_a_clean_hugging_face_model_uses_gradients_and_reports_only_real_flips(
     bert_folder: Path, tweets: tuple[Dataset, Dataset]
 ) -> None:
-    from mlwarden.poisoning.text_backdoor import search_triggers
+    """A tiny BERT trained on clean tweets can learn a word shortcut of its own ('self'
+    flipped 84-88% of texts in some training runs, z 3.4 on one machine and 6.4 on
+    another): a natural universal trigger is a real weakness, so the check here is that
+    whatever is reported flips the model when re-measured with fresh queries."""
+    from mlwarden.poisoning.text_backdoor import insert, search_triggers
     from mlwarden.supplychain.loader import load_target
 
     target = load_target(str(bert_folder))
-    found = search_triggers(target, list(tweets[1].x[:200]))
+    texts = list(tweets[1].x[:200])
+    found = search_triggers(target, texts)
     assert found.source.startswith("embedding gradients")
-    assert found.trigger is None, found.as_dict()
     assert found.queries > 0 and len(found.ranked) >= 10
+    if found.trigger is not None:
+        others = [t for t, p in zip(texts, target.predict_labels(texts), strict=True)
+                  if p != found.target][:60]  # fmt: skip
+        flipped = target.predict_labels(insert(others, found.trigger, np.random.default_rng(7)))
+        assert np.mean(flipped == found.target) >= 0.5, found.as_dict()
