@@ -33,14 +33,10 @@ from typing import Any
 import numpy as np
 
 from mlwarden.serve.config import InputSchema
-from mlwarden.serve.validate import RequestError
+from mlwarden.serve.validate import _invalid, batch_list
 
 #: Control characters a text may hold.
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
-
-
-def _invalid(message: str) -> RequestError:
-    return RequestError(422, message)
 
 
 def _check_text(i: int, text: object, max_chars: int) -> str:
@@ -79,13 +75,7 @@ def parse_text_inputs(body: bytes, schema: InputSchema) -> np.ndarray:
         raise _invalid(f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise _invalid("body nests too deeply to be a list of texts") from None
-    if not isinstance(payload, dict) or "inputs" not in payload:
-        raise _invalid('body must be a JSON object {"inputs": ["text", ...]}')
-    inputs = payload["inputs"]
-    if not isinstance(inputs, list) or not inputs:
-        raise _invalid('"inputs" must be a non-empty list of texts')
-    if len(inputs) > schema.max_batch:
-        raise _invalid(f"batch of {len(inputs)} texts is over the limit of {schema.max_batch}")
+    inputs = batch_list(payload, schema.max_batch, "texts", '"text"')
     out = np.empty(len(inputs), dtype=object)
     for i, text in enumerate(inputs):
         out[i] = _check_text(i, text, schema.max_chars)

@@ -75,6 +75,20 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed; inputs must be finite numbers")
 
 
+def batch_list(payload: Any, max_batch: int, noun: str, example: str) -> list[Any]:
+    """The ``inputs`` list of a decoded body ``{"inputs": [...]}``: present, a non-empty
+    list, at most ``max_batch`` long (422 otherwise). ``noun`` names the items in the
+    messages (``inputs``, ``texts``), ``example`` one item (``input``, ``"text"``)."""
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise _invalid(f'body must be a JSON object {{"inputs": [{example}, ...]}}')
+    inputs = payload["inputs"]
+    if not isinstance(inputs, list) or not inputs:
+        raise _invalid(f'"inputs" must be a non-empty list of {noun}')
+    if len(inputs) > max_batch:
+        raise _invalid(f"batch of {len(inputs)} {noun} is over the limit of {max_batch}")
+    return inputs
+
+
 def parse_inputs(body: bytes, schema: InputSchema) -> np.ndarray:
     """The validated batch as a float32 array ``(N, *shape)``."""
     try:
@@ -83,13 +97,7 @@ def parse_inputs(body: bytes, schema: InputSchema) -> np.ndarray:
         raise _invalid(f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise _invalid("body nests arrays too deeply to be an input batch") from None
-    if not isinstance(payload, dict) or "inputs" not in payload:
-        raise _invalid('body must be a JSON object {"inputs": [input, ...]}')
-    inputs = payload["inputs"]
-    if not isinstance(inputs, list) or not inputs:
-        raise _invalid('"inputs" must be a non-empty list of inputs')
-    if len(inputs) > schema.max_batch:
-        raise _invalid(f"batch of {len(inputs)} inputs is over the limit of {schema.max_batch}")
+    inputs = batch_list(payload, schema.max_batch, "inputs", "input")
     try:
         arr = np.asarray(inputs)
     except (ValueError, TypeError):
