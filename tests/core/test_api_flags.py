@@ -85,6 +85,8 @@ def test_an_error_masks_a_token_typed_on_the_command_line(served) -> None:
         ({"input-shape": "1,a"}, "positive sizes"),
         ({"output": "probabilities"}, "--api-output"),
         ({"batch-size": 0}, "--api-batch-size"),
+        ({"num-classes": 1}, "--api-num-classes (num_classes)"),
+        ({"labels": "cat=0,dog=0"}, "--api-labels (labels)"),
     ],
 )
 def test_a_bad_flag_is_one_clear_line(raw, words) -> None:

@@ -136,11 +136,16 @@ def read_target_file(path: str | Path) -> TargetSpec:
     try:
         return TargetSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(k) for k in err["loc"]) or "file"
-        msg = str(err["msg"]).removeprefix("Value error, ")
+        where, msg = _first_error(exc)
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise InputFileError(p, f"key {where!r}: {msg}{more}") from None
+        raise InputFileError(p, f"key {where or 'file'!r}: {msg}{more}") from None
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    """The first error's dotted key path (empty for the whole mapping) and message."""
+    err = exc.errors()[0]
+    where = ".".join(str(k) for k in err["loc"])
+    return where, str(err["msg"]).removeprefix("Value error, ")
 
 
 def _expand(value: str, secrets: list[str], origin: str) -> str:
@@ -187,11 +192,10 @@ def _validated(raw: dict[str, Any], origin: str) -> TargetSpec:
     try:
         return TargetSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(k) for k in err["loc"]) or "value"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        flag = "--api-" + where.split(".")[0].replace("_", "-").removesuffix("s")
-        raise UserError(f"{origin}: {flag} ({where}): {msg}") from None
+        where, msg = _first_error(exc)
+        flag = {key: f"--api-{f}" for f, key in api_flags.KEYS.items()}.get(where.split(".")[0])
+        named = f"{flag} ({where})" if flag else where or "value"
+        raise UserError(f"{origin}: {named}: {msg}") from None
 
 
 def _from_spec(
