@@ -304,16 +304,18 @@ def extract_report(
             report.add(finding)
     curves: list[ExtractionCurve] = []
     # progress: each (strategy, budget) point costs about its queries plus a fit on them
-    weights = {f"{s} @ {b} queries": float(b) for s in strategies for b in budgets}
+    phase = "{} @ {} queries".format
+    weights = {phase(s, b): float(b) for s in strategies for b in budgets}
     with report.timed("extract.knockoff"), progress_bar("extract", None, counts=False) as bar:
         stages = Stages(bar, weights, prefix=artifact)
         for strategy in strategies:
-            stages.start(f"{strategy} @ {budgets[0]} queries")
+            stages.start(phase(strategy, budgets[0]))
 
             def step(b: int, strategy: str = strategy) -> None:
-                stages.done(f"{strategy} @ {b} queries")
-                later = [k for k in stages.weights if k.startswith(f"{strategy} @ ")]
-                stages.start(later[0] if later else strategy)
+                stages.done(phase(strategy, b))
+                later = next((x for x in budgets if x > b), None)  # budgets are sorted
+                if later is not None:
+                    stages.start(phase(strategy, later))
 
             curves.append(
                 knockoff(
