@@ -162,6 +162,13 @@ class Blacklight(_Strict):
     threshold: int = Field(default=20, ge=1, description="matching hashes that make a match")
     chain: int = Field(default=3, ge=1, description="matches in 64 queries that flag a query")
     history: int = Field(default=10000, ge=1, description="queries remembered per key")
+    # Pauses in speech quantise to the same bins in every clip (distinct clips matched).
+    silence: float | None = Field(
+        default=None,
+        ge=0,
+        description="windows within +-silence are not hashed (input units); "
+        "default: the bin width for audio, 0 (off) otherwise",
+    )
 
 
 class Prada(_Strict):

@@ -19,8 +19,11 @@ Three detectors, all per key, after one filter:
   paper's settings for 32x32 CIFAR images are bins of 50/255, windows of 20, the top
   50 hashes and a threshold of 25; our defaults (bins of 0.1, windows of 20, top 50,
   threshold 20) are calibrated for small inputs such as 8x8 digits, where an input
-  has only 45 windows. Fresh noise on every query breaks the hashes (Feng et al.,
-  CCS 2023, arXiv:2303.06280), hence:
+  has only 45 windows. On audio (``input.modality: audio``) a window whose samples all
+  lie within one bin of zero is not hashed (``blacklight.silence``, default: the bin
+  width): the pauses and quiet low tones of speech quantise to the same runs of bins
+  in every clip, and distinct recordings matched on them. Fresh noise on every query
+  breaks the hashes (Feng et al., CCS 2023, arXiv:2303.06280), hence:
 * :class:`Similarity` — the count of the key's remembered queries within a small
   distance of the new one, on a reduced representation (:func:`reduce`); it holds
   against per-query Gaussian noise, spreading queries over time and mixing in benign
@@ -71,9 +74,11 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
 
 
-def fingerprint(x: np.ndarray, quantization: float, window: int, top: int) -> frozenset[int]:
+def fingerprint(
+    x: np.ndarray, quantization: float, window: int, top: int, silence: float = 0.0
+) -> frozenset[int]:
     """The fingerprint of :func:`_fingerprint` as a set of ints (for tests and tools)."""
-    return frozenset(_fingerprint(x, quantization, window, top).tolist())
+    return frozenset(_fingerprint(x, quantization, window, top, silence).tolist())
 
 
 @functools.lru_cache(maxsize=16)
@@ -89,7 +94,9 @@ def _powers(n: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return q_pow, p_pow
 
 
-def _fingerprint(x: np.ndarray, quantization: float, window: int, top: int) -> np.ndarray:
+def _fingerprint(
+    x: np.ndarray, quantization: float, window: int, top: int, silence: float = 0.0
+) -> np.ndarray:
     """Blacklight's probabilistic fingerprint of one input: its top-``top`` window hashes.
 
     Values are binned as ``floor(x / quantization)`` (input units), flattened in C
@@ -98,8 +105,15 @@ def _fingerprint(x: np.ndarray, quantization: float, window: int, top: int) -> n
     vectorised pass instead of one SHA-256 call per window). Any hash with negligible
     collisions serves: a fingerprint is compared only with the same key's own history,
     so a crafted collision could only flag the crafter.
+
+    ``silence`` > 0 (input units) is a gate: a window whose values all lie strictly
+    within ``(-silence, silence)`` is not hashed. Pauses in speech quantise to the same
+    few bins in every clip, so distinct clips shared their hashes (:class:`Blacklight`).
+    Gating hides nothing from the detector: a perturbation big enough to change a bin
+    there makes the window loud, and the windows it does not touch still match.
     """
-    flat = np.floor(np.asarray(x, dtype=np.float64).ravel() / quantization).astype(np.int64)
+    raw = np.asarray(x, dtype=np.float64).ravel()
+    flat = np.floor(raw / quantization).astype(np.int64)
     w = min(window, flat.size)
     q_pow, p_pow = _powers(flat.size, w)
     with np.errstate(over="ignore"):
@@ -111,6 +125,11 @@ def _fingerprint(x: np.ndarray, quantization: float, window: int, top: int) -> n
         hashes = sums * p_pow
         hashes ^= hashes >> np.uint64(29)
         hashes *= _MULTIPLIER
+    if silence > 0:
+        loud = np.concatenate(([0], np.cumsum(np.abs(raw) >= silence)))
+        hashes = hashes[loud[w:] > loud[: len(loud) - w]]
+    if not len(hashes):
+        return hashes
     hashes.sort()  # np.sort and a mask: np.unique hashes first, several times slower here
     distinct = hashes[np.append(hashes[1:] != hashes[:-1], True)]
     return distinct[-top:]  # sorted ascending, distinct: the largest ``top``
@@ -130,8 +149,9 @@ class Blacklight:
     _MERGE = 256
     _WINDOW = 64  # queries over which matches are counted
 
-    def __init__(self, config: BlacklightConfig) -> None:
+    def __init__(self, config: BlacklightConfig, silence: float = 0.0) -> None:
         self.config = config
+        self.silence = silence  # the gate of :func:`_fingerprint`, input units
         self._hashes = np.empty(0, dtype=np.uint64)
         self._ids = np.empty(0, dtype=np.int64)
         self._recent: dict[int, int] = {}
@@ -147,7 +167,7 @@ class Blacklight:
         near-duplicate spread over its successors: all remembered hashes count.
         """
         c = self.config
-        fp = _fingerprint(x, c.quantization, c.window, c.top)
+        fp = _fingerprint(x, c.quantization, c.window, c.top, self.silence)
         oldest = self._next - c.history
         hashes = fp.tolist()
         recent = self._recent
@@ -524,9 +544,10 @@ class _Recent:
 
 
 class _KeyState:
-    def __init__(self, config: Detection, dims: int) -> None:
+    def __init__(self, config: Detection, dims: int, silence: float) -> None:
         self.recent = _Recent(max(config.similarity.history, config.blacklight.history))
-        self.blacklight = Blacklight(config.blacklight) if config.blacklight.enabled else None
+        bl = config.blacklight
+        self.blacklight = Blacklight(bl, silence) if bl.enabled else None
         self.similarity = Similarity(config.similarity, dims) if config.similarity.enabled else None
         self.prada = Prada(config.prada) if config.prada.enabled else None
         self.lock = threading.Lock()
@@ -574,6 +595,10 @@ class Monitor:
         self.scale = scale
         # audio: a log-energy envelope, since block means flatten a waveform to ~0
         self._reduce = reduce_audio if modality == "audio" else reduce
+        bl = config.blacklight
+        # audio: windows within one bin of zero (pauses) are not hashed; see _fingerprint
+        default_gate = bl.quantization if modality == "audio" else 0.0
+        self.silence = default_gate if bl.silence is None else bl.silence
         self.dims = min(math.prod(shape), config.similarity.max_dims) if shape else None
         self._keys: dict[str, _KeyState] = {}
         self._guard = threading.Lock()
@@ -589,7 +614,7 @@ class Monitor:
         with self._guard:
             state = self._keys.get(key)
             if state is None:
-                state = self._keys[key] = _KeyState(self.config, dims)
+                state = self._keys[key] = _KeyState(self.config, dims, self.silence)
             return state
 
     def inspect(self, key: str, x: np.ndarray, labels: np.ndarray) -> dict[str, list[int]]:
