@@ -248,3 +248,31 @@ def test_an_unwritable_audit_log_is_a_user_error_at_start(
     blocker.write_text("")
     with pytest.raises(UserError, match="audit log"):
         create_app(sklearn_target, gw_config(audit={"path": str(blocker / "audit.db")}))
+
+
+def test_answers_carry_json_headers_and_a_fresh_request_id(live, keys, digits) -> None:
+    seen = set()
+    with httpx.Client(headers=_auth(keys["labels"])) as c:
+        for body in (_body(digits[2][:1]), {"inputs": []}):
+            for _ in range(3):
+                r = c.post(f"{live.url}/v1/predict", json=body)
+                assert r.headers["content-type"] == "application/json"
+                assert int(r.headers["content-length"]) == len(r.content)
+                rid = r.headers["X-Request-Id"]
+                assert len(rid) == 32 and int(rid, 16) >= 0 and rid not in seen
+                seen.add(rid)
+                assert r.json()  # a body that parses, on 200 and 422 alike
+    stored = {row["request_id"] for row in read_records(live.gateway.audit.path)}
+    assert seen <= stored
+
+
+def test_an_answer_that_cannot_be_audited_is_not_given(live, keys, digits) -> None:
+    """Fail closed: with the audit log gone, predictions become 503, never a 200."""
+    live.gateway.audit.close()
+    r = httpx.post(
+        f"{live.url}/v1/predict", json=_body(digits[2][:1]), headers=_auth(keys["labels"])
+    )
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+    assert r.json() == {"detail": "audit log unavailable"} and "predictions" not in r.text
+    metrics = httpx.get(f"{live.url}/metrics", headers=_auth(keys["metrics"]))
+    assert metrics.status_code == 503  # the metrics route is audited too

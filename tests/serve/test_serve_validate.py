@@ -60,3 +60,55 @@ def test_int_dtype_refuses_fractions() -> None:
     assert parse_inputs(b'{"inputs": [[1, 2]]}', schema).tolist() == [[1.0, 2.0]]
     with pytest.raises(RequestError, match="whole numbers"):
         parse_inputs(b'{"inputs": [[1.5, 2]]}', schema)
+
+
+def _outcome(body: bytes) -> tuple[str, object]:
+    try:
+        return "ok", parse_inputs(body, SCHEMA).tolist()
+    except RequestError as exc:
+        return f"{exc.status}", exc.message
+
+
+_TRICKY = [
+    b'{"inputs": [[[0.5, 0.25, 0], [1, -1, 0.125]]]}',
+    b'\xef\xbb\xbf{"inputs": [[[0.5, 0.25, 0], [1, -1, 0.125]]]}',  # byte-order mark
+    '{"inputs": [[[0.5, 0.25, 0], [1, -1, 0.125]]]}'.encode("utf-16"),
+    b'{"inputs": [[[NaN, 0, 0], [0, 0, 0]]]}',
+    b'{"inputs": [[[1e999, 0, 0], [0, 0, 0]]]}',
+    b'{"inputs": [[[-Infinity, 0, 0], [0, 0, 0]]]}',
+    b'{"inputs": [[[0, 0, 0], [0, 0, 0]]], "inputs": "x"}',  # duplicate key: the last wins
+    b'{"inputs": [[["\\ud800", 0, 0], [0, 0, 0]]]}',  # lone surrogate
+    b'{"inputs": [[[0, 0, 0], [0, 0, 0]]]} trailing',
+    b"[" * 1100 + b"]" * 1100,  # deeper than orjson's limit
+    b'{"inputs": [[[1.0000000000000002, -0.0, 1E-320], [0, 0, 0]]]}',
+    b"",
+    b"\xff\xfe\x00",
+]
+
+
+@pytest.mark.parametrize("body", _TRICKY)
+def test_the_fast_json_path_accepts_and_refuses_exactly_like_the_stdlib(
+    body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """orjson decodes well-formed bodies; every answer must equal the stdlib-only one."""
+    fast = _outcome(body)
+    import orjson
+
+    from mlwarden.serve import validate
+
+    def refuse(_: bytes) -> None:
+        raise orjson.JSONDecodeError("forced", "", 0)
+
+    monkeypatch.setattr(validate.orjson, "loads", refuse)
+    assert fast == _outcome(body)
+
+
+@given(arrays(np.float64, (2, 2, 3), elements=st.floats(-1.5, 1.5, width=32)))
+@settings(max_examples=40, deadline=None)
+def test_the_fast_json_path_decodes_the_same_numbers(x: np.ndarray) -> None:
+    import orjson
+
+    body = json.dumps({"inputs": x.tolist()}).encode()
+    assert orjson.loads(body) == json.loads(body)
+    got = _outcome(body)
+    assert got[0] == ("ok" if np.abs(x).max() <= 1 else "422")

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mlwarden.serve.config import InputSchema
 
@@ -75,6 +76,26 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed; inputs must be finite numbers")
 
 
+def loads(body: bytes) -> Any:
+    """Decode a JSON request body: orjson for well-formed UTF-8 JSON, else the stdlib.
+
+    orjson (strict RFC 8259) takes about 6 us for a 64-value input where ``json.loads``
+    takes 70 us. Whatever it refuses (``NaN``, ``1e999``, a byte-order mark, UTF-16,
+    bad syntax, nesting over 1,024) is decoded again by the standard library, which
+    accepts or refuses it exactly as before and words the refusal (``ValueError``, or
+    ``RecursionError`` for deep nesting). So the only cost of a bad body is the old one.
+
+    Example::
+
+        loads(b'{"inputs": [[0.5]]}')   # {'inputs': [[0.5]]}
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # the standard library decides, with the messages clients already get
+    return json.loads(body, parse_constant=_no_constant)
+
+
 def batch_list(payload: Any, max_batch: int, noun: str, example: str) -> list[Any]:
     """The ``inputs`` list of a decoded body ``{"inputs": [...]}``: present, a non-empty
     list, at most ``max_batch`` long (422 otherwise). ``noun`` names the items in the
@@ -92,7 +113,7 @@ def batch_list(payload: Any, max_batch: int, noun: str, example: str) -> list[An
 def parse_inputs(body: bytes, schema: InputSchema) -> np.ndarray:
     """The validated batch as a float32 array ``(N, *shape)``."""
     try:
-        payload = json.loads(body, parse_constant=_no_constant)
+        payload = loads(body)
     except ValueError as exc:
         raise _invalid(f"body is not valid JSON: {exc}") from None
     except RecursionError:
