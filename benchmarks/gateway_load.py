@@ -12,10 +12,13 @@ connection (keep-alive latency), sequential requests each on a new connection
 throughput at concurrency C = 1, 8 and 32, the two servers back to back (a pair) in
 alternating order. The throughput ratio is the median of the per-pair ratios (the
 machine's load from other processes changes less within a pair than between rounds);
-latencies are medians over rounds. At the end the gateway is killed with
-SIGKILL and every answered request id is looked up in its audit log (lost records
-must be 0); 5xx must be 0. Targets: keep-alive p50 overhead <= 2 ms, throughput
->= 0.8x of bare at concurrency 8.
+latencies are medians over rounds (overheads: medians of the per-round differences).
+Each throughput run also reads the server process's CPU time from ``/proc``: CPU ms
+per request per server and concurrency, and the CPU ratio bare/gateway (median over
+pairs), the throughput ratio of a CPU-bound server whatever the scheduler did. At
+the end the gateway is killed with SIGKILL and every answered request id is looked
+up in its audit log (lost records must be 0); 5xx must be 0. Targets: keep-alive p50
+overhead <= 2 ms, throughput >= 0.8x of bare at concurrency 8.
 
 Part 1b (flood). A fresh gateway; a client process opens ``--flood`` connections from
 several loopback addresses (half silent, half with a request head never finished) and
@@ -310,7 +313,11 @@ def load_benchmark(
     On a shared machine the load of other processes changes from second to second, so
     each throughput figure is a pair of short runs, one per server, in alternating
     order; the ratio is the median of the per-pair ratios (``rounds`` pairs per
-    concurrency), which cancels load that changes slower than a pair.
+    concurrency), which cancels load that changes slower than a pair. Each run also
+    reads the server process's CPU time (``/proc``) per answered request; the CPU ratio
+    (bare over gateway, median over pairs) is the throughput ratio a CPU-bound server
+    reaches, whatever share of the cores the scheduler gave each run. Latency overheads
+    are medians of the per-round differences.
     """
     from mlwarden.serve.auth import new_key
 
@@ -321,12 +328,15 @@ def load_benchmark(
     bodies = _bodies(xs)
     res: dict[str, dict[str, list[float]]] = {"bare": {}, "gateway": {}}
     pair_ratios: dict[str, list[float]] = {f"c{c}": [] for c in CONCURRENCY}
+    # bare CPU/request over gateway CPU/request, per pair: the throughput ratio a
+    # CPU-bound server would reach, independent of how the scheduler shared the cores
+    cpu_ratios: dict[str, list[float]] = {f"c{c}": [] for c in CONCURRENCY}
+    latency_diffs: dict[str, list[float]] = {"keepalive_p50": [], "newconn_p50": []}
     pids = {"bare": bare_proc.pid, "gateway": gw_proc.pid}
     urls = {"bare": bare_url, "gateway": gw_url}
     answered: list[str] = []
     statuses: list[int] = []
     errors = {"bare": 0, "gateway": 0}
-    cpu = {"bare": [0.0, 0], "gateway": [0.0, 0]}
 
     def account(name: str, loads: list[Load]) -> None:
         for ld in loads:
@@ -351,19 +361,27 @@ def load_benchmark(
                     f"  round {r + 1} {name:8s} "
                     + "  ".join(f"{m} {v:.2f}" for m, v in got.items())
                 )
+            for m, diffs in latency_diffs.items():
+                diffs.append(res["gateway"][m][-1] - res["bare"][m][-1])
             for c in CONCURRENCY:
                 rps: dict[str, float] = {}
+                cpu_ms: dict[str, float] = {}
                 for name in names:
                     ks = key_list[:c] if name == "gateway" else [None] * c
                     cpu0 = _cpu_seconds(pids[name])
                     rps[name], thr = _throughput(urls[name], ks, bodies, seconds)
-                    cpu[name][0] += _cpu_seconds(pids[name]) - cpu0
-                    cpu[name][1] += len(thr.latencies)
+                    cpu_ms[name] = (
+                        (_cpu_seconds(pids[name]) - cpu0) * 1e3 / max(len(thr.latencies), 1)
+                    )
                     account(name, [thr])
                     res[name].setdefault(f"rps_c{c}", []).append(rps[name])
+                    res[name].setdefault(f"cpu_ms_c{c}", []).append(cpu_ms[name])
                 pair_ratios[f"c{c}"].append(rps["gateway"] / rps["bare"])
-                print(f"  round {r + 1} c{c:<3d} bare {rps['bare']:.0f} rps  gateway "
-                      f"{rps['gateway']:.0f} rps  ratio {rps['gateway'] / rps['bare']:.2f}")  # fmt: skip
+                cpu_ratios[f"c{c}"].append(cpu_ms["bare"] / cpu_ms["gateway"])
+                print(f"  round {r + 1} c{c:<3d} bare {rps['bare']:.0f} rps {cpu_ms['bare']:.3f} "
+                      f"ms CPU  gateway {rps['gateway']:.0f} rps {cpu_ms['gateway']:.3f} ms CPU  "
+                      f"ratio {rps['gateway'] / rps['bare']:.2f} (CPU {cpu_ratios[f'c{c}'][-1]:.2f})",
+                      flush=True)  # fmt: skip
     finally:
         os.kill(gw_proc.pid, signal.SIGKILL)  # no graceful flush: records must already be durable
         gw_proc.wait()
@@ -373,17 +391,23 @@ def load_benchmark(
     stored = {row[0] for row in db.execute("SELECT request_id FROM requests")}
     db.close()
     med = {s: {m: statistics.median(v) for m, v in d.items()} for s, d in res.items()}
-    for name in med:  # server CPU per request over all throughput runs
-        med[name]["cpu_ms"] = cpu[name][0] * 1000.0 / max(cpu[name][1], 1)
+    for name in med:  # server CPU per request: the median over every throughput run
+        med[name]["cpu_ms"] = statistics.median(
+            v for c in CONCURRENCY for v in res[name][f"cpu_ms_c{c}"]
+        )
     b, g = med["bare"], med["gateway"]
     return {
         "bare": b,
         "gateway": g,
-        "keepalive_p50_overhead_ms": g["keepalive_p50"] - b["keepalive_p50"],
-        "newconn_p50_overhead_ms": g["newconn_p50"] - b["newconn_p50"],
+        # medians of the per-round differences (each round's two runs back to back)
+        "keepalive_p50_overhead_ms": statistics.median(latency_diffs["keepalive_p50"]),
+        "newconn_p50_overhead_ms": statistics.median(latency_diffs["newconn_p50"]),
+        "latency_round_overheads_ms": latency_diffs,
         "cpu_overhead_ms": g["cpu_ms"] - b["cpu_ms"],
         "throughput_ratio": {k: statistics.median(v) for k, v in pair_ratios.items()},
         "throughput_pair_ratios": pair_ratios,
+        "cpu_ratio": {k: statistics.median(v) for k, v in cpu_ratios.items()},
+        "cpu_pair_ratios": cpu_ratios,
         "responses_5xx": sum(s >= 500 for s in statuses),
         "responses_not_200": sum(s != 200 for s in statuses),
         "transport_errors": errors,
@@ -705,22 +729,44 @@ def memory_benchmark(pool: np.ndarray, n: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def _report(load: dict[str, Any], flood: dict[str, Any], attr: dict[str, float],
-            det: dict[str, Any], mem: dict[str, Any]) -> None:  # fmt: skip
+def _report_load(load: dict[str, Any]) -> None:
     b, g = load["bare"], load["gateway"]
     print("\n== load (medians over rounds; single-input requests on loopback)")
     cols = ["keepalive_p50", "keepalive_p99", "newconn_p50", "newconn_p99",
-            *[f"rps_c{c}" for c in CONCURRENCY], "cpu_ms"]  # fmt: skip
-    print(f"{'':9s}" + "".join(f"{c:>15s}" for c in cols))
+            *[f"rps_c{c}" for c in CONCURRENCY], *[f"cpu_ms_c{c}" for c in CONCURRENCY]]  # fmt: skip
+    print(f"{'':9s}" + "".join(f"{c:>14s}" for c in cols))
     for name, d in (("bare", b), ("gateway", g)):
-        print(f"{name:9s}" + "".join(f"{d[c]:15.2f}" for c in cols))
+        print(f"{name:9s}" + "".join(f"{d[c]:14.3f}" for c in cols))
     ratios = "  ".join(f"{k} {v:.2f}x" for k, v in load["throughput_ratio"].items())
+    cpu = "  ".join(f"{k} {v:.2f}x" for k, v in load["cpu_ratio"].items())
     print(f"keep-alive p50 overhead {load['keepalive_p50_overhead_ms']:.2f} ms (target <= 2); "
           f"new-connection p50 overhead {load['newconn_p50_overhead_ms']:.2f} ms")  # fmt: skip
     print(f"throughput gateway/bare: {ratios} (target >= 0.80 at c8)")
-    print(f"server CPU overhead {load['cpu_overhead_ms']:.2f} ms per request")
+    print(f"CPU per request bare/gateway: {cpu}")
+    print(f"server CPU overhead {load['cpu_overhead_ms']:.3f} ms per request")
     print(f"5xx {load['responses_5xx']}  non-200 {load['responses_not_200']}  answered by gateway "
           f"{load['gateway_answered']}  lost audit records after kill -9: {load['audit_lost']}")  # fmt: skip
+
+
+def _report(results: dict[str, Any]) -> None:
+    if "load" in results:
+        _report_load(results["load"])
+    if "flood" in results:
+        _report_flood(results["flood"])
+    if "attribution" in results:
+        attr = results["attribution"]
+        print("\n== in-process CPU ms per request (client included; ASGI, no sockets)")
+        for name, ms in attr.items():
+            print(f"{name:14s}{ms:7.3f}   (+{ms - attr['bare']:.3f} vs bare)")
+    if "detection" in results:
+        _report_detection(results["detection"])
+    if "memory" in results:
+        print("\n== detector memory per key at the default histories")
+        for name, m in results["memory"].items():
+            print(f"{name:14s} nbytes {m['nbytes_mb']:.2f} MB  tracemalloc {m['traced_mb']:.2f} MB")
+
+
+def _report_flood(flood: dict[str, Any]) -> None:
     print(f"\n== flood: {flood['connections']} idle/half-open connections held "
           f"(opened in {flood['open_seconds']:.1f} s)")  # fmt: skip
     print(f"/healthz ms while held: {[round(w, 1) for w in flood['healthz_ms']]} (target < 1000)")
@@ -728,9 +774,9 @@ def _report(load: dict[str, Any], flood: dict[str, Any], attr: dict[str, float],
           f"gateway stderr {flood['stderr_bytes']} bytes")  # fmt: skip
     for line in flood["connection_metrics"] + ["after 6 s:"] + flood["connection_metrics_after_6s"]:
         print("  " + line)
-    print("\n== in-process CPU ms per request (client included; ASGI, no sockets)")
-    for name, ms in attr.items():
-        print(f"{name:14s}{ms:7.3f}   (+{ms - attr['bare']:.3f} vs bare)")
+
+
+def _report_detection(det: dict[str, Any]) -> None:
     print("\n== detection (attack queries until the key is first flagged; target <= 300 in 5/5)")
     for name, a in det["attacks"].items():
         print(f"{name:20s} sent {a['queries_sent']:4d}  first flag {a['first_flag']}  "
@@ -740,9 +786,6 @@ def _report(load: dict[str, Any], flood: dict[str, Any], attr: dict[str, float],
         print(
             f"{name:20s} {bn['queries']} queries, {bn['flagged']} flagged -> {rate:.2f} per 1,000"
         )
-    print("\n== detector memory per key at the default histories")
-    for name, m in mem.items():
-        print(f"{name:14s} nbytes {m['nbytes_mb']:.2f} MB  tracemalloc {m['traced_mb']:.2f} MB")
 
 
 def main() -> None:
@@ -805,9 +848,7 @@ def main() -> None:
         if "memory" not in skip:
             print(f"memory: {args.memory_queries} distinct queries per key")
             done("memory", memory_benchmark(pool, args.memory_queries))
-    if len(results) == 5:
-        _report(results["load"], results["flood"], results["attribution"],
-                results["detection"], results["memory"])  # fmt: skip
+    _report(results)
 
 
 if __name__ == "__main__":
