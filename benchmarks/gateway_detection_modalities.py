@@ -193,7 +193,7 @@ def calibrated(x: np.ndarray, y: np.ndarray, pool: np.ndarray, bounds: tuple[flo
     cfg = GatewayConfig.model_validate(
         {"input": {"modality": modality, "shape": list(x.shape[1:]), "range": list(bounds)}}
     )
-    result = calibrate(cfg, x[pool[:half]], benign=n_benign, seed=SEED)
+    result = calibrate(cfg, x[pool[:half]], y[pool[:half]], benign=n_benign, seed=SEED)
     summary = result.summary()
     summary.pop("tried")
     held = evaluate(result.detection, modality, model, x, y, pool[half:], bounds, n_benign,

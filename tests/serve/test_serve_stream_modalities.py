@@ -158,3 +158,95 @@ def test_an_attack_that_starts_from_silence_is_flagged(name: str) -> None:
             mon = Monitor(det, shape=[1, 8000], scale=2.0, modality="audio")
             first = _first(mon, "k", queries)
             assert first is not None and first <= within, sigma
+
+
+def _scaled(data: np.ndarray) -> np.ndarray:
+    lo, hi = data.min(axis=0), data.max(axis=0)
+    return ((data - lo) / np.maximum(hi - lo, 1e-12)).astype(np.float32)
+
+
+def _tables() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from sklearn.datasets import load_breast_cancer, make_classification
+
+    bc = load_breast_cancer()
+    synthetic, y = make_classification(1000, 20, n_informative=6, n_redundant=6, random_state=0)
+    return {"breast cancer": (_scaled(bc.data), bc.target), "synthetic": (_scaled(synthetic), y)}
+
+
+def _rate(mon: Monitor, key: str, xs: np.ndarray, model: object = None) -> float:
+    """Flagged queries per 1,000, with the model's predicted classes (PRADA uses them)."""
+    labels = model.predict(xs) if model is not None else np.zeros(len(xs), dtype=np.int64)  # type: ignore[attr-defined]
+    hits = sum(bool(mon.inspect(key, xs[i : i + 1], labels[i : i + 1])) for i in range(len(xs)))
+    return 1000 * hits / len(xs)
+
+
+@pytest.mark.parametrize("table", ["breast cancer", "synthetic"])
+def test_tabular_calibration_separates_held_out_rows_from_a_noisy_search(table: str) -> None:
+    """No radius on all features separates patients from a sigma-0.05 search; along the
+    leading principal axes of the benign rows one does, on rows the calibration never saw."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlwarden.serve.calibrate import benign_streams, calibrate, search_stream
+    from mlwarden.serve.config import GatewayConfig
+
+    x, y = _tables()[table]
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(x))
+    fit, held = x[idx[: len(x) // 2]], x[idx[len(x) // 2 :]]
+    model = LogisticRegression(max_iter=500).fit(fit, y[idx[: len(x) // 2]])
+    cfg = GatewayConfig.model_validate({"input": {"shape": [x.shape[1]], "range": [0, 1]}})
+    result = calibrate(cfg, fit, y[idx[: len(x) // 2]], benign=400, searches=2, seed=1)
+    assert result.meets, result.notes
+    det = result.detection
+    streams = benign_streams(held, (0.0, 1.0), 600, 0.01, seed=5)
+    for name, xs in streams.items():
+        mon = Monitor(det, shape=[x.shape[1]], scale=1.0)
+        assert _rate(mon, name, xs, model) <= 1000 / len(xs), name  # at most one alarm
+    mon = Monitor(det, shape=[x.shape[1]], scale=1.0)
+    for k in range(3):
+        queries = list(search_stream(held[k], (0.0, 1.0), 0.05, 300, seed=30 + k))
+        first = _first(mon, f"atk{k}", queries)
+        assert first is not None and first <= 300
+    if table == "breast cancer":
+        # the same rows at the default config: distinct patients raise alarms
+        assert _rate(Monitor(Detection(), shape=[30]), "d", streams["distinct"], model) > 50
+        assert det.similarity.projection is not None
+
+
+def test_a_projection_is_kept_in_the_config_and_must_fit_the_input(tmp_path) -> None:
+    from mlwarden.core.errors import UserError
+    from mlwarden.serve.calibrate import principal_axes
+    from mlwarden.serve.config import GatewayConfig, load_config, save_config
+
+    x = _tables()["breast cancer"][0]
+    proj = principal_axes(x, Monitor(Detection(), shape=[30]), 4)
+    axes = np.array(proj.components)
+    assert axes.shape == (4, 30) and np.allclose(axes @ axes.T, np.eye(4), atol=1e-5)
+    cfg = GatewayConfig.model_validate({"input": {"shape": [30], "range": [0, 1]}})
+    cfg.detection.similarity.projection = proj
+    save_config(cfg, tmp_path / "gw.yaml")
+    det = load_config(tmp_path / "gw.yaml").detection
+    assert det.similarity.projection == proj
+    # a history measured along other axes is not compared with new queries after a restart
+    mon = Monitor(det, shape=[30])
+    for row in x[:30]:
+        mon.inspect("k", row[None], LABEL)
+    blob = mon.dump("k")
+    assert blob is not None
+    other = det.model_copy(deep=True)
+    other.similarity.projection = principal_axes(x[::-1][:200], Monitor(Detection(), shape=[30]), 4)
+    fresh = Monitor(other, shape=[30])
+    fresh.load("k", blob)
+    assert fresh._keys["k"].similarity is not None and fresh._keys["k"].similarity._filled == 0
+    same = Monitor(det, shape=[30])
+    same.load("k", blob)
+    assert same._keys["k"].similarity is not None and same._keys["k"].similarity._filled == 30
+    # fail closed on a projection that does not fit the inputs
+    with pytest.raises(UserError, match="projection takes 30 values"):
+        Monitor(det, shape=[20])
+    with pytest.raises(UserError, match="undeclared"):
+        Monitor(det, shape=None)
+    with pytest.raises(ValueError, match="must match"):
+        GatewayConfig.model_validate(
+            {"detection": {"similarity": {"projection": {"mean": [0, 0], "components": [[1]]}}}}
+        )

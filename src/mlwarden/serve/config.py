@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlwarden.core.errors import InputFileError
 from mlwarden.defenses.output import MODES
@@ -181,6 +188,33 @@ class Prada(_Strict):
     test_every: int = Field(default=10, ge=1, description="queries between normality tests")
 
 
+class Projection(_Strict):
+    """A linear map of the reduced query for the similarity detector (``gateway calibrate``).
+
+    ``(v - mean) @ components.T``: ``components`` are the leading principal axes of the
+    deployment's benign inputs (rows of ``len(mean)`` values, orthonormal).
+    """
+
+    mean: list[float] = Field(min_length=1)
+    components: list[list[float]] = Field(min_length=1)
+
+    @field_validator("components")
+    @classmethod
+    def _rows(cls, value: list[list[float]]) -> list[list[float]]:
+        if len({len(row) for row in value}) != 1:
+            raise ValueError("every component must have the same number of values")
+        if any(v != v or v in (float("inf"), float("-inf")) for row in value for v in row):
+            raise ValueError("components must be finite numbers")
+        return value
+
+    @model_validator(mode="after")
+    def _fits(self) -> Projection:
+        if len(self.components[0]) != len(self.mean):
+            raise ValueError(f"components have {len(self.components[0])} values, the mean "
+                             f"{len(self.mean)}; they must match")  # fmt: skip
+        return self
+
+
 class Similarity(_Strict):
     """Near-neighbour count on reduced inputs, robust to per-query noise; see monitor.py."""
 
@@ -191,6 +225,11 @@ class Similarity(_Strict):
     min_neighbours: int = Field(default=20, ge=1, description="neighbours that flag a query")
     history: int = Field(default=10000, ge=1, description="queries remembered per key")
     max_dims: int = Field(default=128, ge=1, description="values kept per reduced query")
+    # Tabular rows: isotropic noise spreads over every feature, benign rows differ along
+    # a few axes; distances there separate a noisy search from distinct rows.
+    projection: Projection | None = Field(
+        default=None, description="principal axes the distance is measured along (calibrate)"
+    )
 
 
 class Detection(_Strict):

@@ -27,7 +27,10 @@ Three detectors, all per key, after one filter:
 * :class:`Similarity` — the count of the key's remembered queries within a small
   distance of the new one, on a reduced representation (:func:`reduce`); it holds
   against per-query Gaussian noise, spreading queries over time and mixing in benign
-  queries (it counts queries, not seconds, and benign queries do not dilute a count);
+  queries (it counts queries, not seconds, and benign queries do not dilute a count).
+  ``similarity.projection`` (set by ``gateway calibrate`` when no radius on all values
+  separates benign inputs from a noisy search, as on tabular rows) measures the
+  distance along the leading principal axes of the deployment's benign inputs only;
 * :class:`Prada` — Juuti, Szyller, Marchal & Asokan, "PRADA: Protecting against DNN
   Model Stealing Attacks" (EuroS&P 2019, arXiv:1805.02628). For each query the L2
   distance to the closest earlier query of the same predicted class is recorded;
@@ -544,11 +547,13 @@ class _Recent:
 
 
 class _KeyState:
-    def __init__(self, config: Detection, dims: int, silence: float) -> None:
+    def __init__(self, config: Detection, dims: int, silence: float, sim_dims: int) -> None:
         self.recent = _Recent(max(config.similarity.history, config.blacklight.history))
         bl = config.blacklight
         self.blacklight = Blacklight(bl, silence) if bl.enabled else None
-        self.similarity = Similarity(config.similarity, dims) if config.similarity.enabled else None
+        self.similarity = (
+            Similarity(config.similarity, sim_dims) if config.similarity.enabled else None
+        )
         self.prada = Prada(config.prada) if config.prada.enabled else None
         self.lock = threading.Lock()
         self.dims = dims
@@ -600,6 +605,22 @@ class Monitor:
         default_gate = bl.quantization if modality == "audio" else 0.0
         self.silence = default_gate if bl.silence is None else bl.silence
         self.dims = min(math.prod(shape), config.similarity.max_dims) if shape else None
+        self._mean: np.ndarray | None = None
+        self._axes: np.ndarray | None = None
+        self._projection = 0  # digest of the projection: a stored history must match it
+        proj = config.similarity.projection
+        if proj is not None:
+            if self.dims != len(proj.mean):
+                from mlwarden.core.errors import UserError
+
+                raise UserError(
+                    f"detection.similarity.projection takes {len(proj.mean)} values, but the "
+                    f"reduced input has {self.dims or 'an undeclared number of'}; declare "
+                    "input.shape and calibrate again ('mlwarden gateway calibrate')"
+                )
+            self._mean = np.asarray(proj.mean, dtype=np.float32)
+            self._axes = np.ascontiguousarray(np.asarray(proj.components, dtype=np.float32).T)
+            self._projection = _digest(np.concatenate([self._mean, self._axes.ravel()]))
         self._keys: dict[str, _KeyState] = {}
         self._guard = threading.Lock()
         #: key -> near-duplicate allowance (similarity threshold and Blacklight chain)
@@ -614,8 +635,19 @@ class Monitor:
         with self._guard:
             state = self._keys.get(key)
             if state is None:
-                state = self._keys[key] = _KeyState(self.config, dims, self.silence)
+                sim_dims = dims if self._axes is None else self._axes.shape[1]
+                state = self._keys[key] = _KeyState(self.config, dims, self.silence, sim_dims)
             return state
+
+    def summarise(self, x: np.ndarray) -> np.ndarray:
+        """One input as the detectors' reduced vector (:func:`reduce` or :func:`reduce_audio`)."""
+        return self._reduce(x, self.config.similarity.max_dims, self.scale)
+
+    def project(self, v: np.ndarray) -> np.ndarray:
+        """A reduced vector as the similarity detector measures it (``projection``, if set)."""
+        if self._axes is None or self._mean is None:
+            return v
+        return (v - self._mean) @ self._axes
 
     def inspect(self, key: str, x: np.ndarray, labels: np.ndarray) -> dict[str, list[int]]:
         """Feed a batch of queries ``x`` (N, ...) with their predicted ``labels`` (N,).
@@ -639,7 +671,10 @@ class Monitor:
                 v = self._reduce(xi, max_dims, self.scale)
                 if state.blacklight is not None and _chained(state.blacklight, xi, chain):
                     found.setdefault("blacklight", []).append(i)
-                if state.similarity is not None and state.similarity.observe(v) >= need:
+                if (
+                    state.similarity is not None
+                    and state.similarity.observe(self.project(v)) >= need
+                ):
                     found.setdefault("similarity", []).append(i)
                 if state.prada is not None and state.prada.flags(v, int(li)):
                     found.setdefault("prada", []).append(i)
@@ -653,6 +688,7 @@ class Monitor:
         arrays: dict[str, Any] = {
             "recent": np.array(state.recent._order, dtype=np.uint64),
             "dims": np.array([state.dims]),
+            "projection": np.array([self._projection], dtype=np.uint64),
         }
         with state.lock:
             # Blacklight's hashes (up to 8 MB) are not stored: its matches restart.
@@ -680,6 +716,9 @@ class Monitor:
             for digest in arrays["recent"].tolist():
                 state.recent.seen(int(digest))
             part = {k[11:]: v for k, v in arrays.items() if k.startswith("similarity.")}
+            stored = arrays.get("projection", np.zeros(1, dtype=np.uint64))
+            if int(stored[0]) != self._projection:
+                part = {}  # measured along other axes: not comparable, start afresh
             if state.similarity is not None and part:
                 with contextlib.suppress(KeyError, ValueError, IndexError):
                     state.similarity.load(part)  # a history of another shape: start afresh
