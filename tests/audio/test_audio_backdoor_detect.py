@@ -80,20 +80,30 @@ def test_the_planted_trigger_works(
     assert float(asr) > 0.85 and acc > 0.95
 
 
-def test_trigger_search_finds_a_tiny_trigger_for_the_target_only_in_the_backdoored_model(
+def test_backdoor_verdict_names_the_planted_class_and_stays_quiet_on_the_clean_twin(
     case: tuple[Poisoned, torch.nn.Module, torch.nn.Module, Dataset],
 ) -> None:
-    """``mlwarden backdoor`` on audio: Neural Cleanse over waveform samples. The planted
-    class needs a trigger a small fraction of the median class's; in the clean model
-    the same class needs no such shortcut."""
+    """``mlwarden backdoor`` on audio: Neural Cleanse over waveform samples, judged by the
+    verified norm verdict (gap to the next class, ratio to the median, the trigger
+    re-checked on held-out clips), not the MAD index on raw norms (which missed this
+    model: its index was 0.8). The clean twin, same recipe and data without poison,
+    gets no finding."""
     from mlwarden.poisoning import backdoor_report
 
     _, bad, clean, test = case
     for model, planted in ((bad, True), (clean, False)):
         report = backdoor_report(model, test, epochs=20)
+        verdict = report.metrics["neural_cleanse.verdict"]
         l1 = np.array([report.metrics["neural_cleanse.l1"][str(c)] for c in range(K)])
+        found = [f for f in report.findings if f.rule == "MLW-DAT-007"]
+        assert verdict["flagged"] == planted == bool(found), verdict
+        assert report.metrics["suspected_target"] == (0 if planted else None)
         assert (l1[0] < 0.1 * np.median(l1)) == planted, l1
-        assert int(np.argmin(l1)) == 0 or not planted
+        if planted:
+            # the reversed trigger flips clips the search never saw
+            assert verdict["candidate"] == 0 and verdict["flip_rate"] >= 0.8
+            assert found[0].evidence["suspected_target"] == 0
+            assert "next smallest class" in found[0].description
 
 
 def test_data_audit_with_the_model_names_the_poisoned_class_and_calls_no_clip_mislabelled(
@@ -147,3 +157,20 @@ def test_cli_takes_a_wav_folder_and_a_torchscript_audio_model(
     report = json.loads(out.read_text())
     assert report["data"]["modality"] == "audio" and report["data"]["sample_rate"] == RATE
     assert report["metrics"]["poisoning.detectors" if command == "data" else "anomaly_index"]
+
+
+def test_norm_statistics_rank_unfound_triggers_above_every_found_one() -> None:
+    """A class whose search never reached the success threshold is not the candidate,
+    however small its last mask, and counts above every found trigger in the median."""
+    from mlwarden.poisoning.detect_model import norm_statistics
+
+    l1 = np.array([1.0, 5.0, 300.0, 400.0, 500.0])
+    success = np.array([0.2, 1.0, 1.0, 1.0, 0.0])
+    c, gap, ratio, log_index = norm_statistics(l1, success)
+    assert c == 1
+    assert gap == pytest.approx(5 / 300)
+    assert ratio == pytest.approx(5 / 400)  # median of (1000, 5, 300, 400, 1000)
+    assert log_index > 3
+    # no shortcut: the smallest is within a factor of two of the next
+    c, gap, ratio, _ = norm_statistics(np.array([40.0, 60, 80, 900, 1000]), np.ones(5))
+    assert (c, round(gap, 3), round(ratio, 3)) == (0, 0.667, 0.5)

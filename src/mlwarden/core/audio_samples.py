@@ -20,6 +20,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 PACKAGE = "asterisk-core-sounds-en-wav"
 SPEECH = (
     "activated.wav",
@@ -83,4 +85,86 @@ def vad_folder(voice: Path, out: Path, speech: int = len(SPEECH)) -> Path:
         (out / cls).mkdir(parents=True, exist_ok=True)
         for name in names:
             shutil.copyfile(voice / name, out / cls / name)
+    return out
+
+
+def harmonic_sounds(
+    n: int, classes: int, *, seed: int = 0, sample_rate: int = 8000, samples: int = 1600
+) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic sound-classification set for tests and benchmarks: ``(x, y)`` with
+    ``x`` float32 ``(n, samples)`` in [-1, 1] and ``y`` int64 labels.
+
+    Class ``k``: a harmonic sound (fundamental in ``[f_k, f_k * r**0.7]`` Hz with
+    ``f_k = 120 * r**k`` and ``r = (1300 / 120) ** (1 / classes)``, two overtones, so
+    every partial stays below 4 kHz), with a random slow tremolo, phase and level over
+    background noise at about -30 dB.
+
+    Example::
+
+        x, y = harmonic_sounds(500, 6, seed=0)
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    r = (1300 / 120) ** (1 / classes)
+    f0 = 120 * r**y * rng.uniform(1, r**0.7, n)
+    t = np.arange(samples) / sample_rate
+    x = np.zeros((n, samples))
+    for h, a in [(1, 1.0), (2, 0.5), (3, 0.25)]:
+        x += a * np.sin(2 * np.pi * h * f0[:, None] * t + rng.uniform(0, 6, (n, 1)))
+    rate = rng.uniform(2, 8, (n, 1))
+    tremolo = 1 + 0.5 * np.sin(2 * np.pi * rate * t + rng.uniform(0, 6, (n, 1)))
+    level = rng.uniform(0.1, 0.5, (n, 1))
+    x = level * x * tremolo / 1.75 + 0.01 * rng.standard_normal((n, samples))
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+#: word families of the asterisk prompts (one file per spoken word): class -> (folder, glob)
+WORD_FAMILIES = {
+    "numbers": ("digits", "[0-9]*.wav"),
+    "ordinals": ("digits", "h-*.wav"),
+    "letters": ("letters", "?.wav"),
+    "phonetic": ("phonetic", "*_p.wav"),
+}
+
+
+def word_folders(voice: Path, out: Path, seconds: float = 1.0) -> tuple[Path, Path]:
+    """Arrange the single spoken words of the asterisk prompts as a 4-class keyword task
+    (numbers, ordinals, letters, NATO phonetic alphabet), split into ``out/train`` and
+    ``out/holdout`` class folders: every other file by name, so both halves cover each
+    family. Real recordings of one speaker at 8 kHz, each cropped or padded with silence
+    to ``seconds`` and written as a float WAV (so the CLI and the API see the same clips).
+
+    Example::
+
+        train, holdout = word_folders(asterisk_sounds(), tmp / "words")
+    """
+    from mlwarden.core.audio import fit_length, read_audio, write_wav
+
+    for cls, (folder, pattern) in WORD_FAMILIES.items():
+        files = sorted((voice / folder).glob(pattern))
+        if len(files) < 4:
+            raise FileNotFoundError(f"{voice / folder}: fewer than 4 files match {pattern}")
+        for i, src in enumerate(files):
+            clip, rate = read_audio(src)
+            dest = out / ("train" if i % 2 == 0 else "holdout") / cls / src.name
+            write_wav(dest, fit_length(clip, int(round(seconds * rate))), rate)
+    return out / "train", out / "holdout"
+
+
+def prompt_pool(voice: Path, out: Path, seconds: float = 1.0, limit: int = 400) -> Path:
+    """The first ``limit`` whole-sentence prompts (top folder, by name), each cropped or
+    padded to ``seconds``, in ``out/prompts``: natural speech an attacker could hold
+    that is not the keyword task's data (a pool for model extraction).
+
+    Example::
+
+        pool = prompt_pool(asterisk_sounds(), tmp / "pool")
+    """
+    from mlwarden.core.audio import fit_length, read_audio, write_wav
+
+    skip = set(NO_SPEECH)
+    files = [f for f in sorted(voice.glob("*.wav")) if f.name not in skip][:limit]
+    for src in files:
+        clip, rate = read_audio(src)
+        write_wav(out / "prompts" / src.name, fit_length(clip, int(round(seconds * rate))), rate)
     return out

@@ -728,9 +728,11 @@ def _run_neural_cleanse(
         return None, None
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(ds), size=min(NC_SAMPLES, len(ds)), replace=False)
+    # audio: trigger norms span orders of magnitude; the verified log/ratio verdict
+    search = dm.neural_cleanse_verified if ds.modality == "audio" else dm.neural_cleanse
     try:
         with report.timed("neural-cleanse"):
-            nc = dm.neural_cleanse(
+            nc = search(
                 module,
                 ds.x[pick],
                 num_classes=ds.num_classes,
@@ -864,6 +866,8 @@ def _nc_metrics(report: Report, nc: dm.NeuralCleanseResult) -> None:
     report.metrics["suspected_target"] = nc.suspected_target
     report.metrics["neural_cleanse.l1"] = {str(c): round(float(v), 3) for c, v in enumerate(nc.l1)}
     report.metrics["neural_cleanse.epochs"] = nc.epochs
+    if nc.verdict is not None:
+        report.metrics["neural_cleanse.verdict"] = nc.verdict.as_dict()
     report.images["neural_cleanse_triggers"] = dm.trigger_image(nc)
 
 
@@ -1198,8 +1202,9 @@ def _backdoor_report(
     report.metrics["suspected_target"] = None
     if module is not None:
         pick = rng.choice(len(ds), size=min(NC_SAMPLES, len(ds)), replace=False)
+        search = dm.neural_cleanse_verified if ds.modality == "audio" else dm.neural_cleanse
         with report.timed("neural-cleanse"):
-            nc = dm.neural_cleanse(
+            nc = search(
                 module,
                 ds.x[pick],
                 num_classes=classes or ds.num_classes,
@@ -1216,15 +1221,20 @@ def _backdoor_report(
             report.add(
                 Finding(
                     rule="MLW-DAT-007",
-                    title=f"Model likely has a backdoor targeting class {t} (anomaly index {nc.anomaly_index[t]:.1f})",
+                    title=f"Model likely has a backdoor targeting class {t} ("
+                    + (
+                        f"anomaly index {nc.anomaly_index[t]:.1f})"
+                        if nc.verdict is None
+                        else f"trigger {nc.verdict.ratio:.1%} of the median class's)"
+                    ),
                     severity=Severity.HIGH,
                     atlas=["AML.T0018.000", "AML.T0043.004", "AML.T0020"],
                     mitigations=["AML.M0008", "AML.M0007", "AML.M0025"],
                     description=(
                         f"Neural Cleanse (Wang et al. 2019) found a trigger of L1 size "
                         f"{nc.l1[t]:.1f} that turns {nc.success[t]:.0%} of inputs into class {t}; "
-                        f"the median class needs {np.median(nc.l1):.1f}. A MAD anomaly index above 2 "
-                        "marks a backdoor target. The reversed triggers are shown in the report."
+                        f"the median class needs {np.median(nc.l1):.1f}. {dm.verdict_text(nc)} "
+                        "The reversed triggers are shown in the report."
                     ),
                     recommendation=(
                         "Do not deploy this model. Audit its training data with "

@@ -39,6 +39,9 @@ from torch import nn
 from mlwarden.core.errors import UserError
 from mlwarden.poisoning.detect_data import Detection
 
+#: audio verdict thresholds (see :func:`norm_verdict`)
+GAP_THRESHOLD, RATIO_THRESHOLD, FLIP_THRESHOLD = 0.2, 0.1, 0.8
+
 
 @dataclass
 class NeuralCleanseResult:
@@ -52,6 +55,7 @@ class NeuralCleanseResult:
     suspected_target: int | None
     flagged: list[int] = field(default_factory=list)
     epochs: int = 0
+    verdict: NormVerdict | None = None  #: the audio verdict (:func:`neural_cleanse_verified`)
 
     def trigger_for(self, cls: int) -> tuple[np.ndarray, np.ndarray]:
         return self.masks[cls], self.patterns[cls]
@@ -219,6 +223,150 @@ def neural_cleanse(
         suspected_target=suspect,
         flagged=flagged,
         epochs=epochs_run,
+    )
+
+
+@dataclass
+class NormVerdict:
+    """Neural Cleanse's verdict on trigger norms spanning orders of magnitude (audio).
+
+    ``candidate``: the class with the smallest reversed trigger among those whose
+    trigger reached the success threshold; ``gap``: its L1 over the next smallest
+    class's; ``ratio``: its L1 over the median class's (a class whose search never
+    reached the threshold counts as larger than every found trigger); ``log_index``:
+    its MAD anomaly index among the log L1 norms of the other classes (reported, not
+    used: clean classes spread too widely on waveforms); ``flip_rate``: the share of
+    held-out inputs of other classes its trigger turns into it (NaN without any).
+    """
+
+    candidate: int
+    gap: float
+    ratio: float
+    log_index: float
+    flip_rate: float
+    flagged: bool
+    gap_threshold: float
+    ratio_threshold: float
+    flip_threshold: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+
+def norm_verdict(
+    model: Any,
+    nc: NeuralCleanseResult,
+    held_out: np.ndarray,
+    *,
+    gap_threshold: float = GAP_THRESHOLD,
+    ratio_threshold: float = RATIO_THRESHOLD,
+    flip_threshold: float = FLIP_THRESHOLD,
+    success_threshold: float = 0.99,
+) -> NormVerdict:
+    """Flag the smallest reversed trigger only when it is a small fraction of the next
+    class's (``gap``) and of the median class's (``ratio``), and verified on held-out
+    inputs (``flip_rate``).
+
+    Why not the paper's MAD index on raw norms: on waveforms the norms of the clean
+    classes spread over orders of magnitude (a low-pitched class needs 1,000 samples,
+    a high-pitched one 30), which inflates the MAD so a planted class at 5 scores only
+    1-3, and a clean model with a few easy classes passes 2. The gap to the next class
+    is what a single planted shortcut changes. Thresholds from
+    ``benchmarks/audio_backdoor.py`` (see ``docs/benchmarks/audio.md``).
+
+    Example::
+
+        nc = neural_cleanse(model, clips[:150], bounds=(-1, 1))
+        norm_verdict(model, nc, clips[150:]).flagged
+    """
+    module = _as_module(model).eval()
+    c, gap, ratio, log_index = norm_statistics(nc.l1, nc.success, success_threshold)
+    found = nc.success[c] >= success_threshold
+    flip = _flip_rate(module, nc, c, held_out)
+    flagged = bool(
+        found
+        and gap < gap_threshold
+        and ratio < ratio_threshold
+        and not flip < flip_threshold  # NaN (no held-out inputs) does not veto
+    )
+    return NormVerdict(
+        candidate=c, gap=gap, ratio=ratio, log_index=float(log_index), flip_rate=flip,
+        flagged=flagged, gap_threshold=gap_threshold, ratio_threshold=ratio_threshold,
+        flip_threshold=flip_threshold,
+    )  # fmt: skip
+
+
+def norm_statistics(
+    l1: np.ndarray, success: np.ndarray, success_threshold: float = 0.99
+) -> tuple[int, float, float, float]:
+    """``(candidate, gap, ratio, log_index)`` of :class:`NormVerdict` from the L1 norms
+    and success rates of the reversed triggers.
+
+    Example::
+
+        norm_statistics(np.array([5.0, 300, 400]), np.ones(3))  # (0, 0.0167, 0.0167, ...)
+    """
+    l1 = np.asarray(l1, dtype=np.float64)
+    found = np.asarray(success) >= success_threshold
+    c = int(np.argsort(np.where(found, l1, np.inf), kind="stable")[0])
+    ranked = np.where(found, l1, 2 * max(float(l1.max()), 1e-9))  # not found: above all found
+    rest = np.sort(np.delete(ranked, c))
+    gap = float(l1[c] / max(rest[0], 1e-9)) if len(rest) else 1.0
+    ratio = float(l1[c] / max(float(np.median(ranked)), 1e-9))
+    others = np.log(np.maximum(np.delete(l1, c), 1e-9))
+    med = float(np.median(others)) if len(others) else 0.0
+    mad = 1.4826 * float(np.median(np.abs(others - med))) if len(others) else 0.0
+    log_index = (med - float(np.log(max(l1[c], 1e-9)))) / max(mad, 1e-3)
+    return c, gap, ratio, float(log_index)
+
+
+def _flip_rate(module: nn.Module, nc: NeuralCleanseResult, c: int, held_out: np.ndarray) -> float:
+    """Share of held-out inputs not already predicted ``c`` that ``c``'s trigger flips."""
+    xt = torch.as_tensor(np.asarray(held_out), dtype=torch.float32)
+    if not len(xt):
+        return float("nan")
+    with torch.no_grad():
+        keep = module(xt).argmax(1).numpy() != c
+        if not keep.any():
+            return float("nan")
+        stamped = torch.as_tensor(nc.apply(c, xt[keep].numpy()))
+        return float((module(stamped).argmax(1).numpy() == c).mean())
+
+
+def neural_cleanse_verified(
+    model: Any, x: np.ndarray, *, held_out: float = 1 / 3, **kwargs: Any
+) -> NeuralCleanseResult:
+    """:func:`neural_cleanse` on part of ``x`` with the verdict of :func:`norm_verdict`
+    (log-scale outlier, ratio to the median class, re-checked on the ``held_out``
+    fraction of ``x`` the search never saw) in place of the MAD index on raw norms:
+    the verdict for waveforms, whose trigger norms span orders of magnitude.
+    ``suspected_target`` and ``flagged`` follow the verdict; ``verdict`` holds it.
+
+    Example::
+
+        nc = neural_cleanse_verified(model, clips, bounds=(-1, 1), epochs=20)
+        nc.suspected_target, nc.verdict.ratio
+    """
+    x = np.asarray(x)
+    n_out = int(len(x) * held_out) if len(x) >= 6 else 0
+    nc = neural_cleanse(model, x[: len(x) - n_out], **kwargs)
+    verdict = norm_verdict(model, nc, x[len(x) - n_out :])
+    nc.verdict = verdict
+    nc.flagged = [verdict.candidate] if verdict.flagged else []
+    nc.suspected_target = verdict.candidate if verdict.flagged else None
+    return nc
+
+
+def verdict_text(nc: NeuralCleanseResult) -> str:
+    """One sentence: why Neural Cleanse named ``nc.suspected_target``."""
+    v = nc.verdict
+    if v is None:
+        return "A MAD anomaly index above 2 marks a backdoor target."
+    return (
+        f"Its trigger is {v.gap:.1%} of the next smallest class's (flagged below "
+        f"{v.gap_threshold:.0%}) and {v.ratio:.1%} of the median class's (below "
+        f"{v.ratio_threshold:.0%}), and it turns {v.flip_rate:.0%} of held-out inputs of "
+        "other classes into this class."
     )
 
 
