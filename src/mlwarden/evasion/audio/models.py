@@ -17,7 +17,9 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -115,3 +117,64 @@ def silero_vad() -> nn.Module:
     model = StreamingClip(scripted._model, frame=512, context=64, state_shape=(2, 128), dither=1e-6)
     model.eval()
     return model
+
+
+class MelClassifier(nn.Module):
+    """A small sound classifier, waveform ``(B, T)`` or ``(B, C, T)`` -> logits: a log-mel
+    front-end (``torch.stft`` + triangular filters, differentiable end to end), one
+    convolution over time and a linear head on its time average.
+
+    Example::
+
+        net = MelClassifier(4)           # 4 classes; n_fft 256, 16 mel bands
+        net(torch.zeros(2, 8000)).shape  # (2, 4)
+    """
+
+    def __init__(self, classes: int, n_mels: int = 16, n_fft: int = 256, width: int = 32):
+        super().__init__()
+        self.n_fft = n_fft
+        freqs = torch.linspace(0, 1, n_fft // 2 + 1)
+        centres = torch.linspace(0, 1, n_mels + 2)
+        spacing = float(centres[1] - centres[0])
+        fb = (1 - (freqs[None, :] - centres[1:-1, None]).abs() / spacing).clamp(min=0)
+        self.register_buffer("fb", fb)
+        self.register_buffer("window", torch.hann_window(n_fft))
+        self.conv = nn.Conv1d(n_mels, width, 3, padding=1)
+        self.head = nn.Linear(width, classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer: the time-averaged conv features, ``(B, width)``."""
+        if x.ndim == 3:
+            x = x.mean(1)
+        window, fb = self.get_buffer("window"), self.get_buffer("fb")
+        spec = torch.stft(x, self.n_fft, self.n_fft // 2, window=window, return_complex=True)
+        mel = torch.log(fb @ spec.abs().pow(2) + 1e-6)
+        return torch.relu(self.conv(mel)).mean(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+def train_mel_classifier(
+    x: Any, y: Any, *, epochs: int = 200, lr: float = 1e-2, seed: int = 0
+) -> MelClassifier:
+    """Train a :class:`MelClassifier` on waveforms ``x`` ``(N, T)`` and labels ``y`` with
+    Adam (full batches of up to 64): the recipe for shadow models as
+    ``--trainer mlwarden.evasion.audio.models:train_mel_classifier``.
+
+    Example::
+
+        net = train_mel_classifier(clips, labels)
+    """
+    torch.manual_seed(seed)
+    xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    net = MelClassifier(int(yt.max()) + 1)
+    opt = torch.optim.Adam(net.parameters(), lr)
+    for _ in range(epochs):
+        for b in torch.randperm(len(xt)).split(64):
+            loss = nn.functional.cross_entropy(net(xt[b]), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
