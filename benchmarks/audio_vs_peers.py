@@ -25,15 +25,19 @@ Run::
 
     timeout 3000 nice -n 10 .venv/bin/python benchmarks/audio_vs_peers.py [--clips 16] [--steps 50]
         [--restarts 2] [--only mp3:kbps=32 random_chain:k=2] [--no-surrogate]
+        [--chunk 2 --state audio_defences.jsonl]   # resumable: finished chunks are kept
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
 import warnings
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,7 +160,14 @@ def defences(
     restarts: int,
     only: list[str],
     surrogate: bool,
+    chunk: int = 0,
+    state: Path | None = None,
 ) -> None:
+    """The defence table. With ``chunk`` > 0 each step is attacked ``chunk`` clips at a
+    time and every finished chunk is appended to ``state`` (JSON lines); a rerun skips
+    the chunks already there, so a killed run resumes. Clips are attacked independently
+    (each round on the clips of the chunk still standing), so the sums over chunks are
+    the figures of one run over all clips."""
     from mlwarden.cli.evasion import parse_defence
     from mlwarden.evasion.audio.defences import compare_defence
 
@@ -166,17 +177,66 @@ def defences(
     )
     print(f"{'step':<20} {'clean':>6} {'non-adaptive':>13} {'adaptive':>9} {'rating':>8} {'s':>6}")
     print("(* upper bound for the attacks named; rounds: clips newly fooled per round)")
+    done = _chunks_done(state)
     for spec in [d for d in DEFENCES if not only or d in only]:
-        row = compare_defence(
-            model, parse_defence(spec), x, y, snr_db=SNR, sample_rate=RATE, steps=steps,
-            restarts=restarts, surrogate=surrogate,
-        )  # fmt: skip
-        print(
-            f"{spec:<20} {row.clean_accuracy:>6.1%} {row.non_adaptive_robust_accuracy:>13.1%} "
-            f"{row.adaptive_robust_accuracy:>9.1%} {row.rating + ('*' if row.caveat else ''):>8} "
-            f"{row.seconds:>6.0f}  rounds {row.fooled_per_round} via {'; '.join(row.attacks)}",
-            flush=True,
-        )
+        size = chunk if chunk > 0 else len(x)
+        parts = []
+        for lo in range(0, len(x), size):
+            key = (spec, lo, min(lo + size, len(x)), steps, restarts, surrogate)
+            if key not in done:
+                row = compare_defence(
+                    model, parse_defence(spec), x[lo : key[2]], y[lo : key[2]], snr_db=SNR,
+                    sample_rate=RATE, steps=steps, restarts=restarts, surrogate=surrogate,
+                )  # fmt: skip
+                done[key] = _chunk_record(row, key)
+                if state is not None:
+                    with state.open("a") as fh:
+                        fh.write(json.dumps(done[key]) + "\n")
+                if chunk > 0:
+                    print(f"  {spec} clips {lo}-{key[2] - 1}: {done[key]}", flush=True)
+            parts.append(done[key])
+        _print_row(spec, parts)
+
+
+def _chunk_record(row: Any, key: tuple[Any, ...]) -> dict[str, Any]:
+    """Counts of one chunk (clips ``key[1]:key[2]``) from a DefenceRow."""
+    n = key[2] - key[1]
+    return {
+        "spec": key[0], "lo": key[1], "hi": key[2], "steps": key[3], "restarts": key[4],
+        "surrogate": key[5], "n": n, "clean": round(row.clean_accuracy * n),
+        "robust_na": round(row.non_adaptive_robust_accuracy * n),
+        "robust_a": round(row.adaptive_robust_accuracy * n), "rounds": row.fooled_per_round,
+        "attacks": row.attacks, "caveat": bool(row.caveat), "s": row.seconds,
+    }  # fmt: skip
+
+
+def _chunks_done(state: Path | None) -> dict[tuple[Any, ...], dict[str, Any]]:
+    if state is None or not state.exists():
+        return {}
+    recs = [json.loads(line) for line in state.read_text().splitlines() if line.strip()]
+    return {
+        (r["spec"], r["lo"], r["hi"], r["steps"], r["restarts"], r["surrogate"]): r for r in recs
+    }
+
+
+def _print_row(spec: str, parts: list[dict[str, Any]]) -> None:
+    """Sum the chunks of one step: accuracies, rating on the adaptive figure (as
+    :func:`compare_defence` rates), rounds and a 95% interval on the adaptive figure."""
+    from mlwarden.core.intervals import fmt_ci, proportion_ci
+
+    n = sum(p["n"] for p in parts)
+    clean, na, ad = (sum(p[k] for p in parts) for k in ("clean", "robust_na", "robust_a"))
+    rounds = [sum(p["rounds"][r] if r < len(p["rounds"]) else 0 for p in parts)
+              for r in range(max(len(p["rounds"]) for p in parts))]  # fmt: skip
+    kept = ad / clean if clean else 0.0
+    rating = "holds" if kept >= 0.8 else "partial" if kept >= 0.5 else "broken"
+    star = "*" if rating != "broken" and any(p["caveat"] for p in parts) else ""
+    print(
+        f"{spec:<20} {clean / n:>6.1%} {na / n:>13.1%} {ad / n:>9.1%} {rating + star:>8} "
+        f"{sum(p['s'] for p in parts):>6.0f}  rounds {rounds} 95% CI {fmt_ci(*proportion_ci(ad, n))}"
+        f" via {'; '.join(parts[0]['attacks'])}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -189,6 +249,8 @@ def main() -> None:
     ap.add_argument("--restarts", type=int, default=2, help="rounds of the adaptive attacks")
     ap.add_argument("--only", nargs="*", default=[], help="defence specs to measure (default all)")
     ap.add_argument("--no-surrogate", action="store_true", help="straight-through BPDA only")
+    ap.add_argument("--chunk", type=int, default=0, help="attack N clips at a time (resumable)")
+    ap.add_argument("--state", type=Path, help="JSON lines of finished chunks (resume from)")
     args = ap.parse_args()
     from mlwarden.evasion.audio.models import silero_vad
 
@@ -197,7 +259,10 @@ def main() -> None:
     if not args.defences_only:
         attacks(model, x, y, args.steps, args.repeats)
     if not args.attacks_only:
-        defences(model, x, y, args.steps, args.restarts, args.only, not args.no_surrogate)
+        defences(
+            model, x, y, args.steps, args.restarts, args.only, not args.no_surrogate,
+            args.chunk, args.state,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":
