@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-TA_VENV = ROOT / ".venv-textattack"
+TA_VENV = Path(os.environ.get("TEXTATTACK_VENV", ROOT / ".venv-textattack"))
 RUNNER = Path(__file__).resolve().parent / "_textattack_runner.py"
 TA_DEPS = [
     "transformers>=4.30,<5", "datasets>=2.4", "nltk", "pandas", "scipy", "editdistance",

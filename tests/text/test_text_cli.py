@@ -61,6 +61,29 @@ def test_text_evasion_writes_metrics_jsonl_and_escaped_html(
     assert "<mark>" in html and '<script>alert("x")' not in html
 
 
+def test_default_recipes_run_as_a_cascade_and_every_query_is_counted(
+    pipeline: Any, tweets: tuple[Dataset, Dataset]
+) -> None:
+    from mlwarden.core.text_target import SklearnTextTarget
+    from mlwarden.evasion.text.report import text_evasion_report
+
+    target = SklearnTextTarget(pipeline)
+    report = text_evasion_report([target], tweets[1], limit=30)
+
+    m = report.metrics["evasion"]
+    per = next(iter(m["models"].values()))["recipes"]
+    assert list(per) == ["deepwordbug", "combined"]
+    correct = round(m["clean_accuracy"] * 30)
+    first = round(per["deepwordbug"]["success_rate"] * correct)
+    # combined attacked only the clean-correct texts deepwordbug left unbroken
+    assert per["deepwordbug"]["attacked"] == 30 and per["combined"]["attacked"] == correct - first
+    broken = first + round(per["combined"]["success_rate"] * correct)
+    assert m["robust_accuracy"] == pytest.approx((correct - broken) / 30)
+    assert 0 < broken < correct
+    # a clean query per text, then the attacks' queries, all through the counting target
+    assert m["queries_median"] > 0 and target.queries >= 30 + broken
+
+
 def test_text_evasion_with_normalisation_reports_both_figures(
     tmp_path: Path, pipeline_file: Path, tweets: tuple[Dataset, Dataset]
 ) -> None:

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -125,6 +126,11 @@ def fast_scan(args: list[str]) -> int | None:
 
 def main() -> NoReturn:
     """The ``mlwarden`` console script."""
+    # Before torch loads its OpenMP runtime: idle threads sleep instead of spinning at
+    # each barrier. On a shared or loaded machine (CI runners) spinning threads wait for
+    # a descheduled sibling: a tiny BERT's forward passes took 10-30x longer (2 cores,
+    # load 16). Set OMP_WAIT_POLICY yourself to override.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     code = fast_scan(sys.argv[1:])
     if code is not None:
         sys.exit(code)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from scipy.stats import beta
-
 #: Confidence level of every interval mlwarden reports.
 LEVEL = 0.95
 
@@ -31,6 +29,8 @@ def proportion_ci(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
         raise ValueError(f"need 0 <= k <= n; got k={k}, n={n}")
     if n == 0:
         return 0.0, 1.0
+    from scipy.stats import beta  # imported here: scipy.stats costs seconds to import
+
     a = (1 - level) / 2
     lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
     hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))

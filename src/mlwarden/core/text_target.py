@@ -37,6 +37,8 @@ from mlwarden.core.target import BaseTarget, HttpTarget, TargetError
 
 #: Longest text a target accepts, in characters (one clear error instead of a stall).
 MAX_TEXT_CHARS = 100_000
+#: Texts per forward pass of a Hugging Face model (after sorting a call's texts by length).
+_FORWARD_BATCH = 64
 
 
 def as_texts(x: Any) -> list[str]:
@@ -191,6 +193,10 @@ class HFTextTarget(TextTarget):
         path = Path(path)
         if not (path / "config.json").is_file():
             raise InputFileError(path, "has no config.json; expected a Hugging Face model folder")
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in a scanner's output
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 str(path), local_files_only=True, trust_remote_code=False, use_safetensors=True
@@ -200,9 +206,12 @@ class HFTextTarget(TextTarget):
             )
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise InputFileError(path, f"not a loadable text classifier ({_first(exc)})") from None
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         kw.setdefault("name", path.name)
         kw.setdefault("num_classes", int(model.config.num_labels))
-        kw.setdefault("batch_size", 64)
+        kw.setdefault("batch_size", 1024)  # split by length in _predict_texts
         super().__init__(**kw)
         self.model = model.eval()
         limits = [max_length, getattr(model.config, "max_position_embeddings", max_length)]
@@ -233,12 +242,34 @@ class HFTextTarget(TextTarget):
         return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits  # type: ignore[no-any-return]
 
     def _predict_texts(self, texts: list[str]) -> np.ndarray:
+        """Logits; texts of similar token length go through the model together, so a
+        batch pads to its own longest text rather than the call's (same logits)."""
         try:
-            with torch.no_grad():
-                logits = self.model(**self.encode(texts)).logits
+            ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+            order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+            out: np.ndarray | None = None
+            with torch.inference_mode():
+                for start in range(0, len(order), _FORWARD_BATCH):
+                    part = order[start : start + _FORWARD_BATCH]
+                    logits = self.model(**self._padded([ids[i] for i in part])).logits.float()
+                    if out is None:
+                        out = np.empty((len(texts), logits.shape[1]), np.float32)
+                    out[part] = logits.numpy()
         except (RuntimeError, ValueError, IndexError) as exc:
             raise TargetError(f"{self.name} failed on {len(texts)} texts: {_first(exc)}") from None
-        return logits.float().numpy()
+        assert out is not None  # TextTarget.predict never sends an empty batch
+        return out
+
+    def _padded(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Token id rows right-padded to the longest, with the attention mask."""
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id or 0
+        x = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, r in enumerate(rows):
+            x[k, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+            mask[k, : len(r)] = 1
+        return {"input_ids": x, "attention_mask": mask}
 
 
 def as_text_target(model: Any, **kw: Any) -> TextTarget:

@@ -80,6 +80,8 @@ class TextAttackResult:
     recipe: str = "combined"
     threat: dict[str, Any] = field(default_factory=dict)
     rejected: int = 0
+    #: texts actually attacked when a recipe ran only on those earlier ones left (None: all)
+    attacked: int | None = None
 
     @property
     def clean_accuracy(self) -> float:
@@ -298,12 +300,12 @@ class _GradientScorer:
             loss = torch.nn.functional.cross_entropy(
                 logits, torch.as_tensor([s.label for s in part]), reduction="sum"
             )
-            loss.backward()
-            assert inputs.grad is not None
+            # only the input gradient: the weights' .grad would be computed and kept for nothing
+            (grad,) = torch.autograd.grad(loss, inputs)
             for k, s in enumerate(part):
                 s.queries += 1
                 per_word = self._word_tokens(texts[k], s.words)
-                g = inputs.grad[k]
+                g = grad[k]
                 self.grads[id(s)] = [(ids[k, toks], g[toks]) for toks in per_word]
                 norms = [float(g[toks].norm()) if len(toks) else 0.0 for toks in per_word]
                 s.order = sorted(range(len(s.words)), key=lambda i: (-norms[i], i))
@@ -334,10 +336,8 @@ class _GradientScorer:
             return cands
         base = self.emb[ids].mean(0)
         gm = g.mean(0)
-        scores = []
-        for c in cands:
-            tok = self.target.tokenizer(c, add_special_tokens=False)["input_ids"] or [0]
-            scores.append(float((self.emb[tok].mean(0) - base) @ gm))
+        toks = self.target.tokenizer(cands, add_special_tokens=False)["input_ids"]
+        scores = [float((self.emb[tok or [0]].mean(0) - base) @ gm) for tok in toks]
         order = np.argsort(-np.asarray(scores), kind="stable")
         return [cands[k] for k in order]
 

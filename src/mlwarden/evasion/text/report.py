@@ -4,7 +4,10 @@
 or the data is text (see :mod:`mlwarden.core.modality`). Metrics:
 ``evasion.clean_accuracy``, ``evasion.robust_accuracy`` (correct and not broken by any
 recipe), ``evasion.queries_median`` (median model queries per successful attack, each
-sample's cheapest successful recipe), per recipe under ``evasion.recipes``. Findings
+sample's cheapest successful recipe), per recipe under ``evasion.recipes``. The
+default recipes run as a cascade: each later one attacks only the texts the earlier
+ones did not break (its ``attacked`` count); recipes named with ``--recipe`` each
+attack every text. Findings
 cite ATLAS AML.T0015 (Evade AI Model) and AML.T0043.001/.000 (Craft Adversarial Data:
 black-box / white-box), with mitigations AML.M0003, AML.M0010, AML.M0015.
 
@@ -84,7 +87,8 @@ def text_evasion_report(
         if not hasattr(target, "modality") or target.modality != "text":
             raise UserError(f"{name} does not take text; give a text model for text data")
         with report.timed(f"evasion.{name}"):
-            results = _run(target, sub, tm, _recipes_for(target, recipes), max_queries)
+            results = _run(target, sub, tm, _recipes_for(target, recipes), max_queries,
+                           cascade=not recipes)  # fmt: skip
         merged = _merge(results)
         _record(report, name, target, results, merged, tm, first=i == 0)
         if normalise:
@@ -134,14 +138,48 @@ def _defence(
 
 
 def _run(
-    target: Any, sub: Dataset, tm: ThreatModel, recipes: list[str], max_queries: int
+    target: Any,
+    sub: Dataset,
+    tm: ThreatModel,
+    recipes: list[str],
+    max_queries: int,
+    cascade: bool = False,
 ) -> dict[str, TextAttackResult]:
+    """Each recipe on every text, or with ``cascade`` (the default recipes) each later
+    recipe only on the texts the earlier ones did not break, as an attacker runs them."""
     out: dict[str, TextAttackResult] = {}
+    texts = list(sub.x)
     for recipe in recipes:
+        todo = np.arange(len(texts))
+        if cascade and out:
+            first = next(iter(out.values()))
+            broken = np.any([r.success for r in out.values()], axis=0)
+            todo = np.nonzero((first.clean_pred == first.labels) & ~broken)[0]
+            if len(todo) < len(texts):
+                part = attack_texts(target, [texts[k] for k in todo], sub.y[todo], recipe=recipe,
+                                    threat=tm, max_queries=max_queries)  # fmt: skip
+                out[recipe] = _spread(part, todo, first)
+                continue
         out[recipe] = attack_texts(
-            target, list(sub.x), sub.y, recipe=recipe, threat=tm, max_queries=max_queries
+            target, texts, sub.y, recipe=recipe, threat=tm, max_queries=max_queries
         )
     return out
+
+
+def _spread(part: TextAttackResult, idx: np.ndarray, base: TextAttackResult) -> TextAttackResult:
+    """A result on the texts ``idx`` as one over all of ``base``'s texts (the others: not
+    attacked, no queries)."""
+    n = len(base.labels)
+    adv = list(base.original)
+    changed: list[list[int]] = [[] for _ in range(n)]
+    success, queries = np.zeros(n, bool), np.zeros(n, np.int64)
+    pred = base.clean_pred.copy()
+    for j, k in enumerate(idx):
+        adv[k], changed[k] = part.adversarial[j], part.changed[j]
+        success[k], queries[k], pred[k] = part.success[j], part.queries[j], part.adv_pred[j]
+    return TextAttackResult(base.original, adv, base.labels, base.clean_pred, pred, success,
+                            queries, changed, part.recipe, part.threat, part.rejected,
+                            attacked=len(idx))  # fmt: skip
 
 
 def _merge(results: dict[str, TextAttackResult]) -> TextAttackResult:
@@ -182,7 +220,8 @@ def _record(
         "queries_median": merged.queries_median,
         "recipes": {
             r: {"success_rate": _rate(res), "queries_median": res.queries_median,
-                "robust_accuracy": res.robust_accuracy, "rejected_by_threat_model": res.rejected}
+                "robust_accuracy": res.robust_accuracy, "rejected_by_threat_model": res.rejected,
+                "attacked": len(res.labels) if res.attacked is None else res.attacked}
             for r, res in results.items()
         },
     }  # fmt: skip
