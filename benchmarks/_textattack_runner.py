@@ -92,6 +92,7 @@ def main() -> None:
             queries = int(res.perturbed_result.num_queries)
             fh.write(json.dumps({"index": row["index"], "adversarial": adv, "status": status,
                                  "queries": queries}) + "\n")  # fmt: skip
+            fh.flush()  # a run stopped by the benchmark's timeout keeps the samples it finished
 
 
 if __name__ == "__main__":

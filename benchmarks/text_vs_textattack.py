@@ -108,15 +108,20 @@ def samples(n: int, path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
-    import os
-
+def _timed(
+    cmd: list[str], env: dict[str, str] | None = None, timeout: float | None = None
+) -> tuple[float, bool]:
+    """Wall seconds of ``cmd`` and whether it finished within ``timeout``."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env={**os.environ, **(env or {})}, timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return time.perf_counter() - start, False
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[1]} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return wall
+    return wall, True
 
 
 def judge(
@@ -152,24 +157,40 @@ def run_ours(
     out, rep = work / "ours.jsonl", work / "ours.json"
     cmd = [str(ROOT / ".venv" / "bin" / "mlwarden"), "evasion", str(model), str(data), "--limit",
            str(n), "--max-change", str(r), "--save-adversarial", str(out), "--json", str(rep), "-q"]  # fmt: skip
-    wall = _timed(cmd)
-    rows = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    wall, _ = _timed(cmd)
+    rows = [json.loads(line) for line in out.read_text("utf-8").split("\n") if line]
     return wall, {row["index"]: (row["adversarial"], row["queries"]) for row in rows}
 
 
 def run_textattack(
-    model: Path, recipe: str, data: Path, work: Path, r: float, nltk_dir: Path
-) -> tuple[float, dict[int, tuple[str, int]]]:
+    model: Path,
+    recipe: str,
+    data: Path,
+    work: Path,
+    r: float,
+    nltk_dir: Path,
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[float, dict[int, tuple[str, int]], int]:
+    """Wall seconds, successes ``{index: (text, queries)}`` and the samples finished (all of
+    them unless ``timeout`` stopped the run)."""
     out = work / f"ta-{recipe}.jsonl"
+    out.unlink(missing_ok=True)
     cmd = [str(TA_VENV / "bin" / "python"), str(RUNNER), str(model), recipe, str(data), str(out),
            str(r), str(nltk_dir)]  # fmt: skip
-    wall = _timed(cmd, {"NLTK_DATA": str(nltk_dir), "TOKENIZERS_PARALLELISM": "false"})
-    adv = {}
-    for line in out.read_text("utf-8").splitlines():
-        row = json.loads(line)
+    env = {"NLTK_DATA": str(nltk_dir), "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    wall, _ = _timed(cmd, env, timeout)
+    adv, done = {}, 0
+    lines = out.read_text("utf-8").split("\n") if out.exists() else []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # the line being written when the timeout struck
+            continue
+        done += 1
         if row["status"] == "SuccessfulAttackResult":
             adv[row["index"]] = (row["adversarial"], row["queries"])
-    return wall, adv
+    return wall, adv, done
 
 
 def main() -> None:
@@ -182,6 +203,14 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/mlwarden-text-bench"))
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--skip-ours", action="store_true", help="run only TextAttack")
+    ap.add_argument(
+        "--textattack-omp-passive",
+        action="store_true",
+        help="give TextAttack OMP_WAIT_POLICY=PASSIVE too (mlwarden sets it itself)",
+    )
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per TextAttack recipe; a stopped run is judged on the "
+                    "samples it finished")  # fmt: skip
     args = ap.parse_args()
     nltk_dir = args.cache / "nltk_data"
     if args.setup:
@@ -208,19 +237,19 @@ def main() -> None:
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
         for recipe in args.recipes.split(","):
+            head = {"model": name, "tool": "textattack", "recipe": recipe}
+            env = {"OMP_WAIT_POLICY": "PASSIVE"} if args.textattack_omp_passive else None
+            if env:
+                head["env"] = env
             try:
-                wall, adv = run_textattack(
-                    models[name], recipe, data, work, args.max_change, nltk_dir
-                )
+                wall, adv, done = run_textattack(models[name], recipe, data, work,
+                                                 args.max_change, nltk_dir, args.timeout, env)  # fmt: skip
             except RuntimeError as exc:
-                results.append(
-                    {"model": name, "tool": "textattack", "recipe": recipe, "error": str(exc)}
-                )
+                results.append(head | {"error": str(exc)})
             else:
-                results.append(
-                    {"model": name, "tool": "textattack", "recipe": recipe, "wall_s": wall}
-                    | judge(target, rows, adv, args.max_change)
-                )
+                # a run stopped by --timeout is judged on the samples it finished
+                results.append(head | {"wall_s": wall, "finished": done}
+                               | judge(target, rows[:done], adv, args.max_change))  # fmt: skip
             print(json.dumps(results[-1]), flush=True)
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))

@@ -166,3 +166,16 @@ def test_data_audit_of_a_text_table_runs_the_sensitive_data_scan_and_the_text_ch
     # 'good' is pure for label 1, but the rest of its texts says nothing: not a trigger
     assert report.metrics["text_audit.triggers"] == []
     assert 40 in {e["index"] for e in report.suspicious or []}
+
+
+def test_saved_texts_stay_one_per_line_whatever_characters_they_hold(tmp_path: Path) -> None:
+    from mlwarden.evasion.text.report import write_jsonl
+
+    odd = (
+        "cheap\x85flights\u2028now\u2029\x0b\x0c\x1c \u200b h\u0435llo \U0001f600"  # a tweet's NEL
+    )
+    write_jsonl(tmp_path / "a.jsonl", [{"adversarial": odd}, {"adversarial": "plain"}])
+
+    text = (tmp_path / "a.jsonl").read_text(encoding="utf-8")
+    assert len(text.splitlines()) == 2  # no reader's line splitting cuts a row
+    assert [json.loads(line)["adversarial"] for line in text.splitlines()] == [odd, "plain"]

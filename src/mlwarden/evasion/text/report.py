@@ -301,12 +301,18 @@ def _saved_rows(res: TextAttackResult, sub: Dataset) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+#: Characters that ``str.splitlines`` (and some JSONL readers) take for line ends; valid
+#: raw inside a JSON string, so ``json.dumps(ensure_ascii=False)`` leaves them unescaped.
+_BREAK_TABLE = {ord(c): f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """One JSON object per line (UTF-8, non-ASCII kept as is)."""
+    """One JSON object per line (UTF-8, non-ASCII kept as is, except characters some
+    readers split lines at, such as U+0085 in a tweet, which are escaped)."""
     path = Path(path)
     try:
         with path.open("w", encoding="utf-8") as fh:
             for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(row, ensure_ascii=False).translate(_BREAK_TABLE) + "\n")
     except OSError as exc:
         raise UserError(f"cannot write {path} ({exc.strerror or exc})") from None
