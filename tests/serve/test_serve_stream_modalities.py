@@ -7,6 +7,7 @@ feature of a row, word substitutions on one text with fresh typos.
 
 from __future__ import annotations
 
+import json
 import wave
 
 import numpy as np
@@ -250,3 +251,47 @@ def test_a_projection_is_kept_in_the_config_and_must_fit_the_input(tmp_path) -> 
         GatewayConfig.model_validate(
             {"detection": {"similarity": {"projection": {"mean": [0, 0], "components": [[1]]}}}}
         )
+
+
+def test_text_calibration_separates_held_out_tweets_from_a_word_search(tmp_path, capsys) -> None:
+    """`gateway calibrate` on texts: distinct tweets, tweets drawn with replacement and
+    tweets with a typo stay quiet; a word-substitution search with a fresh typo on every
+    query is flagged, on tweets the calibration never saw."""
+    from mlwarden.cli.main import main
+    from mlwarden.core.data import load_dataset
+    from mlwarden.serve.config import load_config
+    from mlwarden.serve.text import text_features, typo, word_search
+
+    ds = load_dataset("tweets")
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(ds.x))
+    fit, held = ds.x[idx[:600]], [str(t) for t in ds.x[idx[600:1400]]]
+    rows = [{"text": str(t), "label": int(c)} for t, c in zip(fit, ds.y[idx[:600]], strict=True)]
+    (tmp_path / "tweets.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("input: {modality: text}\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["gateway", "calibrate", str(cfg), str(tmp_path / "tweets.jsonl"), "--benign", "500"])
+    out = capsys.readouterr().out
+    assert exc.value.code in (0, None), out
+    assert "word-substitution search" in out and "wrote" in out
+    det = load_config(tmp_path / "gw.calibrated.yaml").detection
+    sim = det.similarity
+
+    def feats(texts: list[str]) -> np.ndarray:
+        arr = np.empty(len(texts), dtype=object)
+        arr[:] = texts
+        return text_features(arr, sim.max_dims, sim.radius, sim.near)
+
+    draws = rng.integers(0, len(held), 800)
+    streams = {"distinct": held, "replacement": [held[i] for i in draws],
+               "typos": [typo(held[i], rng) for i in draws]}  # fmt: skip
+    for name, texts in streams.items():
+        mon = Monitor(det, scale=1.0, modality="text")
+        assert _rate(mon, name, feats(texts)) <= 1000 / len(texts), name
+    vocab = sorted({w for t in held for w in t.split() if w.isalpha()})
+    mon = Monitor(det, scale=1.0, modality="text")
+    seeds = [t for t in held if len(t.split()) >= 8][:3]
+    for k, text in enumerate(seeds):
+        first = _first(mon, f"atk{k}", list(feats(word_search(text, vocab, 300, seed=50 + k))))
+        assert first is not None and first <= 300

@@ -286,7 +286,7 @@ class Gateway:
             from mlwarden.serve.text import text_features
 
             sim = self.config.detection.similarity
-            seen = text_features(x, sim.max_dims, sim.radius)
+            seen = text_features(x, sim.max_dims, sim.radius, sim.near)
         flagged = (
             self.monitor.inspect(caller.name, seen, probs.argmax(axis=1))
             if self.monitor.enabled

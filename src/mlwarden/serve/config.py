@@ -225,6 +225,9 @@ class Similarity(_Strict):
     min_neighbours: int = Field(default=20, ge=1, description="neighbours that flag a query")
     history: int = Field(default=10000, ge=1, description="queries remembered per key")
     max_dims: int = Field(default=128, ge=1, description="values kept per reduced query")
+    near: float = Field(
+        default=0.6, gt=0, lt=1, description="text: shingle Jaccard similarity of neighbours"
+    )
     # Tabular rows: isotropic noise spreads over every feature, benign rows differ along
     # a few axes; distances there separate a noisy search from distinct rows.
     projection: Projection | None = Field(

@@ -111,16 +111,75 @@ def text_restoration(
     return restore
 
 
-def text_features(texts: np.ndarray, dims: int, radius: float, near: float = 0.6) -> np.ndarray:
-    """Each text as ``dims`` values in {0, s}: the lowest bit of its MinHash values over
-    character 5-shingles, ``s = radius / sqrt((1 - near) / 2)``; see the module docs."""
+def minhash_bits(texts: np.ndarray | list[str], dims: int) -> np.ndarray:
+    """Each text as ``dims`` values in {0, 1}: the lowest bit of its MinHash values over
+    character 5-shingles (the unscaled :func:`text_features`)."""
     from mlwarden.poisoning.text_audit import hash_family, minhash, shingles
 
     a, b = hash_family(dims, 20100913)  # fixed: features must agree across restarts
-    # two texts differ in a bit with probability (1 - J) / 2: RMS distance s * sqrt(that)
-    scale = np.float32(radius / np.sqrt((1.0 - near) / 2.0))
     out = np.empty((len(texts), dims), dtype=np.float32)
     for i, t in enumerate(texts):
-        sig = minhash(shingles(str(t)), a, b)
-        out[i] = (sig & np.uint64(1)).astype(np.float32) * scale
+        out[i] = (minhash(shingles(str(t)), a, b) & np.uint64(1)).astype(np.float32)
+    return out
+
+
+def text_scale(radius: float, near: float) -> float:
+    """The value of a set bit that puts the RMS ``radius`` at shingle Jaccard ``near``:
+    two texts differ in a bit with probability ``(1 - J) / 2``."""
+    return float(radius / np.sqrt((1.0 - near) / 2.0))
+
+
+def text_features(texts: np.ndarray, dims: int, radius: float, near: float = 0.6) -> np.ndarray:
+    """Each text as ``dims`` values in {0, s}: the lowest bit of its MinHash values over
+    character 5-shingles, ``s = radius / sqrt((1 - near) / 2)``; see the module docs."""
+    return minhash_bits(texts, dims) * np.float32(text_scale(radius, near))
+
+
+def typo(text: str, rng: np.random.Generator) -> str:
+    """``text`` with one character edit in a random word of at least 3 characters: an
+    adjacent swap, a deletion, an insertion or a substitution (the edits of DeepWordBug,
+    Gao et al. 2018, arXiv:1801.04354). A text without such a word is returned as is."""
+    words = text.split(" ")
+    long = [i for i, w in enumerate(words) if len(w) >= 3]
+    if not long:
+        return text
+    i = long[int(rng.integers(len(long)))]
+    w = words[i]
+    j = int(rng.integers(len(w) - 1))
+    letter = chr(97 + int(rng.integers(26)))
+    edits = (w[:j] + w[j + 1] + w[j] + w[j + 2 :], w[:j] + w[j + 1 :],
+             w[:j] + letter + w[j:], w[:j] + letter + w[j + 1 :])  # fmt: skip
+    words[i] = edits[int(rng.integers(4))]
+    return " ".join(words)
+
+
+def word_search(text: str, vocabulary: Sequence[str], queries: int, seed: int, *,
+                max_changed: float = 0.25, typos: int = 1, accept: float = 0.25) -> list[str]:  # fmt: skip
+    """The queries of a model-free random word-substitution search on ``text``.
+
+    Each step puts a random vocabulary word at a random position (at most ``max_changed``
+    of the words differ from ``text``, as in the word-level attacks' budgets: a step
+    over it first restores one changed word), and each query carries ``typos`` fresh
+    character edits (:func:`typo`: the text counterpart of per-query Gaussian noise).
+    A step is kept with probability ``accept`` (no model at hand; see
+    :mod:`mlwarden.serve.calibrate`). Example: ``word_search("a b c d", ["x"], 10, 0)``.
+    """
+    rng = np.random.default_rng(seed)
+    original = text.split(" ")
+    limit = max(1, int(max_changed * len(original)))
+    current = list(original)
+    out = []
+    for _ in range(queries):
+        cand = list(current)
+        changed = [i for i, (a, b) in enumerate(zip(cand, original, strict=True)) if a != b]
+        if len(changed) >= limit:
+            back = changed[int(rng.integers(len(changed)))]
+            cand[back] = original[back]
+        cand[int(rng.integers(len(cand)))] = vocabulary[int(rng.integers(len(vocabulary)))]
+        query = " ".join(cand)
+        for _ in range(typos):
+            query = typo(query, rng)
+        out.append(query)
+        if rng.random() < accept:
+            current = cand
     return out
