@@ -80,7 +80,8 @@ def test_data_with_a_model_lists_suspicious_samples(tmp_path, capsys, backdoored
     suspicious = report["suspicious"]
     assert suspicious, "expected some suspicious samples"
     for item in suspicious:
-        assert set(item) == {"index", "score", "reasons"}
+        assert set(item) == {"index", "score", "p_value", "detectors", "reasons"}
+        assert 0.0 <= item["score"] <= 1.0 and item["detectors"]
         assert 0 <= item["index"] < len(p.dataset) and item["reasons"]
     scores = [s["score"] for s in suspicious]
     assert scores == sorted(scores, reverse=True)

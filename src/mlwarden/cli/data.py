@@ -88,9 +88,13 @@ def register(app: typer.Typer) -> None:
         called out) and label issues, besides personal data and secrets.
 
         The JSON report lists suspicious samples at the top-level key "suspicious" as
-        {"index", "score", "reasons"}, most suspicious first; rows holding personal data
-        or secrets are listed there with the type and the column (values are masked in
-        every output).
+        {"index", "score", "p_value", "detectors", "reasons"}, most suspicious first:
+        rows a poisoning detector flagged, each detector's score calibrated to a p-value
+        on the data's own clean classes, combined by weighted Bonferroni and kept by
+        Benjamini-Hochberg at 0.05 (score = 1 - p). Rows holding personal data or
+        secrets are listed there too with the type and the column (values are masked in
+        every output). Label issues, duplicates and outliers are listed apart, under
+        "artifacts" -> "data_issues".
 
         Fails closed (exit 2, one line): a CSV that is empty, header-only, ragged or
         non-numeric (unless the sensitive-data scan found something to report), fewer

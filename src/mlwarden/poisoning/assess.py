@@ -347,9 +347,7 @@ def _data_report(
         poison_dets, _ = _poison_detectors(report, trained, ds, seed, neural_cleanse_epochs)
     detections.extend(poison_dets)
     _hygiene_findings(report, detections, _name(data))
-    suspicious = _merge_pii_rows(dd.rank(detections), pii)
-    report.metrics["suspicious"] = len(suspicious)
-    report.suspicious = suspicious[:MAX_SUSPICIOUS]
+    _rank(report, detections, ds.y, pii)
     return report
 
 
@@ -391,9 +389,7 @@ def _text_report(
     report.data = ds.describe()
     detections = text_data_checks(report, ds, seed=seed)
     _hygiene_findings(report, detections, _name(data))
-    suspicious = _merge_pii_rows(dd.rank(detections), pii)
-    report.metrics["suspicious"] = len(suspicious)
-    report.suspicious = suspicious[:MAX_SUSPICIOUS]
+    _rank(report, detections, ds.y, pii)
     return report
 
 
@@ -982,7 +978,7 @@ def _hygiene_findings(report: Report, dets: list[dd.Detection], artifact: str) -
                     atlas=["AML.T0059", "AML.T0020"],
                     mitigations=["AML.M0007"],
                     description="Confident learning (Northcutt et al. 2021) on cross-validated predictions finds samples whose label disagrees with what the rest of the data says; label flipping poisons look like this.",
-                    recommendation="Review the flagged labels (listed in 'suspicious' with reason 'label issue') and fix or drop them.",
+                    recommendation="Review the flagged labels (listed in the report's artifacts.data_issues.label_issues) and fix or drop them.",
                     evidence={
                         "flagged": int(li.flagged.sum()),
                         "thresholds": li.details.get("thresholds"),
@@ -1023,7 +1019,7 @@ def _hygiene_findings(report: Report, dets: list[dd.Detection], artifact: str) -
                     atlas=["AML.T0059"],
                     mitigations=["AML.M0007"],
                     description="Isolation forest and k-nearest-neighbour distance agree that these samples lie far from the rest of the data (corrupted records or injected data).",
-                    recommendation="Check the outliers listed in 'suspicious'; drop corrupt ones.",
+                    recommendation="Check the outliers listed in the report's artifacts.data_issues.outliers; drop corrupt ones.",
                     evidence={"flagged": int(out.flagged.sum())},
                     artifact=artifact,
                     check="outliers",
@@ -1110,6 +1106,24 @@ def _pii_finding(scan: PiiScan, kind: str) -> Finding:
         artifact=scan.path,
         check="sensitive-data",
     )
+
+
+def _rank(report: Report, dets: list[dd.Detection], y: np.ndarray, pii: PiiScan | None) -> None:
+    """``report.suspicious``: the calibrated poisoning list
+    (:func:`mlwarden.poisoning.ranking.combine`) plus the rows holding sensitive data;
+    label issues, duplicates and outliers go to ``report.artifacts["data_issues"]``."""
+    from mlwarden.poisoning.ranking import combine
+
+    ranked = combine(dets, y)
+    suspicious = _merge_pii_rows(ranked.suspicious, pii)
+    report.metrics["suspicious"] = len(suspicious)
+    report.metrics["suspicious.calibration"] = {
+        "rule": "conformal p-value per detector, weighted Bonferroni, Benjamini-Hochberg at 0.05",
+        "detectors": ranked.calibration,
+        "flagged_not_significant": ranked.dropped,
+    }
+    report.suspicious = suspicious[:MAX_SUSPICIOUS]
+    report.artifacts["data_issues"] = {k: v[:MAX_SUSPICIOUS] for k, v in ranked.issues.items()}
 
 
 def _merge_pii_rows(suspicious: list[dict[str, Any]], scan: PiiScan | None) -> list[dict[str, Any]]:
