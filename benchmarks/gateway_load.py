@@ -6,7 +6,8 @@ Blacklight + similarity + PRADA monitoring, output hardening, audit commit befor
 every answer, metrics) and behind a bare FastAPI endpoint served the ordinary way
 (``uvicorn.run(app, host, port)``: uvicorn binds the socket itself, so asyncio sets
 TCP_NODELAY; parse JSON, run the model in the thread pool, return scores). The same
-Python client sends single-input requests: sequential requests on one kept-alive
+Python client sends single-input requests, each a distinct input (the gateway skips
+detection on exact repeats; see :class:`Feed`): sequential requests on one kept-alive
 connection (keep-alive latency), sequential requests each on a new connection
 (new-connection latency), then ``C`` threads for ``--duration`` seconds for
 throughput at concurrency C = 1, 8 and 32, the two servers back to back (a pair) in
@@ -52,6 +53,7 @@ Run (about 10 minutes on a loaded 2-core box)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -214,7 +216,7 @@ class Load:
 def _client(
     url: str,
     key: str | None,
-    bodies: list[bytes],
+    feed: Feed,
     load: Load,
     stop: threading.Event,
     count: int | None,
@@ -231,7 +233,7 @@ def _client(
     transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
     with httpx.Client(headers=headers, timeout=30, transport=transport) as c:
         while not stop.is_set() and (count is None or sent < count):
-            body = bodies[sent % len(bodies)]
+            body = feed.next()
             t0 = time.perf_counter()
             try:
                 r = c.post(f"{url}/v1/predict", content=body)
@@ -253,19 +255,49 @@ def _bodies(xs: np.ndarray) -> list[bytes]:
     return [json.dumps({"inputs": [x.tolist()]}).encode() for x in xs]
 
 
-def _latency(url: str, key: str | None, bodies: list[bytes], n: int, new: bool = False) -> Load:
+def _load_inputs(xs: np.ndarray, n: int) -> np.ndarray:
+    """``n`` distinct inputs: ``xs``, then mixtures ``w a + (1 - w) b`` of two random ones."""
+    rng = np.random.default_rng(SEED + 1)
+    extra = max(0, n - len(xs))
+    a, b = rng.integers(0, len(xs), (2, extra))
+    w = rng.uniform(0.3, 0.7, (extra, *([1] * (xs.ndim - 1)))).astype(np.float32)
+    return np.concatenate([xs, w * xs[a] + (1 - w) * xs[b]])[:n].astype(np.float32)
+
+
+class Feed:
+    """Request bodies handed out once each, to every client thread of every phase.
+
+    The gateway drops an exact repeat of one of a key's last 10,000 inputs before its
+    detectors (a retry is not probing), so a load that cycles through a small set of
+    inputs measures a gateway that skips most detection. Every request takes the next
+    body instead; ``wrapped`` says whether the run needed more than there were.
+    """
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        self.bodies = bodies
+        self._count = itertools.count()  # next() is atomic under the GIL
+        self.used = 0
+
+    def next(self) -> bytes:
+        i = next(self._count)
+        self.used = max(self.used, i + 1)
+        return self.bodies[i % len(self.bodies)]
+
+    @property
+    def wrapped(self) -> bool:
+        return self.used > len(self.bodies)
+
+
+def _latency(url: str, key: str | None, feed: Feed, n: int, new: bool = False) -> Load:
     load = Load()
-    _client(url, key, bodies, load, threading.Event(), n, new)
+    _client(url, key, feed, load, threading.Event(), n, new)
     return load
 
 
-def _throughput(
-    url: str, keys: list[str | None], bodies: list[bytes], seconds: float
-) -> tuple[float, Load]:
+def _throughput(url: str, keys: list[str | None], feed: Feed, seconds: float) -> tuple[float, Load]:
     load, stop = Load(), threading.Event()
     threads = [
-        threading.Thread(target=_client, args=(url, k, bodies[i :: len(keys)], load, stop, None))
-        for i, k in enumerate(keys)
+        threading.Thread(target=_client, args=(url, k, feed, load, stop, None)) for k in keys
     ]
     t0 = time.perf_counter()
     for t in threads:
@@ -292,10 +324,10 @@ CONCURRENCY = (1, 8, 32)
 
 
 def _latency_round(
-    url: str, key: str | None, bodies: list[bytes], n_latency: int
+    url: str, key: str | None, feed: Feed, n_latency: int
 ) -> tuple[dict[str, float], list[Load]]:
-    ka = _latency(url, key, bodies, n_latency)
-    new = _latency(url, key, bodies[n_latency:], max(n_latency // 3, 20), new=True)
+    ka = _latency(url, key, feed, n_latency)
+    new = _latency(url, key, feed, max(n_latency // 3, 20), new=True)
     out = {
         "keepalive_p50": _pct(ka.latencies, 50),
         "keepalive_p99": _pct(ka.latencies, 99),
@@ -306,7 +338,13 @@ def _latency_round(
 
 
 def load_benchmark(
-    tmp: Path, model: Path, xs: np.ndarray, rounds: int, seconds: float, n_latency: int
+    tmp: Path,
+    model: Path,
+    xs: np.ndarray,
+    rounds: int,
+    seconds: float,
+    n_latency: int,
+    n_inputs: int = 60000,
 ) -> dict[str, Any]:
     """Latency per server, then throughput in *pairs*: bare and gateway back to back.
 
@@ -325,7 +363,7 @@ def load_benchmark(
     gw_proc, gw_url = _gateway(tmp, model, keys)
     bare_proc, bare_url = _spawn_bare(model)
     key_list: list[str | None] = [k for k, _ in keys.values()]
-    bodies = _bodies(xs)
+    feed = Feed(_bodies(_load_inputs(xs, n_inputs)))
     res: dict[str, dict[str, list[float]]] = {"bare": {}, "gateway": {}}
     pair_ratios: dict[str, list[float]] = {f"c{c}": [] for c in CONCURRENCY}
     # bare CPU/request over gateway CPU/request, per pair: the throughput ratio a
@@ -347,12 +385,12 @@ def load_benchmark(
 
     try:
         for url, k in ((bare_url, None), (gw_url, key_list[0])):
-            _latency(url, k, bodies, 50)  # warm-up
+            _latency(url, k, feed, 50)  # warm-up
         for r in range(rounds):
             names = ["bare", "gateway"] if r % 2 == 0 else ["gateway", "bare"]
             for name in names:
                 got, loads = _latency_round(
-                    urls[name], key_list[0] if name == "gateway" else None, bodies, n_latency
+                    urls[name], key_list[0] if name == "gateway" else None, feed, n_latency
                 )
                 account(name, loads)
                 for m, v in got.items():
@@ -369,7 +407,7 @@ def load_benchmark(
                 for name in names:
                     ks = key_list[:c] if name == "gateway" else [None] * c
                     cpu0 = _cpu_seconds(pids[name])
-                    rps[name], thr = _throughput(urls[name], ks, bodies, seconds)
+                    rps[name], thr = _throughput(urls[name], ks, feed, seconds)
                     cpu_ms[name] = (
                         (_cpu_seconds(pids[name]) - cpu0) * 1e3 / max(len(thr.latencies), 1)
                     )
@@ -408,6 +446,9 @@ def load_benchmark(
         "throughput_pair_ratios": pair_ratios,
         "cpu_ratio": {k: statistics.median(v) for k, v in cpu_ratios.items()},
         "cpu_pair_ratios": cpu_ratios,
+        "inputs_sent": feed.used,
+        "inputs_distinct": len(feed.bodies),
+        "inputs_repeated": feed.wrapped,
         "responses_5xx": sum(s >= 500 for s in statuses),
         "responses_not_200": sum(s != 200 for s in statuses),
         "transport_errors": errors,
@@ -738,14 +779,24 @@ def _report_load(load: dict[str, Any]) -> None:
     for name, d in (("bare", b), ("gateway", g)):
         print(f"{name:9s}" + "".join(f"{d[c]:14.3f}" for c in cols))
     ratios = "  ".join(f"{k} {v:.2f}x" for k, v in load["throughput_ratio"].items())
-    cpu = "  ".join(f"{k} {v:.2f}x" for k, v in load["cpu_ratio"].items())
+    cpu = "  ".join(
+        f"{k} {v:.2f}x (quartiles {_quartiles(load['cpu_pair_ratios'][k])})"
+        for k, v in load["cpu_ratio"].items()
+    )
     print(f"keep-alive p50 overhead {load['keepalive_p50_overhead_ms']:.2f} ms (target <= 2); "
           f"new-connection p50 overhead {load['newconn_p50_overhead_ms']:.2f} ms")  # fmt: skip
     print(f"throughput gateway/bare: {ratios} (target >= 0.80 at c8)")
     print(f"CPU per request bare/gateway: {cpu}")
     print(f"server CPU overhead {load['cpu_overhead_ms']:.3f} ms per request")
+    print(f"inputs: {load['inputs_sent']} sent of {load['inputs_distinct']} distinct"
+          + ("  (REPEATED: raise --load-inputs)" if load["inputs_repeated"] else ""))  # fmt: skip
     print(f"5xx {load['responses_5xx']}  non-200 {load['responses_not_200']}  answered by gateway "
           f"{load['gateway_answered']}  lost audit records after kill -9: {load['audit_lost']}")  # fmt: skip
+
+
+def _quartiles(values: list[float]) -> str:
+    q1, q3 = np.percentile(values, [25, 75])
+    return f"{q1:.2f}-{q3:.2f} of {len(values)} pairs"
 
 
 def _report(results: dict[str, Any]) -> None:
@@ -795,6 +846,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per throughput phase")
     ap.add_argument("--latency-requests", type=int, default=300)
+    ap.add_argument(
+        "--load-inputs",
+        type=int,
+        default=60000,
+        help="distinct inputs for the load part (each request sends the next one)",
+    )
+    ap.add_argument(
+        "--concurrency",
+        default="1,8,32",
+        help="comma-separated client concurrencies of the throughput pairs (e.g. 8 alone, "
+        "with more --rounds, for a tighter ratio at the target's concurrency)",
+    )
     ap.add_argument("--flood", type=int, default=5000, help="idle connections held")
     ap.add_argument("--attacks", type=int, default=5, help="inputs attacked by each attack")
     ap.add_argument("--attack-budget", type=int, default=300, help="queries per attack run")
@@ -811,6 +874,8 @@ def main() -> None:
         bare_server(args.bare_server, args.bare_port)
         return
     skip = set(args.skip.split(","))
+    global CONCURRENCY
+    CONCURRENCY = tuple(int(c) for c in args.concurrency.split(","))
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mlw-gw-bench-") as d:
         tmp = Path(d)
@@ -829,7 +894,15 @@ def main() -> None:
             )
             done(
                 "load",
-                load_benchmark(tmp, model, xs, args.rounds, args.duration, args.latency_requests),
+                load_benchmark(
+                    tmp,
+                    model,
+                    xs,
+                    args.rounds,
+                    args.duration,
+                    args.latency_requests,
+                    args.load_inputs,
+                ),  # fmt: skip
             )
         if "flood" not in skip:
             print(f"flood: {args.flood} idle connections")
