@@ -222,7 +222,7 @@ def _pick_similarity(
             fa = run.false_alarms(det)
             row: dict[str, Any] = {"false_alarms": fa}
             tried[f"similarity radius {radius} neighbours {need}"] = row
-            if _worst(fa) > run.target:
+            if not run.quiet(fa):
                 continue
             flags = row["first_flags"] = run.first_flags(det)
             fallback = fallback or (radius, need, flags)
@@ -292,7 +292,7 @@ def _pick_blacklight(
             fa = run.false_alarms(det)
             row: dict[str, Any] = {"false_alarms": fa}
             tried[f"blacklight q {q} threshold {t}"] = row
-            if _worst(fa) > run.target:
+            if not run.quiet(fa):
                 continue
             flags = run.first_flags(det)
             row["first_flags"] = flags
@@ -306,7 +306,7 @@ def _pick_prada(base: Detection, run: _Runner, tried: dict[str, Any]) -> float |
     for delta in DELTAS:
         fa = run.false_alarms(_only(base, "prada", delta=delta))
         tried[f"prada delta {delta}"] = {"false_alarms": fa}
-        if _worst(fa) <= run.target:
+        if run.quiet(fa):
             return delta
     return None
 
@@ -320,6 +320,13 @@ class _Runner:
     target: float
     modality: str
     budget: int
+
+    strict: bool = False  # quiet means below the target, not at it
+
+    def quiet(self, fa: dict[str, float]) -> bool:
+        """Whether every benign stream stays within the target (``strict``: below it)."""
+        worst = _worst(fa)
+        return worst == 0 or (worst < self.target if self.strict else worst <= self.target)
 
     def false_alarms(self, det: Detection) -> dict[str, float]:
         return _false_alarms(det, self.shape, self.scale, self.modality, self.streams)
@@ -443,7 +450,7 @@ def _text_runners(config: GatewayConfig, texts: list[str], y: np.ndarray | None,
         s = np.float32(text_scale(radius, near))
         out[near] = _Runner([dims], 1.0, {k: (b * s, labels[picks[k]]) for k, b in bits.items()},
                             [(b * s, np.full(len(b), labels[i])) for b, i in zip(attack_bits, seeds, strict=True)],
-                            target, "text", budget)  # fmt: skip
+                            target, "text", budget, strict=True)  # fmt: skip
     return out
 
 
@@ -459,7 +466,7 @@ def _pick_near(base: Detection, runners: dict[float, _Runner],
             fa = run.false_alarms(det)
             row: dict[str, Any] = {"false_alarms": fa}
             tried[f"similarity near {near} neighbours {need}"] = row
-            if _worst(fa) > run.target:
+            if not run.quiet(fa):
                 continue
             flags = row["first_flags"] = run.first_flags(det)
             fallback = fallback or (near, need, flags)
@@ -479,7 +486,9 @@ def calibrate_text(config: GatewayConfig, texts: list[str], y: np.ndarray | None
     neighbour count. Benign streams: distinct texts, texts drawn with replacement, and
     drawn with replacement with one typo each; attack: a random word-substitution
     search on one text (at most a quarter of its words changed) with a fresh typo on
-    every query (:func:`mlwarden.serve.text.word_search`).
+    every query (:func:`mlwarden.serve.text.word_search`). A setting counts as quiet
+    only below ``target``: at exactly 1 alarm in 1,000 calibration queries, held-out
+    tweets with typos gave 4-5 per 1,000 (``docs/benchmarks/gateway.md``).
     """
     runners = _text_runners(config, texts, y, budget, target, benign, searches, seed)
     base = config.detection
