@@ -192,9 +192,11 @@ def test_backdoor_finds_the_trigger_of_a_poisoned_pipeline_not_of_a_clean_one(
     assert f["evidence"]["flip_rate"] >= 0.6
     assert f["severity"] == ("high" if f["evidence"]["flip_rate"] >= 0.8 else "medium")
     assert report["metrics"]["suspected_target"] == 2
-    clean = search_triggers(SklearnTextTarget(pipeline), list(test.x))
+    clean = search_triggers(SklearnTextTarget(pipeline), list(test.x), labels=test.y)
     assert clean.trigger is None, clean.as_dict()
     assert clean.ranked and clean.queries > 0
+    for s in clean.shortcuts:  # natural shortcuts: the clean texts tie them to their class
+        assert s["explained"] and s["flip_rate"] >= 0.6
 
 
 def test_trigger_ngrams_merge_into_the_widest_supported_one() -> None:

@@ -72,11 +72,15 @@ def register(app: typer.Typer) -> None:
         finding MLW-DAT-012 saying so, and the command exits 2. A model that cannot take
         DATA's inputs, or has fewer classes than DATA's labels, is an error (exit 2).
 
-        A text model on text DATA gets a trigger search over the vocabulary instead
-        (gradient-guided for Hugging Face folders, query-ranked otherwise): each candidate
-        word is inserted into texts of other classes and its flip rate measured;
-        metrics.backdoor.trigger_search lists the strongest words, and a word that flips
-        nearly all texts, far above the rest, is finding MLW-DAT-022.
+        A text model on text DATA gets a trigger search instead: words and n-grams of
+        the vocabulary (gradient-guided for Hugging Face folders, query-ranked
+        otherwise) and phrases grown from them by a beam search, each inserted into
+        texts of other classes and its flip rate measured. DATA's labelled texts are the
+        reference: a word or phrase that flips far more texts than random words of the
+        same frequency, and that DATA does not tie to the class, is a backdoor trigger
+        (finding MLW-DAT-022); one DATA explains is a natural shortcut, listed in
+        metrics.backdoor.trigger_search.shortcuts. Phrases are judged only with at
+        least 1,000 labelled texts in DATA.
         """
         from mlwarden.poisoning import backdoor_report
 

@@ -85,7 +85,12 @@ def register(app: typer.Typer) -> None:
         Text data (CSV/TSV/JSONL with a text column, a folder of .txt files per class,
         or tweets) is checked for trigger words and phrases tied to one label
         (BadNL-style backdoors), exact and near-duplicate texts (conflicting labels
-        called out) and label issues, besides personal data and secrets.
+        called out) and label issues, besides personal data and secrets. With --model
+        (a text model trained on DATA) or --trainer (train(texts, labels) -> model, e.g.
+        mlwarden.core.textmodels:tfidf_pipeline) the model is also searched for the
+        data's candidate n-grams as triggers (MLW-DAT-022) and screened with STRIP on
+        text; a trainer is retrained without the flagged texts (MLW-DAT-009: clean
+        accuracy and the trigger's attack success rate before and after).
 
         The JSON report lists suspicious samples at the top-level key "suspicious" as
         {"index", "score", "p_value", "detectors", "reasons"}, most suspicious first:

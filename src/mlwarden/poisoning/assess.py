@@ -366,11 +366,6 @@ def _text_report(
     classes of two) and a sensitive-data scan ran (its report then stands alone, as for any text file)."""
     from mlwarden.poisoning.text_assess import text_data_checks
 
-    if model is not None or trainer is not None:
-        raise UserError(
-            "--model and --trainer are not used on text data yet; audit the data alone and "
-            "check the model with 'mlwarden backdoor MODEL DATA'"
-        )
     try:
         ds = (
             data
@@ -387,7 +382,11 @@ def _text_report(
         return None
     _check_size(ds)
     report.data = ds.describe()
-    detections = text_data_checks(report, ds, seed=seed)
+    target = None
+    if model is not None:
+        with report.timed("load-model"):
+            target = _load_model(model)
+    detections = text_data_checks(report, ds, seed=seed, target=target, trainer=trainer)
     _hygiene_findings(report, detections, _name(data))
     _rank(report, detections, ds.y, pii)
     return report

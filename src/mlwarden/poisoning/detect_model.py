@@ -527,14 +527,50 @@ def strip_in_data(
     7% of a class on clean digits with an MLP, hence the margins. At most
     ``max_samples`` samples are screened (a random subset beyond).
     """
-    from scipy.stats import norm
-
     rng = np.random.default_rng(seed)
     n_all = len(x)
     screened = np.sort(rng.choice(n_all, size=min(max_samples, n_all), replace=False))
     overlay = x[rng.choice(n_all, size=min(1000, n_all), replace=False)]
     h = np.full(n_all, np.nan)
     h[screened] = strip_entropy(model, x[screened], overlay, n=n, add_within=bounds, seed=seed)
+    flagged, low, thr, mu, classes = low_entropy_flags(
+        h, y, screened, frr=frr, min_share=min_share, lead=lead
+    )
+    scores = np.where(np.isnan(h), 0.0, np.maximum(mu - np.nan_to_num(h, nan=mu), 0.0))
+    reasons = {
+        int(i): (
+            f"STRIP: keeps its prediction when superimposed on other samples (entropy "
+            f"{h[i]:.2f} bits, below the {frr:.0%} threshold {thr:.2f}), as inputs carrying "
+            "a trigger do"
+        )
+        for i in np.flatnonzero(flagged)
+    }
+    details = {
+        "threshold": round(thr, 4),
+        "screened": len(screened),
+        "low_entropy_fraction": round(float(low[screened].mean()), 4),
+        "classes": classes,
+    }
+    return Detection("strip", scores, flagged, reasons, details)
+
+
+def low_entropy_flags(
+    h: np.ndarray,
+    y: np.ndarray,
+    screened: np.ndarray,
+    *,
+    frr: float = 0.01,
+    min_share: float = 0.1,
+    lead: float = 2.5,
+) -> tuple[np.ndarray, np.ndarray, float, float, dict[str, Any]]:
+    """STRIP's flags without clean data (see :func:`strip_in_data`): a normal fitted
+    robustly (median, 1.4826 * MAD) to the entropies ``h`` of the ``screened`` samples;
+    those below its ``frr`` quantile are low-entropy, flagged only in the one class
+    holding far more of them than any other. Returns (flagged, low, threshold, median,
+    per-class table), the masks over all samples."""
+    from scipy.stats import norm
+
+    n_all = len(h)
     hs = h[screened]
     mu = float(np.median(hs))
     sd = 1.4826 * float(np.median(np.abs(hs - mu)))
@@ -557,22 +593,7 @@ def strip_in_data(
         classes[str(int(c))] = {"low_entropy": round(float(share), 4), "flagged": hot}
         if hot:
             flagged[in_c[low[in_c]]] = True
-    scores = np.where(np.isnan(h), 0.0, np.maximum(mu - np.nan_to_num(h, nan=mu), 0.0))
-    reasons = {
-        int(i): (
-            f"STRIP: keeps its prediction when superimposed on other samples (entropy "
-            f"{h[i]:.2f} bits, below the {frr:.0%} threshold {thr:.2f}), as inputs carrying "
-            "a trigger do"
-        )
-        for i in np.flatnonzero(flagged)
-    }
-    details = {
-        "threshold": round(thr, 4),
-        "screened": len(screened),
-        "low_entropy_fraction": round(float(low[screened].mean()), 4),
-        "classes": classes,
-    }
-    return Detection("strip", scores, flagged, reasons, details)
+    return flagged, low, thr, mu, classes
 
 
 def strip_threshold(clean_entropy: np.ndarray, frr: float = 0.01) -> float:

@@ -103,6 +103,7 @@ class TextAudit:
     tested: int  #: n-grams with enough support to be tested
     detections: list[Detection]
     probs: np.ndarray  #: cross-validated probabilities (N, K), candidates cut out
+    candidate_ngrams: list[TriggerNgram] = field(default_factory=list)  #: all candidates
 
 
 def _ngrams(tokens: Sequence[str], max_n: int) -> set[str]:
@@ -334,7 +335,7 @@ def audit_texts(
         dup,
         _trigger_detection(triggers, len(y), probs),
     ]
-    return TextAudit(triggers, len(cands), tested, dets, probs)
+    return TextAudit(triggers, len(cands), tested, dets, probs, cands)
 
 
 def _extend(ngram: str, token_lists: Sequence[Sequence[str]], share: float = 0.9) -> str:

