@@ -138,24 +138,38 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float,
 
 
 def attack(mon: Monitor, key: str, model: Any, x0: np.ndarray, y0: int, bounds: tuple[float, float],
-           sigma: float, queries: int, seed: int, axes: np.ndarray | None = None) -> str | None:  # fmt: skip
-    """Noisy random search; the attack query at which ``key`` was first flagged."""
+           sigma: float, queries: int, seed: int, axes: np.ndarray | None = None,
+           flips: list[int | None] | None = None) -> str | None:  # fmt: skip
+    """Noisy random search; the attack query at which ``key`` was first flagged.
+
+    ``flips``: also run on after the flag and append the first query the model
+    misclassified (``None``: none within ``queries``).
+    """
     lo, hi = bounds
     span = hi - lo
     rng = np.random.default_rng(seed)
     delta, best = np.zeros_like(x0), np.inf
+    flag: str | None = None
+    flip: int | None = None
     for i in range(queries):
         cand = delta.copy()
         cand[_block(rng, x0.shape)] = rng.choice([-0.1, 0.1]) * span
         noise = _noise(rng, x0.shape, sigma * span, axes)
         q = np.clip(x0 + cand + noise, lo, hi).astype(np.float32)
-        score = model.predict_proba(q.reshape(1, -1))[0, y0]
-        found = mon.inspect(key, q[None], np.array([int(model.predict(q.reshape(1, -1))[0])]))
+        probs = model.predict_proba(q.reshape(1, -1))[0]
+        label = int(model.classes_[probs.argmax()])
+        if flip is None and label != y0:
+            flip = i + 1
+        found = mon.inspect(key, q[None], np.array([label])) if flag is None else {}
         if found:
-            return f"{i + 1} {'+'.join(sorted(found))}"
-        if score < best:
-            best, delta = score, cand
-    return None
+            flag = f"{i + 1} {'+'.join(sorted(found))}"
+        if flag is not None and (flips is None or flip is not None):
+            break
+        if probs[y0] < best:
+            best, delta = probs[y0], cand
+    if flips is not None:
+        flips.append(flip)
+    return flag
 
 
 def flagged(mon: Monitor, key: str, model: Any, xs: np.ndarray) -> dict[str, int]:
@@ -198,21 +212,25 @@ def evaluate(det: Detection, modality: str, model: Any, x: np.ndarray, y: np.nda
     proj = det.similarity.projection
     if proj is not None and math.prod(shape) <= det.similarity.max_dims:
         axes = np.asarray(proj.components)
-        out["attack_subspace_sigma0.05"] = [
-            attack(
-                mon,
-                f"sub-{i}",
-                model,
-                x[pool[i]],
-                int(y[pool[i]]),
-                bounds,
-                0.05,
-                budget,
-                seed=i,
-                axes=axes,
-            )  # fmt: skip
-            for i in range(n_attacks)
-        ]
+        for kind, ax in (("subspace", axes), ("isotropic", None)):
+            flips: list[int | None] = []
+            out[f"attack_{kind}_sigma0.05"] = [
+                attack(
+                    mon,
+                    f"{kind}-{i}",
+                    model,
+                    x[pool[i]],
+                    int(y[pool[i]]),
+                    bounds,
+                    0.05,
+                    budget,
+                    seed=i,
+                    axes=ax,
+                    flips=flips,
+                )  # fmt: skip
+                for i in range(n_attacks)
+            ]
+            out[f"attack_{kind}_sigma0.05_flipped_at"] = flips
     px = x[pool]
     noisy = px[rng.integers(0, len(px), n_benign)] + rng.normal(0, 0.02 * span, (n_benign, *shape))
     streams = {
