@@ -252,7 +252,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         sigma: Annotated[
-            float, typer.Option("--sigma", help="Attack noise per query, fraction of the range.")
+            float,
+            typer.Option(
+                "--sigma",
+                help="Attack noise per query, fraction of the range (text: one typo a query).",
+            ),
         ] = 0.05,
         budget: Annotated[
             int, typer.Option("--budget", help="Queries by which a search must be flagged.")
