@@ -88,6 +88,8 @@ def test_agreeing_detectors_rank_first_and_every_row_names_its_evidence() -> Non
         assert set(r["detectors"]) <= {"spectre", "trigger-occlusion"} and r["detectors"]
         assert len(r["reasons"]) == len(r["detectors"])
     assert set(rows[0]["detectors"]) == {"spectre", "trigger-occlusion"}
+    occl = ranked.calibration["trigger-occlusion"]
+    assert (occl["flagged"], occl["listed"]) == (5, 5)
     scores = [r["score"] for r in rows]
     assert scores == sorted(scores, reverse=True)
 

@@ -63,7 +63,8 @@ class Ranking:
     issues: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: rows some detector flagged that Benjamini-Hochberg did not keep
     dropped: int = 0
-    #: per detector: its weight, null size and smallest attainable p-value
+    #: per detector: its weight, null size, smallest attainable p-value, rows flagged
+    #: and rows of the list it flagged
     calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -126,6 +127,11 @@ def combine(
             "min_p": round(1.0 / (1.0 + size), 6),
         }
     ranking.suspicious, ranking.dropped = _list(poison, pvals, raw, total, alpha)
+    for det in poison:
+        ranking.calibration[det.name]["flagged"] = int(det.flagged.sum())
+        ranking.calibration[det.name]["listed"] = sum(
+            det.name in r["detectors"] for r in ranking.suspicious
+        )
     return ranking
 
 
