@@ -41,6 +41,11 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# before torch loads (training here): threads sleep at barriers instead of spinning, as the
+# mlwarden console script sets it (spinning threads crawl on a loaded machine); TextAttack
+# runs with the caller's setting unless --textattack-omp-passive
+_OMP_CALLER = os.environ.get("OMP_WAIT_POLICY")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 TA_VENV = Path(os.environ.get("TEXTATTACK_VENV", ROOT / ".venv-textattack"))
 RUNNER = Path(__file__).resolve().parent / "_textattack_runner.py"
 TA_DEPS = [
@@ -112,10 +117,14 @@ def _timed(
     cmd: list[str], env: dict[str, str] | None = None, timeout: float | None = None
 ) -> tuple[float, bool]:
     """Wall seconds of ``cmd`` and whether it finished within ``timeout``."""
+    full = {**os.environ, **(env or {})}
+    if env is not None and env.get("OMP_WAIT_POLICY") is None:  # the caller's, or none
+        full.pop("OMP_WAIT_POLICY", None)
+        if _OMP_CALLER is not None:
+            full["OMP_WAIT_POLICY"] = _OMP_CALLER
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, **(env or {})}, timeout=timeout)  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=full, timeout=timeout)
     except subprocess.TimeoutExpired:
         return time.perf_counter() - start, False
     wall = time.perf_counter() - start
@@ -193,6 +202,33 @@ def run_textattack(
     return wall, adv, done
 
 
+def table(results: list[dict[str, Any]]) -> str:
+    """The results as the Markdown rows of ``docs/benchmarks/text.md``."""
+    out = ["| model | attack | valid successes / clean-correct | median queries (own successes) "
+           "| median queries on samples both broke (ours vs theirs) | wall s | claimed but invalid |",
+           "|---|---|---|---|---|---|---|"]  # fmt: skip
+    ours = {r["model"]: r for r in results if r["tool"] == "mlwarden"}
+    for r in results:
+        name = "mlwarden default" if r["tool"] == "mlwarden" else f"TextAttack {r['recipe']}"
+        if "error" in r:
+            out.append(f"| {r['model']} | {name} | failed: {r['error'][:80]} | | | | |")
+            continue
+        both = "—"
+        mine = ours.get(r["model"], {}).get("valid_queries", {})
+        common = sorted(set(mine) & set(r["valid_queries"])) if r["tool"] != "mlwarden" else []
+        if common:
+            a = np.median([mine[k] for k in common])
+            b = np.median([r["valid_queries"][k] for k in common])
+            both = f"{a:g} vs {b:g} ({len(common)} samples)"
+        done = r.get("finished")
+        cut = f" (stopped: {done} samples finished)" if done is not None and done < r.get(
+            "n", done) else ""  # fmt: skip
+        out.append(f"| {r['model']} | {name} | {r['valid_success']}/{r['clean_correct']} = "
+                   f"{r['success_rate']:.1%}{cut} | {r['queries_median']} | {both} | "
+                   f"{r['wall_s']:.0f} | {r['claimed_but_invalid']} |")  # fmt: skip
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--setup", action="store_true", help="create TextAttack's venv and exit")
@@ -211,7 +247,11 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per TextAttack recipe; a stopped run is judged on the "
                     "samples it finished")  # fmt: skip
+    ap.add_argument("--table", type=Path, nargs="+", help="print the rows of these --out files")
     args = ap.parse_args()
+    if args.table:
+        print(table([r for p in args.table for r in json.loads(p.read_text())]))
+        return
     nltk_dir = args.cache / "nltk_data"
     if args.setup:
         setup(nltk_dir)
@@ -248,7 +288,7 @@ def main() -> None:
                 results.append(head | {"error": str(exc)})
             else:
                 # a run stopped by --timeout is judged on the samples it finished
-                results.append(head | {"wall_s": wall, "finished": done}
+                results.append(head | {"wall_s": wall, "finished": done, "n": args.n}
                                | judge(target, rows[:done], adv, args.max_change))  # fmt: skip
             print(json.dumps(results[-1]), flush=True)
         if args.out:
