@@ -261,14 +261,17 @@ class HFTextTarget(TextTarget):
         return out
 
     def _padded(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
-        """Token id rows right-padded to the longest, with the attention mask."""
+        """Token id rows padded to the longest on the tokenizer's padding side, with the
+        attention mask."""
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id or 0
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
         x = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for k, r in enumerate(rows):
-            x[k, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-            mask[k, : len(r)] = 1
+            cols = slice(width - len(r), width) if left else slice(0, len(r))
+            x[k, cols] = torch.as_tensor(r, dtype=torch.long)
+            mask[k, cols] = 1
         return {"input_ids": x, "attention_mask": mask}
 
 
