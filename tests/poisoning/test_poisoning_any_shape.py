@@ -93,10 +93,16 @@ def test_data_report_runs_neural_cleanse_on_flat_features(poisoned_mlp) -> None:
     assert recall >= 0.8, recall
 
 
-def test_detector_that_cannot_run_is_a_finding() -> None:
+def test_detector_that_cannot_run_is_a_finding(monkeypatch) -> None:
     """A scikit-learn MLP has activations but no gradients: Neural Cleanse is listed as not
-    run, with why, and the report carries MLW-DAT-013 instead of a silent all-clear."""
+    run, with why; the trigger search by queries replaces it, and when that cannot run
+    either (here: a query budget too small) the report carries MLW-DAT-013 instead of a
+    silent all-clear."""
     from sklearn.neural_network import MLPClassifier
+
+    from mlwarden.poisoning import query_trigger
+
+    monkeypatch.setattr(query_trigger, "LOCAL_BUDGET", 100)
 
     ds, _ = _tabular(seed=1)
     clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(ds.x, ds.y)
@@ -107,7 +113,8 @@ def test_detector_that_cannot_run_is_a_finding() -> None:
     assert "no gradients" in table["neural-cleanse"]["why"]
     assert any(c.name == "neural-cleanse" and c.status == "skipped" for c in report.checks)
     missed = [f for f in report.findings if f.rule == "MLW-DAT-013"]
-    assert len(missed) == 1 and "neural-cleanse" in missed[0].evidence["not_run"]
+    assert len(missed) == 1 and "query-trigger" in missed[0].evidence["not_run"]
+    assert "budget" in missed[0].evidence["not_run"]["query-trigger"]
 
 
 def test_turned_off_search_is_listed_not_reported(poisoned_mlp) -> None:

@@ -42,8 +42,9 @@ def test_label_only_strip_uses_the_vote_entropy() -> None:
 
 
 def test_data_with_a_tree_model_runs_strip_and_says_what_did_not_run() -> None:
-    """Gradient boosting has neither gradients nor activations: STRIP screens the data by
-    queries; the trigger search and the clustering detectors are reported as not run."""
+    """Gradient boosting has neither gradients nor activations: STRIP and the trigger
+    search screen the data by queries; Neural Cleanse and the clustering detectors are
+    reported as not run, with why."""
     ds = load_dataset("digits")
     flat = ds.subset(np.arange(len(ds)))
     flat.x = ds.x.reshape(len(ds), -1)
@@ -52,5 +53,10 @@ def test_data_with_a_tree_model_runs_strip_and_says_what_did_not_run() -> None:
     table = report.metrics["poisoning.detectors"]
     assert table["strip"]["ran"]
     assert not table["neural-cleanse"]["ran"]
-    assert "MLW-DAT-013" in {f.rule for f in report.findings}
+    assert "by queries runs instead" in table["neural-cleanse"]["why"]
+    assert table["query-trigger"]["ran"] and report.metrics["query_trigger"]["complete"]
+    assert not table["activation-clustering"]["ran"]
+    # every detector that applies ran: no gap to report, and clean digits hold no trigger
+    assert "MLW-DAT-013" not in {f.rule for f in report.findings}
+    assert "MLW-DAT-016" not in {f.rule for f in report.findings}
     assert report.metrics["strip.data"]["screened"] == len(flat)

@@ -534,8 +534,10 @@ def _poison_detectors(
     ac, spec = _clustering_detectors(report, model, ds, seed)
     # the trigger search needs gradients, not activations: it runs without them
     nc, occl = _run_neural_cleanse(report, model, ds, seed, nc_epochs)
+    # no gradients: the trigger search runs by queries instead
+    qt = _run_query_trigger(report, model, ds, seed) if nc_epochs > 0 and nc is None else None
     strip_det = _run_strip(report, model, ds, seed)
-    if ac is None and occl is None:
+    if ac is None and occl is None and qt is None:
         # fail closed: the detectors that could not run are a finding even when only
         # STRIP (queries) screened the data
         _missed_detectors(report, ds.name)
@@ -545,13 +547,15 @@ def _poison_detectors(
     )
     if nc is not None and nc.suspected_target is not None:
         suspect_classes.add(nc.suspected_target)
+    if qt is not None:
+        suspect_classes |= set(qt.details["triggers"])
     if spec is not None:
         # spectral signatures always remove 1.5 eps of every class; keep its flags only
         # in classes another detector suspects, so clean classes are not listed wholesale
         keep = np.isin(ds.y, sorted(suspect_classes))
         spec.flagged &= keep
         spec.reasons = {i: r for i, r in spec.reasons.items() if keep[i]}
-    out = [d for d in (ac, spec, occl, strip_det) if d is not None]
+    out = [d for d in (ac, spec, occl, strip_det, qt) if d is not None]
     for det in out:
         report.metrics[f"{det.name}.flagged"] = int(det.flagged.sum())
         _detector(report, det.name, flagged=int(det.flagged.sum()))
@@ -714,11 +718,12 @@ def _run_neural_cleanse(
     elif module is None:
         why = (
             f"the model ({type(model).__name__}) gives no gradients; the trigger search "
-            "needs a torch model"
+            "by queries runs instead"
         )
     if why:
-        # switched off by the user: listed, not a finding; no gradients: a finding
-        _detector(report, "neural-cleanse", why=why, applies=nc_epochs > 0)
+        # switched off by the user, or replaced by the search by queries: listed, not a
+        # finding (that search reports when it cannot run)
+        _detector(report, "neural-cleanse", why=why, applies=False)
         _detector(report, "trigger-occlusion", why="needs Neural Cleanse's trigger", applies=False)
         return None, None
     rng = np.random.default_rng(seed)
@@ -746,6 +751,42 @@ def _run_neural_cleanse(
     with report.timed("trigger-occlusion"):
         occl = dm.trigger_occlusion(module, ds.x, ds.y, nc)
     return nc, occl
+
+
+def _run_query_trigger(report: Report, model: Any, ds: Dataset, seed: int) -> dd.Detection | None:
+    """The trigger search by queries (:mod:`~mlwarden.poisoning.query_trigger`) for a
+    model without gradients; MLW-DAT-016 per trigger found; not run or cut short by the
+    query budget: listed as a detector that applies but did not run (MLW-DAT-013)."""
+    from mlwarden.core.target import HttpTarget, as_target
+    from mlwarden.poisoning import query_trigger as qt
+
+    target = as_target(model) if not hasattr(model, "predict_labels") else model
+    # a deployed API pays for every query
+    budget = qt.HTTP_BUDGET if isinstance(target, HttpTarget) else qt.LOCAL_BUDGET
+    try:
+        with report.timed("query-trigger"):
+            res = qt.query_trigger_search(
+                target, ds.x, ds.y, num_classes=ds.num_classes, budget=budget, seed=seed
+            )
+            det = qt.trigger_carriers(target, ds.x, ds.y, res)
+    except (UserError, RuntimeError, ValueError) as exc:
+        _detector(report, "query-trigger", why=_last_line(exc), record=False)
+        return None
+    report.metrics["query_trigger"] = {
+        "sizes": {str(c): s for c, s in res.sizes.items()},
+        "queries": res.queries,
+        "budget": res.budget,
+        "complete": res.complete,
+    }
+    for c in res.suspected:
+        rows = int(det.flagged[ds.y == c].sum())
+        report.add(qt.trigger_finding(res, c, ds.name, rows=rows))
+    if not res.complete and not res.suspected:
+        why = f"the query budget ({res.budget} rows) ran out before every class was searched"
+        _detector(report, "query-trigger", why=why)
+        return None
+    _detector(report, "query-trigger", flagged=int(det.flagged.sum()))
+    return det
 
 
 def _run_strip(report: Report, model: Any, ds: Dataset, seed: int) -> dd.Detection | None:

@@ -1,0 +1,382 @@
+"""Trigger search by queries: a black-box Neural Cleanse over features.
+
+Neural Cleanse (Wang et al. 2019, "Neural Cleanse: Identifying and Mitigating Backdoor
+Attacks in Neural Networks", IEEE S&P) reverses, for every class, the smallest input
+change that turns other classes' inputs into that class; a backdoored class needs a
+change far smaller than the others. It needs gradients. Models without them
+(scikit-learn trees and boosting, ONNX run as is, a deployed API) get the same search
+here, by queries only:
+
+1. **Candidates.** For every feature: its smallest and largest value in the data and
+   the values it repeats exactly most often (a planted trigger repeats one value). A
+   triggered model reacts to a value it was taught, wherever it lies.
+2. **Single-feature screen.** Each (feature, value) is stamped on probe rows; its gain
+   for class ``c`` is the mean rise of the class's score (the flip rate for a
+   labels-only model) on probe rows not predicted ``c``.
+3. **Greedy growth per class** (a zeroth-order, coordinate-wise version of Neural
+   Cleanse's mask minimisation): starting empty, add the candidate feature that most
+   raises the flip rate to ``c``, until ``min_flip`` of the probe rows flip or
+   ``max_features`` are set. The class's trigger size is the number of features set
+   (``max_features + 1`` when it never flips enough).
+4. **Anomaly and verification.** As in Neural Cleanse, a class whose trigger is much
+   smaller than the others' (at most half the median class's size) is suspected; its trigger is then stamped on *fresh* rows of other classes that the
+   search never saw, and reported only when it flips at least ``min_flip`` of them.
+
+The number of queries (rows sent to the model) is counted and capped by ``budget``; a
+search cut short by the budget says so (``details["complete"]`` is False), so a caller
+can fail closed. :func:`trigger_carriers` then marks the training rows of the target
+class that carry the trigger and lose the target when it is taken away (by queries).
+
+Example::
+
+    res = query_trigger_search(gbm, x, y, num_classes=10, budget=50_000)
+    res.suspected            # [7]
+    res.triggers[7]          # {"values": {"37": 1.0, "38": 1.0, "39": 1.0}, "flip_rate": 0.98, ...}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlwarden.core.errors import UserError
+from mlwarden.poisoning.detect_data import Detection, _flat
+
+#: Candidate values tried per feature (min, max and the most repeated values).
+VALUES_PER_FEATURE = 4
+#: Queries (rows) the search may send to a local model and to a deployed API.
+LOCAL_BUDGET = 50_000
+HTTP_BUDGET = 10_000
+#: Features tried at each greedy step (the best single-feature gains of the class).
+BEAM = 6
+
+
+class _OutOfBudget(Exception):
+    """The query budget would be exceeded by the next batch."""
+
+
+@dataclass
+class QueryTriggerResult:
+    """Outcome of :func:`query_trigger_search`.
+
+    ``sizes``: features each class's trigger needs (``max_features + 1`` = none found);
+    ``anomaly``: the median size over the class's (higher = smaller trigger than the
+    other classes; 2 = half); ``triggers``: per suspected class, the feature values and
+    the flip rate verified on fresh rows; ``queries``: rows sent to the model.
+    """
+
+    sizes: dict[int, int]
+    anomaly: dict[int, float]
+    triggers: dict[int, dict[str, Any]]
+    queries: int
+    budget: int
+    complete: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def suspected(self) -> list[int]:
+        """Classes with a verified, anomalously small trigger."""
+        return sorted(self.triggers)
+
+
+class _Oracle:
+    """The model's class scores by queries, counting every row against the budget."""
+
+    def __init__(self, model: Any, num_classes: int, budget: int) -> None:
+        from mlwarden.core.target import as_target, probabilities
+
+        self.target = model if hasattr(model, "predict_labels") else as_target(model)
+        self._probabilities = probabilities
+        self.k = num_classes
+        self.budget = budget
+        self.used = 0
+
+    def scores(self, xf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        if self.used + len(xf) > self.budget:
+            raise _OutOfBudget
+        self.used += len(xf)
+        p = self._probabilities(self.target, xf.reshape((len(xf), *shape)).astype(np.float32))
+        if p.shape[1] < self.k:  # a labels-only model that never answered the last classes
+            p = np.pad(p, ((0, 0), (0, self.k - p.shape[1])))
+        return np.asarray(p[:, : self.k], dtype=np.float64)
+
+
+def _candidate_values(xf: np.ndarray) -> list[np.ndarray]:
+    """Per feature: min, max and its most repeated exact values (at least 1% of rows)."""
+    out = []
+    floor = max(3, int(0.01 * len(xf)))
+    for j in range(xf.shape[1]):
+        col = xf[:, j]
+        vals, counts = np.unique(col, return_counts=True)
+        rep = vals[np.argsort(counts)[::-1]][: VALUES_PER_FEATURE - 2]
+        rep = rep[np.sort(counts)[::-1][: len(rep)] >= floor]
+        out.append(np.unique(np.concatenate([[col.min(), col.max()], rep])))
+    return out
+
+
+def _stamp(rows: np.ndarray, values: dict[int, float]) -> np.ndarray:
+    out = rows.copy()
+    for j, v in values.items():
+        out[:, j] = v
+    return out
+
+
+def _single_gains(
+    oracle: _Oracle, probe: np.ndarray, base: np.ndarray, cands: list[np.ndarray], shape: tuple
+) -> np.ndarray:
+    """``gain[c, j]``: best over feature ``j``'s values of the mean rise of class ``c``'s
+    score on probe rows not predicted ``c``; ``best[c, j]`` the value giving it."""
+    k = oracle.k
+    gains = np.full((k, len(cands)), -np.inf)
+    best = np.zeros((k, len(cands)))
+    pred = base.argmax(1)
+    for j, vals in enumerate(cands):
+        batch = np.concatenate([_stamp(probe, {j: float(v)}) for v in vals])
+        p = oracle.scores(batch, shape).reshape(len(vals), len(probe), k)
+        rise = p - base[None]
+        for c in range(k):
+            other = pred != c
+            if not other.any():
+                continue
+            g = rise[:, other, c].mean(axis=1)
+            gains[c, j] = g.max()
+            best[c, j] = vals[int(g.argmax())]
+    return np.stack([gains, best])
+
+
+def _grow(
+    oracle: _Oracle,
+    probe: np.ndarray,
+    c: int,
+    ranked: list[tuple[int, float]],
+    max_features: int,
+    min_flip: float,
+    shape: tuple,
+) -> tuple[dict[int, float], float, int]:
+    """Greedy trigger growth for class ``c``; returns the values set, the flip rate and
+    the size at which ``min_flip`` was first reached (``max_features + 1``: never). Growth
+    goes on for up to two features past that size while the flip rate is below 0.98, so
+    the trigger reported is the whole one, not the part that just reaches the bar."""
+    chosen: dict[int, float] = {}
+    flip = 0.0
+    size = max_features + 1
+    for _ in range(max_features):
+        pool = [(j, v) for j, v in ranked if j not in chosen][:BEAM]
+        if not pool:
+            break
+        batch = np.concatenate([_stamp(probe, {**chosen, j: v}) for j, v in pool])
+        p = oracle.scores(batch, shape).reshape(len(pool), len(probe), oracle.k)
+        flips = (p.argmax(2) == c).mean(axis=1)
+        score = flips + 1e-3 * p[:, :, c].mean(axis=1)  # ties: the larger score rise
+        i = int(score.argmax())
+        if size <= max_features and flips[i] <= flip:
+            break  # past the bar and no longer improving
+        chosen[pool[i][0]] = pool[i][1]
+        flip = float(flips[i])
+        if flip >= min_flip:
+            size = min(size, len(chosen))
+        if flip >= 0.98 or len(chosen) >= size + 2:
+            break
+    return chosen, flip, size
+
+
+def _anomaly(sizes: dict[int, int]) -> dict[int, float]:
+    """How many times smaller than the median class's trigger each class's is.
+
+    Neural Cleanse scores its continuous L1 norms with a median/MAD index; trigger sizes
+    here are small integers over a few classes, where the MAD is often 0 or as coarse as
+    the sizes themselves, so the ratio to the median is the stabler index (2 = half the
+    median size)."""
+    med = float(np.median(list(sizes.values())))
+    return {c: round(med / max(s, 1), 3) for c, s in sizes.items()}
+
+
+def query_trigger_search(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    num_classes: int,
+    budget: int = 50_000,
+    probes: int = 32,
+    max_features: int = 6,
+    min_flip: float = 0.8,
+    threshold: float = 2.0,
+    seed: int = 0,
+) -> QueryTriggerResult:
+    """Search every class for a small feature trigger by queries (module docstring).
+
+    ``model``: anything :func:`~mlwarden.core.target.as_target` takes (a scikit-learn
+    estimator, an ONNX or HTTP Target, a callable); scores or labels only. ``x``, ``y``:
+    rows to probe with (the training data or a clean sample). ``budget``: most rows
+    sent to the model. ``probes``: rows the search stamps (as many again verify).
+    ``max_features``: largest trigger searched. ``min_flip``: share of other classes'
+    rows a trigger must flip, in the search and on the fresh rows. ``threshold``:
+    times the median class's trigger size a class's must be smaller by to be suspicious.
+    """
+    if budget < 1 or probes < 2 or max_features < 1:
+        raise UserError("the query budget, probe rows and trigger size must be positive")
+    xf = _flat(x)
+    shape = tuple(np.asarray(x).shape[1:])
+    y = np.asarray(y, dtype=np.int64)
+    if len(xf) < 2 * probes:
+        raise UserError(f"the trigger search needs at least {2 * probes} rows; got {len(xf)}")
+    oracle = _Oracle(model, num_classes, budget)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(xf))
+    probe, fresh = xf[order[:probes]], xf[order[probes : 2 * probes]]
+    cands = _candidate_values(xf)
+    sizes: dict[int, int] = {}
+    grown: dict[int, tuple[dict[int, float], float, int]] = {}
+    complete = True
+    try:
+        base = oracle.scores(probe, shape)
+        gains, best = _single_gains(oracle, probe, base, cands, shape)
+        for c in range(num_classes):
+            ranked = [(int(j), float(best[c, j])) for j in np.argsort(-gains[c])]
+            if not np.isfinite(gains[c]).any():
+                continue  # every probe row already is class c
+            grown[c] = _grow(oracle, probe, c, ranked, max_features, min_flip, shape)
+            sizes[c] = grown[c][2]
+    except _OutOfBudget:
+        complete = False
+    anomaly = _anomaly(sizes) if len(sizes) >= 3 else {}
+    triggers: dict[int, dict[str, Any]] = {}
+    for c, idx in anomaly.items():
+        if idx < threshold or sizes[c] > max_features:
+            continue
+        chosen, flip, _ = grown[c]
+        try:
+            rows = fresh[oracle.scores(fresh, shape).argmax(1) != c]
+            verified = (
+                float(np.mean(oracle.scores(_stamp(rows, chosen), shape).argmax(1) == c))
+                if len(rows)
+                else 0.0
+            )
+        except _OutOfBudget:
+            complete = False
+            break
+        if verified >= min_flip:
+            triggers[c] = {
+                "target": c,
+                "values": {str(j): v for j, v in sorted(chosen.items())},
+                "features": sorted(chosen),
+                "search_flip_rate": round(flip, 3),
+                "flip_rate": round(verified, 3),
+                "verified_on": int(len(rows)),
+                "anomaly_index": anomaly[c],
+            }
+    return QueryTriggerResult(
+        sizes=sizes,
+        anomaly=anomaly,
+        triggers=triggers,
+        queries=oracle.used,
+        budget=budget,
+        complete=complete,
+        details={
+            "num_classes": num_classes,
+            "features": int(xf.shape[1]),
+            "probes": probes,
+            "max_features": max_features,
+        },
+    )
+
+
+def trigger_carriers(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    result: QueryTriggerResult,
+    *,
+    tolerance: float = 0.05,
+    budget: int | None = None,
+) -> Detection:
+    """Training rows that carry a found trigger: labelled with its target, within
+    ``tolerance`` (a fraction of the feature's range) of at least half of its values,
+    and predicted as another class once those features take the median of the other
+    classes' rows (checked by queries; ``budget`` caps them, default the search's).
+
+    Flagged rows are listed with the trigger and the class they fall back to.
+    """
+    xf = _flat(x)
+    shape = tuple(np.asarray(x).shape[1:])
+    y = np.asarray(y, dtype=np.int64)
+    n = len(y)
+    scores = np.zeros(n)
+    flagged = np.zeros(n, dtype=bool)
+    reasons: dict[int, str] = {}
+    span = np.maximum(xf.max(0) - xf.min(0), 1e-12)
+    oracle = _Oracle(model, int(result.details["num_classes"]), budget or result.budget)
+    for c, trig in result.triggers.items():
+        feats = np.array(trig["features"], dtype=int)
+        vals = np.array([trig["values"][str(j)] for j in feats])
+        near = np.abs(xf[:, feats] - vals) <= tolerance * span[feats]
+        share = near.mean(axis=1)
+        cand = np.flatnonzero((y == c) & (share >= 0.5))
+        if not len(cand):
+            continue
+        neutral = np.median(xf[y != c][:, feats], axis=0)
+        try:
+            pred = oracle.scores(
+                _stamp(xf[cand], dict(zip(feats.tolist(), neutral.tolist(), strict=True))), shape
+            ).argmax(1)
+        except _OutOfBudget:
+            break
+        away = cand[pred != c]
+        flagged[away] = True
+        scores[away] = np.maximum(scores[away], share[cand][pred != c])
+        shown = ", ".join(f"feature {j} = {v:g}" for j, v in zip(feats, vals, strict=True))
+        for i, back in zip(away, pred[pred != c], strict=True):
+            reasons[int(i)] = (
+                f"query trigger search: carries {shown}, which flips {trig['flip_rate']:.0%} "
+                f"of other classes' rows to {c}; without it the model says {int(back)}"
+            )
+    return Detection("query-trigger", scores, flagged, reasons, {"triggers": result.triggers})
+
+
+def trigger_finding(
+    result: QueryTriggerResult, c: int, artifact: str | None, *, rows: int | None = None
+) -> Any:
+    """MLW-DAT-016 for the trigger found for class ``c``: the feature values, the flip
+    rate verified on fresh rows, the queries spent and the budget. ``rows``: training
+    rows found carrying it (``mlwarden data``), if any."""
+    from mlwarden.core.findings import Finding, Severity
+
+    trig = result.triggers[c]
+    shown = ", ".join(f"feature {j} = {v:g}" for j, v in list(trig["values"].items())[:8])
+    sizes = sorted(result.sizes.values())
+    carried = "" if rows is None else f" {rows} training rows labelled {c} carry it."
+    return Finding(
+        rule="MLW-DAT-016",
+        title=(
+            f"Trigger found by queries: setting {len(trig['values'])} feature(s) turns "
+            f"{trig['flip_rate']:.0%} of other classes' inputs into class {c}"
+        ),
+        severity=Severity.HIGH,
+        atlas=["AML.T0018.000", "AML.T0043.004", "AML.T0020"],
+        mitigations=["AML.M0008", "AML.M0007", "AML.M0025"],
+        description=(
+            f"A trigger search by queries only (a black-box Neural Cleanse over features, "
+            f"Wang et al. 2019) found {shown}: stamped on {trig['verified_on']} fresh inputs "
+            f"of other classes that the search never saw, it turned {trig['flip_rate']:.0%} "
+            f"of them into class {c}. Class {c} needs {len(trig['values'])} feature(s); the "
+            f"classes need {sizes}: {trig['anomaly_index']:.1f} times fewer than the median "
+            f"class (2 or more marks a backdoor target).{carried} {result.queries} queries of a {result.budget} budget."
+        ),
+        recommendation=(
+            "Do not deploy this model. Remove the training rows that carry these values "
+            "(listed in 'suspicious' by 'mlwarden data DATA --model MODEL'), retrain, and "
+            "check that inputs carrying them are no longer answered with this class."
+        ),
+        evidence={
+            **trig,
+            "sizes": result.sizes,
+            "queries": result.queries,
+            "budget": result.budget,
+        },
+        artifact=artifact,
+        check="query-trigger",
+        owasp=["ML10"],
+    )
