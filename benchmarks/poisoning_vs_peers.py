@@ -29,6 +29,7 @@ Run (about 15 minutes on 2 cores)::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -42,6 +43,7 @@ import torch
 from torch import nn
 
 from mlwarden.core.data import Dataset, load_dataset
+from mlwarden.core.errors import UserError
 from mlwarden.core.models import MLP, SmallCNN, fit
 from mlwarden.poisoning import detect_data as dd
 from mlwarden.poisoning import detect_model as dm
@@ -71,6 +73,11 @@ class _Embed(nn.Module):
 def _load(name: str) -> Dataset:
     """Image sets by name; ``flatdigits``: digits as 64 flat features (for an MLP);
     ``table``: a 40-feature, 10-class synthetic table scaled to [0, 1]."""
+    if name == "tweets":
+        # 8,000 of the 38k tweets (stratified): the text checks' cost grows with the set
+        ds = load_dataset("tweets")
+        keep, _ = ds.split(test_size=1 - 8000 / len(ds), seed=11)
+        return keep
     if name == "flatdigits":
         ds = load_dataset("digits")
         return Dataset(x=ds.x.reshape(len(ds), -1), y=ds.y, name=name)
@@ -224,8 +231,242 @@ def run_case(
     return results, info
 
 
+MATRIX_INPUTS = ("digits", "flatdigits", "mnist5k", "table", "tweets")
+MATRIX_TRIGGERS = ("badnets", "blended", "clean-label", "feature", "label-flip")
+#: why a (input, trigger) cell does not apply; other cells run
+NOT_APPLICABLE = {
+    ("digits", "feature"): "on images the feature trigger is the BadNets patch (row badnets)",
+    ("mnist5k", "feature"): "on images the feature trigger is the BadNets patch (row badnets)",
+    (
+        "flatdigits",
+        "feature",
+    ): "the BadNets patch on flat inputs is a 3-feature trigger (row badnets)",
+    ("table", "badnets"): "a patch on a table is the feature trigger (row feature)",
+    ("tweets", "blended"): "no blend of two texts; the text trigger is BadNL (row badnets)",
+    ("tweets", "clean-label"): "needs input gradients (PGD) to make texts hard",
+    (
+        "tweets",
+        "feature",
+    ): "a text has no numeric features; the text trigger is BadNL (row badnets)",
+}
+
+
+def _matrix_model(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
+    """The model each input is benchmarked with: a SmallCNN on images, an MLP on flat
+    digits, scikit-learn HistGradientBoosting on the table, TF-IDF + LR on text."""
+    torch.manual_seed(seed)
+    if name == "tweets":
+        from mlwarden.core.textmodels import tfidf_pipeline
+
+        return tfidf_pipeline(x, y)
+    if name == "table":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(max_iter=100, random_state=seed).fit(x, y)
+    if x.ndim == 2:
+        model = MLP(x.shape[1], 10, hidden=(128, 64))
+        fit(model, x, y, epochs=30, seed=seed)
+        return model
+    model = SmallCNN(1, 10, x.shape[-1])
+    fit(model, x, y, epochs=15 if x.shape[-1] == 8 else 6, seed=seed)
+    return model
+
+
+def _poison(name: str, trigger: str, train: Dataset, rate: float, target: int, seed: int):
+    """The poisoned training set of one cell (UserError when the rate cannot be met)."""
+    from mlwarden.poisoning.simulate import blended, clean_label, flip_labels
+
+    if trigger == "label-flip":
+        # targeted: one source class relabelled to the target ("ASR" = share of the
+        # source class's clean test rows the model puts in the target)
+        src = (target + 1) % 10 if name != "tweets" else (target + 1) % train.num_classes
+        return flip_labels(train, rate, mode="targeted", source=src, target=target, seed=seed)
+    if name == "tweets":
+        from mlwarden.poisoning.text_simulate import badnl
+
+        return badnl(train, rate, target=target, seed=seed)
+    if trigger == "blended":
+        return blended(train, rate, target=target, seed=seed)
+    if trigger == "clean-label":
+        return clean_label(train, rate, target=target, seed=seed)
+    return badnets(train, rate, target=target, seed=seed)
+
+
+class _Recorder:
+    """Keeps the detections ``data_report`` ranks, to score each detector alone."""
+
+    def __init__(self) -> None:
+        self.detections: list[Any] = []
+        self.ranked: list[dict] = []
+        self._rank = dd.rank
+
+    def __enter__(self) -> _Recorder:
+        def rank(detections: list[Any], *a: Any, **kw: Any) -> Any:
+            self.detections = list(detections)
+            self.ranked = self._rank(detections, *a, **kw)
+            return self.ranked
+
+        dd.rank = rank  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        dd.rank = self._rank  # type: ignore[assignment]
+
+
+def _art_matrix(model: Any, x: np.ndarray, y: np.ndarray, rate: float, timed: Callable) -> None:
+    """ART's poison detectors (AC FastICA/PCA, spectral signatures) on the logits and the
+    penultimate layer; only torch models have the activations they read."""
+    from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
+
+    y1h = np.eye(10)[y]
+    shape = tuple(x.shape[1:])
+    for tag, net in (("", model), (" (penult.)", _Embed(model))):
+        clf = _art_classifier(net, shape, 10)
+        for reduce in ("FastICA", "PCA"):
+            timed(
+                f"ART AC {reduce}{tag}",
+                lambda clf=clf, reduce=reduce: _art_flags(
+                    ActivationDefence(clf, x, y1h), nb_clusters=2, nb_dims=10, reduce=reduce
+                ),
+            )
+        timed(
+            f"ART spectral{tag}",
+            lambda clf=clf: _art_flags(
+                SpectralSignatureDefense(
+                    clf, x, y1h, batch_size=128, eps_multiplier=1.5, expected_pp_poison=rate
+                )
+            ),
+        )
+
+
+def matrix_cell(name: str, trigger: str, rate: float, seed: int, nc_epochs: int) -> dict:
+    """One cell of the matrix: poison, train, audit with ``data_report`` (every detector
+    scored alone and the combined ``suspicious`` list), then ART's detectors."""
+    from mlwarden.poisoning.assess import data_report
+    from mlwarden.poisoning.simulate import evaluate
+    from mlwarden.poisoning.text_simulate import text_asr, text_clean_accuracy
+
+    cell: dict[str, Any] = {"input": name, "trigger": trigger, "rate": rate, "seed": seed}
+    if (name, trigger) in NOT_APPLICABLE:
+        return {**cell, "status": "n/a", "why": NOT_APPLICABLE[(name, trigger)]}
+    t_start = time.perf_counter()
+    ds = _load(name)
+    train, test = ds.split(test_size=0.25, seed=seed)
+    target = TARGETS[seed % len(TARGETS)] % ds.num_classes
+    try:
+        p = _poison(name, trigger, train, rate, target, seed)
+    except UserError as exc:
+        return {**cell, "status": "n/a", "why": str(exc)}
+    x, y, truth = p.dataset.x, p.dataset.y, p.is_poison
+    model = _matrix_model(name, x, y, seed)
+    if name == "tweets":
+        ev = {"clean_accuracy": text_clean_accuracy(model, test)}
+        if p.trigger is not None:
+            ev["asr"] = text_asr(model, p, test)
+        else:
+            src = test.y == p.info["source"]
+            ev["asr"] = float(np.mean(model.predict(list(test.x[src])) == target))
+    else:
+        ev = evaluate(model, p, test)
+    ours: dict[str, dict] = {}
+    art: dict[str, dict] = {}
+
+    def timed(label: str, fn: Callable[[], np.ndarray], into: dict = art) -> None:
+        t0 = time.perf_counter()
+        try:
+            flags = fn()
+        except Exception as exc:  # a detector that crashes scores nothing, and we say why
+            into[label] = {"error": f"{type(exc).__name__}: {str(exc)[:160]}", "f1": 0.0}
+            return
+        into[label] = {
+            **dd.flag_metrics(flags, truth),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+
+    t0 = time.perf_counter()
+    with _Recorder() as rec:
+        # text: the data checks (no --model on text yet); others: data --model
+        report = data_report(
+            p.dataset,
+            model=None if name == "tweets" else model,
+            neural_cleanse_epochs=nc_epochs,
+            seed=seed,
+        )
+    # the whole ranked list (the report keeps its first 1,000 rows)
+    flags = np.zeros(len(truth), dtype=bool)
+    flags[[e["index"] for e in rec.ranked or report.suspicious if e["index"] < len(truth)]] = True
+    ours["suspicious"] = {
+        **dd.flag_metrics(flags, truth),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    for det in rec.detections:
+        if len(det.flagged) == len(truth):
+            ours[det.name] = dd.flag_metrics(det.flagged, truth)
+    if isinstance(model, nn.Module):
+        _art_matrix(model, x, y, rate, timed)
+    why_no_art = (
+        None
+        if isinstance(model, nn.Module)
+        else "ART's poison detectors read a neural network's activations (none here)"
+    )
+    return {
+        **cell,
+        "status": "ok",
+        "target": target,
+        "poison": int(truth.sum()),
+        "share_of_target": round(float(truth[y == target].mean()), 3),
+        "asr": round(float(ev.get("asr", float("nan"))), 4),
+        "clean_acc": round(float(ev["clean_accuracy"]), 4),
+        "ours": ours,
+        "art": art,
+        "art_not_run": why_no_art,
+        "findings": sorted({f.rule for f in report.findings}),
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def run_matrix(
+    out: str,
+    inputs: list[str],
+    triggers: list[str],
+    rates: list[float],
+    repeats: int,
+    nc_epochs: int,
+) -> None:
+    """Run every missing cell and append one JSON line per cell to ``out`` (resumable)."""
+    done = set()
+    if os.path.exists(out):
+        with open(out) as fh:
+            for line in fh:
+                c = json.loads(line)
+                done.add((c["input"], c["trigger"], c["rate"], c["seed"]))
+    for name in inputs:
+        for trigger in triggers:
+            for rate in rates:
+                for seed in range(repeats):
+                    if (name, trigger, rate, seed) in done:
+                        continue
+                    cell = matrix_cell(name, trigger, rate, seed, nc_epochs)
+                    with open(out, "a") as fh:
+                        fh.write(json.dumps(cell) + "\n")
+                    print(
+                        json.dumps(
+                            {
+                                k: cell.get(k)
+                                for k in ("input", "trigger", "rate", "status", "asr", "seconds")
+                            }
+                        ),
+                        flush=True,
+                    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--matrix", metavar="OUT.jsonl", help="run the issue-18 matrix into this file (resumable)"
+    )
+    ap.add_argument("--inputs", default=",".join(MATRIX_INPUTS))
+    ap.add_argument("--triggers", default=",".join(MATRIX_TRIGGERS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--datasets", default="digits,mnist5k")
     ap.add_argument("--rates", default="0.05,0.10")
@@ -239,6 +480,17 @@ def main() -> None:
     threadpool_limits(1)  # small matrices; threaded BLAS only thrashes on a shared box
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
+    if args.matrix:
+        rates = [float(r) for r in args.rates.split(",")]
+        run_matrix(
+            args.matrix,
+            args.inputs.split(","),
+            args.triggers.split(","),
+            rates,
+            args.repeats,
+            args.nc_epochs,
+        )
+        return
     for name in args.datasets.split(","):
         for rate in (float(r) for r in args.rates.split(",")):
             per: dict[str, list[dict]] = defaultdict(list)
