@@ -73,7 +73,10 @@ def test_finds_a_two_feature_trigger_in_a_gradient_boosting_model(triggered) -> 
 
 def test_a_clean_gradient_boosting_model_gives_nothing() -> None:
     x, y = _table()
+    # coarse values (tenths) repeat in every feature, so every class is searched
+    x = np.round(x, 1)
     res = query_trigger_search(_gbm(x, y), x, y, num_classes=5, seed=0)
+    assert res.details["features_searched"] == x.shape[1]
     assert res.suspected == [], (res.sizes, res.anomaly)
     assert res.complete
 
@@ -105,11 +108,11 @@ def test_data_audit_with_a_boosting_model_reports_the_trigger(triggered) -> None
     assert (listed & truth).sum() >= 0.9 * truth.sum()
 
 
-def test_budget_too_small_in_the_audit_is_a_gap_not_a_clean_result(monkeypatch) -> None:
+def test_budget_too_small_in_the_audit_is_a_gap_not_a_clean_result(monkeypatch, triggered) -> None:
     from mlwarden.poisoning import query_trigger as qt
 
-    x, y = _table()
-    monkeypatch.setattr(qt, "LOCAL_BUDGET", 300)
-    report = data_report(replace(Dataset(x=x, y=y), name="t"), model=_gbm(x, y), seed=0)
+    x, y, _, model = triggered
+    monkeypatch.setattr(qt, "LOCAL_BUDGET", 100)
+    report = data_report(replace(Dataset(x=x, y=y), name="t"), model=model, seed=0)
     assert "MLW-DAT-013" in {f.rule for f in report.findings}
     assert not report.metrics["poisoning.detectors"]["query-trigger"]["ran"]

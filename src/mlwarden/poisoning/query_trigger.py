@@ -7,9 +7,9 @@ change far smaller than the others. It needs gradients. Models without them
 (scikit-learn trees and boosting, ONNX run as is, a deployed API) get the same search
 here, by queries only:
 
-1. **Candidates.** For every feature: its smallest and largest value in the data and
-   the values it repeats exactly most often (a planted trigger repeats one value). A
-   triggered model reacts to a value it was taught, wherever it lies.
+1. **Candidates.** For every feature, the values it repeats exactly most often in the
+   data (a planted trigger repeats one value in every poisoned row, inside or at the
+   edge of the range); a continuous feature that repeats nothing offers none.
 2. **Single-feature screen.** Each (feature, value) is stamped on probe rows; its gain
    for class ``c`` is the mean rise of the class's score (the flip rate for a
    labels-only model) on probe rows not predicted ``c``.
@@ -49,6 +49,8 @@ VALUES_PER_FEATURE = 4
 #: Queries (rows) the search may send to a local model and to a deployed API.
 LOCAL_BUDGET = 50_000
 HTTP_BUDGET = 10_000
+#: Fresh rows (never used by the search) a suspected trigger is verified on, at most.
+VERIFY_ROWS = 256
 #: Features tried at each greedy step (the best single-feature gains of the class).
 BEAM = 6
 
@@ -104,15 +106,19 @@ class _Oracle:
 
 
 def _candidate_values(xf: np.ndarray) -> list[np.ndarray]:
-    """Per feature: min, max and its most repeated exact values (at least 1% of rows)."""
+    """Per feature: the values it repeats exactly most often (at least 1% of the rows,
+    at most :data:`VALUES_PER_FEATURE`); none for a feature that repeats nothing.
+
+    A planted trigger repeats one value in every poisoned row, so the values the data
+    repeats hold it. Extremes of continuous features are left out on purpose: pushing a
+    strong feature out of its range flips any class with a few features, which would
+    hide a small trigger among equally small natural shortcuts."""
     out = []
     floor = max(3, int(0.01 * len(xf)))
     for j in range(xf.shape[1]):
-        col = xf[:, j]
-        vals, counts = np.unique(col, return_counts=True)
-        rep = vals[np.argsort(counts)[::-1]][: VALUES_PER_FEATURE - 2]
-        rep = rep[np.sort(counts)[::-1][: len(rep)] >= floor]
-        out.append(np.unique(np.concatenate([[col.min(), col.max()], rep])))
+        vals, counts = np.unique(xf[:, j], return_counts=True)
+        top = np.argsort(counts, kind="stable")[::-1][:VALUES_PER_FEATURE]
+        out.append(vals[top[counts[top] >= floor]])
     return out
 
 
@@ -133,6 +139,8 @@ def _single_gains(
     best = np.zeros((k, len(cands)))
     pred = base.argmax(1)
     for j, vals in enumerate(cands):
+        if not len(vals):
+            continue
         batch = np.concatenate([_stamp(probe, {j: float(v)}) for v in vals])
         p = oracle.scores(batch, shape).reshape(len(vals), len(probe), k)
         rise = p - base[None]
@@ -211,7 +219,7 @@ def query_trigger_search(
     ``model``: anything :func:`~mlwarden.core.target.as_target` takes (a scikit-learn
     estimator, an ONNX or HTTP Target, a callable); scores or labels only. ``x``, ``y``:
     rows to probe with (the training data or a clean sample). ``budget``: most rows
-    sent to the model. ``probes``: rows the search stamps (as many again verify).
+    sent to the model. ``probes``: rows the search stamps (up to :data:`VERIFY_ROWS` others verify).
     ``max_features``: largest trigger searched. ``min_flip``: share of other classes'
     rows a trigger must flip, in the search and on the fresh rows. ``threshold``:
     times the median class's trigger size a class's must be smaller by to be suspicious.
@@ -226,7 +234,7 @@ def query_trigger_search(
     oracle = _Oracle(model, num_classes, budget)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(xf))
-    probe, fresh = xf[order[:probes]], xf[order[probes : 2 * probes]]
+    probe, fresh = xf[order[:probes]], xf[order[probes : probes + VERIFY_ROWS]]
     cands = _candidate_values(xf)
     sizes: dict[int, int] = {}
     grown: dict[int, tuple[dict[int, float], float, int]] = {}
@@ -235,7 +243,11 @@ def query_trigger_search(
         base = oracle.scores(probe, shape)
         gains, best = _single_gains(oracle, probe, base, cands, shape)
         for c in range(num_classes):
-            ranked = [(int(j), float(best[c, j])) for j in np.argsort(-gains[c])]
+            ranked = [
+                (int(j), float(best[c, j]))
+                for j in np.argsort(-gains[c])
+                if np.isfinite(gains[c, j])
+            ]
             if not np.isfinite(gains[c]).any():
                 continue  # every probe row already is class c
             grown[c] = _grow(oracle, probe, c, ranked, max_features, min_flip, shape)
@@ -278,6 +290,7 @@ def query_trigger_search(
         details={
             "num_classes": num_classes,
             "features": int(xf.shape[1]),
+            "features_searched": int(sum(len(v) > 0 for v in cands)),
             "probes": probes,
             "max_features": max_features,
         },
