@@ -262,7 +262,7 @@ def _matrix_model(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
     if name == "table":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        return HistGradientBoostingClassifier(max_iter=100, random_state=seed).fit(x, y)
+        return HistGradientBoostingClassifier(max_iter=40, random_state=seed).fit(x, y)
     if x.ndim == 2:
         model = MLP(x.shape[1], 10, hidden=(128, 64))
         fit(model, x, y, epochs=30, seed=seed)
@@ -293,24 +293,29 @@ def _poison(name: str, trigger: str, train: Dataset, rate: float, target: int, s
 
 
 class _Recorder:
-    """Keeps the detections ``data_report`` ranks, to score each detector alone."""
+    """Keeps the detections ``data_report`` combines (:func:`ranking.combine`), to score
+    each detector alone, and the whole calibrated list (the report keeps 1,000 rows)."""
 
     def __init__(self) -> None:
+        from mlwarden.poisoning import ranking
+
         self.detections: list[Any] = []
         self.ranked: list[dict] = []
-        self._rank = dd.rank
+        self._module = ranking
+        self._combine = ranking.combine
 
     def __enter__(self) -> _Recorder:
-        def rank(detections: list[Any], *a: Any, **kw: Any) -> Any:
+        def combine(detections: list[Any], *a: Any, **kw: Any) -> Any:
             self.detections = list(detections)
-            self.ranked = self._rank(detections, *a, **kw)
-            return self.ranked
+            out = self._combine(detections, *a, **kw)
+            self.ranked = out.suspicious
+            return out
 
-        dd.rank = rank  # type: ignore[assignment]
+        self._module.combine = combine  # type: ignore[assignment]
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        dd.rank = self._rank  # type: ignore[assignment]
+        self._module.combine = self._combine  # type: ignore[assignment]
 
 
 def _art_matrix(model: Any, x: np.ndarray, y: np.ndarray, rate: float, timed: Callable) -> None:
@@ -394,7 +399,7 @@ def matrix_cell(name: str, trigger: str, rate: float, seed: int, nc_epochs: int)
         )
     # the whole ranked list (the report keeps its first 1,000 rows)
     flags = np.zeros(len(truth), dtype=bool)
-    flags[[e["index"] for e in rec.ranked or report.suspicious if e["index"] < len(truth)]] = True
+    flags[[e["index"] for e in rec.ranked if e["index"] < len(truth)]] = True
     ours["suspicious"] = {
         **dd.flag_metrics(flags, truth),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -460,11 +465,48 @@ def run_matrix(
                     )
 
 
+def render_matrix(path: str) -> str:
+    """The matrix file as a markdown table (one row per cell, n/a cells with why)."""
+    with open(path) as fh:
+        cells = [json.loads(line) for line in fh]
+    out = [
+        "| input | trigger | poison (of data / of target) | ASR | clean acc | ours: the list F1 | "
+        "best single detector of ours (F1) | best ART (F1) | target (ASR >= 0.9) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        head = f"| {c['input']} | {c['trigger']} | {c['rate']:.0%}"
+        if c["status"] != "ok":
+            out.append(f"{head} | n/a | | | | | {c['why']} |")
+            continue
+        ours = {k: v for k, v in c["ours"].items() if k != "suspicious"}
+        best = max(ours, key=lambda k: ours[k]["f1"]) if ours else None
+        art = {k: v for k, v in c["art"].items() if "f1" in v}
+        best_art = max(art, key=lambda k: art[k]["f1"]) if art else None
+        # a label flip is a data-quality issue: its rows are in the label-issue list
+        # (report artifacts.data_issues), not in the poisoning list
+        key = "label-issues" if c["trigger"] == "label-flip" else "suspicious"
+        f1 = c["ours"].get(key, {"f1": 0.0})["f1"]
+        art_f1 = art[best_art]["f1"] if best_art else 0.0
+        if c["asr"] < 0.9:
+            verdict = "attack did not take"
+        else:
+            verdict = "met" if f1 >= 0.8 and f1 >= art_f1 else "missed"
+        out.append(
+            f"{head} / {c['share_of_target']:.0%} | {c['asr']:.2f} | {c['clean_acc']:.2f} | "
+            f"{f1:.3f} | {best} ({ours[best]['f1']:.3f}) | "
+            + (f"{best_art} ({art_f1:.3f})" if best_art else "n/a (no activations)")
+            + f" | {verdict} |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--matrix", metavar="OUT.jsonl", help="run the issue-18 matrix into this file (resumable)"
     )
+    ap.add_argument("--render", metavar="OUT.jsonl", help="print a matrix file as markdown")
     ap.add_argument("--inputs", default=",".join(MATRIX_INPUTS))
     ap.add_argument("--triggers", default=",".join(MATRIX_TRIGGERS))
     ap.add_argument("--repeats", type=int, default=3)
@@ -474,6 +516,9 @@ def main() -> None:
     ap.add_argument("--nc-steps", type=int, default=4, help="Neural Cleanse steps per epoch")
     ap.add_argument("--nc-batch", type=int, default=64, help="Neural Cleanse batch size")
     args = ap.parse_args()
+    if args.render:
+        print(render_matrix(args.render))
+        return
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
