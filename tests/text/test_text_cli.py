@@ -79,6 +79,8 @@ def test_default_recipes_run_as_a_cascade_and_every_query_is_counted(
     assert per["deepwordbug"]["attacked"] == 30 and per["combined"]["attacked"] == correct - first
     broken = first + round(per["combined"]["success_rate"] * correct)
     assert m["robust_accuracy"] == pytest.approx((correct - broken) / 30)
+    assert per["combined"]["robust_accuracy"] == pytest.approx(m["robust_accuracy"])
+    assert per["deepwordbug"]["robust_accuracy"] == pytest.approx((correct - first) / 30)
     assert 0 < broken < correct
     # a clean query per text, then the attacks' queries, all through the counting target
     assert m["queries_median"] > 0 and target.queries >= 30 + broken

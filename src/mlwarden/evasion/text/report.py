@@ -6,8 +6,9 @@ or the data is text (see :mod:`mlwarden.core.modality`). Metrics:
 recipe), ``evasion.queries_median`` (median model queries per successful attack, each
 sample's cheapest successful recipe), per recipe under ``evasion.recipes``. The
 default recipes run as a cascade: each later one attacks only the texts the earlier
-ones did not break (its ``attacked`` count); recipes named with ``--recipe`` each
-attack every text. Findings
+ones did not break (its ``attacked`` count; its ``robust_accuracy`` is the one after it
+and the recipes before it); recipes named with ``--recipe`` each attack every text.
+Findings
 cite ATLAS AML.T0015 (Evade AI Model) and AML.T0043.001/.000 (Craft Adversarial Data:
 black-box / white-box), with mitigations AML.M0003, AML.M0010, AML.M0015.
 
@@ -214,17 +215,23 @@ def _record(
     *,
     first: bool,
 ) -> None:
+    recipes: dict[str, Any] = {}
+    broken = np.zeros(len(merged.labels), bool)
+    for r, res in results.items():
+        broken |= res.success
+        correct = res.clean_pred == res.labels
+        # in a cascade a recipe's own successes leave out what earlier ones broke: its
+        # robust accuracy is the one after it and the recipes before it
+        robust = res.robust_accuracy if res.attacked is None else float(np.mean(correct & ~broken))
+        recipes[r] = {"success_rate": _rate(res), "queries_median": res.queries_median,
+                      "robust_accuracy": robust, "rejected_by_threat_model": res.rejected,
+                      "attacked": len(res.labels) if res.attacked is None else res.attacked}  # fmt: skip
     per = {
         "clean_accuracy": merged.clean_accuracy,
         "robust_accuracy": merged.robust_accuracy,
         "queries_median": merged.queries_median,
-        "recipes": {
-            r: {"success_rate": _rate(res), "queries_median": res.queries_median,
-                "robust_accuracy": res.robust_accuracy, "rejected_by_threat_model": res.rejected,
-                "attacked": len(res.labels) if res.attacked is None else res.attacked}
-            for r, res in results.items()
-        },
-    }  # fmt: skip
+        "recipes": recipes,
+    }
     report.metrics.setdefault("evasion", {"models": {}})["models"][name] = per
     if first:
         for key in ("clean_accuracy", "robust_accuracy", "queries_median"):
