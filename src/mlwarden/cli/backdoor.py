@@ -66,6 +66,9 @@ def register(app: typer.Typer) -> None:
 
         The JSON report has metrics.anomaly_index (class -> MAD anomaly index) and
         metrics.suspected_target (a class, or null); the HTML report shows the triggers.
+        On audio the verdict is metrics.neural_cleanse.verdict instead: the smallest
+        trigger is flagged when under 20% of the next class's and 10% of the median
+        class's, and it flips >= 80% of held-out clips (a third kept out of the search).
 
         Fails closed: when Neural Cleanse cannot run (the model gives no gradients, e.g.
         a scikit-learn or ONNX model) the reports are still written, with a MEDIUM
