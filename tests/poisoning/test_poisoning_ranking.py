@@ -139,3 +139,8 @@ def test_data_report_lists_label_issues_apart_from_the_feature_trigger() -> None
     issues = report.artifacts["data_issues"]
     assert len({r["index"] for r in issues["label_issues"]} & set(flips.tolist())) >= 10
     assert report.metrics["suspicious.calibration"]["detectors"]["feature-trigger"]["null_rows"] > 0
+    # the HTML report shows the data-quality rows in their own table
+    from mlwarden.report.html import render_html
+
+    html = render_html(report)
+    assert 'id="data-issues"' in html and "<td>label issues</td>" in html

@@ -69,6 +69,7 @@ def render_html(report: Report) -> str:
             for s in (report.suspicious or [])[:50]
         ],
         suspicious_total=len(report.suspicious or []),
+        data_issues=_data_issues(report.artifacts.get("data_issues")),
         text_examples=_text_examples(report.artifacts.get("text_examples")),
         timings=sorted(report.timings.items(), key=lambda kv: -(kv[1] or 0.0)),
         checks=checks,
@@ -102,6 +103,25 @@ def _text_examples(rows: Any) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _data_issues(issues: Any) -> list[dict[str, Any]]:
+    """Up to 50 data-quality rows (label issues, duplicates, outliers) for the HTML table."""
+    if not isinstance(issues, dict):
+        return []
+    rows = [
+        {
+            "kind": str(kind).replace("_", " "),
+            "index": e.get("index"),
+            "score": float(e.get("score") or 0.0),
+            "reasons": list(e.get("reasons") or []),
+        }
+        for kind, entries in issues.items()
+        if isinstance(entries, list)
+        for e in entries[:20]
+        if isinstance(e, dict)
+    ]
+    return rows[:50]
 
 
 def _audio_examples(report: Report) -> list[dict[str, Any]]:
