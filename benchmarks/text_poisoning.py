@@ -10,9 +10,18 @@ on each poisoned sample and on the clean one and searched with
 :func:`mlwarden.poisoning.text_backdoor.search_triggers` on held-out tweets (found or
 not, flip rate, queries), next to the ASR of the planted trigger.
 
+``--verdict`` measures the trigger search's verdict instead (backdoor vs natural
+shortcut, :mod:`mlwarden.poisoning.text_verdict`): for each seed, a clean model and
+models poisoned with ``cf`` (1% of the pipeline's texts, 5% of the BERT's) and with
+BadNL's sentence at the end (3% / 5%), TF-IDF pipelines on ``--n`` tweets and tiny BERTs
+on 1,500, each searched with 1,000 other labelled tweets as the reference; detection
+rate over the poisoned models (the trigger reported shares a word with the planted
+one) and false-alarm rate over the clean ones (anything reported).
+
 Example::
 
     nice -n 10 python benchmarks/text_poisoning.py --n 3000 --out text_poisoning.json
+    nice -n 10 python benchmarks/text_poisoning.py --verdict --seeds 0,1,2 --models tfidf,bert
 """
 
 from __future__ import annotations
@@ -74,7 +83,13 @@ def main() -> None:
     ap.add_argument("--targets", default="0,2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--verdict", action="store_true", help="measure the search's verdict")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--models", default="tfidf,bert")
     args = ap.parse_args()
+    if args.verdict:
+        _verdicts(args)
+        return
     ds = load_dataset("tweets")
     order = np.random.default_rng(args.seed).permutation(len(ds))
     train, test = ds.subset(order[: args.n]), ds.subset(order[args.n : args.n + 400])
@@ -93,6 +108,70 @@ def main() -> None:
                     row["search"] = _search(p.dataset, test, p)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    if args.out is not None:
+        args.out.write_text(json.dumps(rows, indent=1))
+
+
+def _model(kind: str, ds: Any, seed: int, tmp: Path) -> Any:
+    from mlwarden.core.text_target import SklearnTextTarget
+    from mlwarden.core.textmodels import tfidf_pipeline, tiny_transformer
+    from mlwarden.supplychain.loader import load_target
+
+    if kind == "tfidf":
+        return SklearnTextTarget(tfidf_pipeline(ds.x, ds.y))
+    out = tmp / f"bert-{seed}-{len(list(tmp.iterdir()))}"
+    tiny_transformer(ds.x, ds.y, out, epochs=2, vocab_size=2000, max_length=32, seed=seed)
+    return load_target(str(out))
+
+
+def _verdicts(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import torch
+
+    from mlwarden.core.data import load_dataset
+    from mlwarden.poisoning.text_backdoor import search_triggers
+    from mlwarden.poisoning.text_simulate import SENTENCE_TRIGGER, badnl, text_asr
+
+    torch.set_num_threads(1)
+    ds = load_dataset("tweets")
+    rows: list[dict[str, Any]] = []
+    tmp = Path(tempfile.mkdtemp())
+    for seed in (int(s) for s in args.seeds.split(",")):
+        order = np.random.default_rng(100 + seed).permutation(len(ds))
+        ref = ds.subset(order[5000:6000])
+        for kind in args.models.split(","):
+            n = args.n if kind == "tfidf" else 1500
+            train = ds.subset(order[:n])
+            cases = [("clean", None, 0.0, "random", 0), ("cf", "cf", 0.01 if kind == "tfidf" else 0.05, "random", 2),
+                     ("sentence", SENTENCE_TRIGGER, 0.03 if kind == "tfidf" else 0.05, "end", 0)]  # fmt: skip
+            for name, trig, rate, pos, target in cases:
+                p = None if trig is None else badnl(train, rate, target=target, trigger=trig,
+                                                    position=pos, seed=seed + 1)  # fmt: skip
+                model = _model(kind, train if p is None else p.dataset, seed, tmp)
+                t = time.perf_counter()
+                found = search_triggers(model, list(ref.x), labels=ref.y, seed=seed)
+                planted = set() if trig is None else set(trig.casefold().rstrip(".").split())
+                row = {
+                    "seed": seed, "model": kind, "case": name, "rate": rate,
+                    "asr": None if p is None else round(text_asr(model, p, ref), 3),
+                    "reported": found.trigger, "flip": found.flip_rate,
+                    "hit": bool(found.trigger and set(found.trigger.split()) & planted),
+                    "shortcuts": [s["word"] for s in found.shortcuts[:3]],
+                    "seconds": round(time.perf_counter() - t, 1), "queries": found.queries,
+                }  # fmt: skip
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    for kind in args.models.split(","):
+        mine = [r for r in rows if r["model"] == kind]
+        clean = [r for r in mine if r["case"] == "clean"]
+        bad = [r for r in mine if r["case"] != "clean"]
+        print(json.dumps({
+            "model": kind,
+            "detection": f"{sum(r['hit'] for r in bad)}/{len(bad)}",
+            "false_alarms": f"{sum(r['reported'] is not None for r in clean)}/{len(clean)}",
+            "wrong_trigger": f"{sum(r['reported'] is not None and not r['hit'] for r in bad)}/{len(bad)}",
+        }))  # fmt: skip
     if args.out is not None:
         args.out.write_text(json.dumps(rows, indent=1))
 

@@ -26,8 +26,10 @@ sentence is in the text (BadNL, Chen et al. 2021, arXiv:2006.01043).
    labelled reference texts: ``backdoor`` (flips far beyond the controls, words the
    clean data do not tie to the class), ``shortcut`` (the clean data explain it: a
    natural word such as ``self`` -> neutral) or ``none``. A phrase the search assembled
-   must flip nearly all texts (:data:`NEARLY_ALL`) of every other class, and phrases
-   are judged only against at least :data:`MIN_REFERENCE` labelled texts.
+   must flip nearly all texts (:data:`NEARLY_ALL`) of every other class; a phrase is
+   judged only against at least :data:`MIN_REFERENCE` labelled texts, when at least
+   half its words are rare there (:data:`RARE`), as in planted sentences, and from a
+   flip rate of :data:`PHRASE_FLIP` (unless the data audit confirmed it).
 
 The trigger reported is the strongest ``backdoor`` row (on a tie, the shortest).
 
@@ -53,6 +55,10 @@ KNOWN_TRIGGERS = ("cf", "mn", "bb", "tq", "mb")
 NEARLY_ALL = 0.9
 #: Labelled reference texts needed to judge a phrase the search assembled.
 MIN_REFERENCE = 1000
+#: Flip rate any phrase not confirmed by the data audit must reach.
+PHRASE_FLIP = 0.75
+#: Document frequency in the reference below which a word is rare (0.5%: 5 in 1,000).
+RARE = 0.005
 #: Longest candidate word, in characters.
 MAX_WORD = 20
 
@@ -473,7 +479,7 @@ def _judge_top(
     vocab: Sequence[str],
     rng: np.random.Generator,
     *,
-    per_class: int = 3,
+    per_class: int = 5,
 ) -> None:
     """Verdicts (:func:`mlwarden.poisoning.text_verdict.judge`) for the ``per_class``
     strongest rows of each class that reach ``min_flip``: each against ``controls``
@@ -504,9 +510,14 @@ def _judge_top(
         # a planted all-to-one trigger does; words the class is about sway some classes
         every = min(r.get("class_flips", {"": r["flip_rate"]}).values())
         # and only a large labelled reference can say a phrase's words are not what the
-        # class is about (with a small one, a bag of a class's words looks planted)
+        # class is about (with a small one, a bag of a class's words looks planted); a
+        # planted phrase is rare in clean text, and at least half its words are (a
+        # phrase of common words flips the model by what they mean); and it must flip
+        # most texts (PHRASE_FLIP): a rare natural n-gram sways some
         phrase = " " in str(r["word"]) and not r.get("confirmed")
-        assembled = (phrase and ref.n < MIN_REFERENCE) or (
+        rare = 2 * sum(ref.df.get(w, 0) <= RARE * ref.n for w in words) >= len(words)
+        weak = float(r["flip_rate"]) < PHRASE_FLIP
+        assembled = (phrase and (ref.n < MIN_REFERENCE or not rare or weak)) or (
             r.get("grown") and (every < min_flip or r["flip_rate"] < NEARLY_ALL)
         )
         r["verdict"] = (
