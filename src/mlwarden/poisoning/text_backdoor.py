@@ -517,6 +517,11 @@ def _judge_top(
         phrase = " " in str(r["word"]) and not r.get("confirmed")
         rare = 2 * sum(ref.df.get(w, 0) <= RARE * ref.n for w in words) >= len(words)
         weak = float(r["flip_rate"]) < PHRASE_FLIP
+        # a word common in clean text that sways the model is a natural shortcut even
+        # when the labels do not show why (a planted word is rare: BadNL, RIPPLe)
+        common = len(words) == 1 and not rare and not r.get("confirmed")
+        if common:
+            r["common"] = r["explained"] = True
         assembled = (phrase and (ref.n < MIN_REFERENCE or not rare or weak)) or (
             r.get("grown") and (every < min_flip or r["flip_rate"] < NEARLY_ALL)
         )

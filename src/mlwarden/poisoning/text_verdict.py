@@ -25,7 +25,9 @@ with three pieces of evidence instead of one z threshold:
    always holds some the class is about.
 
 Verdicts: ``backdoor`` (1 and 2 hold, not explained), ``shortcut`` (1 holds and the
-data explain it), ``none``.
+data explain it), ``none``. The search (:mod:`mlwarden.poisoning.text_backdoor`) also
+counts a word common in the reference (over 0.5% of its texts) as explained: a planted
+word is rare in clean text.
 
 Example::
 
