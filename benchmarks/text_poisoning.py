@@ -64,7 +64,7 @@ def _search(train: Any, test: Any, poisoned: Any | None) -> dict[str, Any]:
 
     pipe = tfidf_pipeline(train.x, train.y)
     t = time.perf_counter()
-    found = search_triggers(SklearnTextTarget(pipe), list(test.x))
+    found = search_triggers(SklearnTextTarget(pipe), list(test.x), labels=test.y)
     row = {"seconds": round(time.perf_counter() - t, 1)} | {
         k: v for k, v in found.as_dict().items() if k != "top"
     }
