@@ -19,6 +19,12 @@ synthetic table) train an MLP instead and poison the last 3 features (a patch ov
 features). Our rows also include the data-only feature-trigger detector, STRIP over the
 training data by queries, and the whole ``suspicious`` list of ``data_report``.
 
+``--matrix OUT.jsonl`` runs the issue-18 matrix instead (inputs x triggers x rates, one
+JSON line per cell, resumable; ``--render OUT.jsonl`` prints it as markdown)::
+
+    nice -n 10 .venv/bin/python benchmarks/poisoning_vs_peers.py --matrix m.jsonl \
+        --inputs table,digits,flatdigits,tweets --rates 0.01,0.05,0.10,0.25 --repeats 1 --nc-epochs 30
+
 Run (about 15 minutes on 2 cores)::
 
     timeout 2400 .venv/bin/python benchmarks/poisoning_vs_peers.py --repeats 3
