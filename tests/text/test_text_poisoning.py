@@ -169,7 +169,9 @@ def test_backdoor_finds_the_trigger_of_a_poisoned_pipeline_not_of_a_clean_one(
     from mlwarden.poisoning.text_backdoor import search_triggers
 
     train, test = tweets
-    p = badnl(train, 0.03, target=2, trigger="cf", seed=0)
+    # 40 'cf' rows in 800 tweets (was 45 in 1,500): half the vocabulary, half the search
+    # (vocabulary x probes queries), and the backdoor still takes
+    p = badnl(train.subset(range(800)), 0.05, target=2, trigger="cf", seed=0)
     poisoned = tfidf_pipeline(p.dataset.x, p.dataset.y)
     assert text_asr(poisoned, p, test) > 0.7  # the backdoor took
     model = tmp_path / "poisoned.joblib"
