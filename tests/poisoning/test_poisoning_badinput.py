@@ -75,18 +75,30 @@ def test_backdoor_labels_beyond_the_model_classes_are_refused(tmp_path, capsys, 
     assert "2 output classes" in line and "label 9" in line
 
 
-def test_backdoor_on_a_model_without_gradients_fails_closed(tmp_path, capsys, digits):
+def test_backdoor_on_a_model_without_gradients_searches_by_queries_or_fails_closed(
+    tmp_path, capsys, digits
+):
     import joblib
     from sklearn.linear_model import LogisticRegression
 
     flat = Dataset(x=digits.x.reshape(len(digits), -1), y=digits.y, name="flat", modality="tabular")
-    data = tmp_path / "flat.npz"
-    save_npz(flat, data)
     model = tmp_path / "lr.joblib"
     joblib.dump(LogisticRegression(max_iter=300).fit(flat.x, flat.y), model)
+    # no gradients: the trigger search by queries runs instead of 'cannot run' (issue 18)
+    data = tmp_path / "flat.npz"
+    save_npz(flat, data)
     out = tmp_path / "r.json"
     code, err = run(capsys, "backdoor", str(model), str(data), "--json", str(out), "-q")
-    assert "could not run" in one_line_error(code, err)
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert report["metrics"]["query_trigger"]["ran"]
+    assert not [f for f in report["findings"] if f["rule"] == "MLW-DAT-012"]
+    # too few rows for that search (it needs 64): it cannot run, which fails closed
+    few = tmp_path / "few.npz"
+    save_npz(flat.subset(np.arange(50)), few)
+    code, err = run(capsys, "backdoor", str(model), str(few), "--json", str(out), "-q")
+    line = one_line_error(code, err)
+    assert "could not run" in line and "at least 64 rows" in line
     findings = json.loads(out.read_text())["findings"]
     skipped = [f for f in findings if f["rule"] == "MLW-DAT-012"]
     assert skipped and skipped[0]["severity"] == "medium"

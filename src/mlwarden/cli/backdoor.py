@@ -1,4 +1,5 @@
-"""``mlwarden backdoor``: look for a backdoor in a model (Neural Cleanse, STRIP)."""
+"""``mlwarden backdoor``: look for a backdoor in a model (Neural Cleanse or the
+trigger search by queries, STRIP)."""
 
 from __future__ import annotations
 
@@ -70,10 +71,16 @@ def register(app: typer.Typer) -> None:
         trigger is flagged when under 20% of the next class's and 10% of the median
         class's, and it flips >= 80% of held-out clips (a third kept out of the search).
 
-        Fails closed: when Neural Cleanse cannot run (the model gives no gradients, e.g.
-        a scikit-learn or ONNX model) the reports are still written, with a MEDIUM
-        finding MLW-DAT-012 saying so, and the command exits 2. A model that cannot take
-        DATA's inputs, or has fewer classes than DATA's labels, is an error (exit 2).
+        A model without gradients (scikit-learn trees and boosting, ONNX, a deployed
+        API with scores or labels) gets a trigger search by queries instead: per class,
+        the fewest feature values (among those DATA repeats) that turn other classes'
+        inputs into it; a class needing at most half the median class's, verified on
+        fresh inputs (>= 80% flipped), is finding MLW-DAT-016 (metrics.query_trigger).
+        Fails closed: when neither search can run or judge (the query budget ran out,
+        DATA repeats no value, under 3 classes) the reports are still written, with a
+        MEDIUM finding MLW-DAT-012 saying why, and the command exits 2. A model that
+        cannot take DATA's inputs, or has fewer classes than DATA's labels, is an error
+        (exit 2). Findings otherwise exit 0, or 1 with --fail-on.
 
         A text model on text DATA gets a trigger search instead: words and n-grams of
         the vocabulary (gradient-guided for Hugging Face folders, query-ranked
@@ -103,7 +110,7 @@ def register(app: typer.Typer) -> None:
         skipped = report.metrics.get("neural_cleanse.skipped")
         if skipped:
             raise UserError(
-                f"{model}: the backdoor check (Neural Cleanse) could not run: {skipped}; "
+                f"{model}: the backdoor check could not run: {skipped}; "
                 "the model was not checked for a backdoor"
             )
         raise typer.Exit(code)

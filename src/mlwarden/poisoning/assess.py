@@ -1223,6 +1223,107 @@ def backdoor_report(
         )
 
 
+def _backdoor_by_queries(
+    report: Report, target: Any, ds: Dataset, num_classes: int, seed: int, artifact: str | None
+) -> None:
+    """A model without gradients: the trigger search by queries
+    (:mod:`~mlwarden.poisoning.query_trigger`) in place of Neural Cleanse; MLW-DAT-016
+    per trigger found. MLW-DAT-012 (and ``metrics["neural_cleanse.skipped"]``, exit 2)
+    only when that search cannot run or cannot judge: it broke, the budget cut it short,
+    DATA repeats no value (no candidate trigger values), or under 3 classes to compare."""
+    from mlwarden.core.target import HttpTarget
+    from mlwarden.poisoning import query_trigger as qt
+
+    report.metrics["neural_cleanse.not_applicable"] = _no_gradients_reason(target)
+    budget = qt.HTTP_BUDGET if isinstance(target, HttpTarget) else qt.LOCAL_BUDGET
+    why = ""
+    try:
+        with report.timed("query-trigger"):
+            res = qt.query_trigger_search(
+                target, ds.x, ds.y, num_classes=num_classes, budget=budget, seed=seed
+            )
+            if not res.suspected and res.complete:
+                # DATA is clean inputs: a planted value need not repeat there, so a
+                # second pass also tries each feature's extremes, on what budget is left
+                res = qt.query_trigger_search(
+                    target, ds.x, ds.y, num_classes=num_classes, seed=seed, extremes=True,
+                    budget=max(budget - res.queries, 1),
+                )  # fmt: skip
+                res.queries, res.budget = budget - res.budget + res.queries, budget
+    except (UserError, RuntimeError, ValueError) as exc:
+        why = _last_line(exc)
+    else:
+        report.metrics["query_trigger"] = {
+            "ran": True,
+            "sizes": {str(c): s for c, s in res.sizes.items()},
+            "anomaly": {str(c): a for c, a in res.anomaly.items()},
+            "queries": res.queries,
+            "budget": res.budget,
+            "complete": res.complete,
+            "suspected": res.suspected,
+            **res.details,
+        }
+        for c in res.suspected:
+            report.add(qt.trigger_finding(res, c, artifact))
+        if res.suspected:
+            return
+        if res.details["features_searched"] == 0:
+            why = (
+                "no feature of DATA repeats a value in 1% of its rows, so the search has "
+                "no candidate trigger values (continuous inputs such as images or audio)"
+            )
+        elif not res.complete:
+            why = f"the query budget ({res.budget} rows) ran out before every class was searched"
+        elif len(res.sizes) < 3:
+            why = (
+                f"only {len(res.sizes)} class(es) could be compared; a trigger is judged "
+                "against the median class's size, which needs 3 or more"
+            )
+        else:
+            report.metrics["query_trigger"]["verdict"] = (
+                f"no trigger found by the query search (budget {res.budget} queries, "
+                f"{res.queries} used)"
+            )
+            return
+    _cannot_search(report, target, f"the trigger search by queries could not run: {why}", artifact)
+
+
+def _cannot_search(report: Report, target: Any, why_queries: str, artifact: str | None) -> None:
+    """MLW-DAT-012: neither Neural Cleanse nor the search by queries checked the model."""
+    why = f"{_no_gradients_reason(target)}; {why_queries}"
+    report.metrics["neural_cleanse.skipped"] = why
+    labels_only = getattr(target, "access", None) == "label"
+    report.add(
+        Finding(
+            rule="MLW-DAT-012",
+            title="Backdoor trigger search (Neural Cleanse, or by queries) could not run on this model",
+            severity=Severity.MEDIUM,
+            atlas=["AML.T0018.000", "AML.T0020"],
+            mitigations=["AML.M0007", "AML.M0025"],
+            description=(
+                f"Neural Cleanse was skipped: {why}. "
+                + (
+                    "STRIP was skipped too: it measures the entropy of the model's scores "
+                    "and this model returns labels only. Nothing checked the model for a "
+                    "backdoor."
+                    if labels_only
+                    else "Only STRIP screened the data, and STRIP sees a backdoor only in "
+                    "inputs that already carry the trigger, so the model was not checked "
+                    "for a backdoor."
+                )
+            ),
+            recommendation=(
+                "Scan the torch version of the model (TorchScript, .pt2 or "
+                "module:factory), or audit its training data with 'mlwarden data DATA "
+                "--trainer module:function'."
+            ),
+            artifact=artifact,
+            check="neural-cleanse",
+            owasp=["ML10"],
+        )
+    )
+
+
 def _backdoor_report(
     model: Any,
     data: str | Path | Dataset,
@@ -1307,37 +1408,8 @@ def _backdoor_report(
                 )
             )
     else:
-        why = _no_gradients_reason(target)
-        report.metrics["neural_cleanse.skipped"] = why
-        report.add(
-            Finding(
-                rule="MLW-DAT-012",
-                title="Backdoor trigger search (Neural Cleanse) could not run on this model",
-                severity=Severity.MEDIUM,
-                atlas=["AML.T0018.000", "AML.T0020"],
-                mitigations=["AML.M0007", "AML.M0025"],
-                description=(
-                    f"Neural Cleanse was skipped: {why}. "
-                    + (
-                        "STRIP was skipped too: it measures the entropy of the model's scores "
-                        "and this model returns labels only. Nothing checked the model for a "
-                        "backdoor."
-                        if getattr(target, "access", None) == "label"
-                        else "Only STRIP screened the data, and STRIP sees a backdoor only in "
-                        "inputs that already carry the trigger, so the model was not checked "
-                        "for a backdoor."
-                    )
-                ),
-                recommendation=(
-                    "Scan the torch version of the model (TorchScript, .pt2 or "
-                    "module:factory), or audit its training data with 'mlwarden data DATA "
-                    "--trainer module:function'."
-                ),
-                artifact=model_name if isinstance(model, str | Path) else None,
-                check="neural-cleanse",
-                owasp=["ML10"],
-            )
-        )
+        artifact = str(model) if isinstance(model, str | Path) else None
+        _backdoor_by_queries(report, target, ds, classes or ds.num_classes, seed, artifact)
     if getattr(target, "access", None) == "label":
         # Every copy's entropy would be 0: a silent "nothing flagged", not a screen.
         report.metrics["strip.skipped"] = "the model returns labels only; STRIP needs scores"
