@@ -233,7 +233,7 @@ def _print_row(spec: str, parts: list[dict[str, Any]]) -> None:
     star = "*" if rating != "broken" and any(p["caveat"] for p in parts) else ""
     print(
         f"{spec:<20} {clean / n:>6.1%} {na / n:>13.1%} {ad / n:>9.1%} {rating + star:>8} "
-        f"{sum(p['s'] for p in parts):>6.0f}  rounds {rounds} 95% CI {fmt_ci(*proportion_ci(ad, n))}"
+        f"{sum(p['s'] for p in parts):>6.0f}  rounds {rounds} {fmt_ci(*proportion_ci(ad, n))}"
         f" via {'; '.join(parts[0]['attacks'])}",
         flush=True,
     )
