@@ -1243,10 +1243,11 @@ def _backdoor_by_queries(
                 target, ds.x, ds.y, num_classes=num_classes, budget=budget, seed=seed
             )
             if not res.suspected and res.complete:
-                # DATA is clean inputs: a planted value need not repeat there, so a
-                # second pass also tries each feature's extremes, on what budget is left
+                # DATA is clean inputs: a planted value repeats there no more than it
+                # does naturally, so a second pass tries more values per feature and
+                # each feature's extremes, on what budget is left
                 res = qt.query_trigger_search(
-                    target, ds.x, ds.y, num_classes=num_classes, seed=seed, extremes=True,
+                    target, ds.x, ds.y, num_classes=num_classes, seed=seed, wide=True,
                     budget=max(budget - res.queries, 1),
                 )  # fmt: skip
                 res.queries, res.budget = budget - res.budget + res.queries, budget

@@ -105,10 +105,11 @@ class _Oracle:
         return np.asarray(p[:, : self.k], dtype=np.float64)
 
 
-def _candidate_values(xf: np.ndarray, extremes: bool = False) -> list[np.ndarray]:
+def _candidate_values(xf: np.ndarray, wide: bool = False) -> list[np.ndarray]:
     """Per feature: the values it repeats exactly most often (at least 1% of the rows,
     at most :data:`VALUES_PER_FEATURE`); none for a feature that repeats nothing.
-    ``extremes``: also the feature's smallest and largest value when it repeats values.
+    ``wide`` (clean inputs): up to twice as many repeated values, and the feature's
+    smallest and largest value when it repeats any.
 
     A planted trigger repeats one value in every poisoned row, so the values the data
     repeats hold it. Extremes of continuous features are left out on purpose: pushing a
@@ -118,11 +119,11 @@ def _candidate_values(xf: np.ndarray, extremes: bool = False) -> list[np.ndarray
     floor = max(3, int(0.01 * len(xf)))
     for j in range(xf.shape[1]):
         vals, counts = np.unique(xf[:, j], return_counts=True)
-        top = np.argsort(counts, kind="stable")[::-1][:VALUES_PER_FEATURE]
+        top = np.argsort(counts, kind="stable")[::-1][: VALUES_PER_FEATURE * (1 + wide)]
         keep = vals[top[counts[top] >= floor]]
-        if extremes and len(keep):
-            # clean inputs (``mlwarden backdoor``) do not repeat a planted value; a
-            # trigger at the edge of the range is still among these
+        if wide and len(keep):
+            # clean inputs (``mlwarden backdoor``) do not repeat a planted value more
+            # than it occurs naturally; a less common or edge-of-range one is among these
             keep = np.unique(np.concatenate([keep, vals[[0, -1]]]))
         out.append(keep)
     return out
@@ -219,7 +220,7 @@ def query_trigger_search(
     min_flip: float = 0.8,
     threshold: float = 2.0,
     seed: int = 0,
-    extremes: bool = False,
+    wide: bool = False,
 ) -> QueryTriggerResult:
     """Search every class for a small feature trigger by queries (module docstring).
 
@@ -230,9 +231,10 @@ def query_trigger_search(
     ``max_features``: largest trigger searched. ``min_flip``: share of other classes'
     rows a trigger must flip, in the search and on the fresh rows. ``threshold``:
     times the median class's trigger size a class's must be smaller by to be suspicious.
-    ``extremes``: also try each feature's smallest and largest value in ``x`` (for
-    clean ``x``, where a planted value does not repeat; off for training data, where
-    the extremes' natural shortcuts would hide a small trigger).
+    ``wide``: for clean ``x``, where a planted value repeats no more than it does
+    naturally, try twice as many repeated values per feature and each feature's
+    smallest and largest value (off for training data, where the extremes' natural
+    shortcuts would hide a small trigger).
     """
     if budget < 1 or probes < 2 or max_features < 1:
         raise UserError("the query budget, probe rows and trigger size must be positive")
@@ -245,7 +247,7 @@ def query_trigger_search(
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(xf))
     probe, fresh = xf[order[:probes]], xf[order[probes : probes + VERIFY_ROWS]]
-    cands = _candidate_values(xf, extremes)
+    cands = _candidate_values(xf, wide)
     sizes: dict[int, int] = {}
     grown: dict[int, tuple[dict[int, float], float, int]] = {}
     complete = True
@@ -303,7 +305,7 @@ def query_trigger_search(
             "features_searched": int(sum(len(v) > 0 for v in cands)),
             "probes": probes,
             "max_features": max_features,
-            "extremes": extremes,
+            "wide": wide,
         },
     )
 
