@@ -116,3 +116,23 @@ def test_budget_too_small_in_the_audit_is_a_gap_not_a_clean_result(monkeypatch, 
     report = data_report(replace(Dataset(x=x, y=y), name="t"), model=model, seed=0)
     assert "MLW-DAT-013" in {f.rule for f in report.findings}
     assert not report.metrics["poisoning.detectors"]["query-trigger"]["ran"]
+
+
+def test_continuous_data_in_the_audit_is_a_gap_not_a_clean_result() -> None:
+    """Continuous features repeat no value, so the search has nothing to try: that is
+    a detector that could not run (MLW-DAT-013), not 'ran, 0 flagged'."""
+    x, y = _table(seed=7)  # make_classification's floats: no value repeats in 1% of rows
+    report = data_report(Dataset(x=x, y=y, name="t"), model=_gbm(x, y), seed=0)
+    entry = report.metrics["poisoning.detectors"]["query-trigger"]
+    assert not entry["ran"] and "no candidate trigger values" in entry["why"]
+    missed = [f for f in report.findings if f.rule == "MLW-DAT-013"]
+    assert missed and "query-trigger" in missed[0].evidence["not_run"]
+
+
+def test_two_class_model_in_the_audit_is_a_gap_not_a_clean_result(triggered) -> None:
+    x, y, _, _ = triggered
+    keep = y < 2  # two classes: a trigger is judged against the median class
+    xb, yb = np.round(x[keep], 1), y[keep]  # rounded: values repeat, so candidates exist
+    report = data_report(Dataset(x=xb, y=yb, name="t"), model=_gbm(xb, yb), seed=0)
+    entry = report.metrics["poisoning.detectors"]["query-trigger"]
+    assert not entry["ran"] and "3 or more" in entry["why"]

@@ -781,12 +781,30 @@ def _run_query_trigger(report: Report, model: Any, ds: Dataset, seed: int) -> dd
     for c in res.suspected:
         rows = int(det.flagged[ds.y == c].sum())
         report.add(qt.trigger_finding(res, c, ds.name, rows=rows))
-    if not res.complete and not res.suspected:
-        why = f"the query budget ({res.budget} rows) ran out before every class was searched"
+    why = _query_search_gap(res) if not res.suspected else ""
+    if why:
         _detector(report, "query-trigger", why=why)
         return None
     _detector(report, "query-trigger", flagged=int(det.flagged.sum()))
     return det
+
+
+def _query_search_gap(res: Any) -> str:
+    """Why a finished trigger search by queries cannot vouch for the model ("" when it
+    can): no candidate values, the budget cut it short, or under 3 classes to compare."""
+    if res.details.get("features_searched", 1) == 0:
+        return (
+            "no feature of DATA repeats a value in 1% of its rows, so the search has "
+            "no candidate trigger values (continuous inputs such as images or audio)"
+        )
+    if not res.complete:
+        return f"the query budget ({res.budget} rows) ran out before every class was searched"
+    if len(res.sizes) < 3:
+        return (
+            f"only {len(res.sizes)} class(es) could be compared; a trigger is judged "
+            "against the median class's size, which needs 3 or more"
+        )
+    return ""
 
 
 def _run_strip(report: Report, model: Any, ds: Dataset, seed: int) -> dd.Detection | None:
@@ -1268,19 +1286,8 @@ def _backdoor_by_queries(
             report.add(qt.trigger_finding(res, c, artifact))
         if res.suspected:
             return
-        if res.details["features_searched"] == 0:
-            why = (
-                "no feature of DATA repeats a value in 1% of its rows, so the search has "
-                "no candidate trigger values (continuous inputs such as images or audio)"
-            )
-        elif not res.complete:
-            why = f"the query budget ({res.budget} rows) ran out before every class was searched"
-        elif len(res.sizes) < 3:
-            why = (
-                f"only {len(res.sizes)} class(es) could be compared; a trigger is judged "
-                "against the median class's size, which needs 3 or more"
-            )
-        else:
+        why = _query_search_gap(res)
+        if not why:
             report.metrics["query_trigger"]["verdict"] = (
                 f"no trigger found by the query search (budget {res.budget} queries, "
                 f"{res.queries} used)"
