@@ -9,7 +9,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from mlwarden.core.data import load_dataset
 from mlwarden.core.target import as_target
 from mlwarden.poisoning.assess import data_report
-from mlwarden.poisoning.detect_model import strip_entropy, strip_in_data
+from mlwarden.poisoning.detect_model import low_entropy_flags, strip_entropy, strip_in_data
 
 
 def test_strip_flags_badnets_poison_in_the_training_data(backdoored) -> None:
@@ -60,3 +60,30 @@ def test_data_with_a_tree_model_runs_strip_and_says_what_did_not_run() -> None:
     assert "MLW-DAT-013" not in {f.rule for f in report.findings}
     assert "MLW-DAT-016" not in {f.rule for f in report.findings}
     assert report.metrics["strip.data"]["screened"] == len(flat)
+
+
+def _entropies(low_class_values: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Ten classes of 150 samples with entropies around 1.3 bits; class 4's first rows
+    replaced by ``low_class_values``."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(10), 150)
+    h = rng.normal(1.3, 0.25, size=len(y)).clip(0.0, None)
+    idx = np.flatnonzero(y == 4)[: len(low_class_values)]
+    h[idx] = low_class_values
+    return h, y
+
+
+def test_a_confident_class_just_under_the_threshold_is_not_a_trigger() -> None:
+    """A naturally confident class has a tail just under STRIP's threshold (a clean
+    40-feature table with an MLP: 16-18% of one class at 0.54-0.60 bits against a
+    threshold of 0.65-0.74, which the share test alone flagged); trigger rows keep their
+    prediction under almost every overlay, entropy near 0."""
+    rng = np.random.default_rng(1)
+    h, y = _entropies(np.full(30, 0.0))
+    thr = low_entropy_flags(h, y, np.arange(len(h)))[2]
+    h_tail, _ = _entropies(rng.uniform(0.8 * thr, 0.99 * thr, size=30))
+    flagged, low, _, _, classes = low_entropy_flags(h_tail, y, np.arange(len(h)))
+    assert low[y == 4].sum() >= 30 and not flagged.any()
+    assert "not_flagged" in classes["4"]
+    flagged, _, _, _, classes = low_entropy_flags(h, y, np.arange(len(h)))
+    assert classes["4"]["flagged"] and flagged[y == 4].sum() >= 30

@@ -562,12 +562,18 @@ def low_entropy_flags(
     frr: float = 0.01,
     min_share: float = 0.1,
     lead: float = 2.5,
+    depth: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray, float, float, dict[str, Any]]:
     """STRIP's flags without clean data (see :func:`strip_in_data`): a normal fitted
     robustly (median, 1.4826 * MAD) to the entropies ``h`` of the ``screened`` samples;
     those below its ``frr`` quantile are low-entropy, flagged only in the one class
-    holding far more of them than any other. Returns (flagged, low, threshold, median,
-    per-class table), the masks over all samples."""
+    holding far more of them than any other, and only when they sit far below the
+    threshold (median under ``depth`` x threshold). A trigger keeps its prediction under
+    almost every overlay, so its rows' entropy is near 0 (STRIP's premise: median 0.01-0.08
+    bits against thresholds of 0.11-0.30 on poisoned flat digits); a naturally confident
+    class has only a tail just under the threshold (0.54-0.60 against 0.65-0.74 on a
+    clean 40-feature table, which the share test alone flagged). Returns (flagged, low,
+    threshold, median, per-class table), the masks over all samples."""
     from scipy.stats import norm
 
     n_all = len(h)
@@ -584,13 +590,17 @@ def low_entropy_flags(
     classes: dict[str, Any] = {}
     for c, share in zip(labels, shares, strict=True):
         in_c = screened[y[screened] == c]
+        deep = bool(low[in_c].any()) and float(np.median(h[in_c[low[in_c]]])) <= depth * thr
         hot = bool(
             share >= min_share
             and low[in_c].sum() >= 5
             and share == shares.max()
             and share >= lead * second
+            and deep
         )
         classes[str(int(c))] = {"low_entropy": round(float(share), 4), "flagged": hot}
+        if share >= min_share and not deep:
+            classes[str(int(c))]["not_flagged"] = "low-entropy rows only just under the threshold"
         if hot:
             flagged[in_c[low[in_c]]] = True
     return flagged, low, thr, mu, classes
