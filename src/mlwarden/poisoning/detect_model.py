@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -527,31 +528,56 @@ def strip_in_data(
     7% of a class on clean digits with an MLP, hence the margins. At most
     ``max_samples`` samples are screened (a random subset beyond).
     """
-    rng = np.random.default_rng(seed)
-    n_all = len(x)
+    screened, pool = strip_screen(len(x), max_samples, np.random.default_rng(seed))
+    h = np.full(len(x), np.nan)
+    h[screened] = strip_entropy(model, x[screened], x[pool], n=n, add_within=bounds, seed=seed)
+    return strip_detection(
+        "strip", h, y, screened, frr=frr, min_share=min_share, lead=lead,
+        reason=lambda e, thr: (
+            f"STRIP: keeps its prediction when superimposed on other samples (entropy "
+            f"{e:.2f} bits, below the {frr:.0%} threshold {thr:.2f}), as inputs carrying "
+            "a trigger do"
+        ),
+    )  # fmt: skip
+
+
+def strip_screen(
+    n_all: int, max_samples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """STRIP over a training set: the indices screened (at most ``max_samples``, a random
+    subset beyond, sorted) and those of the overlay pool (at most 1,000), in that order."""
     screened = np.sort(rng.choice(n_all, size=min(max_samples, n_all), replace=False))
-    overlay = x[rng.choice(n_all, size=min(1000, n_all), replace=False)]
-    h = np.full(n_all, np.nan)
-    h[screened] = strip_entropy(model, x[screened], overlay, n=n, add_within=bounds, seed=seed)
+    return screened, rng.choice(n_all, size=min(1000, n_all), replace=False)
+
+
+def strip_detection(
+    name: str,
+    h: np.ndarray,
+    y: np.ndarray,
+    screened: np.ndarray,
+    *,
+    frr: float,
+    reason: Callable[[float, float], str],
+    min_share: float = 0.1,
+    lead: float = 2.5,
+    **details: Any,
+) -> Detection:
+    """STRIP's flags (:func:`low_entropy_flags`) over the entropies ``h`` (NaN where not
+    screened) as a :class:`Detection`: a sample's score is how far its entropy sits below
+    the median; ``reason(entropy, threshold)`` words each flagged sample; ``details`` are
+    added to the threshold, screened count, low-entropy fraction and per-class table."""
     flagged, low, thr, mu, classes = low_entropy_flags(
         h, y, screened, frr=frr, min_share=min_share, lead=lead
     )
     scores = np.where(np.isnan(h), 0.0, np.maximum(mu - np.nan_to_num(h, nan=mu), 0.0))
-    reasons = {
-        int(i): (
-            f"STRIP: keeps its prediction when superimposed on other samples (entropy "
-            f"{h[i]:.2f} bits, below the {frr:.0%} threshold {thr:.2f}), as inputs carrying "
-            "a trigger do"
-        )
-        for i in np.flatnonzero(flagged)
-    }
-    details = {
+    reasons = {int(i): reason(float(h[i]), thr) for i in np.flatnonzero(flagged)}
+    summary = {
         "threshold": round(thr, 4),
         "screened": len(screened),
         "low_entropy_fraction": round(float(low[screened].mean()), 4),
         "classes": classes,
     }
-    return Detection("strip", scores, flagged, reasons, details)
+    return Detection(name, scores, flagged, reasons, {**summary, **details})
 
 
 def low_entropy_flags(

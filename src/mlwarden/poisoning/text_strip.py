@@ -110,33 +110,20 @@ def strip_texts(
     merged in, since replacing words also removes the trigger half the time; the vote
     entropy, since a linear model's soft scores stay uncertain); flags as in
     :func:`mlwarden.poisoning.detect_model.low_entropy_flags` at ``frr``."""
-    from mlwarden.poisoning.detect_model import low_entropy_flags
+    from mlwarden.poisoning.detect_model import strip_detection, strip_screen
 
     y = np.asarray(y, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    n_all = len(texts)
-    screened = np.sort(rng.choice(n_all, size=min(max_samples, n_all), replace=False))
-    pool = [str(texts[i]) for i in rng.choice(n_all, size=min(1000, n_all), replace=False)]
-    h = np.full(n_all, np.nan)
+    screened, pool_idx = strip_screen(len(texts), max_samples, np.random.default_rng(seed))
+    pool = [str(texts[i]) for i in pool_idx]
+    h = np.full(len(texts), np.nan)
     h[screened] = text_entropy(
         target, [str(texts[i]) for i in screened], pool, n=n, rate=rate, seed=seed
     )
-    flagged, low, thr, mu, classes = low_entropy_flags(h, y, screened, frr=frr)
-    scores = np.where(np.isnan(h), 0.0, np.maximum(mu - np.nan_to_num(h, nan=mu), 0.0))
-    reasons = {
-        int(i): (
+    return strip_detection(
+        "strip-text", h, y, screened, frr=frr, copies=n, replace_rate=rate,
+        reason=lambda e, thr: (
             f"STRIP (text): keeps its prediction when overlaid with words of other "
-            f"texts (label-vote entropy {h[i]:.2f} bits, below the {frr:.0%} threshold "
+            f"texts (label-vote entropy {e:.2f} bits, below the {frr:.0%} threshold "
             f"{thr:.2f}), as texts carrying a trigger do"
-        )
-        for i in np.flatnonzero(flagged)
-    }
-    details = {
-        "threshold": round(thr, 4),
-        "screened": len(screened),
-        "low_entropy_fraction": round(float(low[screened].mean()), 4),
-        "classes": classes,
-        "copies": n,
-        "replace_rate": rate,
-    }
-    return Detection("strip-text", scores, flagged, reasons, details)
+        ),
+    )  # fmt: skip
