@@ -218,13 +218,12 @@ def _pick_similarity(
     fallback = None
     for radius in RADII:
         for need in NEIGHBOURS:
-            det = _only(base, "similarity", radius=radius, min_neighbours=need)
-            fa = run.false_alarms(det)
-            row: dict[str, Any] = {"false_alarms": fa}
-            tried[f"similarity radius {radius} neighbours {need}"] = row
-            if not run.quiet(fa):
+            tested = _try_similarity(
+                base, run, tried, f"radius {radius}", radius=radius, min_neighbours=need
+            )
+            if tested is None:
                 continue
-            flags = row["first_flags"] = run.first_flags(det)
+            _, flags = tested
             fallback = fallback or (radius, need, flags)
             late = _late(flags)
             if late <= run.budget and (best is None or late < best[0]):
@@ -235,6 +234,22 @@ def _pick_similarity(
         if need == NEIGHBOURS[0]:
             break  # quiet at the fewest neighbours: smaller radii only flag later
     return best[1] if best is not None else fallback
+
+
+def _try_similarity(
+    base: Detection, run: _Runner, tried: dict[str, Any], label: str, **setting: float
+) -> tuple[dict[str, float], list[int | None]] | None:
+    """Run the similarity detector alone at ``setting``: its benign false alarms,
+    recorded in ``tried`` under ``similarity LABEL neighbours N``; when quiet, also when
+    it first flags each search. None when it is not quiet."""
+    det = _only(base, "similarity", **setting)
+    fa = run.false_alarms(det)
+    row: dict[str, Any] = {"false_alarms": fa}
+    tried[f"similarity {label} neighbours {setting['min_neighbours']}"] = row
+    if not run.quiet(fa):
+        return None
+    row["first_flags"] = flags = run.first_flags(det)
+    return fa, flags
 
 
 def _late(flags: list[int | None]) -> float:
@@ -462,13 +477,12 @@ def _pick_near(base: Detection, runners: dict[float, _Runner],
     fallback = None
     for near, run in runners.items():
         for need in TEXT_NEIGHBOURS:
-            det = _only(base, "similarity", near=near, min_neighbours=need)
-            fa = run.false_alarms(det)
-            row: dict[str, Any] = {"false_alarms": fa}
-            tried[f"similarity near {near} neighbours {need}"] = row
-            if not run.quiet(fa):
+            tested = _try_similarity(
+                base, run, tried, f"near {near}", near=near, min_neighbours=need
+            )
+            if tested is None:
                 continue
-            flags = row["first_flags"] = run.first_flags(det)
+            fa, flags = tested
             fallback = fallback or (near, need, flags)
             rank = (_worst(fa), _late(flags))  # text edits: margin before speed
             if rank[1] <= run.budget and (best is None or rank < best[0]):
