@@ -127,7 +127,6 @@ def run_case(
     name: str, rate: float, seed: int, nc_epochs: int, nc_steps: int = 4, nc_batch: int = 64
 ) -> tuple[dict[str, dict], dict]:
     """One poisoned training run; returns per-detector metrics and case info."""
-    from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
     from art.defences.transformer.poisoning import STRIP
 
     from mlwarden.poisoning.assess import data_report
@@ -194,30 +193,11 @@ def run_case(
 
     timed("ours data --model: whole suspicious list", whole_audit)
 
-    y1h = np.eye(10)[y]
-    shape = tuple(x.shape[1:])
-    logits_clf = _art_classifier(model, shape, 10)
-    embed_clf = _art_classifier(_Embed(model), shape, 10)
-    for tag, clf in (("", logits_clf), (" (penult.)", embed_clf)):
-        for reduce in ("FastICA", "PCA"):
-            timed(
-                f"ART AC {reduce}{tag}",
-                lambda clf=clf, reduce=reduce: _art_flags(
-                    ActivationDefence(clf, x, y1h), nb_clusters=2, nb_dims=10, reduce=reduce
-                ),
-            )
-        timed(
-            f"ART spectral{tag}",
-            lambda clf=clf: _art_flags(
-                SpectralSignatureDefense(
-                    clf, x, y1h, batch_size=128, eps_multiplier=1.5, expected_pp_poison=rate
-                )
-            ),
-        )
+    _art_matrix(model, x, y, rate, timed)
 
     def art_strip() -> np.ndarray:
         np.random.seed(seed)
-        defended = STRIP(_art_classifier(model, shape, 10, softmax=True))(
+        defended = STRIP(_art_classifier(model, tuple(x.shape[1:]), 10, softmax=True))(
             num_samples=20, false_acceptance_rate=0.01
         )
         defended.mitigate(test.x)
