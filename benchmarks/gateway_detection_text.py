@@ -38,7 +38,7 @@ from sklearn.pipeline import make_pipeline
 
 from mlwarden.serve.config import Detection, GatewayConfig
 from mlwarden.serve.monitor import Monitor
-from mlwarden.serve.text import text_features, typo
+from mlwarden.serve.text import text_features, typo, word_step
 
 SEED = 0
 
@@ -68,12 +68,7 @@ def model_search(model: Any, text: str, label: int, vocab: list[str], queries: i
     limit = max(1, len(original) // 4)
     current, best, out = list(original), np.inf, []
     for _ in range(queries):
-        cand = list(current)
-        changed = [i for i, (a, b) in enumerate(zip(cand, original, strict=True)) if a != b]
-        if len(changed) >= limit:
-            back = changed[int(rng.integers(len(changed)))]
-            cand[back] = original[back]
-        cand[int(rng.integers(len(cand)))] = vocab[int(rng.integers(len(vocab)))]
+        cand = word_step(current, original, limit, vocab, rng)
         query = typo(" ".join(cand), rng)
         out.append(query)
         score = float(model.predict_proba([query])[0, label])

@@ -153,6 +153,20 @@ def typo(text: str, rng: np.random.Generator) -> str:
     return " ".join(words)
 
 
+def word_step(current: Sequence[str], original: Sequence[str], limit: int,
+              vocabulary: Sequence[str], rng: np.random.Generator) -> list[str]:  # fmt: skip
+    """One step of a random word-substitution search: a random vocabulary word at a
+    random position of ``current``; when ``limit`` words already differ from
+    ``original``, one of them is first restored (the word-level attacks' budget)."""
+    cand = list(current)
+    changed = [i for i, (a, b) in enumerate(zip(cand, original, strict=True)) if a != b]
+    if len(changed) >= limit:
+        back = changed[int(rng.integers(len(changed)))]
+        cand[back] = original[back]
+    cand[int(rng.integers(len(cand)))] = vocabulary[int(rng.integers(len(vocabulary)))]
+    return cand
+
+
 def word_search(text: str, vocabulary: Sequence[str], queries: int, seed: int, *,
                 max_changed: float = 0.25, typos: int = 1, accept: float = 0.25) -> list[str]:  # fmt: skip
     """The queries of a model-free random word-substitution search on ``text``.
@@ -170,12 +184,7 @@ def word_search(text: str, vocabulary: Sequence[str], queries: int, seed: int, *
     current = list(original)
     out = []
     for _ in range(queries):
-        cand = list(current)
-        changed = [i for i, (a, b) in enumerate(zip(cand, original, strict=True)) if a != b]
-        if len(changed) >= limit:
-            back = changed[int(rng.integers(len(changed)))]
-            cand[back] = original[back]
-        cand[int(rng.integers(len(cand)))] = vocabulary[int(rng.integers(len(vocabulary)))]
+        cand = word_step(current, original, limit, vocabulary, rng)
         query = " ".join(cand)
         for _ in range(typos):
             query = typo(query, rng)
