@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
+# a sibling script (run from benchmarks/): the same baseline as the load benchmark
+from gateway_load import bare_app
 from mlwarden.core.data import load_dataset
 from mlwarden.core.models import SmallCNN
-from mlwarden.core.target import TorchTarget, probabilities
+from mlwarden.core.target import TorchTarget
 from mlwarden.serve.app import create_app
 from mlwarden.serve.auth import hash_key
 from mlwarden.serve.config import GatewayConfig
@@ -47,14 +46,7 @@ def gw(det, aud, name):
     return create_app(target, cfg)
 
 
-bare = FastAPI()
-
-
-@bare.post("/v1/predict")
-async def predict(request: Request) -> JSONResponse:
-    x = np.asarray(json.loads(await request.body())["inputs"], dtype=np.float32)
-    probs = await run_in_threadpool(probabilities, target, x)
-    return JSONResponse({"predictions": probs.tolist()})
+bare = bare_app(target)
 
 
 apps = {

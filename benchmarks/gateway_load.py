@@ -77,16 +77,15 @@ SEED = 0
 
 
 # -- the bare server (child process) ---------------------------------------------------
-def bare_server(model_path: str, port: int) -> None:
-    """A minimal FastAPI endpoint serving the same model, served the ordinary way."""
-    import uvicorn
+def bare_app(target: Any) -> Any:
+    """The baseline: a minimal FastAPI endpoint serving ``target`` (the same call the
+    gateway makes, in the thread pool), with /healthz; served the ordinary way by
+    :func:`bare_server`, driven in-process by the attribution runs."""
     from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
 
     from mlwarden.core.target import probabilities
-    from mlwarden.supplychain import load_target
 
-    target = load_target(model_path, access="score")
     app = FastAPI()
 
     @app.post("/v1/predict")
@@ -100,6 +99,16 @@ def bare_server(model_path: str, port: int) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    return app
+
+
+def bare_server(model_path: str, port: int) -> None:
+    """:func:`bare_app` serving the model at ``model_path``, served the ordinary way."""
+    import uvicorn
+
+    from mlwarden.supplychain import load_target
+
+    app = bare_app(load_target(model_path, access="score"))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -527,10 +536,7 @@ def attribution(model: Path, xs: np.ndarray, n: int, rounds: int) -> dict[str, f
     import time as _time
 
     import torch
-    from fastapi import FastAPI
-    from starlette.concurrency import run_in_threadpool
 
-    from mlwarden.core.target import probabilities
     from mlwarden.serve.app import create_app
     from mlwarden.serve.auth import hash_key
     from mlwarden.serve.config import GatewayConfig
@@ -551,13 +557,7 @@ def attribution(model: Path, xs: np.ndarray, n: int, rounds: int) -> dict[str, f
         })  # fmt: skip
         return create_app(target, cfg)
 
-    bare = FastAPI()
-
-    @bare.post("/v1/predict")
-    async def predict(request: Request) -> JSONResponse:
-        x = np.asarray(json.loads(await request.body())["inputs"], dtype=np.float32)
-        probs = await run_in_threadpool(probabilities, target, x)
-        return JSONResponse({"predictions": probs.tolist()})
+    bare = bare_app(target)
 
     async def drive(app: Any, count: int) -> None:
         transport = httpx.ASGITransport(app=app)
