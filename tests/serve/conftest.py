@@ -123,3 +123,29 @@ def serve(tmp_path: Path) -> Iterator[Callable[[Target, GatewayConfig], LiveServ
 @pytest.fixture
 def sklearn_target(digits_model: LogisticRegression) -> SklearnTarget:
     return SklearnTarget(digits_model, access="score")
+
+
+def _noisy_random_search(
+    model: Any, x0: np.ndarray, y0: int, n: int, sigma: float, seed: int | np.random.Generator
+) -> list[np.ndarray]:
+    """The adaptive attack of issue 19: random search (Linf 0.1, 2x2 windows, keep a step
+    when the true class's probability drops) with fresh Gaussian noise on every query.
+    ``seed``: an int, or a generator to draw from (and advance)."""
+    rng = np.random.default_rng(seed)
+    delta, best, sent = np.zeros_like(x0), np.inf, []
+    for _ in range(n):
+        cand = delta.copy()
+        r, c = rng.integers(0, 7, 2)
+        cand[..., r : r + 2, c : c + 2] = rng.choice([-0.1, 0.1])
+        q = np.clip(x0 + cand + rng.normal(0, sigma, x0.shape), 0, 1).astype(np.float32)
+        sent.append(q)
+        p = model.predict_proba(q.reshape(1, -1))[0, y0]
+        if p < best:
+            best, delta = p, cand
+    return sent
+
+
+@pytest.fixture(scope="session")
+def noisy_search() -> Callable[..., list[np.ndarray]]:
+    """:func:`_noisy_random_search`, for the monitor tests."""
+    return _noisy_random_search

@@ -197,47 +197,30 @@ def test_a_throttled_client_is_told_it_was_throttled_for_suspected_probing(
     assert plain[0].json()["detail"].startswith("rate limit exceeded")
 
 
-def _noisy_random_search(
-    model, x0: np.ndarray, y0: int, n: int, sigma: float, seed: int
-) -> list[np.ndarray]:
-    """The adaptive attack of the issue: random search (Linf 0.1, 2x2 windows, keep a step
-    when the true class's probability drops) with fresh Gaussian noise on every query."""
-    rng = np.random.default_rng(seed)
-    delta, best, sent = np.zeros_like(x0), np.inf, []
-    for _ in range(n):
-        cand = delta.copy()
-        r, c = rng.integers(0, 7, 2)
-        cand[..., r : r + 2, c : c + 2] = rng.choice([-0.1, 0.1])
-        q = np.clip(x0 + cand + rng.normal(0, sigma, x0.shape), 0, 1).astype(np.float32)
-        sent.append(q)
-        p = model.predict_proba(q.reshape(1, -1))[0, y0]
-        if p < best:
-            best, delta = p, cand
-    return sent
-
-
 def _monitor() -> Monitor:
     return Monitor(Detection(), shape=[1, 8, 8])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_noisy_random_search_is_flagged_within_a_hundred_queries(
-    digits, digits_model, seed: int
+    digits, digits_model, noisy_search, seed: int
 ) -> None:
     x, y = digits[2][10 + seed], int(digits[3][10 + seed])
     mon = _monitor()
     first = None
-    for i, q in enumerate(_noisy_random_search(digits_model, x, y, 100, 0.05, seed)):
+    for i, q in enumerate(noisy_search(digits_model, x, y, 100, 0.05, seed)):
         if mon.inspect("attacker", q[None], np.array([y])).get("similarity") and first is None:
             first = i + 1
     assert first is not None and first <= 60
 
 
-def test_noisy_queries_mixed_with_benign_ones_are_still_flagged(digits, digits_model) -> None:
+def test_noisy_queries_mixed_with_benign_ones_are_still_flagged(
+    digits, digits_model, noisy_search
+) -> None:
     x, y = digits[2][3], int(digits[3][3])
     benign = digits[0][np.random.default_rng(0).permutation(len(digits[0]))]
     mon, flagged = _monitor(), False
-    for i, q in enumerate(_noisy_random_search(digits_model, x, y, 60, 0.05, 0)):
+    for i, q in enumerate(noisy_search(digits_model, x, y, 60, 0.05, 0)):
         for b in benign[4 * i : 4 * i + 4]:  # four benign queries per attack query
             assert not mon.inspect("k", b[None], np.array([0])).get("similarity")
         flagged |= bool(mon.inspect("k", q[None], np.array([y])).get("similarity"))
@@ -430,7 +413,7 @@ def test_blacklight_fingerprint_is_the_windowed_polynomial_hash() -> None:
 
 
 def test_one_input_resent_with_fresh_noise_is_flagged_unless_its_key_has_an_allowance(
-    digits, digits_model
+    digits, digits_model, noisy_search
 ) -> None:
     """The decision for test-time-augmentation clients: fail closed by default (the
     copies are the first queries of a noisy search around that input), and let the
@@ -446,7 +429,7 @@ def test_one_input_resent_with_fresh_noise_is_flagged_unless_its_key_has_an_allo
     assert not any(allowed)
     # the allowance is that key's only: a noisy search from another key is still flagged
     x, y = digits[2][11], int(digits[3][11])
-    search = _noisy_random_search(digits_model, x, y, 100, 0.05, 1)
+    search = noisy_search(digits_model, x, y, 100, 0.05, 1)
     assert any(mon.inspect("other", q[None], np.array([y])) for q in search)
 
 

@@ -57,7 +57,7 @@ class _RefSimilarity:
         self.seen = [v.astype(np.float16).astype(np.float32) for v in self.seen[-self.c.history :]]
 
 
-def _streams(digits, model) -> dict[str, np.ndarray]:
+def _streams(digits, model, search) -> dict[str, np.ndarray]:
     xtr, _, xte, yte = digits
     rng = np.random.default_rng(3)
     pool = np.concatenate([xtr] + [np.roll(xtr, s, axis=a) for a in (2, 3) for s in (-1, 1)])
@@ -65,16 +65,7 @@ def _streams(digits, model) -> dict[str, np.ndarray]:
     out = {"benign": benign.astype(np.float32)}
     for sigma in (0.0, 0.02, 0.05):  # a random search with fresh noise (Feng et al. 2023)
         x0, y0 = xte[int(sigma * 100)], int(yte[int(sigma * 100)])
-        delta, best, sent = np.zeros_like(x0), np.inf, []
-        for _ in range(300):
-            cand = delta.copy()
-            r, c = rng.integers(0, 7, 2)
-            cand[..., r : r + 2, c : c + 2] = rng.choice([-0.1, 0.1])
-            q = np.clip(x0 + cand + rng.normal(0, sigma, x0.shape), 0, 1).astype(np.float32)
-            sent.append(q)
-            p = model.predict_proba(q.reshape(1, -1))[0, y0]
-            if p < best:
-                best, delta = p, cand
+        sent = search(model, x0, y0, 300, sigma, rng)
         # the attack hidden among benign queries: one attack query in every two
         mixed = np.empty((600, *x0.shape), dtype=np.float32)
         mixed[0::2], mixed[1::2] = np.stack(sent), benign[-300:]
@@ -83,8 +74,10 @@ def _streams(digits, model) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", ["benign", "search0.0", "search0.02", "search0.05"])
-def test_fast_detectors_raise_the_alerts_of_the_reference_code(digits, digits_model, kind):
-    xs = _streams(digits, digits_model)[kind]
+def test_fast_detectors_raise_the_alerts_of_the_reference_code(
+    digits, digits_model, noisy_search, kind
+):
+    xs = _streams(digits, digits_model, noisy_search)[kind]
     det = Detection.model_validate(
         {
             "blacklight": {"history": 400},
