@@ -1,9 +1,19 @@
-"""Long benign streams: with a window of 64 queries (``blacklight.history: 64``) Blacklight's
-false alarms do not grow with the stream, and searches are still flagged."""
+"""Long benign streams: false alarms that do not grow with the history, and the
+adaptive searches (noisy, interleaved with benign queries) still flagged.
+
+Benign neighbours accumulate with the number of remembered queries; a search's cluster
+in time. The similarity count that meets ``min_neighbours`` is taken over the last
+``similarity.window`` queries, Blacklight seeks matches among its last ``history``
+(1,000 by default, as long as ``gateway calibrate``'s benign streams).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import pytest
+from sklearn.datasets import make_classification
 
 from mlwarden.serve.config import Detection
 from mlwarden.serve.monitor import Monitor
@@ -35,30 +45,75 @@ def test_blacklight_false_alarms_stay_flat_on_a_long_benign_stream(digits) -> No
     # copies of one digit are near-duplicates and sometimes arrive within 64 queries
     assert flags.mean() * 1000 <= 20, flags.mean() * 1000
     assert rest <= first + 10, (first, rest)  # no growth with the history
-    # the default history (10,000) flags far more of the same stream
-    old = _flags(Monitor(_blacklight_only(), shape=[1, 8, 8]), "k", xs)
+    # a history of 10,000 (the default until session 4) flags far more of the same stream
+    old = _flags(Monitor(_blacklight_only(history=10000), shape=[1, 8, 8]), "k", xs)
     assert old.sum() > 10 * flags.sum(), (old.sum(), flags.sum())
+    # the default history (1,000) is full after 1,000 queries, and flat from there on
+    new = _flags(Monitor(_blacklight_only(), shape=[1, 8, 8]), "k", xs)
+    second, last = new[1000:2000].sum(), new[-1000:].sum()
+    assert last <= 1.2 * second + 10, (second, last)
+    assert last < 0.7 * old[-1000:].sum(), (last, old[-1000:].sum())
 
 
-def _search(x0: np.ndarray, n: int, sigma: float, seed: int) -> np.ndarray:
-    """A random search (2x2 blocks +-0.1) with fresh N(0, sigma) noise on every query."""
-    rng = np.random.default_rng(seed)
-    out, delta = [], np.zeros_like(x0)
-    for _ in range(n):
-        r, c = rng.integers(0, 7, 2)
-        delta[..., r : r + 2, c : c + 2] = rng.choice([-0.1, 0.1])
-        out.append(np.clip(x0 + delta + rng.normal(0, sigma, x0.shape), 0, 1))
+def _table(n: int) -> np.ndarray:
+    x, _ = make_classification(n, 20, n_informative=6, n_redundant=6, random_state=1)
+    return ((x - x.min(axis=0)) / (x.max(axis=0) - x.min(axis=0))).astype(np.float32)
+
+
+def _similarity_only(**similarity: float) -> Detection:
+    return Detection.model_validate(
+        {"similarity": similarity, "blacklight": {"enabled": False}, "prada": {"enabled": False}}
+    )
+
+
+def test_similarity_false_alarms_do_not_grow_with_the_history() -> None:
+    """10,000 distinct rows of one key at the radius `gateway calibrate` picks for this
+    table on 1,000-query streams (0.07): quiet over the window, at any stream length."""
+    xs = _table(10_000)
+    flags = _flags(Monitor(_similarity_only(radius=0.07), shape=[20]), "k", xs)
+    assert flags.sum() <= 10, flags.sum()  # <= 1 per 1,000
+    # counted over the whole history (the rule until session 4): 294, 77 in the last 1,000
+    whole = _similarity_only(radius=0.07, window=10_000)
+    old = _flags(Monitor(whole, shape=[20]), "k", xs)
+    assert old[-1000:].sum() > 20, old[-1000:].sum()
+
+
+def _interleave(attack: list[np.ndarray], benign: np.ndarray, every: int) -> np.ndarray:
+    """One attack query after every ``every`` benign ones (the attack's at positions k*(every+1)+every)."""
+    out = []
+    for k, q in enumerate(attack):
+        out += list(benign[k * every : (k + 1) * every]) + [q]
     return np.stack(out).astype(np.float32)
 
 
-def test_searches_after_a_long_benign_history_are_still_flagged_within_300(digits) -> None:
-    xtr, _, xte, _ = digits
+@pytest.mark.parametrize("every", [1, 4])
+def test_a_noisy_search_mixed_into_benign_traffic_is_flagged(
+    digits, digits_model, noisy_search: Callable[..., list[np.ndarray]], every: int
+) -> None:
+    """After 2,000 benign queries of the same key, a sigma-0.05 noisy search sent one
+    query in every 2 (1:1) or every 5 (1:4) is flagged within 300 of its queries."""
+    xtr, _, xte, yte = digits
+    benign = _shifted_digits(xtr, 2000 + 300 * every, seed=1)
+    for i in range(2):
+        mon = Monitor(Detection(), shape=[1, 8, 8])
+        _flags(mon, "k", benign[:2000])
+        attack = noisy_search(digits_model, xte[i], int(yte[i]), 300, 0.05, seed=i)
+        flags = _flags(mon, "k", _interleave(attack, benign[2000:], every))
+        assert flags.any(), (every, i)
+        first = int(np.argmax(flags)) // (every + 1) + 1  # in the attack's own queries
+        assert first <= 300, (every, i, first)
+
+
+def test_blacklight_flags_a_plain_search_after_a_long_benign_history(
+    digits, digits_model, noisy_search: Callable[..., list[np.ndarray]]
+) -> None:
+    """Blacklight alone at its default history and at 64 (the chain's own window)."""
+    xtr, _, xte, yte = digits
     warm = _shifted_digits(xtr, 2000, seed=1)
-    windowed = Detection.model_validate({"blacklight": {"history": 64}})
-    for det, sigma in ((_blacklight_only(history=64), 0.0), (windowed, 0.05)):
+    for det in (_blacklight_only(), _blacklight_only(history=64)):
         for i in range(3):
             mon = Monitor(det, shape=[1, 8, 8])
             _flags(mon, "k", warm)
-            flags = _flags(mon, "k", _search(xte[i], 300, sigma, seed=i))
-            assert flags.any(), (sigma, i)
-            assert int(np.argmax(flags)) < 60, (sigma, i, int(np.argmax(flags)))
+            attack = noisy_search(digits_model, xte[i], int(yte[i]), 300, 0.0, seed=i)
+            flags = _flags(mon, "k", np.stack(attack))
+            assert flags.any() and int(np.argmax(flags)) < 60, (det.blacklight.history, i)

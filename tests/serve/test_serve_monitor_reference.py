@@ -42,15 +42,20 @@ class _RefSimilarity:
         self.c = det.similarity
         self.seen: list[np.ndarray] = []
 
-    def counts(self, v: np.ndarray) -> tuple[int, int]:
-        """Neighbours surely within the radius, and possibly within it (float rounding)."""
+    def counts(self, v: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Neighbours surely within the radius, and possibly within it (float rounding),
+        among the last ``window`` queries and among the whole history."""
         hist = np.array(self.seen[-self.c.history :], dtype=np.float64).reshape(-1, len(v))
         d2 = ((hist - v.astype(np.float64)) ** 2).sum(axis=1)
         limit = self.c.radius**2 * len(v)
         self.seen.append(v)
-        return int(np.count_nonzero(d2 < limit * (1 - 1e-5))), int(
-            np.count_nonzero(d2 < limit * (1 + 1e-5))
-        )
+        recent = d2[-self.c.window :]
+        return (
+            (int(np.count_nonzero(recent < limit * (1 - 1e-5))),
+             int(np.count_nonzero(recent < limit * (1 + 1e-5)))),
+            (int(np.count_nonzero(d2 < limit * (1 - 1e-5))),
+             int(np.count_nonzero(d2 < limit * (1 + 1e-5)))),
+        )  # fmt: skip
 
     def restart(self) -> None:
         """What a restart keeps: the history, stored in float16."""
@@ -81,7 +86,8 @@ def test_fast_detectors_raise_the_alerts_of_the_reference_code(
     det = Detection.model_validate(
         {
             "blacklight": {"history": 400},
-            "similarity": {"history": 500},
+            # a window shorter than the history, and a bar for the whole history
+            "similarity": {"history": 500, "window": 30, "long_neighbours": 60},
             "prada": {"enabled": False},
         }
     )
@@ -104,10 +110,12 @@ def test_fast_detectors_raise_the_alerts_of_the_reference_code(
             continue
         sent.add(x.tobytes())
         assert ("blacklight" in found) == ref_bl.flags(x), (kind, i)
-        sure, maybe = ref_sim.counts(mon.summarise(x))
-        need = det.similarity.min_neighbours
-        if sure >= need or maybe < need:  # not on the rounding edge: the alert is decided
-            assert ("similarity" in found) == (sure >= need), (kind, i, sure, maybe)
+        recent, whole = ref_sim.counts(mon.summarise(x))
+        bars = (det.similarity.min_neighbours, det.similarity.long_neighbours or 0)
+        sure = any(c[0] >= bar for c, bar in zip((recent, whole), bars, strict=True))
+        maybe = any(c[1] >= bar for c, bar in zip((recent, whole), bars, strict=True))
+        if sure or not maybe:  # not on the rounding edge: the alert is decided
+            assert ("similarity" in found) == sure, (kind, i, recent, whole)
         for k in found:
             alerts[k] += 1
     if kind != "benign":  # the streams do exercise the alerting paths

@@ -168,7 +168,10 @@ class Blacklight(_Strict):
     top: int = Field(default=50, ge=1, description="hashes kept per query")
     threshold: int = Field(default=20, ge=1, description="matching hashes that make a match")
     chain: int = Field(default=3, ge=1, description="matches in 64 queries that flag a query")
-    history: int = Field(default=10000, ge=1, description="queries remembered per key")
+    # As long as gateway calibrate's benign streams: matches with older queries grew
+    # with the stream (digits+shifts 718 per 1,000 at 10,000; searches are flagged
+    # within tens of queries, and returning ones by the similarity detector).
+    history: int = Field(default=1000, ge=1, description="queries matches are sought among")
     # Pauses in speech quantise to the same bins in every clip (distinct clips matched).
     silence: float | None = Field(
         default=None,
@@ -224,6 +227,16 @@ class Similarity(_Strict):
     )
     min_neighbours: int = Field(default=20, ge=1, description="neighbours that flag a query")
     history: int = Field(default=10000, ge=1, description="queries remembered per key")
+    # Benign neighbours accumulate with the history; a search's cluster in time. The
+    # count that meets min_neighbours is taken over the last ``window`` queries; the
+    # whole history answers to ``long_neighbours`` (a search spread thin among benign
+    # queries), so false alarms measured on ``window``-query streams hold at any length.
+    window: int = Field(
+        default=1000, ge=1, description="recent queries min_neighbours is counted over"
+    )
+    long_neighbours: int | None = Field(
+        default=None, ge=1, description="neighbours over the whole history that flag a query"
+    )
     max_dims: int = Field(default=128, ge=1, description="values kept per reduced query")
     near: float = Field(
         default=0.6, gt=0, lt=1, description="text: shingle Jaccard similarity of neighbours"

@@ -16,13 +16,15 @@ Three detectors, all per key, after one filter:
   earlier query of the same key *matches* it; a matching query is flagged when at
   least ``chain`` of the key's last 64 queries matched, because one match is what a
   benign client re-sending a slightly different copy of an input produces. Matches
-  count against the key's last ``history`` queries (default 10,000). On long benign
-  streams that matters: over 10,000 distinct digits and their one-pixel shifts, 718
-  of every 1,000 queries were flagged at the default, 12.7 at ``history: 64`` (the
-  chain's own window), searches after 2,000 benign queries still flagged within 27
-  (``benchmarks/gateway_detection_long.py``); 64 is not the default because
-  ``gateway calibrate`` then picks coarser bins that flag resent noisy copies of
-  images. Searches that return to inputs sent long ago are the similarity detector's. The
+  are sought among the key's last ``history`` queries (default 1,000, the length of
+  ``gateway calibrate``'s benign streams, so a calibrated setting holds at any stream
+  length). The longer that history, the more benign matches: over 10,000 distinct
+  digits and their one-pixel shifts, 718 of every 1,000 queries were flagged at a
+  history of 10,000, 317 at 1,000, 12.7 at 64, while searches after 2,000 benign
+  queries were still flagged within 27 (``benchmarks/gateway_detection_long.py``); 64
+  is not the default because ``gateway calibrate`` then picks coarser bins that flag
+  resent noisy copies of images. Searches that return to inputs sent long ago are the
+  similarity detector's. The
   paper's settings for 32x32 CIFAR images are bins of 50/255, windows of 20, the top
   50 hashes and a threshold of 25; our defaults (bins of 0.1, windows of 20, top 50,
   threshold 20) are calibrated for small inputs such as 8x8 digits, where an input
@@ -31,10 +33,17 @@ Three detectors, all per key, after one filter:
   width): the pauses and quiet low tones of speech quantise to the same runs of bins
   in every clip, and distinct recordings matched on them. Fresh noise on every query
   breaks the hashes (Feng et al., CCS 2023, arXiv:2303.06280), hence:
-* :class:`Similarity` — the count of the key's remembered queries within a small
+* :class:`Similarity` — the count of the key's recent queries within a small
   distance of the new one, on a reduced representation (:func:`reduce`); it holds
   against per-query Gaussian noise, spreading queries over time and mixing in benign
-  queries (it counts queries, not seconds, and benign queries do not dilute a count).
+  queries (it counts queries, not seconds). ``min_neighbours`` is met over the last
+  ``window`` queries (default 1,000): benign neighbours accumulate with the number of
+  queries remembered (on 10,000 distinct table rows a whole-history count flagged 29
+  per 1,000 at the radius calibrated on 1,000-query streams, the window none), a
+  search's queries cluster in time. A search diluted below ``min_neighbours`` per
+  ``window`` (one query in 50 at the defaults) answers to ``long_neighbours``, a
+  count over the whole ``history`` that ``gateway calibrate`` sets above the benign
+  counts it extrapolates to a full history.
   ``similarity.projection`` (set by ``gateway calibrate`` when no radius on all values
   separates benign inputs from a noisy search, as on tabular rows) measures the
   distance along the leading principal axes of the deployment's benign inputs only;
@@ -51,7 +60,8 @@ Three detectors, all per key, after one filter:
   held-out digits had W >= 0.91); the paper tuned it per dataset.
 
 Memory per active key is bounded by the histories, not by traffic: at the defaults
-about 4-6 MB for inputs of up to 128 values and at most ~15 MB for any input size
+5.4 MB for 8x8 digits and 8.6 MB for 3x32x32 images (Blacklight 0.7-0.8 MB of it;
+12-16 MB at a Blacklight history of 10,000)
 (:meth:`Monitor.nbytes`; figures in ``docs/benchmarks/gateway.md``). Detection and
 false-alarm rates: ``benchmarks/gateway_load.py``.
 
@@ -152,8 +162,9 @@ class Blacklight:
 
     Memory is two flat arrays instead of Python objects per hash: every remembered hash
     with the id of the last query that produced it, sorted (12 bytes a hash, at most
-    ``history * top`` of them: 6 MB at the defaults, 38 KB at a history of 64), plus a small dict of the hashes
-    of the last ``_MERGE`` queries that is merged into them in one sort. Lookups are
+    ``history * top`` of them: 0.6 MB at the defaults, 38 KB at a history of 64), plus a
+    small dict of the hashes of the last ``_MERGE`` queries that is merged into them in
+    one sort. Lookups are
     binary searches. A match with the most recent earlier query carrying a hash is
     what counts: in a stream of near-duplicates that is the previous query.
     """
@@ -262,7 +273,9 @@ class Similarity:
     Secure Against Black-box Attacks", CCS 2023, arXiv:2303.06280, show this for
     Blacklight and PIHA). This detector keeps the key's last ``history`` queries as
     reduced vectors (:func:`reduce`) and counts how many lie within ``radius`` of a new
-    query, as root-mean-square distance per value in units of the input range. A
+    query, as root-mean-square distance per value in units of the input range:
+    :meth:`observe` returns the count among the last ``window`` queries and leaves the
+    whole history's in :attr:`total`. A
     random search around one input (with or without per-query Gaussian noise up to
     sigma ~0.06 of the range) puts nearly every query within the radius of the others,
     so the count grows by one per query and reaches ``min_neighbours`` after about
@@ -296,12 +309,14 @@ class Similarity:
         self._dots = np.empty(config.history, dtype=np.float32)  # scratch, no allocation
         self._filled = 0
         self._next = 0
+        self.total = 0  # the last query's neighbours over the whole history
 
     def _sketch_of(self, v: np.ndarray) -> np.ndarray:
         return np.add.reduceat(v, self._starts, axis=-1) * self._scale
 
     def observe(self, v: np.ndarray) -> int:
-        """Add one reduced query; return how many remembered queries lie within the radius."""
+        """Add one reduced query; return how many of the last ``window`` queries lie within
+        the radius (those of the whole history: :attr:`total`)."""
         n = self._filled
         count = 0
         limit = (self.config.radius**2) * len(v)
@@ -310,6 +325,7 @@ class Similarity:
         query = self._query
         query[:k] = s
         half = float(s @ s) / 2
+        self.total = 0
         if n:
             dots = self._dots[:n]
             np.matmul(query, self._sketch[:, :n], out=dots)
@@ -319,9 +335,12 @@ class Similarity:
                 norm = float(v @ v)
                 if 4 * len(cand) > n:  # most are candidates (an attack): a slice, no gather
                     d2 = self._norms[:n] + norm - 2.0 * (self._ring[:n] @ v)
+                    near = np.flatnonzero(d2 < limit)
                 else:
                     d2 = self._norms[cand] + norm - 2.0 * (self._ring[cand] @ v)
-                count = int(np.count_nonzero(d2 < limit))
+                    near = cand[d2 < limit]
+                self.total = len(near)
+                count = self._within_window(near)
         slot = self._next % self.config.history
         self._ring[slot] = v
         self._norms[slot] = v @ v
@@ -331,8 +350,21 @@ class Similarity:
         self._filled = min(self._filled + 1, self.config.history)
         return count
 
+    def _within_window(self, slots: np.ndarray) -> int:
+        """How many of these ring slots hold one of the last ``window`` queries."""
+        h, w = self.config.history, self.config.window
+        if w >= self._filled:
+            return len(slots)
+        # the query in slot s is (next - s - 1) % h + 1 queries old (1: the previous one)
+        age = (self._next - slots - 1) % h + 1
+        return int(np.count_nonzero(age <= w))
+
     def flags(self, v: np.ndarray) -> bool:
-        return self.observe(v) >= self.config.min_neighbours
+        """Whether ``v`` has ``min_neighbours`` among the last ``window`` queries, or
+        ``long_neighbours`` among the whole history."""
+        c = self.config
+        recent = self.observe(v)
+        return recent >= c.min_neighbours or self.total >= (c.long_neighbours or math.inf)
 
     def nbytes(self) -> int:
         parts = (self._ring, self._norms, self._sketch, self._dots)
@@ -680,6 +712,8 @@ class Monitor:
         allowance = self.allowances.get(key)
         c = self.config
         need = allowance or c.similarity.min_neighbours
+        # the whole history's bar: never below the allowance (a granted client's copies)
+        long_need = max(c.similarity.long_neighbours or math.inf, allowance or 0)
         chain = allowance or c.blacklight.chain
         max_dims = self.config.similarity.max_dims
         dims = self.dims or min(int(np.prod(x.shape[1:])), max_dims)
@@ -693,9 +727,9 @@ class Monitor:
                 v = self._reduce(xi, max_dims, self.scale)
                 if state.blacklight is not None and _chained(state.blacklight, xi, chain):
                     found.setdefault("blacklight", []).append(i)
-                if (
-                    state.similarity is not None
-                    and state.similarity.observe(self.project(v)) >= need
+                sim = state.similarity
+                if sim is not None and (
+                    sim.observe(self.project(v)) >= need or sim.total >= long_need
                 ):
                     found.setdefault("similarity", []).append(i)
                 if state.prada is not None and state.prada.flags(v, int(li)):
