@@ -117,3 +117,58 @@ def test_blacklight_flags_a_plain_search_after_a_long_benign_history(
             attack = noisy_search(digits_model, xte[i], int(yte[i]), 300, 0.0, seed=i)
             flags = _flags(mon, "k", np.stack(attack))
             assert flags.any() and int(np.argmax(flags)) < 60, (det.blacklight.history, i)
+
+
+def test_calibration_holds_on_a_stream_ten_times_its_own_length() -> None:
+    """`gateway calibrate` measures 1,000-query streams; its setting must stay under
+    1 alarm per 1,000 on 10,000 distinct rows of the same kind (18 per 1,000 when the
+    neighbour count ran over the whole history)."""
+    from mlwarden.serve.calibrate import calibrate
+    from mlwarden.serve.config import GatewayConfig
+
+    x, y = make_classification(12_000, 20, n_informative=6, n_redundant=6, random_state=0)
+    x = ((x - x.min(axis=0)) / (x.max(axis=0) - x.min(axis=0))).astype(np.float32)
+    cfg = GatewayConfig.model_validate({"input": {"shape": [20], "range": [0.0, 1.0]}})
+    result = calibrate(cfg, x[10_000:], y[10_000:], searches=2, seed=0)
+    det = result.detection
+    assert result.meets and det.similarity.window == 1000
+    # the whole history's bar, above the benign counts extrapolated to 10,000 queries
+    assert det.similarity.long_neighbours is not None
+    assert det.similarity.long_neighbours >= 2 * det.similarity.min_neighbours
+    flags = _flags(Monitor(det, shape=[20]), "k", x[:10_000])
+    assert flags.sum() <= 10, flags.sum()
+
+
+def test_calibration_cuts_the_windows_to_the_streams_it_measured(digits) -> None:
+    from mlwarden.serve.calibrate import calibrate
+    from mlwarden.serve.config import GatewayConfig
+
+    xtr, ytr, _, _ = digits
+    cfg = GatewayConfig.model_validate({"input": {"shape": [1, 8, 8], "range": [0.0, 1.0]}})
+    result = calibrate(cfg, xtr[:400], ytr[:400], benign=300, searches=1, seed=0)
+    det = result.detection
+    assert (det.similarity.window, det.blacklight.history) == (300, 300)
+    assert any("cut to 300" in n for n in result.notes), result.notes
+
+
+def test_a_search_diluted_below_the_window_is_flagged_by_the_whole_history(
+    digits, digits_model, noisy_search: Callable[..., list[np.ndarray]]
+) -> None:
+    """One search query in every 61: at most 17 in any 1,000-query window, under the
+    20 neighbours that flag; ``long_neighbours`` (40 here) counts the whole history."""
+    xtr, _, xte, yte = digits
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, len(xtr), (2, 10_000))
+    w = rng.uniform(0.3, 0.7, (10_000, 1, 1, 1)).astype(np.float32)
+    benign = (w * xtr[a] + (1 - w) * xtr[b]).astype(np.float32)  # distinct mixtures
+    attack = noisy_search(digits_model, xte[0], int(yte[0]), 150, 0.05, seed=0)
+    stream = np.concatenate([benign[:1000], _interleave(attack, benign[1000:], 60)])
+    firsts = {}
+    for bar in (None, 40):
+        det = _similarity_only(long_neighbours=bar) if bar else _similarity_only()
+        flags = _flags(Monitor(det, shape=[1, 8, 8]), "k", stream)
+        attack_flags = flags[1000:][60::61]
+        assert not flags[:1000].any() and not np.delete(flags[1000:], np.s_[60::61]).any()
+        firsts[bar] = int(np.argmax(attack_flags)) + 1 if attack_flags.any() else None
+    assert firsts[None] is None, firsts  # the window alone cannot see it
+    assert firsts[40] is not None and firsts[40] <= 80, firsts

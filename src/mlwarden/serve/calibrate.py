@@ -86,6 +86,8 @@ class Calibration:
             "similarity_radius": d.similarity.radius,
             "similarity_min_neighbours": d.similarity.min_neighbours,
             "similarity_near": d.similarity.near,
+            "similarity_window": d.similarity.window,
+            "similarity_long_neighbours": d.similarity.long_neighbours,
             "search": self.attack,
             "similarity_axes": (
                 len(d.similarity.projection.components) if d.similarity.projection else None
@@ -93,6 +95,7 @@ class Calibration:
             "blacklight": {
                 "quantization": d.blacklight.quantization,
                 "threshold": d.blacklight.threshold,
+                "history": d.blacklight.history,
             },  # fmt: skip
             "prada_delta": d.prada.delta if d.prada.enabled else None,
             "notes": self.notes,
@@ -400,9 +403,10 @@ def calibrate(
         config.input.modality,
         budget,
     )
-    base = config.detection
-    tried: dict[str, Any] = {}
     notes: list[str] = []
+    info: list[str] = []  # what was set and why (not a reason for a miss)
+    base = _fit_windows(config.detection, benign, info)
+    tried: dict[str, Any] = {}
     data = base.model_dump()
     if base.similarity.enabled:
         sim = _pick_similarity(base, run, tried)
@@ -424,12 +428,14 @@ def calibrate(
                              f"sigma-{sigma:g} search within {budget} queries: its noise is as "
                              "large as the distance between benign inputs")  # fmt: skip
     _pick_others(base, run, data, notes, tried)
+    _set_long_bar(data, run, info)
     chosen = Detection.model_validate(data)
     fa = run.false_alarms(chosen)
     flags = run.first_flags(chosen)
     meets = _worst(fa) <= target and all(f is not None and f <= budget for f in flags)
     if not meets and not notes:
         notes.append("the settings chosen per detector miss a figure when combined")
+    notes += info
     return Calibration(chosen, meets, fa, flags, budget, target, sigma, notes, tried)
 
 
@@ -505,9 +511,10 @@ def calibrate_text(config: GatewayConfig, texts: list[str], y: np.ndarray | None
     tweets with typos gave 4-5 per 1,000 (``docs/benchmarks/gateway.md``).
     """
     runners = _text_runners(config, texts, y, budget, target, benign, searches, seed)
-    base = config.detection
-    tried: dict[str, Any] = {}
     notes: list[str] = []
+    info: list[str] = []  # what was set and why (not a reason for a miss)
+    base = _fit_windows(config.detection, benign, info)
+    tried: dict[str, Any] = {}
     data = base.model_dump()
     near = base.similarity.near
     if base.similarity.enabled:
@@ -522,14 +529,74 @@ def calibrate_text(config: GatewayConfig, texts: list[str], y: np.ndarray | None
                 notes.append(f"similarity: no quiet setting flags every search within {budget}")
     run = runners.get(near) or runners[NEARS[1]]
     _pick_others(base, run, data, notes, tried)
+    _set_long_bar(data, run, info)
     chosen = Detection.model_validate(data)
     fa = run.false_alarms(chosen)
     flags = run.first_flags(chosen)
     meets = _worst(fa) <= target and all(f is not None and f <= budget for f in flags)
     if not meets and not notes:
         notes.append("the settings chosen per detector miss a figure when combined")
+    notes += info
     search = "random word-substitution search with a fresh typo per query"
     return Calibration(chosen, meets, fa, flags, budget, target, 0.0, notes, tried, search)
+
+
+def _fit_windows(det: Detection, benign: int, notes: list[str]) -> Detection:
+    """``det`` with the similarity window and Blacklight's history cut to ``benign``
+    queries: a setting is quiet over as many queries as it was measured on, at any
+    stream length (counts over longer spans grow with them)."""
+    sim, bl = det.similarity, det.blacklight
+    if sim.window <= benign and bl.history <= benign:
+        return det
+    det = det.model_copy(deep=True)
+    det.similarity.window = min(sim.window, benign)
+    det.blacklight.history = min(bl.history, benign)
+    notes.append(f"the similarity window and Blacklight's history were cut to {benign} "
+                 "queries, the length of the benign streams measured ('--benign')")  # fmt: skip
+    return det
+
+
+LONG_MARGIN = 1.25  # over the largest extrapolated benign count
+
+
+def long_bar(det: Detection, run: _Runner) -> tuple[int | None, float]:
+    """The whole-history bar ``similarity.long_neighbours`` for ``det``, extrapolated.
+
+    Each distinct benign input's neighbours among the other calibration inputs (pairwise,
+    at ``det``'s radius and projection), times ``(history - 1) / (inputs - 1)``, is its
+    expected count at a full history of inputs like these; the bar is ``LONG_MARGIN``
+    times the largest, and at least twice ``min_neighbours``. Returns the bar (``None``
+    when the history is no longer than the window: the window's count covers it) and
+    the largest extrapolated count. Checked against 10,000-query streams in
+    ``benchmarks/gateway_detection_long.py``.
+    """
+    sim = det.similarity
+    if sim.history <= sim.window:
+        return None, 0.0
+    mon = Monitor(det, shape=run.shape, scale=run.scale, modality=run.modality)
+    xs = run.streams["distinct"][0]
+    v = np.stack([mon.project(mon.summarise(xi)) for xi in xs]).astype(np.float64)
+    sq = np.einsum("ij,ij->i", v, v)
+    limit = sim.radius**2 * v.shape[1]
+    counts = np.zeros(len(v))
+    for start in range(0, len(v), 512):  # blocks: 512 x N distances at a time
+        d2 = sq[start : start + 512, None] + sq[None] - 2 * v[start : start + 512] @ v.T
+        counts[start : start + 512] = np.count_nonzero(d2 < limit, axis=1) - 1  # not itself
+    worst = float(counts.max(initial=0)) * (sim.history - 1) / max(len(v) - 1, 1)
+    return max(2 * sim.min_neighbours, math.ceil(LONG_MARGIN * worst)), worst
+
+
+def _set_long_bar(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
+    """``long_neighbours`` into ``data`` (similarity enabled, history beyond the window)."""
+    det = Detection.model_validate(data)
+    if not det.similarity.enabled or det.similarity.long_neighbours is not None:
+        return
+    bar, worst = long_bar(det, run)
+    if bar is None:
+        return
+    data["similarity"]["long_neighbours"] = bar
+    notes.append(f"similarity.long_neighbours {bar}: the largest benign count extrapolated to "
+                 f"a full history of {det.similarity.history} is {worst:.0f}")  # fmt: skip
 
 
 def _pick_others(base: Detection, run: _Runner, data: dict[str, Any], notes: list[str],
@@ -675,9 +742,12 @@ def _print(result: Calibration, dest: Path) -> None:
     axes = d.similarity.projection
     along = f" on {len(axes.components)} principal axes" if axes is not None else ""
     prada = f"PRADA delta {d.prada.delta:g}" if d.prada.enabled else "PRADA off"
-    typer.echo(f"{what}: similarity radius {d.similarity.radius:g}{near}{along} "
-               f"({d.similarity.min_neighbours} neighbours); Blacklight quantization "
-               f"{d.blacklight.quantization:g}, threshold {d.blacklight.threshold}; {prada}")  # fmt: skip
+    sim = d.similarity
+    whole = f", {sim.long_neighbours} in all {sim.history}" if sim.long_neighbours else ""
+    typer.echo(f"{what}: similarity radius {sim.radius:g}{near}{along} "
+               f"({sim.min_neighbours} neighbours in the last {sim.window} queries{whole}); "
+               f"Blacklight quantization {d.blacklight.quantization:g}, threshold "
+               f"{d.blacklight.threshold}, history {d.blacklight.history}; {prada}")  # fmt: skip
     typer.echo(f"benign false alarms per 1,000 ({fa}); target <= {result.target:g}")
     typer.echo(f"{result.attack} first flagged at query {flags}; budget {result.budget}")
     for note in result.notes:
