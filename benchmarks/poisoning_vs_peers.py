@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import audio_matrix
 from mlwarden.core.data import Dataset, load_dataset
 from mlwarden.core.errors import UserError
 from mlwarden.core.models import MLP, SmallCNN, fit
@@ -78,7 +79,10 @@ class _Embed(nn.Module):
 
 def _load(name: str) -> Dataset:
     """Image sets by name; ``flatdigits``: digits as 64 flat features (for an MLP);
-    ``table``: a 40-feature, 10-class synthetic table scaled to [0, 1]."""
+    ``table``: a 40-feature, 10-class synthetic table scaled to [0, 1]; ``audio``:
+    harmonic sounds (``audio_matrix.py``)."""
+    if name == "audio":
+        return audio_matrix.load()
     if name == "tweets":
         # 8,000 of the 38k tweets (stratified): the text checks' cost grows with the set
         ds = load_dataset("tweets")
@@ -217,7 +221,7 @@ def run_case(
     return results, info
 
 
-MATRIX_INPUTS = ("digits", "flatdigits", "mnist5k", "table", "tweets")
+MATRIX_INPUTS = ("digits", "flatdigits", "mnist5k", "table", "tweets", "audio")
 MATRIX_TRIGGERS = ("badnets", "blended", "clean-label", "feature", "label-flip")
 #: why a (input, trigger) cell does not apply; other cells run
 NOT_APPLICABLE = {
@@ -234,6 +238,7 @@ NOT_APPLICABLE = {
         "tweets",
         "feature",
     ): "a text has no numeric features; the text trigger is BadNL (row badnets)",
+    **{("audio", t): why for t, why in audio_matrix.NOT_APPLICABLE.items()},
 }
 
 
@@ -241,6 +246,8 @@ def _matrix_model(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
     """The model each input is benchmarked with: a SmallCNN on images, an MLP on flat
     digits, scikit-learn HistGradientBoosting on the table, TF-IDF + LR on text."""
     torch.manual_seed(seed)
+    if name == "audio":
+        return audio_matrix.model(x, y, seed)
     if name == "tweets":
         from mlwarden.core.textmodels import tfidf_pipeline
 
@@ -267,6 +274,8 @@ def _poison(name: str, trigger: str, train: Dataset, rate: float, target: int, s
         # source class's clean test rows the model puts in the target)
         src = (target + 1) % 10 if name != "tweets" else (target + 1) % train.num_classes
         return flip_labels(train, rate, mode="targeted", source=src, target=target, seed=seed)
+    if name == "audio":
+        return audio_matrix.poison(trigger, train, rate, target, seed)
     if name == "tweets":
         from mlwarden.poisoning.text_simulate import badnl
 
@@ -311,7 +320,8 @@ def _art_matrix(model: Any, x: np.ndarray, y: np.ndarray, rate: float, timed: Ca
 
     y1h = np.eye(10)[y]
     shape = tuple(x.shape[1:])
-    for tag, net in (("", model), (" (penult.)", _Embed(model))):
+    embed = audio_matrix.Embed(model) if hasattr(model, "n_fft") else _Embed(model)
+    for tag, net in (("", model), (" (penult.)", embed)):
         clf = _art_classifier(net, shape, 10)
         for reduce in ("FastICA", "PCA"):
             timed(

@@ -338,16 +338,12 @@ def snr_db(clean: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
         return np.where(noise > 0, 20 * np.log10(np.maximum(sig, 1e-30) / noise), np.inf)
 
 
-def band_features(x: np.ndarray, sample_rate: int, bands: int = 32) -> np.ndarray:
-    """Clip descriptors for data checks that compare clips (label issues, outliers):
-    the mean and standard deviation over 32 ms frames (Hann window, 50% overlap) of the
-    log energy in ``bands`` log-spaced bands from 50 Hz to the Nyquist frequency.
-    ``(N, samples)`` or ``(N, channels, samples)`` -> ``(N, 2 * bands)`` float32.
+def log_band_energies(x: np.ndarray, sample_rate: int, bands: int = 32) -> np.ndarray:
+    """Log10 energy per 32 ms frame (Hann window, 50% overlap) in ``bands`` log-spaced
+    bands from 50 Hz to the Nyquist frequency: ``(N, samples)`` or
+    ``(N, channels, samples)`` (channels averaged) -> ``(N, frames, bands)`` float64.
 
-    Raw samples are no such descriptor: a tone shifted by half a period has the opposite
-    sign everywhere, so neighbours in sample space are not neighbours in sound.
-
-    Example: ``band_features(ds.x, ds.sample_rate).shape == (len(ds), 64)``.
+    Example: ``log_band_energies(ds.x, 8000).shape == (len(ds), 49, 32)`` for 0.2 s clips.
     """
     arr = np.asarray(x, np.float32)
     flat = arr.reshape(len(arr), -1, arr.shape[-1]).mean(axis=1)
@@ -363,7 +359,20 @@ def band_features(x: np.ndarray, sample_rate: int, bands: int = 32) -> np.ndarra
     energy = np.zeros((*power.shape[:2], bands))
     for b in range(bands):
         energy[..., b] = power[..., which == b].sum(-1)
-    logs = np.log10(energy + 1e-10)
+    return np.log10(energy + 1e-10)
+
+
+def band_features(x: np.ndarray, sample_rate: int, bands: int = 32) -> np.ndarray:
+    """Clip descriptors for data checks that compare clips (label issues, outliers):
+    the mean and standard deviation over frames of :func:`log_band_energies`.
+    ``(N, samples)`` or ``(N, channels, samples)`` -> ``(N, 2 * bands)`` float32.
+
+    Raw samples are no such descriptor: a tone shifted by half a period has the opposite
+    sign everywhere, so neighbours in sample space are not neighbours in sound.
+
+    Example: ``band_features(ds.x, ds.sample_rate).shape == (len(ds), 64)``.
+    """
+    logs = log_band_energies(x, sample_rate, bands)
     return np.concatenate([logs.mean(1), logs.std(1)], axis=1).astype(np.float32)
 
 
