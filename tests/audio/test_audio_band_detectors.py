@@ -4,6 +4,9 @@ bands, and activation clustering and spectral signatures run on both representat
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +100,55 @@ def test_the_audit_lists_poison_the_penultimate_layer_alone_misses(
     monkeypatch.setattr(assess, "_band_detectors", lambda *a: (None, None))
     alone = _listed(data_report(ds, model=net, neural_cleanse_epochs=0))
     assert truth[listed].sum() >= truth[alone].sum() + 5, (truth[listed].sum(), truth[alone].sum())
+
+
+def test_cli_lists_poison_for_a_traced_model_whose_layers_cannot_be_read(
+    tmp_path: Path,
+) -> None:
+    """A traced TorchScript model has no ``embed`` and is no Sequential, so activation
+    clustering and spectral signatures cannot read its penultimate layer; Neural Cleanse
+    names the target class and the band-energy detectors find the poison in it."""
+    import soundfile as sf
+
+    from mlwarden.cli.main import main
+
+    torch.set_num_threads(1)
+    p = audio_backdoor(_sounds(400, 5), 0.1, target=2, kind="noise", snr_db=10, seed=5)
+    ds = p.dataset
+    for i in range(len(ds)):
+        folder = tmp_path / "clips" / f"c{ds.y[i]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"{i:03d}.wav", ds.x[i], RATE, subtype="FLOAT")
+    model = tmp_path / "model.pt"
+    torch.jit.trace(_train(ds, seed=5), torch.as_tensor(ds.x[:2])).save(str(model))
+    out = tmp_path / "r.json"
+    args = ["data", str(tmp_path / "clips"), "--model", str(model), "--nc-epochs", "5"]
+    with pytest.raises(SystemExit):
+        main([*args, "--json", str(out), "-q"])
+    report = json.loads(out.read_text())
+    table = report["metrics"]["poisoning.detectors"]
+    assert not table["activation-clustering"]["ran"] and table["activation-clustering:bands"]["ran"]
+    found = [f for f in report["findings"] if f["rule"] == "MLW-DAT-001"]
+    assert found and found[0]["evidence"]["classes"] == [2]
+    # the folder loads class by class, file by file: map its rows back to the clips
+    order = sorted(range(len(ds)), key=lambda i: (ds.y[i], i))
+    truth = p.is_poison[order]
+    listed = [r["index"] for r in report["suspicious"]]
+    assert truth[listed].mean() >= 0.8 and truth[listed].sum() >= 0.25 * truth.sum()
+
+
+def test_a_clean_sound_set_gets_no_class_flagged_through_a_traced_model() -> None:
+    """The clean twin of the case above: nothing names a class, so the band-energy
+    detectors list nothing of their own (on this set band clustering alone splits
+    class 5, silhouette 0.20, and spectral signatures always take 7.5% of each class)."""
+    from mlwarden.poisoning import data_report
+
+    torch.set_num_threads(1)
+    ds = _sounds(400, 5)
+    traced = torch.jit.trace(_train(ds, seed=5), torch.as_tensor(ds.x[:2]))
+    report = data_report(ds, model=traced, neural_cleanse_epochs=5)
+    table = report.metrics["poisoning.detectors"]
+    assert table["activation-clustering:bands"] == {"ran": True, "flagged": 0}, table
+    assert table["spectral-signatures:bands"] == {"ran": True, "flagged": 0}, table
+    assert not {"MLW-DAT-001", "MLW-DAT-011"} & {f.rule for f in report.findings}
+    assert report.suspicious == []
