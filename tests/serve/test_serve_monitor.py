@@ -153,7 +153,9 @@ def test_throttle_action_slows_the_flagged_key(
         detection={"action": "throttle", "throttle_factor": 0.01},
     )
     live = serve(sklearn_target, cfg)
-    for q in _attack_stream(digits[2][3], 10):  # enough for three counted matches
+    # enough for three counted matches, and a full batch after them (alerts come up to
+    # detection.batch - 1 = 7 distinct queries late)
+    for q in _attack_stream(digits[2][3], 24):
         httpx.post(
             f"{live.url}/v1/predict", json={"inputs": [q.tolist()]}, headers=_auth(keys["scores"])
         )
@@ -394,22 +396,26 @@ def test_similarity_counts_equal_a_brute_force_count(shape) -> None:
 
 
 def test_blacklight_fingerprint_is_the_windowed_polynomial_hash() -> None:
-    """The rolling form gives the same hashes as hashing every window directly."""
-    from mlwarden.serve.monitor import _MULTIPLIER, _fingerprint
+    """The rolling form gives the same hashes as hashing every window directly, for
+    every input of a batch (each its own top 50)."""
+    from mlwarden.serve.monitor import _MULTIPLIER, _fingerprints
 
     rng = np.random.default_rng(2)
     for shape, window in (((1, 8, 8), 20), ((3, 32, 32), 20), ((5,), 20), ((30,), 3)):
-        x = rng.uniform(-1, 1, shape)
-        flat = np.floor(x.ravel() / 0.1).astype(np.int64).view(np.uint64)
-        w = min(window, flat.size)
-        want = set()
-        for i in range(flat.size - w + 1):
-            h = 0
-            for j in range(w):
-                h = (h + int(flat[i + j]) * pow(int(_MULTIPLIER), w - j, 1 << 64)) % (1 << 64)
-            h ^= h >> 29
-            want.add(h * int(_MULTIPLIER) % (1 << 64))
-        assert _fingerprint(x, 0.1, window, 50).tolist() == sorted(want)[-50:]
+        xs = rng.uniform(-1, 1, (3, *shape))
+        xs[1] = xs[0]  # two equal inputs in one batch keep their own hashes
+        rows, hashes = _fingerprints(xs, 0.1, window, 50)
+        for b, x in enumerate(xs):
+            flat = np.floor(x.ravel() / 0.1).astype(np.int64).view(np.uint64)
+            w = min(window, flat.size)
+            want = set()
+            for i in range(flat.size - w + 1):
+                h = 0
+                for j in range(w):
+                    h = (h + int(flat[i + j]) * pow(int(_MULTIPLIER), w - j, 1 << 64)) % (1 << 64)
+                h ^= h >> 29
+                want.add(h * int(_MULTIPLIER) % (1 << 64))
+            assert hashes[rows == b].tolist() == sorted(want)[-50:]
 
 
 def test_one_input_resent_with_fresh_noise_is_flagged_unless_its_key_has_an_allowance(

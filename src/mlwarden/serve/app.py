@@ -10,7 +10,9 @@ Routes:
   (413) — a request refused there is answered with ``Connection: close`` and its body
   is never read; then the body (413 while streaming, 408 too slow), the input schema
   (422), rate and budget for the whole batch (429), input restoration, the model (an
-  exception is a 422), stateful attack detection (alert; log, throttle or block),
+  exception is a 422), stateful attack detection (alert; log, throttle or block; a
+  key's queries are analysed ``detection.batch`` at a time, so an alert can come up to
+  ``batch - 1`` queries late),
   output hardening for the key's role, then the audit record is committed and only
   then the answer sent.
 * ``GET /metrics`` — Prometheus text; needs a key whose role has ``metrics``.
@@ -211,6 +213,14 @@ class Gateway:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)  # requests still running get their audit rows
+        for key in self.limiters:  # queries still queued for the detectors
+            late = self.monitor.flush(key)
+            if late:
+                logging.getLogger("mlwarden.serve").warning(
+                    "alerts on key %r's last queries at shutdown: %s", key, ", ".join(sorted(late))
+                )
+                for kind in late:
+                    self.metrics.alert(key, kind)
         if self.audit is not None:
             self.audit.close()
             states = [(k, "detector", self.monitor.dump(k)) for k in self.limiters]
@@ -288,7 +298,7 @@ class Gateway:
             sim = self.config.detection.similarity
             seen = text_features(x, sim.max_dims, sim.radius, sim.near)
         flagged = (
-            self.monitor.inspect(caller.name, seen, probs.argmax(axis=1))
+            self.monitor.submit(caller.name, seen, probs.argmax(axis=1))
             if self.monitor.enabled
             else {}
         )
@@ -390,7 +400,9 @@ class Gateway:
     def _act(self, caller: _Caller, flagged: dict[str, list[int]], rec: AuditRecord) -> None:
         """Record the alerts of a request and apply the configured action."""
         kinds = sorted(flagged)
-        # "kind@first:count": the first flagged input of the batch and how many were.
+        # "kind@first:count": the first flagged input of the batch and how many were; the
+        # detectors analyse a key's queries in batches (Monitor.submit), so first < 0 is
+        # an earlier query of the key (-1: the one just before this request's first).
         rec.alerts = ",".join(f"{k}@{flagged[k][0]}:{len(flagged[k])}" for k in kinds)
         for kind in kinds:
             self.metrics.alert(caller.name, kind)

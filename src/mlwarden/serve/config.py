@@ -253,6 +253,14 @@ class Detection(_Strict):
     similarity: Similarity = Field(default_factory=Similarity)
     prada: Prada = Field(default_factory=Prada)
     action: Action = "log"
+    # The request that brings a key's queue to this size analyses it in one pass.
+    batch: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="queries of a key analysed together, alerts up to batch - 1 queries "
+        "late; default 8, and 1 with action block (a block refuses the flagged query)",
+    )
     throttle_factor: float = Field(default=0.1, gt=0, le=1, description="rate multiplier")
 
 
