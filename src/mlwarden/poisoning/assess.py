@@ -780,19 +780,12 @@ def _run_neural_cleanse(
         return None, None
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(ds), size=min(NC_SAMPLES, len(ds)), replace=False)
-    # audio: trigger norms span orders of magnitude; the verified log/ratio verdict
-    search = dm.neural_cleanse_verified if ds.modality == "audio" else dm.neural_cleanse
     try:
         with report.timed("neural-cleanse"):
-            nc = search(
-                module,
-                ds.x[pick],
-                num_classes=ds.num_classes,
-                bounds=ds.bounds,
+            nc = _cleanse(
+                module, ds, ds.x[pick], ds.num_classes, epochs=nc_epochs, seed=seed,
                 feature_bounds=ds.feature_bounds,
-                epochs=nc_epochs,
-                seed=seed,
-            )
+            )  # fmt: skip
     except (UserError, RuntimeError, ValueError) as exc:
         # fail closed: the search broke on this model; say so instead of a clean result
         _detector(report, "neural-cleanse", why=_last_line(exc), record=False)
@@ -965,6 +958,24 @@ def _missed_detectors(report: Report, artifact: str) -> None:
     )
 
 
+def _cleanse(
+    module: Any, ds: Dataset, x: np.ndarray, classes: int, epochs: int, seed: int, **kw: Any
+) -> dm.NeuralCleanseResult:
+    """Neural Cleanse as the modality needs it: on audio, in the time-frequency plane and
+    over samples, each judged by the verified norm verdict (trigger norms there span
+    orders of magnitude); elsewhere the paper's search and MAD index."""
+    if ds.modality == "audio":
+        from mlwarden.poisoning.audio_trigger import audio_cleanse
+
+        return audio_cleanse(
+            module, x, sample_rate=ds.sample_rate, bounds=ds.bounds, num_classes=classes,
+            epochs=epochs, seed=seed,
+        )  # fmt: skip
+    return dm.neural_cleanse(
+        module, x, num_classes=classes, bounds=ds.bounds, epochs=epochs, seed=seed, **kw
+    )
+
+
 def _nc_metrics(report: Report, nc: dm.NeuralCleanseResult) -> None:
     report.metrics["anomaly_index"] = {
         str(c): round(float(v), 3) for c, v in enumerate(nc.anomaly_index)
@@ -974,6 +985,11 @@ def _nc_metrics(report: Report, nc: dm.NeuralCleanseResult) -> None:
     report.metrics["neural_cleanse.epochs"] = nc.epochs
     if nc.verdict is not None:
         report.metrics["neural_cleanse.verdict"] = nc.verdict.as_dict()
+    if nc.domain_verdicts:
+        report.metrics["neural_cleanse.domain"] = nc.domain
+        report.metrics["neural_cleanse.domains"] = {
+            d: v.as_dict() for d, v in nc.domain_verdicts.items()
+        }
     report.images["neural_cleanse_triggers"] = dm.trigger_image(nc)
 
 
@@ -1418,16 +1434,8 @@ def _backdoor_report(
     report.metrics["suspected_target"] = None
     if module is not None:
         pick = rng.choice(len(ds), size=min(NC_SAMPLES, len(ds)), replace=False)
-        search = dm.neural_cleanse_verified if ds.modality == "audio" else dm.neural_cleanse
         with report.timed("neural-cleanse"):
-            nc = search(
-                module,
-                ds.x[pick],
-                num_classes=classes or ds.num_classes,
-                bounds=ds.bounds,
-                epochs=epochs,
-                seed=seed,
-            )
+            nc = _cleanse(module, ds, ds.x[pick], classes or ds.num_classes, epochs, seed)
         _nc_metrics(report, nc)
         report.metrics["neural_cleanse.success"] = {
             str(c): round(float(v), 3) for c, v in enumerate(nc.success)
@@ -1462,6 +1470,7 @@ def _backdoor_report(
                         "anomaly_index": round(float(nc.anomaly_index[t]), 3),
                         "l1": round(float(nc.l1[t]), 3),
                         "median_l1": round(float(np.median(nc.l1)), 3),
+                        "domain": nc.domain,
                     },
                     artifact=str(model) if isinstance(model, str | Path) else None,
                     check="neural-cleanse",

@@ -31,7 +31,7 @@ import base64
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -56,7 +56,18 @@ class NeuralCleanseResult:
     suspected_target: int | None
     flagged: list[int] = field(default_factory=list)
     epochs: int = 0
-    verdict: NormVerdict | None = None  #: the audio verdict (:func:`neural_cleanse_verified`)
+    #: the audio verdict (:func:`mlwarden.poisoning.audio_trigger.audio_cleanse`)
+    verdict: NormVerdict | None = None
+    #: the trigger parametrisation when not the paper's mask over inputs (``masks`` and
+    #: ``patterns`` are then in its terms, e.g. time-frequency cells)
+    space: Any = None
+    #: per search domain, its verdict (:func:`mlwarden.poisoning.audio_trigger.audio_cleanse`)
+    domain_verdicts: dict[str, NormVerdict] = field(default_factory=dict)
+
+    @property
+    def domain(self) -> str:
+        """Where the masks lie: ``input`` (the paper's) or the space's domain."""
+        return "input" if self.space is None else str(self.space.domain)
 
     def trigger_for(self, cls: int) -> tuple[np.ndarray, np.ndarray]:
         return self.masks[cls], self.patterns[cls]
@@ -64,6 +75,11 @@ class NeuralCleanseResult:
     def apply(self, cls: int, x: np.ndarray) -> np.ndarray:
         """Stamp class ``cls``'s reversed trigger on a batch."""
         m, p = self.trigger_for(cls)
+        if self.space is not None:
+            with torch.no_grad():
+                mt, pt = torch.as_tensor(m[None]), torch.as_tensor(p[None])
+                out = self.space.stamp(mt, pt, torch.as_tensor(np.asarray(x, np.float32)))
+            return out[0].numpy().astype(np.float32)
         return ((1.0 - m) * x + m * p).astype(np.float32)
 
 
@@ -106,6 +122,7 @@ def neural_cleanse(
     cost_multiplier: float = 1.5,
     threshold: float = 2.0,
     seed: int = 0,
+    space: Callable[[torch.Tensor, int, torch.Generator], TriggerSpace] | None = None,
 ) -> NeuralCleanseResult:
     """Reverse-engineer one trigger per class and find the outlier (Wang et al. 2019).
 
@@ -114,9 +131,12 @@ def neural_cleanse(
     a mask over every input value; values lie in ``bounds``, or per feature in
     ``feature_bounds`` (shape ``(2, *x.shape[1:])``, tabular data). ``epochs`` of
     ``steps_per_epoch`` mini-batches of ``batch_size``. The paper runs until early
-    stopping; ``epochs`` caps it. Returns masks, patterns, L1 norms, the anomaly index
-    per class and the suspected target class (``None`` when no class exceeds
-    ``threshold``).
+    stopping; ``epochs`` caps it. ``space(x, k, generator)`` builds another trigger
+    parametrisation (default :class:`InputTrigger`, the paper's; audio also has
+    :class:`mlwarden.poisoning.audio_trigger.SpectralTrigger`): the search and the
+    anomaly analysis stay the paper's, only what a mask covers changes. Returns masks,
+    patterns, L1 norms, the anomaly index per class and the suspected target class
+    (``None`` when no class exceeds ``threshold``).
     """
     module = _as_module(model).eval()
     for prm in module.parameters():
@@ -126,29 +146,124 @@ def neural_cleanse(
         raise UserError("Neural Cleanse needs clean inputs; got fewer than 2")
     with torch.no_grad():
         k = int(num_classes or module(xt[:2]).shape[1])
-    image = xt.ndim == 4
-    mask_shape = (k, 1, *xt.shape[2:]) if image else (k, *xt.shape[1:])
-    pattern_shape = (k, *xt.shape[1:])
     gen = torch.Generator().manual_seed(seed)
-    mask_t = torch.zeros(mask_shape).requires_grad_(True)
-    pattern_t = (torch.rand(pattern_shape, generator=gen) * 2 - 1).requires_grad_(True)
-    opt = torch.optim.Adam([mask_t, pattern_t], lr=lr, betas=(0.5, 0.9))
-    lo: float | torch.Tensor = bounds[0]
-    hi: float | torch.Tensor = bounds[1]
-    if feature_bounds is not None:
-        fb = torch.as_tensor(np.asarray(feature_bounds), dtype=torch.float32)
-        if fb.shape != (2, *xt.shape[1:]):
-            raise UserError(
-                f"feature bounds have shape {tuple(fb.shape)}; expected {(2, *xt.shape[1:])}"
-            )
-        lo, hi = fb[0], fb[1]
+    if space is None:
+        lo, hi = _value_bounds(xt, bounds, feature_bounds)
+        trig: TriggerSpace = InputTrigger(xt, k, gen, lo, hi)
+    else:
+        trig = space(xt, k, gen)
+    best = _cleanse_search(
+        module, xt, k, trig, gen, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size, init_cost=init_cost, lr=lr,
+        success_threshold=success_threshold, patience=patience,
+        cost_multiplier=cost_multiplier,
+    )  # fmt: skip
+    best_mask, best_pattern, best_l1, best_success, epochs_run = best
+    l1_np = best_l1.numpy().astype(np.float64)
+    ai = anomaly_index(l1_np)
+    flagged = [int(c) for c in np.flatnonzero(ai > threshold)]
+    suspect = int(np.argmax(ai)) if flagged else None
+    return NeuralCleanseResult(
+        masks=best_mask.numpy(),
+        patterns=best_pattern.numpy(),
+        l1=l1_np,
+        success=best_success.numpy(),
+        anomaly_index=ai,
+        suspected_target=suspect,
+        flagged=flagged,
+        epochs=epochs_run,
+        space=None if space is None else trig,
+    )
+
+
+def _value_bounds(
+    xt: torch.Tensor, bounds: tuple[float, float], feature_bounds: np.ndarray | None
+) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    if feature_bounds is None:
+        return bounds[0], bounds[1]
+    fb = torch.as_tensor(np.asarray(feature_bounds), dtype=torch.float32)
+    if fb.shape != (2, *xt.shape[1:]):
+        raise UserError(
+            f"feature bounds have shape {tuple(fb.shape)}; expected {(2, *xt.shape[1:])}"
+        )
+    return fb[0], fb[1]
+
+
+class TriggerSpace(Protocol):
+    """What a Neural Cleanse trigger is made of: the tensors Adam optimises
+    (``params``), their decoding into a mask in [0, 1] (whose L1 is the trigger's size)
+    and a pattern, and how a mask and pattern per class stamp a batch."""
+
+    domain: str
+
+    def params(self) -> list[torch.Tensor]: ...
+
+    def decode(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def stamp(self, mask: torch.Tensor, pattern: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        """``(k, B, *xb.shape[1:])``: every class's trigger on every input of ``xb``."""
+        ...
+
+
+class InputTrigger:
+    """The paper's trigger: ``(1 - m) * x + m * p`` with a mask over input positions
+    (shared by an image's channels) and a pattern in input scale (``lo``..``hi``)."""
+
+    domain = "input"
+
+    def __init__(
+        self,
+        xt: torch.Tensor,
+        k: int,
+        gen: torch.Generator,
+        lo: float | torch.Tensor,
+        hi: float | torch.Tensor,
+    ) -> None:
+        mask_shape = (k, 1, *xt.shape[2:]) if xt.ndim == 4 else (k, *xt.shape[1:])
+        self.mask_t = torch.zeros(mask_shape).requires_grad_(True)
+        self.pattern_t = (torch.rand((k, *xt.shape[1:]), generator=gen) * 2 - 1).requires_grad_(
+            True
+        )
+        self.lo, self.hi = lo, hi
+
+    def params(self) -> list[torch.Tensor]:
+        return [self.mask_t, self.pattern_t]
+
+    def decode(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = torch.tanh(self.mask_t) / 2 + 0.5
+        return mask, (torch.tanh(self.pattern_t) / 2 + 0.5) * (self.hi - self.lo) + self.lo
+
+    def stamp(self, mask: torch.Tensor, pattern: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        return (1 - mask[:, None]) * xb[None] + (mask * pattern)[:, None]
+
+
+def _cleanse_search(
+    module: nn.Module,
+    xt: torch.Tensor,
+    k: int,
+    trig: TriggerSpace,
+    gen: torch.Generator,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    batch_size: int,
+    init_cost: float,
+    lr: float,
+    success_threshold: float,
+    patience: int,
+    cost_multiplier: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Neural Cleanse's optimisation (see :func:`neural_cleanse`) of every class's trigger
+    at once: ``(best masks, best patterns, their L1, their success, epochs run)``."""
+    opt = torch.optim.Adam(trig.params(), lr=lr, betas=(0.5, 0.9))
     targets = torch.arange(k)
     cost = torch.full((k,), init_cost)
     up = torch.zeros(k, dtype=torch.long)
     down = torch.zeros(k, dtype=torch.long)
     best_l1 = torch.full((k,), float("inf"))
-    best_mask = torch.zeros(mask_shape)
-    best_pattern = torch.zeros(pattern_shape)
+    with torch.no_grad():
+        mask0, pattern0 = trig.decode()
+    best_mask, best_pattern = torch.zeros_like(mask0), torch.zeros_like(pattern0)
     early_best = torch.full((k,), float("inf"))
     early_count = torch.zeros(k, dtype=torch.long)
     done = torch.zeros(k, dtype=torch.bool)
@@ -161,9 +276,8 @@ def neural_cleanse(
         for _ in range(steps_per_epoch):
             idx = torch.randint(0, len(xt), (batch_size,), generator=gen)
             xb = xt[idx]
-            mask = torch.tanh(mask_t) / 2 + 0.5
-            pattern = (torch.tanh(pattern_t) / 2 + 0.5) * (hi - lo) + lo
-            stamped = (1 - mask[:, None]) * xb[None] + (mask * pattern)[:, None]
+            mask, pattern = trig.decode()
+            stamped = trig.stamp(mask, pattern, xb)
             logits = module(stamped.reshape(k * batch_size, *xb.shape[1:]))
             ce = nn.functional.cross_entropy(
                 logits, targets.repeat_interleave(batch_size), reduction="none"
@@ -178,8 +292,7 @@ def neural_cleanse(
                 seen += batch_size
         with torch.no_grad():
             success = hits / seen
-            mask = torch.tanh(mask_t) / 2 + 0.5
-            pattern = (torch.tanh(pattern_t) / 2 + 0.5) * (hi - lo) + lo
+            mask, pattern = trig.decode()
             l1 = mask.reshape(k, -1).sum(dim=1)
             better = (success >= success_threshold) & (l1 < best_l1) & ~done
             best_l1 = torch.where(better, l1, best_l1)
@@ -206,25 +319,11 @@ def neural_cleanse(
     with torch.no_grad():
         # classes never reaching the success threshold keep their last trigger
         missing = ~torch.isfinite(best_l1)
-        mask = torch.tanh(mask_t) / 2 + 0.5
-        pattern = (torch.tanh(pattern_t) / 2 + 0.5) * (hi - lo) + lo
+        mask, pattern = trig.decode()
         best_mask[missing] = mask[missing]
         best_pattern[missing] = pattern[missing]
         best_l1 = torch.where(missing, mask.reshape(k, -1).sum(1), best_l1)
-    l1_np = best_l1.numpy().astype(np.float64)
-    ai = anomaly_index(l1_np)
-    flagged = [int(c) for c in np.flatnonzero(ai > threshold)]
-    suspect = int(np.argmax(ai)) if flagged else None
-    return NeuralCleanseResult(
-        masks=best_mask.numpy(),
-        patterns=best_pattern.numpy(),
-        l1=l1_np,
-        success=best_success.numpy(),
-        anomaly_index=ai,
-        suspected_target=suspect,
-        flagged=flagged,
-        epochs=epochs_run,
-    )
+    return best_mask, best_pattern, best_l1, best_success, epochs_run
 
 
 @dataclass
@@ -334,40 +433,22 @@ def _flip_rate(module: nn.Module, nc: NeuralCleanseResult, c: int, held_out: np.
         return float((module(stamped).argmax(1).numpy() == c).mean())
 
 
-def neural_cleanse_verified(
-    model: Any, x: np.ndarray, *, held_out: float = 1 / 3, **kwargs: Any
-) -> NeuralCleanseResult:
-    """:func:`neural_cleanse` on part of ``x`` with the verdict of :func:`norm_verdict`
-    (log-scale outlier, ratio to the median class, re-checked on the ``held_out``
-    fraction of ``x`` the search never saw) in place of the MAD index on raw norms:
-    the verdict for waveforms, whose trigger norms span orders of magnitude.
-    ``suspected_target`` and ``flagged`` follow the verdict; ``verdict`` holds it.
-
-    Example::
-
-        nc = neural_cleanse_verified(model, clips, bounds=(-1, 1), epochs=20)
-        nc.suspected_target, nc.verdict.ratio
-    """
-    x = np.asarray(x)
-    n_out = int(len(x) * held_out) if len(x) >= 6 else 0
-    nc = neural_cleanse(model, x[: len(x) - n_out], **kwargs)
-    verdict = norm_verdict(model, nc, x[len(x) - n_out :])
-    nc.verdict = verdict
-    nc.flagged = [verdict.candidate] if verdict.flagged else []
-    nc.suspected_target = verdict.candidate if verdict.flagged else None
-    return nc
-
-
 def verdict_text(nc: NeuralCleanseResult) -> str:
     """One sentence: why Neural Cleanse named ``nc.suspected_target``."""
     v = nc.verdict
     if v is None:
         return "A MAD anomaly index above 2 marks a backdoor target."
+    where = {
+        "energy": " Found by the energy search: trigger sizes are the energy a sound adds "
+        "to each clip (an SNR).",
+        "spectral": " Found in the time-frequency plane (a mask over STFT cells).",
+        "input": " Found as a mask over the input's samples.",
+    }
     return (
         f"Its trigger is {v.gap:.1%} of the next smallest class's (flagged below "
         f"{v.gap_threshold:.0%}) and {v.ratio:.1%} of the median class's (below "
         f"{v.ratio_threshold:.0%}), and it turns {v.flip_rate:.0%} of held-out inputs of "
-        "other classes into this class."
+        "other classes into this class." + (where.get(nc.domain, "") if nc.domain_verdicts else "")
     )
 
 
@@ -435,9 +516,14 @@ def trigger_occlusion(
     if len(idx) == 0:
         return Detection("trigger-occlusion", scores, flagged)
     tgt = as_target(model) if not hasattr(model, "predict_labels") else model
-    mask = trigger_core(tgt, result, cls, x[y != cls])
-    background = np.median(x, axis=0) if fill is None else fill
-    occluded = ((1.0 - mask) * x[idx] + mask * background).astype(np.float32)
+    if result.space is not None:
+        # an audio trigger space: silence where the reversed trigger sits, in its terms
+        mask = result.masks[cls] >= 0.5 * float(result.masks[cls].max())
+        occluded = result.space.occlude(result, cls, x[idx])
+    else:
+        mask = trigger_core(tgt, result, cls, x[y != cls])
+        background = np.median(x, axis=0) if fill is None else fill
+        occluded = ((1.0 - mask) * x[idx] + mask * background).astype(np.float32)
     before = probabilities(tgt, x[idx].astype(np.float32))
     after = probabilities(tgt, occluded)
     scores[idx] = before[:, cls] - after[:, cls]
@@ -451,7 +537,7 @@ def trigger_occlusion(
         for j, i in enumerate(idx)
         if moved[j]
     }
-    details = {"target": int(cls), "core_pixels": int(mask.sum())}
+    details = {"target": int(cls), "core_pixels": int(mask.sum()), "domain": result.domain}
     return Detection("trigger-occlusion", scores, flagged, reasons, details)
 
 
