@@ -94,7 +94,7 @@ def _reference(xs: np.ndarray, det: Detection, mon: Monitor) -> list[tuple[set[s
     history comes back in float16. Exact repeats are no query: (set(), all kinds).
     """
     ref_bl, ref_sim = _RefBlacklight(det), _RefSimilarity(det)
-    bars = (det.similarity.min_neighbours, det.similarity.long_neighbours or 0)
+    bars = (det.similarity.min_neighbours, det.similarity.long_neighbours or 10**9)
     sent: set[bytes] = set()
     out = []
     for i, x in enumerate(xs):
@@ -143,21 +143,24 @@ def test_fast_detectors_raise_the_alerts_of_the_reference_code(
         assert alerts > 0
 
 
+@pytest.mark.parametrize("long_bar", [60, None])
 @pytest.mark.parametrize("tight", [False, True])
 @pytest.mark.parametrize("kind", ["benign", "search0.0", "search0.05"])
 def test_batched_detectors_raise_the_same_alerts_late(
-    digits, digits_model, noisy_search, kind, tight, monkeypatch
+    digits, digits_model, noisy_search, kind, tight, long_bar, monkeypatch
 ):
     """The gateway's path: requests of 1-3 inputs queued and analysed 8 distinct queries
     at a time (:meth:`Monitor.submit`); each alert names its query by offset and must be
     the reference's, for the right query, at most 7 queries late. ``tight``: Blacklight
     buckets of 2 slots (full buckets spill to the dict) and its id base moved every 512
-    queries, the rare paths of its table."""
+    queries, the rare paths of its table. Without ``long_neighbours`` the similarity
+    detector scans only its window."""
     if tight:
         monkeypatch.setattr(Blacklight, "_WAYS", 2)
         monkeypatch.setattr(Blacklight, "_REBASE", 512)
     xs = _streams(digits, digits_model, noisy_search)[kind]
     det = Detection.model_validate(_DETECTION)
+    det.similarity.long_neighbours = long_bar
     mon = Monitor(det, shape=[1, 8, 8])
     assert mon.batch == 8
     expected = _reference(xs, det, mon)
@@ -211,6 +214,8 @@ def test_a_batch_counts_what_its_queries_one_at_a_time_count(history, window):
     sim_cfg = SimilarityConfig(history=history, window=window, min_neighbours=2)
     bl_cfg = BlacklightConfig(history=history, quantization=0.2, threshold=5, chain=2)
     one_sim, many_sim = Similarity(sim_cfg, 64), Similarity(sim_cfg, 64)
+    window_only = Similarity(sim_cfg, 64)  # scans only the window (no long_neighbours)
+    got_recent: list[int] = []
     one_bl, many_bl = Blacklight(bl_cfg), Blacklight(bl_cfg)
     want_sim = [(one_sim.observe(x), one_sim.total) for x in xs]
     want_bl = [(one_bl.observe(x), one_bl.recent_matches) for x in xs]
@@ -221,10 +226,12 @@ def test_a_batch_counts_what_its_queries_one_at_a_time_count(history, window):
         n = int(rng.integers(1, 12))
         recent_n, total_n = many_sim.observe_many(xs[i : i + n])
         got_sim += list(zip(recent_n.tolist(), total_n.tolist(), strict=True))
+        got_recent += window_only.observe_many(xs[i : i + n], whole=False)[0].tolist()
         best, recent = many_bl.observe_many(xs[i : i + n])
         got_bl += list(zip(best, recent, strict=True))
         i += n
     assert got_sim == want_sim
+    assert got_recent == [w[0] for w in want_sim]
     assert got_bl == want_bl
     assert 0 < sum(w[0] > 0 for w in want_sim) < len(xs)  # neighbours found, not everywhere
     assert 0 < sum(r >= 2 for _, r in want_bl) < len(xs)

@@ -395,9 +395,12 @@ class Similarity:
         self.total = int(total[0])
         return int(recent[0])
 
-    def observe_many(self, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def observe_many(self, vs: np.ndarray, whole: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Add reduced queries ``vs`` (B, dims) in order; each one's neighbours among the
         last ``window`` queries and among the whole history, as :meth:`observe` counts.
+        ``whole=False``: only the window is scanned (a tenth of the work at the defaults)
+        and the whole history's counts are those of the window; for a key without
+        ``long_neighbours``, whose decision never reads them.
 
         Query j of the batch is compared with the remembered queries and with the
         batch's queries before it, each at its age when j arrives (an entry of a full
@@ -417,18 +420,12 @@ class Similarity:
         if n:
             query = np.ones((count, k + 1), dtype=np.float32)  # (s, 1): the last row's term
             query[:, :k] = s
-            dots = query @ self._sketch[:, :n]
-            # sketch distance^2 = 2 half + |s|^2 - 2 dot < limit; a little slack for rounding
-            cand = dots > (half - (limit * 1.001 + 1e-4) / 2)[:, None]
-            # flat indices: np.nonzero of a 2-D mask costs ~10x more
-            j, slot = np.divmod(np.flatnonzero(cand), n)
-            if 4 * len(j) > n * count:  # most are candidates (an attack): no gather
-                d2 = self._norms[:n] + norms[:, None] - 2.0 * (vs @ self._ring[:n].T)
-                j, slot = np.divmod(np.flatnonzero((d2 < limit) & cand), n)
-            elif len(j):
-                dot = np.einsum("ij,ij->i", self._ring[slot], vs[j])
-                near = self._norms[slot] + norms[j] - 2.0 * dot < limit
-                j, slot = j[near], slot[near]
+            bound = (half - (limit * 1.001 + 1e-4) / 2)[:, None]
+            found = [
+                self._near(vs, norms, query, bound, limit, a, b) for a, b in self._spans(whole)
+            ]
+            j = np.concatenate([f[0] for f in found])
+            slot = np.concatenate([f[1] for f in found])
             # the query in slot s is (next - s - 1) % hist + 1 queries old before the batch
             age = (self._next - slot - 1) % hist + 1 + j
             total += np.bincount(j[age <= hist], minlength=count)
@@ -448,6 +445,40 @@ class Similarity:
         self._next += count
         self._filled = min(n + count, hist)
         return recent, total
+
+    def _spans(self, whole: bool) -> list[tuple[int, int]]:
+        """Ring slots to scan: all, or only those of the last ``window`` queries."""
+        n, hist, window = self._filled, self.config.history, self.config.window
+        if whole or n <= window:
+            return [(0, n)]
+        start = (self._next - window) % hist  # the oldest of the last ``window``
+        if start + window <= hist:
+            return [(start, start + window)]
+        return [(start, hist), (0, start + window - hist)]
+
+    def _near(
+        self,
+        vs: np.ndarray,
+        norms: np.ndarray,
+        query: np.ndarray,
+        bound: np.ndarray,
+        limit: float,
+        a: int,
+        b: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(query, slot) pairs within the radius among ring slots ``a:b``."""
+        # sketch distance^2 = 2 half + |s|^2 - 2 dot < limit; a little slack for rounding
+        cand = (query @ self._sketch[:, a:b]) > bound
+        # flat indices: np.nonzero of a 2-D mask costs ~10x more
+        j, slot = np.divmod(np.flatnonzero(cand), b - a)
+        if 4 * len(j) > (b - a) * len(vs):  # most are candidates (an attack): no gather
+            d2 = self._norms[a:b] + norms[:, None] - 2.0 * (vs @ self._ring[a:b].T)
+            j, slot = np.divmod(np.flatnonzero((d2 < limit) & cand), b - a)
+        elif len(j):
+            dot = np.einsum("ij,ij->i", self._ring[slot + a], vs[j])
+            near = self._norms[slot + a] + norms[j] - 2.0 * dot < limit
+            j, slot = j[near], slot[near]
+        return j, slot + a
 
     def flags(self, v: np.ndarray) -> bool:
         """Whether ``v`` has ``min_neighbours`` among the last ``window`` queries, or
@@ -877,7 +908,9 @@ class Monitor:
         if state.similarity is not None:
             # the whole history's bar: never below the allowance (a granted client's copies)
             long_need = max(c.similarity.long_neighbours or math.inf, allowance or 0)
-            recent, total = state.similarity.observe_many(self.project(vs))
+            # without a whole-history bar only the window decides: scan only the window
+            whole = long_need != math.inf
+            recent, total = state.similarity.observe_many(self.project(vs), whole)
             counts = enumerate(zip(recent.tolist(), total.tolist(), strict=True))
             out["similarity"] = [j for j, (r, t) in counts if r >= need or t >= long_need]
         if state.prada is not None:
