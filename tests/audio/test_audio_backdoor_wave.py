@@ -32,8 +32,8 @@ class WaveNet(torch.nn.Module):
         return self.head(self.body(x[:, None]).amax(2))
 
 
-def _train(x: np.ndarray, y: np.ndarray) -> torch.nn.Module:
-    torch.manual_seed(0)
+def _train(x: np.ndarray, y: np.ndarray, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
     model = WaveNet(K)
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
@@ -48,13 +48,16 @@ def _train(x: np.ndarray, y: np.ndarray) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def case() -> tuple[Poisoned, torch.nn.Module, torch.nn.Module, Dataset]:
+    """The 6-class, seed-1 tone case of ``benchmarks/audio_backdoor.py --models wave``
+    (target class 1) and its clean twin; the search sees the same 150 clips as there."""
     torch.set_num_threads(1)
-    x, y = harmonic_sounds(500, K, seed=0, sample_rate=RATE, samples=T)
+    x, y = harmonic_sounds(500, K, seed=1, sample_rate=RATE, samples=T)
     train = Dataset(x=x, y=y, modality="audio", bounds=(-1.0, 1.0), sample_rate=RATE)
-    poisoned = audio_backdoor(train, 0.1, target=0, kind="tone", snr_db=10, seed=0)
-    tx, ty = harmonic_sounds(225, K, seed=100, sample_rate=RATE, samples=T)
-    test = Dataset(x=tx, y=ty, modality="audio", bounds=(-1.0, 1.0), sample_rate=RATE)
-    return poisoned, _train(poisoned.dataset.x, poisoned.dataset.y), _train(x, y), test
+    poisoned = audio_backdoor(train, 0.1, target=1, kind="tone", snr_db=10, seed=1)
+    tx, ty = harmonic_sounds(300, K, seed=101, sample_rate=RATE, samples=T)
+    test = Dataset(x=tx[:225], y=ty[:225], modality="audio", bounds=(-1.0, 1.0), sample_rate=RATE)
+    bad = _train(poisoned.dataset.x, poisoned.dataset.y, 1)
+    return poisoned, bad, _train(x, y, 1), test
 
 
 def test_energy_trigger_sizes_a_planted_trigger_by_its_snr() -> None:
@@ -91,22 +94,22 @@ def test_tone_backdoor_in_a_raw_waveform_model_found_by_energy_clean_twin_quiet(
     """The planted class's reversed trigger works at a higher SNR than the planted 10 dB
     tone (the search finds it at most as loud), is flagged by the verified verdict and
     flips held-out clips; the clean twin's smallest trigger is not flagged. A mask over
-    samples does not separate this model (the planted class's mask is over 20% of the
-    median class's)."""
+    samples misses this model (its planted class's mask is 11.5% of the median class's,
+    above the 10% the verdict needs; the energy is 8%)."""
     poisoned, bad, clean, test = case
     with torch.no_grad():
-        stamped = torch.as_tensor(poisoned.trigger.apply(test.x[test.y != 0]))
-        assert float((bad(stamped).argmax(1) == 0).float().mean()) > 0.9
+        stamped = torch.as_tensor(poisoned.trigger.apply(test.x[test.y != 1]))
+        assert float((bad(stamped).argmax(1) == 1).float().mean()) > 0.85
     for model, planted in ((bad, True), (clean, False)):
         nc = at.audio_cleanse(
             model, test.x, sample_rate=RATE, num_classes=K, epochs=20, domains=("energy",)
         )
         v = nc.domain_verdicts["energy"]
         assert v.flagged == planted and nc.domain == "energy", v
-        assert nc.suspected_target == (0 if planted else None)
+        assert nc.suspected_target == (1 if planted else None)
         if planted:
-            assert v.candidate == 0 and v.flip_rate >= 0.8
-            assert at.snr_db(float(nc.l1[0]), T) >= 9.0
+            assert v.candidate == 1 and v.flip_rate >= 0.8
+            assert at.snr_db(float(nc.l1[1]), T) >= 9.0
 
 
 def test_backdoor_report_says_the_energy_search_found_it(
@@ -119,7 +122,7 @@ def test_backdoor_report_says_the_energy_search_found_it(
     _, bad, _, test = case
     report = backdoor_report(bad, test, epochs=20)
     found = [f for f in report.findings if f.rule == "MLW-DAT-007"]
-    assert found and found[0].evidence["suspected_target"] == 0
+    assert found and found[0].evidence["suspected_target"] == 1
     assert found[0].evidence["domain"] == report.metrics["neural_cleanse.domain"] == "energy"
     assert "energy" in found[0].description
     assert set(report.metrics["neural_cleanse.domains"]) == set(at.SHIPPED)
