@@ -81,6 +81,7 @@ def test_data_report_runs_neural_cleanse_on_flat_features(poisoned_mlp) -> None:
         "neural-cleanse",
         "trigger-occlusion",
         "strip",
+        "cross-class",
     }
     assert table["neural-cleanse"]["ran"] and table["trigger-occlusion"]["ran"]
     assert report.metrics["suspected_target"] == TARGET

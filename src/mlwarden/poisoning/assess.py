@@ -310,7 +310,8 @@ def _data_report(
     with report.timed("outliers"):
         detections.append(dd.outliers(feats, seed=seed))
     trig = _feature_trigger(report, ds, seed)
-    detections.append(trig)
+    cross = _cross_class(report, ds, seed, detections)
+    detections.extend([trig, cross])
     poison_dets: list[dd.Detection] = []
     trained = None
     if trainer is not None:
@@ -335,9 +336,11 @@ def _data_report(
         poison_dets, nc = _poison_detectors(report, trained, train_ds, seed, neural_cleanse_epochs)
         # detections index the training part; map back to the full dataset
         full_index = _split_index(ds, holdout, seed)
-        in_train = dd.Detection(trig.name, trig.scores[full_index], trig.flagged[full_index])
+        in_train = [
+            dd.Detection(d.name, d.scores[full_index], d.flagged[full_index]) for d in (trig, cross)
+        ]
         _mitigation(
-            report, fit, trained, train_ds, test_ds, [*poison_dets, in_train], nc, trig.details
+            report, fit, trained, train_ds, test_ds, [*poison_dets, *in_train], nc, trig.details
         )
         poison_dets = [_remap(d, full_index, len(ds)) for d in poison_dets]
     elif model is not None:
@@ -678,6 +681,67 @@ def _feature_trigger(report: Report, ds: Dataset, seed: int) -> dd.Detection:
                 evidence=trig,
                 artifact=ds.name,
                 check="feature-trigger",
+                owasp=["ML02"],
+            )
+        )
+    return det
+
+
+def _cross_class(
+    report: Report, ds: Dataset, seed: int, hygiene: list[dd.Detection]
+) -> dd.Detection:
+    """The data-only heavy-poison detector (:mod:`mlwarden.poisoning.cross_class`);
+    MLW-DAT-017 per flagged class, or the ran/why-not table says why it did not run.
+    Rows confident learning already calls mislabelled stay in the label-issue list."""
+    from mlwarden.poisoning.cross_class import cross_class_modes
+
+    with report.timed("cross-class"):
+        det = cross_class_modes(ds.x, ds.y, seed=seed)
+    for other in hygiene:
+        if other.name == "label-issues":
+            # a flipped label is another class's row under this label too, but it is a
+            # data-quality row (data_issues), not part of a poisoned component
+            det.flagged &= ~other.flagged
+            det.reasons = {i: r for i, r in det.reasons.items() if det.flagged[i]}
+    report.metrics["cross_class.classes"] = det.details["classes"]
+    if "skipped" in det.details:
+        # a two-class task has no "other classes" to recognise rows as: not a gap
+        _detector(report, "cross-class", why=det.details["skipped"], applies=False)
+        return det
+    _detector(report, "cross-class", flagged=int(det.flagged.sum()))
+    for c, st in det.details["classes"].items():
+        if not st["flagged"]:
+            continue
+        rows = int(np.sum(det.flagged & (ds.y == int(c))))
+        report.add(
+            Finding(
+                rule="MLW-DAT-017",
+                title=(
+                    f"Class {c} is a mixture: {rows} of its {sum(st['sizes'])} rows are "
+                    "other classes' rows with a shared offset (heavy or blended poison)"
+                ),
+                severity=Severity.HIGH,
+                atlas=POISON_ATLAS,
+                mitigations=DATA_MITIGATIONS,
+                description=(
+                    f"Split along its top principal direction, class {c} falls into two "
+                    f"components. With each component's own mean removed, a classifier of "
+                    f"the other classes reads the rows of one of them as other classes "
+                    f"(median confidence {max(st['medians']):.2f}) and the rest of the class "
+                    f"as none ({min(st['medians']):.2f}); that gap ({st['gap']:.2f}) is "
+                    f"{st['z']:.1f} robust standard deviations above the other classes'. "
+                    "That is what an all-to-one backdoor with a dense (blended) trigger "
+                    "looks like at any poison share, also above half of the class, where "
+                    "activation clustering and spectral signatures stop working; found "
+                    "without a model."
+                ),
+                recommendation=(
+                    "Trace where the rows listed in 'suspicious' (reason 'cross-class') came "
+                    "from, look at a few of them, remove the poisoned ones and retrain."
+                ),
+                evidence={"class": int(c), "rows": rows, **st},
+                artifact=ds.name,
+                check="cross-class",
                 owasp=["ML02"],
             )
         )
