@@ -6,8 +6,8 @@ premise breaks: activation clustering looks for a *small* cluster, spectral sign
 remove a fixed ``1.5 x eps`` of each class, and the calibrated ranking's baseline is the
 data itself. A dense blended trigger (Chen et al. 2017, arXiv:1712.05526: ``(1 - a) x +
 a * pattern``) adds the same pattern to every poisoned row, so in input space the target
-class is a two-component mixture along one of its leading principal directions,
-whatever the poison share (the idea of spectral signatures, Tran et al. 2018,
+class is a two-component mixture along its leading principal direction, whatever
+the poison share (the idea of spectral signatures, Tran et al. 2018,
 arXiv:1811.00636, in input space, with the split found by exact 1-D 2-means instead of
 removing a fixed ``1.5 x eps``).
 
@@ -24,8 +24,9 @@ z over the classes' gaps), so a class whose natural sub-styles differ is left al
 Needs no model and at least three classes (the other classes must be more than one
 class for "recognised as another class" to mean anything). Limits, measured: it needs
 classes a linear model recognises confidently (on MNIST-5k and on an 8-class synthetic
-table at 5% poison the gap stays under :data:`MIN_GAP`); light poison is left to
-activation clustering, spectral signatures and the trigger searches.
+table at 5% poison the gap stays under :data:`MIN_GAP`), and each component must hold
+:data:`MIN_SHARE` of its class: light poison is left to activation clustering, spectral
+signatures and the trigger searches.
 
 Example::
 
@@ -46,8 +47,15 @@ from mlwarden.poisoning.detect_data import Detection, _check, _flat
 MIN_GAP = 0.25
 #: A flagged gap must also sit this many robust standard deviations above the classes' median gap.
 MIN_Z = 5.0
-#: Leading principal directions of a class along which it is split.
-DIRECTIONS = 3
+#: Smallest share of its class either component must hold: a median over a handful of
+#: rows is noise, and this detector is for heavy poison (lighter poison is left to the
+#: small-cluster detectors).
+MIN_SHARE = 0.1
+#: Leading principal directions of a class along which it is split (the widest gap is
+#: kept). More directions find a blend in classes with natural sub-groups more often but
+#: widen clean classes' gaps by as much (measured: clean digits' largest gap 0.08 with
+#: one, 0.23 with three; MNIST-5k 0.14 with one), so one is the default.
+DIRECTIONS = 1
 #: Floor on the classes' gap spread (MAD x 1.4826), so near-identical gaps do not make
 #: every small difference significant.
 MIN_SPREAD = 0.03
@@ -130,10 +138,8 @@ def _class_gap(
     clf = _other_classifier(xf, y, rest, max_rows, seed)
     other_mean = xf[rest].mean(axis=0)
     best: dict[str, Any] | None = None
-    # the pattern need not be the class's first direction (a class with natural
-    # sub-groups splits along them first): the leading few are tried, the widest gap kept
     for v in vt[:DIRECTIONS]:
-        labels = _two_means_1d(centred @ v, min_mode)
+        labels = _two_means_1d(centred @ v, max(min_mode, int(np.ceil(MIN_SHARE * len(idx)))))
         if labels is None:
             return None
         moved = xc.copy()
