@@ -221,6 +221,10 @@ def run_case(
     return results, info
 
 
+#: the data-issue lists (``artifacts.data_issues``) that hold label flips, and the key
+#: of their union in a cell's ``ours``
+FLIP_LISTS = ("label-issues", "relabelled-class")
+FLIPS = "label-flips"
 MATRIX_INPUTS = ("digits", "flatdigits", "mnist5k", "table", "tweets", "audio")
 MATRIX_TRIGGERS = ("badnets", "blended", "clean-label", "feature", "label-flip")
 #: why a (input, trigger) cell does not apply; other cells run
@@ -400,9 +404,14 @@ def matrix_cell(name: str, trigger: str, rate: float, seed: int, nc_epochs: int)
         **dd.flag_metrics(flags, truth),
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    flips = np.zeros(len(truth), dtype=bool)
     for det in rec.detections:
         if len(det.flagged) == len(truth):
             ours[det.name] = dd.flag_metrics(det.flagged, truth)
+            if det.name in FLIP_LISTS:
+                flips |= det.flagged
+    # a label flip is judged on the data-issue lists its rows land in, together
+    ours[FLIPS] = dd.flag_metrics(flips, truth)
     if isinstance(model, nn.Module):
         _art_matrix(model, x, y, rate, timed)
     why_no_art = (
@@ -475,13 +484,15 @@ def render_matrix(path: str) -> str:
         if c["status"] != "ok":
             out.append(f"{head} | n/a | | | | | {c['why']} |")
             continue
-        ours = {k: v for k, v in c["ours"].items() if k != "suspicious"}
+        ours = {k: v for k, v in c["ours"].items() if k not in ("suspicious", FLIPS)}
         best = max(ours, key=lambda k: ours[k]["f1"]) if ours else None
         art = {k: v for k, v in c["art"].items() if "f1" in v}
         best_art = max(art, key=lambda k: art[k]["f1"]) if art else None
-        # a label flip is a data-quality issue: its rows are in the label-issue list
-        # (report artifacts.data_issues), not in the poisoning list
-        key = "label-issues" if c["trigger"] == "label-flip" else "suspicious"
+        # a label flip is a data-quality issue: its rows are in the label-issue and
+        # relabelled-class lists (report artifacts.data_issues), not the poisoning list
+        # (cells run before the relabelled-class list judged the label-issue list alone)
+        flip_key = FLIPS if FLIPS in c["ours"] else "label-issues"
+        key = flip_key if c["trigger"] == "label-flip" else "suspicious"
         f1 = c["ours"].get(key, {"f1": 0.0})["f1"]
         art_f1 = art[best_art]["f1"] if best_art else 0.0
         if c["asr"] < 0.9:

@@ -30,6 +30,7 @@ from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.poisoning import detect_data as dd
 from mlwarden.poisoning import detect_model as dm
 from mlwarden.poisoning.activations import penultimate
+from mlwarden.poisoning.label_flips import relabelled_classes
 from mlwarden.poisoning.pii import LABELS, SECRET_KINDS, PiiConfig, PiiScan, scan_file, scan_records
 
 POISON_ATLAS = ["AML.T0020", "AML.T0019", "AML.T0043.004"]
@@ -305,6 +306,8 @@ def _data_report(
                     check="label-issues",
                 )
             )
+    with report.timed("relabelled-class"):
+        detections.append(relabelled_classes(feats, ds.y, seed=seed))
     with report.timed("duplicates"):
         detections.append(dd.duplicates(ds.x, ds.y))
     with report.timed("outliers"):
@@ -1179,6 +1182,7 @@ def _hygiene_findings(report: Report, dets: list[dd.Detection], artifact: str) -
                     owasp=["ML02"],
                 )
             )
+    _relabelled_findings(report, by.get("relabelled-class"), artifact)
     dup = by.get("duplicates")
     if dup is not None:
         report.metrics["duplicates"] = dup.details
@@ -1216,6 +1220,43 @@ def _hygiene_findings(report: Report, dets: list[dd.Detection], artifact: str) -
                     check="outliers",
                 )
             )
+
+
+def _relabelled_findings(report: Report, det: dd.Detection | None, artifact: str) -> None:
+    """MLW-DAT-018 per class that holds another class's rows (a whole-class flip)."""
+    if det is None:
+        return
+    report.metrics["relabelled_class"] = det.details
+    for c in det.details.get("classes", []):
+        left = c["counts"][1]
+        report.add(
+            Finding(
+                rule="MLW-DAT-018",
+                title=f"Class {c['class']} looks relabelled: {c['rows']} of its rows look like class {c['source']} ({left} rows left)",
+                severity=Severity.HIGH,
+                atlas=["AML.T0020", "AML.T0059"],
+                mitigations=["AML.M0007"],
+                description=(
+                    f"Class {c['class']} has {c['counts'][0]} rows and class {c['source']} {left} "
+                    f"(the median class {c['median_count']:g}); class {c['class']} splits "
+                    "into two groups, and moving one of them back would make both counts typical. "
+                    + (
+                        f"That group is indistinguishable from class {c['source']}'s own rows (two-sample AUC {c.get('auc')}). "
+                        if "auc" in c
+                        else f"The split is as distinct as two real classes of this data are (separation {c['separation']} against {c.get('pair_quartile')}). "
+                    )
+                    + "A targeted label flip of a whole class looks like this; confident learning cannot see it, because every model learns the flip."
+                ),
+                recommendation=(
+                    "Check the provenance of the rows listed in artifacts.data_issues.relabelled_class; "
+                    f"restore their label ({c['source']}) if they are class {c['source']}, then retrain."
+                ),
+                evidence=dict(c),
+                artifact=artifact,
+                check="relabelled-class",
+                owasp=["ML02"],
+            )
+        )
 
 
 def _pii_findings(report: Report, scan: PiiScan) -> None:

@@ -48,7 +48,12 @@ from mlwarden.core.errors import UserError
 from mlwarden.poisoning.detect_data import Detection
 
 #: Detectors of data quality, not poisoning: listed apart (key in ``issues``).
-HYGIENE = {"label-issues": "label_issues", "duplicates": "duplicates", "outliers": "outliers"}
+HYGIENE = {
+    "label-issues": "label_issues",
+    "relabelled-class": "relabelled_class",
+    "duplicates": "duplicates",
+    "outliers": "outliers",
+}
 #: Fewest rows of unflagged classes that make a null; below it, every unflagged row.
 MIN_NULL = 20
 #: False discovery rate (Benjamini-Hochberg) of the listed rows.
