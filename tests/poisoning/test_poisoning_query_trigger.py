@@ -129,10 +129,11 @@ def test_continuous_data_in_the_audit_is_a_gap_not_a_clean_result() -> None:
     assert missed and "query-trigger" in missed[0].evidence["not_run"]
 
 
-def test_two_class_model_in_the_audit_is_a_gap_not_a_clean_result(triggered) -> None:
+def test_clean_two_class_model_in_the_audit_is_searched_and_clean(triggered) -> None:
     x, y, _, _ = triggered
-    keep = y < 2  # two classes: a trigger is judged against the median class
+    keep = y < 2  # two classes, none carrying the trigger (it points to class 2)
     xb, yb = np.round(x[keep], 1), y[keep]  # rounded: values repeat, so candidates exist
     report = data_report(Dataset(x=xb, y=yb, name="t"), model=_gbm(xb, yb), seed=0)
     entry = report.metrics["poisoning.detectors"]["query-trigger"]
-    assert not entry["ran"] and "3 or more" in entry["why"]
+    assert entry["ran"] and entry["flagged"] == 0, entry
+    assert not [f for f in report.findings if f.rule in ("MLW-DAT-016", "MLW-DAT-013")]

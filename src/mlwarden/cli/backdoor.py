@@ -75,9 +75,11 @@ def register(app: typer.Typer) -> None:
         API with scores or labels) gets a trigger search by queries instead: per class,
         the fewest feature values (among those DATA repeats) that turn other classes'
         inputs into it; a class needing at most half the median class's, verified on
-        fresh inputs (>= 80% flipped), is finding MLW-DAT-016 (metrics.query_trigger).
+        fresh inputs (>= 80% flipped), is finding MLW-DAT-016 (metrics.query_trigger);
+        with two classes, the values real rows of the class have on those features must
+        also flip at most 20% (a natural shortcut otherwise).
         Fails closed: when neither search can run or judge (the query budget ran out,
-        DATA repeats no value, under 3 classes) the reports are still written, with a
+        DATA repeats no value, a single class) the reports are still written, with a
         MEDIUM finding MLW-DAT-012 saying why, and the command exits 2. A model that
         cannot take DATA's inputs, or has fewer classes than DATA's labels, is an error
         (exit 2). Findings otherwise exit 0, or 1 with --fail-on.

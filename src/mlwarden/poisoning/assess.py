@@ -903,7 +903,7 @@ def _run_query_trigger(report: Report, model: Any, ds: Dataset, seed: int) -> dd
 
 def _query_search_gap(res: Any) -> str:
     """Why a finished trigger search by queries cannot vouch for the model ("" when it
-    can): no candidate values, the budget cut it short, or under 3 classes to compare."""
+    can): no candidate values, the budget cut it short, or under 2 classes to compare."""
     if res.details.get("features_searched", 1) == 0:
         return (
             "no feature of DATA repeats a value in 1% of its rows, so the search has "
@@ -911,10 +911,10 @@ def _query_search_gap(res: Any) -> str:
         )
     if not res.complete:
         return f"the query budget ({res.budget} rows) ran out before every class was searched"
-    if len(res.sizes) < 3:
+    if len(res.sizes) < 2:
         return (
-            f"only {len(res.sizes)} class(es) could be compared; a trigger is judged "
-            "against the median class's size, which needs 3 or more"
+            f"only {len(res.sizes)} class could be searched; a trigger is judged "
+            "against the other classes' sizes, which needs 2 or more"
         )
     return ""
 
@@ -1422,7 +1422,7 @@ def _backdoor_by_queries(
     (:mod:`~mlwarden.poisoning.query_trigger`) in place of Neural Cleanse; MLW-DAT-016
     per trigger found. MLW-DAT-012 (and ``metrics["neural_cleanse.skipped"]``, exit 2)
     only when that search cannot run or cannot judge: it broke, the budget cut it short,
-    DATA repeats no value (no candidate trigger values), or under 3 classes to compare."""
+    DATA repeats no value (no candidate trigger values), or under 2 classes to compare."""
     from mlwarden.core.target import HttpTarget
     from mlwarden.poisoning import query_trigger as qt
 

@@ -21,6 +21,11 @@ here, by queries only:
 4. **Anomaly and verification.** As in Neural Cleanse, a class whose trigger is much
    smaller than the others' (at most half the median class's size) is suspected; its trigger is then stamped on *fresh* rows of other classes that the
    search never saw, and reported only when it flips at least ``min_flip`` of them.
+   With two classes the median is the mean of the two sizes, and a natural-variation
+   null decides in addition: stamping the same features with the values real rows of
+   the class have there must flip at most :data:`DONOR_MAX` of the other class (median
+   over :data:`DONORS` such rows); values typical of the class are a natural
+   shortcut, not a trigger.
 
 The number of queries (rows sent to the model) is counted and capped by ``budget``; a
 search cut short by the budget says so (``details["complete"]`` is False), so a caller
@@ -51,6 +56,11 @@ LOCAL_BUDGET = 50_000
 HTTP_BUDGET = 10_000
 #: Fresh rows (never used by the search) a suspected trigger is verified on, at most.
 VERIFY_ROWS = 256
+#: Two classes: rows of the class lending their own values (the natural-donor null),
+#: other-class rows they are stamped on, and the largest median share they may flip.
+DONORS = 32
+DONOR_ROWS = 64
+DONOR_MAX = 0.2
 #: Features tried at each greedy step (the best single-feature gains of the class).
 BEAM = 6
 
@@ -266,13 +276,20 @@ def query_trigger_search(
             sizes[c] = grown[c][2]
     except _OutOfBudget:
         complete = False
-    anomaly = _anomaly(sizes) if len(sizes) >= 3 else {}
+    # two classes: the median of two sizes is their mean, so a class needing at most
+    # half of it is judged too, with the natural-donor null below
+    anomaly = _anomaly(sizes) if len(sizes) >= 2 else {}
     triggers: dict[int, dict[str, Any]] = {}
+    donors: dict[int, float] = {}
     for c, idx in anomaly.items():
         if idx < threshold or sizes[c] > max_features:
             continue
         chosen, flip, _ = grown[c]
         try:
+            if len(sizes) == 2:
+                donors[c] = _donor_flip(oracle, xf, y, fresh, c, chosen, shape, rng)
+                if donors[c] > DONOR_MAX:
+                    continue  # the class's own rows carry such values: a natural shortcut
             rows = fresh[oracle.scores(fresh, shape).argmax(1) != c]
             verified = (
                 float(np.mean(oracle.scores(_stamp(rows, chosen), shape).argmax(1) == c))
@@ -306,8 +323,38 @@ def query_trigger_search(
             "probes": probes,
             "max_features": max_features,
             "wide": wide,
+            "donor_flip": donors,
         },
     )
+
+
+def _donor_flip(
+    oracle: _Oracle,
+    xf: np.ndarray,
+    y: np.ndarray,
+    fresh: np.ndarray,
+    c: int,
+    chosen: dict[int, float],
+    shape: tuple,
+    rng: np.random.Generator,
+) -> float:
+    """The natural-variation null of a two-class search: with no third class to set a
+    median trigger size, the trigger's features are stamped on other-class rows with
+    the values that :data:`DONORS` rows labelled ``c`` really have there; the median
+    share flipped to ``c``. Natural shortcuts (values typical of ``c``) flip many;
+    a planted combination, carried by a minority of ``c``'s rows, flips few."""
+    pool = np.flatnonzero(y == c)
+    if not len(pool):
+        return 0.0
+    donors = xf[rng.choice(pool, size=min(DONORS, len(pool)), replace=False)]
+    base = fresh[: DONOR_ROWS * 2]
+    rows = base[oracle.scores(base, shape).argmax(1) != c][:DONOR_ROWS]
+    if not len(rows):
+        return 1.0
+    feats = list(chosen)
+    batch = np.concatenate([_stamp(rows, dict(zip(feats, d[feats], strict=True))) for d in donors])
+    hit = oracle.scores(batch, shape).argmax(1).reshape(len(donors), len(rows)) == c
+    return float(np.median(hit.mean(axis=1)))
 
 
 def trigger_carriers(
