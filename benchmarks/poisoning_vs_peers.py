@@ -475,12 +475,12 @@ def render_matrix(path: str) -> str:
     with open(path) as fh:
         cells = [json.loads(line) for line in fh]
     out = [
-        "| input | trigger | poison (of data / of target) | ASR | clean acc | ours: the list F1 | "
+        "| input | trigger | seed | poison (of data / of target) | ASR | clean acc | ours: the list F1 | "
         "best single detector of ours (F1) | best ART (F1) | target (ASR >= 0.9) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
-        head = f"| {c['input']} | {c['trigger']} | {c['rate']:.0%}"
+        head = f"| {c['input']} | {c['trigger']} | {c['seed']} | {c['rate']:.0%}"
         if c["status"] != "ok":
             out.append(f"{head} | n/a | | | | | {c['why']} |")
             continue
