@@ -59,11 +59,14 @@ def case(trigger: str, snr: float, rate: float, seed: int, nc: int) -> dict:
     t0 = time.perf_counter()
     ours = _listed(ds, model, truth, nc, seed)
     shipped = assess._band_detectors
+    cross_input = assess._cross_class_input
     assess._band_detectors = lambda *a: (None, None)  # the model's layer alone
+    assess._cross_class_input = lambda report, ds: ds.x  # cross-class on the samples
     try:
         alone = _listed(ds, model, truth, nc, seed)
     finally:
         assess._band_detectors = shipped
+        assess._cross_class_input = cross_input
     return {
         "trigger": trigger,
         "snr_db": snr,
