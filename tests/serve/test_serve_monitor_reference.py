@@ -235,3 +235,27 @@ def test_a_batch_counts_what_its_queries_one_at_a_time_count(history, window):
     assert got_bl == want_bl
     assert 0 < sum(w[0] > 0 for w in want_sim) < len(xs)  # neighbours found, not everywhere
     assert 0 < sum(r >= 2 for _, r in want_bl) < len(xs)
+
+
+@pytest.mark.parametrize(("history", "every"), [(50, 1), (50, 7), (300, 10), (7, 3)])
+def test_prada_tests_the_distances_it_keeps(history, every):
+    """PRADA keeps its distance record sorted between tests (merging what came in and
+    what left the ring): each test's W must be, bit for bit, that of the record sorted
+    afresh, also with many equal distances (queries on a coarse grid) and a ring that
+    wraps many times."""
+    from mlwarden.serve.config import Prada as PradaConfig
+    from mlwarden.serve.monitor import Prada, shapiro_w
+
+    rng = np.random.default_rng(history + every)
+    xs = np.round(rng.uniform(0, 2, (1500, 4)), 0).astype(np.float32)  # ties galore
+    xs[::3] += rng.normal(0, 0.3, (500, 4)).astype(np.float32)
+    prada = Prada(PradaConfig(history=history, min_queries=5, test_every=every))
+    tests = 0
+    for i, x in enumerate(xs):
+        prada.observe(x, i % 3)
+        w = prada.test()
+        if w is not None:
+            tests += 1
+            ring = prada._dists[: min(prada._n_dists, history)]
+            assert w == shapiro_w(ring), i
+    assert prada._n_dists > 4 * history and tests >= len(xs) // every // 2

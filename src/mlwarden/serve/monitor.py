@@ -579,6 +579,11 @@ class Prada:
         # the last ``history`` distances in a ring (oldest overwritten first)
         self._dists = np.zeros(config.history, dtype=np.float64)
         self._n_dists = 0
+        # the record kept sorted between tests: a sort of 5,000 values was most of
+        # PRADA's cost; the distances in and out since the last test are merged instead
+        self._sorted: np.ndarray | None = np.empty(0)
+        self._in: list[float] = []
+        self._out: list[float] = []
         self._total = 0
         self._pending = 0
         self.last_w: float | None = None
@@ -602,8 +607,7 @@ class Prada:
         n = self._sizes[label]
         diff = ref[:n] - v
         d = math.sqrt(float(np.einsum("ij,ij->i", diff, diff).min()))
-        self._dists[self._n_dists % len(self._dists)] = d
-        self._n_dists += 1
+        self._record(d)
         if d > self._thresholds[label] and self._total < self.config.history:
             if n == len(ref):
                 grow = min(len(ref), self.config.history)
@@ -630,8 +634,32 @@ class Prada:
         if n < self.config.min_queries or self._pending < self.config.test_every:
             return None
         self._pending = 0
-        self.last_w = shapiro_w(self._dists[:n])  # order does not matter: it sorts
+        self.last_w = _w_sorted(self._sorted_record(n))
         return self.last_w
+
+    def _record(self, d: float) -> None:
+        slot = self._n_dists % len(self._dists)
+        if self._sorted is not None:
+            if self._n_dists >= len(self._dists):
+                self._out.append(float(self._dists[slot]))
+            self._in.append(d)
+            if len(self._in) > len(self._dists) // 4:  # cheaper to sort afresh
+                self._sorted, self._in, self._out = None, [], []
+        self._dists[slot] = d
+        self._n_dists += 1
+
+    def _sorted_record(self, n: int) -> np.ndarray:
+        """``np.sort(self._dists[:n])``, by merging the changes into the last one."""
+        out, new = np.sort(self._out), np.sort(self._in)
+        self._in, self._out = [], []
+        if self._sorted is None or np.isnan(new).any() or np.isnan(out).any():
+            self._sorted = np.sort(self._dists[:n])
+            return self._sorted
+        # each value that left, at its own position among equal ones
+        at = np.searchsorted(self._sorted, out) + np.arange(len(out)) - np.searchsorted(out, out)
+        kept = np.delete(self._sorted, at)
+        self._sorted = np.insert(kept, np.searchsorted(kept, new), new)
+        return self._sorted
 
     def flags(self, x: np.ndarray, label: int) -> bool:
         self.observe(x, label)
@@ -678,7 +706,11 @@ def shapiro_w(x: np.ndarray) -> float:
 
         shapiro_w(np.random.default_rng(0).normal(size=500))   # close to 1
     """
-    x = np.sort(np.asarray(x, dtype=np.float64))
+    return _w_sorted(np.sort(np.asarray(x, dtype=np.float64)))
+
+
+def _w_sorted(x: np.ndarray) -> float:
+    """:func:`shapiro_w` of a sample ``x`` already sorted ascending (float64)."""
     n = len(x)
     if n < 3:
         raise ValueError("the Shapiro-Wilk test needs at least 3 values")
@@ -689,7 +721,13 @@ def shapiro_w(x: np.ndarray) -> float:
     a = _shapiro_coefficients(n)
     xc = x - x.mean()
     num = float(a @ xc)
-    return num * num / (float(a @ a) * float(xc @ xc))
+    return num * num / (_norm2(n) * float(xc @ xc))
+
+
+@functools.lru_cache(maxsize=8)
+def _norm2(n: int) -> float:
+    a = _shapiro_coefficients(n)
+    return float(a @ a)
 
 
 def _digest(x: np.ndarray) -> int:
