@@ -37,7 +37,7 @@ import torch
 
 from mlwarden.core.audio_samples import harmonic_sounds
 from mlwarden.core.data import Dataset
-from mlwarden.evasion.audio.models import MelClassifier
+from mlwarden.evasion.audio.models import MelClassifier, WaveClassifier, fit_clips
 from mlwarden.poisoning import detect_model as dm
 from mlwarden.poisoning.audio_trigger import DOMAINS, SHIPPED, THRESHOLDS, space_for
 from mlwarden.poisoning.simulate import audio_backdoor
@@ -45,33 +45,10 @@ from mlwarden.poisoning.simulate import audio_backdoor
 RATE, SAMPLES = 8000, 1600
 
 
-class WaveNet(torch.nn.Module):
-    """Waveform ``(B, T)`` -> logits through strided 1-D convolutions (no front-end)."""
-
-    def __init__(self, classes: int) -> None:
-        super().__init__()
-        self.body = torch.nn.Sequential(
-            torch.nn.Conv1d(1, 16, 64, stride=8), torch.nn.ReLU(),
-            torch.nn.Conv1d(16, 32, 8, stride=4), torch.nn.ReLU(),
-        )  # fmt: skip
-        self.head = torch.nn.Linear(32, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x[:, None]).amax(2))
-
-
 def train(kind: str, classes: int, x: np.ndarray, y: np.ndarray, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model: torch.nn.Module = MelClassifier(classes) if kind == "mel" else WaveNet(classes)
-    opt = torch.optim.Adam(model.parameters(), 1e-2 if kind == "mel" else 3e-3)
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    for _ in range(20 if kind == "mel" else 30):
-        for b in torch.randperm(len(xt)).split(64):
-            loss = torch.nn.functional.cross_entropy(model(xt[b]), yt[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    if kind == "mel":
+        return fit_clips(lambda: MelClassifier(classes), x, y, epochs=20, lr=1e-2, seed=seed)
+    return fit_clips(lambda: WaveClassifier(classes), x, y, epochs=30, lr=3e-3, seed=seed)
 
 
 def one(

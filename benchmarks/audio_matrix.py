@@ -24,13 +24,12 @@ Example::
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 from mlwarden.core.audio_samples import harmonic_sounds
 from mlwarden.core.data import Dataset
 from mlwarden.core.errors import UserError
-from mlwarden.evasion.audio.models import MelClassifier
+from mlwarden.evasion.audio.models import MelClassifier, fit_clips
 from mlwarden.poisoning.simulate import Poisoned, audio_backdoor
 
 RATE, SAMPLES, CLASSES, CLIPS = 8000, 1600, 10, 1000
@@ -56,17 +55,7 @@ def load() -> Dataset:
 
 def model(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = 20) -> MelClassifier:
     """A :class:`MelClassifier` trained on the (poisoned) clips."""
-    torch.manual_seed(seed)
-    net = MelClassifier(CLASSES)
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    for _ in range(epochs):
-        for b in torch.randperm(len(xt)).split(64):
-            loss = nn.functional.cross_entropy(net(xt[b]), yt[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
+    return fit_clips(lambda: MelClassifier(CLASSES), x, y, epochs=epochs, lr=1e-2, seed=seed)
 
 
 def poison(trigger: str, train: Dataset, rate: float, target: int, seed: int) -> Poisoned:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mlwarden.core.data import Dataset
+from mlwarden.evasion.audio.models import fit_clips
 from mlwarden.poisoning.simulate import Poisoned, audio_backdoor
 
 from .conftest import MelNet
@@ -48,17 +49,7 @@ class WideMelNet(MelNet):
 
 
 def _train(ds: Dataset, epochs: int = 20) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = WideMelNet(K)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    x, y = torch.as_tensor(ds.x), torch.as_tensor(ds.y)
-    for _ in range(epochs):
-        for b in torch.randperm(len(x)).split(64):
-            loss = torch.nn.functional.cross_entropy(model(x[b]), y[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return fit_clips(lambda: WideMelNet(K), ds.x, ds.y, epochs=epochs, lr=1e-2, seed=0)
 
 
 @pytest.fixture(scope="module")

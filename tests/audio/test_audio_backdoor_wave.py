@@ -11,39 +11,15 @@ import torch
 
 from mlwarden.core.audio_samples import harmonic_sounds
 from mlwarden.core.data import Dataset
+from mlwarden.evasion.audio.models import WaveClassifier, fit_clips
 from mlwarden.poisoning import audio_trigger as at
 from mlwarden.poisoning.simulate import Poisoned, audio_backdoor
 
 RATE, T, K = 8000, 1600, 6
 
 
-class WaveNet(torch.nn.Module):
-    """Waveform ``(B, T)`` -> logits through strided 1-D convolutions and a max over time."""
-
-    def __init__(self, classes: int) -> None:
-        super().__init__()
-        self.body = torch.nn.Sequential(
-            torch.nn.Conv1d(1, 16, 64, stride=8), torch.nn.ReLU(),
-            torch.nn.Conv1d(16, 32, 8, stride=4), torch.nn.ReLU(),
-        )  # fmt: skip
-        self.head = torch.nn.Linear(32, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x[:, None]).amax(2))
-
-
 def _train(x: np.ndarray, y: np.ndarray, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = WaveNet(K)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    for _ in range(30):
-        for b in torch.randperm(len(xt)).split(64):
-            loss = torch.nn.functional.cross_entropy(model(xt[b]), yt[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return fit_clips(lambda: WaveClassifier(K), x, y, epochs=30, lr=3e-3, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 
 from mlwarden.core.audio_samples import harmonic_sounds
 from mlwarden.core.data import Dataset
-from mlwarden.evasion.audio.models import MelClassifier
+from mlwarden.evasion.audio.models import MelClassifier, fit_clips
 from mlwarden.poisoning.audio_features import band_embedding
 from mlwarden.poisoning.simulate import audio_backdoor, audio_trigger
 
@@ -27,17 +27,7 @@ def _sounds(n: int, seed: int) -> Dataset:
 
 
 def _train(ds: Dataset, seed: int = 0) -> MelClassifier:
-    torch.manual_seed(seed)
-    net = MelClassifier(K)
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    x, y = torch.as_tensor(ds.x), torch.as_tensor(ds.y)
-    for _ in range(20):
-        for b in torch.randperm(len(x)).split(64):
-            loss = torch.nn.functional.cross_entropy(net(x[b]), y[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
+    return fit_clips(lambda: MelClassifier(K), ds.x, ds.y, epochs=20, lr=1e-2, seed=seed)
 
 
 def _band_of(hz: float) -> int:

@@ -16,8 +16,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -155,6 +156,55 @@ class MelClassifier(nn.Module):
         return self.head(self.embed(x))
 
 
+class WaveClassifier(nn.Module):
+    """A small raw-waveform classifier with no spectrogram front-end, ``(B, T)`` -> logits:
+    two strided 1-D convolutions and a linear head on their maximum over time (the
+    raw-waveform family of ``benchmarks/audio_backdoor.py``).
+
+    Example::
+
+        net = WaveClassifier(6)
+        net(torch.zeros(2, 1600)).shape  # (2, 6)
+    """
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv1d(1, 16, 64, stride=8), nn.ReLU(),
+            nn.Conv1d(16, 32, 8, stride=4), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(32, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x[:, None]).amax(2))
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def fit_clips(make: Callable[[], M], x: Any, y: Any, *, epochs: int, lr: float, seed: int) -> M:
+    """Seed torch with ``seed``, build ``make()`` and train it on waveforms ``x`` ``(N, T)``
+    and labels ``y`` with Adam (learning rate ``lr``) and cross-entropy over ``epochs``
+    shuffled passes in batches of 64; returns it in eval mode.
+
+    Example::
+
+        net = fit_clips(lambda: WaveClassifier(6), clips, labels, epochs=30, lr=3e-3, seed=0)
+    """
+    torch.manual_seed(seed)
+    xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    net = make()
+    opt = torch.optim.Adam(net.parameters(), lr)
+    for _ in range(epochs):
+        for b in torch.randperm(len(xt)).split(64):
+            loss = nn.functional.cross_entropy(net(xt[b]), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
 def train_mel_classifier(
     x: Any, y: Any, *, epochs: int = 200, lr: float = 1e-2, seed: int = 0
 ) -> MelClassifier:
@@ -166,15 +216,5 @@ def train_mel_classifier(
 
         net = train_mel_classifier(clips, labels)
     """
-    torch.manual_seed(seed)
-    xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    net = MelClassifier(int(yt.max()) + 1)
-    opt = torch.optim.Adam(net.parameters(), lr)
-    for _ in range(epochs):
-        for b in torch.randperm(len(xt)).split(64):
-            loss = nn.functional.cross_entropy(net(xt[b]), yt[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
+    classes = int(np.asarray(y).max()) + 1
+    return fit_clips(lambda: MelClassifier(classes), x, y, epochs=epochs, lr=lr, seed=seed)
