@@ -25,6 +25,29 @@ JSON line per cell, resumable; ``--render OUT.jsonl`` prints it as markdown)::
     nice -n 10 .venv/bin/python benchmarks/poisoning_vs_peers.py --matrix m.jsonl \
         --inputs table,digits,flatdigits,tweets --rates 0.01,0.05,0.10,0.25 --repeats 1 --nc-epochs 30
 
+``--seeds 0,1`` runs those seeds (instead of ``--repeats``); ``--session N`` and
+``--code COMMIT`` tag each line; ``--render OUT.jsonl --summary`` prints one row per
+cell with medians and ranges over the seeds (each seed's newest line).
+
+``--save DIR`` keeps each cell's poisoned data and trained model
+(``DIR/<input>-<trigger>-<rate>-s<seed>/``: ``data.npz``, ``model.pt`` (a state dict) or
+``model.joblib``, ``meta.json``); ``--reuse DIR`` reads a saved cell back (every file
+through mlwarden's scanner, ``supplychain.loader.safe_load``) instead of poisoning and
+training again, so a detector change is re-measured on the same data and model (same
+figures as the saving run, ART's included: its k-means is seeded)::
+
+    nice -n 10 .venv/bin/python benchmarks/poisoning_vs_peers.py --matrix before.jsonl \
+        --inputs mnist5k --triggers blended --rates 0.05 --seeds 0 --nc-epochs 30 --save cells
+    # ... change a detector, then
+    nice -n 10 .venv/bin/python benchmarks/poisoning_vs_peers.py --matrix after.jsonl \
+        --inputs mnist5k --triggers blended --rates 0.05 --seeds 0 --nc-epochs 30 --reuse cells
+
+ART's activation clustering crashes on a class with fewer than 2 rows (a whole class
+relabelled empties it): it is run on the classes that have 2 or more (the cell's
+``art_guard`` says which were left out); any other ART crash scores F1 0 with its error
+in the cell (the render counts them). Our own detectors are not guarded: an exception
+in ``data_report`` stops the run.
+
 Run (about 15 minutes on 2 cores)::
 
     timeout 2400 .venv/bin/python benchmarks/poisoning_vs_peers.py --repeats 3
@@ -246,6 +269,15 @@ NOT_APPLICABLE = {
 }
 
 
+def _matrix_net(name: str, x: np.ndarray) -> nn.Module:
+    """The untrained network of a torch input (audio, images, flat digits)."""
+    if name == "audio":
+        return audio_matrix.MelClassifier(audio_matrix.CLASSES)
+    if x.ndim == 2:
+        return MLP(x.shape[1], 10, hidden=(128, 64))
+    return SmallCNN(1, 10, x.shape[-1])
+
+
 def _matrix_model(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
     """The model each input is benchmarked with: a SmallCNN on images, an MLP on flat
     digits, scikit-learn HistGradientBoosting on the table, TF-IDF + LR on text."""
@@ -260,13 +292,54 @@ def _matrix_model(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         return HistGradientBoostingClassifier(max_iter=40, random_state=seed).fit(x, y)
-    if x.ndim == 2:
-        model = MLP(x.shape[1], 10, hidden=(128, 64))
-        fit(model, x, y, epochs=30, seed=seed)
-        return model
-    model = SmallCNN(1, 10, x.shape[-1])
-    fit(model, x, y, epochs=15 if x.shape[-1] == 8 else 6, seed=seed)
+    model = _matrix_net(name, x)
+    fit(model, x, y, epochs=30 if x.ndim == 2 else 15 if x.shape[-1] == 8 else 6, seed=seed)
     return model
+
+
+def cell_dir(root: str, name: str, trigger: str, rate: float, seed: int) -> str:
+    """Where ``--save`` keeps one cell's poisoned data and model (``--reuse`` reads it)."""
+    return os.path.join(root, f"{name}-{trigger}-{rate:g}-s{seed}")
+
+
+def save_cell(path: str, data: Dataset, truth: np.ndarray, model: Any, meta: dict) -> None:
+    """Write a cell's poisoned training set (``data.npz``: x, y, is_poison), its model
+    (``model.pt``, a torch state dict, or ``model.joblib``) and ``meta.json`` (target,
+    attack success, clean accuracy), so detectors can be re-measured without retraining."""
+    os.makedirs(path, exist_ok=True)
+    x = data.x.astype(str) if data.x.dtype == object else data.x  # texts: no pickles
+    np.savez_compressed(os.path.join(path, "data.npz"), x=x, y=data.y, is_poison=truth)
+    if isinstance(model, nn.Module):
+        torch.save(model.state_dict(), os.path.join(path, "model.pt"))
+    else:
+        import joblib
+
+        joblib.dump(model, os.path.join(path, "model.joblib"))
+    with open(os.path.join(path, "meta.json"), "w") as fh:
+        json.dump({**meta, "x_dtype": str(data.x.dtype)}, fh)
+
+
+def load_cell(path: str, name: str, train: Dataset) -> tuple[Dataset, np.ndarray, Any, dict]:
+    """Read what :func:`save_cell` wrote, every file through mlwarden's scanner
+    (``supplychain.loader.safe_load``: refused unless the scan is clean); ``train`` is the
+    cell's clean split, whose metadata (modality, bounds, sample rate) the data keeps."""
+    from dataclasses import replace
+
+    from mlwarden.supplychain.loader import safe_load
+
+    with open(os.path.join(path, "meta.json")) as fh:
+        meta = json.load(fh)
+    arrays = safe_load(os.path.join(path, "data.npz"))
+    x = arrays["x"].astype(meta["x_dtype"])
+    data = replace(train, x=x, y=arrays["y"], sources=[])
+    truth = arrays["is_poison"].astype(bool)
+    if os.path.exists(os.path.join(path, "model.pt")):
+        model = _matrix_net(name, x)
+        model.load_state_dict(safe_load(os.path.join(path, "model.pt")))
+        model.eval()
+    else:
+        model = safe_load(os.path.join(path, "model.joblib"))
+    return data, truth, model, meta
 
 
 def _poison(name: str, trigger: str, train: Dataset, rate: float, target: int, seed: int):
@@ -317,22 +390,43 @@ class _Recorder:
         self._module.combine = self._combine  # type: ignore[assignment]
 
 
-def _art_matrix(model: Any, x: np.ndarray, y: np.ndarray, rate: float, timed: Callable) -> None:
+def _art_matrix(
+    model: Any, x: np.ndarray, y: np.ndarray, rate: float, timed: Callable, seed: int = 0
+) -> str | None:
     """ART's poison detectors (AC FastICA/PCA, spectral signatures) on the logits and the
-    penultimate layer; only torch models have the activations they read."""
+    penultimate layer; only torch models have the activations they read. Returns what
+    activation clustering was not told of (classes with fewer than 2 rows), or None."""
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
     y1h = np.eye(10)[y]
     shape = tuple(x.shape[1:])
     embed = audio_matrix.Embed(model) if hasattr(model, "n_fft") else _Embed(model)
+    # ART clusters every class it is told of and crashes on one with fewer rows than
+    # clusters (IndexError on an emptied class, ValueError on one row): a whole-class
+    # flip leaves such a class. It is told only of the classes with 2+ rows (their
+    # activations unchanged, the other rows never flagged), so it runs where it can.
+    counts = np.bincount(y, minlength=10)
+    present = np.flatnonzero(counts >= 2)
+    keep = np.isin(y, present)
+    y_ac = np.eye(len(present))[np.searchsorted(present, y[keep])]
+
+    def art_ac(clf: Any, reduce: str) -> np.ndarray:
+        # ART's k-means draws from numpy's global generator: seeded, so a cell read
+        # back with --reuse scores ART exactly as the run that saved it
+        np.random.seed(seed)
+        flags = np.zeros(len(y), dtype=bool)
+        flags[keep] = _art_flags(
+            ActivationDefence(clf, x[keep], y_ac), nb_clusters=2, nb_dims=10, reduce=reduce
+        )
+        return flags
+
     for tag, net in (("", model), (" (penult.)", embed)):
         clf = _art_classifier(net, shape, 10)
+        clf_ac = clf if len(present) == 10 else _art_classifier(net, shape, len(present))
         for reduce in ("FastICA", "PCA"):
             timed(
                 f"ART AC {reduce}{tag}",
-                lambda clf=clf, reduce=reduce: _art_flags(
-                    ActivationDefence(clf, x, y1h), nb_clusters=2, nb_dims=10, reduce=reduce
-                ),
+                lambda clf=clf_ac, reduce=reduce: art_ac(clf, reduce),
             )
         timed(
             f"ART spectral{tag}",
@@ -342,28 +436,26 @@ def _art_matrix(model: Any, x: np.ndarray, y: np.ndarray, rate: float, timed: Ca
                 )
             ),
         )
+    left_out = sorted(set(range(10)) - set(present.tolist()))
+    return (
+        f"ART AC ran on {len(present)} classes: class(es) {left_out} hold fewer than 2 rows "
+        "(ART crashes on them)"
+        if left_out
+        else None
+    )
 
 
-def matrix_cell(name: str, trigger: str, rate: float, seed: int, nc_epochs: int) -> dict:
-    """One cell of the matrix: poison, train, audit with ``data_report`` (every detector
-    scored alone and the combined ``suspicious`` list), then ART's detectors."""
-    from mlwarden.poisoning.assess import data_report
+def _build_cell(
+    name: str, trigger: str, rate: float, seed: int, train: Dataset, test: Dataset, target: int
+) -> tuple[Dataset, np.ndarray, Any, dict]:
+    """Poison the clean split and train the cell's model; returns the poisoned data, the
+    truth, the model and its attack success and clean accuracy (raises UserError when
+    the attack cannot meet the rate)."""
     from mlwarden.poisoning.simulate import evaluate
     from mlwarden.poisoning.text_simulate import text_asr, text_clean_accuracy
 
-    cell: dict[str, Any] = {"input": name, "trigger": trigger, "rate": rate, "seed": seed}
-    if (name, trigger) in NOT_APPLICABLE:
-        return {**cell, "status": "n/a", "why": NOT_APPLICABLE[(name, trigger)]}
-    t_start = time.perf_counter()
-    ds = _load(name)
-    train, test = ds.split(test_size=0.25, seed=seed)
-    target = TARGETS[seed % len(TARGETS)] % ds.num_classes
-    try:
-        p = _poison(name, trigger, train, rate, target, seed)
-    except UserError as exc:
-        return {**cell, "status": "n/a", "why": str(exc)}
-    x, y, truth = p.dataset.x, p.dataset.y, p.is_poison
-    model = _matrix_model(name, x, y, seed)
+    p = _poison(name, trigger, train, rate, target, seed)
+    model = _matrix_model(name, p.dataset.x, p.dataset.y, seed)
     if name == "tweets":
         ev = {"clean_accuracy": text_clean_accuracy(model, test)}
         if p.trigger is not None:
@@ -373,6 +465,48 @@ def matrix_cell(name: str, trigger: str, rate: float, seed: int, nc_epochs: int)
             ev["asr"] = float(np.mean(model.predict(list(test.x[src])) == target))
     else:
         ev = evaluate(model, p, test)
+    meta = {
+        "target": target,
+        "asr": round(float(ev.get("asr", float("nan"))), 4),
+        "clean_acc": round(float(ev["clean_accuracy"]), 4),
+    }
+    return p.dataset, p.is_poison, model, meta
+
+
+def matrix_cell(
+    name: str,
+    trigger: str,
+    rate: float,
+    seed: int,
+    nc_epochs: int,
+    save: str | None = None,
+    reuse: str | None = None,
+) -> dict:
+    """One cell of the matrix: poison, train, audit with ``data_report`` (every detector
+    scored alone and the combined ``suspicious`` list), then ART's detectors. With
+    ``save``, the poisoned data and model are written under it; with ``reuse``, a cell
+    saved there is read back instead of poisoned and trained again."""
+    from mlwarden.poisoning.assess import data_report
+
+    cell: dict[str, Any] = {"input": name, "trigger": trigger, "rate": rate, "seed": seed}
+    if (name, trigger) in NOT_APPLICABLE:
+        return {**cell, "status": "n/a", "why": NOT_APPLICABLE[(name, trigger)]}
+    t_start = time.perf_counter()
+    ds = _load(name)
+    train, test = ds.split(test_size=0.25, seed=seed)
+    target = TARGETS[seed % len(TARGETS)] % ds.num_classes
+    saved = reuse and cell_dir(reuse, name, trigger, rate, seed)
+    if saved and os.path.exists(os.path.join(saved, "meta.json")):
+        data, truth, model, meta = load_cell(saved, name, train)
+        cell["reused"] = saved
+    else:
+        try:
+            data, truth, model, meta = _build_cell(name, trigger, rate, seed, train, test, target)
+        except UserError as exc:
+            return {**cell, "status": "n/a", "why": str(exc)}
+        if save:
+            save_cell(cell_dir(save, name, trigger, rate, seed), data, truth, model, meta)
+    x, y = data.x, data.y
     ours: dict[str, dict] = {}
     art: dict[str, dict] = {}
 
@@ -392,7 +526,7 @@ def matrix_cell(name: str, trigger: str, rate: float, seed: int, nc_epochs: int)
     with _Recorder() as rec:
         # text: the data checks (no --model on text yet); others: data --model
         report = data_report(
-            p.dataset,
+            data,
             model=None if name == "tweets" else model,
             neural_cleanse_epochs=nc_epochs,
             seed=seed,
@@ -412,8 +546,9 @@ def matrix_cell(name: str, trigger: str, rate: float, seed: int, nc_epochs: int)
                 flips |= det.flagged
     # a label flip is judged on the data-issue lists its rows land in, together
     ours[FLIPS] = dd.flag_metrics(flips, truth)
-    if isinstance(model, nn.Module):
-        _art_matrix(model, x, y, rate, timed)
+    art_guard = (
+        _art_matrix(model, x, y, rate, timed, seed) if isinstance(model, nn.Module) else None
+    )
     why_no_art = (
         None
         if isinstance(model, nn.Module)
@@ -425,11 +560,12 @@ def matrix_cell(name: str, trigger: str, rate: float, seed: int, nc_epochs: int)
         "target": target,
         "poison": int(truth.sum()),
         "share_of_target": round(float(truth[y == target].mean()), 3),
-        "asr": round(float(ev.get("asr", float("nan"))), 4),
-        "clean_acc": round(float(ev["clean_accuracy"]), 4),
+        "asr": meta["asr"],
+        "clean_acc": meta["clean_acc"],
         "ours": ours,
         "art": art,
         "art_not_run": why_no_art,
+        **({"art_guard": art_guard} if art_guard else {}),
         "findings": sorted({f.rule for f in report.findings}),
         "seconds": round(time.perf_counter() - t_start, 1),
     }
@@ -440,10 +576,15 @@ def run_matrix(
     inputs: list[str],
     triggers: list[str],
     rates: list[float],
-    repeats: int,
+    seeds: list[int],
     nc_epochs: int,
+    *,
+    save: str | None = None,
+    reuse: str | None = None,
+    tags: dict[str, Any] | None = None,
 ) -> None:
-    """Run every missing cell and append one JSON line per cell to ``out`` (resumable)."""
+    """Run every missing cell and append one JSON line per cell to ``out`` (resumable);
+    ``tags`` (e.g. the session and the commit the code is from) go into every line."""
     done = set()
     if os.path.exists(out):
         with open(out) as fh:
@@ -453,21 +594,63 @@ def run_matrix(
     for name in inputs:
         for trigger in triggers:
             for rate in rates:
-                for seed in range(repeats):
+                for seed in seeds:
                     if (name, trigger, rate, seed) in done:
                         continue
-                    cell = matrix_cell(name, trigger, rate, seed, nc_epochs)
+                    cell = matrix_cell(name, trigger, rate, seed, nc_epochs, save, reuse)
+                    cell.update(tags or {})
                     with open(out, "a") as fh:
                         fh.write(json.dumps(cell) + "\n")
                     print(
                         json.dumps(
                             {
                                 k: cell.get(k)
-                                for k in ("input", "trigger", "rate", "status", "asr", "seconds")
+                                for k in ("input", "trigger", "rate", "seed", "status", "asr")
                             }
+                            | {"list_f1": cell.get("ours", {}).get("suspicious", {}).get("f1")}
+                            | {"seconds": cell.get("seconds")}
                         ),
                         flush=True,
                     )
+
+
+def cell_scores(c: dict) -> dict[str, Any]:
+    """One run cell's figures: our list F1 (a label flip: its flip lists), our best single
+    detector, the best ART detector (and how many ART detectors crashed), the verdict."""
+    ours = {k: v for k, v in c["ours"].items() if k not in ("suspicious", FLIPS)}
+    best = max(ours, key=lambda k: ours[k]["f1"]) if ours else None
+    art = {k: v for k, v in c["art"].items() if "error" not in v}
+    best_art = max(art, key=lambda k: art[k]["f1"]) if art else None
+    # a label flip is a data-quality issue: its rows are in the label-issue and
+    # relabelled-class lists (report artifacts.data_issues), not the poisoning list
+    # (cells run before the relabelled-class list judged the label-issue list alone)
+    flip_key = FLIPS if FLIPS in c["ours"] else "label-issues"
+    key = flip_key if c["trigger"] == "label-flip" else "suspicious"
+    f1 = c["ours"].get(key, {"f1": 0.0})["f1"]
+    art_f1 = art[best_art]["f1"] if best_art else 0.0
+    if c["asr"] < 0.9:
+        verdict = "attack did not take"
+    else:
+        verdict = "met" if f1 >= 0.8 and f1 >= art_f1 else "missed"
+    return {
+        "f1": f1,
+        "best": best,
+        "best_f1": ours[best]["f1"] if best else 0.0,
+        "best_art": best_art,
+        "art_f1": art_f1,
+        "art_crashed": sorted(k for k, v in c["art"].items() if "error" in v),
+        "art_ran": bool(c["art"]),
+        "verdict": verdict,
+    }
+
+
+def _art_text(s: dict[str, Any]) -> str:
+    if not s["art_ran"]:
+        return "n/a (no activations)"
+    text = f"{s['best_art']} ({s['art_f1']:.3f})" if s["best_art"] else "none ran"
+    if s["art_crashed"]:  # a crashed peer scores 0; say which
+        text += f"; {len(s['art_crashed'])} crashed, scored 0"
+    return text
 
 
 def render_matrix(path: str) -> str:
@@ -484,26 +667,58 @@ def render_matrix(path: str) -> str:
         if c["status"] != "ok":
             out.append(f"{head} | n/a | | | | | {c['why']} |")
             continue
-        ours = {k: v for k, v in c["ours"].items() if k not in ("suspicious", FLIPS)}
-        best = max(ours, key=lambda k: ours[k]["f1"]) if ours else None
-        art = {k: v for k, v in c["art"].items() if "f1" in v}
-        best_art = max(art, key=lambda k: art[k]["f1"]) if art else None
-        # a label flip is a data-quality issue: its rows are in the label-issue and
-        # relabelled-class lists (report artifacts.data_issues), not the poisoning list
-        # (cells run before the relabelled-class list judged the label-issue list alone)
-        flip_key = FLIPS if FLIPS in c["ours"] else "label-issues"
-        key = flip_key if c["trigger"] == "label-flip" else "suspicious"
-        f1 = c["ours"].get(key, {"f1": 0.0})["f1"]
-        art_f1 = art[best_art]["f1"] if best_art else 0.0
-        if c["asr"] < 0.9:
-            verdict = "attack did not take"
-        else:
-            verdict = "met" if f1 >= 0.8 and f1 >= art_f1 else "missed"
+        s = cell_scores(c)
         out.append(
             f"{head} / {c['share_of_target']:.0%} | {c['asr']:.2f} | {c['clean_acc']:.2f} | "
-            f"{f1:.3f} | {best} ({ours[best]['f1']:.3f}) | "
-            + (f"{best_art} ({art_f1:.3f})" if best_art else "n/a (no activations)")
-            + f" | {verdict} |"
+            f"{s['f1']:.3f} | {s['best']} ({s['best_f1']:.3f}) | {_art_text(s)} | {s['verdict']} |"
+        )
+    return "\n".join(out)
+
+
+def _span(values: list[float]) -> str:
+    """Median, and the range when there are several values."""
+    med = f"{float(np.median(values)):.3f}"
+    return med if len(values) == 1 else f"{med} ({min(values):.3f}-{max(values):.3f})"
+
+
+def render_summary(path: str, sessions: set[int | None] | None = None) -> str:
+    """The matrix as one row per (input, trigger, rate): each seed's newest run (a later
+    line replaces an earlier one; only ``sessions`` when given), medians and ranges over
+    the seeds, how many seeds met the target, and the session the figures are from."""
+    newest: dict[tuple, dict] = {}
+    with open(path) as fh:
+        for line in fh:
+            c = json.loads(line)
+            if sessions is None or c.get("session") in sessions:
+                newest[(c["input"], c["trigger"], c["rate"], c["seed"])] = c
+    rows: dict[tuple, list[dict]] = defaultdict(list)
+    for (name, trig, rate, _), c in newest.items():
+        rows[(name, trig, rate)].append(c)
+    out = [
+        "| input | trigger | poison | seeds | ASR | ours: list F1 | best ART F1 | "
+        "target (ASR >= 0.9): seeds met | session |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, trig, rate), cs in rows.items():
+        ok = [c for c in cs if c["status"] == "ok"]
+        head = f"| {name} | {trig} | {rate:.0%} | {','.join(str(c['seed']) for c in cs)}"
+        if not ok:
+            out.append(f"{head} | n/a | | | {cs[0]['why']} | {cs[0].get('session', '1-3')} |")
+            continue
+        sc = [cell_scores(c) for c in ok]
+        verdicts = defaultdict(int)
+        for s in sc:
+            verdicts[s["verdict"]] += 1
+        art = "n/a" if not any(s["art_ran"] for s in sc) else _span([s["art_f1"] for s in sc])
+        crashed = sum(bool(s["art_crashed"]) for s in sc)
+        sessions_of = sorted({str(c.get("session", "1-3")) for c in ok})
+        out.append(
+            f"{head} | {_span([c['asr'] for c in ok])} | {_span([s['f1'] for s in sc])} | "
+            + art
+            + (f" ({crashed} with crashed ART detectors)" if crashed else "")
+            + " | "
+            + ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items()))
+            + f" | {', '.join(sessions_of)} |"
         )
     return "\n".join(out)
 
@@ -514,9 +729,28 @@ def main() -> None:
         "--matrix", metavar="OUT.jsonl", help="run the issue-18 matrix into this file (resumable)"
     )
     ap.add_argument("--render", metavar="OUT.jsonl", help="print a matrix file as markdown")
+    ap.add_argument(
+        "--summary",
+        action="store_true",
+        help="with --render: one row per cell, medians and ranges over seeds (newest runs)",
+    )
     ap.add_argument("--inputs", default=",".join(MATRIX_INPUTS))
     ap.add_argument("--triggers", default=",".join(MATRIX_TRIGGERS))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seeds", help="matrix: these seeds (comma-separated) instead of 0..repeats-1")
+    ap.add_argument(
+        "--save",
+        metavar="DIR",
+        help="matrix: keep each cell's poisoned data and trained model under DIR",
+    )
+    ap.add_argument(
+        "--reuse",
+        metavar="DIR",
+        help="matrix: read cells saved under DIR (by --save) instead of poisoning and "
+        "training again, to re-measure changed detectors on the same data and model",
+    )
+    ap.add_argument("--session", type=int, help="matrix: tag every cell with this session")
+    ap.add_argument("--code", help="matrix: tag every cell with the commit the code is from")
     ap.add_argument("--datasets", default="digits,mnist5k")
     ap.add_argument("--rates", default="0.05,0.10")
     ap.add_argument("--nc-epochs", type=int, default=100)
@@ -524,7 +758,7 @@ def main() -> None:
     ap.add_argument("--nc-batch", type=int, default=64, help="Neural Cleanse batch size")
     args = ap.parse_args()
     if args.render:
-        print(render_matrix(args.render))
+        print(render_summary(args.render) if args.summary else render_matrix(args.render))
         return
     from threadpoolctl import threadpool_limits
 
@@ -534,13 +768,18 @@ def main() -> None:
     logging.disable(logging.WARNING)
     if args.matrix:
         rates = [float(r) for r in args.rates.split(",")]
+        seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else list(range(args.repeats))
+        tags = {"session": args.session, "code": args.code}
         run_matrix(
             args.matrix,
             args.inputs.split(","),
             args.triggers.split(","),
             rates,
-            args.repeats,
+            seeds,
             args.nc_epochs,
+            save=args.save,
+            reuse=args.reuse,
+            tags={k: v for k, v in tags.items() if v is not None},
         )
         return
     for name in args.datasets.split(","):
