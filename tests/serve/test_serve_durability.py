@@ -106,3 +106,52 @@ def test_every_answered_request_survives_kill_9(tmp_path: Path, synchronous: str
     missing = set(answered) - stored
     assert not missing, f"{len(missing)} of {len(answered)} answered requests not in the audit log"
     assert key not in output
+
+
+def test_detector_histories_written_off_the_loop_survive_kill_9(tmp_path: Path) -> None:
+    """Distinct queries from 8 clients: the key's detector history (about 1 MB at 64
+    values a query) is stored every 1,024 distinct queries by a thread, on a slow disk,
+    while the clients go on; after kill -9 every answered row is there and the stored
+    history loads, holding at least the queries of the last save."""
+    from mlwarden.serve.config import Detection
+    from mlwarden.serve.log import read_state
+    from mlwarden.serve.monitor import Monitor
+
+    key = new_key()
+    proc, url = _start(tmp_path, key, "normal")
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=10) as c:
+            while not stop.is_set():
+                x = rng.uniform(0, 1, (16, 1, 8, 8)).tolist()  # 16 distinct queries
+                try:
+                    r = c.post(f"{url}/v1/predict", json={"inputs": x})
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    with lock:
+                        answered.append(r.headers["X-Request-Id"])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(answered) < 200 and time.monotonic() < deadline:  # 3,200 queries: 3 saves
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(answered) >= 200
+    stored = {r["request_id"] for r in read_records(tmp_path / "audit.db")}
+    assert not set(answered) - stored
+    blob = read_state(tmp_path / "audit.db")[("bench", "detector")]
+    mon = Monitor(Detection(), shape=[1, 8, 8])
+    mon.load("bench", blob)
+    sim = mon._keys["bench"].similarity
+    assert sim is not None and sim._filled >= 1024

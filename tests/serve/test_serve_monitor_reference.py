@@ -232,6 +232,10 @@ def test_a_batch_counts_what_its_queries_one_at_a_time_count(history, window):
         i += n
     assert got_sim == want_sim
     assert got_recent == [w[0] for w in want_sim]
+    # one query at a time over the window only: the path that counts without ages
+    window_one = Similarity(sim_cfg, 64)
+    one_recent = [int(window_one.observe_many(x[None], whole=False)[0][0]) for x in xs]
+    assert one_recent == [w[0] for w in want_sim]
     assert got_bl == want_bl
     assert 0 < sum(w[0] > 0 for w in want_sim) < len(xs)  # neighbours found, not everywhere
     assert 0 < sum(r >= 2 for _, r in want_bl) < len(xs)

@@ -23,13 +23,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -106,6 +107,26 @@ def _private(path: Path) -> None:
         os.close(fd)
 
 
+# Batches whose state rows hold at least this many bytes (a detector history) are
+# committed off the event loop (AuditLog._offload); budgets and blocks are tiny.
+_OFFLOAD_BYTES = 64 * 1024
+
+
+def _relay(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], done: Future[None]) -> None:
+    """Pass a commit's outcome from the committing thread to a request's future."""
+
+    def settle() -> None:
+        if fut.done():  # the request was cancelled; its row is stored all the same
+            return
+        error = done.exception()
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+    loop.call_soon_threadsafe(settle)
+
+
 class AuditLogError(RuntimeError):
     """The audit log could not store a record (the request must then fail)."""
 
@@ -116,7 +137,9 @@ class AuditLog:
     With ``synchronous="normal"`` a commit is a WAL append without fsync (tens of
     microseconds), so by default it runs *inline* on the event loop: records that
     arrive in the same loop iteration are committed together by one callback, with no
-    thread hand-off on the request path. With ``"full"`` every commit fsyncs, so a
+    thread hand-off on the request path. A batch carrying a large state row (a key's
+    detector history, ~1.3 MB) is the exception: a thread commits it while the loop
+    goes on serving (:meth:`_offload`). With ``"full"`` every commit fsyncs, so a
     writer thread does it and the loop only waits.
 
     Args:
@@ -143,6 +166,9 @@ class AuditLog:
         self.inline = self.synchronous == "NORMAL" if inline is None else inline
         self._pending: list[tuple[AuditRecord, asyncio.Future[None]]] = []
         self._flush_scheduled = False
+        self._committer: ThreadPoolExecutor | None = None  # large state rows (see _offload)
+        self._behind = 0  # batches handed to it and not committed yet
+        self.offloaded = 0
         self._db: sqlite3.Connection | None = None
         if self.inline:
             try:
@@ -259,11 +285,45 @@ class AuditLog:
             for _, fut in batch:
                 fut.set_exception(AuditLogError("audit log is closed"))
             return
+        size = sum(len(v) for rec, _ in batch for _, _, v in rec.state)
+        if self._behind or size >= _OFFLOAD_BYTES:
+            self._offload(batch)
+            return
         self._write(self._db, batch)
+
+    def _offload(self, batch: list[tuple[AuditRecord, asyncio.Future[None]]]) -> None:
+        """Commit ``batch`` in the log's own thread, so the loop serves other requests.
+
+        A detector history (about 1.3 MB) took milliseconds to write inline: every
+        request of the server waited. The requests of ``batch`` still wait for their
+        commit (same durability); the batches after it go the same way until the thread
+        has caught up, so rows keep their order and one connection is never used by two
+        threads at once.
+        """
+        loop = asyncio.get_running_loop()
+        assert self._db is not None  # checked by _flush
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="mlwarden-audit-state")
+        proxies: list[tuple[AuditRecord, Future[None]]] = []
+        for rec, fut in batch:
+            proxy: Future[None] = Future()  # set from the thread; relayed to the loop
+            proxy.add_done_callback(functools.partial(_relay, loop, fut))
+            proxies.append((rec, proxy))
+        self._behind += 1
+        self.offloaded += 1
+        done = self._committer.submit(self._write, self._db, proxies)
+        done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._caught_up))
+
+    def _caught_up(self) -> None:
+        self._behind -= 1
 
     def close(self) -> None:
         """Commit what is queued and stop the writer thread (or close the connection)."""
         if self.inline:
+            if self._committer is not None:
+                self._committer.shutdown(wait=True)  # offloaded commits finish first
+                self._committer = None
+                self._behind = 0
             if self._db is not None:
                 if self._pending:
                     self._flush()

@@ -102,9 +102,6 @@ from mlwarden.serve.config import Similarity as SimilarityConfig
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
 _MISSING = itertools.repeat(-1)  # dict.get's default for every hash, without a lambda
-_LOW = np.uint64(0xFFFFFFFF)
-_HIGH = np.uint64(32)
-_ONE = np.uint64(1)
 
 
 def fingerprint(
@@ -154,15 +151,15 @@ def _fingerprints(
     n = flat.shape[1]
     w = min(window, n)
     q_pow, p_pow = _powers(n, w)
-    with np.errstate(over="ignore"):
-        # Rolling form of sum_j flat[i + j] * P^(w - j) (mod 2^64): with Q = 1/P mod 2^64,
-        # prefix sums of flat[t] * Q^t give each window in O(1), times P^(i + w).
-        prefix = np.cumsum(flat.view(np.uint64) * q_pow, axis=1, dtype=np.uint64)
-        sums = prefix[:, w - 1 :].copy()
-        sums[:, 1:] -= prefix[:, : n - w]
-        hashes = sums * p_pow
-        hashes ^= hashes >> np.uint64(29)
-        hashes *= _MULTIPLIER
+    # Rolling form of sum_j flat[i + j] * P^(w - j) (mod 2^64): with Q = 1/P mod 2^64,
+    # prefix sums of flat[t] * Q^t give each window in O(1), times P^(i + w). (Integer
+    # arrays wrap silently: no errstate, which costs more than the arithmetic here.)
+    prefix = np.cumsum(flat.view(np.uint64) * q_pow, axis=1, dtype=np.uint64)
+    sums = prefix[:, w - 1 :].copy()
+    sums[:, 1:] -= prefix[:, : n - w]
+    hashes = sums * p_pow
+    hashes ^= hashes >> np.uint64(29)
+    hashes *= _MULTIPLIER
     if silence > 0:
         loud = np.zeros((len(raw), n + 1), dtype=np.int64)
         np.cumsum(np.abs(raw) >= silence, axis=1, out=loud[:, 1:])
@@ -172,8 +169,9 @@ def _fingerprints(
     np.not_equal(hashes[:, 1:], hashes[:, :-1], out=keep[:, :-1])
     keep[:, -1] = True
     keep &= hashes != 0
-    # the largest ``top`` distinct hashes: those with at most ``top`` kept at or after them
-    keep &= np.cumsum(keep[:, ::-1], axis=1)[:, ::-1] <= top
+    if keep.shape[1] > top:
+        # the largest ``top`` distinct hashes: those with at most ``top`` kept at or after them
+        keep &= np.cumsum(keep[:, ::-1], axis=1)[:, ::-1] <= top
     rows = np.flatnonzero(keep) // keep.shape[1]  # np.nonzero of a 2-D mask: ~10x slower
     return rows, hashes[keep]
 
@@ -210,7 +208,10 @@ class Blacklight:
         need = max(2, -(-2 * config.history * config.top // self._WAYS))
         buckets = 1 << (need - 1).bit_length()  # a power of two, at least 2
         self._shift = np.uint64(65 - buckets.bit_length())  # high bits of a product: bucket
-        self._slots = np.zeros((buckets, self._WAYS), dtype=np.uint64)
+        # Tags and ids in two arrays: a probe gathers and compares only the tags (4 bytes
+        # a slot), and reads the ids of the few slots that matched.
+        self._tags = np.zeros((buckets, self._WAYS), dtype=np.uint32)
+        self._ids = np.zeros((buckets, self._WAYS), dtype=np.uint32)  # offset; 0: empty
         self._owner = np.zeros(buckets, dtype=np.intp)  # scratch of _place
         self._salt = np.uint64(int.from_bytes(os.urandom(8), "little") | 1)
         self._spill: dict[int, int] = {}  # salted hash -> query id, for full buckets
@@ -239,21 +240,26 @@ class Blacklight:
         c = self.config
         rows, hashes = _fingerprints(xs, c.quantization, c.window, c.top, self.silence)
         n0, count = self._next, len(xs)
-        with np.errstate(over="ignore"):
-            m = hashes * self._salt
-        order = np.argsort(m, kind="stable")  # by hash, then by query (rows ascend)
-        m, rows = m[order], rows[order]
+        m = hashes * self._salt  # uint64 arrays wrap silently (mod 2^64)
+        if count > 1:
+            order = np.argsort(m, kind="stable")  # by hash, then by query (rows ascend)
+            m, rows = m[order], rows[order]
         bucket, col, last = self._find(m)
-        again = np.zeros(len(m), dtype=bool)
-        np.equal(m[1:], m[:-1], out=again[1:])
-        # a hash an earlier query of this batch carried: that query is its newest
-        last[again] = n0 + rows[:-1][again[1:]]
-        live = last >= np.maximum(n0 + rows - c.history, 0)
-        best = np.bincount(rows[live], minlength=count).tolist()
+        ids = n0 + rows
+        if count > 1:
+            again = np.zeros(len(m), dtype=bool)
+            np.equal(m[1:], m[:-1], out=again[1:])
+            # a hash an earlier query of this batch carried: that query is its newest
+            last[again] = ids[:-1][again[1:]]
+            live = last >= np.maximum(ids - c.history, 0)
+            best = np.bincount(rows[live], minlength=count).tolist()
+            newest = np.ones(len(m), dtype=bool)
+            newest[:-1] = ~again[1:]
+            m, ids, bucket, col = m[newest], ids[newest], bucket[newest], col[newest]
+        else:  # one query: its hashes are distinct
+            best = [int(np.count_nonzero(last >= max(n0 - c.history, 0)))]
         self._next = n0 + count
-        newest = np.ones(len(m), dtype=bool)
-        newest[:-1] = ~again[1:]
-        self._store(m[newest], n0 + rows[newest], bucket[newest], col[newest])
+        self._store(m, ids, bucket, col)
         recent = []
         for b in best:
             # One match is what a benign client re-sending a slightly different copy of
@@ -266,15 +272,13 @@ class Blacklight:
     def _find(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bucket, slot (-1: none) and newest query id (-1: none) of salted hashes ``m``."""
         bucket = (m >> self._shift).astype(np.intp)
-        slots = self._slots[bucket]
-        tag = (m & _LOW) | _ONE  # never 0: an empty slot matches no hash
-        hit = (slots >> _HIGH) == tag[:, None]
-        col = hit.argmax(axis=1)
-        at = np.arange(len(m))
-        found = hit[at, col]
-        last = (slots[at, col] & _LOW).astype(np.int64) + (self._base - 1)
-        last[~found] = -1
-        col[~found] = -1
+        tag = m.astype(np.uint32) | np.uint32(1)  # the low 32 bits; never 0 (an empty slot)
+        at, hit = np.divmod(np.flatnonzero(self._tags[bucket] == tag[:, None]), self._WAYS)
+        col = np.full(len(m), -1, dtype=np.intp)
+        col[at[::-1]] = hit[::-1]  # the first matching slot of a bucket (one, but for 2^-47)
+        last = np.full(len(m), -1, dtype=np.int64)
+        found = col >= 0
+        last[found] = self._ids[bucket[found], col[found]].astype(np.int64) + (self._base - 1)
         if self._spill:
             spilled = np.fromiter(map(self._spill.get, m.tolist(), _MISSING), np.int64, len(m))
             np.maximum(last, spilled, out=last)
@@ -284,9 +288,9 @@ class Blacklight:
         """Remember distinct salted hashes ``m`` as carried last by queries ``ids``."""
         if self._next - self._base >= self._REBASE:
             self._rebase()
-        packed = (((m & _LOW) | _ONE) << _HIGH) | (ids - (self._base - 1)).astype(np.uint64)
+        offsets = (ids - (self._base - 1)).astype(np.uint32)
         there = col >= 0
-        self._slots[bucket[there], col[there]] = packed[there]  # seen again: newest query
+        self._ids[bucket[there], col[there]] = offsets[there]  # seen again: newest query
         new = ~there
         if self._spill:
             spill = self._spill
@@ -299,10 +303,10 @@ class Blacklight:
                 oldest = self._pruned = self._next - self.config.history
                 self._spill = {k: v for k, v in spill.items() if v >= oldest}
         if new.any():
-            self._place(m[new], ids[new], bucket[new], packed[new])
+            self._place(m[new], ids[new], bucket[new], offsets[new])
 
     def _place(
-        self, m: np.ndarray, ids: np.ndarray, bucket: np.ndarray, packed: np.ndarray
+        self, m: np.ndarray, ids: np.ndarray, bucket: np.ndarray, offsets: np.ndarray
     ) -> None:
         """New hashes into the first free slots of their buckets, one per bucket a round.
 
@@ -310,16 +314,19 @@ class Blacklight:
         hashes of one batch share a bucket often (400 hashes, 32,768 buckets), rarely
         three: a scratch array picks one hash per bucket each round, without a sort.
         """
-        limit = np.uint64(max(self._next - self.config.history - self._base + 1, 1))
+        limit = max(self._next - self.config.history - self._base + 1, 1)
+        tags = m.astype(np.uint32) | np.uint32(1)
         todo = np.arange(len(bucket))
         while len(todo):
             self._owner[bucket[todo]] = todo  # one of the hashes aimed at a bucket wins it
             win = self._owner[bucket[todo]] == todo
             now = todo[win]
-            free = (self._slots[bucket[now]] & _LOW) < limit
+            free = self._ids[bucket[now]] < limit
             col = free.argmax(axis=1)
             fits = free[np.arange(len(now)), col]
-            self._slots[bucket[now[fits]], col[fits]] = packed[now[fits]]
+            at, where = bucket[now[fits]], col[fits]
+            self._tags[at, where] = tags[now[fits]]
+            self._ids[at, where] = offsets[now[fits]]
             for i in now[~fits].tolist():  # a full bucket: the dict keeps it
                 self._spill[int(m[i])] = int(ids[i])
             todo = todo[~win]
@@ -327,8 +334,10 @@ class Blacklight:
     def _rebase(self) -> None:
         """Move the id base to the oldest remembered query; forget older slots."""
         shift = max(self._next - self.config.history - self._base, 0)
-        offsets = self._slots & _LOW
-        self._slots = np.where(offsets > np.uint64(shift), self._slots - np.uint64(shift), 0)
+        gone = self._ids <= shift
+        self._ids -= np.uint32(shift)
+        self._ids[gone] = 0
+        self._tags[gone] = 0
         self._base += shift
 
     def flags(self, x: np.ndarray) -> bool:
@@ -338,7 +347,8 @@ class Blacklight:
 
     def nbytes(self) -> int:
         """Approximate memory held, bytes."""
-        return self._slots.nbytes + self._owner.nbytes + len(self._spill) * 100
+        parts = (self._tags, self._ids, self._owner)
+        return sum(p.nbytes for p in parts) + len(self._spill) * 100
 
 
 class Similarity:
@@ -413,38 +423,56 @@ class Similarity:
         limit = (self.config.radius**2) * vs.shape[1]
         s = self._sketch_of(vs)
         k = s.shape[1]
+        query = np.empty((count, k + 1), dtype=np.float32)  # (s, 1): the last row's term
+        query[:, :k] = s
+        query[:, k] = 1.0
         half = np.einsum("ij,ij->i", s, s) / 2
         norms = np.einsum("ij,ij->i", vs, vs)
-        recent = np.zeros(count, dtype=np.int64)
-        total = np.zeros(count, dtype=np.int64)
         if n:
-            query = np.ones((count, k + 1), dtype=np.float32)  # (s, 1): the last row's term
-            query[:, :k] = s
             bound = (half - (limit * 1.001 + 1e-4) / 2)[:, None]
             found = [
                 self._near(vs, norms, query, bound, limit, a, b) for a, b in self._spans(whole)
             ]
-            j = np.concatenate([f[0] for f in found])
-            slot = np.concatenate([f[1] for f in found])
-            # the query in slot s is (next - s - 1) % hist + 1 queries old before the batch
-            age = (self._next - slot - 1) % hist + 1 + j
-            total += np.bincount(j[age <= hist], minlength=count)
-            recent += np.bincount(j[age <= window], minlength=count)
+            j, slot = found[0] if len(found) == 1 else map(np.concatenate, zip(*found, strict=True))
+            if count == 1 and (not whole or n <= window):
+                # every slot scanned is one of the last ``window`` queries: no ages needed
+                recent = total = np.array([len(j)])
+            else:
+                # the query in slot s is (next - s - 1) % hist + 1 queries old before the batch
+                age = (self._next - slot - 1) % hist + 1 + j
+                total = np.bincount(j[age <= hist], minlength=count)
+                recent = np.bincount(j[age <= window], minlength=count)
+        else:
+            recent, total = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
         if count > 1:  # the batch's own earlier queries, j - i queries old
             d2 = norms[:, None] + norms[None, :] - 2.0 * (vs @ vs.T)
-            j, i = np.indices((count, count))
-            near = (d2 < limit) & (i < j)
-            total += np.count_nonzero(near & (j - i <= hist), axis=1)
-            recent += np.count_nonzero(near & (j - i <= window), axis=1)
-        take = min(count, hist)
-        slots = (self._next + np.arange(count - take, count)) % hist
-        self._ring[slots] = vs[count - take :]
-        self._norms[slots] = norms[count - take :]
-        self._sketch[:k, slots] = s[count - take :].T
-        self._sketch[k, slots] = -half[count - take :]
+            near = d2 < limit
+            within_hist, within_window = _earlier(count, hist, window)
+            total = total + np.count_nonzero(near & within_hist, axis=1)
+            recent = recent + np.count_nonzero(near & within_window, axis=1)
+        if count <= hist:
+            first = self._next % hist
+            if first + count <= hist:  # one contiguous run of slots: slices, not gathers
+                self._put(slice(first, first + count), vs, norms, s, half)
+            else:
+                self._put((first + np.arange(count)) % hist, vs, norms, s, half)
+        else:
+            slots = (self._next + np.arange(count - hist, count)) % hist
+            tail = slice(count - hist, count)
+            self._put(slots, vs[tail], norms[tail], s[tail], half[tail])
         self._next += count
         self._filled = min(n + count, hist)
         return recent, total
+
+    def _put(
+        self, slots: Any, vs: np.ndarray, norms: np.ndarray, s: np.ndarray, half: np.ndarray
+    ) -> None:
+        """Write queries into ring ``slots`` (a slice or an index array)."""
+        k = s.shape[1]
+        self._ring[slots] = vs
+        self._norms[slots] = norms
+        self._sketch[:k, slots] = s.T
+        self._sketch[k, slots] = -half
 
     def _spans(self, whole: bool) -> list[tuple[int, int]]:
         """Ring slots to scan: all, or only those of the last ``window`` queries."""
@@ -509,6 +537,18 @@ class Similarity:
         self._sketch[k, :n] = -np.einsum("ij,ij->i", sketch, sketch) / 2
         filled, nxt = (int(v) for v in state["meta"])
         self._filled, self._next = min(filled, n), nxt % len(self._ring)
+
+
+@functools.lru_cache(maxsize=64)
+def _earlier(count: int, hist: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over a batch's (later j, earlier i) pairs: i < j, and j - i within
+    ``hist``, within ``window`` queries (:meth:`Similarity.observe_many`)."""
+    j, i = np.indices((count, count))
+    gap = j - i
+    masks = ((gap > 0) & (gap <= hist), (gap > 0) & (gap <= window))
+    for m in masks:
+        m.flags.writeable = False
+    return masks
 
 
 def reduce(x: np.ndarray, max_dims: int, scale: float) -> np.ndarray:
@@ -942,7 +982,11 @@ class Monitor:
         if state.similarity is None and state.prada is None:
             return out
         max_dims = c.similarity.max_dims
-        vs = np.stack([self._reduce(x, max_dims, self.scale) for x in xs])
+        if self._reduce is reduce and xs[0].size <= max_dims:
+            # reduce() of each, at once: the same float32 division, value for value
+            vs = xs.reshape(len(xs), -1) / np.float32(self.scale)
+        else:
+            vs = np.stack([self._reduce(x, max_dims, self.scale) for x in xs])
         if state.similarity is not None:
             # the whole history's bar: never below the allowance (a granted client's copies)
             long_need = max(c.similarity.long_neighbours or math.inf, allowance or 0)
