@@ -43,6 +43,7 @@ import numpy as np
 
 from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.serve.config import Detection, GatewayConfig, Projection
+from mlwarden.serve.dilution import RATIO_MARGIN, benign_ratio
 from mlwarden.serve.monitor import Monitor
 
 RADII = (0.1, 0.07, 0.05, 0.035, 0.025, 0.02, 0.017, 0.015, 0.0125, 0.01, 0.007, 0.005)
@@ -98,6 +99,7 @@ class Calibration:
                 "history": d.blacklight.history,
             },  # fmt: skip
             "prada_delta": d.prada.delta if d.prada.enabled else None,
+            "dilution_ratio": d.dilution.ratio if d.dilution.enabled else None,
             "notes": self.notes,
             "tried": self.tried,
         }
@@ -429,6 +431,7 @@ def calibrate(
                              "large as the distance between benign inputs")  # fmt: skip
     _pick_others(base, run, data, notes, tried)
     _set_long_bar(data, run, info)
+    _set_dilution(data, run, info)
     chosen = Detection.model_validate(data)
     fa = run.false_alarms(chosen)
     flags = run.first_flags(chosen)
@@ -542,6 +545,7 @@ def calibrate_text(config: GatewayConfig, texts: list[str], y: np.ndarray | None
     run = runners.get(near) or runners[NEARS[1]]
     _pick_others(base, run, data, notes, tried)
     _set_long_bar(data, run, info)
+    _set_dilution(data, run, info)
     chosen = Detection.model_validate(data)
     fa = run.false_alarms(chosen)
     flags = run.first_flags(chosen)
@@ -609,6 +613,25 @@ def _set_long_bar(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
     data["similarity"]["long_neighbours"] = bar
     notes.append(f"similarity.long_neighbours {bar}: the largest benign count extrapolated to "
                  f"a full history of {det.similarity.history} is {worst:.0f}")  # fmt: skip
+
+
+def _set_dilution(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
+    """Switch on the diluted-search test (:mod:`.dilution`) when benign inputs allow it."""
+    det = Detection.model_validate(data)
+    dil = det.dilution
+    if not det.similarity.enabled or dil.enabled:
+        return
+    mon = Monitor(det, shape=run.shape, scale=run.scale, modality=run.modality)
+    raw = np.stack([mon.summarise(xi) for xi in run.streams["distinct"][0]])
+    worst = benign_ratio(mon.project(raw), raw, det.similarity.radius,
+                         det.similarity.history, dil.min_neighbours)  # fmt: skip
+    ratio = max(dil.ratio, round(RATIO_MARGIN * worst, 2))
+    if ratio > 0.9:  # a search's ball is rarely tighter than that: leave it off, say why
+        notes.append(f"dilution test off: benign inputs form balls as tight as a search's "
+                     f"(largest ratio {worst:.2f})")  # fmt: skip
+        return
+    data["dilution"].update(enabled=True, ratio=ratio)
+    notes.append(f"dilution test on at ratio {ratio:g} (largest benign ratio {worst:.2f})")
 
 
 def _pick_others(base: Detection, run: _Runner, data: dict[str, Any], notes: list[str],

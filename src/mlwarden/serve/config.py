@@ -248,9 +248,24 @@ class Similarity(_Strict):
     )
 
 
+class Dilution(_Strict):
+    """A search spread thin among benign queries: a tight ball; see serve/dilution.py."""
+
+    # Off until ``gateway calibrate`` has checked the deployment's benign inputs: a
+    # ratio of counts means something only at a radius fitted to the data.
+    enabled: bool = False
+    min_neighbours: int = Field(
+        default=20, ge=2, description="neighbours over the whole history before the test"
+    )
+    ratio: float = Field(
+        default=0.5, gt=0, le=1, description="count at a radius over the count at twice it"
+    )
+
+
 class Detection(_Strict):
     blacklight: Blacklight = Field(default_factory=Blacklight)
     similarity: Similarity = Field(default_factory=Similarity)
+    dilution: Dilution = Field(default_factory=Dilution)
     prada: Prada = Field(default_factory=Prada)
     action: Action = "log"
     # The request that brings a key's queue to this size analyses it in one pass.

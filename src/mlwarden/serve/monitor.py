@@ -59,6 +59,11 @@ Three detectors, all per key, after one filter:
   costs about 0.5 ms. ``delta`` 0.85 is calibrated on digits (benign streams of 100
   held-out digits had W >= 0.91); the paper tuned it per dataset.
 
+A search diluted among many benign queries of the key (fewer than ``min_neighbours``
+per ``window``) answers to :mod:`mlwarden.serve.dilution` (``detection.dilution``, set
+by ``gateway calibrate``): a tight ball of queries on the similarity history, which it
+reads and does not copy.
+
 The gateway analyses a key's queries in batches (:meth:`Monitor.submit`,
 ``detection.batch``, default 8; 1 with ``action: block``): the request that fills the
 key's queue runs the detectors on the whole queue, one pass over each history instead
@@ -98,6 +103,7 @@ from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
+from mlwarden.serve.dilution import Dilution
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
@@ -802,6 +808,13 @@ class _KeyState:
             Similarity(config.similarity, sim_dims) if config.similarity.enabled else None
         )
         self.prada = Prada(config.prada) if config.prada.enabled else None
+        # a search diluted among benign queries: reads the similarity history, adds none
+        dil = config.dilution
+        self.dilution = (
+            Dilution(dil, config.similarity.radius)
+            if dil.enabled and self.similarity is not None
+            else None
+        )
         self.lock = threading.Lock()
         self.dims = dims
         self.unsaved = 0
@@ -991,10 +1004,17 @@ class Monitor:
             # the whole history's bar: never below the allowance (a granted client's copies)
             long_need = max(c.similarity.long_neighbours or math.inf, allowance or 0)
             # without a whole-history bar only the window decides: scan only the window
-            whole = long_need != math.inf
-            recent, total = state.similarity.observe_many(self.project(vs), whole)
+            dil = state.dilution
+            whole = long_need != math.inf or dil is not None
+            pvs = self.project(vs)
+            before = dil.snapshot(state.similarity, len(pvs)) if dil is not None else None
+            recent, total = state.similarity.observe_many(pvs, whole)
             counts = enumerate(zip(recent.tolist(), total.tolist(), strict=True))
             out["similarity"] = [j for j, (r, t) in counts if r >= need or t >= long_need]
+            if dil is not None and before is not None:
+                # a granted client's copies: a ball, flagged past its allowance only
+                least = max(dil.config.min_neighbours, allowance or 0)
+                out["dilution"] = dil.flags(state.similarity, pvs, total, before, vs, least)
         if state.prada is not None:
             prada = state.prada
             pairs = enumerate(zip(vs, labels, strict=True))
