@@ -263,3 +263,34 @@ def test_prada_tests_the_distances_it_keeps(history, every):
             ring = prada._dists[: min(prada._n_dists, history)]
             assert w == shapiro_w(ring), i
     assert prada._n_dists > 4 * history and tests >= len(xs) // every // 2
+
+
+@pytest.mark.parametrize("dims", [8, 64, 128])
+def test_prada_ranks_large_sets_to_the_same_distances_bit_for_bit(dims):
+    """Large reference sets (a class most queries fall in) are ranked by a product
+    before the exact subtraction: every recorded distance, threshold and W must be
+    those of subtracting from every row, also for near-ties (queries on a coarse grid
+    and tiny steps around seeds, as an extraction attack sends)."""
+    from mlwarden.serve.config import Prada as PradaConfig
+    from mlwarden.serve.monitor import Prada
+
+    rng = np.random.default_rng(dims)
+    xs = rng.uniform(0, 1, (3000, dims)).astype(np.float32)  # distinct: the sets grow
+    xs[1::4] = xs[::4] + rng.normal(0, 1e-3, (750, dims)).astype(np.float32)  # near copies
+    xs[3::8] = np.round(rng.uniform(0, 3, (375, dims)), 0)  # exact ties of distance
+    # far from 0 and close together: the product's rounding (|r|^2 ~ 10^5) swamps the
+    # differences between distances (~10^-3), so only the exact pass picks the row
+    xs[:400] = 50 + rng.normal(0, 0.01, (400, dims))
+    xs[2::8] = 50 + rng.normal(0, 0.01, (375, dims))
+    labels = rng.integers(0, 2, 3000)  # two classes: sets of 1,000s of rows
+    cfg = PradaConfig(history=2500, min_queries=5, test_every=7)
+    fast, plain = Prada(cfg), Prada(cfg)
+    fast._BIG = 64  # ranks from 64 rows on (the default: 512)
+    plain._BIG = 10**9  # always subtracts from every row
+    for x, y in zip(xs, labels, strict=True):
+        fast.observe(x, int(y))
+        plain.observe(x, int(y))
+        assert fast.test() == plain.test()
+    assert max(fast._sizes.values()) > 2 * fast._BIG  # the ranking path did run
+    assert np.array_equal(fast._dists, plain._dists)
+    assert fast._thresholds == plain._thresholds

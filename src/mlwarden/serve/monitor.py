@@ -279,7 +279,9 @@ class Blacklight:
         """Bucket, slot (-1: none) and newest query id (-1: none) of salted hashes ``m``."""
         bucket = (m >> self._shift).astype(np.intp)
         tag = m.astype(np.uint32) | np.uint32(1)  # the low 32 bits; never 0 (an empty slot)
-        at, hit = np.divmod(np.flatnonzero(self._tags[bucket] == tag[:, None]), self._WAYS)
+        # np.take of whole rows: several times faster than indexing with ``[bucket]``
+        rows = np.take(self._tags, bucket, axis=0)
+        at, hit = np.divmod(np.flatnonzero(rows == tag[:, None]), self._WAYS)
         col = np.full(len(m), -1, dtype=np.intp)
         col[at[::-1]] = hit[::-1]  # the first matching slot of a bucket (one, but for 2^-47)
         last = np.full(len(m), -1, dtype=np.int64)
@@ -327,7 +329,7 @@ class Blacklight:
             self._owner[bucket[todo]] = todo  # one of the hashes aimed at a bucket wins it
             win = self._owner[bucket[todo]] == todo
             now = todo[win]
-            free = self._ids[bucket[now]] < limit
+            free = np.take(self._ids, bucket[now], axis=0) < limit
             col = free.argmax(axis=1)
             fits = free[np.arange(len(now)), col]
             at, where = bucket[now[fits]], col[fits]
@@ -509,7 +511,7 @@ class Similarity:
             d2 = self._norms[a:b] + norms[:, None] - 2.0 * (vs @ self._ring[a:b].T)
             j, slot = np.divmod(np.flatnonzero((d2 < limit) & cand), b - a)
         elif len(j):
-            dot = np.einsum("ij,ij->i", self._ring[slot + a], vs[j])
+            dot = np.einsum("ij,ij->i", np.take(self._ring, slot + a, axis=0), vs[j])
             near = self._norms[slot + a] + norms[j] - 2.0 * dot < limit
             j, slot = j[near], slot[near]
         return j, slot + a
@@ -616,9 +618,12 @@ class Prada:
     defaults for 64 values).
     """
 
+    _BIG = 512  # rows of a class's set from which :meth:`_nearest` ranks before it subtracts
+
     def __init__(self, config: PradaConfig) -> None:
         self.config = config
         self._sets: dict[int, np.ndarray] = {}  # growing reference set per class, rows
+        self._sq: dict[int, np.ndarray] = {}  # squared norms of a large set's rows
         self._sizes: dict[int, int] = {}
         self._moments: dict[int, list[float]] = {}
         self._thresholds: dict[int, float] = {}
@@ -651,14 +656,17 @@ class Prada:
             self._thresholds[label] = 0.0
             return
         n = self._sizes[label]
-        diff = ref[:n] - v
-        d = math.sqrt(float(np.einsum("ij,ij->i", diff, diff).min()))
+        d = math.sqrt(self._nearest(label, ref, n, v))
         self._record(d)
         if d > self._thresholds[label] and self._total < self.config.history:
             if n == len(ref):
                 grow = min(len(ref), self.config.history)
                 ref = self._sets[label] = np.concatenate([ref, np.empty((grow, v.size), ref.dtype)])
+                if label in self._sq:
+                    self._sq[label] = np.concatenate([self._sq[label], np.empty(grow, np.float32)])
             ref[n] = v
+            if label in self._sq:
+                self._sq[label][n] = v @ v
             self._sizes[label] = n + 1
             self._total += 1
             # running count, sum and sum of squares of the set's distances: mean - std in O(1)
@@ -669,6 +677,29 @@ class Prada:
             mean = m[1] / m[0]
             std = math.sqrt(max(m[2] / m[0] - mean * mean, 0.0))
             self._thresholds[label] = max(self._thresholds[label], mean - std)
+
+    def _nearest(self, label: int, ref: np.ndarray, n: int, v: np.ndarray) -> float:
+        """The smallest squared distance from ``v`` to the class's ``n`` remembered rows.
+
+        Always the value of ``einsum`` over ``ref[:n] - v`` row by row. A large set
+        (a class most queries fall in; a model of two classes) is first ranked by
+        ``|r|^2 - 2 r.v`` (one product, no copy of the set), and only the rows within
+        the rounding bound of the smallest are subtracted exactly.
+        """
+        if n < self._BIG:
+            diff = ref[:n] - v
+            return float(np.einsum("ij,ij->i", diff, diff).min())
+        sq = self._sq.get(label)
+        if sq is None:
+            sq = self._sq[label] = np.empty(len(ref), dtype=np.float32)
+            sq[:n] = np.einsum("ij,ij->i", ref[:n], ref[:n])
+        rank = sq[:n] - 2.0 * (ref[:n] @ v)
+        # Both forms round in float32: each is within ~4 x size x 2^-24 of |r|^2 + |v|^2
+        # of the true value, so the exact nearest row ranks within 16 x size x 2^-24.
+        slack = 16 * v.size * 2.0**-24 * (float(sq[:n].max()) + float(v @ v))
+        close = np.flatnonzero(rank <= rank.min() + slack)
+        diff = ref[close] - v
+        return float(np.einsum("ij,ij->i", diff, diff).min())
 
     def test(self) -> float | None:
         """Shapiro-Wilk W of the distances, or ``None`` when too few or tested recently.
@@ -713,7 +744,8 @@ class Prada:
         return w is not None and w < self.config.delta
 
     def nbytes(self) -> int:
-        return sum(r.nbytes for r in self._sets.values()) + self._dists.nbytes
+        sets = sum(r.nbytes for r in self._sets.values())
+        return sets + sum(q.nbytes for q in self._sq.values()) + self._dists.nbytes
 
 
 @functools.lru_cache(maxsize=8)
