@@ -1367,12 +1367,24 @@ def _rank(report: Report, dets: list[dd.Detection], y: np.ndarray, pii: PiiScan 
     suspicious = _merge_pii_rows(ranked.suspicious, pii)
     report.metrics["suspicious"] = len(suspicious)
     report.metrics["suspicious.calibration"] = {
-        "rule": "conformal p-value per detector, weighted Bonferroni, Benjamini-Hochberg at 0.05",
+        "rule": (
+            "conformal p-value per detector, weighted Bonferroni; broad detectors' rows "
+            "only where a specific detector confirms them; Benjamini-Hochberg at 0.05"
+        ),
         "detectors": ranked.calibration,
         "flagged_not_significant": ranked.dropped,
+        "set_aside": len(ranked.set_aside),
     }
+    # every detector's own flags stay visible: the ran/why-not table says how many of
+    # them the list took and how many it set aside (artifacts.set_aside says why)
+    table = report.metrics.get("poisoning.detectors", {})
+    for name, cal in ranked.calibration.items():
+        if name in table and table[name].get("ran"):
+            table[name].update(listed=cal["listed"], set_aside=cal["set_aside"])
     report.suspicious = suspicious[:MAX_SUSPICIOUS]
     report.artifacts["data_issues"] = {k: v[:MAX_SUSPICIOUS] for k, v in ranked.issues.items()}
+    if ranked.set_aside:
+        report.artifacts["set_aside"] = ranked.set_aside[:MAX_SUSPICIOUS]
 
 
 def _merge_pii_rows(suspicious: list[dict[str, Any]], scan: PiiScan | None) -> list[dict[str, Any]]:

@@ -13,18 +13,38 @@ values. :func:`combine` puts them on one scale and merges them by a documented r
    did not flag. Row ``i``'s p-value is ``(1 + #{null >= s_i}) / (1 + |null|)``.
 2. **Combination**: weighted Bonferroni over the detectors that flagged any row,
    ``p_i = min(1, min_d p_d,i / w_d)`` with the weights summing to 1 (equal unless
-   given; a detector that flagged nothing makes no claim and takes no share). It holds under any dependence between detectors; activation clustering,
+   given; a detector that flagged nothing makes no claim and takes no share). It
+   holds under any dependence between detectors; activation clustering,
    spectral signatures and SPECTRE read the same activations, so Fisher's or
    Stouffer's rule, which assume independence, would overstate agreement.
-3. **Listing**: the rows some poisoning detector flagged (each detector's own
-   class-level test stands) are the candidates; Benjamini-Hochberg at level ``alpha``
-   over their combined p-values keeps the listed ones, so that the expected share of
+3. **Confirmation**: a *specific* detector (:data:`SPECIFIC`: it names what it found,
+   a trigger's feature values, a reversed trigger, a mixture component, n-grams, and
+   the rows carrying it) outranks a *broad* one (activation clustering, spectral
+   signatures, STRIP: a cluster or a tail that natural sub-styles of a class also
+   form). Once specific detectors have flagged rows, a broad detector's row that no
+   specific detector flagged is a candidate only in a class they confirmed, and there
+   only when at least half of its flags in that class are confirmed rows and its
+   score reaches the median of its scores on those (it looks like the confirmed
+   poison by its own measure; a detector whose flags there are mostly unconfirmed is
+   reading another structure of the class). The
+   other rows are *set aside*: not listed, but kept per detector with the reason
+   (:attr:`Ranking.set_aside`). When no specific detector flagged anything the broad
+   detectors' flags stand alone, as before. The gate acts only where a specific
+   detector has already raised a high finding, so it changes which rows are listed,
+   never whether the audit fails; its cost is a second attack in another class that
+   only a broad detector sees (set aside, still reported), which we chose over listing
+   activation clustering's clean sub-style clusters whenever it misses the poison
+   itself (digits BadNets 10%: it flags 49 rows of classes 2, 4 and 9, none poison).
+   Figures: docs/benchmarks/poisoning.md, "The combined list".
+4. **Listing**: the candidate rows (each detector's own class-level test stands);
+   Benjamini-Hochberg at level ``alpha`` over their combined p-values keeps the listed
+   ones, so that the expected share of
    clean rows among them stays near ``alpha`` (conformal p-values with BH control the
    false discovery rate, Bates et al. 2023). On data too small to reach ``alpha``
    the level is the smallest combined p-value the nulls can give. Score ``= 1 - p_i``.
    Ties are broken by agreement: Fisher's statistic ``-2 sum log p_d`` over the
    detectors that flagged the row.
-4. **Evidence**: each row names the detectors that flagged it with their p-values.
+5. **Evidence**: each row names the detectors that flagged it with their p-values.
 
 Data-quality detections (label issues, duplicates, outliers) are not poisoning
 evidence on their own; they are returned as separate lists (``issues``) so that they
@@ -58,6 +78,20 @@ HYGIENE = {
 MIN_NULL = 20
 #: False discovery rate (Benjamini-Hochberg) of the listed rows.
 ALPHA = 0.05
+#: Detectors that name what they found and the rows carrying it (step 3 of the rule).
+SPECIFIC = frozenset(
+    {
+        "feature-trigger",
+        "cross-class",
+        "trigger-occlusion",
+        "query-trigger",
+        "trigger-ngrams",
+        "trigger-search",
+    }
+)
+#: Quantile of a broad detector's scores on a class's confirmed rows that its
+#: unconfirmed rows of that class must reach to stay candidates.
+CONFIRM_QUANTILE = 0.5
 
 
 @dataclass
@@ -68,6 +102,9 @@ class Ranking:
     issues: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: rows some detector flagged that Benjamini-Hochberg did not keep
     dropped: int = 0
+    #: broad detectors' rows that no specific detector confirmed (rule step 3), each
+    #: ``{"index", "detectors", "why"}``: not listed, still the detectors' flags
+    set_aside: list[dict[str, Any]] = field(default_factory=list)
     #: per detector: its weight, null size, smallest attainable p-value, rows flagged
     #: and rows of the list it flagged
     calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -131,13 +168,72 @@ def combine(
             "null_rows": size,
             "min_p": round(1.0 / (1.0 + size), 6),
         }
-    ranking.suspicious, ranking.dropped = _list(poison, pvals, raw, total, alpha)
+    candidates, ranking.set_aside = confirm(poison, y)
+    ranking.suspicious, ranking.dropped = _list(poison, pvals, raw, total, alpha, candidates)
     for det in poison:
-        ranking.calibration[det.name]["flagged"] = int(det.flagged.sum())
-        ranking.calibration[det.name]["listed"] = sum(
-            det.name in r["detectors"] for r in ranking.suspicious
-        )
+        cal = ranking.calibration[det.name]
+        cal["flagged"] = int(det.flagged.sum())
+        cal["listed"] = sum(det.name in r["detectors"] for r in ranking.suspicious)
+        cal["set_aside"] = sum(det.name in r["detectors"] for r in ranking.set_aside)
     return ranking
+
+
+def confirm(
+    poison: list[Detection], y: np.ndarray, quantile: float = CONFIRM_QUANTILE
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Step 3 of the rule: the candidate rows ``(N,)`` bool, and the broad detectors'
+    rows set aside because no specific detector (:data:`SPECIFIC`) confirms them.
+
+    Example: feature-trigger flags 37 rows of class 0 and activation clustering a
+    cluster of 40 rows there (30 of the 37 among them) plus 150 rows of classes 3 and
+    5: the candidates are the 37 and those of the other 10 whose silhouette reaches
+    the median of the 30's; classes 3 and 5 are set aside.
+    """
+    y = np.asarray(y)
+    flagged = np.zeros(len(y), dtype=bool)
+    confirmed = np.zeros(len(y), dtype=bool)
+    for det in poison:
+        flagged |= det.flagged
+        if det.name in SPECIFIC:
+            confirmed |= det.flagged
+    if not confirmed.any():
+        return flagged, []
+    names = ", ".join(d.name for d in poison if d.name in SPECIFIC and d.flagged.any())
+    keep = confirmed.copy()
+    why: dict[int, dict[str, str]] = {}
+    classes = set(np.unique(y[confirmed]).tolist())
+    for det in (d for d in poison if d.name not in SPECIFIC):
+        for c in np.unique(y[det.flagged & ~confirmed]).tolist():
+            extra = det.flagged & ~confirmed & (y == c)
+            agree = det.flagged & confirmed & (y == c)
+            if c not in classes:
+                reason = f"class {c}: {names} flagged nothing in it"
+                ok = np.zeros(len(y), dtype=bool)
+            elif agree.sum() < extra.sum():
+                # mostly unconfirmed: it reads something else in this class (spectral
+                # signatures' top direction turns to the clean rows once poison is
+                # most of the class)
+                reason = (
+                    f"class {c}: only {int(agree.sum())} of its {int((agree | extra).sum())} "
+                    f"rows there are among those {names} flagged"
+                )
+                ok = np.zeros(len(y), dtype=bool)
+            else:
+                cut = float(np.quantile(det.scores[agree], quantile))
+                reason = (
+                    f"class {c}: scores below {cut:.3g}, the median of its scores on the "
+                    f"rows {names} flagged there"
+                )
+                ok = extra & (det.scores >= cut)
+            keep |= ok
+            for i in np.flatnonzero(extra & ~ok):
+                why.setdefault(int(i), {})[det.name] = reason
+    aside = [
+        {"index": i, "detectors": sorted(w), "why": "; ".join(f"{n}: {r}" for n, r in w.items())}
+        for i, w in sorted(why.items())
+        if not keep[i]
+    ]
+    return keep, aside
 
 
 def _list(
@@ -146,13 +242,11 @@ def _list(
     raw: dict[str, float],
     total: float,
     alpha: float,
+    candidates: np.ndarray,
 ) -> tuple[list[dict[str, Any]], int]:
-    """The listed rows (flagged, and kept by Benjamini-Hochberg over the flagged rows'
-    combined p-values), most suspicious first, and how many flagged rows fell short."""
-    flagged = np.zeros(len(poison[0].scores), dtype=bool)
-    for det in poison:
-        flagged |= det.flagged
-    idx = np.flatnonzero(flagged)
+    """The listed rows (candidates kept by Benjamini-Hochberg over their combined
+    p-values), most suspicious first, and how many candidates fell short."""
+    idx = np.flatnonzero(candidates)
     if len(idx) == 0:
         return [], 0
     by = [{d.name: float(pvals[d.name][i]) for d in poison if d.flagged[i]} for i in idx]

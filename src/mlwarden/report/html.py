@@ -70,6 +70,7 @@ def render_html(report: Report) -> str:
         ],
         suspicious_total=len(report.suspicious or []),
         data_issues=_data_issues(report.artifacts.get("data_issues")),
+        set_aside=_set_aside(report.artifacts.get("set_aside")),
         text_examples=_text_examples(report.artifacts.get("text_examples")),
         timings=sorted(report.timings.items(), key=lambda kv: -(kv[1] or 0.0)),
         checks=checks,
@@ -122,6 +123,25 @@ def _data_issues(issues: Any) -> list[dict[str, Any]]:
         if isinstance(e, dict)
     ]
     return rows[:50]
+
+
+def _set_aside(rows: Any) -> dict[str, Any]:
+    """Up to 20 of the rows broad detectors flagged that the poisoning list set aside
+    (no specific detector confirms them), and how many there are."""
+    if not isinstance(rows, list):
+        return {"total": 0, "rows": []}
+    keep = [r for r in rows if isinstance(r, dict)]
+    return {
+        "total": len(keep),
+        "rows": [
+            {
+                "index": r.get("index"),
+                "detectors": ", ".join(map(str, r.get("detectors") or [])),
+                "why": str(r.get("why", "")),
+            }
+            for r in keep[:20]
+        ],
+    }
 
 
 def _audio_examples(report: Report) -> list[dict[str, Any]]:
