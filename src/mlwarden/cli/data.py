@@ -49,6 +49,13 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--label", help="Label column of a CSV/TSV/JSONL (default 'label')."),
         ] = None,
+        reference: Annotated[
+            str | None,
+            typer.Option(
+                "--reference",
+                help="Trusted labelled rows of the same inputs (a held-out set, an earlier release): name the relabelled rows when a whole class was flipped with none of it left.",
+            ),
+        ] = None,
         text_column: Annotated[
             str | None,
             typer.Option("--text-column", help="Text data: the column holding the text [text]."),
@@ -123,6 +130,7 @@ def register(app: typer.Typer) -> None:
             neural_cleanse_epochs=nc_epochs,
             pii_config=config,
             text_column=text_column,
+            reference=reference,
         )
         raise typer.Exit(
             finish(

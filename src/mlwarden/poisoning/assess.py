@@ -189,6 +189,7 @@ def data_report(
     holdout: float = 0.2,
     pii_config: PiiConfig | None = None,
     text_column: str | None = None,
+    reference: str | Path | Dataset | None = None,
 ) -> Report:
     """Audit a training set; see the module docstring.
 
@@ -204,6 +205,9 @@ def data_report(
     fraction used to measure accuracy before and after removing flagged samples).
     ``neural_cleanse_epochs``: 0 skips Neural Cleanse. Text data (``text_column``,
     default ``text``) gets the checks of :mod:`mlwarden.poisoning.text_assess`.
+    ``reference``: trusted labelled rows of the same inputs (a held-out set, an earlier
+    release; a dataset spec or a :class:`Dataset`): where a label has no row left, they
+    say which rows of a merged class were relabelled (MLW-DAT-018).
     """
     from threadpoolctl import threadpool_limits
 
@@ -219,6 +223,7 @@ def data_report(
             holdout=holdout,
             pii_config=pii_config,
             text_column=text_column,
+            reference=reference,
         )
 
 
@@ -233,6 +238,7 @@ def _data_report(
     holdout: float = 0.2,
     pii_config: PiiConfig | None = None,
     text_column: str | None = None,
+    reference: str | Path | Dataset | None = None,
 ) -> Report:
     """:func:`data_report` without the thread limit."""
     if model is not None and trainer is not None:
@@ -286,6 +292,7 @@ def _data_report(
         return report
     _check_size(ds)
     report.data = ds.describe()
+    ref = _reference(reference, ds, label)
     detections: list[dd.Detection] = []
     feats = _compare_features(ds)
     with report.timed("label-issues"):
@@ -306,8 +313,6 @@ def _data_report(
                     check="label-issues",
                 )
             )
-    with report.timed("relabelled-class"):
-        detections.append(relabelled_classes(feats, ds.y, seed=seed))
     with report.timed("duplicates"):
         detections.append(dd.duplicates(ds.x, ds.y))
     with report.timed("outliers"):
@@ -317,6 +322,7 @@ def _data_report(
     detections.extend([trig, cross])
     poison_dets: list[dd.Detection] = []
     trained = None
+    classes: int | None = None
     if trainer is not None:
         from mlwarden.poisoning.mitigate import resolve_trainer
 
@@ -335,7 +341,7 @@ def _data_report(
             raise UserError(
                 f"trainer {report.config['trainer']} returned None; it must return the trained model"
             )
-        _check_model_fits(trained, train_ds, f"from trainer {report.config['trainer']}")
+        classes = _check_model_fits(trained, train_ds, f"from trainer {report.config['trainer']}")
         poison_dets, nc = _poison_detectors(report, trained, train_ds, seed, neural_cleanse_epochs)
         # detections index the training part; map back to the full dataset
         full_index = _split_index(ds, holdout, seed)
@@ -349,8 +355,10 @@ def _data_report(
     elif model is not None:
         with report.timed("load-model"):
             trained = _load_model(model)
-        _check_model_fits(trained, ds, str(report.config["model"]))
+        classes = _check_model_fits(trained, ds, str(report.config["model"]))
         poison_dets, _ = _poison_detectors(report, trained, ds, seed, neural_cleanse_epochs)
+    with report.timed("relabelled-class"):
+        detections.append(_relabelled(ds, feats, trained, classes, ref, seed))
     detections.extend(poison_dets)
     _hygiene_findings(report, detections, _name(data))
     _rank(report, detections, ds.y, pii)
@@ -420,6 +428,53 @@ def _text_backdoor(
         target = as_text_target(target)
     text_backdoor_checks(report, target, ds, seed=seed)
     return report
+
+
+def _reference(spec: str | Path | Dataset | None, ds: Dataset, label: str | None) -> Dataset | None:
+    """The trusted reference rows, checked against the audited data (fails closed)."""
+    if spec is None:
+        return None
+    ref = spec if isinstance(spec, Dataset) else load_dataset(spec, label=label)
+    if (ref.x.shape[1:], ref.modality, ref.sample_rate) != (
+        ds.x.shape[1:],
+        ds.modality,
+        ds.sample_rate,
+    ):
+        raise UserError(
+            f"reference {ref.name} has {ref.modality} inputs of shape {list(ref.x.shape[1:])}; "
+            f"{ds.name} has {ds.modality} inputs of shape {list(ds.x.shape[1:])}: they must match"
+        )
+    return ref
+
+
+def _relabelled(
+    ds: Dataset,
+    feats: np.ndarray,
+    model: Any,
+    classes: int | None,
+    reference: Dataset | None,
+    seed: int,
+) -> dd.Detection:
+    """MLW-DAT-018's detection: the label set is the data's class list or the model's
+    outputs, whichever is larger (a label with no row left is the trace of a whole
+    flipped class); the model and trusted reference rows are the outside evidence that
+    names the relabelled half (:func:`mlwarden.poisoning.label_flips.relabelled_classes`)."""
+    predict = None
+    if model is not None:
+        from mlwarden.poisoning.simulate import _predictor
+
+        run = _predictor(model)
+
+        def predict(idx: np.ndarray) -> np.ndarray:
+            return np.asarray(run(ds.x[idx]))
+
+    ref = None
+    if reference is not None:
+        ref = (_compare_features(reference), reference.y)
+    num = max(ds.num_classes, classes or 0, reference.num_classes if reference else 0)
+    return relabelled_classes(
+        feats, ds.y, num_classes=num, predict=predict, reference=ref, seed=seed
+    )
 
 
 def _compare_features(ds: Dataset) -> np.ndarray:
@@ -1246,26 +1301,32 @@ def _relabelled_findings(report: Report, det: dd.Detection | None, artifact: str
     report.metrics["relabelled_class"] = det.details
     for c in det.details.get("classes", []):
         left = c["counts"][1]
+        ambiguous = bool(c.get("ambiguous"))
+        title = (
+            f"Class {c['class']} looks like two classes: class {c['source']} has no row left, "
+            f"and nothing says which half of class {c['class']}'s {c['rows']} rows was relabelled"
+            if ambiguous
+            else f"Class {c['class']} looks relabelled: {c['rows']} of its rows look like class {c['source']} ("
+            + (f"{left} rows left)" if left else f"none left; named by the {c['evidence']})")
+        )
         report.add(
             Finding(
                 rule="MLW-DAT-018",
-                title=f"Class {c['class']} looks relabelled: {c['rows']} of its rows look like class {c['source']} ({left} rows left)",
-                severity=Severity.HIGH,
+                title=title,
+                severity=Severity.MEDIUM if ambiguous else Severity.HIGH,
                 atlas=["AML.T0020", "AML.T0059"],
                 mitigations=["AML.M0007"],
                 description=(
                     f"Class {c['class']} has {c['counts'][0]} rows and class {c['source']} {left} "
-                    f"(the median class {c['median_count']:g}); class {c['class']} splits "
-                    "into two groups, and moving one of them back would make both counts typical. "
-                    + (
-                        f"That group is indistinguishable from class {c['source']}'s own rows (two-sample AUC {c.get('auc')}). "
-                        if "auc" in c
-                        else f"The split is as distinct as two real classes of this data are (separation {c['separation']} against {c.get('pair_quartile')}). "
-                    )
+                    f"(the median class {c['median_count']:g}); "
+                    + _relabelled_evidence(c)
                     + "A targeted label flip of a whole class looks like this; confident learning cannot see it, because every model learns the flip."
                 ),
                 recommendation=(
-                    "Check the provenance of the rows listed in artifacts.data_issues.relabelled_class; "
+                    f"Review class {c['class']} (every row is listed in artifacts.data_issues.relabelled_class, ranked below decided rows): "
+                    "pass trusted labelled rows (data_report(reference=...)) or a model trained elsewhere to name the relabelled half; do not drop the class."
+                    if ambiguous
+                    else "Check the provenance of the rows listed in artifacts.data_issues.relabelled_class; "
                     f"restore their label ({c['source']}) if they are class {c['source']}, then retrain."
                 ),
                 evidence=dict(c),
@@ -1274,6 +1335,35 @@ def _relabelled_findings(report: Report, det: dd.Detection | None, artifact: str
                 owasp=["ML02"],
             )
         )
+
+
+def _relabelled_evidence(c: dict[str, Any]) -> str:
+    """What decided an MLW-DAT-018 finding, in one or two sentences."""
+    if "auc" in c:
+        return (
+            f"class {c['class']} splits into two groups, and moving one of them back would make both counts typical. "
+            f"That group is indistinguishable from class {c['source']}'s own rows (two-sample AUC {c['auc']}). "
+        )
+    if c["counts"][1]:
+        return (
+            f"class {c['class']} splits into two groups, and moving one of them back would make both counts typical. "
+            f"The split is as distinct as two real classes of this data are (separation {c['separation']} against {c.get('pair_quartile')}). "
+        )
+    split = (
+        "it splits more distinctly than a typical class does"
+        if c.get("split_distinct")
+        else "it splits no more distinctly than a real class does (look-alike classes)"
+    )
+    counts = f"class {c['class']} holds two classes' worth of rows while label {c['source']} has none and the other classes are balanced; {split}. "
+    if c.get("ambiguous"):
+        return (
+            counts
+            + "A model trained on these data learns both halves as one class, so nothing here says which half was relabelled. "
+        )
+    return (
+        counts
+        + f"The {c['evidence']} puts {c['share_predicted']:.0%} of its rows in class {c['source']}; those are listed. "
+    )
 
 
 def _pii_findings(report: Report, scan: PiiScan) -> None:
