@@ -17,7 +17,9 @@ input kinds, models, searches and benign pools of ``gateway_detection_long.py``)
 * **an attacker who knows the tabular projection** (scikit-learn's breast-cancer rows,
   calibrated on one half, when calibration measures similarity along principal axes):
   the search of ``gateway_detection_modalities.attack`` with its noise energy (sigma 0.05
-  a value) put on the calibrated axes only; 20 runs.
+  a value) put on the calibrated axes only; 20 runs, alone and after the other held-out
+  patients (142 distinct rows) from the same key; benign: the held-out rows, and 10,000
+  drawn from them with replacement, without and with N(0, 0.01).
 
 Each attack runs at the calibrated config (the dilution test on where calibrate turned
 it on); the diluted ones also with the dilution test off (the detectors before it). Reported: the
@@ -178,15 +180,40 @@ def projection_aware(runs: int) -> dict[str, Any]:
     off = det.model_copy(deep=True)
     off.dilution.enabled = False
     held = pool[half:]
-    for label, d in (("calibrated", det), ("without_dilution", off)):
+    plans = (("calibrated", det, False), ("without_dilution", off, False),
+             ("after_held_out_patients", det, True))  # fmt: skip
+    for label, d, warm in plans:
         flags = []
         for i in range(runs):
             mon = Monitor(d, shape=list(x.shape[1:]), scale=bounds[1] - bounds[0])
             j = held[i % len(held)]
+            if warm:  # benign traffic first: every other held-out patient once
+                rows = x[held[held != j]]
+                for r, lab in zip(rows, model.predict(rows), strict=True):
+                    mon.inspect("k", r[None], np.array([lab]))
             flags.append(attack(mon, "k", model, x[j], int(y[j]), bounds, SIGMA, BUDGET, seed=i,
                                 axes=axes))  # fmt: skip
         out[label] = flags
         print(f"projection-aware {label}: {flags}", flush=True)
+    # benign: the held-out rows once each, then 10,000 drawn with replacement, without and
+    # with N(0, 0.01) (each patient ~70 times: resends that are balls on and off the axes)
+    rng = np.random.default_rng(SEED + 3)
+    hx = x[held].astype(np.float32)
+    draws = hx[rng.integers(0, len(hx), N)]
+    noisy = np.clip(draws + rng.normal(0, 0.01, draws.shape), *bounds).astype(np.float32)
+    out["benign"] = {}
+    for name, xs in (("distinct", hx), ("replacement", draws), ("noise", noisy)):
+        mon = Monitor(det, shape=list(x.shape[1:]), scale=bounds[1] - bounds[0])
+        labels = model.predict(xs)
+        counts: dict[str, int] = {"any": 0}
+        for i in range(len(xs)):
+            found = mon.inspect("k", xs[i : i + 1], labels[i : i + 1])
+            counts["any"] += bool(found)
+            for kind in found:
+                counts[kind] = counts.get(kind, 0) + 1
+        out["benign"][name] = {"queries": len(xs), **counts,
+                               "per_1000": round(1000 * counts["any"] / len(xs), 1)}  # fmt: skip
+    print(f"projection-aware benign: {json.dumps(out['benign'])}", flush=True)
     return out
 
 
@@ -247,8 +274,10 @@ def table(results: dict[str, Any]) -> None:
         print(f"| {name} | {ratio} | {' | '.join(cells)} | {ben} |")
     p = results.get("projection-aware")
     if p and "calibrated" in p:
-        print(f"\nprojection-aware ({p['axes']} axes): {_rate(p['calibrated'])} "
-              f"(without dilution {_rate(p['without_dilution'])})")  # fmt: skip
+        ben = " / ".join(f"{b['per_1000']:g}" for b in p["benign"].values())
+        print(f"\nprojection-aware ({p['axes']} axes): {_rate(p['calibrated'])}, after the "
+              f"held-out patients {_rate(p['after_held_out_patients'])} (without dilution "
+              f"{_rate(p['without_dilution'])}); benign per 1,000 {ben}")  # fmt: skip
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ noise a query) on real digits; the benign traffic of the same key is distinct di
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,107 @@ def test_calibrate_turns_the_test_on_where_benign_inputs_allow(digits) -> None:
     rng = np.random.default_rng(0)
     v = np.repeat(rng.uniform(0, 1, (20, 16)), 30, axis=0) + rng.normal(0, 0.001, (600, 16))
     assert benign_ratio(v, v, 0.1, 10_000, 20) > 0.9
+
+
+@pytest.fixture(scope="module")
+def patients() -> tuple[np.ndarray, np.ndarray, Detection, Any]:
+    """Breast-cancer rows min-max scaled; similarity along 4 principal axes of one half
+    (as ``gateway calibrate`` sets it on these rows), the residual test at 0.04 (what
+    it picks), and a logistic regression on the same half for the attacker to query."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    d = load_breast_cancer()
+    x = ((d.data - d.data.min(axis=0)) / np.ptp(d.data, axis=0)).astype(np.float32)
+    idx = np.random.default_rng(0).permutation(len(x))
+    fit, held = x[idx[:284]], x[idx[284:]]
+    model = LogisticRegression(max_iter=500).fit(fit, d.target[idx[:284]])
+    mean = fit.mean(axis=0)
+    axes = np.linalg.svd(fit - mean, full_matrices=False)[2][:4]
+    det = Detection.model_validate(
+        {
+            "blacklight": {"enabled": False},
+            "prada": {"enabled": False},
+            "similarity": {
+                "radius": 0.07,
+                "projection": {"mean": mean.tolist(), "components": axes.tolist()},
+            },
+            "dilution": {"enabled": True, "ratio": 0.59, "residual": 0.04},
+        }
+    )
+    return held, axes, det, model
+
+
+def _aimed_search(model: Any, x0: np.ndarray, axes: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Square's random search (one feature +-0.1 a step, kept when the model's score for
+    the first class drops) whose noise, the energy of sigma 0.05 a value, lies on the
+    axes the similarity detector measures: the attacker who knows the projection."""
+    rng = np.random.default_rng(seed)
+    delta, best, out = np.zeros_like(x0), np.inf, []
+    for _ in range(n):
+        step = delta.copy()
+        step[rng.integers(0, len(x0))] = rng.choice([-0.1, 0.1])
+        noise = rng.normal(0, 0.05 * np.sqrt(len(x0) / len(axes)), len(axes)) @ axes
+        q = np.clip(x0 + step + noise, 0, 1).astype(np.float32)
+        out.append(q)
+        score = model.predict_proba(q[None])[0, 0]
+        if score < best:
+            best, delta = score, step
+    return np.stack(out)
+
+
+def _kinds(det: Detection, xs: np.ndarray) -> list[set[str]]:
+    mon = Monitor(det, shape=[30])
+    zero = np.zeros(1, dtype=np.int64)
+    return [set(mon.inspect("k", x[None], zero)) for x in xs]
+
+
+def test_noise_aimed_at_the_projection_is_flagged_off_its_axes(patients) -> None:
+    held, axes, det, model = patients
+    without = det.model_copy(deep=True)
+    without.dilution.residual = None
+    for seed in range(3):
+        xs = _aimed_search(model, held[seed], axes, 60, seed)
+        got = _kinds(det, xs)
+        first = next(i for i, k in enumerate(got) if k)
+        assert "residual" in got[first] and first < 40, (seed, first, got[first])
+        assert not any(_kinds(without, xs))  # the detectors before it: not flagged
+
+
+def test_patients_and_their_noisy_resends_are_no_residual_ball(patients) -> None:
+    """Distinct patients, then each resent ~14 times with N(0, 0.01): balls on the axes
+    and off them alike (a resending client, which the residual test leaves alone)."""
+    held, _, det, _ = patients
+    rng = np.random.default_rng(1)
+    noisy = held[rng.integers(0, len(held), 2000)] + rng.normal(0, 0.01, (2000, 30))
+    xs = np.concatenate([held, np.clip(noisy, 0, 1)]).astype(np.float32)
+    assert not any("residual" in k for k in _kinds(det, xs))
+
+
+def test_the_residual_test_in_batches_and_across_restarts(patients) -> None:
+    """Batches of 1-11 flag what one query at a time flags; a restart every 13 queries
+    (its residual history is persisted with the similarity history) changes nothing."""
+    held, axes, det, model = patients
+    rng = np.random.default_rng(2)
+    benign = held[rng.permutation(len(held))[:30]]  # 30 distinct patients first
+    xs = np.concatenate([benign, _aimed_search(model, held[1], axes, 60, 1)])
+    zero = np.zeros(len(xs), dtype=np.int64)
+    one = _kinds(det, xs)
+    mon, got, i = Monitor(det, shape=[30]), [set() for _ in xs], 0
+    while i < len(xs):
+        n = int(rng.integers(1, 12))
+        for kind, hits in mon.inspect("k", xs[i : i + n], zero[i : i + n]).items():
+            for j in hits:
+                got[i + j].add(kind)
+        i += n
+    assert got == one, [(i, a, b) for i, (a, b) in enumerate(zip(got, one, strict=True)) if a != b]
+    assert any("residual" in k for k in one), one[120:]
+    mon, restarted = Monitor(det, shape=[30]), []
+    for i, x in enumerate(xs):
+        if i and i % 13 == 0:
+            blob = mon.dump("k")
+            assert blob is not None
+            mon = Monitor(det, shape=[30])
+            mon.load("k", blob)
+        restarted.append(set(mon.inspect("k", x[None], zero[:1])))
+    assert restarted == one

@@ -100,6 +100,7 @@ class Calibration:
             },  # fmt: skip
             "prada_delta": d.prada.delta if d.prada.enabled else None,
             "dilution_ratio": d.dilution.ratio if d.dilution.enabled else None,
+            "dilution_residual": d.dilution.residual if d.dilution.enabled else None,
             "notes": self.notes,
             "tried": self.tried,
         }
@@ -632,6 +633,29 @@ def _set_dilution(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
         return
     data["dilution"].update(enabled=True, ratio=ratio)
     notes.append(f"dilution test on at ratio {ratio:g} (largest benign ratio {worst:.2f})")
+    if det.similarity.projection is not None:
+        _set_residual(data, raw, ratio, notes)
+
+
+RESIDUALS = (0.05, 0.04, 0.03, 0.02)  # residual radii tried, largest (earliest flag) first
+
+
+def _set_residual(data: dict[str, Any], raw: np.ndarray, ratio: float,
+                  notes: list[str]) -> None:  # fmt: skip
+    """``dilution.residual``: the largest radius off the projection's axes at which benign
+    inputs form no ball as tight as the test's ``ratio`` (with ``RATIO_MARGIN``)."""
+    det = Detection.model_validate(data)
+    centred = raw - np.asarray(det.similarity.projection.mean)  # type: ignore[union-attr]
+    axes = np.asarray(det.similarity.projection.components).T  # type: ignore[union-attr]
+    rs = centred - (centred @ axes) @ axes.T
+    for radius in RESIDUALS:
+        worst = benign_ratio(rs, raw, radius, det.similarity.history, det.dilution.min_neighbours)
+        if RATIO_MARGIN * worst < ratio:
+            data["dilution"]["residual"] = radius
+            notes.append(f"dilution test off the {axes.shape[1]} principal axes at radius "
+                         f"{radius:g} (largest benign ratio {worst:.2f})")  # fmt: skip
+            return
+    notes.append(f"no residual radius in {RESIDUALS} keeps benign inputs below the dilution ratio")
 
 
 def _pick_others(base: Detection, run: _Runner, data: dict[str, Any], notes: list[str],

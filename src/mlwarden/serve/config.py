@@ -260,6 +260,10 @@ class Dilution(_Strict):
     ratio: float = Field(
         default=0.5, gt=0, le=1, description="count at a radius over the count at twice it"
     )
+    # With similarity.projection: the same test off the principal axes (calibrate sets it)
+    residual: float | None = Field(
+        default=None, gt=0, description="RMS radius per value off the projection's axes"
+    )
 
 
 class Detection(_Strict):

@@ -29,6 +29,9 @@ window. Featureless inputs (a reduced vector with a spread below ``r / 2``: sile
 blank image) are left out: benign clients send them again and again, and they form tight
 balls of their own (34 silent windows among 10,000 audio queries).
 
+With ``similarity.projection`` (tabular rows), :class:`Residual` runs the same test off
+the projection's axes, against an attacker who knows them (``dilution.residual``).
+
 Cost: counts are taken only for queries that already have ``min_neighbours`` neighbours
 at ``r`` over the whole history (the similarity detector's own count, so it must scan
 the whole history: ``gateway calibrate`` turns this detector on only when it is quiet on
@@ -123,23 +126,13 @@ class Dilution:
         self, sim: object, vs: np.ndarray, cand: np.ndarray, before: Snapshot
     ) -> np.ndarray:
         """Neighbours of ``vs[cand]`` at r/2, r and 2r among the queries each one saw."""
-        ring, hist, nxt, filled = _ring(sim)
-        first = before.first
-        # global numbers of what the ring holds now: slot s was written last by query g(s)
-        slots = np.arange(filled)
-        ids = nxt - 1 - (nxt - 1 - slots) % hist
-        old = ids < first  # the batch's own rows are taken from ``vs`` below
-        parts = [
-            (ring[:filled][old], ids[old]),
-            (before.rows, before.ids),
-            (np.asarray(vs, dtype=np.float32), first + np.arange(len(vs))),
-        ]
+        hist = _ring(sim)[1]
         q = np.asarray(vs, dtype=np.float32)[cand]
         qn = np.einsum("ij,ij->i", q, q)
-        me = first + cand  # each candidate's own global number
+        me = before.first + cand  # each candidate's own global number
         limits = [(s * self.radius) ** 2 * vs.shape[1] for s in _SCALES]
         out = np.zeros((len(cand), len(_SCALES)), dtype=np.int64)
-        for rows, gid in parts:
+        for rows, gid in _parts(sim, vs, before):
             if not len(rows):
                 continue
             d2 = qn[:, None] + np.einsum("ij,ij->i", rows, rows)[None] - 2.0 * (q @ rows.T)
@@ -147,6 +140,80 @@ class Dilution:
             for k, limit in enumerate(limits):
                 out[:, k] += np.count_nonzero((d2 < limit) & seen, axis=1)
         return out
+
+
+class Residual:
+    """The same tight-ball test off the similarity detector's principal axes.
+
+    With ``similarity.projection`` (tabular rows) distances are measured along the
+    benign data's leading axes only, and an attacker who knows them puts its noise there
+    (``benchmarks/gateway_detection_adaptive.py``): along the axes its queries are as far
+    apart as distinct patients, but off them (the residual, ``x - mean`` minus its part
+    on the axes) they are nearly one point, which distinct benign rows are not (on
+    breast-cancer rows, none of the held-out patients with 20 residual neighbours at
+    0.04 had half its 0.08 neighbours within 0.04). A benign client resending one row
+    with small noise is such a ball too, but also one along the axes: a query is flagged
+    only when fewer than half of its residual neighbours are also neighbours along the
+    axes (at the similarity radius), i.e. the ball is off the axes only.
+
+    Its history is a second :class:`~.monitor.Similarity` of residual vectors at radius
+    ``dilution.residual``, written with the projected one (same slots), persisted with it.
+    """
+
+    def __init__(self, config: DilutionConfig, radius: float) -> None:
+        self.config = config
+        self.radius = radius  # the similarity radius along the axes
+
+    def flags(self, res: object, rs: np.ndarray, total: np.ndarray, before: Snapshot,
+              sim: object, pvs: np.ndarray, proj: Snapshot, least: int) -> list[int]:  # fmt: skip
+        """Positions of the batch (residuals ``rs`` just added to ``res``, projections
+        ``pvs`` to ``sim``) in a tight residual ball that is not one along the axes."""
+        c = self.config
+        assert c.residual is not None
+        cand = np.flatnonzero(np.asarray(total) >= least)
+        if not len(cand):
+            return []
+        hist = _ring(res)[1]
+        aligned = _ring(res)[2:] == _ring(sim)[2:]  # both rings fed the same queries
+        q = np.asarray(rs, dtype=np.float32)[cand]
+        qp = np.asarray(pvs, dtype=np.float32)[cand]
+        qn, qpn = np.einsum("ij,ij->i", q, q), np.einsum("ij,ij->i", qp, qp)
+        me = before.first + cand
+        inner = c.residual**2 * rs.shape[1]
+        near_axes = self.radius**2 * pvs.shape[1]
+        mid, wide, both = (np.zeros(len(cand), dtype=np.int64) for _ in range(3))
+        pparts = _parts(sim, pvs, proj) if aligned else [None] * 3
+        for (rows, gid), other in zip(_parts(res, rs, before), pparts, strict=True):
+            if not len(rows):
+                continue
+            d2 = qn[:, None] + np.einsum("ij,ij->i", rows, rows)[None] - 2.0 * (q @ rows.T)
+            seen = (gid[None] < me[:, None]) & (gid[None] >= me[:, None] - hist)
+            close = (d2 < inner) & seen
+            mid += np.count_nonzero(close, axis=1)
+            wide += np.count_nonzero((d2 < 4 * inner) & seen, axis=1)
+            if other is not None:
+                prow = other[0]
+                pd2 = qpn[:, None] + np.einsum("ij,ij->i", prow, prow)[None] - 2.0 * (qp @ prow.T)
+                both += np.count_nonzero(close & (pd2 < near_axes), axis=1)
+        ok = (mid >= least) & (mid >= c.ratio * wide) & (2 * both < mid)
+        return cand[ok].tolist()
+
+
+def _parts(sim: object, vs: np.ndarray, before: Snapshot) -> list[tuple[np.ndarray, np.ndarray]]:
+    """What query ``before.first + j`` of a batch ``vs`` just added to ``sim`` may see:
+    (rows, global query numbers) of the history kept from before the batch, the rows the
+    batch overwrote, and the batch itself. Callers mask by number (``history`` back)."""
+    ring, hist, nxt, filled = _ring(sim)
+    first = before.first
+    # global numbers of what the ring holds now: slot s was written last by query g(s)
+    slots = np.arange(filled)
+    ids = nxt - 1 - (nxt - 1 - slots) % hist
+    old = ids < first  # the batch's own rows are taken from ``vs``
+    return [
+        (ring[:filled][old], ids[old]),
+        (before.rows, before.ids),
+        (np.asarray(vs, dtype=np.float32), first + np.arange(len(vs))),
+    ]
 
 
 def _ring(sim: object) -> tuple[np.ndarray, int, int, int]:

@@ -103,7 +103,7 @@ from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
-from mlwarden.serve.dilution import Dilution
+from mlwarden.serve.dilution import Dilution, Residual
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
@@ -847,6 +847,12 @@ class _KeyState:
             if dil.enabled and self.similarity is not None
             else None
         )
+        # the attacker who knows similarity.projection: the residual off its axes
+        self.residual = (
+            Similarity(config.similarity.model_copy(update={"radius": dil.residual}), dims)
+            if self.dilution is not None and dil.residual and config.similarity.projection
+            else None
+        )
         self.lock = threading.Lock()
         self.dims = dims
         self.unsaved = 0
@@ -855,7 +861,7 @@ class _KeyState:
         self.pending: list[tuple[np.ndarray, int, int]] = []
 
     def nbytes(self) -> int:
-        parts = (self.blacklight, self.similarity, self.prada)
+        parts = (self.blacklight, self.similarity, self.prada, self.residual)
         return len(self.recent._order) * 120 + sum(p.nbytes() for p in parts if p is not None)
 
 
@@ -1044,13 +1050,29 @@ class Monitor:
             counts = enumerate(zip(recent.tolist(), total.tolist(), strict=True))
             out["similarity"] = [j for j, (r, t) in counts if r >= need or t >= long_need]
             if dil is not None and before is not None:
-                # a granted client's copies: a ball, flagged past its allowance only
-                least = max(dil.config.min_neighbours, allowance or 0)
-                out["dilution"] = dil.flags(state.similarity, pvs, total, before, vs, least)
+                out.update(self._diluted(state, dil, vs, pvs, total, before, allowance))
         if state.prada is not None:
             prada = state.prada
             pairs = enumerate(zip(vs, labels, strict=True))
             out["prada"] = [j for j, (v, y) in pairs if prada.flags(v, y)]
+        return out
+
+    def _diluted(self, state: _KeyState, dil: Dilution, vs: np.ndarray, pvs: np.ndarray,
+                 total: np.ndarray, before: Any, allowance: int | None) -> dict[str, list[int]]:  # fmt: skip
+        """The dilution test (and its residual form, with a projection) on a batch just
+        added to the similarity history; see :mod:`mlwarden.serve.dilution`."""
+        assert state.similarity is not None
+        # a granted client's copies: a ball, flagged past its allowance only
+        least = max(dil.config.min_neighbours, allowance or 0)
+        out = {"dilution": dil.flags(state.similarity, pvs, total, before, vs, least)}
+        if state.residual is not None and self._mean is not None and self._axes is not None:
+            centred = vs - self._mean
+            rs = centred - (centred @ self._axes) @ self._axes.T
+            snap = dil.snapshot(state.residual, len(rs))
+            _, res_total = state.residual.observe_many(rs)
+            test = Residual(dil.config, self.config.similarity.radius)
+            out["residual"] = test.flags(state.residual, rs, res_total, snap,
+                                         state.similarity, pvs, before, least)  # fmt: skip
         return out
 
     def dump(self, key: str) -> bytes | None:
@@ -1067,6 +1089,8 @@ class Monitor:
             # Blacklight's hashes (up to 8 MB) are not stored: its matches restart.
             if state.similarity is not None:
                 arrays.update({f"similarity.{k}": v for k, v in state.similarity.dump().items()})
+            if state.residual is not None:
+                arrays.update({f"residual.{k}": v for k, v in state.residual.dump().items()})
             state.unsaved = 0
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -1095,6 +1119,10 @@ class Monitor:
             if state.similarity is not None and part:
                 with contextlib.suppress(KeyError, ValueError, IndexError):
                     state.similarity.load(part)  # a history of another shape: start afresh
+            res = {k[9:]: v for k, v in arrays.items() if k.startswith("residual.")}
+            if state.residual is not None and res and part:
+                with contextlib.suppress(KeyError, ValueError, IndexError):
+                    state.residual.load(res)
 
     def unsaved(self, key: str) -> int:
         """Distinct queries of ``key`` seen since its last :meth:`dump`."""
