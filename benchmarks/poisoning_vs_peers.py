@@ -373,11 +373,13 @@ class _Recorder:
 
         self.detections: list[Any] = []
         self.ranked: list[dict] = []
+        self.calls = 0
         self._module = ranking
         self._combine = ranking.combine
 
     def __enter__(self) -> _Recorder:
         def combine(detections: list[Any], *a: Any, **kw: Any) -> Any:
+            self.calls += 1
             self.detections = list(detections)
             out = self._combine(detections, *a, **kw)
             self.ranked = out.suspicious
@@ -530,6 +532,11 @@ def matrix_cell(
             model=None if name == "tweets" else model,
             neural_cleanse_epochs=nc_epochs,
             seed=seed,
+        )
+    if rec.calls != 1:  # else every figure below would be a silent 0
+        raise RuntimeError(
+            f"data_report called ranking.combine {rec.calls} times (expected once): "
+            "the benchmark cannot read the ranked list; update _Recorder"
         )
     # the whole ranked list (the report keeps its first 1,000 rows)
     flags = np.zeros(len(truth), dtype=bool)
