@@ -706,9 +706,13 @@ def render_summary(path: str, sessions: set[int | None] | None = None) -> str:
         "target (ASR >= 0.9): seeds met | session |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    skipped: dict[str, str] = {}
     for (name, trig, rate), cs in rows.items():
         ok = [c for c in cs if c["status"] == "ok"]
         head = f"| {name} | {trig} | {rate:.0%} | {','.join(str(c['seed']) for c in cs)}"
+        if (name, trig) in NOT_APPLICABLE:  # the same at every rate: said once, below
+            skipped[f"{name} x {trig}"] = NOT_APPLICABLE[(name, trig)]
+            continue
         if not ok:
             out.append(f"{head} | n/a | | | {cs[0]['why']} | {cs[0].get('session', '1-3')} |")
             continue
@@ -726,6 +730,10 @@ def render_summary(path: str, sessions: set[int | None] | None = None) -> str:
             + " | "
             + ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items()))
             + f" | {', '.join(sessions_of)} |"
+        )
+    if skipped:
+        out.append(
+            "\nNot applicable at any rate: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())
         )
     return "\n".join(out)
 
