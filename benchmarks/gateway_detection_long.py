@@ -18,8 +18,9 @@ stream does contain; only 1,797 exist). Input kinds:
 * **images**: the 5,000 bundled MNIST digits padded to 3x32x32 and tinted
   (``gateway_detection_modalities.images``), then mixtures;
 * **tabular**: synthetic rows of 20 features (``make_classification``, min-max);
-* **audio**: 1 s windows of the Asterisk English prompts (1,215; ``input.modality:
-  audio``), then mixtures of two windows (most of a 10,000 stream: said in the output);
+* **audio**: 1 s clips of the Asterisk English prompts (``input.modality: audio``): a
+  random recording, offset and gain each (:func:`_speech`); drawn with replacement from
+  the whole-second windows;
 * **text**: the bundled tweets (``input.modality: text``, MinHash features).
 
 Benign streams of 10,000 queries: distinct inputs; inputs drawn with replacement from
@@ -153,11 +154,34 @@ def kinds(only: set[str] | None) -> dict[str, Kind]:
     if want("audio"):
         au = audio()
         if au is not None:
-            out["audio"] = _tensor_kind(au[0], au[1], au[2], "audio", 400)
+            out["audio"] = _tensor_kind(au[0], au[1], au[2], "audio", 400, _speech(POOL))
         else:
             print("audio: skipped (the Asterisk prompts are not in the cache)")
     if want("text"):
         out["text"] = _text_kind()
+    return out
+
+
+def _speech(n: int) -> np.ndarray:
+    """``n`` distinct 1 s clips of the Asterisk prompts: a random file (of 1 s or more),
+    a random offset (any sample), a random gain (0.25-1: callers' levels, -12 to 0 dB).
+
+    568 recordings, 1,529 s: 10,000 windows overlap others of the same file, but no two
+    start within a few milliseconds at one gain, as distinct calls of the same prompts.
+    (Until session 5 the pool held the ~410 whole-second windows and then mixtures of
+    two, which shared syllables: not benign traffic anyone sends.)
+    """
+    from gateway_detection_modalities import _wav
+    from mlwarden.core.audio_samples import cache_dir
+
+    files = sorted(cache_dir().glob("asterisk-core-sounds-en-wav/**/*.wav"))
+    clips = [c for c in (_wav(f) for f in files) if len(c) >= 8000]
+    rng = np.random.default_rng(SEED + 5)
+    which = rng.integers(0, len(clips), n)
+    out = np.empty((n, 1, 8000), dtype=np.float32)
+    for i, c in enumerate(which.tolist()):
+        start = int(rng.integers(0, len(clips[c]) - 7999))
+        out[i, 0] = clips[c][start : start + 8000] * rng.uniform(0.25, 1.0)
     return out
 
 

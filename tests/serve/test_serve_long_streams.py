@@ -36,23 +36,35 @@ def _flags(mon: Monitor, key: str, xs: np.ndarray) -> np.ndarray:
     return np.array([bool(mon.inspect(key, x[None], zero)) for x in xs])
 
 
-def test_blacklight_false_alarms_stay_flat_on_a_long_benign_stream(digits) -> None:
+def test_blacklight_is_quiet_on_digits_and_their_one_pixel_shifts(digits) -> None:
+    """A digit and its one-pixel shifts are near-duplicates by Blacklight's own measure
+    (they share most window hashes), but a benign client sends them at random times,
+    hundreds of queries apart; a search's queries match the one sent just before. Only
+    chains of matches with recent queries flag (``Blacklight._chain``): counting the
+    matches among the last 64 queries flagged 100-320 of every 1,000 such digits."""
     xtr, _, xte, _ = digits
     xs = _shifted_digits(np.concatenate([xtr, xte]), 6000, seed=0)
-    flags = _flags(Monitor(_blacklight_only(history=64), shape=[1, 8, 8]), "k", xs)
-    first, rest = flags[:1000].sum(), flags[1000:].sum() / 5
-    # measured 12.7 per 1,000 over 10,000 (benchmarks/gateway_detection_long.py): shifted
-    # copies of one digit are near-duplicates and sometimes arrive within 64 queries
-    assert flags.mean() * 1000 <= 20, flags.mean() * 1000
-    assert rest <= first + 10, (first, rest)  # no growth with the history
-    # a history of 10,000 (the default until session 4) flags far more of the same stream
-    old = _flags(Monitor(_blacklight_only(history=10000), shape=[1, 8, 8]), "k", xs)
-    assert old.sum() > 10 * flags.sum(), (old.sum(), flags.sum())
-    # the default history (1,000) is full after 1,000 queries, and flat from there on
-    new = _flags(Monitor(_blacklight_only(), shape=[1, 8, 8]), "k", xs)
-    second, last = new[1000:2000].sum(), new[-1000:].sum()
-    assert last <= 1.2 * second + 10, (second, last)
-    assert last < 0.7 * old[-1000:].sum(), (last, old[-1000:].sum())
+    for det in (_blacklight_only(), _blacklight_only(history=10000)):
+        flags = _flags(Monitor(det, shape=[1, 8, 8]), "k", xs)
+        assert flags.sum() <= 6, (det.blacklight.history, flags.sum())  # <= 1 per 1,000
+
+
+def test_blacklight_chains_a_search_spread_one_query_in_fifty(
+    digits, digits_model, noisy_search: Callable[..., list[np.ndarray]]
+) -> None:
+    """A plain search with 50 benign queries between its own: each of its queries still
+    matches its previous one (51 queries back, within the chain's 64), so the chain grows;
+    the benign queries stay within 1 alarm per 1,000."""
+    xtr, _, xte, yte = digits
+    benign = _shifted_digits(xtr, 1000 + 50 * 40, seed=2)
+    for i in range(2):
+        mon = Monitor(_blacklight_only(), shape=[1, 8, 8])
+        quiet = _flags(mon, "k", benign[:1000]).sum()
+        attack = noisy_search(digits_model, xte[i], int(yte[i]), 40, 0.0, seed=i)
+        flags = _flags(mon, "k", _interleave(attack, benign[1000:], 50))
+        hits = flags[50::51]
+        assert hits.any() and int(np.argmax(hits)) < 30, (i, hits)
+        assert quiet + np.delete(flags, np.s_[50::51]).sum() <= 3, quiet
 
 
 def _table(n: int) -> np.ndarray:

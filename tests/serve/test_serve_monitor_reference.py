@@ -10,7 +10,7 @@ alerts on recorded benign and attack streams, also across a restart from stored 
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -23,19 +23,27 @@ class _RefBlacklight:
     def __init__(self, det: Detection, start: int = 0) -> None:
         self.c = det.blacklight
         self.last: dict[int, int] = {}  # hash -> newest query carrying it
-        self.matches: deque[bool] = deque(maxlen=64)
+        self.depth: dict[int, int] = {}  # query -> chain depth
         self.next = start
 
     def flags(self, x: np.ndarray) -> bool:
         c = self.c
         fp = fingerprint(x, c.quantization, c.window, c.top)
         oldest = max(self.next - c.history, 0)
-        best = sum(self.last.get(h, -1) >= oldest for h in fp)
-        self.matches.append(best >= c.threshold)
+        owners = Counter(o for o in (self.last.get(h, -1) for h in fp) if o >= oldest)
+        shared, depth = sum(owners.values()), 0
+        if 2 * shared >= c.threshold:
+            # the query sharing most hashes (the newest on a tie); its depth if recent
+            owner = max(owners, key=lambda o: (owners[o], o))
+            if self.next - owner <= 64:
+                depth = self.depth.get(owner, 0)
+            if shared >= c.threshold:  # a match adds a link; half a match passes it on
+                depth = min(depth + 1, 64)
+        self.depth[self.next] = depth
         for h in fp:
             self.last[h] = self.next
         self.next += 1
-        return best >= c.threshold and sum(self.matches) >= c.chain
+        return shared >= c.threshold and depth >= c.chain
 
 
 class _RefSimilarity:
@@ -82,7 +90,7 @@ def _streams(digits, model, search) -> dict[str, np.ndarray]:
 _DETECTION = {
     "blacklight": {"history": 400},
     # a window shorter than the history, and a bar for the whole history
-    "similarity": {"history": 500, "window": 30, "long_neighbours": 60},
+    "similarity": {"history": 500, "window": 50, "long_neighbours": 60},
     "prada": {"enabled": False},
 }
 
@@ -218,7 +226,7 @@ def test_a_batch_counts_what_its_queries_one_at_a_time_count(history, window):
     got_recent: list[int] = []
     one_bl, many_bl = Blacklight(bl_cfg), Blacklight(bl_cfg)
     want_sim = [(one_sim.observe(x), one_sim.total) for x in xs]
-    want_bl = [(one_bl.observe(x), one_bl.recent_matches) for x in xs]
+    want_bl = [(one_bl.observe(x), one_bl.depth) for x in xs]
     got_sim: list[tuple[int, int]] = []
     got_bl: list[tuple[int, int]] = []
     i = 0

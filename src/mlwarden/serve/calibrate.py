@@ -670,7 +670,9 @@ def _pick_others(base: Detection, run: _Runner, data: dict[str, Any], notes: lis
         else:
             data["blacklight"]["quantization"], data["blacklight"]["threshold"] = bl
     if base.prada.enabled:
-        delta = _pick_prada(base, run, tried)
+        # PRADA's resend bar defaults to half the similarity radius: the one just chosen
+        chosen = Detection.model_validate(data) if data["similarity"]["enabled"] else base
+        delta = _pick_prada(chosen, run, tried)
         if delta is None:
             # PRADA assumes benign distances are roughly normal; retries with small edits
             # make them bimodal (W ~0.45 on tweets with typos). An alarm on most benign

@@ -167,10 +167,11 @@ class Blacklight(_Strict):
     window: int = Field(default=20, ge=1, description="values per hashed window")
     top: int = Field(default=50, ge=1, description="hashes kept per query")
     threshold: int = Field(default=20, ge=1, description="matching hashes that make a match")
-    chain: int = Field(default=3, ge=1, description="matches in 64 queries that flag a query")
+    # A chain: each match with a query at most 64 before it (monitor.Blacklight._chain).
+    chain: int = Field(default=3, ge=1, description="chained matches that flag a query")
     # As long as gateway calibrate's benign streams: matches with older queries grew
-    # with the stream (digits+shifts 718 per 1,000 at 10,000; searches are flagged
-    # within tens of queries, and returning ones by the similarity detector).
+    # with the stream (digits+shifts 718 per 1,000 at 10,000 under the old chain rule;
+    # returning searches are the similarity detector's).
     history: int = Field(default=1000, ge=1, description="queries matches are sought among")
     # Pauses in speech quantise to the same bins in every clip (distinct clips matched).
     silence: float | None = Field(
@@ -189,6 +190,15 @@ class Prada(_Strict):
     min_queries: int = Field(default=30, ge=3, description="distances before testing")
     history: int = Field(default=5000, ge=3, description="distances kept per key")
     test_every: int = Field(default=10, ge=1, description="queries between normality tests")
+    # A client resending one input with fresh noise (or a typo) is no extraction: each
+    # copy's distance to the first is tiny, and a pile of tiny distances fails the test.
+    resend: float | None = Field(
+        default=None,
+        ge=0,
+        description="RMS distance per value (fraction of the input range) under which a "
+        "query is a resend of its class's nearest reference and is not recorded; "
+        "default: half similarity.radius (text: the radius, shingle Jaccard near)",
+    )
 
 
 class Projection(_Strict):
