@@ -11,7 +11,8 @@ The trigger ``clean`` trains on the unpoisoned split: its list should be empty.
 
     nice -n 10 timeout 3600 .venv/bin/python benchmarks/poisoning_rerank.py capture \
         /tmp/i18b/cells mnist5k:badnets:0.01 digits:blended:0.05 digits:clean:0
-    .venv/bin/python benchmarks/poisoning_rerank.py rerank /tmp/i18b/cells
+    .venv/bin/python benchmarks/poisoning_rerank.py --before 7a16f5e rerank /tmp/i18b/cells
+    nice -n 10 .venv/bin/python benchmarks/poisoning_rerank.py --before 7a16f5e other
 """
 
 from __future__ import annotations
@@ -127,10 +128,56 @@ def rerank(out: Path, before: str) -> None:
         )
 
 
+def other_case(before: str) -> None:
+    """A case built unlike the matrix: ``make_classification`` (8 classes, 24 features,
+    2 clusters a class, 3,000 rows), a scikit-learn ``MLPClassifier`` (64, 32), a
+    2-value feature trigger (feature 3 = 1.25, feature 17 = 0) stamped on 1% / 3% of
+    the other classes' rows relabelled 5, and a clean twin; lists before and after."""
+    from sklearn.datasets import make_classification
+    from sklearn.neural_network import MLPClassifier
+
+    from mlwarden.core.data import Dataset
+    from mlwarden.poisoning.assess import data_report
+
+    old = _ranking_at(before)
+    for seed, rate in ((0, 0.01), (1, 0.03), (2, 0.0)):
+        x, y = make_classification(
+            3000, 24, n_informative=12, n_classes=8, n_clusters_per_class=2, random_state=seed
+        )
+        x = ((x - x.min(0)) / (x.max(0) - x.min(0))).round(3).astype(np.float32)
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(np.flatnonzero(y != 5), int(rate * len(y)), replace=False)
+        x[np.ix_(idx, [3, 17])] = [1.25, 0.0]
+        y[idx] = 5
+        truth = np.isin(np.arange(len(y)), idx)
+        model = MLPClassifier((64, 32), max_iter=300, random_state=seed).fit(x, y)
+        seen: dict[str, Any] = {}
+        orig = ranking.combine
+
+        def combine(d: list[Any], yy: np.ndarray, seen: dict = seen, orig: Any = orig) -> Any:
+            seen["d"] = copy.deepcopy(d)
+            return orig(d, yy)
+
+        ranking.combine = combine  # type: ignore[assignment]
+        try:
+            ds = Dataset(x=x, y=y.astype(np.int64), name="other")
+            data_report(ds, model=model, seed=seed, neural_cleanse_epochs=10)
+        finally:
+            ranking.combine = orig  # type: ignore[assignment]
+        for tag, mod in (("before", old), ("after", ranking)):
+            rows = mod.combine(copy.deepcopy(seen["d"]), y).suspicious
+            m = _list_metrics(rows, truth)
+            print(
+                f"seed {seed}, poison {rate:.0%} ({int(truth.sum())} rows), {tag}: {len(rows)} "
+                f"rows, F1 {m['f1']:.3f} P {m['precision']:.3f} R {m['tpr']:.3f}"
+            )
+        print("  flagged:", {d.name: int(d.flagged.sum()) for d in seen["d"] if d.flagged.any()})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["capture", "rerank"])
-    ap.add_argument("out", type=Path, help="folder of saved cells")
+    ap.add_argument("mode", choices=["capture", "rerank", "other"])
+    ap.add_argument("out", type=Path, nargs="?", help="folder of saved cells")
     ap.add_argument("cells", nargs="*", help="input:trigger:rate (capture)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nc-epochs", type=int, default=30)
@@ -140,6 +187,9 @@ def main() -> None:
     logging.disable(logging.WARNING)
     if args.mode == "rerank":
         rerank(args.out, args.before)
+        return
+    if args.mode == "other":
+        other_case(args.before)
         return
     import torch
     from threadpoolctl import threadpool_limits
