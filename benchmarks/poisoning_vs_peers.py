@@ -707,7 +707,17 @@ def render_summary(path: str, sessions: set[int | None] | None = None) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     skipped: dict[str, str] = {}
-    for (name, trig, rate), cs in rows.items():
+    trig_order = list(dict.fromkeys(t for _, t, _ in rows))
+    keys = sorted(
+        rows,
+        key=lambda k: (
+            MATRIX_INPUTS.index(k[0]) if k[0] in MATRIX_INPUTS else len(MATRIX_INPUTS),
+            trig_order.index(k[1]),
+            k[2],
+        ),
+    )
+    for name, trig, rate in keys:
+        cs = rows[(name, trig, rate)]
         ok = [c for c in cs if c["status"] == "ok"]
         head = f"| {name} | {trig} | {rate:.0%} | {','.join(str(c['seed']) for c in cs)}"
         if (name, trig) in NOT_APPLICABLE:  # the same at every rate: said once, below
@@ -722,7 +732,9 @@ def render_summary(path: str, sessions: set[int | None] | None = None) -> str:
             verdicts[s["verdict"]] += 1
         art = "n/a" if not any(s["art_ran"] for s in sc) else _span([s["art_f1"] for s in sc])
         crashed = sum(bool(s["art_crashed"]) for s in sc)
-        sessions_of = sorted({str(c.get("session", "1-3")) for c in ok})
+        sessions_of = sorted(
+            {str(c.get("session", "1-3")) + (f" @{c['code']}" if "code" in c else "") for c in ok}
+        )
         out.append(
             f"{head} | {_span([c['asr'] for c in ok])} | {_span([s['f1'] for s in sc])} | "
             + art
