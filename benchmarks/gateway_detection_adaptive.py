@@ -108,7 +108,7 @@ def first_flag(kind: Kind, det: Detection, queries: Any, benign: tuple[np.ndarra
 
 
 def attacks(kind: Kind, det: Detection, cache: dict[int, Any],
-            plans: tuple[str, ...] = tuple(PLANS)) -> dict[str, list[str | None]]:  # fmt: skip
+            plans: tuple[str, ...] | None = None) -> dict[str, list[str | None]]:  # fmt: skip
     """First flags per plan; the benign queries as in ``gateway_detection_long.attacks``."""
     pool = kind.pool
     stream = (
@@ -118,7 +118,7 @@ def attacks(kind: Kind, det: Detection, cache: dict[int, Any],
     )
     benign = (kind.feats(det, stream), kind.labels(stream))
     out: dict[str, list[str | None]] = {}
-    for name in plans:
+    for name in PLANS if plans is None else plans:
         every, restart, runs = PLANS[name]
         flags = []
         for i in range(runs):
@@ -141,7 +141,7 @@ def run_kind(name: str, kind: Kind, benign: bool) -> dict[str, Any]:
     cache: dict[int, Any] = {}
     row["attacks"] = attacks(kind, det, cache)
     # the detectors before the dilution test, on the plans it was built for
-    undiluted = ("diluted 1:10", "diluted 1:50")
+    undiluted = tuple(p for p in ("diluted 1:10", "diluted 1:50") if p in PLANS)
     row["attacks_without_dilution"] = (
         attacks(kind, off, cache, undiluted) if det.dilution.enabled else None
     )
@@ -247,6 +247,45 @@ def cost(rounds: int = 5, n: int = 1000) -> dict[str, Any]:
     return out
 
 
+def residual_cost(rounds: int = 6, n: int = 1000) -> dict[str, Any]:
+    """CPU per query of the residual test (breast cancer, 4 principal axes of one half,
+    radius 0.04) on and off: 10,000 noisy resends (N(0, 0.02)) of the other half first,
+    then ABAB rounds of ``n`` more, one query a request. A worst case: every query has
+    20+ residual neighbours, so each gets the exact pass over both histories."""
+    from gateway_detection_modalities import tabular
+
+    x, _, _ = tabular()
+    idx = np.random.default_rng(SEED).permutation(len(x))
+    fit, held = x[idx[:284]], x[idx[284:]]
+    mean = fit.mean(axis=0)
+    axes = np.linalg.svd(fit - mean, full_matrices=False)[2][:4]
+    proj = {"mean": mean.tolist(), "components": axes.tolist()}
+    base = {"blacklight": {"enabled": False}, "prada": {"enabled": False},
+            "similarity": {"radius": 0.07, "projection": proj}}  # fmt: skip
+    dets = {"on": {**base, "dilution": {"enabled": True, "ratio": 0.59, "residual": 0.04}},
+            "off": {**base, "dilution": {"enabled": True, "ratio": 0.59}}}  # fmt: skip
+    rng = np.random.default_rng(0)
+    total = N + rounds * n
+    xs = held[rng.integers(0, len(held), total)] + rng.normal(0, 0.02, (total, x.shape[1]))
+    xs = np.clip(xs, 0, 1).astype(np.float32)
+    zero = np.zeros(total, dtype=np.int64)
+    mons = {k: Monitor(Detection.model_validate(d), shape=[x.shape[1]]) for k, d in dets.items()}
+    for mon in mons.values():
+        for i in range(0, N, 8):
+            mon.submit("k", xs[i : i + 8], zero[i : i + 8])
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(rounds):
+        for label in ("on", "off") if r % 2 == 0 else ("off", "on"):
+            t0 = time.process_time()
+            for i in range(N + r * n, N + (r + 1) * n):
+                mons[label].submit("k", xs[i : i + 1], zero[i : i + 1])
+            times[label].append((time.process_time() - t0) / n * 1e6)
+    out: dict[str, Any] = {k: round(float(np.median(v)), 1) for k, v in times.items()}
+    out["bytes_per_key"] = {k: m.nbytes("k") for k, m in mons.items()}
+    print(f"residual cost per query (us, CPU): {json.dumps(out)}", flush=True)
+    return out
+
+
 def _rate(flags: list[str | None] | None) -> str:
     if flags is None:
         return "-"
@@ -285,15 +324,23 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated kinds (digits+shifts,images,tabular,audio,"
                     "text,projection)")  # fmt: skip
     ap.add_argument("--no-benign", action="store_true", help="skip the long benign streams")
+    ap.add_argument("--plans", help="comma-separated attack plans to run (default: all)")
+    ap.add_argument("--runs", type=int, help="runs per attack plan (default 5)")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--cost", action="store_true", help="only the CPU per query, on and off")
+    ap.add_argument("--cost", action="store_true", help="only CPU per query, tests on and off")
     args = ap.parse_args()
     if args.cost:
-        result = cost()
+        result = {"dilution": cost(), "residual": residual_cost()}
         if args.out:
             args.out.write_text(json.dumps(result, indent=1))
         return
     only = set(args.only.split(",")) if args.only else None
+    chosen = PLANS if args.plans is None else [p for p in args.plans.split(",") if p]
+    for name in list(PLANS):  # slow inputs (audio): fewer plans and runs
+        if name not in chosen:
+            del PLANS[name]
+        elif args.runs:
+            PLANS[name] = (*PLANS[name][:2], args.runs)
     results: dict[str, Any] = {}
     for name, kind in kinds(only).items():
         results[name] = run_kind(name, kind, not args.no_benign)
