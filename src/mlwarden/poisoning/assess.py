@@ -785,11 +785,7 @@ def _cross_class(
                 mitigations=DATA_MITIGATIONS,
                 description=(
                     f"Split along its top principal direction, class {c} falls into two "
-                    f"components. With each component's own mean removed, a classifier of "
-                    f"the other classes reads the rows of one of them as other classes "
-                    f"(median confidence {max(st['medians']):.2f}) and the rest of the class "
-                    f"as none ({min(st['medians']):.2f}); that gap ({st['gap']:.2f}) is "
-                    f"{st['z']:.1f} robust standard deviations above the other classes'. "
+                    f"components. {_cross_class_test(st)} "
                     "That is what an all-to-one backdoor with a dense (blended) trigger "
                     "looks like at any poison share, also above half of the class, where "
                     "activation clustering and spectral signatures stop working; found "
@@ -806,6 +802,26 @@ def _cross_class(
             )
         )
     return det
+
+
+def _cross_class_test(st: dict[str, Any]) -> str:
+    """What the cross-class test that fired measured, for the finding's description."""
+    if st["test"] == "reader":
+        return (
+            "With each component's own mean removed, a classifier of the other classes "
+            f"reads the rows of one of them as other classes (median confidence "
+            f"{max(st['medians']):.2f}) and the rest of the class as none "
+            f"({min(st['medians']):.2f}); that gap ({st['gap']:.2f}) is {st['z']:.1f} "
+            "robust standard deviations above the other classes'."
+        )
+    return (
+        "With each component's own mean removed and its spread matched, the rows of one "
+        "of them cannot be told from the other classes' rows by their nearest neighbours "
+        f"(share of same-side neighbours {min(st['mix']):.2f}, 0.5 is no difference) "
+        f"while the rest of the class can ({max(st['mix']):.2f}); that gap "
+        f"({st['mix_gap']:.2f}) is {st['mix_z']:.1f} robust standard deviations above the "
+        "other classes'."
+    )
 
 
 def _cross_class_input(report: Report, ds: Dataset) -> np.ndarray:

@@ -21,12 +21,28 @@ class and are not. A class is flagged when the two components' median confidence
 differ by at least :data:`MIN_GAP` and by far more than in the other classes (robust
 z over the classes' gaps), so a class whose natural sub-styles differ is left alone.
 
+A second test of the same split does not depend on a reader's confidence: the
+*mixture test*. A blended component is ``(1 - a) x_other + a * pattern``: removing its
+mean and rescaling it to the other classes' spread gives back the other classes' own
+distribution, so a two-sample nearest-neighbour test (Schilling 1986, JASA 81:799;
+read as a classifier two-sample test, Lopez-Paz & Oquab 2017, arXiv:1610.06545) cannot
+tell it from the other classes' centred rows: its rows' neighbours are half theirs. A
+genuine component, or a natural sub-style of the class, keeps its own shape and its
+rows' neighbours stay its own. A class is also flagged when one component's share of
+same-side neighbours is near chance (at most :data:`MAX_MIX_LOW`) and the other's is at
+least :data:`MIN_MIX_GAP` higher; each side is read with the same number of rows (at
+least :data:`MIX_MIN_ROWS`). On MNIST-5k, where a linear reader is confident on clean
+rows too (clean gaps up to 0.14, blends 0.17-0.21), blended components sit at 0.49-0.52
+and the genuine rows near 0.9, while no clean class has a component under 0.6 with a gap
+over 0.24 (docs/benchmarks/poisoning.md, "Blends on MNIST-5k").
+
 Needs no model and at least three classes (the other classes must be more than one
-class for "recognised as another class" to mean anything). Limits, measured: it needs
-classes a linear model recognises confidently (on MNIST-5k and on an 8-class synthetic
-table at 5% poison the gap stays under :data:`MIN_GAP`), and each component must hold
-:data:`MIN_SHARE` of its class: light poison is left to activation clustering, spectral
-signatures and the trigger searches.
+class for "recognised as another class" to mean anything). Limits, measured: the
+reader test needs classes a linear model recognises confidently, the mixture test
+needs poison drawn from the other classes at large (a blend of one source class's rows
+is the reader's case), and each component must hold :data:`MIN_SHARE` of its class:
+light poison is left to activation clustering, spectral signatures and the trigger
+searches.
 
 Example::
 
@@ -56,6 +72,26 @@ MIN_SHARE = 0.1
 #: widen clean classes' gaps by as much (measured: clean digits' largest gap 0.08 with
 #: one, 0.23 with three; MNIST-5k 0.14 with one), so one is the default.
 DIRECTIONS = 1
+#: Smallest difference of the two components' shares of same-side neighbours (mixture
+#: test) that flags a class. Measured: clean classes at most 0.24 on MNIST-5k and 0.20 on
+#: 1,600-2,500-row subsets of it, 0.14 on tables, wine, iris, blobs and audio band
+#: energies; blends 0.37-0.50 on MNIST-5k and its subsets.
+MIN_MIX_GAP = 0.3
+#: Largest same-side share of the component the mixture test flags: two samples of one
+#: distribution give 0.5, whatever the data, so this bar is anchored at chance rather
+#: than at the other classes' gaps (whose spread on MNIST-5k, 0.0-0.24, would hide a
+#: 0.43 gap). Measured: blended components 0.49-0.52; clean components 0.65 and more on
+#: MNIST-5k, down to 0.56 on its small subsets (where their gaps stay under 0.2).
+MAX_MIX_LOW = 0.6
+#: Random draws the mixture test's shares are averaged over (sampling noise).
+MIX_DRAWS = 3
+#: Neighbours each row of the mixture test reads.
+NEIGHBOURS = 10
+#: Rows of each side of the mixture test (a balanced random sample when more).
+MIX_ROWS = 400
+#: Fewest rows per side the mixture test reads (with :data:`NEIGHBOURS` of them, fewer
+#: rows push every share towards 0.5).
+MIX_MIN_ROWS = 60
 #: Floor on the classes' gap spread (MAD x 1.4826), so near-identical gaps do not make
 #: every small difference significant.
 MIN_SPREAD = 0.03
@@ -157,6 +193,56 @@ def _class_gap(
     return {"index": idx, **best}
 
 
+def _same_side_share(part: np.ndarray, others: np.ndarray, m: int, seed: int) -> float:
+    """Mean share of same-side rows among the :data:`NEIGHBOURS` nearest neighbours of
+    ``m`` of ``part``'s rows in a pool of them and ``m`` of ``others`` (about 0.5 when the
+    two come from one distribution, 1 when they are apart)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(seed)
+    a = part[rng.permutation(len(part))[:m]]
+    b = others[rng.permutation(len(others))[:m]]
+    pool = np.vstack([a, b])
+    _, ind = NearestNeighbors(n_neighbors=NEIGHBOURS + 1).fit(pool).kneighbors(a)
+    # the first neighbour of a pooled row is itself
+    return float(np.mean(ind[:, 1:] < m))
+
+
+def _mixture(xf: np.ndarray, y: np.ndarray, s: dict[str, Any], c: int, seed: int) -> None:
+    """The mixture test on class ``c``'s split ``s`` (adds ``mix``: each component's
+    same-side share, ``mix_low``: the component nearer the other classes, ``mix_gap``).
+    Each side is centred and scaled to the same RMS radius, so a blend's ``1 - a``
+    shrink does not tell it apart, and both components are tested with the same number
+    of rows: a share's bias towards 0.5 grows as the sample shrinks, so unequal samples
+    would make a small clean component look like the other classes. Components under
+    :data:`MIX_MIN_ROWS` rows are not tested (shares NaN, gap 0)."""
+    others = xf[y != c] - xf[y != c].mean(axis=0)
+    radius = np.sqrt(np.mean(np.sum(others**2, axis=1)))
+    parts = [xf[s["index"][s["labels"] == m]] for m in (0, 1)]
+    m = min(len(parts[0]), len(parts[1]), len(others), MIX_ROWS)
+    s["mix"], s["mix_low"], s["mix_gap"] = [float("nan")] * 2, 0, 0.0
+    if m < MIX_MIN_ROWS:
+        return
+    shares = []
+    for part in parts:
+        part = part - part.mean(axis=0)
+        own = np.sqrt(np.mean(np.sum(part**2, axis=1)))
+        scaled = part * radius / max(own, 1e-12)
+        draws = [_same_side_share(scaled, others, m, seed + d) for d in range(MIX_DRAWS)]
+        shares.append(float(np.mean(draws)))
+    low = int(np.argmin(shares))
+    s["mix"], s["mix_low"], s["mix_gap"] = shares, low, shares[1 - low] - shares[low]
+
+
+def _robust(gaps: list[float]) -> tuple[float, float, int]:
+    """Median and robust spread (1.4826 x MAD, at least :data:`MIN_SPREAD`) of ``gaps``."""
+    if not gaps:
+        return 0.0, MIN_SPREAD, 0
+    arr = np.array(gaps)
+    med = float(np.median(arr))
+    return med, max(1.4826 * float(np.median(np.abs(arr - med))), MIN_SPREAD), len(arr)
+
+
 def _null(
     xf: np.ndarray,
     y: np.ndarray,
@@ -179,35 +265,50 @@ def _null(
         for c in null:
             again = _class_gap(xf, y, c, pool, min_mode, max_rows, seed)
             null[c] = null[c] if again is None else again["gap"]
-    gaps = np.array(list(null.values()))
-    if len(gaps) == 0:
-        return 0.0, MIN_SPREAD, 0
-    med = float(np.median(gaps))
-    spread = max(1.4826 * float(np.median(np.abs(gaps - med))), MIN_SPREAD)
-    return med, spread, len(gaps)
+    return _robust(list(null.values()))
 
 
-def _flag(det: Detection, c: int, s: dict[str, Any], z: float, hot: bool) -> dict[str, Any]:
-    """Score the high component of class ``c``, flag it when ``hot``; its details row."""
-    high = s["labels"] == s["high"]
+def _mix_hot(s: dict[str, Any]) -> bool:
+    """The mixture test's verdict on a split: one component at chance against the other
+    classes (:data:`MAX_MIX_LOW`), the other far from them (:data:`MIN_MIX_GAP`)."""
+    return bool(s["mix_gap"] >= MIN_MIX_GAP and s["mix"][s["mix_low"]] <= MAX_MIX_LOW)
+
+
+def _flag(det: Detection, c: int, s: dict[str, Any], z: float, zmix: float) -> dict[str, Any]:
+    """Score class ``c``'s suspect component and flag it when the reader test or the
+    mixture test fires (the reader's pick first, as it reads content); its details row."""
+    by_reader = s["gap"] >= det.details["min_gap"] and z >= det.details["min_z"]
+    by_mix = _mix_hot(s)
+    pick = s["high"] if by_reader or not by_mix else s["mix_low"]
+    part = s["labels"] == pick
     rows = s["index"]
-    det.scores[rows[high]] = s["gap"] + 1e-3 * s["conf"][high]
-    if hot:
-        det.flagged[rows[high]] = True
-        why = (
-            f"cross-class: {int(high.sum())} of the {len(rows)} rows of class {c} form a "
-            f"separate component whose rows, with its shared offset removed, are read as "
-            f"other classes (median confidence {s['medians'][s['high']]:.2f} vs "
-            f"{s['medians'][1 - s['high']]:.2f} for the rest of the class)"
+    det.scores[rows[part]] = max(s["gap"], s["mix_gap"]) + 1e-3 * s["conf"][part]
+    if by_reader or by_mix:
+        det.flagged[rows[part]] = True
+        test = (
+            f"read as other classes (median confidence {s['medians'][pick]:.2f} vs "
+            f"{s['medians'][1 - pick]:.2f} for the rest of the class)"
+            if by_reader
+            else f"as close to the other classes' rows as they are to each other "
+            f"(same-side neighbour share {s['mix'][pick]:.2f} vs {s['mix'][1 - pick]:.2f} "
+            "for the rest of the class)"
         )
-        for i in rows[high]:
+        why = (
+            f"cross-class: {int(part.sum())} of the {len(rows)} rows of class {c} form a "
+            f"separate component whose rows, with its shared offset removed, are {test}"
+        )
+        for i in rows[part]:
             det.reasons[int(i)] = why
     return {
         "sizes": [int(np.sum(s["labels"] == m)) for m in (0, 1)],
         "medians": [round(v, 3) for v in s["medians"]],
         "gap": round(s["gap"], 3),
         "z": round(z, 2),
-        "flagged": bool(hot),
+        "mix": [None if np.isnan(v) else round(v, 3) for v in s["mix"]],
+        "mix_gap": round(s["mix_gap"], 3),
+        "mix_z": round(zmix, 2),
+        "test": "reader" if by_reader else "mixture" if by_mix else None,
+        "flagged": bool(by_reader or by_mix),
     }
 
 
@@ -228,7 +329,9 @@ def cross_class_modes(
     docstring for the rule. Score of a row: its component's median confidence minus the
     other component's (0 when lower), plus a thousandth of its own confidence to order
     rows within a component; flagged rows are the high component of a flagged class.
-    ``details["classes"]`` gives each class's split sizes, medians, gap and robust z;
+    ``details["classes"]`` gives each class's split sizes, medians, gap and robust z, the
+    mixture test's same-side shares (``mix``), their gap and robust z, and which test
+    fired (``test``);
     ``details["skipped"]`` says why nothing was examined (fewer than 3 classes).
     """
     _check(np.asarray(x).reshape(len(x), -1), y)
@@ -249,9 +352,21 @@ def cross_class_modes(
     found = {c: s for c, s in splits.items() if s is not None}
     med, spread, size = _null(xf, y, found, min_gap, min_mode, max_rows, seed)
     for c, s in found.items():
+        _mixture(xf, y, s, c, seed)
+    mix_med, mix_spread, mix_size = _robust(
+        # classes too small to test say nothing about the clean spread
+        [
+            s["mix_gap"]
+            for s in found.values()
+            if s["mix_gap"] < MIN_MIX_GAP and not np.isnan(s["mix"][0])
+        ]
+    )
+    det.details.update(min_gap=min_gap, min_z=min_z)
+    for c, s in found.items():
         # with fewer than two classes to compare with there is no null: nothing is flagged
         z = (s["gap"] - med) / spread if size >= 2 else 0.0
-        hot = s["gap"] >= min_gap and z >= min_z
-        det.details["classes"][str(c)] = _flag(det, c, s, z, hot)
+        zmix = (s["mix_gap"] - mix_med) / mix_spread if mix_size >= 2 else 0.0
+        det.details["classes"][str(c)] = _flag(det, c, s, z, zmix)
     det.details["median_gap"] = round(med, 3)
+    det.details["median_mix_gap"] = round(mix_med, 3)
     return det
