@@ -221,7 +221,7 @@ def flagged(kind: Kind, det: Detection, xs: Any) -> dict[str, Any]:
     """Flagged queries per 1,000 (any detector and per detector), overall and in the last 1,000."""
     mon = kind.monitor(det)
     feats, labels = kind.feats(det, xs), kind.labels(xs)
-    names = ("any", "blacklight", "similarity", "prada")
+    names = ("any", "blacklight", "similarity", "prada", "dilution")
     hits = {k: np.zeros(len(feats), dtype=bool) for k in names}
     for i in range(len(feats)):
         found = mon.inspect("benign", feats[i : i + 1], labels[i : i + 1])
@@ -316,17 +316,19 @@ def _calibrated(kind: Kind) -> tuple[Detection, dict[str, Any]]:
     return result.detection, summary
 
 
-def run_kind(name: str, kind: Kind) -> dict[str, Any]:
+def run_kind(name: str, kind: Kind, configs: tuple[str, ...] = ("default", "calibrated"),
+             plans: dict[str, tuple[float, int, int]] = PLANS) -> dict[str, Any]:  # fmt: skip
     t0 = time.time()
     det_cal, summary = _calibrated(kind)
     row: dict[str, Any] = {"natural_inputs_in_pool": kind.natural, "calibration": summary}
     streams = benign_streams(kind, N)
-    plans = PLANS
     if kind.modality == "text":  # one search (word edits with a typo) stands for the sigmas
-        plans = {k.replace("sigma0.05", "word search"): v for k, v in PLANS.items()
+        plans = {k.replace("sigma0.05", "word search"): v for k, v in plans.items()
                  if k.startswith("sigma0.05")}  # fmt: skip
     cache: dict[tuple[float, int], Any] = {}  # the searches do not depend on the detectors
     for label, det in (("default", Detection()), ("calibrated", det_cal)):
+        if label not in configs:
+            continue
         row[label] = {
             "benign": {s: flagged(kind, det, xs) for s, xs in streams.items()},
             "attacks": attacks(kind, det, plans, cache),
@@ -345,6 +347,8 @@ def table(results: dict[str, Any]) -> None:
     print("|---|---|---|---|---|")
     for name, r in results.items():
         for label in ("default", "calibrated"):
+            if label not in r:
+                continue
             b, a = r[label]["benign"], r[label]["attacks"]
             ben = " / ".join(f"{b[s]['any']['per_1000']:g}" for s in ("distinct", "replacement",
                                                                       "noise"))  # fmt: skip
@@ -362,9 +366,17 @@ def main() -> None:
         "--only", help="comma-separated kinds (digits+shifts,images,tabular,audio,text)"
     )
     ap.add_argument("--out", type=Path)
+    ap.add_argument(
+        "--configs",
+        default="default,calibrated",
+        help="comma-separated: default, calibrated (a subset while iterating)",
+    )
+    ap.add_argument("--plans", help=f"comma-separated attack plans of {list(PLANS)}")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
-    results = {name: run_kind(name, kind) for name, kind in kinds(only).items()}
+    configs = tuple(args.configs.split(","))
+    plans = {k: PLANS[k] for k in args.plans.split(",")} if args.plans else PLANS
+    results = {name: run_kind(name, kind, configs, plans) for name, kind in kinds(only).items()}
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     table(results)

@@ -161,6 +161,11 @@ def test_calibration_cuts_the_windows_to_the_streams_it_measured(digits) -> None
     det = result.detection
     assert (det.similarity.window, det.blacklight.history) == (300, 300)
     assert any("cut to 300" in n for n in result.notes), result.notes
+    # Blacklight's pick is also quiet one link short of its chain (headroom): benign
+    # chains are rarer than a 300-query stream resolves
+    bl = det.blacklight
+    key = f"blacklight q {bl.quantization} threshold {bl.threshold} chain {bl.chain - 1} (headroom)"
+    assert max(result.tried[key]["false_alarms"].values()) == 0, result.tried
 
 
 def test_a_search_diluted_below_the_window_is_flagged_by_the_whole_history(
