@@ -6,9 +6,11 @@ clean twins stay quiet."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from mlwarden.core.data import Dataset, load_dataset
+from mlwarden.poisoning.assess import data_report
 from mlwarden.poisoning.cross_class import (
     MAX_MIX_LOW,
     MIN_GAP,
@@ -31,17 +33,22 @@ def mnist_small() -> Dataset:
 
 def test_mnist_blend_under_the_reader_gate_is_found(mnist_small: Dataset) -> None:
     p = blended(mnist_small, 0.10, target=TARGET, seed=4)
-    det = cross_class_modes(p.dataset.x, p.dataset.y)
-    classes = det.details["classes"]
+    report = data_report(p.dataset, seed=0)
+    classes = report.metrics["cross_class.classes"]
     # the case the reader alone missed: its gap is under its own gate
     assert classes[str(TARGET)]["gap"] < MIN_GAP, classes[str(TARGET)]
     assert [c for c, s in classes.items() if s["flagged"]] == [str(TARGET)], classes
     assert classes[str(TARGET)]["test"] == "mixture"
-    m = flag_metrics(det.flagged, p.is_poison)
-    assert m["tpr"] >= 0.9 and m["precision"] >= 0.9, m
     # the poisoned component sits near chance (0.5), the genuine rows far from it
     low, high = sorted(classes[str(TARGET)]["mix"])
     assert low <= MAX_MIX_LOW < 0.8 < high
+    rules = [f for f in report.findings if f.rule == "MLW-DAT-017"]
+    assert len(rules) == 1 and rules[0].evidence["class"] == TARGET
+    assert "nearest neighbours" in rules[0].description
+    listed = np.zeros(len(p.is_poison), dtype=bool)
+    listed[[r["index"] for r in report.suspicious]] = True
+    m = flag_metrics(listed, p.is_poison)
+    assert m["tpr"] >= 0.9 and m["precision"] >= 0.9, m
 
 
 def test_clean_mnist_twin_is_quiet(mnist_small: Dataset) -> None:
