@@ -77,8 +77,9 @@ of one per query, with exactly the comparisons of one query at a time (the alert
 Memory per active key is bounded by the histories, not by traffic: at the defaults
 about 7 MB for inputs of 64 values and at most ~11 MB for any input size (Blacklight's
 table 1 MB at its history of 1,000, 8 MB at 10,000; the similarity history 3.3-5.9 MB,
-PRADA's sets 1.3-2.6 MB, the repeat filter ~1.2 MB; :meth:`Monitor.nbytes`; figures in
-``docs/benchmarks/gateway.md``).
+PRADA's sets 1.3-2.6 MB, the repeat filter ~1.2 MB; with ``similarity.projection`` and
+``dilution.residual`` a second similarity history of the unprojected rows, at most 5.8
+MB; :meth:`Monitor.nbytes`; figures in ``docs/benchmarks/gateway.md``).
 Detection and false-alarm rates: ``benchmarks/gateway_load.py``.
 
 Example::
