@@ -219,12 +219,14 @@ def confirm(
                 )
                 ok = np.zeros(len(y), dtype=bool)
             else:
-                cut = float(np.quantile(det.scores[agree], quantile))
+                scores = np.nan_to_num(np.asarray(det.scores, dtype=np.float64), nan=0.0)
+                cut = float(np.quantile(scores[agree], quantile))
+                what = "median" if quantile == 0.5 else f"{quantile:g} quantile"
                 reason = (
-                    f"class {c}: scores below {cut:.3g}, the median of its scores on the "
+                    f"class {c}: scores below {cut:.3g}, the {what} of its scores on the "
                     f"rows {names} flagged there"
                 )
-                ok = extra & (det.scores >= cut)
+                ok = extra & (scores >= cut)
             keep |= ok
             for i in np.flatnonzero(extra & ~ok):
                 why.setdefault(int(i), {})[det.name] = reason
