@@ -20,7 +20,9 @@ stream does contain; only 1,797 exist). Input kinds:
 * **tabular**: synthetic rows of 20 features (``make_classification``, min-max);
 * **audio**: 1 s clips of the Asterisk English prompts (``input.modality: audio``): a
   random recording, offset and gain each (:func:`_speech`); drawn with replacement from
-  the whole-second windows;
+  the whole-second windows; calibrated on 1,000 other clips drawn as the stream is (the
+  user's own traffic; ``MLW_AUDIO_CALIB=windows``: on 400 whole-second windows, as
+  until session 5);
 * **text**: the bundled tweets (``input.modality: text``, MinHash features).
 
 Benign streams of 10,000 queries: distinct inputs; inputs drawn with replacement from
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -71,6 +74,7 @@ SEED = 0
 N = 10_000
 WARM = 2_000
 BUDGET = 300
+CALIB_AUDIO = 1000  # clips the audio calibration sees (as many as its benign stream)
 POOL = WARM + 1000 + 50 * BUDGET + 100  # the diluted search's benign queries too
 
 
@@ -154,7 +158,14 @@ def kinds(only: set[str] | None) -> dict[str, Kind]:
     if want("audio"):
         au = audio()
         if au is not None:
-            out["audio"] = _tensor_kind(au[0], au[1], au[2], "audio", 400, _speech(POOL))
+            kind = _tensor_kind(au[0], au[1], au[2], "audio", 400, _speech(POOL))
+            # calibrate on the user's kind of traffic: clips drawn as the stream is (other
+            # draws), labelled by the model. Whole-second windows at fixed offsets (until
+            # session 5) never overlapped, so calibration never saw two calls share speech.
+            if os.environ.get("MLW_AUDIO_CALIB") != "windows":  # the old way, to compare
+                calib = _speech(CALIB_AUDIO, SEED + 6)
+                kind.calib = (calib, kind.labels(calib))
+            out["audio"] = kind
         else:
             print("audio: skipped (the Asterisk prompts are not in the cache)")
     if want("text"):
@@ -162,7 +173,7 @@ def kinds(only: set[str] | None) -> dict[str, Kind]:
     return out
 
 
-def _speech(n: int) -> np.ndarray:
+def _speech(n: int, seed: int = SEED + 5) -> np.ndarray:
     """``n`` distinct 1 s clips of the Asterisk prompts: a random file (of 1 s or more),
     a random offset (any sample), a random gain (0.25-1: callers' levels, -12 to 0 dB).
 
@@ -176,7 +187,7 @@ def _speech(n: int) -> np.ndarray:
 
     files = sorted(cache_dir().glob("asterisk-core-sounds-en-wav/**/*.wav"))
     clips = [c for c in (_wav(f) for f in files) if len(c) >= 8000]
-    rng = np.random.default_rng(SEED + 5)
+    rng = np.random.default_rng(seed)
     which = rng.integers(0, len(clips), n)
     out = np.empty((n, 1, 8000), dtype=np.float32)
     for i, c in enumerate(which.tolist()):
