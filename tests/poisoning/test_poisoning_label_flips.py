@@ -85,22 +85,11 @@ def test_clean_data_raise_nothing(name: str) -> None:
     assert not det.flagged.any(), det.details
 
 
-def test_imbalanced_multimodal_classes_raise_nothing() -> None:
+def test_imbalanced_multimodal_classes_raise_nothing(imbalanced_table) -> None:
     # classes of 2-3 clusters and very unequal sizes: a big class's sub-cluster next to
     # a small class is the natural look-alike of a flip; it is a different class
     # (two-sample AUC >= 0.8 on these), so nothing is flagged
     for seed in (3, 5, 9, 11):
-        k = 3 + seed % 6
-        w = np.random.default_rng(seed).dirichlet(np.ones(k) * 1.5)
-        x, y = make_classification(
-            n_samples=2000,
-            n_features=20,
-            n_informative=10,
-            n_classes=k,
-            n_clusters_per_class=2 + seed % 2,
-            weights=w,
-            class_sep=1.5,
-            random_state=seed,
-        )
+        x, y, k = imbalanced_table(seed)
         det = relabelled_classes(x, y, seed=0)
         assert not det.flagged.any(), (seed, det.details)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 from mlwarden.core.data import Dataset, load_dataset
@@ -82,7 +81,7 @@ def test_without_evidence_the_class_is_listed_as_ambiguous_and_ranked_lower(
     assert first_ambiguous >= 60
 
 
-def test_clean_twins_with_an_empty_label_stay_quiet(digits_split) -> None:
+def test_clean_twins_with_an_empty_label_stay_quiet(digits_split, imbalanced_table) -> None:
     train, test = digits_split
     # balanced digits whose class 9 was dropped (not merged): a label with no row, but
     # no class holds two classes' worth
@@ -94,18 +93,7 @@ def test_clean_twins_with_an_empty_label_stay_quiet(digits_split) -> None:
     # imbalanced multi-cluster tables with an empty label declared: a big class of
     # several clusters next to an empty label is not a flip when the rest are unequal
     for seed in (3, 5, 9):
-        k = 3 + seed % 6
-        w = np.random.default_rng(seed).dirichlet(np.ones(k) * 1.5)
-        x, y = make_classification(
-            n_samples=2000,
-            n_features=20,
-            n_informative=10,
-            n_classes=k,
-            n_clusters_per_class=2 + seed % 2,
-            weights=w,
-            class_sep=1.5,
-            random_state=seed,
-        )
+        x, y, k = imbalanced_table(seed)
         det = relabelled_classes(x, y, num_classes=k + 1, seed=0)
         assert not det.flagged.any(), (seed, det.details)
 

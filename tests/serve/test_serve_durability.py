@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -68,37 +69,53 @@ def _start(tmp_path: Path, key: str, synchronous: str) -> tuple[subprocess.Popen
     raise AssertionError("gateway subprocess did not start")
 
 
-@pytest.mark.parametrize("synchronous", ["normal", "full"])  # inline commits / writer thread
-def test_every_answered_request_survives_kill_9(tmp_path: Path, synchronous: str) -> None:
-    key = new_key()
-    proc, url = _start(tmp_path, key, synchronous)
+def _hammer_then_kill(
+    proc: subprocess.Popen[str],
+    url: str,
+    key: str,
+    inputs: Callable[[np.random.Generator], list],
+    want: int,
+    wait_s: float,
+) -> list[str]:
+    """8 clients post ``inputs(rng)`` until ``want`` requests were answered (or
+    ``wait_s`` passed); the server is killed with SIGKILL while they are still sending.
+    Returns the request ids of every answered request."""
     answered: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
-    x = np.random.default_rng(1).uniform(0, 1, (2, 1, 8, 8)).tolist()
 
-    def client() -> None:
-        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=5) as c:
+    def client(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=10) as c:
             while not stop.is_set():
                 try:
-                    r = c.post(f"{url}/v1/predict", json={"inputs": x})
+                    r = c.post(f"{url}/v1/predict", json={"inputs": inputs(rng)})
                 except httpx.HTTPError:
                     return
                 if r.status_code == 200:
                     with lock:
                         answered.append(r.headers["X-Request-Id"])
 
-    threads = [threading.Thread(target=client) for _ in range(8)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 20
-    while len(answered) < 120 and time.monotonic() < deadline:
+    deadline = time.monotonic() + wait_s
+    while len(answered) < want and time.monotonic() < deadline:
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)  # while the clients are still sending
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     stop.set()
     for t in threads:
         t.join(timeout=10)
+    return answered
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])  # inline commits / writer thread
+def test_every_answered_request_survives_kill_9(tmp_path: Path, synchronous: str) -> None:
+    key = new_key()
+    proc, url = _start(tmp_path, key, synchronous)
+    x = np.random.default_rng(1).uniform(0, 1, (2, 1, 8, 8)).tolist()
+    answered = _hammer_then_kill(proc, url, key, lambda rng: x, want=120, wait_s=20)
     assert proc.stdout is not None
     output = proc.stdout.read()
     assert len(answered) >= 120
@@ -119,34 +136,10 @@ def test_detector_histories_written_off_the_loop_survive_kill_9(tmp_path: Path) 
 
     key = new_key()
     proc, url = _start(tmp_path, key, "normal")
-    answered: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def client(seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=10) as c:
-            while not stop.is_set():
-                x = rng.uniform(0, 1, (16, 1, 8, 8)).tolist()  # 16 distinct queries
-                try:
-                    r = c.post(f"{url}/v1/predict", json={"inputs": x})
-                except httpx.HTTPError:
-                    return
-                if r.status_code == 200:
-                    with lock:
-                        answered.append(r.headers["X-Request-Id"])
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while len(answered) < 200 and time.monotonic() < deadline:  # 3,200 queries: 3 saves
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
+    # 16 distinct queries a request; 200 requests = 3,200 queries: 3 saves
+    answered = _hammer_then_kill(
+        proc, url, key, lambda rng: rng.uniform(0, 1, (16, 1, 8, 8)).tolist(), 200, 60
+    )
     assert len(answered) >= 200
     stored = {r["request_id"] for r in read_records(tmp_path / "audit.db")}
     assert not set(answered) - stored
