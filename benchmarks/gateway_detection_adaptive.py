@@ -52,6 +52,7 @@ from gateway_detection_long import (  # noqa: E402
     Kind,
     N,
     _calibrated,
+    attack_benign,
     benign_streams,
     flagged,
     kinds,
@@ -110,13 +111,7 @@ def first_flag(kind: Kind, det: Detection, queries: Any, benign: tuple[np.ndarra
 def attacks(kind: Kind, det: Detection, cache: dict[int, Any],
             plans: tuple[str, ...] | None = None) -> dict[str, list[str | None]]:  # fmt: skip
     """First flags per plan; the benign queries as in ``gateway_detection_long.attacks``."""
-    pool = kind.pool
-    stream = (
-        pool[:WARM] + pool[WARM + 1000 :]
-        if kind.modality == "text"
-        else np.concatenate([pool[:WARM], pool[WARM + 1000 :]])
-    )
-    benign = (kind.feats(det, stream), kind.labels(stream))
+    benign = attack_benign(kind, det)
     out: dict[str, list[str | None]] = {}
     for name in PLANS if plans is None else plans:
         every, restart, runs = PLANS[name]

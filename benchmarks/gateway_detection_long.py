@@ -286,17 +286,23 @@ def first_flag(kind: Kind, det: Detection, queries: Any, benign: tuple[np.ndarra
     return None
 
 
-def attacks(kind: Kind, det: Detection, plans: dict[str, tuple[float, int, int]],
-            cache: dict[tuple[float, int], Any]) -> dict[str, list[int | None]]:  # fmt: skip
-    """First flags per plan name -> (sigma, every, runs). The benign queries: the pool's
-    first ``WARM``, then (interleaved) those after the first ``WARM + 1,000``."""
+def attack_benign(kind: Kind, det: Detection) -> tuple[Any, Any]:
+    """The benign queries an attack is mixed with (features, labels): the pool's first
+    ``WARM``, then those after the first ``WARM + 1,000`` (held out for calibration)."""
     pool = kind.pool
     stream = (
         pool[:WARM] + pool[WARM + 1000 :]
         if kind.modality == "text"
         else np.concatenate([pool[:WARM], pool[WARM + 1000 :]])
     )
-    benign = (kind.feats(det, stream), kind.labels(stream))
+    return kind.feats(det, stream), kind.labels(stream)
+
+
+def attacks(kind: Kind, det: Detection, plans: dict[str, tuple[float, int, int]],
+            cache: dict[tuple[float, int], Any]) -> dict[str, list[int | None]]:  # fmt: skip
+    """First flags per plan name -> (sigma, every, runs). The benign queries: the pool's
+    first ``WARM``, then (interleaved) those after the first ``WARM + 1,000``."""
+    benign = attack_benign(kind, det)
     out: dict[str, list[int | None]] = {}
     for name, (sigma, every, runs) in plans.items():
         flags = []
