@@ -43,7 +43,7 @@ import numpy as np
 
 from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.serve.config import Detection, GatewayConfig, Projection
-from mlwarden.serve.dilution import RATIO_MARGIN, benign_ratio
+from mlwarden.serve.dilution import RATIO_MARGIN, benign_ratio, off_axes
 from mlwarden.serve.monitor import Monitor
 
 RADII = (0.1, 0.07, 0.05, 0.035, 0.025, 0.02, 0.017, 0.015, 0.0125, 0.01, 0.007, 0.005)
@@ -663,9 +663,9 @@ def _set_residual(data: dict[str, Any], raw: np.ndarray, ratio: float,
     """``dilution.residual``: the largest radius off the projection's axes at which benign
     inputs form no ball as tight as the test's ``ratio`` (with ``RATIO_MARGIN``)."""
     det = Detection.model_validate(data)
-    centred = raw - np.asarray(det.similarity.projection.mean)  # type: ignore[union-attr]
+    mean = np.asarray(det.similarity.projection.mean)  # type: ignore[union-attr]
     axes = np.asarray(det.similarity.projection.components).T  # type: ignore[union-attr]
-    rs = centred - (centred @ axes) @ axes.T
+    rs = off_axes(raw, mean, axes)
     for radius in RESIDUALS:
         worst = benign_ratio(rs, raw, radius, det.similarity.history, det.dilution.min_neighbours)
         if RATIO_MARGIN * worst < ratio:

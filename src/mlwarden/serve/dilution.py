@@ -199,6 +199,18 @@ class Residual:
         return cand[ok].tolist()
 
 
+def off_axes(
+    v: np.ndarray, mean: np.ndarray, axes: np.ndarray, along: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows ``v`` off a projection's ``axes`` (dims, k): ``v - mean`` minus its part on
+    the axes (what :class:`Residual` measures). ``along``: ``(v - mean) @ axes`` when the
+    caller already has it (the similarity detector's projected rows)."""
+    centred = v - mean
+    if along is None:
+        along = centred @ axes
+    return centred - along @ axes.T
+
+
 def _parts(sim: object, vs: np.ndarray, before: Snapshot) -> list[tuple[np.ndarray, np.ndarray]]:
     """What query ``before.first + j`` of a batch ``vs`` just added to ``sim`` may see:
     (rows, global query numbers) of the history kept from before the batch, the rows the

@@ -108,7 +108,7 @@ from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
-from mlwarden.serve.dilution import Dilution, Residual
+from mlwarden.serve.dilution import Dilution, Residual, off_axes
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
@@ -634,7 +634,7 @@ def reduce(x: np.ndarray, max_dims: int, scale: float) -> np.ndarray:
 
 
 _FLOOR_DB = 96.0  # the envelope's floor: the dynamic range of 16-bit PCM
-_HEARD_DB = 6.0  # above the floor: a clip with no frame louder is silence (similarity skips it)
+_HEARD_DB = 6.0  # above the floor: a clip with no frame louder is silence (Monitor._heard)
 
 
 def reduce_audio(x: np.ndarray, max_dims: int, scale: float) -> np.ndarray:
@@ -1161,8 +1161,8 @@ class Monitor:
         least = max(dil.config.min_neighbours, allowance or 0)
         out = {"dilution": dil.flags(state.similarity, pvs, total, before, vs, least)}
         if state.residual is not None and self._mean is not None and self._axes is not None:
-            centred = vs - self._mean
-            rs = centred - (centred @ self._axes) @ self._axes.T
+            # pvs is already (vs - mean) @ axes: the projection is not computed twice
+            rs = off_axes(vs, self._mean, self._axes, along=pvs)
             snap = dil.snapshot(state.residual, len(rs))
             _, res_total = state.residual.observe_many(rs)
             test = Residual(dil.config, self.config.similarity.radius)
