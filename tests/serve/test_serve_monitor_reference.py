@@ -302,3 +302,87 @@ def test_prada_ranks_large_sets_to_the_same_distances_bit_for_bit(dims):
     assert max(fast._sizes.values()) > 2 * fast._BIG  # the ranking path did run
     assert np.array_equal(fast._dists, plain._dists)
     assert fast._thresholds == plain._thresholds
+
+
+@pytest.mark.parametrize("width", [45, 401, 3053, 7981])
+def test_blacklight_keeps_the_largest_hashes_a_full_sort_keeps(width):
+    """Fingerprints of inputs with many windows (images, audio) keep only the values above
+    a bar before sorting: every row's kept hashes must be those of sorting the whole row,
+    also when few values clear the bar (gated silence), when one value repeats across
+    half the row (a blank background), when the largest value is 2^64 - 1, and for real
+    fingerprints of audio-like and image-like inputs."""
+    from mlwarden.serve.monitor import _fingerprints, _largest, _largest_sorted
+
+    rng = np.random.default_rng(width)
+    for trial in range(40):
+        rows, top = int(rng.integers(1, 10)), int(rng.choice([5, 50]))
+        h = rng.integers(0, 2**64 - 1, (rows, width), dtype=np.uint64, endpoint=True)
+        if trial % 4 == 1:
+            h[rng.random(h.shape) < 0.97] = 0  # gated windows
+        elif trial % 4 == 2:
+            h[:, : width // 2] = h[:, :1]  # one window repeated
+        elif trial % 4 == 3:
+            h[0, 0] = np.uint64(2**64 - 1)
+        fast, plain = _largest(h.copy(), top), _largest_sorted(h.copy(), top)
+        assert np.array_equal(fast[0], plain[0]) and np.array_equal(fast[1], plain[1])
+    xs = rng.uniform(-1, 1, (6, width)).astype(np.float32)
+    xs[1, : width // 2] = 0  # half silence
+    xs[2] = 0  # all silence
+    xs[3, ::2] = 0.5  # a repeated pattern
+    for silence in (0.0, 0.1):
+        got = _fingerprints(xs, 0.1, 20, 50, silence)
+        # top 10^6: every distinct hash, by a full sort; the largest 50 of those
+        want = [sorted(_fingerprints(x[None], 0.1, 20, 10**6, silence)[1].tolist())[-50:]
+                for x in xs]  # fmt: skip
+        assert [got[1][got[0] == i].tolist() for i in range(len(xs))] == want
+
+
+@pytest.mark.parametrize(("history", "restart_every"), [(7, 0), (40, 0), (40, 5), (300, 3)])
+def test_dilution_counts_exactly_the_rows_each_query_saw(history, restart_every):
+    """The dilution and residual tests read the similarity history in place (ring views,
+    the rows a batch overwrote, the batch) with the squared norms the history keeps. For
+    every query of batches of 1-11 (longer than a history of 7: a batch's own early rows
+    leave it), the rows seen must be exactly the ``history`` queries before it, as
+    stored (float16 after a restart from a saved state), each norm that of its row bit
+    for bit; and the counts at r/2, r, 2r those of float64 distances (off the rounding
+    edge)."""
+    from mlwarden.serve.config import Dilution as DilutionConfig
+    from mlwarden.serve.config import Similarity as SimilarityConfig
+    from mlwarden.serve.dilution import Dilution, _parts
+
+    rng = np.random.default_rng(history + restart_every)
+    centres = rng.uniform(0, 1, (3, 16)).astype(np.float32)
+    xs = centres[rng.integers(0, 3, 700)] + rng.normal(0, 0.03, (700, 16)).astype(np.float32)
+    cfg = SimilarityConfig(history=history, window=history, radius=0.03)
+    sim, dil = Similarity(cfg, 16), Dilution(DilutionConfig(enabled=True), 0.03)
+    stored: list[np.ndarray] = []  # rows as the history holds them, oldest first
+    i = batches = overwritten = 0
+    while i < len(xs):
+        vs = xs[i : i + int(rng.integers(1, 12))]
+        before = dil.snapshot(sim, len(vs))
+        overwritten += len(before.rows)
+        sim.observe_many(vs)
+        me = before.first + np.arange(len(vs))
+        parts = _parts(sim, vs, before, me)
+        counts = dil._counts(sim, vs, np.arange(len(vs)), before)
+        for j, v in enumerate(vs):
+            got: list[bytes] = []
+            for rows, norms, seen in parts:
+                assert np.array_equal(norms, np.einsum("ij,ij->i", rows, rows))
+                got += [r.tobytes() for r in (rows if seen is None else rows[seen[j]])]
+            want = stored[max(0, len(stored) - history) :]
+            assert sorted(got) == sorted(r.tobytes() for r in want), (i, j)
+            d2 = ((np.array(want, dtype=np.float64).reshape(-1, 16) - v) ** 2).sum(axis=1)
+            for k, s in enumerate((0.5, 1.0, 2.0)):
+                limit = (s * 0.03) ** 2 * 16
+                sure, maybe = (np.count_nonzero(d2 < limit * e) for e in (1 - 1e-5, 1 + 1e-5))
+                assert sure <= counts[j, k] <= maybe, (i, j, k)
+            stored.append(v.copy())
+        i += len(vs)
+        batches += 1
+        if restart_every and batches % restart_every == 0:
+            state = sim.dump()
+            sim = Similarity(cfg, 16)
+            sim.load(state)
+            stored = [r.astype(np.float16).astype(np.float32) for r in stored[-history:]]
+    assert overwritten > 0  # the ring wrapped: batches overwrote rows they may still see

@@ -63,6 +63,7 @@ class Snapshot:
     """The history rows a batch is about to overwrite, with their query numbers."""
 
     rows: np.ndarray  # (m, dims)
+    norms: np.ndarray  # (m,) their squared norms, as the history keeps them
     ids: np.ndarray  # (m,) global query numbers of those rows
     first: int  # the global number of the batch's first query
 
@@ -82,11 +83,12 @@ class Dilution:
     @staticmethod
     def snapshot(sim: object, count: int) -> Snapshot:
         """Before ``sim.observe_many`` of ``count`` queries: the rows they will overwrite."""
-        ring, hist, nxt, filled = _ring(sim)
+        ring, norms, hist, nxt, filled = _ring(sim)
         i = np.arange(min(count, hist))
         slots = (nxt + i) % hist
         live = slots < filled  # a slot written before this batch
-        return Snapshot(ring[slots[live]].copy(), (nxt + i - hist)[live], nxt)
+        slots = slots[live]
+        return Snapshot(ring[slots], norms[slots], (nxt + i - hist)[live], nxt)
 
     def flags(
         self,
@@ -126,19 +128,16 @@ class Dilution:
         self, sim: object, vs: np.ndarray, cand: np.ndarray, before: Snapshot
     ) -> np.ndarray:
         """Neighbours of ``vs[cand]`` at r/2, r and 2r among the queries each one saw."""
-        hist = _ring(sim)[1]
         q = np.asarray(vs, dtype=np.float32)[cand]
         qn = np.einsum("ij,ij->i", q, q)
         me = before.first + cand  # each candidate's own global number
         limits = [(s * self.radius) ** 2 * vs.shape[1] for s in _SCALES]
         out = np.zeros((len(cand), len(_SCALES)), dtype=np.int64)
-        for rows, gid in _parts(sim, vs, before):
-            if not len(rows):
-                continue
-            d2 = qn[:, None] + np.einsum("ij,ij->i", rows, rows)[None] - 2.0 * (q @ rows.T)
-            seen = (gid[None] < me[:, None]) & (gid[None] >= me[:, None] - hist)
+        for rows, norms, seen in _parts(sim, vs, before, me):
+            d2 = sq_distances(q, qn, rows, norms)
             for k, limit in enumerate(limits):
-                out[:, k] += np.count_nonzero((d2 < limit) & seen, axis=1)
+                near = d2 < limit
+                out[:, k] += np.count_nonzero(near if seen is None else near & seen, axis=1)
         return out
 
 
@@ -173,8 +172,7 @@ class Residual:
         cand = np.flatnonzero(np.asarray(total) >= least)
         if not len(cand):
             return []
-        hist = _ring(res)[1]
-        aligned = _ring(res)[2:] == _ring(sim)[2:]  # both rings fed the same queries
+        aligned = _ring(res)[3:] == _ring(sim)[3:]  # both rings fed the same queries
         q = np.asarray(rs, dtype=np.float32)[cand]
         qp = np.asarray(pvs, dtype=np.float32)[cand]
         qn, qpn = np.einsum("ij,ij->i", q, q), np.einsum("ij,ij->i", qp, qp)
@@ -182,18 +180,18 @@ class Residual:
         inner = c.residual**2 * rs.shape[1]
         near_axes = self.radius**2 * pvs.shape[1]
         mid, wide, both = (np.zeros(len(cand), dtype=np.int64) for _ in range(3))
-        pparts = _parts(sim, pvs, proj) if aligned else [None] * 3
-        for (rows, gid), other in zip(_parts(res, rs, before), pparts, strict=True):
-            if not len(rows):
-                continue
-            d2 = qn[:, None] + np.einsum("ij,ij->i", rows, rows)[None] - 2.0 * (q @ rows.T)
-            seen = (gid[None] < me[:, None]) & (gid[None] >= me[:, None] - hist)
-            close = (d2 < inner) & seen
+        parts = _parts(res, rs, before, me)
+        pparts = _parts(sim, pvs, proj, me) if aligned else [None] * len(parts)
+        for (rows, norms, seen), other in zip(parts, pparts, strict=True):
+            d2 = sq_distances(q, qn, rows, norms)
+            close, far = d2 < inner, d2 < 4 * inner
+            if seen is not None:
+                close &= seen
+                far &= seen
             mid += np.count_nonzero(close, axis=1)
-            wide += np.count_nonzero((d2 < 4 * inner) & seen, axis=1)
+            wide += np.count_nonzero(far, axis=1)
             if other is not None:
-                prow = other[0]
-                pd2 = qpn[:, None] + np.einsum("ij,ij->i", prow, prow)[None] - 2.0 * (qp @ prow.T)
+                pd2 = sq_distances(qp, qpn, other[0], other[1])
                 both += np.count_nonzero(close & (pd2 < near_axes), axis=1)
         ok = (mid >= least) & (mid >= c.ratio * wide) & (2 * both < mid)
         return cand[ok].tolist()
@@ -211,31 +209,59 @@ def off_axes(
     return centred - along @ axes.T
 
 
-def _parts(sim: object, vs: np.ndarray, before: Snapshot) -> list[tuple[np.ndarray, np.ndarray]]:
-    """What query ``before.first + j`` of a batch ``vs`` just added to ``sim`` may see:
-    (rows, global query numbers) of the history kept from before the batch, the rows the
-    batch overwrote, and the batch itself. Callers mask by number (``history`` back)."""
-    ring, hist, nxt, filled = _ring(sim)
-    first = before.first
-    # global numbers of what the ring holds now: slot s was written last by query g(s)
-    slots = np.arange(filled)
-    ids = nxt - 1 - (nxt - 1 - slots) % hist
-    old = ids < first  # the batch's own rows are taken from ``vs``
-    return [
-        (ring[:filled][old], ids[old]),
-        (before.rows, before.ids),
-        (np.asarray(vs, dtype=np.float32), first + np.arange(len(vs))),
+def sq_distances(q: np.ndarray, qn: np.ndarray, rows: np.ndarray, rn: np.ndarray) -> np.ndarray:
+    """Squared L2 distances (len(q), len(rows)) as ``|q|^2 + |r|^2 - 2 q.r``, given the
+    squared norms ``qn`` of ``q`` and ``rn`` of ``rows`` (the similarity history keeps
+    its rows' norms, so they are not computed again on every batch).
+
+    Example::
+
+        sq_distances(q, np.einsum("ij,ij->i", q, q), rows, norms)   # (len(q), len(rows))
+    """
+    return qn[:, None] + rn[None] - 2.0 * (q @ rows.T)
+
+
+def _parts(
+    sim: object, vs: np.ndarray, before: Snapshot, me: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """What queries ``me`` of a batch ``vs`` just added to ``sim`` may see, as (rows, squared
+    norms, mask over (query, row) or ``None``: all): the history kept from before the
+    batch (one or two runs of ring slots, views: every row older than the batch and
+    within ``history`` of it), the rows the batch overwrote, and the batch itself (those
+    within ``history`` queries before each query)."""
+    ring, norms, hist, nxt, filled = _ring(sim)
+    count, first = len(vs), before.first
+    k = min(count, filled)  # the batch's rows still in the ring, in the slots before nxt
+    if filled < hist:  # never wrapped: slots 0..filled-1 in order
+        runs = [(0, filled - k)]
+    else:
+        start = (nxt - k) % hist
+        end = start + k
+        runs = [(0, start), (end, hist)] if end <= hist else [(end - hist, start)]
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = [
+        (ring[a:b], norms[a:b], None) for a, b in runs if b > a
     ]
+    for rows, rn, gid in (
+        (before.rows, before.norms, before.ids),
+        (np.asarray(vs, dtype=np.float32), None, first + np.arange(count)),
+    ):
+        if len(rows):
+            rn = np.einsum("ij,ij->i", rows, rows) if rn is None else rn
+            seen = (gid[None] < me[:, None]) & (gid[None] >= me[:, None] - hist)
+            out.append((rows, rn, seen))
+    return out
 
 
-def _ring(sim: object) -> tuple[np.ndarray, int, int, int]:
-    """The similarity history's rows, length, next write position and filled count.
+def _ring(sim: object) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """The similarity history's rows, their squared norms, length, next write position
+    and filled count.
 
     Read from :class:`~.monitor.Similarity` (``_next`` counts queries modulo nothing but
     is only ever used modulo ``history``; after a restart it restarts below it).
     """
     ring: np.ndarray = sim._ring  # type: ignore[attr-defined]
-    return ring, len(ring), int(sim._next), int(sim._filled)  # type: ignore[attr-defined]
+    norms: np.ndarray = sim._norms  # type: ignore[attr-defined]
+    return ring, norms, len(ring), int(sim._next), int(sim._filled)  # type: ignore[attr-defined]
 
 
 RATIO_MARGIN = 1.5  # calibrated ratio: this times the largest benign ratio, at least the default
@@ -262,7 +288,7 @@ def benign_ratio(v: np.ndarray, raw: np.ndarray, radius: float, history: int, le
     limits = [(s * radius) ** 2 * v.shape[1] for s in _SCALES]
     counts = np.zeros((n, len(_SCALES)))
     for start in range(0, n, 512):  # blocks: 512 x N distances at a time
-        d2 = sq[start : start + 512, None] + sq[None] - 2 * v[start : start + 512] @ v.T
+        d2 = sq_distances(v[start : start + 512], sq[start : start + 512], v, sq)
         for k, limit in enumerate(limits):
             counts[start : start + 512, k] = np.count_nonzero(d2 < limit, axis=1) - 1
     counts = counts[np.asarray(raw, dtype=np.float64).std(axis=1) >= radius / 2]
