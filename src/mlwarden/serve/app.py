@@ -4,12 +4,13 @@ Routes:
 
 * ``POST /v1/predict`` — ``{"inputs": [...]}`` -> ``{"predictions": [...],
   "model_version": ...}``. Order of checks, cheapest first: on the request head
-  alone, one ``Authorization`` header (400), the API key (401 missing/invalid; audit
+  alone, one ``Authorization`` header and not both ``Content-Length`` and
+  ``Transfer-Encoding`` (400), the API key (401 missing/invalid; audit
   rows of these are sampled), role or blocked key (403), room for one more query in
   the key's bucket and budget (429 with ``Retry-After``), the declared body size
   (413) — a request refused there is answered with ``Connection: close`` and its body
   is never read; then the body (413 while streaming, 408 too slow), the input schema
-  (422), rate and budget for the whole batch (429), input restoration, the model (an
+  (422; a body refused from 408 on spends one token of the key's rate), rate and budget for the whole batch (429), input restoration, the model (an
   exception is a 422), stateful attack detection (alert; log, throttle or block; a
   key's queries are analysed ``detection.batch`` at a time, so an alert can come up to
   ``batch - 1`` queries late),
@@ -318,6 +319,9 @@ class Gateway:
         auth = request.headers.getlist("authorization")
         if len(auth) > 1:
             raise RequestError(400, "send exactly one Authorization header")
+        if "transfer-encoding" in request.headers and "content-length" in request.headers:
+            # RFC 9112 6.3: a request smuggling attempt through a proxy that reads the other
+            raise RequestError(400, "send Content-Length or Transfer-Encoding, not both")
         caller = self.authenticate(auth[0] if auth else None)
         rec.key = caller.name
         if not caller.role.predict:
@@ -353,6 +357,8 @@ class Gateway:
         payload: dict[str, Any] = {}
         headers: dict[str, str] = {}
         body_read = False
+        caller: _Caller | None = None
+        spent = False
         try:
             caller = self.admit(request, rec)
             body = await self.read(request)
@@ -362,6 +368,7 @@ class Gateway:
             rec.n_inputs = len(x)
             limiter = self.limiters[caller.name]
             _raise_if_limited(limiter.take(len(x)), rec, limiter)
+            spent = True
             if limiter.budget is not None or limiter.factor < 1.0:
                 rec.state.append((caller.name, "limits", limiter.snapshot()))
             loop = asyncio.get_running_loop()
@@ -381,6 +388,8 @@ class Gateway:
             rec.detail = exc.message
             payload = {"detail": exc.message}
             headers = exc.headers
+            if caller is not None and not spent and exc.status in (408, 413, 422):
+                self.limiters[caller.name].refused()  # its body was read (or begun) for nothing
             if not body_read:
                 # The unread body would still have to be received and parsed to keep the
                 # connection: close it instead, so a refused caller costs nothing more.

@@ -24,6 +24,7 @@ MLW-GW-009 audit logging disabled                                  medium
 MLW-GW-010 config file writable (high) or readable (low) by others high/low
 MLW-GW-011 limits or body size under which valid batches never pass medium
 MLW-GW-012 only detectors that per-query noise defeats              medium
+MLW-GW-014 enabled detectors whose settings never let them flag     medium
 ========== ======================================================= ================
 """
 
@@ -202,6 +203,20 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
             problems=problems,
         )
 
+    silent = silent_detectors(cfg)
+    if silent:
+        add(
+            "MLW-GW-014",
+            f"{len(silent)} detector setting(s) under which the detector never flags",
+            Severity.MEDIUM,
+            ["AML.T0043.001", "AML.T0024.002"],
+            ["AML.M0015"],
+            "Detection is switched on but cannot fire: " + "; ".join(silent) + ".",
+            "Run 'mlwarden gateway calibrate' on benign inputs of this deployment, or fix the "
+            "settings named above.",
+            problems=silent,
+        )
+
     schema = cfg.input
     missing = [n for n, v in (("shape", schema.shape), ("range", schema.range)) if v is None]
     if missing and schema.modality != "text":  # texts are bounded by max_chars instead
@@ -299,13 +314,70 @@ def unworkable_limits(cfg: GatewayConfig) -> list[str]:
             )
         if budget is not None and budget < m:
             out.append(f"{who}: budget {budget} < input.max_batch {m}")
-    if cfg.input.shape is not None:
+    if cfg.input.modality == "text":
+        # a full batch of texts of max_chars ASCII characters, quoted, comma-separated
+        smallest = m * (cfg.input.max_chars + 3) - 1 + len('{"inputs": []}')
+        if smallest > cfg.input.max_body_bytes:
+            out.append(
+                f"a batch of {m} texts of input.max_chars {cfg.input.max_chars} needs at least "
+                f"{smallest} bytes of JSON > input.max_body_bytes {cfg.input.max_body_bytes}"
+            )
+    elif cfg.input.shape is not None and cfg.input.modality == "tensor":
         smallest = m * math.prod(cfg.input.shape) * 2 + len('{"inputs": []}')
         if smallest > cfg.input.max_body_bytes:
             out.append(
                 f"a batch of {m} inputs of shape {cfg.input.shape} needs at least "
                 f"{smallest} bytes of JSON > input.max_body_bytes {cfg.input.max_body_bytes}"
             )
+    return out
+
+
+def silent_detectors(cfg: GatewayConfig) -> list[str]:
+    """Enabled detectors whose settings mean they can never flag a query.
+
+    Blacklight matches a query when ``threshold`` of its window hashes recur, but an
+    input of ``n`` values has only ``n - window + 1`` windows (and keeps ``top``
+    hashes): a 30-feature table at the defaults (windows of 20, threshold 20) has 11,
+    so Blacklight is silently off there. Similarity counts neighbours among at most
+    ``min(window, history)`` queries; PRADA tests once ``min_queries`` distances are
+    kept of at most ``history``; the dilution test reads the similarity history.
+
+    Example::
+
+        silent_detectors(parse_config("input: {shape: [30]}"))
+        # ['blacklight: an input of 30 values has 11 windows of 20 values, ...']
+    """
+    det = cfg.detection
+    out = []
+    bl = det.blacklight
+    if bl.enabled:
+        if bl.threshold > bl.top:
+            out.append(f"blacklight.threshold {bl.threshold} > blacklight.top {bl.top} (hashes "
+                       "kept a query), so no two queries ever share enough")  # fmt: skip
+        if cfg.input.shape is not None and cfg.input.modality == "tensor":
+            n = math.prod(cfg.input.shape)
+            w = min(bl.window, n)
+            if n - w + 1 < bl.threshold <= bl.top:
+                out.append(f"blacklight: an input of {n} values has {n - w + 1} windows of {w} "
+                           f"values, fewer hashes than blacklight.threshold {bl.threshold}, so "
+                           "it never matches (lower blacklight.window or threshold)")  # fmt: skip
+    sim = det.similarity
+    if sim.enabled:
+        recent = min(sim.window, sim.history)
+        whole = sim.long_neighbours is not None and sim.long_neighbours <= sim.history
+        if sim.min_neighbours > recent and not whole:
+            out.append(f"similarity.min_neighbours {sim.min_neighbours} > the {recent} queries "
+                       "it is counted over (similarity.window, history)")  # fmt: skip
+    dil = det.dilution
+    if dil.enabled and not sim.enabled:
+        out.append("dilution is enabled but reads the similarity history, which is disabled")
+    elif dil.enabled and dil.min_neighbours > sim.history:
+        out.append(f"dilution.min_neighbours {dil.min_neighbours} > similarity.history "
+                   f"{sim.history}")  # fmt: skip
+    pr = det.prada
+    if pr.enabled and pr.min_queries > pr.history:
+        out.append(f"prada.min_queries {pr.min_queries} > prada.history {pr.history} "
+                   "(distances kept), so the normality test never runs")  # fmt: skip
     return out
 
 

@@ -103,6 +103,25 @@ class KeyLimiter:
             self._used += n
             return 0.0, ""
 
+    def refused(self) -> None:
+        """Spend one token for a request whose body was read and then refused (408, 413,
+        422), and none of the budget (no query reached the model).
+
+        :meth:`check` lets a request read its body only while a token is left, but a
+        refused body spent none: a key at 1 query/s could make the gateway receive and
+        parse a megabyte of bad JSON as fast as it sent it (328 in 14 s, every one 422,
+        other clients slowed from 586 to 32 requests/s). The debt is bounded by one
+        bucket, so concurrent refusals wait at most ``2 * burst / rate`` seconds.
+        """
+        if self.rate is None:
+            return
+        with self._lock:
+            now = self._clock()
+            rate = self.rate * self.factor
+            tokens = min(self.burst, self._tokens + (now - self._stamp) * rate)
+            self._tokens = max(tokens - 1.0, -self.burst)
+            self._stamp = now
+
     def _rate_reason(self) -> str:
         # A key slowed down by the attack monitor is told so, not that it sent too fast.
         return "throttled" if self.factor < 1.0 else "rate"

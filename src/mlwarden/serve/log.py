@@ -392,8 +392,9 @@ def write_state(path: Path, states: list[tuple[str, str, bytes]]) -> None:
     if not states:
         return
     try:
+        _private(Path(path))  # rotated away while serving: not recreated world-readable
         db = sqlite3.connect(Path(path), isolation_level=None)
-    except sqlite3.Error:
+    except (sqlite3.Error, OSError):
         return
     try:
         db.execute(_STATE_SCHEMA)
