@@ -386,3 +386,37 @@ def test_dilution_counts_exactly_the_rows_each_query_saw(history, restart_every)
             sim.load(state)
             stored = [r.astype(np.float16).astype(np.float32) for r in stored[-history:]]
     assert overwritten > 0  # the ring wrapped: batches overwrote rows they may still see
+
+
+def _plain_reduce(x: np.ndarray, dims: int, scale: float, audio: bool) -> np.ndarray:
+    """One input, 1-D: block means in float64 (audio: frame powers in dB), as until session 6."""
+    if audio:
+        flat = x.astype(np.float64).ravel() / (scale / 2.0)
+        frames = min(dims, flat.size)
+        starts = (np.arange(frames, dtype=np.int64) * flat.size) // frames
+        power = np.add.reduceat(flat * flat, starts) / np.diff(np.append(starts, flat.size))
+        db = 10.0 * np.log10(np.maximum(power, 10.0**-9.6))
+        return (np.clip(db, -96.0, 0.0) / 96.0 + 1.0).astype(np.float32)
+    flat32 = x.astype(np.float32).ravel() / np.float32(scale)
+    if flat32.size <= dims:
+        return flat32
+    starts = (np.arange(dims, dtype=np.int64) * flat32.size) // dims
+    sums = np.add.reduceat(flat32.astype(np.float64), starts)
+    return (sums / np.diff(np.append(starts, flat32.size))).astype(np.float32)
+
+
+@pytest.mark.parametrize(("shape", "scale"), [((3, 32, 32), 1.0), ((1, 8000), 2.0), ((40,), 1.0)])
+def test_a_batch_is_reduced_to_the_values_of_one_input_at_a_time(shape, scale):
+    """The monitor reduces a whole batch at once (:func:`reduce_many`,
+    :func:`reduce_audio_many`): every row must be, bit for bit, the plain 1-D reduction
+    of that input alone, as is :func:`reduce` / :func:`reduce_audio` (calibration, tools)."""
+    from mlwarden.serve.monitor import reduce, reduce_audio, reduce_audio_many, reduce_many
+
+    rng = np.random.default_rng(len(shape))
+    xs = rng.normal(0, 0.3, (9, *shape)).astype(np.float32)
+    xs[1] = 0  # silence
+    for one, many, audio in ((reduce, reduce_many, False), (reduce_audio, reduce_audio_many, True)):
+        want = np.stack([_plain_reduce(x, 128, scale, audio) for x in xs])
+        assert np.array_equal(np.stack([one(x, 128, scale) for x in xs]), want)
+        for size in (1, 2, 9):
+            assert np.array_equal(many(xs[:size], 128, scale), want[:size])

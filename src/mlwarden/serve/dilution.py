@@ -84,6 +84,12 @@ class Dilution:
     def snapshot(sim: object, count: int) -> Snapshot:
         """Before ``sim.observe_many`` of ``count`` queries: the rows they will overwrite."""
         ring, norms, hist, nxt, filled = _ring(sim)
+        start = nxt % hist
+        if start + count <= hist and (filled == hist or start >= filled):
+            # one run of slots, all written before (a full ring) or none (young): slices
+            run = slice(start, start + count) if filled == hist else slice(0, 0)
+            ids = np.arange(nxt - hist, nxt - hist + count)[: run.stop - run.start]
+            return Snapshot(ring[run].copy(), norms[run].copy(), ids, nxt)
         i = np.arange(min(count, hist))
         slots = (nxt + i) % hist
         live = slots < filled  # a slot written before this batch

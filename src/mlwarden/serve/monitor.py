@@ -665,14 +665,20 @@ def reduce(x: np.ndarray, max_dims: int, scale: float) -> np.ndarray:
 
         reduce(np.ones((3, 32, 32)), 128, 1.0).shape   # (128,): blocks of 24 values
     """
-    flat = np.asarray(x, dtype=np.float32).ravel() / np.float32(scale)
-    n = flat.size
+    return reduce_many(np.asarray(x)[None], max_dims, scale)[0]
+
+
+def reduce_many(xs: np.ndarray, max_dims: int, scale: float) -> np.ndarray:
+    """:func:`reduce` of each input of a batch ``xs`` (B, ...) at once: (B, dims) float32,
+    row for row the values of :func:`reduce` (one ``reduceat`` over the batch)."""
+    flat = np.asarray(xs, dtype=np.float32).reshape(len(xs), -1) / np.float32(scale)
+    n = flat.shape[1]
     if n <= max_dims:
         return flat
     # exactly max_dims blocks of floor or ceil(n / max_dims) values: the detectors' rings
     # are sized max_dims (blocks of one fixed length left 127 values for 8,000 inputs)
     starts = (np.arange(max_dims, dtype=np.int64) * n) // max_dims
-    sums = np.add.reduceat(flat.astype(np.float64), starts)
+    sums = np.add.reduceat(flat.astype(np.float64), starts, axis=1)
     return (sums / np.diff(np.append(starts, n))).astype(np.float32)
 
 
@@ -697,11 +703,16 @@ def reduce_audio(x: np.ndarray, max_dims: int, scale: float) -> np.ndarray:
 
         reduce_audio(np.zeros(8000), 128, 2.0)   # 128 zeros: silence
     """
-    flat = np.asarray(x, dtype=np.float64).ravel() / (scale / 2.0)
-    n = flat.size
+    return reduce_audio_many(np.asarray(x)[None], max_dims, scale)[0]
+
+
+def reduce_audio_many(xs: np.ndarray, max_dims: int, scale: float) -> np.ndarray:
+    """:func:`reduce_audio` of each clip of a batch ``xs`` (B, ...) at once, row for row."""
+    flat = np.asarray(xs, dtype=np.float64).reshape(len(xs), -1) / (scale / 2.0)
+    n = flat.shape[1]
     frames = min(max_dims, n)
     starts = (np.arange(frames, dtype=np.int64) * n) // frames
-    power = np.add.reduceat(flat * flat, starts) / np.diff(np.append(starts, n))
+    power = np.add.reduceat(flat * flat, starts, axis=1) / np.diff(np.append(starts, n))
     db = 10.0 * np.log10(np.maximum(power, 10.0 ** (-_FLOOR_DB / 10.0)))
     return (np.clip(db, -_FLOOR_DB, 0.0) / _FLOOR_DB + 1.0).astype(np.float32)
 
@@ -1016,6 +1027,7 @@ class Monitor:
         self.scale = scale
         # audio: a log-energy envelope, since block means flatten a waveform to ~0
         self._reduce = reduce_audio if modality == "audio" else reduce
+        self._reduce_many = reduce_audio_many if modality == "audio" else reduce_many
         bl = config.blacklight
         # audio: windows within one bin of zero (pauses) are not hashed; see _fingerprint
         default_gate = bl.quantization if modality == "audio" else 0.0
@@ -1156,12 +1168,8 @@ class Monitor:
             out["blacklight"] = [j for j, r in enumerate(matches) if r >= chain]
         if state.similarity is None and state.prada is None:
             return out
-        max_dims = c.similarity.max_dims
-        if self._reduce is reduce and xs[0].size <= max_dims:
-            # reduce() of each, at once: the same float32 division, value for value
-            vs = xs.reshape(len(xs), -1) / np.float32(self.scale)
-        else:
-            vs = np.stack([self._reduce(x, max_dims, self.scale) for x in xs])
+        # reduce() of each, at once: the same values, row for row
+        vs = self._reduce_many(xs, c.similarity.max_dims, self.scale)
         heard = self._heard(vs)
         if state.similarity is not None and len(heard):
             # the whole history's bar: never below the allowance (a granted client's copies)
