@@ -256,6 +256,13 @@ class Similarity(_Strict):
     projection: Projection | None = Field(
         default=None, description="principal axes the distance is measured along (calibrate)"
     )
+    # One input resent with fresh noise is a still ball; a search's centre drifts
+    # (serve/stationary.py). Measured on audio only, so on by default only there.
+    stationary: bool | None = Field(
+        default=None,
+        description="leave still balls of neighbours (noisy resends of one input) "
+        "unflagged; default: on for audio, off elsewhere",
+    )
 
 
 class Dilution(_Strict):

@@ -63,6 +63,11 @@ Three detectors, all per key, after one filter:
   costs about 0.5 ms. ``delta`` 0.85 is calibrated on digits (benign streams of 100
   held-out digits had W >= 0.91); the paper tuned it per dataset.
 
+On audio (``similarity.stationary``, default on there only) a similarity or dilution
+alert is dropped when the query's ball of neighbours stays put in time: one clip resent
+with fresh noise (pauses resent with noise are all one hiss), not a search, whose centre
+drifts (:mod:`mlwarden.serve.stationary`).
+
 A search diluted among many benign queries of the key (fewer than ``min_neighbours``
 per ``window``) answers to :mod:`mlwarden.serve.dilution` (``detection.dilution``, set
 by ``gateway calibrate``): a tight ball of queries on the similarity history, which it
@@ -109,6 +114,7 @@ from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, sq_distances
+from mlwarden.serve.stationary import still
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
@@ -1028,6 +1034,9 @@ class Monitor:
         # audio: a log-energy envelope, since block means flatten a waveform to ~0
         self._reduce = reduce_audio if modality == "audio" else reduce
         self._reduce_many = reduce_audio_many if modality == "audio" else reduce_many
+        # still balls (one clip resent with fresh noise) are resends: serve/stationary.py
+        stat = config.similarity.stationary
+        self.stationary = modality == "audio" if stat is None else stat
         bl = config.blacklight
         # audio: windows within one bin of zero (pauses) are not hashed; see _fingerprint
         default_gate = bl.quantization if modality == "audio" else 0.0
@@ -1179,12 +1188,15 @@ class Monitor:
             whole = long_need != math.inf or dil is not None
             hvs = vs[heard]
             pvs = self.project(hvs)
-            before = dil.snapshot(state.similarity, len(pvs)) if dil is not None else None
+            keep = dil is not None or self.stationary  # both read what the batch overwrites
+            before = Dilution.snapshot(state.similarity, len(pvs)) if keep else None
             recent, total = state.similarity.observe_many(pvs, whole)
             counts = enumerate(zip(recent.tolist(), total.tolist(), strict=True))
             found = {"similarity": [j for j, (r, t) in counts if r >= need or t >= long_need]}
             if dil is not None and before is not None:
                 found.update(self._diluted(state, dil, hvs, pvs, total, before, allowance))
+            if self.stationary and before is not None:
+                found = self._moving(state.similarity, pvs, found, before)
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
         if state.prada is not None:
             prada = state.prada
@@ -1205,6 +1217,18 @@ class Monitor:
         if self._reduce is not reduce_audio:
             return np.arange(len(vs))
         return np.flatnonzero(vs.max(axis=1) > _HEARD_DB / _FLOOR_DB)
+
+    @staticmethod
+    def _moving(sim: Similarity, pvs: np.ndarray, found: dict[str, list[int]],
+                before: Any) -> dict[str, list[int]]:  # fmt: skip
+        """``found`` without the similarity and dilution alerts of still balls: one input
+        resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`)."""
+        cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])})
+        resends = still(sim, pvs, cand, before)
+        if not resends:
+            return found
+        return {k: [j for j in v if j not in resends] if k in ("similarity", "dilution") else v
+                for k, v in found.items()}  # fmt: skip
 
     def _diluted(self, state: _KeyState, dil: Dilution, vs: np.ndarray, pvs: np.ndarray,
                  total: np.ndarray, before: Any, allowance: int | None) -> dict[str, list[int]]:  # fmt: skip
