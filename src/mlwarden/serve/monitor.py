@@ -544,6 +544,9 @@ class Similarity:
             if count == 1 and (not whole or n <= window):
                 # every slot scanned is one of the last ``window`` queries: no ages needed
                 recent = total = np.array([len(j)])
+            elif count == 1:  # every slot is within the history; ages 1..hist
+                total = np.array([len(j)])
+                recent = np.array([np.count_nonzero((self._next - slot - 1) % hist < window)])
             else:
                 # the query in slot s is (next - s - 1) % hist + 1 queries old before the batch
                 age = (self._next - slot - 1) % hist + 1 + j
@@ -604,7 +607,11 @@ class Similarity:
         # sketch distance^2 = 2 half + |s|^2 - 2 dot < limit; a little slack for rounding
         cand = (query @ self._sketch[:, a:b]) > bound
         # flat indices: np.nonzero of a 2-D mask costs ~10x more
-        j, slot = np.divmod(np.flatnonzero(cand), b - a)
+        if len(vs) == 1:
+            slot = np.flatnonzero(cand)
+            j = np.zeros(len(slot), dtype=slot.dtype)
+        else:
+            j, slot = np.divmod(np.flatnonzero(cand), b - a)
         if 4 * len(j) > (b - a) * len(vs):  # most are candidates (an attack): no gather
             d2 = sq_distances(vs, norms, self._ring[a:b], self._norms[a:b])
             j, slot = np.divmod(np.flatnonzero((d2 < limit) & cand), b - a)
