@@ -27,7 +27,8 @@ stream does contain; only 1,797 exist). Input kinds:
 
 Benign streams of 10,000 queries: distinct inputs; inputs drawn with replacement from
 the kind's data (exact repeats reach no detector); drawn with replacement plus
-N(0, 0.01 of the range) (text: one typo each). Reported: flagged queries per 1,000 over
+N(0, 0.01 of the range) (text: one typo each); ``few``: 100 inputs drawn with
+replacement plus fresh N(0, 0.01) noise (a typo), each resent ~100 times. Reported: flagged queries per 1,000 over
 all 10,000 and in the last 1,000 (a key with a full history).
 
 Attacks, each after 2,000 benign queries of the same key: the noisy random search of
@@ -212,20 +213,34 @@ def _text_kind() -> Kind:
     return Kind(pool[:POOL], pool, calib, model, seeds, (0.0, 1.0), "text", min(len(pool), POOL))
 
 
+FEW = 100  # inputs of the "few" stream: each resent ~100 times in 10,000 queries
+
+
 def benign_streams(kind: Kind, n: int) -> dict[str, Any]:
-    """Distinct, drawn with replacement, and with replacement plus small noise (text: a typo)."""
+    """Distinct, drawn with replacement, with replacement plus small noise (text: a
+    typo), and ``few``: ``FEW`` inputs drawn with replacement, each time with fresh
+    noise (a client resending a few inputs many times: test-time augmentation, retries
+    of a noisy sensor)."""
     rng = np.random.default_rng(SEED + 3)
     draws = rng.integers(0, len(kind.data), n)
     if kind.modality == "text":
         from mlwarden.serve.text import typo
 
         rep = [kind.data[i] for i in draws]
-        return {"distinct": kind.pool[:n], "replacement": rep,
-                "noise": [typo(t, rng) for t in rep]}  # fmt: skip
+        out = {"distinct": kind.pool[:n], "replacement": rep,
+               "noise": [typo(t, rng) for t in rep]}  # fmt: skip
+        few = rng.choice(len(kind.data), FEW, replace=False)[rng.integers(0, FEW, n)]
+        return out | {"few": [typo(kind.data[i], rng) for i in few]}
     lo, hi = kind.bounds
-    rep = kind.data[draws].astype(np.float32)
-    noisy = np.clip(rep + rng.normal(0, 0.01 * (hi - lo), rep.shape), lo, hi)
-    return {"distinct": kind.pool[:n], "replacement": rep, "noise": noisy.astype(np.float32)}
+    out = {"distinct": kind.pool[:n], "replacement": kind.data[draws].astype(np.float32)}
+    # the noise stream first: its draws as before the few stream was added
+    for name in ("noise", "few"):
+        if name == "few":
+            draws = rng.choice(len(kind.data), FEW, replace=False)[rng.integers(0, FEW, n)]
+        rep = kind.data[draws].astype(np.float32)
+        noisy = np.clip(rep + rng.normal(0, 0.01 * (hi - lo), rep.shape), lo, hi)
+        out[name] = noisy.astype(np.float32)
+    return out
 
 
 def flagged(kind: Kind, det: Detection, xs: Any) -> dict[str, Any]:
@@ -325,9 +340,13 @@ PLANS = {
 }
 
 
-def _calibrated(kind: Kind) -> tuple[Detection, dict[str, Any]]:
+def _calibrated(kind: Kind, stationary: bool | None = None) -> tuple[Detection, dict[str, Any]]:
+    """``gateway calibrate`` on the kind's calibration inputs (``stationary``: the
+    ``similarity.stationary`` it calibrates under; None: the modality's default)."""
     x, y = kind.calib
-    result = calibrate(kind.config(), x, y, seed=SEED)
+    config = kind.config()
+    config.detection.similarity.stationary = stationary
+    result = calibrate(config, x, y, seed=SEED)
     summary = result.summary()
     summary.pop("tried")
     return result.detection, summary
@@ -358,7 +377,7 @@ def run_kind(name: str, kind: Kind, configs: tuple[str, ...] = ("default", "cali
 
 def table(results: dict[str, Any]) -> None:
     """The markdown rows of ``docs/benchmarks/gateway.md``."""
-    print("\n| input | config | benign flagged per 1,000 (distinct / replacement / noise; "
+    print("\n| input | config | benign flagged per 1,000 (distinct / replacement / noise / few; "
           "last 1,000 of distinct) | search first flagged (sigma 0 / 0.01 / 0.05) | "
           "interleaved 1:1 / 1:4 / 1:50 |")  # fmt: skip
     print("|---|---|---|---|---|")
@@ -368,7 +387,7 @@ def table(results: dict[str, Any]) -> None:
                 continue
             b, a = r[label]["benign"], r[label]["attacks"]
             ben = " / ".join(f"{b[s]['any']['per_1000']:g}" for s in ("distinct", "replacement",
-                                                                      "noise"))  # fmt: skip
+                                                                      "noise", "few") if s in b)  # fmt: skip
             ben += f"; {b['distinct']['any']['last_1000']}"
             keys = list(a)
             first = [k for k in keys if ":" not in k]
