@@ -322,7 +322,16 @@ def unworkable_limits(cfg: GatewayConfig) -> list[str]:
                 f"a batch of {m} texts of input.max_chars {cfg.input.max_chars} needs at least "
                 f"{smallest} bytes of JSON > input.max_body_bytes {cfg.input.max_body_bytes}"
             )
-    elif cfg.input.shape is not None and cfg.input.modality == "tensor":
+    elif cfg.input.modality == "audio" and cfg.input.shape is not None:
+        # one upload a request: a full-length 16-bit PCM WAV (44-byte header)
+        frames = cfg.input.shape[-1]
+        smallest = 44 + 2 * frames
+        if smallest > cfg.input.max_body_bytes:
+            out.append(
+                f"a 16-bit WAV of {frames} frames (input.shape) needs {smallest} bytes "
+                f"> input.max_body_bytes {cfg.input.max_body_bytes}"
+            )
+    elif cfg.input.shape is not None:
         smallest = m * math.prod(cfg.input.shape) * 2 + len('{"inputs": []}')
         if smallest > cfg.input.max_body_bytes:
             out.append(
