@@ -1,5 +1,6 @@
 """Benign clients built unlike our streams (issue 19, held-out benchmark): noisy resends
-of a few inputs, and a calibration sample that is quiet by the luck of its order.
+of a few inputs (off audio, ``similarity.stationary`` where calibrate finds it needed),
+and a calibration sample that is quiet by the luck of its order.
 
 ``benchmarks/gateway_detection_heldout.py`` found both: a client sending 58 wine rows
 again and again with fresh 3% noise raised 345 dilution alarms per 1,000, and settings
@@ -14,37 +15,20 @@ import pytest
 
 from mlwarden.serve.calibrate import _Runner, _try_similarity, search_stream, window_count
 from mlwarden.serve.config import Detection
-from mlwarden.serve.dilution import moved
 from mlwarden.serve.monitor import Monitor
 
 
-def test_moved_tells_one_input_resent_from_a_ball_that_drifts() -> None:
-    """Permutation test: iid noise balls (any shape of noise) are still; a drift of three
-    noise widths over the ball is seen from 40 rows on."""
-    rng = np.random.default_rng(0)
-    still = drift = 0
-    for d, n in ((4, 30), (13, 40), (64, 20), (64, 100)):
-        for _ in range(150):
-            scale = rng.uniform(0.1, 1.0, d)  # anisotropic noise
-            still += moved(rng.normal(0, 1, (n, d)) * scale)
-            path = np.linspace(0, 3, max(n, 40))[:, None] * rng.normal(0, 1, d) * scale
-            drift += moved(rng.normal(0, 1, (max(n, 40), d)) * scale + path)
-    assert still == 0
-    assert drift >= 0.9 * 600
-    assert moved(np.ones((5, 3)))  # too few rows to tell: fails closed
-    assert not moved(np.ones((30, 3)))  # one exact input: nothing moved
-
-
-def _det(still: int) -> Detection:
+def _det(stationary: bool) -> Detection:
     # the dilution test alone decides: the window count is out of reach of 40 copies
     return Detection.model_validate(
         {
             "blacklight": {"enabled": False},
             "prada": {"enabled": False},
-            "similarity": {"radius": 0.1, "min_neighbours": 200, "window": 1000},
-            "dilution": {"enabled": True, "still": still},
+            "similarity": {"radius": 0.1, "min_neighbours": 200, "window": 1000,
+                           "stationary": stationary},
+            "dilution": {"enabled": True},
         }
-    )
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +47,14 @@ def _dilution_flags(det: Detection, xs: np.ndarray) -> list[int]:
     return [i for i, x in enumerate(xs) if "dilution" in mon.inspect("k", x[None], zero)]
 
 
-def test_noisy_resends_of_a_few_inputs_are_left_alone_with_still(resends) -> None:
-    assert len(_dilution_flags(_det(0), resends)) > 300  # every tight ball: a search
-    assert _dilution_flags(_det(100), resends) == []
+def test_noisy_resends_of_a_few_inputs_are_left_alone_when_stationary(resends) -> None:
+    """Off images/tables by default (every tight ball is a search); what calibrate
+    switches on where the sample's noisy resends raise alarms."""
+    assert len(_dilution_flags(_det(False), resends)) > 300
+    assert _dilution_flags(_det(True), resends) == []
 
 
-def test_a_diluted_search_is_still_flagged_with_still(digits) -> None:
+def test_a_diluted_search_is_still_flagged_when_stationary(digits) -> None:
     """The sigma-0.05 search, 1 query in 11 among distinct digits: it moves, so it is
     flagged (later than without the rule, which flags it at its first tight ball)."""
     xtr, _, xte, _ = digits
@@ -76,7 +62,7 @@ def test_a_diluted_search_is_still_flagged_with_still(digits) -> None:
     benign = benign[np.random.default_rng(2).permutation(len(benign))]
     search = search_stream(xte[0], (0.0, 1.0), 0.05, 300, seed=3).astype(np.float32)
     firsts = {}
-    for still in (0, 100):
+    for still in (False, True):
         mon = Monitor(_det(still), shape=[1, 8, 8])
         zero = np.zeros(1, dtype=np.int64)
         for i, q in enumerate(search):
@@ -85,8 +71,8 @@ def test_a_diluted_search_is_still_flagged_with_still(digits) -> None:
             if mon.inspect("k", q[None], zero).get("dilution"):
                 firsts[still] = i + 1
                 break
-    assert firsts[0] <= 25
-    assert firsts[100] <= 120
+    assert firsts[False] <= 25
+    assert firsts[True] <= 120
 
 
 def _hubs(n_hubs: int = 6, spokes: int = 24, dims: int = 16) -> np.ndarray:
@@ -122,3 +108,23 @@ def test_calibration_wants_headroom_beyond_its_own_replay() -> None:
     mon = Monitor(det, shape=[16])
     flags = [bool(mon.inspect("k", x[None], labels[:1])) for x in xs[::-1]]
     assert sum(flags) >= 6
+
+
+def test_calibrate_leaves_still_balls_alone_where_the_sample_needs_it() -> None:
+    """Wine rows (60, the calibration sample of the held-out benchmark): 1,000 draws
+    with noise resend each ~17 times, which the dilution test flagged (39 per 1,000,
+    MLW-GW-013); calibrate now switches the still-ball rule on and meets its target.
+    On 1,000 MNIST-sized distinct rows it stays off (tested in test_serve_dilution)."""
+    from sklearn.datasets import load_wine
+
+    from mlwarden.serve.calibrate import calibrate
+    from mlwarden.serve.config import GatewayConfig
+
+    d = load_wine()
+    x = ((d.data - d.data.min(axis=0)) / np.ptp(d.data, axis=0)).astype(np.float32)
+    idx = np.random.default_rng(0).permutation(len(x))[60:120]
+    cfg = GatewayConfig.model_validate({"input": {"shape": [13], "range": [0.0, 1.0]}})
+    result = calibrate(cfg, x[idx], d.target[idx], searches=2, seed=0)
+    assert result.detection.similarity.stationary is True
+    assert result.meets, result.notes
+    assert all(f is not None and f <= 300 for f in result.first_flags)

@@ -101,6 +101,7 @@ class Calibration:
             "prada_delta": d.prada.delta if d.prada.enabled else None,
             "dilution_ratio": d.dilution.ratio if d.dilution.enabled else None,
             "dilution_residual": d.dilution.residual if d.dilution.enabled else None,
+            "similarity_stationary": d.similarity.stationary,
             "notes": self.notes,
             "tried": self.tried,
         }
@@ -459,6 +460,7 @@ def calibrate(
     _pick_others(base, run, data, notes, tried)
     _set_long_bar(data, run, info)
     _set_dilution(data, run, info)
+    _set_stationary(data, run, info)
     chosen = Detection.model_validate(data)
     fa = run.false_alarms(chosen)
     flags = run.first_flags(chosen)
@@ -684,34 +686,36 @@ def _set_dilution(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
     notes.append(f"dilution test on at ratio {ratio:g} (largest benign ratio {worst:.2f})")
     if det.similarity.projection is not None:
         _set_residual(data, raw, ratio, notes)
-    _set_still(data, run, notes)
 
 
-STILL = 100  # the still-ball allowance calibrate tries (dilution.still)
-
-
-def _set_still(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
-    """``dilution.still`` when the dilution test alarms on the sample's noisy resends.
+def _set_stationary(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
+    """``similarity.stationary`` where the sample's noisy resends raise alarms.
 
     The benign stream drawn with replacement plus noise resends each input of a small
-    sample many times (60 rows, 1,000 draws: ~17 copies each), a ball as tight as a
-    search's. Left alone while its centre stays put (``Dilution.flags``), if the
-    searches are then still flagged within the budget; a search is flagged later (once
-    it has moved), so this is set only where it is needed.
+    sample many times (60 rows, 1,000 draws: ~17 copies each), balls as tight as a
+    search's (wine rows: 39 dilution alarms per 1,000). On audio the still-ball rule
+    (:mod:`.stationary`) is on by default; elsewhere it is switched on here when it
+    quietens those alarms and the searches are still flagged within the budget: a
+    search is then flagged once its centre has moved, a few queries later, so it is
+    set only where needed. A config that says ``stationary`` either way is kept.
     """
     det = Detection.model_validate(data)
+    if run.modality != "tensor" or not det.similarity.enabled:
+        return
+    if det.similarity.stationary is not None:
+        return
     fa = run.false_alarms(det)
     if run.quiet(fa):
         return
-    data["dilution"]["still"] = STILL
+    data["similarity"]["stationary"] = True
     trial = Detection.model_validate(data)
     fa_still = run.false_alarms(trial)
     if _worst(fa_still) < _worst(fa) and _late(run.first_flags(trial)) <= run.budget:
-        notes.append(f"dilution.still {STILL}: noisy resends of the sample raised "
+        notes.append(f"similarity.stationary on: noisy resends of the sample raised "
                      f"{_worst(fa):g} per 1,000, {_worst(fa_still):g} when balls that do "
                      "not move are left alone")  # fmt: skip
         return
-    data["dilution"]["still"] = 0
+    data["similarity"]["stationary"] = None
 
 
 RESIDUALS = (0.05, 0.04, 0.03, 0.02)  # residual radii tried, largest (earliest flag) first

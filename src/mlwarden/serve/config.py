@@ -281,15 +281,6 @@ class Dilution(_Strict):
     residual: float | None = Field(
         default=None, gt=0, description="RMS radius per value off the projection's axes"
     )
-    # A ball whose centre does not move is a client resending inputs with fresh noise,
-    # or a search that has not got anywhere yet: off by default (a search is flagged at
-    # its first tight ball); calibrate sets it when the user's noisy resends need it
-    still: int = Field(
-        default=0,
-        ge=0,
-        description="neighbours up to which a ball whose centre has not moved is left "
-        "alone (clients resending inputs with fresh noise); 0: every tight ball is flagged",
-    )
 
 
 class Detection(_Strict):

@@ -104,19 +104,15 @@ class Dilution:
         before: Snapshot,
         raw: np.ndarray | None = None,
         least: int | None = None,
-        still: int | None = None,
     ) -> list[int]:
         """Positions in ``vs`` (a batch just added to ``sim``) that pass the test.
 
         ``total``: each query's neighbours at ``r`` over the whole history (from
         ``observe_many``); ``raw``: the unprojected reduced vectors, for the featureless
         check (default ``vs``); ``least``: the count that starts the test (default
-        ``min_neighbours``; a key's near-duplicate allowance raises it); ``still``: the
-        largest ball that is left alone when its centre has not moved (default
-        ``dilution.still``; a key's allowance replaces it: the operator's count). Query
-        ``j`` is compared with exactly the queries it would see alone: the history
-        before the batch (within ``history`` queries of it) and the batch's queries
-        before it.
+        ``min_neighbours``; a key's near-duplicate allowance raises it). Query ``j`` is compared with exactly the queries it would
+        see alone: the history before the batch (within ``history`` queries of it) and
+        the batch's queries before it.
         """
         c = self.config
         least = least or c.min_neighbours
@@ -129,35 +125,10 @@ class Dilution:
             return []
         counts = self._counts(sim, vs, cand, before)  # (len(cand), 3): r/2, r, 2r
         half, mid, wide = counts.T
-        at_r = (mid >= least) & (mid >= c.ratio * wide)
-        ok = at_r | ((half >= least) & (half >= c.ratio * mid))
-        hits = cand[ok]
-        # a ball of at most ``still`` queries whose centre has not moved: a resend client
-        small = np.where(at_r, mid, half)[ok] <= (c.still if still is None else still)
-        if small.any():
-            scales = np.where(at_r[ok][small], 1.0, 0.5)
-            moved = self._moving(sim, vs, hits[small], before, scales)
-            keep = np.ones(len(hits), dtype=bool)
-            keep[np.flatnonzero(small)[~moved]] = False
-            hits = hits[keep]
-        return hits.tolist()
-
-    def _moving(self, sim: object, vs: np.ndarray, idx: np.ndarray, before: Snapshot,
-                scales: np.ndarray) -> np.ndarray:  # fmt: skip
-        """Per query ``vs[idx]``: whether its ball (the earlier queries it saw within
-        ``scales`` x r, in the order they came) has moved (:func:`moved`)."""
-        hist = _ring(sim)[2]
-        rows, gid = _history(sim, vs, before)
-        q = np.asarray(vs, dtype=np.float32)[idx]
-        d2 = sq_distances(q, np.einsum("ij,ij->i", q, q), rows, np.einsum("ij,ij->i", rows, rows))
-        me = before.first + idx
-        seen = (gid[None] < me[:, None]) & (gid[None] >= me[:, None] - hist)
-        near = (d2 < ((scales * self.radius) ** 2 * vs.shape[1])[:, None]) & seen
-        out = np.ones(len(idx), dtype=bool)
-        for k in range(len(idx)):
-            j = np.flatnonzero(near[k])
-            out[k] = moved(rows[j[np.argsort(gid[j], kind="stable")]])
-        return out
+        ok = ((mid >= least) & (mid >= c.ratio * wide)) | (
+            (half >= least) & (half >= c.ratio * mid)
+        )
+        return cand[ok].tolist()
 
     def _counts(
         self, sim: object, vs: np.ndarray, cand: np.ndarray, before: Snapshot
@@ -232,53 +203,6 @@ class Residual:
         return cand[ok].tolist()
 
 
-STILL_ALPHA = 1e-5  # chance that a ball that stays put is called moving (a false alarm)
-_SPLITS = 128  # random halves the order's split is compared with
-
-
-def moved(ball: np.ndarray, alpha: float = STILL_ALPHA) -> bool:
-    """Whether the centre of ``ball`` (n, dims; rows in the order they were sent) moved.
-
-    A client that resends an input with fresh noise (test-time augmentation, a noisy
-    sensor, several users' pipelines) sends draws from one distribution: any order of
-    its copies is as likely as any other. A search must move to get anywhere: its later
-    queries sit around a point its earlier ones did not. The statistic is the squared
-    distance between the means of the ball's earlier and later halves, against the same
-    distance for ``_SPLITS`` random halvings of the same rows (a permutation test). Its
-    null distribution is fitted as a scaled chi-square by its mean and variance (the
-    Satterthwaite approximation, which absorbs the noise's shape: anisotropy, clipping,
-    a few dimensions), and the ball moved when the order's split exceeds the ``1 -
-    alpha`` quantile. Deterministic (a fixed generator), so alerts are reproducible.
-    Fewer than 8 rows cannot tell: counted as moved (fails closed).
-
-    Example::
-
-        moved(x0 + rng.normal(0, 0.01, (40, 64)))    # False: one input resent
-        moved(x0 + np.linspace(0, 0.05, 40)[:, None] + rng.normal(0, 0.01, (40, 64)))  # True
-    """
-    from scipy import stats
-
-    n = len(ball)
-    if n < 8:
-        return True
-    x = np.asarray(ball, dtype=np.float64).reshape(n, -1)
-    x = x - x.mean(axis=0)
-    h = n // 2
-    order = np.zeros(n)
-    order[h:] = 1.0
-    rng = np.random.default_rng(0)
-    splits = np.stack([order] + [rng.permutation(order) for _ in range(_SPLITS)])
-    # mean of the later half minus mean of the earlier: per split, one row of weights
-    weights = splits / (n - h) - (1.0 - splits) / h
-    gaps = np.einsum("ij,ij->i", weights @ x, weights @ x)
-    mean, var = float(gaps[1:].mean()), float(gaps[1:].var(ddof=1))
-    if mean <= 0.0:  # every row identical: nothing moved
-        return bool(gaps[0] > 0.0)
-    dof = 2.0 * mean * mean / max(var, 1e-300)
-    bar = mean / dof * float(stats.chi2.ppf(1.0 - alpha, dof))
-    return bool(gaps[0] > bar)
-
-
 def off_axes(
     v: np.ndarray, mean: np.ndarray, axes: np.ndarray, along: np.ndarray | None = None
 ) -> np.ndarray:
@@ -332,20 +256,6 @@ def _parts(
             seen = (gid[None] < me[:, None]) & (gid[None] >= me[:, None] - hist)
             out.append((rows, rn, seen))
     return out
-
-
-def _history(sim: object, vs: np.ndarray, before: Snapshot) -> tuple[np.ndarray, np.ndarray]:
-    """Every row a batch ``vs`` just added to ``sim`` may be compared with, with its query
-    number (callers mask by number): the ring's rows from before the batch, the rows the
-    batch overwrote, and the batch. A copy: for the few queries :meth:`Dilution._moving`
-    orders by time."""
-    ring, _, hist, nxt, filled = _ring(sim)
-    slots = np.arange(filled)
-    ids = nxt - 1 - (nxt - 1 - slots) % hist  # slot s was written last by query ids[s]
-    old = ids < before.first
-    rows = np.concatenate([ring[:filled][old], before.rows, np.asarray(vs, dtype=np.float32)])
-    gid = np.concatenate([ids[old], before.ids, before.first + np.arange(len(vs))])
-    return rows, gid
 
 
 def _ring(sim: object) -> tuple[np.ndarray, np.ndarray, int, int, int]:

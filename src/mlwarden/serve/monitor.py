@@ -1244,8 +1244,7 @@ class Monitor:
         assert state.similarity is not None
         # a granted client's copies: a ball, flagged past its allowance only
         least = max(dil.config.min_neighbours, allowance or 0)
-        # a granted client's allowance also replaces the still-ball allowance (``still``)
-        out = {"dilution": dil.flags(state.similarity, pvs, total, before, vs, least, allowance)}
+        out = {"dilution": dil.flags(state.similarity, pvs, total, before, vs, least)}
         if state.residual is not None and self._mean is not None and self._axes is not None:
             # pvs is already (vs - mean) @ axes: the projection is not computed twice
             rs = off_axes(vs, self._mean, self._axes, along=pvs)
