@@ -252,6 +252,7 @@ def evasion(case: Case, det: Detection, name: str, seed: int, cap: int, sigma: f
     gw = Gateway(case, case.monitor(det), cap, sigma, dilute, seed)
     x0, y0 = case.x[seed : seed + 1], int(case.y[seed])
     attack = _evasion(name, _classifier(gw), case.image)
+    np.random.seed(SEED + seed)  # ART draws from numpy's global generator: reproducible runs
     try:
         adv = attack.generate(x0)
     except Stop:
@@ -303,6 +304,7 @@ def knockoff(case: Case, det: Detection, cap: int, seed: int = 0) -> dict[str, A
     gw = Gateway(case, case.monitor(det), cap, seed=seed)
     d = int(np.prod(case.x.shape[1:]))
     torch.manual_seed(seed)
+    np.random.seed(SEED + seed)  # ART's sampling of the stolen inputs
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(d, 64), torch.nn.ReLU(),
                               torch.nn.Linear(64, case.classes))  # fmt: skip
     thief = PyTorchClassifier(net, torch.nn.CrossEntropyLoss(),
