@@ -174,3 +174,14 @@ def test_batches_raise_the_alerts_of_the_plain_rule() -> None:
     for o in many.flush("k").get("similarity", []):
         got[len(xs) + o] = True
     assert got == want
+
+
+@pytest.mark.parametrize("radius", [None, 0.035])
+def test_a_clip_resent_after_other_traffic_raises_no_alarm(radius: float | None) -> None:
+    # the resends join a key that sent 300 distinct clips first: the still test must
+    # judge the copies, which a few older clips within the radius do not make a move
+    rng = np.random.default_rng(12)
+    mon = _monitor(radius=radius)
+    assert _alerts(mon, (_utterance(rng) for _ in range(300))) == {}
+    clip = _utterance(rng)
+    assert _alerts(mon, (_noisy(clip, rng) for _ in range(150))) == {}
