@@ -185,3 +185,28 @@ def test_a_clip_resent_after_other_traffic_raises_no_alarm(radius: float | None)
     assert _alerts(mon, (_utterance(rng) for _ in range(300))) == {}
     clip = _utterance(rng)
     assert _alerts(mon, (_noisy(clip, rng) for _ in range(150))) == {}
+
+
+def test_batches_raise_the_alerts_of_the_plain_rule_off_audio() -> None:
+    """The same differential on 64-value rows with ``similarity.stationary: true`` (the
+    setting ``gateway calibrate`` can switch on for tensors): a few rows resent with
+    noise, then a drifting search interleaved with them."""
+    rng = np.random.default_rng(6)
+    rows = rng.uniform(0, 1, (8, 64)).astype(np.float32)
+    xs = [rows[int(rng.integers(8))] + rng.normal(0, 0.02, 64) for _ in range(200)]
+    for i in range(80):
+        step = rows[0] + (i / 80) * 0.08 + rng.normal(0, 0.02, 64)
+        xs.insert(200 - 2 * i, step)
+    xs = [np.clip(x, 0, 1).astype(np.float32) for x in xs]
+    det = Detection.model_validate({"similarity": {"stationary": True}})
+    make = lambda: Monitor(det, shape=[64], scale=1.0)  # noqa: E731
+    want = _plain(xs, make())
+    assert 0 < sum(want) < len(xs) // 2
+    many, got = make(), [False] * len(xs)
+    for i in range(0, len(xs), 5):
+        found = many.submit("k", np.stack(xs[i : i + 5]), np.zeros(len(xs[i : i + 5]), np.int64))
+        for o in found.get("similarity", []):
+            got[i + o] = True
+    for o in many.flush("k").get("similarity", []):
+        got[len(xs) + o] = True
+    assert got == want
