@@ -87,13 +87,24 @@ def bare_app(target: Any) -> Any:
     from mlwarden.core.target import probabilities
 
     app = FastAPI()
+    model_cpu = [0.0]  # thread CPU seconds in the model, as the gateway's metrics count it
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        t0 = time.thread_time()
+        probs = probabilities(target, x)
+        model_cpu[0] += time.thread_time() - t0
+        return probs
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:
         body = json.loads(await request.body())
         x = np.asarray(body["inputs"], dtype=np.float32)
-        probs = await run_in_threadpool(probabilities, target, x)
+        probs = await run_in_threadpool(infer, x)
         return JSONResponse({"predictions": probs.tolist()})
+
+    @app.get("/cpu")
+    async def cpu() -> dict[str, float]:
+        return {"model": model_cpu[0]}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -349,6 +360,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _stage_cpu(url: str, key: str | None) -> dict[str, float]:
+    """CPU seconds by stage: the gateway's ``mlwarden_cpu_seconds_total`` (model,
+    detectors; ``key`` may read metrics), the bare server's model (``key`` None)."""
+    if key is None:
+        return dict(httpx.get(f"{url}/cpu").json())
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith('mlwarden_cpu_seconds_total{stage="') and "process" not in line:
+            out[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values) * 1000.0, q))
 
@@ -395,7 +419,8 @@ def load_benchmark(
     from mlwarden.serve.auth import new_key
 
     keys = {f"load{i}": (new_key(), "scores") for i in range(max(CONCURRENCY))}
-    gw_proc, gw_url = _gateway(tmp, model, keys)
+    ops = new_key()  # reads /metrics: the gateway's CPU split by stage
+    gw_proc, gw_url = _gateway(tmp, model, {**keys, "ops": (ops, "admin")})
     bare_proc, bare_url = _spawn_bare(model)
     key_list: list[str | None] = [k for k, _ in keys.values()]
     inputs = _load_inputs(xs, n_inputs + warm * len(keys))
@@ -444,11 +469,15 @@ def load_benchmark(
                 cpu_ms: dict[str, float] = {}
                 for name in names:
                     ks = key_list[:c] if name == "gateway" else [None] * c
+                    stage0 = _stage_cpu(urls[name], ops if name == "gateway" else None)
                     cpu0 = _cpu_seconds(pids[name])
                     rps[name], thr = _throughput(urls[name], ks, feed, seconds)
-                    cpu_ms[name] = (
-                        (_cpu_seconds(pids[name]) - cpu0) * 1e3 / max(len(thr.latencies), 1)
-                    )
+                    n_answered = max(len(thr.latencies), 1)
+                    cpu_ms[name] = (_cpu_seconds(pids[name]) - cpu0) * 1e3 / n_answered
+                    stage1 = _stage_cpu(urls[name], ops if name == "gateway" else None)
+                    for stage, sec in stage1.items():  # where the CPU went, ms a request
+                        ms = (sec - stage0.get(stage, 0.0)) * 1e3 / n_answered
+                        res[name].setdefault(f"{stage}_ms_c{c}", []).append(ms)
                     account(name, [thr])
                     res[name].setdefault(f"rps_c{c}", []).append(rps[name])
                     res[name].setdefault(f"cpu_ms_c{c}", []).append(cpu_ms[name])
@@ -456,7 +485,10 @@ def load_benchmark(
                 cpu_ratios[f"c{c}"].append(cpu_ms["bare"] / cpu_ms["gateway"])
                 print(f"  round {r + 1} c{c:<3d} bare {rps['bare']:.0f} rps {cpu_ms['bare']:.3f} "
                       f"ms CPU  gateway {rps['gateway']:.0f} rps {cpu_ms['gateway']:.3f} ms CPU  "
-                      f"ratio {rps['gateway'] / rps['bare']:.2f} (CPU {cpu_ratios[f'c{c}'][-1]:.2f})",
+                      f"ratio {rps['gateway'] / rps['bare']:.2f} (CPU {cpu_ratios[f'c{c}'][-1]:.2f}; "
+                      f"model bare {res['bare'][f'model_ms_c{c}'][-1]:.3f} gateway "
+                      f"{res['gateway'][f'model_ms_c{c}'][-1]:.3f}, detectors "
+                      f"{res['gateway'].get(f'detectors_ms_c{c}', [0.0])[-1]:.3f} ms)",
                       flush=True)  # fmt: skip
     finally:
         os.kill(gw_proc.pid, signal.SIGKILL)  # no graceful flush: records must already be durable
@@ -819,6 +851,14 @@ def _report_load(load: dict[str, Any]) -> None:
     print(f"throughput gateway/bare: {ratios} (target >= 0.80 at c8)")
     print(f"CPU per request bare/gateway: {cpu}")
     print(f"server CPU overhead {load['cpu_overhead_ms']:.3f} ms per request")
+    for c in CONCURRENCY:
+        if f"model_ms_c{c}" in g and f"model_ms_c{c}" in b:
+            det = g.get(f"detectors_ms_c{c}", 0.0)
+            rest = g[f"cpu_ms_c{c}"] - g[f"model_ms_c{c}"] - det
+            print(f"CPU ms per request at c{c} (medians): model bare {b[f'model_ms_c{c}']:.3f} "
+                  f"gateway {g[f'model_ms_c{c}']:.3f}; detectors {det:.3f}; the rest (HTTP, "
+                  f"checks, audit) bare {b[f'cpu_ms_c{c}'] - b[f'model_ms_c{c}']:.3f} gateway "
+                  f"{rest:.3f}")  # fmt: skip
     print(f"inputs: {load['inputs_sent']} sent of {load['inputs_distinct']} distinct"
           + ("  (REPEATED: raise --load-inputs)" if load["inputs_repeated"] else ""))  # fmt: skip
     print(f"5xx {load['responses_5xx']}  non-200 {load['responses_not_200']}  answered by gateway "

@@ -54,7 +54,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from mlwarden.core.errors import InputFileError, UserError
-from mlwarden.core.target import Target, probabilities
+from mlwarden.core.target import HttpTarget, Target, probabilities
 from mlwarden.defenses.output import harden_output
 from mlwarden.serve.auth import KeyStore, bearer_token
 from mlwarden.serve.config import GatewayConfig, Role, load_config
@@ -154,7 +154,7 @@ class Gateway:
         # Model calls and detectors run here, off the event loop. A plain executor: the
         # thread hand-off through anyio's run_in_threadpool costs ~15 us more CPU a call.
         self.pool = ThreadPoolExecutor(
-            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="mlwarden-infer"
+            max_workers=_workers(target), thread_name_prefix="mlwarden-infer"
         )
         self.chain = None
         # text: the normalisation chain restores, and the detectors see MinHash bits
@@ -278,6 +278,7 @@ class Gateway:
 
     def infer(self, caller: _Caller, x: np.ndarray) -> tuple[list[Any], dict[str, list[int]]]:
         """Restoration, model, detection and output hardening (runs in a worker thread)."""
+        t0 = time.thread_time()
         xin = x
         if self.text_chain is not None:
             xin = self.text_chain(x)
@@ -292,6 +293,8 @@ class Gateway:
             ) from None
         if probs.ndim != 2 or len(probs) != len(x) or not np.isfinite(probs).all():
             raise RequestError(422, "the model returned no usable scores for this input")
+        t1 = time.thread_time()
+        self.metrics.add_cpu("model", t1 - t0)
         seen = x
         if self.text and self.monitor.enabled:
             from mlwarden.serve.text import text_features
@@ -303,11 +306,19 @@ class Gateway:
             if self.monitor.enabled
             else {}
         )
+        self.metrics.add_cpu("detectors", time.thread_time() - t1)
         policy = caller.role.output
         out = harden_output(probs, policy.mode, k=policy.k, decimals=policy.decimals)
         if policy.mode == "round":
             out = np.round(out.astype(np.float64), policy.decimals)
         return out.tolist(), flagged
+
+    def _dump(self, key: str) -> bytes | None:
+        """The key's detector histories to save (in a worker thread; CPU counted)."""
+        t0 = time.thread_time()
+        blob = self.monitor.dump(key)
+        self.metrics.add_cpu("detectors", time.thread_time() - t0)
+        return blob
 
     def admit(self, request: Request, rec: AuditRecord) -> _Caller:
         """Checks on the request head only, before a byte of the body is read.
@@ -374,7 +385,7 @@ class Gateway:
             loop = asyncio.get_running_loop()
             predictions, flagged = await loop.run_in_executor(self.pool, self.infer, caller, x)
             if self.monitor.unsaved(caller.name) >= _SAVE_EVERY:
-                blob = await loop.run_in_executor(self.pool, self.monitor.dump, caller.name)
+                blob = await loop.run_in_executor(self.pool, self._dump, caller.name)
                 if blob is not None:
                     rec.state.append((caller.name, "detector", blob))
             if flagged:
@@ -530,6 +541,23 @@ _DECISIONS = {
     422: "invalid_input",
     429: "rate_limited",
 }
+
+
+def _workers(target: Target) -> int:
+    """Threads for model calls and detectors: one more than the usable cores.
+
+    Both hold a core while they run (the detectors hold the GIL too), so more threads
+    than cores only take turns: with Python's default ``cores + 4`` (6 on 2 cores) the
+    gateway at 8 concurrent clients spent 8 context switches a request instead of 4-5
+    and more CPU in every stage, the same model call 0.333 against 0.275 ms and the
+    detectors 103 against 89 us a query (``benchmarks/gateway_load.py``; see
+    ``docs/benchmarks/gateway.md``). A model behind HTTP mostly waits on its server:
+    it keeps ``cores + 4`` (at most 32) to have calls in flight.
+    """
+    cores = getattr(os, "process_cpu_count", os.cpu_count)() or 1
+    if isinstance(target, HttpTarget):
+        return min(32, cores + 4)
+    return cores + 1
 
 
 def _allowances(config: GatewayConfig) -> dict[str, int]:

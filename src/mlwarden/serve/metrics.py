@@ -6,13 +6,18 @@ Counters and one latency histogram, kept in memory and rendered on ``GET /metric
 * ``mlwarden_queries_total{key}`` — inputs answered per key (a batch of 8 counts 8);
 * ``mlwarden_request_duration_seconds`` — latency histogram, seconds;
 * ``mlwarden_alerts_total{key,kind}`` — requests flagged by a detector (``kind`` is
-  ``blacklight`` or ``prada``), per key name.
+  ``blacklight`` or ``prada``), per key name;
+* ``mlwarden_cpu_seconds_total{stage}`` — CPU time (thread CPU clock, seconds) spent
+  in the ``model`` (restoration included) and the attack ``detectors`` (their state
+  saves included), and the whole ``process``: what a request costs beyond the two is
+  the gateway's own path (``benchmarks/gateway_load.py`` reports the split).
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import defaultdict
 
 BUCKETS: tuple[float, ...] = (
@@ -32,6 +37,7 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.queries: dict[str, int] = defaultdict(int)
         self.alerts: dict[tuple[str, str], int] = defaultdict(int)
+        self.cpu: dict[str, float] = {"model": 0.0, "detectors": 0.0}
         self._buckets = [0] * (len(BUCKETS) + 1)
         self._sum = 0.0
         self._count = 0
@@ -50,6 +56,11 @@ class Metrics:
     def alert(self, key: str, kind: str) -> None:
         with self._lock:
             self.alerts[(key, kind)] += 1
+
+    def add_cpu(self, stage: str, seconds: float) -> None:
+        """Add CPU seconds (``time.thread_time`` differences) spent in ``stage``."""
+        with self._lock:
+            self.cpu[stage] = self.cpu.get(stage, 0.0) + seconds
 
     def render(self, extra: list[str] | None = None) -> str:
         """The metrics as Prometheus text (``extra``: more lines, e.g. connection counters)."""
@@ -76,6 +87,14 @@ class Metrics:
                 out.append(
                     f'mlwarden_alerts_total{{key="{_label(key)}",kind="{_label(kind)}"}} {n}'
                 )
+            out += [
+                "# HELP mlwarden_cpu_seconds_total CPU time spent, by stage (model, "
+                "detectors, process: all of it).",
+                "# TYPE mlwarden_cpu_seconds_total counter",
+            ]
+            cpu = {**self.cpu, "process": time.process_time()}
+            for stage, seconds in sorted(cpu.items()):
+                out.append(f'mlwarden_cpu_seconds_total{{stage="{_label(stage)}"}} {seconds:.6f}')
             out += [
                 "# HELP mlwarden_request_duration_seconds Time to answer a request, seconds.",
                 "# TYPE mlwarden_request_duration_seconds histogram",

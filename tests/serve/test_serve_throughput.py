@@ -1,0 +1,51 @@
+"""Where the served gateway's CPU goes, and the thread pool it runs models in (issue 19).
+
+``mlwarden_cpu_seconds_total{stage}`` splits the CPU of the served gateway into the
+model, the detectors and the whole process (``benchmarks/gateway_load.py`` reads it
+to attribute the gap to a bare endpoint); the pool that runs models and detectors has
+one thread more than the usable cores for a local model (more only took turns and
+made every stage cost more), and more for a model behind HTTP, which mostly waits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+
+from mlwarden.core.target import HttpTarget
+from mlwarden.serve.app import _workers
+
+
+def _cpu(url: str, key: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}).text
+    lines = [ln for ln in text.splitlines() if ln.startswith("mlwarden_cpu_seconds_total{")]
+    return {ln.split('"')[1]: float(ln.rsplit(" ", 1)[1]) for ln in lines}
+
+
+def test_metrics_split_the_cpu_into_model_detectors_and_the_process(
+    gw_config, keys, serve, sklearn_target, digits
+):
+    live = serve(sklearn_target, gw_config())
+    before = _cpu(live.url, keys["admin"])
+    assert set(before) == {"model", "detectors", "process"}
+    xs = digits[2][:48]
+    for i in range(0, len(xs), 2):  # 24 requests: three batches of 8 distinct queries
+        r = httpx.post(
+            f"{live.url}/v1/predict",
+            json={"inputs": xs[i : i + 2].tolist()},
+            headers={"Authorization": f"Bearer {keys['scores']}"},
+        )
+        assert r.status_code == 200
+    after = _cpu(live.url, keys["admin"])
+    spent = {stage: after[stage] - before[stage] for stage in after}
+    assert spent["model"] > 0 and spent["detectors"] > 0
+    # the stages are parts of the process's CPU, not more than it
+    assert spent["model"] + spent["detectors"] <= spent["process"]
+
+
+def test_the_pool_has_one_thread_more_than_the_cores_for_a_local_model(sklearn_target):
+    cores = getattr(os, "process_cpu_count", os.cpu_count)() or 1
+    assert _workers(sklearn_target) == cores + 1
+    remote = HttpTarget("http://127.0.0.1:9/v1/predict", access="score")
+    assert _workers(remote) == min(32, cores + 4)  # waits on its server: calls in flight
