@@ -420,3 +420,48 @@ def test_a_batch_is_reduced_to_the_values_of_one_input_at_a_time(shape, scale):
         assert np.array_equal(np.stack([one(x, 128, scale) for x in xs]), want)
         for size in (1, 2, 9):
             assert np.array_equal(many(xs[:size], 128, scale), want[:size])
+
+
+@pytest.mark.parametrize("ways", [32, 2])
+@pytest.mark.parametrize("silence", [0.0, 0.1])
+def test_compiled_blacklight_matches_numpy_slot_for_slot(ways, silence, monkeypatch):
+    """One query at a time through the compiled kernels (numba, ``serve/kernels.py``) and
+    through the numpy code (``MLW_KERNELS=numpy``'s path): every shared count and chain
+    depth, and the table itself (tags, ids, spill dict), must be identical, with full
+    buckets (2 slots: the spill path), negative values, gated silence and the id base
+    moving every 300 queries."""
+    from mlwarden.serve import monitor
+    from mlwarden.serve.config import Blacklight as BlacklightConfig
+
+    if monitor._kernels(wait=True) is None:
+        pytest.skip("numba is not installed: only the numpy path exists here")
+    monkeypatch.setattr(Blacklight, "_WAYS", ways)
+    monkeypatch.setattr(Blacklight, "_REBASE", 300)
+    rng = np.random.default_rng(ways)
+    centres = rng.uniform(-1, 1, (5, 64)).astype(np.float32)
+    xs = centres[rng.integers(0, 5, 900)] + rng.normal(0, 0.04, (900, 64)).astype(np.float32)
+    xs[::7, :30] = 0.0  # silent stretches
+    for i in range(300, 400):  # a search: one value moved a step, query after query
+        xs[i] = xs[i - 1]
+        xs[i, rng.integers(0, 64)] += 0.3
+    cfg = BlacklightConfig(history=120, quantization=0.1, threshold=10, chain=2)
+    fast, plain = Blacklight(cfg, silence), Blacklight(cfg, silence)
+    plain._salt = fast._salt
+    compiled = deepest = 0
+    for x in xs:
+        got = fast.observe_many(x[None])
+        monkeypatch.setattr(monitor, "_kernels", lambda: None)
+        want = plain.observe_many(x[None])
+        monkeypatch.undo()
+        monkeypatch.setattr(Blacklight, "_WAYS", ways)
+        monkeypatch.setattr(Blacklight, "_REBASE", 300)
+        assert got == want
+        assert np.array_equal(fast._tags, plain._tags) and np.array_equal(fast._ids, plain._ids)
+        assert fast._spill == plain._spill and fast._base == plain._base
+        compiled += not fast._spill
+        deepest = max(deepest, want[1][0])
+    # the compiled path ran (with 2 slots a bucket the spill dict soon holds hashes, and
+    # numpy takes over while it does); chains formed
+    assert compiled > (100 if ways == 32 else 5) and deepest >= 2
+    if ways == 2:
+        assert plain._spill  # the spill path ran

@@ -295,8 +295,12 @@ class Blacklight:
         identical to B calls of :meth:`observe`, at the cost of about one.
         """
         c = self.config
-        rows, hashes = _fingerprints(xs, c.quantization, c.window, c.top, self.silence)
         n0, count = self._next, len(xs)
+        if count == 1 and not self._spill and n0 + 1 - self._base < self._REBASE:
+            one = self._observe_one(xs)
+            if one is not None:
+                return one
+        rows, hashes = _fingerprints(xs, c.quantization, c.window, c.top, self.silence)
         m = hashes * self._salt  # uint64 arrays wrap silently (mod 2^64)
         if count > 1:
             order = np.argsort(m, kind="stable")  # by hash, then by query (rows ascend)
@@ -330,6 +334,40 @@ class Blacklight:
             self.depth = depth if link == 2 else 0  # only a match is flagged
             depths.append(self.depth)
         return best, depths
+
+    def _observe_one(self, xs: np.ndarray) -> tuple[list[int], list[int]] | None:
+        """:meth:`observe_many` of one query by the compiled kernels of
+        :mod:`mlwarden.serve.kernels` (same fingerprint, same slots); ``None``: not
+        available here (no numba, many windows, values out of range)."""
+        c = self.config
+        raw = np.asarray(xs, dtype=np.float64).ravel()
+        n = raw.size
+        w = min(c.window, n)
+        kernels = _kernels()
+        if kernels is None or n - w + 1 > 8 * c.top:  # many windows: numpy's bar is faster
+            return None
+        q_pow, p_pow = _powers(n, w)
+        hashes, ok = kernels.fingerprint_one(raw, c.quantization, w, c.top, self.silence,
+                                             q_pow, p_pow)  # fmt: skip
+        if not ok:
+            return None
+        n0 = self._next
+        self._next = n0 + 1
+        limit = max(self._next - c.history - self._base + 1, 1)
+        m = hashes * self._salt
+        last, spilled = kernels.probe_store(self._tags, self._ids, m, self._shift, self._base,
+                                            n0, limit)  # fmt: skip
+        for i in spilled.tolist():  # a full bucket: the dict keeps it
+            self._spill[int(m[i])] = n0
+        shared = last[last >= max(n0 - c.history, 0)]
+        owner = -1
+        if 2 * len(shared) >= c.threshold:
+            ids_, counts = np.unique(shared, return_counts=True)  # ids ascending
+            owner = int(ids_[len(ids_) - 1 - int(np.argmax(counts[::-1]))])  # newest
+        link = 2 if len(shared) >= c.threshold else 1 if 2 * len(shared) >= c.threshold else 0
+        depth = self._chain(n0, owner, link)
+        self.depth = depth if link == 2 else 0
+        return [len(shared)], [self.depth]
 
     def _chain(self, query: int, owner: int, link: int) -> int:
         """The chain depth of ``query``, whose most shared hashes are ``owner``'s.
@@ -436,6 +474,43 @@ class Blacklight:
         """Approximate memory held, bytes."""
         parts = (self._tags, self._ids, self._owner)
         return sum(p.nbytes for p in parts) + len(self._spill) * 100
+
+
+_COMPILED: list[Any] = []  # the kernels module once compiled (or None: unavailable)
+_BUILDING: list[threading.Thread] = []
+_BUILD_LOCK = threading.Lock()
+
+
+def _kernels(wait: bool = False) -> Any:
+    """:mod:`mlwarden.serve.kernels` (numba) once compiled, else ``None`` (numpy runs
+    meanwhile: the same results). The first call starts compiling in a background thread
+    (a few seconds on a cold cache), so no query waits for it; ``wait=True`` waits.
+    ``None`` for good when numba is missing or ``MLW_KERNELS=numpy``."""
+    if _COMPILED:
+        return _COMPILED[0]
+    if os.environ.get("MLW_KERNELS", "").lower() == "numpy":
+        return None
+    with _BUILD_LOCK:
+        if not _BUILDING:
+            _BUILDING.append(threading.Thread(target=_build_kernels, daemon=True))
+            _BUILDING[0].start()
+    if wait:
+        _BUILDING[0].join()
+    return _COMPILED[0] if _COMPILED else None
+
+
+def _build_kernels() -> None:
+    try:
+        from mlwarden.serve import kernels
+
+        q_pow, p_pow = _powers(4, 2)  # compile (or load from the cache) before first use
+        hashes, _ = kernels.fingerprint_one(np.zeros(4), 0.1, 2, 2, 0.0, q_pow, p_pow)
+        table = np.zeros((2, 2), dtype=np.uint32)
+        kernels.probe_store(table, table.copy(), hashes, np.uint64(63), 0, 0, 1)
+    except Exception:  # numba missing or broken here: numpy does the same work
+        _COMPILED.append(None)
+        return
+    _COMPILED.append(kernels)
 
 
 def _owners(rows: np.ndarray, ids: np.ndarray, count: int) -> np.ndarray:
