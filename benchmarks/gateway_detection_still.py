@@ -44,13 +44,16 @@ from gateway_detection_modalities import _block  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 
 RUNS = 5
+GAINED: list[tuple[float, float]] = []  # walk(): true-class probability before, after
 
 
 def walk(kind: long.Kind, x0: np.ndarray, y0: int, sigma: float, step: float, seed: int,
          copies: int = 1, budget: int = long.BUDGET) -> np.ndarray:  # fmt: skip
     """A noisy random search's queries: a candidate is the kept perturbation plus one
     block set to +-``step`` of the range, sent ``copies`` times with fresh N(0, ``sigma``
-    of the range) noise, and kept when the mean true-class probability drops."""
+    of the range) noise, and kept when the mean true-class probability drops. What it
+    got (the true class's probability at ``x0`` and at the kept point, without noise)
+    goes to :data:`GAINED`."""
     lo, hi = kind.bounds
     span = hi - lo
     rng = np.random.default_rng(seed)
@@ -64,6 +67,9 @@ def walk(kind: long.Kind, x0: np.ndarray, y0: int, sigma: float, step: float, se
         score = float(kind.model.predict_proba(qs.reshape(len(qs), -1))[:, y0].mean())
         if score < best:
             best, delta = score, cand
+    ends = np.clip(np.stack([x0, x0 + delta]), lo, hi).astype(np.float32)
+    p0, p1 = kind.model.predict_proba(ends.reshape(2, -1))[:, y0].tolist()
+    GAINED.append((round(p0, 3), round(p1, 3)))
     return np.stack(sent)
 
 
@@ -128,9 +134,12 @@ def main() -> None:
         stationary = None if label == "rule" else False
         configs[label], results[f"calibration {label}"] = long._calibrated(kind, stationary)
     for run in range(args.runs):
-        for name, (queries, cover) in plans(kind, run).items():
+        GAINED.clear()
+        made = plans(kind, run)
+        gained = dict(zip(made, GAINED[:4] + GAINED[5:], strict=True))  # pair: its first walk
+        for name, (queries, cover) in made.items():
             for label, d in configs.items():
-                r = run_plan(kind, d, queries, cover)
+                r = run_plan(kind, d, queries, cover) | {"true_class_p": gained[name]}
                 results.setdefault(label, {}).setdefault(name, []).append(r)
                 print(f"{label} {name} run {run}: {json.dumps(r)}", flush=True)
     if args.out:
