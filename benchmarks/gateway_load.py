@@ -186,12 +186,16 @@ def _distinct_inputs(x: np.ndarray) -> np.ndarray:
     return np.concatenate(shifts).astype(np.float32)
 
 
+THREADS: int | None = None  # --threads: the gateway's server.threads
+
+
 def _write_config(
     path: Path, keys: dict[str, tuple[str, str]], action: str = "log", batch: int | None = None
 ) -> None:
     from mlwarden.serve.auth import hash_key
 
     lines = [
+        *([f"server: {{threads: {THREADS}}}"] if THREADS else []),
         "input: {shape: [1, 8, 8], range: [0.0, 1.0], max_batch: 64}",
         "limits: {rate: 100000, burst: 100000, budget: 100000000}",
         f"detection: {{action: {action}" + ("}" if batch is None else f", batch: {batch}}}"),
@@ -936,6 +940,11 @@ def main() -> None:
         help="comma-separated client concurrencies of the throughput pairs (e.g. 8 alone, "
         "with more --rounds, for a tighter ratio at the target's concurrency)",
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="the gateway's server.threads (threads for models and detectors; default cores + 4)",
+    )
     ap.add_argument("--flood", type=int, default=5000, help="idle connections held")
     ap.add_argument("--attacks", type=int, default=5, help="inputs attacked by each attack")
     ap.add_argument("--attack-budget", type=int, default=300, help="queries per attack run")
@@ -952,8 +961,9 @@ def main() -> None:
         bare_server(args.bare_server, args.bare_port)
         return
     skip = set(args.skip.split(","))
-    global CONCURRENCY
+    global CONCURRENCY, THREADS
     CONCURRENCY = tuple(int(c) for c in args.concurrency.split(","))
+    THREADS = args.threads
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mlw-gw-bench-") as d:
         tmp = Path(d)

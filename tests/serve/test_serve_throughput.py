@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
-from mlwarden.core.target import HttpTarget
-from mlwarden.serve.app import _workers
+from mlwarden.serve.app import _workers, create_app
 
 
 def _cpu(url: str, key: str) -> dict[str, float]:
@@ -44,8 +45,12 @@ def test_metrics_split_the_cpu_into_model_detectors_and_the_process(
     assert spent["model"] + spent["detectors"] <= spent["process"]
 
 
-def test_the_pool_has_one_thread_more_than_the_cores_for_a_local_model(sklearn_target):
+def test_the_pool_size_is_cores_plus_4_unless_server_threads_sets_it(gw_config, sklearn_target):
     cores = getattr(os, "process_cpu_count", os.cpu_count)() or 1
-    assert _workers(sklearn_target) == cores + 1
-    remote = HttpTarget("http://127.0.0.1:9/v1/predict", access="score")
-    assert _workers(remote) == min(32, cores + 4)  # waits on its server: calls in flight
+    assert _workers() == min(32, cores + 4)
+    gateway = create_app(sklearn_target, gw_config()).state.gateway
+    assert gateway.pool._max_workers == min(32, cores + 4)
+    gateway = create_app(sklearn_target, gw_config(server={"threads": 3})).state.gateway
+    assert gateway.pool._max_workers == 3
+    with pytest.raises(ValidationError, match="threads"):
+        gw_config(server={"threads": 0})

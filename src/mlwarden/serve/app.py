@@ -54,7 +54,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from mlwarden.core.errors import InputFileError, UserError
-from mlwarden.core.target import HttpTarget, Target, probabilities
+from mlwarden.core.target import Target, probabilities
 from mlwarden.defenses.output import harden_output
 from mlwarden.serve.auth import KeyStore, bearer_token
 from mlwarden.serve.config import GatewayConfig, Role, load_config
@@ -154,7 +154,8 @@ class Gateway:
         # Model calls and detectors run here, off the event loop. A plain executor: the
         # thread hand-off through anyio's run_in_threadpool costs ~15 us more CPU a call.
         self.pool = ThreadPoolExecutor(
-            max_workers=_workers(target), thread_name_prefix="mlwarden-infer"
+            max_workers=config.server.threads or _workers(),
+            thread_name_prefix="mlwarden-infer",
         )
         self.chain = None
         # text: the normalisation chain restores, and the detectors see MinHash bits
@@ -543,21 +544,18 @@ _DECISIONS = {
 }
 
 
-def _workers(target: Target) -> int:
-    """Threads for model calls and detectors: one more than the usable cores.
+def _workers() -> int:
+    """Threads for model calls and detectors unless ``server.threads`` sets them.
 
-    Both hold a core while they run (the detectors hold the GIL too), so more threads
-    than cores only take turns: with Python's default ``cores + 4`` (6 on 2 cores) the
-    gateway at 8 concurrent clients spent 8 context switches a request instead of 4-5
-    and more CPU in every stage, the same model call 0.333 against 0.275 ms and the
-    detectors 103 against 89 us a query (``benchmarks/gateway_load.py``; see
-    ``docs/benchmarks/gateway.md``). A model behind HTTP mostly waits on its server:
-    it keeps ``cores + 4`` (at most 32) to have calls in flight.
+    Python's default, ``cores + 4`` (at most 32): enough calls in flight for a model
+    behind HTTP, which mostly waits. For a local model more threads than cores only
+    take turns; ``cores + 1`` (3 on 2 cores) cost 3-17% less CPU a request at 8
+    concurrent young keys in three runs, but 6% more in one with full histories, on a
+    loaded machine (``docs/benchmarks/gateway.md``): not the default until a quiet
+    run decides. ``benchmarks/gateway_load.py --threads N`` measures it.
     """
     cores = getattr(os, "process_cpu_count", os.cpu_count)() or 1
-    if isinstance(target, HttpTarget):
-        return min(32, cores + 4)
-    return cores + 1
+    return min(32, cores + 4)
 
 
 def _allowances(config: GatewayConfig) -> dict[str, int]:

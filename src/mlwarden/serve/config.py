@@ -317,6 +317,12 @@ class Server(_Strict):
     max_connections_per_client: int = Field(
         default=256, ge=1, description="open connections per client address"
     )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="threads for model calls and detectors (default: cores + 4, at most 32)",
+    )
 
 
 class GatewayConfig(_Strict):
