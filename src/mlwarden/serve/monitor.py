@@ -85,9 +85,10 @@ of one per query, with exactly the comparisons of one query at a time (the alert
 :meth:`Monitor.inspect`), reported up to ``batch - 1`` queries late.
 
 Memory per active key is bounded by the histories, not by traffic: at the defaults
-about 7 MB for inputs of 64 values and at most ~11 MB for any input size (Blacklight's
+about 7 MB for inputs of 64 values and at most ~13 MB for any input size (Blacklight's
 table 1 MB at its history of 1,000, 8 MB at 10,000; the similarity history 3.3-5.9 MB,
-PRADA's sets 1.3-2.6 MB, the repeat filter ~1.2 MB; with ``similarity.projection`` and
+PRADA's sets 1.3-2.6 MB of rows, up to 4.2 MB with growth slack and norms, filled to
+``history`` since ``references: all``; the repeat filter ~1.2 MB; with ``similarity.projection`` and
 ``dilution.residual`` a second similarity history of the unprojected rows, at most 5.8
 MB; :meth:`Monitor.nbytes`; figures in ``docs/benchmarks/gateway.md``).
 Detection and false-alarm rates: ``benchmarks/gateway_load.py``.
