@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mlwarden.core.onnx_graph import is_last_axis, score_output
 from mlwarden.core.target import (
     OnnxTarget,
     TorchTarget,
@@ -155,10 +156,10 @@ class OnnxModule(torch.nn.Module):
         self.input_name = inputs[0]
         self.opset = opset
         self.static_batch = static_batch
-        output, producers = _score_output(graph)
+        output, producers = score_output(graph)
         self.stripped_softmax = False
         node = producers.get(output)
-        if node is not None and node.op_type == "Softmax" and _is_last_axis(node):
+        if node is not None and node.op_type == "Softmax" and is_last_axis(node):
             output, self.stripped_softmax = node.input[0], True
         self.output_name = output
         self.nodes = _needed_nodes(graph, output, producers)
@@ -212,26 +213,6 @@ class OnnxModule(torch.nn.Module):
                     env[name] = value
         out = env[self.output_name]
         return out.reshape(len(out), -1) if out.ndim != 2 else out
-
-
-def _score_output(graph: Any) -> tuple[str, dict[str, Any]]:
-    """The output onnxruntime's adapter reads as scores: the first rank-2 one (a ZipMap's
-    probabilities are taken before the ZipMap), else the first."""
-    producers = {o: n for n in graph.node for o in n.output}
-    for out in graph.output:
-        node = producers.get(out.name)
-        if node is not None and node.op_type == "ZipMap":
-            return node.input[0], producers
-        dims = out.type.tensor_type.shape.dim
-        if out.type.HasField("tensor_type") and len(dims) == 2:
-            return out.name, producers
-    return graph.output[0].name, producers
-
-
-def _is_last_axis(node: Any) -> bool:
-    """Softmax over the class axis of a (N, C) output (either default axis: -1 or 1)."""
-    axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
-    return axis in (-1, 1)
 
 
 def _needed_nodes(graph: Any, output: str, producers: dict[str, Any]) -> list[Any]:

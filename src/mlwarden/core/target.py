@@ -388,7 +388,9 @@ class OnnxTarget(BaseTarget):
 
     The first output is taken as the scores; a model that outputs labels first and
     probabilities second (skl2onnx classifiers) is handled: a 1-D integer output is
-    skipped when a later output holds scores.
+    skipped when a later output holds scores. The scores are read as probabilities when
+    the graph says so (a ZipMap over them, a label output before them, a final Softmax)
+    and as logits otherwise; ``output=`` overrides.
     """
 
     output: Output = "logits"
@@ -418,6 +420,8 @@ class OnnxTarget(BaseTarget):
         self.static_batch = shape[0] if shape and isinstance(shape[0], int) else None
         self._input_dims = [d if isinstance(d, int) else None for d in shape[1:]]
         kw.setdefault("name", path.name)
+        if kw.get("output") is None:
+            kw["output"] = _onnx_scores_kind(self.session, path)
         if all(d is not None for d in self._input_dims):
             kw.setdefault("input_shape", self._input_dims)
         super().__init__(**kw)
@@ -452,6 +456,36 @@ class OnnxTarget(BaseTarget):
         if arr.ndim == 1:
             return arr.astype(np.int64)
         return arr.reshape(len(x), -1).astype(np.float32)
+
+
+_LABEL_TYPES = ("tensor(int64)", "tensor(int32)", "tensor(string)")
+
+
+def _onnx_scores_kind(session: Any, path: Path) -> Output:
+    """Whether an ONNX model's scores are already probabilities: a ZipMap over them, a
+    label output before them (skl2onnx's classifiers: label, then class probabilities),
+    or a final Softmax over the class axis (a torch export with its softmax). Otherwise
+    logits, the adapter's default. Read from the graph, without running it; external
+    data is not loaded (only the graph's structure is read).
+    """
+    outs = session.get_outputs()
+    if any(o.type.startswith("seq(map") for o in outs):
+        return "probabilities"
+    first = outs[0]
+    if len(outs) > 1 and first.type in _LABEL_TYPES and len(first.shape or ()) == 1:
+        return "probabilities"
+    import onnx
+
+    from mlwarden.core.onnx_graph import ends_in_softmax
+
+    try:
+        if _utf8_path(path):
+            model = onnx.load(str(path), load_external_data=False)
+        else:
+            model = onnx.load_model_from_string(path.read_bytes())
+    except Exception:  # onnxruntime read it; a graph onnx cannot parse keeps the default
+        return "logits"
+    return "probabilities" if ends_in_softmax(model.graph) else "logits"
 
 
 class CallableTarget(BaseTarget):
