@@ -265,33 +265,15 @@ def evasion(case: Case, det: Detection, name: str, seed: int, cap: int, sigma: f
 
 
 def jacobian_extraction(case: Case, det: Detection, cap: int, seed: int = 0) -> dict[str, Any]:
-    """Papernot et al.'s Jacobian-based augmentation (arXiv:1602.02697): a substitute MLP
-    trained on the oracle's labels; each round adds x + lambda * sign(dF_label/dx)."""
-    import torch
+    """Papernot et al.'s Jacobian-based augmentation (arXiv:1602.02697;
+    :func:`mlwarden.privacy.extraction.jacobian_augmentation`): 150 natural seeds, 6 rounds."""
+    from mlwarden.privacy.extraction import jacobian_augmentation
 
     gw = Gateway(case, case.monitor(det), cap, seed=seed)
     rng = np.random.default_rng(seed)
     xs = case.x[rng.permutation(len(case.x))[:150]]
-    d = int(np.prod(xs.shape[1:]))
-    torch.manual_seed(seed)
-    sub = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(d, 64), torch.nn.ReLU(),
-                              torch.nn.Linear(64, case.classes))  # fmt: skip
-    opt = torch.optim.Adam(sub.parameters(), 1e-2)
-    try:
-        labels = gw(xs).argmax(axis=1)
-        for _ in range(6):  # substitute epochs (rho)
-            xt, yt = torch.from_numpy(xs), torch.from_numpy(labels)
-            for _ in range(10):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(sub(xt), yt).backward()
-                opt.step()
-            xg = xt.clone().requires_grad_(True)
-            sub(xg).gather(1, yt[:, None]).sum().backward()
-            new = np.clip(xs + 0.1 * np.sign(xg.grad.numpy()), 0, 1).astype(np.float32)
-            labels = np.concatenate([labels, gw(new).argmax(axis=1)])
-            xs = np.concatenate([xs, new])
-    except Stop:
-        pass
+    with contextlib.suppress(Stop):
+        jacobian_augmentation(lambda x: gw(x).argmax(axis=1), xs, case.classes, seed=seed)
     return {"flag": gw.flag, "queries": gw.sent}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlwarden.privacy.extraction import jacobian_augmentation
 from mlwarden.serve.config import Detection
 from mlwarden.serve.monitor import Monitor
 
@@ -32,29 +33,12 @@ def _first_flag(mon: Monitor, xs: np.ndarray, labels: np.ndarray) -> int | None:
 
 
 def _jacobian_augmentation(seeds: np.ndarray, oracle: object, rounds: int) -> np.ndarray:
-    """The queries of the attack: seeds, then each round x + 0.1 sign(dF_y/dx) of a
-    substitute MLP trained on the oracle's labels of everything asked so far."""
-    import torch
+    """The queries of the attack (the library's implementation, an MLP substitute)."""
 
-    torch.manual_seed(0)
-    d = seeds[0].size
-    sub = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(d, 64), torch.nn.ReLU(),
-                              torch.nn.Linear(64, 10))  # fmt: skip
-    opt = torch.optim.Adam(sub.parameters(), 1e-2)
-    xs = seeds.astype(np.float32)
-    labels = oracle.predict(xs.reshape(len(xs), -1))  # type: ignore[attr-defined]
-    for _ in range(rounds):
-        xt, yt = torch.from_numpy(xs), torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        for _ in range(10):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(sub(xt), yt).backward()
-            opt.step()
-        xg = xt.clone().requires_grad_(True)
-        sub(xg).gather(1, yt[:, None]).sum().backward()
-        new = np.clip(xs + 0.1 * np.sign(xg.grad.numpy()), 0, 1).astype(np.float32)
-        labels = np.concatenate([labels, oracle.predict(new.reshape(len(new), -1))])  # type: ignore[attr-defined]
-        xs = np.concatenate([xs, new])
-    return xs
+    def labels(x: np.ndarray) -> np.ndarray:
+        return oracle.predict(x.reshape(len(x), -1))  # type: ignore[attr-defined, no-any-return]
+
+    return jacobian_augmentation(labels, seeds, 10, rounds=rounds)[0]
 
 
 def test_jacobian_augmentation_is_flagged_soon_after_its_steps_start(digits, digits_model) -> None:

@@ -13,6 +13,10 @@
   mixup of pool pairs, or spliced texts, once it is used up) and ``adaptive`` (active learning: the pool records the current
   surrogate is least certain about, picked round by round). The surrogate learns
   from soft scores (``score`` access) or from labels only.
+* :func:`jacobian_augmentation` — Papernot et al.'s Jacobian-based dataset augmentation
+  ("Practical Black-Box Attacks against Machine Learning", 2017, arXiv:1602.02697): the
+  synthetic queries PRADA (arXiv:1805.02628) was built to detect; the gateway's
+  detection benchmarks and tests replay it.
 
 Fidelity is agreement of the surrogate's top-1 label with the victim's, measured on
 held-out natural data and on uniform random inputs (drawn within each feature's range
@@ -320,6 +324,54 @@ def knockoff(
     finally:
         target.max_queries = cap
     return curve
+
+
+def jacobian_augmentation(
+    oracle: Callable[[np.ndarray], np.ndarray],
+    seeds: np.ndarray,
+    classes: int,
+    *,
+    rounds: int = 6,
+    lam: float = 0.1,
+    epochs: int = 10,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, nn.Module]:
+    """Papernot et al.'s Jacobian-based dataset augmentation (arXiv:1602.02697).
+
+    ``oracle`` maps a batch to the victim's labels (N,). A substitute MLP (one hidden
+    layer of 64) is trained for ``epochs`` full-batch Adam steps on everything asked so
+    far; each of ``rounds`` rounds then asks the oracle about ``x + lam *
+    sign(dF_y/dx)`` for every input so far (``y`` the oracle's label), clipped to
+    ``bounds``: the set doubles each round (``len(seeds) * 2**rounds`` queries). The
+    paper's settings: lambda 0.1, 6 substitute epochs (rounds). Exceptions of the
+    oracle (a query budget, a gateway block) propagate.
+
+    Returns every queried input (in the order asked), the oracle's labels and the
+    substitute. Example::
+
+        xs, ys, sub = jacobian_augmentation(lambda x: clf.predict(x), x_seed, 10, rounds=3)
+    """
+    torch.manual_seed(seed)
+    xs = np.asarray(seeds, dtype=np.float32)
+    d = int(np.prod(xs.shape[1:]))
+    sub = nn.Sequential(nn.Flatten(), nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, classes))
+    opt = torch.optim.Adam(sub.parameters(), 1e-2)
+    labels = np.asarray(oracle(xs), dtype=np.int64)
+    for _ in range(rounds):
+        xt, yt = torch.from_numpy(xs), torch.from_numpy(labels)
+        for _ in range(epochs):
+            opt.zero_grad()
+            nn.functional.cross_entropy(sub(xt), yt).backward()
+            opt.step()
+        xg = xt.clone().requires_grad_(True)
+        sub(xg).gather(1, yt[:, None]).sum().backward()
+        assert xg.grad is not None
+        step = xs + lam * np.sign(xg.grad.numpy())
+        new = np.clip(step, *bounds).astype(np.float32)
+        labels = np.concatenate([labels, np.asarray(oracle(new), dtype=np.int64)])
+        xs = np.concatenate([xs, new])
+    return xs, labels, sub
 
 
 def _fit(surrogate, shape, num_classes, q_x, q_t, soft, seed) -> nn.Module:  # type: ignore[no-untyped-def]
