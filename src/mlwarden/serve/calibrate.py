@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from mlwarden.core.findings import Finding, Report, Severity
-from mlwarden.serve.config import Detection, GatewayConfig, Projection
+from mlwarden.serve.config import Detection, FeatureScale, GatewayConfig, Projection
 from mlwarden.serve.dilution import RATIO_MARGIN, benign_ratio, off_axes
 from mlwarden.serve.monitor import Monitor
 
@@ -125,20 +125,26 @@ def search_stream(
     queries: int,
     seed: int,
     accept: float = 0.25,
+    spread: np.ndarray | None = None,
 ) -> np.ndarray:
     """The queries of a model-free noisy random search around ``x0`` (see module doc).
 
-    ``sigma`` is a fraction of the range; ``accept`` the probability that a step is kept.
+    ``sigma`` is a fraction of the range (of each feature's ``spread``, when given: the
+    ``detection.feature_scale`` the gateway measures in); ``accept`` the probability
+    that a step is kept.
     Example: ``search_stream(x, (0, 1), 0.05, 300, 0)``.
     """
     lo, hi = bounds
-    span = hi - lo
+    # float64 per feature; a plain float without spread (the streams as before, bit for bit)
+    span: Any = hi - lo if spread is None else spread.reshape(x0.shape).astype(np.float64)
     rng = np.random.default_rng(seed)
     delta = np.zeros_like(x0, dtype=np.float32)
     out = np.empty((queries, *x0.shape), dtype=np.float32)
     for i in range(queries):
         cand = delta.copy()
-        cand[_block(rng, x0.shape)] = rng.choice([-0.1, 0.1]) * span
+        step = rng.choice([-0.1, 0.1])  # drawn before the block, as always (same streams)
+        block = _block(rng, x0.shape)
+        cand[block] = step * (span if np.ndim(span) == 0 else span[block])
         out[i] = np.clip(x0 + cand + rng.normal(0, sigma * span, x0.shape), lo, hi)
         if rng.random() < accept:
             delta = cand
@@ -153,12 +159,15 @@ def benign_streams(
 
 
 def _labelled_streams(x: np.ndarray, y: np.ndarray | None, bounds: tuple[float, float], n: int,
-                      noise: float, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-    """:func:`benign_streams` with each query's class (``y``'s, else :func:`_labels`)."""
+                      noise: float, seed: int, spread: np.ndarray | None = None,
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """:func:`benign_streams` with each query's class (``y``'s, else :func:`_labels`);
+    the noise is a fraction of each feature's ``spread`` when given."""
     lo, hi = bounds
+    span = hi - lo if spread is None else spread.reshape(x.shape[1:]).astype(np.float64)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(x), n)
-    noisy = x[picks] + rng.normal(0, noise * (hi - lo), (n, *x.shape[1:]))
+    noisy = x[picks] + rng.normal(0, noise * span, (n, *x.shape[1:]))
     rows = {"distinct": rng.permutation(len(x))[:n], "replacement": rng.integers(0, len(x), n)}
     xs = {"distinct": x[rows["distinct"]], "replacement": x[rows["replacement"]],
           "noise": np.clip(noisy, lo, hi).astype(np.float32)}  # fmt: skip
@@ -384,10 +393,53 @@ class _Runner:
 
 
 def _search(x: np.ndarray, y: np.ndarray | None, i: int, bounds: tuple[float, float],
-            sigma: float, budget: int, seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+            sigma: float, budget: int, seed: int,
+            spread: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """A search around ``x[i]`` and its queries' classes (the seed's: a search stops at a flip)."""
-    qs = search_stream(x[i], bounds, sigma, budget, seed)
+    qs = search_stream(x[i], bounds, sigma, budget, seed, spread=spread)
     return qs, _labels(qs) if y is None else np.full(len(qs), y[i])
+
+
+def feature_scale(x: np.ndarray) -> FeatureScale:
+    """Each feature's median (centre) and 1st-99th percentile span (spread) over benign
+    rows ``x`` (N, F), for ``detection.feature_scale``.
+
+    Percentiles, not min..max or the standard deviation: one outlier row (a 5,000 where
+    the feature is usually below 1) would widen min..max or inflate the deviation and
+    squeeze every other row together. A feature whose span is 0 (mostly one value: a
+    flag set in under 1% of rows) falls back to its min..max; one constant over the
+    whole sample gets the median spread of the others (1 if none): dividing by a tiny
+    floor would let noise on that feature dwarf every other one, an easy way to hide a
+    search. Rounded to 6 significant digits (the YAML stays readable).
+
+    Example::
+
+        feature_scale(np.array([[0.0, 100.0], [1.0, 300.0]])).spread   # [0.98, 196.0]
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    lo, mid, hi = np.percentile(x, [1.0, 50.0, 99.0], axis=0)
+    spread = hi - lo
+    flat = spread <= 0
+    spread[flat] = (x.max(axis=0) - x.min(axis=0))[flat]
+    ok = spread > 0
+    spread[~ok] = float(np.median(spread[ok])) if ok.any() else 1.0
+    return FeatureScale(centre=[float(f"{v:.6g}") for v in mid],
+                        spread=[float(f"{v:.6g}") for v in spread])  # fmt: skip
+
+
+RAW_UNITS = 0.25  # a typical feature spanning less of the range: rows in raw units
+
+
+def _raw_units(config: GatewayConfig, x: np.ndarray, width: float) -> FeatureScale | None:
+    """The :func:`feature_scale` of tabular rows ``x`` (N, F) whose median feature spans
+    under ``RAW_UNITS`` of the range ``width`` (``None`` otherwise, and for images,
+    audio, text). Min-max-scaled rows (median span 0.66 of [0, 1] on breast cancer,
+    0.82 on wine) keep the range as their unit, as before; raw ones (7.8e-5 of [0, 4254]
+    on breast cancer) put every benign row within one radius of every other."""
+    if config.input.modality != "tensor" or x.ndim != 2:
+        return None
+    fs = feature_scale(x)
+    return fs if float(np.median(fs.spread)) < RAW_UNITS * width else None
 
 
 def calibrate(
@@ -406,7 +458,8 @@ def calibrate(
     """Choose detector settings for ``config`` from benign inputs ``x`` (N, *shape).
 
     ``sigma`` and ``benign_noise`` are fractions of the input range (``input.range``,
-    else the data's min..max); ``target`` is benign false alarms per 1,000 queries;
+    else the data's min..max), or of each feature's spread when ``detection.feature_scale``
+    is set or learned (:func:`_raw_units`: tables in raw units); ``target`` is benign false alarms per 1,000 queries;
     ``budget`` the query by which every noisy search must be flagged. Deterministic
     for a given ``seed``. Detectors the config switched off stay off. ``y`` (class per
     input, optional) stands in for the model's predictions, which PRADA groups queries
@@ -421,14 +474,16 @@ def calibrate(
         hi = lo + 1.0
     shape = list(x.shape[1:])
     rng = np.random.default_rng(seed)
-    seeds = rng.permutation(len(x))[:searches]
+    seeds = list(enumerate(rng.permutation(len(x))[:searches]))
     # the gateway measures distances in units of input.range, else of 1 (serve/app.py)
     scale = hi - lo if config.input.range else 1.0
+    fs = config.detection.feature_scale or _raw_units(config, x, hi - lo)
+    spread = None if fs is None else np.asarray(fs.spread, dtype=np.float32)
     run = _Runner(
         shape,
         scale,
-        _labelled_streams(x, y, (lo, hi), benign, benign_noise, seed + 1),
-        [_search(x, y, i, (lo, hi), sigma, budget, seed + 2 + k) for k, i in enumerate(seeds)],
+        _labelled_streams(x, y, (lo, hi), benign, benign_noise, seed + 1, spread),
+        [_search(x, y, i, (lo, hi), sigma, budget, seed + 2 + k, spread) for k, i in seeds],
         target,
         config.input.modality,
         budget,
@@ -436,6 +491,12 @@ def calibrate(
     notes: list[str] = []
     info: list[str] = []  # what was set and why (not a reason for a miss)
     base = _fit_windows(config.detection, benign, info).model_copy(deep=True)
+    base.feature_scale = fs
+    if fs is not None and config.detection.feature_scale is None:
+        info.append(f"detection.feature_scale learned: the median feature spans "
+                    f"{np.median(fs.spread):.3g}, under {RAW_UNITS:g} of the range "
+                    f"{hi - lo:.3g}; radii, bins and noise are now fractions of each "
+                    "feature's 1st-99th percentile span")  # fmt: skip
     # Radii are fitted on the count alone: the still-ball rule (on audio) is for resends,
     # not for the density of distinct inputs. Fitted with it, the radius grew to 0.1 on
     # speech (distinct clips arriving in random order are still balls), and a clip resent
@@ -845,8 +906,9 @@ def run_calibrate(config_path: Path, data: str, *, out: Path | None = None, sigm
     dest = out or config_path.with_name(f"{config_path.stem}.calibrated.yaml")
     if result.meets:
         cfg.detection = result.detection
-        if cfg.detection.similarity.projection is not None and cfg.input.shape is None:
-            cfg.input.shape = list(x.shape[1:])  # the projection fits inputs of this shape only
+        fitted = cfg.detection.similarity.projection or cfg.detection.feature_scale
+        if fitted is not None and cfg.input.shape is None:
+            cfg.input.shape = list(x.shape[1:])  # projection, scale fit this shape only
         save_config(cfg, dest)
         report.artifacts["calibrated_config"] = str(dest)
     else:

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -241,6 +242,30 @@ class Projection(_Strict):
         return self
 
 
+class FeatureScale(_Strict):
+    """Per-feature centre and spread of tabular rows (``gateway calibrate`` learns them).
+
+    The detectors see ``(x - centre) / spread`` per feature, so every radius, bin width
+    and noise level means a fraction of each feature's spread rather than of one
+    ``input.range``: rows served in raw units ([0, 5000] with most features below 1)
+    otherwise put every benign row within a radius of every other.
+    """
+
+    centre: list[float] = Field(min_length=1)
+    spread: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _valid(self) -> FeatureScale:
+        if len(self.centre) != len(self.spread):
+            raise ValueError(f"centre has {len(self.centre)} values, spread "
+                             f"{len(self.spread)}; they must match")  # fmt: skip
+        if not all(math.isfinite(v) for v in self.centre):
+            raise ValueError("centre values must be finite numbers")
+        if not all(math.isfinite(v) and v > 0 for v in self.spread):
+            raise ValueError("spread values must be finite numbers > 0")
+        return self
+
+
 class Similarity(_Strict):
     """Near-neighbour count on reduced inputs, robust to per-query noise; see monitor.py."""
 
@@ -301,6 +326,10 @@ class Detection(_Strict):
     similarity: Similarity = Field(default_factory=Similarity)
     dilution: Dilution = Field(default_factory=Dilution)
     prada: Prada = Field(default_factory=Prada)
+    # Tabular rows in raw units: each feature's centre and spread (gateway calibrate).
+    feature_scale: FeatureScale | None = Field(
+        default=None, description="per-feature centre and spread the detectors divide by"
+    )
     action: Action = "log"
     # The request that brings a key's queue to this size analyses it in one pass.
     batch: int | None = Field(

@@ -736,6 +736,25 @@ class Similarity:
         self._next = nxt % len(self._ring) if self._filled == len(self._ring) else self._filled
 
 
+def _feature_scale(
+    config: Detection, shape: list[int] | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``detection.feature_scale`` as float32 arrays (``None``, ``None``: not set); a scale
+    that does not fit the declared input shape is a :class:`UserError`."""
+    fs = config.feature_scale
+    if fs is None:
+        return None, None
+    if shape is None or math.prod(shape) != len(fs.spread):
+        from mlwarden.core.errors import UserError
+
+        raise UserError(
+            f"detection.feature_scale has {len(fs.spread)} values, but the input has "
+            f"{math.prod(shape) if shape else 'an undeclared number of'}; declare input.shape "
+            "and calibrate again ('mlwarden gateway calibrate')"
+        )
+    return np.asarray(fs.centre, dtype=np.float32), np.asarray(fs.spread, dtype=np.float32)
+
+
 @functools.lru_cache(maxsize=64)
 def _earlier(count: int, hist: int, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Masks over a batch's (later j, earlier i) pairs: i < j, and j - i within
@@ -1138,6 +1157,10 @@ class Monitor:
     ) -> None:
         self.config = config
         self.scale = scale
+        # tabular rows in raw units: each feature's own spread, not one input.range
+        self._centre, self._spread = _feature_scale(config, shape)
+        if self._spread is not None:
+            self.scale = 1.0  # rows arrive in units of each feature's spread already
         # audio: a log-energy envelope, since block means flatten a waveform to ~0
         self._reduce = reduce_audio if modality == "audio" else reduce
         self._reduce_many = reduce_audio_many if modality == "audio" else reduce_many
@@ -1174,6 +1197,9 @@ class Monitor:
             self._mean = np.asarray(proj.mean, dtype=np.float32)
             self._axes = np.ascontiguousarray(np.asarray(proj.components, dtype=np.float32).T)
             self._projection = _digest(np.concatenate([self._mean, self._axes.ravel()]))
+        if self._centre is not None and self._spread is not None:
+            # histories measured in other units are not comparable either
+            self._projection ^= _digest(np.concatenate([self._centre, self._spread]))
         self._keys: dict[str, _KeyState] = {}
         self._guard = threading.Lock()
         # block must refuse the flagged query itself, so it analyses every request at once
@@ -1200,7 +1226,16 @@ class Monitor:
 
     def summarise(self, x: np.ndarray) -> np.ndarray:
         """One input as the detectors' reduced vector (:func:`reduce` or :func:`reduce_audio`)."""
-        return self._reduce(x, self.config.similarity.max_dims, self.scale)
+        return self._reduce(self.standardise(np.asarray(x)[None])[0],
+                            self.config.similarity.max_dims, self.scale)  # fmt: skip
+
+    def standardise(self, xs: np.ndarray) -> np.ndarray:
+        """A batch ``xs`` (B, ...) as every detector sees it: ``(x - centre) / spread`` per
+        feature with ``detection.feature_scale``, else unchanged (the same array)."""
+        if self._centre is None or self._spread is None:
+            return xs
+        flat = np.asarray(xs, dtype=np.float32).reshape(len(xs), -1)
+        return ((flat - self._centre) / self._spread).reshape(np.shape(xs))
 
     def project(self, v: np.ndarray) -> np.ndarray:
         """A reduced vector as the similarity detector measures it (``projection``, if set)."""
@@ -1283,6 +1318,7 @@ class Monitor:
         need = allowance or c.similarity.min_neighbours
         chain = allowance or c.blacklight.chain
         out: dict[str, list[int]] = {}
+        xs = self.standardise(xs)
         if state.blacklight is not None:
             _, matches = state.blacklight.observe_many(xs)
             out["blacklight"] = [j for j, r in enumerate(matches) if r >= chain]
