@@ -493,9 +493,9 @@ def calibrate(
     base = _fit_windows(config.detection, benign, info).model_copy(deep=True)
     base.feature_scale = fs
     if fs is not None and config.detection.feature_scale is None:
-        info.append(f"detection.feature_scale learned: the median feature spans "
-                    f"{np.median(fs.spread):.3g}, under {RAW_UNITS:g} of the range "
-                    f"{hi - lo:.3g}; radii, bins and noise are now fractions of each "
+        info.append(f"detection.feature_scale learned (rows in raw units): the median "
+                    f"feature spans {np.median(fs.spread):.3g} of a range {hi - lo:.6g} wide "
+                    f"(under {RAW_UNITS:g} of it); radii, bins and noise are fractions of each "
                     "feature's 1st-99th percentile span")  # fmt: skip
     # Radii are fitted on the count alone: the still-ball rule (on audio) is for resends,
     # not for the density of distinct inputs. Fitted with it, the radius grew to 0.1 on
