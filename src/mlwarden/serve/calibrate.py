@@ -43,7 +43,7 @@ import numpy as np
 
 from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.serve.config import Detection, FeatureScale, GatewayConfig, Projection
-from mlwarden.serve.dilution import RATIO_MARGIN, benign_ratio, off_axes
+from mlwarden.serve.dilution import RATIO_MARGIN, benign_ratio, off_axes, sq_distances
 from mlwarden.serve.monitor import Monitor
 
 RADII = (0.1, 0.07, 0.05, 0.035, 0.025, 0.02, 0.017, 0.015, 0.0125, 0.01, 0.007, 0.005)
@@ -717,7 +717,7 @@ def _pair_counts(det: Detection, run: _Runner) -> np.ndarray:
     limit = det.similarity.radius**2 * v.shape[1]
     counts = np.zeros(len(v))
     for start in range(0, len(v), 512):  # blocks: 512 x N distances at a time
-        d2 = sq[start : start + 512, None] + sq[None] - 2 * v[start : start + 512] @ v.T
+        d2 = sq_distances(v[start : start + 512], sq[start : start + 512], v, sq)
         counts[start : start + 512] = np.count_nonzero(d2 < limit, axis=1) - 1  # not itself
     return counts
 

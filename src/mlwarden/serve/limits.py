@@ -70,7 +70,7 @@ class KeyLimiter:
                     return max(self._window_start + self.window_s - now, 0.001), "budget"
             if self.rate is not None:
                 rate = self.rate * self.factor
-                tokens = min(self.burst, self._tokens + (now - self._stamp) * rate)
+                tokens = self._refilled(now, rate)
                 if tokens < 1.0:
                     return (1.0 - tokens) / rate, self._rate_reason()
             return 0.0, ""
@@ -92,7 +92,7 @@ class KeyLimiter:
                     return max(self._window_start + self.window_s - now, 0.001), "budget"
             if self.rate is not None:
                 rate = self.rate * self.factor
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * rate)
+                self._tokens = self._refilled(now, rate)
                 self._stamp = now
                 if n > self.burst:
                     # Can never fit: say when a full bucket would be back, the caller must split.
@@ -117,10 +117,14 @@ class KeyLimiter:
             return
         with self._lock:
             now = self._clock()
-            rate = self.rate * self.factor
-            tokens = min(self.burst, self._tokens + (now - self._stamp) * rate)
+            tokens = self._refilled(now, self.rate * self.factor)
             self._tokens = max(tokens - 1.0, -self.burst)
             self._stamp = now
+
+    def _refilled(self, now: float, rate: float) -> float:
+        """The bucket's tokens at ``now``: refilled at ``rate`` since the last stamp, at
+        most ``burst`` (the caller holds the lock and decides whether to store them)."""
+        return min(self.burst, self._tokens + (now - self._stamp) * rate)
 
     def _rate_reason(self) -> str:
         # A key slowed down by the attack monitor is told so, not that it sent too fast.

@@ -840,7 +840,7 @@ class Prada:
 
     _BIG = 512  # rows of a class's set from which :meth:`_nearest` ranks before it subtracts
 
-    def __init__(self, config: PradaConfig, resend: float = 0.0) -> None:
+    def __init__(self, config: PradaConfig, resend: float = 0.0, every: bool | None = None) -> None:
         self.config = config
         self.resend = resend  # RMS per value: closer to a reference is a resend of it
         self._sets: dict[int, np.ndarray] = {}  # growing reference set per class, rows
@@ -849,8 +849,9 @@ class Prada:
         self._moments: dict[int, list[float]] = {}
         self._thresholds: dict[int, float] = {}
         self._oldest: dict[int, int] = {}  # "all": the next row a full class set overwrites
-        # every earlier query a reference (``references``; the Monitor resolves the default)
-        self.every = config.references != "growing"
+        # every earlier query a reference (``references``; the Monitor resolves the
+        # default per modality and passes it as ``every``)
+        self.every = config.references != "growing" if every is None else every
         # the last ``history`` distances in a ring (oldest overwritten first)
         self._dists = np.zeros(config.history, dtype=np.float64)
         self._n_dists = 0
@@ -1086,7 +1087,13 @@ class _Recent:
 
 class _KeyState:
     def __init__(
-        self, config: Detection, dims: int, silence: float, sim_dims: int, resend: float
+        self,
+        config: Detection,
+        dims: int,
+        silence: float,
+        sim_dims: int,
+        resend: float,
+        prada_every: bool | None = None,
     ) -> None:
         self.recent = _Recent(max(config.similarity.history, config.blacklight.history))
         bl = config.blacklight
@@ -1094,7 +1101,7 @@ class _KeyState:
         self.similarity = (
             Similarity(config.similarity, sim_dims) if config.similarity.enabled else None
         )
-        self.prada = Prada(config.prada, resend) if config.prada.enabled else None
+        self.prada = Prada(config.prada, resend, prada_every) if config.prada.enabled else None
         # a search diluted among benign queries: reads the similarity history, adds none
         dil = config.dilution
         self.dilution = (
@@ -1218,10 +1225,8 @@ class Monitor:
             if state is None:
                 sim_dims = dims if self._axes is None else self._axes.shape[1]
                 state = self._keys[key] = _KeyState(
-                    self.config, dims, self.silence, sim_dims, self.resend
+                    self.config, dims, self.silence, sim_dims, self.resend, self.prada_every
                 )
-                if state.prada is not None:
-                    state.prada.every = self.prada_every
             return state
 
     def summarise(self, x: np.ndarray) -> np.ndarray:
