@@ -267,6 +267,14 @@ def register(app: typer.Typer) -> None:
         benign: Annotated[
             int, typer.Option("--benign", help="Benign queries per simulated stream.")
         ] = 1000,
+        model: Annotated[
+            str | None,
+            typer.Option(
+                "--model",
+                help="The served model (scanned first): labels a sample with no labels, or "
+                "one label throughout, by its predictions (PRADA groups queries by class).",
+            ),
+        ] = None,
         json_path: JsonOpt = None,
         html_path: HtmlOpt = None,
         sarif_path: SarifOpt = None,
@@ -282,7 +290,7 @@ def register(app: typer.Typer) -> None:
         setup(quiet=quiet, debug=debug, seed=seed)
         report = run_calibrate(
             config, data, out=out, sigma=sigma, budget=budget, target=target, benign=benign,
-            seed=seed, quiet=quiet,
+            seed=seed, quiet=quiet, model=model,
         )  # fmt: skip
         code = finish(
             report, json_path=json_path, html_path=html_path, sarif_path=sarif_path,

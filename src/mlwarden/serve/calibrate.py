@@ -359,13 +359,74 @@ def _pick_blacklight(
     return None if pick is None else pick[1]
 
 
+ORDERS = 40  # random orders of the benign sample PRADA's natural W is measured on
+
+
 def _pick_prada(base: Detection, run: _Runner, tried: dict[str, Any]) -> float | None:
-    for delta in DELTAS:
+    """The highest quiet ``delta`` in :data:`DELTAS` at or below :func:`natural_w_bound`."""
+    bound = DELTAS[0]
+    if run.sample is not None:
+        lows = natural_w(base, run)
+        bound = natural_w_bound(lows, run.target)
+        tried["prada natural orders"] = {
+            "orders": len(lows), "lowest_w_quartiles": [round(float(q), 3) for q in
+                                                        np.quantile(lows, [0.0, 0.25, 0.5])],
+            "delta_bound": round(bound, 3)}  # fmt: skip
+    # the bound itself (to 0.01, when it falls between two steps), then the steps below it
+    top = math.floor(min(bound, DELTAS[0]) * 100 + 1e-9) / 100
+    for delta in [top] * (top not in DELTAS) + [d for d in DELTAS if d <= top]:
+        if delta <= 0:
+            break
         fa = run.false_alarms(_only(base, "prada", delta=delta))
         tried[f"prada delta {delta}"] = {"false_alarms": fa}
         if run.quiet(fa):
             return delta
     return None
+
+
+def natural_w(det: Detection, run: _Runner) -> np.ndarray:
+    """The lowest PRADA W of each of :data:`ORDERS` random orders of the benign sample.
+
+    Each order is one key sending the sample's distinct inputs (up to the benign
+    stream's length) with their classes, measured as served (``det``'s PRADA alone);
+    the lowest W over every test of a stream is what decides whether that key is
+    ever flagged. One order is not enough: W of 30-100 distances is noisy, and wine's
+    rows gave W 0.83-0.94 at their lowest over 40 orders of the same 100 rows.
+    """
+    if run.sample is None:
+        raise ValueError("natural_w needs the benign sample (run.sample)")
+    x, y = run.sample
+    n = min(len(x), max(len(v[0]) for v in run.streams.values()))
+    rng = np.random.default_rng(run.seed)
+    mon = Monitor(_only(det, "prada"), shape=run.shape, scale=run.scale, modality=run.modality)
+    out = []
+    for k in range(ORDERS):
+        p = rng.permutation(len(x))[:n]
+        mon.inspect(f"order-{k}", x[p], y[p])
+        low = mon.prada_lowest_w(f"order-{k}")
+        out.append(1.0 if low is None else low)
+    return np.asarray(out)
+
+
+def natural_w_bound(lows: np.ndarray, target: float) -> float:
+    """The ``delta`` under which a natural order of the sample falls with probability
+    ``target / 1000`` (one benign key in 1,000 flagged at ``target`` 1).
+
+    ``log(1 - W)`` is close to normal (Royston 1992, the transform behind the
+    Shapiro-Wilk p-value), so the lowest W of each order (``lows``) is fitted there
+    and the bound is the upper ``1 - target / 1000`` normal prediction limit of
+    ``log(1 - W)`` for one more order (mean + z s sqrt(1 + 1/R) over R orders), mapped
+    back: a margin below the sample's low tail that grows with its spread. Example:
+    wine's 100 rows, lowest W 0.83-0.94 over 40 orders -> about 0.72.
+    """
+    from statistics import NormalDist
+
+    z = np.log(np.clip(1.0 - np.asarray(lows, dtype=np.float64), 1e-12, None))
+    if len(z) < 2:
+        return 0.0
+    p = min(max(target, 0.01), 500.0) / 1000.0
+    limit = z.mean() + NormalDist().inv_cdf(1.0 - p) * z.std(ddof=1) * math.sqrt(1 + 1 / len(z))
+    return float(max(1.0 - math.exp(limit), 0.0))
 
 
 @dataclass
@@ -379,6 +440,9 @@ class _Runner:
     budget: int
 
     strict: bool = False  # quiet means below the target, not at it
+    # PRADA's natural orders (:func:`natural_w`): the benign inputs with their classes
+    sample: tuple[np.ndarray, np.ndarray] | None = None
+    seed: int = 0
 
     def quiet(self, fa: dict[str, float]) -> bool:
         """Whether every benign stream stays within the target (``strict``: below it)."""
@@ -487,6 +551,8 @@ def calibrate(
         target,
         config.input.modality,
         budget,
+        sample=(x, _labels(x) if y is None else np.asarray(y)),
+        seed=seed + 1009,
     )
     notes: list[str] = []
     info: list[str] = []  # what was set and why (not a reason for a miss)
@@ -879,14 +945,50 @@ def _load_texts(data: str) -> tuple[np.ndarray, np.ndarray | None]:
     return texts, y[keep]
 
 
+def model_labels(model: str, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The served model's predicted class for each input of ``x``: what PRADA groups
+    the queries by once served. ``model`` is loaded as ``mlwarden serve`` loads it
+    (scanned first; a registry reference verified). Example:
+    ``model_labels("model.onnx", x)``."""
+    from mlwarden.core.target import probabilities
+    from mlwarden.serve.server import load_model
+
+    target, _ = load_model(model)
+    out = [probabilities(target, x[i : i + batch]).argmax(axis=1) for i in range(0, len(x), batch)]
+    return np.concatenate(out).astype(np.int64)
+
+
+def _sample_labels(x: np.ndarray, y: np.ndarray | None, model: str | None,
+                   notes: list[str]) -> np.ndarray | None:  # fmt: skip
+    """The classes PRADA groups the sample by: the model's predictions when ``model`` is
+    given and the data carries no labels or one label for every input (an unlabelled
+    export written as all 0: PRADA would see one class and its W would mislead)."""
+    constant = y is not None and len(np.unique(y)) < 2
+    if model is None:
+        if constant:
+            notes.append("the sample's labels are all one class: PRADA groups queries by "
+                         "the model's predicted class, so pass --model to label the sample "
+                         "with the served model's predictions")  # fmt: skip
+        return y
+    if y is not None and not constant:
+        return y
+    labels = model_labels(model, x)
+    why = "carries no labels" if y is None else "has one label for every input"
+    notes.append(f"the sample {why}: labelled with the served model's predictions "
+                 f"({len(np.unique(labels))} classes)")  # fmt: skip
+    return labels
+
+
 def run_calibrate(config_path: Path, data: str, *, out: Path | None = None, sigma: float = 0.05,
                   budget: int = 300, target: float = 1.0, benign: int = 1000, seed: int = 0,
-                  quiet: bool = False) -> Report:  # fmt: skip
+                  quiet: bool = False, model: str | None = None) -> Report:  # fmt: skip
     """``mlwarden gateway calibrate``: calibrate, write the config when both figures are met.
 
     The config writer does not keep YAML comments, so the result goes to a new file
     (``out``, default ``CONFIG.calibrated.yaml``); the original is never touched. When no
-    setting meets both figures nothing is written and MLW-GW-013 reports it.
+    setting meets both figures nothing is written and MLW-GW-013 reports it. ``model``
+    (the served model) labels a sample without labels, or with one label throughout,
+    by its predictions (:func:`_sample_labels`).
     """
     from mlwarden.core.errors import UserError
     from mlwarden.serve.config import load_config, save_config
@@ -897,10 +999,13 @@ def run_calibrate(config_path: Path, data: str, *, out: Path | None = None, sigm
             raise UserError(f"{name}: out of range ({value})")
     cfg = load_config(config_path)
     x, y = _load_inputs(cfg, data)
+    labelled: list[str] = []
+    y = _sample_labels(x, y, model, labelled)
     report = Report.new("gateway calibrate", seed=seed)
     with report.timed("gateway-calibrate"):
         result = calibrate(cfg, x, y, sigma=sigma, budget=budget, target=target, benign=benign,
                            seed=seed)  # fmt: skip
+    result.notes = labelled + result.notes
     report.config = {"config": str(config_path), "data": data}
     report.metrics["calibration"] = result.summary()
     dest = out or config_path.with_name(f"{config_path.stem}.calibrated.yaml")

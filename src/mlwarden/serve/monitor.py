@@ -863,6 +863,7 @@ class Prada:
         self._total = 0
         self._pending = 0
         self.last_w: float | None = None
+        self.lowest_w = math.inf  # the lowest W tested so far (calibrate reads it)
 
     def observe(self, x: np.ndarray, label: int) -> None:
         """Add one query with its predicted class (updates the distance record).
@@ -966,6 +967,7 @@ class Prada:
             return None
         self._pending = 0
         self.last_w = _w_sorted(self._sorted_record(n))
+        self.lowest_w = min(self.lowest_w, self.last_w)
         return self.last_w
 
     def _record(self, d: float) -> None:
@@ -1458,3 +1460,10 @@ class Monitor:
         """Approximate memory held for ``key``, bytes."""
         state = self._keys.get(key)
         return 0 if state is None else state.nbytes()
+
+    def prada_lowest_w(self, key: str) -> float | None:
+        """The lowest Shapiro-Wilk W PRADA has tested for ``key`` (``None``: none yet)."""
+        state = self._keys.get(key)
+        if state is None or state.prada is None or state.prada.lowest_w == math.inf:
+            return None
+        return state.prada.lowest_w
