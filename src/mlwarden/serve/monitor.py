@@ -300,12 +300,25 @@ class Blacklight:
         :meth:`_chain`). A query is compared with the batch's earlier queries too:
         identical to B calls of :meth:`observe`, at the cost of about one.
         """
+        n0, count = self._next, len(xs)
+        if not self._spill and n0 + count - self._base < self._REBASE:
+            done = self._observe_compiled(xs)
+            if done is not None:
+                if len(done[0]) == count:
+                    return done
+                rest = self._observe_numpy(xs[len(done[0]) :])  # a spill, or values numpy decides
+                return done[0] + rest[0], done[1] + rest[1]
+        return self._observe_numpy(xs)
+
+    def _observe_numpy(self, xs: np.ndarray) -> tuple[list[int], list[int]]:
+        """:meth:`observe_many` in numpy: one pass over the table for the whole batch."""
         c = self.config
         n0, count = self._next, len(xs)
-        if count == 1 and not self._spill and n0 + 1 - self._base < self._REBASE:
-            one = self._observe_one(xs)
-            if one is not None:
-                return one
+        if n0 + count - self._base >= self._REBASE:
+            # before the probe: a rebase after it cleared the tags of slots the probe had
+            # found (their queries older than the history), and the store then wrote the
+            # batch's ids beside tag 0, where no probe finds them
+            self._rebase()
         rows, hashes = _fingerprints(xs, c.quantization, c.window, c.top, self.silence)
         m = hashes * self._salt  # uint64 arrays wrap silently (mod 2^64)
         if count > 1:
@@ -341,39 +354,38 @@ class Blacklight:
             depths.append(self.depth)
         return best, depths
 
-    def _observe_one(self, xs: np.ndarray) -> tuple[list[int], list[int]] | None:
-        """:meth:`observe_many` of one query by the compiled kernels of
-        :mod:`mlwarden.serve.kernels` (same fingerprint, same slots); ``None``: not
-        available here (no numba, many windows, values out of range)."""
-        c = self.config
-        raw = np.asarray(xs, dtype=np.float64).ravel()
-        n = raw.size
-        w = min(c.window, n)
+    def _observe_compiled(self, xs: np.ndarray) -> tuple[list[int], list[int]] | None:
+        """:meth:`observe_many` by the compiled kernel of :mod:`mlwarden.serve.kernels`,
+        query after query (the same fingerprints, the same slots as one-query calls);
+        ``None``: no kernel here. May stop early (a full bucket, a value out of range):
+        the counts and depths of the queries it did."""
         kernels = _kernels()
-        if kernels is None or n - w + 1 > 8 * c.top:  # many windows: numpy's bar is faster
+        if kernels is None:
             return None
+        c = self.config
+        raw = np.asarray(xs, dtype=np.float64).reshape(len(xs), -1)
+        n = raw.shape[1]
+        w = min(c.window, n)
         q_pow, p_pow = _powers(n, w)
-        hashes, ok = kernels.fingerprint_one(raw, c.quantization, w, c.top, self.silence,
-                                             q_pow, p_pow)  # fmt: skip
-        if not ok:
-            return None
+        width = n - w + 1
+        # many windows: sort only those above the bar of :func:`_largest`
+        bar = int((1.0 - 4.0 * c.top / width) * 2.0**64) if width > 8 * c.top else 0
         n0 = self._next
-        self._next = n0 + 1
-        limit = max(self._next - c.history - self._base + 1, 1)
-        m = hashes * self._salt
-        last, spilled = kernels.probe_store(self._tags, self._ids, m, self._shift, self._base,
-                                            n0, limit)  # fmt: skip
-        for i in spilled.tolist():  # a full bucket: the dict keeps it
-            self._spill[int(m[i])] = n0
-        shared = last[last >= max(n0 - c.history, 0)]
-        owner = -1
-        if 2 * len(shared) >= c.threshold:
-            ids_, counts = np.unique(shared, return_counts=True)  # ids ascending
-            owner = int(ids_[len(ids_) - 1 - int(np.argmax(counts[::-1]))])  # newest
-        link = 2 if len(shared) >= c.threshold else 1 if 2 * len(shared) >= c.threshold else 0
-        depth = self._chain(n0, owner, link)
-        self.depth = depth if link == 2 else 0
-        return [len(shared)], [self.depth]
+        best, owners, done, spilled = kernels.observe_batch(
+            raw, c.quantization, w, c.top, self.silence, q_pow, p_pow, np.uint64(bar),
+            self._tags, self._ids, self._salt, self._shift, self._base, n0, c.history,
+            c.threshold)  # fmt: skip
+        self._next = n0 + done
+        for m in spilled.tolist():  # a full bucket: the dict keeps it
+            self._spill[int(m)] = n0 + done - 1
+        depths = []
+        for j, (b, owner) in enumerate(zip(best[:done].tolist(), owners[:done].tolist(),
+                                           strict=True)):  # fmt: skip
+            link = 2 if b >= c.threshold else 1 if 2 * b >= c.threshold else 0
+            depth = self._chain(n0 + j, owner, link)
+            self.depth = depth if link == 2 else 0  # only a match is flagged
+            depths.append(self.depth)
+        return best[:done].tolist(), depths
 
     def _chain(self, query: int, owner: int, link: int) -> int:
         """The chain depth of ``query``, whose most shared hashes are ``owner``'s.
@@ -417,8 +429,6 @@ class Blacklight:
 
     def _store(self, m: np.ndarray, ids: np.ndarray, bucket: np.ndarray, col: np.ndarray) -> None:
         """Remember distinct salted hashes ``m`` as carried last by queries ``ids``."""
-        if self._next - self._base >= self._REBASE:
-            self._rebase()
         offsets = (ids - (self._base - 1)).astype(np.uint32)
         there = col >= 0
         self._ids[bucket[there], col[there]] = offsets[there]  # seen again: newest query
@@ -510,9 +520,9 @@ def _build_kernels() -> None:
         from mlwarden.serve import kernels
 
         q_pow, p_pow = _powers(4, 2)  # compile (or load from the cache) before first use
-        hashes, _ = kernels.fingerprint_one(np.zeros(4), 0.1, 2, 2, 0.0, q_pow, p_pow)
         table = np.zeros((2, 2), dtype=np.uint32)
-        kernels.probe_store(table, table.copy(), hashes, np.uint64(63), 0, 0, 1)
+        kernels.observe_batch(np.zeros((1, 4)), 0.1, 2, 2, 0.0, q_pow, p_pow, np.uint64(0),
+                              table, table.copy(), np.uint64(1), np.uint64(63), 1, 0, 1, 2)  # fmt: skip
     except Exception:  # numba missing or broken here: numpy does the same work
         _COMPILED.append(None)
         return
