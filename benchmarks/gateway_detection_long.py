@@ -247,7 +247,7 @@ def flagged(kind: Kind, det: Detection, xs: Any) -> dict[str, Any]:
     """Flagged queries per 1,000 (any detector and per detector), overall and in the last 1,000."""
     mon = kind.monitor(det)
     feats, labels = kind.feats(det, xs), kind.labels(xs)
-    names = ("any", "blacklight", "similarity", "prada", "dilution")
+    names = ("any", "blacklight", "similarity", "prada", "dilution", "residual")
     hits = {k: np.zeros(len(feats), dtype=bool) for k in names}
     for i in range(len(feats)):
         found = mon.inspect("benign", feats[i : i + 1], labels[i : i + 1])

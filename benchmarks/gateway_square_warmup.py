@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import gateway_detection_long as long  # noqa: E402
-from gateway_detection_clients import _Cnn, stream, vary_image  # noqa: E402
+from gateway_detection_clients import _Cnn, flagged, stream, vary_image  # noqa: E402
 from gateway_detection_heldout import Case, Stop, calibrated, mnist_case  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 
@@ -95,7 +95,7 @@ def study(runs: int = 5) -> dict[str, Any]:
             hit = next((j + 1 for j in range(len(qs))
                         if mon.inspect("k", qs[j : j + 1], labels[j : j + 1])), None)  # fmt: skip
             firsts.append(hit)
-        fa = {c: long.flagged(kind, d, xs)["any"]["per_1000"] for c, xs in benign.items()}
+        fa = {c: flagged(kind, d, xs)["any"]["per_1000"] for c, xs in benign.items()}
         out[f"k{k}"] = {"square_first_flag": firsts, "benign_per_1000": fa}
         print(f"square k={k}: {json.dumps(out[f'k{k}'])}", flush=True)
     return out
