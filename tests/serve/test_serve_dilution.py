@@ -167,8 +167,13 @@ def test_featureless_inputs_and_a_granted_client_are_not_a_search() -> None:
     assert not any(mon.inspect("quiet", b[None], zero).get("dilution") for b in blank)
     x0 = rng.uniform(0, 1, (1, 8, 8))
     copies = np.clip(x0 + rng.normal(0, 0.02, (60, 1, 8, 8)), 0, 1).astype(np.float32)
+    # one input resent with fresh noise is a still ball: never a diluted search
+    assert not any(mon.inspect("resends", c[None], zero).get("dilution") for c in copies)
+    # a ball that moves (a search's centre drifts) is one, past the key's allowance only
+    drift = np.linspace(0, 0.03, 60)[:, None, None, None] * rng.choice([-1, 1], (1, 8, 8))
+    moving = np.clip(copies + drift, 0, 1).astype(np.float32)
     mon.allowances["tta"] = 40
-    flags = [bool(mon.inspect("tta", c[None], zero).get("dilution")) for c in copies]
+    flags = [bool(mon.inspect("tta", c[None], zero).get("dilution")) for c in moving]
     assert not any(flags[:40]) and any(flags[40:])
 
 

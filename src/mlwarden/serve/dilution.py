@@ -29,6 +29,14 @@ window. Featureless inputs (a reduced vector with a spread below ``r / 2``: sile
 blank image) are left out: benign clients send them again and again, and they form tight
 balls of their own (34 silent windows among 10,000 audio queries).
 
+A client that resends a few inputs, each many times with fresh noise, makes balls as
+tight as a search's (the ``few`` plan of ``benchmarks/gateway_detection_long.py``: 100
+inputs, each ~100 times with noise 0.01, flagged 790-800 per 1,000 on digits, images and
+tables). They differ in time: resends are draws around a fixed centre, a search's
+centre drifts. So the monitor keeps a dilution alert only when the ball moves
+(:func:`mlwarden.serve.stationary.still`), on every modality; a diluted search is then
+flagged once its drift shows (1:50 on digits: at 51-264 of its queries instead of 22-27).
+
 With ``similarity.projection`` (tabular rows), :class:`Residual` runs the same test off
 the projection's axes, against an attacker who knows them (``dilution.residual``).
 
