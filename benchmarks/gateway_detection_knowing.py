@@ -23,7 +23,7 @@ are fractions of the input range; a step sets one random block, as Square's sear
 Reported per plan: the attack's own query at which the key is first flagged (None: not
 within 300) and by which detectors, and what the attack achieved within its 300
 queries, flagged or not: the true-class probability at the clean input and at the
-kept point (without noise) and whether the kept point is misclassified. An evasion of
+kept point (without noise) and whether a right answer was turned wrong. An evasion of
 the detectors that never moves the model is not a win.
 
 ``--square``: ART's Square attack (eps 0.3, p_init 0.8, as published for MNIST) on the
@@ -100,8 +100,9 @@ def _gain(kind: long.Kind, x0: np.ndarray, y0: int, delta: np.ndarray) -> dict[s
     lo, hi = kind.bounds
     ends = np.clip(np.stack([x0, x0 + delta]), lo, hi).astype(np.float32).reshape(2, -1)
     p = kind.model.predict_proba(ends)[:, y0]
+    right = kind.model.predict(ends) == y0  # success: a right answer made wrong
     return {"p0": round(float(p[0]), 3), "p1": round(float(p[1]), 3),
-            "success": bool(kind.model.predict(ends[1:])[0] != y0)}  # fmt: skip
+            "success": bool(right[0] and not right[1])}  # fmt: skip
 
 
 def _warm(kind: long.Kind, det: Detection) -> Monitor:
@@ -163,7 +164,7 @@ def _cell(res: list[dict[str, Any]]) -> str:
     gains = [g for r in res for g in (r["gain"].values() if "a" in r["gain"] else [r["gain"]])]
     drop = [g["p0"] - g["p1"] for g in gains]
     ok = sum(g["success"] for g in gains)
-    return f"{text}; p drop {min(drop):.2f}-{max(drop):.2f}, {ok}/{len(gains)} misclassified"
+    return f"{text}; p drop {min(drop):.2f}-{max(drop):.2f}, {ok}/{len(gains)} turned wrong"
 
 
 def table(results: dict[str, Any]) -> None:
