@@ -10,7 +10,7 @@ queries, one query a request, through :meth:`Monitor.submit` at the default batc
 and through :meth:`Monitor.inspect` one query at a time (batch 1, as ``action: block``,
 calibration and the detection benchmarks run it).
 
-``--baseline DIR``: a second copy of ``serve/monitor.py`` and ``serve/dilution.py`` (from
+``--baseline DIR``: a second copy of ``serve/monitor.py``, ``serve/dilution.py`` and ``serve/kernels.py`` (from
 ``DIR/src/mlwarden/serve``, e.g. an export of an older commit) is loaded beside the
 working tree's, fed the same queries, and timed in alternated rounds (ABAB), so before
 and after come from one process on one machine load. Every alert of both must agree
@@ -55,6 +55,15 @@ def load_baseline(root: Path) -> types.ModuleType:
     spec.loader.exec_module(dil)
     src = (serve / "monitor.py").read_text()
     src = src.replace("from mlwarden.serve.dilution import", "from mlw_base_dilution import")
+    if (serve / "kernels.py").exists():  # its own compiled kernels, not this tree's
+        spec = importlib.util.spec_from_file_location("mlw_base_kernels", serve / "kernels.py")
+        assert spec is not None and spec.loader is not None
+        kern = importlib.util.module_from_spec(spec)
+        sys.modules["mlw_base_kernels"] = kern
+        spec.loader.exec_module(kern)
+        src = src.replace(
+            "from mlwarden.serve import kernels", "import mlw_base_kernels as kernels"
+        )
     mod = types.ModuleType("mlw_base_monitor")
     mod.__file__ = str(serve / "monitor.py")
     sys.modules["mlw_base_monitor"] = mod
@@ -138,6 +147,8 @@ def measure(name: str, kind: Kind, det: Detection, mods: dict[str, types.ModuleT
         mon.submit("k", feats[history : history + 1], labels[history : history + 1])
         mon.flush("k")
         mon.batch = batch
+        if hasattr(mod, "_kernels"):
+            mod._kernels(wait=True)  # compiled before the clock runs, in both versions
         timers[label] = Timed()
         _instrument(mon, "k", timers[label])
         mons[label], alerts[label] = mon, []

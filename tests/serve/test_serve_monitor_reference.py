@@ -552,3 +552,21 @@ def _live(bl: Blacklight) -> list[list[tuple[int, int]]]:
     limit = max(bl._next - bl.config.history - bl._base + 1, 1)
     return [sorted((int(t), int(o) + bl._base) for t, o in zip(tags, ids, strict=True) if o >= limit)
             for tags, ids in zip(bl._tags, bl._ids, strict=True)]  # fmt: skip
+
+
+@pytest.mark.parametrize("kept", [0.0, 0.01, 0.3, 1.0])
+def test_counts_within_radii_equal_whole_compares(kept):
+    """The dilution test's counts at three radii (``dilution._within``: one compare at the
+    widest, the inner ones on what it kept, or whole compares when most are kept) must be
+    those of comparing every value with every limit, with and without a mask of the rows
+    each query saw, values right at a limit included."""
+    from mlwarden.serve.dilution import _within
+
+    rng = np.random.default_rng(int(kept * 100))
+    limits = [0.25, 1.0, 4.0]
+    d2 = (rng.random((7, 3000)) * 4.0 / max(kept, 1e-3)).astype(np.float32)
+    d2[:, :3] = limits  # exactly at each limit: not within
+    for seen in (None, rng.random(d2.shape) < 0.7):
+        want = [[int(np.count_nonzero((d < lim) & (True if s is None else s))) for lim in limits]
+                for d, s in zip(d2, seen if seen is not None else [None] * 7, strict=True)]  # fmt: skip
+        assert _within(d2, seen, limits).tolist() == want

@@ -149,16 +149,7 @@ class Dilution:
         out = np.zeros((len(cand), len(_SCALES)), dtype=np.int64)
         for rows, norms, seen in _parts(sim, vs, before, me):
             d2 = sq_distances(q, qn, rows, norms)
-            # one pass at the widest radius; the inner ones compare only what it kept
-            # (the same values against the same limits: the same counts, a third the work)
-            near = d2 < limits[-1]
-            if seen is not None:
-                near &= seen
-            at = np.flatnonzero(near)
-            who, kept = at // d2.shape[1], d2.ravel()[at]
-            out[:, -1] += np.bincount(who, minlength=len(cand))
-            for k, limit in enumerate(limits[:-1]):
-                out[:, k] += np.bincount(who[kept < limit], minlength=len(cand))
+            out += _within(d2, seen, limits)
         return out
 
 
@@ -208,9 +199,14 @@ class Residual:
             far = d2 < 4 * inner
             if seen is not None:
                 far &= seen
-            at = np.flatnonzero(far)  # the inner radius: only what the outer one kept
-            close = np.zeros(d2.shape, dtype=bool)
-            close.ravel()[at[d2.ravel()[at] < inner]] = True
+            at = np.flatnonzero(far)
+            if 8 * len(at) > far.size:  # a dense ball: a whole compare beats gathers
+                close = d2 < inner
+                if seen is not None:
+                    close &= seen
+            else:  # the inner radius only where the outer one kept a row
+                close = np.zeros(d2.shape, dtype=bool)
+                close.ravel()[at[d2.ravel()[at] < inner]] = True
             mid += np.count_nonzero(close, axis=1)
             wide += np.bincount(at // d2.shape[1], minlength=len(cand))
             if other is not None:
@@ -242,6 +238,32 @@ def sq_distances(q: np.ndarray, qn: np.ndarray, rows: np.ndarray, rn: np.ndarray
         sq_distances(q, np.einsum("ij,ij->i", q, q), rows, norms)   # (len(q), len(rows))
     """
     return qn[:, None] + rn[None] - 2.0 * (q @ rows.T)
+
+
+def _within(d2: np.ndarray, seen: np.ndarray | None, limits: list[float]) -> np.ndarray:
+    """Per row of ``d2``, how many of its values (where ``seen``) lie below each of the
+    ascending ``limits``: (rows, len(limits)).
+
+    One compare at the widest limit; the inner ones only on the values it kept (the same
+    values against the same limits: the same counts, a third of the passes), unless most
+    are kept (a search's dense ball), where whole compares beat gathers.
+    """
+    near = d2 < limits[-1]
+    if seen is not None:
+        near &= seen
+    at = np.flatnonzero(near)
+    out = np.empty((len(d2), len(limits)), dtype=np.int64)
+    if 8 * len(at) > near.size:
+        out[:, -1] = np.count_nonzero(near, axis=1)
+        for k, limit in enumerate(limits[:-1]):
+            inner = d2 < limit
+            out[:, k] = np.count_nonzero(inner if seen is None else inner & seen, axis=1)
+        return out
+    who, kept = at // d2.shape[1], d2.ravel()[at]
+    out[:, -1] = np.bincount(who, minlength=len(d2))
+    for k, limit in enumerate(limits[:-1]):
+        out[:, k] = np.bincount(who[kept < limit], minlength=len(d2))
+    return out
 
 
 def _parts(
