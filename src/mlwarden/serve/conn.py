@@ -23,6 +23,11 @@ protocol class (h11) that adds, per server:
   connections whose peer vanished;
 * a **head cap**: a request head of more than 100 header fields or 16 KB is answered
   431 and the connection closed before h11 parses it;
+* **one write per answer**: uvicorn writes a response's head and its body in two
+  ``send`` calls, so with ``TCP_NODELAY`` every answer leaves as two segments that wake
+  the client twice. A request's writes are gathered (:class:`_Gathering`) and sent in
+  one call when the response is complete (or, for a response still streaming, at the
+  end of the event-loop step that wrote them);
 * counters instead of log lines: :class:`ConnectionGuard` counts opened, evicted,
   refused, timed-out and oversized-head connections (``/metrics`` exports them), and
   :func:`quiet_connection_logs` limits asyncio's and uvicorn's per-connection
@@ -162,6 +167,50 @@ class ConnectionGuard:
         return out
 
 
+class _Gathering:
+    """A connection's transport as one request's response cycle sees it: writes are
+    gathered and sent in one ``write`` at the end of the response.
+
+    Loopback sends cost a system call each, plus a wake-up of the client per segment
+    (``TCP_NODELAY`` sends each at once); a response head and body written apart cost
+    two of each. :meth:`flush` runs when the response is complete
+    (:meth:`GuardedProtocol.on_response_complete`), before the transport is closed, and
+    at the end of the event-loop step of the first gathered write at the latest, so a
+    streamed response is never held back longer than that step. Everything else
+    (``is_closing``, ``get_extra_info``, ...) is the transport's own.
+    """
+
+    __slots__ = ("_transport", "_loop", "_parts")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._parts:
+            self._loop.call_soon(self.flush)
+        self._parts.append(data)
+
+    def flush(self) -> None:
+        """Send what was gathered (one ``write``); nothing if the transport is closing."""
+        if not self._parts:
+            return
+        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        self._parts = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedProtocol(H11Protocol):
     """uvicorn's h11 protocol with the guard's deadline and caps (see module docstring)."""
 
@@ -171,6 +220,7 @@ class GuardedProtocol(H11Protocol):
         super().connection_made(transport)
         self.peer = self.client[0] if self.client else "?"
         self._deadline: asyncio.TimerHandle | None = None
+        self._gathering: _Gathering | None = None
         self._admitted = False
         self._in_request = False
         if not self.guard.inherited_options:
@@ -214,6 +264,8 @@ class GuardedProtocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         self._in_request = False
+        if self._gathering is not None:
+            self._gathering.flush()  # the answer leaves in one write, before the next cycle
         super().on_response_complete()
         if self._in_request:  # a pipelined request started right away
             return
@@ -229,6 +281,9 @@ class GuardedProtocol(H11Protocol):
             self._in_request = True
             self._disarm()
             self.guard.busy(self)
+            if self._gathering is None:
+                self._gathering = _Gathering(self.transport, self.loop)
+            self.cycle.transport = self._gathering  # type: ignore[assignment]
 
     def _head_too_large(self) -> bool:
         """Refuse (431, close) a buffered next request head over the field or byte cap.
