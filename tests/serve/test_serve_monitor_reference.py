@@ -293,14 +293,17 @@ def test_prada_tests_the_distances_it_keeps(history, every):
 
 
 @pytest.mark.parametrize("dims", [8, 64, 128])
-def test_prada_ranks_large_sets_to_the_same_distances_bit_for_bit(dims):
+def test_prada_ranks_large_sets_to_the_same_distances_bit_for_bit(dims, monkeypatch):
     """Large reference sets (a class most queries fall in) are ranked by a product
     before the exact subtraction: every recorded distance, threshold and W must be
     those of subtracting from every row, also for near-ties (queries on a coarse grid
     and tiny steps around seeds, as an extraction attack sends)."""
+    from mlwarden.serve import monitor
     from mlwarden.serve.config import Prada as PradaConfig
     from mlwarden.serve.monitor import Prada
 
+    # the numpy paths (the compiled search: tests/serve/test_serve_prada_kernel.py)
+    monkeypatch.setattr(monitor, "_kernels", lambda: None)
     rng = np.random.default_rng(dims)
     xs = rng.uniform(0, 1, (3000, dims)).astype(np.float32)  # distinct: the sets grow
     xs[1::4] = xs[::4] + rng.normal(0, 1e-3, (750, dims)).astype(np.float32)  # near copies

@@ -215,3 +215,35 @@ def _most_shared(last: np.ndarray, oldest: int) -> int:  # pragma: no cover - co
         if run >= most:  # ascending ids: a later run of equal length is newer
             owner, most = live[i], run
     return owner
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def prada_candidates(  # pragma: no cover - compiled
+    ref: np.ndarray, n: int, v: np.ndarray, ratio: float, slack: float
+) -> np.ndarray:
+    """The rows among ``ref[:n]`` (float32) that may be nearest to ``v`` once measured as
+    :meth:`Prada._nearest` measures (``einsum`` of the rounded differences): those whose
+    squared distance, summed here in float32 in whatever order vectorises, is within
+    ``ratio`` times the smallest plus ``slack`` (the caller derives both from the
+    rounding of the two sums). Empty when any distance is NaN: the caller's numpy
+    path then gives what it always gave."""
+    dims = v.size
+    s = np.empty(n, np.float32)
+    best = np.float32(np.inf)
+    for i in range(n):
+        acc = np.float32(0.0)
+        for k in range(dims):
+            t = ref[i, k] - v[k]
+            acc += t * t
+        if acc != acc:
+            return np.empty(0, np.int64)
+        s[i] = acc
+        best = min(best, acc)
+    limit = best * ratio + slack
+    out = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        if s[i] <= limit:
+            out[m] = i
+            m += 1
+    return out[:m].copy()
