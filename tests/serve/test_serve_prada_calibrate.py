@@ -128,3 +128,47 @@ def test_one_label_throughout_is_said_and_a_model_labels_the_sample(tmp_path) ->
     assert "served model's predictions (2 classes)" in notes[0]
     kept = d.target[:120].astype(np.int64)
     assert _sample_labels(x, kept, f"{factory}:make", []) is kept  # real labels kept
+
+
+def test_unlabelled_raw_sample_calibrates_with_the_model_and_check_warns(tmp_path, capsys) -> None:
+    """The red team's probe end to end: raw breast-cancer rows in [0, 5000] with every
+    label 0 and ``action: block``. ``gateway check --data`` warns that the defaults
+    block a benign client (MLW-GW-015); ``gateway calibrate --model`` labels the sample
+    by the served model, writes a config, and the check of that config is quiet."""
+    import json
+
+    from mlwarden.cli.main import main
+
+    d = load_breast_cancer()
+    rows = d.data.astype(np.float32)[np.random.default_rng(1).permutation(len(d.data))[:200]]
+    np.savez(tmp_path / "rows.npz", x=rows, y=np.zeros(len(rows), dtype=np.int64))
+    factory = tmp_path / "victim.py"
+    factory.write_text(
+        "from sklearn.datasets import load_breast_cancer\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import StandardScaler\n"
+        "def make():\n"
+        "    d = load_breast_cancer()\n"
+        "    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))"
+        ".fit(d.data, d.target)\n"
+    )
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("input: {range: [0, 5000], shape: [30]}\ndetection: {action: block}\n")
+
+    def rules(config: str) -> dict[str, dict[str, object]]:
+        out = tmp_path / "check.json"
+        with pytest.raises(SystemExit):
+            main(["gateway", "check", config, "--data", str(tmp_path / "rows.npz"),
+                  "--json", str(out)])  # fmt: skip
+        return {f["rule"]: f for f in json.loads(out.read_text())["findings"]}
+
+    found = rules(str(cfg))
+    assert "MLW-GW-015" in found and found["MLW-GW-015"]["severity"] == "medium"
+    with pytest.raises(SystemExit) as exc:
+        main(["gateway", "calibrate", str(cfg), str(tmp_path / "rows.npz"), "--benign", "400",
+              "--model", f"{factory}:make"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert exc.value.code in (0, None), out
+    assert "labelled with the served model's predictions (2 classes)" in out
+    assert "MLW-GW-015" not in rules(str(tmp_path / "gw.calibrated.yaml"))

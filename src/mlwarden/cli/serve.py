@@ -214,6 +214,14 @@ def register(app: typer.Typer) -> None:
     @gateway.command("check")
     def check(
         config: Annotated[Path, typer.Argument(help="Gateway config (YAML).", dir_okay=False)],
+        data: Annotated[
+            str | None,
+            typer.Option(
+                "--data",
+                help="Benign inputs of the deployment: warn (MLW-GW-015) when the configured "
+                "detectors flag a client sending them.",
+            ),
+        ] = None,
         json_path: JsonOpt = None,
         html_path: HtmlOpt = None,
         sarif_path: SarifOpt = None,
@@ -227,7 +235,7 @@ def register(app: typer.Typer) -> None:
         from mlwarden.serve import gateway_config_report
 
         setup(quiet=quiet, debug=debug, seed=seed)
-        report = gateway_config_report(config, seed=seed)
+        report = gateway_config_report(config, seed=seed, data=data)
         raise typer.Exit(
             finish(
                 report,

@@ -25,6 +25,7 @@ MLW-GW-010 config file writable (high) or readable (low) by others high/low
 MLW-GW-011 limits or body size under which valid batches never pass medium
 MLW-GW-012 only detectors that per-query noise defeats              medium
 MLW-GW-014 enabled detectors whose settings never let them flag     medium
+MLW-GW-015 detectors flag a benign stream of the sample (``--data``)  medium/low
 ========== ======================================================= ================
 """
 
@@ -390,8 +391,76 @@ def silent_detectors(cfg: GatewayConfig) -> list[str]:
     return out
 
 
-def gateway_config_report(config: Path, seed: int = 0) -> Report:
-    """Audit a gateway config file; a Report with MLW-GW-* findings.
+ORDERS = 3  # random orders of the sample replayed by benign_alerts
+
+
+def benign_alerts(cfg: GatewayConfig, x: object, y: object, seed: int = 0,
+                  limit: int = 1000) -> list[str]:  # fmt: skip
+    """Where the configured detectors flag a benign client sending the sample's distinct
+    inputs ``x`` (classes ``y``; ``None``: calibrate's stand-in), one a request, in
+    :data:`ORDERS` random orders (at most ``limit`` each): one line per order that is
+    flagged, with the query and the detectors. The monitor is built as ``mlwarden
+    serve`` builds it, so with ``action: block`` each line is a benign key blocked.
+
+    Example: ``benign_alerts(load_config(p), x, y)`` -> ``["order 1: query 21 (similarity)"]``.
+    """
+    import numpy as np
+
+    from mlwarden.serve.calibrate import _labels
+    from mlwarden.serve.monitor import Monitor
+
+    xs = np.asarray(x)
+    text = cfg.input.modality == "text"
+    labels = np.zeros(len(xs), np.int64) if text and y is None else y
+    labels = _labels(xs) if labels is None else np.asarray(labels)
+    lo, hi = cfg.input.range or (0.0, 1.0)
+    det = cfg.detection.model_copy(update={"batch": 1})  # each query's alert at once
+    mon = Monitor(det, cfg.input.shape, scale=hi - lo, modality=cfg.input.modality)
+    sim = det.similarity
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(ORDERS):
+        p = rng.permutation(len(xs))[:limit]
+        for i, j in enumerate(p):
+            q = xs[j : j + 1]
+            if text:
+                from mlwarden.serve.text import text_features
+
+                q = text_features(q, sim.max_dims, sim.radius, sim.near)
+            found = mon.inspect(f"benign-{k}", q, labels[j : j + 1])
+            if found:
+                out.append(f"order {k + 1}: query {i + 1} of {len(p)} ({'+'.join(sorted(found))})")
+                break
+    return out
+
+
+def _benign_finding(cfg: GatewayConfig, data: str, alerts: list[str]) -> Finding:
+    block = cfg.detection.action != "alert"
+    what = "blocks" if cfg.detection.action == "block" else "flags"
+    return Finding(
+        rule="MLW-GW-015",
+        title=f"The configured detectors {what} a benign client of this deployment",
+        severity=Severity.MEDIUM if block else Severity.LOW,
+        atlas=["AML.T0040"],
+        mitigations=["AML.M0015"],
+        description=(
+            f"A client sending the distinct inputs of {data} one a request, in random "
+            f"orders, is flagged (action {cfg.detection.action}): " + "; ".join(alerts) + ". "
+            "Benign users of this deployment would be " + ("cut off." if block else "flagged.")
+        ),
+        recommendation=(
+            "Calibrate the detectors on this data ('mlwarden gateway calibrate CONFIG DATA', "
+            "with --model when the data has no labels) and serve the calibrated config."
+        ),
+        evidence={"orders": ORDERS, "flagged": alerts, "data": data},
+        check=CHECK,
+    )
+
+
+def gateway_config_report(config: Path, seed: int = 0, data: str | None = None) -> Report:
+    """Audit a gateway config file; a Report with MLW-GW-* findings. ``data`` (benign
+    inputs of the deployment, as ``gateway calibrate`` reads them) adds MLW-GW-015 when
+    the configured detectors flag a client sending them (:func:`benign_alerts`).
 
     Example::
 
@@ -403,7 +472,16 @@ def gateway_config_report(config: Path, seed: int = 0) -> Report:
     with report.timed(CHECK):
         cfg = load_config(config)
         report.add(*gateway_config_findings(cfg, config))
-    report.config = {"config": str(config)}
+        if data is not None and (cfg.detection.blacklight.enabled or cfg.detection.similarity.enabled
+                                 or cfg.detection.prada.enabled):  # fmt: skip
+            from mlwarden.serve.calibrate import _load_inputs
+
+            x, y = _load_inputs(cfg, data)
+            alerts = benign_alerts(cfg, x, y, seed)
+            if alerts:
+                report.add(_benign_finding(cfg, data, alerts))
+            report.metrics["benign_orders_flagged"] = len(alerts)
+    report.config = {"config": str(config)} | ({"data": data} if data else {})
     report.metrics.update(
         {
             "keys": len(cfg.keys),
