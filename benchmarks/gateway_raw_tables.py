@@ -7,8 +7,9 @@ range wide enough for all of them. For each table the rows are split in two (see
 block``), then the gateway's own :class:`~mlwarden.serve.monitor.Monitor` (built as
 ``serve/app.py`` builds it) sees
 
-* one key sending every row of the table once, in 3 random orders (distinct benign rows,
-  labels: the data's classes, standing in for the model's answers); the defaults too;
+* one key sending every row of the table once, in ``--orders`` random orders (default 20;
+  distinct benign rows, labels: the data's classes, standing in for the model's
+  answers): how many orders any detector, and PRADA, ever flags; the defaults too;
 * ``--searches`` noisy random searches (:func:`~mlwarden.serve.calibrate.search_stream`,
   sigma 0.05 of each feature's learned spread, 1/4 of the steps kept) around held-out
   rows, one key each, stopped at the first alert or at 300 queries.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_wine
@@ -41,7 +43,7 @@ def _first(mon: Monitor, key: str, xs: np.ndarray, ys: np.ndarray) -> list[tuple
     return out
 
 
-def run(name: str, benign: int, searches: int) -> dict[str, object]:
+def run(name: str, benign: int, searches: int, orders: int = 20) -> dict[str, object]:
     """One table's figures (see the module doc)."""
     load, n_cal, high = TABLES[name]
     d = load()
@@ -56,13 +58,17 @@ def run(name: str, benign: int, searches: int) -> dict[str, object]:
     out: dict[str, object] = {"calibrate_meets": res.meets, "notes": res.notes,
                               "summary": res.summary()}  # fmt: skip
     for label, setting in (("calibrated", det), ("defaults", Detection(action="block"))):
-        alerts = []
-        for k in range(3):
+        alerts: list[dict[str, Any]] = []
+        for k in range(orders):
             p = np.random.default_rng(10 + k).permutation(len(x))
             mon = Monitor(setting, [x.shape[1]], scale=high)
             hits = _first(mon, "benign", x[p], y[p])
-            alerts.append({"first": hits[0] if hits else None, "alerts": len(hits)})
-        out[f"benign_all_rows_{label}"] = alerts
+            kinds = sorted({k for _, ks in hits for k in ks})
+            alerts.append({"first": hits[0] if hits else None, "alerts": len(hits), "by": kinds})
+        out[f"benign_all_rows_{label}"] = alerts[:3]
+        out[f"orders_flagged_{label}"] = {"orders": orders,
+                                          "any": sum(bool(a["alerts"]) for a in alerts),
+                                          "prada": sum("prada" in a["by"] for a in alerts)}  # fmt: skip
     if det.feature_scale is None:
         return out
     spread = np.asarray(det.feature_scale.spread, dtype=np.float32)
@@ -91,9 +97,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--benign", type=int, default=1000)
     ap.add_argument("--searches", type=int, default=30)
+    ap.add_argument("--orders", type=int, default=20, help="random orders of all rows")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    result = {name: run(name, args.benign, args.searches) for name in TABLES}
+    result = {name: run(name, args.benign, args.searches, args.orders) for name in TABLES}
     text = json.dumps(result, indent=1, default=str)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
