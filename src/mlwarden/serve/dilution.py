@@ -199,16 +199,17 @@ class Residual:
             far = d2 < 4 * inner
             if seen is not None:
                 far &= seen
-            at = np.flatnonzero(far)
-            if 8 * len(at) > far.size:  # a dense ball: a whole compare beats gathers
+            if 8 * np.count_nonzero(far) > far.size:  # a dense ball: whole compares
                 close = d2 < inner
                 if seen is not None:
                     close &= seen
+                wide += np.count_nonzero(far, axis=1)
             else:  # the inner radius only where the outer one kept a row
+                at = np.flatnonzero(far)
                 close = np.zeros(d2.shape, dtype=bool)
                 close.ravel()[at[d2.ravel()[at] < inner]] = True
+                wide += np.bincount(at // d2.shape[1], minlength=len(cand))
             mid += np.count_nonzero(close, axis=1)
-            wide += np.bincount(at // d2.shape[1], minlength=len(cand))
             if other is not None:
                 pd2 = sq_distances(qp, qpn, other[0], other[1])
                 both += np.count_nonzero(close & (pd2 < near_axes), axis=1)
@@ -251,14 +252,14 @@ def _within(d2: np.ndarray, seen: np.ndarray | None, limits: list[float]) -> np.
     near = d2 < limits[-1]
     if seen is not None:
         near &= seen
-    at = np.flatnonzero(near)
     out = np.empty((len(d2), len(limits)), dtype=np.int64)
-    if 8 * len(at) > near.size:
+    if 8 * np.count_nonzero(near) > near.size:  # (a count per row costs a whole pass)
         out[:, -1] = np.count_nonzero(near, axis=1)
         for k, limit in enumerate(limits[:-1]):
             inner = d2 < limit
             out[:, k] = np.count_nonzero(inner if seen is None else inner & seen, axis=1)
         return out
+    at = np.flatnonzero(near)
     who, kept = at // d2.shape[1], d2.ravel()[at]
     out[:, -1] = np.bincount(who, minlength=len(d2))
     for k, limit in enumerate(limits[:-1]):
