@@ -100,6 +100,13 @@ def test_bound_sits_below_the_low_tail_and_tightens_with_the_target() -> None:
     strict, loose = natural_w_bound(lows, 0.1), natural_w_bound(lows, 10.0)
     assert strict < loose < lows.min()
     assert natural_w_bound(np.full(10, 0.9), 1.0) == pytest.approx(0.9)  # no spread, no margin
+    # orders too short for PRADA to test (20 rows, min_queries 30) say nothing about W
+    from mlwarden.serve.calibrate import _Runner, natural_w
+
+    x = np.random.default_rng(0).random((20, 5)).astype(np.float32)
+    y = np.zeros(20, dtype=np.int64)
+    run = _Runner([5], 1.0, {"distinct": (x, y)}, [], 1.0, "tensor", 300, sample=(x, y))
+    assert len(natural_w(Detection(), run)) == 0
 
 
 def test_one_label_throughout_is_said_and_a_model_labels_the_sample(tmp_path) -> None:

@@ -365,8 +365,8 @@ ORDERS = 40  # random orders of the benign sample PRADA's natural W is measured 
 def _pick_prada(base: Detection, run: _Runner, tried: dict[str, Any]) -> float | None:
     """The highest quiet ``delta`` in :data:`DELTAS` at or below :func:`natural_w_bound`."""
     bound = DELTAS[0]
-    if run.sample is not None:
-        lows = natural_w(base, run)
+    lows = natural_w(base, run) if run.sample is not None else np.empty(0)
+    if len(lows) >= 2:  # else the sample's orders are too short for PRADA to test at all
         bound = natural_w_bound(lows, run.target)
         tried["prada natural orders"] = {
             "orders": len(lows), "lowest_w_quartiles": [round(float(q), 3) for q in
@@ -385,7 +385,8 @@ def _pick_prada(base: Detection, run: _Runner, tried: dict[str, Any]) -> float |
 
 
 def natural_w(det: Detection, run: _Runner) -> np.ndarray:
-    """The lowest PRADA W of each of :data:`ORDERS` random orders of the benign sample.
+    """The lowest PRADA W of each of :data:`ORDERS` random orders of the benign sample
+    (orders too short for a test left out).
 
     Each order is one key sending the sample's distinct inputs (up to the benign
     stream's length) with their classes, measured as served (``det``'s PRADA alone);
@@ -404,7 +405,8 @@ def natural_w(det: Detection, run: _Runner) -> np.ndarray:
         p = rng.permutation(len(x))[:n]
         mon.inspect(f"order-{k}", x[p], y[p])
         low = mon.prada_lowest_w(f"order-{k}")
-        out.append(1.0 if low is None else low)
+        if low is not None:  # an order too short to be tested says nothing about W
+            out.append(low)
     return np.asarray(out)
 
 
