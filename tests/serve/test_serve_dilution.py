@@ -184,6 +184,18 @@ def test_calibrate_turns_the_test_on_where_benign_inputs_allow(digits) -> None:
     dil = result.detection.dilution
     assert dil.enabled and 0.5 <= dil.ratio <= 0.9
     assert any("dilution test on" in n for n in result.notes)
+    # its benign streams include a few inputs resent with fresh noise, said in its notes,
+    # and a client doing that with other digits stays quiet (it raised hundreds of
+    # dilution alarms until session 7): 100 digits, ~15 times each, noise 0.01
+    assert result.false_alarms["few"] <= 1.0
+    assert any(n.startswith("benign stream 'few': 30 of") for n in result.notes), result.notes
+    _, _, xte, _ = digits
+    rng = np.random.default_rng(5)
+    few = xte[rng.permutation(len(xte))[:100]][rng.integers(0, 100, 1500)]
+    few = np.clip(few + rng.normal(0, 0.01, few.shape), 0, 1).astype(np.float32)
+    mon = Monitor(result.detection, shape=[1, 8, 8])
+    zero = np.zeros(1, dtype=np.int64)
+    assert sum(bool(mon.inspect("few", q[None], zero)) for q in few) <= 1
     # inputs that are all tight balls (each resent with tiny noise): the test stays off
     rng = np.random.default_rng(0)
     v = np.repeat(rng.uniform(0, 1, (20, 16)), 30, axis=0) + rng.normal(0, 0.001, (600, 16))

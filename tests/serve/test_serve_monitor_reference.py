@@ -61,6 +61,10 @@ class _RefSimilarity:
         # the ball the still-ball rule tests: neighbours in arrival order, the query last
         self.ball = (np.vstack([hist[d2 < limit], v[None]]), bool(np.any(
             (d2 >= limit * (1 - 1e-5)) & (d2 < limit * (1 + 1e-5)))))  # fmt: skip
+        # how far back the window's min_neighbours-th newest neighbour came
+        near = np.flatnonzero(d2 < limit)
+        need = self.c.min_neighbours
+        self.reach = len(hist) - int(near[-need]) if len(near) >= need else 10**9
         self.seen.append(v)
         recent = d2[-self.c.window :]
         return (
@@ -129,8 +133,10 @@ def _reference(xs: np.ndarray, det: Detection, mon: Monitor) -> list[tuple[set[s
         sure = any(c[0] >= bar for c, bar in zip(counts, bars, strict=True))
         maybe = any(c[1] >= bar for c, bar in zip(counts, bars, strict=True))
         edge = sure != maybe  # on the rounding edge: undecided
-        if maybe and counts[0][1] < bars[0]:
-            # the whole history's bar alone: an alert only on a ball that moves (session 7)
+        spread = counts[0][0] >= bars[0] and ref_sim.reach >= det.similarity.window // 4
+        if maybe and (counts[0][1] < bars[0] or spread):
+            # the whole history's bar alone, or the window's met by neighbours spread over
+            # a quarter of it or more: an alert only on a ball that moves (session 7)
             p = drift_p(ref_sim.ball[0])
             edge |= ref_sim.ball[1] or ALPHA / 10 < p < ALPHA * 10
             _STILL[0] += sure and p >= ALPHA and not edge

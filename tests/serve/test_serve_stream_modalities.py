@@ -295,8 +295,10 @@ def test_text_calibration_separates_held_out_tweets_from_a_word_search(tmp_path,
         return text_features(arr, sim.max_dims, sim.radius, sim.near)
 
     draws = rng.integers(0, len(held), 800)
+    few = rng.integers(0, 50, 800)  # one user editing 50 texts, ~16 times each (session 7)
     streams = {"distinct": held, "replacement": [held[i] for i in draws],
-               "typos": [typo(held[i], rng) for i in draws]}  # fmt: skip
+               "typos": [typo(held[i], rng) for i in draws],
+               "few": [typo(held[i], rng) for i in few]}  # fmt: skip
     for name, texts in streams.items():
         mon = Monitor(det, scale=1.0, modality="text")
         assert _rate(mon, name, feats(texts)) <= 1000 / len(texts), name

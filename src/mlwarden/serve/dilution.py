@@ -267,6 +267,34 @@ def _within(d2: np.ndarray, seen: np.ndarray | None, limits: list[float]) -> np.
     return out
 
 
+def reach(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot, need: int) -> list[int]:
+    """For each position of ``cand`` (in a batch ``vs`` just added to ``sim``): how many
+    queries back its ``need``-th newest neighbour at the similarity radius came, among
+    the queries it saw (the history before the batch, within ``history`` of it, and the
+    batch's queries before it); ``history`` when it has fewer.
+
+    A search's queries come close together in time (at one query in 4 of a key's
+    traffic, its 20th neighbour is ~80 queries back); a client resending 100 inputs
+    ~10 times per 1,000 queries meets a count of 20 only with its copies spread over
+    the window (~1,000 back). Example: ``reach(sim, vs, [3], before, 20)``.
+    """
+    ring, _, hist, nxt, filled = _ring(sim)
+    slots = np.arange(filled)
+    ids = nxt - 1 - (nxt - 1 - slots) % hist  # slot s was written last by query ids[s]
+    old = ids < before.first  # the batch's own rows are taken from ``vs``
+    rows = np.concatenate([ring[:filled][old], before.rows, np.asarray(vs, dtype=np.float32)])
+    gid = np.concatenate([ids[old], before.ids, before.first + np.arange(len(vs))])
+    limit = sim.config.radius**2 * vs.shape[1]  # type: ignore[attr-defined]
+    out = []
+    for j in cand:
+        me = before.first + j
+        diff = rows - np.asarray(vs[j], dtype=np.float32)
+        near = (np.einsum("ij,ij->i", diff, diff) < limit) & (gid < me) & (gid >= me - hist)
+        when = np.sort(gid[near])
+        out.append(int(me - when[-need]) if len(when) >= need else hist)
+    return out
+
+
 def _parts(
     sim: object, vs: np.ndarray, before: Snapshot, me: np.ndarray
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:

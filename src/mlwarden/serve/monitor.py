@@ -125,7 +125,7 @@ from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
-from mlwarden.serve.dilution import Dilution, Residual, off_axes, sq_distances
+from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
 from mlwarden.serve.stationary import still
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
@@ -1390,19 +1390,20 @@ class Monitor:
             hvs = vs[heard]
             pvs = self.project(hvs)
             # dilution and the still-ball rule read what the batch overwrites
-            keep = dil is not None or self.stationary or long_need != math.inf
-            before = Dilution.snapshot(state.similarity, len(pvs)) if keep else None
+            before = Dilution.snapshot(state.similarity, len(pvs))
             recent, total = state.similarity.observe_many(pvs, whole)
             counts = enumerate(zip(recent.tolist(), total.tolist(), strict=True))
             found = {"similarity": [j for j, (r, t) in counts if r >= need or t >= long_need]}
-            # the whole history's alerts (a thin ball, a count over 10,000 queries) stand
-            # only on a moving ball there: a few inputs resent with fresh noise are still
-            slow = {j for j, r in enumerate(recent.tolist()) if r < need}
-            if dil is not None and before is not None:
+            # the whole history's alerts (a thin ball, a count over 10,000 queries), and the
+            # window's when its count is spread over it, stand only on a moving ball: a few
+            # inputs resent with fresh noise are still (delaying a search concentrated in
+            # time, the window's own prey, is what similarity.stationary decides)
+            if dil is not None:
                 found.update(self._diluted(state, dil, hvs, pvs, total, before, allowance))
-            if before is not None:
-                only = None if self.stationary else slow
-                found = self._moving(state.similarity, pvs, found, before, only)
+            if found["similarity"] or found.get("dilution"):
+                sim = state.similarity
+                only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
+                found = self._moving(sim, pvs, found, before, only)
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
         if state.prada is not None:
             prada = state.prada
@@ -1423,6 +1424,24 @@ class Monitor:
         if self._reduce is not reduce_audio:
             return np.arange(len(vs))
         return np.flatnonzero(vs.max(axis=1) > _HEARD_DB / _FLOOR_DB)
+
+    @staticmethod
+    def _slow(sim: Similarity, pvs: np.ndarray, recent: np.ndarray, need: int,
+              before: Any) -> set[int]:  # fmt: skip
+        """Positions whose similarity alert the still-ball rule may drop without
+        ``similarity.stationary``: the window's count below ``need`` (a whole-history
+        alert), or met only by neighbours spread over a quarter of the window or more (at
+        most one query in ``window / (4 need)`` of the key's: 1 in 12.5 at the defaults;
+        a client resending 50 inputs, 20 copies each per window, reached 32 copies of one
+        in a window and its 20th newest came 425 queries back)."""
+        counts = recent.tolist()
+        slow = {j for j, r in enumerate(counts) if r < need}
+        full = [j for j, r in enumerate(counts) if r >= need]
+        if full and before is not None:
+            wide = sim.config.window // 4
+            back = reach(sim, pvs, full, before, need)
+            slow |= {j for j, b in zip(full, back, strict=True) if b >= wide}
+        return slow
 
     @staticmethod
     def _moving(sim: Similarity, pvs: np.ndarray, found: dict[str, list[int]],
