@@ -262,10 +262,13 @@ def run_kind(name: str, kind: long.Kind, vary: Vary, raw: bool, n: int,
 
 
 def _cell(res: list[dict[str, Any]]) -> str:
+    """Per 1,000 for each seed; where over 1, the detectors above 1 (the first seed's figures)."""
     vals = [r["any"]["per_1000"] for r in res]
-    dets = sorted({k for r in res for k in r if k != "any"})
     text = " / ".join(f"{v:g}" for v in vals)
-    return f"**{text}** ({', '.join(dets)})" if max(vals) > 1 else text
+    if max(vals) <= 1:
+        return text
+    dets = [f"{k} {v['per_1000']:g}" for k, v in res[0].items() if k != "any" and v["per_1000"] > 1]
+    return f"**{text}** ({', '.join(dets)})" if dets else f"**{text}**"
 
 
 def table(results: dict[str, Any]) -> None:

@@ -5,13 +5,15 @@ radius, the dilution test compares counts at two radii, and the still-ball rule
 (``serve/stationary.py``) forgives a ball of neighbours whose centre does not move
 (one input resent with fresh noise). So it tries to look like a resending client. Each
 plan runs after 2,000 benign queries of the same key (``gateway_detection_long``'s
-pools, models and held-out seed inputs), 5 runs, 300 attack queries, at the settings
+pools, models and held-out seed inputs), 5 runs, 300 attack queries (``--budget``), at the settings
 ``gateway calibrate`` picks on the user's plain sample (``--stationary on``: with
 ``similarity.stationary`` forced on, the rule for every input). Plans (sigma and steps
 are fractions of the input range; a step sets one random block, as Square's search):
 
 * **slow s0.05 / slow s0.1**: steps of 0.01 under fresh N(0, sigma) noise a query,
-  the drift hidden under the attacker's own noise;
+  the drift hidden under the attacker's own noise; the steps add up to the same Linf
+  ball of 0.1 as the other searches (a step that only set a block to +-0.01 could
+  never move the model far, which rated the rule against a weak attack);
 * **cover 9**: the attacker resends its current point with fresh noise (sigma 0.05) 9
   times between candidate steps of 0.1, so its cloud looks like a still ball that
   jumps now and then;
@@ -59,6 +61,7 @@ from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
 RUNS = 5
+EPS = 0.1  # the Linf ball of every search here, as the long benchmark's (a fraction of the range)
 # name -> (sigma, step, resends of the current point between steps, restart every)
 PLANS: dict[str, tuple[float, float, int, int]] = {
     "slow s0.05": (0.05, 0.01, 0, 0),
@@ -85,7 +88,14 @@ def walk(kind: long.Kind, x0: np.ndarray, y0: int, plan: tuple[float, float, int
             delta, score = np.zeros_like(x0), np.inf
         sent += [noisy(x0 + delta) for _ in range(min(hide, budget - len(sent) - 1))]
         cand = delta.copy()
-        cand[_block(rng, x0.shape)] = rng.choice([-step, step]) * span
+        b, sign = _block(rng, x0.shape), rng.choice([-1.0, 1.0])
+        # steps under EPS add up (a slow drift still reaches the search's Linf ball);
+        # a step of EPS sets the block, as Square's search does
+        cand[b] = (
+            np.clip(cand[b] + sign * step * span, -EPS * span, EPS * span)
+            if step < EPS
+            else sign * step * span
+        )
         q = noisy(x0 + cand)
         sent.append(q)
         p = float(kind.model.predict_proba(q.reshape(1, -1))[0, y0])
@@ -132,7 +142,8 @@ def first(kind: long.Kind, det: Detection, warm: Monitor, qs: np.ndarray) -> dic
     return {"first": None, "by": []}
 
 
-def run_kind(name: str, kind: long.Kind, stationary: bool | None, runs: int) -> dict[str, Any]:
+def run_kind(name: str, kind: long.Kind, stationary: bool | None, runs: int,
+             budget: int = long.BUDGET, only: set[str] | None = None) -> dict[str, Any]:  # fmt: skip
     t0 = time.time()
     det, summary = long._calibrated(kind, stationary)
     if stationary:
@@ -142,11 +153,14 @@ def run_kind(name: str, kind: long.Kind, stationary: bool | None, runs: int) -> 
     for run in range(runs):
         x0, y0 = kind.seeds[run]
         x1, y1 = kind.seeds[(run + 1) % len(kind.seeds)]
-        made = {p: walk(kind, x0, y0, plan, run) for p, plan in PLANS.items()}
+        made = {p: walk(kind, x0, y0, plan, run, budget) for p, plan in PLANS.items()
+                if only is None or p in only}  # fmt: skip
         for label, step in (("pair", 0.1), ("pair slow", 0.01)):
-            a, ga = walk(kind, x0, y0, (0.05, step, 0, 0), run, long.BUDGET // 2)
-            b, gb = walk(kind, x1, y1, (0.05, step, 0, 0), run + 10, long.BUDGET // 2)
-            both = np.empty((long.BUDGET, *x0.shape), dtype=np.float32)
+            if only is not None and label not in only:
+                continue
+            a, ga = walk(kind, x0, y0, (0.05, step, 0, 0), run, budget // 2)
+            b, gb = walk(kind, x1, y1, (0.05, step, 0, 0), run + 10, budget // 2)
+            both = np.empty((budget, *x0.shape), dtype=np.float32)
             both[0::2], both[1::2] = a, b
             made[label] = (both, {"a": ga, "b": gb})
         for plan, (qs, gain) in made.items():
@@ -168,7 +182,7 @@ def _cell(res: list[dict[str, Any]]) -> str:
 
 
 def table(results: dict[str, Any]) -> None:
-    plans = [*PLANS, "pair", "pair slow"]
+    plans = [p for p in (*PLANS, "pair", "pair slow") if any(p in r for r in results.values())]
     print(f"\n| input | {' | '.join(plans)} |")
     print("|---|" + "---|" * len(plans))
     for name, row in results.items():
@@ -181,6 +195,8 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated kinds (digits+shifts,images,tabular,audio)")
     ap.add_argument("--stationary", choices=("calibrated", "on"), default="calibrated")
     ap.add_argument("--runs", type=int, default=RUNS)
+    ap.add_argument("--budget", type=int, default=long.BUDGET, help="attack queries a run")
+    ap.add_argument("--plans", help=f"comma-separated of {[*PLANS, 'pair', 'pair slow']}")
     ap.add_argument("--square", action="store_true", help="the Square-before-warm-up study only")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -194,7 +210,8 @@ def main() -> None:
                                                                "tabular", "audio"}  # fmt: skip
         on = True if args.stationary == "on" else None
         for name, kind in long.kinds(only).items():
-            results[name] = run_kind(name, kind, on, args.runs)
+            plans = set(args.plans.split(",")) if args.plans else None
+            results[name] = run_kind(name, kind, on, args.runs, args.budget, plans)
             if args.out:
                 args.out.write_text(json.dumps(results, indent=1))
     if args.out:
