@@ -146,7 +146,9 @@ def _plain(xs: list[np.ndarray], mon: Monitor) -> list[bool]:
         close = ((hist - v) ** 2).sum(axis=1) < c.radius**2 * len(v)
         recent = close[-c.window :].sum()
         flag = recent >= c.min_neighbours or close.sum() >= (c.long_neighbours or 10**9)
-        out.append(bool(flag) and moving(np.vstack([hist[close], v])))
+        bar = c.radius if mon.still_bar is None else mon.still_bar * c.radius
+        own = ((hist - v) ** 2).sum(axis=1) < bar**2 * len(v)  # the query's own cloud
+        out.append(bool(flag) and moving(np.vstack([hist[own], v]), mon.still_bar and bar))
         seen.append(v)
     return out
 

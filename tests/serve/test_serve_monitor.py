@@ -308,7 +308,10 @@ def test_reduce_gives_exactly_max_dims_values_for_any_input_size(size):
 def test_a_long_waveform_query_is_inspected_not_a_crash():
     # 8,000 samples (half a second at 16 kHz) with the declared shape: the similarity
     # ring holds 128 values and every reduced query must fit it
-    mon = Monitor(Detection(), shape=[8000])
+    # the count alone: with the still-ball rule (on by default since session 7) these
+    # resends of one input are left alone (test_serve_still_rule.py)
+    det = Detection.model_validate({"similarity": {"stationary": False}})
+    mon = Monitor(det, shape=[8000])
     rng = np.random.default_rng(0)
     base = rng.uniform(-0.5, 0.5, 8000).astype(np.float32)
     flagged = {}
@@ -343,7 +346,10 @@ def test_audio_summary_keeps_distinct_utterances_apart_and_catches_a_noisy_searc
     assert np.median(rms(means)) < 0.02
     assert np.median(rms(env)) > 0.15
     labels = np.zeros(1, dtype=np.int64)
-    tensor = Monitor(Detection(), shape=[1, 8000], scale=2.0)
+    # block means and the count alone (the still-ball rule, on by default since session
+    # 7, would leave distinct utterances in random order alone as a still ball)
+    counts = Detection.model_validate({"similarity": {"stationary": False}})
+    tensor = Monitor(counts, shape=[1, 8000], scale=2.0)
     audio = Monitor(Detection(), shape=[1, 8000], scale=2.0, modality="audio")
     hits = {"tensor": 0, "audio": 0}
     for c in clips:
@@ -426,13 +432,16 @@ def test_blacklight_fingerprint_is_the_windowed_polynomial_hash() -> None:
 def test_one_input_resent_with_fresh_noise_is_flagged_unless_its_key_has_an_allowance(
     digits, digits_model, noisy_search
 ) -> None:
-    """The decision for test-time-augmentation clients: fail closed by default (the
-    copies are the first queries of a noisy search around that input), and let the
-    operator grant that one key ``near_duplicates``; other keys keep full detection."""
+    """The decision for test-time-augmentation clients with the still-ball rule off:
+    fail closed (the copies are the first queries of a noisy search around that input),
+    and let the operator grant that one key ``near_duplicates``; other keys keep full
+    detection. (With the rule, on by default since session 7, copies whose cloud stays
+    put and tight are left alone: test_serve_still_rule.py.)"""
     rng = np.random.default_rng(5)
     x0 = digits[2][7]
     copies = np.clip(x0 + rng.normal(0, 0.02, (60, *x0.shape)), 0, 1).astype(np.float32)
-    mon = _monitor()
+    det = Detection.model_validate({"similarity": {"stationary": False}})
+    mon = Monitor(det, shape=[1, 8, 8])
     mon.allowances["tta"] = 1000
     default = [bool(mon.inspect("plain", q[None], np.array([0]))) for q in copies]
     allowed = [bool(mon.inspect("tta", q[None], np.array([0]))) for q in copies]

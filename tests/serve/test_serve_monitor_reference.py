@@ -17,7 +17,7 @@ import pytest
 
 from mlwarden.serve.config import Detection
 from mlwarden.serve.monitor import Blacklight, Monitor, Similarity, fingerprint
-from mlwarden.serve.stationary import ALPHA, drift_p
+from mlwarden.serve.stationary import ALPHA, TIGHT, drift_p, spread
 
 
 class _RefBlacklight:
@@ -58,9 +58,11 @@ class _RefSimilarity:
         hist = np.array(self.seen[-self.c.history :], dtype=np.float64).reshape(-1, len(v))
         d2 = ((hist - v.astype(np.float64)) ** 2).sum(axis=1)
         limit = self.c.radius**2 * len(v)
-        # the ball the still-ball rule tests: neighbours in arrival order, the query last
-        self.ball = (np.vstack([hist[d2 < limit], v[None]]), bool(np.any(
-            (d2 >= limit * (1 - 1e-5)) & (d2 < limit * (1 + 1e-5)))))  # fmt: skip
+        # the ball the still-ball rule tests: the query's own cloud (earlier queries
+        # within TIGHT of the radius) in arrival order, the query last
+        own = (TIGHT * self.c.radius) ** 2 * len(v)
+        self.ball = (np.vstack([hist[d2 < own], v[None]]), bool(np.any(
+            (d2 >= own * (1 - 1e-5)) & (d2 < own * (1 + 1e-5)))))  # fmt: skip
         # how far back the window's min_neighbours-th newest neighbour came
         near = np.flatnonzero(d2 < limit)
         need = self.c.min_neighbours
@@ -101,8 +103,10 @@ def _streams(digits, model, search) -> dict[str, np.ndarray]:
 _STILL = [0]  # whole-history alerts the reference dropped as still balls (resends)
 _DETECTION = {
     "blacklight": {"history": 400},
-    # a window shorter than the history, and a bar for the whole history
-    "similarity": {"history": 500, "window": 50, "long_neighbours": 60},
+    # a window shorter than the history, and a bar for the whole history; the still-ball
+    # rule off (on by default since session 7): it judges the whole history's alerts
+    # only (the window's count and Blacklight with it on: test_serve_audio_resends.py)
+    "similarity": {"history": 500, "window": 50, "long_neighbours": 60, "stationary": False},
     "prada": {"enabled": False},
 }
 
@@ -133,12 +137,14 @@ def _reference(xs: np.ndarray, det: Detection, mon: Monitor) -> list[tuple[set[s
         sure = any(c[0] >= bar for c, bar in zip(counts, bars, strict=True))
         maybe = any(c[1] >= bar for c, bar in zip(counts, bars, strict=True))
         edge = sure != maybe  # on the rounding edge: undecided
-        spread = counts[0][0] >= bars[0] and ref_sim.reach >= det.similarity.window // 4
-        if maybe and (counts[0][1] < bars[0] or spread):
+        spread_ = counts[0][0] >= bars[0] and ref_sim.reach >= det.similarity.window // 4
+        if maybe and (counts[0][1] < bars[0] or spread_):
             # the whole history's bar alone, or the window's met by neighbours spread over
             # a quarter of it or more: an alert only on a ball that moves (session 7)
-            p = drift_p(ref_sim.ball[0])
-            edge |= ref_sim.ball[1] or ALPHA / 10 < p < ALPHA * 10
+            ball, bar = ref_sim.ball[0], TIGHT * det.similarity.radius
+            wide = spread(ball) / bar  # copies farther apart than the bar: no resend
+            p = 0.0 if wide > 1 else drift_p(ball)
+            edge |= ref_sim.ball[1] or ALPHA / 10 < p < ALPHA * 10 or abs(wide - 1) < 1e-3
             _STILL[0] += sure and p >= ALPHA and not edge
             sure = sure and p < ALPHA
         if not edge:  # the alert is decided

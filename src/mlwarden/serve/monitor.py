@@ -68,16 +68,17 @@ Three detectors, all per key, after one filter:
   costs about 0.5 ms. ``delta`` 0.85 is calibrated on digits (benign streams of 100
   held-out digits had W >= 0.91); the paper tuned it per dataset.
 
-A similarity or dilution alert is dropped when the query's ball of neighbours stays
-put in time: one input resent with fresh noise (pauses resent with noise are all one
-hiss), not a search, whose centre drifts (:mod:`mlwarden.serve.stationary`). Alerts of
-the whole history (the dilution test, ``long_neighbours``) always pass this test: a
-client resending 100 inputs ~100 times each with fresh noise 0.01 raised 790-800
-dilution alarms per 1,000 on digits, images and tables before (``few`` in
-``benchmarks/gateway_detection_long.py``). The window's count passes it only with
-``similarity.stationary`` (default on audio only; ``gateway calibrate`` decides
-elsewhere), since it delays the flag of a fast search by the queries its drift needs
-to show.
+A similarity, dilution or Blacklight alert is dropped when the query's own cloud of
+earlier copies stays put in time and tight (:mod:`mlwarden.serve.stationary`): one
+input resent with fresh small noise (pauses resent with noise are all one hiss), not
+a search, whose centre drifts. With ``similarity.stationary`` (on by default for every
+input but text since session 7; audio only before) every such alert passes this test:
+a client resending 100 inputs ~100 times each with fresh noise 0.01 (``few`` in
+``benchmarks/gateway_detection_long.py``) raised ~800 false alarms per 1,000 on
+digits, images and tables, 33 of them Blacklight chains on digits (noise 0.01 seldom
+crosses a bin of values on a 1/16 grid). With it off, only the whole history's alerts
+(the dilution test, ``long_neighbours``) do: the window's count and Blacklight flag a
+fast search without waiting for its drift to show.
 
 A search diluted among many benign queries of the key (fewer than ``min_neighbours``
 per ``window``) answers to :mod:`mlwarden.serve.dilution` (``detection.dilution``, set
@@ -126,7 +127,7 @@ from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
-from mlwarden.serve.stationary import still
+from mlwarden.serve.stationary import TIGHT, on_by_default, still
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
@@ -1222,7 +1223,11 @@ class Monitor:
         self._reduce_many = reduce_audio_many if modality == "audio" else reduce_many
         # still balls (one clip resent with fresh noise) are resends: serve/stationary.py
         stat = config.similarity.stationary
-        self.stationary = modality == "audio" if stat is None else stat
+        self.stationary = on_by_default(modality) if stat is None else stat
+        # a resend's copies lie within half the radius of each other (PRADA's resend
+        # bar); on audio's log-energy envelopes fresh noise alone spreads them ~0.9 of
+        # the radius (pauses become hiss), so there only the drift test decides
+        self.still_bar = None if modality == "audio" else TIGHT
         bl = config.blacklight
         # audio: windows within one bin of zero (pauses) are not hashed; see _fingerprint
         default_gate = bl.quantization if modality == "audio" else 0.0
@@ -1400,10 +1405,11 @@ class Monitor:
             # time, the window's own prey, is what similarity.stationary decides)
             if dil is not None:
                 found.update(self._diluted(state, dil, hvs, pvs, total, before, allowance))
-            if found["similarity"] or found.get("dilution"):
+            chains = self.stationary and bool(out.get("blacklight"))
+            if found["similarity"] or found.get("dilution") or chains:
                 sim = state.similarity
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
-                found = self._moving(sim, pvs, found, before, only)
+                found = self._moving(sim, pvs, found, before, heard, out, self.still_bar, only)
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
         if state.prada is not None:
             prada = state.prada
@@ -1444,17 +1450,25 @@ class Monitor:
         return slow
 
     @staticmethod
-    def _moving(sim: Similarity, pvs: np.ndarray, found: dict[str, list[int]],
-                before: Any, only: set[int] | None = None) -> dict[str, list[int]]:  # fmt: skip
+    def _moving(sim: Similarity, pvs: np.ndarray, found: dict[str, list[int]], before: Any,
+                heard: np.ndarray, out: dict[str, list[int]], tight: float | None,
+                only: set[int] | None = None) -> dict[str, list[int]]:  # fmt: skip
         """``found`` without the similarity and dilution alerts of still balls: one input
         resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`).
-        ``only``: the positions whose similarity alert may be dropped (None: all); a
-        dilution alert always may."""
+        ``only``: the positions whose similarity alert may be dropped (None: all, and
+        Blacklight's alerts in ``out``, positions of the batch, are judged the same way:
+        fresh noise of 0.01 on digits, values on a grid of 1/16, seldom crosses its bins,
+        so a client resending 100 digits chained 33 per 1,000); a dilution alert always
+        may."""
+        at = {int(h): p for p, h in enumerate(heard.tolist())}
+        chained = {at[j] for j in out.get("blacklight", []) if j in at} if only is None else set()
         cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])
-                       if k == "dilution" or only is None or j in only})  # fmt: skip
-        resends = still(sim, pvs, cand, before)
+                       if k == "dilution" or only is None or j in only} | chained)  # fmt: skip
+        resends = still(sim, pvs, cand, before, tight)
         if not resends:
             return found
+        if chained:  # positions of the batch, heard or not
+            out["blacklight"] = [j for j in out["blacklight"] if at.get(j, -1) not in resends]
 
         def kept(k: str, j: int) -> bool:
             return j not in resends or (k == "similarity" and only is not None and j not in only)

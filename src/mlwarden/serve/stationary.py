@@ -10,39 +10,58 @@ stream left above 1 false alarm per 1,000: whole-second windows resent with nois
 0.02, whose ~5% silent windows all become the same hiss, resent ~470 times in 10,000
 queries (46.6 per 1,000, ``benchmarks/gateway_detection_long.py``).
 
-The test, on a flagged query's neighbours within the radius (among the queries it saw,
-in the order they came, itself last; the newest ``CAP``): split them into the older
-and the newer half and compare the two means with Bai & Saranadasa's high-dimensional
-two-sample statistic (Bai & Saranadasa, "Effect of high dimension: by an example of a
-two sample problem", Statistica Sinica 6, 1996)::
+Since session 7 the rule is on for every input but text (:func:`on_by_default`) and
+judges Blacklight's chains as well as the similarity and dilution alerts.
 
-    M = |mean(newer) - mean(older)|^2,   E[M] = tau tr(S),   Var[M] = 2 tau^2 tr(S^2)
+**Whose ball.** A flagged query is judged on its *own cloud*: its earlier neighbours
+within ``TIGHT`` (half) the similarity radius, PRADA's resend bar (on audio, whose
+envelopes of one clip resent with noise spread ~0.9 of the radius, the radius itself),
+in the order they came, itself last, the newest ``CAP``. Other inputs' clouds within
+the radius stay out: a ball mixing several resent inputs drawn in random order has
+runs of one input by chance, which read as drift (a Gaussian reference put 29-86 in
+10,000 such 21-row balls below ``ALPHA``). With fewer than ``MIN_ROWS`` rows it is not
+tested and the alert stands (fails closed): a search's first queries at each new point
+are never excused. Copies farther apart than the bar (:func:`spread`: RMS per value
+between successive rows, sigma * sqrt(2) for fresh N(0, sigma) noise) are no resend:
+a search hiding under noise of 0.05 is flagged as without the rule.
 
-under independent draws with covariance ``S`` (``tau = 1/n1 + 1/n2``), with ``M``
-referred to Box's scaled chi-square (Box, "Some theorems on quadratic forms applied in
-the study of analysis of variance problems", Ann. Math. Statist. 25, 1954): ``M / (tau
-c) ~ chi2(f)``, ``c = tr(S^2) / tr(S)``, ``f = tr(S)^2 / tr(S^2)``. ``tr(S)`` and
-``tr(S^2)`` come from successive differences ``d_i = x_(i+1) - x_i`` (von Neumann, "Distribution
-of the ratio of the mean square successive difference to the variance", Ann. Math.
-Statist. 12, 1941): ``E|d_i|^2 = 2 tr(S)`` and, for non-adjacent ``i, j``, ``E(d_i .
-d_j)^2 = 4 tr(S^2)``. A drifting centre inflates the spread of the whole cluster but
-hardly the successive differences, so the test keeps its power where it matters. The
-ball is *moving* (a search) when the chi-square p-value is below ``ALPHA``.
+**The test.** Bai & Saranadasa's high-dimensional two-sample statistic (Bai &
+Saranadasa, "Effect of high dimension: by an example of a two sample problem",
+Statistica Sinica 6, 1996), for a time contrast ``w`` of the rows (weights summing to
+0; :func:`contrasts`: newer half against older half, a linear trend, the newest 4, 8,
+... against the rest)::
 
-Measured on real speech (``benchmarks/gateway_detection_long.py``, audio, calibrated
-radius 0.035): the hiss of the noisy resends never went below p = 10^-2.2 (466 tested
-queries); the similarity detector's first flag of the sigma 0 / 0.01 / 0.05 searches of
-300 queries came at the same query in 10 of 15 runs and 1-48 queries later in the others
-(a search whose noise hides its first steps). On independent Gaussian rows (20,000
-balls each) p fell below ``ALPHA`` in none of 128 dimensions and 2 in 10,000 of 4
-dimensions at 21 rows (the trace estimates are noisy there), none at 100 rows.
+    M = |sum_i w_i x_i|^2,   E[M] = |w|^2 tr(S),   Var[M] = 2 |w|^4 tr(S^2)
 
-What it cannot see: a search whose centre, over its last ``CAP`` neighbours, moves less
-than about the noise's spread divided by the square root of their number (it then gains
-correspondingly little per query), and a search that samples 20 or more queries around
-one point before jumping farther than the radius (each ball is still; NES-style
-estimates with large steps). Both stay bounded by the query budget; the second is
-visible to the similarity detector's count while its balls overlap.
+under independent draws with covariance ``S``. ``tr(S)`` and ``tr(S^2)`` come from
+successive differences ``d_i = x_(i+1) - x_i`` (von Neumann, "Distribution of the ratio
+of the mean square successive difference to the variance", Ann. Math. Statist. 12,
+1941): ``E|d_i|^2 = 2 tr(S)`` and, for non-adjacent ``i, j``, ``E(d_i . d_j)^2 = 4
+tr(S^2)``; a drifting centre hardly inflates them, so the test keeps its power. ``M /
+(|w|^2 tr(S))`` is referred to F(f, f v) with Box's effective dimensions ``f = tr(S)^2 /
+tr(S^2)`` (Box, "Some theorems on quadratic forms applied in the study of analysis of
+variance problems", Ann. Math. Statist. 25, 1954) and ``v = 2 (n-1)^2 / (3n - 4)``, the
+degrees of freedom of von Neumann's variance estimate: the estimate is noisy at 21
+rows, and the chi-square reference (until session 7) put 1-4 in 20,000 Gaussian balls
+below ``ALPHA``; the F reference none. The ball is *moving* (a search) when the
+smallest p-value times the number of contrasts (Bonferroni) is below ``ALPHA``. The
+contrasts on the newest rows follow the usual shape of a noisy search: it stands
+still while its noisy scores reject every step, then moves; the halves alone saw the
+move of a sigma-0.05 search on digits up to 170 queries late.
+
+Measured on real speech until session 7 (``benchmarks/gateway_detection_long.py``,
+audio, calibrated radius 0.035): the hiss of the noisy resends never went below p =
+10^-2.2 (466 tested queries). Session 7 figures (every input, the ``few`` client, the
+searches, the attackers who know the rule): ``docs/benchmarks/gateway.md``.
+
+What it cannot see: a search whose centre, over its own cloud, moves less than about
+the noise's spread divided by the square root of its size (it then gains
+correspondingly little per query; a stuck search is a still ball), and a search that
+samples ``MIN_ROWS`` or more queries with small noise around one point before jumping
+farther than half the radius (each cloud is still; NES-style estimates with large
+steps). Both stay bounded by the query budget. Two nearby inputs (within half the
+radius) resent in random order, one far more often than the other, still read as drift
+now and then (1:9 at 21 rows: ~3% of balls), a benign pattern the bar cannot separate.
 
 Example::
 
@@ -58,15 +77,67 @@ from scipy import stats
 
 from mlwarden.serve.dilution import Snapshot, _ring
 
-ALPHA = 1e-5  # p-value below which the ball's centre has moved (a search)
+ALPHA = 1e-5  # Bonferroni-adjusted p-value below which the ball's centre has moved
 CAP = 256  # newest neighbours tested: a search is judged on its recent path
+TIGHT = 0.5  # a resend lies within this fraction of the radius of its earlier copies
+# rows (the query and its earlier copies) below which a ball is not tested and counts as
+# moving: a noiseless search's first candidates, a few steps around its start, are a
+# ball no test tells from a resend at ALPHA (5 rows of a walk reach p ~ 1e-3 at best)
+MIN_ROWS = 10
+
+
+def on_by_default(modality: str) -> bool:
+    """Whether the rule is on when ``similarity.stationary`` is left open: for every
+    ``input.modality`` but text (its MinHash features and typo resends not measured)."""
+    return modality != "text"
+
+
+def contrasts(n: int) -> np.ndarray:
+    """The time contrasts (m, n) a ball of ``n`` rows is tested on, each summing to 0:
+    its newer half against its older half (a centre that moved once, anywhere), a
+    least-squares linear trend (a centre that moves a little every query: a walk whose
+    steps accumulate along a path), and its newest ``k`` rows against the rest, ``k`` =
+    4, 8, ... up to ``n / 2`` (a search that stood still, then moved lately: the usual
+    shape of a search whose noisy scores seldom accept a step).
+
+    Example::
+
+        contrasts(8).shape   # (4, 8): halves, trend, newest 4
+    """
+    rows = []
+    h = n // 2
+    rows.append(np.r_[np.full(h, -1.0 / h), np.full(n - h, 1.0 / (n - h))])
+    t = np.arange(n) - (n - 1) / 2
+    rows.append(t / float(t @ t))
+    k = 4
+    while k <= n // 2:
+        rows.append(np.r_[np.full(n - k, -1.0 / (n - k)), np.full(k, 1.0 / k)])
+        k *= 2
+    return np.stack(rows)
+
+
+def _traces(x: np.ndarray) -> tuple[float, float]:
+    """``tr(S)`` and ``tr(S^2)`` of the rows' covariance from successive differences."""
+    n = len(x)
+    d = np.diff(x, axis=0)
+    sq = np.einsum("ij,ij->i", d, d)
+    tr1 = float(sq.sum()) / (2 * (n - 1))
+    # the sum of (d_i . d_j)^2 over non-adjacent pairs (independent differences only):
+    # all pairs, |d' d|_F^2 (a dims x dims product: cheaper than the (n-1)^2 Gram),
+    # less the diagonal and the adjacent pairs
+    inner = d.T @ d if d.shape[1] < len(d) else d @ d.T
+    adj = np.einsum("ij,ij->i", d[1:], d[:-1])
+    far = float(np.sum(inner * inner)) - float(sq @ sq) - 2 * float(adj @ adj)
+    pairs = (n - 1) ** 2 - (n - 1) - 2 * (n - 2)
+    return tr1, max(far, 0.0) / pairs / 4
 
 
 def drift_p(rows: np.ndarray) -> float:
     """The p-value that ``rows`` (n, dims), in time order, are draws around one fixed
-    centre, against a centre that moved between their older and newer half (the
-    statistic of this module). 0.0 when the rows cannot be tested (fewer than 4, or
-    successive differences without spread): such a ball counts as moving (fails closed).
+    centre, against a centre that moved (the statistic of this module on each of the
+    :func:`contrasts`, the smallest p-value times their number: Bonferroni). 0.0 when
+    the rows cannot be tested (fewer than ``MIN_ROWS``, or successive differences
+    without spread): such a ball counts as moving (fails closed).
 
     Example::
 
@@ -74,40 +145,64 @@ def drift_p(rows: np.ndarray) -> float:
     """
     x = np.asarray(rows, dtype=np.float64)[-CAP:]
     n = len(x)
-    if n < 4:
+    if n < MIN_ROWS:
         return 0.0
-    h = n // 2
-    gap = x[h:].mean(axis=0) - x[:h].mean(axis=0)
-    tau = 1.0 / h + 1.0 / (n - h)
-    d = np.diff(x, axis=0)
-    tr1 = float(np.einsum("ij,ij->", d, d)) / (2 * (n - 1))  # estimates tr(S)
-    gram = d @ d.T
-    far = np.abs(np.subtract.outer(np.arange(n - 1), np.arange(n - 1))) >= 2
-    tr2 = float(np.mean(gram[far] ** 2)) / 4  # estimates tr(S^2): independent pairs only
+    tr1, tr2 = _traces(x)
     if tr1 <= 0 or tr2 <= 0:
         return 0.0
-    scale, dof = tr2 / tr1, tr1 * tr1 / tr2
-    return float(stats.chi2.sf(float(gap @ gap) / (tau * scale), dof))
+    dof = tr1 * tr1 / tr2  # Box's effective dimensions of the noise
+    # tr(S) is itself estimated, from n - 1 successive differences: von Neumann's
+    # estimate has the variance of a chi-square on about 2 (n-1)^2 / (3n - 4) degrees
+    # of freedom per dimension, so the ratio is referred to F, not chi-square (as a
+    # t-test, not a z-test): few differences carrying a two-input ball's spread (runs
+    # of one input by chance) no longer read as drift
+    den = dof * 2 * (n - 1) ** 2 / (3 * n - 4)
+    w = contrasts(n)
+    gaps = w @ x  # each contrast's weighted sum of rows: 0 in expectation when still
+    ratio = np.einsum("ij,ij->i", gaps, gaps) / (np.einsum("ij,ij->i", w, w) * tr1)
+    return min(1.0, float(stats.f.sf(ratio, dof, den).min()) * len(w))
 
 
-def moving(rows: np.ndarray) -> bool:
-    """Whether the ball ``rows`` (n, dims), in time order, drifts: ``drift_p < ALPHA``."""
+def spread(rows: np.ndarray) -> float:
+    """RMS per value between successive rows (in time order) of the newest ``CAP``:
+    about sigma * sqrt(2) for one input resent with fresh N(0, sigma) noise."""
+    x = np.asarray(rows, dtype=np.float64)[-CAP:]
+    if len(x) < 2:
+        return 0.0
+    d = np.diff(x, axis=0)
+    return float(np.sqrt(np.mean(d * d)))
+
+
+def moving(rows: np.ndarray, bar: float | None = None) -> bool:
+    """Whether the ball ``rows`` (n, dims), in time order, is not a resend: its centre
+    drifts (``drift_p < ALPHA``) or, with ``bar``, its copies lie farther apart than
+    ``bar`` RMS per value (:func:`spread`)."""
+    if bar is not None and spread(rows) > bar:
+        return True
     return drift_p(rows) < ALPHA
 
 
-def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot) -> set[int]:
+def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
+          tight: float | None = TIGHT) -> set[int]:  # fmt: skip
     """The positions of ``cand`` (in a batch ``vs`` just added to the similarity history
-    ``sim``) whose ball of neighbours does not move: their alerts are resends.
+    ``sim``) whose own cloud does not move: their alerts are resends.
 
-    Query ``j`` is judged on what it saw alone (the history before the batch, within
-    ``history`` queries of it, and the batch's queries before it), so a batch gives the
-    verdicts of one query at a time. Radius: ``sim.config.radius``.
+    A query's own cloud is its earlier neighbours within ``tight`` times the radius
+    (``sim.config.radius``; ``None``: the radius itself), where a resend's copies lie:
+    other inputs' clouds within the radius do not join it (a ball of several resent
+    inputs, drawn in random order, has runs of one input by chance that read as drift
+    on the newest rows), and a query with fewer than ``MIN_ROWS - 1`` earlier copies
+    there (a search's first queries at each new point) is never excused. Query ``j`` is judged on what it
+    saw alone (the history before the batch, within ``history`` queries of it, and the
+    batch's queries before it), so a batch gives the verdicts of one query at a time.
     """
     if not cand:
         return set()
     hist = _ring(sim)[2]
     radius = sim.config.radius  # type: ignore[attr-defined]
-    limit = radius * radius * vs.shape[1]
+    near = radius if tight is None else tight * radius
+    limit = near * near * vs.shape[1]
+    bar = None if tight is None else near
     parts = [(r, g) for r, g in _numbered(sim, vs, before) if len(r)]
     out = set()
     for j in cand:
@@ -121,7 +216,7 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot) -> set
             rows.append(part[close])
             when.append(gid[close])
         order = np.argsort(np.concatenate(when), kind="stable")
-        if not moving(np.concatenate([np.concatenate(rows)[order], q[None]])):
+        if not moving(np.concatenate([np.concatenate(rows)[order], q[None]]), bar):
             out.add(j)
     return out
 
