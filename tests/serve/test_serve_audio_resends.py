@@ -148,7 +148,8 @@ def _plain(xs: list[np.ndarray], mon: Monitor) -> list[bool]:
         flag = recent >= c.min_neighbours or close.sum() >= (c.long_neighbours or 10**9)
         bar = c.radius if mon.still_bar is None else mon.still_bar * c.radius
         own = ((hist - v) ** 2).sum(axis=1) < bar**2 * len(v)  # the query's own cloud
-        out.append(bool(flag) and moving(np.vstack([hist[own], v]), mon.still_bar and bar))
+        wide = None if mon.still_bar is None else c.radius  # the spread bar
+        out.append(bool(flag) and moving(np.vstack([hist[own], v]), wide))
         seen.append(v)
     return out
 

@@ -141,8 +141,8 @@ def _reference(xs: np.ndarray, det: Detection, mon: Monitor) -> list[tuple[set[s
         if maybe and (counts[0][1] < bars[0] or spread_):
             # the whole history's bar alone, or the window's met by neighbours spread over
             # a quarter of it or more: an alert only on a ball that moves (session 7)
-            ball, bar = ref_sim.ball[0], TIGHT * det.similarity.radius
-            wide = spread(ball) / bar  # copies farther apart than the bar: no resend
+            ball, bar = ref_sim.ball[0], det.similarity.radius
+            wide = spread(ball) / bar  # copies farther apart than the radius: no resend
             p = 0.0 if wide > 1 else drift_p(ball)
             edge |= ref_sim.ball[1] or ALPHA / 10 < p < ALPHA * 10 or abs(wide - 1) < 1e-3
             _STILL[0] += sure and p >= ALPHA and not edge

@@ -3,7 +3,7 @@
 A client resending a few inputs with fresh small noise (the long benchmark's ``few``
 plan) and a noisy random search both put many queries within the similarity radius of
 each other. :mod:`mlwarden.serve.stationary` tells them apart by time (a search's centre
-drifts) and by spread (a resend's copies lie within half the radius of each other; a
+drifts) and by spread (a resend's copies lie within 0.6 of the radius of each other; a
 search hiding under noise of 0.05 does not). Blacklight's chains of a resending client
 on digits (values on a grid of 1/16 that noise of 0.01 seldom moves across a bin) are
 judged the same way: 33 false alarms per 1,000 before.
@@ -75,7 +75,7 @@ def test_digits_resent_with_noise_raise_no_alarm_blacklight_included() -> None:
     xs = _few(_DIGITS[:30], 700, 0.01, 1)
     assert _quiet_after(_monitor([1, 8, 8]), xs, 400) == {}
     off = _alerts(_monitor([1, 8, 8], False), xs)
-    assert off.get("similarity", 0) > 50 and off.get("blacklight", 0) > 50
+    assert off.get("blacklight", 0) > 50  # (similarity: excused with the rule off too)
 
 
 def test_images_and_rows_resent_with_noise_raise_no_alarm() -> None:

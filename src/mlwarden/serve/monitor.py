@@ -1224,9 +1224,9 @@ class Monitor:
         # still balls (one clip resent with fresh noise) are resends: serve/stationary.py
         stat = config.similarity.stationary
         self.stationary = on_by_default(modality) if stat is None else stat
-        # a resend's copies lie within half the radius of each other (PRADA's resend
-        # bar); on audio's log-energy envelopes fresh noise alone spreads them ~0.9 of
-        # the radius (pauses become hiss), so there only the drift test decides
+        # a resend's own cloud: its copies within 0.6 of the radius (stationary.TIGHT),
+        # no farther apart than the radius; on audio's log-energy envelopes fresh noise
+        # alone spreads them ~0.9 of the radius (pauses become hiss): the whole ball
         self.still_bar = None if modality == "audio" else TIGHT
         bl = config.blacklight
         # audio: windows within one bin of zero (pauses) are not hashed; see _fingerprint

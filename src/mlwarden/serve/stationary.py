@@ -14,16 +14,19 @@ Since session 7 the rule is on for every input but text (:func:`on_by_default`) 
 judges Blacklight's chains as well as the similarity and dilution alerts.
 
 **Whose ball.** A flagged query is judged on its *own cloud*: its earlier neighbours
-within ``TIGHT`` (half) the similarity radius, PRADA's resend bar (on audio, whose
+within ``TIGHT`` (0.6) of the similarity radius, a little over PRADA's resend bar (on audio, whose
 envelopes of one clip resent with noise spread ~0.9 of the radius, the radius itself),
 in the order they came, itself last, the newest ``CAP``. Other inputs' clouds within
 the radius stay out: a ball mixing several resent inputs drawn in random order has
 runs of one input by chance, which read as drift (a Gaussian reference put 29-86 in
 10,000 such 21-row balls below ``ALPHA``). With fewer than ``MIN_ROWS`` rows it is not
 tested and the alert stands (fails closed): a search's first queries at each new point
-are never excused. Copies farther apart than the bar (:func:`spread`: RMS per value
-between successive rows, sigma * sqrt(2) for fresh N(0, sigma) noise) are no resend:
-a search hiding under noise of 0.05 is flagged as without the rule.
+are never excused; a search hiding under noise of 0.05 (copies 0.07 apart, RMS per
+value, against the radius 0.1 on digits) has next to no copies within 0.6 of the radius
+in high dimensions, and is flagged as without the rule. Copies farther apart than the
+radius itself (:func:`spread`: RMS per value between successive rows, sigma * sqrt(2)
+for fresh N(0, sigma) noise) are no resend either. (An own cloud of half the radius failed a
+table resent with noise 0.01 at a calibrated radius of 0.03: copies 0.014 apart.)
 
 **The test.** Bai & Saranadasa's high-dimensional two-sample statistic (Bai &
 Saranadasa, "Effect of high dimension: by an example of a two sample problem",
@@ -58,8 +61,8 @@ What it cannot see: a search whose centre, over its own cloud, moves less than a
 the noise's spread divided by the square root of its size (it then gains
 correspondingly little per query; a stuck search is a still ball), and a search that
 samples ``MIN_ROWS`` or more queries with small noise around one point before jumping
-farther than half the radius (each cloud is still; NES-style estimates with large
-steps). Both stay bounded by the query budget. Two nearby inputs (within half the
+farther than 0.6 of the radius (each cloud is still; NES-style estimates with large
+steps). Both stay bounded by the query budget. Two nearby inputs (within 0.6 of the
 radius) resent in random order, one far more often than the other, still read as drift
 now and then (1:9 at 21 rows: ~3% of balls), a benign pattern the bar cannot separate.
 
@@ -79,11 +82,11 @@ from mlwarden.serve.dilution import Snapshot, _ring
 
 ALPHA = 1e-5  # Bonferroni-adjusted p-value below which the ball's centre has moved
 CAP = 256  # newest neighbours tested: a search is judged on its recent path
-TIGHT = 0.5  # a resend lies within this fraction of the radius of its earlier copies
+TIGHT = 0.6  # a resend lies within this fraction of the radius of its earlier copies
 # rows (the query and its earlier copies) below which a ball is not tested and counts as
 # moving: a noiseless search's first candidates, a few steps around its start, are a
 # ball no test tells from a resend at ALPHA (5 rows of a walk reach p ~ 1e-3 at best)
-MIN_ROWS = 10
+MIN_ROWS = 6
 
 
 def on_by_default(modality: str) -> bool:
@@ -202,7 +205,7 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
     radius = sim.config.radius  # type: ignore[attr-defined]
     near = radius if tight is None else tight * radius
     limit = near * near * vs.shape[1]
-    bar = None if tight is None else near
+    bar = None if tight is None else radius  # copies farther apart than this: no resend
     parts = [(r, g) for r, g in _numbered(sim, vs, before) if len(r)]
     out = set()
     for j in cand:
