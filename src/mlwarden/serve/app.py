@@ -69,10 +69,11 @@ from mlwarden.serve.log import (
     write_state,
 )
 from mlwarden.serve.metrics import Metrics
-from mlwarden.serve.monitor import Monitor
+from mlwarden.serve.monitor import Monitor, compile_kernels
 from mlwarden.serve.validate import INPUT_PARSERS, RequestError, check_length, read_body
 
 ANONYMOUS = "anonymous"
+KERNELS_WAIT_S = 60.0  # at most this long at start-up for the detectors' kernels
 
 
 @dataclass
@@ -622,6 +623,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        # The detectors' kernels before the first request (the server listens only once
+        # this returns); past the bound numpy answers meanwhile, with the same alerts.
+        try:
+            await asyncio.wait_for(asyncio.to_thread(compile_kernels), KERNELS_WAIT_S)
+        except TimeoutError:
+            logging.getLogger("mlwarden.serve").warning(
+                "detector kernels still compiling after %.0f s; numpy runs meanwhile",
+                KERNELS_WAIT_S,
+            )
         yield
         gateway.close()
 
