@@ -19,6 +19,19 @@ from mlwarden.serve.calibrate import _sample_labels, calibrate, natural_w_bound
 from mlwarden.serve.config import Detection, GatewayConfig
 from mlwarden.serve.monitor import Monitor
 
+# the served model the tests label samples with: a factory file `gateway calibrate --model`
+# loads as `serve` would (scanned first)
+_VICTIM = (
+    "from sklearn.datasets import load_breast_cancer\n"
+    "from sklearn.linear_model import LogisticRegression\n"
+    "from sklearn.pipeline import make_pipeline\n"
+    "from sklearn.preprocessing import StandardScaler\n"
+    "def make():\n"
+    "    d = load_breast_cancer()\n"
+    "    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))"
+    ".fit(d.data, d.target)\n"
+)
+
 
 def _prada_of(det: Detection) -> Detection:
     """``det`` with PRADA alone (as calibrated: delta, resend bar, feature scale)."""
@@ -118,16 +131,7 @@ def test_one_label_throughout_is_said_and_a_model_labels_the_sample(tmp_path) ->
     zeros = np.zeros(len(x), dtype=np.int64)
     assert _sample_labels(x, zeros, None, notes) is zeros and "--model" in notes[0]
     factory = tmp_path / "victim.py"
-    factory.write_text(
-        "from sklearn.datasets import load_breast_cancer\n"
-        "from sklearn.linear_model import LogisticRegression\n"
-        "from sklearn.pipeline import make_pipeline\n"
-        "from sklearn.preprocessing import StandardScaler\n"
-        "def make():\n"
-        "    d = load_breast_cancer()\n"
-        "    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))"
-        ".fit(d.data, d.target)\n"
-    )
+    factory.write_text(_VICTIM)
     notes = []
     labels = _sample_labels(x, zeros, f"{factory}:make", notes)
     assert labels is not None and set(labels.tolist()) == {0, 1}
@@ -139,8 +143,9 @@ def test_one_label_throughout_is_said_and_a_model_labels_the_sample(tmp_path) ->
 
 def test_unlabelled_raw_sample_calibrates_with_the_model_and_check_warns(tmp_path, capsys) -> None:
     """The red team's probe end to end: raw breast-cancer rows in [0, 5000] with every
-    label 0 and ``action: block``. ``gateway check --data`` warns that the defaults
-    block a benign client (MLW-GW-015); ``gateway calibrate --model`` labels the sample
+    label 0 and ``action: block``. ``gateway check --data`` warns that the detectors
+    with the still-ball rule off block a benign client (MLW-GW-015), and not with
+    today's defaults; ``gateway calibrate --model`` labels the sample
     by the served model, writes a config, and the check of that config is quiet."""
     import json
 
@@ -150,18 +155,17 @@ def test_unlabelled_raw_sample_calibrates_with_the_model_and_check_warns(tmp_pat
     rows = d.data.astype(np.float32)[np.random.default_rng(1).permutation(len(d.data))[:200]]
     np.savez(tmp_path / "rows.npz", x=rows, y=np.zeros(len(rows), dtype=np.int64))
     factory = tmp_path / "victim.py"
-    factory.write_text(
-        "from sklearn.datasets import load_breast_cancer\n"
-        "from sklearn.linear_model import LogisticRegression\n"
-        "from sklearn.pipeline import make_pipeline\n"
-        "from sklearn.preprocessing import StandardScaler\n"
-        "def make():\n"
-        "    d = load_breast_cancer()\n"
-        "    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))"
-        ".fit(d.data, d.target)\n"
-    )
+    factory.write_text(_VICTIM)
+    # The defaults of session 6 (the still-ball rule off): every raw row lies within the
+    # default radius of every other, so the replay is blocked. With today's defaults the
+    # rule sees that still cloud and the same replay passes (asserted below).
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("input: {range: [0, 5000], shape: [30]}\ndetection: {action: block}\n")
     cfg = tmp_path / "gw.yaml"
-    cfg.write_text("input: {range: [0, 5000], shape: [30]}\ndetection: {action: block}\n")
+    cfg.write_text(
+        "input: {range: [0, 5000], shape: [30]}\n"
+        "detection: {action: block, similarity: {stationary: false}}\n"
+    )
 
     def rules(config: str) -> dict[str, dict[str, object]]:
         out = tmp_path / "check.json"
@@ -172,6 +176,7 @@ def test_unlabelled_raw_sample_calibrates_with_the_model_and_check_warns(tmp_pat
 
     found = rules(str(cfg))
     assert "MLW-GW-015" in found and found["MLW-GW-015"]["severity"] == "medium"
+    assert "MLW-GW-015" not in rules(str(plain))
     with pytest.raises(SystemExit) as exc:
         main(["gateway", "calibrate", str(cfg), str(tmp_path / "rows.npz"), "--benign", "400",
               "--model", f"{factory}:make"])  # fmt: skip
