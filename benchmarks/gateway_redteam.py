@@ -771,18 +771,14 @@ def probe_restart_state(ctx: Ctx) -> list[Result]:
     gw.start()
     r_budget = ask(gw.port, request("/v1/predict", body_of(ctx.rows(8)), b1))
     gw.stop()
-    # block: a noisy search around one row (fresh noise each query) until blocked
+    # block: a noisy random search around one row (steps plus fresh noise each query)
+    # until blocked. One row resent with fresh noise only is a still ball, a benign
+    # resend since the still-ball rule is on by default (a37384e), so not this probe's case.
     gw = ctx.gateway("restartb", extra="detection: {action: block}")
     gw.start()
     x0 = ctx.x[7]
     spread = ctx.x.std(axis=0)
-    blocked_after = None
-    for i in range(300):
-        q = np.clip(x0 + ctx.rng.normal(0, 0.01, x0.shape) * spread, 0, 5000)
-        r = ask(gw.port, request("/v1/predict", body_of(q[None]), ctx.user))
-        if r[0] == 403:
-            blocked_after = i + 1
-            break
+    blocked_after = _search(gw, ctx.user, x0, spread, ctx.rng)
     gw.kill9()
     gw.start()
     r_block = ask(gw.port, request("/v1/predict", body_of(ctx.rows(1)), ctx.user))
@@ -797,18 +793,20 @@ def probe_restart_state(ctx: Ctx) -> list[Result]:
             f"search blocked at query {blocked_after}; after restart {r_block[0]}",
         )
     )
-    # detector history: 1,100 noisy copies (logged), kill -9, restart, 8 more flag at once
+    # detector history: 1,152 queries of a slow walk from one row with fresh noise
+    # (logged), kill -9, restart, the walk's next 8 flag at once
     gw2 = ctx.gateway("restart2")
     gw2.start()
     x1 = ctx.x[11]
-    for _ in range(18):
-        q = np.clip(x1 + ctx.rng.normal(0, 0.01, (64, 30)) * spread, 0, 5000)
-        ask(gw2.port, request("/v1/predict", body_of(q), ctx.user))
+    walk = np.cumsum(ctx.rng.normal(0, 0.003, (18 * 64 + 8, 30)), axis=0) * spread
+    walk += x1 + ctx.rng.normal(0, 0.01, walk.shape) * spread
+    walk = np.clip(walk, 0, 5000)
+    for b in range(18):
+        ask(gw2.port, request("/v1/predict", body_of(walk[b * 64 : (b + 1) * 64]), ctx.user))
     gw2.kill9()
     n_state = len(gw2.rows("SELECT key FROM state WHERE kind = 'detector'"))
     gw2.start()
-    q = np.clip(x1 + ctx.rng.normal(0, 0.01, (8, 30)) * spread, 0, 5000)
-    r = ask(gw2.port, request("/v1/predict", body_of(q), ctx.user))
+    r = ask(gw2.port, request("/v1/predict", body_of(walk[-8:]), ctx.user))
     gw2.stop()
     last = gw2.rows("SELECT alerts FROM requests ORDER BY id DESC LIMIT 1")[0][0]
     out.append(_verdict("detector history after kill -9", n_state >= 1 and bool(last),
