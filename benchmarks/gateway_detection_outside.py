@@ -43,9 +43,11 @@ Settings: what ``gateway calibrate`` picks on the user's plain sample (each kind
 calibration inputs, as ``gateway_detection_clients.py``). Reported: flagged queries per
 1,000 (any detector and by detector). Target (issue 19): at most 1.
 
-Adaptive attackers, 5 runs each on held-out inputs the model gets right, 300 queries,
-after 2,000 distinct benign queries of the same key (images, the synthetic table,
-audio; the long benchmark's models, seeds and calibration):
+Adaptive attackers, 5 runs each on held-out inputs (the class attacked: the model's
+answer on the clean input), 300 queries, after 2,000 distinct benign queries of the
+same key (images, the synthetic table, audio, text: the long benchmark's models, seeds,
+warm-up pools and calibration; text's search: a random word substitution, its
+variation the autocorrect edits):
 
 * ``transform``: a worst-of-k search over the resend variation itself (Engstrom et al.
   2019, arXiv:1712.02779: rotations and translations; here every query a fresh benign
@@ -316,7 +318,8 @@ def run_benign(name: str, kind: long.Kind, vary: Vary, table: bool, n: int,
 
 def _proba(kind: long.Kind, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """The true (or first answered) class's probability for each row of ``xs``."""
-    p = kind.model.predict_proba(np.asarray(xs).reshape(len(xs), -1))
+    inp = list(xs) if kind.modality == "text" else np.asarray(xs).reshape(len(xs), -1)
+    p = kind.model.predict_proba(inp)
     cols = np.searchsorted(kind.model.classes_, ys)
     return p[np.arange(len(xs)), cols]
 
@@ -327,6 +330,8 @@ def search(kind: long.Kind, vary: Vary, x0: np.ndarray, y0: int, budget: int, se
     ball of 0.1, each query through ``vary`` (a resend); ``hide`` re-encoded copies of
     the current point before each candidate; ``moves`` False: a worst-of-k sampling of
     ``vary`` alone (``transform``)."""
+    if kind.modality == "text":
+        return text_search(kind, x0, y0, budget, seed, hide, moves)  # type: ignore[return-value]
     lo, hi = kind.bounds
     span = hi - lo
     rng = np.random.default_rng(seed)
@@ -346,6 +351,30 @@ def search(kind: long.Kind, vary: Vary, x0: np.ndarray, y0: int, budget: int, se
         if p < score:
             score, delta = p, cand
     return np.stack(sent[:budget])
+
+
+def text_search(kind: long.Kind, x0: str, y0: int, budget: int, seed: int, hide: int = 0,
+                moves: bool = True) -> list[str]:  # fmt: skip
+    """:func:`search` on text: a random word substitution (at most a quarter of the words,
+    ``serve.text.word_step``) kept when the class's probability drops, every query through
+    :func:`keyboard` (autocorrect edits in place of the long benchmark's typo)."""
+    from mlwarden.serve.text import word_step
+
+    rng = np.random.default_rng(seed)
+    vocab = sorted({w for t in kind.data[:5000] for w in t.split() if w.isalpha()})
+    original = x0.split(" ")
+    current, score, sent = list(original), np.inf, []
+    while len(sent) < budget:
+        for _ in range(min(hide, budget - len(sent) - 1)):
+            sent.append(keyboard(" ".join(current), rng, {}))
+        limit = max(1, len(original) // 4)
+        cand = word_step(current, original, limit, vocab, rng) if moves else current
+        q = keyboard(" ".join(cand), rng, {})
+        sent.append(q)
+        p = float(_proba(kind, [q], np.array([y0]))[0])
+        if p < score:
+            score, current = p, cand
+    return sent[:budget]
 
 
 def _achieved(kind: long.Kind, xs: np.ndarray, ys: np.ndarray, p0: np.ndarray,
@@ -375,13 +404,15 @@ def feed(kind: long.Kind, det: Detection, mons: list[Any], rows: Any, keys: list
     return None, [], benign_flags
 
 
-def _targets(kind: long.Kind, run: int, k: int) -> list[tuple[np.ndarray, int]]:
+def _targets(kind: long.Kind, run: int, k: int) -> list[tuple[Any, int]]:
     """``k`` inputs to attack in run ``run``, each with the model's answer: the kind's
     held-out seed (the held-out tables have none: a calibration row, not among the
     rescored rows), then calibration inputs (never in the key's warm-up)."""
-    cal = np.asarray(kind.calib[0])
+    cal = kind.calib[0]
     first = kind.seeds[run % len(kind.seeds)][0] if kind.seeds else cal[run]
-    xs = np.stack([np.asarray(first, dtype=np.float32), *cal[100 + 10 * run : 99 + 10 * run + k]])
+    xs = [first, *cal[100 + 10 * run : 99 + 10 * run + k]]
+    if kind.modality != "text":
+        xs = np.stack([np.asarray(x, dtype=np.float32) for x in xs])  # type: ignore[assignment]
     return [(x, int(c)) for x, c in zip(xs, kind.labels(xs), strict=True)]
 
 
@@ -392,7 +423,8 @@ def plan_queries(kind: long.Kind, vary: Vary, plan: str, run: int,
     if plan == "pool10":
         parts = [search(kind, vary, x, y, budget // 10, run * 10 + j)
                  for j, (x, y) in enumerate(targets)]  # fmt: skip
-        qs = np.stack(parts, axis=1).reshape(-1, *parts[0].shape[1:])  # round robin
+        qs = [parts[j][i] for i in range(budget // 10) for j in range(10)]  # round robin
+        qs = qs if kind.modality == "text" else np.stack(qs)
         ys = np.tile([y for _, y in targets], budget // 10)
         return qs, ys, [0] * len(qs)
     x0, y0 = targets[0]
@@ -473,8 +505,9 @@ def attack_kinds(only: set[str] | None) -> dict[str, tuple[long.Kind, Vary]]:
     warm-up pools), and the held-out tables for ``nightly``."""
     base = {"images", "tabular", "audio"}
     out: dict[str, tuple[long.Kind, Vary]] = {}
+    base = base | {"text"}
     for name, kind in long.kinds(base if only is None else base & only).items():
-        vary = camera if name == "images" else microphone if name == "audio" else logger(
+        vary = {"images": camera, "audio": microphone, "text": keyboard}.get(name) or logger(
             kind.bounds, False)  # fmt: skip
         out[name] = (kind, vary)
     for name in ("breast cancer", "wine"):
@@ -521,7 +554,7 @@ def _acell(res: list[dict[str, Any]]) -> str:
     text += f"{sum(a['wrong'] for a in at)}/{len(at)} wrong"
     if "all" in res[0]:
         al = [r["all"] for r in res]
-        text += f"; in 300: drop <= {max(a['drop'] for a in al):.2f}, "
+        text += f"; in the budget: drop <= {max(a['drop'] for a in al):.2f}, "
         text += f"{sum(a['wrong'] for a in al)}/{len(al)} wrong"
     return text
 
