@@ -55,6 +55,8 @@ variation the autocorrect edits):
 * ``camouflage``: Square's block search (steps of 0.05 of the range inside an Linf ball
   of 0.1, a step kept when the true class's probability drops), every query passed
   through the resend variation, so its steps hide in re-encoding noise;
+* ``twice``: the same search sending each candidate twice, re-encoded each time, its
+  score the mean of the two answers: clouds of 2, too small to judge;
 * ``pending4``: the same search sending its current point re-encoded 3 times before
   each new candidate (4 rows per point: under ``stationary.MIN_ROWS`` and under a
   pending window of 5 copies);
@@ -97,7 +99,7 @@ from gateway_detection_modalities import _block  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 
 CLIENTS = ("resend", "backoff", "team")
-ATTACKS = ("transform", "camouflage", "pending4", "pool10", "keys4", "nightly")
+ATTACKS = ("transform", "camouflage", "twice", "pending4", "pool10", "keys4", "nightly")
 Device = dict[str, float]
 Vary = Callable[[Any, np.random.Generator, Device, int], Any]  # input, rng, device, hour
 # the JPEG standard's luminance quantisation table (ITU-T T.81, Annex K, Table K.1)
@@ -325,13 +327,13 @@ def _proba(kind: long.Kind, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 
 def search(kind: long.Kind, vary: Vary, x0: np.ndarray, y0: int, budget: int, seed: int,
-           hide: int = 0, moves: bool = True) -> np.ndarray:  # fmt: skip
+           hide: int = 0, moves: bool = True, copies: int = 1) -> np.ndarray:  # fmt: skip
     """A camouflaged block search's queries: steps of 0.05 of the range inside an Linf
     ball of 0.1, each query through ``vary`` (a resend); ``hide`` re-encoded copies of
-    the current point before each candidate; ``moves`` False: a worst-of-k sampling of
-    ``vary`` alone (``transform``)."""
+    the current point before each candidate; each candidate sent ``copies`` times (its
+    score: their mean); ``moves`` False: a worst-of-k sampling of ``vary`` alone."""
     if kind.modality == "text":
-        return text_search(kind, x0, y0, budget, seed, hide, moves)  # type: ignore[return-value]
+        return text_search(kind, x0, y0, budget, seed, hide, moves, copies)  # type: ignore[return-value]
     lo, hi = kind.bounds
     span = hi - lo
     rng = np.random.default_rng(seed)
@@ -345,16 +347,17 @@ def search(kind: long.Kind, vary: Vary, x0: np.ndarray, y0: int, budget: int, se
         if moves:
             b = _block(rng, x0.shape)
             cand[b] = np.clip(cand[b] + rng.choice([-0.05, 0.05]) * span, -0.1 * span, 0.1 * span)
-        q = np.asarray(vary(np.clip(x0 + cand, lo, hi), rng, dev, int(rng.integers(24))))
-        sent.append(q.astype(np.float32))
-        p = float(_proba(kind, q[None], np.array([y0]))[0])
+        qs = np.stack([vary(np.clip(x0 + cand, lo, hi), rng, dev, int(rng.integers(24)))
+                       for _ in range(copies)]).astype(np.float32)  # fmt: skip
+        sent += list(qs)
+        p = float(_proba(kind, qs, np.full(copies, y0)).mean())
         if p < score:
             score, delta = p, cand
     return np.stack(sent[:budget])
 
 
 def text_search(kind: long.Kind, x0: str, y0: int, budget: int, seed: int, hide: int = 0,
-                moves: bool = True) -> list[str]:  # fmt: skip
+                moves: bool = True, copies: int = 1) -> list[str]:  # fmt: skip
     """:func:`search` on text: a random word substitution (at most a quarter of the words,
     ``serve.text.word_step``) kept when the class's probability drops, every query through
     :func:`keyboard` (autocorrect edits in place of the long benchmark's typo)."""
@@ -369,9 +372,9 @@ def text_search(kind: long.Kind, x0: str, y0: int, budget: int, seed: int, hide:
             sent.append(keyboard(" ".join(current), rng, {}))
         limit = max(1, len(original) // 4)
         cand = word_step(current, original, limit, vocab, rng) if moves else current
-        q = keyboard(" ".join(cand), rng, {})
-        sent.append(q)
-        p = float(_proba(kind, [q], np.array([y0]))[0])
+        qs = [keyboard(" ".join(cand), rng, {}) for _ in range(copies)]
+        sent += qs
+        p = float(_proba(kind, qs, np.full(copies, y0)).mean())
         if p < score:
             score, current = p, cand
     return sent[:budget]
@@ -428,8 +431,8 @@ def plan_queries(kind: long.Kind, vary: Vary, plan: str, run: int,
         ys = np.tile([y for _, y in targets], budget // 10)
         return qs, ys, [0] * len(qs)
     x0, y0 = targets[0]
-    hide = 3 if plan == "pending4" else 0
-    qs = search(kind, vary, x0, y0, budget, run, hide, moves=plan != "transform")
+    hide, copies = 3 if plan == "pending4" else 0, 2 if plan == "twice" else 1
+    qs = search(kind, vary, x0, y0, budget, run, hide, plan != "transform", copies)
     keys = [i % 4 for i in range(len(qs))] if plan == "keys4" else [0] * len(qs)
     return qs, np.full(len(qs), y0), keys
 
