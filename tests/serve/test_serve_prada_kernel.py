@@ -84,3 +84,57 @@ def test_candidates_hold_every_row_that_can_be_the_float32_minimum() -> None:
     nan = np.zeros((9, 4), np.float32)
     nan[3, 1] = np.nan
     assert len(kernels.prada_candidates(nan, 9, np.zeros(4, np.float32), 1.0, 0.0)) == 0
+
+
+@pytest.mark.parametrize(
+    ("dims", "classes", "history", "resend", "batch"),
+    [(3, 2, 5000, 0.002, 8), (13, 3, 700, 0.002, 5), (64, 10, 5000, 0.05, 8),
+     (64, 2, 900, 0.0, 8), (64, 10, 300, 0.05, 1), (16, 40, 500, 0.01, 64)],
+)  # fmt: skip
+def test_a_batch_gives_the_flags_and_state_of_one_query_at_a_time(
+    dims, classes, history, resend, batch, monkeypatch
+):
+    """``Prada.flags_many`` (the sets updated in order, the batch's candidates measured by
+    one einsum afterwards) against ``flags`` query by query: every flag, W, distance,
+    moment and row identical, with resends decided by the kernel's own sum, near the bar
+    (measured at once), NaN rows, sets that grow and sets that are full."""
+    if monitor._kernels(wait=True) is None:
+        pytest.skip("numba is not installed: only the numpy path exists here")
+    xs = _streams(dims, dims + classes)
+    # copies at the resend bar itself: RMS per value within a hair of ``resend``
+    step = np.float32(resend) * np.ones(dims, np.float32)
+    xs[11::50] = xs[10::50][: len(xs[11::50])] + step
+    labels = [int(y) for y in np.random.default_rng(dims).integers(0, classes, len(xs))]
+    xs[7::97, 0] = np.nan  # in a class of their own: every later query of it measured at once
+    labels[7::97] = [classes] * len(labels[7::97])
+    cfg = PradaConfig(history=history, min_queries=5, test_every=7)
+    fast, plain = Prada(cfg, resend=resend), Prada(cfg, resend=resend)
+    measured = []
+    nearest = fast._nearest
+    monkeypatch.setattr(fast, "_nearest", lambda *a: measured.append(1) or nearest(*a))
+    got, want = [], []
+    for i in range(0, len(xs), batch):
+        got += fast.flags_many(xs[i : i + batch], labels[i : i + batch])
+        part = zip(xs[i : i + batch], labels[i : i + batch], strict=True)
+        want += [plain.flags(x, y) for x, y in part]
+        assert repr((fast.last_w, fast._pending)) == repr((plain.last_w, plain._pending)), i
+    assert got == want and fast.last_w is not None
+    assert repr(fast.lowest_w) == repr(plain.lowest_w)
+    assert np.array_equal(fast._dists, plain._dists, equal_nan=True)
+    assert fast._n_dists == plain._n_dists > len(xs) // 2
+    assert repr((fast._thresholds, fast._moments, fast._oldest, fast._total)) == repr(
+        (plain._thresholds, plain._moments, plain._oldest, plain._total))  # fmt: skip
+    for label, ref in fast._sets.items():
+        mine, theirs = ref[: fast._sizes[label]], plain._sets[label][: plain._sizes[label]]
+        assert np.array_equal(mine, theirs, equal_nan=True)
+    assert len(measured) < len(xs) // 4  # most queries measured by the batch's einsum
+    assert len(measured) >= len(xs) // 97  # NaN: measured at once
+
+
+def test_shapiro_coefficients_are_those_of_numpys_polyval() -> None:
+    """``_horner`` is ``np.polyval`` bit for bit, so each W is unchanged."""
+    for n in [*range(6, 3000), 5000, 10**5]:
+        u = 1.0 / np.sqrt(n)
+        for c in ((-2.706056, 4.434685, -2.07119, -0.147981, 0.221157, 0.0),
+                  (-3.582633, 5.682633, -1.752461, -0.293762, 0.042981, 0.0)):  # fmt: skip
+            assert monitor._horner(c, float(u)) == np.polyval(list(c), u)

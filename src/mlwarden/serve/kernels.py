@@ -247,3 +247,39 @@ def prada_candidates(  # pragma: no cover - compiled
             out[m] = i
             m += 1
     return out[:m].copy()
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def prada_gather(  # pragma: no cover - compiled
+    ref: np.ndarray, n: int, v: np.ndarray, ratio: float, slack: float, buf: np.ndarray, at: int
+) -> tuple[int, float]:
+    """:func:`prada_candidates`, each row's difference ``ref[i] - v`` written into
+    ``buf[at:]`` instead of its index (a batch's candidates then cost one ``einsum``,
+    :meth:`mlwarden.serve.monitor.Prada.flags_many`); returns how many and the smallest
+    float32 distance summed here. -1: a NaN distance; a count past ``len(buf) - at``:
+    nothing copied (the caller measures that query alone)."""
+    dims = v.size
+    s = np.empty(n, np.float32)
+    best = np.float32(np.inf)
+    for i in range(n):
+        acc = np.float32(0.0)
+        for k in range(dims):
+            t = ref[i, k] - v[k]
+            acc += t * t
+        if acc != acc:
+            return -1, 0.0
+        s[i] = acc
+        best = min(best, acc)
+    limit = best * ratio + slack
+    m = 0
+    for i in range(n):
+        m += s[i] <= limit
+    if at + m > buf.shape[0]:
+        return m, float(best)
+    m = at
+    for i in range(n):
+        if s[i] <= limit:
+            for k in range(dims):  # one IEEE subtraction each, as numpy's ``ref - v``
+                buf[m, k] = ref[i, k] - v[k]
+            m += 1
+    return m - at, float(best)
