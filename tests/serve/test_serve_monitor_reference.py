@@ -286,9 +286,11 @@ def test_prada_tests_the_distances_it_keeps(history, every):
     what left the ring): each test's W must be, bit for bit, that of the record sorted
     afresh, also with many equal distances (queries on a coarse grid) and a ring that
     wraps many times."""
+    from mlwarden.serve import monitor
     from mlwarden.serve.config import Prada as PradaConfig
     from mlwarden.serve.monitor import Prada, shapiro_w
 
+    monitor._kernels(wait=True)  # the compiled merge where numba is (kernels.merge_record)
     rng = np.random.default_rng(history + every)
     xs = np.round(rng.uniform(0, 2, (1500, 4)), 0).astype(np.float32)  # ties galore
     xs[::3] += rng.normal(0, 0.3, (500, 4)).astype(np.float32)

@@ -138,3 +138,31 @@ def test_shapiro_coefficients_are_those_of_numpys_polyval() -> None:
         for c in ((-2.706056, 4.434685, -2.07119, -0.147981, 0.221157, 0.0),
                   (-3.582633, 5.682633, -1.752461, -0.293762, 0.042981, 0.0)):  # fmt: skip
             assert monitor._horner(c, float(u)) == np.polyval(list(c), u)
+
+
+def test_merged_record_is_numpys_sort_of_the_ring() -> None:
+    """``kernels.merge_record`` (the distance record between two tests) against
+    ``np.sort`` of the multiset: ties, values that leave and come back, empty changes;
+    NaN anywhere, or a value to take out that is not there, is refused (sorted afresh)."""
+    kernels = monitor._kernels(wait=True)
+    if kernels is None:
+        pytest.skip("numba is not installed: only the numpy path exists here")
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        old = np.sort(np.round(rng.uniform(0, 3, int(rng.integers(3, 60))), trial % 3))
+        gone = rng.choice(old, int(rng.integers(0, min(len(old), 12) + 1)), replace=False)
+        new = np.round(rng.uniform(0, 3, int(rng.integers(0, 12))), trial % 3)
+        if trial % 5 == 0:
+            new = np.concatenate([new, gone[:2]])  # a value leaves and comes back
+        keep = list(old)
+        for g in gone:
+            keep.remove(g)
+        done, merged = kernels.merge_record(old, gone, new)
+        want = np.sort(np.concatenate([keep, new]))
+        assert done and merged.tobytes() == want.tobytes(), trial
+    old = np.arange(5.0)
+    assert not kernels.merge_record(old, np.array([np.nan]), np.zeros(0))[0]
+    assert not kernels.merge_record(old, np.zeros(0), np.array([np.nan]))[0]
+    assert not kernels.merge_record(np.array([0.0, np.nan]), np.zeros(0), np.ones(1))[0]
+    assert not kernels.merge_record(old, np.array([2.5]), np.zeros(0))[0]
+    assert not kernels.merge_record(old, np.array([9.0]), np.zeros(0))[0]

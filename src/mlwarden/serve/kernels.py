@@ -283,3 +283,44 @@ def prada_gather(  # pragma: no cover - compiled
                 buf[m, k] = ref[i, k] - v[k]
             m += 1
     return m - at, float(best)
+
+
+@_jit
+def merge_record(  # pragma: no cover - compiled
+    old: np.ndarray, gone: np.ndarray, new: np.ndarray
+) -> tuple[bool, np.ndarray]:
+    """The sorted float64 ``old`` with one copy of each value of ``gone`` taken out and
+    ``new`` merged in: ``np.sort`` of that multiset, value for value (PRADA's distance
+    record between two tests, :meth:`mlwarden.serve.monitor.Prada._sorted_record`).
+    False: a NaN, or a value of ``gone`` not in ``old`` (the caller sorts afresh)."""
+    gone = np.sort(gone)
+    new = np.sort(new)
+    out = np.empty(old.size - gone.size + new.size)
+    for v in gone:
+        if v != v:
+            return False, out
+    for v in new:
+        if v != v:
+            return False, out
+    g, j, k = 0, 0, 0
+    for x in old:
+        if x != x:
+            return False, out  # NaN sorts last in numpy; the caller decides
+        if g < gone.size and gone[g] < x:
+            return False, out  # not there
+        if g < gone.size and x == gone[g]:
+            g += 1
+            continue
+        while j < new.size and new[j] < x:
+            out[k] = new[j]
+            j += 1
+            k += 1
+        out[k] = x
+        k += 1
+    if g < gone.size:
+        return False, out
+    while j < new.size:
+        out[k] = new[j]
+        j += 1
+        k += 1
+    return True, out

@@ -543,6 +543,7 @@ def _build_kernels() -> None:
         kernels.prada_candidates(np.zeros((2, 2), np.float32), 2, np.zeros(2, np.float32), 1.0, 0.0)
         two = np.zeros((2, 2), np.float32)
         kernels.prada_gather(two, 2, np.zeros(2, np.float32), 1.0, 0.0, two.copy(), 0)
+        kernels.merge_record(np.zeros(2), np.zeros(1), np.zeros(1))
     except Exception:  # numba missing or broken here: numpy does the same work
         _COMPILED.append(None)
         return
@@ -1036,7 +1037,16 @@ class Prada:
         self._n_dists += 1
 
     def _sorted_record(self, n: int) -> np.ndarray:
-        """``np.sort(self._dists[:n])``, by merging the changes into the last one."""
+        """``np.sort(self._dists[:n])``, by merging the changes into the last one (compiled:
+        :func:`mlwarden.serve.kernels.merge_record`, one call instead of a dozen)."""
+        kernels = _kernels()
+        if kernels is not None and self._sorted is not None:
+            done, merged = kernels.merge_record(self._sorted, np.array(self._out, dtype=np.float64),
+                                                np.array(self._in, dtype=np.float64))  # fmt: skip
+            if done and len(merged) == n:
+                self._in, self._out = [], []
+                self._sorted = merged
+                return merged
         out, new = np.sort(self._out), np.sort(self._in)
         self._in, self._out = [], []
         if self._sorted is None or np.isnan(new).any() or np.isnan(out).any():
@@ -1463,7 +1473,7 @@ class Monitor:
         if not state.pending:
             return {}
         pending, state.pending = state.pending, []
-        xs = np.stack([p[0] for p in pending])
+        xs = np.array([p[0] for p in pending])  # np.stack's values, a third of its cost
         found: dict[str, list[int]] = {}
         labels = [p[1] for p in pending]
         for kind, hits in self._detect(state, xs, labels, self.allowances.get(key)).items():
@@ -1494,7 +1504,7 @@ class Monitor:
             # without a whole-history bar only the window decides: scan only the window
             dil = state.dilution
             whole = long_need != math.inf or dil is not None
-            hvs = vs[heard]
+            hvs = vs if len(heard) == len(vs) else vs[heard]  # all but silent audio
             pvs = self.project(hvs)
             # dilution and the still-ball rule read what the batch overwrites
             before = Dilution.snapshot(state.similarity, len(pvs))
@@ -1514,7 +1524,9 @@ class Monitor:
                 found = self._moving(sim, pvs, found, before, heard, out, self.still_bar, only)
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
         if state.prada is not None:
-            hits = state.prada.flags_many(vs[heard], [labels[j] for j in heard.tolist()])
+            every = len(heard) == len(vs)
+            hits = state.prada.flags_many(vs if every else vs[heard],
+                                          labels if every else [labels[j] for j in heard.tolist()])  # fmt: skip
             out["prada"] = [int(heard[i]) for i, hit in enumerate(hits) if hit]
         return out
 
