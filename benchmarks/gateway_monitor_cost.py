@@ -99,8 +99,9 @@ def _instrument(mon: Any, key: str, timed: Timed) -> None:
         timed.wrap(state.similarity, "observe_many", "similarity")
     if state.residual is not None:
         timed.wrap(state.residual, "observe_many", "residual_history")
-    if state.prada is not None:
-        timed.wrap(state.prada, "flags", "prada")
+    if state.prada is not None:  # a batch's queries at once since session 8
+        timed.wrap(state.prada, "flags_many" if hasattr(state.prada, "flags_many") else "flags",
+                   "prada")  # fmt: skip
     if state.dilution is not None:
         timed.wrap(state.dilution, "flags", "dilution")
     # the residual test object is built inside Monitor._diluted: time it by class; the

@@ -29,6 +29,8 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # monitor._MULTIPLIER
 _LIMIT = 4.0e18  # |x / quantization| beyond this: int64 casts differ; numpy decides
@@ -324,3 +326,63 @@ def merge_record(  # pragma: no cover - compiled
         j += 1
         k += 1
     return True, out
+
+
+def _ctpop(typingctx: Any, x: Any) -> Any:  # pragma: no cover - compiled
+    """The set bits of a uint64 (LLVM's ctpop: one instruction where the CPU has it)."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.ctpop(args[0])
+
+    return types.uint64(types.uint64), codegen
+
+
+_popcount: Any = intrinsic(_ctpop)
+
+
+@_jit
+def hamming_counts(  # pragma: no cover - compiled
+    vs: np.ndarray,
+    bits: np.ndarray,
+    spans: np.ndarray,
+    nxt: int,
+    hist: int,
+    window: int,
+    cut: int,
+    packed: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`mlwarden.serve.monitor.Similarity.observe_many`'s counts for rows of bits
+    (each value 0 or one scale): the batch ``vs`` packed into ``packed`` (bit k of a row
+    in word k // 64), and per query the remembered rows of ring ``spans`` (``[a, b)``
+    pairs of slots; ``bits``: their packed rows) and the batch's earlier rows that
+    differ in at most ``cut`` bits, counted when within ``hist`` and within ``window``
+    queries of it (slot s is ``(nxt - s - 1) % hist + 1 + j`` queries old to query j)."""
+    count, dims = vs.shape
+    words = bits.shape[1]
+    for j in range(count):
+        for w in range(words):
+            packed[j, w] = 0
+        for k in range(dims):
+            if vs[j, k] != 0:
+                packed[j, k >> 6] |= np.uint64(1) << np.uint64(k & 63)
+    recent = np.zeros(count, np.int64)
+    total = np.zeros(count, np.int64)
+    for p in range(spans.shape[0]):
+        for slot in range(spans[p, 0], spans[p, 1]):
+            base = (nxt - slot - 1) % hist + 1
+            for j in range(count):
+                h = 0
+                for w in range(words):
+                    h += _popcount(bits[slot, w] ^ packed[j, w])
+                if h <= cut:
+                    total[j] += base + j <= hist
+                    recent[j] += base + j <= window
+    for j in range(count):
+        for i in range(j):
+            h = 0
+            for w in range(words):
+                h += _popcount(packed[i, w] ^ packed[j, w])
+            if h <= cut:
+                total[j] += j - i <= hist
+                recent[j] += j - i <= window
+    return recent, total

@@ -544,6 +544,8 @@ def _build_kernels() -> None:
         two = np.zeros((2, 2), np.float32)
         kernels.prada_gather(two, 2, np.zeros(2, np.float32), 1.0, 0.0, two.copy(), 0)
         kernels.merge_record(np.zeros(2), np.zeros(1), np.zeros(1))
+        kernels.hamming_counts(np.zeros((2, 2), np.float32), np.zeros((1, 1), np.uint64),
+                               np.zeros((1, 2), np.int64), 1, 1, 1, 0, np.zeros((2, 1), np.uint64))  # fmt: skip
     except Exception:  # numba missing or broken here: numpy does the same work
         _COMPILED.append(None)
         return
@@ -598,8 +600,13 @@ class Similarity:
     Memory: ``history * (dims + 18) * 4`` bytes (3.3 MB at 10,000 queries of 64 values).
     """
 
-    def __init__(self, config: SimilarityConfig, dims: int) -> None:
+    def __init__(self, config: SimilarityConfig, dims: int, binary: bool = False) -> None:
         self.config = config
+        # text (``binary``): rows of MinHash bits, every value 0 or one scale; their bits
+        # packed beside the ring, so neighbours are counted by Hamming distance
+        # (:meth:`_bits_of`); None: not (or no longer) such rows
+        self._bits = np.zeros((config.history, -(-dims // 64)), np.uint64) if binary else None
+        self._one = 0.0  # the one nonzero value of the rows so far (0: none yet)
         self._ring = np.zeros((config.history, dims), dtype=np.float32)
         self._norms = np.zeros(config.history, dtype=np.float32)
         k = min(_SKETCH, dims)
@@ -636,7 +643,7 @@ class Similarity:
         ring that j - 1 earlier queries of the batch would have overwritten is out): the
         counts of B calls of :meth:`observe`, with one pass over the history in all.
         """
-        hist, window = self.config.history, self.config.window
+        hist = self.config.history
         count = len(vs)
         n = self._filled
         limit = (self.config.radius**2) * vs.shape[1]
@@ -647,6 +654,31 @@ class Similarity:
         query[:, k] = 1.0
         half = np.einsum("ij,ij->i", s, s) / 2
         norms = np.einsum("ij,ij->i", vs, vs)
+        bits = self._bits_of(vs, limit, whole)
+        if bits is not None:
+            recent, total = bits[1], bits[2]
+        else:
+            recent, total = self._counts(vs, norms, query, half, limit, whole)
+        if count <= hist:
+            first = self._next % hist
+            if first + count <= hist:  # one contiguous run of slots: slices, not gathers
+                self._put(slice(first, first + count), vs, norms, s, half, bits)
+            else:
+                self._put((first + np.arange(count)) % hist, vs, norms, s, half, bits)
+        else:
+            slots = (self._next + np.arange(count - hist, count)) % hist
+            tail = slice(count - hist, count)
+            self._put(slots, vs[tail], norms[tail], s[tail], half[tail], None)
+        self._next += count
+        self._filled = min(n + count, hist)
+        return recent, total
+
+    def _counts(self, vs: np.ndarray, norms: np.ndarray, query: np.ndarray, half: np.ndarray,
+                limit: float, whole: bool) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Each query's neighbours among the last ``window`` and the whole history (the
+        batch's earlier queries included), by distances: :meth:`observe_many`'s counts."""
+        hist, window = self.config.history, self.config.window
+        count, n = len(vs), self._filled
         if n:
             bound = (half - (limit * 1.001 + 1e-4) / 2)[:, None]
             found = [
@@ -671,29 +703,49 @@ class Similarity:
             within_hist, within_window = _earlier(count, hist, window)
             total = total + np.count_nonzero(near & within_hist, axis=1)
             recent = recent + np.count_nonzero(near & within_window, axis=1)
-        if count <= hist:
-            first = self._next % hist
-            if first + count <= hist:  # one contiguous run of slots: slices, not gathers
-                self._put(slice(first, first + count), vs, norms, s, half)
-            else:
-                self._put((first + np.arange(count)) % hist, vs, norms, s, half)
-        else:
-            slots = (self._next + np.arange(count - hist, count)) % hist
-            tail = slice(count - hist, count)
-            self._put(slots, vs[tail], norms[tail], s[tail], half[tail])
-        self._next += count
-        self._filled = min(n + count, hist)
         return recent, total
 
-    def _put(
-        self, slots: Any, vs: np.ndarray, norms: np.ndarray, s: np.ndarray, half: np.ndarray
-    ) -> None:
+    def _bits_of(self, vs: np.ndarray, limit: float, whole: bool) -> tuple[np.ndarray, ...] | None:
+        """For rows of bits (text), the batch packed and its counts by Hamming distance
+        (:func:`mlwarden.serve.kernels.hamming_counts`): (packed, recent, total); None
+        where the distances decide (not such rows, and then never again for this ring).
+
+        Exact: a row is 0 or ``c`` in each value, so each distance the numpy code
+        computes is ``c^2 H`` (H: the differing bits) up to float32 rounding, well under
+        ``_lattice``'s margin; the radius cuts at one H whatever the order of the sums.
+        A TF-IDF or restored (float16) ring is never such a ring: its bits are dropped.
+        """
+        kernels = _kernels()
+        if self._bits is None or kernels is None or len(vs) > self.config.history:
+            self._bits = None
+            return None
+        top = float(vs.max()) if vs.size else 0.0
+        one = self._one or top
+        cut = _lattice(one, limit, vs.shape[1]) if one > 0 else -1
+        if top not in (0.0, one) or cut is None or not ((vs == 0) | (vs == one)).all():
+            self._bits = None  # distances decide from here on
+            return None
+        self._one = one
+        spans = np.array(self._spans(whole) if self._filled else [], np.int64).reshape(-1, 2)
+        packed = np.zeros((len(vs), self._bits.shape[1]), np.uint64)
+        recent, total = kernels.hamming_counts(
+            vs, self._bits, spans, self._next, self.config.history, self.config.window, cut,
+            packed)  # fmt: skip
+        return packed, recent, total
+
+    def _put(self, slots: Any, vs: np.ndarray, norms: np.ndarray, s: np.ndarray,
+             half: np.ndarray, bits: tuple[np.ndarray, ...] | None) -> None:  # fmt: skip
         """Write queries into ring ``slots`` (a slice or an index array)."""
         k = s.shape[1]
         self._ring[slots] = vs
         self._norms[slots] = norms
         self._sketch[:k, slots] = s.T
         self._sketch[k, slots] = -half
+        if self._bits is not None:
+            if bits is None:
+                self._bits = None  # rows whose bits were not packed: distances decide
+            else:
+                self._bits[slots] = bits[0]
 
     def _spans(self, whole: bool) -> list[tuple[int, int]]:
         """Ring slots to scan: all, or only those of the last ``window`` queries."""
@@ -750,6 +802,7 @@ class Similarity:
         return {"ring": ring, "meta": np.array([self._filled, self._next])}
 
     def load(self, state: dict[str, np.ndarray]) -> None:
+        self._bits = None  # float16 values: no longer 0 or one scale (distances decide)
         ring = state["ring"].astype(np.float32)
         if ring.ndim != 2 or ring.shape[1] != self._ring.shape[1]:
             return  # the config changed: start afresh rather than compare unlike vectors
@@ -784,6 +837,22 @@ def _feature_scale(
             "and calibrate again ('mlwarden gateway calibrate')"
         )
     return np.asarray(fs.centre, dtype=np.float32), np.asarray(fs.spread, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _lattice(one: float, limit: float, dims: int) -> int | None:
+    """The most differing bits H of two rows of ``dims`` values 0 or ``one`` whose
+    squared distance ``one^2 H`` passes ``d2 < limit`` (compared as float32 or float64),
+    -1: none; None when some ``one^2 H`` lies within float32 rounding of the limit (the
+    sums of :meth:`Similarity._counts` are within ``4 dims^2 2^-24 one^2`` of it)."""
+    sq = float(np.float32(one) * np.float32(one))  # each nonzero term of the float32 sums
+    tol = 8.0 * dims * (dims + 4) * 2.0**-24 * sq
+    cuts = set()
+    for bar in (limit, float(np.float32(limit))):
+        if any(abs(sq * h - bar) <= tol for h in range(dims + 1)):
+            return None
+        cuts.add(sum(sq * h < bar for h in range(dims + 1)) - 1)
+    return cuts.pop() if len(cuts) == 1 else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -1256,12 +1325,13 @@ class _KeyState:
         sim_dims: int,
         resend: float,
         prada_every: bool | None = None,
+        binary: bool = False,
     ) -> None:
         self.recent = _Recent(max(config.similarity.history, config.blacklight.history))
         bl = config.blacklight
         self.blacklight = Blacklight(bl, silence) if bl.enabled else None
         self.similarity = (
-            Similarity(config.similarity, sim_dims) if config.similarity.enabled else None
+            Similarity(config.similarity, sim_dims, binary) if config.similarity.enabled else None
         )
         self.prada = Prada(config.prada, resend, prada_every) if config.prada.enabled else None
         # a search diluted among benign queries: reads the similarity history, adds none
@@ -1333,6 +1403,8 @@ class Monitor:
         # audio: a log-energy envelope, since block means flatten a waveform to ~0
         self._reduce = reduce_audio if modality == "audio" else reduce
         self._reduce_many = reduce_audio_many if modality == "audio" else reduce_many
+        # text: MinHash bits (0 or one scale), counted by Hamming distance (Similarity._bits_of)
+        self.text = modality == "text"
         # still balls (one clip resent with fresh noise) are resends: serve/stationary.py
         stat = config.similarity.stationary
         self.stationary = on_by_default(modality) if stat is None else stat
@@ -1390,9 +1462,8 @@ class Monitor:
             state = self._keys.get(key)
             if state is None:
                 sim_dims = dims if self._axes is None else self._axes.shape[1]
-                state = self._keys[key] = _KeyState(
-                    self.config, dims, self.silence, sim_dims, self.resend, self.prada_every
-                )
+                state = self._keys[key] = _KeyState(self.config, dims, self.silence, sim_dims,
+                                                    self.resend, self.prada_every, self.text)  # fmt: skip
             return state
 
     def summarise(self, x: np.ndarray) -> np.ndarray:
