@@ -8,7 +8,9 @@ breast-cancer rows with ``similarity.projection`` and the residual test
 full histories; 0: a young key), then ``--rounds`` rounds of ``--n`` more distinct
 queries, one query a request, through :meth:`Monitor.submit` at the default batch of 8
 and through :meth:`Monitor.inspect` one query at a time (batch 1, as ``action: block``,
-calibration and the detection benchmarks run it).
+calibration and the detection benchmarks run it). ``--defaults``: the default detection
+config instead (what ``benchmarks/gateway_load.py`` serves: no whole-history bar, no
+dilution test).
 
 ``--baseline DIR``: a second copy of ``serve/monitor.py``, ``serve/dilution.py`` and ``serve/kernels.py`` (from
 ``DIR/src/mlwarden/serve``, e.g. an export of an older commit) is loaded beside the
@@ -225,6 +227,9 @@ def main() -> None:
     ap.add_argument("--batches", default="8,1")
     ap.add_argument("--baseline", type=Path, help="tree whose serve/monitor.py to compare")
     ap.add_argument("--configs", type=Path, help="cache of the calibrated configs (JSON)")
+    ap.add_argument("--defaults", action="store_true",
+                    help="the default detection config (what gateway_load.py serves) instead "
+                    "of the calibrated one")  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     mods = {"now": new_monitor}
@@ -237,6 +242,8 @@ def main() -> None:
     if "cancer" in only:
         todo["cancer"] = cancer()
     for name, (kind, fixed) in todo.items():
+        if args.defaults:
+            fixed = Detection()
         if fixed is None and name not in cache:
             cache[name] = _calibrated(kind)[0].model_dump(mode="json")
             if args.configs:
