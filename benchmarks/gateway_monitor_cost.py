@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import sys
+import tempfile
 import time
 import types
 from collections import defaultdict
@@ -58,7 +60,12 @@ def load_baseline(root: Path) -> types.ModuleType:
     src = (serve / "monitor.py").read_text()
     src = src.replace("from mlwarden.serve.dilution import", "from mlw_base_dilution import")
     if (serve / "kernels.py").exists():  # its own compiled kernels, not this tree's
-        spec = importlib.util.spec_from_file_location("mlw_base_kernels", serve / "kernels.py")
+        # a copy of its own: numba's cache beside the tree's file may hold code compiled as
+        # mlwarden.serve.kernels (a run from that tree), whose environments then collide
+        # with this tree's ("NRT_adapt_ndarray_to_python: descr is NULL", numpy ran instead)
+        copy = Path(tempfile.mkdtemp(prefix="mlw_base_kernels_")) / "mlw_base_kernels.py"
+        shutil.copyfile(serve / "kernels.py", copy)
+        spec = importlib.util.spec_from_file_location("mlw_base_kernels", copy)
         assert spec is not None and spec.loader is not None
         kern = importlib.util.module_from_spec(spec)
         sys.modules["mlw_base_kernels"] = kern
@@ -150,8 +157,8 @@ def measure(name: str, kind: Kind, det: Detection, mods: dict[str, types.ModuleT
         mon.submit("k", feats[history : history + 1], labels[history : history + 1])
         mon.flush("k")
         mon.batch = batch
-        if hasattr(mod, "_kernels"):
-            mod._kernels(wait=True)  # compiled before the clock runs, in both versions
+        if hasattr(mod, "_kernels") and mod._kernels(wait=True) is None:  # compiled first
+            raise SystemExit(f"{label}: its numba kernels did not build; numpy would run")
         timers[label] = Timed()
         _instrument(mon, "k", timers[label])
         mons[label], alerts[label] = mon, []
