@@ -1141,7 +1141,8 @@ class Prada:
         whole batch's, and the distances are recorded and tested in order. A set's
         update reads a distance only through the resend bar there, which the kernel's
         own sum decides wherever its rounding bound allows (else that query is measured
-        at once, as :meth:`observe` does): ~30 -> ~10 us a query at 8 a batch.
+        at once, as :meth:`observe` does): 24-30 -> 12-17 us a query at 8 a batch
+        (``benchmarks/gateway_monitor_cost.py``, digits).
         """
         kernels = _kernels()
         if kernels is None or not self.every or vs.dtype != np.float32 or vs.ndim != 2:
