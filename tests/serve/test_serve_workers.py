@@ -89,6 +89,45 @@ def test_shutdown_finishes_queued_calls_and_refuses_new_ones():
         loop.close()
 
 
+def test_a_call_raising_stopiteration_still_answers():
+    pool = WorkerPool(1, "t")
+
+    async def main() -> str:
+        with pytest.raises(RuntimeError, match="StopIteration") as err:
+            await asyncio.wait_for(pool.run(next, iter(())), 30)
+        return str(err.value)
+
+    assert "StopIteration" in asyncio.run(main())  # not a future left unsettled
+    pool.shutdown()
+
+
+def test_a_thread_that_cannot_start_leaves_the_call_to_the_running_ones(monkeypatch):
+    pool = WorkerPool(2, "t")
+    gate = threading.Event()
+
+    async def main() -> list[int]:
+        first = pool.run(lambda: (gate.wait(30), 1)[1])
+        monkeypatch.setattr(threading.Thread, "start", _refuse)
+        second = pool.run(lambda: 2)  # its thread fails to start: the first thread takes it
+        gate.set()
+        return list(await asyncio.gather(first, second))
+
+    assert asyncio.run(main()) == [1, 2]
+    assert len(pool._threads) == 1
+    pool.shutdown()
+    lone = WorkerPool(1, "t")
+
+    async def none() -> None:
+        lone.run(lambda: None)
+
+    with pytest.raises(RuntimeError, match="can't start"):
+        asyncio.run(none())  # no thread at all: the request fails (a 500), never hangs
+
+
+def _refuse(self: threading.Thread) -> None:
+    raise RuntimeError("can't start new thread")
+
+
 def test_a_cancelled_request_does_not_break_the_worker():
     pool = WorkerPool(1, "t")
     gate = threading.Event()

@@ -69,7 +69,13 @@ class WorkerPool:
                 self._threads.append(t)
         self._queue.put((loop, fut, fn, args))
         if grow:
-            t.start()
+            try:
+                t.start()
+            except RuntimeError:  # no thread to be had: the ones running take the call
+                with self._lock:
+                    self._threads.remove(t)
+                    if not self._threads:
+                        raise
         return fut
 
     def _work(self) -> None:
@@ -81,6 +87,8 @@ class WorkerPool:
             loop, fut, fn, args = item
             try:
                 outcome, ok = fn(*args), True
+            except StopIteration:  # an asyncio future refuses it (and would never settle)
+                outcome, ok = RuntimeError("a worker call raised StopIteration"), False
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
                 outcome, ok = exc, False
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
