@@ -729,7 +729,10 @@ def calibrate_text(config: GatewayConfig, texts: list[str], y: np.ndarray | None
     runners = _text_runners(config, texts, y, budget, target, benign, searches, seed)
     notes: list[str] = []
     info = [_few_note(len(texts), benign, "a fresh typo")]  # what was set and why
-    base = _fit_windows(config.detection, benign, info)
+    base = _fit_windows(config.detection, benign, info).model_copy(deep=True)
+    # picked without the still-ball rule, as on tensors (calibrate), served with it
+    served = base.similarity.stationary
+    base.similarity.stationary = False
     tried: dict[str, Any] = {}
     data = base.model_dump()
     near = base.similarity.near
@@ -747,6 +750,8 @@ def calibrate_text(config: GatewayConfig, texts: list[str], y: np.ndarray | None
     _pick_others(base, run, data, notes, tried)
     _set_long_bar(data, run, info)
     _set_dilution(data, run, info)
+    data["similarity"]["stationary"] = served
+    _set_stationary(data, run)
     chosen = Detection.model_validate(data)
     fa = run.false_alarms(chosen)
     flags = run.first_flags(chosen)
@@ -862,7 +867,7 @@ def _set_dilution(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
 
 def _set_stationary(data: dict[str, Any], run: _Runner) -> None:
     """``similarity.stationary`` as it will be served, written out: on for every input
-    but text when the config leaves it open (the still-ball rule, :mod:`.stationary`:
+    (text since session 8) when the config leaves it open (the still-ball rule, :mod:`.stationary`:
     a flagged query whose own cloud of earlier copies stays put and tight is a resend).
     Until session 7 it was switched on here only when the sample's noisy resends needed
     it, and a client resending 100 inputs with noise 0.01 (the long benchmark's ``few``

@@ -295,11 +295,11 @@ class Similarity(_Strict):
         default=None, description="principal axes the distance is measured along (calibrate)"
     )
     # One input resent with fresh noise is a still ball; a search's centre drifts
-    # (serve/stationary.py). Measured on every input but text, so on there by default.
+    # (serve/stationary.py). On by default for every input (text since session 8).
     stationary: bool | None = Field(
         default=None,
         description="leave still balls of neighbours (noisy resends of one input) "
-        "unflagged; default: on for every input but text",
+        "unflagged; default: on for every input",
     )
 
 

@@ -72,7 +72,8 @@ A similarity, dilution or Blacklight alert is dropped when the query's own cloud
 earlier copies stays put in time and tight (:mod:`mlwarden.serve.stationary`): one
 input resent with fresh small noise (pauses resent with noise are all one hiss), not
 a search, whose centre drifts. With ``similarity.stationary`` (on by default for every
-input but text since session 7; audio only before) every such alert passes this test:
+input since session 8, text too; all but text in session 7, audio only before) every
+such alert passes this test:
 a client resending 100 inputs ~100 times each with fresh noise 0.01 (``few`` in
 ``benchmarks/gateway_detection_long.py``) raised ~800 false alarms per 1,000 on
 digits, images and tables, 33 of them Blacklight chains on digits (noise 0.01 seldom
