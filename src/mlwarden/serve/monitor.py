@@ -77,7 +77,11 @@ such alert passes this test:
 a client resending 100 inputs ~100 times each with fresh noise 0.01 (``few`` in
 ``benchmarks/gateway_detection_long.py``) raised ~800 false alarms per 1,000 on
 digits, images and tables, 33 of them Blacklight chains on digits (noise 0.01 seldom
-crosses a bin of values on a 1/16 grid). With it off, only the whole history's alerts
+crosses a bin of values on a 1/16 grid). An alert whose cloud is a resend's but too
+small to judge (a burst's first copies) waits for its ball to fill, at most 250 later
+queries of the key (:func:`mlwarden.serve.stationary.settle`), and is then reported
+late, by a negative offset as :meth:`Monitor.submit` reports batched alerts; one still
+waiting at a restart stands. With it off, only the whole history's alerts
 (the dilution test, ``long_neighbours``) do: the window's count and Blacklight flag a
 fast search without waiting for its drift to show.
 
@@ -128,7 +132,7 @@ from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
-from mlwarden.serve.stationary import TIGHT, on_by_default, still
+from mlwarden.serve.stationary import TIGHT, Cloud, on_by_default, settle, still
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
@@ -1358,6 +1362,10 @@ class _KeyState:
         self.seq = 0  # queries of this key so far, repeats included
         # distinct queries not analysed yet: (input, predicted class, sequence number)
         self.pending: list[tuple[np.ndarray, int, int]] = []
+        # alerts waiting on a small cloud (stationary.settle), and those that stood since
+        # the last analysis: kind -> sequence numbers
+        self.held: list[Cloud] = []
+        self.late: dict[str, list[int]] = {}
 
     def nbytes(self) -> int:
         parts = (self.blacklight, self.similarity, self.prada, self.residual)
@@ -1510,7 +1518,9 @@ class Monitor:
         query is compared with exactly what :meth:`inspect` compares it with, so the
         alerts are the same, only later: up to ``batch - 1`` queries of the same key.
         Indices are relative to ``x``: negative ones flag this key's earlier queries
-        (-1: the query just before ``x[0]``). Nothing runs off the request path, so
+        (-1: the query just before ``x[0]``), also from :meth:`inspect`: an alert that
+        waited on a small cloud (:func:`mlwarden.serve.stationary.settle`) comes up to
+        250 distinct queries late. Nothing runs off the request path, so
         nothing can pile up: a key has at most ``batch - 1`` queries waiting.
         """
         state = self._state(key, self._dims(x))
@@ -1549,15 +1559,19 @@ class Monitor:
         xs = np.array([p[0] for p in pending])  # np.stack's values, a third of its cost
         found: dict[str, list[int]] = {}
         labels = [p[1] for p in pending]
-        for kind, hits in self._detect(state, xs, labels, self.allowances.get(key)).items():
+        seqs = [p[2] for p in pending]
+        for kind, hits in self._detect(state, xs, labels, self.allowances.get(key), seqs).items():
             if hits:
-                found[kind] = [pending[j][2] - origin for j in hits]
+                found[kind] = [seqs[j] - origin for j in hits]
+        late, state.late = state.late, {}
+        for kind, seen in late.items():  # waiting alerts that stood (stationary.settle)
+            found[kind] = sorted(found.get(kind, []) + [s - origin for s in seen])
         return found
 
-    def _detect(
-        self, state: _KeyState, xs: np.ndarray, labels: list[int], allowance: int | None
-    ) -> dict[str, list[int]]:
-        """Each detector's flagged positions in ``xs``, a key's distinct queries in order."""
+    def _detect(self, state: _KeyState, xs: np.ndarray, labels: list[int], allowance: int | None,
+                seqs: list[int]) -> dict[str, list[int]]:  # fmt: skip
+        """Each detector's flagged positions in ``xs``, a key's distinct queries in order
+        (``seqs``: their sequence numbers, for waiting alerts that stand later)."""
         c = self.config
         need = allowance or c.similarity.min_neighbours
         chain = allowance or c.blacklight.chain
@@ -1591,11 +1605,15 @@ class Monitor:
             if dil is not None:
                 found.update(self._diluted(state, dil, hvs, pvs, total, before, allowance))
             chains = self.stationary and bool(out.get("blacklight"))
+            sim = state.similarity
+            held: list[Cloud] = []
             if found["similarity"] or found.get("dilution") or chains:
-                sim = state.similarity
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
-                found = self._moving(sim, pvs, found, before, heard, out, self.still_bar, only)
+                found, held = self._moving(sim, pvs, found, before, heard, out, self.still_bar,
+                                           only)  # fmt: skip
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
+            if held or state.held:
+                self._hold(state, sim, pvs, before, held, heard, out, seqs)
         if state.prada is not None:
             every = len(heard) == len(vs)
             hits = state.prada.flags_many(vs if every else vs[heard],
@@ -1639,9 +1657,12 @@ class Monitor:
     @staticmethod
     def _moving(sim: Similarity, pvs: np.ndarray, found: dict[str, list[int]], before: Any,
                 heard: np.ndarray, out: dict[str, list[int]], tight: float | None,
-                only: set[int] | None = None) -> dict[str, list[int]]:  # fmt: skip
+                only: set[int] | None = None,
+                ) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
         """``found`` without the similarity and dilution alerts of still balls: one input
-        resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`).
+        resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`),
+        and the alerts that wait on a cloud too small to judge (:meth:`_hold`; none with
+        ``only``, ``similarity.stationary`` off: its alerts stand).
         ``only``: the positions whose similarity alert may be dropped (None: all, and
         Blacklight's alerts in ``out``, positions of the batch, are judged the same way:
         fresh noise of 0.01 on digits, values on a grid of 1/16, seldom crosses its bins,
@@ -1651,17 +1672,42 @@ class Monitor:
         chained = {at[j] for j in out.get("blacklight", []) if j in at} if only is None else set()
         cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])
                        if k == "dilution" or only is None or j in only} | chained)  # fmt: skip
-        resends = still(sim, pvs, cand, before, tight)
-        if not resends:
-            return found
+        resends, small = still(sim, pvs, cand, before, tight)
+        if only is not None:
+            small = {}
+        for j, cloud in small.items():  # they wait (_hold): no alert now
+            cloud.kinds = tuple(k for k in ("similarity", "dilution") if j in found.get(k, ()))
+            cloud.kinds += ("blacklight",) if j in chained else ()
+        drop = resends | set(small)
+        if not drop:
+            return found, []
         if chained:  # positions of the batch, heard or not
-            out["blacklight"] = [j for j in out["blacklight"] if at.get(j, -1) not in resends]
+            out["blacklight"] = [j for j in out["blacklight"] if at.get(j, -1) not in drop]
 
         def kept(k: str, j: int) -> bool:
-            return j not in resends or (k == "similarity" and only is not None and j not in only)
+            return j not in drop or (k == "similarity" and only is not None and j not in only)
 
-        return {k: [j for j in v if kept(k, j)] if k in ("similarity", "dilution") else v
-                for k, v in found.items()}  # fmt: skip
+        kinds = ("similarity", "dilution")
+        return {k: [j for j in v if kept(k, j)] if k in kinds else v
+                for k, v in found.items()}, list(small.values())  # fmt: skip
+
+    def _hold(self, state: _KeyState, sim: Similarity, pvs: np.ndarray, before: Any,
+              held: list[Cloud], heard: np.ndarray, out: dict[str, list[int]],
+              seqs: list[int]) -> None:  # fmt: skip
+        """Let ``held`` (clouds of the batch ``pvs``) wait, and settle every waiting alert
+        on the batch (:func:`mlwarden.serve.stationary.settle`): those that stand join
+        ``out`` (a query of this batch) or ``state.late`` (of an earlier one)."""
+        first = before.first
+        for cloud in held:
+            cloud.seq = seqs[int(heard[cloud.gid - first])]
+        stand, state.held = settle(sim, pvs, before, state.held + held, self.still_bar)
+        for cloud in stand:
+            j = cloud.gid - first
+            for kind in cloud.kinds:
+                if 0 <= j < len(pvs):
+                    out[kind] = sorted(set(out.get(kind, [])) | {int(heard[j])})
+                else:
+                    state.late.setdefault(kind, []).append(cloud.seq)
 
     def _diluted(self, state: _KeyState, dil: Dilution, vs: np.ndarray, pvs: np.ndarray,
                  total: np.ndarray, before: Any, allowance: int | None) -> dict[str, list[int]]:  # fmt: skip
@@ -1697,6 +1743,8 @@ class Monitor:
                 arrays.update({f"similarity.{k}": v for k, v in state.similarity.dump().items()})
             if state.residual is not None:
                 arrays.update({f"residual.{k}": v for k, v in state.residual.dump().items()})
+            if state.held:  # alerts waiting on a small cloud: they stand after a restart
+                arrays["held"] = np.array([k for c in state.held for k in c.kinds], dtype="U16")
             state.unsaved = 0
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -1707,6 +1755,8 @@ class Monitor:
 
         Stored: the exact-repeat filter and the similarity history (float16, a few MB).
         Blacklight's hashes and PRADA's reference sets start afresh after a restart.
+        Alerts waiting on a small cloud (:func:`mlwarden.serve.stationary.settle`) stand:
+        the key's next analysis reports them, as queries before the restart.
         """
         try:
             with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
@@ -1725,6 +1775,9 @@ class Monitor:
             if state.similarity is not None and part:
                 with contextlib.suppress(KeyError, ValueError, IndexError):
                     state.similarity.load(part)  # a history of another shape: start afresh
+            for kind in arrays.get("held", np.empty(0, dtype="U16")).tolist():
+                if kind in ("blacklight", "similarity", "dilution"):  # reported as earlier
+                    state.late.setdefault(kind, []).append(-1)
             res = {k[9:]: v for k, v in arrays.items() if k.startswith("residual.")}
             if state.residual is not None and res and part:
                 with contextlib.suppress(KeyError, ValueError, IndexError):

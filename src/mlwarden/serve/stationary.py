@@ -30,10 +30,19 @@ in the order they came, itself last, the newest ``CAP``. Other inputs' clouds wi
 the radius stay out: a ball mixing several resent inputs drawn in random order has
 runs of one input by chance, which read as drift (a Gaussian reference put 29-86 in
 10,000 such 21-row balls below ``ALPHA``). With fewer than ``MIN_ROWS`` rows it is not
-tested and the alert stands (fails closed): a search's first queries at each new point
-are never excused; a search hiding under noise of 0.05 (copies 0.07 apart, RMS per
-value, against the radius 0.1 on digits) has next to no copies within 0.6 of the radius
-in high dimensions, and is flagged as without the rule. Copies farther apart than the
+tested. Until session 8 its alert then stood, so a client sending one input several
+times in a row was flagged on its 4th and 5th copies (Blacklight's chain of 3), before
+the rule could judge them (``burst20`` of ``benchmarks/gateway_detection_clients.py``:
+45-134 per 1,000). Now such a query *waits* (:func:`still`, :func:`settle`) when it has
+at least one earlier copy in its own cloud and those copies are at least half of its
+neighbours within the radius: its alert hangs on its ball within the radius, judged
+when that holds ``MIN_ROWS`` rows, and stands when it has not filled ``HOLD`` (250)
+queries later (fails closed; after a restart too). A search's first query at each new
+point has no copy and is never excused; a search hiding under noise of 0.05 (copies
+0.07 apart, RMS per value, against the radius 0.1 on digits) has next to no copies
+within 0.6 of the radius in high dimensions, and is flagged as without the rule; a
+search that resends each point to make its queries look like copies waits at most
+``HOLD`` queries. Copies farther apart than the
 radius itself (:func:`spread`: RMS per value between successive rows, sigma * sqrt(2)
 for fresh N(0, sigma) noise) are no resend either. (An own cloud of half the radius failed a
 table resent with noise 0.01 at a calibrated radius of 0.03: copies 0.014 apart.)
@@ -85,6 +94,8 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats
 
@@ -97,6 +108,9 @@ TIGHT = 0.6  # a resend lies within this fraction of the radius of its earlier c
 # moving: a noiseless search's first candidates, a few steps around its start, are a
 # ball no test tells from a resend at ALPHA (5 rows of a walk reach p ~ 1e-3 at best)
 MIN_ROWS = 6
+# later queries of the key a waiting alert's ball has to fill in (settle), then it stands:
+# a pool of 50 inputs resends each about every 50 queries, and the 4th copy waits for 2
+HOLD = 250
 
 
 def on_by_default(modality: str) -> bool:
@@ -197,42 +211,126 @@ def moving(rows: np.ndarray, bar: float | None = None) -> bool:
 
 
 def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
-          tight: float | None = TIGHT) -> set[int]:  # fmt: skip
+          tight: float | None = TIGHT) -> tuple[set[int], dict[int, Cloud]]:  # fmt: skip
     """The positions of ``cand`` (in a batch ``vs`` just added to the similarity history
-    ``sim``) whose own cloud does not move: their alerts are resends.
+    ``sim``) whose own cloud does not move (their alerts are resends), and those whose
+    cloud is a resend's but too small to judge yet (:class:`Cloud`; :func:`settle`).
 
     A query's own cloud is its earlier neighbours within ``tight`` times the radius
     (``sim.config.radius``; ``None``: the radius itself), where a resend's copies lie:
     other inputs' clouds within the radius do not join it (a ball of several resent
     inputs, drawn in random order, has runs of one input by chance that read as drift
-    on the newest rows), and a query with fewer than ``MIN_ROWS - 1`` earlier copies
-    there (a search's first queries at each new point) is never excused. Query ``j`` is judged on what it
-    saw alone (the history before the batch, within ``history`` queries of it, and the
-    batch's queries before it), so a batch gives the verdicts of one query at a time.
+    on the newest rows). A query with fewer than ``MIN_ROWS - 1`` earlier copies there
+    is not excused now. It *waits* (:func:`settle`) when it has at least one earlier
+    copy there and at least half of its earlier neighbours within the radius are such
+    copies (a resend of something: a burst's first copies, a pool's); its alert then
+    hangs on its ball within the radius (judged now if that already holds ``MIN_ROWS``
+    rows). Otherwise (a search's first query at each new point; a search under noise
+    that puts no copy within ``tight``, whose neighbours lie farther out) it stands.
+    Query ``j`` is judged on what it saw alone (the history before the batch, within
+    ``history`` queries of it, and the batch's queries before it), so a batch gives the
+    verdicts of one query at a time.
     """
     if not cand:
-        return set()
+        return set(), {}
     hist = _ring(sim)[2]
     radius = sim.config.radius  # type: ignore[attr-defined]
     near = radius if tight is None else tight * radius
     limit = near * near * vs.shape[1]
+    wide = radius * radius * vs.shape[1]
     bar = None if tight is None else radius  # copies farther apart than this: no resend
     parts = [(r, g) for r, g in _numbered(sim, vs, before) if len(r)]
-    out = set()
+    out, small = set(), {}
     for j in cand:
         q, me = np.asarray(vs[j], dtype=np.float32), before.first + j
-        rows, when = [], []
+        rows, when, ball, around = [], [], [], []
         for part, gid in parts:
             # one query at a time: the same arithmetic whatever the batch (alerts match)
             diff = part - q
-            close = np.einsum("ij,ij->i", diff, diff) < limit
-            close &= (gid < me) & (gid >= me - hist)
+            d2 = np.einsum("ij,ij->i", diff, diff)
+            mine = (gid < me) & (gid >= me - hist)
+            close, inside = (d2 < limit) & mine, (d2 < wide) & mine
             rows.append(part[close])
             when.append(gid[close])
-        order = np.argsort(np.concatenate(when), kind="stable")
-        if not moving(np.concatenate([np.concatenate(rows)[order], q[None]]), bar):
+            ball.append(part[inside])
+            around.append(gid[inside])
+        cloud = _in_order(rows, when, q, me)
+        if len(cloud.rows) >= MIN_ROWS:
+            if not moving(cloud.rows, bar):
+                out.add(j)
+            continue
+        if len(cloud.rows) < 2 or 2 * (len(cloud.rows) - 1) < len(np.concatenate(around)):
+            continue  # no copy of its own, or mostly other queries around it: it stands
+        held = _in_order(ball, around, q, me)
+        if len(held.rows) < MIN_ROWS:
+            small[j] = held
+        elif not moving(held.rows, bar):
             out.add(j)
-    return out
+    return out, small
+
+
+@dataclass
+class Cloud:
+    """A flagged query waiting on its ball (:func:`still`, :func:`settle`): its number in
+    the similarity history, its row, and its ball so far (itself included) with their
+    numbers, in time order. ``seq`` and ``kinds``: the key's sequence number of the
+    query and the alerts it raised (set by the caller; reported if they stand)."""
+
+    gid: int
+    q: np.ndarray
+    rows: np.ndarray
+    ids: np.ndarray
+    seq: int = 0
+    kinds: tuple[str, ...] = ()
+
+
+def _in_order(rows: list[np.ndarray], when: list[np.ndarray], q: np.ndarray, me: int) -> Cloud:
+    """A :class:`Cloud` of ``rows`` (numbered ``when``) in time order, ``q`` (``me``) last."""
+    ids = np.concatenate(when)
+    order = np.argsort(ids, kind="stable")
+    return Cloud(me, q, np.concatenate([np.concatenate(rows)[order], q[None]]),
+                 np.r_[ids[order], me])  # fmt: skip
+
+
+def settle(sim: object, vs: np.ndarray, before: Snapshot, held: list[Cloud],
+           tight: float | None = TIGHT) -> tuple[list[Cloud], list[Cloud]]:  # fmt: skip
+    """The held alerts after a batch ``vs`` just added to ``sim``: ``(stand, waiting)``;
+    the others were resends and are dropped.
+
+    Each held query's ball takes in the batch's later queries within the radius of it,
+    one at a time; the first time it holds ``MIN_ROWS`` rows (within ``history`` of the
+    newest) it is judged as :func:`still` judges a cloud (moving: the alert stands).
+    One whose ball has not filled when ``HOLD`` later queries of the key have come
+    stands (fails closed): a search kept waiting gains at most ``HOLD`` queries of
+    delay, and one that fills its balls with copies of its own points gains nothing
+    (a copy is no step). Query by query, so the verdicts do not depend on the batches.
+    """
+    hist = _ring(sim)[2]
+    radius = sim.config.radius  # type: ignore[attr-defined]
+    limit = radius * radius * vs.shape[1]
+    bar = None if tight is None else radius
+    ids = before.first + np.arange(len(vs))
+    batch = np.asarray(vs, dtype=np.float32)
+    stand, waiting = [], []
+    for h in held:
+        diff = batch - h.q
+        close = np.einsum("ij,ij->i", diff, diff) < limit
+        close &= (ids > h.gid) & (ids <= h.gid + HOLD)
+        verdict = None
+        for k in np.flatnonzero(close).tolist():
+            keep = h.ids >= ids[k] - hist
+            h.rows = np.concatenate([h.rows[keep], batch[k][None]])
+            h.ids = np.r_[h.ids[keep], ids[k]]
+            if len(h.rows) >= MIN_ROWS:
+                verdict = moving(h.rows, bar)
+                break
+        if verdict is None and ids[-1] >= h.gid + HOLD:
+            verdict = True
+        if verdict is None:
+            waiting.append(h)
+        elif verdict:
+            stand.append(h)
+    return stand, waiting
 
 
 def _numbered(sim: object, vs: np.ndarray, before: Snapshot) -> list[tuple[np.ndarray, np.ndarray]]:
