@@ -79,7 +79,7 @@ a client resending 100 inputs ~100 times each with fresh noise 0.01 (``few`` in
 digits, images and tables, 33 of them Blacklight chains on digits (noise 0.01 seldom
 crosses a bin of values on a 1/16 grid). An alert whose cloud is a resend's but too
 small to judge (a burst's first copies) waits for its ball to fill, at most 250 later
-queries of the key (:func:`mlwarden.serve.stationary.settle`), and is then reported
+queries of the key (:func:`mlwarden.serve.stationary.settle`; not on audio), and is then reported
 late, by a negative offset as :meth:`Monitor.submit` reports batched alerts; one still
 waiting at a restart stands. With it off, only the whole history's alerts
 (the dilution test, ``long_neighbours``) do: the window's count and Blacklight flag a
@@ -1673,7 +1673,10 @@ class Monitor:
         cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])
                        if k == "dilution" or only is None or j in only} | chained)  # fmt: skip
         resends, small = still(sim, pvs, cand, before, tight)
-        if only is not None:
+        if only is not None or tight is None:
+            # nothing waits with the rule off, nor on audio, whose own cloud is the ball
+            # within the radius: a search's steps are each other's copies there, and a
+            # search sending each step twice went unflagged in 700 queries (i21e)
             small = {}
         for j, cloud in small.items():  # they wait (_hold): no alert now
             cloud.kinds = tuple(k for k in ("similarity", "dilution") if j in found.get(k, ()))

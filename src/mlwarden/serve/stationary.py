@@ -37,7 +37,10 @@ the rule could judge them (``burst20`` of ``benchmarks/gateway_detection_clients
 at least one earlier copy in its own cloud and those copies are at least half of its
 neighbours within the radius: its alert hangs on its ball within the radius, judged
 when that holds ``MIN_ROWS`` rows, and stands when it has not filled ``HOLD`` (250)
-queries later (fails closed; after a restart too). A search's first query at each new
+queries later (fails closed; after a restart too). Not on audio, whose own cloud is the
+ball within the radius: a search's steps are each other's copies there, and one sending
+each step twice had its alerts settled as resends on 6 rows (i21e, session 8: unflagged
+in 700 queries; :class:`~mlwarden.serve.monitor.Monitor` holds nothing there). A search's first query at each new
 point has no copy and is never excused; a search hiding under noise of 0.05 (copies
 0.07 apart, RMS per value, against the radius 0.1 on digits) has next to no copies
 within 0.6 of the radius in high dimensions, and is flagged as without the rule; a
