@@ -144,3 +144,10 @@ def test_on_audio_nothing_waits() -> None:
     got = [mon.inspect("k", (clip + rng.normal(0, 1e-4, 8000)).astype(np.float32)[None, None],
                        _LABEL) for _ in range(4)]  # fmt: skip
     assert got[:3] == [{}] * 3 and got[3] == {"blacklight": [0]}
+
+
+def test_alerts_wait_on_tensors_only() -> None:
+    # text's rule (session 8, i21d) was measured with alerts standing at once
+    det = Detection.model_validate({})
+    waits = {m: Monitor(det, shape=[1, 8, 8], modality=m).hold for m in ("tensor", "text", "audio")}
+    assert waits == {"tensor": True, "text": False, "audio": False}

@@ -1422,6 +1422,9 @@ class Monitor:
         # no farther apart than the radius; on audio's log-energy envelopes fresh noise
         # alone spreads them ~0.9 of the radius (pauses become hiss): the whole ball
         self.still_bar = None if modality == "audio" else TIGHT
+        # alerts on clouds too small to judge wait (stationary.settle) on tensors only:
+        # measured there; on audio a search's steps are each other's copies (see _moving)
+        self.hold = modality not in ("audio", "text")
         bl = config.blacklight
         # audio: windows within one bin of zero (pauses) are not hashed; see _fingerprint
         default_gate = bl.quantization if modality == "audio" else 0.0
@@ -1610,7 +1613,7 @@ class Monitor:
             if found["similarity"] or found.get("dilution") or chains:
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
                 found, held = self._moving(sim, pvs, found, before, heard, out, self.still_bar,
-                                           only)  # fmt: skip
+                                           only, self.hold)  # fmt: skip
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
             if held or state.held:
                 self._hold(state, sim, pvs, before, held, heard, out, seqs)
@@ -1657,7 +1660,7 @@ class Monitor:
     @staticmethod
     def _moving(sim: Similarity, pvs: np.ndarray, found: dict[str, list[int]], before: Any,
                 heard: np.ndarray, out: dict[str, list[int]], tight: float | None,
-                only: set[int] | None = None,
+                only: set[int] | None = None, hold: bool = True,
                 ) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
         """``found`` without the similarity and dilution alerts of still balls: one input
         resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`),
@@ -1673,10 +1676,11 @@ class Monitor:
         cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])
                        if k == "dilution" or only is None or j in only} | chained)  # fmt: skip
         resends, small = still(sim, pvs, cand, before, tight)
-        if only is not None or tight is None:
+        if only is not None or not hold:
             # nothing waits with the rule off, nor on audio, whose own cloud is the ball
             # within the radius: a search's steps are each other's copies there, and a
-            # search sending each step twice went unflagged in 700 queries (i21e)
+            # search sending each step twice went unflagged in 700 queries (i21e); nor
+            # on text (the rule's text settings were measured without waiting)
             small = {}
         for j, cloud in small.items():  # they wait (_hold): no alert now
             cloud.kinds = tuple(k for k in ("similarity", "dilution") if j in found.get(k, ()))

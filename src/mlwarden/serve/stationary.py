@@ -40,7 +40,8 @@ when that holds ``MIN_ROWS`` rows, and stands when it has not filled ``HOLD`` (2
 queries later (fails closed; after a restart too). Not on audio, whose own cloud is the
 ball within the radius: a search's steps are each other's copies there, and one sending
 each step twice had its alerts settled as resends on 6 rows (i21e, session 8: unflagged
-in 700 queries; :class:`~mlwarden.serve.monitor.Monitor` holds nothing there). A search's first query at each new
+in 700 queries; :class:`~mlwarden.serve.monitor.Monitor` holds nothing there), nor on
+text (its settings were measured with alerts standing at once). A search's first query at each new
 point has no copy and is never excused; a search hiding under noise of 0.05 (copies
 0.07 apart, RMS per value, against the radius 0.1 on digits) has next to no copies
 within 0.6 of the radius in high dimensions, and is flagged as without the rule; a
