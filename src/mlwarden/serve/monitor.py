@@ -265,7 +265,8 @@ class Blacklight:
     queries. A slot whose query left the history is free again. A bucket never fills
     with live hashes by chance (at most half the slots are live: 16 a bucket on average,
     more than 32 with probability ~5e-5); if it does, the extra hashes go to a small
-    dict, so nothing is forgotten early. The tag and bucket keep 47 bits of a hash: a
+    dict, so nothing is forgotten early, and return to their bucket once a slot frees
+    (:meth:`_rehome`: numpy runs while the dict holds anything). The tag and bucket keep 47 bits of a hash: a
     false match of one hash has a chance of about 2^-27 per 1,000 queries, and a query
     needs ``threshold`` of them. Ids are offsets from a base moved forward every 2^31
     queries.
@@ -313,6 +314,8 @@ class Blacklight:
         identical to B calls of :meth:`observe`, at the cost of about one.
         """
         n0, count = self._next, len(xs)
+        if self._spill:
+            self._rehome()
         if not self._spill and n0 + count - self._base < self._REBASE:
             done = self._observe_compiled(xs)
             if done is not None:
@@ -321,6 +324,33 @@ class Blacklight:
                 rest = self._observe_numpy(xs[len(done[0]) :])  # a spill, or values numpy decides
                 return done[0] + rest[0], done[1] + rest[1]
         return self._observe_numpy(xs)
+
+    def _rehome(self) -> None:
+        """Move spilled hashes back into their buckets where a slot has come free, and
+        forget those whose query has left the history (before query :attr:`_next`).
+
+        A lookup finds a hash's newest query in the table or in the dict, the same id
+        either way, and a forgotten one was no longer live: every count and depth is
+        unchanged. The compiled kernel does not read the dict, so numpy runs while it
+        holds anything: until session 8 that was until the spilled hash's query left
+        the history (up to ``history`` + 256 queries, numpy's ~35 us a query instead of
+        ~5 at digits); now only while its bucket stays full (a slot frees when one of
+        its 32 queries leaves the history).
+        """
+        oldest = self._next - self.config.history
+        limit = max(oldest - self._base + 1, 1)  # a slot below this offset is free
+        spill: dict[int, int] = {}
+        for key, query in self._spill.items():
+            if query < oldest:
+                continue
+            bucket = key >> int(self._shift)
+            free = np.flatnonzero(self._ids[bucket] < limit)
+            if len(free):
+                self._tags[bucket, free[0]] = np.uint32(key & 0xFFFFFFFF) | np.uint32(1)
+                self._ids[bucket, free[0]] = query - (self._base - 1)
+            else:
+                spill[key] = query
+        self._spill = spill
 
     def _observe_numpy(self, xs: np.ndarray) -> tuple[list[int], list[int]]:
         """:meth:`observe_many` in numpy: one pass over the table for the whole batch."""
