@@ -17,7 +17,7 @@ import uvicorn
 from mlwarden.core.audio import wav_bytes
 from mlwarden.core.data import load_dataset
 from mlwarden.core.target import TorchTarget
-from mlwarden.serve.app import create_app
+from mlwarden.serve.app import KERNELS_WAIT_S, create_app
 from mlwarden.serve.auth import hash_key, new_key
 from mlwarden.serve.config import GatewayConfig
 from mlwarden.serve.server import server_config
@@ -55,9 +55,12 @@ def gateway(
     server = uvicorn.Server(server_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
+    # The gateway listens only once its detector kernels are compiled (at most
+    # KERNELS_WAIT_S; a cold numba cache on a loaded CI box can take tens of seconds).
+    deadline = time.monotonic() + KERNELS_WAIT_S + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert server.started, "the gateway did not start"
     yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1/predict", key
     server.should_exit = True
     thread.join(timeout=20)
