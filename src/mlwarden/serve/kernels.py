@@ -220,6 +220,26 @@ def _most_shared(last: np.ndarray, oldest: int) -> int:  # pragma: no cover - co
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _prada_sq(  # pragma: no cover - compiled
+    ref: np.ndarray, n: int, v: np.ndarray
+) -> tuple[np.ndarray, np.float32, bool]:
+    """Squared float32 distances of ``ref[:n]`` to ``v`` (summed in whatever order
+    vectorises), the smallest, and False where one is NaN (then ``s`` is partial)."""
+    s = np.empty(n, np.float32)
+    best = np.float32(np.inf)
+    for i in range(n):
+        acc = np.float32(0.0)
+        for k in range(v.size):
+            t = ref[i, k] - v[k]
+            acc += t * t
+        if acc != acc:
+            return s, best, False
+        s[i] = acc
+        best = min(best, acc)
+    return s, best, True
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def prada_candidates(  # pragma: no cover - compiled
     ref: np.ndarray, n: int, v: np.ndarray, ratio: float, slack: float
 ) -> np.ndarray:
@@ -229,18 +249,9 @@ def prada_candidates(  # pragma: no cover - compiled
     ``ratio`` times the smallest plus ``slack`` (the caller derives both from the
     rounding of the two sums). Empty when any distance is NaN: the caller's numpy
     path then gives what it always gave."""
-    dims = v.size
-    s = np.empty(n, np.float32)
-    best = np.float32(np.inf)
-    for i in range(n):
-        acc = np.float32(0.0)
-        for k in range(dims):
-            t = ref[i, k] - v[k]
-            acc += t * t
-        if acc != acc:
-            return np.empty(0, np.int64)
-        s[i] = acc
-        best = min(best, acc)
+    s, best, ok = _prada_sq(ref, n, v)
+    if not ok:
+        return np.empty(0, np.int64)
     limit = best * ratio + slack
     out = np.empty(n, np.int64)
     m = 0
@@ -261,17 +272,9 @@ def prada_gather(  # pragma: no cover - compiled
     float32 distance summed here. -1: a NaN distance; a count past ``len(buf) - at``:
     nothing copied (the caller measures that query alone)."""
     dims = v.size
-    s = np.empty(n, np.float32)
-    best = np.float32(np.inf)
-    for i in range(n):
-        acc = np.float32(0.0)
-        for k in range(dims):
-            t = ref[i, k] - v[k]
-            acc += t * t
-        if acc != acc:
-            return -1, 0.0
-        s[i] = acc
-        best = min(best, acc)
+    s, best, ok = _prada_sq(ref, n, v)
+    if not ok:
+        return -1, 0.0
     limit = best * ratio + slack
     m = 0
     for i in range(n):
