@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mlwarden.core.data import load_dataset
 from mlwarden.core.target import SklearnTarget, Target
-from mlwarden.serve.app import create_app
+from mlwarden.serve.app import KERNELS_WAIT_S, create_app
 from mlwarden.serve.auth import hash_key, new_key
 from mlwarden.serve.config import GatewayConfig
 from mlwarden.serve.server import server_config
@@ -52,7 +52,9 @@ class LiveServer:
             target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
         )
         self.thread.start()
-        deadline = time.monotonic() + 20
+        # serve listens once its detector kernels are compiled (<= KERNELS_WAIT_S; a cold
+        # numba cache on a loaded CI box takes tens of seconds)
+        deadline = time.monotonic() + KERNELS_WAIT_S + 30
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("gateway did not start")

@@ -16,7 +16,7 @@ import uvicorn
 
 from mlwarden.core.data import Dataset
 from mlwarden.core.text_target import CallableTextTarget, SklearnTextTarget
-from mlwarden.serve.app import create_app
+from mlwarden.serve.app import KERNELS_WAIT_S, create_app
 from mlwarden.serve.auth import hash_key, new_key
 from mlwarden.serve.config import GatewayConfig
 from mlwarden.serve.server import server_config
@@ -35,7 +35,7 @@ class _Live:
             target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
         )
         self.thread.start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + KERNELS_WAIT_S + 30  # serve compiles its kernels first
         while not self.server.started:
             assert time.monotonic() < deadline and self.thread.is_alive(), "gateway did not start"
             time.sleep(0.01)
