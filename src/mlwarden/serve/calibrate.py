@@ -47,7 +47,6 @@ from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.serve.config import Detection, FeatureScale, GatewayConfig, Projection
 from mlwarden.serve.dilution import RATIO_MARGIN, benign_ratio, off_axes, sq_distances
 from mlwarden.serve.monitor import Monitor
-from mlwarden.serve.stationary import on_by_default
 
 RADII = (0.1, 0.07, 0.05, 0.035, 0.025, 0.02, 0.017, 0.015, 0.0125, 0.01, 0.007, 0.005)
 NEIGHBOURS = (20, 40, 80)
@@ -875,7 +874,7 @@ def _set_stationary(data: dict[str, Any], run: _Runner) -> None:
     alarms per 1,000 on digits, images and tables. A config that says either is kept.
     """
     if data["similarity"]["stationary"] is None:
-        data["similarity"]["stationary"] = on_by_default(run.modality)
+        data["similarity"]["stationary"] = True
 
 
 RESIDUALS = (0.05, 0.04, 0.03, 0.02)  # residual radii tried, largest (earliest flag) first

@@ -132,7 +132,7 @@ from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
-from mlwarden.serve.stationary import TIGHT, Cloud, on_by_default, settle, still
+from mlwarden.serve.stationary import TIGHT, Cloud, settle, still
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
@@ -1447,7 +1447,7 @@ class Monitor:
         self.text = modality == "text"
         # still balls (one clip resent with fresh noise) are resends: serve/stationary.py
         stat = config.similarity.stationary
-        self.stationary = on_by_default(modality) if stat is None else stat
+        self.stationary = True if stat is None else stat  # on for every input by default
         # a resend's own cloud: its copies within 0.6 of the radius (stationary.TIGHT),
         # no farther apart than the radius; on audio's log-energy envelopes fresh noise
         # alone spreads them ~0.9 of the radius (pauses become hiss): the whole ball

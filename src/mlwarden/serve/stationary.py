@@ -11,7 +11,7 @@ stream left above 1 false alarm per 1,000: whole-second windows resent with nois
 queries (46.6 per 1,000, ``benchmarks/gateway_detection_long.py``).
 
 Since session 7 the rule is on for every input but text, since session 8 on text too
-(:func:`on_by_default`), and judges Blacklight's chains as well as the similarity and
+(``similarity.stationary`` left open), and judges Blacklight's chains as well as the similarity and
 dilution alerts. On text (1-bit MinHash features of character 5-shingles) ten tweets
 resent with a typo half the time and a case change half the time (5,000 queries,
 calibrated) raised 48 alarms per 1,000 without it (Blacklight 37), 11 with it (the
@@ -115,13 +115,6 @@ MIN_ROWS = 6
 # later queries of the key a waiting alert's ball has to fill in (settle), then it stands:
 # a pool of 50 inputs resends each about every 50 queries, and the 4th copy waits for 2
 HOLD = 250
-
-
-def on_by_default(modality: str) -> bool:
-    """Whether the rule is on when ``similarity.stationary`` is left open: for every
-    ``input.modality`` (text since session 8; see the module docs)."""
-    del modality
-    return True
 
 
 def contrasts(n: int) -> np.ndarray:
