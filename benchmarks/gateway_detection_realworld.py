@@ -1,0 +1,612 @@
+"""Gateway stream detectors against session 9's red team: real workloads, attackers who read the code.
+
+Built apart from ``gateway_detection_clients.py`` / ``_long.py`` / ``_heldout.py`` /
+``_outside.py``: their benign clients resend copies of a few inputs; these are workloads
+whose consecutive queries are *near each other and moving* (what a search looks like),
+or many keys sharing inputs. Fed in-process to ``Monitor`` (as ``mlwarden serve`` runs it
+after parsing a request), one row a request, at the settings ``gateway calibrate`` picks
+on the kind's plain calibration inputs (the long / clients benchmarks' kinds and models).
+
+Benign clients (``--n`` queries, default 2,000):
+
+* ``camera`` (images, MNIST CNN): a fixed camera sending a frame a second of one scene
+  (a background input): lighting that drifts (a 30-minute cycle of +-8% and a random walk),
+  a person (another input at half size) walking across every 1-4 minutes at 1 px a frame,
+  sensor noise N(0, 0.004), 8-bit pixels;
+* ``thumbs`` (images, MNIST CNN): a gallery app sending each photo, then its thumbnail
+  (down-scaled 2x and back), centre crops of 75% and 50% resized back, each JPEG-coded
+  (``gateway_detection_outside.jpeg``, quality U(70, 95)); a fifth of the photos an
+  earlier one again;
+* ``slide`` (audio): one call of 3-6 Asterisk prompts with 0.2-0.5 s pauses, classified
+  in 1 s windows every 0.25 s (overlapping 75%), then the next call;
+* ``typing`` (text): a moderation check as someone types: the growing prefix every 1-4
+  keystrokes (a debounce), a mistyped key corrected by a backspace 5% of keys;
+* ``form`` (tables): a scorer re-run after every field edit of an application form: the
+  form starts at the column medians, the applicant's values entered field by field in
+  form order (rounded to 1/100 of the range, raw: 3 significant digits), 10% of fields
+  first mistyped and corrected;
+* ``crowd`` (every kind): 50 keys on one gateway, each sending its own inputs (distinct
+  draws) and, one request in 10, one of 5 trending inputs (Zipf) re-encoded by its own
+  device (``gateway_detection_outside``'s camera / logger / microphone / keyboard).
+
+Attackers, 5 runs of 300 queries on the long benchmark's held-out seeds, after 2,000
+distinct benign queries of the same key (``knowing._warm``):
+
+* ``nullspace`` (images, MNIST CNN, audio): Square's block search inside an Linf ball of
+  0.1 (steps of 0.05), every candidate projected onto what the detectors' reduction
+  cannot see: zero mean over each of :func:`~mlwarden.serve.monitor.reduce`'s blocks
+  (images; at the default ``max_dims``), each 8 ms frame's energy kept
+  (:func:`~mlwarden.serve.monitor.reduce_audio`; audio). Its reduced queries are all one
+  point: a "resend" to the similarity ball, PRADA and the still-ball rule. ``nullnoise``:
+  the same with fresh N(0, 0.005) noise a query, projected too (Feng et al.'s answer to
+  Blacklight's hashes, invisible to the rest);
+* ``hsja`` (images, MNIST CNN, tabular, audio): HopSkipJump (Chen, Jordan & Wainwright,
+  2020, arXiv:1904.02144), label-only, L2: a start of another class, binary searches to
+  the boundary, sign-query gradient estimates of 20 sqrt(t) probes (the paper: 100),
+  geometric step sizes. Its queries hover at the boundary;
+* ``sybilK`` (K = 4, 8, 20; images, tabular, text): the noisy random search of issue 19
+  (sigma 0.01; text: the word search with a typo a query) spread round robin over K
+  keys of one gateway, each a fresh account with 200 benign queries;
+* ``grief`` (images, tabular): a victim key sends 1,000 distinct benign queries; after
+  each, 10 attacker keys send near-copies of it (noise 0.01 of the range): reported, the
+  victim's own flagged queries per 1,000 with and without the griefers.
+
+Reported per attack: the attack's own query at which a key of it is first flagged, and
+what it had in hand by then: the largest drop of the true class's probability, whether
+an answer was another class within Linf 0.1 of the range (``wrong``), and for ``hsja``
+the smallest RMS distance (per value, units of the range) of a wrong answer.
+
+Run (about 30-60 minutes on the loaded 2-core box; ``--only`` / ``--part`` / ``--plans`` /
+``--clients`` for parts)::
+
+    OMP_NUM_THREADS=1 timeout 3600 nice -n 10 .venv/bin/python \\
+        benchmarks/gateway_detection_realworld.py --out realworld.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).parent))
+import gateway_detection_clients as clients  # noqa: E402
+import gateway_detection_knowing as knowing  # noqa: E402
+import gateway_detection_long as long  # noqa: E402
+import gateway_detection_outside as outside  # noqa: E402
+from gateway_detection_modalities import _block  # noqa: E402
+from mlwarden.serve.config import Detection, Similarity  # noqa: E402
+from mlwarden.serve.monitor import Monitor  # noqa: E402
+
+CLIENTS = ("camera", "thumbs", "slide", "typing", "form", "crowd")
+ATTACKS = ("nullspace", "nullnoise", "hsja", "sybil4", "sybil8", "sybil20", "grief")
+APPLIES = {  # which kinds each client / attack is built for
+    "camera": {"images", "mnist28"}, "thumbs": {"images", "mnist28"}, "slide": {"audio"},
+    "typing": {"text"}, "form": {"tabular", "breast cancer raw", "breast cancer", "wine"},
+    "crowd": {"images", "mnist28", "audio", "text", "tabular", "breast cancer raw",
+              "breast cancer", "wine"},
+    "nullspace": {"images", "mnist28", "audio"}, "nullnoise": {"images", "mnist28", "audio"},
+    "hsja": {"images", "mnist28", "tabular", "audio"},
+    "sybil4": {"images", "tabular", "text"}, "sybil8": {"images", "tabular", "text"},
+    "sybil20": {"images", "tabular", "text"}, "grief": {"images", "tabular"},
+}  # fmt: skip
+
+
+# -- benign clients ------------------------------------------------------------------
+def camera(x_bg: np.ndarray, people: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` frames (C, H, W) in [0, 1] of a fixed camera over background ``x_bg``."""
+    c, h, w = x_bg.shape
+    walk, frames = 0.0, np.empty((n, c, h, w), dtype=np.float32)
+    nxt, person, pos = int(rng.integers(60, 240)), None, 0
+    for t in range(n):
+        walk = float(np.clip(walk + rng.normal(0, 0.002), -0.15, 0.15))
+        f = x_bg * (1 + 0.08 * np.sin(2 * np.pi * t / 1800) + walk)
+        if person is None and t >= nxt:
+            small = ndimage.zoom(people[int(rng.integers(len(people)))], (1, 0.5, 0.5), order=1)
+            person, pos, top = small, -small.shape[2], int(rng.integers(0, h - small.shape[1]))
+        if person is not None:
+            ph, pw = person.shape[1:]
+            lo_, hi_ = max(pos, 0), min(pos + pw, w)
+            if lo_ < hi_:
+                region = f[:, top : top + ph, lo_:hi_]
+                f[:, top : top + ph, lo_:hi_] = np.maximum(
+                    region, person[:, :, lo_ - pos : hi_ - pos]
+                )
+            pos += 1
+            if pos >= w:
+                person, nxt = None, t + int(rng.integers(60, 240))
+        f = f + rng.normal(0, 0.004, f.shape)
+        frames[t] = np.round(np.clip(f, 0, 1) * 255) / 255
+    return frames
+
+
+def thumbs(data: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A gallery app: each photo, its thumbnail and two centre crops, JPEG-coded."""
+    out: list[np.ndarray] = []
+    seen: list[int] = []
+    h, w = data.shape[-2:]
+    while len(out) < n:
+        i = int(
+            seen[rng.integers(len(seen))]
+            if seen and rng.random() < 0.2
+            else rng.integers(len(data))
+        )
+        seen.append(i)
+        x = data[i]
+        views = [x, ndimage.zoom(ndimage.zoom(x, (1, 0.5, 0.5), order=1), (1, 2, 2), order=1)]
+        for frac in (0.75, 0.5):
+            ch, cw = int(h * frac), int(w * frac)
+            t, le = (h - ch) // 2, (w - cw) // 2
+            crop = x[:, t : t + ch, le : le + cw]
+            views.append(ndimage.zoom(crop, (1, h / ch, w / cw), order=1)[:, :h, :w])
+        for v in views:
+            q = rng.uniform(70, 95)
+            out.append(np.stack([outside.jpeg(np.clip(ch_, 0, 1), q) for ch_ in v]))
+    return np.stack(out[:n]).astype(np.float32)
+
+
+def _recordings() -> list[np.ndarray]:
+    from gateway_detection_modalities import _wav
+    from mlwarden.core.audio_samples import cache_dir
+
+    files = sorted(cache_dir().glob("asterisk-core-sounds-en-wav/**/*.wav"))
+    return [c for c in (_wav(f) for f in files) if len(c) >= 4000]
+
+
+def slide(n: int, rng: np.random.Generator) -> np.ndarray:
+    """1 s windows every 0.25 s over calls of 3-6 prompts with pauses (room noise)."""
+    clips, out = _recordings(), []
+    while len(out) < n:
+        parts = []
+        for _ in range(int(rng.integers(3, 7))):
+            parts.append(clips[int(rng.integers(len(clips)))])
+            parts.append(rng.normal(0, 0.002, int(rng.uniform(0.2, 0.5) * 8000)))
+        call = np.concatenate(parts) * rng.uniform(0.3, 1.0)
+        out += [call[s : s + 8000] for s in range(0, len(call) - 7999, 2000)]
+    q = np.round(np.clip(np.stack(out[:n]), -1, 1) * 32767) / 32767
+    return q[:, None, :].astype(np.float32)
+
+
+NEAR = "qwertyuiopasdfghjklzxcvbnm"
+
+
+def typing(texts: list[str], n: int, rng: np.random.Generator) -> list[str]:
+    """Growing prefixes of tweets as they are typed (every 1-4 keys), with corrected slips."""
+    out: list[str] = []
+    while len(out) < n:
+        t = texts[int(rng.integers(len(texts)))].strip()
+        k, due = 0, int(rng.integers(1, 5))
+        typed = ""
+        while k < len(t) and len(out) < n:
+            if rng.random() < 0.05 and t[k].isalpha():
+                j = NEAR.find(t[k].lower())
+                slip = NEAR[min(max(j + int(rng.choice([-1, 1])), 0), len(NEAR) - 1)]
+                if len(typed) >= 3:
+                    out.append(typed + slip)
+            typed += t[k]
+            k += 1
+            due -= 1
+            if due <= 0 and len(typed) >= 3:
+                out.append(typed)
+                due = int(rng.integers(1, 5))
+        if len(out) < n and (not out or out[-1] != t):
+            out.append(t)
+    return out[:n]
+
+
+def form(data: np.ndarray, bounds: tuple[float, float], raw: bool, n: int,
+         rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """Rescoring after every field edit: from the column medians, field by field."""
+    lo, hi = bounds
+    med = np.median(data, axis=0)
+    out: list[np.ndarray] = []
+
+    def put(row: np.ndarray) -> None:
+        if raw:
+            mag = 10 ** (np.floor(np.log10(np.maximum(np.abs(row), 1e-12))) - 2)
+            out.append(np.clip(np.round(row / mag) * mag, lo, hi).astype(np.float32))
+        else:
+            out.append(np.clip(np.round(row * 100) / 100, lo, hi).astype(np.float32))
+
+    while len(out) < n:
+        target, row = data[int(rng.integers(len(data)))], med.copy()
+        span = np.ptp(data, axis=0) + 1e-9
+        for f in range(len(row)):
+            if rng.random() < 0.1:
+                row[f] = target[f] + rng.normal(0, 0.3) * span[f]
+                put(row)
+            row[f] = target[f]
+            put(row)
+    return np.stack(out[:n])
+
+
+def crowd(kind: long.Kind, vary: outside.Vary, n: int, keys: int,
+          rng: np.random.Generator) -> tuple[Any, list[int]]:  # fmt: skip
+    """``n`` queries of ``keys`` users: their own inputs, and 1 in 10 a trending one."""
+    data = kind.data
+    trend = rng.choice(len(data), 5, replace=False)
+    p = 1.0 / np.arange(1, 6)
+    devs = outside._devices(rng, keys)
+    owner = rng.integers(0, keys, n)
+    out = []
+    for i in range(n):
+        if rng.random() < 0.1:
+            x = data[int(trend[rng.choice(5, p=p / p.sum())])]
+            out.append(vary(x, rng, devs[owner[i]], int(rng.integers(24))))
+        else:
+            out.append(data[int(rng.integers(len(data)))])
+    xs = out if kind.modality == "text" else np.stack(out).astype(np.float32)
+    return xs, owner.tolist()
+
+
+def feed(kind: long.Kind, det: Detection, mon: Monitor, xs: Any, keys: list[int],
+         mark: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
+    """Send ``xs`` (row i on key ``keys[i]``); flagged per 1,000 (any, by detector), keys
+    flagged; ``mark``: count only the marked rows."""
+    feats, labels = kind.feats(det, xs), kind.labels(xs)
+    mark = np.ones(len(feats), dtype=bool) if mark is None else mark
+    hits: dict[str, int] = {"any": 0}
+    flagged_keys: set[int] = set()
+    for i in range(len(feats)):
+        found = mon.inspect(f"k{keys[i]}", feats[i : i + 1], labels[i : i + 1])
+        if found and mark[i]:
+            hits["any"] += 1
+            flagged_keys.add(keys[i])
+            for k in found:
+                hits[k] = hits.get(k, 0) + 1
+    per = 1000 / max(int(mark.sum()), 1)
+    out: dict[str, Any] = {k: round(v * per, 1) for k, v in hits.items()}
+    return out | {"keys_flagged": len(flagged_keys)}
+
+
+def benign(name: str, kind: long.Kind, det: Detection, client: str, n: int, seed: int,
+           raw: bool) -> dict[str, Any]:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    keys = [0] * n
+    if client == "camera":
+        pick = rng.choice(len(kind.data), 5, replace=False)
+        xs: Any = camera(kind.data[pick[0]], kind.data[pick[1:]], n, rng)
+    elif client == "thumbs":
+        xs = thumbs(kind.data, n, rng)
+    elif client == "slide":
+        xs = slide(n, rng)
+    elif client == "typing":
+        xs = typing(kind.data, n, rng)
+    elif client == "form":
+        xs = form(np.asarray(kind.data), kind.bounds, raw, n, rng)
+    else:
+        vary = _vary(name, kind, raw)
+        xs, keys = crowd(kind, vary, n, 50, rng)
+    return feed(kind, det, kind.monitor(det), xs, keys)
+
+
+def _vary(name: str, kind: long.Kind, raw: bool) -> outside.Vary:
+    if kind.modality == "text":
+        return outside.keyboard
+    if kind.modality == "audio":
+        return outside.microphone
+    if name in ("images", "mnist28"):
+        return outside.camera
+    return outside.logger(kind.bounds, raw)
+
+
+# -- attackers -----------------------------------------------------------------------
+def proba(kind: long.Kind, xs: Any, ys: np.ndarray) -> np.ndarray:
+    """The probability of class ``ys[i]`` the model answers for each row of ``xs``."""
+    m = kind.model
+    if kind.modality == "text":
+        p = m.predict_proba(list(xs))
+    elif hasattr(m, "predict_proba"):
+        p = m.predict_proba(np.asarray(xs).reshape(len(xs), -1))
+    else:  # the MNIST CNN: classes are column indices
+        return m.proba(np.asarray(xs, dtype=np.float32))[np.arange(len(xs)), ys]
+    return p[np.arange(len(xs)), np.searchsorted(m.classes_, ys)]
+
+
+def null_project(kind: long.Kind, x0: np.ndarray, delta: np.ndarray, dims: int) -> np.ndarray:
+    """``delta`` made invisible to the detectors' reduction of ``x0 + delta`` (and kept in
+    the input range and the Linf ball of 0.1): images, zero mean over each block of
+    :func:`reduce` (alternating projections onto the box and the subspace); audio, every
+    frame of :func:`reduce_audio` rescaled to the clean clip's energy."""
+    lo, hi = kind.bounds
+    span = hi - lo
+    flat0 = x0.reshape(-1).astype(np.float64)
+    n = flat0.size
+    starts = (np.arange(min(dims, n), dtype=np.int64) * n) // min(dims, n)
+    sizes = np.diff(np.append(starts, n))
+    low = np.maximum(lo, flat0 - 0.1 * span) - flat0
+    high = np.minimum(hi, flat0 + 0.1 * span) - flat0
+    d = delta.reshape(-1).astype(np.float64)
+    if kind.modality == "audio":
+        e0 = np.add.reduceat(flat0 * flat0, starts)
+        for _ in range(10):
+            y = flat0 + np.clip(d, low, high)
+            y = y * np.repeat(
+                np.sqrt(e0 / np.maximum(np.add.reduceat(y * y, starts), 1e-30)), sizes
+            )
+            d = y - flat0
+        return d.reshape(x0.shape)
+    for _ in range(20):
+        d = d - np.repeat(np.add.reduceat(d, starts) / sizes, sizes)
+        d = np.clip(d, low, high)
+    d = d - np.repeat(np.add.reduceat(d, starts) / sizes, sizes)
+    return np.clip(d, low, high).reshape(x0.shape)
+
+
+def nullspace(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int,
+              dither: float = 0.0) -> np.ndarray:  # fmt: skip
+    """Square's block search (steps 0.05, Linf 0.1) in the reduction's null space;
+    ``dither``: fresh N(0, dither) noise a query, projected too (breaks Blacklight's hashes)."""
+    lo, hi = kind.bounds
+    span = hi - lo
+    dims = Similarity().max_dims  # the documented default: the attacker reads the docs
+    rng = np.random.default_rng(seed)
+    delta, score, sent = np.zeros_like(x0, dtype=np.float64), np.inf, []
+    for _ in range(budget):
+        cand = delta.copy()
+        b = _block(rng, x0.shape)
+        cand[b] = np.clip(cand[b] + rng.choice([-0.05, 0.05]) * span, -0.1 * span, 0.1 * span)
+        cand = null_project(kind, x0, cand, dims)
+        noisy = cand + rng.normal(0, dither * span, x0.shape) if dither else cand
+        q = np.clip(x0 + null_project(kind, x0, noisy, dims), lo, hi).astype(np.float32)
+        sent.append(q)
+        p = float(proba(kind, q[None], np.array([y0]))[0])
+        if p < score:
+            score, delta = p, cand
+    return np.stack(sent)
+
+
+def hsja(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int) -> np.ndarray:
+    """HopSkipJump (untargeted, L2, label-only): the queries it sends, in order."""
+    lo, hi = kind.bounds
+    rng = np.random.default_rng(seed)
+    x0 = x0.astype(np.float64)
+    d = x0.size
+    theta = d**-1.5  # the paper's binary-search tolerance and probe size for L2
+    sent: list[np.ndarray] = []
+
+    def adv(x: np.ndarray) -> bool:
+        q = np.clip(x, lo, hi).astype(np.float32)
+        sent.append(q)
+        return bool(kind.labels(q[None])[0] != y0)
+
+    def boundary(x_adv: np.ndarray) -> np.ndarray:
+        a, b = 0.0, 1.0  # blend weight of x_adv: a clean side, b adversarial side
+        while b - a > theta and len(sent) < budget:
+            m = (a + b) / 2
+            if adv((1 - m) * x0 + m * x_adv):
+                b = m
+            else:
+                a = m
+        return (1 - b) * x0 + b * x_adv
+
+    start = None
+    for i in rng.permutation(len(kind.data)):  # natural inputs until one is another class
+        if len(sent) >= budget:
+            break
+        if adv(np.asarray(kind.data[int(i)], dtype=np.float64)):
+            start = np.asarray(kind.data[int(i)], dtype=np.float64)
+            break
+    if start is None:
+        return np.stack(sent[:budget])
+    xb, t = boundary(start), 0
+    while len(sent) < budget:
+        t += 1
+        dist = float(np.linalg.norm(xb - x0))
+        delta = np.sqrt(d) * theta * dist
+        grad = np.zeros(d)
+        signs, dirs = [], []
+        for _ in range(int(20 * np.sqrt(t))):
+            u = rng.normal(0, 1, x0.shape)
+            u /= np.linalg.norm(u)
+            p = np.clip(xb + delta * u, lo, hi)
+            signs.append(1.0 if adv(p) else -1.0)
+            dirs.append(((p - xb) / delta).reshape(-1))
+            if len(sent) >= budget:
+                break
+        s = np.asarray(signs)
+        s = s - s.mean() if abs(s.mean()) < 1 else s
+        grad = (s[:, None] * np.stack(dirs)).mean(axis=0).reshape(x0.shape)
+        grad /= np.linalg.norm(grad) + 1e-12
+        eps = dist / np.sqrt(t)
+        while len(sent) < budget and not adv(xb + eps * grad):
+            eps /= 2
+        xb = boundary(np.clip(xb + eps * grad, lo, hi))
+    return np.stack(sent[:budget])
+
+
+def achieved(kind: long.Kind, x0: Any, y0: int, qs: Any, upto: int) -> dict[str, Any]:
+    """What the first ``upto`` answers gave: the largest drop of the true class's
+    probability, a wrong answer within Linf 0.1 of the range, the closest wrong answer."""
+    if upto == 0:
+        return {"drop": 0.0, "wrong": False, "rms": None}
+    ys = np.full(upto, y0)
+    p0 = float(proba(kind, [x0] if kind.modality == "text" else x0[None], ys[:1])[0])
+    p = proba(kind, qs[:upto], ys)
+    bad = kind.labels(qs[:upto]) != y0
+    if kind.modality == "text":
+        return {"drop": round(p0 - float(p.min()), 3), "wrong": bool(bad.any()), "rms": None}
+    span = kind.bounds[1] - kind.bounds[0]
+    diff = (np.asarray(qs[:upto], dtype=np.float64) - x0).reshape(upto, -1) / span
+    linf, rms = np.abs(diff).max(axis=1), np.sqrt((diff**2).mean(axis=1))
+    close = float(rms[bad].min()) if bad.any() else None
+    return {"drop": round(p0 - float(p.min()), 3), "wrong": bool((bad & (linf <= 0.1 + 1e-6)).any()),
+            "rms": None if close is None else round(close, 4)}  # fmt: skip
+
+
+def first_flag(kind: long.Kind, det: Detection, mon: Monitor, qs: Any,
+               keys: list[str]) -> tuple[int | None, list[str]]:  # fmt: skip
+    feats, labels = kind.feats(det, qs), kind.labels(qs)
+    for i in range(len(feats)):
+        found = mon.inspect(keys[i], feats[i : i + 1], labels[i : i + 1])
+        if found:
+            return i + 1, sorted(found)
+    return None, []
+
+
+def _target(kind: long.Kind, run: int) -> tuple[Any, int]:
+    x = kind.seeds[run % len(kind.seeds)][0] if kind.seeds else kind.calib[0][100 + run]
+    if kind.modality != "text":
+        x = np.asarray(x, dtype=np.float32)
+        return x, int(kind.labels(x[None])[0])
+    return x, int(kind.labels([x])[0])
+
+
+def _sybil_monitor(kind: long.Kind, det: Detection, k: int) -> Monitor:
+    """One gateway with ``k`` fresh accounts of 200 distinct benign queries each."""
+    mon = kind.monitor(det)
+    bf, bl = long.attack_benign(kind, det)
+    for j in range(k):
+        for i in range(200 * j, 200 * j + 200):
+            mon.inspect(f"s{j}", bf[i : i + 1], bl[i : i + 1])
+    return mon
+
+
+def run_attack(kind: long.Kind, det: Detection, plan: str, run: int, budget: int,
+               warm: Monitor) -> dict[str, Any]:  # fmt: skip
+    x0, y0 = _target(kind, run)
+    if plan.startswith("null"):
+        dither = 0.005 if plan == "nullnoise" else 0.0
+        qs, keys = nullspace(kind, x0, y0, budget, run, dither), ["k"] * budget
+    elif plan == "hsja":
+        qs, keys = hsja(kind, x0, y0, budget, run), ["k"] * budget
+    else:  # sybilK: the issue's noisy search, round robin over K fresh accounts
+        k = int(plan[5:])
+        qs = long.search(kind, x0, y0, 0.01, run)
+        keys = [f"s{i % k}" for i in range(len(qs))]
+    first, by = first_flag(kind, det, knowing._copy(warm), qs, keys)
+    upto = first - 1 if first else len(qs)
+    return {"first": first, "by": by, "at_flag": achieved(kind, x0, y0, qs, upto),
+            "all": achieved(kind, x0, y0, qs, len(qs))}  # fmt: skip
+
+
+def grief(kind: long.Kind, det: Detection, n: int = 1000, griefers: int = 10) -> dict[str, Any]:
+    """The victim's flagged queries per 1,000 alone and with griefers copying each query."""
+    lo, hi = kind.bounds
+    rng = np.random.default_rng(7)
+    victim = kind.pool[long.WARM : long.WARM + n]
+    alone = feed(kind, det, kind.monitor(det), victim, [0] * n)
+    rows, keys = [], []
+    for x in victim:
+        rows.append(x)
+        keys.append(0)
+        for g in range(griefers):
+            rows.append(np.clip(x + rng.normal(0, 0.01 * (hi - lo), x.shape), lo, hi))
+            keys.append(g + 1)
+    xs = np.stack(rows).astype(np.float32)
+    mon, mark = kind.monitor(det), np.asarray(keys) == 0
+    both = feed(kind, det, mon, xs, keys, mark)
+    return {"alone": alone, "griefed": both}
+
+
+# -- runs and tables -----------------------------------------------------------------
+def kinds(only: set[str] | None) -> dict[str, tuple[long.Kind, bool]]:
+    """Each kind (the long / clients benchmarks' data and models) and whether raw units."""
+    want = lambda n: only is None or n in only  # noqa: E731
+    base = {"images", "tabular", "audio", "text"}
+    out = {name: (kind, False) for name, kind in long.kinds({n for n in base if want(n)}).items()}
+    if want("mnist28"):
+        out["mnist28"] = (clients._mnist_kind(), False)
+    for name in ("breast cancer raw", "breast cancer", "wine"):
+        if want(name):
+            out[name] = clients._table_kind(name)
+    return out
+
+
+def run_kind(name: str, kind: long.Kind, raw: bool, args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.time()
+    det, summary = long._calibrated(kind)
+    print(f"{name}: calibrated {json.dumps(summary)}", flush=True)
+    row: dict[str, Any] = {"calibration": summary}
+    for client in args.clients:
+        if name in APPLIES[client]:
+            row[client] = [benign(name, kind, det, client, args.n, s, raw) for s in args.seeds]
+            print(f"{name} {client}: {json.dumps(row[client])}", flush=True)
+    plans = [p for p in args.plans if name in APPLIES[p]]
+    warm = knowing._warm(kind, det) if {"nullspace", "nullnoise", "hsja"} & set(plans) else None
+    for plan in plans:
+        if plan == "grief":
+            row[plan] = grief(kind, det)
+            print(f"{name} grief: {json.dumps(row[plan])}", flush=True)
+            continue
+        mon = warm if not plan.startswith("sybil") else _sybil_monitor(kind, det, int(plan[5:]))
+        for run in range(args.runs):
+            res = run_attack(kind, det, plan, run, args.budget, mon)  # type: ignore[arg-type]
+            row.setdefault(plan, []).append(res)
+            print(f"{name} {plan} run {run}: {json.dumps(res)}", flush=True)
+    row["seconds"] = round(time.time() - t0)
+    return row
+
+
+def _bcell(res: list[dict[str, Any]]) -> str:
+    text = " / ".join(f"{r['any']:g}" for r in res)
+    if max(r["any"] for r in res) <= 1:
+        return text
+    dets = sorted({f"{k} {v:g}" for k, v in res[0].items() if k not in ("any", "keys_flagged")})
+    keys = f"; keys flagged {res[0]['keys_flagged']}" if res[0]["keys_flagged"] > 1 else ""
+    return f"**{text}** ({', '.join(dets)}{keys})"
+
+
+def _acell(res: list[dict[str, Any]]) -> str:
+    hit = sorted(r["first"] for r in res if r["first"])
+    dets = sorted({d for r in res for d in r["by"]})
+    text = f"{len(hit)}/{len(res)}" + (f" at {hit[0]}-{hit[-1]} ({', '.join(dets)})" if hit else "")
+    for part, label in (("at_flag", "before the flag"), ("all", "in 300")):
+        a = [r[part] for r in res]
+        rms = [x["rms"] for x in a if x["rms"] is not None]
+        text += f"; {label}: drop <= {max(x['drop'] for x in a):.2f}, "
+        text += f"{sum(x['wrong'] for x in a)}/{len(a)} wrong"
+        text += f", closest wrong rms {min(rms):.3f}" if rms else ""
+    return text
+
+
+def table(results: dict[str, Any]) -> None:
+    """The markdown tables of ``docs/benchmarks/gateway.md``."""
+    print("\n| input | client | flagged per 1,000 (per seed) |\n|---|---|---|")
+    for name, row in results.items():
+        for c in CLIENTS:
+            if c in row:
+                print(f"| {name} | {c} | {_bcell(row[c])} |")
+    print("\n| input | attack | first flag (of runs) and what the attack had achieved |")
+    print("|---|---|---|")
+    for name, row in results.items():
+        for plan in ATTACKS:
+            if plan == "grief" and plan in row:
+                g = row[plan]
+                print(f"| {name} | grief | victim {g['alone']['any']:g} per 1,000 alone, "
+                      f"{g['griefed']['any']:g} with 10 griefers |")  # fmt: skip
+            elif plan in row:
+                print(f"| {name} | {plan} | {_acell(row[plan])} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated kinds (images, mnist28, audio, text, tabular, "
+                    "breast cancer raw, breast cancer, wine)")  # fmt: skip
+    ap.add_argument("--clients", default=",".join(CLIENTS))
+    ap.add_argument("--plans", default=",".join(ATTACKS))
+    ap.add_argument("--n", type=int, default=2000, help="queries a benign client")
+    ap.add_argument("--seeds", default="0", help="comma-separated benign client seeds")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--budget", type=int, default=long.BUDGET)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    args.clients = [c for c in args.clients.split(",") if c]
+    args.plans = [p for p in args.plans.split(",") if p]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    results: dict[str, Any] = {}
+    for name, (kind, raw) in kinds(set(args.only.split(",")) if args.only else None).items():
+        results[name] = run_kind(name, kind, raw, args)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=1))
+    table(results)
+
+
+if __name__ == "__main__":
+    main()
