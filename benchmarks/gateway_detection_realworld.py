@@ -27,29 +27,40 @@ Benign clients (``--n`` queries, default 2,000):
   first mistyped and corrected;
 * ``crowd`` (every kind): 50 keys on one gateway, each sending its own inputs (distinct
   draws) and, one request in 10, one of 5 trending inputs (Zipf) re-encoded by its own
-  device (``gateway_detection_outside``'s camera / logger / microphone / keyboard).
+  device (``gateway_detection_outside``'s camera / logger / microphone / keyboard);
+* ``crowdcam`` (images, MNIST CNN): 20 apps (keys) polling one public camera (``camera``'s
+  frames), each a frame in 10 at random, JPEG-coded at the app's own quality U(60, 95).
 
 Attackers, 5 runs of 300 queries on the long benchmark's held-out seeds, after 2,000
-distinct benign queries of the same key (``knowing._warm``):
+distinct benign queries of the same key (``knowing._warm``'s):
 
 * ``nullspace`` (images, MNIST CNN, audio): Square's block search inside an Linf ball of
   0.1 (steps of 0.05), every candidate projected onto what the detectors' reduction
   cannot see: zero mean over each of :func:`~mlwarden.serve.monitor.reduce`'s blocks
   (images; at the default ``max_dims``), each 8 ms frame's energy kept
-  (:func:`~mlwarden.serve.monitor.reduce_audio`; audio). Its reduced queries are all one
-  point: a "resend" to the similarity ball, PRADA and the still-ball rule. ``nullnoise``:
-  the same with fresh N(0, 0.005) noise a query, projected too (Feng et al.'s answer to
-  Blacklight's hashes, invisible to the rest);
+  (:func:`~mlwarden.serve.monitor.reduce_audio`; audio; then the Linf ball, 10 rounds).
+  Its reduced queries are all one point: a "resend" to the similarity ball, PRADA and
+  the still-ball rule. ``nullnoise``: the same with fresh N(0, 0.005) noise a query,
+  projected too (Feng et al.'s answer to Blacklight's hashes, invisible to the rest);
 * ``hsja`` (images, MNIST CNN, tabular, audio): HopSkipJump (Chen, Jordan & Wainwright,
   2020, arXiv:1904.02144), label-only, L2: a start of another class, binary searches to
   the boundary, sign-query gradient estimates of 20 sqrt(t) probes (the paper: 100),
   geometric step sizes. Its queries hover at the boundary;
+* ``flatjump`` (tables): against an output-aware rule (alerts dropped on a ball whose
+  answers keep their class and log-odds): Square's search in steps of 0.01 of the range
+  that keeps a step only when the true class's log-odds fall by at most 0.1 (flat
+  answers), and every 100th query one jump, the accumulated step x4 (in the ball);
 * ``sybilK`` (K = 4, 8, 20; images, tabular, text): the noisy random search of issue 19
   (sigma 0.01; text: the word search with a typo a query) spread round robin over K
   keys of one gateway, each a fresh account with 200 benign queries;
+* ``sybil100`` / ``sybil150``: the same over 100 / 150 keys of 50 benign queries each (3 /
+  2 steps a key); ``busy4``: over 4 keys on a busy gateway, 100 distinct benign queries
+  of 100 other users before each step;
 * ``grief`` (images, tabular): a victim key sends 1,000 distinct benign queries; after
-  each, 10 attacker keys send near-copies of it (noise 0.01 of the range): reported, the
-  victim's own flagged queries per 1,000 with and without the griefers.
+  each, 10 attacker keys send near-copies of it (noise 0.01 of the range); ``griefcam``
+  (images): the victim a public webcam (``camera``, 500 frames), the 10 griefers, who
+  watch the same scene, send each frame with noise 0.01 of their own *before* the victim
+  does. Reported: the victim's own flagged queries per 1,000 with and without them.
 
 Reported per attack: the attack's own query at which a key of it is first flagged, and
 what it had in hand by then: the largest drop of the true class's probability, whether
@@ -66,8 +77,10 @@ Run (about 30-60 minutes on the loaded 2-core box; ``--only`` / ``--part`` / ``-
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -77,24 +90,28 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 import gateway_detection_clients as clients  # noqa: E402
-import gateway_detection_knowing as knowing  # noqa: E402
 import gateway_detection_long as long  # noqa: E402
 import gateway_detection_outside as outside  # noqa: E402
 from gateway_detection_modalities import _block  # noqa: E402
 from mlwarden.serve.config import Detection, Similarity  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
-CLIENTS = ("camera", "thumbs", "slide", "typing", "form", "crowd")
-ATTACKS = ("nullspace", "nullnoise", "hsja", "sybil4", "sybil8", "sybil20", "grief")
+CLIENTS = ("camera", "thumbs", "slide", "typing", "form", "crowd", "crowdcam")
+ATTACKS = ("nullspace", "nullnoise", "hsja", "flatjump", "sybil4", "sybil8", "sybil20", "sybil100",
+           "sybil150", "busy4", "grief", "griefcam")  # fmt: skip
 APPLIES = {  # which kinds each client / attack is built for
     "camera": {"images", "mnist28"}, "thumbs": {"images", "mnist28"}, "slide": {"audio"},
     "typing": {"text"}, "form": {"tabular", "breast cancer raw", "breast cancer", "wine"},
     "crowd": {"images", "mnist28", "audio", "text", "tabular", "breast cancer raw",
               "breast cancer", "wine"},
+    "crowdcam": {"images", "mnist28"},
     "nullspace": {"images", "mnist28", "audio"}, "nullnoise": {"images", "mnist28", "audio"},
     "hsja": {"images", "mnist28", "tabular", "audio"},
+    "flatjump": {"tabular", "breast cancer", "wine"},
     "sybil4": {"images", "tabular", "text"}, "sybil8": {"images", "tabular", "text"},
-    "sybil20": {"images", "tabular", "text"}, "grief": {"images", "tabular"},
+    "sybil20": {"images", "tabular", "text"}, "sybil100": {"images", "tabular", "text"},
+    "sybil150": {"images", "tabular", "text"}, "busy4": {"images", "tabular", "text"},
+    "grief": {"images", "tabular"}, "griefcam": {"images"},
 }  # fmt: skip
 
 
@@ -161,7 +178,7 @@ def _recordings() -> list[np.ndarray]:
 
 def slide(n: int, rng: np.random.Generator) -> np.ndarray:
     """1 s windows every 0.25 s over calls of 3-6 prompts with pauses (room noise)."""
-    clips, out = _recordings(), []
+    clips, out = _recordings(), []  # type: list[np.ndarray], list[np.ndarray]
     while len(out) < n:
         parts = []
         for _ in range(int(rng.integers(3, 7))):
@@ -245,16 +262,61 @@ def crowd(kind: long.Kind, vary: outside.Vary, n: int, keys: int,
     return xs, owner.tolist()
 
 
+def crowdcam(kind: long.Kind, n: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    """20 apps polling one public camera (:func:`camera`), each a frame in 10 at random,
+    JPEG-coded at the app's own quality."""
+    pick = rng.choice(len(kind.data), 5, replace=False)
+    frames = camera(kind.data[pick[0]], kind.data[pick[1:]], n // 2 + 1, rng)
+    quality = rng.uniform(60, 95, 20)
+    out, keys = [], []
+    for f in frames:
+        for k in np.flatnonzero(rng.random(20) < 0.1).tolist():
+            out.append(np.stack([outside.jpeg(c, quality[k]) for c in f]))
+            keys.append(k)
+    return np.stack(out[:n]).astype(np.float32), keys[:n]
+
+
+def _answers(kind: long.Kind, det: Detection, xs: Any) -> np.ndarray | None:
+    """The model's scores for ``xs`` (N, classes) when ``det`` reads answers (an
+    output-aware rule's ``answers.spread``), else None: what the gateway passes along."""
+    ans = getattr(det, "answers", None)
+    if ans is None or not getattr(ans, "spread", None):
+        return None
+    m = kind.model
+    if kind.modality == "text":
+        return np.asarray(m.predict_proba(list(xs)))
+    if hasattr(m, "predict_proba"):
+        return np.asarray(m.predict_proba(np.asarray(xs).reshape(len(xs), -1)))
+    return np.asarray(m.proba(np.asarray(xs, dtype=np.float32)))
+
+
+def _ask(mon: Monitor, key: str, feats: Any, labels: np.ndarray, probs: np.ndarray | None,
+         i: int) -> dict[str, list[int]]:  # fmt: skip
+    """Row ``i`` as one request of ``key`` (with its answer when the detectors read it)."""
+    if probs is None:
+        return mon.inspect(key, feats[i : i + 1], labels[i : i + 1])
+    return mon.inspect(key, feats[i : i + 1], labels[i : i + 1], probs[i : i + 1])  # type: ignore[call-arg]
+
+
+def _benign(kind: long.Kind, det: Detection) -> tuple[Any, np.ndarray, np.ndarray | None]:
+    """``long.attack_benign``'s distinct benign queries (features, labels) and answers."""
+    feats, labels = long.attack_benign(kind, det)
+    pool, w = kind.pool, long.WARM
+    raw = pool[:w] + pool[w + 1000 :] if kind.modality == "text" else (
+        np.concatenate([pool[:w], pool[w + 1000 :]]))  # fmt: skip
+    return feats, labels, _answers(kind, det, raw)
+
+
 def feed(kind: long.Kind, det: Detection, mon: Monitor, xs: Any, keys: list[int],
          mark: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
     """Send ``xs`` (row i on key ``keys[i]``); flagged per 1,000 (any, by detector), keys
     flagged; ``mark``: count only the marked rows."""
-    feats, labels = kind.feats(det, xs), kind.labels(xs)
+    feats, labels, probs = kind.feats(det, xs), kind.labels(xs), _answers(kind, det, xs)
     mark = np.ones(len(feats), dtype=bool) if mark is None else mark
     hits: dict[str, int] = {"any": 0}
     flagged_keys: set[int] = set()
     for i in range(len(feats)):
-        found = mon.inspect(f"k{keys[i]}", feats[i : i + 1], labels[i : i + 1])
+        found = _ask(mon, f"k{keys[i]}", feats, labels, probs, i)
         if found and mark[i]:
             hits["any"] += 1
             flagged_keys.add(keys[i])
@@ -280,6 +342,8 @@ def benign(name: str, kind: long.Kind, det: Detection, client: str, n: int, seed
         xs = typing(kind.data, n, rng)
     elif client == "form":
         xs = form(np.asarray(kind.data), kind.bounds, raw, n, rng)
+    elif client == "crowdcam":
+        xs, keys = crowdcam(kind, n, rng)
     else:
         vary = _vary(name, kind, raw)
         xs, keys = crowd(kind, vary, n, 50, rng)
@@ -362,6 +426,36 @@ def nullspace(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int,
     return np.stack(sent)
 
 
+def flatjump(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int) -> np.ndarray:
+    """Square's block search in small steps (0.01 of the range, Linf 0.1) that keeps a step
+    only while the true class's log-odds fall by at most 0.1 a step (its answers stay
+    flat), and every 100th query jumps: the accumulated step, extrapolated 4x into the
+    ball, sent once (one query, far from the search's own ball)."""
+    lo, hi = kind.bounds
+    span = hi - lo
+    rng = np.random.default_rng(seed)
+    delta, sent = np.zeros_like(x0, dtype=np.float64), []
+
+    def odds(q: np.ndarray) -> float:
+        p = float(np.clip(proba(kind, q[None], np.array([y0]))[0], 1e-12, 1 - 1e-12))
+        return float(np.log(p) - np.log1p(-p))
+
+    score = odds(x0.astype(np.float32))  # the clean input's answer: one query, not sent here
+    for i in range(budget):
+        if (i + 1) % 100 == 0:
+            sent.append(np.clip(x0 + np.clip(4 * delta, -0.1 * span, 0.1 * span), lo, hi))
+            continue
+        cand = delta.copy()
+        b = _block(rng, x0.shape)
+        cand[b] = np.clip(cand[b] + rng.choice([-0.01, 0.01]) * span, -0.1 * span, 0.1 * span)
+        q = np.clip(x0 + cand, lo, hi).astype(np.float32)
+        sent.append(q)
+        s = odds(q)
+        if score - 0.1 <= s < score:
+            score, delta = s, cand
+    return np.stack(sent).astype(np.float32)
+
+
 def hsja(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int) -> np.ndarray:
     """HopSkipJump (untargeted, L2, label-only): the queries it sends, in order."""
     lo, hi = kind.bounds
@@ -440,31 +534,72 @@ def achieved(kind: long.Kind, x0: Any, y0: int, qs: Any, upto: int) -> dict[str,
             "rms": None if close is None else round(close, 4)}  # fmt: skip
 
 
-def first_flag(kind: long.Kind, det: Detection, mon: Monitor, qs: Any,
-               keys: list[str]) -> tuple[int | None, list[str]]:  # fmt: skip
-    feats, labels = kind.feats(det, qs), kind.labels(qs)
+def first_flag(kind: long.Kind, det: Detection, mon: Monitor, qs: Any, keys: list[str],
+               every: int = 0) -> tuple[int | None, list[str]]:  # fmt: skip
+    """The attack's query at which one of its keys is first flagged; ``every`` distinct
+    benign queries of 100 other users before each of its queries (a busy gateway)."""
+    feats, labels, probs = kind.feats(det, qs), kind.labels(qs), _answers(kind, det, qs)
+    bf, bl, bp = _benign(kind, det) if every else ([], np.zeros(0), None)
+    b = 0
     for i in range(len(feats)):
-        found = mon.inspect(keys[i], feats[i : i + 1], labels[i : i + 1])
+        for _ in range(every):
+            rest = len(bf) - 7500  # the rows after the accounts' warm-up; a row sent
+            j, user = 7500 + b % rest, (b + b // rest) % 100  # again: by another user
+            _ask(mon, f"b{user}", bf, bl, bp, j)
+            b += 1
+        found = _ask(mon, keys[i], feats, labels, probs, i)
         if found:
             return i + 1, sorted(found)
     return None, []
 
 
+def _copy(mon: Monitor) -> Monitor:
+    """A deep copy of a warmed gateway; every lock in it fresh (a gateway-wide detector
+    holds locks ``gateway_detection_knowing._copy`` does not know of)."""
+    lock, rlock = type(threading.Lock()), type(threading.RLock())
+    saved = {t: copy._deepcopy_dispatch.get(t) for t in (lock, rlock)}  # type: ignore[attr-defined]
+    copy._deepcopy_dispatch[lock] = lambda x, memo: threading.Lock()  # type: ignore[attr-defined]
+    copy._deepcopy_dispatch[rlock] = lambda x, memo: threading.RLock()  # type: ignore[attr-defined]
+    try:
+        return copy.deepcopy(mon)
+    finally:
+        for t, f in saved.items():
+            if f is None:
+                copy._deepcopy_dispatch.pop(t, None)  # type: ignore[attr-defined]
+            else:
+                copy._deepcopy_dispatch[t] = f  # type: ignore[attr-defined]
+
+
 def _target(kind: long.Kind, run: int) -> tuple[Any, int]:
-    x = kind.seeds[run % len(kind.seeds)][0] if kind.seeds else kind.calib[0][100 + run]
+    x = (
+        kind.seeds[run % len(kind.seeds)][0]
+        if kind.seeds
+        else kind.calib[0][(100 + run) % len(kind.calib[0])]
+    )
     if kind.modality != "text":
         x = np.asarray(x, dtype=np.float32)
         return x, int(kind.labels(x[None])[0])
     return x, int(kind.labels([x])[0])
 
 
-def _sybil_monitor(kind: long.Kind, det: Detection, k: int) -> Monitor:
-    """One gateway with ``k`` fresh accounts of 200 distinct benign queries each."""
+def _warm(kind: long.Kind, det: Detection) -> Monitor:
+    """A key after ``long.WARM`` distinct benign queries (``knowing._warm``, with answers)."""
     mon = kind.monitor(det)
-    bf, bl = long.attack_benign(kind, det)
+    bf, bl, bp = _benign(kind, det)
+    for j in range(min(long.WARM, len(bl))):
+        _ask(mon, "k", bf, bl, bp, j)
+    return mon
+
+
+def _sybil_monitor(kind: long.Kind, det: Detection, k: int) -> Monitor:
+    """One gateway with ``k`` fresh accounts of 200 (over 20 keys: 50) distinct benign
+    queries each."""
+    mon = kind.monitor(det)
+    bf, bl, bp = _benign(kind, det)
+    m = 200 if k <= 20 else 50
     for j in range(k):
-        for i in range(200 * j, 200 * j + 200):
-            mon.inspect(f"s{j}", bf[i : i + 1], bl[i : i + 1])
+        for i in range(m * j, m * j + m):
+            _ask(mon, f"s{j}", bf, bl, bp, i)
     return mon
 
 
@@ -474,13 +609,14 @@ def run_attack(kind: long.Kind, det: Detection, plan: str, run: int, budget: int
     if plan.startswith("null"):
         dither = 0.005 if plan == "nullnoise" else 0.0
         qs, keys = nullspace(kind, x0, y0, budget, run, dither), ["k"] * budget
-    elif plan == "hsja":
-        qs, keys = hsja(kind, x0, y0, budget, run), ["k"] * budget
-    else:  # sybilK: the issue's noisy search, round robin over K fresh accounts
-        k = int(plan[5:])
+    elif plan in ("hsja", "flatjump"):
+        qs, keys = (hsja if plan == "hsja" else flatjump)(kind, x0, y0, budget, run), ["k"] * budget
+    else:  # sybilK / busyK: the issue's noisy search, round robin over K fresh accounts
+        k = int(plan[5:] if plan.startswith("sybil") else plan[4:])
         qs = long.search(kind, x0, y0, 0.01, run)
         keys = [f"s{i % k}" for i in range(len(qs))]
-    first, by = first_flag(kind, det, knowing._copy(warm), qs, keys)
+    every = 100 if plan.startswith("busy") else 0
+    first, by = first_flag(kind, det, _copy(warm), qs, keys, every)
     upto = first - 1 if first else len(qs)
     return {"first": first, "by": by, "at_flag": achieved(kind, x0, y0, qs, upto),
             "all": achieved(kind, x0, y0, qs, len(qs))}  # fmt: skip
@@ -502,6 +638,25 @@ def grief(kind: long.Kind, det: Detection, n: int = 1000, griefers: int = 10) ->
     xs = np.stack(rows).astype(np.float32)
     mon, mark = kind.monitor(det), np.asarray(keys) == 0
     both = feed(kind, det, mon, xs, keys, mark)
+    return {"alone": alone, "griefed": both}
+
+
+def griefcam(kind: long.Kind, det: Detection, n: int = 500, griefers: int = 10) -> dict[str, Any]:
+    """A public webcam's frames (:func:`camera`) on the victim's key; before each frame the
+    griefers, who watch the same scene, send it with noise N(0, 0.01) of their own."""
+    rng = np.random.default_rng(8)
+    pick = rng.choice(len(kind.data), 5, replace=False)
+    frames = camera(kind.data[pick[0]], kind.data[pick[1:]], n, rng)
+    alone = feed(kind, det, kind.monitor(det), frames, [0] * n)
+    rows, keys = [], []
+    for f in frames:
+        for g in range(griefers):
+            rows.append(np.clip(f + rng.normal(0, 0.01, f.shape), 0, 1))
+            keys.append(g + 1)
+        rows.append(f)
+        keys.append(0)
+    mark = np.asarray(keys) == 0
+    both = feed(kind, det, kind.monitor(det), np.stack(rows).astype(np.float32), keys, mark)
     return {"alone": alone, "griefed": both}
 
 
@@ -529,13 +684,15 @@ def run_kind(name: str, kind: long.Kind, raw: bool, args: argparse.Namespace) ->
             row[client] = [benign(name, kind, det, client, args.n, s, raw) for s in args.seeds]
             print(f"{name} {client}: {json.dumps(row[client])}", flush=True)
     plans = [p for p in args.plans if name in APPLIES[p]]
-    warm = knowing._warm(kind, det) if {"nullspace", "nullnoise", "hsja"} & set(plans) else None
+    single = {"nullspace", "nullnoise", "hsja", "flatjump"}
+    warm = _warm(kind, det) if single & set(plans) else None
     for plan in plans:
-        if plan == "grief":
-            row[plan] = grief(kind, det)
+        if plan.startswith("grief"):
+            row[plan] = (grief if plan == "grief" else griefcam)(kind, det)
             print(f"{name} grief: {json.dumps(row[plan])}", flush=True)
             continue
-        mon = warm if not plan.startswith("sybil") else _sybil_monitor(kind, det, int(plan[5:]))
+        k = plan[5:] if plan.startswith("sybil") else plan[4:] if plan.startswith("busy") else ""
+        mon = _sybil_monitor(kind, det, int(k)) if k else warm
         for run in range(args.runs):
             res = run_attack(kind, det, plan, run, args.budget, mon)  # type: ignore[arg-type]
             row.setdefault(plan, []).append(res)
@@ -577,10 +734,10 @@ def table(results: dict[str, Any]) -> None:
     print("|---|---|---|")
     for name, row in results.items():
         for plan in ATTACKS:
-            if plan == "grief" and plan in row:
+            if plan.startswith("grief") and plan in row:
                 g = row[plan]
-                print(f"| {name} | grief | victim {g['alone']['any']:g} per 1,000 alone, "
-                      f"{g['griefed']['any']:g} with 10 griefers |")  # fmt: skip
+                print(f"| {name} | {plan} | victim {_bcell([g['alone']])} per 1,000 alone, "
+                      f"{_bcell([g['griefed']])} with 10 griefers |")  # fmt: skip
             elif plan in row:
                 print(f"| {name} | {plan} | {_acell(row[plan])} |")
 
@@ -597,8 +754,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=long.BUDGET)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    args.clients = [c for c in args.clients.split(",") if c]
-    args.plans = [p for p in args.plans.split(",") if p]
+    args.clients = [c for c in args.clients.split(",") if c in CLIENTS]  # "none": no clients
+    args.plans = [p for p in args.plans.split(",") if p in ATTACKS]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, Any] = {}
     for name, (kind, raw) in kinds(set(args.only.split(",")) if args.only else None).items():
