@@ -1572,7 +1572,7 @@ class Monitor:
             return self._drain(key, state, state.seq)
 
     def _dims(self, x: np.ndarray) -> int:
-        return self.dims or min(int(np.prod(x.shape[1:])), self.config.similarity.max_dims)
+        return self.dims or min(math.prod(x.shape[1:]), self.config.similarity.max_dims)
 
     def _queue(self, state: _KeyState, x: np.ndarray, labels: np.ndarray) -> None:
         """Queue the inputs that are not exact repeats of the key's recent ones."""
