@@ -722,7 +722,7 @@ def run_kind(name: str, kind: long.Kind, raw: bool, args: argparse.Namespace) ->
     for plan in plans:
         if plan.startswith("grief"):
             row[plan] = (grief if plan == "grief" else griefcam)(kind, det)
-            print(f"{name} grief: {json.dumps(row[plan])}", flush=True)
+            print(f"{name} {plan}: {json.dumps(row[plan])}", flush=True)
             continue
         k = plan[5:] if plan.startswith("sybil") else plan[4:] if plan.startswith("busy") else ""
         mon = _sybil_monitor(kind, det, int(k)) if k else warm
