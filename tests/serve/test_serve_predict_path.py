@@ -1,5 +1,6 @@
 """The gateway's predict path without repeated work (issue 19, throughput): the model's
-dtype looked up once per module, the answer released without a second check.
+dtype looked up once per module, the answer released without a second check, the
+state blob's float16 history cast by torch.
 
 Speed lives in ``benchmarks/``; these guard that the cheaper path answers as before.
 """
@@ -15,6 +16,8 @@ from mlwarden.core.target import TargetError, TorchTarget, probabilities
 from mlwarden.defenses.output import MODES, harden_output
 from mlwarden.serve.app import _release
 from mlwarden.serve.config import OutputPolicy
+from mlwarden.serve.config import Similarity as SimilarityConfig
+from mlwarden.serve.monitor import Similarity, _half
 
 
 class _Counted(nn.Module):
@@ -79,3 +82,23 @@ def test_release_answers_what_harden_output_answered(mode: str, decimals: int) -
         if mode == "round":
             old = np.round(old.astype(np.float64), decimals)
         assert _release(p, policy) == old.tolist()
+
+
+def test_a_state_blob_halves_the_history_bit_for_bit_as_numpy_did() -> None:
+    rng = np.random.default_rng(0)
+    # every exponent, random mantissas: ties, subnormals, overflow to infinity
+    x = rng.integers(0, 2**32, 400_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    finite = x[np.isfinite(x)][:390_000].reshape(-1, 8)
+    edges = np.array([0.0, -0.0, 65504, 65519.99, 65520, 2**-24, 2**-25, 3 * 2**-26,
+                      1 + 2**-11, 1 + 3 * 2**-11, np.inf, -np.inf], np.float32)  # fmt: skip
+    with np.errstate(over="ignore"):
+        for a in (finite, edges, x):  # x holds NaNs: numpy's payloads kept
+            got, want = _half(a), a.astype(np.float16)
+            assert got.dtype == np.float16
+            np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    sim = Similarity(SimilarityConfig(history=64), 8)
+    sim.observe_many(rng.uniform(0, 1, (40, 8)).astype(np.float32))
+    ring = sim.dump()["ring"]
+    assert ring.shape == (40, 8)
+    want = sim._ring[:40].astype(np.float16)  # what dump stored until now
+    np.testing.assert_array_equal(ring.view(np.uint16), want.view(np.uint16))

@@ -120,6 +120,7 @@ import io
 import itertools
 import math
 import os
+import sys
 import threading
 from collections import deque
 from typing import Any
@@ -833,7 +834,7 @@ class Similarity:
 
     def dump(self) -> dict[str, np.ndarray]:
         """The filled part of the history in float16 (a summary: 2 bytes a value)."""
-        ring = self._ring[: self._filled].astype(np.float16)
+        ring = _half(self._ring[: self._filled])
         return {"ring": ring, "meta": np.array([self._filled, self._next])}
 
     def load(self, state: dict[str, np.ndarray]) -> None:
@@ -853,6 +854,18 @@ class Similarity:
         # a ring not full is in order from slot 0 (a stored history longer than this one
         # is cut to its first rows): the next query goes after its last
         self._next = nxt % len(self._ring) if self._filled == len(self._ring) else self._filled
+
+
+def _half(a: np.ndarray) -> np.ndarray:
+    """``a.astype(np.float16)``, bit for bit, by torch's vectorised cast where torch is
+    loaded (the gateway: a history of 10,000 x 64 in 0.8 instead of 2.6 ms, most of a
+    key's state blob written every 1,024 queries). Both round to nearest even, with the
+    same subnormals, zeros and infinities; NaN payloads differ, so a NaN goes to numpy."""
+    torch = sys.modules.get("torch")
+    if torch is None or a.dtype != np.float32 or not a.size or np.isnan(a).any():
+        return a.astype(np.float16)
+    out: np.ndarray = torch.from_numpy(np.ascontiguousarray(a)).to(torch.float16).numpy()
+    return out
 
 
 def _feature_scale(
