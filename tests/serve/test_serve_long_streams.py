@@ -197,9 +197,12 @@ def test_a_search_diluted_below_the_window_is_flagged_by_the_whole_history(
 def test_text_calibration_keeps_headroom_below_its_neighbour_count() -> None:
     """A text setting counts as quiet only when it is also quiet at half its neighbours:
     at near 0.3 and 10 neighbours, quiet on 1,000 calibration tweets, 10,000 other tweets
-    gave 4.2 alarms per 1,000 (20 neighbours: 0.3; benchmarks/gateway_detection_long.py)."""
+    gave 4.2 alarms per 1,000 (20 neighbours: 0.3; benchmarks/gateway_detection_long.py).
+    The margin is asked of the distinct streams, not of ``few``, which resends each text
+    ~10 times a window by construction: asked of it too (sessions 7-8) the pick moved to
+    40 neighbours and the word search's first flag to 42-49 (session 9, issue 19)."""
     from mlwarden.core.data import load_dataset
-    from mlwarden.serve.calibrate import calibrate
+    from mlwarden.serve.calibrate import HEADROOM_STREAMS, calibrate
     from mlwarden.serve.config import GatewayConfig
 
     ds = load_dataset("tweets")
@@ -212,7 +215,12 @@ def test_text_calibration_keeps_headroom_below_its_neighbour_count() -> None:
     half = result.tried[
         f"similarity near {sim.near} neighbours {sim.min_neighbours // 2} (headroom)"
     ]
-    assert max(half["false_alarms"].values()) == 0, half
+    assert max(half["false_alarms"][k] for k in HEADROOM_STREAMS) == 0, half
     # and on this data the rule did pass over a setting (one not quiet at half its count)
-    assert any(k.endswith("(headroom)") and max(v["false_alarms"].values()) > 0
+    assert any(k.endswith("(headroom)")
+               and max(v["false_alarms"][s] for s in HEADROOM_STREAMS) > 0
                for k, v in result.tried.items()), result.tried  # fmt: skip
+    # the few stream is not quiet at half the count picked (its copies meet it), and
+    # the pick is the 20 neighbours that flag the word search at ~21-31, not 40
+    assert half["false_alarms"]["few"] > 0 and sim.min_neighbours == 20, (half, sim)
+    assert all(f is not None and f <= 31 for f in result.first_flags), result.first_flags

@@ -639,6 +639,8 @@ def calibrate(
 
 NEARS = (0.7, 0.6, 0.5, 0.4, 0.3)  # shingle Jaccard similarity of text neighbours
 TEXT_NEIGHBOURS = (10, 20, 40)
+#: the benign text streams a setting must also be quiet on at half its neighbours
+HEADROOM_STREAMS = ("distinct", "replacement", "typos")
 
 
 def _text_runners(config: GatewayConfig, texts: list[str], y: np.ndarray | None, budget: int,
@@ -686,7 +688,13 @@ def _pick_near(base: Detection, runners: dict[float, _Runner],
     Quiet here also means quiet at half the neighbours: at near 0.3 and 10 neighbours,
     quiet on 1,000 calibration tweets, 10,000 other tweets gave 4.2 alarms per 1,000;
     at 20 neighbours 0.3, the word search still flagged at 20-31
-    (``docs/benchmarks/gateway.md``, session 4).
+    (``docs/benchmarks/gateway.md``, session 4). That margin is asked of the streams of
+    distinct texts only (:data:`HEADROOM_STREAMS`): the ``few`` stream resends each of
+    its texts ~10 times a window by construction, so at half the neighbours its count
+    measures the stream, not the setting; it must be quiet at the count chosen. Asked
+    of it too (sessions 7-8), the pick moved from 20 to 40 neighbours and the word
+    search's first flag from 20-31 to 42-49; ten searches on ten tweets in turn (30
+    queries each) were never flagged.
     """
     best: tuple[tuple[float, float], tuple[float, int, list[int | None]]] | None = None
     fallback = None
@@ -696,7 +704,7 @@ def _pick_near(base: Detection, runners: dict[float, _Runner],
             tried[f"similarity near {near} neighbours {need // 2} (headroom)"] = {
                 "false_alarms": half
             }
-            if not run.quiet(half):
+            if not run.quiet({k: v for k, v in half.items() if k in HEADROOM_STREAMS}):
                 continue
             tested = _try_similarity(
                 base, run, tried, f"near {near}", near=near, min_neighbours=need
