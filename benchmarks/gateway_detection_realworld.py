@@ -12,7 +12,9 @@ Benign clients (``--n`` queries, default 2,000):
 * ``camera`` (images, MNIST CNN): a fixed camera sending a frame a second of one scene
   (a background input): lighting that drifts (a 30-minute cycle of +-8% and a random walk),
   a person (another input at half size) walking across every 1-4 minutes at 1 px a frame,
-  sensor noise N(0, 0.004), 8-bit pixels;
+  sensor noise N(0, 0.004), 8-bit pixels (images: also its parts alone, ``camera-still``
+  without lighting or people, ``camera-light`` without people, ``camera-walkers`` without
+  the lighting's drift);
 * ``thumbs`` (images, MNIST CNN): a gallery app sending each photo, then its thumbnail
   (down-scaled 2x and back), centre crops of 75% and 50% resized back, each JPEG-coded
   (``gateway_detection_outside.jpeg``, quality U(70, 95)); a fifth of the photos an
@@ -101,11 +103,13 @@ from gateway_detection_modalities import _block  # noqa: E402
 from mlwarden.serve.config import Detection, Similarity  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
-CLIENTS = ("camera", "thumbs", "slide", "typing", "form", "crowd", "crowdcam")
+CLIENTS = ("camera", "camera-still", "camera-light", "camera-walkers", "thumbs", "slide", "typing",
+           "form", "crowd", "crowdcam")  # fmt: skip
 ATTACKS = ("nullspace", "nullnoise", "mirror", "hsja", "flatjump", "sybil4", "sybil8", "sybil20", "sybil100",
            "sybil150", "busy4", "grief", "griefcam")  # fmt: skip
 APPLIES = {  # which kinds each client / attack is built for
-    "camera": {"images", "mnist28"}, "thumbs": {"images", "mnist28"}, "slide": {"audio"},
+    "camera": {"images", "mnist28"}, "camera-still": {"images"}, "camera-light": {"images"},
+    "camera-walkers": {"images"}, "thumbs": {"images", "mnist28"}, "slide": {"audio"},
     "typing": {"text"}, "form": {"tabular", "breast cancer raw", "breast cancer", "wine"},
     "crowd": {"images", "mnist28", "audio", "text", "tabular", "breast cancer raw",
               "breast cancer", "wine"},
@@ -121,15 +125,17 @@ APPLIES = {  # which kinds each client / attack is built for
 
 
 # -- benign clients ------------------------------------------------------------------
-def camera(x_bg: np.ndarray, people: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` frames (C, H, W) in [0, 1] of a fixed camera over background ``x_bg``."""
+def camera(x_bg: np.ndarray, people: np.ndarray, n: int, rng: np.random.Generator,
+           light: bool = True, walkers: bool = True) -> np.ndarray:  # fmt: skip
+    """``n`` frames (C, H, W) in [0, 1] of a fixed camera over background ``x_bg``
+    (``light``: its lighting drifts; ``walkers``: people walk through)."""
     c, h, w = x_bg.shape
     walk, frames = 0.0, np.empty((n, c, h, w), dtype=np.float32)
     nxt, person, pos = int(rng.integers(60, 240)), None, 0
     for t in range(n):
         walk = float(np.clip(walk + rng.normal(0, 0.002), -0.15, 0.15))
-        f = x_bg * (1 + 0.08 * np.sin(2 * np.pi * t / 1800) + walk)
-        if person is None and t >= nxt:
+        f = x_bg * (1 + (0.08 * np.sin(2 * np.pi * t / 1800) + walk if light else 0.0))
+        if walkers and person is None and t >= nxt:
             small = ndimage.zoom(people[int(rng.integers(len(people)))], (1, 0.5, 0.5), order=1)
             person, pos, top = small, -small.shape[2], int(rng.integers(0, h - small.shape[1]))
         if person is not None:
@@ -336,9 +342,11 @@ def benign(name: str, kind: long.Kind, det: Detection, client: str, n: int, seed
            raw: bool) -> dict[str, Any]:  # fmt: skip
     rng = np.random.default_rng(seed)
     keys = [0] * n
-    if client == "camera":
+    if client.startswith("camera"):  # camera-still / -light / -walkers: its parts alone
         pick = rng.choice(len(kind.data), 5, replace=False)
-        xs: Any = camera(kind.data[pick[0]], kind.data[pick[1:]], n, rng)
+        part = client.partition("-")[2]
+        light, walkers = part in ("", "light"), part in ("", "walkers")
+        xs: Any = camera(kind.data[pick[0]], kind.data[pick[1:]], n, rng, light, walkers)
     elif client == "thumbs":
         xs = thumbs(kind.data, n, rng)
     elif client == "slide":
