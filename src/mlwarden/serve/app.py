@@ -59,6 +59,7 @@ from mlwarden.defenses.output import harden_output
 from mlwarden.serve.auth import KeyStore, bearer_token
 from mlwarden.serve.config import GatewayConfig, OutputPolicy, Role, load_config
 from mlwarden.serve.conn import ConnectionGuard
+from mlwarden.serve.crosskey import STATE_KEY, STATE_KIND
 from mlwarden.serve.limits import KeyLimiter
 from mlwarden.serve.log import (
     AuditLog,
@@ -254,6 +255,8 @@ class Gateway:
                 self.limiters[key].restore(value)
             elif kind == "detector":
                 self.monitor.load(key, value)
+            elif kind == STATE_KIND and key == STATE_KEY and self.monitor.crosskey is not None:
+                self.monitor.crosskey.load(value)  # every key's recent queries (crosskey.py)
 
     def _limiter(
         self, rate: float | None, burst: int | None, budget: int | None, window_s: float | None
@@ -279,6 +282,8 @@ class Gateway:
         if self.audit is not None:
             self.audit.close()
             states = [(k, "detector", self.monitor.dump(k)) for k in self.limiters]
+            if self.monitor.crosskey is not None:
+                states.append((STATE_KEY, STATE_KIND, self.monitor.crosskey.dump()))
             write_state(self.audit.path, [(k, kind, v) for k, kind, v in states if v is not None])
 
     # -- steps ----------------------------------------------------------------------
@@ -435,6 +440,11 @@ class Gateway:
                 blob = await self.pool.run(self._dump, caller.name)
                 if blob is not None:
                     rec.state.append((caller.name, "detector", blob))
+            ring = self.monitor.crosskey
+            if ring is not None and ring.unsaved >= _SAVE_EVERY:
+                blob = await self.pool.run(ring.dump)
+                if blob is not None:
+                    rec.state.append((STATE_KEY, STATE_KIND, blob))
             if flagged:
                 self._act(caller, flagged, rec)
             self.metrics.add_queries(caller.name, len(x))
@@ -443,7 +453,7 @@ class Gateway:
             rec.status = exc.status
             if rec.decision == "allow":
                 rec.decision = _DECISIONS.get(exc.status, "rejected")
-            rec.detail = exc.message
+            rec.detail = f"{exc.message}; {rec.detail}" if rec.detail else exc.message
             payload = {"detail": exc.message}
             headers = exc.headers
             if caller is not None and not spent and exc.status in (408, 413, 422):
@@ -473,6 +483,10 @@ class Gateway:
         rec.alerts = ",".join(f"{k}@{flagged[k][0]}:{len(flagged[k])}" for k in kinds)
         for kind in kinds:
             self.metrics.alert(caller.name, kind)
+        if "crosskey" in flagged and self.monitor.crosskey is not None:  # who took part
+            rec.detail = "crosskey keys: " + ",".join(
+                self.monitor.crosskey.parties.get(caller.name, ())
+            )
         action = self.config.detection.action
         if action == "block":
             self.blocked.add(caller.name)

@@ -214,6 +214,7 @@ def _false_alarms(det: Detection, shape: list[int], span: float, modality: str,
                   streams: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:  # fmt: skip
     """Flagged queries per 1,000 on each benign stream (one key per stream)."""
     mon = Monitor(det, shape=shape, scale=span, modality=modality)
+    mon.crosskey = None  # one key per stream, replayed in turn: not one gateway's traffic
     out = {}
     for name, (xs, labels) in streams.items():
         hits = sum(
@@ -227,6 +228,7 @@ def _first_flags(det: Detection, shape: list[int], span: float, modality: str,
                  searches: list[tuple[np.ndarray, np.ndarray]]) -> list[int | None]:  # fmt: skip
     """The query at which each search's key is first flagged (``None``: never)."""
     mon = Monitor(det, shape=shape, scale=span, modality=modality)
+    mon.crosskey = None  # one key per stream, replayed in turn: not one gateway's traffic
     out: list[int | None] = []
     for k, (qs, labels) in enumerate(searches):
         first = None

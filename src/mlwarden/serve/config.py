@@ -321,11 +321,41 @@ class Dilution(_Strict):
     )
 
 
+class CrossKey(_Strict):
+    """One search spread over several keys (Sybil accounts); see serve/crosskey.py."""
+
+    enabled: bool = True
+    # every key's distinct queries together, as the similarity detector's reduced vectors
+    window: int = Field(
+        default=1000, ge=64, le=100000, description="recent queries of all keys counted over"
+    )
+    min_neighbours: int | None = Field(
+        default=None,
+        ge=1,
+        description="neighbours of any key that flag a query; default: similarity.min_neighbours",
+    )
+    min_keys: int = Field(default=2, ge=2, description="keys among a flagged query's neighbours")
+    min_own: int = Field(
+        default=3,
+        ge=1,
+        description="the flagged key's own queries in the ball, itself included (griefing)",
+    )
+    # many users re-sending one popular input fill its ball a few copies each; the keys
+    # of a search spread over k keys hold about 1/k of its ball each
+    max_keys: int = Field(
+        default=5,
+        ge=2,
+        description="keys among a flagged ball's newest queries, the flagged key's share of "
+        "them at least 1/max_keys",
+    )
+
+
 class Detection(_Strict):
     blacklight: Blacklight = Field(default_factory=Blacklight)
     similarity: Similarity = Field(default_factory=Similarity)
     dilution: Dilution = Field(default_factory=Dilution)
     prada: Prada = Field(default_factory=Prada)
+    crosskey: CrossKey = Field(default_factory=CrossKey)
     # Tabular rows in raw units: each feature's centre and spread (gateway calibrate).
     feature_scale: FeatureScale | None = Field(
         default=None, description="per-feature centre and spread the detectors divide by"

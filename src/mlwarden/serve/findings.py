@@ -384,6 +384,13 @@ def silent_detectors(cfg: GatewayConfig) -> list[str]:
     elif dil.enabled and dil.min_neighbours > sim.history:
         out.append(f"dilution.min_neighbours {dil.min_neighbours} > similarity.history "
                    f"{sim.history}")  # fmt: skip
+    ck = det.crosskey
+    if ck.enabled and not sim.enabled:
+        out.append("crosskey is enabled but counts the similarity detector's reduced "
+                   "queries, which is disabled")  # fmt: skip
+    elif ck.enabled and (ck.min_neighbours or sim.min_neighbours) > ck.window:
+        out.append(f"crosskey: {ck.min_neighbours or sim.min_neighbours} neighbours needed "
+                   f"among the {ck.window} queries of crosskey.window")  # fmt: skip
     pr = det.prada
     if pr.enabled and pr.min_queries > pr.history:
         out.append(f"prada.min_queries {pr.min_queries} > prada.history {pr.history} "
@@ -416,6 +423,7 @@ def benign_alerts(cfg: GatewayConfig, x: object, y: object, seed: int = 0,
     lo, hi = cfg.input.range or (0.0, 1.0)
     det = cfg.detection.model_copy(update={"batch": 1})  # each query's alert at once
     mon = Monitor(det, cfg.input.shape, scale=hi - lo, modality=cfg.input.modality)
+    mon.crosskey = None  # one key per stream, replayed in turn: not one gateway's traffic
     sim = det.similarity
     rng = np.random.default_rng(seed)
     out = []

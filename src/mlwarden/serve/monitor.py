@@ -135,6 +135,7 @@ from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
+from mlwarden.serve.crosskey import CrossKey
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
 from mlwarden.serve.stationary import TIGHT, Cloud, settle, still
 
@@ -1510,6 +1511,20 @@ class Monitor:
         self.batch = config.batch or (1 if config.action == "block" else 8)
         #: key -> near-duplicate allowance (similarity threshold and Blacklight chain)
         self.allowances: dict[str, int] = {}
+        #: one search over several keys: a ring of every key's reduced queries (crosskey.py)
+        sim, ck = config.similarity, config.crosskey
+        ring = sim.model_copy(update={"history": ck.window, "window": ck.window})
+        self.crosskey = (
+            CrossKey(
+                ck,
+                sim.radius,
+                sim.min_neighbours,
+                lambda d: Similarity(ring, d, self.text),
+                self._projection,
+            )  # fmt: skip
+            if ck.enabled and sim.enabled
+            else None
+        )
 
     @property
     def enabled(self) -> bool:
@@ -1609,7 +1624,8 @@ class Monitor:
         found: dict[str, list[int]] = {}
         labels = [p[1] for p in pending]
         seqs = [p[2] for p in pending]
-        for kind, hits in self._detect(state, xs, labels, self.allowances.get(key), seqs).items():
+        allowance = self.allowances.get(key)
+        for kind, hits in self._detect(state, xs, labels, allowance, seqs, key).items():
             if hits:
                 found[kind] = [seqs[j] - origin for j in hits]
         late, state.late = state.late, {}
@@ -1618,7 +1634,7 @@ class Monitor:
         return found
 
     def _detect(self, state: _KeyState, xs: np.ndarray, labels: list[int], allowance: int | None,
-                seqs: list[int]) -> dict[str, list[int]]:  # fmt: skip
+                seqs: list[int], key: str = "") -> dict[str, list[int]]:  # fmt: skip
         """Each detector's flagged positions in ``xs``, a key's distinct queries in order
         (``seqs``: their sequence numbers, for waiting alerts that stand later)."""
         c = self.config
@@ -1642,6 +1658,8 @@ class Monitor:
             whole = long_need != math.inf or dil is not None
             hvs = vs if len(heard) == len(vs) else vs[heard]  # all but silent audio
             pvs = self.project(hvs)
+            if self.crosskey is not None:  # every key's queries together (crosskey.py)
+                out["crosskey"] = [int(heard[j]) for j in self.crosskey.observe(key, pvs)]
             # dilution and the still-ball rule read what the batch overwrites
             before = Dilution.snapshot(state.similarity, len(pvs))
             recent, total = state.similarity.observe_many(pvs, whole)
