@@ -212,6 +212,6 @@ def test_gateway_check_notes_a_crosskey_that_can_never_flag() -> None:
         return [n for n in silent_detectors(parse_config(text)) if n.startswith("crosskey")]
 
     assert notes("detection: {}") == []
-    assert notes("detection: {similarity: {enabled: false}}")
     assert notes("detection: {crosskey: {window: 100, min_neighbours: 101}}")
-    assert notes("detection: {similarity: {enabled: false}, crosskey: {enabled: false}}") == []
+    assert notes("detection: {crosskey: {window: 100, min_neighbours: 100}}") == []
+    assert notes("detection: {similarity: {min_neighbours: 200}, crosskey: {window: 150}}")

@@ -384,11 +384,8 @@ def silent_detectors(cfg: GatewayConfig) -> list[str]:
     elif dil.enabled and dil.min_neighbours > sim.history:
         out.append(f"dilution.min_neighbours {dil.min_neighbours} > similarity.history "
                    f"{sim.history}")  # fmt: skip
-    ck = det.crosskey
-    if ck.enabled and not sim.enabled:
-        out.append("crosskey is enabled but counts the similarity detector's reduced "
-                   "queries, which is disabled")  # fmt: skip
-    elif ck.enabled and (ck.min_neighbours or sim.min_neighbours) > ck.window:
+    ck = det.crosskey  # off with similarity: it counts the similarity detector's vectors
+    if ck.enabled and sim.enabled and (ck.min_neighbours or sim.min_neighbours) > ck.window:
         out.append(f"crosskey: {ck.min_neighbours or sim.min_neighbours} neighbours needed "
                    f"among the {ck.window} queries of crosskey.window")  # fmt: skip
     pr = det.prada
