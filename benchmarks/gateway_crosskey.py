@@ -133,10 +133,10 @@ def cost(kind: long.Kind, det: Detection, rounds: int, n: int) -> dict[str, floa
     spent = [0.0]
     observe = ring.observe
 
-    def timed(key: str, vs: np.ndarray) -> list[int]:
+    def timed(key: str, vs: np.ndarray, own: np.ndarray | None = None) -> list[int]:
         t0 = time.thread_time()
         try:
-            return observe(key, vs)
+            return observe(key, vs, own)
         finally:
             spent[0] += time.thread_time() - t0
 

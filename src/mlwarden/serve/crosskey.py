@@ -52,8 +52,12 @@ search). So ``block`` on cross-key evidence blocks a key only for its own steps 
 moving ball: copying a victim's queries cannot get the victim blocked, and the names
 in ``detail`` are evidence for the operator, not a verdict on each key.
 
-Cost: one sketch scan of ``window`` rows (float32, ~17 values each) a query, and the
-judgement above only for the rare query whose count reaches ``min_neighbours``.
+Cost: a query joins the ring (its sketch and norm, as the similarity detector stores
+them); the ring is scanned (one sketch scan of ``window`` rows of ~17 values) only for a
+batch with a query that already has :attr:`CrossKey.least` (4) neighbours among its own
+key's recent queries, the similarity detector's count (no query with fewer can meet the
+rule: its ball's queries of its own key are among them), and the judgement above runs
+only for a query whose gateway-wide count reaches ``min_neighbours``.
 Memory: ``window * (dims + 30) * 4`` bytes for the whole gateway (0.6 MB at the
 defaults and 128 values), not per key. The ring is stored in the audit database (key
 ``*``, kind ``crosskey``) like the per-key histories, so a restart forgets nothing.
@@ -72,6 +76,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -125,6 +130,9 @@ class CrossKey:
         self.config = config
         self.radius = radius
         self.need = config.min_neighbours or need
+        #: the flagged key's own earlier queries a ball needs (min_own, and 1 / max_keys
+        #: of its newest ``need``: :meth:`_judge`)
+        self.least = max(config.min_own - 1, math.ceil((self.need + 1) / config.max_keys) - 1)
         self.tag = tag
         self._make = make
         self._sim: Any = None
@@ -138,8 +146,15 @@ class CrossKey:
         self.parties: dict[str, tuple[str, ...]] = {}
         self.lock = threading.Lock()
 
-    def observe(self, key: str, vs: np.ndarray) -> list[int]:
-        """Add ``key``'s reduced queries ``vs`` (B, dims), in order; the positions flagged."""
+    def observe(self, key: str, vs: np.ndarray, own: np.ndarray | None = None) -> list[int]:
+        """Add ``key``'s reduced queries ``vs`` (B, dims), in order; the positions flagged.
+
+        ``own``: each query's neighbours among the key's own recent queries (the
+        similarity detector's count, over at least ``window`` of them). A query needs
+        :attr:`least` of its own key's queries in its ball to be flagged, so a batch in
+        which none has that many is only added to the ring, not counted (the ring's
+        scan is most of this detector's cost).
+        """
         if not len(vs):
             return []
         with self.lock:
@@ -148,12 +163,15 @@ class CrossKey:
             kid = self._id(key)
             hist, nxt = _ring(self._sim)[2:4]
             start = self._seen
-            recent, _ = self._sim.observe_many(vs, whole=False)
+            scan = own is None or bool(np.any(own >= self.least))
+            recent, _ = self._sim.observe_many(vs, whole=False, scan=scan)
             slots = (nxt + np.arange(len(vs))) % hist
             self._who[slots] = kid
             self._when[slots] = start + np.arange(len(vs))
             self._seen += len(vs)
             self.unsaved += len(vs)
+            if own is not None:
+                recent = np.where(own >= self.least, recent, 0)
             out = []
             for j in np.flatnonzero(recent >= self.need).tolist():
                 parties = self._judge(kid, np.asarray(vs[j], dtype=np.float32), start + j)

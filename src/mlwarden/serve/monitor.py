@@ -671,7 +671,8 @@ class Similarity:
         self.total = int(total[0])
         return int(recent[0])
 
-    def observe_many(self, vs: np.ndarray, whole: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def observe_many(self, vs: np.ndarray, whole: bool = True,
+                     scan: bool = True) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """Add reduced queries ``vs`` (B, dims) in order; each one's neighbours among the
         last ``window`` queries and among the whole history, as :meth:`observe` counts.
         ``whole=False``: only the window is scanned (a tenth of the work at the defaults)
@@ -682,6 +683,7 @@ class Similarity:
         batch's queries before it, each at its age when j arrives (an entry of a full
         ring that j - 1 earlier queries of the batch would have overwritten is out): the
         counts of B calls of :meth:`observe`, with one pass over the history in all.
+        ``scan=False``: added only, no counts (zeros; :mod:`mlwarden.serve.crosskey`).
         """
         hist = self.config.history
         count = len(vs)
@@ -694,8 +696,10 @@ class Similarity:
         query[:, k] = 1.0
         half = np.einsum("ij,ij->i", s, s) / 2
         norms = np.einsum("ij,ij->i", vs, vs)
-        bits = self._bits_of(vs, limit, whole)
-        if bits is not None:
+        bits = self._bits_of(vs, limit, whole) if scan else None
+        if not scan:
+            recent = total = np.zeros(count, dtype=np.int64)
+        elif bits is not None:
             recent, total = bits[1], bits[2]
         else:
             recent, total = self._counts(vs, norms, query, half, limit, whole)
@@ -1658,11 +1662,11 @@ class Monitor:
             whole = long_need != math.inf or dil is not None
             hvs = vs if len(heard) == len(vs) else vs[heard]  # all but silent audio
             pvs = self.project(hvs)
-            if self.crosskey is not None:  # every key's queries together (crosskey.py)
-                out["crosskey"] = [int(heard[j]) for j in self.crosskey.observe(key, pvs)]
             # dilution and the still-ball rule read what the batch overwrites
             before = Dilution.snapshot(state.similarity, len(pvs))
             recent, total = state.similarity.observe_many(pvs, whole)
+            if self.crosskey is not None:  # every key's queries together (crosskey.py)
+                out["crosskey"] = [int(heard[j]) for j in self.crosskey.observe(key, pvs, recent)]
             counts = enumerate(zip(recent.tolist(), total.tolist(), strict=True))
             found = {"similarity": [j for j, (r, t) in counts if r >= need or t >= long_need]}
             # the whole history's alerts (a thin ball, a count over 10,000 queries), and the
