@@ -93,6 +93,10 @@ per ``window``) answers to :mod:`mlwarden.serve.dilution` (``detection.dilution`
 by ``gateway calibrate``): a tight ball of queries on the similarity history, which it
 reads and does not copy.
 
+One search spread over several keys (Sybil accounts) answers to
+:mod:`mlwarden.serve.crosskey` (``detection.crosskey``): every key's reduced queries in
+one gateway-wide ring, fed from :meth:`Monitor._detect`.
+
 The gateway analyses a key's queries in batches (:meth:`Monitor.submit`,
 ``detection.batch``, default 8; 1 with ``action: block``): the request that fills the
 key's queue runs the detectors on the whole queue, one pass over each history instead
@@ -1518,17 +1522,10 @@ class Monitor:
         #: one search over several keys: a ring of every key's reduced queries (crosskey.py)
         sim, ck = config.similarity, config.crosskey
         ring = sim.model_copy(update={"history": ck.window, "window": ck.window})
-        self.crosskey = (
-            CrossKey(
-                ck,
-                sim.radius,
-                sim.min_neighbours,
-                lambda d: Similarity(ring, d, self.text),
-                self._projection,
-            )  # fmt: skip
-            if ck.enabled and sim.enabled
-            else None
-        )
+        self.crosskey: CrossKey | None = None
+        if ck.enabled and sim.enabled:
+            self.crosskey = CrossKey(ck, sim.radius, sim.min_neighbours,
+                                     lambda d: Similarity(ring, d, self.text), self._projection)  # fmt: skip
 
     @property
     def enabled(self) -> bool:
