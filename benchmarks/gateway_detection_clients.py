@@ -233,10 +233,10 @@ def flagged(kind: long.Kind, det: Detection, xs: Any) -> dict[str, Any]:
     """Flagged queries per 1,000 (any detector, and by each detector that fired,
     ``residual`` included), overall and in the last 1,000."""
     mon = kind.monitor(det)
-    feats, labels = kind.feats(det, xs), kind.labels(xs)
+    feats, labels, probs = kind.feats(det, xs), kind.labels(xs), kind.answers(det, xs)
     hits: dict[str, np.ndarray] = {"any": np.zeros(len(feats), dtype=bool)}
     for i in range(len(feats)):
-        for k in mon.inspect("benign", feats[i : i + 1], labels[i : i + 1]):
+        for k in mon.inspect("benign", feats[i : i + 1], labels[i : i + 1], long.row(probs, i)):
             hits.setdefault(k, np.zeros(len(feats), dtype=bool))[i] = True
             hits["any"][i] = True
     per = 1000 / len(feats)

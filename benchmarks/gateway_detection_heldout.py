@@ -122,7 +122,8 @@ class Gateway:
         pool = self.case.x
         for _ in range(n):
             row = self.case.augment(pool[self.rng.integers(0, len(pool))][None], self.rng)
-            self.mon.inspect("k", row, self.case.proba(row).argmax(axis=1))
+            p = self.case.proba(row)
+            self.mon.inspect("k", row, p.argmax(axis=1), p)  # answers: serve/answers.py
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = []
@@ -133,7 +134,7 @@ class Gateway:
                 q = np.clip(q + self.rng.normal(0, self.sigma, q.shape), 0, 1).astype(np.float32)
             self._benign(self.dilute * len(q))
             p = self.case.proba(q)
-            found = self.mon.inspect("k", q, p.argmax(axis=1))
+            found = self.mon.inspect("k", q, p.argmax(axis=1), p)
             if found:
                 first = min(min(v) for v in found.values())
                 self.flag = f"{self.sent + first + 1} {'+'.join(sorted(found))}"
@@ -339,7 +340,8 @@ def benign(case: Case, det: Detection, client: str, n: int = BENIGN) -> dict[str
     flagged = sent = 0
     kinds: dict[str, int] = {}
     for r in _requests(case, client, n, np.random.default_rng(SEED + 7)):
-        found = mon.inspect("k", r, case.proba(r).argmax(axis=1))
+        p = case.proba(r)
+        found = mon.inspect("k", r, p.argmax(axis=1), p)
         flagged += len({j for v in found.values() for j in v})
         sent += len(r)
         for k, v in found.items():

@@ -119,8 +119,9 @@ def _warm(kind: long.Kind, det: Detection) -> Monitor:
     """A key after 2,000 benign queries (copied for each plan)."""
     mon = kind.monitor(det)
     bf, bl = long.attack_benign(kind, det)
+    bp = kind.answers(det, bf)  # the rows themselves but on text
     for j in range(long.WARM):
-        mon.inspect("k", bf[j : j + 1], bl[j : j + 1])
+        mon.inspect("k", bf[j : j + 1], bl[j : j + 1], long.row(bp, j))
     return mon
 
 
@@ -134,9 +135,9 @@ def _copy(mon: Monitor) -> Monitor:
 
 def first(kind: long.Kind, det: Detection, warm: Monitor, qs: np.ndarray) -> dict[str, Any]:
     mon = _copy(warm)
-    feats, labels = kind.feats(det, qs), kind.labels(qs)
+    feats, labels, probs = kind.feats(det, qs), kind.labels(qs), kind.answers(det, qs)
     for i in range(len(qs)):
-        found = mon.inspect("k", feats[i : i + 1], labels[i : i + 1])
+        found = mon.inspect("k", feats[i : i + 1], labels[i : i + 1], long.row(probs, i))
         if found:
             return {"first": i + 1, "by": sorted(found)}
     return {"first": None, "by": []}

@@ -116,6 +116,16 @@ class Kind:
         s = det.similarity
         return text_features(arr, s.max_dims, s.radius, s.near)
 
+    def answers(self, det: Detection, xs: Any) -> np.ndarray | None:
+        """The model's scores for ``xs`` (N, classes) when ``det`` reads them
+        (``answers.spread``, serve/answers.py; the gateway passes every request's), else None."""
+        if not det.answers.spread:
+            return None
+        inp = list(xs) if self.modality == "text" else np.asarray(xs).reshape(len(xs), -1)
+        model = self.model
+        return np.asarray(model.predict_proba(inp) if hasattr(model, "predict_proba")
+                          else model.proba(np.asarray(inp, dtype=np.float32)))  # fmt: skip
+
     def labels(self, xs: Any) -> np.ndarray:
         if self.modality == "text":
             return np.asarray(self.model.predict(list(xs)))
@@ -246,11 +256,11 @@ def benign_streams(kind: Kind, n: int) -> dict[str, Any]:
 def flagged(kind: Kind, det: Detection, xs: Any) -> dict[str, Any]:
     """Flagged queries per 1,000 (any detector and per detector), overall and in the last 1,000."""
     mon = kind.monitor(det)
-    feats, labels = kind.feats(det, xs), kind.labels(xs)
+    feats, labels, probs = kind.feats(det, xs), kind.labels(xs), kind.answers(det, xs)
     names = ("any", "blacklight", "similarity", "prada", "dilution", "residual")
     hits = {k: np.zeros(len(feats), dtype=bool) for k in names}
     for i in range(len(feats)):
-        found = mon.inspect("benign", feats[i : i + 1], labels[i : i + 1])
+        found = mon.inspect("benign", feats[i : i + 1], labels[i : i + 1], row(probs, i))
         hits["any"][i] = bool(found)
         for k in found:
             hits[k][i] = True
@@ -259,13 +269,19 @@ def flagged(kind: Kind, det: Detection, xs: Any) -> dict[str, Any]:
             for k, v in hits.items() if k == "any" or v.any()}  # fmt: skip
 
 
+def row(probs: np.ndarray | None, i: int) -> np.ndarray | None:
+    """Row ``i`` of ``probs`` as a batch of one (None stays None)."""
+    return None if probs is None else probs[i : i + 1]
+
+
 class _Recorder:
     """A monitor stand-in that flags nothing and keeps what the attack sent."""
 
     def __init__(self) -> None:
         self.sent: list[np.ndarray] = []
 
-    def inspect(self, key: str, x: np.ndarray, labels: np.ndarray) -> dict[str, list[int]]:
+    def inspect(self, key: str, x: np.ndarray, labels: np.ndarray,
+                probs: np.ndarray | None = None) -> dict[str, list[int]]:  # fmt: skip
         self.sent.append(x[0])
         return {}
 
@@ -289,14 +305,16 @@ def first_flag(kind: Kind, det: Detection, queries: Any, benign: tuple[np.ndarra
     mon = kind.monitor(det)
     bf, bl = benign
     af, al = kind.feats(det, queries), kind.labels(queries)
+    # the answers to the benign rows (features are the rows themselves but on text)
+    bp, ap = kind.answers(det, bf), kind.answers(det, queries)
     for j in range(WARM):
-        mon.inspect("k", bf[j : j + 1], bl[j : j + 1])
+        mon.inspect("k", bf[j : j + 1], bl[j : j + 1], row(bp, j))
     b = WARM
     for i in range(len(af)):
         for _ in range(every):
-            mon.inspect("k", bf[b : b + 1], bl[b : b + 1])
+            mon.inspect("k", bf[b : b + 1], bl[b : b + 1], row(bp, b))
             b += 1
-        if mon.inspect("k", af[i : i + 1], al[i : i + 1]):
+        if mon.inspect("k", af[i : i + 1], al[i : i + 1], row(ap, i)):
             return i + 1
     return None
 

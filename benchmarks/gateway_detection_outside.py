@@ -396,10 +396,10 @@ def feed(kind: long.Kind, det: Detection, mons: list[Any], rows: Any, keys: list
     """Send ``rows`` one a request, row i on monitor ``keys[i]``; ``attack[i]``: whether
     it is the attack's. Returns how many attack rows had been sent when one was first
     flagged (None: never), by which detectors, and how many benign rows were flagged."""
-    feats, labels = kind.feats(det, rows), kind.labels(rows)
+    feats, labels, probs = kind.feats(det, rows), kind.labels(rows), kind.answers(det, rows)
     benign_flags = sent = 0
     for i in range(len(feats)):
-        found = mons[keys[i]].inspect("k", feats[i : i + 1], labels[i : i + 1])
+        found = mons[keys[i]].inspect("k", feats[i : i + 1], labels[i : i + 1], long.row(probs, i))
         sent += bool(attack[i])
         if found and attack[i]:
             return sent, sorted(found), benign_flags

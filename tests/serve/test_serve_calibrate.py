@@ -11,6 +11,7 @@ from sklearn.datasets import load_breast_cancer
 
 from mlwarden.cli.main import main
 from mlwarden.core.data import load_dataset
+from mlwarden.serve.answers import SPREAD
 from mlwarden.serve.calibrate import benign_streams, calibrate, search_stream
 from mlwarden.serve.config import Detection, GatewayConfig, load_config
 from mlwarden.serve.monitor import Monitor
@@ -60,6 +61,7 @@ def test_calibrated_image_config_meets_both_figures_on_fresh_streams(tmp_path, c
     assert cfg.read_text().startswith("# operator's comment")  # the original is untouched
     det = load_config(tmp_path / "gw.calibrated.yaml").detection
     assert det.similarity.radius < Detection().similarity.radius
+    assert det.answers.spread is None  # measured on tabular rows only (serve/answers.py)
     # the defaults alarm on this data; the calibrated settings do not, on streams the
     # calibration never saw (other images, other seeds), and still catch the search
     fresh = _tinted_digits(2000, seed=7)[1200:]
@@ -101,6 +103,8 @@ def test_calibration_is_deterministic_for_a_seed() -> None:
     a = calibrate(cfg, x, benign=200, searches=1, seed=5, sigma=0.02)
     b = calibrate(cfg, x, benign=200, searches=1, seed=5, sigma=0.02)
     assert a.summary() == b.summary()
+    # rows of one axis: alerts on clouds whose answers stay put drop (serve/answers.py)
+    assert a.summary()["answers_spread"] == SPREAD
 
 
 def test_bad_data_gets_one_clear_line(tmp_path, capsys) -> None:

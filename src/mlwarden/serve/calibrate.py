@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.serve.answers import SPREAD
 from mlwarden.serve.config import Detection, FeatureScale, GatewayConfig, Projection
 from mlwarden.serve.dilution import RATIO_MARGIN, benign_ratio, off_axes, sq_distances
 from mlwarden.serve.monitor import Monitor
@@ -104,6 +105,7 @@ class Calibration:
             "dilution_ratio": d.dilution.ratio if d.dilution.enabled else None,
             "dilution_residual": d.dilution.residual if d.dilution.enabled else None,
             "similarity_stationary": d.similarity.stationary,
+            "answers_spread": d.answers.spread,
             "notes": self.notes,
             "tried": self.tried,
         }
@@ -629,6 +631,7 @@ def calibrate(
     _set_dilution(data, run, info)
     data["similarity"]["stationary"] = served  # as the config says, measured as served
     _set_stationary(data, run)
+    _set_answers(data, run, info)
     chosen = Detection.model_validate(data)
     fa = run.false_alarms(chosen)
     flags = run.first_flags(chosen)
@@ -885,6 +888,17 @@ def _set_stationary(data: dict[str, Any], run: _Runner) -> None:
     """
     if data["similarity"]["stationary"] is None:
         data["similarity"]["stationary"] = True
+
+
+def _set_answers(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
+    """``answers.spread`` (:mod:`.answers`) on tabular rows (inputs of one axis, not
+    audio or text) when the config leaves it open: alerts on a cloud whose answers stay
+    put (rows drifting with a daily cycle) drop. Measured on tables only; the false alarms
+    and first flags of calibration are measured without it (it needs the served scores)."""
+    tabular = run.modality == "tensor" and run.shape is not None and len(run.shape) == 1
+    if data["answers"]["spread"] is None and tabular and data["similarity"]["enabled"]:
+        data["answers"]["spread"] = SPREAD
+        notes.append(f"answers.spread {SPREAD:g}: alerts on clouds whose answers stay put drop")
 
 
 RESIDUALS = (0.05, 0.04, 0.03, 0.02)  # residual radii tried, largest (earliest flag) first

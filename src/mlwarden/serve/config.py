@@ -350,10 +350,20 @@ class CrossKey(_Strict):
     )
 
 
+class Answers(_Strict):
+    """Alerts on a ball whose answers stay put (drifting rows); see serve/answers.py."""
+
+    # None: gateway calibrate decides (on for tabular rows); 0: off. Reads the model's scores.
+    spread: float | None = Field(
+        default=None, ge=0, description="log-odds spread of a cloud's answers that drops its alert"
+    )
+
+
 class Detection(_Strict):
     blacklight: Blacklight = Field(default_factory=Blacklight)
     similarity: Similarity = Field(default_factory=Similarity)
     dilution: Dilution = Field(default_factory=Dilution)
+    answers: Answers = Field(default_factory=Answers)
     prada: Prada = Field(default_factory=Prada)
     crosskey: CrossKey = Field(default_factory=CrossKey)
     # Tabular rows in raw units: each feature's centre and spread (gateway calibrate).

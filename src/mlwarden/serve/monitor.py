@@ -135,6 +135,7 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
+from mlwarden.serve.answers import Answers, log_odds, steady
 from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
@@ -1411,19 +1412,26 @@ class _KeyState:
         self.residual_test = (
             Residual(dil, config.similarity.radius) if self.residual is not None else None
         )
+        # the model's answers to the similarity history's rows (serve/answers.py)
+        self.answers = (
+            Answers(config.similarity.history)
+            if config.answers.spread and self.similarity is not None
+            else None
+        )
         self.lock = threading.Lock()
         self.dims = dims
         self.unsaved = 0
         self.seq = 0  # queries of this key so far, repeats included
-        # distinct queries not analysed yet: (input, predicted class, sequence number)
-        self.pending: list[tuple[np.ndarray, int, int]] = []
+        # distinct queries not analysed yet: (input, predicted class, sequence number,
+        # log-odds of that class: NaN without the model's scores)
+        self.pending: list[tuple[np.ndarray, int, int, float]] = []
         # alerts waiting on a small cloud (stationary.settle), and those that stood since
         # the last analysis: kind -> sequence numbers
         self.held: list[Cloud] = []
         self.late: dict[str, list[int]] = {}
 
     def nbytes(self) -> int:
-        parts = (self.blacklight, self.similarity, self.prada, self.residual)
+        parts = (self.blacklight, self.similarity, self.prada, self.residual, self.answers)
         return len(self.recent._order) * 120 + sum(p.nbytes() for p in parts if p is not None)
 
 
@@ -1560,18 +1568,23 @@ class Monitor:
             return v
         return (v - self._mean) @ self._axes
 
-    def inspect(self, key: str, x: np.ndarray, labels: np.ndarray) -> dict[str, list[int]]:
-        """Feed a batch of queries ``x`` (N, ...) with their predicted ``labels`` (N,).
+    def inspect(self, key: str, x: np.ndarray, labels: np.ndarray,
+                probs: np.ndarray | None = None) -> dict[str, list[int]]:  # fmt: skip
+        """Feed a batch of queries ``x`` (N, ...) with their predicted ``labels`` (N,)
+        and, optionally, the model's scores ``probs`` (N, classes): with
+        ``detection.answers.spread``, alerts on balls whose answers stay put drop
+        (:mod:`mlwarden.serve.answers`; without scores they stand).
 
         Returns detector kind -> indices of the flagged inputs (kinds with none left out).
         The batch is analysed at once, with the alerts of N one-query calls.
         """
         state = self._state(key, self._dims(x))
         with state.lock:
-            self._queue(state, x, labels)
+            self._queue(state, x, labels, probs)
             return self._drain(key, state, state.seq - len(x))
 
-    def submit(self, key: str, x: np.ndarray, labels: np.ndarray) -> dict[str, list[int]]:
+    def submit(self, key: str, x: np.ndarray, labels: np.ndarray,
+               probs: np.ndarray | None = None) -> dict[str, list[int]]:  # fmt: skip
         """:meth:`inspect`, deferred until the key has :attr:`batch` new queries.
 
         ``batch`` is ``detection.batch``: by default 8, and 1 with ``action: block``
@@ -1590,7 +1603,7 @@ class Monitor:
         """
         state = self._state(key, self._dims(x))
         with state.lock:
-            self._queue(state, x, labels)
+            self._queue(state, x, labels, probs)
             if len(state.pending) < self.batch:
                 return {}
             return self._drain(key, state, state.seq - len(x))
@@ -1606,13 +1619,16 @@ class Monitor:
     def _dims(self, x: np.ndarray) -> int:
         return self.dims or min(math.prod(x.shape[1:]), self.config.similarity.max_dims)
 
-    def _queue(self, state: _KeyState, x: np.ndarray, labels: np.ndarray) -> None:
+    def _queue(self, state: _KeyState, x: np.ndarray, labels: np.ndarray,
+               probs: np.ndarray | None) -> None:  # fmt: skip
         """Queue the inputs that are not exact repeats of the key's recent ones."""
         queued = len(state.pending)
+        scores = (log_odds(probs, labels).tolist() if probs is not None and state.answers
+                  else [math.nan] * len(x))  # fmt: skip
         for i, (xi, li) in enumerate(zip(x, labels, strict=True)):
             xi = np.ascontiguousarray(xi, dtype=np.float32)
             if not state.recent.seen(_digest(xi)):
-                state.pending.append((xi, int(li), state.seq + i))
+                state.pending.append((xi, int(li), state.seq + i, scores[i]))
         state.unsaved += len(state.pending) - queued
         state.seq += len(x)
 
@@ -1626,7 +1642,8 @@ class Monitor:
         labels = [p[1] for p in pending]
         seqs = [p[2] for p in pending]
         allowance = self.allowances.get(key)
-        for kind, hits in self._detect(state, xs, labels, allowance, seqs, key).items():
+        scores = np.array([p[3] for p in pending], dtype=np.float32)
+        for kind, hits in self._detect(state, xs, labels, allowance, seqs, key, scores).items():
             if hits:
                 found[kind] = [seqs[j] - origin for j in hits]
         late, state.late = state.late, {}
@@ -1635,9 +1652,11 @@ class Monitor:
         return found
 
     def _detect(self, state: _KeyState, xs: np.ndarray, labels: list[int], allowance: int | None,
-                seqs: list[int], key: str = "") -> dict[str, list[int]]:  # fmt: skip
+                seqs: list[int], key: str = "",
+                scores: np.ndarray | None = None) -> dict[str, list[int]]:  # fmt: skip
         """Each detector's flagged positions in ``xs``, a key's distinct queries in order
-        (``seqs``: their sequence numbers, for waiting alerts that stand later)."""
+        (``seqs``: their sequence numbers, for waiting alerts that stand later; ``scores``:
+        the log-odds of their ``labels``, NaN unknown)."""
         c = self.config
         need = allowance or c.similarity.min_neighbours
         chain = allowance or c.blacklight.chain
@@ -1661,6 +1680,7 @@ class Monitor:
             pvs = self.project(hvs)
             # dilution and the still-ball rule read what the batch overwrites
             before = Dilution.snapshot(state.similarity, len(pvs))
+            old = self._answer(state, before, heard, labels, scores)
             recent, total = state.similarity.observe_many(pvs, whole)
             if self.crosskey is not None:  # every key's queries together (crosskey.py)
                 out["crosskey"] = [int(heard[j]) for j in self.crosskey.observe(key, pvs, recent)]
@@ -1682,6 +1702,8 @@ class Monitor:
                 if self.text and self.stationary and found["similarity"]:
                     found["similarity"] = self._spread_out(sim, pvs, found["similarity"],
                                                            recent, need, before)  # fmt: skip
+                if old is not None and state.answers is not None:
+                    found = self._steady(state.answers, sim, pvs, found, before, old)
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
             if held or state.held:
                 self._hold(state, sim, pvs, before, held, heard, out, seqs)
@@ -1691,6 +1713,35 @@ class Monitor:
                                           labels if every else [labels[j] for j in heard.tolist()])  # fmt: skip
             out["prada"] = [int(heard[i]) for i, hit in enumerate(hits) if hit]
         return out
+
+    def _answer(self, state: _KeyState, before: Any, heard: np.ndarray, labels: list[int],
+                scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
+        """Record the batch's answers (the ``heard`` queries, from ``before.first`` on) in
+        ``state.answers``; the answers of the rows it overwrites (None: no answers kept)."""
+        ans = state.answers
+        if ans is None:
+            return None
+        old = ans.take(before.ids)
+        if scores is None:
+            ans.write(before.first, None, None, len(heard))
+        else:
+            ans.write(before.first, np.asarray(labels)[heard], scores[heard], len(heard))
+        return old
+
+    def _steady(self, ans: Answers, sim: Similarity, pvs: np.ndarray,
+                found: dict[str, list[int]], before: Any,
+                old: tuple[np.ndarray, np.ndarray]) -> dict[str, list[int]]:  # fmt: skip
+        """``found`` without the similarity, dilution and residual alerts of balls whose
+        answers stayed put (:func:`mlwarden.serve.answers.steady`)."""
+        kinds = ("similarity", "dilution", "residual")
+        cand = sorted({j for k in kinds for j in found.get(k, [])})
+        spread = self.config.answers.spread
+        assert spread is not None
+        quiet = steady(sim, pvs, cand, before, ans, old, spread)
+        if not quiet:
+            return found
+        return {k: [j for j in v if j not in quiet] if k in kinds else v
+                for k, v in found.items()}  # fmt: skip
 
     def _heard(self, vs: np.ndarray) -> np.ndarray:
         """Positions of the queries the similarity detector counts: all but audio clips

@@ -1,0 +1,181 @@
+"""Alerts on a cloud whose answers stay put: rows that drift, not a search.
+
+A search drives the answers it attacks: a score-based search (Square, NES, random search)
+keeps a step when the true class's probability drops, and is done when another class
+wins; a decision-based one (Boundary, HopSkipJump) walks from an input of another class
+toward its target. Benign rows that drift keep their answers and stay where they are: a
+sensor logger re-read every hour, each value x (1 + N(0, 0.002)) with a daily cycle of
++-1% (``benchmarks/gateway_detection_outside.py``) moves its cloud, so the still-ball
+rule (:mod:`mlwarden.serve.stationary`) lets its dilution and similarity alerts stand
+(616-660 per 1,000 on every table, session 8), while over 60 readings the logistic
+model's log-odds of a logger's class spread 0.13-0.45 and 149 of 150 loggers keep
+their class.
+
+The rule, per query whose similarity, dilution or residual alert stands after the
+still-ball rule: its *cloud* is the earlier queries it saw within the similarity radius
+``r`` (the newest ``CAP``) joined to it by a chain of links shorter than ``TIGHT * r``
+(the still-ball rule's own cloud: farther jumps are that rule's blind spot already).
+The alert drops when the cloud holds more than ``MIN_ROWS`` earlier rows, every one
+was answered with the query's own class, the log-odds of that class, ``log p - log(1 -
+p)`` (``p`` clipped to ``[CLIP, 1 - CLIP]``), spread no more than ``answers.spread``
+(``SPREAD`` = 1.0 from ``gateway calibrate``) over the cloud and the query, and the
+cloud is narrow: its rows' RMS distance per value from their mean is at most ``WIDE`` (0.1)
+of ``r``, and its rows came spread out in time: the median gap between its newest
+``NEWEST`` (20) rows and the query is at least ``window / APART`` queries of the key (25
+at a window of 1,000: its 20 newest rows span half a window; a logger's rows come every
+50, a nightly rescoring's every 89). A row without a
+recorded answer (a caller that passed none, rows from before a restart) fails closed:
+the alert stands.
+
+What a search gets under it:
+
+* a score-based search: at most ``spread`` log-odds of its class within any such cloud;
+  a step past that widens the spread of its own cloud and the alert stands (the searches
+  of ``tests/serve/test_serve_answers.py``, steps 0.05 and 0.005);
+* a decision-based search: its answers keep one class, but its walk widens the cloud; it
+  stands once the cloud is wider than ``WIDE * r`` (a straight walk of about 0.35 r),
+  and from the start unless it spaces its queries out in time (Boundary and
+  HopSkipJump on wine, ``gateway_detection_heldout.py``: flagged at the queries they were
+  before the rule, plain and diluted 1:10);
+* a change of class is never excused: it is what a search is after. A benign row on the
+  decision boundary (a logger whose class changes with the daily cycle) fails closed;
+* padding a cloud with copies of its start does not hide a move: the copies carry the
+  start's answers and widen the spread (exact repeats never reach the detectors);
+* a search diluted to one query in 25 or fewer of the key's gains at most the above
+  before its alert stands: ``spread`` log-odds, or ``WIDE * r`` of travel; one less
+  diluted (ZOO in ``gateway_detection_heldout.py`` at 1:10, its probes among augmented
+  copies of its target with the same answers) stands from the start.
+
+State: one class (int16), one log-odds value (float32) and the query's number (int64)
+per similarity history row, in a ring with the history's slots (``query number %
+history``): 14 bytes a row, 140 kB a key at the default history. Not persisted: after a
+restart the rows from before it have no answers, and alerts on clouds of them stand.
+Cost: one pass over the history and one distance matrix of the cloud (at most ``CAP +
+1`` rows) per alert that would stand, none otherwise.
+
+Example::
+
+    ans = Answers(10_000)
+    old = ans.take(before.ids)               # before similarity.observe_many overwrites
+    ans.write(before.first, labels, log_odds(probs, labels), len(labels))
+    quiet = steady(sim, pvs, cand, before, ans, old, 1.0)   # positions whose alert drops
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlwarden.serve.dilution import Snapshot, _ring, sq_distances
+from mlwarden.serve.stationary import MIN_ROWS, TIGHT, _numbered
+
+CLIP = 1e-6  # probabilities are clipped to [CLIP, 1 - CLIP]: log-odds within +-13.8
+CAP = 1023  # the newest neighbours within the radius a cloud is taken from
+SPREAD = 1.0  # the log-odds spread gateway calibrate sets on tabular rows
+WIDE = 0.1  # a cloud wider than this (RMS per value about its mean, of the radius) stands
+NEWEST, APART = 20, 40  # its newest 20 rows' median gap must be window / 40 queries or more
+
+
+def log_odds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The log-odds of each row's ``labels`` class in ``probs`` (N, classes), float32."""
+    p = np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), np.asarray(labels)]
+    p = np.clip(p, CLIP, 1 - CLIP)
+    return (np.log(p) - np.log1p(-p)).astype(np.float32)
+
+
+class Answers:
+    """One key's answers (class and log-odds) per similarity history slot.
+
+    Args:
+        history: the similarity history's length (``similarity.history``).
+    """
+
+    def __init__(self, history: int) -> None:
+        self.labels = np.full(history, -1, dtype=np.int16)
+        self.scores = np.full(history, np.nan, dtype=np.float32)
+        self.ids = np.full(history, -1, dtype=np.int64)  # the query each slot holds
+
+    def take(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(classes, log-odds) of queries ``ids`` (-1 / NaN where not held)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        slots = ids % len(self.ids)
+        held = self.ids[slots] == ids
+        return (np.where(held, self.labels[slots], -1),
+                np.where(held, self.scores[slots], np.nan))  # fmt: skip
+
+    def write(self, first: int, labels: np.ndarray | None, scores: np.ndarray | None,
+              count: int) -> None:  # fmt: skip
+        """Record ``count`` queries numbered from ``first`` (no answers: unknown)."""
+        ids = first + np.arange(count)
+        slots = ids % len(self.ids)
+        self.ids[slots] = ids
+        self.labels[slots] = -1 if labels is None else labels
+        self.scores[slots] = np.nan if scores is None else scores
+
+    def nbytes(self) -> int:
+        return self.labels.nbytes + self.scores.nbytes + self.ids.nbytes
+
+
+def steady(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot, ans: Answers,
+           old: tuple[np.ndarray, np.ndarray], spread: float) -> set[int]:  # fmt: skip
+    """Positions of ``cand`` (in a batch ``vs`` just added to the similarity history
+    ``sim``, its answers to ``ans``) whose cloud kept its answers (module docstring).
+
+    ``old``: :meth:`Answers.take` of ``before.ids`` before the batch was written (the
+    answers of the rows it overwrote). Query ``j`` is judged on what it saw alone.
+    """
+    if not cand:
+        return set()
+    hist = _ring(sim)[2]
+    radius = sim.config.radius  # type: ignore[attr-defined]
+    limit = radius * radius * vs.shape[1]
+    link = (TIGHT * radius) ** 2 * vs.shape[1]
+    width = WIDE * radius
+    window = sim.config.window  # type: ignore[attr-defined]
+    parts = _numbered(sim, vs, before)
+    known = [ans.take(parts[0][1]), old, ans.take(parts[2][1])]
+    out = set()
+    for j in cand:
+        q, me = np.asarray(vs[j], dtype=np.float32), before.first + j
+        rows, labels, scores, when = [], [], [], []
+        for (part, gid), (lab, score) in zip(parts, known, strict=True):
+            if not len(part):
+                continue
+            diff = part - q
+            near = (np.einsum("ij,ij->i", diff, diff) < limit) & (gid < me) & (gid >= me - hist)
+            rows.append(part[near])
+            labels.append(lab[near])
+            scores.append(score[near])
+            when.append(gid[near])
+        ids = np.concatenate(when)
+        newest = np.argsort(ids, kind="stable")[-CAP:]  # the newest CAP, oldest first
+        pts = np.concatenate([np.concatenate(rows)[newest], q[None]])
+        lab_j, score_j = ans.take(np.array([me]))
+        keep = _cloud(pts, link)
+        ball_labels = np.concatenate([np.concatenate(labels)[newest], lab_j])[keep]
+        ball = np.concatenate([np.concatenate(scores)[newest], score_j])[keep]
+        if len(ball) <= MIN_ROWS or lab_j[0] < 0 or (ball_labels != lab_j[0]).any():
+            continue  # too few rows to judge, or another class among them: it stands
+        cloud = pts[keep]
+        if np.sqrt(np.mean((cloud - cloud.mean(axis=0)) ** 2)) > width:
+            continue  # a cloud as wide as a walk across the radius: it stands
+        gaps = np.diff(np.r_[ids[newest][keep[:-1]], me][-NEWEST - 1 :])  # in queries
+        if float(np.median(gaps)) * APART < window:
+            continue  # its newest rows came closer together than 1 in window / APART
+        if np.isnan(ball).any() or float(ball.max() - ball.min()) > spread:
+            continue
+        out.add(j)
+    return out
+
+
+def _cloud(pts: np.ndarray, link: float) -> np.ndarray:
+    """Mask of the rows of ``pts`` joined to its last row by a chain of rows each less
+    than ``sqrt(link)`` from the next (single linkage, breadth first)."""
+    norms = np.einsum("ij,ij->i", pts, pts)
+    adj = sq_distances(pts, norms, pts, norms) < link
+    seen = np.zeros(len(pts), dtype=bool)
+    seen[-1] = True
+    front = seen.copy()
+    while front.any():
+        front = adj[front].any(axis=0) & ~seen
+        seen |= front
+    return seen
