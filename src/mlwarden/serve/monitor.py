@@ -84,7 +84,10 @@ late, by a negative offset as :meth:`Monitor.submit` reports batched alerts; one
 waiting at a restart stands. On text a window count met only by neighbours spread over
 a quarter of the window or more (and a whole-history count) is judged on the drift of
 its whole ball within the radius (``Monitor._spread_out``): typo copies of a short text
-are no own cloud of each other. With it off, only the whole history's alerts
+are no own cloud of each other. On tensors of 64 values or more, a query's cloud within
+two radii also excuses it when that is one input re-encoded (brightness, shifts, JPEG:
+variation along a few directions around a still centre;
+:func:`mlwarden.serve.stationary.recoded`). With it off, only the whole history's alerts
 (the dilution test, ``long_neighbours``) do: the window's count and Blacklight flag a
 fast search without waiting for its drift to show.
 
@@ -142,7 +145,7 @@ from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.crosskey import CrossKey
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
-from mlwarden.serve.stationary import TIGHT, Cloud, settle, still
+from mlwarden.serve.stationary import TIGHT, WIDE, Cloud, settle, still
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
@@ -1488,6 +1491,8 @@ class Monitor:
         # alerts on clouds too small to judge wait (stationary.settle) on tensors only:
         # measured there; on audio a search's steps are each other's copies (see _moving)
         self.hold = modality not in ("audio", "text")
+        # and there a cloud of re-encodings (brightness, shifts, JPEG: ~2 radii) is a resend
+        self.wide = WIDE if self.hold else None
         bl = config.blacklight
         # audio: windows within one bin of zero (pauses) are not hashed; see _fingerprint
         default_gate = bl.quantization if modality == "audio" else 0.0
@@ -1698,7 +1703,7 @@ class Monitor:
             if found["similarity"] or found.get("dilution") or chains:
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
                 found, held = self._moving(sim, pvs, found, before, heard, out, self.still_bar,
-                                           only, self.hold)  # fmt: skip
+                                           only, self.wide)  # fmt: skip
                 if self.text and self.stationary and found["similarity"]:
                     found["similarity"] = self._spread_out(sim, pvs, found["similarity"],
                                                            recent, need, before)  # fmt: skip
@@ -1801,7 +1806,7 @@ class Monitor:
     @staticmethod
     def _moving(sim: Similarity, pvs: np.ndarray, found: dict[str, list[int]], before: Any,
                 heard: np.ndarray, out: dict[str, list[int]], tight: float | None,
-                only: set[int] | None = None, hold: bool = True,
+                only: set[int] | None = None, wide: float | None = WIDE,
                 ) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
         """``found`` without the similarity and dilution alerts of still balls: one input
         resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`),
@@ -1816,8 +1821,8 @@ class Monitor:
         chained = {at[j] for j in out.get("blacklight", []) if j in at} if only is None else set()
         cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])
                        if k == "dilution" or only is None or j in only} | chained)  # fmt: skip
-        resends, small = still(sim, pvs, cand, before, tight)
-        if only is not None or not hold:
+        resends, small = still(sim, pvs, cand, before, tight, wide if only is None else None)
+        if only is not None or wide is None:
             # nothing waits with the rule off, nor on audio, whose own cloud is the ball
             # within the radius: a search's steps are each other's copies there, and a
             # search sending each step twice went unflagged in 700 queries (i21e); nor
@@ -1848,7 +1853,7 @@ class Monitor:
         first = before.first
         for cloud in held:
             cloud.seq = seqs[int(heard[cloud.gid - first])]
-        stand, state.held = settle(sim, pvs, before, state.held + held, self.still_bar)
+        stand, state.held = settle(sim, pvs, before, state.held + held, self.still_bar, self.wide)
         for cloud in stand:
             j = cloud.gid - first
             for kind in cloud.kinds:

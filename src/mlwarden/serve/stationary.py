@@ -51,6 +51,29 @@ radius itself (:func:`spread`: RMS per value between successive rows, sigma * sq
 for fresh N(0, sigma) noise) are no resend either. (An own cloud of half the radius failed a
 table resent with noise 0.01 at a calibrated radius of 0.03: copies 0.014 apart.)
 
+**Re-encodings.** An app resending a photo re-encodes it each time (a brightness change,
+a one-pixel shift, JPEG): at the calibrated radius one input's copies spread over about
+two radii (the shift variants 2-4 apart on 3x32x32 images at 0.015), so its own clouds
+held 1-4 copies and burst / pool clients raised 10-114 alarms per 1,000. On tensors of
+``MIN_VALUES`` or more values, a query not excused above is also judged on its cloud
+within ``WIDE`` (2) radii, and one waiting is judged on it again as each later copy
+joins: a resend when it is one input re-encoded (:func:`recoded`): at least
+``MIN_ROWS`` rows whose successive differences span at most ``LOW_DIMS`` (8) effective
+dimensions (:func:`dims`: Box's ``tr(S)^2 / tr(S^2)``, the statistic's own
+estimates) around a centre that does not move. Measured on 20 copies: 2.2-4.8 for a
+gain and shifts, 3-4 for a phone's re-shares (rotation, crop, exposure, JPEG q60-95);
+white noise ~120 (27 at the least on 6 rows), so a noisy search's cloud is never
+excused this way, however wide its spread. Differences, not rows: a search's kept steps
+make a walk, whose rows are dominated by a few directions although each step (a
+block here, another there) points somewhere new. Other inputs' rows within the reach
+make the cloud move or span more: the alert stands (fails closed). What it cannot see:
+a search whose candidates vary along at most ~8 fixed directions and whose kept point
+does not move (it learns only along those directions); a search hidden in re-encodings
+(each query re-encoded) is judged on the sum, whose differences are dominated by the
+re-encoding while its steps are small: it is flagged when its kept point has moved
+(``tests/serve/test_serve_recoded.py``: at the same queries as before on the runs
+flagged there).
+
 **The test.** Bai & Saranadasa's high-dimensional two-sample statistic (Bai &
 Saranadasa, "Effect of high dimension: by an example of a two sample problem",
 Statistica Sinica 6, 1996), for a time contrast ``w`` of the rows (weights summing to
@@ -115,6 +138,23 @@ MIN_ROWS = 6
 # later queries of the key a waiting alert's ball has to fill in (settle), then it stands:
 # a pool of 50 inputs resends each about every 50 queries, and the 4th copy waits for 2
 HOLD = 250
+# a re-encoded copy (brightness, a one-pixel shift, JPEG) lies within this multiple of the
+# radius of its input's other copies: at the calibrated radius their balls hold 1-4 copies
+WIDE = 2.0
+# Box's effective dimensions (:func:`dims`) at or below which a cloud's variation is a
+# re-encoding's (a gain and a few shifts: 2.2-4.8 measured), not a search's noise (~120)
+LOW_DIMS = 8.0
+# the p-value below which a wide cloud's centre has moved: stricter than ``ALPHA`` since
+# a cloud twice the radius wide takes in other inputs; a few resent in random order make
+# large steps along few directions that hide a search among them from ``ALPHA`` (digits,
+# noise 0.05: p 1e-4 to 4e-4; one input's re-encodings are still, p about uniform)
+WIDE_ALPHA = 1e-3
+# rows of a cloud within ``WIDE`` from which its effective dimensions are told apart
+# (copies' estimate is heavy-tailed on few rows: 8 copies <= LOW_DIMS 55-77%, 20: 92-98%)
+FULL = 24
+# values a row needs for the wide rule: in a table's few features a search's white noise
+# spans as few dimensions as a re-encoding
+MIN_VALUES = 64
 
 
 def contrasts(n: int) -> np.ndarray:
@@ -198,6 +238,31 @@ def spread(rows: np.ndarray) -> float:
     return float(np.sqrt(np.mean(d * d)))
 
 
+def dims(rows: np.ndarray) -> float:
+    """Box's effective dimensions ``tr(S)^2 / tr(S^2)`` of the newest ``CAP`` rows'
+    variation (from successive differences, :func:`_traces`): about 1-5 for one input
+    re-encoded (a gain, a few one-pixel shifts), about the number of values for fresh
+    white noise; ``inf`` when it cannot be told (fewer than 4 rows, no spread)."""
+    x = np.asarray(rows, dtype=np.float64)[-CAP:]
+    if len(x) < 4:
+        return float("inf")
+    tr1, tr2 = _traces(x)
+    return tr1 * tr1 / tr2 if tr1 > 0 and tr2 > 0 else float("inf")
+
+
+def recoded(rows: np.ndarray) -> bool:
+    """Whether the cloud ``rows`` (n, dims), in time order, is one input re-encoded: at
+    least ``MIN_ROWS`` rows of at least ``MIN_VALUES`` values whose successive
+    differences span at most ``LOW_DIMS`` effective dimensions (:func:`dims`) around a
+    centre that does not move (:func:`drift_p` at least ``WIDE_ALPHA``). Differences,
+    not the rows: a search's kept steps make a walk, whose rows' covariance is dominated
+    by a few directions although each step (a block here, another there) points
+    somewhere new."""
+    if len(rows) < MIN_ROWS or rows.shape[1] < MIN_VALUES:
+        return False
+    return dims(rows) <= LOW_DIMS and drift_p(rows) >= WIDE_ALPHA
+
+
 def moving(rows: np.ndarray, bar: float | None = None) -> bool:
     """Whether the ball ``rows`` (n, dims), in time order, is not a resend: its centre
     drifts (``drift_p < ALPHA``) or, with ``bar``, its copies lie farther apart than
@@ -208,7 +273,8 @@ def moving(rows: np.ndarray, bar: float | None = None) -> bool:
 
 
 def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
-          tight: float | None = TIGHT) -> tuple[set[int], dict[int, Cloud]]:  # fmt: skip
+          tight: float | None = TIGHT, wide: float | None = None,
+          ) -> tuple[set[int], dict[int, Cloud]]:  # fmt: skip
     """The positions of ``cand`` (in a batch ``vs`` just added to the similarity history
     ``sim``) whose own cloud does not move (their alerts are resends), and those whose
     cloud is a resend's but too small to judge yet (:class:`Cloud`; :func:`settle`).
@@ -224,6 +290,9 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
     hangs on its ball within the radius (judged now if that already holds ``MIN_ROWS``
     rows). Otherwise (a search's first query at each new point; a search under noise
     that puts no copy within ``tight``, whose neighbours lie farther out) it stands.
+    With ``wide`` (a multiple of the radius), a query not excused so far is also judged
+    on its earlier neighbours within ``wide`` times the radius: excused when they are
+    one input re-encoded (:func:`recoded`), waiting while they are fewer than ``FULL``.
     Query ``j`` is judged on what it saw alone (the history before the batch, within
     ``history`` queries of it, and the batch's queries before it), so a batch gives the
     verdicts of one query at a time.
@@ -233,45 +302,63 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
     hist = _ring(sim)[2]
     radius = sim.config.radius  # type: ignore[attr-defined]
     near = radius if tight is None else tight * radius
-    limit = near * near * vs.shape[1]
-    wide = radius * radius * vs.shape[1]
+    if vs.shape[1] < MIN_VALUES:
+        wide = None  # a table's few features: white noise spans as few dimensions there
+    reach = radius if wide is None else wide * radius
+    limits = tuple(r * r * vs.shape[1] for r in (near, radius, reach))
     bar = None if tight is None else radius  # copies farther apart than this: no resend
     parts = [(r, g) for r, g in _numbered(sim, vs, before) if len(r)]
     out, small = set(), {}
     for j in cand:
         q, me = np.asarray(vs[j], dtype=np.float32), before.first + j
-        rows, when, ball, around = [], [], [], []
-        for part, gid in parts:
-            # one query at a time: the same arithmetic whatever the batch (alerts match)
-            diff = part - q
-            d2 = np.einsum("ij,ij->i", diff, diff)
-            mine = (gid < me) & (gid >= me - hist)
-            close, inside = (d2 < limit) & mine, (d2 < wide) & mine
-            rows.append(part[close])
-            when.append(gid[close])
-            ball.append(part[inside])
-            around.append(gid[inside])
-        cloud = _in_order(rows, when, q, me)
+        balls = _balls(parts, q, me, hist, limits)
+        cloud = _in_order(*balls[0], q, me)
         if len(cloud.rows) >= MIN_ROWS:
             if not moving(cloud.rows, bar):
                 out.add(j)
             continue
-        if len(cloud.rows) < 2 or 2 * (len(cloud.rows) - 1) < len(np.concatenate(around)):
-            continue  # no copy of its own, or mostly other queries around it: it stands
-        held = _in_order(ball, around, q, me)
-        if len(held.rows) < MIN_ROWS:
-            small[j] = held
-        elif not moving(held.rows, bar):
+        # a copy of its own, and its copies at least half of its neighbours within the radius
+        around = sum(len(w) for w in balls[1][1])
+        copy = len(cloud.rows) >= 2 and 2 * (len(cloud.rows) - 1) >= around
+        held = _in_order(*balls[1], q, me) if copy else None
+        if held is not None and len(held.rows) >= MIN_ROWS:
+            if not moving(held.rows, bar):
+                out.add(j)
+            continue
+        far = _in_order(*balls[2], q, me, CAP - 1) if wide is not None else None
+        if far is not None and recoded(far.rows):
             out.add(j)
+        elif held is not None:  # it waits on its ball within the radius, and on its wide ball
+            held.far, held.far_ids = (far.rows, far.ids) if far is not None else (None, None)
+            small[j] = held
     return out, small
+
+
+def _balls(parts: list[tuple[np.ndarray, np.ndarray]], q: np.ndarray, me: int, hist: int,
+           limits: tuple[float, ...]) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:  # fmt: skip
+    """For each squared distance in ``limits``: the rows of ``parts`` (rows, numbers)
+    earlier than query ``me`` (within ``hist`` of it) and that close to ``q``, with their
+    numbers, part by part (one query at a time: the same arithmetic whatever the batch)."""
+    out: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in limits]
+    for part, gid in parts:
+        diff = part - q
+        d2 = np.einsum("ij,ij->i", diff, diff)
+        mine = (gid < me) & (gid >= me - hist)
+        for (rows, when), limit in zip(out, limits, strict=True):
+            close = (d2 < limit) & mine
+            rows.append(part[close])
+            when.append(gid[close])
+    return out
 
 
 @dataclass
 class Cloud:
     """A flagged query waiting on its ball (:func:`still`, :func:`settle`): its number in
     the similarity history, its row, and its ball so far (itself included) with their
-    numbers, in time order. ``seq`` and ``kinds``: the key's sequence number of the
-    query and the alerts it raised (set by the caller; reported if they stand)."""
+    numbers, in time order; ``far`` / ``far_ids``: its ball within the ``wide`` reach
+    (None: not judged so), excused when a re-encoding's (:func:`recoded`). ``seq`` and
+    ``kinds``: the key's sequence number of the query and the alerts it raised (set by
+    the caller; reported if they stand)."""
 
     gid: int
     q: np.ndarray
@@ -279,47 +366,60 @@ class Cloud:
     ids: np.ndarray
     seq: int = 0
     kinds: tuple[str, ...] = ()
+    far: np.ndarray | None = None
+    far_ids: np.ndarray | None = None
 
 
-def _in_order(rows: list[np.ndarray], when: list[np.ndarray], q: np.ndarray, me: int) -> Cloud:
-    """A :class:`Cloud` of ``rows`` (numbered ``when``) in time order, ``q`` (``me``) last."""
+def _in_order(rows: list[np.ndarray], when: list[np.ndarray], q: np.ndarray, me: int,
+              newest: int | None = None) -> Cloud:  # fmt: skip
+    """A :class:`Cloud` of ``rows`` (numbered ``when``) in time order, ``q`` (``me``) last;
+    with ``newest``, only the newest that many of ``rows``."""
     ids = np.concatenate(when)
-    order = np.argsort(ids, kind="stable")
+    if newest is not None and len(ids) > newest:
+        pick = np.argpartition(ids, len(ids) - newest)[len(ids) - newest :]
+        order = pick[np.argsort(ids[pick], kind="stable")]
+    else:
+        order = np.argsort(ids, kind="stable")
     return Cloud(me, q, np.concatenate([np.concatenate(rows)[order], q[None]]),
                  np.r_[ids[order], me])  # fmt: skip
 
 
 def settle(sim: object, vs: np.ndarray, before: Snapshot, held: list[Cloud],
-           tight: float | None = TIGHT) -> tuple[list[Cloud], list[Cloud]]:  # fmt: skip
+           tight: float | None = TIGHT, wide: float | None = None,
+           ) -> tuple[list[Cloud], list[Cloud]]:  # fmt: skip
     """The held alerts after a batch ``vs`` just added to ``sim``: ``(stand, waiting)``;
     the others were resends and are dropped.
 
-    Each held query's ball takes in the batch's later queries within the radius of it,
-    one at a time; the first time it holds ``MIN_ROWS`` rows (within ``history`` of the
-    newest) it is judged as :func:`still` judges a cloud (moving: the alert stands).
-    One whose ball has not filled when ``HOLD`` later queries of the key have come
-    stands (fails closed): a search kept waiting gains at most ``HOLD`` queries of
-    delay, and one that fills its balls with copies of its own points gains nothing
-    (a copy is no step). Query by query, so the verdicts do not depend on the batches.
+    Each held query's ball takes in the batch's later queries within the radius of it
+    (and its ``far`` ball those within ``wide`` times the radius), one at a time; the
+    first time its ball holds ``MIN_ROWS`` rows (within ``history`` of the newest) it is
+    judged as :func:`still` judges a cloud (moving: the alert stands), and each time its
+    ``far`` ball gains a row, from ``MIN_ROWS`` rows to ``FULL``, it is excused if that
+    is one input re-encoded (:func:`recoded`); one that may not wait on its ball within
+    the radius (``near`` False) stands when its ``far`` ball reaches ``FULL`` rows
+    unexcused, or drifts. One whose ball has not filled when ``HOLD`` later queries of
+    the key have come stands (fails closed): a search kept waiting gains at most ``HOLD``
+    queries of delay, and one that fills its balls with copies of its own points gains
+    nothing (a copy is no step). Query by query, so the verdicts do not depend on the
+    batches.
     """
     hist = _ring(sim)[2]
     radius = sim.config.radius  # type: ignore[attr-defined]
     limit = radius * radius * vs.shape[1]
+    reach = limit * (1.0 if wide is None else wide * wide)
     bar = None if tight is None else radius
     ids = before.first + np.arange(len(vs))
     batch = np.asarray(vs, dtype=np.float32)
     stand, waiting = [], []
     for h in held:
         diff = batch - h.q
-        close = np.einsum("ij,ij->i", diff, diff) < limit
-        close &= (ids > h.gid) & (ids <= h.gid + HOLD)
+        d2 = np.einsum("ij,ij->i", diff, diff)
+        far = d2 < reach if h.far is not None else np.zeros(len(diff), dtype=bool)
+        later = (ids > h.gid) & (ids <= h.gid + HOLD)
         verdict = None
-        for k in np.flatnonzero(close).tolist():
-            keep = h.ids >= ids[k] - hist
-            h.rows = np.concatenate([h.rows[keep], batch[k][None]])
-            h.ids = np.r_[h.ids[keep], ids[k]]
-            if len(h.rows) >= MIN_ROWS:
-                verdict = moving(h.rows, bar)
+        for k in np.flatnonzero(later & ((d2 < limit) | far)).tolist():
+            verdict = _join(h, batch[k], int(ids[k]), hist, d2[k] < limit, far[k], bar)
+            if verdict is not None:
                 break
         if verdict is None and ids[-1] >= h.gid + HOLD:
             verdict = True
@@ -328,6 +428,26 @@ def settle(sim: object, vs: np.ndarray, before: Snapshot, held: list[Cloud],
         elif verdict:
             stand.append(h)
     return stand, waiting
+
+
+def _join(h: Cloud, row: np.ndarray, gid: int, hist: int, inside: bool, far: bool,
+          bar: float | None) -> bool | None:  # fmt: skip
+    """Add a later query ``row`` (number ``gid``) to the held cloud ``h`` (``inside``: within
+    the radius of it; ``far``: within its wide reach) and judge it: True, it stands;
+    False, a resend; None, it waits. Its ball within the radius decides once full."""
+    if inside:
+        keep = h.ids >= gid - hist
+        h.rows, h.ids = np.concatenate([h.rows[keep], row[None]]), np.r_[h.ids[keep], gid]
+        if len(h.rows) >= MIN_ROWS:
+            return moving(h.rows, bar)
+    if far and h.far is not None and h.far_ids is not None:
+        keep = h.far_ids >= gid - hist
+        h.far, h.far_ids = np.concatenate([h.far[keep], row[None]]), np.r_[h.far_ids[keep], gid]
+        if recoded(h.far):
+            return False
+        if len(h.far) >= FULL:
+            h.far = h.far_ids = None  # no re-encoding: its ball within the radius decides
+    return None
 
 
 def _numbered(sim: object, vs: np.ndarray, before: Snapshot) -> list[tuple[np.ndarray, np.ndarray]]:
