@@ -143,6 +143,20 @@ def test_a_text_attack_stream_is_flagged_and_distinct_texts_are_not(
     assert codes.index(403) * 4 <= 60  # flagged within the first 60 queries
 
 
+def test_a_client_typing_tweets_is_not_blocked(
+    gateway: Any, tweets: tuple[Dataset, Dataset]
+) -> None:
+    """A moderation check as someone types: the growing prefix every 2 characters. The
+    gateway hands the monitor the texts (TypingChain): the prefixes of one tweet are one
+    text to the similarity count, not a search (blocked within 100 queries before)."""
+    texts = [t for t in tweets[1].x if t.isprintable() and len(t) >= 60][:8]
+    typed = [t[:k] for t in texts for k in range(4, len(t) + 2, 2)]
+    live = gateway(detection={"action": "block", "similarity": {"near": 0.3, "min_neighbours": 20},
+                              "prada": {"enabled": False}})  # fmt: skip
+    codes = [live.post({"inputs": [t]}).status_code for t in typed[:300]]
+    assert len(codes) >= 200 and set(codes) == {200}, codes.index(403) if 403 in codes else codes
+
+
 def test_gateway_check_gives_text_advice_for_a_text_config() -> None:
     from mlwarden.serve.findings import gateway_config_findings
 

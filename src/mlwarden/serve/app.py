@@ -361,7 +361,9 @@ class Gateway:
             sim = self.config.detection.similarity
             seen = text_features(x, sim.max_dims, sim.radius, sim.near)
         flagged = (
-            self.monitor.submit(caller.name, seen, probs.argmax(axis=1), probs)
+            self.monitor.submit(
+                caller.name, seen, probs.argmax(axis=1), probs, x if self.text else None
+            )
             if self.monitor.enabled
             else {}
         )

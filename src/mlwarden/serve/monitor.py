@@ -91,6 +91,14 @@ variation along a few directions around a still centre;
 (the dilution test, ``long_neighbours``) do: the window's count and Blacklight flag a
 fast search without waiting for its drift to show.
 
+Text typed on (``texts`` handed to :meth:`Monitor.submit`; the gateway does): a text
+that extends the key's previous one, or backtracks a few characters within its chain's
+budget (:class:`mlwarden.serve.text.TypingChain`), counts each other typing chain once
+among its neighbours and its own chain not at all (:meth:`Monitor._typed`), and raises
+no Blacklight alert below the similarity count: growing prefixes are one text, not a
+search (263 false alarms per 1,000 on a typist before, session 9). Chains are not saved
+with the histories: after a restart the old rows count one each.
+
 A search diluted among many benign queries of the key (fewer than ``min_neighbours``
 per ``window``) answers to :mod:`mlwarden.serve.dilution` (``detection.dilution``, set
 by ``gateway calibrate``): a tight ball of queries on the similarity history, which it
@@ -146,6 +154,7 @@ from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.crosskey import CrossKey
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
 from mlwarden.serve.stationary import TIGHT, WIDE, Cloud, settle, still
+from mlwarden.serve.text import TypingChain
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
@@ -1428,6 +1437,11 @@ class _KeyState:
         # distinct queries not analysed yet: (input, predicted class, sequence number,
         # log-odds of that class: NaN without the model's scores)
         self.pending: list[tuple[np.ndarray, int, int, float]] = []
+        # text: each pending query's typing chain (TypingChain.step: on it?, its number),
+        # and the chain of each ring slot (-1: none known)
+        self.owns: list[tuple[bool, int]] = []
+        self.typing = TypingChain() if binary else None
+        self.chains = np.full(config.similarity.history, -1, np.int64) if binary else None
         # alerts waiting on a small cloud (stationary.settle), and those that stood since
         # the last analysis: kind -> sequence numbers
         self.held: list[Cloud] = []
@@ -1435,7 +1449,10 @@ class _KeyState:
 
     def nbytes(self) -> int:
         parts = (self.blacklight, self.similarity, self.prada, self.residual, self.answers)
-        return len(self.recent._order) * 120 + sum(p.nbytes() for p in parts if p is not None)
+        chains = self.chains.nbytes if self.chains is not None else 0
+        return (
+            len(self.recent._order) * 120 + chains + sum(p.nbytes() for p in parts if p is not None)
+        )
 
 
 class Monitor:
@@ -1574,22 +1591,24 @@ class Monitor:
         return (v - self._mean) @ self._axes
 
     def inspect(self, key: str, x: np.ndarray, labels: np.ndarray,
-                probs: np.ndarray | None = None) -> dict[str, list[int]]:  # fmt: skip
+                probs: np.ndarray | None = None, texts: Any = None) -> dict[str, list[int]]:  # fmt: skip
         """Feed a batch of queries ``x`` (N, ...) with their predicted ``labels`` (N,)
         and, optionally, the model's scores ``probs`` (N, classes): with
         ``detection.answers.spread``, alerts on balls whose answers stay put drop
-        (:mod:`mlwarden.serve.answers`; without scores they stand).
+        (:mod:`mlwarden.serve.answers`; without scores they stand). On text, ``texts``:
+        the N texts ``x`` are the features of (typing chains:
+        :class:`mlwarden.serve.text.TypingChain`; None: every query counted in full).
 
         Returns detector kind -> indices of the flagged inputs (kinds with none left out).
         The batch is analysed at once, with the alerts of N one-query calls.
         """
         state = self._state(key, self._dims(x))
         with state.lock:
-            self._queue(state, x, labels, probs)
+            self._queue(state, x, labels, probs, texts)
             return self._drain(key, state, state.seq - len(x))
 
     def submit(self, key: str, x: np.ndarray, labels: np.ndarray,
-               probs: np.ndarray | None = None) -> dict[str, list[int]]:  # fmt: skip
+               probs: np.ndarray | None = None, texts: Any = None) -> dict[str, list[int]]:  # fmt: skip
         """:meth:`inspect`, deferred until the key has :attr:`batch` new queries.
 
         ``batch`` is ``detection.batch``: by default 8, and 1 with ``action: block``
@@ -1608,7 +1627,7 @@ class Monitor:
         """
         state = self._state(key, self._dims(x))
         with state.lock:
-            self._queue(state, x, labels, probs)
+            self._queue(state, x, labels, probs, texts)
             if len(state.pending) < self.batch:
                 return {}
             return self._drain(key, state, state.seq - len(x))
@@ -1625,15 +1644,18 @@ class Monitor:
         return self.dims or min(math.prod(x.shape[1:]), self.config.similarity.max_dims)
 
     def _queue(self, state: _KeyState, x: np.ndarray, labels: np.ndarray,
-               probs: np.ndarray | None) -> None:  # fmt: skip
+               probs: np.ndarray | None, texts: Any = None) -> None:  # fmt: skip
         """Queue the inputs that are not exact repeats of the key's recent ones."""
         queued = len(state.pending)
         scores = (log_odds(probs, labels).tolist() if probs is not None and state.answers
                   else [math.nan] * len(x))  # fmt: skip
+        chain = state.typing if texts is not None else None
         for i, (xi, li) in enumerate(zip(x, labels, strict=True)):
             xi = np.ascontiguousarray(xi, dtype=np.float32)
+            step = chain.step(str(texts[i])) if chain is not None else (False, -1)
             if not state.recent.seen(_digest(xi)):
                 state.pending.append((xi, int(li), state.seq + i, scores[i]))
+                state.owns.append(step)
         state.unsaved += len(state.pending) - queued
         state.seq += len(x)
 
@@ -1642,13 +1664,15 @@ class Monitor:
         if not state.pending:
             return {}
         pending, state.pending = state.pending, []
+        owns, state.owns = state.owns, []
         xs = np.array([p[0] for p in pending])  # np.stack's values, a third of its cost
         found: dict[str, list[int]] = {}
         labels = [p[1] for p in pending]
         seqs = [p[2] for p in pending]
         allowance = self.allowances.get(key)
         scores = np.array([p[3] for p in pending], dtype=np.float32)
-        for kind, hits in self._detect(state, xs, labels, allowance, seqs, key, scores).items():
+        for kind, hits in self._detect(state, xs, labels, allowance, seqs, key, scores,
+                                       owns).items():  # fmt: skip
             if hits:
                 found[kind] = [seqs[j] - origin for j in hits]
         late, state.late = state.late, {}
@@ -1657,11 +1681,12 @@ class Monitor:
         return found
 
     def _detect(self, state: _KeyState, xs: np.ndarray, labels: list[int], allowance: int | None,
-                seqs: list[int], key: str = "",
-                scores: np.ndarray | None = None) -> dict[str, list[int]]:  # fmt: skip
+                seqs: list[int], key: str = "", scores: np.ndarray | None = None,
+                owns: list[tuple[bool, int]] | None = None) -> dict[str, list[int]]:  # fmt: skip
         """Each detector's flagged positions in ``xs``, a key's distinct queries in order
         (``seqs``: their sequence numbers, for waiting alerts that stand later; ``scores``:
-        the log-odds of their ``labels``, NaN unknown)."""
+        the log-odds of their ``labels``, NaN unknown; ``owns``: on a typing chain within
+        its budget, and its number: :meth:`_typed`)."""
         c = self.config
         need = allowance or c.similarity.min_neighbours
         chain = allowance or c.blacklight.chain
@@ -1686,7 +1711,16 @@ class Monitor:
             # dilution and the still-ball rule read what the batch overwrites
             before = Dilution.snapshot(state.similarity, len(pvs))
             old = self._answer(state, before, heard, labels, scores)
+            owns = owns or [(False, -1)] * len(pvs)
+            typed = self._typed(state, pvs, owns) if state.chains is not None else None
             recent, total = state.similarity.observe_many(pvs, whole)
+            if typed is not None:  # text typed on: a chain's prefixes are one text
+                on = [j for j, (go, _) in enumerate(owns) if go]
+                recent, total = recent.copy(), total.copy()
+                total[on] += typed[on] - recent[on]
+                recent[on] = typed[on]
+                quiet = {j for j in on if recent[j] < need}
+                out["blacklight"] = [j for j in out.get("blacklight", []) if j not in quiet]
             if self.crosskey is not None:  # every key's queries together (crosskey.py)
                 out["crosskey"] = [int(heard[j]) for j in self.crosskey.observe(key, pvs, recent)]
             counts = enumerate(zip(recent.tolist(), total.tolist(), strict=True))
@@ -1747,6 +1781,37 @@ class Monitor:
             return found
         return {k: [j for j in v if j not in quiet] if k in kinds else v
                 for k, v in found.items()}  # fmt: skip
+
+    @staticmethod
+    def _typed(state: _KeyState, pvs: np.ndarray, owns: list[tuple[bool, int]]) -> Any:
+        """Text typed on (:class:`mlwarden.serve.text.TypingChain`): for each query of the
+        batch on a chain, the other chains among its neighbours in the window (one each;
+        a query of no known chain one each; its own chain none; 0 for queries not on a
+        chain), or None when no query is; the batch's chains are written beside the ring."""
+        sim, chains = state.similarity, state.chains
+        assert sim is not None and chains is not None
+        hist, window, n = sim.config.history, sim.config.window, len(pvs)
+        ids = np.array([c for _, c in owns], dtype=np.int64)
+        on = [j for j, (go, _) in enumerate(owns) if go]
+        out = None
+        if on:
+            out = np.zeros(n, dtype=np.int64)
+            old = min(sim._filled, window)  # the ring's newest ``old`` slots, oldest first
+            ring = (sim._next - old + np.arange(old)) % hist
+            rows = np.concatenate([sim._ring[ring], pvs])
+            limit = (sim.config.radius**2) * pvs.shape[1]
+            q = pvs[on]
+            sq = sq_distances(
+                q, np.einsum("ij,ij->i", q, q), rows, np.einsum("ij,ij->i", rows, rows)
+            )
+            every = np.concatenate([chains[ring], ids])
+            for row, j in zip(sq < limit, on, strict=True):
+                near = np.flatnonzero(row[: old + j])  # earlier rows only
+                who = every[near[old + j - near <= window]]  # old + j - r: row r's age
+                who = who[who != ids[j]]
+                out[j] = len(np.unique(who[who >= 0])) + np.count_nonzero(who < 0)
+        chains[((sim._next + np.arange(n)) % hist)[-hist:]] = ids[-hist:]
+        return out
 
     def _heard(self, vs: np.ndarray) -> np.ndarray:
         """Positions of the queries the similarity detector counts: all but audio clips

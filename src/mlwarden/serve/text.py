@@ -16,6 +16,9 @@
   texts of a word-substitution or character-edit attack on one text are neighbours of
   each other, distinct texts are not. Shingles are taken from the raw text, so
   homoglyph and invisible-character variants of one text are near, not equal.
+* :class:`TypingChain` — a key's texts typed on (each extends the one before, or
+  backtracks a few characters): the monitor counts a chain once among a text's
+  neighbours, so a moderation check called as someone types is not a search.
 
 Example::
 
@@ -26,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -192,3 +196,49 @@ def word_search(text: str, vocabulary: Sequence[str], queries: int, seed: int, *
         if rng.random() < accept:
             current = cand
     return out
+
+
+#: A backtrack deletes at most this many characters of the previous text (a slip, a word).
+TYPING_DELETE = 16
+#: A chain may hold ``2 + len(text) // TYPING_PER_BACK`` backtracks: a typist's slips (5%
+#: of keys: one in ~25 characters) fit with room; a search's branches beyond it do not.
+TYPING_PER_BACK = 12
+
+
+def typing_step(prev: str | None, text: str) -> int | None:
+    """How many characters of ``prev`` ``text`` deletes before it goes on typing: 0 when
+    ``prev`` is a prefix of ``text`` (the same text typed further), up to
+    :data:`TYPING_DELETE` for a backtrack (a corrected slip); None: not a typing step."""
+    if prev is None or prev == text:
+        return None
+    lcp = len(os.path.commonprefix([prev, text]))
+    deleted = len(prev) - lcp
+    return deleted if lcp and deleted <= TYPING_DELETE else None
+
+
+class TypingChain:
+    """A key's typing chains: runs of successive texts, each a :func:`typing_step` of the
+    one before (a moderation check called as someone types). Growing prefixes are each
+    other's neighbours, and a typist sends nothing else; a search needs several
+    candidates from one point, which a chain carries only through backtracks. So a
+    text that goes on a chain counts each earlier chain once among its neighbours and
+    its own not at all (:meth:`mlwarden.serve.monitor.Monitor._typed`); a chain's first
+    text, and a backtrack over the chain's budget (``2 + len // TYPING_PER_BACK``
+    backtracks), count every neighbour as any query does. Candidates padded into fake
+    chains of their own stay each other's neighbours, one chain each."""
+
+    def __init__(self) -> None:
+        self.prev: str | None = None
+        self.ident = -1  # the current chain's number
+        self.backs = 0  # its backtracks
+
+    def step(self, text: str) -> tuple[bool, int]:
+        """Whether ``text`` goes on the current chain within its budget, and the chain's
+        number (every text, repeats too: a repeat is not analysed but goes on a chain)."""
+        deleted = typing_step(self.prev, text)
+        self.prev = text
+        if deleted is None:
+            self.ident, self.backs = self.ident + 1, 0
+            return False, self.ident
+        self.backs += deleted > 0
+        return deleted == 0 or self.backs <= 2 + len(text) // TYPING_PER_BACK, self.ident
