@@ -158,7 +158,8 @@ def test_the_ring_survives_a_restart() -> None:
     assert other.crosskey.dump() is None
 
 
-def _gateway(tmp_path: Path, target: Any, names: list[str], keys: dict[str, str]) -> Any:
+def _config(tmp_path: Path, names: list[str], keys: dict[str, str]) -> GatewayConfig:
+    """A blocking gateway on 8x8 inputs whose keys ``names`` hold the secrets ``keys``."""
     raw: dict[str, Any] = {
         "input": {"shape": [1, 8, 8], "range": [0.0, 1.0]},
         "limits": {"rate": 1000.0, "burst": 1000, "budget": 100000},
@@ -166,7 +167,11 @@ def _gateway(tmp_path: Path, target: Any, names: list[str], keys: dict[str, str]
         "audit": {"path": str(tmp_path / "audit.db")},
         "detection": {"action": "block"},
     }
-    return create_app(target, GatewayConfig.model_validate(raw), base_dir=tmp_path)
+    return GatewayConfig.model_validate(raw)
+
+
+def _gateway(tmp_path: Path, target: Any, names: list[str], keys: dict[str, str]) -> Any:
+    return create_app(target, _config(tmp_path, names, keys), base_dir=tmp_path)
 
 
 def test_the_gateway_blocks_each_key_of_a_sybil_search_and_names_them(
@@ -174,14 +179,7 @@ def test_the_gateway_blocks_each_key_of_a_sybil_search_and_names_them(
 ) -> None:
     names = [f"sybil-{k}" for k in range(4)]
     keys = {n: new_key() for n in names}
-    raw: dict[str, Any] = {
-        "input": {"shape": [1, 8, 8], "range": [0.0, 1.0]},
-        "limits": {"rate": 1000.0, "burst": 1000, "budget": 100000},
-        "keys": {n: {"hash": hash_key(keys[n]), "role": "scores"} for n in names},
-        "audit": {"path": str(tmp_path / "audit.db")},
-        "detection": {"action": "block"},
-    }
-    live = serve(sklearn_target, GatewayConfig.model_validate(raw))
+    live = serve(sklearn_target, _config(tmp_path, names, keys))
     qs = _search(np.random.default_rng(4), 80)
     blocked: set[str] = set()
     with httpx.Client(timeout=10) as c:
