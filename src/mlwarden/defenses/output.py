@@ -76,10 +76,16 @@ def harden_output(scores: np.ndarray, mode: str, k: int = 1, decimals: int = 2) 
     if mode == "none":
         out = arr.astype(np.float32)
     elif mode == "round":
-        out = np.round(arr, decimals).astype(np.float32)
+        out = round_scores(arr, decimals)
     else:
         out = _top_k(arr, k).astype(np.float32)
     return out[0] if single else out
+
+
+def round_scores(arr: np.ndarray, decimals: int) -> np.ndarray:
+    """``"round"``'s output: scores rounded to ``decimals`` in float64, as float32
+    (unchecked: :func:`harden_output` checks first; the gateway has checked already)."""
+    return np.round(np.asarray(arr, dtype=np.float64), decimals).astype(np.float32)  # type: ignore[no-any-return]
 
 
 def _top_k(arr: np.ndarray, k: int) -> np.ndarray:

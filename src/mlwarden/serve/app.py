@@ -55,7 +55,7 @@ from starlette.types import Receive, Scope, Send
 
 from mlwarden.core.errors import InputFileError, UserError
 from mlwarden.core.target import Target, probabilities
-from mlwarden.defenses.output import harden_output
+from mlwarden.defenses.output import harden_output, round_scores
 from mlwarden.serve.auth import KeyStore, bearer_token
 from mlwarden.serve.config import GatewayConfig, OutputPolicy, Role, load_config
 from mlwarden.serve.conn import ConnectionGuard
@@ -615,7 +615,7 @@ def _release(probs: np.ndarray, policy: OutputPolicy) -> list[Any]:
     so that the JSON shows the kept decimals (0.33, not 0.3300000131130219).
     """
     if policy.mode == "round":
-        kept = np.asarray(probs, dtype=np.float64).round(policy.decimals).astype(np.float32)
+        kept = round_scores(probs, policy.decimals)
         return kept.astype(np.float64).round(policy.decimals).tolist()  # type: ignore[no-any-return]
     out = harden_output(probs, policy.mode, k=policy.k, decimals=policy.decimals)
     return out.tolist()  # type: ignore[no-any-return]
