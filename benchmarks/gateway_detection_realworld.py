@@ -4,7 +4,8 @@ Built apart from ``gateway_detection_clients.py`` / ``_long.py`` / ``_heldout.py
 ``_outside.py``: their benign clients resend copies of a few inputs; these are workloads
 whose consecutive queries are *near each other and moving* (what a search looks like),
 or many keys sharing inputs. Fed in-process to ``Monitor`` (as ``mlwarden serve`` runs it
-after parsing a request), one row a request, at the settings ``gateway calibrate`` picks
+after parsing a request; on text with each query's text, as ``Gateway.infer`` hands it
+since session 9: typing chains), one row a request, at the settings ``gateway calibrate`` picks
 on the kind's plain calibration inputs (the long / clients benchmarks' kinds and models).
 
 Benign clients (``--n`` queries, default 2,000):
@@ -302,11 +303,12 @@ def _answers(kind: long.Kind, det: Detection, xs: Any) -> np.ndarray | None:
 
 
 def _ask(mon: Monitor, key: str, feats: Any, labels: np.ndarray, probs: np.ndarray | None,
-         i: int) -> dict[str, list[int]]:  # fmt: skip
-    """Row ``i`` as one request of ``key`` (with its answer when the detectors read it)."""
-    if probs is None:
-        return mon.inspect(key, feats[i : i + 1], labels[i : i + 1])
-    return mon.inspect(key, feats[i : i + 1], labels[i : i + 1], probs[i : i + 1])  # type: ignore[call-arg]
+         i: int, texts: list[str] | None = None) -> dict[str, list[int]]:  # fmt: skip
+    """Row ``i`` as one request of ``key`` (with its answer when the detectors read it;
+    on text with its text, as ``Gateway.infer`` hands it: typing chains)."""
+    text = None if texts is None else texts[i : i + 1]
+    p = None if probs is None else probs[i : i + 1]
+    return mon.inspect(key, feats[i : i + 1], labels[i : i + 1], p, text)
 
 
 def _benign(kind: long.Kind, det: Detection) -> tuple[Any, np.ndarray, np.ndarray | None]:
@@ -323,11 +325,12 @@ def feed(kind: long.Kind, det: Detection, mon: Monitor, xs: Any, keys: list[int]
     """Send ``xs`` (row i on key ``keys[i]``); flagged per 1,000 (any, by detector), keys
     flagged; ``mark``: count only the marked rows."""
     feats, labels, probs = kind.feats(det, xs), kind.labels(xs), _answers(kind, det, xs)
+    texts = [str(t) for t in xs] if kind.modality == "text" else None
     mark = np.ones(len(feats), dtype=bool) if mark is None else mark
     hits: dict[str, int] = {"any": 0}
     flagged_keys: set[int] = set()
     for i in range(len(feats)):
-        found = _ask(mon, f"k{keys[i]}", feats, labels, probs, i)
+        found = _ask(mon, f"k{keys[i]}", feats, labels, probs, i, texts)
         if found and mark[i]:
             hits["any"] += 1
             flagged_keys.add(keys[i])
@@ -579,6 +582,7 @@ def first_flag(kind: long.Kind, det: Detection, mon: Monitor, qs: Any, keys: lis
     """The attack's query at which one of its keys is first flagged; ``every`` distinct
     benign queries of 100 other users before each of its queries (a busy gateway)."""
     feats, labels, probs = kind.feats(det, qs), kind.labels(qs), _answers(kind, det, qs)
+    texts = [str(t) for t in qs] if kind.modality == "text" else None
     bf, bl, bp = _benign(kind, det) if every else ([], np.zeros(0), None)
     b = 0
     for i in range(len(feats)):
@@ -587,7 +591,7 @@ def first_flag(kind: long.Kind, det: Detection, mon: Monitor, qs: Any, keys: lis
             j, user = 7500 + b % rest, (b + b // rest) % 100  # again: by another user
             _ask(mon, f"b{user}", bf, bl, bp, j)
             b += 1
-        found = _ask(mon, keys[i], feats, labels, probs, i)
+        found = _ask(mon, keys[i], feats, labels, probs, i, texts)
         if found:
             return i + 1, sorted(found)
     return None, []
