@@ -48,8 +48,9 @@ What a search gets under it:
 
 State: one class (int16), one log-odds value (float32) and the query's number (int64)
 per similarity history row, in a ring with the history's slots (``query number %
-history``): 14 bytes a row, 140 kB a key at the default history. Not persisted: after a
-restart the rows from before it have no answers, and alerts on clouds of them stand.
+history``): 14 bytes a row, 140 kB a key at the default history, persisted with the
+similarity history (:meth:`Answers.dump`; a blob from before session 10 has none: after
+such a restart the rows from before it have no answers, and alerts on clouds of them stand).
 Cost: one pass over the history and one distance matrix of the cloud (at most ``CAP +
 1`` rows) per alert that would stand, none otherwise.
 
@@ -113,6 +114,24 @@ class Answers:
 
     def nbytes(self) -> int:
         return self.labels.nbytes + self.scores.nbytes + self.ids.nbytes
+
+    def dump(self) -> dict[str, np.ndarray]:
+        """The ring's classes, log-odds and query numbers (14 bytes a slot)."""
+        return {"labels": self.labels, "scores": self.scores, "ids": self.ids}
+
+    def load(self, state: dict[str, np.ndarray], shift: int) -> bool:
+        """Take back :meth:`dump`'s arrays, each query number less ``shift`` (the
+        similarity history renumbers its queries after a restart by a multiple of its
+        length, so every slot keeps its row). False, nothing changed: arrays of another
+        length (the history's length changed: rows from before have no answers)."""
+        labels, scores, ids = (np.asarray(state[k]) for k in ("labels", "scores", "ids"))
+        n = len(self.ids)
+        if not (len(labels) == len(scores) == len(ids) == n) or shift % n:
+            return False
+        self.labels[:] = labels
+        self.scores[:] = scores
+        self.ids[:] = np.where(ids >= 0, ids - shift, -1)
+        return True
 
 
 def steady(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot, ans: Answers,

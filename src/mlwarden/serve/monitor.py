@@ -158,6 +158,8 @@ from mlwarden.serve.text import TypingChain
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
+# Monitor.dump's blob: 2 adds the answers to the history's rows and the typing chains
+_BLOB_VERSION = 2
 _MISSING = itertools.repeat(-1)  # dict.get's default for every hash, without a lambda
 
 
@@ -1954,6 +1956,7 @@ class Monitor:
             "recent": np.array(state.recent._order, dtype=np.uint64),
             "dims": np.array([state.dims]),
             "projection": np.array([self._projection], dtype=np.uint64),
+            "version": np.array([_BLOB_VERSION]),
         }
         with state.lock:
             # Blacklight's hashes (up to 8 MB) are not stored: its matches restart.
@@ -1963,6 +1966,11 @@ class Monitor:
                 arrays.update({f"residual.{k}": v for k, v in state.residual.dump().items()})
             if state.held:  # alerts waiting on a small cloud: they stand after a restart
                 arrays["held"] = np.array([k for c in state.held for k in c.kinds], dtype="U16")
+            if state.answers is not None:  # the model's answers to the history's rows
+                arrays.update({f"answers.{k}": v.copy() for k, v in state.answers.dump().items()})
+            if state.typing is not None and state.chains is not None:  # text typed on
+                arrays.update({f"typing.{k}": v for k, v in state.typing.dump().items()})
+                arrays["chains"] = state.chains.copy()
             state.unsaved = 0
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -1971,7 +1979,10 @@ class Monitor:
     def load(self, key: str, blob: bytes) -> None:
         """Restore what :meth:`dump` wrote; a blob that does not fit the config is ignored.
 
-        Stored: the exact-repeat filter and the similarity history (float16, a few MB).
+        Stored: the exact-repeat filter, the similarity history (float16, a few MB), the
+        model's answers to its rows (:mod:`mlwarden.serve.answers`) and, on text, the
+        typing chain (its last text) and each row's chain (:class:`TypingChain`); blobs
+        without the last two (before session 10, version 1) still load, without them.
         Blacklight's hashes and PRADA's reference sets start afresh after a restart.
         Alerts waiting on a small cloud (:func:`mlwarden.serve.stationary.settle`) stand:
         the key's next analysis reports them, as queries before the restart.
@@ -1993,6 +2004,7 @@ class Monitor:
             if state.similarity is not None and part:
                 with contextlib.suppress(KeyError, ValueError, IndexError):
                     state.similarity.load(part)  # a history of another shape: start afresh
+                    self._restore_rows(state, arrays, int(part["meta"][1]))
             for kind in arrays.get("held", np.empty(0, dtype="U16")).tolist():
                 if kind in ("blacklight", "similarity", "dilution"):  # reported as earlier
                     state.late.setdefault(kind, []).append(-1)
@@ -2000,6 +2012,30 @@ class Monitor:
             if state.residual is not None and res and part:
                 with contextlib.suppress(KeyError, ValueError, IndexError):
                     state.residual.load(res)
+
+    @staticmethod
+    def _restore_rows(state: _KeyState, arrays: dict[str, np.ndarray], stored_next: int) -> None:
+        """After the similarity history is restored: the answers to its rows and the
+        typing chains they were on (blobs from session 10 on; an older blob, or one of
+        another history length, leaves them unknown: their alerts stand, as before)."""
+        sim = state.similarity
+        if sim is None or not sim._filled:
+            return
+        shift = stored_next - sim._next  # the history renumbers by a multiple of its length
+        ans = {k[8:]: v for k, v in arrays.items() if k.startswith("answers.")}
+        if state.answers is not None and ans:
+            state.answers.load(ans, shift)
+        typing = {k[7:]: v for k, v in arrays.items() if k.startswith("typing.")}
+        if state.typing is not None and typing:
+            state.typing.load(typing)  # the next text goes on the chain it was on
+        chains, mine = arrays.get("chains"), state.chains
+        if (
+            mine is not None
+            and chains is not None
+            and len(chains) == len(mine)
+            and not (shift % len(mine))
+        ):
+            mine[:] = chains
 
     def unsaved(self, key: str) -> int:
         """Distinct queries of ``key`` seen since its last :meth:`dump`."""

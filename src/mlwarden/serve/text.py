@@ -242,3 +242,14 @@ class TypingChain:
             return False, self.ident
         self.backs += deleted > 0
         return deleted == 0 or self.backs <= 2 + len(text) // TYPING_PER_BACK, self.ident
+
+    def dump(self) -> dict[str, np.ndarray]:
+        """The chain so far (its last text, number and backtracks), to outlive a restart."""
+        prev = np.array([] if self.prev is None else [self.prev], dtype=str)
+        return {"prev": prev, "meta": np.array([self.ident, self.backs], dtype=np.int64)}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        """Take back :meth:`dump`'s chain: the next text goes on as if never restarted."""
+        prev, meta = state["prev"], state["meta"]
+        self.prev = str(prev[0]) if len(prev) else None
+        self.ident, self.backs = int(meta[0]), int(meta[1])
