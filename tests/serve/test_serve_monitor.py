@@ -9,6 +9,7 @@ import pytest
 from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
+from mlwarden.serve.limits import KeyLimiter
 from mlwarden.serve.monitor import Blacklight, Monitor, Prada, fingerprint
 
 
@@ -94,6 +95,36 @@ def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+# A request on a loaded box can take seconds (httpx's default timeout is 5 s): these tests
+# check what the gateway decides, not how fast, so they wait as long as it takes.
+WAIT_S = 120.0
+
+
+def _post(url: str, key: str, x: np.ndarray) -> httpx.Response:
+    return httpx.post(f"{url}/v1/predict", json={"inputs": [x.tolist()]}, headers=_auth(key),
+                      timeout=WAIT_S)  # fmt: skip
+
+
+class _Clock:
+    """Time for the gateway's rate limiters that moves only when the test says so: a
+    token bucket's refill then depends on the requests sent, not on how long a loaded
+    box took to answer them (a slow box refilled the bucket and no 429 came)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _on_clock(live, clock: _Clock) -> None:  # type: ignore[no-untyped-def]
+    """Give every key of the served gateway a fresh limiter (the same limits) on ``clock``."""
+    for name, old in list(live.gateway.limiters.items()):
+        live.gateway.limiters[name] = KeyLimiter(rate=old.rate, burst=int(old.burst),
+                                                 budget=old.budget, window_s=old.window_s,
+                                                 clock=clock)  # fmt: skip
+
+
 def test_gateway_alerts_on_an_attack_stream_but_not_on_held_out_replays(
     gw_config, keys, serve, sklearn_target, digits, tmp_path
 ) -> None:
@@ -127,22 +158,14 @@ def test_block_action_refuses_the_flagged_query_and_the_key_afterwards(
     gw_config, keys, serve, sklearn_target, digits
 ) -> None:
     live = serve(sklearn_target, gw_config(detection={"action": "block"}))
-    codes = [
-        httpx.post(
-            f"{live.url}/v1/predict", json={"inputs": [q.tolist()]}, headers=_auth(keys["scores"])
-        ).status_code
-        for q in _attack_stream(digits[2][7], 8)
-    ]
+    codes = [_post(live.url, keys["scores"], q).status_code
+             for q in _attack_stream(digits[2][7], 8)]  # fmt: skip
     first = codes.index(403)
     # This stream repeats some queries exactly (a window reset to the same value), and
     # exact repeats are no longer counted (issue 19): the third counted match is query 7.
     assert first <= 6 and all(c == 403 for c in codes[first:])
-    other = httpx.post(
-        f"{live.url}/v1/predict",
-        json={"inputs": [digits[2][0].tolist()]},
-        headers=_auth(keys["labels"]),
-    )
-    assert other.status_code == 200
+    assert "scores" in live.gateway.blocked and "labels" not in live.gateway.blocked
+    assert _post(live.url, keys["labels"], digits[2][0]).status_code == 200
 
 
 def test_throttle_action_slows_the_flagged_key(
@@ -153,12 +176,12 @@ def test_throttle_action_slows_the_flagged_key(
         detection={"action": "throttle", "throttle_factor": 0.01},
     )
     live = serve(sklearn_target, cfg)
+    _on_clock(live, _Clock())  # time stands still: 100 tokens for 24 requests, whatever the load
     # enough for three counted matches, and a full batch after them (alerts come up to
     # detection.batch - 1 = 7 distinct queries late)
-    for q in _attack_stream(digits[2][3], 24):
-        httpx.post(
-            f"{live.url}/v1/predict", json={"inputs": [q.tolist()]}, headers=_auth(keys["scores"])
-        )
+    codes = [_post(live.url, keys["scores"], q).status_code
+             for q in _attack_stream(digits[2][3], 24)]  # fmt: skip
+    assert codes == [200] * 24  # throttled, not refused: its bucket was full
     assert live.gateway.limiters["scores"].factor == 0.01
     assert live.gateway.limiters["labels"].factor == 1.0
 
@@ -171,12 +194,14 @@ def test_a_throttled_client_is_told_it_was_throttled_for_suspected_probing(
         detection={"action": "throttle", "throttle_factor": 0.01},
     )
     live = serve(sklearn_target, cfg)
-    answers = [
-        httpx.post(
-            f"{live.url}/v1/predict", json={"inputs": [q.tolist()]}, headers=_auth(keys["scores"])
-        )
-        for q in _attack_stream(digits[2][3], 30)
-    ]
+    clock = _Clock()
+    _on_clock(live, clock)
+
+    def send(key: str, x: np.ndarray) -> httpx.Response:
+        clock.now += 0.1  # a client sending 10 a second (an idle box answers as fast)
+        return _post(live.url, key, x)
+
+    answers = [send(keys["scores"], q) for q in _attack_stream(digits[2][3], 30)]
     assert live.gateway.limiters["scores"].factor == 0.01
     refused = [r for r in answers if r.status_code == 429]
     assert refused, [r.status_code for r in answers]
@@ -186,14 +211,7 @@ def test_a_throttled_client_is_told_it_was_throttled_for_suspected_probing(
     seconds = int(refused[0].headers["Retry-After"])
     assert seconds >= 1 and detail.endswith(f"retry after {seconds} s")
     # an unflagged key at its plain rate limit is told just that
-    other = [
-        httpx.post(
-            f"{live.url}/v1/predict",
-            json={"inputs": [digits[2][i].tolist()]},
-            headers=_auth(keys["labels"]),
-        )
-        for i in range(20)
-    ]
+    other = [send(keys["labels"], digits[2][i]) for i in range(20)]
     plain = [r for r in other if r.status_code == 429]
     assert plain, [(r.status_code, r.text[:80]) for r in other]
     assert plain[0].json()["detail"].startswith("rate limit exceeded")
