@@ -1,9 +1,13 @@
-"""The session 9 red team's attackers do what ``benchmarks/gateway_detection_realworld.py`` says.
+"""The red team's attackers do what ``benchmarks/gateway_detection_realworld.py`` (session 9)
+and ``benchmarks/gateway_detection_redteam10.py`` (session 10) say.
 
 Its ``nullspace`` figures mean something only if the search's queries really are one
 point to the detectors' reduction (:func:`reduce` / :func:`reduce_audio`, at the default
 ``max_dims``) while staying in the Linf ball of 0.1, and its ``hsja`` figures only if
-HopSkipJump keeps to its budget and ends on the far side of the boundary.
+HopSkipJump keeps to its budget and ends on the far side of the boundary. Session 10's
+shaped searches mean something only if each query is shaped as an excuse reads benign
+traffic (a gain along the input itself) and is judged against the clean input shaped the
+same way; Sign-OPT only if it crosses the boundary closer than any natural input.
 """
 
 from __future__ import annotations
@@ -74,3 +78,70 @@ def test_hsja_keeps_its_budget_and_crosses_the_boundary(rw: Any) -> None:
     dist = np.linalg.norm((qs - x0)[wrong], axis=1)
     start = np.linalg.norm(kind.data - x0, axis=1)[kind.labels(kind.data) != y0].min()
     assert wrong.any() and dist.min() < start  # closer than any natural input of another class
+
+
+@pytest.fixture(scope="module")
+def rt() -> Any:
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(
+        "gateway_detection_redteam10", BENCH / "gateway_detection_redteam10.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gainsearch_varies_along_the_input_itself(rt: Any, rw: Any) -> None:
+    # what a lighting excuse reads as a camera: the cloud's main axis is the input's own
+    kind = _kind(rw, (3, 16, 16), (0.0, 1.0), "tensor")
+    x0 = kind.data[2]
+    y0 = int(kind.labels(x0[None])[0])
+    shape = rt.shaping("gainsearch", 0, 60)
+    qs = rt.shaped_search(kind, x0, y0, 60, 0, shape)
+    assert qs.shape == (60, 3, 16, 16) and qs.min() >= 0 and qs.max() <= 1
+    d = (qs - qs.mean(axis=0)).reshape(60, -1)
+    axis = np.linalg.svd(d, full_matrices=False)[2][0]
+    assert abs(axis @ x0.reshape(-1)) / np.linalg.norm(x0) > 0.5
+    # ... while the search itself moved: the queries are not the gained clean input
+    refs = np.stack([shape(x0.astype(np.float64), i) for i in range(60)])
+    assert np.abs(qs - refs).reshape(60, -1).max(axis=1).max() > 0.05
+
+
+@pytest.mark.parametrize("plan", ["lightsearch", "shiftsearch", "jpegsearch"])
+def test_shaped_searches_are_judged_against_the_shaped_clean_input(rt: Any, rw: Any,
+                                                                   plan: str) -> None:  # fmt: skip
+    kind = _kind(rw, (3, 16, 16), (0.0, 1.0), "tensor")
+    x0 = kind.data[3]
+    y0 = int(kind.labels(x0[None])[0])
+    shape = rt.shaping(plan, 1, 30)
+    qs = rt.shaped_search(kind, x0, y0, 30, 1, shape)
+    got = rt.achieved_shaped(kind, x0, y0, qs, 30, shape)
+    assert set(got) == {"drop", "wrong", "rms"}
+    # the clean input shaped as query i is as far from it as the shaping alone makes it
+    refs = np.stack([shape(x0.astype(np.float64), i) for i in range(30)])
+    assert np.abs(refs - x0).max() > 1e-3  # the shaping does change the input
+    assert rt.achieved_shaped(kind, x0, y0, refs.astype(np.float32), 30, shape)["wrong"] is False
+
+
+def test_signopt_keeps_its_budget_and_crosses_the_boundary(rt: Any, rw: Any) -> None:
+    kind = _kind(rw, (64,), (0.0, 1.0), "tensor")
+    x0 = kind.data[1]
+    y0 = int(kind.labels(x0[None])[0])
+    qs = rt.signopt(kind, x0, y0, 150, 0)
+    assert qs.shape == (150, 64)
+    wrong = kind.labels(qs) != y0
+    dist = np.linalg.norm((qs - x0)[wrong], axis=1)
+    start = np.linalg.norm(kind.data - x0, axis=1)[kind.labels(kind.data) != y0].min()
+    assert wrong.any() and dist.min() < 0.9 * start  # closer than any natural input
+
+
+def test_scanner_rescans_are_near_copies_of_one_page(rt: Any) -> None:
+    rng = np.random.default_rng(0)
+    pages = rng.uniform(0, 1, (40, 1, 16, 16)).astype(np.float32)
+    xs = rt.scanner(pages, 200, np.random.default_rng(1))
+    assert xs.shape == (200, 1, 16, 16) and xs.min() >= 0 and xs.max() <= 1
+    step = np.linalg.norm(np.diff(xs, axis=0).reshape(199, -1), axis=1)
+    apart = np.linalg.norm((pages[0] - pages[1]).reshape(-1))
+    near = step < 0.5 * apart
+    assert 0.1 < near.mean() < 0.5  # rescans (30% of pages, 1-2 each), not every query
