@@ -23,6 +23,10 @@ Attackers, 5 runs of 300 queries after 2,000 distinct benign queries of the key:
 * ``sybil1`` (images, tabular): the search over 300 keys, one query each, every key a
   fresh account of 20 distinct benign queries; ``sybilbusy20``: over 20 keys on a busy
   gateway (10 distinct benign queries of 100 other users before each step);
+* ``neshop`` (images, MNIST CNN, audio): against a secret sketch that excuses a cloud
+  still in 32 secret projections (the gap its docstring names): NES (Ilyas et al., 2018,
+  arXiv:1804.08598) at one point at a time, 50 antithetic draws N(0, 0.01) around it,
+  then one signed step of 0.02 (Linf ball 0.1): every cloud is one fixed distribution;
 * ``signopt`` (images, MNIST CNN, tabular; held out): Sign-OPT (Cheng et al., 2020,
   arXiv:1909.10773), label-only: a direction ``theta`` from ``x0``, its distance to the
   boundary ``g(theta)`` by a coarse then binary search, the sign of each directional
@@ -76,10 +80,11 @@ from mlwarden.serve.monitor import Monitor  # noqa: E402
 
 CLIENTS = ("scanner", "wakeword")
 SHAPED = ("gainsearch", "lightsearch", "shiftsearch", "jpegsearch")
-ATTACKS = (*SHAPED, "sybil1", "sybilbusy20", "signopt")
+ATTACKS = (*SHAPED, "neshop", "sybil1", "sybilbusy20", "signopt")
 IMAGES = {"images", "mnist28"}
 APPLIES = {"scanner": IMAGES, "wakeword": {"audio"}, "sybil1": {"images", "tabular"},
-           "sybilbusy20": {"images", "tabular"}, "signopt": IMAGES | {"tabular"}} | {
+           "sybilbusy20": {"images", "tabular"}, "signopt": IMAGES | {"tabular"},
+           "neshop": IMAGES | {"audio"}} | {
     p: IMAGES for p in SHAPED}  # fmt: skip
 Shape = Callable[[np.ndarray, int], np.ndarray]  # (clean or candidate input, query index)
 
@@ -151,6 +156,32 @@ def achieved_shaped(kind: long.Kind, x0: np.ndarray, y0: int, qs: np.ndarray, up
     close = float(rms[bad].min()) if bad.any() else None
     return {"drop": round(drop, 3), "wrong": bool((bad & (linf <= 0.15 + 1e-6)).any()),
             "rms": None if close is None else round(close, 4)}  # fmt: skip
+
+
+def neshop(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int, m: int = 51,
+           sigma: float = 0.01, step: float = 0.02) -> np.ndarray:  # fmt: skip
+    """NES (Ilyas et al., 2018, arXiv:1804.08598) one point at a time: at each centre the
+    clean centre, then ``m - 1`` draws ``c +- sigma u`` (antithetic, fresh ``u``), the true
+    class's score gradient estimated from them, then one signed step of ``step`` of the
+    range (Linf ball 0.1): each cloud is one fixed distribution around one point, what
+    the still-ball rule and a secret sketch both read as a noisy resend."""
+    lo, hi = kind.bounds
+    span = hi - lo
+    rng = np.random.default_rng(seed)
+    x0 = x0.astype(np.float64)
+    c, sent = x0.copy(), []
+    while len(sent) < budget:
+        sent.append(c.astype(np.float32))
+        us = rng.normal(0, 1, ((m - 1) // 2, *x0.shape))
+        pairs = np.concatenate([c + sigma * span * us, c - sigma * span * us])
+        pairs = np.clip(pairs[np.argsort(rng.random(len(pairs)))], lo, hi).astype(np.float32)
+        sent += list(pairs)
+        p = rw.proba(kind, pairs, np.full(len(pairs), y0))
+        grad = ((p[:, None] * (pairs - c).reshape(len(pairs), -1)).sum(axis=0)).reshape(x0.shape)
+        c = np.clip(
+            np.clip(c - step * span * np.sign(grad), x0 - 0.1 * span, x0 + 0.1 * span), lo, hi
+        )
+    return np.stack(sent[:budget])
 
 
 # -- Sign-OPT (held out) -------------------------------------------------------------
@@ -296,8 +327,8 @@ def queries(kind: long.Kind, plan: str, run: int, budget: int) -> tuple[Any, lis
         shape = shaping(plan, run, budget)
         qs = shaped_search(kind, x0, y0, budget, run, shape)
         return qs, ["k"] * budget, lambda up: achieved_shaped(kind, x0, y0, qs, up, shape)
-    if plan == "signopt":
-        qs = signopt(kind, x0, y0, budget, run)
+    if plan in ("signopt", "neshop"):
+        qs = (signopt if plan == "signopt" else neshop)(kind, x0, y0, budget, run)
     else:  # sybil1 / sybilbusy20: the issue's noisy search over fresh accounts
         qs = long.search(kind, x0, y0, 0.01, run)[:budget]
     k = 300 if plan == "sybil1" else 20 if plan == "sybilbusy20" else 1

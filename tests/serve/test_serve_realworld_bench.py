@@ -145,3 +145,18 @@ def test_scanner_rescans_are_near_copies_of_one_page(rt: Any) -> None:
     apart = np.linalg.norm((pages[0] - pages[1]).reshape(-1))
     near = step < 0.5 * apart
     assert 0.1 < near.mean() < 0.5  # rescans (30% of pages, 1-2 each), not every query
+
+
+def test_neshop_clouds_are_still_around_each_centre_and_the_centres_move(rt: Any, rw: Any) -> None:
+    # each hop: its clean centre, then 25 antithetic pairs: any linear view's mean is the centre
+    kind = _kind(rw, (3, 16, 16), (0.0, 1.0), "tensor")
+    x0 = kind.data[4]
+    y0 = int(kind.labels(x0[None])[0])
+    qs = rt.neshop(kind, x0, y0, 153, 0).astype(np.float64).reshape(3, 51, -1)
+    centres = qs[:, 0]
+    off = qs[:, 1:].mean(axis=1) - centres  # exact but where a draw was clipped to the range
+    assert np.sqrt((off**2).mean(axis=1)).max() < 0.002
+    assert (qs[:, 1:].std(axis=1).mean(axis=1) > 0.005).all()  # ... of draws N(0, 0.01)
+    steps = np.abs(np.diff(centres, axis=0)).max(axis=1)
+    assert (steps > 0.015).all()  # a signed step of 0.02 between hops
+    assert np.abs(centres - x0.reshape(-1)).max() <= 0.1 + 1e-6
