@@ -27,6 +27,8 @@ Attackers, 5 runs of 300 queries after 2,000 distinct benign queries of the key:
   still in 32 secret projections (the gap its docstring names): NES (Ilyas et al., 2018,
   arXiv:1804.08598) at one point at a time, 50 antithetic draws N(0, 0.01) around it,
   then one signed step of 0.02 (Linf ball 0.1): every cloud is one fixed distribution;
+  ``neshopd`` (images, MNIST CNN): each centre also a fresh offset of +-0.04 on each of
+  ``reduce``'s blocks, so no two centres share a ball (each cloud still in every view);
 * ``signopt`` (images, MNIST CNN, tabular; held out): Sign-OPT (Cheng et al., 2020,
   arXiv:1909.10773), label-only: a direction ``theta`` from ``x0``, its distance to the
   boundary ``g(theta)`` by a coarse then binary search, the sign of each directional
@@ -75,16 +77,16 @@ import gateway_detection_long as long  # noqa: E402
 import gateway_detection_outside as outside  # noqa: E402
 import gateway_detection_realworld as rw  # noqa: E402
 from gateway_detection_modalities import _block  # noqa: E402
-from mlwarden.serve.config import Detection  # noqa: E402
+from mlwarden.serve.config import Detection, Similarity  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
 CLIENTS = ("scanner", "wakeword")
 SHAPED = ("gainsearch", "lightsearch", "shiftsearch", "jpegsearch")
-ATTACKS = (*SHAPED, "neshop", "sybil1", "sybilbusy20", "signopt")
+ATTACKS = (*SHAPED, "neshop", "neshopd", "sybil1", "sybilbusy20", "signopt")
 IMAGES = {"images", "mnist28"}
 APPLIES = {"scanner": IMAGES, "wakeword": {"audio"}, "sybil1": {"images", "tabular"},
            "sybilbusy20": {"images", "tabular"}, "signopt": IMAGES | {"tabular"},
-           "neshop": IMAGES | {"audio"}} | {
+           "neshop": IMAGES | {"audio"}, "neshopd": IMAGES} | {
     p: IMAGES for p in SHAPED}  # fmt: skip
 Shape = Callable[[np.ndarray, int], np.ndarray]  # (clean or candidate input, query index)
 
@@ -158,19 +160,31 @@ def achieved_shaped(kind: long.Kind, x0: np.ndarray, y0: int, qs: np.ndarray, up
             "rms": None if close is None else round(close, 4)}  # fmt: skip
 
 
+def _decoy(x0: np.ndarray, rng: np.random.Generator, size: float) -> np.ndarray:
+    """A fresh offset of +-``size`` on each of :func:`reduce`'s blocks (the documented
+    ``max_dims`` of contiguous values): it moves the reduced vector by ``size`` per value."""
+    n, dims = x0.size, min(Similarity().max_dims, x0.size)
+    starts = (np.arange(dims, dtype=np.int64) * n) // dims
+    sizes = np.diff(np.append(starts, n))
+    return np.repeat(rng.choice([-size, size], dims), sizes).reshape(x0.shape)
+
+
 def neshop(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int, m: int = 51,
-           sigma: float = 0.01, step: float = 0.02) -> np.ndarray:  # fmt: skip
+           sigma: float = 0.01, step: float = 0.02, decoy: float = 0.0) -> np.ndarray:  # fmt: skip
     """NES (Ilyas et al., 2018, arXiv:1804.08598) one point at a time: at each centre the
     clean centre, then ``m - 1`` draws ``c +- sigma u`` (antithetic, fresh ``u``), the true
     class's score gradient estimated from them, then one signed step of ``step`` of the
     range (Linf ball 0.1): each cloud is one fixed distribution around one point, what
-    the still-ball rule and a secret sketch both read as a noisy resend."""
+    the still-ball rule and a secret sketch both read as a noisy resend. ``decoy``: each
+    centre also a fresh offset of +-``decoy`` per reduced block (:func:`_decoy`), so no
+    two centres share a ball of the similarity history (the search keeps ``0.1 - decoy``)."""
     lo, hi = kind.bounds
     span = hi - lo
     rng = np.random.default_rng(seed)
     x0 = x0.astype(np.float64)
-    c, sent = x0.copy(), []
+    base, sent, room = x0.copy(), [], (0.1 - decoy) * span
     while len(sent) < budget:
+        c = np.clip(base + _decoy(x0, rng, decoy * span), lo, hi) if decoy else base
         sent.append(c.astype(np.float32))
         us = rng.normal(0, 1, ((m - 1) // 2, *x0.shape))
         pairs = np.concatenate([c + sigma * span * us, c - sigma * span * us])
@@ -178,9 +192,7 @@ def neshop(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int, m: 
         sent += list(pairs)
         p = rw.proba(kind, pairs, np.full(len(pairs), y0))
         grad = ((p[:, None] * (pairs - c).reshape(len(pairs), -1)).sum(axis=0)).reshape(x0.shape)
-        c = np.clip(
-            np.clip(c - step * span * np.sign(grad), x0 - 0.1 * span, x0 + 0.1 * span), lo, hi
-        )
+        base = np.clip(np.clip(base - step * span * np.sign(grad), x0 - room, x0 + room), lo, hi)
     return np.stack(sent[:budget])
 
 
@@ -327,8 +339,10 @@ def queries(kind: long.Kind, plan: str, run: int, budget: int) -> tuple[Any, lis
         shape = shaping(plan, run, budget)
         qs = shaped_search(kind, x0, y0, budget, run, shape)
         return qs, ["k"] * budget, lambda up: achieved_shaped(kind, x0, y0, qs, up, shape)
-    if plan in ("signopt", "neshop"):
-        qs = (signopt if plan == "signopt" else neshop)(kind, x0, y0, budget, run)
+    if plan == "signopt":
+        qs = signopt(kind, x0, y0, budget, run)
+    elif plan.startswith("neshop"):
+        qs = neshop(kind, x0, y0, budget, run, decoy=0.04 if plan == "neshopd" else 0.0)
     else:  # sybil1 / sybilbusy20: the issue's noisy search over fresh accounts
         qs = long.search(kind, x0, y0, 0.01, run)[:budget]
     k = 300 if plan == "sybil1" else 20 if plan == "sybilbusy20" else 1

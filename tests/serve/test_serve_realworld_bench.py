@@ -160,3 +160,15 @@ def test_neshop_clouds_are_still_around_each_centre_and_the_centres_move(rt: Any
     steps = np.abs(np.diff(centres, axis=0)).max(axis=1)
     assert (steps > 0.015).all()  # a signed step of 0.02 between hops
     assert np.abs(centres - x0.reshape(-1)).max() <= 0.1 + 1e-6
+
+
+def test_neshop_decoy_puts_each_centre_in_a_ball_of_its_own(rt: Any, rw: Any) -> None:
+    kind = _kind(rw, (3, 32, 32), (0.0, 1.0), "tensor")
+    x0 = kind.data[5]
+    y0 = int(kind.labels(x0[None])[0])
+    qs = rt.neshop(kind, x0, y0, 153, 0, decoy=0.04)
+    centres = qs.reshape(3, 51, *x0.shape)[:, 0]
+    red = reduce_many(centres, Similarity().max_dims, 1.0)
+    apart = np.sqrt((np.diff(red, axis=0) ** 2).mean(axis=1))
+    assert (apart > 0.03).all()  # the calibrated radius on images is 0.015 RMS a value
+    assert np.abs(centres - x0).max() <= 0.1 + 1e-6
