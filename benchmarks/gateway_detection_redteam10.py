@@ -23,6 +23,8 @@ Attackers, 5 runs of 300 queries after 2,000 distinct benign queries of the key:
 * ``sybil1`` (images, tabular): the search over 300 keys, one query each, every key a
   fresh account of 20 distinct benign queries; ``sybilbusy20``: over 20 keys on a busy
   gateway (10 distinct benign queries of 100 other users before each step);
+  ``sybilpad``: over 20 keys, each step followed by 2 near-copies (N(0, 0.002)) sent by
+  two other accounts, so the gateway-wide ball reads as a dense stream (100 steps);
 * ``neshop`` (images, MNIST CNN, audio): against a secret sketch that excuses a cloud
   still in 32 secret projections (the gap its docstring names): NES (Ilyas et al., 2018,
   arXiv:1804.08598) at one point at a time, 50 antithetic draws N(0, 0.01) around it,
@@ -82,10 +84,11 @@ from mlwarden.serve.monitor import Monitor  # noqa: E402
 
 CLIENTS = ("scanner", "wakeword")
 SHAPED = ("gainsearch", "lightsearch", "shiftsearch", "jpegsearch")
-ATTACKS = (*SHAPED, "neshop", "neshopd", "sybil1", "sybilbusy20", "signopt")
+ATTACKS = (*SHAPED, "neshop", "neshopd", "sybil1", "sybilbusy20", "sybilpad", "signopt")
 IMAGES = {"images", "mnist28"}
 APPLIES = {"scanner": IMAGES, "wakeword": {"audio"}, "sybil1": {"images", "tabular"},
-           "sybilbusy20": {"images", "tabular"}, "signopt": IMAGES | {"tabular"},
+           "sybilbusy20": {"images", "tabular"},
+           "sybilpad": {"images", "tabular"}, "signopt": IMAGES | {"tabular"},
            "neshop": IMAGES | {"audio"}, "neshopd": IMAGES} | {
     p: IMAGES for p in SHAPED}  # fmt: skip
 Shape = Callable[[np.ndarray, int], np.ndarray]  # (clean or candidate input, query index)
@@ -343,11 +346,33 @@ def queries(kind: long.Kind, plan: str, run: int, budget: int) -> tuple[Any, lis
         qs = signopt(kind, x0, y0, budget, run)
     elif plan.startswith("neshop"):
         qs = neshop(kind, x0, y0, budget, run, decoy=0.04 if plan == "neshopd" else 0.0)
+    elif plan == "sybilpad":
+        return padded(kind, x0, y0, budget, run)
     else:  # sybil1 / sybilbusy20: the issue's noisy search over fresh accounts
         qs = long.search(kind, x0, y0, 0.01, run)[:budget]
     k = 300 if plan == "sybil1" else 20 if plan == "sybilbusy20" else 1
     keys = [f"s{i % k}" for i in range(len(qs))] if k > 1 else ["k"] * len(qs)
     return qs, keys, lambda up: rw.achieved(kind, x0, y0, qs, up)
+
+
+def padded(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, run: int,
+           keys: int = 20, pads: int = 2) -> tuple[Any, list[str], Any]:  # fmt: skip
+    """``sybilpad``: the issue's search (sigma 0.01) round robin over ``keys`` accounts,
+    each step followed by ``pads`` near-copies of it (N(0, 0.002) of the range) from two
+    other accounts: every step has a neighbour a hair away, so the ball reads as a dense
+    stream (a camera polled by many apps), and no account resends its own query."""
+    lo, hi = kind.bounds
+    rng = np.random.default_rng(100 + run)
+    steps = long.search(kind, x0, y0, 0.01, run)[: budget // (1 + pads)]
+    qs, who = [], []
+    for i, q in enumerate(steps):
+        qs.append(q)
+        who.append(f"s{i % keys}")
+        for p in range(pads):
+            qs.append(np.clip(q + rng.normal(0, 0.002 * (hi - lo), q.shape), lo, hi))
+            who.append(f"s{(i + 7 * (p + 1)) % keys}")
+    arr = np.stack(qs).astype(np.float32)
+    return arr, who, lambda up: rw.achieved(kind, x0, y0, arr, up)
 
 
 def run_attack(kind: long.Kind, det: Detection, plan: str, run: int, budget: int,
@@ -406,10 +431,10 @@ def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, 
             row[client] = [benign(kind, det, client, args.n, s) for s in args.seeds]
             print(f"{name} {client}: {json.dumps(row[client])}", flush=True)
     plans = [p for p in args.plans if name in APPLIES[p]]
-    warm = rw._warm(kind, det) if args.cpu or set(plans) - {"sybil1", "sybilbusy20"} else None
+    warm = rw._warm(kind, det) if args.cpu or {p for p in plans if "sybil" not in p} else None
     for plan in plans:
         mon = (_accounts(kind, det, 300, 20) if plan == "sybil1" else
-               _accounts(kind, det, 20, 200) if plan == "sybilbusy20" else warm)  # fmt: skip
+               _accounts(kind, det, 20, 200) if plan in ("sybilbusy20", "sybilpad") else warm)  # fmt: skip
         for run in range(args.runs):
             res = run_attack(kind, det, plan, run, args.budget, mon)  # type: ignore[arg-type]
             row.setdefault(plan, []).append(res)

@@ -172,3 +172,16 @@ def test_neshop_decoy_puts_each_centre_in_a_ball_of_its_own(rt: Any, rw: Any) ->
     apart = np.sqrt((np.diff(red, axis=0) ** 2).mean(axis=1))
     assert (apart > 0.03).all()  # the calibrated radius on images is 0.015 RMS a value
     assert np.abs(centres - x0).max() <= 0.1 + 1e-6
+
+
+def test_sybilpad_pads_each_step_with_near_copies_from_other_accounts(rt: Any, rw: Any) -> None:
+    kind = _kind(rw, (64,), (0.0, 1.0), "tensor")
+    x0 = kind.data[6]
+    y0 = int(kind.labels(x0[None])[0])
+    qs, who, _ = rt.padded(kind, x0, y0, 90, 0)
+    assert len(qs) == len(who) == 90
+    steps, pads = qs[0::3], np.stack([qs[1::3], qs[2::3]], axis=1)
+    assert np.abs(pads - steps[:, None]).max() < 0.02  # a hair from the step
+    assert np.abs(np.diff(steps, axis=0)).max() > 0.05  # ... while the steps move
+    owners = np.asarray(who).reshape(30, 3)
+    assert all(len(set(row)) == 3 for row in owners)  # no account copies its own step
