@@ -25,11 +25,14 @@ Attackers, 5 runs of 300 queries after 2,000 distinct benign queries of the key:
   gateway (10 distinct benign queries of 100 other users before each step);
   ``sybilpad``: over 20 keys, each step followed by 2 near-copies (N(0, 0.002)) sent by
   two other accounts, so the gateway-wide ball reads as a dense stream (100 steps);
+* ``griefcam3`` (images): ``realworld.griefcam`` (10 griefer keys send each of a public
+  webcam's 500 frames before the victim does) with noise N(0, 0.03) instead of 0.01, so
+  the griefers' copies are no dense stream; the victim's flagged queries per 1,000;
 * ``neshop`` (images, MNIST CNN, audio): against a secret sketch that excuses a cloud
   still in 32 secret projections (the gap its docstring names): NES (Ilyas et al., 2018,
   arXiv:1804.08598) at one point at a time, 50 antithetic draws N(0, 0.01) around it,
   then one signed step of 0.02 (Linf ball 0.1): every cloud is one fixed distribution;
-  ``neshopd`` (images, MNIST CNN): each centre also a fresh offset of +-0.04 on each of
+  ``neshopd`` (images, MNIST CNN, audio): each centre also a fresh offset of +-0.04 on each of
   ``reduce``'s blocks, so no two centres share a ball (each cloud still in every view);
 * ``signopt`` (images, MNIST CNN, tabular; held out): Sign-OPT (Cheng et al., 2020,
   arXiv:1909.10773), label-only: a direction ``theta`` from ``x0``, its distance to the
@@ -84,12 +87,21 @@ from mlwarden.serve.monitor import Monitor  # noqa: E402
 
 CLIENTS = ("scanner", "wakeword")
 SHAPED = ("gainsearch", "lightsearch", "shiftsearch", "jpegsearch")
-ATTACKS = (*SHAPED, "neshop", "neshopd", "sybil1", "sybilbusy20", "sybilpad", "signopt")
+ATTACKS = (
+    *SHAPED,
+    "neshop",
+    "neshopd",
+    "sybil1",
+    "sybilbusy20",
+    "sybilpad",
+    "griefcam3",
+    "signopt",
+)
 IMAGES = {"images", "mnist28"}
 APPLIES = {"scanner": IMAGES, "wakeword": {"audio"}, "sybil1": {"images", "tabular"},
            "sybilbusy20": {"images", "tabular"},
-           "sybilpad": {"images", "tabular"}, "signopt": IMAGES | {"tabular"},
-           "neshop": IMAGES | {"audio"}, "neshopd": IMAGES} | {
+           "sybilpad": {"images", "tabular"}, "griefcam3": {"images"}, "signopt": IMAGES | {"tabular"},
+           "neshop": IMAGES | {"audio"}, "neshopd": IMAGES | {"audio"}} | {
     p: IMAGES for p in SHAPED}  # fmt: skip
 Shape = Callable[[np.ndarray, int], np.ndarray]  # (clean or candidate input, query index)
 
@@ -375,6 +387,28 @@ def padded(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, run: int,
     return arr, who, lambda up: rw.achieved(kind, x0, y0, arr, up)
 
 
+def griefcam3(kind: long.Kind, det: Detection, n: int = 500, griefers: int = 10,
+              noise: float = 0.03) -> dict[str, Any]:  # fmt: skip
+    """``realworld.griefcam`` with copies kept apart: before each of a public webcam's
+    frames (the victim's key) the griefers send it with noise N(0, ``noise``), enough
+    that their copies are no dense stream; the victim's flagged queries per 1,000 alone
+    and with them (per detector: a cross-key alert on the victim is the griefers')."""
+    rng = np.random.default_rng(9)
+    pick = rng.choice(len(kind.data), 5, replace=False)
+    frames = rw.camera(kind.data[pick[0]], kind.data[pick[1:]], n, rng)
+    alone = rw.feed(kind, det, kind.monitor(det), frames, [0] * n)
+    rows, keys = [], []
+    for f in frames:
+        for g in range(griefers):
+            rows.append(np.clip(f + rng.normal(0, noise, f.shape), 0, 1))
+            keys.append(g + 1)
+        rows.append(f)
+        keys.append(0)
+    mark = np.asarray(keys) == 0
+    xs = np.stack(rows).astype(np.float32)
+    return {"alone": alone, "griefed": rw.feed(kind, det, kind.monitor(det), xs, keys, mark)}
+
+
 def run_attack(kind: long.Kind, det: Detection, plan: str, run: int, budget: int,
                mon: Monitor) -> dict[str, Any]:  # fmt: skip
     qs, keys, judge = queries(kind, plan, run, budget)
@@ -433,6 +467,10 @@ def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, 
     plans = [p for p in args.plans if name in APPLIES[p]]
     warm = rw._warm(kind, det) if args.cpu or {p for p in plans if "sybil" not in p} else None
     for plan in plans:
+        if plan == "griefcam3":
+            row[plan] = griefcam3(kind, det)
+            print(f"{name} {plan}: {json.dumps(row[plan])}", flush=True)
+            continue
         mon = (_accounts(kind, det, 300, 20) if plan == "sybil1" else
                _accounts(kind, det, 20, 200) if plan in ("sybilbusy20", "sybilpad") else warm)  # fmt: skip
         for run in range(args.runs):
@@ -457,7 +495,11 @@ def table(results: dict[str, Any]) -> None:
     print("|---|---|---|")
     for name, row in results.items():
         for plan in ATTACKS:
-            if plan in row:
+            if plan == "griefcam3" and plan in row:
+                g = row[plan]
+                print(f"| {name} | {plan} | victim {rw._bcell([g['alone']])} per 1,000 alone, "
+                      f"{rw._bcell([g['griefed']])} with 10 griefers |")  # fmt: skip
+            elif plan in row:
                 print(f"| {name} | {plan} | {rw._acell(row[plan])} |")
     for name, row in results.items():
         if "cpu" in row:
