@@ -53,6 +53,10 @@ Benign clients (``--n`` queries, seeds), held out (nobody built them before):
   placed at a random offset in 1 s of room noise, a caller's gain and a speaking rate of
   0.95-1.05; 40% of attempts retried once or twice (a new offset, gain, rate, noise).
 
+``--profile camera``: the attacker's, benign client's and victim's keys declare a
+fixed camera (``keys.NAME.profile``, :mod:`mlwarden.serve.profiles`): its clouds are
+judged without brightness and contrast.
+
 Detector CPU (``--cpu``): thread CPU of ``Monitor.inspect`` a query (median, p99, max,
 microseconds) on a key after 2,000 distinct benign queries, for distinct benign
 queries, resends of one input with fresh N(0, 0.01) noise (every query a similarity
@@ -104,6 +108,27 @@ APPLIES = {"scanner": IMAGES, "wakeword": {"audio"}, "sybil1": {"images", "tabul
            "neshop": IMAGES | {"audio"}, "neshopd": IMAGES | {"audio"}} | {
     p: IMAGES for p in SHAPED}  # fmt: skip
 Shape = Callable[[np.ndarray, int], np.ndarray]  # (clean or candidate input, query index)
+
+
+PROFILE: str | None = None  # --profile: the workload declared for the client's keys
+
+
+class _Declared(dict):  # type: ignore[type-arg]
+    """``Monitor.profiles`` (key -> declared workload, session 10) for the benchmark's
+    own client keys: the attacker's (``k``, ``s<j>``) and a benign client's or a
+    victim's (``k0``); other keys (griefers, other users) declare nothing."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return PROFILE if key in ("k", "k0") or key.startswith("s") else default
+
+
+def _declare(mon: Monitor) -> Monitor:
+    """``mon`` with the client keys' profile declared (``--profile``; none: as it is)."""
+    if PROFILE is not None:
+        if not hasattr(mon, "profiles"):
+            raise SystemExit("--profile needs a Monitor with per-key profiles (session 10)")
+        mon.profiles = _Declared()
+    return mon
 
 
 # -- shapings an excuse reads as benign ------------------------------------------------
@@ -197,7 +222,8 @@ def neshop(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int, m: 
     span = hi - lo
     rng = np.random.default_rng(seed)
     x0 = x0.astype(np.float64)
-    base, sent, room = x0.copy(), [], (0.1 - decoy) * span
+    base, room = x0.copy(), (0.1 - decoy) * span
+    sent: list[np.ndarray] = []
     while len(sent) < budget:
         c = np.clip(base + _decoy(x0, rng, decoy * span), lo, hi) if decoy else base
         sent.append(c.astype(np.float32))
@@ -339,7 +365,7 @@ def wakeword(n: int, rng: np.random.Generator) -> np.ndarray:
 # -- runs ------------------------------------------------------------------------------
 def _accounts(kind: long.Kind, det: Detection, k: int, m: int) -> Monitor:
     """One gateway with ``k`` fresh accounts of ``m`` distinct benign queries each."""
-    mon = kind.monitor(det)
+    mon = _declare(kind.monitor(det))
     bf, bl, bp = rw._benign(kind, det)
     for j in range(k):
         for i in range(m * j, m * j + m):
@@ -396,7 +422,7 @@ def griefcam3(kind: long.Kind, det: Detection, n: int = 500, griefers: int = 10,
     rng = np.random.default_rng(9)
     pick = rng.choice(len(kind.data), 5, replace=False)
     frames = rw.camera(kind.data[pick[0]], kind.data[pick[1:]], n, rng)
-    alone = rw.feed(kind, det, kind.monitor(det), frames, [0] * n)
+    alone = rw.feed(kind, det, _declare(kind.monitor(det)), frames, [0] * n)
     rows, keys = [], []
     for f in frames:
         for g in range(griefers):
@@ -406,7 +432,10 @@ def griefcam3(kind: long.Kind, det: Detection, n: int = 500, griefers: int = 10,
         keys.append(0)
     mark = np.asarray(keys) == 0
     xs = np.stack(rows).astype(np.float32)
-    return {"alone": alone, "griefed": rw.feed(kind, det, kind.monitor(det), xs, keys, mark)}
+    return {
+        "alone": alone,
+        "griefed": rw.feed(kind, det, _declare(kind.monitor(det)), xs, keys, mark),
+    }
 
 
 def run_attack(kind: long.Kind, det: Detection, plan: str, run: int, budget: int,
@@ -452,7 +481,7 @@ def cpu(name: str, kind: long.Kind, det: Detection, warm: Monitor, n: int = 300)
 def benign(kind: long.Kind, det: Detection, client: str, n: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     xs = scanner(kind.data, n, rng) if client == "scanner" else wakeword(n, rng)
-    return rw.feed(kind, det, kind.monitor(det), xs, [0] * n)
+    return rw.feed(kind, det, _declare(kind.monitor(det)), xs, [0] * n)
 
 
 def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, Any]:
@@ -465,7 +494,11 @@ def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, 
             row[client] = [benign(kind, det, client, args.n, s) for s in args.seeds]
             print(f"{name} {client}: {json.dumps(row[client])}", flush=True)
     plans = [p for p in args.plans if name in APPLIES[p]]
-    warm = rw._warm(kind, det) if args.cpu or {p for p in plans if "sybil" not in p} else None
+    warm = (
+        _declare(rw._warm(kind, det))
+        if args.cpu or {p for p in plans if "sybil" not in p}
+        else None
+    )
     for plan in plans:
         if plan == "griefcam3":
             row[plan] = griefcam3(kind, det)
@@ -520,8 +553,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--budget", type=int, default=long.BUDGET)
     ap.add_argument("--cpu", action="store_true", help="also the detector CPU a query, per stream")
+    ap.add_argument("--profile", help="a workload declared for the client keys (camera)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     args.clients = [c for c in args.clients.split(",") if c in CLIENTS]  # "none": no clients
     args.plans = [p for p in args.plans.split(",") if p in ATTACKS]
     args.seeds = [int(s) for s in args.seeds.split(",")]
