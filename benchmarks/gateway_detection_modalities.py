@@ -180,7 +180,7 @@ def flagged(mon: Monitor, key: str, model: Any, xs: np.ndarray) -> dict[str, int
         found = mon.inspect(key, xs[i : i + 1], labels[i : i + 1])
         out["any"] += bool(found)
         for kind in found:
-            out[kind] += 1
+            out[kind] = out.get(kind, 0) + 1  # crosskey, dilution, residual too
     return out
 
 
