@@ -107,7 +107,7 @@ from mlwarden.serve.monitor import Monitor  # noqa: E402
 CLIENTS = ("camera", "camera-still", "camera-light", "camera-walkers", "thumbs", "slide", "typing",
            "form", "crowd", "crowdcam")  # fmt: skip
 ATTACKS = ("nullspace", "nullnoise", "mirror", "hsja", "flatjump", "sybil4", "sybil8", "sybil20", "sybil100",
-           "sybil150", "busy4", "grief", "griefcam")  # fmt: skip
+           "sybil150", "busy4", "grief", "griefcam", "litsearch", "gainsearch")  # fmt: skip
 APPLIES = {  # which kinds each client / attack is built for
     "camera": {"images", "mnist28"}, "camera-still": {"images"}, "camera-light": {"images"},
     "camera-walkers": {"images"}, "thumbs": {"images", "mnist28"}, "slide": {"audio"},
@@ -122,6 +122,7 @@ APPLIES = {  # which kinds each client / attack is built for
     "sybil20": {"images", "tabular", "text"}, "sybil100": {"images", "tabular", "text"},
     "sybil150": {"images", "tabular", "text"}, "busy4": {"images", "tabular"},
     "grief": {"images", "tabular"}, "griefcam": {"images"},
+    "litsearch": {"images", "mnist28"}, "gainsearch": {"images", "mnist28"},
 }  # fmt: skip
 
 
@@ -558,6 +559,42 @@ def hsja(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int) -> np
     return np.stack(sent[:budget])
 
 
+def lit_search(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int,
+               gain_only: bool = False) -> np.ndarray:  # fmt: skip
+    """Against the ``camera`` profile (its clouds judged without brightness and contrast):
+    Square's block search (steps 0.05, Linf 0.1 of the range) with fresh N(0, 0.01) noise
+    a query, every query sent under a drifting light (a gain of +-8% over the 300
+    queries and a random walk, as :func:`camera`'s) and scored on that answer;
+    ``gain_only``: the profile's named risk, a random search over brightness and
+    contrast alone (``a x0 + b``, ``|a - 1|, |b| <= 0.1``) with sensor noise N(0, 0.004)."""
+    lo, hi = kind.bounds
+    span = hi - lo
+    rng = np.random.default_rng(seed)
+    delta, ab = np.zeros_like(x0, dtype=np.float64), np.array([1.0, 0.0])
+    score, walk, sent = np.inf, 0.0, []
+    for t in range(budget):
+        walk = float(np.clip(walk + rng.normal(0, 0.004), -0.1, 0.1))
+        if gain_only:
+            cab = np.clip(ab + rng.normal(0, 0.02, 2), [0.9, -0.1], [1.1, 0.1])
+            q = cab[0] * x0 + cab[1] * span + rng.normal(0, 0.004 * span, x0.shape)
+        else:
+            cand = delta.copy()
+            b = _block(rng, x0.shape)
+            cand[b] = np.clip(cand[b] + rng.choice([-0.05, 0.05]) * span, -0.1 * span, 0.1 * span)
+            gain = 1 + 0.08 * np.sin(2 * np.pi * t / budget) + walk
+            q = gain * (x0 + cand + rng.normal(0, 0.01 * span, x0.shape))
+        q = np.clip(q, lo, hi).astype(np.float32)
+        sent.append(q)
+        p = float(proba(kind, q[None], np.array([y0]))[0])
+        if p < score:
+            score = p
+            if gain_only:
+                ab = cab
+            else:
+                delta = cand
+    return np.stack(sent)
+
+
 def achieved(kind: long.Kind, x0: Any, y0: int, qs: Any, upto: int) -> dict[str, Any]:
     """What the first ``upto`` answers gave: the largest drop of the true class's
     probability, a wrong answer within Linf 0.1 of the range, the closest wrong answer."""
@@ -653,6 +690,8 @@ def run_attack(kind: long.Kind, det: Detection, plan: str, run: int, budget: int
     if plan.startswith("null"):
         dither = 0.005 if plan == "nullnoise" else 0.0
         qs, keys = nullspace(kind, x0, y0, budget, run, dither), ["k"] * budget
+    elif plan in ("litsearch", "gainsearch"):
+        qs, keys = lit_search(kind, x0, y0, budget, run, plan == "gainsearch"), ["k"] * budget
     elif plan in ("hsja", "flatjump", "mirror"):
         attack = {"hsja": hsja, "flatjump": flatjump, "mirror": mirror}[plan]
         qs, keys = attack(kind, x0, y0, budget, run), ["k"] * budget
@@ -729,7 +768,7 @@ def run_kind(name: str, kind: long.Kind, raw: bool, args: argparse.Namespace) ->
             row[client] = [benign(name, kind, det, client, args.n, s, raw) for s in args.seeds]
             print(f"{name} {client}: {json.dumps(row[client])}", flush=True)
     plans = [p for p in args.plans if name in APPLIES[p]]
-    single = {"nullspace", "nullnoise", "mirror", "hsja", "flatjump"}
+    single = {"nullspace", "nullnoise", "mirror", "hsja", "flatjump", "litsearch", "gainsearch"}
     warm = _warm(kind, det) if single & set(plans) else None
     for plan in plans:
         if plan.startswith("grief"):
@@ -787,6 +826,28 @@ def table(results: dict[str, Any]) -> None:
                 print(f"| {name} | {plan} | {_acell(row[plan])} |")
 
 
+class _Every(dict[str, str]):
+    """``--profile``: every key of every gateway the benchmark builds declares ``profile``."""
+
+    def __init__(self, profile: str) -> None:
+        super().__init__()
+        self.profile = profile
+
+    def get(self, key: str, default: Any = None) -> str:  # type: ignore[override]
+        return self.profile
+
+
+def _declare(profile: str) -> None:
+    """Every :class:`Monitor` built from now on gives each key ``profile`` (``--profile``)."""
+    init = Monitor.__init__
+
+    def declared(self: Monitor, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.profiles = _Every(profile)
+
+    Monitor.__init__ = declared  # type: ignore[method-assign]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated kinds (images, mnist28, audio, text, tabular, "
@@ -798,7 +859,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--budget", type=int, default=long.BUDGET)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--profile", help="every key declares this profile (serve/profiles.py)")
     args = ap.parse_args()
+    if args.profile:
+        _declare(args.profile)
     args.clients = [c for c in args.clients.split(",") if c in CLIENTS]  # "none": no clients
     args.plans = [p for p in args.plans.split(",") if p in ATTACKS]
     args.seeds = [int(s) for s in args.seeds.split(",")]

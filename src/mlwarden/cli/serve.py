@@ -131,12 +131,21 @@ def register(app: typer.Typer) -> None:
         window: Annotated[
             float | None, typer.Option("--window", help="Budget window, seconds.")
         ] = None,
+        profile: Annotated[
+            str | None,
+            typer.Option(
+                "--profile",
+                help="The key's declared workload: camera (a fixed camera whose lighting "
+                "drifts; searches along brightness and contrast go unflagged on this key).",
+            ),
+        ] = None,
         quiet: QuietOpt = False,
         debug: DebugOpt = False,
     ) -> None:
         """Create an API key, store only its hash in the config (mode 0600), print it once."""
         from mlwarden.serve.auth import hash_key, new_key
         from mlwarden.serve.config import GatewayConfig, KeyEntry, Limits, load_config, save_config
+        from mlwarden.serve.profiles import PROFILES
 
         setup(quiet=quiet, debug=debug)
         if not name or not all(c.isalnum() or c in "-_." for c in name) or len(name) > 64:
@@ -162,6 +171,10 @@ def register(app: typer.Typer) -> None:
         ):
             if value is not None and not (0 < value < float("inf")):
                 raise UserError(f"{opt} must be > 0 and finite; got {value}")
+        if profile is not None and profile not in PROFILES:
+            raise UserError(
+                f"--profile {profile!r}: unknown profile; expected one of {', '.join(PROFILES)}"
+            )
         key = new_key()
         cfg.keys[name] = KeyEntry(
             hash=hash_key(key),
@@ -170,6 +183,7 @@ def register(app: typer.Typer) -> None:
             burst=burst,
             budget=budget,
             window_s=window,
+            profile=profile,  # type: ignore[arg-type]
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         save_config(cfg, config)
@@ -180,6 +194,8 @@ def register(app: typer.Typer) -> None:
                 "so copy the key now: it is not shown again",
                 err=True,
             )
+            if profile is not None:
+                typer.echo(f"profile {profile}: {PROFILES[profile][1]}", err=True)
 
     @gateway.command("unblock")
     def unblock(

@@ -206,6 +206,7 @@ class Gateway:
             config.detection, config.input.shape, scale=hi - lo, modality=config.input.modality
         )
         self.monitor.allowances = _allowances(config)
+        self.monitor.profiles = _profiles(config)
         self.metrics = Metrics()
         # Model calls and detectors run here, off the event loop: a queue and one
         # call_soon_threadsafe a call (anyio's run_in_threadpool cost ~15 us more CPU a
@@ -314,6 +315,7 @@ class Gateway:
         self.roles = self.config.all_roles()
         self.keys = KeyStore({n: k.hash for n, k in fresh.keys.items()})
         self.monitor.allowances = _allowances(self.config)
+        self.monitor.profiles = _profiles(self.config)
         for name, key in fresh.keys.items():
             if name not in self.limiters:
                 self.limiters[name] = self._limiter(key.rate, key.burst, key.budget, key.window_s)
@@ -642,6 +644,11 @@ def _allowances(config: GatewayConfig) -> dict[str, int]:
         for name, key in config.keys.items()
         if key.near_duplicates is not None
     }
+
+
+def _profiles(config: GatewayConfig) -> dict[str, str]:
+    """Per-key declared workloads (``keys.NAME.profile``: :mod:`mlwarden.serve.profiles`)."""
+    return {name: key.profile for name, key in config.keys.items() if key.profile is not None}
 
 
 def _mtime(path: Path | None) -> int | None:

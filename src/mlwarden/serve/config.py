@@ -102,6 +102,11 @@ class KeyEntry(_Strict):
     near_duplicates: int | None = Field(
         default=None, ge=1, description="near-duplicate queries this key may send unflagged"
     )
+    # A benign workload the operator declares for this key, and the risk it takes: see
+    # mlwarden.serve.profiles (gateway check reports it, MLW-GW-016).
+    profile: Literal["camera"] | None = Field(
+        default=None, description="the key's declared workload: camera (lighting drifts)"
+    )
     created: str = ""
 
     @field_validator("hash")

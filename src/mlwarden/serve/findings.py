@@ -26,6 +26,7 @@ MLW-GW-011 limits or body size under which valid batches never pass medium
 MLW-GW-012 only detectors that per-query noise defeats              medium
 MLW-GW-014 enabled detectors whose settings never let them flag     medium
 MLW-GW-015 detectors flag a benign stream of the sample (``--data``)  medium/low
+MLW-GW-016 keys whose declared profile excuses a kind of search      low
 ========== ======================================================= ================
 """
 
@@ -216,6 +217,25 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
             "Run 'mlwarden gateway calibrate' on benign inputs of this deployment, or fix the "
             "settings named above.",
             problems=silent,
+        )
+
+    profiled = {n: k.profile for n, k in cfg.keys.items() if k.profile is not None}
+    if profiled:
+        from mlwarden.serve.profiles import PROFILES
+
+        risks = [f"{n} ({p}): {PROFILES[p][1]}" for n, p in sorted(profiled.items())]
+        add(
+            "MLW-GW-016",
+            f"{len(profiled)} key(s) with a declared workload profile the detectors excuse",
+            Severity.LOW,
+            ["AML.T0043.001"],
+            ["AML.M0024"],
+            "A profile tells the stream detectors a key's benign workload (a fixed camera) so "
+            "its queries are not flagged as a search; the searches shaped like that workload "
+            "go unflagged on that key: " + "; ".join(risks) + ".",
+            "Declare a profile only on keys of that workload (a camera's own key), keep their "
+            "budgets tight, and remove the profile ('keys.NAME.profile') from any other key.",
+            keys=risks,
         )
 
     schema = cfg.input

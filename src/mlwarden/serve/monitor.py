@@ -153,6 +153,7 @@ from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.crosskey import CrossKey
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
+from mlwarden.serve.profiles import lighting_directions
 from mlwarden.serve.stationary import TIGHT, WIDE, Cloud, settle, still
 from mlwarden.serve.text import TypingChain
 
@@ -1551,6 +1552,8 @@ class Monitor:
         self.batch = config.batch or (1 if config.action == "block" else 8)
         #: key -> near-duplicate allowance (similarity threshold and Blacklight chain)
         self.allowances: dict[str, int] = {}
+        #: key -> its declared workload (``keys.NAME.profile``: serve/profiles.py)
+        self.profiles: dict[str, str] = {}
         #: one search over several keys: a ring of every key's reduced queries (crosskey.py)
         sim, ck = config.similarity, config.crosskey
         ring = sim.model_copy(update={"history": ck.window, "window": ck.window})
@@ -1736,10 +1739,11 @@ class Monitor:
             chains = self.stationary and bool(out.get("blacklight"))
             sim = state.similarity
             held: list[Cloud] = []
+            lit = self._lit(key, pvs.shape[1])
             if found["similarity"] or found.get("dilution") or chains:
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
                 found, held = self._moving(sim, pvs, found, before, heard, out, self.still_bar,
-                                           only, self.wide)  # fmt: skip
+                                           only, self.wide, lit)  # fmt: skip
                 if self.text and self.stationary and found["similarity"]:
                     found["similarity"] = self._spread_out(sim, pvs, found["similarity"],
                                                            recent, need, before)  # fmt: skip
@@ -1747,7 +1751,7 @@ class Monitor:
                     found = self._steady(state.answers, sim, pvs, found, before, old)
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
             if held or state.held:
-                self._hold(state, sim, pvs, before, held, heard, out, seqs)
+                self._hold(state, sim, pvs, before, held, heard, out, seqs, lit)
         if state.prada is not None:
             every = len(heard) == len(vs)
             hits = state.prada.flags_many(vs if every else vs[heard],
@@ -1815,6 +1819,13 @@ class Monitor:
         chains[((sim._next + np.arange(n)) % hist)[-hist:]] = ids[-hist:]
         return out
 
+    def _lit(self, key: str, dims: int) -> np.ndarray | None:
+        """A ``camera`` key's lighting directions in the similarity history's vectors (its
+        clouds are judged without them: :mod:`mlwarden.serve.profiles`), else None."""
+        if self.profiles.get(key) != "camera":
+            return None
+        return lighting_directions(dims, self._mean, self._axes)
+
     def _heard(self, vs: np.ndarray) -> np.ndarray:
         """Positions of the queries the similarity detector counts: all but audio clips
         that are digital silence throughout (every frame below ``-96 + _HEARD_DB`` dB).
@@ -1874,7 +1885,7 @@ class Monitor:
     def _moving(sim: Similarity, pvs: np.ndarray, found: dict[str, list[int]], before: Any,
                 heard: np.ndarray, out: dict[str, list[int]], tight: float | None,
                 only: set[int] | None = None, wide: float | None = WIDE,
-                ) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
+                lit: np.ndarray | None = None) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
         """``found`` without the similarity and dilution alerts of still balls: one input
         resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`),
         and the alerts that wait on a cloud too small to judge (:meth:`_hold`; none with
@@ -1883,12 +1894,12 @@ class Monitor:
         Blacklight's alerts in ``out``, positions of the batch, are judged the same way:
         fresh noise of 0.01 on digits, values on a grid of 1/16, seldom crosses its bins,
         so a client resending 100 digits chained 33 per 1,000); a dilution alert always
-        may."""
+        may. ``lit``: a camera key's lighting directions (:meth:`_lit`)."""
         at = {int(h): p for p, h in enumerate(heard.tolist())}
         chained = {at[j] for j in out.get("blacklight", []) if j in at} if only is None else set()
         cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])
                        if k == "dilution" or only is None or j in only} | chained)  # fmt: skip
-        resends, small = still(sim, pvs, cand, before, tight, wide if only is None else None)
+        resends, small = still(sim, pvs, cand, before, tight, wide if only is None else None, lit)
         if only is not None or wide is None:
             # nothing waits with the rule off, nor on audio, whose own cloud is the ball
             # within the radius: a search's steps are each other's copies there, and a
@@ -1913,14 +1924,15 @@ class Monitor:
 
     def _hold(self, state: _KeyState, sim: Similarity, pvs: np.ndarray, before: Any,
               held: list[Cloud], heard: np.ndarray, out: dict[str, list[int]],
-              seqs: list[int]) -> None:  # fmt: skip
+              seqs: list[int], lit: np.ndarray | None = None) -> None:  # fmt: skip
         """Let ``held`` (clouds of the batch ``pvs``) wait, and settle every waiting alert
         on the batch (:func:`mlwarden.serve.stationary.settle`): those that stand join
         ``out`` (a query of this batch) or ``state.late`` (of an earlier one)."""
         first = before.first
         for cloud in held:
             cloud.seq = seqs[int(heard[cloud.gid - first])]
-        stand, state.held = settle(sim, pvs, before, state.held + held, self.still_bar, self.wide)
+        stand, state.held = settle(sim, pvs, before, state.held + held, self.still_bar, self.wide,
+                                   lit)  # fmt: skip
         for cloud in stand:
             j = cloud.gid - first
             for kind in cloud.kinds:

@@ -139,6 +139,7 @@ import numpy as np
 from scipy import special
 
 from mlwarden.serve.dilution import Snapshot, _ring, sq_distances
+from mlwarden.serve.profiles import unlit
 
 ALPHA = 1e-5  # Bonferroni-adjusted p-value below which the ball's centre has moved
 CAP = 256  # newest neighbours tested: a search is judged on its recent path
@@ -266,30 +267,34 @@ def dims(rows: np.ndarray) -> float:
     return tr1 * tr1 / tr2 if tr1 > 0 and tr2 > 0 else float("inf")
 
 
-def recoded(rows: np.ndarray) -> bool:
+def recoded(rows: np.ndarray, lit: np.ndarray | None = None) -> bool:
     """Whether the cloud ``rows`` (n, dims), in time order, is one input re-encoded: at
     least ``MIN_ROWS`` rows of at least ``MIN_VALUES`` values whose successive
     differences span at most ``LOW_DIMS`` effective dimensions (:func:`dims`) around a
     centre that does not move (:func:`drift_p` at least ``WIDE_ALPHA``). Differences,
     not the rows: a search's kept steps make a walk, whose rows' covariance is dominated
     by a few directions although each step (a block here, another there) points
-    somewhere new."""
+    somewhere new. ``lit``: a camera key's lighting directions, removed first
+    (:func:`mlwarden.serve.profiles.unlit`)."""
     if len(rows) < MIN_ROWS or rows.shape[1] < MIN_VALUES:
         return False
+    rows = rows if lit is None else unlit(rows[-CAP:], lit)  # the rows judged, alone
     return dims(rows) <= LOW_DIMS and drift_p(rows) >= WIDE_ALPHA
 
 
-def moving(rows: np.ndarray, bar: float | None = None) -> bool:
+def moving(rows: np.ndarray, bar: float | None = None, lit: np.ndarray | None = None) -> bool:
     """Whether the ball ``rows`` (n, dims), in time order, is not a resend: its centre
     drifts (``drift_p < ALPHA``) or, with ``bar``, its copies lie farther apart than
-    ``bar`` RMS per value (:func:`spread`)."""
+    ``bar`` RMS per value (:func:`spread`). ``lit``: a camera key's lighting directions,
+    removed first (:func:`mlwarden.serve.profiles.unlit`)."""
+    rows = rows if lit is None else unlit(rows[-CAP:], lit)  # the rows judged, alone
     if bar is not None and spread(rows) > bar:
         return True
     return drift_p(rows) < ALPHA
 
 
 def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
-          tight: float | None = TIGHT, wide: float | None = None,
+          tight: float | None = TIGHT, wide: float | None = None, lit: np.ndarray | None = None,
           ) -> tuple[set[int], dict[int, Cloud]]:  # fmt: skip
     """The positions of ``cand`` (in a batch ``vs`` just added to the similarity history
     ``sim``) whose own cloud does not move (their alerts are resends), and those whose
@@ -311,7 +316,8 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
     one input re-encoded (:func:`recoded`), waiting while they are fewer than ``FULL``.
     Query ``j`` is judged on what it saw alone (the history before the batch, within
     ``history`` queries of it, and the batch's queries before it), so a batch gives the
-    verdicts of one query at a time.
+    verdicts of one query at a time. ``lit``: a camera key's lighting directions
+    (:mod:`mlwarden.serve.profiles`), removed from every cloud before it is judged.
     """
     if not cand:
         return set(), {}
@@ -329,18 +335,18 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
         q, me = seen.qs[c], before.first + j
         balls = seen.balls(c, me, hist)
         if len(balls[0]) + 1 >= MIN_ROWS:  # its own cloud: judged on its newest CAP rows
-            if not moving(seen.cloud(balls[0], q, me).rows, bar):
+            if not moving(seen.cloud(balls[0], q, me).rows, bar, lit):
                 out.add(j)
             continue
         # a copy of its own, and its copies at least half of its neighbours within the radius
         copy = len(balls[0]) >= 1 and 2 * len(balls[0]) >= len(balls[1])
         held = seen.cloud(balls[1], q, me) if copy else None
         if held is not None and len(balls[1]) + 1 >= MIN_ROWS:
-            if not moving(held.rows, bar):
+            if not moving(held.rows, bar, lit):
                 out.add(j)
             continue
         far = seen.cloud(balls[2], q, me) if wide is not None else None
-        if far is not None and recoded(far.rows):
+        if far is not None and recoded(far.rows, lit):
             out.add(j)
         elif held is not None:  # it waits on its ball within the radius, and on its wide ball
             held.far, held.far_ids = (far.rows, far.ids) if far is not None else (None, None)
@@ -452,7 +458,7 @@ class Cloud:
 
 
 def settle(sim: object, vs: np.ndarray, before: Snapshot, held: list[Cloud],
-           tight: float | None = TIGHT, wide: float | None = None,
+           tight: float | None = TIGHT, wide: float | None = None, lit: np.ndarray | None = None,
            ) -> tuple[list[Cloud], list[Cloud]]:  # fmt: skip
     """The held alerts after a batch ``vs`` just added to ``sim``: ``(stand, waiting)``;
     the others were resends and are dropped.
@@ -468,7 +474,7 @@ def settle(sim: object, vs: np.ndarray, before: Snapshot, held: list[Cloud],
     the key have come stands (fails closed): a search kept waiting gains at most ``HOLD``
     queries of delay, and one that fills its balls with copies of its own points gains
     nothing (a copy is no step). Query by query, so the verdicts do not depend on the
-    batches.
+    batches. ``lit``: as :func:`still`'s.
     """
     hist = _ring(sim)[2]
     radius = sim.config.radius  # type: ignore[attr-defined]
@@ -493,7 +499,7 @@ def settle(sim: object, vs: np.ndarray, before: Snapshot, held: list[Cloud],
         verdict = None
         hits = np.flatnonzero(new & ((d2 < limit) | far)).tolist() if seen else []
         for k in hits:
-            verdict = _join(h, batch[k], int(ids[k]), hist, d2[k] < limit, far[k], bar)
+            verdict = _join(h, batch[k], int(ids[k]), hist, d2[k] < limit, far[k], bar, lit)
             if verdict is not None:
                 break
         if verdict is None and gone:
@@ -517,7 +523,7 @@ def _to_batch(qs: np.ndarray, batch: np.ndarray) -> np.ndarray:
 
 
 def _join(h: Cloud, row: np.ndarray, gid: int, hist: int, inside: bool, far: bool,
-          bar: float | None) -> bool | None:  # fmt: skip
+          bar: float | None, lit: np.ndarray | None = None) -> bool | None:  # fmt: skip
     """Add a later query ``row`` (number ``gid``) to the held cloud ``h`` (``inside``: within
     the radius of it; ``far``: within its wide reach) and judge it: True, it stands;
     False, a resend; None, it waits. Its ball within the radius decides once full."""
@@ -525,11 +531,11 @@ def _join(h: Cloud, row: np.ndarray, gid: int, hist: int, inside: bool, far: boo
         keep = h.ids >= gid - hist
         h.rows, h.ids = np.concatenate([h.rows[keep], row[None]]), np.r_[h.ids[keep], gid]
         if len(h.rows) >= MIN_ROWS:
-            return moving(h.rows, bar)
+            return moving(h.rows, bar, lit)
     if far and h.far is not None and h.far_ids is not None:
         keep = h.far_ids >= gid - hist
         h.far, h.far_ids = np.concatenate([h.far[keep], row[None]]), np.r_[h.far_ids[keep], gid]
-        if recoded(h.far):
+        if recoded(h.far, lit):
             return False
         if len(h.far) >= FULL:
             h.far = h.far_ids = None  # no re-encoding: its ball within the radius decides
