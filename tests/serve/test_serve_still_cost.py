@@ -87,7 +87,8 @@ def _walk(n: int, dims: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("history", "batch", "wide"), [(40, 8, 2.0), (300, 1, 2.0), (300, 8, None), (1000, 8, 2.0)]
+    ("history", "batch", "wide"),
+    [(40, 8, 2.0), (300, 1, 2.0), (300, 8, None), (1000, 8, 2.0), (300, 140, 2.0)],  # 140: chunks
 )
 def test_still_gives_the_one_query_verdicts(history: int, batch: int, wide: float | None) -> None:
     stream = _walk(420, 64, history)

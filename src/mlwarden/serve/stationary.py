@@ -364,6 +364,7 @@ _SLACK = 8.0 * 2.0**-24
 # distance decides those rows (its rounding, ~1e-6 of the rows' squared norms, is no
 # difference that the rule's constants, TIGHT, WIDE and the radius, mean)
 EXACT = 4 * CAP
+CHUNK = 64  # candidates measured at once (their distances to a full history: 2.6 MB)
 #: the work of :func:`still` since start-up: candidates judged, distances computed again
 #: row by row (near a limit), rows gathered into clouds (the regression test counts them)
 WORK = {"candidates": 0, "exact": 0, "gathered": 0}
@@ -400,13 +401,20 @@ class _Seen:
         self.parts, self.qs, self.limits = parts, qs, limits
         self.ids = np.concatenate([p[2] for p in parts])  # ascending
         self.ends = np.cumsum([len(p[2]) for p in parts])
+        self.first, self.d2 = 0, np.empty((0, len(self.ids)), dtype=np.float32)
+        WORK["candidates"] += len(qs)
+
+    def _measure(self, a: int) -> None:
+        """The distances of candidates ``a`` to ``a + CHUNK`` (a few MB at a time: a batch
+        of thousands of candidates does not hold them all at once)."""
+        qs = self.qs[a : a + CHUNK]
         qn = np.einsum("ij,ij->i", qs, qs)
         blocks = []
-        for rows, norms, _ in parts:
+        for rows, norms, _ in self.parts:
             d2 = sq_distances(qs, qn, rows, norms)
             slack = np.float32(_SLACK * (qs.shape[1] + 3)) * (qn[:, None] + norms[None])
             band = np.zeros(d2.shape, dtype=bool)
-            for limit in limits:
+            for limit in self.limits:
                 band |= np.abs(d2 - np.float32(limit)) <= slack
             i, r = np.nonzero(band)
             if 0 < len(i) <= EXACT * len(qs):  # beyond: rows placed on a limit on purpose
@@ -414,14 +422,15 @@ class _Seen:
                 d2[i, r] = np.einsum("ij,ij->i", diff, diff)
                 WORK["exact"] += len(i)
             blocks.append(d2)
-        self.d2 = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
-        WORK["candidates"] += len(qs)
+        self.first, self.d2 = a, np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
 
     def balls(self, c: int, me: int, hist: int) -> list[np.ndarray]:
         """For each limit, the positions (ascending numbers) of the rows earlier than query
         ``me`` and within ``hist`` of it that lie closer to candidate ``c``."""
+        if not self.first <= c < self.first + len(self.d2):
+            self._measure(c - c % CHUNK)
         lo, hi = np.searchsorted(self.ids, [me - hist, me])
-        row = self.d2[c, lo:hi]
+        row = self.d2[c - self.first, lo:hi]
         return [np.flatnonzero(row < limit) + lo for limit in self.limits]
 
     def cloud(self, pos: np.ndarray, q: np.ndarray, me: int) -> Cloud:
