@@ -15,7 +15,8 @@ timed (thread CPU time of each stage's calls, ``time.thread_time``; the whole
   still-ball rule judges every one (the worst case measured in session 9: ~4.5 ms);
 - ``search05``: the same with sigma 0.05 (wider clouds).
 
-``--baseline DIR``: ``DIR/src/mlwarden/serve/stationary.py`` (an older tree's) is run on
+``--config JSON``: detection settings over the defaults (e.g. dilution on, as ``gateway
+calibrate`` writes it). ``--baseline DIR``: ``DIR/src/mlwarden/serve/stationary.py`` (an older tree's) is run on
 every call of ``still`` and ``settle`` beside the working tree's, in alternated order,
 its verdicts compared (the run stops on a difference) and its CPU reported as
 ``still_base`` / ``settle_base``; the alerts returned are the working tree's.
@@ -129,7 +130,8 @@ def client(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
-    mon = monitor.Monitor(Detection.model_validate({"batch": args.batch}), shape=list(SHAPE))
+    det = Detection.model_validate({**json.loads(args.config), "batch": args.batch})
+    mon = monitor.Monitor(det, shape=list(SHAPE))
     label = np.zeros(1, dtype=np.int64)
     warm = client(kind, args.history, rng)
     for i in range(len(warm)):
@@ -163,6 +165,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", type=Path, default=None)
+    p.add_argument(
+        "--config",
+        default="{}",
+        help='detection overrides, JSON: \'{"dilution": {"enabled": true}}\'',
+    )
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     instrument(load_baseline(args.baseline) if args.baseline else None)
