@@ -58,7 +58,8 @@ fixed camera (``keys.NAME.profile``, :mod:`mlwarden.serve.profiles`): its clouds
 judged without brightness and contrast.
 
 Detector CPU (``--cpu``): thread CPU of ``Monitor.inspect`` a query (median, p99, max,
-microseconds) on a key after 2,000 distinct benign queries, for distinct benign
+microseconds; ``--cpu-batch`` rows a request, its CPU divided by them) on a key after
+2,000 distinct benign queries, for distinct benign
 queries, resends of one input with fresh N(0, 0.01) noise (every query a similarity
 candidate), the issue's search and the shaped searches.
 
@@ -447,8 +448,10 @@ def run_attack(kind: long.Kind, det: Detection, plan: str, run: int, budget: int
     return {"first": first, "by": by, "at_flag": judge(upto), "all": judge(len(qs))}
 
 
-def cpu(name: str, kind: long.Kind, det: Detection, warm: Monitor, n: int = 300) -> dict[str, Any]:
-    """Thread CPU of one ``inspect`` (us: median, p99, max) on a warm key, per stream."""
+def cpu(name: str, kind: long.Kind, det: Detection, warm: Monitor, n: int = 300,
+        batch: int = 1) -> dict[str, Any]:  # fmt: skip
+    """Thread CPU of ``inspect`` a query (us: median, p99, max over requests of ``batch``
+    rows, each request's CPU divided by its rows) on a warm key, per stream."""
     lo, hi = kind.bounds
     rng = np.random.default_rng(11)
     bf = rw._benign(kind, det)[0]
@@ -468,10 +471,12 @@ def cpu(name: str, kind: long.Kind, det: Detection, warm: Monitor, n: int = 300)
         feats, labels = kind.feats(det, xs), kind.labels(xs)
         probs = rw._answers(kind, det, xs)
         us = []
-        for i in range(len(feats)):
+        for i in range(0, len(feats), batch):
+            j = min(i + batch, len(feats))
+            extra = () if probs is None else (probs[i:j],)
             t = time.thread_time_ns()
-            rw._ask(mon, "k", feats, labels, probs, i)
-            us.append((time.thread_time_ns() - t) / 1000)
+            mon.inspect("k", feats[i:j], labels[i:j], *extra)
+            us.append((time.thread_time_ns() - t) / 1000 / (j - i))
         a = np.asarray(us)
         out[label] = {"median": round(float(np.median(a))), "p99": round(float(np.percentile(a, 99))),
                       "max": round(float(a.max()))}  # fmt: skip
@@ -511,7 +516,7 @@ def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, 
             row.setdefault(plan, []).append(res)
             print(f"{name} {plan} run {run}: {json.dumps(res)}", flush=True)
     if args.cpu:
-        row["cpu"] = cpu(name, kind, det, warm)  # type: ignore[arg-type]
+        row["cpu"] = cpu(name, kind, det, warm, batch=args.cpu_batch)  # type: ignore[arg-type]
         print(f"{name} cpu: {json.dumps(row['cpu'])}", flush=True)
     row["seconds"] = round(time.time() - t0)
     return row
@@ -553,6 +558,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--budget", type=int, default=long.BUDGET)
     ap.add_argument("--cpu", action="store_true", help="also the detector CPU a query, per stream")
+    ap.add_argument("--cpu-batch", type=int, default=1, help="rows a request in --cpu")
     ap.add_argument("--profile", help="a workload declared for the client keys (camera)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
