@@ -71,6 +71,9 @@ from mlwarden.serve.log import (
 )
 from mlwarden.serve.metrics import Metrics
 from mlwarden.serve.monitor import Monitor, compile_kernels
+from mlwarden.serve.sketch import STATE_KEY as SECRET_KEY
+from mlwarden.serve.sketch import STATE_KIND as SECRET_KIND
+from mlwarden.serve.sketch import new_secret
 from mlwarden.serve.validate import INPUT_PARSERS, RequestError, check_length, read_body
 from mlwarden.serve.workers import WorkerPool
 
@@ -237,9 +240,22 @@ class Gateway:
                 path = base_dir / path
             try:
                 self.audit = AuditLog(path, synchronous=config.audit.synchronous)
-                self.restore(read_state(path))
+                self.restore(self._secret(path, read_state(path)))
             except (AuditLogError, sqlite3.Error) as exc:
                 raise UserError(f"{exc}; set 'audit: {{path: ...}}' to a writable file") from None
+
+    def _secret(
+        self, path: Path, state: dict[tuple[str, str], bytes]
+    ) -> dict[tuple[str, str], bytes]:
+        """Hand the monitor the gateway's sketch secret (:mod:`mlwarden.serve.sketch`): the
+        stored one, or one made now and stored (the database is 0600); returns ``state``.
+        Never logged: a key's blob holds a digest of it, nothing else does."""
+        secret = state.get((SECRET_KEY, SECRET_KIND))
+        if secret is None or len(secret) < 16:
+            secret = new_secret()
+            write_state(path, [(SECRET_KEY, SECRET_KIND, secret)])
+        self.monitor.use_secret(secret)
+        return state
 
     def restore(self, state: dict[tuple[str, str], bytes]) -> None:
         """Blocks, budgets and detector histories stored in the audit database.

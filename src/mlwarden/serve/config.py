@@ -306,6 +306,13 @@ class Similarity(_Strict):
         description="leave still balls of neighbours (noisy resends of one input) "
         "unflagged; default: on for every input",
     )
+    # A still ball is excused only when it is still in a secret sketch of the raw input
+    # too (serve/sketch.py): the reduction's null space hides no search from the rule.
+    sketch: bool = Field(
+        default=True,
+        description="images and audio: excuse a still ball only when it is still in a "
+        "secret sketch of the raw input too",
+    )
 
 
 class Dilution(_Strict):

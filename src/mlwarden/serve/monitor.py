@@ -89,7 +89,11 @@ two radii also excuses it when that is one input re-encoded (brightness, shifts,
 variation along a few directions around a still centre;
 :func:`mlwarden.serve.stationary.recoded`). With it off, only the whole history's alerts
 (the dilution test, ``long_neighbours``) do: the window's count and Blacklight flag a
-fast search without waiting for its drift to show.
+fast search without waiting for its drift to show. Inputs with more values than the
+reduced vector (images, audio) are excused only when their cloud is still in a secret
+sketch of the raw input too (:mod:`mlwarden.serve.sketch`; ``similarity.sketch``): the
+reduction's null space (steps with zero block means, or keeping each frame's energy)
+hides no search from the rule.
 
 Text typed on (``texts`` handed to :meth:`Monitor.submit`; the gateway does): a text
 that extends the key's previous one, or backtracks a few characters within its chain's
@@ -154,7 +158,9 @@ from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.crosskey import CrossKey
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
 from mlwarden.serve.profiles import lighting_directions
-from mlwarden.serve.stationary import TIGHT, WIDE, Cloud, settle, still
+from mlwarden.serve.sketch import Ring, Sketch, new_secret
+from mlwarden.serve.sketch import quiet as still_in_sketch
+from mlwarden.serve.stationary import TIGHT, WIDE, Cloud, Vet, settle, still
 from mlwarden.serve.text import TypingChain
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
@@ -943,6 +949,12 @@ def _earlier(count: int, hist: int, window: int) -> tuple[np.ndarray, np.ndarray
     return masks
 
 
+def stat_sketch(config: Detection, modality: str) -> bool:
+    """Whether the still-ball rule asks a secret sketch too (``similarity.sketch``; not
+    on text)."""
+    return config.similarity.sketch and modality != "text"
+
+
 def reduce(x: np.ndarray, max_dims: int, scale: float) -> np.ndarray:
     """A query as at most ``max_dims`` float32 values in units of the input range.
 
@@ -1449,10 +1461,14 @@ class _KeyState:
         # the last analysis: kind -> sequence numbers
         self.held: list[Cloud] = []
         self.late: dict[str, list[int]] = {}
+        # the secret sketches of the similarity history's rows (serve/sketch.py), slot for
+        # slot; made on the first batch of inputs that have more values than max_dims
+        self.sketch: Ring | None = None
 
     def nbytes(self) -> int:
         parts = (self.blacklight, self.similarity, self.prada, self.residual, self.answers)
         chains = self.chains.nbytes if self.chains is not None else 0
+        chains += self.sketch.nbytes if self.sketch is not None else 0
         return (
             len(self.recent._order) * 120 + chains + sum(p.nbytes() for p in parts if p is not None)
         )
@@ -1481,6 +1497,8 @@ class Monitor:
         scale: the width of the declared input range (distances are in its units).
         modality: ``input.modality``; ``"audio"`` summarises inputs with
             :func:`reduce_audio` instead of :func:`reduce`.
+        secret: the gateway's sketch secret (:mod:`mlwarden.serve.sketch`; None: a fresh
+            one, for this process only; the gateway keeps its own in the state database).
     """
 
     def __init__(
@@ -1489,6 +1507,7 @@ class Monitor:
         shape: list[int] | None = None,
         scale: float = 1.0,
         modality: str = "tensor",
+        secret: bytes | None = None,
     ) -> None:
         self.config = config
         self.scale = scale
@@ -1513,6 +1532,9 @@ class Monitor:
         self.hold = modality not in ("audio", "text")
         # and there a cloud of re-encodings (brightness, shifts, JPEG: ~2 radii) is a resend
         self.wide = WIDE if self.hold else None
+        # and a cloud is excused only when still in a secret sketch of the raw input too
+        # (serve/sketch.py); not on text, whose MinHash bits are the input's own view
+        self.sketch = Sketch(secret or new_secret()) if stat_sketch(config, modality) else None
         bl = config.blacklight
         # audio: windows within one bin of zero (pauses) are not hashed; see _fingerprint
         default_gate = bl.quantization if modality == "audio" else 0.0
@@ -1561,6 +1583,12 @@ class Monitor:
         if ck.enabled and sim.enabled:
             self.crosskey = CrossKey(ck, sim.radius, sim.min_neighbours,
                                      lambda d: Similarity(ring, d, self.text), self._projection)  # fmt: skip
+
+    def use_secret(self, secret: bytes) -> None:
+        """Measure sketches under the gateway's stored ``secret`` (before any key's state
+        is loaded: rings stored under another secret are not restored)."""
+        if self.sketch is not None:
+            self.sketch = Sketch(secret)
 
     @property
     def enabled(self) -> bool:
@@ -1715,6 +1743,8 @@ class Monitor:
             pvs = self.project(hvs)
             # dilution and the still-ball rule read what the batch overwrites
             before = Dilution.snapshot(state.similarity, len(pvs))
+            sk = self._sketched(state, xs if len(heard) == len(vs) else xs[heard])
+            vet = self._vet(state, sk, before.first)
             old = self._answer(state, before, heard, labels, scores)
             owns = owns or [(False, -1)] * len(pvs)
             typed = self._typed(state, pvs, owns) if state.chains is not None else None
@@ -1743,7 +1773,7 @@ class Monitor:
             if found["similarity"] or found.get("dilution") or chains:
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
                 found, held = self._moving(sim, pvs, found, before, heard, out, self.still_bar,
-                                           only, self.wide, lit)  # fmt: skip
+                                           only, self.wide, lit, vet)  # fmt: skip
                 if self.text and self.stationary and found["similarity"]:
                     found["similarity"] = self._spread_out(sim, pvs, found["similarity"],
                                                            recent, need, before)  # fmt: skip
@@ -1751,13 +1781,36 @@ class Monitor:
                     found = self._steady(state.answers, sim, pvs, found, before, old)
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
             if held or state.held:
-                self._hold(state, sim, pvs, before, held, heard, out, seqs, lit)
+                self._hold(state, sim, pvs, before, held, heard, out, seqs, lit, vet)
+            if sk is not None and state.sketch is not None:
+                state.sketch.put(sk, before.first)
         if state.prada is not None:
             every = len(heard) == len(vs)
             hits = state.prada.flags_many(vs if every else vs[heard],
                                           labels if every else [labels[j] for j in heard.tolist()])  # fmt: skip
             out["prada"] = [int(heard[i]) for i, hit in enumerate(hits) if hit]
         return out
+
+    def _sketched(self, state: _KeyState, xs: np.ndarray) -> np.ndarray | None:
+        """The secret sketches of the queries ``xs`` (standardised) the similarity history
+        adds; None where there is none: text, or inputs of at most ``max_dims`` values
+        (the reduced vector is the input: no null space) but on audio."""
+        if self.sketch is None or not len(xs):
+            return None
+        if xs[0].size <= self.config.similarity.max_dims and self._reduce is reduce:
+            return None
+        if state.sketch is None:
+            state.sketch = Ring(self.config.similarity.history, self.sketch.k)
+        return self.sketch.of(xs, self.scale)
+
+    @staticmethod
+    def _vet(state: _KeyState, sk: np.ndarray | None, first: int) -> Vet | None:
+        """Whether a cloud (its rows' similarity numbers) is still in the sketch as well:
+        its sketches from the ring and the batch's ``sk`` (numbered from ``first``)."""
+        ring = state.sketch
+        if sk is None or ring is None:
+            return None
+        return lambda ids: still_in_sketch(ring.take(ids, sk, first))
 
     def _answer(self, state: _KeyState, before: Any, heard: np.ndarray, labels: list[int],
                 scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
@@ -1885,7 +1938,8 @@ class Monitor:
     def _moving(sim: Similarity, pvs: np.ndarray, found: dict[str, list[int]], before: Any,
                 heard: np.ndarray, out: dict[str, list[int]], tight: float | None,
                 only: set[int] | None = None, wide: float | None = WIDE,
-                lit: np.ndarray | None = None) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
+                lit: np.ndarray | None = None, vet: Vet | None = None,
+                ) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
         """``found`` without the similarity and dilution alerts of still balls: one input
         resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`),
         and the alerts that wait on a cloud too small to judge (:meth:`_hold`; none with
@@ -1894,12 +1948,14 @@ class Monitor:
         Blacklight's alerts in ``out``, positions of the batch, are judged the same way:
         fresh noise of 0.01 on digits, values on a grid of 1/16, seldom crosses its bins,
         so a client resending 100 digits chained 33 per 1,000); a dilution alert always
-        may. ``lit``: a camera key's lighting directions (:meth:`_lit`)."""
+        may. ``lit``: a camera key's lighting directions (:meth:`_lit`); ``vet``: the
+        secret sketch's word on each cloud (:meth:`_vet`)."""
         at = {int(h): p for p, h in enumerate(heard.tolist())}
         chained = {at[j] for j in out.get("blacklight", []) if j in at} if only is None else set()
         cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])
                        if k == "dilution" or only is None or j in only} | chained)  # fmt: skip
-        resends, small = still(sim, pvs, cand, before, tight, wide if only is None else None, lit)
+        resends, small = still(sim, pvs, cand, before, tight, wide if only is None else None,
+                               lit, vet)  # fmt: skip
         if only is not None or wide is None:
             # nothing waits with the rule off, nor on audio, whose own cloud is the ball
             # within the radius: a search's steps are each other's copies there, and a
@@ -1924,7 +1980,8 @@ class Monitor:
 
     def _hold(self, state: _KeyState, sim: Similarity, pvs: np.ndarray, before: Any,
               held: list[Cloud], heard: np.ndarray, out: dict[str, list[int]],
-              seqs: list[int], lit: np.ndarray | None = None) -> None:  # fmt: skip
+              seqs: list[int], lit: np.ndarray | None = None,
+              vet: Vet | None = None) -> None:  # fmt: skip
         """Let ``held`` (clouds of the batch ``pvs``) wait, and settle every waiting alert
         on the batch (:func:`mlwarden.serve.stationary.settle`): those that stand join
         ``out`` (a query of this batch) or ``state.late`` (of an earlier one)."""
@@ -1932,7 +1989,7 @@ class Monitor:
         for cloud in held:
             cloud.seq = seqs[int(heard[cloud.gid - first])]
         stand, state.held = settle(sim, pvs, before, state.held + held, self.still_bar, self.wide,
-                                   lit)  # fmt: skip
+                                   lit, vet)  # fmt: skip
         for cloud in stand:
             j = cloud.gid - first
             for kind in cloud.kinds:
@@ -1976,6 +2033,9 @@ class Monitor:
                 arrays.update({f"similarity.{k}": v for k, v in state.similarity.dump().items()})
             if state.residual is not None:
                 arrays.update({f"residual.{k}": v for k, v in state.residual.dump().items()})
+            if state.sketch is not None and state.similarity is not None and self.sketch:
+                filled, tag = state.similarity._filled, self.sketch.tag  # the tag, no secret
+                arrays.update({f"sketch.{k}": v for k, v in state.sketch.dump(filled, tag).items()})
             if state.held:  # alerts waiting on a small cloud: they stand after a restart
                 arrays["held"] = np.array([k for c in state.held for k in c.kinds], dtype="U16")
             if state.answers is not None:  # the model's answers to the history's rows
@@ -2016,6 +2076,7 @@ class Monitor:
             if state.similarity is not None and part:
                 with contextlib.suppress(KeyError, ValueError, IndexError):
                     state.similarity.load(part)  # a history of another shape: start afresh
+                    self._load_sketch(state, arrays)
                     self._restore_rows(state, arrays, int(part["meta"][1]))
             for kind in arrays.get("held", np.empty(0, dtype="U16")).tolist():
                 if kind in ("blacklight", "similarity", "dilution"):  # reported as earlier
@@ -2048,6 +2109,15 @@ class Monitor:
             and not (shift % len(mine))
         ):
             mine[:] = chains
+
+    def _load_sketch(self, state: _KeyState, arrays: dict[str, np.ndarray]) -> None:
+        """The key's stored sketches, beside its restored similarity history (rows stored
+        under another secret, or none: unknown, left out of every cloud's sketch test)."""
+        part = {k[7:]: v for k, v in arrays.items() if k.startswith("sketch.")}
+        if self.sketch is None or not part:
+            return
+        state.sketch = Ring(self.config.similarity.history, self.sketch.k)
+        state.sketch.load(part, self.sketch.tag)
 
     def unsaved(self, key: str) -> int:
         """Distinct queries of ``key`` seen since its last :meth:`dump`."""

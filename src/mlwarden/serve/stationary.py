@@ -74,6 +74,12 @@ re-encoding while its steps are small: it is flagged when its kept point has mov
 (``tests/serve/test_serve_recoded.py``: at the same queries as before on the runs
 flagged there).
 
+**A second view.** Every cloud above is measured on the reduced vectors, whose
+reduction is public: a search whose steps have zero block means (audio: keep each
+frame's energy) is one still point there. :func:`still` and :func:`settle` take
+``vet``, asked before a cloud is excused; the monitor passes the secret sketch of the
+raw input (:mod:`mlwarden.serve.sketch`): the cloud must be still there too.
+
 **The test.** Bai & Saranadasa's high-dimensional two-sample statistic (Bai &
 Saranadasa, "Effect of high dimension: by an example of a two sample problem",
 Statistica Sinica 6, 1996), for a time contrast ``w`` of the rows (weights summing to
@@ -133,6 +139,7 @@ Example::
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -293,9 +300,18 @@ def moving(rows: np.ndarray, bar: float | None = None, lit: np.ndarray | None = 
     return drift_p(rows) < ALPHA
 
 
+# a second view of a cloud the rule would excuse: given its rows' numbers (time order),
+# whether it is still there too (serve/sketch.py: a secret sketch of the raw input)
+Vet = Callable[[np.ndarray], bool]
+
+
+def _vetted(vet: Vet | None, ids: np.ndarray) -> bool:
+    return vet is None or vet(ids)
+
+
 def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
           tight: float | None = TIGHT, wide: float | None = None, lit: np.ndarray | None = None,
-          ) -> tuple[set[int], dict[int, Cloud]]:  # fmt: skip
+          vet: Vet | None = None) -> tuple[set[int], dict[int, Cloud]]:  # fmt: skip
     """The positions of ``cand`` (in a batch ``vs`` just added to the similarity history
     ``sim``) whose own cloud does not move (their alerts are resends), and those whose
     cloud is a resend's but too small to judge yet (:class:`Cloud`; :func:`settle`).
@@ -318,6 +334,9 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
     ``history`` queries of it, and the batch's queries before it), so a batch gives the
     verdicts of one query at a time. ``lit``: a camera key's lighting directions
     (:mod:`mlwarden.serve.profiles`), removed from every cloud before it is judged.
+    With ``vet``, a cloud is excused only when ``vet`` also finds it still (given its
+    rows' numbers): the monitor's secret sketch of the raw input
+    (:mod:`mlwarden.serve.sketch`).
     """
     if not cand:
         return set(), {}
@@ -335,18 +354,19 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
         q, me = seen.qs[c], before.first + j
         balls = seen.balls(c, me, hist)
         if len(balls[0]) + 1 >= MIN_ROWS:  # its own cloud: judged on its newest CAP rows
-            if not moving(seen.cloud(balls[0], q, me).rows, bar, lit):
+            own = seen.cloud(balls[0], q, me)
+            if not moving(own.rows, bar, lit) and _vetted(vet, own.ids):
                 out.add(j)
             continue
         # a copy of its own, and its copies at least half of its neighbours within the radius
         copy = len(balls[0]) >= 1 and 2 * len(balls[0]) >= len(balls[1])
         held = seen.cloud(balls[1], q, me) if copy else None
         if held is not None and len(balls[1]) + 1 >= MIN_ROWS:
-            if not moving(held.rows, bar, lit):
+            if not moving(held.rows, bar, lit) and _vetted(vet, held.ids):
                 out.add(j)
             continue
         far = seen.cloud(balls[2], q, me) if wide is not None else None
-        if far is not None and recoded(far.rows, lit):
+        if far is not None and recoded(far.rows, lit) and _vetted(vet, far.ids):
             out.add(j)
         elif held is not None:  # it waits on its ball within the radius, and on its wide ball
             held.far, held.far_ids = (far.rows, far.ids) if far is not None else (None, None)
@@ -468,7 +488,7 @@ class Cloud:
 
 def settle(sim: object, vs: np.ndarray, before: Snapshot, held: list[Cloud],
            tight: float | None = TIGHT, wide: float | None = None, lit: np.ndarray | None = None,
-           ) -> tuple[list[Cloud], list[Cloud]]:  # fmt: skip
+           vet: Vet | None = None) -> tuple[list[Cloud], list[Cloud]]:  # fmt: skip
     """The held alerts after a batch ``vs`` just added to ``sim``: ``(stand, waiting)``;
     the others were resends and are dropped.
 
@@ -483,7 +503,7 @@ def settle(sim: object, vs: np.ndarray, before: Snapshot, held: list[Cloud],
     the key have come stands (fails closed): a search kept waiting gains at most ``HOLD``
     queries of delay, and one that fills its balls with copies of its own points gains
     nothing (a copy is no step). Query by query, so the verdicts do not depend on the
-    batches. ``lit``: as :func:`still`'s.
+    batches. ``lit`` and ``vet``: as :func:`still`'s.
     """
     hist = _ring(sim)[2]
     radius = sim.config.radius  # type: ignore[attr-defined]
@@ -508,7 +528,7 @@ def settle(sim: object, vs: np.ndarray, before: Snapshot, held: list[Cloud],
         verdict = None
         hits = np.flatnonzero(new & ((d2 < limit) | far)).tolist() if seen else []
         for k in hits:
-            verdict = _join(h, batch[k], int(ids[k]), hist, d2[k] < limit, far[k], bar, lit)
+            verdict = _join(h, batch[k], int(ids[k]), hist, d2[k] < limit, far[k], bar, lit, vet)
             if verdict is not None:
                 break
         if verdict is None and gone:
@@ -532,7 +552,8 @@ def _to_batch(qs: np.ndarray, batch: np.ndarray) -> np.ndarray:
 
 
 def _join(h: Cloud, row: np.ndarray, gid: int, hist: int, inside: bool, far: bool,
-          bar: float | None, lit: np.ndarray | None = None) -> bool | None:  # fmt: skip
+          bar: float | None, lit: np.ndarray | None = None,
+          vet: Vet | None = None) -> bool | None:  # fmt: skip
     """Add a later query ``row`` (number ``gid``) to the held cloud ``h`` (``inside``: within
     the radius of it; ``far``: within its wide reach) and judge it: True, it stands;
     False, a resend; None, it waits. Its ball within the radius decides once full."""
@@ -540,11 +561,11 @@ def _join(h: Cloud, row: np.ndarray, gid: int, hist: int, inside: bool, far: boo
         keep = h.ids >= gid - hist
         h.rows, h.ids = np.concatenate([h.rows[keep], row[None]]), np.r_[h.ids[keep], gid]
         if len(h.rows) >= MIN_ROWS:
-            return moving(h.rows, bar, lit)
+            return moving(h.rows, bar, lit) or not _vetted(vet, h.ids)
     if far and h.far is not None and h.far_ids is not None:
         keep = h.far_ids >= gid - hist
         h.far, h.far_ids = np.concatenate([h.far[keep], row[None]]), np.r_[h.far_ids[keep], gid]
-        if recoded(h.far, lit):
+        if recoded(h.far, lit) and _vetted(vet, h.far_ids):
             return False
         if len(h.far) >= FULL:
             h.far = h.far_ids = None  # no re-encoding: its ball within the radius decides
