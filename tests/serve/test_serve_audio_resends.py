@@ -17,6 +17,7 @@ import pytest
 
 from mlwarden.serve.config import Detection
 from mlwarden.serve.monitor import Monitor
+from mlwarden.serve.sketch import quiet
 from mlwarden.serve.stationary import ALPHA, CAP, drift_p, moving
 
 _LABEL = np.zeros(1, dtype=np.int64)
@@ -47,7 +48,8 @@ def _noisy(x: np.ndarray, rng: np.random.Generator, sd: float = 0.02) -> np.ndar
 def _monitor(stationary: bool | None = None, radius: float | None = None) -> Monitor:
     sim = {"stationary": stationary} | ({"radius": radius} if radius else {})
     det = Detection.model_validate({"similarity": sim})
-    return Monitor(det, shape=[1, 8000], scale=2.0, modality="audio")
+    # one sketch secret for every monitor here: _plain's reference sketches as they do
+    return Monitor(det, shape=[1, 8000], scale=2.0, modality="audio", secret=bytes(range(32)))
 
 
 def _resends(clips: list[np.ndarray], n: int, seed: int) -> Iterator[np.ndarray]:
@@ -136,12 +138,16 @@ def test_drift_p_is_uniform_on_still_balls_and_small_on_moving_ones() -> None:
 
 def _plain(xs: list[np.ndarray], mon: Monitor) -> list[bool]:
     """Reference: per query, the similarity alert with the still-ball rule, written
-    plainly (float64 distances to every earlier distinct query of the whole history)."""
+    plainly (float64 distances to every earlier distinct query of the whole history),
+    and, with the monitor's secret sketch, a still cloud excused only when its sketches
+    are still too (serve/sketch.py)."""
     c = mon.config.similarity
     seen: list[np.ndarray] = []
+    sketches: list[np.ndarray] = []
     out = []
     for x in xs:
         v = mon.summarise(x).astype(np.float64)
+        s = mon.sketch.of(np.asarray(x)[None], mon.scale)[0] if mon.sketch else np.zeros(1)
         hist = np.array(seen[-c.history :]).reshape(-1, len(v))
         close = ((hist - v) ** 2).sum(axis=1) < c.radius**2 * len(v)
         recent = close[-c.window :].sum()
@@ -149,8 +155,13 @@ def _plain(xs: list[np.ndarray], mon: Monitor) -> list[bool]:
         bar = c.radius if mon.still_bar is None else mon.still_bar * c.radius
         own = ((hist - v) ** 2).sum(axis=1) < bar**2 * len(v)  # the query's own cloud
         wide = None if mon.still_bar is None else c.radius  # the spread bar
-        out.append(bool(flag) and moving(np.vstack([hist[own], v]), wide))
+        cloud = np.array(sketches[-c.history :]).reshape(-1, len(s))[own]
+        still = not moving(np.vstack([hist[own], v]), wide)
+        sketched = mon.sketch is not None and np.size(x) > c.max_dims  # no null space else
+        still = still and (not sketched or quiet(np.vstack([cloud, s])))
+        out.append(bool(flag) and not still)
         seen.append(v)
+        sketches.append(s)
     return out
 
 
