@@ -157,7 +157,7 @@ from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.crosskey import CrossKey
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
-from mlwarden.serve.profiles import lighting_directions
+from mlwarden.serve.profiles import lighting_directions, unlit
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
 from mlwarden.serve.sketch import quiet as still_in_sketch
 from mlwarden.serve.stationary import TIGHT, WIDE, Cloud, Vet, settle, still
@@ -1744,7 +1744,6 @@ class Monitor:
             # dilution and the still-ball rule read what the batch overwrites
             before = Dilution.snapshot(state.similarity, len(pvs))
             sk = self._sketched(state, xs if len(heard) == len(vs) else xs[heard])
-            vet = self._vet(state, sk, before.first)
             old = self._answer(state, before, heard, labels, scores)
             owns = owns or [(False, -1)] * len(pvs)
             typed = self._typed(state, pvs, owns) if state.chains is not None else None
@@ -1770,6 +1769,7 @@ class Monitor:
             sim = state.similarity
             held: list[Cloud] = []
             lit = self._lit(key, pvs.shape[1])
+            vet = self._vet(state, sk, before.first, self._lit_sketch(key, xs))
             if found["similarity"] or found.get("dilution") or chains:
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
                 found, held = self._moving(sim, pvs, found, before, heard, out, self.still_bar,
@@ -1804,13 +1804,24 @@ class Monitor:
         return self.sketch.of(xs, self.scale)
 
     @staticmethod
-    def _vet(state: _KeyState, sk: np.ndarray | None, first: int) -> Vet | None:
+    def _vet(state: _KeyState, sk: np.ndarray | None, first: int,
+             lit: np.ndarray | None = None) -> Vet | None:  # fmt: skip
         """Whether a cloud (its rows' similarity numbers) is still in the sketch as well:
-        its sketches from the ring and the batch's ``sk`` (numbered from ``first``)."""
+        its sketches from the ring and the batch's ``sk`` (numbered from ``first``); on a
+        camera key without what a change of light explains (``lit``: the sketch's offset
+        direction; :func:`~mlwarden.serve.profiles.unlit`), as its reduced clouds are."""
         ring = state.sketch
         if sk is None or ring is None:
             return None
-        return lambda ids: still_in_sketch(ring.take(ids, sk, first))
+        if lit is None:
+            return lambda ids: still_in_sketch(ring.take(ids, sk, first))
+        return lambda ids: still_in_sketch(unlit(ring.take(ids, sk, first), lit))
+
+    def _lit_sketch(self, key: str, xs: np.ndarray) -> np.ndarray | None:
+        """A ``camera`` key's offset direction (an input of ones) in the secret sketch."""
+        if self.sketch is None or self.profiles.get(key) != "camera" or not len(xs):
+            return None
+        return self.sketch.of(np.ones((1, *xs.shape[1:]), np.float32), self.scale)
 
     def _answer(self, state: _KeyState, before: Any, heard: np.ndarray, labels: list[int],
                 scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
