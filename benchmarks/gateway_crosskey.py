@@ -12,6 +12,12 @@ gateway-wide view can see it. Here every key is a key of *one*
   first flag of any key (any detector; and by ``crosskey``), how many of the 4 keys
   were flagged within the budget, and what the answers had given before the first
   flag (the outside benchmark's drop / wrong answer).
+* ``sybil`` (``--part sybil``): the issue's noisy random search (``gateway_detection_long``'s
+  ``search``, ``--sigma``; text: the word search) round robin over ``--sybil-keys`` keys
+  (20, 100, 150; fresh accounts of 200 / 50 distinct benign queries each, as
+  ``gateway_detection_realworld``'s ``sybilK``) on a busy gateway: ``--every`` (0, 10, 50)
+  distinct benign queries of 100 other users before each step. Reported: the search's
+  query at the first flag of any of its keys, by which detector, and what it had before.
 * ``shared``: ``--keys`` benign keys (20 and 100), ``--n`` queries in all in random key
   order; each key a device of its own (the outside benchmark's re-encoding: camera /
   logger / microphone / keyboard) sending its own 30 inputs (60%; audio: 9 with 100 keys) or one of 10
@@ -42,6 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import gateway_detection_long as long  # noqa: E402
 import gateway_detection_outside as outside  # noqa: E402
+import gateway_detection_realworld as realworld  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
@@ -87,6 +94,23 @@ def attack(kind: long.Kind, vary: Any, det: Detection, warmed: Monitor, plan: st
     upto = first - 1 if first else len(qs)
     return {"first": first, "by": by, "crosskey": first_ck, "keys_flagged": len(hit),
             "at_flag": outside._achieved(kind, qs, ys, p0, upto)}  # fmt: skip
+
+
+def sybil(kind: long.Kind, det: Detection, keys: int, every: int, sigma: float, runs: int,
+          budget: int) -> list[dict[str, Any]]:  # fmt: skip
+    """The noisy search over ``keys`` fresh accounts, ``every`` benign queries of other
+    users before each step: each run's first flag and what the answers gave before it."""
+    warmed = realworld._sybil_monitor(kind, det, keys)
+    out = []
+    for run in range(runs):
+        x0, y0 = realworld._target(kind, run)
+        qs = long.search(kind, x0, y0, sigma, run)[:budget]
+        who = [f"s{i % keys}" for i in range(len(qs))]
+        first, by = realworld.first_flag(kind, det, realworld._copy(warmed), qs, who, every)
+        upto = first - 1 if first else len(qs)
+        out.append({"first": first, "by": by,
+                    "at_flag": realworld.achieved(kind, x0, y0, qs, upto)})  # fmt: skip
+    return out
 
 
 def shared(kind: long.Kind, vary: Any, det: Detection, keys: int, n: int,
@@ -167,6 +191,12 @@ def run_kind(name: str, kind: long.Kind, vary: Any, args: argparse.Namespace) ->
             for run in range(args.runs):
                 row[plan].append(attack(kind, vary, det, warmed, plan, run, args.budget))
                 print(f"{name} {plan} run {run}: {json.dumps(row[plan][-1])}", flush=True)
+    if args.part == "sybil":
+        for k in (int(v) for v in args.sybil_keys.split(",")):
+            for every in (int(v) for v in args.every.split(",")):
+                res = sybil(kind, det, k, every, args.sigma, args.runs, args.budget)
+                row[f"sybil{k}_every{every}"] = res
+                print(f"{name} sybil{k} every {every}: {json.dumps(res)}", flush=True)
     if args.part == "cost":
         det = Detection() if args.defaults else det
         row["cost_us"] = cost(kind, det, args.rounds, args.n)
@@ -193,18 +223,30 @@ def table(results: dict[str, Any]) -> None:
                                                      for r in v)
                         for k, v in row.items() if k.startswith("shared"))  # fmt: skip
         print(f"| {name} | {cell}; {wrong}/{len(k4)} wrong | {solo} | {ben} |")
+    for name, row in results.items():
+        for plan, res in ((k, v) for k, v in row.items() if k.startswith("sybil")):
+            hits = sorted(r["first"] for r in res if r["first"])
+            span = f"{hits[0]}-{hits[-1]}" if hits else "-"
+            by = sorted({b for r in res for b in r["by"]})
+            wrong = sum(r["at_flag"]["wrong"] for r in res)
+            print(f"| {name} | {plan} | {len(hits)}/{len(res)} at {span} ({', '.join(by)}); "
+                  f"{wrong}/{len(res)} wrong before the flag |")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated of images, tabular, audio, text "
                     "(cost: also digits+shifts)")  # fmt: skip
-    ap.add_argument("--part", choices=("benign", "attacks", "both", "cost"), default="both")
+    ap.add_argument("--part", choices=("benign", "attacks", "both", "cost", "sybil"),
+                    default="both")  # fmt: skip
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--budget", type=int, default=long.BUDGET)
     ap.add_argument("--keys", default="20,100", help="benign keys sharing inputs")
     ap.add_argument("--n", type=int, default=3000, help="benign queries in all")
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--sybil-keys", default="20,100,150", help="sybil: keys of the search")
+    ap.add_argument("--every", default="0,10,50", help="sybil: other users' queries a step")
+    ap.add_argument("--sigma", type=float, default=0.01, help="sybil: the search's noise")
     ap.add_argument("--rounds", type=int, default=6, help="cost: alternated rounds")
     ap.add_argument("--defaults", action="store_true", help="cost: the default detection config")
     ap.add_argument("--out", type=Path)

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from mlwarden.serve import crosskey
 from mlwarden.serve.app import create_app
 from mlwarden.serve.auth import hash_key, new_key
 from mlwarden.serve.config import Detection, GatewayConfig, parse_config
@@ -68,6 +69,66 @@ def test_a_search_over_four_keys_is_flagged_on_every_key_as_early_as_on_one() ->
     assert not any(_send(off, keys[i % 4], q) for i, q in enumerate(qs[:40]))
 
 
+def test_a_search_over_20_100_and_150_keys_is_flagged_as_soon_as_its_ball_fills() -> None:
+    """Each key a few steps (150 keys: one each): no key's own count grows; the ball of
+    all keys' steps holds 20 neighbours after 21 queries."""
+    for k in (20, 100, 150):
+        rng = np.random.default_rng(k)
+        keys = [f"sybil-{i}" for i in range(k)]
+        mon = Monitor(Detection(), shape=[DIMS])
+        _warm(mon, rng, keys[:20])
+        qs = _search(rng, 150)
+        first = _first(mon, qs, keys)
+        assert first and min(first.values()) <= 30, (k, first)
+        assert len(first) >= min(k, 100), (k, len(first))  # most keys flagged by their step
+        assert mon.crosskey is not None
+        assert len(mon.crosskey.parties[min(first, key=first.__getitem__)]) > 5
+
+
+def test_a_busy_gateway_does_not_hide_a_search() -> None:
+    """100 distinct queries of 50 other users between two steps of a search over 20 keys:
+    20 steps span 2,000 queries of the whole gateway, twice its window; the steps stay
+    in the ring of queries that had neighbours."""
+    rng = np.random.default_rng(5)
+    keys = [f"sybil-{i}" for i in range(20)]
+    mon = Monitor(Detection(), shape=[DIMS])
+    first = None
+    for i, q in enumerate(_search(rng, 40)):
+        for b in range(100):
+            assert not _send(mon, f"user-{b % 50}", rng.uniform(0, 1, DIMS)).get("crosskey")
+        if "crosskey" in _send(mon, keys[i % 20], q) and first is None:
+            first = i + 1
+    assert first is not None and first <= 30, first
+
+
+def _camera(rng: np.random.Generator, n: int, apps: int = 20) -> list[tuple[int, np.ndarray]]:
+    """``apps`` apps polling one public camera, each a frame in 10 at random: a scene whose
+    lighting drifts, sensor noise 0.004, each app's own bias (its codec) and 8-bit values."""
+    bg, bias = rng.uniform(0.2, 0.8, DIMS), rng.normal(0, 0.002, (apps, DIMS))
+    out: list[tuple[int, np.ndarray]] = []
+    t, walk = 0, 0.0
+    while len(out) < n:
+        walk = float(np.clip(walk + rng.normal(0, 0.002), -0.15, 0.15))
+        f = bg * (1 + 0.08 * np.sin(2 * np.pi * t / 1800) + walk) + rng.normal(0, 0.004, DIMS)
+        for k in np.flatnonzero(rng.random(apps) < 0.1).tolist():
+            out.append((k, np.round(np.clip(f + bias[k], 0, 1) * 255) / 255))
+        t += 1
+    return out[:n]
+
+
+def test_many_apps_polling_one_camera_are_quiet(monkeypatch: Any) -> None:
+    """A moving ball over 20 keys, like a search over 20, but dense: each frame a
+    near-copy of the last (sensor noise), sent by about 2 apps."""
+    stream = _camera(np.random.default_rng(6), 600)
+    mon = Monitor(Detection(), shape=[DIMS])
+    assert not any("crosskey" in _send(mon, f"app-{k}", x) for k, x in stream)
+    monkeypatch.setattr(crosskey, "DENSE", 0.0)  # without the dense-stream rule
+    monkeypatch.setattr(crosskey, "COPY", 0.0)  # nor the copy rule
+    monkeypatch.setattr(crosskey, "RESEND", 0.0)  # nor the own-resend rule
+    mon = Monitor(Detection(), shape=[DIMS])
+    assert sum("crosskey" in _send(mon, f"app-{k}", x) for k, x in stream) > 100
+
+
 def test_one_key_alone_is_left_to_the_per_key_detectors() -> None:
     rng = np.random.default_rng(1)
     mon = Monitor(Detection(), shape=[DIMS])
@@ -75,15 +136,16 @@ def test_one_key_alone_is_left_to_the_per_key_detectors() -> None:
     assert _first(mon, _search(rng, 120), ["solo"]) == {}
 
 
-def _grief(converge: bool, seed: int) -> dict[str, int]:
+def _grief(converge: bool, seed: int, griefers: int = 1, step: float = 0.01) -> dict[str, int]:
     """A victim sends distinct inputs and resends one of them (fresh noise 0.005) now and
-    then; a griefer sends near-copies of it that drift away (or, ``converge``, drift onto
-    it from afar), a search's path built on the victim's input. Crosskey alerts per key."""
+    then; ``griefers`` keys in turn send near-copies of it that drift away (or,
+    ``converge``, drift onto it from afar), a search's path built on the victim's input.
+    Crosskey alerts of the victim and of the griefers."""
     rng = np.random.default_rng(seed)
     mon = Monitor(Detection(), shape=[DIMS])
-    _warm(mon, rng, ["victim", "griefer"])
+    _warm(mon, rng, ["victim", "griefer-0"])
     x = rng.uniform(0.2, 0.8, DIMS)
-    path = np.cumsum(rng.choice([-0.01, 0.01], (200, DIMS)) * (rng.random((200, DIMS)) < 0.2), 0)
+    path = np.cumsum(rng.choice([-step, step], (200, DIMS)) * (rng.random((200, DIMS)) < 0.2), 0)
     path = path[::-1] - path[-1] if converge else path
     alerts = {"victim": 0, "griefer": 0}
     for i in range(200):
@@ -91,7 +153,8 @@ def _grief(converge: bool, seed: int) -> dict[str, int]:
             _send(mon, "victim", x + rng.normal(0, 0.005, DIMS))  # its first copy too
         elif i % 4 == 2:
             _send(mon, "victim", rng.uniform(0, 1, DIMS))
-        found = _send(mon, "griefer", np.clip(x + path[i] + rng.normal(0, 0.005, DIMS), 0, 1))
+        copy = np.clip(x + path[i] + rng.normal(0, step / 2, DIMS), 0, 1)
+        found = _send(mon, f"griefer-{i % griefers}", copy)
         alerts["griefer"] += "crosskey" in found
         found = _send(mon, "victim", x + rng.normal(0, 0.005, DIMS))
         alerts["victim"] += "crosskey" in found
@@ -105,6 +168,15 @@ def test_near_copies_of_a_victims_queries_cannot_get_the_victim_flagged() -> Non
             assert alerts["victim"] == 0, (converge, seed, alerts)
     # the griefer's own drifting copies are a search among the victim's: flagged
     assert _grief(False, 0)["griefer"] > 0
+
+
+def test_many_griefers_cannot_get_the_victim_flagged_either() -> None:
+    """The same over 10 and 40 griefer keys (the rule for searches over many keys), whose
+    copies step 0.02 (a step of 0.01 with noise 0.005 is a dense stream: module docstring)."""
+    for griefers, converge, seed in ((10, False, 0), (40, True, 1), (40, False, 2)):
+        alerts = _grief(converge, seed, griefers, 0.02)
+        assert alerts["victim"] == 0, (griefers, converge, seed, alerts)
+        assert alerts["griefer"] > 0, (griefers, converge, seed, alerts)
 
 
 def test_many_keys_sending_popular_inputs_are_quiet_and_a_search_among_them_is_not() -> None:
@@ -210,6 +282,6 @@ def test_gateway_check_notes_a_crosskey_that_can_never_flag() -> None:
         return [n for n in silent_detectors(parse_config(text)) if n.startswith("crosskey")]
 
     assert notes("detection: {}") == []
-    assert notes("detection: {crosskey: {window: 100, min_neighbours: 101}}")
-    assert notes("detection: {crosskey: {window: 100, min_neighbours: 100}}") == []
-    assert notes("detection: {similarity: {min_neighbours: 200}, crosskey: {window: 150}}")
+    assert notes("detection: {crosskey: {kept: 100, min_neighbours: 101}}")
+    assert notes("detection: {crosskey: {kept: 100, min_neighbours: 100}}") == []
+    assert notes("detection: {similarity: {min_neighbours: 200}, crosskey: {kept: 150}}")

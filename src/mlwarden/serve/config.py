@@ -341,6 +341,11 @@ class CrossKey(_Strict):
     window: int = Field(
         default=1000, ge=64, le=100000, description="recent queries of all keys counted over"
     )
+    # the queries that had a neighbour in the window, and those neighbours: a search's
+    # steps stay here while other keys' distinct traffic runs through the window
+    kept: int = Field(
+        default=2000, ge=64, le=100000, description="queries with neighbours kept past the window"
+    )
     min_neighbours: int | None = Field(
         default=None,
         ge=1,

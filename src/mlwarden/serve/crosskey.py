@@ -8,75 +8,90 @@ count of neighbours fills 4 times slower (``keys4`` of
 ``benchmarks/gateway_detection_outside.py``: flagged at 70-185 queries, with a wrong
 answer already in hand on images, tables and text).
 
-:class:`CrossKey` keeps the reduced vectors the similarity detector measures (the same
-:func:`~mlwarden.serve.monitor.reduce`, projection and radius) of the last ``window``
-distinct queries of *all* keys in one ring, with the key and arrival of each, and
-counts a query's neighbours there as the per-key count does, on the similarity
-detector's own sketch scan (so it costs one more scan of ``window`` rows a query).
-A count of ``min_neighbours`` (default: ``similarity.min_neighbours``) is only a
-candidate; the query of key ``K`` is flagged (alert ``crosskey``) when, among its
-earlier neighbours within the radius in the last ``window`` queries of all keys (its
-*ball*, in arrival order):
+Two rings for the whole gateway, not per key, of the reduced vectors the similarity
+detector measures (the same :func:`~mlwarden.serve.monitor.reduce`, projection and
+radius), with the key and arrival of each:
 
-* they are at least ``min_neighbours`` *distinct* vectors: many users sending the same
-  popular input byte for byte (a viral image, a template row) are one point;
-* they and the query come from at least ``min_keys`` keys (one key's own search is the
-  per-key detectors'), at least ``min_own`` of them (the query included) are ``K``'s,
-  and the ball's newest ``min_neighbours`` queries (with the query) come from at most
-  ``max_keys`` keys, ``K`` holding at least ``1 / max_keys`` of them: a search spread
-  over k keys gives each about 1/k of its steps, while users re-sending a popular input,
-  each re-encoded their own way, or polling one public camera, fill its ball a few
-  copies each from many keys (20 keys sharing 10 images: 3.3 false alarms per 1,000
-  without this rule, 0 with it; 20 apps polling one camera, i22e's ``crowdcam``: 429,
-  then 0; ``benchmarks/gateway_crosskey.py``, ``gateway_detection_realworld.py``). A
-  search over more than ``max_keys`` keys (default 5) is left to the per-key detectors;
-* the query's own cloud (its ball's vectors within
-  :data:`~mlwarden.serve.stationary.TIGHT` of the radius, itself last), when it holds
-  ``MIN_ROWS`` rows, is moving (:func:`~mlwarden.serve.stationary.moving`, as the
-  still-ball rule judges one key's alerts): one popular input re-sent by many with
-  small noise is a still ball, across keys as within one;
-* the query moved along the ball's drift from ``K``'s first query in the ball by at
+* the *window*: the last ``window`` (1,000) distinct queries of all keys, counted with
+  the similarity detector's own sketch scan (one more scan of ``window`` rows a query);
+* the *kept* ring: the last ``kept`` (2,000) queries that had a neighbour in the window
+  when they came, and those neighbours. Distinct benign traffic rarely has one, so a
+  search's steps stay here while other keys' traffic runs through the window: on a busy
+  gateway (i22e's ``busy4``: 100 other users' queries between two steps) the window
+  holds a handful of a search's steps, this ring all of them.
+
+A query with a neighbour in the window is judged on its *ball*: its earlier neighbours
+within the radius in the kept ring, in arrival order. The query of key ``K`` is flagged
+(alert ``crosskey``) when the ball holds ``min_neighbours`` (default:
+``similarity.min_neighbours``) *distinct* vectors (many users sending the same popular
+input byte for byte are one point) from at least ``min_keys`` keys with ``K``, the
+query's own cloud (the ball's vectors within :data:`~mlwarden.serve.stationary.TIGHT`
+of the radius, itself last), when it holds ``MIN_ROWS`` rows, is moving
+(:func:`~mlwarden.serve.stationary.moving`: one popular input re-sent by many with
+small noise or re-encoded is a still ball, across keys as within one), and one of two
+rules holds, by how many keys sent the ball's newest ``min_neighbours`` queries:
+
+* **at most** ``max_keys`` (5; :meth:`CrossKey._few`): at least ``min_own`` of the ball
+  (the query included) are ``K``'s, ``K`` holds at least ``1 / max_keys`` of the newest,
+  and the query moved along the ball's drift from ``K``'s first query in the ball by at
   least ``ADVANCE`` (1.0) of that drift (the newer half's mean less the older half's):
-  a search's keys each step along its path. This is the griefing guard: an attacker
-  who sends near-copies of a victim's input, drifting away from it or onto it, builds
-  a moving ball around it, but the victim's own queries there stay where they were and
-  never advance along it (``tests/serve/test_serve_crosskey.py``: 0 alerts on the
-  victim, 32 without this test); flagging the victim would take it stepping along the
-  griefer's path itself.
+  a search's keys each step along its path. The griefing guard: an attacker who sends
+  near-copies of a victim's input, drifting away from it or onto it, builds a moving
+  ball around it, but the victim's own queries there stay where they were and never
+  advance along it (``tests/serve/test_serve_crosskey.py``: 0 alerts on the victim, 32
+  without this test);
+* **more** (a Sybil search over 20-150 keys, each a few steps, or one:
+  :meth:`CrossKey._many`): the ball's newest ``SPAN`` (40) distinct vectors are not a
+  *dense stream*, the median distance from each to its nearest other at least ``DENSE``
+  (0.15) of the radius; the query is not within ``RESEND`` (0.3) of the radius of an
+  earlier query of ``K`` in the ball (a resend of its own); and it lies ahead of the
+  ball's older half along the drift by at least ``ADVANCE``. A search's steps are
+  distinct points each a step from the last; many apps polling one public camera
+  (i22e's ``crowdcam``: 20 keys, JPEG at each app's quality) make a ball as moving and
+  as spread over keys, but each frame is a near-copy of the last (sensor noise) and
+  of the other apps' copies: on images its balls' nearest spacing was 0.07-0.08 of the
+  radius, griefers copying a camera's frames with noise 0.01 0.12, a noisy search's
+  (sigma 0.01) 0.14-0.27 (10th-90th percentiles of the balls). Without the dense and
+  resend rules 20 apps polling a camera raised 728 alerts in 1,000 queries (the test's
+  camera), with them 0.
 
 The alert names the keys that took part (:attr:`CrossKey.parties`: the keys of the
 ball, in the audit row's ``detail``). Only the key whose query was flagged gets the
 alert and the configured ``action``: the others are listed, and each is flagged when a
 query of its own meets the rule (with ``action: block``, on its next step in the
-search). So ``block`` on cross-key evidence blocks a key only for its own steps in a
-moving ball: copying a victim's queries cannot get the victim blocked, and the names
-in ``detail`` are evidence for the operator, not a verdict on each key.
+search). So ``block`` on cross-key evidence blocks a key only for its own step in a
+moving ball: copying a victim's queries cannot get the victim blocked (its copies are
+no step ahead, or they are its own resends), and the names in ``detail`` are evidence
+for the operator, not a verdict on each key.
 
-Cost: a query joins the ring (its sketch and norm, as the similarity detector stores
-them); the ring is scanned (one sketch scan of ``window`` rows of ~17 values) only for a
-batch with a query that already has :attr:`CrossKey.least` (4) neighbours among its own
-key's recent queries, the similarity detector's count (no query with fewer can meet the
-rule: its ball's queries of its own key are among them), and the judgement above runs
-only for a query whose gateway-wide count reaches ``min_neighbours``.
-Memory: ``window * (dims + 30) * 4`` bytes for the whole gateway (0.6 MB at the
-defaults and 128 values), not per key. The ring is stored in the audit database (key
-``*``, kind ``crosskey``) like the per-key histories, so a restart forgets nothing.
+Cost: a query joins the window (its sketch and norm, as the similarity detector stores
+them) and the window's sketch is scanned (~1,000 x 17 values). Only a query with a
+neighbour there pays more: one distance to each row of the window (its neighbours
+copied to the kept ring) and of the kept ring, and for a ball of ``min_neighbours``
+the tests above (a unique over the ball, ``SPAN`` x ``SPAN`` distances, the drift
+test on at most ``CAP`` rows).
+Memory: ``(window + kept) * (dims + ~20) * 4`` bytes for the whole gateway (1.8 MB at
+the defaults and 128 values), not per key. Both rings are stored in the audit database
+(key ``*``, kind ``crosskey``) like the per-key histories, so a restart forgets nothing.
 
-What it cannot see: a search over more than ``max_keys`` keys; a search whose steps
-are fewer than ``min_neighbours`` in any ``window`` queries of the whole gateway (heavy
-benign traffic dilutes the gateway-wide window as it does not dilute a key's: i22e's
-``busy4``, 100 other users' queries between two steps, is left to the per-key
-detectors); and griefers who send a *moving* victim's next query before it does (a
-public webcam's next frame) with fewer than ``max_keys`` keys, whose ball then holds
-the victim's steps along its own path (that victim's stream is itself a moving ball,
-which the per-key detectors flag anyway: 828 per 1,000 alone, i22e's ``griefcam``).
+What it cannot see: a search whose consecutive queries lie closer than ``DENSE`` of the
+radius to each other (small steps, next to no noise) over more than ``max_keys`` keys:
+a dense stream, as a camera's (a path of steps of 0.01 on a fifth of 64 values with
+noise 0.005 at the default radius 0.1, over 40 keys: unflagged in 200 queries; such a
+search moves a tenth of the radius a step); a search whose steps are fewer than
+``min_neighbours`` in the ``kept`` queries with neighbours (a gateway whose benign
+traffic is itself mostly near-copies, crowds or cameras, dilutes the kept ring as
+distinct traffic diluted the window); and griefers who send a *moving* victim's next
+query before it does (a public webcam's next frame) with noise that keeps their copies
+apart, whose ball then holds the victim's steps along its own path (that victim's
+stream is itself a moving ball, which the per-key detectors flag anyway: 828 per 1,000
+alone, i22e's ``griefcam``).
 """
 
 from __future__ import annotations
 
 import functools
 import io
-import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -85,13 +100,26 @@ import numpy as np
 
 from mlwarden.serve.config import CrossKey as CrossKeyConfig
 from mlwarden.serve.dilution import _ring
-from mlwarden.serve.stationary import CAP, MIN_ROWS, TIGHT, moving
+from mlwarden.serve.stationary import CAP, MIN_ROWS, MIN_VALUES, TIGHT, moving
+from mlwarden.serve.stationary import dims as effective_dims
 
 STATE_KEY = "*"  # the audit database's state row of the gateway-wide ring (key, kind)
 STATE_KIND = "crosskey"
 # how far the flagged query must have moved from its key's first query in the ball, along
 # the ball's drift (the newer half's mean less the older half's), in units of that drift
 ADVANCE = 1.0
+# a search over more than max_keys keys (CrossKey._many): the ball's newest SPAN distinct
+# rows; a median distance from each to its nearest other below DENSE of the radius is a
+# dense stream (one scene polled by many keys), and a query within RESEND of the radius
+# of its own key's earlier query in the ball is a resend
+SPAN = 40
+DENSE = 0.15
+RESEND = 0.3
+COPY = 0.1  # ... and one within COPY of the radius of any earlier query, a copy: no new step
+# ... and rows of MIN_VALUES or more values whose successive differences span at most
+# FEW_DIMS effective dimensions (stationary.dims) are one scene changing or a few inputs
+# re-encoded, not a search's steps
+FEW_DIMS = 15.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -112,7 +140,7 @@ def _advance(ball: np.ndarray, first: np.ndarray, q: np.ndarray) -> float:
 
 
 class CrossKey:
-    """The gateway-wide ring of recent reduced queries and the cross-key rule.
+    """The gateway-wide rings of recent reduced queries and the cross-key rules.
 
     Args:
         config: ``detection.crosskey``.
@@ -130,14 +158,13 @@ class CrossKey:
         self.config = config
         self.radius = radius
         self.need = config.min_neighbours or need
-        #: the flagged key's own earlier queries a ball needs (min_own, and 1 / max_keys
-        #: of its newest ``need``: :meth:`_judge`)
-        self.least = max(config.min_own - 1, math.ceil((self.need + 1) / config.max_keys) - 1)
         self.tag = tag
         self._make = make
         self._sim: Any = None
         self._who = np.full(config.window, -1, dtype=np.int32)  # key id of each ring slot
         self._when = np.full(config.window, -1, dtype=np.int64)  # arrival of each slot
+        self._copied = np.zeros(config.window, dtype=bool)  # the slot's query is kept
+        self._kept = _Kept(config.kept, 0)
         self._names: list[str] = []
         self._ids: dict[str, int] = {}
         self._seen = 0  # distinct queries of all keys so far
@@ -149,11 +176,8 @@ class CrossKey:
     def observe(self, key: str, vs: np.ndarray, own: np.ndarray | None = None) -> list[int]:
         """Add ``key``'s reduced queries ``vs`` (B, dims), in order; the positions flagged.
 
-        ``own``: each query's neighbours among the key's own recent queries (the
-        similarity detector's count, over at least ``window`` of them). A query needs
-        :attr:`least` of its own key's queries in its ball to be flagged, so a batch in
-        which none has that many is only added to the ring, not counted (the ring's
-        scan is most of this detector's cost).
+        ``own`` (each query's neighbours among its key's own recent queries) is not
+        read: a search spread over many keys gives each key too few steps to count.
         """
         if not len(vs):
             return []
@@ -163,27 +187,41 @@ class CrossKey:
             kid = self._id(key)
             hist, nxt = _ring(self._sim)[2:4]
             start = self._seen
-            scan = own is None or bool(np.any(own >= self.least))
-            recent, _ = self._sim.observe_many(vs, whole=False, scan=scan)
+            recent, _ = self._sim.observe_many(vs, whole=False)
             slots = (nxt + np.arange(len(vs))) % hist
             self._who[slots] = kid
             self._when[slots] = start + np.arange(len(vs))
+            self._copied[slots] = False
             self._seen += len(vs)
             self.unsaved += len(vs)
-            if own is not None:
-                recent = np.where(own >= self.least, recent, 0)
             out = []
-            for j in np.flatnonzero(recent >= self.need).tolist():
-                parties = self._judge(kid, np.asarray(vs[j], dtype=np.float32), start + j)
+            for j in np.flatnonzero(recent >= 1).tolist():
+                q, at = np.asarray(vs[j], dtype=np.float32), start + j
+                self._keep(q, kid, at, int(slots[j]))
+                parties = self._judge(kid, q, at)
                 if parties:
                     out.append(j)
                     self.parties[key] = tuple(self._names[k] for k in parties)
             return out
 
+    def _keep(self, q: np.ndarray, kid: int, at: int, slot: int) -> None:
+        """Keep ``q`` and its earlier neighbours in the window that are not kept yet."""
+        ring, norms, _, _, filled = _ring(self._sim)
+        when = self._when[:filled]
+        d2 = norms[:filled] + float(q @ q) - 2.0 * (ring[:filled] @ q)
+        new = (when < at) & (d2 < self.radius**2 * len(q)) & ~self._copied[:filled]
+        for s in np.flatnonzero(new)[np.argsort(when[new], kind="stable")].tolist():
+            self._kept.add(ring[s], int(self._who[s]), int(self._when[s]))
+        self._copied[:filled] |= new
+        self._kept.add(q, kid, at)
+        self._copied[slot] = True
+
     def _fresh(self, dims: int) -> None:
         self._sim = self._make(dims)
         self._who[:] = -1
         self._when[:] = -1
+        self._copied[:] = False
+        self._kept = _Kept(self.config.kept, dims)
 
     def _id(self, key: str) -> int:
         kid = self._ids.get(key)
@@ -193,43 +231,74 @@ class CrossKey:
         return kid
 
     def _judge(self, kid: int, q: np.ndarray, at: int) -> list[int]:
-        """The keys of query ``q``'s ball (``kid``'s included, sorted) when the rule
-        flags it (module docstring); empty when it does not."""
-        ring, norms, hist, _, filled = _ring(self._sim)
+        """The keys of query ``q``'s ball (``kid``'s included, sorted) when a rule flags
+        it (module docstring); empty when none does."""
         c, dims = self.config, len(q)
-        rows, who, when = ring[:filled], self._who[:filled], self._when[:filled]
-        d2 = norms[:filled] + float(q @ q) - 2.0 * (rows @ q)
-        inside = (when < at) & (when >= at - hist) & (d2 < self.radius**2 * dims)
-        order = np.flatnonzero(inside)[np.argsort(when[inside], kind="stable")]
-        ball, keys = rows[order], who[order]
-        mine = np.flatnonzero(keys == kid)
+        rows, keys, d2 = self._kept.ball(q, at, self.radius**2 * dims)
+        if len(rows) < self.need:
+            return []
         parties = set(keys.tolist()) | {kid}
-        # the ball's newest ``need`` queries: a search spread over k keys gives each about
-        # 1/k of them; many users re-sending one popular input, a few each
-        late = keys[-self.need :]
-        own = np.count_nonzero(late == kid) + 1
-        crowd = len(set(late.tolist()) | {kid}) > c.max_keys
-        few = len(mine) + 1 < c.min_own or own < (self.need + 1) / c.max_keys
-        if few or crowd or len(parties) < c.min_keys:
-            return []  # the key took too few of the ball's steps, or it is alone there
+        if len(parties) < c.min_keys:
+            return []  # alone in its ball: the per-key detectors' case
         # rows as one number each (a fixed random projection): np.unique over rows sorts
         # them lexicographically, ~10 ms for a ball of 1,000 rows of 128 values
-        _, firsts = np.unique(ball @ _digest_axis(dims), return_index=True)
+        _, firsts = np.unique(rows @ _digest_axis(dims), return_index=True)
         if len(firsts) < self.need:
             return []  # copies of a few popular inputs, not a search
-        keep = np.sort(firsts)  # byte-for-byte copies: the first only
-        ball = ball[keep][-(CAP - 1) :]
-        near = d2[order[keep]][-(CAP - 1) :] < (TIGHT * self.radius) ** 2 * dims
+        keep = np.sort(firsts)[-(CAP - 1) :]  # byte-for-byte copies: the first only
+        ball, bkeys = rows[keep], keys[keep]
+        if len(set(keys[-self.need :].tolist()) | {kid}) <= c.max_keys:
+            if not self._few(kid, keys, rows, ball, q):
+                return []
+        elif not self._many(kid, ball, bkeys, q):
+            return []
+        near = d2[keep] < (TIGHT * self.radius) ** 2 * dims
         cloud = np.vstack([ball[near], q[None]])  # its own cloud, as stationary.still's
         if len(cloud) >= MIN_ROWS and not moving(cloud, self.radius):
             return []  # one popular input re-encoded by many: a still ball
-        if _advance(ball, rows[order[mine[0]]], q) < ADVANCE:
-            return []  # the ball moves, the key does not: a resend (the griefing guard)
         return sorted(parties)
+
+    def _few(self, kid: int, keys: np.ndarray, rows: np.ndarray, ball: np.ndarray,
+             q: np.ndarray) -> bool:  # fmt: skip
+        """A search over at most ``max_keys`` keys: ``kid`` took its share of the ball's
+        newest ``need`` queries and advanced along the ball's drift from its first query
+        there (``keys``, ``rows``: the whole ball, copies included, in arrival order;
+        ``ball``: its distinct rows)."""
+        c = self.config
+        mine = np.flatnonzero(keys == kid)
+        own = np.count_nonzero(keys[-self.need :] == kid) + 1
+        if len(mine) + 1 < c.min_own or own < (self.need + 1) / c.max_keys:
+            return False  # the key took too few of the ball's steps
+        # the ball moves, the key does not: a resend (the griefing guard)
+        return _advance(ball, rows[mine[0]], q) >= ADVANCE
+
+    def _many(self, kid: int, ball: np.ndarray, keys: np.ndarray, q: np.ndarray) -> bool:
+        """A search over more than ``max_keys`` keys: the ball's newest rows are neither
+        a dense stream nor low-dimensional, ``q`` is no copy of an earlier query nor a
+        resend of its key's own, and it steps ahead of the ball's older half along its
+        drift (``ball``, ``keys``: its distinct rows in arrival order and their keys)."""
+        r2 = self.radius**2 * len(q)
+        tail = ball[-SPAN:]
+        d2 = np.einsum("ij,ij->i", tail, tail)
+        pair = d2[:, None] + d2[None, :] - 2.0 * (tail @ tail.T)
+        np.fill_diagonal(pair, np.inf)
+        if float(np.median(pair.min(axis=1))) < DENSE**2 * r2:
+            return False  # one scene polled by many: each row a near-copy of another
+        if len(q) >= MIN_VALUES and effective_dims(tail) <= FEW_DIMS:
+            return False  # one scene's changes (light, a passer-by) or inputs re-encoded
+        dq = ((ball - q) ** 2).sum(axis=1)
+        if float(dq.min()) < COPY**2 * r2:
+            return False  # a copy of another query (the same frame from another app)
+        if float(dq[keys == kid].min(initial=np.inf)) < RESEND**2 * r2:
+            return False  # the key resends its own earlier query
+        h = len(ball) // 2
+        return _advance(ball, ball[:h].mean(axis=0), q) >= ADVANCE
 
     def nbytes(self) -> int:
         sim = 0 if self._sim is None else int(self._sim.nbytes())
-        return sim + self._who.nbytes + self._when.nbytes
+        k = self._kept
+        kept = k.rows.nbytes + k.norms.nbytes + k.who.nbytes + k.when.nbytes
+        return sim + self._who.nbytes + self._when.nbytes + self._copied.nbytes + kept
 
     def dump(self) -> bytes | None:
         """The ring as one ``.npz`` blob (``None``: nothing seen yet)."""
@@ -241,10 +310,12 @@ class CrossKey:
             arrays.update({
                 "who": self._who[:filled],
                 "when": self._when[:filled],
+                "copied": self._copied[:filled],
                 "names": np.array(self._names, dtype=str),
                 "meta": np.array([self._seen, self.tag, _ring(self._sim)[0].shape[1]],
                                  dtype=np.uint64),
             })  # fmt: skip
+            arrays.update(self._kept.dump())
             self.unsaved = 0
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -258,14 +329,17 @@ class CrossKey:
             seen, tag, dims = (int(v) for v in arrays["meta"])
             who, when = arrays["who"].astype(np.int32), arrays["when"].astype(np.int64)
             names = [str(n) for n in arrays["names"].tolist()]
+            copied = arrays["copied"].astype(bool)
+            kept = {k: v for k, v in arrays.items() if k.startswith("kept.")}
         except (ValueError, KeyError, OSError, EOFError):
             return
         n = len(who)
         if (
             tag != self.tag
             or n != len(when)
+            or n != len(copied)
             or n > len(self._who)
-            or who.max(initial=-1) >= len(names)
+            or max(who.max(initial=-1), kept.get("kept.who", who).max(initial=-1)) >= len(names)
         ):
             return
         with self.lock:
@@ -276,10 +350,62 @@ class CrossKey:
             except (KeyError, ValueError, IndexError):
                 self._fresh(dims)
                 return
-            if _ring(self._sim)[4] != n:
+            if _ring(self._sim)[4] != n or not self._kept.load(kept):
                 self._fresh(dims)
                 return
-            self._who[:n], self._when[:n] = who, when
+            self._who[:n], self._when[:n], self._copied[:n] = who, when, copied
             self._names = names
             self._ids = {k: i for i, k in enumerate(names)}
             self._seen = seen
+
+
+class _Kept:
+    """A ring of the queries that had a neighbour in the window at arrival, and those
+    neighbours: what a search leaves behind, kept past the window that benign distinct
+    traffic of all keys runs through (the busy gateway's ``window`` holds a handful of
+    a search's steps; this ring, all of them). ``size`` rows of ``dims`` values with
+    each one's squared norm, key id and arrival."""
+
+    def __init__(self, size: int, dims: int) -> None:
+        self.rows = np.zeros((size, dims), dtype=np.float32)
+        self.norms = np.zeros(size, dtype=np.float32)
+        self.who = np.full(size, -1, dtype=np.int32)
+        self.when = np.full(size, -1, dtype=np.int64)
+        self.next = 0
+        self.filled = 0
+
+    def add(self, row: np.ndarray, who: int, when: int) -> None:
+        s = self.next % len(self.rows)
+        self.rows[s], self.norms[s] = row, float(row @ row)
+        self.who[s], self.when[s] = who, when
+        self.next, self.filled = s + 1, min(self.filled + 1, len(self.rows))
+
+    def ball(self, q: np.ndarray, at: int, r2: float) -> tuple[np.ndarray, ...]:
+        """The rows within squared distance ``r2`` of ``q`` that came before ``at``, in
+        arrival order: (rows, key ids, squared distances)."""
+        n = self.filled
+        d2 = self.norms[:n] + float(q @ q) - 2.0 * (self.rows[:n] @ q)
+        inside = (self.when[:n] < at) & (d2 < r2)
+        order = np.flatnonzero(inside)[np.argsort(self.when[:n][inside], kind="stable")]
+        return self.rows[order], self.who[order], d2[order]
+
+    def dump(self) -> dict[str, np.ndarray]:
+        n = self.filled
+        at = np.array([self.next % max(len(self.rows), 1)], dtype=np.int64)
+        return {"kept.rows": self.rows[:n], "kept.who": self.who[:n],
+                "kept.when": self.when[:n], "kept.next": at}  # fmt: skip
+
+    def load(self, arrays: dict[str, np.ndarray]) -> bool:
+        """Restore :meth:`dump`'s arrays; False (and nothing changed) when they do not fit."""
+        rows, who, when = (arrays.get(f"kept.{k}") for k in ("rows", "who", "when"))
+        nxt = arrays.get("kept.next")
+        if rows is None or who is None or when is None or nxt is None:
+            return False
+        n = len(rows)
+        if n > len(self.rows) or rows.shape[1:] != self.rows.shape[1:] or len(who) != n \
+                or len(when) != n or not 0 <= int(nxt[0]) <= len(self.rows):  # fmt: skip
+            return False
+        self.rows[:n], self.who[:n], self.when[:n] = rows, who, when
+        self.norms[:n] = np.einsum("ij,ij->i", rows, rows)
+        self.next, self.filled = int(nxt[0]), n
+        return True

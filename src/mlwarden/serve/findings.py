@@ -405,9 +405,9 @@ def silent_detectors(cfg: GatewayConfig) -> list[str]:
         out.append(f"dilution.min_neighbours {dil.min_neighbours} > similarity.history "
                    f"{sim.history}")  # fmt: skip
     ck = det.crosskey  # off with similarity: it counts the similarity detector's vectors
-    if ck.enabled and sim.enabled and (ck.min_neighbours or sim.min_neighbours) > ck.window:
+    if ck.enabled and sim.enabled and (ck.min_neighbours or sim.min_neighbours) > ck.kept:
         out.append(f"crosskey: {ck.min_neighbours or sim.min_neighbours} neighbours needed "
-                   f"among the {ck.window} queries of crosskey.window")  # fmt: skip
+                   f"among the {ck.kept} queries of crosskey.kept")  # fmt: skip
     pr = det.prada
     if pr.enabled and pr.min_queries > pr.history:
         out.append(f"prada.min_queries {pr.min_queries} > prada.history {pr.history} "
