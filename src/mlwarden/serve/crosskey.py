@@ -70,15 +70,18 @@ neighbour there pays more: one distance to each row of the window (its neighbour
 copied to the kept ring) and of the kept ring, and for a ball of ``min_neighbours``
 the tests above (a unique over the ball, ``SPAN`` x ``SPAN`` distances, the drift
 test on at most ``CAP`` rows).
-Memory: ``(window + kept) * (dims + ~20) * 4`` bytes for the whole gateway (1.8 MB at
-the defaults and 128 values), not per key. Both rings are stored in the audit database
-(key ``*``, kind ``crosskey``) like the per-key histories, so a restart forgets nothing.
+Memory: about ``(window + kept) * (dims + 10) * 4`` bytes for the whole gateway, not per
+key (:meth:`CrossKey.nbytes`: 1.65 MB at the defaults and 128 values). Both rings are
+stored in the audit database (key ``*``, kind ``crosskey``) like the per-key histories,
+so a restart forgets nothing (1.3 MB a blob at the defaults, full).
 
 What it cannot see: a search whose consecutive queries lie closer than ``DENSE`` of the
 radius to each other (small steps, next to no noise) over more than ``max_keys`` keys:
 a dense stream, as a camera's (a path of steps of 0.01 on a fifth of 64 values with
 noise 0.005 at the default radius 0.1, over 40 keys: unflagged in 200 queries; such a
-search moves a tenth of the radius a step); a search whose steps are fewer than
+search moves a tenth of the radius a step), or whose steps vary along at most ~15
+fixed directions (a few fixed blocks, as i22e's ``mirror``), as ``stationary.recoded``
+cannot see such a search on one key; a search whose steps are fewer than
 ``min_neighbours`` in the ``kept`` queries with neighbours (a gateway whose benign
 traffic is itself mostly near-copies, crowds or cameras, dilutes the kept ring as
 distinct traffic diluted the window); and griefers who send a *moving* victim's next
