@@ -112,9 +112,9 @@ STATE_KIND = "crosskey"
 # the ball's drift (the newer half's mean less the older half's), in units of that drift
 ADVANCE = 1.0
 # a search over more than max_keys keys (CrossKey._many): the ball's newest SPAN distinct
-# rows; a median distance from each to its nearest other below DENSE of the radius is a
-# dense stream (one scene polled by many keys), and a query within RESEND of the radius
-# of its own key's earlier query in the ball is a resend
+# rows; a median distance from each to its key's nearest earlier row below DENSE of the
+# radius is a dense stream (apps each polling one scene), and a query within RESEND of
+# the radius of its own key's earlier query in the ball is a resend
 SPAN = 40
 DENSE = 0.15
 RESEND = 0.3
@@ -130,6 +130,17 @@ def _digest_axis(dims: int) -> np.ndarray:
     """A fixed random direction: byte-for-byte copies project to one value, distinct
     rows to distinct values but with probability ~0."""
     return np.random.default_rng(dims).standard_normal(dims).astype(np.float32)
+
+
+def _own_gaps(ball: np.ndarray, keys: np.ndarray, m: int) -> np.ndarray:
+    """For each of the newest ``m`` rows of ``ball`` (in arrival order), the squared
+    distance to the nearest earlier row of the same key (``inf``: none)."""
+    n = len(ball)
+    tail, tk = ball[n - m :], keys[n - m :]
+    sq = np.einsum("ij,ij->i", ball, ball)
+    d2 = sq[n - m :, None] + sq[None, :] - 2.0 * (tail @ ball.T)
+    earlier = np.arange(n)[None, :] < np.arange(n - m, n)[:, None]
+    return np.where(earlier & (tk[:, None] == keys[None, :]), d2, np.inf).min(axis=1)
 
 
 def _advance(ball: np.ndarray, first: np.ndarray, q: np.ndarray) -> float:
@@ -190,7 +201,7 @@ class CrossKey:
             kid = self._id(key)
             hist, nxt = _ring(self._sim)[2:4]
             start = self._seen
-            recent, _ = self._sim.observe_many(vs, whole=False)
+            self._sim.observe_many(vs, whole=False, scan=False)  # added, not counted
             slots = (nxt + np.arange(len(vs))) % hist
             self._who[slots] = kid
             self._when[slots] = start + np.arange(len(vs))
@@ -198,26 +209,50 @@ class CrossKey:
             self._seen += len(vs)
             self.unsaved += len(vs)
             out = []
-            for j in np.flatnonzero(recent >= 1).tolist():
+            for j in self._touched(vs, start).tolist():
                 q, at = np.asarray(vs[j], dtype=np.float32), start + j
-                self._keep(q, kid, at, int(slots[j]))
+                if not self._keep(q, kid, at, int(slots[j])):
+                    continue  # the sketch's candidates were none within the radius
                 parties = self._judge(kid, q, at)
                 if parties:
                     out.append(j)
                     self.parties[key] = tuple(self._names[k] for k in parties)
             return out
 
-    def _keep(self, q: np.ndarray, kid: int, at: int, slot: int) -> None:
-        """Keep ``q`` and its earlier neighbours in the window that are not kept yet."""
+    def _touched(self, vs: np.ndarray, start: int) -> np.ndarray:
+        """The batch's rows (arriving from ``start`` on) with an earlier neighbour in the
+        window: the similarity ring's sketch scan (a lower bound of each distance, so no
+        neighbour is missed) for the batch at once, then the candidates' distances."""
+        sim, filled = self._sim, _ring(self._sim)[4]
+        sk = sim._sketch_of(vs)
+        k = sk.shape[1]
+        limit = self.radius**2 * vs.shape[1]
+        bound = np.einsum("ij,ij->i", sk, sk) / 2 - (limit * 1.001 + 1e-4) / 2
+        # s.h - |h|^2 / 2 for every remembered h (the ring's layout: Similarity._sketch)
+        near = sk @ sim._sketch[:k, :filled] + sim._sketch[k, :filled] > bound[:, None]
+        earlier = self._when[None, :filled] < (start + np.arange(len(vs)))[:, None]
+        j, slot = np.divmod(np.flatnonzero(near & earlier), filled)
+        ring, norms = _ring(sim)[:2]
+        dot = np.einsum("ij,ij->i", ring[slot], vs[j])
+        d2 = norms[slot] + np.einsum("ij,ij->i", vs[j], vs[j]) - 2.0 * dot
+        return np.unique(j[d2 < limit])  # the candidates within the radius
+
+    def _keep(self, q: np.ndarray, kid: int, at: int, slot: int) -> bool:
+        """Keep ``q`` and its earlier neighbours in the window that are not kept yet;
+        False (nothing kept) when it has none."""
         ring, norms, _, _, filled = _ring(self._sim)
         when = self._when[:filled]
         d2 = norms[:filled] + float(q @ q) - 2.0 * (ring[:filled] @ q)
-        new = (when < at) & (d2 < self.radius**2 * len(q)) & ~self._copied[:filled]
+        inside = (when < at) & (d2 < self.radius**2 * len(q))
+        if not inside.any():
+            return False
+        new = inside & ~self._copied[:filled]
         for s in np.flatnonzero(new)[np.argsort(when[new], kind="stable")].tolist():
             self._kept.add(ring[s], int(self._who[s]), int(self._when[s]))
         self._copied[:filled] |= new
         self._kept.add(q, kid, at)
         self._copied[slot] = True
+        return True
 
     def _fresh(self, dims: int) -> None:
         self._sim = self._make(dims)
@@ -282,11 +317,8 @@ class CrossKey:
         drift (``ball``, ``keys``: its distinct rows in arrival order and their keys)."""
         r2 = self.radius**2 * len(q)
         tail = ball[-SPAN:]
-        d2 = np.einsum("ij,ij->i", tail, tail)
-        pair = d2[:, None] + d2[None, :] - 2.0 * (tail @ tail.T)
-        np.fill_diagonal(pair, np.inf)
-        if float(np.median(pair.min(axis=1))) < DENSE**2 * r2:
-            return False  # one scene polled by many: each row a near-copy of another
+        if float(np.median(_own_gaps(ball, keys, len(tail)))) < DENSE**2 * r2:
+            return False  # each key polls one scene: its rows near-copies of its last
         if len(q) >= MIN_VALUES and effective_dims(tail) <= FEW_DIMS:
             return False  # one scene's changes (light, a passer-by) or inputs re-encoded
         dq = ((ball - q) ** 2).sum(axis=1)
