@@ -119,6 +119,11 @@ SPAN = 40
 DENSE = 0.15
 RESEND = 0.3
 COPY = 0.1  # ... and one within COPY of the radius of any earlier query, a copy: no new step
+# ... and one nearer than CENTRE (of their RMS distance) to the mean of its CENTRE_K
+# nearest earlier rows of other keys is their centre: noisy copies of it sent before it
+# (griefers pre-sending a public webcam's frame), not a step ahead of earlier ones
+CENTRE_K = 8
+CENTRE = 0.5
 # ... and rows of MIN_VALUES or more values whose successive differences span at most
 # FEW_DIMS effective dimensions (stationary.dims) are one scene changing or a few inputs
 # re-encoded, not a search's steps
@@ -326,6 +331,12 @@ class CrossKey:
             return False  # a copy of another query (the same frame from another app)
         if float(dq[keys == kid].min(initial=np.inf)) < RESEND**2 * r2:
             return False  # the key resends its own earlier query
+        others = np.flatnonzero(keys != kid)
+        if len(others) >= CENTRE_K:
+            near = others[np.argsort(dq[others])[:CENTRE_K]]
+            c = ball[near].mean(axis=0) - q
+            if float(c @ c) < CENTRE**2 * float(dq[near].mean()):
+                return False  # the centre of other keys' noisy copies sent before it
         h = len(ball) // 2
         return _advance(ball, ball[:h].mean(axis=0), q) >= ADVANCE
 
