@@ -41,19 +41,33 @@ rules holds, by how many keys sent the ball's newest ``min_neighbours`` queries:
   advance along it (``tests/serve/test_serve_crosskey.py``: 0 alerts on the victim, 32
   without this test);
 * **more** (a Sybil search over 20-150 keys, each a few steps, or one:
-  :meth:`CrossKey._many`): the ball's newest ``SPAN`` (40) distinct vectors are not a
-  *dense stream*, the median distance from each to its nearest other at least ``DENSE``
-  (0.15) of the radius; the query is not within ``RESEND`` (0.3) of the radius of an
-  earlier query of ``K`` in the ball (a resend of its own); and it lies ahead of the
-  ball's older half along the drift by at least ``ADVANCE``. A search's steps are
-  distinct points each a step from the last; many apps polling one public camera
-  (i22e's ``crowdcam``: 20 keys, JPEG at each app's quality) make a ball as moving and
-  as spread over keys, but each frame is a near-copy of the last (sensor noise) and
-  of the other apps' copies: on images its balls' nearest spacing was 0.07-0.08 of the
-  radius, griefers copying a camera's frames with noise 0.01 0.12, a noisy search's
-  (sigma 0.01) 0.14-0.27 (10th-90th percentiles of the balls). Without the dense and
-  resend rules 20 apps polling a camera raised 728 alerts in 1,000 queries (the test's
-  camera), with them 0.
+  :meth:`CrossKey._many`): the query lies ahead of the ball's older half along the
+  drift by at least ``ADVANCE``, unless the ball or the query reads as benign:
+
+  - a *dense stream*: the ball's newest ``SPAN`` (40) distinct vectors lie, at the
+    median, within ``DENSE`` (0.15) of the radius of their own key's nearest earlier
+    vector (apps each polling one camera: each frame a near-copy of the app's last);
+  - *few directions*: on vectors of ``MIN_VALUES`` (64) or more values, those 40 vary
+    along at most ``FEW_DIMS`` (15) effective dimensions
+    (:func:`~mlwarden.serve.stationary.dims` of their successive differences: a
+    lighting change, a passer-by, popular inputs re-encoded);
+  - the query is a *copy*: within ``COPY`` (0.1) of the radius of any earlier vector
+    of the ball (the same frame from another app), or within ``RESEND`` (0.3) of one of
+    its own key's;
+  - the query is the *centre* of its ``CENTRE_K`` (8) nearest earlier vectors of other
+    keys (nearer to their mean than ``CENTRE``, 0.5, of their RMS distance): noisy
+    copies of it sent before it (griefers pre-sending a public webcam's frames), where
+    a search's step lies beyond the steps before it.
+
+  Measured on the realworld benchmark's images (calibrated): the noisy search's balls
+  (sigma 0.01) spanned 17-40 effective dimensions (1st-90th percentile), ``crowdcam``'s
+  (20 apps, one camera, JPEG at each app's quality) 4-12.6 where not dense, ``crowd``'s
+  (trending inputs re-encoded) 1.7-4.6. Each rule is an excuse an attacker can aim at;
+  each costs it: padding each step with other keys' near-copies (i23f's ``sybilpad``)
+  leaves each step a new point and each key's own rows apart (flagged at 31-139);
+  pre-sending noisy copies of each step makes the copies new points, flagged in turn.
+  Without the dense, copy and resend rules 20 apps polling the test's camera raised 728
+  alerts in 1,000 queries, with them 0.
 
 The alert names the keys that took part (:attr:`CrossKey.parties`: the keys of the
 ball, in the audit row's ``detail``). Only the key whose query was flagged gets the
@@ -64,29 +78,29 @@ moving ball: copying a victim's queries cannot get the victim blocked (its copie
 no step ahead, or they are its own resends), and the names in ``detail`` are evidence
 for the operator, not a verdict on each key.
 
-Cost: a query joins the window (its sketch and norm, as the similarity detector stores
-them) and the window's sketch is scanned (~1,000 x 17 values). Only a query with a
+Cost: a batch joins the window (its sketch and norm, as the similarity detector stores
+them) and the window's sketch is scanned for the batch at once (one product of ~1,000 x
+17 values a query; the sketch's candidates' distances then decide). Only a query with a
 neighbour there pays more: one distance to each row of the window (its neighbours
 copied to the kept ring) and of the kept ring, and for a ball of ``min_neighbours``
-the tests above (a unique over the ball, ``SPAN`` x ``SPAN`` distances, the drift
+the tests above (a unique over the ball, ``SPAN`` x ``CAP`` distances, the drift
 test on at most ``CAP`` rows).
 Memory: about ``(window + kept) * (dims + 10) * 4`` bytes for the whole gateway, not per
 key (:meth:`CrossKey.nbytes`: 1.65 MB at the defaults and 128 values). Both rings are
 stored in the audit database (key ``*``, kind ``crosskey``) like the per-key histories,
 so a restart forgets nothing (1.3 MB a blob at the defaults, full).
 
-What it cannot see: a search whose consecutive queries lie closer than ``DENSE`` of the
-radius to each other (small steps, next to no noise) over more than ``max_keys`` keys:
-a dense stream, as a camera's (a path of steps of 0.01 on a fifth of 64 values with
-noise 0.005 at the default radius 0.1, over 40 keys: unflagged in 200 queries; such a
-search moves a tenth of the radius a step), or whose steps vary along at most ~15
+What it cannot see: a search over more than ``max_keys`` keys each of whose queries lies
+within ``DENSE`` of the radius of its key's previous one (a dense stream, as a camera's:
+over k keys such a search moves at most 0.15 of the radius in k steps), or whose steps
+vary along at most ~15
 fixed directions (a few fixed blocks, as i22e's ``mirror``), as ``stationary.recoded``
 cannot see such a search on one key; a search whose steps are fewer than
 ``min_neighbours`` in the ``kept`` queries with neighbours (a gateway whose benign
 traffic is itself mostly near-copies, crowds or cameras, dilutes the kept ring as
 distinct traffic diluted the window); and griefers who send a *moving* victim's next
-query before it does (a public webcam's next frame) with noise that keeps their copies
-apart, whose ball then holds the victim's steps along its own path (that victim's
+query before it does (a public webcam's next frame) in fewer than ``CENTRE_K`` copies
+kept apart, whose ball then holds the victim's steps along its own path (that victim's
 stream is itself a moving ball, which the per-key detectors flag anyway: 828 per 1,000
 alone, i22e's ``griefcam``).
 """
