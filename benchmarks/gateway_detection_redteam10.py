@@ -25,6 +25,7 @@ Attackers, 5 runs of 300 queries after 2,000 distinct benign queries of the key:
   gateway (10 distinct benign queries of 100 other users before each step);
   ``sybilpad``: over 20 keys, each step followed by 2 near-copies (N(0, 0.002)) sent by
   two other accounts, so the gateway-wide ball reads as a dense stream (100 steps);
+  ``sybilselfpad``: the same with the copies sent by the step's own account;
 * ``griefcam3`` (images): ``realworld.griefcam`` (10 griefer keys send each of a public
   webcam's 500 frames before the victim does) with noise N(0, 0.03) instead of 0.01, so
   the griefers' copies are no dense stream; the victim's flagged queries per 1,000;
@@ -105,7 +106,8 @@ ATTACKS = (
 IMAGES = {"images", "mnist28"}
 APPLIES = {"scanner": IMAGES, "wakeword": {"audio"}, "sybil1": {"images", "tabular"},
            "sybilbusy20": {"images", "tabular"},
-           "sybilpad": {"images", "tabular"}, "griefcam3": {"images"}, "signopt": IMAGES | {"tabular"},
+           "sybilpad": {"images", "tabular"}, "sybilselfpad": {"images", "tabular"},
+           "griefcam3": {"images"}, "signopt": IMAGES | {"tabular"},
            "neshop": IMAGES | {"audio"}, "neshopd": IMAGES | {"audio"}} | {
     p: IMAGES for p in SHAPED}  # fmt: skip
 Shape = Callable[[np.ndarray, int], np.ndarray]  # (clean or candidate input, query index)
@@ -385,8 +387,8 @@ def queries(kind: long.Kind, plan: str, run: int, budget: int) -> tuple[Any, lis
         qs = signopt(kind, x0, y0, budget, run)
     elif plan.startswith("neshop"):
         qs = neshop(kind, x0, y0, budget, run, decoy=0.04 if plan == "neshopd" else 0.0)
-    elif plan == "sybilpad":
-        return padded(kind, x0, y0, budget, run)
+    elif plan in ("sybilpad", "sybilselfpad"):
+        return padded(kind, x0, y0, budget, run, own=plan == "sybilselfpad")
     else:  # sybil1 / sybilbusy20: the issue's noisy search over fresh accounts
         qs = long.search(kind, x0, y0, 0.01, run)[:budget]
     k = 300 if plan == "sybil1" else 20 if plan == "sybilbusy20" else 1
@@ -395,11 +397,12 @@ def queries(kind: long.Kind, plan: str, run: int, budget: int) -> tuple[Any, lis
 
 
 def padded(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, run: int,
-           keys: int = 20, pads: int = 2) -> tuple[Any, list[str], Any]:  # fmt: skip
+           keys: int = 20, pads: int = 2, own: bool = False) -> tuple[Any, list[str], Any]:  # fmt: skip
     """``sybilpad``: the issue's search (sigma 0.01) round robin over ``keys`` accounts,
     each step followed by ``pads`` near-copies of it (N(0, 0.002) of the range) from two
     other accounts: every step has a neighbour a hair away, so the ball reads as a dense
-    stream (a camera polled by many apps), and no account resends its own query."""
+    stream (a camera polled by many apps), and no account resends its own query
+    (``own``: the step's own account sends the copies, ``sybilselfpad``)."""
     lo, hi = kind.bounds
     rng = np.random.default_rng(100 + run)
     steps = long.search(kind, x0, y0, 0.01, run)[: budget // (1 + pads)]
@@ -409,7 +412,7 @@ def padded(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, run: int,
         who.append(f"s{i % keys}")
         for p in range(pads):
             qs.append(np.clip(q + rng.normal(0, 0.002 * (hi - lo), q.shape), lo, hi))
-            who.append(f"s{(i + 7 * (p + 1)) % keys}")
+            who.append(f"s{(i if own else i + 7 * (p + 1)) % keys}")
     arr = np.stack(qs).astype(np.float32)
     return arr, who, lambda up: rw.achieved(kind, x0, y0, arr, up)
 
@@ -510,7 +513,7 @@ def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, 
             print(f"{name} {plan}: {json.dumps(row[plan])}", flush=True)
             continue
         mon = (_accounts(kind, det, 300, 20) if plan == "sybil1" else
-               _accounts(kind, det, 20, 200) if plan in ("sybilbusy20", "sybilpad") else warm)  # fmt: skip
+               _accounts(kind, det, 20, 200) if plan in ("sybilbusy20", "sybilpad", "sybilselfpad") else warm)  # fmt: skip
         for run in range(args.runs):
             res = run_attack(kind, det, plan, run, args.budget, mon)  # type: ignore[arg-type]
             row.setdefault(plan, []).append(res)

@@ -185,3 +185,5 @@ def test_sybilpad_pads_each_step_with_near_copies_from_other_accounts(rt: Any, r
     assert np.abs(np.diff(steps, axis=0)).max() > 0.05  # ... while the steps move
     owners = np.asarray(who).reshape(30, 3)
     assert all(len(set(row)) == 3 for row in owners)  # no account copies its own step
+    _, mine, _ = rt.padded(kind, x0, y0, 90, 0, own=True)  # sybilselfpad: its own copies
+    assert all(len(set(row)) == 1 for row in np.asarray(mine).reshape(30, 3))
