@@ -100,6 +100,7 @@ ATTACKS = (
     "sybil1",
     "sybilbusy20",
     "sybilpad",
+    "sybilselfpad",
     "griefcam3",
     "signopt",
 )
