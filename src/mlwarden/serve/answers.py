@@ -51,8 +51,13 @@ per similarity history row, in a ring with the history's slots (``query number %
 history``): 14 bytes a row, 140 kB a key at the default history, persisted with the
 similarity history (:meth:`Answers.dump`; a blob from before session 10 has none: after
 such a restart the rows from before it have no answers, and alerts on clouds of them stand).
-Cost: one pass over the history and one distance matrix of the cloud (at most ``CAP +
-1`` rows) per alert that would stand, none otherwise.
+Cost: per alert that would stand, none otherwise: one pass over the history (``r - q``)
+and the cloud's single linkage from the query, level by level, each level's new rows
+against the rows not yet reached (a ball: the query against its at most ``CAP`` rows,
+then its neighbours against the few left); past ``LEVELS`` levels (a chain) the rows
+left are linked at once, at most one ``(CAP + 1)^2`` matrix as before. The linkage stops
+at the first row of another class, without an answer, or more than ``spread`` log-odds
+from the query's: the alert stands then, as the full cloud's checks would say.
 
 Example::
 
@@ -74,6 +79,10 @@ CAP = 1023  # the newest neighbours within the radius a cloud is taken from
 SPREAD = 1.0  # the log-odds spread gateway calibrate sets on tabular rows
 WIDE = 0.1  # a cloud wider than this (RMS per value about its mean, of the radius) stands
 NEWEST, APART = 20, 40  # its newest 20 rows' median gap must be window / 40 queries or more
+LEVELS = 8  # linkage levels measured from each level's new rows, then the rest at once
+SMALL = 128  # a cloud of this many rows or fewer is linked at once (one small matrix)
+# distances the linkage computed, over clouds linked (tests read it: work, not time)
+WORK = {"clouds": 0, "distances": 0}
 
 
 def log_odds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -148,13 +157,14 @@ def steady(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot, ans: 
     radius = sim.config.radius  # type: ignore[attr-defined]
     limit = radius * radius * vs.shape[1]
     link = (TIGHT * radius) ** 2 * vs.shape[1]
-    width = WIDE * radius
-    window = sim.config.window  # type: ignore[attr-defined]
     parts = _numbered(sim, vs, before)
     known = [ans.take(parts[0][1]), old, ans.take(parts[2][1])]
     out = set()
     for j in cand:
         q, me = np.asarray(vs[j], dtype=np.float32), before.first + j
+        lab_j, score_j = ans.take(np.array([me]))
+        if lab_j[0] < 0 or np.isnan(score_j[0]):
+            continue  # no answer recorded for the query: it stands (fails closed)
         rows, labels, scores, when = [], [], [], []
         for (part, gid), (lab, score) in zip(parts, known, strict=True):
             if not len(part):
@@ -168,33 +178,72 @@ def steady(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot, ans: 
         ids = np.concatenate(when)
         newest = np.argsort(ids, kind="stable")[-CAP:]  # the newest CAP, oldest first
         pts = np.concatenate([np.concatenate(rows)[newest], q[None]])
-        lab_j, score_j = ans.take(np.array([me]))
-        keep = _cloud(pts, link)
-        ball_labels = np.concatenate([np.concatenate(labels)[newest], lab_j])[keep]
-        ball = np.concatenate([np.concatenate(scores)[newest], score_j])[keep]
-        if len(ball) <= MIN_ROWS or lab_j[0] < 0 or (ball_labels != lab_j[0]).any():
-            continue  # too few rows to judge, or another class among them: it stands
-        cloud = pts[keep]
-        if np.sqrt(np.mean((cloud - cloud.mean(axis=0)) ** 2)) > width:
-            continue  # a cloud as wide as a walk across the radius: it stands
-        gaps = np.diff(np.r_[ids[newest][keep[:-1]], me][-NEWEST - 1 :])  # in queries
-        if float(np.median(gaps)) * APART < window:
-            continue  # its newest rows came closer together than 1 in window / APART
-        if np.isnan(ball).any() or float(ball.max() - ball.min()) > spread:
-            continue
-        out.add(j)
+        ball_labels = np.concatenate([np.concatenate(labels)[newest], lab_j])
+        ball = np.concatenate([np.concatenate(scores)[newest], score_j])
+        # a row of another class, without an answer or outside spread of the query's
+        # log-odds makes the query stand once the cloud reaches it (exactly as the
+        # checks below would): the linkage stops there
+        ok = (ball_labels == lab_j[0]) & (np.abs(ball - score_j[0]) <= spread)
+        keep = _cloud(pts, link, ok)
+        if keep is not None and _quiet(pts, keep, ids[newest], me, ball_labels[keep],
+                                       ball[keep], (radius, sim.config.window, spread)):  # type: ignore[attr-defined]  # fmt: skip
+            out.add(j)
     return out
 
 
-def _cloud(pts: np.ndarray, link: float) -> np.ndarray:
+def _quiet(pts: np.ndarray, keep: np.ndarray, ids: np.ndarray, me: int, ball_labels: np.ndarray,
+           ball: np.ndarray, scale: tuple[float, int, float]) -> bool:  # fmt: skip
+    """Whether the cloud ``pts[keep]`` (its last row the query ``me``; ``ids``: the
+    numbers of the other rows) lets the query's alert drop (module docstring)."""
+    radius, window, spread = scale
+    if len(ball) <= MIN_ROWS or (ball_labels != ball_labels[-1]).any():
+        return False  # too few rows to judge, or another class among them: it stands
+    cloud = pts[keep]
+    if np.sqrt(np.mean((cloud - cloud.mean(axis=0)) ** 2)) > WIDE * radius:
+        return False  # a cloud as wide as a walk across the radius: it stands
+    gaps = np.diff(np.r_[ids[keep[:-1]], me][-NEWEST - 1 :])  # in queries
+    if float(np.median(gaps)) * APART < window:
+        return False  # its newest rows came closer together than 1 in window / APART
+    return not (np.isnan(ball).any() or float(ball.max() - ball.min()) > spread)
+
+
+def _cloud(pts: np.ndarray, link: float, ok: np.ndarray | None = None) -> np.ndarray | None:
     """Mask of the rows of ``pts`` joined to its last row by a chain of rows each less
-    than ``sqrt(link)`` from the next (single linkage, breadth first)."""
+    than ``sqrt(link)`` from the next (single linkage, breadth first); None as soon as
+    it reaches a row where ``ok`` is False.
+
+    Distances are computed only from each level's new rows to the rows not yet reached
+    (a ball: the query's row to all, then its neighbours to the few left, O(n) rows of
+    work, not n^2); past ``LEVELS`` levels (a chain), or from the start when ``pts`` has
+    ``SMALL`` rows or fewer, the rows left are linked in one matrix, as many distances
+    as one product over ``pts`` at most."""
     norms = np.einsum("ij,ij->i", pts, pts)
-    adj = sq_distances(pts, norms, pts, norms) < link
     seen = np.zeros(len(pts), dtype=bool)
     seen[-1] = True
-    front = seen.copy()
-    while front.any():
-        front = adj[front].any(axis=0) & ~seen
-        seen |= front
+    WORK["clouds"] += 1
+    front = np.array([len(pts) - 1])
+    for _ in range(LEVELS if len(pts) > SMALL else 0):
+        rest = np.flatnonzero(~seen)
+        if not len(front) or not len(rest):
+            return seen
+        d2 = sq_distances(pts[front], norms[front], pts[rest], norms[rest])
+        WORK["distances"] += d2.size
+        front = rest[(d2 < link).any(axis=0)]
+        if ok is not None and not ok[front].all():
+            return None
+        seen[front] = True
+    rest = np.flatnonzero(~seen)
+    if not len(front) or not len(rest):
+        return seen
+    both = np.r_[front, rest]
+    adj = sq_distances(pts[both], norms[both], pts[rest], norms[rest]) < link
+    WORK["distances"] += adj.size
+    reach = adj[: len(front)].any(axis=0)  # rows of ``rest`` the last level reaches
+    got = reach.copy()
+    while reach.any():
+        reach = adj[len(front) :][reach].any(axis=0) & ~got
+        got |= reach
+    if ok is not None and not ok[rest[got]].all():
+        return None
+    seen[rest[got]] = True
     return seen
