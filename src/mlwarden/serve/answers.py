@@ -70,6 +70,8 @@ Example::
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from mlwarden.serve.dilution import Snapshot, _ring, sq_distances
 from mlwarden.serve.stationary import MIN_ROWS, TIGHT, _numbered
@@ -209,20 +211,24 @@ def _quiet(pts: np.ndarray, keep: np.ndarray, ids: np.ndarray, me: int, ball_lab
 
 def _cloud(pts: np.ndarray, link: float, ok: np.ndarray | None = None) -> np.ndarray | None:
     """Mask of the rows of ``pts`` joined to its last row by a chain of rows each less
-    than ``sqrt(link)`` from the next (single linkage, breadth first); None as soon as
-    it reaches a row where ``ok`` is False.
+    than ``sqrt(link)`` from the next (single linkage, breadth first); None when it
+    reaches a row where ``ok`` is False.
 
     Distances are computed only from each level's new rows to the rows not yet reached
     (a ball: the query's row to all, then its neighbours to the few left, O(n) rows of
-    work, not n^2); past ``LEVELS`` levels (a chain), or from the start when ``pts`` has
-    ``SMALL`` rows or fewer, the rows left are linked in one matrix, as many distances
-    as one product over ``pts`` at most."""
+    work, not n^2), stopping at the first level that reaches a row not ``ok``; past
+    ``LEVELS`` levels (a chain) the rows left are linked in one matrix, as many
+    distances as one product over ``pts`` at most, and as :func:`_small` does a cloud of
+    ``SMALL`` rows or fewer."""
+    WORK["clouds"] += 1
+    if len(pts) <= SMALL:
+        seen = _small(pts, link)
+        return seen if ok is None or ok[seen].all() else None
     norms = np.einsum("ij,ij->i", pts, pts)
     seen = np.zeros(len(pts), dtype=bool)
     seen[-1] = True
-    WORK["clouds"] += 1
     front = np.array([len(pts) - 1])
-    for _ in range(LEVELS if len(pts) > SMALL else 0):
+    for _ in range(LEVELS):
         rest = np.flatnonzero(~seen)
         if not len(front) or not len(rest):
             return seen
@@ -239,11 +245,24 @@ def _cloud(pts: np.ndarray, link: float, ok: np.ndarray | None = None) -> np.nda
     adj = sq_distances(pts[both], norms[both], pts[rest], norms[rest]) < link
     WORK["distances"] += adj.size
     reach = adj[: len(front)].any(axis=0)  # rows of ``rest`` the last level reaches
-    got = reach.copy()
-    while reach.any():
-        reach = adj[len(front) :][reach].any(axis=0) & ~got
-        got |= reach
+    # the rows of ``rest`` linked to those (components in C: a chain is ~n levels deep)
+    comp = connected_components(csr_matrix(adj[len(front) :]), directed=False)[1]
+    got = np.isin(comp, comp[reach])
     if ok is not None and not ok[rest[got]].all():
         return None
     seen[rest[got]] = True
+    return seen
+
+
+def _small(pts: np.ndarray, link: float) -> np.ndarray:
+    """:func:`_cloud` of a few rows: one distance matrix, then breadth first."""
+    norms = np.einsum("ij,ij->i", pts, pts)
+    adj = sq_distances(pts, norms, pts, norms) < link
+    WORK["distances"] += adj.size
+    seen = np.zeros(len(pts), dtype=bool)
+    seen[-1] = True
+    front = seen.copy()
+    while front.any():
+        front = adj[front].any(axis=0) & ~seen
+        seen |= front
     return seen
