@@ -245,13 +245,13 @@ def flagged(kind: long.Kind, det: Detection, xs: Any) -> dict[str, Any]:
 
 
 def run_kind(name: str, kind: long.Kind, vary: Vary, raw: bool, n: int,
-             seeds: list[int]) -> dict[str, Any]:  # fmt: skip
+             seeds: list[int], clients: tuple[str, ...] = CLIENTS) -> dict[str, Any]:  # fmt: skip
     t0 = time.time()
     det, summary = _calibrated(kind)
     print(f"{name}: calibrated {json.dumps(summary)}", flush=True)
     table = raw or name in ("breast cancer", "wine")
     row: dict[str, Any] = {"calibration": summary}
-    for client in CLIENTS:
+    for client in clients:
         if client == "rescore" and not table:
             continue
         res = [flagged(kind, det, stream(client, kind.data, vary, n, s, raw)) for s in seeds]
@@ -286,13 +286,15 @@ def main() -> None:
                     "mnist28, breast cancer raw, breast cancer, wine)")  # fmt: skip
     ap.add_argument("--n", type=int, default=5000, help="queries a client")
     ap.add_argument("--seeds", default="0,1", help="comma-separated client seeds")
+    ap.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated clients")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, Any] = {}
     for name, (kind, vary, raw) in kinds(only).items():
-        results[name] = run_kind(name, kind, vary, raw, args.n, seeds)
+        results[name] = run_kind(name, kind, vary, raw, args.n, seeds,
+                                 tuple(args.clients.split(",")))  # fmt: skip
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
     table(results)

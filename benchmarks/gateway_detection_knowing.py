@@ -22,6 +22,21 @@ are fractions of the input range; a step sets one random block, as Square's sear
 * **pair**: two sigma-0.05 searches (steps 0.1) on two inputs, interleaved query by
   query; **pair slow**: the same with steps 0.01.
 
+Attackers who know that an image's own cloud is gathered up to a shift of two pixels
+(``stationary.aligned``, session 10): each query they send is re-encoded as the
+clients benchmark's ``burst20`` re-encodes (brightness x U(0.95, 1.05), a one-pixel
+shift half the time, 8 bits), so the search looks like a burst of one input:
+
+* **shifted s0**: a noiseless block search (steps 0.1, Square's), each query re-encoded;
+* **shifted s0.05 / shifted slow**: the sigma-0.05 search with steps 0.1 / 0.01, each
+  query re-encoded;
+* **burst cover**: the noiseless search resending its current point re-encoded 9 times
+  between candidate steps, so 9 in 10 of its queries are a burst's copies;
+* **shift grid**: the translations of the input within 2 pixels (25, brightness x
+  U(0.95, 1.05), 8 bits), each 4 times in random order, then 200 of the noiseless
+  search's re-encoded queries: a search over translations (Engstrom et al.) within the
+  identity's reach is excused by design; the search after it is not.
+
 Reported per plan: the attack's own query at which the key is first flagged (None: not
 within 300) and by which detectors, and what the attack achieved within its 300
 queries, flagged or not: the true-class probability at the clean input and at the
@@ -71,15 +86,41 @@ PLANS: dict[str, tuple[float, float, int, int]] = {
 }
 
 
+# name -> the plan of the search whose every query is re-encoded (recode): a burst's look
+SHIFTED: dict[str, tuple[float, float, int, int]] = {
+    "shifted s0": (0.0, 0.1, 0, 0),
+    "shifted s0.05": (0.05, 0.1, 0, 0),
+    "shifted slow": (0.05, 0.01, 0, 0),
+    "burst cover": (0.0, 0.1, 9, 0),
+}
+EXTRA = (*SHIFTED, "shift grid")  # plans only for image kinds (a frame of 16 x 16 or more)
+
+
+def recode(bounds: tuple[float, float]) -> Any:
+    """x -> x re-encoded as ``gateway_detection_clients``' burst20 does (brightness x
+    U(0.95, 1.05), a one-pixel shift half the time, 8 bits), with the given generator."""
+    from gateway_detection_clients import vary_image
+
+    vary = vary_image(bounds)
+    return lambda x, rng: vary(x, rng, 1.0)
+
+
 def walk(kind: long.Kind, x0: np.ndarray, y0: int, plan: tuple[float, float, int, int],
-         seed: int, budget: int = long.BUDGET) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+         seed: int, budget: int = long.BUDGET, move: Any = None,
+         ) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
     """One adaptive search's queries and what it achieved (true-class probability at
-    ``x0`` and at its best kept point, noise-free; whether that point is misclassified)."""
+    ``x0`` and at its best kept point, noise-free; whether that point is misclassified).
+    ``move(x, rng)``: applied to every query sent (:func:`recode`), the scores read there."""
     sigma, step, hide, restart = plan
     lo, hi = kind.bounds
     span = hi - lo
     rng = np.random.default_rng(seed)
-    noisy = lambda x: np.clip(x + rng.normal(0, sigma * span, x.shape), lo, hi).astype(np.float32)  # noqa: E731
+    sent_as = (lambda x: x) if move is None else (lambda x: move(x, rng))  # noqa: E731
+
+    def noisy(x: np.ndarray) -> np.ndarray:
+        x = x + rng.normal(0, sigma * span, x.shape) if sigma else x
+        return sent_as(np.clip(x, lo, hi).astype(np.float32))
+
     delta, score = np.zeros_like(x0), np.inf
     best, best_delta = np.inf, delta
     sent: list[np.ndarray] = []
@@ -106,6 +147,23 @@ def walk(kind: long.Kind, x0: np.ndarray, y0: int, plan: tuple[float, float, int
     return np.stack(sent[:budget]), _gain(kind, x0, y0, best_delta)
 
 
+def shift_grid(kind: long.Kind, x0: np.ndarray, y0: int, seed: int,
+               budget: int = long.BUDGET) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+    """The translations of ``x0`` within 2 pixels, each 4 times (brightness, 8 bits) in
+    random order, then the noiseless block search, each query re-encoded (:func:`recode`)."""
+    lo, hi = kind.bounds
+    rng = np.random.default_rng(seed)
+    shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)] * 4
+    grid = [np.roll(x0, shifts[i], axis=(-2, -1)) * rng.uniform(0.95, 1.05)
+            for i in rng.permutation(len(shifts))]  # fmt: skip
+    from gateway_detection_clients import _quant
+
+    grid = [_quant(g, lo, hi, 255).astype(np.float32) for g in grid]
+    rest, gain = walk(kind, x0, y0, SHIFTED["shifted s0"], seed, budget - len(grid),
+                      recode(kind.bounds))  # fmt: skip
+    return np.concatenate([np.stack(grid), rest]), gain
+
+
 def _gain(kind: long.Kind, x0: np.ndarray, y0: int, delta: np.ndarray) -> dict[str, Any]:
     lo, hi = kind.bounds
     ends = np.clip(np.stack([x0, x0 + delta]), lo, hi).astype(np.float32).reshape(2, -1)
@@ -130,6 +188,8 @@ def _copy(mon: Monitor) -> Monitor:
     memo: dict[int, Any] = {id(mon._guard): threading.Lock()}
     for state in mon._keys.values():
         memo[id(state.lock)] = threading.Lock()
+    if mon.crosskey is not None:  # cross-key detection (session 9) holds a lock too
+        memo[id(mon.crosskey.lock)] = threading.Lock()
     return copy.deepcopy(mon, memo)
 
 
@@ -156,6 +216,7 @@ def run_kind(name: str, kind: long.Kind, stationary: bool | None, runs: int,
         x1, y1 = kind.seeds[(run + 1) % len(kind.seeds)]
         made = {p: walk(kind, x0, y0, plan, run, budget) for p, plan in PLANS.items()
                 if only is None or p in only}  # fmt: skip
+        made |= _shifted(kind, x0, y0, run, budget, only)
         for label, step in (("pair", 0.1), ("pair slow", 0.01)):
             if only is not None and label not in only:
                 continue
@@ -172,6 +233,19 @@ def run_kind(name: str, kind: long.Kind, stationary: bool | None, runs: int,
     return row
 
 
+def _shifted(kind: long.Kind, x0: np.ndarray, y0: int, run: int, budget: int,
+             only: set[str] | None) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:  # fmt: skip
+    """The plans of searches that look like bursts (:data:`EXTRA`), for image kinds only."""
+    if x0.ndim < 2 or min(x0.shape[-2:]) < 16 or kind.modality != "tensor":
+        return {}
+    want = [p for p in EXTRA if only is not None and p in only]  # asked for by name only
+    made = {p: walk(kind, x0, y0, SHIFTED[p], run, budget, recode(kind.bounds))
+            for p in want if p in SHIFTED}  # fmt: skip
+    if "shift grid" in want:
+        made["shift grid"] = shift_grid(kind, x0, y0, run, budget)
+    return made
+
+
 def _cell(res: list[dict[str, Any]]) -> str:
     firsts = [r["first"] for r in res]
     hit = sorted(f for f in firsts if f is not None)
@@ -183,7 +257,8 @@ def _cell(res: list[dict[str, Any]]) -> str:
 
 
 def table(results: dict[str, Any]) -> None:
-    plans = [p for p in (*PLANS, "pair", "pair slow") if any(p in r for r in results.values())]
+    plans = [p for p in (*PLANS, "pair", "pair slow", *EXTRA)
+             if any(p in r for r in results.values())]  # fmt: skip
     print(f"\n| input | {' | '.join(plans)} |")
     print("|---|" + "---|" * len(plans))
     for name, row in results.items():
@@ -197,7 +272,8 @@ def main() -> None:
     ap.add_argument("--stationary", choices=("calibrated", "on"), default="calibrated")
     ap.add_argument("--runs", type=int, default=RUNS)
     ap.add_argument("--budget", type=int, default=long.BUDGET, help="attack queries a run")
-    ap.add_argument("--plans", help=f"comma-separated of {[*PLANS, 'pair', 'pair slow']}")
+    ap.add_argument("--plans", help=f"comma-separated of {[*PLANS, 'pair', 'pair slow', *EXTRA]}"
+                    " (the last five on image kinds, only when named)")  # fmt: skip
     ap.add_argument("--square", action="store_true", help="the Square-before-warm-up study only")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
