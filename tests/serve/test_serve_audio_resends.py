@@ -18,7 +18,7 @@ import pytest
 from mlwarden.serve.config import Detection
 from mlwarden.serve.monitor import Monitor
 from mlwarden.serve.sketch import quiet
-from mlwarden.serve.stationary import ALPHA, CAP, drift_p, moving
+from mlwarden.serve.stationary import ALPHA, CAP, FULL, coordinate, drift_p, moving, sliced
 
 _LABEL = np.zeros(1, dtype=np.int64)
 
@@ -156,7 +156,12 @@ def _plain(xs: list[np.ndarray], mon: Monitor) -> list[bool]:
         own = ((hist - v) ** 2).sum(axis=1) < bar**2 * len(v)  # the query's own cloud
         wide = None if mon.still_bar is None else c.radius  # the spread bar
         cloud = np.array(sketches[-c.history :]).reshape(-1, len(s))[own]
-        still = not moving(np.vstack([hist[own], v]), wide)
+        rows = np.vstack([hist[own], v])
+        # a slice of a wider noise cloud, a coordinate search's copies (tensors): no excuse
+        ball = np.vstack([hist[close][-(FULL - 1) :], v])
+        veto = mon.wide is not None and (sliced(int(own.sum()), int(close.sum()), ball, mon.still_bar)
+                                         or coordinate(rows))  # fmt: skip
+        still = not veto and not moving(rows, wide)
         sketched = mon.sketch is not None and np.size(x) > c.max_dims  # no null space else
         still = still and (not sketched or quiet(np.vstack([cloud, s])))
         out.append(bool(flag) and not still)

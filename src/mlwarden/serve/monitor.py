@@ -71,7 +71,9 @@ Three detectors, all per key, after one filter:
 A similarity, dilution or Blacklight alert is dropped when the query's own cloud of
 earlier copies stays put in time and tight (:mod:`mlwarden.serve.stationary`): one
 input resent with fresh small noise (pauses resent with noise are all one hiss), not
-a search, whose centre drifts. With ``similarity.stationary`` (on by default for every
+a search, whose centre drifts (unless the cloud is a slice of a wider one or its copies
+differ in a few values each: a search stuck at one point, ``stationary.sliced`` and
+``stationary.coordinate``). With ``similarity.stationary`` (on by default for every
 input since session 8, text too; all but text in session 7, audio only before) every
 such alert passes this test:
 a client resending 100 inputs ~100 times each with fresh noise 0.01 (``few`` in
