@@ -807,17 +807,19 @@ def _acell(res: list[dict[str, Any]]) -> str:
     return text
 
 
-def table(results: dict[str, Any]) -> None:
-    """The markdown tables of ``docs/benchmarks/gateway.md``."""
+def table(results: dict[str, Any], clients: tuple[str, ...] = CLIENTS,
+          attacks: tuple[str, ...] = ATTACKS) -> None:  # fmt: skip
+    """The markdown tables of ``docs/benchmarks/gateway.md`` (rows of ``clients`` and
+    ``attacks``: this benchmark's unless given)."""
     print("\n| input | client | flagged per 1,000 (per seed) |\n|---|---|---|")
     for name, row in results.items():
-        for c in CLIENTS:
+        for c in clients:
             if c in row:
                 print(f"| {name} | {c} | {_bcell(row[c])} |")
     print("\n| input | attack | first flag (of runs) and what the attack had achieved |")
     print("|---|---|---|")
     for name, row in results.items():
-        for plan in ATTACKS:
+        for plan in attacks:
             if plan.startswith("grief") and plan in row:
                 g = row[plan]
                 print(f"| {name} | {plan} | victim {_bcell([g['alone']])} per 1,000 alone, "

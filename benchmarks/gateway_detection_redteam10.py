@@ -527,22 +527,9 @@ def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, 
 
 
 def table(results: dict[str, Any]) -> None:
-    """The markdown tables of ``docs/benchmarks/gateway.md``."""
-    print("\n| input | client | flagged per 1,000 (per seed) |\n|---|---|---|")
-    for name, row in results.items():
-        for c in CLIENTS:
-            if c in row:
-                print(f"| {name} | {c} | {rw._bcell(row[c])} |")
-    print("\n| input | attack | first flag (of runs) and what the attack had achieved |")
-    print("|---|---|---|")
-    for name, row in results.items():
-        for plan in ATTACKS:
-            if plan == "griefcam3" and plan in row:
-                g = row[plan]
-                print(f"| {name} | {plan} | victim {rw._bcell([g['alone']])} per 1,000 alone, "
-                      f"{rw._bcell([g['griefed']])} with 10 griefers |")  # fmt: skip
-            elif plan in row:
-                print(f"| {name} | {plan} | {rw._acell(row[plan])} |")
+    """The markdown tables of ``docs/benchmarks/gateway.md`` (the realworld benchmark's
+    layout, this benchmark's clients and plans), then the detector CPU rows."""
+    rw.table(results, CLIENTS, ATTACKS)
     for name, row in results.items():
         if "cpu" in row:
             cells = ", ".join(

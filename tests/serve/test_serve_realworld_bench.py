@@ -27,16 +27,19 @@ from mlwarden.serve.monitor import reduce_audio_many, reduce_many
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def rw() -> Any:
+def _bench(name: str) -> Any:
+    """The benchmark module ``benchmarks/<name>.py``, imported by path."""
     sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(
-        "gateway_detection_realworld", BENCH / "gateway_detection_realworld.py"
-    )
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def rw() -> Any:
+    return _bench("gateway_detection_realworld")
 
 
 def _kind(rw: Any, shape: tuple[int, ...], bounds: tuple[float, float], modality: str) -> Any:
@@ -82,14 +85,7 @@ def test_hsja_keeps_its_budget_and_crosses_the_boundary(rw: Any) -> None:
 
 @pytest.fixture(scope="module")
 def rt() -> Any:
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(
-        "gateway_detection_redteam10", BENCH / "gateway_detection_redteam10.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _bench("gateway_detection_redteam10")
 
 
 def test_gainsearch_varies_along_the_input_itself(rt: Any, rw: Any) -> None:
