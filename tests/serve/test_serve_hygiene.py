@@ -185,14 +185,19 @@ def test_one_address_cannot_fill_the_server_other_addresses_still_connect(
 
 def test_kept_alive_requests_are_not_delayed_by_nagle(live_default, keys, digits) -> None:
     body = {"inputs": digits[2][:1].tolist()}
-    times = []
-    with httpx.Client(headers=_auth(keys["labels"]), timeout=5) as c:
-        for _ in range(25):
-            t0 = time.perf_counter()
-            assert c.post(f"{live_default.url}/v1/predict", json=body).status_code == 200
-            times.append(time.perf_counter() - t0)
+    medians = []
+    for _ in range(3):  # a busy machine can slow one round; the bug slows every round
+        times = []
+        with httpx.Client(headers=_auth(keys["labels"]), timeout=5) as c:
+            for _ in range(25):
+                t0 = time.perf_counter()
+                assert c.post(f"{live_default.url}/v1/predict", json=body).status_code == 200
+                times.append(time.perf_counter() - t0)
+        medians.append(statistics.median(times[1:]))
+        if medians[-1] < 0.025:
+            break
     # With Nagle + delayed ACK every request after the first took ~40 ms.
-    assert statistics.median(times[1:]) < 0.025
+    assert min(medians) < 0.025, medians
 
 
 @pytest.fixture
