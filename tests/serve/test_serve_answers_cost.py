@@ -4,8 +4,9 @@
 1,024 rows) with a full distance matrix: 6.7-8.6 ms a query for a drifting search on a
 table. The linkage now measures distances only from each level's new rows to the rows
 not yet reached (past ``LEVELS`` levels, the rows left at once) and stops at the first
-row that makes the query stand. The verdicts are those of the session-9 code (kept here
-as the reference)."""
+row that makes the query stand, or once the rows reached are too wide for the cloud to pass
+the width test (issue 24f: a chain of ~1,000 rows cost ~15 ms a query). The verdicts are
+those of the session-9 code (kept here as the reference)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from mlwarden.serve import answers
-from mlwarden.serve.answers import CAP, LEVELS, WORK, Answers, _cloud, steady
+from mlwarden.serve.answers import CAP, WIDE, WORK, Answers, _cloud, steady
 from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.dilution import Dilution, _ring, sq_distances
 from mlwarden.serve.monitor import Similarity
@@ -115,7 +116,7 @@ def test_steady_gives_the_full_matrix_verdicts(history: int, batch: int) -> None
 
 def _chain(n: int, dims: int, seed: int) -> np.ndarray:
     """Rows on a sphere of radius 1.5 around the last row (the query), each 0.8 from the
-    one before (links of 1): a chain as deep as it is long (the linkage past LEVELS),
+    one before (links of 1): a chain as deep as it is long,
     plus a ball around the query and one row far from all."""
     rng = np.random.default_rng(seed)
     u, out = rng.normal(size=dims), []
@@ -136,7 +137,7 @@ def test_cloud_links_the_rows_the_full_matrix_links(seed: int) -> None:
     pts = _chain(60 + 40 * seed, 30, seed)
     link = 1.0
     want = _cloud_reference(pts, link)
-    assert want[: LEVELS + 4].all()  # the chain is linked, deeper than LEVELS
+    assert want[:12].all()  # the chain is linked, 12 levels deep and more
     got = _cloud(pts, link)
     assert got is not None and np.array_equal(got, want)
     ok = np.ones(len(pts), dtype=bool)
@@ -171,3 +172,56 @@ def test_distances_a_candidate_grow_with_the_cloud_not_its_square() -> None:
             WORK.update(clouds=0, distances=0)
     assert WORK["clouds"] == 96  # queries 1,505-1,600
     assert WORK["distances"] <= 2 * (CAP + 1) * WORK["clouds"]  # the full matrix: 256x that
+
+
+def _too_wide(pts: np.ndarray, keep: np.ndarray, wide: float) -> bool:
+    """The reference's width test on the cloud ``pts[keep]`` (``wide``: d (WIDE r)^2)."""
+    cloud = pts[keep]
+    return bool(np.mean((cloud - cloud.mean(axis=0)) ** 2) * cloud.shape[1] > wide)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_chain_stands_within_a_bounded_number_of_levels(seed: int) -> None:
+    # ~1,000 rows each linked only to the next: the full linkage (an n x n matrix) cost
+    # ~15 ms a query; every row is ok, so only the width can end it early
+    rows = _chain(1020, 30, seed)
+    pts = np.concatenate([rows[:1020], rows[-2:]])  # the chain, its bridge, the query
+    link, wide = 1.0, 1.0 * (WIDE / TIGHT) ** 2  # as steady sets them: (TIGHT r)^2 d, (WIDE r)^2 d
+    want = _cloud_reference(pts, link)
+    assert want.all() and _too_wide(pts, want, wide)  # all linked, and it stands: wide
+    WORK.update(clouds=0, distances=0)
+    assert _cloud(pts, link, np.ones(len(pts), dtype=bool), wide) is None
+    # at most 2 n / 36 + 3 levels of one row against <= n rows each (the full matrix: n^2)
+    assert WORK["distances"] <= (2 * len(pts) / 36 + 3) * len(pts)
+    assert _cloud(pts, link) is not None  # without the width stop: the whole chain
+
+
+def _mixed(rng: np.random.Generator) -> np.ndarray:
+    """A ball of noisy rows around the query with a chain of a few rows leading off it and
+    rows apart: narrow and wide clouds, shallow and deep."""
+    ball = rng.normal(0, rng.uniform(0.01, 0.04), (int(rng.integers(100, 700)), 30))
+    steps, at = [], np.zeros(30)
+    for _ in range(int(rng.integers(0, 12))):
+        at = at + rng.normal(0, 0.11, 30)
+        steps.append(at.copy())
+    apart = rng.normal(0, 2.0, (int(rng.integers(0, 600)), 30))
+    rows = [*ball, *steps, *apart]
+    rng.shuffle(rows)
+    return np.asarray([*rows, np.zeros(30)], dtype=np.float32)
+
+
+def test_the_width_stop_keeps_every_verdict_of_the_full_linkage() -> None:
+    rng = np.random.default_rng(7)
+    link, wide = 1.0, (WIDE / TIGHT) ** 2
+    kinds = {"quiet": 0, "stopped": 0, "wide": 0}
+    for _ in range(60):
+        pts = _mixed(rng)
+        want = _cloud_reference(pts, link)
+        got = _cloud(pts, link, np.ones(len(pts), dtype=bool), wide)
+        if got is None:  # stopped early: the full cloud fails the width test
+            assert _too_wide(pts, want, wide)
+            kinds["stopped"] += 1
+            continue
+        assert np.array_equal(got, want)
+        kinds["wide" if _too_wide(pts, want, wide) else "quiet"] += 1
+    assert min(kinds.values()) >= 5, kinds  # every outcome, several times

@@ -54,10 +54,16 @@ such a restart the rows from before it have no answers, and alerts on clouds of 
 Cost: per alert that would stand, none otherwise: one pass over the history (``r - q``)
 and the cloud's single linkage from the query, level by level, each level's new rows
 against the rows not yet reached (a ball: the query against its at most ``CAP`` rows,
-then its neighbours against the few left); past ``LEVELS`` levels (a chain) the rows
-left are linked at once, at most one ``(CAP + 1)^2`` matrix as before. The linkage stops
-at the first row of another class, without an answer, or more than ``spread`` log-odds
-from the query's: the alert stands then, as the full cloud's checks would say.
+then its neighbours against the few left). The linkage stops at the first row of
+another class, without an answer, or more than ``spread`` log-odds from the query's, and
+once the rows reached are too wide for any cloud of the ball's rows to pass the width
+test (their sum of squared distances from their mean, which only grows as rows join,
+above ``d (WIDE r)^2`` times the rows that could join): the alert stands then, as the
+full cloud's checks would say. That bounds a chain: two levels apart its rows are a link
+(``TIGHT r``) apart or more, so a chain of ``m`` levels holds a sum of at least ``(m - 1)
+(m - 2) / 2m`` squared links, and with ``(TIGHT / WIDE)^2`` = 36 it stops within about
+``2 n / 36`` levels of a ball of ``n`` rows (61 at 1,024; a chain of 1,022 rows cost 14 ms
+a query in the full linkage of session 10, about 0.5-0.9 ms now, issue 24f).
 
 Example::
 
@@ -70,8 +76,6 @@ Example::
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from mlwarden.serve.dilution import Snapshot, _ring, sq_distances
 from mlwarden.serve.stationary import MIN_ROWS, TIGHT, _numbered
@@ -81,7 +85,7 @@ CAP = 1023  # the newest neighbours within the radius a cloud is taken from
 SPREAD = 1.0  # the log-odds spread gateway calibrate sets on tabular rows
 WIDE = 0.1  # a cloud wider than this (RMS per value about its mean, of the radius) stands
 NEWEST, APART = 20, 40  # its newest 20 rows' median gap must be window / 40 queries or more
-LEVELS = 8  # linkage levels measured from each level's new rows, then the rest at once
+SLACK = 1.01  # the width stop waits for 1% more than the width test (float32 rounding)
 SMALL = 128  # a cloud of this many rows or fewer is linked at once (one small matrix)
 # distances the linkage computed, over clouds linked (tests read it: work, not time)
 WORK = {"clouds": 0, "distances": 0}
@@ -186,7 +190,7 @@ def steady(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot, ans: 
         # log-odds makes the query stand once the cloud reaches it (exactly as the
         # checks below would): the linkage stops there
         ok = (ball_labels == lab_j[0]) & (np.abs(ball - score_j[0]) <= spread)
-        keep = _cloud(pts, link, ok)
+        keep = _cloud(pts, link, ok, (WIDE * radius) ** 2 * vs.shape[1])
         if keep is not None and _quiet(pts, keep, ids[newest], me, ball_labels[keep],
                                        ball[keep], (radius, sim.config.window, spread)):  # type: ignore[attr-defined]  # fmt: skip
             out.add(j)
@@ -209,52 +213,70 @@ def _quiet(pts: np.ndarray, keep: np.ndarray, ids: np.ndarray, me: int, ball_lab
     return not (np.isnan(ball).any() or float(ball.max() - ball.min()) > spread)
 
 
-def _cloud(pts: np.ndarray, link: float, ok: np.ndarray | None = None) -> np.ndarray | None:
+def _cloud(pts: np.ndarray, link: float, ok: np.ndarray | None = None,
+           wide: float | None = None) -> np.ndarray | None:  # fmt: skip
     """Mask of the rows of ``pts`` joined to its last row by a chain of rows each less
     than ``sqrt(link)`` from the next (single linkage, breadth first); None when it
-    reaches a row where ``ok`` is False.
+    reaches a row where ``ok`` is False, or (``wide`` given) once the rows reached are
+    too wide for the cloud to pass :func:`_quiet`'s width test (:class:`_Width`).
 
     Distances are computed only from each level's new rows to the rows not yet reached
     (a ball: the query's row to all, then its neighbours to the few left, O(n) rows of
-    work, not n^2), stopping at the first level that reaches a row not ``ok``; past
-    ``LEVELS`` levels (a chain) the rows left are linked in one matrix, as many
-    distances as one product over ``pts`` at most, and as :func:`_small` does a cloud of
-    ``SMALL`` rows or fewer."""
+    work, not n^2); a cloud of ``SMALL`` rows or fewer takes one matrix (:func:`_small`).
+    A chain is as many levels deep as it is long, but its rows are at least a link apart
+    two levels from each other: the width stop ends it within about ``2 n / 36`` levels
+    (n rows; module docstring, "Cost")."""
     WORK["clouds"] += 1
+    width = _Width(pts, ok, wide)
     if len(pts) <= SMALL:
-        seen = _small(pts, link)
-        return seen if ok is None or ok[seen].all() else None
+        return _small(pts, link, ok, width)
     norms = np.einsum("ij,ij->i", pts, pts)
     seen = np.zeros(len(pts), dtype=bool)
     seen[-1] = True
     front = np.array([len(pts) - 1])
-    for _ in range(LEVELS):
-        rest = np.flatnonzero(~seen)
-        if not len(front) or not len(rest):
-            return seen
-        d2 = sq_distances(pts[front], norms[front], pts[rest], norms[rest])
+    left = len(pts) - 1
+    while len(front) and left:
+        if len(front) > 16 or 2 * left < len(pts):  # the rows left, gathered
+            rest = np.flatnonzero(~seen)
+            d2 = sq_distances(pts[front], norms[front], pts[rest], norms[rest])
+            front = rest[(d2 < link).any(axis=0)]
+        else:  # a few rows against most: against all in place (no copy), the seen masked
+            d2 = sq_distances(pts[front], norms[front], pts, norms)
+            front = np.flatnonzero((d2 < link).any(axis=0) & ~seen)
         WORK["distances"] += d2.size
-        front = rest[(d2 < link).any(axis=0)]
-        if ok is not None and not ok[front].all():
+        if (ok is not None and not ok[front].all()) or width.add(pts[front]):
             return None
         seen[front] = True
-    rest = np.flatnonzero(~seen)
-    if not len(front) or not len(rest):
-        return seen
-    both = np.r_[front, rest]
-    adj = sq_distances(pts[both], norms[both], pts[rest], norms[rest]) < link
-    WORK["distances"] += adj.size
-    reach = adj[: len(front)].any(axis=0)  # rows of ``rest`` the last level reaches
-    # the rows of ``rest`` linked to those (components in C: a chain is ~n levels deep)
-    comp = connected_components(csr_matrix(adj[len(front) :]), directed=False)[1]
-    got = np.isin(comp, comp[reach])
-    if ok is not None and not ok[rest[got]].all():
-        return None
-    seen[rest[got]] = True
+        left -= len(front)
     return seen
 
 
-def _small(pts: np.ndarray, link: float) -> np.ndarray:
+class _Width:
+    """The rows a linkage has reached, summed to tell when no cloud holding them can
+    pass the width test: their sum of squared distances from their own mean (SSD) only
+    grows as rows join, and the test fails once the cloud's SSD exceeds ``wide`` (``d
+    (WIDE r)^2``) times its rows, at most the ``ok`` rows of ``pts`` (a row not ``ok``
+    ends the linkage). So when the rows reached exceed that (by ``SLACK``, for float32
+    rounding) the alert stands either way: the verdict is the full linkage's."""
+
+    def __init__(self, pts: np.ndarray, ok: np.ndarray | None, wide: float | None) -> None:
+        rows = len(pts) if ok is None else int(ok.sum())
+        self.limit = None if wide is None else SLACK * wide * rows
+        q = pts[-1].astype(np.float64)
+        self.n, self.sums, self.squares = 1, q.copy(), float(q @ q)
+
+    def add(self, rows: np.ndarray) -> bool:
+        """Count ``rows`` in; True when the rows counted are too wide."""
+        if self.limit is None or not len(rows):
+            return False
+        r = rows.astype(np.float64)
+        self.n += len(r)
+        self.sums += r.sum(axis=0)
+        self.squares += float(np.einsum("ij,ij->", r, r))
+        return self.squares - float(self.sums @ self.sums) / self.n > self.limit
+
+
+def _small(pts: np.ndarray, link: float, ok: np.ndarray | None, width: _Width) -> np.ndarray | None:
     """:func:`_cloud` of a few rows: one distance matrix, then breadth first."""
     norms = np.einsum("ij,ij->i", pts, pts)
     adj = sq_distances(pts, norms, pts, norms) < link
@@ -264,5 +286,7 @@ def _small(pts: np.ndarray, link: float) -> np.ndarray:
     front = seen.copy()
     while front.any():
         front = adj[front].any(axis=0) & ~seen
+        if (ok is not None and not ok[front].all()) or width.add(pts[front]):
+            return None
         seen |= front
     return seen
