@@ -1,0 +1,171 @@
+"""The red team's session-11 attackers and clients do what
+``benchmarks/gateway_detection_redteam11.py`` says.
+
+OARS's figures mean something only if the attacker really learns from the defence's
+rejections (its scale grows until its proposals pass, then the rejections stop) and a
+client under ``block`` really loses the flagged answer and its key; query blinding's only
+if each query is a fresh transform judged against the clean input under the same one;
+the held-out clients' only if they send what their docstrings describe.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def rt() -> Any:
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("gateway_detection_redteam11",
+                                                  BENCH / "gateway_detection_redteam11.py")  # fmt: skip
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _kind(rt: Any, shape: tuple[int, ...] = (1, 8, 8)) -> Any:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (200, *shape)).astype(np.float32)
+    y = (x.reshape(200, -1)[:, ::5].mean(axis=1) > 0.5).astype(np.int64)
+    model = LogisticRegression(max_iter=500).fit(x.reshape(200, -1), y)
+    return rt.long.Kind(x, x, (x, y), model, [], (0.0, 1.0), "tensor", 200)
+
+
+class _Near:
+    """A defence that rejects a query within RMS ``r`` of the key's previous query."""
+
+    def __init__(self, r: float) -> None:
+        self.r, self.last = r, {}  # type: float, dict[str, np.ndarray]
+        self.keys: list[str] = []
+
+    def inspect(self, key: str, feats: np.ndarray, *_: Any) -> dict[str, list[int]]:
+        self.keys.append(key)
+        prev, self.last[key] = self.last.get(key), feats[0].astype(np.float64)
+        if prev is not None and np.sqrt(((prev - self.last[key]) ** 2).mean()) < self.r:
+            return {"similarity": [0]}
+        return {}
+
+
+def _gate(rt: Any, kind: Any, mon: Any, action: str) -> Any:
+    return rt.Gate(kind, rt.Detection(), mon, action)
+
+
+def test_block_refuses_the_flagged_query_and_burns_the_key(rt: Any) -> None:
+    kind = _kind(rt)
+    gate = _gate(rt, kind, _Near(0.05), "block")
+    x = kind.data[0]
+    assert gate.ask(x)[1] is False
+    answer, shown = gate.ask(x + 0.001)  # within 0.05 of the last: rejected
+    assert answer is None and shown is True and gate.burnt == 1 and gate.first == 2
+    assert gate.key != "k"
+    answer, shown = gate.ask(x + 0.002)  # a fresh key: no previous query, answered
+    assert answer is not None and shown is False
+    assert np.allclose(answer, np.round(answer, 2)) and abs(answer.sum() - 1) < 0.02
+
+
+def test_log_shows_nothing_and_throttle_answers(rt: Any) -> None:
+    kind = _kind(rt)
+    x = kind.data[0]
+    log = _gate(rt, kind, _Near(0.05), "log")
+    log.ask(x)
+    answer, shown = log.ask(x + 0.001)  # flagged, but the client sees a plain answer
+    assert answer is not None and shown is False and log.flags == 1 and log.burnt == 0
+    thr = _gate(rt, kind, _Near(0.05), "throttle")
+    thr.ask(x)
+    answer, shown = thr.ask(x + 0.001)
+    assert answer is not None and shown is True and thr.burnt == 1
+
+
+def test_oars_learns_the_distance_the_defence_wants(rt: Any) -> None:
+    """Proposals at the issue's noise (pairwise RMS ~0.07) are rejected by a defence
+    that wants 0.2 between queries: the scale grows until they pass, then they pass."""
+    kind = _kind(rt)
+    x0 = kind.data[3].astype(np.float64)
+    y0 = int(kind.labels(x0[None])[0])
+    mon = _Near(0.2)
+    gate = _gate(rt, kind, mon, "block")
+    res = rt.oars(gate, x0, y0, 300, 0)
+    assert res["scale"] >= 2.0  # grown from 1 (sigma 0.05) toward 0.2 / 0.07
+    assert 2 <= gate.burnt <= 12
+    late = [k for k in mon.keys[-150:]]
+    assert len(set(late)) <= 2  # no rejections (new keys) late in the run
+    assert len(res["deltas"]) == 300
+    stuck = _gate(rt, kind, _Near(0.2), "block")
+    fixed = rt.oars(stuck, x0, y0, 300, 0, adapt=False)  # no learning: rejected throughout
+    assert fixed["scale"] == 1.0 and stuck.burnt > 100
+
+
+def test_the_adaptive_proposal_avoids_rejected_blocks(rt: Any) -> None:
+    prop = rt.Proposal(rt._positions((1, 8, 8), True))
+    assert len(prop.positions) == 49
+    prop.learn(5, True, True)
+    prop.learn(5, True, True)
+    assert prop.weights[5] == pytest.approx(0.25) and prop.scale == pytest.approx(2.25)
+    draws = [prop.draw(np.random.default_rng(i)) for i in range(400)]
+    assert draws.count(5) < 400 / 49  # rarer than any untouched block on average
+
+
+def test_blinding_is_a_fresh_transform_a_query_and_repeatable(rt: Any) -> None:
+    kind = _kind(rt, (3, 16, 16))
+    shape = rt.blinding(0, 10)
+    x = kind.data[0].astype(np.float64)
+    a, b = shape(x, 0), shape(x, 1)
+    assert np.array_equal(a, shape(x, 0))  # the same index: the same transform
+    assert np.sqrt(((a - b) ** 2).mean()) > 0.02  # another index: another transform
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+
+
+def test_crm_client_opens_autocompletes_and_reopens(rt: Any) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 1, (300, 12))
+    xs = rt.crm(data, 400, np.random.default_rng(1))
+    assert xs.shape == (400, 12) and xs.min() >= 0 and xs.max() <= 1
+    changed = (np.abs(np.diff(xs, axis=0)) > 1e-6).sum(axis=1)
+    assert (changed == 0).sum() >= 1 or len({r.tobytes() for r in xs}) < 400  # reopened leads
+    assert ((changed >= 1) & (changed <= 6)).mean() > 0.3  # edits of a few fields
+
+
+def test_thumbsizes_sends_five_sizes_of_each_photo(rt: Any) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 1, (50, 1, 8, 8)).astype(np.float32)
+    xs = rt.thumbsizes(data, 50, np.random.default_rng(2))
+    assert xs.shape == (50, 1, 8, 8)
+    full = xs[4]  # the fifth size of the first photo is the photo, 8-bit
+    assert np.allclose(full * 255, np.round(full * 255), atol=1e-3)
+    blur = [np.abs(xs[i] - full).mean() for i in range(4)]
+    assert blur[0] > blur[3] > 0  # the smallest thumbnail loses the most
+
+
+class _Count:
+    """A defence that rejects a key's ``n``-th query and every one after it."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.seen = n, {}  # type: int, dict[str, int]
+
+    def inspect(self, key: str, *_: Any) -> dict[str, list[int]]:
+        self.seen[key] = self.seen.get(key, 0) + 1
+        return {"similarity": [0]} if self.seen[key] >= self.n else {}
+
+
+def test_oars_rotate_learns_how_many_queries_a_key_may_send(rt: Any) -> None:
+    kind = _kind(rt)
+    x0 = kind.data[3].astype(np.float64)
+    y0 = int(kind.labels(x0[None])[0])
+    mon = _Count(21)  # 20 answered, the 21st rejected
+    gate = _gate(rt, kind, mon, "block")
+    rt.oars(gate, x0, y0, 300, 0, adapt=False, rotate=True)
+    assert gate.burnt == 1 and gate.first == 21  # one key lost to learn the length
+    counts = list(mon.seen.values())  # in the order the keys were used
+    assert counts[0] == 21 and set(counts[1:-1]) == {19}  # then 19 a key, none rejected
+    assert 1 <= counts[-1] <= 19 and sum(counts) == 300
