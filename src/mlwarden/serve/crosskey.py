@@ -74,12 +74,13 @@ no step ahead, or they are its own resends), and the names in ``detail`` are evi
 for the operator, not a verdict on each key.
 
 Cost: a batch joins the window (its sketch and norm, as the similarity detector stores
-them) and the window's sketch is scanned for the batch at once (one product of ~1,000 x
-17 values a query; the sketch's candidates' distances then decide). Only a query with a
-neighbour there pays more: one distance to each row of the window (its neighbours
-copied to the kept ring) and of the kept ring, and for a ball of ``min_neighbours``
-the tests above (a unique over the ball, ``SPAN`` x ``CAP`` distances, the drift
-test on at most ``CAP`` rows).
+them) and the window's sketch is scanned for the batch at once (~1,000 x 17 values a
+query; the sketch's candidates' distances then decide): one compiled call
+(:func:`~mlwarden.serve.kernels.crosskey_near`; numpy where numba is missing, the same
+pairs). The scan hands each query its neighbours, so only a query with a neighbour
+there pays more: its neighbours copied to the kept ring, one distance to each row of
+the kept ring, and for a ball of ``min_neighbours`` the tests above (a unique over the
+ball, ``SPAN`` x ``CAP`` distances, the drift test on at most ``CAP`` rows).
 Memory: about ``(window + kept) * (dims + 10) * 4`` bytes for the whole gateway, not per
 key (:meth:`CrossKey.nbytes`: 1.65 MB at the defaults and 128 values). Both rings are
 stored in the audit database (key ``*``, kind ``crosskey``) like the per-key histories,
@@ -176,15 +177,19 @@ class CrossKey:
             (passed in, so that this module does not import the monitor).
         tag: a digest of the units the vectors are measured in; a stored ring of other
             units is not loaded.
+        kernels: returns :mod:`mlwarden.serve.kernels` once compiled, else None (numpy
+            then does the same work).
     """
 
     def __init__(self, config: CrossKeyConfig, radius: float, need: int,
-                 make: Callable[[int], Any], tag: int = 0) -> None:  # fmt: skip
+                 make: Callable[[int], Any], tag: int = 0,
+                 kernels: Callable[[], Any] | None = None) -> None:  # fmt: skip
         self.config = config
         self.radius = radius
         self.need = config.min_neighbours or need
         self.tag = tag
         self._make = make
+        self._kernels = kernels  # the compiled kernels, or None (monitor._kernels)
         self._sim: Any = None
         self._who = np.full(config.window, -1, dtype=np.int32)  # key id of each ring slot
         self._when = np.full(config.window, -1, dtype=np.int64)  # arrival of each slot
@@ -220,50 +225,81 @@ class CrossKey:
             self._seen += len(vs)
             self.unsaved += len(vs)
             out = []
-            for j in self._touched(vs, start).tolist():
+            for j, near in self._touched(vs, start, slots):
                 q, at = np.asarray(vs[j], dtype=np.float32), start + j
-                if not self._keep(q, kid, at, int(slots[j])):
-                    continue  # the sketch's candidates were none within the radius
+                self._keep(q, kid, at, int(slots[j]), near)
                 parties = self._judge(kid, q, at)
                 if parties:
                     out.append(j)
                     self.parties[key] = tuple(self._names[k] for k in parties)
             return out
 
-    def _touched(self, vs: np.ndarray, start: int) -> np.ndarray:
-        """The batch's rows (arriving from ``start`` on) with an earlier neighbour in the
-        window: the similarity ring's sketch scan (a lower bound of each distance, so no
-        neighbour is missed) for the batch at once, then the candidates' distances."""
-        sim, filled = self._sim, _ring(self._sim)[4]
-        sk = sim._sketch_of(vs)
-        k = sk.shape[1]
+    def _touched(
+        self, vs: np.ndarray, start: int, slots: np.ndarray
+    ) -> list[tuple[int, np.ndarray]]:
+        """The batch's rows (arriving from ``start`` on, just written to ring ``slots``)
+        with an earlier neighbour in the window, each with those neighbours' ring slots
+        (ascending): the similarity ring's sketch scan (a lower bound of each distance, so
+        no neighbour is missed) for the batch at once, then the candidates' distances;
+        compiled where numba is (:func:`mlwarden.serve.kernels.crosskey_near`: one call,
+        the same pairs)."""
+        vs = np.ascontiguousarray(vs, dtype=np.float32)
+        ring, norms, hist, _, filled = _ring(self._sim)
         limit = self.radius**2 * vs.shape[1]
-        bound = np.einsum("ij,ij->i", sk, sk) / 2 - (limit * 1.001 + 1e-4) / 2
-        # s.h - |h|^2 / 2 for every remembered h (the ring's layout: Similarity._sketch)
-        near = sk @ sim._sketch[:k, :filled] + sim._sketch[k, :filled] > bound[:, None]
-        earlier = self._when[None, :filled] < (start + np.arange(len(vs)))[:, None]
-        j, slot = np.divmod(np.flatnonzero(near & earlier), filled)
-        ring, norms = _ring(sim)[:2]
-        dot = np.einsum("ij,ij->i", ring[slot], vs[j])
-        d2 = norms[slot] + np.einsum("ij,ij->i", vs[j], vs[j]) - 2.0 * dot
-        return np.unique(j[d2 < limit])  # the candidates within the radius
+        kernels = self._kernels() if self._kernels is not None else None
+        if kernels is not None and len(vs) <= hist:
+            flat, close = kernels.crosskey_near(vs, self._sim._sketch, filled, slots,
+                                                self._when, start, ring, norms, limit)  # fmt: skip
+            j, slot = np.divmod(flat, filled)
+            if close.any():  # within rounding of the radius: numpy's float32 sum decides
+                keep = ~close
+                keep[close] = self._d2(vs, j[close], slot[close]) < limit
+                j, slot = j[keep], slot[keep]
+        else:
+            j, slot = self._scan(vs, start, slots, limit)
+        if not len(j):
+            return []
+        cuts = np.flatnonzero(np.diff(j)) + 1  # grouped by query
+        return list(zip(j[np.append(0, cuts)].tolist(), np.split(slot, cuts), strict=True))
 
-    def _keep(self, q: np.ndarray, kid: int, at: int, slot: int) -> bool:
-        """Keep ``q`` and its earlier neighbours in the window that are not kept yet;
-        False (nothing kept) when it has none."""
-        ring, norms, _, _, filled = _ring(self._sim)
-        when = self._when[:filled]
-        d2 = norms[:filled] + float(q @ q) - 2.0 * (ring[:filled] @ q)
-        inside = (when < at) & (d2 < self.radius**2 * len(q))
-        if not inside.any():
-            return False
-        new = inside & ~self._copied[:filled]
-        for s in np.flatnonzero(new)[np.argsort(when[new], kind="stable")].tolist():
+    def _scan(self, vs: np.ndarray, start: int, slots: np.ndarray,
+              limit: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """:meth:`_touched`'s (query, slot) pairs within the radius, by numpy."""
+        sim = self._sim
+        filled = _ring(sim)[4]
+        slack = (limit * 1.001 + 1e-4) / 2
+        if len(vs) <= len(sim._sketch[0]):  # the sketches as the ring stores them
+            query = sim._sketch[:, slots].T
+            bound = -query[:, -1] - slack  # (s, -|s|^2 / 2): |s|^2 / 2 less the slack
+        else:
+            sk = sim._sketch_of(vs)
+            query = np.hstack([sk, np.zeros((len(vs), 1), np.float32)])
+            bound = np.einsum("ij,ij->i", sk, sk) / 2 - slack
+        query[:, -1] = 1.0  # (s, 1) . (h, -|h|^2 / 2) = s.h - |h|^2 / 2
+        j, slot = np.divmod(
+            np.flatnonzero(query @ sim._sketch[:, :filled] > bound[:, None]), filled
+        )
+        early = self._when[slot] < start + j  # the batch's own later rows are not earlier
+        j, slot = j[early], slot[early]
+        inside = self._d2(vs, j, slot) < limit
+        return j[inside], slot[inside]
+
+    def _d2(self, vs: np.ndarray, j: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """Squared distances of batch rows ``j`` to window slots ``slot`` (float32)."""
+        ring, norms = _ring(self._sim)[:2]
+        dot = np.einsum("ij,ij->i", ring[slot], vs[j])
+        return norms[slot] + np.einsum("ij,ij->i", vs[j], vs[j]) - 2.0 * dot
+
+    def _keep(self, q: np.ndarray, kid: int, at: int, slot: int, near: np.ndarray) -> None:
+        """Keep ``q`` and its earlier neighbours in the window (their slots ``near``) that
+        are not kept yet, in arrival order."""
+        ring = _ring(self._sim)[0]
+        new = near[~self._copied[near]]
+        for s in new[np.argsort(self._when[new], kind="stable")].tolist():
             self._kept.add(ring[s], int(self._who[s]), int(self._when[s]))
-        self._copied[:filled] |= new
+        self._copied[new] = True
         self._kept.add(q, kid, at)
         self._copied[slot] = True
-        return True
 
     def _fresh(self, dims: int) -> None:
         self._sim = self._make(dims)

@@ -389,3 +389,65 @@ def hamming_counts(  # pragma: no cover - compiled
                 total[j] += j - i <= hist
                 recent[j] += j - i <= window
     return recent, total
+
+
+_ROUND32 = 2.0**-24  # float32's unit roundoff
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def crosskey_near(  # pragma: no cover - compiled
+    vs: np.ndarray,
+    sketch: np.ndarray,
+    filled: int,
+    slots: np.ndarray,
+    when: np.ndarray,
+    start: int,
+    ring: np.ndarray,
+    norms: np.ndarray,
+    limit: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The earlier neighbours in the cross-key window of a batch ``vs`` (float32, just
+    written to ring ``slots``; row j arrived at ``start + j``, slot s at ``when[s]``), as
+    :meth:`mlwarden.serve.crosskey.CrossKey._touched` finds them in numpy: the ring's
+    sketch (``sketch[:, :filled]``, a lower bound of each distance, with its slack) for
+    candidates, then each candidate's squared distance, here in float64. Returns the pairs
+    ``j * filled + s`` (by j, then s) within the radius (``limit``: squared) and, for
+    each, whether it lies within float32 rounding of it (``4 (dims + 3) u (|h|^2 +
+    |v|^2)``, a bound of the numpy sum's error): numpy's own float32 distance decides
+    those, so the pairs are the ones numpy keeps."""
+    count, dims = vs.shape
+    k = sketch.shape[0] - 1
+    slack = (limit * 1.001 + 1e-4) / 2
+    # a bound of the float32 rounding of s.h - |h|^2 / 2, here and in numpy:
+    # e (|s|^2 + |h|^2), |h|^2 = -2 sketch[k, h]
+    e = 4.0 * (k + 3) * _ROUND32
+    acc = np.empty(filled, np.float32)
+    pairs = np.empty(count * filled, np.int64)
+    close = np.empty(count * filled, np.bool_)
+    m = 0
+    for j in range(count):
+        sj = slots[j]
+        for s in range(filled):
+            acc[s] = sketch[k, s] * (1.0 - 2.0 * e)  # less e |h|^2 (<= 0)
+        for c in range(k):
+            qc = sketch[c, sj]
+            for s in range(filled):
+                acc[s] += qc * sketch[c, s]
+        ss = -2.0 * sketch[k, sj]
+        bound = ss / 2 - slack - e * ss  # |s|^2 / 2 less numpy's slack and the rounding
+        vv = 0.0
+        for c in range(dims):
+            vv += np.float64(vs[j, c]) * vs[j, c]
+        at = start + j
+        for s in range(filled):
+            if acc[s] > bound and when[s] < at:
+                d = 0.0
+                for c in range(dims):
+                    t = np.float64(ring[s, c]) - np.float64(vs[j, c])
+                    d += t * t
+                margin = 4.0 * (dims + 3) * _ROUND32 * (norms[s] + vv)
+                if d < limit + margin:
+                    pairs[m] = j * filled + s
+                    close[m] = d > limit - margin
+                    m += 1
+    return pairs[:m].copy(), close[:m].copy()

@@ -634,6 +634,8 @@ def _build_kernels() -> None:
         kernels.merge_record(np.zeros(2), np.zeros(1), np.zeros(1))
         kernels.hamming_counts(np.zeros((2, 2), np.float32), np.zeros((1, 1), np.uint64),
                                np.zeros((1, 2), np.int64), 1, 1, 1, 0, np.zeros((2, 1), np.uint64))  # fmt: skip
+        kernels.crosskey_near(two, np.zeros((3, 2), np.float32), 2, np.zeros(2, np.int64),
+                              np.zeros(2, np.int64), 1, two, np.zeros(2, np.float32), 1.0)  # fmt: skip
     except Exception:  # numba missing or broken here: numpy does the same work
         _COMPILED.append(None)
         return
@@ -1610,7 +1612,8 @@ class Monitor:
         self.crosskey: CrossKey | None = None
         if ck.enabled and sim.enabled:
             self.crosskey = CrossKey(ck, sim.radius, sim.min_neighbours,
-                                     lambda d: Similarity(ring, d, self.text), self._projection)  # fmt: skip
+                                     lambda d: Similarity(ring, d, self.text), self._projection,
+                                     _kernels)  # fmt: skip
 
     def use_secret(self, secret: bytes) -> None:
         """Measure sketches under the gateway's stored ``secret`` (before any key's state
