@@ -73,6 +73,10 @@ Benign clients held out (nobody built them before), flagged per 1,000:
   brought back to the model's input size (the model's fixed shape) and 8-bit coded,
   and classifies every size; a tenth of photos are uploaded again later.
 
+``--calib-sigma S``: every kind (digits too) calibrated by ``gateway calibrate --sigma S``
+instead of its default 0.05: whether a deployment that calibrates against a noisier
+search flags ``oars-blind`` and still passes its benign clients.
+
 Run (parts with ``--only`` / ``--plans`` / ``--clients``)::
 
     OMP_NUM_THREADS=1 timeout 3600 nice -n 10 .venv/bin/python \\
@@ -443,20 +447,31 @@ def kinds(only: set[str]) -> dict[str, long.Kind]:
 
 
 # -- runs and tables -------------------------------------------------------------------
-def setting(name: str, kind: long.Kind) -> tuple[Detection, dict[str, Any], Callable[[], Monitor]]:
+def setting(name: str, kind: long.Kind,
+            sigma: float | None = None) -> tuple[Detection, dict[str, Any], Callable[[], Monitor]]:  # fmt: skip
     """The detection config, its summary, and how to build the gateway an attack meets:
     digits the issue's (defaults, nothing before the attack), the rest calibrated with
-    the attack key warmed by 2,000 distinct benign queries."""
-    if name == "digits":
+    the attack key warmed by 2,000 distinct benign queries. ``sigma``: calibrated
+    against a search of that noise (``gateway calibrate --sigma``; default 0.05)."""
+    if name == "digits" and sigma is None:
         det = Detection()
         return det, {"config": "defaults"}, lambda: kind.monitor(det)
-    det, summary = long._calibrated(kind)
+    if sigma is None:
+        det, summary = long._calibrated(kind)
+    else:
+        from mlwarden.serve.calibrate import calibrate
+
+        result = calibrate(kind.config(), *kind.calib, seed=long.SEED, sigma=sigma)
+        det, summary = result.detection, result.summary()
+        summary.pop("tried", None)
+    if name == "digits":
+        return det, summary, lambda: kind.monitor(det)
     return det, summary, lambda: rw._warm(kind, det)
 
 
 def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
-    det, summary, make = setting(name, kind)
+    det, summary, make = setting(name, kind, args.calib_sigma)
     print(f"{name}: {json.dumps(summary)}", flush=True)
     row: dict[str, Any] = {"calibration": summary}
     for client in args.clients:
@@ -516,6 +531,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", default="0", help="comma-separated benign client seeds")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--budget", type=int, default=long.BUDGET)
+    ap.add_argument("--calib-sigma", type=float, help="calibrate against a search of this "
+                    "noise (gateway calibrate --sigma; digits too, else its defaults)")  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     args.clients = [c for c in args.clients.split(",") if c in CLIENTS]  # "none": no clients
