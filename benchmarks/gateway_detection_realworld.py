@@ -75,6 +75,10 @@ what it had in hand by then: the largest drop of the true class's probability, w
 an answer was another class within Linf 0.1 of the range (``wrong``), and for ``hsja``
 the smallest RMS distance (per value, units of the range) of a wrong answer.
 
+Every gateway the benchmark builds draws its sketch secret (:mod:`mlwarden.serve.sketch`)
+from ``--secret-seed`` (default 0: :func:`fix_secret`), not fresh from the OS as
+``mlwarden serve`` does, so a rerun reproduces each cell; another seed is another secret.
+
 Run (about 30-60 minutes on the loaded 2-core box; ``--only`` / ``--part`` / ``--plans`` /
 ``--clients`` for parts)::
 
@@ -86,6 +90,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import sys
 import threading
@@ -101,6 +106,7 @@ import gateway_detection_clients as clients  # noqa: E402
 import gateway_detection_long as long  # noqa: E402
 import gateway_detection_outside as outside  # noqa: E402
 from gateway_detection_modalities import _block  # noqa: E402
+from mlwarden.serve import monitor  # noqa: E402
 from mlwarden.serve.config import Detection, Similarity  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
@@ -850,6 +856,16 @@ def _declare(profile: str) -> None:
     Monitor.__init__ = declared  # type: ignore[method-assign]
 
 
+def fix_secret(seed: int) -> bytes:
+    """Every :class:`Monitor` built from now on in this process (the benchmark's gateways,
+    ``gateway calibrate``'s) takes the sketch secret of ``seed`` instead of a fresh one
+    (``--secret-seed``: a rerun reproduces a cell). The served gateway is untouched: it
+    keeps its own secret in its state database."""
+    secret = hashlib.sha256(f"mlwarden benchmark sketch secret {seed}".encode()).digest()
+    monitor.new_secret = lambda: secret  # Monitor.__init__ reads it from its module
+    return secret
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated kinds (images, mnist28, audio, text, tabular, "
@@ -862,7 +878,9 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=long.BUDGET)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--profile", help="every key declares this profile (serve/profiles.py)")
+    ap.add_argument("--secret-seed", type=int, default=0, help="the gateways' sketch secret")
     args = ap.parse_args()
+    fix_secret(args.secret_seed)
     if args.profile:
         _declare(args.profile)
     args.clients = [c for c in args.clients.split(",") if c in CLIENTS]  # "none": no clients

@@ -552,7 +552,9 @@ def main() -> None:
     ap.add_argument("--cpu-batch", type=int, default=1, help="rows a request in --cpu")
     ap.add_argument("--profile", help="a workload declared for the client keys (camera)")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--secret-seed", type=int, default=0, help="the gateways' sketch secret")
     args = ap.parse_args()
+    rw.fix_secret(args.secret_seed)
     global PROFILE
     PROFILE = args.profile
     args.clients = [c for c in args.clients.split(",") if c in CLIENTS]  # "none": no clients

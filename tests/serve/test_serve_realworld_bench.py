@@ -183,3 +183,23 @@ def test_sybilpad_pads_each_step_with_near_copies_from_other_accounts(rt: Any, r
     assert all(len(set(row)) == 3 for row in owners)  # no account copies its own step
     _, mine, _ = rt.padded(kind, x0, y0, 90, 0, own=True)  # sybilselfpad: its own copies
     assert all(len(set(row)) == 1 for row in np.asarray(mine).reshape(30, 3))
+
+
+def test_fix_secret_gives_benchmark_gateways_one_secret(rw: Any, monkeypatch: Any) -> None:
+    from mlwarden.serve import app, monitor
+    from mlwarden.serve.config import Detection
+
+    monkeypatch.setattr(monitor, "new_secret", monitor.new_secret)  # undone after the test
+
+    def tag() -> int:
+        sketch = monitor.Monitor(Detection(), shape=[3, 32, 32]).sketch
+        assert sketch is not None
+        return int(sketch.tag)
+
+    assert tag() != tag()  # unfixed: a fresh secret a gateway, as mlwarden serve draws
+    rw.fix_secret(0)
+    zero = tag()
+    assert tag() == zero  # a rerun's gateways measure under one secret
+    rw.fix_secret(1)
+    assert tag() != zero and tag() == tag()  # another seed, another secret
+    assert app.new_secret() != app.new_secret()  # the served gateway still draws its own
