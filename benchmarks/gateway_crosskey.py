@@ -250,7 +250,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="cost: alternated rounds")
     ap.add_argument("--defaults", action="store_true", help="cost: the default detection config")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--secret-seed", type=int, default=0, help="the gateways' sketch secret")
     args = ap.parse_args()
+    realworld.fix_secret(args.secret_seed)  # a rerun reproduces a cell
     only = set(args.only.split(",")) if args.only else {"images", "tabular", "audio", "text"}
     results: dict[str, Any] = {}
     found = outside.attack_kinds(only)

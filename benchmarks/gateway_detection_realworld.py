@@ -764,15 +764,25 @@ def kinds(only: set[str] | None) -> dict[str, tuple[long.Kind, bool]]:
     return out
 
 
-def run_kind(name: str, kind: long.Kind, raw: bool, args: argparse.Namespace) -> dict[str, Any]:
-    t0 = time.time()
+def calibrated_clients(name: str, kind: long.Kind, args: argparse.Namespace,
+                       applies: dict[str, set[str]], benign: Any) -> tuple[Detection, dict[str, Any]]:  # fmt: skip
+    """The kind calibrated as ``gateway calibrate`` does (printed), and the cells of each
+    of ``--clients`` that ``applies`` to it, ``benign(det, client, seed)`` at each seed:
+    (the calibrated detection config, the kind's row of results so far)."""
     det, summary = long._calibrated(kind)
     print(f"{name}: calibrated {json.dumps(summary)}", flush=True)
     row: dict[str, Any] = {"calibration": summary}
     for client in args.clients:
-        if name in APPLIES[client]:
-            row[client] = [benign(name, kind, det, client, args.n, s, raw) for s in args.seeds]
+        if name in applies[client]:
+            row[client] = [benign(det, client, s) for s in args.seeds]
             print(f"{name} {client}: {json.dumps(row[client])}", flush=True)
+    return det, row
+
+
+def run_kind(name: str, kind: long.Kind, raw: bool, args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.time()
+    det, row = calibrated_clients(name, kind, args, APPLIES,
+                                  lambda det, c, s: benign(name, kind, det, c, args.n, s, raw))  # fmt: skip
     plans = [p for p in args.plans if name in APPLIES[p]]
     single = {"nullspace", "nullnoise", "mirror", "hsja", "flatjump", "litsearch", "gainsearch"}
     warm = _warm(kind, det) if single & set(plans) else None
@@ -866,32 +876,56 @@ def fix_secret(seed: int) -> bytes:
     return secret
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="comma-separated kinds (images, mnist28, audio, text, tabular, "
-                    "breast cancer raw, breast cancer, wine)")  # fmt: skip
-    ap.add_argument("--clients", default=",".join(CLIENTS))
-    ap.add_argument("--plans", default=",".join(ATTACKS))
+KINDS = "images, mnist28, audio, text, tabular, breast cancer raw, breast cancer, wine"
+
+
+def add_common_args(ap: argparse.ArgumentParser, only: str | None = None, kinds: str = KINDS,
+                    clients: tuple[str, ...] = CLIENTS, plans: tuple[str, ...] = ATTACKS,
+                    profile: str = "every key declares this profile (serve/profiles.py)") -> None:  # fmt: skip
+    """The options of this benchmark and those built on it (``redteam10``): kinds,
+    clients, plans, benign queries and seeds, runs, budget, profile, output and the
+    sketch secret's seed (read back by :func:`parse_common`)."""
+    ap.add_argument("--only", default=only, help=f"comma-separated kinds ({kinds})")
+    ap.add_argument("--clients", default=",".join(clients))
+    ap.add_argument("--plans", default=",".join(plans))
     ap.add_argument("--n", type=int, default=2000, help="queries a benign client")
     ap.add_argument("--seeds", default="0", help="comma-separated benign client seeds")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--budget", type=int, default=long.BUDGET)
+    ap.add_argument("--profile", help=profile)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--profile", help="every key declares this profile (serve/profiles.py)")
     ap.add_argument("--secret-seed", type=int, default=0, help="the gateways' sketch secret")
-    args = ap.parse_args()
-    fix_secret(args.secret_seed)
-    if args.profile:
-        _declare(args.profile)
-    args.clients = [c for c in args.clients.split(",") if c in CLIENTS]  # "none": no clients
-    args.plans = [p for p in args.plans.split(",") if p in ATTACKS]
+
+
+def parse_common(args: argparse.Namespace, clients: tuple[str, ...] = CLIENTS,
+                 plans: tuple[str, ...] = ATTACKS) -> None:  # fmt: skip
+    """:func:`add_common_args`'s options in place: lists of known clients, plans ("none":
+    none) and seeds; every gateway built from now on takes the seed's secret."""
+    args.clients = [c for c in args.clients.split(",") if c in clients]
+    args.plans = [p for p in args.plans.split(",") if p in plans]
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    fix_secret(args.secret_seed)
+
+
+def run_all(args: argparse.Namespace, run: Any, show: Any) -> None:
+    """``run(name, kind, raw, args)`` for each of ``--only``'s kinds (all: none given),
+    the results written to ``--out`` after each, then ``show(results)``."""
     results: dict[str, Any] = {}
     for name, (kind, raw) in kinds(set(args.only.split(",")) if args.only else None).items():
-        results[name] = run_kind(name, kind, raw, args)
+        results[name] = run(name, kind, raw, args)
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
-    table(results)
+    show(results)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(ap)
+    args = ap.parse_args()
+    if args.profile:
+        _declare(args.profile)
+    parse_common(args)
+    run_all(args, run_kind, table)
 
 
 if __name__ == "__main__":

@@ -495,13 +495,8 @@ def benign(kind: long.Kind, det: Detection, client: str, n: int, seed: int) -> d
 
 def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
-    det, summary = long._calibrated(kind)
-    print(f"{name}: calibrated {json.dumps(summary)}", flush=True)
-    row: dict[str, Any] = {"calibration": summary}
-    for client in args.clients:
-        if name in APPLIES[client]:
-            row[client] = [benign(kind, det, client, args.n, s) for s in args.seeds]
-            print(f"{name} {client}: {json.dumps(row[client])}", flush=True)
+    det, row = rw.calibrated_clients(name, kind, args, APPLIES,
+                                     lambda det, c, s: benign(kind, det, c, args.n, s))  # fmt: skip
     plans = [p for p in args.plans if name in APPLIES[p]]
     warm = (
         _declare(rw._warm(kind, det))
@@ -540,32 +535,15 @@ def table(results: dict[str, Any]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="images", help="comma-separated kinds (images, mnist28, "
-                    "audio, tabular)")  # fmt: skip
-    ap.add_argument("--clients", default=",".join(CLIENTS))
-    ap.add_argument("--plans", default=",".join(ATTACKS))
-    ap.add_argument("--n", type=int, default=2000, help="queries a benign client")
-    ap.add_argument("--seeds", default="0", help="comma-separated benign client seeds")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--budget", type=int, default=long.BUDGET)
+    rw.add_common_args(ap, "images", "images, mnist28, audio, tabular", CLIENTS, ATTACKS,
+                       "a workload declared for the client keys (camera)")  # fmt: skip
     ap.add_argument("--cpu", action="store_true", help="also the detector CPU a query, per stream")
     ap.add_argument("--cpu-batch", type=int, default=1, help="rows a request in --cpu")
-    ap.add_argument("--profile", help="a workload declared for the client keys (camera)")
-    ap.add_argument("--out", type=Path)
-    ap.add_argument("--secret-seed", type=int, default=0, help="the gateways' sketch secret")
     args = ap.parse_args()
-    rw.fix_secret(args.secret_seed)
     global PROFILE
     PROFILE = args.profile
-    args.clients = [c for c in args.clients.split(",") if c in CLIENTS]  # "none": no clients
-    args.plans = [p for p in args.plans.split(",") if p in ATTACKS]
-    args.seeds = [int(s) for s in args.seeds.split(",")]
-    results: dict[str, Any] = {}
-    for name, (kind, _raw) in rw.kinds(set(args.only.split(","))).items():
-        results[name] = run_kind(name, kind, args)
-        if args.out:
-            args.out.write_text(json.dumps(results, indent=1))
-    table(results)
+    rw.parse_common(args, CLIENTS, ATTACKS)
+    rw.run_all(args, lambda name, kind, _raw, args: run_kind(name, kind, args), table)
 
 
 if __name__ == "__main__":
