@@ -78,7 +78,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlwarden.serve.dilution import Snapshot, _ring, sq_distances
-from mlwarden.serve.stationary import MIN_ROWS, TIGHT, _numbered
+from mlwarden.serve.stationary import MIN_ROWS, TIGHT, _Seen, _timeline
 
 CLIP = 1e-6  # probabilities are clipped to [CLIP, 1 - CLIP]: log-odds within +-13.8
 CAP = 1023  # the newest neighbours within the radius a cloud is taken from
@@ -163,35 +163,30 @@ def steady(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot, ans: 
     radius = sim.config.radius  # type: ignore[attr-defined]
     limit = radius * radius * vs.shape[1]
     link = (TIGHT * radius) ** 2 * vs.shape[1]
-    parts = _numbered(sim, vs, before)
-    known = [ans.take(parts[0][1]), old, ans.take(parts[2][1])]
+    qs = np.asarray(vs, dtype=np.float32)[cand]
+    # every candidate's distances to the rows it may see: one product a part of the
+    # history, those near the radius computed again as ``r - q`` (stationary's _Seen)
+    seen, gone = _Seen(_timeline(sim, vs, before), qs, (limit,)), len(before.ids)
     out = set()
-    for j in cand:
-        q, me = np.asarray(vs[j], dtype=np.float32), before.first + j
+    for c, j in enumerate(cand):
+        q, me = qs[c], before.first + j
         lab_j, score_j = ans.take(np.array([me]))
         if lab_j[0] < 0 or np.isnan(score_j[0]):
             continue  # no answer recorded for the query: it stands (fails closed)
-        rows, labels, scores, when = [], [], [], []
-        for (part, gid), (lab, score) in zip(parts, known, strict=True):
-            if not len(part):
-                continue
-            diff = part - q
-            near = (np.einsum("ij,ij->i", diff, diff) < limit) & (gid < me) & (gid >= me - hist)
-            rows.append(part[near])
-            labels.append(lab[near])
-            scores.append(score[near])
-            when.append(gid[near])
-        ids = np.concatenate(when)
-        newest = np.argsort(ids, kind="stable")[-CAP:]  # the newest CAP, oldest first
-        pts = np.concatenate([np.concatenate(rows)[newest], q[None]])
-        ball_labels = np.concatenate([np.concatenate(labels)[newest], lab_j])
-        ball = np.concatenate([np.concatenate(scores)[newest], score_j])
+        pos = seen.balls(c, me, hist)[0][-CAP:]  # the newest CAP in the radius, oldest first
+        ids = seen.ids[pos]
+        labels, scores = ans.take(ids)
+        was = pos < gone  # rows the batch overwrote (the timeline's first part): their
+        labels[was], scores[was] = old[0][pos[was]], old[1][pos[was]]  # answers from before
+        pts = np.concatenate([seen._rows(pos), q[None]])
+        ball_labels = np.concatenate([labels, lab_j])
+        ball = np.concatenate([scores, score_j])
         # a row of another class, without an answer or outside spread of the query's
         # log-odds makes the query stand once the cloud reaches it (exactly as the
         # checks below would): the linkage stops there
         ok = (ball_labels == lab_j[0]) & (np.abs(ball - score_j[0]) <= spread)
         keep = _cloud(pts, link, ok, (WIDE * radius) ** 2 * vs.shape[1])
-        if keep is not None and _quiet(pts, keep, ids[newest], me, ball_labels[keep],
+        if keep is not None and _quiet(pts, keep, ids, me, ball_labels[keep],
                                        ball[keep], (radius, sim.config.window, spread)):  # type: ignore[attr-defined]  # fmt: skip
             out.add(j)
     return out
