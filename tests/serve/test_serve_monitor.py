@@ -295,9 +295,12 @@ def test_memory_per_key_is_bounded_by_the_histories() -> None:
     rng = np.random.default_rng(0)
     batches = [rng.uniform(0, 1, (50, 3, 32, 32)).astype(np.float32) for _ in range(12)]
     labels = [rng.integers(0, 10, 50) for _ in batches]
-    # the same traffic through another gateway first: numba compiles its kernels on first
-    # use (~29 MB traced when this test runs alone) and module-level caches fill; what
-    # is traced below is then the measured gateway's own state, alone or after others
+    # numba's kernels compiled first (in a background thread on first use: ~29 MB traced
+    # when this test ran alone), then the same traffic through another gateway (module-
+    # level caches fill); what is traced below is the measured gateway's own state
+    from mlwarden.serve.monitor import compile_kernels
+
+    compile_kernels()
     warm = Monitor(cfg, shape=[3, 32, 32])
     for x, y in zip(batches, labels, strict=True):
         warm.inspect("k", x, y)
