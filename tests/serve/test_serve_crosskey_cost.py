@@ -159,7 +159,7 @@ def test_the_cheaper_scans_flag_what_session_10s_flagged(
     window: int, kept: int, seed: int, compiled: bool
 ) -> None:
     """Batches of 1 to 9 queries of one key each; small rings wrap many times; the
-    window scanned by the compiled kernel and by numpy."""
+    window written and scanned by the compiled kernels and by numpy."""
     new, ref = _pair(window, kept, compiled)
     stream = _mixed(seed, 2400)
     rng = np.random.default_rng(seed + 10)
@@ -178,6 +178,11 @@ def test_the_cheaper_scans_flag_what_session_10s_flagged(
         np.testing.assert_array_equal(getattr(new._kept, name), getattr(ref._kept, name))
     assert (new._kept.next, new._kept.filled) == (ref._kept.next, ref._kept.filled)
     np.testing.assert_array_equal(new._copied, ref._copied)
+    for name in ("_ring", "_norms", "_sketch"):  # the window, as observe_many writes it
+        np.testing.assert_array_equal(getattr(new._sim, name), getattr(ref._sim, name))
+    assert (new._sim._next, new._sim._filled) == (ref._sim._next, ref._sim._filled)
+    np.testing.assert_array_equal(new._who, ref._who)
+    np.testing.assert_array_equal(new._when, ref._when)
 
 
 def test_neighbours_within_rounding_of_the_radius_are_those_numpy_keeps() -> None:
@@ -200,7 +205,7 @@ def test_neighbours_within_rounding_of_the_radius_are_those_numpy_keeps() -> Non
         close.append(int(border.sum()))
         return pairs, border
 
-    fake = SimpleNamespace(crosskey_near=near)
+    fake = SimpleNamespace(crosskey_near=near, crosskey_add=kernels.crosskey_add)
     kept = []
     for compiled in (True, False):
         new = _pair(1000, 2000, compiled)[0]

@@ -214,14 +214,9 @@ class CrossKey:
         with self.lock:
             if self._sim is None or _ring(self._sim)[0].shape[1] != vs.shape[1]:
                 self._fresh(vs.shape[1])
-            kid = self._id(key)
-            hist, nxt = _ring(self._sim)[2:4]
-            start = self._seen
-            self._sim.observe_many(vs, whole=False, scan=False)  # added, not counted
-            slots = (nxt + np.arange(len(vs))) % hist
-            self._who[slots] = kid
-            self._when[slots] = start + np.arange(len(vs))
-            self._copied[slots] = False
+            kid, start = self._id(key), self._seen
+            vs = np.ascontiguousarray(vs, dtype=np.float32)
+            slots = self._add(vs, kid, start)
             self._seen += len(vs)
             self.unsaved += len(vs)
             out = []
@@ -233,6 +228,38 @@ class CrossKey:
                     out.append(j)
                     self.parties[key] = tuple(self._names[k] for k in parties)
             return out
+
+    def _add(self, vs: np.ndarray, kid: int, start: int) -> np.ndarray:
+        """Write the batch into the window as ``Similarity.observe_many(scan=False)``
+        writes it (rows, norms, sketches: the same values, without its counts' set-up),
+        with its key and arrivals (from ``start`` on); the ring slots written."""
+        sim = self._sim
+        _, _, hist, nxt, filled = _ring(sim)
+        count, first = len(vs), nxt % hist
+        if count > hist or first + count > hist:  # wraps: the general path
+            sim.observe_many(vs, whole=False, scan=False)
+            slots: Any = (nxt + np.arange(count)) % hist
+            at = slots
+        else:  # one run of slots
+            s = sim._sketch_of(vs)
+            half = np.einsum("ij,ij->i", s, s) / 2
+            vn = np.einsum("ij,ij->i", vs, vs)
+            sim._next, sim._filled = nxt + count, min(filled + count, hist)
+            kernels = self._kernels() if self._kernels is not None else None
+            if kernels is not None:  # one compiled call writes what the numpy below does
+                ring, norms = _ring(sim)[:2]
+                kernels.crosskey_add(vs, vn, s, half, ring, norms, sim._sketch, self._who,
+                                     self._when, self._copied, kid, start, first)  # fmt: skip
+                if sim._bits is not None:
+                    sim._bits = None  # as _put: rows whose bits were not packed
+                return np.arange(first, first + count)
+            at = slice(first, first + count)
+            sim._put(at, vs, vn, s, half, None)
+            slots = np.arange(first, first + count)
+        self._who[at] = kid
+        self._when[at] = np.arange(start, start + count)
+        self._copied[at] = False
+        return np.asarray(slots)
 
     def _touched(
         self, vs: np.ndarray, start: int, slots: np.ndarray

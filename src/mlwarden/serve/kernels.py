@@ -451,3 +451,38 @@ def crosskey_near(  # pragma: no cover - compiled
                     close[m] = d > limit - margin
                     m += 1
     return pairs[:m].copy(), close[:m].copy()
+
+
+@_jit
+def crosskey_add(  # pragma: no cover - compiled
+    vs: np.ndarray,
+    vn: np.ndarray,
+    sk: np.ndarray,
+    half: np.ndarray,
+    ring: np.ndarray,
+    norms: np.ndarray,
+    sketch: np.ndarray,
+    who: np.ndarray,
+    when: np.ndarray,
+    copied: np.ndarray,
+    kid: int,
+    start: int,
+    first: int,
+) -> None:
+    """Write a batch into the cross-key window's slots ``first, first + 1, ...`` as
+    :meth:`mlwarden.serve.monitor.Similarity._put` and
+    :meth:`mlwarden.serve.crosskey.CrossKey._add` write it: each row, its squared norm
+    ``vn``, its sketch ``sk`` and ``-half`` (the numpy values, copied), key ``kid``,
+    arrival ``start + j``, not copied to the kept ring."""
+    k = sk.shape[1]
+    for j in range(vs.shape[0]):
+        slot = first + j
+        for c in range(vs.shape[1]):
+            ring[slot, c] = vs[j, c]
+        norms[slot] = vn[j]
+        for c in range(k):
+            sketch[c, slot] = sk[j, c]
+        sketch[k, slot] = -half[j]
+        who[slot] = kid
+        when[slot] = start + j
+        copied[slot] = False

@@ -636,6 +636,9 @@ def _build_kernels() -> None:
                                np.zeros((1, 2), np.int64), 1, 1, 1, 0, np.zeros((2, 1), np.uint64))  # fmt: skip
         kernels.crosskey_near(two, np.zeros((3, 2), np.float32), 2, np.zeros(2, np.int64),
                               np.zeros(2, np.int64), 1, two, np.zeros(2, np.float32), 1.0)  # fmt: skip
+        one, flag = np.zeros(2, np.float32), np.zeros(2, np.bool_)
+        kernels.crosskey_add(two, one, two, one, two.copy(), one.copy(), np.zeros((3, 2), np.float32),
+                             np.zeros(2, np.int32), np.zeros(2, np.int64), flag, 0, 0, 0)  # fmt: skip
     except Exception:  # numba missing or broken here: numpy does the same work
         _COMPILED.append(None)
         return
