@@ -51,10 +51,12 @@ per similarity history row, in a ring with the history's slots (``query number %
 history``): 14 bytes a row, 140 kB a key at the default history, persisted with the
 similarity history (:meth:`Answers.dump`; a blob from before session 10 has none: after
 such a restart the rows from before it have no answers, and alerts on clouds of them stand).
-Cost: per alert that would stand, none otherwise: one pass over the history (``r - q``)
-and the cloud's single linkage from the query, level by level, each level's new rows
-against the rows not yet reached (a ball: the query against its at most ``CAP`` rows,
-then its neighbours against the few left). The linkage stops at the first row of
+Cost: per alert that would stand, none otherwise: the batch's candidates against the
+history in one product a part (``stationary._Seen``: distances within float32 rounding
+of the radius computed again as ``r - q``, every comparison the one a pass of ``r - q``
+makes), and the cloud's single linkage from the query, level by level, each level's new
+rows against the rows not yet reached (a ball: the query against its at most ``CAP``
+rows, then its neighbours against the few left). The linkage stops at the first row of
 another class, without an answer, or more than ``spread`` log-odds from the query's, and
 once the rows reached are too wide for any cloud of the ball's rows to pass the width
 test (their sum of squared distances from their mean, which only grows as rows join,
@@ -62,8 +64,10 @@ above ``d (WIDE r)^2`` times the rows that could join): the alert stands then, a
 full cloud's checks would say. That bounds a chain: two levels apart its rows are a link
 (``TIGHT r``) apart or more, so a chain of ``m`` levels holds a sum of at least ``(m - 1)
 (m - 2) / 2m`` squared links, and with ``(TIGHT / WIDE)^2`` = 36 it stops within about
-``2 n / 36`` levels of a ball of ``n`` rows (61 at 1,024; a chain of 1,022 rows cost 14 ms
-a query in the full linkage of session 10, about 0.5-0.9 ms now, issue 24f).
+``2 n / 36`` levels of a ball of ``n`` rows (61 at 1,024; a chain of 1,020 rows cost 13 ms
+a candidate in the full linkage of session 10, about 1 ms now, issue 24f). The dearest
+shape left is two tight clusters a link apart: one product of the first level's rows
+with the rest (at most about ``CAP^2 / 4`` distances), then the stop.
 
 Example::
 
