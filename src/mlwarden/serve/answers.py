@@ -67,7 +67,9 @@ full cloud's checks would say. That bounds a chain: two levels apart its rows ar
 ``2 n / 36`` levels of a ball of ``n`` rows (61 at 1,024; a chain of 1,020 rows cost 13 ms
 a candidate in the full linkage of session 10, about 1 ms now, issue 24f). The dearest
 shape left is two tight clusters a link apart: one product of the first level's rows
-with the rest (at most about ``CAP^2 / 4`` distances), then the stop.
+with the rest (about ``CAP^2 / 4`` distances), then the stop. In all a linkage measures
+each pair of rows at most once (``n^2 / 2``, half the session-9 matrix) and a level of
+a few rows against at most ``n``.
 
 Example::
 
