@@ -1,4 +1,4 @@
-"""Cross-key detection's cost a query (issue 19, session 11).
+"""Cross-key detection's cost a query, and a camera key's (issue 19, session 11).
 
 Session 10's :class:`~mlwarden.serve.crosskey.CrossKey` measured every query that had a
 neighbour in the gateway-wide window three times over: the window's sketch scan found
@@ -21,7 +21,8 @@ from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.crosskey import CrossKey, _Kept
 from mlwarden.serve.dilution import _ring
-from mlwarden.serve.monitor import Similarity, _kernels
+from mlwarden.serve.monitor import Monitor, Similarity, _kernels
+from mlwarden.serve.sketch import new_secret
 
 DIMS = 64
 
@@ -217,3 +218,21 @@ def test_neighbours_within_rounding_of_the_radius_are_those_numpy_keeps() -> Non
     np.testing.assert_array_equal(kept[0][0], kept[1][0])
     np.testing.assert_array_equal(kept[0][1], kept[1][1])
     assert 1 < len(kept[0][1]) < 42  # some rows inside the radius, some out (and the query)
+
+
+def test_a_camera_keys_offset_sketch_is_measured_once_per_shape_and_secret() -> None:
+    """Monitor._lit_sketch (an input of ones in the secret sketch) was measured again for
+    every batch of a camera key; it is kept, and measured again under a new secret."""
+    mon = Monitor(Detection(), shape=[3, 16, 16])
+    assert mon.sketch is not None
+    mon.profiles["cam"] = "camera"
+    xs = np.zeros((2, 3, 16, 16), dtype=np.float32)
+    ones = np.ones((1, 3, 16, 16), dtype=np.float32)
+    first = mon._lit_sketch("cam", xs)
+    assert first is not None and mon._lit_sketch("cam", xs) is first
+    np.testing.assert_array_equal(first, mon.sketch.of(ones, mon.scale))
+    mon.use_secret(new_secret())
+    again = mon._lit_sketch("cam", xs)
+    assert again is not None and not np.array_equal(again, first)
+    np.testing.assert_array_equal(again, mon.sketch.of(ones, mon.scale))
+    assert mon._lit_sketch("other", xs) is None

@@ -1562,6 +1562,7 @@ class Monitor:
         # and a cloud is excused only when still in a secret sketch of the raw input too
         # (serve/sketch.py); not on text, whose MinHash bits are the input's own view
         self.sketch = Sketch(secret or new_secret()) if stat_sketch(config, modality) else None
+        self._lit_cache: dict[tuple[int, ...], tuple[Sketch, np.ndarray]] = {}  # _lit_sketch
         # images (a frame of at least 16 x 16 last): a copy shifted by a pixel or two (a
         # crop) is the same input; own clouds are gathered up to a shift (stationary.aligned).
         # Not on 8 x 8 digits, where 2 pixels are a quarter of the frame: a noiseless search
@@ -1853,10 +1854,16 @@ class Monitor:
         return lambda ids: still_in_sketch(unlit(ring.take(ids, sk, first), lit))
 
     def _lit_sketch(self, key: str, xs: np.ndarray) -> np.ndarray | None:
-        """A ``camera`` key's offset direction (an input of ones) in the secret sketch."""
+        """A ``camera`` key's offset direction (an input of ones) in the secret sketch,
+        computed once per input shape and secret (read only by its callers)."""
         if self.sketch is None or self.profiles.get(key) != "camera" or not len(xs):
             return None
-        return self.sketch.of(np.ones((1, *xs.shape[1:]), np.float32), self.scale)
+        shape = tuple(xs.shape[1:])
+        known = self._lit_cache.get(shape)
+        if known is None or known[0] is not self.sketch:  # a new secret: measured again
+            ones = np.ones((1, *shape), np.float32)
+            known = self._lit_cache[shape] = (self.sketch, self.sketch.of(ones, self.scale))
+        return known[1]
 
     def _answer(self, state: _KeyState, before: Any, heard: np.ndarray, labels: list[int],
                 scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
