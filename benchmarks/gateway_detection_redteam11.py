@@ -73,6 +73,10 @@ Benign clients held out (nobody built them before), flagged per 1,000:
   brought back to the model's input size (the model's fixed shape) and 8-bit coded,
   and classifies every size; a tenth of photos are uploaded again later.
 
+``--mix K`` (OARS plans): the attack key sends ``K`` distinct benign queries of the pool
+before each attack query (the literature's "mix in benign traffic"; the budget counts
+attack queries only), on its own gateway too.
+
 ``--calib-sigma S``: every kind (digits too) calibrated by ``gateway calibrate --sigma S``
 instead of its default 0.05: whether a deployment that calibrates against a noisier
 search flags ``oars-blind`` and still passes its benign clients.
@@ -147,6 +151,9 @@ class Gate:
     first: int | None = None
     by: set[str] = field(default_factory=set)
     queries: list[np.ndarray] = field(default_factory=list)
+    mix: int = 0  # distinct benign queries the key sends before each attack query
+    decoys: Any = None  # (features, labels, answers) of the benign pool, rw._benign's
+    used_decoys: int = 0
 
     @property
     def key(self) -> str:
@@ -156,8 +163,34 @@ class Gate:
         """Go on with a fresh key (the old one set aside, not burnt)."""
         self.used += 1
 
+    def _flag(self, found: dict[str, list[int]], at: int) -> bool:
+        """Record a flag seen at attack query ``at``; whether the client saw it (and
+        lost the key)."""
+        self.flags += 1
+        self.first = self.first or at
+        self.by |= set(found)
+        if self.action == "log":
+            return False
+        self.burnt += 1  # blocked for good (block) or slowed tenfold (throttle): a new key
+        self.used += 1
+        return True
+
+    def _mixed(self) -> bool:
+        """``mix`` distinct benign queries of the pool (rows 2,000 on: not the warm-up's)
+        on the key before an attack query; whether one was flagged where the client sees it."""
+        shown = False
+        for _ in range(self.mix):
+            feats, labels, probs = self.decoys
+            i = 2000 + self.used_decoys % (len(labels) - 2000)
+            self.used_decoys += 1
+            found = rw._ask(self.mon, self.key, feats, labels, probs, i)
+            shown |= bool(found) and self._flag(found, self.sent + 1)
+        return shown
+
     def ask(self, q: np.ndarray) -> tuple[np.ndarray | None, bool]:
-        """Send ``q``: (its rounded scores, None when refused; whether a flag showed)."""
+        """Send ``q`` (after ``mix`` benign queries): (its rounded scores, None when
+        refused; whether a flag showed)."""
+        before = self._mixed() if self.mix else False
         q = np.asarray(q, dtype=np.float32)
         self.sent += 1
         self.queries.append(q)
@@ -166,15 +199,9 @@ class Gate:
                                  rw._answers(self.kind, self.det, xs))  # fmt: skip
         answer = np.round(scores(self.kind, xs)[0], 2)
         if not found:
-            return answer, False
-        self.flags += 1
-        self.first = self.first or self.sent
-        self.by |= set(found)
-        if self.action == "log":
-            return answer, False
-        self.burnt += 1  # blocked for good (block) or slowed tenfold (throttle): a new key
-        self.used += 1
-        return (None if self.action == "block" else answer), True
+            return answer, before
+        shown = self._flag(found, self.sent)
+        return (None if shown and self.action == "block" else answer), shown or before
 
 
 # -- OARS (Feng et al., CCS 2023) on the issue's noisy random search ---------------------
@@ -287,7 +314,8 @@ def judge_oars(gate: Gate, x0: np.ndarray, y0: int, deltas: list[np.ndarray],
 
 
 def run_oars(kind: long.Kind, det: Detection, plan: str, run: int, budget: int,
-             target: Monitor, make: Callable[[], Monitor], digits: bool) -> dict[str, Any]:  # fmt: skip
+             target: Monitor, make: Callable[[], Monitor], digits: bool,
+             mix: int = 0) -> dict[str, Any]:  # fmt: skip
     """One run of ``oars-block`` / ``-throttle`` / ``-blind`` on a copy of ``target``;
     ``make`` builds a gateway like it (a fresh ``Monitor``: its own secret sketch)."""
     x0, y0 = rw._target(kind, run)
@@ -296,10 +324,14 @@ def run_oars(kind: long.Kind, det: Detection, plan: str, run: int, budget: int,
     action = "block" if action == "rotate" else action
     if plan == "oars-blind":  # the scale learnt on a gateway of its own, on another input
         xl, yl = rw._target(kind, run + 1)
-        own = Gate(kind, det, make(), "block")
+        own = Gate(
+            kind, det, make(), "block", mix=mix, decoys=rw._benign(kind, det) if mix else None
+        )
         learnt = oars(own, np.asarray(xl, dtype=np.float64), yl, budget, 100 + run, digits=digits)
         scale, adapt, action = learnt["scale"], False, "log"
-    gate = Gate(kind, det, rw._copy(target), action)
+    gate = Gate(
+        kind, det, rw._copy(target), action, mix=mix, decoys=rw._benign(kind, det) if mix else None
+    )
     res = oars(gate, x0, y0, budget, run, scale, adapt, digits, plan == "oars-rotate")
     upto = gate.first - 1 if gate.first else gate.sent
     return {"first": gate.first, "by": sorted(gate.by), "burnt": gate.burnt, "keys": gate.used + 1,
@@ -486,7 +518,9 @@ def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, 
             if plan == "blind":
                 res = run_blind(kind, det, run, args.budget, target)  # type: ignore[arg-type]
             else:
-                res = run_oars(kind, det, plan, run, args.budget, target, make, name == "digits")  # type: ignore[arg-type]
+                res = run_oars(
+                    kind, det, plan, run, args.budget, target, make, name == "digits", args.mix
+                )  # type: ignore[arg-type]
             row.setdefault(plan, []).append(res)
             print(f"{name} {plan} run {run}: {json.dumps(res)}", flush=True)
     row["seconds"] = round(time.time() - t0)
@@ -533,6 +567,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--budget", type=int, default=long.BUDGET)
     ap.add_argument("--calib-sigma", type=float, help="calibrate against a search of this "
                     "noise (gateway calibrate --sigma; digits too, else its defaults)")  # fmt: skip
+    ap.add_argument("--mix", type=int, default=0, help="OARS plans: distinct benign queries "
+                    "the attack key sends before each attack query")  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     args.clients = [c for c in args.clients.split(",") if c in CLIENTS]  # "none": no clients

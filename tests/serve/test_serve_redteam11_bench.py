@@ -169,3 +169,19 @@ def test_oars_rotate_learns_how_many_queries_a_key_may_send(rt: Any) -> None:
     counts = list(mon.seen.values())  # in the order the keys were used
     assert counts[0] == 21 and set(counts[1:-1]) == {19}  # then 19 a key, none rejected
     assert 1 <= counts[-1] <= 19 and sum(counts) == 300
+
+
+def test_mix_sends_benign_rows_first_and_counts_only_attack_queries(rt: Any) -> None:
+    kind = _kind(rt)
+    rows = np.random.default_rng(5).uniform(0, 1, (2100, 1, 8, 8)).astype(np.float32)
+    mon = _Count(10**6)
+    gate = rt.Gate(kind, rt.Detection(), mon, "block", mix=3,
+                   decoys=(rows, np.zeros(2100, dtype=np.int64), None))  # fmt: skip
+    for _ in range(4):
+        gate.ask(kind.data[0])
+    assert gate.sent == 4 and mon.seen == {"k": 16} and gate.used_decoys == 12
+    blocked = rt.Gate(kind, rt.Detection(), _Count(3), "block", mix=3,
+                      decoys=(rows, np.zeros(2100, dtype=np.int64), None))  # fmt: skip
+    answer, shown = blocked.ask(kind.data[0])  # the third decoy is rejected: the key is gone
+    assert shown is True and blocked.burnt == 1 and blocked.first == 1
+    assert answer is not None  # the attack query itself went out on a fresh key
