@@ -43,9 +43,10 @@ Attackers, 5 runs of ``--budget`` queries (300) on the kind's attack inputs:
   perturbation, without its noise, is adversarial, i.e. one more query would confirm it);
 * ``oars-blind``: ``log`` gives no oracle, so the attacker learns the scale on a gateway
   of its own with the same configuration (the white-box case: it has the code and the
-  config, not this gateway's secret sketch): it runs ``oars-block`` there on another
-  input (the next run's target), takes the scale it ended at, and runs the noisy search
-  at that fixed scale against the target (no rejection feedback);
+  config, not this gateway's secret sketch: its own is ``--secret-seed`` + 1's): it runs
+  ``oars-block`` there on another input (the next run's target), takes the scale it
+  ended at, and runs the noisy search at that fixed scale against the target (no
+  rejection feedback);
 * ``oars-rotate`` (``block``): OARS's oracle read for what a count-based gateway leaks:
   each rejection also tells how many queries the key got answered first, and the
   attacker sends at most one fewer on each fresh key (the fewest seen, minus one),
@@ -106,6 +107,7 @@ import gateway_detection_long as long  # noqa: E402
 import gateway_detection_realworld as rw  # noqa: E402
 import gateway_detection_redteam10 as rt10  # noqa: E402
 from gateway_detection_clients import _Cnn  # noqa: E402
+from mlwarden.serve import monitor  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
@@ -317,7 +319,7 @@ def run_oars(kind: long.Kind, det: Detection, plan: str, run: int, budget: int,
              target: Monitor, make: Callable[[], Monitor], digits: bool,
              mix: int = 0) -> dict[str, Any]:  # fmt: skip
     """One run of ``oars-block`` / ``-throttle`` / ``-blind`` on a copy of ``target``;
-    ``make`` builds a gateway like it (a fresh ``Monitor``: its own secret sketch)."""
+    ``make`` builds a gateway like it (:func:`_own` puts it on another secret)."""
     x0, y0 = rw._target(kind, run)
     x0 = np.asarray(x0, dtype=np.float64)
     scale, adapt, action, learnt = 1.0, plan != "oars-rotate", plan.split("-")[1], None
@@ -339,6 +341,20 @@ def run_oars(kind: long.Kind, det: Detection, plan: str, run: int, budget: int,
             "scale": res["scale"], "learnt_on_own": None if learnt is None else learnt["scale"],
             "at_flag": judge_oars(gate, x0, y0, res["deltas"], upto),
             "all": judge_oars(gate, x0, y0, res["deltas"], gate.sent)}  # fmt: skip
+
+
+SECRET_SEED = 0  # --secret-seed: the target gateways' sketch secret (realworld.fix_secret)
+
+
+def _own(make: Callable[[], Monitor]) -> Monitor:
+    """The attacker's own gateway: built as the target is, on another sketch secret
+    (``--secret-seed`` + 1; it has the code and the config, not the target's secret)."""
+    keep = monitor.new_secret
+    rw.fix_secret(SECRET_SEED + 1)
+    try:
+        return make()
+    finally:
+        monitor.new_secret = keep
 
 
 # -- query blinding (Chen, Carlini & Wagner 2020) -------------------------------------
@@ -557,23 +573,18 @@ def table(results: dict[str, Any], budget: int) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--only", default="digits,images", help="comma-separated kinds (digits, "
-                    "images, mnist28, tabular, breast cancer, wine)")  # fmt: skip
-    ap.add_argument("--clients", default=",".join(CLIENTS))
-    ap.add_argument("--plans", default=",".join(ATTACKS))
-    ap.add_argument("--n", type=int, default=2000, help="queries a benign client")
-    ap.add_argument("--seeds", default="0", help="comma-separated benign client seeds")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--budget", type=int, default=long.BUDGET)
+    rw.add_common_args(ap, "digits,images", "digits, images, mnist28, tabular, breast cancer, "
+                       "wine", CLIENTS, ATTACKS, "not used here")  # fmt: skip
     ap.add_argument("--calib-sigma", type=float, help="calibrate against a search of this "
                     "noise (gateway calibrate --sigma; digits too, else its defaults)")  # fmt: skip
     ap.add_argument("--mix", type=int, default=0, help="OARS plans: distinct benign queries "
                     "the attack key sends before each attack query")  # fmt: skip
-    ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    args.clients = [c for c in args.clients.split(",") if c in CLIENTS]  # "none": no clients
-    args.plans = [p for p in args.plans.split(",") if p in ATTACKS]
-    args.seeds = [int(s) for s in args.seeds.split(",")]
+    if args.profile:
+        raise SystemExit("--profile: not used by redteam11")
+    rw.parse_common(args, CLIENTS, ATTACKS)  # every gateway on --secret-seed's secret
+    global SECRET_SEED
+    SECRET_SEED = args.secret_seed
     results: dict[str, Any] = {}
     for name, kind in kinds(set(args.only.split(","))).items():
         results[name] = run_kind(name, kind, args)

@@ -185,3 +185,21 @@ def test_mix_sends_benign_rows_first_and_counts_only_attack_queries(rt: Any) -> 
     answer, shown = blocked.ask(kind.data[0])  # the third decoy is rejected: the key is gone
     assert shown is True and blocked.burnt == 1 and blocked.first == 1
     assert answer is not None  # the attack query itself went out on a fresh key
+
+
+def test_the_attackers_own_gateway_is_on_another_secret(rt: Any) -> None:
+    """``oars-blind`` learns on a gateway like the target's, not on the target's secret;
+    the process's secret source is left as it was."""
+    kind = _kind(rt)
+    det = rt.Detection()
+    keep = rt.monitor.new_secret
+    rt.rw.fix_secret(7)
+    try:
+        rt.SECRET_SEED = 7
+        target, twin = kind.monitor(det), kind.monitor(det)
+        own = rt._own(lambda: kind.monitor(det))
+        assert target.sketch.tag == twin.sketch.tag  # the seed's secret: reproducible
+        assert own.sketch.tag != target.sketch.tag
+        assert kind.monitor(det).sketch.tag == target.sketch.tag  # restored after
+    finally:
+        rt.monitor.new_secret, rt.SECRET_SEED = keep, 0
