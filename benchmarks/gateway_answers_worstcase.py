@@ -31,7 +31,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -40,11 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from mlwarden.serve import answers
-from mlwarden.serve.config import Similarity as SimilarityConfig
-from mlwarden.serve.dilution import Dilution
-from mlwarden.serve.monitor import Similarity
-from mlwarden.serve.stationary import TIGHT
+sys.path.insert(0, str(Path(__file__).parent))
+from gateway_detector_worstcase import load_baseline  # noqa: E402
+from mlwarden.serve import answers  # noqa: E402
+from mlwarden.serve.config import Similarity as SimilarityConfig  # noqa: E402
+from mlwarden.serve.dilution import Dilution  # noqa: E402
+from mlwarden.serve.monitor import Similarity  # noqa: E402
+from mlwarden.serve.stationary import TIGHT  # noqa: E402
 
 DIMS, RADIUS = 30, 0.05
 
@@ -110,16 +111,6 @@ def measure(kind: str, args: argparse.Namespace, base: Any | None) -> dict[str, 
     return row
 
 
-def load_baseline(root: Path) -> Any:
-    path = root / "src" / "mlwarden" / "serve" / "answers.py"
-    spec = importlib.util.spec_from_file_location("mlw_base_answers", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["mlw_base_answers"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", default="drift,chain,halves")
@@ -130,7 +121,7 @@ def main() -> None:
     p.add_argument("--baseline", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    base = load_baseline(args.baseline) if args.baseline else None
+    base = load_baseline(args.baseline, "answers") if args.baseline else None
     rows = []
     for kind in args.only.split(","):
         rows.append(measure(kind, args, base))

@@ -147,12 +147,13 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             "flagged": flagged, "n": args.n, "history": args.history, "batch": args.batch}  # fmt: skip
 
 
-def load_baseline(root: Path) -> Any:
-    path = root / "src" / "mlwarden" / "serve" / "stationary.py"
-    spec = importlib.util.spec_from_file_location("mlw_base_stationary", path)
+def load_baseline(root: Path, name: str = "stationary") -> Any:
+    """``serve/NAME.py`` of the tree at ``root``, as module ``mlw_base_NAME``."""
+    path = root / "src" / "mlwarden" / "serve" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"mlw_base_{name}", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["mlw_base_stationary"] = mod
+    sys.modules[f"mlw_base_{name}"] = mod
     spec.loader.exec_module(mod)
     return mod
 
