@@ -15,7 +15,10 @@ trees may differ in rules; equal counts are expected where only costs changed).
 
 Inputs (``--inputs``): ``load``, the load benchmark's (every digit and its one-pixel
 shifts, shuffled, then mixtures of two: many cross-key neighbours), or ``noisy``,
-digits with N(0, 0.03) (~40% of queries have a neighbour in the window). ``--mode``:
+digits with N(0, 0.03) (~40% of queries have a neighbour in the window), or
+``resend``, 10 digits re-sent with N(0, 0.01) by every key (a stream shaped for cost:
+every query has a full ball in the kept ring and is judged; the still-ball rules excuse
+it). ``--mode``:
 ``submit`` (batch 8, the gateway's default) or ``inspect`` (one query a call, as
 ``action: block``). ``--warm N``: each key first sends N distinct inputs, 64 a call,
 untimed (10000: full histories).
@@ -42,14 +45,15 @@ KEYS = 8
 
 
 def inputs(kind: str, n: int) -> np.ndarray:
-    """``n`` inputs (N, 1, 8, 8) of kind ``load`` or ``noisy`` (module docstring)."""
+    """``n`` inputs (N, 1, 8, 8) of kind ``load``, ``noisy`` or ``resend`` (module docstring)."""
     from sklearn.datasets import load_digits
 
     pool = (load_digits().data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
-    if kind == "noisy":
+    if kind in ("noisy", "resend"):
         rng = np.random.default_rng(0)
-        noisy = pool[rng.integers(len(pool), size=n)] + rng.normal(0, 0.03, (n, 1, 8, 8))
-        return np.clip(noisy, 0, 1).astype(np.float32)
+        picks = pool[rng.integers(len(pool) if kind == "noisy" else 10, size=n)]
+        sigma = 0.03 if kind == "noisy" else 0.01
+        return np.clip(picks + rng.normal(0, sigma, (n, 1, 8, 8)), 0, 1).astype(np.float32)
     shifts = [pool] + [np.roll(pool, s, axis=a) for a in (2, 3) for s in (-1, 1)]
     xs = np.concatenate(shifts)[np.random.default_rng(0).permutation(5 * len(pool))]
     rng = np.random.default_rng(1)  # gateway_load._load_inputs: mixtures of two
@@ -105,7 +109,7 @@ def main() -> None:
     p.add_argument("--chunks", type=int, default=13)
     p.add_argument("--size", type=int, default=500, help="queries a chunk")
     p.add_argument("--mode", choices=("submit", "inspect"), default="submit")
-    p.add_argument("--inputs", choices=("load", "noisy"), default="load")
+    p.add_argument("--inputs", choices=("load", "noisy", "resend"), default="load")
     args = p.parse_args()
     if args.worker:
         return worker(args)

@@ -286,6 +286,8 @@ class CrossKey:
             j, slot = self._scan(vs, start, slots, limit)
         if not len(j):
             return []
+        if len(vs) == 1:  # batch 1 (action: block): one query, no grouping
+            return [(0, slot)]
         cuts = np.flatnonzero(np.diff(j)) + 1  # grouped by query
         return list(zip(j[np.append(0, cuts)].tolist(), np.split(slot, cuts), strict=True))
 
