@@ -228,6 +228,17 @@ MIN_VALUES = 64
 # differ in a few values only: a coordinate search's candidates (Square's late windows:
 # 1-2), not a re-encoding's (a one-pixel shift and a gain on digits: 8 at the least)
 FEW_VALUES = 4.0
+# the reach, in radii, of a still ball's chain (:func:`walked`): the key's recent rows this
+# close to the query. neshopd's hops (NES one point at a time, each centre with a fresh
+# decoy offset) lie 1.9-2.6 radii apart on images; so do distinct inputs (tinted MNIST:
+# 7% of random pairs within 3 radii), hence the chain is read in time, not by distance
+CHAIN = 3.0
+# queries back (of the key's) that a chain is read over: about 6 hops of NES (51 queries)
+SPAN = 300
+# rows of a chain beyond the radius (earlier balls) from which it is judged: two hops of
+# NES; a burst client's other inputs within ``CHAIN`` radii reached 40 (digits, bursts of
+# 12 copies of the first 30 digits in a row: 5 alarms more) but not 80
+LINKS = 80
 
 
 @functools.lru_cache(maxsize=CAP + 1)
@@ -468,9 +479,10 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
     if vs.shape[1] < MIN_VALUES:
         wide = None  # a table's few features: white noise spans as few dimensions there
     reach = radius if wide is None else wide * radius
-    limits = tuple(r * r * vs.shape[1] for r in (near, radius, reach))
-    bar = None if tight is None else radius  # copies farther apart than this: no resend
     coords = wide is not None  # tensors (not text's MinHash bits, nor audio), as the wide rule
+    chain = (CHAIN * radius,) if coords and CHAIN else ()
+    limits = tuple(r * r * vs.shape[1] for r in (near, radius, reach, *chain))
+    bar = None if tight is None else radius  # copies farther apart than this: no resend
     # text's typo copies are no own cloud of each other; a camera key's frames spread
     # along its drifting light, and within the radius their sensor noise is white (the
     # slice veto flagged 107 of 400 frames of tests/serve/test_serve_profiles.py's camera)
@@ -480,35 +492,69 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
     for c, j in enumerate(cand):
         q, me = seen.qs[c], before.first + j
         balls = seen.balls(c, me, hist)
+        vet_j = _chained(vet, seen, balls, q, me, lit) if chain else vet
         if len(balls[0]) + 1 < MIN_ROWS and shifted is not None:
             offsets, gain = shifted(j)
             up_to = seen.aligned(c, me, hist, limits[0], offsets)
             if len(up_to.rows) >= MIN_ROWS:  # judged up to a shift, off the gain
                 copies = not (coords and coordinate(up_to.rows))  # no coordinate search's
-                if copies and not moving(up_to.rows, bar, lit, gain) and _vetted(vet, up_to.ids):
+                if copies and not moving(up_to.rows, bar, lit, gain) and _vetted(vet_j, up_to.ids):
                     out.add(j)
                 continue
         # its own cloud: judged on its newest CAP rows; a slice of a wider noise cloud is
         # judged as a query without an own cloud (below)
         if len(balls[0]) + 1 >= MIN_ROWS and not _sliced(seen, balls, q, me, cut):
             own = seen.cloud(balls[0], q, me)
-            if _resend(own.rows, bar, coords, lit) and _vetted(vet, own.ids):
+            if _resend(own.rows, bar, coords, lit) and _vetted(vet_j, own.ids):
                 out.add(j)
             continue
         # a copy of its own, and its copies at least half of its neighbours within the radius
         copy = len(balls[0]) >= 1 and 2 * len(balls[0]) >= len(balls[1])
         held = seen.cloud(balls[1], q, me) if copy else None
         if held is not None and len(balls[1]) + 1 >= MIN_ROWS:
-            if _resend(held.rows, bar, coords, lit) and _vetted(vet, held.ids):
+            if _resend(held.rows, bar, coords, lit) and _vetted(vet_j, held.ids):
                 out.add(j)
             continue
         far = seen.cloud(balls[2], q, me) if wide is not None else None
-        if far is not None and recoded(far.rows, lit) and _vetted(vet, far.ids):
+        if far is not None and recoded(far.rows, lit) and _vetted(vet_j, far.ids):
             out.add(j)
         elif held is not None:  # it waits on its ball within the radius, and on its wide ball
             held.far, held.far_ids = (far.rows, far.ids) if far is not None else (None, None)
             small[j] = held
     return out, small
+
+
+def walked(rows: np.ndarray, lit: np.ndarray | None = None) -> bool:
+    """Whether a still ball's chain ``rows`` (n, dims), in time order (the key's recent
+    rows within ``CHAIN`` radii of its query, the query last) moves: :func:`drift_p`
+    below ``ALPHA``. A search that samples one point at a time (NES: 50 draws around a
+    centre, then a step, each centre with a fresh decoy offset, so each hop is a still
+    ball of its own) makes a chain of still balls, each a run of queries a few radii
+    from the last: its newest rows stand apart from the older ones while the noise
+    between successive rows (within a hop) is small. One input's re-encodings, or a few
+    nearby inputs resent in random order, mix in time: their successive differences
+    carry the jumps between them and their centre stays put. ``lit``: a camera key's
+    lighting directions, removed first."""
+    rows = rows if lit is None else unlit(rows[-CAP:], lit)
+    return drift_p(rows) < ALPHA
+
+
+def _chained(vet: Vet | None, seen: _Seen, balls: list[np.ndarray], q: np.ndarray, me: int,
+             lit: np.ndarray | None) -> Vet:  # fmt: skip
+    """``vet`` and, before a cloud of query ``me`` is excused, its chain not
+    :func:`walked`: the rows within ``CHAIN`` radii (``balls[3]``) of the key's last
+    ``SPAN`` queries, when ``LINKS`` or more of them lie beyond the radius (earlier
+    balls; fewer: the ball itself, judged already)."""
+
+    def vetted(ids: np.ndarray) -> bool:
+        if not _vetted(vet, ids):
+            return False
+        chain, near = (p[seen.ids[p] >= me - SPAN] for p in (balls[3], balls[1]))
+        if len(chain) - len(near) < LINKS:
+            return True
+        return not walked(seen.cloud(chain, q, me).rows, lit)
+
+    return vetted
 
 
 def _sliced(seen: _Seen, balls: list[np.ndarray], q: np.ndarray, me: int,
