@@ -166,6 +166,7 @@ from mlwarden.serve.profiles import lighting_directions, unlit
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
 from mlwarden.serve.sketch import quiet as still_in_sketch
 from mlwarden.serve.stationary import TIGHT, WIDE, Cloud, Vet, settle, still
+from mlwarden.serve.stream import lag, tolerance
 from mlwarden.serve.text import TypingChain
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
@@ -234,6 +235,13 @@ def _fingerprints(
     there makes the window loud, and the windows it does not touch still match. (A
     window whose hash is 0, one in 2^64, is dropped too: 0 marks a gated window.)
     """
+    return _largest(_window_hashes(xs, quantization, window, silence), top)
+
+
+def _window_hashes(xs: np.ndarray, quantization: float, window: int,
+                   silence: float = 0.0) -> np.ndarray:  # fmt: skip
+    """The hash of every window of :func:`_fingerprints` (B, n - window + 1): window ``i``
+    holds values ``i`` to ``i + window - 1`` of the flattening; 0: gated (silence)."""
     raw = np.asarray(xs, dtype=np.float64).reshape(len(xs), -1)
     flat = np.floor(raw / quantization).astype(np.int64)
     n = flat.shape[1]
@@ -252,7 +260,7 @@ def _fingerprints(
         loud = np.zeros((len(raw), n + 1), dtype=np.int64)
         np.cumsum(np.abs(raw) >= silence, axis=1, out=loud[:, 1:])
         hashes[loud[:, w:] <= loud[:, : n + 1 - w]] = 0
-    return _largest(hashes, top)
+    return hashes
 
 
 def _largest(hashes: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -303,6 +311,46 @@ def _largest_sorted(hashes: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarra
         keep &= np.cumsum(keep[:, ::-1], axis=1)[:, ::-1] <= top
     rows = np.flatnonzero(keep) // width  # np.nonzero of a 2-D mask: ~10x slower
     return rows, hashes[keep]
+
+
+def _top_of(hashes: np.ndarray, top: int) -> np.ndarray:
+    """One query's fingerprint, as :func:`_largest` gives it (its ``top`` largest distinct
+    nonzero window ``hashes``, ascending), from a partition: pauses gate most windows of
+    speech to 0, where :func:`_largest` sorts the whole row."""
+    nz = hashes[hashes != 0]
+    if len(nz) > 4 * top:
+        # the 4 top largest values: when they hold top distinct ones, those are the largest
+        most = np.unique(np.partition(nz, len(nz) - 4 * top)[len(nz) - 4 * top :])
+        if len(most) >= top:
+            return most[-top:]
+    return np.unique(nz)[-top:]
+
+
+def _first_at(hashes: np.ndarray, top: np.ndarray, start: int) -> np.ndarray:
+    """Of a query's fingerprint ``top`` (its largest distinct window hashes, ascending;
+    ``hashes``: every window's, in order), those whose first window is window ``start``
+    or later. Every hash at least ``top[0]`` is one of ``top``: no search of the rest."""
+    if not len(top):
+        return top
+    at = np.flatnonzero(hashes >= top[0])
+    values, first = np.unique(hashes[at], return_index=True)
+    return values[at[first] >= start]
+
+
+def _link(by: np.ndarray, threshold: int, top: int) -> tuple[int, int]:
+    """A stream window's Blacklight link on its new samples' hashes, ``by`` the query
+    carrying each (-1: none): (owner, 2) when their carried share is at least ``threshold
+    / top`` (a match's share of a fingerprint), (owner, 1) from half that (half a match),
+    else (-1, 0); the owner is the query most of them point to, the newest on a tie."""
+    known = by[by >= 0]
+    if not len(known):
+        return -1, 0
+    ids, counts = np.unique(known, return_counts=True)
+    owner = int(ids[len(ids) - 1 - int(np.argmax(counts[::-1]))])
+    share = len(known) * top  # compared with threshold * len(by): no division
+    return owner, 2 if share >= threshold * len(by) else 1 if 2 * share >= threshold * len(
+        by
+    ) else 0
 
 
 class Blacklight:
@@ -359,24 +407,28 @@ class Blacklight:
         """
         return self.observe_many(np.asarray(x)[None])[0][0]
 
-    def observe_many(self, xs: np.ndarray) -> tuple[list[int], list[int]]:
+    def observe_many(self, xs: np.ndarray, links: dict[int, tuple[int, int]] | None = None,
+                     ) -> tuple[list[int], list[int]]:  # fmt: skip
         """Add the queries ``xs`` (B, ...) in order, each as :meth:`observe` would.
 
         Returns each query's count of shared hashes and its chain :attr:`depth` (see
         :meth:`_chain`). A query is compared with the batch's earlier queries too:
-        identical to B calls of :meth:`observe`, at the cost of about one.
+        identical to B calls of :meth:`observe`, at the cost of about one. ``links``:
+        query id (:attr:`_next` numbers them) -> the (owner, link) its chain takes
+        instead of its own match's (a stream's window: serve/stream.py).
         """
         n0, count = self._next, len(xs)
         if self._spill:
             self._rehome()
         if not self._spill and n0 + count - self._base < self._REBASE:
-            done = self._observe_compiled(xs)
+            done = self._observe_compiled(xs, links)
             if done is not None:
                 if len(done[0]) == count:
                     return done
-                rest = self._observe_numpy(xs[len(done[0]) :])  # a spill, or values numpy decides
+                # a spill, or values numpy decides
+                rest = self._observe_numpy(xs[len(done[0]) :], links)
                 return done[0] + rest[0], done[1] + rest[1]
-        return self._observe_numpy(xs)
+        return self._observe_numpy(xs, links)
 
     def _rehome(self) -> None:
         """Move spilled hashes back into their buckets where a slot has come free, and
@@ -405,7 +457,8 @@ class Blacklight:
                 spill[key] = query
         self._spill = spill
 
-    def _observe_numpy(self, xs: np.ndarray) -> tuple[list[int], list[int]]:
+    def _observe_numpy(self, xs: np.ndarray, links: dict[int, tuple[int, int]] | None = None,
+                       ) -> tuple[list[int], list[int]]:  # fmt: skip
         """:meth:`observe_many` in numpy: one pass over the table for the whole batch."""
         c = self.config
         n0, count = self._next, len(xs)
@@ -441,15 +494,24 @@ class Blacklight:
                 owners = [int(ids_[len(ids_) - 1 - int(np.argmax(counts[::-1]))])]  # newest
         self._next = n0 + count
         self._store(m, ids, bucket, col)
-        depths = []
-        for j, (b, owner) in enumerate(zip(best, list(owners), strict=True)):
+        return best, self._chains(n0, best, list(owners), links)
+
+    def _chains(self, n0: int, best: list[int], owners: list[int],
+                links: dict[int, tuple[int, int]] | None) -> list[int]:  # fmt: skip
+        """The chain depths of queries ``n0``, ``n0 + 1``, ... (:meth:`_chain`) from their
+        shared counts ``best`` and ``owners``, or the (owner, link) ``links`` gives."""
+        c, depths = self.config, []
+        for j, (b, owner) in enumerate(zip(best, owners, strict=True)):
             link = 2 if b >= c.threshold else 1 if 2 * b >= c.threshold else 0
+            if links and n0 + j in links:
+                owner, link = links[n0 + j]
             depth = self._chain(n0 + j, owner, link)
             self.depth = depth if link == 2 else 0  # only a match is flagged
             depths.append(self.depth)
-        return best, depths
+        return depths
 
-    def _observe_compiled(self, xs: np.ndarray) -> tuple[list[int], list[int]] | None:
+    def _observe_compiled(self, xs: np.ndarray, links: dict[int, tuple[int, int]] | None = None,
+                          ) -> tuple[list[int], list[int]] | None:  # fmt: skip
         """:meth:`observe_many` by the compiled kernel of :mod:`mlwarden.serve.kernels`,
         query after query (the same fingerprints, the same slots as one-query calls);
         ``None``: no kernel here. May stop early (a full bucket, a value out of range):
@@ -473,14 +535,8 @@ class Blacklight:
         self._next = n0 + done
         for m in spilled.tolist():  # a full bucket: the dict keeps it
             self._spill[int(m)] = n0 + done - 1
-        depths = []
-        for j, (b, owner) in enumerate(zip(best[:done].tolist(), owners[:done].tolist(),
-                                           strict=True)):  # fmt: skip
-            link = 2 if b >= c.threshold else 1 if 2 * b >= c.threshold else 0
-            depth = self._chain(n0 + j, owner, link)
-            self.depth = depth if link == 2 else 0  # only a match is flagged
-            depths.append(self.depth)
-        return best[:done].tolist(), depths
+        return best[:done].tolist(), self._chains(n0, best[:done].tolist(),
+                                                  owners[:done].tolist(), links)  # fmt: skip
 
     def _chain(self, query: int, owner: int, link: int) -> int:
         """The chain depth of ``query``, whose most shared hashes are ``owner``'s.
@@ -575,6 +631,14 @@ class Blacklight:
         self._ids[gone] = 0
         self._tags[gone] = 0
         self._base += shift
+
+    def carried(self, hashes: np.ndarray) -> np.ndarray:
+        """The newest query still in the history that carries each of ``hashes`` (uint64,
+        as :func:`_fingerprints` gives them; -1: none). Reads the table, stores nothing."""
+        if not len(hashes):
+            return np.zeros(0, dtype=np.int64)
+        _, _, last = self._find(np.asarray(hashes, dtype=np.uint64) * self._salt)
+        return np.where(last >= max(self._next - self.config.history, 0), last, -1)
 
     def flags(self, x: np.ndarray) -> bool:
         """Whether ``x`` ends a chain of at least ``chain`` matches (:meth:`_chain`)."""
@@ -1491,11 +1555,14 @@ class _KeyState:
         # the secret sketches of the similarity history's rows (serve/sketch.py), slot for
         # slot; made on the first batch of inputs that have more values than max_dims
         self.sketch: Ring | None = None
+        # audio: the key's last query, which the next may continue (Monitor._streamed)
+        self.tail: np.ndarray | None = None
 
     def nbytes(self) -> int:
         parts = (self.blacklight, self.similarity, self.prada, self.residual, self.answers)
         chains = self.chains.nbytes if self.chains is not None else 0
         chains += self.sketch.nbytes if self.sketch is not None else 0
+        chains += self.tail.nbytes if self.tail is not None else 0
         return (
             len(self.recent._order) * 120 + chains + sum(p.nbytes() for p in parts if p is not None)
         )
@@ -1573,6 +1640,8 @@ class Monitor:
         # audio: windows within one bin of zero (pauses) are not hashed; see _fingerprint
         default_gate = bl.quantization if modality == "audio" else 0.0
         self.silence = default_gate if bl.silence is None else bl.silence
+        # audio: a stream's overlapping windows continue each other (serve/stream.py)
+        self.stream = modality == "audio"
         self.dims = min(math.prod(shape), config.similarity.max_dims) if shape else None
         # PRADA's resend bar (RMS per value): half the similarity radius, where a search's
         # noisy steps sit; on text the radius itself, the shingle Jaccard ``near`` (0.6 by
@@ -1761,7 +1830,8 @@ class Monitor:
         out: dict[str, list[int]] = {}
         xs = self.standardise(xs)
         if state.blacklight is not None:
-            _, matches = state.blacklight.observe_many(xs)
+            streamed = self._streamed(state, xs)  # audio windows of one stream (stream.py)
+            _, matches = state.blacklight.observe_many(xs, streamed)
             out["blacklight"] = [j for j, r in enumerate(matches) if r >= chain]
         if state.similarity is None and state.prada is None:
             return out
@@ -1931,6 +2001,41 @@ class Monitor:
         if self.profiles.get(key) != "camera":
             return None
         return lighting_directions(dims, self._mean, self._axes)
+
+    def _streamed(self, state: _KeyState, xs: np.ndarray) -> dict[int, tuple[int, int]]:
+        """Audio: for each query of the batch ``xs`` (before Blacklight stores it) that
+        continues the key's previous query (:func:`mlwarden.serve.stream.lag`), the
+        (owner, link) its Blacklight chain takes (:meth:`Blacklight.observe_many`'s
+        ``links``, by query id): a match on its *new* samples alone. Of its fingerprint's
+        hashes whose windows touch them, the share carried by the key's remembered queries
+        (or the batch's earlier ones) is a match from ``threshold / top`` on, half a
+        match from half that, with the query most of them point to (the newest on a tie).
+        Its overlap was answered before (:mod:`mlwarden.serve.stream`)."""
+        bl = state.blacklight
+        if not self.stream or bl is None or not len(xs):
+            return {}
+        prev, state.tail = state.tail, np.array(xs[-1], dtype=np.float32)
+        tol = tolerance(self.scale)
+        lags = [lag(p, x, tol) if p is not None else None
+                for p, x in zip([prev, *xs[:-1]], xs, strict=True)]  # fmt: skip
+        if all(h is None for h in lags):
+            return {}
+        c, n0 = bl.config, bl._next
+        last = max(j for j, h in enumerate(lags) if h is not None)
+        wins = _window_hashes(xs[: last + 1], c.quantization, c.window, bl.silence)
+        tops = [_top_of(row, c.top) for row in wins]  # _fingerprints' rows
+        w = xs[0].size - wins.shape[1] + 1  # values a window
+        out = {}
+        for j, h in enumerate(lags):
+            if h is not None:
+                # hashes that first occur in the new samples: not the overlap's own
+                # repeats (a voiced sound's pitch periods quantise alike, ms apart)
+                new = _first_at(wins[j], tops[j], max(xs[j].size - h - w + 1, 0))
+                by = bl.carried(new)
+                for k in range(j):  # the batch's earlier queries are newer than the table
+                    by[np.isin(new, tops[k])] = n0 + k
+                out[n0 + j] = _link(by, c.threshold, c.top)
+        return out
 
     def _heard(self, vs: np.ndarray) -> np.ndarray:
         """Positions of the queries the similarity detector counts: all but audio clips
