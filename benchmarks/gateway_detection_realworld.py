@@ -21,7 +21,10 @@ Benign clients (``--n`` queries, default 2,000):
   (``gateway_detection_outside.jpeg``, quality U(70, 95)); a fifth of the photos an
   earlier one again;
 * ``slide`` (audio): one call of 3-6 Asterisk prompts with 0.2-0.5 s pauses, classified
-  in 1 s windows every 0.25 s (overlapping 75%), then the next call;
+  in 1 s windows every 0.25 s (overlapping 75%), then the next call; ``slide16`` (audio,
+  built apart): calls of 2-5 prompts at gains of their own with pauses of 0.1-0.8 s,
+  resampled to 16 kHz, a microphone's hiss and 50 Hz hum on the whole call, 0.5 s
+  windows (the model's 8,000 values) every 0.1 s (a 20% hop);
 * ``typing`` (text): a moderation check as someone types: the growing prefix every 1-4
   keystrokes (a debounce), a mistyped key corrected by a backspace 5% of keys;
 * ``form`` (tables): a scorer re-run after every field edit of an application form: the
@@ -70,6 +73,15 @@ distinct benign queries of the same key (``knowing._warm``'s):
   watch the same scene, send each frame with noise 0.01 of their own *before* the victim
   does. Reported: the victim's own flagged queries per 1,000 with and without them.
 
+* against the stream rule (``serve/stream.py``: a window continuing the key's previous
+  one chains in Blacklight only on its new samples), audio: ``slidesearch`` the issue's
+  noisy search (sigma 0.05) sent as a stream, windows every 2,000 samples over a tape of
+  copies of ``x0``, each copy the next candidate, judged on the window aligned with it
+  (one candidate per 4 queries); ``slidefine`` the same at the smallest hop the rule
+  takes (800 samples: one per 10); ``slidesquare`` noiseless Square steps (0.05, Linf
+  0.1) on the tape; ``shiftcopy`` the noisy search with each query rolled by a random
+  shift of up to 2,000 samples (is a shifted ``x0`` still ``x0`` to the model?).
+
 Reported per attack: the attack's own query at which a key of it is first flagged, and
 what it had in hand by then: the largest drop of the true class's probability, whether
 an answer was another class within Linf 0.1 of the range (``wrong``), and for ``hsja``
@@ -110,13 +122,18 @@ from mlwarden.serve import monitor  # noqa: E402
 from mlwarden.serve.config import Detection, Similarity  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
-CLIENTS = ("camera", "camera-still", "camera-light", "camera-walkers", "thumbs", "slide", "typing",
-           "form", "crowd", "crowdcam")  # fmt: skip
+CLIENTS = ("camera", "camera-still", "camera-light", "camera-walkers", "thumbs", "slide", "slide16",
+           "typing", "form", "crowd", "crowdcam")  # fmt: skip
 ATTACKS = ("nullspace", "nullnoise", "mirror", "hsja", "flatjump", "sybil4", "sybil8", "sybil20", "sybil100",
-           "sybil150", "busy4", "grief", "griefcam", "litsearch", "gainsearch")  # fmt: skip
+           "sybil150", "busy4", "grief", "griefcam", "litsearch", "gainsearch", "slidesearch",
+           "slidefine", "slidesquare", "shiftcopy")  # fmt: skip
+# the stream attacks (audio): hop (samples), noise a query, noiseless Square steps
+SLIDES = {"slidesearch": (2000, 0.05), "slidefine": (800, 0.05), "slidesquare": (2000, 0.0)}
 APPLIES = {  # which kinds each client / attack is built for
     "camera": {"images", "mnist28"}, "camera-still": {"images"}, "camera-light": {"images"},
     "camera-walkers": {"images"}, "thumbs": {"images", "mnist28"}, "slide": {"audio"},
+    "slide16": {"audio"}, "slidesearch": {"audio"}, "slidefine": {"audio"},
+    "slidesquare": {"audio"}, "shiftcopy": {"audio"},
     "typing": {"text"}, "form": {"tabular", "breast cancer raw", "breast cancer", "wine"},
     "crowd": {"images", "mnist28", "audio", "text", "tabular", "breast cancer raw",
               "breast cancer", "wine"},
@@ -207,6 +224,26 @@ def slide(n: int, rng: np.random.Generator) -> np.ndarray:
         out += [call[s : s + 8000] for s in range(0, len(call) - 7999, 2000)]
     q = np.round(np.clip(np.stack(out[:n]), -1, 1) * 32767) / 32767
     return q[:, None, :].astype(np.float32)
+
+
+def slide16(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Built apart from :func:`slide`: calls resampled to 16 kHz (``resample_poly``), a
+    microphone's hiss N(0, 0.003) and 50 Hz hum (0.004) added to the whole call, 16-bit
+    PCM, then 0.5 s windows (the model's 8,000 values) every 0.1 s (a 20% hop)."""
+    from scipy.signal import resample_poly
+
+    clips, out = _recordings(), []  # type: list[np.ndarray], list[np.ndarray]
+    while len(out) < n:
+        parts = []
+        for _ in range(int(rng.integers(2, 6))):
+            parts.append(clips[int(rng.integers(len(clips)))] * rng.uniform(0.2, 1.0))
+            parts.append(np.zeros(int(rng.uniform(0.1, 0.8) * 8000)))
+        call = resample_poly(np.concatenate(parts), 2, 1)
+        t = np.arange(len(call)) / 16000.0
+        call = call + rng.normal(0, 0.003, len(call)) + 0.004 * np.sin(2 * np.pi * 50 * t)
+        call = np.round(np.clip(call, -1, 1) * 32767) / 32767
+        out += [call[s : s + 8000] for s in range(0, len(call) - 7999, 1600)]
+    return np.stack(out[:n])[:, None, :].astype(np.float32)
 
 
 NEAR = "qwertyuiopasdfghjklzxcvbnm"
@@ -361,6 +398,8 @@ def benign(name: str, kind: long.Kind, det: Detection, client: str, n: int, seed
         xs = thumbs(kind.data, n, rng)
     elif client == "slide":
         xs = slide(n, rng)
+    elif client == "slide16":
+        xs = slide16(n, rng)
     elif client == "typing":
         xs = typing(kind.data, n, rng)
     elif client == "form":
@@ -601,6 +640,62 @@ def lit_search(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int,
     return np.stack(sent)
 
 
+def slide_search(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int, hop: int,
+                 sigma: float) -> np.ndarray:  # fmt: skip
+    """Issue 19's noisy random search sent as a stream: windows every ``hop`` samples over
+    a tape of copies of ``x0``, each copy the search's next candidate (its kept step plus a
+    block of +-0.1, and fresh N(0, ``sigma``) on every sample; ``sigma`` 0: Square's
+    noiseless block steps of 0.05 in Linf 0.1). Each window continues the one before
+    (the same samples at another offset); a candidate is judged on the window aligned
+    with its copy and kept when the true class's probability falls. A copy is written
+    on the tape once the window before it needs its first samples, after the answer to
+    the window aligned with the copy before."""
+    lo, hi = kind.bounds
+    span, n = hi - lo, x0.size
+    rng = np.random.default_rng(seed)
+    delta, score = np.zeros_like(x0, dtype=np.float64), np.inf
+    tape, cands, sent = np.zeros(0, np.float32), [], []  # type: ignore[var-annotated]
+    while len(sent) < budget:
+        at = len(sent) * hop
+        while len(tape) < at + n:  # the next copy: the search's candidate
+            cand = delta.copy()
+            b = _block(rng, x0.shape)
+            step = rng.choice([-0.1, 0.1]) if sigma else cand[b] / span + rng.choice([-0.05, 0.05])
+            cand[b] = np.clip(step, -0.1, 0.1) * span
+            noise = rng.normal(0, sigma * span, x0.shape) if sigma else 0.0
+            copy_ = np.clip(x0 + cand + noise, lo, hi).astype(np.float32)
+            cands.append(cand)
+            tape = np.concatenate([tape, copy_.reshape(-1)])
+        q = tape[at : at + n].reshape(x0.shape)
+        sent.append(q)
+        if at % n == 0:  # aligned with copy at // n: the candidate's answer
+            p = float(proba(kind, q[None], np.array([y0]))[0])
+            if p < score:
+                score, delta = p, cands[at // n]
+    return np.stack(sent)
+
+
+def shift_copy(kind: long.Kind, x0: np.ndarray, y0: int, budget: int, seed: int,
+               sigma: float = 0.05, most: int = 2000) -> np.ndarray:  # fmt: skip
+    """Issue 19's noisy random search, each query rolled by a random shift of up to
+    ``most`` samples (does the model see a shifted ``x0`` as ``x0``?); a step is kept when
+    the shifted query's true class falls."""
+    lo, hi = kind.bounds
+    span = hi - lo
+    rng = np.random.default_rng(seed)
+    delta, score, sent = np.zeros_like(x0, dtype=np.float64), np.inf, []
+    for _ in range(budget):
+        cand = delta.copy()
+        cand[_block(rng, x0.shape)] = rng.choice([-0.1, 0.1]) * span
+        q = np.clip(x0 + cand + rng.normal(0, sigma * span, x0.shape), lo, hi)
+        q = np.roll(q, int(rng.integers(-most, most + 1)), axis=-1).astype(np.float32)
+        sent.append(q)
+        p = float(proba(kind, q[None], np.array([y0]))[0])
+        if p < score:
+            score, delta = p, cand
+    return np.stack(sent)
+
+
 def achieved(kind: long.Kind, x0: Any, y0: int, qs: Any, upto: int) -> dict[str, Any]:
     """What the first ``upto`` answers gave: the largest drop of the true class's
     probability, a wrong answer within Linf 0.1 of the range, the closest wrong answer."""
@@ -698,6 +793,11 @@ def run_attack(kind: long.Kind, det: Detection, plan: str, run: int, budget: int
         qs, keys = nullspace(kind, x0, y0, budget, run, dither), ["k"] * budget
     elif plan in ("litsearch", "gainsearch"):
         qs, keys = lit_search(kind, x0, y0, budget, run, plan == "gainsearch"), ["k"] * budget
+    elif plan in SLIDES:
+        hop, sigma = SLIDES[plan]
+        qs, keys = slide_search(kind, x0, y0, budget, run, hop, sigma), ["k"] * budget
+    elif plan == "shiftcopy":
+        qs, keys = shift_copy(kind, x0, y0, budget, run), ["k"] * budget
     elif plan in ("hsja", "flatjump", "mirror"):
         attack = {"hsja": hsja, "flatjump": flatjump, "mirror": mirror}[plan]
         qs, keys = attack(kind, x0, y0, budget, run), ["k"] * budget
@@ -784,7 +884,8 @@ def run_kind(name: str, kind: long.Kind, raw: bool, args: argparse.Namespace) ->
     det, row = calibrated_clients(name, kind, args, APPLIES,
                                   lambda det, c, s: benign(name, kind, det, c, args.n, s, raw))  # fmt: skip
     plans = [p for p in args.plans if name in APPLIES[p]]
-    single = {"nullspace", "nullnoise", "mirror", "hsja", "flatjump", "litsearch", "gainsearch"}
+    single = {"nullspace", "nullnoise", "mirror", "hsja", "flatjump", "litsearch", "gainsearch",
+              "shiftcopy", *SLIDES}  # fmt: skip
     warm = _warm(kind, det) if single & set(plans) else None
     for plan in plans:
         if plan.startswith("grief"):

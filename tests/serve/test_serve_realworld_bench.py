@@ -203,3 +203,25 @@ def test_fix_secret_gives_benchmark_gateways_one_secret(rw: Any, monkeypatch: An
     rw.fix_secret(1)
     assert tag() != zero and tag() == tag()  # another seed, another secret
     assert app.new_secret() != app.new_secret()  # the served gateway still draws its own
+
+
+@pytest.mark.parametrize("plan", ["slidesearch", "slidefine", "slidesquare"])
+def test_slide_searches_are_streams_whose_aligned_windows_are_candidates(rw: Any,
+                                                                         plan: str) -> None:  # fmt: skip
+    """Every window continues the one before (what serve/stream.py takes for a stream),
+    and each window aligned with a copy on the tape is a candidate near ``x0``."""
+    from mlwarden.serve.stream import lag, tolerance
+
+    kind = _kind(rw, (1, 8000), (-1.0, 1.0), "audio")
+    x0 = kind.data[2]
+    y0 = int(kind.labels(x0[None])[0])
+    hop, sigma = rw.SLIDES[plan]
+    qs = rw.slide_search(kind, x0, y0, 40, 0, hop, sigma)
+    assert qs.shape == (40, 1, 8000)
+    assert all(lag(a, b, tolerance(2.0)) == hop for a, b in zip(qs, qs[1:], strict=False))
+    aligned = [q for i, q in enumerate(qs) if (i * hop) % 8000 == 0]
+    assert len(aligned) == len(range(0, 40 * hop, 8000))
+    dev = np.abs(np.stack(aligned) - x0).reshape(len(aligned), -1)
+    assert dev.max() > 0  # candidates differ from x0 ...
+    if not sigma:
+        assert dev.max() <= 0.2 + 1e-5  # ... a noiseless one within Linf 0.1 of the range
