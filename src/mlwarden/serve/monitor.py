@@ -318,9 +318,10 @@ def _top_of(hashes: np.ndarray, top: int) -> np.ndarray:
     nonzero window ``hashes``, ascending), from a partition: pauses gate most windows of
     speech to 0, where :func:`_largest` sorts the whole row."""
     nz = hashes[hashes != 0]
-    if len(nz) > 4 * top:
-        # the 4 top largest values: when they hold top distinct ones, those are the largest
-        most = np.unique(np.partition(nz, len(nz) - 4 * top)[len(nz) - 4 * top :])
+    if len(nz) > 8 * top:
+        # hashes are uniform: about 4 top of them lie above this bar (as in _largest, but
+        # over the windows hashed); when those hold top distinct values, they are the largest
+        most = np.unique(nz[nz >= np.uint64(int((1.0 - 4.0 * top / len(nz)) * 2.0**64))])
         if len(most) >= top:
             return most[-top:]
     return np.unique(nz)[-top:]
