@@ -33,7 +33,10 @@ Three detectors, all per key, after one filter:
   has only 45 windows. On audio (``input.modality: audio``) a window whose samples all
   lie within one bin of zero is not hashed (``blacklight.silence``, default: the bin
   width): the pauses and quiet low tones of speech quantise to the same runs of bins
-  in every clip, and distinct recordings matched on them. Fresh noise on every query
+  in every clip, and distinct recordings matched on them; a window that continues the
+  key's previous one (a stream's overlapping windows: the same samples at another
+  offset) chains on its new samples alone (:mod:`mlwarden.serve.stream`,
+  :meth:`Monitor._streamed`). Fresh noise on every query
   breaks the hashes (Feng et al., CCS 2023, arXiv:2303.06280), hence:
 * :class:`Similarity` — the count of the key's recent queries within a small
   distance of the new one, on a reduced representation (:func:`reduce`); it holds
