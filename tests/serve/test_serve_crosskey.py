@@ -285,3 +285,106 @@ def test_gateway_check_notes_a_crosskey_that_can_never_flag() -> None:
     assert notes("detection: {crosskey: {kept: 100, min_neighbours: 101}}")
     assert notes("detection: {crosskey: {kept: 100, min_neighbours: 100}}") == []
     assert notes("detection: {similarity: {min_neighbours: 200}, crosskey: {kept: 150}}")
+
+
+def _selfpad(rng: np.random.Generator, steps: int, pads: int, noise: float = 0.002,
+             keys: int = 20) -> tuple[list[np.ndarray], list[str]]:  # fmt: skip
+    """A search over ``keys`` keys whose each step is followed by ``pads`` near-copies
+    (N(0, ``noise``)) sent by the step's own key: each key's rows read as near-copies of
+    its last, as an app polling one camera (i23f's ``sybilselfpad``)."""
+    qs, who = [], []
+    for i, q in enumerate(_search(rng, steps)):
+        for p in range(pads + 1):
+            qs.append((q + rng.normal(0, noise, DIMS) * (p > 0)).astype(np.float32))
+            who.append(f"sybil-{i % keys}")
+    return qs, who
+
+
+def _first_of(mon: Monitor, qs: list[np.ndarray], who: list[str]) -> int | None:
+    """The query number of the first ``crosskey`` alert of any key."""
+    for i, (q, k) in enumerate(zip(qs, who, strict=True)):
+        if "crosskey" in _send(mon, k, q):
+            return i + 1
+    return None
+
+
+def test_a_search_whose_keys_pad_their_own_steps_with_near_copies_is_flagged(
+    monkeypatch: Any,
+) -> None:
+    """Padding makes each key's rows near-copies of its last (the dense-stream excuse),
+    but no other key's row is near them: other keys' rows are other steps. Pads 1, 2,
+    4, noise up to 0.005, 20 or 50 keys."""
+    for pads, noise, keys, seed in ((2, 0.002, 20, 0), (1, 0.002, 20, 1), (4, 0.005, 20, 2),
+                                    (2, 0.002, 50, 3)):  # fmt: skip
+        qs, who = _selfpad(np.random.default_rng(seed), 300 // (pads + 1), pads, noise, keys)
+        mon = Monitor(Detection(), shape=[DIMS])
+        _warm(mon, np.random.default_rng(seed), [f"sybil-{k}" for k in range(keys)])
+        first = _first_of(mon, qs, who)
+        assert first is not None and first <= 150, (pads, noise, keys, first)
+    monkeypatch.setattr(crosskey, "SHARED", np.inf)  # dense on each key's own rows alone
+    qs, who = _selfpad(np.random.default_rng(0), 100, 2)
+    mon = Monitor(Detection(), shape=[DIMS])
+    _warm(mon, np.random.default_rng(0), [f"sybil-{k}" for k in range(20)])
+    assert _first_of(mon, qs, who) is None
+
+
+def _webcam(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A public webcam's ``n`` frames: a dark background (a third of it black, where
+    copies' noise is clipped), a bright object moving across it, sensor noise, 8 bits."""
+    bg = rng.uniform(0.0, 0.6, DIMS) * (rng.random(DIMS) < 0.66)
+    t = np.arange(DIMS)
+    out = []
+    for i in range(n):
+        obj = 0.5 * np.exp(-(((t - i % (DIMS + 16) + 8) / 4.0) ** 2))
+        f = np.clip(bg + obj + rng.normal(0, 0.004, DIMS), 0, 1)
+        out.append(np.round(f * 255) / 255)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _griefed(griefers: int, noise: float, seed: int, n: int = 300) -> dict[str, int]:
+    """Before each of the webcam's frames (the victim's key) ``griefers`` keys send it
+    with noise N(0, ``noise``) of their own, clipped: crosskey alerts of the victim and
+    of the griefers."""
+    rng = np.random.default_rng(seed)
+    mon = Monitor(Detection(), shape=[DIMS])
+    alerts = {"victim": 0, "griefer": 0}
+    for f in _webcam(rng, n):
+        for g in range(griefers):
+            copy = np.clip(f + rng.normal(0, noise, DIMS), 0, 1)
+            alerts["griefer"] += "crosskey" in _send(mon, f"griefer-{g}", copy)
+        alerts["victim"] += "crosskey" in _send(mon, "webcam", f)
+    return alerts
+
+
+def test_griefers_sending_a_webcams_frames_first_cannot_get_its_owner_flagged(
+    monkeypatch: Any,
+) -> None:
+    """The owner's frames move (an object crosses the scene) and 10 griefers' copies of
+    each frame came first: the owner follows their move, keeping its offset from them
+    (their clipped noise biases them), so it makes no step of its own."""
+    for griefers, noise, seed in ((10, 0.03, 1), (10, 0.01, 2)):
+        alerts = _griefed(griefers, noise, seed)
+        assert alerts["victim"] == 0 and alerts["griefer"] > 0, (griefers, seed, alerts)
+    monkeypatch.setattr(crosskey, "FOLLOW", 0.0)  # without the follow rule
+    assert _griefed(10, 0.03, 1)["victim"] > 10
+
+
+def test_a_search_whose_accounts_follow_each_step_is_still_flagged() -> None:
+    """The follow rule's attacker: each step sent first by one account (in turn) and then
+    by 2 others, each with a fixed bias of its own, as griefers copy a webcam: still
+    flagged by query 60 (at 30, as before the rule). With 5 followers a step nothing
+    flags it, before the rule as after (their fixed biases: few directions)."""
+    rng = np.random.default_rng(7)
+    keys = [f"sybil-{k}" for k in range(20)]
+    bias = rng.normal(0, 0.01, (20, DIMS))
+    mon = Monitor(Detection(), shape=[DIMS])
+    _warm(mon, rng, keys)
+    qs, who = [], []
+    for i, q in enumerate(_search(rng, 100)):
+        qs.append(q)
+        who.append(keys[i % 20])
+        for k in range(i + 1, i + 3):
+            qs.append((q + bias[k % 20] + rng.normal(0, 0.002, DIMS)).astype(np.float32))
+            who.append(keys[k % 20])
+    first = _first_of(mon, qs, who)
+    assert first is not None and first <= 60, first

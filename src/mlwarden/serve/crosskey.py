@@ -125,16 +125,23 @@ STATE_KIND = "crosskey"
 ADVANCE = 1.0
 # a search over more than max_keys keys (CrossKey._many): the ball's newest SPAN distinct
 # rows; a median distance from each to its key's nearest earlier row below DENSE of the
-# radius is a dense stream (apps each polling one scene), and a query within RESEND of
-# the radius of its own key's earlier query in the ball is a resend
+# radius, and from each to another key's nearest earlier row below SHARED, is a dense
+# stream (apps polling one scene together; a Sybil search whose accounts pad their own
+# steps, sybilselfpad, has the first: other keys' rows are other steps), and a query
+# within RESEND of the radius of its own key's earlier query in the ball is a resend
 SPAN = 40
 DENSE = 0.15
+SHARED = 0.15
 RESEND = 0.3
 COPY = 0.1  # ... and one within COPY of the radius of any earlier query, a copy: no new step
 # ... and rows of MIN_VALUES or more values whose successive differences span at most
 # FEW_DIMS effective dimensions (stationary.dims) are one scene changing or a few inputs
 # re-encoded, not a search's steps
 FEW_DIMS = 15.0
+# a query that follows (_follows): its key's move since its previous query in the ball
+# was the other keys' move before it, to within FOLLOW of that move (a webcam's owner
+# whose frames griefers send first): no step of its own
+FOLLOW = 0.5
 
 
 @functools.lru_cache(maxsize=8)
@@ -144,15 +151,39 @@ def _digest_axis(dims: int) -> np.ndarray:
     return np.random.default_rng(dims).standard_normal(dims).astype(np.float32)
 
 
-def _own_gaps(ball: np.ndarray, keys: np.ndarray, m: int) -> np.ndarray:
+def _own_gaps(ball: np.ndarray, keys: np.ndarray, m: int, same: bool = True) -> np.ndarray:
     """For each of the newest ``m`` rows of ``ball`` (in arrival order), the squared
-    distance to the nearest earlier row of the same key (``inf``: none)."""
+    distance to the nearest earlier row of the same key (``same``; else of another key;
+    ``inf``: none)."""
     n = len(ball)
     tail, tk = ball[n - m :], keys[n - m :]
     sq = np.einsum("ij,ij->i", ball, ball)
     d2 = sq[n - m :, None] + sq[None, :] - 2.0 * (tail @ ball.T)
     earlier = np.arange(n)[None, :] < np.arange(n - m, n)[:, None]
-    return np.where(earlier & (tk[:, None] == keys[None, :]), d2, np.inf).min(axis=1)
+    return np.where(earlier & ((tk[:, None] == keys[None, :]) == same), d2, np.inf).min(axis=1)
+
+
+def _follows(ball: np.ndarray, keys: np.ndarray, kid: int, q: np.ndarray) -> float:
+    """How far ``q`` of key ``kid`` strays from following the other keys, in units of its
+    move from the key's previous row ``p`` in ``ball``: ``|(q - b) - (p - a)| / |q - p|``,
+    ``b`` the mean of the rows of other keys after ``p`` and ``a`` of as many before it
+    (``inf``: no ``p``, no such rows, or more than ``SPAN`` after it). Small: the key moved as the
+    others had just moved and kept its offset from them (griefers who send a webcam's
+    frames first, each copy biased by clipping or a codec of its own); a search's step is
+    a fresh move of its own, and the first key to make a move leads it."""
+    mine = np.flatnonzero(keys == kid)
+    if not len(mine):
+        return np.inf
+    at = int(mine[-1])
+    other = np.flatnonzero(keys != kid)
+    before, after = other[other < at], other[other > at]
+    m = min(len(before), len(after))
+    if m < 1 or len(after) > SPAN:
+        return np.inf  # over a longer interval a search's drift carries every key along
+    p = ball[at]
+    resid = (q - ball[after[-m:]].mean(axis=0)) - (p - ball[before[-m:]].mean(axis=0))
+    move = float(np.sqrt((q - p) @ (q - p)))
+    return float(np.sqrt(resid @ resid)) / move if move > 0 else np.inf
 
 
 def _advance(ball: np.ndarray, first: np.ndarray, q: np.ndarray) -> float:
@@ -362,7 +393,7 @@ class CrossKey:
         keep = np.sort(firsts)[-(CAP - 1) :]  # byte-for-byte copies: the first only
         ball, bkeys = rows[keep], keys[keep]
         if len(set(keys[-self.need :].tolist()) | {kid}) <= c.max_keys:
-            if not self._few(kid, keys, rows, ball, q):
+            if not self._few(kid, keys, rows, (ball, bkeys), q):
                 return []
         elif not self._many(kid, ball, bkeys, q):
             return []
@@ -372,19 +403,22 @@ class CrossKey:
             return []  # one popular input re-encoded by many: a still ball
         return sorted(parties)
 
-    def _few(self, kid: int, keys: np.ndarray, rows: np.ndarray, ball: np.ndarray,
-             q: np.ndarray) -> bool:  # fmt: skip
+    def _few(self, kid: int, keys: np.ndarray, rows: np.ndarray,
+             distinct: tuple[np.ndarray, np.ndarray], q: np.ndarray) -> bool:  # fmt: skip
         """A search over at most ``max_keys`` keys: ``kid`` took its share of the ball's
         newest ``need`` queries and advanced along the ball's drift from its first query
-        there (``keys``, ``rows``: the whole ball, copies included, in arrival order;
-        ``ball``: its distinct rows)."""
+        there, and ``q`` is no move the other keys made first (``keys``, ``rows``: the whole ball, copies included, in
+        arrival order; ``distinct``: its distinct rows and their keys)."""
         c = self.config
         mine = np.flatnonzero(keys == kid)
         own = np.count_nonzero(keys[-self.need :] == kid) + 1
         if len(mine) + 1 < c.min_own or own < (self.need + 1) / c.max_keys:
             return False  # the key took too few of the ball's steps
+        ball, bkeys = distinct
         # the ball moves, the key does not: a resend (the griefing guard)
-        return _advance(ball, rows[mine[0]], q) >= ADVANCE
+        if _advance(ball, rows[mine[0]], q) < ADVANCE:
+            return False
+        return _follows(ball, bkeys, kid, q) > FOLLOW  # others moved there first: griefers
 
     def _many(self, kid: int, ball: np.ndarray, keys: np.ndarray, q: np.ndarray) -> bool:
         """A search over more than ``max_keys`` keys: the ball's newest rows are neither
@@ -393,8 +427,12 @@ class CrossKey:
         drift (``ball``, ``keys``: its distinct rows in arrival order and their keys)."""
         r2 = self.radius**2 * len(q)
         tail = ball[-SPAN:]
-        if float(np.median(_own_gaps(ball, keys, len(tail)))) < DENSE**2 * r2:
-            return False  # each key polls one scene: its rows near-copies of its last
+        m = len(tail)
+        if (
+            float(np.median(_own_gaps(ball, keys, m))) < DENSE**2 * r2
+            and float(np.median(_own_gaps(ball, keys, m, same=False))) < SHARED**2 * r2
+        ):
+            return False  # apps polling one scene: each row a near-copy of its key's last and of another's
         if len(q) >= MIN_VALUES and effective_dims(tail) <= FEW_DIMS:
             return False  # one scene's changes (light, a passer-by) or inputs re-encoded
         dq = ((ball - q) ** 2).sum(axis=1)
@@ -402,6 +440,8 @@ class CrossKey:
             return False  # a copy of another query (the same frame from another app)
         if float(dq[keys == kid].min(initial=np.inf)) < RESEND**2 * r2:
             return False  # the key resends its own earlier query
+        if _follows(ball, keys, kid, q) <= FOLLOW:
+            return False  # others made the key's move before it: griefers ahead of a webcam
         h = len(ball) // 2
         return _advance(ball, ball[:h].mean(axis=0), q) >= ADVANCE
 
