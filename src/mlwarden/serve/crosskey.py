@@ -35,7 +35,8 @@ rules holds, by how many keys sent the ball's newest ``min_neighbours`` queries:
   (the query included) are ``K``'s, ``K`` holds at least ``1 / max_keys`` of the newest,
   and the query moved along the ball's drift from ``K``'s first query in the ball by at
   least ``ADVANCE`` (1.0) of that drift (the newer half's mean less the older half's):
-  a search's keys each step along its path. The griefing guard: an attacker who sends
+  a search's keys each step along its path, and the query does not *follow* (below).
+  The griefing guard: an attacker who sends
   near-copies of a victim's input, drifting away from it or onto it, builds a moving
   ball around it, but the victim's own queries there stay where they were and never
   advance along it (``tests/serve/test_serve_crosskey.py``: 0 alerts on the victim, 32
@@ -46,7 +47,12 @@ rules holds, by how many keys sent the ball's newest ``min_neighbours`` queries:
 
   - a *dense stream*: the ball's newest ``SPAN`` (40) distinct vectors lie, at the
     median, within ``DENSE`` (0.15) of the radius of their own key's nearest earlier
-    vector (apps each polling one camera: each frame a near-copy of the app's last);
+    vector and within ``SHARED`` (0.15) of another key's (apps polling one camera
+    together: each frame a near-copy of the app's last and of the others' frames). A
+    Sybil search whose accounts each follow a step with near-copies of their own
+    (i23f's ``sybilselfpad``) meets the first half only: the other keys' rows near a
+    step are other steps (on the realworld images the crowdcam's balls lay at a median
+    0.07-0.16 of the radius from another key's row, the padded search's 0.13-0.34);
   - *few directions*: on vectors of ``MIN_VALUES`` (64) or more values, those 40 vary
     along at most ``FEW_DIMS`` (15) effective dimensions
     (:func:`~mlwarden.serve.stationary.dims` of their successive differences: a
@@ -54,13 +60,28 @@ rules holds, by how many keys sent the ball's newest ``min_neighbours`` queries:
   - the query is a *copy*: within ``COPY`` (0.1) of the radius of any earlier vector
     of the ball (the same frame from another app), or within ``RESEND`` (0.3) of one of
     its own key's;
+  - the query *follows* (:func:`_follows`, also in the rule for at most ``max_keys``):
+    its key's move since its previous vector ``p`` in the ball is the move the other
+    keys made between ``p`` and it (their mean after ``p`` less the mean of as many
+    before), to within ``FOLLOW`` (0.5) of the key's move: the key keeps its offset
+    from the others. Griefers who send a public webcam's frames before its owner does
+    (each copy with noise, biased by clipping at 0 and 1, so the owner's frame is no
+    copy of theirs: 0.66 of the radius from the nearest with noise 0.03) make every
+    move of the scene first; the owner follows (0.2-0.34 at its moves on the realworld
+    images) while a search's step is a fresh move of its own (0.6-1.3 at the 5th-95th
+    percentile over 20 keys). Only the key's previous vector within ``SPAN`` other
+    rows is read: over a longer interval a search's drift carries every key along;
 
   Measured on the realworld benchmark's images (calibrated): the noisy search's balls
   (sigma 0.01) spanned 17-40 effective dimensions (1st-90th percentile), ``crowdcam``'s
   (20 apps, one camera, JPEG at each app's quality) 4-12.6 where not dense, ``crowd``'s
   (trending inputs re-encoded) 1.7-4.6. Each rule is an excuse an attacker can aim at;
   each costs it: padding each step with other keys' near-copies (i23f's ``sybilpad``)
-  leaves each step a new point and each key's own rows apart (flagged at 31-139).
+  leaves each step a new point and each key's own rows apart (flagged at 31-139); with
+  its own (``sybilselfpad``) no other key's row is near a step; to meet both halves
+  each step needs near-copies from its own key and another's, 5 a step (6 times the
+  queries, 50 steps in 300: unflagged, and so is a step followed by 5 followers' biased
+  copies, whose differences span 20 fixed directions).
   Without the dense, copy and resend rules 20 apps polling the test's camera raised 728
   alerts in 1,000 queries, with them 0.
 
