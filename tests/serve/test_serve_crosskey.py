@@ -341,7 +341,7 @@ def _webcam(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def _griefed(griefers: int, noise: float, seed: int, n: int = 150) -> dict[str, int]:
+def _griefed(griefers: int, noise: float, seed: int, n: int = 80) -> dict[str, int]:
     """Before each of the webcam's frames (the victim's key) ``griefers`` keys send it
     with noise N(0, ``noise``) of their own, clipped: crosskey alerts of the victim and
     of the griefers."""
