@@ -166,6 +166,7 @@ from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.crosskey import CrossKey
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
 from mlwarden.serve.profiles import lighting_directions, unlit
+from mlwarden.serve.renders import Renders
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
 from mlwarden.serve.sketch import quiet as still_in_sketch
 from mlwarden.serve.stationary import TIGHT, WIDE, Cloud, Vet, settle, still
@@ -1147,6 +1148,11 @@ class Prada:
         self._pending = 0
         self.last_w: float | None = None
         self.lowest_w = math.inf  # the lowest W tested so far (calibrate reads it)
+        # a key's renderings of one input (thumbnail sizes) measured past it (renders.py);
+        # only with every earlier query a reference (text and audio: the growing sets)
+        self._rend: Renders | None = None
+        self.renders = False  # images: the Monitor turns it on (renders.py)
+        self._slot = -1  # the row the last kept query went to (-1: not kept)
 
     def observe(self, x: np.ndarray, label: int) -> None:
         """Add one query with its predicted class (updates the distance record).
@@ -1167,16 +1173,27 @@ class Prada:
             self._first(label, v)
             return
         n = self._sizes[label]
-        d = math.sqrt(self._nearest(label, ref, n, v))
-        if d < self.resend * math.sqrt(v.size):
+        e = self._nearest(label, ref, n, v)
+        root = self._render(v, e)
+        if math.sqrt(e) < self.resend * math.sqrt(v.size):
             return  # a resend (see :meth:`observe`): counted as the input it copies
         self._pending += 1
+        if root is not None:  # a rendering of a recent input: measured past it, not kept
+            past = self._past(label, ref, n, v, root, e)
+            if past is not None:
+                self._record(math.sqrt(past))
+            return
+        d = math.sqrt(e)
         self._record(d)
-        if self._keep(label, ref, n, v, self.every or d > self._thresholds[label]):
+        kept = self._keep(label, ref, n, v, self.every or d > self._thresholds[label])
+        if self._slot >= 0:
+            self._placed(label, self._slot, v)
+        if kept:
             self._moment(label, d)
 
     def _first(self, label: int, v: np.ndarray) -> None:
         """A class's first query starts its set (none once all sets hold ``history``)."""
+        self._render(v, math.inf)
         if self._total >= self.config.history:
             return
         ref = np.empty((16, v.size), dtype=np.float32)
@@ -1186,11 +1203,52 @@ class Prada:
         self._total += 1
         self._moments[label] = [0, 0.0, 0.0]
         self._thresholds[label] = 0.0
+        self._placed(label, 0, v)
+
+    _LINK = 4.0  # a rendering's bar: 4 x ``resend`` (twice the similarity radius), RMS per value
+    _FAR = 4.0  # offset per value that takes an input's own row out of reach for a moment
+
+    def _render(self, v: np.ndarray, e: float) -> int | None:
+        """Push ``v`` (its class's nearest reference at squared distance ``e``) into the
+        key's recent queries; the root of the input it renders, or None (renders.py)."""
+        if not (self.renders and self.every) or self.resend <= 0:
+            return None
+        if self._rend is None:
+            self._rend = Renders(v.size)
+        bar = self._LINK * self.resend
+        return self._rend.push(v, bar * bar * v.size, e)
+
+    def _placed(self, label: int, slot: int, v: np.ndarray) -> None:
+        if self._rend is not None:
+            self._rend.place(label, slot, v)
+
+    def _past(self, label: int, ref: np.ndarray, n: int, v: np.ndarray, root: int,
+              e: float) -> float | None:  # fmt: skip
+        """The squared distance from ``v`` to its class's nearest reference that is not
+        its input's own row (``e``: with it); None when that row is the only one."""
+        slot = None if self._rend is None else self._rend.row(root, label, ref, n)
+        if slot is None:
+            return e
+        if n == 1:
+            return None
+        keep = ref[slot].copy()
+        sq = self._sq.get(label)
+        old = None if sq is None else float(sq[slot])
+        ref[slot] = v + np.float32(self._FAR)
+        if sq is not None:
+            sq[slot] = ref[slot] @ ref[slot]
+        try:
+            return self._nearest(label, ref, n, v)
+        finally:
+            ref[slot] = keep
+            if sq is not None and old is not None:
+                sq[slot] = old
 
     def _keep(self, label: int, ref: np.ndarray, n: int, v: np.ndarray, far: bool) -> bool:
         """``v`` into the class's set of ``n`` rows, as :meth:`observe` keeps a measured
         query (``far``: ``references: all``, or beyond the class threshold); True: appended
         (its distance then joins the set's moments, :meth:`_moment`)."""
+        self._slot = -1
         if self.every and self._total >= self.config.history:
             self._replace(label, ref, n, v)
             return False
@@ -1206,6 +1264,7 @@ class Prada:
             self._sq[label][n] = v @ v
         self._sizes[label] = n + 1
         self._total += 1
+        self._slot = n
         return True
 
     def _moment(self, label: int, d: float) -> None:
@@ -1229,6 +1288,7 @@ class Prada:
         if label in self._sq:
             self._sq[label][slot] = v @ v
         self._oldest[label] = slot + 1
+        self._slot = slot
 
     def _nearest(self, label: int, ref: np.ndarray, n: int, v: np.ndarray) -> float:
         """The smallest squared distance from ``v`` to the class's ``n`` remembered rows.
@@ -1353,6 +1413,7 @@ class Prada:
         buf = np.empty((4 * len(vs), size), dtype=np.float32)
         at, starts, owners = 0, [], []
         steps: list[list[Any]] = []
+        link = (self._LINK * self.resend) ** 2 * size
         for j, label in enumerate(labels):
             v, ref = vs[j], self._sets.get(label)
             if ref is None:
@@ -1361,6 +1422,15 @@ class Prada:
                 continue
             n = self._sizes[label]
             count, least = kernels.prada_gather(ref, n, v, ratio, slack, buf, at)
+            ok = 0 <= count <= len(buf) - at
+            span = (least / ratio - slack, least * ratio + slack) if ok else (-math.inf, math.inf)
+            root, e = self._push(label, ref, n, v, link, span)
+            if e is None and root is not None and span[1] < lo:
+                steps.append([0, 0.0, False])  # surely a resend (of its rendered input)
+                continue
+            if root is not None or e is not None:  # a rendering, or measured to decide
+                steps.append(self._step(label, ref, n, v, bar, root, e))
+                continue
             # the exact (einsum) minimum lies within [least / ratio - slack, least * ratio + slack]
             if 0 <= count <= len(buf) - at and least * ratio + slack < lo:
                 steps.append([0, 0.0, False])  # surely within the resend bar
@@ -1376,15 +1446,45 @@ class Prada:
                     steps.append([0, 0.0, False])
                     continue
             steps.append([2, d, self._keep(label, ref, n, v, True)])
+            if self._slot >= 0:
+                self._placed(label, self._slot, v)
         if starts:
             least2 = np.minimum.reduceat(np.einsum("ij,ij->i", buf[:at], buf[:at]), starts)
             for j, e in zip(owners, least2.tolist(), strict=True):
                 steps[j][1] = math.sqrt(e)
         return steps
 
+    def _push(self, label: int, ref: np.ndarray, n: int, v: np.ndarray, link: float,
+              span: tuple[float, float]) -> tuple[int | None, float | None]:  # fmt: skip
+        """:meth:`_render` in :meth:`_gather`, the class's nearest squared distance known
+        to lie in ``span``: the root, and that distance where it had to be measured."""
+        probe = math.inf if self._rend is None else self._rend.probe(v)
+        if probe > link or probe > span[1]:
+            return self._render(v, -1.0), None  # an input of its own
+        if probe <= span[0]:
+            return self._render(v, math.inf), None  # surely nearer than the class's nearest
+        e = self._nearest(label, ref, n, v)
+        return self._render(v, e), e
+
+    def _step(self, label: int, ref: np.ndarray, n: int, v: np.ndarray, bar: float,
+              root: int | None, e: float | None) -> list[Any]:  # fmt: skip
+        """:meth:`_gather`'s step for a query :meth:`_push` linked to a recent one or
+        measured, as :meth:`observe` takes it (a rendering is measured past its input)."""
+        e = self._nearest(label, ref, n, v) if e is None else e
+        if math.sqrt(e) < bar:
+            return [0, 0.0, False]
+        if root is not None:
+            past = self._past(label, ref, n, v, root, e)
+            return [1, 0.0, False] if past is None else [2, math.sqrt(past), False]
+        kept = self._keep(label, ref, n, v, True)
+        if self._slot >= 0:
+            self._placed(label, self._slot, v)
+        return [2, math.sqrt(e), kept]
+
     def nbytes(self) -> int:
         sets = sum(r.nbytes for r in self._sets.values())
-        return sets + sum(q.nbytes for q in self._sq.values()) + self._dists.nbytes
+        rend = 0 if self._rend is None else self._rend.nbytes()
+        return sets + sum(q.nbytes for q in self._sq.values()) + self._dists.nbytes + rend
 
 
 @functools.lru_cache(maxsize=8)
@@ -1618,6 +1718,7 @@ class Monitor:
         self._reduce_many = reduce_audio_many if modality == "audio" else reduce_many
         # text: MinHash bits (0 or one scale), counted by Hamming distance (Similarity._bits_of)
         self.text = modality == "text"
+        self.pictures = shape is not None and len(shape) >= 2 and modality not in ("audio", "text")
         # still balls (one clip resent with fresh noise) are resends: serve/stationary.py
         stat = config.similarity.stationary
         self.stationary = True if stat is None else stat  # on for every input by default
@@ -1710,6 +1811,8 @@ class Monitor:
                 sim_dims = dims if self._axes is None else self._axes.shape[1]
                 state = self._keys[key] = _KeyState(self.config, dims, self.silence, sim_dims,
                                                     self.resend, self.prada_every, self.text)  # fmt: skip
+                if state.prada is not None:  # an image's renderings (renders.py)
+                    state.prada.renders = self.pictures
             return state
 
     def summarise(self, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,89 @@
+"""A key's recent inputs and their renderings, for PRADA (:class:`~mlwarden.serve.monitor.Prada`).
+
+An image service renders one upload several ways in a row (thumbnail sizes, crops,
+formats) and classifies each rendering. To PRADA each rendering is a new query a small
+step from the one before, and a stream of uploads becomes a mixture: one natural
+distance a photo, then several small ones. The Shapiro-Wilk test rejects that mixture
+(``thumbsizes``, five sizes a photo, calibrated 3x32x32: 77.5 false alarms per 1,000).
+
+A query is a *rendering* of an earlier input when its nearest query of any class among
+the key's last :data:`SIZE` queries lies within ``bar`` and no farther than the nearest
+reference of its own class: it then belongs to that query's input (its *root*). PRADA
+measures a rendering past its own input (the distance to its class's nearest reference
+that is not the root) and does not keep it as a reference, so each input adds one
+natural distance and its renderings the distances of other inputs near it. An input
+excuses at most :data:`EACH` queries, itself included; later ones are measured and kept
+as any query is: a search on one input, blinded or not, is one input whose renderings
+run out after seven queries.
+
+What an attacker gets: a thief that orders its synthetic queries depth-first from fresh
+natural seeds (each seed, then up to seven steps from it, before the next seed) is
+measured past each seed: it needs a natural seed every eight queries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIZE = 8  # the key's last queries a rendering's input is looked for in
+EACH = 8  # queries an input excuses at most, itself included
+
+
+class Renders:
+    """The last :data:`SIZE` reduced queries of a key, each with its input (root) number."""
+
+    def __init__(self, dims: int) -> None:
+        self._ring = np.zeros((SIZE, dims), dtype=np.float32)
+        self._roots = np.full(SIZE, -1, dtype=np.int64)
+        self._n = 0
+        self._count: dict[int, int] = {}  # root -> queries of that input seen
+        self._where: dict[int, tuple[int, int, np.ndarray]] = {}  # root -> its reference row
+
+    def probe(self, v: np.ndarray) -> float:
+        """The smallest squared distance (``einsum`` of float32 differences, as PRADA's
+        own) from ``v`` to the recent queries; ``inf`` when there are none."""
+        m = min(self._n, SIZE)
+        if not m:
+            return float("inf")
+        diff = self._ring[:m] - v
+        return float(np.einsum("ij,ij->i", diff, diff).min())
+
+    def push(self, v: np.ndarray, bar_sq: float, nearest_sq: float) -> int | None:
+        """Add ``v``; its root when it is an excused rendering (see the module doc: its
+        recent nearest within ``bar_sq`` and no farther than ``nearest_sq``, the squared
+        distance to its class's nearest reference), else None."""
+        m = min(self._n, SIZE) if nearest_sq >= 0 else 0  # negative: known to be its own
+        root = self._n  # its own input, numbered by arrival
+        if m:
+            diff = self._ring[:m] - v
+            dist = np.einsum("ij,ij->i", diff, diff)
+            k = int(dist.argmin())
+            if dist[k] <= bar_sq and dist[k] <= nearest_sq:
+                root = int(self._roots[k])
+        slot = self._n % SIZE
+        old = int(self._roots[slot]) if self._n >= SIZE else -1
+        self._ring[slot], self._roots[slot] = v, root
+        self._n += 1
+        if old >= 0 and not (self._roots == old).any():
+            self._count.pop(old, None)
+            self._where.pop(old, None)
+        self._count[root] = self._count.get(root, 0) + 1
+        return root if root != self._n - 1 and self._count[root] <= EACH else None
+
+    def place(self, label: int, slot: int, v: np.ndarray) -> None:
+        """The query just pushed was kept at row ``slot`` of class ``label``'s set."""
+        root = int(self._roots[(self._n - 1) % SIZE])
+        if root == self._n - 1:  # an input of its own: its renderings are measured past it
+            self._where[root] = (label, slot, v.copy())
+
+    def row(self, root: int, label: int, ref: np.ndarray, n: int) -> int | None:
+        """The row of class ``label``'s set (``n`` rows) that still holds ``root``'s
+        input, or None (another class, never kept, or overwritten since)."""
+        where = self._where.get(root)
+        if where is None or where[0] != label or where[1] >= n:
+            return None
+        return where[1] if np.array_equal(ref[where[1]], where[2]) else None
+
+    def nbytes(self) -> int:
+        rows = sum(w[2].nbytes for w in self._where.values())
+        return self._ring.nbytes + self._roots.nbytes + rows
