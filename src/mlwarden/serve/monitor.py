@@ -63,7 +63,10 @@ Three detectors, all per key, after one filter:
   flagged on held-out MNIST (W 0.97-0.99; against every query: at query 279, its
   129th step). A query
   within ``prada.resend`` of its class's nearest reference is a resend of it (fresh
-  noise, a typo) and is dropped like an exact retry (:meth:`Prada.observe`). Natural
+  noise, a typo) and is dropped like an exact retry (:meth:`Prada.observe`). On image
+  keys a query that renders a recent input (a thumbnail size of one upload; at most 8
+  queries an input: :mod:`mlwarden.serve.renders`) is measured past that input's own
+  row and not kept. Natural
   queries give roughly normally distributed distances; synthetic extraction queries
   (small steps around seeds) do not. Once ``min_queries`` distances exist, a
   Shapiro-Wilk statistic ``W < delta`` flags the key. The paper tests after every
@@ -1209,14 +1212,16 @@ class Prada:
     _FAR = 4.0  # offset per value that takes an input's own row out of reach for a moment
 
     def _render(self, v: np.ndarray, e: float) -> int | None:
-        """Push ``v`` (its class's nearest reference at squared distance ``e``) into the
+        """Add ``v`` (its class's nearest reference at squared distance ``e``) to the
         key's recent queries; the root of the input it renders, or None (renders.py)."""
-        if not (self.renders and self.every) or self.resend <= 0:
-            return None
-        if self._rend is None:
-            self._rend = Renders(v.size)
+        rend = self._rend
+        if rend is None:
+            if not (self.renders and self.every) or self.resend <= 0:
+                return None
+            rend = self._rend = Renders(v.size)
+        k, near = rend.nearest(v)
         bar = self._LINK * self.resend
-        return self._rend.push(v, bar * bar * v.size, e)
+        return rend.add(v, k if near <= bar * bar * v.size and near <= e else -1)
 
     def _placed(self, label: int, slot: int, v: np.ndarray) -> None:
         if self._rend is not None:
@@ -1458,13 +1463,16 @@ class Prada:
               span: tuple[float, float]) -> tuple[int | None, float | None]:  # fmt: skip
         """:meth:`_render` in :meth:`_gather`, the class's nearest squared distance known
         to lie in ``span``: the root, and that distance where it had to be measured."""
-        probe = math.inf if self._rend is None else self._rend.probe(v)
+        rend = self._rend
+        if rend is None:
+            return self._render(v, math.inf), None
+        k, probe = rend.nearest(v)
         if probe > link or probe > span[1]:
-            return self._render(v, -1.0), None  # an input of its own
+            return rend.add(v, -1), None  # an input of its own
         if probe <= span[0]:
-            return self._render(v, math.inf), None  # surely nearer than the class's nearest
+            return rend.add(v, k), None  # surely nearer than the class's nearest
         e = self._nearest(label, ref, n, v)
-        return self._render(v, e), e
+        return rend.add(v, k if probe <= e else -1), e
 
     def _step(self, label: int, ref: np.ndarray, n: int, v: np.ndarray, bar: float,
               root: int | None, e: float | None) -> list[Any]:  # fmt: skip

@@ -34,45 +34,45 @@ class Renders:
 
     def __init__(self, dims: int) -> None:
         self._ring = np.zeros((SIZE, dims), dtype=np.float32)
-        self._roots = np.full(SIZE, -1, dtype=np.int64)
+        self._roots = [-1] * SIZE
         self._n = 0
         self._count: dict[int, int] = {}  # root -> queries of that input seen
+        self._live: dict[int, int] = {}  # root -> ring slots holding it
         self._where: dict[int, tuple[int, int, np.ndarray]] = {}  # root -> its reference row
 
-    def probe(self, v: np.ndarray) -> float:
-        """The smallest squared distance (``einsum`` of float32 differences, as PRADA's
-        own) from ``v`` to the recent queries; ``inf`` when there are none."""
+    def nearest(self, v: np.ndarray) -> tuple[int, float]:
+        """The recent query nearest ``v`` and its squared distance (``einsum`` of float32
+        differences, as PRADA's own); ``(-1, inf)`` when there is none."""
         m = min(self._n, SIZE)
         if not m:
-            return float("inf")
+            return -1, float("inf")
         diff = self._ring[:m] - v
-        return float(np.einsum("ij,ij->i", diff, diff).min())
+        dist = np.einsum("ij,ij->i", diff, diff)
+        k = int(dist.argmin())
+        return k, float(dist[k])
 
-    def push(self, v: np.ndarray, bar_sq: float, nearest_sq: float) -> int | None:
-        """Add ``v``; its root when it is an excused rendering (see the module doc: its
-        recent nearest within ``bar_sq`` and no farther than ``nearest_sq``, the squared
-        distance to its class's nearest reference), else None."""
-        m = min(self._n, SIZE) if nearest_sq >= 0 else 0  # negative: known to be its own
-        root = self._n  # its own input, numbered by arrival
-        if m:
-            diff = self._ring[:m] - v
-            dist = np.einsum("ij,ij->i", diff, diff)
-            k = int(dist.argmin())
-            if dist[k] <= bar_sq and dist[k] <= nearest_sq:
-                root = int(self._roots[k])
+    def add(self, v: np.ndarray, k: int) -> int | None:
+        """Add ``v``, a rendering of recent query ``k``'s input (-1: an input of its own);
+        that input's root while it excuses ``v`` (at most :data:`EACH` queries), else None."""
+        own = self._n
+        root = own if k < 0 else self._roots[k]
         slot = self._n % SIZE
-        old = int(self._roots[slot]) if self._n >= SIZE else -1
+        old = self._roots[slot]
         self._ring[slot], self._roots[slot] = v, root
         self._n += 1
-        if old >= 0 and not (self._roots == old).any():
-            self._count.pop(old, None)
-            self._where.pop(old, None)
-        self._count[root] = self._count.get(root, 0) + 1
-        return root if root != self._n - 1 and self._count[root] <= EACH else None
+        self._live[root] = self._live.get(root, 0) + 1
+        if old >= 0:
+            self._live[old] -= 1
+            if not self._live[old]:
+                del self._live[old]
+                self._count.pop(old, None)
+                self._where.pop(old, None)
+        count = self._count[root] = self._count.get(root, 0) + 1
+        return root if root != own and count <= EACH else None
 
     def place(self, label: int, slot: int, v: np.ndarray) -> None:
         """The query just pushed was kept at row ``slot`` of class ``label``'s set."""
-        root = int(self._roots[(self._n - 1) % SIZE])
+        root = self._roots[(self._n - 1) % SIZE]
         if root == self._n - 1:  # an input of its own: its renderings are measured past it
             self._where[root] = (label, slot, v.copy())
 
@@ -86,4 +86,4 @@ class Renders:
 
     def nbytes(self) -> int:
         rows = sum(w[2].nbytes for w in self._where.values())
-        return self._ring.nbytes + self._roots.nbytes + rows
+        return self._ring.nbytes + 8 * SIZE + rows
