@@ -51,8 +51,9 @@ def test_thumbnail_sizes_of_each_upload_are_one_input() -> None:
     off = Monitor(_prada_only(), [3, 16, 16])
     off.pictures = False
     assert len(_flags(off, xs, labels)) > 20
-    # rows: no shape of an image, no renderings
+    # rows, and frames under 16 x 16 (8 x 8 digits: PRADA flags query blinding there)
     assert not Monitor(_prada_only(), [768]).pictures
+    assert not Monitor(_prada_only(), [1, 8, 8]).pictures
 
 
 def _prada(resend: float = 0.01) -> Prada:

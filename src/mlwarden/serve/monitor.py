@@ -1726,7 +1726,10 @@ class Monitor:
         self._reduce_many = reduce_audio_many if modality == "audio" else reduce_many
         # text: MinHash bits (0 or one scale), counted by Hamming distance (Similarity._bits_of)
         self.text = modality == "text"
-        self.pictures = shape is not None and len(shape) >= 2 and modality not in ("audio", "text")
+        # PRADA's renderings (renders.py) on frames of at least 16 x 16: on 8 x 8 digits PRADA
+        # is what flags query blinding, and its bursts between natural digits would pass
+        self.pictures = (shape is not None and len(shape) >= 2 and min(shape[-2:]) >= 16
+                         and modality not in ("audio", "text"))  # fmt: skip
         # still balls (one clip resent with fresh noise) are resends: serve/stationary.py
         stat = config.similarity.stationary
         self.stationary = True if stat is None else stat  # on for every input by default
