@@ -36,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,11 @@ QUANTIZATIONS = (0.1, 0.05, 0.025)
 THRESHOLDS = (20, 30, 40)
 DELTAS = (0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
 AXES = (4, 8, 16)  # principal axes tried for the similarity projection
+# Noisier searches (sigma, fractions of the range) the chosen config is also measured on:
+# the noise OARS (Feng et al., CCS 2023) learns on an attacker's own copy of the gateway is
+# 1.5-3.4x the base sigma (benchmarks/gateway_detection_redteam11.py, oars-blind)
+LADDER = (0.1, 0.15)
+SPREAD_MARGIN = 1.25  # the spread bar: the narrowest benign window over this
 
 
 @dataclass
@@ -71,6 +77,8 @@ class Calibration:
     notes: list[str] = field(default_factory=list)
     tried: dict[str, Any] = field(default_factory=dict)
     search: str = ""  # what the simulated attack was, when not a sigma-noisy search
+    #: the chosen config's first flags of the same searches at the noisier ``LADDER``
+    ladder: dict[float, list[int | None]] = field(default_factory=dict)
 
     @property
     def attack(self) -> str:
@@ -87,6 +95,8 @@ class Calibration:
             "budget": self.budget,
             "target_per_1000": self.target,
             "sigma": self.sigma,
+            "ladder_first_flag": {f"{k:g}": v for k, v in self.ladder.items()},
+            "spread_bar": d.spread.bar if d.spread.enabled else None,
             "similarity_radius": d.similarity.radius,
             "similarity_min_neighbours": d.similarity.min_neighbours,
             "similarity_near": d.similarity.near,
@@ -553,6 +563,7 @@ def calibrate(
     searches: int = 3,
     benign_noise: float = 0.01,
     seed: int = 0,
+    ladder: tuple[float, ...] = LADDER,
 ) -> Calibration:
     """Choose detector settings for ``config`` from benign inputs ``x`` (N, *shape).
 
@@ -632,6 +643,7 @@ def calibrate(
     data["similarity"]["stationary"] = served  # as the config says, measured as served
     _set_stationary(data, run)
     _set_answers(data, run, info)
+    _set_spread(data, run, info)
     chosen = Detection.model_validate(data)
     fa = run.false_alarms(chosen)
     flags = run.first_flags(chosen)
@@ -639,7 +651,52 @@ def calibrate(
     if not meets and not notes:
         notes.append("the settings chosen per detector miss a figure when combined")
     notes += info
-    return Calibration(chosen, meets, fa, flags, budget, target, sigma, notes, tried)
+    out = Calibration(chosen, meets, fa, flags, budget, target, sigma, notes, tried)
+    rungs = [s for s in ladder if s > sigma]
+    if rungs:  # the same inputs searched with more noise, on the chosen config
+        noisy = [_search(x, y, i, (lo, hi), s, budget, seed + 2 + k + 100 * (r + 1), spread)
+                 for r, s in enumerate(rungs) for k, i in seeds]  # fmt: skip
+        every = dataclasses.replace(run, searches=noisy).first_flags(chosen)
+        n = len(seeds)
+        out.ladder = {s: every[n * r : n * (r + 1)] for r, s in enumerate(rungs)}
+    return out
+
+
+def lowest_spread(det: Detection, run: _Runner) -> float:
+    """The narrowest spread (:mod:`mlwarden.serve.spread`) of any ``det.spread.window``
+    consecutive queries of the benign streams, and of the sample's inputs of one class
+    in a row (a client sorted by class: 50 digits "0" spread 0.139, all digits 0.248),
+    measured as the monitor measures them (reduced, projected; exact repeats kept, so a
+    bar below it is conservative)."""
+    from mlwarden.serve.spread import Spread
+
+    mon = Monitor(det, shape=run.shape, scale=run.scale, modality=run.modality)
+    low = math.inf
+    runs = [xs for xs, _ in run.streams.values()]
+    if run.sample is not None:
+        x, y = run.sample
+        runs += [x[y == c] for c in np.unique(y)]
+    for xs in runs:
+        if len(xs) < det.spread.window:
+            continue
+        v = mon.project(mon._reduce_many(mon.standardise(xs), det.similarity.max_dims, mon.scale))
+        low = min(low, float(np.nanmin(Spread(det.spread.window, v.shape[1]).observe_many(v))))
+    return low
+
+
+def _set_spread(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
+    """``spread.bar``: the benign streams' narrowest window over ``SPREAD_MARGIN`` (tensors;
+    audio envelopes and text are not measured by it)."""
+    det = Detection.model_validate(data)
+    if not det.spread.enabled or run.modality != "tensor":
+        return
+    low = lowest_spread(det, run)
+    if math.isinf(low):
+        return  # streams shorter than a window: the default stands
+    data["spread"]["bar"] = round(low / SPREAD_MARGIN, 4)
+    notes.append(f"spread.bar {data['spread']['bar']:g}: a key's last {det.spread.window} "
+                 f"distinct queries spreading less are one input worked on (benign streams "
+                 f"and the sample's classes one at a time spread {low:.3g} or more)")  # fmt: skip
 
 
 NEARS = (0.7, 0.6, 0.5, 0.4, 0.3)  # shingle Jaccard similarity of text neighbours

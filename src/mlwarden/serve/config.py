@@ -333,6 +333,19 @@ class Dilution(_Strict):
     )
 
 
+class Spread(_Strict):
+    """A key working on one input: its last distinct queries spread too little; see
+    serve/spread.py. Tensors only (not audio, not text)."""
+
+    enabled: bool = True
+    window: int = Field(default=50, ge=5, le=1000, description="a key's distinct queries measured")
+    # RMS per value of the window's variance, input-range units, as the similarity detector
+    # measures (reduced, projected); 8x8 digits: benign windows >= 0.248, 50 digits of one
+    # class in a row >= 0.139 (zeros), a search at sigma 0.1 <= 0.096, 0.15 <= 0.129
+    # (gateway calibrate fits it to the deployment's data)
+    bar: float = Field(default=0.12, ge=0, description="spread under which a query is flagged")
+
+
 class CrossKey(_Strict):
     """One search spread over several keys (Sybil accounts); see serve/crosskey.py."""
 
@@ -383,6 +396,7 @@ class Detection(_Strict):
     answers: Answers = Field(default_factory=Answers)
     prada: Prada = Field(default_factory=Prada)
     crosskey: CrossKey = Field(default_factory=CrossKey)
+    spread: Spread = Field(default_factory=Spread)
     # Tabular rows in raw units: each feature's centre and spread (gateway calibrate).
     feature_scale: FeatureScale | None = Field(
         default=None, description="per-feature centre and spread the detectors divide by"

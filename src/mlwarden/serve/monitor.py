@@ -172,6 +172,7 @@ from mlwarden.serve.profiles import lighting_directions, unlit
 from mlwarden.serve.renders import Renders
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
 from mlwarden.serve.sketch import quiet as still_in_sketch
+from mlwarden.serve.spread import Spread
 from mlwarden.serve.stationary import TIGHT, WIDE, Cloud, Vet, settle, still
 from mlwarden.serve.stream import lag, tolerance
 from mlwarden.serve.text import TypingChain
@@ -1669,9 +1670,12 @@ class _KeyState:
         self.sketch: Ring | None = None
         # audio: the key's last query, which the next may continue (Monitor._streamed)
         self.tail: np.ndarray | None = None
+        # the spread of the key's last distinct queries (serve/spread.py), made on first use
+        self.spread: Spread | None = None
 
     def nbytes(self) -> int:
-        parts = (self.blacklight, self.similarity, self.prada, self.residual, self.answers)
+        parts = (self.blacklight, self.similarity, self.prada, self.residual, self.answers,
+                 self.spread)  # fmt: skip
         chains = self.chains.nbytes if self.chains is not None else 0
         chains += self.sketch.nbytes if self.sketch is not None else 0
         chains += self.tail.nbytes if self.tail is not None else 0
@@ -1746,6 +1750,8 @@ class Monitor:
         # (serve/sketch.py); not on text, whose MinHash bits are the input's own view
         self.sketch = Sketch(secret or new_secret()) if stat_sketch(config, modality) else None
         self._lit_cache: dict[tuple[int, ...], tuple[Sketch, np.ndarray]] = {}  # _lit_sketch
+        # a key working on one input (serve/spread.py): tensors, not audio envelopes or text
+        self.narrow = config.spread.enabled and modality == "tensor"
         # images (a frame of at least 16 x 16 last): a copy shifted by a pixel or two (a
         # crop) is the same input; own clouds are gathered up to a shift (stationary.aligned).
         # Not on 8 x 8 digits, where 2 pixels are a quarter of the frame: a noiseless search
@@ -1993,6 +1999,8 @@ class Monitor:
             held: list[Cloud] = []
             lit = self._lit(key, pvs.shape[1])
             vet = self._vet(state, sk, before.first, self._lit_sketch(key, xs))
+            if self.narrow and allowance is None:
+                found["spread"] = self._narrow(state, pvs, before, lit, vet, xs, heard)
             if found["similarity"] or found.get("dilution") or chains:
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
                 shifted = self._shifted(xs, pvs, heard) if only is None else None
@@ -2014,6 +2022,23 @@ class Monitor:
                                           labels if every else [labels[j] for j in heard.tolist()])  # fmt: skip
             out["prada"] = [int(heard[i]) for i, hit in enumerate(hits) if hit]
         return out
+
+    def _narrow(self, state: _KeyState, pvs: np.ndarray, before: Any, lit: np.ndarray | None,
+                vet: Vet | None, xs: np.ndarray, heard: np.ndarray) -> list[int]:  # fmt: skip
+        """Positions of ``pvs`` (just added to the similarity history) whose key's last
+        ``spread.window`` distinct queries spread less than ``spread.bar``
+        (:mod:`mlwarden.serve.spread`), less those whose own cloud of copies is still
+        (one input resent: :func:`mlwarden.serve.stationary.still`, as the similarity
+        alerts are judged; a cloud too small to judge is left for the next query, whose
+        window is as narrow)."""
+        if state.spread is None:
+            state.spread = Spread(self.config.spread.window, pvs.shape[1])
+        low = np.flatnonzero(state.spread.observe_many(pvs) < self.config.spread.bar).tolist()
+        if not low or not self.stationary or state.similarity is None:
+            return low
+        resends, small = still(state.similarity, pvs, low, before, self.still_bar, self.wide,
+                               lit, vet, self._shifted(xs, pvs, heard))  # fmt: skip
+        return [j for j in low if j not in resends and j not in small]
 
     def _sketched(self, state: _KeyState, xs: np.ndarray) -> np.ndarray | None:
         """The secret sketches of the queries ``xs`` (standardised) the similarity history

@@ -1,0 +1,111 @@
+"""A key working on one input: the spread of its last distinct queries.
+
+The similarity count (:class:`mlwarden.serve.monitor.Similarity`) sees a noisy random
+search only while its per-query noise keeps the queries within the radius of each other.
+OARS (Feng et al., "Stateful Defenses for Machine Learning Models Are Not Yet Secure
+Against Black-box Attacks", CCS 2023, arXiv:2303.06280) grows the noise until the
+defence stops answering with rejections; learnt on an attacker's own copy of the gateway
+it lands at sigma 0.10-0.17 of the range, 2-3x the radius's fit, where no query has a
+neighbour (``benchmarks/gateway_detection_redteam11.py``, ``oars-blind``).
+
+What such a search cannot hide is where its queries are: all of them are one input plus
+small steps plus fresh noise, so the key's last ``window`` distinct queries spread over a
+ball of about sigma per value around one point, while distinct natural inputs spread
+over the data. The statistic, per query, over the key's last ``window`` distinct queries
+(exact repeats never reach it), as the similarity detector measures them (reduced,
+projected): the root mean square over values of their variance, in units of the input
+range (``sqrt(mean_d var_d)``). On 8x8 digits, windows of 50: any 50 queries of the
+benign streams (distinct, drawn with replacement, with noise 0.02, 100 inputs resent)
+spread 0.248 or more; a noisy search at sigma 0.05 / 0.10 / 0.15 / 0.20 / 0.30 at most
+0.067 / 0.096 / 0.129 / 0.163 / 0.223. Noise cannot help an attacker here without
+drowning its own search: it moves the spread up only as fast as sigma.
+
+A query is flagged when that spread is below ``detection.spread.bar``. A client that
+resends one input (test-time augmentation, a still camera) spreads as little; the monitor
+keeps a spread alert only where the still-ball rule (:func:`mlwarden.serve.stationary.still`)
+does not find the query's own cloud of copies still (:meth:`mlwarden.serve.monitor.Monitor._spread`).
+An attacker who interleaves decoys far from its input widens the window: at one search
+query in ``k`` it gets ``1/k`` of its budget (a limit, stated in ``docs/benchmarks/gateway.md``).
+
+Cost: running sums over the window, a few vector operations of ``dims`` values a query.
+State: the window's rows (``window x dims`` float64: 25 KB at 50 x 64).
+
+Example::
+
+    sp = Spread(window=50, dims=64)
+    spreads = sp.observe_many(vs)   # NaN until 50 queries were seen
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Spread:
+    """The spread of one key's last ``window`` distinct reduced queries (see module doc).
+
+    Kept as running sums over the window (the rows' sum and their squared norms' sum),
+    so a query costs a few vector operations; the sums are taken again from the window's
+    rows every ``REFRESH`` windows (no rounding drift over a long history)."""
+
+    REFRESH = 64
+
+    def __init__(self, window: int, dims: int) -> None:
+        self.window = window
+        self._ring = np.zeros((window, dims), dtype=np.float64)
+        self._sq = np.zeros(window, dtype=np.float64)  # each row's squared norm
+        self._sum = np.zeros(dims, dtype=np.float64)
+        self._norms = 0.0
+        self._seen = 0  # queries added so far
+        self._refresh = self.REFRESH * window  # when the sums are taken again
+
+    def observe_many(self, vs: np.ndarray) -> np.ndarray:
+        """Add queries ``vs`` (B, dims) in order; the spread of the last ``window``
+        queries after each one (NaN while fewer than ``window`` were seen)."""
+        vs = np.asarray(vs, dtype=np.float64)
+        if len(vs) == 1:
+            out = np.array([self._add(vs[0])])
+        else:  # chunks of at most a window: the rows each chunk pushes out are distinct
+            w = self.window
+            out = np.concatenate([self._chunk(vs[a : a + w]) for a in range(0, len(vs), w)])
+        if self._seen >= self._refresh:
+            self._sum = self._ring.sum(axis=0)
+            self._norms = float(self._sq.sum())
+            self._refresh = self._seen + self.REFRESH * self.window
+        return out
+
+    def _add(self, v: np.ndarray) -> float:
+        """One query (the common case: a request of one input analysed alone)."""
+        w = self.window
+        slot = self._seen % w
+        sq = float(v @ v)
+        self._sum += v
+        self._sum -= self._ring[slot]  # zeros until the window is full
+        self._norms += sq - self._sq[slot]
+        self._ring[slot] = v
+        self._sq[slot] = sq
+        self._seen += 1
+        if self._seen < w:
+            return math.nan
+        var = self._norms / w - float(self._sum @ self._sum) / (w * w)
+        return math.sqrt(max(var, 0.0) / len(v))
+
+    def _chunk(self, vs: np.ndarray) -> np.ndarray:
+        """At most ``window`` queries at once: running sums by cumulative sums."""
+        w = self.window
+        slots = (self._seen + np.arange(len(vs))) % w
+        sq = np.einsum("ij,ij->i", vs, vs)
+        sums = self._sum + np.cumsum(vs - self._ring[slots], axis=0)
+        norms = self._norms + np.cumsum(sq - self._sq[slots])
+        var = norms / w - np.einsum("ij,ij->i", sums, sums) / (w * w)
+        out = np.sqrt(np.maximum(var, 0.0) / vs.shape[1])
+        out[self._seen + np.arange(len(vs)) + 1 < w] = np.nan
+        self._ring[slots], self._sq[slots] = vs, sq
+        self._sum, self._norms = sums[-1].copy(), float(norms[-1])
+        self._seen += len(vs)
+        return out
+
+    def nbytes(self) -> int:
+        return int(self._ring.nbytes + self._sq.nbytes + self._sum.nbytes)
