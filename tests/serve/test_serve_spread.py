@@ -98,3 +98,13 @@ def test_calibrate_reports_the_noisier_searches_first_flags() -> None:
     result = calibrate(cfg, _digits(), np.asarray(ds.y), benign=100, searches=1, seed=5)
     assert set(result.ladder) == {0.1, 0.15} and all(len(f) == 1 for f in result.ladder.values())
     assert result.summary()["ladder_first_flag"].keys() == {"0.1", "0.15"}
+
+
+def test_fifty_digits_of_one_class_in_a_row_are_natural_not_noise() -> None:
+    # zeros in a row spread 0.139: near the bar, but their variation spans few directions
+    ds = load_dataset("digits")
+    zeros = _digits()[np.asarray(ds.y) == 0][:120]
+    narrow = Detection()
+    narrow.spread.bar = 0.2  # every window of them is under it: the gate alone decides
+    assert not any("spread" in kinds for kinds in _kinds(narrow, zeros))
+    assert any("spread" in kinds for kinds in _kinds(narrow, _search(zeros[0], 0.13, 80, 0)))

@@ -172,8 +172,8 @@ from mlwarden.serve.profiles import lighting_directions, unlit
 from mlwarden.serve.renders import Renders
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
 from mlwarden.serve.sketch import quiet as still_in_sketch
-from mlwarden.serve.spread import Spread
-from mlwarden.serve.stationary import TIGHT, WIDE, Cloud, Vet, settle, still
+from mlwarden.serve.spread import Spread, white
+from mlwarden.serve.stationary import MIN_VALUES, TIGHT, WIDE, Cloud, Vet, settle, still
 from mlwarden.serve.stream import lag, tolerance
 from mlwarden.serve.text import TypingChain
 
@@ -2030,10 +2030,18 @@ class Monitor:
         (:mod:`mlwarden.serve.spread`), less those whose own cloud of copies is still
         (one input resent: :func:`mlwarden.serve.stationary.still`, as the similarity
         alerts are judged; a cloud too small to judge is left for the next query, whose
-        window is as narrow)."""
+        window is as narrow) and, on inputs of ``MIN_VALUES`` values or more, those whose
+        window's variation spans few directions (:func:`mlwarden.serve.spread.white`: a
+        few natural inputs, not noise)."""
         if state.spread is None:
             state.spread = Spread(self.config.spread.window, pvs.shape[1])
-        low = np.flatnonzero(state.spread.observe_many(pvs) < self.config.spread.bar).tolist()
+        sp = state.spread
+        prev = sp.rows() if len(pvs) > 1 else None  # each position's own window, below
+        low = np.flatnonzero(sp.observe_many(pvs) < self.config.spread.bar).tolist()
+        if low and pvs.shape[1] >= MIN_VALUES:  # natural variation spans few directions
+            rows = sp.rows() if prev is None else np.concatenate([prev, pvs])
+            last = len(rows) - len(pvs)  # position j's window ends at row last + j
+            low = [j for j in low if white(rows[max(last + j + 1 - sp.window, 0) : last + j + 1])]
         if not low or not self.stationary or state.similarity is None:
             return low
         resends, small = still(state.similarity, pvs, low, before, self.still_bar, self.wide,

@@ -20,12 +20,20 @@ spread 0.248 or more; a noisy search at sigma 0.05 / 0.10 / 0.15 / 0.20 / 0.30 a
 0.067 / 0.096 / 0.129 / 0.163 / 0.223. Noise cannot help an attacker here without
 drowning its own search: it moves the spread up only as fast as sigma.
 
-A query is flagged when that spread is below ``detection.spread.bar``. A client that
-resends one input (test-time augmentation, a still camera) spreads as little; the monitor
-keeps a spread alert only where the still-ball rule (:func:`mlwarden.serve.stationary.still`)
-does not find the query's own cloud of copies still (:meth:`mlwarden.serve.monitor.Monitor._spread`).
-An attacker who interleaves decoys far from its input widens the window: at one search
-query in ``k`` it gets ``1/k`` of its budget (a limit, stated in ``docs/benchmarks/gateway.md``).
+A query is flagged when that spread is below ``detection.spread.bar``. Natural inputs
+can be narrow too: a client resending one input (test-time augmentation, a still camera),
+a burst of a few photos re-encoded, 50 digits of one class in a row (0.139 for zeros).
+They differ from a search's window in how many directions their variation spans: Box's
+effective dimensions of the window's successive differences
+(:func:`mlwarden.serve.stationary.dims`) are 5-18 for one-class runs of digits and for
+bursts of re-encoded MNIST digits, 38-47 for a noisy search's white noise at sigma
+0.05-0.2 (windows of 50). So on inputs of at least ``stationary.MIN_VALUES`` values a
+narrow window flags only when it spans more than ``WHITE_DIMS`` dimensions (tables' few
+features are not told apart so), and an alert stands only where the still-ball rule
+(:func:`mlwarden.serve.stationary.still`) does not find the query's own cloud of copies
+still (:meth:`mlwarden.serve.monitor.Monitor._narrow`). Limits: an attacker who puts its
+noise in a few fixed directions instead of white noise passes the gate; one who
+interleaves decoys far from its input widens the window, at the cost of its budget.
 
 Cost: running sums over the window, a few vector operations of ``dims`` values a query.
 State: the window's rows (``window x dims`` float64: 25 KB at 50 x 64).
@@ -41,6 +49,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from mlwarden.serve.stationary import dims
+
+WHITE_DIMS = 24.0  # effective dimensions above which a narrow window's variation is noise
 
 
 class Spread:
@@ -107,5 +119,17 @@ class Spread:
         self._seen += len(vs)
         return out
 
+    def rows(self) -> np.ndarray:
+        """The last ``window`` queries (fewer before the window is full), oldest first."""
+        n = min(self._seen, self.window)
+        return self._ring[(self._seen - n + np.arange(n)) % self.window]
+
     def nbytes(self) -> int:
         return int(self._ring.nbytes + self._sq.nbytes + self._sum.nbytes)
+
+
+def white(rows: np.ndarray) -> bool:
+    """Whether a window's variation (``rows`` in time order) spans more than
+    ``WHITE_DIMS`` effective dimensions (:func:`mlwarden.serve.stationary.dims`): noise,
+    not a few natural inputs."""
+    return dims(rows) > WHITE_DIMS
