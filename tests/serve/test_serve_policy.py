@@ -268,3 +268,19 @@ def test_detection_without_the_noise_robust_detector_is_reported(tmp_path: Path)
     text = "detection: {similarity: {enabled: false}}\n"
     rules = {f.rule for f in gateway_config_report(_write(tmp_path, text)).findings}
     assert "MLW-GW-012" in rules and "MLW-GW-005" not in rules
+
+
+def test_throttle_on_a_caller_without_a_rate_is_reported(tmp_path: Path) -> None:
+    # throttle scales the key's rate down (KeyLimiter.throttle): with no rate there is
+    # nothing to scale, and a flagged search keeps its full speed
+    keys = f"keys: {{a: {{hash: '{hash_key('k')}'}}, b: {{hash: '{hash_key('j')}', rate: 5}}}}\n"
+    text = "limits: {budget: 1000}\ndetection: {action: throttle}\n" + keys
+    report = gateway_config_report(_write(tmp_path, text))
+    [finding] = [f for f in report.findings if f.rule == "MLW-GW-017"]
+    assert finding.evidence["callers"] == ["a"] and finding.severity == "medium"
+    slowed = "limits: {rate: 5, burst: 64, budget: 1000}\ndetection: {action: throttle}\n" + keys
+    blocked = "limits: {budget: 1000}\ndetection: {action: block}\n" + keys
+    for ok in (slowed, blocked):
+        assert "MLW-GW-017" not in {
+            f.rule for f in gateway_config_report(_write(tmp_path, ok)).findings
+        }

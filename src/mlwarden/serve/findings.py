@@ -27,6 +27,7 @@ MLW-GW-012 only detectors that per-query noise defeats              medium
 MLW-GW-014 enabled detectors whose settings never let them flag     medium
 MLW-GW-015 detectors flag a benign stream of the sample (``--data``)  medium/low
 MLW-GW-016 keys whose declared profile excuses a kind of search      low
+MLW-GW-017 action throttle on callers without a rate limit          medium
 ========== ======================================================= ================
 """
 
@@ -176,6 +177,25 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
             ["AML.M0015"],
             "A flagged key keeps its full rate, so an attack completes while alerts pile up.",
             "Set 'detection: {action: throttle}' or 'block'.",
+        )
+
+    unslowed = [n for n, _, rate, _ in callers if rate is None]
+    if (
+        det.action == "throttle"
+        and unslowed
+        and (det.blacklight.enabled or det.similarity.enabled or det.prada.enabled)
+    ):
+        add(
+            "MLW-GW-017",
+            f"Throttling cannot slow {len(unslowed)} caller(s) without a rate limit",
+            Severity.MEDIUM,
+            ["AML.T0043.001"],
+            ["AML.M0015", "AML.M0004"],
+            "'action: throttle' scales a flagged key's rate limit down; a caller without one "
+            "keeps its full speed, so a search it runs completes while alerts pile up.",
+            "Give these callers a rate ('limits: {rate: ..., burst: ...}' or per-key 'rate'), "
+            "or set 'detection: {action: block}'.",
+            callers=unslowed,
         )
 
     if (det.blacklight.enabled or det.prada.enabled) and not det.similarity.enabled:
