@@ -335,7 +335,7 @@ class Dilution(_Strict):
 
 class Spread(_Strict):
     """A key working on one input: its last distinct queries spread too little; see
-    serve/spread.py. Tensors only (not audio, not text)."""
+    serve/spread.py. Tensors of 64 or more reduced values only (not tables, audio or text)."""
 
     enabled: bool = True
     window: int = Field(default=50, ge=5, le=1000, description="a key's distinct queries measured")

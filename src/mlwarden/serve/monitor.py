@@ -1750,7 +1750,10 @@ class Monitor:
         # (serve/sketch.py); not on text, whose MinHash bits are the input's own view
         self.sketch = Sketch(secret or new_secret()) if stat_sketch(config, modality) else None
         self._lit_cache: dict[tuple[int, ...], tuple[Sketch, np.ndarray]] = {}  # _lit_sketch
-        # a key working on one input (serve/spread.py): tensors, not audio envelopes or text
+        # a key working on one input (serve/spread.py): tensors, not audio envelopes or text,
+        # and reduced vectors of MIN_VALUES or more values only (where the white-noise gate
+        # tells a noisy search from one class's natural rows: on tables' few features it
+        # cannot, and benign loggers and rescoring clients were flagged)
         self.narrow = config.spread.enabled and modality == "tensor"
         # images (a frame of at least 16 x 16 last): a copy shifted by a pixel or two (a
         # crop) is the same input; own clouds are gathered up to a shift (stationary.aligned).
@@ -1999,7 +2002,7 @@ class Monitor:
             held: list[Cloud] = []
             lit = self._lit(key, pvs.shape[1])
             vet = self._vet(state, sk, before.first, self._lit_sketch(key, xs))
-            if self.narrow and allowance is None:
+            if self.narrow and allowance is None and pvs.shape[1] >= MIN_VALUES:
                 found["spread"] = self._narrow(state, pvs, before, lit, vet, xs, heard)
             if found["similarity"] or found.get("dilution") or chains:
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)

@@ -28,8 +28,12 @@ effective dimensions of the window's successive differences
 (:func:`mlwarden.serve.stationary.dims`) are 5-18 for one-class runs of digits and for
 bursts of re-encoded MNIST digits, 38-47 for a noisy search's white noise at sigma
 0.05-0.2 (windows of 50). So on inputs of at least ``stationary.MIN_VALUES`` values a
-narrow window flags only when it spans more than ``WHITE_DIMS`` dimensions (tables' few
-features are not told apart so), and an alert stands only where the still-ball rule
+narrow window flags only when it spans more than ``WHITE_DIMS`` dimensions, and the rule
+runs only there: tables' few features are not told apart so (benign loggers, long
+rescoring streams and a raw breast-cancer sample were flagged in tests/serve; wine
+``burst20`` 10 -> 16 per 1,000), so on reduced vectors of fewer than ``MIN_VALUES``
+values the rule is off (lead, session 11; i24g measured tabular oars-blind 1/5 -> 4/5
+flagged with it on). An alert stands only where the still-ball rule
 (:func:`mlwarden.serve.stationary.still`) does not find the query's own cloud of copies
 still (:meth:`mlwarden.serve.monitor.Monitor._narrow`). Limits: an attacker who puts its
 noise in a few fixed directions instead of white noise passes the gate; one who
