@@ -179,15 +179,14 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
             "Set 'detection: {action: throttle}' or 'block'.",
         )
 
-    unslowed = [n for n, _, rate, _ in callers if rate is None]
     if (
         det.action == "throttle"
-        and unslowed
+        and no_rate
         and (det.blacklight.enabled or det.similarity.enabled or det.prada.enabled)
     ):
         add(
             "MLW-GW-017",
-            f"Throttling cannot slow {len(unslowed)} caller(s) without a rate limit",
+            f"Throttling cannot slow {len(no_rate)} caller(s) without a rate limit",
             Severity.MEDIUM,
             ["AML.T0043.001"],
             ["AML.M0015", "AML.M0004"],
@@ -195,7 +194,7 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
             "keeps its full speed, so a search it runs completes while alerts pile up.",
             "Give these callers a rate ('limits: {rate: ..., burst: ...}' or per-key 'rate'), "
             "or set 'detection: {action: block}'.",
-            callers=unslowed,
+            callers=no_rate,
         )
 
     if (det.blacklight.enabled or det.prada.enabled) and not det.similarity.enabled:

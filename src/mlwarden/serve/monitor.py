@@ -2041,7 +2041,7 @@ class Monitor:
         sp = state.spread
         prev = sp.rows() if len(pvs) > 1 else None  # each position's own window, below
         low = np.flatnonzero(sp.observe_many(pvs) < self.config.spread.bar).tolist()
-        if low and pvs.shape[1] >= MIN_VALUES:  # natural variation spans few directions
+        if low:  # natural variation spans few directions (only 64+ values reach here)
             rows = sp.rows() if prev is None else np.concatenate([prev, pvs])
             last = len(rows) - len(pvs)  # position j's window ends at row last + j
             low = [j for j in low if white(rows[max(last + j + 1 - sp.window, 0) : last + j + 1])]
