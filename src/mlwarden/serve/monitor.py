@@ -172,7 +172,7 @@ from mlwarden.serve.profiles import lighting_directions, unlit
 from mlwarden.serve.renders import Renders
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
 from mlwarden.serve.sketch import quiet as still_in_sketch
-from mlwarden.serve.spread import Spread, white
+from mlwarden.serve.spread import Spread, narrow
 from mlwarden.serve.stationary import MIN_VALUES, TIGHT, WIDE, Cloud, Vet, settle, still
 from mlwarden.serve.stream import lag, tolerance
 from mlwarden.serve.text import TypingChain
@@ -2029,7 +2029,8 @@ class Monitor:
     def _narrow(self, state: _KeyState, pvs: np.ndarray, before: Any, lit: np.ndarray | None,
                 vet: Vet | None, xs: np.ndarray, heard: np.ndarray) -> list[int]:  # fmt: skip
         """Positions of ``pvs`` (just added to the similarity history) whose key's last
-        ``spread.window`` distinct queries spread less than ``spread.bar``
+        ``spread.window`` distinct queries spread less than ``spread.bar``, or (every
+        ``spread.STRIDE``-th query) less than ``spread.net`` of that above their noise floor
         (:mod:`mlwarden.serve.spread`), less those whose own cloud of copies is still
         (one input resent: :func:`mlwarden.serve.stationary.still`, as the similarity
         alerts are judged; a cloud too small to judge is left for the next query, whose
@@ -2038,13 +2039,12 @@ class Monitor:
         few natural inputs, not noise)."""
         if state.spread is None:
             state.spread = Spread(self.config.spread.window, pvs.shape[1])
-        sp = state.spread
+        sp, c = state.spread, self.config.spread
         prev = sp.rows() if len(pvs) > 1 else None  # each position's own window, below
-        low = np.flatnonzero(sp.observe_many(pvs) < self.config.spread.bar).tolist()
-        if low:  # natural variation spans few directions (only 64+ values reach here)
-            rows = sp.rows() if prev is None else np.concatenate([prev, pvs])
-            last = len(rows) - len(pvs)  # position j's window ends at row last + j
-            low = [j for j in low if white(rows[max(last + j + 1 - sp.window, 0) : last + j + 1])]
+        spreads = sp.observe_many(pvs)
+        rows = lambda: sp.rows() if prev is None else np.concatenate([prev, pvs])  # noqa: E731
+        net = None if c.net is None else c.net * c.bar
+        low = narrow(spreads, rows, sp.seen, sp.window, c.bar, net)
         if not low or not self.stationary or state.similarity is None:
             return low
         resends, small = still(state.similarity, pvs, low, before, self.still_bar, self.wide,

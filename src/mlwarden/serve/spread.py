@@ -50,13 +50,17 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from mlwarden.serve.stationary import dims
 
 WHITE_DIMS = 24.0  # effective dimensions above which a narrow window's variation is noise
+STRIDE = 5  # the floor test (an eigendecomposition of the window) runs every STRIDE-th query
+_REPS = 200  # white windows simulated for the noise law (fixed seed: the same law each run)
 
 
 class Spread:
@@ -123,6 +127,11 @@ class Spread:
         self._seen += len(vs)
         return out
 
+    @property
+    def seen(self) -> int:
+        """Queries added so far."""
+        return self._seen
+
     def rows(self) -> np.ndarray:
         """The last ``window`` queries (fewer before the window is full), oldest first."""
         n = min(self._seen, self.window)
@@ -137,3 +146,62 @@ def white(rows: np.ndarray) -> bool:
     ``WHITE_DIMS`` effective dimensions (:func:`mlwarden.serve.stationary.dims`): noise,
     not a few natural inputs."""
     return dims(rows) > WHITE_DIMS
+
+
+def narrow(spreads: np.ndarray, rows: Callable[[], np.ndarray], seen: int, window: int,
+           bar: float, net: float | None) -> list[int]:  # fmt: skip
+    """Positions ``j`` of a batch (``spreads`` after each query; ``rows()``: the rows the
+    windows are cut from in time order, the batch's last; ``seen``: queries seen after
+    the batch) whose window is a search's: white (:func:`white`) and either narrow
+    (spread below ``bar``) or, every ``STRIDE``-th query counted from the key's first,
+    spreading less than ``net`` above its white-noise floor (:func:`above_floor`)."""
+    n = len(spreads)
+    first = seen - n + 1  # the count after position 0
+    due = [j for j in range(n) if net is not None and (first + j) % STRIDE == 0]
+    low = [j for j in range(n) if spreads[j] < bar or (j in due and not np.isnan(spreads[j]))]
+    if not low:
+        return []
+    every = rows()
+    last = len(every) - n  # position j's window ends at row last + j
+    out = []
+    for j in low:
+        win = every[max(last + j + 1 - window, 0) : last + j + 1]
+        if white(win) and (spreads[j] < bar or above_floor(win) < float(net or 0.0)):
+            out.append(j)
+    return out
+
+
+def above_floor(rows: np.ndarray) -> float:
+    """The RMS per value of a window's variation above its white-noise floor.
+
+    The centred window's covariance spectrum (its ``k = min(rows - 1, values)`` non-zero
+    eigenvalues, per value) is white noise's Marchenko-Pastur bulk plus a few natural
+    directions' spikes. The floor (the noise's variance per value) is the median
+    eigenvalue over white noise's (:func:`_white_law`); what a spike holds above white
+    noise's largest eigenvalue at that floor (its 99th percentile) is variation noise
+    cannot make. A noisy search (one input, small steps, fresh white noise a query)
+    holds none at any sigma; distinct natural inputs, one class's, hold most of theirs."""
+    w, d = rows.shape
+    c = rows - rows.mean(axis=0)
+    gram = c @ c.T if w <= d else c.T @ c  # the same non-zero eigenvalues
+    k = min(w - 1, d)
+    e = np.linalg.eigvalsh(gram / d)[-k:]
+    median, top = _white_law(w, d)
+    floor = float(np.median(e)) / median
+    return math.sqrt(float(np.maximum(e - floor * top, 0.0).sum()) / w)
+
+
+@functools.lru_cache(maxsize=16)
+def _white_law(window: int, values: int) -> tuple[float, float]:
+    """White noise of variance 1 in windows of ``window`` rows of ``values`` values, as
+    :func:`above_floor` measures them: the mean median eigenvalue and the 99th
+    percentile of the largest (simulated, fixed seed)."""
+    rng = np.random.default_rng(0)
+    k = min(window - 1, values)
+    medians, tops = np.empty(_REPS), np.empty(_REPS)
+    for i in range(_REPS):
+        x = rng.standard_normal((window, values))
+        c = x - x.mean(axis=0)
+        e = np.linalg.eigvalsh((c @ c.T if window <= values else c.T @ c) / values)[-k:]
+        medians[i], tops[i] = np.median(e), e[-1]
+    return float(medians.mean()), float(np.quantile(tops, 0.99))
