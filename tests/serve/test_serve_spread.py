@@ -7,7 +7,7 @@ import numpy as np
 from mlwarden.core.data import load_dataset
 from mlwarden.serve.config import Detection
 from mlwarden.serve.monitor import Monitor
-from mlwarden.serve.spread import Spread
+from mlwarden.serve.spread import STRIDE, Spread, above_floor
 
 
 def _digits() -> np.ndarray:
@@ -29,11 +29,16 @@ def _search(x0: np.ndarray, sigma: float, n: int, seed: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def _kinds(det: Detection, xs: np.ndarray) -> list[set[str]]:
+def _kinds(det: Detection, xs: np.ndarray, batch: int = 1) -> list[set[str]]:
     mon = Monitor(det, shape=[1, 8, 8])
     mon.crosskey = None
     labels = np.zeros(len(xs), dtype=np.int64)
-    return [set(mon.inspect("k", xs[i : i + 1], labels[i : i + 1])) for i in range(len(xs))]
+    out: list[set[str]] = [set() for _ in xs]
+    for a in range(0, len(xs), batch):
+        for kind, where in mon.inspect("k", xs[a : a + batch], labels[a : a + batch]).items():
+            for j in where:
+                out[a + j].add(kind)
+    return out
 
 
 def test_spread_in_batches_is_the_window_variance_query_by_query() -> None:
@@ -108,3 +113,31 @@ def test_fifty_digits_of_one_class_in_a_row_are_natural_not_noise() -> None:
     narrow.spread.bar = 0.2  # every window of them is under it: the gate alone decides
     assert not any("spread" in kinds for kinds in _kinds(narrow, zeros))
     assert any("spread" in kinds for kinds in _kinds(narrow, _search(zeros[0], 0.13, 80, 0)))
+
+
+def test_white_noise_of_any_sigma_holds_no_variation_above_its_floor() -> None:
+    rng = np.random.default_rng(2)
+    x = _digits()
+    for sigma in (0.05, 0.2, 0.8):  # a noisy search's window, clipped to the range
+        qs = _search(x[3], sigma, 50, seed=1).reshape(50, -1).astype(np.float64)
+        assert above_floor(qs) < 0.5 * 0.6 * 0.12  # half the default bar: the steps alone
+        assert np.sqrt(qs.var(axis=0).mean()) > 0.6 * 0.12 or sigma == 0.05
+    # distinct digits and one class at a time keep most of their spread above it
+    y = np.asarray(load_dataset("digits").y)
+    for rows in (x[rng.permutation(len(x))[:50]], x[y == 0][:50], x[y == 1][50:100]):
+        flat = rows.reshape(50, -1).astype(np.float64)
+        assert above_floor(flat) > max(0.7 * np.sqrt(flat.var(axis=0).mean()), 0.1)
+
+
+def test_a_search_at_any_noise_is_flagged_above_its_floor_in_batches_too() -> None:
+    x = _digits()
+    off = Detection()
+    off.spread.net = None
+    for k, sigma in ((0, 0.3), (1, 0.6)):  # spread 0.2-0.35: over the plain bar
+        qs = _search(x[k], sigma, 70, seed=k)
+        one = [i for i, kinds in enumerate(_kinds(Detection(), qs)) if "spread" in kinds]
+        # each query counted a multiple of STRIDE from the first full window (the 50th) on
+        assert one == list(range(-(-50 // STRIDE) * STRIDE - 1, 70, STRIDE))
+        eight = [i for i, kinds in enumerate(_kinds(Detection(), qs, 8)) if "spread" in kinds]
+        assert eight == one
+        assert not any("spread" in kinds for kinds in _kinds(off, qs))

@@ -39,8 +39,23 @@ still (:meth:`mlwarden.serve.monitor.Monitor._narrow`). Limits: an attacker who 
 noise in a few fixed directions instead of white noise passes the gate; one who
 interleaves decoys far from its input widens the window, at the cost of its budget.
 
-Cost: running sums over the window, a few vector operations of ``dims`` values a query.
-State: the window's rows (``window x dims`` float64: 25 KB at 50 x 64).
+The attacker's answer to an absolute bar is more noise (OARS learns sigma 0.15-0.17 of
+the range on digits, 0.4-0.5 on images, against the bar alone). So the window is also
+measured net of its noise (:func:`above_floor`, session 12): its covariance spectrum is
+white noise's Marchenko-Pastur bulk plus the spikes of a few natural directions; the
+floor is read off the bulk's median, and only what the spikes hold above white noise's
+largest eigenvalue counts. Fresh white noise, however loud, only raises the floor: a
+search's windows keep its steps (digits, windows of 50, sigma 0.05-0.8: at most 0.033;
+calibrated 3x32x32 images: 0.007), distinct inputs and one class at a time most of their
+spread (digits >= 0.119, images >= 0.026). A white window under ``spread.net`` times
+``bar`` is flagged too, checked every ``STRIDE``-th query (an eigendecomposition of a
+50 x 50 Gram matrix, ~0.1 ms); the white-noise gate and the still-ball veto stand as for
+the bar. Limits: noise shaped into fewer than ``WHITE_DIMS`` directions (a few fixed
+directions, a coarse grid, a subset of the values) is no white window and passes both.
+
+Cost: running sums over the window, a few vector operations of ``dims`` values a query;
+every ``STRIDE``-th query the white-noise gate, and on a white window one eigenvalue
+decomposition. State: the window's rows (``window x dims`` float64: 25 KB at 50 x 64).
 
 Example::
 
