@@ -7,7 +7,7 @@ import numpy as np
 from mlwarden.core.data import load_dataset
 from mlwarden.serve.config import Detection
 from mlwarden.serve.monitor import Monitor
-from mlwarden.serve.spread import STRIDE, Spread, above_floor
+from mlwarden.serve.spread import STRIDE, Spread, _floor, above_floor, on_input
 
 
 def _digits() -> np.ndarray:
@@ -141,3 +141,16 @@ def test_a_search_at_any_noise_is_flagged_above_its_floor_in_batches_too() -> No
         eight = [i for i, kinds in enumerate(_kinds(Detection(), qs, 8)) if "spread" in kinds]
         assert eight == one
         assert not any("spread" in kinds for kinds in _kinds(off, qs))
+
+
+def test_random_tensors_are_noise_around_no_input_and_not_flagged() -> None:
+    """A load test's random inputs: white, nothing above the floor, but their mean is a
+    constant (plus the noise a mean keeps), not an input worked on."""
+    rng = np.random.default_rng(4)
+    x = _digits()
+    for rows in (rng.uniform(0, 1, (50, 64)), rng.normal(0, 1, (50, 64))):
+        assert above_floor(rows) < 0.01 and not on_input(rows, _floor(rows)[1])
+    qs = _search(x[2], 0.8, 50, seed=2).reshape(50, -1).astype(np.float64)
+    assert on_input(qs, _floor(qs)[1])  # the loudest search still centres on its digit
+    noise = rng.uniform(0, 1, (120, 1, 8, 8)).astype(np.float32)
+    assert not any("spread" in kinds for kinds in _kinds(Detection(), noise))

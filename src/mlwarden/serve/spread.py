@@ -75,6 +75,7 @@ from mlwarden.serve.stationary import dims
 
 WHITE_DIMS = 24.0  # effective dimensions above which a narrow window's variation is noise
 STRIDE = 5  # the floor test (an eigendecomposition of the window) runs every STRIDE-th query
+CENTRED = 1.5  # a window's mean an input: its spread over the noise a mean of its rows keeps
 _REPS = 200  # white windows simulated for the noise law (fixed seed: the same law each run)
 
 
@@ -169,7 +170,8 @@ def narrow(spreads: np.ndarray, rows: Callable[[], np.ndarray], seen: int, windo
     windows are cut from in time order, the batch's last; ``seen``: queries seen after
     the batch) whose window is a search's: white (:func:`white`) and either narrow
     (spread below ``bar``) or, every ``STRIDE``-th query counted from the key's first,
-    spreading less than ``net`` above its white-noise floor (:func:`above_floor`)."""
+    spreading less than ``net`` above its white-noise floor around an input
+    (:func:`searching`)."""
     n = len(spreads)
     first = seen - n + 1  # the count after position 0
     due = [j for j in range(n) if net is not None and (first + j) % STRIDE == 0]
@@ -181,9 +183,16 @@ def narrow(spreads: np.ndarray, rows: Callable[[], np.ndarray], seen: int, windo
     out = []
     for j in low:
         win = every[max(last + j + 1 - window, 0) : last + j + 1]
-        if white(win) and (spreads[j] < bar or above_floor(win) < float(net or 0.0)):
+        if white(win) and (spreads[j] < bar or searching(win, float(net or 0.0))):
             out.append(j)
     return out
+
+
+def searching(rows: np.ndarray, net: float) -> bool:
+    """A white window's test beyond the bar: under ``net`` above its noise floor
+    (:func:`above_floor`), around an input (:func:`on_input`)."""
+    above, floor = _floor(rows)
+    return above < net and on_input(rows, floor)
 
 
 def above_floor(rows: np.ndarray) -> float:
@@ -196,14 +205,29 @@ def above_floor(rows: np.ndarray) -> float:
     noise's largest eigenvalue at that floor (its 99th percentile) is variation noise
     cannot make. A noisy search (one input, small steps, fresh white noise a query)
     holds none at any sigma; distinct natural inputs, one class's, hold most of theirs."""
+    return _floor(rows)[0]
+
+
+def on_input(rows: np.ndarray, floor: float) -> bool:
+    """Whether a window's mean is an input rather than a constant plus its noise: its
+    values' RMS about their average is over ``CENTRED`` times what the window's noise
+    floor leaves in a mean of its rows (``floor / sqrt(rows)``). A search's window is
+    centred on the input worked on (8x8 digits and calibrated 3x32x32 images, sigma
+    0.05-0.8: 2.4 times or more); a client of random tensors (a load test) on a
+    constant: 0.8-1.2. ``floor``: the window's noise variance per value (:func:`_floor`)."""
+    m = rows.mean(axis=0)
+    return float(np.mean((m - m.mean()) ** 2)) > CENTRED**2 * floor / len(rows)
+
+
+def _floor(rows: np.ndarray) -> tuple[float, float]:
+    """(:func:`above_floor`, the floor: noise variance per value) of a window."""
     w, d = rows.shape
     c = rows - rows.mean(axis=0)
     gram = c @ c.T if w <= d else c.T @ c  # the same non-zero eigenvalues
-    k = min(w - 1, d)
-    e = np.linalg.eigvalsh(gram / d)[-k:]
+    e = np.linalg.eigvalsh(gram / d)[-min(w - 1, d) :]
     median, top = _white_law(w, d)
     floor = float(np.median(e)) / median
-    return math.sqrt(float(np.maximum(e - floor * top, 0.0).sum()) / w)
+    return math.sqrt(float(np.maximum(e - floor * top, 0.0).sum()) / w), floor
 
 
 @functools.lru_cache(maxsize=16)
