@@ -346,7 +346,7 @@ class Spread(_Strict):
     bar: float = Field(default=0.12, ge=0, description="spread under which a query is flagged")
     # the window's variation above its white-noise floor (RMS per value: the covariance
     # spectrum's spikes over the Marchenko-Pastur edge), as a fraction of ``bar`` (so
-    # calibrate's bar sets both), checked every 5th query on white windows. Windows of 50,
+    # calibrate's bar sets both), checked every 10th query on white windows. Windows of 50,
     # defaults on 8x8 digits (bar 0.12): benign streams >= 0.17, one class in a row >= 0.12,
     # a noisy search at any sigma 0.05-0.8 <= 0.033; calibrated 3x32x32 images (bar
     # 0.0193): benign >= 0.026, a search at sigma 0.05-0.8 <= 0.007 (noise raises the floor)

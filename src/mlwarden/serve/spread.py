@@ -74,7 +74,7 @@ import numpy as np
 from mlwarden.serve.stationary import dims
 
 WHITE_DIMS = 24.0  # effective dimensions above which a narrow window's variation is noise
-STRIDE = 5  # the floor test (an eigendecomposition of the window) runs every STRIDE-th query
+STRIDE = 10  # the floor test (an eigendecomposition of the window) runs every STRIDE-th query
 CENTRED = 1.5  # a window's mean an input: its spread over the noise a mean of its rows keeps
 _REPS = 200  # white windows simulated for the noise law (fixed seed: the same law each run)
 
