@@ -40,11 +40,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -81,6 +81,16 @@ ANONYMOUS = "anonymous"
 KERNELS_WAIT_S = 60.0  # at most this long at start-up for the detectors' kernels
 
 
+class Incoming(Protocol):
+    """A predict request as the gateway reads it: Starlette's ``Request``, or the
+    connection's fast path (:class:`mlwarden.serve.conn.FastRequest`)."""
+
+    @property
+    def scope(self) -> Mapping[str, Any]: ...  # "headers": raw (lower-case name, value) pairs
+
+    def stream(self) -> AsyncIterator[bytes]: ...
+
+
 @dataclass
 class _Caller:
     name: str
@@ -99,12 +109,6 @@ class Answer:
         out = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.body))]
         out += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         return out
-
-    async def send(self, send: Send) -> None:
-        """Send as a plain ASGI response (what Starlette's ``JSONResponse`` would send)."""
-        await send({"type": "http.response.start", "status": self.status,
-                    "headers": self.asgi_headers()})  # fmt: skip
-        await send({"type": "http.response.body", "body": self.body})
 
     def response(self) -> Response:
         return Response(self.body, self.status, self.headers, media_type="application/json")
@@ -422,7 +426,7 @@ class Gateway:
         check_length(head.length, self.config.input.max_body_bytes)
         return caller
 
-    async def read(self, request: Request, length: str | None) -> bytes:
+    async def read(self, request: Incoming, length: str | None) -> bytes:
         schema = self.config.input
         try:
             async with asyncio.timeout(schema.read_timeout_s):  # no extra task, unlike wait_for
@@ -432,7 +436,17 @@ class Gateway:
                 408, f"request body not received within {schema.read_timeout_s} s"
             ) from None
 
-    async def predict(self, request: Request) -> Answer:
+    async def answer(self, request: Incoming) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """``POST /v1/predict`` as status, header fields and body: for the ASGI route and
+        the connection's fast path (:class:`mlwarden.serve.conn.FastRequest`) alike."""
+        try:
+            answer = await self.predict(request)
+        except Exception:  # predict audits its own errors; this is a last resort
+            logging.getLogger("mlwarden.serve").exception("predict failed")
+            answer = Answer(500, b'{"detail":"internal error"}', {})
+        return answer.status, answer.asgi_headers(), answer.body
+
+    async def predict(self, request: Incoming) -> Answer:
         start = time.perf_counter()
         rec = AuditRecord(
             request_id=_request_id(), key=None, path="/v1/predict", status=200, decision="allow"
@@ -687,12 +701,9 @@ class _GatewayApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/predict" and scope["method"] == "POST":
             gateway: Gateway = self.state.gateway
-            try:
-                answer = await gateway.predict(Request(scope, receive))
-            except Exception:  # predict audits its own errors; this is a last resort
-                logging.getLogger("mlwarden.serve").exception("predict failed")
-                answer = Answer(500, b'{"detail":"internal error"}', {})
-            await answer.send(send)
+            status, headers, body = await gateway.answer(Request(scope, receive))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
             return
         await super().__call__(scope, receive, send)
 

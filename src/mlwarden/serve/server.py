@@ -109,6 +109,7 @@ def server_config(app: Any, **kwargs: Any) -> uvicorn.Config:
         max_per_client=min(srv.max_connections_per_client, cap),
     )
     gateway.guard = guard
+    guard.handler = gateway.answer  # POST /v1/predict without h11 (conn.GuardedProtocol)
     quiet_connection_logs()
     options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on"}
     options.update(uvicorn_options(guard, srv.keep_alive_s))
