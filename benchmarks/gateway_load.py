@@ -381,6 +381,8 @@ def _stage_cpu(url: str, key: str | None) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith('mlwarden_cpu_seconds_total{stage="') and "process" not in line:
             out[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("mlwarden_requests_fast_path_total "):  # a count, not seconds
+            out["fast_path"] = float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -491,6 +493,9 @@ def load_benchmark(
                     n_answered = max(len(thr.latencies), 1)
                     cpu_ms[name] = (_cpu_seconds(pids[name]) - cpu0) * 1e3 / n_answered
                     stage1 = _stage_cpu(urls[name], ops if name == "gateway" else None)
+                    if "fast_path" in stage1:  # share of requests read without h11
+                        fast = stage1.pop("fast_path") - stage0.pop("fast_path", 0.0)
+                        res[name].setdefault(f"fast_share_c{c}", []).append(fast / n_answered)
                     for stage, sec in stage1.items():  # where the CPU went, ms a request
                         ms = (sec - stage0.get(stage, 0.0)) * 1e3 / n_answered
                         res[name].setdefault(f"{stage}_ms_c{c}", []).append(ms)
@@ -875,6 +880,9 @@ def _report_load(load: dict[str, Any]) -> None:
                   f"gateway {g[f'model_ms_c{c}']:.3f}; detectors {det:.3f}; the rest (HTTP, "
                   f"checks, audit) bare {b[f'cpu_ms_c{c}'] - b[f'model_ms_c{c}']:.3f} gateway "
                   f"{rest:.3f}")  # fmt: skip
+        if f"fast_share_c{c}" in g:
+            print(f"gateway requests read without h11 (serve/conn.py's fast path) at c{c}: "
+                  f"{g[f'fast_share_c{c}']:.1%}")  # fmt: skip
     print(f"inputs: {load['inputs_sent']} sent of {load['inputs_distinct']} distinct"
           + ("  (REPEATED: raise --load-inputs)" if load["inputs_repeated"] else ""))  # fmt: skip
     print(f"5xx {load['responses_5xx']}  non-200 {load['responses_not_200']}  answered by gateway "

@@ -9,6 +9,7 @@ head, and leaves every other request to h11.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import time
@@ -86,6 +87,7 @@ def test_a_plain_request_takes_the_fast_path_and_answers_as_h11_does(live, keys,
     }  # fmt: skip
     assert fast[1][b"content-type"] == slow[1][b"content-type"] == b"application/json"
     assert json.loads(fast[2])["predictions"] == json.loads(slow[2])["predictions"]
+    assert f"mlwarden_requests_fast_path_total {before + 1}" in guard.metrics_lines()
     rows = {r["request_id"]: r for r in read_records(live.gateway.audit.path)}
     for answer in (fast, slow):
         row = rows[answer[1][b"x-request-id"].decode()]
@@ -219,3 +221,24 @@ def test_the_fast_path_leaves_long_heads_and_large_bodies_to_h11() -> None:
     assert parse_fast_head(b"Host: gw\r\nContent-Length: %d" % FAST_MAX_BODY) is not None
     assert parse_fast_head(b"Host: gw\r\nContent-Length: %d" % (FAST_MAX_BODY + 1)) is None
     assert parse_fast_head(b"Host: gw") is None  # no length: h11 reads an empty body
+
+
+def test_many_pipelined_requests_are_answered_in_order_on_the_fast_path(live, keys, digits) -> None:
+    xs = digits[2][:20]
+    bodies = [json.dumps({"inputs": [x.tolist()]}).encode() for x in xs]
+    before = live.gateway.guard.fast
+    with socket.create_connection(_addr(live), timeout=10) as s:
+        s.sendall(b"".join(_head(keys["scores"], len(b)) + b for b in bodies))
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 20 or len(data.rsplit(b"\r\n\r\n", 1)[1]) < _length(
+            data.rsplit(b"HTTP/1.1 ", 1)[1]
+        ):
+            chunk = s.recv(65536)
+            assert chunk, "connection closed early"
+            data += chunk
+    answers = data.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200"] * 20
+    ids = [a.lower().split(b"x-request-id: ")[1][:32].decode() for a in answers]
+    digests = {r["request_id"]: r["input_digest"] for r in read_records(live.gateway.audit.path)}
+    assert [digests[i] for i in ids] == [hashlib.sha256(b).hexdigest() for b in bodies]
+    assert live.gateway.guard.fast == before + 20  # each taken once the one before was answered

@@ -189,6 +189,12 @@ class ConnectionGuard:
         out += [
             f'mlwarden_connections_dropped_total{{reason="{r}"}} {self.dropped[r]}' for r in REASONS
         ]
+        out += [
+            "# HELP mlwarden_requests_fast_path_total Predict requests read without h11 "
+            "(a plain head whole in one read).",
+            "# TYPE mlwarden_requests_fast_path_total counter",
+            f"mlwarden_requests_fast_path_total {self.fast}",
+        ]
         return out
 
 
@@ -441,11 +447,12 @@ class GuardedProtocol(H11Protocol):
         return b""
 
     def _hold(self, data: bytes) -> None:
-        """Keep bytes that came after the fast-path request (read once it is answered)."""
+        """Keep bytes that came after the fast-path request (read once it is answered)
+        and stop reading until then, as uvicorn does for a pipelined request: a client
+        cannot make the connection buffer more than one read beyond its request."""
         if data:
             self._held += data
-            if len(self._held) > MAX_HEAD_BYTES + FAST_MAX_BODY:
-                self.flow.pause_reading()
+            self.flow.pause_reading()
 
     async def _fast_run(self, req: FastRequest) -> None:
         handler = self.guard.handler
