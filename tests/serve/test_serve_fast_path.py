@@ -9,6 +9,7 @@ head, and leaves every other request to h11.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import socket
@@ -242,3 +243,24 @@ def test_many_pipelined_requests_are_answered_in_order_on_the_fast_path(live, ke
     digests = {r["request_id"]: r["input_digest"] for r in read_records(live.gateway.audit.path)}
     assert [digests[i] for i in ids] == [hashlib.sha256(b).hexdigest() for b in bodies]
     assert live.gateway.guard.fast == before + 20  # each taken once the one before was answered
+
+
+def test_a_request_in_flight_at_shutdown_is_answered_then_closed(live, keys, digits) -> None:
+    guard = live.gateway.guard
+    answer = guard.handler
+
+    async def slow(req):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.5)
+        return await answer(req)
+
+    guard.handler = slow
+    body = json.dumps({"inputs": digits[2][:1].tolist()}).encode()
+    with socket.create_connection(_addr(live), timeout=5) as s:
+        s.sendall(_head(keys["scores"], len(body)) + body)
+        time.sleep(0.2)
+        live.server.should_exit = True  # uvicorn's graceful shutdown, as on SIGTERM
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and b"connection: close" in data.lower()
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["predictions"]
