@@ -43,7 +43,9 @@ Attackers, 5 runs of ``--budget`` queries (300) on the kind's attack inputs:
   perturbation, without its noise, is adversarial, i.e. one more query would confirm it);
 * ``oars-blind``: ``log`` gives no oracle, so the attacker learns the scale on a gateway
   of its own with the same configuration (the white-box case: it has the code and the
-  config, not this gateway's secret sketch: its own is ``--secret-seed`` + 1's): it runs
+  config; its gateway is built as the target's, on the same ``--secret-seed`` secret, so
+  it knows the secret sketch too: :func:`_own`, another secret, was written for it but
+  never called until session 12, whose ``redteam12 --own-secret`` uses it): it runs
   ``oars-block`` there on another input (the next run's target), takes the scale it
   ended at, and runs the noisy search at that fixed scale against the target (no
   rejection feedback);
@@ -248,11 +250,16 @@ class Proposal:
             self.recent = []
 
 
+Noise = Callable[[np.random.Generator, float], np.ndarray]  # (rng, sd) -> a query's noise
+
+
 def oars(gate: Gate, x0: np.ndarray, y0: int, budget: int, seed: int, scale: float = 1.0,
-         adapt: bool = True, digits: bool = False, rotate: bool = False) -> dict[str, Any]:  # fmt: skip
+         adapt: bool = True, digits: bool = False, rotate: bool = False,
+         noise: Noise | None = None) -> dict[str, Any]:  # fmt: skip
     """The issue's noisy random search under OARS against ``gate``: the proposal scale
     multiplies the per-query noise (``SIGMA0``); the block step is the ball's edge
-    already (Square's vertices), so the noise is what OARS grows."""
+    already (Square's vertices), so the noise is what OARS grows. ``noise(rng, sd)``:
+    a query's noise of ``sd`` per value (default white Gaussian; redteam12's shapes)."""
     lo, hi = gate.kind.bounds
     span = hi - lo
     rng = np.random.default_rng(seed)
@@ -267,8 +274,9 @@ def oars(gate: Gate, x0: np.ndarray, y0: int, budget: int, seed: int, scale: flo
         pos = prop.draw(rng)
         cand = delta.copy()
         cand[prop.positions[pos]] = rng.choice([-EPS, EPS]) * span
-        noise = rng.normal(0, SIGMA0 * prop.scale * span, x0.shape)
-        answer, rejected = gate.ask(np.clip(x0 + cand + noise, lo, hi))
+        sd = SIGMA0 * prop.scale * span
+        dither = rng.normal(0, sd, x0.shape) if noise is None else noise(rng, sd)
+        answer, rejected = gate.ask(np.clip(x0 + cand + dither, lo, hi))
         prop.learn(pos, rejected, adapt)
         if turn is not None:
             turn.after(rejected)
@@ -316,25 +324,28 @@ def judge_oars(gate: Gate, x0: np.ndarray, y0: int, deltas: list[np.ndarray],
 
 
 def run_oars(kind: long.Kind, det: Detection, plan: str, run: int, budget: int,
-             target: Monitor, make: Callable[[], Monitor], digits: bool,
-             mix: int = 0) -> dict[str, Any]:  # fmt: skip
+             target: Monitor, make: Callable[[], Monitor], digits: bool, mix: int = 0,
+             noise: Noise | None = None, gate_type: type[Gate] = Gate,
+             own_secret: bool = False) -> dict[str, Any]:  # fmt: skip
     """One run of ``oars-block`` / ``-throttle`` / ``-blind`` on a copy of ``target``;
-    ``make`` builds a gateway like it (:func:`_own` puts it on another secret)."""
+    ``make`` builds a gateway like it: ``oars-blind``'s own gateway shares the target's
+    sketch secret unless ``own_secret`` (:func:`_own`: another secret). ``noise``: the
+    search's noise shape (:func:`oars`); ``gate_type``: a :class:`Gate` with its own
+    ``mix`` (redteam12's decoys)."""
     x0, y0 = rw._target(kind, run)
     x0 = np.asarray(x0, dtype=np.float64)
     scale, adapt, action, learnt = 1.0, plan != "oars-rotate", plan.split("-")[1], None
     action = "block" if action == "rotate" else action
+    decoys = rw._benign(kind, det) if mix else None
     if plan == "oars-blind":  # the scale learnt on a gateway of its own, on another input
         xl, yl = rw._target(kind, run + 1)
-        own = Gate(
-            kind, det, make(), "block", mix=mix, decoys=rw._benign(kind, det) if mix else None
-        )
-        learnt = oars(own, np.asarray(xl, dtype=np.float64), yl, budget, 100 + run, digits=digits)
+        own = gate_type(kind, det, _own(make) if own_secret else make(), "block", mix=mix,
+                        decoys=decoys)  # fmt: skip
+        learnt = oars(own, np.asarray(xl, dtype=np.float64), yl, budget, 100 + run,
+                      digits=digits, noise=noise)  # fmt: skip
         scale, adapt, action = learnt["scale"], False, "log"
-    gate = Gate(
-        kind, det, rw._copy(target), action, mix=mix, decoys=rw._benign(kind, det) if mix else None
-    )
-    res = oars(gate, x0, y0, budget, run, scale, adapt, digits, plan == "oars-rotate")
+    gate = gate_type(kind, det, rw._copy(target), action, mix=mix, decoys=decoys)
+    res = oars(gate, x0, y0, budget, run, scale, adapt, digits, plan == "oars-rotate", noise)
     upto = gate.first - 1 if gate.first else gate.sent
     return {"first": gate.first, "by": sorted(gate.by), "burnt": gate.burnt, "keys": gate.used + 1,
             "flags": gate.flags,
