@@ -10,9 +10,10 @@ each of the same root mean square per value as the white noise at the same scale
 the search pays the same for it), fixed per run:
 
 * ``white``: N(0, sd) per value (redteam11's ``oars-blind``);
-* ``dirs8`` / ``dirs16``: noise in 8 / 16 fixed random orthonormal directions of the
-  input (a Gaussian in that subspace): a rule that tells noise from natural variation by
-  how many directions a window's variation spans sees a few natural inputs;
+* ``dirs8`` / ``dirs16`` / ``dirs20``: noise in 8 / 16 / 20 fixed random orthonormal
+  directions of the input (a Gaussian in that subspace): a rule that tells noise from
+  natural variation by how many directions a window's variation spans (the spread rule's
+  white-noise gate: more than 24) sees a few natural inputs;
 * ``blocks`` (images): low-frequency noise, constant on blocks (a 4x4 grid of the image,
   the same on every channel: 16 values, each block's value N(0, sd));
 * ``smooth`` (images): white noise blurred by a Gaussian of a tenth of the side, scaled
@@ -20,7 +21,9 @@ the search pays the same for it), fixed per run:
 * ``pca``: noise along the top 8 principal directions of public data of the same kind
   (1,000 of the kind's natural inputs, not the target), each with the data's own variance
   along it, scaled to sd: noise that looks like the data's own variation;
-* ``perfeature`` (tables): white noise scaled per feature like the data's spread.
+* ``perfeature`` (tables): white noise scaled per feature like the data's spread;
+* ``sparse2`` (tables): noise on 2 features a query, drawn afresh (each N(0, sd
+  sqrt(values / 2))): a step between two queries touches a few fields, as an edit does.
 
 ``--decoys K``: before every ``K``-th attack query the key sends one natural input far
 from the attacked one (the farthest quarter of the benign pool from the first query,
@@ -72,12 +75,12 @@ import gateway_detection_redteam11 as rt11  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
-SHAPES = ("white", "dirs8", "dirs16", "blocks", "smooth", "pca", "perfeature")
+SHAPES = ("white", "dirs8", "dirs16", "dirs20", "blocks", "smooth", "pca", "perfeature", "sparse2")
 CLIENTS = ("lowlight", "jpegq", "whatif", "intcols")
 IMAGES, TABLES = rt11.IMAGES, rt11.TABLES
-APPLIES = {"blocks": IMAGES, "smooth": IMAGES, "perfeature": TABLES, "lowlight": IMAGES,
+APPLIES = {"blocks": IMAGES, "smooth": IMAGES, "perfeature": TABLES, "sparse2": TABLES, "lowlight": IMAGES,
            "jpegq": IMAGES, "whatif": TABLES, "intcols": TABLES} | {
-    s: IMAGES | TABLES for s in ("white", "dirs8", "dirs16", "pca")}  # fmt: skip
+    s: IMAGES | TABLES for s in ("white", "dirs8", "dirs16", "dirs20", "pca")}  # fmt: skip
 PUBLIC = 1000  # natural inputs the attacker estimates the data's directions from
 
 
@@ -118,6 +121,13 @@ def _smooth(shape: tuple[int, ...]) -> rt11.Noise:
     return draw
 
 
+def _sparse(rng: np.random.Generator, sd: float, d: int, k: int) -> np.ndarray:
+    """Noise on ``k`` of ``d`` values drawn afresh, ``sd`` per value over all ``d``."""
+    out = np.zeros(d)
+    out[rng.choice(d, k, replace=False)] = rng.normal(0, sd * np.sqrt(d / k), k)
+    return out
+
+
 def public(kind: long.Kind, seed: int) -> np.ndarray:
     """``PUBLIC`` natural inputs of the kind, flattened: the attacker's own data."""
     data = np.asarray(kind.data, dtype=np.float64)
@@ -137,6 +147,8 @@ def shaped(plan: str, kind: long.Kind, shape: tuple[int, ...], seed: int) -> rt1
         return _blocks(shape)
     if plan == "smooth":
         return _smooth(shape)
+    if plan == "sparse2":
+        return lambda rng, sd: _sparse(rng, sd, d, 2).reshape(shape)
     data = public(kind, seed)
     if plan == "pca":
         _, s, vt = np.linalg.svd(data - data.mean(axis=0), full_matrices=False)

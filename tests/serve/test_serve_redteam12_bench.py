@@ -84,6 +84,10 @@ def test_perfeature_follows_the_data_spread(rt: Any) -> None:
     ratio = ns[:, :6].std() / ns[:, 6:].std()  # the first half's data spread is 0.2x
     assert ratio == pytest.approx(0.2, rel=0.2)
     assert rt.shaped("white", kind, (12,), 0) is None  # redteam11's own draw
+    sparse = _draws(rt.shaped("sparse2", kind, (12,), 0), 0.1, 2000)
+    assert ((sparse != 0).sum(axis=1) == 2).all()  # two fields a query
+    assert np.sqrt((sparse**2).mean()) == pytest.approx(0.1, rel=0.1)
+    assert len({tuple(np.flatnonzero(r)) for r in sparse[:50]}) > 20  # drawn afresh
 
 
 def test_a_few_directions_pass_the_white_noise_gate(rt: Any) -> None:
