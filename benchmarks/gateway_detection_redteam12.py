@@ -45,7 +45,10 @@ Benign clients held out (built apart from the session's rules), flagged per 1,00
   slider): 10-40 edits, each one feature moved by 1-5% of the range (a walk, clipped),
   each rescored, a reset to the customer's own row a tenth of the time; then the next;
 * ``intcols`` (tables): a form with drop-downs: each row a natural row whose first
-  third of columns is rounded to 4 levels (integer / categorical inputs), rows distinct.
+  third of columns is rounded to 4 levels (integer / categorical inputs), rows distinct;
+* ``steady`` (tables): a plant's sensors scored every second: one operating point (a
+  natural row) read with each sensor's own noise N(0, s_f), s_f fixed per sensor in
+  0.01-0.03 of the range, a new operating point every 50-200 readings (lowlight's table).
 
 Run (parts with ``--only`` / ``--plans`` / ``--clients``)::
 
@@ -76,10 +79,10 @@ from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
 SHAPES = ("white", "dirs8", "dirs16", "dirs20", "blocks", "smooth", "pca", "perfeature", "sparse2")
-CLIENTS = ("lowlight", "jpegq", "whatif", "intcols")
+CLIENTS = ("lowlight", "jpegq", "whatif", "intcols", "steady")
 IMAGES, TABLES = rt11.IMAGES, rt11.TABLES
 APPLIES = {"blocks": IMAGES, "smooth": IMAGES, "perfeature": TABLES, "sparse2": TABLES, "lowlight": IMAGES,
-           "jpegq": IMAGES, "whatif": TABLES, "intcols": TABLES} | {
+           "jpegq": IMAGES, "whatif": TABLES, "intcols": TABLES, "steady": TABLES} | {
     s: IMAGES | TABLES for s in ("white", "dirs8", "dirs16", "dirs20", "pca")}  # fmt: skip
 PUBLIC = 1000  # natural inputs the attacker estimates the data's directions from
 
@@ -237,10 +240,24 @@ def intcols(data: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return rows.astype(np.float32)
 
 
+def steady(data: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A plant's sensor rows: an operating point read with each sensor's noise (0.01-0.03
+    of the range, fixed per sensor), a new point every 50-200 readings (rows in [0, 1])."""
+    data = np.asarray(data, dtype=np.float64)
+    noise = rng.uniform(0.01, 0.03, data.shape[1])
+    out: list[np.ndarray] = []
+    while len(out) < n:
+        point = data[int(rng.integers(len(data)))]
+        for _ in range(int(rng.integers(50, 201))):
+            out.append(np.clip(point + rng.normal(0, noise), 0, 1))
+    return np.stack(out[:n]).astype(np.float32)
+
+
 def benign(kind: long.Kind, det: Detection, client: str, n: int, seed: int) -> dict[str, Any]:
     """A client's ``n`` queries on a fresh key of a fresh gateway: flagged per 1,000."""
     rng = np.random.default_rng(seed)
-    make = {"lowlight": lowlight, "jpegq": jpegq, "whatif": whatif, "intcols": intcols}[client]
+    make = {"lowlight": lowlight, "jpegq": jpegq, "whatif": whatif, "intcols": intcols,
+            "steady": steady}[client]  # fmt: skip
     xs = make(np.asarray(kind.data), n, rng)
     return rw.feed(kind, det, kind.monitor(det), xs, [0] * n)
 

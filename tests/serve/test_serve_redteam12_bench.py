@@ -189,3 +189,14 @@ def test_intcols_rounds_a_third_of_the_columns(rt: Any) -> None:
     xs = rt.intcols(data, 50, np.random.default_rng(4)).astype(np.float64)
     assert set(np.round(xs[:, :4] * 3, 5).ravel()) <= {0.0, 1.0, 2.0, 3.0}
     assert len(np.unique(xs[:, 4:])) > 100  # the rest natural values
+
+
+def test_steady_reads_one_point_with_each_sensors_noise(rt: Any) -> None:
+    data = np.random.default_rng(0).uniform(0.2, 0.8, (100, 10))
+    xs = rt.steady(data, 600, np.random.default_rng(5)).astype(np.float64)
+    jump = np.sqrt((np.diff(xs, axis=0) ** 2).mean(axis=1))
+    assert 2 <= (jump > 0.1).sum() <= 12  # a new operating point every 50-200 readings
+    first = xs[: np.argmax(jump > 0.1) + 1]  # the first point's readings
+    sd = first.std(axis=0)
+    assert len(first) >= 50 and (sd > 0.006).all() and (sd < 0.04).all()
+    assert sd.max() / sd.min() > 1.3  # each sensor its own noise
