@@ -46,6 +46,8 @@ Benign clients held out (built apart from the session's rules), flagged per 1,00
   each rescored, a reset to the customer's own row a tenth of the time; then the next;
 * ``intcols`` (tables): a form with drop-downs: each row a natural row whose first
   third of columns is rounded to 4 levels (integer / categorical inputs), rows distinct;
+  ``decimal1``: distinct natural rows typed to one decimal (every value rounded to 0.1
+  of the range);
 * ``steady`` (tables): a plant's sensors scored every second: one operating point (a
   natural row) read with each sensor's own noise N(0, s_f), s_f fixed per sensor in
   0.01-0.03 of the range, a new operating point every 50-200 readings (lowlight's table).
@@ -79,10 +81,10 @@ from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
 SHAPES = ("white", "dirs8", "dirs16", "dirs20", "blocks", "smooth", "pca", "perfeature", "sparse2")
-CLIENTS = ("lowlight", "jpegq", "whatif", "intcols", "steady")
+CLIENTS = ("lowlight", "jpegq", "whatif", "intcols", "decimal1", "steady")
 IMAGES, TABLES = rt11.IMAGES, rt11.TABLES
 APPLIES = {"blocks": IMAGES, "smooth": IMAGES, "perfeature": TABLES, "sparse2": TABLES, "lowlight": IMAGES,
-           "jpegq": IMAGES, "whatif": TABLES, "intcols": TABLES, "steady": TABLES} | {
+           "jpegq": IMAGES, "whatif": TABLES, "intcols": TABLES, "decimal1": TABLES, "steady": TABLES} | {
     s: IMAGES | TABLES for s in ("white", "dirs8", "dirs16", "dirs20", "pca")}  # fmt: skip
 PUBLIC = 1000  # natural inputs the attacker estimates the data's directions from
 
@@ -240,6 +242,12 @@ def intcols(data: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return rows.astype(np.float32)
 
 
+def decimal1(data: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Distinct natural rows, every value rounded to 0.1 of the range."""
+    rows = np.asarray(data, dtype=np.float64)[rng.choice(len(data), n, replace=len(data) < n)]
+    return (np.round(rows * 10) / 10).astype(np.float32)
+
+
 def steady(data: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """A plant's sensor rows: an operating point read with each sensor's noise (0.01-0.03
     of the range, fixed per sensor), a new point every 50-200 readings (rows in [0, 1])."""
@@ -257,7 +265,7 @@ def benign(kind: long.Kind, det: Detection, client: str, n: int, seed: int) -> d
     """A client's ``n`` queries on a fresh key of a fresh gateway: flagged per 1,000."""
     rng = np.random.default_rng(seed)
     make = {"lowlight": lowlight, "jpegq": jpegq, "whatif": whatif, "intcols": intcols,
-            "steady": steady}[client]  # fmt: skip
+            "decimal1": decimal1, "steady": steady}[client]  # fmt: skip
     xs = make(np.asarray(kind.data), n, rng)
     return rw.feed(kind, det, kind.monitor(det), xs, [0] * n)
 

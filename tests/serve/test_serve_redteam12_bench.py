@@ -189,6 +189,9 @@ def test_intcols_rounds_a_third_of_the_columns(rt: Any) -> None:
     xs = rt.intcols(data, 50, np.random.default_rng(4)).astype(np.float64)
     assert set(np.round(xs[:, :4] * 3, 5).ravel()) <= {0.0, 1.0, 2.0, 3.0}
     assert len(np.unique(xs[:, 4:])) > 100  # the rest natural values
+    typed = rt.decimal1(data, 50, np.random.default_rng(4)).astype(np.float64)
+    assert np.allclose(typed * 10, np.round(typed * 10), atol=1e-5)
+    assert len({r.tobytes() for r in typed}) > 40  # distinct rows
 
 
 def test_steady_reads_one_point_with_each_sensors_noise(rt: Any) -> None:
