@@ -255,9 +255,13 @@ def test_a_request_in_flight_at_shutdown_is_answered_then_closed(live, keys, dig
 
     guard.handler = slow
     body = json.dumps({"inputs": digits[2][:1].tolist()}).encode()
+    before = guard.fast
     with socket.create_connection(_addr(live), timeout=5) as s:
         s.sendall(_head(keys["scores"], len(body)) + body)
-        time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while guard.fast == before and time.monotonic() < deadline:  # the request in flight
+            time.sleep(0.01)
+        assert guard.fast == before + 1
         live.server.should_exit = True  # uvicorn's graceful shutdown, as on SIGTERM
         data = b""
         while chunk := s.recv(65536):
