@@ -68,7 +68,12 @@ def test_an_alert_still_waiting_after_hold_queries_stands() -> None:
     assert found == {"blacklight": [-HOLD]}
 
 
-def test_waiting_alerts_stand_after_a_restart() -> None:
+def test_waiting_alerts_go_on_waiting_after_a_restart() -> None:
+    """The waiting alert's cloud is stored (blob version 3): restarted, it goes on
+    waiting and stands ``HOLD`` queries later, as without the restart; from a blob
+    without the clouds (version 2) it stands at once (fails closed)."""
+    import io
+
     rng = np.random.default_rng(2)
     mon = _monitor()
     for q in _copies(_DIGITS[9], 4, rng):
@@ -77,8 +82,17 @@ def test_waiting_alerts_stand_after_a_restart() -> None:
     assert blob is not None
     fresh = _monitor()
     fresh.load("k", blob)
-    found = fresh.inspect("k", _far(1, rng), _LABEL)
-    assert found.get("blacklight") == [-1]
+    far = _far(HOLD, rng)
+    for mon_ in (mon, fresh):
+        got = [mon_.inspect("k", q[None], _LABEL) for q in far]
+        assert got[:-1] == [{}] * (HOLD - 1) and got[-1] == {"blacklight": [-HOLD]}
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        old = {k: npz[k] for k in npz.files if not k.startswith(("cloud", "version"))}
+    buf = io.BytesIO()
+    np.savez(buf, **old)
+    fresh = _monitor()
+    fresh.load("k", buf.getvalue())
+    assert fresh.inspect("k", far[:1], _LABEL).get("blacklight") == [-1]
 
 
 def _square(x0: np.ndarray, n: int, copies: int, rng: np.random.Generator) -> np.ndarray:

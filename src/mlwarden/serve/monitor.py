@@ -179,8 +179,10 @@ from mlwarden.serve.text import TypingChain
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio)
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
-# Monitor.dump's blob: 2 adds the answers to the history's rows and the typing chains
-_BLOB_VERSION = 2
+# Monitor.dump's blob: 2 adds the answers to the history's rows and the typing chains;
+# 3 Blacklight's table, PRADA's sets, the spread window, the audio tail, the waiting
+# alerts' clouds, the queue of queries not analysed yet and the key's query count
+_BLOB_VERSION = 3
 # the translations (rows, columns) of an image up to which two queries are one input: a
 # re-encoding's crop shift (1 px; the opposite shift of another copy: 2 apart)
 SHIFT = 2
@@ -658,6 +660,39 @@ class Blacklight:
         """Approximate memory held, bytes."""
         parts = (self._tags, self._ids, self._owner)
         return sum(p.nbytes for p in parts) + len(self._spill) * 100
+
+    def dump(self) -> dict[str, np.ndarray]:
+        """The live slots of the table (12 bytes each: at most ``history x top``, 600 KB
+        at the defaults, against the table's 1 MB; slots of queries that left the history
+        are free, so leaving them out changes no lookup), the per-key salt (the DB is
+        0600), the spill and the last 64 chain depths: the next query's count and chain
+        after :meth:`load` are the ones it would have had."""
+        limit = max(self._next - self.config.history - self._base + 1, 1)
+        ids = self._ids.ravel()
+        at = np.flatnonzero(ids >= limit).astype(np.uint32)
+        return {
+            "at": at, "tags": self._tags.ravel()[at], "ids": ids[at],
+            "meta": np.array([len(self._tags), self._base, self._next, self._pruned, self.depth],
+                             dtype=np.int64),
+            "salt": np.array([self._salt], dtype=np.uint64),
+            "spill": np.array(sorted(self._spill.items()), dtype=np.uint64).reshape(-1, 2),
+            "depths": np.array(self._depths, dtype=np.int64),
+        }  # fmt: skip
+
+    def load(self, state: dict[str, np.ndarray]) -> bool:
+        """Restore :meth:`dump`'s table into a fresh one; False (left fresh) when its
+        size differs (another ``history`` or ``top``)."""
+        buckets, base, nxt, pruned, depth = (int(v) for v in state["meta"])
+        at = state["at"].astype(np.intp)
+        if buckets != len(self._tags) or (len(at) and int(at.max()) >= self._tags.size):
+            return False
+        self._tags.ravel()[at] = state["tags"]
+        self._ids.ravel()[at] = state["ids"]
+        self._salt = np.uint64(int(state["salt"][0]))
+        self._spill = {int(k): int(v) for k, v in state["spill"].tolist()}
+        self._base, self._next, self._pruned, self.depth = base, nxt, pruned, depth
+        self._depths = deque(state["depths"].tolist(), maxlen=self._WINDOW)
+        return True
 
 
 _COMPILED: list[Any] = []  # the kernels module once compiled (or None: unavailable)
@@ -1495,6 +1530,68 @@ class Prada:
         rend = 0 if self._rend is None else self._rend.nbytes()
         return sets + sum(q.nbytes for q in self._sq.values()) + self._dists.nbytes + rend
 
+    def dump(self) -> dict[str, np.ndarray]:
+        """The reference sets (float32, as kept: ``history x dims x 4`` bytes at most),
+        their moments and thresholds, the distance record and the renderings
+        (renders.py): after :meth:`load` the next query's W is the one it would have been."""
+        labels = sorted(self._sets)
+        big = [k for k in labels if k in self._sq]
+        dims = next(iter(self._sets.values())).shape[1] if labels else 0
+        rows = [(k, self._sizes[k], len(self._sets[k]), self._oldest.get(k, -1)) for k in labels]
+        moments = [self._moments[k] + [self._thresholds[k]] for k in labels]
+        out = {
+            "classes": np.array(rows, dtype=np.int64).reshape(-1, 4),
+            "refs": np.concatenate(
+                [self._sets[k][:n] for k, n, _, _ in rows] + [np.zeros((0, dims), np.float32)]
+            ),  # fmt: skip
+            "sq": np.concatenate(
+                [self._sq[k][: self._sizes[k]] for k in big] + [np.zeros(0, np.float32)]
+            ),  # fmt: skip
+            "big": np.array(big, dtype=np.int64),
+            "moments": np.array(moments, dtype=np.float64).reshape(-1, 4),
+            "dists": self._dists[: min(self._n_dists, len(self._dists))].copy(),
+            "meta": np.array([self._n_dists, self._total, self._pending], dtype=np.int64),
+            "w": np.array([math.nan if self.last_w is None else self.last_w, self.lowest_w]),
+        }
+        if self._rend is not None:
+            out.update({f"rend.{k}": v for k, v in self._rend.dump().items()})
+        return out
+
+    def load(self, state: dict[str, np.ndarray]) -> bool:
+        """Restore :meth:`dump`'s state into a fresh Prada; False (left fresh) when the
+        stored record is of another history length."""
+        n_dists, total, pending = (int(v) for v in state["meta"])
+        dists, classes = state["dists"], state["classes"]
+        if len(dists) != min(n_dists, self.config.history) or total > self.config.history:
+            return False
+        refs, at, sq, sq_at = state["refs"], 0, state["sq"], 0
+        big = set(state["big"].tolist())
+        for (label, n, cap, oldest), m in zip(
+            classes.tolist(), state["moments"].tolist(), strict=True
+        ):
+            ref = self._sets[label] = np.empty((max(cap, n), refs.shape[1]), np.float32)
+            ref[:n] = refs[at : at + n]
+            at += n
+            self._sizes[label] = n
+            if label in big:
+                self._sq[label] = np.empty(len(ref), np.float32)
+                self._sq[label][:n] = sq[sq_at : sq_at + n]
+                sq_at += n
+            if oldest >= 0:
+                self._oldest[label] = oldest
+            self._moments[label], self._thresholds[label] = [int(m[0]), m[1], m[2]], m[3]
+        self._dists[: len(dists)] = dists
+        self._n_dists, self._total, self._pending = n_dists, total, pending
+        self._sorted, self._in, self._out = None, [], []  # sorted afresh at the next test
+        last, self.lowest_w = (float(v) for v in state["w"])
+        self.last_w = None if math.isnan(last) else last
+        rend = {k[5:]: v for k, v in state.items() if k.startswith("rend.")}
+        if rend and self.renders and self.every and self.resend > 0:
+            self._rend = Renders(rend["ring"].shape[1])
+            if not self._rend.load(rend):
+                self._rend = None
+        return True
+
 
 @functools.lru_cache(maxsize=8)
 def _prada_bounds(dims: int) -> tuple[float, float]:
@@ -1682,6 +1779,60 @@ class _KeyState:
         return (
             len(self.recent._order) * 120 + chains + sum(p.nbytes() for p in parts if p is not None)
         )
+
+
+def _parts(state: _KeyState) -> dict[str, Any]:
+    """A key's detectors whose state is one ``dump`` / ``load`` pair, by blob prefix."""
+    parts = {"blacklight": state.blacklight, "prada": state.prada, "spread": state.spread}
+    return {name: part for name, part in parts.items() if part is not None}
+
+
+def _dump_clouds(held: list[Cloud]) -> dict[str, np.ndarray]:
+    """The waiting alerts' clouds (:class:`~mlwarden.serve.stationary.Cloud`), each under
+    ``cloud.<i>.``; ``clouds``: per cloud its number, sequence number and kinds."""
+    out = {"clouds": np.array([[c.gid, c.seq] for c in held], dtype=np.int64).reshape(-1, 2),
+           "clouds.kinds": np.array([",".join(c.kinds) for c in held], dtype="U64")}  # fmt: skip
+    for i, c in enumerate(held):
+        out.update({f"cloud.{i}.q": c.q, f"cloud.{i}.rows": c.rows, f"cloud.{i}.ids": c.ids})
+        if c.far is not None and c.far_ids is not None:
+            out.update({f"cloud.{i}.far": c.far, f"cloud.{i}.far_ids": c.far_ids})
+    return out
+
+
+def _load_clouds(arrays: dict[str, np.ndarray], shift: int) -> list[Cloud]:
+    """:func:`_dump_clouds`'s clouds, renumbered as the restored history (``shift``)."""
+    held = []
+    kinds = arrays["clouds.kinds"].tolist()
+    for i, ((gid, seq), kind) in enumerate(zip(arrays["clouds"].tolist(), kinds, strict=True)):
+        far, far_ids = arrays.get(f"cloud.{i}.far"), arrays.get(f"cloud.{i}.far_ids")
+        held.append(Cloud(gid - shift, arrays[f"cloud.{i}.q"], arrays[f"cloud.{i}.rows"],
+                          arrays[f"cloud.{i}.ids"] - shift, seq, tuple(kind.split(",")) if kind else (),
+                          far, None if far_ids is None else far_ids - shift))  # fmt: skip
+    return held
+
+
+def _dump_pending(state: _KeyState) -> dict[str, np.ndarray]:
+    """The key's queries queued for its next analysis (at most ``batch - 1``)."""
+    if not state.pending:
+        return {}
+    return {
+        "pending.xs": np.array([p[0] for p in state.pending]),
+        "pending.meta": np.array([[p[1], p[2]] for p in state.pending], dtype=np.int64),
+        "pending.scores": np.array([p[3] for p in state.pending], dtype=np.float64),
+        "pending.owns": np.array(state.owns, dtype=np.int64).reshape(-1, 2),
+    }
+
+
+def _load_pending(state: _KeyState, arrays: dict[str, np.ndarray]) -> None:
+    """:func:`_dump_pending`'s queue, ahead of the key's next queries."""
+    if "pending.xs" not in arrays:
+        return
+    meta, scores = arrays["pending.meta"].tolist(), arrays["pending.scores"].tolist()
+    xs = arrays["pending.xs"].astype(np.float32)
+    state.pending = [(np.ascontiguousarray(x), int(m[0]), int(m[1]), float(sc))
+                     for x, m, sc in zip(xs, meta, scores, strict=True)] + state.pending  # fmt: skip
+    owns = [(bool(a), int(b)) for a, b in arrays["pending.owns"].tolist()]
+    state.owns = owns + state.owns
 
 
 class Monitor:
@@ -2352,7 +2503,7 @@ class Monitor:
         return out
 
     def dump(self, key: str) -> bytes | None:
-        """The key's detector histories as one ``.npz`` blob (``None``: nothing seen yet)."""
+        """The key's detector state as one ``.npz`` blob (``None``: nothing seen yet)."""
         state = self._keys.get(key)
         if state is None:
             return None
@@ -2363,7 +2514,9 @@ class Monitor:
             "version": np.array([_BLOB_VERSION]),
         }
         with state.lock:
-            # Blacklight's hashes (up to 8 MB) are not stored: its matches restart.
+            arrays["seq"] = np.array([state.seq], dtype=np.int64)
+            for name, part in _parts(state).items():  # Blacklight, PRADA, spread
+                arrays.update({f"{name}.{k}": v for k, v in part.dump().items()})
             if state.similarity is not None:
                 arrays.update({f"similarity.{k}": v for k, v in state.similarity.dump().items()})
             if state.residual is not None:
@@ -2371,13 +2524,17 @@ class Monitor:
             if state.sketch is not None and state.similarity is not None and self.sketch:
                 filled, tag = state.similarity._filled, self.sketch.tag  # the tag, no secret
                 arrays.update({f"sketch.{k}": v for k, v in state.sketch.dump(filled, tag).items()})
-            if state.held:  # alerts waiting on a small cloud: they stand after a restart
+            if state.held:  # alerts waiting on a small cloud: their clouds, and their kinds
                 arrays["held"] = np.array([k for c in state.held for k in c.kinds], dtype="U16")
+                arrays.update(_dump_clouds(state.held))
             if state.answers is not None:  # the model's answers to the history's rows
                 arrays.update({f"answers.{k}": v.copy() for k, v in state.answers.dump().items()})
             if state.typing is not None and state.chains is not None:  # text typed on
                 arrays.update({f"typing.{k}": v for k, v in state.typing.dump().items()})
                 arrays["chains"] = state.chains.copy()
+            if state.tail is not None:  # audio: the last query, which the next may continue
+                arrays["tail"] = state.tail.copy()
+            arrays.update(_dump_pending(state))
             state.unsaved = 0
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -2390,9 +2547,14 @@ class Monitor:
         model's answers to its rows (:mod:`mlwarden.serve.answers`) and, on text, the
         typing chain (its last text) and each row's chain (:class:`TypingChain`); blobs
         without the last two (before session 10, version 1) still load, without them.
-        Blacklight's hashes and PRADA's reference sets start afresh after a restart.
-        Alerts waiting on a small cloud (:func:`mlwarden.serve.stationary.settle`) stand:
-        the key's next analysis reports them, as queries before the restart.
+        From version 3 (session 12): Blacklight's table, PRADA's reference sets and
+        record, the spread window, the audio tail, the clouds of alerts waiting on them
+        (:func:`mlwarden.serve.stationary.settle`), the queries queued for the next
+        analysis and the key's query count, each as it was: every rule's verdict on the
+        next query is the one it would have had without the restart (the similarity
+        history's float16 rows aside). From an older blob those start afresh and the
+        waiting alerts stand: the key's next analysis reports them, as queries before
+        the restart.
         """
         try:
             with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
@@ -2408,27 +2570,64 @@ class Monitor:
             stored = arrays.get("projection", np.zeros(1, dtype=np.uint64))
             if int(stored[0]) != self._projection:
                 part = {}  # measured along other axes: not comparable, start afresh
+            clouds = False
             if state.similarity is not None and part:
                 with contextlib.suppress(KeyError, ValueError, IndexError):
                     state.similarity.load(part)  # a history of another shape: start afresh
                     self._load_sketch(state, arrays)
-                    self._restore_rows(state, arrays, int(part["meta"][1]))
-            for kind in arrays.get("held", np.empty(0, dtype="U16")).tolist():
-                if kind in ("blacklight", "similarity", "dilution"):  # reported as earlier
-                    state.late.setdefault(kind, []).append(-1)
+                    clouds = self._restore_rows(state, arrays, int(part["meta"][1]))
+            if not clouds:  # waiting alerts without their clouds stand: the query before
+                last = int(arrays.get("seq", np.zeros(1))[0]) - 1
+                for kind in arrays.get("held", np.empty(0, dtype="U16")).tolist():
+                    if kind in ("blacklight", "similarity", "dilution"):
+                        state.late.setdefault(kind, []).append(last)
             res = {k[9:]: v for k, v in arrays.items() if k.startswith("residual.")}
             if state.residual is not None and res and part:
                 with contextlib.suppress(KeyError, ValueError, IndexError):
                     state.residual.load(res)
+            self._load_parts(state, arrays, bool(part))
+
+    def _load_parts(self, state: _KeyState, arrays: dict[str, np.ndarray], sim: bool) -> None:
+        """Blacklight, PRADA, the spread window (on a restored similarity history: it
+        reads the same projected vectors), the audio tail, the queue and the query count
+        from a version-3 blob; a part that does not fit the config starts afresh."""
+        c = self.config
+        make: dict[str, Callable[[int], Any]] = {
+            "blacklight": lambda _: Blacklight(c.blacklight, self.silence),
+            "prada": lambda _: self._fresh_prada(),
+            "spread": lambda dims: Spread(c.spread.window, dims),
+        }
+        spread = sim and self.narrow and state.similarity is not None
+        for name, fresh in make.items():
+            part = {k[len(name) + 1 :]: v for k, v in arrays.items() if k.startswith(name + ".")}
+            if not part or (getattr(state, name) is None if name != "spread" else not spread):
+                continue  # not stored, or the detector is off in this config
+            with contextlib.suppress(KeyError, ValueError, IndexError, TypeError):
+                obj = fresh(len(part.get("sum", ())))
+                if obj.load(part):
+                    setattr(state, name, obj)
+        tail = arrays.get("tail")
+        if self.stream and tail is not None:
+            state.tail = tail.astype(np.float32)
+        if "seq" in arrays:
+            state.seq = int(arrays["seq"][0])
+        _load_pending(state, arrays)
+
+    def _fresh_prada(self) -> Prada:
+        prada = Prada(self.config.prada, self.resend, self.prada_every)
+        prada.renders = self.pictures
+        return prada
 
     @staticmethod
-    def _restore_rows(state: _KeyState, arrays: dict[str, np.ndarray], stored_next: int) -> None:
-        """After the similarity history is restored: the answers to its rows and the
-        typing chains they were on (blobs from session 10 on; an older blob, or one of
-        another history length, leaves them unknown: their alerts stand, as before)."""
+    def _restore_rows(state: _KeyState, arrays: dict[str, np.ndarray], stored_next: int) -> bool:
+        """After the similarity history is restored: the answers to its rows, the
+        typing chains they were on and the clouds of waiting alerts (blobs from session
+        10 on, the clouds from version 3; an older blob, or one of another history
+        length, leaves them unknown: their alerts stand, as before). True: the waiting
+        alerts' clouds were restored (they go on waiting)."""
         sim = state.similarity
         if sim is None or not sim._filled:
-            return
+            return False
         shift = stored_next - sim._next  # the history renumbers by a multiple of its length
         ans = {k[8:]: v for k, v in arrays.items() if k.startswith("answers.")}
         if state.answers is not None and ans:
@@ -2437,13 +2636,15 @@ class Monitor:
         if state.typing is not None and typing:
             state.typing.load(typing)  # the next text goes on the chain it was on
         chains, mine = arrays.get("chains"), state.chains
-        if (
-            mine is not None
-            and chains is not None
-            and len(chains) == len(mine)
-            and not (shift % len(mine))
-        ):
+        whole = not (shift % sim.config.history)  # the same history length
+        if mine is not None and chains is not None and len(chains) == len(mine) and whole:
             mine[:] = chains
+        filled = int(arrays["similarity.meta"][0])  # a history cut or renumbered: no clouds
+        same = filled == sim._filled and (filled == sim.config.history or stored_next == filled)
+        if not (whole and same) or "clouds" not in arrays:
+            return False
+        state.held = _load_clouds(arrays, shift)
+        return True
 
     def _load_sketch(self, state: _KeyState, arrays: dict[str, np.ndarray]) -> None:
         """The key's stored sketches, beside its restored similarity history (rows stored

@@ -91,3 +91,30 @@ class Renders:
     def nbytes(self) -> int:
         rows = sum(w[2].nbytes for w in self._where.values())
         return self._ring.nbytes + 8 * SIZE + rows
+
+    def dump(self) -> dict[str, np.ndarray]:
+        """The recent queries, their roots and what each live root excuses and where its
+        row is kept (a few rows: :data:`SIZE` live roots at most)."""
+        where = sorted(self._where.items())
+        dims = self._ring.shape[1]
+        return {
+            "ring": self._ring.copy(),
+            "roots": np.array(self._roots + [self._n], dtype=np.int64),  # the count last
+            "count": np.array(sorted(self._count.items()), dtype=np.int64).reshape(-1, 2),
+            "live": np.array(sorted(self._live.items()), dtype=np.int64).reshape(-1, 2),
+            "where": np.array([(r, w[0], w[1]) for r, w in where], np.int64).reshape(-1, 3),
+            "rows": np.array([w[2] for _, w in where], np.float32).reshape(-1, dims),
+        }
+
+    def load(self, state: dict[str, np.ndarray]) -> bool:
+        """Restore :meth:`dump`'s state; False (left fresh) for another size or shape."""
+        ring, roots, where = state["ring"], state["roots"].tolist(), state["where"]
+        if ring.shape != self._ring.shape or len(roots) != SIZE + 1:
+            return False
+        self._ring[:] = ring
+        self._roots, self._n = roots[:SIZE], roots[SIZE]
+        self._count = {int(r): int(c) for r, c in state["count"].tolist()}
+        self._live = {int(r): int(c) for r, c in state["live"].tolist()}
+        self._where = {int(r): (int(lab), int(slot), row.copy())
+                       for (r, lab, slot), row in zip(where.tolist(), state["rows"], strict=True)}  # fmt: skip
+        return True

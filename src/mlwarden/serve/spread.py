@@ -156,6 +156,24 @@ class Spread:
     def nbytes(self) -> int:
         return int(self._ring.nbytes + self._sq.nbytes + self._sum.nbytes)
 
+    def dump(self) -> dict[str, np.ndarray]:
+        """The window and its running sums as they are (a restart's next spread is the
+        one it would have been: 25 KB at 50 x 64)."""
+        return {"ring": self._ring.copy(), "sq": self._sq.copy(), "sum": self._sum.copy(),
+                "meta": np.array([self._seen, self._refresh], dtype=np.int64),
+                "norms": np.array([self._norms])}  # fmt: skip
+
+    def load(self, state: dict[str, np.ndarray]) -> bool:
+        """Restore :meth:`dump`'s window; False (left as it was) when its window or
+        dimensions differ from this one's."""
+        ring = state["ring"]
+        if ring.shape != self._ring.shape or state["sum"].shape != self._sum.shape:
+            return False
+        self._ring[:], self._sq[:], self._sum[:] = ring, state["sq"], state["sum"]
+        self._seen, self._refresh = (int(v) for v in state["meta"])
+        self._norms = float(state["norms"][0])
+        return True
+
 
 def white(rows: np.ndarray) -> bool:
     """Whether a window's variation (``rows`` in time order) spans more than
