@@ -115,8 +115,9 @@ def _reference(xs: np.ndarray, det: Detection, mon: Monitor) -> list[tuple[set[s
     """Per query: the alerts the reference raises, and those decided (off the rounding edge);
     ``_STILL`` counts the decided alerts the still-ball rule dropped.
 
-    A restart halfway, as the gateway's: Blacklight's hashes start afresh, the similarity
-    history comes back in float16. Exact repeats are no query: (set(), all kinds).
+    A restart halfway, as the gateway's: Blacklight's table comes back as it was (blob
+    version 3, session 12), the similarity history in float16. Exact repeats are no
+    query: (set(), all kinds).
     """
     ref_bl, ref_sim = _RefBlacklight(det), _RefSimilarity(det)
     bars = (det.similarity.min_neighbours, det.similarity.long_neighbours or 10**9)
@@ -124,7 +125,6 @@ def _reference(xs: np.ndarray, det: Detection, mon: Monitor) -> list[tuple[set[s
     out = []
     for i, x in enumerate(xs):
         if i == len(xs) // 2:
-            ref_bl = _RefBlacklight(det, start=ref_bl.next)
             ref_sim.restart()
         if x.tobytes() in sent:  # an exact repeat reaches no detector (a retry)
             out.append((set(), {"blacklight", "similarity"}))

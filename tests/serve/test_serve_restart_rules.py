@@ -196,3 +196,21 @@ def test_blacklight_goes_on_across_a_served_restart(gw_config, keys, serve, skle
     live.stop()
     rows = [r for r in read_records(tmp_path / "audit.db") if r["key"] == "scores"]
     assert ["blacklight" in (r["alerts"] or "") for r in rows] == want
+
+
+def test_the_restart_benchmark_restarts_and_reports_the_first_flag() -> None:
+    """``benchmarks/gateway_restart_state.py``: its search restarted every 30 queries is
+    flagged where the unrestarted one is (the spread rule, at its 50th query), and a
+    restart with the spread window lost (as before session 12) would not be."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway_restart_state.py"
+    spec = importlib.util.spec_from_file_location("gateway_restart_state", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    xs = bench._search(_digits()[100], 0.13, 80, 0)
+    zero = np.zeros(len(xs), np.int64)
+    assert bench.first_flag(xs, zero, 0) == bench.first_flag(xs, zero, 30) == "50 spread"
+    lost = _run(lambda: Monitor(_det(), shape=[1, 8, 8]), xs, zero, {30, 60}, _strip("spread."))
+    assert not any(lost[:80])
