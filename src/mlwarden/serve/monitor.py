@@ -1781,9 +1781,15 @@ class _KeyState:
         )
 
 
+# the _KeyState fields whose state is one ``dump() -> dict`` / ``load(dict) -> bool`` pair,
+# stored under their name as the blob's prefix; a new per-key detector adds its name here
+# (one made lazily also gets a line in Monitor._load_parts' factories)
+_PARTS = ("blacklight", "prada", "spread")
+
+
 def _parts(state: _KeyState) -> dict[str, Any]:
     """A key's detectors whose state is one ``dump`` / ``load`` pair, by blob prefix."""
-    parts = {"blacklight": state.blacklight, "prada": state.prada, "spread": state.spread}
+    parts = {name: getattr(state, name, None) for name in _PARTS}
     return {name: part for name, part in parts.items() if part is not None}
 
 
@@ -2598,12 +2604,14 @@ class Monitor:
             "spread": lambda dims: Spread(c.spread.window, dims),
         }
         spread = sim and self.narrow and state.similarity is not None
-        for name, fresh in make.items():
+        for name in _PARTS:
             part = {k[len(name) + 1 :]: v for k, v in arrays.items() if k.startswith(name + ".")}
-            if not part or (getattr(state, name) is None if name != "spread" else not spread):
+            have: Any = getattr(state, name, None)
+            if not part or (have is None if name != "spread" else not spread):
                 continue  # not stored, or the detector is off in this config
             with contextlib.suppress(KeyError, ValueError, IndexError, TypeError):
-                obj = fresh(len(part.get("sum", ())))
+                # a fresh detector (or the key's own, made with its state: still fresh)
+                obj = make[name](len(part.get("sum", ()))) if name in make else have
                 if obj.load(part):
                     setattr(state, name, obj)
         tail = arrays.get("tail")
