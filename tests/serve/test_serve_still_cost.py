@@ -140,9 +140,11 @@ def test_rows_put_on_a_limit_are_not_computed_again_past_the_bound() -> None:
 
 
 def _settle_reference(sim, vs, before, held, tight, wide):  # type: ignore[no-untyped-def]
-    """Session 9's settle(): each held cloud against the batch, one at a time."""
+    """Session 9's settle(): each held cloud against the batch, one at a time (with
+    session 12's count of later rows within ``CHAIN`` radii: under ``LEFT``, dropped)."""
     hist, radius = len(sim._ring), sim.config.radius
     limit = radius * radius * vs.shape[1]
+    chain = (stationary.CHAIN * radius) ** 2 * vs.shape[1]
     reach = limit * (1.0 if wide is None else wide * wide)
     bar = None if tight is None else radius
     ids = before.first + np.arange(len(vs))
@@ -153,13 +155,14 @@ def _settle_reference(sim, vs, before, held, tight, wide):  # type: ignore[no-un
         d2 = np.einsum("ij,ij->i", diff, diff)
         far = d2 < reach if h.far is not None else np.zeros(len(diff), dtype=bool)
         later = (ids > h.gid) & (ids <= h.gid + stationary.HOLD)
+        h.around += int(np.count_nonzero(later & (d2 < chain)))
         verdict = None
         for k in np.flatnonzero(later & ((d2 < limit) | far)).tolist():
             verdict = stationary._join(h, batch[k], int(ids[k]), hist, d2[k] < limit, far[k], bar)
             if verdict is not None:
                 break
         if verdict is None and ids[-1] >= h.gid + stationary.HOLD:
-            verdict = True
+            verdict = h.around >= stationary.LEFT
         if verdict is None:
             waiting.append(h)
         elif verdict:
@@ -172,11 +175,12 @@ def _copies(clouds: list[stationary.Cloud]) -> list[stationary.Cloud]:
             for c in clouds]  # fmt: skip
 
 
-@pytest.mark.parametrize("batch", [1, 8])
-def test_settle_gives_the_one_cloud_at_a_time_verdicts(batch: int) -> None:
-    # bursts of 2-5 noisy copies of inputs near each other: many clouds wait, some settle
+@pytest.mark.parametrize(("batch", "width"), [(1, 0.3), (8, 0.3), (1, 1.0), (8, 1.0)])
+def test_settle_gives_the_one_cloud_at_a_time_verdicts(batch: int, width: float) -> None:
+    # bursts of 2-5 noisy copies of inputs near each other: many clouds wait, some settle;
+    # of inputs 4 radii apart (width 1.0): those that never fill are dropped (LEFT)
     rng = np.random.default_rng(batch)
-    pool = rng.random((30, 64)) * 0.3 + 0.35
+    pool = rng.random((30, 64)) * width + 0.5 - width / 2
     stream = np.asarray([pool[i] + rng.normal(0, 0.004, 64) for i in rng.integers(0, 30, 150)
                          for _ in range(int(rng.integers(2, 6)))], dtype=np.float32)  # fmt: skip
     held: list[stationary.Cloud] = []

@@ -6,7 +6,9 @@ resend from a search; until session 7 a query with fewer earlier copies kept its
 its first copies, before the rule could judge them (``burst20`` of
 ``benchmarks/gateway_detection_clients.py``: 45-134 per 1,000 by Blacklight). Such an
 alert now waits on the query's ball within the radius (:func:`stationary.settle`) and
-is judged when the ball fills; one still waiting ``HOLD`` queries later stands.
+is judged when the ball fills; one still waiting ``HOLD`` queries later stands, unless
+the key left it (fewer than ``LEFT`` of those queries within ``CHAIN`` radii of it: a
+short run of copies, session 12), which drops it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from mlwarden.core.data import load_dataset
 from mlwarden.serve.config import Detection
 from mlwarden.serve.monitor import Monitor
-from mlwarden.serve.stationary import HOLD
+from mlwarden.serve.stationary import HOLD, LEFT
 
 _DIGITS = load_dataset("digits").x.astype(np.float32)  # (1797, 1, 8, 8) in [0, 1]
 _LABEL = np.zeros(1, np.int64)
@@ -54,45 +57,72 @@ def test_a_burst_of_copies_raises_no_alarm_on_its_first_copies() -> None:
     assert alerts <= 2
 
 
-def test_an_alert_still_waiting_after_hold_queries_stands() -> None:
-    # four copies (Blacklight flags the 4th), then only distinct inputs: the ball never
-    # fills, and the alert is reported HOLD queries later, naming the 4th copy
+def _near(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Distinct inputs 1.2-1.7 radii (0.1 at the defaults) from ``x`` + 0.03 and 1.4 or
+    more from each other: a key still working around ``x``, never within its ball."""
+    return np.clip(x + 0.1 + rng.choice([-0.15, 0.15], (n, *x.shape)), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("near", [LEFT, HOLD])
+def test_an_alert_still_waiting_after_hold_queries_stands_while_the_key_works_near(
+    near: int,
+) -> None:
+    # four copies (Blacklight flags the 4th), then distinct inputs within a few radii of
+    # it (LEFT of them at least) but never within its ball: the ball never fills, and the
+    # alert is reported HOLD queries later, naming the 4th copy
     rng = np.random.default_rng(1)
     mon = _monitor()
     got = [mon.inspect("k", q[None], _LABEL) for q in _copies(_DIGITS[7], 4, rng)]
     assert got == [{}] * 4
-    for i, q in enumerate(_far(HOLD, rng), start=1):
+    later = np.concatenate([_near(_DIGITS[7], near, rng), _far(HOLD - near, rng)])
+    for i, q in enumerate(rng.permutation(later), start=1):
         found = mon.inspect("k", q[None], _LABEL)
         if i < HOLD:
             assert found == {}, i
     assert found == {"blacklight": [-HOLD]}
 
 
+def test_an_alert_whose_key_left_it_is_dropped() -> None:
+    # four copies, then distinct inputs of which fewer than LEFT come within a few radii
+    # of them: a short run of copies (a burst's shifted copies), not a search, which works
+    # within its budget's reach of its input
+    rng = np.random.default_rng(1)
+    mon = _monitor()
+    for q in _copies(_DIGITS[7], 4, rng):
+        assert not mon.inspect("k", q[None], _LABEL)
+    later = np.concatenate([_near(_DIGITS[7], LEFT - 1, rng), _far(HOLD + 10 - LEFT + 1, rng)])
+    assert not any(mon.inspect("k", q[None], _LABEL).get("blacklight")
+                   for q in rng.permutation(later))  # fmt: skip
+
+
 def test_waiting_alerts_go_on_waiting_after_a_restart() -> None:
-    """The waiting alert's cloud is stored (blob version 3): restarted, it goes on
-    waiting and stands ``HOLD`` queries later, as without the restart; from a blob
-    without the clouds (version 2) it stands at once (fails closed)."""
+    """The waiting alert's cloud is stored (blob version 3), with its count of later
+    queries near it: restarted, it goes on waiting and stands ``HOLD`` queries later, as
+    without the restart (half of its ``LEFT`` near queries came before the restart);
+    from a blob without the clouds (version 2) it stands at once (fails closed)."""
     import io
 
     rng = np.random.default_rng(2)
     mon = _monitor()
     for q in _copies(_DIGITS[9], 4, rng):
         assert not mon.inspect("k", q[None], _LABEL)
+    for q in _near(_DIGITS[9], LEFT // 2, rng):
+        assert not mon.inspect("k", q[None], _LABEL).get("blacklight")
     blob = mon.dump("k")
     assert blob is not None
     fresh = _monitor()
     fresh.load("k", blob)
-    far = _far(HOLD, rng)
+    rest = np.concatenate([_near(_DIGITS[9], LEFT - LEFT // 2, rng), _far(HOLD - LEFT, rng)])
     for mon_ in (mon, fresh):
-        got = [mon_.inspect("k", q[None], _LABEL) for q in far]
-        assert got[:-1] == [{}] * (HOLD - 1) and got[-1] == {"blacklight": [-HOLD]}
+        got = [mon_.inspect("k", q[None], _LABEL).get("blacklight") for q in rest]
+        assert got[:-1] == [None] * (len(rest) - 1) and got[-1] == [-HOLD]
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         old = {k: npz[k] for k in npz.files if not k.startswith(("cloud", "version"))}
     buf = io.BytesIO()
     np.savez(buf, **old)
     fresh = _monitor()
     fresh.load("k", buf.getvalue())
-    assert fresh.inspect("k", far[:1], _LABEL).get("blacklight") == [-1]
+    assert fresh.inspect("k", rest[:1], _LABEL).get("blacklight") == [-1]
 
 
 def _square(x0: np.ndarray, n: int, copies: int, rng: np.random.Generator) -> np.ndarray:

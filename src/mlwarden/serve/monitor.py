@@ -88,7 +88,8 @@ digits, images and tables, 33 of them Blacklight chains on digits (noise 0.01 se
 crosses a bin of values on a 1/16 grid). An alert whose cloud is a resend's but too
 small to judge (a burst's first copies) waits for its ball to fill, at most 250 later
 queries of the key (:func:`mlwarden.serve.stationary.settle`; not on audio), and is then reported
-late, by a negative offset as :meth:`Monitor.submit` reports batched alerts; one still
+late, by a negative offset as :meth:`Monitor.submit` reports batched alerts (dropped
+when fewer than 20 of those queries came within 2.5 radii of it: the key left); one still
 waiting at a restart stands. On text a window count met only by neighbours spread over
 a quarter of the window or more (and a whole-history count) is judged on the drift of
 its whole ball within the radius (``Monitor._spread_out``): typo copies of a short text
@@ -173,7 +174,7 @@ from mlwarden.serve.renders import Renders
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
 from mlwarden.serve.sketch import quiet as still_in_sketch
 from mlwarden.serve.spread import Spread, narrow
-from mlwarden.serve.stationary import MIN_VALUES, TIGHT, WIDE, Cloud, Vet, settle, still
+from mlwarden.serve.stationary import LEFT, MIN_VALUES, TIGHT, WIDE, Cloud, Vet, settle, still
 from mlwarden.serve.stream import lag, tolerance
 from mlwarden.serve.text import TypingChain
 
@@ -1795,9 +1796,11 @@ def _parts(state: _KeyState) -> dict[str, Any]:
 
 def _dump_clouds(held: list[Cloud]) -> dict[str, np.ndarray]:
     """The waiting alerts' clouds (:class:`~mlwarden.serve.stationary.Cloud`), each under
-    ``cloud.<i>.``; ``clouds``: per cloud its number, sequence number and kinds."""
+    ``cloud.<i>.``; ``clouds``: per cloud its number, sequence number and kinds;
+    ``clouds.around``: its later queries near it so far (``Cloud.around``)."""
     out = {"clouds": np.array([[c.gid, c.seq] for c in held], dtype=np.int64).reshape(-1, 2),
-           "clouds.kinds": np.array([",".join(c.kinds) for c in held], dtype="U64")}  # fmt: skip
+           "clouds.kinds": np.array([",".join(c.kinds) for c in held], dtype="U64"),
+           "clouds.around": np.array([c.around for c in held], dtype=np.int64)}  # fmt: skip
     for i, c in enumerate(held):
         out.update({f"cloud.{i}.q": c.q, f"cloud.{i}.rows": c.rows, f"cloud.{i}.ids": c.ids})
         if c.far is not None and c.far_ids is not None:
@@ -1809,11 +1812,13 @@ def _load_clouds(arrays: dict[str, np.ndarray], shift: int) -> list[Cloud]:
     """:func:`_dump_clouds`'s clouds, renumbered as the restored history (``shift``)."""
     held = []
     kinds = arrays["clouds.kinds"].tolist()
+    # a blob without the counts: each as if the key stayed near (it stands at HOLD)
+    around = arrays.get("clouds.around", np.full(len(kinds), LEFT, np.int64)).tolist()
     for i, ((gid, seq), kind) in enumerate(zip(arrays["clouds"].tolist(), kinds, strict=True)):
         far, far_ids = arrays.get(f"cloud.{i}.far"), arrays.get(f"cloud.{i}.far_ids")
         held.append(Cloud(gid - shift, arrays[f"cloud.{i}.q"], arrays[f"cloud.{i}.rows"],
                           arrays[f"cloud.{i}.ids"] - shift, seq, tuple(kind.split(",")) if kind else (),
-                          far, None if far_ids is None else far_ids - shift))  # fmt: skip
+                          far, None if far_ids is None else far_ids - shift, int(around[i])))  # fmt: skip
     return held
 
 
