@@ -69,17 +69,19 @@ def test_an_alert_still_waiting_after_hold_queries_stands_while_the_key_works_ne
 ) -> None:
     # four copies (Blacklight flags the 4th), then distinct inputs within a few radii of
     # it (LEFT of them at least) but never within its ball: the ball never fills, and the
-    # alert is reported HOLD queries later, naming the 4th copy
+    # alert is reported HOLD queries later, naming the 4th copy (the near inputs are noise
+    # around one digit, which the spread rule may flag on its own: only Blacklight's
+    # waiting alert is followed here)
     rng = np.random.default_rng(1)
     mon = _monitor()
     got = [mon.inspect("k", q[None], _LABEL) for q in _copies(_DIGITS[7], 4, rng)]
     assert got == [{}] * 4
     later = np.concatenate([_near(_DIGITS[7], near, rng), _far(HOLD - near, rng)])
     for i, q in enumerate(rng.permutation(later), start=1):
-        found = mon.inspect("k", q[None], _LABEL)
+        found = mon.inspect("k", q[None], _LABEL).get("blacklight")
         if i < HOLD:
-            assert found == {}, i
-    assert found == {"blacklight": [-HOLD]}
+            assert found is None, i
+    assert found == [-HOLD]
 
 
 def test_an_alert_whose_key_left_it_is_dropped() -> None:
