@@ -218,6 +218,12 @@ class Prada(_Strict):
         "query is a resend of its class's nearest reference and is not recorded; "
         "default: half similarity.radius (text: the radius, shingle Jaccard near)",
     )
+    # Query blinding (a search's queries each through a fresh random rotation, zoom,
+    # shift, light and noise): image keys count the distinct inputs rendering each
+    # query in a view such renderings barely move (serve/blinding.py).
+    blinding: bool = Field(
+        default=True, description="image keys: flag a query many other inputs render"
+    )
 
 
 class Projection(_Strict):

@@ -66,7 +66,10 @@ Three detectors, all per key, after one filter:
   noise, a typo) and is dropped like an exact retry (:meth:`Prada.observe`). On image
   keys a query that renders a recent input (a thumbnail size of one upload; at most 8
   queries an input: :mod:`mlwarden.serve.renders`) is measured past that input's own
-  row and not kept. Natural
+  row and not kept. With ``prada.blinding`` (default on) an image key's query that
+  14 or more other inputs of its last 100 queries render in a view a random rotation,
+  zoom, shift and light barely move is flagged ``blinding`` (query blinding, Chen et
+  al. 2020: :mod:`mlwarden.serve.blinding`). Natural
   queries give roughly normally distributed distances; synthetic extraction queries
   (small steps around seeds) do not. Once ``min_queries`` distances exist, a
   Shapiro-Wilk statistic ``W < delta`` flags the key. The paper tests after every
@@ -163,6 +166,7 @@ import numpy as np
 from scipy import special, stats
 
 from mlwarden.serve.answers import Answers, log_odds, steady
+from mlwarden.serve.blinding import INPUTS, Blinding, grid, usable, views
 from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
@@ -1193,6 +1197,9 @@ class Prada:
         self._rend: Renders | None = None
         self.renders = False  # images: the Monitor turns it on (renders.py)
         self._slot = -1  # the row the last kept query went to (-1: not kept)
+        # image keys: the renderings of one input in a view a rendering barely moves,
+        # counted by distinct inputs (blinding.py); the Monitor makes it
+        self.blinding: Blinding | None = None
 
     def observe(self, x: np.ndarray, label: int) -> None:
         """Add one query with its predicted class (updates the distance record).
@@ -1529,6 +1536,7 @@ class Prada:
     def nbytes(self) -> int:
         sets = sum(r.nbytes for r in self._sets.values())
         rend = 0 if self._rend is None else self._rend.nbytes()
+        rend += 0 if self.blinding is None else self.blinding.nbytes()
         return sets + sum(q.nbytes for q in self._sq.values()) + self._dists.nbytes + rend
 
     def dump(self) -> dict[str, np.ndarray]:
@@ -1896,6 +1904,9 @@ class Monitor:
         # is what flags query blinding, and its bursts between natural digits would pass
         self.pictures = (shape is not None and len(shape) >= 2 and min(shape[-2:]) >= 16
                          and modality not in ("audio", "text"))  # fmt: skip
+        # query blinding (serve/blinding.py): image keys of frames of at least 8 x 8
+        blind = config.prada.blinding and modality == "tensor" and shape is not None
+        self.blind_frame = tuple(shape) if blind and usable(shape) else None  # type: ignore[arg-type]
         # still balls (one clip resent with fresh noise) are resends: serve/stationary.py
         stat = config.similarity.stationary
         self.stationary = True if stat is None else stat  # on for every input by default
@@ -1995,6 +2006,8 @@ class Monitor:
                                                     self.resend, self.prada_every, self.text)  # fmt: skip
                 if state.prada is not None:  # an image's renderings (renders.py)
                     state.prada.renders = self.pictures
+                    if self.blind_frame is not None:  # blinding.py
+                        state.prada.blinding = Blinding(dims, self.resend, grid(self.blind_frame))
             return state
 
     def summarise(self, x: np.ndarray) -> np.ndarray:
@@ -2186,7 +2199,20 @@ class Monitor:
             hits = state.prada.flags_many(vs if every else vs[heard],
                                           labels if every else [labels[j] for j in heard.tolist()])  # fmt: skip
             out["prada"] = [int(heard[i]) for i, hit in enumerate(hits) if hit]
+            if state.prada.blinding is not None and self.profiles.get(key) != "camera":
+                out["blinding"] = self._blinded(state.prada.blinding, xs, vs, heard)
         return out
+
+    def _blinded(self, blind: Blinding, xs: np.ndarray, vs: np.ndarray,
+                 heard: np.ndarray) -> list[int]:  # fmt: skip
+        """Positions of ``xs`` that :data:`~mlwarden.serve.blinding.INPUTS` or more other
+        inputs of the key's recent queries render (query blinding: serve/blinding.py)."""
+        frame = self.blind_frame
+        assert frame is not None
+        every = len(heard) == len(vs)
+        counts = blind.observe_many(views(xs if every else xs[heard], frame),
+                                    vs if every else vs[heard])  # fmt: skip
+        return [int(heard[i]) for i, c in enumerate(counts) if c >= INPUTS]
 
     def _narrow(self, state: _KeyState, pvs: np.ndarray, before: Any, lit: np.ndarray | None,
                 vet: Vet | None, xs: np.ndarray, heard: np.ndarray) -> list[int]:  # fmt: skip

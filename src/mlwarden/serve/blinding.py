@@ -1,0 +1,146 @@
+"""A key sending many renderings of one input: query blinding.
+
+Query blinding (Chen, Carlini & Wagner, "Stateful Detection of Black-Box Adversarial
+Attacks", SPAI 2020, arXiv:1907.05587; the baseline adaptive attack in Feng et al., CCS
+2023) sends each query of a search through a fresh random transform: a rotation of a
+few degrees, a zoom, a sub-pixel shift, brightness and contrast, noise. On 8 x 8 digits
+two such renderings of one digit lie farther apart than two distinct digits in the
+detectors' reduced view, so the similarity count, Blacklight and the still-ball rules
+never see one input; PRADA alone flagged it, at 34-232 queries, after the search held
+an adversarial input in every run (``gateway_detection_redteam11.py --plans blind``).
+
+Here each query of an image key is also kept as a *view* a rendering barely moves: its
+frame averaged over channels and over a :data:`GRID` x :data:`GRID` grid of cells,
+minus its mean, divided by its norm (brightness and contrast gone, noise and sub-pixel
+motion averaged out). Two views are compared at the best of the nine whole-cell shifts
+of one of them (a shift of a cell or less). A query *renders* another input when their
+views lie within :data:`RADIUS` (unit vectors; distinct 8 x 8 digits' nearest among the
+last 100 is 0.28-0.40 at the 10th-50th percentile, a blinded search's queries 0.18-0.23
+at the median). On frames of :data:`FINE` x :data:`FINE` or more the grid is finer:
+at 8 x 8 cells a stream of one class's distinct MNIST digits (all zeros) reads as
+renderings of each other (244 flagged per 1,000 on calibrated 3x32x32 images, window
+50; 16-27 at 16 x 16 cells).
+
+What is counted is distinct *inputs*: a query whose view is within :data:`SAME` of an
+earlier one (a copy re-encoded: a whole-pixel shift, a brightness step, 8-bit coding),
+or whose reduced vector is within PRADA's resend bar of one (half the similarity
+radius: a resend with noise, the similarity detector's to judge), is that query's
+input again. A query is flagged
+when :data:`INPUTS` or more other inputs of the key's last :data:`WINDOW` queries render
+it: a blinded search is a new input every query, each a rendering of all the others.
+A window of 100 holds 20 queries of a search mixed 1:4 with distinct benign ones.
+
+Benign clients that resend a photo re-encoded (``burst20``: twenty copies, a one-pixel
+shift half the time) are one input; an upload at five thumbnail sizes is five inputs
+near each other (``thumbsizes``), under :data:`INPUTS`. The bar :data:`SAME` is below
+one step of the issue's search (a 2 x 2 block of 0.1 of the range moves an 8 x 8
+digit's view by about 0.08): a blinded search restricted to whole-pixel shifts and
+brightness, to pass as re-encodings, is a new input each step again.
+
+The cost, where a class's natural inputs are each other's small affine transforms: on
+8 x 8 digits a client sending one class's distinct digits back to back (every 1, then
+every 0, ...) is flagged 38 times per 1,000 (ones 32 of 182, zeros 22 of 178, sixes
+13 of 181; PRADA alone flags 10.6 of that client), none in mixed traffic.
+
+Not on keys with the ``camera`` profile (a fixed scene whose frames differ by light and
+by what moves through it is many inputs rendering each other: the profile's declared
+risk), nor on frames smaller than the grid, audio or text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GRID = 8  # cells a side of the view (8 x 8 digits: one pixel a cell)
+FINE = 16  # cells a side on frames of at least FINE x FINE (2 x 2 pixels on 32 x 32)
+WINDOW = 100  # the key's last queries a query's renderings are looked for among
+RADIUS = 0.4  # distance of two views (unit vectors) within which one renders the other
+SAME = 0.05  # views this close are one input re-encoded (below one step of a search)
+INPUTS = 14  # other inputs rendering a query that flag it
+
+
+def grid(frame: tuple[int, ...]) -> int:
+    """Cells a side of the view of frames ``frame`` (..., H, W)."""
+    return FINE if min(frame[-2:]) >= FINE else GRID
+
+
+def _cells(n: int, g: int) -> np.ndarray:
+    return (np.arange(g, dtype=np.int64) * n) // g
+
+
+def views(xs: np.ndarray, frame: tuple[int, ...]) -> np.ndarray:
+    """Each input of the batch ``xs`` (B, ...) of frames ``frame`` (..., H, W) as a unit
+    vector of ``g * g`` float32 values (``g``: :func:`grid`): the channel mean, averaged
+    over a grid of cells, centred and divided by its norm (a blank frame: zeros)."""
+    h, w = frame[-2:]
+    g = grid(frame)
+    im = np.asarray(xs, dtype=np.float32).reshape(len(xs), -1, h, w).mean(axis=1)
+    if (h, w) != (g, g):
+        rows, cols = _cells(h, g), _cells(w, g)
+        im = np.add.reduceat(np.add.reduceat(im, rows, axis=1), cols, axis=2)
+        im /= np.outer(np.diff(np.append(rows, h)), np.diff(np.append(cols, w)))
+    flat = im.reshape(len(xs), -1)
+    flat -= flat.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(flat, axis=1, keepdims=True)
+    return np.divide(flat, norm, out=np.zeros_like(flat), where=norm > 1e-6)
+
+
+def _rolls(g: int) -> np.ndarray:
+    """(9, g * g) index arrays: a view rolled by -1, 0 or 1 cell on each axis."""
+    cells = np.arange(g * g).reshape(g, g)
+    return np.stack([np.roll(cells, (dy, dx), axis=(0, 1)).ravel()
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1)])  # fmt: skip
+
+
+def usable(frame: tuple[int, ...] | None) -> bool:
+    """Whether inputs of shape ``frame`` have a view (an image of at least GRID x GRID)."""
+    return frame is not None and len(frame) >= 2 and min(frame[-2:]) >= GRID
+
+
+class Blinding:
+    """A key's last :data:`WINDOW` queries: their views, reduced vectors and inputs."""
+
+    def __init__(self, dims: int, radius: float, g: int = GRID) -> None:
+        self._rolls = _rolls(g)
+        self._views = np.zeros((WINDOW, g * g), dtype=np.float32)
+        self._vs = np.zeros((WINDOW, dims), dtype=np.float32)
+        self._inputs = np.full(WINDOW, -1, dtype=np.int64)
+        self._n = 0
+        self.radius = radius  # RMS per value: reduced vectors this close are one input
+
+    def observe_many(self, views: np.ndarray, vs: np.ndarray) -> list[int]:
+        """Add a batch of views (B, GRID * GRID) and reduced vectors (B, dims), in order;
+        each query's count of other inputs among the key's last :data:`WINDOW` that
+        render it (the same counts as one query at a time)."""
+        m = min(self._n, WINDOW)
+        order = (np.arange(self._n - m, self._n) % WINDOW) if m else np.zeros(0, np.int64)
+        allv = np.concatenate([self._views[order], views])
+        allr = np.concatenate([self._vs[order], vs])
+        ids = np.concatenate([self._inputs[order], np.full(len(views), -1, np.int64)])
+        # aligned cosine of each new query with every row: the best of nine rolls
+        cos = (views[:, self._rolls] @ allv.T).max(axis=1)  # (B, m + B)
+        dist = np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
+        diff = allr[None, :, :] - vs[:, None, :]
+        close = np.einsum("bnd,bnd->bn", diff, diff) < self.radius**2 * vs.shape[1]
+        out = []
+        for j in range(len(views)):
+            at = m + j
+            lo = max(0, at - WINDOW)
+            d, mine = dist[j, lo:at], ids[lo:at]
+            same = (d < SAME) | close[j, lo:at]
+            ids[at] = mine[np.argmin(np.where(same, d, np.inf))] if same.any() else self._n + j
+            near = (d < RADIUS) & (mine != ids[at])
+            out.append(len(np.unique(mine[near])) if near.sum() >= INPUTS else int(near.sum()))
+        self._push(views, vs, ids[m:])
+        return out
+
+    def _push(self, views: np.ndarray, vs: np.ndarray, ids: np.ndarray) -> None:
+        skip = max(0, len(views) - WINDOW)  # a batch longer than the window: its tail
+        self._n += skip
+        views, vs, ids = views[skip:], vs[skip:], ids[skip:]
+        slots = np.arange(self._n, self._n + len(views)) % WINDOW
+        self._views[slots], self._vs[slots], self._inputs[slots] = views, vs, ids
+        self._n += len(views)
+
+    def nbytes(self) -> int:
+        return self._views.nbytes + self._vs.nbytes + self._inputs.nbytes + self._rolls.nbytes
