@@ -116,3 +116,17 @@ def test_not_on_camera_keys_rows_or_small_frames() -> None:
     assert Monitor(Detection(), [64]).blind_frame is None
     assert Monitor(Detection(), [1, 4, 4]).blind_frame is None
     assert Monitor(Detection(), [1, 8, 8], modality="audio").blind_frame is None
+
+
+def test_dump_and_load_keep_the_counts() -> None:
+    """A window dumped and loaded gives the next queries the counts of no restart; arrays
+    of another shape are refused."""
+    x, _ = _digits()
+    qs = _blinded(x[3], 60, 4)
+    vw, vs = views(qs, (1, 8, 8)), qs.reshape(len(qs), -1)
+    a = Blinding(64, 0.05)
+    a.observe_many(vw[:40], vs[:40])
+    b = Blinding(64, 0.05)
+    assert b.load(a.dump())
+    assert b.observe_many(vw[40:], vs[40:]) == a.observe_many(vw[40:], vs[40:])
+    assert not Blinding(32, 0.05).load(a.dump()) and not Blinding(64, 0.05).load({})

@@ -144,3 +144,26 @@ class Blinding:
 
     def nbytes(self) -> int:
         return self._views.nbytes + self._vs.nbytes + self._inputs.nbytes + self._rolls.nbytes
+
+    def dump(self) -> dict[str, np.ndarray]:
+        """The window as plain arrays (the gateway's state database; :meth:`load`)."""
+        return {"views": self._views.copy(), "vs": self._vs.copy(),
+                "inputs": self._inputs.copy(), "n": np.array([self._n], dtype=np.int64)}  # fmt: skip
+
+    def load(self, state: dict[str, np.ndarray]) -> bool:
+        """Restore :meth:`dump`'s arrays; False (the window left empty) when they do not
+        fit this key's shapes."""
+        try:
+            views, vs, inputs = state["views"], state["vs"], state["inputs"]
+            n = int(np.asarray(state["n"]).ravel()[0])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return False
+        if (
+            views.shape != self._views.shape
+            or vs.shape != self._vs.shape
+            or inputs.shape != self._inputs.shape
+            or n < 0
+        ):
+            return False
+        self._views[:], self._vs[:], self._inputs[:], self._n = views, vs, inputs, n
+        return True
