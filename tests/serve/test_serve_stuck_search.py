@@ -25,6 +25,9 @@ from mlwarden.serve.monitor import Monitor
 _DIGITS = load_dataset("digits").x.astype(np.float32)  # (1797, 1, 8, 8) in [0, 1]
 # gateway_load.py's held-out split (SEED 0): its attacks' inputs x[0], x[1], ...
 _HELD_OUT = _DIGITS[np.random.default_rng(0).permutation(len(_DIGITS))[int(0.75 * 1797) :]]
+# the controls ("the rule before") without the blinding rule (serve/blinding.py), which
+# also flags these searches (each query a new input, all near in its view)
+_NO_BLIND = Detection.model_validate({"prada": {"blinding": False}})
 
 
 def _first(mon: Monitor, qs: np.ndarray) -> int | None:
@@ -54,13 +57,13 @@ def test_the_issue_stuck_noisy_search_is_flagged_within_300(monkeypatch) -> None
     first = _first(Monitor(Detection(), shape=[1, 8, 8]), qs)
     assert first is not None and first <= 60  # 35 measured
     monkeypatch.setattr(stationary, "sliced", lambda *a: False)  # the rule before
-    assert _first(Monitor(Detection(), shape=[1, 8, 8]), qs) is None
+    assert _first(Monitor(_NO_BLIND, shape=[1, 8, 8]), qs) is None
 
 
 @pytest.mark.parametrize("seed", [2, 3])
 def test_a_stuck_square_search_is_flagged_within_300(seed: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    def run() -> int | None:
-        mon = Monitor(Detection(), shape=[1, 8, 8])
+    def run(det: Detection) -> int | None:
+        mon = Monitor(det, shape=[1, 8, 8])
         found: list[int] = []
 
         def scores(x: np.ndarray) -> np.ndarray:  # a score that never moves: rounded 1.00
@@ -75,10 +78,10 @@ def test_a_stuck_square_search_is_flagged_within_300(seed: int, monkeypatch) -> 
         )
         return found[0] if found else None
 
-    first = run()
+    first = run(Detection())
     assert first is not None and first <= 100
     monkeypatch.setattr(stationary, "coordinate", lambda rows: False)  # the rule before
-    assert run() is None
+    assert run(_NO_BLIND) is None
 
 
 def test_re_encodings_are_no_coordinate_search_and_pixel_flips_are() -> None:
