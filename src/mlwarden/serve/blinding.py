@@ -109,28 +109,32 @@ class Blinding:
         self.radius = radius  # RMS per value: reduced vectors this close are one input
 
     def observe_many(self, views: np.ndarray, vs: np.ndarray) -> list[int]:
-        """Add a batch of views (B, GRID * GRID) and reduced vectors (B, dims), in order;
-        each query's count of other inputs among the key's last :data:`WINDOW` that
-        render it (the same counts as one query at a time)."""
-        m = min(self._n, WINDOW)
+        """Add a batch of views (B, g * g) and reduced vectors (B, dims), in order; each
+        query's count of other inputs among the key's last :data:`WINDOW` queries that
+        render it, exact where it is below :data:`INPUTS` only as a bound (the rows
+        near it): the same counts, compared with the bar, as one query at a time."""
+        m, b = min(self._n, WINDOW), len(views)
         order = (np.arange(self._n - m, self._n) % WINDOW) if m else np.zeros(0, np.int64)
         allv = np.concatenate([self._views[order], views])
-        allr = np.concatenate([self._vs[order], vs])
-        ids = np.concatenate([self._inputs[order], np.full(len(views), -1, np.int64)])
-        # aligned cosine of each new query with every row: the best of nine rolls
-        cos = (views[:, self._rolls] @ allv.T).max(axis=1)  # (B, m + B)
-        dist = np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
-        diff = allr[None, :, :] - vs[:, None, :]
-        close = np.einsum("bnd,bnd->bn", diff, diff) < self.radius**2 * vs.shape[1]
-        out = []
-        for j in range(len(views)):
-            at = m + j
-            lo = max(0, at - WINDOW)
-            d, mine = dist[j, lo:at], ids[lo:at]
-            same = (d < SAME) | close[j, lo:at]
-            ids[at] = mine[np.argmin(np.where(same, d, np.inf))] if same.any() else self._n + j
-            near = (d < RADIUS) & (mine != ids[at])
-            out.append(len(np.unique(mine[near])) if near.sum() >= INPUTS else int(near.sum()))
+        allr = np.concatenate([self._vs[order], vs]).astype(np.float64)
+        ids = np.concatenate([self._inputs[order], np.full(b, -1, np.int64)])
+        at = m + np.arange(b)[:, None]
+        col = np.arange(m + b)[None, :]
+        live = (col < at) & (col >= at - WINDOW)  # each query's window: the rows before it
+        # aligned cosine of each new query with every row (the best of nine rolls); views
+        # within SAME are 2 - 2 cos < SAME^2 apart
+        cos = (views[:, self._rolls] @ allv.T).max(axis=1)
+        mine = allr[m:]
+        sq = (mine * mine).sum(1)[:, None] + (allr * allr).sum(1)[None, :] - 2.0 * mine @ allr.T
+        same = live & ((cos > 1.0 - SAME * SAME / 2) | (sq < self.radius**2 * vs.shape[1]))
+        best = np.where(same, cos, -np.inf).argmax(axis=1)
+        has = same.any(axis=1)
+        for j in range(b):  # in order: a copy of an earlier query of the batch is its input
+            ids[m + j] = ids[best[j]] if has[j] else self._n + j
+        near = live & (cos > 1.0 - RADIUS * RADIUS / 2) & (ids[None, :] != ids[m:, None])
+        out = near.sum(axis=1).tolist()
+        for j in np.flatnonzero(near.sum(axis=1) >= INPUTS).tolist():
+            out[j] = len(np.unique(ids[near[j]]))
         self._push(views, vs, ids[m:])
         return out
 
