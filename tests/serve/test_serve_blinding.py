@@ -130,3 +130,22 @@ def test_dump_and_load_keep_the_counts() -> None:
     assert b.load(a.dump())
     assert b.observe_many(vw[40:], vs[40:]) == a.observe_many(vw[40:], vs[40:])
     assert not Blinding(32, 0.05).load(a.dump()) and not Blinding(64, 0.05).load({})
+
+
+def test_a_restart_keeps_the_window() -> None:
+    """A key's blinding window is in its state blob: after ``Monitor.dump`` and ``load``
+    into a fresh gateway the rest of a blinded search is flagged as without a restart."""
+    x, _ = _digits()
+    qs = _blinded(x[0], 60)
+    labels = np.zeros(len(qs), dtype=np.int64)
+    one = Monitor(Detection(), [1, 8, 8])
+    for i in range(30):
+        one.inspect("k", qs[i : i + 1], labels[i : i + 1])
+    blob = one.dump("k")
+    assert blob is not None
+    two = Monitor(Detection(), [1, 8, 8])
+    two.load("k", blob)
+    rest = [_flagged(m, qs[30:]) for m in (one, two)]
+    assert rest[0] == rest[1] and rest[0]
+    fresh = _flagged(Monitor(Detection(), [1, 8, 8]), qs[30:])
+    assert fresh != rest[0]  # the window mattered

@@ -1564,6 +1564,8 @@ class Prada:
         }
         if self._rend is not None:
             out.update({f"rend.{k}": v for k, v in self._rend.dump().items()})
+        if self.blinding is not None:  # blinding.py's window
+            out.update({f"blind.{k}": v for k, v in self.blinding.dump().items()})
         return out
 
     def load(self, state: dict[str, np.ndarray]) -> bool:
@@ -1599,6 +1601,9 @@ class Prada:
             self._rend = Renders(rend["ring"].shape[1])
             if not self._rend.load(rend):
                 self._rend = None
+        blind = {k[6:]: v for k, v in state.items() if k.startswith("blind.")}
+        if blind and self.blinding is not None:  # refused on another shape: left empty
+            self.blinding.load(blind)
         return True
 
 
@@ -2006,8 +2011,7 @@ class Monitor:
                                                     self.resend, self.prada_every, self.text)  # fmt: skip
                 if state.prada is not None:  # an image's renderings (renders.py)
                     state.prada.renders = self.pictures
-                    if self.blind_frame is not None:  # blinding.py
-                        state.prada.blinding = Blinding(dims, self.resend, grid(self.blind_frame))
+                    state.prada.blinding = self._blinder(dims)
             return state
 
     def summarise(self, x: np.ndarray) -> np.ndarray:
@@ -2631,7 +2635,7 @@ class Monitor:
         c = self.config
         make: dict[str, Callable[[int], Any]] = {
             "blacklight": lambda _: Blacklight(c.blacklight, self.silence),
-            "prada": lambda _: self._fresh_prada(),
+            "prada": lambda _: self._fresh_prada(state.dims),
             "spread": lambda dims: Spread(c.spread.window, dims),
         }
         spread = sim and self.narrow and state.similarity is not None
@@ -2652,10 +2656,16 @@ class Monitor:
             state.seq = int(arrays["seq"][0])
         _load_pending(state, arrays)
 
-    def _fresh_prada(self) -> Prada:
+    def _fresh_prada(self, dims: int) -> Prada:
         prada = Prada(self.config.prada, self.resend, self.prada_every)
         prada.renders = self.pictures
+        prada.blinding = self._blinder(dims)
         return prada
+
+    def _blinder(self, dims: int) -> Blinding | None:
+        """An image key's blinding window (blinding.py), or None where the rule is off."""
+        frame = self.blind_frame
+        return None if frame is None else Blinding(dims, self.resend, grid(frame))
 
     @staticmethod
     def _restore_rows(state: _KeyState, arrays: dict[str, np.ndarray], stored_next: int) -> bool:
