@@ -209,8 +209,12 @@ def test_the_restart_benchmark_restarts_and_reports_the_first_flag() -> None:
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    # the spread rule's window alone: the blinding rule (serve/blinding.py; its window
+    # restored too, test_serve_blinding.py) flags this search at 17, before any restart
+    bench.DET = {**bench.DET, "prada": {"blinding": False}}
     xs = bench._search(_digits()[100], 0.13, 80, 0)
     zero = np.zeros(len(xs), np.int64)
     assert bench.first_flag(xs, zero, 0) == bench.first_flag(xs, zero, 30) == "50 spread"
-    lost = _run(lambda: Monitor(_det(), shape=[1, 8, 8]), xs, zero, {30, 60}, _strip("spread."))
+    off = _det(prada={"blinding": False})
+    lost = _run(lambda: Monitor(off, shape=[1, 8, 8]), xs, zero, {30, 60}, _strip("spread."))
     assert not any(lost[:80])
