@@ -60,6 +60,7 @@ AXES = (4, 8, 16)  # principal axes tried for the similarity projection
 # the noise OARS (Feng et al., CCS 2023) learns on an attacker's own copy of the gateway is
 # 1.5-3.4x the base sigma (benchmarks/gateway_detection_redteam11.py, oars-blind)
 LADDER = (0.1, 0.15)
+MANIFOLD_MARGIN = 4.0  # the manifold bar: at least the widest benign window times this
 SPREAD_MARGIN = 1.25  # the spread bar: the narrowest benign window over this
 
 
@@ -644,6 +645,7 @@ def calibrate(
     _set_stationary(data, run)
     _set_answers(data, run, info)
     _set_spread(data, run, info)
+    _set_manifold(data, run, x, benign_noise * ((hi - lo) / scale if fs is None else 1.0), info)
     chosen = Detection.model_validate(data)
     fa = run.false_alarms(chosen)
     flags = run.first_flags(chosen)
@@ -697,6 +699,40 @@ def _set_spread(data: dict[str, Any], run: _Runner, notes: list[str]) -> None:
     notes.append(f"spread.bar {data['spread']['bar']:g}: a key's last {det.spread.window} "
                  f"distinct queries spreading less are one input worked on (benign streams "
                  f"and the sample's classes one at a time spread {low:.3g} or more)")  # fmt: skip
+
+
+def _set_manifold(
+    data: dict[str, Any], run: _Runner, x: np.ndarray, floor: float, notes: list[str]
+) -> None:
+    """``manifold``: the minor directions of the benign rows ``x`` (N, values; tables of at
+    most ``max_dims`` values) and their spread with ``floor`` (the benign noise, in the
+    detectors' units), and ``bar``: the default or ``MANIFOLD_MARGIN`` times the widest
+    window of the benign streams along them, whichever is higher
+    (:mod:`mlwarden.serve.manifold`)."""
+    from mlwarden.serve.manifold import Window, fit
+
+    det = Detection.model_validate(data)
+    if (not det.manifold.enabled or run.modality != "tensor" or x.ndim != 2
+            or x.shape[1] > det.similarity.max_dims):  # fmt: skip
+        return
+    mon = Monitor(det, shape=run.shape, scale=run.scale, modality=run.modality)
+    units = lambda xs: mon.standardise(xs) / mon.scale  # noqa: E731 (as Monitor._detect)
+    found = fit(units(x), floor)
+    if found is None:
+        notes.append("manifold off: the benign rows have fewer than 2 directions of little "
+                     "variance (their features are not correlated enough)")  # fmt: skip
+        return
+    axes, scales = found
+    data["manifold"]["axes"] = [[float(f"{v:.6g}") for v in a] for a in axes]
+    data["manifold"]["scales"] = [float(f"{v:.6g}") for v in scales]
+    win = Window(Detection.model_validate(data).manifold, x.shape[1])
+    wide = max(float(np.nanmax(win.levels(units(xs)), initial=0.0))
+               for xs, _ in run.streams.values())  # fmt: skip
+    data["manifold"]["bar"] = round(max(det.manifold.bar, MANIFOLD_MARGIN * wide), 4)
+    notes.append(f"manifold: {len(axes)} directions of little benign variance; a key whose "
+                 f"last {det.manifold.window} queries vary along them {data['manifold']['bar']:g}"
+                 f" times the benign spread (benign streams up to {wide:.3g}) with noise-like "
+                 "steps is off the data")  # fmt: skip
 
 
 NEARS = (0.7, 0.6, 0.5, 0.4, 0.3)  # shingle Jaccard similarity of text neighbours

@@ -361,6 +361,50 @@ class Spread(_Strict):
         "under which a white window is flagged (None: off)")  # fmt: skip
 
 
+class Manifold(_Strict):
+    """A key whose queries leave the benign data's manifold as white noise does; see
+    serve/manifold.py. Tables only; off until ``gateway calibrate`` sets its axes."""
+
+    enabled: bool = True
+    window: int = Field(default=50, ge=5, le=1000, description="a key's distinct queries measured")
+    # the benign data's minor principal directions (rows of the input's values, unit
+    # length) and the benign rows' spread along each, plus calibrate's benign noise
+    axes: list[list[float]] | None = Field(
+        default=None, description="minor principal directions of the benign rows (calibrate)"
+    )
+    scales: list[float] | None = Field(
+        default=None, description="benign spread along each of axes, in the detectors' units"
+    )
+    # mean over the axes of the window's variance in units of scales**2: benign windows
+    # ~1 (tabular 0-1.3, breast cancer 0.2-2.3), a search's white noise sigma**2 / scale**2
+    bar: float = Field(default=12.0, gt=0, description="window variance off the data that flags")
+    dense: float = Field(
+        default=0.4,
+        gt=0,
+        le=1,
+        description="density of a step (L1**2 / (values * L2**2)) that counts as noise-like",
+    )
+
+    # the window's variance per direction off the axes over that along them: white noise ~1,
+    # natural rows even off the manifold (coarser than the data, autocomplete) >= 4.9
+    iso: float = Field(
+        default=3.0, gt=0, description="anisotropy under which the window's variation is white"
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> Manifold:
+        if (self.axes is None) != (self.scales is None):
+            raise ValueError("manifold.axes and manifold.scales are set together")
+        if self.axes is not None and self.scales is not None:
+            if len(self.axes) != len(self.scales) or len({len(a) for a in self.axes}) != 1:
+                raise ValueError("manifold: one scale per axis, every axis of one length")
+            if not all(math.isfinite(v) and v > 0 for v in self.scales):
+                raise ValueError("manifold.scales must be finite numbers > 0")
+            if not all(math.isfinite(v) for a in self.axes for v in a):
+                raise ValueError("manifold.axes must be finite numbers")
+        return self
+
+
 class CrossKey(_Strict):
     """One search spread over several keys (Sybil accounts); see serve/crosskey.py."""
 
@@ -412,6 +456,7 @@ class Detection(_Strict):
     prada: Prada = Field(default_factory=Prada)
     crosskey: CrossKey = Field(default_factory=CrossKey)
     spread: Spread = Field(default_factory=Spread)
+    manifold: Manifold = Field(default_factory=Manifold)
     # Tabular rows in raw units: each feature's centre and spread (gateway calibrate).
     feature_scale: FeatureScale | None = Field(
         default=None, description="per-feature centre and spread the detectors divide by"

@@ -173,6 +173,7 @@ from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
 from mlwarden.serve.crosskey import CrossKey
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
+from mlwarden.serve.manifold import Window
 from mlwarden.serve.profiles import lighting_directions, unlit
 from mlwarden.serve.renders import Renders
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
@@ -1783,10 +1784,13 @@ class _KeyState:
         self.tail: np.ndarray | None = None
         # the spread of the key's last distinct queries (serve/spread.py), made on first use
         self.spread: Spread | None = None
+        # its last distinct queries off the benign rows' manifold (serve/manifold.py, tables)
+        mf = config.manifold
+        self.manifold = Window(mf, dims) if mf.enabled and mf.axes is not None else None
 
     def nbytes(self) -> int:
         parts = (self.blacklight, self.similarity, self.prada, self.residual, self.answers,
-                 self.spread)  # fmt: skip
+                 self.spread, self.manifold)  # fmt: skip
         chains = self.chains.nbytes if self.chains is not None else 0
         chains += self.sketch.nbytes if self.sketch is not None else 0
         chains += self.tail.nbytes if self.tail is not None else 0
@@ -2139,6 +2143,10 @@ class Monitor:
             streamed = self._streamed(state, xs)  # audio windows of one stream (stream.py)
             _, matches = state.blacklight.observe_many(xs, streamed)
             out["blacklight"] = [j for j, r in enumerate(matches) if r >= chain]
+        if state.manifold is not None and allowance is None:  # tables off their data's manifold
+            out["manifold"] = state.manifold.observe_many(
+                xs / self.scale if self.scale != 1 else xs
+            )
         if state.similarity is None and state.prada is None:
             return out
         # reduce() of each, at once: the same values, row for row
