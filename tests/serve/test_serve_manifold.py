@@ -159,3 +159,25 @@ def test_calibrate_in_raw_units_measures_as_the_gateway_does() -> None:
     )
     hits = [i for i in range(60) if "manifold" in mon.inspect("s", noisy[i : i + 1], labels)]
     assert hits and hits[0] < 30
+
+
+def test_the_window_survives_a_restart_in_the_key_blob() -> None:
+    x, _ = _cancer()
+    det = _detection(x[:300])
+    rows = np.concatenate([x[300:330], _search(x[350], 0.1, 60, 4)])
+    labels = np.zeros(1, dtype=np.int64)
+
+    def flags(mon: Monitor, xs: np.ndarray, key: str = "k") -> list[int]:
+        return [i for i in range(len(xs)) if "manifold" in mon.inspect(key, xs[i : i + 1], labels)]
+
+    one, two = Monitor(det, shape=[30]), Monitor(det, shape=[30])
+    one.crosskey = two.crosskey = None
+    flags(one, rows[:45])
+    blob = one.dump("k")
+    assert blob is not None
+    two.load("k", blob)
+    later = flags(one, rows[45:])
+    assert later and flags(two, rows[45:]) == later
+    fresh = Monitor(det, shape=[30])
+    fresh.crosskey = None
+    assert flags(fresh, rows[45:]) != later  # a fresh window judges the search later

@@ -1802,7 +1802,7 @@ class _KeyState:
 # the _KeyState fields whose state is one ``dump() -> dict`` / ``load(dict) -> bool`` pair,
 # stored under their name as the blob's prefix; a new per-key detector adds its name here
 # (one made lazily also gets a line in Monitor._load_parts' factories)
-_PARTS = ("blacklight", "prada", "spread")
+_PARTS = ("blacklight", "prada", "spread", "manifold")
 
 
 def _parts(state: _KeyState) -> dict[str, Any]:
