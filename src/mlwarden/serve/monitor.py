@@ -93,7 +93,8 @@ small to judge (a burst's first copies) waits for its ball to fill, at most 250 
 queries of the key (:func:`mlwarden.serve.stationary.settle`; not on audio), and is then reported
 late, by a negative offset as :meth:`Monitor.submit` reports batched alerts (dropped
 when fewer than 20 of those queries came within 2.5 radii of it: the key left); one still
-waiting at a restart stands. On text a window count met only by neighbours spread over
+waiting at a restart keeps waiting (its cloud is in the key's blob from version 3; from
+an older blob it stands). On text a window count met only by neighbours spread over
 a quarter of the window or more (and a whole-history count) is judged on the drift of
 its whole ball within the radius (``Monitor._spread_out``): typo copies of a short text
 are no own cloud of each other. On tensors of 64 values or more, a query's cloud within
