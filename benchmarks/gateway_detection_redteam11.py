@@ -570,13 +570,15 @@ def _ocell(res: list[dict[str, Any]], budget: int) -> str:
     return text
 
 
-def table(results: dict[str, Any], budget: int) -> None:
-    """The markdown tables of ``docs/benchmarks/gateway.md``."""
-    rw.table({k: {c: v[c] for c in CLIENTS if c in v} for k, v in results.items()}, CLIENTS, ())
-    print("\n| input | attack | flagged (of runs) within the budget, keys burnt, what it held |")
+def table(results: dict[str, Any], budget: int, plans: tuple[str, ...] = ATTACKS,
+          column: str = "attack", clients: tuple[str, ...] = CLIENTS) -> None:  # fmt: skip
+    """The markdown tables of ``docs/benchmarks/gateway.md`` (redteam12: its noise shapes
+    as ``plans``, headed ``column``, and its own ``clients``)."""
+    rw.table({k: {c: v[c] for c in clients if c in v} for k, v in results.items()}, clients, ())
+    print(f"\n| input | {column} | flagged (of runs) within the budget, keys burnt, what it held |")
     print("|---|---|---|")
     for name, row in results.items():
-        for plan in ATTACKS:
+        for plan in plans:
             if plan in row:
                 cell = rw._acell(row[plan]) if plan == "blind" else _ocell(row[plan], budget)
                 print(f"| {name} | {plan} | {cell} |")

@@ -301,17 +301,6 @@ def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, 
     return row
 
 
-def table(results: dict[str, Any], budget: int) -> None:
-    """The markdown tables of ``docs/benchmarks/gateway.md``."""
-    rw.table({k: {c: v[c] for c in CLIENTS if c in v} for k, v in results.items()}, CLIENTS, ())
-    print("\n| input | noise | flagged (of runs) within the budget, keys burnt, what it held |")
-    print("|---|---|---|")
-    for name, row in results.items():
-        for plan in SHAPES:
-            if plan in row:
-                print(f"| {name} | {plan} | {rt11._ocell(row[plan], budget)} |")
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     rw.add_common_args(ap, "digits,images", "digits, images, mnist28, tabular, breast cancer, "
@@ -334,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[name] = run_kind(name, kind, args)
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
-    table(results, args.budget)
+    rt11.table(results, args.budget, SHAPES, "noise", CLIENTS)
     return results
 
 
