@@ -2014,9 +2014,8 @@ class Monitor:
                 sim_dims = dims if self._axes is None else self._axes.shape[1]
                 state = self._keys[key] = _KeyState(self.config, dims, self.silence, sim_dims,
                                                     self.resend, self.prada_every, self.text)  # fmt: skip
-                if state.prada is not None:  # an image's renderings (renders.py)
-                    state.prada.renders = self.pictures
-                    state.prada.blinding = self._blinder(dims)
+                if state.prada is not None:
+                    self._equip(state.prada, dims)
             return state
 
     def summarise(self, x: np.ndarray) -> np.ndarray:
@@ -2565,7 +2564,7 @@ class Monitor:
         }
         with state.lock:
             arrays["seq"] = np.array([state.seq], dtype=np.int64)
-            for name, part in _parts(state).items():  # Blacklight, PRADA, spread
+            for name, part in _parts(state).items():  # Blacklight, PRADA, spread, manifold
                 arrays.update({f"{name}.{k}": v for k, v in part.dump().items()})
             if state.similarity is not None:
                 arrays.update({f"similarity.{k}": v for k, v in state.similarity.dump().items()})
@@ -2666,7 +2665,11 @@ class Monitor:
         _load_pending(state, arrays)
 
     def _fresh_prada(self, dims: int) -> Prada:
-        prada = Prada(self.config.prada, self.resend, self.prada_every)
+        return self._equip(Prada(self.config.prada, self.resend, self.prada_every), dims)
+
+    def _equip(self, prada: Prada, dims: int) -> Prada:
+        """A new key's PRADA with this gateway's image parts: renderings (renders.py) and
+        the blinding window (blinding.py); the one place both are set."""
         prada.renders = self.pictures
         prada.blinding = self._blinder(dims)
         return prada
