@@ -2208,22 +2208,24 @@ class Monitor:
                 state.sketch.put(sk, before.first)
         if state.prada is not None:
             every = len(heard) == len(vs)
-            hits = state.prada.flags_many(vs if every else vs[heard],
-                                          labels if every else [labels[j] for j in heard.tolist()])  # fmt: skip
+            hv = vs if every else vs[heard]  # the queries heard (not exact repeats)
+            hits = state.prada.flags_many(
+                hv, labels if every else [labels[j] for j in heard.tolist()]
+            )
             out["prada"] = [int(heard[i]) for i, hit in enumerate(hits) if hit]
             if state.prada.blinding is not None and self.profiles.get(key) != "camera":
-                out["blinding"] = self._blinded(state.prada.blinding, xs, vs, heard)
+                hx = xs if every else xs[heard]
+                out["blinding"] = self._blinded(state.prada.blinding, hx, hv, heard)
         return out
 
-    def _blinded(self, blind: Blinding, xs: np.ndarray, vs: np.ndarray,
+    def _blinded(self, blind: Blinding, hx: np.ndarray, hv: np.ndarray,
                  heard: np.ndarray) -> list[int]:  # fmt: skip
-        """Positions of ``xs`` that :data:`~mlwarden.serve.blinding.INPUTS` or more other
+        """Positions (in the request: ``heard``) of the queries heard, ``hx`` with their
+        reduced vectors ``hv``, that :data:`~mlwarden.serve.blinding.INPUTS` or more other
         inputs of the key's recent queries render (query blinding: serve/blinding.py)."""
         frame = self.blind_frame
         assert frame is not None
-        every = len(heard) == len(vs)
-        counts = blind.observe_many(views(xs if every else xs[heard], frame),
-                                    vs if every else vs[heard])  # fmt: skip
+        counts = blind.observe_many(views(hx, frame), hv)
         return [int(heard[i]) for i, c in enumerate(counts) if c >= INPUTS]
 
     def _narrow(self, state: _KeyState, pvs: np.ndarray, before: Any, lit: np.ndarray | None,
