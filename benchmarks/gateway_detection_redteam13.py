@@ -1,0 +1,259 @@
+"""Gateway stream detectors against session 13's red team: noise and traffic that change under the rules.
+
+Built on ``gateway_detection_redteam12.py`` / ``gateway_detection_redteam11.py`` (their
+kinds, settings, :class:`~gateway_detection_redteam11.Gate`, OARS and noise shapes,
+imported, not copied). Every attacker is ``oars-blind``: the issue's noisy random search
+(Square's blocks of +-0.1 of the range, fresh noise a query) at the noise scale OARS
+(Feng et al., CCS 2023) learns on a gateway of its own with the same configuration and
+the same traffic (this plan's gate there too), then run blind (``log``) against the
+target. The plans:
+
+* ``morph``: the noise's *shape* drawn afresh each query from redteam12's shapes for
+  the kind (images: white, dirs16, blocks, smooth, pca; tables: white, pca, perfeature,
+  sparse2), each at the same root mean square per value: a window holds no one shape a
+  rule could learn;
+* ``near``: before each attack query the key sends ``--mix`` (default 1) natural inputs
+  *nearest* the attacked one (the benign pool's nearest quarter, each once, nearest
+  first): the window looks like a neighbourhood of real inputs (redteam12's ``--decoys``
+  sends the farthest);
+* ``twin``: the key alternates between two searches: the attacked input's and another
+  input's (the next run's target, its own noisy search, every other query): a window of
+  two clusters instead of one;
+* ``slow``: "spread over time" (the issue's words): between two attack queries the key
+  sends 50-100 distinct benign queries (``--slow LO,HI``; drawn afresh each time);
+* ``keys``: the search restarted on a fresh key every ``--per-key`` (40) attack queries
+  (keys not warmed: new accounts), the search's state carried over: only a gateway-wide
+  rule sees the whole search.
+
+``--shape S`` runs the traffic plans (``near``, ``twin``, ``slow``, ``keys``) with one
+of redteam12's shapes instead of white noise. The columns are redteam11's: flagged within
+the budget (attack queries only), keys burnt (0 under ``log``), the scale learnt, and
+whether the search held an adversarial input before the flag and in the budget.
+
+Run (parts with ``--only`` / ``--plans``)::
+
+    OMP_NUM_THREADS=1 timeout 3000 nice -n 10 env PYTHONPATH=src .venv/bin/python \\
+        benchmarks/gateway_detection_redteam13.py --only digits,images --plans morph,near,twin
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import gateway_detection_long as long  # noqa: E402
+import gateway_detection_realworld as rw  # noqa: E402
+import gateway_detection_redteam11 as rt11  # noqa: E402
+import gateway_detection_redteam12 as rt12  # noqa: E402
+from mlwarden.serve.config import Detection  # noqa: E402
+from mlwarden.serve.monitor import Monitor  # noqa: E402
+
+PLANS = ("morph", "near", "twin", "slow", "keys")
+IMAGE_SHAPES = ("white", "dirs16", "blocks", "smooth", "pca")
+TABLE_SHAPES = ("white", "pca", "perfeature", "sparse2")
+
+
+# -- noise whose shape changes every query ----------------------------------------------
+def morph(kind: long.Kind, shape: tuple[int, ...], seed: int) -> rt11.Noise:
+    """Each query's noise from one of the kind's redteam12 shapes, drawn afresh."""
+    names = TABLE_SHAPES if len(shape) == 1 else IMAGE_SHAPES
+    white: rt11.Noise = lambda rng, sd: rng.normal(0, sd, shape)  # noqa: E731
+    draws = [rt12.shaped(n, kind, shape, seed) or white for n in names]
+
+    def draw(rng: np.random.Generator, sd: float) -> np.ndarray:
+        return draws[int(rng.integers(len(draws)))](rng, sd)
+
+    return draw
+
+
+# -- gates: what the key sends besides the search ----------------------------------------
+def _send(gate: rt11.Gate, q: np.ndarray) -> bool:
+    """``q`` as one request of the gate's key, not an attack query; whether a flag showed."""
+    xs = np.asarray(q, dtype=np.float32)[None]
+    found = gate.mon.inspect(gate.key, gate.kind.feats(gate.det, xs), gate.kind.labels(xs),
+                             rw._answers(gate.kind, gate.det, xs))  # fmt: skip
+    return bool(found) and gate._flag(found, gate.sent + 1)
+
+
+@dataclass
+class Near(rt11.Gate):
+    """Before each attack query ``mix`` natural inputs of the benign pool nearest the
+    attack's first query (the nearest quarter, each once, nearest first)."""
+
+    order: list[int] | None = None
+
+    def _mixed(self) -> bool:
+        if not self.queries:
+            return False
+        feats, labels, probs = self.decoys
+        if self.order is None:
+            x0 = self.queries[0].reshape(-1)
+            flat = np.asarray(feats, dtype=np.float64).reshape(len(labels), -1)
+            self.order = np.argsort(((flat - x0) ** 2).sum(axis=1))[: len(labels) // 4].tolist()
+        shown = False
+        for _ in range(self.mix):
+            i = self.order[self.used_decoys % len(self.order)]
+            self.used_decoys += 1
+            found = rw._ask(self.mon, self.key, feats, labels, probs, i)
+            shown |= bool(found) and self._flag(found, self.sent + 1)
+        return shown
+
+
+@dataclass
+class Slow(rt11.Gate):
+    """Between two attack queries ``lo``-``hi`` distinct benign queries (drawn afresh)."""
+
+    lo: int = 50
+    hi: int = 100
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(7))
+
+    def _mixed(self) -> bool:
+        self.mix = int(self.rng.integers(self.lo, self.hi + 1))
+        return super()._mixed()
+
+
+@dataclass
+class Keys(rt11.Gate):
+    """A fresh key (not warmed) every ``per_key`` attack queries."""
+
+    per_key: int = 40
+
+    def _mixed(self) -> bool:
+        if self.sent and self.sent % self.per_key == 0:
+            self.rotate()
+        return False
+
+
+class Heard:
+    """A noise draw that remembers the last ``sd`` it was asked for (the search's scale,
+    for :class:`Twin`'s second search); white when ``noise`` is None."""
+
+    def __init__(self, noise: rt11.Noise | None, shape: tuple[int, ...]) -> None:
+        self.noise, self.shape, self.sd = noise, shape, rt11.SIGMA0
+
+    def __call__(self, rng: np.random.Generator, sd: float) -> np.ndarray:
+        self.sd = sd
+        return rng.normal(0, sd, self.shape) if self.noise is None else self.noise(rng, sd)
+
+
+@dataclass
+class Twin(rt11.Gate):
+    """Every attack query follows one query of a second noisy search on ``other``
+    (x1, y1): its own blocks and noise at the attack's current sd (``heard``), greedy
+    on its own true class's score."""
+
+    other: Any = None
+    heard: Heard | None = None
+    delta: Any = None
+    best: float = np.inf
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(11))
+
+    def _mixed(self) -> bool:
+        x1, y1 = np.asarray(self.other[0], dtype=np.float64), self.other[1]
+        lo, hi = self.kind.bounds
+        if self.delta is None:
+            self.delta = np.zeros_like(x1)
+        positions = rt11._positions(x1.shape, x1.shape == (1, 8, 8))
+        cand = self.delta.copy()
+        cand[positions[int(self.rng.integers(len(positions)))]] = (
+            self.rng.choice([-1, 1]) * rt11.EPS * (hi - lo)
+        )
+        assert self.heard is not None
+        q = np.clip(x1 + cand + self.heard(self.rng, self.heard.sd), lo, hi)
+        shown = _send(self, q)
+        p = float(
+            rt11.scores(self.kind, q[None].astype(np.float32))[0][rt11._column(self.kind, y1)]
+        )
+        if p < self.best:
+            self.best, self.delta = p, cand
+        return shown
+
+
+# -- runs and tables -------------------------------------------------------------------
+def gate_for(plan: str, kind: long.Kind, run: int, heard: Heard,
+             args: argparse.Namespace) -> tuple[Any, int]:  # fmt: skip
+    """The plan's gate type (a partial of its class) and the ``mix`` run_oars passes."""
+    if plan == "near":
+        return Near, args.mix or 1
+    if plan == "slow":
+        lo, hi = (int(v) for v in args.slow.split(","))
+        return partial(Slow, lo=lo, hi=hi), 1
+    if plan == "keys":
+        return partial(Keys, per_key=args.per_key), 1  # mix: its _mixed runs, sends nothing
+    if plan == "twin":
+        return partial(Twin, other=rw._target(kind, run + 2), heard=heard), 1
+    return rt11.Gate, args.mix
+
+
+def run_plan(name: str, kind: long.Kind, det: Detection, plan: str, run: int,
+             target: Monitor, make: Any, args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    """One ``oars-blind`` run of ``plan`` (its gate on the attacker's gateway too)."""
+    x0, _ = rw._target(kind, run)
+    shape = tuple(np.shape(x0))
+    base = (
+        morph(kind, shape, 500 + run)
+        if plan == "morph"
+        else rt12.shaped(args.shape, kind, shape, 500 + run)
+    )
+    heard = Heard(base, shape)
+    gate, mix = gate_for(plan, kind, run, heard, args)
+    return rt11.run_oars(kind, det, "oars-blind", run, args.budget, target, make,
+                         name == "digits", mix, heard, gate, args.own_secret)  # fmt: skip
+
+
+def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.time()
+    det, summary, make = rt11.setting(name, kind, args.calib_sigma)
+    print(f"{name}: {json.dumps(summary)}", flush=True)
+    row: dict[str, Any] = {"calibration": summary}
+    target = make() if args.plans else None
+    for plan in args.plans:
+        for run in range(args.runs):
+            res = run_plan(name, kind, det, plan, run, target, make, args)
+            row.setdefault(plan, []).append(res)
+            print(f"{name} {plan} run {run}: {json.dumps(res)}", flush=True)
+    row["seconds"] = round(time.time() - t0)
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    rw.add_common_args(ap, "digits,images", "digits, images, mnist28, tabular, breast cancer, "
+                       "wine", (), PLANS, "not used here")  # fmt: skip
+    ap.add_argument("--calib-sigma", type=float, help="calibrate against a search of this noise")
+    ap.add_argument("--mix", type=int, default=0, help="near: natural inputs before each "
+                    "attack query (default 1); morph: redteam11's distinct benign queries")  # fmt: skip
+    ap.add_argument(
+        "--slow", default="50,100", help="slow: LO,HI benign queries between attack queries"
+    )
+    ap.add_argument("--per-key", type=int, default=40, help="keys: attack queries a key")
+    ap.add_argument(
+        "--shape", default="white", choices=rt12.SHAPES, help="the traffic plans' noise"
+    )
+    ap.add_argument("--own-secret", action="store_true", help="the attacker's gateway on "
+                    "another sketch secret (default: the target's)")  # fmt: skip
+    args = ap.parse_args(argv)
+    if args.profile:
+        raise SystemExit("--profile: not used here")
+    rw.parse_common(args, (), PLANS)
+    rt11.SECRET_SEED = args.secret_seed
+    results: dict[str, Any] = {}
+    for name, kind in rt11.kinds(set(args.only.split(","))).items():
+        results[name] = run_kind(name, kind, args)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=1))
+    rt11.table(results, args.budget, PLANS, "plan", ())
+    return results
+
+
+if __name__ == "__main__":
+    main()
