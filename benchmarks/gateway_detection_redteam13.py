@@ -19,6 +19,10 @@ target. The plans:
 * ``twin``: the key alternates between two searches: the attacked input's and another
   input's (the next run's target, its own noisy search, every other query): a window of
   two clusters instead of one;
+* ``pad``: before each attack query the key sends the attacked input itself under fresh
+  noise of the search's own scale (no search step): answers that keep the true class's
+  score high, between the search's, so the key's scores never walk one way (against a
+  rule reading a key's answers walking toward the decision boundary);
 * ``slow``: "spread over time" (the issue's words): between two attack queries the key
   sends 50-100 distinct benign queries (``--slow LO,HI``; drawn afresh each time);
 * ``keys``: the search restarted on a fresh key every ``--per-key`` (40) attack queries
@@ -57,7 +61,7 @@ import gateway_detection_redteam12 as rt12  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
-PLANS = ("morph", "near", "twin", "slow", "keys")
+PLANS = ("morph", "near", "twin", "pad", "slow", "keys")
 IMAGE_SHAPES = ("white", "dirs16", "blocks", "smooth", "pca")
 TABLE_SHAPES = ("white", "pca", "perfeature", "sparse2")
 
@@ -149,13 +153,15 @@ class Heard:
 class Twin(rt11.Gate):
     """Every attack query follows one query of a second noisy search on ``other``
     (x1, y1): its own blocks and noise at the attack's current sd (``heard``), greedy
-    on its own true class's score."""
+    on its own true class's score; ``walk`` False: ``other`` under fresh noise only
+    (``pad``: no search step)."""
 
     other: Any = None
     heard: Heard | None = None
     delta: Any = None
     best: float = np.inf
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(11))
+    walk: bool = True
 
     def _mixed(self) -> bool:
         x1, y1 = np.asarray(self.other[0], dtype=np.float64), self.other[1]
@@ -164,9 +170,9 @@ class Twin(rt11.Gate):
             self.delta = np.zeros_like(x1)
         positions = rt11._positions(x1.shape, x1.shape == (1, 8, 8))
         cand = self.delta.copy()
-        cand[positions[int(self.rng.integers(len(positions)))]] = (
-            self.rng.choice([-1, 1]) * rt11.EPS * (hi - lo)
-        )
+        if self.walk:
+            step = self.rng.choice([-1, 1]) * rt11.EPS * (hi - lo)
+            cand[positions[int(self.rng.integers(len(positions)))]] = step
         assert self.heard is not None
         q = np.clip(x1 + cand + self.heard(self.rng, self.heard.sd), lo, hi)
         shown = _send(self, q)
@@ -191,6 +197,8 @@ def gate_for(plan: str, kind: long.Kind, run: int, heard: Heard,
         return partial(Keys, per_key=args.per_key), 1  # mix: its _mixed runs, sends nothing
     if plan == "twin":
         return partial(Twin, other=rw._target(kind, run + 2), heard=heard), 1
+    if plan == "pad":
+        return partial(Twin, other=rw._target(kind, run), heard=heard, walk=False), 1
     return rt11.Gate, args.mix
 
 

@@ -128,3 +128,17 @@ def test_twin_interleaves_a_second_search_at_the_attacks_noise(rt: Any) -> None:
     noise = (rows[0::2] - x1.reshape(-1))[:, inner]
     assert heard.sd == pytest.approx(0.1)
     assert 1.4826 * np.median(np.abs(noise)) == pytest.approx(0.1, rel=0.3)  # robust to blocks
+
+
+def test_pad_resends_the_attacked_input_under_fresh_noise_only(rt: Any) -> None:
+    kind, mon = _kind(rt), _Count()
+    x0 = kind.data[0].astype(np.float64)
+    y0 = int(kind.labels(x0[None])[0])
+    heard = rt.Heard(None, x0.shape)
+    gate = rt.Twin(kind, rt.Detection(), mon, "log", mix=1, other=(x0, y0), heard=heard, walk=False)
+    rt.rt11.oars(gate, x0, y0, 30, 0, scale=1.0, adapt=False, noise=heard)
+    pads = np.stack(mon.rows[0::2]) - x0.reshape(-1)
+    inner = (x0.reshape(-1) > 0.2) & (x0.reshape(-1) < 0.8)
+    assert np.abs(pads[:, inner]).max() < 0.05 * 5  # no +-0.1 block ever added on top
+    assert 1.4826 * np.median(np.abs(pads[:, inner])) == pytest.approx(0.05, rel=0.25)
+    assert len({r.tobytes() for r in mon.rows[0::2]}) == 30  # fresh noise each time
