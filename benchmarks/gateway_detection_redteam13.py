@@ -12,6 +12,11 @@ target. The plans:
   the kind (images: white, dirs16, blocks, smooth, pca; tables: white, pca, perfeature,
   sparse2), each at the same root mean square per value: a window holds no one shape a
   rule could learn;
+* ``wander``: the noise's level wanders as a camera's sensor noise in low light does
+  (redteam12's ``lowlight``): each query's sd times a factor on a slow random walk in
+  log space between 0.5 and 2 (steps N(0, 0.05)), rescaled to the white noise's root
+  mean square over the walk's range: the loud stretches hide the search's kept steps
+  from a rule that reads the noise locally;
 * ``near``: before each attack query the key sends ``--mix`` (default 1) natural inputs
   *nearest* the attacked one (the benign pool's nearest quarter, each once, nearest
   first): the window looks like a neighbourhood of real inputs (redteam12's ``--decoys``
@@ -61,7 +66,7 @@ import gateway_detection_redteam12 as rt12  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
-PLANS = ("morph", "near", "twin", "pad", "slow", "keys")
+PLANS = ("morph", "wander", "near", "twin", "pad", "slow", "keys")
 IMAGE_SHAPES = ("white", "dirs16", "blocks", "smooth", "pca")
 TABLE_SHAPES = ("white", "pca", "perfeature", "sparse2")
 
@@ -77,6 +82,23 @@ def morph(kind: long.Kind, shape: tuple[int, ...], seed: int) -> rt11.Noise:
         return draws[int(rng.integers(len(draws)))](rng, sd)
 
     return draw
+
+
+class Wander:
+    """A noise draw whose level walks: sd times exp(u), u a random walk clipped to
+    [-ln 2, ln 2] (steps N(0, 0.05)), divided by the walk's RMS factor over that range
+    (the uniform's, about 1.13) so the search pays what white noise costs."""
+
+    NORM = float(np.sqrt(np.mean(np.exp(2 * np.linspace(-np.log(2), np.log(2), 1001)))))
+
+    def __init__(self, noise: rt11.Noise | None, shape: tuple[int, ...], seed: int) -> None:
+        self.noise, self.shape, self.u = noise, shape, 0.0
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, rng: np.random.Generator, sd: float) -> np.ndarray:
+        self.u = float(np.clip(self.u + self.rng.normal(0, 0.05), -np.log(2), np.log(2)))
+        s = sd * np.exp(self.u) / self.NORM
+        return rng.normal(0, s, self.shape) if self.noise is None else self.noise(rng, s)
 
 
 # -- gates: what the key sends besides the search ----------------------------------------
@@ -212,7 +234,7 @@ def run_plan(name: str, kind: long.Kind, det: Detection, plan: str, run: int,
         if plan == "morph"
         else rt12.shaped(args.shape, kind, shape, 500 + run)
     )
-    heard = Heard(base, shape)
+    heard = Heard(Wander(base, shape, 900 + run) if plan == "wander" else base, shape)
     gate, mix = gate_for(plan, kind, run, heard, args)
     return rt11.run_oars(kind, det, "oars-blind", run, args.budget, target, make,
                          name == "digits", mix, heard, gate, args.own_secret)  # fmt: skip

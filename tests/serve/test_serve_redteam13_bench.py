@@ -142,3 +142,15 @@ def test_pad_resends_the_attacked_input_under_fresh_noise_only(rt: Any) -> None:
     assert np.abs(pads[:, inner]).max() < 0.05 * 5  # no +-0.1 block ever added on top
     assert 1.4826 * np.median(np.abs(pads[:, inner])) == pytest.approx(0.05, rel=0.25)
     assert len({r.tobytes() for r in mon.rows[0::2]}) == 30  # fresh noise each time
+
+
+def test_wander_walks_the_noise_level_at_whites_cost(rt: Any) -> None:
+    draw = rt.Wander(None, (400,), 0)
+    rng = np.random.default_rng(2)
+    ns = np.stack([draw(rng, 0.1) for _ in range(3000)])
+    level = np.sqrt((ns**2).mean(axis=1))
+    lo, hi = 0.1 * 0.5 / draw.NORM, 0.1 * 2 / draw.NORM  # 0.5x-2x, renormed
+    assert level.min() > 0.85 * lo and level.max() < 1.15 * hi  # 400 values: +-4% each
+    assert level.max() / level.min() > 2.5  # it wanders over the range
+    assert np.abs(np.diff(np.log(level))).mean() < 0.15  # slowly: a walk, not a draw
+    assert np.sqrt((ns**2).mean()) == pytest.approx(0.1, rel=0.3)
