@@ -29,7 +29,11 @@ target. The plans:
   score high, between the search's, so the key's scores never walk one way (against a
   rule reading a key's answers walking toward the decision boundary);
 * ``slow``: "spread over time" (the issue's words): between two attack queries the key
-  sends 50-100 distinct benign queries (``--slow LO,HI``; drawn afresh each time);
+  sends 50-100 distinct benign queries (``--slow LO,HI``; drawn afresh each time).
+  ``near`` and ``slow`` also report the first flag on an attack query (``on_attack``)
+  and on a benign one (``on_benign``): on 8x8 digits (defaults) the benign pool alone
+  is flagged (Blacklight) at a key's 3,696th distinct query, which ``slow`` reaches
+  near its 48th attack query in every run;
 * ``keys``: the search restarted on a fresh key every ``--per-key`` (40) attack queries
   (keys not warmed: new accounts), the search's state carried over: only a gateway-wide
   rule sees the whole search.
@@ -111,13 +115,42 @@ def _send(gate: rt11.Gate, q: np.ndarray) -> bool:
 
 
 @dataclass
-class Near(rt11.Gate):
+class Mixed(rt11.Gate):
+    """A gate whose key sends benign queries besides the search (:meth:`_benign`): the
+    first flag on an attack query (``on_attack``) and on a benign one (``on_benign``) kept
+    apart, so a key flagged by its benign traffic alone (a long run of the pool at the
+    same query in every run) is not read as the search detected."""
+
+    on_attack: int | None = None
+    on_benign: int | None = None
+    mixing: bool = False
+
+    def _flag(self, found: dict[str, list[int]], at: int) -> bool:
+        if self.mixing:
+            self.on_benign = self.on_benign or at
+        else:
+            self.on_attack = self.on_attack or at
+        return super()._flag(found, at)
+
+    def _mixed(self) -> bool:
+        self.mixing = True
+        try:
+            return self._benign()
+        finally:
+            self.mixing = False
+
+    def _benign(self) -> bool:
+        return super()._mixed()
+
+
+@dataclass
+class Near(Mixed):
     """Before each attack query ``mix`` natural inputs of the benign pool nearest the
     attack's first query (the nearest quarter, each once, nearest first)."""
 
     order: list[int] | None = None
 
-    def _mixed(self) -> bool:
+    def _benign(self) -> bool:
         if not self.queries:
             return False
         feats, labels, probs = self.decoys
@@ -135,16 +168,16 @@ class Near(rt11.Gate):
 
 
 @dataclass
-class Slow(rt11.Gate):
+class Slow(Mixed):
     """Between two attack queries ``lo``-``hi`` distinct benign queries (drawn afresh)."""
 
     lo: int = 50
     hi: int = 100
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(7))
 
-    def _mixed(self) -> bool:
+    def _benign(self) -> bool:
         self.mix = int(self.rng.integers(self.lo, self.hi + 1))
-        return super()._mixed()
+        return rt11.Gate._mixed(self)
 
 
 @dataclass
@@ -236,8 +269,17 @@ def run_plan(name: str, kind: long.Kind, det: Detection, plan: str, run: int,
     )
     heard = Heard(Wander(base, shape, 900 + run) if plan == "wander" else base, shape)
     gate, mix = gate_for(plan, kind, run, heard, args)
-    return rt11.run_oars(kind, det, "oars-blind", run, args.budget, target, make,
-                         name == "digits", mix, heard, gate, args.own_secret)  # fmt: skip
+    made: list[rt11.Gate] = []
+
+    def build(*a: Any, **k: Any) -> rt11.Gate:
+        made.append(gate(*a, **k))
+        return made[-1]
+
+    res = rt11.run_oars(kind, det, "oars-blind", run, args.budget, target, make,
+                        name == "digits", mix, heard, build, args.own_secret)  # fmt: skip
+    if isinstance(made[-1], Mixed):  # the target's gate (the own gateway's is made first)
+        res |= {"on_attack": made[-1].on_attack, "on_benign": made[-1].on_benign}
+    return res
 
 
 def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, Any]:

@@ -154,3 +154,29 @@ def test_wander_walks_the_noise_level_at_whites_cost(rt: Any) -> None:
     assert level.max() / level.min() > 2.5  # it wanders over the range
     assert np.abs(np.diff(np.log(level))).mean() < 0.15  # slowly: a walk, not a draw
     assert np.sqrt((ns**2).mean()) == pytest.approx(0.1, rel=0.3)
+
+
+class _FlagPool(_Count):
+    """Flags one given row (by its first value) wherever it is sent."""
+
+    def __init__(self, marked: float) -> None:
+        super().__init__()
+        self.marked = marked
+
+    def inspect(self, key: str, feats: np.ndarray, *_: Any) -> dict[str, list[int]]:
+        super().inspect(key, feats)
+        return {"blacklight": [0]} if float(feats[0].reshape(-1)[0]) == self.marked else {}
+
+
+def test_a_flag_on_benign_traffic_is_kept_apart_from_one_on_the_search(rt: Any) -> None:
+    kind = _kind(rt)
+    pool = _pool(2500)
+    mon = _FlagPool(float(pool[0][2000 + 120].reshape(-1)[0]))  # the 121st benign query
+    gate = rt.Slow(kind, rt.Detection(), mon, "log", mix=1, decoys=pool, lo=50, hi=50)
+    for _ in range(5):
+        gate.ask(kind.data[0])
+    assert gate.on_benign == 3 and gate.on_attack is None  # before the 3rd attack query
+    assert gate.first == 3  # what redteam11's columns read: the key's first flag
+    mon.marked = float(kind.data[0].reshape(-1)[0])
+    gate.ask(kind.data[0])
+    assert gate.on_attack == 6 and gate.on_benign == 3
