@@ -28,6 +28,11 @@ target. The plans:
   noise of the search's own scale (no search step): answers that keep the true class's
   score high, between the search's, so the key's scores never walk one way (against a
   rule reading a key's answers walking toward the decision boundary);
+* ``mirror``: before each attack query after the first the key sends the previous one
+  reflected through the attacked input (``2 x0 - q``, clipped): as the search's kept
+  perturbation lowers its true class's score, the reflection's (to first order) rises
+  by as much, at the same distance from ``x0``: a neighbourhood's answers in query order
+  hold a fall and a rise of the same ranks (session 11's ``mirror`` pairs, as a pad);
 * ``slow``: "spread over time" (the issue's words): between two attack queries the key
   sends 50-100 distinct benign queries (``--slow LO,HI``; drawn afresh each time).
   ``near`` and ``slow`` also report the first flag on an attack query (``on_attack``)
@@ -70,7 +75,7 @@ import gateway_detection_redteam12 as rt12  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
-PLANS = ("morph", "wander", "near", "twin", "pad", "slow", "keys")
+PLANS = ("morph", "wander", "near", "twin", "pad", "mirror", "slow", "keys")
 IMAGE_SHAPES = ("white", "dirs16", "blocks", "smooth", "pca")
 TABLE_SHAPES = ("white", "pca", "perfeature", "sparse2")
 
@@ -239,6 +244,21 @@ class Twin(rt11.Gate):
         return shown
 
 
+@dataclass
+class Mirror(rt11.Gate):
+    """Before each attack query after the first, the previous one reflected through
+    ``x0`` (``2 x0 - q``, clipped to the bounds)."""
+
+    x0: Any = None
+
+    def _mixed(self) -> bool:
+        if not self.queries:
+            return False
+        lo, hi = self.kind.bounds
+        x0 = np.asarray(self.x0, dtype=np.float64)
+        return _send(self, np.clip(2 * x0 - self.queries[-1], lo, hi))
+
+
 # -- runs and tables -------------------------------------------------------------------
 def gate_for(plan: str, kind: long.Kind, run: int, heard: Heard,
              args: argparse.Namespace) -> tuple[Any, int]:  # fmt: skip
@@ -252,6 +272,8 @@ def gate_for(plan: str, kind: long.Kind, run: int, heard: Heard,
         return partial(Keys, per_key=args.per_key), 1  # mix: its _mixed runs, sends nothing
     if plan == "twin":
         return partial(Twin, other=rw._target(kind, run + 2), heard=heard), 1
+    if plan == "mirror":
+        return partial(Mirror, x0=rw._target(kind, run)[0]), 1
     if plan == "pad":
         return partial(Twin, other=rw._target(kind, run), heard=heard, walk=False), 1
     return rt11.Gate, args.mix

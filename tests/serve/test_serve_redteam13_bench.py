@@ -180,3 +180,18 @@ def test_a_flag_on_benign_traffic_is_kept_apart_from_one_on_the_search(rt: Any) 
     mon.marked = float(kind.data[0].reshape(-1)[0])
     gate.ask(kind.data[0])
     assert gate.on_attack == 6 and gate.on_benign == 3
+
+
+def test_mirror_sends_the_last_query_reflected_through_the_input(rt: Any) -> None:
+    kind, mon = _kind(rt), _Count()
+    x0 = kind.data[0].astype(np.float64)
+    y0 = int(kind.labels(x0[None])[0])
+    gate = rt.Mirror(kind, rt.Detection(), mon, "log", mix=1, x0=x0)
+    rt.rt11.oars(gate, x0, y0, 20, 0)
+    assert gate.sent == 20 and mon.seen == {"k": 39}  # none before the first
+    rows, flat = np.stack(mon.rows), x0.reshape(-1)
+    for j in range(1, 20):  # rows: q1, m1, q2, m2, ...: m_j reflects q_j
+        inner = (flat > 0.35) & (flat < 0.65)  # nothing clipped
+        q, m = rows[2 * j - 2], rows[2 * j - 1]
+        assert np.allclose((q + m)[inner] / 2, flat[inner], atol=1e-6)
+        assert not np.allclose(q, m)
