@@ -43,7 +43,9 @@ target. The plans:
   (keys not warmed: new accounts), the search's state carried over: only a gateway-wide
   rule sees the whole search.
 
-``--shape S`` runs the traffic plans (``near``, ``twin``, ``slow``, ``keys``) with one
+``--fixed S``: no learning, the search blind at scale ``S`` (sigma ``0.05 S``): a
+fixed-sigma scan (OARS's learning on tables runs away to pure noise: every table figure
+of a learnt scale measures noise). ``--shape S`` runs the traffic plans (``near``, ``twin``, ``slow``, ``keys``) with one
 of redteam12's shapes instead of white noise. The columns are redteam11's: flagged within
 the budget (attack queries only), keys burnt (0 under ``log``), the scale learnt, and
 whether the search held an adversarial input before the flag and in the budget.
@@ -279,6 +281,22 @@ def gate_for(plan: str, kind: long.Kind, run: int, heard: Heard,
     return rt11.Gate, args.mix
 
 
+def fixed(kind: long.Kind, det: Detection, run: int, args: argparse.Namespace, target: Monitor,
+          build: Any, mix: int, heard: Heard, digits: bool) -> dict[str, Any]:  # fmt: skip
+    """The search at the fixed scale ``--fixed`` (no learning: OARS's learning on tables
+    runs away to pure noise, session 12's caution), blind (``log``), as run_oars reports it."""
+    x0, y0 = rw._target(kind, run)
+    x0 = np.asarray(x0, dtype=np.float64)
+    decoys = rw._benign(kind, det) if mix else None
+    gate = build(kind, det, rw._copy(target), "log", mix=mix, decoys=decoys)
+    res = rt11.oars(gate, x0, y0, args.budget, run, args.fixed, False, digits, False, heard)
+    upto = gate.first - 1 if gate.first else gate.sent
+    return {"first": gate.first, "by": sorted(gate.by), "burnt": 0, "keys": gate.used + 1,
+            "flags": gate.flags, "scale": args.fixed, "learnt_on_own": None,
+            "at_flag": rt11.judge_oars(gate, x0, y0, res["deltas"], upto),
+            "all": rt11.judge_oars(gate, x0, y0, res["deltas"], gate.sent)}  # fmt: skip
+
+
 def run_plan(name: str, kind: long.Kind, det: Detection, plan: str, run: int,
              target: Monitor, make: Any, args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
     """One ``oars-blind`` run of ``plan`` (its gate on the attacker's gateway too)."""
@@ -297,8 +315,11 @@ def run_plan(name: str, kind: long.Kind, det: Detection, plan: str, run: int,
         made.append(gate(*a, **k))
         return made[-1]
 
-    res = rt11.run_oars(kind, det, "oars-blind", run, args.budget, target, make,
-                        name == "digits", mix, heard, build, args.own_secret)  # fmt: skip
+    if args.fixed:
+        res = fixed(kind, det, run, args, target, build, mix, heard, name == "digits")
+    else:
+        res = rt11.run_oars(kind, det, "oars-blind", run, args.budget, target, make,
+                            name == "digits", mix, heard, build, args.own_secret)  # fmt: skip
     if isinstance(made[-1], Mixed):  # the target's gate (the own gateway's is made first)
         res |= {"on_attack": made[-1].on_attack, "on_benign": made[-1].on_benign}
     return res
@@ -333,6 +354,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--shape", default="white", choices=rt12.SHAPES, help="the traffic plans' noise"
     )
+    ap.add_argument("--fixed", type=float, help="no learning: the search at this scale "
+                    "(x the issue's sigma 0.05; a fixed-sigma scan)")  # fmt: skip
     ap.add_argument("--own-secret", action="store_true", help="the attacker's gateway on "
                     "another sketch secret (default: the target's)")  # fmt: skip
     args = ap.parse_args(argv)

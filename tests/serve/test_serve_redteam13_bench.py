@@ -195,3 +195,15 @@ def test_mirror_sends_the_last_query_reflected_through_the_input(rt: Any) -> Non
         q, m = rows[2 * j - 2], rows[2 * j - 1]
         assert np.allclose((q + m)[inner] / 2, flat[inner], atol=1e-6)
         assert not np.allclose(q, m)
+
+
+def test_fixed_runs_the_search_blind_at_the_given_scale_without_learning(rt: Any) -> None:
+    import argparse
+
+    kind, mon = _kind(rt), _Count()
+    kind.calib = (kind.data, kind.labels(kind.data))
+    args = argparse.Namespace(budget=25, fixed=3.0, shape="white", mix=0, own_secret=False)
+    made = []
+    res = rt.run_plan("x", kind, rt.Detection(), "wander", 0, mon, lambda: made.append(1), args)
+    assert made == [] and res["learnt_on_own"] is None and res["scale"] == 3.0  # no own gateway
+    assert res["first"] is None and res["keys"] == 1
