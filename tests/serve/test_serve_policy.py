@@ -200,7 +200,8 @@ def test_a_locked_down_gateway_gets_no_findings(tmp_path: Path) -> None:
         "restoration: [{type: bit_depth, bits: 4}]\n"
         "limits: {rate: 5, burst: 10, budget: 1000}\n"
         f"keys: {{a: {{hash: '{hash_key('k')}', role: labels}}}}\n"
-        "detection: {action: block}\n",
+        # dilution on, as 'gateway calibrate' sets it: off, MLW-GW-018 names it
+        "detection: {action: block, dilution: {enabled: true}}\n",
     )
     assert rules == set()
 

@@ -28,6 +28,7 @@ MLW-GW-014 enabled detectors whose settings never let them flag     medium
 MLW-GW-015 detectors flag a benign stream of the sample (``--data``)  medium/low
 MLW-GW-016 keys whose declared profile excuses a kind of search      low
 MLW-GW-017 action throttle on callers without a rate limit          medium
+MLW-GW-018 rules off in this deployment (uncalibrated, this input)  low
 ========== ======================================================= ================
 """
 
@@ -238,6 +239,20 @@ def gateway_config_findings(cfg: GatewayConfig, path: Path | None = None) -> lis
             problems=silent,
         )
 
+    off = off_rules(cfg)
+    if off:
+        add(
+            "MLW-GW-018",
+            f"{len(off)} detection rule(s) off in this deployment",
+            Severity.LOW,
+            ["AML.T0043.001", "AML.T0024.002"],
+            ["AML.M0015"],
+            "The searches these rules flag run past them unseen: " + "; ".join(off) + ".",
+            "Run 'mlwarden gateway calibrate' on benign inputs of this deployment and declare "
+            "input.shape; switch a rule off only knowing the attack it leaves to the others.",
+            problems=off,
+        )
+
     profiled = {n: k.profile for n, k in cfg.keys.items() if k.profile is not None}
     if profiled:
         from mlwarden.serve.profiles import PROFILES
@@ -432,6 +447,73 @@ def silent_detectors(cfg: GatewayConfig) -> list[str]:
         out.append(f"prada.min_queries {pr.min_queries} > prada.history {pr.history} "
                    "(distances kept), so the normality test never runs")  # fmt: skip
     return out
+
+
+def off_rules(cfg: GatewayConfig) -> list[str]:
+    """Detection rules that do not run in this deployment, each with what goes unflagged.
+
+    Some rules need ``gateway calibrate`` (the table rule ``manifold``: its axes; the
+    diluted-search test ``dilution``), some a declared ``input.shape`` (query blinding
+    on images), some run on certain inputs only (``spread``: tensors whose reduced
+    vectors have 64 values or more); a detector may also be switched off. The monitor
+    says nothing when a rule is off, so the operator learns it here (MLW-GW-018).
+    Nothing is listed when every detector is off (MLW-GW-005 says so).
+
+    Example::
+
+        off_rules(parse_config("input: {shape: [30]}"))
+        # ['manifold: off until ...', 'dilution: off until ...', 'spread: off ...']
+    """
+    det, inp = cfg.detection, cfg.input
+    sim = det.similarity
+    if not (det.blacklight.enabled or sim.enabled or det.prada.enabled):
+        return []
+    out = [f"{name}: switched off ({name}.enabled false)"
+           for name in ("blacklight", "similarity", "prada") if not getattr(det, name).enabled]  # fmt: skip
+    out += _uncalibrated(cfg)
+    if sim.enabled and det.spread.enabled:
+        dims = _reduced(cfg)
+        if inp.modality != "tensor":
+            out.append(f"spread: not run on {inp.modality} inputs (a key working on one input "
+                       "answers to the similarity count alone)")  # fmt: skip
+        elif dims is not None and dims < 64:
+            out.append(f"spread: the reduced vectors have {dims} values, under the 64 its "
+                       "white-noise test needs (a key working on one input answers to the "
+                       "similarity count alone)")  # fmt: skip
+    if det.prada.enabled and det.prada.blinding and inp.modality == "tensor" and not inp.shape:
+        out.append("prada.blinding: off until input.shape is declared (query blinding: many "
+                   "renderings of one image answer to PRADA alone)")  # fmt: skip
+    if det.crosskey.enabled and not sim.enabled:
+        out.append("crosskey: off with similarity (one search spread over several keys)")
+    return out
+
+
+def _uncalibrated(cfg: GatewayConfig) -> list[str]:
+    """:func:`off_rules`' rules that ``gateway calibrate`` turns on (or found no use for)."""
+    det, inp = cfg.detection, cfg.input
+    sim, out = det.similarity, []
+    shape = inp.shape
+    table = inp.modality == "tensor" and shape is not None and len(shape) == 1
+    table = table and math.prod(shape or [0]) <= sim.max_dims
+    if table and det.manifold.axes is None:
+        why = "switched off" if not det.manifold.enabled else (
+            "off until 'gateway calibrate' sets manifold.axes from benign rows (it leaves it "
+            "off where the features are not correlated enough)")  # fmt: skip
+        out.append(f"manifold (tables): {why}; noise a search adds off the rows' manifold is "
+                   "judged by the similarity count alone")  # fmt: skip
+    if sim.enabled and not det.dilution.enabled and sim.long_neighbours is None:
+        out.append(f"dilution: off until 'gateway calibrate' enables it; a search diluted below "
+                   f"similarity.min_neighbours {sim.min_neighbours} per {sim.window} queries "
+                   "among benign ones has no test of its own")  # fmt: skip
+    return out
+
+
+def _reduced(cfg: GatewayConfig) -> int | None:
+    """Values of the similarity detector's vectors (projected, if so), None: not known."""
+    sim, shape = cfg.detection.similarity, cfg.input.shape
+    if sim.projection is not None:
+        return len(sim.projection.components)
+    return None if shape is None else min(math.prod(shape), sim.max_dims)
 
 
 ORDERS = 3  # random orders of the sample replayed by benign_alerts
