@@ -448,11 +448,28 @@ class Answers(_Strict):
     )
 
 
+class Approach(_Strict):
+    """A key's queries near one input whose answers walk down; see serve/approach.py."""
+
+    # Off: at the noise an adaptive search learns its answers scatter like a resend's,
+    # and other rules flag the searches whose answers do fall first (docs/benchmarks/
+    # gateway.md, issue 26b). Reads the model's scores (the served gateway always has
+    # them; a caller of Monitor.inspect without them: no answers, no test).
+    enabled: bool = False
+    bar: float = Field(
+        default=5.0, gt=0, description="|z| of the answers' trend over query order that flags"
+    )
+    min_rows: int = Field(
+        default=20, ge=4, description="earlier neighbours with answers a query needs to be judged"
+    )
+
+
 class Detection(_Strict):
     blacklight: Blacklight = Field(default_factory=Blacklight)
     similarity: Similarity = Field(default_factory=Similarity)
     dilution: Dilution = Field(default_factory=Dilution)
     answers: Answers = Field(default_factory=Answers)
+    approach: Approach = Field(default_factory=Approach)
     prada: Prada = Field(default_factory=Prada)
     crosskey: CrossKey = Field(default_factory=CrossKey)
     spread: Spread = Field(default_factory=Spread)

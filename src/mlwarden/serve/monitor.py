@@ -166,7 +166,8 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
-from mlwarden.serve.answers import Answers, log_odds, steady
+from mlwarden.serve.answers import Answers, steady
+from mlwarden.serve.approach import approach, scores_of
 from mlwarden.serve.blinding import INPUTS, Blinding, grid, usable, views
 from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
@@ -828,6 +829,12 @@ class Similarity:
         self._filled = 0
         self._next = 0
         self.total = 0  # the last query's neighbours over the whole history
+        # the last batch's neighbours as :meth:`_counts` found them, kept only when
+        # ``keep`` (a reader asks: serve/approach.py, which drops them once read):
+        # (batch position, ring slot) pairs, the first query's number, the batch's own
+        # (later, earlier) pairs; None where no distances decided (text's bits)
+        self.keep = False
+        self.near: tuple[np.ndarray, np.ndarray, int, np.ndarray | None] | None = None
 
     def _sketch_of(self, v: np.ndarray) -> np.ndarray:
         return np.add.reduceat(v, self._starts, axis=-1) * self._scale
@@ -864,6 +871,7 @@ class Similarity:
         query[:, k] = 1.0
         half = np.einsum("ij,ij->i", s, s) / 2
         norms = np.einsum("ij,ij->i", vs, vs)
+        self.near = None
         bits = self._bits_of(vs, limit, whole) if scan else None
         if not scan:
             recent = total = np.zeros(count, dtype=np.int64)
@@ -897,6 +905,8 @@ class Similarity:
                 self._near(vs, norms, query, bound, limit, a, b) for a, b in self._spans(whole)
             ]
             j, slot = found[0] if len(found) == 1 else map(np.concatenate, zip(*found, strict=True))
+            if self.keep:
+                self.near = (j, slot, self._next, None)
             if count == 1 and (not whole or n <= window):
                 # every slot scanned is one of the last ``window`` queries: no ages needed
                 recent = total = np.array([len(j)])
@@ -910,12 +920,31 @@ class Similarity:
                 recent = np.bincount(j[age <= window], minlength=count)
         else:
             recent, total = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+            if self.keep:
+                self.near = (np.zeros(0, np.int64), np.zeros(0, np.int64), self._next, None)
         if count > 1:  # the batch's own earlier queries, j - i queries old
             near = sq_distances(vs, norms, vs, norms) < limit
             within_hist, within_window = _earlier(count, hist, window)
+            if self.near is not None:
+                self.near = self.near[:3] + (near & within_hist,)
             total = total + np.count_nonzero(near & within_hist, axis=1)
             recent = recent + np.count_nonzero(near & within_window, axis=1)
         return recent, total
+
+    def neighbours(self, j: int) -> np.ndarray | None:
+        """The query numbers of the last batch's query ``j``'s neighbours, as its counts
+        found them (the history scanned, then the batch's earlier queries; oldest first),
+        None where none were kept (``keep`` off) or no distances decided (rows of bits).
+        Read only: no new scan."""
+        if self.near is None:
+            return None
+        pos, slot, first, inner = self.near
+        hist = self.config.history
+        age = (first - slot[pos == j] - 1) % hist + 1 + j  # queries old when j came
+        ids = first + j - age[age <= hist]  # not overwritten by the batch's earlier ones
+        if inner is not None:
+            ids = np.concatenate([ids, first + np.flatnonzero(inner[j])])
+        return np.sort(ids)
 
     def _bits_of(self, vs: np.ndarray, limit: float, whole: bool) -> tuple[np.ndarray, ...] | None:
         """For rows of bits (text), the batch packed and its counts by Hamming distance
@@ -1739,6 +1768,8 @@ class _KeyState:
         self.similarity = (
             Similarity(config.similarity, sim_dims, binary) if config.similarity.enabled else None
         )
+        if self.similarity is not None:  # serve/approach.py reads the counted neighbours
+            self.similarity.keep = config.approach.enabled
         self.prada = Prada(config.prada, resend, prada_every) if config.prada.enabled else None
         # a search diluted among benign queries: reads the similarity history, adds none
         dil = config.dilution
@@ -1759,7 +1790,7 @@ class _KeyState:
         # the model's answers to the similarity history's rows (serve/answers.py)
         self.answers = (
             Answers(config.similarity.history)
-            if config.answers.spread and self.similarity is not None
+            if (config.answers.spread or config.approach.enabled) and self.similarity is not None
             else None
         )
         self.lock = threading.Lock()
@@ -2094,7 +2125,7 @@ class Monitor:
                probs: np.ndarray | None, texts: Any = None) -> None:  # fmt: skip
         """Queue the inputs that are not exact repeats of the key's recent ones."""
         queued = len(state.pending)
-        scores = (log_odds(probs, labels).tolist() if probs is not None and state.answers
+        scores = (scores_of(probs, labels) if probs is not None and state.answers is not None
                   else [math.nan] * len(x))  # fmt: skip
         chain = state.typing if texts is not None else None
         for i, (xi, li) in enumerate(zip(x, labels, strict=True)):
@@ -2174,6 +2205,10 @@ class Monitor:
                 recent[on] = typed[on]
                 quiet = {j for j in on if recent[j] < need}
                 out["blacklight"] = [j for j in out.get("blacklight", []) if j not in quiet]
+            if state.answers is not None and c.approach.enabled:  # answers walking down
+                found_near = approach(state.similarity, state.answers, total, before.first,
+                                      c.approach.bar, c.approach.min_rows)  # fmt: skip
+                out["approach"] = [int(heard[j]) for j in found_near]
             if self.crosskey is not None:  # every key's queries together (crosskey.py)
                 out["crosskey"] = [int(heard[j]) for j in self.crosskey.observe(key, pvs, recent)]
             counts = enumerate(zip(recent.tolist(), total.tolist(), strict=True))
@@ -2199,7 +2234,7 @@ class Monitor:
                 if self.text and self.stationary and found["similarity"]:
                     found["similarity"] = self._spread_out(sim, pvs, found["similarity"],
                                                            recent, need, before)  # fmt: skip
-                if old is not None and state.answers is not None:
+                if old is not None and state.answers is not None and c.answers.spread:
                     found = self._steady(state.answers, sim, pvs, found, before, old)
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
             if held or state.held:
