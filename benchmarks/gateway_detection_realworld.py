@@ -334,9 +334,10 @@ def crowdcam(kind: long.Kind, n: int, rng: np.random.Generator) -> tuple[np.ndar
 
 def _answers(kind: long.Kind, det: Detection, xs: Any) -> np.ndarray | None:
     """The model's scores for ``xs`` (N, classes) when ``det`` reads answers (an
-    output-aware rule's ``answers.spread``), else None: what the gateway passes along."""
-    ans = getattr(det, "answers", None)
-    if ans is None or not getattr(ans, "spread", None):
+    output-aware rule: ``answers.spread``, ``approach``), else None: what the gateway
+    passes along."""
+    ans, near = getattr(det, "answers", None), getattr(det, "approach", None)
+    if not getattr(ans, "spread", None) and not getattr(near, "enabled", False):
         return None
     m = kind.model
     if kind.modality == "text":
