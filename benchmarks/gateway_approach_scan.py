@@ -5,7 +5,10 @@ noise shapes, at a fixed noise scale (no OARS learning), against a gateway with
 ``detection.approach`` on; every attack query's rule statistic is logged (the z after
 the walk correction, on the query's neighbours with answers). Per run: the first query
 at ``|z| >= bar``, the first query the model misclassifies, the first flag of any rule
-and its kinds, z and the neighbours at queries 50 / 100 / 200 / 300.
+and its kinds, z and the neighbours at queries 50 / 100 / 200 / 300; the bound on any
+neighbourhood (the statistic over all the attack's queries so far: ``whole_first``,
+``whole_max_abs_z``) and the first query after which the search's clean perturbation is
+adversarial (``first_clean``).
 
 ``--pad K``: before each attack query, ``K`` copies of the attacked input under fresh
 noise of the search's own sd (answers at the start's level: an attacker flattening the
@@ -85,17 +88,24 @@ def scan(name: str, kind: long.Kind, det: Detection, make: Any, plan: str, run: 
         gate = rt11.Gate(kind, det, make(), "log", mix=args.mix,
                          decoys=rw._benign(kind, det) if args.mix else None)  # fmt: skip
     per: list[tuple[int, float] | None] = []
-    ask = gate.ask
+    ask, mixed = gate.ask, gate._mixed
+    mark = [0]  # LOG's length once the benign / pad queries before an attack query ran
+
+    def logged_mixed() -> bool:
+        shown = mixed()
+        mark[0] = len(LOG)
+        return shown
 
     def logged_ask(q: np.ndarray) -> tuple[np.ndarray | None, bool]:
-        n0 = len(LOG)
+        mark[0] = len(LOG)
         out = ask(q)
-        per.append(LOG[-1] if len(LOG) > n0 else None)  # the attack query's own test
+        per.append(LOG[-1] if len(LOG) > mark[0] else None)  # the attack query's own test
         return out
 
-    gate.ask = logged_ask  # type: ignore[method-assign]
-    rt11.oars(gate, x0, y0, args.budget, run, scale, False, name == "digits", False, noise)
-    labels = kind.labels(np.stack(gate.queries))
+    gate.ask, gate._mixed = logged_ask, logged_mixed  # type: ignore[method-assign]
+    res = rt11.oars(gate, x0, y0, args.budget, run, scale, False, name == "digits", False, noise)
+    qs = np.stack(gate.queries)
+    labels = kind.labels(qs)
     bar = det.approach.bar
     marks = [per[i] if i < len(per) else None for i in (49, 99, 199, 299)]
     return {
@@ -105,7 +115,23 @@ def scan(name: str, kind: long.Kind, det: Detection, make: Any, plan: str, run: 
         "z": [None if m is None else round(m[1], 2) for m in marks],
         "rows": [0 if m is None else m[0] for m in marks],
         "max_abs_z": round(max((abs(p[1]) for p in per if p), default=0.0), 2),
-    }  # fmt: skip
+    } | _whole(kind, x0, y0, qs, res["deltas"], bar)  # fmt: skip
+
+
+def _whole(kind: long.Kind, x0: np.ndarray, y0: int, qs: np.ndarray, deltas: list[np.ndarray],
+           bar: float) -> dict[str, Any]:  # fmt: skip
+    """The bound on any neighbourhood: the rule's statistic over *all* the attack's
+    queries so far (first at ``|z| >= bar``, largest), and the first query after which
+    the search's clean perturbation (no noise) is another class."""
+    probs = rt11.scores(kind, qs)
+    lab = probs.argmax(axis=1)
+    lo = np.array(ap.scores_of(probs, lab), dtype=np.float32)
+    zs = [_walked(ap.series(lab[:n].astype(np.int16), lo[:n])) for n in range(20, len(qs) + 1)]  # type: ignore[arg-type]
+    lo_b, hi_b = kind.bounds
+    clean = kind.labels(np.stack([np.clip(x0 + d, lo_b, hi_b) for d in deltas]).astype(np.float32))
+    return {"whole_first": next((i + 20 for i, z in enumerate(zs) if abs(z) >= bar), None),
+            "whole_max_abs_z": round(max((abs(z) for z in zs), default=0.0), 2),
+            "first_clean": next((i + 1 for i, c in enumerate(clean) if c != y0), None)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
