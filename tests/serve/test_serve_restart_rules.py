@@ -218,3 +218,34 @@ def test_the_restart_benchmark_restarts_and_reports_the_first_flag() -> None:
     off = _det(prada={"blinding": False})
     lost = _run(lambda: Monitor(off, shape=[1, 8, 8]), xs, zero, {30, 60}, _strip("spread."))
     assert not any(lost[:80])
+
+
+def test_a_text_keys_bit_rows_survive_a_restart() -> None:
+    """Text counts neighbours on packed MinHash bits (Similarity._bits_of); before
+    session 13 a restored history was float16 and counted by distance from then on
+    (~4x the CPU a query). Restored, the rows are exact and counted by bits again."""
+    from mlwarden.serve.monitor import compile_kernels
+    from mlwarden.serve.text import text_features, word_search
+
+    if not compile_kernels():  # as the gateway before it listens: bits need the kernels
+        pytest.skip("numba kernels not in use")
+    tweets = [str(t) for t in load_dataset("tweets").x]
+    long = [t for t in tweets if len(t.split()) >= 12]
+    vocab = sorted({w for t in tweets[:500] for w in t.split()})
+    texts = long[:40] + word_search(long[60], vocab, 60, seed=3)
+    det = _det(similarity={"near": 0.3}, prada={"enabled": False})
+    arr = np.empty(len(texts), dtype=object)
+    arr[:] = texts
+    s = det.similarity
+    xs = text_features(arr, s.max_dims, s.radius, s.near)
+
+    def probe(m: Monitor) -> object:
+        sim = m._keys["k"].similarity
+        return sim._bits is not None, hash(sim._ring.tobytes())
+
+    make = lambda: Monitor(det, scale=1.0, modality="text")  # noqa: E731
+    zero = np.zeros(len(xs), np.int64)
+    whole = _differential(make, xs, zero, {20, 45, 80}, ("similarity.one",), probe)
+    assert all(bits for bits, _ in whole)  # type: ignore[misc]
+    flags = _run(make, xs, zero, {20, 45, 80})  # the search flagged, the tweets not
+    assert any(flags[40:]) and not any(flags[:40])

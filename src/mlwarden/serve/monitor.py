@@ -1034,20 +1034,31 @@ class Similarity:
         return recent >= c.min_neighbours or self.total >= (c.long_neighbours or math.inf)
 
     def nbytes(self) -> int:
-        parts = (self._ring, self._norms, self._sketch)
-        return sum(p.nbytes for p in parts)
+        parts = (self._ring, self._norms, self._sketch, self._starts, self._scale)
+        bits = 0 if self._bits is None else self._bits.nbytes
+        return sum(p.nbytes for p in parts) + bits
 
     def dump(self) -> dict[str, np.ndarray]:
-        """The filled part of the history in float16 (a summary: 2 bytes a value)."""
+        """The filled part of the history in float16 (a summary: 2 bytes a value); rows of
+        bits (text) also their one nonzero value, ``one``: they load exactly, bits and all."""
         ring = _half(self._ring[: self._filled])
-        return {"ring": ring, "meta": np.array([self._filled, self._next])}
+        out = {"ring": ring, "meta": np.array([self._filled, self._next])}
+        if self._bits is not None:
+            out["one"] = np.array([self._one], dtype=np.float32)
+        return out
 
     def load(self, state: dict[str, np.ndarray]) -> None:
-        self._bits = None  # float16 values: no longer 0 or one scale (distances decide)
-        ring = state["ring"].astype(np.float32)
+        ring = _exact(state) if self._bits is not None else None
+        if ring is None:
+            self._bits = None  # float16 values: no longer 0 or one scale (distances decide)
+            ring = state["ring"].astype(np.float32)
         if ring.ndim != 2 or ring.shape[1] != self._ring.shape[1]:
+            self._bits = None
             return  # the config changed: start afresh rather than compare unlike vectors
         n = min(len(ring), len(self._ring))
+        if self._bits is not None:  # rows of bits: packed again, counted by Hamming distance
+            self._one = float(state["one"][0])
+            self._bits[:n] = _pack(ring[:n] != 0, self._bits.shape[1])
         self._ring[:n] = ring[:n]
         self._norms[:n] = np.einsum("ij,ij->i", ring[:n], ring[:n])
         sketch = self._sketch_of(ring[:n])
@@ -1059,6 +1070,27 @@ class Similarity:
         # a ring not full is in order from slot 0 (a stored history longer than this one
         # is cut to its first rows): the next query goes after its last
         self._next = nxt % len(self._ring) if self._filled == len(self._ring) else self._filled
+
+
+def _exact(state: dict[str, np.ndarray]) -> np.ndarray | None:
+    """A stored ring of bits (:meth:`Similarity.dump`'s ``one``) as it was before float16:
+    each value 0 or ``one``; None when it is not such a ring (an older blob, TF-IDF rows)."""
+    one = state.get("one")
+    ring = state["ring"]
+    if one is None or len(one) != 1 or not np.isfinite(one).all():
+        return None
+    if not np.isin(ring, np.array([0, one[0]], dtype=np.float16)).all():
+        return None
+    return (ring != 0).astype(np.float32) * np.float32(one[0])
+
+
+def _pack(on: np.ndarray, words: int) -> np.ndarray:
+    """Rows of booleans (n, dims) packed as :func:`mlwarden.serve.kernels.hamming_counts`
+    packs a batch: value k of a row is bit ``k % 64`` of word ``k // 64``."""
+    packed = np.packbits(on, axis=1, bitorder="little")
+    out = np.zeros((len(on), words * 8), np.uint8)
+    out[:, : packed.shape[1]] = packed
+    return out.view("<u8").astype(np.uint64)
 
 
 def _half(a: np.ndarray) -> np.ndarray:
