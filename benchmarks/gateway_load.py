@@ -43,7 +43,10 @@ queries until each attack key is first flagged (target <= 300 in 5/5 runs) and
 flagged benign queries per 1,000 (target <= 1).
 
 Part 3 (memory). Detector memory per key (``Monitor.nbytes``, and tracemalloc) after
-10,000 distinct queries at the default histories, for 8x8 and 3x32x32 inputs.
+10,000 distinct queries at the default histories, sent as the gateway does (requests of 8
+through ``Monitor.submit``, the last leaving 7 queued), for every kind of key: 8x8
+digits, 28x28 MNIST, 3x32x32 images, a 30-feature table with every table part on,
+8,000-sample audio and 128-bit text.
 
 Run (about 10 minutes on a loaded 2-core box)::
 
@@ -824,33 +827,91 @@ def detection_benchmark(
 
 
 # -- part 3: memory ------------------------------------------------------------------------
+#: every kind of key: (input shape, modality); ``table`` runs with every table part on
+MEMORY_KINDS = {
+    "digits 1x8x8": ([1, 8, 8], "tensor"),
+    "MNIST 1x28x28": ([1, 28, 28], "tensor"),
+    "image 3x32x32": ([3, 32, 32], "tensor"),
+    "table 30": ([30], "tensor"),
+    "audio 8000": ([8000], "audio"),
+    "text 128": ([128], "text"),
+}
+
+
+def _table_detection() -> tuple[Any, np.ndarray]:
+    """Breast cancer rows (min-max scaled) and a table config with every per-key part on,
+    as ``gateway calibrate`` leaves it: manifold axes, a projection, the residual
+    history off it, the dilution test and the answers."""
+    from sklearn.datasets import load_breast_cancer
+
+    from mlwarden.serve.config import Detection
+    from mlwarden.serve.manifold import fit
+
+    x = load_breast_cancer().data.astype(np.float32)
+    x = (x - x.min(axis=0)) / (x.max(axis=0) - x.min(axis=0))
+    found = fit(x, 0.01)
+    assert found is not None
+    comps = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)[2][:8]
+    det = Detection.model_validate({
+        "manifold": {"axes": found[0].tolist(), "scales": found[1].tolist()},
+        "similarity": {"projection": {"mean": x.mean(axis=0).tolist(), "components": comps.tolist()}},
+        "dilution": {"enabled": True, "residual": 0.05}, "answers": {"spread": 1.0}})  # fmt: skip
+    return det, x
+
+
+def _memory_stream(name: str, pool: np.ndarray, n: int, rng: np.random.Generator) -> Any:
+    """``n`` distinct queries of kind ``name`` in requests of 8, then 7 (the queue full)."""
+    shape, _ = MEMORY_KINDS[name]
+    digits = _distinct_inputs(pool) if name == "digits 1x8x8" else pool
+    table = _table_detection()[1] if name == "table 30" else None
+    for start in [*range(0, n - 7, 8), n - 7]:
+        size = 8 if start < n - 7 else 7
+        if name == "digits 1x8x8":
+            xb = digits[np.arange(start, start + size) % len(digits)]
+            xb = np.clip(xb + rng.normal(0, 0.01, xb.shape), 0, 1)
+        elif table is not None:
+            xb = np.clip(table[rng.integers(0, len(table), size)] + rng.normal(0, 0.01, (size, 30)),
+                         0, 1)  # fmt: skip
+        elif name == "text 128":  # MinHash bits at one scale, as text_features gives them
+            xb = (rng.random((size, 128)) < 0.5) * 0.3
+        elif name == "audio 8000":
+            xb = rng.normal(0, 0.1, (size, *shape))
+        else:
+            xb = rng.uniform(0, 1, (size, *shape))
+        yield xb.astype(np.float32)
+
+
 def memory_benchmark(pool: np.ndarray, n: int) -> dict[str, dict[str, float]]:
-    """Detector memory per key after ``n`` distinct queries at the default histories, MB."""
+    """Detector memory per key after ``n`` distinct queries at the default histories, MB,
+    every kind of key, through ``Monitor.submit`` as the gateway sends them."""
     import tracemalloc
 
     from mlwarden.serve.config import Detection
-    from mlwarden.serve.monitor import Monitor
+    from mlwarden.serve.monitor import Monitor, compile_kernels
 
+    compile_kernels()  # before tracing: numba's compiler is no key's state
     rng = np.random.default_rng(SEED)
-    digits = _distinct_inputs(pool)
     out = {}
-    for name, shape in (("digits 1x8x8", (1, 8, 8)), ("image 3x32x32", (3, 32, 32))):
+    for name, (shape, modality) in MEMORY_KINDS.items():
+        det = _table_detection()[0] if name == "table 30" else Detection()
+        mon = Monitor(det, shape=list(shape), modality=modality)
+        mon.crosskey = None  # gateway-wide, not the key's (CrossKey.nbytes: 1.65 MB)
+        # another key's requests first: what the monitor builds once for every key
+        # (sketch projections, caches) is not this key's
+        for xb in itertools.islice(_memory_stream(name, pool, 64, rng), 8):
+            mon.submit("warm", xb, np.zeros(len(xb), np.int64))
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
-        mon = Monitor(Detection(), shape=list(shape))
         t0 = time.process_time()
-        for start in range(0, n, 64):
-            if shape == (1, 8, 8):
-                xb = digits[np.arange(start, start + 64) % len(digits)]
-                xb = np.clip(xb + rng.normal(0, 0.01, xb.shape), 0, 1).astype(np.float32)
-            else:
-                xb = rng.uniform(0, 1, (64, *shape)).astype(np.float32)
-            mon.inspect("k", xb, rng.integers(0, 10, len(xb)))
+        for xb in _memory_stream(name, pool, n, rng):
+            probs = rng.dirichlet(np.ones(10), len(xb)).astype(np.float32)
+            mon.submit("k", xb, probs.argmax(axis=1), probs)
         cpu = (time.process_time() - t0) * 1000 / n
         traced = tracemalloc.get_traced_memory()[0] - base
         tracemalloc.stop()
         out[name] = {"nbytes_mb": mon.nbytes("k") / 1e6, "traced_mb": traced / 1e6,
                      "cpu_ms_per_query_traced": cpu}  # fmt: skip
+        print(f"  {name}: {json.dumps(out[name])}", flush=True)
     return out
 
 

@@ -115,8 +115,10 @@ that extends the key's previous one, or backtracks a few characters within its c
 budget (:class:`mlwarden.serve.text.TypingChain`), counts each other typing chain once
 among its neighbours and its own chain not at all (:meth:`Monitor._typed`), and raises
 no Blacklight alert below the similarity count: growing prefixes are one text, not a
-search (263 false alarms per 1,000 on a typist before, session 9). Chains are not saved
-with the histories: after a restart the old rows count one each.
+search (263 false alarms per 1,000 on a typist before, session 9). Chains are saved
+with the histories (blob version 2, session 10): after a restart the next text goes on
+the chain it was on and the old rows keep theirs; the rows of bits are restored exactly
+and counted by bits again (session 13; before, by distance from the restart on).
 
 A search diluted among many benign queries of the key (fewer than ``min_neighbours``
 per ``window``) answers to :mod:`mlwarden.serve.dilution` (``detection.dilution``, set
@@ -189,7 +191,8 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio
 _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
 # Monitor.dump's blob: 2 adds the answers to the history's rows and the typing chains;
 # 3 Blacklight's table, PRADA's sets, the spread window, the audio tail, the waiting
-# alerts' clouds, the queue of queries not analysed yet and the key's query count
+# alerts' clouds, the queue of queries not analysed yet and the key's query count (and
+# from session 13, without a new version, text's rows' one value: Similarity.dump)
 _BLOB_VERSION = 3
 # the translations (rows, columns) of an image up to which two queries are one input: a
 # re-encoding's crop shift (1 px; the opposite shift of another copy: 2 apart)
@@ -1600,7 +1603,9 @@ class Prada:
         sets = sum(r.nbytes for r in self._sets.values())
         rend = 0 if self._rend is None else self._rend.nbytes()
         rend += 0 if self.blinding is None else self.blinding.nbytes()
-        return sets + sum(q.nbytes for q in self._sq.values()) + self._dists.nbytes + rend
+        record = 0 if self._sorted is None else self._sorted.nbytes  # the sorted record
+        record += 32 * (len(self._in) + len(self._out))  # floats in and out since a test
+        return sets + sum(q.nbytes for q in self._sq.values()) + self._dists.nbytes + rend + record
 
     def dump(self) -> dict[str, np.ndarray]:
         """The reference sets (float32, as kept: ``history x dims x 4`` bytes at most),
@@ -1853,13 +1858,19 @@ class _KeyState:
         self.manifold = Window(mf, dims) if mf.enabled and mf.axes is not None else None
 
     def nbytes(self) -> int:
+        """Memory the key holds, bytes: every detector's arrays, the sketches, the queue
+        of queries not analysed yet, the waiting alerts' clouds and the repeat filter
+        (~120 bytes a digest: its int, set slot and deque slot); within ~3% of every array
+        reachable from the key plus that filter (tests/serve/test_serve_memory.py)."""
         parts = (self.blacklight, self.similarity, self.prada, self.residual, self.answers,
                  self.spread, self.manifold)  # fmt: skip
-        chains = self.chains.nbytes if self.chains is not None else 0
-        chains += self.sketch.nbytes if self.sketch is not None else 0
-        chains += self.tail.nbytes if self.tail is not None else 0
+        arrays = [self.chains, self.tail]
+        arrays += [a for c in self.held for a in (c.q, c.rows, c.ids, c.far, c.far_ids)]
+        queue = sum(p[0].nbytes + 100 for p in self.pending)  # each with its tuple and ints
+        held = sum(a.nbytes for a in arrays if a is not None) + queue
+        held += self.sketch.nbytes if self.sketch is not None else 0
         return (
-            len(self.recent._order) * 120 + chains + sum(p.nbytes() for p in parts if p is not None)
+            len(self.recent._order) * 120 + held + sum(p.nbytes() for p in parts if p is not None)
         )
 
 
@@ -2161,7 +2172,9 @@ class Monitor:
                   else [math.nan] * len(x))  # fmt: skip
         chain = state.typing if texts is not None else None
         for i, (xi, li) in enumerate(zip(x, labels, strict=True)):
-            xi = np.ascontiguousarray(xi, dtype=np.float32)
+            # a copy: a row of the request's batch is a view that would keep the whole
+            # batch (up to max_batch inputs) alive while it waits in the queue
+            xi = np.array(xi, dtype=np.float32, order="C")
             step = chain.step(str(texts[i])) if chain is not None else (False, -1)
             if not state.recent.seen(_digest(xi)):
                 state.pending.append((xi, int(li), state.seq + i, scores[i]))
@@ -2661,7 +2674,8 @@ class Monitor:
     def load(self, key: str, blob: bytes) -> None:
         """Restore what :meth:`dump` wrote; a blob that does not fit the config is ignored.
 
-        Stored: the exact-repeat filter, the similarity history (float16, a few MB), the
+        Stored: the exact-repeat filter, the similarity history (float16, a few MB; text's
+        rows of bits exactly, with their scale: :meth:`Similarity.dump`), the
         model's answers to its rows (:mod:`mlwarden.serve.answers`) and, on text, the
         typing chain (its last text) and each row's chain (:class:`TypingChain`); blobs
         without the last two (before session 10, version 1) still load, without them.
