@@ -138,3 +138,28 @@ def test_a_queued_query_does_not_keep_its_whole_request_alive() -> None:
     assert len(state.pending) == 7
     assert all(x.base is None and x.nbytes == 3 * 32 * 32 * 4 for x, *_ in state.pending)
     assert _deep(state.pending) == 7 * 3 * 32 * 32 * 4
+
+
+def test_a_queue_of_large_inputs_is_analysed_before_it_passes_a_mebibyte() -> None:
+    """Inputs of 800 KB: the second fills the queue past ``QUEUE_BYTES`` and the queue is
+    analysed at once (7 queued 30 s clips at 16 kHz would hold 13.4 MB); the alerts are
+    those of the same queries analysed one at a time."""
+    from mlwarden.serve.monitor import QUEUE_BYTES
+
+    rng = np.random.default_rng(0)
+    det = Detection(blacklight={"enabled": False}, prada={"enabled": False})
+    n = 200_000  # a search drifting along one direction, fresh noise a query
+    step = np.repeat(rng.choice([-0.003, 0.003], 128), -(-n // 128))[:n]
+    walk = rng.uniform(0.3, 0.7, n) + np.arange(40)[:, None] * step
+    xs = np.clip(walk + rng.normal(0, 0.01, (40, n)), 0, 1).astype(np.float32)
+    one, queued = Monitor(det, [n]), Monitor(det, [n])
+    one.crosskey = queued.crosskey = None
+    alone: set[tuple[str, int]] = set()
+    batched: set[tuple[str, int]] = set()
+    zero = np.zeros(1, np.int64)
+    for i in range(40):
+        alone |= {(k, i + j) for k, v in one.inspect("k", xs[i : i + 1], zero).items() for j in v}
+        found = queued.submit("k", xs[i : i + 1], zero)
+        batched |= {(k, i + j) for k, v in found.items() for j in v}
+        assert sum(x.nbytes for x, *_ in queued._keys["k"].pending) < QUEUE_BYTES
+    assert alone and batched == alone

@@ -194,6 +194,9 @@ _SKETCH = 16  # values per query in the similarity detector's first, coarse scan
 # alerts' clouds, the queue of queries not analysed yet and the key's query count (and
 # from session 13, without a new version, text's rows' one value: Similarity.dump)
 _BLOB_VERSION = 3
+# a key's queue is analysed once its raw inputs reach this size, even short of a batch:
+# a memory bound for large inputs (7 queued clips of 30 s at 16 kHz would be 13.4 MB)
+QUEUE_BYTES = 1 << 20
 # the translations (rows, columns) of an image up to which two queries are one input: a
 # re-encoding's crop shift (1 px; the opposite shift of another copy: 2 apart)
 SHIFT = 2
@@ -1765,6 +1768,11 @@ def _norm2(n: int) -> float:
     return float(a @ a)
 
 
+def _queued(state: _KeyState) -> int:
+    """Bytes of the raw inputs waiting in the key's queue (:meth:`Monitor.submit`)."""
+    return sum(p[0].nbytes for p in state.pending)
+
+
 def _digest(x: np.ndarray) -> int:
     return int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=8).digest(), "little")
 
@@ -2144,12 +2152,16 @@ class Monitor:
         (-1: the query just before ``x[0]``), also from :meth:`inspect`: an alert that
         waited on a small cloud (:func:`mlwarden.serve.stationary.settle`) comes up to
         250 distinct queries late. Nothing runs off the request path, so
-        nothing can pile up: a key has at most ``batch - 1`` queries waiting.
+        nothing can pile up: a key has at most ``batch - 1`` queries waiting, and the
+        queue is analysed early once its inputs reach ``QUEUE_BYTES`` (1 MiB: large
+        inputs; the same alerts, sooner).
         """
         state = self._state(key, self._dims(x))
         with state.lock:
             self._queue(state, x, labels, probs, texts)
-            if len(state.pending) < self.batch:
+            # a full batch, or queued inputs of QUEUE_BYTES (large inputs: the queue holds
+            # copies of the raw inputs, up to batch - 1 of them a key)
+            if len(state.pending) < self.batch and _queued(state) < QUEUE_BYTES:
                 return {}
             return self._drain(key, state, state.seq - len(x))
 
