@@ -135,13 +135,19 @@ key's queue runs the detectors on the whole queue, one pass over each history in
 of one per query, with exactly the comparisons of one query at a time (the alerts of
 :meth:`Monitor.inspect`), reported up to ``batch - 1`` queries late.
 
-Memory per active key is bounded by the histories, not by traffic: at the defaults
-about 7 MB for inputs of 64 values and at most ~13 MB for any input size (Blacklight's
-table 1 MB at its history of 1,000, 8 MB at 10,000; the similarity history 3.3-5.9 MB,
+Memory per active key is bounded by the histories, not by traffic: at the defaults,
+after 10,000 distinct queries, 7.3 MB on 8x8 digits, 13.0-13.1 MB on 3x32x32 images and
+28x28 MNIST, 5.8 MB on a 30-value table with every table part on, 9.8 MB on 8,000-sample
+audio, 8.6 MB on text (session 13, ``benchmarks/gateway_load.py``'s memory part).
+Blacklight's table 1.1 MB; the similarity history 3.3-5.9 MB (text: its packed bits too);
 PRADA's sets 1.3-2.6 MB of rows, up to 4.2 MB with growth slack and norms, filled to
-``history`` since ``references: all``; the repeat filter ~1.2 MB; with ``similarity.projection`` and
+``history`` since ``references: all``; on images the secret sketches 1.3 MB, blinding and
+renderings 0.2 MB; the repeat filter ~1.2 MB; with ``similarity.projection`` and
 ``dilution.residual`` a second similarity history of the unprojected rows, at most 5.8
-MB; :meth:`Monitor.nbytes`; figures in ``docs/benchmarks/gateway.md``).
+MB. Only two parts scale with the raw input: the queue (copies of at most ``batch - 1``
+inputs, analysed early at ``QUEUE_BYTES``, 1 MiB) and audio's tail (one input).
+:meth:`Monitor.nbytes` counts all of it, within 3% of every array reachable from the key
+(``tests/serve/test_serve_memory.py``); figures in ``docs/benchmarks/gateway.md``.
 Detection and false-alarm rates: ``benchmarks/gateway_load.py``.
 
 Example::
