@@ -154,3 +154,55 @@ def test_random_tensors_are_noise_around_no_input_and_not_flagged() -> None:
     assert on_input(qs, _floor(qs)[1])  # the loudest search still centres on its digit
     noise = rng.uniform(0, 1, (120, 1, 8, 8)).astype(np.float32)
     assert not any("spread" in kinds for kinds in _kinds(Detection(), noise))
+
+
+def test_similarity_nearest_is_the_k_nearest_of_the_last_recent_in_time_order() -> None:
+    from mlwarden.serve.config import Similarity as SimilarityConfig
+    from mlwarden.serve.monitor import Similarity
+
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(47, 6)).astype(np.float32)
+    sim = Similarity(SimilarityConfig(history=30), 6)
+    for a in range(0, 47, 7):  # batches: the ring wraps around (47 rows in 30 slots)
+        sim.observe_many(rows[a : a + 7])
+    q = rng.normal(size=6).astype(np.float32)
+    last = rows[-20:]  # the last 20 added, oldest first
+    keep = np.sort(np.argsort(((last - q) ** 2).sum(axis=1))[:5])
+    np.testing.assert_allclose(sim.nearest(q, 5, 20), last[keep], rtol=1e-6)
+    assert sim.nearest(q, 50, 20).shape == (20, 6)  # fewer rows than k: all, in order
+    np.testing.assert_allclose(sim.nearest(q, 50, 20), last, rtol=1e-6)
+
+
+def _diluted(x: np.ndarray, qs: np.ndarray, mix: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``mix`` distinct digits before each of ``qs``: the stream and the attack's places."""
+    pool = x[np.random.default_rng(seed).permutation(len(x))]
+    rows, at = [], []
+    for i, q in enumerate(qs):
+        rows.extend(pool[(i * mix + np.arange(mix)) % len(pool)])
+        at.append(len(rows))
+        rows.append(q)
+    return np.asarray(rows, dtype=np.float32), np.asarray(at)
+
+
+def test_a_search_diluted_ten_to_one_by_distinct_digits_is_flagged_by_its_neighbourhood() -> None:
+    """10 distinct digits before each search query: the key's last 50 hold 5 of the
+    search's, its neighbourhood (50 nearest of the last 1,000) holds the search."""
+    x = _digits()
+    off = Detection()
+    off.spread.near = None
+    rows, at = _diluted(x, _search(x[1], 0.2, 60, seed=1), 10, seed=1)
+    near = [i for i, kinds in enumerate(_kinds(Detection(), rows)) if "spread" in kinds]
+    # from about its 50th query (40 of the search's and the 10 digits nearest them make
+    # a neighbourhood too); a digit mixed in whose neighbours are the search's is flagged
+    # with it (the key is one client)
+    assert near and at[35] <= near[0] <= at[59]
+    assert not any("spread" in kinds for kinds in _kinds(off, rows))
+
+
+def test_random_tensors_are_no_cluster_in_their_own_neighbourhood() -> None:
+    """A load test's random inputs: the 50 nearest of hundreds lean towards the query (their
+    mean looks like an input) but spread nearly as much as the key's window."""
+    rng = np.random.default_rng(6)
+    for noise in (rng.uniform(0, 1, (600, 1, 8, 8)), rng.normal(0.5, 0.3, (600, 1, 8, 8))):
+        kinds = _kinds(Detection(), np.clip(noise, 0, 1).astype(np.float32))
+        assert not any("spread" in k for k in kinds)

@@ -188,7 +188,7 @@ from mlwarden.serve.profiles import lighting_directions, unlit
 from mlwarden.serve.renders import Renders
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
 from mlwarden.serve.sketch import quiet as still_in_sketch
-from mlwarden.serve.spread import Spread, narrow
+from mlwarden.serve.spread import Spread, crowded, narrow, strided
 from mlwarden.serve.stationary import LEFT, MIN_VALUES, TIGHT, WIDE, Cloud, Vet, settle, still
 from mlwarden.serve.stream import lag, tolerance
 from mlwarden.serve.text import TypingChain
@@ -1044,6 +1044,24 @@ class Similarity:
         c = self.config
         recent = self.observe(v)
         return recent >= c.min_neighbours or self.total >= (c.long_neighbours or math.inf)
+
+    def nearest(self, v: np.ndarray, k: int, recent: int) -> np.ndarray:
+        """The ``k`` rows nearest ``v`` (Euclidean) among the last ``recent`` queries
+        added, oldest first (fewer while fewer were added): one pass of ``recent x dims``
+        over the stored rows and norms, in at most two contiguous runs of the ring.
+        :mod:`mlwarden.serve.spread`'s neighbourhood window."""
+        hist, n = self.config.history, min(self._filled, recent)
+        start = (self._next - n) % hist  # the oldest of the last n
+        end = start + n
+        spans = [(start, end)] if end <= hist else [(start, hist), (0, end - hist)]
+        q = np.asarray(v, dtype=np.float32)
+        slots = np.concatenate([np.arange(a, b) for a, b in spans])
+        d2 = np.concatenate([self._norms[a:b] - 2.0 * (self._ring[a:b] @ q) for a, b in spans])
+        if k < len(d2):
+            keep = np.argpartition(d2, k - 1)[:k]
+            slots = slots[keep]
+        age = (self._next - slots - 1) % hist  # 0: the newest
+        return self._ring[slots[np.argsort(-age)]].astype(np.float64)
 
     def nbytes(self) -> int:
         parts = (self._ring, self._norms, self._sketch, self._starts, self._scale)
@@ -2345,6 +2363,12 @@ class Monitor:
         rows = lambda: sp.rows() if prev is None else np.concatenate([prev, pvs])  # noqa: E731
         net = None if c.net is None else c.net * c.bar
         low = narrow(spreads, rows, sp.seen, sp.window, c.bar, net)
+        sim = state.similarity
+        if c.near is not None and sim is not None:  # the query's neighbourhood (a batch's
+            # later queries are in the ring already: a batch is one request's inputs)
+            due = [j for j in strided(len(pvs), sp.seen) if j not in low]
+            near = lambda j: sim.nearest(pvs[j], sp.window, int(c.near or 0))  # noqa: E731
+            low = sorted(low + crowded(near, due, spreads, sp.window, c.bar, net))
         if not low or not self.stationary or state.similarity is None:
             return low
         resends, small = still(state.similarity, pvs, low, before, self.still_bar, self.wide,

@@ -53,9 +53,28 @@ spread (digits >= 0.119, images >= 0.026). A white window under ``spread.net`` t
 the bar. Limits: noise shaped into fewer than ``WHITE_DIMS`` directions (a few fixed
 directions, a coarse grid, a subset of the values) is no white window and passes both.
 
+A key's last ``window`` queries are a time window: 10 distinct benign queries before each
+search query (the literature's dilution, redteam12's ``--mix 10``) leave 5 of the
+search's in it, and natural inputs' spikes. So every ``STRIDE``-th query the same tests
+run on the query's *neighbourhood* too (:func:`crowded`, session 13): its ``window``
+nearest among the key's last ``spread.near`` distinct queries (the similarity history's
+rows, :meth:`mlwarden.serve.monitor.Similarity.nearest`), where a search's queries are
+each other's nearest while their noise is under the distance to the natural inputs
+mixed in (8x8 digits, 10 distinct digits a query, fixed sigma 0.2 / 0.3 / 0.4: flagged
+5/5 / 5/5 / 3/5 within 300, main 0/5), when that neighbourhood is a cluster of the key's
+traffic (spread under ``CLUSTER`` times the time window's): the nearest 50 of 1,000
+random tensors lean towards the query as a search's centre does. Limits: louder noise
+(digits sigma 0.5, what OARS learns then) puts natural inputs nearer than the search's
+own queries; natural inputs nearest the attacked one, mixed in, make its neighbourhood
+natural; a search spread over more than ``spread.near`` queries has fewer than
+``window`` in the neighbourhood's reach.
+
 Cost: running sums over the window, a few vector operations of ``dims`` values a query;
-every ``STRIDE``-th query the white-noise gate, and on a white window one eigenvalue
-decomposition. State: the window's rows (``window x dims`` float64: 25 KB at 50 x 64).
+every ``STRIDE``-th query the white-noise gate, on a white window one eigenvalue
+decomposition, and the neighbourhood: one pass over ``spread.near x dims`` stored values
+and its white-noise gate (benign digits: about +11 us a query, session 13). State: the
+window's rows (``window x dims`` float64: 25 KB at 50 x 64); the neighbourhood's rows
+are the similarity history's.
 
 Example::
 
@@ -76,6 +95,7 @@ from mlwarden.serve.stationary import dims
 WHITE_DIMS = 24.0  # effective dimensions above which a narrow window's variation is noise
 STRIDE = 10  # the floor test (an eigendecomposition of the window) runs every STRIDE-th query
 CENTRED = 1.5  # a window's mean an input: its spread over the noise a mean of its rows keeps
+CLUSTER = 0.75  # a neighbourhood window's spread under this of the key's window: a cluster
 _REPS = 200  # white windows simulated for the noise law (fixed seed: the same law each run)
 
 
@@ -191,8 +211,7 @@ def narrow(spreads: np.ndarray, rows: Callable[[], np.ndarray], seen: int, windo
     spreading less than ``net`` above its white-noise floor around an input
     (:func:`searching`)."""
     n = len(spreads)
-    first = seen - n + 1  # the count after position 0
-    due = [j for j in range(n) if net is not None and (first + j) % STRIDE == 0]
+    due = strided(n, seen) if net is not None else []
     low = [j for j in range(n) if spreads[j] < bar or (j in due and not np.isnan(spreads[j]))]
     if not low:
         return []
@@ -202,6 +221,40 @@ def narrow(spreads: np.ndarray, rows: Callable[[], np.ndarray], seen: int, windo
     for j in low:
         win = every[max(last + j + 1 - window, 0) : last + j + 1]
         if white(win) and (spreads[j] < bar or searching(win, float(net or 0.0))):
+            out.append(j)
+    return out
+
+
+def strided(n: int, seen: int) -> list[int]:
+    """Positions of a batch of ``n`` queries (``seen``: the key's queries after it) that
+    are every ``STRIDE``-th query counted from the key's first."""
+    first = seen - n + 1  # the count after position 0
+    return [j for j in range(n) if (first + j) % STRIDE == 0]
+
+
+def crowded(near: Callable[[int], np.ndarray], due: list[int], spreads: np.ndarray,
+            window: int, bar: float, net: float | None) -> list[int]:  # fmt: skip
+    """Positions ``j`` among ``due`` whose query's neighbourhood (``near(j)``: its
+    ``window`` nearest rows among the key's recent queries, oldest first) is a search's
+    window: a cluster within the key's traffic (its spread under ``CLUSTER`` times
+    ``spreads[j]``, the key's last ``window`` queries'), judged as :func:`narrow` judges a
+    time window (white, and narrow or, with ``net``, under ``net`` above its noise floor
+    around an input). Benign queries mixed in between a search's (``--mix``) dilute the
+    key's last ``window`` queries, not the search's own neighbourhood: its queries are
+    nearer each other than the natural inputs are (8x8 digits, 10 distinct digits before
+    each query, the search's 50 nearest of the last 1,000 at sigma 0.05-0.3: 0.15-0.70 of
+    the time window's spread). ``CLUSTER`` spares the near side of one cloud: the nearest
+    50 of 1,000 random tensors spread 0.85-0.95 of the key's window, and their mean leans
+    towards the query as an input's would (:func:`on_input` cannot tell them apart)."""
+    out = []
+    for j in due:
+        win = near(j)
+        if len(win) < window or np.isnan(spreads[j]):
+            continue
+        spread = math.sqrt(float(np.mean(win.var(axis=0))))
+        if spread >= CLUSTER * spreads[j] or not white(win):
+            continue
+        if spread < bar or (net is not None and searching(win, net)):
             out.append(j)
     return out
 
