@@ -209,6 +209,17 @@ contrasts on the newest rows follow the usual shape of a noisy search: it stands
 still while its noisy scores reject every step, then moves; the halves alone saw the
 move of a sigma-0.05 search on digits up to 170 queries late.
 
+**Noise that wanders (session 13).** ``E[M]`` is ``sum_i w_i^2 tr(S_i)``: each row's
+noise is read from the ``LOCAL`` (32) successive differences around it (its stretch of
+the ball), not one level for the whole ball, and ``v`` counts those 32. A camera in low
+light (redteam12's ``lowlight``: one scene under sensor noise walking in 0.02-0.05 of the
+range) has quiet stretches beside loud ones; with one level the newest rows' contrast
+read a loud stretch as drift (digits: 75 of 1,952 balls moving, 1 now). A search's kept
+step is one difference among 32 (a 2 x 2 block of 0.1 adds 12% to one difference at
+noise 0.05): the issue's search, one whose noise wanders as the camera's, and one that
+sends its queries after each kept step three times as noisy all moved at the same
+queries as with one level.
+
 Measured on real speech until session 7 (``benchmarks/gateway_detection_long.py``,
 audio, calibrated radius 0.035): the hiss of the noisy resends never went below p =
 10^-2.2 (466 tested queries). Session 7 figures (every input, the ``few`` client, the
@@ -309,6 +320,11 @@ LEFT = 20
 # each other (:func:`natural`): one photo's thumbnails of 3 x 3 and 4 x 4 pixels brought
 # back to 8 x 8 digits, 5-15; a noisy search's white noise ~40
 NATURAL_DIMS = 16.0
+# successive differences each row's noise is read from (:func:`drift_p`): a camera's
+# sensor noise in low light wanders (0.02-0.05 of the range over a scene of 100-400
+# frames) and one level over a ball read a quiet stretch next to a loud one as drift
+# (redteam12's ``lowlight`` on digits: 75 of 1,952 balls, 1 with 32 differences a row)
+LOCAL = 32
 
 
 @functools.lru_cache(maxsize=CAP + 1)
@@ -378,12 +394,40 @@ def drift_p(rows: np.ndarray) -> float:
     # of freedom per dimension, so the ratio is referred to F, not chi-square (as a
     # t-test, not a z-test): few differences carrying a two-input ball's spread (runs
     # of one input by chance) no longer read as drift
-    den = dof * 2 * (n - 1) ** 2 / (3 * n - 4)
     w = contrasts(n)
+    # E|w . x|^2 = sum_i w_i^2 tr(S_i): the noise of the rows each contrast weighs, from
+    # a weighted sum of the squared differences (weights ``a``), whose effective count of
+    # differences (Kish's, (sum a)^2 / sum a^2) is what von Neumann's n - 1 counts
+    a, m = _local_weights(n)
+    d = np.diff(x, axis=0)
+    expect = a @ np.einsum("ij,ij->i", d, d)
+    if (expect <= 0).any():
+        return 0.0
+    den = dof * 2 * m**2 / (3 * m - 1)
     gaps = w @ x  # each contrast's weighted sum of rows: 0 in expectation when still
-    ratio = np.einsum("ij,ij->i", gaps, gaps) / (np.einsum("ij,ij->i", w, w) * tr1)
+    ratio = np.einsum("ij,ij->i", gaps, gaps) / expect
     # F's survival function itself (stats.f.sf calls it; ~0.2 ms less of checks a call)
     return min(1.0, float(special.fdtrc(dof, den, ratio).min()) * len(w))
+
+
+@functools.lru_cache(maxsize=CAP + 1)
+def _local_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (contrasts, n - 1) on a ball's squared successive differences whose sum is
+    each of :func:`contrasts`' ``sum_i w_i^2 tr(S_i)``, row ``i``'s ``tr(S_i)`` the mean
+    of ``|d|^2 / 2`` over the ``LOCAL`` differences around it (a window centred on the
+    row, moved inside the ball at its ends: the newest rows take the newest), and each
+    contrast's effective count of differences (Kish's ``(sum a)^2 / sum a^2``)."""
+    w2 = contrasts(n) ** 2
+    m = min(LOCAL, n - 1)
+    lo = np.clip(np.arange(n) - m // 2, 0, n - 1 - m)
+    edges = np.zeros((len(w2), n), dtype=np.float64)  # each row's window as +w2 .. -w2
+    np.add.at(edges.T, lo, w2.T)
+    np.add.at(edges.T, lo + m, -w2.T)
+    a = np.cumsum(edges, axis=1)[:, : n - 1] / (2 * m)
+    count = a.sum(axis=1) ** 2 / np.einsum("ij,ij->i", a, a)
+    a.setflags(write=False)  # cached, as contrasts(n)
+    count.setflags(write=False)
+    return a, count
 
 
 def spread(rows: np.ndarray) -> float:
