@@ -189,7 +189,17 @@ from mlwarden.serve.renders import Renders
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
 from mlwarden.serve.sketch import quiet as still_in_sketch
 from mlwarden.serve.spread import Spread, crowded, narrow, strided
-from mlwarden.serve.stationary import LEFT, MIN_VALUES, TIGHT, WIDE, Cloud, Vet, settle, still
+from mlwarden.serve.stationary import (
+    LEFT,
+    MIN_VALUES,
+    TIGHT,
+    WIDE,
+    Clip,
+    Cloud,
+    Vet,
+    settle,
+    still,
+)
 from mlwarden.serve.stream import lag, tolerance
 from mlwarden.serve.text import TypingChain
 
@@ -208,6 +218,18 @@ QUEUE_BYTES = 1 << 20
 SHIFT = 2
 SHIFTS = [(dy, dx) for dy in range(-SHIFT, SHIFT + 1) for dx in range(-SHIFT, SHIFT + 1)
           if dy or dx]  # fmt: skip
+# a query's values this share of its range from its lowest (highest) are at a bound: where
+# clipped noise of up to 0.05 of the range moves its mean with its level (Monitor._clipped)
+CLIP_REACH = 0.1
+
+
+def _off(rows: np.ndarray, along: np.ndarray) -> np.ndarray:
+    """``rows`` (n, k) without their component along the direction ``along`` (k,)."""
+    norm = float(along @ along)
+    if norm <= 0:
+        return rows
+    u = np.asarray(along, np.float64) / np.sqrt(norm)
+    return rows - np.outer(rows @ u, u)
 
 
 def _rolled(x: np.ndarray) -> np.ndarray:
@@ -2310,8 +2332,9 @@ class Monitor:
             if found["similarity"] or found.get("dilution") or chains:
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
                 shifted = self._shifted(xs, pvs, heard) if only is None else None
+                clip = self._clipped(xs, heard) if only is None else None
                 found, held = self._moving(sim, pvs, found, before, heard, out, self.still_bar,
-                                           only, self.wide, lit, vet, shifted)  # fmt: skip
+                                           only, self.wide, lit, vet, shifted, clip)  # fmt: skip
                 if self.text and self.stationary and found["similarity"]:
                     found["similarity"] = self._spread_out(sim, pvs, found["similarity"],
                                                            recent, need, before)  # fmt: skip
@@ -2372,7 +2395,8 @@ class Monitor:
         if not low or not self.stationary or state.similarity is None:
             return low
         resends, small = still(state.similarity, pvs, low, before, self.still_bar, self.wide,
-                               lit, vet, self._shifted(xs, pvs, heard))  # fmt: skip
+                               lit, vet, self._shifted(xs, pvs, heard),
+                               self._clipped(xs, heard))  # fmt: skip
         return [j for j in low if j not in resends and j not in small]
 
     def _sketched(self, state: _KeyState, xs: np.ndarray) -> np.ndarray | None:
@@ -2393,13 +2417,19 @@ class Monitor:
         """Whether a cloud (its rows' similarity numbers) is still in the sketch as well:
         its sketches from the ring and the batch's ``sk`` (numbered from ``first``); on a
         camera key without what a change of light explains (``lit``: the sketch's offset
-        direction; :func:`~mlwarden.serve.profiles.unlit`), as its reduced clouds are."""
+        direction; :func:`~mlwarden.serve.profiles.unlit`), as its reduced clouds are; with
+        ``off=`` (a direction in the sketch: a query's clipped values, :meth:`_clipped`)
+        judged without it."""
         ring = state.sketch
         if sk is None or ring is None:
             return None
-        if lit is None:
-            return lambda ids: still_in_sketch(ring.take(ids, sk, first))
-        return lambda ids: still_in_sketch(unlit(ring.take(ids, sk, first), lit))
+
+        def vet(ids: np.ndarray, off: np.ndarray | None = None) -> bool:
+            rows = ring.take(ids, sk, first)
+            rows = rows if lit is None else unlit(rows, lit)
+            return still_in_sketch(rows if off is None else _off(rows, off))
+
+        return vet
 
     def _lit_sketch(self, key: str, xs: np.ndarray) -> np.ndarray | None:
         """A ``camera`` key's offset direction (an input of ones) in the secret sketch,
@@ -2592,13 +2622,37 @@ class Monitor:
 
         return offsets
 
+    def _clipped(self, xs: np.ndarray, heard: np.ndarray) -> Clip | None:
+        """Tensors of ``MIN_VALUES`` values or more (not text, audio or tables): position
+        ``j`` of the queries heard -> the direction a change of noise level moves its
+        values at the input's bounds (its values within ``CLIP_REACH`` of the query's
+        range of its lowest or highest value: +1 and -1), reduced and projected as its
+        row, and in the secret sketch (None without one). Clipped noise has a mean that
+        grows with its level (about 0.4 sigma at a bound): a camera whose sensor noise
+        wanders moves its frames' centre along this one direction."""
+        if self._reduce is not reduce or self.text or xs[0].size < MIN_VALUES:
+            return None
+        c = self.config.similarity
+        origin = self.project(np.zeros(min(xs[0].size, c.max_dims), np.float32))
+
+        def clip(j: int) -> tuple[np.ndarray, np.ndarray | None]:
+            x = np.asarray(xs[int(heard[j])], dtype=np.float32)
+            lo, hi = float(x.min()), float(x.max())
+            reach = CLIP_REACH * (hi - lo)
+            u = ((x <= lo + reach).astype(np.float32) - (x >= hi - reach))[None]
+            row = self.project(self._reduce_many(u, c.max_dims, self.scale))[0] - origin
+            sk = self.sketch.of(u, self.scale)[0] if self.sketch is not None else None
+            return row, sk
+
+        return clip
+
     @staticmethod
     def _moving(sim: Similarity, pvs: np.ndarray, found: dict[str, list[int]], before: Any,
                 heard: np.ndarray, out: dict[str, list[int]], tight: float | None,
                 only: set[int] | None = None, wide: float | None = WIDE,
                 lit: np.ndarray | None = None, vet: Vet | None = None,
                 shifted: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
-                ) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
+                clip: Clip | None = None) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
         """``found`` without the similarity and dilution alerts of still balls: one input
         resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`),
         and the alerts that wait on a cloud too small to judge (:meth:`_hold`; none with
@@ -2608,13 +2662,14 @@ class Monitor:
         fresh noise of 0.01 on digits, values on a grid of 1/16, seldom crosses its bins,
         so a client resending 100 digits chained 33 per 1,000); a dilution alert always
         may. ``lit``: a camera key's lighting directions (:meth:`_lit`); ``vet``: the
-        secret sketch's word on each cloud (:meth:`_vet`)."""
+        secret sketch's word on each cloud (:meth:`_vet`); ``clip``: each query's clipped
+        values (:meth:`_clipped`)."""
         at = {int(h): p for p, h in enumerate(heard.tolist())}
         chained = {at[j] for j in out.get("blacklight", []) if j in at} if only is None else set()
         cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])
                        if k == "dilution" or only is None or j in only} | chained)  # fmt: skip
         resends, small = still(sim, pvs, cand, before, tight, wide if only is None else None,
-                               lit, vet, shifted)  # fmt: skip
+                               lit, vet, shifted, clip)  # fmt: skip
         if only is not None or wide is None:
             # nothing waits with the rule off, nor on audio, whose own cloud is the ball
             # within the radius: a search's steps are each other's copies there, and a

@@ -531,16 +531,21 @@ def coordinate(rows: np.ndarray) -> bool:
 
 
 def _resend(rows: np.ndarray, bar: float | None, coords: bool,
-            lit: np.ndarray | None = None) -> bool:  # fmt: skip
-    """Whether a cloud judged on its drift is a resend's: still (:func:`moving`) and, with
-    ``coords``, no coordinate search's (:func:`coordinate`); ``lit`` as :func:`moving`'s."""
+            lit: np.ndarray | None = None, along: np.ndarray | None = None) -> bool:  # fmt: skip
+    """Whether a cloud judged on its drift is a resend's: still (:func:`moving`, off
+    ``along``: the query's clipped values, :func:`still`) and, with ``coords``, no
+    coordinate search's (:func:`coordinate`); ``lit`` as :func:`moving`'s."""
     rows = rows if lit is None else unlit(rows[-CAP:], lit)  # the rows judged, alone
-    return not (coords and coordinate(rows)) and not moving(rows, bar)
+    return not (coords and coordinate(rows)) and not moving(rows, bar, None, along)
 
 
 # a second view of a cloud the rule would excuse: given its rows' numbers (time order),
-# whether it is still there too (serve/sketch.py: a secret sketch of the raw input)
-Vet = Callable[[np.ndarray], bool]
+# whether it is still there too (serve/sketch.py: a secret sketch of the raw input); with
+# ``off=`` a direction of that view its drift is judged without (a query's clipped values)
+Vet = Callable[..., bool]
+# a query's clipped values (position -> the direction a change of its noise level moves
+# them, in the reduced view and in the vet's, or None): :func:`still`
+Clip = Callable[[int], tuple[np.ndarray, np.ndarray | None]]
 
 
 def _vetted(vet: Vet | None, ids: np.ndarray) -> bool:
@@ -551,7 +556,7 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
           tight: float | None = TIGHT, wide: float | None = None, lit: np.ndarray | None = None,
           vet: Vet | None = None,
           shifted: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
-          ) -> tuple[set[int], dict[int, Cloud]]:  # fmt: skip
+          clip: Clip | None = None) -> tuple[set[int], dict[int, Cloud]]:  # fmt: skip
     """The positions of ``cand`` (in a batch ``vs`` just added to the similarity history
     ``sim``) whose own cloud does not move (their alerts are resends), and those whose
     cloud is a resend's but too small to judge yet (:class:`Cloud`; :func:`settle`).
@@ -583,7 +588,10 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
     (:mod:`mlwarden.serve.profiles`), removed from every cloud before it is judged.
     With ``vet``, a cloud is excused only when ``vet`` also finds it still (given its
     rows' numbers): the monitor's secret sketch of the raw input
-    (:mod:`mlwarden.serve.sketch`).
+    (:mod:`mlwarden.serve.sketch`). With ``clip`` (position -> the directions, reduced and
+    in ``vet``'s view, in which a change of noise level moves the query's values at the
+    input's bounds), an own cloud and a ball within the radius are judged off them
+    (:func:`moving` with ``along``; the module docstring, "Clipped noise").
     """
     if not cand:
         return set(), {}
@@ -607,7 +615,9 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
     for c, j in enumerate(cand):
         q, me = seen.qs[c], before.first + j
         balls = seen.balls(c, me, hist)
-        vet_j = _chained(vet, seen, balls, q, me, lit) if chain else vet
+        along, off = clip(j) if clip is not None else (None, None)
+        vet_c = functools.partial(vet, off=off) if vet is not None and off is not None else vet
+        vet_j = _chained(vet_c, seen, balls, q, me, lit, along) if chain else vet_c
         if len(balls[0]) + 1 < MIN_ROWS and shifted is not None:
             offsets, gain = shifted(j)
             up_to = seen.aligned(c, me, hist, limits[0], offsets)
@@ -620,14 +630,14 @@ def still(sim: object, vs: np.ndarray, cand: list[int], before: Snapshot,
         # judged as a query without an own cloud (below)
         if len(balls[0]) + 1 >= MIN_ROWS and not _sliced(seen, balls, q, me, cut):
             own = seen.cloud(balls[0], q, me)
-            if _resend(own.rows, bar, coords, lit) and _vetted(vet_j, own.ids):
+            if _resend(own.rows, bar, coords, lit, along) and _vetted(vet_j, own.ids):
                 out.add(j)
             continue
         # a copy of its own, and its copies at least half of its neighbours within the radius
         copy = len(balls[0]) >= 1 and 2 * len(balls[0]) >= len(balls[1])
         held = seen.cloud(balls[1], q, me) if copy else None
         if held is not None and len(balls[1]) + 1 >= MIN_ROWS:
-            if _resend(held.rows, bar, coords, lit) and _vetted(vet_j, held.ids):
+            if _resend(held.rows, bar, coords, lit, along) and _vetted(vet_j, held.ids):
                 out.add(j)
             continue
         far = seen.cloud(balls[2], q, me) if wide is not None else None
@@ -658,7 +668,8 @@ def natural(rows: np.ndarray, lit: np.ndarray | None = None) -> bool:
     return drift_p(rows) >= WIDE_ALPHA
 
 
-def walked(rows: np.ndarray, lit: np.ndarray | None = None) -> bool:
+def walked(rows: np.ndarray, lit: np.ndarray | None = None,
+           along: np.ndarray | None = None) -> bool:  # fmt: skip
     """Whether a still ball's chain ``rows`` (n, dims), in time order (the key's recent
     rows within ``CHAIN`` radii of its query, the query last) moves: :func:`drift_p`
     below ``ALPHA``. A search that samples one point at a time (NES: 50 draws around a
@@ -668,13 +679,13 @@ def walked(rows: np.ndarray, lit: np.ndarray | None = None) -> bool:
     between successive rows (within a hop) is small. One input's re-encodings, or a few
     nearby inputs resent in random order, mix in time: their successive differences
     carry the jumps between them and their centre stays put. ``lit``: a camera key's
-    lighting directions, removed first."""
+    lighting directions, removed first; ``along``: as :func:`moving`'s."""
     rows = rows if lit is None else unlit(rows[-CAP:], lit)
-    return drift_p(rows) < ALPHA
+    return moving(rows, None, None, along)
 
 
 def _chained(vet: Vet | None, seen: _Seen, balls: list[np.ndarray], q: np.ndarray, me: int,
-             lit: np.ndarray | None) -> Vet:  # fmt: skip
+             lit: np.ndarray | None, along: np.ndarray | None = None) -> Vet:  # fmt: skip
     """``vet`` and, before a cloud of query ``me`` is excused, its chain not
     :func:`walked`: the rows within ``CHAIN`` radii (``balls[3]``) of the key's last
     ``SPAN`` queries, when ``LINKS`` or more of them lie beyond the radius (earlier
@@ -686,7 +697,7 @@ def _chained(vet: Vet | None, seen: _Seen, balls: list[np.ndarray], q: np.ndarra
         chain, near = (p[seen.ids[p] >= me - SPAN] for p in (balls[3], balls[1]))
         if len(chain) - len(near) < LINKS:
             return True
-        return not walked(seen.cloud(chain, q, me).rows, lit)
+        return not walked(seen.cloud(chain, q, me).rows, lit, along)
 
     return vetted
 
