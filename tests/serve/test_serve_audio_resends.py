@@ -16,9 +16,18 @@ import numpy as np
 import pytest
 
 from mlwarden.serve.config import Detection
-from mlwarden.serve.monitor import Monitor
+from mlwarden.serve.monitor import CLIP_REACH, Monitor
 from mlwarden.serve.sketch import quiet
-from mlwarden.serve.stationary import ALPHA, CAP, FULL, coordinate, drift_p, moving, sliced
+from mlwarden.serve.stationary import (
+    ALPHA,
+    CAP,
+    FULL,
+    MIN_VALUES,
+    coordinate,
+    drift_p,
+    moving,
+    sliced,
+)
 
 _LABEL = np.zeros(1, dtype=np.int64)
 
@@ -136,6 +145,18 @@ def test_drift_p_is_uniform_on_still_balls_and_small_on_moving_ones() -> None:
     assert drift_p(np.ones((3, 8))) == 0.0  # too few to test: moving (fails closed)
 
 
+def _clip_direction(mon: Monitor, x: np.ndarray) -> np.ndarray | None:
+    """Tensors of MIN_VALUES values or more (not audio): the reduced direction of the
+    query's values within CLIP_REACH of its range from its lowest (+1) or highest (-1)
+    value, which a change of noise level moves (an own cloud is judged off it)."""
+    if mon.wide is None or np.size(x) < MIN_VALUES:
+        return None
+    lo, hi = float(np.min(x)), float(np.max(x))
+    reach = CLIP_REACH * (hi - lo)
+    u = (np.asarray(x) <= lo + reach).astype(np.float32) - (np.asarray(x) >= hi - reach)
+    return (mon.summarise(u) - mon.summarise(np.zeros_like(u))).astype(np.float64)
+
+
 def _plain(xs: list[np.ndarray], mon: Monitor) -> list[bool]:
     """Reference: per query, the similarity alert with the still-ball rule, written
     plainly (float64 distances to every earlier distinct query of the whole history),
@@ -161,7 +182,7 @@ def _plain(xs: list[np.ndarray], mon: Monitor) -> list[bool]:
         ball = np.vstack([hist[close][-(FULL - 1) :], v])
         veto = mon.wide is not None and (sliced(int(own.sum()), int(close.sum()), ball, mon.still_bar)
                                          or coordinate(rows))  # fmt: skip
-        still = not veto and not moving(rows, wide)
+        still = not veto and not moving(rows, wide, None, _clip_direction(mon, x))
         sketched = mon.sketch is not None and np.size(x) > c.max_dims  # no null space else
         still = still and (not sketched or quiet(np.vstack([cloud, s])))
         out.append(bool(flag) and not still)
