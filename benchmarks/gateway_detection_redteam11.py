@@ -182,10 +182,13 @@ class Gate:
     def _mixed(self) -> bool:
         """``mix`` distinct benign queries of the pool (rows 2,000 on: not the warm-up's)
         on the key before an attack query; whether one was flagged where the client sees it."""
+        feats, labels, probs = self.decoys
+        if len(labels) <= long.WARM:  # breast cancer's (285) and wine's (89) pools: all warm-up
+            raise ValueError(f"--mix needs benign rows past the warm-up's {long.WARM}: "
+                             f"this kind's pool has {len(labels)}")  # fmt: skip
         shown = False
         for _ in range(self.mix):
-            feats, labels, probs = self.decoys
-            i = 2000 + self.used_decoys % (len(labels) - 2000)
+            i = long.WARM + self.used_decoys % (len(labels) - long.WARM)
             self.used_decoys += 1
             found = rw._ask(self.mon, self.key, feats, labels, probs, i)
             shown |= bool(found) and self._flag(found, self.sent + 1)

@@ -187,6 +187,18 @@ def test_mix_sends_benign_rows_first_and_counts_only_attack_queries(rt: Any) -> 
     assert answer is not None  # the attack query itself went out on a fresh key
 
 
+def test_mix_refuses_a_pool_with_no_rows_past_the_warm_up(rt: Any) -> None:
+    """Breast cancer's and wine's benign pools are all warm-up (285, 89 rows): mixing sent empty
+    requests and reported a search with nothing mixed in; it fails loudly instead."""
+    kind = _kind(rt)
+    rows = np.zeros((285, 1, 8, 8), dtype=np.float32)
+    gate = rt.Gate(kind, rt.Detection(), _Count(10**6), "log", mix=1,
+                   decoys=(rows, np.zeros(285, dtype=np.int64), None))  # fmt: skip
+    with pytest.raises(ValueError, match="past the warm-up"):
+        gate.ask(kind.data[0])
+    assert gate.sent == 0
+
+
 def test_the_attackers_own_gateway_is_on_another_secret(rt: Any) -> None:
     """``oars-blind`` learns on a gateway like the target's, not on the target's secret;
     the process's secret source is left as it was."""
