@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +22,21 @@ from mlwarden.serve.app import KERNELS_WAIT_S, create_app
 from mlwarden.serve.auth import hash_key, new_key
 from mlwarden.serve.config import GatewayConfig
 from mlwarden.serve.server import server_config
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def bench_module(name: str) -> Any:
+    """``benchmarks/<name>.py`` imported by path, with benchmarks/ on ``sys.path`` for its
+    own imports, and registered under its name (its dataclasses look their module up
+    there)."""
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="session")

@@ -10,28 +10,17 @@ the held-out clients' only if they send what their docstrings describe.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.serve.conftest import bench_module
 
 
 @pytest.fixture(scope="module")
 def rt() -> Any:
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("gateway_detection_redteam11",
-                                                  BENCH / "gateway_detection_redteam11.py")  # fmt: skip
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("gateway_detection_redteam11")
 
 
 def _kind(rt: Any, shape: tuple[int, ...] = (1, 8, 8)) -> Any:
