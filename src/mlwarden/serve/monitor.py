@@ -1920,7 +1920,7 @@ class _KeyState:
                  self.spread, self.manifold)  # fmt: skip
         arrays = [self.chains, self.tail]
         arrays += [a for c in self.held for a in (c.q, c.rows, c.ids, c.far, c.far_ids)]
-        queue = sum(p[0].nbytes + 100 for p in self.pending)  # each with its tuple and ints
+        queue = _queued(self) + 100 * len(self.pending)  # each with its tuple and ints
         held = sum(a.nbytes for a in arrays if a is not None) + queue
         held += self.sketch.nbytes if self.sketch is not None else 0
         return (
