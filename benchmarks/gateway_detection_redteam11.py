@@ -78,7 +78,11 @@ Benign clients held out (nobody built them before), flagged per 1,000:
 
 ``--mix K`` (OARS plans): the attack key sends ``K`` distinct benign queries of the pool
 before each attack query (the literature's "mix in benign traffic"; the budget counts
-attack queries only), on its own gateway too.
+attack queries only), on its own gateway too. The pool's rows past the warm-up's are
+mixed in; a pool no longer than the warm-up (breast cancer 285 rows, wine 89) is split
+in half, disjoint warm-up and mixed-in parts (:func:`split`, printed), and once its
+mixed-in rows are used up each is sent again as a sensor logger reads it another hour
+(an exact resend is dropped by the gateway's repeat filter, which would end the mix).
 
 ``--calib-sigma S``: every kind (digits too) calibrated by ``gateway calibrate --sigma S``
 instead of its default 0.05: whether a deployment that calibrates against a noisier
@@ -106,6 +110,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 import gateway_detection_long as long  # noqa: E402
+import gateway_detection_outside as outside  # noqa: E402
 import gateway_detection_realworld as rw  # noqa: E402
 import gateway_detection_redteam10 as rt10  # noqa: E402
 from gateway_detection_clients import _Cnn  # noqa: E402
@@ -180,19 +185,35 @@ class Gate:
         return True
 
     def _mixed(self) -> bool:
-        """``mix`` distinct benign queries of the pool (rows 2,000 on: not the warm-up's)
-        on the key before an attack query; whether one was flagged where the client sees it."""
+        """``mix`` distinct benign queries of the pool's mixing part (:func:`split`: past
+        the warm-up's rows) on the key before an attack query; once the part is used up
+        (breast cancer's 143 rows, wine's 45), its rows again as a sensor logger reads
+        them another hour (:func:`_again`: an exact resend would be dropped as a repeat);
+        whether one was flagged where the client sees it."""
         feats, labels, probs = self.decoys
-        if len(labels) <= long.WARM:  # breast cancer's (285) and wine's (89) pools: all warm-up
-            raise ValueError(f"--mix needs benign rows past the warm-up's {long.WARM}: "
+        start = split(len(labels))
+        if start >= len(labels):
+            raise ValueError(f"--mix needs benign rows past the warm-up's {start}: "
                              f"this kind's pool has {len(labels)}")  # fmt: skip
         shown = False
         for _ in range(self.mix):
-            i = long.WARM + self.used_decoys % (len(labels) - long.WARM)
+            cycle, j = divmod(self.used_decoys, len(labels) - start)
             self.used_decoys += 1
-            found = rw._ask(self.mon, self.key, feats, labels, probs, i)
+            if cycle:
+                found = self._again(np.asarray(feats[start + j]), cycle)
+            else:
+                found = rw._ask(self.mon, self.key, feats, labels, probs, start + j)
             shown |= bool(found) and self._flag(found, self.sent + 1)
         return shown
+
+    def _again(self, row: np.ndarray, cycle: int) -> dict[str, list[int]]:
+        """``row`` read again ``cycle`` hours later by ``gateway_detection_outside.logger``
+        (x (1 + N(0, 0.002)), a daily cycle of +-1%, CSV rounding), sent on the key."""
+        raw = tuple(self.kind.bounds) != (0.0, 1.0)
+        rng = np.random.default_rng([cycle, self.used_decoys])
+        xs = outside.logger(self.kind.bounds, raw)(row, rng, {}, cycle)[None]
+        return self.mon.inspect(self.key, self.kind.feats(self.det, xs), self.kind.labels(xs),
+                                rw._answers(self.kind, self.det, xs))  # fmt: skip
 
     def ask(self, q: np.ndarray) -> tuple[np.ndarray | None, bool]:
         """Send ``q`` (after ``mix`` benign queries): (its rounded scores, None when
@@ -209,6 +230,39 @@ class Gate:
             return answer, before
         shown = self._flag(found, self.sent)
         return (None if shown and self.action == "block" else answer), shown or before
+
+
+def split(n: int) -> int:
+    """Where a benign pool of ``n`` rows stops warming the attack key and starts being
+    mixed in (``--mix``): past the warm-up's ``long.WARM`` rows, or, for a pool no longer
+    than the warm-up (breast cancer 285 rows, wine 89), at its half: the first half warms
+    the key, the second half (disjoint from it) is mixed in."""
+    return long.WARM if n > long.WARM else n // 2
+
+
+def pool_note(name: str, kind: long.Kind) -> str:
+    """What ``--mix`` mixes in on ``name`` (printed by the benchmarks that mix)."""
+    w, total = long.WARM, len(kind.pool)
+    n = min(total, w) + max(0, total - w - 1000)  # rw._benign's rows: 1,000 held for calibration
+    s = split(n)
+    text = f"{name}: benign pool of {n} rows: warm-up rows 0-{min(s, long.WARM) - 1}, "
+    text += f"mixed-in rows {s}-{n - 1}"
+    if s < long.WARM:
+        text += " (a pool no longer than the warm-up split in half; past its rows, "
+        text += "each row again as a sensor logger reads it another hour)"
+    return text
+
+
+def _warm(kind: long.Kind, det: Detection, mixing: bool) -> Monitor:
+    """``rw._warm``; when the key mixes in benign rows, only the pool's warm-up part
+    (:func:`split`: the same rows on a pool longer than the warm-up)."""
+    if not mixing:
+        return rw._warm(kind, det)
+    mon = kind.monitor(det)
+    bf, bl, bp = rw._benign(kind, det)
+    for j in range(min(long.WARM, split(len(bl)))):
+        rw._ask(mon, "k", bf, bl, bp, j)
+    return mon
 
 
 # -- OARS (Feng et al., CCS 2023) on the issue's noisy random search ---------------------
@@ -509,12 +563,13 @@ def kinds(only: set[str]) -> dict[str, long.Kind]:
 
 
 # -- runs and tables -------------------------------------------------------------------
-def setting(name: str, kind: long.Kind,
-            sigma: float | None = None) -> tuple[Detection, dict[str, Any], Callable[[], Monitor]]:  # fmt: skip
+def setting(name: str, kind: long.Kind, sigma: float | None = None,
+            mixing: bool = False) -> tuple[Detection, dict[str, Any], Callable[[], Monitor]]:  # fmt: skip
     """The detection config, its summary, and how to build the gateway an attack meets:
     digits the issue's (defaults, nothing before the attack), the rest calibrated with
-    the attack key warmed by 2,000 distinct benign queries. ``sigma``: calibrated
-    against a search of that noise (``gateway calibrate --sigma``; default 0.05)."""
+    the attack key warmed by 2,000 distinct benign queries (``mixing``: by the pool's
+    warm-up part, :func:`split`). ``sigma``: calibrated against a search of that noise
+    (``gateway calibrate --sigma``; default 0.05)."""
     if name == "digits" and sigma is None:
         det = Detection()
         return det, {"config": "defaults"}, lambda: kind.monitor(det)
@@ -528,12 +583,14 @@ def setting(name: str, kind: long.Kind,
         summary.pop("tried", None)
     if name == "digits":
         return det, summary, lambda: kind.monitor(det)
-    return det, summary, lambda: rw._warm(kind, det)
+    if mixing:
+        print(pool_note(name, kind), flush=True)
+    return det, summary, lambda: _warm(kind, det, mixing)
 
 
 def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
-    det, summary, make = setting(name, kind, args.calib_sigma)
+    det, summary, make = setting(name, kind, args.calib_sigma, bool(args.mix))
     print(f"{name}: {json.dumps(summary)}", flush=True)
     row: dict[str, Any] = {"calibration": summary}
     for client in args.clients:

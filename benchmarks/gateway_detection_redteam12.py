@@ -283,7 +283,7 @@ def run_shaped(name: str, kind: long.Kind, det: Detection, plan: str, run: int,
 
 def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
-    det, summary, make = rt11.setting(name, kind, args.calib_sigma)
+    det, summary, make = rt11.setting(name, kind, args.calib_sigma, bool(args.mix))
     print(f"{name}: {json.dumps(summary)}", flush=True)
     row: dict[str, Any] = {"calibration": summary}
     for client in args.clients:

@@ -327,7 +327,8 @@ def run_plan(name: str, kind: long.Kind, det: Detection, plan: str, run: int,
 
 def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
-    det, summary, make = rt11.setting(name, kind, args.calib_sigma)
+    mixing = bool(args.mix) or "slow" in args.plans  # redteam11's pool split (rt11.split)
+    det, summary, make = rt11.setting(name, kind, args.calib_sigma, mixing)
     print(f"{name}: {json.dumps(summary)}", flush=True)
     row: dict[str, Any] = {"calibration": summary}
     target = make() if args.plans else None

@@ -176,13 +176,56 @@ def test_mix_sends_benign_rows_first_and_counts_only_attack_queries(rt: Any) -> 
     assert answer is not None  # the attack query itself went out on a fresh key
 
 
-def test_mix_refuses_a_pool_with_no_rows_past_the_warm_up(rt: Any) -> None:
-    """Breast cancer's and wine's benign pools are all warm-up (285, 89 rows): mixing sent empty
-    requests and reported a search with nothing mixed in; it fails loudly instead."""
+class _Rec:
+    """A defence that flags nothing and keeps every input a key sent."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[np.ndarray]] = {}
+
+    def inspect(self, key: str, feats: np.ndarray, *_: Any) -> dict[str, list[int]]:
+        self.rows.setdefault(key, []).extend(np.asarray(feats, dtype=np.float64))
+        return {}
+
+
+def _digests(rows: Any) -> set[bytes]:
+    return {np.asarray(r, dtype=np.float32).tobytes() for r in rows}
+
+
+def test_mix_splits_a_pool_no_longer_than_the_warm_up(rt: Any) -> None:
+    """Breast cancer's and wine's benign pools (285, 89 rows) are no longer than the
+    warm-up: the first half warms the key, the second half (disjoint) is mixed in, and once
+    it is used up its rows come again as a logger reads them later: distinct from every
+    row sent before (an exact resend would be dropped as a repeat), within 2% of their own."""
+    rng = np.random.default_rng(3)
+    pool = rng.uniform(0.05, 0.95, (285, 1, 8, 8)).astype(np.float32)
+    kind = rt.long.Kind(pool, pool, (pool, np.zeros(285, dtype=np.int64)), _kind(rt).model,
+                        [], (0.0, 1.0), "tensor", 285)  # fmt: skip
+    assert rt.split(285) == 142 and rt.split(89) == 44 and rt.split(17100) == rt.long.WARM
+    warmed = _Rec()
+    kind.monitor = lambda det: warmed  # type: ignore[method-assign]
+    rt._warm(kind, rt.Detection(), True)
+    assert _digests(warmed.rows["k"]) == _digests(pool[:142])
+    rec = _Rec()
+    gate = rt.Gate(kind, rt.Detection(), rec, "log", mix=10,
+                   decoys=(pool, np.zeros(285, dtype=np.int64), None))  # fmt: skip
+    for _ in range(30):  # 300 benign rows: the 143 mixed-in rows twice, then 14 more
+        gate.ask(kind.data[0])
+    benign = [r for i, r in enumerate(rec.rows["k"]) if i % 11 != 10]
+    assert len(benign) == 300 and _digests(benign[:143]) == _digests(pool[142:])
+    assert len(_digests(benign)) == 300  # no exact resend, none a warm-up row
+    assert not _digests(benign) & _digests(pool[:142])
+    again = np.stack(benign[143:286]).reshape(143, -1)
+    rel = np.abs(again - pool[142:].reshape(143, -1)) / pool[142:].reshape(143, -1)
+    assert 0 < rel.max() < 0.02 + 1 / 500 / 0.05
+    assert "split in half" in rt.pool_note("wine", kind)
+    big = rt.long.Kind(np.zeros((4000, 3)), None, (None, None), None, [], (0.0, 1.0))
+    assert "split" not in rt.pool_note("tabular", big)
+
+
+def test_mix_refuses_an_empty_pool(rt: Any) -> None:
     kind = _kind(rt)
-    rows = np.zeros((285, 1, 8, 8), dtype=np.float32)
     gate = rt.Gate(kind, rt.Detection(), _Count(10**6), "log", mix=1,
-                   decoys=(rows, np.zeros(285, dtype=np.int64), None))  # fmt: skip
+                   decoys=(np.zeros((0, 1, 8, 8)), np.zeros(0, dtype=np.int64), None))  # fmt: skip
     with pytest.raises(ValueError, match="past the warm-up"):
         gate.ask(kind.data[0])
     assert gate.sent == 0
