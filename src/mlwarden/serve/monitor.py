@@ -218,6 +218,9 @@ QUEUE_BYTES = 1 << 20
 SHIFT = 2
 SHIFTS = [(dy, dx) for dy in range(-SHIFT, SHIFT + 1) for dx in range(-SHIFT, SHIFT + 1)
           if dy or dx]  # fmt: skip
+# position -> a query's offsets to its shifted copies' rows and its gain (Monitor._shifted)
+Shifted = Callable[[int], tuple[np.ndarray, np.ndarray]]
+Views = tuple[Shifted | None, Clip | None]  # a batch's shifted copies and clipped values
 # a query's values this share of its range from its lowest (highest) are at a bound: where
 # clipped noise of up to 0.05 of the range moves its mean with its level (Monitor._clipped)
 CLIP_REACH = 0.1
@@ -2061,6 +2064,7 @@ class Monitor:
         # (serve/sketch.py); not on text, whose MinHash bits are the input's own view
         self.sketch = Sketch(secret or new_secret()) if stat_sketch(config, modality) else None
         self._lit_cache: dict[tuple[int, ...], tuple[Sketch, np.ndarray]] = {}  # _lit_sketch
+        self._origins: dict[int, np.ndarray] = {}  # _origin
         # a key working on one input (serve/spread.py): tensors, not audio envelopes or text,
         # and reduced vectors of MIN_VALUES or more values only (where the white-noise gate
         # tells a noisy search from one class's natural rows: on tables' few features it
@@ -2327,12 +2331,12 @@ class Monitor:
             held: list[Cloud] = []
             lit = self._lit(key, pvs.shape[1])
             vet = self._vet(state, sk, before.first, self._lit_sketch(key, xs))
+            views = self._views(xs, pvs, heard)  # built once: _narrow's and _moving's
             if self.narrow and allowance is None and pvs.shape[1] >= MIN_VALUES:
-                found["spread"] = self._narrow(state, pvs, before, lit, vet, xs, heard)
+                found["spread"] = self._narrow(state, pvs, before, lit, vet, views)
             if found["similarity"] or found.get("dilution") or chains:
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
-                shifted = self._shifted(xs, pvs, heard) if only is None else None
-                clip = self._clipped(xs, heard) if only is None else None
+                shifted, clip = views if only is None else (None, None)
                 found, held = self._moving(sim, pvs, found, before, heard, out, self.still_bar,
                                            only, self.wide, lit, vet, shifted, clip)  # fmt: skip
                 if self.text and self.stationary and found["similarity"]:
@@ -2368,7 +2372,7 @@ class Monitor:
         return [int(heard[i]) for i, c in enumerate(counts) if c >= INPUTS]
 
     def _narrow(self, state: _KeyState, pvs: np.ndarray, before: Any, lit: np.ndarray | None,
-                vet: Vet | None, xs: np.ndarray, heard: np.ndarray) -> list[int]:  # fmt: skip
+                vet: Vet | None, views: Views) -> list[int]:  # fmt: skip
         """Positions of ``pvs`` (just added to the similarity history) whose key's last
         ``spread.window`` distinct queries spread less than ``spread.bar``, or (every
         ``spread.STRIDE``-th query) less than ``spread.net`` of that above their noise floor
@@ -2377,7 +2381,8 @@ class Monitor:
         alerts are judged; a cloud too small to judge is left for the next query, whose
         window is as narrow) and, on inputs of ``MIN_VALUES`` values or more, those whose
         window's variation spans few directions (:func:`mlwarden.serve.spread.white`: a
-        few natural inputs, not noise)."""
+        few natural inputs, not noise). ``views``: the batch's shifted copies and clipped
+        values (:meth:`_views`)."""
         if state.spread is None:
             state.spread = Spread(self.config.spread.window, pvs.shape[1])
         sp, c = state.spread, self.config.spread
@@ -2395,8 +2400,7 @@ class Monitor:
         if not low or not self.stationary or state.similarity is None:
             return low
         resends, small = still(state.similarity, pvs, low, before, self.still_bar, self.wide,
-                               lit, vet, self._shifted(xs, pvs, heard),
-                               self._clipped(xs, heard))  # fmt: skip
+                               lit, vet, *views)  # fmt: skip
         return [j for j in low if j not in resends and j not in small]
 
     def _sketched(self, state: _KeyState, xs: np.ndarray) -> np.ndarray | None:
@@ -2600,25 +2604,41 @@ class Monitor:
         resends, _ = still(sim, pvs, slow, before, None)
         return [j for j in hits if j not in resends]
 
+    def _views(self, xs: np.ndarray, pvs: np.ndarray, heard: np.ndarray) -> Views:
+        """The batch's :meth:`_shifted` and :meth:`_clipped`, built once for the spread
+        rule's and the similarity alerts' still-ball verdicts (a query judged by both is
+        shifted and clipped once)."""
+        return self._shifted(xs, pvs, heard), self._clipped(xs, heard)
+
+    def _origin(self, dims: int) -> np.ndarray:
+        """The projected row of a reduced vector of ``dims`` zeros (the projection is
+        fixed at construction: computed once per ``dims``)."""
+        known = self._origins.get(dims)
+        if known is None:
+            known = self._origins[dims] = self.project(np.zeros(dims, np.float32))
+        return known
+
     def _shifted(self, xs: np.ndarray, pvs: np.ndarray, heard: np.ndarray,
-                 ) -> Callable[[int], tuple[np.ndarray, np.ndarray]] | None:  # fmt: skip
+                 ) -> Shifted | None:  # fmt: skip
         """For images (:attr:`frame`), position ``j`` of ``pvs`` -> the offsets from its
         row to the rows of its input shifted by up to ``SHIFT`` pixels along the last two
         axes (:data:`SHIFTS`, rolled: a one-pixel crop shift but for one edge row), and
         the direction a gain on the input moves its row, as
-        :func:`mlwarden.serve.stationary.still` gathers own clouds up to a shift."""
+        :func:`mlwarden.serve.stationary.still` gathers own clouds up to a shift; each
+        position's computed once (kept for the batch)."""
         frame = self.frame
         if frame is None:
             return None
         c = self.config.similarity
-        origin = self.project(np.zeros(pvs.shape[1] if self._axes is None else len(self._axes),
-                                       np.float32))  # fmt: skip
+        origin = self._origin(pvs.shape[1] if self._axes is None else len(self._axes))
+        done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
         def offsets(j: int) -> tuple[np.ndarray, np.ndarray]:
-            x = np.asarray(xs[int(heard[j])], dtype=np.float32).reshape(frame)
-            moved = _rolled(x)
-            rows = self.project(self._reduce_many(moved, c.max_dims, self.scale))
-            return rows - pvs[j], pvs[j] - origin
+            if j not in done:
+                x = np.asarray(xs[int(heard[j])], dtype=np.float32).reshape(frame)
+                rows = self.project(self._reduce_many(_rolled(x), c.max_dims, self.scale))
+                done[j] = (rows - pvs[j], pvs[j] - origin)
+            return done[j]
 
         return offsets
 
@@ -2627,22 +2647,26 @@ class Monitor:
         ``j`` of the queries heard -> the direction a change of noise level moves its
         values at the input's bounds (its values within ``CLIP_REACH`` of the query's
         range of its lowest or highest value: +1 and -1), reduced and projected as its
-        row, and in the secret sketch (None without one). Clipped noise has a mean that
-        grows with its level (about 0.4 sigma at a bound): a camera whose sensor noise
-        wanders moves its frames' centre along this one direction."""
+        row, and in the secret sketch (None without one); each position's computed once
+        (kept for the batch). Clipped noise has a mean that grows with its level (about
+        0.4 sigma at a bound): a camera whose sensor noise wanders moves its frames'
+        centre along this one direction."""
         if self._reduce is not reduce or self.text or xs[0].size < MIN_VALUES:
             return None
         c = self.config.similarity
-        origin = self.project(np.zeros(min(xs[0].size, c.max_dims), np.float32))
+        origin = self._origin(min(xs[0].size, c.max_dims))
+        done: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
 
         def clip(j: int) -> tuple[np.ndarray, np.ndarray | None]:
-            x = np.asarray(xs[int(heard[j])], dtype=np.float32)
-            lo, hi = float(x.min()), float(x.max())
-            reach = CLIP_REACH * (hi - lo)
-            u = ((x <= lo + reach).astype(np.float32) - (x >= hi - reach))[None]
-            row = self.project(self._reduce_many(u, c.max_dims, self.scale))[0] - origin
-            sk = self.sketch.of(u, self.scale)[0] if self.sketch is not None else None
-            return row, sk
+            if j not in done:
+                x = np.asarray(xs[int(heard[j])], dtype=np.float32)
+                lo, hi = float(x.min()), float(x.max())
+                reach = CLIP_REACH * (hi - lo)
+                u = ((x <= lo + reach).astype(np.float32) - (x >= hi - reach))[None]
+                row = self.project(self._reduce_many(u, c.max_dims, self.scale))[0] - origin
+                sk = self.sketch.of(u, self.scale)[0] if self.sketch is not None else None
+                done[j] = (row, sk)
+            return done[j]
 
         return clip
 
@@ -2651,7 +2675,7 @@ class Monitor:
                 heard: np.ndarray, out: dict[str, list[int]], tight: float | None,
                 only: set[int] | None = None, wide: float | None = WIDE,
                 lit: np.ndarray | None = None, vet: Vet | None = None,
-                shifted: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
+                shifted: Shifted | None = None,
                 clip: Clip | None = None) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
         """``found`` without the similarity and dilution alerts of still balls: one input
         resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`),
