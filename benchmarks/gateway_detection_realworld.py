@@ -85,7 +85,12 @@ distinct benign queries of the same key (``knowing._warm``'s):
 Reported per attack: the attack's own query at which a key of it is first flagged, and
 what it had in hand by then: the largest drop of the true class's probability, whether
 an answer was another class within Linf 0.1 of the range (``wrong``), and for ``hsja``
-the smallest RMS distance (per value, units of the range) of a wrong answer.
+the smallest RMS distance (per value, units of the range) of a wrong answer. On audio
+also the smallest distortion of a wrong answer by audio's own measure (``dbx``: Carlini
+& Wagner's dB_x, "Audio Adversarial Examples", 2018: the perturbation's peak relative
+to the clip's peak, in dB; their attacks reach about -31 dB; Linf 0.1 of the range is
+-14 dB on a clip at full scale, so ``wrong`` there includes mixing in another clip at an
+audible level).
 
 Every gateway the benchmark builds draws its sketch secret (:mod:`mlwarden.serve.sketch`)
 from ``--secret-seed`` (default 0: :func:`fix_secret`), not fresh from the OS as
@@ -712,8 +717,13 @@ def achieved(kind: long.Kind, x0: Any, y0: int, qs: Any, upto: int) -> dict[str,
     diff = (np.asarray(qs[:upto], dtype=np.float64) - x0).reshape(upto, -1) / span
     linf, rms = np.abs(diff).max(axis=1), np.sqrt((diff**2).mean(axis=1))
     close = float(rms[bad].min()) if bad.any() else None
-    return {"drop": round(p0 - float(p.min()), 3), "wrong": bool((bad & (linf <= 0.1 + 1e-6)).any()),
-            "rms": None if close is None else round(close, 4)}  # fmt: skip
+    out = {"drop": round(p0 - float(p.min()), 3), "wrong": bool((bad & (linf <= 0.1 + 1e-6)).any()),
+           "rms": None if close is None else round(close, 4)}  # fmt: skip
+    if kind.modality == "audio":  # and by audio's own measure: dB_x (module docstring)
+        peak = float(np.abs(np.asarray(x0, dtype=np.float64)).max()) / span
+        dbx = 20 * np.log10(np.maximum(linf, 1e-12) / max(peak, 1e-12))
+        out["dbx"] = round(float(dbx[bad].min()), 1) if bad.any() else None
+    return out
 
 
 def first_flag(kind: long.Kind, det: Detection, mon: Monitor, qs: Any, keys: list[str],
@@ -922,6 +932,8 @@ def _acell(res: list[dict[str, Any]]) -> str:
         text += f"; {label}: drop <= {max(x['drop'] for x in a):.2f}, "
         text += f"{sum(x['wrong'] for x in a)}/{len(a)} wrong"
         text += f", closest wrong rms {min(rms):.3f}" if rms else ""
+        dbx = [x["dbx"] for x in a if x.get("dbx") is not None]
+        text += f" ({min(dbx):.1f} dB_x)" if dbx else ""
     return text
 
 

@@ -83,6 +83,22 @@ def test_hsja_keeps_its_budget_and_crosses_the_boundary(rw: Any) -> None:
     assert wrong.any() and dist.min() < start  # closer than any natural input of another class
 
 
+def test_audio_wrong_answers_are_also_measured_in_db_of_the_clips_peak(rw: Any) -> None:
+    kind = _kind(rw, (1, 8000), (-1.0, 1.0), "audio")
+    x0 = kind.data[1] * 0.5
+    y0 = int(kind.labels(x0[None])[0])
+    other = kind.data[kind.labels(kind.data) != y0][0]
+    # x0 with a tenth of the way to another class's clip mixed in, and that clip itself
+    qs = np.stack([x0 + 0.1 * (other - x0), other]).astype(np.float32)
+    got = rw.achieved(kind, x0, y0, qs, 2)
+    bad = kind.labels(qs) != y0
+    peaks = np.abs(qs - x0).reshape(2, -1).max(axis=1) / np.abs(x0).max()
+    want = 20 * np.log10(peaks[bad].min())  # Carlini & Wagner's dB_x of the closest
+    assert bad[1] and got["dbx"] == pytest.approx(want, abs=0.05)
+    tensor = _kind(rw, (64,), (0.0, 1.0), "tensor")  # other kinds: as before
+    assert "dbx" not in rw.achieved(tensor, tensor.data[0], 0, tensor.data[:3], 3)
+
+
 @pytest.fixture(scope="module")
 def rt() -> Any:
     return _bench("gateway_detection_redteam10")
