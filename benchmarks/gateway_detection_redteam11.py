@@ -163,6 +163,7 @@ class Gate:
     mix: int = 0  # distinct benign queries the key sends before each attack query
     decoys: Any = None  # (features, labels, answers) of the benign pool, rw._benign's
     used_decoys: int = 0
+    lead: int = 0  # extra benign queries before the first attack query's mix (its timing)
 
     @property
     def key(self) -> str:
@@ -196,7 +197,7 @@ class Gate:
             raise ValueError(f"--mix needs benign rows past the warm-up's {start}: "
                              f"this kind's pool has {len(labels)}")  # fmt: skip
         shown = False
-        for _ in range(self.mix):
+        for _ in range(self.mix + (self.lead if self.sent == 0 else 0)):
             cycle, j = divmod(self.used_decoys, len(labels) - start)
             self.used_decoys += 1
             if cycle:

@@ -309,6 +309,7 @@ def run_plan(name: str, kind: long.Kind, det: Detection, plan: str, run: int,
     )
     heard = Heard(Wander(base, shape, 900 + run) if plan == "wander" else base, shape)
     gate, mix = gate_for(plan, kind, run, heard, args)
+    gate = partial(gate, lead=args.lead) if args.lead else gate
     made: list[rt11.Gate] = []
 
     def build(*a: Any, **k: Any) -> rt11.Gate:
@@ -352,6 +353,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--slow", default="50,100", help="slow: LO,HI benign queries between attack queries"
     )
     ap.add_argument("--per-key", type=int, default=40, help="keys: attack queries a key")
+    ap.add_argument("--lead", type=int, default=0, help="extra benign queries before the "
+                    "first attack query's (shifts the attack's place in the key's count)")  # fmt: skip
     ap.add_argument(
         "--shape", default="white", choices=rt12.SHAPES, help="the traffic plans' noise"
     )

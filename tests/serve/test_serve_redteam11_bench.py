@@ -169,6 +169,11 @@ def test_mix_sends_benign_rows_first_and_counts_only_attack_queries(rt: Any) -> 
     for _ in range(4):
         gate.ask(kind.data[0])
     assert gate.sent == 4 and mon.seen == {"k": 16} and gate.used_decoys == 12
+    led = rt.Gate(kind, rt.Detection(), _Count(10**6), "log", mix=3, lead=1,
+                  decoys=(rows, np.zeros(2100, dtype=np.int64), None))  # fmt: skip
+    for _ in range(2):
+        led.ask(kind.data[0])
+    assert led.used_decoys == 7  # one extra benign query before the first attack query only
     blocked = rt.Gate(kind, rt.Detection(), _Count(3), "block", mix=3,
                       decoys=(rows, np.zeros(2100, dtype=np.int64), None))  # fmt: skip
     answer, shown = blocked.ask(kind.data[0])  # the third decoy is rejected: the key is gone
