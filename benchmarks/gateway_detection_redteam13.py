@@ -309,7 +309,8 @@ def run_plan(name: str, kind: long.Kind, det: Detection, plan: str, run: int,
     )
     heard = Heard(Wander(base, shape, 900 + run) if plan == "wander" else base, shape)
     gate, mix = gate_for(plan, kind, run, heard, args)
-    gate = partial(gate, lead=args.lead) if args.lead else gate
+    lead = getattr(args, "lead", 0)  # a Namespace built by hand may lack it
+    gate = partial(gate, lead=lead) if lead else gate
     made: list[rt11.Gate] = []
 
     def build(*a: Any, **k: Any) -> rt11.Gate:
