@@ -7,7 +7,17 @@ import numpy as np
 from mlwarden.core.data import load_dataset
 from mlwarden.serve.config import Detection
 from mlwarden.serve.monitor import Monitor
-from mlwarden.serve.spread import STRIDE, Spread, _floor, above_floor, on_input
+from mlwarden.serve.spread import (
+    STRIDE,
+    Spread,
+    _dims,
+    _floor,
+    above_floor,
+    gram_of,
+    on_input,
+    spread_of,
+)
+from mlwarden.serve.stationary import dims
 
 
 def _digits() -> np.ndarray:
@@ -206,3 +216,19 @@ def test_random_tensors_are_no_cluster_in_their_own_neighbourhood() -> None:
     for noise in (rng.uniform(0, 1, (600, 1, 8, 8)), rng.normal(0.5, 0.3, (600, 1, 8, 8))):
         kinds = _kinds(Detection(), np.clip(noise, 0, 1).astype(np.float32))
         assert not any("spread" in k for k in kinds)
+
+
+def test_a_windows_tests_read_off_its_gram_matrix_are_the_rows_own() -> None:
+    """The effective dimensions of the successive differences, the spread and the noise
+    floor read off one Gram matrix (the neighbourhood's fast path) are those of the rows:
+    white noise, one class of digits, shaped noise, a walk."""
+    rng = np.random.default_rng(7)
+    x = _digits().reshape(-1, 64).astype(np.float64)
+    walk = np.cumsum(rng.normal(0, 0.05, (50, 64)), axis=0)
+    blocks = np.repeat(rng.normal(0, 0.2, (50, 16)), 4, axis=1)
+    for rows in (rng.normal(0.5, 0.1, (50, 64)), x[:50], x[3] + blocks, x[3] + walk):
+        gram = gram_of(rows)
+        np.testing.assert_allclose(_dims(gram), dims(rows), rtol=1e-9)
+        np.testing.assert_allclose(spread_of(gram, 64), np.sqrt(np.mean(rows.var(axis=0))))
+        np.testing.assert_allclose(_floor(rows, gram), _floor(rows), rtol=1e-9, atol=1e-12)
+    assert _dims(gram_of(rng.normal(size=(50, 64)))) > 40 > 20 > _dims(gram_of(blocks))

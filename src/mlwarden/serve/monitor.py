@@ -1078,15 +1078,15 @@ class Similarity:
         hist, n = self.config.history, min(self._filled, recent)
         start = (self._next - n) % hist  # the oldest of the last n
         end = start + n
-        spans = [(start, end)] if end <= hist else [(start, hist), (0, end - hist)]
         q = np.asarray(v, dtype=np.float32)
-        slots = np.concatenate([np.arange(a, b) for a, b in spans])
-        d2 = np.concatenate([self._norms[a:b] - 2.0 * (self._ring[a:b] @ q) for a, b in spans])
-        if k < len(d2):
-            keep = np.argpartition(d2, k - 1)[:k]
-            slots = slots[keep]
-        age = (self._next - slots - 1) % hist  # 0: the newest
-        return self._ring[slots[np.argsort(-age)]].astype(np.float64)
+        if end <= hist:
+            d2 = self._norms[start:end] - 2.0 * (self._ring[start:end] @ q)
+        else:  # the two runs in time order: the older from start to the ring's end
+            runs = (slice(start, hist), slice(0, end - hist))
+            d2 = np.concatenate([self._norms[r] - 2.0 * (self._ring[r] @ q) for r in runs])
+        # positions in d2 are in time order: the kept ones, sorted, are oldest first
+        keep = np.sort(np.argpartition(d2, k - 1)[:k]) if k < n else np.arange(n)
+        return self._ring[(start + keep) % hist].astype(np.float64)
 
     def nbytes(self) -> int:
         parts = (self._ring, self._norms, self._sketch, self._starts, self._scale)
