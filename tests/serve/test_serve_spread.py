@@ -39,8 +39,11 @@ def _search(x0: np.ndarray, sigma: float, n: int, seed: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
+SECRET = b"spread tests".ljust(32, b"-")  # the neighbourhood's draws (Spread.drawn) fixed
+
+
 def _kinds(det: Detection, xs: np.ndarray, batch: int = 1) -> list[set[str]]:
-    mon = Monitor(det, shape=[1, 8, 8])
+    mon = Monitor(det, shape=[1, 8, 8], secret=SECRET)
     mon.crosskey = None
     labels = np.zeros(len(xs), dtype=np.int64)
     out: list[set[str]] = [set() for _ in xs]
@@ -183,10 +186,12 @@ def test_similarity_nearest_is_the_k_nearest_of_the_last_recent_in_time_order() 
     np.testing.assert_allclose(sim.nearest(q, 50, 20), last, rtol=1e-6)
 
 
-def _diluted(x: np.ndarray, qs: np.ndarray, mix: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``mix`` distinct digits before each of ``qs``: the stream and the attack's places."""
+def _diluted(x: np.ndarray, qs: np.ndarray, mix: int, seed: int,
+             late: int = 0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``mix`` distinct digits before each of ``qs`` (``late`` more before the first): the
+    stream and the attack's places."""
     pool = x[np.random.default_rng(seed).permutation(len(x))]
-    rows, at = [], []
+    rows, at = list(pool[len(pool) - late :]) if late else [], []
     for i, q in enumerate(qs):
         rows.extend(pool[(i * mix + np.arange(mix)) % len(pool)])
         at.append(len(rows))
@@ -232,3 +237,28 @@ def test_a_windows_tests_read_off_its_gram_matrix_are_the_rows_own() -> None:
         np.testing.assert_allclose(spread_of(gram, 64), np.sqrt(np.mean(rows.var(axis=0))))
         np.testing.assert_allclose(_floor(rows, gram), _floor(rows), rtol=1e-9, atol=1e-12)
     assert _dims(gram_of(rng.normal(size=(50, 64)))) > 40 > 20 > _dims(gram_of(blocks))
+
+
+def test_the_neighbourhood_is_judged_at_drawn_queries_a_client_cannot_time() -> None:
+    """One query in ``STRIDE`` on average, in batches or alone, at every count modulo
+    ``STRIDE`` alike: not every ``STRIDE``-th query counted from the key's first."""
+    draws = np.random.default_rng(3)
+    for batch in (1, 7):
+        sp, due = Spread(5, 2), []
+        for a in range(0, 20_000, batch):
+            sp.observe_many(np.zeros((batch, 2)))
+            due += [a + j + 1 for j in sp.drawn(batch, draws)]  # counts from 1
+        assert 0.09 < len(due) / 20_000 < 0.11
+        assert len(set(due)) == len(due)
+        per = np.bincount(np.asarray(due) % STRIDE, minlength=STRIDE) / len(due)
+        assert per.min() > 0.07 and per.max() < 0.13
+
+
+def test_a_search_mixed_nine_to_one_between_fixed_checks_is_flagged_by_its_neighbourhood() -> None:
+    """9 distinct digits before each search query, its queries one past a multiple of ten
+    (the count a fixed stride of ten never judged): its neighbourhood is drawn too."""
+    x = _digits()
+    rows, at = _diluted(x, _search(x[1], 0.2, 90, seed=2), 9, seed=2, late=1)
+    assert set((at + 1) % STRIDE) == {1}  # each query's count (from 1): never a multiple
+    near = [i for i, kinds in enumerate(_kinds(Detection(), rows)) if "spread" in kinds]
+    assert near and at[35] <= near[0] <= at[89]

@@ -359,9 +359,9 @@ class Spread(_Strict):
     net: float | None = Field(
         default=0.6, ge=0, description="spread above the noise floor, as a fraction of bar, "
         "under which a white window is flagged (None: off)")  # fmt: skip
-    # every 10th query, the same tests on the query's neighbourhood: its ``window``
-    # nearest among the key's last ``near`` distinct queries (benign queries mixed in
-    # between a search's dilute the key's last ``window``, not the search's neighbours)
+    # one query in 10 (drawn from the secret), the same tests on the query's neighbourhood:
+    # its ``window`` nearest among the key's last ``near`` distinct queries (benign queries
+    # mixed in between a search's dilute the key's last ``window``, not the search's)
     near: int | None = Field(
         default=1000, ge=1, description="recent queries a query's neighbourhood window is "
         "drawn from (None: off)")  # fmt: skip

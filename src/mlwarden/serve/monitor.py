@@ -188,7 +188,7 @@ from mlwarden.serve.profiles import lighting_directions, unlit
 from mlwarden.serve.renders import Renders
 from mlwarden.serve.sketch import Ring, Sketch, new_secret
 from mlwarden.serve.sketch import quiet as still_in_sketch
-from mlwarden.serve.spread import Spread, crowded, narrow, strided
+from mlwarden.serve.spread import Spread, crowded, narrow
 from mlwarden.serve.stationary import (
     LEFT,
     MIN_VALUES,
@@ -1826,6 +1826,13 @@ def _digest(x: np.ndarray) -> int:
     return int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=8).digest(), "little")
 
 
+def _draws(secret: bytes) -> np.random.Generator:
+    """The gateway's generator of the spread rule's draws (:meth:`Spread.drawn`), seeded
+    from its ``secret`` (a benchmark that fixes the secret draws the same queries)."""
+    seed = hashlib.blake2b(b"spread draws" + secret, digest_size=8).digest()
+    return np.random.default_rng(int.from_bytes(seed, "little"))
+
+
 class _Recent:
     """The digests of a key's last ``size`` distinct inputs (exact-repeat filter)."""
 
@@ -2062,7 +2069,11 @@ class Monitor:
         self.wide = WIDE if self.hold else None
         # and a cloud is excused only when still in a secret sketch of the raw input too
         # (serve/sketch.py); not on text, whose MinHash bits are the input's own view
-        self.sketch = Sketch(secret or new_secret()) if stat_sketch(config, modality) else None
+        secret = secret or new_secret()
+        self.sketch = Sketch(secret) if stat_sketch(config, modality) else None
+        # which queries' neighbourhoods the spread rule judges (Spread.drawn), drawn from
+        # the secret: a client cannot time its search's queries between them
+        self.draws = _draws(secret)
         self._lit_cache: dict[tuple[int, ...], tuple[Sketch, np.ndarray]] = {}  # _lit_sketch
         self._origins: dict[int, np.ndarray] = {}  # _origin
         # a key working on one input (serve/spread.py): tensors, not audio envelopes or text,
@@ -2133,6 +2144,7 @@ class Monitor:
         is loaded: rings stored under another secret are not restored)."""
         if self.sketch is not None:
             self.sketch = Sketch(secret)
+        self.draws = _draws(secret)
 
     @property
     def enabled(self) -> bool:
@@ -2394,7 +2406,7 @@ class Monitor:
         sim = state.similarity
         if c.near is not None and sim is not None:  # the query's neighbourhood (a batch's
             # later queries are in the ring already: a batch is one request's inputs)
-            due = [j for j in strided(len(pvs), sp.seen) if j not in low]
+            due = [j for j in sp.drawn(len(pvs), self.draws) if j not in low]
             near = lambda j: sim.nearest(pvs[j], sp.window, int(c.near or 0))  # noqa: E731
             low = sorted(low + crowded(near, due, spreads, sp.window, c.bar, net))
         if not low or not self.stationary or state.similarity is None:

@@ -55,8 +55,10 @@ directions, a coarse grid, a subset of the values) is no white window and passes
 
 A key's last ``window`` queries are a time window: 10 distinct benign queries before each
 search query (the literature's dilution, redteam12's ``--mix 10``) leave 5 of the
-search's in it, and natural inputs' spikes. So every ``STRIDE``-th query the same tests
-run on the query's *neighbourhood* too (:func:`crowded`, session 13): its ``window``
+search's in it, and natural inputs' spikes. So on one query in ``STRIDE`` (drawn at
+random from the gateway's secret, :meth:`Spread.drawn`, session 14: a fixed stride let a
+client time its search between the checks) the same tests run on the query's
+*neighbourhood* too (:func:`crowded`, session 13): its ``window``
 nearest among the key's last ``spread.near`` distinct queries (the similarity history's
 rows, :meth:`mlwarden.serve.monitor.Similarity.nearest`), where a search's queries are
 each other's nearest while their noise is under the distance to the natural inputs
@@ -118,6 +120,7 @@ class Spread:
         self._norms = 0.0
         self._seen = 0  # queries added so far
         self._refresh = self.REFRESH * window  # when the sums are taken again
+        self._due: int | None = None  # the query count whose neighbourhood is judged next
 
     def observe_many(self, vs: np.ndarray) -> np.ndarray:
         """Add queries ``vs`` (B, dims) in order; the spread of the last ``window``
@@ -169,6 +172,23 @@ class Spread:
     def seen(self) -> int:
         """Queries added so far."""
         return self._seen
+
+    def drawn(self, n: int, draws: np.random.Generator) -> list[int]:
+        """Positions of the last ``n`` queries added whose neighbourhood is judged
+        (:func:`crowded`): one query in ``STRIDE`` on average, at gaps drawn from
+        ``draws`` (geometric, mean ``STRIDE``: the gateway's secret generator). Not every
+        ``STRIDE``-th query counted from the key's first: a client knows its own count,
+        and a search mixed 9:1 with its queries one past a multiple of ten had its
+        neighbourhood never judged (redteam's ``--mix 9`` one query late: 0/5)."""
+        first = self._seen - n + 1  # the count of position 0
+        if self._due is None:
+            self._due = first - 1 + int(draws.geometric(1.0 / STRIDE))
+        out = []
+        while self._due <= self._seen:
+            if self._due >= first:
+                out.append(self._due - first)
+            self._due += int(draws.geometric(1.0 / STRIDE))
+        return out
 
     def rows(self) -> np.ndarray:
         """The last ``window`` queries (fewer before the window is full), oldest first."""
