@@ -2388,7 +2388,9 @@ class Monitor:
         """Positions of ``pvs`` (just added to the similarity history) whose key's last
         ``spread.window`` distinct queries spread less than ``spread.bar``, or (every
         ``spread.STRIDE``-th query) less than ``spread.net`` of that above their noise floor
-        (:mod:`mlwarden.serve.spread`), less those whose own cloud of copies is still
+        (:mod:`mlwarden.serve.spread`), or (one query in ``STRIDE``, drawn:
+        :meth:`~mlwarden.serve.spread.Spread.drawn`) whose neighbourhood is such a window
+        (:func:`~mlwarden.serve.spread.crowded`), less those whose own cloud of copies is still
         (one input resent: :func:`mlwarden.serve.stationary.still`, as the similarity
         alerts are judged; a cloud too small to judge is left for the next query, whose
         window is as narrow) and, on inputs of ``MIN_VALUES`` values or more, those whose
