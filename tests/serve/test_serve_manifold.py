@@ -26,6 +26,7 @@ def _detection(x: np.ndarray) -> Detection:
     assert found is not None
     det = Detection()
     det.manifold.axes, det.manifold.scales = found[0].tolist(), found[1].tolist()
+    det.manifold.centre = (found[0] @ x.mean(axis=0)).tolist()
     return det
 
 
@@ -80,7 +81,7 @@ def test_window_in_batches_flags_as_query_by_query() -> None:
     a = [i for i in range(len(rows)) if one.observe_many(rows[i : i + 1])]
     b = [i + j for i in range(0, len(rows), 7) for j in many.observe_many(rows[i : i + 7])]
     assert a == b and a and a[0] > 40  # flags only once the search is in the window
-    np.testing.assert_array_equal(one.rows, many.rows)
+    np.testing.assert_array_equal(one.last.rows, many.last.rows)
     lv = Window(det.manifold, 30).levels(rows)
     assert np.isnan(lv[: MIN_ROWS - 1]).all()
     want = (rows[50:100] @ one.proj).var(axis=0).mean()
@@ -123,7 +124,7 @@ def test_window_dump_load_round_trip() -> None:
     assert a.observe_many(search[40:]) == b.observe_many(search[40:]) != []
     c = Window(det.manifold, 30)
     assert not c.load({"rows": np.zeros((3, 2)), "steps": np.zeros(3, bool)})
-    assert len(c.rows) == 0
+    assert len(c.last.rows) == 0
 
 
 def test_calibrate_sets_the_manifold_on_tables_only() -> None:
@@ -181,3 +182,39 @@ def test_the_window_survives_a_restart_in_the_key_blob() -> None:
     fresh = Monitor(det, shape=[30])
     fresh.crosskey = None
     assert flags(fresh, rows[45:]) != later  # a fresh window judges the search later
+
+
+def _diluted(search: np.ndarray, benign: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` benign rows (in turn) before each of ``search``'s; the rows and which are the search's."""
+    rows, mine = [], []
+    for i, q in enumerate(search):
+        rows += [benign[(i * k + j) % len(benign)] for j in range(k)] + [q]
+        mine += [False] * k + [True]
+    return np.asarray(rows), np.asarray(mine)
+
+
+def test_a_search_diluted_by_benign_rows_is_flagged_on_its_rows_off_the_data() -> None:
+    x, _ = _cancer()
+    det = _detection(x[:300])
+    rows, mine = _diluted(_search(x[300], 0.1, 40, 5), x[301:], 6)
+    hits = Window(det.manifold, 30).observe_many(rows)
+    assert hits and all(mine[hits])  # only the search's rows
+    assert int(mine[: hits[0] + 1].sum()) < MIN_ROWS + 8
+    det.manifold.centre = None  # the last 50 rows alone: each holds ~7 of the search's
+    assert not Window(det.manifold, 30).observe_many(rows)
+    det.manifold.centre = (np.asarray(det.manifold.axes) @ x[:300].mean(axis=0)).tolist()
+    one = Window(det.manifold, 30)  # one row at a time (block): the same verdicts
+    assert [i for i in range(len(rows)) if one.observe_many(rows[i : i + 1])] == hits
+
+
+def test_the_off_data_window_survives_a_restart_and_old_blobs_load() -> None:
+    x, _ = _cancer()
+    det = _detection(x[:300])
+    rows, _ = _diluted(_search(x[302], 0.1, 40, 6), x[303:], 6)
+    a, b = Window(det.manifold, 30), Window(det.manifold, 30)
+    a.observe_many(rows[:150])
+    assert len(a.off.rows) and b.load(a.dump())
+    assert a.observe_many(rows[150:]) == b.observe_many(rows[150:]) != []
+    c = Window(det.manifold, 30)
+    old = {k: v for k, v in a.dump().items() if not k.startswith("off_")}
+    assert c.load(old) and len(c.last.rows) == len(a.last.rows) and len(c.off.rows) == 0

@@ -725,6 +725,7 @@ def _set_manifold(
     axes, scales = found
     data["manifold"]["axes"] = [[float(f"{v:.6g}") for v in a] for a in axes]
     data["manifold"]["scales"] = [float(f"{v:.6g}") for v in scales]
+    data["manifold"]["centre"] = [float(f"{v:.6g}") for v in axes @ units(x).mean(axis=0)]
     win = Window(Detection.model_validate(data).manifold, x.shape[1])
     wide = max(float(np.nanmax(win.levels(units(xs)), initial=0.0))
                for xs, _ in run.streams.values())  # fmt: skip

@@ -381,6 +381,15 @@ class Manifold(_Strict):
     scales: list[float] | None = Field(
         default=None, description="benign spread along each of axes, in the detectors' units"
     )
+    # the benign rows' mean along each of axes (calibrate): a row whose own mean square
+    # off it, in units of scales, is over ``off`` times ``bar`` joins the key's window of
+    # rows off the data (benign rows mixed between a search's are left out of it)
+    centre: list[float] | None = Field(
+        default=None, description="benign rows' mean along each of axes (calibrate; None: "
+        "no window of off-the-data rows)")  # fmt: skip
+    off: float = Field(
+        default=0.25, gt=0, description="a row's mean square off the data, over bar, that "
+        "puts it in the window of off-the-data rows")  # fmt: skip
     # mean over the axes of the window's variance in units of scales**2: benign windows
     # ~1 (tabular 0-1.3, breast cancer 0.2-2.3), a search's white noise sigma**2 / scale**2
     bar: float = Field(default=12.0, gt=0, description="window variance off the data that flags")
@@ -408,6 +417,11 @@ class Manifold(_Strict):
                 raise ValueError("manifold.scales must be finite numbers > 0")
             if not all(math.isfinite(v) for a in self.axes for v in a):
                 raise ValueError("manifold.axes must be finite numbers")
+        if self.centre is not None and (
+            self.axes is None or len(self.centre) != len(self.axes)
+            or not all(math.isfinite(v) for v in self.centre)
+        ):  # fmt: skip
+            raise ValueError("manifold.centre: one finite number per axis, axes set")
         return self
 
 
