@@ -18,6 +18,12 @@ Three detectors, all per key, after one filter:
   query at most 64 queries before it (:meth:`Blacklight._chain`): a search steps from
   its last query, so its queries match, query after query; one match is what a benign
   client re-sending a slightly different copy of an input produces, at a random time.
+  On image keys a match that is its owner moved by a pixel or two and nothing else
+  (:func:`shifted_copy`: a roll or a crop of one input, which shares most of its
+  owner's windows) passes its owner's depth on without adding a link (session 14: a
+  key sending digits and their one-pixel rolls chained three rolls of one digit sent
+  within 39 queries, at its 3,696th query); it holds no value its owner lacks but the
+  moved strip, so a search padded with such copies chains at the same steps.
   Until session 5 the rule was ``chain`` matches among the last 64 queries, whatever
   they matched: over 10,000 distinct digits and their one-pixel shifts (near-duplicates
   by Blacklight's measure, sent hundreds of queries apart) it flagged 718 of every
@@ -139,7 +145,8 @@ Memory per active key is bounded by the histories, not by traffic: at the defaul
 after 10,000 distinct queries, 7.3 MB on 8x8 digits, 13.0-13.1 MB on 3x32x32 images and
 28x28 MNIST, 5.8 MB on a 30-value table with every table part on, 9.8 MB on 8,000-sample
 audio, 8.6 MB on text (session 13, ``benchmarks/gateway_load.py``'s memory part).
-Blacklight's table 1.1 MB; the similarity history 3.3-5.9 MB (text: its packed bits too);
+Blacklight's table 1.1 MB (and on image keys its last 64 inputs: 16 KB on digits, 0.2
+MB on 28x28, 0.8 MB on 3x32x32, from session 14); the similarity history 3.3-5.9 MB (text: its packed bits too);
 PRADA's sets 1.3-2.6 MB of rows, up to 4.2 MB with growth slack and norms, filled to
 ``history`` since ``references: all``; on images the secret sketches 1.3 MB, blinding and
 renderings 0.2 MB; the repeat filter ~1.2 MB; with ``similarity.projection`` and
@@ -243,6 +250,32 @@ def _rolled(x: np.ndarray) -> np.ndarray:
     h, w = x.shape[-2:]
     # np.roll by (dy, dx) takes the window starting at (k - dy, k - dx) of the wrapped copy
     return np.stack([wrap[..., k - dy : k - dy + h, k - dx : k - dx + w] for dy, dx in SHIFTS])
+
+
+def shifted_copy(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``b`` (..., H, W) is ``a`` moved by one of :data:`SHIFTS` and nothing else:
+    every value that stays in the frame equal (exactly), and the strip moved in either
+    ``a``'s values rolled in from the other edge or one value throughout (a crop's fill).
+
+    Blacklight's windows run along the flattened rows: a copy moved a column shares 43-45
+    of a digit's 45 window hashes, a row 36-38, so three rolls of one digit sent within
+    64 queries chained like a search (a key sending the digits and their one-pixel shifts
+    was flagged at its 3,696th query). Such a copy adds no step to a search: it holds no
+    value the owner lacks but the strip, and a strip of one value or ``a``'s own."""
+    h, w = a.shape[-2:]
+    for dy, dx in SHIFTS:
+        rows, cols = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
+        was = a[..., max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+        if not np.array_equal(b[..., rows, cols], was):
+            continue
+        strip = np.ones(b.shape, dtype=bool)
+        strip[..., rows, cols] = False
+        moved = b[strip]
+        if np.array_equal(moved, np.roll(a, (dy, dx), axis=(-2, -1))[strip]) or (
+            moved.min() == moved.max()
+        ):
+            return True
+    return False
 
 
 _MISSING = itertools.repeat(-1)  # dict.get's default for every hash, without a lambda
@@ -436,9 +469,17 @@ class Blacklight:
     _WINDOW = 64  # queries over which matches are counted
     _REBASE = 1 << 31  # query ids move to a new base this often (they are 32 bits)
 
-    def __init__(self, config: BlacklightConfig, silence: float = 0.0) -> None:
+    def __init__(self, config: BlacklightConfig, silence: float = 0.0,
+                 frame: tuple[int, ...] | None = None) -> None:  # fmt: skip
         self.config = config
         self.silence = silence  # the gate of :func:`_fingerprints`, input units
+        # images: the last 64 queries' values (a ring, slot = id % 64, with each slot's id;
+        # -1: none), so a match that is an exact shift of its owner is no link (:meth:`_moved`)
+        self.frame = frame
+        size = math.prod(frame) if frame is not None else 0
+        self._rows = np.zeros((self._WINDOW if size else 0, size), dtype=np.float32)
+        self._row_ids = np.full(len(self._rows), -1, dtype=np.int64)
+        self._batch: tuple[int, np.ndarray] | None = None  # the batch being observed
         need = max(2, -(-2 * config.history * config.top // self._WAYS))
         buckets = 1 << (need - 1).bit_length()  # a power of two, at least 2
         self._shift = np.uint64(65 - buckets.bit_length())  # high bits of a product: bucket
@@ -476,6 +517,19 @@ class Blacklight:
         n0, count = self._next, len(xs)
         if self._spill:
             self._rehome()
+        if len(self._rows) and np.size(xs) == count * self._rows.shape[1]:
+            self._batch = (n0, np.asarray(xs, dtype=np.float32).reshape(count, -1))
+        try:
+            return self._observe_both(xs, links)
+        finally:
+            if self._batch is not None:
+                self._remember(*self._batch)
+                self._batch = None
+
+    def _observe_both(self, xs: np.ndarray, links: dict[int, tuple[int, int]] | None,
+                      ) -> tuple[list[int], list[int]]:  # fmt: skip
+        """:meth:`observe_many` by the compiled kernel where it can, numpy for the rest."""
+        n0, count = self._next, len(xs)
         if not self._spill and n0 + count - self._base < self._REBASE:
             done = self._observe_compiled(xs, links)
             if done is not None:
@@ -485,6 +539,34 @@ class Blacklight:
                 rest = self._observe_numpy(xs[len(done[0]) :], links)
                 return done[0] + rest[0], done[1] + rest[1]
         return self._observe_numpy(xs, links)
+
+    def _remember(self, n0: int, rows: np.ndarray) -> None:
+        """Keep the last 64 of queries ``n0``, ``n0 + 1``, ... (``rows``) in the ring."""
+        self._remember_ids(np.arange(n0, n0 + len(rows)), rows)
+
+    def _remember_ids(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        keep = len(self._rows)
+        if keep and len(ids):
+            self._rows[ids[-keep:] % keep] = rows[-keep:]
+            self._row_ids[ids[-keep:] % keep] = ids[-keep:]
+
+    def _row(self, query: int) -> np.ndarray | None:
+        """Query ``query``'s values: from the batch being observed or the ring (None: gone)."""
+        if self._batch is not None and query >= self._batch[0]:
+            return self._batch[1][query - self._batch[0]]
+        slot = query % len(self._rows)
+        return self._rows[slot] if self._row_ids[slot] == query else None
+
+    def _moved(self, query: int, owner: int) -> bool:
+        """Whether image query ``query`` is its match ``owner`` moved by up to ``SHIFT``
+        pixels and nothing else (:func:`shifted_copy`): a crop or roll of one input
+        (Blacklight's windows run along the rows, so such copies share most hashes)."""
+        if self.frame is None or not len(self._rows):
+            return False
+        a, b = self._row(owner), self._row(query)
+        if a is None or b is None:
+            return False
+        return shifted_copy(a.reshape(self.frame), b.reshape(self.frame))
 
     def _rehome(self) -> None:
         """Move spilled hashes back into their buckets where a slot has come free, and
@@ -561,6 +643,8 @@ class Blacklight:
             link = 2 if b >= c.threshold else 1 if 2 * b >= c.threshold else 0
             if links and n0 + j in links:
                 owner, link = links[n0 + j]
+            elif link == 2 and 0 < n0 + j - owner <= self._WINDOW and self._moved(n0 + j, owner):
+                link = 1  # a shifted copy: its owner's depth passes on, no step added
             depth = self._chain(n0 + j, owner, link)
             self.depth = depth if link == 2 else 0  # only a match is flagged
             depths.append(self.depth)
@@ -703,7 +787,7 @@ class Blacklight:
 
     def nbytes(self) -> int:
         """Approximate memory held, bytes."""
-        parts = (self._tags, self._ids, self._owner)
+        parts = (self._tags, self._ids, self._owner, self._rows, self._row_ids)
         return sum(p.nbytes for p in parts) + len(self._spill) * 100
 
     def dump(self) -> dict[str, np.ndarray]:
@@ -722,6 +806,7 @@ class Blacklight:
             "salt": np.array([self._salt], dtype=np.uint64),
             "spill": np.array(sorted(self._spill.items()), dtype=np.uint64).reshape(-1, 2),
             "depths": np.array(self._depths, dtype=np.int64),
+            "rows": self._rows[self._row_ids >= 0], "row_ids": self._row_ids[self._row_ids >= 0],
         }  # fmt: skip
 
     def load(self, state: dict[str, np.ndarray]) -> bool:
@@ -737,6 +822,9 @@ class Blacklight:
         self._spill = {int(k): int(v) for k, v in state["spill"].tolist()}
         self._base, self._next, self._pruned, self.depth = base, nxt, pruned, depth
         self._depths = deque(state["depths"].tolist(), maxlen=self._WINDOW)
+        rows, ids = state.get("rows"), state.get("row_ids")  # none before session 14
+        if rows is not None and ids is not None and rows.shape[1:] == self._rows.shape[1:]:
+            self._remember_ids(ids.astype(np.int64), rows.astype(np.float32))
         return True
 
 
@@ -1862,10 +1950,11 @@ class _KeyState:
         resend: float,
         prada_every: bool | None = None,
         binary: bool = False,
+        frame: tuple[int, ...] | None = None,
     ) -> None:
         self.recent = _Recent(max(config.similarity.history, config.blacklight.history))
         bl = config.blacklight
-        self.blacklight = Blacklight(bl, silence) if bl.enabled else None
+        self.blacklight = Blacklight(bl, silence, frame) if bl.enabled else None
         self.similarity = (
             Similarity(config.similarity, sim_dims, binary) if config.similarity.enabled else None
         )
@@ -2087,6 +2176,12 @@ class Monitor:
         # there went unflagged in 300 queries in 1 of 5 runs (long benchmark; main: 5/5)
         frame = shape is not None and len(shape) >= 2 and min(shape[-2:]) >= 16
         self.frame = tuple(shape) if self.hold and frame and shape is not None else None
+        # image keys (8 x 8 digits too): a Blacklight match that is its owner moved by a
+        # pixel or two and nothing else adds no link to a chain (shifted_copy)
+        pic = modality == "tensor" and shape is not None and len(shape) >= 2
+        self.moved_frame = (
+            tuple(shape) if pic and shape is not None and min(shape[-2:]) > SHIFT else None
+        )
         bl = config.blacklight
         # audio: windows within one bin of zero (pauses) are not hashed; see _fingerprint
         default_gate = bl.quantization if modality == "audio" else 0.0
@@ -2156,8 +2251,9 @@ class Monitor:
             state = self._keys.get(key)
             if state is None:
                 sim_dims = dims if self._axes is None else self._axes.shape[1]
-                state = self._keys[key] = _KeyState(self.config, dims, self.silence, sim_dims,
-                                                    self.resend, self.prada_every, self.text)  # fmt: skip
+                state = self._keys[key] = _KeyState(
+                    self.config, dims, self.silence, sim_dims, self.resend, self.prada_every,
+                    self.text, self.moved_frame)  # fmt: skip
                 if state.prada is not None:
                     self._equip(state.prada, dims)
             return state
@@ -2860,7 +2956,7 @@ class Monitor:
         from a version-3 blob; a part that does not fit the config starts afresh."""
         c = self.config
         make: dict[str, Callable[[int], Any]] = {
-            "blacklight": lambda _: Blacklight(c.blacklight, self.silence),
+            "blacklight": lambda _: Blacklight(c.blacklight, self.silence, self.moved_frame),
             "prada": lambda _: self._fresh_prada(state.dims),
             "spread": lambda dims: Spread(c.spread.window, dims),
         }
