@@ -263,19 +263,29 @@ def shifted_copy(a: np.ndarray, b: np.ndarray) -> bool:
     was flagged at its 3,696th query). Such a copy adds no step to a search: it holds no
     value the owner lacks but the strip, and a strip of one value or ``a``'s own."""
     h, w = a.shape[-2:]
-    for dy, dx in SHIFTS:
-        rows, cols = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
-        was = a[..., max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
-        if not np.array_equal(b[..., rows, cols], was):
-            continue
-        strip = np.ones(b.shape, dtype=bool)
-        strip[..., rows, cols] = False
-        moved = b[strip]
-        if np.array_equal(moved, np.roll(a, (dy, dx), axis=(-2, -1))[strip]) or (
-            moved.min() == moved.max()
-        ):
+    source, inside = _moves(h, w)  # (24, H * W) each
+    flat_a, flat_b = a.reshape(-1, h * w), b.reshape(-1, h * w)  # channels, values
+    same = flat_a[:, source] == flat_b[:, None, :]  # a moved by each shift, wrapped
+    kept = np.all(same | ~inside, axis=(0, 2))
+    for k in np.flatnonzero(kept).tolist():
+        moved = flat_b[:, ~inside[k]]
+        if same[:, k].all() or moved.min() == moved.max():
             return True
     return False
+
+
+@functools.lru_cache(maxsize=8)
+def _moves(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of :data:`SHIFTS` (24, H * W): the flat position in ``a`` each value of
+    ``np.roll(a, shift)`` comes from, and whether it comes from inside the frame (the
+    rest: the strip moved in)."""
+    y, x = np.divmod(np.arange(h * w), w)
+    source = np.stack([((y - dy) % h) * w + (x - dx) % w for dy, dx in SHIFTS])
+    inside = np.stack([(y - dy >= 0) & (y - dy < h) & (x - dx >= 0) & (x - dx < w)
+                       for dy, dx in SHIFTS])  # fmt: skip
+    source.setflags(write=False)
+    inside.setflags(write=False)
+    return source, inside
 
 
 _MISSING = itertools.repeat(-1)  # dict.get's default for every hash, without a lambda
