@@ -25,7 +25,8 @@ def _digit(digits: tuple[np.ndarray, ...], i: int = 0) -> np.ndarray:
 
 
 def _crop(a: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
-    """``a`` moved by (dy, dx), the uncovered strip ``fill`` (a crop's padding)."""
+    """``a`` moved by (dy, dx), the uncovered strip ``fill`` (a crop's padding: 0, the
+    digits' background, is their lowest value)."""
     out = np.full_like(a, fill)
     h, w = a.shape[-2:]
     out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = a[
@@ -45,6 +46,10 @@ def test_a_moved_copy_is_one_and_a_changed_value_is_not(digits):
     c = _crop(a, 0, 1, 0.0)
     c[0, 3, 0] = 0.5  # the strip holds a value of its own: not a fill
     assert not shifted_copy(a, c)
+    # a fill of any other one value: two such moves set an edge line to any constant
+    # (the red team's fill walk), so only the background (the lowest value) is a crop's
+    assert not shifted_copy(a, _crop(a, 0, 1, 0.5))
+    assert not shifted_copy(a, _crop(a, 1, 0, float(a.max())))
     assert not shifted_copy(a, np.roll(a, 3, axis=-1))  # beyond SHIFT
     assert not shifted_copy(a, _digit(digits, 1))
 

@@ -55,7 +55,7 @@ class _RefBlacklight:
 
 def _moved_copy(a: np.ndarray, b: np.ndarray) -> bool:
     """``b`` is ``a`` shifted by at most 2 pixels (not 0, 0) along its last two axes, the
-    uncovered strip filled with ``a``'s wrapped values or one value: pixel by pixel."""
+    uncovered strip filled with ``a``'s wrapped values or its lowest value: pixel by pixel."""
     h, w = a.shape[-2:]
     for dy, dx in itertools.product(range(-2, 3), repeat=2):
         if dy == dx == 0:
@@ -68,7 +68,7 @@ def _moved_copy(a: np.ndarray, b: np.ndarray) -> bool:
             else:
                 rolled &= bool(np.array_equal(b[..., y, x], a[..., sy % h, sx % w]))
                 fill |= set(np.ravel(b[..., y, x]).tolist())
-        if ok and (rolled or len(fill) == 1):
+        if ok and (rolled or fill == {float(np.min(a))}):
             return True
     return False
 

@@ -19,11 +19,12 @@ Three detectors, all per key, after one filter:
   its last query, so its queries match, query after query; one match is what a benign
   client re-sending a slightly different copy of an input produces, at a random time.
   On image keys a match that is its owner moved by a pixel or two and nothing else
-  (:func:`shifted_copy`: a roll or a crop of one input, which shares most of its
-  owner's windows) passes its owner's depth on without adding a link (session 14: a
-  key sending digits and their one-pixel rolls chained three rolls of one digit sent
-  within 39 queries, at its 3,696th query); it holds no value its owner lacks but the
-  moved strip, so a search padded with such copies chains at the same steps.
+  (:func:`shifted_copy`: a roll, or a crop padded with the input's lowest value, which
+  shares most of its owner's windows) passes its owner's depth on without adding a link
+  (session 14: a key sending digits and their one-pixel rolls chained three rolls of
+  one digit sent within 39 queries, at its 3,696th query); it holds no value its owner
+  lacks but the moved strip, so a search padded with such copies chains at the same
+  steps.
   Until session 5 the rule was ``chain`` matches among the last 64 queries, whatever
   they matched: over 10,000 distinct digits and their one-pixel shifts (near-duplicates
   by Blacklight's measure, sent hundreds of queries apart) it flagged 718 of every
@@ -255,21 +256,25 @@ def _rolled(x: np.ndarray) -> np.ndarray:
 def shifted_copy(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether ``b`` (..., H, W) is ``a`` moved by one of :data:`SHIFTS` and nothing else:
     every value that stays in the frame equal (exactly), and the strip moved in either
-    ``a``'s values rolled in from the other edge or one value throughout (a crop's fill).
+    ``a``'s values rolled in from the other edge or ``a``'s lowest value throughout (a
+    crop padded with the background). Not any one value: two such moves would set an
+    edge line to any constant, a search over the edges' values whose copies never chain
+    (the red team's fill walk: first flags 4-15 -> 9-93 on digits, wrong answers before).
 
     Blacklight's windows run along the flattened rows: a copy moved a column shares 43-45
     of a digit's 45 window hashes, a row 36-38, so three rolls of one digit sent within
     64 queries chained like a search (a key sending the digits and their one-pixel shifts
     was flagged at its 3,696th query). Such a copy adds no step to a search: it holds no
-    value the owner lacks but the strip, and a strip of one value or ``a``'s own."""
+    value the owner lacks but the strip: ``a``'s own values or its background."""
     h, w = a.shape[-2:]
     source, inside = _moves(h, w)  # (24, H * W) each
     flat_a, flat_b = a.reshape(-1, h * w), b.reshape(-1, h * w)  # channels, values
     same = flat_a[:, source] == flat_b[:, None, :]  # a moved by each shift, wrapped
     kept = np.all(same | ~inside, axis=(0, 2))
+    low = flat_a.min()  # a crop's padding: the input's background, its lowest value
     for k in np.flatnonzero(kept).tolist():
         moved = flat_b[:, ~inside[k]]
-        if same[:, k].all() or moved.min() == moved.max():
+        if same[:, k].all() or (moved.min() == low and moved.max() == low):
             return True
     return False
 
