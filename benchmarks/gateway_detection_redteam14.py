@@ -42,6 +42,11 @@ al., arXiv:2303.06280, against stateful detection), clipped to the input's range
 Benign clients (``benign`` plan, 1,000 queries each on a key of its own): distinct inputs
 of the benign pool, inputs drawn with replacement, drawn with replacement plus N(0, 0.01).
 
+Each plan, and each benign client, meets a fresh gateway of the deployer's config (its own
+audit log and detector state; ``gateway calibrate`` runs once a case): the plans attack
+the same inputs, and the cross-key rule would otherwise see one plan's keys in the next's.
+The detection batch is the default (8): a flag lands on the query that fills a key's batch.
+
 Reported per run, from the gateway's audit log (the attacker never sees it under
 ``log``): the attack query at which any of the run's keys was first flagged (None: not
 within the budget), the alert kinds, and what the attacker held before that flag and
@@ -417,38 +422,59 @@ def parallel(case: Case, plan: str, host: str, keys: dict[str, str],
     return out
 
 
-def run_plans(
-    case: Case, host: str, keys: dict[str, str], args: argparse.Namespace
-) -> dict[str, Any]:
-    """Every attack plan's runs (``paced`` in parallel threads) and the benign clients."""
-    done: dict[str, list[Any]] = {}
-    for plan in [p for p in args.plans if p != "benign"]:
-        t0 = time.time()
-        if plan == "paced":
-            done[plan] = parallel(case, plan, host, keys, args)
-        else:
-            done[plan] = [
-                attack_run(case, plan, i, host, keys, args.budget) for i in range(args.runs)
-            ]
-        print(f"{case.name} {plan}: sent in {time.time() - t0:.0f} s", flush=True)
-    if "benign" in args.plans:
-        done["benign"] = [benign_run(case, f, host, keys[f"benign-{f}"], args.n)
-                          for f in ("distinct", "replacement", "noise")]  # fmt: skip
-    return done
+def run_plan(case: Case, plan: str, host: str, keys: dict[str, str],
+             args: argparse.Namespace) -> list[Any]:  # fmt: skip
+    """One plan's runs (``paced``'s in parallel threads; ``benign-FORM``: one client)."""
+    if plan.startswith("benign-"):
+        form = plan.partition("-")[2]
+        return [benign_run(case, form, host, keys[plan], args.n)]
+    if plan == "paced":
+        return parallel(case, plan, host, keys, args)
+    return [attack_run(case, plan, i, host, keys, args.budget) for i in range(args.runs)]
+
+
+def on_fresh_gateway(case: Case, plan: str, cfg: Path, keys: dict[str, str],
+                     args: argparse.Namespace) -> Any:  # fmt: skip
+    """``plan`` on a gateway of its own (fresh audit log and detector state, so no plan
+    meets another's keys: they attack the same inputs), judged from its audit log."""
+    d = cfg.parent / plan
+    d.mkdir()
+    own = d / "gw.yaml"
+    own.write_text(cfg.read_text().replace(str(cfg.parent / "audit.db"), str(d / "audit.db")))
+    own.chmod(0o600)
+    t0 = time.time()
+    proc, host = serve(case, own)
+    try:
+        done = run_plan(case, plan, host, keys, args)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    alerts = audit_alerts(d / "audit.db")
+    print(f"{case.name} {plan}: sent in {time.time() - t0:.0f} s", flush=True)
+    if plan.startswith("benign-"):
+        return benign_cell(done[0], alerts)
+    return [judge(case, r, x0, y0, alerts, args.budget) for r, x0, y0 in done]
+
+
+def benign_cell(c: Client, alerts: dict[str, str]) -> dict[str, Any]:
+    """A benign client's flagged requests per 1,000 and the alert kinds that fired."""
+    hit = [alerts[rid] for rid, _ in c.ids if alerts.get(rid)]
+    kinds = sorted({a.split("@")[0] for h in hit for a in h.split(",")})
+    return {"per_1000": round(1000 * len(hit) / max(len(c.ids), 1), 1), "alerts": kinds}
+
+
+FORMS = ("distinct", "replacement", "noise")
 
 
 def key_names(args: argparse.Namespace) -> list[str]:
     names = [f"{p}-{i}-{k}" for p in args.plans if p != "benign" for i in range(args.runs)
              for k in range(5 if p == "keys5" else 1)]  # fmt: skip
-    return names + [f"benign-{f}" for f in ("distinct", "replacement", "noise")]
-
-
-def per_1000(c: Client, alerts: dict[str, str]) -> float:
-    """A benign client's flagged requests per 1,000."""
-    return round(1000 * sum(bool(alerts.get(rid)) for rid, _ in c.ids) / max(len(c.ids), 1), 1)
+    return names + [f"benign-{f}" for f in FORMS]
 
 
 def run_case(case: Case, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The deployer's config (calibrated once unless ``--defaults``), then every plan on
+    a fresh gateway of that config; the benign clients each on their own."""
     from mlwarden.serve.auth import new_key
 
     keys = {n: new_key() for n in key_names(args)}
@@ -458,20 +484,12 @@ def run_case(case: Case, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.time()
         cfg = calibrate(cfg, case)
         print(f"{case.name}: calibrated in {time.time() - t0:.0f} s", flush=True)
-    proc, host = serve(case, cfg)
-    try:
-        done = run_plans(case, host, keys, args)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    alerts = audit_alerts(tmp / "audit.db")
     row: dict[str, Any] = {}
-    for plan, runs in done.items():
+    for plan in args.plans:
         if plan == "benign":
-            forms = ("distinct", "replacement", "noise")
-            row[plan] = {f: per_1000(c, alerts) for f, c in zip(forms, runs, strict=True)}
+            row[plan] = {f: on_fresh_gateway(case, f"benign-{f}", cfg, keys, args) for f in FORMS}
         else:
-            row[plan] = [judge(case, r, x0, y0, alerts, args.budget) for r, x0, y0 in runs]
+            row[plan] = on_fresh_gateway(case, plan, cfg, keys, args)
         print(f"{case.name} {plan}: {json.dumps(row[plan])}", flush=True)
     return row
 
@@ -498,7 +516,9 @@ def table(results: dict[str, Any]) -> None:
     for name, row in results.items():
         for plan, res in row.items():
             if plan == "benign":
-                forms = " / ".join(f"{v:g}" for v in res.values())
+                forms = " / ".join(f"{v['per_1000']:g}" for v in res.values())
+                kinds = sorted({k for v in res.values() for k in v["alerts"]})
+                forms += f" ({', '.join(kinds)})" if kinds else ""
                 print(
                     f"| {name} | benign distinct / replacement / noise 0.01 | {forms} per 1,000 |"
                 )
