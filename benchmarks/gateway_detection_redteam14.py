@@ -44,7 +44,8 @@ of the benign pool, inputs drawn with replacement, drawn with replacement plus N
 
 Each plan, and each benign client, meets a fresh gateway of the deployer's config (its own
 audit log and detector state; ``gateway calibrate`` runs once a case): the plans attack
-the same inputs, and the cross-key rule would otherwise see one plan's keys in the next's.
+the same inputs, and the cross-key rule would otherwise see one plan's keys in the next's;
+the mixed plans get one a run (their runs' benign rows overlap).
 The detection batch is the default (8): a flag lands on the query that fills a key's batch.
 
 Reported per run, from the gateway's audit log (the attacker never sees it under
@@ -423,21 +424,31 @@ def parallel(case: Case, plan: str, host: str, keys: dict[str, str],
 
 
 def run_plan(case: Case, plan: str, host: str, keys: dict[str, str],
-             args: argparse.Namespace) -> list[Any]:  # fmt: skip
-    """One plan's runs (``paced``'s in parallel threads; ``benign-FORM``: one client)."""
+             args: argparse.Namespace, runs: list[int]) -> list[Any]:  # fmt: skip
+    """One plan's ``runs`` (``paced``'s in parallel threads; ``benign-FORM``: one client)."""
     if plan.startswith("benign-"):
         form = plan.partition("-")[2]
         return [benign_run(case, form, host, keys[plan], args.n)]
     if plan == "paced":
         return parallel(case, plan, host, keys, args)
-    return [attack_run(case, plan, i, host, keys, args.budget) for i in range(args.runs)]
+    return [attack_run(case, plan, i, host, keys, args.budget) for i in runs]
+
+
+def on_fresh_gateways(case: Case, plan: str, cfg: Path, keys: dict[str, str],
+                      args: argparse.Namespace) -> Any:  # fmt: skip
+    """``plan`` on gateways of its own: one for all its runs, or, for the mixed plans
+    (whose runs' benign rows overlap: the cross-key rule would see the same natural row
+    on two keys), one a run."""
+    if not plan.startswith("mix"):
+        return on_fresh_gateway(case, plan, cfg, keys, args, list(range(args.runs)))
+    return [r for i in range(args.runs) for r in on_fresh_gateway(case, plan, cfg, keys, args, [i])]
 
 
 def on_fresh_gateway(case: Case, plan: str, cfg: Path, keys: dict[str, str],
-                     args: argparse.Namespace) -> Any:  # fmt: skip
-    """``plan`` on a gateway of its own (fresh audit log and detector state, so no plan
-    meets another's keys: they attack the same inputs), judged from its audit log."""
-    d = cfg.parent / plan
+                     args: argparse.Namespace, runs: list[int]) -> Any:  # fmt: skip
+    """``plan``'s ``runs`` on a gateway of their own (fresh audit log and detector state,
+    so no plan meets another's keys: they attack the same inputs), judged from its log."""
+    d = cfg.parent / f"{plan}-{runs[0]}"
     d.mkdir()
     own = d / "gw.yaml"
     own.write_text(cfg.read_text().replace(str(cfg.parent / "audit.db"), str(d / "audit.db")))
@@ -445,7 +456,7 @@ def on_fresh_gateway(case: Case, plan: str, cfg: Path, keys: dict[str, str],
     t0 = time.time()
     proc, host = serve(case, own)
     try:
-        done = run_plan(case, plan, host, keys, args)
+        done = run_plan(case, plan, host, keys, args, runs)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -487,9 +498,9 @@ def run_case(case: Case, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for plan in args.plans:
         if plan == "benign":
-            row[plan] = {f: on_fresh_gateway(case, f"benign-{f}", cfg, keys, args) for f in FORMS}
+            row[plan] = {f: on_fresh_gateways(case, f"benign-{f}", cfg, keys, args) for f in FORMS}
         else:
-            row[plan] = on_fresh_gateway(case, plan, cfg, keys, args)
+            row[plan] = on_fresh_gateways(case, plan, cfg, keys, args)
         print(f"{case.name} {plan}: {json.dumps(row[plan])}", flush=True)
     return row
 
