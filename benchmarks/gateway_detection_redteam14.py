@@ -389,11 +389,13 @@ def judge(case: Case, r: Run, x0: np.ndarray, y0: int, alerts: dict[str, str],
           budget: int) -> dict[str, Any]:  # fmt: skip
     """First flag (attack query; a flag on benign traffic sent before query t counts at
     t), its alert kinds, whether it fell on a benign query, and what was held."""
-    first, kinds, on_benign = None, "", False
+    first, kinds, on_benign, on_attack = None, "", False, None
     for c in r.clients:
         for rid, t in c.ids:
             if alerts.get(rid) and (first is None or abs(t) < first):
                 first, kinds, on_benign = abs(t), alerts[rid], t < 0
+            if alerts.get(rid) and t > 0 and (on_attack is None or t < on_attack):
+                on_attack = t
     sent = len(r.wrong)
 
     def held(upto: int) -> dict[str, bool]:
@@ -403,7 +405,7 @@ def judge(case: Case, r: Run, x0: np.ndarray, y0: int, alerts: dict[str, str],
         return {"wrong": any(r.wrong[:upto]), "clean": bool(case.predict(x)[0] != y0)}
 
     wrong_at = r.wrong.index(True) + 1 if any(r.wrong) else None
-    return {"first": first, "alerts": kinds, "on_benign": on_benign, "sent": sent, "wrong_at": wrong_at,
+    return {"first": first, "alerts": kinds, "on_benign": on_benign, "sent": sent, "wrong_at": wrong_at, "on_attack": on_attack,
             "at_flag": held(first - 1 if first else sent), "all": held(sent)}  # fmt: skip
 
 
@@ -513,7 +515,8 @@ def cell(res: list[dict[str, Any]]) -> str:
     text += f" at {', '.join(str(r['first']) for r in res)} ({', '.join(kinds)})" if hit else ""
     text += "; first wrong answer at " + ", ".join(str(r["wrong_at"]) for r in res)
     if any(r["on_benign"] for r in res):
-        text += f"; {sum(r['on_benign'] for r in res)} first on a benign query"
+        text += f"; {sum(r['on_benign'] for r in res)} first on a benign query (first on an "
+        text += f"attack query: {', '.join(str(r.get('on_attack')) for r in res)})"
     for part, label in (("at_flag", "before the flag"), ("all", "in the budget")):
         a = [r[part] for r in res]
         text += f"; {label}: {sum(x['wrong'] for x in a)}/{len(a)} wrong answer, "

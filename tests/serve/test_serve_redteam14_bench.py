@@ -91,7 +91,8 @@ def test_the_judge_counts_a_flag_on_benign_traffic_at_the_next_attack_query(rt: 
     attack_rid = next(rid for rid, n in c.ids if n == 6)
     res = rt.judge(case, run, np.full(6, 0.5), 0, {benign_rid: "dilution@0:1"}, 10)
     assert res["first"] == 4 and res["on_benign"] is True and res["alerts"] == "dilution@0:1"
+    assert res["on_attack"] is None
     res = rt.judge(case, run, np.full(6, 0.5), 0, {attack_rid: "similarity@0:1"}, 10)
-    assert res["first"] == 6 and res["on_benign"] is False
+    assert res["first"] == 6 and res["on_benign"] is False and res["on_attack"] == 6
     none = rt.judge(case, run, np.full(6, 0.5), 0, {}, 10)
     assert none["first"] is None and none["at_flag"] == none["all"]
