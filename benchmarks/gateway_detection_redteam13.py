@@ -35,7 +35,9 @@ target. The plans:
   hold a fall and a rise of the same ranks (session 11's ``mirror`` pairs, as a pad);
 * ``slow``: "spread over time" (the issue's words): between two attack queries the key
   sends 50-100 distinct benign queries (``--slow LO,HI``; drawn afresh each time).
-  ``near`` and ``slow`` also report the first flag on an attack query (``on_attack``)
+* ``sameclass``: before each attack query ``--mix`` (default 1) natural inputs of the
+  pool of the attacked input's class, each once (a folder walked class by class);
+  ``near``, ``sameclass`` and ``slow`` also report the first flag on an attack query (``on_attack``)
   and on a benign one (``on_benign``): on 8x8 digits (defaults) the benign pool alone
   is flagged (Blacklight) at a key's 3,696th distinct query, which ``slow`` reaches
   near its 48th attack query in every run;
@@ -77,7 +79,7 @@ import gateway_detection_redteam12 as rt12  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
-PLANS = ("morph", "wander", "near", "twin", "pad", "mirror", "slow", "keys")
+PLANS = ("morph", "wander", "near", "twin", "pad", "mirror", "slow", "keys", "sameclass")
 IMAGE_SHAPES = ("white", "dirs16", "blocks", "smooth", "pca")
 TABLE_SHAPES = ("white", "pca", "perfeature", "sparse2")
 
@@ -165,6 +167,30 @@ class Near(Mixed):
             x0 = self.queries[0].reshape(-1)
             flat = np.asarray(feats, dtype=np.float64).reshape(len(labels), -1)
             self.order = np.argsort(((flat - x0) ** 2).sum(axis=1))[: len(labels) // 4].tolist()
+        shown = False
+        for _ in range(self.mix):
+            i = self.order[self.used_decoys % len(self.order)]
+            self.used_decoys += 1
+            found = rw._ask(self.mon, self.key, feats, labels, probs, i)
+            shown |= bool(found) and self._flag(found, self.sent + 1)
+        return shown
+
+
+@dataclass
+class SameClass(Mixed):
+    """Before each attack query ``mix`` natural inputs of the benign pool of the attacked
+    input's class (the model's label of the first attack query), each once: the key's
+    traffic looks like a labelled folder walked one class at a time (session 14)."""
+
+    order: list[int] | None = None
+
+    def _benign(self) -> bool:
+        if not self.queries:
+            return False
+        feats, labels, probs = self.decoys
+        if self.order is None:
+            y = self.kind.labels(self.queries[0][None])[0]
+            self.order = np.flatnonzero(np.asarray(labels) == y).tolist()
         shown = False
         for _ in range(self.mix):
             i = self.order[self.used_decoys % len(self.order)]
@@ -267,6 +293,8 @@ def gate_for(plan: str, kind: long.Kind, run: int, heard: Heard,
     """The plan's gate type (a partial of its class) and the ``mix`` run_oars passes."""
     if plan == "near":
         return Near, args.mix or 1
+    if plan == "sameclass":
+        return SameClass, args.mix or 1
     if plan == "slow":
         lo, hi = (int(v) for v in args.slow.split(","))
         return partial(Slow, lo=lo, hi=hi), 1

@@ -79,6 +79,20 @@ def test_near_sends_the_nearest_natural_inputs_each_once(rt: Any) -> None:
     assert np.allclose(np.stack(near), want)
 
 
+def test_sameclass_sends_natural_inputs_of_the_attacked_class_each_once(rt: Any) -> None:
+    kind, mon = _kind(rt), _Count()
+    feats = kind.data[:200]
+    labels = kind.labels(feats)  # the pool's classes (rw._benign: the model's labels)
+    gate = rt.SameClass(kind, rt.Detection(), mon, "log", mix=3, decoys=(feats, labels, None))
+    x0 = kind.data[0]
+    for _ in range(8):
+        gate.ask(x0)
+    sent = [r for j, r in enumerate(mon.rows) if j % 4]  # attack, 3 of its class, attack...
+    y0 = kind.labels(x0[None])[0]
+    assert len(sent) == 21 and (kind.labels(np.stack(sent)) == y0).all()
+    assert len({r.tobytes() for r in sent}) == 21 and (labels != y0).any()
+
+
 def test_slow_sends_50_to_100_benign_queries_between_attack_queries(rt: Any) -> None:
     kind, mon = _kind(rt), _Count()
     gate = rt.Slow(kind, rt.Detection(), mon, "log", mix=1, decoys=_pool(2500))
