@@ -16,8 +16,10 @@ does. Streams, each after ``--history`` distinct queries of the kind's pool:
 The kinds (``images``, ``digits+shifts``) and their calibrated detection configs are
 ``gateway_detection_long``'s; timing and the alerts check are
 ``gateway_monitor_cost.measure``'s (the two monitors fed the same queries in alternated
-rounds, ABAB, one process; every alert of both must agree). ``--baseline DIR``: the
-old tree (its ``src/mlwarden/serve/monitor.py``).
+rounds, ABAB, one process; every alert of both must agree), both under one sketch
+secret (the still-ball rule's vet and, from session 14, the spread rule's drawn
+neighbourhood read it). ``--baseline DIR``: the old tree (its
+``src/mlwarden/serve/monitor.py``).
 
 Run (about 10 minutes on the loaded 2-core box)::
 
@@ -41,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import gateway_detection_long as long  # noqa: E402
 from gateway_monitor_cost import load_baseline, measure  # noqa: E402
 from mlwarden.serve import monitor as new_monitor  # noqa: E402
+
+SECRET = b"gateway_views_cost sketch secret"  # both monitors' (Monitor.__init__ reads it)
 
 
 def stream(kind: long.Kind, name: str, n: int, history: int) -> np.ndarray:
@@ -76,6 +80,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     mods = {"before": load_baseline(args.baseline), "now": new_monitor}
+    for mod in mods.values():  # one sketch secret for both (the spread rule draws from it)
+        mod.new_secret = lambda: SECRET  # type: ignore[attr-defined]
     results: dict[str, Any] = {}
     for name, kind in long.kinds(set(args.only.split(","))).items():
         det = long._calibrated(kind)[0]

@@ -1,10 +1,12 @@
-"""A batch's clipped values and shifted copies are built once (issue 19, session 14).
+"""A batch's queries are judged once, their clipped values and shifted copies built once
+(issue 19, session 14).
 
 The spread rule (``Monitor._narrow``) and the similarity alerts (``Monitor._moving``)
 both judge their candidates with :func:`mlwarden.serve.stationary.still`, which reads
 each query's clipped values (``Monitor._clipped``: a reduction and a secret sketch of
 it) and, on images, its shifted copies (``Monitor._shifted``). A query both rules judge
-had them computed twice; now once a batch (``Monitor._views``).
+was judged twice and had them computed twice; now once a batch (``Monitor._judge``,
+``Monitor._views``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ def _pool(n: int) -> np.ndarray:
     return ((pool - pool.min()) / (pool.max() - pool.min())).astype(np.float32)
 
 
-def _counted(mon: Monitor, calls: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+def _counted(mon: Monitor, calls: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """Count the secret sketches taken (one for the batch, one for each clipped value
-    computed) and the still-ball verdicts asked for."""
+    computed) and record the positions each still-ball verdict is asked for."""
     assert mon.sketch is not None
     of, still = mon.sketch.of, monitor.still
 
@@ -36,34 +38,32 @@ def _counted(mon: Monitor, calls: dict[str, int], monkeypatch: pytest.MonkeyPatc
         calls["sketch"] += 1
         return of(*a, **k)
 
-    def judged(*a: Any, **k: Any) -> Any:
-        calls["still"] += 1
-        return still(*a, **k)
+    def judged(sim: Any, vs: Any, cand: list[int], *a: Any, **k: Any) -> Any:
+        calls["judged"] += list(cand)
+        return still(sim, vs, cand, *a, **k)
 
     monkeypatch.setattr(mon.sketch, "of", sketched)
     monkeypatch.setattr(monitor, "still", judged)
 
 
-def test_a_query_both_rules_judge_has_its_clipped_values_computed_once(
+def test_a_query_both_rules_judge_is_judged_and_clipped_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pool = _pool(301)
     mon = Monitor(Detection(), shape=[1, 16, 16], secret=b"0" * 32)
     for i in range(200):
         mon.inspect("k", pool[i : i + 1], np.array([i % 3]))
-    calls = {"sketch": 0, "still": 0}
+    calls: dict[str, Any] = {}
     _counted(mon, calls, monkeypatch)
     rng, both = np.random.default_rng(1), 0
     for _ in range(45):  # the issue's noisy search on one input
         q = np.clip(pool[300] + rng.normal(0, 0.05, pool[300].shape), 0, 1)[None]
-        calls.update(sketch=0, still=0)
+        calls.update(sketch=0, judged=[])
         found = mon.inspect("k", q.astype(np.float32), np.array([0]))
-        if calls["still"] == 2:  # judged by the spread rule and for its similarity alert
-            both += 1
-            assert {"similarity", "spread"} <= set(found)
-            assert calls["sketch"] == 2  # the batch's sketch and its one clipped value
-        else:
-            assert calls["sketch"] == 1 + calls["still"]
+        assert len(calls["judged"]) == len(set(calls["judged"]))  # each query judged once
+        # the batch's sketch and one clipped value's for each query judged
+        assert calls["sketch"] == 1 + len(calls["judged"])
+        both += {"similarity", "spread"} <= set(found)  # alerts of both rules, judged
     assert both >= 5  # the path under test was taken
 
 

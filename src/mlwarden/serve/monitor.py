@@ -229,6 +229,8 @@ SHIFTS = [(dy, dx) for dy in range(-SHIFT, SHIFT + 1) for dx in range(-SHIFT, SH
 # position -> a query's offsets to its shifted copies' rows and its gain (Monitor._shifted)
 Shifted = Callable[[int], tuple[np.ndarray, np.ndarray]]
 Views = tuple[Shifted | None, Clip | None]  # a batch's shifted copies and clipped values
+# positions -> those whose own cloud is still (resends) and those waiting (Monitor._judge)
+Judge = Callable[[list[int]], tuple[set[int], dict[int, Cloud]]]
 # a query's values this share of its range from its lowest (highest) are at a bound: where
 # clipped noise of up to 0.05 of the range moves its mean with its level (Monitor._clipped)
 CLIP_REACH = 0.1
@@ -2454,14 +2456,15 @@ class Monitor:
             held: list[Cloud] = []
             lit = self._lit(key, pvs.shape[1])
             vet = self._vet(state, sk, before.first, self._lit_sketch(key, xs))
-            views = self._views(xs, pvs, heard)  # built once: _narrow's and _moving's
+            # each query judged once for _narrow and _moving (its views built once)
+            judge = self._judge(sim, pvs, before, lit, vet, xs, heard)
             if self.narrow and allowance is None and pvs.shape[1] >= MIN_VALUES:
-                found["spread"] = self._narrow(state, pvs, before, lit, vet, views)
+                found["spread"] = self._narrow(state, pvs, before, judge)
             if found["similarity"] or found.get("dilution") or chains:
                 only = None if self.stationary else self._slow(sim, pvs, recent, need, before)
-                shifted, clip = views if only is None else (None, None)
                 found, held = self._moving(sim, pvs, found, before, heard, out, self.still_bar,
-                                           only, self.wide, lit, vet, shifted, clip)  # fmt: skip
+                                           only, self.wide, lit, vet,
+                                           judge=judge if only is None else None)  # fmt: skip
                 if self.text and self.stationary and found["similarity"]:
                     found["similarity"] = self._spread_out(sim, pvs, found["similarity"],
                                                            recent, need, before)  # fmt: skip
@@ -2494,8 +2497,8 @@ class Monitor:
         counts = blind.observe_many(views(hx, frame), hv)
         return [int(heard[i]) for i, c in enumerate(counts) if c >= INPUTS]
 
-    def _narrow(self, state: _KeyState, pvs: np.ndarray, before: Any, lit: np.ndarray | None,
-                vet: Vet | None, views: Views) -> list[int]:  # fmt: skip
+    def _narrow(self, state: _KeyState, pvs: np.ndarray, before: Any,
+                judge: Judge) -> list[int]:  # fmt: skip
         """Positions of ``pvs`` (just added to the similarity history) whose key's last
         ``spread.window`` distinct queries spread less than ``spread.bar``, or (every
         ``spread.STRIDE``-th query) less than ``spread.net`` of that above their noise floor
@@ -2506,8 +2509,8 @@ class Monitor:
         alerts are judged; a cloud too small to judge is left for the next query, whose
         window is as narrow) and, on inputs of ``MIN_VALUES`` values or more, those whose
         window's variation spans few directions (:func:`mlwarden.serve.spread.white`: a
-        few natural inputs, not noise). ``views``: the batch's shifted copies and clipped
-        values (:meth:`_views`)."""
+        few natural inputs, not noise). ``judge``: the batch's still-ball verdicts
+        (:meth:`_judge`)."""
         if state.spread is None:
             state.spread = Spread(self.config.spread.window, pvs.shape[1])
         sp, c = state.spread, self.config.spread
@@ -2524,9 +2527,35 @@ class Monitor:
             low = sorted(low + crowded(near, due, spreads, sp.window, c.bar, net))
         if not low or not self.stationary or state.similarity is None:
             return low
-        resends, small = still(state.similarity, pvs, low, before, self.still_bar, self.wide,
-                               lit, vet, *views)  # fmt: skip
+        resends, small = judge(low)
         return [j for j in low if j not in resends and j not in small]
+
+    def _judge(self, sim: Similarity, pvs: np.ndarray, before: Any, lit: np.ndarray | None,
+               vet: Vet | None, xs: np.ndarray, heard: np.ndarray) -> Judge:  # fmt: skip
+        """The still-ball verdicts (:func:`mlwarden.serve.stationary.still`, at the
+        monitor's ``still_bar`` and ``wide``, with the batch's :meth:`_views` of ``xs``,
+        built on the first verdict asked for) of positions of the batch ``pvs``, each
+        position judged once: the spread rule (:meth:`_narrow`) and the similarity alerts
+        (:meth:`_moving`) ask about the same queries with the same history, and a query's
+        verdict is its own (what it saw alone), whoever else is judged with it."""
+        resends: set[int] = set()
+        small: dict[int, Cloud] = {}
+        judged: set[int] = set()
+        views: list[Views] = []
+
+        def judge(cand: list[int]) -> tuple[set[int], dict[int, Cloud]]:
+            new = [j for j in cand if j not in judged]
+            if new:
+                if not views:
+                    views.append(self._views(xs, pvs, heard))
+                r, w = still(sim, pvs, new, before, self.still_bar, self.wide, lit, vet,
+                             *views[0])  # fmt: skip
+                resends.update(r)
+                small.update(w)
+                judged.update(new)
+            return {j for j in cand if j in resends}, {j: small[j] for j in cand if j in small}
+
+        return judge
 
     def _sketched(self, state: _KeyState, xs: np.ndarray) -> np.ndarray | None:
         """The secret sketches of the queries ``xs`` (standardised) the similarity history
@@ -2800,8 +2829,8 @@ class Monitor:
                 heard: np.ndarray, out: dict[str, list[int]], tight: float | None,
                 only: set[int] | None = None, wide: float | None = WIDE,
                 lit: np.ndarray | None = None, vet: Vet | None = None,
-                shifted: Shifted | None = None,
-                clip: Clip | None = None) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
+                shifted: Shifted | None = None, clip: Clip | None = None,
+                judge: Judge | None = None) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
         """``found`` without the similarity and dilution alerts of still balls: one input
         resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`),
         and the alerts that wait on a cloud too small to judge (:meth:`_hold`; none with
@@ -2812,13 +2841,17 @@ class Monitor:
         so a client resending 100 digits chained 33 per 1,000); a dilution alert always
         may. ``lit``: a camera key's lighting directions (:meth:`_lit`); ``vet``: the
         secret sketch's word on each cloud (:meth:`_vet`); ``clip``: each query's clipped
-        values (:meth:`_clipped`)."""
+        values (:meth:`_clipped`); ``judge``: the batch's verdicts at these settings, kept
+        (:meth:`_judge`), instead of judging again."""
         at = {int(h): p for p, h in enumerate(heard.tolist())}
         chained = {at[j] for j in out.get("blacklight", []) if j in at} if only is None else set()
         cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])
                        if k == "dilution" or only is None or j in only} | chained)  # fmt: skip
-        resends, small = still(sim, pvs, cand, before, tight, wide if only is None else None,
-                               lit, vet, shifted, clip)  # fmt: skip
+        resends, small = (
+            judge(cand) if judge is not None
+            else still(sim, pvs, cand, before, tight, wide if only is None else None, lit, vet,
+                       shifted, clip)
+        )  # fmt: skip
         if only is not None or wide is None:
             # nothing waits with the rule off, nor on audio, whose own cloud is the ball
             # within the radius: a search's steps are each other's copies there, and a
