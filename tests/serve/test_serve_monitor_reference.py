@@ -26,6 +26,7 @@ class _RefBlacklight:
         self.last: dict[int, int] = {}  # hash -> newest query carrying it
         self.depth: dict[int, int] = {}  # query -> chain depth
         self.sent: dict[int, np.ndarray] = {}  # query -> its values (the last 64)
+        self.copies: set[int] = set()  # queries whose match was excused as a shifted copy
         self.next = start
 
     def flags(self, x: np.ndarray) -> bool:
@@ -40,8 +41,12 @@ class _RefBlacklight:
             owner = max(owners, key=lambda o: (owners[o], o))
             if self.next - owner <= 64:
                 depth = self.depth.get(owner, 0)
-                # the owner moved by a pixel or two, nothing else: half a match
-                match = match and not _moved_copy(self.sent[owner], x)
+                # the owner (not itself an excused copy) moved by a pixel or two, nothing
+                # else: half a match
+                moved = match and owner not in self.copies and _moved_copy(self.sent[owner], x)
+                if moved:
+                    self.copies.add(self.next)
+                match = match and not moved
             if match:  # a match adds a link; half a match passes it on
                 depth = min(depth + 1, 64)
         self.depth[self.next] = depth

@@ -511,6 +511,7 @@ class Blacklight:
         self._base = 0  # the query id stored as offset 1 (0: an empty slot)
         self._next = 0
         self._depths: deque[int] = deque(maxlen=self._WINDOW)  # of the last 64 queries
+        self._copies: deque[bool] = deque(maxlen=self._WINDOW)  # each an excused shifted copy?
         self.depth = 0
 
     def observe(self, x: np.ndarray) -> int:
@@ -573,6 +574,16 @@ class Blacklight:
             return self._batch[1][query - self._batch[0]]
         slot = query % len(self._rows)
         return self._rows[slot] if self._row_ids[slot] == query else None
+
+    def _moved_ok(self, query: int, owner: int) -> bool:
+        """Whether ``query``'s match with ``owner`` may be excused as a shifted copy: the
+        owner one of the last 64 queries and not itself an excused copy. A walk of moves
+        (each query its predecessor moved a pixel: a translation search) then adds a link
+        every other query; rolls of one digit sent together (a few copies) add none."""
+        back = query - owner
+        if not 0 < back <= self._WINDOW:
+            return False
+        return not (back <= len(self._copies) and self._copies[-back])
 
     def _moved(self, query: int, owner: int) -> bool:
         """Whether image query ``query`` is its match ``owner`` moved by up to ``SHIFT``
@@ -660,9 +671,11 @@ class Blacklight:
             link = 2 if b >= c.threshold else 1 if 2 * b >= c.threshold else 0
             if links and n0 + j in links:
                 owner, link = links[n0 + j]
-            elif link == 2 and 0 < n0 + j - owner <= self._WINDOW and self._moved(n0 + j, owner):
+            moved = link == 2 and self._moved_ok(n0 + j, owner) and self._moved(n0 + j, owner)
+            if moved:
                 link = 1  # a shifted copy: its owner's depth passes on, no step added
             depth = self._chain(n0 + j, owner, link)
+            self._copies.append(moved)
             self.depth = depth if link == 2 else 0  # only a match is flagged
             depths.append(self.depth)
         return depths
@@ -823,6 +836,7 @@ class Blacklight:
             "salt": np.array([self._salt], dtype=np.uint64),
             "spill": np.array(sorted(self._spill.items()), dtype=np.uint64).reshape(-1, 2),
             "depths": np.array(self._depths, dtype=np.int64),
+            "copies": np.array(self._copies, dtype=bool),
             "rows": self._rows[self._row_ids >= 0], "row_ids": self._row_ids[self._row_ids >= 0],
         }  # fmt: skip
 
@@ -839,6 +853,11 @@ class Blacklight:
         self._spill = {int(k): int(v) for k, v in state["spill"].tolist()}
         self._base, self._next, self._pruned, self.depth = base, nxt, pruned, depth
         self._depths = deque(state["depths"].tolist(), maxlen=self._WINDOW)
+        copies = state.get("copies")  # none before session 14: no copy excused
+        self._copies = deque(
+            copies.tolist() if copies is not None else [False] * len(self._depths),
+            maxlen=self._WINDOW,
+        )
         rows, ids = state.get("rows"), state.get("row_ids")  # none before session 14
         if rows is not None and ids is not None and rows.shape[1:] == self._rows.shape[1:]:
             self._remember_ids(ids.astype(np.int64), rows.astype(np.float32))
