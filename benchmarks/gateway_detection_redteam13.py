@@ -153,20 +153,21 @@ class Mixed(rt11.Gate):
 
 
 @dataclass
-class Near(Mixed):
-    """Before each attack query ``mix`` natural inputs of the benign pool nearest the
-    attack's first query (the nearest quarter, each once, nearest first)."""
+class Ordered(Mixed):
+    """Before each attack query ``mix`` natural inputs of the benign pool in an order of
+    the subclass's choosing (``_order``), each once, cycling when used up."""
 
     order: list[int] | None = None
+
+    def _order(self, feats: Any, labels: Any) -> list[int]:
+        raise NotImplementedError
 
     def _benign(self) -> bool:
         if not self.queries:
             return False
         feats, labels, probs = self.decoys
         if self.order is None:
-            x0 = self.queries[0].reshape(-1)
-            flat = np.asarray(feats, dtype=np.float64).reshape(len(labels), -1)
-            self.order = np.argsort(((flat - x0) ** 2).sum(axis=1))[: len(labels) // 4].tolist()
+            self.order = self._order(feats, labels)
         shown = False
         for _ in range(self.mix):
             i = self.order[self.used_decoys % len(self.order)]
@@ -177,27 +178,25 @@ class Near(Mixed):
 
 
 @dataclass
-class SameClass(Mixed):
+class Near(Ordered):
+    """Before each attack query ``mix`` natural inputs of the benign pool nearest the
+    attack's first query (the nearest quarter, each once, nearest first)."""
+
+    def _order(self, feats: Any, labels: Any) -> list[int]:
+        x0 = self.queries[0].reshape(-1)
+        flat = np.asarray(feats, dtype=np.float64).reshape(len(labels), -1)
+        return np.argsort(((flat - x0) ** 2).sum(axis=1))[: len(labels) // 4].tolist()
+
+
+@dataclass
+class SameClass(Ordered):
     """Before each attack query ``mix`` natural inputs of the benign pool of the attacked
     input's class (the model's label of the first attack query), each once: the key's
     traffic looks like a labelled folder walked one class at a time (session 14)."""
 
-    order: list[int] | None = None
-
-    def _benign(self) -> bool:
-        if not self.queries:
-            return False
-        feats, labels, probs = self.decoys
-        if self.order is None:
-            y = self.kind.labels(self.queries[0][None])[0]
-            self.order = np.flatnonzero(np.asarray(labels) == y).tolist()
-        shown = False
-        for _ in range(self.mix):
-            i = self.order[self.used_decoys % len(self.order)]
-            self.used_decoys += 1
-            found = rw._ask(self.mon, self.key, feats, labels, probs, i)
-            shown |= bool(found) and self._flag(found, self.sent + 1)
-        return shown
+    def _order(self, feats: Any, labels: Any) -> list[int]:
+        y = self.kind.labels(self.queries[0][None])[0]
+        return np.flatnonzero(np.asarray(labels) == y).tolist()
 
 
 @dataclass
