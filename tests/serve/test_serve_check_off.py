@@ -41,9 +41,15 @@ def _off(tmp_path: Path, text: str) -> list[str]:
         ),  # fmt: skip
         (
             "input: {shape: [30]}\ndetection: {dilution: {enabled: true}, manifold: {axes: [[0.6, "
-            "0.8" + ", 0.0" * 28 + "]], scales: [0.1]}}\n",
+            "0.8" + ", 0.0" * 28 + "]], scales: [0.1], centre: [0.5]}}\n",
             ["spread: the"],
             ["manifold", "dilution"],
+        ),  # fmt: skip
+        (
+            "input: {shape: [30]}\ndetection: {dilution: {enabled: true}, manifold: {axes: [[0.6, "
+            "0.8" + ", 0.0" * 28 + "]], scales: [0.1]}}\n",
+            ["manifold.centre: unset", "spread: the"],
+            ["manifold (tables)", "dilution"],
         ),  # fmt: skip
         (
             "input: {shape: [30]}\ndetection: {manifold: {enabled: false}}\n",

@@ -501,6 +501,11 @@ def _uncalibrated(cfg: GatewayConfig) -> list[str]:
             "off where the features are not correlated enough)")  # fmt: skip
         out.append(f"manifold (tables): {why}; noise a search adds off the rows' manifold is "
                    "judged by the similarity count alone")  # fmt: skip
+    elif table and det.manifold.enabled and det.manifold.centre is None:
+        out.append("manifold.centre: unset (a config calibrated before session 14), so the "
+                   "window of a key's rows off the data is off until 'gateway calibrate' is "
+                   "re-run; a search diluted among benign rows is judged by the last "
+                   f"{det.manifold.window} rows alone")  # fmt: skip
     if sim.enabled and not det.dilution.enabled and sim.long_neighbours is None:
         out.append(f"dilution: off until 'gateway calibrate' enables it; a search diluted below "
                    f"similarity.min_neighbours {sim.min_neighbours} per {sim.window} queries "
