@@ -2848,7 +2848,6 @@ class Monitor:
                 heard: np.ndarray, out: dict[str, list[int]], tight: float | None,
                 only: set[int] | None = None, wide: float | None = WIDE,
                 lit: np.ndarray | None = None, vet: Vet | None = None,
-                shifted: Shifted | None = None, clip: Clip | None = None,
                 judge: Judge | None = None) -> tuple[dict[str, list[int]], list[Cloud]]:  # fmt: skip
         """``found`` without the similarity and dilution alerts of still balls: one input
         resent with fresh noise, not a search (:func:`mlwarden.serve.stationary.still`),
@@ -2859,17 +2858,17 @@ class Monitor:
         fresh noise of 0.01 on digits, values on a grid of 1/16, seldom crosses its bins,
         so a client resending 100 digits chained 33 per 1,000); a dilution alert always
         may. ``lit``: a camera key's lighting directions (:meth:`_lit`); ``vet``: the
-        secret sketch's word on each cloud (:meth:`_vet`); ``clip``: each query's clipped
-        values (:meth:`_clipped`); ``judge``: the batch's verdicts at these settings, kept
-        (:meth:`_judge`), instead of judging again."""
+        secret sketch's word on each cloud (:meth:`_vet`); ``judge``: the batch's verdicts
+        at these settings, with its shifted copies and clipped values, kept
+        (:meth:`_judge`), instead of judging again (without it: no such views, as when
+        ``only`` is set)."""
         at = {int(h): p for p, h in enumerate(heard.tolist())}
         chained = {at[j] for j in out.get("blacklight", []) if j in at} if only is None else set()
         cand = sorted({j for k in ("similarity", "dilution") for j in found.get(k, [])
                        if k == "dilution" or only is None or j in only} | chained)  # fmt: skip
         resends, small = (
             judge(cand) if judge is not None
-            else still(sim, pvs, cand, before, tight, wide if only is None else None, lit, vet,
-                       shifted, clip)
+            else still(sim, pvs, cand, before, tight, wide if only is None else None, lit, vet)
         )  # fmt: skip
         if only is not None or wide is None:
             # nothing waits with the rule off, nor on audio, whose own cloud is the ball
