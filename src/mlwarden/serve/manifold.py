@@ -136,9 +136,8 @@ def level_iso(rows: np.ndarray, proj: np.ndarray, scale2: np.ndarray) -> tuple[f
     zc = c @ proj
     vz = np.einsum("ij,ij->j", zc, zc) / len(rows)
     total = float(np.einsum("ij,ij->", c, c)) / len(rows)
-    minor = float(vz @ scale2)
-    off = max(total - minor, 0.0) / max(rows.shape[1] - len(vz), 1)
-    return float(vz.mean()), off / (minor / len(vz)) if minor > 0 else np.inf
+    iso = anisotropy(np.array([total]), np.array([float(vz @ scale2)]), rows.shape[1], len(vz))
+    return float(vz.mean()), float(iso[0])
 
 
 def trimmed(rows: np.ndarray, proj: np.ndarray, scale2: np.ndarray) -> tuple[float, float]:
