@@ -37,7 +37,9 @@ and min-max scaled and wine min-max (calibrated on half the rows, the clients dr
 the other half; logistic regressions trained on the calibration half).
 
 Reported per kind and client: flagged queries per 1,000 (any detector, and by
-detector), per seed. Target (issue 19): at most 1 per 1,000.
+detector), per seed, and in ``--out`` every flagged query's number (``at``). Target
+(issue 19): at most 1 per 1,000. The sketch secret is drawn per process (as a served
+gateway draws it), so a cell can move between runs; ``--secret-seed N`` fixes it.
 
 Run (about 20-40 minutes on the loaded 2-core box)::
 
@@ -48,6 +50,7 @@ Run (about 20-40 minutes on the loaded 2-core box)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -59,11 +62,34 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import gateway_detection_long as long  # noqa: E402
+from mlwarden.serve import monitor  # noqa: E402
 from mlwarden.serve.calibrate import calibrate  # noqa: E402
 from mlwarden.serve.config import Detection  # noqa: E402
 
 CLIENTS = ("photo10", "pool50", "pool500", "burst20", "zipf", "users2", "users4", "rescore")
 Vary = Callable[[Any, np.random.Generator, float], Any]  # input, rng, user's own factor
+
+
+def fix_secret(seed: int) -> bytes:
+    """Every :class:`Monitor` built from now on in this process (the benchmark's gateways,
+    ``gateway calibrate``'s) takes the sketch secret of ``seed`` instead of a fresh one
+    (``--secret-seed``: a rerun reproduces a cell). The served gateway is untouched: it
+    keeps its own secret in its state database."""
+    secret = hashlib.sha256(f"mlwarden benchmark sketch secret {seed}".encode()).digest()
+    monitor.new_secret = lambda: secret  # Monitor.__init__ reads it from its module
+    return secret
+
+
+def add_secret_arg(ap: argparse.ArgumentParser) -> None:
+    """``--secret-seed`` (this benchmark's and ``gateway_detection_plain.py``'s)."""
+    ap.add_argument("--secret-seed", type=int, help="the gateways' sketch secret (default: "
+                    "fresh per process, as a served gateway draws it)")  # fmt: skip
+
+
+def use_secret(args: argparse.Namespace) -> None:
+    """:func:`fix_secret` on ``--secret-seed`` where given (a rerun reproduces a cell)."""
+    if args.secret_seed is not None:
+        fix_secret(args.secret_seed)
 
 
 def _quant(x: np.ndarray, lo: float, hi: float, levels: int) -> np.ndarray:
@@ -240,8 +266,9 @@ def flagged(kind: long.Kind, det: Detection, xs: Any) -> dict[str, Any]:
             hits.setdefault(k, np.zeros(len(feats), dtype=bool))[i] = True
             hits["any"][i] = True
     per = 1000 / len(feats)
-    return {k: {"per_1000": round(float(v.sum()) * per, 1), "last_1000": int(v[-1000:].sum())}
-            for k, v in hits.items()}  # fmt: skip
+    # "at": every flagged query (1-based), for gateway_corroboration.py's clusters
+    return {k: {"per_1000": round(float(v.sum()) * per, 1), "last_1000": int(v[-1000:].sum()),
+                "at": (np.flatnonzero(v) + 1).tolist()} for k, v in hits.items()}  # fmt: skip
 
 
 def run_kind(name: str, kind: long.Kind, vary: Vary, raw: bool, n: int,
@@ -287,8 +314,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000, help="queries a client")
     ap.add_argument("--seeds", default="0,1", help="comma-separated client seeds")
     ap.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated clients")
+    add_secret_arg(ap)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    use_secret(args)
     only = set(args.only.split(",")) if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, Any] = {}

@@ -26,7 +26,9 @@ each kind's calibration inputs, as ``gateway_detection_clients.py``):
   which reads as drift: digits 1.1, wine 3.9 per 1,000).
 
 Reported per kind and client: flagged queries per 1,000 (any rule, and by rule), and the
-queries at which a flag fell. Target (issue 19): at most 1 per 1,000.
+queries at which a flag fell (in ``--out``: every one, by rule). Target (issue 19): at
+most 1 per 1,000. ``--secret-seed N``: every gateway on the sketch secret of ``N``
+(default: fresh per process, so a cell can move between runs).
 
 Run (parts with ``--only`` / ``--clients``)::
 
@@ -154,7 +156,8 @@ def flagged(kind: long.Kind, det: Detection, xs: Any, warm: int = 0) -> dict[str
             hits["any"].append(i + 1)
     per = 1000 / max(len(feats), 1)
     out = {k: round(len(v) * per, 1) for k, v in hits.items()}
-    return out | {"n": len(feats), "at": hits["any"][:20]}
+    # "flags": every flagged query by rule, for gateway_corroboration.py's clusters
+    return out | {"n": len(feats), "at": hits["any"][:20], "flags": hits}
 
 
 def setting(name: str) -> tuple[long.Kind, Detection, dict[str, Any]]:
@@ -203,7 +206,7 @@ def table(results: dict[str, Any], names: tuple[str, ...]) -> None:
                 continue
             vals = " / ".join(f"{r['any']:g}" for r in row[c])
             rules = {k: v for r in row[c] for k, v in r.items()
-                     if k not in ("any", "n", "at") and v}  # fmt: skip
+                     if k not in ("any", "n", "at", "flags") and v}  # fmt: skip
             cells.append(vals + (f" ({', '.join(sorted(rules))})" if rules else "")
                          + f" of {row[c][0]['n']}")  # fmt: skip
         print(f"| {name} | {' | '.join(cells)} |")
@@ -217,8 +220,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--sigma", type=float, default=0.02, help="jitter's sd, of the range")
     ap.add_argument("--warm", type=int, default=0, help="distinct queries before the client")
+    clients.add_secret_arg(ap)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    clients.use_secret(args)
     args.clients = tuple(args.clients.split(","))
     args.seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, Any] = {}

@@ -107,7 +107,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import sys
 import threading
@@ -123,7 +122,6 @@ import gateway_detection_clients as clients  # noqa: E402
 import gateway_detection_long as long  # noqa: E402
 import gateway_detection_outside as outside  # noqa: E402
 from gateway_detection_modalities import _block  # noqa: E402
-from mlwarden.serve import monitor  # noqa: E402
 from mlwarden.serve.config import Detection, Similarity  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
@@ -985,9 +983,7 @@ def fix_secret(seed: int) -> bytes:
     ``gateway calibrate``'s) takes the sketch secret of ``seed`` instead of a fresh one
     (``--secret-seed``: a rerun reproduces a cell). The served gateway is untouched: it
     keeps its own secret in its state database."""
-    secret = hashlib.sha256(f"mlwarden benchmark sketch secret {seed}".encode()).digest()
-    monitor.new_secret = lambda: secret  # Monitor.__init__ reads it from its module
-    return secret
+    return clients.fix_secret(seed)  # the one derivation: the clients' benchmark's
 
 
 KINDS = "images, mnist28, audio, text, tabular, breast cancer raw, breast cancer, wine"

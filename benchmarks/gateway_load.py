@@ -679,6 +679,8 @@ class _Stream:
         )
         self.sent: dict[str, tuple[bool, int]] = {}
         self.attack_queries = 0
+        # attack query numbers answered wrong: any, and within Linf 0.1 of the original
+        self.wrong: tuple[list[int], list[int]] = ([], [])
 
     def ask(self, x: np.ndarray, attack: bool) -> np.ndarray:
         r = self.client.post("/v1/predict", json={"inputs": [x.tolist()]})
@@ -719,10 +721,43 @@ def noisy_random_search(
         cand[..., r : r + 2, c : c + 2] = rng.choice([-0.1, 0.1])
         q = np.clip(x0 + cand + rng.normal(0, sigma, x0.shape), 0, 1).astype(np.float32)
         scores = stream.ask(q, attack=True)
-        fooled |= int(scores.argmax()) != y0
+        if int(scores.argmax()) != y0:
+            fooled = True
+            stream.wrong[0].append(stream.attack_queries)
+            if float(np.abs(q - x0).max()) <= 0.1 + 1e-6:
+                stream.wrong[1].append(stream.attack_queries)
         if scores[y0] < best:
             best, delta = scores[y0], cand
     return fooled
+
+
+def _watch(target: Any, x0: np.ndarray, y0: int) -> tuple[list[int], list[int]]:
+    """The request numbers of ``target`` (an ``HttpTarget``) answered wrong on some row:
+    any, and on a row within Linf 0.1 of ``x0`` (the attack's adversarial answer in hand)."""
+    wrong: tuple[list[int], list[int]] = ([], [])
+    inner, calls = target._predict, [0]
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out = inner(x)
+        calls[0] += 1
+        labels = np.asarray(out if np.ndim(out) == 1 else np.argmax(out, axis=1))
+        bad = labels.astype(np.int64) != y0
+        linf = np.abs(np.reshape(x, (len(x), -1)) - x0.reshape(1, -1)).max(axis=1)
+        if bad.any():
+            wrong[0].append(calls[0])
+        if (bad & (linf <= 0.1 + 1e-6)).any():
+            wrong[1].append(calls[0])
+        return out
+
+    target._predict = predict
+    return wrong
+
+
+def _flag_rows(rows: list[tuple[str, str]], st: _Stream | None) -> list[tuple[int, str]]:
+    """(attack query number (request for Square / HopSkipJump), alerts) of each of a
+    key's flagged rows: the first flag and every later one (gateway_corroboration.py)."""
+    return [(st.sent[rid][1] if st is not None else n, alerts)
+            for n, (rid, alerts) in enumerate(rows, 1) if alerts]  # fmt: skip
 
 
 def _flags(db_path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -767,6 +802,7 @@ def detection_benchmark(
     proc, url = _gateway(dtmp, model, keys, batch=1)
     streams: dict[str, _Stream] = {}
     success: dict[str, bool] = {}
+    wrong: dict[str, tuple[list[int], list[int]]] = {}
     rng = np.random.default_rng(SEED)
     try:
         mix_pool = pool[rng.permutation(len(pool))]
@@ -784,6 +820,7 @@ def detection_benchmark(
             ):
                 target = HttpTarget(f"{url}/v1/predict", headers={"Authorization": f"Bearer {keys[name][0]}"},
                                     access=access, output="probabilities" if access == "score" else "labels")  # fmt: skip
+                wrong[name] = _watch(target, xi[0], int(yi[0]))
                 try:
                     adv = attack.generate(target, xi, yi)
                     success[name] = bool(target.predict_labels(adv)[0] != yi[0])
@@ -817,8 +854,10 @@ def detection_benchmark(
                 kinds = alerts
                 break
         sent = st.attack_queries if st is not None else len(rows)
+        bad = st.wrong if st is not None else wrong.get(name, ([], []))
         attacks[name] = {"queries_sent": sent, "first_flag": first, "alerts": kinds,
-                         "attack_succeeded": success.get(name)}  # fmt: skip
+                         "attack_succeeded": success.get(name), "flags": _flag_rows(rows, st),
+                         "wrong": bad[0][:1], "wrong_near": bad[1][:1]}  # fmt: skip
     benign = {}
     for name in benign_kinds:
         rows = flags.get(name, [])
