@@ -37,7 +37,12 @@ al., arXiv:2303.06280, against stateful detection), clipped to the input's range
   after every 100 (the runs in parallel, one key each);
 * ``mix1`` / ``mix10``: sigma 0.05, 1 / 10 benign queries of the benign pool on the
   same key before each attack query;
-* ``keys5``: sigma 0.05, the queries round-robin over 5 keys.
+* ``keys5``: sigma 0.05, the queries round-robin over 5 keys;
+* ``fine`` (session 15, against an excuse for copies: queries within a fraction of the
+  similarity radius of one counted before are one input): the search as a walk of small
+  steps, each step adding +-``FINE`` (0.01) to its coordinates of the kept perturbation
+  (clipped to the ball), with noise of sigma 0.003 (a logger's re-read noise, ~0.002 RMS
+  per value): its queries stay within a few hundredths of each other.
 
 Benign clients (``benign`` plan, 1,000 queries each on a key of its own): distinct inputs
 of the benign pool, inputs drawn with replacement, drawn with replacement plus N(0, 0.01).
@@ -81,8 +86,9 @@ import numpy as np
 
 SEED = 14
 EPS = 0.1  # the Linf ball, fraction of the range
-PLANS = ("noise02", "noise05", "noise10", "paced", "mix1", "mix10", "keys5", "benign")
-SIGMAS = {"noise02": 0.02, "noise10": 0.1}  # every other attack plan: 0.05
+PLANS = ("noise02", "noise05", "noise10", "paced", "mix1", "mix10", "keys5", "fine", "benign")
+SIGMAS = {"noise02": 0.02, "noise10": 0.1, "fine": 0.003}  # every other attack plan: 0.05
+FINE = 0.01  # ``fine``: each step moves its coordinates this much (a walk in the ball)
 _ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -298,8 +304,11 @@ class Run:
     before: Callable[[Client, int], None] | None = None  # benign traffic before query t
 
 
-def search(run: Run, x0: np.ndarray, y0: int, sigma: float, budget: int, seed: int) -> None:
-    """The noisy random search (module docstring): Linf ``EPS``, fresh N(0, sigma) a query."""
+def search(run: Run, x0: np.ndarray, y0: int, sigma: float, budget: int, seed: int,
+           step: float | None = None) -> None:  # fmt: skip
+    """The noisy random search (module docstring): Linf ``EPS``, fresh N(0, sigma) a query;
+    with ``step``, each step adds +-``step`` to its coordinates instead of setting them to
+    +-``EPS`` (``fine``: a walk of small steps, clipped to the ball)."""
     rng = np.random.default_rng(seed)
     delta, best = np.zeros_like(x0, dtype=np.float64), np.inf
     k = max(2, round(0.05 * x0.size))
@@ -308,7 +317,11 @@ def search(run: Run, x0: np.ndarray, y0: int, sigma: float, budget: int, seed: i
         if run.before is not None:
             run.before(client, t + 1)
         flat = delta.copy().reshape(-1)
-        flat[rng.choice(x0.size, k, replace=False)] = rng.choice([-EPS, EPS], k)
+        at = rng.choice(x0.size, k, replace=False)
+        if step is None:
+            flat[at] = rng.choice([-EPS, EPS], k)
+        else:
+            flat[at] = np.clip(flat[at] + rng.choice([-step, step], k), -EPS, EPS)
         cand = flat.reshape(x0.shape)
         q = np.clip(x0 + cand + rng.normal(0, sigma, x0.shape), 0, 1)
         p = client.ask(q, t + 1)
@@ -365,7 +378,10 @@ def attack_run(case: Case, plan: str, run: int, host: str, keys: dict[str, str],
         r.pause = _pacer(run)
     if plan.startswith("mix"):
         r.before = _mixer(Pool(case, run * 3 * budget, run), int(plan[3:]))
-    search(r, np.asarray(x0, dtype=np.float64), y0, SIGMAS.get(plan, 0.05), budget, SEED + run)
+    step = FINE if plan == "fine" else None
+    search(
+        r, np.asarray(x0, dtype=np.float64), y0, SIGMAS.get(plan, 0.05), budget, SEED + run, step
+    )
     return r, x0, y0
 
 

@@ -96,3 +96,18 @@ def test_the_judge_counts_a_flag_on_benign_traffic_at_the_next_attack_query(rt: 
     assert res["first"] == 6 and res["on_benign"] is False and res["on_attack"] == 6
     none = rt.judge(case, run, np.full(6, 0.5), 0, {}, 10)
     assert none["first"] is None and none["at_flag"] == none["all"]
+
+
+def test_fine_walks_in_small_steps_inside_the_ball(rt: Any) -> None:
+    """``fine``: consecutive kept perturbations differ by at most ``step`` a value, the
+    walk stays in the ball, and a kept step lowers the score (it can reach the edge)."""
+    c = _Fake()
+    run = rt.Run([c])
+    x0 = np.full(40, 0.5)
+    rt.search(run, x0, 0, 0.0005, 300, 0, step=0.01)
+    kept = np.stack(run.clean)
+    assert np.abs(np.diff(kept, axis=0)).max() <= 0.01 + 1e-12
+    assert np.abs(kept).max() <= rt.EPS + 1e-12
+    assert float((x0 + kept[-1])[:20].mean()) < 0.48  # it walked downhill
+    qs = np.stack(c.sent)
+    assert np.abs(np.diff(qs, axis=0)).max() < 0.03  # each query near the one before
