@@ -21,7 +21,13 @@ Attack inputs: held-out inputs the model gets right with probability 0.8 or more
   [0, 1]), disease progression above the median or not, a scikit-learn MLP (one hidden
   layer of 32) served as a joblib pipeline. Calibration sample: the 221 training rows;
   benign pool: the other held-out rows, read again by a sensor logger's noise and rounding
-  once they are used up (exact resends are dropped by the gateway).
+  once they are used up (exact resends are dropped by the gateway);
+* ``trees`` (session 15, ``--cases trees``): a model of another kind on data nobody tuned
+  on: scikit-learn's ``make_classification`` (4,000 rows, 16 features, 8 informative, 4
+  redundant, 3 classes, min-max to [0, 1]), a ``HistGradientBoostingClassifier`` (100
+  boosting rounds; piecewise-constant scores: a step often leaves them unchanged). Calibration
+  sample: 1,000 of the 2,000 training rows; benign pool: the 2,000 held-out rows but the
+  attacked ones, read again by the logger once used.
 
 The attack, as a stranger writes it from the papers: a random search in the Linf ball
 of 0.1 of the range (Andriushchenko et al., "Square Attack", arXiv:1912.00049; Guo et
@@ -203,6 +209,29 @@ def diabetes_case(tmp: Path) -> Case:
     targets = [(x[i], int(y[i])) for i in ok[:10]]
     pool = np.delete(x, np.concatenate([tr, ok[:10]]), axis=0)
     return Case("diabetes", path, (10,), (x[tr], y[tr]), targets, pool,
+                lambda xs: model.predict(np.asarray(xs).reshape(len(xs), -1)), logger)  # fmt: skip
+
+
+def trees_case(tmp: Path) -> Case:
+    """A gradient-boosted tree ensemble on a synthetic table (session 15's third case)."""
+    import joblib
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x, y = make_classification(n_samples=4000, n_features=16, n_informative=8, n_redundant=4,
+                               n_classes=3, class_sep=1.2, random_state=SEED)  # fmt: skip
+    x = ((x - x.min(0)) / (x.max(0) - x.min(0))).astype(np.float32)
+    idx = np.random.default_rng(SEED).permutation(len(x))
+    tr, te = idx[:2000], idx[2000:]
+    model = HistGradientBoostingClassifier(max_iter=100, random_state=SEED).fit(x[tr], y[tr])
+    print(f"trees: gradient boosting held-out accuracy {model.score(x[te], y[te]):.3f}", flush=True)
+    path = tmp / "trees.joblib"
+    joblib.dump(model, path)
+    ok = te[sure(model.predict_proba(x[te]), y[te])]
+    targets = [(x[i], int(y[i])) for i in ok[:10]]
+    pool = x[np.setdiff1d(te, ok[:10])]
+    sample = (x[tr[:1000]], y[tr[:1000]])
+    return Case("trees", path, (16,), sample, targets, pool,
                 lambda xs: model.predict(np.asarray(xs).reshape(len(xs), -1)), logger)  # fmt: skip
 
 
@@ -556,7 +585,7 @@ def table(results: dict[str, Any]) -> None:
                 print(f"| {name} | {plan} | {cell(res)} |")
 
 
-CASES = {"patches": patches_case, "diabetes": diabetes_case}
+CASES = {"patches": patches_case, "diabetes": diabetes_case, "trees": trees_case}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

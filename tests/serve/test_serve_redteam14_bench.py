@@ -111,3 +111,16 @@ def test_fine_walks_in_small_steps_inside_the_ball(rt: Any) -> None:
     assert float((x0 + kept[-1])[:20].mean()) < 0.48  # it walked downhill
     qs = np.stack(c.sent)
     assert np.abs(np.diff(qs, axis=0)).max() < 0.03  # each query near the one before
+
+
+def test_trees_case_attacks_held_out_rows_it_gets_right_and_mixes_in_others(
+    rt: Any, tmp_path
+) -> None:
+    """The third case: attack targets are held-out rows the trees get right; the benign
+    pool shares no row with the targets or the calibration sample."""
+    case = rt.trees_case(tmp_path)
+    xs = np.stack([x for x, _ in case.targets])
+    assert len(xs) == 10 and (case.predict(xs) == [y for _, y in case.targets]).all()
+    seen = {r.tobytes() for r in np.concatenate([xs, case.sample[0]])}
+    assert not seen & {r.tobytes() for r in case.pool}
+    assert case.vary is not None and case.pool.shape[1:] == case.shape
