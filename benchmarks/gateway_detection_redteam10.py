@@ -35,6 +35,10 @@ Attackers, 5 runs of 300 queries after 2,000 distinct benign queries of the key:
   then one signed step of 0.02 (Linf ball 0.1): every cloud is one fixed distribution;
   ``neshopd`` (images, MNIST CNN, audio): each centre also a fresh offset of +-0.04 on each of
   ``reduce``'s blocks, so no two centres share a ball (each cloud still in every view);
+  ``neshop7`` / ``neshop7d`` (session 15, against an excuse for a moving ball whose query
+  has 6 or more copies of its own: a folder of clips resent class by class): the same
+  with 7 queries a centre (the centre and 6 draws) of sigma 0.02, the excused resends'
+  noise: each centre is a resent clip;
 * ``signopt`` (images, MNIST CNN, tabular; held out): Sign-OPT (Cheng et al., 2020,
   arXiv:1909.10773), label-only: a direction ``theta`` from ``x0``, its distance to the
   boundary ``g(theta)`` by a coarse then binary search, the sign of each directional
@@ -97,6 +101,8 @@ ATTACKS = (
     *SHAPED,
     "neshop",
     "neshopd",
+    "neshop7",
+    "neshop7d",
     "sybil1",
     "sybilbusy20",
     "sybilpad",
@@ -109,7 +115,8 @@ APPLIES = {"scanner": IMAGES, "wakeword": {"audio"}, "sybil1": {"images", "tabul
            "sybilbusy20": {"images", "tabular"},
            "sybilpad": {"images", "tabular"}, "sybilselfpad": {"images", "tabular"},
            "griefcam3": {"images"}, "signopt": IMAGES | {"tabular"},
-           "neshop": IMAGES | {"audio"}, "neshopd": IMAGES | {"audio"}} | {
+           "neshop": IMAGES | {"audio"}, "neshopd": IMAGES | {"audio"},
+           "neshop7": IMAGES | {"audio"}, "neshop7d": IMAGES | {"audio"}} | {
     p: IMAGES for p in SHAPED}  # fmt: skip
 Shape = Callable[[np.ndarray, int], np.ndarray]  # (clean or candidate input, query index)
 
@@ -387,7 +394,8 @@ def queries(kind: long.Kind, plan: str, run: int, budget: int) -> tuple[Any, lis
     if plan == "signopt":
         qs = signopt(kind, x0, y0, budget, run)
     elif plan.startswith("neshop"):
-        qs = neshop(kind, x0, y0, budget, run, decoy=0.04 if plan == "neshopd" else 0.0)
+        few = {"m": 7, "sigma": 0.02} if plan.startswith("neshop7") else {}
+        qs = neshop(kind, x0, y0, budget, run, decoy=0.04 if plan.endswith("d") else 0.0, **few)
     elif plan in ("sybilpad", "sybilselfpad"):
         return padded(kind, x0, y0, budget, run, own=plan == "sybilselfpad")
     else:  # sybil1 / sybilbusy20: the issue's noisy search over fresh accounts

@@ -174,6 +174,19 @@ def test_neshop_clouds_are_still_around_each_centre_and_the_centres_move(rt: Any
     assert np.abs(centres - x0.reshape(-1)).max() <= 0.1 + 1e-6
 
 
+def test_neshop7_resends_each_centre_six_times_with_the_excused_noise(rt: Any, rw: Any) -> None:
+    """``neshop7``: 7 queries a centre (the centre, 3 antithetic pairs of sd 0.02), the
+    centres a signed step apart: each centre a clip resent with fresh noise."""
+    kind = _kind(rw, (3, 16, 16), (0.0, 1.0), "tensor")
+    x0 = kind.data[4]
+    qs = rt.neshop(kind, x0, int(kind.labels(x0[None])[0]), 70, 0, m=7, sigma=0.02)
+    qs = qs.astype(np.float64).reshape(10, 7, -1)
+    sd = qs[:, 1:].std(axis=1).mean(axis=1)
+    assert ((sd > 0.01) & (sd < 0.03)).all()
+    assert (np.abs(np.diff(qs[:, 0], axis=0)).max(axis=1) > 0.015).all()
+    assert {"neshop7", "neshop7d"} <= set(rt.ATTACKS) and "audio" in rt.APPLIES["neshop7d"]
+
+
 def test_neshop_decoy_puts_each_centre_in_a_ball_of_its_own(rt: Any, rw: Any) -> None:
     kind = _kind(rw, (3, 32, 32), (0.0, 1.0), "tensor")
     x0 = kind.data[5]
