@@ -60,7 +60,9 @@ Attackers, 5 runs of ``--budget`` queries (300) on the kind's attack inputs:
   sent through a fresh random transform of the image (rotation U(-8, 8) degrees, a shift
   of U(-1, 1) pixels, zoom U(0.93, 1.07), brightness U(-0.05, 0.05), contrast U(0.9,
   1.1), noise N(0, U(0, 0.03))), judged as ``redteam10``'s shaped searches are (against
-  the clean input under the same transform).
+  the clean input under the same transform); ``blindw`` (session 15, against a rule that
+  counts a renderer only when the aligned difference of two views is smooth): the same
+  with its sensor noise always N(0, 0.03) (white: it roughens every difference);
 
 Benign clients held out (nobody built them before), flagged per 1,000:
 
@@ -119,10 +121,10 @@ from mlwarden.serve.config import Detection  # noqa: E402
 from mlwarden.serve.monitor import Monitor  # noqa: E402
 
 CLIENTS = ("crm", "thumbsizes")
-ATTACKS = ("oars-block", "oars-throttle", "oars-blind", "oars-rotate", "blind")
+ATTACKS = ("oars-block", "oars-throttle", "oars-blind", "oars-rotate", "blind", "blindw")
 IMAGES = {"digits", "images", "mnist28"}
 TABLES = {"tabular", "breast cancer", "wine"}
-APPLIES = {"crm": TABLES, "thumbsizes": IMAGES, "blind": IMAGES} | {
+APPLIES = {"crm": TABLES, "thumbsizes": IMAGES, "blind": IMAGES, "blindw": IMAGES} | {
     p: IMAGES | TABLES for p in ATTACKS[:4]}  # fmt: skip
 SIGMA0 = 0.05  # the issue's per-query noise, fraction of the range
 EPS = 0.1  # the issue's Linf ball (and Square's block step), fraction of the range
@@ -427,9 +429,10 @@ def _own(make: Callable[[], Monitor]) -> Monitor:
 
 
 # -- query blinding (Chen, Carlini & Wagner 2020) -------------------------------------
-def blinding(seed: int, n: int) -> rt10.Shape:
+def blinding(seed: int, n: int, white: float | None = None) -> rt10.Shape:
     """A fresh random transform for each query index (parameters drawn once per index,
-    so the clean input blinded the same way is the reference its answer is judged by)."""
+    so the clean input blinded the same way is the reference its answer is judged by);
+    ``white``: its sensor noise always N(0, ``white``) (``blindw``: 0.03)."""
     rng = np.random.default_rng(2000 + seed)
     ang, (dy, dx) = rng.uniform(-8, 8, n), rng.uniform(-1, 1, (2, n))
     zoom, bright, contrast = (
@@ -438,6 +441,8 @@ def blinding(seed: int, n: int) -> rt10.Shape:
         rng.uniform(0.9, 1.1, n),
     )
     noise, seeds = rng.uniform(0, 0.03, n), rng.integers(0, 2**32, n)
+    if white is not None:
+        noise = np.full(n, white)
 
     def shape(x: np.ndarray, i: int) -> np.ndarray:
         out = np.empty_like(x, dtype=np.float64)
@@ -454,9 +459,9 @@ def blinding(seed: int, n: int) -> rt10.Shape:
 
 
 def run_blind(kind: long.Kind, det: Detection, run: int, budget: int,
-              target: Monitor) -> dict[str, Any]:  # fmt: skip
+              target: Monitor, white: float | None = None) -> dict[str, Any]:  # fmt: skip
     x0, y0 = rw._target(kind, run)
-    shape = blinding(run, budget)
+    shape = blinding(run, budget, white)
     qs = rt10.shaped_search(kind, x0, y0, budget, run, shape)
     first, by = rw.first_flag(kind, det, rw._copy(target), qs, ["k"] * len(qs))
     upto = first - 1 if first else len(qs)
@@ -603,8 +608,9 @@ def run_kind(name: str, kind: long.Kind, args: argparse.Namespace) -> dict[str, 
     target = make() if plans else None
     for plan in plans:
         for run in range(args.runs):
-            if plan == "blind":
-                res = run_blind(kind, det, run, args.budget, target)  # type: ignore[arg-type]
+            if plan in ("blind", "blindw"):
+                white = 0.03 if plan == "blindw" else None
+                res = run_blind(kind, det, run, args.budget, target, white)  # type: ignore[arg-type]
             else:
                 res = run_oars(
                     kind, det, plan, run, args.budget, target, make, name == "digits", args.mix
@@ -641,7 +647,8 @@ def table(results: dict[str, Any], budget: int, plans: tuple[str, ...] = ATTACKS
     for name, row in results.items():
         for plan in plans:
             if plan in row:
-                cell = rw._acell(row[plan]) if plan == "blind" else _ocell(row[plan], budget)
+                blind = plan in ("blind", "blindw")
+                cell = rw._acell(row[plan]) if blind else _ocell(row[plan], budget)
                 print(f"| {name} | {plan} | {cell} |")
 
 

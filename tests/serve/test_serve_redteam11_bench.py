@@ -115,6 +115,16 @@ def test_blinding_is_a_fresh_transform_a_query_and_repeatable(rt: Any) -> None:
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
 
 
+def test_blindw_always_adds_white_noise_of_0_03(rt: Any) -> None:
+    """``blindw``: the transform's sensor noise is N(0, 0.03) on every query (a flat
+    mid-grey image: the transform leaves it flat but for brightness and the noise)."""
+    flat = np.full((1, 16, 16), 0.5)
+    for i in range(5):
+        out = rt.blinding(0, 5, white=0.03)(flat, i)
+        assert 0.02 < float(out.std()) < 0.04
+    assert {"blindw"} <= set(rt.ATTACKS) and rt.APPLIES["blindw"] == rt.APPLIES["blind"]
+
+
 def test_crm_client_opens_autocompletes_and_reopens(rt: Any) -> None:
     rng = np.random.default_rng(0)
     data = rng.uniform(0, 1, (300, 12))
