@@ -2187,6 +2187,9 @@ class Monitor:
         # no farther apart than the radius; on audio's log-energy envelopes fresh noise
         # alone spreads them ~0.9 of the radius (pauses become hiss): the whole ball
         self.still_bar = None if modality == "audio" else TIGHT
+        # audio: a ball that moves is judged again on the query's copies within TIGHT of the
+        # radius (stationary._apart): two nearby clips resent one after the other move it
+        self.still_inner = TIGHT if modality == "audio" else None
         # alerts on clouds too small to judge wait (stationary.settle) on tensors only:
         # measured there; on audio a search's steps are each other's copies (see _moving)
         self.hold = modality not in ("audio", "text")
@@ -2568,7 +2571,7 @@ class Monitor:
                 if not views:
                     views.append(self._views(xs, pvs, heard))
                 r, w = still(sim, pvs, new, before, self.still_bar, self.wide, lit, vet,
-                             *views[0])  # fmt: skip
+                             *views[0], inner=self.still_inner)  # fmt: skip
                 resends.update(r)
                 small.update(w)
                 judged.update(new)
