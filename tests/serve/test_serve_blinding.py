@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from mlwarden.core.data import load_dataset
-from mlwarden.serve.blinding import INPUTS, Blinding, views
+from mlwarden.serve.blinding import INPUTS, SMOOTH, Blinding, grid, smoothness, views
 from mlwarden.serve.config import Detection
 from mlwarden.serve.monitor import Monitor
 
@@ -149,3 +149,60 @@ def test_a_restart_keeps_the_window() -> None:
     assert rest[0] == rest[1] and rest[0]
     fresh = _flagged(Monitor(Detection(), [1, 8, 8]), qs[30:])
     assert fresh != rest[0]  # the window mattered
+
+
+def _low_light(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` frames of one scene ``x`` under sensor noise N(0, s), s in 0.02-0.05, 8-bit
+    (redteam12's ``lowlight`` camera)."""
+    rng = np.random.default_rng(seed)
+    out = [x + rng.normal(0, rng.uniform(0.02, 0.05), x.shape) for _ in range(n)]
+    return (np.round(np.clip(np.stack(out), 0, 1) * 255) / 255).astype(np.float32)
+
+
+def _counts(qs: np.ndarray, frame: tuple[int, ...]) -> list[int]:
+    """The rule's counts of a stream sent one query at a time, no resend merged by the
+    reduced vectors (a calibrated key's small resend bar)."""
+    vw = views(qs, frame)
+    blind = Blinding(qs[0].size, 1e-6, grid(frame))
+    return [
+        c
+        for i in range(len(qs))
+        for c in blind.observe_many(vw[i : i + 1], qs[i : i + 1].reshape(1, -1))
+    ]
+
+
+def _scene(x: np.ndarray) -> np.ndarray:
+    """A 32 x 32 scene of three channels: an 8 x 8 digit ``x`` (1, 8, 8) enlarged."""
+    big = ndimage.zoom(x[0], 4, order=1)
+    return np.clip(np.stack([big * g + 0.1 for g in (0.5, 0.6, 0.7)]), 0, 1)
+
+
+def test_noisy_frames_of_one_scene_are_quiet_a_warped_one_is_not() -> None:
+    """Frames of one 32 x 32 scene under fresh sensor noise (views 0.04-0.1 apart, each a
+    new input on a calibrated key: rough differences) are not renderings, flagged only
+    without the smoothness bar; the scene blinded (rotated, shifted, lit anew: smooth
+    differences) is flagged with it."""
+    x, _ = _digits()
+    frame = (3, 32, 32)
+    noisy = _low_light(_scene(x[5]), 100)
+    blinded = np.stack([_scene(b) for b in _blinded(x[5], 60)])
+    assert max(_counts(noisy, frame)) < INPUTS
+    assert max(_counts(blinded, frame)) >= INPUTS
+    old = dict(SMOOTH)
+    SMOOTH.update({g: -1.0 for g in SMOOTH})  # every renderer counts: main before session 15
+    try:
+        assert max(_counts(noisy, frame)) >= INPUTS
+    finally:
+        SMOOTH.update(old)
+
+
+def test_smoothness_of_noise_and_of_a_warp() -> None:
+    """White noise's lag-1 autocorrelation is about 0; a scene moved half a pixel
+    differs from itself smoothly (well above the bar)."""
+    x, _ = _digits()
+    noise = np.random.default_rng(0).normal(0, 1, (200, 256))
+    assert abs(float(smoothness(noise, 16).mean())) < 0.05
+    scene = _scene(x[0])
+    moved = ndimage.shift(scene, (0, 0.5, 0.5), order=1, mode="nearest")
+    v = views(np.stack([scene, moved]), (3, 32, 32))
+    assert smoothness(v[:1] - v[1:], 16)[0] > 3 * SMOOTH[16]
