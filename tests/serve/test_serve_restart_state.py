@@ -81,7 +81,14 @@ def test_answers_to_the_history_survive_a_restart(cut: int) -> None:
         return [i for i in range(lo, hi)
                 if mon.inspect("k", xs[i : i + 1], probs[i : i + 1].argmax(1), probs[i : i + 1])]  # fmt: skip
 
-    whole, now, before = _restarted(lambda: Monitor(det, shape=[30]), run, len(xs), cut)
+    def make() -> Monitor:
+        mon = Monitor(det, shape=[30])
+        # the loggers' re-reads counted as queries, not as 40 inputs (serve/copies.py): the
+        # alerts only the answers rule excuses, so a lost answer shows
+        mon.table = False
+        return mon
+
+    whole, now, before = _restarted(make, run, len(xs), cut)
     assert whole == [] and now == []
     assert len(before) >= 20  # the rows from before the restart without answers: alerts stand
 

@@ -189,6 +189,7 @@ from mlwarden.serve.config import Blacklight as BlacklightConfig
 from mlwarden.serve.config import Detection
 from mlwarden.serve.config import Prada as PradaConfig
 from mlwarden.serve.config import Similarity as SimilarityConfig
+from mlwarden.serve.copies import distinct, window_slots
 from mlwarden.serve.crosskey import CrossKey
 from mlwarden.serve.dilution import Dilution, Residual, off_axes, reach, sq_distances
 from mlwarden.serve.manifold import Window
@@ -2209,6 +2210,10 @@ class Monitor:
         # tells a noisy search from one class's natural rows: on tables' few features it
         # cannot, and benign loggers and rescoring clients were flagged)
         self.narrow = config.spread.enabled and modality == "tensor"
+        # tables (rows of fewer than MIN_VALUES values): the similarity alerts count
+        # distinct inputs (serve/copies.py); an excuse of resends, off with the still-ball rule
+        self.table = (modality == "tensor" and shape is not None and len(shape) == 1
+                      and shape[0] < MIN_VALUES and self.stationary)  # fmt: skip
         # images (a frame of at least 16 x 16 last): a copy shifted by a pixel or two (a
         # crop) is the same input; own clouds are gathered up to a shift (stationary.aligned).
         # Not on 8 x 8 digits, where 2 pixels are a quarter of the frame: a noiseless search
@@ -2492,6 +2497,9 @@ class Monitor:
                                                            recent, need, before)  # fmt: skip
                 if old is not None and state.answers is not None and c.answers.spread:
                     found = self._steady(state.answers, sim, pvs, found, before, old)
+            if self.table and found["similarity"]:  # a small table re-read (serve/copies.py)
+                found["similarity"] = self._copied(sim, pvs, found["similarity"], total,
+                                                   need, long_need, before.first)  # fmt: skip
             out.update({k: [int(heard[j]) for j in v] for k, v in found.items()})
             if held or state.held:
                 self._hold(state, sim, pvs, before, held, heard, out, seqs, lit, vet)
@@ -2914,6 +2922,23 @@ class Monitor:
                     out[kind] = sorted(set(out.get(kind, [])) | {int(heard[j])})
                 else:
                     state.late.setdefault(kind, []).append(cloud.seq)
+
+    def _copied(self, sim: Similarity, pvs: np.ndarray, flagged: list[int], total: np.ndarray,
+                need: int, long_need: float, first: int) -> list[int]:  # fmt: skip
+        """The similarity alerts ``flagged`` (positions of the batch ``pvs``, just added
+        to ``sim`` from query number ``first``) whose neighbours hold ``need`` distinct
+        inputs among the last ``window`` queries, or ``long_need`` among the whole
+        history where the whole history's count reached it: a table re-read is a few
+        inputs resent (:mod:`mlwarden.serve.copies`)."""
+        c, nxt = sim.config, sim._next
+        limit = (c.radius**2) * pvs.shape[1]
+
+        def near(j: int, span: int, n: int) -> int:
+            slots = window_slots(first, j, span, nxt, c.history)
+            return distinct(sim._ring, sim._norms, slots, pvs[j], limit, n)
+
+        return [j for j in flagged if near(j, c.window, need) >= need or (
+            total[j] >= long_need and near(j, c.history, int(long_need)) >= long_need)]  # fmt: skip
 
     def _diluted(self, state: _KeyState, dil: Dilution, vs: np.ndarray, pvs: np.ndarray,
                  total: np.ndarray, before: Any, allowance: int | None) -> dict[str, list[int]]:  # fmt: skip
