@@ -1625,7 +1625,7 @@ class Prada:
         if n < self.config.min_queries or self._pending < self.config.test_every:
             return None
         self._pending = 0
-        self.last_w = _w_sorted(self._sorted_record(n))
+        self.last_w = _w_sorted(_inliers(self._sorted_record(n), self.config.outliers))
         self.lowest_w = min(self.lowest_w, self.last_w)
         return self.last_w
 
@@ -1919,6 +1919,19 @@ def shapiro_w(x: np.ndarray) -> float:
         shapiro_w(np.random.default_rng(0).normal(size=500))   # close to 1
     """
     return _w_sorted(np.sort(np.asarray(x, dtype=np.float64)))
+
+
+def _inliers(x: np.ndarray, k: float) -> np.ndarray:
+    """The sorted ``x`` without its values ``k`` standard deviations or more from its
+    mean (Juuti et al.'s code: ``abs(d - mean) < 3 * std``); ``x`` when ``k`` is 0 or
+    fewer than 3 values would remain."""
+    if k <= 0 or len(x) < 3:
+        return x
+    mean = float(x.mean())
+    reach = k * float(x.std())
+    lo = int(np.searchsorted(x, mean - reach, "right"))
+    hi = int(np.searchsorted(x, mean + reach, "left"))
+    return x[lo:hi] if hi - lo >= 3 else x
 
 
 def _w_sorted(x: np.ndarray) -> float:
