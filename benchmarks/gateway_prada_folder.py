@@ -10,7 +10,7 @@ PRADA alone (:func:`mlwarden.serve.calibrate._only`), digits defaults (scikit-le
 * the attacker that fits the excuse, **dilute-K**: an extraction hidden among natural
   digits so that its distances are few: after each ``K`` natural digits (the pool, in a
   random order, cycled) one query of Papernot et al.'s Jacobian augmentation (150
-  held-out seeds, lambda 0.1) or one uniform random input (``uniform-K``: Knockoff's
+  seeds, lambda 0.1, as many rounds as ``--cap`` needs) or one uniform random input (``uniform-K``: Knockoff's
   off-data queries); its first flag counted in attack queries (None: not within
   ``--cap`` attack queries). With few such queries their distances are 3 std from the
   record's mean and the test leaves them out; with more they widen the record.
@@ -39,10 +39,18 @@ from mlwarden.serve.monitor import Monitor  # noqa: E402
 SHAPE = [1, 8, 8]
 
 
+STACK = [False]  # ``--stack``: every rule at the defaults, not PRADA alone
+
+
 def _flags(outliers: float, xs: np.ndarray, labels: np.ndarray) -> list[int]:
-    """0-based queries PRADA alone flags on one fresh key sending ``xs``."""
-    det = cal._only(Detection.model_validate({"prada": {"outliers": outliers}}), "prada")
-    return list(Monitor(det, SHAPE).inspect("k", xs, labels).get("prada", []))
+    """0-based queries PRADA alone (``--stack``: any rule) flags on one fresh key sending ``xs``."""
+    det = Detection.model_validate({"prada": {"outliers": outliers}})
+    if not STACK[0]:
+        det = cal._only(det, "prada")
+    found = Monitor(det, SHAPE).inspect("k", xs, labels)
+    if not STACK[0]:  # PRADA's own test, not ``prada.blinding``'s flags
+        found = {"prada": found.get("prada", [])}
+    return sorted({int(i) for rows in found.values() for i in rows})
 
 
 def _diluted(pool: np.ndarray, attack: np.ndarray, k: int, rng: np.random.Generator
@@ -81,7 +89,8 @@ def run(orders: int, cap: int, ks: list[int]) -> dict[str, Any]:
                (np.random.default_rng(10 + i).permutation(len(x)) for i in range(orders))]  # fmt: skip
         out[f"natural outliers={k:g}"] = f"{sum(bool(f) for f in nat)}/{orders}"
     seeds = x[rng.permutation(len(x))[:150]]
-    jac = jacobian_augmentation(victim, seeds, 10, rounds=2, seed=0)[0][:cap]
+    rounds = max(1, int(np.ceil(np.log2(max(cap / len(seeds), 2)))))
+    jac = jacobian_augmentation(victim, seeds, 10, rounds=rounds, seed=0)[0][:cap]
     uni = np.random.default_rng(1).random((cap, *SHAPE)).astype(np.float32)
     for name, attack in (("jacobian", jac), ("uniform", uni)):
         for k in ks:
@@ -96,10 +105,12 @@ def run(orders: int, cap: int, ks: list[int]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--orders", type=int, default=5)
-    ap.add_argument("--cap", type=int, default=600, help="attack queries at most")
+    ap.add_argument("--cap", type=int, default=2000, help="attack queries at most")
     ap.add_argument("--dilute", default="0,1,3,9,19", help="natural inputs per attack query")
+    ap.add_argument("--stack", action="store_true", help="every rule at the defaults")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    STACK[0] = args.stack
     res = run(args.orders, args.cap, [int(k) for k in args.dilute.split(",")])
     print(json.dumps(res, indent=1))
     if args.out:

@@ -335,7 +335,7 @@ def test_prada_tests_the_distances_it_keeps(history, every):
     xs = np.round(rng.uniform(0, 2, (1500, 4)), 0).astype(np.float32)  # ties galore
     xs[::3] += rng.normal(0, 0.3, (500, 4)).astype(np.float32)
     xs[::97] += 20.0  # far queries: outliers of the record, left out of some tests
-    prada = Prada(PradaConfig(history=history, min_queries=5, test_every=every))
+    prada = Prada(PradaConfig(history=history, min_queries=5, test_every=every, outliers=3.0))
     tests = trimmed = 0
     for i, x in enumerate(xs):
         prada.observe(x, i % 3)

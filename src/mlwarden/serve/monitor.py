@@ -1423,6 +1423,9 @@ class Prada:
         # every earlier query a reference (``references``; the Monitor resolves the
         # default per modality and passes it as ``every``)
         self.every = config.references != "growing" if every is None else every
+        # the record's outliers left out of the test (``outliers``; the Monitor sets the
+        # default per kind of input: 3 on image keys, :meth:`Monitor._equip`)
+        self.outliers = 0.0 if config.outliers is None else config.outliers
         # the last ``history`` distances in a ring (oldest overwritten first)
         self._dists = np.zeros(config.history, dtype=np.float64)
         self._n_dists = 0
@@ -1625,7 +1628,7 @@ class Prada:
         if n < self.config.min_queries or self._pending < self.config.test_every:
             return None
         self._pending = 0
-        self.last_w = _w_sorted(_inliers(self._sorted_record(n), self.config.outliers))
+        self.last_w = _w_sorted(_inliers(self._sorted_record(n), self.outliers))
         self.lowest_w = min(self.lowest_w, self.last_w)
         return self.last_w
 
@@ -2193,6 +2196,9 @@ class Monitor:
         # is what flags query blinding, and its bursts between natural digits would pass
         self.pictures = (shape is not None and len(shape) >= 2 and min(shape[-2:]) >= 16
                          and modality not in ("audio", "text"))  # fmt: skip
+        # PRADA's record tested without its outliers (config.py Prada.outliers): image keys
+        self.images = (shape is not None and len(shape) >= 2
+                       and modality not in ("audio", "text"))  # fmt: skip
         # query blinding (serve/blinding.py): image keys of frames of at least 8 x 8
         blind = config.prada.blinding and modality == "tensor" and shape is not None
         self.blind_frame = tuple(shape) if blind and usable(shape) else None  # type: ignore[arg-type]
@@ -3095,6 +3101,8 @@ class Monitor:
         the blinding window (blinding.py); the one place both are set."""
         prada.renders = self.pictures
         prada.blinding = self._blinder(dims)
+        if self.config.prada.outliers is None and self.images:
+            prada.outliers = 3.0  # Juuti et al.'s code (config.py: why image keys only)
         return prada
 
     def _blinder(self, dims: int) -> Blinding | None:
