@@ -79,7 +79,10 @@ Three detectors, all per key, after one filter:
   al. 2020: :mod:`mlwarden.serve.blinding`). Natural
   queries give roughly normally distributed distances; synthetic extraction queries
   (small steps around seeds) do not. Once ``min_queries`` distances exist, a
-  Shapiro-Wilk statistic ``W < delta`` flags the key. The paper tests after every
+  Shapiro-Wilk statistic ``W < delta`` flags the key. On image keys the test leaves
+  out the record's values 3 std or more from its mean (``prada.outliers``), as the
+  authors' own code does: a labelled folder walked class by class puts each class's
+  first distances, measured against a set of one, as a tail on the last class's. The paper tests after every
   query; we test after every ``test_every`` queries (default 10) because one test
   costs about 0.5 ms. ``delta`` 0.85 is calibrated on digits (benign streams of 100
   held-out digits had W >= 0.91); the paper tuned it per dataset.
