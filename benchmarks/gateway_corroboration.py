@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,30 +73,33 @@ def _rules(alerts: str) -> list[str]:
     return [a.split("@")[0] for a in alerts.split(",") if a]
 
 
-def plain_cells(path: Path) -> dict[str, tuple[int, Flags]]:
-    """``gateway_detection_plain.py --out``: (queries, suspicions) per kind, client, seed."""
+def _cells(path: Path, n_of: Callable[[dict[str, Any]], int],
+           flags_of: Callable[[dict[str, Any]], Flags]) -> dict[str, tuple[int, Flags]]:  # fmt: skip
+    """(queries, suspicions) per kind, client and seed of a benchmark's ``--out``."""
     out: dict[str, tuple[int, Flags]] = {}
     for kind, row in json.loads(path.read_text()).items():
         for client, runs in row.items():
             if not isinstance(runs, list):
                 continue
             for s, r in enumerate(runs):
-                fl = sorted((q, k) for k, qs in r["flags"].items() if k != "any" for q in qs)
-                out[f"{kind} {client} #{s}"] = (r["n"], fl)
+                out[f"{kind} {client} #{s}"] = (n_of(r), sorted(flags_of(r)))
     return out
+
+
+def plain_cells(path: Path) -> dict[str, tuple[int, Flags]]:
+    """``gateway_detection_plain.py --out``: (queries, suspicions) per kind, client, seed."""
+    return _cells(
+        path,
+        lambda r: r["n"],
+        lambda r: [(q, k) for k, qs in r["flags"].items() if k != "any" for q in qs],
+    )
 
 
 def clients_cells(path: Path, n: int) -> dict[str, tuple[int, Flags]]:
     """``gateway_detection_clients.py --out`` (``n`` queries a client): the same."""
-    out: dict[str, tuple[int, Flags]] = {}
-    for kind, row in json.loads(path.read_text()).items():
-        for client, runs in row.items():
-            if not isinstance(runs, list):
-                continue
-            for s, r in enumerate(runs):
-                fl = sorted((q, k) for k, v in r.items() if k != "any" for q in v["at"])
-                out[f"{kind} {client} #{s}"] = (n, fl)
-    return out
+    return _cells(
+        path, lambda r: n, lambda r: [(q, k) for k, v in r.items() if k != "any" for q in v["at"]]
+    )
 
 
 def attack_rows(path: Path) -> dict[str, dict[str, Any]]:
