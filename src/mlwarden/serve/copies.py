@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlwarden.serve.dilution import sq_distances
+
 COPY = 0.3  # a copy lies within this fraction of the radius of an input counted before it
 _PAIRS = 256  # up to this many neighbours, all pairs are compared at once
 
@@ -46,11 +48,7 @@ def leaders(near: np.ndarray, copy2: float, need: int) -> int:
     near = np.asarray(near, dtype=np.float32)
     norms = np.einsum("ij,ij->i", near, near)
     # a few hundred rows (a benign alert's neighbours): every pair's verdict at once
-    pairs = (
-        (norms[:, None] + norms[None] - 2.0 * (near @ near.T) < copy2)
-        if len(near) <= _PAIRS
-        else None
-    )
+    pairs = sq_distances(near, norms, near, norms) < copy2 if len(near) <= _PAIRS else None
     covered = np.zeros(len(near), dtype=bool)
     count, i = 0, 0
     while count < need:
